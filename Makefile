@@ -1,0 +1,57 @@
+# imgspool - plain make. `make` builds, `make test` runs everything under ASan+UBSan,
+# `make run` starts the daemon on ./spool, `make demo` shows a job land against the fake upstream.
+
+CC       ?= cc
+PKGS     := libcurl jansson inih
+WARN     := -Wall -Wextra -Wmissing-prototypes -Wshadow -Wformat=2 -Wstrict-prototypes \
+            -Wpointer-arith -Wvla -Wno-unused-result
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Werror
+LIBS     := -lcurl -ljansson -linih -lpthread
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
+HDR      := $(wildcard src/*.h)
+B        := build
+T        := build/test
+UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
+INTEG    := $(sort $(wildcard tests/integration/test_*.py))
+
+.PHONY: all deps test unit integration run demo clean
+
+all: $(B)/imgspoold
+
+deps:
+	@sh contrib/install-deps.sh
+
+$(B)/imgspoold: src/main.c $(SRC) $(HDR) | $(B)
+	$(CC) $(CFLAGS) -o $@ src/main.c $(SRC) $(LIBS)
+
+# The test build: same code, sanitizers on, used by every test.
+$(T)/imgspoold: src/main.c $(SRC) $(HDR) | $(T)
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/main.c $(SRC) $(LIBS)
+
+$(T)/test_%: tests/unit/test_%.c tests/unit/tap.h $(SRC) $(HDR) | $(T)
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -Isrc -Itests/unit -o $@ $< $(SRC) $(LIBS)
+
+$(B) $(T):
+	mkdir -p $@
+
+unit: deps $(UNIT)
+	prove -e '' $(UNIT)
+
+integration: deps $(T)/imgspoold
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e python3 $(INTEG)
+
+test: deps $(UNIT) $(T)/imgspoold
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) :: && \
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e python3 $(INTEG)
+
+run: deps $(B)/imgspoold
+	$(B)/imgspoold -c etc/imgspool.ini
+
+demo: deps $(B)/imgspoold
+	python3 contrib/demo.py $(B)/imgspoold
+
+clean:
+	rm -rf $(B)

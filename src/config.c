@@ -1,0 +1,335 @@
+/* config.c - imgspool.ini: a table {section, key, type, field, min, max, default} and inih.
+ *
+ * inih's strings live only for the handler call, so every string is copied. Relative paths are
+ * resolved against the directory of the config file. Unknown sections and keys are errors, with
+ * the line number, so a typo never silently falls back to a default. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+#include "banned.h"
+
+enum key_type { T_INT, T_STR, T_PATH };
+
+struct key {
+	const char *section;     /* "provider" matches every [provider NAME] section */
+	const char *name;
+	enum key_type type;
+	size_t offset;           /* in struct config, or in struct provider_config for "provider" */
+	long min, max;
+	const char *def;
+};
+
+#define C(f) offsetof(struct config, f)
+#define P(f) offsetof(struct provider_config, f)
+
+static const struct key keys[] = {
+	{ "spool", "dir", T_PATH, C(spool_dir), 0, 0, "spool" },
+	{ "spool", "concurrency", T_INT, C(concurrency), 1, 1024, "16" },
+	{ "spool", "poll_interval", T_INT, C(poll_interval), 1, 3600, "5" },
+	{ "spool", "grace_period", T_INT, C(grace_period), 0, 3600, "30" },
+	{ "spool", "settle_time", T_INT, C(settle_time), 0, 3600, "5" },
+	{ "spool", "host_id", T_STR, C(host_id), 0, 0, "" },
+	{ "spool", "io_threads", T_INT, C(io_threads), 1, 64, "2" },
+	{ "spool", "default_provider", T_STR, C(default_provider), 0, 0, "" },
+	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, 64L << 20, "1048576" },
+	{ "limits", "max_response_mb", T_INT, C(max_response_mb), 1, 1024, "64" },
+	{ "limits", "max_n", T_INT, C(max_n), 1, 10, "4" },
+	{ "limits", "max_depth", T_INT, C(max_depth), 2, 256, "32" },
+	{ "limits", "max_pixels_mp", T_INT, C(max_pixels_mp), 0, 1000, "0" },
+	{ "limits", "download_timeout", T_INT, C(download_timeout), 1, 3600, "120" },
+	{ "limits", "download_attempts", T_INT, C(download_attempts), 1, 20, "4" },
+	{ "retry", "max_retries", T_INT, C(max_retries), 0, 20, "2" },
+	{ "retry", "max_billed_retries", T_INT, C(max_billed_retries), 0, 5, "1" },
+	{ "retry", "backoff_base_ms", T_INT, C(backoff_base_ms), 0, 3600000, "5000" },
+	{ "retry", "backoff_cap_ms", T_INT, C(backoff_cap_ms), 0, 86400000, "300000" },
+	{ "retry", "hold_probe_interval", T_INT, C(hold_probe_interval), 1, 86400, "60" },
+	{ "tls", "ca_file", T_PATH, C(ca_file), 0, 0, "" },
+	{ "provider", "base_url", T_STR, P(base_url), 0, 0, "https://api.apiyi.com" },
+	{ "provider", "api_key_env", T_STR, P(api_key_env), 0, 0, "APIYI_API_KEY" },
+	{ "provider", "api_key_file", T_PATH, P(api_key_file), 0, 0, "" },
+	{ "provider", "model", T_STR, P(model), 0, 0, "gpt-image-2" },
+	{ "provider", "timeout", T_INT, P(timeout), 1, 3600, "360" },
+	{ "provider", "connect_timeout", T_INT, P(connect_timeout), 1, 300, "10" },
+};
+
+struct parse_state {
+	struct config *cfg;
+	char *base_dir;
+	char *err;
+	size_t errsize;
+	char reason[300];
+};
+
+static char *resolve_path(const char *base_dir, const char *value)
+{
+	if (!*value)
+		return NULL;
+	if (value[0] == '/')
+		return xstrdup(value);
+	return xasprintf("%s/%s", base_dir, value);
+}
+
+/* Stores value into the field of k; returns NULL or a reason. */
+static const char *store(const struct key *k, void *base, const char *value, const char *base_dir,
+			 char *why, size_t whysize)
+{
+	char *field = (char *)base + k->offset;
+	if (k->type == T_INT) {
+		long v;
+		if (parse_long(value, k->min, k->max, &v) < 0) {
+			xsnprintf(why, whysize, "\"%s\" must be a whole number from %ld to %ld", k->name,
+				  k->min, k->max);
+			return why;
+		}
+		*(long *)field = v;
+		return NULL;
+	}
+	char **slot = (char **)field;
+	free(*slot);
+	*slot = k->type == T_PATH ? resolve_path(base_dir, value) : (*value ? xstrdup(value) : NULL);
+	return NULL;
+}
+
+static bool valid_name(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (!n || n > max)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
+		    *s != '-' && *s != '_' && *s != '.')
+			return false;
+	return true;
+}
+
+static void set_defaults(void *base, const char *section, const char *base_dir)
+{
+	char why[8];
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		if (!strcmp(keys[i].section, section))
+			store(&keys[i], base, keys[i].def, base_dir, why, sizeof(why));
+	}
+}
+
+static struct provider_config *provider_for_section(struct parse_state *st, const char *section,
+						    const char **why)
+{
+	struct config *cfg = st->cfg;
+	const char *name = section + strlen("provider");
+	while (*name == ' ')
+		name++;
+	if (!valid_name(name, 64)) {
+		*why = "a provider section is named [provider NAME], NAME of letters, digits, '-', '_'";
+		return NULL;
+	}
+	for (int i = 0; i < cfg->n_providers; i++)
+		if (!strcmp(cfg->providers[i].name, name))
+			return &cfg->providers[i];
+	if (cfg->n_providers == CONFIG_MAX_PROVIDERS) {
+		*why = "too many provider sections";
+		return NULL;
+	}
+	struct provider_config *p = &cfg->providers[cfg->n_providers++];
+	memset(p, 0, sizeof(*p));
+	p->name = xstrdup(name);
+	set_defaults(p, "provider", st->base_dir);
+	return p;
+}
+
+/* inih (as Debian builds it) gives no line number to the handler: it returns the line of the
+ * first error from ini_parse_file, and the handler keeps the first reason. */
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *st = user;
+	char why[256];
+	const char *reason = NULL;
+	void *base = st->cfg;
+	const char *table_section = section;
+
+	if (!strncmp(section, "provider", 8) && (section[8] == ' ' || section[8] == '\0')) {
+		struct provider_config *p = provider_for_section(st, section, &reason);
+		if (!p)
+			goto bad;
+		base = p;
+		table_section = "provider";
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		const struct key *k = &keys[i];
+		if (strcmp(k->section, table_section) || strcmp(k->name, name))
+			continue;
+		reason = store(k, base, value, st->base_dir, why, sizeof(why));
+		if (reason)
+			goto bad;
+		return 1;
+	}
+	xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s]", name, section);
+	reason = why;
+bad:
+	if (!st->reason[0])
+		xsnprintf(st->reason, sizeof(st->reason), "%s", reason);
+	return 0;
+}
+
+static int check(struct config *cfg, char *err, size_t errsize)
+{
+	if (!cfg->host_id) {
+		char host[256];
+		if (gethostname(host, sizeof(host)) < 0)
+			xsnprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		/* Host names may hold characters our file names do not: keep the safe ones. */
+		for (char *c = host; *c; c++)
+			if (!valid_name((char[]){ *c, 0 }, 1))
+				*c = '_';
+		cfg->host_id = xstrdup(host);
+	}
+	if (!valid_name(cfg->host_id, 64))
+		return xsnprintf(err, errsize, "%s: host_id must be 1-64 letters, digits, '.', '-', '_'",
+				 cfg->path), -1;
+	if (!cfg->spool_dir)
+		return xsnprintf(err, errsize, "%s: [spool] dir must not be empty", cfg->path), -1;
+	for (int i = 0; i < cfg->n_providers; i++) {
+		const char *url = cfg->providers[i].base_url;
+		if (!url || (strncmp(url, "https://", 8) && strncmp(url, "http://", 7)))
+			return xsnprintf(err, errsize, "%s: [provider %s] base_url must start with https:// or http://",
+					 cfg->path, cfg->providers[i].name), -1;
+	}
+	if (cfg->default_provider && !config_provider(cfg, cfg->default_provider))
+		return xsnprintf(err, errsize, "%s: default_provider \"%s\" has no [provider %s] section",
+				 cfg->path, cfg->default_provider, cfg->default_provider), -1;
+	return 0;
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->path = xstrdup(path);
+	char *copy = xstrdup(path);
+	struct parse_state st = { .cfg = cfg, .base_dir = xstrdup(dirname(copy)), .err = err,
+				  .errsize = errsize };
+	free(copy);
+	set_defaults(cfg, "spool", st.base_dir);
+	set_defaults(cfg, "limits", st.base_dir);
+	set_defaults(cfg, "retry", st.base_dir);
+	set_defaults(cfg, "tls", st.base_dir);
+
+	FILE *f = fopen(path, "re");
+	int rc = -1;
+	if (!f) {
+		xsnprintf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+		goto out;
+	}
+	int line = ini_parse_file(f, handler, &st);
+	fclose(f);
+	if (line != 0) {
+		xsnprintf(err, errsize, "%s:%d: %s", path, line,
+			  st.reason[0] ? st.reason : "not a valid ini line (expected [section] or key = value)");
+		goto out;
+	}
+	if (cfg->n_providers == 0) {
+		struct provider_config *p = &cfg->providers[cfg->n_providers++];
+		p->name = xstrdup("apiyi");
+		set_defaults(p, "provider", st.base_dir);
+	}
+	rc = check(cfg, err, errsize);
+out:
+	free(st.base_dir);
+	return rc;
+}
+
+/* Reads the key file, warning when others can read it. Returns NULL with problem set. */
+static char *read_key_file(const char *path, char *problem, size_t psize)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	char buf[1024];
+	ssize_t n = -1;
+	if (fd < 0) {
+		xsnprintf(problem, psize, "cannot open api_key_file '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & 0077))
+		log_warn("api_key_file '%s' is readable by group or others (mode %03o): chmod 600 it",
+			 path, (unsigned)(st.st_mode & 0777));
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0) {
+		xsnprintf(problem, psize, "api_key_file '%s' is empty or unreadable", path);
+		return NULL;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	char *key = *buf ? xstrdup(buf) : NULL;
+	explicit_bzero(buf, sizeof(buf));
+	if (!key)
+		xsnprintf(problem, psize, "api_key_file '%s' has an empty first line", path);
+	return key;
+}
+
+void config_load_keys(struct config *cfg)
+{
+	for (int i = 0; i < cfg->n_providers; i++) {
+		struct provider_config *p = &cfg->providers[i];
+		p->key_problem[0] = '\0';
+		if (p->api_key) {
+			explicit_bzero(p->api_key, strlen(p->api_key));
+			free(p->api_key);
+			p->api_key = NULL;
+		}
+		if (p->api_key_file) {
+			p->api_key = read_key_file(p->api_key_file, p->key_problem, sizeof(p->key_problem));
+			continue;
+		}
+		const char *v = p->api_key_env ? getenv(p->api_key_env) : NULL;
+		if (v && *v)
+			p->api_key = xstrdup(v);
+		else
+			xsnprintf(p->key_problem, sizeof(p->key_problem),
+				  "no API key: set the environment variable %s or api_key_file in [provider %s]",
+				  p->api_key_env ? p->api_key_env : "(none)", p->name);
+	}
+}
+
+const struct provider_config *config_provider(const struct config *cfg, const char *name)
+{
+	if (!name)
+		name = cfg->default_provider;
+	if (!name)
+		return cfg->n_providers ? &cfg->providers[0] : NULL;
+	for (int i = 0; i < cfg->n_providers; i++)
+		if (!strcmp(cfg->providers[i].name, name))
+			return &cfg->providers[i];
+	return NULL;
+}
+
+void config_release(struct config *cfg)
+{
+	for (int i = 0; i < cfg->n_providers; i++) {
+		struct provider_config *p = &cfg->providers[i];
+		if (p->api_key)
+			explicit_bzero(p->api_key, strlen(p->api_key));
+		free(p->api_key);
+		free(p->name);
+		free(p->base_url);
+		free(p->api_key_env);
+		free(p->api_key_file);
+		free(p->model);
+	}
+	free(cfg->path);
+	free(cfg->spool_dir);
+	free(cfg->host_id);
+	free(cfg->default_provider);
+	free(cfg->ca_file);
+	memset(cfg, 0, sizeof(*cfg));
+}

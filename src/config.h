@@ -1,0 +1,63 @@
+/* config.h - the configuration: one table of keys with types, bounds and defaults, read by inih.
+ * Every key has a default, so an empty file is a working configuration. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_MAX_PROVIDERS 8
+
+struct provider_config {
+	char *name;
+	char *base_url;
+	char *api_key_env;       /* environment variable holding the key */
+	char *api_key_file;      /* or a file holding it (wins when set) */
+	char *model;             /* default model */
+	long timeout;            /* seconds for one call */
+	long connect_timeout;    /* seconds */
+	char *api_key;           /* loaded by config_load_keys(); secret, never logged */
+	char key_problem[256];   /* why there is no usable key, "" if there is one */
+};
+
+struct config {
+	char *path;              /* the file read, for messages */
+	/* [spool] */
+	char *spool_dir;
+	long concurrency;
+	long poll_interval;      /* seconds between full rescans */
+	long grace_period;       /* seconds calls in flight may finish after SIGTERM */
+	long settle_time;        /* seconds an unparsable file may still be being written */
+	char *host_id;
+	long io_threads;
+	char *default_provider;
+	/* [limits] */
+	long max_job_bytes;
+	long max_response_mb;
+	long max_n;
+	long max_depth;
+	long max_pixels_mp;
+	long download_timeout;   /* seconds for fetching a returned image URL */
+	long download_attempts;
+	/* [retry] */
+	long max_retries;        /* business retries of one job */
+	long max_billed_retries; /* of those, retries after an attempt that may have been charged */
+	long backoff_base_ms;
+	long backoff_cap_ms;
+	long hold_probe_interval; /* seconds between probes of a held provider */
+	/* [tls] */
+	char *ca_file;
+	/* [provider NAME] sections */
+	struct provider_config providers[CONFIG_MAX_PROVIDERS];
+	int n_providers;
+};
+
+/* Reads path into cfg (defaults first). On error returns -1 with "FILE:LINE: reason" in err. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errsize);
+/* Loads each provider's key from its file or environment; never fails: a provider without a
+ * usable key gets key_problem set and the daemon waits instead of failing jobs. */
+void config_load_keys(struct config *cfg);
+const struct provider_config *config_provider(const struct config *cfg, const char *name);
+void config_release(struct config *cfg);
+
+#endif

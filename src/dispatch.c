@@ -1,0 +1,950 @@
+/* dispatch.c - what happens to a job, from a name in new/ to a file in done/ or failed/.
+ *
+ * Everything here runs on the loop thread. Blocking work (parsing a large response, writing and
+ * fsyncing results) goes to the I/O pool and comes back through a done() callback; while it is
+ * away the task is touched by nobody else. A task's states:
+ *
+ *   CALLING -> PARSING -> (DOWNLOADING) -> PUBLISHING -> freed
+ *                  \-> BACKOFF -> CALLING            (a retry)
+ *                  \-> requeued to new/              (hold, shutdown)
+ *
+ * Nothing a job does can end the daemon: every failure on a job's path ends in failed/ with a
+ * reason, or leaves the job where a restart finds it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "http.h"
+#include "iopool.h"
+#include "job.h"
+#include "log.h"
+#include "loop.h"
+#include "result.h"
+#include "retry.h"
+#include "spool.h"
+#include "upstream.h"
+#include "util.h"
+#include "banned.h"
+
+#define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
+#define PUBLISH_RETRY_MS 10000       /* after a failed publication (disk full, ...) */
+
+enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DOWNLOADING, T_PUBLISHING };
+
+struct provider_state {
+	const struct provider_config *cfg;
+	bool held;               /* no usable key, or the upstream refused it / the balance */
+	bool probing;            /* a held provider lets one job through to test it */
+	char hold_reason[256];
+	uint64_t probe_timer;
+	int64_t paused_until;    /* mono_ms: no new calls before (a 429 pauses the provider) */
+	struct dispatch *d;
+};
+
+struct pending {
+	char *name;              /* in new/ */
+	int64_t mtime_ns;
+};
+
+struct task {
+	struct dispatch *d;
+	struct task *prev, *next;
+	enum task_state state;
+	char id[JOB_ID_MAX + 1];
+	char *running_name;
+	struct job job;
+	struct provider_state *prov;
+	char *model;
+	enum dialect dialect;
+	struct request req;
+	struct http_xfer *xfer;
+	uint64_t timer;
+	struct http_result res;  /* of the last call; body owned */
+	struct response resp;    /* body parsed */
+	struct outcome outcome;
+	struct attempt *attempts;
+	size_t n_attempts;
+	int retry_count;
+	int billed_retries;
+	struct image *images;    /* collected: inline and downloaded */
+	size_t n_images;
+	size_t next_url;
+	int download_tries;
+	int64_t created_wall_ms;
+	int64_t claimed_mono;
+	bool is_probe;
+	/* the end */
+	bool succeeded;
+	const char *error_code;
+	char error_message[512];
+	char error_field[64];
+	char *result_json;
+	int publish_rc;
+	char publish_err[512];
+};
+
+struct dispatch {
+	struct loop *loop;
+	struct config *cfg;
+	struct spool *spool;
+	struct http *http;
+	struct iopool *pool;
+	struct job_limits limits;
+	struct provider_state providers[CONFIG_MAX_PROVIDERS];
+	struct pending *pending;
+	size_t n_pending, head;
+	bool pending_unsorted;
+	struct strset known;     /* names in new/ that are pending or ignored */
+	struct task *tasks;      /* every job this daemon holds */
+	int n_tasks;
+	bool draining;
+	bool grace_over;
+	uint64_t grace_timer;
+	uint64_t wake_timer;     /* earliest paused provider */
+	struct buf readbuf;
+};
+
+static void send_attempt(struct task *t);
+static void finish(struct task *t);
+static void requeue(struct task *t, const char *why);
+
+/* ---- pending queue ---------------------------------------------------------------------- */
+
+static void pending_add(struct dispatch *d, const char *name, int64_t mtime_ns)
+{
+	if (!strset_add(&d->known, name))
+		return;
+	if (d->head > 0 && d->head == d->n_pending)
+		d->head = d->n_pending = 0;
+	d->pending = xrealloc(d->pending, (d->n_pending + 1) * sizeof(*d->pending));
+	d->pending[d->n_pending++] = (struct pending){ .name = xstrdup(name), .mtime_ns = mtime_ns };
+	if (d->n_pending - d->head > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
+		d->pending_unsorted = true;
+}
+
+static int pending_cmp(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Jobs start in order of arrival: the job file's mtime, then its name. */
+static void pending_sort(struct dispatch *d)
+{
+	if (!d->pending_unsorted)
+		return;
+	qsort(d->pending + d->head, d->n_pending - d->head, sizeof(*d->pending), pending_cmp);
+	d->pending_unsorted = false;
+}
+
+void dispatch_scan(struct dispatch *d)
+{
+	struct spool_entry *e;
+	long n = spool_list(d->spool, SPOOL_NEW, &e);
+	if (n < 0)
+		return;
+	for (long i = 0; i < n; i++)
+		pending_add(d, e[i].name, e[i].mtime_ns);
+	spool_entries_free(e, n);
+	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending - d->head);
+}
+
+void dispatch_hint(struct dispatch *d, const char *name)
+{
+	if (!name) {
+		log_warn("inotify queue overflowed: rescanning new/");
+		dispatch_scan(d);
+		return;
+	}
+	struct stat st;
+	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	pending_add(d, name, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+}
+
+/* ---- providers ---------------------------------------------------------------------------- */
+
+static struct provider_state *provider_find(struct dispatch *d, const char *name)
+{
+	const struct provider_config *cfg = config_provider(d->cfg, name);
+	for (int i = 0; i < d->cfg->n_providers; i++)
+		if (d->providers[i].cfg == cfg)
+			return &d->providers[i];
+	return NULL;
+}
+
+static int64_t probe_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct provider_state *p = arg;
+	p->probe_timer = 0;
+	p->probing = true;  /* dispatch_pump lets one job through */
+	return LOOP_TIMER_DONE;
+}
+
+static void provider_hold(struct provider_state *p, const char *reason)
+{
+	struct dispatch *d = p->d;
+	if (!p->held || strcmp(p->hold_reason, reason))
+		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; jobs stay in new/ and are retried "
+			"every %lds or on SIGHUP", p->cfg->name, reason, d->cfg->hold_probe_interval);
+	p->held = true;
+	p->probing = false;
+	xsnprintf(p->hold_reason, sizeof(p->hold_reason), "%s", reason);
+	if (p->probe_timer)
+		loop_del_timer(d->loop, p->probe_timer);
+	p->probe_timer = 0;
+	/* Without a key there is nothing to probe: only SIGHUP (a new key) can help. */
+	if (p->cfg->api_key)
+		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000, probe_due, p);
+}
+
+static void provider_release_hold(struct provider_state *p)
+{
+	if (!p->held)
+		return;
+	log_info("provider '%s' works again: resuming", p->cfg->name);
+	p->held = p->probing = false;
+	if (p->probe_timer)
+		loop_del_timer(p->d->loop, p->probe_timer);
+	p->probe_timer = 0;
+}
+
+void dispatch_keys_changed(struct dispatch *d)
+{
+	for (int i = 0; i < d->cfg->n_providers; i++) {
+		struct provider_state *p = &d->providers[i];
+		if (!p->cfg->api_key) {
+			provider_hold(p, p->cfg->key_problem);
+			continue;
+		}
+		if (p->held)
+			p->probing = true;  /* try the new key with one job */
+		if (p->probe_timer)
+			loop_del_timer(d->loop, p->probe_timer);
+		p->probe_timer = 0;
+	}
+}
+
+/* ---- tasks -------------------------------------------------------------------------------- */
+
+static void task_free(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		d->tasks = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	d->n_tasks--;
+	if (t->xfer)
+		http_cancel(d->http, t->xfer);
+	if (t->timer)
+		loop_del_timer(d->loop, t->timer);
+	if (t->is_probe && t->prov->probing)
+		t->prov->probing = false;
+	for (size_t i = 0; i < t->n_images; i++)
+		free(t->images[i].data);
+	free(t->images);
+	free(t->attempts);
+	free(t->res.body);
+	response_release(&t->resp);
+	request_release(&t->req);
+	job_release(&t->job);
+	free(t->model);
+	free(t->running_name);
+	free(t->result_json);
+	free(t);
+}
+
+static struct task *task_new(struct dispatch *d, const char *id)
+{
+	struct task *t = xcalloc(1, sizeof(*t));
+	t->d = d;
+	xsnprintf(t->id, sizeof(t->id), "%s", id);
+	t->running_name = spool_running_name(d->spool, id);
+	t->claimed_mono = mono_ms();
+	t->next = d->tasks;
+	if (d->tasks)
+		d->tasks->prev = t;
+	d->tasks = t;
+	d->n_tasks++;
+	return t;
+}
+
+static void fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(t->error_message, sizeof(t->error_message), fmt, ap);
+	va_end(ap);
+	t->succeeded = false;
+	t->error_code = code;
+	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
+	finish(t);
+}
+
+/* ---- publication (I/O pool) ---------------------------------------------------------------- */
+
+static void publish_work(void *arg)
+{
+	struct task *t = arg;
+	t->publish_rc = result_publish(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
+				       t->running_name, t->images, t->n_images, t->result_json,
+				       t->publish_err, sizeof(t->publish_err));
+}
+
+static void publish_done(void *arg);
+
+static int64_t publish_again(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct task *t = arg;
+	t->timer = 0;
+	iopool_submit(t->d->pool, publish_work, publish_done, t);
+	return LOOP_TIMER_DONE;
+}
+
+static void publish_done(void *arg)
+{
+	struct task *t = arg;
+	if (t->publish_rc < 0) {
+		/* Disk full, quota, I/O error: the job stays in running/ and its result (maybe paid
+		 * for) stays in memory; try again rather than lose it. */
+		log_job(LOG_ERROR, t->id, "cannot publish the result (%s); retrying in %ds",
+			t->publish_err, PUBLISH_RETRY_MS / 1000);
+		t->timer = loop_add_timer(t->d->loop, PUBLISH_RETRY_MS, publish_again, t);
+		return;
+	}
+	if (t->succeeded)
+		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
+			t->n_images, t->n_attempts);
+	else
+		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
+	task_free(t);
+}
+
+static void finish(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const struct outcome *o = &t->outcome;
+	struct result_info r = {
+		.task_id = t->id,
+		.succeeded = t->succeeded,
+		.provider = t->prov ? t->prov->cfg->name : t->job.provider,
+		.model = t->model,
+		.dialect = t->model ? dialect_name(t->dialect) : NULL,
+		.images = t->images,
+		.n_images = t->n_images,
+		.attempts = t->attempts,
+		.n_attempts = t->n_attempts,
+		.retry_count = t->retry_count,
+		.created_wall_ms = t->created_wall_ms,
+		.updated_wall_ms = wall_ms(),
+		.latency_ms = mono_ms() - t->claimed_mono,
+		.usage = t->resp.usage,
+		.metadata = t->job.metadata,
+		.error_code = t->error_code,
+		.error_message = t->error_message,
+		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
+		.error_field = t->error_field[0] ? t->error_field : NULL,
+	};
+	t->result_json = result_to_json(&r);
+	t->state = T_PUBLISHING;
+	if (t->xfer)
+		http_cancel(d->http, t->xfer);
+	t->xfer = NULL;
+	iopool_submit(d->pool, publish_work, publish_done, t);
+}
+
+/* ---- downloads of returned URLs ------------------------------------------------------------ */
+
+static void start_download(struct task *t);
+
+static int64_t download_again(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct task *t = arg;
+	t->timer = 0;
+	start_download(t);
+	return LOOP_TIMER_DONE;
+}
+
+static void download_done(void *arg, struct http_result *res)
+{
+	struct task *t = arg;
+	struct dispatch *d = t->d;
+	t->xfer = NULL;
+	const unsigned char *body = (const unsigned char *)res->body;
+	const char *ext = image_ext_from_magic(body, res->body_len);
+	if (res->transport == HTTP_DONE && res->status == 200 && ext) {
+		t->images = xrealloc(t->images, (t->n_images + 1) * sizeof(*t->images));
+		t->images[t->n_images++] = (struct image){ .data = (unsigned char *)res->body,
+							  .len = res->body_len, .ext = ext };
+		res->body = NULL;
+		t->next_url++;
+		t->download_tries = 0;
+		start_download(t);
+		return;
+	}
+	/* Only the download is repeated: the generation was paid for once. */
+	t->download_tries++;
+	const char *why = res->transport != HTTP_DONE ? http_transport_name(res->transport)
+			  : res->status != 200 ? "an HTTP error" : "not a PNG, JPEG or WebP image";
+	if (t->download_tries >= d->cfg->download_attempts || d->grace_over) {
+		fail(t, "download_failed", NULL,
+		     "the image was generated (and charged) but could not be downloaded: %s (HTTP %ld)",
+		     why, res->status);
+		return;
+	}
+	int64_t delay = 1000LL << (t->download_tries - 1);
+	log_job(LOG_WARN, t->id, "download of image %zu failed (%s, HTTP %ld); retrying in %" PRId64 " ms",
+		t->next_url + 1, why, res->status, delay);
+	t->timer = loop_add_timer(d->loop, delay, download_again, t);
+}
+
+static void start_download(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (t->next_url >= t->resp.n_urls) {
+		t->succeeded = true;
+		finish(t);
+		return;
+	}
+	t->state = T_DOWNLOADING;
+	struct http_request req = {
+		.url = t->resp.urls[t->next_url],
+		.timeout_s = d->cfg->download_timeout,
+		.connect_timeout_s = t->prov->cfg->connect_timeout,
+		.max_body = (size_t)d->cfg->max_response_mb << 20,
+		.follow_redirects = true,
+		.ca_file = d->cfg->ca_file,
+	};
+	t->xfer = http_start(d->http, &req, download_done, t);
+	if (!t->xfer)
+		fail(t, "download_failed", NULL, "the returned image URL could not be fetched");
+}
+
+/* ---- the upstream call ------------------------------------------------------------------------ */
+
+static uint64_t random64(void)
+{
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint64_t)mono_ms() * 6364136223846793005ULL;
+	return r;
+}
+
+static int64_t retry_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct task *t = arg;
+	t->timer = 0;
+	send_attempt(t);
+	return LOOP_TIMER_DONE;
+}
+
+static void schedule_retry(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const struct outcome *o = &t->outcome;
+	int64_t delay = retry_backoff_ms(t->retry_count, d->cfg->backoff_base_ms,
+					 d->cfg->backoff_cap_ms, random64());
+	if (o->retry_after_ms > delay)
+		delay = o->retry_after_ms;
+	t->retry_count++;
+	if (o->decision == DECIDE_RETRY_BILLED)
+		t->billed_retries++;
+	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
+	if (!strcmp(o->code, "rate_limited")) {
+		int64_t until = mono_ms() + delay;
+		if (until > t->prov->paused_until)
+			t->prov->paused_until = until;
+	}
+	log_job(LOG_INFO, t->id, "retry %d in %" PRId64 " ms: %s", t->retry_count, delay, o->code);
+	t->state = T_BACKOFF;
+	t->timer = loop_add_timer(d->loop, delay, retry_due, t);
+}
+
+static void decide(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const struct outcome *o = &t->outcome;
+	switch (o->decision) {
+	case DECIDE_SUCCEEDED:
+		if (t->is_probe)
+			provider_release_hold(t->prov);
+		/* Inline images move to the task; URLs are fetched before publishing. */
+		t->images = t->resp.images;
+		t->n_images = t->resp.n_images;
+		t->resp.images = NULL;
+		t->resp.n_images = 0;
+		t->next_url = 0;
+		start_download(t);
+		return;
+	case DECIDE_HOLD:
+		provider_hold(t->prov, o->message);
+		requeue(t, "provider on hold");
+		return;
+	case DECIDE_RETRY:
+	case DECIDE_RETRY_BILLED:
+		if (t->is_probe)
+			provider_release_hold(t->prov);
+		if (d->draining) {
+			requeue(t, "shutting down");
+			return;
+		}
+		if (t->retry_count < d->cfg->max_retries &&
+		    (o->decision == DECIDE_RETRY || t->billed_retries < d->cfg->max_billed_retries)) {
+			schedule_retry(t);
+			return;
+		}
+		t->error_code = o->code;
+		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
+			  o->message, t->n_attempts);
+		t->succeeded = false;
+		finish(t);
+		return;
+	case DECIDE_FAIL:
+		if (t->is_probe)
+			provider_release_hold(t->prov);
+		t->error_code = o->code;
+		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
+		t->succeeded = false;
+		finish(t);
+		return;
+	}
+}
+
+static void parse_work(void *arg)
+{
+	struct task *t = arg;
+	response_release(&t->resp);
+	upstream_parse_response(t->dialect, t->res.body, t->res.body_len, &t->resp);
+	free(t->res.body);
+	t->res.body = NULL;
+}
+
+static void parse_done(void *arg)
+{
+	struct task *t = arg;
+	struct classify_input in = {
+		.transport = t->res.transport,
+		.status = t->res.status,
+		.retry_after = t->res.retry_after,
+		.retry_after_ms = t->res.retry_after_ms,
+		.resp = &t->resp,
+		.now_wall_ms = wall_ms(),
+	};
+	retry_classify(&in, &t->outcome);
+	struct attempt *a = &t->attempts[t->n_attempts - 1];
+	a->outcome = decision_name(t->outcome.decision);
+	a->billed = billed_name(t->outcome.billed);
+	a->error_code = t->outcome.code;
+	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s", t->n_attempts,
+		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
+		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
+	decide(t);
+}
+
+static void call_done(void *arg, struct http_result *res)
+{
+	struct task *t = arg;
+	t->xfer = NULL;
+	free(t->res.body);
+	t->res = *res;
+	res->body = NULL;  /* stolen */
+	t->attempts = xrealloc(t->attempts, (t->n_attempts + 1) * sizeof(*t->attempts));
+	struct attempt *a = &t->attempts[t->n_attempts++];
+	*a = (struct attempt){ .started_wall_ms = res->started_wall_ms, .latency_ms = res->latency_ms,
+			       .http_status = res->transport == HTTP_DONE ? res->status : 0,
+			       .transport = http_transport_name(res->transport),
+			       .outcome = "unknown", .billed = "unknown" };
+	xsnprintf(a->request_id, sizeof(a->request_id), "%s", res->request_id);
+	/* A 35 MB body takes jansson a while: parse it off the loop. */
+	t->state = T_PARSING;
+	iopool_submit(t->d->pool, parse_work, parse_done, t);
+}
+
+static void send_attempt(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const struct provider_config *p = t->prov->cfg;
+	if (!p->api_key) {
+		provider_hold(t->prov, p->key_problem);
+		requeue(t, "no API key");
+		return;
+	}
+	long timeout = t->job.timeout > 0 ? t->job.timeout : p->timeout;
+	struct http_request req = {
+		.url = t->req.url,
+		.bearer = p->api_key,
+		.body = t->req.body,
+		.body_len = t->req.body_len,
+		.parts = t->req.parts,
+		.n_parts = t->req.n_parts,
+		.timeout_s = timeout,
+		.connect_timeout_s = p->connect_timeout,
+		.max_body = (size_t)d->cfg->max_response_mb << 20,
+		.ca_file = d->cfg->ca_file,
+	};
+	t->state = T_CALLING;
+	t->xfer = http_start(d->http, &req, call_done, t);
+	if (!t->xfer)
+		fail(t, "internal", NULL, "the request could not be set up");
+}
+
+/* ---- claiming --------------------------------------------------------------------------------- */
+
+/* Reads the reference images; on failure fails the task and returns -1. */
+static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *mask,
+		     struct buf *bufs)
+{
+	struct dispatch *d = t->d;
+	for (int i = 0; i <= t->job.n_refs; i++) {
+		bool is_mask = i == t->job.n_refs;
+		const char *path = is_mask ? t->job.mask : t->job.refs[i];
+		if (!path)
+			continue;
+		struct buf *b = &bufs[i];
+		buf_init(b, REF_IMAGE_MAX);
+		enum spool_read rc = spool_read_beneath(d->spool, path, REF_IMAGE_MAX, b);
+		char field[32];
+		if (is_mask)
+			xsnprintf(field, sizeof(field), "mask");
+		else
+			xsnprintf(field, sizeof(field), "images[%d]", i);
+		if (rc != SPOOL_READ_OK) {
+			fail(t, "invalid_request", field,
+			     "reference image \"%s\" cannot be used: %s (paths are relative to the spool "
+			     "root and may not leave it or pass through a symlink)", field,
+			     rc == SPOOL_READ_GONE ? "no such file" : spool_read_reason(rc));
+			return -1;
+		}
+		const char *mime = image_mime_from_magic((unsigned char *)b->data, b->len);
+		if (!mime) {
+			fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
+			     field);
+			return -1;
+		}
+		struct ref_image *r = is_mask ? mask : &refs[i];
+		*r = (struct ref_image){ .data = (unsigned char *)b->data, .len = b->len, .mime = mime,
+					 .name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path };
+	}
+	return 0;
+}
+
+static void prepare_and_send(struct task *t)
+{
+	struct ref_image refs[JOB_REFS_MAX], mask = { 0 };
+	struct buf bufs[JOB_REFS_MAX + 1];
+	int n_bufs = t->job.n_refs + 1;
+	char err[512];
+	for (int i = 0; i < n_bufs; i++)
+		buf_init(&bufs[i], 0);
+	if (load_refs(t, refs, &mask, bufs) < 0)
+		goto out;
+	if (upstream_build_request(&t->job, t->model, t->prov->cfg->base_url, refs,
+				   (size_t)t->job.n_refs, t->job.mask ? &mask : NULL, &t->req, err,
+				   sizeof(err)) < 0) {
+		fail(t, "invalid_request", NULL, "%s", err);
+		goto out;
+	}
+	send_attempt(t);
+out:
+	for (int i = 0; i < n_bufs; i++)
+		buf_release(&bufs[i]);
+}
+
+/* running/ back to new/, for a job that did not finish here (hold, shutdown). */
+static void requeue(struct task *t, const char *why)
+{
+	char *name = xasprintf("%s.json", t->id);
+	if (spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name) < 0)
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
+			t->running_name, strerror(errno));
+	else
+		log_job(LOG_INFO, t->id, "back to new/ (%s)", why);
+	free(name);
+	task_free(t);
+}
+
+/* A file in new/ that is not a job we can claim: logged once, then left alone. */
+static void ignore_entry(const char *name, const char *why)
+{
+	log_warn("ignoring 'new/%s': %s", name, why);
+}
+
+enum start { STARTED, SKIPPED, WAIT };
+
+/* Reads, checks and claims one pending file. */
+static enum start try_start(struct dispatch *d, const struct pending *pe)
+{
+	char id[JOB_ID_MAX + 1];
+	struct stat st;
+	struct job job;
+	struct job_error jerr;
+
+	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
+		ignore_entry(pe->name, "not a valid task id (see spool-layout.md)");
+		return SKIPPED;
+	}
+	enum spool_read rr = spool_read_file(d->spool->fd[SPOOL_NEW], pe->name,
+					     (size_t)d->cfg->max_job_bytes, &d->readbuf, &st);
+	if (rr == SPOOL_READ_GONE) {
+		strset_del(&d->known, pe->name);
+		return SKIPPED;
+	}
+	if (rr != SPOOL_READ_OK) {
+		ignore_entry(pe->name, spool_read_reason(rr));
+		return SKIPPED;
+	}
+	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
+	int64_t age_ms = wall_ms() - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+	if (pr == JOB_INCOMPLETE && age_ms < d->cfg->settle_time * 1000) {
+		/* Probably still being written (a plain cp into new/): its close or a rescan brings
+		 * it back. */
+		strset_del(&d->known, pe->name);
+		return SKIPPED;
+	}
+	struct provider_state *prov = NULL;
+	if (pr == JOB_OK) {
+		prov = provider_find(d, job.provider);
+		if (prov && prov->held && !prov->probing) {
+			job_release(&job);
+			return WAIT;
+		}
+		if (prov && mono_ms() < prov->paused_until) {
+			job_release(&job);
+			return WAIT;
+		}
+	}
+
+	struct task *t = task_new(d, id);
+	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
+		if (errno != ENOENT)
+			log_job(LOG_ERROR, id, "cannot claim 'new/%s': %s", pe->name, strerror(errno));
+		strset_del(&d->known, pe->name);
+		job_release(&job);
+		task_free(t);
+		return SKIPPED;
+	}
+	strset_del(&d->known, pe->name);
+	t->job = job;
+	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	/* The file we claimed must be the one we read: a client may have replaced it in between. */
+	struct stat claimed;
+	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
+		job_release(&t->job);
+		requeue(t, "replaced while being claimed");
+		return SKIPPED;
+	}
+	if (pr != JOB_OK) {
+		log_job(LOG_INFO, id, "claimed: invalid job file");
+		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		return STARTED;
+	}
+	if (!prov) {
+		log_job(LOG_INFO, id, "claimed: unknown provider");
+		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+		     job.provider);
+		return STARTED;
+	}
+	t->prov = prov;
+	if (prov->held) {
+		t->is_probe = true;
+		prov->probing = false;  /* one probe at a time */
+	}
+	t->model = xstrdup(job.model ? job.model : prov->cfg->model);
+	t->dialect = upstream_dialect(t->model);
+	log_job(LOG_INFO, id, "claimed: provider %s, model %s (%s)%s", prov->cfg->name, t->model,
+		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
+	prepare_and_send(t);
+	return STARTED;
+}
+
+static int64_t wake_pump(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->wake_timer = 0;   /* the before-sleep hook pumps */
+	return LOOP_TIMER_DONE;
+}
+
+/* Whether some provider would take a call now; if none would, pumping would only reread files. */
+static bool any_provider_ready(struct dispatch *d)
+{
+	int64_t now = mono_ms();
+	for (int i = 0; i < d->cfg->n_providers; i++) {
+		const struct provider_state *p = &d->providers[i];
+		if ((!p->held || p->probing) && now >= p->paused_until)
+			return true;
+	}
+	return false;
+}
+
+void dispatch_pump(struct dispatch *d)
+{
+	if (d->draining || d->n_pending == d->head)
+		return;
+	if (!any_provider_ready(d)) {
+		int64_t earliest = 0;
+		for (int p = 0; p < d->cfg->n_providers; p++) {
+			int64_t until = d->providers[p].paused_until;
+			if (!d->providers[p].held && (!earliest || until < earliest))
+				earliest = until;
+		}
+		if (earliest && !d->wake_timer)
+			d->wake_timer = loop_add_timer(d->loop, earliest - mono_ms(), wake_pump, d);
+		return;
+	}
+	pending_sort(d);
+	size_t keep = d->head;   /* entries that must wait are compacted to the front */
+	int64_t earliest_pause = 0;
+	size_t i = d->head;
+	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
+		struct pending *pe = &d->pending[i];
+		enum start s = try_start(d, pe);
+		if (s == WAIT) {
+			d->pending[keep++] = *pe;
+			continue;
+		}
+		free(pe->name);
+	}
+	/* Move the untried tail down behind the waiting ones. */
+	if (keep != i)
+		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	d->n_pending = keep + (d->n_pending - i);
+	for (int p = 0; p < d->cfg->n_providers; p++) {
+		int64_t until = d->providers[p].paused_until;
+		if (until > mono_ms() && (!earliest_pause || until < earliest_pause))
+			earliest_pause = until;
+	}
+	if (earliest_pause && !d->wake_timer && d->n_pending > d->head)
+		d->wake_timer = loop_add_timer(d->loop, earliest_pause - mono_ms(), wake_pump, d);
+}
+
+/* ---- start-up and shutdown -------------------------------------------------------------------- */
+
+void dispatch_recover(struct dispatch *d)
+{
+	struct spool_entry *e;
+	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
+	char suffix[80];
+	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
+	size_t slen = strlen(suffix);
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(e[i].name);
+		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
+			continue;
+		char *id = xstrndup(e[i].name, len - slen);
+		char *name = xasprintf("%s.json", id);
+		if (spool_rename(d->spool, SPOOL_RUNNING, e[i].name, SPOOL_NEW, name) == 0)
+			log_job(LOG_INFO, id, "recovered from running/ (left by an earlier run): back to new/");
+		else if (errno != ENOENT)
+			log_job(LOG_ERROR, id, "cannot recover 'running/%s': %s", e[i].name, strerror(errno));
+		free(name);
+		free(id);
+	}
+	if (n > 0)
+		spool_sync_dir(d->spool, SPOOL_NEW);
+	spool_entries_free(e, n);
+}
+
+static int64_t grace_over(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->grace_timer = 0;
+	d->grace_over = true;
+	struct task *t = d->tasks, *next;
+	for (; t; t = next) {
+		next = t->next;
+		if (t->state == T_CALLING || t->state == T_BACKOFF)
+			requeue(t, "shutdown: the grace period ended");
+		else if (t->state == T_DOWNLOADING)
+			log_job(LOG_WARN, t->id, "shutdown: still downloading a paid image; waiting for it");
+	}
+	return LOOP_TIMER_DONE;
+}
+
+void dispatch_drain(struct dispatch *d)
+{
+	if (d->draining)
+		return;
+	d->draining = true;
+	log_info("shutting down: claiming nothing more; %d job(s) in flight get %lds to finish",
+		 d->n_tasks, d->cfg->grace_period);
+	struct task *t = d->tasks, *next;
+	for (; t; t = next) {
+		next = t->next;
+		if (t->state == T_BACKOFF)
+			requeue(t, "shutdown");
+	}
+	d->grace_timer = loop_add_timer(d->loop, d->cfg->grace_period * 1000, grace_over, d);
+}
+
+bool dispatch_drained(const struct dispatch *d)
+{
+	return d->draining && d->n_tasks == 0 && iopool_pending(d->pool) == 0;
+}
+
+struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool)
+{
+	struct dispatch *d = xcalloc(1, sizeof(*d));
+	d->loop = loop;
+	d->cfg = cfg;
+	d->spool = spool;
+	d->http = http_new(loop, cfg->concurrency * 2);
+	d->pool = iopool_new(loop, (int)cfg->io_threads);
+	job_limits_default(&d->limits);
+	d->limits.max_n = (int)cfg->max_n;
+	d->limits.max_depth = (int)cfg->max_depth;
+	d->limits.max_pixels_mp = (int)cfg->max_pixels_mp;
+	strset_init(&d->known);
+	buf_init(&d->readbuf, (size_t)cfg->max_job_bytes);
+	for (int i = 0; i < cfg->n_providers; i++) {
+		d->providers[i] = (struct provider_state){ .cfg = &cfg->providers[i], .d = d };
+		if (!cfg->providers[i].api_key)
+			provider_hold(&d->providers[i], cfg->providers[i].key_problem);
+	}
+	return d;
+}
+
+void dispatch_free(struct dispatch *d)
+{
+	if (!d)
+		return;
+	while (d->tasks)
+		requeue(d->tasks, "shutdown");
+	iopool_free(d->pool);
+	http_free(d->http);
+	for (int i = 0; i < d->cfg->n_providers; i++)
+		if (d->providers[i].probe_timer)
+			loop_del_timer(d->loop, d->providers[i].probe_timer);
+	if (d->grace_timer)
+		loop_del_timer(d->loop, d->grace_timer);
+	if (d->wake_timer)
+		loop_del_timer(d->loop, d->wake_timer);
+	for (size_t i = d->head; i < d->n_pending; i++)
+		free(d->pending[i].name);
+	free(d->pending);
+	strset_release(&d->known);
+	buf_release(&d->readbuf);
+	free(d);
+}

@@ -1,0 +1,31 @@
+/* dispatch.h - the job lifecycle on the loop: pending jobs in new/, claiming, the upstream call,
+ * retries, downloads and publication. The only module that makes state decisions. */
+#ifndef DISPATCH_H
+#define DISPATCH_H
+
+#include <stdbool.h>
+
+struct loop;
+struct config;
+struct spool;
+struct dispatch;
+
+struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool);
+void dispatch_free(struct dispatch *d);
+
+/* Start-up: jobs this host left in running/ go back to new/. */
+void dispatch_recover(struct dispatch *d);
+/* Full rescan of new/: the truth, whatever inotify said or missed. */
+void dispatch_scan(struct dispatch *d);
+/* A file arrived in new/ (an inotify hint). */
+void dispatch_hint(struct dispatch *d, const char *name);
+/* Claims and starts jobs while there is room; the loop's before-sleep hook. */
+void dispatch_pump(struct dispatch *d);
+/* SIGHUP: the providers' keys were reloaded; held providers are retried at once. */
+void dispatch_keys_changed(struct dispatch *d);
+/* SIGTERM: stop claiming, let calls finish within the grace period, requeue the rest. */
+void dispatch_drain(struct dispatch *d);
+/* True once draining and nothing is left in flight. */
+bool dispatch_drained(const struct dispatch *d);
+
+#endif

@@ -1,0 +1,337 @@
+/* http.c - libcurl multi socket interface on our loop (the shape of curl's ephiperfifo.c).
+ *
+ * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to call it back
+ * (CURLMOPT_TIMERFUNCTION); we tell curl when a socket is ready. CURLINFO_PRIVATE maps a finished
+ * easy handle back to its transfer. No bytes arrive while the upstream generates (minutes), so
+ * there is no low-speed limit: only the total timeout and the connect timeout. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "upstream.h"
+#include "util.h"
+#include "banned.h"
+
+struct http {
+	struct loop *loop;
+	CURLM *multi;
+	uint64_t timer_id;       /* 0 = none */
+	int running;
+};
+
+struct http_xfer {
+	struct http *http;
+	CURL *easy;
+	struct curl_slist *headers;
+	curl_mime *mime;
+	struct buf body;
+	bool too_big;
+	struct http_result res;
+	http_done_fn *fn;
+	void *arg;
+	int64_t started_mono;
+};
+
+static void check_done(struct http *http);
+
+static void on_socket_ready(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	struct http *http = arg;
+	int flags = 0;
+	if (events & EPOLLIN)
+		flags |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		flags |= CURL_CSELECT_OUT;
+	if (events & (EPOLLERR | EPOLLHUP))
+		flags |= CURL_CSELECT_ERR;
+	curl_multi_socket_action(http->multi, fd, flags, &http->running);
+	check_done(http);
+}
+
+static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	(void)easy;
+	(void)socketp;
+	struct http *http = userp;
+	if (what == CURL_POLL_REMOVE) {
+		loop_del_fd(http->loop, s);
+		return 0;
+	}
+	uint32_t events = 0;
+	if (what & CURL_POLL_IN)
+		events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		events |= EPOLLOUT;
+	return loop_add_fd(http->loop, s, events, on_socket_ready, http) ? -1 : 0;
+}
+
+static int64_t on_timeout(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct http *http = arg;
+	http->timer_id = 0;
+	curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &http->running);
+	check_done(http);
+	return LOOP_TIMER_DONE;
+}
+
+static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
+{
+	(void)multi;
+	struct http *http = userp;
+	if (http->timer_id) {
+		loop_del_timer(http->loop, http->timer_id);
+		http->timer_id = 0;
+	}
+	if (timeout_ms >= 0)
+		http->timer_id = loop_add_timer(http->loop, timeout_ms, on_timeout, http);
+	return 0;
+}
+
+struct http *http_new(struct loop *loop, long max_connections)
+{
+	struct http *http = xcalloc(1, sizeof(*http));
+	http->loop = loop;
+	http->multi = curl_multi_init();
+	if (!http->multi)
+		fatal("cannot initialise libcurl");
+	curl_multi_setopt(http->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
+	curl_multi_setopt(http->multi, CURLMOPT_SOCKETDATA, http);
+	curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
+	curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
+	curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_connections);
+	return http;
+}
+
+static void xfer_free(struct http_xfer *x)
+{
+	curl_slist_free_all(x->headers);
+	curl_mime_free(x->mime);
+	buf_release(&x->body);
+	free(x->res.body);
+	free(x);
+}
+
+void http_cancel(struct http *http, struct http_xfer *x)
+{
+	if (!x)
+		return;
+	curl_multi_remove_handle(http->multi, x->easy);
+	curl_easy_cleanup(x->easy);
+	xfer_free(x);
+}
+
+void http_free(struct http *http)
+{
+	if (!http)
+		return;
+	if (http->timer_id)
+		loop_del_timer(http->loop, http->timer_id);
+	curl_multi_cleanup(http->multi);
+	free(http);
+}
+
+static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct http_xfer *x = userp;
+	size_t len = size * nmemb;
+	if (buf_append(&x->body, data, len) < 0) {
+		x->too_big = true;
+		return 0;        /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+	}
+	return len;
+}
+
+/* Copies a header's value (trimmed) into out when name matches. */
+static void grab_header(const char *line, size_t len, const char *name, char *out, size_t outsize)
+{
+	size_t nlen = strlen(name);
+	if (len <= nlen || line[nlen] != ':' || strncasecmp(line, name, nlen))
+		return;
+	const char *v = line + nlen + 1, *end = line + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	size_t n = (size_t)(end - v);
+	if (n >= outsize)
+		n = outsize - 1;
+	memcpy(out, v, n);
+	out[n] = '\0';
+}
+
+static size_t header_fn(char *line, size_t size, size_t nmemb, void *userp)
+{
+	struct http_xfer *x = userp;
+	size_t len = size * nmemb;
+	/* A new status line (after a redirect or 100 Continue) starts a new header set. */
+	if (len >= 5 && !memcmp(line, "HTTP/", 5)) {
+		x->res.request_id[0] = x->res.retry_after[0] = x->res.retry_after_ms[0] = '\0';
+		return len;
+	}
+	grab_header(line, len, "x-request-id", x->res.request_id, sizeof(x->res.request_id));
+	if (!x->res.request_id[0])
+		grab_header(line, len, "request-id", x->res.request_id, sizeof(x->res.request_id));
+	grab_header(line, len, "retry-after", x->res.retry_after, sizeof(x->res.retry_after));
+	grab_header(line, len, "retry-after-ms", x->res.retry_after_ms, sizeof(x->res.retry_after_ms));
+	return len;
+}
+
+static int build_mime(struct http_xfer *x, const struct http_request *req)
+{
+	x->mime = curl_mime_init(x->easy);
+	for (size_t i = 0; i < req->n_parts; i++) {
+		const struct form_part *p = &req->parts[i];
+		curl_mimepart *part = curl_mime_addpart(x->mime);
+		curl_mime_name(part, p->name);
+		if (p->filename) {
+			curl_mime_data(part, (const char *)p->data, p->len);
+			curl_mime_filename(part, p->filename);
+			curl_mime_type(part, p->mime);
+		} else {
+			curl_mime_data(part, p->value, CURL_ZERO_TERMINATED);
+		}
+	}
+	return curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, x->mime) == CURLE_OK ? 0 : -1;
+}
+
+struct http_xfer *http_start(struct http *http, const struct http_request *req, http_done_fn *fn,
+			     void *arg)
+{
+	struct http_xfer *x = xcalloc(1, sizeof(*x));
+	x->http = http;
+	x->fn = fn;
+	x->arg = arg;
+	buf_init(&x->body, req->max_body);
+	x->easy = curl_easy_init();
+	if (!x->easy)
+		fatal("cannot initialise a libcurl handle");
+	CURL *e = x->easy;
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_MAXREDIRS, 3L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (req->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, req->timeout_s);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, req->connect_timeout_s);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "imgspoold/0.1");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_fn);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+	if ((curl_off_t)req->max_body > 0)
+		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
+
+	/* Expect: 100-continue would cost a round trip per upload and some gateways mishandle it. */
+	x->headers = curl_slist_append(x->headers, "Expect:");
+	if (req->bearer) {
+		/* Built in memory only: the key must never reach a log line or argv. */
+		char *auth = xasprintf("Authorization: Bearer %s", req->bearer);
+		x->headers = curl_slist_append(x->headers, auth);
+		explicit_bzero(auth, strlen(auth));
+		free(auth);
+	}
+	if (req->parts) {
+		if (build_mime(x, req) < 0)
+			goto fail;
+	} else if (req->body) {
+		x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+
+	x->res.started_wall_ms = wall_ms();
+	x->started_mono = mono_ms();
+	if (curl_multi_add_handle(http->multi, e) != CURLM_OK)
+		goto fail;
+	return x;
+fail:
+	error("cannot set up a request to '%s'", req->url);
+	curl_easy_cleanup(x->easy);
+	xfer_free(x);
+	return NULL;
+}
+
+static enum http_transport transport_of(struct http_xfer *x, CURLcode rc)
+{
+	long header_bytes = 0;
+	curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &header_bytes);
+	bool sent = header_bytes > 0;
+	if (x->too_big || rc == CURLE_FILESIZE_EXCEEDED)
+		return HTTP_TOO_BIG;
+	switch (rc) {
+	case CURLE_OK:
+		return HTTP_DONE;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return HTTP_NOT_SENT;
+	case CURLE_OPERATION_TIMEDOUT:
+		return sent ? HTTP_TIMEOUT : HTTP_NOT_SENT;
+	case CURLE_PARTIAL_FILE:
+		return HTTP_TRUNCATED;
+	default:
+		return sent ? HTTP_RESET : HTTP_NOT_SENT;
+	}
+}
+
+static void finish(struct http *http, CURL *easy, CURLcode rc)
+{
+	struct http_xfer *x = NULL;
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->res.status);
+	x->res.transport = transport_of(x, rc);
+	/* A truncated chunked body can still carry a status: it is not a complete response. */
+	if (x->res.transport == HTTP_DONE && x->res.status == 0)
+		x->res.transport = HTTP_RESET;
+	if (rc != CURLE_OK)
+		xsnprintf(x->res.detail, sizeof(x->res.detail), "%s", curl_easy_strerror(rc));
+	x->res.latency_ms = mono_ms() - x->started_mono;
+	x->res.body = buf_detach(&x->body, &x->res.body_len);
+	curl_multi_remove_handle(http->multi, easy);
+	curl_easy_cleanup(easy);
+	x->easy = NULL;
+	x->fn(x->arg, &x->res);
+	xfer_free(x);
+}
+
+static void check_done(struct http *http)
+{
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(http->multi, &left))) {
+		if (msg->msg == CURLMSG_DONE)
+			finish(http, msg->easy_handle, msg->data.result);
+	}
+}
+
+const char *http_transport_name(enum http_transport t)
+{
+	static const char *names[] = {
+		[HTTP_DONE] = "done", [HTTP_NOT_SENT] = "not_sent", [HTTP_TIMEOUT] = "timeout",
+		[HTTP_RESET] = "reset", [HTTP_TRUNCATED] = "truncated", [HTTP_TOO_BIG] = "too_big",
+	};
+	return names[t];
+}

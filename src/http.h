@@ -1,0 +1,68 @@
+/* http.h - HTTP transfers on the event loop through libcurl's multi socket interface.
+ *
+ * Every transfer has a hard cap on its body and a total time limit. The outcome says how far the
+ * transfer got, because that decides billing: a request that never left is free to retry, one
+ * that was sent and then lost may have been paid for. No redirects for API calls; downloads may
+ * follow at most 3, to http or https only. */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+struct http;
+struct http_xfer;
+struct form_part;
+
+enum http_transport {
+	HTTP_DONE,               /* a complete HTTP response arrived (any status) */
+	HTTP_NOT_SENT,           /* failed before the request was sent: DNS, connect, TLS */
+	HTTP_TIMEOUT,            /* the time limit hit after the request was sent */
+	HTTP_RESET,              /* the connection broke after the request was sent */
+	HTTP_TRUNCATED,          /* the response ended early */
+	HTTP_TOO_BIG,            /* the body went over the cap */
+};
+
+struct http_request {
+	const char *url;
+	const char *bearer;      /* API key for "Authorization: Bearer", or NULL */
+	const char *body;        /* JSON body, or NULL for GET */
+	size_t body_len;
+	const struct form_part *parts; /* multipart body instead of body */
+	size_t n_parts;
+	long timeout_s;          /* whole transfer */
+	long connect_timeout_s;
+	size_t max_body;
+	bool follow_redirects;
+	const char *ca_file;     /* NULL = system default */
+};
+
+struct http_result {
+	enum http_transport transport;
+	long status;             /* HTTP status, 0 if none */
+	char *body;              /* owned by the result; NUL-terminated */
+	size_t body_len;
+	char request_id[128];    /* x-request-id or request-id header, "" if none */
+	char retry_after[64];    /* Retry-After header value, "" if none */
+	char retry_after_ms[32]; /* retry-after-ms header value, "" if none */
+	char detail[256];        /* curl's error text for a failed transfer */
+	int64_t started_wall_ms;
+	int64_t latency_ms;
+};
+
+/* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,
+ * which the callee may steal by setting res->body to NULL. */
+typedef void http_done_fn(void *arg, struct http_result *res);
+
+struct http *http_new(struct loop *loop, long max_connections);
+void http_free(struct http *http);
+/* Returns NULL (logged) if the request could not even be set up. */
+struct http_xfer *http_start(struct http *http, const struct http_request *req, http_done_fn *fn,
+			     void *arg);
+/* Aborts a transfer; its callback is not called. */
+void http_cancel(struct http *http, struct http_xfer *xfer);
+const char *http_transport_name(enum http_transport t);
+
+#endif

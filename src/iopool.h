@@ -1,0 +1,22 @@
+/* iopool.h - a few helper threads for blocking file work (fsync, big writes, parsing large bodies),
+ * so that the loop never stalls on one job's disk I/O while every other job waits.
+ *
+ * The loop thread submits work; a helper runs work(arg); then done(arg) runs back on the loop
+ * thread, woken through an eventfd. work() must touch only what arg owns: decisions and shared
+ * state stay on the loop. */
+#ifndef IOPOOL_H
+#define IOPOOL_H
+
+struct loop;
+struct iopool;
+
+typedef void iopool_fn(void *arg);
+
+struct iopool *iopool_new(struct loop *loop, int threads);
+void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *arg);
+/* Work items submitted and not yet completed (their done() not yet run). */
+int iopool_pending(const struct iopool *pool);
+/* Waits for all work, runs the done() callbacks, stops the threads. */
+void iopool_free(struct iopool *pool);
+
+#endif

@@ -1,0 +1,67 @@
+/* job.h - the job file: the only code that reads a client's job JSON.
+ *
+ * job_parse() turns the bytes of a job file into a struct job, or says in plain words which field
+ * is wrong and why. It never echoes the file's content beyond a short escaped excerpt. */
+#ifndef JOB_H
+#define JOB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define JOB_ID_MAX 128          /* characters in a task id */
+#define JOB_PROMPT_MAX 32000    /* characters (code points) in a prompt */
+#define JOB_REFS_MAX 16         /* reference images */
+#define JOB_PATH_MAX 256        /* bytes in a reference-image path */
+
+/* Operator-set caps that a job must stay within (config [limits]). */
+struct job_limits {
+	int max_n;               /* images per job */
+	int max_pixels_mp;       /* megapixels per image for WxH sizes, 0 = no cap */
+	int max_depth;           /* JSON nesting depth */
+};
+
+struct job {
+	char *prompt;            /* owned, never NULL after a successful parse */
+	char *model;             /* owned; NULL = provider's default */
+	char *provider;          /* owned; NULL = default provider */
+	char *size;              /* owned; "WxH" or "auto"; NULL = not given */
+	int n;                   /* images wanted, 1 when not given */
+	char *quality;           /* owned; NULL = not given */
+	char *background;
+	char *output_format;
+	int output_compression;  /* 0..100, -1 = not given */
+	char *moderation;
+	int timeout;             /* seconds, 0 = not given */
+	char *refs[JOB_REFS_MAX]; /* owned; "images": paths relative to the spool root */
+	int n_refs;
+	char *mask;              /* owned; NULL = none */
+	json_t *metadata;        /* owned reference; NULL = absent. Echoed into the result untouched. */
+};
+
+enum job_parse_result {
+	JOB_OK = 0,
+	JOB_INCOMPLETE,          /* not (yet) a JSON document: may still be being written */
+	JOB_INVALID,             /* JSON, but a field is missing or wrong */
+};
+
+struct job_error {
+	char field[64];          /* the field at fault, "" when it is the file as a whole */
+	char message[512];       /* for a user: what is wrong and what is allowed */
+};
+
+void job_limits_default(struct job_limits *limits);
+enum job_parse_result job_parse(struct job *job, const char *data, size_t len,
+				const struct job_limits *limits, struct job_error *err);
+void job_release(struct job *job);
+
+/* The task id for a file name in new/: the name without a trailing ".json".
+ * Returns 0, or -1 when the name is not a valid id (see spool-layout.md: characters
+ * [A-Za-z0-9_.-], first one alphanumeric, at most JOB_ID_MAX, not ending in ".result" or
+ * ".<digits>"). */
+int job_id_from_name(const char *name, char *id, size_t idsize);
+
+/* Whether a size string is "WxH" (both 1..16384); fills w and h. */
+bool job_size_dimensions(const char *size, int *w, int *h);
+
+#endif

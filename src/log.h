@@ -1,0 +1,24 @@
+/* log.h - one logger for the daemon: one line per event on stderr.
+ * Lines about a job start with the job id; daemon lines start with "imgspoold:". */
+#ifndef LOG_H
+#define LOG_H
+
+#include <stdarg.h>
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+void log_set_level(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line about one job: "<id> <message>". */
+void log_job(enum log_level level, const char *id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Logs at LOG_ERROR and returns -1, so failure paths read: return error("cannot open '%s'", p); */
+int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For start-up failures and broken invariants only: logs and exits 1. */
+_Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,36 @@
+/* loop.h - the event loop: fd watchers and timers over epoll + one timerfd, and a hook that runs
+ * before the loop sleeps. Knows nothing of jobs. Single-threaded: call it from the loop thread only. */
+#ifndef LOOP_H
+#define LOOP_H
+
+#include <stdint.h>
+
+struct loop;
+
+/* events are EPOLLIN / EPOLLOUT / EPOLLERR / EPOLLHUP as epoll reports them. */
+typedef void loop_fd_fn(struct loop *loop, int fd, uint32_t events, void *arg);
+/* Returns the next interval in ms to run again, or LOOP_TIMER_DONE to be removed. */
+typedef int64_t loop_timer_fn(struct loop *loop, void *arg);
+typedef void loop_hook_fn(struct loop *loop, void *arg);
+
+#define LOOP_TIMER_DONE (-1)
+
+struct loop *loop_new(void);
+void loop_free(struct loop *loop);
+
+int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void *arg);
+int loop_mod_fd(struct loop *loop, int fd, uint32_t events);
+void loop_del_fd(struct loop *loop, int fd);
+
+/* A timer firing after ms milliseconds (0 = on the next turn). Returns an id > 0. */
+uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *arg);
+/* Removing an id that already fired and was removed is harmless. */
+void loop_del_timer(struct loop *loop, uint64_t id);
+
+void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg);
+
+/* Runs until loop_stop(). Returns 0, or -1 if epoll itself failed. */
+int loop_run(struct loop *loop);
+void loop_stop(struct loop *loop);
+
+#endif

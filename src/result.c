@@ -1,0 +1,147 @@
+/* result.c - the result document and its atomic publication.
+ *
+ * Order is the protocol: images, then the result, then the job file, so a job file in done/
+ * guarantees its result and images are complete beside it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "result.h"
+#include "spool.h"
+#include "upstream.h"
+#include "util.h"
+#include "banned.h"
+
+char *result_image_name(const char *id, size_t index, size_t n, const char *ext)
+{
+	if (n == 1)
+		return xasprintf("%s.%s", id, ext);
+	return xasprintf("%s.%zu.%s", id, index + 1, ext);
+}
+
+static json_t *time_json(int64_t wall)
+{
+	char buf[48];
+	format_time_iso8601(wall, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static json_t *attempts_json(const struct attempt *a, size_t n, int *billed)
+{
+	json_t *arr = json_array();
+	*billed = 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "started_at", time_json(a[i].started_wall_ms));
+		json_object_set_new(o, "latency_ms", json_integer(a[i].latency_ms));
+		json_object_set_new(o, "http_status",
+				    a[i].http_status ? json_integer(a[i].http_status) : json_null());
+		json_object_set_new(o, "transport", json_string(a[i].transport));
+		json_object_set_new(o, "outcome", json_string(a[i].outcome));
+		json_object_set_new(o, "billed", json_string(a[i].billed));
+		json_object_set_new(o, "error_code", str_or_null(a[i].error_code));
+		json_object_set_new(o, "request_id",
+				    a[i].request_id[0] ? json_string(a[i].request_id) : json_null());
+		json_array_append_new(arr, o);
+		if (strcmp(a[i].billed, "no"))
+			(*billed)++;
+	}
+	return arr;
+}
+
+char *result_to_json(const struct result_info *r)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "task_id", json_string(r->task_id));
+	json_object_set_new(o, "status", json_string(r->succeeded ? "succeeded" : "failed"));
+	json_object_set_new(o, "provider", str_or_null(r->provider));
+	json_object_set_new(o, "model", str_or_null(r->model));
+	json_object_set_new(o, "dialect", str_or_null(r->dialect));
+	json_t *images = json_array();
+	for (size_t i = 0; i < r->n_images; i++) {
+		char *name = result_image_name(r->task_id, i, r->n_images, r->images[i].ext);
+		json_array_append_new(images, json_string(name));
+		free(name);
+	}
+	json_object_set_new(o, "images", images);
+	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
+	int billed;
+	json_t *attempts = attempts_json(r->attempts, r->n_attempts, &billed);
+	/* Attempts whose billing is unknown count: a user reconciling cost wants the upper bound. */
+	json_object_set_new(o, "billed_attempts", json_integer(billed));
+	json_object_set_new(o, "attempts", attempts);
+	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
+	json_object_set_new(o, "usage", r->usage ? json_incref(r->usage) : json_null());
+	if (!r->succeeded) {
+		json_t *e = json_object();
+		json_object_set_new(e, "code", json_string(r->error_code ? r->error_code : "internal"));
+		json_object_set_new(e, "message", json_string(r->error_message ? r->error_message : ""));
+		json_object_set_new(e, "upstream_message", str_or_null(r->error_upstream_message));
+		if (r->error_field)
+			json_object_set_new(e, "field", json_string(r->error_field));
+		json_object_set_new(o, "error", e);
+	} else {
+		json_object_set_new(o, "error", json_null());
+	}
+	json_object_set_new(o, "created_at", time_json(r->created_wall_ms));
+	json_object_set_new(o, "updated_at", time_json(r->updated_wall_ms));
+	json_object_set_new(o, "metadata", r->metadata ? json_incref(r->metadata) : json_null());
+	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		abort(); /* only on allocation failure */
+	size_t len = strlen(text);
+	char *with_nl = xrealloc(text, len + 2);
+	with_nl[len] = '\n';
+	with_nl[len + 1] = '\0';
+	return with_nl;
+}
+
+int result_publish(struct spool *sp, int dest, const char *id, const char *running_name,
+		   const struct image *images, size_t n_images, const char *result_json,
+		   char *err, size_t errsize)
+{
+	enum spool_dir d = (enum spool_dir)dest;
+	for (size_t i = 0; i < n_images; i++) {
+		char *name = result_image_name(id, i, n_images, images[i].ext);
+		int rc = spool_write_file(sp, d, name, images[i].data, images[i].len);
+		if (rc < 0)
+			xsnprintf(err, errsize, "cannot write '%s/%s': %s", spool_dir_name(d), name,
+				  strerror(errno));
+		free(name);
+		if (rc < 0)
+			return -1;
+	}
+	char *result_name = xasprintf("%s.result.json", id);
+	int rc = spool_write_file(sp, d, result_name, result_json, strlen(result_json));
+	if (rc < 0)
+		xsnprintf(err, errsize, "cannot write '%s/%s': %s", spool_dir_name(d), result_name,
+			  strerror(errno));
+	free(result_name);
+	if (rc < 0)
+		return -1;
+	/* The images and result must be durable before the job file says the job is finished. */
+	if (spool_sync_dir(sp, d) < 0) {
+		xsnprintf(err, errsize, "cannot fsync '%s/': %s", spool_dir_name(d), strerror(errno));
+		return -1;
+	}
+	char *job_name = xasprintf("%s.json", id);
+	rc = spool_rename(sp, SPOOL_RUNNING, running_name, d, job_name);
+	if (rc < 0)
+		xsnprintf(err, errsize, "cannot move 'running/%s' to '%s/%s': %s", running_name,
+			  spool_dir_name(d), job_name, strerror(errno));
+	free(job_name);
+	if (rc < 0)
+		return -1;
+	if (spool_sync_dir(sp, d) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0) {
+		xsnprintf(err, errsize, "cannot fsync after publishing: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}

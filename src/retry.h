@@ -1,0 +1,56 @@
+/* retry.h - pure policy: what an upstream outcome means (success, retry, fail, hold), whether it
+ * was billed, and when to try again. No I/O, no clock, no randomness of its own: the caller passes
+ * them in, so every row of the table in spool-layout.md is a unit test. */
+#ifndef RETRY_H
+#define RETRY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct response;
+
+enum decision {
+	DECIDE_SUCCEEDED,
+	DECIDE_RETRY,            /* free to retry: nothing was billed */
+	DECIDE_RETRY_BILLED,     /* may have been billed: retry only within the billed-retry budget */
+	DECIDE_FAIL,
+	DECIDE_HOLD,             /* the provider is unusable (key, balance): pause it, keep jobs pending */
+};
+
+enum billed { BILLED_NO, BILLED_YES, BILLED_UNKNOWN };
+
+struct outcome {
+	enum decision decision;
+	enum billed billed;
+	const char *code;        /* static, from the fixed set in spool-layout.md */
+	const char *message;     /* static, friendly, for an end user */
+	char upstream_message[512]; /* the upstream's own words, "" if none */
+	int64_t retry_after_ms;  /* what the upstream asked us to wait, -1 if it did not say */
+};
+
+struct classify_input {
+	enum http_transport transport;
+	long status;
+	const char *retry_after;     /* header, may be "" */
+	const char *retry_after_ms;  /* header, may be "" */
+	const struct response *resp; /* the parsed body; never NULL */
+	int64_t now_wall_ms;         /* for an HTTP-date Retry-After */
+};
+
+void retry_classify(const struct classify_input *in, struct outcome *out);
+
+/* Retry-After in its forms: retry-after-ms, then seconds (fractions allowed), then an HTTP-date.
+ * Returns milliseconds (clamped to [0, cap_ms]), or -1 when absent or unreadable. */
+int64_t retry_after_ms(const char *retry_after, const char *retry_after_ms_hdr, int64_t now_wall_ms,
+		       int64_t cap_ms);
+
+/* Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)].
+ * random is a uniform 64-bit value supplied by the caller. */
+int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t random);
+
+const char *decision_name(enum decision d);
+const char *billed_name(enum billed b);
+
+#endif

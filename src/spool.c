@@ -1,0 +1,289 @@
+/* spool.c - directories and transitions, every call relative to a directory fd (like nq).
+ *
+ * Failures are returned with errno to the caller, who knows the job and logs. ENOENT from a
+ * rename is normal: another daemon won the race. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/openat2.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spool.h"
+#include "util.h"
+#include "banned.h"
+
+static const char *dir_names[SPOOL_NDIRS] = {
+	[SPOOL_TMP] = "tmp", [SPOOL_NEW] = "new", [SPOOL_RUNNING] = "running",
+	[SPOOL_DEFERRED] = "deferred", [SPOOL_DONE] = "done", [SPOOL_FAILED] = "failed",
+};
+
+const char *spool_dir_name(enum spool_dir d)
+{
+	return dir_names[d];
+}
+
+int spool_open(struct spool *sp, const char *path, const char *host_id)
+{
+	memset(sp, 0, sizeof(*sp));
+	for (int i = 0; i < SPOOL_NDIRS; i++)
+		sp->fd[i] = -1;
+	sp->path = xstrdup(path);
+	sp->host_id = xstrdup(host_id);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return error("cannot create spool '%s': %s", path, strerror(errno));
+	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sp->root_fd < 0)
+		return error("cannot open spool '%s': %s", path, strerror(errno));
+	struct stat root_st, st;
+	if (fstat(sp->root_fd, &root_st) < 0)
+		return error("cannot stat spool '%s': %s", path, strerror(errno));
+	for (int i = 0; i < SPOOL_NDIRS; i++) {
+		if (mkdirat(sp->root_fd, dir_names[i], 0755) < 0 && errno != EEXIST)
+			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
+		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sp->fd[i] < 0)
+			return error("cannot open '%s/%s': %s", path, dir_names[i], strerror(errno));
+		/* rename(2) across file systems fails with EXDEV: every state must be on one. */
+		if (fstat(sp->fd[i], &st) < 0 || st.st_dev != root_st.st_dev)
+			return error("'%s/%s' is not on the same file system as the spool", path,
+				     dir_names[i]);
+	}
+	return 0;
+}
+
+void spool_close(struct spool *sp)
+{
+	for (int i = 0; i < SPOOL_NDIRS; i++)
+		if (sp->fd[i] >= 0)
+			close(sp->fd[i]);
+	if (sp->root_fd > 0)
+		close(sp->root_fd);
+	free(sp->path);
+	free(sp->host_id);
+	memset(sp, 0, sizeof(*sp));
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct spool_entry *x = a, *y = b;
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out)
+{
+	int fd = openat(sp->fd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return error("cannot open '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
+	DIR *dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return error("cannot read '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
+	}
+	struct spool_entry *v = NULL;
+	size_t n = 0, alloc = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		struct stat st;
+		/* A name that vanished between readdir and stat was taken by someone else. */
+		if (fstatat(sp->fd[d], de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (n == alloc) {
+			alloc = alloc ? alloc * 2 : 64;
+			v = xrealloc(v, alloc * sizeof(*v));
+		}
+		v[n].name = xstrdup(de->d_name);
+		v[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		n++;
+	}
+	closedir(dir);
+	if (n)
+		qsort(v, n, sizeof(*v), entry_cmp);
+	*out = v;
+	return (long)n;
+}
+
+void spool_entries_free(struct spool_entry *e, long n)
+{
+	for (long i = 0; i < n; i++)
+		free(e[i].name);
+	free(e);
+}
+
+static enum spool_read read_checked(int fd, size_t max, struct buf *out, struct stat *st);
+
+enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
+				struct stat *st)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return SPOOL_READ_GONE;
+		if (errno == ELOOP)
+			return SPOOL_READ_NOT_REGULAR;
+		return SPOOL_READ_ERROR;
+	}
+	return read_checked(fd, max, out, st);
+}
+
+enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out)
+{
+	struct open_how how = {
+		.flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	struct stat st;
+	int fd = (int)syscall(SYS_openat2, sp->root_fd, path, &how, sizeof(how));
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return SPOOL_READ_GONE;
+		if (errno == ELOOP || errno == EXDEV)
+			return SPOOL_READ_NOT_REGULAR;
+		return SPOOL_READ_ERROR;
+	}
+	return read_checked(fd, max, out, &st);
+}
+
+/* Consumes fd. */
+static enum spool_read read_checked(int fd, size_t max, struct buf *out, struct stat *st)
+{
+	if (fd < 0)
+		return SPOOL_READ_ERROR;
+	enum spool_read rc = SPOOL_READ_OK;
+	if (fstat(fd, st) < 0) {
+		rc = SPOOL_READ_ERROR;
+		goto out;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		rc = SPOOL_READ_NOT_REGULAR;
+		goto out;
+	}
+	if (st->st_nlink != 1) {
+		rc = SPOOL_READ_LINKED;
+		goto out;
+	}
+	if ((uint64_t)st->st_size > max) {
+		rc = SPOOL_READ_TOO_BIG;
+		goto out;
+	}
+	buf_reset(out);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = SPOOL_READ_ERROR;
+			break;
+		}
+		if (n == 0)
+			break;
+		/* The file may grow after fstat: the cap holds for what we read, too. */
+		if (buf_append(out, chunk, (size_t)n) < 0) {
+			rc = SPOOL_READ_TOO_BIG;
+			break;
+		}
+	}
+out:
+	{
+		int saved = errno;
+		close(fd);
+		errno = saved;
+	}
+	return rc;
+}
+
+const char *spool_read_reason(enum spool_read r)
+{
+	switch (r) {
+	case SPOOL_READ_OK:
+		return "ok";
+	case SPOOL_READ_GONE:
+		return "the file disappeared";
+	case SPOOL_READ_NOT_REGULAR:
+		return "not a regular file (a symlink, FIFO, socket, device or directory)";
+	case SPOOL_READ_LINKED:
+		return "the file has more than one hard link";
+	case SPOOL_READ_TOO_BIG:
+		return "the file is larger than [limits] max_job_bytes";
+	case SPOOL_READ_ERROR:
+		return "the file could not be read";
+	}
+	return "?";
+}
+
+static bool exists(int dirfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
+		 const char *to_name)
+{
+	if (renameat(sp->fd[from], from_name, sp->fd[to], to_name) == 0)
+		return 0;
+	int saved = errno;
+	/* NFS may lose the reply to a rename that succeeded, and the retransmission then fails. */
+	if (!exists(sp->fd[from], from_name) && exists(sp->fd[to], to_name))
+		return 0;
+	errno = saved;
+	return -1;
+}
+
+int spool_sync_dir(struct spool *sp, enum spool_dir d)
+{
+	return fsync(sp->fd[d]);
+}
+
+int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len)
+{
+	char tmp[512];
+	unsigned rnd = 0;
+	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	if (xsnprintf(tmp, sizeof(tmp), ".%s.%d.%08x.tmp", name, (int)getpid(), rnd) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = openat(sp->fd[d], tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	if (write_all(fd, data, len) < 0 || fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	/* rename replaces a planted symlink at name instead of writing through it. */
+	if (renameat(sp->fd[d], tmp, sp->fd[d], name) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	return 0;
+fail:
+	{
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		unlinkat(sp->fd[d], tmp, 0);
+		errno = saved;
+	}
+	return -1;
+}
+
+char *spool_running_name(const struct spool *sp, const char *id)
+{
+	return xasprintf("%s@%s.json", id, sp->host_id);
+}

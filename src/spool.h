@@ -1,0 +1,79 @@
+/* spool.h - the spool directories and the transitions between them.
+ *
+ * A state is a directory and a transition is one rename(2), always relative to directory fds.
+ * Files are written under a dot-name (ignored by everyone), fsynced, then renamed into place.
+ * See spool-layout.md for the protocol this implements. */
+#ifndef SPOOL_H
+#define SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+struct buf;
+
+enum spool_dir {
+	SPOOL_TMP,               /* clients' staging area */
+	SPOOL_NEW,               /* pending */
+	SPOOL_RUNNING,           /* claimed by a daemon: ID@HOST.json */
+	SPOOL_DEFERRED,          /* waiting for a retry; mtime = next attempt */
+	SPOOL_DONE,              /* succeeded */
+	SPOOL_FAILED,            /* failed */
+	SPOOL_NDIRS,
+};
+
+struct spool {
+	char *path;
+	int root_fd;
+	int fd[SPOOL_NDIRS];
+	char *host_id;
+};
+
+struct spool_entry {
+	char *name;
+	int64_t mtime_ns;
+};
+
+/* Opens (creating what is missing) the spool at path. Returns 0 or -1 (logged). */
+int spool_open(struct spool *sp, const char *path, const char *host_id);
+void spool_close(struct spool *sp);
+const char *spool_dir_name(enum spool_dir d);
+
+/* Lists a directory's entries, skipping names that start with '.', oldest mtime first (then
+ * by name). Returns the count, or -1 (logged). *out is an array the caller frees with
+ * spool_entries_free. */
+long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out);
+void spool_entries_free(struct spool_entry *e, long n);
+
+enum spool_read {
+	SPOOL_READ_OK = 0,
+	SPOOL_READ_GONE,         /* no such file (someone else took it) */
+	SPOOL_READ_NOT_REGULAR,  /* symlink, FIFO, socket, device or directory */
+	SPOOL_READ_LINKED,       /* more than one hard link */
+	SPOOL_READ_TOO_BIG,
+	SPOOL_READ_ERROR,        /* I/O error: errno is set */
+};
+/* Reads a client's file as hostile: never follows a symlink, never blocks on a FIFO, refuses
+ * anything but a regular file with one link and at most max bytes. st gets its fstat. */
+enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
+				struct stat *st);
+const char *spool_read_reason(enum spool_read r);
+
+/* Reads path (relative to the spool root) without ever leaving the spool or following a
+ * symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Same checks as spool_read_file. */
+enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out);
+
+/* rename(2) between spool directories, fixed up for NFS lost replies (Postfix' sane_rename):
+ * if rename fails but the source is gone and the target exists, it succeeded. Returns 0 or -1
+ * with errno (ENOENT: the source was not there). */
+int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
+		 const char *to_name);
+int spool_sync_dir(struct spool *sp, enum spool_dir d);
+/* Writes data to d/name durably: dot-temp file O_EXCL, write, fsync, rename over name.
+ * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */
+int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len);
+/* The name a job has in running/: "ID@HOST.json". Caller frees. */
+char *spool_running_name(const struct spool *sp, const char *id);
+
+#endif

@@ -1,0 +1,292 @@
+/* util.c - allocation that aborts, the capped buffer, clocks, string set.
+ * Allocation failure aborts: error paths in the rest of the code handle real-world failures only. */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+#include "banned.h"
+
+static _Noreturn void out_of_memory(size_t size)
+{
+	fprintf(stderr, "imgspoold: out of memory allocating %zu bytes\n", size);
+	abort();
+}
+
+void *xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+	if (!p)
+		out_of_memory(size);
+	return p;
+}
+
+void *xcalloc(size_t nmemb, size_t size)
+{
+	void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+	if (!p)
+		out_of_memory(nmemb * size);
+	return p;
+}
+
+void *xrealloc(void *ptr, size_t size)
+{
+	void *p = realloc(ptr, size ? size : 1);
+	if (!p)
+		out_of_memory(size);
+	return p;
+}
+
+char *xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	char *p = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+int xsnprintf(char *out, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, size, fmt, ap);
+	va_end(ap);
+	return (n < 0 || (size_t)n >= size) ? -1 : n;
+}
+
+void buf_init(struct buf *b, size_t max)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->alloc = 0;
+	b->max = max;
+}
+
+int buf_append(struct buf *b, const void *data, size_t len)
+{
+	if (len > b->max - b->len)
+		return -1;
+	if (b->len + len + 1 > b->alloc) {
+		size_t want = b->alloc ? b->alloc : 4096;
+		while (want < b->len + len + 1)
+			want *= 2;
+		if (want > b->max + 1)
+			want = b->max + 1;
+		b->data = xrealloc(b->data, want);
+		b->alloc = want;
+	}
+	if (len)
+		memcpy(b->data + b->len, data, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+void buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+char *buf_detach(struct buf *b, size_t *len)
+{
+	char *p = b->data ? b->data : xstrdup("");
+	if (len)
+		*len = b->len;
+	b->data = NULL;
+	b->len = b->alloc = 0;
+	return p;
+}
+
+void buf_release(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->alloc = 0;
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t wall_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+void format_time_iso8601(int64_t wall_msec, char *out, size_t size)
+{
+	time_t sec = (time_t)(wall_msec / 1000);
+	struct tm tm;
+	localtime_r(&sec, &tm);
+	long off = tm.tm_gmtoff;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	if (xsnprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%c%02ld:%02ld",
+		      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		      (int)(wall_msec % 1000), sign, off / 3600, (off % 3600) / 60) < 0 && size)
+		out[0] = '\0';
+}
+
+int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	if (!s || !*s)
+		return -1;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* FNV-1a: the keys are short file names, so a simple hash is plenty. */
+static size_t hash_str(const char *s)
+{
+	size_t h = 14695981039346656037ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static char tombstone[1];
+
+void strset_init(struct strset *s)
+{
+	s->cap = 64;
+	s->slots = xcalloc(s->cap, sizeof(*s->slots));
+	s->count = 0;
+	s->tombstones = 0;
+}
+
+static size_t strset_find(const struct strset *s, const char *key, bool *found)
+{
+	size_t mask = s->cap - 1, i = hash_str(key) & mask, first_free = SIZE_MAX;
+	for (;; i = (i + 1) & mask) {
+		char *slot = s->slots[i];
+		if (!slot) {
+			*found = false;
+			return first_free != SIZE_MAX ? first_free : i;
+		}
+		if (slot == tombstone) {
+			if (first_free == SIZE_MAX)
+				first_free = i;
+		} else if (!strcmp(slot, key)) {
+			*found = true;
+			return i;
+		}
+	}
+}
+
+static void strset_grow(struct strset *s)
+{
+	char **old = s->slots;
+	size_t old_cap = s->cap;
+	if (s->count * 4 >= s->cap)
+		s->cap *= 2;
+	s->slots = xcalloc(s->cap, sizeof(*s->slots));
+	s->tombstones = 0;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (old[i] && old[i] != tombstone) {
+			bool found;
+			s->slots[strset_find(s, old[i], &found)] = old[i];
+		}
+	}
+	free(old);
+}
+
+bool strset_has(const struct strset *s, const char *key)
+{
+	bool found;
+	strset_find(s, key, &found);
+	return found;
+}
+
+bool strset_add(struct strset *s, const char *key)
+{
+	if ((s->count + s->tombstones + 1) * 2 > s->cap)
+		strset_grow(s);
+	bool found;
+	size_t i = strset_find(s, key, &found);
+	if (found)
+		return false;
+	if (s->slots[i] == tombstone)
+		s->tombstones--;
+	s->slots[i] = xstrdup(key);
+	s->count++;
+	return true;
+}
+
+bool strset_del(struct strset *s, const char *key)
+{
+	bool found;
+	size_t i = strset_find(s, key, &found);
+	if (!found)
+		return false;
+	free(s->slots[i]);
+	s->slots[i] = tombstone;
+	s->count--;
+	s->tombstones++;
+	return true;
+}
+
+void strset_release(struct strset *s)
+{
+	for (size_t i = 0; i < s->cap; i++)
+		if (s->slots[i] != tombstone)
+			free(s->slots[i]);
+	free(s->slots);
+	s->slots = NULL;
+	s->cap = s->count = s->tombstones = 0;
+}

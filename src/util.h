@@ -1,0 +1,62 @@
+/* util.h - allocation that aborts on failure, a capped growable buffer, clocks, small I/O helpers. */
+#ifndef UTIL_H
+#define UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation failure is not a condition we handle: these abort. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable byte buffer with a hard cap given at init. data is always NUL-terminated. */
+struct buf {
+	char *data;
+	size_t len;
+	size_t alloc;
+	size_t max;
+};
+void buf_init(struct buf *b, size_t max);
+/* Returns -1 (and appends nothing) if the result would exceed max. */
+int buf_append(struct buf *b, const void *data, size_t len);
+void buf_reset(struct buf *b);
+/* Hands the bytes to the caller (who frees them) and leaves b empty. */
+char *buf_detach(struct buf *b, size_t *len);
+void buf_release(struct buf *b);
+
+/* snprintf that reports truncation: returns -1 when out was too small. */
+int xsnprintf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
+int64_t wall_ms(void);   /* CLOCK_REALTIME, milliseconds */
+/* ISO 8601 with the local UTC offset, e.g. 2026-11-25T11:02:03.123+08:00. out must hold 40 bytes. */
+void format_time_iso8601(int64_t wall_msec, char *out, size_t size);
+
+/* write(2) until done; -1 with errno on failure. */
+int write_all(int fd, const void *data, size_t len);
+/* Parses a whole decimal number into [min, max]; -1 if it is not one. */
+int parse_long(const char *s, long min, long max, long *out);
+
+/* A set of strings (open addressing). Keys are copied. */
+struct strset {
+	char **slots;
+	size_t cap;
+	size_t count;
+	size_t tombstones;
+};
+void strset_init(struct strset *s);
+bool strset_has(const struct strset *s, const char *key);
+/* Returns true if key was added, false if it was already present. */
+bool strset_add(struct strset *s, const char *key);
+bool strset_del(struct strset *s, const char *key);
+void strset_release(struct strset *s);
+
+#endif

@@ -1,0 +1,17 @@
+/* watch.h - inotify on new/ as a wake-up hint. The directory scan stays the truth: inotify is
+ * blind to other hosts' writes on a network file system and drops events when its queue
+ * overflows, so on overflow the owner is told to rescan everything. */
+#ifndef WATCH_H
+#define WATCH_H
+
+struct loop;
+struct watch;
+
+/* name is the file that arrived; NULL means "events were lost: rescan". */
+typedef void watch_fn(void *arg, const char *name);
+
+/* Returns NULL (logged) if inotify is unavailable; the daemon then relies on rescans alone. */
+struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg);
+void watch_free(struct watch *w);
+
+#endif

@@ -1,0 +1,254 @@
+"""harness.py - drives the real imgspoold binary in a scratch spool against the fake upstream.
+
+Each test is a plain function; run_tests() prints TAP so `prove` can run the file. Every wait is
+a condition polled against a deadline, never a fixed sleep. After each test the daemon's log is
+checked for sanitizer reports and for the API key, which must never appear.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fake"))
+
+from upstream import FakeUpstream  # noqa: E402  (path set above)
+
+IMGSPOOLD = os.environ.get("IMGSPOOLD", os.path.join(ROOT, "build", "test", "imgspoold"))
+TEST_KEY = "sk-test-9f2c7e1d5b3a4c6e8f0a1b2c3d4e5f60"
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    """Polls pred() until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """One imgspoold process with its own spool, config and log."""
+
+    def __init__(self, fake=None, key=TEST_KEY, key_file=False, verbose=False, **settings):
+        self.dir = tempfile.mkdtemp(prefix="imgspool-test-")
+        self.spool = os.path.join(self.dir, "spool")
+        self.log_path = os.path.join(self.dir, "daemon.log")
+        self.config_path = os.path.join(self.dir, "imgspool.ini")
+        self.key = key
+        self.key_file = os.path.join(self.dir, "api.key") if key_file else None
+        self.proc = None
+        self.verbose = verbose
+        self.fake = fake
+        spool = {"dir": "spool", "concurrency": 4, "poll_interval": 1, "grace_period": 10,
+                 "settle_time": 2, "host_id": "testhost"}
+        retry = {"backoff_base_ms": 50, "backoff_cap_ms": 1000, "hold_probe_interval": 1}
+        provider = {"base_url": fake.base_url if fake else "http://127.0.0.1:9",
+                    "api_key_env": "IMGSPOOL_TEST_KEY", "timeout": 30, "connect_timeout": 5}
+        if self.key_file:
+            provider["api_key_file"] = "api.key"
+        sections = {"spool": spool, "retry": retry, "limits": {}, "provider apiyi": provider}
+        for name, value in settings.items():
+            section, key = name.split("__", 1)
+            section = "provider apiyi" if section == "provider" else section
+            sections[section][key] = value
+        with open(self.config_path, "w") as f:
+            for section, values in sections.items():
+                f.write(f"[{section}]\n")
+                for k, v in values.items():
+                    f.write(f"{k} = {v}\n")
+
+    # -- process ------------------------------------------------------------------------------
+    def start(self, wait_ready=True):
+        env = dict(os.environ)
+        env.pop("IMGSPOOL_TEST_KEY", None)
+        if self.key and not self.key_file:
+            env["IMGSPOOL_TEST_KEY"] = self.key
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.log_offset = self.log_size()
+        self.logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen([IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=self.logf, env=env)
+        if wait_ready:
+            wait_for(lambda: "imgspoold: ready" in self.log()[self.log_offset:] or self.exited(),
+                     10, "the daemon to be ready")
+            assert not self.exited(), f"daemon exited at start-up:\n{self.log()}"
+        return self
+
+    def wait_rescans(self, count, timeout=20):
+        """Waits for count full rescans of new/ from now (needs verbose=True)."""
+        assert self.verbose, "rescans are logged at debug level: start with verbose=True"
+        marker = "imgspoold: debug: rescan"
+        seen = self.log().count(marker)
+        wait_for(lambda: self.log().count(marker) >= seen + count, timeout, f"{count} rescans")
+
+    def exited(self):
+        return self.proc is not None and self.proc.poll() is not None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the daemon and returns its exit status."""
+        if not self.proc or self.exited():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"daemon did not exit within {timeout}s of signal {sig}")
+        self.logf.close()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc and not self.exited():
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def write_key_file(self, key):
+        with open(self.key_file, "w") as f:
+            f.write(key + "\n")
+        os.chmod(self.key_file, 0o600)
+
+    # -- spool ---------------------------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.spool, *parts)
+
+    def submit(self, task_id, job):
+        """The documented way: write tmp/ID.json, then rename it into new/."""
+        os.makedirs(self.path("tmp"), exist_ok=True)
+        os.makedirs(self.path("new"), exist_ok=True)
+        tmp = self.path("tmp", task_id + ".json")
+        with open(tmp, "w" if isinstance(job, (dict, str)) else "wb") as f:
+            if isinstance(job, dict):
+                json.dump(job, f)
+            else:
+                f.write(job)
+        os.rename(tmp, self.path("new", task_id + ".json"))
+
+    def state(self, task_id):
+        """The directory a job is in, read from the file system alone."""
+        for d in ("done", "failed", "new", "deferred"):
+            if os.path.exists(self.path(d, task_id + ".json")):
+                return d
+        if any(n.startswith(task_id + "@") for n in self.listdir("running")):
+            return "running"
+        return None
+
+    def listdir(self, d):
+        try:
+            return sorted(n for n in os.listdir(self.path(d)) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def wait_finished(self, task_id, timeout=20):
+        return wait_for(lambda: self.state(task_id) in ("done", "failed") and self.state(task_id),
+                        timeout, f"job {task_id} to finish (log:\n{self.log()[-3000:]})")
+
+    def result(self, task_id):
+        state = self.state(task_id)
+        assert state in ("done", "failed"), f"{task_id} is in {state}, not finished"
+        with open(self.path(state, task_id + ".result.json")) as f:
+            return json.load(f)
+
+    def read(self, d, name):
+        with open(self.path(d, name), "rb") as f:
+            return f.read()
+
+    def cleanup(self, passed):
+        self.kill()
+        log = self.log()
+        problems = []
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                problems.append(f"sanitizer report in the daemon log ({marker})")
+        if self.key and self.key in log:
+            problems.append("the API key appears in the daemon log")
+        if passed and not problems:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        elif problems:
+            raise AssertionError("; ".join(problems) + f"\nlog:\n{log[-4000:]}")
+
+
+class Env:
+    """What a test gets: a fake upstream and a factory for daemons, all cleaned up after it."""
+
+    def __init__(self):
+        self.fake = FakeUpstream(api_keys={TEST_KEY})
+        self.fake.start()
+        self.daemons = []
+
+    def daemon(self, **settings):
+        d = Daemon(self.fake, **settings)
+        self.daemons.append(d)
+        return d
+
+    def close(self, passed):
+        try:
+            for d in self.daemons:
+                d.cleanup(passed)
+        finally:
+            self.fake.stop()
+
+
+def run_tests(tests):
+    """Runs test functions (each takes an Env) and prints TAP."""
+    only = os.environ.get("ONLY")
+    failed = 0
+    n = 0
+    for test in tests:
+        if only and only not in test.__name__:
+            continue
+        n += 1
+        env = Env()
+        passed = False
+        started = time.monotonic()
+        try:
+            test(env)
+            passed = True
+        except Exception:
+            message = traceback.format_exc()
+        try:
+            env.close(passed)
+        except Exception:
+            if passed:
+                passed = False
+                message = traceback.format_exc()
+        took = time.monotonic() - started
+        if passed:
+            print(f"ok {n} - {test.__name__} ({took:.1f}s)", flush=True)
+        else:
+            failed += 1
+            print(f"not ok {n} - {test.__name__} ({took:.1f}s)")
+            for line in message.rstrip().splitlines():
+                print("#   " + line)
+            for d in env.daemons:
+                print(f"#   daemon dir kept: {d.dir}")
+            sys.stdout.flush()
+    print(f"1..{n}")
+    sys.exit(1 if failed else 0)
