@@ -18,6 +18,7 @@ void log_set_level(enum log_level level)
 	current_level = level;
 }
 
+__attribute__((format(printf, 3, 0)))
 static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
 {
 	char line[2048];

@@ -137,7 +137,7 @@ static const unsigned char b64_value[256] = {
 /* Padded standard base64 of len bytes; *outlen gets the length of the (terminated) text. */
 static char *base64_encode(const unsigned char *data, size_t len, size_t *outlen)
 {
-	if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+	if (len > SIZE_MAX / 4 * 3 - 3)
 		abort();
 	size_t n = (len + 2) / 3 * 4;
 	char *out = xmalloc(n + 1), *o = out;
@@ -300,41 +300,31 @@ static int set_string(json_t *obj, const char *key, const char *value)
 	return json_object_set_new(obj, key, s);
 }
 
-/* The optional OpenAI fields the job gave, in wire order, as JSON values. Returns -1 with err
- * when a value is not valid UTF-8 (job.c should have refused it already). */
+/* Sets key to a JSON string when value is given; -1 with err when it is not valid UTF-8
+ * (job.c should have refused it already). */
+static int set_option(json_t *obj, const char *key, const char *value, char *err, size_t errsize)
+{
+	if (!value || set_string(obj, key, value) == 0)
+		return 0;
+	(void)xsnprintf(err, errsize, "\"%s\" is not valid UTF-8", key);
+	return -1;
+}
+
+/* The optional OpenAI fields the job gave, in wire order, as JSON values: n only above 1,
+ * output_compression only when given. Never response_format: gpt-image-2 answers 400. */
 static int openai_options(const struct job *job, json_t *obj, char *err, size_t errsize)
 {
-	const struct {
-		const char *key;
-		const char *value;
-	} strs[] = {
-		{ "size", job->size },
-		{ "quality", job->quality },
-		{ "background", job->background },
-		{ "output_format", job->output_format },
-		{ "moderation", job->moderation },
-	};
-
-	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
-		if (!strs[i].value)
-			continue;
-		if (set_string(obj, strs[i].key, strs[i].value) < 0) {
-			(void)xsnprintf(err, errsize, "\"%s\" is not valid UTF-8", strs[i].key);
-			return -1;
-		}
-		/* n and output_compression go after size and output_format respectively */
-		if (!strcmp(strs[i].key, "size") && job->n > 1)
-			json_object_set_new(obj, "n", json_integer(job->n));
-		if (!strcmp(strs[i].key, "output_format") && job->output_compression >= 0)
-			json_object_set_new(obj, "output_compression",
-					    json_integer(job->output_compression));
-	}
-	/* when size or output_format were not given, their followers still belong in the body */
-	if (job->n > 1 && !json_object_get(obj, "n"))
+	if (set_option(obj, "size", job->size, err, errsize) < 0)
+		return -1;
+	if (job->n > 1)
 		json_object_set_new(obj, "n", json_integer(job->n));
-	if (job->output_compression >= 0 && !json_object_get(obj, "output_compression"))
+	if (set_option(obj, "quality", job->quality, err, errsize) < 0 ||
+	    set_option(obj, "background", job->background, err, errsize) < 0 ||
+	    set_option(obj, "output_format", job->output_format, err, errsize) < 0)
+		return -1;
+	if (job->output_compression >= 0)
 		json_object_set_new(obj, "output_compression", json_integer(job->output_compression));
-	return 0;
+	return set_option(obj, "moderation", job->moderation, err, errsize);
 }
 
 /* The body of a JSON request, or -1 when jansson cannot serialise it. Steals root. */
@@ -497,7 +487,7 @@ static int build_gemini(const struct job *job, const char *model,
 			const char *base_url, struct request *req, char *err, size_t errsize)
 {
 	json_t *root, *parts, *config, *text;
-	int w, h;
+	int w = 0, h = 0;
 
 	if (job->n > 1) {
 		set_err(err, errsize,
@@ -889,32 +879,28 @@ static bool have_url(const struct response *out, const char *url, size_t len)
  * nothing but one URL. Other links (a policy page in a refusal) are not images and are left. */
 static void scan_text_urls(const char *s, size_t len, struct response *out, int *taken)
 {
-	size_t i = 0;
+	size_t i = 0, first = 0;
 
+	while (first < len && isspace((unsigned char)s[first]))
+		first++;
 	while (i + 7 < len && *taken < TEXT_URLS_MAX) {
-		const char *hit = memchr(s + i, 'h', len - i);
-		const char *hit_upper = memchr(s + i, 'H', len - i);
-		if (!hit || (hit_upper && hit_upper < hit))
-			hit = hit_upper;
-		if (!hit)
-			break;
-		size_t start = (size_t)(hit - s), end = start;
-		if (!has_prefix_ci(hit, len - start, "http://") && !has_prefix_ci(hit, len - start, "https://")) {
-			i = start + 1;
+		size_t start = i, end;
+		if ((s[i] != 'h' && s[i] != 'H') ||
+		    (!has_prefix_ci(s + i, len - i, "http://") && !has_prefix_ci(s + i, len - i, "https://"))) {
+			i++;
 			continue;
 		}
-		while (end < len && !url_terminator((unsigned char)s[end]))
-			end++;
+		const char *hit = s + start;
+		for (end = start; end < len && !url_terminator((unsigned char)s[end]); end++)
+			;
 		while (end > start && strchr(".,;:!?", s[end - 1]))
 			end--;
 		i = end > start ? end : start + 1;
 
-		size_t n = end - start, lead = 0, trail = end;
-		while (lead < start && isspace((unsigned char)s[lead]))
-			lead++;
+		size_t n = end - start, trail = end;
 		while (trail < len && (isspace((unsigned char)s[trail]) || strchr(".,;:!?", s[trail])))
 			trail++;
-		bool alone = lead == start && trail == len;
+		bool alone = first == start && trail == len;
 		if (!is_http_url(hit, n))
 			continue;
 		if (!(in_markdown_image(s, start) || url_has_image_ext(hit, n) || alone))
@@ -980,6 +966,171 @@ static void parse_gemini(const json_t *root, struct response *out)
 	}
 }
 
+/* ---- large bodies ----
+ *
+ * jansson lexes a string one character at a time: ~0.75 s for the 35 MB of a 4K Gemini answer.
+ * So a large body is first scanned (memchr, linear) for its long strings that need no unescaping
+ * beyond "\/" and hold printable ASCII only (base64 payloads, data: URIs, long plain texts); each
+ * is replaced by a short placeholder "\u0001<index>" in a skeleton that jansson parses quickly, and
+ * the original bytes are put back into the parsed strings afterwards. What jansson would have
+ * accepted or rejected is unchanged: the strings replaced are valid JSON string content by
+ * construction, and every other byte goes through json_loadb as before. */
+
+#define BIG_BODY (64 * 1024)     /* smaller bodies are parsed as they are */
+#define BIG_STRING 1024          /* strings at least this long are taken out of the skeleton */
+
+struct span {
+	size_t off, len;
+	bool slashes;            /* contains "\/" to unescape */
+	bool used;
+};
+
+struct skeleton {
+	struct buf text;
+	struct span *spans;
+	size_t n_spans;
+};
+
+/* 1 when s[0..n) is printable ASCII without escapes, 2 when its only escapes are "\/", else 0. */
+static int big_string_kind(const char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+	int kind = 1;
+	size_t i = 0;
+
+	/* eight bytes at a time while none is below 0x20, above 0x7e or a backslash */
+	for (; n - i >= 8; i += 8) {
+		uint64_t w, bs;
+		memcpy(&w, s + i, 8);
+		bs = w ^ (ones * '\\');
+		if (((w - ones * 0x20) & ~w & highs) | (((w + ones) | w) & highs) |
+		    ((bs - ones) & ~bs & highs))
+			break;
+	}
+	for (; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c > 0x7e)
+			return 0;
+		if (c == '\\') {
+			if (i + 1 >= n || s[i + 1] != '/')
+				return 0;
+			kind = 2;
+			i++;
+		}
+	}
+	return kind;
+}
+
+/* Builds the skeleton; false when there is nothing to take out or the body is not lexically
+ * JSON (an unterminated string): then the body is parsed as it is. */
+static bool skeleton_build(const char *body, size_t len, struct skeleton *sk)
+{
+	const char *p = body, *end = body + len;
+	size_t copied = 0, cap = 0;
+
+	memset(sk, 0, sizeof(*sk));
+	buf_init(&sk->text, len + 1);
+	/* outside strings, a '"' can only open one */
+	while (p < end && (p = memchr(p, '"', (size_t)(end - p)))) {
+		const char *s = p + 1, *cur = s, *q = NULL;
+		for (;;) {
+			const char *bs;
+			if (!q || q < cur) {
+				q = cur < end ? memchr(cur, '"', (size_t)(end - cur)) : NULL;
+				if (!q)
+					goto fail;
+			}
+			bs = memchr(cur, '\\', (size_t)(q - cur));
+			if (!bs)
+				break;
+			cur = bs + 2;    /* the escaped character, which may be the '"' at q */
+		}
+		size_t n = (size_t)(q - s);
+		int kind = n >= BIG_STRING ? big_string_kind(s, n) : 0;
+		if (kind) {
+			char ph[32];
+			int phlen = xsnprintf(ph, sizeof(ph), "\\u0001%zu", sk->n_spans);
+			if (sk->n_spans == cap) {
+				cap = cap ? 2 * cap : 16;
+				sk->spans = xrealloc(sk->spans, cap * sizeof(*sk->spans));
+			}
+			sk->spans[sk->n_spans++] = (struct span){ (size_t)(s - body), n, kind == 2, false };
+			if (buf_append(&sk->text, body + copied, (size_t)(s - body) - copied) < 0 ||
+			    buf_append(&sk->text, ph, (size_t)phlen) < 0)
+				goto fail;
+			copied = (size_t)(q - body);
+		}
+		p = q + 1;
+	}
+	if (!sk->n_spans || buf_append(&sk->text, body + copied, len - copied) < 0)
+		goto fail;
+	return true;
+
+fail:
+	buf_release(&sk->text);
+	free(sk->spans);
+	memset(sk, 0, sizeof(*sk));
+	return false;
+}
+
+/* Puts the original bytes back into every placeholder string under v. */
+static void skeleton_restore(json_t *v, const char *body, struct skeleton *sk)
+{
+	const char *key;
+	json_t *child;
+	size_t i;
+
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		size_t n = json_string_length(v), idx = 0;
+		if (n < 2 || n > 21 || s[0] != '\x01')
+			return;
+		for (i = 1; i < n; i++) {
+			if (s[i] < '0' || s[i] > '9')
+				return;
+			idx = idx * 10 + (size_t)(s[i] - '0');
+		}
+		if (idx >= sk->n_spans || sk->spans[idx].used)
+			return;
+		struct span *sp = &sk->spans[idx];
+		sp->used = true;
+		if (!sp->slashes) {
+			json_string_setn_nocheck(v, body + sp->off, sp->len);
+			return;
+		}
+		char *plain = xmalloc(sp->len), *o = plain;
+		for (const char *c = body + sp->off, *e = c + sp->len; c < e; c++) {
+			if (*c == '\\')
+				c++;    /* "\/" by big_string_kind() */
+			*o++ = *c;
+		}
+		json_string_setn_nocheck(v, plain, (size_t)(o - plain));
+		free(plain);
+	} else if (json_is_object(v)) {
+		json_object_foreach(v, key, child)
+			skeleton_restore(child, body, sk);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, child)
+			skeleton_restore(child, body, sk);
+	}
+}
+
+static json_t *load_body(const char *body, size_t len)
+{
+	struct skeleton sk;
+	json_t *root;
+
+	/* a body that itself has "\u0001" could forge a placeholder: parse it as it is */
+	if (len < BIG_BODY || memmem(body, len, "\\u0001", 6) || !skeleton_build(body, len, &sk))
+		return json_loadb(body, len, 0, NULL);
+	root = json_loadb(sk.text.data, sk.text.len, 0, NULL);
+	if (root)
+		skeleton_restore(root, body, &sk);
+	buf_release(&sk.text);
+	free(sk.spans);
+	return root;
+}
+
 void upstream_parse_response(enum dialect d, const char *body, size_t len, struct response *out)
 {
 	json_t *root;
@@ -989,7 +1140,7 @@ void upstream_parse_response(enum dialect d, const char *body, size_t len, struc
 	out->retry_delay_ms = -1;
 	if (!body)
 		return;
-	root = json_loadb(body, len, 0, NULL);
+	root = load_body(body, len);
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return;

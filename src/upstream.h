@@ -45,7 +45,7 @@ struct ref_image {
 	const unsigned char *data;
 	size_t len;
 	const char *mime;        /* from magic bytes: image/png, image/jpeg, image/webp */
-	const char *name;        /* for the multipart filename */
+	const char *name;        /* the multipart filename: pass a basename, never a spool path */
 };
 
 /* Builds the request for job with the resolved model. refs/mask may be NULL/0.
@@ -68,9 +68,11 @@ struct response {
 	size_t n_images;
 	char **urls;             /* owned; image URLs to download (data[].url, NB-OSS text parts) */
 	size_t n_urls;
-	int n_bad_images;        /* inline images that were not valid base64 or not PNG/JPEG/WebP */
+	int n_bad_images;        /* images that were not valid base64 or not PNG/JPEG/WebP, and
+				  * unusable URLs */
 	json_t *usage;           /* owned; "usage" or "usageMetadata" as returned; NULL if absent */
-	/* The {"error":{...}} envelope, any of them NULL when absent. Owned. */
+	/* The {"error":{...}} envelope, any of them NULL when absent or empty. Owned. A Google error
+	 * embedded as a string in the message fills what the outer envelope left empty. */
 	char *error_code;        /* string code, or a number printed as text ("429") */
 	char *error_type;
 	char *error_status;      /* Google's "status", e.g. RESOURCE_EXHAUSTED */

@@ -8,10 +8,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOLD, TEST_KEY, run_tests, wait_for  # noqa: E402
 from upstream import png_index, png_prompt_sha256  # noqa: E402
+
+
+def fetch_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def sha(prompt):
@@ -61,9 +71,10 @@ def test_data_uri_b64(env):
 
 
 def test_url_is_downloaded_before_it_expires(env):
-    # The link dies 1.5 s after it is handed out, and its first two downloads fail:
-    # the download is retried on its own, and the billed generation is never repeated.
-    env.fake.script("flux", [{"kind": "url", "ttl": 1.5, "url_fail_downloads": 2}])
+    # The link dies 5 s after it is handed out, and its first two downloads fail (the daemon
+    # waits 1 s, then 2 s): the download is retried on its own, and the billed generation is
+    # never repeated.
+    env.fake.script("flux", [{"kind": "url", "ttl": 5, "url_fail_downloads": 2}])
     d = env.daemon().start()
     d.submit("flux", {"prompt": "flux skyline", "model": "flux-2-pro"})
     assert d.wait_finished("flux") == "done", d.result("flux")
@@ -71,6 +82,11 @@ def test_url_is_downloaded_before_it_expires(env):
     assert env.fake.calls("flux skyline") == 1
     r = d.result("flux")
     assert r["billed_attempts"] == 1 and len(r["attempts"]) == 1, r
+    downloads = [x["status"] for x in env.fake.downloads]
+    assert downloads == [503, 503, 200], downloads
+    # The link is dead soon after; the stored bytes are what counts.
+    link = env.fake.base_url + env.fake.downloads[-1]["path"]
+    wait_for(lambda: fetch_status(link) == 404, 10, "the link to expire")
 
 
 def test_gemini_native_with_text_part_first(env):
@@ -190,7 +206,7 @@ def test_no_api_key_waits_then_resumes_on_sighup(env):
     assert d.state("waiting") == "new" and d.state("waiting2") == "new"
     assert env.fake.snapshot() == []
     d.write_key_file(TEST_KEY)
-    d.signal(signal.SIGHUP)
+    d.send_signal(signal.SIGHUP)
     assert d.wait_finished("waiting") == "done"
     assert d.wait_finished("waiting2") == "done"
     assert d.log().count("is on hold") == 1, "the hold should be logged once"

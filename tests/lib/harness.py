@@ -95,7 +95,7 @@ class Daemon:
     def exited(self):
         return self.proc is not None and self.proc.poll() is not None
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=30):

@@ -27,9 +27,23 @@ static int tap_ok(int pass, const char *file, int line, const char *fmt, ...)
 	return pass;
 }
 
-#define is_str(got, want, ...) \
-	(ok((got) && (want) ? !strcmp((got), (want)) : (got) == (want), __VA_ARGS__) ? 1 : \
-	 (printf("#   got:  '%s'\n#   want: '%s'\n", (got) ? (got) : "(null)", (want) ? (want) : "(null)"), 0))
+#define is_str(got, want, ...) tap_is_str((got), (want), __FILE__, __LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 5, 6), unused))
+static int tap_is_str(const char *got, const char *want, const char *file, int line,
+		      const char *fmt, ...)
+{
+	char name[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	int pass = got && want ? !strcmp(got, want) : got == want;
+	tap_ok(pass, file, line, "%s", name);
+	if (!pass)
+		printf("#   got:  '%s'\n#   want: '%s'\n", got ? got : "(null)", want ? want : "(null)");
+	return pass;
+}
 
 static inline int tap_done(void)
 {

@@ -1,0 +1,88 @@
+/* test_config.c - defaults, bounds, unknown keys with their line, relative paths, providers. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "util.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/imgspool-config-XXXXXX";
+
+static int load(const char *text, struct config *cfg, char *err, size_t errsize)
+{
+	char *path = xasprintf("%s/t.ini", dir);
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	int rc = config_load(cfg, path, err, errsize);
+	free(path);
+	return rc;
+}
+
+struct bad_row {
+	const char *text;
+	int line;
+	const char *needle;
+};
+
+static const struct bad_row bad[] = {
+	{ "[spool]\nconcurrency = many\n", 2, "concurrency" },
+	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 1024" },
+	{ "; comment\n[spool]\nconcurency = 3\n", 3, "unknown key \"concurency\"" },
+	{ "[nonsense]\nx = 1\n", 2, "unknown key" },
+	{ "[provider a b]\nmodel = x\n", 2, "provider" },
+	{ "[limits]\nmax_n = 11\n", 2, "max_n" },
+	{ "[spool]\ndir = x\nthis line is wrong\n", 3, "not a valid ini line" },
+};
+
+int main(void)
+{
+	char err[1024];
+	struct config cfg;
+	if (!mkdtemp(dir))
+		return 1;
+	ok(load("", &cfg, err, sizeof(err)) == 0, "an empty file is a working configuration");
+	ok(cfg.concurrency == 16 && cfg.poll_interval == 5 && cfg.max_retries == 2 &&
+	   cfg.max_billed_retries == 1, "defaults");
+	ok(cfg.n_providers == 1 && !strcmp(cfg.providers[0].name, "apiyi") &&
+	   !strcmp(cfg.providers[0].base_url, "https://api.apiyi.com") &&
+	   !strcmp(cfg.providers[0].api_key_env, "APIYI_API_KEY"), "the implicit apiyi provider");
+	char *want_spool = xasprintf("%s/spool", dir);
+	is_str(cfg.spool_dir, want_spool, "relative dir resolved against the config's directory");
+	free(want_spool);
+	ok(cfg.host_id && *cfg.host_id, "host_id defaults to the host name");
+	config_release(&cfg);
+
+	ok(load("[spool]\ndir = /srv/spool\nconcurrency = 3\n[provider a]\nmodel = m1\n"
+		"[provider b]\nbase_url = http://127.0.0.1:1\napi_key_file = key\n", &cfg, err,
+		sizeof(err)) == 0, "two providers: %s", err);
+	ok(cfg.n_providers == 2 && config_provider(&cfg, NULL) == &cfg.providers[0],
+	   "the first provider is the default");
+	ok(config_provider(&cfg, "b") == &cfg.providers[1] && !config_provider(&cfg, "c"),
+	   "providers by name");
+	is_str(cfg.spool_dir, "/srv/spool", "absolute dir kept");
+	char *want_key = xasprintf("%s/key", dir);
+	is_str(cfg.providers[1].api_key_file, want_key, "relative key file resolved");
+	free(want_key);
+	config_load_keys(&cfg);
+	ok(!cfg.providers[1].api_key && strstr(cfg.providers[1].key_problem, "cannot open"),
+	   "a missing key file is a key problem, not a failure");
+	config_release(&cfg);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = load(bad[i].text, &cfg, err, sizeof(err));
+		char *prefix = xasprintf("%s/t.ini:%d: ", dir, bad[i].line);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, bad[i].needle),
+		   "bad config row %zu reports line %d: %s", i, bad[i].line, err);
+		free(prefix);
+		config_release(&cfg);
+	}
+	char *path = xasprintf("%s/t.ini", dir);
+	unlink(path);
+	free(path);
+	rmdir(dir);
+	return tap_done();
+}

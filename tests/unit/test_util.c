@@ -1,0 +1,102 @@
+/* test_util.c - the capped buffer, the string set, numbers and times. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "result.h"
+#include "upstream.h"
+#include "util.h"
+#include "tap.h"
+
+static void test_buf(void)
+{
+	struct buf b;
+	buf_init(&b, 10);
+	ok(buf_append(&b, "hello", 5) == 0 && b.len == 5, "append within the cap");
+	ok(buf_append(&b, "world", 5) == 0 && b.len == 10, "append up to the cap");
+	ok(buf_append(&b, "!", 1) < 0 && b.len == 10, "one byte over the cap is refused");
+	ok(!strcmp(b.data, "helloworld"), "contents NUL-terminated");
+	size_t len;
+	char *p = buf_detach(&b, &len);
+	ok(len == 10 && b.data == NULL && b.len == 0, "detach empties the buffer");
+	free(p);
+	buf_init(&b, 1u << 20);
+	char chunk[1000];
+	memset(chunk, 'x', sizeof(chunk));
+	int fails = 0;
+	for (int i = 0; i < 1048; i++)
+		fails += buf_append(&b, chunk, sizeof(chunk)) < 0;
+	ok(b.len == 1048000 && fails == 0, "grows to 1 MB in chunks");
+	ok(buf_append(&b, chunk, sizeof(chunk)) < 0, "refuses past 1 MiB");
+	buf_release(&b);
+}
+
+static void test_strset(void)
+{
+	struct strset s;
+	strset_init(&s);
+	char key[32];
+	for (int i = 0; i < 5000; i++) {
+		xsnprintf(key, sizeof(key), "job-%d", i);
+		strset_add(&s, key);
+	}
+	ok(s.count == 5000, "5000 keys added");
+	ok(!strset_add(&s, "job-42"), "a duplicate is not added");
+	int missing = 0;
+	for (int i = 0; i < 5000; i += 2) {
+		xsnprintf(key, sizeof(key), "job-%d", i);
+		strset_del(&s, key);
+	}
+	for (int i = 0; i < 5000; i++) {
+		xsnprintf(key, sizeof(key), "job-%d", i);
+		missing += strset_has(&s, key) != (i % 2 == 1);
+	}
+	ok(missing == 0 && s.count == 2500, "deletes leave exactly the odd keys");
+	for (int round = 0; round < 20; round++) {
+		strset_add(&s, "churn");
+		strset_del(&s, "churn");
+	}
+	ok(!strset_has(&s, "churn") && s.count == 2500, "add/delete churn is stable");
+	strset_release(&s);
+}
+
+static void test_numbers_and_time(void)
+{
+	long v;
+	ok(parse_long("42", 1, 100, &v) == 0 && v == 42, "parse 42");
+	ok(parse_long("0", 1, 100, &v) < 0, "below min refused");
+	ok(parse_long("101", 1, 100, &v) < 0, "above max refused");
+	ok(parse_long("4x", 0, 100, &v) < 0, "trailing garbage refused");
+	ok(parse_long("", 0, 100, &v) < 0, "empty refused");
+	ok(parse_long("99999999999999999999", 0, 100, &v) < 0, "overflow refused");
+	char out[48];
+	setenv("TZ", "Asia/Shanghai", 1);
+	tzset();
+	format_time_iso8601(1764039723123, out, sizeof(out));
+	is_str(out, "2025-11-25T11:02:03.123+08:00", "ISO 8601 with the local offset");
+	setenv("TZ", "UTC", 1);
+	tzset();
+	format_time_iso8601(1764039723000, out, sizeof(out));
+	is_str(out, "2025-11-25T03:02:03.000+00:00", "UTC offset");
+	char small[4];
+	ok(xsnprintf(small, sizeof(small), "%s", "toolong") < 0, "xsnprintf reports truncation");
+}
+
+static void test_image_names(void)
+{
+	char *a = result_image_name("cat", 0, 1, "png");
+	char *b = result_image_name("cat", 1, 3, "jpg");
+	is_str(a, "cat.png", "single image: ID.ext");
+	is_str(b, "cat.2.jpg", "several images: ID.N.ext, 1-based");
+	free(a);
+	free(b);
+}
+
+int main(void)
+{
+	test_buf();
+	test_strset();
+	test_numbers_and_time();
+	test_image_names();
+	return tap_done();
+}
