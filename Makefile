@@ -41,11 +41,11 @@ unit: deps $(UNIT)
 	prove -e '' $(UNIT)
 
 integration: deps $(T)/imgspoold
-	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e python3 $(INTEG)
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(INTEG)
 
+# Unit tests are TAP executables, integration tests executable Python scripts printing TAP.
 test: deps $(UNIT) $(T)/imgspoold
-	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) :: && \
-	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e python3 $(INTEG)
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
 
 run: deps $(B)/imgspoold
 	$(B)/imgspoold -c etc/imgspool.ini

@@ -70,8 +70,8 @@ struct task {
 	struct http_result res;  /* of the last call; body owned */
 	struct response resp;    /* body parsed */
 	struct outcome outcome;
-	struct attempt *attempts;
-	size_t n_attempts;
+	json_t *attempts;        /* owned array, for the result */
+	struct attempt cur;      /* the call being classified */
 	int retry_count;
 	int billed_retries;
 	struct image *images;    /* collected: inline and downloaded */
@@ -257,7 +257,7 @@ static void task_free(struct task *t)
 	for (size_t i = 0; i < t->n_images; i++)
 		free(t->images[i].data);
 	free(t->images);
-	free(t->attempts);
+	json_decref(t->attempts);
 	free(t->res.body);
 	response_release(&t->resp);
 	request_release(&t->req);
@@ -275,6 +275,7 @@ static struct task *task_new(struct dispatch *d, const char *id)
 	xsnprintf(t->id, sizeof(t->id), "%s", id);
 	t->running_name = spool_running_name(d->spool, id);
 	t->claimed_mono = mono_ms();
+	t->attempts = json_array();
 	t->next = d->tasks;
 	if (d->tasks)
 		d->tasks->prev = t;
@@ -332,7 +333,7 @@ static void publish_done(void *arg)
 	}
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
-			t->n_images, t->n_attempts);
+			t->n_images, json_array_size(t->attempts));
 	else
 		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
 	task_free(t);
@@ -351,7 +352,6 @@ static void finish(struct task *t)
 		.images = t->images,
 		.n_images = t->n_images,
 		.attempts = t->attempts,
-		.n_attempts = t->n_attempts,
 		.retry_count = t->retry_count,
 		.created_wall_ms = t->created_wall_ms,
 		.updated_wall_ms = wall_ms(),
@@ -515,7 +515,7 @@ static void decide(struct task *t)
 		}
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
-			  o->message, t->n_attempts);
+			  o->message, json_array_size(t->attempts));
 		t->succeeded = false;
 		finish(t);
 		return;
@@ -551,11 +551,13 @@ static void parse_done(void *arg)
 		.now_wall_ms = wall_ms(),
 	};
 	retry_classify(&in, &t->outcome);
-	struct attempt *a = &t->attempts[t->n_attempts - 1];
+	struct attempt *a = &t->cur;
 	a->outcome = decision_name(t->outcome.decision);
 	a->billed = billed_name(t->outcome.billed);
 	a->error_code = t->outcome.code;
-	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s", t->n_attempts,
+	json_array_append_new(t->attempts, result_attempt_json(a));
+	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
+		json_array_size(t->attempts),
 		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
 		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
 	decide(t);
@@ -568,13 +570,11 @@ static void call_done(void *arg, struct http_result *res)
 	free(t->res.body);
 	t->res = *res;
 	res->body = NULL;  /* stolen */
-	t->attempts = xrealloc(t->attempts, (t->n_attempts + 1) * sizeof(*t->attempts));
-	struct attempt *a = &t->attempts[t->n_attempts++];
-	*a = (struct attempt){ .started_wall_ms = res->started_wall_ms, .latency_ms = res->latency_ms,
-			       .http_status = res->transport == HTTP_DONE ? res->status : 0,
-			       .transport = http_transport_name(res->transport),
-			       .outcome = "unknown", .billed = "unknown" };
-	xsnprintf(a->request_id, sizeof(a->request_id), "%s", res->request_id);
+	t->cur = (struct attempt){ .started_wall_ms = res->started_wall_ms,
+				   .latency_ms = res->latency_ms,
+				   .http_status = res->transport == HTTP_DONE ? res->status : 0,
+				   .transport = http_transport_name(res->transport),
+				   .request_id = t->res.request_id };
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
 	iopool_submit(t->d->pool, parse_work, parse_done, t);

@@ -110,6 +110,11 @@ static bool is_space(unsigned char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+static bool is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 static bool is_hex(unsigned char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -262,7 +267,7 @@ static bool is_number_prefix(const char *w, size_t n)
 
 /* jansson reports "premature end of input" only when the file stops between tokens or inside a
  * string. A file cut inside a token ("tru", "1.", "\u00", half of a UTF-8 character) gets a
- * syntax or UTF-8 error instead; it is still a file being written if the error is exactly at
+ * syntax, UTF-8 or number error instead; it is still a file being written if the error is exactly at
  * that last, unfinished token. */
 static bool cut_inside_token(const struct scan *s, const json_error_t *jerr, const char *data,
 			     size_t len)
@@ -272,14 +277,18 @@ static bool cut_inside_token(const struct scan *s, const json_error_t *jerr, con
 
 	if (s->in_string && s->utf8_need)
 		return code == json_error_invalid_utf8 && pos == s->utf8_start;
-	if (code != json_error_invalid_syntax || pos != len)
+	if (pos != len)
 		return false;
 	if (s->in_string)
-		return s->escape != 0;
+		return code == json_error_invalid_syntax && s->escape != 0;
 	if (s->word_start >= len)
 		return false;
-	return is_literal_prefix(data + s->word_start, len - s->word_start) ||
-	       is_number_prefix(data + s->word_start, len - s->word_start);
+	/* A number too large so far may still get a fraction or a negative exponent. */
+	if (code == json_error_numeric_overflow)
+		return is_number_prefix(data + s->word_start, len - s->word_start);
+	return code == json_error_invalid_syntax &&
+	       (is_literal_prefix(data + s->word_start, len - s->word_start) ||
+		is_number_prefix(data + s->word_start, len - s->word_start));
 }
 
 static const char *json_problem(enum json_error_code code)
@@ -290,10 +299,10 @@ static const char *json_problem(enum json_error_code code)
 	case json_error_end_of_input_expected:
 		return "unexpected text after the end of the object";
 	case json_error_duplicate_key:
-		return "the same field appears twice";
+		return "a field name appears twice in one object";
 	case json_error_null_character:
 	case json_error_null_byte_in_key:
-		return "a text contains \\u0000, which is not allowed";
+		return "a string holds \\u0000, which is not allowed";
 	case json_error_numeric_overflow:
 		return "a number is too large";
 	case json_error_stack_overflow:
@@ -315,7 +324,8 @@ static enum job_parse_result load_error(const struct scan *s, const json_error_t
 			    jerr->line, jerr->column);
 	if (code == json_error_invalid_utf8)
 		return fail(err, JOB_INVALID, "",
-			    "the file is not valid UTF-8 JSON: an invalid byte sequence at line %d, column %d",
+			    "the file is not valid UTF-8 JSON: an invalid byte sequence at line %d, "
+			    "column %d",
 			    jerr->line, jerr->column);
 	return fail(err, JOB_INVALID, "", "the file is not valid JSON: %s at line %d, column %d",
 		    json_problem(code), jerr->line, jerr->column);
@@ -402,14 +412,13 @@ static enum job_parse_result get_token(const char *name, json_t *v, size_t max,
 	bool good = json_is_string(v) && len >= 1 && len <= max;
 
 	for (size_t i = 0; good && i < len; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		good = alnum || (i > 0 && c && strchr(punct, c));
+		good = is_alnum(s[i]) || (i > 0 && s[i] && strchr(punct, s[i]));
 	}
 	if (!good)
 		return fail(err, JOB_INVALID, name,
 			    "\"%s\" must be a name of 1 to %zu letters, digits and %s, starting with a "
-			    "letter or digit", name, max, shown);
+			    "letter or digit%s%s", name, max, shown, json_is_string(v) ? "" : ", not ",
+			    json_is_string(v) ? "" : json_kind(v));
 	*out = xstrndup(s, len);
 	return JOB_OK;
 }
@@ -602,7 +611,8 @@ static const char *path_problem(const char *p, size_t len)
 		const char *slash = memchr(p + start, '/', len - start);
 		size_t end = slash ? (size_t)(slash - p) : len;
 		if (end == start)
-			return "it contains an empty part (two slashes in a row, or a slash at the end)";
+			return "it contains an empty part (two slashes in a row, "
+			       "or a slash at the end)";
 		if (end - start == 2 && p[start] == '.' && p[start + 1] == '.')
 			return "it contains .., which would leave the spool directory";
 		start = end + 1;
@@ -738,8 +748,8 @@ static enum job_parse_result unknown_field(const char *key, size_t len, struct j
 	const char *guess = NULL;
 
 	if (!key_echoable(key, len))
-		return fail(err, JOB_INVALID, "", "the job has an unknown field; the known fields are %s",
-			    known_fields);
+		return fail(err, JOB_INVALID, "",
+			    "the job has an unknown field; the known fields are %s", known_fields);
 	for (size_t i = 0; i < ARRAY_SIZE(fields) && !guess; i++) {
 		size_t d = distance(key, fields[i].name);
 		if (d <= 2 && d * 2 < strlen(fields[i].name))
@@ -808,6 +818,8 @@ enum job_parse_result job_parse(struct job *job, const char *data, size_t len,
 		job_limits_default(&defaults);
 		limits = &defaults;
 	}
+	if (!data)
+		len = 0, data = "";
 
 	r = check_bytes(data, len, limits->max_depth, &s, err);
 	if (r != JOB_OK)
@@ -834,8 +846,7 @@ out:
 
 static bool id_char(char c, bool first)
 {
-	bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-	return alnum || (!first && (c == '_' || c == '.' || c == '-'));
+	return is_alnum(c) || (!first && (c == '_' || c == '.' || c == '-'));
 }
 
 /* Names the daemon writes beside a job (ID.result.json, ID.1.png) must never be taken for a job:

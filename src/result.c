@@ -32,27 +32,33 @@ static json_t *str_or_null(const char *s)
 	return s ? json_string(s) : json_null();
 }
 
-static json_t *attempts_json(const struct attempt *a, size_t n, int *billed)
+json_t *result_attempt_json(const struct attempt *a)
 {
-	json_t *arr = json_array();
-	*billed = 0;
-	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_object();
-		json_object_set_new(o, "started_at", time_json(a[i].started_wall_ms));
-		json_object_set_new(o, "latency_ms", json_integer(a[i].latency_ms));
-		json_object_set_new(o, "http_status",
-				    a[i].http_status ? json_integer(a[i].http_status) : json_null());
-		json_object_set_new(o, "transport", json_string(a[i].transport));
-		json_object_set_new(o, "outcome", json_string(a[i].outcome));
-		json_object_set_new(o, "billed", json_string(a[i].billed));
-		json_object_set_new(o, "error_code", str_or_null(a[i].error_code));
-		json_object_set_new(o, "request_id",
-				    a[i].request_id[0] ? json_string(a[i].request_id) : json_null());
-		json_array_append_new(arr, o);
-		if (strcmp(a[i].billed, "no"))
-			(*billed)++;
+	json_t *o = json_object();
+	json_object_set_new(o, "started_at", time_json(a->started_wall_ms));
+	json_object_set_new(o, "latency_ms", json_integer(a->latency_ms));
+	json_object_set_new(o, "http_status", a->http_status ? json_integer(a->http_status) : json_null());
+	json_object_set_new(o, "transport", json_string(a->transport));
+	json_object_set_new(o, "outcome", json_string(a->outcome));
+	json_object_set_new(o, "billed", json_string(a->billed));
+	json_object_set_new(o, "error_code", str_or_null(a->error_code));
+	json_object_set_new(o, "request_id",
+			    a->request_id && *a->request_id ? json_string(a->request_id) : json_null());
+	return o;
+}
+
+/* Attempts whose billing is unknown count: a user reconciling cost wants the upper bound. */
+static int count_billed(json_t *attempts)
+{
+	size_t i;
+	json_t *a;
+	int n = 0;
+	json_array_foreach(attempts, i, a) {
+		const char *billed = json_string_value(json_object_get(a, "billed"));
+		if (!billed || strcmp(billed, "no"))
+			n++;
 	}
-	return arr;
+	return n;
 }
 
 char *result_to_json(const struct result_info *r)
@@ -71,10 +77,8 @@ char *result_to_json(const struct result_info *r)
 	}
 	json_object_set_new(o, "images", images);
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
-	int billed;
-	json_t *attempts = attempts_json(r->attempts, r->n_attempts, &billed);
-	/* Attempts whose billing is unknown count: a user reconciling cost wants the upper bound. */
-	json_object_set_new(o, "billed_attempts", json_integer(billed));
+	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
+	json_object_set_new(o, "billed_attempts", json_integer(count_billed(attempts)));
 	json_object_set_new(o, "attempts", attempts);
 	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
 	json_object_set_new(o, "usage", r->usage ? json_incref(r->usage) : json_null());

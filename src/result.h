@@ -13,16 +13,18 @@
 struct spool;
 struct image;
 
+/* One upstream call, as the result records it (spool-layout.md §6). Returns a new object. */
 struct attempt {
 	int64_t started_wall_ms;
 	int64_t latency_ms;
 	long http_status;        /* 0 = no HTTP response */
-	const char *outcome;     /* static: succeeded, retry, failed, hold */
-	const char *billed;      /* static: yes, no, unknown */
-	const char *error_code;  /* static, NULL on success */
-	const char *transport;   /* static: done, timeout, reset, ... */
-	char request_id[128];
+	const char *transport;   /* done, not_sent, timeout, reset, truncated, too_big */
+	const char *outcome;     /* succeeded, retry, failed, hold, interrupted */
+	const char *billed;      /* yes, no, unknown */
+	const char *error_code;  /* NULL on success */
+	const char *request_id;  /* "" if none */
 };
+json_t *result_attempt_json(const struct attempt *a);
 
 struct result_info {
 	const char *task_id;
@@ -32,8 +34,7 @@ struct result_info {
 	const char *dialect;
 	const struct image *images;
 	size_t n_images;
-	const struct attempt *attempts;
-	size_t n_attempts;
+	json_t *attempts;        /* borrowed array of result_attempt_json() objects */
 	int retry_count;
 	int64_t created_wall_ms;
 	int64_t updated_wall_ms;
