@@ -5,6 +5,7 @@
  * the line number, so a typo never silently falls back to a default. */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <ini.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -46,6 +47,8 @@ static const struct key keys[] = {
 	{ "limits", "max_n", T_INT, C(max_n), 1, 10, "4" },
 	{ "limits", "max_depth", T_INT, C(max_depth), 2, 256, "32" },
 	{ "limits", "max_pixels_mp", T_INT, C(max_pixels_mp), 0, 1000, "0" },
+	{ "limits", "timeout_min", T_INT, C(timeout_min), 1, 3600, "10" },
+	{ "limits", "timeout_max", T_INT, C(timeout_max), 1, 7200, "900" },
 	{ "limits", "download_timeout", T_INT, C(download_timeout), 1, 3600, "120" },
 	{ "limits", "download_attempts", T_INT, C(download_attempts), 1, 20, "4" },
 	{ "retry", "max_retries", T_INT, C(max_retries), 0, 20, "2" },
@@ -58,8 +61,10 @@ static const struct key keys[] = {
 	{ "provider", "api_key_env", T_STR, P(api_key_env), 0, 0, "APIYI_API_KEY" },
 	{ "provider", "api_key_file", T_PATH, P(api_key_file), 0, 0, "" },
 	{ "provider", "model", T_STR, P(model), 0, 0, "gpt-image-2" },
-	{ "provider", "timeout", T_INT, P(timeout), 1, 3600, "360" },
+	{ "provider", "timeout", T_INT, P(timeout), 1, 3600, "300" },
 	{ "provider", "connect_timeout", T_INT, P(connect_timeout), 1, 300, "10" },
+	{ "provider", "concurrency", T_INT, P(concurrency), 0, 1024, "0" },
+	{ "provider", "rpm", T_INT, P(rpm), 0, 100000, "0" },
 };
 
 struct parse_state {
@@ -146,6 +151,45 @@ static struct provider_config *provider_for_section(struct parse_state *st, cons
 	return p;
 }
 
+/* APIYI's recommended timeouts (upstream-api.md §1.9); a [timeouts] section in the file comes
+ * first, so it can override any of these. */
+static const struct { const char *pattern; bool only_4k; long seconds; } default_timeouts[] = {
+	{ "gemini-3-pro-image*", true, 600 },
+	{ "gpt-image-2-all*", false, 300 },
+	{ "gpt-image-2-vip*", false, 300 },
+	{ "gpt-image-2*", false, 360 },
+	{ "gpt-image-2.5*", false, 360 },
+	{ "gemini-3-pro-image*", false, 300 },
+	{ "gemini-3.1-flash-image*", false, 360 },
+	{ "gemini-3.1-flash-lite-image*", false, 300 },
+	{ "flux-*", false, 120 },
+	{ "seedream*", false, 60 },
+	{ "doubao-seedream*", false, 60 },
+};
+
+static void push_timeout(struct config *cfg, const char *pattern, bool only_4k, long seconds)
+{
+	cfg->timeouts = xrealloc(cfg->timeouts, (cfg->n_timeouts + 1) * sizeof(*cfg->timeouts));
+	cfg->timeouts[cfg->n_timeouts++] = (struct model_timeout){
+		.pattern = xstrdup(pattern), .only_4k = only_4k, .seconds = seconds };
+}
+
+static bool add_timeout(struct parse_state *st, const char *name, const char *value,
+			const char **reason)
+{
+	long seconds;
+	size_t len = strlen(name);
+	bool only_4k = len > 3 && !strcmp(name + len - 3, "@4K");
+	if (parse_long(value, 1, 7200, &seconds) < 0) {
+		*reason = "a [timeouts] value must be whole seconds from 1 to 7200";
+		return false;
+	}
+	char *pattern = xstrndup(name, only_4k ? len - 3 : len);
+	push_timeout(st->cfg, pattern, only_4k, seconds);
+	free(pattern);
+	return true;
+}
+
 /* inih (as Debian builds it) gives no line number to the handler: it returns the line of the
  * first error from ini_parse_file, and the handler keeps the first reason. */
 static int handler(void *user, const char *section, const char *name, const char *value)
@@ -156,6 +200,11 @@ static int handler(void *user, const char *section, const char *name, const char
 	void *base = st->cfg;
 	const char *table_section = section;
 
+	if (!strcmp(section, "timeouts")) {
+		if (add_timeout(st, name, value, &reason))
+			return 1;
+		goto bad;
+	}
 	if (!strncmp(section, "provider", 8) && (section[8] == ' ' || section[8] == '\0')) {
 		struct provider_config *p = provider_for_section(st, section, &reason);
 		if (!p)
@@ -204,6 +253,8 @@ static int check(struct config *cfg, char *err, size_t errsize)
 			return xsnprintf(err, errsize, "%s: [provider %s] base_url must start with https:// or http://",
 					 cfg->path, cfg->providers[i].name), -1;
 	}
+	if (cfg->timeout_min > cfg->timeout_max)
+		return xsnprintf(err, errsize, "%s: timeout_min is above timeout_max", cfg->path), -1;
 	if (cfg->default_provider && !config_provider(cfg, cfg->default_provider))
 		return xsnprintf(err, errsize, "%s: default_provider \"%s\" has no [provider %s] section",
 				 cfg->path, cfg->default_provider, cfg->default_provider), -1;
@@ -236,6 +287,9 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 			  st.reason[0] ? st.reason : "not a valid ini line (expected [section] or key = value)");
 		goto out;
 	}
+	for (size_t i = 0; i < ARRAY_SIZE(default_timeouts); i++)
+		push_timeout(cfg, default_timeouts[i].pattern, default_timeouts[i].only_4k,
+			     default_timeouts[i].seconds);
 	if (cfg->n_providers == 0) {
 		struct provider_config *p = &cfg->providers[cfg->n_providers++];
 		p->name = xstrdup("apiyi");
@@ -313,8 +367,34 @@ const struct provider_config *config_provider(const struct config *cfg, const ch
 	return NULL;
 }
 
+static bool is_4k(const char *size)
+{
+	int w = 0, h = 0;
+	if (!size || sscanf(size, "%dx%d", &w, &h) != 2)
+		return false;
+	return (w > h ? w : h) > 2048;
+}
+
+long config_call_timeout(const struct config *cfg, const struct provider_config *p,
+			 const char *model, const char *size)
+{
+	bool big = is_4k(size);
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < cfg->n_timeouts; i++) {
+			const struct model_timeout *t = &cfg->timeouts[i];
+			if (t->only_4k == (pass == 0) && (pass == 1 || big) &&
+			    fnmatch(t->pattern, model, 0) == 0)
+				return t->seconds;
+		}
+	}
+	return p->timeout;
+}
+
 void config_release(struct config *cfg)
 {
+	for (size_t i = 0; i < cfg->n_timeouts; i++)
+		free(cfg->timeouts[i].pattern);
+	free(cfg->timeouts);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		struct provider_config *p = &cfg->providers[i];
 		if (p->api_key)

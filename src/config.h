@@ -16,8 +16,16 @@ struct provider_config {
 	char *model;             /* default model */
 	long timeout;            /* seconds for one call */
 	long connect_timeout;    /* seconds */
+	long concurrency;        /* calls in flight to this provider, 0 = [spool] concurrency */
+	long rpm;                /* calls started per minute, 0 = no limit */
 	char *api_key;           /* loaded by config_load_keys(); secret, never logged */
 	char key_problem[256];   /* why there is no usable key, "" if there is one */
+};
+
+struct model_timeout {
+	char *pattern;           /* fnmatch(3) glob over the model name */
+	bool only_4k;            /* applies only when the long edge of "size" is above 2048 */
+	long seconds;
 };
 
 struct config {
@@ -39,6 +47,11 @@ struct config {
 	long max_pixels_mp;
 	long download_timeout;   /* seconds for fetching a returned image URL */
 	long download_attempts;
+	long timeout_min;        /* a job's "timeout" is clamped to [timeout_min, timeout_max] */
+	long timeout_max;
+	/* [timeouts]: seconds per model pattern, "PATTERN" or "PATTERN@4K" */
+	struct model_timeout *timeouts;
+	size_t n_timeouts;
 	/* [retry] */
 	long max_retries;        /* business retries of one job */
 	long max_billed_retries; /* of those, retries after an attempt that may have been charged */
@@ -58,6 +71,10 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
  * usable key gets key_problem set and the daemon waits instead of failing jobs. */
 void config_load_keys(struct config *cfg);
 const struct provider_config *config_provider(const struct config *cfg, const char *name);
+/* Seconds one call for model at size (NULL = not given) may take: the [timeouts] table
+ * (4K rows first, then the first matching pattern), else the provider's timeout. */
+long config_call_timeout(const struct config *cfg, const struct provider_config *p,
+			 const char *model, const char *size);
 void config_release(struct config *cfg);
 
 #endif

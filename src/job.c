@@ -267,8 +267,8 @@ static bool is_number_prefix(const char *w, size_t n)
 
 /* jansson reports "premature end of input" only when the file stops between tokens or inside a
  * string. A file cut inside a token ("tru", "1.", "\u00", half of a UTF-8 character) gets a
- * syntax, UTF-8 or number error instead; it is still a file being written if the error is exactly at
- * that last, unfinished token. */
+ * syntax, UTF-8 or number error instead; it is still a file being written if the error is at
+ * exactly that last, unfinished token. */
 static bool cut_inside_token(const struct scan *s, const json_error_t *jerr, const char *data,
 			     size_t len)
 {
@@ -411,9 +411,8 @@ static enum job_parse_result get_token(const char *name, json_t *v, size_t max,
 	size_t len = json_string_length(v);
 	bool good = json_is_string(v) && len >= 1 && len <= max;
 
-	for (size_t i = 0; good && i < len; i++) {
+	for (size_t i = 0; good && i < len; i++)
 		good = is_alnum(s[i]) || (i > 0 && s[i] && strchr(punct, s[i]));
-	}
 	if (!good)
 		return fail(err, JOB_INVALID, name,
 			    "\"%s\" must be a name of 1 to %zu letters, digits and %s, starting with a "
@@ -866,10 +865,10 @@ int job_id_from_name(const char *name, char *id, size_t idsize)
 {
 	size_t len = strlen(name);
 
-	if (len <= 5 || strcmp(name + len - 5, ".json"))
-		return -1;
-	len -= 5;
-	if (len > JOB_ID_MAX || len + 1 > idsize)
+	/* "ID.json" and "ID" name the same task. */
+	if (len > 5 && !strcmp(name + len - 5, ".json"))
+		len -= 5;
+	if (len == 0 || len > JOB_ID_MAX || len + 1 > idsize)
 		return -1;
 	for (size_t i = 0; i < len; i++)
 		if (!id_char(name[i], i == 0))
