@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
 #define PUBLISH_RETRY_MS 10000       /* after a failed publication (disk full, ...) */
 
-enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DOWNLOADING, T_PUBLISHING };
+enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_PUBLISHING };
 
 struct provider_state {
 	const struct provider_config *cfg;
@@ -46,18 +47,27 @@ struct provider_state {
 	char hold_reason[256];
 	uint64_t probe_timer;
 	int64_t paused_until;    /* mono_ms: no new calls before (a 429 pauses the provider) */
+	int active;              /* calls in flight */
+	int ramp;                /* after a pause: calls allowed at once, doubling per success; 0 = off */
+	int64_t *starts;         /* mono_ms of the last rpm call starts (a ring), for the rpm limit */
+	long n_starts, next_start;
 	struct dispatch *d;
 };
 
 struct pending {
-	char *name;              /* in new/ */
+	enum spool_dir dir;      /* new/ or deferred/ */
+	char *name;
 	int64_t mtime_ns;
+	char *provider;          /* once read: the provider it waits for, so it is not reread */
 };
 
 struct task {
 	struct dispatch *d;
 	struct task *prev, *next;
 	enum task_state state;
+	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
+	size_t job_len;
+	bool calling;            /* counted in prov->active */
 	char id[JOB_ID_MAX + 1];
 	char *running_name;
 	struct job job;
@@ -80,6 +90,7 @@ struct task {
 	int download_tries;
 	int64_t created_wall_ms;
 	int64_t claimed_mono;
+	int64_t defer_due;       /* wall ms of the next attempt */
 	bool is_probe;
 	/* the end */
 	bool succeeded;
@@ -109,6 +120,8 @@ struct dispatch {
 	bool grace_over;
 	uint64_t grace_timer;
 	uint64_t wake_timer;     /* earliest paused provider */
+	uint64_t deferred_timer; /* earliest job due in deferred/ */
+	int64_t deferred_due;    /* its due time, wall ms */
 	struct buf readbuf;
 };
 
@@ -118,14 +131,36 @@ static void requeue(struct task *t, const char *why);
 
 /* ---- pending queue ---------------------------------------------------------------------- */
 
-static void pending_add(struct dispatch *d, const char *name, int64_t mtime_ns)
+/* The known set holds "n/NAME" and "d/NAME": the same name may be in new/ and deferred/. */
+static void known_key(enum spool_dir dir, const char *name, char *key, size_t size)
 {
-	if (!strset_add(&d->known, name))
+	xsnprintf(key, size, "%c/%s", dir == SPOOL_NEW ? 'n' : 'd', name);
+}
+
+static void known_del(struct dispatch *d, enum spool_dir dir, const char *name)
+{
+	char key[NAME_MAX + 4];
+	known_key(dir, name, key, sizeof(key));
+	strset_del(&d->known, key);
+}
+
+static void pending_free(struct pending *pe)
+{
+	free(pe->name);
+	free(pe->provider);
+}
+
+static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name, int64_t mtime_ns)
+{
+	char key[NAME_MAX + 4];
+	known_key(dir, name, key, sizeof(key));
+	if (!strset_add(&d->known, key))
 		return;
 	if (d->head > 0 && d->head == d->n_pending)
 		d->head = d->n_pending = 0;
 	d->pending = xrealloc(d->pending, (d->n_pending + 1) * sizeof(*d->pending));
-	d->pending[d->n_pending++] = (struct pending){ .name = xstrdup(name), .mtime_ns = mtime_ns };
+	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
+						      .mtime_ns = mtime_ns };
 	if (d->n_pending - d->head > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
 		d->pending_unsorted = true;
 }
@@ -147,6 +182,37 @@ static void pending_sort(struct dispatch *d)
 	d->pending_unsorted = false;
 }
 
+static void scan_deferred(struct dispatch *d);
+static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
+
+static int64_t deferred_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->deferred_timer = 0;
+	scan_deferred(d);
+	return LOOP_TIMER_DONE;
+}
+
+/* Jobs in deferred/ whose mtime has passed become pending; a timer waits for the next one. */
+static void scan_deferred(struct dispatch *d)
+{
+	struct spool_entry *e;
+	long n = spool_list(d->spool, SPOOL_DEFERRED, &e);
+	if (n < 0)
+		return;
+	int64_t now_ns = wall_ms() * 1000000, next_ns = 0;
+	for (long i = 0; i < n; i++) {
+		if (e[i].mtime_ns <= now_ns)
+			pending_add(d, SPOOL_DEFERRED, e[i].name, e[i].mtime_ns);
+		else if (!next_ns || e[i].mtime_ns < next_ns)
+			next_ns = e[i].mtime_ns;
+	}
+	spool_entries_free(e, n);
+	if (next_ns)
+		arm_deferred(d, next_ns / 1000000);
+}
+
 void dispatch_scan(struct dispatch *d)
 {
 	struct spool_entry *e;
@@ -154,8 +220,9 @@ void dispatch_scan(struct dispatch *d)
 	if (n < 0)
 		return;
 	for (long i = 0; i < n; i++)
-		pending_add(d, e[i].name, e[i].mtime_ns);
+		pending_add(d, SPOOL_NEW, e[i].name, e[i].mtime_ns);
 	spool_entries_free(e, n);
+	scan_deferred(d);
 	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending - d->head);
 }
 
@@ -169,7 +236,7 @@ void dispatch_hint(struct dispatch *d, const char *name)
 	struct stat st;
 	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	pending_add(d, name, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+	pending_add(d, SPOOL_NEW, name, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
 }
 
 /* ---- providers ---------------------------------------------------------------------------- */
@@ -220,6 +287,59 @@ static void provider_release_hold(struct provider_state *p)
 	p->probe_timer = 0;
 }
 
+static long provider_limit(const struct provider_state *p, bool with_ramp)
+{
+	long limit = p->cfg->concurrency ? p->cfg->concurrency : p->d->cfg->concurrency;
+	if (with_ramp && p->ramp && p->ramp < limit)
+		limit = p->ramp;
+	return limit;
+}
+
+/* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
+ * event (a call ending, SIGHUP, a probe) can change it. */
+static int64_t provider_blocked_until(const struct provider_state *p, int64_t now)
+{
+	if (p->held && !p->probing)
+		return -1;
+	if (now < p->paused_until)
+		return p->paused_until;
+	if (p->active >= provider_limit(p, true))
+		return -1;
+	if (p->cfg->rpm && p->n_starts == p->cfg->rpm) {
+		int64_t oldest = p->starts[p->next_start];
+		if (now - oldest < 60000)
+			return oldest + 60000;
+	}
+	return 0;
+}
+
+static void provider_started(struct provider_state *p)
+{
+	p->active++;
+	if (!p->cfg->rpm)
+		return;
+	if (!p->starts)
+		p->starts = xcalloc((size_t)p->cfg->rpm, sizeof(*p->starts));
+	p->starts[p->next_start] = mono_ms();
+	p->next_start = (p->next_start + 1) % p->cfg->rpm;
+	if (p->n_starts < p->cfg->rpm)
+		p->n_starts++;
+}
+
+/* After a 429 the provider resumes with one call at a time, doubling with each success. */
+static void provider_throttle(struct provider_state *p, int64_t until)
+{
+	if (until > p->paused_until)
+		p->paused_until = until;
+	p->ramp = 1;
+}
+
+static void provider_succeeded(struct provider_state *p)
+{
+	if (p->ramp && (p->ramp *= 2) >= provider_limit(p, false))
+		p->ramp = 0;
+}
+
 void dispatch_keys_changed(struct dispatch *d)
 {
 	for (int i = 0; i < d->cfg->n_providers; i++) {
@@ -250,6 +370,8 @@ static void task_free(struct task *t)
 	d->n_tasks--;
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
+	if (t->calling)
+		t->prov->active--;
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
 	if (t->is_probe && t->prov->probing)
@@ -265,6 +387,7 @@ static void task_free(struct task *t)
 	free(t->model);
 	free(t->running_name);
 	free(t->result_json);
+	free(t->job_text);
 	free(t);
 }
 
@@ -458,6 +581,68 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
+/* The job file with our records ("imgspool") added, so they survive a move and a restart. */
+static char *job_text_with_state(const struct task *t)
+{
+	json_error_t jerr;
+	json_t *doc = json_loadb(t->job_text, t->job_len, 0, &jerr);
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		return NULL;
+	}
+	json_object_set_new(doc, "imgspool",
+			    json_pack("{s:O, s:i, s:i, s:I}", "attempts", t->attempts,
+				      "retry_count", t->retry_count, "billed_retries", t->billed_retries,
+				      "created_at_ms", (json_int_t)t->created_wall_ms));
+	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	return text;
+}
+
+static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
+{
+	if (d->deferred_timer && due_wall_ms >= d->deferred_due)
+		return;
+	if (d->deferred_timer)
+		loop_del_timer(d->loop, d->deferred_timer);
+	d->deferred_due = due_wall_ms;
+	d->deferred_timer = loop_add_timer(d->loop, due_wall_ms - wall_ms() + 1, deferred_due, d);
+}
+
+static void defer_work(void *arg)
+{
+	struct task *t = arg;
+	char *name = xasprintf("%s.json", t->id);
+	t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, SPOOL_DEFERRED, name,
+					     t->result_json, strlen(t->result_json), t->defer_due);
+	if (t->publish_rc < 0)
+		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
+	free(name);
+}
+
+static void defer_done(void *arg)
+{
+	struct task *t = arg;
+	struct dispatch *d = t->d;
+	free(t->result_json);
+	t->result_json = NULL;
+	if (t->publish_rc < 0) {
+		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
+		 * running/, where a restart finds it. */
+		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
+			t->publish_err);
+		t->state = T_BACKOFF;
+		t->timer = loop_add_timer(d->loop, t->defer_due - wall_ms(), retry_due, t);
+		return;
+	}
+	char when[48];
+	format_time_iso8601(t->defer_due, when, sizeof(when));
+	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
+	arm_deferred(d, t->defer_due);
+	task_free(t);
+}
+
+/* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
 static void schedule_retry(struct task *t)
 {
 	struct dispatch *d = t->d;
@@ -470,14 +655,16 @@ static void schedule_retry(struct task *t)
 	if (o->decision == DECIDE_RETRY_BILLED)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
-	if (!strcmp(o->code, "rate_limited")) {
-		int64_t until = mono_ms() + delay;
-		if (until > t->prov->paused_until)
-			t->prov->paused_until = until;
+	if (!strcmp(o->code, "rate_limited"))
+		provider_throttle(t->prov, mono_ms() + delay);
+	t->defer_due = wall_ms() + delay;
+	t->result_json = job_text_with_state(t);
+	if (!t->result_json) {
+		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
+		return;
 	}
-	log_job(LOG_INFO, t->id, "retry %d in %" PRId64 " ms: %s", t->retry_count, delay, o->code);
-	t->state = T_BACKOFF;
-	t->timer = loop_add_timer(d->loop, delay, retry_due, t);
+	t->state = T_DEFERRING;
+	iopool_submit(d->pool, defer_work, defer_done, t);
 }
 
 static void decide(struct task *t)
@@ -488,6 +675,7 @@ static void decide(struct task *t)
 	case DECIDE_SUCCEEDED:
 		if (t->is_probe)
 			provider_release_hold(t->prov);
+		provider_succeeded(t->prov);
 		/* Inline images move to the task; URLs are fetched before publishing. */
 		t->images = t->resp.images;
 		t->n_images = t->resp.n_images;
@@ -567,6 +755,8 @@ static void call_done(void *arg, struct http_result *res)
 {
 	struct task *t = arg;
 	t->xfer = NULL;
+	t->calling = false;
+	t->prov->active--;
 	free(t->res.body);
 	t->res = *res;
 	res->body = NULL;  /* stolen */
@@ -589,7 +779,10 @@ static void send_attempt(struct task *t)
 		requeue(t, "no API key");
 		return;
 	}
-	long timeout = t->job.timeout > 0 ? t->job.timeout : p->timeout;
+	long timeout = config_call_timeout(d->cfg, p, t->model, t->job.size);
+	if (t->job.timeout > 0)
+		timeout = t->job.timeout < d->cfg->timeout_min ? d->cfg->timeout_min
+			: t->job.timeout > d->cfg->timeout_max ? d->cfg->timeout_max : t->job.timeout;
 	struct http_request req = {
 		.url = t->req.url,
 		.bearer = p->api_key,
@@ -604,8 +797,12 @@ static void send_attempt(struct task *t)
 	};
 	t->state = T_CALLING;
 	t->xfer = http_start(d->http, &req, call_done, t);
-	if (!t->xfer)
+	if (!t->xfer) {
 		fail(t, "internal", NULL, "the request could not be set up");
+		return;
+	}
+	t->calling = true;
+	provider_started(t->prov);
 }
 
 /* ---- claiming --------------------------------------------------------------------------------- */
@@ -674,7 +871,13 @@ out:
 static void requeue(struct task *t, const char *why)
 {
 	char *name = xasprintf("%s.json", t->id);
-	if (spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name) < 0)
+	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
+	char *text = json_array_size(t->attempts) ? job_text_with_state(t) : NULL;
+	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, SPOOL_NEW, name, text,
+					     strlen(text), t->created_wall_ms)
+		      : spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name);
+	free(text);
+	if (rc < 0)
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
 			t->running_name, strerror(errno));
 	else
@@ -691,22 +894,46 @@ static void ignore_entry(const char *name, const char *why)
 
 enum start { STARTED, SKIPPED, WAIT };
 
+/* Takes the daemon's records of earlier attempts back from a deferred job file. */
+static void restore_state(struct task *t)
+{
+	json_t *state = t->job.state;
+	if (!state)
+		return;
+	json_t *attempts = json_object_get(state, "attempts");
+	if (json_is_array(attempts)) {
+		json_decref(t->attempts);
+		t->attempts = json_deep_copy(attempts);
+	}
+	t->retry_count = (int)json_integer_value(json_object_get(state, "retry_count"));
+	t->billed_retries = (int)json_integer_value(json_object_get(state, "billed_retries"));
+	json_int_t created = json_integer_value(json_object_get(state, "created_at_ms"));
+	if (created > 0)
+		t->created_wall_ms = created;
+}
+
 /* Reads, checks and claims one pending file. */
-static enum start try_start(struct dispatch *d, const struct pending *pe)
+static enum start try_start(struct dispatch *d, struct pending *pe)
 {
 	char id[JOB_ID_MAX + 1];
 	struct stat st;
 	struct job job;
 	struct job_error jerr;
+	int dirfd = d->spool->fd[pe->dir];
 
+	if (pe->provider) {
+		struct provider_state *p = provider_find(d, pe->provider);
+		if (p && provider_blocked_until(p, mono_ms()))
+			return WAIT;
+	}
 	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
 		ignore_entry(pe->name, "not a valid task id (see spool-layout.md)");
 		return SKIPPED;
 	}
-	enum spool_read rr = spool_read_file(d->spool->fd[SPOOL_NEW], pe->name,
-					     (size_t)d->cfg->max_job_bytes, &d->readbuf, &st);
+	enum spool_read rr = spool_read_file(dirfd, pe->name, (size_t)d->cfg->max_job_bytes,
+					     &d->readbuf, &st);
 	if (rr == SPOOL_READ_GONE) {
-		strset_del(&d->known, pe->name);
+		known_del(d, pe->dir, pe->name);
 		return SKIPPED;
 	}
 	if (rr != SPOOL_READ_OK) {
@@ -714,43 +941,44 @@ static enum start try_start(struct dispatch *d, const struct pending *pe)
 		return SKIPPED;
 	}
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
-	int64_t age_ms = wall_ms() - ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
-	if (pr == JOB_INCOMPLETE && age_ms < d->cfg->settle_time * 1000) {
+	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
+	    wall_ms() - mtime_ms < d->cfg->settle_time * 1000) {
 		/* Probably still being written (a plain cp into new/): its close or a rescan brings
 		 * it back. */
-		strset_del(&d->known, pe->name);
+		known_del(d, pe->dir, pe->name);
 		return SKIPPED;
 	}
 	struct provider_state *prov = NULL;
 	if (pr == JOB_OK) {
 		prov = provider_find(d, job.provider);
-		if (prov && prov->held && !prov->probing) {
-			job_release(&job);
-			return WAIT;
-		}
-		if (prov && mono_ms() < prov->paused_until) {
+		if (prov && provider_blocked_until(prov, mono_ms())) {
+			pe->provider = xstrdup(prov->cfg->name);
 			job_release(&job);
 			return WAIT;
 		}
 	}
 
 	struct task *t = task_new(d, id);
-	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
+	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
 		if (errno != ENOENT)
-			log_job(LOG_ERROR, id, "cannot claim 'new/%s': %s", pe->name, strerror(errno));
-		strset_del(&d->known, pe->name);
+			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
+				pe->name, strerror(errno));
+		known_del(d, pe->dir, pe->name);
 		job_release(&job);
 		task_free(t);
 		return SKIPPED;
 	}
-	strset_del(&d->known, pe->name);
+	known_del(d, pe->dir, pe->name);
 	t->job = job;
-	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = mtime_ms;
+	restore_state(t);
 	/* The file we claimed must be the one we read: a client may have replaced it in between. */
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		job_release(&t->job);
 		requeue(t, "replaced while being claimed");
 		return SKIPPED;
 	}
@@ -772,7 +1000,8 @@ static enum start try_start(struct dispatch *d, const struct pending *pe)
 	}
 	t->model = xstrdup(job.model ? job.model : prov->cfg->model);
 	t->dialect = upstream_dialect(t->model);
-	log_job(LOG_INFO, id, "claimed: provider %s, model %s (%s)%s", prov->cfg->name, t->model,
+	log_job(LOG_INFO, id, "claimed%s: provider %s, model %s (%s)%s",
+		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", prov->cfg->name, t->model,
 		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
 	prepare_and_send(t);
 	return STARTED;
@@ -786,57 +1015,43 @@ static int64_t wake_pump(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
-/* Whether some provider would take a call now; if none would, pumping would only reread files. */
+/* Whether some provider would take a call now. If none would, pumping would only reread files:
+ * instead a timer wakes the loop when the earliest pause or rate window ends. */
 static bool any_provider_ready(struct dispatch *d)
 {
-	int64_t now = mono_ms();
+	int64_t now = mono_ms(), earliest = 0;
 	for (int i = 0; i < d->cfg->n_providers; i++) {
-		const struct provider_state *p = &d->providers[i];
-		if ((!p->held || p->probing) && now >= p->paused_until)
+		int64_t until = provider_blocked_until(&d->providers[i], now);
+		if (until == 0)
 			return true;
+		if (until > 0 && (!earliest || until < earliest))
+			earliest = until;
 	}
+	if (earliest && !d->wake_timer)
+		d->wake_timer = loop_add_timer(d->loop, earliest - now, wake_pump, d);
 	return false;
 }
 
 void dispatch_pump(struct dispatch *d)
 {
-	if (d->draining || d->n_pending == d->head)
+	if (d->draining || d->n_pending == d->head || !any_provider_ready(d))
 		return;
-	if (!any_provider_ready(d)) {
-		int64_t earliest = 0;
-		for (int p = 0; p < d->cfg->n_providers; p++) {
-			int64_t until = d->providers[p].paused_until;
-			if (!d->providers[p].held && (!earliest || until < earliest))
-				earliest = until;
-		}
-		if (earliest && !d->wake_timer)
-			d->wake_timer = loop_add_timer(d->loop, earliest - mono_ms(), wake_pump, d);
-		return;
-	}
 	pending_sort(d);
 	size_t keep = d->head;   /* entries that must wait are compacted to the front */
-	int64_t earliest_pause = 0;
 	size_t i = d->head;
 	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
 		struct pending *pe = &d->pending[i];
-		enum start s = try_start(d, pe);
-		if (s == WAIT) {
+		if (try_start(d, pe) == WAIT) {
 			d->pending[keep++] = *pe;
 			continue;
 		}
-		free(pe->name);
+		pending_free(pe);
 	}
 	/* Move the untried tail down behind the waiting ones. */
 	if (keep != i)
 		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
 	d->n_pending = keep + (d->n_pending - i);
-	for (int p = 0; p < d->cfg->n_providers; p++) {
-		int64_t until = d->providers[p].paused_until;
-		if (until > mono_ms() && (!earliest_pause || until < earliest_pause))
-			earliest_pause = until;
-	}
-	if (earliest_pause && !d->wake_timer && d->n_pending > d->head)
-		d->wake_timer = loop_add_timer(d->loop, earliest_pause - mono_ms(), wake_pump, d);
+	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
@@ -941,8 +1156,12 @@ void dispatch_free(struct dispatch *d)
 		loop_del_timer(d->loop, d->grace_timer);
 	if (d->wake_timer)
 		loop_del_timer(d->loop, d->wake_timer);
+	if (d->deferred_timer)
+		loop_del_timer(d->loop, d->deferred_timer);
+	for (int i = 0; i < d->cfg->n_providers; i++)
+		free(d->providers[i].starts);
 	for (size_t i = d->head; i < d->n_pending; i++)
-		free(d->pending[i].name);
+		pending_free(&d->pending[i]);
 	free(d->pending);
 	strset_release(&d->known);
 	buf_release(&d->readbuf);

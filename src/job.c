@@ -49,6 +49,7 @@ void job_release(struct job *job)
 		free(job->refs[i]);
 	free(job->mask);
 	json_decref(job->metadata);
+	json_decref(job->state);
 	memset(job, 0, sizeof(*job));
 }
 
@@ -679,6 +680,17 @@ static enum job_parse_result parse_metadata(struct job *job, const char *name, j
 	return JOB_OK;
 }
 
+/* The daemon's own bookkeeping, written back into the job file when a job is deferred. */
+static enum job_parse_result parse_state(struct job *job, const char *name, json_t *v,
+					 const struct job_limits *limits, struct job_error *err)
+{
+	(void)limits;
+	if (!json_is_object(v))
+		return fail(err, JOB_INVALID, name, "\"imgspool\" is reserved for the daemon's own records");
+	job->state = json_incref(v);
+	return JOB_OK;
+}
+
 static const struct field {
 	const char *name;
 	field_fn parse;
@@ -697,6 +709,7 @@ static const struct field {
 	{ "images", parse_images },
 	{ "mask", parse_mask },
 	{ "metadata", parse_metadata },
+	{ "imgspool", parse_state },
 };
 
 static const struct field *field_find(const char *key)

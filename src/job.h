@@ -37,6 +37,7 @@ struct job {
 	int n_refs;
 	char *mask;              /* owned; NULL = none */
 	json_t *metadata;        /* owned reference; NULL = absent. Echoed into the result untouched. */
+	json_t *state;           /* owned; "imgspool": the daemon's records of earlier attempts */
 };
 
 enum job_parse_result {
@@ -51,6 +52,8 @@ struct job_error {
 };
 
 void job_limits_default(struct job_limits *limits);
+/* Zeroes *job first; err is always set ("" on JOB_OK). JOB_INCOMPLETE means the bytes could still
+ * be the beginning of a valid job (empty, or cut off mid-token). */
 enum job_parse_result job_parse(struct job *job, const char *data, size_t len,
 				const struct job_limits *limits, struct job_error *err);
 void job_release(struct job *job);

@@ -283,6 +283,24 @@ fail:
 	return -1;
 }
 
+int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
+			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms)
+{
+	if (spool_write_file(sp, SPOOL_RUNNING, running_name, data, len) < 0)
+		return -1;
+	struct timespec times[2] = {
+		{ .tv_nsec = UTIME_NOW },
+		{ .tv_sec = mtime_ms / 1000, .tv_nsec = (mtime_ms % 1000) * 1000000 },
+	};
+	if (utimensat(sp->fd[SPOOL_RUNNING], running_name, times, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (spool_rename(sp, SPOOL_RUNNING, running_name, dest, dest_name) < 0)
+		return -1;
+	if (spool_sync_dir(sp, dest) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0)
+		return -1;
+	return 0;
+}
+
 char *spool_running_name(const struct spool *sp, const char *id)
 {
 	return xasprintf("%s@%s.json", id, sp->host_id);

@@ -73,6 +73,11 @@ int spool_sync_dir(struct spool *sp, enum spool_dir d);
  * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len);
+/* Replaces the content of running/running_name with data (atomically), sets its mtime to
+ * mtime_ms, moves it to dest/dest_name and fsyncs both directories: one job's state change
+ * that carries its records along (a deferral, a requeue). Returns 0 or -1 with errno. */
+int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
+			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */
 char *spool_running_name(const struct spool *sp, const char *id);
 
