@@ -757,6 +757,12 @@ static void call_done(void *arg, struct http_result *res)
 	t->xfer = NULL;
 	t->calling = false;
 	t->prov->active--;
+	/* Pause the provider now, not after the body is parsed: calls must not start meanwhile.
+	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
+	if (res->transport == HTTP_DONE && res->status == 429) {
+		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
+		provider_throttle(t->prov, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
+	}
 	free(t->res.body);
 	t->res = *res;
 	res->body = NULL;  /* stolen */
