@@ -213,6 +213,9 @@ def test_no_api_key_waits_then_resumes_on_sighup(env):
 
 
 def test_config_check(env):
+    shipped = os.path.join(os.path.dirname(IMGSPOOLD), "..", "..", "etc", "imgspool.ini")
+    res = subprocess.run([IMGSPOOLD, "-n", "-c", shipped], capture_output=True, text=True)
+    assert res.returncode == 0, f"the shipped example config is rejected: {res.stderr}"
     d = env.daemon()
     ok = subprocess.run([IMGSPOOLD, "-n", "-c", d.config_path], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
