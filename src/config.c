@@ -41,6 +41,7 @@ static const struct key keys[] = {
 	{ "spool", "settle_time", T_INT, C(settle_time), 0, 3600, "5" },
 	{ "spool", "host_id", T_STR, C(host_id), 0, 0, "" },
 	{ "spool", "io_threads", T_INT, C(io_threads), 1, 64, "2" },
+	{ "spool", "umask", T_STR, C(umask_text), 0, 0, "022" },
 	{ "spool", "default_provider", T_STR, C(default_provider), 0, 0, "" },
 	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, 64L << 20, "1048576" },
 	{ "limits", "max_response_mb", T_INT, C(max_response_mb), 1, 1024, "64" },
@@ -245,6 +246,12 @@ static int check(struct config *cfg, char *err, size_t errsize)
 	if (!valid_name(cfg->host_id, 64))
 		return xsnprintf(err, errsize, "%s: host_id must be 1-64 letters, digits, '.', '-', '_'",
 				 cfg->path), -1;
+	char *end;
+	long mask = cfg->umask_text ? strtol(cfg->umask_text, &end, 8) : -1;
+	if (!cfg->umask_text || *end || mask < 0 || mask > 0777)
+		return xsnprintf(err, errsize, "%s: umask must be an octal number such as 022 or 002",
+				 cfg->path), -1;
+	cfg->umask = (unsigned)mask;
 	if (!cfg->spool_dir)
 		return xsnprintf(err, errsize, "%s: [spool] dir must not be empty", cfg->path), -1;
 	for (int i = 0; i < cfg->n_providers; i++) {
@@ -409,6 +416,7 @@ void config_release(struct config *cfg)
 	free(cfg->path);
 	free(cfg->spool_dir);
 	free(cfg->host_id);
+	free(cfg->umask_text);
 	free(cfg->default_provider);
 	free(cfg->ca_file);
 	memset(cfg, 0, sizeof(*cfg));

@@ -38,6 +38,8 @@ struct config {
 	long settle_time;        /* seconds an unparsable file may still be being written */
 	char *host_id;
 	long io_threads;
+	char *umask_text;        /* octal, as written */
+	unsigned umask;          /* applied at start: the mode of every file and directory created */
 	char *default_provider;
 	/* [limits] */
 	long max_job_bytes;

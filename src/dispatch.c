@@ -900,6 +900,36 @@ static void ignore_entry(const char *name, const char *why)
 
 enum start { STARTED, SKIPPED, WAIT };
 
+/* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
+ * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. */
+static void refuse_bad_name(struct dispatch *d, struct pending *pe)
+{
+	struct stat st;
+	if (pe->dir != SPOOL_NEW ||
+	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		ignore_entry(pe->name, "not a valid task id, and not a plain file");
+		return;
+	}
+	uint64_t h = 14695981039346656037ULL;
+	for (const char *c = pe->name; *c; c++)
+		h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+	char id[32];
+	xsnprintf(id, sizeof(id), "badname-%016" PRIx64, h);
+	struct task *t = task_new(d, id);
+	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
+		known_del(d, pe->dir, pe->name);
+		task_free(t);
+		return;
+	}
+	known_del(d, pe->dir, pe->name);
+	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
+	fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
+	     "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
+	     "(spool-layout.md §3); the file was renamed to %s.json", id);
+}
+
 /* Takes the daemon's records of earlier attempts back from a deferred job file. */
 static void restore_state(struct task *t)
 {
@@ -933,7 +963,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 			return WAIT;
 	}
 	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
-		ignore_entry(pe->name, "not a valid task id (see spool-layout.md)");
+		refuse_bad_name(d, pe);
 		return SKIPPED;
 	}
 	enum spool_read rr = spool_read_file(dirfd, pe->name, (size_t)d->cfg->max_job_bytes,

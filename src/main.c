@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -136,6 +137,7 @@ int main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatal("cannot initialise libcurl");
 	json_object_seed(0);   /* seeds jansson's hash once, before any helper thread uses it */
+	umask(dm.cfg.umask);
 	config_load_keys(&dm.cfg);
 	if (spool_open(&dm.spool, dm.cfg.spool_dir, dm.cfg.host_id) < 0)
 		fatal("cannot open the spool '%s'", dm.cfg.spool_dir);

@@ -37,7 +37,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		sp->fd[i] = -1;
 	sp->path = xstrdup(path);
 	sp->host_id = xstrdup(host_id);
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
 		return error("cannot create spool '%s': %s", path, strerror(errno));
 	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->root_fd < 0)
@@ -46,7 +46,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 	if (fstat(sp->root_fd, &root_st) < 0)
 		return error("cannot stat spool '%s': %s", path, strerror(errno));
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
-		if (mkdirat(sp->root_fd, dir_names[i], 0755) < 0 && errno != EEXIST)
+		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
 		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sp->fd[i] < 0)
@@ -257,7 +257,7 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	int fd = openat(sp->fd[d], tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	int fd = openat(sp->fd[d], tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	if (write_all(fd, data, len) < 0 || fsync(fd) < 0)
