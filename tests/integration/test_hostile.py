@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Hostile input: a shared, writable spool cannot be turned against its daemon (issue 5)."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
+from upstream import png_for  # noqa: E402
+
+SECRET = "SECRET-7c1e9a44-do-not-leak"
+
+
+def every_file_under(top):
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and os.path.isfile(path):
+                yield path
+
+
+def test_hostile_entries_in_new(env):
+    d = env.daemon(verbose=True).start()
+    secret = os.path.join(d.dir, "secret.json")
+    with open(secret, "w") as f:
+        json.dump({"prompt": SECRET}, f)     # would be a valid job, if it were ever read
+    new = d.path("new")
+    os.symlink(secret, os.path.join(new, "symlink.json"))
+    os.link(secret, os.path.join(new, "hardlink.json"))
+    os.mkfifo(os.path.join(new, "fifo.json"))
+    with open(os.path.join(new, "huge.json"), "wb") as f:
+        f.truncate(100 * 1024 * 1024)        # 100 MB (sparse)
+    os.mkdir(os.path.join(new, "adir.json"))
+    d.submit("deep", "[" * 100000 + "]" * 100000)
+    d.submit("bigprompt", {"prompt": "x" * 1_000_000})
+    d.submit("utf8", b'{"prompt": "caf\xe9 \xff\xfe"}')
+    d.submit("nul", b'{"prompt": "a\x00b"}')
+    d.submit("types", {"prompt": 42, "n": "1"})
+    d.submit("many", {"prompt": "a thousand images", "n": 1000})
+    d.submit("huge-size", {"prompt": "x", "size": "99999x99999"})
+    d.submit("escape", {"prompt": "x", "images": ["../../../etc/passwd"]})
+    d.submit("unknown", {"prompt": "x", "quailty": "high"})
+    with open(os.path.join(new, "bad name!.json"), "w") as f:
+        json.dump({"prompt": "bad name"}, f)
+    d.submit("normal", {"prompt": "an ordinary job after the hostile ones"})
+
+    assert d.wait_finished("normal") == "done", "the daemon stopped serving others"
+    for task_id in ("deep", "bigprompt", "utf8", "nul", "types", "many", "huge-size", "escape",
+                    "unknown"):
+        assert d.wait_finished(task_id) == "failed", task_id
+        err = d.result(task_id)["error"]
+        assert err["code"] == "invalid_job" and err["message"], (task_id, err)
+    assert d.result("many")["error"]["field"] == "n"
+    assert d.result("bigprompt")["error"]["field"] == "prompt"
+    wait_for(lambda: [n for n in d.listdir("failed") if n.startswith("badname-") and
+                      n.endswith(".result.json")], 10, "the badly named file to be refused")
+    # The rest is never read and never moved; each is logged once, however many rescans pass.
+    d.wait_rescans(3)
+    log = d.log()
+    for name in ("symlink.json", "hardlink.json", "fifo.json", "huge.json", "adir.json"):
+        assert os.path.lexists(os.path.join(new, name)), f"{name} was moved or deleted"
+        assert log.count(f"ignoring 'new/{name}'") == 1, f"{name} logged {log.count(name)} times"
+    assert not d.exited()
+    # Nothing secret went upstream or into any file the run produced.
+    sent = json.dumps(env.fake.snapshot(), default=str)
+    assert SECRET not in sent, "the secret file's content was sent upstream"
+    planted = {os.path.join(new, "hardlink.json")}
+    for path in [p for p in every_file_under(d.spool) if p not in planted] + [d.log_path]:
+        with open(path, "rb") as f:
+            data = f.read()
+        assert SECRET.encode() not in data, f"the secret appears in {path}"
+        assert TEST_KEY.encode() not in data, f"the API key appears in {path}"
+
+
+def test_symlink_planted_in_done_is_not_followed(env):
+    d = env.daemon().start()
+    target = os.path.join(d.dir, "victim.txt")
+    with open(target, "w") as f:
+        f.write("precious")
+    os.makedirs(d.path("done"), exist_ok=True)
+    os.symlink(target, d.path("done", "planted.png"))
+    os.symlink(target, d.path("done", "planted.result.json"))
+    d.submit("planted", {"prompt": "a planted symlink"})
+    assert d.wait_finished("planted") == "done"
+    assert open(target).read() == "precious", "the write went through the planted symlink"
+    assert not os.path.islink(d.path("done", "planted.png"))
+    assert d.read("done", "planted.png")[:4] == b"\x89PNG"
+
+
+def test_reference_symlink_escape(env):
+    d = env.daemon().start()
+    outside = os.path.join(d.dir, "outside.png")
+    with open(outside, "wb") as f:
+        f.write(png_for(SECRET))
+    os.makedirs(d.path("refs", "sub"), exist_ok=True)
+    os.symlink(d.dir, d.path("refs", "up"))           # a directory symlink out of the spool
+    os.symlink(outside, d.path("refs", "sub", "x.png"))
+    d.submit("dirlink", {"prompt": "x", "images": ["refs/up/outside.png"]})
+    d.submit("filelink", {"prompt": "x", "images": ["refs/sub/x.png"]})
+    d.submit("masklink", {"prompt": "x", "images": ["refs/sub/x.png"], "mask": "refs/up/outside.png"})
+    for task_id in ("dirlink", "filelink", "masklink"):
+        assert d.wait_finished(task_id) == "failed", task_id
+    assert env.fake.snapshot() == [], "a reference outside the spool was uploaded"
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_hostile_entries_in_new,
+        test_symlink_planted_in_done_is_not_followed,
+        test_reference_symlink_escape,
+    ])
