@@ -56,6 +56,7 @@ static const struct key keys[] = {
 	{ "retry", "max_billed_retries", T_INT, C(max_billed_retries), 0, 5, "1" },
 	{ "retry", "backoff_base_ms", T_INT, C(backoff_base_ms), 0, 3600000, "5000" },
 	{ "retry", "backoff_cap_ms", T_INT, C(backoff_cap_ms), 0, 86400000, "300000" },
+	{ "retry", "max_crash_requeues", T_INT, C(max_crash_requeues), 0, 100, "3" },
 	{ "retry", "hold_probe_interval", T_INT, C(hold_probe_interval), 1, 86400, "60" },
 	{ "tls", "ca_file", T_PATH, C(ca_file), 0, 0, "" },
 	{ "provider", "base_url", T_STR, P(base_url), 0, 0, "https://api.apiyi.com" },

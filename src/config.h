@@ -60,6 +60,7 @@ struct config {
 	long backoff_base_ms;
 	long backoff_cap_ms;
 	long hold_probe_interval; /* seconds between probes of a held provider */
+	long max_crash_requeues; /* a job running through more daemon deaths than this fails */
 	/* [tls] */
 	char *ca_file;
 	/* [provider NAME] sections */

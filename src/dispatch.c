@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "dispatch.h"
@@ -68,6 +69,8 @@ struct task {
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
 	bool calling;            /* counted in prov->active */
+	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
+	int crashes;             /* times a daemon died while this job was in running/ */
 	char id[JOB_ID_MAX + 1];
 	char *running_name;
 	struct job job;
@@ -388,6 +391,8 @@ static void task_free(struct task *t)
 	free(t->running_name);
 	free(t->result_json);
 	free(t->job_text);
+	if (t->body_fd >= 0)
+		close(t->body_fd);
 	free(t);
 }
 
@@ -399,6 +404,7 @@ static struct task *task_new(struct dispatch *d, const char *id)
 	t->running_name = spool_running_name(d->spool, id);
 	t->claimed_mono = mono_ms();
 	t->attempts = json_array();
+	t->body_fd = -1;
 	t->next = d->tasks;
 	if (d->tasks)
 		d->tasks->prev = t;
@@ -420,6 +426,31 @@ static void fail(struct task *t, const char *code, const char *field, const char
 	t->error_code = code;
 	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
 	finish(t);
+}
+
+/* ---- sidecars: the response of the call in flight, kept on disk --------------------------- */
+
+/* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
+ * recorded; running/.ID@HOST.response.STATUS holds a complete response. Both are removed once
+ * the job has left running/ with its records. */
+static char *sidecar_name(const struct task *t, const char *suffix)
+{
+	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
+}
+
+static void drop_sidecars(struct task *t)
+{
+	int fd = t->d->spool->fd[SPOOL_RUNNING];
+	char *partial = sidecar_name(t, "partial");
+	unlinkat(fd, partial, 0);
+	free(partial);
+	if (t->res.status || t->res.transport == HTTP_DONE) {
+		char suffix[32];
+		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
+		char *response = sidecar_name(t, suffix);
+		unlinkat(fd, response, 0);
+		free(response);
+	}
 }
 
 /* ---- publication (I/O pool) ---------------------------------------------------------------- */
@@ -454,6 +485,7 @@ static void publish_done(void *arg)
 		t->timer = loop_add_timer(t->d->loop, PUBLISH_RETRY_MS, publish_again, t);
 		return;
 	}
+	drop_sidecars(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, json_array_size(t->attempts));
@@ -556,6 +588,7 @@ static void start_download(struct task *t)
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
 		.follow_redirects = true,
 		.ca_file = d->cfg->ca_file,
+		.body_fd = -1,
 	};
 	t->xfer = http_start(d->http, &req, download_done, t);
 	if (!t->xfer)
@@ -591,9 +624,9 @@ static char *job_text_with_state(const struct task *t)
 		return NULL;
 	}
 	json_object_set_new(doc, "imgspool",
-			    json_pack("{s:O, s:i, s:i, s:I}", "attempts", t->attempts,
+			    json_pack("{s:O, s:i, s:i, s:I, s:i}", "attempts", t->attempts,
 				      "retry_count", t->retry_count, "billed_retries", t->billed_retries,
-				      "created_at_ms", (json_int_t)t->created_wall_ms));
+				      "created_at_ms", (json_int_t)t->created_wall_ms, "crashes", t->crashes));
 	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(doc);
 	return text;
@@ -637,6 +670,7 @@ static void defer_done(void *arg)
 	}
 	char when[48];
 	format_time_iso8601(t->defer_due, when, sizeof(when));
+	drop_sidecars(t);
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
 	arm_deferred(d, t->defer_due);
 	task_free(t);
@@ -721,6 +755,22 @@ static void decide(struct task *t)
 static void parse_work(void *arg)
 {
 	struct task *t = arg;
+	if (t->body_fd >= 0) {
+		/* A complete response is made durable under its final name before anyone acts on it:
+		 * from here a crash finishes the job from the file instead of paying again. */
+		if (t->res.transport == HTTP_DONE && !t->res.body_fd_failed && fsync(t->body_fd) == 0) {
+			char suffix[32];
+			xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
+			char *partial = sidecar_name(t, "partial"), *response = sidecar_name(t, suffix);
+			int dirfd = t->d->spool->fd[SPOOL_RUNNING];
+			if (renameat(dirfd, partial, dirfd, response) == 0)
+				fsync(dirfd);
+			free(partial);
+			free(response);
+		}
+		close(t->body_fd);
+		t->body_fd = -1;
+	}
 	response_release(&t->resp);
 	upstream_parse_response(t->dialect, t->res.body, t->res.body_len, &t->resp);
 	free(t->res.body);
@@ -801,6 +851,16 @@ static void send_attempt(struct task *t)
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
 		.ca_file = d->cfg->ca_file,
 	};
+	char *partial = sidecar_name(t, "partial");
+	if (t->body_fd >= 0)
+		close(t->body_fd);
+	t->body_fd = openat(d->spool->fd[SPOOL_RUNNING], partial,
+			    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (t->body_fd < 0)
+		log_job(LOG_WARN, t->id, "cannot keep the response on disk (%s): memory only",
+			strerror(errno));
+	free(partial);
+	req.body_fd = t->body_fd;
 	t->state = T_CALLING;
 	t->xfer = http_start(d->http, &req, call_done, t);
 	if (!t->xfer) {
@@ -883,6 +943,8 @@ static void requeue(struct task *t, const char *why)
 					     strlen(text), t->created_wall_ms)
 		      : spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name);
 	free(text);
+	if (rc == 0)
+		drop_sidecars(t);
 	if (rc < 0)
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
 			t->running_name, strerror(errno));
@@ -899,6 +961,17 @@ static void ignore_entry(const char *name, const char *why)
 }
 
 enum start { STARTED, SKIPPED, WAIT };
+
+static void set_provider(struct task *t, struct provider_state *prov)
+{
+	t->prov = prov;
+	if (prov->held) {
+		t->is_probe = true;
+		prov->probing = false;  /* one probe at a time */
+	}
+	t->model = xstrdup(t->job.model ? t->job.model : prov->cfg->model);
+	t->dialect = upstream_dialect(t->model);
+}
 
 /* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
  * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. */
@@ -943,6 +1016,7 @@ static void restore_state(struct task *t)
 	}
 	t->retry_count = (int)json_integer_value(json_object_get(state, "retry_count"));
 	t->billed_retries = (int)json_integer_value(json_object_get(state, "billed_retries"));
+	t->crashes = (int)json_integer_value(json_object_get(state, "crashes"));
 	json_int_t created = json_integer_value(json_object_get(state, "created_at_ms"));
 	if (created > 0)
 		t->created_wall_ms = created;
@@ -1029,13 +1103,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		     job.provider);
 		return STARTED;
 	}
-	t->prov = prov;
-	if (prov->held) {
-		t->is_probe = true;
-		prov->probing = false;  /* one probe at a time */
-	}
-	t->model = xstrdup(job.model ? job.model : prov->cfg->model);
-	t->dialect = upstream_dialect(t->model);
+	set_provider(t, prov);
 	log_job(LOG_INFO, id, "claimed%s: provider %s, model %s (%s)%s",
 		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", prov->cfg->name, t->model,
 		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
@@ -1092,29 +1160,146 @@ void dispatch_pump(struct dispatch *d)
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
 
+/* A job of ours found in running/ at start-up: the run that claimed it died. If its response
+ * had arrived, it is finished from the saved file; if a call was in flight, that attempt is
+ * recorded as possibly billed and the job goes back to new/; a job that was running through
+ * more than max_crash_requeues deaths fails, so a job that kills the daemon cannot loop. */
+static void adopt(struct dispatch *d, const char *id, const char *running_name,
+		  const struct strset *hidden)
+{
+	struct stat st;
+	struct job_error jerr;
+	struct task *t = task_new(d, id);
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	enum spool_read rr = spool_read_file(fd, running_name, (size_t)d->cfg->max_job_bytes,
+					     &d->readbuf, &st);
+	if (rr != SPOOL_READ_OK) {
+		log_job(LOG_ERROR, id, "cannot read 'running/%s': %s", running_name, spool_read_reason(rr));
+		task_free(t);
+		return;
+	}
+	enum job_parse_result pr = job_parse(&t->job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	restore_state(t);
+	t->crashes++;
+	if (pr != JOB_OK) {
+		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		return;
+	}
+	struct provider_state *prov = provider_find(d, t->job.provider);
+	if (!prov) {
+		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+		     t->job.provider);
+		return;
+	}
+	set_provider(t, prov);
+	t->is_probe = false;
+	if (t->crashes > d->cfg->max_crash_requeues) {
+		fail(t, "crashed", NULL,
+		     "the daemon stopped %d times while this job was running; it is not tried again",
+		     t->crashes);
+		return;
+	}
+	/* Count this death in the file first: if finishing the job kills us again, the next start
+	 * must see it. */
+	char *text = job_text_with_state(t);
+	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
+		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
+			strerror(errno));
+	free(text);
+
+	/* A complete response on disk: no second call. */
+	char prefix[JOB_ID_MAX + 100];
+	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		long status;
+		if (!name || strncmp(name, prefix, strlen(prefix)) ||
+		    parse_long(name + strlen(prefix), 100, 999, &status) < 0)
+			continue;
+		struct buf body;
+		buf_init(&body, (size_t)d->cfg->max_response_mb << 20);
+		rr = spool_read_file(fd, name, (size_t)d->cfg->max_response_mb << 20, &body, &st);
+		if (rr != SPOOL_READ_OK) {
+			buf_release(&body);
+			continue;
+		}
+		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
+		t->res.body = buf_detach(&body, &t->res.body_len);
+		t->res.started_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000;
+		t->cur = (struct attempt){ .started_wall_ms = t->res.started_wall_ms,
+					   .transport = "done", .http_status = status, .request_id = "" };
+		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
+			"finishing without calling again", status);
+		t->state = T_PARSING;
+		iopool_submit(d->pool, parse_work, parse_done, t);
+		return;
+	}
+	char *partial = sidecar_name(t, "partial");
+	if (strset_has(hidden, partial)) {
+		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
+				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+		json_array_append_new(t->attempts, result_attempt_json(&a));
+	}
+	free(partial);
+	requeue(t, "recovered from running/ after a restart");
+}
+
 void dispatch_recover(struct dispatch *d)
 {
-	struct spool_entry *e;
-	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
-	char suffix[80];
+	struct spool_entry *e, *h;
+	struct strset hidden;
+	char suffix[80], ours[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
+	xsnprintf(ours, sizeof(ours), ".%s.", d->spool->host_id);
 	size_t slen = strlen(suffix);
+
+	/* Our temporary files from a run that died mid-write are garbage in every directory. */
+	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
+		if (dir == SPOOL_TMP)
+			continue;
+		long nh = spool_list_hidden(d->spool, (enum spool_dir)dir, &h);
+		for (long i = 0; i < nh; i++) {
+			size_t len = strlen(h[i].name);
+			if (len > 4 && !strcmp(h[i].name + len - 4, ".tmp") && strstr(h[i].name, ours))
+				unlinkat(d->spool->fd[dir], h[i].name, 0);
+		}
+		spool_entries_free(h, nh);
+	}
+	strset_init(&hidden);
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	for (long i = 0; i < nh; i++)
+		strset_add(&hidden, h[i].name);
+
+	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
 		size_t len = strlen(e[i].name);
 		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
 			continue;
 		char *id = xstrndup(e[i].name, len - slen);
-		char *name = xasprintf("%s.json", id);
-		if (spool_rename(d->spool, SPOOL_RUNNING, e[i].name, SPOOL_NEW, name) == 0)
-			log_job(LOG_INFO, id, "recovered from running/ (left by an earlier run): back to new/");
-		else if (errno != ENOENT)
-			log_job(LOG_ERROR, id, "cannot recover 'running/%s': %s", e[i].name, strerror(errno));
-		free(name);
+		adopt(d, id, e[i].name, &hidden);
 		free(id);
 	}
-	if (n > 0)
-		spool_sync_dir(d->spool, SPOOL_NEW);
 	spool_entries_free(e, n);
+
+	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
+	char host_part[80];
+	xsnprintf(host_part, sizeof(host_part), "@%s.", d->spool->host_id);
+	for (long i = 0; i < nh; i++) {
+		const char *name = h[i].name, *at = strstr(name, host_part);
+		if (!at || (strcmp(at + strlen(host_part), "partial") &&
+			    strncmp(at + strlen(host_part), "response.", 9)))
+			continue;
+		char *job = xasprintf("%.*s%s", (int)(at - name - 1), name + 1, suffix);
+		struct stat st;
+		if (fstatat(d->spool->fd[SPOOL_RUNNING], job, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		free(job);
+	}
+	spool_entries_free(h, nh);
+	strset_release(&hidden);
 }
 
 static int64_t grace_over(struct loop *loop, void *arg)

@@ -33,6 +33,7 @@ struct http_xfer {
 	struct buf body;
 	bool too_big;
 	struct http_result res;
+	int body_fd;
 	http_done_fn *fn;
 	void *arg;
 	int64_t started_mono;
@@ -146,6 +147,10 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
 		x->too_big = true;
 		return 0;        /* makes curl fail the transfer with CURLE_WRITE_ERROR */
 	}
+	/* A paid response is kept on disk too, so a crash cannot lose it; if the disk is full,
+	 * the copy in memory still lets the job finish. */
+	if (x->body_fd >= 0 && !x->res.body_fd_failed && write_all(x->body_fd, data, len) < 0)
+		x->res.body_fd_failed = true;
 	return len;
 }
 
@@ -209,6 +214,7 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	x->http = http;
 	x->fn = fn;
 	x->arg = arg;
+	x->body_fd = req->body_fd;
 	buf_init(&x->body, req->max_body);
 	x->easy = curl_easy_init();
 	if (!x->easy)
@@ -234,7 +240,6 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
 	if ((curl_off_t)req->max_body > 0)
 		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 

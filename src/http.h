@@ -37,6 +37,7 @@ struct http_request {
 	size_t max_body;
 	bool follow_redirects;
 	const char *ca_file;     /* NULL = system default */
+	int body_fd;             /* the body is also written here as it arrives; -1 = not */
 };
 
 struct http_result {
@@ -50,6 +51,7 @@ struct http_result {
 	char detail[256];        /* curl's error text for a failed transfer */
 	int64_t started_wall_ms;
 	int64_t latency_ms;
+	bool body_fd_failed;     /* writing body_fd failed (disk full?): only memory has the body */
 };
 
 /* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,

@@ -79,7 +79,19 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out);
+
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out)
+{
+	return list(sp, d, false, out);
+}
+
+long spool_list_hidden(struct spool *sp, enum spool_dir d, struct spool_entry **out)
+{
+	return list(sp, d, true, out);
+}
+
+static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
 {
 	int fd = openat(sp->fd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -93,7 +105,8 @@ long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out)
 	size_t n = 0, alloc = 0;
 	struct dirent *de;
 	while ((de = readdir(dir))) {
-		if (de->d_name[0] == '.')
+		if ((de->d_name[0] == '.') != hidden || !strcmp(de->d_name, ".") ||
+		    !strcmp(de->d_name, ".."))
 			continue;
 		struct stat st;
 		/* A name that vanished between readdir and stat was taken by someone else. */
@@ -253,7 +266,9 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
 	char tmp[512];
 	unsigned rnd = 0;
 	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	if (xsnprintf(tmp, sizeof(tmp), ".%s.%d.%08x.tmp", name, (int)getpid(), rnd) < 0) {
+	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
+	if (xsnprintf(tmp, sizeof(tmp), ".%s.%s.%d.%08x.tmp", name, sp->host_id, (int)getpid(),
+		      rnd) < 0) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}

@@ -44,6 +44,8 @@ const char *spool_dir_name(enum spool_dir d);
  * spool_entries_free. */
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 void spool_entries_free(struct spool_entry *e, long n);
+/* The same for the names that start with '.' (temporary files, the daemon's sidecars). */
+long spool_list_hidden(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 
 enum spool_read {
 	SPOOL_READ_OK = 0,

@@ -1,7 +1,7 @@
 /* fuzz_job.c - libFuzzer entry point for job.c: job_parse() and job_id_from_name().
  *
  * The input is a job file as a client could write it. It is parsed with the default limits and with
- * tight ones (max_depth 4, max_n 1), and also taken as a file name for job_id_from_name(). Every
+ * tight ones (max_depth 4, max_n 1, 4 megapixels), and also taken as a file name for job_id_from_name(). Every
  * promise job.h makes is checked and a broken one traps:
  *   - *job is zeroed first and is all zero again on any result but JOB_OK (nothing left to free);
  *   - on JOB_OK the prompt is set and every field is within its documented range;
@@ -203,6 +203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tight = defaults;
 	tight.max_depth = 4;
 	tight.max_n = 1;
+	tight.max_pixels_mp = 4;
 
 	r = parse(&job, text, size, &defaults, canary);
 	rt = parse(&job2, text, size, &tight, canary);

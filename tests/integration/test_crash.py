@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Crash safety: kill -9 at random moments loses nothing and pays nothing twice (issue 4)."""
+import hashlib
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+from upstream import png_prompt_sha256  # noqa: E402
+
+STATES = ("new", "running", "deferred", "done", "failed")
+
+
+class SuccessWatcher(threading.Thread):
+    """Follows the daemon's log; when a job's response is logged as arrived and successful, notes
+    how many calls the fake had seen for it. No call may come after that moment."""
+
+    LINE = re.compile(r"^(\S+) attempt \d+: HTTP 200 \(done\).*: succeeded$")
+
+    def __init__(self, daemon, fake, prompt_of):
+        super().__init__(daemon=True)
+        self.daemon_, self.fake, self.prompt_of = daemon, fake, prompt_of
+        self.calls_at_success = {}
+        self.stop = threading.Event()
+
+    def run(self):
+        offset = 0
+        while not self.stop.is_set():
+            log = self.daemon_.log()
+            for line in log[offset:].splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                offset += len(line)
+                m = self.LINE.match(line.rstrip("\n"))
+                if m and m.group(1) in self.prompt_of and m.group(1) not in self.calls_at_success:
+                    self.calls_at_success[m.group(1)] = self.fake.calls(self.prompt_of[m.group(1)])
+            time.sleep(0.01)
+
+
+def test_kill_9_at_random_moments(env):
+    seed = int(os.environ.get("CRASH_SEED", time.time()))
+    rng = random.Random(seed)
+    print(f"# crash test seed {seed} (CRASH_SEED={seed} to repeat)")
+    d = env.daemon(spool__concurrency=16, retry__max_crash_requeues=50, retry__max_retries=4)
+    kinds = ["b64"] * 6 + ["busy", "down", "mod", "safety", "url", "timeout_then_ok"]
+    prompt_of, kind_of = {}, {}
+    for i in range(300):
+        task_id, prompt = f"c{i:03d}", f"crash-job-{i:03d}."
+        kind = rng.choice(kinds)
+        delay = round(rng.uniform(0.05, 0.8), 2)
+        ok = {"kind": "b64", "delay": delay}
+        steps = {"b64": [ok], "busy": ["429", ok], "down": ["503", ok],
+                 "mod": [{"kind": "400_moderation", "delay": delay}],
+                 "safety": [{"kind": "gemini_image_safety", "delay": delay}],
+                 "url": [{"kind": "url", "delay": delay}],
+                 "timeout_then_ok": [{"kind": "b64", "delay": 4}, ok]}[kind]
+        env.fake.script(prompt, steps)
+        prompt_of[task_id], kind_of[task_id] = prompt, kind
+    d.start()
+    watcher = SuccessWatcher(d, env.fake, prompt_of)
+    watcher.start()
+    for task_id, prompt in prompt_of.items():
+        job = {"prompt": prompt, "timeout": 2}
+        if kind_of[task_id] == "safety":
+            job["model"] = "gemini-3-pro-image-preview"
+        d.submit(task_id, job)
+
+    def finished():
+        return sum(1 for t in prompt_of if d.state(t) in ("done", "failed"))
+
+    kills = 0
+    while finished() < 300 and kills < 12:
+        deadline = time.monotonic() + rng.uniform(0.2, 1.5)
+        while time.monotonic() < deadline and finished() < 300:
+            time.sleep(0.01)
+        d.kill()          # SIGKILL
+        kills += 1
+        d.start()
+    wait_for(lambda: finished() == 300, 180, "all 300 jobs to finish after the last restart")
+    assert d.stop() == 0
+    watcher.stop.set()
+    watcher.join()
+    print(f"# {kills} kills")
+
+    log = d.log()
+    for task_id, prompt in prompt_of.items():
+        states = [s for s in STATES if os.path.exists(d.path(s, task_id + ".json"))]
+        assert states in (["done"], ["failed"]), f"{task_id} is in {states}"
+        # A kill between the final rename and its log line leaves 0 lines: never 2.
+        finals = len(re.findall(rf"^{task_id} (done|failed):", log, re.M))
+        assert finals <= 1, f"{task_id} was published {finals} times"
+        r = d.result(task_id)
+        if states == ["done"]:
+            for name in r["images"]:
+                got = png_prompt_sha256(d.read("done", name))
+                assert got == hashlib.sha256(prompt.encode()).hexdigest(), f"{name}: wrong image"
+        else:
+            assert kind_of[task_id] in ("mod", "safety", "timeout_then_ok"), (task_id, r["error"])
+        calls = env.fake.calls(prompt)
+        if task_id in watcher.calls_at_success:
+            assert calls == watcher.calls_at_success[task_id], (
+                f"{task_id}: {calls} calls, but its response had arrived after "
+                f"{watcher.calls_at_success[task_id]}")
+        # Every call the fake saw is in the result: none is unaccounted for.
+        assert len(r["attempts"]) >= calls, (task_id, len(r["attempts"]), calls)
+    for state in ("done", "failed", "running", "deferred", "new"):
+        hidden = [n for n in os.listdir(d.path(state)) if n.startswith(".")]
+        assert hidden == [], f"leftover files in {state}/: {hidden[:5]}"
+
+
+def test_poison_job_fails_after_max_crash_requeues(env):
+    env.fake.script("poison", [{"kind": "b64", "delay": 60}])
+    d = env.daemon(retry__max_crash_requeues=2).start()
+    d.submit("poison", {"prompt": "poison"})
+    for n in range(1, 4):
+        wait_for(lambda: env.fake.calls("poison") == n, 10, f"call {n} to be in flight")
+        d.kill()
+        d.start()
+    assert d.wait_finished("poison") == "failed"
+    r = d.result("poison")
+    assert r["error"]["code"] == "crashed", r["error"]
+    assert [a["outcome"] for a in r["attempts"]] == ["interrupted"] * 2, r["attempts"]
+    assert all(a["billed"] == "unknown" for a in r["attempts"]), r["attempts"]
+    assert r["billed_attempts"] == 2
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_poison_job_fails_after_max_crash_requeues,
+        test_kill_9_at_random_moments,
+    ])
