@@ -17,7 +17,9 @@ T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
 INTEG    := $(sort $(wildcard tests/integration/test_*.py))
 
-.PHONY: all deps test unit integration run demo clean
+.PHONY: all deps test unit integration fuzz run demo clean
+
+FUZZ_SECONDS ?= 30
 
 all: $(B)/imgspoold
 
@@ -43,9 +45,14 @@ unit: deps $(UNIT)
 integration: deps $(T)/imgspoold
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(INTEG)
 
-# Unit tests are TAP executables, integration tests executable Python scripts printing TAP.
+# The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
+# executables) and integration tests (executable Python scripts printing TAP) under prove.
 test: deps $(UNIT) $(T)/imgspoold
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
+
+fuzz: deps
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 run: deps $(B)/imgspoold
 	$(B)/imgspoold -c etc/imgspool.ini

@@ -3,7 +3,8 @@
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev perl python3; do
+for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev perl python3 \
+	clang libclang-rt-14-dev; do
 	have_pkg "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0

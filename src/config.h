@@ -37,6 +37,7 @@ struct config {
 	long grace_period;       /* seconds calls in flight may finish after SIGTERM */
 	long settle_time;        /* seconds an unparsable file may still be being written */
 	char *host_id;
+	long lease_timeout;      /* seconds without a heartbeat before another host reclaims a job */
 	long io_threads;
 	char *umask_text;        /* octal, as written */
 	unsigned umask;          /* applied at start: the mode of every file and directory created */

@@ -69,6 +69,7 @@ struct task {
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
 	bool calling;            /* counted in prov->active */
+	bool fenced;             /* another daemon reclaimed it: never publish */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
 	int crashes;             /* times a daemon died while this job was in running/ */
 	char id[JOB_ID_MAX + 1];
@@ -117,6 +118,8 @@ struct dispatch {
 	size_t n_pending, head;
 	bool pending_unsorted;
 	struct strset known;     /* names in new/ that are pending or ignored */
+	struct strset held;      /* ids of the tasks below */
+	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */
 	int n_tasks;
 	bool draining;
@@ -186,6 +189,8 @@ static void pending_sort(struct dispatch *d)
 }
 
 static void scan_deferred(struct dispatch *d);
+static void reclaim_stale(struct dispatch *d);
+static void adopt_all(struct dispatch *d);
 static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
 
 static int64_t deferred_due(struct loop *loop, void *arg)
@@ -226,6 +231,8 @@ void dispatch_scan(struct dispatch *d)
 		pending_add(d, SPOOL_NEW, e[i].name, e[i].mtime_ns);
 	spool_entries_free(e, n);
 	scan_deferred(d);
+	if (!d->draining)
+		reclaim_stale(d);
 	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending - d->head);
 }
 
@@ -371,6 +378,7 @@ static void task_free(struct task *t)
 	if (t->next)
 		t->next->prev = t->prev;
 	d->n_tasks--;
+	strset_del(&d->held, t->id);
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
 	if (t->calling)
@@ -405,6 +413,7 @@ static struct task *task_new(struct dispatch *d, const char *id)
 	t->claimed_mono = mono_ms();
 	t->attempts = json_array();
 	t->body_fd = -1;
+	strset_add(&d->held, id);
 	t->next = d->tasks;
 	if (d->tasks)
 		d->tasks->prev = t;
@@ -458,6 +467,10 @@ static void drop_sidecars(struct task *t)
 static void publish_work(void *arg)
 {
 	struct task *t = arg;
+	if (!spool_still_ours(t->d->spool, t->running_name)) {
+		t->publish_rc = -2;   /* fenced: another daemon reclaimed the job */
+		return;
+	}
 	t->publish_rc = result_publish(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
 				       t->running_name, t->images, t->n_images, t->result_json,
 				       t->publish_err, sizeof(t->publish_err));
@@ -477,6 +490,13 @@ static int64_t publish_again(struct loop *loop, void *arg)
 static void publish_done(void *arg)
 {
 	struct task *t = arg;
+	if (t->publish_rc == -2) {
+		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
+			"not publishing a second result");
+		drop_sidecars(t);
+		task_free(t);
+		return;
+	}
 	if (t->publish_rc < 0) {
 		/* Disk full, quota, I/O error: the job stays in running/ and its result (maybe paid
 		 * for) stays in memory; try again rather than lose it. */
@@ -659,6 +679,11 @@ static void defer_done(void *arg)
 	struct dispatch *d = t->d;
 	free(t->result_json);
 	t->result_json = NULL;
+	if (t->publish_rc < 0 && !spool_still_ours(d->spool, t->running_name)) {
+		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out)");
+		task_free(t);
+		return;
+	}
 	if (t->publish_rc < 0) {
 		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
 		 * running/, where a restart finds it. */
@@ -1158,6 +1183,77 @@ void dispatch_pump(struct dispatch *d)
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
 
+/* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */
+
+static int64_t heartbeat_interval_ms(const struct dispatch *d)
+{
+	/* Several beats per lease, so one slow write does not cost the lease. */
+	return d->cfg->lease_timeout * 1000 / 4;
+}
+
+/* A job's lease is the mtime of its file in running/: touched here for every job we hold. */
+static int64_t heartbeat(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	for (struct task *t = d->tasks; t; t = t->next) {
+		if (utimensat(d->spool->fd[SPOOL_RUNNING], t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT && !t->fenced) {
+			t->fenced = true;
+			log_job(LOG_WARN, t->id, "its file in running/ is gone: another daemon reclaimed it");
+		}
+	}
+	return heartbeat_interval_ms(d);
+}
+
+/* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
+ * with one rename (one winner), with the dead host's saved response if any, then handled as a
+ * job of ours left by a crash. */
+static void reclaim_stale(struct dispatch *d)
+{
+	struct spool_entry *e;
+	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
+	if (n <= 0) {
+		spool_entries_free(e, n);
+		return;
+	}
+	int64_t now = spool_server_now(d->spool);
+	int64_t lease_ms = d->cfg->lease_timeout * 1000;
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	bool took = false;
+	for (long i = 0; now > 0 && i < n; i++) {
+		const char *name = e[i].name, *at = strrchr(name, '@');
+		size_t len = strlen(name);
+		if (!at || len < 6 || strcmp(name + len - 5, ".json") || now - e[i].mtime_ns / 1000000 <= lease_ms)
+			continue;
+		char *owner = xstrndup(at + 1, (size_t)(name + len - 5 - at - 1));
+		char *id = xstrndup(name, (size_t)(at - name));
+		if (strcmp(owner, d->spool->host_id) && !strset_has(&d->held, id)) {
+			char *mine = spool_running_name(d->spool, id);
+			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
+				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
+					owner, (now - e[i].mtime_ns / 1000000) / 1000);
+				/* Its sidecars come along, so a response it had saved is not paid again. */
+				const char *sfx[] = { "partial", "response.200" };
+				for (size_t k = 0; k < ARRAY_SIZE(sfx); k++) {
+					char *from = xasprintf(".%s@%s.%s", id, owner, sfx[k]);
+					char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx[k]);
+					renameat(fd, from, fd, to);
+					free(from);
+					free(to);
+				}
+				took = true;
+			}
+			free(mine);
+		}
+		free(owner);
+		free(id);
+	}
+	spool_entries_free(e, n);
+	if (took)
+		adopt_all(d);
+}
+
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
 
 /* A job of ours found in running/ at start-up: the run that claimed it died. If its response
@@ -1247,14 +1343,39 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	requeue(t, "recovered from running/ after a restart");
 }
 
-void dispatch_recover(struct dispatch *d)
+/* Adopts every job of ours in running/ that no task holds. */
+static void adopt_all(struct dispatch *d)
 {
 	struct spool_entry *e, *h;
 	struct strset hidden;
+	char suffix[80];
+	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
+	size_t slen = strlen(suffix);
+	strset_init(&hidden);
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	for (long i = 0; i < nh; i++)
+		strset_add(&hidden, h[i].name);
+	spool_entries_free(h, nh);
+	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(e[i].name);
+		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
+			continue;
+		char *id = xstrndup(e[i].name, len - slen);
+		if (!strset_has(&d->held, id))
+			adopt(d, id, e[i].name, &hidden);
+		free(id);
+	}
+	spool_entries_free(e, n);
+	strset_release(&hidden);
+}
+
+void dispatch_recover(struct dispatch *d)
+{
+	struct spool_entry *h;
 	char suffix[80], ours[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
 	xsnprintf(ours, sizeof(ours), ".%s.", d->spool->host_id);
-	size_t slen = strlen(suffix);
 
 	/* Our temporary files from a run that died mid-write are garbage in every directory. */
 	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
@@ -1268,23 +1389,10 @@ void dispatch_recover(struct dispatch *d)
 		}
 		spool_entries_free(h, nh);
 	}
-	strset_init(&hidden);
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	for (long i = 0; i < nh; i++)
-		strset_add(&hidden, h[i].name);
-
-	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
-	for (long i = 0; i < n; i++) {
-		size_t len = strlen(e[i].name);
-		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
-			continue;
-		char *id = xstrndup(e[i].name, len - slen);
-		adopt(d, id, e[i].name, &hidden);
-		free(id);
-	}
-	spool_entries_free(e, n);
+	adopt_all(d);
 
 	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	char host_part[80];
 	xsnprintf(host_part, sizeof(host_part), "@%s.", d->spool->host_id);
 	for (long i = 0; i < nh; i++) {
@@ -1299,7 +1407,6 @@ void dispatch_recover(struct dispatch *d)
 		free(job);
 	}
 	spool_entries_free(h, nh);
-	strset_release(&hidden);
 }
 
 static int64_t grace_over(struct loop *loop, void *arg)
@@ -1353,6 +1460,8 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->limits.max_depth = (int)cfg->max_depth;
 	d->limits.max_pixels_mp = (int)cfg->max_pixels_mp;
 	strset_init(&d->known);
+	strset_init(&d->held);
+	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	buf_init(&d->readbuf, (size_t)cfg->max_job_bytes);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		d->providers[i] = (struct provider_state){ .cfg = &cfg->providers[i], .d = d };
@@ -1385,6 +1494,9 @@ void dispatch_free(struct dispatch *d)
 		pending_free(&d->pending[i]);
 	free(d->pending);
 	strset_release(&d->known);
+	strset_release(&d->held);
+	if (d->heartbeat_timer)
+		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);
 	free(d);
 }

@@ -112,6 +112,12 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 		   char *err, size_t errsize)
 {
 	enum spool_dir d = (enum spool_dir)dest;
+	/* Fencing: a job reclaimed by another host (our lease ran out) is not ours to publish. */
+	if (!spool_still_ours(sp, running_name)) {
+		xsnprintf(err, errsize, "the job was reclaimed by another daemon (our lease ran out)");
+		errno = ENOENT;
+		return -1;
+	}
 	for (size_t i = 0; i < n_images; i++) {
 		char *name = result_image_name(id, i, n_images, images[i].ext);
 		int rc = spool_write_file(sp, d, name, images[i].data, images[i].len);

@@ -298,9 +298,34 @@ fail:
 	return -1;
 }
 
+int64_t spool_server_now(struct spool *sp)
+{
+	char name[96];
+	struct stat st;
+	xsnprintf(name, sizeof(name), ".clock.%s", sp->host_id);
+	int fd = openat(sp->root_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	/* A write makes the server stamp the file with its own time. */
+	int rc = write_all(fd, "t", 1) < 0 || close(fd) < 0 ? -1 : 0;
+	if (rc < 0 || fstatat(sp->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
+bool spool_still_ours(struct spool *sp, const char *running_name)
+{
+	return exists(sp->fd[SPOOL_RUNNING], running_name);
+}
+
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
 			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms)
 {
+	/* Never recreate a job another host has reclaimed from us. */
+	if (!spool_still_ours(sp, running_name)) {
+		errno = ENOENT;
+		return -1;
+	}
 	if (spool_write_file(sp, SPOOL_RUNNING, running_name, data, len) < 0)
 		return -1;
 	struct timespec times[2] = {

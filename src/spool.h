@@ -6,6 +6,7 @@
 #ifndef SPOOL_H
 #define SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -80,6 +81,11 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
  * that carries its records along (a deferral, a requeue). Returns 0 or -1 with errno. */
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
 			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms);
+/* The file server's clock, in wall ms: the mtime of a probe file just written in the spool
+ * root. Lease ages are judged by it, so clock skew between hosts does not matter. -1 on error. */
+int64_t spool_server_now(struct spool *sp);
+/* Whether running/name is still there: a job reclaimed by another host is gone (fencing). */
+bool spool_still_ours(struct spool *sp, const char *running_name);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */
 char *spool_running_name(const struct spool *sp, const char *id);
 

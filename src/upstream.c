@@ -1047,6 +1047,12 @@ static bool skeleton_build(const char *body, size_t len, struct skeleton *sk)
 		}
 		size_t n = (size_t)(q - s);
 		int kind = n >= BIG_STRING ? big_string_kind(s, n) : 0;
+		/* Only values are lifted out: skeleton_restore() puts back values, never keys. */
+		const char *after = q + 1;
+		while (after < end && (*after == ' ' || *after == '\t' || *after == '\n' || *after == '\r'))
+			after++;
+		if (after < end && *after == ':')
+			kind = 0;
 		if (kind) {
 			char ph[32];
 			int phlen = xsnprintf(ph, sizeof(ph), "\\u0001%zu", sk->n_spans);
