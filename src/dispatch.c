@@ -1071,6 +1071,12 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		known_del(d, pe->dir, pe->name);
 		return SKIPPED;
 	}
+	if (rr == SPOOL_READ_ERROR) {
+		/* Perhaps transient (NFS): the next rescan tries again. */
+		log_debug("cannot read '%s/%s': %s", spool_dir_name(pe->dir), pe->name, strerror(errno));
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
 	if (rr != SPOOL_READ_OK) {
 		ignore_entry(pe->name, spool_read_reason(rr));
 		return SKIPPED;
@@ -1095,6 +1101,9 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	}
 
 	struct task *t = task_new(d, id);
+	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
+	 * no other host ever sees our fresh claim as stale. */
+	utimensat(dirfd, pe->name, NULL, AT_SYMLINK_NOFOLLOW);
 	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
 		if (errno != ENOENT)
 			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),

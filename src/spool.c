@@ -141,7 +141,8 @@ enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct 
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		if (errno == ENOENT)
+		/* ESTALE: another NFS client moved it away under us; the same as gone. */
+		if (errno == ENOENT || errno == ESTALE)
 			return SPOOL_READ_GONE;
 		if (errno == ELOOP)
 			return SPOOL_READ_NOT_REGULAR;

@@ -39,9 +39,10 @@ def wait_for(pred, timeout=20.0, what="condition"):
 class Daemon:
     """One imgspoold process with its own spool, config and log."""
 
-    def __init__(self, fake=None, key=TEST_KEY, key_file=False, verbose=False, **settings):
+    def __init__(self, fake=None, key=TEST_KEY, key_file=False, verbose=False, spool_dir=None,
+                 **settings):
         self.dir = tempfile.mkdtemp(prefix="imgspool-test-")
-        self.spool = os.path.join(self.dir, "spool")
+        self.spool = spool_dir or os.path.join(self.dir, "spool")
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.config_path = os.path.join(self.dir, "imgspool.ini")
         self.key = key
@@ -49,7 +50,7 @@ class Daemon:
         self.proc = None
         self.verbose = verbose
         self.fake = fake
-        spool = {"dir": "spool", "concurrency": 4, "poll_interval": 1, "grace_period": 10,
+        spool = {"dir": self.spool, "concurrency": 4, "poll_interval": 1, "grace_period": 10,
                  "settle_time": 2, "host_id": "testhost"}
         retry = {"backoff_base_ms": 50, "backoff_cap_ms": 1000, "hold_probe_interval": 1}
         provider = {"base_url": fake.base_url if fake else "http://127.0.0.1:9",

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Two daemons on one spool over a real network file system (sshfs, two mounts): each job is
+called once, and a dead daemon's jobs are reclaimed after its lease, never published twice."""
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
+
+
+def submit_on_server(export_spool, task_id, job):
+    """A client writing on the file server itself: tmp/ then rename into new/."""
+    tmp = os.path.join(export_spool, "tmp", task_id + ".json")
+    with open(tmp, "w") as f:
+        json.dump(job, f)
+    os.rename(tmp, os.path.join(export_spool, "new", task_id + ".json"))
+
+
+def done_count(export_spool, prefix):
+    return sum(1 for n in os.listdir(os.path.join(export_spool, "done"))
+               if n.startswith(prefix) and n.endswith(".result.json"))
+
+
+def test_two_hosts_share_one_spool(env):
+    base = tempfile.mkdtemp(prefix="imgspool-nfs-")
+    try:
+        mounts = TwoMounts(base).open()
+    except SshfsUnavailable as e:
+        raise AssertionError(f"no network file system for the test: {e}")
+    try:
+        export = os.path.join(mounts.export, "spool")
+        for sub in ("tmp", "new"):
+            os.makedirs(os.path.join(export, sub), exist_ok=True)
+        settings = dict(spool__concurrency=8, spool__poll_interval=1, spool__lease_timeout=4)
+        a = env.daemon(spool_dir=os.path.join(mounts.mount_a, "spool"), spool__host_id="hostA",
+                       **settings).start()
+        b = env.daemon(spool_dir=os.path.join(mounts.mount_b, "spool"), spool__host_id="hostB",
+                       **settings).start()
+
+        # 500 jobs: each called exactly once, all done, and both hosts took a share.
+        env.fake.default = {"kind": "b64", "delay": 0.05}
+        for i in range(500):
+            submit_on_server(export, f"j{i:03d}", {"prompt": f"shared job {i}"})
+        wait_for(lambda: done_count(export, "j") == 500, 300, "500 jobs done")
+        for i in range(500):
+            assert env.fake.calls(f"shared job {i}") == 1, f"job {i} called {env.fake.calls(f'shared job {i}')} times"
+        claims_a = len(re.findall(r"^j\d+ claimed", a.log(), re.M))
+        claims_b = len(re.findall(r"^j\d+ claimed", b.log(), re.M))
+        assert claims_a + claims_b == 500 and claims_a > 0 and claims_b > 0, (claims_a, claims_b)
+
+        # Host A dies with calls in flight: B reclaims them after the lease, none published twice.
+        env.fake.default = {"kind": "b64", "delay": 3}
+        for i in range(40):
+            submit_on_server(export, f"k{i:02d}", {"prompt": f"reclaim job {i}"})
+        held_by_a = lambda: [n for n in os.listdir(os.path.join(export, "running"))
+                             if n.endswith("@hostA.json")]
+        wait_for(lambda: len(held_by_a()) >= 4, 30, "host A to hold jobs")
+        a.kill()
+        orphans = [n.split("@")[0] for n in held_by_a()]
+        env.fake.default = {"kind": "b64", "delay": 0.05}
+        wait_for(lambda: done_count(export, "k") == 40, 120, "all 40 jobs done by host B")
+        blog = b.log()
+        for task_id in orphans:
+            assert re.search(rf"^{task_id} warning: reclaimed from 'hostA'", blog, re.M), f"{task_id} not reclaimed"
+            with open(os.path.join(export, "done", task_id + ".result.json")) as f:
+                r = json.load(f)
+            assert r["attempts"][0]["outcome"] == "interrupted", r["attempts"]
+            assert r["attempts"][0]["billed"] == "unknown", r["attempts"]
+        for i in range(40):
+            finals = len(re.findall(rf"^k{i:02d} (done|failed):", a.log() + blog, re.M))
+            assert finals == 1, f"k{i:02d} published {finals} times"
+        assert os.listdir(os.path.join(export, "running")) == [] or all(
+            n.startswith(".") for n in os.listdir(os.path.join(export, "running")))
+        assert b.stop() == 0
+    finally:
+        for d in env.daemons:
+            d.kill()
+        mounts.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_two_hosts_share_one_spool])
