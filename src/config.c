@@ -40,6 +40,8 @@ static const struct key keys[] = {
 	{ "spool", "grace_period", T_INT, C(grace_period), 0, 3600, "30" },
 	{ "spool", "settle_time", T_INT, C(settle_time), 0, 3600, "5" },
 	{ "spool", "host_id", T_STR, C(host_id), 0, 0, "" },
+	{ "spool", "min_free_mb", T_INT, C(min_free_mb), 0, 1 << 20, "100" },
+	{ "spool", "disk_retry_interval", T_INT, C(disk_retry_interval), 1, 3600, "10" },
 	{ "spool", "lease_timeout", T_INT, C(lease_timeout), 2, 86400, "60" },
 	{ "spool", "io_threads", T_INT, C(io_threads), 1, 64, "2" },
 	{ "spool", "umask", T_STR, C(umask_text), 0, 0, "022" },

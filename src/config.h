@@ -37,7 +37,9 @@ struct config {
 	long grace_period;       /* seconds calls in flight may finish after SIGTERM */
 	long settle_time;        /* seconds an unparsable file may still be being written */
 	char *host_id;
-	long lease_timeout;      /* seconds without a heartbeat before another host reclaims a job */
+	long lease_timeout;
+	long min_free_mb;        /* no claims while the spool's file system has less free */
+	long disk_retry_interval; /* seconds between tries to publish onto a full disk */      /* seconds without a heartbeat before another host reclaims a job */
 	long io_threads;
 	char *umask_text;        /* octal, as written */
 	unsigned umask;          /* applied at start: the mode of every file and directory created */

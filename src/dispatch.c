@@ -37,7 +37,7 @@
 #include "banned.h"
 
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
-#define PUBLISH_RETRY_MS 10000       /* after a failed publication (disk full, ...) */
+#define TMP_MAX_AGE_S (36 * 3600)    /* maildir's rule for abandoned files in tmp/ */
 
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_PUBLISHING };
 
@@ -103,6 +103,7 @@ struct task {
 	char error_field[64];
 	char *result_json;
 	int publish_rc;
+	int publish_failures;
 	char publish_err[512];
 };
 
@@ -115,7 +116,10 @@ struct dispatch {
 	struct job_limits limits;
 	struct provider_state providers[CONFIG_MAX_PROVIDERS];
 	struct pending *pending;
-	size_t n_pending, head;
+	size_t n_pending, alloc_pending, head;
+	bool disk_full;          /* free space under min_free_mb: claiming nothing */
+	int64_t disk_checked;    /* mono_ms of the last look */
+	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
 	bool pending_unsorted;
 	struct strset known;     /* names in new/ that are pending or ignored */
 	struct strset held;      /* ids of the tasks below */
@@ -164,7 +168,10 @@ static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name
 		return;
 	if (d->head > 0 && d->head == d->n_pending)
 		d->head = d->n_pending = 0;
-	d->pending = xrealloc(d->pending, (d->n_pending + 1) * sizeof(*d->pending));
+	if (d->n_pending == d->alloc_pending) {
+		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
+		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
+	}
 	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
 						      .mtime_ns = mtime_ns };
 	if (d->n_pending - d->head > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
@@ -233,6 +240,10 @@ void dispatch_scan(struct dispatch *d)
 	scan_deferred(d);
 	if (!d->draining)
 		reclaim_stale(d);
+	if (!d->tmp_cleaned || mono_ms() - d->tmp_cleaned > 3600 * 1000) {
+		d->tmp_cleaned = mono_ms();
+		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
+	}
 	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending - d->head);
 }
 
@@ -500,9 +511,12 @@ static void publish_done(void *arg)
 	if (t->publish_rc < 0) {
 		/* Disk full, quota, I/O error: the job stays in running/ and its result (maybe paid
 		 * for) stays in memory; try again rather than lose it. */
-		log_job(LOG_ERROR, t->id, "cannot publish the result (%s); retrying in %ds",
-			t->publish_err, PUBLISH_RETRY_MS / 1000);
-		t->timer = loop_add_timer(t->d->loop, PUBLISH_RETRY_MS, publish_again, t);
+		log_job(t->publish_failures++ ? LOG_DEBUG : LOG_ERROR, t->id,
+			"cannot publish the result (%s); retrying every %lds", t->publish_err,
+			t->d->cfg->disk_retry_interval);
+		t->d->disk_checked = 0;   /* look at the free space again before claiming more */
+		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
+					  publish_again, t);
 		return;
 	}
 	drop_sidecars(t);
@@ -1170,9 +1184,29 @@ static bool any_provider_ready(struct dispatch *d)
 	return false;
 }
 
+/* Whether there is room to publish what we would claim; looked at once a second at most. */
+static bool disk_has_room(struct dispatch *d)
+{
+	int64_t now = mono_ms();
+	if (now - d->disk_checked < 1000 && d->disk_checked)
+		return !d->disk_full;
+	d->disk_checked = now;
+	long free_mb = spool_free_mb(d->spool);
+	bool full = free_mb >= 0 && free_mb < d->cfg->min_free_mb;
+	if (full != d->disk_full)
+		log_msg(full ? LOG_ERROR : LOG_INFO, full ? "the spool's file system has %ld MiB free, "
+			"under min_free_mb %ld: claiming nothing until there is room" :
+			"the spool's file system has %ld MiB free again (min_free_mb %ld): claiming",
+			free_mb, d->cfg->min_free_mb);
+	d->disk_full = full;
+	if (full && !d->wake_timer)
+		d->wake_timer = loop_add_timer(d->loop, 1000, wake_pump, d);
+	return !full;
+}
+
 void dispatch_pump(struct dispatch *d)
 {
-	if (d->draining || d->n_pending == d->head || !any_provider_ready(d))
+	if (d->draining || d->n_pending == d->head || !any_provider_ready(d) || !disk_has_room(d))
 		return;
 	pending_sort(d);
 	size_t keep = d->head;   /* entries that must wait are compacted to the front */

@@ -4,6 +4,7 @@
  * rename is normal: another daemon won the race. */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -312,6 +314,31 @@ int64_t spool_server_now(struct spool *sp)
 	if (rc < 0 || fstatat(sp->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
 	return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
+long spool_free_mb(struct spool *sp)
+{
+	struct statvfs vfs;
+	if (fstatvfs(sp->root_fd, &vfs) < 0)
+		return -1;
+	if (vfs.f_files > 0 && vfs.f_favail < 64)
+		return 0;
+	return (long)((uint64_t)vfs.f_bavail * vfs.f_frsize >> 20);
+}
+
+void spool_clean_tmp(struct spool *sp, int64_t max_age_s)
+{
+	struct spool_entry *e;
+	int64_t limit_ns = (wall_ms() / 1000 - max_age_s) * 1000000000;
+	for (int hidden = 0; hidden < 2; hidden++) {
+		long n = list(sp, SPOOL_TMP, hidden, &e);
+		for (long i = 0; i < n; i++) {
+			if (e[i].mtime_ns < limit_ns && unlinkat(sp->fd[SPOOL_TMP], e[i].name, 0) == 0)
+				log_info("removed 'tmp/%s': left unfinished for more than %" PRId64 " hours",
+					 e[i].name, max_age_s / 3600);
+		}
+		spool_entries_free(e, n);
+	}
 }
 
 bool spool_still_ours(struct spool *sp, const char *running_name)

@@ -84,6 +84,11 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 /* The file server's clock, in wall ms: the mtime of a probe file just written in the spool
  * root. Lease ages are judged by it, so clock skew between hosts does not matter. -1 on error. */
 int64_t spool_server_now(struct spool *sp);
+/* Free space for an unprivileged writer on the spool's file system, in MiB (-1 on error);
+ * a file system with almost no free inodes counts as full. */
+long spool_free_mb(struct spool *sp);
+/* Removes files in tmp/ not modified for max_age_s (clients that died mid-submission). */
+void spool_clean_tmp(struct spool *sp, int64_t max_age_s);
 /* Whether running/name is still there: a job reclaimed by another host is gone (fencing). */
 bool spool_still_ours(struct spool *sp, const char *running_name);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */

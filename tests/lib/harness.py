@@ -51,7 +51,7 @@ class Daemon:
         self.verbose = verbose
         self.fake = fake
         spool = {"dir": self.spool, "concurrency": 4, "poll_interval": 1, "grace_period": 10,
-                 "settle_time": 2, "host_id": "testhost"}
+                 "settle_time": 2, "host_id": "testhost", "min_free_mb": 1}
         retry = {"backoff_base_ms": 50, "backoff_cap_ms": 1000, "hold_probe_interval": 1}
         provider = {"base_url": fake.base_url if fake else "http://127.0.0.1:9",
                     "api_key_env": "IMGSPOOL_TEST_KEY", "timeout": 30, "connect_timeout": 5}

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""A full disk, a burst past inotify's queue, and maildir's tmp/ rule (issue 4)."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+
+
+class Tmpfs:
+    """A small file system of our own, so filling it up hurts nobody."""
+
+    def __init__(self, size):
+        self.path = tempfile.mkdtemp(prefix="imgspool-tmpfs-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path],
+                       check=True)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.path], check=False)
+        os.rmdir(self.path)
+
+
+def free_mb(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / 2**20
+
+
+def test_disk_full_keeps_the_paid_result(env):
+    fs = Tmpfs("16m")
+    try:
+        spool = os.path.join(fs.path, "spool")
+        d = env.daemon(spool_dir=spool, spool__min_free_mb=2, spool__disk_retry_interval=1,
+                       verbose=True)
+        d.start()
+        # A client's job already written to tmp/: renaming it in later needs no free space.
+        os.makedirs(d.path("tmp"), exist_ok=True)
+        with open(d.path("tmp", "waiting.json"), "w") as f:
+            f.write('{"prompt": "waits for room"}')
+        # Fill the file system but for ~2.5 MB: the response (3 MB) and its image cannot land.
+        filler = os.path.join(fs.path, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * int((free_mb(fs.path) - 2.5) * 2**20))
+        env.fake.script("big paid image", [{"kind": "b64", "pad_mb": 3}])
+        d.submit("big", {"prompt": "big paid image"})
+        wait_for(lambda: "big error: cannot publish the result" in d.log(), 20, "publishing to fail")
+        assert d.state("big") == "running", "the job must stay recoverable in running/"
+        assert d.listdir("failed") == []
+        # Below min_free_mb the daemon claims nothing more.
+        os.rename(d.path("tmp", "waiting.json"), d.path("new", "waiting.json"))
+        wait_for(lambda: "claiming nothing until there is room" in d.log(), 10, "the claim stop")
+        wait_for(lambda: d.log().count("imgspoold: debug: rescan") >= 2, 10, "two rescans")
+        assert d.state("waiting") == "new"
+        os.unlink(filler)
+        assert d.wait_finished("big", 30) == "done"
+        assert d.wait_finished("waiting", 30) == "done"
+        assert env.fake.calls("big paid image") == 1, "the paid image was fetched twice"
+        assert len(d.read("done", "big.png")) > 2 * 2**20   # a 3 MB body of base64
+        d.stop()
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+
+
+def test_burst_past_the_inotify_queue(env):
+    fs = Tmpfs("1g")       # fsync is free on tmpfs: this measures the queue, not the disk
+    try:
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            queue = int(f.read())
+        count = max(20000, queue + 1000)
+        d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), spool__concurrency=64,
+                       spool__poll_interval=3600, verbose=True)
+        d.start()
+        os.makedirs(d.path("tmp"), exist_ok=True)
+        for i in range(count):
+            with open(d.path("tmp", f"b{i:05d}.json"), "w") as f:
+                f.write('{"prompt": "burst %d"}' % i)
+        # Stopped, the daemon cannot drain inotify while every file lands in new/ at once.
+        d.send_signal(signal.SIGSTOP)
+        for i in range(count):
+            os.rename(d.path("tmp", f"b{i:05d}.json"), d.path("new", f"b{i:05d}.json"))
+        d.send_signal(signal.SIGCONT)
+        wait_for(lambda: "inotify queue overflowed" in d.log(), 20, "the overflow to be noticed")
+        started = time.monotonic()
+        wait_for(lambda: len(os.listdir(d.path("done"))) == 3 * count, 600, f"{count} jobs done")
+        took = time.monotonic() - started
+        print(f"# {count} jobs (queue {queue}) done in {took:.1f}s, {count / took:.0f} jobs/s "
+              "(ASan build, fake upstream in Python)")
+        assert d.listdir("new") == [] and d.listdir("failed") == []
+        d.stop()
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+
+
+def test_tmp_files_older_than_36_hours_are_removed(env):
+    d = env.daemon()
+    os.makedirs(d.path("tmp"), exist_ok=True)
+    old, young = d.path("tmp", "abandoned.json"), d.path("tmp", "in-progress.json")
+    for path, age_h in ((old, 37), (young, 35)):
+        with open(path, "w") as f:
+            f.write("{")
+        t = time.time() - age_h * 3600
+        os.utime(path, (t, t))
+    d.start()
+    wait_for(lambda: not os.path.exists(old), 10, "the 37-hour-old file to be removed")
+    assert os.path.exists(young), "a file younger than 36 hours was removed"
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_tmp_files_older_than_36_hours_are_removed,
+        test_disk_full_keeps_the_paid_result,
+        test_burst_past_the_inotify_queue,
+    ])
