@@ -17,7 +17,7 @@ T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
 INTEG    := $(sort $(wildcard tests/integration/test_*.py))
 
-.PHONY: all deps test unit integration fuzz run demo clean
+.PHONY: all deps test unit integration fuzz bench run demo clean
 
 FUZZ_SECONDS ?= 30
 
@@ -53,6 +53,10 @@ test: deps $(UNIT) $(T)/imgspoold
 
 fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# Speed and memory figures of the optimized build; prints, asserts nothing.
+bench: deps $(B)/imgspoold
+	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
 
 run: deps $(B)/imgspoold
 	$(B)/imgspoold -c etc/imgspool.ini
