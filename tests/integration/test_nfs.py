@@ -68,11 +68,17 @@ def test_two_hosts_share_one_spool(env):
             assert re.search(rf"^{task_id} warning: reclaimed from 'hostA'", blog, re.M), f"{task_id} not reclaimed"
             with open(os.path.join(export, "done", task_id + ".result.json")) as f:
                 r = json.load(f)
-            assert r["attempts"][0]["outcome"] == "interrupted", r["attempts"]
-            assert r["attempts"][0]["billed"] == "unknown", r["attempts"]
+            # A's call in flight (if it had sent one) is on record as possibly billed: every
+            # call the fake saw is accounted for.
+            calls = env.fake.calls(f"reclaim job {int(task_id[1:])}")
+            outcomes = [x["outcome"] for x in r["attempts"]]
+            assert outcomes[-1] == "succeeded" and len(outcomes) >= calls, (task_id, calls, outcomes)
+            assert set(outcomes[:-1]) <= {"interrupted"}, (task_id, outcomes)
+            assert all(x["billed"] == "unknown" for x in r["attempts"][:-1]), r["attempts"]
         for i in range(40):
+            # A kill between A's final rename and its log line leaves 0 lines: never 2.
             finals = len(re.findall(rf"^k{i:02d} (done|failed):", a.log() + blog, re.M))
-            assert finals == 1, f"k{i:02d} published {finals} times"
+            assert finals <= 1, f"k{i:02d} published {finals} times"
         assert os.listdir(os.path.join(export, "running")) == [] or all(
             n.startswith(".") for n in os.listdir(os.path.join(export, "running")))
         assert b.stop() == 0
