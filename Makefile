@@ -7,7 +7,7 @@ WARN     := -Wall -Wextra -Wmissing-prototypes -Wshadow -Wformat=2 -Wstrict-prot
             -Wpointer-arith -Wvla -Wno-unused-result
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Werror
-LIBS     := -lcurl -ljansson -linih -lpthread
+LIBS     := -lcurl -ljansson -linih -lpthread -lm
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))

@@ -70,6 +70,7 @@ struct task {
 	size_t job_len;
 	bool calling;            /* counted in prov->active */
 	bool fenced;             /* another daemon reclaimed it: never publish */
+	bool in_pool;            /* a helper thread owns it until its done() runs */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
 	int crashes;             /* times a daemon died while this job was in running/ */
 	char id[JOB_ID_MAX + 1];
@@ -396,8 +397,11 @@ static void task_free(struct task *t)
 		t->prov->active--;
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
-	if (t->is_probe && t->prov->probing)
-		t->prov->probing = false;
+	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
+	 * held provider without a next probe. */
+	if (t->is_probe && t->prov->held && !t->prov->probe_timer && !t->prov->probing)
+		t->prov->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
+						      probe_due, t->prov);
 	for (size_t i = 0; i < t->n_images; i++)
 		free(t->images[i].data);
 	free(t->images);
@@ -448,6 +452,13 @@ static void fail(struct task *t, const char *code, const char *field, const char
 	finish(t);
 }
 
+/* Hands t to a helper thread; until done() runs, the loop must not touch t or its files. */
+static void pool_submit(struct task *t, iopool_fn *work, iopool_fn *done)
+{
+	t->in_pool = true;
+	iopool_submit(t->d->pool, work, done, t);
+}
+
 /* ---- sidecars: the response of the call in flight, kept on disk --------------------------- */
 
 /* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
@@ -494,13 +505,14 @@ static int64_t publish_again(struct loop *loop, void *arg)
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
-	iopool_submit(t->d->pool, publish_work, publish_done, t);
+	pool_submit(t, publish_work, publish_done);
 	return LOOP_TIMER_DONE;
 }
 
 static void publish_done(void *arg)
 {
 	struct task *t = arg;
+	t->in_pool = false;
 	if (t->publish_rc == -2) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"not publishing a second result");
@@ -557,7 +569,7 @@ static void finish(struct task *t)
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
 	t->xfer = NULL;
-	iopool_submit(d->pool, publish_work, publish_done, t);
+	pool_submit(t, publish_work, publish_done);
 }
 
 /* ---- downloads of returned URLs ------------------------------------------------------------ */
@@ -639,11 +651,21 @@ static uint64_t random64(void)
 	return r;
 }
 
+/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
 static int64_t retry_due(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
+	if (t->d->draining || (t->prov->held && !t->prov->probing)) {
+		requeue(t, t->d->draining ? "shutting down" : "provider on hold");
+		return LOOP_TIMER_DONE;
+	}
+	int64_t until = provider_blocked_until(t->prov, mono_ms());
+	if (until != 0) {
+		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
+		return LOOP_TIMER_DONE;
+	}
 	send_attempt(t);
 	return LOOP_TIMER_DONE;
 }
@@ -691,16 +713,22 @@ static void defer_done(void *arg)
 {
 	struct task *t = arg;
 	struct dispatch *d = t->d;
+	t->in_pool = false;
 	free(t->result_json);
 	t->result_json = NULL;
 	if (t->publish_rc < 0 && !spool_still_ours(d->spool, t->running_name)) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out)");
+		drop_sidecars(t);
 		task_free(t);
 		return;
 	}
 	if (t->publish_rc < 0) {
 		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
 		 * running/, where a restart finds it. */
+		if (d->draining) {
+			requeue(t, "shutting down");
+			return;
+		}
 		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
 			t->publish_err);
 		t->state = T_BACKOFF;
@@ -737,7 +765,7 @@ static void schedule_retry(struct task *t)
 		return;
 	}
 	t->state = T_DEFERRING;
-	iopool_submit(d->pool, defer_work, defer_done, t);
+	pool_submit(t, defer_work, defer_done);
 }
 
 static void decide(struct task *t)
@@ -819,6 +847,14 @@ static void parse_work(void *arg)
 static void parse_done(void *arg)
 {
 	struct task *t = arg;
+	t->in_pool = false;
+	if (t->fenced) {
+		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
+			"dropping its response");
+		drop_sidecars(t);
+		task_free(t);
+		return;
+	}
 	struct classify_input in = {
 		.transport = t->res.transport,
 		.status = t->res.status,
@@ -862,7 +898,7 @@ static void call_done(void *arg, struct http_result *res)
 				   .request_id = t->res.request_id };
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
-	iopool_submit(t->d->pool, parse_work, parse_done, t);
+	pool_submit(t, parse_work, parse_done);
 }
 
 static void send_attempt(struct task *t)
@@ -890,6 +926,7 @@ static void send_attempt(struct task *t)
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
 		.ca_file = d->cfg->ca_file,
 	};
+	drop_sidecars(t);   /* an earlier attempt's response must never be mistaken for this one's */
 	char *partial = sidecar_name(t, "partial");
 	if (t->body_fd >= 0)
 		close(t->body_fd);
@@ -979,8 +1016,10 @@ static void requeue(struct task *t, const char *why)
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
 	char *text = json_array_size(t->attempts) ? job_text_with_state(t) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, SPOOL_NEW, name, text,
-					     strlen(text), t->created_wall_ms)
-		      : spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name);
+					     strlen(text), t->created_wall_ms) : -1;
+	/* Without room for the records, the job itself must still not stay stuck in running/. */
+	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name))
+		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name);
 	free(text);
 	if (rc == 0)
 		drop_sidecars(t);
@@ -1000,6 +1039,15 @@ static void ignore_entry(const char *name, const char *why)
 }
 
 enum start { STARTED, SKIPPED, WAIT };
+
+/* Our records ("imgspool") grow a job file by a few hundred bytes per attempt: they get room of
+ * their own beyond max_job_bytes, so a job near the limit is not locked out by its history. */
+#define RECORD_HEADROOM (64u << 10)
+
+static size_t job_read_cap(const struct dispatch *d)
+{
+	return (size_t)d->cfg->max_job_bytes + RECORD_HEADROOM;
+}
 
 static void set_provider(struct task *t, struct provider_state *prov)
 {
@@ -1079,8 +1127,10 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		refuse_bad_name(d, pe);
 		return SKIPPED;
 	}
-	enum spool_read rr = spool_read_file(dirfd, pe->name, (size_t)d->cfg->max_job_bytes,
-					     &d->readbuf, &st);
+	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
+	if (strset_has(&d->held, id))
+		return WAIT;
+	enum spool_read rr = spool_read_file(dirfd, pe->name, job_read_cap(d), &d->readbuf, &st);
 	if (rr == SPOOL_READ_GONE) {
 		known_del(d, pe->dir, pe->name);
 		return SKIPPED;
@@ -1240,6 +1290,9 @@ static int64_t heartbeat(struct loop *loop, void *arg)
 	(void)loop;
 	struct dispatch *d = arg;
 	for (struct task *t = d->tasks; t; t = t->next) {
+		/* A helper may be setting this very file's mtime (a deferral's due time). */
+		if (t->in_pool)
+			continue;
 		if (utimensat(d->spool->fd[SPOOL_RUNNING], t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
 		    errno == ENOENT && !t->fenced) {
 			t->fenced = true;
@@ -1310,8 +1363,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	struct job_error jerr;
 	struct task *t = task_new(d, id);
 	int fd = d->spool->fd[SPOOL_RUNNING];
-	enum spool_read rr = spool_read_file(fd, running_name, (size_t)d->cfg->max_job_bytes,
-					     &d->readbuf, &st);
+	enum spool_read rr = spool_read_file(fd, running_name, job_read_cap(d), &d->readbuf, &st);
 	if (rr != SPOOL_READ_OK) {
 		log_job(LOG_ERROR, id, "cannot read 'running/%s': %s", running_name, spool_read_reason(rr));
 		task_free(t);
@@ -1333,8 +1385,10 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		     t->job.provider);
 		return;
 	}
+	bool was_probing = prov->probing;
 	set_provider(t, prov);
 	t->is_probe = false;
+	prov->probing = was_probing;
 	if (t->crashes > d->cfg->max_crash_requeues) {
 		fail(t, "crashed", NULL,
 		     "the daemon stopped %d times while this job was running; it is not tried again",
@@ -1373,7 +1427,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
 			"finishing without calling again", status);
 		t->state = T_PARSING;
-		iopool_submit(d->pool, parse_work, parse_done, t);
+		pool_submit(t, parse_work, parse_done);
 		return;
 	}
 	char *partial = sidecar_name(t, "partial");
@@ -1384,6 +1438,29 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	free(partial);
 	requeue(t, "recovered from running/ after a restart");
+}
+
+/* Whether name is one of our temporary files: ".NAME.HOST.PID.RANDOM.tmp", read from the end,
+ * since NAME may itself contain another host's name. */
+static bool is_our_temp(const char *name, const char *host)
+{
+	size_t len = strlen(name), hlen = strlen(host);
+	if (len < 4 || strcmp(name + len - 4, ".tmp"))
+		return false;
+	const char *p = name + len - 4;          /* at ".tmp" */
+	for (int field = 0; field < 2; field++) { /* RANDOM, then PID */
+		const char *q = p;
+		while (q > name && q[-1] != '.')
+			q--;
+		if (q == p || q == name)
+			return false;
+		for (const char *c = q; c < p; c++)
+			if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+				return false;
+		p = q - 1;                        /* at the '.' before the field */
+	}
+	return (size_t)(p - name) > hlen && p[-(long)hlen - 1] == '.' &&
+	       !strncmp(p - hlen, host, hlen);
 }
 
 /* Adopts every job of ours in running/ that no task holds. */
@@ -1416,9 +1493,8 @@ static void adopt_all(struct dispatch *d)
 void dispatch_recover(struct dispatch *d)
 {
 	struct spool_entry *h;
-	char suffix[80], ours[80];
+	char suffix[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
-	xsnprintf(ours, sizeof(ours), ".%s.", d->spool->host_id);
 
 	/* Our temporary files from a run that died mid-write are garbage in every directory. */
 	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
@@ -1426,8 +1502,7 @@ void dispatch_recover(struct dispatch *d)
 			continue;
 		long nh = spool_list_hidden(d->spool, (enum spool_dir)dir, &h);
 		for (long i = 0; i < nh; i++) {
-			size_t len = strlen(h[i].name);
-			if (len > 4 && !strcmp(h[i].name + len - 4, ".tmp") && strstr(h[i].name, ours))
+			if (is_our_temp(h[i].name, d->spool->host_id))
 				unlinkat(d->spool->fd[dir], h[i].name, 0);
 		}
 		spool_entries_free(h, nh);
@@ -1461,8 +1536,21 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
-		if (t->state == T_CALLING || t->state == T_BACKOFF)
+		if (t->state == T_CALLING) {
+			/* The call may finish upstream and be billed: keep it on record. */
+			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
+					     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+			json_array_append_new(t->attempts, result_attempt_json(&a));
+			t->billed_retries++;
 			requeue(t, "shutdown: the grace period ended");
+		} else if (t->state == T_BACKOFF) {
+			requeue(t, "shutdown: the grace period ended");
+		} else if (t->state == T_PUBLISHING && !t->in_pool) {
+			/* Waiting for disk space: the job stays in running/ with its saved response;
+			 * the restart finishes it. */
+			log_job(LOG_WARN, t->id, "shutdown: left in running/ until there is room to publish");
+			task_free(t);
+		}
 		else if (t->state == T_DOWNLOADING)
 			log_job(LOG_WARN, t->id, "shutdown: still downloading a paid image; waiting for it");
 	}
@@ -1505,7 +1593,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	strset_init(&d->known);
 	strset_init(&d->held);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
-	buf_init(&d->readbuf, (size_t)cfg->max_job_bytes);
+	buf_init(&d->readbuf, job_read_cap(d));
 	for (int i = 0; i < cfg->n_providers; i++) {
 		d->providers[i] = (struct provider_state){ .cfg = &cfg->providers[i], .d = d };
 		if (!cfg->providers[i].api_key)

@@ -2,6 +2,7 @@
  *
  * Order matters: a quota error wins over its HTTP status (APIYI sends an exhausted balance as a
  * 429 with the "saturated" message), and a refusal is recognised before a generic 4xx. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,15 +166,16 @@ int64_t retry_after_ms(const char *ra, const char *ra_ms, int64_t now_wall_ms, i
 {
 	int64_t ms = -1;
 	char *end;
+	/* Clamp before converting: a double out of int64_t's range is undefined behaviour. */
 	if (ra_ms && *ra_ms) {
 		double v = strtod(ra_ms, &end);
-		if (end != ra_ms && !*end && v >= 0)
-			ms = (int64_t)v;
+		if (end != ra_ms && !*end && v >= 0 && !isnan(v))
+			ms = v > (double)cap_ms ? cap_ms : (int64_t)v;
 	}
 	if (ms < 0 && ra && *ra) {
 		double v = strtod(ra, &end);
-		if (end != ra && !*end && v >= 0) {
-			ms = (int64_t)(v * 1000);
+		if (end != ra && !*end && v >= 0 && !isnan(v)) {
+			ms = v * 1000 > (double)cap_ms ? cap_ms : (int64_t)(v * 1000);
 		} else {
 			struct tm tm;
 			memset(&tm, 0, sizeof(tm));

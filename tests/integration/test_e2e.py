@@ -212,6 +212,22 @@ def test_no_api_key_waits_then_resumes_on_sighup(env):
     assert d.log().count("is on hold") == 1, "the hold should be logged once"
 
 
+def test_same_id_twice_runs_one_at_a_time(env):
+    # "dup" and "dup.json" name the same task: they must not share running/dup@HOST.json.
+    env.fake.script("dup first", [{"kind": "b64", "delay": 1}])
+    d = env.daemon().start()
+    d.submit("dup", {"prompt": "dup first"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the first call")
+    with open(d.path("tmp", "dup"), "w") as f:
+        json.dump({"prompt": "dup second"}, f)
+    os.rename(d.path("tmp", "dup"), d.path("new", "dup"))
+    wait_for(lambda: env.fake.calls("dup second") == 1, 20, "the second job to run after the first")
+    wait_for(lambda: d.log().count("dup done:") == 2, 20, "both to finish")
+    assert env.fake.calls("dup first") == 1
+    assert_image_for(d.read("done", "dup.png"), "dup second")
+    assert json.load(open(d.path("done", "dup.json")))["prompt"] == "dup second"
+
+
 def test_config_check(env):
     shipped = os.path.join(os.path.dirname(IMGSPOOLD), "..", "..", "etc", "imgspool.ini")
     res = subprocess.run([IMGSPOOLD, "-n", "-c", shipped], capture_output=True, text=True)
@@ -244,5 +260,6 @@ if __name__ == "__main__":
         test_malformed_jobs_fail_with_clear_errors,
         test_sigterm_with_jobs_in_flight_loses_nothing,
         test_no_api_key_waits_then_resumes_on_sighup,
+        test_same_id_twice_runs_one_at_a_time,
         test_config_check,
     ])

@@ -99,6 +99,8 @@ def test_401_holds_jobs_until_the_key_works(env):
     ids = [f"k{i}" for i in range(5)]
     for i in ids:
         d.submit(i, {"prompt": f"key test {i}"})
+    # A probe that ends without a verdict (its reference image is missing) must not end probing.
+    d.submit("bad-probe", {"prompt": "bad probe", "images": ["refs/missing.png"]})
     wait_for(lambda: "is on hold" in d.log(), 10, "the provider to be held")
     wait_for(lambda: all(d.state(i) == "new" for i in ids), 10, "every job back in new/")
     wait_for(lambda: len(env.fake.snapshot()) >= 3, 10, "a few probes")
@@ -106,6 +108,7 @@ def test_401_holds_jobs_until_the_key_works(env):
     env.fake.api_keys = {TEST_KEY}
     for i in ids:
         assert d.wait_finished(i) == "done", i
+    assert d.wait_finished("bad-probe") == "failed"
     assert d.log().count("is on hold") == 1, "held once, logged once"
     assert "works again" in d.log()
 

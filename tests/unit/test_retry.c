@@ -155,6 +155,10 @@ static void test_retry_after(void)
 		{ "soon", "", -1 },
 		{ "-3", "", -1 },
 		{ "999999", "", 3600000 },
+		{ "1e300", "", 3600000 },
+		{ "inf", "", 3600000 },
+		{ "nan", "", -1 },
+		{ "", "1e30", 3600000 },
 	};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		int64_t got = retry_after_ms(v[i].ra, v[i].ms, now, 3600000);
