@@ -284,9 +284,13 @@ static int64_t probe_due(struct loop *loop, void *arg)
 static void provider_hold(struct provider_state *p, const char *reason)
 {
 	struct dispatch *d = p->d;
-	if (!p->held || strcmp(p->hold_reason, reason))
-		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; jobs stay in new/ and are retried "
-			"every %lds or on SIGHUP", p->cfg->name, reason, d->cfg->hold_probe_interval);
+	if ((!p->held || strcmp(p->hold_reason, reason)) && p->cfg->api_key)
+		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; its jobs stay in new/ and one is "
+			"tried every %lds, or at once on SIGHUP", p->cfg->name, reason,
+			d->cfg->hold_probe_interval);
+	else if (!p->held || strcmp(p->hold_reason, reason))
+		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; its jobs stay in new/ until a key is "
+			"configured and the daemon gets SIGHUP", p->cfg->name, reason);
 	p->held = true;
 	p->probing = false;
 	xsnprintf(p->hold_reason, sizeof(p->hold_reason), "%s", reason);
