@@ -10,7 +10,8 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Werror
 LIBS     := -lcurl -ljansson -linih -lpthread -lm
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
+SRC      := $(filter-out src/main.c src/imgspool.c,$(wildcard src/*.c))
+CLI_SRC  := src/job.c src/util.c src/log.c
 HDR      := $(wildcard src/*.h)
 B        := build
 T        := build/test
@@ -21,7 +22,7 @@ INTEG    := $(sort $(wildcard tests/integration/test_*.py))
 
 FUZZ_SECONDS ?= 30
 
-all: $(B)/imgspoold
+all: $(B)/imgspoold $(B)/imgspool
 
 deps:
 	@sh contrib/install-deps.sh
@@ -29,9 +30,15 @@ deps:
 $(B)/imgspoold: src/main.c $(SRC) $(HDR) | $(B)
 	$(CC) $(CFLAGS) -o $@ src/main.c $(SRC) $(LIBS)
 
+$(B)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(B)
+	$(CC) $(CFLAGS) -o $@ src/imgspool.c $(CLI_SRC) -ljansson
+
 # The test build: same code, sanitizers on, used by every test.
 $(T)/imgspoold: src/main.c $(SRC) $(HDR) | $(T)
 	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/main.c $(SRC) $(LIBS)
+
+$(T)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(T)
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/imgspool.c $(CLI_SRC) -ljansson
 
 $(T)/test_%: tests/unit/test_%.c tests/unit/tap.h $(SRC) $(HDR) | $(T)
 	$(CC) $(CFLAGS) -O1 $(SANITIZE) -Isrc -Itests/unit -o $@ $< $(SRC) $(LIBS)
@@ -47,7 +54,7 @@ integration: deps $(T)/imgspoold
 
 # The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
 # executables) and integration tests (executable Python scripts printing TAP) under prove.
-test: deps $(UNIT) $(T)/imgspoold
+test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
 

@@ -228,6 +228,26 @@ def test_same_id_twice_runs_one_at_a_time(env):
     assert json.load(open(d.path("done", "dup.json")))["prompt"] == "dup second"
 
 
+def test_cli_submit_status_wait(env):
+    cli = os.path.join(os.path.dirname(IMGSPOOLD), "imgspool")
+    env.fake.script("via the cli", [{"kind": "b64", "delay": 0.5}])
+    d = env.daemon().start()
+    run = lambda *args, **kw: subprocess.run([cli, "-d", d.spool, *args], capture_output=True,
+                                             text=True, **kw)
+    sub = run("submit", input='{"prompt": "via the cli", "metadata": {"k": 1}}')
+    assert sub.returncode == 0, sub.stderr
+    task_id = sub.stdout.strip()
+    assert d.state(task_id) in ("new", "running", "done"), d.state(task_id)
+    waited = run("wait", "-t", "20", task_id)
+    assert waited.returncode == 0, (waited.returncode, waited.stderr)
+    assert json.loads(waited.stdout)["images"] == [task_id + ".png"]
+    assert run("status", task_id).returncode == 0
+    bad = run("submit", "-i", "bad-one", input='{"prompt": "x", "n": "two"}')
+    assert bad.returncode == 2 and '"n"' in bad.stderr, (bad.returncode, bad.stderr)
+    assert not os.path.exists(d.path("new", "bad-one.json")), "an invalid job was submitted"
+    assert run("status", "no-such-job").returncode == 4
+
+
 def test_config_check(env):
     shipped = os.path.join(os.path.dirname(IMGSPOOLD), "..", "..", "etc", "imgspool.ini")
     res = subprocess.run([IMGSPOOLD, "-n", "-c", shipped], capture_output=True, text=True)
@@ -261,5 +281,6 @@ if __name__ == "__main__":
         test_sigterm_with_jobs_in_flight_loses_nothing,
         test_no_api_key_waits_then_resumes_on_sighup,
         test_same_id_twice_runs_one_at_a_time,
+        test_cli_submit_status_wait,
         test_config_check,
     ])
