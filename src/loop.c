@@ -21,6 +21,7 @@ struct fd_watch {
 	loop_fd_fn *fn;
 	void *arg;
 	bool used;
+	uint32_t generation;     /* tells a reused fd number from the one an event was for */
 };
 
 struct timer {
@@ -51,7 +52,7 @@ struct loop *loop_new(void)
 	loop->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (loop->epfd < 0 || loop->tfd < 0)
 		fatal("cannot create the event loop: %s", strerror(errno));
-	struct epoll_event ev = { .events = EPOLLIN, .data.fd = loop->tfd };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint32_t)loop->tfd };
 	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->tfd, &ev) < 0)
 		fatal("cannot watch the timerfd: %s", strerror(errno));
 	loop->armed_for = -1;
@@ -80,17 +81,20 @@ int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void
 		       (size_t)(n - loop->n_watches) * sizeof(*loop->watches));
 		loop->n_watches = n;
 	}
-	struct epoll_event ev = { .events = events, .data.fd = fd };
-	int op = loop->watches[fd].used ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	struct fd_watch *w = &loop->watches[fd];
+	int op = w->used ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	uint32_t generation = w->used ? w->generation : w->generation + 1;
+	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)generation << 32 | (uint32_t)fd };
 	if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
 		return error("cannot watch fd %d: %s", fd, strerror(errno));
-	loop->watches[fd] = (struct fd_watch){ .fn = fn, .arg = arg, .used = true };
+	*w = (struct fd_watch){ .fn = fn, .arg = arg, .used = true, .generation = generation };
 	return 0;
 }
 
 int loop_mod_fd(struct loop *loop, int fd, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.fd = fd };
+	struct epoll_event ev = { .events = events,
+				  .data.u64 = (uint64_t)loop->watches[fd].generation << 32 | (uint32_t)fd };
 	if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
 		return error("cannot change watch on fd %d: %s", fd, strerror(errno));
 	return 0;
@@ -212,14 +216,17 @@ int loop_run(struct loop *loop)
 			return error("epoll_wait failed: %s", strerror(errno));
 		}
 		for (int i = 0; i < n; i++) {
-			int fd = events[i].data.fd;
-			if (fd == loop->tfd) {
+			int fd = (int)(uint32_t)events[i].data.u64;
+			uint32_t generation = (uint32_t)(events[i].data.u64 >> 32);
+			if (fd == loop->tfd && generation == 0) {
 				run_timers(loop);
 				continue;
 			}
-			/* A callback earlier in this batch may have removed this watch. */
-			if (fd < loop->n_watches && loop->watches[fd].used)
-				loop->watches[fd].fn(loop, fd, events[i].events, loop->watches[fd].arg);
+			/* A callback earlier in this batch may have removed this watch, or even closed
+			 * the fd and watched a new one with the same number: that one's turn is later. */
+			struct fd_watch *w = fd < loop->n_watches ? &loop->watches[fd] : NULL;
+			if (w && w->used && w->generation == generation)
+				w->fn(loop, fd, events[i].events, w->arg);
 		}
 	}
 	return 0;

@@ -142,7 +142,10 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 		return -1;
 	}
 	char *job_name = xasprintf("%s.json", id);
-	rc = spool_rename(sp, SPOOL_RUNNING, running_name, d, job_name);
+	/* A plain rename: done/ID.json carries no host id, so an existing target would not prove
+	 * that this rename won (spool_rename's NFS rule). If a lost reply makes it look failed, the
+	 * retry finds running/ empty and stands down, while the job is in done/. */
+	rc = renameat(sp->fd[SPOOL_RUNNING], running_name, sp->fd[d], job_name);
 	if (rc < 0)
 		xsnprintf(err, errsize, "cannot move 'running/%s' to '%s/%s': %s", running_name,
 			  spool_dir_name(d), job_name, strerror(errno));
