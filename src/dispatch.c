@@ -117,7 +117,7 @@ struct dispatch {
 	struct job_limits limits;
 	struct provider_state providers[CONFIG_MAX_PROVIDERS];
 	struct pending *pending;
-	size_t n_pending, alloc_pending, head;
+	size_t n_pending, alloc_pending;
 	bool disk_full;          /* free space under min_free_mb: claiming nothing */
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
@@ -167,15 +167,13 @@ static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name
 	known_key(dir, name, key, sizeof(key));
 	if (!strset_add(&d->known, key))
 		return;
-	if (d->head > 0 && d->head == d->n_pending)
-		d->head = d->n_pending = 0;
 	if (d->n_pending == d->alloc_pending) {
 		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
 		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
 	}
 	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
 						      .mtime_ns = mtime_ns };
-	if (d->n_pending - d->head > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
+	if (d->n_pending > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
 		d->pending_unsorted = true;
 }
 
@@ -192,7 +190,7 @@ static void pending_sort(struct dispatch *d)
 {
 	if (!d->pending_unsorted)
 		return;
-	qsort(d->pending + d->head, d->n_pending - d->head, sizeof(*d->pending), pending_cmp);
+	qsort(d->pending, d->n_pending, sizeof(*d->pending), pending_cmp);
 	d->pending_unsorted = false;
 }
 
@@ -245,7 +243,7 @@ void dispatch_scan(struct dispatch *d)
 		d->tmp_cleaned = mono_ms();
 		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
 	}
-	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending - d->head);
+	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending);
 }
 
 void dispatch_hint(struct dispatch *d, const char *name)
@@ -1260,11 +1258,11 @@ static bool disk_has_room(struct dispatch *d)
 
 void dispatch_pump(struct dispatch *d)
 {
-	if (d->draining || d->n_pending == d->head || !any_provider_ready(d) || !disk_has_room(d))
+	if (d->draining || d->n_pending == 0 || !any_provider_ready(d) || !disk_has_room(d))
 		return;
 	pending_sort(d);
-	size_t keep = d->head;   /* entries that must wait are compacted to the front */
-	size_t i = d->head;
+	size_t keep = 0;   /* entries that must wait are compacted to the front */
+	size_t i = 0;
 	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
 		struct pending *pe = &d->pending[i];
 		if (try_start(d, pe) == WAIT) {
@@ -1625,7 +1623,7 @@ void dispatch_free(struct dispatch *d)
 		loop_del_timer(d->loop, d->deferred_timer);
 	for (int i = 0; i < d->cfg->n_providers; i++)
 		free(d->providers[i].starts);
-	for (size_t i = d->head; i < d->n_pending; i++)
+	for (size_t i = 0; i < d->n_pending; i++)
 		pending_free(&d->pending[i]);
 	free(d->pending);
 	strset_release(&d->known);
