@@ -147,6 +147,16 @@ def test_429_storm_pauses_the_provider(env):
         assert r["billed_attempts"] == 1, r
 
 
+def test_provider_concurrency_caps_calls_in_flight(env):
+    env.fake.default = {"kind": "b64", "delay": 0.3}
+    d = env.daemon(spool__concurrency=8, provider__concurrency=3).start()
+    for i in range(12):
+        d.submit(f"p{i}", {"prompt": f"provider cap {i}"})
+    for i in range(12):
+        assert d.wait_finished(f"p{i}") == "done"
+    assert env.fake.max_inflight == 3, f"{env.fake.max_inflight} in flight, the provider allows 3"
+
+
 def test_edit_with_two_references_and_a_mask(env):
     d = env.daemon().start()
     os.makedirs(d.path("refs"), exist_ok=True)
@@ -199,6 +209,7 @@ if __name__ == "__main__":
         test_401_holds_jobs_until_the_key_works,
         test_quota_exhausted_429_is_not_retried,
         test_429_storm_pauses_the_provider,
+        test_provider_concurrency_caps_calls_in_flight,
         test_edit_with_two_references_and_a_mask,
         test_reference_paths_cannot_leave_the_spool,
     ])
