@@ -91,15 +91,6 @@ int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void
 	return 0;
 }
 
-int loop_mod_fd(struct loop *loop, int fd, uint32_t events)
-{
-	struct epoll_event ev = { .events = events,
-				  .data.u64 = (uint64_t)loop->watches[fd].generation << 32 | (uint32_t)fd };
-	if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
-		return error("cannot change watch on fd %d: %s", fd, strerror(errno));
-	return 0;
-}
-
 void loop_del_fd(struct loop *loop, int fd)
 {
 	if (fd < 0 || fd >= loop->n_watches || !loop->watches[fd].used)

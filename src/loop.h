@@ -18,8 +18,8 @@ typedef void loop_hook_fn(struct loop *loop, void *arg);
 struct loop *loop_new(void);
 void loop_free(struct loop *loop);
 
+/* Adds a watch, or changes the events and callback of an existing one. */
 int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void *arg);
-int loop_mod_fd(struct loop *loop, int fd, uint32_t events);
 void loop_del_fd(struct loop *loop, int fd);
 
 /* A timer firing after ms milliseconds (0 = on the next turn). Returns an id > 0. */
