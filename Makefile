@@ -18,7 +18,7 @@ T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
 INTEG    := $(sort $(wildcard tests/integration/test_*.py))
 
-.PHONY: all deps test unit integration fuzz bench run demo clean
+.PHONY: all deps test unit integration fuzz bench run demo install clean
 
 FUZZ_SECONDS ?= 30
 
@@ -54,7 +54,7 @@ integration: deps $(T)/imgspoold
 
 # The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
 # executables) and integration tests (executable Python scripts printing TAP) under prove.
-test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool
+test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool $(B)/imgspoold $(B)/imgspool
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
 
@@ -65,11 +65,12 @@ fuzz: deps
 bench: deps $(B)/imgspoold
 	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
 
-run: deps $(B)/imgspoold
+# The quick start: both binaries, so build/imgspool is there to submit with.
+run: deps $(B)/imgspoold $(B)/imgspool
 	$(B)/imgspoold -c etc/imgspool.ini
 
-demo: deps $(B)/imgspoold
-	python3 contrib/demo.py $(B)/imgspoold
+demo: deps $(B)/imgspoold $(B)/imgspool
+	python3 contrib/demo.py $(B)/imgspoold $(B)/imgspool
 
 clean:
 	rm -rf $(B)

@@ -1,15 +1,34 @@
 #!/bin/sh
 # Installs what imgspool needs to build and test, on Debian/Ubuntu, only when something is missing.
+# Every package any test uses is here: no test installs anything itself (a missing tool fails the
+# test, saying to run this script).
+#   build:            gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev
+#   fuzzers:          clang libclang-rt-14-dev
+#   tests:            perl (prove) python3
+#   NFS test:         openssh-server openssh-client sshfs fuse3 (tests/lib/sshfs.py)
+#   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd (systemd-analyze)
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev perl python3 \
-	clang libclang-rt-14-dev; do
+	clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
+	prometheus mandoc man-db systemd; do
 	have_pkg "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
+# The postinst scripts of openssh-server and prometheus would start system services: a
+# policy-rc.d answering 101 ("action forbidden") stops invoke-rc.d from doing so.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# temporary, from imgspool contrib/install-deps.sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+	$SUDO chmod 755 "$policy"
+	made_policy=1
+fi
+trap 'if [ -n "$made_policy" ]; then $SUDO rm -f "$policy"; fi' EXIT
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends $need
+$SUDO apt-get install -y -qq --no-install-recommends \
+	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need

@@ -4,6 +4,7 @@ called once, and a dead daemon's jobs are reclaimed after its lease, never publi
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -30,6 +31,7 @@ def test_two_hosts_share_one_spool(env):
     try:
         mounts = TwoMounts(base).open()
     except SshfsUnavailable as e:
+        shutil.rmtree(base, ignore_errors=True)
         raise AssertionError(f"no network file system for the test: {e}")
     try:
         export = os.path.join(mounts.export, "spool")
@@ -86,6 +88,7 @@ def test_two_hosts_share_one_spool(env):
         for d in env.daemons:
             d.kill()
         mounts.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

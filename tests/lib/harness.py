@@ -6,6 +6,7 @@ checked for sanitizer reports and for the API key, which must never appear.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,14 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fake"))
 from upstream import FakeUpstream  # noqa: E402  (path set above)
 
 IMGSPOOLD = os.environ.get("IMGSPOOLD", os.path.join(ROOT, "build", "test", "imgspoold"))
+IMGSPOOL = os.path.join(os.path.dirname(IMGSPOOLD), "imgspool")
+
+# Every temporary file of a test file's run (its own, the daemons', the helpers') goes below one
+# private directory, so run_tests() can tell that nothing was left behind, whatever other
+# processes on the machine do with /tmp.
+SCRATCH = tempfile.mkdtemp(prefix="imgspool-run-")
+tempfile.tempdir = SCRATCH
+os.environ["TMPDIR"] = SCRATCH
 TEST_KEY = "sk-test-9f2c7e1d5b3a4c6e8f0a1b2c3d4e5f60"
 
 
@@ -69,15 +78,23 @@ class Daemon:
                     f.write(f"{k} = {v}\n")
 
     # -- process ------------------------------------------------------------------------------
-    def start(self, wait_ready=True):
+    def start(self, wait_ready=True, journal=False, extra_env=None):
+        """journal=True: the log file poses as the journal's stream (JOURNAL_STREAM names it)."""
         env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_USEC", None)
+        env.update(extra_env or {})
         env.pop("IMGSPOOL_TEST_KEY", None)
         if self.key and not self.key_file:
             env["IMGSPOOL_TEST_KEY"] = self.key
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-        self.log_offset = self.log_size()
+        self.log_offset = len(self.log())
         self.logf = open(self.log_path, "a")
+        if journal:
+            st = os.fstat(self.logf.fileno())
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         self.proc = subprocess.Popen([IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf, env=env)
         if wait_ready:
@@ -124,12 +141,19 @@ class Daemon:
         except OSError:
             return 0
 
-    def log(self):
+    STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d ", re.M)
+
+    def raw_log(self):
+        """The log file as written: each line starts with its time."""
         try:
             with open(self.log_path, errors="replace") as f:
                 return f.read()
         except OSError:
             return ""
+
+    def log(self):
+        """The log without the time at the start of each line, so tests can match "^ID ..."."""
+        return self.STAMP.sub("", self.raw_log())
 
     def write_key_file(self, key):
         with open(self.key_file, "w") as f:
@@ -251,5 +275,17 @@ def run_tests(tests):
             for d in env.daemons:
                 print(f"#   daemon dir kept: {d.dir}")
             sys.stdout.flush()
+    n += 1
+    left = sorted(os.listdir(SCRATCH))
+    if failed:   # a failed test keeps its daemons' directories to look at
+        left = [name for name in left if not name.startswith("imgspool-test-")]
+    if left:
+        failed += 1
+        print(f"not ok {n} - the tests left nothing in the temporary directory")
+        print(f"#   left behind in {SCRATCH}: {', '.join(left)}")
+    else:
+        print(f"ok {n} - the tests left nothing in the temporary directory")
+        if not failed:
+            shutil.rmtree(SCRATCH, ignore_errors=True)
     print(f"1..{n}")
     sys.exit(1 if failed else 0)

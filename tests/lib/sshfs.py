@@ -17,12 +17,12 @@ are fetched from the server every time, like NFS with actimeo=0) so a test does 
 cache expiry. Rename goes through OpenSSH's posix-rename extension, so it is atomic and replaces
 an existing target without `workaround=rename` (which would make it non-atomic).
 
-ensure_installed() apt-installs openssh-server, openssh-client, sshfs and fuse3 when missing
-(it needs root and the package mirror); SshfsUnavailable says why when that or FUSE is not
-possible, so a test can skip. Cleanup never raises and leaves no mount behind.
+ensure_installed() checks that openssh-server, openssh-client, sshfs and fuse3 are there (it never
+installs them: contrib/install-deps.sh does); SshfsUnavailable says what is missing, and the test
+fails with that message. Cleanup never raises and leaves no mount behind.
 
 Checked by the self-check on Debian 12 (sshfs 3.7.3, FUSE 3.14): the mounts come up in about
-1 s (about 10 s more the first time, when it has to apt-get). A write via one mount shows up via
+1 s. A write via one mount shows up via
 the other at once. rename() is atomic, and a second rename of the same source via the other
 mount fails with ENOENT. inotify on one mount never sees writes made via the other mount or
 straight on the export.
@@ -94,54 +94,18 @@ def _run(argv, timeout=60, env=None, check=True):
     return proc
 
 
-_apt_updated = False
-
-
 def _missing_tools():
     return [t for t in ("sshd", "sshfs", "ssh-keygen", "ssh") if not _which(t)] + \
         ([] if _which("fusermount3") or _which("fusermount") else ["fusermount3"])
 
 
 def ensure_installed():
-    """Installs sshd, sshfs, ssh-keygen and fuse3 if missing; raises SshfsUnavailable if it can't."""
-    global _apt_updated
+    """Raises SshfsUnavailable, saying what to install, when a tool is missing: tests never
+    install packages (contrib/install-deps.sh does, and `make test` runs it first)."""
     missing = _missing_tools()
     if missing:
-        if os.geteuid() != 0:
-            raise SshfsUnavailable(f"missing {', '.join(missing)} and not root to apt-get them")
-        if not _which("apt-get"):
-            raise SshfsUnavailable(f"missing {', '.join(missing)} and no apt-get")
-        env = _env()
-        env["DEBIAN_FRONTEND"] = "noninteractive"
-        env["NEEDRESTART_MODE"] = "a"
-        # openssh-server's postinst would start the system sshd: a policy-rc.d that answers
-        # 101 ("action forbidden") stops invoke-rc.d from doing so, container or not.
-        policy = "/usr/sbin/policy-rc.d"
-        made_policy = False
-        if not os.path.exists(policy):
-            try:
-                with open(policy, "w") as f:
-                    f.write("#!/bin/sh\n# temporary, from imgspool tests/lib/sshfs.py\nexit 101\n")
-                os.chmod(policy, 0o755)
-                made_policy = True
-            except OSError:
-                pass
-        try:
-            if not _apt_updated:
-                _run(["apt-get", "update", "-qq"], timeout=600, env=env)
-                _apt_updated = True
-            _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                  "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
-                 + PACKAGES, timeout=900, env=env)
-        finally:
-            if made_policy:
-                try:
-                    os.unlink(policy)
-                except OSError:
-                    pass
-        missing = _missing_tools()
-        if missing:
-            raise SshfsUnavailable(f"still missing after apt-get install: {', '.join(missing)}")
+        raise SshfsUnavailable(f"missing {', '.join(missing)}: run contrib/install-deps.sh "
+                               f"(it installs {' '.join(PACKAGES)})")
     if not os.path.exists("/dev/fuse"):
         raise SshfsUnavailable("/dev/fuse is missing (FUSE not available in this container)")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
