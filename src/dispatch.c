@@ -283,11 +283,11 @@ static void provider_hold(struct provider_state *p, const char *reason)
 {
 	struct dispatch *d = p->d;
 	if ((!p->held || strcmp(p->hold_reason, reason)) && p->cfg->api_key)
-		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; its jobs stay in new/ and one is "
+		log_msg(LOG_WARN, "provider '%s' is on hold: %s; its jobs stay in new/ and one is "
 			"tried every %lds, or at once on SIGHUP", p->cfg->name, reason,
 			d->cfg->hold_probe_interval);
 	else if (!p->held || strcmp(p->hold_reason, reason))
-		log_msg(LOG_ERROR, "provider '%s' is on hold: %s; its jobs stay in new/ until a key is "
+		log_msg(LOG_WARN, "provider '%s' is on hold: %s; its jobs stay in new/ until a key is "
 			"configured and the daemon gets SIGHUP", p->cfg->name, reason);
 	p->held = true;
 	p->probing = false;

@@ -1,9 +1,17 @@
 /* log.c - one line per event on stderr. A line is written with a single write(2) so lines from
- * the loop and the I/O threads never interleave mid-line. */
+ * the loop and the I/O threads never interleave mid-line.
+ *
+ * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
+ * to the device and inode of the stream it gave us), each line starts with its syslog priority
+ * "<3>" (error), "<4>" (warning), "<6>" (info) or "<7>" (debug), so `journalctl -p warning` shows
+ * what needs an operator, and carries no time of its own (the journal stamps it). Anywhere else
+ * (a terminal, a file, a pipe) a line starts with the local time, ISO 8601 with milliseconds. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -12,19 +20,47 @@
 
 static enum log_level current_level = LOG_INFO;
 static const char *level_tag[] = { "error: ", "warning: ", "", "debug: " };
+static const char level_priority[] = { '3', '4', '6', '7' };
+static int to_journal = -1;    /* -1 = not looked at yet */
 
 void log_set_level(enum log_level level)
 {
 	current_level = level;
 }
 
+bool log_stream_is_journal(const char *journal_stream, int fd)
+{
+	unsigned long long dev, ino;
+	struct stat st;
+	char end;
+	if (!journal_stream || sscanf(journal_stream, "%llu:%llu%c", &dev, &ino, &end) != 2)
+		return false;
+	return fstat(fd, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
+void log_init(void)
+{
+	to_journal = log_stream_is_journal(getenv("JOURNAL_STREAM"), STDERR_FILENO);
+}
+
 __attribute__((format(printf, 3, 0)))
 static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
 {
-	char line[2048];
+	char line[2048], stamp[48];
 	if (level > current_level)
 		return;
-	int n = snprintf(line, sizeof(line), "%s %s", prefix, level_tag[level]);
+	if (to_journal < 0)
+		log_init();
+	if (to_journal)
+		xsnprintf(stamp, sizeof(stamp), "<%c>", level_priority[level]);
+	else {
+		format_time_iso8601(wall_ms(), stamp, sizeof(stamp) - 1);
+		size_t sl = strlen(stamp);
+		stamp[sl] = ' ';
+		stamp[sl + 1] = '\0';
+	}
+	int n = snprintf(line, sizeof(line), "%s%s %s", stamp, prefix, level_tag[level]);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

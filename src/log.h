@@ -1,13 +1,19 @@
 /* log.h - one logger for the daemon: one line per event on stderr.
- * Lines about a job start with the job id; daemon lines start with "imgspoold:". */
+ * Lines about a job start with the job id; daemon lines start with "imgspoold:". Before those,
+ * a line carries its syslog priority ("<4>") when stderr is the journal, else the local time. */
 #ifndef LOG_H
 #define LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_level(enum log_level level);
+/* Looks once whether stderr is the journal; call before any thread logs. */
+void log_init(void);
+/* Whether fd is the stream JOURNAL_STREAM ("DEVICE:INODE") names. */
+bool log_stream_is_journal(const char *journal_stream, int fd);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A line about one job: "<id> <message>". */
 void log_job(enum log_level level, const char *id, const char *fmt, ...)

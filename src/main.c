@@ -92,6 +92,7 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	bool check_only = false;
 	int opt;
+	log_init();
 	while ((opt = getopt(argc, argv, "c:nvh")) != -1) {
 		switch (opt) {
 		case 'c':
