@@ -312,22 +312,37 @@ out:
 	return rc;
 }
 
-/* Reads the key file, warning when others can read it. Returns NULL with problem set. */
+#define KEY_FILE_MAX 4096   /* bytes: a key file is one line */
+
+/* Reads the key file, warning when others can read it. Returns NULL with problem set. Opened
+ * without blocking or following a symlink, and only read when it is a small regular file: a
+ * FIFO or a device there must not hang start-up or SIGHUP. */
 static char *read_key_file(const char *path, char *problem, size_t psize)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	struct stat st;
-	char buf[1024];
+	char buf[KEY_FILE_MAX + 1];
 	ssize_t n = -1;
 	if (fd < 0) {
-		xsnprintf(problem, psize, "cannot open api_key_file '%s': %s", path, strerror(errno));
+		xsnprintf(problem, psize, "cannot open api_key_file '%s': %s", path,
+			  errno == ELOOP ? "it is a symlink" : strerror(errno));
 		return NULL;
 	}
-	if (fstat(fd, &st) == 0 && (st.st_mode & 0077))
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		xsnprintf(problem, psize, "api_key_file '%s' is not a regular file", path);
+		return NULL;
+	}
+	if (st.st_size > KEY_FILE_MAX) {
+		close(fd);
+		xsnprintf(problem, psize, "api_key_file '%s' is larger than %d bytes: it should hold "
+			  "the key alone", path, KEY_FILE_MAX);
+		return NULL;
+	}
+	if (st.st_mode & 0077)
 		log_warn("api_key_file '%s' is readable by group or others (mode %03o): chmod 600 it",
 			 path, (unsigned)(st.st_mode & 0777));
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-		n = read(fd, buf, sizeof(buf) - 1);
+	n = read(fd, buf, KEY_FILE_MAX);
 	close(fd);
 	if (n <= 0) {
 		xsnprintf(problem, psize, "api_key_file '%s' is empty or unreadable", path);

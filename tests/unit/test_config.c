@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -71,6 +72,37 @@ int main(void)
 	ok(!cfg.providers[1].api_key && strstr(cfg.providers[1].key_problem, "cannot open"),
 	   "a missing key file is a key problem, not a failure");
 	config_release(&cfg);
+
+	/* A FIFO, a huge file or a symlink as the key file: a key problem at once, never a hang
+	 * (the alarm turns a hang into a failure). */
+	char *fifo = xasprintf("%s/fifo.key", dir), *big = xasprintf("%s/big.key", dir),
+	     *link = xasprintf("%s/link.key", dir);
+	mkfifo(fifo, 0600);
+	FILE *bf = fopen(big, "w");
+	for (int i = 0; i < 1000; i++)
+		fputs("sk-0123456789", bf);
+	fclose(bf);
+	(void)!symlink(big, link);
+	char *text = xasprintf("[provider f]\napi_key_file = %s\n[provider b]\napi_key_file = %s\n"
+			       "[provider l]\napi_key_file = %s\n", fifo, big, link);
+	ok(load(text, &cfg, err, sizeof(err)) == 0, "key file config: %s", err);
+	alarm(10);
+	config_load_keys(&cfg);
+	alarm(0);
+	ok(!cfg.providers[0].api_key && strstr(cfg.providers[0].key_problem, "not a regular file"),
+	   "a FIFO key file is refused without blocking: %s", cfg.providers[0].key_problem);
+	ok(!cfg.providers[1].api_key && strstr(cfg.providers[1].key_problem, "larger than"),
+	   "an oversized key file is refused: %s", cfg.providers[1].key_problem);
+	ok(!cfg.providers[2].api_key && strstr(cfg.providers[2].key_problem, "symlink"),
+	   "a symlinked key file is refused: %s", cfg.providers[2].key_problem);
+	config_release(&cfg);
+	unlink(fifo);
+	unlink(big);
+	unlink(link);
+	free(fifo);
+	free(big);
+	free(link);
+	free(text);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int rc = load(bad[i].text, &cfg, err, sizeof(err));
