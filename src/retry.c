@@ -39,6 +39,19 @@ static bool is_refusal_code(const char *code)
 	return eq(code, "moderation_blocked") || eq(code, "content_policy_violation");
 }
 
+static bool is_rate_code(const char *code, const char *status)
+{
+	return eq(code, "rate_limit_exceeded") || eq(code, "rate_limited") || eq(code, "429") ||
+	       eq(status, "RESOURCE_EXHAUSTED");
+}
+
+static bool is_unavailable_code(const char *code, const char *status)
+{
+	return eq(code, "500") || eq(code, "502") || eq(code, "503") || eq(code, "504") ||
+	       eq(code, "model_not_found") || eq(code, "do_request_failed") ||
+	       eq(status, "UNAVAILABLE") || eq(status, "INTERNAL");
+}
+
 static bool is_auth_code(const char *code)
 {
 	return eq(code, "invalid_api_key") || eq(code, "invalid_token") || eq(code, "PERMISSION_DENIED") ||
@@ -98,12 +111,23 @@ void retry_classify(const struct classify_input *in, struct outcome *o)
 	}
 
 	long s = in->status;
+	const char *code = r->error_code;
 	copy_upstream(o, r);
 	if (s >= 200 && s < 300) {
 		if (r->n_images > 0 || r->n_urls > 0) {
 			set(o, DECIDE_SUCCEEDED, BILLED_YES, NULL, NULL);
 			return;
 		}
+		/* A 2xx carrying only an error envelope: its code says what happened, as if it had
+		 * come with the matching status. A refusal or an unknown code stays a billed refusal. */
+		if (is_quota_code(code) || is_rate_code(code, r->error_status))
+			s = 429;
+		else if (is_auth_code(code) || is_auth_code(r->error_status))
+			s = 401;
+		else if (is_unavailable_code(code, r->error_status))
+			s = 503;
+	}
+	if (s >= 200 && s < 300) {
 		if (!r->is_json || r->n_bad_images > 0) {
 			set(o, DECIDE_RETRY_BILLED, BILLED_YES, "bad_response",
 			    "the image service returned a damaged answer");
@@ -117,7 +141,6 @@ void retry_classify(const struct classify_input *in, struct outcome *o)
 		return;
 	}
 
-	const char *code = r->error_code;
 	if ((s == 429 || s == 403 || s == 402) && is_quota_code(code)) {
 		set(o, DECIDE_HOLD, BILLED_NO, "quota_exhausted",
 		    "the account's balance or quota is exhausted; jobs wait until it is topped up");

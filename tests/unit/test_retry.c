@@ -141,6 +141,51 @@ static void test_classify(void)
 	}
 }
 
+/* HTTP 200 whose body is only an {"error":{...}} envelope: classified by its code. */
+static const struct envelope_row {
+	const char *name;
+	const char *code, *status;  /* error.code, Google's error.status */
+	enum decision decision;
+	enum billed billed;
+	const char *want_code;
+} envelope_rows[] = {
+	{ "200 insufficient_user_quota", "insufficient_user_quota", NULL, DECIDE_HOLD, BILLED_NO,
+	  "quota_exhausted" },
+	{ "200 pre_consume quota", "pre_consume_token_quota_failed", NULL, DECIDE_HOLD, BILLED_NO,
+	  "quota_exhausted" },
+	{ "200 rate_limit_exceeded", "rate_limit_exceeded", NULL, DECIDE_RETRY, BILLED_NO,
+	  "rate_limited" },
+	{ "200 google 429 RESOURCE_EXHAUSTED", "429", "RESOURCE_EXHAUSTED", DECIDE_RETRY, BILLED_NO,
+	  "rate_limited" },
+	{ "200 invalid_api_key", "invalid_api_key", NULL, DECIDE_HOLD, BILLED_NO, "auth" },
+	{ "200 google PERMISSION_DENIED", "403", "PERMISSION_DENIED", DECIDE_HOLD, BILLED_NO, "auth" },
+	{ "200 google 503 UNAVAILABLE", "503", "UNAVAILABLE", DECIDE_RETRY, BILLED_NO,
+	  "upstream_unavailable" },
+	{ "200 model_not_found", "model_not_found", NULL, DECIDE_RETRY, BILLED_NO,
+	  "upstream_unavailable" },
+	{ "200 moderation_blocked", "moderation_blocked", NULL, DECIDE_FAIL, BILLED_YES,
+	  "content_refused" },
+	{ "200 unknown code", "something_else", NULL, DECIDE_FAIL, BILLED_YES, "content_refused" },
+};
+
+static void test_envelope_200(void)
+{
+	for (size_t i = 0; i < sizeof(envelope_rows) / sizeof(envelope_rows[0]); i++) {
+		const struct envelope_row *r = &envelope_rows[i];
+		struct response resp = { .is_json = true, .error_code = (char *)r->code,
+					 .error_status = (char *)r->status, .error_message = "oops",
+					 .candidates_tokens = -1, .retry_delay_ms = -1 };
+		struct classify_input in = { .transport = HTTP_DONE, .status = 200, .retry_after = "",
+					     .retry_after_ms = "", .resp = &resp,
+					     .now_wall_ms = 1764000000000 };
+		struct outcome o;
+		retry_classify(&in, &o);
+		ok(o.decision == r->decision, "%s: decision %s", r->name, decision_name(o.decision));
+		ok(o.billed == r->billed, "%s: billed %s", r->name, billed_name(o.billed));
+		is_str(o.code, r->want_code, "%s: code", r->name);
+	}
+}
+
 static void test_retry_after(void)
 {
 	int64_t now = 1764000000000; /* 2025-11-24T16:00:00Z */
@@ -190,6 +235,7 @@ static void test_backoff(void)
 int main(void)
 {
 	test_classify();
+	test_envelope_200();
 	test_retry_after();
 	test_backoff();
 	return tap_done();
