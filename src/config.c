@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "secret.h"
 #include "util.h"
 #include "banned.h"
 
@@ -369,12 +370,14 @@ void config_load_keys(struct config *cfg)
 		}
 		if (p->api_key_file) {
 			p->api_key = read_key_file(p->api_key_file, p->key_problem, sizeof(p->key_problem));
+			secret_register(p->api_key);
 			continue;
 		}
 		const char *v = p->api_key_env ? getenv(p->api_key_env) : NULL;
-		if (v && *v)
+		if (v && *v) {
 			p->api_key = xstrdup(v);
-		else
+			secret_register(p->api_key);
+		} else
 			xsnprintf(p->key_problem, sizeof(p->key_problem),
 				  "no API key: set the environment variable %s or api_key_file in [provider %s]",
 				  p->api_key_env ? p->api_key_env : "(none)", p->name);

@@ -31,6 +31,7 @@
 #include "loop.h"
 #include "result.h"
 #include "retry.h"
+#include "secret.h"
 #include "spool.h"
 #include "upstream.h"
 #include "util.h"
@@ -592,6 +593,7 @@ static void download_done(void *arg, struct http_result *res)
 	struct task *t = arg;
 	struct dispatch *d = t->d;
 	t->xfer = NULL;
+	res->body_len = secret_redact(res->body, res->body_len);
 	const unsigned char *body = (const unsigned char *)res->body;
 	const char *ext = image_ext_from_magic(body, res->body_len);
 	if (res->transport == HTTP_DONE && res->status == 200 && ext) {
@@ -824,6 +826,15 @@ static void decide(struct task *t)
 static void parse_work(void *arg)
 {
 	struct task *t = arg;
+	/* An upstream may quote the key back: nothing it sent is kept with a secret in it. */
+	size_t len = secret_redact(t->res.body, t->res.body_len);
+	if (len != t->res.body_len) {
+		t->res.body[len] = '\0';
+		t->res.body_len = len;
+		if (t->body_fd >= 0 && (ftruncate(t->body_fd, 0) < 0 ||
+					pwrite(t->body_fd, t->res.body, len, 0) != (ssize_t)len))
+			t->res.body_fd_failed = true;
+	}
 	if (t->body_fd >= 0) {
 		/* A complete response is made durable under its final name before anyone acts on it:
 		 * from here a crash finishes the job from the file instead of paying again. */
@@ -866,6 +877,9 @@ static void parse_done(void *arg)
 		.now_wall_ms = wall_ms(),
 	};
 	retry_classify(&in, &t->outcome);
+	/* The body was redacted, but a parsed string may have spelt a secret with JSON escapes. */
+	secret_redact_str(t->outcome.upstream_message);
+	secret_redact_json(t->resp.usage);
 	struct attempt *a = &t->cur;
 	a->outcome = decision_name(t->outcome.decision);
 	a->billed = billed_name(t->outcome.billed);
@@ -893,6 +907,9 @@ static void call_done(void *arg, struct http_result *res)
 	free(t->res.body);
 	t->res = *res;
 	res->body = NULL;  /* stolen */
+	secret_redact_str(t->res.request_id);
+	secret_redact_str(t->res.retry_after);
+	secret_redact_str(t->res.retry_after_ms);
 	t->cur = (struct attempt){ .started_wall_ms = res->started_wall_ms,
 				   .latency_ms = res->latency_ms,
 				   .http_status = res->transport == HTTP_DONE ? res->status : 0,

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
+#include "secret.h"
 #include "loop.h"
 #include "spool.h"
 #include "util.h"
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
 	spool_close(&dm.spool);
 	close(dm.sigfd);
 	config_release(&dm.cfg);
+	secret_clear();
 	curl_global_cleanup();
 	log_info("stopped");
 	return rc < 0 ? 1 : 0;

@@ -409,6 +409,10 @@ _ERRORS: dict[str, Callable[[_Ctx], Reply]] = {
     "403_quota": lambda ctx: _error(403, {
         "message": "用户额度不足, 剩余额度: ＄0.000000", "type": "new_api_error",
         "code": "insufficient_user_quota"}),
+    # A gateway that quotes the caller's key back in full (new-api forks have done so).
+    "400_key_echo": lambda ctx: _error(400, {
+        "message": ctx.suffix(f"invalid request for token {ctx.bearer}: unsupported size"),
+        "type": "invalid_request_error", "param": "size", "code": "invalid_size"}),
     "400_moderation": lambda ctx: _moderation(ctx, 400),
     "403_moderation": lambda ctx: _moderation(ctx, 403),
     "400_content_policy": lambda ctx: _error(400, {

@@ -1,0 +1,107 @@
+/* secret.c - the registry of secrets and the redaction of text taken from outside.
+ *
+ * A short list guarded by a mutex: the loop thread registers (start-up, SIGHUP), helper threads
+ * redact response bodies. Redaction shrinks in place, so it never allocates and never fails. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "secret.h"
+#include "util.h"
+#include "banned.h"
+
+#define SECRET_MIN 4
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char **secrets;
+static size_t n_secrets;
+
+void secret_register(const char *value)
+{
+	if (!value || strlen(value) < SECRET_MIN)
+		return;
+	pthread_mutex_lock(&lock);
+	bool known = false;
+	for (size_t i = 0; i < n_secrets && !known; i++)
+		known = !strcmp(secrets[i], value);
+	if (!known) {
+		secrets = xrealloc(secrets, (n_secrets + 1) * sizeof(*secrets));
+		secrets[n_secrets++] = xstrdup(value);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+/* Replaces each occurrence of one secret; returns the new length. */
+static size_t redact_one(char *buf, size_t len, const char *secret)
+{
+	size_t slen = strlen(secret), mlen = strlen(SECRET_MARK);
+	size_t out = 0, in = 0;
+	while (in < len) {
+		const char *hit = memmem(buf + in, len - in, secret, slen);
+		size_t upto = hit ? (size_t)(hit - buf) : len;
+		memmove(buf + out, buf + in, upto - in);
+		out += upto - in;
+		if (!hit)
+			break;
+		if (slen >= mlen) {
+			memcpy(buf + out, SECRET_MARK, mlen);
+			out += mlen;
+		} else {
+			memset(buf + out, '*', slen);
+			out += slen;
+		}
+		in = upto + slen;
+	}
+	return out;
+}
+
+size_t secret_redact(char *buf, size_t len)
+{
+	if (!buf || !len)
+		return len;
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n_secrets; i++)
+		len = redact_one(buf, len, secrets[i]);
+	pthread_mutex_unlock(&lock);
+	return len;
+}
+
+void secret_redact_str(char *s)
+{
+	if (s)
+		s[secret_redact(s, strlen(s))] = '\0';
+}
+
+void secret_redact_json(json_t *v)
+{
+	size_t i;
+	const char *key;
+	json_t *item;
+	if (json_is_string(v)) {
+		char *copy = xstrndup(json_string_value(v), json_string_length(v));
+		size_t len = secret_redact(copy, json_string_length(v));
+		if (len != json_string_length(v))
+			json_string_setn(v, copy, len);
+		free(copy);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, item)
+			secret_redact_json(item);
+	} else if (json_is_object(v)) {
+		json_object_foreach(v, key, item)
+			secret_redact_json(item);
+	}
+}
+
+void secret_clear(void)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n_secrets; i++) {
+		explicit_bzero(secrets[i], strlen(secrets[i]));
+		free(secrets[i]);
+	}
+	free(secrets);
+	secrets = NULL;
+	n_secrets = 0;
+	pthread_mutex_unlock(&lock);
+}
