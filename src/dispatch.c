@@ -1321,6 +1321,28 @@ static int64_t heartbeat(struct loop *loop, void *arg)
 	return heartbeat_interval_ms(d);
 }
 
+/* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
+ * 524 as much as a 200), so a response the dead host saved is used, never paid again. */
+static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
+{
+	struct spool_entry *h;
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *prefix = xasprintf(".%s@%s.", id, owner);
+	size_t plen = strlen(prefix);
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	for (long i = 0; i < nh; i++) {
+		const char *sfx = h[i].name + plen;
+		if (strncmp(h[i].name, prefix, plen) ||
+		    (strcmp(sfx, "partial") && strncmp(sfx, "response.", 9)))
+			continue;
+		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
+		renameat(fd, h[i].name, fd, to);
+		free(to);
+	}
+	spool_entries_free(h, nh);
+	free(prefix);
+}
+
 /* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
  * with one rename (one winner), with the dead host's saved response if any, then handled as a
  * job of ours left by a crash. */
@@ -1334,7 +1356,6 @@ static void reclaim_stale(struct dispatch *d)
 	}
 	int64_t now = spool_server_now(d->spool);
 	int64_t lease_ms = d->cfg->lease_timeout * 1000;
-	int fd = d->spool->fd[SPOOL_RUNNING];
 	bool took = false;
 	for (long i = 0; now > 0 && i < n; i++) {
 		const char *name = e[i].name, *at = strrchr(name, '@');
@@ -1348,15 +1369,7 @@ static void reclaim_stale(struct dispatch *d)
 			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
-				/* Its sidecars come along, so a response it had saved is not paid again. */
-				const char *sfx[] = { "partial", "response.200" };
-				for (size_t k = 0; k < ARRAY_SIZE(sfx); k++) {
-					char *from = xasprintf(".%s@%s.%s", id, owner, sfx[k]);
-					char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx[k]);
-					renameat(fd, from, fd, to);
-					free(from);
-					free(to);
-				}
+				take_sidecars(d, id, owner);
 				took = true;
 			}
 			free(mine);

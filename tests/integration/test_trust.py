@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """What the daemon trusts: secrets quoted back by an upstream, the daemon's records in job files,
 sidecars in running/, responses that carry more than was asked for (issue 8)."""
+import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
@@ -29,7 +31,40 @@ def test_key_quoted_back_is_redacted_everywhere(env):
     assert TEST_KEY not in d.log()
 
 
+CDN_524 = (b"<!DOCTYPE html><html><head><title>api-cf.apiyi.com | 524: A timeout occurred</title>"
+           b"</head><body><h1>A timeout occurred</h1><p>Error code 524</p></body></html>")
+
+
+def plant_dead_hosts_job(d, task_id, job, sidecars, host="deadhost"):
+    """What a daemon that died leaves in running/: its job file and its saved sidecars, with a
+    lease that ran out long ago."""
+    os.makedirs(d.path("running"), exist_ok=True)
+    path = d.path("running", f"{task_id}@{host}.json")
+    with open(path, "w") as f:
+        json.dump(job, f)
+    for suffix, body in sidecars.items():
+        with open(d.path("running", f".{task_id}@{host}.{suffix}"), "wb") as f:
+            f.write(body)
+    old = time.time() - 600
+    os.utime(path, (old, old))
+
+
+def test_reclaim_carries_every_saved_response(env):
+    env.fake.script("reclaimed after a 524", ["b64"])
+    d = env.daemon(spool__lease_timeout=2)
+    plant_dead_hosts_job(d, "r524", {"prompt": "reclaimed after a 524"},
+                         {"response.524": CDN_524})
+    d.start()
+    assert d.wait_finished("r524") == "done", d.log()
+    r = d.result("r524")
+    assert [a["http_status"] for a in r["attempts"]] == [524, 200], r["attempts"]
+    assert r["billed_attempts"] == 2 and r["retry_count"] == 1, r
+    assert env.fake.calls("reclaimed after a 524") == 1
+    assert [n for n in os.listdir(d.path("running"))] == [], os.listdir(d.path("running"))
+
+
 if __name__ == "__main__":
     run_tests([
         test_key_quoted_back_is_redacted_everywhere,
+        test_reclaim_carries_every_saved_response,
     ])
