@@ -257,7 +257,7 @@ void dispatch_hint(struct dispatch *d, const char *name)
 	struct stat st;
 	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	pending_add(d, SPOOL_NEW, name, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+	pending_add(d, SPOOL_NEW, name, timespec_ns(&st.st_mtim));
 }
 
 /* ---- providers ---------------------------------------------------------------------------- */
@@ -1102,7 +1102,7 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 		return;
 	}
 	known_del(d, pe->dir, pe->name);
-	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	t->created_wall_ms = timespec_ms(&st.st_mtim);
 	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
 	fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
 	     "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
@@ -1165,7 +1165,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
-	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	int64_t mtime_ms = timespec_ms(&st.st_mtim);
 	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
 	    wall_ms() - mtime_ms < d->cfg->settle_time * 1000) {
 		/* Probably still being written (a plain cp into new/): its close or a rescan brings
@@ -1404,7 +1404,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	enum job_parse_result pr = job_parse(&t->job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
-	t->created_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	t->created_wall_ms = timespec_ms(&st.st_mtim);
 	restore_state(t);
 	t->crashes++;
 	if (pr != JOB_OK) {
@@ -1453,7 +1453,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		}
 		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
 		t->res.body = buf_detach(&body, &t->res.body_len);
-		t->res.started_wall_ms = (int64_t)st.st_mtim.tv_sec * 1000;
+		t->res.started_wall_ms = timespec_ms(&st.st_mtim);
 		t->cur = (struct attempt){ .started_wall_ms = t->res.started_wall_ms,
 					   .transport = "done", .http_status = status, .request_id = "" };
 		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "

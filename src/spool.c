@@ -119,7 +119,7 @@ static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_e
 			v = xrealloc(v, alloc * sizeof(*v));
 		}
 		v[n].name = xstrdup(de->d_name);
-		v[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		v[n].mtime_ns = timespec_ns(&st.st_mtim);
 		n++;
 	}
 	closedir(dir);
@@ -313,7 +313,7 @@ int64_t spool_server_now(struct spool *sp)
 	int rc = write_all(fd, "t", 1) < 0 || close(fd) < 0 ? -1 : 0;
 	if (rc < 0 || fstatat(sp->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
-	return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	return timespec_ms(&st.st_mtim);
 }
 
 long spool_free_mb(struct spool *sp)

@@ -131,11 +131,32 @@ void buf_release(struct buf *b)
 	b->len = b->alloc = 0;
 }
 
+/* A client may set any mtime (touch -d 2300-01-01): the products must not overflow. Times in ms
+ * stop at a quarter of the range, so that differences of two of them cannot overflow either. */
+static int64_t scaled(int64_t sec, long nsec, int64_t per_sec, int64_t limit)
+{
+	if (sec >= limit / per_sec)
+		return limit;
+	if (sec <= -(limit / per_sec))
+		return -limit;
+	return sec * per_sec + nsec / (1000000000 / per_sec);
+}
+
+int64_t timespec_ns(const struct timespec *ts)
+{
+	return scaled((int64_t)ts->tv_sec, ts->tv_nsec, 1000000000, INT64_MAX);
+}
+
+int64_t timespec_ms(const struct timespec *ts)
+{
+	return scaled((int64_t)ts->tv_sec, ts->tv_nsec, 1000, INT64_MAX / 4);
+}
+
 static int64_t clock_ms(clockid_t id)
 {
 	struct timespec ts;
 	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return timespec_ms(&ts);
 }
 
 int64_t mono_ms(void)
@@ -150,16 +171,22 @@ int64_t wall_ms(void)
 
 void format_time_iso8601(int64_t wall_msec, char *out, size_t size)
 {
-	time_t sec = (time_t)(wall_msec / 1000);
+	int64_t ms = (wall_msec % 1000 + 1000) % 1000;   /* before 1970 too */
+	time_t sec = (time_t)((wall_msec - ms) / 1000);
 	struct tm tm;
-	localtime_r(&sec, &tm);
+	/* A year past what struct tm holds (a planted mtime): print the epoch rather than garbage. */
+	if (!localtime_r(&sec, &tm)) {
+		sec = 0;
+		ms = 0;
+		localtime_r(&sec, &tm);
+	}
 	long off = tm.tm_gmtoff;
 	char sign = off < 0 ? '-' : '+';
 	if (off < 0)
 		off = -off;
 	if (xsnprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%c%02ld:%02ld",
 		      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		      (int)(wall_msec % 1000), sign, off / 3600, (off % 3600) / 60) < 0 && size)
+		      (int)ms, sign, off / 3600, (off % 3600) / 60) < 0 && size)
 		out[0] = '\0';
 }
 

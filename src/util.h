@@ -37,6 +37,9 @@ int xsnprintf(char *out, size_t size, const char *fmt, ...) __attribute__((forma
 
 int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
 int64_t wall_ms(void);   /* CLOCK_REALTIME, milliseconds */
+/* A file time in ns or ms, saturated instead of overflowing (ms at +-INT64_MAX/4). */
+int64_t timespec_ns(const struct timespec *ts);
+int64_t timespec_ms(const struct timespec *ts);
 /* ISO 8601 with the local UTC offset, e.g. 2026-11-25T11:02:03.123+08:00. out must hold 40 bytes. */
 void format_time_iso8601(int64_t wall_msec, char *out, size_t size);
 

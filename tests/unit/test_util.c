@@ -1,5 +1,7 @@
 /* test_util.c - the capped buffer, the string set, numbers and times. */
 #include <stdarg.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +84,36 @@ static void test_numbers_and_time(void)
 	ok(xsnprintf(small, sizeof(small), "%s", "toolong") < 0, "xsnprintf reports truncation");
 }
 
+static void test_file_times(void)
+{
+	static const struct {
+		const char *name;
+		int64_t sec;
+		long nsec;
+		int64_t want_ns, want_ms;
+	} rows[] = {
+		{ "an ordinary mtime", 1764039723, 123456789, 1764039723123456789, 1764039723123 },
+		{ "the epoch", 0, 0, 0, 0 },
+		{ "before 1970", -2, 500000000, -1500000000, -1500 },
+		{ "year 2262, the last ns", 9223372035, 0, 9223372035000000000, 9223372035000 },
+		{ "year 2300 (touch -d) saturates the ns", 10413792000, 0, INT64_MAX, 10413792000000 },
+		{ "the largest time_t saturates both", INT64_MAX, 999999999, INT64_MAX, INT64_MAX / 4 },
+		{ "the smallest time_t saturates both", INT64_MIN, 0, -INT64_MAX, -(INT64_MAX / 4) },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct timespec ts = { .tv_sec = (time_t)rows[i].sec, .tv_nsec = rows[i].nsec };
+		ok(timespec_ns(&ts) == rows[i].want_ns, "%s: ns", rows[i].name);
+		ok(timespec_ms(&ts) == rows[i].want_ms, "%s: ms", rows[i].name);
+	}
+	char out[48];
+	setenv("TZ", "UTC", 1);
+	tzset();
+	format_time_iso8601(INT64_MAX / 4, out, sizeof(out));
+	ok(out[0] != '\0', "a time past struct tm still prints: %s", out);
+	format_time_iso8601(-1500, out, sizeof(out));
+	is_str(out, "1969-12-31T23:59:58.500+00:00", "before 1970");
+}
+
 static void test_image_names(void)
 {
 	char *a = result_image_name("cat", 0, 1, "png");
@@ -97,6 +129,7 @@ int main(void)
 	test_buf();
 	test_strset();
 	test_numbers_and_time();
+	test_file_times();
 	test_image_names();
 	return tap_done();
 }
