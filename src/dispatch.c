@@ -1472,29 +1472,6 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	requeue(t, "recovered from running/ after a restart");
 }
 
-/* Whether name is one of our temporary files: ".NAME.HOST.PID.RANDOM.tmp", read from the end,
- * since NAME may itself contain another host's name. */
-static bool is_our_temp(const char *name, const char *host)
-{
-	size_t len = strlen(name), hlen = strlen(host);
-	if (len < 4 || strcmp(name + len - 4, ".tmp"))
-		return false;
-	const char *p = name + len - 4;          /* at ".tmp" */
-	for (int field = 0; field < 2; field++) { /* RANDOM, then PID */
-		const char *q = p;
-		while (q > name && q[-1] != '.')
-			q--;
-		if (q == p || q == name)
-			return false;
-		for (const char *c = q; c < p; c++)
-			if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
-				return false;
-		p = q - 1;                        /* at the '.' before the field */
-	}
-	return (size_t)(p - name) > hlen && p[-(long)hlen - 1] == '.' &&
-	       !strncmp(p - hlen, host, hlen);
-}
-
 /* Adopts every job of ours in running/ that no task holds. */
 static void adopt_all(struct dispatch *d)
 {
@@ -1534,7 +1511,7 @@ void dispatch_recover(struct dispatch *d)
 			continue;
 		long nh = spool_list_hidden(d->spool, (enum spool_dir)dir, &h);
 		for (long i = 0; i < nh; i++) {
-			if (is_our_temp(h[i].name, d->spool->host_id))
+			if (spool_is_our_temp(h[i].name, d->spool->host_id))
 				unlinkat(d->spool->fd[dir], h[i].name, 0);
 		}
 		spool_entries_free(h, nh);

@@ -4,8 +4,9 @@
  * rename is normal: another daemon won the race. */
 #include <dirent.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,18 +264,63 @@ int spool_sync_dir(struct spool *sp, enum spool_dir d)
 	return fsync(sp->fd[d]);
 }
 
-int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
-		     size_t len)
+/* Digits of a decimal or hex field in a temporary name. */
+static bool all_hex(const char *from, const char *to)
 {
-	char tmp[512];
-	unsigned rnd = 0;
-	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
-	if (xsnprintf(tmp, sizeof(tmp), ".%s.%s.%d.%08x.tmp", name, sp->host_id, (int)getpid(),
-		      rnd) < 0) {
+	if (from == to)
+		return false;
+	for (const char *c = from; c < to; c++)
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+			return false;
+	return true;
+}
+
+int spool_temp_name(char *out, size_t size, const char *name, const char *host, long pid,
+		    unsigned rnd)
+{
+	char part[96];
+	/* 128-char id + 64-char host id: "ID@HOST.json" leaves no room for the rest under
+	 * NAME_MAX, so a long name is cut and told apart by a hash of the whole of it. */
+	if (strlen(name) > SPOOL_TEMP_NAME_PART)
+		xsnprintf(part, sizeof(part), "%.64s~%016" PRIx64, name, str_hash(name));
+	else
+		xsnprintf(part, sizeof(part), "%s", name);
+	if (xsnprintf(out, size, ".%s.%s.%ld.%08x.tmp", part, host, pid, rnd) < 0 ||
+	    strlen(out) > NAME_MAX) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
+	return 0;
+}
+
+bool spool_is_our_temp(const char *name, const char *host)
+{
+	/* Read from the end, since NAME may itself contain another host's name. */
+	size_t len = strlen(name), hlen = strlen(host);
+	if (len < 4 || strcmp(name + len - 4, ".tmp"))
+		return false;
+	const char *p = name + len - 4;          /* at ".tmp" */
+	for (int field = 0; field < 2; field++) { /* RANDOM, then PID */
+		const char *q = p;
+		while (q > name && q[-1] != '.')
+			q--;
+		if (q == name || !all_hex(q, p))
+			return false;
+		p = q - 1;                        /* at the '.' before the field */
+	}
+	return (size_t)(p - name) > hlen && p[-(long)hlen - 1] == '.' &&
+	       !strncmp(p - hlen, host, hlen);
+}
+
+int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len)
+{
+	char tmp[NAME_MAX + 1];
+	unsigned rnd = 0;
+	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
+	if (spool_temp_name(tmp, sizeof(tmp), name, sp->host_id, (long)getpid(), rnd) < 0)
+		return -1;
 	int fd = openat(sp->fd[d], tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;

@@ -76,6 +76,14 @@ int spool_sync_dir(struct spool *sp, enum spool_dir d);
  * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len);
+/* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
+ * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
+ * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */
+#define SPOOL_TEMP_NAME_PART 100
+int spool_temp_name(char *out, size_t size, const char *name, const char *host, long pid,
+		    unsigned rnd);
+/* Whether name is a temporary file of host's (spool_temp_name): a restart removes its own. */
+bool spool_is_our_temp(const char *name, const char *host);
 /* Replaces the content of running/running_name with data (atomically), sets its mtime to
  * mtime_ms, moves it to dest/dest_name and fsyncs both directories: one job's state change
  * that carries its records along (a deferral, a requeue). Returns 0 or -1 with errno. */

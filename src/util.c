@@ -220,9 +220,9 @@ int parse_long(const char *s, long min, long max, long *out)
 }
 
 /* FNV-1a: the keys are short file names, so a simple hash is plenty. */
-static size_t hash_str(const char *s)
+uint64_t str_hash(const char *s)
 {
-	size_t h = 14695981039346656037ULL;
+	uint64_t h = 14695981039346656037ULL;
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
 	return h;
@@ -240,7 +240,7 @@ void strset_init(struct strset *s)
 
 static size_t strset_find(const struct strset *s, const char *key, bool *found)
 {
-	size_t mask = s->cap - 1, i = hash_str(key) & mask, first_free = SIZE_MAX;
+	size_t mask = s->cap - 1, i = (size_t)str_hash(key) & mask, first_free = SIZE_MAX;
 	for (;; i = (i + 1) & mask) {
 		char *slot = s->slots[i];
 		if (!slot) {

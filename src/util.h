@@ -48,6 +48,9 @@ int write_all(int fd, const void *data, size_t len);
 /* Parses a whole decimal number into [min, max]; -1 if it is not one. */
 int parse_long(const char *s, long min, long max, long *out);
 
+/* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
+uint64_t str_hash(const char *s);
+
 /* A set of strings (open addressing). Keys are copied. */
 struct strset {
 	char **slots;

@@ -129,8 +129,27 @@ def test_poison_job_fails_after_max_crash_requeues(env):
     assert r["billed_attempts"] == 2
 
 
+def test_poison_guard_holds_for_the_longest_id_and_host_id(env):
+    """A 128-character id on a daemon with a 64-character host id: every record must still be
+    written (the temporary name of ID@HOST.json used to pass 255 bytes)."""
+    task_id = "p" * 128
+    env.fake.script("long poison", [{"kind": "b64", "delay": 60}])
+    d = env.daemon(retry__max_crash_requeues=1, spool__host_id="h" * 64).start()
+    d.submit(task_id, {"prompt": "long poison"})
+    for n in range(1, 3):
+        wait_for(lambda: env.fake.calls("long poison") == n, 10, f"call {n} to be in flight")
+        d.kill()
+        d.start()
+    assert d.wait_finished(task_id) == "failed"
+    r = d.result(task_id)
+    assert r["error"]["code"] == "crashed", r["error"]
+    assert env.fake.calls("long poison") == 2
+    assert "File name too long" not in d.log(), d.log()[-2000:]
+
+
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
+        test_poison_guard_holds_for_the_longest_id_and_host_id,
         test_kill_9_at_random_moments,
     ])

@@ -1,0 +1,70 @@
+/* test_spool.c - the names the spool module makes: every one fits, for every valid id and host. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spool.h"
+#include "util.h"
+#include "tap.h"
+
+static char *repeat(char c, size_t n)
+{
+	char *s = xmalloc(n + 1);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+static void test_temp_names(void)
+{
+	char *id = repeat('i', 128), *host = repeat('h', 64), *other = repeat('o', 64);
+	char *running = xasprintf("%s@%s.json", id, host);
+	char *sidecar = xasprintf(".%s@%s.response.200", id, host);
+	char *result = xasprintf("%s.result.json", id);
+	char *image = xasprintf("%s.16.webp", id);
+	const struct {
+		const char *what, *name;
+	} rows[] = {
+		{ "a short name", "cat.json" },
+		{ "a 128-char id's result", result },
+		{ "a 128-char id's 16th image", image },
+		{ "ID@HOST.json with a 128-char id and a 64-char host id", running },
+		{ "the response sidecar of that job", sidecar },
+		{ "a name holding another host's name", "x@other.json" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char tmp[NAME_MAX + 1];
+		int rc = spool_temp_name(tmp, sizeof(tmp), rows[i].name, host, 4194304, 0xffffffffu);
+		ok(rc == 0 && strlen(tmp) <= NAME_MAX, "%s: the temporary name fits (%zu bytes)",
+		   rows[i].what, strlen(tmp));
+		ok(spool_is_our_temp(tmp, host), "%s: recognised as ours", rows[i].what);
+		ok(!spool_is_our_temp(tmp, other), "%s: not another host's", rows[i].what);
+		ok(tmp[0] == '.', "%s: a dot-name, ignored by clients", rows[i].what);
+	}
+	ok(strlen(running) <= NAME_MAX && strlen(sidecar) <= NAME_MAX,
+	   "running/ names and sidecars fit as they are");
+	char a[NAME_MAX + 1], b[NAME_MAX + 1];
+	char *running2 = xasprintf("%s@%s.json", id, other);
+	spool_temp_name(a, sizeof(a), running, host, 1, 1);
+	spool_temp_name(b, sizeof(b), running2, host, 1, 1);
+	ok(strcmp(a, b) != 0, "two long names that share a prefix get different temporary names");
+	static const char *not_ours[] = { "h.json", ".h.json", ".x.hh.1.2.tmp", ".x.h.1.zz.tmp",
+					  ".x.h.1.tmp", ".nfs0000000123" };
+	for (size_t i = 0; i < sizeof(not_ours) / sizeof(not_ours[0]); i++)
+		ok(!spool_is_our_temp(not_ours[i], "h"), "not a temporary name of h: %s", not_ours[i]);
+	ok(spool_is_our_temp(".x.h.123.0a1b2c3d.tmp", "h"), "the plain form is recognised");
+	free(running2);
+	free(id);
+	free(host);
+	free(other);
+	free(running);
+	free(sidecar);
+	free(result);
+	free(image);
+}
+
+int main(void)
+{
+	test_temp_names();
+	return tap_done();
+}
