@@ -12,7 +12,7 @@ need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev perl python3 \
 	clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
-	prometheus mandoc man-db systemd; do
+	prometheus mandoc man-db systemd faketime strace; do
 	have_pkg "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0

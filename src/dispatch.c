@@ -96,7 +96,7 @@ struct task {
 	int download_tries;
 	int64_t created_wall_ms;
 	int64_t claimed_mono;
-	int64_t defer_due;       /* wall ms of the next attempt */
+	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
 	bool is_probe;
 	/* the end */
 	bool succeeded;
@@ -216,7 +216,8 @@ static void scan_deferred(struct dispatch *d)
 	long n = spool_list(d->spool, SPOOL_DEFERRED, &e);
 	if (n < 0)
 		return;
-	int64_t now_ns = wall_ms() * 1000000, next_ns = 0;
+	/* Due times are the file server's: another host's clock may be off. */
+	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0;
 	for (long i = 0; i < n; i++) {
 		if (e[i].mtime_ns <= now_ns)
 			pending_add(d, SPOOL_DEFERRED, e[i].name, e[i].mtime_ns);
@@ -699,7 +700,8 @@ static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);
 	d->deferred_due = due_wall_ms;
-	d->deferred_timer = loop_add_timer(d->loop, due_wall_ms - wall_ms() + 1, deferred_due, d);
+	d->deferred_timer = loop_add_timer(d->loop, due_wall_ms - spool_server_now(d->spool) + 1,
+					   deferred_due, d);
 }
 
 static void defer_work(void *arg)
@@ -736,7 +738,7 @@ static void defer_done(void *arg)
 		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
 			t->publish_err);
 		t->state = T_BACKOFF;
-		t->timer = loop_add_timer(d->loop, t->defer_due - wall_ms(), retry_due, t);
+		t->timer = loop_add_timer(d->loop, t->defer_due - spool_server_now(d->spool), retry_due, t);
 		return;
 	}
 	char when[48];
@@ -762,7 +764,7 @@ static void schedule_retry(struct task *t)
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
 	if (!strcmp(o->code, "rate_limited"))
 		provider_throttle(t->prov, mono_ms() + delay);
-	t->defer_due = wall_ms() + delay;
+	t->defer_due = spool_server_now(d->spool) + delay;
 	t->result_json = job_text_with_state(t);
 	if (!t->result_json) {
 		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
@@ -1167,7 +1169,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
 	int64_t mtime_ms = timespec_ms(&st.st_mtim);
 	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
-	    wall_ms() - mtime_ms < d->cfg->settle_time * 1000) {
+	    spool_server_now(d->spool) - mtime_ms < d->cfg->settle_time * 1000) {
 		/* Probably still being written (a plain cp into new/): its close or a rescan brings
 		 * it back. */
 		known_del(d, pe->dir, pe->name);

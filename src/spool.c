@@ -347,19 +347,58 @@ fail:
 	return -1;
 }
 
-int64_t spool_server_now(struct spool *sp)
+/* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO
+ * or symlink planted at a fixed name could block or mislead it. */
+static int probe_server_clock(struct spool *sp, int64_t *server_ms)
 {
-	char name[96];
+	char name[NAME_MAX + 1];
 	struct stat st;
-	xsnprintf(name, sizeof(name), ".clock.%s", sp->host_id);
-	int fd = openat(sp->root_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+	unsigned rnd = 0;
+	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	if (spool_temp_name(name, sizeof(name), "clock", sp->host_id, (long)getpid(), rnd) < 0)
+		return -1;
+	int dirfd = sp->fd[SPOOL_RUNNING];
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+			0600);
 	if (fd < 0)
 		return -1;
 	/* A write makes the server stamp the file with its own time. */
-	int rc = write_all(fd, "t", 1) < 0 || close(fd) < 0 ? -1 : 0;
-	if (rc < 0 || fstatat(sp->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -1;
-	return timespec_ms(&st.st_mtim);
+	int rc = write_all(fd, "t", 1);
+	if (close(fd) < 0)
+		rc = -1;
+	if (rc == 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = -1;
+	int saved = errno;
+	unlinkat(dirfd, name, 0);
+	errno = saved;
+	if (rc == 0)
+		*server_ms = timespec_ms(&st.st_mtim);
+	return rc;
+}
+
+#define CLOCK_PROBE_EVERY_MS 10000   /* clocks drift by ppm: the offset keeps that long */
+
+int64_t spool_server_now(struct spool *sp)
+{
+	int64_t mono = mono_ms();
+	if (!sp->clock_probed_mono || mono - sp->clock_probed_mono >= CLOCK_PROBE_EVERY_MS) {
+		int64_t before = wall_ms(), server;
+		sp->clock_probed_mono = mono;
+		if (probe_server_clock(sp, &server) == 0) {
+			if (sp->clock_failing)
+				log_info("the file server's clock can be read again");
+			sp->clock_failing = false;
+			sp->clock_offset_ms = server - before;
+		} else if (!sp->clock_failing) {
+			/* Not fatal, and not silent: leases and due times are then judged by the
+			 * last offset measured (the local clock if none was). */
+			sp->clock_failing = true;
+			log_warn("cannot read the file server's clock (a probe file in '%s/running': %s): "
+				 "judging file times by the local clock%s", sp->path, strerror(errno),
+				 sp->clock_offset_ms ? " and the last offset measured" : "");
+		}
+	}
+	return wall_ms() + sp->clock_offset_ms;
 }
 
 long spool_free_mb(struct spool *sp)
@@ -375,7 +414,7 @@ long spool_free_mb(struct spool *sp)
 void spool_clean_tmp(struct spool *sp, int64_t max_age_s)
 {
 	struct spool_entry *e;
-	int64_t limit_ns = (wall_ms() / 1000 - max_age_s) * 1000000000;
+	int64_t limit_ns = (spool_server_now(sp) / 1000 - max_age_s) * 1000000000;
 	for (int hidden = 0; hidden < 2; hidden++) {
 		long n = list(sp, SPOOL_TMP, hidden, &e);
 		for (long i = 0; i < n; i++) {

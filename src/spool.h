@@ -28,6 +28,9 @@ struct spool {
 	int root_fd;
 	int fd[SPOOL_NDIRS];
 	char *host_id;
+	int64_t clock_offset_ms;    /* the file server's clock minus ours, at the last probe */
+	int64_t clock_probed_mono;  /* mono_ms of that probe; 0: never */
+	bool clock_failing;         /* the last probe failed (logged once) */
 };
 
 struct spool_entry {
@@ -89,8 +92,9 @@ bool spool_is_our_temp(const char *name, const char *host);
  * that carries its records along (a deferral, a requeue). Returns 0 or -1 with errno. */
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
 			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms);
-/* The file server's clock, in wall ms: the mtime of a probe file just written in the spool
- * root. Lease ages are judged by it, so clock skew between hosts does not matter. -1 on error. */
+/* The file server's clock, in wall ms: the local clock plus the offset measured by writing a
+ * probe file in running/ (at most every 10 s). Every comparison with a file's time uses it, so
+ * clock skew between hosts does not matter. A failed probe is logged and the last offset kept. */
 int64_t spool_server_now(struct spool *sp);
 /* Free space for an unprivileged writer on the spool's file system, in MiB (-1 on error);
  * a file system with almost no free inodes counts as full. */

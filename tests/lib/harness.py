@@ -49,7 +49,7 @@ class Daemon:
     """One imgspoold process with its own spool, config and log."""
 
     def __init__(self, fake=None, key=TEST_KEY, key_file=False, verbose=False, spool_dir=None,
-                 **settings):
+                 extra_env=None, wrapper=None, **settings):
         self.dir = tempfile.mkdtemp(prefix="imgspool-test-")
         self.spool = spool_dir or os.path.join(self.dir, "spool")
         self.log_path = os.path.join(self.dir, "daemon.log")
@@ -59,6 +59,8 @@ class Daemon:
         self.proc = None
         self.verbose = verbose
         self.fake = fake
+        self.extra_env = extra_env or {}     # e.g. libfaketime's, for a host whose clock is off
+        self.wrapper = wrapper or []         # e.g. strace, to slow a system call down
         spool = {"dir": self.spool, "concurrency": 4, "poll_interval": 1, "grace_period": 10,
                  "settle_time": 2, "host_id": "testhost", "min_free_mb": 1}
         retry = {"backoff_base_ms": 50, "backoff_cap_ms": 1000, "hold_probe_interval": 1}
@@ -90,12 +92,13 @@ class Daemon:
             env["IMGSPOOL_TEST_KEY"] = self.key
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        env.update(self.extra_env)
         self.log_offset = len(self.log())
         self.logf = open(self.log_path, "a")
         if journal:
             st = os.fstat(self.logf.fileno())
             env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
-        self.proc = subprocess.Popen([IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.wrapper + [IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf, env=env)
         if wait_ready:
             wait_for(lambda: "imgspoold: ready" in self.log()[self.log_offset:] or self.exited(),
@@ -218,6 +221,16 @@ class Daemon:
             shutil.rmtree(self.dir, ignore_errors=True)
         elif problems:
             raise AssertionError("; ".join(problems) + f"\nlog:\n{log[-4000:]}")
+
+
+def clock_off_by(seconds):
+    """extra_env for a daemon whose wall clock is off by seconds (libfaketime): its monotonic
+    clock and the file times it reads stay true, as on a host with a wrong clock."""
+    lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+    assert os.path.exists(lib), "libfaketime is missing: contrib/install-deps.sh installs it"
+    return {"LD_PRELOAD": lib, "FAKETIME": f"{seconds:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "NO_FAKE_STAT": "1", "FAKETIME_NO_CACHE": "1",
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"}
 
 
 class Env:
