@@ -92,6 +92,7 @@ struct task {
 	int billed_retries;
 	struct image *images;    /* collected: inline and downloaded */
 	size_t n_images;
+	size_t images_dropped;   /* returned beyond the job's n */
 	size_t next_url;
 	int download_tries;
 	int64_t created_wall_ms;
@@ -556,6 +557,7 @@ static void finish(struct task *t)
 		.dialect = t->model ? dialect_name(t->dialect) : NULL,
 		.images = t->images,
 		.n_images = t->n_images,
+		.images_dropped = t->images_dropped,
 		.attempts = t->attempts,
 		.retry_count = t->retry_count,
 		.created_wall_ms = t->created_wall_ms,
@@ -783,6 +785,11 @@ static void decide(struct task *t)
 		if (t->is_probe)
 			provider_release_hold(t->prov);
 		provider_succeeded(t->prov);
+		/* Only what the job asked for is fetched and kept: a response may carry any number. */
+		t->images_dropped = response_keep_first(&t->resp, (size_t)(t->job.n > 0 ? t->job.n : 1));
+		if (t->images_dropped)
+			log_job(LOG_WARN, t->id, "the response had %zu image(s) more than the %d asked for: "
+				"dropped", t->images_dropped, t->job.n);
 		/* Inline images move to the task; URLs are fetched before publishing. */
 		t->images = t->resp.images;
 		t->n_images = t->resp.n_images;

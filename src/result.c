@@ -76,6 +76,7 @@ char *result_to_json(const struct result_info *r)
 		free(name);
 	}
 	json_object_set_new(o, "images", images);
+	json_object_set_new(o, "images_dropped", json_integer((json_int_t)r->images_dropped));
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
 	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
 	json_object_set_new(o, "billed_attempts", json_integer(count_billed(attempts)));

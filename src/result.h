@@ -34,6 +34,7 @@ struct result_info {
 	const char *dialect;
 	const struct image *images;
 	size_t n_images;
+	size_t images_dropped;   /* returned beyond the job's n, neither fetched nor kept */
 	json_t *attempts;        /* borrowed array of result_attempt_json() objects */
 	int retry_count;
 	int64_t created_wall_ms;

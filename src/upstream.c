@@ -619,6 +619,21 @@ void response_release(struct response *resp)
 	resp->retry_delay_ms = -1;
 }
 
+size_t response_keep_first(struct response *resp, size_t n)
+{
+	size_t dropped = 0;
+	while (resp->n_images > n) {
+		free(resp->images[--resp->n_images].data);
+		dropped++;
+	}
+	size_t room = n - resp->n_images;
+	while (resp->n_urls > room) {
+		free(resp->urls[--resp->n_urls]);
+		dropped++;
+	}
+	return dropped;
+}
+
 /* A copy of a non-empty JSON string, else NULL. An empty code or status says nothing, so it is
  * reported as absent. */
 static char *dup_nonempty(const json_t *v)

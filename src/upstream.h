@@ -91,6 +91,9 @@ struct response {
  * and is_json says whether the body was a JSON object at all. */
 void upstream_parse_response(enum dialect d, const char *body, size_t len, struct response *out);
 void response_release(struct response *resp);
+/* Keeps at most n images, inline ones first, then URLs, in order; frees the others. Returns how
+ * many were dropped: an upstream may return more than the job asked for. */
+size_t response_keep_first(struct response *resp, size_t n);
 
 /* "png", "jpg", "webp" from the first bytes, or NULL when not one of those. */
 const char *image_ext_from_magic(const unsigned char *data, size_t len);

@@ -63,8 +63,26 @@ def test_reclaim_carries_every_saved_response(env):
     assert [n for n in os.listdir(d.path("running"))] == [], os.listdir(d.path("running"))
 
 
+def test_more_images_than_asked_are_dropped(env):
+    env.fake.script("one wanted", [{"kind": "url", "images": 10}])
+    env.fake.script("two wanted", [{"kind": "b64", "images": 5}])
+    d = env.daemon().start()
+    d.submit("one", {"prompt": "one wanted"})
+    d.submit("two", {"prompt": "two wanted", "n": 2})
+    assert d.wait_finished("one") == "done" and d.wait_finished("two") == "done"
+    r = d.result("one")
+    assert r["images"] == ["one.png"] and r["images_dropped"] == 9, r
+    assert len(env.fake.downloads) == 1, f"{len(env.fake.downloads)} images were downloaded"
+    r = d.result("two")
+    assert r["images"] == ["two.1.png", "two.2.png"] and r["images_dropped"] == 3, r
+    assert sorted(n for n in d.listdir("done") if n.startswith(("one", "two"))) == [
+        "one.json", "one.png", "one.result.json", "two.1.png", "two.2.png", "two.json",
+        "two.result.json"], d.listdir("done")
+
+
 if __name__ == "__main__":
     run_tests([
         test_key_quoted_back_is_redacted_everywhere,
         test_reclaim_carries_every_saved_response,
+        test_more_images_than_asked_are_dropped,
     ])

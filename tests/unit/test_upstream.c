@@ -1161,6 +1161,32 @@ static void test_magic(void)
 	}
 }
 
+/* More images than asked for: the first n are kept, inline ones before URLs. */
+static void test_keep_first(void)
+{
+	static const struct { size_t inline_n, urls, keep, want_inline, want_urls, want_dropped; } v[] = {
+		{ 0, 60, 1, 0, 1, 59 }, { 3, 0, 1, 1, 0, 2 }, { 2, 2, 3, 2, 1, 1 },
+		{ 1, 0, 4, 1, 0, 0 }, { 0, 0, 1, 0, 0, 0 }, { 2, 3, 2, 2, 0, 3 },
+	};
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct response r = { .candidates_tokens = -1, .retry_delay_ms = -1 };
+		r.n_images = v[i].inline_n;
+		r.images = xcalloc(r.n_images + 1, sizeof(*r.images));
+		for (size_t k = 0; k < r.n_images; k++)
+			r.images[k].data = xmalloc(8);
+		r.n_urls = v[i].urls;
+		r.urls = xcalloc(r.n_urls + 1, sizeof(*r.urls));
+		for (size_t k = 0; k < r.n_urls; k++)
+			r.urls[k] = xasprintf("http://x/%zu.png", k);
+		size_t dropped = response_keep_first(&r, v[i].keep);
+		ok(dropped == v[i].want_dropped && r.n_images == v[i].want_inline &&
+		   r.n_urls == v[i].want_urls && (!r.n_urls || !strcmp(r.urls[0], "http://x/0.png")),
+		   "keep %zu of %zu inline + %zu urls: %zu inline, %zu urls, %zu dropped", v[i].keep,
+		   v[i].inline_n, v[i].urls, r.n_images, r.n_urls, dropped);
+		response_release(&r);
+	}
+}
+
 int main(void)
 {
 	png_bytes = base64_decode(PNG_B64, strlen(PNG_B64), &png_len);
@@ -1177,6 +1203,7 @@ int main(void)
 	test_big_body_strings();
 	test_base64();
 	test_magic();
+	test_keep_first();
 
 	free(png_bytes);
 	return tap_done();
