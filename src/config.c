@@ -20,7 +20,7 @@
 #include "util.h"
 #include "banned.h"
 
-enum key_type { T_INT, T_STR, T_PATH };
+enum key_type { T_INT, T_BOOL, T_STR, T_PATH };
 
 struct key {
 	const char *section;     /* "provider" matches every [provider NAME] section */
@@ -56,6 +56,7 @@ static const struct key keys[] = {
 	{ "limits", "timeout_max", T_INT, C(timeout_max), 1, 7200, "900" },
 	{ "limits", "download_timeout", T_INT, C(download_timeout), 1, 3600, "120" },
 	{ "limits", "download_attempts", T_INT, C(download_attempts), 1, 20, "4" },
+	{ "limits", "allow_private_downloads", T_BOOL, C(allow_private_downloads), 0, 1, "no" },
 	{ "retry", "max_retries", T_INT, C(max_retries), 0, 20, "2" },
 	{ "retry", "max_billed_retries", T_INT, C(max_billed_retries), 0, 5, "1" },
 	{ "retry", "backoff_base_ms", T_INT, C(backoff_base_ms), 0, 3600000, "5000" },
@@ -103,6 +104,17 @@ static const char *store(const struct key *k, void *base, const char *value, con
 			return why;
 		}
 		*(long *)field = v;
+		return NULL;
+	}
+	if (k->type == T_BOOL) {
+		if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+			*(long *)field = 1;
+		else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+			*(long *)field = 0;
+		else {
+			xsnprintf(why, whysize, "\"%s\" must be yes or no", k->name);
+			return why;
+		}
 		return NULL;
 	}
 	char **slot = (char **)field;

@@ -609,6 +609,12 @@ static void download_done(void *arg, struct http_result *res)
 		start_download(t);
 		return;
 	}
+	if (res->refused_address[0]) {
+		fail(t, "download_failed", NULL, "the image was generated (and charged) but its URL "
+		     "points at a loopback or private address (%s), which [limits] "
+		     "allow_private_downloads does not allow", res->refused_address);
+		return;
+	}
 	/* Only the download is repeated: the generation was paid for once. */
 	t->download_tries++;
 	const char *why = res->transport != HTTP_DONE ? http_transport_name(res->transport)
@@ -642,6 +648,7 @@ static void start_download(struct task *t)
 		.follow_redirects = true,
 		.ca_file = d->cfg->ca_file,
 		.body_fd = -1,
+		.public_only = !d->cfg->allow_private_downloads,
 	};
 	t->xfer = http_start(d->http, &req, download_done, t);
 	if (!t->xfer)

@@ -4,12 +4,15 @@
  * (CURLMOPT_TIMERFUNCTION); we tell curl when a socket is ready. CURLINFO_PRIVATE maps a finished
  * easy handle back to its transfer. No bytes arrive while the upstream generates (minutes), so
  * there is no low-speed limit: only the total timeout and the connect timeout. */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "http.h"
 #include "log.h"
@@ -207,6 +210,94 @@ static int build_mime(struct http_xfer *x, const struct http_request *req)
 	return curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, x->mime) == CURLE_OK ? 0 : -1;
 }
 
+static bool ipv4_is_public(uint32_t a)   /* host byte order */
+{
+	static const struct { uint32_t net, mask; } blocked[] = {
+		{ 0x00000000, 0xff000000 },   /* 0/8 "this network" */
+		{ 0x0a000000, 0xff000000 },   /* 10/8 */
+		{ 0x64400000, 0xffc00000 },   /* 100.64/10 CGNAT */
+		{ 0x7f000000, 0xff000000 },   /* 127/8 loopback */
+		{ 0xa9fe0000, 0xffff0000 },   /* 169.254/16 link-local (cloud metadata) */
+		{ 0xac100000, 0xfff00000 },   /* 172.16/12 */
+		{ 0xc0000000, 0xffffff00 },   /* 192.0.0/24 protocol assignments */
+		{ 0xc0a80000, 0xffff0000 },   /* 192.168/16 */
+		{ 0xc6120000, 0xfffe0000 },   /* 198.18/15 benchmarking */
+		{ 0xe0000000, 0xe0000000 },   /* 224/3 multicast, reserved, broadcast */
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(blocked); i++)
+		if ((a & blocked[i].mask) == blocked[i].net)
+			return false;
+	return true;
+}
+
+static bool address_is_public(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ipv4_is_public(ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr));
+	if (sa->sa_family != AF_INET6)
+		return false;
+	const uint8_t *b = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const uint8_t nat64[12] = { 0, 0x64, 0xff, 0x9b };
+	static const uint8_t zero[12];
+	if (!memcmp(b, mapped, 12) || !memcmp(b, nat64, 12) || !memcmp(b, zero, 12))
+		return ipv4_is_public((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 |
+				      (uint32_t)b[14] << 8 | b[15]);
+	if ((b[0] & 0xfe) == 0xfc ||                 /* fc00::/7 unique local */
+	    (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
+	    (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* fec0::/10 site-local */
+	    b[0] == 0xff)                            /* multicast */
+		return false;
+	return true;
+}
+
+bool http_ip_is_public(const char *ip)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
+		v4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
+		v6->sin6_family = AF_INET6;
+	return address_is_public((struct sockaddr *)&ss);
+}
+
+/* Checks every address curl connects to (after DNS, after each redirect), so neither a URL
+ * naming a private host nor a name that resolves to one (DNS rebinding) gets through. */
+static curl_socket_t open_public_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct http_xfer *x = userp;
+	(void)purpose;
+	if (!address_is_public(&a->addr)) {
+		char text[INET6_ADDRSTRLEN] = "?";
+		const void *in = a->family == AF_INET
+			? (const void *)&((const struct sockaddr_in *)(const void *)&a->addr)->sin_addr
+			: (const void *)&((const struct sockaddr_in6 *)(const void *)&a->addr)->sin6_addr;
+		if (a->family == AF_INET || a->family == AF_INET6)
+			inet_ntop(a->family, in, text, sizeof(text));
+		xsnprintf(x->res.refused_address, sizeof(x->res.refused_address), "%s", text);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* A connection kept from an earlier transfer opens no socket: the address it is connected to
+ * is checked again here, before anything is sent on it. */
+static int prereq_public(void *userp, char *conn_primary_ip, char *conn_local_ip,
+			 int conn_primary_port, int conn_local_port)
+{
+	struct http_xfer *x = userp;
+	(void)conn_local_ip;
+	(void)conn_primary_port;
+	(void)conn_local_port;
+	if (http_ip_is_public(conn_primary_ip))
+		return CURL_PREREQFUNC_OK;
+	xsnprintf(x->res.refused_address, sizeof(x->res.refused_address), "%s", conn_primary_ip);
+	return CURL_PREREQFUNC_ABORT;
+}
+
 struct http_xfer *http_start(struct http *http, const struct http_request *req, http_done_fn *fn,
 			     void *arg)
 {
@@ -240,6 +331,12 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	if (req->public_only) {
+		curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_public_socket);
+		curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_public);
+		curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+	}
 	if ((curl_off_t)req->max_body > 0)
 		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 

@@ -38,6 +38,7 @@ struct http_request {
 	bool follow_redirects;
 	const char *ca_file;     /* NULL = system default */
 	int body_fd;             /* the body is also written here as it arrives; -1 = not */
+	bool public_only;        /* refuse to connect to a loopback, private or link-local address */
 };
 
 struct http_result {
@@ -52,6 +53,7 @@ struct http_result {
 	int64_t started_wall_ms;
 	int64_t latency_ms;
 	bool body_fd_failed;     /* writing body_fd failed (disk full?): only memory has the body */
+	char refused_address[64]; /* public_only: the non-public address refused, "" if none */
 };
 
 /* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,
@@ -66,5 +68,9 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 /* Aborts a transfer; its callback is not called. */
 void http_cancel(struct http *http, struct http_xfer *xfer);
 const char *http_transport_name(enum http_transport t);
+/* Whether an IP address (text) is on the public internet: not loopback, private (RFC 1918,
+ * ULA), link-local, CGNAT, unspecified, multicast or reserved; IPv4-mapped and NAT64 addresses
+ * are judged by the IPv4 address inside; anything unreadable is not public. Pure. */
+bool http_ip_is_public(const char *ip);
 
 #endif

@@ -80,9 +80,22 @@ def test_more_images_than_asked_are_dropped(env):
         "two.result.json"], d.listdir("done")
 
 
+def test_image_urls_on_private_addresses_are_refused(env):
+    env.fake.script("internal url", [{"kind": "url"}])
+    d = env.daemon(limits__allow_private_downloads="no").start()
+    d.submit("internal", {"prompt": "internal url"})
+    assert d.wait_finished("internal") == "failed"
+    r = d.result("internal")
+    assert r["error"]["code"] == "download_failed", r["error"]
+    assert "127.0.0.1" in r["error"]["message"] and "allow_private_downloads" in r["error"]["message"]
+    assert env.fake.downloads == [], "a loopback URL was fetched"
+    assert env.fake.calls("internal url") == 1
+
+
 if __name__ == "__main__":
     run_tests([
         test_key_quoted_back_is_redacted_everywhere,
         test_reclaim_carries_every_saved_response,
         test_more_images_than_asked_are_dropped,
+        test_image_urls_on_private_addresses_are_refused,
     ])

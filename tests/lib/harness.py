@@ -68,7 +68,9 @@ class Daemon:
                     "api_key_env": "IMGSPOOL_TEST_KEY", "timeout": 30, "connect_timeout": 5}
         if self.key_file:
             provider["api_key_file"] = "api.key"
-        sections = {"spool": spool, "retry": retry, "limits": {}, "provider apiyi": provider}
+        # The fake hands out image URLs on loopback, which the daemon refuses by default.
+        limits = {"allow_private_downloads": "yes"}
+        sections = {"spool": spool, "retry": retry, "limits": limits, "provider apiyi": provider}
         for name, value in settings.items():
             section, key = name.split("__", 1)
             section = "provider apiyi" if section == "provider" else section

@@ -36,6 +36,7 @@ static const struct bad_row bad[] = {
 	{ "[nonsense]\nx = 1\n", 2, "unknown key" },
 	{ "[provider a b]\nmodel = x\n", 2, "provider" },
 	{ "[limits]\nmax_n = 11\n", 2, "max_n" },
+	{ "[limits]\nallow_private_downloads = maybe\n", 2, "must be yes or no" },
 	{ "[spool]\ndir = x\nthis line is wrong\n", 3, "not a valid ini line" },
 };
 
