@@ -60,7 +60,7 @@ def test_reclaim_carries_every_saved_response(env):
     assert [a["http_status"] for a in r["attempts"]] == [524, 200], r["attempts"]
     assert r["billed_attempts"] == 2 and r["retry_count"] == 1, r
     assert env.fake.calls("reclaimed after a 524") == 1
-    assert [n for n in os.listdir(d.path("running"))] == [], os.listdir(d.path("running"))
+    wait_for(lambda: os.listdir(d.path("running")) == [], 10, "the sidecars to be removed")
 
 
 def test_more_images_than_asked_are_dropped(env):
