@@ -218,6 +218,12 @@ static int handler(void *user, const char *section, const char *name, const char
 	void *base = st->cfg;
 	const char *table_section = section;
 
+	if (!strcmp(section, "prices")) {
+		reason = price_table_add(&st->cfg->prices, name, value);
+		if (!reason)
+			return 1;
+		goto bad;
+	}
 	if (!strcmp(section, "timeouts")) {
 		if (add_timeout(st, name, value, &reason))
 			return 1;
@@ -288,6 +294,7 @@ static int check(struct config *cfg, char *err, size_t errsize)
 int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	price_table_init(&cfg->prices);
 	cfg->path = xstrdup(path);
 	char *copy = xstrdup(path);
 	struct parse_state st = { .cfg = cfg, .base_dir = xstrdup(dirname(copy)), .err = err,
@@ -436,6 +443,7 @@ void config_release(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_timeouts; i++)
 		free(cfg->timeouts[i].pattern);
 	free(cfg->timeouts);
+	price_table_release(&cfg->prices);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		struct provider_config *p = &cfg->providers[i];
 		if (p->api_key)

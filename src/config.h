@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "price.h"
+
 #define CONFIG_MAX_PROVIDERS 8
 
 struct provider_config {
@@ -58,6 +60,8 @@ struct config {
 	/* [timeouts]: seconds per model pattern, "PATTERN" or "PATTERN@4K" */
 	struct model_timeout *timeouts;
 	size_t n_timeouts;
+	/* [prices]: what a call costs, by model pattern (price.h) */
+	struct price_table prices;
 	/* [retry] */
 	long max_retries;        /* business retries of one job */
 	long max_billed_retries; /* of those, retries after an attempt that may have been charged */

@@ -29,9 +29,11 @@
 #include "job.h"
 #include "log.h"
 #include "loop.h"
+#include "price.h"
 #include "result.h"
 #include "retry.h"
 #include "secret.h"
+#include "spend.h"
 #include "spool.h"
 #include "upstream.h"
 #include "util.h"
@@ -99,6 +101,9 @@ struct task {
 	int64_t claimed_mono;
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
 	bool is_probe;
+	bool reserved;           /* counted in the spend's calls in flight */
+	bool reserve_known;      /* the call has a price */
+	double reserve;          /* what the call in flight costs if billed */
 	/* the end */
 	bool succeeded;
 	const char *error_code;
@@ -136,6 +141,7 @@ struct dispatch {
 	uint64_t deferred_timer; /* earliest job due in deferred/ */
 	int64_t deferred_due;    /* its due time, wall ms */
 	struct buf readbuf;
+	struct spend spend;      /* costs in flight and of today, per provider */
 };
 
 static void send_attempt(struct task *t);
@@ -383,6 +389,53 @@ void dispatch_keys_changed(struct dispatch *d)
 	}
 }
 
+/* ---- costs -------------------------------------------------------------------------------- */
+
+/* What the task's call costs if billed; images 0 means as many as the job asked for. */
+static struct price_quote call_quote(const struct task *t, const json_t *usage, int images)
+{
+	struct price_call c = { .model = t->model, .size = t->job.size, .quality = t->job.quality,
+				.images = images > 0 ? images : t->job.n, .usage = usage };
+	return price_call(&t->d->cfg->prices, &c);
+}
+
+/* Names the call's target in its attempt and prices it: 0 when it was not billed, its price
+ * when it was or may have been (unknown without a price). */
+static void price_attempt(const struct task *t, struct attempt *a, enum billed billed,
+			  const json_t *usage, int images)
+{
+	a->provider = t->prov ? t->prov->cfg->name : NULL;
+	a->model = t->model;
+	struct price_quote q = billed == BILLED_NO ? (struct price_quote){ .known = true }
+			       : call_quote(t, usage, images);
+	a->cost_known = q.known;
+	a->cost = q.amount;
+}
+
+static void reserve_call(struct task *t)
+{
+	struct price_quote q = call_quote(t, NULL, 0);
+	t->reserve = q.amount;
+	t->reserve_known = q.known;
+	t->reserved = true;
+	spend_call_started(&t->d->spend, t->prov->cfg->name, q.amount, spend_day(wall_ms()));
+}
+
+/* The call's reservation is released and what it cost is counted. */
+static void settle_call(struct task *t, bool billed, bool known, double cost)
+{
+	long day = spend_day(wall_ms());
+	if (t->reserved)
+		spend_call_ended(&t->d->spend, t->prov->cfg->name, t->reserve, day);
+	t->reserved = false;
+	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
+}
+
+void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out)
+{
+	*out = spend_get(&d->spend, provider, spend_day(wall_ms()));
+}
+
 /* ---- tasks -------------------------------------------------------------------------------- */
 
 static void task_free(struct task *t)
@@ -400,6 +453,8 @@ static void task_free(struct task *t)
 		http_cancel(d->http, t->xfer);
 	if (t->calling)
 		t->prov->active--;
+	if (t->reserved)   /* the call ended without an answer: it may have been billed */
+		settle_call(t, true, t->reserve_known, t->reserve);
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
 	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
@@ -564,6 +619,7 @@ static void finish(struct task *t)
 		.updated_wall_ms = wall_ms(),
 		.latency_ms = mono_ms() - t->claimed_mono,
 		.usage = t->resp.usage,
+		.currency = d->cfg->prices.currency,
 		.metadata = t->job.metadata,
 		.error_code = t->error_code,
 		.error_message = t->error_message,
@@ -900,6 +956,9 @@ static void parse_done(void *arg)
 	a->outcome = decision_name(t->outcome.decision);
 	a->billed = billed_name(t->outcome.billed);
 	a->error_code = t->outcome.code;
+	price_attempt(t, a, t->outcome.billed, t->resp.usage,
+		      (int)(t->resp.n_images + t->resp.n_urls));
+	settle_call(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
 	json_array_append_new(t->attempts, result_attempt_json(a));
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
 		json_array_size(t->attempts),
@@ -980,6 +1039,7 @@ static void send_attempt(struct task *t)
 	}
 	t->calling = true;
 	provider_started(t->prov);
+	reserve_call(t);
 }
 
 /* ---- claiming --------------------------------------------------------------------------------- */
@@ -1482,6 +1542,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	if (strset_has(hidden, partial)) {
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
 		json_array_append_new(t->attempts, result_attempt_json(&a));
 	}
 	free(partial);
@@ -1565,6 +1626,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			/* The call may finish upstream and be billed: keep it on record. */
 			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
 					     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+			price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
 			json_array_append_new(t->attempts, result_attempt_json(&a));
 			t->billed_retries++;
 			requeue(t, "shutdown: the grace period ended");
@@ -1617,6 +1679,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->limits.max_pixels_mp = (int)cfg->max_pixels_mp;
 	strset_init(&d->known);
 	strset_init(&d->held);
+	spend_init(&d->spend);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	buf_init(&d->readbuf, job_read_cap(d));
 	for (int i = 0; i < cfg->n_providers; i++) {
@@ -1651,6 +1714,7 @@ void dispatch_free(struct dispatch *d)
 	free(d->pending);
 	strset_release(&d->known);
 	strset_release(&d->held);
+	spend_release(&d->spend);
 	if (d->heartbeat_timer)
 		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);

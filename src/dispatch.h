@@ -9,6 +9,7 @@ struct loop;
 struct config;
 struct spool;
 struct dispatch;
+struct spend_view;
 
 struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool);
 void dispatch_free(struct dispatch *d);
@@ -25,6 +26,9 @@ void dispatch_pump(struct dispatch *d);
 void dispatch_keys_changed(struct dispatch *d);
 /* SIGTERM: stop claiming, let calls finish within the grace period, requeue the rest. */
 void dispatch_drain(struct dispatch *d);
+/* What calls in flight may cost, and what today's calls cost, for one provider (or all when
+ * provider is NULL), in the [prices] currency. For budgets and metrics. */
+void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
 

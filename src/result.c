@@ -3,6 +3,7 @@
  * Order is the protocol: images, then the result, then the job file, so a job file in done/
  * guarantees its result and images are complete beside it. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,13 @@ json_t *result_attempt_json(const struct attempt *a)
 	json_t *o = json_object();
 	json_object_set_new(o, "started_at", time_json(a->started_wall_ms));
 	json_object_set_new(o, "latency_ms", json_integer(a->latency_ms));
+	json_object_set_new(o, "provider", str_or_null(a->provider));
+	json_object_set_new(o, "model", str_or_null(a->model));
 	json_object_set_new(o, "http_status", a->http_status ? json_integer(a->http_status) : json_null());
 	json_object_set_new(o, "transport", json_string(a->transport));
 	json_object_set_new(o, "outcome", json_string(a->outcome));
 	json_object_set_new(o, "billed", json_string(a->billed));
+	json_object_set_new(o, "cost", a->cost_known ? json_real(a->cost) : json_null());
 	json_object_set_new(o, "error_code", str_or_null(a->error_code));
 	json_object_set_new(o, "request_id",
 			    a->request_id && *a->request_id ? json_string(a->request_id) : json_null());
@@ -59,6 +63,51 @@ static int count_billed(json_t *attempts)
 			n++;
 	}
 	return n;
+}
+
+/* The job's cost: the sum of its attempts' costs; null when an attempt that may have been
+ * billed has no price; an estimate when the billing of one is unknown. */
+static json_t *cost_json(json_t *attempts, const char *currency)
+{
+	size_t i;
+	json_t *a;
+	double sum = 0;
+	bool known = true, estimated = false;
+	json_array_foreach(attempts, i, a) {
+		const char *billed = json_string_value(json_object_get(a, "billed"));
+		bool free_call = billed && !strcmp(billed, "no");
+		json_t *cost = json_object_get(a, "cost");
+		if (json_is_number(cost))
+			sum += json_number_value(cost);
+		else if (!free_call)
+			known = false;
+		if (!free_call && (!billed || strcmp(billed, "yes")))
+			estimated = true;
+	}
+	sum = round(sum * 1e9) / 1e9;  /* 0.1 + 0.2 is 0.3 in a bill */
+	return json_pack("{s:o, s:s, s:b}", "amount", known ? json_real(sum) : json_null(),
+			 "currency", currency ? currency : "USD", "estimated", estimated);
+}
+
+/* json_dumps with costs written as a person would (0.04, not 0.040000000000000001), while the
+ * client's metadata keeps every digit it had: it is dumped on its own at full precision. */
+static char *dump_result(json_t *o, json_t *metadata)
+{
+	json_object_set_new(o, "metadata", json_null());
+	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+	if (!text)
+		abort(); /* only on allocation failure */
+	static const char tail[] = "\"metadata\": null\n}";
+	size_t len = strlen(text), tlen = strlen(tail);
+	if (!metadata || len < tlen || strcmp(text + len - tlen, tail))
+		return text;
+	char *meta = json_dumps(metadata, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+	if (!meta)
+		abort();
+	char *whole = xasprintf("%.*s\"metadata\": %s\n}", (int)(len - tlen), text, meta);
+	free(meta);
+	free(text);
+	return whole;
 }
 
 char *result_to_json(const struct result_info *r)
@@ -81,6 +130,7 @@ char *result_to_json(const struct result_info *r)
 	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
 	json_object_set_new(o, "billed_attempts", json_integer(count_billed(attempts)));
 	json_object_set_new(o, "attempts", attempts);
+	json_object_set_new(o, "cost", cost_json(attempts, r->currency));
 	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
 	json_object_set_new(o, "usage", r->usage ? json_incref(r->usage) : json_null());
 	if (!r->succeeded) {
@@ -96,11 +146,8 @@ char *result_to_json(const struct result_info *r)
 	}
 	json_object_set_new(o, "created_at", time_json(r->created_wall_ms));
 	json_object_set_new(o, "updated_at", time_json(r->updated_wall_ms));
-	json_object_set_new(o, "metadata", r->metadata ? json_incref(r->metadata) : json_null());
-	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *text = dump_result(o, r->metadata);
 	json_decref(o);
-	if (!text)
-		abort(); /* only on allocation failure */
 	size_t len = strlen(text);
 	char *with_nl = xrealloc(text, len + 2);
 	with_nl[len] = '\n';

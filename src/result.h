@@ -17,12 +17,16 @@ struct image;
 struct attempt {
 	int64_t started_wall_ms;
 	int64_t latency_ms;
+	const char *provider;    /* what was called */
+	const char *model;
 	long http_status;        /* 0 = no HTTP response */
 	const char *transport;   /* done, not_sent, timeout, reset, truncated, too_big */
 	const char *outcome;     /* succeeded, retry, failed, hold, interrupted */
 	const char *billed;      /* yes, no, unknown */
 	const char *error_code;  /* NULL on success */
 	const char *request_id;  /* "" if none */
+	bool cost_known;         /* false: billed (or maybe) with no price: "cost": null */
+	double cost;             /* 0 when not billed */
 };
 json_t *result_attempt_json(const struct attempt *a);
 
@@ -41,6 +45,7 @@ struct result_info {
 	int64_t updated_wall_ms;
 	int64_t latency_ms;
 	json_t *usage;           /* borrowed, may be NULL */
+	const char *currency;    /* of the attempts' costs */
 	json_t *metadata;        /* borrowed, may be NULL */
 	const char *error_code;  /* on failure */
 	const char *error_message;

@@ -29,6 +29,7 @@ import binascii
 import dataclasses
 import email.message
 import email.utils
+import fnmatch
 import hashlib
 import http.server
 import json
@@ -877,6 +878,10 @@ class FakeUpstream:
         self.inflight = 0
         self.max_inflight = 0
         self.verbose = verbose
+        # What a billed generation costs, by model (fnmatch pattern, first match wins): a number
+        # per image, or {"input": RATE, "output": RATE} per million tokens of the usage the fake
+        # answered with.  Each billed request records its "price"; billed_total() sums them.
+        self.prices: list[tuple[str, Any]] = []
         self.port = 0
         self.base_url = ""
         self._scripts: list[_Script] = []
@@ -951,6 +956,28 @@ class FakeUpstream:
     def billed(self, prompt: str) -> int:
         with self.lock:
             return sum(1 for r in self.requests if r["prompt"] == prompt and r["billed"])
+
+    def billed_total(self) -> float:
+        """What every billed request so far cost, by self.prices (unpriced ones count 0)."""
+        with self.lock:
+            return sum(r.get("price") or 0 for r in self.requests if r["billed"])
+
+    def _price(self, rec: dict, count: int, reply: Reply) -> float | None:
+        for pattern, price in self.prices:
+            if not fnmatch.fnmatchcase(rec["model"] or "", pattern):
+                continue
+            if not isinstance(price, dict):
+                return float(price) * count
+            try:
+                usage = json.loads(reply.body)
+                usage = usage.get("usage") or usage.get("usageMetadata") or {}
+            except (ValueError, AttributeError):
+                usage = {}
+            tokens_in = usage.get("input_tokens", usage.get("promptTokenCount", 0))
+            tokens_out = usage.get("output_tokens", usage.get("candidatesTokenCount", 0))
+            tokens_out += usage.get("thoughtsTokenCount", 0)     # Google bills thinking as output
+            return (tokens_in * price.get("input", 0) + tokens_out * price.get("output", 0)) / 1e6
+        return None
 
     def wait_for(self, pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
@@ -1031,7 +1058,8 @@ class FakeUpstream:
                      "headers": {k.lower(): v for k, v in h.headers.items()},
                      "json": None, "parts": [], "refs": [], "ref_types": [], "mask": None,
                      "started": time.monotonic(), "finished": None, "status": None,
-                     "behaviour": None, "client_gone": False, "billed": False}
+                     "behaviour": None, "client_gone": False, "billed": False,
+                     "price": 0}
         params, problem = _parse_request(rec, h.headers.get("Content-Type", ""), body)
         if dialect == "gemini":
             rec["model"] = model
@@ -1094,7 +1122,9 @@ class FakeUpstream:
             reply = _error(500, {"message": f"fake upstream: {e}", "type": "fake_error",
                                  "param": None, "code": None})
         # The generation is over: billed even if the client never reads the answer.
-        self._update(rec, billed=_billed(reply.status))
+        ctx_count = _Ctx(self, rec, step, rec["id"], params, bearer).count()
+        billed = _billed(reply.status)
+        self._update(rec, billed=billed, price=self._price(rec, ctx_count, reply) if billed else 0)
         if gone:
             raise _Gone
         self._update(rec, status=reply.status)

@@ -71,15 +71,18 @@ class Daemon:
         # The fake hands out image URLs on loopback, which the daemon refuses by default.
         limits = {"allow_private_downloads": "yes"}
         sections = {"spool": spool, "retry": retry, "limits": limits, "provider apiyi": provider}
+        # section__key=value; a section of its own ("prices", "provider b", "route r") is
+        # added after these; a list value writes the key once per item, in order.
         for name, value in settings.items():
             section, key = name.split("__", 1)
             section = "provider apiyi" if section == "provider" else section
-            sections[section][key] = value
+            sections.setdefault(section, {})[key] = value
         with open(self.config_path, "w") as f:
             for section, values in sections.items():
                 f.write(f"[{section}]\n")
                 for k, v in values.items():
-                    f.write(f"{k} = {v}\n")
+                    for item in v if isinstance(v, list) else [v]:
+                        f.write(f"{k} = {item}\n")
 
     # -- process ------------------------------------------------------------------------------
     def start(self, wait_ready=True, journal=False, extra_env=None):

@@ -38,6 +38,8 @@ static const struct bad_row bad[] = {
 	{ "[limits]\nmax_n = 11\n", 2, "max_n" },
 	{ "[limits]\nallow_private_downloads = maybe\n", 2, "must be yes or no" },
 	{ "[spool]\ndir = x\nthis line is wrong\n", 3, "not a valid ini line" },
+	{ "[prices]\ncurrency = EUR\ngpt-image-1 = cheap\n", 3, "must be a number" },
+	{ "[prices]\ngpt-image-1@8K = 1\n", 2, "qualifier" },
 };
 
 int main(void)
@@ -104,6 +106,11 @@ int main(void)
 	free(big);
 	free(link);
 	free(text);
+
+	ok(load("[prices]\ncurrency = EUR\ngpt-image-2@input = 5\nflux-* = 0.035\n", &cfg, err,
+		sizeof(err)) == 0 && cfg.prices.n_rows == 2 && !strcmp(cfg.prices.currency, "EUR"),
+	   "[prices]: currency and rows: %s", err);
+	config_release(&cfg);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int rc = load(bad[i].text, &cfg, err, sizeof(err));
