@@ -2,16 +2,24 @@
  *
  * inih's strings live only for the handler call, so every string is copied. Relative paths are
  * resolved against the directory of the config file. Unknown sections and keys are errors, with
- * the line number, so a typo never silently falls back to a default. */
+ * the line number, so a typo never silently falls back to a default; so are a section or a key
+ * given twice (which one would win is a guess) and a value with " #" in it (inih only strips
+ * ";" comments, so "timeout = 60 # one minute" would be the value "60 # one minute").
+ * inih as Debian builds it gives the handler no line number: the file is read through
+ * ini_parse_stream with a reader that counts lines, and the line of every key is kept for
+ * messages after parsing. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <ini.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -38,7 +46,7 @@ static const struct key keys[] = {
 	{ "spool", "dir", T_PATH, C(spool_dir), 0, 0, "spool" },
 	{ "spool", "concurrency", T_INT, C(concurrency), 1, 1024, "16" },
 	{ "spool", "poll_interval", T_INT, C(poll_interval), 1, 3600, "5" },
-	{ "spool", "grace_period", T_INT, C(grace_period), 0, 3600, "30" },
+	{ "spool", "grace_period", T_INT, C(grace_period), 0, 7200, "auto" },
 	{ "spool", "settle_time", T_INT, C(settle_time), 0, 3600, "5" },
 	{ "spool", "host_id", T_STR, C(host_id), 0, 0, "" },
 	{ "spool", "min_free_mb", T_INT, C(min_free_mb), 0, 1 << 20, "100" },
@@ -80,6 +88,11 @@ struct parse_state {
 	char *err;
 	size_t errsize;
 	char reason[300];
+	int reason_line;         /* of the first error */
+	FILE *f;
+	int line;                /* of the text inih is handling */
+	int next_line;
+	struct strset sections;  /* headers seen, to refuse one given twice */
 };
 
 static char *resolve_path(const char *base_dir, const char *value)
@@ -96,6 +109,10 @@ static const char *store(const struct key *k, void *base, const char *value, con
 			 char *why, size_t whysize)
 {
 	char *field = (char *)base + k->offset;
+	if (k->type == T_INT && !strcmp(k->def, "auto") && !strcmp(value, "auto")) {
+		*(long *)field = -1;   /* worked out after parsing */
+		return NULL;
+	}
 	if (k->type == T_INT) {
 		long v;
 		if (parse_long(value, k->min, k->max, &v) < 0) {
@@ -210,6 +227,75 @@ static bool add_timeout(struct parse_state *st, const char *name, const char *va
 
 /* inih (as Debian builds it) gives no line number to the handler: it returns the line of the
  * first error from ini_parse_file, and the handler keeps the first reason. */
+static void fail_line(struct parse_state *st, int line, const char *reason)
+{
+	if (!st->reason[0]) {
+		xsnprintf(st->reason, sizeof(st->reason), "%s", reason);
+		st->reason_line = line;
+	}
+}
+
+/* The reader inih calls for each line: counts lines and refuses a section given twice. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct parse_state *st = stream;
+	bool at_start = st->next_line == st->line + 1 || !st->line;
+	char *got = fgets(str, num, st->f);
+	if (!got)
+		return NULL;
+	if (at_start)
+		st->line = st->next_line;
+	size_t len = strlen(got);
+	if (len && got[len - 1] == '\n')
+		st->next_line = st->line + 1;
+	const char *c = got;
+	while (isspace((unsigned char)*c))
+		c++;
+	const char *close = *c == '[' && at_start ? strchr(c, ']') : NULL;
+	if (close) {
+		char *name = xstrndup(c + 1, (size_t)(close - c - 1));
+		if (!strset_add(&st->sections, name)) {
+			char why[300];
+			xsnprintf(why, sizeof(why), "section [%s] is given twice: merge the two", name);
+			fail_line(st, st->line, why);
+		}
+		free(name);
+	}
+	return got;
+}
+
+static void remember_line(struct config *cfg, const char *section, const char *name, int line)
+{
+	cfg->lines = xrealloc(cfg->lines, (cfg->n_lines + 1) * sizeof(*cfg->lines));
+	cfg->lines[cfg->n_lines++] = (struct config_line){ .section = xstrdup(section),
+							   .key = xstrdup(name), .line = line };
+}
+
+int config_line(const struct config *cfg, const char *section, const char *key)
+{
+	for (size_t i = 0; i < cfg->n_lines; i++)
+		if (!strcmp(cfg->lines[i].section, section) && !strcmp(cfg->lines[i].key, key))
+			return cfg->lines[i].line;
+	return 0;
+}
+
+/* Keys that may be given on several lines, each adding one item in order (a list). Every other
+ * key given twice is an error. A section with such a key lists it here, as "SECTION KEY" with
+ * SECTION's first word ("route" for every [route NAME]). */
+static const char *const repeatable_keys[] = { NULL };
+
+static bool repeatable(const char *section, const char *name)
+{
+	size_t word = strcspn(section, " ");
+	for (size_t i = 0; repeatable_keys[i]; i++) {
+		const char *r = repeatable_keys[i], *space = strchr(r, ' ');
+		if (space && (size_t)(space - r) == word && !strncmp(r, section, word) &&
+		    !strcmp(space + 1, name))
+			return true;
+	}
+	return false;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_state *st = user;
@@ -218,6 +304,20 @@ static int handler(void *user, const char *section, const char *name, const char
 	void *base = st->cfg;
 	const char *table_section = section;
 
+	int first = config_line(st->cfg, section, name);
+	if (first && !repeatable(section, name)) {
+		xsnprintf(why, sizeof(why), "\"%s\" is given twice in [%s] (first on line %d)", name,
+			  section, first);
+		reason = why;
+		goto bad;
+	}
+	remember_line(st->cfg, section, name, st->line);
+	const char *hash = strchr(value, '#');
+	if (hash && (hash == value || isspace((unsigned char)hash[-1]))) {
+		reason = "\"#\" does not start a comment after a value (only \";\" does): put the "
+			 "comment on a line of its own";
+		goto bad;
+	}
 	if (!strcmp(section, "prices")) {
 		reason = price_table_add(&st->cfg->prices, name, value);
 		if (!reason)
@@ -248,9 +348,38 @@ static int handler(void *user, const char *section, const char *name, const char
 	xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s]", name, section);
 	reason = why;
 bad:
-	if (!st->reason[0])
-		xsnprintf(st->reason, sizeof(st->reason), "%s", reason);
+	fail_line(st, st->line, reason);
 	return 0;
+}
+
+/* "FILE:LINE: reason" when section/key is in the file, else "FILE: reason". Returns -1. */
+__attribute__((format(printf, 6, 7)))
+static int fail_at(const struct config *cfg, const char *section, const char *key, char *err,
+		   size_t errsize, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	int line = section ? config_line(cfg, section, key) : 0;
+	if (line)
+		xsnprintf(err, errsize, "%s:%d: %s", cfg->path, line, why);
+	else
+		xsnprintf(err, errsize, "%s: %s", cfg->path, why);
+	return -1;
+}
+
+long config_longest_call(const struct config *cfg)
+{
+	long longest = cfg->timeout_max;
+	for (int i = 0; i < cfg->n_providers; i++)
+		if (cfg->providers[i].timeout > longest)
+			longest = cfg->providers[i].timeout;
+	for (size_t i = 0; i < cfg->n_timeouts; i++)
+		if (cfg->timeouts[i].seconds > longest)
+			longest = cfg->timeouts[i].seconds;
+	return longest;
 }
 
 static int check(struct config *cfg, char *err, size_t errsize)
@@ -267,27 +396,35 @@ static int check(struct config *cfg, char *err, size_t errsize)
 		cfg->host_id = xstrdup(host);
 	}
 	if (!valid_name(cfg->host_id, 64))
-		return xsnprintf(err, errsize, "%s: host_id must be 1-64 letters, digits, '.', '-', '_'",
-				 cfg->path), -1;
+		return fail_at(cfg, "spool", "host_id", err, errsize,
+			       "host_id must be 1-64 letters, digits, '.', '-', '_'");
 	char *end;
 	long mask = cfg->umask_text ? strtol(cfg->umask_text, &end, 8) : -1;
 	if (!cfg->umask_text || *end || mask < 0 || mask > 0777)
-		return xsnprintf(err, errsize, "%s: umask must be an octal number such as 022 or 002",
-				 cfg->path), -1;
+		return fail_at(cfg, "spool", "umask", err, errsize,
+			       "umask must be an octal number such as 022 or 002");
 	cfg->umask = (unsigned)mask;
 	if (!cfg->spool_dir)
-		return xsnprintf(err, errsize, "%s: [spool] dir must not be empty", cfg->path), -1;
+		return fail_at(cfg, "spool", "dir", err, errsize, "[spool] dir must not be empty");
 	for (int i = 0; i < cfg->n_providers; i++) {
 		const char *url = cfg->providers[i].base_url;
+		char section[80];
+		xsnprintf(section, sizeof(section), "provider %s", cfg->providers[i].name);
 		if (!url || (strncmp(url, "https://", 8) && strncmp(url, "http://", 7)))
-			return xsnprintf(err, errsize, "%s: [provider %s] base_url must start with https:// or http://",
-					 cfg->path, cfg->providers[i].name), -1;
+			return fail_at(cfg, section, "base_url", err, errsize,
+				       "[provider %s] base_url must start with https:// or http://",
+				       cfg->providers[i].name);
 	}
 	if (cfg->timeout_min > cfg->timeout_max)
-		return xsnprintf(err, errsize, "%s: timeout_min is above timeout_max", cfg->path), -1;
+		return fail_at(cfg, "limits", "timeout_min", err, errsize,
+			       "timeout_min is above timeout_max");
 	if (cfg->default_provider && !config_provider(cfg, cfg->default_provider))
-		return xsnprintf(err, errsize, "%s: default_provider \"%s\" has no [provider %s] section",
-				 cfg->path, cfg->default_provider, cfg->default_provider), -1;
+		return fail_at(cfg, "spool", "default_provider", err, errsize,
+			       "default_provider \"%s\" has no [provider %s] section",
+			       cfg->default_provider, cfg->default_provider);
+	cfg->grace_period_auto = cfg->grace_period < 0;
+	if (cfg->grace_period_auto)
+		cfg->grace_period = config_longest_call(cfg);
 	return 0;
 }
 
@@ -298,23 +435,37 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 	cfg->path = xstrdup(path);
 	char *copy = xstrdup(path);
 	struct parse_state st = { .cfg = cfg, .base_dir = xstrdup(dirname(copy)), .err = err,
-				  .errsize = errsize };
+				  .errsize = errsize, .next_line = 1 };
 	free(copy);
+	strset_init(&st.sections);
 	set_defaults(cfg, "spool", st.base_dir);
 	set_defaults(cfg, "limits", st.base_dir);
 	set_defaults(cfg, "retry", st.base_dir);
 	set_defaults(cfg, "tls", st.base_dir);
+	set_defaults(cfg, "metrics", st.base_dir);
+	cfg->grace_period = -1;
 
-	FILE *f = fopen(path, "re");
 	int rc = -1;
-	if (!f) {
-		xsnprintf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+	/* O_NONBLOCK: a FIFO in the config's place must not hang the start. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat sb;
+	if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))) {
+		close(fd);
+		fd = -1;
+		errno = EINVAL;
+	}
+	st.f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!st.f) {
+		xsnprintf(err, errsize, "%s: cannot open: %s", path,
+			  errno == EINVAL ? "not a regular file" : strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		goto out;
 	}
-	int line = ini_parse_file(f, handler, &st);
-	fclose(f);
-	if (line != 0) {
-		xsnprintf(err, errsize, "%s:%d: %s", path, line,
+	int line = ini_parse_stream(read_line, &st, handler, &st);
+	fclose(st.f);
+	if (line != 0 || st.reason[0]) {
+		xsnprintf(err, errsize, "%s:%d: %s", path, st.reason[0] ? st.reason_line : line,
 			  st.reason[0] ? st.reason : "not a valid ini line (expected [section] or key = value)");
 		goto out;
 	}
@@ -328,8 +479,128 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 	}
 	rc = check(cfg, err, errsize);
 out:
+	strset_release(&st.sections);
 	free(st.base_dir);
 	return rc;
+}
+
+struct config *config_new(const char *path, char *err, size_t errsize)
+{
+	struct config *cfg = xmalloc(sizeof(*cfg));
+	if (config_load(cfg, path, err, errsize) < 0) {
+		config_release(cfg);
+		free(cfg);
+		return NULL;
+	}
+	cfg->refs = 1;
+	return cfg;
+}
+
+struct config *config_ref(struct config *cfg)
+{
+	cfg->refs++;
+	return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+	if (cfg && --cfg->refs == 0) {
+		config_release(cfg);
+		free(cfg);
+	}
+}
+
+static char *read_key_file(const char *path, char *problem, size_t psize);
+
+/* access(2) passes anything for root: a read-only mount it does not see. */
+static bool read_only(const char *path)
+{
+	struct statvfs vfs;
+	if (statvfs(path, &vfs) < 0 || !(vfs.f_flag & ST_RDONLY))
+		return false;
+	errno = EROFS;
+	return true;
+}
+
+/* Whether dir exists and can be written, or could be made: its nearest existing parent can. */
+static int can_write_dir(const char *dir, char *why, size_t whysize)
+{
+	char *path = xstrdup(dir);
+	struct stat st;
+	int rc = -1;
+	for (;;) {
+		if (stat(path, &st) == 0) {
+			bool asked = !strcmp(path, dir);
+			if (!S_ISDIR(st.st_mode))
+				xsnprintf(why, whysize, "'%s' is not a directory", path);
+			else if (access(path, W_OK | X_OK) < 0 || read_only(path))
+				xsnprintf(why, whysize, asked ? "'%s' cannot be written: %s" :
+					  "'%s' cannot be made: its parent '%s' cannot be written: %s",
+					  asked ? path : dir, asked ? strerror(errno) : path, strerror(errno));
+			else
+				rc = 0;
+			break;
+		}
+		if (errno != ENOENT) {
+			xsnprintf(why, whysize, "'%s' cannot be looked at: %s", path, strerror(errno));
+			break;
+		}
+		char *slash = strrchr(path, '/');
+		if (!slash || slash == path) {
+			xsnprintf(why, whysize, "'%s' cannot be made: no parent directory exists", dir);
+			break;
+		}
+		*slash = '\0';
+	}
+	free(path);
+	return rc;
+}
+
+int config_verify(const struct config *cfg, char *err, size_t errsize)
+{
+	char why[600];
+	if (can_write_dir(cfg->spool_dir, why, sizeof(why)) < 0)
+		return fail_at(cfg, "spool", "dir", err, errsize, "spool directory %s", why);
+	if (cfg->metrics_textfile) {
+		char *copy = xstrdup(cfg->metrics_textfile);
+		int rc = can_write_dir(dirname(copy), why, sizeof(why));
+		free(copy);
+		if (rc < 0)
+			return fail_at(cfg, "metrics", "textfile", err, errsize,
+				       "the metrics file's directory %s", why);
+	}
+	for (int i = 0; i < cfg->n_providers; i++) {
+		const struct provider_config *p = &cfg->providers[i];
+		char section[80], problem[256] = "";
+		if (!p->api_key_file)
+			continue;
+		xsnprintf(section, sizeof(section), "provider %s", p->name);
+		char *key = read_key_file(p->api_key_file, problem, sizeof(problem));
+		if (key)
+			explicit_bzero(key, strlen(key));
+		free(key);
+		if (!key)
+			return fail_at(cfg, section, "api_key_file", err, errsize, "%s", problem);
+	}
+	return 0;
+}
+
+void config_carry_fixed(struct config *next, const struct config *running)
+{
+	if (strcmp(next->spool_dir, running->spool_dir))
+		log_warn("%s: [spool] dir changed to '%s': a running daemon keeps '%s' (restart to move)",
+			 next->path, next->spool_dir, running->spool_dir);
+	if (strcmp(next->host_id, running->host_id))
+		log_warn("%s: [spool] host_id changed to '%s': a running daemon keeps '%s' (restart to "
+			 "change it)", next->path, next->host_id, running->host_id);
+	if (next->io_threads != running->io_threads)
+		log_warn("%s: [spool] io_threads changed to %ld: takes effect at the next restart",
+			 next->path, next->io_threads);
+	free(next->spool_dir);
+	next->spool_dir = xstrdup(running->spool_dir);
+	free(next->host_id);
+	next->host_id = xstrdup(running->host_id);
+	next->io_threads = running->io_threads;
 }
 
 #define KEY_FILE_MAX 4096   /* bytes: a key file is one line */
@@ -440,6 +711,12 @@ long config_call_timeout(const struct config *cfg, const struct provider_config 
 
 void config_release(struct config *cfg)
 {
+	for (size_t i = 0; i < cfg->n_lines; i++) {
+		free(cfg->lines[i].section);
+		free(cfg->lines[i].key);
+	}
+	free(cfg->lines);
+	free(cfg->metrics_textfile);
 	for (size_t i = 0; i < cfg->n_timeouts; i++)
 		free(cfg->timeouts[i].pattern);
 	free(cfg->timeouts);

@@ -1,5 +1,22 @@
 /* config.h - the configuration: one table of keys with types, bounds and defaults, read by inih.
- * Every key has a default, so an empty file is a working configuration. */
+ * Every key has a default, so an empty file is a working configuration.
+ *
+ * How the daemon's modules read it (follow this for every new section or key):
+ *   - A loaded struct config is never changed. SIGHUP loads the whole file into a new one
+ *     (config_new); if that fails, the running one goes on and the reason is logged as
+ *     FILE:LINE: reason. If it loads, it replaces the running one whole: main.c hands the new
+ *     pointer to each module's reconfigure hook (dispatch_reconfigure, ...).
+ *   - So a module keeps the pointer, not copies: it reads cfg->key when it needs it, and a
+ *     reload takes effect at the next read. A module that derives state from the config (a
+ *     table built from sections, a ring sized by a key) rebuilds it in its reconfigure hook,
+ *     carrying over what is still valid (a provider's hold, by name).
+ *   - Work in flight keeps the config it started with when the new one no longer has it (a
+ *     provider removed by the reload finishes its calls): take a reference with config_ref()
+ *     and drop it with config_unref(); the last unref frees it.
+ *   - A key given twice is an error unless config.c lists it in repeatable_keys (a list, one
+ *     item per line, e.g. a route's targets).
+ *   - Keys that cannot change in a running process (spool dir, host_id, io_threads) keep their
+ *     running value on reload, with a warning (config_carry_fixed). */
 #ifndef CONFIG_H
 #define CONFIG_H
 
@@ -30,13 +47,24 @@ struct model_timeout {
 	long seconds;
 };
 
+/* Where a key was set in the file, for FILE:LINE messages after parsing. */
+struct config_line {
+	char *section;
+	char *key;
+	int line;
+};
+
 struct config {
+	int refs;                /* config_new() gives 1; config_unref() frees at 0 */
 	char *path;              /* the file read, for messages */
+	struct config_line *lines;
+	size_t n_lines;
 	/* [spool] */
 	char *spool_dir;
 	long concurrency;
 	long poll_interval;      /* seconds between full rescans */
 	long grace_period;       /* seconds calls in flight may finish after SIGTERM */
+	bool grace_period_auto;  /* not set: the longest call the configuration allows */
 	long settle_time;        /* seconds an unparsable file may still be being written */
 	char *host_id;
 	long lease_timeout;
@@ -71,6 +99,9 @@ struct config {
 	long max_crash_requeues; /* a job running through more daemon deaths than this fails */
 	/* [tls] */
 	char *ca_file;
+	/* [metrics] */
+	char *metrics_textfile;  /* Prometheus text file for node_exporter, NULL = none */
+	long metrics_interval;   /* seconds between writes */
 	/* [provider NAME] sections */
 	struct provider_config providers[CONFIG_MAX_PROVIDERS];
 	int n_providers;
@@ -78,6 +109,20 @@ struct config {
 
 /* Reads path into cfg (defaults first). On error returns -1 with "FILE:LINE: reason" in err. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errsize);
+/* config_load into a new reference-counted config, or NULL with err set. */
+struct config *config_new(const char *path, char *err, size_t errsize);
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+/* Checks of meaning beyond syntax, for -n and before a reload is applied: each api_key_file can
+ * be read, the spool directory (and the metrics file's) can be created and written. -1 with
+ * "FILE:LINE: reason" in err. */
+int config_verify(const struct config *cfg, char *err, size_t errsize);
+/* The line key was set on in section ("provider NAME" for a provider), 0 if not in the file. */
+int config_line(const struct config *cfg, const char *section, const char *key);
+/* A reload: keys that cannot change in a running daemon take running's values, with a warning. */
+void config_carry_fixed(struct config *next, const struct config *running);
+/* The longest one call may be allowed to take: the default grace period. */
+long config_longest_call(const struct config *cfg);
 /* Loads each provider's key from its file or environment; never fails: a provider without a
  * usable key gets key_problem set and the daemon waits instead of failing jobs. */
 void config_load_keys(struct config *cfg);

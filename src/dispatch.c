@@ -55,6 +55,8 @@ struct provider_state {
 	int ramp;                /* after a pause: calls allowed at once, doubling per success; 0 = off */
 	int64_t *starts;         /* mono_ms of the last rpm call starts (a ring), for the rpm limit */
 	long n_starts, next_start;
+	int users;               /* tasks using it */
+	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
 	struct dispatch *d;
 };
 
@@ -122,7 +124,8 @@ struct dispatch {
 	struct http *http;
 	struct iopool *pool;
 	struct job_limits limits;
-	struct provider_state providers[CONFIG_MAX_PROVIDERS];
+	struct provider_state **providers; /* one per provider, and those retired by a reload */
+	int n_providers;
 	struct pending *pending;
 	size_t n_pending, alloc_pending;
 	bool disk_full;          /* free space under min_free_mb: claiming nothing */
@@ -136,6 +139,7 @@ struct dispatch {
 	int n_tasks;
 	bool draining;
 	bool grace_over;
+	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
 	uint64_t grace_timer;
 	uint64_t wake_timer;     /* earliest paused provider */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */
@@ -145,6 +149,7 @@ struct dispatch {
 };
 
 static void send_attempt(struct task *t);
+static void job_limits_from_config(struct dispatch *d);
 static void finish(struct task *t);
 static void requeue(struct task *t, const char *why);
 
@@ -273,9 +278,9 @@ void dispatch_hint(struct dispatch *d, const char *name)
 static struct provider_state *provider_find(struct dispatch *d, const char *name)
 {
 	const struct provider_config *cfg = config_provider(d->cfg, name);
-	for (int i = 0; i < d->cfg->n_providers; i++)
-		if (d->providers[i].cfg == cfg)
-			return &d->providers[i];
+	for (int i = 0; cfg && i < d->n_providers; i++)
+		if (d->providers[i]->cfg == cfg)
+			return d->providers[i];
 	return NULL;
 }
 
@@ -373,20 +378,86 @@ static void provider_succeeded(struct provider_state *p)
 		p->ramp = 0;
 }
 
-void dispatch_keys_changed(struct dispatch *d)
+static struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg)
 {
-	for (int i = 0; i < d->cfg->n_providers; i++) {
-		struct provider_state *p = &d->providers[i];
-		if (!p->cfg->api_key) {
-			provider_hold(p, p->cfg->key_problem);
-			continue;
-		}
-		if (p->held)
-			p->probing = true;  /* try the new key with one job */
-		if (p->probe_timer)
-			loop_del_timer(d->loop, p->probe_timer);
-		p->probe_timer = 0;
+	struct provider_state *p = xcalloc(1, sizeof(*p));
+	*p = (struct provider_state){ .cfg = cfg, .d = d };
+	d->providers = xrealloc(d->providers, (size_t)(d->n_providers + 1) * sizeof(*d->providers));
+	d->providers[d->n_providers++] = p;
+	if (!cfg->api_key)
+		provider_hold(p, cfg->key_problem);
+	return p;
+}
+
+static void provider_state_free(struct provider_state *p)
+{
+	struct dispatch *d = p->d;
+	for (int i = 0; i < d->n_providers; i++)
+		if (d->providers[i] == p)
+			d->providers[i] = d->providers[--d->n_providers];
+	if (p->probe_timer)
+		loop_del_timer(d->loop, p->probe_timer);
+	free(p->starts);
+	config_unref(p->retired);
+	free(p);
+}
+
+/* Keys were (re)loaded: a provider without one is held, a held one with one is probed. */
+static void provider_keys_changed(struct provider_state *p)
+{
+	const struct provider_config *c = p->cfg;
+	if (!c->api_key) {
+		if (p->held && !strcmp(p->hold_reason, c->key_problem))
+			log_warn("provider '%s' is still on hold: %s%s", c->name, c->key_problem,
+				 c->api_key_file ? "" : " (a running daemon never sees a variable exported "
+				 "after it started: use api_key_file, or restart it with the variable set)");
+		provider_hold(p, c->key_problem);
+		return;
 	}
+	if (p->held) {
+		log_info("provider '%s' was held (%s): trying it with one job now", c->name,
+			 p->hold_reason);
+		p->probing = true;
+	}
+	if (p->probe_timer)
+		loop_del_timer(p->d->loop, p->probe_timer);
+	p->probe_timer = 0;
+}
+
+void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
+{
+	struct config *old = d->cfg;
+	/* Provider state carries over by name (a hold, a pause, the calls in flight); a provider
+	 * gone from the file keeps its old section until its last job ends. */
+	for (int i = d->n_providers - 1; i >= 0; i--) {
+		struct provider_state *p = d->providers[i];
+		if (p->retired)
+			continue;
+		const struct provider_config *next = config_provider(cfg, p->cfg->name);
+		if (next && next->rpm != p->cfg->rpm) {
+			free(p->starts);   /* the ring is sized by rpm */
+			p->starts = NULL;
+			p->n_starts = p->next_start = 0;
+		}
+		if (next)
+			p->cfg = next;
+		else if (p->users) {
+			log_info("provider '%s' is no longer configured: its %d job(s) finish first",
+				 p->cfg->name, p->users);
+			p->retired = config_ref(old);
+		} else
+			provider_state_free(p);
+	}
+	d->cfg = config_ref(cfg);
+	for (int i = 0; i < cfg->n_providers; i++) {
+		struct provider_state *p = provider_find(d, cfg->providers[i].name);
+		if (!p)
+			provider_state_new(d, &cfg->providers[i]);
+		else
+			provider_keys_changed(p);
+	}
+	job_limits_from_config(d);
+	config_unref(old);
 }
 
 /* ---- costs -------------------------------------------------------------------------------- */
@@ -459,9 +530,12 @@ static void task_free(struct task *t)
 		loop_del_timer(d->loop, t->timer);
 	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
 	 * held provider without a next probe. */
-	if (t->is_probe && t->prov->held && !t->prov->probe_timer && !t->prov->probing)
+	if (t->is_probe && t->prov->held && !t->prov->probe_timer && !t->prov->probing &&
+	    !t->prov->retired)
 		t->prov->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
 						      probe_due, t->prov);
+	if (t->prov && --t->prov->users == 0 && t->prov->retired)
+		provider_state_free(t->prov);
 	for (size_t i = 0; i < t->n_images; i++)
 		free(t->images[i].data);
 	free(t->images);
@@ -1144,9 +1218,20 @@ static size_t job_read_cap(const struct dispatch *d)
 	return (size_t)d->cfg->max_job_bytes + RECORD_HEADROOM;
 }
 
+/* What the job parser is allowed, from the running config. */
+static void job_limits_from_config(struct dispatch *d)
+{
+	job_limits_default(&d->limits);
+	d->limits.max_n = (int)d->cfg->max_n;
+	d->limits.max_depth = (int)d->cfg->max_depth;
+	d->limits.max_pixels_mp = (int)d->cfg->max_pixels_mp;
+	d->readbuf.max = job_read_cap(d);
+}
+
 static void set_provider(struct task *t, struct provider_state *prov)
 {
 	t->prov = prov;
+	prov->users++;
 	if (prov->held) {
 		t->is_probe = true;
 		prov->probing = false;  /* one probe at a time */
@@ -1317,8 +1402,10 @@ static int64_t wake_pump(struct loop *loop, void *arg)
 static bool any_provider_ready(struct dispatch *d)
 {
 	int64_t now = mono_ms(), earliest = 0;
-	for (int i = 0; i < d->cfg->n_providers; i++) {
-		int64_t until = provider_blocked_until(&d->providers[i], now);
+	for (int i = 0; i < d->n_providers; i++) {
+		if (d->providers[i]->retired)
+			continue;
+		int64_t until = provider_blocked_until(d->providers[i], now);
 		if (until == 0)
 			return true;
 		if (until > 0 && (!earliest || until < earliest))
@@ -1649,15 +1736,82 @@ void dispatch_drain(struct dispatch *d)
 	if (d->draining)
 		return;
 	d->draining = true;
-	log_info("shutting down: claiming nothing more; %d job(s) in flight get %lds to finish",
-		 d->n_tasks, d->cfg->grace_period);
+	d->drain_deadline = mono_ms() + d->cfg->grace_period * 1000;
+	log_info("shutting down: claiming nothing more; %d job(s) in flight get up to %lds to finish%s",
+		 d->n_tasks, d->cfg->grace_period, d->cfg->grace_period_auto ?
+		 " (grace_period: the longest call allowed; a second SIGTERM cuts them)" : "");
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
 		if (t->state == T_BACKOFF)
 			requeue(t, "shutdown");
 	}
+	dispatch_log_waiting(d);
 	d->grace_timer = loop_add_timer(d->loop, d->cfg->grace_period * 1000, grace_over, d);
+}
+
+void dispatch_cut(struct dispatch *d)
+{
+	if (!d->draining || d->grace_over)
+		return;
+	log_warn("second signal: cutting the %d job(s) still in flight; a call cut may still be "
+		 "billed and is recorded as interrupted", d->n_tasks);
+	if (d->grace_timer)
+		loop_del_timer(d->loop, d->grace_timer);
+	grace_over(d->loop, d);
+}
+
+int64_t dispatch_drain_left_ms(const struct dispatch *d)
+{
+	if (!d->draining || d->grace_over)
+		return 0;
+	int64_t left = d->drain_deadline - mono_ms();
+	return left > 0 ? left : 0;
+}
+
+void dispatch_log_waiting(const struct dispatch *d)
+{
+	char line[1024];
+	size_t len = 0;
+	int shown = 0;
+	line[0] = '\0';
+	for (const struct task *t = d->tasks; t; t = t->next) {
+		if (shown == 8) {
+			xsnprintf(line + len, sizeof(line) - len, ", ...");
+			break;
+		}
+		int n = snprintf(line + len, sizeof(line) - len, "%s%s (%s, %" PRId64 " s)",
+				 shown ? ", " : "", t->id, t->state == T_CALLING ? "call in flight" :
+				 t->state == T_DOWNLOADING ? "downloading" : "writing",
+				 (mono_ms() - t->claimed_mono) / 1000);
+		if (n < 0 || (size_t)n >= sizeof(line) - len)
+			break;
+		len += (size_t)n;
+		shown++;
+	}
+	if (d->n_tasks)
+		log_info("waiting for %d job(s): %s", d->n_tasks, line);
+}
+
+void dispatch_status(const struct dispatch *d, char *out, size_t size)
+{
+	int calls = 0;
+	for (int i = 0; i < d->n_providers; i++)
+		calls += d->providers[i]->active;
+	int n = snprintf(out, size, "%zu pending, %d running (%d calls in flight)", d->n_pending,
+			 d->n_tasks, calls);
+	const char *sep = ", held: ";
+	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
+		if (!d->providers[i]->held || d->providers[i]->retired)
+			continue;
+		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
+		sep = ", ";
+	}
+}
+
+bool dispatch_draining(const struct dispatch *d)
+{
+	return d->draining;
 }
 
 bool dispatch_drained(const struct dispatch *d)
@@ -1673,20 +1827,15 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->spool = spool;
 	d->http = http_new(loop, cfg->concurrency * 2);
 	d->pool = iopool_new(loop, (int)cfg->io_threads);
-	job_limits_default(&d->limits);
-	d->limits.max_n = (int)cfg->max_n;
-	d->limits.max_depth = (int)cfg->max_depth;
-	d->limits.max_pixels_mp = (int)cfg->max_pixels_mp;
 	strset_init(&d->known);
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	buf_init(&d->readbuf, job_read_cap(d));
-	for (int i = 0; i < cfg->n_providers; i++) {
-		d->providers[i] = (struct provider_state){ .cfg = &cfg->providers[i], .d = d };
-		if (!cfg->providers[i].api_key)
-			provider_hold(&d->providers[i], cfg->providers[i].key_problem);
-	}
+	job_limits_from_config(d);
+	config_ref(cfg);
+	for (int i = 0; i < cfg->n_providers; i++)
+		provider_state_new(d, &cfg->providers[i]);
 	return d;
 }
 
@@ -1698,17 +1847,15 @@ void dispatch_free(struct dispatch *d)
 		requeue(d->tasks, "shutdown");
 	iopool_free(d->pool);
 	http_free(d->http);
-	for (int i = 0; i < d->cfg->n_providers; i++)
-		if (d->providers[i].probe_timer)
-			loop_del_timer(d->loop, d->providers[i].probe_timer);
+	while (d->n_providers)
+		provider_state_free(d->providers[0]);
+	free(d->providers);
 	if (d->grace_timer)
 		loop_del_timer(d->loop, d->grace_timer);
 	if (d->wake_timer)
 		loop_del_timer(d->loop, d->wake_timer);
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);
-	for (int i = 0; i < d->cfg->n_providers; i++)
-		free(d->providers[i].starts);
 	for (size_t i = 0; i < d->n_pending; i++)
 		pending_free(&d->pending[i]);
 	free(d->pending);
@@ -1718,5 +1865,6 @@ void dispatch_free(struct dispatch *d)
 	if (d->heartbeat_timer)
 		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);
+	config_unref(d->cfg);
 	free(d);
 }

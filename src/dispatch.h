@@ -4,6 +4,8 @@
 #define DISPATCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct loop;
 struct config;
@@ -22,13 +24,24 @@ void dispatch_scan(struct dispatch *d);
 void dispatch_hint(struct dispatch *d, const char *name);
 /* Claims and starts jobs while there is room; the loop's before-sleep hook. */
 void dispatch_pump(struct dispatch *d);
-/* SIGHUP: the providers' keys were reloaded; held providers are retried at once. */
-void dispatch_keys_changed(struct dispatch *d);
+/* SIGHUP: cfg (with its keys loaded) replaces the running config; dispatch takes a reference.
+ * Calls in flight go on; a removed provider finishes its jobs on its old section; a lower
+ * concurrency takes effect as calls end; held providers with a key are probed at once. */
+void dispatch_reconfigure(struct dispatch *d, struct config *cfg);
 /* SIGTERM: stop claiming, let calls finish within the grace period, requeue the rest. */
 void dispatch_drain(struct dispatch *d);
 /* What calls in flight may cost, and what today's calls cost, for one provider (or all when
  * provider is NULL), in the [prices] currency. For budgets and metrics. */
 void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out);
+/* A second SIGTERM: end the grace period now; calls cut are recorded as interrupted. */
+void dispatch_cut(struct dispatch *d);
+/* While draining: ms left of the grace period (0 once over or when not draining). */
+int64_t dispatch_drain_left_ms(const struct dispatch *d);
+/* Logs the jobs still held (id, what it waits for, how long). */
+void dispatch_log_waiting(const struct dispatch *d);
+/* One line for systemd's STATUS=: pending, running, calls in flight, held providers. */
+void dispatch_status(const struct dispatch *d, char *out, size_t size);
+bool dispatch_draining(const struct dispatch *d);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
 

@@ -4,9 +4,15 @@
  *   imgspoold -n -c FILE   check FILE and exit: 0 if good, 1 with "FILE:LINE: reason" if not
  *
  * Start-up failures are fatal (exit 1). After start-up nothing a job does ends the process;
- * SIGTERM/SIGINT drain and exit 0, SIGHUP reloads the API keys. */
+ * SIGTERM/SIGINT drain and exit 0 (a second one cuts the calls left), SIGHUP reloads the whole
+ * configuration (a file that does not load leaves the running one in place).
+ *
+ * Under systemd (Type=notify) it says READY=1 once recovery and the first scan are done, keeps
+ * STATUS= current, pings WATCHDOG=1 only from a full turn of the loop (so a wedged loop is
+ * restarted), and while stopping says STOPPING=1 and how long it still needs. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,19 +28,28 @@
 #include "log.h"
 #include "secret.h"
 #include "loop.h"
+#include "notify.h"
 #include "spool.h"
 #include "util.h"
 #include "watch.h"
 #include "banned.h"
 
 struct daemon {
-	struct config cfg;
+	const char *config_path;
+	struct config *cfg;      /* the running configuration; replaced whole by a reload */
 	struct spool spool;
 	struct loop *loop;
 	struct dispatch *dispatch;
 	struct watch *watch;
+	struct notify *notify;
 	int sigfd;
+	bool tick_due;           /* the service timer fired: the next full turn reports */
+	char status[512];        /* last STATUS= sent */
+	int64_t waiting_logged;  /* mono_ms of the last "waiting for" line while draining */
 };
+
+#define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
+#define STOP_MARGIN_MS 30000   /* beyond the grace period: the last writes, the exit */
 
 static void usage(void)
 {
@@ -43,6 +58,34 @@ static void usage(void)
 			"  -n       check the configuration and exit\n"
 			"  -v       log debug lines too\n");
 	exit(2);
+}
+
+/* Loads the whole file again; the new configuration replaces the running one only if it loads
+ * and passes the checks of -n. Calls in flight are not touched. */
+static void reload(struct daemon *dm)
+{
+	char err[1024];
+	notify_send(dm->notify, "RELOADING=1\nSTATUS=reloading %s", dm->config_path);
+	log_info("SIGHUP: reloading '%s'", dm->config_path);
+	struct config *next = config_new(dm->config_path, err, sizeof(err));
+	if (next && config_verify(next, err, sizeof(err)) < 0) {
+		config_unref(next);
+		next = NULL;
+	}
+	if (!next) {
+		log_msg(LOG_ERROR, "reload failed, the running configuration goes on: %s", err);
+	} else {
+		config_carry_fixed(next, dm->cfg);
+		config_load_keys(next);
+		umask(next->umask);
+		dispatch_reconfigure(dm->dispatch, next);
+		config_unref(dm->cfg);
+		dm->cfg = next;
+		log_info("reloaded '%s': %d provider(s), concurrency %ld, grace period %lds",
+			 dm->config_path, next->n_providers, next->concurrency, next->grace_period);
+	}
+	dm->status[0] = '\0';   /* send STATUS= again with READY=1 */
+	notify_send(dm->notify, "READY=1");
 }
 
 static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
@@ -54,12 +97,16 @@ static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
 		switch (si.ssi_signo) {
 		case SIGTERM:
 		case SIGINT:
+			if (dispatch_drain_left_ms(dm->dispatch) > 0) {
+				dispatch_cut(dm->dispatch);
+				break;
+			}
 			dispatch_drain(dm->dispatch);
+			dm->waiting_logged = mono_ms();
+			dm->tick_due = true;   /* STOPPING=1 at the end of this turn */
 			break;
 		case SIGHUP:
-			log_info("SIGHUP: reloading API keys");
-			config_load_keys(&dm->cfg);
-			dispatch_keys_changed(dm->dispatch);
+			reload(dm);
 			break;
 		}
 	}
@@ -71,7 +118,42 @@ static int64_t on_rescan(struct loop *loop, void *arg)
 	(void)loop;
 	struct daemon *dm = arg;
 	dispatch_scan(dm->dispatch);
-	return dm->cfg.poll_interval * 1000;
+	return dm->cfg->poll_interval * 1000;
+}
+
+/* The service timer: it only asks; the report is made at the end of the next full turn. */
+static int64_t on_tick(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct daemon *dm = arg;
+	dm->tick_due = true;
+	int64_t every = SERVICE_TICK_MS, watchdog = notify_watchdog_ms(dm->notify);
+	if (watchdog && watchdog / 2 < every)
+		every = watchdog / 2;
+	return every;
+}
+
+/* At the end of a full turn of the loop: the watchdog ping, STATUS= when it changed, and while
+ * stopping how long systemd must still wait. */
+static void report(struct daemon *dm)
+{
+	char status[512];
+	int64_t left = dispatch_drain_left_ms(dm->dispatch);
+	dm->tick_due = false;
+	dispatch_status(dm->dispatch, status, sizeof(status));
+	if (dispatch_draining(dm->dispatch)) {
+		notify_send(dm->notify, "STOPPING=1\nSTATUS=stopping: %s\nEXTEND_TIMEOUT_USEC=%" PRId64,
+			    status, (left + STOP_MARGIN_MS) * 1000);
+		if (mono_ms() - dm->waiting_logged >= 60000) {
+			dm->waiting_logged = mono_ms();
+			dispatch_log_waiting(dm->dispatch);
+		}
+	} else if (strcmp(status, dm->status)) {
+		notify_send(dm->notify, "STATUS=%s", status);
+		xsnprintf(dm->status, sizeof(dm->status), "%s", status);
+	}
+	if (notify_watchdog_ms(dm->notify))
+		notify_send(dm->notify, "WATCHDOG=1");
 }
 
 static void on_file(void *arg, const char *name)
@@ -84,6 +166,8 @@ static void before_sleep(struct loop *loop, void *arg)
 {
 	struct daemon *dm = arg;
 	dispatch_pump(dm->dispatch);
+	if (dm->tick_due)
+		report(dm);
 	if (dispatch_drained(dm->dispatch))
 		loop_stop(loop);
 }
@@ -114,15 +198,22 @@ int main(int argc, char **argv)
 
 	static struct daemon dm;
 	char err[1024];
-	if (config_load(&dm.cfg, config_path, err, sizeof(err)) < 0) {
+	dm.config_path = config_path;
+	dm.cfg = config_new(config_path, err, sizeof(err));
+	if (dm.cfg && check_only && config_verify(dm.cfg, err, sizeof(err)) < 0) {
+		config_unref(dm.cfg);
+		dm.cfg = NULL;
+	}
+	if (!dm.cfg) {
 		fprintf(stderr, "imgspoold: %s\n", err);
 		return 1;
 	}
 	if (check_only) {
 		printf("%s: ok\n", config_path);
-		config_release(&dm.cfg);
+		config_unref(dm.cfg);
 		return 0;
 	}
+	dm.notify = notify_new();
 
 	/* Signals are read from a signalfd on the loop, never handled asynchronously. */
 	sigset_t mask;
@@ -139,25 +230,29 @@ int main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatal("cannot initialise libcurl");
 	json_object_seed(0);   /* seeds jansson's hash once, before any helper thread uses it */
-	umask(dm.cfg.umask);
-	config_load_keys(&dm.cfg);
-	if (spool_open(&dm.spool, dm.cfg.spool_dir, dm.cfg.host_id) < 0)
-		fatal("cannot open the spool '%s'", dm.cfg.spool_dir);
+	umask(dm.cfg->umask);
+	config_load_keys(dm.cfg);
+	if (spool_open(&dm.spool, dm.cfg->spool_dir, dm.cfg->host_id) < 0)
+		fatal("cannot open the spool '%s'", dm.cfg->spool_dir);
 
 	dm.loop = loop_new();
 	if (loop_add_fd(dm.loop, dm.sigfd, EPOLLIN, on_signal, &dm) < 0)
 		fatal("cannot watch signals");
-	dm.dispatch = dispatch_new(dm.loop, &dm.cfg, &dm.spool);
+	dm.dispatch = dispatch_new(dm.loop, dm.cfg, &dm.spool);
 	dispatch_recover(dm.dispatch);
-	char *new_path = xasprintf("%s/new", dm.cfg.spool_dir);
+	char *new_path = xasprintf("%s/new", dm.cfg->spool_dir);
 	dm.watch = watch_new(dm.loop, dm.spool.fd[SPOOL_NEW], new_path, on_file, &dm);
 	free(new_path);
 	dispatch_scan(dm.dispatch);
-	loop_add_timer(dm.loop, dm.cfg.poll_interval * 1000, on_rescan, &dm);
+	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
+	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);
 	loop_set_before_sleep(dm.loop, before_sleep, &dm);
 
 	log_info("ready: spool '%s', host id '%s', concurrency %ld, rescan every %lds",
-		 dm.cfg.spool_dir, dm.cfg.host_id, dm.cfg.concurrency, dm.cfg.poll_interval);
+		 dm.cfg->spool_dir, dm.cfg->host_id, dm.cfg->concurrency, dm.cfg->poll_interval);
+	dispatch_status(dm.dispatch, dm.status, sizeof(dm.status));
+	notify_send(dm.notify, "READY=1\nSTATUS=%s\nMAINPID=%ld", dm.status, (long)getpid());
+	dm.tick_due = false;
 	int rc = loop_run(dm.loop);
 
 	watch_free(dm.watch);
@@ -165,7 +260,8 @@ int main(int argc, char **argv)
 	loop_free(dm.loop);
 	spool_close(&dm.spool);
 	close(dm.sigfd);
-	config_release(&dm.cfg);
+	config_unref(dm.cfg);
+	notify_free(dm.notify);
 	secret_clear();
 	curl_global_cleanup();
 	log_info("stopped");

@@ -256,7 +256,7 @@ def test_config_check(env):
     ok = subprocess.run([IMGSPOOLD, "-n", "-c", d.config_path], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     with open(d.config_path, "a") as f:
-        f.write("[spool]\nconcurrency = many\n")
+        f.write("[provider second]\nconcurrency = many\n")
     lines = open(d.config_path).read().count("\n")
     bad = subprocess.run([IMGSPOOLD, "-n", "-c", d.config_path], capture_output=True, text=True)
     assert bad.returncode != 0

@@ -1,13 +1,63 @@
 #!/usr/bin/env python3
 """The daemon as a service (issue 9): journald priorities, systemd notify and watchdog,
 reload, cost-safe stop, metrics."""
+import json
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOLD, SCRATCH, TEST_KEY, run_tests, wait_for  # noqa: E402
+
+
+class NotifyListener:
+    """What systemd would hear: a datagram socket of our own named by NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.path = os.path.join(SCRATCH, f"notify-{os.getpid()}-{time.monotonic_ns()}.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages = []          # (monotonic time, {key: value})
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            with self.lock:
+                self.messages.append((time.monotonic(), fields))
+
+    def env(self, watchdog_usec=None):
+        env = {"NOTIFY_SOCKET": self.path}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        return env
+
+    def seen(self, key, value=None):
+        with self.lock:
+            return [(t, m) for t, m in self.messages if key in m and (value is None or m[key] == value)]
+
+    def first(self, key, value=None):
+        got = self.seen(key, value)
+        return got[0][0] if got else None
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+        self.sock.close()
+        os.unlink(self.path)
 
 
 def test_journal_lines_carry_their_priority(env):
@@ -30,8 +80,202 @@ def test_lines_elsewhere_carry_a_timestamp(env):
     assert not re.search(r"^<\d>", raw, re.M), raw
 
 
+def test_notify_ready_status_watchdog_stopping(env):
+    listener = NotifyListener()
+    try:
+        d = env.daemon(key=None)
+        watchdog_usec = 2_000_000
+        d.start(extra_env=listener.env(watchdog_usec))
+        wait_for(lambda: listener.first("READY", "1"), 10, "READY=1")
+        ready = listener.seen("READY", "1")[0][1]
+        assert "STATUS" in ready and "pending" in ready["STATUS"], ready
+        wait_for(lambda: len(listener.seen("WATCHDOG", "1")) >= 5, 20, "five watchdog pings")
+        # The status follows the spool: a job waiting for the held provider.
+        d.submit("waits", {"prompt": "waits for a key"})
+        wait_for(lambda: any("1 pending" in m["STATUS"] and "held: apiyi" in m["STATUS"]
+                             for _, m in listener.seen("STATUS")), 20, "STATUS= with the job")
+        d.stop()
+        stop = listener.first("STOPPING", "1")
+        assert stop, listener.messages
+        pings = [t for t, _ in listener.seen("WATCHDOG", "1")]
+        assert listener.first("READY", "1") < pings[0], "a ping before READY=1"
+        assert pings[-1] < stop or len(pings) > 5
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        # Every half WATCHDOG_USEC (1 s), with room for a shared machine; systemd's own limit
+        # is the whole 2 s.
+        assert max(gaps) < 1.5, gaps
+        stopping = listener.seen("STOPPING", "1")[0][1]
+        assert "EXTEND_TIMEOUT_USEC" in stopping, stopping
+        assert listener.first("READY", "1") <= listener.first("STATUS") <= stop
+    finally:
+        listener.close()
+
+
+def test_restart_with_calls_in_flight_pays_once(env):
+    # The default grace period is the longest call the config allows: calls longer than the
+    # old 30 s default finish before the daemon exits, and a restart does not call again.
+    listener = NotifyListener()
+    try:
+        env.fake.default = {"kind": "b64", "delay": 33}
+        d = env.daemon(spool__grace_period=None, provider__timeout=60)
+        d.start(extra_env=listener.env())
+        for i in range(2):
+            d.submit(f"long{i}", {"prompt": f"long call {i}"})
+        wait_for(lambda: env.fake.inflight >= 2, 10, "2 calls in flight")
+        d.send_signal(signal.SIGTERM)
+        wait_for(lambda: "waiting for 2 job(s): long" in d.log(), 10, "the calls it waits for")
+        stopping = wait_for(lambda: listener.seen("STOPPING", "1"), 10, "STOPPING=1")
+        extend = int(stopping[0][1]["EXTEND_TIMEOUT_USEC"])
+        assert extend >= 900 * 1_000_000, f"EXTEND_TIMEOUT_USEC={extend}: less than timeout_max"
+        assert d.proc.wait(60) == 0, d.log()
+        assert d.state("long0") == "done" and d.state("long1") == "done", d.log()
+        d.start()   # as systemd does: start again at once
+        env.fake.default = {"kind": "b64"}
+        d.submit("after", {"prompt": "after the restart"})
+        assert d.wait_finished("after") == "done"
+        for i in range(2):
+            assert env.fake.calls(f"long call {i}") == 1, f"long call {i} was paid twice"
+    finally:
+        listener.close()
+
+
+def test_second_sigterm_cuts_and_records(env):
+    env.fake.default = {"kind": "b64", "delay": 60}
+    d = env.daemon(spool__grace_period=None, provider__timeout=120).start()
+    d.submit("cut", {"prompt": "cut short"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    d.send_signal(signal.SIGTERM)
+    wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+    d.send_signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0, d.log()
+    assert "second signal: cutting" in d.log(), d.log()
+    assert d.state("cut") == "new"
+    records = json.load(open(d.path("new", "cut.json")))["imgspool"]
+    assert [a["outcome"] for a in records["attempts"]] == ["interrupted"], records
+
+
+def write_config(d, text):
+    """Replaces the daemon's config with the harness's own plus text (sections of a test's)."""
+    with open(d.config_path, "w") as f:
+        f.write(text)
+
+
+def base_config(d, concurrency=4, extra=""):
+    return (f"[spool]\ndir = {d.spool}\nconcurrency = {concurrency}\npoll_interval = 1\n"
+            f"grace_period = 10\nsettle_time = 2\nhost_id = testhost\nmin_free_mb = 1\n"
+            f"[retry]\nbackoff_base_ms = 50\nbackoff_cap_ms = 1000\nhold_probe_interval = 1\n"
+            f"[provider apiyi]\nbase_url = {d.fake.base_url}\napi_key_env = IMGSPOOL_TEST_KEY\n"
+            f"timeout = 30\nconnect_timeout = 5\n" + extra)
+
+
+def test_sighup_reloads_everything_mid_calls(env):
+    listener = NotifyListener()
+    try:
+        d = env.daemon()
+        other = (f"[provider old]\nbase_url = {env.fake.base_url}\n"
+                 f"api_key_env = IMGSPOOL_TEST_KEY\ntimeout = 30\n")
+        write_config(d, base_config(d, 4, other))
+        d.start(extra_env=listener.env())
+        env.fake.script("mid", {"kind": "b64", "delay": 3})
+        for i in range(3):
+            d.submit(f"mid{i}", {"prompt": f"mid {i}"})
+        d.submit("gone", {"prompt": "mid on a provider the reload removes", "provider": "old"})
+        wait_for(lambda: env.fake.inflight >= 4, 10, "4 calls in flight")
+        # Concurrency 1, provider "old" gone: nothing in flight is cut or repeated.
+        write_config(d, base_config(d, 1))
+        d.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in d.log(), 10, "the reload")
+        assert "provider 'old' is no longer configured: its 1 job(s) finish first" in d.log()
+        for task_id in ("mid0", "mid1", "mid2", "gone"):
+            assert d.wait_finished(task_id) == "done", d.log()
+        for prompt in ("mid 0", "mid 1", "mid 2", "mid on a provider the reload removes"):
+            assert env.fake.calls(prompt) == 1, prompt
+        assert d.result("gone")["provider"] == "old"
+        # The lower concurrency holds for what comes next.
+        env.fake.max_inflight = 0
+        env.fake.script("after reload", {"kind": "b64", "delay": 0.3})
+        for i in range(3):
+            d.submit(f"next{i}", {"prompt": f"after reload {i}"})
+        for i in range(3):
+            assert d.wait_finished(f"next{i}") == "done"
+        assert env.fake.max_inflight == 1, env.fake.max_inflight
+        reloading = listener.first("RELOADING", "1")
+        assert reloading and any(t > reloading for t, _ in listener.seen("READY", "1")), \
+            listener.messages
+    finally:
+        listener.close()
+
+
+def test_broken_reload_keeps_the_running_config(env):
+    d = env.daemon()
+    write_config(d, base_config(d, 2))
+    d.start()
+    write_config(d, base_config(d, 2) + "[limits]\nmax_n = lots\n")
+    lines = open(d.config_path).read().count("\n")
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in d.log(), 10, "the failed reload")
+    assert f"the running configuration goes on: {d.config_path}:{lines}: " in d.log(), d.log()
+    d.submit("still", {"prompt": "still served"})
+    assert d.wait_finished("still") == "done"
+    assert not d.exited()
+
+
+def test_sighup_says_why_a_provider_is_still_held(env):
+    # The key comes from the environment, which a running process cannot see change.
+    d = env.daemon(key=None).start()
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: "still on hold" in d.log(), 10, "the reason after SIGHUP")
+    line = [x for x in d.log().splitlines() if "still on hold" in x][0]
+    assert "IMGSPOOL_TEST_KEY" in line and "api_key_file" in line and "restart" in line, line
+
+
+def check(config_text, tmp):
+    path = os.path.join(tmp, "check.ini")
+    with open(path, "w") as f:
+        f.write(config_text)
+    res = subprocess.run([IMGSPOOLD, "-n", "-c", path], capture_output=True, text=True)
+    return res.returncode, res.stderr, path
+
+
+def test_config_check_looks_at_meaning(env):
+    tmp = os.path.join(SCRATCH, "check")
+    os.makedirs(tmp)
+    try:
+        spool = os.path.join(tmp, "spool")
+        open(os.path.join(tmp, "a-file"), "w").close()
+        head = f"[spool]\ndir = {spool}\n"
+        rows = [
+            (head + "[provider a]\napi_key_file = missing.key\n", 4, "missing.key"),
+            (f"[spool]\ndir = {tmp}/a-file/spool\n", 2, "Not a directory"),
+            (head + "concurrency = 2\n[spool]\nconcurrency = 3\n", 4, "section [spool] is given twice"),
+            (head + "concurrency = 2\nconcurrency = 3\n", 4, "given twice"),
+            (head + "[provider a]\ntimeout = 60 # a minute\n", 4, "comment"),
+            (head + "[limits]\ntimeout_min = 100\ntimeout_max = 50\n", 4, "timeout_min"),
+            (head + "default_provider = nobody\n", 3, "nobody"),
+            (head + "[provider a]\nbase_url = ftp://x\n", 4, "base_url"),
+        ]
+        for text, line, needle in rows:
+            rc, err, path = check(text, tmp)
+            assert rc != 0, f"accepted:\n{text}"
+            assert f"{path}:{line}: " in err and needle in err, (text, err)
+        with open(os.path.join(tmp, "good.key"), "w") as f:
+            f.write("sk-x\n")
+        os.chmod(os.path.join(tmp, "good.key"), 0o600)
+        rc, err, _ = check(head + "[provider a]\napi_key_file = good.key\n", tmp)
+        assert rc == 0, err
+    finally:
+        subprocess.run(["rm", "-rf", tmp])
+
+
 if __name__ == "__main__":
     run_tests([
         test_journal_lines_carry_their_priority,
         test_lines_elsewhere_carry_a_timestamp,
+        test_notify_ready_status_watchdog_stopping,
+        test_restart_with_calls_in_flight_pays_once,
+        test_second_sigterm_cuts_and_records,
+        test_sighup_reloads_everything_mid_calls,
+        test_broken_reload_keeps_the_running_config,
+        test_sighup_says_why_a_provider_is_still_held,
+        test_config_check_looks_at_meaning,
     ])

@@ -81,6 +81,8 @@ class Daemon:
             for section, values in sections.items():
                 f.write(f"[{section}]\n")
                 for k, v in values.items():
+                    if v is None:   # leave the key out: its default applies
+                        continue
                     for item in v if isinstance(v, list) else [v]:
                         f.write(f"{k} = {item}\n")
 

@@ -40,6 +40,12 @@ static const struct bad_row bad[] = {
 	{ "[spool]\ndir = x\nthis line is wrong\n", 3, "not a valid ini line" },
 	{ "[prices]\ncurrency = EUR\ngpt-image-1 = cheap\n", 3, "must be a number" },
 	{ "[prices]\ngpt-image-1@8K = 1\n", 2, "qualifier" },
+	{ "[spool]\ndir = x\n\n[limits]\nmax_n = 2\n[spool]\n", 6, "[spool] is given twice" },
+	{ "[spool]\ndir = x\n; c\ndir = y\n", 4, "given twice in [spool] (first on line 2)" },
+	{ "[provider a]\ntimeout = 60 # a minute\n", 2, "comment" },
+	{ "[limits]\ntimeout_min = 60\ntimeout_max = 30\n", 2, "timeout_min is above" },
+	{ "[spool]\nconcurrency = 2\ndefault_provider = b\n[provider a]\n", 3, "default_provider" },
+	{ "[spool]\ngrace_period = soon\n", 2, "grace_period" },
 };
 
 int main(void)
@@ -58,6 +64,17 @@ int main(void)
 	is_str(cfg.spool_dir, want_spool, "relative dir resolved against the config's directory");
 	free(want_spool);
 	ok(cfg.host_id && *cfg.host_id, "host_id defaults to the host name");
+	ok(cfg.grace_period_auto && cfg.grace_period == 900,
+	   "the grace period defaults to the longest call allowed (timeout_max)");
+	config_release(&cfg);
+	ok(load("[spool]\ngrace_period = 20\n", &cfg, err, sizeof(err)) == 0 &&
+	   cfg.grace_period == 20 && !cfg.grace_period_auto, "a grace period set is kept");
+	config_release(&cfg);
+	ok(load("[timeouts]\nslow* = 2000\n", &cfg, err, sizeof(err)) == 0 &&
+	   cfg.grace_period == 2000, "a longer [timeouts] row lengthens the default grace period");
+	config_release(&cfg);
+	ok(load("[spool]\ngrace_period = auto\n[provider a]\ntimeout = 1200\n", &cfg, err,
+		sizeof(err)) == 0 && cfg.grace_period == 1200, "so does a longer provider timeout");
 	config_release(&cfg);
 
 	ok(load("[spool]\ndir = /srv/spool\nconcurrency = 3\n[provider a]\nmodel = m1\n"
