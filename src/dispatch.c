@@ -27,6 +27,7 @@
 #include "http.h"
 #include "iopool.h"
 #include "job.h"
+#include "known.h"
 #include "log.h"
 #include "loop.h"
 #include "price.h"
@@ -64,6 +65,7 @@ struct pending {
 	enum spool_dir dir;      /* new/ or deferred/ */
 	char *name;
 	int64_t mtime_ns;
+	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
 	char *provider;          /* once read: the provider it waits for, so it is not reread */
 };
 
@@ -132,7 +134,7 @@ struct dispatch {
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
 	bool pending_unsorted;
-	struct strset known;     /* names in new/ that are pending or ignored */
+	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
 	struct strset held;      /* ids of the tasks below */
 	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */
@@ -156,16 +158,14 @@ static void requeue(struct task *t, const char *why);
 /* ---- pending queue ---------------------------------------------------------------------- */
 
 /* The known set holds "n/NAME" and "d/NAME": the same name may be in new/ and deferred/. */
-static void known_key(enum spool_dir dir, const char *name, char *key, size_t size)
+static char known_dir(enum spool_dir dir)
 {
-	xsnprintf(key, size, "%c/%s", dir == SPOOL_NEW ? 'n' : 'd', name);
+	return dir == SPOOL_NEW ? 'n' : 'd';
 }
 
 static void known_del(struct dispatch *d, enum spool_dir dir, const char *name)
 {
-	char key[NAME_MAX + 4];
-	known_key(dir, name, key, sizeof(key));
-	strset_del(&d->known, key);
+	known_forget(&d->known, known_dir(dir), name);
 }
 
 static void pending_free(struct pending *pe)
@@ -174,18 +174,18 @@ static void pending_free(struct pending *pe)
 	free(pe->provider);
 }
 
-static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name, int64_t mtime_ns)
+static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name,
+			const struct file_id *file)
 {
-	char key[NAME_MAX + 4];
-	known_key(dir, name, key, sizeof(key));
-	if (!strset_add(&d->known, key))
+	int64_t mtime_ns = file->mtime_ns;
+	if (!known_see(&d->known, known_dir(dir), name, file))
 		return;
 	if (d->n_pending == d->alloc_pending) {
 		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
 		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
 	}
 	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
-						      .mtime_ns = mtime_ns };
+						      .mtime_ns = mtime_ns, .file = *file };
 	if (d->n_pending > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
 		d->pending_unsorted = true;
 }
@@ -205,6 +205,22 @@ static void pending_sort(struct dispatch *d)
 		return;
 	qsort(d->pending, d->n_pending, sizeof(*d->pending), pending_cmp);
 	d->pending_unsorted = false;
+}
+
+/* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
+static void pending_sweep(struct dispatch *d, enum spool_dir dir)
+{
+	if (!known_sweep(&d->known, known_dir(dir)))
+		return;
+	size_t keep = 0;
+	for (size_t i = 0; i < d->n_pending; i++) {
+		struct pending *pe = &d->pending[i];
+		if (pe->dir != dir || known_has(&d->known, known_dir(dir), pe->name))
+			d->pending[keep++] = *pe;
+		else
+			pending_free(pe);
+	}
+	d->n_pending = keep;
 }
 
 static void scan_deferred(struct dispatch *d);
@@ -230,13 +246,15 @@ static void scan_deferred(struct dispatch *d)
 		return;
 	/* Due times are the file server's: another host's clock may be off. */
 	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0;
+	known_begin(&d->known);
 	for (long i = 0; i < n; i++) {
 		if (e[i].mtime_ns <= now_ns)
-			pending_add(d, SPOOL_DEFERRED, e[i].name, e[i].mtime_ns);
+			pending_add(d, SPOOL_DEFERRED, e[i].name, &e[i].id);
 		else if (!next_ns || e[i].mtime_ns < next_ns)
 			next_ns = e[i].mtime_ns;
 	}
 	spool_entries_free(e, n);
+	pending_sweep(d, SPOOL_DEFERRED);
 	if (next_ns)
 		arm_deferred(d, next_ns / 1000000);
 }
@@ -247,9 +265,11 @@ void dispatch_scan(struct dispatch *d)
 	long n = spool_list(d->spool, SPOOL_NEW, &e);
 	if (n < 0)
 		return;
+	known_begin(&d->known);
 	for (long i = 0; i < n; i++)
-		pending_add(d, SPOOL_NEW, e[i].name, e[i].mtime_ns);
+		pending_add(d, SPOOL_NEW, e[i].name, &e[i].id);
 	spool_entries_free(e, n);
+	pending_sweep(d, SPOOL_NEW);
 	scan_deferred(d);
 	if (!d->draining)
 		reclaim_stale(d);
@@ -257,7 +277,8 @@ void dispatch_scan(struct dispatch *d)
 		d->tmp_cleaned = mono_ms();
 		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
 	}
-	log_debug("rescan of new/: %ld entries, %zu pending", n, d->n_pending);
+	log_debug("rescan of new/: %ld entries, %zu pending, %zu known", n, d->n_pending,
+		  known_count(&d->known));
 }
 
 void dispatch_hint(struct dispatch *d, const char *name)
@@ -270,7 +291,9 @@ void dispatch_hint(struct dispatch *d, const char *name)
 	struct stat st;
 	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	pending_add(d, SPOOL_NEW, name, timespec_ns(&st.st_mtim));
+	struct file_id file;
+	spool_file_id(&file, &st);
+	pending_add(d, SPOOL_NEW, name, &file);
 }
 
 /* ---- providers ---------------------------------------------------------------------------- */
@@ -1201,10 +1224,11 @@ static void requeue(struct task *t, const char *why)
 	task_free(t);
 }
 
-/* A file in new/ that is not a job we can claim: logged once, then left alone. */
-static void ignore_entry(const char *name, const char *why)
+/* A file in new/ that is not a job we can claim: logged once, then left alone until it changes. */
+static void ignore_entry(struct dispatch *d, const struct pending *pe, const char *why)
 {
-	log_warn("ignoring 'new/%s': %s", name, why);
+	log_warn("ignoring '%s/%s': %s", spool_dir_name(pe->dir), pe->name, why);
+	known_ignore(&d->known, known_dir(pe->dir), pe->name, &pe->file);
 }
 
 enum start { STARTED, SKIPPED, WAIT };
@@ -1248,7 +1272,7 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 	if (pe->dir != SPOOL_NEW ||
 	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-		ignore_entry(pe->name, "not a valid task id, and not a plain file");
+		ignore_entry(d, pe, "not a valid task id, and not a plain file");
 		return;
 	}
 	uint64_t h = 14695981039346656037ULL;
@@ -1322,7 +1346,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	if (rr != SPOOL_READ_OK) {
-		ignore_entry(pe->name, spool_read_reason(rr));
+		ignore_entry(d, pe, spool_read_reason(rr));
 		return SKIPPED;
 	}
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
@@ -1827,7 +1851,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->spool = spool;
 	d->http = http_new(loop, cfg->concurrency * 2);
 	d->pool = iopool_new(loop, (int)cfg->io_threads);
-	strset_init(&d->known);
+	known_init(&d->known);
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
@@ -1859,7 +1883,7 @@ void dispatch_free(struct dispatch *d)
 	for (size_t i = 0; i < d->n_pending; i++)
 		pending_free(&d->pending[i]);
 	free(d->pending);
-	strset_release(&d->known);
+	known_release(&d->known);
 	strset_release(&d->held);
 	spend_release(&d->spend);
 	if (d->heartbeat_timer)

@@ -74,6 +74,15 @@ void spool_close(struct spool *sp)
 	memset(sp, 0, sizeof(*sp));
 }
 
+void spool_file_id(struct file_id *id, const struct stat *st)
+{
+	*id = (struct file_id){
+		.dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino, .size = (int64_t)st->st_size,
+		.mtime_ns = timespec_ns(&st->st_mtim), .ctime_ns = timespec_ns(&st->st_ctim),
+		.nlink = (uint32_t)st->st_nlink, .mode = (uint32_t)st->st_mode,
+	};
+}
+
 static int entry_cmp(const void *a, const void *b)
 {
 	const struct spool_entry *x = a, *y = b;
@@ -121,6 +130,7 @@ static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_e
 		}
 		v[n].name = xstrdup(de->d_name);
 		v[n].mtime_ns = timespec_ns(&st.st_mtim);
+		spool_file_id(&v[n].id, &st);
 		n++;
 	}
 	closedir(dir);

@@ -33,9 +33,18 @@ struct spool {
 	bool clock_failing;         /* the last probe failed (logged once) */
 };
 
+/* What tells one file at a name from another, or from itself changed. */
+struct file_id {
+	uint64_t dev, ino;
+	int64_t size, mtime_ns, ctime_ns;
+	uint32_t nlink, mode;
+};
+void spool_file_id(struct file_id *id, const struct stat *st);
+
 struct spool_entry {
 	char *name;
 	int64_t mtime_ns;
+	struct file_id id;       /* as listed (lstat) */
 };
 
 /* Opens (creating what is missing) the spool at path. Returns 0 or -1 (logged). */
