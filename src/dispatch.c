@@ -31,6 +31,7 @@
 #include "log.h"
 #include "loop.h"
 #include "price.h"
+#include "provider.h"
 #include "result.h"
 #include "retry.h"
 #include "secret.h"
@@ -45,17 +46,11 @@
 
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_PUBLISHING };
 
+/* A provider's flow control (provider.c) and what it takes on the loop. */
 struct provider_state {
 	const struct provider_config *cfg;
-	bool held;               /* no usable key, or the upstream refused it / the balance */
-	bool probing;            /* a held provider lets one job through to test it */
-	char hold_reason[256];
+	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
 	uint64_t probe_timer;
-	int64_t paused_until;    /* mono_ms: no new calls before (a 429 pauses the provider) */
-	int active;              /* calls in flight */
-	int ramp;                /* after a pause: calls allowed at once, doubling per success; 0 = off */
-	int64_t *starts;         /* mono_ms of the last rpm call starts (a ring), for the rpm limit */
-	long n_starts, next_start;
 	int users;               /* tasks using it */
 	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
 	struct dispatch *d;
@@ -75,7 +70,7 @@ struct task {
 	enum task_state state;
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
-	bool calling;            /* counted in prov->active */
+	bool calling;            /* counted in prov->flow.active */
 	bool fenced;             /* another daemon reclaimed it: never publish */
 	bool in_pool;            /* a helper thread owns it until its done() runs */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
@@ -312,23 +307,18 @@ static int64_t probe_due(struct loop *loop, void *arg)
 	(void)loop;
 	struct provider_state *p = arg;
 	p->probe_timer = 0;
-	p->probing = true;  /* dispatch_pump lets one job through */
+	p->flow.probing = true;  /* dispatch_pump lets one job through */
 	return LOOP_TIMER_DONE;
 }
 
-static void provider_hold(struct provider_state *p, const char *reason)
+static void hold_provider(struct provider_state *p, const char *reason)
 {
 	struct dispatch *d = p->d;
-	if ((!p->held || strcmp(p->hold_reason, reason)) && p->cfg->api_key)
-		log_msg(LOG_WARN, "provider '%s' is on hold: %s; its jobs stay in new/ and one is "
-			"tried every %lds, or at once on SIGHUP", p->cfg->name, reason,
-			d->cfg->hold_probe_interval);
-	else if (!p->held || strcmp(p->hold_reason, reason))
-		log_msg(LOG_WARN, "provider '%s' is on hold: %s; its jobs stay in new/ until a key is "
-			"configured and the daemon gets SIGHUP", p->cfg->name, reason);
-	p->held = true;
-	p->probing = false;
-	xsnprintf(p->hold_reason, sizeof(p->hold_reason), "%s", reason);
+	if (provider_hold(&p->flow, reason))
+		log_msg(LOG_WARN, p->cfg->api_key ? "provider '%s' is on hold: %s; its jobs stay in new/ "
+			"and one is tried every %lds, or at once on SIGHUP" : "provider '%s' is on hold: "
+			"%s; its jobs stay in new/ until a key is configured and the daemon gets SIGHUP",
+			p->cfg->name, reason, d->cfg->hold_probe_interval);
 	if (p->probe_timer)
 		loop_del_timer(d->loop, p->probe_timer);
 	p->probe_timer = 0;
@@ -337,78 +327,40 @@ static void provider_hold(struct provider_state *p, const char *reason)
 		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000, probe_due, p);
 }
 
-static void provider_release_hold(struct provider_state *p)
+static void release_provider(struct provider_state *p)
 {
-	if (!p->held)
+	if (!provider_release_hold(&p->flow))
 		return;
 	log_info("provider '%s' works again: resuming", p->cfg->name);
-	p->held = p->probing = false;
 	if (p->probe_timer)
 		loop_del_timer(p->d->loop, p->probe_timer);
 	p->probe_timer = 0;
 }
 
-static long provider_limit(const struct provider_state *p, bool with_ramp)
+static struct provider_limits provider_limits_of(const struct provider_state *p)
 {
-	long limit = p->cfg->concurrency ? p->cfg->concurrency : p->d->cfg->concurrency;
-	if (with_ramp && p->ramp && p->ramp < limit)
-		limit = p->ramp;
-	return limit;
+	const struct provider_config *c = p->cfg;
+	return (struct provider_limits){ .concurrency = c->concurrency ? c->concurrency
+					 : p->d->cfg->concurrency, .rpm = c->rpm, .window_ms = 60000 };
 }
 
 /* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
  * event (a call ending, SIGHUP, a probe) can change it. */
-static int64_t provider_blocked_until(const struct provider_state *p, int64_t now)
+static int64_t blocked_until(const struct provider_state *p, int64_t now)
 {
-	if (p->held && !p->probing)
-		return -1;
-	if (now < p->paused_until)
-		return p->paused_until;
-	if (p->active >= provider_limit(p, true))
-		return -1;
-	if (p->cfg->rpm && p->n_starts == p->cfg->rpm) {
-		int64_t oldest = p->starts[p->next_start];
-		if (now - oldest < 60000)
-			return oldest + 60000;
-	}
-	return 0;
-}
-
-static void provider_started(struct provider_state *p)
-{
-	p->active++;
-	if (!p->cfg->rpm)
-		return;
-	if (!p->starts)
-		p->starts = xcalloc((size_t)p->cfg->rpm, sizeof(*p->starts));
-	p->starts[p->next_start] = mono_ms();
-	p->next_start = (p->next_start + 1) % p->cfg->rpm;
-	if (p->n_starts < p->cfg->rpm)
-		p->n_starts++;
-}
-
-/* After a 429 the provider resumes with one call at a time, doubling with each success. */
-static void provider_throttle(struct provider_state *p, int64_t until)
-{
-	if (until > p->paused_until)
-		p->paused_until = until;
-	p->ramp = 1;
-}
-
-static void provider_succeeded(struct provider_state *p)
-{
-	if (p->ramp && (p->ramp *= 2) >= provider_limit(p, false))
-		p->ramp = 0;
+	struct provider_limits l = provider_limits_of(p);
+	return provider_blocked_until(&p->flow, &l, now);
 }
 
 static struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg)
 {
 	struct provider_state *p = xcalloc(1, sizeof(*p));
 	*p = (struct provider_state){ .cfg = cfg, .d = d };
+	provider_init(&p->flow, cfg->name);
 	d->providers = xrealloc(d->providers, (size_t)(d->n_providers + 1) * sizeof(*d->providers));
 	d->providers[d->n_providers++] = p;
 	if (!cfg->api_key)
-		provider_hold(p, cfg->key_problem);
+		hold_provider(p, cfg->key_problem);
 	return p;
 }
 
@@ -420,7 +372,7 @@ static void provider_state_free(struct provider_state *p)
 			d->providers[i] = d->providers[--d->n_providers];
 	if (p->probe_timer)
 		loop_del_timer(d->loop, p->probe_timer);
-	free(p->starts);
+	provider_release(&p->flow);
 	config_unref(p->retired);
 	free(p);
 }
@@ -430,17 +382,17 @@ static void provider_keys_changed(struct provider_state *p)
 {
 	const struct provider_config *c = p->cfg;
 	if (!c->api_key) {
-		if (p->held && !strcmp(p->hold_reason, c->key_problem))
+		if (p->flow.held && !strcmp(p->flow.hold_reason, c->key_problem))
 			log_warn("provider '%s' is still on hold: %s%s", c->name, c->key_problem,
 				 c->api_key_file ? "" : " (a running daemon never sees a variable exported "
 				 "after it started: use api_key_file, or restart it with the variable set)");
-		provider_hold(p, c->key_problem);
+		hold_provider(p, c->key_problem);
 		return;
 	}
-	if (p->held) {
+	if (p->flow.held) {
 		log_info("provider '%s' was held (%s): trying it with one job now", c->name,
-			 p->hold_reason);
-		p->probing = true;
+			 p->flow.hold_reason);
+		p->flow.probing = true;
 	}
 	if (p->probe_timer)
 		loop_del_timer(p->d->loop, p->probe_timer);
@@ -457,11 +409,8 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 		if (p->retired)
 			continue;
 		const struct provider_config *next = config_provider(cfg, p->cfg->name);
-		if (next && next->rpm != p->cfg->rpm) {
-			free(p->starts);   /* the ring is sized by rpm */
-			p->starts = NULL;
-			p->n_starts = p->next_start = 0;
-		}
+		if (next && next->rpm != p->cfg->rpm)
+			provider_rate_changed(&p->flow);
 		if (next)
 			p->cfg = next;
 		else if (p->users) {
@@ -546,14 +495,14 @@ static void task_free(struct task *t)
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
 	if (t->calling)
-		t->prov->active--;
+		provider_ended(&t->prov->flow);
 	if (t->reserved)   /* the call ended without an answer: it may have been billed */
 		settle_call(t, true, t->reserve_known, t->reserve);
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
 	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
 	 * held provider without a next probe. */
-	if (t->is_probe && t->prov->held && !t->prov->probe_timer && !t->prov->probing &&
+	if (t->is_probe && t->prov->flow.held && !t->prov->probe_timer && !t->prov->flow.probing &&
 	    !t->prov->retired)
 		t->prov->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
 						      probe_due, t->prov);
@@ -824,11 +773,11 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
-	if (t->d->draining || (t->prov->held && !t->prov->probing)) {
+	if (t->d->draining || (t->prov->flow.held && !t->prov->flow.probing)) {
 		requeue(t, t->d->draining ? "shutting down" : "provider on hold");
 		return LOOP_TIMER_DONE;
 	}
-	int64_t until = provider_blocked_until(t->prov, mono_ms());
+	int64_t until = blocked_until(t->prov, mono_ms());
 	if (until != 0) {
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
 		return LOOP_TIMER_DONE;
@@ -925,7 +874,7 @@ static void schedule_retry(struct task *t)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
 	if (!strcmp(o->code, "rate_limited"))
-		provider_throttle(t->prov, mono_ms() + delay);
+		provider_throttle(&t->prov->flow, mono_ms() + delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
 	t->result_json = job_text_with_state(t);
 	if (!t->result_json) {
@@ -943,8 +892,8 @@ static void decide(struct task *t)
 	switch (o->decision) {
 	case DECIDE_SUCCEEDED:
 		if (t->is_probe)
-			provider_release_hold(t->prov);
-		provider_succeeded(t->prov);
+			release_provider(t->prov);
+		provider_succeeded(&t->prov->flow, provider_limits_of(t->prov).concurrency);
 		/* Only what the job asked for is fetched and kept: a response may carry any number. */
 		t->images_dropped = response_keep_first(&t->resp, (size_t)(t->job.n > 0 ? t->job.n : 1));
 		if (t->images_dropped)
@@ -959,13 +908,13 @@ static void decide(struct task *t)
 		start_download(t);
 		return;
 	case DECIDE_HOLD:
-		provider_hold(t->prov, o->message);
+		hold_provider(t->prov, o->message);
 		requeue(t, "provider on hold");
 		return;
 	case DECIDE_RETRY:
 	case DECIDE_RETRY_BILLED:
 		if (t->is_probe)
-			provider_release_hold(t->prov);
+			release_provider(t->prov);
 		if (d->draining) {
 			requeue(t, "shutting down");
 			return;
@@ -983,7 +932,7 @@ static void decide(struct task *t)
 		return;
 	case DECIDE_FAIL:
 		if (t->is_probe)
-			provider_release_hold(t->prov);
+			release_provider(t->prov);
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
 		t->succeeded = false;
@@ -1069,12 +1018,12 @@ static void call_done(void *arg, struct http_result *res)
 	struct task *t = arg;
 	t->xfer = NULL;
 	t->calling = false;
-	t->prov->active--;
+	provider_ended(&t->prov->flow);
 	/* Pause the provider now, not after the body is parsed: calls must not start meanwhile.
 	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
 	if (res->transport == HTTP_DONE && res->status == 429) {
 		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
-		provider_throttle(t->prov, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
+		provider_throttle(&t->prov->flow, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
 	}
 	free(t->res.body);
 	t->res = *res;
@@ -1097,7 +1046,7 @@ static void send_attempt(struct task *t)
 	struct dispatch *d = t->d;
 	const struct provider_config *p = t->prov->cfg;
 	if (!p->api_key) {
-		provider_hold(t->prov, p->key_problem);
+		hold_provider(t->prov, p->key_problem);
 		requeue(t, "no API key");
 		return;
 	}
@@ -1135,7 +1084,8 @@ static void send_attempt(struct task *t)
 		return;
 	}
 	t->calling = true;
-	provider_started(t->prov);
+	struct provider_limits limits = provider_limits_of(t->prov);
+	provider_started(&t->prov->flow, &limits, mono_ms());
 	reserve_call(t);
 }
 
@@ -1256,9 +1206,9 @@ static void set_provider(struct task *t, struct provider_state *prov)
 {
 	t->prov = prov;
 	prov->users++;
-	if (prov->held) {
+	if (prov->flow.held) {
 		t->is_probe = true;
-		prov->probing = false;  /* one probe at a time */
+		prov->flow.probing = false;  /* one probe at a time */
 	}
 	t->model = xstrdup(t->job.model ? t->job.model : prov->cfg->model);
 	t->dialect = upstream_dialect(t->model);
@@ -1324,7 +1274,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 
 	if (pe->provider) {
 		struct provider_state *p = provider_find(d, pe->provider);
-		if (p && provider_blocked_until(p, mono_ms()))
+		if (p && blocked_until(p, mono_ms()))
 			return WAIT;
 	}
 	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
@@ -1361,7 +1311,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct provider_state *prov = NULL;
 	if (pr == JOB_OK) {
 		prov = provider_find(d, job.provider);
-		if (prov && provider_blocked_until(prov, mono_ms())) {
+		if (prov && blocked_until(prov, mono_ms())) {
 			pe->provider = xstrdup(prov->cfg->name);
 			job_release(&job);
 			return WAIT;
@@ -1429,7 +1379,7 @@ static bool any_provider_ready(struct dispatch *d)
 	for (int i = 0; i < d->n_providers; i++) {
 		if (d->providers[i]->retired)
 			continue;
-		int64_t until = provider_blocked_until(d->providers[i], now);
+		int64_t until = blocked_until(d->providers[i], now);
 		if (until == 0)
 			return true;
 		if (until > 0 && (!earliest || until < earliest))
@@ -1604,10 +1554,10 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		     t->job.provider);
 		return;
 	}
-	bool was_probing = prov->probing;
+	bool was_probing = prov->flow.probing;
 	set_provider(t, prov);
 	t->is_probe = false;
-	prov->probing = was_probing;
+	prov->flow.probing = was_probing;
 	if (t->crashes > d->cfg->max_crash_requeues) {
 		fail(t, "crashed", NULL,
 		     "the daemon stopped %d times while this job was running; it is not tried again",
@@ -1821,12 +1771,12 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 {
 	int calls = 0;
 	for (int i = 0; i < d->n_providers; i++)
-		calls += d->providers[i]->active;
+		calls += d->providers[i]->flow.active;
 	int n = snprintf(out, size, "%zu pending, %d running (%d calls in flight)", d->n_pending,
 			 d->n_tasks, calls);
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
-		if (!d->providers[i]->held || d->providers[i]->retired)
+		if (!d->providers[i]->flow.held || d->providers[i]->retired)
 			continue;
 		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
 		sep = ", ";
