@@ -2,12 +2,12 @@
 # `make run` starts the daemon on ./spool, `make demo` shows a job land against the fake upstream.
 
 CC       ?= cc
-PKGS     := libcurl jansson inih
+PKGS     := libcurl jansson inih libcrypto
 WARN     := -Wall -Wextra -Wmissing-prototypes -Wshadow -Wformat=2 -Wstrict-prototypes \
             -Wpointer-arith -Wvla -Wno-unused-result
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Werror
-LIBS     := -lcurl -ljansson -linih -lpthread -lm
+LIBS     := -lcurl -ljansson -linih -lcrypto -lpthread -lm
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC      := $(filter-out src/main.c src/imgspool.c,$(wildcard src/*.c))

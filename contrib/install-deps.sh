@@ -3,32 +3,44 @@
 # Every package any test uses is here: no test installs anything itself (a missing tool fails the
 # test, saying to run this script).
 #   build:            gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev
+#                     libssl-dev (libcrypto: SHA-256 and HMAC for uploads and webhooks)
 #   fuzzers:          clang libclang-rt-14-dev
 #   tests:            perl (prove) python3
 #   NFS test:         openssh-server openssh-client sshfs fuse3 (tests/lib/sshfs.py)
 #   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd (systemd-analyze)
+#   outputs tests:    nodejs npm (unless present), then tests/node's lock: s3rver,
+#                     @smithy/signature-v4, standardwebhooks
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev perl python3 \
-	clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
+for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev libssl-dev perl \
+	python3 clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
 	prometheus mandoc man-db systemd faketime strace; do
 	have_pkg "$p" || need="$need $p"
 done
-[ -z "$need" ] && exit 0
-echo "installing:$need"
+# Node.js and npm from Debian unless the machine already has them (another build of node).
+command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
-export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
-# The postinst scripts of openssh-server and prometheus would start system services: a
-# policy-rc.d answering 101 ("action forbidden") stops invoke-rc.d from doing so.
-policy=/usr/sbin/policy-rc.d
-made_policy=
-if [ ! -e "$policy" ]; then
-	printf '#!/bin/sh\n# temporary, from imgspool contrib/install-deps.sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-	$SUDO chmod 755 "$policy"
-	made_policy=1
+if [ -n "$need" ]; then
+	echo "installing:$need"
+	export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
+	# The postinst scripts of openssh-server and prometheus would start system services: a
+	# policy-rc.d answering 101 ("action forbidden") stops invoke-rc.d from doing so.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# temporary, from imgspool contrib/install-deps.sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+		$SUDO chmod 755 "$policy"
+		made_policy=1
+	fi
+	trap 'if [ -n "$made_policy" ]; then $SUDO rm -f "$policy"; fi' EXIT
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need
 fi
-trap 'if [ -n "$made_policy" ]; then $SUDO rm -f "$policy"; fi' EXIT
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends \
-	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need
+# The tests' npm peers, exactly the versions in package-lock.json; again only when it changed.
+node_dir="$(dirname "$0")/../tests/node"
+if [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
+   [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+	(cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
