@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "crypto.h"
 #include "log.h"
 #include "secret.h"
 #include "util.h"
@@ -72,6 +73,32 @@ static const struct key keys[] = {
 	{ "retry", "max_crash_requeues", T_INT, C(max_crash_requeues), 0, 100, "3" },
 	{ "retry", "hold_probe_interval", T_INT, C(hold_probe_interval), 1, 86400, "60" },
 	{ "tls", "ca_file", T_PATH, C(ca_file), 0, 0, "" },
+	{ "store", "endpoint", T_STR, C(store_endpoint), 0, 0, "" },
+	{ "store", "bucket", T_STR, C(store_bucket), 0, 0, "" },
+	{ "store", "region", T_STR, C(store_region), 0, 0, "us-east-1" },
+	{ "store", "prefix", T_STR, C(store_prefix), 0, 0, "" },
+	{ "store", "public_url", T_STR, C(store_public_url), 0, 0, "" },
+	{ "store", "access_key_id_env", T_STR, C(store_access_key_id_env), 0, 0, "AWS_ACCESS_KEY_ID" },
+	{ "store", "secret_access_key_env", T_STR, C(store_secret_access_key_env), 0, 0,
+	  "AWS_SECRET_ACCESS_KEY" },
+	{ "store", "access_key_id_file", T_PATH, C(store_access_key_id_file), 0, 0, "" },
+	{ "store", "secret_access_key_file", T_PATH, C(store_secret_access_key_file), 0, 0, "" },
+	{ "store", "timeout", T_INT, C(store_timeout), 1, 3600, "120" },
+	{ "store", "retry_base_ms", T_INT, C(store_retry_base_ms), 10, 3600000, "2000" },
+	{ "store", "retry_cap_ms", T_INT, C(store_retry_cap_ms), 10, 3600000, "120000" },
+	{ "notify", "url", T_STR, C(notify_url), 0, 0, "" },
+	{ "notify", "secret_env", T_STR, C(notify_secret_env), 0, 0, "" },
+	{ "notify", "secret_file", T_PATH, C(notify_secret_file), 0, 0, "" },
+	{ "notify", "allow_private", T_BOOL, C(notify_allow_private), 0, 1, "no" },
+	{ "notify", "job_url_prefixes", T_STR, C(notify_url_prefixes), 0, 0, "" },
+	{ "notify", "deferrals", T_BOOL, C(notify_deferrals), 0, 1, "no" },
+	{ "notify", "timeout", T_INT, C(notify_timeout), 1, 60, "15" },
+	{ "notify", "retry_base_ms", T_INT, C(notify_retry_base_ms), 10, 3600000, "5000" },
+	{ "notify", "retry_cap_ms", T_INT, C(notify_retry_cap_ms), 10, 86400000, "3600000" },
+	{ "notify", "give_up_after", T_INT, C(notify_give_up_after), 1, 30 * 86400, "259200" },
+	{ "notify", "exec", T_PATH, C(notify_exec), 0, 0, "" },
+	{ "notify", "exec_timeout", T_INT, C(notify_exec_timeout), 1, 86400, "60" },
+	{ "notify", "exec_max", T_INT, C(notify_exec_max), 1, 256, "4" },
 	{ "provider", "base_url", T_STR, P(base_url), 0, 0, "https://api.apiyi.com" },
 	{ "provider", "api_key_env", T_STR, P(api_key_env), 0, 0, "APIYI_API_KEY" },
 	{ "provider", "api_key_file", T_PATH, P(api_key_file), 0, 0, "" },
@@ -382,6 +409,86 @@ long config_longest_call(const struct config *cfg)
 	return longest;
 }
 
+static bool is_http_url(const char *url)
+{
+	return url && (!strncmp(url, "https://", 8) || !strncmp(url, "http://", 7));
+}
+
+/* An object key prefix: URL-safe characters only (libcurl 7.88 signs the path as written), no
+ * leading '/', no empty, "." or ".." segment. */
+static bool valid_key_prefix(const char *p)
+{
+	if (!p)
+		return true;
+	if (*p == '/')
+		return false;
+	for (const char *c = p; *c; c++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~/-", *c))
+			return false;
+	for (const char *seg = p; *seg;) {
+		size_t n = strcspn(seg, "/");
+		if ((n == 0 && seg[n] == '/') || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return false;
+		seg += n + (seg[n] == '/');
+	}
+	return true;
+}
+
+static int check_outputs(struct config *cfg, char *err, size_t errsize)
+{
+	if (cfg->store_endpoint) {
+		const char *b = cfg->store_bucket;
+		size_t bl = b ? strlen(b) : 0;
+		if (!is_http_url(cfg->store_endpoint))
+			return xsnprintf(err, errsize, "%s: [store] endpoint must start with https:// or http://",
+					 cfg->path), -1;
+		if (bl < 3 || bl > 63 || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789.-") != bl)
+			return xsnprintf(err, errsize, "%s: [store] bucket must be 3-63 lower-case letters, "
+					 "digits, '.' or '-'", cfg->path), -1;
+		const char *r = cfg->store_region;
+		if (!r || strspn(r, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(r))
+			return xsnprintf(err, errsize, "%s: [store] region must be lower-case letters, digits "
+					 "and '-', such as us-east-1", cfg->path), -1;
+		if (!valid_key_prefix(cfg->store_prefix))
+			return xsnprintf(err, errsize, "%s: [store] prefix may hold only A-Z a-z 0-9 . _ ~ / -, "
+					 "and no leading '/', empty, '.' or '..' segment", cfg->path), -1;
+		if (cfg->store_public_url && !is_http_url(cfg->store_public_url))
+			return xsnprintf(err, errsize, "%s: [store] public_url must start with https:// or "
+					 "http://", cfg->path), -1;
+	}
+	if (cfg->notify_url && !is_http_url(cfg->notify_url))
+		return xsnprintf(err, errsize, "%s: [notify] url must start with https:// or http://",
+				 cfg->path), -1;
+	if (cfg->notify_url_prefixes) {
+		char *copy = xstrdup(cfg->notify_url_prefixes), *save = NULL;
+		bool bad = false;
+		for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
+			bad |= !is_http_url(w) || !strchr(w + 8, '/');
+		free(copy);
+		if (bad)
+			return xsnprintf(err, errsize, "%s: [notify] job_url_prefixes are URLs with a path, "
+					 "such as https://hooks.example.com/imgspool/", cfg->path), -1;
+	}
+	if (config_notify_enabled(cfg) && !cfg->notify_secret_env && !cfg->notify_secret_file)
+		return xsnprintf(err, errsize, "%s: [notify] webhooks need secret_env or secret_file "
+				 "(a whsec_ secret)", cfg->path), -1;
+	if (cfg->notify_exec && access(cfg->notify_exec, X_OK) < 0)
+		return xsnprintf(err, errsize, "%s: [notify] exec '%s' is not an executable file: %s",
+				 cfg->path, cfg->notify_exec, strerror(errno)), -1;
+	return 0;
+}
+
+bool config_store_enabled(const struct config *cfg)
+{
+	return cfg->store_endpoint != NULL;
+}
+
+bool config_notify_enabled(const struct config *cfg)
+{
+	return cfg->notify_url || cfg->notify_url_prefixes;
+}
+
 static int check(struct config *cfg, char *err, size_t errsize)
 {
 	if (!cfg->host_id) {
@@ -425,7 +532,7 @@ static int check(struct config *cfg, char *err, size_t errsize)
 	cfg->grace_period_auto = cfg->grace_period < 0;
 	if (cfg->grace_period_auto)
 		cfg->grace_period = config_longest_call(cfg);
-	return 0;
+	return check_outputs(cfg, err, errsize);
 }
 
 int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
@@ -444,6 +551,8 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 	set_defaults(cfg, "tls", st.base_dir);
 	set_defaults(cfg, "metrics", st.base_dir);
 	cfg->grace_period = -1;
+	set_defaults(cfg, "store", st.base_dir);
+	set_defaults(cfg, "notify", st.base_dir);
 
 	int rc = -1;
 	/* O_NONBLOCK: a FIFO in the config's place must not hang the start. */
@@ -510,7 +619,7 @@ void config_unref(struct config *cfg)
 	}
 }
 
-static char *read_key_file(const char *path, char *problem, size_t psize);
+static char *read_key_file(const char *path, const char *what, char *problem, size_t psize);
 
 /* access(2) passes anything for root: a read-only mount it does not see. */
 static bool read_only(const char *path)
@@ -575,7 +684,7 @@ int config_verify(const struct config *cfg, char *err, size_t errsize)
 		if (!p->api_key_file)
 			continue;
 		xsnprintf(section, sizeof(section), "provider %s", p->name);
-		char *key = read_key_file(p->api_key_file, problem, sizeof(problem));
+		char *key = read_key_file(p->api_key_file, "api_key_file", problem, sizeof(problem));
 		if (key)
 			explicit_bzero(key, strlen(key));
 		free(key);
@@ -605,38 +714,38 @@ void config_carry_fixed(struct config *next, const struct config *running)
 
 #define KEY_FILE_MAX 4096   /* bytes: a key file is one line */
 
-/* Reads the key file, warning when others can read it. Returns NULL with problem set. Opened
- * without blocking or following a symlink, and only read when it is a small regular file: a
- * FIFO or a device there must not hang start-up or SIGHUP. */
-static char *read_key_file(const char *path, char *problem, size_t psize)
+/* Reads a key file (what: the config key naming it), warning when others can read it. Returns
+ * NULL with problem set. Opened without blocking or following a symlink, and only read when it
+ * is a small regular file: a FIFO or a device there must not hang start-up or SIGHUP. */
+static char *read_key_file(const char *path, const char *what, char *problem, size_t psize)
 {
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	struct stat st;
 	char buf[KEY_FILE_MAX + 1];
 	ssize_t n = -1;
 	if (fd < 0) {
-		xsnprintf(problem, psize, "cannot open api_key_file '%s': %s", path,
+		xsnprintf(problem, psize, "cannot open %s '%s': %s", what, path,
 			  errno == ELOOP ? "it is a symlink" : strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		xsnprintf(problem, psize, "api_key_file '%s' is not a regular file", path);
+		xsnprintf(problem, psize, "%s '%s' is not a regular file", what, path);
 		return NULL;
 	}
 	if (st.st_size > KEY_FILE_MAX) {
 		close(fd);
-		xsnprintf(problem, psize, "api_key_file '%s' is larger than %d bytes: it should hold "
-			  "the key alone", path, KEY_FILE_MAX);
+		xsnprintf(problem, psize, "%s '%s' is larger than %d bytes: it should hold "
+			  "the key alone", what, path, KEY_FILE_MAX);
 		return NULL;
 	}
 	if (st.st_mode & 0077)
-		log_warn("api_key_file '%s' is readable by group or others (mode %03o): chmod 600 it",
-			 path, (unsigned)(st.st_mode & 0777));
+		log_warn("%s '%s' is readable by group or others (mode %03o): chmod 600 it",
+			 what, path, (unsigned)(st.st_mode & 0777));
 	n = read(fd, buf, KEY_FILE_MAX);
 	close(fd);
 	if (n <= 0) {
-		xsnprintf(problem, psize, "api_key_file '%s' is empty or unreadable", path);
+		xsnprintf(problem, psize, "%s '%s' is empty or unreadable", what, path);
 		return NULL;
 	}
 	buf[n] = '\0';
@@ -644,12 +753,96 @@ static char *read_key_file(const char *path, char *problem, size_t psize)
 	char *key = *buf ? xstrdup(buf) : NULL;
 	explicit_bzero(buf, sizeof(buf));
 	if (!key)
-		xsnprintf(problem, psize, "api_key_file '%s' has an empty first line", path);
+		xsnprintf(problem, psize, "%s '%s' has an empty first line", what, path);
 	return key;
+}
+
+static void forget(char **secret)
+{
+	if (*secret)
+		explicit_bzero(*secret, strlen(*secret));
+	free(*secret);
+	*secret = NULL;
+}
+
+/* One secret from file (when set) or environment; NULL with problem set if neither has it. */
+static char *load_secret(const char *file, const char *file_key, const char *env,
+			 const char *section, char *problem, size_t psize)
+{
+	if (file)
+		return read_key_file(file, file_key, problem, psize);
+	const char *v = env ? getenv(env) : NULL;
+	if (v && *v)
+		return xstrdup(v);
+	xsnprintf(problem, psize, "set the environment variable %s or %s in [%s]",
+		  env ? env : "(none)", file_key, section);
+	return NULL;
+}
+
+static void load_store_keys(struct config *cfg)
+{
+	char problem[256] = "";
+	forget(&cfg->store_access_key_id);
+	forget(&cfg->store_secret_access_key);
+	cfg->store_key_problem[0] = '\0';
+	if (!config_store_enabled(cfg))
+		return;
+	cfg->store_access_key_id = load_secret(cfg->store_access_key_id_file, "access_key_id_file",
+					       cfg->store_access_key_id_env, "store", problem, sizeof(problem));
+	if (!cfg->store_access_key_id) {
+		xsnprintf(cfg->store_key_problem, sizeof(cfg->store_key_problem),
+			  "no access key id for [store]: %s", problem);
+		return;
+	}
+	cfg->store_secret_access_key = load_secret(cfg->store_secret_access_key_file,
+						   "secret_access_key_file",
+						   cfg->store_secret_access_key_env, "store", problem,
+						   sizeof(problem));
+	secret_register(cfg->store_secret_access_key);
+	if (!cfg->store_secret_access_key)
+		xsnprintf(cfg->store_key_problem, sizeof(cfg->store_key_problem),
+			  "no secret access key for [store]: %s", problem);
+}
+
+static void load_notify_secret(struct config *cfg)
+{
+	char problem[256] = "";
+	if (cfg->notify_secret)
+		explicit_bzero(cfg->notify_secret, cfg->notify_secret_len);
+	free(cfg->notify_secret);
+	cfg->notify_secret = NULL;
+	cfg->notify_secret_len = 0;
+	cfg->notify_secret_problem[0] = '\0';
+	if (!config_notify_enabled(cfg))
+		return;
+	char *text = load_secret(cfg->notify_secret_file, "secret_file", cfg->notify_secret_env,
+				 "notify", problem, sizeof(problem));
+	if (!text) {
+		xsnprintf(cfg->notify_secret_problem, sizeof(cfg->notify_secret_problem),
+			  "no webhook secret: %s", problem);
+		return;
+	}
+	secret_register(text);
+	if (!strncmp(text, "whsec_", 6))
+		secret_register(text + 6);
+	/* Standard Webhooks: "whsec_" + base64 of the key bytes; the bytes are what is signed with. */
+	if (strncmp(text, "whsec_", 6) ||
+	    !(cfg->notify_secret = crypto_base64_decode(text + 6, &cfg->notify_secret_len)) ||
+	    cfg->notify_secret_len < 16)
+		xsnprintf(cfg->notify_secret_problem, sizeof(cfg->notify_secret_problem),
+			  "the webhook secret is not \"whsec_\" followed by base64 of at least 16 bytes");
+	if (cfg->notify_secret_problem[0] && cfg->notify_secret) {
+		explicit_bzero(cfg->notify_secret, cfg->notify_secret_len);
+		free(cfg->notify_secret);
+		cfg->notify_secret = NULL;
+	}
+	forget(&text);
 }
 
 void config_load_keys(struct config *cfg)
 {
+	load_store_keys(cfg);
+	load_notify_secret(cfg);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		struct provider_config *p = &cfg->providers[i];
 		p->key_problem[0] = '\0';
@@ -659,7 +852,8 @@ void config_load_keys(struct config *cfg)
 			p->api_key = NULL;
 		}
 		if (p->api_key_file) {
-			p->api_key = read_key_file(p->api_key_file, p->key_problem, sizeof(p->key_problem));
+			p->api_key = read_key_file(p->api_key_file, "api_key_file", p->key_problem,
+						   sizeof(p->key_problem));
 			secret_register(p->api_key);
 			continue;
 		}
@@ -738,5 +932,18 @@ void config_release(struct config *cfg)
 	free(cfg->umask_text);
 	free(cfg->default_provider);
 	free(cfg->ca_file);
+	forget(&cfg->store_access_key_id);
+	forget(&cfg->store_secret_access_key);
+	if (cfg->notify_secret)
+		explicit_bzero(cfg->notify_secret, cfg->notify_secret_len);
+	free(cfg->notify_secret);
+	char **strings[] = { &cfg->store_endpoint, &cfg->store_bucket, &cfg->store_region,
+			     &cfg->store_prefix, &cfg->store_public_url, &cfg->store_access_key_id_env,
+			     &cfg->store_secret_access_key_env, &cfg->store_access_key_id_file,
+			     &cfg->store_secret_access_key_file, &cfg->notify_url,
+			     &cfg->notify_secret_env, &cfg->notify_secret_file,
+			     &cfg->notify_url_prefixes, &cfg->notify_exec };
+	for (size_t i = 0; i < ARRAY_SIZE(strings); i++)
+		free(*strings[i]);
 	memset(cfg, 0, sizeof(*cfg));
 }

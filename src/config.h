@@ -102,6 +102,39 @@ struct config {
 	/* [metrics] */
 	char *metrics_textfile;  /* Prometheus text file for node_exporter, NULL = none */
 	long metrics_interval;   /* seconds between writes */
+	/* [store]: object storage for the images of succeeded jobs; off while endpoint is unset */
+	char *store_endpoint;    /* http(s)://host[:port], path-style requests */
+	char *store_bucket;
+	char *store_region;
+	char *store_prefix;      /* prepended to every object key, from [A-Za-z0-9._~/-] */
+	char *store_public_url;  /* base of the URLs written into results; default endpoint/bucket */
+	char *store_access_key_id_env;
+	char *store_secret_access_key_env;
+	char *store_access_key_id_file;     /* win over the _env keys when set */
+	char *store_secret_access_key_file;
+	long store_timeout;      /* seconds for one upload */
+	long store_retry_base_ms; /* first wait after a failed upload, doubling up to the cap */
+	long store_retry_cap_ms;
+	char *store_access_key_id;     /* loaded by config_load_keys() */
+	char *store_secret_access_key; /* secret, never logged */
+	char store_key_problem[256];   /* why uploads cannot be signed, "" if they can */
+	/* [notify]: webhooks and the completion hook */
+	char *notify_url;        /* webhook endpoint; NULL = no webhooks */
+	char *notify_secret_env; /* holds the whsec_... secret */
+	char *notify_secret_file;
+	long notify_allow_private; /* 1: loopback and private addresses may be called */
+	char *notify_url_prefixes; /* space-separated: a job's webhook_url must start with one */
+	long notify_deferrals;   /* 1: a deferral sends a job.deferred event too */
+	long notify_timeout;     /* seconds for one delivery */
+	long notify_retry_base_ms;
+	long notify_retry_cap_ms;
+	long notify_give_up_after; /* seconds after the event an undelivered one is dropped */
+	char *notify_exec;       /* completion hook program, NULL = none */
+	long notify_exec_timeout; /* seconds before a hook is killed */
+	long notify_exec_max;    /* hooks running at once */
+	unsigned char *notify_secret;  /* the decoded bytes of the whsec_ secret; secret */
+	size_t notify_secret_len;
+	char notify_secret_problem[256];
 	/* [provider NAME] sections */
 	struct provider_config providers[CONFIG_MAX_PROVIDERS];
 	int n_providers;
@@ -126,6 +159,9 @@ long config_longest_call(const struct config *cfg);
 /* Loads each provider's key from its file or environment; never fails: a provider without a
  * usable key gets key_problem set and the daemon waits instead of failing jobs. */
 void config_load_keys(struct config *cfg);
+/* Whether results go to object storage / webhooks are sent. */
+bool config_store_enabled(const struct config *cfg);
+bool config_notify_enabled(const struct config *cfg);
 const struct provider_config *config_provider(const struct config *cfg, const char *name);
 /* Seconds one call for model at size (NULL = not given) may take: the [timeouts] table
  * (4K rows first, then the first matching pattern), else the provider's timeout. */

@@ -4,7 +4,7 @@
  * fsyncing results) goes to the I/O pool and comes back through a done() callback; while it is
  * away the task is touched by nobody else. A task's states:
  *
- *   CALLING -> PARSING -> (DOWNLOADING) -> PUBLISHING -> freed
+ *   CALLING -> PARSING -> (DOWNLOADING) -> (UPLOADING) -> PUBLISHING -> freed
  *                  \-> BACKOFF -> CALLING            (a retry)
  *                  \-> requeued to new/              (hold, shutdown)
  *
@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +36,7 @@
 #include "secret.h"
 #include "spend.h"
 #include "spool.h"
+#include "store.h"
 #include "upstream.h"
 #include "util.h"
 #include "banned.h"
@@ -44,7 +44,8 @@
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
 #define TMP_MAX_AGE_S (36 * 3600)    /* maildir's rule for abandoned files in tmp/ */
 
-enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_PUBLISHING };
+enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
+		  T_PUBLISHING };
 
 /* A provider's flow control (provider.c) and what it takes on the loop. */
 struct provider_state {
@@ -94,6 +95,8 @@ struct task {
 	struct image *images;    /* collected: inline and downloaded */
 	size_t n_images;
 	size_t images_dropped;   /* returned beyond the job's n */
+	struct store_upload *upload; /* the images, while they go to the store */
+	char **urls;             /* where the store has them, one per image */
 	size_t next_url;
 	int download_tries;
 	int64_t created_wall_ms;
@@ -120,6 +123,7 @@ struct dispatch {
 	struct spool *spool;
 	struct http *http;
 	struct iopool *pool;
+	struct store *store;
 	struct job_limits limits;
 	struct provider_state **providers; /* one per provider, and those retired by a reload */
 	int n_providers;
@@ -508,9 +512,14 @@ static void task_free(struct task *t)
 						      probe_due, t->prov);
 	if (t->prov && --t->prov->users == 0 && t->prov->retired)
 		provider_state_free(t->prov);
-	for (size_t i = 0; i < t->n_images; i++)
+	store_upload_cancel(t->upload);
+	for (size_t i = 0; i < t->n_images; i++) {
 		free(t->images[i].data);
+		if (t->urls)
+			free(t->urls[i]);
+	}
 	free(t->images);
+	free(t->urls);
 	json_decref(t->attempts);
 	free(t->res.body);
 	response_release(&t->resp);
@@ -646,9 +655,37 @@ static void publish_done(void *arg)
 	task_free(t);
 }
 
+static void upload_done(void *arg, struct image *images, char **urls, size_t n)
+{
+	struct task *t = arg;
+	t->upload = NULL;
+	t->images = images;
+	t->n_images = n;
+	t->urls = urls;
+	finish(t);
+}
+
+/* What must happen before a result may be published: a succeeded job's images go to the store
+ * first (the job waits in running/, leased, until they are there). True while it waits. */
+static bool before_publish(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (!t->succeeded || !t->n_images || t->urls || !config_store_enabled(d->cfg))
+		return false;
+	t->state = T_UPLOADING;
+	t->upload = store_upload_start(d->store, t->id, t->images, t->n_images, upload_done, t);
+	t->images = NULL;   /* the upload holds them until upload_done */
+	return true;
+}
+
 static void finish(struct task *t)
 {
 	struct dispatch *d = t->d;
+	if (t->xfer)
+		http_cancel(d->http, t->xfer);
+	t->xfer = NULL;
+	if (before_publish(t))
+		return;
 	const struct outcome *o = &t->outcome;
 	struct result_info r = {
 		.task_id = t->id,
@@ -659,6 +696,7 @@ static void finish(struct task *t)
 		.images = t->images,
 		.n_images = t->n_images,
 		.images_dropped = t->images_dropped,
+		.urls = t->urls,
 		.attempts = t->attempts,
 		.retry_count = t->retry_count,
 		.created_wall_ms = t->created_wall_ms,
@@ -674,9 +712,6 @@ static void finish(struct task *t)
 	};
 	t->result_json = result_to_json(&r);
 	t->state = T_PUBLISHING;
-	if (t->xfer)
-		http_cancel(d->http, t->xfer);
-	t->xfer = NULL;
 	pool_submit(t, publish_work, publish_done);
 }
 
@@ -758,14 +793,6 @@ static void start_download(struct task *t)
 }
 
 /* ---- the upstream call ------------------------------------------------------------------------ */
-
-static uint64_t random64(void)
-{
-	uint64_t r = 0;
-	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-		r = (uint64_t)mono_ms() * 6364136223846793005ULL;
-	return r;
-}
 
 /* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
 static int64_t retry_due(struct loop *loop, void *arg)
@@ -1698,6 +1725,10 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			 * the restart finishes it. */
 			log_job(LOG_WARN, t->id, "shutdown: left in running/ until there is room to publish");
 			task_free(t);
+		} else if (t->state == T_UPLOADING) {
+			/* Its response is saved: the restart stores the images and publishes. */
+			log_job(LOG_WARN, t->id, "shutdown: left in running/ until its images are stored");
+			task_free(t);
 		}
 		else if (t->state == T_DOWNLOADING)
 			log_job(LOG_WARN, t->id, "shutdown: still downloading a paid image; waiting for it");
@@ -1801,6 +1832,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->spool = spool;
 	d->http = http_new(loop, cfg->concurrency * 2);
 	d->pool = iopool_new(loop, (int)cfg->io_threads);
+	d->store = store_new(loop, d->http, d->pool, &d->cfg);
 	known_init(&d->known);
 	strset_init(&d->held);
 	spend_init(&d->spend);
@@ -1820,6 +1852,7 @@ void dispatch_free(struct dispatch *d)
 	while (d->tasks)
 		requeue(d->tasks, "shutdown");
 	iopool_free(d->pool);
+	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	http_free(d->http);
 	while (d->n_providers)
 		provider_state_free(d->providers[0]);

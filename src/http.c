@@ -340,8 +340,11 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	if ((curl_off_t)req->max_body > 0)
 		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 
-	/* Expect: 100-continue would cost a round trip per upload and some gateways mishandle it. */
-	x->headers = curl_slist_append(x->headers, "Expect:");
+	/* Expect: 100-continue would cost a round trip per upload and some gateways mishandle it.
+	 * Not with SigV4: libcurl 7.88 signs every HTTPHEADER entry, even this removal, and a
+	 * signed header that is never sent breaks the signature. */
+	if (!req->aws_sigv4)
+		x->headers = curl_slist_append(x->headers, "Expect:");
 	if (req->bearer) {
 		/* Built in memory only: the key must never reach a log line or argv. */
 		char *auth = xasprintf("Authorization: Bearer %s", req->bearer);
@@ -353,9 +356,21 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 		if (build_mime(x, req) < 0)
 			goto fail;
 	} else if (req->body) {
-		x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+		char *ct = xasprintf("Content-Type: %s", req->content_type ? req->content_type
+									: "application/json");
+		x->headers = curl_slist_append(x->headers, ct);
+		free(ct);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
+		curl_easy_setopt(e, req->body_borrowed ? CURLOPT_POSTFIELDS : CURLOPT_COPYPOSTFIELDS,
+				 req->body);
+	}
+	for (const char *const *h = req->headers; h && *h; h++)
+		x->headers = curl_slist_append(x->headers, *h);
+	if (req->method)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+	if (req->aws_sigv4) {
+		curl_easy_setopt(e, CURLOPT_AWS_SIGV4, req->aws_sigv4);
+		curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 

@@ -39,6 +39,13 @@ struct http_request {
 	const char *ca_file;     /* NULL = system default */
 	int body_fd;             /* the body is also written here as it arrives; -1 = not */
 	bool public_only;        /* refuse to connect to a loopback, private or link-local address */
+	/* For results leaving the spool (object storage, webhooks): */
+	const char *method;      /* "PUT" etc.; NULL = GET, or POST when there is a body */
+	const char *content_type; /* of body; NULL = application/json */
+	const char *const *headers; /* more "Name: value" lines, NULL-terminated, or NULL */
+	bool body_borrowed;      /* body outlives the transfer: not copied */
+	const char *aws_sigv4;   /* "aws:amz:REGION:s3": libcurl signs with SigV4 using userpwd */
+	const char *userpwd;     /* "ACCESS_KEY_ID:SECRET" for aws_sigv4 */
 };
 
 struct http_result {

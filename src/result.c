@@ -126,6 +126,12 @@ char *result_to_json(const struct result_info *r)
 	}
 	json_object_set_new(o, "images", images);
 	json_object_set_new(o, "images_dropped", json_integer((json_int_t)r->images_dropped));
+	json_t *urls = json_array();
+	for (size_t i = 0; r->urls && i < r->n_images; i++)
+		json_array_append_new(urls, json_string(r->urls[i]));
+	json_object_set_new(o, "urls", urls);
+	json_object_set_new(o, "output_url", r->urls && r->n_images ? json_string(r->urls[0])
+								  : json_null());
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
 	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
 	json_object_set_new(o, "billed_attempts", json_integer(count_billed(attempts)));

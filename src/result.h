@@ -39,6 +39,7 @@ struct result_info {
 	const struct image *images;
 	size_t n_images;
 	size_t images_dropped;   /* returned beyond the job's n, neither fetched nor kept */
+	char *const *urls;       /* where the images were stored ([store]), NULL = not stored */
 	json_t *attempts;        /* borrowed array of result_attempt_json() objects */
 	int retry_count;
 	int64_t created_wall_ms;

@@ -226,6 +226,18 @@ int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t 
 	return (int64_t)(random % ((uint64_t)ceiling + 1));
 }
 
+int64_t retry_redelivery_ms(int failure, int64_t base_ms, int64_t cap_ms, uint64_t random)
+{
+	int64_t wait = base_ms;
+	for (int i = 1; i < failure && wait < cap_ms; i++)
+		wait *= 2;
+	if (wait > cap_ms)
+		wait = cap_ms;
+	if (wait <= 0)
+		return 0;
+	return wait - (int64_t)(random % ((uint64_t)wait / 4 + 1));
+}
+
 const char *decision_name(enum decision d)
 {
 	static const char *names[] = {

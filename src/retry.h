@@ -49,6 +49,10 @@ int64_t retry_after_ms(const char *retry_after, const char *retry_after_ms_hdr, 
 /* Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)].
  * random is a uniform 64-bit value supplied by the caller. */
 int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t random);
+/* For deliveries that must not hammer a peer that is down (uploads, webhooks): the wait after
+ * the failure-th failure (1 = first) is min(cap, base * 2^(failure-1)) less up to a quarter of
+ * it at random, so the first wait is close to base and retries from many jobs spread out. */
+int64_t retry_redelivery_ms(int failure, int64_t base_ms, int64_t cap_ms, uint64_t random);
 
 const char *decision_name(enum decision d);
 const char *billed_name(enum billed b);

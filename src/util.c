@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -317,4 +318,12 @@ void strset_release(struct strset *s)
 	free(s->slots);
 	s->slots = NULL;
 	s->cap = s->count = s->tombstones = 0;
+}
+
+uint64_t random64(void)
+{
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint64_t)mono_ms() * 6364136223846793005ULL;
+	return r;
 }

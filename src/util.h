@@ -36,6 +36,8 @@ void buf_release(struct buf *b);
 int xsnprintf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
+/* A uniform 64-bit random value for jitter (getrandom; never blocks). */
+uint64_t random64(void);
 int64_t wall_ms(void);   /* CLOCK_REALTIME, milliseconds */
 /* A file time in ns or ms, saturated instead of overflowing (ms at +-INT64_MAX/4). */
 int64_t timespec_ns(const struct timespec *ts);

@@ -247,6 +247,11 @@ class Env:
         self.fake = FakeUpstream(api_keys={TEST_KEY})
         self.fake.start()
         self.daemons = []
+        self.peers = []   # servers of tests/lib/peers.py, closed with the test
+
+    def peer(self, server):
+        self.peers.append(server)
+        return server
 
     def daemon(self, **settings):
         d = Daemon(self.fake, **settings)
@@ -259,6 +264,8 @@ class Env:
                 d.cleanup(passed)
         finally:
             self.fake.stop()
+            for p in self.peers:
+                p.close(keep=not passed)
 
 
 def run_tests(tests):

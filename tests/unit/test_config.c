@@ -137,6 +137,47 @@ int main(void)
 		free(prefix);
 		config_release(&cfg);
 	}
+	/* [store] and [notify]: checked when loaded, whole-file errors carry no line. */
+	static const struct { const char *text, *needle; } bad_out[] = {
+		{ "[store]\nendpoint = ftp://x\nbucket = abc\n", "endpoint" },
+		{ "[store]\nendpoint = http://x\nbucket = AB\n", "bucket" },
+		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a/../b\n", "prefix" },
+		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = /a\n", "prefix" },
+		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a?b=1\n", "prefix" },
+		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a//b\n", "prefix" },
+		{ "[store]\nendpoint = http://x\nbucket = abc\nregion = US\n", "region" },
+		{ "[notify]\nurl = http://h/x\n", "secret" },
+		{ "[notify]\nurl = h/x\nsecret_env = S\n", "url" },
+		{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", "job_url_prefixes" },
+		{ "[notify]\nallow_private = maybe\n", "yes or no" },
+		{ "[notify]\nexec = /nonexistent/hook\n", "exec" },
+	};
+	for (size_t i = 0; i < sizeof(bad_out) / sizeof(bad_out[0]); i++) {
+		int rc = load(bad_out[i].text, &cfg, err, sizeof(err));
+		ok(rc < 0 && strstr(err, bad_out[i].needle), "bad outputs row %zu: %s", i, err);
+		config_release(&cfg);
+	}
+	ok(load("[store]\nendpoint = http://127.0.0.1:9000\nbucket = imgs\nprefix = a/b-\n"
+		"access_key_id_env = T_AK\nsecret_access_key_env = T_SK\n[notify]\nurl = http://h/x\n"
+		"secret_env = T_WH\nallow_private = yes\n", &cfg, err, sizeof(err)) == 0,
+	   "store and notify: %s", err);
+	ok(config_store_enabled(&cfg) && config_notify_enabled(&cfg) && cfg.notify_allow_private == 1,
+	   "enabled, bool parsed");
+	setenv("T_AK", "AKID", 1);
+	unsetenv("T_SK");
+	setenv("T_WH", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+	config_load_keys(&cfg);
+	ok(cfg.store_access_key_id && !cfg.store_secret_access_key &&
+	   strstr(cfg.store_key_problem, "T_SK"), "a missing store secret is a problem: %s",
+	   cfg.store_key_problem);
+	ok(cfg.notify_secret && cfg.notify_secret_len == 24 && !cfg.notify_secret_problem[0],
+	   "the whsec_ secret is decoded to its bytes");
+	setenv("T_WH", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+	config_load_keys(&cfg);
+	ok(!cfg.notify_secret && strstr(cfg.notify_secret_problem, "whsec_"),
+	   "a secret without whsec_ is refused");
+	config_release(&cfg);
+
 	char *path = xasprintf("%s/t.ini", dir);
 	unlink(path);
 	free(path);

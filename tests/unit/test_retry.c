@@ -223,6 +223,19 @@ static void test_backoff(void)
 	ok(retry_backoff_ms(30, 5000, 300000, 300000) == 300000, "capped");
 	ok(retry_backoff_ms(30, 5000, 300000, UINT64_MAX) <= 300000, "never above the cap");
 	ok(retry_backoff_ms(3, 0, 300000, 12345) == 0, "base 0 -> no wait");
+	static const struct { int failure; int64_t base, cap; uint64_t random; int64_t want; } re[] = {
+		{ 1, 1000, 60000, 0, 1000 },          /* the first wait is the base */
+		{ 1, 1000, 60000, 250, 750 },         /* less up to a quarter */
+		{ 1, 1000, 60000, 251, 1000 },        /* random wraps within the quarter */
+		{ 2, 1000, 60000, 0, 2000 },
+		{ 4, 1000, 60000, 0, 8000 },
+		{ 40, 1000, 60000, 0, 60000 },        /* capped */
+		{ 40, 1000, 60000, 15000, 45000 },
+		{ 3, 0, 60000, 7, 0 },
+	};
+	for (size_t i = 0; i < sizeof(re) / sizeof(re[0]); i++)
+		ok(retry_redelivery_ms(re[i].failure, re[i].base, re[i].cap, re[i].random) == re[i].want,
+		   "redelivery row %zu: failure %d -> %lld", i, re[i].failure, (long long)re[i].want);
 	int64_t spread_min = INT64_MAX, spread_max = 0;
 	for (uint64_t r = 0; r < 1000; r++) {
 		int64_t v = retry_backoff_ms(3, 1000, 60000, r * 7919);

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Object storage (issue 13): every image of every succeeded job lands in a real S3-compatible
+server (s3rver) before the job is published, each PUT signed (checked by the AWS SDK's signer,
+not by our code); a store that is down delays publication without a second upstream call; and
+kill -9 during uploads loses nothing and repeats no billed call."""
+import hashlib
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+from peers import S3Server  # noqa: E402
+
+PREFIX = "renders/2026/"
+
+
+def store_daemon(env, s3, **settings):
+    base = {"store__endpoint": s3.endpoint, "store__bucket": s3.bucket, "store__prefix": PREFIX,
+            "store__region": "eu-west-3", "store__access_key_id_env": "T_S3_ACCESS",
+            "store__secret_access_key_env": "T_S3_SECRET", "store__retry_base_ms": 200,
+            "store__retry_cap_ms": 2000}
+    base.update(settings)
+    return env.daemon(extra_env={"T_S3_ACCESS": S3Server.ACCESS_KEY, "T_S3_SECRET": S3Server.SECRET_KEY},
+                      **base)
+
+
+def check_stored(d, s3, task_id):
+    """The result's urls point at objects holding exactly the bytes of the images in done/."""
+    r = d.result(task_id)
+    assert r["status"] == "succeeded", r
+    assert len(r["urls"]) == len(r["images"]) >= 1, r
+    assert r["output_url"] == r["urls"][0], r
+    for name, url in zip(r["images"], r["urls"]):
+        key = PREFIX + name
+        assert url == f"{s3.endpoint}/{s3.bucket}/{key}", (url, key)
+        stored = s3.get(key)
+        assert stored is not None, f"{key} is not in the bucket"
+        assert stored == d.read("done", name), f"{key}: bytes differ from done/{name}"
+    return r
+
+
+def check_signed(s3, d):
+    """Every PUT carried a valid SigV4 signature and the SHA-256 of the bytes it stored."""
+    puts = [q for q in s3.requests() if q.get("method") == "PUT"]
+    assert puts, "no PUT reached the store"
+    for q in puts:
+        assert q["signature"] == "ok", q
+    stored = {q["url"]: q["sha256"] for q in puts if q.get("status") == 200}
+    for url, sha in stored.items():
+        name = url.rsplit("/", 1)[1]
+        assert hashlib.sha256(d.read("done", name)).hexdigest() == sha, url
+
+
+def test_every_image_in_the_bucket(env):
+    s3 = env.peer(S3Server()).start()
+    d = store_daemon(env, s3).start()
+    jobs = {f"st{i}": {"prompt": f"store job {i}", "n": 1 + i % 3} for i in range(6)}
+    jobs["st-jpeg"] = {"prompt": "store jpeg", "output_format": "jpeg"}
+    for task_id, job in jobs.items():
+        d.submit(task_id, job)
+    d.submit("st-refused", {"prompt": "store refused [fake:400_moderation]"})
+    for task_id in list(jobs) + ["st-refused"]:
+        d.wait_finished(task_id, 30)
+    for task_id, job in jobs.items():
+        r = check_stored(d, s3, task_id)
+        assert len(r["images"]) == job.get("n", 1), r
+        assert env.fake.calls(job["prompt"]) == 1
+    refused = d.result("st-refused")
+    assert refused["status"] == "failed" and refused["urls"] == [] and refused["output_url"] is None
+    check_signed(s3, d)
+    assert d.stop() == 0
+
+
+def test_store_down_delays_publication(env):
+    """The store is down across several retries (30 s with these backoffs): the paid job waits
+    in running/, leased, and is published once the store is back; the upstream is called once."""
+    s3 = env.peer(S3Server())
+    d = store_daemon(env, s3, store__retry_base_ms=2000, store__retry_cap_ms=16000,
+                     spool__lease_timeout=4).start()
+    d.submit("down1", {"prompt": "while the store is down", "n": 2})
+    failures = lambda: d.log().count("down1 warning: upload of image") + d.log().count(  # noqa: E731
+        "down1 upload of image")
+    wait_for(lambda: failures() >= 5, 60, "five failed uploads")
+    assert d.state("down1") == "running"
+    assert "upload of image 1 to the store failed (not_sent" in d.log(), d.log()[-2000:]
+    running = [n for n in d.listdir("running") if n.startswith("down1@")][0]
+    age = time.time() - os.stat(d.path("running", running)).st_mtime
+    assert age < 4, f"the lease was not kept fresh ({age:.1f}s old)"
+    s3.start()
+    d.wait_finished("down1", 40)
+    check_stored(d, s3, "down1")
+    check_signed(s3, d)
+    assert env.fake.calls("while the store is down") == 1
+    assert d.stop() == 0
+
+
+def test_kill_9_during_uploads(env):
+    s3 = env.peer(S3Server(put_delay_ms=800)).start()
+    d = store_daemon(env, s3, spool__concurrency=8)
+    ids = [f"k{i}" for i in range(8)]
+    for i, task_id in enumerate(ids):
+        d.submit(task_id, {"prompt": f"kill during upload {i}", "n": 1 + i % 2})
+    kills = 0
+    while kills < 3 and not all(d.state(t) == "done" for t in ids):
+        held = len([q for q in s3.requests() if "holding" in q])
+        d.start()
+        if kills == 0:
+            # Every paid call has answered: from here a kill can only hit uploads or publication.
+            wait_for(lambda: all(f"{t} attempt 1: HTTP 200" in d.log() for t in ids), 30,
+                     "every call to answer")
+        wait_for(lambda: len([q for q in s3.requests() if "holding" in q]) > held
+                 or all(d.state(t) == "done" for t in ids), 30, "an upload in flight")
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        d.logf.close()
+        kills += 1
+    d.start()
+    for task_id in ids:
+        d.wait_finished(task_id, 60)
+    for i, task_id in enumerate(ids):
+        r = check_stored(d, s3, task_id)
+        assert r["billed_attempts"] == 1, r
+        assert env.fake.calls(f"kill during upload {i}") == 1, task_id
+    check_signed(s3, d)
+    assert kills >= 1
+    assert d.stop() == 0
+
+
+if __name__ == "__main__":
+    run_tests([test_every_image_in_the_bucket, test_store_down_delays_publication,
+               test_kill_9_during_uploads])

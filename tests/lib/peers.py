@@ -1,0 +1,110 @@
+"""peers.py - real servers we did not write, started by a test on loopback: an S3-compatible
+store (s3rver, each request's SigV4 signature checked by the AWS SDK's signer).
+
+They come from tests/node (npm ci in contrib/install-deps.sh); nothing is installed here.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(os.path.dirname(HERE), "node")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class S3Server:
+    """s3rver on 127.0.0.1:port, its objects under a scratch directory that outlives restarts."""
+
+    ACCESS_KEY = "S3RVER"
+    SECRET_KEY = "S3RVER"
+
+    def __init__(self, bucket="imgs", put_delay_ms=0):
+        self.bucket = bucket
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="imgspool-s3-")
+        self.data = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "requests.log")
+        self.put_delay_ms = put_delay_ms
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        os.makedirs(self.data, exist_ok=True)
+        offset = self._size()
+        self.logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(NODE_DIR, "s3server.js"), str(self.port), self.data, self.bucket,
+             str(self.put_delay_ms)], stdin=subprocess.DEVNULL, stdout=self.logf,
+            stderr=subprocess.STDOUT, cwd=NODE_DIR)
+        _wait(lambda: "listening" in self._text()[offset:] or self.proc.poll() is not None, 20,
+              "s3rver to listen")
+        assert self.proc.poll() is None, f"s3rver exited:\n{self._text()[-2000:]}"
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.logf.close()
+        self.proc = None
+
+    def close(self, keep=False):
+        self.stop()
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def _text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def requests(self):
+        """Every request seen so far (with "status" once answered), plus {"holding": url} lines."""
+        out = []
+        for line in self._text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def get(self, key):
+        """The object's bytes, or None if the bucket does not have it."""
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/{self.bucket}/{key}", timeout=10) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
