@@ -31,6 +31,7 @@
 #include "loop.h"
 #include "price.h"
 #include "provider.h"
+#include "record.h"
 #include "result.h"
 #include "retry.h"
 #include "secret.h"
@@ -89,6 +90,9 @@ struct task {
 	struct response resp;    /* body parsed */
 	struct outcome outcome;
 	json_t *attempts;        /* owned array, for the result */
+	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
+	long runs_total;
+	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
 	struct attempt cur;      /* the call being classified */
 	int retry_count;
 	int billed_retries;
@@ -112,6 +116,7 @@ struct task {
 	char error_message[512];
 	char error_field[64];
 	char *result_json;
+	char *final_job_text;    /* the job file with its final records, for the publication */
 	int publish_rc;
 	int publish_failures;
 	char publish_err[512];
@@ -153,6 +158,7 @@ static void send_attempt(struct task *t);
 static void job_limits_from_config(struct dispatch *d);
 static void finish(struct task *t);
 static void requeue(struct task *t, const char *why);
+static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished);
 
 /* ---- pending queue ---------------------------------------------------------------------- */
 
@@ -521,6 +527,7 @@ static void task_free(struct task *t)
 	free(t->images);
 	free(t->urls);
 	json_decref(t->attempts);
+	json_decref(t->runs);
 	free(t->res.body);
 	response_release(&t->resp);
 	request_release(&t->req);
@@ -528,6 +535,7 @@ static void task_free(struct task *t)
 	free(t->model);
 	free(t->running_name);
 	free(t->result_json);
+	free(t->final_job_text);
 	free(t->job_text);
 	if (t->body_fd >= 0)
 		close(t->body_fd);
@@ -599,6 +607,41 @@ static void drop_sidecars(struct task *t)
 	}
 }
 
+/* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
+ * response they hold. A restart then knows whether the records already account for that
+ * response (a kill after the records were written but before the job moved on), and never takes
+ * another job's file for this one's. */
+#define SIDECAR_MAGIC "imgspool-sidecar"
+
+static size_t sidecar_write_header(struct task *t, int fd)
+{
+	char header[JOB_ID_MAX + 64];
+	int n = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
+			 json_array_size(t->attempts) + 1);
+	return n > 0 && (size_t)n < sizeof(header) && write_all(fd, header, (size_t)n) == 0 ? (size_t)n : 0;
+}
+
+/* The attempt number in a sidecar's first bytes, 0 when they are not our header for this job;
+ * *body_at gets where the response starts. */
+static long sidecar_attempt(const struct task *t, const char *data, size_t len, size_t *body_at)
+{
+	char want[JOB_ID_MAX + 32];
+	xsnprintf(want, sizeof(want), SIDECAR_MAGIC " id=%s attempt=", t->id);
+	size_t wlen = strlen(want);
+	const char *nl = memchr(data, '\n', len < 256 ? len : 256);
+	if (!nl || (size_t)(nl - data) <= wlen || memcmp(data, want, wlen))
+		return 0;
+	char num[24];
+	if ((size_t)(nl - data) - wlen >= sizeof(num))
+		return 0;
+	xsnprintf(num, sizeof(num), "%.*s", (int)((size_t)(nl - data) - wlen), data + wlen);
+	long attempt;
+	if (parse_long(num, 1, 1000000, &attempt) < 0)
+		return 0;
+	*body_at = (size_t)(nl - data) + 1;
+	return attempt;
+}
+
 /* ---- publication (I/O pool) ---------------------------------------------------------------- */
 
 static void publish_work(void *arg)
@@ -610,7 +653,7 @@ static void publish_work(void *arg)
 	}
 	t->publish_rc = result_publish(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
 				       t->running_name, t->images, t->n_images, t->result_json,
-				       t->publish_err, sizeof(t->publish_err));
+				       t->final_job_text, t->publish_err, sizeof(t->publish_err));
 }
 
 static void publish_done(void *arg);
@@ -711,6 +754,8 @@ static void finish(struct task *t)
 		.error_field = t->error_field[0] ? t->error_field : NULL,
 	};
 	t->result_json = result_to_json(&r);
+	t->final_job_text = t->job_text ? job_text_with_state(t, 0, t->succeeded ? "succeeded" : "failed")
+					: NULL;
 	t->state = T_PUBLISHING;
 	pool_submit(t, publish_work, publish_done);
 }
@@ -813,8 +858,10 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
-/* The job file with our records ("imgspool") added, so they survive a move and a restart. */
-static char *job_text_with_state(const struct task *t)
+/* The job file with our records ("imgspool") added, so they survive a move and a restart.
+ * retry_at_ms: the due time when written for a deferral, else 0; finished: "succeeded" or
+ * "failed" when written for the publication, else NULL. */
+static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished)
 {
 	json_error_t jerr;
 	json_t *doc = json_loadb(t->job_text, t->job_len, 0, &jerr);
@@ -822,10 +869,19 @@ static char *job_text_with_state(const struct task *t)
 		json_decref(doc);
 		return NULL;
 	}
-	json_object_set_new(doc, "imgspool",
-			    json_pack("{s:O, s:i, s:i, s:I, s:i}", "attempts", t->attempts,
-				      "retry_count", t->retry_count, "billed_retries", t->billed_retries,
-				      "created_at_ms", (json_int_t)t->created_wall_ms, "crashes", t->crashes));
+	struct record r = {
+		.attempts = t->attempts, .runs = t->runs ? t->runs : json_array(),
+		.runs_total = t->runs_total, .retry_count = t->retry_count,
+		.billed_retries = t->billed_retries, .crashes = t->crashes,
+		.created_at_ms = t->created_wall_ms, .retry_at_ms = retry_at_ms,
+	};
+	if (finished) {
+		xsnprintf(r.finished, sizeof(r.finished), "%s", finished);
+		xsnprintf(r.error_code, sizeof(r.error_code), "%s", t->error_code ? t->error_code : "");
+	}
+	json_object_set_new(doc, "imgspool", record_json(&r));
+	if (!t->runs)
+		json_decref(r.runs);
 	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(doc);
 	return text;
@@ -903,7 +959,7 @@ static void schedule_retry(struct task *t)
 	if (!strcmp(o->code, "rate_limited"))
 		provider_throttle(&t->prov->flow, mono_ms() + delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
-	t->result_json = job_text_with_state(t);
+	t->result_json = job_text_with_state(t, t->defer_due, NULL);
 	if (!t->result_json) {
 		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
 		return;
@@ -976,8 +1032,9 @@ static void parse_work(void *arg)
 	if (len != t->res.body_len) {
 		t->res.body[len] = '\0';
 		t->res.body_len = len;
-		if (t->body_fd >= 0 && (ftruncate(t->body_fd, 0) < 0 ||
-					pwrite(t->body_fd, t->res.body, len, 0) != (ssize_t)len))
+		off_t at = (off_t)t->sidecar_header;
+		if (t->body_fd >= 0 && (ftruncate(t->body_fd, at) < 0 ||
+					pwrite(t->body_fd, t->res.body, len, at) != (ssize_t)len))
 			t->res.body_fd_failed = true;
 	}
 	if (t->body_fd >= 0) {
@@ -990,6 +1047,7 @@ static void parse_work(void *arg)
 			int dirfd = t->d->spool->fd[SPOOL_RUNNING];
 			if (renameat(dirfd, partial, dirfd, response) == 0)
 				fsync(dirfd);
+			crash_point("save:response");
 			free(partial);
 			free(response);
 		}
@@ -1102,6 +1160,7 @@ static void send_attempt(struct task *t)
 	if (t->body_fd < 0)
 		log_job(LOG_WARN, t->id, "cannot keep the response on disk (%s): memory only",
 			strerror(errno));
+	t->sidecar_header = t->body_fd >= 0 ? sidecar_write_header(t, t->body_fd) : 0;
 	free(partial);
 	req.body_fd = t->body_fd;
 	t->state = T_CALLING;
@@ -1183,7 +1242,7 @@ static void requeue(struct task *t, const char *why)
 {
 	char *name = xasprintf("%s.json", t->id);
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
-	char *text = json_array_size(t->attempts) ? job_text_with_state(t) : NULL;
+	char *text = json_array_size(t->attempts) ? job_text_with_state(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, SPOOL_NEW, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
@@ -1271,23 +1330,50 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 	     "(spool-layout.md §3); the file was renamed to %s.json", id);
 }
 
-/* Takes the daemon's records of earlier attempts back from a deferred job file. */
-static void restore_state(struct task *t)
+/* Whether the daemon's user wrote a file: its owner is our user, or the owner of running/
+ * (the same user, seen through an NFS uid mapping). Clients of another user can write new/
+ * (and, on a spool set up wrongly, running/): what they wrote is never taken for our records
+ * or for a response we saved (spool-layout.md §4, §10). */
+static bool written_by_daemon(const struct dispatch *d, const struct stat *st)
 {
-	json_t *state = t->job.state;
-	if (!state)
-		return;
-	json_t *attempts = json_object_get(state, "attempts");
-	if (json_is_array(attempts)) {
-		json_decref(t->attempts);
-		t->attempts = json_deep_copy(attempts);
+	struct stat running;
+	return st->st_uid == geteuid() ||
+	       (fstat(d->spool->fd[SPOOL_RUNNING], &running) == 0 && st->st_uid == running.st_uid);
+}
+
+/* Takes the daemon's records back from a job file (st: its fstat) into t and rec. Records in a
+ * file another user wrote are ignored; the rest are held to record.c's rule: they can only use
+ * up budget. rec keeps what the caller decides on (finished, retry_at_ms). */
+static void restore_state(struct task *t, const struct stat *st, struct record *rec)
+{
+	struct dispatch *d = t->d;
+	const json_t *state = t->job.state;
+	struct record_limits lim = { .max_retries = (int)d->cfg->max_retries,
+				     .max_billed_retries = (int)d->cfg->max_billed_retries,
+				     .max_crash_requeues = (int)d->cfg->max_crash_requeues };
+	if (state && !written_by_daemon(d, st)) {
+		log_job(LOG_WARN, t->id, "ignoring the \"imgspool\" records in a job file written by uid "
+			"%u, not by the daemon's user: the job runs as if submitted fresh",
+			(unsigned)st->st_uid);
+		state = NULL;
 	}
-	t->retry_count = (int)json_integer_value(json_object_get(state, "retry_count"));
-	t->billed_retries = (int)json_integer_value(json_object_get(state, "billed_retries"));
-	t->crashes = (int)json_integer_value(json_object_get(state, "crashes"));
-	json_int_t created = json_integer_value(json_object_get(state, "created_at_ms"));
-	if (created > 0)
-		t->created_wall_ms = created;
+	record_init(rec);
+	record_restore(rec, state, &lim);
+}
+
+/* Puts the records into the task. */
+static void apply_record(struct task *t, const struct record *rec)
+{
+	json_decref(t->attempts);
+	t->attempts = json_incref(rec->attempts);
+	json_decref(t->runs);
+	t->runs = json_incref(rec->runs);
+	t->runs_total = rec->runs_total;
+	t->retry_count = rec->retry_count;
+	t->billed_retries = rec->billed_retries;
+	t->crashes = rec->crashes;
+	if (rec->created_at_ms > 0)
+		t->created_wall_ms = rec->created_at_ms;
 }
 
 /* Reads, checks and claims one pending file. */
@@ -1363,7 +1449,17 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
 	t->created_wall_ms = mtime_ms;
-	restore_state(t);
+	struct record rec;
+	restore_state(t, &st, &rec);
+	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
+	 * old one is kept in the records' history. */
+	if (rec.finished[0]) {
+		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
+			rec.finished, rec.runs_total + 2);
+		record_new_run(&rec, mtime_ms);
+	}
+	apply_record(t, &rec);
+	record_release(&rec);
 	/* The file we claimed must be the one we read: a client may have replaced it in between. */
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -1548,15 +1644,90 @@ static void reclaim_stale(struct dispatch *d)
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
 
-/* A job of ours found in running/ at start-up: the run that claimed it died. If its response
- * had arrived, it is finished from the saved file; if a call was in flight, that attempt is
- * recorded as possibly billed and the job goes back to new/; a job that was running through
- * more than max_crash_requeues deaths fails, so a job that kills the daemon cannot loop. */
+/* The status of the response sidecar kept for t (so drop_sidecars removes it), 0 if none. */
+static long saved_status(const struct task *t, const struct strset *hidden)
+{
+	char prefix[JOB_ID_MAX + 100];
+	long status;
+	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", t->id, t->d->spool->host_id);
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		if (name && !strncmp(name, prefix, strlen(prefix)) &&
+		    parse_long(name + strlen(prefix), 100, 999, &status) == 0)
+			return status;
+	}
+	return 0;
+}
+
+/* The records say the job was published (the result and images are durable in dest) but the
+ * daemon died before the job file moved: only that move is left to do. */
+static void complete_publication(struct task *t, const char *finished)
+{
+	struct dispatch *d = t->d;
+	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
+	char *job_name = xasprintf("%s.json", t->id);
+	if (renameat(d->spool->fd[SPOOL_RUNNING], t->running_name, d->spool->fd[dest], job_name) < 0 ||
+	    spool_sync_dir(d->spool, dest) < 0 || spool_sync_dir(d->spool, SPOOL_RUNNING) < 0)
+		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; a restart will",
+			spool_dir_name(dest), strerror(errno));
+	else
+		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
+	free(job_name);
+	drop_sidecars(t);
+	task_free(t);
+}
+
+/* Reads one of our sidecars as hostile: written by the daemon's user, one link, and our header
+ * for this job. Returns the attempt it belongs to (0: not ours, ignored) and, when body is not
+ * NULL, the response after the header. */
+static long read_sidecar(struct task *t, const char *name, struct buf *body, struct stat *st)
+{
+	struct dispatch *d = t->d;
+	size_t cap = body ? (size_t)d->cfg->max_response_mb << 20 : 0;
+	struct buf head;
+	struct buf *b = body ? body : &head;
+	size_t at = 0;
+	long attempt = 0;
+	buf_init(b, cap + 512);
+	int fd = openat(d->spool->fd[SPOOL_RUNNING], name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_nlink == 1 &&
+	    written_by_daemon(d, st)) {
+		char chunk[65536];
+		ssize_t n;
+		while ((n = read(fd, chunk, body ? sizeof(chunk) : 512)) > 0)
+			if (buf_append(b, chunk, (size_t)n) < 0 || !body)
+				break;
+		if ((n >= 0 || !body) && b->data)
+			attempt = sidecar_attempt(t, b->data, b->len, &at);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (!attempt)
+		log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a file the daemon saved for this job",
+			name);
+	if (body && attempt) {
+		memmove(b->data, b->data + at, b->len - at);
+		b->len -= at;
+		b->data[b->len] = '\0';
+	}
+	if (!body)
+		buf_release(&head);
+	return attempt;
+}
+
+/* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
+ * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
+ * response saved but not yet accounted for finishes the job from the file; one the records already
+ * hold (the daemon died while moving the job on) is not applied twice: the move is done again.
+ * An unaccounted call in flight is recorded as possibly billed and the job goes back to new/.
+ * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
+ * the daemon cannot loop. */
 static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		  const struct strset *hidden)
 {
 	struct stat st;
 	struct job_error jerr;
+	struct record rec;
 	struct task *t = task_new(d, id);
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	enum spool_read rr = spool_read_file(fd, running_name, job_read_cap(d), &d->readbuf, &st);
@@ -1569,7 +1740,16 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
 	t->created_wall_ms = timespec_ms(&st.st_mtim);
-	restore_state(t);
+	restore_state(t, &st, &rec);
+	apply_record(t, &rec);
+	int64_t retry_at_ms = rec.retry_at_ms;
+	t->res.status = saved_status(t, hidden);   /* what drop_sidecars removes */
+	if (rec.finished[0]) {
+		complete_publication(t, rec.finished);
+		record_release(&rec);
+		return;
+	}
+	record_release(&rec);
 	t->crashes++;
 	if (pr != JOB_OK) {
 		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
@@ -1593,13 +1773,14 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	/* Count this death in the file first: if finishing the job kills us again, the next start
 	 * must see it. */
-	char *text = job_text_with_state(t);
+	char *text = job_text_with_state(t, retry_at_ms, NULL);
 	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
 		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
 			strerror(errno));
 	free(text);
+	crash_point("adopt:counted");
 
-	/* A complete response on disk: no second call. */
+	size_t accounted = json_array_size(t->attempts);
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	for (size_t i = 0; i < hidden->cap; i++) {
@@ -1609,12 +1790,30 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		    parse_long(name + strlen(prefix), 100, 999, &status) < 0)
 			continue;
 		struct buf body;
-		buf_init(&body, (size_t)d->cfg->max_response_mb << 20);
-		rr = spool_read_file(fd, name, (size_t)d->cfg->max_response_mb << 20, &body, &st);
-		if (rr != SPOOL_READ_OK) {
+		long attempt = read_sidecar(t, name, &body, &st);
+		if (attempt && (size_t)attempt <= accounted) {
+			/* Already in the records: the daemon died moving the job on. Move it again. */
+			buf_release(&body);
+			if (retry_at_ms) {
+				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
+				json_t *last = json_array_get(t->attempts, accounted - 1);
+				t->outcome.code = "restart";
+				if (json_is_string(json_object_get(last, "error_code")))
+					t->outcome.code = json_string_value(json_object_get(last, "error_code"));
+				t->defer_due = retry_at_ms;
+				t->result_json = job_text_with_state(t, retry_at_ms, NULL);
+				t->state = T_DEFERRING;
+				pool_submit(t, defer_work, defer_done);
+				return;
+			}
+			requeue(t, "recovered from running/ after a restart");
+			return;
+		}
+		if (attempt != (long)accounted + 1) {
 			buf_release(&body);
 			continue;
 		}
+		/* A complete response on disk, not yet accounted for: no second call. */
 		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
 		t->res.body = buf_detach(&body, &t->res.body_len);
 		t->res.started_wall_ms = timespec_ms(&st.st_mtim);
@@ -1627,7 +1826,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		return;
 	}
 	char *partial = sidecar_name(t, "partial");
-	if (strset_has(hidden, partial)) {
+	if (strset_has(hidden, partial) && read_sidecar(t, partial, NULL, &st) == (long)accounted + 1) {
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
 		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);

@@ -163,7 +163,7 @@ char *result_to_json(const struct result_info *r)
 
 int result_publish(struct spool *sp, int dest, const char *id, const char *running_name,
 		   const struct image *images, size_t n_images, const char *result_json,
-		   char *err, size_t errsize)
+		   const char *job_text, char *err, size_t errsize)
 {
 	enum spool_dir d = (enum spool_dir)dest;
 	/* Fencing: a job reclaimed by another host (our lease ran out) is not ours to publish. */
@@ -182,6 +182,7 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 		if (rc < 0)
 			return -1;
 	}
+	crash_point("publish:images");
 	char *result_name = xasprintf("%s.result.json", id);
 	int rc = spool_write_file(sp, d, result_name, result_json, strlen(result_json));
 	if (rc < 0)
@@ -195,6 +196,14 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 		xsnprintf(err, errsize, "cannot fsync '%s/': %s", spool_dir_name(d), strerror(errno));
 		return -1;
 	}
+	crash_point("publish:result");
+	/* The job file's records get the final attempt and say the run is over: after a restart,
+	 * only the move below is left to do, and a job put back in new/ by hand starts a new run. */
+	if (job_text && spool_write_file(sp, SPOOL_RUNNING, running_name, job_text, strlen(job_text)) < 0) {
+		xsnprintf(err, errsize, "cannot write 'running/%s': %s", running_name, strerror(errno));
+		return -1;
+	}
+	crash_point("publish:rewritten");
 	char *job_name = xasprintf("%s.json", id);
 	/* A plain rename: done/ID.json carries no host id, so an existing target would not prove
 	 * that this rename won (spool_rename's NFS rule). If a lost reply makes it look failed, the
@@ -206,6 +215,7 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 	free(job_name);
 	if (rc < 0)
 		return -1;
+	crash_point("publish:moved");
 	if (spool_sync_dir(sp, d) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0) {
 		xsnprintf(err, errsize, "cannot fsync after publishing: %s", strerror(errno));
 		return -1;

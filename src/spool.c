@@ -451,14 +451,17 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 	}
 	if (spool_write_file(sp, SPOOL_RUNNING, running_name, data, len) < 0)
 		return -1;
+	crash_point("move:rewritten");
 	struct timespec times[2] = {
 		{ .tv_nsec = UTIME_NOW },
 		{ .tv_sec = mtime_ms / 1000, .tv_nsec = (mtime_ms % 1000) * 1000000 },
 	};
 	if (utimensat(sp->fd[SPOOL_RUNNING], running_name, times, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
+	crash_point("move:timed");
 	if (spool_rename(sp, SPOOL_RUNNING, running_name, dest, dest_name) < 0)
 		return -1;
+	crash_point("move:moved");
 	if (spool_sync_dir(sp, dest) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0)
 		return -1;
 	return 0;

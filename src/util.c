@@ -2,6 +2,9 @@
  * Allocation failure aborts: error paths in the rest of the code handle real-world failures only. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,4 +329,26 @@ uint64_t random64(void)
 	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
 		r = (uint64_t)mono_ms() * 6364136223846793005ULL;
 	return r;
+}
+
+void crash_point(const char *name)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static const char *want;
+	static char point[64];
+	static long nth, seen;
+	pthread_mutex_lock(&lock);
+	if (!want) {
+		want = getenv("IMGSPOOLD_CRASH_AT");
+		want = want ? want : "";
+		const char *hash = strchr(want, '#');
+		nth = 1;
+		if (hash && parse_long(hash + 1, 1, 1000000, &nth) < 0)
+			nth = 1;
+		xsnprintf(point, sizeof(point), "%.*s", hash ? (int)(hash - want) : (int)strlen(want), want);
+	}
+	bool die = point[0] && !strcmp(point, name) && ++seen == nth;
+	pthread_mutex_unlock(&lock);
+	if (die)
+		raise(SIGKILL);
 }

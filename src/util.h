@@ -49,6 +49,10 @@ void format_time_iso8601(int64_t wall_msec, char *out, size_t size);
 int write_all(int fd, const void *data, size_t len);
 /* Parses a whole decimal number into [min, max]; -1 if it is not one. */
 int parse_long(const char *s, long min, long max, long *out);
+/* A test hook: when the environment variable IMGSPOOLD_CRASH_AT names this point ("NAME", or
+ * "NAME#N" for its Nth pass), the process kills itself there with SIGKILL, so a test can prove
+ * that a kill -9 at each step of a job's path ends as no kill would. Without it, a no-op. */
+void crash_point(const char *name);
 
 /* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
 uint64_t str_hash(const char *s);

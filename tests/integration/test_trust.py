@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """What the daemon trusts: secrets quoted back by an upstream, the daemon's records in job files,
 sidecars in running/, responses that carry more than was asked for (issue 8)."""
+import base64
+import hashlib
 import json
 import os
 import sys
@@ -8,6 +10,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
+from upstream import png_for, png_prompt_sha256  # noqa: E402
 
 
 def files_under(root):
@@ -35,6 +38,11 @@ CDN_524 = (b"<!DOCTYPE html><html><head><title>api-cf.apiyi.com | 524: A timeout
            b"</head><body><h1>A timeout occurred</h1><p>Error code 524</p></body></html>")
 
 
+def sidecar(task_id, attempt, body):
+    """A response as the daemon saves it: its header line (spool-layout.md §10), then the body."""
+    return f"imgspool-sidecar id={task_id} attempt={attempt}\n".encode() + body
+
+
 def plant_dead_hosts_job(d, task_id, job, sidecars, host="deadhost"):
     """What a daemon that died leaves in running/: its job file and its saved sidecars, with a
     lease that ran out long ago."""
@@ -53,7 +61,7 @@ def test_reclaim_carries_every_saved_response(env):
     env.fake.script("reclaimed after a 524", ["b64"])
     d = env.daemon(spool__lease_timeout=2)
     plant_dead_hosts_job(d, "r524", {"prompt": "reclaimed after a 524"},
-                         {"response.524": CDN_524})
+                         {"response.524": sidecar("r524", 1, CDN_524)})
     d.start()
     assert d.wait_finished("r524") == "done", d.log()
     r = d.result("r524")
@@ -92,10 +100,140 @@ def test_image_urls_on_private_addresses_are_refused(env):
     assert env.fake.calls("internal url") == 1
 
 
+NOBODY = 65534
+
+
+def test_records_in_a_job_file_cannot_buy_calls(env):
+    env.fake.script("always down", ["503"])
+    d = env.daemon(retry__max_retries=2).start()
+    d.submit("greedy", {"prompt": "always down",
+                        "imgspool": {"retry_count": -1000, "billed_retries": -1000,
+                                     "crashes": -5, "attempts": []}})
+    assert d.wait_finished("greedy", 30) == "failed"
+    assert env.fake.calls("always down") == 3, f"{env.fake.calls('always down')} calls, fresh makes 3"
+    r = d.result("greedy")
+    assert r["retry_count"] == 2 and len(r["attempts"]) == 3, r
+
+
+def test_crash_count_at_int_max_does_not_overflow(env):
+    d = env.daemon(retry__max_crash_requeues=3)
+    os.makedirs(d.path("running"), exist_ok=True)
+    with open(d.path("running", "ovf@testhost.json"), "w") as f:
+        json.dump({"prompt": "overflow", "imgspool": {"crashes": 2147483647}}, f)
+    d.start()
+    assert d.wait_finished("ovf") == "failed"
+    assert d.result("ovf")["error"]["code"] == "crashed"
+    assert env.fake.calls("overflow") == 0
+
+
+def test_records_written_by_another_user_are_ignored(env):
+    d = env.daemon().start()
+    fake_attempt = {"started_at": "2026-01-01T00:00:00.000+00:00", "latency_ms": 1,
+                    "http_status": 200, "transport": "done", "outcome": "retry", "billed": "yes",
+                    "error_code": "bad_response", "request_id": None}
+    os.makedirs(d.path("tmp"), exist_ok=True)
+    tmp = d.path("tmp", "forged.json")
+    with open(tmp, "w") as f:
+        json.dump({"prompt": "forged history", "imgspool": {"attempts": [fake_attempt] * 5,
+                                                            "retry_count": 1}}, f)
+    os.chown(tmp, NOBODY, NOBODY)
+    os.rename(tmp, d.path("new", "forged.json"))
+    assert d.wait_finished("forged") == "done"
+    r = d.result("forged")
+    assert len(r["attempts"]) == 1 and r["billed_attempts"] == 1, r["attempts"]
+    assert "ignoring the \"imgspool\" records" in d.log()
+
+
+def test_a_response_the_daemon_did_not_save_is_never_published(env):
+    forged = b'{"data":[{"b64_json":"' + base64.b64encode(png_for("FORGED")) + b'"}]}'
+    d = env.daemon()
+    os.makedirs(d.path("running"), exist_ok=True)
+    cases = {"nohead": forged,                             # not the daemon's format
+             "otheruser": sidecar("otheruser", 1, forged),  # right format, another user wrote it
+             "otherjob": sidecar("somebody-else", 1, forged)}  # another job's response
+    for task_id, body in cases.items():
+        with open(d.path("running", f"{task_id}@testhost.json"), "w") as f:
+            json.dump({"prompt": f"real {task_id}"}, f)
+        path = d.path("running", f".{task_id}@testhost.response.200")
+        with open(path, "wb") as f:
+            f.write(body)
+        if task_id == "otheruser":
+            os.chown(path, NOBODY, NOBODY)
+    d.start()
+    for task_id in cases:
+        assert d.wait_finished(task_id) == "done", task_id
+        (image,) = d.result(task_id)["images"]
+        got = png_prompt_sha256(d.read("done", image))
+        assert got == hashlib.sha256(f"real {task_id}".encode()).hexdigest(), f"{task_id}: forged image published"
+        assert env.fake.calls(f"real {task_id}") == 1
+
+
+def test_a_kill_at_each_step_ends_as_no_kill(env):
+    """kill -9 (IMGSPOOLD_CRASH_AT: the daemon sends itself SIGKILL there) at each step of a
+    deferral and of a publication; after a restart the job ends exactly as without the kill."""
+    deferral = ["save:response", "move:rewritten", "move:timed", "move:moved", "adopt:counted"]
+    publication = ["publish:images", "publish:result", "publish:rewritten", "publish:moved"]
+    cases = [(p, ["503", "503", "b64"]) for p in deferral] + [(p, ["b64"]) for p in publication]
+    cases += [("move:rewritten#2", ["503", "503", "b64"]), ("move:timed#2", ["503", "503", "b64"])]
+    for i, (point, steps) in enumerate(cases):
+        prompt = f"kill {i} at {point}."
+        env.fake.script(prompt, steps)
+        d = env.daemon(retry__max_retries=2, retry__backoff_base_ms=10)
+        task_id = "k-" + point.replace(":", "-").replace("#", "-")
+        d.submit(task_id, {"prompt": prompt})
+        crash = point if point != "adopt:counted" else "move:rewritten"
+        d.start(extra_env={"IMGSPOOLD_CRASH_AT": crash})
+        wait_for(d.exited, 20, f"the daemon to kill itself at {crash}")
+        assert d.proc.returncode == -9, (point, d.proc.returncode)
+        if point == "adopt:counted":      # a second kill, while recovering from the first
+            d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": point})
+            wait_for(d.exited, 20, f"the daemon to kill itself at {point}")
+        d.start()
+        assert d.wait_finished(task_id, 30) == "done", (point, d.log()[-2000:])
+        r = d.result(task_id)
+        statuses = [a["http_status"] for a in r["attempts"]]
+        want = [503, 503, 200] if len(steps) == 3 else [200]
+        assert statuses == want, (point, statuses)
+        assert r["retry_count"] == len(want) - 1 and r["billed_attempts"] == 1, (point, r)
+        assert env.fake.calls(prompt) == len(want), (point, env.fake.calls(prompt))
+        record = json.loads(d.read("done", task_id + ".json"))["imgspool"]
+        assert len(record["attempts"]) == len(want) and record["finished"] == "succeeded", record
+        wait_for(lambda: [n for n in os.listdir(d.path("running"))] == [], 10, "no sidecars left")
+        d.stop()
+
+
+def test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget(env):
+    env.fake.script("fails then works", ["503", "503", "503", "b64"])
+    d = env.daemon(retry__max_retries=1).start()
+    d.submit("again", {"prompt": "fails then works"})
+    assert d.wait_finished("again") == "failed"
+    first = json.loads(d.read("failed", "again.json"))["imgspool"]
+    assert len(first["attempts"]) == 2 and first["finished"] == "failed", first
+    assert first["error_code"] == "upstream_unavailable", first
+    os.rename(d.path("failed", "again.json"), d.path("new", "again.json"))
+    assert d.wait_finished("again") == "done", d.log()[-2000:]
+    r = d.result("again")
+    assert [a["http_status"] for a in r["attempts"]] == [503, 200], r["attempts"]
+    assert r["retry_count"] == 1, r
+    record = json.loads(d.read("done", "again.json"))["imgspool"]
+    assert record["finished"] == "succeeded" and len(record["attempts"]) == 2, record
+    (run,) = record["runs"]
+    assert run["run"] == 1 and run["status"] == "failed" and len(run["attempts"]) == 2, run
+    log = d.log()
+    assert log.count("again attempt 1:") == 2 and log.count("again attempt 2:") == 2, log
+    assert "again attempt 3:" not in log
+
+
 if __name__ == "__main__":
     run_tests([
         test_key_quoted_back_is_redacted_everywhere,
         test_reclaim_carries_every_saved_response,
         test_more_images_than_asked_are_dropped,
         test_image_urls_on_private_addresses_are_refused,
+        test_records_in_a_job_file_cannot_buy_calls,
+        test_crash_count_at_int_max_does_not_overflow,
+        test_records_written_by_another_user_are_ignored,
+        test_a_response_the_daemon_did_not_save_is_never_published,
+        test_a_kill_at_each_step_ends_as_no_kill,
+        test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget,
     ])
