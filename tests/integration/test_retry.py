@@ -130,7 +130,9 @@ def test_429_storm_pauses_the_provider(env):
     d = env.daemon(spool__concurrency=8).start()
     for i in range(100):
         d.submit(f"storm-{i:03d}", {"prompt": f"storm {i}"})
-    wait_for(lambda: len([n for n in d.listdir("done") if n.endswith(".result.json")]) == 100,
+    # The job file lands last (spool-layout §5): wait for it, not for the result.
+    wait_for(lambda: len([n for n in d.listdir("done")
+                          if n.endswith(".json") and not n.endswith(".result.json")]) == 100,
              120, "100 jobs done")
     calls = sorted(env.fake.snapshot(), key=lambda r: r["started"])
     limited = [r for r in calls if r["status"] == 429]
