@@ -202,6 +202,25 @@ def test_a_kill_at_each_step_ends_as_no_kill(env):
         d.stop()
 
 
+def test_a_call_cut_in_flight_is_recorded_once_whatever_the_kills(env):
+    """A kill -9 with a call in flight, then a second one while the restart moves the job back
+    to new/ with that interrupted attempt in its records: the attempt is recorded once."""
+    env.fake.script("cut once.", [{"kind": "b64", "delay": 30}, "b64"])
+    d = env.daemon()
+    d.submit("cut", {"prompt": "cut once."})
+    d.start()
+    wait_for(lambda: env.fake.calls("cut once.") == 1, 10, "the call to be in flight")
+    d.kill()
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "move:rewritten"})
+    wait_for(d.exited, 20, "the daemon to kill itself while requeueing")
+    assert d.proc.returncode == -9, d.proc.returncode
+    d.start()
+    assert d.wait_finished("cut") == "done", d.log()[-2000:]
+    r = d.result("cut")
+    assert [a["outcome"] for a in r["attempts"]] == ["interrupted", "succeeded"], r["attempts"]
+    assert r["billed_attempts"] == 2 and env.fake.calls("cut once.") == 2, r
+
+
 def test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget(env):
     env.fake.script("fails then works", ["503", "503", "503", "b64"])
     d = env.daemon(retry__max_retries=1).start()
@@ -235,5 +254,6 @@ if __name__ == "__main__":
         test_records_written_by_another_user_are_ignored,
         test_a_response_the_daemon_did_not_save_is_never_published,
         test_a_kill_at_each_step_ends_as_no_kill,
+        test_a_call_cut_in_flight_is_recorded_once_whatever_the_kills,
         test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget,
     ])
