@@ -199,7 +199,7 @@ int result_publish(struct spool *sp, int dest, const char *id, const char *runni
 	crash_point("publish:result");
 	/* The job file's records get the final attempt and say the run is over: after a restart,
 	 * only the move below is left to do, and a job put back in new/ by hand starts a new run. */
-	if (job_text && spool_write_file(sp, SPOOL_RUNNING, running_name, job_text, strlen(job_text)) < 0) {
+	if (job_text && spool_rewrite_file(sp, SPOOL_RUNNING, running_name, job_text, strlen(job_text)) < 0) {
 		xsnprintf(err, errsize, "cannot write 'running/%s': %s", running_name, strerror(errno));
 		return -1;
 	}

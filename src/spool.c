@@ -322,8 +322,9 @@ bool spool_is_our_temp(const char *name, const char *host)
 	       !strncmp(p - hlen, host, hlen);
 }
 
-int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
-		     size_t len)
+/* Writes data to d/name through a temporary file; replace_only: only over an existing name. */
+static int write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		      size_t len, bool replace_only)
 {
 	char tmp[NAME_MAX + 1];
 	unsigned rnd = 0;
@@ -340,11 +341,24 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
 		fd = -1;
 		goto fail;
 	}
-	/* rename replaces a planted symlink at name instead of writing through it. */
-	if (renameat(sp->fd[d], tmp, sp->fd[d], name) < 0) {
-		fd = -1;
-		goto fail;
+	fd = -1;
+	if (replace_only) {
+		/* An exchange fails when name is gone (another daemon took the job): never recreate
+		 * it. File systems without RENAME_EXCHANGE (NFS) check first, leaving a short window. */
+		if (renameat2(sp->fd[d], tmp, sp->fd[d], name, RENAME_EXCHANGE) == 0) {
+			unlinkat(sp->fd[d], tmp, 0);   /* now the old content */
+			return 0;
+		}
+		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			goto fail;
+		if (!exists(sp->fd[d], name)) {
+			errno = ENOENT;
+			goto fail;
+		}
 	}
+	/* rename replaces a planted symlink at name instead of writing through it. */
+	if (renameat(sp->fd[d], tmp, sp->fd[d], name) < 0)
+		goto fail;
 	return 0;
 fail:
 	{
@@ -355,6 +369,18 @@ fail:
 		errno = saved;
 	}
 	return -1;
+}
+
+int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len)
+{
+	return write_file(sp, d, name, data, len, false);
+}
+
+int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		       size_t len)
+{
+	return write_file(sp, d, name, data, len, true);
 }
 
 /* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO

@@ -88,6 +88,10 @@ int spool_sync_dir(struct spool *sp, enum spool_dir d);
  * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len);
+/* The same, but only over an existing d/name (atomically, with RENAME_EXCHANGE where the file
+ * system has it): a job file another daemon took away is never recreated. ENOENT if gone. */
+int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		       size_t len);
 /* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
  * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
  * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */
