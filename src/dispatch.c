@@ -1330,14 +1330,15 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 	     "(spool-layout.md §3); the file was renamed to %s.json", id);
 }
 
-/* Whether the daemon's user wrote a file: its owner is our user, or the owner of running/
- * (the same user, seen through an NFS uid mapping). Clients of another user can write new/
- * (and, on a spool set up wrongly, running/): what they wrote is never taken for our records
- * or for a response we saved (spool-layout.md §4, §10). */
+/* Whether the daemon's user wrote a file: its owner is our user, the owner of running/ (the
+ * same user, seen through an NFS uid mapping), or root (who can do anything the daemon can, and
+ * runs `imgspool retry` for it). Clients of another user can write new/ (and, on a spool set up
+ * wrongly, running/): what they wrote is never taken for our records or for a response we
+ * saved (spool-layout.md §4, §10). */
 static bool written_by_daemon(const struct dispatch *d, const struct stat *st)
 {
 	struct stat running;
-	return st->st_uid == geteuid() ||
+	return st->st_uid == geteuid() || st->st_uid == 0 ||
 	       (fstat(d->spool->fd[SPOOL_RUNNING], &running) == 0 && st->st_uid == running.st_uid);
 }
 
@@ -2036,6 +2037,12 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
+	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
+	struct stat running;
+	if (fstat(spool->fd[SPOOL_RUNNING], &running) == 0 && (running.st_mode & 022))
+		log_warn("'running/' is writable by group or others (mode %03o): clients could disturb "
+			 "running jobs; only files written by the daemon's user are trusted there",
+			 (unsigned)(running.st_mode & 0777));
 	buf_init(&d->readbuf, job_read_cap(d));
 	job_limits_from_config(d);
 	config_ref(cfg);
