@@ -1446,6 +1446,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	known_del(d, pe->dir, pe->name);
+	crash_point("claim:claimed");
 	t->job = job;
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;

@@ -173,7 +173,8 @@ def test_a_response_the_daemon_did_not_save_is_never_published(env):
 def test_a_kill_at_each_step_ends_as_no_kill(env):
     """kill -9 (IMGSPOOLD_CRASH_AT: the daemon sends itself SIGKILL there) at each step of a
     deferral and of a publication; after a restart the job ends exactly as without the kill."""
-    deferral = ["save:response", "move:rewritten", "move:timed", "move:moved", "adopt:counted"]
+    deferral = ["claim:claimed", "save:response", "move:rewritten", "move:timed", "move:moved",
+                "adopt:counted", "claim:claimed#2"]
     publication = ["publish:images", "publish:result", "publish:rewritten", "publish:moved"]
     cases = [(p, ["503", "503", "b64"]) for p in deferral] + [(p, ["b64"]) for p in publication]
     cases += [("move:rewritten#2", ["503", "503", "b64"]), ("move:timed#2", ["503", "503", "b64"])]
@@ -184,7 +185,7 @@ def test_a_kill_at_each_step_ends_as_no_kill(env):
         task_id = "k-" + point.replace(":", "-").replace("#", "-")
         d.submit(task_id, {"prompt": prompt})
         crash = point if point != "adopt:counted" else "move:rewritten"
-        d.start(extra_env={"IMGSPOOLD_CRASH_AT": crash})
+        d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": crash})
         wait_for(d.exited, 20, f"the daemon to kill itself at {crash}")
         assert d.proc.returncode == -9, (point, d.proc.returncode)
         if point == "adopt:counted":      # a second kill, while recovering from the first
