@@ -99,6 +99,8 @@ static const struct key keys[] = {
 	{ "notify", "exec", T_PATH, C(notify_exec), 0, 0, "" },
 	{ "notify", "exec_timeout", T_INT, C(notify_exec_timeout), 1, 86400, "60" },
 	{ "notify", "exec_max", T_INT, C(notify_exec_max), 1, 256, "4" },
+	{ "metrics", "textfile", T_PATH, C(metrics_textfile), 0, 0, "" },
+	{ "metrics", "interval", T_INT, C(metrics_interval), 1, 3600, "5" },
 	{ "provider", "base_url", T_STR, P(base_url), 0, 0, "https://api.apiyi.com" },
 	{ "provider", "api_key_env", T_STR, P(api_key_env), 0, 0, "APIYI_API_KEY" },
 	{ "provider", "api_key_file", T_PATH, P(api_key_file), 0, 0, "" },
@@ -529,6 +531,10 @@ static int check(struct config *cfg, char *err, size_t errsize)
 		return fail_at(cfg, "spool", "default_provider", err, errsize,
 			       "default_provider \"%s\" has no [provider %s] section",
 			       cfg->default_provider, cfg->default_provider);
+	const char *prom = cfg->metrics_textfile;
+	if (prom && (strlen(prom) < 6 || strcmp(prom + strlen(prom) - 5, ".prom")))
+		return fail_at(cfg, "metrics", "textfile", err, errsize,
+			       "textfile must end in .prom (node_exporter's collector reads only those)");
 	cfg->grace_period_auto = cfg->grace_period < 0;
 	if (cfg->grace_period_auto)
 		cfg->grace_period = config_longest_call(cfg);

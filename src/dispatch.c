@@ -29,6 +29,7 @@
 #include "known.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "price.h"
 #include "provider.h"
 #include "record.h"
@@ -321,9 +322,19 @@ static int64_t probe_due(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
+/* A 429: the provider pauses (counted once per pause, not per call that sees it). */
+static void pause_provider(struct provider_state *p, int64_t until)
+{
+	if (p->flow.paused_until <= mono_ms())
+		metrics_pause(p->cfg->name);
+	provider_throttle(&p->flow, until);
+}
+
 static void hold_provider(struct provider_state *p, const char *reason)
 {
 	struct dispatch *d = p->d;
+	if (!p->flow.held)
+		metrics_hold(p->cfg->name);
 	if (provider_hold(&p->flow, reason))
 		log_msg(LOG_WARN, p->cfg->api_key ? "provider '%s' is on hold: %s; its jobs stay in new/ "
 			"and one is tried every %lds, or at once on SIGHUP" : "provider '%s' is on hold: "
@@ -482,6 +493,16 @@ static void settle_call(struct task *t, bool billed, bool known, double cost)
 		spend_call_ended(&t->d->spend, t->prov->cfg->name, t->reserve, day);
 	t->reserved = false;
 	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
+}
+
+/* An attempt goes on the job's record, and into the metrics. */
+static void record_attempt(struct task *t, const struct attempt *a)
+{
+	json_array_append_new(t->attempts, result_attempt_json(a));
+	const char *provider = t->prov ? t->prov->cfg->name : NULL;
+	metrics_attempt(provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
+	if (a->cost_known && a->cost > 0)
+		metrics_cost(provider, t->d->cfg->prices.currency, a->cost);
 }
 
 void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out)
@@ -690,6 +711,7 @@ static void publish_done(void *arg)
 		return;
 	}
 	drop_sidecars(t);
+	metrics_finished(t->succeeded);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, json_array_size(t->attempts));
@@ -953,11 +975,12 @@ static void schedule_retry(struct task *t)
 	if (o->retry_after_ms > delay)
 		delay = o->retry_after_ms;
 	t->retry_count++;
+	metrics_retry(t->prov->cfg->name);
 	if (o->decision == DECIDE_RETRY_BILLED)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
 	if (!strcmp(o->code, "rate_limited"))
-		provider_throttle(&t->prov->flow, mono_ms() + delay);
+		pause_provider(t->prov, mono_ms() + delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
 	t->result_json = job_text_with_state(t, t->defer_due, NULL);
 	if (!t->result_json) {
@@ -1090,7 +1113,7 @@ static void parse_done(void *arg)
 	price_attempt(t, a, t->outcome.billed, t->resp.usage,
 		      (int)(t->resp.n_images + t->resp.n_urls));
 	settle_call(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
-	json_array_append_new(t->attempts, result_attempt_json(a));
+	record_attempt(t, a);
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
 		json_array_size(t->attempts),
 		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
@@ -1108,7 +1131,7 @@ static void call_done(void *arg, struct http_result *res)
 	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
 	if (res->transport == HTTP_DONE && res->status == 429) {
 		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
-		provider_throttle(&t->prov->flow, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
+		pause_provider(t->prov, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
 	}
 	free(t->res.body);
 	t->res = *res;
@@ -1832,7 +1855,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
 		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
-		json_array_append_new(t->attempts, result_attempt_json(&a));
+		record_attempt(t, &a);
 	}
 	free(partial);
 	requeue(t, "recovered from running/ after a restart");
@@ -1916,7 +1939,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
 					     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
 			price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
-			json_array_append_new(t->attempts, result_attempt_json(&a));
+			record_attempt(t, &a);
 			t->billed_retries++;
 			requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_BACKOFF) {
@@ -2012,6 +2035,16 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 			continue;
 		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
 		sep = ", ";
+	}
+}
+
+void dispatch_report_metrics(const struct dispatch *d)
+{
+	int64_t now = mono_ms();
+	for (int i = 0; i < d->n_providers; i++) {
+		const struct provider_state *p = d->providers[i];
+		metrics_provider_state(p->cfg->name, p->flow.active, p->flow.held && !p->retired,
+				       now < p->flow.paused_until);
 	}
 }
 

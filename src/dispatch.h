@@ -42,6 +42,8 @@ void dispatch_log_waiting(const struct dispatch *d);
 /* One line for systemd's STATUS=: pending, running, calls in flight, held providers. */
 void dispatch_status(const struct dispatch *d, char *out, size_t size);
 bool dispatch_draining(const struct dispatch *d);
+/* Sets the metrics' provider gauges: calls in flight, held, paused. */
+void dispatch_report_metrics(const struct dispatch *d);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
 

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "secret.h"
 #include "loop.h"
+#include "metrics.h"
 #include "notify.h"
 #include "spool.h"
 #include "util.h"
@@ -46,6 +47,7 @@ struct daemon {
 	bool tick_due;           /* the service timer fired: the next full turn reports */
 	char status[512];        /* last STATUS= sent */
 	int64_t waiting_logged;  /* mono_ms of the last "waiting for" line while draining */
+	bool metrics_failed;     /* said once */
 };
 
 #define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
@@ -119,6 +121,44 @@ static int64_t on_rescan(struct loop *loop, void *arg)
 	struct daemon *dm = arg;
 	dispatch_scan(dm->dispatch);
 	return dm->cfg->poll_interval * 1000;
+}
+
+/* Jobs per state from the spool itself, the providers' gauges from dispatch, then the file. */
+static void write_metrics(struct daemon *dm)
+{
+	const char *path = dm->cfg->metrics_textfile;
+	if (!path)
+		return;
+	struct spool_entry *e;
+	long counts[3] = { 0 };
+	const enum spool_dir dirs[3] = { SPOOL_NEW, SPOOL_RUNNING, SPOOL_DEFERRED };
+	int64_t now_ns = wall_ms() * 1000000, oldest_ns = now_ns;
+	for (int i = 0; i < 3; i++) {
+		long n = spool_list(&dm->spool, dirs[i], &e);
+		counts[i] = n > 0 ? n : 0;
+		for (long k = 0; i == 0 && k < n; k++)
+			if (e[k].mtime_ns < oldest_ns)
+				oldest_ns = e[k].mtime_ns;
+		spool_entries_free(e, n);
+	}
+	metrics_begin();
+	metrics_jobs(counts[0], counts[1], counts[2], (double)(now_ns - oldest_ns) / 1e9);
+	dispatch_report_metrics(dm->dispatch);
+	if (metrics_write(path) == 0)
+		dm->metrics_failed = false;
+	else if (!dm->metrics_failed) {
+		log_warn("cannot write the metrics file '%s': %s (said once until it works)", path,
+			 strerror(errno));
+		dm->metrics_failed = true;
+	}
+}
+
+static int64_t on_metrics(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct daemon *dm = arg;
+	write_metrics(dm);
+	return dm->cfg->metrics_interval * 1000;
 }
 
 /* The service timer: it only asks; the report is made at the end of the next full turn. */
@@ -246,6 +286,7 @@ int main(int argc, char **argv)
 	dispatch_scan(dm.dispatch);
 	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
 	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);
+	loop_add_timer(dm.loop, 0, on_metrics, &dm);
 	loop_set_before_sleep(dm.loop, before_sleep, &dm);
 
 	log_info("ready: spool '%s', host id '%s', concurrency %ld, rescan every %lds",
@@ -255,6 +296,7 @@ int main(int argc, char **argv)
 	dm.tick_due = false;
 	int rc = loop_run(dm.loop);
 
+	write_metrics(&dm);   /* the last counts */
 	watch_free(dm.watch);
 	dispatch_free(dm.dispatch);
 	loop_free(dm.loop);
@@ -262,6 +304,7 @@ int main(int argc, char **argv)
 	close(dm.sigfd);
 	config_unref(dm.cfg);
 	notify_free(dm.notify);
+	metrics_reset();
 	secret_clear();
 	curl_global_cleanup();
 	log_info("stopped");

@@ -267,6 +267,88 @@ def test_config_check_looks_at_meaning(env):
         subprocess.run(["rm", "-rf", tmp])
 
 
+def parse_prom(text):
+    """{(name, frozenset of label pairs): value} from the Prometheus text format."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-z_]+)(?:\{(.*)\})? (\S+)', line)
+        assert m, f"not a sample line without a timestamp: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples
+
+
+def metric(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_metrics_textfile_matches_the_spool(env):
+    prom_dir = os.path.join(SCRATCH, "textfile")
+    os.makedirs(prom_dir)
+    prom = os.path.join(prom_dir, "imgspool.prom")
+    try:
+        env.fake.prices = [("gpt-image-2", 0.04)]
+        env.fake.script("ok", "b64")
+        env.fake.script("refused", "400_moderation")
+        env.fake.script("later", {"kind": "429_retry_after", "retry_after": 300})
+        d = env.daemon(metrics__textfile=prom, metrics__interval=1, **{
+            "prices__gpt-image-2": "0.04",
+            "provider nokey__base_url": env.fake.base_url,
+            "provider nokey__api_key_env": "IMGSPOOL_NO_SUCH_KEY"}).start()
+        for i in range(3):
+            d.submit(f"ok{i}", {"prompt": f"ok {i}"})
+        d.submit("refused", {"prompt": "refused"})
+        for task_id in ("ok0", "ok1", "ok2", "refused"):
+            d.wait_finished(task_id)
+        d.submit("wait0", {"prompt": "waits", "provider": "nokey"})
+        d.submit("wait1", {"prompt": "waits too", "provider": "nokey"})
+        d.submit("later", {"prompt": "later"})
+        wait_for(lambda: d.state("later") == "deferred", 20, "the 429 to defer the job")
+
+        def settled():
+            try:
+                samples = parse_prom(open(prom).read())
+            except FileNotFoundError:
+                return None
+            ok = metric(samples, "imgspool_jobs", state="deferred") == 1 and \
+                metric(samples, "imgspool_jobs", state="new") == 2
+            return samples if ok else None
+        samples = wait_for(settled, 20, "the metrics to show the spool")
+        # The figures are the spool's.
+        assert metric(samples, "imgspool_jobs", state="new") == len(d.listdir("new"))
+        assert metric(samples, "imgspool_jobs", state="running") == len(d.listdir("running")) == 0
+        assert metric(samples, "imgspool_jobs_finished_total", state="done") == \
+            len([n for n in d.listdir("done") if n.endswith(".result.json")]) == 3
+        assert metric(samples, "imgspool_jobs_finished_total", state="failed") == \
+            len([n for n in d.listdir("failed") if n.endswith(".result.json")]) == 1
+        calls = {o: metric(samples, "imgspool_calls_total", provider="apiyi", outcome=o)
+                 for o in ("succeeded", "retry", "failed", "hold", "interrupted")}
+        assert calls == {"succeeded": 3, "retry": 1, "failed": 1, "hold": 0, "interrupted": 0}, calls
+        assert sum(calls.values()) == len(env.fake.snapshot())
+        assert metric(samples, "imgspool_call_duration_seconds_count", provider="apiyi") == 5
+        assert metric(samples, "imgspool_call_duration_seconds_bucket", provider="apiyi",
+                      le="+Inf") == 5
+        assert metric(samples, "imgspool_retries_total", provider="apiyi") == 1
+        assert metric(samples, "imgspool_provider_pauses_total", provider="apiyi") == 1
+        assert metric(samples, "imgspool_provider_paused", provider="apiyi") == 1
+        assert metric(samples, "imgspool_provider_held", provider="nokey") == 1
+        assert metric(samples, "imgspool_provider_holds_total", provider="nokey") == 1
+        assert metric(samples, "imgspool_calls_in_flight", provider="apiyi") == 0
+        billed = sum(r["billed_attempts"] for r in (d.result(t) for t in ("ok0", "ok1", "ok2", "refused")))
+        assert metric(samples, "imgspool_billed_calls_total", provider="apiyi", billed="yes") == billed
+        spent = sum(d.result(t)["cost"]["amount"] for t in ("ok0", "ok1", "ok2", "refused"))
+        assert abs(metric(samples, "imgspool_spent_total", provider="apiyi", currency="USD") - spent) < 1e-9
+        assert metric(samples, "imgspool_oldest_pending_seconds") > 0
+        check = subprocess.run(["promtool", "check", "metrics"], stdin=open(prom),
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert os.listdir(prom_dir) == ["imgspool.prom"], os.listdir(prom_dir)
+    finally:
+        subprocess.run(["rm", "-rf", prom_dir])
+
+
 if __name__ == "__main__":
     run_tests([
         test_journal_lines_carry_their_priority,
@@ -278,4 +360,5 @@ if __name__ == "__main__":
         test_broken_reload_keeps_the_running_config,
         test_sighup_says_why_a_provider_is_still_held,
         test_config_check_looks_at_meaning,
+        test_metrics_textfile_matches_the_spool,
     ])
