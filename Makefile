@@ -72,5 +72,24 @@ run: deps $(B)/imgspoold $(B)/imgspool
 demo: deps $(B)/imgspoold $(B)/imgspool
 	python3 contrib/demo.py $(B)/imgspoold $(B)/imgspool
 
+# make install PREFIX=/usr/local DESTDIR=/tmp/stage: the binaries, the man pages (uncompressed),
+# the documented example config and the systemd unit, whose paths follow PREFIX. Man pages are
+# every man/*.SECTION: imgspoold(8), imgspool.ini(5), and the client's imgspool(1) when present.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+I       := $(DESTDIR)$(PREFIX)
+install: $(B)/imgspoold $(B)/imgspool
+	install -d $(I)/sbin $(I)/bin $(I)/share/doc/imgspool $(I)/lib/systemd/system
+	install -m 755 $(B)/imgspoold $(I)/sbin/imgspoold
+	install -m 755 $(B)/imgspool $(I)/bin/imgspool
+	for page in man/*.[1-8]; do \
+		section=$${page##*.}; \
+		install -d $(I)/share/man/man$$section && \
+		install -m 644 $$page $(I)/share/man/man$$section/ || exit 1; \
+	done
+	install -m 644 etc/imgspool.ini README.md spool-layout.md $(I)/share/doc/imgspool/
+	sed 's|/usr/local|$(PREFIX)|g' contrib/systemd/imgspoold.service > $(I)/lib/systemd/system/imgspoold.service
+	chmod 644 $(I)/lib/systemd/system/imgspoold.service
+
 clean:
 	rm -rf $(B)

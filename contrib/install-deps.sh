@@ -7,7 +7,8 @@
 #   fuzzers:          clang libclang-rt-14-dev
 #   tests:            perl (prove) python3
 #   NFS test:         openssh-server openssh-client sshfs fuse3 (tests/lib/sshfs.py)
-#   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd (systemd-analyze)
+#   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd and procps
+#                     (systemd-analyze; the unit's ExecReload runs kill)
 #   outputs tests:    nodejs npm (unless present), then tests/node's lock: s3rver,
 #                     @smithy/signature-v4, standardwebhooks
 set -e
