@@ -784,6 +784,15 @@ static void finish(struct task *t)
 
 /* ---- downloads of returned URLs ------------------------------------------------------------ */
 
+/* At shutdown, a job whose paid response is saved (running/.ID@HOST.response.200) stays in
+ * running/: the restart finishes it from that file, downloads included, without calling again. */
+static void leave_for_restart(struct task *t, const char *why)
+{
+	log_job(LOG_WARN, t->id, "shutdown: left in running/ %s; the restart finishes it without "
+		"calling again", why);
+	task_free(t);
+}
+
 static void start_download(struct task *t);
 
 static int64_t download_again(struct loop *loop, void *arg)
@@ -823,7 +832,11 @@ static void download_done(void *arg, struct http_result *res)
 	t->download_tries++;
 	const char *why = res->transport != HTTP_DONE ? http_transport_name(res->transport)
 			  : res->status != 200 ? "an HTTP error" : "not a PNG, JPEG or WebP image";
-	if (t->download_tries >= d->cfg->download_attempts || d->grace_over) {
+	if (d->grace_over) {
+		leave_for_restart(t, "while downloading its image");
+		return;
+	}
+	if (t->download_tries >= d->cfg->download_attempts) {
 		fail(t, "download_failed", NULL,
 		     "the image was generated (and charged) but could not be downloaded: %s (HTTP %ld)",
 		     why, res->status);
@@ -841,6 +854,10 @@ static void start_download(struct task *t)
 	if (t->next_url >= t->resp.n_urls) {
 		t->succeeded = true;
 		finish(t);
+		return;
+	}
+	if (d->grace_over) {
+		leave_for_restart(t, "before downloading its image");
 		return;
 	}
 	t->state = T_DOWNLOADING;
@@ -1947,15 +1964,13 @@ static int64_t grace_over(struct loop *loop, void *arg)
 		} else if (t->state == T_PUBLISHING && !t->in_pool) {
 			/* Waiting for disk space: the job stays in running/ with its saved response;
 			 * the restart finishes it. */
-			log_job(LOG_WARN, t->id, "shutdown: left in running/ until there is room to publish");
-			task_free(t);
+			leave_for_restart(t, "until there is room to publish");
 		} else if (t->state == T_UPLOADING) {
 			/* Its response is saved: the restart stores the images and publishes. */
-			log_job(LOG_WARN, t->id, "shutdown: left in running/ until its images are stored");
-			task_free(t);
+			leave_for_restart(t, "until its images are stored");
+		} else if (t->state == T_DOWNLOADING) {
+			leave_for_restart(t, "while downloading its image");
 		}
-		else if (t->state == T_DOWNLOADING)
-			log_job(LOG_WARN, t->id, "shutdown: still downloading a paid image; waiting for it");
 	}
 	return LOOP_TIMER_DONE;
 }

@@ -270,7 +270,8 @@ def _openai_b64(ctx: _Ctx, datauri: bool = False) -> Reply:
 def _result_urls(ctx: _Ctx) -> list[str]:
     ttl = float(ctx.opt("ttl", 600))
     fails = int(ctx.opt("url_fail_downloads", 0))
-    return [ctx.fake._publish(img, mime, ext, ttl, fails) for img, mime, ext in ctx.images()]
+    hangs = int(ctx.opt("url_hang_downloads", 0))    # that many downloads never answer
+    return [ctx.fake._publish(img, mime, ext, ttl, fails, hangs) for img, mime, ext in ctx.images()]
 
 
 def _openai_url(ctx: _Ctx) -> Reply:
@@ -734,6 +735,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if found is None:
                 self._send(Reply(404, b"404 Not Found: the result has expired or never existed\n",
                                  "text/plain"), self.fake._new_rid())
+            elif found == "hang":
+                self._wait(3600)                  # until the client hangs up
             elif found is False:
                 self._send(Reply(503, b"503 Service Unavailable\n", "text/plain"),
                            self.fake._new_rid())
@@ -1012,15 +1015,17 @@ class FakeUpstream:
         return f"{time.strftime('%Y%m%d%H%M%S', time.localtime(now))}" \
                f"{int(now * 1e6) % 1000000:06d}{seq % 1000:03d}{tail}"
 
-    def _publish(self, data: bytes, mime: str, ext: str, ttl: float, fails: int) -> str:
+    def _publish(self, data: bytes, mime: str, ext: str, ttl: float, fails: int,
+                 hangs: int = 0) -> str:
         token = secrets.token_hex(8)
         with self.lock:
-            self._results[token] = {"data": data, "mime": mime, "fails": fails,
+            self._results[token] = {"data": data, "mime": mime, "fails": fails, "hangs": hangs,
                                     "expires": time.monotonic() + ttl}
         return f"{self.base_url}/results/{token}/sample.{ext}?signature=x"
 
-    def _fetch(self, token: str, path: str, headers: Any) -> tuple[bytes, str] | bool | None:
-        """A result's (bytes, MIME type); False for a scripted download failure; None once gone."""
+    def _fetch(self, token: str, path: str, headers: Any) -> tuple[bytes, str] | bool | str | None:
+        """A result's (bytes, MIME type); False for a scripted download failure; "hang" for a
+        download that never answers; None once gone."""
         with self.lock:
             res = self._results.get(token)
             if res is not None and time.monotonic() >= res["expires"]:
@@ -1028,6 +1033,9 @@ class FakeUpstream:
                 res = None
             if res is None:
                 found, status = None, 404
+            elif res.get("hangs", 0) > 0:
+                res["hangs"] -= 1
+                found, status = "hang", 0
             elif res["fails"] > 0:
                 res["fails"] -= 1
                 found, status = False, 503

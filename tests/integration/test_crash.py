@@ -147,9 +147,27 @@ def test_poison_guard_holds_for_the_longest_id_and_host_id(env):
     assert "File name too long" not in d.log(), d.log()[-2000:]
 
 
+def test_sigterm_during_a_hanging_download_keeps_the_paid_job(env):
+    """The response is saved: a shutdown leaves the job in running/ for the restart, which
+    downloads the image without calling again (it used to fail as download_failed)."""
+    env.fake.script("slow image", [{"kind": "url", "url_hang_downloads": 1}])
+    d = env.daemon(spool__grace_period=1, limits__download_timeout=600).start()
+    d.submit("slowimg", {"prompt": "slow image"})
+    wait_for(lambda: env.fake.downloads, 10, "the download to start")
+    assert d.stop() == 0
+    assert d.state("slowimg") == "running", d.state("slowimg")
+    assert any(n.startswith(".slowimg@") and ".response." in n for n in os.listdir(d.path("running")))
+    d.start()
+    assert d.wait_finished("slowimg") == "done"
+    assert env.fake.calls("slow image") == 1, "the paid call was made again"
+    r = d.result("slowimg")
+    assert r["status"] == "succeeded" and len(r["images"]) == 1, r
+
+
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
         test_poison_guard_holds_for_the_longest_id_and_host_id,
+        test_sigterm_during_a_hanging_download_keeps_the_paid_job,
         test_kill_9_at_random_moments,
     ])
