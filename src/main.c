@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "hostlock.h"
 #include "log.h"
 #include "secret.h"
 #include "loop.h"
@@ -162,6 +163,15 @@ static int64_t on_metrics(struct loop *loop, void *arg)
 }
 
 /* The service timer: it only asks; the report is made at the end of the next full turn. */
+/* The host lock is heartbeated like a job's lease: several times per lease_timeout. */
+static int64_t on_lock_beat(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct daemon *dm = arg;
+	hostlock_heartbeat(&dm->spool);
+	return dm->cfg->lease_timeout * 1000 / 4;
+}
+
 static int64_t on_tick(struct loop *loop, void *arg)
 {
 	(void)loop;
@@ -274,6 +284,10 @@ int main(int argc, char **argv)
 	config_load_keys(dm.cfg);
 	if (spool_open(&dm.spool, dm.cfg->spool_dir, dm.cfg->host_id) < 0)
 		fatal("cannot open the spool '%s'", dm.cfg->spool_dir);
+	/* Before recovery: a second daemon with our host id would adopt the first one's jobs. */
+	char lock_err[1024];
+	if (hostlock_acquire(&dm.spool, dm.cfg->lease_timeout * 1000, lock_err, sizeof(lock_err)) < 0)
+		fatal("%s", lock_err);
 
 	dm.loop = loop_new();
 	if (loop_add_fd(dm.loop, dm.sigfd, EPOLLIN, on_signal, &dm) < 0)
@@ -287,6 +301,7 @@ int main(int argc, char **argv)
 	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
 	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);
 	loop_add_timer(dm.loop, 0, on_metrics, &dm);
+	loop_add_timer(dm.loop, on_lock_beat(dm.loop, &dm), on_lock_beat, &dm);
 	loop_set_before_sleep(dm.loop, before_sleep, &dm);
 
 	log_info("ready: spool '%s', host id '%s', concurrency %ld, rescan every %lds",
@@ -300,6 +315,7 @@ int main(int argc, char **argv)
 	watch_free(dm.watch);
 	dispatch_free(dm.dispatch);
 	loop_free(dm.loop);
+	hostlock_release(&dm.spool);
 	spool_close(&dm.spool);
 	close(dm.sigfd);
 	config_unref(dm.cfg);

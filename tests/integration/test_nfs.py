@@ -4,13 +4,10 @@ called once, and a dead daemon's jobs are reclaimed after its lease, never publi
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_tests, wait_for  # noqa: E402
-from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
 
 
 def submit_on_server(export_spool, task_id, job):
@@ -27,13 +24,7 @@ def done_count(export_spool, prefix):
 
 
 def test_two_hosts_share_one_spool(env):
-    base = tempfile.mkdtemp(prefix="imgspool-nfs-")
-    try:
-        mounts = TwoMounts(base).open()
-    except SshfsUnavailable as e:
-        shutil.rmtree(base, ignore_errors=True)
-        raise AssertionError(f"no network file system for the test: {e}")
-    try:
+    with env.two_mounts() as mounts:
         export = os.path.join(mounts.export, "spool")
         for sub in ("tmp", "new"):
             os.makedirs(os.path.join(export, sub), exist_ok=True)
@@ -84,11 +75,6 @@ def test_two_hosts_share_one_spool(env):
         assert os.listdir(os.path.join(export, "running")) == [] or all(
             n.startswith(".") for n in os.listdir(os.path.join(export, "running")))
         assert b.stop() == 0
-    finally:
-        for d in env.daemons:
-            d.kill()
-        mounts.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Each test is a plain function; run_tests() prints TAP so `prove` can run the fil
 a condition polled against a deadline, never a fixed sleep. After each test the daemon's log is
 checked for sanitizer reports and for the API key, which must never appear.
 """
+import contextlib
 import json
 import os
 import re
@@ -257,6 +258,25 @@ class Env:
         d = Daemon(self.fake, **settings)
         self.daemons.append(d)
         return d
+
+    @contextlib.contextmanager
+    def two_mounts(self):
+        """Two sshfs mounts of one scratch directory (tests/lib/sshfs.py), a stand-in for two
+        hosts on NFS. The daemons are killed before the mounts go."""
+        from sshfs import SshfsUnavailable, TwoMounts
+        base = tempfile.mkdtemp(prefix="imgspool-nfs-")
+        try:
+            mounts = TwoMounts(base).open()
+        except SshfsUnavailable as e:
+            shutil.rmtree(base, ignore_errors=True)
+            raise AssertionError(f"no network file system for the test: {e}")
+        try:
+            yield mounts
+        finally:
+            for d in self.daemons:
+                d.kill()
+            mounts.close()
+            shutil.rmtree(base, ignore_errors=True)
 
     def close(self, passed):
         try:

@@ -1,0 +1,44 @@
+/* hostlock.h - one daemon per host id on a spool (spool-layout.md §10).
+ *
+ * running/.host.HOST holds who runs as HOST: pid, process start time, host name and boot id. It
+ * is made with link(2) (atomic and NFS-safe) and heartbeated (its mtime) with the job leases. A
+ * second daemon with the same host id refuses to start while the holder lives: on the same
+ * machine (same host name and boot id) by looking at the process, so a restart after kill -9
+ * starts at once; otherwise (another machine, an earlier boot) by the lock's age on the file
+ * server's clock, which must exceed lease_timeout. */
+#ifndef HOSTLOCK_H
+#define HOSTLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct spool;
+
+struct hostlock_owner {
+	long pid;
+	uint64_t start_time;     /* /proc/PID/stat field 22: tells a reused pid apart */
+	char hostname[256];
+	char boot_id[64];
+};
+
+enum hostlock_verdict {
+	HOSTLOCK_HELD,           /* a live daemon holds it: refuse to start */
+	HOSTLOCK_STALE,          /* its holder is gone: take it over */
+};
+
+/* The pure decision. found: the lock's content (NULL if unreadable), self: us, age_ms: the lock's
+ * age by the file server's clock, alive: whether found's process runs here (only asked when
+ * found is from this machine's current boot). */
+enum hostlock_verdict hostlock_judge(const struct hostlock_owner *found,
+				     const struct hostlock_owner *self, int64_t age_ms,
+				     int64_t lease_ms, bool alive);
+
+/* Takes running/.host.HOST for sp's host id. Returns 0, or -1 with why in err (another daemon
+ * holds it, or it cannot be written). */
+int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsize);
+/* Refreshes the lock's mtime; logs once if another daemon has taken it. */
+void hostlock_heartbeat(struct spool *sp);
+/* Removes the lock if it is still ours (a clean exit). */
+void hostlock_release(struct spool *sp);
+
+#endif
