@@ -10,8 +10,12 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Werror
 LIBS     := -lcurl -ljansson -linih -lcrypto -lpthread -lm
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRC      := $(filter-out src/main.c src/imgspool.c,$(wildcard src/*.c))
-CLI_SRC  := src/job.c src/util.c src/log.c
+# The daemon's modules; the CLI's verbs (cli*.c) and the two mains are apart.
+CLI_LIB  := $(wildcard src/cli*.c)
+SRC      := $(filter-out src/main.c src/imgspool.c $(CLI_LIB),$(wildcard src/*.c))
+# The CLI shares the spool protocol's modules with the daemon, never its loop.
+CLI_SRC  := $(CLI_LIB) src/job.c src/util.c src/log.c src/spool.c src/control.c src/result.c \
+            src/upstream.c
 HDR      := $(wildcard src/*.h)
 B        := build
 T        := build/test
@@ -31,17 +35,17 @@ $(B)/imgspoold: src/main.c $(SRC) $(HDR) | $(B)
 	$(CC) $(CFLAGS) -o $@ src/main.c $(SRC) $(LIBS)
 
 $(B)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(B)
-	$(CC) $(CFLAGS) -o $@ src/imgspool.c $(CLI_SRC) -ljansson
+	$(CC) $(CFLAGS) -o $@ src/imgspool.c $(CLI_SRC) -ljansson -lm
 
 # The test build: same code, sanitizers on, used by every test.
 $(T)/imgspoold: src/main.c $(SRC) $(HDR) | $(T)
 	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/main.c $(SRC) $(LIBS)
 
 $(T)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(T)
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/imgspool.c $(CLI_SRC) -ljansson
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/imgspool.c $(CLI_SRC) -ljansson -lm
 
-$(T)/test_%: tests/unit/test_%.c tests/unit/tap.h $(SRC) $(HDR) | $(T)
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -Isrc -Itests/unit -o $@ $< $(SRC) $(LIBS)
+$(T)/test_%: tests/unit/test_%.c tests/unit/tap.h $(SRC) $(CLI_LIB) $(HDR) | $(T)
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -Isrc -Itests/unit -o $@ $< $(SRC) $(CLI_LIB) $(LIBS)
 
 $(B) $(T):
 	mkdir -p $@

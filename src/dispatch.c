@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "dispatch.h"
 #include "http.h"
 #include "iopool.h"
@@ -106,7 +107,9 @@ struct task {
 	int download_tries;
 	int64_t created_wall_ms;
 	int64_t claimed_mono;
+	int64_t call_started_wall; /* of the call in flight */
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
+	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
 	bool is_probe;
 	bool reserved;           /* counted in the spend's calls in flight */
 	bool reserve_known;      /* the call has a price */
@@ -153,6 +156,7 @@ struct dispatch {
 	int64_t deferred_due;    /* its due time, wall ms */
 	struct buf readbuf;
 	struct spend spend;      /* costs in flight and of today, per provider */
+	struct control control;  /* the operator's pause, hold and cancel requests */
 };
 
 static void send_attempt(struct task *t);
@@ -160,6 +164,7 @@ static void job_limits_from_config(struct dispatch *d);
 static void finish(struct task *t);
 static void requeue(struct task *t, const char *why);
 static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished);
+static void control_forget(struct task *t);
 
 /* ---- pending queue ---------------------------------------------------------------------- */
 
@@ -267,6 +272,7 @@ static void scan_deferred(struct dispatch *d)
 
 void dispatch_scan(struct dispatch *d)
 {
+	dispatch_control(d);
 	struct spool_entry *e;
 	long n = spool_list(d->spool, SPOOL_NEW, &e);
 	if (n < 0)
@@ -369,6 +375,8 @@ static struct provider_limits provider_limits_of(const struct provider_state *p)
  * event (a call ending, SIGHUP, a probe) can change it. */
 static int64_t blocked_until(const struct provider_state *p, int64_t now)
 {
+	if (control_paused(&p->d->control, p->cfg->name))
+		return -1;   /* until the control/ pause file goes */
 	struct provider_limits l = provider_limits_of(p);
 	return provider_blocked_until(&p->flow, &l, now);
 }
@@ -712,6 +720,7 @@ static void publish_done(void *arg)
 	}
 	drop_sidecars(t);
 	metrics_finished(t->succeeded);
+	control_forget(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, json_array_size(t->attempts));
@@ -941,7 +950,7 @@ static void defer_work(void *arg)
 {
 	struct task *t = arg;
 	char *name = xasprintf("%s.json", t->id);
-	t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, SPOOL_DEFERRED, name,
+	t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
 					     t->result_json, strlen(t->result_json), t->defer_due);
 	if (t->publish_rc < 0)
 		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
@@ -977,6 +986,13 @@ static void defer_done(void *arg)
 	char when[48];
 	format_time_iso8601(t->defer_due, when, sizeof(when));
 	drop_sidecars(t);
+	control_forget(t);
+	if (t->defer_dir == SPOOL_HOLD) {
+		log_job(LOG_INFO, t->id, "held: to hold/ instead of deferred/, as an operator asked "
+			"(retry %d was due at %s)", t->retry_count, when);
+		task_free(t);
+		return;
+	}
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
 	arm_deferred(d, t->defer_due);
 	task_free(t);
@@ -999,6 +1015,11 @@ static void schedule_retry(struct task *t)
 	if (!strcmp(o->code, "rate_limited"))
 		pause_provider(t->prov, mono_ms() + delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
+	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
+		fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+		return;
+	}
+	t->defer_dir = control_wants(&d->control, CONTROL_HOLD, t->id) ? SPOOL_HOLD : SPOOL_DEFERRED;
 	t->result_json = job_text_with_state(t, t->defer_due, NULL);
 	if (!t->result_json) {
 		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
@@ -1195,6 +1216,7 @@ static void send_attempt(struct task *t)
 	char *partial = sidecar_name(t, "partial");
 	if (t->body_fd >= 0)
 		close(t->body_fd);
+	t->call_started_wall = wall_ms();
 	t->body_fd = openat(d->spool->fd[SPOOL_RUNNING], partial,
 			    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (t->body_fd < 0)
@@ -1281,21 +1303,26 @@ out:
 static void requeue(struct task *t, const char *why)
 {
 	char *name = xasprintf("%s.json", t->id);
+	/* An operator's hold (or a cancel, which imgspool then finishes from hold/) wins. */
+	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
+			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
 	char *text = json_array_size(t->attempts) ? job_text_with_state(t, 0, NULL) : NULL;
-	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, SPOOL_NEW, name, text,
+	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
 	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name))
-		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name);
+		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
 	free(text);
-	if (rc == 0)
+	if (rc == 0) {
 		drop_sidecars(t);
+		control_forget(t);
+	}
 	if (rc < 0)
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
-			t->running_name, strerror(errno));
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/: %s; a restart will",
+			t->running_name, spool_dir_name(dest), strerror(errno));
 	else
-		log_job(LOG_INFO, t->id, "back to new/ (%s)", why);
+		log_job(LOG_INFO, t->id, "back to %s/ (%s)", spool_dir_name(dest), why);
 	free(name);
 	task_free(t);
 }
@@ -1595,6 +1622,65 @@ void dispatch_pump(struct dispatch *d)
 		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
 	d->n_pending = keep + (d->n_pending - i);
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
+}
+
+/* ---- an operator's requests (control/) ---------------------------------------------------- */
+
+/* The job left our running/: its requests are fulfilled, or moot. */
+static void control_forget(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (control_wants(&d->control, CONTROL_HOLD, t->id))
+		control_withdraw(d->spool, CONTROL_HOLD, t->id);
+	if (control_wants(&d->control, CONTROL_CANCEL, t->id))
+		control_withdraw(d->spool, CONTROL_CANCEL, t->id);
+}
+
+/* Cuts the call in flight: the upstream may have started (and may charge for) it. */
+static void cancel_call(struct task *t)
+{
+	if (t->xfer)
+		http_cancel(t->d->http, t->xfer);
+	t->xfer = NULL;
+	if (t->calling)
+		provider_ended(&t->prov->flow);
+	t->calling = false;
+	int64_t now = wall_ms();
+	struct attempt a = { .started_wall_ms = t->call_started_wall,
+			     .latency_ms = now - t->call_started_wall, .transport = "interrupted",
+			     .outcome = "interrupted", .billed = "unknown", .error_code = "cancelled",
+			     .request_id = "" };
+	price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
+	settle_call(t, true, a.cost_known, a.cost);
+	json_array_append_new(t->attempts, result_attempt_json(&a));
+	fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
+	     "flight; the upstream may still charge for that call");
+}
+
+/* Rereads control/ and acts on our jobs: a cancel cuts a call or a backoff; a hold moves a job
+ * waiting in memory to hold/. Everything else is decided at the job's next transition. */
+void dispatch_control(struct dispatch *d)
+{
+	if (control_read(&d->control, d->spool) < 0)
+		log_debug("cannot read control/: %s", strerror(errno));
+	struct task *t = d->tasks, *next;
+	for (; t; t = next) {
+		next = t->next;
+		if (t->in_pool || t->fenced)
+			continue;
+		bool cancel = control_wants(&d->control, CONTROL_CANCEL, t->id);
+		if (cancel && t->state == T_CALLING) {
+			log_job(LOG_INFO, t->id, "cancelled by an operator: cutting the call in flight");
+			cancel_call(t);
+		} else if (cancel && t->state == T_BACKOFF) {
+			if (t->timer)
+				loop_del_timer(d->loop, t->timer);
+			t->timer = 0;
+			fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+		} else if (t->state == T_BACKOFF && control_wants(&d->control, CONTROL_HOLD, t->id)) {
+			requeue(t, "held by an operator");
+		}
+	}
 }
 
 /* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */
@@ -2085,6 +2171,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	known_init(&d->known);
 	strset_init(&d->held);
 	spend_init(&d->spend);
+	control_init(&d->control);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
 	struct stat running;
@@ -2124,6 +2211,7 @@ void dispatch_free(struct dispatch *d)
 	known_release(&d->known);
 	strset_release(&d->held);
 	spend_release(&d->spend);
+	control_release(&d->control);
 	if (d->heartbeat_timer)
 		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);

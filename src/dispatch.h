@@ -20,6 +20,9 @@ void dispatch_free(struct dispatch *d);
 void dispatch_recover(struct dispatch *d);
 /* Full rescan of new/: the truth, whatever inotify said or missed. */
 void dispatch_scan(struct dispatch *d);
+/* control/ changed (an inotify hint, or a rescan): rereads the operator's requests and acts on
+ * the jobs they name. */
+void dispatch_control(struct dispatch *d);
 /* A file arrived in new/ (an inotify hint). */
 void dispatch_hint(struct dispatch *d, const char *name);
 /* Claims and starts jobs while there is room; the loop's before-sleep hook. */

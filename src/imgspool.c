@@ -1,243 +1,112 @@
-/* imgspool.c - the client: submit a job, read its status, wait for it. Nothing but the spool
- * protocol of spool-layout.md; it never talks to the daemon.
+/* imgspool.c - the operator's and the client's command: a table of verbs (OpenSMTPD's smtpctl)
+ * over the spool protocol of spool-layout.md. It never talks to the daemon: it reads the state
+ * directories, moves jobs with the same one-winner rename(2) a daemon uses, and leaves requests
+ * that need a daemon (cancel a running call, pause) as files in control/.
  *
- *   imgspool -d SPOOL submit [-i ID] [FILE]   validate the job (FILE or stdin), write it to
- *                                             tmp/, rename it into new/, print its id
- *   imgspool -d SPOOL status ID               print the job's state; for a finished job, its
- *                                             result file; exit 0 done, 1 failed, 3 not finished
- *   imgspool -d SPOOL wait [-t SECONDS] ID    wait until the job is finished, then as status
+ *   imgspool [-d SPOOL] VERB [ARGS]     verbs below; imgspool(1) has everything
  *
- * Exit codes: 0 succeeded / submitted, 1 failed, 2 usage or invalid job, 3 not finished, 4 not
- * found or I/O error. */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
+ * The spool is -d, else $IMGSPOOL_DIR, else ./spool. Errors read "imgspool: VERB: what went
+ * wrong"; exit codes are enum cli_exit. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "job.h"
+#include "cli.h"
 #include "util.h"
+#include "version.h"
 #include "banned.h"
 
-enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_PENDING = 3, EXIT_ERROR = 4 };
+static const struct verb {
+	const char *name;
+	int (*fn)(struct cli *c, int argc, char **argv);
+	bool needs_spool;
+	const char *usage;
+} verbs[] = {
+	{ "submit", cli_submit, true, "submit [-i ID] [--wait] [FILE...|-] | --jsonl FILE|-" },
+	{ "status", cli_status, true, "status ID" },
+	{ "show", cli_show, true, "show ID" },
+	{ "wait", cli_wait, true, "wait [-t SECONDS] ID..." },
+	{ "ls", cli_ls, true, "ls [-j] [STATE...]" },
+	{ "stat", cli_stat, true, "stat [-j]" },
+	{ "hold", cli_hold, true, "hold ID..." },
+	{ "release", cli_release, true, "release ID..." },
+	{ "cancel", cli_cancel, true, "cancel [-t SECONDS] ID..." },
+	{ "retry", cli_retry, true, "retry [--again] ID..." },
+	{ "purge", cli_purge, true, "purge --older-than DURATION [STATE...]" },
+	{ "pause", cli_pause, true, "pause [PROVIDER]" },
+	{ "resume", cli_resume, true, "resume [PROVIDER]" },
+};
 
-static _Noreturn void usage(void)
+static void print_usage(FILE *out)
 {
-	fprintf(stderr, "usage: imgspool -d SPOOL submit [-i ID] [FILE]\n"
-			"       imgspool -d SPOOL status ID\n"
-			"       imgspool -d SPOOL wait [-t SECONDS] ID\n");
-	exit(EXIT_USAGE);
-}
-
-static int read_input(const char *path, struct buf *out)
-{
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
-	if (fd < 0) {
-		fprintf(stderr, "imgspool: cannot open '%s': %s\n", path, strerror(errno));
-		return -1;
-	}
-	char chunk[65536];
-	ssize_t n;
-	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
-		if (buf_append(out, chunk, (size_t)n) < 0) {
-			fprintf(stderr, "imgspool: the job is larger than %zu bytes\n", out->max);
-			n = -1;
-			errno = EFBIG;
-			break;
-		}
-	}
-	if (path)
-		close(fd);
-	return n < 0 ? -1 : 0;
-}
-
-/* maildir's recipe (spool-layout.md §3): time, pid, host, randomness. */
-static void make_id(char *id, size_t size)
-{
-	char host[64];
-	unsigned char rnd[8];
-	struct timespec ts;
-	if (gethostname(host, sizeof(host)) < 0)
-		xsnprintf(host, sizeof(host), "host");
-	host[sizeof(host) - 1] = '\0';
-	for (char *c = host; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-		      *c == '-'))
-			*c = '_';
-	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-		memset(rnd, 0, sizeof(rnd));
-	clock_gettime(CLOCK_REALTIME, &ts);
-	xsnprintf(id, size, "%lld.%06ld.%d.%s.%02x%02x%02x%02x%02x%02x%02x%02x", (long long)ts.tv_sec,
-		  ts.tv_nsec / 1000, (int)getpid(), host, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
-		  rnd[5], rnd[6], rnd[7]);
-}
-
-static int submit(const char *spool, int argc, char **argv)
-{
-	char id[JOB_ID_MAX + 1] = "";
-	int opt;
-	optind = 1;
-	while ((opt = getopt(argc, argv, "i:")) != -1) {
-		if (opt != 'i')
-			usage();
-		if (job_id_from_name(optarg, id, sizeof(id)) < 0) {
-			fprintf(stderr, "imgspool: '%s' is not a valid task id (spool-layout.md §3)\n", optarg);
-			return EXIT_USAGE;
-		}
-	}
-	if (argc - optind > 1)
-		usage();
-	struct buf text;
-	buf_init(&text, 1 << 20);
-	if (read_input(optind < argc ? argv[optind] : NULL, &text) < 0)
-		return EXIT_ERROR;
-	/* The daemon would fail an invalid job in failed/; say so now instead. */
-	struct job job;
-	struct job_limits limits;
-	struct job_error err;
-	job_limits_default(&limits);
-	limits.max_n = 10;   /* the daemon's operator sets the real cap */
-	enum job_parse_result pr = job_parse(&job, text.data, text.len, &limits, &err);
-	job_release(&job);
-	if (pr != JOB_OK) {
-		fprintf(stderr, "imgspool: invalid job%s%s%s: %s\n", err.field[0] ? " (field \"" : "",
-			err.field, err.field[0] ? "\")" : "", err.message);
-		buf_release(&text);
-		return EXIT_USAGE;
-	}
-	if (!id[0])
-		make_id(id, sizeof(id));
-	char *tmp = xasprintf("%s/tmp/%s.json", spool, id), *dst = xasprintf("%s/new/%s.json", spool, id);
-	int rc = EXIT_ERROR;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-	if (fd < 0 || write_all(fd, text.data, text.len) < 0 || fsync(fd) < 0) {
-		fprintf(stderr, "imgspool: cannot write '%s': %s\n", tmp, strerror(errno));
-	} else if (close(fd) < 0 || (fd = -1, rename(tmp, dst) < 0)) {
-		fprintf(stderr, "imgspool: cannot move '%s' to '%s': %s\n", tmp, dst, strerror(errno));
-	} else {
-		fd = -1;
-		printf("%s\n", id);
-		rc = EXIT_DONE;
-	}
-	if (fd >= 0)
-		close(fd);
-	if (rc != EXIT_DONE)
-		unlink(tmp);
-	free(tmp);
-	free(dst);
-	buf_release(&text);
-	return rc;
-}
-
-/* The job's state from the file system alone; NULL when it is nowhere. */
-static const char *state_of(const char *spool, const char *id, char *owner, size_t osize)
-{
-	static const char *dirs[] = { "done", "failed", "new", "deferred" };
-	struct stat st;
-	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-		char *p = xasprintf("%s/%s/%s.json", spool, dirs[i], id);
-		int found = lstat(p, &st) == 0;
-		free(p);
-		if (found)
-			return dirs[i];
-	}
-	char *running = xasprintf("%s/running", spool);
-	DIR *dir = opendir(running);
-	free(running);
-	const char *state = NULL;
-	struct dirent *de;
-	size_t idlen = strlen(id);
-	while (dir && (de = readdir(dir))) {
-		if (!strncmp(de->d_name, id, idlen) && de->d_name[idlen] == '@') {
-			xsnprintf(owner, osize, "%.*s", (int)(strlen(de->d_name) - idlen - 6),
-				  de->d_name + idlen + 1);
-			state = "running";
-			break;
-		}
-	}
-	if (dir)
-		closedir(dir);
-	return state;
-}
-
-static int status(const char *spool, const char *id, bool quiet_pending)
-{
-	char owner[128] = "";
-	const char *state = state_of(spool, id, owner, sizeof(owner));
-	if (!state) {
-		if (!quiet_pending)
-			fprintf(stderr, "imgspool: no job '%s' in '%s'\n", id, spool);
-		return EXIT_ERROR;
-	}
-	if (strcmp(state, "done") && strcmp(state, "failed")) {
-		if (!quiet_pending)
-			printf("%s%s%s\n", state, owner[0] ? " on " : "", owner);
-		return EXIT_PENDING;
-	}
-	char *path = xasprintf("%s/%s/%s.result.json", spool, state, id);
-	struct buf text;
-	buf_init(&text, 16 << 20);
-	int rc = read_input(path, &text);
-	free(path);
-	if (rc == 0)
-		fwrite(text.data, 1, text.len, stdout);
-	buf_release(&text);
-	return rc < 0 ? EXIT_ERROR : !strcmp(state, "done") ? EXIT_DONE : EXIT_FAILED;
-}
-
-static int wait_for_job(const char *spool, int argc, char **argv)
-{
-	long seconds = 0;
-	int opt;
-	optind = 1;
-	while ((opt = getopt(argc, argv, "t:")) != -1) {
-		if (opt != 't' || parse_long(optarg, 1, 86400 * 30, &seconds) < 0)
-			usage();
-	}
-	if (argc - optind != 1)
-		usage();
-	const char *id = argv[optind];
-	int64_t deadline = seconds ? mono_ms() + seconds * 1000 : 0;
-	/* Polling is the protocol's way for any client on any host (NFS sends no events). */
-	for (;;) {
-		char owner[128];
-		const char *state = state_of(spool, id, owner, sizeof(owner));
-		if (state && (!strcmp(state, "done") || !strcmp(state, "failed")))
-			return status(spool, id, false);
-		if (deadline && mono_ms() > deadline) {
-			fprintf(stderr, "imgspool: job '%s' not finished after %lds (%s)\n", id, seconds,
-				state ? state : "not found");
-			return EXIT_PENDING;
-		}
-		struct timespec pause = { .tv_nsec = 200 * 1000000 };
-		nanosleep(&pause, NULL);
-	}
+	fprintf(out, "usage: imgspool [-d SPOOL] VERB [ARGS]\n"
+		     "       imgspool --help | --version\n\nverbs:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+		fprintf(out, "  %s\n", verbs[i].usage);
+	fprintf(out, "\nSPOOL: -d, else $IMGSPOOL_DIR, else ./spool. STATE: new running deferred hold "
+		     "done failed.\nExit: 0 ok/done, 1 failed, 2 usage, 3 not finished, 4 no such "
+		     "job/spool or I/O error,\n5 permission denied. See imgspool(1).\n");
 }
 
 int main(int argc, char **argv)
 {
-	const char *spool = NULL;
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cli c = { .verb = "imgspool", .dir = getenv("IMGSPOOL_DIR") };
 	int opt;
-	while ((opt = getopt(argc, argv, "+d:h")) != -1) {
-		if (opt != 'd')
-			usage();
-		spool = optarg;
+	/* '+': options after the verb belong to the verb. */
+	while ((opt = getopt_long(argc, argv, "+d:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd':
+			c.dir = optarg;
+			break;
+		case 'h':
+			print_usage(stdout);
+			return CLI_OK;
+		case 'V':
+			printf("imgspool %s\n", IMGSPOOL_VERSION);
+			return CLI_OK;
+		default:
+			print_usage(stderr);
+			return CLI_USAGE;
+		}
 	}
-	if (!spool || optind >= argc)
-		usage();
-	const char *cmd = argv[optind];
-	int sub_argc = argc - optind;
-	char **sub_argv = argv + optind;
-	if (!strcmp(cmd, "submit"))
-		return submit(spool, sub_argc, sub_argv);
-	if (!strcmp(cmd, "status") && sub_argc == 2)
-		return status(spool, sub_argv[1], false);
-	if (!strcmp(cmd, "wait"))
-		return wait_for_job(spool, sub_argc, sub_argv);
-	usage();
+	if (!c.dir || !*c.dir)
+		c.dir = "spool";
+	if (optind >= argc) {
+		print_usage(stderr);
+		return CLI_USAGE;
+	}
+	const char *name = argv[optind];
+	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++) {
+		if (strcmp(name, verbs[i].name))
+			continue;
+		c.verb = verbs[i].name;
+		int sub_argc = argc - optind;
+		char **sub_argv = argv + optind;
+		for (int k = 1; k < sub_argc; k++) {
+			if (!strcmp(sub_argv[k], "--help") || !strcmp(sub_argv[k], "-h")) {
+				printf("usage: imgspool [-d SPOOL] %s\n", verbs[i].usage);
+				return CLI_OK;
+			}
+			if (!strcmp(sub_argv[k], "--"))
+				break;
+		}
+		if (verbs[i].needs_spool) {
+			int rc = cli_attach(&c);
+			if (rc != CLI_OK)
+				return rc;
+		}
+		optind = 0;   /* glibc: start the verb's getopt afresh */
+		int rc = verbs[i].fn(&c, sub_argc, sub_argv);
+		if (c.attached)
+			spool_close(&c.sp);
+		return rc;
+	}
+	fprintf(stderr, "imgspool: %s: unknown command (imgspool --help lists them)\n", name);
+	return CLI_USAGE;
 }

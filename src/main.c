@@ -12,6 +12,7 @@
  * restarted), and while stopping says STOPPING=1 and how long it still needs. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
@@ -33,6 +34,7 @@
 #include "notify.h"
 #include "spool.h"
 #include "util.h"
+#include "version.h"
 #include "watch.h"
 #include "banned.h"
 
@@ -44,6 +46,7 @@ struct daemon {
 	struct dispatch *dispatch;
 	struct watch *watch;
 	struct notify *notify;
+	struct watch *control_watch;  /* control/: an operator's pause, hold and cancel */
 	int sigfd;
 	bool tick_due;           /* the service timer fired: the next full turn reports */
 	char status[512];        /* last STATUS= sent */
@@ -54,13 +57,14 @@ struct daemon {
 #define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
 #define STOP_MARGIN_MS 30000   /* beyond the grace period: the last writes, the exit */
 
-static void usage(void)
+static _Noreturn void usage(FILE *out, int code)
 {
-	fprintf(stderr, "usage: imgspoold [-n] [-v] -c FILE\n"
-			"  -c FILE  configuration (see etc/imgspool.ini)\n"
-			"  -n       check the configuration and exit\n"
-			"  -v       log debug lines too\n");
-	exit(2);
+	fprintf(out, "usage: imgspoold [-n] [-v] -c FILE\n"
+		     "       imgspoold --help | --version\n"
+		     "  -c FILE  configuration (see etc/imgspool.ini)\n"
+		     "  -n       check the configuration and exit\n"
+		     "  -v       log debug lines too\n");
+	exit(code);
 }
 
 /* Loads the whole file again; the new configuration replaces the running one only if it loads
@@ -212,6 +216,13 @@ static void on_file(void *arg, const char *name)
 	dispatch_hint(dm->dispatch, name);
 }
 
+static void on_control(void *arg, const char *name)
+{
+	(void)name;
+	struct daemon *dm = arg;
+	dispatch_control(dm->dispatch);
+}
+
 static void before_sleep(struct loop *loop, void *arg)
 {
 	struct daemon *dm = arg;
@@ -228,7 +239,12 @@ int main(int argc, char **argv)
 	bool check_only = false;
 	int opt;
 	log_init();
-	while ((opt = getopt(argc, argv, "c:nvh")) != -1) {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	while ((opt = getopt_long(argc, argv, "c:nvhV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -239,12 +255,17 @@ int main(int argc, char **argv)
 		case 'v':
 			log_set_level(LOG_DEBUG);
 			break;
+		case 'h':
+			usage(stdout, 0);
+		case 'V':
+			printf("imgspoold %s\n", IMGSPOOL_VERSION);
+			return 0;
 		default:
-			usage();
+			usage(stderr, 2);
 		}
 	}
 	if (!config_path || optind != argc)
-		usage();
+		usage(stderr, 2);
 
 	static struct daemon dm;
 	char err[1024];
@@ -297,6 +318,9 @@ int main(int argc, char **argv)
 	char *new_path = xasprintf("%s/new", dm.cfg->spool_dir);
 	dm.watch = watch_new(dm.loop, dm.spool.fd[SPOOL_NEW], new_path, on_file, &dm);
 	free(new_path);
+	char *control_path = xasprintf("%s/control", dm.cfg->spool_dir);
+	dm.control_watch = watch_changes(dm.loop, control_path, on_control, &dm);
+	free(control_path);
 	dispatch_scan(dm.dispatch);
 	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
 	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);
@@ -313,6 +337,7 @@ int main(int argc, char **argv)
 
 	write_metrics(&dm);   /* the last counts */
 	watch_free(dm.watch);
+	watch_free(dm.control_watch);
 	dispatch_free(dm.dispatch);
 	loop_free(dm.loop);
 	hostlock_release(&dm.spool);

@@ -26,6 +26,7 @@
 static const char *dir_names[SPOOL_NDIRS] = {
 	[SPOOL_TMP] = "tmp", [SPOOL_NEW] = "new", [SPOOL_RUNNING] = "running",
 	[SPOOL_DEFERRED] = "deferred", [SPOOL_DONE] = "done", [SPOOL_FAILED] = "failed",
+	[SPOOL_HOLD] = "hold", [SPOOL_CONTROL] = "control",
 };
 
 const char *spool_dir_name(enum spool_dir d)
@@ -58,6 +59,25 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		if (fstat(sp->fd[i], &st) < 0 || st.st_dev != root_st.st_dev)
 			return error("'%s/%s' is not on the same file system as the spool", path,
 				     dir_names[i]);
+	}
+	return 0;
+}
+
+int spool_attach(struct spool *sp, const char *path)
+{
+	memset(sp, 0, sizeof(*sp));
+	for (int i = 0; i < SPOOL_NDIRS; i++)
+		sp->fd[i] = -1;
+	sp->path = xstrdup(path);
+	sp->host_id = xstrdup("client");
+	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sp->root_fd < 0)
+		return -1;
+	for (int i = 0; i < SPOOL_NDIRS; i++)
+		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sp->fd[SPOOL_NEW] < 0 || sp->fd[SPOOL_DONE] < 0) {
+		errno = EINVAL;
+		return -1;
 	}
 	return 0;
 }

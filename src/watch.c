@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -45,9 +46,9 @@ static void on_events(struct loop *loop, int fd, uint32_t events, void *arg)
 	}
 }
 
-struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg)
+static struct watch *watch_mask(struct loop *loop, const char *path, uint32_t mask, watch_fn *fn,
+			       void *arg)
 {
-	(void)dirfd;
 	struct watch *w = xcalloc(1, sizeof(*w));
 	w->loop = loop;
 	w->fn = fn;
@@ -58,7 +59,7 @@ struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn
 		free(w);
 		return NULL;
 	}
-	if (inotify_add_watch(w->fd, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR) < 0 ||
+	if (inotify_add_watch(w->fd, path, mask | IN_ONLYDIR) < 0 ||
 	    loop_add_fd(loop, w->fd, EPOLLIN, on_events, w) < 0) {
 		error("cannot watch '%s' (%s): relying on rescans", path, strerror(errno));
 		close(w->fd);
@@ -66,6 +67,17 @@ struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn
 		return NULL;
 	}
 	return w;
+}
+
+struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg)
+{
+	(void)dirfd;
+	return watch_mask(loop, path, IN_CLOSE_WRITE | IN_MOVED_TO, fn, arg);
+}
+
+struct watch *watch_changes(struct loop *loop, const char *path, watch_fn *fn, void *arg)
+{
+	return watch_mask(loop, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE, fn, arg);
 }
 
 void watch_free(struct watch *w)

@@ -12,6 +12,8 @@ typedef void watch_fn(void *arg, const char *name);
 
 /* Returns NULL (logged) if inotify is unavailable; the daemon then relies on rescans alone. */
 struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg);
+/* The same for any change to a directory's names: arrivals, and removals too (control/). */
+struct watch *watch_changes(struct loop *loop, const char *path, watch_fn *fn, void *arg);
 void watch_free(struct watch *w);
 
 #endif

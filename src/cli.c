@@ -1,0 +1,322 @@
+/* cli.c - what imgspool's verbs share: attaching to a spool, errors, finding a job, reading
+ * what is known about it, ages and durations.
+ *
+ * Everything a client drops in the spool is read as hostile (spool_read_file: no symlinks, no
+ * FIFOs, capped sizes); a file that is not what it should be is skipped, never trusted. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "util.h"
+#include "banned.h"
+
+#define INFO_READ_MAX (2u << 20)   /* a job file or result: more is not a job of ours */
+
+const enum spool_dir cli_states[6] = { SPOOL_NEW, SPOOL_DEFERRED, SPOOL_RUNNING, SPOOL_HOLD,
+				       SPOOL_FAILED, SPOOL_DONE };
+
+const char *const cli_bucket_names[CLI_BUCKETS] = { "5m", "10m", "20m", "40m", "80m", "160m",
+						    "320m", "640m", "more" };
+
+int cli_fail(const struct cli *c, int code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "imgspool: %s: %s\n", c->verb, msg);
+	return code;
+}
+
+int cli_fail_errno(const struct cli *c, const char *what, const char *path, int err)
+{
+	if (err == EACCES || err == EPERM || err == EROFS)
+		return cli_fail(c, CLI_DENIED, "%s '%s': %s: '%s' needs write access there, which the "
+				"daemon's user has and the clients of the spool's group do not (imgspool(1), "
+				"PERMISSIONS)", what, path, strerror(err), c->verb);
+	return cli_fail(c, CLI_ERROR, "%s '%s': %s", what, path, strerror(err));
+}
+
+int cli_attach(struct cli *c)
+{
+	if (c->attached)
+		return CLI_OK;
+	if (spool_attach(&c->sp, c->dir) < 0) {
+		int err = errno;
+		spool_close(&c->sp);
+		if (err == EINVAL)
+			return cli_fail(c, CLI_ERROR, "'%s' is not a spool: it has no new/ or done/ "
+					"directory (give the spool with -d or IMGSPOOL_DIR)", c->dir);
+		if (err == ENOENT || err == ENOTDIR)
+			return cli_fail(c, CLI_ERROR, "no such spool '%s' (give the spool with -d or "
+					"IMGSPOOL_DIR)", c->dir);
+		return cli_fail(c, CLI_ERROR, "cannot open the spool '%s': %s", c->dir, strerror(err));
+	}
+	c->attached = true;
+	return CLI_OK;
+}
+
+int cli_dir(struct cli *c, enum spool_dir d)
+{
+	if (c->sp.fd[d] >= 0)
+		return c->sp.fd[d];
+	const char *name = spool_dir_name(d);
+	if (mkdirat(c->sp.root_fd, name, 0777) < 0 && errno != EEXIST)
+		return -1;
+	c->sp.fd[d] = openat(c->sp.root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return c->sp.fd[d];
+}
+
+bool cli_task_id(const char *arg, char *id, size_t size)
+{
+	return job_id_from_name(arg, id, size) == 0;
+}
+
+const char *cli_state_word(enum spool_dir d)
+{
+	switch (d) {
+	case SPOOL_NEW:
+		return "pending";
+	case SPOOL_RUNNING:
+		return "running";
+	case SPOOL_DEFERRED:
+		return "deferred";
+	case SPOOL_HOLD:
+		return "held";
+	case SPOOL_DONE:
+		return "done";
+	case SPOOL_FAILED:
+		return "failed";
+	default:
+		return "?";
+	}
+}
+
+int cli_state_from_name(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(cli_states); i++)
+		if (!strcmp(name, spool_dir_name(cli_states[i])))
+			return (int)cli_states[i];
+	return -1;
+}
+
+static bool present(int dirfd, const char *name)
+{
+	struct stat st;
+	return dirfd >= 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* running/ID@HOST.json: the only state whose file name is not ID.json. */
+static bool find_running(struct cli *c, const char *id, struct cli_where *w)
+{
+	int fd = c->sp.fd[SPOOL_RUNNING];
+	if (fd < 0)
+		return false;
+	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!dir) {
+		if (dfd >= 0)
+			close(dfd);
+		return false;
+	}
+	size_t idlen = strlen(id);
+	bool found = false;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		size_t len = strlen(de->d_name);
+		if (len > idlen + 6 && !strncmp(de->d_name, id, idlen) && de->d_name[idlen] == '@' &&
+		    !strcmp(de->d_name + len - 5, ".json")) {
+			xsnprintf(w->name, sizeof(w->name), "%s", de->d_name);
+			xsnprintf(w->host, sizeof(w->host), "%.*s", (int)(len - idlen - 6), de->d_name + idlen + 1);
+			found = true;
+			break;
+		}
+	}
+	closedir(dir);
+	return found;
+}
+
+int cli_locate(struct cli *c, const char *id, struct cli_where *w)
+{
+	/* In the order a job travels, finished states last: a job moving on while we look is
+	 * seen in the next directory. Three rounds for a job caught between two renames. */
+	static const enum spool_dir order[] = { SPOOL_NEW, SPOOL_HOLD, SPOOL_DEFERRED };
+	memset(w, 0, sizeof(*w));
+	for (int round = 0; round < 3; round++) {
+		for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
+			xsnprintf(w->name, sizeof(w->name), "%s.json", id);
+			if (present(c->sp.fd[order[i]], w->name)) {
+				w->dir = order[i];
+				return 0;
+			}
+			if (order[i] == SPOOL_NEW && present(c->sp.fd[SPOOL_NEW], id)) {
+				xsnprintf(w->name, sizeof(w->name), "%s", id);
+				w->dir = SPOOL_NEW;
+				return 0;
+			}
+		}
+		if (find_running(c, id, w)) {
+			w->dir = SPOOL_RUNNING;
+			return 0;
+		}
+		xsnprintf(w->name, sizeof(w->name), "%s.json", id);
+		/* failed/ before done/: a job retried from failed/ has no file left there. */
+		if (present(c->sp.fd[SPOOL_FAILED], w->name)) {
+			w->dir = SPOOL_FAILED;
+			return 0;
+		}
+		if (present(c->sp.fd[SPOOL_DONE], w->name)) {
+			w->dir = SPOOL_DONE;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void copy_str(char *out, size_t size, json_t *v)
+{
+	const char *s = json_string_value(v);
+	if (xsnprintf(out, size, "%s", s ? s : "") < 0)
+		out[0] = '\0';
+	/* Client data on an operator's terminal: no control characters. */
+	for (char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}
+
+int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t mtime_ms,
+		  bool keep_doc, struct cli_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->dir = dir;
+	size_t len = strlen(name);
+	if (dir == SPOOL_RUNNING) {
+		const char *at = strrchr(name, '@');
+		if (!at || len < 6 || strcmp(name + len - 5, ".json"))
+			return -1;
+		xsnprintf(info->host, sizeof(info->host), "%.*s", (int)(name + len - 5 - at - 1), at + 1);
+		if (xsnprintf(info->id, sizeof(info->id), "%.*s", (int)(at - name), name) < 0)
+			return -1;
+	} else if (job_id_from_name(name, info->id, sizeof(info->id)) < 0) {
+		return -1;
+	}
+	int dirfd = c->sp.fd[dir];
+	if (mtime_ms < 0) {
+		struct stat st;
+		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -1;
+		mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	}
+	info->mtime_ms = info->age_from_ms = mtime_ms;
+	if (dir == SPOOL_DEFERRED)
+		info->next_retry_ms = mtime_ms;
+
+	/* A finished job is described by its result; any other by its job file and records. */
+	bool finished = dir == SPOOL_DONE || dir == SPOOL_FAILED;
+	char *result_name = finished ? xasprintf("%s.result.json", info->id) : NULL;
+	struct buf text;
+	struct stat st;
+	buf_init(&text, INFO_READ_MAX);
+	enum spool_read rr = spool_read_file(dirfd, finished ? result_name : name, INFO_READ_MAX,
+					     &text, &st);
+	free(result_name);
+	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
+	buf_release(&text);
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		return 0;   /* listed, with what its name and mtime say */
+	}
+	copy_str(info->provider, sizeof(info->provider), json_object_get(doc, "provider"));
+	copy_str(info->model, sizeof(info->model), json_object_get(doc, "model"));
+	json_t *attempts;
+	if (finished) {
+		json_t *err = json_object_get(doc, "error");
+		copy_str(info->error_code, sizeof(info->error_code), json_object_get(err, "code"));
+		attempts = json_object_get(doc, "attempts");
+		json_t *cost = json_object_get(doc, "cost");
+		json_t *amount = json_object_get(cost, "amount");
+		if (json_is_number(amount)) {
+			info->has_cost = true;
+			info->cost = json_number_value(amount);
+			copy_str(info->currency, sizeof(info->currency), json_object_get(cost, "currency"));
+		}
+	} else {
+		json_t *rec = json_object_get(doc, "imgspool");
+		attempts = json_object_get(rec, "attempts");
+		json_t *created = json_object_get(rec, "created_at_ms");
+		if (json_is_integer(created) && json_integer_value(created) > 0 &&
+		    (dir == SPOOL_RUNNING || dir == SPOOL_DEFERRED || dir == SPOOL_HOLD))
+			info->age_from_ms = json_integer_value(created);
+		json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
+		copy_str(info->error_code, sizeof(info->error_code), json_object_get(last, "error_code"));
+	}
+	info->attempts = (int)json_array_size(attempts);
+	if (keep_doc)
+		info->doc = doc;
+	else
+		json_decref(doc);
+	return 0;
+}
+
+void cli_info_release(struct cli_info *info)
+{
+	json_decref(info->doc);
+	info->doc = NULL;
+}
+
+int64_t cli_parse_duration(const char *s)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	int64_t unit;
+	if (!strcmp(end, "") || !strcmp(end, "s"))
+		unit = 1;
+	else if (!strcmp(end, "m"))
+		unit = 60;
+	else if (!strcmp(end, "h"))
+		unit = 3600;
+	else if (!strcmp(end, "d"))
+		unit = 86400;
+	else if (!strcmp(end, "w"))
+		unit = 7 * 86400;
+	else
+		return -1;
+	if (errno || v < 0 || v > INT64_MAX / 1000 / unit)
+		return -1;
+	return v * unit * 1000;
+}
+
+int cli_age_bucket(int64_t age_ms)
+{
+	int64_t limit = 5 * 60 * 1000;
+	for (int i = 0; i < CLI_BUCKETS - 1; i++, limit *= 2)
+		if (age_ms <= limit)
+			return i;
+	return CLI_BUCKETS - 1;
+}
+
+void cli_format_age(int64_t ms, char *out, size_t size)
+{
+	int64_t s = ms / 1000;
+	if (s < 0)
+		s = 0;
+	if (s < 120)
+		xsnprintf(out, size, "%llds", (long long)s);
+	else if (s < 120 * 60)
+		xsnprintf(out, size, "%lldm", (long long)(s / 60));
+	else if (s < 48 * 3600)
+		xsnprintf(out, size, "%lldh", (long long)(s / 3600));
+	else
+		xsnprintf(out, size, "%lldd", (long long)(s / 86400));
+}

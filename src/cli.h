@@ -1,0 +1,111 @@
+/* cli.h - what the verbs of imgspool(1) share: the spool they act on, errors in one shape,
+ * where a job is, and what is known about it. The CLI is a client of the spool protocol
+ * (spool-layout.md) like any other: it shares spool.c, job.c, control.c and result.c with the
+ * daemon, never its loop.
+ *
+ * Exit codes are in imgspool(1); every verb returns one of these. */
+#ifndef CLI_H
+#define CLI_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "spool.h"
+
+enum cli_exit {
+	CLI_OK = 0,              /* succeeded / done / acted on every job */
+	CLI_FAILED = 1,          /* a job failed, or could not be acted on */
+	CLI_USAGE = 2,           /* bad arguments, invalid job */
+	CLI_PENDING = 3,         /* not finished in time */
+	CLI_ERROR = 4,           /* no such job or spool, I/O error */
+	CLI_DENIED = 5,          /* permission denied: the verb needs the daemon's user */
+};
+
+struct cli {
+	const char *verb;
+	const char *dir;         /* -d, IMGSPOOL_DIR, or ./spool */
+	struct spool sp;
+	bool attached;
+};
+
+/* Prints "imgspool: VERB: message" and returns code. */
+int cli_fail(const struct cli *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same for a failed system call on path: EACCES and EPERM say which user the verb needs
+ * and return CLI_DENIED; everything else returns CLI_ERROR. */
+int cli_fail_errno(const struct cli *c, const char *what, const char *path, int err);
+/* Opens the spool (never creating it): CLI_OK, or an error said plainly ("no such spool"). */
+int cli_attach(struct cli *c);
+/* The fd of a state directory, created when an older spool lacks it (hold/, control/); -1 with
+ * errno when it cannot be. */
+int cli_dir(struct cli *c, enum spool_dir d);
+
+/* Where a job is: its directory, its file name there, and the host holding it when running. */
+struct cli_where {
+	enum spool_dir dir;
+	char name[NAME_MAX + 1];
+	char host[NAME_MAX + 1];
+};
+/* Looks in every state directory; 0 when found, -1 when the job is nowhere. A job moving
+ * between two directories while we look is looked for again. */
+int cli_locate(struct cli *c, const char *id, struct cli_where *w);
+/* "pending", "running on HOST", "deferred", "held", "done", "failed". */
+const char *cli_state_word(enum spool_dir d);
+/* Whether a command-line id is a valid task id (a trailing .json is allowed); fills id. */
+bool cli_task_id(const char *arg, char *id, size_t size);
+
+/* What ls, show, stat and gallery show about one job, from its file and result. */
+struct cli_info {
+	char id[JOB_ID_MAX + 1];
+	enum spool_dir dir;
+	char host[NAME_MAX + 1];     /* running only */
+	int64_t mtime_ms;            /* of the job file in its directory */
+	int64_t age_from_ms;         /* submission for active jobs, the finish for done/failed */
+	int64_t next_retry_ms;       /* deferred: the job file's mtime */
+	char provider[72];
+	char model[136];
+	char error_code[48];
+	int attempts;
+	bool has_cost;
+	double cost;
+	char currency[8];
+	json_t *doc;                 /* owned: the result (done/failed) or the job file, or NULL */
+};
+/* Fills info for the job file name in dir (mtime_ms known from a listing, or -1 to stat).
+ * Returns 0, or -1 when the file is gone or is not a job. Keeps doc when keep_doc. */
+int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t mtime_ms,
+		  bool keep_doc, struct cli_info *info);
+void cli_info_release(struct cli_info *info);
+
+/* The states a user may name on the command line, in the order ls shows them. */
+extern const enum spool_dir cli_states[6];
+/* Parses a state name ("new", "hold", ...); -1 if it is not one. */
+int cli_state_from_name(const char *name);
+
+/* "90m", "12h", "30d", "45s" or plain seconds; -1 when not a duration. Pure. */
+int64_t cli_parse_duration(const char *s);
+/* qshape's buckets: index 0 for up to 5 minutes, then doubling (10m .. 640m), 8 for more. */
+#define CLI_BUCKETS 9
+int cli_age_bucket(int64_t age_ms);
+extern const char *const cli_bucket_names[CLI_BUCKETS];
+/* "45s", "12m", "3h", "2d": a short age for a table. */
+void cli_format_age(int64_t ms, char *out, size_t size);
+
+/* The verbs: argv[0] is the verb's name. Each in a file of its own group. */
+int cli_submit(struct cli *c, int argc, char **argv);      /* cli_submit.c */
+int cli_status(struct cli *c, int argc, char **argv);      /* cli_query.c */
+int cli_show(struct cli *c, int argc, char **argv);
+int cli_wait(struct cli *c, int argc, char **argv);
+int cli_ls(struct cli *c, int argc, char **argv);
+int cli_stat(struct cli *c, int argc, char **argv);
+int cli_hold(struct cli *c, int argc, char **argv);        /* cli_steer.c */
+int cli_release(struct cli *c, int argc, char **argv);
+int cli_cancel(struct cli *c, int argc, char **argv);
+int cli_retry(struct cli *c, int argc, char **argv);
+int cli_purge(struct cli *c, int argc, char **argv);
+int cli_pause(struct cli *c, int argc, char **argv);
+int cli_resume(struct cli *c, int argc, char **argv);
+
+#endif

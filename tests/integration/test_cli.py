@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""imgspool, the operator's command, against the real daemon (issue 10; issue 8 item 21):
+every verb, its messages and exit codes, and that held, paused and cancelled jobs make no call."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import IMGSPOOL, IMGSPOOLD, SCRATCH, run_tests, wait_for  # noqa: E402
+
+
+def cli(spool, *args, **kw):
+    kw.setdefault("timeout", 60)
+    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
+                          stdin=kw.pop("stdin", subprocess.DEVNULL) if "input" not in kw else None,
+                          **kw)
+
+
+def states(d, task_id):
+    """Every state directory the job's file is in: must always be exactly one."""
+    found = [s for s in ("new", "deferred", "hold", "done", "failed")
+             if os.path.exists(d.path(s, task_id + ".json"))]
+    found += ["running" for n in d.listdir("running") if n.startswith(task_id + "@")]
+    return found
+
+
+def test_wait_and_status_say_what_is_wrong(env):
+    # Issue 8 item 21: these waited for ever in silence, or said "no job" for a missing spool.
+    d = env.daemon().start()
+    r = cli(d.spool, "wait", "never-submitted", timeout=30)
+    assert r.returncode == 4 and "imgspool: wait: no job 'never-submitted'" in r.stderr, (r.returncode, r.stderr)
+    r = cli(d.spool, "wait", "-t", "600", "a", "never-submitted", timeout=30)
+    assert r.returncode == 4 and "no job" in r.stderr, r.stderr
+    r = subprocess.run([IMGSPOOL, "-d", "/nonexistent", "wait", "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4 and "no such spool '/nonexistent'" in r.stderr, r.stderr
+    r = subprocess.run([IMGSPOOL, "-d", SCRATCH, "wait", "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4 and "is not a spool" in r.stderr, r.stderr
+    r = subprocess.run([IMGSPOOL, "-d", "/nonexistent", "status", "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4 and "no such spool" in r.stderr and "no job" not in r.stderr, r.stderr
+    # The default spool comes from IMGSPOOL_DIR.
+    r = subprocess.run([IMGSPOOL, "status", "x"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, IMGSPOOL_DIR=d.spool))
+    assert r.returncode == 4 and "no job 'x'" in r.stderr, r.stderr
+    env.fake.script("slow", [{"kind": "b64", "delay": 30}])
+    d.submit("slow", {"prompt": "slow"})
+    r = cli(d.spool, "wait", "-t", "1", "slow")
+    assert r.returncode == 3 and "not finished after 1s" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_help_version_unknown_command(env):
+    for binary in (IMGSPOOL, IMGSPOOLD):
+        name = os.path.basename(binary)
+        for flag in ("--help", "-h"):
+            r = subprocess.run([binary, flag], capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.startswith("usage: " + name), (binary, flag, r)
+        r = subprocess.run([binary, "--version"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith(name + " "), (binary, r)
+    r = subprocess.run([IMGSPOOL, "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("imgspool: frobnicate: unknown command"), r.stderr
+    r = subprocess.run([IMGSPOOL, "ls", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "ls [-j] [STATE...]" in r.stdout, r
+
+
+def test_submit_many_validates_and_waits(env):
+    d = env.daemon().start()
+    jobs = os.path.join(SCRATCH, "jobs.jsonl")
+    try:
+        with open(jobs, "w") as f:
+            for i in range(30):
+                f.write(json.dumps({"prompt": f"bulk {i}"}) + "\n")
+            f.write("\n")
+        r = cli(d.spool, "submit", "--wait", "--jsonl", jobs)
+        assert r.returncode == 0, r.stderr
+        ids = r.stdout.split()
+        assert len(ids) == 30 and len(set(ids)) == 30, ids
+        assert "done 30  failed 0" in r.stderr, r.stderr
+        assert "[" not in r.stderr, "a progress bar was drawn on a pipe"
+        assert all(d.state(i) == "done" for i in ids)
+        # One bad line submits nothing, and says which line and why; the dialect's rules apply.
+        with open(jobs, "a") as f:
+            f.write(json.dumps({"prompt": "x", "model": "gemini-3-pro-image-preview", "n": 2}) + "\n")
+        before = len(d.listdir("new")) + len(d.listdir("done"))
+        r = cli(d.spool, "submit", "--jsonl", jobs)
+        assert r.returncode == 2 and "line 32" in r.stderr and "Gemini" in r.stderr, r.stderr
+        assert "nothing submitted" in r.stderr and r.stdout == "", r
+        assert len(d.listdir("new")) + len(d.listdir("done")) == before
+        r = cli(d.spool, "submit", "-", input='{"prompt": "x", "imgspool": {"retry_count": -5}}')
+        assert r.returncode == 2 and "imgspool" in r.stderr, r.stderr
+        # Several files, and standard input.
+        paths = []
+        for i in range(2):
+            paths.append(os.path.join(SCRATCH, f"job{i}.json"))
+            with open(paths[-1], "w") as f:
+                json.dump({"prompt": f"file {i}"}, f)
+        r = cli(d.spool, "submit", *paths)
+        assert r.returncode == 0 and len(r.stdout.split()) == 2, r
+        for p in paths:
+            os.unlink(p)
+    finally:
+        os.unlink(jobs)
+
+
+def test_ls_show_stat(env):
+    env.fake.script("will fail", [{"kind": "400_content_policy"}])
+    env.fake.script("slow one", [{"kind": "b64", "delay": 30}])
+    d = env.daemon().start()
+    d.submit("ok-1", {"prompt": "fine", "model": "gpt-image-2"})
+    d.submit("bad-1", {"prompt": "will fail"})
+    d.wait_finished("ok-1")
+    d.wait_finished("bad-1")
+    d.submit("slow-1", {"prompt": "slow one"})
+    wait_for(lambda: d.state("slow-1") == "running", 10, "slow-1 to run")
+    r = cli(d.spool, "ls")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["STATE", "AGE", "PROVIDER"], lines[0]
+    rows = {line.split()[-1]: line.split() for line in lines[1:]}
+    assert rows["ok-1"][0] == "done" and rows["ok-1"][3] == "gpt-image-2", rows
+    assert rows["bad-1"][0] == "failed" and rows["bad-1"][7] == "content_refused", rows
+    assert rows["slow-1"][0] == "running" and rows["slow-1"][4] == "testhost", rows
+    r = cli(d.spool, "ls", "-j", "failed")
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["id"] == "bad-1" and row["error_code"] == "content_refused" and row["attempts"] == 1, row
+    assert cli(d.spool, "ls", "queued").returncode == 2
+    r = cli(d.spool, "show", "ok-1")
+    assert r.returncode == 0 and "state:    done" in r.stdout and '"status": "succeeded"' in r.stdout, r.stdout
+    r = cli(d.spool, "show", "slow-1")
+    assert r.returncode == 3 and "running on testhost" in r.stdout, r.stdout
+    r = cli(d.spool, "stat", "-j")
+    s = json.loads(r.stdout)
+    assert s["states"]["done"]["total"]["5m"] == 1 and s["states"]["failed"]["apiyi"]["total"] == 1, s
+    assert s["states"]["running"]["total"]["total"] == 1, s
+    r = cli(d.spool, "stat")
+    assert r.returncode == 0 and "oldest pending" in r.stdout and "640m" in r.stdout, r.stdout
+
+
+def test_hold_release_cancel_pending(env):
+    d = env.daemon(verbose=True).start()
+    cli(d.spool, "pause")   # nothing starts while the jobs are put in place
+    for i in range(3):
+        d.submit(f"p{i}", {"prompt": f"pending {i}"})
+    r = cli(d.spool, "hold", "p0", "p1")
+    assert r.returncode == 0 and "p0: held (was pending)" in r.stdout, r
+    r = cli(d.spool, "cancel", "p2")
+    assert r.returncode == 0 and "p2: cancelled (was pending)" in r.stdout, r
+    cli(d.spool, "resume")
+    assert d.wait_finished("p2") == "failed" and d.result("p2")["error"]["code"] == "cancelled"
+    r = cli(d.spool, "cancel", "p1")
+    assert r.returncode == 0 and "cancelled (was held)" in r.stdout, r
+    assert d.result("p1")["attempts"] == [] and d.result("p1")["error"]["code"] == "cancelled"
+    # A held job is invisible to the daemon, for as long as it is held.
+    d.wait_rescans(2)
+    assert states(d, "p0") == ["hold"]
+    r = cli(d.spool, "release", "p0")
+    assert r.returncode == 0, r
+    assert d.wait_finished("p0") == "done"
+    for i in range(3):
+        assert env.fake.calls(f"pending {i}") == (1 if i == 0 else 0), i
+        assert len(states(d, f"p{i}")) == 1
+    # Nothing to act on: a plain message, exit 1.
+    r = cli(d.spool, "hold", "p0")
+    assert r.returncode == 1 and "imgspool: hold: 'p0' has already finished (done)" in r.stderr, r.stderr
+    r = cli(d.spool, "release", "nope")
+    assert r.returncode == 1 and "no job 'nope'" in r.stderr, r.stderr
+
+
+def test_cancel_running_cuts_the_call(env):
+    env.fake.script("long call", [{"kind": "b64", "delay": 60}])
+    d = env.daemon().start()
+    d.submit("run-1", {"prompt": "long call"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    r = cli(d.spool, "cancel", "-t", "20", "run-1")
+    assert r.returncode == 0 and "its call was cut" in r.stdout and "billed: unknown" in r.stdout, r
+    res = d.result("run-1")
+    assert res["error"]["code"] == "cancelled", res
+    (a,) = res["attempts"]
+    assert a["billed"] == "unknown" and a["outcome"] == "interrupted", a
+    assert res["billed_attempts"] == 1
+    assert states(d, "run-1") == ["failed"]
+    wait_for(lambda: env.fake.inflight == 0, 10, "the upstream to see the call cut")
+    assert env.fake.calls("long call") == 1
+    assert os.listdir(d.path("control")) == [], "the request was left behind"
+
+
+def test_hold_running_at_its_next_transition(env):
+    # The call in flight is not cut: its 503 sends the job to hold/ instead of deferred/.
+    env.fake.script("flaky", [{"kind": "503", "delay": 1.5}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("h1", {"prompt": "flaky"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    r = cli(d.spool, "hold", "h1")
+    assert r.returncode == 0 and "at its next transition" in r.stdout, r
+    wait_for(lambda: d.state("h1") is None and states(d, "h1") == ["hold"], 20, "h1 in hold/")
+    assert env.fake.calls("flaky") == 1
+    r = cli(d.spool, "ls", "-j", "hold")
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["attempts"] == 1 and row["error_code"] == "upstream_unavailable", row
+    assert cli(d.spool, "release", "h1").returncode == 0
+    assert d.wait_finished("h1") == "done"
+    assert env.fake.calls("flaky") == 2
+    assert len(d.result("h1")["attempts"]) == 2
+
+
+def test_pause_makes_no_call(env):
+    d = env.daemon(verbose=True).start()
+    r = cli(d.spool, "pause", "apiyi")
+    assert r.returncode == 0, r
+    d.submit("q1", {"prompt": "paused one"})
+    d.wait_rescans(2)
+    assert d.state("q1") == "new" and env.fake.calls("paused one") == 0
+    r = cli(d.spool, "stat")
+    assert "paused: apiyi" in r.stdout, r.stdout
+    assert cli(d.spool, "resume", "apiyi").returncode == 0
+    assert d.wait_finished("q1") == "done"
+
+
+def test_retry_and_purge(env):
+    env.fake.script("once bad", [{"kind": "400_content_policy"}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("r1", {"prompt": "once bad", "metadata": {"k": 1}})
+    assert d.wait_finished("r1") == "failed"
+    assert cli(d.spool, "retry", "--again", "nope").returncode == 1
+    r = cli(d.spool, "retry", "r1")
+    assert r.returncode == 0 and "fresh retry budget" in r.stdout, r
+    assert d.wait_finished("r1") == "done"
+    res = d.result("r1")
+    assert res["metadata"] == {"k": 1} and res["status"] == "succeeded", res
+    assert not os.path.exists(d.path("failed", "r1.result.json")), "the earlier run's result stayed"
+    assert len(res["attempts"]) == 1, res["attempts"]
+    runs = json.load(open(d.path("done", "r1.json")))["imgspool"]["runs"]
+    assert [r["status"] for r in runs] == ["failed"], runs
+    r = cli(d.spool, "retry", "r1")
+    assert r.returncode == 1 and "--again" in r.stderr, r.stderr
+    assert cli(d.spool, "retry", "--again", "r1").returncode == 0
+    d.wait_finished("r1")
+    assert env.fake.calls("once bad") == 3
+    # purge: nothing is old enough, then everything is.
+    r = cli(d.spool, "purge", "--older-than", "1h")
+    assert r.returncode == 0 and "purged 0 job(s) from done/" in r.stdout, r
+    assert cli(d.spool, "purge", "--older-than", "soon").returncode == 2
+    assert cli(d.spool, "purge", "--older-than", "1d", "new").returncode == 2
+    old = 86400 * 3
+    for name in d.listdir("done"):
+        st = os.stat(d.path("done", name))
+        os.utime(d.path("done", name), (st.st_atime - old, st.st_mtime - old))
+    r = cli(d.spool, "purge", "--older-than", "2d", "done")
+    assert r.returncode == 0 and "purged 1 job(s) from done/" in r.stdout, r
+    assert d.listdir("done") == [], d.listdir("done")
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_wait_and_status_say_what_is_wrong,
+        test_help_version_unknown_command,
+        test_submit_many_validates_and_waits,
+        test_ls_show_stat,
+        test_hold_release_cancel_pending,
+        test_cancel_running_cuts_the_call,
+        test_hold_running_at_its_next_transition,
+        test_pause_makes_no_call,
+        test_retry_and_purge,
+    ])

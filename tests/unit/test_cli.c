@@ -1,0 +1,103 @@
+/* test_cli.c - the CLI's pure helpers: durations, qshape's age buckets, short ages, and the
+ * names of control/ requests. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "control.h"
+#include "tap.h"
+
+static void test_durations(void)
+{
+	static const struct { const char *in; int64_t want_ms; } rows[] = {
+		{ "90m", 90 * 60000LL }, { "12h", 12 * 3600000LL }, { "30d", 30 * 86400000LL },
+		{ "45s", 45000 }, { "45", 45000 }, { "2w", 14 * 86400000LL }, { "0m", 0 },
+		{ "", -1 }, { "m", -1 }, { "-5m", -1 }, { "5 m", -1 }, { "5mm", -1 }, { "1.5h", -1 },
+		{ "99999999999999999999d", -1 }, { "999999999999999d", -1 },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(cli_parse_duration(rows[i].in) == rows[i].want_ms, "duration \"%s\"", rows[i].in);
+	ok(cli_parse_duration(NULL) == -1, "no duration");
+}
+
+static void test_buckets(void)
+{
+	static const struct { int64_t age_s; int want; } rows[] = {
+		{ 0, 0 }, { 300, 0 }, { 301, 1 }, { 600, 1 }, { 601, 2 }, { 1200, 2 }, { 2400, 3 },
+		{ 4800, 4 }, { 9600, 5 }, { 19200, 6 }, { 38400, 7 }, { 38401, 8 }, { 86400 * 30, 8 },
+		{ -5, 0 },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(cli_age_bucket(rows[i].age_s * 1000) == rows[i].want, "age %llds in bucket %s",
+		   (long long)rows[i].age_s, cli_bucket_names[rows[i].want]);
+	is_str(cli_bucket_names[0], "5m", "first bucket");
+	is_str(cli_bucket_names[CLI_BUCKETS - 2], "640m", "last bounded bucket");
+	is_str(cli_bucket_names[CLI_BUCKETS - 1], "more", "open bucket");
+}
+
+static void test_ages(void)
+{
+	static const struct { int64_t ms; const char *want; } rows[] = {
+		{ 0, "0s" }, { 119999, "119s" }, { 120000, "2m" }, { 7199999, "119m" },
+		{ 7200000, "2h" }, { 48 * 3600000LL, "2d" }, { -1000, "0s" },
+	};
+	char out[16];
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		cli_format_age(rows[i].ms, out, sizeof(out));
+		is_str(out, rows[i].want, "age of %lld ms", (long long)rows[i].ms);
+	}
+}
+
+static void test_control_names(void)
+{
+	static const struct { const char *name; enum control_kind kind; const char *arg; } rows[] = {
+		{ "pause", CONTROL_PAUSE, "" },
+		{ "pause.apiyi", CONTROL_PAUSE, "apiyi" },
+		{ "pause.a_b-c", CONTROL_PAUSE, "a_b-c" },
+		{ "pause.", CONTROL_NONE, "" },
+		{ "pause.a.b", CONTROL_NONE, "" },
+		{ "pause.a/b", CONTROL_NONE, "" },
+		{ "hold.job-1", CONTROL_HOLD, "job-1" },
+		{ "hold.1764068523.104233.4242.render-07.9f1c", CONTROL_HOLD, "1764068523.104233.4242.render-07.9f1c" },
+		{ "hold.x.result", CONTROL_NONE, "" },
+		{ "hold.-x", CONTROL_NONE, "" },
+		{ "hold.x.json", CONTROL_NONE, "" },
+		{ "cancel.job-1", CONTROL_CANCEL, "job-1" },
+		{ "cancel.", CONTROL_NONE, "" },
+		{ ".pause.host.1.tmp", CONTROL_NONE, "" },
+		{ "paused", CONTROL_NONE, "" },
+		{ "resume", CONTROL_NONE, "" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const char *arg;
+		enum control_kind k = control_parse_name(rows[i].name, &arg);
+		ok(k == rows[i].kind, "\"%s\" is kind %d", rows[i].name, rows[i].kind);
+		is_str(arg, rows[i].arg, "\"%s\" names \"%s\"", rows[i].name, rows[i].arg);
+	}
+	char *n = control_name(CONTROL_CANCEL, "j1");
+	is_str(n, "cancel.j1", "cancel request name");
+	free(n);
+	n = control_name(CONTROL_PAUSE, NULL);
+	is_str(n, "pause", "pause of every provider");
+	free(n);
+}
+
+static void test_states(void)
+{
+	ok(cli_state_from_name("hold") == SPOOL_HOLD, "hold is a state");
+	ok(cli_state_from_name("new") == SPOOL_NEW, "new is a state");
+	ok(cli_state_from_name("tmp") == -1, "tmp is not a state");
+	ok(cli_state_from_name("control") == -1, "control is not a state");
+	is_str(cli_state_word(SPOOL_NEW), "pending", "new/ is pending");
+}
+
+int main(void)
+{
+	test_durations();
+	test_buckets();
+	test_ages();
+	test_control_names();
+	test_states();
+	return tap_done();
+}
