@@ -66,8 +66,9 @@ fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # Speed and memory figures of the optimized build; prints, asserts nothing.
-bench: deps $(B)/imgspoold
+bench: deps $(B)/imgspoold $(B)/imgspool
 	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
+	IMGSPOOL=$(CURDIR)/$(B)/imgspool python3 tests/bench/bench_cli.py
 
 # The quick start: both binaries, so build/imgspool is there to submit with.
 run: deps $(B)/imgspoold $(B)/imgspool

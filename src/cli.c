@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,21 @@ int cli_state_from_name(const char *name)
 		if (!strcmp(name, spool_dir_name(cli_states[i])))
 			return (int)cli_states[i];
 	return -1;
+}
+
+int cli_finished_states(const struct cli *c, int argc, char **argv, bool want[2])
+{
+	want[0] = want[1] = optind == argc;
+	for (int i = optind; i < argc; i++) {
+		if (!strcmp(argv[i], "done"))
+			want[0] = true;
+		else if (!strcmp(argv[i], "failed"))
+			want[1] = true;
+		else
+			return cli_fail(c, CLI_USAGE, "'%s': %s takes finished jobs only (done, failed)",
+					argv[i], c->verb);
+	}
+	return CLI_OK;
 }
 
 static bool present(int dirfd, const char *name)

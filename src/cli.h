@@ -81,6 +81,9 @@ void cli_info_release(struct cli_info *info);
 
 /* The states a user may name on the command line, in the order ls shows them. */
 extern const enum spool_dir cli_states[6];
+/* The arguments from optind on, done and/or failed (both when none): want[0] done, want[1]
+ * failed. CLI_OK, or CLI_USAGE said. */
+int cli_finished_states(const struct cli *c, int argc, char **argv, bool want[2]);
 /* Parses a state name ("new", "hold", ...); -1 if it is not one. */
 int cli_state_from_name(const char *name);
 
@@ -107,5 +110,6 @@ int cli_retry(struct cli *c, int argc, char **argv);
 int cli_purge(struct cli *c, int argc, char **argv);
 int cli_pause(struct cli *c, int argc, char **argv);
 int cli_resume(struct cli *c, int argc, char **argv);
+int cli_gallery(struct cli *c, int argc, char **argv);     /* cli_gallery.c */
 
 #endif

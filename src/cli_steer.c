@@ -503,18 +503,11 @@ int cli_purge(struct cli *c, int argc, char **argv)
 	}
 	if (older < 0)
 		return cli_fail(c, CLI_USAGE, "%s", usage);
-	bool want[2] = { optind == argc, optind == argc };   /* done, failed */
-	for (int i = optind; i < argc; i++) {
-		if (!strcmp(argv[i], "done"))
-			want[0] = true;
-		else if (!strcmp(argv[i], "failed"))
-			want[1] = true;
-		else
-			return cli_fail(c, CLI_USAGE, "'%s': purge removes finished jobs only (done, failed)",
-					argv[i]);
-	}
+	bool want[2];   /* done, failed */
+	int rc = cli_finished_states(c, argc, argv, want);
+	if (rc != CLI_OK)
+		return rc;
 	int64_t cutoff_ns = (wall_ms() - older) * 1000000;
-	int rc = CLI_OK;
 	for (int k = 0; k < 2; k++) {
 		if (!want[k])
 			continue;

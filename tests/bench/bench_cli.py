@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""make bench, the operator's side: imgspool ls, ls -j, stat and gallery on a spool of 100 000
+finished jobs (BENCH_CLI_JOBS), timed with the optimized build. Prints figures, asserts nothing.
+
+The spool is made directly in the shapes the daemon publishes (job file, result, one small PNG
+per job; a tenth failed), in a temporary directory on the real disk, with a warm page cache,
+as an operator's second look at a busy spool would find it."""
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fake"))
+from upstream import png_for  # noqa: E402
+
+JOBS = int(os.environ.get("BENCH_CLI_JOBS", "100000"))
+CLI = os.environ.get("IMGSPOOL", os.path.join(ROOT, "build", "imgspool"))
+
+
+def make_spool(root):
+    for sub in ("tmp", "new", "running", "deferred", "done", "failed", "hold", "control"):
+        os.makedirs(os.path.join(root, sub))
+    png = png_for("bench")
+    now = time.time()
+    for i in range(JOBS):
+        failed = i % 10 == 0
+        state = "failed" if failed else "done"
+        task_id = f"{int(now)}.{i:06d}.4242.bench.{i:016x}"
+        d = os.path.join(root, state)
+        with open(os.path.join(d, task_id + ".json"), "w") as f:
+            f.write('{"prompt": "bench job %d, a lighthouse at dusk", "model": "gpt-image-2"}' % i)
+        result = {
+            "task_id": task_id, "status": "failed" if failed else "succeeded",
+            "provider": "apiyi", "model": "gpt-image-2", "dialect": "openai",
+            "images": [] if failed else [task_id + ".png"], "retry_count": 0,
+            "billed_attempts": 1,
+            "attempts": [{"started_at": "2026-11-25T11:02:03.120+08:00", "latency_ms": 48210,
+                          "http_status": 400 if failed else 200, "transport": "done",
+                          "outcome": "failed" if failed else "succeeded",
+                          "billed": "no" if failed else "yes", "cost": 0 if failed else 0.04,
+                          "error_code": "content_refused" if failed else None,
+                          "request_id": "20261125110203120934abcd"}],
+            "latency_ms": 48391, "usage": {"total_tokens": 213},
+            "cost": {"amount": 0 if failed else 0.04, "currency": "USD", "estimated": False},
+            "error": {"code": "content_refused", "message": "refused", "upstream_message": None}
+            if failed else None,
+            "created_at": "2026-11-25T11:02:03.001+08:00", "updated_at": "2026-11-25T11:02:51.392+08:00",
+            "metadata": {"i": i},
+        }
+        with open(os.path.join(d, task_id + ".result.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        if not failed:
+            with open(os.path.join(d, task_id + ".png"), "wb") as f:
+                f.write(png)
+        os.utime(os.path.join(d, task_id + ".json"), (now - i, now - i))
+
+
+def timed(*args):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    res = subprocess.run([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    took = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        sys.exit(f"imgspool {' '.join(args)} failed: {res.stderr.decode()}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return took, cpu, after.ru_maxrss / 1024, len(res.stdout)
+
+
+def main():
+    base = tempfile.mkdtemp(prefix="imgspool-bench-cli-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+    try:
+        spool = os.path.join(base, "spool")
+        start = time.monotonic()
+        make_spool(spool)
+        made = time.monotonic() - start
+        print(f"imgspool benchmark: {JOBS} finished jobs ({JOBS // 10} failed), spool on {base} "
+              f"(made in {made:.0f} s), optimized build, warm cache")
+        timed("-d", spool, "ls")   # warms the cache
+        for label, args in (("ls", ["ls"]), ("ls -j", ["ls", "-j"]), ("stat", ["stat"]),
+                            ("gallery", ["gallery", "-o", os.path.join(base, "gallery")])):
+            took, cpu, rss, out = timed("-d", spool, *args)
+            size = os.path.getsize(os.path.join(base, "gallery", "index.html")) if label == "gallery" else out
+            print(f"  {label:8s} {took:7.2f} s wall  {cpu:6.2f} s CPU  {JOBS / took:8.0f} jobs/s  "
+                  f"peak RSS {rss:6.1f} MiB  output {size / 1e6:6.1f} MB")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""contrib/clients/: the Python, Node and POSIX shell clients, each against the real daemon:
+submit with a collision-free id, read the state, wait for the result (issue 10)."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
+
+CLIENTS = os.path.join(ROOT, "contrib", "clients")
+COMMANDS = {
+    "python": [sys.executable, os.path.join(CLIENTS, "imgspool_client.py")],
+    "node": ["node", os.path.join(CLIENTS, "imgspool-client.js")],
+    "sh": ["sh", os.path.join(CLIENTS, "imgspool-client.sh")],
+}
+
+
+def run(lang, spool, *args, **kw):
+    return subprocess.run(COMMANDS[lang] + [spool, *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def exercise(env, lang):
+    env.fake.script(f"{lang} slow", [{"kind": "b64", "delay": 4}])
+    env.fake.script(f"{lang} refused", [{"kind": "400_content_policy"}])
+    d = env.daemon().start()
+    job = os.path.join(SCRATCH, f"{lang}.json")
+    with open(job, "w") as f:
+        json.dump({"prompt": f"{lang} slow", "metadata": {"client": lang}}, f)
+    try:
+        sub = run(lang, d.spool, "submit", job)
+        assert sub.returncode == 0, (sub.returncode, sub.stderr)
+        task_id = sub.stdout.strip()
+        assert d.path("new") and task_id and "/" not in task_id, task_id
+        wait_for(lambda: run(lang, d.spool, "state", task_id).stdout.startswith("running on testhost"),
+                 20, f"{lang} to see the job running")
+        early = run(lang, d.spool, "wait", task_id, "0.1" if lang != "sh" else "1")
+        assert early.returncode == 3, (early.returncode, early.stderr)
+        # Collision-free ids: a burst of submissions from one client gets distinct ids.
+        ids = {run(lang, d.spool, "submit", "-", input=json.dumps({"prompt": f"{lang} burst {i}"})).stdout.strip()
+               for i in range(5)}
+        assert len(ids) == 5 and task_id not in ids, ids
+        done = run(lang, d.spool, "wait", task_id, "60")
+        assert done.returncode == 0, (done.returncode, done.stderr)
+        r = json.loads(done.stdout)
+        assert r["status"] == "succeeded" and r["metadata"] == {"client": lang}, r
+        assert os.path.exists(d.path("done", r["images"][0]))
+        st = run(lang, d.spool, "state", task_id)
+        assert st.returncode == 0 and st.stdout.strip() == "done", st
+        bad = run(lang, d.spool, "submit", "-", input=json.dumps({"prompt": f"{lang} refused"}))
+        r = run(lang, d.spool, "wait", bad.stdout.strip(), "60")
+        assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "content_refused", r
+        missing = run(lang, d.spool, "wait", "never-submitted", "60")
+        assert missing.returncode == 4 and "no job" in missing.stderr, missing
+        for i in ids:
+            d.wait_finished(i)
+        assert env.fake.calls(f"{lang} slow") == 1
+        assert d.listdir("tmp") == [], d.listdir("tmp")
+    finally:
+        os.unlink(job)
+
+
+def test_python_client(env):
+    exercise(env, "python")
+
+
+def test_node_client(env):
+    exercise(env, "node")
+
+
+def test_shell_client(env):
+    exercise(env, "sh")
+
+
+if __name__ == "__main__":
+    run_tests([test_python_client, test_node_client, test_shell_client])

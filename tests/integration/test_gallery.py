@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""imgspool gallery in a real browser (Debian's chromium, headless): the page shows the
+finished jobs newest first, its images render, and a hostile prompt is shown, never run."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import IMGSPOOL, run_tests  # noqa: E402
+
+HOSTILE = ("<script>document.body.setAttribute('data-pwned','script')</script>"
+           "<img src=x onerror=\"document.body.setAttribute('data-pwned','onerror')\">")
+
+
+def chromium(*args):
+    """Headless Chromium with a profile of its own, removed afterwards."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: run contrib/install-deps.sh"
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        res = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--disable-background-networking", "--no-first-run", "--disable-sync",
+                              "--disable-component-update", "--hide-scrollbars",
+                              f"--user-data-dir={profile}", *args],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return res
+
+
+def decode_png(data):
+    """(width, height, rows of RGB tuples) of an 8-bit RGB or RGBA PNG, standard library only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and color in (2, 6), (depth, color)
+            bpp = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, prev, rows = zlib.decompress(idat), width * bpp, bytearray(width * bpp), []
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append([tuple(line[i:i + 3]) for i in range(0, stride, bpp)])
+        prev = line
+    return width, height, rows
+
+
+def colour_of(prompt, index=0):
+    """The colour of the fake upstream's image for prompt (tests/fake/upstream.py png_for)."""
+    return tuple(hashlib.sha256(f"{index}\0{prompt}".encode()).digest()[:3])
+
+
+def test_gallery_in_chromium(env):
+    env.fake.script(HOSTILE, [{"kind": "b64"}])
+    env.fake.script("refused one", [{"kind": "400_content_policy"}])
+    d = env.daemon().start()
+    prompts = ["a red lighthouse", "a green field", HOSTILE]
+    for i, prompt in enumerate(prompts):
+        d.submit(f"g{i}", {"prompt": prompt})
+        d.wait_finished(f"g{i}")
+    d.submit("g-bad", {"prompt": "refused one"})
+    assert d.wait_finished("g-bad") == "failed"
+    out = os.path.join(d.dir, "gallery")
+    res = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    page = os.path.join(out, "index.html")
+    html = open(page, encoding="utf-8").read()
+    assert "<script>document" not in html and "&lt;script&gt;" in html, "the prompt was not escaped"
+    # Newest first: g-bad finished last.
+    order = [html.index(f">g{i}<") for i in ("-bad", "2", "1", "0")]
+    assert order == sorted(order), order
+    assert "content_refused" in html
+
+    dom = chromium("--dump-dom", "file://" + page)
+    assert dom.returncode == 0 and "<main>" in dom.stdout, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert "data-pwned" not in body, f"a script in a prompt ran: {body}"
+    assert "<img src=\"x\"" not in dom.stdout, "a prompt became an element"
+    assert "&lt;script&gt;document.body" in dom.stdout, "the hostile prompt is not shown as text"
+
+    shot = os.path.join(d.dir, "shot.png")
+    res = chromium("--window-size=1400,1000", f"--screenshot={shot}", "file://" + page)
+    assert res.returncode == 0 and os.path.exists(shot), res.stderr[-2000:]
+    width, height, rows = decode_png(open(shot, "rb").read())
+    counts = {}
+    for row in rows:
+        for px in row:
+            counts[px] = counts.get(px, 0) + 1
+    for prompt in prompts:
+        # Each 8x8 image is drawn 180x180: a block of its one colour, unless it did not load.
+        assert counts.get(colour_of(prompt), 0) > 5000, f"the image of {prompt!r} did not render"
+
+
+if __name__ == "__main__":
+    run_tests([test_gallery_in_chromium])
