@@ -2069,7 +2069,7 @@ void dispatch_drain(struct dispatch *d)
 	d->drain_deadline = mono_ms() + d->cfg->grace_period * 1000;
 	log_info("shutting down: claiming nothing more; %d job(s) in flight get up to %lds to finish%s",
 		 d->n_tasks, d->cfg->grace_period, d->cfg->grace_period_auto ?
-		 " (grace_period: the longest call allowed; a second SIGTERM cuts them)" : "");
+		 " (grace_period: the longest call allowed; a second SIGTERM or SIGINT cuts them)" : "");
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
@@ -2123,13 +2123,13 @@ void dispatch_log_waiting(const struct dispatch *d)
 		log_info("waiting for %d job(s): %s", d->n_tasks, line);
 }
 
-void dispatch_status(const struct dispatch *d, char *out, size_t size)
+void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t size)
 {
 	int calls = 0;
 	for (int i = 0; i < d->n_providers; i++)
 		calls += d->providers[i]->flow.active;
-	int n = snprintf(out, size, "%zu pending, %d running (%d calls in flight)", d->n_pending,
-			 d->n_tasks, calls);
+	int n = snprintf(out, size, "%zu pending, %ld deferred, %d running (%d calls in flight)",
+			 d->n_pending, deferred, d->n_tasks, calls);
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
 		if (!d->providers[i]->flow.held || d->providers[i]->retired)

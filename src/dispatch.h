@@ -42,8 +42,9 @@ void dispatch_cut(struct dispatch *d);
 int64_t dispatch_drain_left_ms(const struct dispatch *d);
 /* Logs the jobs still held (id, what it waits for, how long). */
 void dispatch_log_waiting(const struct dispatch *d);
-/* One line for systemd's STATUS=: pending, running, calls in flight, held providers. */
-void dispatch_status(const struct dispatch *d, char *out, size_t size);
+/* One line for systemd's STATUS=: pending, deferred (counted by the caller), running, calls in
+ * flight, held providers. */
+void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t size);
 bool dispatch_draining(const struct dispatch *d);
 /* Sets the metrics' provider gauges: calls in flight, held, paused. */
 void dispatch_report_metrics(const struct dispatch *d);

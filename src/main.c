@@ -52,6 +52,8 @@ struct daemon {
 	char status[512];        /* last STATUS= sent */
 	int64_t waiting_logged;  /* mono_ms of the last "waiting for" line while draining */
 	bool metrics_failed;     /* said once */
+	long deferred;           /* jobs in deferred/ when last listed */
+	int64_t deferred_listed; /* mono_ms of that */
 };
 
 #define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
@@ -187,6 +189,19 @@ static int64_t on_tick(struct loop *loop, void *arg)
 	return every;
 }
 
+/* Jobs waiting in deferred/, for STATUS=: listed at most every 10 s (it stats every file). */
+static long count_deferred(struct daemon *dm)
+{
+	if (!dm->deferred_listed || mono_ms() - dm->deferred_listed >= 10000) {
+		struct spool_entry *e;
+		long n = spool_list(&dm->spool, SPOOL_DEFERRED, &e);
+		spool_entries_free(e, n);
+		dm->deferred = n > 0 ? n : 0;
+		dm->deferred_listed = mono_ms();
+	}
+	return dm->deferred;
+}
+
 /* At the end of a full turn of the loop: the watchdog ping, STATUS= when it changed, and while
  * stopping how long systemd must still wait. */
 static void report(struct daemon *dm)
@@ -194,7 +209,7 @@ static void report(struct daemon *dm)
 	char status[512];
 	int64_t left = dispatch_drain_left_ms(dm->dispatch);
 	dm->tick_due = false;
-	dispatch_status(dm->dispatch, status, sizeof(status));
+	dispatch_status(dm->dispatch, count_deferred(dm), status, sizeof(status));
 	if (dispatch_draining(dm->dispatch)) {
 		notify_send(dm->notify, "STOPPING=1\nSTATUS=stopping: %s\nEXTEND_TIMEOUT_USEC=%" PRId64,
 			    status, (left + STOP_MARGIN_MS) * 1000);
@@ -330,7 +345,7 @@ int main(int argc, char **argv)
 
 	log_info("ready: spool '%s', host id '%s', concurrency %ld, rescan every %lds",
 		 dm.cfg->spool_dir, dm.cfg->host_id, dm.cfg->concurrency, dm.cfg->poll_interval);
-	dispatch_status(dm.dispatch, dm.status, sizeof(dm.status));
+	dispatch_status(dm.dispatch, count_deferred(&dm), dm.status, sizeof(dm.status));
 	notify_send(dm.notify, "READY=1\nSTATUS=%s\nMAINPID=%ld", dm.status, (long)getpid());
 	dm.tick_due = false;
 	int rc = loop_run(dm.loop);

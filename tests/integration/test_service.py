@@ -88,7 +88,7 @@ def test_notify_ready_status_watchdog_stopping(env):
         d.start(extra_env=listener.env(watchdog_usec))
         wait_for(lambda: listener.first("READY", "1"), 10, "READY=1")
         ready = listener.seen("READY", "1")[0][1]
-        assert "STATUS" in ready and "pending" in ready["STATUS"], ready
+        assert "STATUS" in ready and "pending" in ready["STATUS"] and "deferred" in ready["STATUS"], ready
         wait_for(lambda: len(listener.seen("WATCHDOG", "1")) >= 5, 20, "five watchdog pings")
         # The status follows the spool: a job waiting for the held provider.
         d.submit("waits", {"prompt": "waits for a key"})
