@@ -5,6 +5,7 @@ a condition polled against a deadline, never a fixed sleep. After each test the 
 checked for sanitizer reports and for the API key, which must never appear.
 """
 import contextlib
+import atexit
 import json
 import os
 import re
@@ -31,6 +32,18 @@ IMGSPOOL = os.path.join(os.path.dirname(IMGSPOOLD), "imgspool")
 SCRATCH = tempfile.mkdtemp(prefix="imgspool-run-")
 tempfile.tempdir = SCRATCH
 os.environ["TMPDIR"] = SCRATCH
+
+
+def _drop_empty_scratch():
+    """A script that imports this module without run_tests() (make bench) leaves no empty
+    directory behind; run_tests() itself removes SCRATCH when everything passed."""
+    try:
+        os.rmdir(SCRATCH)
+    except OSError:
+        pass
+
+
+atexit.register(_drop_empty_scratch)
 TEST_KEY = "sk-test-9f2c7e1d5b3a4c6e8f0a1b2c3d4e5f60"
 
 
