@@ -66,9 +66,13 @@ fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # Speed and memory figures of the optimized build; prints, asserts nothing.
-bench: deps $(B)/imgspoold $(B)/imgspool
+bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse
+	$(B)/bench_parse
 	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
 	IMGSPOOL=$(CURDIR)/$(B)/imgspool python3 tests/bench/bench_cli.py
+
+$(B)/bench_parse: tests/bench/bench_parse.c $(SRC) $(HDR) | $(B)
+	$(CC) $(CFLAGS) -Isrc -Itests/unit -o $@ $< $(SRC) $(LIBS)
 
 # The quick start: both binaries, so build/imgspool is there to submit with.
 run: deps $(B)/imgspoold $(B)/imgspool

@@ -4,13 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
 #include "job.h"
 #include "upstream.h"
 #include "util.h"
+#include "b64enc.h"
 #include "tap.h"
 #include "banned.h"
 
@@ -32,24 +32,6 @@ static struct job job_default(void)
 	job.n = 1;
 	job.output_compression = -1;
 	return job;
-}
-
-/* A plain base64 encoder for building large test bodies. */
-static char *test_b64(const unsigned char *d, size_t n, size_t *outlen)
-{
-	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) |
-			     (i + 2 < n ? d[i + 2] : 0);
-		*o++ = a[v >> 18];
-		*o++ = a[(v >> 12) & 63];
-		*o++ = i + 1 < n ? a[(v >> 6) & 63] : '=';
-		*o++ = i + 2 < n ? a[v & 63] : '=';
-	}
-	*o = '\0';
-	*outlen = (size_t)(o - out);
-	return out;
 }
 
 /* ---- dialects ---- */
@@ -837,32 +819,18 @@ static void test_text_cap(void)
 	buf_release(&b);
 }
 
-/* A 35 MB body (a 4K Gemini answer) parses in well under a second; a hostile text part does not
- * make the URL scan quadratic. */
+/* A 35 MB body (a 4K Gemini answer) parses correctly, and so do hostile text parts; how fast
+ * they parse is `make bench`'s figure (tests/bench/bench_parse.c), never a test's. */
 static void test_big_body(void)
 {
-	size_t raw_len = 26u << 20, b64_len;
-	unsigned char *raw = xmalloc(raw_len);
-	uint32_t x = 12345;
+	size_t raw_len = 26u << 20;
+	unsigned char *raw;
 	struct response out;
-	struct timespec t0, t1;
+	char *body = test_gemini_image_body(raw_len, &raw);
 
-	memcpy(raw, png_bytes, 8);
-	for (size_t i = 8; i < raw_len; i++) {
-		x = x * 1103515245u + 12345u;
-		raw[i] = (unsigned char)(x >> 16);
-	}
-	char *b64 = test_b64(raw, raw_len, &b64_len);
-	char *body = xasprintf("{\"candidates\":[{\"content\":{\"parts\":[{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"%s\"}}]},"
-			       "\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"candidatesTokenCount\":2000}}", b64);
-	free(b64);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	upstream_parse_response(DIALECT_GEMINI, body, strlen(body), &out);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	ok(out.n_images == 1 && out.images[0].len == raw_len && !memcmp(out.images[0].data, raw, raw_len),
 	   "35 MB body: image decoded (%zu bytes of body)", strlen(body));
-	ok(secs < 1.0, "35 MB body: parsed in %.3f s", secs);
 	response_release(&out);
 	free(body);
 	free(raw);
@@ -874,12 +842,8 @@ static void test_big_body(void)
 	for (int i = 0; i < 300000; i++)
 		buf_str(&b, "http:/h![](hh");
 	buf_str(&b, "\"}]}}]}");
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	upstream_parse_response(DIALECT_GEMINI, b.data, b.len, &out);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	ok(out.n_urls == 0 && out.text && strlen(out.text) <= 2000, "hostile text: no urls, text capped");
-	ok(secs < 1.0, "hostile text: scanned in %.3f s", secs);
 	response_release(&out);
 
 	/* 4 MB of links that are not images */
@@ -888,11 +852,8 @@ static void test_big_body(void)
 	for (int i = 0; i < 200000; i++)
 		buf_str(&b, "https://a.b/c ");
 	buf_str(&b, "\"}]}}]}");
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	upstream_parse_response(DIALECT_GEMINI, b.data, b.len, &out);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	ok(out.n_urls == 0 && secs < 1.0, "many non-image links: none taken, scanned in %.3f s", secs);
+	ok(out.n_urls == 0, "many non-image links: none taken");
 	response_release(&out);
 
 	/* many image links: at most 16 taken */
