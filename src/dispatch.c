@@ -1959,6 +1959,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
 		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
 		record_attempt(t, &a);
+		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
 	}
 	free(partial);
 	requeue(t, "recovered from running/ after a restart");

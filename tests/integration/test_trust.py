@@ -230,6 +230,27 @@ def test_a_call_cut_in_flight_is_recorded_once_whatever_the_kills(env):
     assert r["billed_attempts"] == 2 and env.fake.calls("cut once.") == 2, r
 
 
+def test_a_call_cut_by_a_crash_counts_against_billed_retries(env):
+    """A kill -9 with a call in flight: the restart records it interrupted, billed unknown, and
+    counts it against [retry] max_billed_retries as the shutdown path does, so a later call of
+    unknown billing (a 524) is not retried: no extra call is bought."""
+    env.fake.script("cut then 524.", [{"kind": "b64", "delay": 30}, "524", "b64"])
+    d = env.daemon(retry__max_billed_retries=1, retry__backoff_base_ms=10)
+    d.submit("cut524", {"prompt": "cut then 524."})
+    d.start()
+    wait_for(lambda: env.fake.calls("cut then 524.") == 1, 10, "the call to be in flight")
+    d.kill()
+    d.start()
+    assert d.wait_finished("cut524") == "failed", d.log()[-2000:]
+    r = d.result("cut524")
+    assert [(a["transport"], a["http_status"]) for a in r["attempts"]] == [
+        ("interrupted", None), ("done", 524)], r["attempts"]
+    assert r["error"]["code"] == "timeout", r["error"]
+    assert env.fake.calls("cut then 524.") == 2, env.fake.calls("cut then 524.")
+    record = json.loads(d.read("failed", "cut524.json"))["imgspool"]
+    assert record["billed_retries"] == 1, record
+
+
 def test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget(env):
     env.fake.script("fails then works", ["503", "503", "503", "b64"])
     d = env.daemon(retry__max_retries=1).start()
@@ -264,5 +285,6 @@ if __name__ == "__main__":
         test_a_response_the_daemon_did_not_save_is_never_published,
         test_a_kill_at_each_step_ends_as_no_kill,
         test_a_call_cut_in_flight_is_recorded_once_whatever_the_kills,
+        test_a_call_cut_by_a_crash_counts_against_billed_retries,
         test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget,
     ])
