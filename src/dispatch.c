@@ -29,6 +29,7 @@
 #include "job.h"
 #include "known.h"
 #include "log.h"
+#include "publish.h"
 #include "loop.h"
 #include "metrics.h"
 #include "price.h"
@@ -235,6 +236,7 @@ static void pending_sweep(struct dispatch *d, enum spool_dir dir)
 }
 
 static void scan_deferred(struct dispatch *d);
+static void resume_publications(struct dispatch *d, bool others);
 static void reclaim_stale(struct dispatch *d);
 static void adopt_all(struct dispatch *d);
 static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
@@ -283,8 +285,10 @@ void dispatch_scan(struct dispatch *d)
 	spool_entries_free(e, n);
 	pending_sweep(d, SPOOL_NEW);
 	scan_deferred(d);
-	if (!d->draining)
+	if (!d->draining) {
+		resume_publications(d, true);   /* first: a reclaimed job may need its staging */
 		reclaim_stale(d);
+	}
 	if (!d->tmp_cleaned || mono_ms() - d->tmp_cleaned > 3600 * 1000) {
 		d->tmp_cleaned = mono_ms();
 		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
@@ -676,13 +680,9 @@ static long sidecar_attempt(const struct task *t, const char *data, size_t len, 
 static void publish_work(void *arg)
 {
 	struct task *t = arg;
-	if (!spool_still_ours(t->d->spool, t->running_name)) {
-		t->publish_rc = -2;   /* fenced: another daemon reclaimed the job */
-		return;
-	}
-	t->publish_rc = result_publish(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
-				       t->running_name, t->images, t->n_images, t->result_json,
-				       t->final_job_text, t->publish_err, sizeof(t->publish_err));
+	t->publish_rc = publish_run(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
+				    t->running_name, t->images, t->n_images, t->result_json,
+				    t->final_job_text, t->publish_err, sizeof(t->publish_err));
 }
 
 static void publish_done(void *arg);
@@ -700,10 +700,26 @@ static void publish_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
-	if (t->publish_rc == -2) {
+	if (t->publish_rc == PUBLISH_FENCED) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"not publishing a second result");
 		drop_sidecars(t);
+		task_free(t);
+		return;
+	}
+	if (t->publish_rc == PUBLISH_PERMANENT && t->succeeded) {
+		/* Trying again cannot help: the job ends in failed/, its paid images beside it. */
+		char why[sizeof(t->publish_err)];
+		xsnprintf(why, sizeof(why), "%s", t->publish_err);
+		free(t->result_json);
+		t->result_json = NULL;
+		fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
+		     "published in done/: %s; they are in failed/ beside this result", why);
+		return;
+	}
+	if (t->publish_rc == PUBLISH_PERMANENT) {
+		log_job(LOG_ERROR, t->id, "cannot publish the result: %s; the job is left in running/ "
+			"with its saved response and is not tried again until a restart", t->publish_err);
 		task_free(t);
 		return;
 	}
@@ -1696,12 +1712,22 @@ static int64_t heartbeat(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
+	int fd = d->spool->fd[SPOOL_RUNNING];
 	for (struct task *t = d->tasks; t; t = t->next) {
-		/* A helper may be setting this very file's mtime (a deferral's due time). */
-		if (t->in_pool)
+		/* Every job held is beaten, in the I/O pool too (a slow fsync must not cost the
+		 * lease), but for a deferral: its helper sets this very file's mtime to the due time
+		 * and moves it out of running/ at once. */
+		if (t->in_pool && t->state == T_DEFERRING)
 			continue;
-		if (utimensat(d->spool->fd[SPOOL_RUNNING], t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
-		    errno == ENOENT && !t->fenced) {
+		if (t->state == T_PUBLISHING) {
+			/* Past its commit the job's lease is its staging directory's mtime. */
+			char *staging = publish_staging_name(t->id, d->spool->host_id,
+							     t->succeeded ? SPOOL_DONE : SPOOL_FAILED);
+			utimensat(fd, staging, NULL, AT_SYMLINK_NOFOLLOW);
+			free(staging);
+		}
+		if (utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT && !t->fenced && !t->in_pool) {
 			t->fenced = true;
 			log_job(LOG_WARN, t->id, "its file in running/ is gone: another daemon reclaimed it");
 		}
@@ -1787,20 +1813,18 @@ static long saved_status(const struct task *t, const struct strset *hidden)
 	return 0;
 }
 
-/* The records say the job was published (the result and images are durable in dest) but the
- * daemon died before the job file moved: only that move is left to do. */
+/* The records say the job was published (the result and images are durable in its staging
+ * directory, publish.c) but the daemon died before the commit: only the rest is left to do. */
 static void complete_publication(struct task *t, const char *finished)
 {
 	struct dispatch *d = t->d;
 	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
-	char *job_name = xasprintf("%s.json", t->id);
-	if (renameat(d->spool->fd[SPOOL_RUNNING], t->running_name, d->spool->fd[dest], job_name) < 0 ||
-	    spool_sync_dir(d->spool, dest) < 0 || spool_sync_dir(d->spool, SPOOL_RUNNING) < 0)
+	char err[512];
+	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK)
 		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; a restart will",
-			spool_dir_name(dest), strerror(errno));
+			spool_dir_name(dest), err);
 	else
 		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
-	free(job_name);
 	drop_sidecars(t);
 	task_free(t);
 }
@@ -1992,6 +2016,49 @@ static void adopt_all(struct dispatch *d)
 	strset_release(&hidden);
 }
 
+/* Publications staged in running/.ID@HOST.DEST/ (publish.c): ours, left by a crash, are
+ * finished at start-up; another host's, whose lease (the directory's mtime, by the file
+ * server's clock) ran out, are taken over with one rename, which the stalled publisher's later
+ * renames then fail on, and finished here. */
+static void resume_publications(struct dispatch *d, bool others)
+{
+	struct spool_entry *h;
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	int64_t now = 0;
+	for (long i = 0; i < nh; i++) {
+		char *id, *host, err[512];
+		int dest;
+		if (!S_ISDIR(h[i].id.mode) || !publish_parse_staging_name(h[i].name, &id, &host, &dest))
+			continue;
+		char *mine = publish_staging_name(id, d->spool->host_id, dest);
+		bool ours = !strcmp(host, d->spool->host_id);
+		if (!ours && others && !strset_has(&d->held, id)) {
+			if (!now)
+				now = spool_server_now(d->spool);
+			if (now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 &&
+			    renameat(fd, h[i].name, fd, mine) == 0) {
+				log_job(LOG_WARN, id, "took over the publication of '%s' (no heartbeat for "
+					"%" PRId64 " s)", host, (now - h[i].mtime_ns / 1000000) / 1000);
+				ours = true;
+			}
+		} else if (ours && others) {
+			ours = false;   /* at a rescan, our own are being published by their task */
+		}
+		if (ours) {
+			enum publish_rc rc = publish_resume(d->spool, mine, err, sizeof(err));
+			if (rc == PUBLISH_OK)
+				log_job(LOG_INFO, id, "publication finished after a restart or takeover");
+			else
+				log_job(LOG_ERROR, id, "cannot finish its publication: %s", err);
+		}
+		free(mine);
+		free(id);
+		free(host);
+	}
+	spool_entries_free(h, nh);
+}
+
 void dispatch_recover(struct dispatch *d)
 {
 	struct spool_entry *h;
@@ -2009,6 +2076,7 @@ void dispatch_recover(struct dispatch *d)
 		}
 		spool_entries_free(h, nh);
 	}
+	resume_publications(d, false);
 	adopt_all(d);
 
 	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */

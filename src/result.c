@@ -1,7 +1,5 @@
-/* result.c - the result document and its atomic publication.
- *
- * Order is the protocol: images, then the result, then the job file, so a job file in done/
- * guarantees its result and images are complete beside it. */
+/* result.c - the result document: what a finished job's ID.result.json says, and the names of
+ * its images. Pure; publish.c puts them in place. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -159,66 +157,4 @@ char *result_to_json(const struct result_info *r)
 	with_nl[len] = '\n';
 	with_nl[len + 1] = '\0';
 	return with_nl;
-}
-
-int result_publish(struct spool *sp, int dest, const char *id, const char *running_name,
-		   const struct image *images, size_t n_images, const char *result_json,
-		   const char *job_text, char *err, size_t errsize)
-{
-	enum spool_dir d = (enum spool_dir)dest;
-	/* Fencing: a job reclaimed by another host (our lease ran out) is not ours to publish. */
-	if (!spool_still_ours(sp, running_name)) {
-		xsnprintf(err, errsize, "the job was reclaimed by another daemon (our lease ran out)");
-		errno = ENOENT;
-		return -1;
-	}
-	for (size_t i = 0; i < n_images; i++) {
-		char *name = result_image_name(id, i, n_images, images[i].ext);
-		int rc = spool_write_file(sp, d, name, images[i].data, images[i].len);
-		if (rc < 0)
-			xsnprintf(err, errsize, "cannot write '%s/%s': %s", spool_dir_name(d), name,
-				  strerror(errno));
-		free(name);
-		if (rc < 0)
-			return -1;
-	}
-	crash_point("publish:images");
-	char *result_name = xasprintf("%s.result.json", id);
-	int rc = spool_write_file(sp, d, result_name, result_json, strlen(result_json));
-	if (rc < 0)
-		xsnprintf(err, errsize, "cannot write '%s/%s': %s", spool_dir_name(d), result_name,
-			  strerror(errno));
-	free(result_name);
-	if (rc < 0)
-		return -1;
-	/* The images and result must be durable before the job file says the job is finished. */
-	if (spool_sync_dir(sp, d) < 0) {
-		xsnprintf(err, errsize, "cannot fsync '%s/': %s", spool_dir_name(d), strerror(errno));
-		return -1;
-	}
-	crash_point("publish:result");
-	/* The job file's records get the final attempt and say the run is over: after a restart,
-	 * only the move below is left to do, and a job put back in new/ by hand starts a new run. */
-	if (job_text && spool_rewrite_file(sp, SPOOL_RUNNING, running_name, job_text, strlen(job_text)) < 0) {
-		xsnprintf(err, errsize, "cannot write 'running/%s': %s", running_name, strerror(errno));
-		return -1;
-	}
-	crash_point("publish:rewritten");
-	char *job_name = xasprintf("%s.json", id);
-	/* A plain rename: done/ID.json carries no host id, so an existing target would not prove
-	 * that this rename won (spool_rename's NFS rule). If a lost reply makes it look failed, the
-	 * retry finds running/ empty and stands down, while the job is in done/. */
-	rc = renameat(sp->fd[SPOOL_RUNNING], running_name, sp->fd[d], job_name);
-	if (rc < 0)
-		xsnprintf(err, errsize, "cannot move 'running/%s' to '%s/%s': %s", running_name,
-			  spool_dir_name(d), job_name, strerror(errno));
-	free(job_name);
-	if (rc < 0)
-		return -1;
-	crash_point("publish:moved");
-	if (spool_sync_dir(sp, d) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0) {
-		xsnprintf(err, errsize, "cannot fsync after publishing: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
 }

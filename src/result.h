@@ -1,7 +1,6 @@
 /* result.h - what a finished job leaves beside it: its images and ID.result.json.
  *
- * result_to_json() is pure (the loop builds the document); result_publish() does the blocking
- * part (write, fsync, rename) and runs on an I/O helper thread. */
+ * result_to_json() is pure (the loop builds the document); publish.c puts it in place. */
 #ifndef RESULT_H
 #define RESULT_H
 
@@ -58,14 +57,5 @@ struct result_info {
 char *result_image_name(const char *id, size_t index, size_t n, const char *ext);
 /* The result document as JSON text (caller frees). */
 char *result_to_json(const struct result_info *r);
-
-/* Writes images, then ID.result.json, into dest (done/ or failed/), each durably, fsyncs dest,
- * then (when job_text is not NULL) replaces running/running_name with job_text, the job file
- * with its final records, and moves it to dest/ID.json and fsyncs both directories. After it returns 0
- * the result is durable. Returns -1 with errno and a description in err on failure, leaving the
- * job file in running/. */
-int result_publish(struct spool *sp, int dest, const char *id, const char *running_name,
-		   const struct image *images, size_t n_images, const char *result_json,
-		   const char *job_text, char *err, size_t errsize);
 
 #endif

@@ -342,9 +342,9 @@ bool spool_is_our_temp(const char *name, const char *host)
 	       !strncmp(p - hlen, host, hlen);
 }
 
-/* Writes data to d/name through a temporary file; replace_only: only over an existing name. */
-static int write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
-		      size_t len, bool replace_only)
+/* Writes data to dirfd/name through a temporary file; replace_only: only over an existing name. */
+static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		    bool replace_only)
 {
 	char tmp[NAME_MAX + 1];
 	unsigned rnd = 0;
@@ -352,7 +352,7 @@ static int write_file(struct spool *sp, enum spool_dir d, const char *name, cons
 	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
 	if (spool_temp_name(tmp, sizeof(tmp), name, sp->host_id, (long)getpid(), rnd) < 0)
 		return -1;
-	int fd = openat(sp->fd[d], tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	if (write_all(fd, data, len) < 0 || fsync(fd) < 0)
@@ -365,19 +365,19 @@ static int write_file(struct spool *sp, enum spool_dir d, const char *name, cons
 	if (replace_only) {
 		/* An exchange fails when name is gone (another daemon took the job): never recreate
 		 * it. File systems without RENAME_EXCHANGE (NFS) check first, leaving a short window. */
-		if (renameat2(sp->fd[d], tmp, sp->fd[d], name, RENAME_EXCHANGE) == 0) {
-			unlinkat(sp->fd[d], tmp, 0);   /* now the old content */
+		if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) == 0) {
+			unlinkat(dirfd, tmp, 0);   /* now the old content */
 			return 0;
 		}
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			goto fail;
-		if (!exists(sp->fd[d], name)) {
+		if (!exists(dirfd, name)) {
 			errno = ENOENT;
 			goto fail;
 		}
 	}
 	/* rename replaces a planted symlink at name instead of writing through it. */
-	if (renameat(sp->fd[d], tmp, sp->fd[d], name) < 0)
+	if (renameat(dirfd, tmp, dirfd, name) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -385,22 +385,27 @@ fail:
 		int saved = errno;
 		if (fd >= 0)
 			close(fd);
-		unlinkat(sp->fd[d], tmp, 0);
+		unlinkat(dirfd, tmp, 0);
 		errno = saved;
 	}
 	return -1;
 }
 
+int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len)
+{
+	return write_at(sp, dirfd, name, data, len, false);
+}
+
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len)
 {
-	return write_file(sp, d, name, data, len, false);
+	return write_at(sp, sp->fd[d], name, data, len, false);
 }
 
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		       size_t len)
 {
-	return write_file(sp, d, name, data, len, true);
+	return write_at(sp, sp->fd[d], name, data, len, true);
 }
 
 /* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO

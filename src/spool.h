@@ -98,6 +98,8 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
  * system has it): a job file another daemon took away is never recreated. ENOENT if gone. */
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		       size_t len);
+/* The same in any directory of the spool (dirfd), e.g. a publication's staging directory. */
+int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len);
 /* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
  * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
  * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */

@@ -1,0 +1,49 @@
+/* publish.h - a finished job's way into done/ or failed/ (spool-layout.md §5, §10).
+ *
+ * Fenced: a daemon that lost a job never changes anything in done/ or failed/. Everything is
+ * first staged in a directory of the lease holder's own, running/.ID@HOST.done (or .failed);
+ * the commit is one rename of running/ID@HOST.json into it, which fails once another daemon
+ * has reclaimed the job. After that every change in done/ and failed/ is a rename whose source
+ * or target is a path inside the staging directory, so it fails as well once another daemon
+ * has taken that directory over (a publisher that died, or stalled past its lease). Runs on an
+ * I/O helper thread; the loop keeps the staging directory's lease (its mtime) fresh. */
+#ifndef PUBLISH_H
+#define PUBLISH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct spool;
+struct image;
+
+enum publish_rc {
+	PUBLISH_OK = 0,
+	PUBLISH_RETRY = -1,      /* disk full, quota, I/O error: try again later */
+	PUBLISH_FENCED = -2,     /* another daemon holds the job: nothing was changed */
+	PUBLISH_PERMANENT = -3,  /* trying again cannot help (a directory planted in the way) */
+};
+
+/* running/.ID@HOST.done or .failed (dest is SPOOL_DONE or SPOOL_FAILED). Caller frees. */
+char *publish_staging_name(const char *id, const char *host, int dest);
+/* Whether name is a staging directory's name; if so, its id, host and destination. */
+bool publish_parse_staging_name(const char *name, char **id, char **host, int *dest);
+
+/* Publishes images and result_json, then the job file running/running_name (first rewritten
+ * with job_text, its final records, unless NULL), into dest: staged, committed, the earlier
+ * run's files of the same id removed from done/ and failed/ (job files first), the new files
+ * renamed in, the job file last. Returns a publish_rc with a description in err. */
+enum publish_rc publish_run(struct spool *sp, int dest, const char *id, const char *running_name,
+			    const struct image *images, size_t n_images, const char *result_json,
+			    const char *job_text, char *err, size_t errsize);
+
+/* A restart found running/running_name with records saying it was finished: everything was
+ * staged before that rewrite, so only the commit and the rest are left to do. */
+enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,
+				      int dest, char *err, size_t errsize);
+
+/* Finishes the publication staged in running/staging_name (ours: after a crash, or taken over
+ * from a dead host): if it was committed, completes it; if not, removes it. */
+enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char *err,
+			       size_t errsize);
+
+#endif
