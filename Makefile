@@ -16,11 +16,16 @@ SRC      := $(filter-out src/main.c src/imgspool.c $(CLI_LIB),$(wildcard src/*.c
 # The CLI shares the spool protocol's modules with the daemon, never its loop.
 CLI_SRC  := $(CLI_LIB) src/job.c src/util.c src/log.c src/spool.c src/control.c src/result.c \
             src/upstream.c
-HDR      := $(wildcard src/*.h)
 B        := build
 T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
 INTEG    := $(sort $(wildcard tests/integration/test_*.py))
+# Each source is compiled once per flavour: build/obj (optimized), build/test/obj (sanitizers);
+# the binaries and the unit tests link those objects. -MMD -MP writes each object's header
+# dependencies next to it (.d), read back below.
+obj      = $(patsubst src/%.c,$(B)/obj/%.o,$(1))
+tobj     = $(patsubst src/%.c,$(T)/obj/%.o,$(1))
+DEPFLAGS := -MMD -MP
 
 .PHONY: all deps test unit integration fuzz bench run demo install clean
 
@@ -31,24 +36,38 @@ all: $(B)/imgspoold $(B)/imgspool
 deps:
 	@sh contrib/install-deps.sh
 
-$(B)/imgspoold: src/main.c $(SRC) $(HDR) | $(B)
-	$(CC) $(CFLAGS) -o $@ src/main.c $(SRC) $(LIBS)
+$(B)/obj/%.o: src/%.c | $(B)/obj
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
-$(B)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(B)
-	$(CC) $(CFLAGS) -o $@ src/imgspool.c $(CLI_SRC) -ljansson -lm
+$(B)/imgspoold: $(call obj,src/main.c $(SRC))
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/imgspool: $(call obj,src/imgspool.c $(CLI_SRC))
+	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 # The test build: same code, sanitizers on, used by every test.
-$(T)/imgspoold: src/main.c $(SRC) $(HDR) | $(T)
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/main.c $(SRC) $(LIBS)
+$(T)/obj/%.o: src/%.c | $(T)/obj
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) $(DEPFLAGS) -c -o $@ $<
 
-$(T)/imgspool: src/imgspool.c $(CLI_SRC) $(HDR) | $(T)
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ src/imgspool.c $(CLI_SRC) -ljansson -lm
+$(T)/imgspoold: $(call tobj,src/main.c $(SRC))
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ $(LIBS)
 
-$(T)/test_%: tests/unit/test_%.c tests/unit/tap.h $(SRC) $(CLI_LIB) $(HDR) | $(T)
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -Isrc -Itests/unit -o $@ $< $(SRC) $(CLI_LIB) $(LIBS)
+$(T)/imgspool: $(call tobj,src/imgspool.c $(CLI_SRC))
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ -ljansson -lm
 
-$(B) $(T):
+# A unit test links all of src/ but the two mains.
+$(T)/unit/%.o: tests/unit/%.c | $(T)/unit
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<
+
+$(UNIT): $(T)/test_%: $(T)/unit/test_%.o $(call tobj,$(SRC) $(CLI_LIB))
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ $(LIBS)
+# Kept after linking, so the next build recompiles only what changed.
+.SECONDARY: $(patsubst $(T)/%,$(T)/unit/%.o,$(UNIT))
+
+$(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit:
 	mkdir -p $@
+
+-include $(wildcard $(B)/obj/*.d $(B)/bench/*.d $(T)/obj/*.d $(T)/unit/*.d)
 
 unit: deps $(UNIT)
 	prove -e '' $(UNIT)
@@ -71,8 +90,11 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse
 	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
 	IMGSPOOL=$(CURDIR)/$(B)/imgspool python3 tests/bench/bench_cli.py
 
-$(B)/bench_parse: tests/bench/bench_parse.c $(SRC) $(HDR) | $(B)
-	$(CC) $(CFLAGS) -Isrc -Itests/unit -o $@ $< $(SRC) $(LIBS)
+$(B)/bench/%.o: tests/bench/%.c | $(B)/bench
+	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<
+
+$(B)/bench_parse: $(B)/bench/bench_parse.o $(call obj,$(SRC))
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 # The quick start: both binaries, so build/imgspool is there to submit with.
 run: deps $(B)/imgspoold $(B)/imgspool
