@@ -44,7 +44,8 @@ try:
     with open(job, "w") as f:
         json.dump({"prompt": "a lighthouse at dusk, oil painting", "size": "1024x1024",
                    "metadata": {"demo": True}}, f)
-    for sub in ("tmp", "new"):  # the daemon creates them too; whoever is first wins
+    # The daemon creates them too (whoever is first wins); the client wants new/ and done/.
+    for sub in ("tmp", "new", "running", "deferred", "done", "failed"):
         os.makedirs(os.path.join(spool, sub), exist_ok=True)
     sub = subprocess.run([client, "-d", spool, "submit", job], capture_output=True, text=True)
     if sub.returncode != 0:

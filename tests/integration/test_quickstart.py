@@ -35,7 +35,9 @@ def test_readme_shows_a_valid_job_json(env):
     with open(job, "w") as f:
         f.write("\n".join(line.strip() for line in m.group(1).splitlines()))
     spool = os.path.join(SCRATCH, "spool")
-    for sub in ("tmp", "new"):
+    # A spool as the daemon of `make run` leaves it (the client refuses a directory without
+    # new/ and done/: a wrong -d must not be taken for a spool).
+    for sub in ("tmp", "new", "running", "deferred", "done", "failed"):
         os.makedirs(os.path.join(spool, sub))
     try:
         res = subprocess.run([IMGSPOOL, "-d", spool, "submit", job], capture_output=True, text=True)
