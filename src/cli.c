@@ -39,6 +39,10 @@ int cli_fail(const struct cli *c, int code, const char *fmt, ...)
 
 int cli_fail_errno(const struct cli *c, const char *what, const char *path, int err)
 {
+	/* submit and gallery write where any client may: no other user would do better. */
+	bool client_verb = !strcmp(c->verb, "submit") || !strcmp(c->verb, "gallery");
+	if ((err == EACCES || err == EPERM) && client_verb)
+		return cli_fail(c, CLI_DENIED, "%s '%s': %s", what, path, strerror(err));
 	if (err == EACCES || err == EPERM || err == EROFS)
 		return cli_fail(c, CLI_DENIED, "%s '%s': %s: '%s' needs write access there, which the "
 				"daemon's user has and the clients of the spool's group do not (imgspool(1), "

@@ -127,12 +127,20 @@ def test_ls_show_stat(env):
     assert r.returncode == 0 and "state:    done" in r.stdout and '"status": "succeeded"' in r.stdout, r.stdout
     r = cli(d.spool, "show", "slow-1")
     assert r.returncode == 3 and "running on testhost" in r.stdout, r.stdout
+    # A result that carries a cost (issue 11's shape) counts in today's and this month's money.
+    with open(d.path("done", "paid-1.result.json"), "w") as f:
+        json.dump({"task_id": "paid-1", "status": "succeeded", "provider": "apiyi", "images": [],
+                   "attempts": [], "cost": {"amount": 0.25, "currency": "USD", "estimated": False}}, f)
+    with open(d.path("done", "paid-1.json"), "w") as f:
+        json.dump({"prompt": "paid"}, f)
     r = cli(d.spool, "stat", "-j")
     s = json.loads(r.stdout)
-    assert s["states"]["done"]["total"]["5m"] == 1 and s["states"]["failed"]["apiyi"]["total"] == 1, s
+    assert s["states"]["done"]["total"]["5m"] == 2 and s["states"]["failed"]["apiyi"]["total"] == 1, s
+    assert s["spent"] == [{"currency": "USD", "today": 0.25, "month": 0.25}], s["spent"]
     assert s["states"]["running"]["total"]["total"] == 1, s
     r = cli(d.spool, "stat")
     assert r.returncode == 0 and "oldest pending" in r.stdout and "640m" in r.stdout, r.stdout
+    assert "spent: 0.25 USD today, 0.25 USD this month" in r.stdout, r.stdout
 
 
 def test_hold_release_cancel_pending(env):
@@ -249,6 +257,31 @@ def test_retry_and_purge(env):
     assert d.listdir("done") == [], d.listdir("done")
 
 
+def test_a_refused_verb_says_so(env):
+    # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
+    # submit and look, and is told plainly that steering needs the daemon's user.
+    d = env.daemon().start()
+    assert cli(d.spool, "pause").returncode == 0
+    d.submit("j1", {"prompt": "stays pending"})
+    for path in (SCRATCH, d.dir, d.spool):
+        os.chmod(path, 0o755)
+    for sub in ("tmp", "new"):
+        os.chmod(d.path(sub), 0o777)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", IMGSPOOL, "-d", d.spool]
+    run = lambda *args, **kw: subprocess.run(nobody + list(args), capture_output=True, text=True,
+                                             timeout=60, **kw)
+    for verb in (["hold", "j1"], ["cancel", "j1"], ["pause"], ["resume"]):
+        r = run(*verb)
+        assert r.returncode == 5, (verb, r.returncode, r.stderr)
+        assert r.stderr.startswith(f"imgspool: {verb[0]}: ") and "Permission denied" in r.stderr, r.stderr
+        assert "daemon's user" in r.stderr, r.stderr
+    assert d.state("j1") == "new"
+    r = run("submit", "-", input='{"prompt": "from a client"}')
+    assert r.returncode == 0, r.stderr
+    assert run("ls").returncode == 0 and run("stat").returncode == 0
+    assert run("status", "j1").returncode == 3
+
+
 if __name__ == "__main__":
     run_tests([
         test_wait_and_status_say_what_is_wrong,
@@ -260,4 +293,5 @@ if __name__ == "__main__":
         test_hold_running_at_its_next_transition,
         test_pause_makes_no_call,
         test_retry_and_purge,
+        test_a_refused_verb_says_so,
     ])
