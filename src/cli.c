@@ -58,7 +58,7 @@ int cli_attach(struct cli *c)
 		int err = errno;
 		spool_close(&c->sp);
 		if (err == EINVAL)
-			return cli_fail(c, CLI_ERROR, "'%s' is not a spool: it has no new/ or done/ "
+			return cli_fail(c, CLI_ERROR, "'%s' is not a spool: it has no new/ "
 					"directory (give the spool with -d or IMGSPOOL_DIR)", c->dir);
 		if (err == ENOENT || err == ENOTDIR)
 			return cli_fail(c, CLI_ERROR, "no such spool '%s' (give the spool with -d or "

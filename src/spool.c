@@ -75,7 +75,7 @@ int spool_attach(struct spool *sp, const char *path)
 		return -1;
 	for (int i = 0; i < SPOOL_NDIRS; i++)
 		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sp->fd[SPOOL_NEW] < 0 || sp->fd[SPOOL_DONE] < 0) {
+	if (sp->fd[SPOOL_NEW] < 0) {
 		errno = EINVAL;
 		return -1;
 	}

@@ -52,7 +52,7 @@ struct spool_entry {
 /* Opens (creating what is missing) the spool at path. Returns 0 or -1 (logged). */
 int spool_open(struct spool *sp, const char *path, const char *host_id);
 /* Opens an existing spool for a client and creates nothing: 0, or -1 with errno (ENOENT or
- * ENOTDIR for no such directory, EINVAL when it has no new/ or done/ and so is not a spool).
+ * ENOTDIR for no such directory, EINVAL when it has no new/ and so is not a spool).
  * Directories an older spool lacks (hold/, control/) have fd -1. */
 int spool_attach(struct spool *sp, const char *path);
 void spool_close(struct spool *sp);
