@@ -962,6 +962,13 @@ static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
 					   deferred_due, d);
 }
 
+/* deferred/, or hold/ when an operator asked. Set on every path to defer_work: a zero
+ * defer_dir is SPOOL_TMP, the clients' staging area, where the daemon never looks. */
+static enum spool_dir defer_dir_for(const struct task *t)
+{
+	return control_wants(&t->d->control, CONTROL_HOLD, t->id) ? SPOOL_HOLD : SPOOL_DEFERRED;
+}
+
 static void defer_work(void *arg)
 {
 	struct task *t = arg;
@@ -1035,7 +1042,7 @@ static void schedule_retry(struct task *t)
 		fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
 		return;
 	}
-	t->defer_dir = control_wants(&d->control, CONTROL_HOLD, t->id) ? SPOOL_HOLD : SPOOL_DEFERRED;
+	t->defer_dir = defer_dir_for(t);
 	t->result_json = job_text_with_state(t, t->defer_due, NULL);
 	if (!t->result_json) {
 		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
@@ -1953,6 +1960,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 				if (json_is_string(json_object_get(last, "error_code")))
 					t->outcome.code = json_string_value(json_object_get(last, "error_code"));
 				t->defer_due = retry_at_ms;
+				t->defer_dir = defer_dir_for(t);
 				t->result_json = job_text_with_state(t, retry_at_ms, NULL);
 				t->state = T_DEFERRING;
 				pool_submit(t, defer_work, defer_done);
