@@ -72,6 +72,9 @@ static const struct key keys[] = {
 	{ "retry", "backoff_cap_ms", T_INT, C(backoff_cap_ms), 0, 86400000, "300000" },
 	{ "retry", "max_crash_requeues", T_INT, C(max_crash_requeues), 0, 100, "3" },
 	{ "retry", "hold_probe_interval", T_INT, C(hold_probe_interval), 1, 86400, "60" },
+	{ "retry", "cooldown_failures", T_INT, C(cooldown_failures), 0, 1000, "3" },
+	{ "retry", "cooldown_time", T_INT, C(cooldown_time), 1, 86400, "30" },
+	{ "retry", "cooldown_jitter", T_INT, C(cooldown_jitter), 0, 100, "20" },
 	{ "tls", "ca_file", T_PATH, C(ca_file), 0, 0, "" },
 	{ "store", "endpoint", T_STR, C(store_endpoint), 0, 0, "" },
 	{ "store", "bucket", T_STR, C(store_bucket), 0, 0, "" },
@@ -254,6 +257,123 @@ static bool add_timeout(struct parse_state *st, const char *name, const char *va
 	return true;
 }
 
+static struct route_config *route_for_section(struct parse_state *st, const char *section,
+					      const char **why)
+{
+	struct config *cfg = st->cfg;
+	const char *name = section + strlen("route");
+	while (*name == ' ')
+		name++;
+	if (!valid_name(name, 64)) {
+		*why = "a route section is named [route NAME], NAME of letters, digits, '.', '-', '_'";
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (!strcmp(cfg->routes[i].name, name))
+			return &cfg->routes[i];
+	cfg->routes = xrealloc(cfg->routes, (cfg->n_routes + 1) * sizeof(*cfg->routes));
+	struct route_config *r = &cfg->routes[cfg->n_routes++];
+	*r = (struct route_config){ .name = xstrdup(name) };
+	return r;
+}
+
+static bool valid_model(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 128)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
+		    !strchr("._:-", *s))
+			return false;
+	return true;
+}
+
+static bool valid_sizes(const char *list)
+{
+	char *copy = xstrdup(list), *save = NULL;
+	bool ok = *list != '\0';
+	for (char *item = strtok_r(copy, ",", &save); item && ok; item = strtok_r(NULL, ",", &save)) {
+		int w, h;
+		char end;
+		ok = !strcmp(item, "auto") || (sscanf(item, "%dx%d%c", &w, &h, &end) == 2 && w > 0 && h > 0);
+	}
+	free(copy);
+	return ok;
+}
+
+/* One word of a target line after PROVIDER/MODEL: a weight, n=, refs=, sizes=. */
+static const char *target_option(struct route_target *tg, const char *word)
+{
+	if (!strncmp(word, "n=", 2))
+		return parse_long(word + 2, 1, 10, &tg->max_n) < 0 ? "n= is the most images per call, 1 to 10" : NULL;
+	if (!strncmp(word, "refs=", 5))
+		return parse_long(word + 5, 0, 16, &tg->max_refs) < 0
+		       ? "refs= is the most reference images the model takes, 0 to 16" : NULL;
+	if (!strncmp(word, "sizes=", 6)) {
+		if (tg->sizes || !valid_sizes(word + 6))
+			return "sizes= lists the sizes the model makes: WxH or auto, separated by commas";
+		tg->sizes = xstrdup(word + 6);
+		return NULL;
+	}
+	const char *number = !strncmp(word, "weight=", 7) ? word + 7 : word;
+	if (tg->fallback)
+		return "a fallback has no weight: fallbacks are tried in order";
+	if (parse_long(number, 1, 1000000, &tg->weight) < 0)
+		return "a target line is PROVIDER/MODEL [WEIGHT] [n=N] [refs=N] [sizes=WxH,...], "
+		       "WEIGHT a whole number from 1 to 1000000";
+	return NULL;
+}
+
+static void route_target_release(struct route_target *tg)
+{
+	free(tg->provider);
+	free(tg->model);
+	free(tg->sizes);
+}
+
+/* "target = PROVIDER[/MODEL] [WEIGHT] [n=N] [refs=N] [sizes=...]", "fallback = ...",
+ * "strategy = weighted|cheapest". */
+static const char *route_line(struct route_config *r, const char *key, const char *value)
+{
+	if (!strcmp(key, "strategy")) {
+		if (strcmp(value, "weighted") && strcmp(value, "cheapest"))
+			return "strategy is weighted (the default) or cheapest";
+		r->cheapest = !strcmp(value, "cheapest");
+		return NULL;
+	}
+	bool fallback = !strcmp(key, "fallback");
+	if (!fallback && strcmp(key, "target"))
+		return "a [route NAME] section has target, fallback and strategy lines";
+	if (r->n_targets == ROUTE_MAX_TARGETS)
+		return "a route has at most 32 targets";
+	struct route_target tg = { .weight = fallback ? 0 : 1, .fallback = fallback, .max_refs = -1 };
+	char *copy = xstrdup(value), *save = NULL;
+	const char *reason = NULL;
+	char *word = strtok_r(copy, " \t", &save);
+	if (!word) {
+		reason = "a target line names PROVIDER/MODEL";
+	} else {
+		char *slash = strchr(word, '/');
+		if (slash)
+			*slash = '\0';
+		if (!valid_name(word, 64) || (slash && !valid_model(slash + 1)))
+			reason = "a target is PROVIDER/MODEL: a [provider NAME], then a model name";
+		tg.provider = xstrdup(word);
+		tg.model = slash ? xstrdup(slash + 1) : NULL;
+	}
+	while (!reason && (word = strtok_r(NULL, " \t", &save)))
+		reason = target_option(&tg, word);
+	free(copy);
+	if (reason) {
+		route_target_release(&tg);
+		return reason;
+	}
+	r->targets = xrealloc(r->targets, (r->n_targets + 1) * sizeof(*r->targets));
+	r->targets[r->n_targets++] = tg;
+	return NULL;
+}
+
 /* inih (as Debian builds it) gives no line number to the handler: it returns the line of the
  * first error from ini_parse_file, and the handler keeps the first reason. */
 static void fail_line(struct parse_state *st, int line, const char *reason)
@@ -311,7 +431,7 @@ int config_line(const struct config *cfg, const char *section, const char *key)
 /* Keys that may be given on several lines, each adding one item in order (a list). Every other
  * key given twice is an error. A section with such a key lists it here, as "SECTION KEY" with
  * SECTION's first word ("route" for every [route NAME]). */
-static const char *const repeatable_keys[] = { NULL };
+static const char *const repeatable_keys[] = { "route target", "route fallback", NULL };
 
 static bool repeatable(const char *section, const char *name)
 {
@@ -350,6 +470,12 @@ static int handler(void *user, const char *section, const char *name, const char
 	if (!strcmp(section, "prices")) {
 		reason = price_table_add(&st->cfg->prices, name, value);
 		if (!reason)
+			return 1;
+		goto bad;
+	}
+	if (!strncmp(section, "route", 5) && (section[5] == ' ' || section[5] == '\0')) {
+		struct route_config *r = route_for_section(st, section, &reason);
+		if (r && !(reason = route_line(r, name, value)))
 			return 1;
 		goto bad;
 	}
@@ -523,6 +649,27 @@ static int check(struct config *cfg, char *err, size_t errsize)
 			return fail_at(cfg, section, "base_url", err, errsize,
 				       "[provider %s] base_url must start with https:// or http://",
 				       cfg->providers[i].name);
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		struct route_config *r = &cfg->routes[i];
+		size_t weighted = 0;
+		for (size_t k = 0; k < r->n_targets; k++) {
+			struct route_target *tg = &r->targets[k];
+			const struct provider_config *p = NULL;
+			for (int j = 0; j < cfg->n_providers && !p; j++)
+				if (!strcmp(cfg->providers[j].name, tg->provider))
+					p = &cfg->providers[j];
+			if (!p)
+				return xsnprintf(err, errsize, "%s: [route %s] names provider \"%s\", which has no "
+						 "[provider %s] section", cfg->path, r->name, tg->provider,
+						 tg->provider), -1;
+			if (!tg->model)
+				tg->model = xstrdup(p->model);
+			weighted += !tg->fallback;
+		}
+		if (!weighted)
+			return xsnprintf(err, errsize, "%s: [route %s] needs at least one target line",
+					 cfg->path, r->name), -1;
 	}
 	if (cfg->timeout_min > cfg->timeout_max)
 		return fail_at(cfg, "limits", "timeout_min", err, errsize,
@@ -886,6 +1033,14 @@ const struct provider_config *config_provider(const struct config *cfg, const ch
 	return NULL;
 }
 
+const struct route_config *config_route(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; name && i < cfg->n_routes; i++)
+		if (!strcmp(cfg->routes[i].name, name))
+			return &cfg->routes[i];
+	return NULL;
+}
+
 static bool is_4k(const char *size)
 {
 	int w = 0, h = 0;
@@ -921,6 +1076,13 @@ void config_release(struct config *cfg)
 		free(cfg->timeouts[i].pattern);
 	free(cfg->timeouts);
 	price_table_release(&cfg->prices);
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		for (size_t k = 0; k < cfg->routes[i].n_targets; k++)
+			route_target_release(&cfg->routes[i].targets[k]);
+		free(cfg->routes[i].targets);
+		free(cfg->routes[i].name);
+	}
+	free(cfg->routes);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		struct provider_config *p = &cfg->providers[i];
 		if (p->api_key)

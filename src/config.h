@@ -54,6 +54,27 @@ struct config_line {
 	int line;
 };
 
+/* One target of a route: a provider and a model, with what it cannot do. */
+struct route_target {
+	char *provider;          /* a [provider NAME] */
+	char *model;             /* the provider's model when the line names none */
+	long weight;             /* share of the route's jobs; 0 for a fallback */
+	bool fallback;           /* tried in order once no weighted target can take the job */
+	long max_n;              /* images per call, 0 = any */
+	long max_refs;           /* reference images, -1 = any */
+	char *sizes;             /* "WxH,WxH,...": the only sizes it makes; NULL = any */
+};
+
+#define ROUTE_MAX_TARGETS 32
+
+/* [route NAME]: a job whose "model" is NAME goes to one of these targets (route.h). */
+struct route_config {
+	char *name;
+	bool cheapest;           /* strategy = cheapest: the cheapest target that can take it now */
+	struct route_target *targets;
+	size_t n_targets;
+};
+
 struct config {
 	int refs;                /* config_new() gives 1; config_unref() frees at 0 */
 	char *path;              /* the file read, for messages */
@@ -96,6 +117,9 @@ struct config {
 	long backoff_base_ms;
 	long backoff_cap_ms;
 	long hold_probe_interval; /* seconds between probes of a held provider */
+	long cooldown_failures;  /* free failures in a row that cool a route's target down, 0 = never */
+	long cooldown_time;      /* seconds it then cools down, */
+	long cooldown_jitter;    /* plus up to this percent */
 	long max_crash_requeues; /* a job running through more daemon deaths than this fails */
 	/* [tls] */
 	char *ca_file;
@@ -138,6 +162,9 @@ struct config {
 	/* [provider NAME] sections */
 	struct provider_config providers[CONFIG_MAX_PROVIDERS];
 	int n_providers;
+	/* [route NAME] sections */
+	struct route_config *routes;
+	size_t n_routes;
 };
 
 /* Reads path into cfg (defaults first). On error returns -1 with "FILE:LINE: reason" in err. */
@@ -167,6 +194,8 @@ const struct provider_config *config_provider(const struct config *cfg, const ch
  * (4K rows first, then the first matching pattern), else the provider's timeout. */
 long config_call_timeout(const struct config *cfg, const struct provider_config *p,
 			 const char *model, const char *size);
+/* The route called name, or NULL. */
+const struct route_config *config_route(const struct config *cfg, const char *name);
 void config_release(struct config *cfg);
 
 #endif

@@ -46,6 +46,14 @@ static const struct bad_row bad[] = {
 	{ "[limits]\ntimeout_min = 60\ntimeout_max = 30\n", 2, "timeout_min is above" },
 	{ "[spool]\nconcurrency = 2\ndefault_provider = b\n[provider a]\n", 3, "default_provider" },
 	{ "[spool]\ngrace_period = soon\n", 2, "grace_period" },
+	{ "[route r]\ntarget = apiyi/gpt-image-2 heavy\n", 2, "WEIGHT" },
+	{ "[route r]\nfallback = apiyi/gpt-image-2 5\n", 2, "a fallback has no weight" },
+	{ "[route r]\ntarget = apiyi/bad/model\n", 2, "PROVIDER/MODEL" },
+	{ "[route r]\ntarget = apiyi n=0\n", 2, "n= is" },
+	{ "[route r]\ntarget = apiyi sizes=big\n", 2, "sizes=" },
+	{ "[route r]\nstrategy = random\n", 2, "weighted" },
+	{ "[route r]\ntargets = apiyi\n", 2, "target, fallback and strategy" },
+	{ "[route a b]\ntarget = apiyi\n", 2, "[route NAME]" },
 };
 
 int main(void)
@@ -127,6 +135,27 @@ int main(void)
 	ok(load("[prices]\ncurrency = EUR\ngpt-image-2@input = 5\nflux-* = 0.035\n", &cfg, err,
 		sizeof(err)) == 0 && cfg.prices.n_rows == 2 && !strcmp(cfg.prices.currency, "EUR"),
 	   "[prices]: currency and rows: %s", err);
+	config_release(&cfg);
+
+	ok(load("[provider a]\nmodel = m1\n[provider b]\nmodel = m2\n[route images]\ntarget = a 90\n"
+		"target = b/gemini-3-pro-image-preview weight=10 refs=4 sizes=1024x1024,auto\n"
+		"fallback = b/flux-2-pro n=1 refs=0\nstrategy = cheapest\n", &cfg, err, sizeof(err)) == 0,
+	   "a route: %s", err);
+	const struct route_config *r = config_route(&cfg, "images");
+	ok(r && r->cheapest && r->n_targets == 3 && !config_route(&cfg, "other"), "the route by name");
+	ok(r && !strcmp(r->targets[0].provider, "a") && !strcmp(r->targets[0].model, "m1") &&
+	   r->targets[0].weight == 90 && r->targets[0].max_refs == -1, "a target without a model: "
+	   "the provider's");
+	ok(r && r->targets[1].weight == 10 && r->targets[1].max_refs == 4 &&
+	   !strcmp(r->targets[1].sizes, "1024x1024,auto"), "weight=, refs=, sizes=");
+	ok(r && r->targets[2].fallback && !r->targets[2].weight && r->targets[2].max_n == 1 &&
+	   r->targets[2].max_refs == 0, "a fallback with n= and refs=");
+	config_release(&cfg);
+	ok(load("[route r]\ntarget = nowhere/m\n", &cfg, err, sizeof(err)) < 0 &&
+	   strstr(err, "provider \"nowhere\""), "a route naming no provider: %s", err);
+	config_release(&cfg);
+	ok(load("[route r]\nfallback = apiyi/m\n", &cfg, err, sizeof(err)) < 0 &&
+	   strstr(err, "at least one target"), "a route of fallbacks only: %s", err);
 	config_release(&cfg);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
