@@ -24,6 +24,7 @@
 #include "config.h"
 #include "control.h"
 #include "dispatch.h"
+#include "health.h"
 #include "http.h"
 #include "iopool.h"
 #include "job.h"
@@ -37,6 +38,7 @@
 #include "record.h"
 #include "result.h"
 #include "retry.h"
+#include "route.h"
 #include "secret.h"
 #include "spend.h"
 #include "spool.h"
@@ -67,6 +69,9 @@ struct pending {
 	int64_t mtime_ns;
 	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
 	char *provider;          /* once read: the provider it waits for, so it is not reread */
+	char *route;             /* or the route it waits for, */
+	uint32_t route_mask;     /* the targets of it that can serve the job, */
+	int route_target;        /* and the busy one it waits for (-1: any of them) */
 };
 
 struct task {
@@ -85,6 +90,7 @@ struct task {
 	struct job job;
 	struct provider_state *prov;
 	char *model;
+	bool routed;             /* its model names a route: the target was chosen for it */
 	enum dialect dialect;
 	struct request req;
 	struct http_xfer *xfer;
@@ -158,6 +164,9 @@ struct dispatch {
 	struct buf readbuf;
 	struct spend spend;      /* costs in flight and of today, per provider */
 	struct control control;  /* the operator's pause, hold and cancel requests */
+	struct health health;    /* cooldowns of route targets, by provider/model */
+	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
+	int64_t route_due;
 };
 
 static void send_attempt(struct task *t);
@@ -166,6 +175,7 @@ static void finish(struct task *t);
 static void requeue(struct task *t, const char *why);
 static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished);
 static void control_forget(struct task *t);
+static void record_health(struct task *t);
 
 /* ---- pending queue ---------------------------------------------------------------------- */
 
@@ -184,6 +194,7 @@ static void pending_free(struct pending *pe)
 {
 	free(pe->name);
 	free(pe->provider);
+	free(pe->route);
 }
 
 static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name,
@@ -383,6 +394,13 @@ static int64_t blocked_until(const struct provider_state *p, int64_t now)
 		return -1;   /* until the control/ pause file goes */
 	struct provider_limits l = provider_limits_of(p);
 	return provider_blocked_until(&p->flow, &l, now);
+}
+
+/* At its concurrency, ramp or rate: a routed job waits its turn there. 0 when it has room. */
+static int64_t busy_until(const struct provider_state *p, int64_t now)
+{
+	struct provider_limits l = provider_limits_of(p);
+	return provider_busy_until(&p->flow, &l, now);
 }
 
 static struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg)
@@ -618,11 +636,44 @@ static void pool_submit(struct task *t, iopool_fn *work, iopool_fn *done)
 /* ---- sidecars: the response of the call in flight, kept on disk --------------------------- */
 
 /* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
- * recorded; running/.ID@HOST.response.STATUS holds a complete response. Both are removed once
- * the job has left running/ with its records. */
+ * recorded; running/.ID@HOST.response.STATUS holds a complete response; for a routed job,
+ * running/.ID@HOST.target names the call's provider/model. They are removed once the job has
+ * left running/ with its records. */
 static char *sidecar_name(const struct task *t, const char *suffix)
 {
 	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
+}
+
+/* The target of a routed job's call, kept beside it before the call starts, so that a restart
+ * reads a saved response in the right dialect and books an interrupted call to the right
+ * target. Not fsynced: like .partial, it only has to survive the process. */
+static void write_target_sidecar(struct task *t)
+{
+	char *name = sidecar_name(t, "target");
+	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
+			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		char *text = xasprintf("%s/%s\n", t->prov->cfg->name, t->model);
+		if (write_all(fd, text, strlen(text)) < 0)
+			log_job(LOG_WARN, t->id, "cannot note the call's target: %s", strerror(errno));
+		free(text);
+		close(fd);
+	}
+	free(name);
+}
+
+/* "provider/model" from .ID@HOST.target (caller frees), NULL if there is none. */
+static char *read_target_sidecar(struct task *t)
+{
+	struct buf b;
+	struct stat st;
+	char *name = sidecar_name(t, "target");
+	buf_init(&b, 512);
+	enum spool_read rr = spool_read_file(t->d->spool->fd[SPOOL_RUNNING], name, 512, &b, &st);
+	char *text = rr == SPOOL_READ_OK ? xstrndup(b.data, strcspn(b.data, "\n")) : NULL;
+	buf_release(&b);
+	free(name);
+	return text;
 }
 
 static void drop_sidecars(struct task *t)
@@ -631,6 +682,11 @@ static void drop_sidecars(struct task *t)
 	char *partial = sidecar_name(t, "partial");
 	unlinkat(fd, partial, 0);
 	free(partial);
+	if (t->routed) {
+		char *target = sidecar_name(t, "target");
+		unlinkat(fd, target, 0);
+		free(target);
+	}
 	if (t->res.status || t->res.transport == HTTP_DONE) {
 		char suffix[32];
 		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
@@ -1173,6 +1229,7 @@ static void parse_done(void *arg)
 	a->error_code = t->outcome.code;
 	price_attempt(t, a, t->outcome.billed, t->resp.usage,
 		      (int)(t->resp.n_images + t->resp.n_urls));
+	record_health(t);
 	settle_call(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
 	record_attempt(t, a);
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
@@ -1236,6 +1293,8 @@ static void send_attempt(struct task *t)
 		.ca_file = d->cfg->ca_file,
 	};
 	drop_sidecars(t);   /* an earlier attempt's response must never be mistaken for this one's */
+	if (t->routed)
+		write_target_sidecar(t);
 	char *partial = sidecar_name(t, "partial");
 	if (t->body_fd >= 0)
 		close(t->body_fd);
@@ -1378,7 +1437,8 @@ static void job_limits_from_config(struct dispatch *d)
 	d->readbuf.max = job_read_cap(d);
 }
 
-static void set_provider(struct task *t, struct provider_state *prov)
+/* model: the target's, for a routed job; NULL: the job's own or the provider's default. */
+static void set_provider(struct task *t, struct provider_state *prov, const char *model)
 {
 	t->prov = prov;
 	prov->users++;
@@ -1386,7 +1446,8 @@ static void set_provider(struct task *t, struct provider_state *prov)
 		t->is_probe = true;
 		prov->flow.probing = false;  /* one probe at a time */
 	}
-	t->model = xstrdup(t->job.model ? t->job.model : prov->cfg->model);
+	t->routed = model != NULL;
+	t->model = xstrdup(model ? model : t->job.model ? t->job.model : prov->cfg->model);
 	t->dialect = upstream_dialect(t->model);
 }
 
@@ -1467,6 +1528,153 @@ static void apply_record(struct task *t, const struct record *rec)
 		t->created_wall_ms = rec->created_at_ms;
 }
 
+/* ---- routes: where a job whose model names a route goes ---------------------------------- */
+
+static int64_t route_wake(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->route_timer = 0;   /* the before-sleep hook pumps */
+	return LOOP_TIMER_DONE;
+}
+
+/* Wakes the pump when a cooldown or pause that routed jobs wait for ends. */
+static void route_wake_at(struct dispatch *d, int64_t due)
+{
+	if (due <= 0 || (d->route_timer && d->route_due <= due))
+		return;
+	if (d->route_timer)
+		loop_del_timer(d->loop, d->route_timer);
+	d->route_due = due;
+	int64_t delay = due - mono_ms();
+	d->route_timer = loop_add_timer(d->loop, delay > 0 ? delay : 1, route_wake, d);
+}
+
+static bool is_route_target(const struct config *cfg, const char *provider, const char *model)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		for (size_t k = 0; k < cfg->routes[i].n_targets; k++) {
+			const struct route_target *tg = &cfg->routes[i].targets[k];
+			if (!strcmp(tg->provider, provider) && !strcmp(tg->model, model))
+				return true;
+		}
+	return false;
+}
+
+/* A target that failed for free too often in a row cools down (health.c). */
+static void record_health(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const char *provider = t->prov->cfg->name;
+	if (!is_route_target(d->cfg, provider, t->model))
+		return;   /* only routes read it; a job's own model names do not fill the table */
+	struct health_policy p = { .failures = d->cfg->cooldown_failures,
+				   .cooldown_ms = d->cfg->cooldown_time * 1000,
+				   .jitter_pct = d->cfg->cooldown_jitter };
+	int64_t until = health_record(&d->health, provider, t->model, health_event_of(&t->outcome),
+				      &p, mono_ms(), random64());
+	if (until)
+		log_warn("%s/%s failed %ld times in a row for free: cooling down for %" PRId64 " ms; its "
+			 "routes send jobs elsewhere", provider, t->model, p.failures, until - mono_ms());
+}
+
+/* When can each target of r take job: served, available, busy, priced (route.h). */
+static void target_views(struct dispatch *d, const struct route_config *r, const struct job *job,
+			 struct target_view *v, char *why, size_t whysize)
+{
+	int64_t now = mono_ms();
+	size_t used = 0;
+	why[0] = '\0';
+	for (size_t i = 0; i < r->n_targets; i++) {
+		const struct route_target *tg = &r->targets[i];
+		struct provider_state *p = provider_find(d, tg->provider);
+		char reason[256];
+		v[i] = (struct target_view){ .can_serve = p && route_can_serve(tg, job, reason, sizeof(reason)) };
+		if (!v[i].can_serve) {
+			int n = snprintf(why + used, whysize - used, "%s%s", used ? "; " : "", reason);
+			used = n > 0 && used + (size_t)n < whysize ? used + (size_t)n : used;
+			continue;
+		}
+		v[i].unavailable_until = provider_unavailable_until(&p->flow, now);
+		if (!v[i].unavailable_until)
+			v[i].unavailable_until = health_cooling_until(&d->health, tg->provider, tg->model, now);
+		v[i].busy_until = busy_until(p, now);
+		struct price_call c = { .model = tg->model, .size = job->size, .quality = job->quality,
+					.images = job->n };
+		struct price_quote q = price_call(&d->cfg->prices, &c);
+		v[i].priced = q.known;
+		v[i].price = q.amount;
+	}
+}
+
+/* The target of the job's last call if it failed and may be retried: the next avoids it. */
+static int failed_target(const struct route_config *r, const struct job *job)
+{
+	json_t *attempts = json_object_get(job->state, "attempts");
+	json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
+	const char *outcome = json_string_value(json_object_get(last, "outcome"));
+	const char *provider = json_string_value(json_object_get(last, "provider"));
+	const char *model = json_string_value(json_object_get(last, "model"));
+	if (!outcome || !provider || !model || (strcmp(outcome, "retry") && strcmp(outcome, "interrupted")))
+		return -1;
+	for (size_t i = 0; i < r->n_targets; i++)
+		if (!strcmp(r->targets[i].provider, provider) && !strcmp(r->targets[i].model, model))
+			return (int)i;
+	return -1;
+}
+
+struct route_pick {
+	enum route_verdict verdict;
+	struct provider_state *prov;  /* ROUTE_CHOSEN */
+	const char *model;            /* borrowed from the config, for this call only */
+	char why[768];                /* ROUTE_NONE: what no target can do */
+};
+
+/* Chooses the target of a routed job; on ROUTE_WAIT, pe remembers what it waits for, so the
+ * pump need not reread its file until something changes. */
+static void pick_target(struct dispatch *d, const struct route_config *r, const struct job *job,
+			const char *id, struct pending *pe, struct route_pick *pick)
+{
+	struct target_view v[ROUTE_MAX_TARGETS];
+	target_views(d, r, job, v, pick->why, sizeof(pick->why));
+	struct route_choice c = route_choose(r, id, v, failed_target(r, job));
+	pick->verdict = c.verdict;
+	if (c.verdict == ROUTE_CHOSEN) {
+		pick->prov = provider_find(d, r->targets[c.target].provider);
+		pick->model = r->targets[c.target].model;
+	}
+	if (c.verdict != ROUTE_WAIT)
+		return;
+	free(pe->route);
+	pe->route = xstrdup(r->name);
+	pe->route_target = c.target;
+	pe->route_mask = 0;
+	for (size_t i = 0; i < r->n_targets; i++)
+		pe->route_mask |= v[i].can_serve ? 1u << i : 0;
+	route_wake_at(d, c.wait_until);
+}
+
+/* Whether a job waiting for its route must still wait: its busy target is still busy, or no
+ * target that can serve it is free. */
+static bool route_still_waits(struct dispatch *d, const struct pending *pe)
+{
+	const struct route_config *r = config_route(d->cfg, pe->route);
+	int64_t now = mono_ms();
+	for (size_t i = 0; r && i < r->n_targets; i++) {
+		const struct route_target *tg = &r->targets[i];
+		struct provider_state *p = provider_find(d, tg->provider);
+		if (!(pe->route_mask & (1u << i)) || !p)
+			continue;
+		bool available = !provider_unavailable_until(&p->flow, now) &&
+				 !health_cooling_until(&d->health, tg->provider, tg->model, now);
+		if (pe->route_target == (int)i)
+			return available && busy_until(p, now);
+		if (pe->route_target < 0 && available && !busy_until(p, now))
+			return false;
+	}
+	return r && pe->route_target < 0;
+}
+
 /* Reads, checks and claims one pending file. */
 static enum start try_start(struct dispatch *d, struct pending *pe)
 {
@@ -1481,6 +1689,8 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		if (p && blocked_until(p, mono_ms()))
 			return WAIT;
 	}
+	if (pe->route && route_still_waits(d, pe))
+		return WAIT;
 	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
 		refuse_bad_name(d, pe);
 		return SKIPPED;
@@ -1513,7 +1723,16 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	struct provider_state *prov = NULL;
-	if (pr == JOB_OK) {
+	const struct route_config *route = pr == JOB_OK ? config_route(d->cfg, job.model) : NULL;
+	struct route_pick pick = { .verdict = ROUTE_CHOSEN };
+	if (route && !job.provider) {
+		pick_target(d, route, &job, id, pe, &pick);
+		if (pick.verdict == ROUTE_WAIT) {
+			job_release(&job);
+			return WAIT;
+		}
+		prov = pick.prov;
+	} else if (pr == JOB_OK) {
 		prov = provider_find(d, job.provider);
 		if (prov && blocked_until(prov, mono_ms())) {
 			pe->provider = xstrdup(prov->cfg->name);
@@ -1564,15 +1783,26 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return STARTED;
 	}
+	if (route && job.provider) {
+		fail(t, "invalid_job", "provider", "\"model\" names route \"%s\", which chooses the "
+		     "provider: leave \"provider\" out", route->name);
+		return STARTED;
+	}
+	if (route && pick.verdict == ROUTE_NONE) {
+		fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
+		     route->name, pick.why);
+		return STARTED;
+	}
 	if (!prov) {
 		log_job(LOG_INFO, id, "claimed: unknown provider");
 		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
 		     job.provider);
 		return STARTED;
 	}
-	set_provider(t, prov);
-	log_job(LOG_INFO, id, "claimed%s: provider %s, model %s (%s)%s",
-		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", prov->cfg->name, t->model,
+	set_provider(t, prov, route ? pick.model : NULL);
+	log_job(LOG_INFO, id, "claimed%s: %s%s%sprovider %s, model %s (%s)%s",
+		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", route ? "route " : "",
+		route ? route->name : "", route ? " to " : "", prov->cfg->name, t->model,
 		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
 	prepare_and_send(t);
 	return STARTED;
@@ -1754,7 +1984,7 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 	for (long i = 0; i < nh; i++) {
 		const char *sfx = h[i].name + plen;
 		if (strncmp(h[i].name, prefix, plen) ||
-		    (strcmp(sfx, "partial") && strncmp(sfx, "response.", 9)))
+		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9)))
 			continue;
 		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
 		renameat(fd, h[i].name, fd, to);
@@ -1914,14 +2144,31 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return;
 	}
-	struct provider_state *prov = provider_find(d, t->job.provider);
+	/* A routed job: the target its call went to, else its route's first. */
+	const struct route_config *route = t->job.provider ? NULL : config_route(d->cfg, t->job.model);
+	char *target = route ? read_target_sidecar(t) : NULL, *slash = target ? strchr(target, '/') : NULL;
+	if (slash)
+		*slash = '\0';
+	bool listed = false;   /* a note naming no target of the route is not believed */
+	for (size_t i = 0; slash && route && i < route->n_targets; i++)
+		listed |= !strcmp(route->targets[i].provider, target) &&
+			  !strcmp(route->targets[i].model, slash + 1);
+	struct provider_state *prov = !route ? provider_find(d, t->job.provider)
+				      : listed ? provider_find(d, target) : NULL;
+	const char *model = listed ? slash + 1 : NULL;
+	if (route && !prov) {
+		prov = provider_find(d, route->targets[0].provider);
+		model = route->targets[0].model;
+	}
 	if (!prov) {
 		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
 		     t->job.provider);
+		free(target);
 		return;
 	}
 	bool was_probing = prov->flow.probing;
-	set_provider(t, prov);
+	set_provider(t, prov, model);
+	free(target);
 	t->is_probe = false;
 	prov->flow.probing = was_probing;
 	if (t->crashes > d->cfg->max_crash_requeues) {
@@ -2094,6 +2341,7 @@ void dispatch_recover(struct dispatch *d)
 	for (long i = 0; i < nh; i++) {
 		const char *name = h[i].name, *at = strstr(name, host_part);
 		if (!at || (strcmp(at + strlen(host_part), "partial") &&
+			    strcmp(at + strlen(host_part), "target") &&
 			    strncmp(at + strlen(host_part), "response.", 9)))
 			continue;
 		char *job = xasprintf("%.*s%s", (int)(at - name - 1), name + 1, suffix);
@@ -2249,6 +2497,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	control_init(&d->control);
+	health_init(&d->health);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
 	struct stat running;
@@ -2289,6 +2538,9 @@ void dispatch_free(struct dispatch *d)
 	strset_release(&d->held);
 	spend_release(&d->spend);
 	control_release(&d->control);
+	health_release(&d->health);
+	if (d->route_timer)
+		loop_del_timer(d->loop, d->route_timer);
 	if (d->heartbeat_timer)
 		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);

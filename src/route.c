@@ -159,6 +159,7 @@ struct route_choice route_choose(const struct route_config *r, const char *task_
 	}
 	if (v[t].busy_until) {       /* its target is full: the job waits its turn there */
 		c.verdict = ROUTE_WAIT;
+		c.target = t;
 		c.wait_until = v[t].busy_until;
 		return c;
 	}

@@ -41,7 +41,8 @@ enum route_verdict {
 
 struct route_choice {
 	enum route_verdict verdict;
-	int target;                  /* ROUTE_CHOSEN: the index in the route's targets */
+	int target;                  /* ROUTE_CHOSEN: the index in the route's targets; ROUTE_WAIT:
+				      * the busy target it waits for, or -1 when it waits for any */
 	int64_t wait_until;          /* ROUTE_WAIT: mono ms to look again, -1: after an event */
 };
 
