@@ -14,6 +14,7 @@
 #include <fnmatch.h>
 #include <ini.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@
 #include "util.h"
 #include "banned.h"
 
-enum key_type { T_INT, T_BOOL, T_STR, T_PATH };
+enum key_type { T_INT, T_BOOL, T_STR, T_PATH, T_MONEY };
 
 struct key {
 	const char *section;     /* "provider" matches every [provider NAME] section */
@@ -112,6 +113,11 @@ static const struct key keys[] = {
 	{ "provider", "connect_timeout", T_INT, P(connect_timeout), 1, 300, "10" },
 	{ "provider", "concurrency", T_INT, P(concurrency), 0, 1024, "0" },
 	{ "provider", "rpm", T_INT, P(rpm), 0, 100000, "0" },
+	{ "provider", "rate_window", T_INT, P(rate_window), 1, 3600, "60" },
+	{ "provider", "budget_daily", T_MONEY, P(budget_daily), 0, 0, "0" },
+	{ "provider", "budget_monthly", T_MONEY, P(budget_monthly), 0, 0, "0" },
+	{ "budget", "daily", T_MONEY, C(budget_daily), 0, 0, "0" },
+	{ "budget", "monthly", T_MONEY, C(budget_monthly), 0, 0, "0" },
 };
 
 struct parse_state {
@@ -153,6 +159,18 @@ static const char *store(const struct key *k, void *base, const char *value, con
 			return why;
 		}
 		*(long *)field = v;
+		return NULL;
+	}
+	if (k->type == T_MONEY) {
+		char *end;
+		errno = 0;
+		double amount = strtod(value, &end);
+		if (errno || end == value || *end || !(amount >= 0) || amount > 1e9) {
+			xsnprintf(why, whysize, "\"%s\" must be an amount from 0 to 1000000000 (0: no "
+				  "budget)", k->name);
+			return why;
+		}
+		*(long *)field = (long)llround(amount * 1e6);
 		return NULL;
 	}
 	if (k->type == T_BOOL) {
@@ -702,6 +720,7 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 	set_defaults(cfg, "limits", st.base_dir);
 	set_defaults(cfg, "retry", st.base_dir);
 	set_defaults(cfg, "tls", st.base_dir);
+	set_defaults(cfg, "budget", st.base_dir);
 	set_defaults(cfg, "metrics", st.base_dir);
 	cfg->grace_period = -1;
 	set_defaults(cfg, "store", st.base_dir);

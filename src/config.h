@@ -37,6 +37,9 @@ struct provider_config {
 	long connect_timeout;    /* seconds */
 	long concurrency;        /* calls in flight to this provider, 0 = [spool] concurrency */
 	long rpm;                /* calls started per minute, 0 = no limit */
+	long rate_window;        /* seconds rpm counts over (60) */
+	long budget_daily;       /* micro-units of the [prices] currency per day, 0 = none */
+	long budget_monthly;     /* per calendar month, 0 = none */
 	char *api_key;           /* loaded by config_load_keys(); secret, never logged */
 	char key_problem[256];   /* why there is no usable key, "" if there is one */
 };
@@ -121,6 +124,9 @@ struct config {
 	long cooldown_time;      /* seconds it then cools down, */
 	long cooldown_jitter;    /* plus up to this percent */
 	long max_crash_requeues; /* a job running through more daemon deaths than this fails */
+	/* [budget]: all providers together, micro-units of the [prices] currency, 0 = none */
+	long budget_daily;
+	long budget_monthly;
 	/* [tls] */
 	char *ca_file;
 	/* [metrics] */

@@ -28,6 +28,7 @@
 #include "http.h"
 #include "iopool.h"
 #include "job.h"
+#include "keyshare.h"
 #include "known.h"
 #include "log.h"
 #include "publish.h"
@@ -57,6 +58,9 @@ enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T
 struct provider_state {
 	const struct provider_config *cfg;
 	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
+	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
+	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
+	bool over_budget;        /* logged as over budget */
 	uint64_t probe_timer;
 	int users;               /* tasks using it */
 	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
@@ -118,6 +122,7 @@ struct task {
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
 	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
 	bool is_probe;
+	struct keyshare_ticket ticket; /* its place among the calls of every host */
 	bool reserved;           /* counted in the spend's calls in flight */
 	bool reserve_known;      /* the call has a price */
 	double reserve;          /* what the call in flight costs if billed */
@@ -167,6 +172,7 @@ struct dispatch {
 	struct health health;    /* cooldowns of route targets, by provider/model */
 	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
 	int64_t route_due;
+	struct keyshare *ks;     /* the providers' limits, shared with the other hosts */
 };
 
 static void send_attempt(struct task *t);
@@ -283,9 +289,14 @@ static void scan_deferred(struct dispatch *d)
 		arm_deferred(d, next_ns / 1000000);
 }
 
+static void look_at_others(struct provider_state *p);
+
 void dispatch_scan(struct dispatch *d)
 {
 	dispatch_control(d);
+	for (int i = 0; i < d->n_providers; i++)
+		if (!d->providers[i]->retired)
+			look_at_others(d->providers[i]);
 	struct spool_entry *e;
 	long n = spool_list(d->spool, SPOOL_NEW, &e);
 	if (n < 0)
@@ -339,6 +350,13 @@ static int64_t probe_due(struct loop *loop, void *arg)
 	(void)loop;
 	struct provider_state *p = arg;
 	p->probe_timer = 0;
+	/* A hold every host shares is probed by one of them. */
+	if (p->shared_hold && !keyshare_probe_claim(p->d->ks, p->cfg->name,
+						    p->d->cfg->lease_timeout * 1000)) {
+		p->probe_timer = loop_add_timer(p->d->loop, p->d->cfg->hold_probe_interval * 1000,
+						probe_due, p);
+		return LOOP_TIMER_DONE;
+	}
 	p->flow.probing = true;  /* dispatch_pump lets one job through */
 	return LOOP_TIMER_DONE;
 }
@@ -371,6 +389,9 @@ static void hold_provider(struct provider_state *p, const char *reason)
 
 static void release_provider(struct provider_state *p)
 {
+	if (p->shared_hold)
+		keyshare_unhold(p->d->ks, p->cfg->name);
+	p->shared_hold = false;
 	if (!provider_release_hold(&p->flow))
 		return;
 	log_info("provider '%s' works again: resuming", p->cfg->name);
@@ -383,7 +404,63 @@ static struct provider_limits provider_limits_of(const struct provider_state *p)
 {
 	const struct provider_config *c = p->cfg;
 	return (struct provider_limits){ .concurrency = c->concurrency ? c->concurrency
-					 : p->d->cfg->concurrency, .rpm = c->rpm, .window_ms = 60000 };
+					 : p->d->cfg->concurrency, .rpm = c->rpm,
+					 .window_ms = c->rate_window * 1000 };
+}
+
+/* A refused key or an exhausted balance: every host holds the provider. */
+static void hold_everywhere(struct provider_state *p, const char *reason)
+{
+	hold_provider(p, reason);
+	p->shared_hold = true;
+	keyshare_hold(p->d->ks, p->cfg->name, reason);
+}
+
+/* A 429: no host calls the provider before the wait is over. */
+static void pause_everywhere(struct provider_state *p, int64_t wait_ms)
+{
+	pause_provider(p, mono_ms() + wait_ms);
+	p->pause_seen = keyshare_pause(p->d->ks, p->cfg->name,
+				       spool_server_now(p->d->spool) + wait_ms);
+}
+
+/* What the spool says about p (at each rescan): another host's hold, release or pause. */
+static void look_at_others(struct provider_state *p)
+{
+	struct dispatch *d = p->d;
+	struct keyshare_view v;
+	if (keyshare_look(d->ks, p->cfg->name, &v) < 0)
+		return;
+	if (v.held && !p->flow.held) {
+		char reason[300];
+		xsnprintf(reason, sizeof(reason), "%s (another host's word, in providers/%s/hold)",
+			  v.hold_reason, p->cfg->name);
+		hold_provider(p, reason);
+		p->shared_hold = true;
+	} else if (!v.held && p->flow.held && p->shared_hold) {
+		log_info("provider '%s': another host's probe worked", p->cfg->name);
+		p->shared_hold = false;
+		release_provider(p);
+	}
+	int64_t now = spool_server_now(d->spool);
+	if (v.paused_until > now && v.paused_until != p->pause_seen) {
+		p->pause_seen = v.paused_until;
+		pause_provider(p, mono_ms() + (v.paused_until - now));
+		log_info("provider '%s' is paused by another host's 429 for %" PRId64 " s", p->cfg->name,
+			 (v.paused_until - now + 999) / 1000);
+	}
+}
+
+/* The limits every host keeps together: the provider's own concurrency (not [spool]'s),
+ * rpm and budgets. */
+static struct keyshare_limits shared_limits_of(const struct provider_state *p)
+{
+	const struct config *cfg = p->d->cfg;
+	const struct provider_config *c = p->cfg;
+	return (struct keyshare_limits){ .concurrency = c->concurrency, .rpm = c->rpm,
+		.window_ms = c->rate_window * 1000, .lease_ms = cfg->lease_timeout * 1000,
+		.budget_daily = c->budget_daily, .budget_monthly = c->budget_monthly,
+		.total_daily = cfg->budget_daily, .total_monthly = cfg->budget_monthly };
 }
 
 /* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
@@ -462,6 +539,8 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 		const struct provider_config *next = config_provider(cfg, p->cfg->name);
 		if (next && next->rpm != p->cfg->rpm)
 			provider_rate_changed(&p->flow);
+		/* A raised budget or limit is looked at again now. */
+		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
 		if (next)
 			p->cfg = next;
 		else if (p->users) {
@@ -485,12 +564,55 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 
 /* ---- costs -------------------------------------------------------------------------------- */
 
-/* What the task's call costs if billed; images 0 means as many as the job asked for. */
+/* What a call for job to model costs if billed; images 0 means as many as the job asked for. */
+static struct price_quote job_quote(const struct dispatch *d, const struct job *job,
+				    const char *model, const json_t *usage, int images)
+{
+	struct price_call c = { .model = model, .size = job->size, .quality = job->quality,
+				.images = images > 0 ? images : job->n, .usage = usage };
+	return price_call(&d->cfg->prices, &c);
+}
+
 static struct price_quote call_quote(const struct task *t, const json_t *usage, int images)
 {
-	struct price_call c = { .model = t->model, .size = t->job.size, .quality = t->job.quality,
-				.images = images > 0 ? images : t->job.n, .usage = usage };
-	return price_call(&t->d->cfg->prices, &c);
+	return job_quote(t->d, &t->job, t->model, usage, images);
+}
+
+/* A place among every host's calls to p for one call of job: within the provider's shared
+ * concurrency, rate and budgets, or the provider waits (and says why once, for a budget). */
+static bool take_share(struct provider_state *p, const struct job *job, struct keyshare_ticket *out)
+{
+	struct dispatch *d = p->d;
+	struct keyshare_limits l = shared_limits_of(p);
+	*out = (struct keyshare_ticket){ 0 };
+	if (!keyshare_needed(&l))
+		return true;
+	struct price_quote q = job_quote(d, job, job->model ? job->model : p->cfg->model, NULL, 0);
+	struct keyshare_verdict v = keyshare_acquire(d->ks, p->cfg->name, &l,
+						     q.known ? keyshare_micros(q.amount) : 0, out);
+	const char *cur = d->cfg->prices.currency;
+	if (v.block == PROVIDER_FREE) {
+		if (p->over_budget)
+			log_info("provider '%s' is within its budgets again: its jobs run", p->cfg->name);
+		p->over_budget = false;
+		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
+		return true;
+	}
+	int64_t now = mono_ms(), wait = d->cfg->poll_interval * 1000;
+	if (v.retry_at > 0)
+		wait = v.retry_at - spool_server_now(d->spool);
+	if (wait < 1)
+		wait = 1;
+	if (v.block == PROVIDER_OVER_BUDGET && !p->over_budget)
+		log_msg(LOG_WARN, "provider '%s' is over its %s budget: %.2f %s spent and %.2f in flight "
+			"of %.2f, with every host's calls; its jobs wait in new/ until the %s rolls over or a "
+			"reload raises the budget", p->cfg->name, v.which, v.spent / 1e6, cur,
+			v.reserved / 1e6, v.budget / 1e6, strstr(v.which, "daily") ? "day" : "month");
+	p->over_budget = v.block == PROVIDER_OVER_BUDGET;
+	log_debug("provider '%s': no room among every host's calls (%s, %ld counted): next look "
+		  "in %" PRId64 " ms", p->cfg->name, v.which ? v.which : "?", v.counted, wait);
+	provider_shared_block(&p->flow, v.block, now + wait);
+	return false;
 }
 
 /* Names the call's target in its attempt and prices it: 0 when it was not billed, its price
@@ -523,6 +645,10 @@ static void settle_call(struct task *t, bool billed, bool known, double cost)
 		spend_call_ended(&t->d->spend, t->prov->cfg->name, t->reserve, day);
 	t->reserved = false;
 	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
+	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
+	if (billed && known)
+		keyshare_spent(t->d->ks, t->prov->cfg->name, keyshare_micros(cost));
+	keyshare_release(t->d->ks, &t->ticket);
 }
 
 /* An attempt goes on the job's record, and into the metrics. */
@@ -559,6 +685,9 @@ static void task_free(struct task *t)
 		provider_ended(&t->prov->flow);
 	if (t->reserved)   /* the call ended without an answer: it may have been billed */
 		settle_call(t, true, t->reserve_known, t->reserve);
+	keyshare_release(d->ks, &t->ticket);
+	if (t->is_probe && t->prov)
+		keyshare_probe_done(d->ks, t->prov->cfg->name);
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
 	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
@@ -970,6 +1099,8 @@ static int64_t retry_due(struct loop *loop, void *arg)
 		return LOOP_TIMER_DONE;
 	}
 	int64_t until = blocked_until(t->prov, mono_ms());
+	if (until == 0 && !take_share(t->prov, &t->job, &t->ticket))
+		until = blocked_until(t->prov, mono_ms());
 	if (until != 0) {
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
 		return LOOP_TIMER_DONE;
@@ -1092,7 +1223,7 @@ static void schedule_retry(struct task *t)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
 	if (!strcmp(o->code, "rate_limited"))
-		pause_provider(t->prov, mono_ms() + delay);
+		pause_everywhere(t->prov, delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
 	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
 		fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
@@ -1131,7 +1262,7 @@ static void decide(struct task *t)
 		start_download(t);
 		return;
 	case DECIDE_HOLD:
-		hold_provider(t->prov, o->message);
+		hold_everywhere(t->prov, o->message);
 		requeue(t, "provider on hold");
 		return;
 	case DECIDE_RETRY:
@@ -1249,7 +1380,7 @@ static void call_done(void *arg, struct http_result *res)
 	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
 	if (res->transport == HTTP_DONE && res->status == 429) {
 		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
-		pause_provider(t->prov, mono_ms() + (wait > 0 ? wait : t->d->cfg->backoff_base_ms));
+		pause_everywhere(t->prov, wait > 0 ? wait : t->d->cfg->backoff_base_ms);
 	}
 	free(t->res.body);
 	t->res = *res;
@@ -1723,18 +1854,21 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	struct provider_state *prov = NULL;
+	struct keyshare_ticket ticket = { 0 };
 	const struct route_config *route = pr == JOB_OK ? config_route(d->cfg, job.model) : NULL;
 	struct route_pick pick = { .verdict = ROUTE_CHOSEN };
 	if (route && !job.provider) {
 		pick_target(d, route, &job, id, pe, &pick);
-		if (pick.verdict == ROUTE_WAIT) {
+		/* The chosen target's provider keeps its shared limits too. */
+		if (pick.verdict == ROUTE_WAIT || (pick.prov && !take_share(pick.prov, &job, &ticket))) {
 			job_release(&job);
 			return WAIT;
 		}
 		prov = pick.prov;
 	} else if (pr == JOB_OK) {
 		prov = provider_find(d, job.provider);
-		if (prov && blocked_until(prov, mono_ms())) {
+		if (prov && (blocked_until(prov, mono_ms()) || !take_share(prov, &job, &ticket))) {
+			free(pe->provider);   /* set before when it waited for another reason */
 			pe->provider = xstrdup(prov->cfg->name);
 			job_release(&job);
 			return WAIT;
@@ -1742,6 +1876,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	}
 
 	struct task *t = task_new(d, id);
+	t->ticket = ticket;   /* from here task_free gives it back if the call never starts */
 	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
 	 * no other host ever sees our fresh claim as stale. */
 	utimensat(dirfd, pe->name, NULL, AT_SYMLINK_NOFOLLOW);
@@ -1950,7 +2085,9 @@ static int64_t heartbeat(struct loop *loop, void *arg)
 	(void)loop;
 	struct dispatch *d = arg;
 	int fd = d->spool->fd[SPOOL_RUNNING];
+	keyshare_heartbeat_probes(d->ks);
 	for (struct task *t = d->tasks; t; t = t->next) {
+		keyshare_heartbeat(d->ks, &t->ticket);
 		/* Every job held is beaten, in the I/O pool too (a slow fsync must not cost the
 		 * lease), but for a deferral: its helper sets this very file's mtime to the due time
 		 * and moves it out of running/ at once. */
@@ -2239,6 +2376,9 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
 		record_attempt(t, &a);
 		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
+		/* Its host died before counting it: counted here, in every host's sight. */
+		if (a.cost_known)
+			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
 	}
 	free(partial);
 	requeue(t, "recovered from running/ after a restart");
@@ -2320,6 +2460,8 @@ void dispatch_recover(struct dispatch *d)
 	char suffix[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
 
+	/* Our calls in flight died with the run: their jobs are recovered below. */
+	keyshare_recover(d->ks);
 	/* Our temporary files from a run that died mid-write are garbage in every directory. */
 	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
 		if (dir == SPOOL_TMP)
@@ -2498,6 +2640,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	spend_init(&d->spend);
 	control_init(&d->control);
 	health_init(&d->health);
+	d->ks = keyshare_new(spool);
 	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
 	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
 	struct stat running;
@@ -2541,6 +2684,7 @@ void dispatch_free(struct dispatch *d)
 	health_release(&d->health);
 	if (d->route_timer)
 		loop_del_timer(d->loop, d->route_timer);
+	keyshare_free(d->ks);
 	if (d->heartbeat_timer)
 		loop_del_timer(d->loop, d->heartbeat_timer);
 	buf_release(&d->readbuf);

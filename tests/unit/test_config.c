@@ -54,6 +54,9 @@ static const struct bad_row bad[] = {
 	{ "[route r]\nstrategy = random\n", 2, "weighted" },
 	{ "[route r]\ntargets = apiyi\n", 2, "target, fallback and strategy" },
 	{ "[route a b]\ntarget = apiyi\n", 2, "[route NAME]" },
+	{ "[provider a]\nbudget_daily = lots\n", 2, "\"budget_daily\" must be an amount" },
+	{ "[budget]\nmonthly = -3\n", 2, "\"monthly\" must be an amount" },
+	{ "[provider a]\nrate_window = 0\n", 2, "rate_window" },
 };
 
 int main(void)
@@ -77,6 +80,12 @@ int main(void)
 	config_release(&cfg);
 	ok(load("[spool]\ngrace_period = 20\n", &cfg, err, sizeof(err)) == 0 &&
 	   cfg.grace_period == 20 && !cfg.grace_period_auto, "a grace period set is kept");
+	config_release(&cfg);
+	ok(load("[provider a]\nbudget_daily = 1.10\nbudget_monthly = 30\n[budget]\ndaily = 0.000001\n",
+		&cfg, err, sizeof(err)) == 0 && cfg.providers[0].budget_daily == 1100000 &&
+	   cfg.providers[0].budget_monthly == 30000000 && cfg.budget_daily == 1 &&
+	   cfg.budget_monthly == 0 && cfg.providers[0].rate_window == 60,
+	   "budgets in micro-units of the currency; rate_window defaults to a minute");
 	config_release(&cfg);
 	ok(load("[timeouts]\nslow* = 2000\n", &cfg, err, sizeof(err)) == 0 &&
 	   cfg.grace_period == 2000, "a longer [timeouts] row lengthens the default grace period");

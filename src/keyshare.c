@@ -1,0 +1,783 @@
+/* keyshare.c - a provider's limits shared by every daemon on the spool (see keyshare.h).
+ *
+ * How it fails: a file operation that fails is logged once per provider and kind; the gate
+ * then says BUSY and is tried again a second later (never a call it could not count), and a
+ * pause or hold that cannot be written stays local to this host. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "keyshare.h"
+#include "log.h"
+#include "spend.h"
+#include "spool.h"
+#include "util.h"
+#include "banned.h"
+
+#define LEDGER_MAX_BYTES (64u << 10)
+#define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
+
+struct pdir {
+	char *name;
+	int fd, calls, starts;       /* providers/NAME, its calls/ and starts/; -1 until made */
+	bool probe_ours;
+	bool warned;
+};
+
+struct spent {
+	char *provider;
+	micros day, month;
+};
+
+struct keyshare {
+	struct spool *sp;
+	int providers_fd, ledger_fd;
+	struct pdir *dirs;
+	size_t n_dirs;
+	long pid;
+	unsigned long seq;
+	long day, month;             /* of the figures below */
+	struct spent *spent;
+	size_t n_spent;
+	bool ledger_warned;
+};
+
+micros keyshare_micros(double amount)
+{
+	return (micros)llround(amount * 1e6);
+}
+
+long keyshare_month(int64_t wall_msec)
+{
+	time_t t = (time_t)(wall_msec / 1000);
+	struct tm tm;
+	if (!localtime_r(&t, &tm))
+		return (long)(wall_msec / 86400000 / 31);
+	return (long)(tm.tm_year + 1900) * 12 + tm.tm_mon;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+bool keyshare_rate_ok(const int64_t *others, size_t n, int64_t me, long rpm, int64_t window_ms,
+		      int64_t *retry_at)
+{
+	int64_t *in = xcalloc(n + 1, sizeof(*in));
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (me - others[i] < window_ms)
+			in[k++] = others[i];
+	bool ok = (long)k + 1 <= rpm;
+	if (!ok) {
+		/* Room for one more once all but rpm - 1 of them have left the window. */
+		qsort(in, k, sizeof(*in), cmp_i64);
+		*retry_at = in[k - (size_t)rpm] + window_ms + 1;
+	}
+	free(in);
+	return ok;
+}
+
+int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve)
+{
+	const char *a = strchr(name, '~'), *b = a ? strchr(a + 1, '~') : NULL;
+	if (!a || !b || a == name || (size_t)(a - name) >= hostsize || strchr(b + 1, '~'))
+		return -1;
+	char *end;
+	errno = 0;
+	long long r = strtoll(b + 1, &end, 10);
+	if (errno || *end || end == b + 1 || r < 0)
+		return -1;
+	memcpy(host, name, (size_t)(a - name));
+	host[a - name] = '\0';
+	*reserve = r;
+	return 0;
+}
+
+/* ---- files ---------------------------------------------------------------------------------- */
+
+static int open_dir(int at, const char *name)
+{
+	if (mkdirat(at, name, 0777) < 0 && errno != EEXIST)
+		return -1;
+	return openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+static struct pdir *pdir(struct keyshare *ks, const char *provider)
+{
+	struct pdir *p = NULL;
+	for (size_t i = 0; i < ks->n_dirs && !p; i++)
+		if (!strcmp(ks->dirs[i].name, provider))
+			p = &ks->dirs[i];
+	if (!p) {
+		ks->dirs = xrealloc(ks->dirs, (ks->n_dirs + 1) * sizeof(*ks->dirs));
+		p = &ks->dirs[ks->n_dirs++];
+		*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
+	}
+	if (p->fd < 0 && ks->providers_fd >= 0)
+		p->fd = open_dir(ks->providers_fd, provider);
+	if (p->fd >= 0 && p->calls < 0)
+		p->calls = open_dir(p->fd, "calls");
+	if (p->fd >= 0 && p->starts < 0)
+		p->starts = open_dir(p->fd, "starts");
+	if (p->fd < 0 || p->calls < 0 || p->starts < 0) {
+		if (!p->warned)
+			log_warn("cannot use '%s/providers/%s' for the limits shared with other hosts: %s",
+				 ks->sp->path, provider, strerror(errno));
+		p->warned = true;
+		return NULL;
+	}
+	return p;
+}
+
+struct name_list {
+	char **names;
+	int64_t *mtime_ms;           /* only when listed with stat */
+	size_t n;
+};
+
+static void names_free(struct name_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->names);
+	free(l->mtime_ms);
+	*l = (struct name_list){ 0 };
+}
+
+/* The names in a directory that do not start with '.'; with_stat also their mtimes (a name
+ * that vanished meanwhile is left out). -1 on error. */
+static int list_names(int dirfd, bool with_stat, struct name_list *out)
+{
+	*out = (struct name_list){ 0 };
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	size_t alloc = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		struct stat st;
+		if (with_stat && fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (out->n == alloc) {
+			alloc = alloc ? alloc * 2 : 32;
+			out->names = xrealloc(out->names, alloc * sizeof(*out->names));
+			out->mtime_ms = xrealloc(out->mtime_ms, alloc * sizeof(*out->mtime_ms));
+		}
+		out->names[out->n] = xstrdup(de->d_name);
+		out->mtime_ms[out->n] = with_stat ? timespec_ms(&st.st_mtim) : 0;
+		out->n++;
+	}
+	closedir(dir);
+	return 0;
+}
+
+static int create_empty(int dirfd, const char *name, const char *content)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	if (content && write(fd, content, strlen(content)) < 0) {
+		int e = errno;
+		close(fd);
+		unlinkat(dirfd, name, 0);
+		errno = e;
+		return -1;
+	}
+	return close(fd);
+}
+
+/* Writes name in dirfd under a dot-name, optionally fsynced and with mtime set, then renames it
+ * into place. */
+static int write_atomic(struct keyshare *ks, int dirfd, const char *name, const char *data,
+			int64_t mtime_ms, bool durable)
+{
+	unsigned rnd = 0;
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (unsigned)mono_ms();
+	char tmp[NAME_MAX + 1];
+	if (spool_temp_name(tmp, sizeof(tmp), name, ks->sp->host_id, ks->pid, rnd) < 0)
+		return -1;
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	size_t len = strlen(data);
+	int rc = write(fd, data, len) == (ssize_t)len && (!durable || fsync(fd) == 0) ? 0 : -1;
+	if (close(fd) < 0)
+		rc = -1;
+	if (rc == 0 && mtime_ms > 0) {
+		struct timespec times[2] = { { .tv_nsec = UTIME_NOW },
+					     { .tv_sec = mtime_ms / 1000, .tv_nsec = mtime_ms % 1000 * 1000000 } };
+		rc = utimensat(dirfd, tmp, times, AT_SYMLINK_NOFOLLOW);
+	}
+	if (rc == 0)
+		rc = renameat(dirfd, tmp, dirfd, name);
+	if (rc == 0 && durable)
+		fsync(dirfd);
+	if (rc < 0) {
+		int e = errno;
+		unlinkat(dirfd, tmp, 0);
+		errno = e;
+	}
+	return rc;
+}
+
+/* ---- the ledger: what each host's calls cost ------------------------------------------------ */
+
+static struct spent *own_spent(struct keyshare *ks, const char *provider)
+{
+	for (size_t i = 0; i < ks->n_spent; i++)
+		if (!strcmp(ks->spent[i].provider, provider))
+			return &ks->spent[i];
+	ks->spent = xrealloc(ks->spent, (ks->n_spent + 1) * sizeof(*ks->spent));
+	ks->spent[ks->n_spent] = (struct spent){ .provider = xstrdup(provider) };
+	return &ks->spent[ks->n_spent++];
+}
+
+/* A new day or month starts at zero. */
+static void roll(struct keyshare *ks, long day, long month)
+{
+	for (size_t i = 0; i < ks->n_spent; i++) {
+		if (day != ks->day)
+			ks->spent[i].day = 0;
+		if (month != ks->month)
+			ks->spent[i].month = 0;
+	}
+	ks->day = day;
+	ks->month = month;
+}
+
+/* Adds one ledger document's figures for provider (NULL: every provider) to *day, *month. */
+static void ledger_add(json_t *doc, const char *provider, long day, long month, micros *d,
+		       micros *m)
+{
+	json_t *provs = json_object_get(doc, "providers"), *v;
+	const char *key;
+	bool same_day = json_integer_value(json_object_get(doc, "day")) == day;
+	bool same_month = json_integer_value(json_object_get(doc, "month")) == month;
+	json_object_foreach(provs, key, v) {
+		if (provider && strcmp(key, provider))
+			continue;
+		if (same_day)
+			*d += json_integer_value(json_object_get(v, "day_micros"));
+		if (same_month)
+			*m += json_integer_value(json_object_get(v, "month_micros"));
+	}
+}
+
+static json_t *read_json(int dirfd, const char *name)
+{
+	struct buf b;
+	struct stat st;
+	buf_init(&b, LEDGER_MAX_BYTES);
+	json_t *doc = NULL;
+	if (spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, &st) == SPOOL_READ_OK)
+		doc = json_loadb(b.data, b.len, 0, NULL);
+	buf_release(&b);
+	return doc;
+}
+
+static void ledger_load(struct keyshare *ks)
+{
+	char name[NAME_MAX + 1];
+	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	json_t *doc = ks->ledger_fd >= 0 ? read_json(ks->ledger_fd, name) : NULL;
+	if (!doc)
+		return;
+	ks->day = (long)json_integer_value(json_object_get(doc, "day"));
+	ks->month = (long)json_integer_value(json_object_get(doc, "month"));
+	const char *key;
+	json_t *v;
+	json_object_foreach(json_object_get(doc, "providers"), key, v) {
+		struct spent *s = own_spent(ks, key);
+		s->day = json_integer_value(json_object_get(v, "day_micros"));
+		s->month = json_integer_value(json_object_get(v, "month_micros"));
+	}
+	json_decref(doc);
+}
+
+void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
+{
+	if (amount <= 0)
+		return;
+	int64_t now = spool_server_now(ks->sp);
+	roll(ks, spend_day(now), keyshare_month(now));
+	struct spent *s = own_spent(ks, provider);
+	s->day += amount;
+	s->month += amount;
+	json_t *provs = json_object();
+	for (size_t i = 0; i < ks->n_spent; i++)
+		json_object_set_new(provs, ks->spent[i].provider,
+				    json_pack("{s:I, s:I}", "day_micros", (json_int_t)ks->spent[i].day,
+					      "month_micros", (json_int_t)ks->spent[i].month));
+	json_t *doc = json_pack("{s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "day", (int)ks->day,
+				"month", (int)ks->month, "providers", provs);
+	char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(doc);
+	char name[NAME_MAX + 1];
+	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
+	if ((ks->ledger_fd < 0 || write_atomic(ks, ks->ledger_fd, name, text, 0, true) < 0) &&
+	    !ks->ledger_warned) {
+		ks->ledger_warned = true;
+		log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this one "
+			 "spends", ks->sp->path, name, strerror(errno));
+	}
+	free(text);
+}
+
+/* What every host spent on provider (NULL: on all) today and this month. */
+static void ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
+		       micros *d, micros *m)
+{
+	*d = *m = 0;
+	roll(ks, day, month);
+	for (size_t i = 0; i < ks->n_spent; i++) {
+		if (provider && strcmp(ks->spent[i].provider, provider))
+			continue;
+		*d += ks->spent[i].day;
+		*m += ks->spent[i].month;
+	}
+	struct name_list l;
+	if (ks->ledger_fd < 0 || list_names(ks->ledger_fd, false, &l) < 0)
+		return;
+	char own[NAME_MAX + 1];
+	xsnprintf(own, sizeof(own), "%s.json", ks->sp->host_id);
+	for (size_t i = 0; i < l.n; i++) {
+		size_t len = strlen(l.names[i]);
+		if (!strcmp(l.names[i], own) || len < 6 || strcmp(l.names[i] + len - 5, ".json"))
+			continue;
+		json_t *doc = read_json(ks->ledger_fd, l.names[i]);
+		if (doc)
+			ledger_add(doc, provider, day, month, d, m);
+		json_decref(doc);
+	}
+	names_free(&l);
+}
+
+/* ---- the gate ------------------------------------------------------------------------------- */
+
+bool keyshare_needed(const struct keyshare_limits *l)
+{
+	return l->concurrency || l->rpm || l->budget_daily || l->budget_monthly || l->total_daily ||
+	       l->total_monthly;
+}
+
+/* Calls in flight in calls/ and what they reserve; with_stat removes dead hosts' tickets
+ * (not heartbeated for a lease) first. -1 on error. */
+static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mine,
+		       bool with_stat, int64_t lease_ms, long *count, micros *reserved)
+{
+	struct name_list l;
+	*count = 0;
+	*reserved = 0;
+	if (list_names(p->calls, with_stat, &l) < 0)
+		return -1;
+	int64_t now = with_stat ? spool_server_now(ks->sp) : 0;
+	for (size_t i = 0; i < l.n; i++) {
+		char host[128];
+		micros r;
+		if (keyshare_parse_ticket(l.names[i], host, sizeof(host), &r) < 0)
+			continue;
+		if (with_stat && now - l.mtime_ms[i] > lease_ms && (!mine || strcmp(l.names[i], mine))) {
+			if (unlinkat(p->calls, l.names[i], 0) == 0)
+				log_info("a call of host '%s' to provider '%s' was not heartbeated for %" PRId64
+					 " s: its share of the limits is free again", host, p->name,
+					 (now - l.mtime_ms[i]) / 1000);
+			continue;
+		}
+		(*count)++;
+		*reserved += r;
+	}
+	names_free(&l);
+	return 0;
+}
+
+/* What every provider's calls in flight reserve (for a total budget). */
+static micros reserved_everywhere(struct keyshare *ks, int64_t lease_ms)
+{
+	struct name_list l;
+	micros sum = 0;
+	if (list_names(ks->providers_fd, false, &l) < 0)
+		return 0;
+	for (size_t i = 0; i < l.n; i++) {
+		struct pdir *p = pdir(ks, l.names[i]);
+		long n;
+		micros r;
+		if (p && count_calls(ks, p, NULL, false, lease_ms, &n, &r) == 0)
+			sum += r;
+	}
+	names_free(&l);
+	return sum;
+}
+
+void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t)
+{
+	if (!t->provider)
+		return;
+	struct pdir *p = pdir(ks, t->provider);
+	if (p && t->call)
+		unlinkat(p->calls, t->call, 0);
+	free(t->provider);
+	free(t->call);
+	free(t->start);
+	*t = (struct keyshare_ticket){ 0 };
+}
+
+/* Takes back a ticket that may not stand, and its start: that call never happened. */
+static void withdraw(struct keyshare *ks, struct pdir *p, struct keyshare_ticket *t)
+{
+	if (t->start)
+		unlinkat(p->starts, t->start, 0);
+	keyshare_release(ks, t);
+}
+
+static int64_t jitter_ms(int64_t base)
+{
+	unsigned r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (unsigned)mono_ms();
+	return base + (int64_t)(r % (unsigned)(base + 1));
+}
+
+/* The starts in the window (other than mine), removing those long gone. */
+static int rate_check(struct pdir *p, const struct keyshare_limits *l,
+		      const char *mine, int64_t me, struct keyshare_verdict *v)
+{
+	struct name_list names;
+	if (list_names(p->starts, false, &names) < 0)
+		return -1;
+	int64_t window = l->window_ms + KEYSHARE_CLOCK_MARGIN_MS;
+	int64_t *times = xcalloc(names.n + 1, sizeof(*times));
+	size_t n = 0;
+	for (size_t i = 0; i < names.n; i++) {
+		char *end;
+		long long t = strtoll(names.names[i], &end, 10);
+		if (*end != '~' || !strcmp(names.names[i], mine))
+			continue;
+		if (me - t > window + START_GRACE_MS) {
+			unlinkat(p->starts, names.names[i], 0);
+			continue;
+		}
+		times[n++] = t;
+	}
+	int64_t retry_at = 0;
+	bool ok = keyshare_rate_ok(times, n, me, l->rpm, window, &retry_at);
+	if (!ok) {
+		*v = (struct keyshare_verdict){ .block = PROVIDER_BUSY, .retry_at = retry_at,
+						.counted = (long)n + 1, .which = "rpm" };
+	}
+	free(times);
+	names_free(&names);
+	return ok ? 0 : 1;
+}
+
+static bool budget_check(struct keyshare *ks, const char *provider, const struct keyshare_limits *l,
+			 micros reserved, struct keyshare_verdict *v)
+{
+	if (!l->budget_daily && !l->budget_monthly && !l->total_daily && !l->total_monthly)
+		return true;
+	int64_t now = spool_server_now(ks->sp);
+	long day = spend_day(now), month = keyshare_month(now);
+	micros d, m;
+	ledger_sum(ks, provider, day, month, &d, &m);
+	struct check { micros budget, spent, reserved; const char *which; } checks[4] = {
+		{ l->budget_daily, d, reserved, "daily" },
+		{ l->budget_monthly, m, reserved, "monthly" },
+		{ 0, 0, 0, "total daily" },
+		{ 0, 0, 0, "total monthly" },
+	};
+	if (l->total_daily || l->total_monthly) {
+		micros td, tm, all = reserved_everywhere(ks, l->lease_ms);
+		ledger_sum(ks, NULL, day, month, &td, &tm);
+		checks[2] = (struct check){ l->total_daily, td, all, "total daily" };
+		checks[3] = (struct check){ l->total_monthly, tm, all, "total monthly" };
+	}
+	for (int i = 0; i < 4; i++) {
+		if (checks[i].budget && checks[i].spent + checks[i].reserved > checks[i].budget) {
+			*v = (struct keyshare_verdict){ .block = PROVIDER_OVER_BUDGET,
+							.spent = checks[i].spent,
+							.reserved = checks[i].reserved,
+							.budget = checks[i].budget, .which = checks[i].which };
+			return false;
+		}
+	}
+	return true;
+}
+
+struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provider,
+					 const struct keyshare_limits *l, micros reserve,
+					 struct keyshare_ticket *out)
+{
+	struct keyshare_verdict v = { .block = PROVIDER_FREE };
+	struct keyshare_verdict failed = { .block = PROVIDER_BUSY, .which = "a file error" };
+	*out = (struct keyshare_ticket){ 0 };
+	struct pdir *p = pdir(ks, provider);
+	int64_t now = spool_server_now(ks->sp);
+	failed.retry_at = now + 1000;
+	if (!p)
+		return failed;
+	ks->seq++;
+	out->provider = xstrdup(provider);
+	out->reserve = reserve > 0 ? reserve : 0;
+	out->call = xasprintf("%s~%ld-%lu~%lld", ks->sp->host_id, ks->pid, ks->seq, out->reserve);
+	if (create_empty(p->calls, out->call, NULL) < 0)
+		goto file_error;
+	if (l->rpm) {
+		out->start = xasprintf("%" PRId64 "~%s~%ld-%lu", now, ks->sp->host_id, ks->pid, ks->seq);
+		if (create_empty(p->starts, out->start, NULL) < 0) {
+			free(out->start);
+			out->start = NULL;
+			goto file_error;
+		}
+	}
+	/* Only now, with ours written, count: whoever writes last sees everyone before it. */
+	long count;
+	micros reserved;
+	if (count_calls(ks, p, out->call, false, l->lease_ms, &count, &reserved) < 0)
+		goto file_error;
+	bool over_count = l->concurrency && count > l->concurrency;
+	if (over_count || !budget_check(ks, provider, l, reserved, &v)) {
+		/* Perhaps a dead host's tickets: look closer before saying no. */
+		if (count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved) < 0)
+			goto file_error;
+		v = (struct keyshare_verdict){ .block = PROVIDER_FREE };
+		if (l->concurrency && count > l->concurrency) {
+			withdraw(ks, p, out);
+			return (struct keyshare_verdict){ .block = PROVIDER_BUSY, .counted = count,
+							  .retry_at = now + jitter_ms(250),
+							  .which = "concurrency" };
+		}
+		if (!budget_check(ks, provider, l, reserved, &v)) {
+			withdraw(ks, p, out);
+			v.retry_at = -1;
+			return v;
+		}
+	}
+	if (l->rpm) {
+		int rc = rate_check(p, l, out->start, now, &v);
+		if (rc != 0) {
+			withdraw(ks, p, out);
+			if (rc < 0)
+				return failed;
+			v.retry_at += jitter_ms(100) - 100;
+			return v;
+		}
+	}
+	v.counted = count;
+	return v;
+
+file_error:
+	if (!p->warned)
+		log_warn("cannot keep the limits of provider '%s' with other hosts ('%s/providers/%s': "
+			 "%s): no call to it starts until that works", provider, ks->sp->path, provider,
+			 strerror(errno));
+	p->warned = true;
+	withdraw(ks, p, out);
+	return failed;
+}
+
+void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t)
+{
+	struct pdir *p = t->provider ? pdir(ks, t->provider) : NULL;
+	if (p && t->call)
+		utimensat(p->calls, t->call, NULL, AT_SYMLINK_NOFOLLOW);
+}
+
+void keyshare_heartbeat_probes(struct keyshare *ks)
+{
+	for (size_t i = 0; i < ks->n_dirs; i++)
+		if (ks->dirs[i].probe_ours && ks->dirs[i].fd >= 0)
+			utimensat(ks->dirs[i].fd, "probe", NULL, AT_SYMLINK_NOFOLLOW);
+}
+
+/* ---- pauses and holds ----------------------------------------------------------------------- */
+
+int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out)
+{
+	*out = (struct keyshare_view){ 0 };
+	struct pdir *p = pdir(ks, provider);
+	if (!p)
+		return -1;
+	struct stat st;
+	if (fstatat(p->fd, "pause", &st, AT_SYMLINK_NOFOLLOW) == 0)
+		out->paused_until = timespec_ms(&st.st_mtim);
+	struct buf b;
+	buf_init(&b, sizeof(out->hold_reason) - 1);
+	if (spool_read_file(p->fd, "hold", sizeof(out->hold_reason) - 1, &b, &st) == SPOOL_READ_OK) {
+		out->held = true;
+		xsnprintf(out->hold_reason, sizeof(out->hold_reason), "%.*s", (int)b.len,
+			  b.data ? b.data : "");
+		char *nl = strchr(out->hold_reason, '\n');
+		if (nl)
+			*nl = '\0';
+	}
+	buf_release(&b);
+	return 0;
+}
+
+int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until)
+{
+	struct pdir *p = pdir(ks, provider);
+	struct stat st;
+	/* Whole seconds, rounded up: a pause never ends early on a file system without finer. */
+	until = (until + 999) / 1000 * 1000;
+	if (!p)
+		return until;
+	if (fstatat(p->fd, "pause", &st, AT_SYMLINK_NOFOLLOW) == 0 && timespec_ms(&st.st_mtim) >= until)
+		return timespec_ms(&st.st_mtim);
+	char text[160];
+	xsnprintf(text, sizeof(text), "%s: a 429; no calls before the mtime of this file\n",
+		  ks->sp->host_id);
+	if (write_atomic(ks, p->fd, "pause", text, until, false) < 0)
+		log_warn("cannot share the pause of provider '%s' with other hosts: %s", provider,
+			 strerror(errno));
+	return until;
+}
+
+void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason)
+{
+	struct pdir *p = pdir(ks, provider);
+	char text[512];
+	xsnprintf(text, sizeof(text), "%s (seen by %s)\n", reason, ks->sp->host_id);
+	if (p && write_atomic(ks, p->fd, "hold", text, 0, true) < 0)
+		log_warn("cannot share the hold of provider '%s' with other hosts: %s", provider,
+			 strerror(errno));
+}
+
+void keyshare_unhold(struct keyshare *ks, const char *provider)
+{
+	struct pdir *p = pdir(ks, provider);
+	if (!p)
+		return;
+	if (unlinkat(p->fd, "hold", 0) == 0)
+		fsync(p->fd);
+	keyshare_probe_done(ks, provider);
+}
+
+bool keyshare_probe_claim(struct keyshare *ks, const char *provider, int64_t lease_ms)
+{
+	struct pdir *p = pdir(ks, provider);
+	if (!p)
+		return true;   /* the spool cannot say: this host decides alone */
+	if (p->probe_ours)
+		return true;
+	for (int tries = 0; tries < 3; tries++) {
+		if (create_empty(p->fd, "probe", ks->sp->host_id) == 0) {
+			p->probe_ours = true;
+			return true;
+		}
+		int e = errno;
+		struct stat st;
+		if (fstatat(p->fd, "probe", &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT && (e == EEXIST || e == EPERM))
+				continue;   /* its prober just finished */
+			/* Not a race (sshfs says EPERM where others say EEXIST): a file error. The
+			 * spool cannot say, so this host decides alone. */
+			return true;
+		}
+		if (spool_server_now(ks->sp) - timespec_ms(&st.st_mtim) <= lease_ms)
+			return false;
+		unlinkat(p->fd, "probe", 0);   /* its prober died */
+	}
+	return false;
+}
+
+void keyshare_probe_done(struct keyshare *ks, const char *provider)
+{
+	struct pdir *p = pdir(ks, provider);
+	if (p && p->probe_ours)
+		unlinkat(p->fd, "probe", 0);
+	if (p)
+		p->probe_ours = false;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+struct keyshare *keyshare_new(struct spool *sp)
+{
+	struct keyshare *ks = xcalloc(1, sizeof(*ks));
+	ks->sp = sp;
+	ks->pid = (long)getpid();
+	ks->providers_fd = open_dir(sp->root_fd, "providers");
+	ks->ledger_fd = open_dir(sp->root_fd, "ledger");
+	if (ks->providers_fd < 0 || ks->ledger_fd < 0)
+		log_warn("cannot use '%s/providers' and '%s/ledger' (%s): limits, pauses, holds and "
+			 "budgets are not shared with other hosts", sp->path, sp->path, strerror(errno));
+	ledger_load(ks);
+	return ks;
+}
+
+void keyshare_recover(struct keyshare *ks)
+{
+	struct name_list l;
+	if (ks->providers_fd < 0 || list_names(ks->providers_fd, false, &l) < 0)
+		return;
+	for (size_t i = 0; i < l.n; i++) {
+		struct pdir *p = pdir(ks, l.names[i]);
+		struct name_list calls;
+		if (!p || list_names(p->calls, false, &calls) < 0)
+			continue;
+		for (size_t j = 0; j < calls.n; j++) {
+			char host[128];
+			micros r;
+			if (keyshare_parse_ticket(calls.names[j], host, sizeof(host), &r) == 0 &&
+			    !strcmp(host, ks->sp->host_id))
+				unlinkat(p->calls, calls.names[j], 0);
+		}
+		names_free(&calls);
+		struct buf b;
+		struct stat st;
+		buf_init(&b, 128);
+		if (spool_read_file(p->fd, "probe", 128, &b, &st) == SPOOL_READ_OK &&
+		    b.len == strlen(ks->sp->host_id) && !memcmp(b.data, ks->sp->host_id, b.len))
+			unlinkat(p->fd, "probe", 0);
+		buf_release(&b);
+	}
+	names_free(&l);
+}
+
+void keyshare_free(struct keyshare *ks)
+{
+	if (!ks)
+		return;
+	for (size_t i = 0; i < ks->n_dirs; i++) {
+		struct pdir *p = &ks->dirs[i];
+		if (p->probe_ours)
+			unlinkat(p->fd, "probe", 0);
+		int fds[] = { p->fd, p->calls, p->starts };
+		for (int j = 0; j < 3; j++)
+			if (fds[j] >= 0)
+				close(fds[j]);
+		free(p->name);
+	}
+	free(ks->dirs);
+	for (size_t i = 0; i < ks->n_spent; i++)
+		free(ks->spent[i].provider);
+	free(ks->spent);
+	if (ks->providers_fd >= 0)
+		close(ks->providers_fd);
+	if (ks->ledger_fd >= 0)
+		close(ks->ledger_fd);
+	free(ks);
+}

@@ -1,0 +1,113 @@
+/* keyshare.h - one API key, many hosts: a provider's limits kept by every daemon on the spool,
+ * through files in providers/NAME/ and ledger/ (spool-layout.md §17).
+ *
+ *   providers/NAME/calls/HOST~PID-SEQ~RESERVE   a call in flight (lease: mtime, heartbeated);
+ *                                               RESERVE: what it may cost, in micro-units
+ *   providers/NAME/starts/T~HOST~PID-SEQ        a call started at T (file server ms): the rate
+ *   providers/NAME/pause                        a 429 pause, until the file's mtime
+ *   providers/NAME/hold                         the provider is held (the file says why)
+ *   providers/NAME/probe                        the host probing the hold (lease: mtime)
+ *   ledger/HOST.json                            what HOST's calls cost, today and this month
+ *
+ * The gate (keyshare_acquire) is optimistic and never trusts a lock: a host first writes its
+ * ticket (and its start), then lists what is there, and withdraws if it counts more than the
+ * limit. Whoever wrote last sees everyone before it, so the limits hold however hosts race;
+ * two hosts racing for the last place may both withdraw and look again a moment later.
+ * Only create, rename and unlink decide anything, so this works on NFS and sshfs (no flock,
+ * no O_EXCL over a live file). File times are judged by the file server's clock; sshfs keeps
+ * whole seconds, which the rate's window allows for (KEYSHARE_CLOCK_MARGIN_MS).
+ *
+ * Failing file operations never stop calls: the host logs once and decides on its own. */
+#ifndef KEYSHARE_H
+#define KEYSHARE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "provider.h"
+
+struct spool;
+
+/* Start times are the writer's estimate of the file server's clock (whole seconds on sshfs,
+ * and the estimate itself within a second): a start counts while younger than the window
+ * plus this. */
+#define KEYSHARE_CLOCK_MARGIN_MS 2000
+
+/* Money in micro-units of the [prices] currency: sums without rounding drift. */
+typedef long long micros;
+micros keyshare_micros(double amount);
+
+struct keyshare_limits {
+	long concurrency;        /* calls in flight across all hosts, 0 = no shared limit */
+	long rpm;                /* calls started across all hosts per window, 0 = none */
+	int64_t window_ms;
+	int64_t lease_ms;        /* a ticket not heartbeated for this long is a dead host's */
+	micros budget_daily, budget_monthly;        /* the provider's, 0 = none */
+	micros total_daily, total_monthly;          /* all providers together, 0 = none */
+};
+
+struct keyshare_ticket {
+	char *provider;          /* owned; NULL: no ticket */
+	char *call;              /* name in calls/ */
+	char *start;             /* name in starts/, or NULL */
+	micros reserve;
+};
+
+struct keyshare_verdict {
+	enum provider_block block;   /* PROVIDER_FREE: the ticket is ours */
+	int64_t retry_at;            /* file server ms to look again; -1: after an event */
+	long counted;                /* calls in flight, or starts in the window, or spend seen */
+	micros spent, reserved;      /* for OVER_BUDGET: what the window holds */
+	micros budget;
+	const char *which;           /* "daily", "monthly", "total daily", "total monthly" */
+};
+
+struct keyshare_view {
+	bool held;
+	char hold_reason[256];
+	int64_t paused_until;        /* file server ms, 0 = no pause file */
+};
+
+struct keyshare *keyshare_new(struct spool *sp);
+void keyshare_free(struct keyshare *ks);
+/* Start-up: this host's tickets and probe from an earlier run are gone with it. */
+void keyshare_recover(struct keyshare *ks);
+
+/* Whether a provider's limits need the gate at all. */
+bool keyshare_needed(const struct keyshare_limits *l);
+/* Takes a ticket for one call to provider that may cost reserve, or says why not. */
+struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provider,
+					 const struct keyshare_limits *l, micros reserve,
+					 struct keyshare_ticket *out);
+void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t);
+/* Refreshes the ticket's lease; and of the probes this host holds. */
+void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
+void keyshare_heartbeat_probes(struct keyshare *ks);
+/* A billed (or maybe billed) call cost amount: added to this host's ledger (durable). */
+void keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
+
+/* What the spool says about provider now: a hold, a pause. */
+int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out);
+/* A 429: pause the provider everywhere until until (file server ms); returns the end of the
+ * shared pause (until rounded up to a second, or a later one already there). */
+int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until);
+/* A refused key or an exhausted balance: hold it everywhere. */
+void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason);
+/* A probe worked: release it everywhere. */
+void keyshare_unhold(struct keyshare *ks, const char *provider);
+/* One host probes a shared hold: true if this one may (it holds providers/NAME/probe). */
+bool keyshare_probe_claim(struct keyshare *ks, const char *provider, int64_t lease_ms);
+void keyshare_probe_done(struct keyshare *ks, const char *provider);
+
+/* Pure parts, for the unit tests. */
+/* Whether a start at me may stand among the starts times[0..n) (itself included), and if
+ * not, when (server ms) enough of them will have left the window. */
+bool keyshare_rate_ok(const int64_t *times, size_t n, int64_t me, long rpm, int64_t window_ms,
+		      int64_t *retry_at);
+/* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
+int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
+/* The local calendar month of a wall-clock time, as year * 12 + month - 1. */
+long keyshare_month(int64_t wall_msec);
+
+#endif

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Many hosts, one API key: two daemons on two sshfs mounts of one spool keep one provider's
+concurrency, rate, 429 pause, hold and daily budget together (spool-layout.md §17)."""
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
+
+POLL = 1          # [spool] poll_interval of both daemons
+LEASE = 4         # [spool] lease_timeout
+
+
+class TwoHosts:
+    """A spool on an sshfs export, mounted twice, with daemon hostA on one mount and hostB on
+    the other; jobs are submitted on the file server itself."""
+
+    def __init__(self, env, **settings):
+        self.env = env
+        self.base = tempfile.mkdtemp(prefix="imgspool-keyshare-")
+        try:
+            self.mounts = TwoMounts(self.base).open()
+        except SshfsUnavailable as e:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise AssertionError(f"no network file system for the test: {e}")
+        self.export = os.path.join(self.mounts.export, "spool")
+        for sub in ("tmp", "new"):
+            os.makedirs(os.path.join(self.export, sub), exist_ok=True)
+        common = dict(spool__concurrency=16, spool__poll_interval=POLL,
+                      spool__lease_timeout=LEASE, spool__grace_period=2)
+        common.update(settings)
+        self.a = env.daemon(spool_dir=os.path.join(self.mounts.mount_a, "spool"),
+                            spool__host_id="hostA", **common)
+        self.b = env.daemon(spool_dir=os.path.join(self.mounts.mount_b, "spool"),
+                            spool__host_id="hostB", **common)
+
+    def start(self):
+        self.a.start()
+        self.b.start()
+        return self
+
+    def submit(self, task_id, job):
+        tmp = os.path.join(self.export, "tmp", task_id + ".json")
+        with open(tmp, "w") as f:
+            json.dump(job, f)
+        os.rename(tmp, os.path.join(self.export, "new", task_id + ".json"))
+
+    def count(self, d, prefix=""):
+        return sum(1 for n in os.listdir(os.path.join(self.export, d))
+                   if n.startswith(prefix) and n.endswith(".json") and not n.endswith(".result.json")
+                   and not n.startswith("."))
+
+    def tickets(self, host):
+        d = os.path.join(self.export, "providers", "apiyi", "calls")
+        return [n for n in os.listdir(d) if n.startswith(host + "~")] if os.path.isdir(d) else []
+
+    def close(self):
+        for d in self.env.daemons:
+            d.kill()
+        self.mounts.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def nth_request(env, n):
+    """A script match for the fake: true once, for the first request once n have arrived."""
+    fired = []
+
+    def match(rec):
+        if not fired and len(env.fake.requests) >= n:
+            fired.append(rec)
+            return True
+        return False
+    return match
+
+
+def quiet_gap(calls, after, until):
+    """Requests that started in the open interval (after, until), by the fake's clock."""
+    return [r for r in calls if after < r["started"] < until]
+
+
+def test_concurrency_is_shared_and_a_dead_hosts_share_comes_back(env):
+    env.fake.default = {"kind": "b64", "delay": 1.0}
+    h = TwoHosts(env, provider__concurrency=8).start()
+    try:
+        for i in range(80):
+            h.submit(f"c{i:02d}", {"prompt": f"shared concurrency {i}"})
+        wait_for(lambda: h.count("done", "c") >= 24, 90, "24 jobs done")
+        assert env.fake.max_inflight <= 8, f"{env.fake.max_inflight} calls in flight, the key allows 8"
+        assert env.fake.max_inflight >= 6, f"only {env.fake.max_inflight} in flight: the limit starves"
+        claims_a = len(re.findall(r"^c\d+ claimed", h.a.log(), re.M))
+        claims_b = len(re.findall(r"^c\d+ claimed", h.b.log(), re.M))
+        assert claims_a and claims_b, (claims_a, claims_b)
+
+        # Host A dies with calls in flight: its tickets stay until their lease runs out, then
+        # host B alone runs 8 at once.
+        wait_for(lambda: len(h.tickets("hostA")) >= 2, 30, "host A to hold tickets")
+        h.a.kill()
+        killed = time.monotonic()
+        left = len(h.tickets("hostA"))
+        wait_for(lambda: env.fake.inflight == 8, LEASE + 4 * POLL + 6,
+                 f"host B to run 8 calls once host A's {left} ticket(s) expired")
+        took = time.monotonic() - killed
+        print(f"# host A's share came back to host B {took:.1f} s after the kill "
+              f"(lease_timeout {LEASE} s)")
+        assert not h.tickets("hostA"), h.tickets("hostA")
+        wait_for(lambda: h.count("done", "c") == 80, 120, "all 80 jobs done")
+        assert env.fake.max_inflight <= 8, f"{env.fake.max_inflight} calls in flight, the key allows 8"
+        assert h.b.stop() == 0
+    finally:
+        h.close()
+
+
+def test_rate_is_shared(env):
+    # rpm 6 over a 5 s window (rate_window makes the test short; 60 s is the real minute).
+    env.fake.default = {"kind": "b64"}
+    h = TwoHosts(env, provider__rpm=6, provider__rate_window=5).start()
+    try:
+        for i in range(15):
+            h.submit(f"r{i:02d}", {"prompt": f"shared rate {i}"})
+        wait_for(lambda: h.count("done", "r") == 15, 90, "15 jobs done")
+        starts = sorted(r["started"] for r in env.fake.snapshot())
+        assert len(starts) == 15, len(starts)
+        worst = max(sum(1 for s in starts if t <= s < t + 5.0) for t in starts)
+        assert worst <= 6, f"{worst} calls started within 5 s, the key allows 6"
+        claims_a = len(re.findall(r"^r\d+ claimed", h.a.log(), re.M))
+        claims_b = len(re.findall(r"^r\d+ claimed", h.b.log(), re.M))
+        assert claims_a and claims_b, (claims_a, claims_b)
+    finally:
+        h.close()
+
+
+def test_a_429_on_one_host_pauses_both(env):
+    env.fake.default = {"kind": "b64", "delay": 0.1}
+    env.fake.script(nth_request(env, 30), [{"kind": "429_retry_after", "retry_after": "4"}])
+    h = TwoHosts(env).start()
+    try:
+        for i in range(150):
+            h.submit(f"p{i:03d}", {"prompt": f"shared pause {i}"})
+        wait_for(lambda: h.count("done", "p") == 150, 120, "150 jobs done")
+        calls = sorted(env.fake.snapshot(), key=lambda r: r["started"])
+        limited = [r for r in calls if r["status"] == 429]
+        assert len(limited) == 1, len(limited)
+        t429 = limited[0]["finished"]
+        # The host that got it stops at once; the other within one poll_interval (plus the
+        # time a request already on the wire takes to arrive).
+        early = quiet_gap(calls, t429 + POLL + 0.3, t429 + 4.0)
+        assert not early, (f"{len(early)} request(s) {early[0]['started'] - t429:.2f} s and more "
+                           f"after the 429, within its Retry-After of 4 s")
+        first_after = min(r["started"] for r in calls if r["started"] > t429 + POLL + 0.3)
+        print(f"# first call after the 429: {first_after - t429:.2f} s (Retry-After 4 s)")
+        both = h.a.log() + h.b.log()
+        assert "paused by another host's 429" in both, "neither host saw the other's pause"
+    finally:
+        h.close()
+
+
+def test_a_hold_on_one_host_holds_both_and_one_probe_releases_them(env):
+    env.fake.default = {"kind": "b64", "delay": 0.1}
+    env.fake.script(nth_request(env, 20), [{"kind": "429_quota"}])
+    h = TwoHosts(env, retry__hold_probe_interval=4).start()
+    try:
+        for i in range(120):
+            h.submit(f"q{i:03d}", {"prompt": f"shared hold {i}"})
+        wait_for(lambda: h.count("done", "q") == 120, 120, "120 jobs done")
+        calls = sorted(env.fake.snapshot(), key=lambda r: r["started"])
+        held = [r for r in calls if r["behaviour"] == "429_quota"]
+        assert len(held) == 1, len(held)
+        t_hold = held[0]["finished"]
+        after = [r for r in calls if r["started"] > t_hold + POLL + 0.3]
+        probe = after[0]
+        # Nothing between the hold reaching the other host and the probe; the probe is alone
+        # until it is answered.
+        assert probe["started"] - t_hold >= 3.0, f"a call {probe['started'] - t_hold:.2f} s after the hold"
+        overlapping = [r for r in after[1:] if r["started"] < probe["finished"]]
+        assert not overlapping, f"{len(overlapping)} call(s) alongside the probe"
+        assert h.count("failed") == 0
+        both = h.a.log() + h.b.log()
+        assert "another host's word" in both, "the hold did not reach the other host"
+        assert "another host's probe worked" in both, "the probe did not release the other host"
+    finally:
+        h.close()
+
+
+def test_daily_budget_is_shared_and_a_reload_raises_it(env):
+    env.fake.default = {"kind": "b64", "delay": 0.2}
+    env.fake.prices = [("*", 0.10)]
+    h = TwoHosts(env, provider__budget_daily="1.00", verbose=True,
+                 **{"prices__gpt-image-2": "0.10"}).start()
+    try:
+        for i in range(30):
+            h.submit(f"b{i:02d}", {"prompt": f"shared budget {i}"})
+        wait_for(lambda: h.count("done", "b") == 10, 60, "10 jobs done")
+        wait_for(lambda: "over its daily budget" in h.a.log() and "over its daily budget" in h.b.log(),
+                 20, "both hosts to say the provider is over budget")
+        h.a.wait_rescans(3)
+        h.b.wait_rescans(3)
+        billed = sum(1 for r in env.fake.snapshot() if r["billed"])
+        # The stated bound: 0 over for per-image prices (every call reserves its price first).
+        assert billed == 10, f"{billed} billed calls, the budget allows 10"
+        assert h.count("new", "b") == 20 and h.count("failed") == 0
+        ledger = os.path.join(h.export, "ledger")
+        spent = 0
+        for name in os.listdir(ledger):
+            if name.endswith(".json") and not name.startswith("."):
+                with open(os.path.join(ledger, name)) as f:
+                    spent += json.load(f)["providers"]["apiyi"]["day_micros"]
+        assert spent == 1000000, spent
+
+        for d in (h.a, h.b):
+            with open(d.config_path) as f:
+                text = f.read()
+            with open(d.config_path, "w") as f:
+                f.write(text.replace("budget_daily = 1.00", "budget_daily = 5.00"))
+            d.send_signal(signal.SIGHUP)
+        wait_for(lambda: h.count("done", "b") == 30, 60, "the other 20 jobs after the reload")
+        assert sum(1 for r in env.fake.snapshot() if r["billed"]) == 30
+        assert "within its budgets again" in h.a.log() + h.b.log()
+    finally:
+        h.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_concurrency_is_shared_and_a_dead_hosts_share_comes_back,
+               test_rate_is_shared,
+               test_a_429_on_one_host_pauses_both,
+               test_a_hold_on_one_host_holds_both_and_one_probe_releases_them,
+               test_daily_budget_is_shared_and_a_reload_raises_it])

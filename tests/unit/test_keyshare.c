@@ -1,0 +1,164 @@
+/* test_keyshare.c - the shared limits: the rate's window row by row, ticket names, and the
+ * gate itself with two "hosts" (two spool handles with their own host ids) on one directory:
+ * concurrency, budgets with what the other host spent, a dead host's ticket, pause and hold. */
+#define _XOPEN_SOURCE 700
+#include <fcntl.h>
+#include <ftw.h>
+#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keyshare.h"
+#include "spool.h"
+#include "util.h"
+#include "tap.h"
+
+struct rate_row {
+	const char *name;
+	int64_t others[8];
+	size_t n;
+	int64_t me;
+	long rpm;
+	bool ok;
+	int64_t retry_at;
+};
+
+static const struct rate_row rate_rows[] = {
+	{ "nothing before: room", { 0 }, 0, 1000, 1, true, 0 },
+	{ "one in the window, rpm 1: wait for it to leave", { 500 }, 1, 1000, 1, false, 500 + 60000 + 1 },
+	{ "one in the window, rpm 2: room", { 500 }, 1, 1000, 2, true, 0 },
+	{ "one just out of the window: room", { 1000 }, 1, 61000, 1, true, 0 },
+	{ "one just inside: no room", { 1001 }, 1, 61000, 1, false, 61002 },
+	{ "a later start (another host's) counts too", { 2000 }, 1, 1000, 1, false, 62001 },
+	{ "three in, rpm 2: wait for the second oldest", { 30000, 10000, 20000 }, 3, 40000, 2, false,
+	  20000 + 60000 + 1 },
+	{ "old ones do not count", { 1, 2, 3, 50000 }, 4, 70000, 2, true, 0 },
+};
+
+struct ticket_row {
+	const char *name;
+	int rc;
+	const char *host;
+	micros reserve;
+};
+
+static const struct ticket_row ticket_rows[] = {
+	{ "hostA~42-1~100000", 0, "hostA", 100000 },
+	{ "render-07.example~1-99~0", 0, "render-07.example", 0 },
+	{ "hostA~42-1", -1, NULL, 0 },
+	{ "~42-1~5", -1, NULL, 0 },
+	{ "hostA~42-1~-5", -1, NULL, 0 },
+	{ "hostA~42-1~5x", -1, NULL, 0 },
+	{ "hostA~42-1~5~6", -1, NULL, 0 },
+};
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+int main(void)
+{
+	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
+		const struct rate_row *r = &rate_rows[i];
+		int64_t retry = 0;
+		bool got = keyshare_rate_ok(r->others, r->n, r->me, r->rpm, 60000, &retry);
+		ok(got == r->ok && (got || retry == r->retry_at), "rate: %s (retry at %lld)", r->name,
+		   (long long)retry);
+	}
+	for (size_t i = 0; i < sizeof(ticket_rows) / sizeof(ticket_rows[0]); i++) {
+		const struct ticket_row *r = &ticket_rows[i];
+		char host[64] = "";
+		micros reserve = -1;
+		int rc = keyshare_parse_ticket(r->name, host, sizeof(host), &reserve);
+		ok(rc == r->rc && (rc < 0 || (!strcmp(host, r->host) && reserve == r->reserve)),
+		   "ticket name '%s'", r->name);
+	}
+	ok(keyshare_micros(0.1) * 10 == keyshare_micros(1.0), "ten dimes are a dollar, exactly");
+
+	/* The gate with two hosts on one directory. */
+	char dir[] = "/tmp/imgspool-keyshare-XXXXXX";
+	if (!mkdtemp(dir))
+		return 1;
+	struct spool sa, sb;
+	if (spool_open(&sa, dir, "hostA") < 0 || spool_open(&sb, dir, "hostB") < 0)
+		return 1;
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	struct keyshare_limits l = { .concurrency = 2, .window_ms = 60000, .lease_ms = 60000 };
+	struct keyshare_ticket t1, t2, t3;
+	ok(keyshare_acquire(a, "p", &l, 0, &t1).block == PROVIDER_FREE, "A takes the first place");
+	ok(keyshare_acquire(b, "p", &l, 0, &t2).block == PROVIDER_FREE, "B takes the second");
+	struct keyshare_verdict v = keyshare_acquire(a, "p", &l, 0, &t3);
+	ok(v.block == PROVIDER_BUSY && !t3.provider, "a third waits, whoever asks (counted %ld)",
+	   v.counted);
+	keyshare_release(b, &t2);
+	ok(keyshare_acquire(a, "p", &l, 0, &t3).block == PROVIDER_FREE, "B's place, once freed, is A's");
+	keyshare_release(a, &t3);
+
+	/* A dead host's ticket counts until its lease runs out. */
+	char *path = xasprintf("%s/providers/p/calls/%s", dir, t1.call);
+	struct timespec old[2] = { { .tv_sec = time(NULL) - 120 }, { .tv_sec = time(NULL) - 120 } };
+	ok(utimensat(AT_FDCWD, path, old, 0) == 0, "A's ticket made two minutes old");
+	ok(keyshare_acquire(b, "p", &l, 0, &t2).block == PROVIDER_FREE, "B takes a place");
+	ok(keyshare_acquire(b, "p", &l, 0, &t3).block == PROVIDER_FREE,
+	   "and the dead ticket's place too");
+	ok(access(path, F_OK) < 0, "the dead ticket is gone");
+	keyshare_release(b, &t2);
+	keyshare_release(b, &t3);
+	free(t1.provider); free(t1.call); free(t1.start);
+	free(path);
+
+	/* Budgets: reservations of every host, then what each spent (the ledger). */
+	struct keyshare_limits money = { .budget_daily = keyshare_micros(1.0), .window_ms = 60000,
+					 .lease_ms = 60000 };
+	ok(keyshare_acquire(a, "p", &money, keyshare_micros(0.4), &t1).block == PROVIDER_FREE, "A reserves 0.4");
+	ok(keyshare_acquire(b, "p", &money, keyshare_micros(0.4), &t2).block == PROVIDER_FREE, "B reserves 0.4");
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.4), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.reserved == keyshare_micros(1.2) && v.retry_at == -1,
+	   "a third 0.4 would pass 1.00: over budget (reserved %lld)", v.reserved);
+	ok(keyshare_acquire(b, "p", &money, keyshare_micros(0.2), &t3).block == PROVIDER_FREE,
+	   "0.2 fits exactly");
+	keyshare_spent(a, "p", keyshare_micros(0.4));
+	keyshare_release(a, &t1);
+	keyshare_release(b, &t2);
+	keyshare_release(b, &t3);
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.7), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
+	   "B sees what A spent (spent %lld)", v.spent);
+	struct keyshare_limits total = { .total_daily = keyshare_micros(0.5), .window_ms = 60000,
+					 .lease_ms = 60000 };
+	ok(keyshare_acquire(b, "q", &total, keyshare_micros(0.2), &t3).block == PROVIDER_OVER_BUDGET,
+	   "a total budget counts every provider's spend");
+	struct keyshare *a2 = keyshare_new(&sa);
+	v = keyshare_acquire(a2, "p", &money, keyshare_micros(0.7), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
+	   "a restarted A remembers what it spent");
+	keyshare_free(a2);
+
+	/* Pause and hold, seen by the other host; one probe at a time. */
+	struct keyshare_view view;
+	int64_t until = keyshare_pause(a, "p", spool_server_now(&sa) + 5000);
+	ok(keyshare_look(b, "p", &view) == 0 && view.paused_until == until && until % 1000 == 0,
+	   "B sees A's pause, to the second");
+	ok(keyshare_pause(a, "p", spool_server_now(&sa) + 1000) == until, "a shorter pause keeps the longer");
+	keyshare_hold(a, "p", "quota exhausted");
+	ok(keyshare_look(b, "p", &view) == 0 && view.held && strstr(view.hold_reason, "quota exhausted"),
+	   "B sees A's hold and why");
+	ok(keyshare_probe_claim(b, "p", 60000), "B probes");
+	ok(!keyshare_probe_claim(a, "p", 60000), "A does not, meanwhile");
+	keyshare_unhold(b, "p");
+	ok(keyshare_look(a, "p", &view) == 0 && !view.held, "B's probe released A");
+	ok(keyshare_probe_claim(a, "p", 60000), "the next probe may be A's");
+	keyshare_probe_done(a, "p");
+
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sa);
+	spool_close(&sb);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return tap_done();
+}
