@@ -89,6 +89,7 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse
 	$(B)/bench_parse
 	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench.py
 	IMGSPOOL=$(CURDIR)/$(B)/imgspool python3 tests/bench/bench_cli.py
+	IMGSPOOLD=$(CURDIR)/$(B)/imgspoold python3 tests/bench/bench_keyshare.py
 
 $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<

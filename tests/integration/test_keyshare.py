@@ -104,7 +104,7 @@ def test_concurrency_is_shared_and_a_dead_hosts_share_comes_back(env):
         h.a.kill()
         killed = time.monotonic()
         left = len(h.tickets("hostA"))
-        wait_for(lambda: env.fake.inflight == 8, LEASE + 4 * POLL + 6,
+        wait_for(lambda: env.fake.inflight == 8, LEASE + 3 * POLL + 3,
                  f"host B to run 8 calls once host A's {left} ticket(s) expired")
         took = time.monotonic() - killed
         print(f"# host A's share came back to host B {took:.1f} s after the kill "
@@ -120,9 +120,16 @@ def test_concurrency_is_shared_and_a_dead_hosts_share_comes_back(env):
 def test_rate_is_shared(env):
     # rpm 6 over a 5 s window (rate_window makes the test short; 60 s is the real minute).
     env.fake.default = {"kind": "b64"}
-    h = TwoHosts(env, provider__rpm=6, provider__rate_window=5).start()
+    h = TwoHosts(env, provider__rpm=6, provider__rate_window=5)
     try:
-        for i in range(15):
+        # Host B fills the window first; host A, started after, must wait for B's starts.
+        h.b.start()
+        for i in range(6):
+            h.submit(f"r{i:02d}", {"prompt": f"shared rate {i}"})
+        wait_for(lambda: len(re.findall(r"^r\d+ claimed", h.b.log(), re.M)) == 6, 30,
+                 "host B to start 6 calls")
+        h.a.start()
+        for i in range(6, 15):
             h.submit(f"r{i:02d}", {"prompt": f"shared rate {i}"})
         wait_for(lambda: h.count("done", "r") == 15, 90, "15 jobs done")
         starts = sorted(r["started"] for r in env.fake.snapshot())
