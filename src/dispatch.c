@@ -349,15 +349,21 @@ static int64_t probe_due(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct provider_state *p = arg;
+	struct dispatch *d = p->d;
 	p->probe_timer = 0;
-	/* A hold every host shares is probed by one of them. */
-	if (p->shared_hold && !keyshare_probe_claim(p->d->ks, p->cfg->name,
-						    p->d->cfg->lease_timeout * 1000)) {
-		p->probe_timer = loop_add_timer(p->d->loop, p->d->cfg->hold_probe_interval * 1000,
-						probe_due, p);
+	if (!p->shared_hold) {
+		p->flow.probing = true;  /* dispatch_pump lets one job through */
 		return LOOP_TIMER_DONE;
 	}
-	p->flow.probing = true;  /* dispatch_pump lets one job through */
+	/* A hold every host shares is probed by one of them, which keeps providers/NAME/probe
+	 * while its probe is in flight. A turn it had no job for goes to another host. */
+	p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000, probe_due, p);
+	for (struct task *t = d->tasks; t; t = t->next)
+		if (t->is_probe && t->prov == p)
+			return LOOP_TIMER_DONE;
+	if (p->flow.probing)
+		keyshare_probe_done(d->ks, p->cfg->name);
+	p->flow.probing = keyshare_probe_claim(d->ks, p->cfg->name, d->cfg->lease_timeout * 1000);
 	return LOOP_TIMER_DONE;
 }
 
@@ -2600,6 +2606,13 @@ void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t 
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
 		if (!d->providers[i]->flow.held || d->providers[i]->retired)
+			continue;
+		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
+		sep = ", ";
+	}
+	sep = ", over budget: ";
+	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
+		if (!d->providers[i]->over_budget || d->providers[i]->retired)
 			continue;
 		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
 		sep = ", ";
