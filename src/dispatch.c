@@ -469,6 +469,13 @@ static struct keyshare_limits shared_limits_of(const struct provider_state *p)
 		.total_daily = cfg->budget_daily, .total_monthly = cfg->budget_monthly };
 }
 
+/* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
+static bool budgeted(const struct provider_state *p)
+{
+	return p->cfg->budget_daily || p->cfg->budget_monthly || p->d->cfg->budget_daily ||
+	       p->d->cfg->budget_monthly;
+}
+
 /* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
  * event (a call ending, SIGHUP, a probe) can change it. */
 static int64_t blocked_until(const struct provider_state *p, int64_t now)
@@ -652,7 +659,7 @@ static void settle_call(struct task *t, bool billed, bool known, double cost)
 	t->reserved = false;
 	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
 	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
-	if (billed && known)
+	if (billed && known && budgeted(t->prov))
 		keyshare_spent(t->d->ks, t->prov->cfg->name, keyshare_micros(cost));
 	keyshare_release(t->d->ks, &t->ticket);
 }
@@ -2383,7 +2390,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		record_attempt(t, &a);
 		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
 		/* Its host died before counting it: counted here, in every host's sight. */
-		if (a.cost_known)
+		if (a.cost_known && budgeted(prov))
 			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
 	}
 	free(partial);

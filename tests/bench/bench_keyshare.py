@@ -11,6 +11,7 @@ import datetime
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,13 +30,15 @@ CALLS = ["openat", "close", "unlinkat", "getdents64", "newfstatat", "utimensat",
 
 
 def count_syscalls(env, spool_dir, settings, prefix):
-    """Runs JOBS jobs through one daemon under strace -c; returns {syscall: count}."""
+    """Runs JOBS jobs through one daemon with strace -c attached; returns {syscall: count}."""
     out = os.path.join(tempfile.gettempdir(), f"strace-{prefix}.txt")
     d = env.daemon(spool_dir=spool_dir, spool__concurrency=8, spool__poll_interval=5,
-                   spool__host_id=f"bench{prefix}",
-                   wrapper=["strace", "-f", "-c", "-o", out, "-e", "trace=" + ",".join(CALLS)],
-                   **settings)
+                   spool__host_id=f"bench{prefix}", **settings)
     d.start()
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-e", "trace=" + ",".join(CALLS),
+                               "-p", str(d.proc.pid)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracer.stderr.readline()   # "Process N attached"
     os.makedirs(os.path.join(spool_dir, "tmp"), exist_ok=True)
     for i in range(JOBS):
         tmp = os.path.join(spool_dir, "tmp", f"{prefix}{i:04d}.json")
@@ -45,6 +48,8 @@ def count_syscalls(env, spool_dir, settings, prefix):
     harness.wait_for(lambda: sum(1 for n in os.listdir(os.path.join(spool_dir, "done"))
                                  if n.startswith(prefix) and n.endswith(".result.json")) == JOBS,
                      600, "the jobs")
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(60)
     d.stop()
     counts = {}
     with open(out) as f:
