@@ -2633,6 +2633,7 @@ void dispatch_report_metrics(const struct dispatch *d)
 		const struct provider_state *p = d->providers[i];
 		metrics_provider_state(p->cfg->name, p->flow.active, p->flow.held && !p->retired,
 				       now < p->flow.paused_until);
+		metrics_provider_over_budget(p->cfg->name, p->over_budget && !p->retired);
 	}
 }
 

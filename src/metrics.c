@@ -43,7 +43,7 @@ struct provider_metrics {
 	struct cost *costs;
 	size_t n_costs;
 	long in_flight;          /* gauges */
-	bool held, paused;
+	bool held, paused, over_budget;
 };
 
 static struct {
@@ -130,7 +130,7 @@ void metrics_begin(void)
 {
 	for (size_t i = 0; i < m.n_providers; i++) {
 		m.providers[i].in_flight = 0;
-		m.providers[i].held = m.providers[i].paused = false;
+		m.providers[i].held = m.providers[i].paused = m.providers[i].over_budget = false;
 	}
 }
 
@@ -140,6 +140,11 @@ void metrics_provider_state(const char *name, long in_flight, bool held, bool pa
 	p->in_flight += in_flight;
 	p->held |= held;
 	p->paused |= paused;
+}
+
+void metrics_provider_over_budget(const char *name, bool over)
+{
+	provider(name)->over_budget |= over;
 }
 
 void metrics_jobs(long new_jobs, long running, long deferred, double oldest_pending_s)
@@ -252,6 +257,9 @@ char *metrics_render(void)
 		     offsetof(struct provider_metrics, held), F_BOOL);
 	per_provider(&b, "imgspool_provider_paused", "gauge", "1 while a provider is paused.",
 		     offsetof(struct provider_metrics, paused), F_BOOL);
+	per_provider(&b, "imgspool_provider_over_budget", "gauge",
+		     "1 while a call to a provider would pass a spend budget (all hosts' spend).",
+		     offsetof(struct provider_metrics, over_budget), F_BOOL);
 	head(&b, "imgspool_call_duration_seconds", "histogram",
 	     "Time from sending a call to its complete answer, by provider.");
 	for (size_t i = 0; i < m.n_providers; i++) {

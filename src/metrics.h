@@ -24,6 +24,8 @@ void metrics_finished(bool succeeded);
 /* Gauges, set before a write: every provider's are zeroed first by metrics_begin(). */
 void metrics_begin(void);
 void metrics_provider_state(const char *provider, long in_flight, bool held, bool paused);
+/* A provider's calls wait because one would pass a spend budget (keyshare.c). */
+void metrics_provider_over_budget(const char *provider, bool over);
 void metrics_jobs(long new_jobs, long running, long deferred, double oldest_pending_s);
 
 /* The whole exposition, in the Prometheus text format (no timestamps). Caller frees. */

@@ -216,7 +216,11 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
     env.fake.default = {"kind": "b64", "delay": 0.2}
     env.fake.prices = [("*", 0.10)]
     h = TwoHosts(env, provider__budget_daily="1.00", verbose=True,
-                 **{"prices__gpt-image-2": "0.10"}).start()
+                 **{"prices__gpt-image-2": "0.10"})
+    prom = os.path.join(h.a.dir, "imgspool.prom")
+    with open(h.a.config_path, "a") as f:
+        f.write(f"[metrics]\ntextfile = {prom}\ninterval = 1\n")
+    h.start()
     try:
         for i in range(30):
             h.submit(f"b{i:02d}", {"prompt": f"shared budget {i}"})
@@ -225,6 +229,9 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
                  20, "both hosts to say the provider is over budget")
         h.a.wait_rescans(3)
         h.b.wait_rescans(3)
+        wait_for(lambda: os.path.exists(prom) and
+                 'imgspool_provider_over_budget{provider="apiyi"} 1' in open(prom).read(), 10,
+                 "the over-budget gauge")
         billed = sum(1 for r in env.fake.snapshot() if r["billed"])
         # The stated bound: 0 over for per-image prices (every call reserves its price first).
         assert billed == 10, f"{billed} billed calls, the budget allows 10"
@@ -246,6 +253,8 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
         wait_for(lambda: h.count("done", "b") == 30, 60, "the other 20 jobs after the reload")
         assert sum(1 for r in env.fake.snapshot() if r["billed"]) == 30
         assert "within its budgets again" in h.a.log() + h.b.log()
+        wait_for(lambda: 'imgspool_provider_over_budget{provider="apiyi"} 0' in open(prom).read(),
+                 10, "the over-budget gauge back to 0")
     finally:
         h.close()
 
