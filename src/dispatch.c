@@ -1563,7 +1563,8 @@ static void ignore_entry(struct dispatch *d, const struct pending *pe, const cha
 enum start { STARTED, SKIPPED, WAIT };
 
 /* Our records ("imgspool") grow a job file by a few hundred bytes per attempt: they get room of
- * their own beyond max_job_bytes, so a job near the limit is not locked out by its history. */
+ * their own beyond max_job_bytes, so a job near the limit is not locked out by its history.
+ * Files are read up to this cap; a client's file in new/ is then held to max_job_bytes. */
 #define RECORD_HEADROOM (64u << 10)
 
 static size_t job_read_cap(const struct dispatch *d)
@@ -1864,6 +1865,13 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		/* Probably still being written (a plain cp into new/): its close or a rescan brings
 		 * it back. */
 		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (pe->dir == SPOOL_NEW && d->readbuf.len > (size_t)d->cfg->max_job_bytes &&
+	    !(pr == JOB_OK && job.state && written_by_daemon(d, &st))) {
+		/* The record headroom is for files the daemon wrote, not for clients. */
+		job_release(&job);
+		ignore_entry(d, pe, spool_read_reason(SPOOL_READ_TOO_BIG));
 		return SKIPPED;
 	}
 	struct provider_state *prov = NULL;

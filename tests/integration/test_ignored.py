@@ -41,6 +41,26 @@ def test_job_renamed_over_an_ignored_oversize_file(env):
     assert d.wait_finished("over-big") == "done"
 
 
+def test_a_client_file_past_max_job_bytes_is_ignored(env):
+    """The record headroom past max_job_bytes is for files the daemon wrote (issue 8, item 4)."""
+    d = env.daemon(verbose=True, limits__max_job_bytes=1024).start()
+    d.submit("a-bit-big", {"prompt": "x", "metadata": "y" * 2000})   # under the 64 KiB headroom
+    wait_ignored(d, "a-bit-big.json")
+    assert "larger than [limits] max_job_bytes" in d.log()
+    assert d.state("a-bit-big") not in ("done", "failed")
+    attempt = {"started_at": "2026-11-29T08:01:01.361+00:00", "latency_ms": 10, "provider": "apiyi",
+               "model": "gpt-image-2", "http_status": 503, "transport": "done", "outcome": "retry",
+               "billed": "no", "cost": 0.0, "error_code": "upstream_unavailable",
+               "request_id": "r" * 32}
+    # Written by the daemon's user with its records (as imgspool retry leaves it): still runs.
+    job = {"prompt": "with records", "metadata": "y" * 600,
+           "imgspool": {"attempts": [attempt, attempt], "retry_count": 2, "billed_retries": 0,
+                        "crashes": 0}}
+    assert len(json.dumps(job)) > 1024
+    d.submit("records", job)
+    assert d.wait_finished("records") == "done", d.log()[-2000:]
+
+
 def known_after_next_rescan(d):
     """The count of remembered names that the next full rescan logs."""
     seen = len(re.findall(r"rescan of new/.*", d.log()))
@@ -67,5 +87,6 @@ if __name__ == "__main__":
         test_maildir_delivery_with_two_links_for_a_moment,
         test_job_renamed_over_an_ignored_symlink,
         test_job_renamed_over_an_ignored_oversize_file,
+        test_a_client_file_past_max_job_bytes_is_ignored,
         test_removed_names_are_forgotten,
     ])
