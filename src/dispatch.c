@@ -345,6 +345,8 @@ static struct provider_state *provider_find(struct dispatch *d, const char *name
 	return NULL;
 }
 
+static void look_at_others(struct provider_state *p);
+
 static int64_t probe_due(struct loop *loop, void *arg)
 {
 	(void)loop;
@@ -361,6 +363,9 @@ static int64_t probe_due(struct loop *loop, void *arg)
 	for (struct task *t = d->tasks; t; t = t->next)
 		if (t->is_probe && t->prov == p)
 			return LOOP_TIMER_DONE;
+	look_at_others(p);   /* another host's probe may have released it already */
+	if (!p->flow.held)
+		return LOOP_TIMER_DONE;
 	if (p->flow.probing)
 		keyshare_probe_done(d->ks, p->cfg->name);
 	p->flow.probing = keyshare_probe_claim(d->ks, p->cfg->name, d->cfg->lease_timeout * 1000);
