@@ -32,6 +32,7 @@
 #include "known.h"
 #include "log.h"
 #include "publish.h"
+#include "outbox.h"
 #include "loop.h"
 #include "metrics.h"
 #include "price.h"
@@ -46,6 +47,7 @@
 #include "store.h"
 #include "upstream.h"
 #include "util.h"
+#include "webhook.h"
 #include "banned.h"
 
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
@@ -114,6 +116,7 @@ struct task {
 	size_t images_dropped;   /* returned beyond the job's n */
 	struct store_upload *upload; /* the images, while they go to the store */
 	char **urls;             /* where the store has them, one per image */
+	struct outbox_batch events; /* outbox entries, written before the job moves */
 	size_t next_url;
 	int download_tries;
 	int64_t created_wall_ms;
@@ -145,6 +148,8 @@ struct dispatch {
 	struct http *http;
 	struct iopool *pool;
 	struct store *store;
+	struct outbox *outbox;   /* webhooks and hooks of finished jobs */
+	char cwd[PATH_MAX];      /* for absolute result paths when [spool] dir is relative */
 	struct job_limits limits;
 	struct provider_state **providers; /* one per provider, and those retired by a reload */
 	int n_providers;
@@ -307,6 +312,7 @@ void dispatch_scan(struct dispatch *d)
 	spool_entries_free(e, n);
 	pending_sweep(d, SPOOL_NEW);
 	scan_deferred(d);
+	outbox_scan(d->outbox);
 	if (!d->draining) {
 		resume_publications(d, true);   /* first: a reclaimed job may need its staging */
 		reclaim_stale(d);
@@ -717,6 +723,7 @@ static void task_free(struct task *t)
 	if (t->prov && --t->prov->users == 0 && t->prov->retired)
 		provider_state_free(t->prov);
 	store_upload_cancel(t->upload);
+	outbox_batch_release(&t->events);
 	for (size_t i = 0; i < t->n_images; i++) {
 		free(t->images[i].data);
 		if (t->urls)
@@ -883,6 +890,15 @@ static long sidecar_attempt(const struct task *t, const char *data, size_t len, 
 static void publish_work(void *arg)
 {
 	struct task *t = arg;
+	/* Events are queued before the job is published: once it is, they cannot be lost. A job
+	 * another daemon reclaimed is its to announce. */
+	if (t->events.n && spool_still_ours(t->d->spool, t->running_name) &&
+	    outbox_write(t->d->spool, &t->events) < 0) {
+		xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
+			  strerror(errno));
+		t->publish_rc = PUBLISH_RETRY;
+		return;
+	}
 	t->publish_rc = publish_run(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
 				    t->running_name, t->images, t->n_images, t->result_json,
 				    t->final_job_text, t->publish_err, sizeof(t->publish_err));
@@ -945,7 +961,47 @@ static void publish_done(void *arg)
 			t->n_images, json_array_size(t->attempts));
 	else
 		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
+	struct dispatch *d = t->d;
 	task_free(t);
+	outbox_scan(d->outbox);   /* its events may go now */
+}
+
+/* The outbox entries of an event of t ([notify]): none when nothing is configured. */
+static void queue_event(struct task *t, const char *state, json_t *data)
+{
+	struct dispatch *d = t->d;
+	outbox_batch_release(&t->events);
+	if (!config_notify_enabled(d->cfg) && !d->cfg->notify_exec) {
+		json_decref(data);
+		return;
+	}
+	char *type = xasprintf("job.%s", state);
+	char *path = xasprintf("%s%s%s/%s/%s.result.json", d->spool->path[0] == '/' ? "" : d->cwd,
+			       d->spool->path[0] == '/' ? "" : "/", d->spool->path,
+			       t->succeeded ? "done" : "failed", t->id);
+	struct outbox_event ev = { .task_id = t->id, .type = type, .state = state,
+				   .seq = strcmp(state, "deferred") ? 0 : t->retry_count,
+				   .job_url = t->job.webhook_url, .result_path = path,
+				   .now_ms = wall_ms() };
+	outbox_event_entries(d->cfg, d->spool->host_id, &ev, data, &t->events);
+	free(type);
+	free(path);
+}
+
+const struct store_stats *dispatch_store_stats(const struct dispatch *d)
+{
+	return store_stats(d->store);
+}
+
+const struct outbox_stats *dispatch_outbox_stats(const struct dispatch *d)
+{
+	return outbox_stats(d->outbox);
+}
+
+static bool task_busy(void *arg, const char *task_id)
+{
+	struct dispatch *d = arg;
+	return strset_has(&d->held, task_id);
 }
 
 static void upload_done(void *arg, struct image *images, char **urls, size_t n)
@@ -1006,6 +1062,7 @@ static void finish(struct task *t)
 	t->result_json = result_to_json(&r);
 	t->final_job_text = t->job_text ? job_text_with_state(t, 0, t->succeeded ? "succeeded" : "failed")
 					: NULL;
+	queue_event(t, t->succeeded ? "succeeded" : "failed", webhook_data_from_result(t->result_json));
 	t->state = T_PUBLISHING;
 	pool_submit(t, publish_work, publish_done);
 }
@@ -1178,7 +1235,9 @@ static void defer_work(void *arg)
 {
 	struct task *t = arg;
 	char *name = xasprintf("%s.json", t->id);
-	t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
+	t->publish_rc = outbox_write(t->d->spool, &t->events);
+	if (t->publish_rc == 0)
+		t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
 					     t->result_json, strlen(t->result_json), t->defer_due);
 	if (t->publish_rc < 0)
 		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
@@ -1224,6 +1283,7 @@ static void defer_done(void *arg)
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
 	arm_deferred(d, t->defer_due);
 	task_free(t);
+	outbox_scan(d->outbox);
 }
 
 /* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
@@ -1252,6 +1312,14 @@ static void schedule_retry(struct task *t)
 	if (!t->result_json) {
 		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
 		return;
+	}
+	if (d->cfg->notify_deferrals) {
+		char when[48];
+		format_time_iso8601(t->defer_due, when, sizeof(when));
+		queue_event(t, "deferred", json_pack("{s:s, s:s, s:s, s:s, s:[], s:[], s:n}",
+						     "task_id", t->id, "status", "deferred",
+						     "error_code", o->code, "retry_at", when,
+						     "images", "urls", "cost"));
 	}
 	t->state = T_DEFERRING;
 	pool_submit(t, defer_work, defer_done);
@@ -1952,6 +2020,14 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	if (route && pick.verdict == ROUTE_NONE) {
 		fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
 		     route->name, pick.why);
+		return STARTED;
+	}
+	if (t->job.webhook_url && !webhook_job_url_allowed(d->cfg, t->job.webhook_url)) {
+		log_job(LOG_INFO, id, "claimed: a webhook_url the configuration does not allow");
+		free(t->job.webhook_url);
+		t->job.webhook_url = NULL;   /* its events go to [notify] url, if any */
+		fail(t, "invalid_job", "webhook_url", "\"webhook_url\" is not under one of the URL "
+		     "prefixes that [notify] job_url_prefixes allows");
 		return STARTED;
 	}
 	if (!prov) {
@@ -2669,6 +2745,9 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->http = http_new(loop, cfg->concurrency * 2);
 	d->pool = iopool_new(loop, (int)cfg->io_threads);
 	d->store = store_new(loop, d->http, d->pool, &d->cfg);
+	d->outbox = outbox_new(loop, d->http, d->pool, spool, &d->cfg, task_busy, d);
+	if (!getcwd(d->cwd, sizeof(d->cwd)))
+		d->cwd[0] = '\0';
 	known_init(&d->known);
 	strset_init(&d->held);
 	spend_init(&d->spend);
@@ -2698,6 +2777,7 @@ void dispatch_free(struct dispatch *d)
 		requeue(d->tasks, "shutdown");
 	iopool_free(d->pool);
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
+	outbox_free(d->outbox); /* before http: it cancels its deliveries */
 	http_free(d->http);
 	while (d->n_providers)
 		provider_state_free(d->providers[0]);

@@ -45,6 +45,12 @@ void dispatch_log_waiting(const struct dispatch *d);
 /* One line for systemd's STATUS=: pending, deferred (counted by the caller), running, calls in
  * flight, held providers. */
 void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t size);
+/* Counters of results leaving the spool, for metrics: uploads (failures, jobs waiting for the
+ * store) and the outbox (deliveries, failures, dropped, backlog). Borrowed. */
+struct store_stats;
+struct outbox_stats;
+const struct store_stats *dispatch_store_stats(const struct dispatch *d);
+const struct outbox_stats *dispatch_outbox_stats(const struct dispatch *d);
 bool dispatch_draining(const struct dispatch *d);
 /* Sets the metrics' provider gauges: calls in flight, held, paused. */
 void dispatch_report_metrics(const struct dispatch *d);

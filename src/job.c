@@ -25,7 +25,7 @@
 #define KEY_ECHO_MAX 32         /* an unknown key longer than this is not repeated back */
 
 static const char known_fields[] = "prompt, model, provider, size, n, quality, background, "
-	"output_format, output_compression, moderation, timeout, images, mask, metadata";
+	"output_format, output_compression, moderation, timeout, images, mask, metadata, webhook_url";
 
 void job_limits_default(struct job_limits *limits)
 {
@@ -48,6 +48,7 @@ void job_release(struct job *job)
 	for (int i = 0; i < JOB_REFS_MAX; i++)
 		free(job->refs[i]);
 	free(job->mask);
+	free(job->webhook_url);
 	json_decref(job->metadata);
 	json_decref(job->state);
 	memset(job, 0, sizeof(*job));
@@ -680,6 +681,24 @@ static enum job_parse_result parse_metadata(struct job *job, const char *name, j
 	return JOB_OK;
 }
 
+/* Where this job's events go instead of [notify] url. Only its form is checked here: whether the
+ * daemon's configuration allows it is decided when the job is claimed. */
+static enum job_parse_result parse_webhook_url(struct job *job, const char *name, json_t *v,
+					       const struct job_limits *limits, struct job_error *err)
+{
+	(void)limits;
+	const char *s = json_string_value(v);
+	size_t len = json_string_length(v);
+	bool good = s && len <= 2048 && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
+	for (size_t i = 0; good && i < len; i++)
+		good = s[i] > 0x20 && s[i] < 0x7f;
+	if (!good)
+		return fail(err, JOB_INVALID, name, "\"%s\" must be an http:// or https:// URL of at most "
+			    "2048 printable ASCII characters", name);
+	job->webhook_url = xstrndup(s, len);
+	return JOB_OK;
+}
+
 /* The daemon's own bookkeeping, written back into the job file when a job is deferred. */
 static enum job_parse_result parse_state(struct job *job, const char *name, json_t *v,
 					 const struct job_limits *limits, struct job_error *err)
@@ -709,6 +728,7 @@ static const struct field {
 	{ "images", parse_images },
 	{ "mask", parse_mask },
 	{ "metadata", parse_metadata },
+	{ "webhook_url", parse_webhook_url },
 	{ "imgspool", parse_state },
 };
 

@@ -36,6 +36,7 @@ struct job {
 	char *refs[JOB_REFS_MAX]; /* owned; "images": paths relative to the spool root */
 	int n_refs;
 	char *mask;              /* owned; NULL = none */
+	char *webhook_url;       /* owned; where this job's events go, NULL = [notify] url */
 	json_t *metadata;        /* owned reference; NULL = absent. Echoed into the result untouched. */
 	json_t *state;           /* owned; "imgspool": the daemon's records of earlier attempts */
 };

@@ -27,6 +27,7 @@ static const char *dir_names[SPOOL_NDIRS] = {
 	[SPOOL_TMP] = "tmp", [SPOOL_NEW] = "new", [SPOOL_RUNNING] = "running",
 	[SPOOL_DEFERRED] = "deferred", [SPOOL_DONE] = "done", [SPOOL_FAILED] = "failed",
 	[SPOOL_HOLD] = "hold", [SPOOL_CONTROL] = "control",
+	[SPOOL_OUTBOX] = "outbox",
 };
 
 const char *spool_dir_name(enum spool_dir d)

@@ -22,6 +22,7 @@ enum spool_dir {
 	SPOOL_FAILED,            /* failed */
 	SPOOL_HOLD,              /* held by an operator: no daemon looks at it */
 	SPOOL_CONTROL,           /* an operator's requests to the daemons (control.h) */
+	SPOOL_OUTBOX,            /* the daemon's deliveries (webhooks, hooks) waiting to go out */
 	SPOOL_NDIRS,
 };
 

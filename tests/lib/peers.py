@@ -1,8 +1,10 @@
 """peers.py - real servers we did not write, started by a test on loopback: an S3-compatible
-store (s3rver, each request's SigV4 signature checked by the AWS SDK's signer).
+store (s3rver, each request's SigV4 signature checked by the AWS SDK's signer) and a webhook
+receiver (each delivery verified by the standardwebhooks library).
 
 They come from tests/node (npm ci in contrib/install-deps.sh); nothing is installed here.
 """
+import base64
 import json
 import os
 import shutil
@@ -30,36 +32,30 @@ def _wait(pred, timeout, what):
         time.sleep(0.02)
 
 
-class S3Server:
-    """s3rver on 127.0.0.1:port, its objects under a scratch directory that outlives restarts."""
+class NodePeer:
+    """A server from tests/node on 127.0.0.1:port, printing "listening" when ready and one JSON
+    line per request; its scratch directory outlives restarts (stop, then start again)."""
 
-    ACCESS_KEY = "S3RVER"
-    SECRET_KEY = "S3RVER"
+    script = None
 
-    def __init__(self, bucket="imgs", put_delay_ms=0):
-        self.bucket = bucket
+    def __init__(self):
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="imgspool-s3-")
-        self.data = os.path.join(self.dir, "data")
+        self.dir = tempfile.mkdtemp(prefix="imgspool-peer-")
         self.log_path = os.path.join(self.dir, "requests.log")
-        self.put_delay_ms = put_delay_ms
         self.proc = None
 
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+    def args(self):
+        return []
 
     def start(self):
-        os.makedirs(self.data, exist_ok=True)
         offset = self._size()
         self.logf = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            ["node", os.path.join(NODE_DIR, "s3server.js"), str(self.port), self.data, self.bucket,
-             str(self.put_delay_ms)], stdin=subprocess.DEVNULL, stdout=self.logf,
-            stderr=subprocess.STDOUT, cwd=NODE_DIR)
+            ["node", os.path.join(NODE_DIR, self.script), str(self.port)] + self.args(),
+            stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT, cwd=NODE_DIR)
         _wait(lambda: "listening" in self._text()[offset:] or self.proc.poll() is not None, 20,
-              "s3rver to listen")
-        assert self.proc.poll() is None, f"s3rver exited:\n{self._text()[-2000:]}"
+              f"{self.script} to listen")
+        assert self.proc.poll() is None, f"{self.script} exited:\n{self._text()[-2000:]}"
         return self
 
     def stop(self):
@@ -92,12 +88,32 @@ class S3Server:
             return ""
 
     def requests(self):
-        """Every request seen so far (with "status" once answered), plus {"holding": url} lines."""
-        out = []
-        for line in self._text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
+        """Every request seen so far, one dict per JSON line."""
+        return [json.loads(line) for line in self._text().splitlines() if line.startswith("{")]
+
+
+class S3Server(NodePeer):
+    """s3rver, every request's SigV4 signature checked by @smithy/signature-v4. Its requests()
+    have "method", "url", "signature" ("ok" or why not), "sha256", "status", and {"holding": url}
+    for a PUT held put_delay_ms before s3rver sees it."""
+
+    script = "s3server.js"
+    ACCESS_KEY = "S3RVER"
+    SECRET_KEY = "S3RVER"
+
+    def __init__(self, bucket="imgs", put_delay_ms=0):
+        super().__init__()
+        self.bucket = bucket
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(self.data)
+        self.put_delay_ms = put_delay_ms
+
+    def args(self):
+        return [self.data, self.bucket, str(self.put_delay_ms)]
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
 
     def get(self, key):
         """The object's bytes, or None if the bucket does not have it."""
@@ -108,3 +124,20 @@ class S3Server:
             if e.code == 404:
                 return None
             raise
+
+
+class WebhookReceiver(NodePeer):
+    """A webhook endpoint verifying each delivery with the standardwebhooks library. Its
+    requests() have "path", "id", "timestamp", "verified", "error", "event", "status"."""
+
+    script = "webhook_receiver.js"
+
+    def __init__(self):
+        super().__init__()
+        self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+    def args(self):
+        return [self.secret]
+
+    def url(self, path="/ok"):
+        return f"http://127.0.0.1:{self.port}{path}"

@@ -1,0 +1,470 @@
+/* outbox.c - webhook deliveries and hook runs, durable in outbox/, driven by the loop.
+ *
+ * Entries are written by the publication (on an I/O helper) before the job file moves, so an
+ * event is never lost: a crash before the move re-finishes the job and rewrites the same entry
+ * (its name comes from the webhook-id); a crash after it leaves the entry for the next start.
+ * Delivery is at least once, with the same webhook-id every time. An entry is not delivered
+ * while its job is still held by this daemon, so nobody hears of a job before done/ says it.
+ *
+ * Webhooks: POST, no redirects (a 3xx is a failure), a 2xx is success, 410 stops, anything
+ * else is retried after retry_base_ms doubling to retry_cap_ms (or the receiver's Retry-After
+ * when longer) until give_up_after. Addresses that are not public are refused on the connected
+ * socket unless allow_private. Entries of a host that stopped (due more than lease_timeout ago)
+ * are taken over by another daemon with one rename. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hook.h"
+#include "http.h"
+#include "iopool.h"
+#include "log.h"
+#include "loop.h"
+#include "outbox.h"
+#include "retry.h"
+#include "spool.h"
+#include "util.h"
+#include "webhook.h"
+#include "banned.h"
+
+#define WEBHOOKS_IN_FLIGHT 16
+
+struct delivery {
+	struct outbox *o;
+	struct delivery *prev, *next;
+	char *name;
+	json_t *doc;             /* the entry */
+	struct http_xfer *xfer;
+	char *text;              /* rewritten entry, on a helper */
+	int64_t due;
+	int rc;
+};
+
+struct outbox {
+	struct loop *loop;
+	struct http *http;
+	struct iopool *pool;
+	struct spool *spool;
+	struct config *const *cfgp;
+	struct hooks *hooks;
+	outbox_busy_fn *busy;
+	void *busy_arg;
+	struct strset in_flight; /* entry names being delivered or rewritten */
+	struct delivery *deliveries;
+	int webhooks;            /* POSTs in flight */
+	int rewriting;           /* entries on a helper */
+	uint64_t timer;
+	int64_t timer_due;       /* wall ms */
+	bool secret_warned;
+	bool capped;             /* due entries waited for a free slot: scan when one frees */
+	struct outbox_stats stats;
+};
+
+/* ---- building entries ------------------------------------------------------------------- */
+
+static void add_entry(struct outbox_batch *b, const char *msg_id, const char *target,
+		      const char *host_id, json_t *doc)
+{
+	b->e = xrealloc(b->e, (b->n + 1) * sizeof(*b->e));
+	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!text)
+		abort();   /* only on allocation failure */
+	b->e[b->n++] = (struct outbox_entry){
+		.name = xasprintf("%s.%s@%s.json", msg_id, target, host_id), .text = text };
+}
+
+void outbox_event_entries(const struct config *cfg, const char *host_id,
+			  const struct outbox_event *ev, json_t *data, struct outbox_batch *out)
+{
+	out->e = NULL;
+	out->n = 0;
+	char msg_id[WEBHOOK_ID_LEN + 1];
+	webhook_id(ev->task_id, ev->type, ev->seq, msg_id);
+	const char *url = ev->job_url ? ev->job_url : cfg->notify_url;
+	bool deferral = !strcmp(ev->state, "deferred");
+	if (url && (!deferral || cfg->notify_deferrals)) {
+		char *body = webhook_body(ev->type, ev->now_ms, json_incref(data));
+		json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "target", "webhook",
+					"id", msg_id, "task_id", ev->task_id, "type", ev->type,
+					"url", url, "body", body, "created_at_ms",
+					(json_int_t)ev->now_ms, "attempts", 0);
+		add_entry(out, msg_id, "webhook", host_id, doc);
+		json_decref(doc);
+		free(body);
+	}
+	if (cfg->notify_exec && !deferral) {
+		json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "target", "exec", "id", msg_id,
+					"task_id", ev->task_id, "state", ev->state, "result_path",
+					ev->result_path, "created_at_ms", (json_int_t)ev->now_ms);
+		add_entry(out, msg_id, "exec", host_id, doc);
+		json_decref(doc);
+	}
+	json_decref(data);
+}
+
+int outbox_write(struct spool *sp, const struct outbox_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (spool_write_file(sp, SPOOL_OUTBOX, b->e[i].name, b->e[i].text,
+				     strlen(b->e[i].text)) < 0)
+			return -1;
+	return b->n ? spool_sync_dir(sp, SPOOL_OUTBOX) : 0;
+}
+
+void outbox_batch_release(struct outbox_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->e[i].name);
+		free(b->e[i].text);
+	}
+	free(b->e);
+	b->e = NULL;
+	b->n = 0;
+}
+
+/* ---- delivering ------------------------------------------------------------------------- */
+
+static const char *str(json_t *doc, const char *key)
+{
+	const char *s = json_string_value(json_object_get(doc, key));
+	return s ? s : "";
+}
+
+static void arm(struct outbox *o, int64_t due_wall_ms);
+static void scan_if_capped(struct outbox *o);
+
+static void delivery_free(struct delivery *dl)
+{
+	if (dl->prev)
+		dl->prev->next = dl->next;
+	else
+		dl->o->deliveries = dl->next;
+	if (dl->next)
+		dl->next->prev = dl->prev;
+	strset_del(&dl->o->in_flight, dl->name);
+	json_decref(dl->doc);
+	free(dl->text);
+	free(dl->name);
+	free(dl);
+}
+
+/* Done with the entry, for good. */
+static void entry_remove(struct delivery *dl)
+{
+	if (unlinkat(dl->o->spool->fd[SPOOL_OUTBOX], dl->name, 0) < 0 && errno != ENOENT)
+		log_job(LOG_WARN, str(dl->doc, "task_id"), "cannot remove 'outbox/%s': %s", dl->name,
+			strerror(errno));
+	delivery_free(dl);
+}
+
+static void rewrite_work(void *arg)
+{
+	struct delivery *dl = arg;
+	struct spool *sp = dl->o->spool;
+	dl->rc = spool_write_file(sp, SPOOL_OUTBOX, dl->name, dl->text, strlen(dl->text));
+	if (dl->rc == 0) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+					  { .tv_sec = dl->due / 1000, .tv_nsec = dl->due % 1000 * 1000000 } };
+		dl->rc = utimensat(sp->fd[SPOOL_OUTBOX], dl->name, ts, AT_SYMLINK_NOFOLLOW);
+	}
+}
+
+static void rewrite_done(void *arg)
+{
+	struct delivery *dl = arg;
+	struct outbox *o = dl->o;
+	o->rewriting--;
+	if (dl->rc < 0)
+		log_job(LOG_WARN, str(dl->doc, "task_id"), "cannot reschedule 'outbox/%s' (%s): it is "
+			"tried again at the next rescan", dl->name, strerror(errno));
+	arm(o, dl->rc < 0 ? wall_ms() + (*o->cfgp)->notify_retry_base_ms : dl->due);
+	delivery_free(dl);
+}
+
+static void webhook_done(void *arg, struct http_result *res)
+{
+	struct delivery *dl = arg;
+	struct outbox *o = dl->o;
+	const struct config *cfg = *o->cfgp;
+	const char *id = str(dl->doc, "task_id"), *type = str(dl->doc, "type");
+	dl->xfer = NULL;
+	o->webhooks--;
+	scan_if_capped(o);   /* this entry is still in flight: the scan leaves it alone */
+	int attempts = (int)json_integer_value(json_object_get(dl->doc, "attempts")) + 1;
+	json_object_set_new(dl->doc, "attempts", json_integer(attempts));
+	if (res->transport == HTTP_DONE && res->status >= 200 && res->status < 300) {
+		o->stats.delivered++;
+		log_job(LOG_INFO, id, "webhook %s delivered (%s, HTTP %ld, attempt %d)", type,
+			str(dl->doc, "id"), res->status, attempts);
+		entry_remove(dl);
+		return;
+	}
+	if (res->transport == HTTP_DONE && res->status == 410) {
+		o->stats.dropped++;
+		log_job(LOG_WARN, id, "webhook %s: the receiver answered 410 Gone: not sending it again",
+			type);
+		entry_remove(dl);
+		return;
+	}
+	o->stats.failures++;
+	char why[320];
+	if (res->transport != HTTP_DONE)
+		xsnprintf(why, sizeof(why), "%s%s%s", http_transport_name(res->transport),
+			  res->refused_address[0] ? ": refused a non-public address " : ": ",
+			  res->refused_address[0] ? res->refused_address : res->detail);
+	else if (res->status >= 300 && res->status < 400)
+		xsnprintf(why, sizeof(why), "HTTP %ld: redirects are not followed", res->status);
+	else
+		xsnprintf(why, sizeof(why), "HTTP %ld", res->status);
+	int64_t now = wall_ms();
+	int64_t created = json_integer_value(json_object_get(dl->doc, "created_at_ms"));
+	if (now - created > cfg->notify_give_up_after * 1000) {
+		o->stats.dropped++;
+		log_job(LOG_ERROR, id, "webhook %s: giving up after %d attempts over %lds (%s)", type,
+			attempts, cfg->notify_give_up_after, why);
+		entry_remove(dl);
+		return;
+	}
+	int64_t delay = retry_redelivery_ms(attempts, cfg->notify_retry_base_ms,
+					    cfg->notify_retry_cap_ms, random64());
+	int64_t asked = retry_after_ms(res->retry_after, res->retry_after_ms, now,
+				       cfg->notify_retry_cap_ms);
+	if (asked > delay)
+		delay = asked;
+	log_job(LOG_WARN, id, "webhook %s failed (%s, attempt %d); next try in %" PRId64 " ms", type,
+		why, attempts, delay);
+	dl->due = now + delay;
+	dl->text = json_dumps(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!dl->text)
+		abort();
+	o->rewriting++;
+	iopool_submit(o->pool, rewrite_work, rewrite_done, dl);
+}
+
+/* A slot freed: only when something waited for one is outbox/ listed again (a backlog of
+ * thousands must not be listed once per delivery). */
+static void scan_if_capped(struct outbox *o)
+{
+	if (o->capped) {
+		o->capped = false;
+		outbox_scan(o);
+	}
+}
+
+static bool send_webhook(struct outbox *o, struct delivery *dl)
+{
+	const struct config *cfg = *o->cfgp;
+	if (!cfg->notify_secret) {
+		if (!o->secret_warned)
+			log_msg(LOG_ERROR, "webhooks wait in outbox/: %s", cfg->notify_secret_problem[0] ?
+				cfg->notify_secret_problem : "no [notify] secret is configured");
+		o->secret_warned = true;
+		return false;
+	}
+	o->secret_warned = false;
+	const char *id = str(dl->doc, "id"), *body = str(dl->doc, "body");
+	int64_t ts = wall_ms() / 1000;
+	char *sig = webhook_signature(cfg->notify_secret, cfg->notify_secret_len, id, ts, body,
+				      strlen(body));
+	char *h_id = xasprintf("webhook-id: %s", id);
+	char *h_ts = xasprintf("webhook-timestamp: %lld", (long long)ts);
+	char *h_sig = xasprintf("webhook-signature: %s", sig);
+	const char *headers[] = { h_id, h_ts, h_sig, NULL };
+	struct http_request req = {
+		.url = str(dl->doc, "url"),
+		.body = body,
+		.body_len = strlen(body),
+		.headers = headers,
+		.timeout_s = cfg->notify_timeout,
+		.connect_timeout_s = cfg->notify_timeout < 10 ? cfg->notify_timeout : 10,
+		.max_body = 64 << 10,
+		.follow_redirects = false,
+		.ca_file = cfg->ca_file,
+		.body_fd = -1,
+		.public_only = !cfg->notify_allow_private,
+	};
+	dl->xfer = http_start(o->http, &req, webhook_done, dl);
+	free(sig);
+	free(h_id);
+	free(h_ts);
+	free(h_sig);
+	if (!dl->xfer)
+		return false;
+	o->webhooks++;
+	return true;
+}
+
+static void hook_done(void *arg, int status)
+{
+	struct delivery *dl = arg;
+	struct outbox *o = dl->o;
+	(void)status;   /* logged by hook.c; a hook runs once per event, whatever it returns */
+	o->stats.hooks_run++;
+	entry_remove(dl);
+	scan_if_capped(o);
+}
+
+/* Reads and starts one due entry; false if it cannot start now. */
+static bool start(struct outbox *o, const char *name)
+{
+	struct buf b;
+	buf_init(&b, 256 << 10);
+	struct stat st;
+	enum spool_read rr = spool_read_file(o->spool->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st);
+	json_error_t jerr;
+	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, &jerr) : NULL;
+	buf_release(&b);
+	if (!json_is_object(doc)) {
+		if (rr != SPOOL_READ_GONE)
+			log_warn("ignoring 'outbox/%s': %s", name, rr == SPOOL_READ_OK ? "not an entry"
+				 : spool_read_reason(rr));
+		json_decref(doc);
+		return false;
+	}
+	if (o->busy(o->busy_arg, str(doc, "task_id"))) {
+		json_decref(doc);
+		return false;
+	}
+	bool exec = !strcmp(str(doc, "target"), "exec");
+	if (exec && (!(*o->cfgp)->notify_exec || !hooks_room(o->hooks))) {
+		o->capped |= (*o->cfgp)->notify_exec != NULL;
+		json_decref(doc);
+		return false;
+	}
+	struct delivery *dl = xcalloc(1, sizeof(*dl));
+	dl->o = o;
+	dl->name = xstrdup(name);
+	dl->doc = doc;
+	dl->next = o->deliveries;
+	if (o->deliveries)
+		o->deliveries->prev = dl;
+	o->deliveries = dl;
+	strset_add(&o->in_flight, name);
+	if (exec) {
+		hooks_run(o->hooks, str(doc, "task_id"), str(doc, "state"), str(doc, "result_path"),
+			  hook_done, dl);
+		return true;
+	}
+	if (!send_webhook(o, dl)) {
+		delivery_free(dl);
+		return false;
+	}
+	return true;
+}
+
+static int64_t on_timer(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct outbox *o = arg;
+	o->timer = 0;
+	outbox_scan(o);
+	return LOOP_TIMER_DONE;
+}
+
+static void arm(struct outbox *o, int64_t due_wall_ms)
+{
+	if (o->timer && due_wall_ms >= o->timer_due)
+		return;
+	if (o->timer)
+		loop_del_timer(o->loop, o->timer);
+	o->timer_due = due_wall_ms;
+	o->timer = loop_add_timer(o->loop, due_wall_ms - wall_ms() + 1, on_timer, o);
+}
+
+/* An entry of host OTHER whose due time passed lease_timeout ago: its daemon is gone. */
+static void take_over(struct outbox *o, const char *name, const char *at)
+{
+	char *mine = xasprintf("%.*s@%s.json", (int)(at - name), name, o->spool->host_id);
+	if (spool_rename(o->spool, SPOOL_OUTBOX, name, SPOOL_OUTBOX, mine) == 0)
+		log_info("took over 'outbox/%s' from a daemon that stopped delivering it", name);
+	free(mine);
+}
+
+void outbox_scan(struct outbox *o)
+{
+	struct spool_entry *e;
+	long n = spool_list(o->spool, SPOOL_OUTBOX, &e);
+	if (n < 0)
+		return;
+	o->stats.backlog = n;
+	char suffix[80];
+	xsnprintf(suffix, sizeof(suffix), "@%s.json", o->spool->host_id);
+	size_t slen = strlen(suffix);
+	int64_t now = wall_ms(), next = 0, server_now = 0;
+	int64_t lease_ms = (*o->cfgp)->lease_timeout * 1000;
+	for (long i = 0; i < n; i++) {
+		const char *name = e[i].name, *at = strrchr(name, '@');
+		size_t len = strlen(name);
+		int64_t due = e[i].mtime_ns / 1000000;
+		if (!at)
+			continue;
+		if (len <= slen || strcmp(name + len - slen, suffix)) {
+			if (!server_now)
+				server_now = spool_server_now(o->spool);
+			if (server_now > 0 && server_now - due > lease_ms)
+				take_over(o, name, at);
+			continue;
+		}
+		if (strset_has(&o->in_flight, name))
+			continue;
+		if (due > now) {
+			if (!next || due < next)
+				next = due;
+			continue;
+		}
+		if (o->webhooks >= WEBHOOKS_IN_FLIGHT && strstr(name, ".webhook@")) {
+			o->capped = true;
+			continue;
+		}
+		start(o, name);
+	}
+	spool_entries_free(e, n);
+	if (next)
+		arm(o, next);
+}
+
+struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *pool,
+			  struct spool *spool, struct config *const *cfgp, outbox_busy_fn *busy,
+			  void *busy_arg)
+{
+	struct outbox *o = xcalloc(1, sizeof(*o));
+	o->loop = loop;
+	o->http = http;
+	o->pool = pool;
+	o->spool = spool;
+	o->cfgp = cfgp;
+	o->busy = busy;
+	o->busy_arg = busy_arg;
+	o->hooks = hooks_new(loop, cfgp);
+	strset_init(&o->in_flight);
+	return o;
+}
+
+const struct outbox_stats *outbox_stats(const struct outbox *o)
+{
+	return &o->stats;
+}
+
+void outbox_free(struct outbox *o)
+{
+	if (!o)
+		return;
+	hooks_free(o->hooks);
+	while (o->deliveries) {
+		struct delivery *dl = o->deliveries;
+		if (dl->xfer)
+			http_cancel(o->http, dl->xfer);
+		delivery_free(dl);
+	}
+	if (o->timer)
+		loop_del_timer(o->loop, o->timer);
+	strset_release(&o->in_flight);
+	free(o);
+}

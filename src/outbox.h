@@ -1,0 +1,70 @@
+/* outbox.h - durable deliveries of job events: webhooks and the completion hook.
+ *
+ * An event becomes one file per target in outbox/ ("MSGID.webhook@HOST.json",
+ * "MSGID.exec@HOST.json"), written and fsynced before the job is published; the file's mtime
+ * is its next attempt. The loop delivers due entries of its own host, removes an entry when
+ * it is done (a 2xx, a 410, given up, the hook ended) and otherwise rewrites it with one more
+ * attempt and a later mtime. A restart delivers whatever is left. See spool-layout.md §14. */
+#ifndef OUTBOX_H
+#define OUTBOX_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+struct http;
+struct iopool;
+struct spool;
+struct config;
+struct hooks;
+struct outbox;
+
+struct outbox_entry {
+	char *name;
+	char *text;
+};
+
+/* The entries an event makes: a webhook (to job_url, or [notify] url) and, for a terminal
+ * state, the hook. Empty when neither is configured. Pure but for allocation. */
+struct outbox_batch {
+	struct outbox_entry *e;
+	size_t n;
+};
+struct outbox_event {
+	const char *task_id;
+	const char *type;        /* job.succeeded, job.failed, job.deferred */
+	const char *state;       /* succeeded, failed, deferred */
+	int seq;                 /* tells deferrals apart; 0 for terminal events */
+	const char *job_url;     /* the job's webhook_url, NULL = [notify] url */
+	const char *result_path; /* absolute, for the hook */
+	int64_t now_ms;
+};
+void outbox_event_entries(const struct config *cfg, const char *host_id,
+			  const struct outbox_event *ev, json_t *data, struct outbox_batch *out);
+/* Writes the entries durably (temp, fsync, rename; then fsync of outbox/). Helper thread. */
+int outbox_write(struct spool *sp, const struct outbox_batch *b);
+void outbox_batch_release(struct outbox_batch *b);
+
+struct outbox_stats {
+	uint64_t delivered;      /* webhooks answered 2xx */
+	uint64_t failures;       /* attempts that failed (each retried) */
+	uint64_t dropped;        /* given up, or 410 */
+	uint64_t hooks_run;
+	long backlog;            /* entries seen in outbox/ at the last scan */
+};
+
+/* busy(arg, task_id): true while the daemon holds that job (it is not published yet). */
+typedef bool outbox_busy_fn(void *arg, const char *task_id);
+
+struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *pool,
+			  struct spool *spool, struct config *const *cfgp, outbox_busy_fn *busy,
+			  void *busy_arg);
+/* Cancels deliveries in flight and kills running hooks: their entries stay for the next start. */
+void outbox_free(struct outbox *o);
+/* Looks at outbox/ and starts what is due (after a publication, on a timer, on each rescan). */
+void outbox_scan(struct outbox *o);
+const struct outbox_stats *outbox_stats(const struct outbox *o);
+
+#endif

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Webhooks and the completion hook (issue 13): every event reaches a real receiver that checks
+its signature with the standardwebhooks library (not our code), durably across a receiver that
+is down and a daemon restart, with its original webhook-id; 410 stops, redirects are failures,
+private addresses are refused unless allowed; the hook runs once per terminal state with a clean
+environment and is killed at its time limit without stalling jobs."""
+import hashlib
+import json
+import os
+import signal
+import stat
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
+from peers import S3Server, WebhookReceiver  # noqa: E402
+
+
+def msg_id(task_id, event):
+    return "msg_" + hashlib.sha256(f"{task_id}\n{event}".encode()).hexdigest()[:32]
+
+
+def notify_daemon(env, rx, **settings):
+    base = {"notify__url": rx.url("/ok"), "notify__secret_env": "T_WEBHOOK_SECRET",
+            "notify__allow_private": "yes", "notify__retry_base_ms": 300,
+            "notify__retry_cap_ms": 1500}
+    base.update(settings)
+    return env.daemon(extra_env={"T_WEBHOOK_SECRET": rx.secret}, **base)
+
+
+def delivered(rx):
+    """Verified events by task id: [(webhook-id, event), ...]."""
+    out = {}
+    for q in rx.requests():
+        if q["verified"]:
+            out.setdefault(q["event"]["data"]["task_id"], []).append((q["id"], q["event"]))
+    return out
+
+
+def test_every_event_signed_and_verified(env):
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx).start()
+    ok_ids = [f"ev{i}" for i in range(5)]
+    for i, t in enumerate(ok_ids):
+        d.submit(t, {"prompt": f"event job {i}", "n": 1 + i % 2})
+    d.submit("ev-refused", {"prompt": "refused [fake:400_moderation]"})
+    d.submit("ev-invalid", {"prompt": "x", "quailty": "high"})
+    everything = ok_ids + ["ev-refused", "ev-invalid"]
+    wait_for(lambda: set(delivered(rx)) >= set(everything), 30, "every event")
+    got = delivered(rx)
+    for t in everything:
+        assert len(got[t]) == 1, (t, got[t])
+        wid, ev = got[t][0]
+        r = d.result(t)
+        want_type = "job.succeeded" if r["status"] == "succeeded" else "job.failed"
+        assert ev["type"] == want_type and wid == msg_id(t, want_type), (wid, ev)
+        data = ev["data"]
+        assert data["status"] == r["status"] and data["images"] == r["images"], (data, r)
+        assert data["error_code"] == (r["error"] or {}).get("code"), (data, r)
+        assert data["urls"] == r["urls"] and "cost" in data and "timestamp" in ev
+    assert all(q["verified"] for q in rx.requests()), rx.requests()
+    # The verifier can say no: a body signed with another secret is refused.
+    forged = urllib.request.Request(rx.url("/ok"), data=b'{"type":"job.succeeded"}', headers={
+        "webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="})
+    urllib.request.urlopen(forged, timeout=10).read()
+    wait_for(lambda: any(not q["verified"] for q in rx.requests()), 10, "the forgery")
+    wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
+    assert rx.secret not in d.log() and rx.secret[6:] not in d.log()
+    assert d.stop() == 0
+
+
+def test_receiver_down_across_a_restart(env):
+    """The receiver is down while several retries fail and the daemon restarts; afterwards every
+    event arrives once, with its original webhook-id."""
+    rx = env.peer(WebhookReceiver())
+    d = notify_daemon(env, rx).start()
+    ids = [f"down{i}" for i in range(20)]   # more than the 16 deliveries in flight at once
+    for i, t in enumerate(ids):
+        d.submit(t, {"prompt": f"receiver down {i}"})
+    for t in ids:
+        d.wait_finished(t, 30)
+    wait_for(lambda: all(f"{t} warning: webhook job.succeeded failed" in d.log()
+                         and d.log().count(f"{t} warning: webhook") >= 3 for t in ids), 30,
+             "three failed attempts per event")
+    assert d.stop() == 0
+    assert len(d.listdir("outbox")) == len(ids), d.listdir("outbox")
+    d.start()
+    wait_for(lambda: d.log()[d.log_offset:].count("webhook job.succeeded failed") >= len(ids), 30,
+             "retries after the restart")
+    rx.start()
+    wait_for(lambda: set(delivered(rx)) >= set(ids), 30, "every event after the outage")
+    got = delivered(rx)
+    for t in ids:
+        assert [wid for wid, _ in got[t]] == [msg_id(t, "job.succeeded")], got[t]
+    wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
+    assert all(env.fake.calls(f"receiver down {i}") == 1 for i in range(len(ids)))
+    assert d.stop() == 0
+
+
+def test_gone_redirect_and_job_urls(env):
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx, notify__job_url_prefixes=rx.url("/")).start()
+    d.submit("gone", {"prompt": "gone", "webhook_url": rx.url("/gone/1")})
+    d.submit("moved", {"prompt": "moved", "webhook_url": rx.url("/redirect/1")})
+    d.submit("elsewhere", {"prompt": "elsewhere", "webhook_url": "http://127.0.0.1:1/x"})
+    for t in ("gone", "moved", "elsewhere"):
+        d.wait_finished(t, 30)
+    r = d.result("elsewhere")
+    assert r["status"] == "failed" and r["error"]["field"] == "webhook_url", r
+    assert env.fake.calls("elsewhere") == 0
+    wait_for(lambda: "gone warning: webhook job.succeeded: the receiver answered 410" in d.log(),
+             20, "the 410")
+    wait_for(lambda: len([q for q in rx.requests() if q["path"].startswith("/redirect")]) >= 3,
+             20, "the redirect retried")
+    paths = [q["path"] for q in rx.requests()]
+    assert paths.count("/gone/1") == 1, paths
+    assert not [q for q in rx.requests() if q["path"] == "/ok" and q["verified"]
+                and q["event"]["data"]["task_id"] == "moved"], "a redirect was followed"
+    # The 410'd entry is gone for good; the redirected one still waits.
+    names = d.listdir("outbox")
+    assert not [n for n in names if n.startswith(msg_id("gone", "job.succeeded"))], names
+    assert [n for n in names if n.startswith(msg_id("moved", "job.succeeded"))], names
+    assert "redirects are not followed" in d.log()
+    assert d.stop() == 0
+
+
+def test_private_addresses_refused(env):
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx, notify__allow_private="no").start()
+    d.submit("priv", {"prompt": "private"})
+    d.wait_finished("priv", 30)
+    wait_for(lambda: "refused a non-public address 127.0.0.1" in d.log(), 20, "the refusal")
+    assert rx.requests() == [], rx.requests()
+    assert d.listdir("outbox"), "the event must wait, not be lost"
+    assert d.stop() == 0
+
+
+HOOK = """#!/bin/sh
+out="{dir}/$1.$$"
+env > "$out.env"
+printf '%s\\n' "$@" > "$out.args"
+echo "hook for $1: $2"
+case "$1" in hang*) exec sleep 600;; esac
+"""
+
+
+def test_hook_once_clean_env_and_killed(env):
+    s3 = env.peer(S3Server()).start()
+    rx = env.peer(WebhookReceiver()).start()
+    hook_dir = os.path.join(s3.dir, "hook")
+    os.makedirs(hook_dir)
+    hook = os.path.join(hook_dir, "hook.sh")
+    with open(hook, "w") as f:
+        f.write(HOOK.format(dir=hook_dir))
+    os.chmod(hook, stat.S_IRWXU)
+    d = notify_daemon(env, rx, notify__exec=hook, notify__exec_timeout=4, notify__exec_max=2,
+                      store__endpoint=s3.endpoint, store__bucket=s3.bucket,
+                      store__access_key_id_env="T_S3_ACCESS",
+                      store__secret_access_key_env="T_S3_SECRET")
+    d.extra_env.update({"T_S3_ACCESS": S3Server.ACCESS_KEY, "T_S3_SECRET": "S3RVER"})
+    d.start()
+    d.submit("hang1", {"prompt": "a hook that hangs"})
+    wait_for(lambda: "hang1 hook started" in d.log(), 20, "the hanging hook")
+    others = [f"h{i}" for i in range(4)]
+    for i, t in enumerate(others):
+        d.submit(t, {"prompt": f"hook job {i}"})
+    d.submit("h-failed", {"prompt": "refused [fake:400_moderation]"})
+    others.append("h-failed")
+    for t in others:
+        wait_for(lambda: f"{t} hook exited with status 0" in d.log(), 20, f"{t}'s hook")
+    assert "hang1 warning: hook killed" not in d.log(), "a hanging hook stalled the others"
+    wait_for(lambda: "hang1 warning: hook killed after 4s" in d.log(), 20, "the kill")
+    for t in others + ["hang1"]:
+        runs = [n for n in os.listdir(hook_dir) if n.startswith(t + ".") and n.endswith(".args")]
+        assert len(runs) == 1, (t, runs)
+        with open(os.path.join(hook_dir, runs[0])) as f:
+            task, state, path = f.read().split("\n")[:3]
+        r = d.result(t)
+        assert (task, state) == (t, r["status"]), (task, state)
+        assert path == os.path.join(d.spool, "done" if state == "succeeded" else "failed",
+                                    t + ".result.json") and os.path.isabs(path), path
+        with open(os.path.join(hook_dir, runs[0][:-5] + ".env")) as f:
+            environ = f.read()
+        for secret in (TEST_KEY, "S3RVER", rx.secret, rx.secret[6:]):
+            assert secret not in environ, f"a secret in the hook's environment:\n{environ}"
+        assert "IMGSPOOL_TEST_KEY" not in environ and "T_S3_SECRET" not in environ
+    assert f"h0 hook: hook for h0: succeeded" in d.log()
+    # Once per terminal state: a restart runs nothing again.
+    assert d.stop() == 0
+    assert not d.listdir("outbox")
+    d.start()
+    assert d.log()[d.log_offset:].count("hook started") == 0
+    assert d.stop() == 0
+
+
+if __name__ == "__main__":
+    run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
+               test_gone_redirect_and_job_urls, test_private_addresses_refused,
+               test_hook_once_clean_env_and_killed])

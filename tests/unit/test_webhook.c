@@ -1,0 +1,61 @@
+/* test_webhook.c - Standard Webhooks signatures (the specification's own example), event ids,
+ * the event body built from a result, and which per-job URLs a configuration allows. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "webhook.h"
+#include "tap.h"
+
+int main(void)
+{
+	/* The example of standard-webhooks/spec: secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw. */
+	size_t key_len;
+	unsigned char *key = crypto_base64_decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &key_len);
+	const char *body = "{\"test\": 2432232314}";
+	char *sig = webhook_signature(key, key_len, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+				      strlen(body));
+	is_str(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", "the specification's example");
+	free(sig);
+	free(key);
+
+	char a[WEBHOOK_ID_LEN + 1], b[WEBHOOK_ID_LEN + 1], c[WEBHOOK_ID_LEN + 1];
+	webhook_id("cat.1", "job.succeeded", 0, a);
+	webhook_id("cat.1", "job.succeeded", 0, b);
+	ok(!strcmp(a, b) && strlen(a) == WEBHOOK_ID_LEN && !strncmp(a, "msg_", 4) && !strchr(a, '.'),
+	   "an id is stable, msg_ + 32 hex, without dots: %s", a);
+	webhook_id("cat.1", "job.failed", 0, b);
+	webhook_id("cat.1", "job.deferred", 1, c);
+	ok(strcmp(a, b) && strcmp(b, c), "events of one task differ");
+	webhook_id("cat.1", "job.deferred", 2, a);
+	ok(strcmp(a, c), "two deferrals differ");
+
+	const char *result = "{\"task_id\": \"t1\", \"status\": \"failed\", \"images\": [], \"urls\": [],"
+			     "\"error\": {\"code\": \"content_refused\"}, \"cost\": {\"amount\": 0.04}}";
+	char *text = webhook_body("job.failed", 1764068523104, webhook_data_from_result(result));
+	is_str(text, "{\"type\":\"job.failed\",\"timestamp\":\"2025-11-25T11:02:03.104Z\",\"data\":"
+		     "{\"task_id\":\"t1\",\"status\":\"failed\",\"error_code\":\"content_refused\","
+		     "\"images\":[],\"urls\":[],\"cost\":{\"amount\":0.04}}}", "the event body");
+	free(text);
+	text = webhook_body("job.succeeded", 0, webhook_data_from_result("{\"task_id\": \"t2\", "
+		"\"status\": \"succeeded\", \"images\": [\"t2.png\"], \"error\": null}"));
+	ok(strstr(text, "\"error_code\":null") && strstr(text, "\"urls\":[]") &&
+	   strstr(text, "\"cost\":null"), "absent fields are null or empty: %s", text);
+	free(text);
+
+	struct config cfg = { .notify_url_prefixes = "https://hooks.example.com/a/  http://127.0.0.1:9/x/" };
+	static const struct { const char *url; bool want; } rows[] = {
+		{ "https://hooks.example.com/a/1", true },
+		{ "http://127.0.0.1:9/x/y", true },
+		{ "https://hooks.example.com/b", false },
+		{ "https://hooks.example.com.evil/a/", false },
+		{ "https://hooks.example.com/", false },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(webhook_job_url_allowed(&cfg, rows[i].url) == rows[i].want, "%s allowed: %d",
+		   rows[i].url, rows[i].want);
+	cfg.notify_url_prefixes = NULL;
+	ok(!webhook_job_url_allowed(&cfg, "https://hooks.example.com/a/1"), "no prefixes: none");
+	return tap_done();
+}
