@@ -604,14 +604,18 @@ static struct price_quote call_quote(const struct task *t, const json_t *usage, 
 
 /* A place among every host's calls to p for one call of job: within the provider's shared
  * concurrency, rate and budgets, or the provider waits (and says why once, for a budget). */
-static bool take_share(struct provider_state *p, const struct job *job, struct keyshare_ticket *out)
+static bool take_share(struct provider_state *p, const struct job *job, const char *model,
+		       struct keyshare_ticket *out)
 {
 	struct dispatch *d = p->d;
 	struct keyshare_limits l = shared_limits_of(p);
 	*out = (struct keyshare_ticket){ 0 };
 	if (!keyshare_needed(&l))
 		return true;
-	struct price_quote q = job_quote(d, job, job->model ? job->model : p->cfg->model, NULL, 0);
+	/* Priced as the model called: a routed job's model names its route, not a price. */
+	if (!model)
+		model = job->model ? job->model : p->cfg->model;
+	struct price_quote q = job_quote(d, job, model, NULL, 0);
 	struct keyshare_verdict v = keyshare_acquire(d->ks, p->cfg->name, &l,
 						     q.known ? keyshare_micros(q.amount) : 0, out);
 	const char *cur = d->cfg->prices.currency;
@@ -1174,7 +1178,7 @@ static int64_t retry_due(struct loop *loop, void *arg)
 		return LOOP_TIMER_DONE;
 	}
 	int64_t until = blocked_until(t->prov, mono_ms());
-	if (until == 0 && !take_share(t->prov, &t->job, &t->ticket))
+	if (until == 0 && !take_share(t->prov, &t->job, t->model, &t->ticket))
 		until = blocked_until(t->prov, mono_ms());
 	if (until != 0) {
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
@@ -1954,14 +1958,14 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	if (route && !job.provider) {
 		pick_target(d, route, &job, id, pe, &pick);
 		/* The chosen target's provider keeps its shared limits too. */
-		if (pick.verdict == ROUTE_WAIT || (pick.prov && !take_share(pick.prov, &job, &ticket))) {
+		if (pick.verdict == ROUTE_WAIT || (pick.prov && !take_share(pick.prov, &job, pick.model, &ticket))) {
 			job_release(&job);
 			return WAIT;
 		}
 		prov = pick.prov;
 	} else if (pr == JOB_OK) {
 		prov = provider_find(d, job.provider);
-		if (prov && (blocked_until(prov, mono_ms()) || !take_share(prov, &job, &ticket))) {
+		if (prov && (blocked_until(prov, mono_ms()) || !take_share(prov, &job, NULL, &ticket))) {
 			free(pe->provider);   /* set before when it waited for another reason */
 			pe->provider = xstrdup(prov->cfg->name);
 			job_release(&job);

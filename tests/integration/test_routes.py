@@ -222,8 +222,28 @@ def test_a_restart_books_the_interrupted_call_to_its_target(env):
         stop_extra(env)
 
 
+def test_a_routed_job_reserves_its_targets_price_against_the_budget(env):
+    # The job's model names the route; its reservation must be the chosen target's price, or
+    # every call of a routed job passes the budget check with nothing reserved.
+    try:
+        d, fake_b = two_providers(env, {"target": f"apiyi/{A_MODEL}"},
+                                  provider__budget_daily="0.10")
+        d.start()
+        for i in range(6):
+            d.submit(f"budget-{i}", {"prompt": f"budget {i}", "model": "images"})
+        wait_for(lambda: "over its daily budget" in d.log(), 30, "the provider to be over budget")
+        wait_for(lambda: len([n for n in d.listdir("done") if n.endswith(".result.json")]) == 2, 30,
+                 "the two jobs the budget allows")
+        assert abs(env.fake.billed_total() - 0.08) < 1e-9, \
+            f"billed {env.fake.billed_total():.2f} against a budget of 0.10 at 0.04 a call"
+        assert len(d.listdir("new")) == 4, d.listdir("new")
+    finally:
+        stop_extra(env)
+
+
 if __name__ == "__main__":
     run_tests([test_canary_gets_its_share, test_503s_move_traffic_to_b_for_the_cooldown_and_back,
                test_a_held_for_its_balance_sends_everything_to_b,
                test_failover_keeps_the_billed_retry_budget, test_targets_that_cannot_serve_are_skipped,
-               test_a_restart_books_the_interrupted_call_to_its_target])
+               test_a_restart_books_the_interrupted_call_to_its_target,
+               test_a_routed_job_reserves_its_targets_price_against_the_budget])
