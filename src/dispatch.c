@@ -2728,6 +2728,13 @@ void dispatch_report_metrics(const struct dispatch *d)
 				       now < p->flow.paused_until);
 		metrics_provider_over_budget(p->cfg->name, p->over_budget && !p->retired);
 	}
+	const struct store_stats *s = store_stats(d->store);
+	const struct outbox_stats *o = outbox_stats(d->outbox);
+	metrics_outputs(&(struct metrics_outputs){
+		.uploads = s->uploads, .upload_failures = s->failures,
+		.jobs_waiting_for_store = (long)s->waiting, .webhooks_delivered = o->delivered,
+		.webhook_failures = o->failures, .webhooks_dropped = o->dropped,
+		.hooks_run = o->hooks_run, .outbox_backlog = o->backlog });
 }
 
 bool dispatch_draining(const struct dispatch *d)

@@ -52,6 +52,7 @@ static struct {
 	unsigned long finished_done, finished_failed;
 	long jobs_new, jobs_running, jobs_deferred;
 	double oldest_pending_s;
+	struct metrics_outputs outputs;
 } m;
 
 static struct provider_metrics *provider(const char *name)
@@ -142,6 +143,11 @@ void metrics_provider_state(const char *name, long in_flight, bool held, bool pa
 	p->paused |= paused;
 }
 
+void metrics_outputs(const struct metrics_outputs *o)
+{
+	m.outputs = *o;
+}
+
 void metrics_provider_over_budget(const char *name, bool over)
 {
 	provider(name)->over_budget |= over;
@@ -227,6 +233,25 @@ char *metrics_render(void)
 	head(&b, "imgspool_oldest_pending_seconds", "gauge",
 	     "Age of the oldest job waiting in new/ (0 when none).");
 	put(&b, "imgspool_oldest_pending_seconds %.3f\n", m.oldest_pending_s);
+
+	const struct metrics_outputs *o = &m.outputs;
+	head(&b, "imgspool_store_uploads_total", "counter", "Images stored in the object store.");
+	put(&b, "imgspool_store_uploads_total %lu\n", o->uploads);
+	head(&b, "imgspool_store_upload_failures_total", "counter",
+	     "Uploads to the object store that failed (each is retried; the job waits in running/).");
+	put(&b, "imgspool_store_upload_failures_total %lu\n", o->upload_failures);
+	head(&b, "imgspool_store_waiting_jobs", "gauge",
+	     "Succeeded jobs waiting in running/ until the store takes their images.");
+	put(&b, "imgspool_store_waiting_jobs %ld\n", o->jobs_waiting_for_store);
+	head(&b, "imgspool_webhook_deliveries_total", "counter",
+	     "Webhook delivery attempts by result (failed ones are retried; dropped: 410 or given up).");
+	put(&b, "imgspool_webhook_deliveries_total{result=\"delivered\"} %lu\n", o->webhooks_delivered);
+	put(&b, "imgspool_webhook_deliveries_total{result=\"failed\"} %lu\n", o->webhook_failures);
+	put(&b, "imgspool_webhook_deliveries_total{result=\"dropped\"} %lu\n", o->webhooks_dropped);
+	head(&b, "imgspool_hooks_run_total", "counter", "Completion hooks run.");
+	put(&b, "imgspool_hooks_run_total %lu\n", o->hooks_run);
+	head(&b, "imgspool_outbox_backlog", "gauge", "Events in outbox/ not yet delivered (all hosts).");
+	put(&b, "imgspool_outbox_backlog %ld\n", o->outbox_backlog);
 
 	per_provider(&b, "imgspool_calls_in_flight", "gauge", "Upstream calls in flight, by provider.",
 		     offsetof(struct provider_metrics, in_flight), F_LONG);

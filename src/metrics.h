@@ -23,9 +23,17 @@ void metrics_finished(bool succeeded);
 
 /* Gauges, set before a write: every provider's are zeroed first by metrics_begin(). */
 void metrics_begin(void);
+struct metrics_outputs {
+	unsigned long uploads, upload_failures, webhooks_delivered, webhook_failures,
+		webhooks_dropped, hooks_run;
+	long jobs_waiting_for_store, outbox_backlog;
+};
 void metrics_provider_state(const char *provider, long in_flight, bool held, bool paused);
 /* A provider's calls wait because one would pass a spend budget (keyshare.c). */
 void metrics_provider_over_budget(const char *provider, bool over);
+/* Results leaving the spool: the store's counters and the webhook outbox's (gauges: waiting,
+ * backlog). */
+void metrics_outputs(const struct metrics_outputs *o);
 void metrics_jobs(long new_jobs, long running, long deferred, double oldest_pending_s);
 
 /* The whole exposition, in the Prometheus text format (no timestamps). Caller frees. */

@@ -29,6 +29,9 @@ int main(void)
 	metrics_begin();
 	metrics_provider_state("a", 3, false, true);
 	metrics_jobs(5, 3, 1, 12.5);
+	metrics_outputs(&(struct metrics_outputs){ .uploads = 4, .upload_failures = 3,
+		.jobs_waiting_for_store = 2, .webhooks_delivered = 7, .webhook_failures = 6,
+		.webhooks_dropped = 1, .hooks_run = 5, .outbox_backlog = 9 });
 	char *text = metrics_render();
 	const struct { const char *line; } rows[] = {
 		{ "imgspool_jobs{state=\"new\"} 5" },
@@ -49,6 +52,14 @@ int main(void)
 		{ "imgspool_call_duration_seconds_bucket{provider=\"a\",le=\"+Inf\"} 2" },
 		{ "imgspool_call_duration_seconds_sum{provider=\"a\"} 49.000" },
 		{ "imgspool_spent_total{provider=\"a\",currency=\"USD\"} 0.080000" },
+		{ "imgspool_store_uploads_total 4" },
+		{ "imgspool_store_upload_failures_total 3" },
+		{ "imgspool_store_waiting_jobs 2" },
+		{ "imgspool_webhook_deliveries_total{result=\"delivered\"} 7" },
+		{ "imgspool_webhook_deliveries_total{result=\"failed\"} 6" },
+		{ "imgspool_webhook_deliveries_total{result=\"dropped\"} 1" },
+		{ "imgspool_hooks_run_total 5" },
+		{ "imgspool_outbox_backlog 9" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
 		ok(has(text, rows[i].line), "has %s", rows[i].line);
