@@ -120,7 +120,8 @@ class Daemon:
             st = os.fstat(self.logf.fileno())
             env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         self.proc = subprocess.Popen(self.wrapper + [IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
-                                     stdout=self.logf, stderr=self.logf, env=env)
+                                     stdout=self.logf, stderr=self.logf, env=env,
+                                     start_new_session=bool(self.wrapper))
         if wait_ready:
             wait_for(lambda: "imgspoold: ready" in self.log()[self.log_offset:] or self.exited(),
                      10, "the daemon to be ready")
@@ -138,19 +139,32 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is not None
 
     def send_signal(self, sig):
-        self.proc.send_signal(sig)
+        if self.wrapper:    # the daemon too, not only the wrapper (strace detaches and exits)
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+
+    def _reap_group(self):
+        """A wrapper's daemon may outlive the wrapper: nothing of the group survives a test."""
+        if self.wrapper and self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Stops the daemon and returns its exit status."""
         if not self.proc or self.exited():
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
+        self.send_signal(sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            self._reap_group()
             raise AssertionError(f"daemon did not exit within {timeout}s of signal {sig}")
+        self._reap_group()
         self.logf.close()
         return self.proc.returncode
 
@@ -158,6 +172,7 @@ class Daemon:
         if self.proc and not self.exited():
             self.proc.kill()
             self.proc.wait()
+        self._reap_group()
 
     def log_size(self):
         try:
