@@ -2,7 +2,7 @@
 store (s3rver, each request's SigV4 signature checked by the AWS SDK's signer) and a webhook
 receiver (each delivery verified by the standardwebhooks library).
 
-They come from tests/node (npm ci in contrib/install-deps.sh); nothing is installed here.
+They live in tests/node, set up by contrib/install-deps.sh before any test runs; this module only starts them.
 """
 import base64
 import json
