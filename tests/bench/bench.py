@@ -1,12 +1,41 @@
 #!/usr/bin/env python3
-"""make bench: per-job overhead of the optimized imgspoold, measured, not asserted.
+"""make bench: what one job costs the optimized imgspoold, against a fake upstream that is never
+the bottleneck, next to what a raw HTTP client reaches against the same fake in the same run.
+Measured and printed with the issue 14 target and the ratio beside each figure; asserts nothing.
 
-Runs build/imgspoold against the fake upstream (no generation delay) on a spool in a temporary
-directory on the real disk (fsync included), and prints: jobs/s end to end, the daemon's CPU
-time per job, its peak memory, and the CPU an idle daemon uses.
-The fake (Python) is usually the throughput bottleneck; CPU per job is the daemon's own figure.
+The fake is build/fastup (tests/bench/fastup.c: C, epoll, keep-alive, the OpenAI Images body of
+upstream-api.md 6.1 with a valid PNG, an optional fixed delay). The raw clients are wrk (fixed
+duration, for the instant upstream) and build/loadgen (tests/bench/loadgen.c: exactly N requests
+over C connections, for the 1 s upstream, where a fixed duration would cut the last second off).
+The daemon's time runs from the first job's rename into new/ to the last rename into done/ (the
+directory's mtime); CPU is utime+stime from /proc (the loop thread is the main thread).
+
+Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target also knows parse,
+cli, keyshare and rescan, which are other programs):
+  idle        CPU of an idle daemon over 3 s
+  throughput  instant upstream, BENCH_JOBS jobs, concurrency 64, spool on a private tmpfs:
+              jobs/s vs wrk -c64 req/s, CPU per job (all threads, loop thread); medians of
+              BENCH_RUNS runs, daemon and wrk runs interleaved
+  syscalls    the same case once more under strace -f -c: system calls per job, all threads, the
+              top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy)
+  ext4        the throughput case on the disk (a directory under /var/tmp), fsync on: jobs/s and
+              its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
+  inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), 3x as many jobs: jobs/s vs
+              loadgen with as many connections doing as many requests
+  rss         BENCH_RSS_INFLIGHT calls in flight (10000) at once on the 1 s upstream: the
+              daemon's peak RSS (VmHWM), and the most calls the fake saw waiting at once
+Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_INFLIGHT (1000), BENCH_RSS_INFLIGHT (10000),
+BENCH_ONLY (all). Example, one section fast:
+  make build/imgspoold build/fastup build/loadgen &&
+  BENCH_ONLY=syscalls BENCH_JOBS=500 python3 tests/bench/bench.py
+or `make bench BENCH_ONLY=throughput,syscalls`.
 """
 import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,18 +45,34 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 os.environ.setdefault("IMGSPOOLD", os.path.join(ROOT, "build", "imgspoold"))
 import harness  # noqa: E402
+from fastup import FastUpstream, loadgen  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
+RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
+SECTIONS = ("idle", "throughput", "syscalls", "ext4", "inflight", "rss")
+ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
 TICK = os.sysconf("SC_CLK_TCK")
+CONCURRENCY = 64
+KEY = harness.TEST_KEY
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
+def wanted(section):
+    return not ONLY or section in ONLY
+
+
+# -- the daemon's side -----------------------------------------------------------------------
+
+def cpu_ticks(pid, tid=None):
+    """(user, system) clock ticks of the process (every thread, dead ones too) or one thread."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]), int(fields[12])
 
 
-def peak_rss_mb(pid):
+def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -35,38 +80,335 @@ def peak_rss_mb(pid):
     return 0.0
 
 
-def main():
-    env = harness.Env()
-    try:
-        d = env.daemon(spool__concurrency=32, spool__poll_interval=5)
-        d.start()
-        pid = d.proc.pid
-        # Idle: nothing to do for 3 s. An idle daemon must not spin.
-        cpu0 = cpu_seconds(pid)
-        time.sleep(3)   # measuring idleness is the point here: this is a benchmark, not a test
-        idle = cpu_seconds(pid) - cpu0
+class Run:
+    """One daemon on spool_dir against an upstream; jobs() pushes jobs through it."""
 
-        os.makedirs(d.path("tmp"), exist_ok=True)
-        for i in range(JOBS):
-            with open(d.path("tmp", f"b{i:05d}.json"), "w") as f:
+    def __init__(self, upstream, spool_dir, concurrency, wrapper=None):
+        self.spool_dir = spool_dir
+        # Quiet settings: no rescans during a run, nothing but jobs on the loop.
+        self.d = harness.Daemon(upstream, spool_dir=spool_dir, wrapper=wrapper,
+                                spool__concurrency=concurrency, spool__poll_interval=60,
+                                spool__settle_time=5, spool__host_id="bench",
+                                provider__timeout=120, provider__connect_timeout=30)
+
+    def __enter__(self):
+        self.d.start()
+        self.pid = self.d.proc.pid
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.d.stop(timeout=120)
+        finally:
+            self.d.cleanup(True)
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+    def daemon_pid(self):
+        """The daemon's own pid (under a wrapper, the wrapper's child)."""
+        return self.pid
+
+    def prepare(self, n, prefix="b"):
+        tmp = os.path.join(self.spool_dir, "tmp")
+        os.makedirs(tmp, exist_ok=True)
+        names = [f"{prefix}{i:06d}.json" for i in range(n)]
+        for i, name in enumerate(names):
+            with open(os.path.join(tmp, name), "w") as f:
                 f.write('{"prompt": "bench %d", "metadata": {"i": %d}}' % (i, i))
-        cpu0 = cpu_seconds(pid)
-        start = time.monotonic()
-        for i in range(JOBS):
-            os.rename(d.path("tmp", f"b{i:05d}.json"), d.path("new", f"b{i:05d}.json"))
-        harness.wait_for(lambda: len(os.listdir(d.path("done"))) == 3 * JOBS, 600, "all jobs")
-        took = time.monotonic() - start
-        cpu = cpu_seconds(pid) - cpu0
-        rss = peak_rss_mb(pid)
-        d.stop()
-        print(f"imgspoold benchmark: {JOBS} jobs, concurrency 32, spool on {tempfile.gettempdir()} "
-              f"(fsync on), fake upstream with no delay")
-        print(f"  end to end       {JOBS / took:8.0f} jobs/s   ({took:.2f} s)")
-        print(f"  daemon CPU       {cpu / JOBS * 1000:8.3f} ms per job (user+sys)")
-        print(f"  peak RSS         {rss:8.1f} MiB")
-        print(f"  idle CPU         {idle / 3 * 100:8.3f} % over 3 s")
+        return names
+
+    def finished(self):
+        n = 0
+        for state in ("done", "failed"):
+            try:
+                n += sum(1 for x in os.listdir(os.path.join(self.spool_dir, state))
+                         if x.endswith(".result.json"))
+            except FileNotFoundError:
+                pass
+        return n
+
+    def jobs(self, n, prefix="b", sample=None, timeout=900):
+        """Submits n jobs at once and waits for all; returns a dict of figures. sample(), if
+        given, is called about every 50 ms while the jobs run."""
+        names = self.prepare(n, prefix)
+        tmp, new = os.path.join(self.spool_dir, "tmp"), os.path.join(self.spool_dir, "new")
+        pid = self.daemon_pid()
+        cpu0, loop0 = cpu_ticks(pid), cpu_ticks(pid, pid)
+        start = time.time()
+        for name in names:
+            os.rename(os.path.join(tmp, name), os.path.join(new, name))
+
+        def all_done():
+            if sample:
+                sample()
+            return self.finished() >= n
+        harness.wait_for(all_done, timeout, f"{n} jobs (log:\n{self.d.log()[-2000:]})")
+        cpu1, loop1 = cpu_ticks(pid), cpu_ticks(pid, pid)
+        end = max(os.stat(os.path.join(self.spool_dir, s)).st_mtime_ns
+                  for s in ("done", "failed") if os.path.isdir(os.path.join(self.spool_dir, s)))
+        took = max(end / 1e9 - start, 1e-6)
+        failed = len([x for x in os.listdir(os.path.join(self.spool_dir, "failed"))
+                      if x.endswith(".result.json")]) if os.path.isdir(
+            os.path.join(self.spool_dir, "failed")) else 0
+        return {"seconds": took, "jobs_s": n / took, "failed": failed,
+                "cpu_ms": (sum(cpu1) - sum(cpu0)) / TICK * 1000 / n,
+                "loop_ms": (sum(loop1) - sum(loop0)) / TICK * 1000 / n,
+                "loop_sys_ms": (loop1[1] - loop0[1]) / TICK * 1000 / n,
+                "rss": peak_rss_mib(pid)}
+
+
+# -- spools on tmpfs and on the disk ----------------------------------------------------------
+
+class Tmpfs:
+    """A private tmpfs mounted on a directory of our own (or, without mount rights, a
+    directory under /dev/shm). Unmounted and removed at the end."""
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="imgspool-bench-tmpfs-")
+        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700",
+                                       "imgspool-bench", self.dir], stderr=subprocess.DEVNULL
+                                      ).returncode == 0
+        if not self.mounted:
+            os.rmdir(self.dir)
+            self.dir = tempfile.mkdtemp(prefix="imgspool-bench-", dir="/dev/shm")
+        self.where = "a private tmpfs" if self.mounted else "/dev/shm (tmpfs)"
+        return self
+
+    def spool(self, name):
+        return os.path.join(self.dir, name)
+
+    def __exit__(self, *exc):
+        if self.mounted:
+            subprocess.run(["umount", self.dir], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Disk:
+    """A directory on the real disk (/var/tmp: not a tmpfs on Debian), removed at the end."""
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="imgspool-bench-disk-", dir="/var/tmp")
+        fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", self.dir],
+                            capture_output=True, text=True).stdout.strip()
+        self.where = f"{self.dir} ({fs})"
+        return self
+
+    def spool(self, name):
+        return os.path.join(self.dir, name)
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- the raw clients --------------------------------------------------------------------------
+
+WRK_LUA = """wrk.method = "POST"
+wrk.body = '{"model":"gpt-image-2","prompt":"bench 1"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def wrk(upstream, connections, seconds=3):
+    """Requests/s of wrk (one thread, keep-alive) posting what the daemon posts."""
+    script = os.path.join(tempfile.gettempdir(), "bench-post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_LUA % KEY)
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script,
+                              upstream.base_url + "/v1/images/generations"],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
     finally:
-        env.close(True)
+        os.unlink(script)
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not m or bad:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    return float(m.group(1))
+
+
+# -- printing ---------------------------------------------------------------------------------
+
+def row(label, value, unit, target=None, ratio=None):
+    text = f"  {label:34s} {value:>10} {unit:10s}"
+    if ratio is not None:
+        text += f" ratio {ratio:5.2f}"
+    if target:
+        text += f"   (target {target})"
+    print(text, flush=True)
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def spread(values, fmt="{:.0f}"):
+    return "runs: " + " ".join(fmt.format(v) for v in values)
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+def idle_cpu(up):
+    with Tmpfs() as fs, Run(up, fs.spool("idle"), CONCURRENCY) as r:
+        c0 = sum(cpu_ticks(r.pid))
+        time.sleep(3)   # idleness over a span is what is measured: a benchmark, not a test
+        idle = (sum(cpu_ticks(r.pid)) - c0) / TICK
+    print("idle daemon:")
+    row("idle CPU over 3 s", f"{idle / 3 * 100:.3f}", "%")
+
+
+def throughput_runs(up, fs, with_wrk):
+    """RUNS daemon runs on fs (and as many wrk runs between them); returns lists."""
+    daemon, raw = [], []
+    for i in range(RUNS):
+        with Run(up, fs.spool(f"run{i}"), CONCURRENCY) as r:
+            daemon.append(r.jobs(JOBS))
+        if with_wrk:
+            raw.append(wrk(up, CONCURRENCY))
+    return daemon, raw
+
+
+def throughput(up):
+    with Tmpfs() as fs:
+        daemon, raw = throughput_runs(up, fs, True)
+    jobs_s = [x["jobs_s"] for x in daemon]
+    print(f"instant upstream, {JOBS} jobs, concurrency {CONCURRENCY}, spool on {fs.where} "
+          f"(medians of {RUNS}):")
+    row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.7 of wrk",
+        median(jobs_s) / median(raw))
+    print(f"      {spread(jobs_s)}")
+    row("raw client (wrk -t1 -c64, 3 s)", f"{median(raw):.0f}", "req/s")
+    print(f"      {spread(raw)}")
+    row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms",
+        "<= 0.1 ms")
+    row("  of it on the loop thread", f"{median([x['loop_ms'] for x in daemon]):.3f}", "ms")
+    row("  loop thread in the kernel", f"{median([x['loop_sys_ms'] for x in daemon]):.3f}", "ms")
+    row("peak RSS", f"{max(x['rss'] for x in daemon):.1f}", "MiB")
+    if any(x["failed"] for x in daemon):
+        print(f"  NOTE: failed jobs in the runs: {[x['failed'] for x in daemon]}")
+    return median(jobs_s)
+
+
+STRACE_ROW = re.compile(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)$")
+
+
+def syscalls(up):
+    """strace -f -c attached to the running daemon (all its threads) over one run."""
+    with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
+        out = os.path.join(tempfile.gettempdir(), "bench-strace.txt")
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(r.pid)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        tracer.stderr.readline()   # "Process N attached with M threads"
+        try:
+            r.jobs(JOBS, prefix="s")
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(120)
+        counts, errors = {}, {}
+        with open(out) as f:
+            for line in f:
+                m = STRACE_ROW.match(line)
+                if m and m.group(3) != "total":
+                    counts[m.group(3)] = int(m.group(1))
+                    errors[m.group(3)] = int(m.group(2) or 0)
+        os.unlink(out)
+    total = sum(counts.values())
+    syncs = sum(counts.get(c, 0) for c in ("fsync", "fdatasync", "syncfs", "sync_file_range"))
+    print(f"system calls, {JOBS} jobs on tmpfs, all threads (strace -f -c; deterministic but for "
+          f"polling and batching):")
+    row("system calls per job", f"{total / JOBS:.1f}", "", "<= 25")
+    row("fsync+fdatasync+syncfs per job", f"{syncs / JOBS:.2f}", "", "<= 3")
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
+    print("      top ten per job: " + ", ".join(
+        f"{name} {n / JOBS:.2f}" + (f" ({errors[name] / JOBS:.2f} failed)" if errors[name] else "")
+        for name, n in top))
+
+
+def ext4(up, tmpfs_jobs_s):
+    with Disk() as disk:
+        daemon, _ = throughput_runs(up, disk, False)
+    jobs_s = [x["jobs_s"] for x in daemon]
+    print(f"the same on the disk, {disk.where}, fsync on (medians of {RUNS}):")
+    row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.5 of tmpfs",
+        median(jobs_s) / tmpfs_jobs_s)
+    print(f"      {spread(jobs_s)}")
+    row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
+
+
+def inflight():
+    up = FastUpstream(KEY, delay_ms=1000)
+    try:
+        n = 3 * INFLIGHT
+        daemon, raw, held = [], [], []
+        with Tmpfs() as fs:
+            for i in range(RUNS):
+                with Run(up, fs.spool(f"inflight{i}"), INFLIGHT) as r:
+                    up.counters()
+                    daemon.append(r.jobs(n))
+                    held.append(up.counters()["held_max"])
+                raw.append(loadgen(up, INFLIGHT, n))
+    finally:
+        up.close()
+    jobs_s = [x["jobs_s"] for x in daemon]
+    print(f"1 s upstream, {INFLIGHT} calls in flight, {n} jobs (medians of {RUNS}):")
+    row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.97 of loadgen",
+        median(jobs_s) / median(raw))
+    print(f"      {spread(jobs_s, '{:.1f}')}; most calls waiting at once: "
+          f"{' '.join(map(str, held))}")
+    row(f"raw client (loadgen -c{INFLIGHT})", f"{median(raw):.0f}", "req/s")
+    print(f"      {spread(raw, '{:.1f}')}")
+    row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
+
+
+def rss():
+    up = FastUpstream(KEY, delay_ms=1000)
+    print(f"1 s upstream, {RSS_INFLIGHT} jobs at once, concurrency {RSS_INFLIGHT}:")
+    try:
+        with Tmpfs() as fs, Run(up, fs.spool("rss"), RSS_INFLIGHT) as r:
+            up.counters()
+            res = r.jobs(RSS_INFLIGHT)
+            held = up.counters()["held_max"]
+    except AssertionError as e:     # the daemon refused the configuration, or never finished
+        print(f"  NOT MEASURED: {str(e).strip().splitlines()[-1][:300]}")
+        return
+    finally:
+        up.close()
+    row("peak RSS (VmHWM)", f"{res['rss']:.1f}", "MiB", "<= 256 MiB")
+    row("most calls waiting at the fake at once", f"{held}", "")
+    row("all jobs done in", f"{res['seconds']:.2f}", "s")
+    if res["failed"]:
+        print(f"  NOTE: {res['failed']} jobs failed")
+
+
+def main():
+    unknown = [s for s in ONLY if s not in SECTIONS + ("parse", "cli", "keyshare", "rescan")]
+    if unknown:
+        sys.exit(f"bench.py: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
+    if not any(wanted(s) for s in SECTIONS):
+        return
+    print(f"imgspoold benchmark against build/fastup; {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    up = FastUpstream(KEY)
+    try:
+        if wanted("idle"):
+            idle_cpu(up)
+        tmpfs_jobs_s = None
+        if wanted("throughput"):
+            tmpfs_jobs_s = throughput(up)
+        if wanted("syscalls"):
+            syscalls(up)
+        if wanted("ext4"):
+            if tmpfs_jobs_s is None:
+                with Tmpfs() as fs:
+                    daemon, _ = throughput_runs(up, fs, False)
+                tmpfs_jobs_s = median([x["jobs_s"] for x in daemon])
+            ext4(up, tmpfs_jobs_s)
+    finally:
+        up.close()
+    if wanted("inflight"):
+        inflight()
+    if wanted("rss"):
+        rss()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""build/fastup, the fake upstream of make bench, answers real daemon jobs in the wire format
+the daemon accepts (the daemon publishes its PNG), refuses a wrong key as the gateway does, and
+build/loadgen gets exactly the answers it asked for. Keeps the bench rig from rotting; times
+nothing."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import TEST_KEY, Daemon, run_tests, wait_for  # noqa: E402
+from fastup import FastUpstream, loadgen  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def with_fastup(test):
+    """Runs test(env, up) against a fastup of its own, closed afterwards."""
+    def run(env):
+        up = FastUpstream(TEST_KEY)
+        try:
+            test(env, up)
+        finally:
+            up.close()
+    run.__name__ = test.__name__
+    return run
+
+
+def daemon(env, up, **settings):
+    d = Daemon(up, **settings)
+    env.daemons.append(d)      # cleaned up (and its log checked) with the test
+    return d
+
+
+@with_fastup
+def test_openai_and_gemini_jobs_are_published(env, up):
+    d = daemon(env, up).start()
+    d.submit("fast-openai", {"prompt": "a lighthouse at dusk"})
+    d.submit("fast-gemini", {"prompt": "a lighthouse at dawn", "model": "gemini-3-pro-image-preview"})
+    for task_id, dialect in (("fast-openai", "openai"), ("fast-gemini", "gemini")):
+        assert d.wait_finished(task_id) == "done", d.log()[-2000:]
+        result = d.result(task_id)
+        assert result["status"] == "succeeded" and result["dialect"] == dialect, result
+        image = d.read("done", task_id + ".png")
+        assert image.startswith(PNG_MAGIC), image[:16]
+    counts = up.counters()
+    assert counts["ok"] == 2 and counts["requests"] == 2, counts
+
+
+@with_fastup
+def test_a_wrong_key_gets_the_gateways_401(env, up):
+    d = daemon(env, up, key="sk-not-the-fakes-key-0123456789abcdef").start()
+    d.submit("fast-badkey", {"prompt": "never drawn"})
+    wait_for(lambda: "on hold" in d.log(), 20, f"the provider to go on hold:\n{d.log()}")
+    assert d.state("fast-badkey") == "new", d.state("fast-badkey")
+    counts = up.counters()
+    assert counts["unauthorized"] >= 1 and counts["ok"] == 0, counts
+
+
+@with_fastup
+def test_loadgen_counts_every_answer(env, up):
+    assert loadgen(up, connections=4, requests=40) > 0
+    counts = up.counters()
+    assert counts["ok"] == 40 and counts["connections"] == 4, counts
+    try:
+        loadgen(up, connections=2, requests=4, key="sk-wrong")
+        raise AssertionError("loadgen took 401 answers for success")
+    except RuntimeError as e:
+        assert "errors=4" in str(e), e
+
+
+if __name__ == "__main__":
+    run_tests([test_openai_and_gemini_jobs_are_published, test_a_wrong_key_gets_the_gateways_401,
+               test_loadgen_counts_every_answer])

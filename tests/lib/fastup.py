@@ -1,0 +1,60 @@
+"""fastup.py - drives build/fastup (tests/bench/fastup.c), the fast fake upstream of make bench,
+and build/loadgen, the raw HTTP client measured against it.
+
+    up = FastUpstream(key, delay_ms=0)     # listening on 127.0.0.1:up.port when it returns
+    harness.Daemon(up, ...)                # Daemon only needs up.base_url
+    up.counters()                          # {"requests": .., "ok": .., "unauthorized": ..,
+                                           #  "held_max": ..}; starts new counters
+    up.close()
+
+Both are optimized builds beside the daemon under test (build/), made by `make build/fastup
+build/loadgen` (make test and make bench do it)."""
+import os
+import re
+import signal
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.path.join(os.path.dirname(os.path.dirname(HERE)), "build")
+FASTUP = os.path.join(BUILD, "fastup")
+LOADGEN = os.path.join(BUILD, "loadgen")
+
+
+class FastUpstream:
+    def __init__(self, key, delay_ms=0):
+        assert os.access(FASTUP, os.X_OK), f"{FASTUP} is missing: make build/fastup"
+        self.proc = subprocess.Popen([FASTUP, "--key", key, "--delay-ms", str(delay_ms)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (\d+)", line)
+        if not m:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"fastup did not start: {line!r}")
+        self.key = key
+        self.port = int(m.group(1))
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def counters(self):
+        """Its counters since start or the last call (SIGUSR1 prints them and starts anew)."""
+        self.proc.send_signal(signal.SIGUSR1)
+        line = self.proc.stdout.readline()
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.communicate(timeout=10)
+
+
+def loadgen(upstream, connections, requests, key=None):
+    """Requests/s of build/loadgen: exactly `requests` POSTs like the daemon's, over
+    `connections` keep-alive connections, timed from the first connect to the last answer."""
+    assert os.access(LOADGEN, os.X_OK), f"{LOADGEN} is missing: make build/loadgen"
+    out = subprocess.run([LOADGEN, "--port", str(upstream.port), "--key", key or upstream.key,
+                          "--connections", str(connections), "--requests", str(requests)],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    m = re.search(r"req_per_s=(\d+)", out.stdout)
+    if out.returncode or not m:
+        raise RuntimeError(f"loadgen failed: {out.stdout}{out.stderr}")
+    return float(m.group(1))
