@@ -46,7 +46,7 @@ struct key {
 
 static const struct key keys[] = {
 	{ "spool", "dir", T_PATH, C(spool_dir), 0, 0, "spool" },
-	{ "spool", "concurrency", T_INT, C(concurrency), 1, 1024, "16" },
+	{ "spool", "concurrency", T_INT, C(concurrency), 1, 65536, "16" },
 	{ "spool", "poll_interval", T_INT, C(poll_interval), 1, 3600, "5" },
 	{ "spool", "grace_period", T_INT, C(grace_period), 0, 7200, "auto" },
 	{ "spool", "settle_time", T_INT, C(settle_time), 0, 3600, "5" },

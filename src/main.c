@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -248,6 +249,25 @@ static void before_sleep(struct loop *loop, void *arg)
 		loop_stop(loop);
 }
 
+/* Every call in flight holds a socket, and a job a file or two: take the hard limit of open
+ * files (systemd's soft default is 1024), and say so when even that looks too few. */
+static void raise_open_files(long concurrency)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	rlim_t need = (rlim_t)concurrency * 3 + 256;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_warn("concurrency %ld may need %llu open files, more than the limit of %llu: "
+			 "raise it (LimitNOFILE= in the unit, ulimit -n)", concurrency,
+			 (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = NULL;
@@ -300,6 +320,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	dm.notify = notify_new();
+	raise_open_files(dm.cfg->concurrency);
 
 	/* Signals are read from a signalfd on the loop, never handled asynchronously. */
 	sigset_t mask;

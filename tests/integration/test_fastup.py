@@ -2,7 +2,8 @@
 """build/fastup, the fake upstream of make bench, answers real daemon jobs in the wire format
 the daemon accepts (the daemon publishes its PNG), refuses a wrong key as the gateway does, and
 build/loadgen gets exactly the answers it asked for. Keeps the bench rig from rotting; times
-nothing."""
+nothing. Also: a daemon started with systemd's small soft limit of open files still holds more
+calls at once than that limit (it raises the limit itself)."""
 import os
 import sys
 
@@ -50,8 +51,8 @@ def test_openai_and_gemini_jobs_are_published(env, up):
 def test_a_wrong_key_gets_the_gateways_401(env, up):
     d = daemon(env, up, key="sk-not-the-fakes-key-0123456789abcdef").start()
     d.submit("fast-badkey", {"prompt": "never drawn"})
-    wait_for(lambda: "on hold" in d.log(), 20, f"the provider to go on hold:\n{d.log()}")
-    assert d.state("fast-badkey") == "new", d.state("fast-badkey")
+    wait_for(lambda: "on hold" in d.log() and d.state("fast-badkey") == "new", 20,
+             f"the provider to go on hold, its job back in new/:\n{d.log()}")
     counts = up.counters()
     assert counts["unauthorized"] >= 1 and counts["ok"] == 0, counts
 
@@ -68,6 +69,33 @@ def test_loadgen_counts_every_answer(env, up):
         assert "errors=4" in str(e), e
 
 
+def soft_limit(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    return None
+
+
+def test_more_calls_at_once_than_the_soft_limit_of_open_files(env):
+    """Under systemd the soft limit is 1024 and the hard one far higher: here 256 and 4096."""
+    up = FastUpstream(TEST_KEY, delay_ms=2000)
+    try:
+        calls = 300
+        d = daemon(env, up, spool__concurrency=calls, wrapper=["prlimit", "--nofile=256:4096"])
+        d.start()
+        assert soft_limit(d.proc.pid) == 4096, soft_limit(d.proc.pid)
+        for i in range(calls):
+            d.submit(f"many-{i:03d}", {"prompt": f"one of many {i}"})
+        wait_for(lambda: len([n for n in d.listdir("done") if n.endswith(".result.json")]) == calls,
+                 120, f"{calls} jobs done:\n{d.log()[-3000:]}")
+        assert up.counters()["held_max"] > 256, "the calls were not in flight at once"
+        assert not d.listdir("failed") and "Too many open files" not in d.log(), d.log()[-3000:]
+    finally:
+        up.close()
+
+
 if __name__ == "__main__":
     run_tests([test_openai_and_gemini_jobs_are_published, test_a_wrong_key_gets_the_gateways_401,
-               test_loadgen_counts_every_answer])
+               test_loadgen_counts_every_answer,
+               test_more_calls_at_once_than_the_soft_limit_of_open_files])

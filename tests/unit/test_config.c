@@ -31,7 +31,8 @@ struct bad_row {
 
 static const struct bad_row bad[] = {
 	{ "[spool]\nconcurrency = many\n", 2, "concurrency" },
-	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 1024" },
+	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 65536" },
+	{ "[spool]\nconcurrency = 65537\n", 2, "from 1 to 65536" },
 	{ "; comment\n[spool]\nconcurency = 3\n", 3, "unknown key \"concurency\"" },
 	{ "[nonsense]\nx = 1\n", 2, "unknown key" },
 	{ "[provider a b]\nmodel = x\n", 2, "provider" },
@@ -92,6 +93,10 @@ int main(void)
 	config_release(&cfg);
 	ok(load("[spool]\ngrace_period = auto\n[provider a]\ntimeout = 1200\n", &cfg, err,
 		sizeof(err)) == 0 && cfg.grace_period == 1200, "so does a longer provider timeout");
+	config_release(&cfg);
+
+	ok(load("[spool]\nconcurrency = 10000\n", &cfg, err, sizeof(err)) == 0 &&
+	   cfg.concurrency == 10000, "10 000 calls in flight are allowed (issue 14): %s", err);
 	config_release(&cfg);
 
 	ok(load("[spool]\ndir = /srv/spool\nconcurrency = 3\n[provider a]\nmodel = m1\n"
