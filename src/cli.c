@@ -256,11 +256,12 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	}
 	copy_str(info->provider, sizeof(info->provider), json_object_get(doc, "provider"));
 	copy_str(info->model, sizeof(info->model), json_object_get(doc, "model"));
-	json_t *attempts;
+	json_t *attempts, *elided;   /* listed; and how many are not (record.h) */
 	if (finished) {
 		json_t *err = json_object_get(doc, "error");
 		copy_str(info->error_code, sizeof(info->error_code), json_object_get(err, "code"));
 		attempts = json_object_get(doc, "attempts");
+		elided = json_object_get(doc, "attempts_elided");
 		json_t *cost = json_object_get(doc, "cost");
 		json_t *amount = json_object_get(cost, "amount");
 		if (json_is_number(amount)) {
@@ -271,6 +272,7 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	} else {
 		json_t *rec = json_object_get(doc, "imgspool");
 		attempts = json_object_get(rec, "attempts");
+		elided = json_object_get(json_object_get(rec, "elided"), "attempts");
 		json_t *created = json_object_get(rec, "created_at_ms");
 		if (json_is_integer(created) && json_integer_value(created) > 0 &&
 		    (dir == SPOOL_RUNNING || dir == SPOOL_DEFERRED || dir == SPOOL_HOLD))
@@ -279,6 +281,9 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 		copy_str(info->error_code, sizeof(info->error_code), json_object_get(last, "error_code"));
 	}
 	info->attempts = (int)json_array_size(attempts);
+	if (json_is_integer(elided) && json_integer_value(elided) > 0 &&
+	    json_integer_value(elided) < 1000000000)
+		info->attempts += (int)json_integer_value(elided);
 	if (keep_doc)
 		info->doc = doc;
 	else

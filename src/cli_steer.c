@@ -20,6 +20,8 @@
 
 #include "cli.h"
 #include "control.h"
+#include "job.h"
+#include "record.h"
 #include "result.h"
 #include "util.h"
 #include "banned.h"
@@ -179,6 +181,11 @@ static const char *str_field(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
+/* The CLI has no [retry] limits: the records' counters are only shown, never acted on. */
+static const struct record_limits shown_limits = { .max_retries = 1000000,
+						    .max_billed_retries = 1000000,
+						    .max_crash_requeues = 1000000 };
+
 /* Finishes the cancellation of a job we hold in hold/: its result in failed/, then the job
  * file, in the daemon's publication order (spool-layout.md §5). */
 static int cancel_from_hold(struct cli *c, const char *id, const char *was)
@@ -195,9 +202,11 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was)
 	}
 	json_t *job = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
 	buf_release(&text);
-	json_t *rec = json_object_get(job, "imgspool");
-	json_t *attempts = json_object_get(rec, "attempts");
-	json_int_t created = json_integer_value(json_object_get(rec, "created_at_ms"));
+	/* Read as the daemon reads them: the attempts listed and the tally of earlier ones. */
+	struct record rec;
+	record_init(&rec);
+	record_restore(&rec, json_object_get(job, "imgspool"), &shown_limits);
+	int64_t created = rec.created_at_ms;
 	char message[160];
 	xsnprintf(message, sizeof(message), "cancelled by an operator (imgspool cancel) while %s", was);
 	struct result_info r = {
@@ -205,8 +214,9 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was)
 		.succeeded = false,
 		.provider = str_field(job, "provider"),
 		.model = str_field(job, "model"),
-		.attempts = json_is_array(attempts) ? attempts : NULL,
-		.retry_count = (int)json_integer_value(json_object_get(rec, "retry_count")),
+		.attempts = rec.attempts,
+		.elided = &rec.elided,
+		.retry_count = rec.retry_count,
 		.created_wall_ms = created > 0 ? created
 				   : (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000,
 		.updated_wall_ms = wall_ms(),
@@ -215,6 +225,7 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was)
 		.error_message = message,
 	};
 	char *result = result_to_json(&r);
+	record_release(&rec);
 	json_decref(job);
 	char *result_name = xasprintf("%s.result.json", id);
 	int rc = spool_write_file(&c->sp, SPOOL_FAILED, result_name, result, strlen(result));
@@ -361,29 +372,33 @@ static void remove_run_files(struct cli *c, enum spool_dir d, const char *id)
 /* The job file to put back in new/: its records must say that the run is over, so the daemon
  * starts a new run with a fresh budget and keeps this one in its history (spool-layout.md §4).
  * A daemon's publication writes "finished"; a job published before it did gets it from its
- * result. NULL when the file needs no change. */
-static char *text_for_retry(json_t *job, json_t *result)
+ * result (such a daemon listed every attempt). The records are spliced onto the client's bytes
+ * (data) as the daemon does. NULL when the file needs no change. */
+static char *text_for_retry(const char *data, size_t len, json_t *job, json_t *result,
+			    size_t *out_len)
 {
-	json_t *rec = json_object_get(job, "imgspool");
-	if (json_is_string(json_object_get(rec, "finished")))
+	json_t *state = json_object_get(job, "imgspool");
+	if (json_is_string(json_object_get(state, "finished")))
 		return NULL;
-	json_t *fresh = json_deep_copy(job);
-	json_t *frec = json_object_get(fresh, "imgspool");
-	if (!json_is_object(frec)) {
-		frec = json_object();
-		json_object_set_new(fresh, "imgspool", frec);
-	}
+	struct record rec;
+	record_init(&rec);
+	record_restore(&rec, state, &shown_limits);
 	const char *status = json_string_value(json_object_get(result, "status"));
-	json_object_set_new(frec, "finished", json_string(status ? status : "failed"));
-	json_t *code = json_object_get(json_object_get(result, "error"), "code");
-	json_object_set_new(frec, "error_code", json_is_string(code) ? json_incref(code) : json_null());
-	if (!json_object_get(frec, "attempts")) {
-		json_t *attempts = json_object_get(result, "attempts");
-		json_object_set_new(frec, "attempts", json_is_array(attempts) ? json_incref(attempts)
-									: json_array());
+	xsnprintf(rec.finished, sizeof(rec.finished), "%s",
+		  status && !strcmp(status, "succeeded") ? "succeeded" : "failed");
+	const char *code = json_string_value(json_object_get(json_object_get(result, "error"), "code"));
+	xsnprintf(rec.error_code, sizeof(rec.error_code), "%s", code ? code : "");
+	if (!json_object_get(state, "attempts")) {
+		size_t i;
+		json_t *a;
+		json_array_foreach(json_object_get(result, "attempts"), i, a)
+			if (json_is_object(a))
+				record_add_attempt(rec.attempts, &rec.elided, json_incref(a));
 	}
-	char *text = json_dumps(fresh, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(fresh);
+	char *records = record_text(&rec);
+	record_release(&rec);
+	char *text = job_with_records(data, len, records, out_len);
+	free(records);
 	return text;
 }
 
@@ -400,8 +415,12 @@ static int retry_one(struct cli *c, const char *id, bool again)
 	struct stat st;
 	buf_init(&text, JOB_MAX);
 	json_t *job = NULL, *result = NULL;
-	if (spool_read_file(fd, w.name, JOB_MAX, &text, &st) == SPOOL_READ_OK)
+	char *job_bytes = NULL;
+	size_t job_len = 0;
+	if (spool_read_file(fd, w.name, JOB_MAX, &text, &st) == SPOOL_READ_OK) {
 		job = json_loadb(text.data, text.len, 0, NULL);
+		job_bytes = buf_detach(&text, &job_len);
+	}
 	char *result_name = xasprintf("%s.result.json", id);
 	if (spool_read_file(fd, result_name, JOB_MAX, &text, &st) == SPOOL_READ_OK)
 		result = json_loadb(text.data, text.len, 0, NULL);
@@ -412,10 +431,11 @@ static int retry_one(struct cli *c, const char *id, bool again)
 		rc = cli_fail(c, CLI_FAILED, "'%s': its job file is not JSON: nothing to run again", id);
 		goto out;
 	}
-	char *fresh = text_for_retry(job, result);
+	size_t fresh_len = 0;
+	char *fresh = text_for_retry(job_bytes, job_len, job, result, &fresh_len);
 	/* Rewritten in place if need be (a finished job is nobody's), held while its old run's
 	 * files go, then released: at every moment the job is in exactly one state. */
-	int r = fresh ? spool_write_file(&c->sp, w.dir, w.name, fresh, strlen(fresh)) : 0;
+	int r = fresh ? spool_write_file(&c->sp, w.dir, w.name, fresh, fresh_len) : 0;
 	free(fresh);
 	struct timespec now[2] = { { .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_NOW } };
 	if (r == 0)
@@ -439,6 +459,7 @@ static int retry_one(struct cli *c, const char *id, bool again)
 	spool_sync_dir(&c->sp, SPOOL_NEW);
 	printf("%s: back to new/ with a fresh retry budget (was %s)\n", id, cli_state_word(w.dir));
 out:
+	free(job_bytes);
 	json_decref(job);
 	json_decref(result);
 	return rc;

@@ -104,7 +104,8 @@ struct task {
 	struct http_result res;  /* of the last call; body owned */
 	struct response resp;    /* body parsed */
 	struct outcome outcome;
-	json_t *attempts;        /* owned array, for the result */
+	json_t *attempts;        /* owned array, for the result: the last RECORD_ATTEMPTS_MAX */
+	struct record_tally elided; /* this run's attempts before those */
 	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
 	long runs_total;
 	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
@@ -682,11 +683,17 @@ static void settle_call(struct task *t, bool billed, bool known, double cost)
 /* An attempt goes on the job's record, and into the metrics. */
 static void record_attempt(struct task *t, const struct attempt *a)
 {
-	json_array_append_new(t->attempts, result_attempt_json(a));
+	record_add_attempt(t->attempts, &t->elided, result_attempt_json(a));
 	const char *provider = t->prov ? t->prov->cfg->name : NULL;
 	metrics_attempt(provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
 	if (a->cost_known && a->cost > 0)
 		metrics_cost(provider, t->d->cfg->prices.currency, a->cost);
+}
+
+/* Attempts made in this run, listed or not: they number the calls (sidecars, the log). */
+static size_t attempts_made(const struct task *t)
+{
+	return (size_t)t->elided.attempts + json_array_size(t->attempts);
 }
 
 void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out)
@@ -864,7 +871,7 @@ static size_t sidecar_write_header(struct task *t, int fd)
 {
 	char header[JOB_ID_MAX + 64];
 	int n = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
-			 json_array_size(t->attempts) + 1);
+			 attempts_made(t) + 1);
 	return n > 0 && (size_t)n < sizeof(header) && write_all(fd, header, (size_t)n) == 0 ? (size_t)n : 0;
 }
 
@@ -962,7 +969,7 @@ static void publish_done(void *arg)
 	control_forget(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
-			t->n_images, json_array_size(t->attempts));
+			t->n_images, attempts_made(t));
 	else
 		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
 	struct dispatch *d = t->d;
@@ -1051,6 +1058,7 @@ static void finish(struct task *t)
 		.images_dropped = t->images_dropped,
 		.urls = t->urls,
 		.attempts = t->attempts,
+		.elided = &t->elided,
 		.retry_count = t->retry_count,
 		.created_wall_ms = t->created_wall_ms,
 		.updated_wall_ms = wall_ms(),
@@ -1193,14 +1201,9 @@ static int64_t retry_due(struct loop *loop, void *arg)
  * "failed" when written for the publication, else NULL. */
 static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished)
 {
-	json_error_t jerr;
-	json_t *doc = json_loadb(t->job_text, t->job_len, 0, &jerr);
-	if (!json_is_object(doc)) {
-		json_decref(doc);
-		return NULL;
-	}
 	struct record r = {
-		.attempts = t->attempts, .runs = t->runs ? t->runs : json_array(),
+		.attempts = t->attempts, .elided = t->elided,
+		.runs = t->runs ? t->runs : json_array(),
 		.runs_total = t->runs_total, .retry_count = t->retry_count,
 		.billed_retries = t->billed_retries, .crashes = t->crashes,
 		.created_at_ms = t->created_wall_ms, .retry_at_ms = retry_at_ms,
@@ -1209,11 +1212,12 @@ static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, cons
 		xsnprintf(r.finished, sizeof(r.finished), "%s", finished);
 		xsnprintf(r.error_code, sizeof(r.error_code), "%s", t->error_code ? t->error_code : "");
 	}
-	json_object_set_new(doc, "imgspool", record_json(&r));
+	char *records = record_text(&r);
 	if (!t->runs)
 		json_decref(r.runs);
-	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(doc);
+	/* Spliced onto the client's bytes, never re-serialised: the file stays within the read cap. */
+	char *text = job_with_records(t->job_text, t->job_len, records, NULL);
+	free(records);
 	return text;
 }
 
@@ -1370,7 +1374,7 @@ static void decide(struct task *t)
 		}
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
-			  o->message, json_array_size(t->attempts));
+			  o->message, attempts_made(t));
 		t->succeeded = false;
 		finish(t);
 		return;
@@ -1454,7 +1458,7 @@ static void parse_done(void *arg)
 	settle_call(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
 	record_attempt(t, a);
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
-		json_array_size(t->attempts),
+		attempts_made(t),
 		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
 		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
 	decide(t);
@@ -1610,7 +1614,7 @@ static void requeue(struct task *t, const char *why)
 	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
-	char *text = json_array_size(t->attempts) ? job_text_with_state(t, 0, NULL) : NULL;
+	char *text = attempts_made(t) ? job_text_with_state(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
@@ -1639,11 +1643,9 @@ static void ignore_entry(struct dispatch *d, const struct pending *pe, const cha
 
 enum start { STARTED, SKIPPED, WAIT };
 
-/* Our records ("imgspool") grow a job file by a few hundred bytes per attempt: they get room of
- * their own beyond max_job_bytes, so a job near the limit is not locked out by its history.
- * Files are read up to this cap; a client's file in new/ is then held to max_job_bytes. */
-#define RECORD_HEADROOM (64u << 10)
-
+/* Our records ("imgspool") get room of their own beyond max_job_bytes (record.h bounds them),
+ * so a job near the limit is never locked out by its history. Files are read up to this cap; the
+ * client's part of a file in new/ is then held to max_job_bytes. */
 static size_t job_read_cap(const struct dispatch *d)
 {
 	return (size_t)d->cfg->max_job_bytes + RECORD_HEADROOM;
@@ -1740,6 +1742,7 @@ static void apply_record(struct task *t, const struct record *rec)
 {
 	json_decref(t->attempts);
 	t->attempts = json_incref(rec->attempts);
+	t->elided = rec->elided;
 	json_decref(t->runs);
 	t->runs = json_incref(rec->runs);
 	t->runs_total = rec->runs_total;
@@ -1944,9 +1947,11 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		known_del(d, pe->dir, pe->name);
 		return SKIPPED;
 	}
-	if (pe->dir == SPOOL_NEW && d->readbuf.len > (size_t)d->cfg->max_job_bytes &&
-	    !(pr == JOB_OK && job.state && written_by_daemon(d, &st))) {
-		/* The record headroom is for files the daemon wrote, not for clients. */
+	/* The record headroom is for the daemon's records: the client's bytes are held to
+	 * max_job_bytes, all of them unless the records are the daemon's. */
+	size_t client_bytes = pr == JOB_OK && job.state && written_by_daemon(d, &st)
+			      ? job_client_bytes(d->readbuf.data, d->readbuf.len) : d->readbuf.len;
+	if (pe->dir == SPOOL_NEW && client_bytes > (size_t)d->cfg->max_job_bytes) {
 		job_release(&job);
 		ignore_entry(d, pe, spool_read_reason(SPOOL_READ_TOO_BIG));
 		return SKIPPED;
@@ -2146,7 +2151,7 @@ static void cancel_call(struct task *t)
 			     .request_id = "" };
 	price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
 	settle_call(t, true, a.cost_known, a.cost);
-	json_array_append_new(t->attempts, result_attempt_json(&a));
+	record_add_attempt(t->attempts, &t->elided, result_attempt_json(&a));
 	fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
 	     "flight; the upstream may still charge for that call");
 }
@@ -2429,7 +2434,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	free(text);
 	crash_point("adopt:counted");
 
-	size_t accounted = json_array_size(t->attempts);
+	size_t accounted = attempts_made(t);
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	for (size_t i = 0; i < hidden->cap; i++) {
@@ -2445,7 +2450,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			buf_release(&body);
 			if (retry_at_ms) {
 				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
-				json_t *last = json_array_get(t->attempts, accounted - 1);
+				json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
 				t->outcome.code = "restart";
 				if (json_is_string(json_object_get(last, "error_code")))
 					t->outcome.code = json_string_value(json_object_get(last, "error_code"));

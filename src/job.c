@@ -912,3 +912,181 @@ int job_id_from_name(const char *name, char *id, size_t idsize)
 	id[len] = '\0';
 	return 0;
 }
+
+/* ---- the daemon's records in the client's bytes ---- */
+
+/* A small scanner over a job file that jansson accepted (or any bytes: it never reads past len
+ * and answers -1 to what is not a JSON object). It only finds where things are; the bytes
+ * themselves are never rewritten, so a client's 1e300 or "\u00e9" stays as it was written. */
+struct cursor {
+	const char *p, *end;
+};
+
+static void skip_space(struct cursor *c)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+		c->p++;
+}
+
+static int hex4(const char *p)
+{
+	int v = 0;
+	for (int i = 0; i < 4; i++) {
+		char ch = p[i];
+		int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+			: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/* Skips a string at c->p ('"'); with key set, says whether it spells key (escapes decoded, as
+ * jansson sees it: "imgspo\u006fl" is "imgspool"). */
+static int skip_string(struct cursor *c, const char *key, bool *match)
+{
+	size_t at = 0, klen = key ? strlen(key) : 0;
+	bool same = true;
+	c->p++;
+	while (c->p < c->end && *c->p != '"') {
+		int ch = (unsigned char)*c->p++;
+		if (ch == '\\') {
+			if (c->p >= c->end)
+				return -1;
+			ch = *c->p++;
+			if (ch == 'u') {
+				if (c->end - c->p < 4 || (ch = hex4(c->p)) < 0)
+					return -1;
+				c->p += 4;
+			} else {
+				switch (ch) {
+				case '"': case '\\': case '/': break;
+				case 'b': ch = '\b'; break;
+				case 'f': ch = '\f'; break;
+				case 'n': ch = '\n'; break;
+				case 'r': ch = '\r'; break;
+				case 't': ch = '\t'; break;
+				default: return -1;
+				}
+			}
+		}
+		same = same && at < klen && key[at] == ch;
+		at++;
+	}
+	if (c->p >= c->end)
+		return -1;
+	c->p++;
+	if (match)
+		*match = key && same && at == klen;
+	return 0;
+}
+
+/* Skips one value: a string, an object or array (by depth, strings skipped whole), a scalar. */
+static int skip_value(struct cursor *c)
+{
+	if (c->p >= c->end)
+		return -1;
+	if (*c->p == '"')
+		return skip_string(c, NULL, NULL);
+	if (*c->p != '{' && *c->p != '[') {
+		const char *start = c->p;
+		while (c->p < c->end && !strchr(",}] \t\n\r", *c->p))
+			c->p++;
+		return c->p > start ? 0 : -1;
+	}
+	size_t depth = 0;
+	while (c->p < c->end) {
+		char ch = *c->p;
+		if (ch == '"') {
+			if (skip_string(c, NULL, NULL) < 0)
+				return -1;
+			continue;
+		}
+		c->p++;
+		if (ch == '{' || ch == '[')
+			depth++;
+		else if ((ch == '}' || ch == ']') && --depth == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Where the value of the top-level "imgspool" member is ([start, end)), or, without one, where a
+ * member added last goes (start == end, after the last value) and whether it needs a comma. */
+struct records_at {
+	size_t start, end;
+	bool found, comma;
+};
+
+static int find_records(const char *data, size_t len, struct records_at *at)
+{
+	struct cursor c = { data, data + len };
+	memset(at, 0, sizeof(*at));
+	skip_space(&c);
+	if (c.p >= c.end || *c.p != '{')
+		return -1;
+	c.p++;
+	skip_space(&c);
+	if (c.p < c.end && *c.p == '}') {
+		at->start = at->end = (size_t)(c.p - data);
+		return 0;
+	}
+	for (;;) {
+		bool match;
+		if (c.p >= c.end || *c.p != '"' || skip_string(&c, "imgspool", &match) < 0)
+			return -1;
+		skip_space(&c);
+		if (c.p >= c.end || *c.p++ != ':')
+			return -1;
+		skip_space(&c);
+		const char *value = c.p;
+		if (skip_value(&c) < 0)
+			return -1;
+		if (match && !at->found) {
+			at->found = true;
+			at->start = (size_t)(value - data);
+			at->end = (size_t)(c.p - data);
+		}
+		if (!at->found)
+			at->start = at->end = (size_t)(c.p - data);
+		skip_space(&c);
+		if (c.p < c.end && *c.p == ',') {
+			c.p++;
+			skip_space(&c);
+			continue;
+		}
+		if (c.p < c.end && *c.p == '}')
+			break;
+		return -1;
+	}
+	at->comma = !at->found;
+	return 0;
+}
+
+char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len)
+{
+	struct records_at at;
+	if (find_records(data, len, &at) < 0)
+		return NULL;
+	const char *member = at.found ? "" : at.comma ? ",\"imgspool\":" : "\"imgspool\":";
+	size_t mlen = strlen(member), rlen = strlen(records);
+	size_t n = at.start + mlen + rlen + (len - at.end);
+	char *out = xmalloc(n + 1);
+	memcpy(out, data, at.start);
+	memcpy(out + at.start, member, mlen);
+	memcpy(out + at.start + mlen, records, rlen);
+	memcpy(out + at.start + mlen + rlen, data + at.end, len - at.end);
+	out[n] = '\0';
+	if (out_len)
+		*out_len = n;
+	return out;
+}
+
+size_t job_client_bytes(const char *data, size_t len)
+{
+	struct records_at at;
+	if (find_records(data, len, &at) < 0)
+		return len;
+	return len - (at.end - at.start);
+}

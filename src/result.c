@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "record.h"
 #include "result.h"
 #include "spool.h"
 #include "upstream.h"
@@ -49,42 +50,13 @@ json_t *result_attempt_json(const struct attempt *a)
 	return o;
 }
 
-/* Attempts whose billing is unknown count: a user reconciling cost wants the upper bound. */
-static int count_billed(json_t *attempts)
-{
-	size_t i;
-	json_t *a;
-	int n = 0;
-	json_array_foreach(attempts, i, a) {
-		const char *billed = json_string_value(json_object_get(a, "billed"));
-		if (!billed || strcmp(billed, "no"))
-			n++;
-	}
-	return n;
-}
-
 /* The job's cost: the sum of its attempts' costs; null when an attempt that may have been
  * billed has no price; an estimate when the billing of one is unknown. */
-static json_t *cost_json(json_t *attempts, const char *currency)
+static json_t *cost_json(const struct record_tally *t, const char *currency)
 {
-	size_t i;
-	json_t *a;
-	double sum = 0;
-	bool known = true, estimated = false;
-	json_array_foreach(attempts, i, a) {
-		const char *billed = json_string_value(json_object_get(a, "billed"));
-		bool free_call = billed && !strcmp(billed, "no");
-		json_t *cost = json_object_get(a, "cost");
-		if (json_is_number(cost))
-			sum += json_number_value(cost);
-		else if (!free_call)
-			known = false;
-		if (!free_call && (!billed || strcmp(billed, "yes")))
-			estimated = true;
-	}
-	sum = round(sum * 1e9) / 1e9;  /* 0.1 + 0.2 is 0.3 in a bill */
-	return json_pack("{s:o, s:s, s:b}", "amount", known ? json_real(sum) : json_null(),
-			 "currency", currency ? currency : "USD", "estimated", estimated);
+	double sum = round(t->cost * 1e9) / 1e9;  /* 0.1 + 0.2 is 0.3 in a bill */
+	return json_pack("{s:o, s:s, s:b}", "amount", t->cost_unknown ? json_null() : json_real(sum),
+			 "currency", currency ? currency : "USD", "estimated", t->estimated);
 }
 
 /* json_dumps with costs written as a person would (0.04, not 0.040000000000000001), while the
@@ -132,9 +104,19 @@ char *result_to_json(const struct result_info *r)
 								  : json_null());
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
 	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
-	json_object_set_new(o, "billed_attempts", json_integer(count_billed(attempts)));
+	/* Every figure counts the attempts no longer listed too (record.h). */
+	struct record_tally all = { 0 };
+	if (r->elided)
+		all = *r->elided;
+	size_t i;
+	json_t *a;
+	json_array_foreach(attempts, i, a)
+		record_tally_add(&all, a);
+	json_object_set_new(o, "billed_attempts", json_integer((json_int_t)all.billed));
+	json_object_set_new(o, "attempts_elided",
+			    json_integer(r->elided ? (json_int_t)r->elided->attempts : 0));
 	json_object_set_new(o, "attempts", attempts);
-	json_object_set_new(o, "cost", cost_json(attempts, r->currency));
+	json_object_set_new(o, "cost", cost_json(&all, r->currency));
 	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
 	json_object_set_new(o, "usage", r->usage ? json_incref(r->usage) : json_null());
 	if (!r->succeeded) {

@@ -11,6 +11,7 @@
 
 struct spool;
 struct image;
+struct record_tally;
 
 /* One upstream call, as the result records it (spool-layout.md §6). Returns a new object. */
 struct attempt {
@@ -39,7 +40,8 @@ struct result_info {
 	size_t n_images;
 	size_t images_dropped;   /* returned beyond the job's n, neither fetched nor kept */
 	char *const *urls;       /* where the images were stored ([store]), NULL = not stored */
-	json_t *attempts;        /* borrowed array of result_attempt_json() objects */
+	json_t *attempts;        /* borrowed array of result_attempt_json() objects: the last ones */
+	const struct record_tally *elided; /* the run's earlier attempts, no longer listed; NULL: none */
 	int retry_count;
 	int64_t created_wall_ms;
 	int64_t updated_wall_ms;

@@ -13,7 +13,10 @@
  *   - tight limits only ever refuse more: OK under them means OK under the defaults;
  *   - JOB_INCOMPLETE is for files still being written: a prefix of a valid job is never INVALID;
  *   - job_id_from_name() agrees with the rules of spool-layout.md §3, written out again here, and
- *     never writes past idsize.
+ *     never writes past idsize;
+ *   - job_with_records() reads no byte past the input; on a valid job it gives a valid job whose
+ *     records are the ones spliced in, and splicing again replaces them in place: the client's
+ *     bytes never change and never grow.
  * Everything allocated is released, so LeakSanitizer sees any leak. */
 #include <stdbool.h>
 #include <stddef.h>
@@ -191,6 +194,36 @@ static void check_id(const uint8_t *data, size_t size)
 	}
 }
 
+static void check_splice(const char *text, size_t size, bool valid)
+{
+	static const char first[] = "{\"retry_count\":1}", second[] = "{\"attempts\":[{}]}";
+	size_t len1, len2, len_direct;
+	char *once = job_with_records(text, size, first, &len1);
+	size_t client = job_client_bytes(text, size);
+	CHECK(client <= size);
+	if (!valid) {
+		free(once);
+		return;
+	}
+	CHECK(once != NULL);
+	struct job job;
+	struct job_limits limits;
+	struct job_error err;
+	job_limits_default(&limits);
+	CHECK(job_parse(&job, once, len1, &limits, &err) == JOB_OK);
+	json_t *want = json_loads(first, 0, NULL);
+	CHECK(json_equal(job.state, want));
+	json_decref(want);
+	job_release(&job);
+	CHECK(job_client_bytes(once, len1) + strlen(first) == len1);
+	char *twice = job_with_records(once, len1, second, &len2);
+	char *direct = job_with_records(text, size, second, &len_direct);
+	CHECK(twice && direct && len2 == len_direct && !memcmp(twice, direct, len2));
+	free(once);
+	free(twice);
+	free(direct);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *text = (const char *)data;
@@ -229,6 +262,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	job_release(&job);
 	CHECK(!memcmp(&job, &zero_job, sizeof(job)));
 
+	check_splice(text, size, r == JOB_OK);
 	check_id(data, size);
 	return 0;
 }

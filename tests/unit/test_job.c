@@ -616,6 +616,76 @@ static void check_ids(void)
 	ok(job_id_from_name("cats.json", id, 4) == -1, "id does not fit");
 }
 
+/* The daemon's records go onto the client's bytes: every other byte as written (a 1e300 or a
+ * "\u00e9" would change if re-serialised), one "imgspool" member, in place of the one there. */
+static const struct splice_row {
+	const char *name;
+	const char *in;
+	const char *want;        /* NULL: not a JSON object, no text */
+} splice_rows[] = {
+	{ "added last", "{\"prompt\": \"x\", \"metadata\": [1e300, \"\\u00e9\"]}\n",
+	  "{\"prompt\": \"x\", \"metadata\": [1e300, \"\\u00e9\"],\"imgspool\":R}\n" },
+	{ "white space kept", " {\n  \"prompt\" : \"x\"\n}\n\n", " {\n  \"prompt\" : \"x\",\"imgspool\":R\n}\n\n" },
+	{ "an empty object", "{}", "{\"imgspool\":R}" },
+	{ "an empty object with space", "{ }", "{ \"imgspool\":R}" },
+	{ "replaced in place", "{\"imgspool\": {\"a\": [1, {\"b\": \"}\"}]}, \"prompt\": \"x\"}",
+	  "{\"imgspool\": R, \"prompt\": \"x\"}" },
+	{ "replaced last", "{\"prompt\":\"x\",\"imgspool\":{}}", "{\"prompt\":\"x\",\"imgspool\":R}" },
+	{ "an escaped key is the same key", "{\"prompt\":\"x\",\"imgspo\\u006fl\":{\"c\":1}}",
+	  "{\"prompt\":\"x\",\"imgspo\\u006fl\":R}" },
+	{ "a longer key is another", "{\"imgspool2\":1,\"p\":\"imgspool\"}",
+	  "{\"imgspool2\":1,\"p\":\"imgspool\",\"imgspool\":R}" },
+	{ "only the top level counts", "{\"metadata\":{\"imgspool\":{}},\"q\":\"\\\"}\"}",
+	  "{\"metadata\":{\"imgspool\":{}},\"q\":\"\\\"}\",\"imgspool\":R}" },
+	{ "not an object", "[1,2]", NULL },
+	{ "cut short", "{\"prompt\":\"x\"", NULL },
+	{ "cut in a string", "{\"prompt\":\"x", NULL },
+	{ "a bad escape", "{\"pro\\qmpt\":1}", NULL },
+	{ "empty", "", NULL },
+};
+
+static void check_splice(void)
+{
+	const char *records = "{\"attempts\":[]}";
+	for (size_t i = 0; i < ARRAY_SIZE(splice_rows); i++) {
+		const struct splice_row *w = &splice_rows[i];
+		size_t len = 0, in_len = strlen(w->in);
+		char *got = job_with_records(w->in, in_len, records, &len);
+		char want[512] = "";
+		if (w->want) {   /* R stands for the records */
+			const char *r = strstr(w->want, "R");
+			xsnprintf(want, sizeof(want), "%.*s%s%s", (int)(r - w->want), w->want, records, r + 1);
+		}
+		is_str(got, w->want ? want : NULL, "splice, %s", w->name);
+		ok(!got || len == strlen(got), "splice, %s: its length", w->name);
+		if (got) {   /* and what is left of it for max_job_bytes is the client's */
+			size_t client = job_client_bytes(got, len);
+			ok(client == len - strlen(records), "splice, %s: %zu client bytes", w->name, client);
+		}
+		free(got);
+	}
+	ok(job_client_bytes("[1]", 3) == 3, "a file that is not an object is all the client's");
+
+	/* Spliced twice, parsed: one member, the client's fields untouched. */
+	const char *job = "{\"prompt\":\"caf\\u00e9\",\"metadata\":{\"big\":1e300,\"n\":1E2}}";
+	size_t len;
+	char *once = job_with_records(job, strlen(job), "{\"retry_count\":1}", &len);
+	char *twice = job_with_records(once, len, "{\"retry_count\":2}", &len);
+	struct job j;
+	struct job_error err;
+	struct job_limits limits;
+	job_limits_default(&limits);
+	ok(job_parse(&j, twice, len, &limits, &err) == JOB_OK &&
+	   json_integer_value(json_object_get(j.state, "retry_count")) == 2 &&
+	   !strcmp(j.prompt, "caf\xc3\xa9"), "spliced twice, it parses with the last records");
+	ok(strstr(twice, "1e300") && strstr(twice, "1E2") && strstr(twice, "\\u00e9") &&
+	   len == strlen(job) + strlen(",\"imgspool\":{\"retry_count\":2}"),
+	   "the client's bytes are as written");
+	job_release(&j);
+	free(once);
+	free(twice);
+}
+
 int main(void)
 {
 	check_parse_rows();
@@ -627,5 +697,6 @@ int main(void)
 	check_messages();
 	check_size_dimensions();
 	check_ids();
+	check_splice();
 	return tap_done();
 }

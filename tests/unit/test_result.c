@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "record.h"
 #include "result.h"
 #include "tap.h"
 
@@ -77,6 +78,35 @@ int main(void)
 	json_decref(doc);
 	free(text);
 	json_decref(meta);
+
+	/* Attempts no longer listed (record.h) still count: billed_attempts, cost, and how many. */
+	struct record_tally elided = { .attempts = 40, .billed = 3, .cost = 0.12, .estimated = true };
+	info.elided = &elided;
+	text = result_to_json(&info);
+	doc = json_loads(text, 0, NULL);
+	json_t *cost = json_object_get(doc, "cost");
+	ok(json_integer_value(json_object_get(doc, "billed_attempts")) == 5 &&
+	   json_integer_value(json_object_get(doc, "attempts_elided")) == 40 &&
+	   json_array_size(json_object_get(doc, "attempts")) == 2 &&
+	   fabs(json_number_value(json_object_get(cost, "amount")) - 0.2) < 1e-12 &&
+	   json_is_true(json_object_get(cost, "estimated")),
+	   "elided attempts count in billed_attempts and cost");
+	json_decref(doc);
+	free(text);
+	elided.cost_unknown = true;
+	text = result_to_json(&info);
+	doc = json_loads(text, 0, NULL);
+	ok(json_is_null(json_object_get(json_object_get(doc, "cost"), "amount")),
+	   "an elided attempt without a price: null");
+	json_decref(doc);
+	free(text);
+	info.elided = NULL;
+	text = result_to_json(&info);
+	doc = json_loads(text, 0, NULL);
+	ok(json_integer_value(json_object_get(doc, "attempts_elided")) == 0 &&
+	   json_is_integer(json_object_get(doc, "attempts_elided")), "none elided: 0");
+	json_decref(doc);
+	free(text);
 	json_decref(attempts);
 	return tap_done();
 }
