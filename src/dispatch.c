@@ -41,6 +41,7 @@
 #include "result.h"
 #include "retry.h"
 #include "route.h"
+#include "scan.h"
 #include "secret.h"
 #include "spend.h"
 #include "spool.h"
@@ -159,8 +160,10 @@ struct dispatch {
 	bool disk_full;          /* free space under min_free_mb: claiming nothing */
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
-	bool pending_unsorted;
+	size_t n_sorted;         /* pending[0..n_sorted) is in order; what follows was added since */
 	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
+	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
+	uint64_t scan_timer;     /* the next slice */
 	struct strset held;      /* ids of the tasks below */
 	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */
@@ -209,11 +212,13 @@ static void pending_free(struct pending *pe)
 	free(pe->route);
 }
 
+static int pending_cmp(const void *a, const void *b);
+
 static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name,
 			const struct file_id *file)
 {
 	int64_t mtime_ns = file->mtime_ns;
-	if (!known_see(&d->known, known_dir(dir), name, file))
+	if (!known_see(&d->known, known_dir(dir), name, file, mono_ms()))
 		return;
 	if (d->n_pending == d->alloc_pending) {
 		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
@@ -221,8 +226,9 @@ static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name
 	}
 	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
 						      .mtime_ns = mtime_ns, .file = *file };
-	if (d->n_pending > 1 && mtime_ns < d->pending[d->n_pending - 2].mtime_ns)
-		d->pending_unsorted = true;
+	size_t s = d->n_sorted;
+	if (s == d->n_pending - 1 && (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
+		d->n_sorted++;
 }
 
 static int pending_cmp(const void *a, const void *b)
@@ -233,13 +239,25 @@ static int pending_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-/* Jobs start in order of arrival: the job file's mtime, then its name. */
+/* Jobs start in order of arrival: the job file's mtime, then its name. What a listing added
+ * since the last sort is sorted and merged in: a listing in slices does not sort the whole
+ * backlog again at each turn of the loop. */
 static void pending_sort(struct dispatch *d)
 {
-	if (!d->pending_unsorted)
+	size_t n = d->n_pending, s = d->n_sorted;
+	if (s == n)
 		return;
-	qsort(d->pending, d->n_pending, sizeof(*d->pending), pending_cmp);
-	d->pending_unsorted = false;
+	qsort(d->pending + s, n - s, sizeof(*d->pending), pending_cmp);
+	if (s && pending_cmp(&d->pending[s - 1], &d->pending[s]) > 0) {
+		size_t j = n - s, k = n;   /* merged from the back; the new ones wait in a copy */
+		struct pending *added = xmalloc(j * sizeof(*added));
+		memcpy(added, d->pending + s, j * sizeof(*added));
+		while (j > 0)
+			d->pending[--k] = s > 0 && pending_cmp(&d->pending[s - 1], &added[j - 1]) > 0
+					  ? d->pending[--s] : added[--j];
+		free(added);
+	}
+	d->n_sorted = n;
 }
 
 /* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
@@ -247,15 +265,18 @@ static void pending_sweep(struct dispatch *d, enum spool_dir dir)
 {
 	if (!known_sweep(&d->known, known_dir(dir)))
 		return;
-	size_t keep = 0;
+	size_t keep = 0, sorted = 0;
 	for (size_t i = 0; i < d->n_pending; i++) {
 		struct pending *pe = &d->pending[i];
-		if (pe->dir != dir || known_has(&d->known, known_dir(dir), pe->name))
+		if (pe->dir != dir || known_has(&d->known, known_dir(dir), pe->name)) {
+			sorted += i < d->n_sorted;
 			d->pending[keep++] = *pe;
-		else
+		} else {
 			pending_free(pe);
+		}
 	}
 	d->n_pending = keep;
+	d->n_sorted = sorted;
 }
 
 static void scan_deferred(struct dispatch *d);
@@ -282,7 +303,7 @@ static void scan_deferred(struct dispatch *d)
 		return;
 	/* Due times are the file server's: another host's clock may be off. */
 	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0;
-	known_begin(&d->known);
+	known_begin(&d->known, known_dir(SPOOL_DEFERRED));
 	for (long i = 0; i < n; i++) {
 		if (e[i].mtime_ns <= now_ns)
 			pending_add(d, SPOOL_DEFERRED, e[i].name, &e[i].id);
@@ -297,21 +318,57 @@ static void scan_deferred(struct dispatch *d)
 
 static void look_at_others(struct provider_state *p);
 
+int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
+{
+	int64_t oldest = 0;
+	for (size_t i = 0; i < d->n_pending; i++)
+		if (d->pending[i].dir == SPOOL_NEW && (!oldest || d->pending[i].mtime_ns < oldest))
+			oldest = d->pending[i].mtime_ns;
+	return oldest;
+}
+
+static void scan_found(void *arg, enum spool_dir dir, const char *name, const struct file_id *id)
+{
+	pending_add(arg, dir, name, id);
+}
+
+/* A slice of a listing of new/: about 20 ms, so the loop goes on; the first one after start-up
+ * gets 300 ms: it lists all but the largest backlogs, so the first claims are in order. */
+#define SCAN_SLICE_MS 20
+#define SCAN_FIRST_SLICE_MS 300
+
+static int64_t list_more(struct loop *loop, void *arg);
+
+static void list_new(struct dispatch *d, int64_t budget_ms)
+{
+	if (scan_step(&d->new_scan, budget_ms, mono_ms, scan_found, d)) {
+		pending_sweep(d, SPOOL_NEW);
+		log_debug("rescan of new/: %ld entries, %ld stat'ed, %zu pending, %zu known",
+			  d->new_scan.entries, d->new_scan.stats, d->n_pending, known_count(&d->known));
+	}
+	if (scan_busy(&d->new_scan) && !d->scan_timer)
+		d->scan_timer = loop_add_timer(d->loop, 0, list_more, d);
+}
+
+static int64_t list_more(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->scan_timer = 0;
+	list_new(d, SCAN_SLICE_MS);
+	return LOOP_TIMER_DONE;
+}
+
 void dispatch_scan(struct dispatch *d)
 {
 	dispatch_control(d);
 	for (int i = 0; i < d->n_providers; i++)
 		if (!d->providers[i]->retired)
 			look_at_others(d->providers[i]);
-	struct spool_entry *e;
-	long n = spool_list(d->spool, SPOOL_NEW, &e);
-	if (n < 0)
-		return;
-	known_begin(&d->known);
-	for (long i = 0; i < n; i++)
-		pending_add(d, SPOOL_NEW, e[i].name, &e[i].id);
-	spool_entries_free(e, n);
-	pending_sweep(d, SPOOL_NEW);
+	bool first = !d->new_scan.listings && !scan_busy(&d->new_scan);
+	scan_start(&d->new_scan);
+	if (!d->scan_timer)
+		list_new(d, first ? SCAN_FIRST_SLICE_MS : SCAN_SLICE_MS);
 	scan_deferred(d);
 	outbox_scan(d->outbox);
 	if (!d->draining) {
@@ -322,8 +379,6 @@ void dispatch_scan(struct dispatch *d)
 		d->tmp_cleaned = mono_ms();
 		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
 	}
-	log_debug("rescan of new/: %ld entries, %zu pending, %zu known", n, d->n_pending,
-		  known_count(&d->known));
 }
 
 void dispatch_hint(struct dispatch *d, const char *name)
@@ -333,6 +388,8 @@ void dispatch_hint(struct dispatch *d, const char *name)
 		dispatch_scan(d);
 		return;
 	}
+	if (!known_hint(&d->known, known_dir(SPOOL_NEW), name))
+		return;   /* queued already: read when it is claimed */
 	struct stat st;
 	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
@@ -1638,7 +1695,7 @@ static void requeue(struct task *t, const char *why)
 static void ignore_entry(struct dispatch *d, const struct pending *pe, const char *why)
 {
 	log_warn("ignoring '%s/%s': %s", spool_dir_name(pe->dir), pe->name, why);
-	known_ignore(&d->known, known_dir(pe->dir), pe->name, &pe->file);
+	known_ignore(&d->known, known_dir(pe->dir), pe->name, &pe->file, mono_ms());
 }
 
 enum start { STARTED, SKIPPED, WAIT };
@@ -2103,9 +2160,11 @@ static bool disk_has_room(struct dispatch *d)
 
 void dispatch_pump(struct dispatch *d)
 {
-	if (d->draining || d->n_pending == 0 || !any_provider_ready(d) || !disk_has_room(d))
+	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
+	    !any_provider_ready(d) || !disk_has_room(d))
 		return;
 	pending_sort(d);
+	size_t sorted = d->n_pending;
 	size_t keep = 0;   /* entries that must wait are compacted to the front */
 	size_t i = 0;
 	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
@@ -2119,6 +2178,8 @@ void dispatch_pump(struct dispatch *d)
 	/* Move the untried tail down behind the waiting ones. */
 	if (keep != i)
 		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
+	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
 	d->n_pending = keep + (d->n_pending - i);
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
@@ -2765,6 +2826,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	if (!getcwd(d->cwd, sizeof(d->cwd)))
 		d->cwd[0] = '\0';
 	known_init(&d->known);
+	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, known_dir(SPOOL_NEW));
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	control_init(&d->control);
@@ -2807,6 +2869,9 @@ void dispatch_free(struct dispatch *d)
 	for (size_t i = 0; i < d->n_pending; i++)
 		pending_free(&d->pending[i]);
 	free(d->pending);
+	if (d->scan_timer)
+		loop_del_timer(d->loop, d->scan_timer);
+	scan_release(&d->new_scan);
 	known_release(&d->known);
 	strset_release(&d->held);
 	spend_release(&d->spend);

@@ -54,6 +54,9 @@ const struct outbox_stats *dispatch_outbox_stats(const struct dispatch *d);
 bool dispatch_draining(const struct dispatch *d);
 /* Sets the metrics' provider gauges: calls in flight, held, paused. */
 void dispatch_report_metrics(const struct dispatch *d);
+/* The mtime (ns) of the oldest job waiting in new/ as last listed, or 0 when none: from memory,
+ * so the metrics never stat the backlog. */
+int64_t dispatch_oldest_pending_ns(const struct dispatch *d);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
 

@@ -1,6 +1,9 @@
 /* known.c - the names dispatch has looked at: an open-addressing table of "D/NAME" keys, each
- * with the identity of the file last seen there, whether it was ignored, and the listing that
- * last saw it. Allocation failure aborts (xmalloc); nothing here fails otherwise. */
+ * with what the listing said of it (inode, type), whether it is queued or ignored (and then the
+ * identity of the file ignored and when to look at it again), and the listing that last saw it.
+ * Allocation failure aborts (xmalloc); nothing here fails otherwise. */
+#include <dirent.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,10 +11,20 @@
 #include "util.h"
 #include "banned.h"
 
+enum entry_state {
+	FRESH,                   /* listed, not yet stat'ed */
+	QUEUED,                  /* pending: read when it is claimed */
+	IGNORED,                 /* not a job as it is (id): stat'ed again at recheck_at */
+};
+
 struct known_entry {
-	struct file_id id;
-	bool ignored;
+	struct file_id id;       /* an ignored entry's file, as it was ignored */
+	uint64_t listed_ino;     /* d_ino as listed (0: not said) */
+	uint8_t listed_type;     /* d_type as listed (DT_UNKNOWN: not said) */
+	uint8_t state;
 	uint32_t seen;           /* the listing that last saw it */
+	int64_t recheck_at;      /* IGNORED: when to stat it again */
+	int64_t backoff_ms;      /* IGNORED: the wait before the next re-check after that */
 	char key[];              /* "D/NAME" */
 };
 
@@ -77,37 +90,63 @@ static void resize(struct known *k)
 	free(old);
 }
 
-static char *make_key(char dir, const char *name)
+/* "D/NAME" in buf, which is big enough for any name a directory holds; longer ones on the
+ * heap (free the result when it is not buf). */
+static char *make_key(char *buf, size_t size, char dir, const char *name)
 {
-	return xasprintf("%c/%s", dir, name);
+	size_t len = strlen(name);
+	char *key = len + 3 <= size ? buf : xmalloc(len + 3);
+	key[0] = dir;
+	key[1] = '/';
+	memcpy(key + 2, name, len + 1);
+	return key;
+}
+
+static size_t find_name(const struct known *k, char dir, const char *name, bool *found)
+{
+	char buf[NAME_MAX + 3];
+	char *key = make_key(buf, sizeof(buf), dir, name);
+	size_t i = find(k, key, found);
+	if (key != buf)
+		free(key);
+	return i;
 }
 
 static struct known_entry *lookup(const struct known *k, char dir, const char *name)
 {
-	char *key = make_key(dir, name);
 	bool found;
-	size_t i = find(k, key, &found);
-	free(key);
+	size_t i = find_name(k, dir, name, &found);
 	return found ? k->slots[i] : NULL;
+}
+
+/* The generation of dir's listing in progress (or last). */
+static uint32_t *listing_of(struct known *k, char dir)
+{
+	int i = 0;
+	while (i < KNOWN_MAX_DIRS && k->dirs[i] && k->dirs[i] != dir)
+		i++;
+	if (i == KNOWN_MAX_DIRS)
+		abort();   /* a caller with more directories than the table was made for */
+	k->dirs[i] = dir;
+	return &k->listing[i];
 }
 
 static struct known_entry *insert(struct known *k, char dir, const char *name)
 {
 	if ((k->count + k->tombstones + 1) * 2 > k->cap)
 		resize(k);
-	char *key = make_key(dir, name);
 	bool found;
-	size_t i = find(k, key, &found);
+	size_t i = find_name(k, dir, name, &found);
 	if (!found) {
-		size_t len = strlen(key);
-		struct known_entry *e = xcalloc(1, sizeof(*e) + len + 1);
-		memcpy(e->key, key, len + 1);
+		size_t len = strlen(name);
+		struct known_entry *e = xcalloc(1, sizeof(*e) + len + 3);
+		make_key(e->key, len + 3, dir, name);
+		e->seen = *listing_of(k, dir);
 		if (k->slots[i] == &tombstone)
 			k->tombstones--;
 		k->slots[i] = e;
 		k->count++;
 	}
-	free(key);
 	return k->slots[i];
 }
 
@@ -119,34 +158,80 @@ static void remove_at(struct known *k, size_t i)
 	k->tombstones++;
 }
 
-bool known_see(struct known *k, char dir, const char *name, const struct file_id *id)
+/* Compares what two listings said, where both said something. */
+static bool listed_differs(uint64_t a, uint64_t b)
 {
-	struct known_entry *e = lookup(k, dir, name);
-	bool queue = !e || (e->ignored && !same_file(&e->id, id));
-	if (!e)
-		e = insert(k, dir, name);
-	e->seen = k->listing;
-	if (queue) {
-		e->ignored = false;
-		e->id = *id;
-	}
-	return queue;
+	return a && b && a != b;
 }
 
-void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id)
+bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, unsigned type,
+		  int64_t now)
+{
+	struct known_entry *e = lookup(k, dir, name);
+	if (!e) {
+		e = insert(k, dir, name);
+		e->state = FRESH;
+		e->listed_ino = ino;
+		e->listed_type = (uint8_t)type;
+		return true;
+	}
+	e->seen = *listing_of(k, dir);
+	bool moved = listed_differs(e->listed_ino, ino) ||
+		     listed_differs(e->listed_type == DT_UNKNOWN ? 0 : e->listed_type,
+				    type == DT_UNKNOWN ? 0 : type);
+	if (ino)
+		e->listed_ino = ino;
+	if (type != DT_UNKNOWN)
+		e->listed_type = (uint8_t)type;
+	switch (e->state) {
+	case QUEUED:
+		return false;   /* whatever is there now is read when it is claimed */
+	case IGNORED:
+		return moved || now >= e->recheck_at;
+	default:
+		return true;
+	}
+}
+
+bool known_hint(const struct known *k, char dir, const char *name)
+{
+	const struct known_entry *e = lookup(k, dir, name);
+	return !e || e->state != QUEUED;
+}
+
+bool known_see(struct known *k, char dir, const char *name, const struct file_id *id, int64_t now)
+{
+	struct known_entry *e = lookup(k, dir, name);
+	if (!e)
+		e = insert(k, dir, name);
+	e->seen = *listing_of(k, dir);
+	if (e->state == QUEUED)
+		return false;
+	if (e->state == IGNORED && same_file(&e->id, id)) {
+		e->recheck_at = now + e->backoff_ms;
+		e->backoff_ms = e->backoff_ms * 2 < KNOWN_RECHECK_MAX_MS ? e->backoff_ms * 2
+			      : KNOWN_RECHECK_MAX_MS;
+		return false;
+	}
+	e->state = QUEUED;
+	return true;
+}
+
+void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id,
+		  int64_t now)
 {
 	struct known_entry *e = insert(k, dir, name);
-	e->ignored = true;
+	e->state = IGNORED;
 	e->id = *id;
-	e->seen = k->listing;
+	e->seen = *listing_of(k, dir);
+	e->recheck_at = now + KNOWN_RECHECK_MIN_MS;
+	e->backoff_ms = 2 * KNOWN_RECHECK_MIN_MS;
 }
 
 void known_forget(struct known *k, char dir, const char *name)
 {
-	char *key = make_key(dir, name);
 	bool found;
-	size_t i = find(k, key, &found);
-	free(key);
+	size_t i = find_name(k, dir, name, &found);
 	if (found)
 		remove_at(k, i);
 }
@@ -161,17 +246,18 @@ size_t known_count(const struct known *k)
 	return k->count;
 }
 
-void known_begin(struct known *k)
+void known_begin(struct known *k, char dir)
 {
-	k->listing++;
+	*listing_of(k, dir) = ++k->generation;
 }
 
 size_t known_sweep(struct known *k, char dir)
 {
 	size_t forgotten = 0;
+	uint32_t listing = *listing_of(k, dir);
 	for (size_t i = 0; i < k->cap; i++) {
 		struct known_entry *e = k->slots[i];
-		if (e && e != &tombstone && e->key[0] == dir && e->seen != k->listing) {
+		if (e && e != &tombstone && e->key[0] == dir && e->seen != listing) {
 			remove_at(k, i);
 			forgotten++;
 		}

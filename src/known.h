@@ -4,7 +4,15 @@
  * FIFO, a file with two links, an over-size file; logged once). An ignored name is looked at
  * again as soon as its file changes: another inode, size, mtime, ctime or link count (a maildir
  * delivery drops its second link; a job is renamed over a symlink). A full listing of a
- * directory forgets every name it did not see, so the set never outlives the entries. */
+ * directory forgets every name it did not see, so the set never outlives the entries.
+ *
+ * What a listing costs: getdents gives each name with its inode and type (d_ino, d_type). A
+ * queued name listed again with the same inode and type needs no stat at all: its file is read
+ * when it is claimed, and the claim's rename says whether it is still there. A name never seen,
+ * or another inode or type at a known name, is stat'ed once. An ignored name is stat'ed again
+ * (its size, mtime, ctime or link count may change in place) at most every KNOWN_RECHECK_MIN_MS
+ * at first, backing off to KNOWN_RECHECK_MAX_MS while it stays the same; a change announced by
+ * inotify (known_hint) is looked at at once. */
 #ifndef KNOWN_H
 #define KNOWN_H
 
@@ -14,29 +22,47 @@
 
 #include "spool.h"
 
+#define KNOWN_RECHECK_MIN_MS 1000
+#define KNOWN_RECHECK_MAX_MS 60000
+#define KNOWN_MAX_DIRS 4
+
 struct known_entry;
 struct known {
 	struct known_entry **slots;
 	size_t cap, count, tombstones;
-	uint32_t listing;        /* generation of the listing in progress */
+	uint32_t generation;                /* of the last listing begun, any directory */
+	char dirs[KNOWN_MAX_DIRS];          /* the directories listed so far... */
+	uint32_t listing[KNOWN_MAX_DIRS];   /* ...and the generation of each one's listing */
 };
 
 void known_init(struct known *k);
 void known_release(struct known *k);
 
-/* Notes that dir/name exists as id. Returns true when it should be queued now (never seen, or
- * ignored and changed since); it is then known as queued. */
-bool known_see(struct known *k, char dir, const char *name, const struct file_id *id);
+/* A listing found dir/name with inode ino and type (a DT_* value; 0 and DT_UNKNOWN: the file
+ * system does not say). Returns true when the caller must stat it and call known_see (or
+ * known_forget if it is gone): a name never seen, another inode or type than listed before, an
+ * ignored name whose re-check is due at now (ms, any monotonic clock). Either way the name
+ * counts as seen by the listing. */
+bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, unsigned type,
+		  int64_t now);
+/* inotify says dir/name arrived or was written: whether to stat it (not when already queued). */
+bool known_hint(const struct known *k, char dir, const char *name);
+/* Notes that dir/name exists as id. Returns true when it should be queued now (never queued,
+ * or ignored and changed since); it is then known as queued. An ignored name found unchanged
+ * is re-checked later, backing off. */
+bool known_see(struct known *k, char dir, const char *name, const struct file_id *id, int64_t now);
 /* dir/name, as it was when listed (id), is not a job: not queued again until it changes. */
-void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id);
+void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id,
+		  int64_t now);
 /* dir/name is gone, claimed, or to be looked at afresh by the next listing. */
 void known_forget(struct known *k, char dir, const char *name);
 bool known_has(const struct known *k, char dir, const char *name);
 size_t known_count(const struct known *k);
 
-/* A full listing of dir: known_begin, then known_see for every entry, then known_sweep, which
- * forgets the names of dir the listing did not see and returns how many. */
-void known_begin(struct known *k);
+/* A full listing of dir: known_begin, then known_listed (or known_see) for every entry, then
+ * known_sweep, which forgets the names of dir the listing did not see and returns how many.
+ * Listings of different directories may overlap. */
+void known_begin(struct known *k, char dir);
 size_t known_sweep(struct known *k, char dir);
 
 #endif

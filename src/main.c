@@ -137,18 +137,15 @@ static void write_metrics(struct daemon *dm)
 	const char *path = dm->cfg->metrics_textfile;
 	if (!path)
 		return;
-	struct spool_entry *e;
 	long counts[3] = { 0 };
 	const enum spool_dir dirs[3] = { SPOOL_NEW, SPOOL_RUNNING, SPOOL_DEFERRED };
-	int64_t now_ns = wall_ms() * 1000000, oldest_ns = now_ns;
 	for (int i = 0; i < 3; i++) {
-		long n = spool_list(&dm->spool, dirs[i], &e);
+		long n = spool_count(&dm->spool, dirs[i]);   /* names only: no stat of the backlog */
 		counts[i] = n > 0 ? n : 0;
-		for (long k = 0; i == 0 && k < n; k++)
-			if (e[k].mtime_ns < oldest_ns)
-				oldest_ns = e[k].mtime_ns;
-		spool_entries_free(e, n);
 	}
+	int64_t now_ns = wall_ms() * 1000000, oldest_ns = dispatch_oldest_pending_ns(dm->dispatch);
+	if (!oldest_ns || oldest_ns > now_ns)
+		oldest_ns = now_ns;
 	metrics_begin();
 	metrics_jobs(counts[0], counts[1], counts[2], (double)(now_ns - oldest_ns) / 1e9);
 	dispatch_report_metrics(dm->dispatch);
@@ -190,13 +187,11 @@ static int64_t on_tick(struct loop *loop, void *arg)
 	return every;
 }
 
-/* Jobs waiting in deferred/, for STATUS=: listed at most every 10 s (it stats every file). */
+/* Jobs waiting in deferred/, for STATUS=: counted at most every 10 s (a listing, no stat). */
 static long count_deferred(struct daemon *dm)
 {
 	if (!dm->deferred_listed || mono_ms() - dm->deferred_listed >= 10000) {
-		struct spool_entry *e;
-		long n = spool_list(&dm->spool, SPOOL_DEFERRED, &e);
-		spool_entries_free(e, n);
+		long n = spool_count(&dm->spool, SPOOL_DEFERRED);
 		dm->deferred = n > 0 ? n : 0;
 		dm->deferred_listed = mono_ms();
 	}

@@ -124,16 +124,39 @@ long spool_list_hidden(struct spool *sp, enum spool_dir d, struct spool_entry **
 	return list(sp, d, true, out);
 }
 
-static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
+DIR *spool_opendir(struct spool *sp, enum spool_dir d)
 {
 	int fd = openat(sp->fd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return error("cannot open '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
+	if (fd < 0) {
+		error("cannot open '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
+		return NULL;
+	}
 	DIR *dir = fdopendir(fd);
 	if (!dir) {
+		error("cannot read '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
 		close(fd);
-		return error("cannot read '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
 	}
+	return dir;
+}
+
+long spool_count(struct spool *sp, enum spool_dir d)
+{
+	DIR *dir = spool_opendir(sp, d);
+	if (!dir)
+		return -1;
+	long n = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		n += de->d_name[0] != '.';
+	closedir(dir);
+	return n;
+}
+
+static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
+{
+	DIR *dir = spool_opendir(sp, d);
+	if (!dir)
+		return -1;
 	struct spool_entry *v = NULL;
 	size_t n = 0, alloc = 0;
 	struct dirent *de;

@@ -6,6 +6,7 @@
 #ifndef SPOOL_H
 #define SPOOL_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +65,11 @@ const char *spool_dir_name(enum spool_dir d);
  * spool_entries_free. */
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 void spool_entries_free(struct spool_entry *e, long n);
+/* Reads a directory's names as they come (getdents: d_ino and d_type, no stat); the caller
+ * skips names that start with '.' and closedir()s it. NULL if it cannot be opened (logged). */
+DIR *spool_opendir(struct spool *sp, enum spool_dir d);
+/* How many names not starting with '.' a directory holds: a listing without a stat. */
+long spool_count(struct spool *sp, enum spool_dir d);
 /* The same for the names that start with '.' (temporary files, the daemon's sidecars). */
 long spool_list_hidden(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 

@@ -65,7 +65,7 @@ def known_after_next_rescan(d):
     """The count of remembered names that the next full rescan logs."""
     seen = len(re.findall(r"rescan of new/.*", d.log()))
     d.wait_rescans(1)
-    lines = re.findall(r"rescan of new/: \d+ entries, \d+ pending, (\d+) known", d.log())
+    lines = re.findall(r"rescan of new/: \d+ entries, \d+ stat'ed, \d+ pending, (\d+) known", d.log())
     assert len(lines) > seen, "the rescan does not say how many names it remembers"
     return int(lines[-1])
 

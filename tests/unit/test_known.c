@@ -1,5 +1,6 @@
 /* test_known.c - the names dispatch has looked at: ignored names come back when their file
- * changes, and a listing forgets what is gone. */
+ * changes, a listing forgets what is gone, and a listing stats only what it must. */
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,13 +29,13 @@ static void test_ignored_names_come_back_when_they_change(void)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		struct known k;
 		known_init(&k);
-		ok(known_see(&k, 'n', "job.json", &base), "%s: a new name is queued", rows[i].what);
-		ok(!known_see(&k, 'n', "job.json", &base), "%s: a queued name is not queued twice",
+		ok(known_see(&k, 'n', "job.json", &base, 0), "%s: a new name is queued", rows[i].what);
+		ok(!known_see(&k, 'n', "job.json", &base, 0), "%s: a queued name is not queued twice",
 		   rows[i].what);
-		known_ignore(&k, 'n', "job.json", &base);
-		ok(known_see(&k, 'n', "job.json", &rows[i].later) == rows[i].queued_again,
+		known_ignore(&k, 'n', "job.json", &base, 0);
+		ok(known_see(&k, 'n', "job.json", &rows[i].later, 0) == rows[i].queued_again,
 		   "%s: %s", rows[i].what, rows[i].queued_again ? "looked at again" : "left alone");
-		ok(!known_see(&k, 'n', "job.json", &rows[i].later), "%s: then queued once only",
+		ok(!known_see(&k, 'n', "job.json", &rows[i].later, 0), "%s: then queued once only",
 		   rows[i].what);
 		known_release(&k);
 	}
@@ -44,12 +45,12 @@ static void test_listing_forgets_what_is_gone(void)
 {
 	struct known k;
 	known_init(&k);
-	known_see(&k, 'n', "a", &base);
-	known_see(&k, 'n', "b", &base);
-	known_see(&k, 'd', "b", &base);
-	known_ignore(&k, 'n', "c", &base);
-	known_begin(&k);
-	known_see(&k, 'n', "a", &base);
+	known_see(&k, 'n', "a", &base, 0);
+	known_see(&k, 'n', "b", &base, 0);
+	known_see(&k, 'd', "b", &base, 0);
+	known_ignore(&k, 'n', "c", &base, 0);
+	known_begin(&k, 'n');
+	known_see(&k, 'n', "a", &base, 0);
 	ok(known_sweep(&k, 'n') == 2, "a listing of new/ forgets the two names it did not see");
 	ok(known_has(&k, 'n', "a") && !known_has(&k, 'n', "b") && !known_has(&k, 'n', "c"),
 	   "the name it saw stays, the others go (ignored or not)");
@@ -67,13 +68,112 @@ static void test_created_then_removed_names_leave_nothing(void)
 	for (int round = 0; round < 4; round++) {
 		for (int i = 0; i < 40000; i++) {
 			xsnprintf(name, sizeof(name), "r%d-%d.json", round, i);
-			known_ignore(&k, 'n', name, &base);
+			known_ignore(&k, 'n', name, &base, 0);
 		}
-		known_begin(&k);
+		known_begin(&k, 'n');
 		known_sweep(&k, 'n');
 	}
 	ok(known_count(&k) == 0, "4 x 40000 ignored names, all removed: none left");
 	ok(k.cap == 64, "and the table shrank back (%zu slots)", k.cap);
+	known_release(&k);
+}
+
+/* What a listing costs: rows of (what is known of a name, what the listing says) -> a stat? */
+static void test_a_listing_stats_only_what_it_must(void)
+{
+	enum { NONE, QUEUED, IGNORED };
+	static const struct {
+		const char *what;
+		int before;             /* NONE, or queued / ignored at time 0 as base */
+		uint64_t ino;           /* what the listing says */
+		unsigned type;
+		int64_t now;
+		bool stat;
+	} rows[] = {
+		{ "a name never seen", NONE, 100, DT_REG, 0, true },
+		{ "a name never seen, type not said", NONE, 0, DT_UNKNOWN, 0, true },
+		{ "a queued job, listed again", QUEUED, 100, DT_REG, 0, false },
+		{ "a queued job, much later", QUEUED, 100, DT_REG, 3600000, false },
+		{ "a queued job, inode and type not said", QUEUED, 0, DT_UNKNOWN, 0, false },
+		{ "a queued job replaced by another file", QUEUED, 101, DT_REG, 0, false },
+		{ "an ignored entry, before its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS - 1, false },
+		{ "an ignored entry, at its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS, true },
+		{ "an ignored entry, another inode", IGNORED, 101, DT_REG, 1, true },
+		{ "an ignored symlink, now a file", IGNORED, 100, DT_LNK, 1, true },
+		{ "an ignored entry, the file system says nothing", IGNORED, 0, DT_UNKNOWN, 1, false },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct known k;
+		known_init(&k);
+		if (rows[i].before != NONE) {
+			known_begin(&k, 'n');
+			ok(known_listed(&k, 'n', "job.json", 100, DT_REG, 0), "%s: first listed, stat'ed",
+			   rows[i].what);
+			if (rows[i].before == QUEUED)
+				ok(known_see(&k, 'n', "job.json", &base, 0), "%s: queued", rows[i].what);
+			else
+				known_ignore(&k, 'n', "job.json", &base, 0);
+			known_sweep(&k, 'n');
+		}
+		known_begin(&k, 'n');
+		ok(known_listed(&k, 'n', "job.json", rows[i].ino, rows[i].type, rows[i].now) == rows[i].stat,
+		   "%s: %s", rows[i].what, rows[i].stat ? "stat'ed" : "no stat");
+		ok(known_sweep(&k, 'n') == 0 && known_has(&k, 'n', "job.json"),
+		   "%s: seen by the listing, so kept", rows[i].what);
+		known_release(&k);
+	}
+}
+
+/* An ignored entry that stays the same is looked at less and less often, up to a limit; a hint
+ * (inotify: closed after writing, renamed over) is looked at at once. */
+static void test_ignored_entries_are_rechecked_with_a_backoff(void)
+{
+	struct known k;
+	known_init(&k);
+	known_ignore(&k, 'n', "x", &base, 0);
+	ok(known_hint(&k, 'n', "x"), "a hint about an ignored name: stat it at once");
+	int64_t now = 0, last_wait = 0;
+	int rechecks = 0;
+	bool doubling = true, queued = false;
+	for (int64_t t = 0; t <= 10 * 60 * 1000; t += 100) {
+		if (!known_listed(&k, 'n', "x", 100, DT_REG, t))
+			continue;
+		rechecks++;
+		int64_t wait = t - now;
+		if (rechecks > 1 && wait < KNOWN_RECHECK_MAX_MS && wait != 2 * last_wait)
+			doubling = false;
+		if (wait > KNOWN_RECHECK_MAX_MS + 100)
+			doubling = false;
+		last_wait = wait;
+		now = t;
+		if (known_see(&k, 'n', "x", &base, t))
+			queued = true;
+	}
+	ok(!queued, "an ignored entry that stays the same is never queued");
+	ok(doubling, "the waits double from %d ms up to %d ms", KNOWN_RECHECK_MIN_MS,
+	   KNOWN_RECHECK_MAX_MS);
+	ok(rechecks >= 10 && rechecks <= 20, "10 minutes of an unchanged ignored entry: %d stats",
+	   rechecks);
+	struct file_id later = base;
+	later.nlink = 2;
+	ok(known_see(&k, 'n', "x", &later, now + 1), "changed: queued");
+	ok(!known_hint(&k, 'n', "x"), "a hint about a queued name: nothing to do");
+	known_release(&k);
+}
+
+/* Listings of new/ and deferred/ may overlap (a slice of new/, then all of deferred/). */
+static void test_listings_of_two_directories_overlap(void)
+{
+	struct known k;
+	known_init(&k);
+	known_see(&k, 'n', "a", &base, 0);
+	known_see(&k, 'd', "a", &base, 0);
+	known_begin(&k, 'n');
+	known_listed(&k, 'n', "a", 100, DT_REG, 0);
+	known_begin(&k, 'd');
+	ok(known_sweep(&k, 'd') == 1, "deferred/'s listing saw nothing: its name goes");
+	ok(known_sweep(&k, 'n') == 0 && known_has(&k, 'n', "a"),
+	   "new/'s listing, begun before, still counts what it saw");
 	known_release(&k);
 }
 
@@ -82,5 +182,8 @@ int main(void)
 	test_ignored_names_come_back_when_they_change();
 	test_listing_forgets_what_is_gone();
 	test_created_then_removed_names_leave_nothing();
+	test_a_listing_stats_only_what_it_must();
+	test_ignored_entries_are_rechecked_with_a_backoff();
+	test_listings_of_two_directories_overlap();
 	return tap_done();
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Rescans of new/ on a backlog (issue 14): a rescan that finds nothing new stats no queued job,
+an ignored file changed in place is still looked at again, and jobs start in order of their
+mtime, also when an older job arrives behind a backlog."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import run_tests, wait_for  # noqa: E402
+
+RESCAN = "imgspoold: debug: rescan of new/"
+
+
+def write_job(d, name, job, mtime=None):
+    tmp = d.path("tmp", name)
+    with open(tmp, "w") as f:
+        f.write(job)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.rename(tmp, d.path("new", name))
+
+
+def test_a_rescan_stats_no_queued_job(env):
+    env.fake.default = {"kind": "b64", "delay": 60}   # the one slot stays busy: a backlog
+    d = env.daemon(verbose=True, spool__concurrency=1, spool__poll_interval=1)
+    os.makedirs(d.path("new"))
+    os.makedirs(d.path("tmp"))
+    for i in range(2000):
+        write_job(d, f"q{i:04d}.json", '{"prompt": "backlog %d"}' % i)
+    d.start()
+    wait_for(lambda: env.fake.inflight == 1, 20, "the first call")
+    d.wait_rescans(1)
+    out = os.path.join(tempfile.gettempdir(), "rescan-strace.txt")
+    tracer = subprocess.Popen(["strace", "-f", "-o", out, "-e", "trace=newfstatat,statx,stat,lstat",
+                               "-p", str(d.proc.pid)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        tracer.stderr.readline()   # "Process N attached"
+        d.wait_rescans(2)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    with open(out) as f:
+        trace = f.read()
+    os.unlink(out)
+    stats = re.findall(r'"q\d{4}\.json"', trace)
+    assert not stats, f"two rescans of 1999 queued jobs stat'ed {len(stats)} of them"
+    lines = re.findall(r"rescan of new/: (\d+) entries, (\d+) stat'ed", d.log())
+    assert lines and lines[-1] == ("1999", "0"), lines[-3:]
+
+
+def test_an_ignored_file_changed_in_place_is_looked_at_again(env):
+    """No inotify event and no new inode: only a stat can tell (issue 8, item 1)."""
+    d = env.daemon(verbose=True, limits__max_job_bytes=1024).start()
+    job = '{"prompt": "shrunk in place"}'
+    write_job(d, "shrunk.json", job + " " * 4000)        # valid JSON, over max_job_bytes
+    wait_for(lambda: "ignoring 'new/shrunk.json'" in d.log(), 10, "the file to be ignored")
+    d.wait_rescans(2)
+    os.truncate(d.path("new", "shrunk.json"), len(job))  # IN_MODIFY only: not watched
+    assert d.wait_finished("shrunk") == "done"
+
+
+def claimed_order(d):
+    return re.findall(r"^(j\d+) claimed", d.log(), re.M)
+
+
+def test_jobs_start_in_order_of_mtime_behind_a_backlog(env):
+    d = env.daemon(verbose=True, spool__concurrency=1)
+    for sub in ("new", "tmp", "control"):
+        os.makedirs(d.path(sub), exist_ok=True)
+    open(d.path("control", "pause"), "w").close()   # nothing starts until the queue is built
+    base = 1_700_000_000
+    # Names against the grain of their mtimes, so name order is not the answer.
+    for i in range(40):
+        write_job(d, f"j{i:02d}.json", '{"prompt": "order %d"}' % i, base + 1000 - i)
+    d.start()
+    wait_for(lambda: re.search(r"rescan of new/: 40 entries", d.log()), 20, "the 40 jobs listed")
+    # A job that was held and is released keeps its mtime, and so its place in line.
+    write_job(d, "j99.json", '{"prompt": "order 99"}', base)
+    wait_for(lambda: re.search(r"rescan of new/: 41 entries", d.log()), 20, "the 41st job")
+    os.unlink(d.path("control", "pause"))
+    wait_for(lambda: len(claimed_order(d)) == 41, 60, "every job claimed")
+    want = ["j99"] + [f"j{i:02d}" for i in reversed(range(40))]
+    assert claimed_order(d) == want, claimed_order(d)
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_a_rescan_stats_no_queued_job,
+        test_an_ignored_file_changed_in_place_is_looked_at_again,
+        test_jobs_start_in_order_of_mtime_behind_a_backlog,
+    ])
