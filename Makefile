@@ -97,6 +97,8 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/fastup $(B)/loadg
 		IMGSPOOL=$(CURDIR)/$(B)/imgspool nice python3 tests/bench/bench_cli.py; fi
 	@if $(call bench_wants,keyshare); then \
 		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_keyshare.py; fi
+	@if $(call bench_wants,rescan); then \
+		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_backlog.py; fi
 
 $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<
