@@ -1,15 +1,17 @@
-/* loop.c - epoll + timerfd event loop, in the spirit of redis' ae.c.
+/* loop.c - epoll event loop with timers, in the spirit of redis' ae.c.
  *
- * One timerfd is armed for the earliest timer. Timers live in a small array scanned linearly:
- * the daemon keeps a handful of them (curl's timeout, the rescan, the grace period, the next
- * deferred job), so a heap would buy nothing. Failures: epoll_wait errors other than EINTR end
- * loop_run with -1; everything else is reported to the caller. */
+ * Timers cost no system call: the loop sleeps in epoll_wait for as long as the earliest timer
+ * allows (ms, like the timers), and a timer already due (curl's "call me at once", a 0 ms
+ * timer) runs on the next turn without sleeping at all. Timers live in a small array scanned
+ * linearly: the daemon keeps a handful of them per job at most, so a heap would buy nothing.
+ * Failures: epoll_wait errors other than EINTR end loop_run with -1; everything else is
+ * reported to the caller. */
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -33,13 +35,11 @@ struct timer {
 
 struct loop {
 	int epfd;
-	int tfd;
 	struct fd_watch *watches; /* indexed by fd */
 	int n_watches;
 	struct timer *timers;
 	size_t n_timers, alloc_timers;
 	uint64_t next_timer_id;
-	int64_t armed_for;        /* due time the timerfd is set to, -1 = disarmed */
 	loop_hook_fn *before_sleep;
 	void *before_sleep_arg;
 	bool stop;
@@ -49,13 +49,8 @@ struct loop *loop_new(void)
 {
 	struct loop *loop = xcalloc(1, sizeof(*loop));
 	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-	loop->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (loop->epfd < 0 || loop->tfd < 0)
+	if (loop->epfd < 0)
 		fatal("cannot create the event loop: %s", strerror(errno));
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint32_t)loop->tfd };
-	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->tfd, &ev) < 0)
-		fatal("cannot watch the timerfd: %s", strerror(errno));
-	loop->armed_for = -1;
 	return loop;
 }
 
@@ -63,7 +58,6 @@ void loop_free(struct loop *loop)
 {
 	if (!loop)
 		return;
-	close(loop->tfd);
 	close(loop->epfd);
 	free(loop->watches);
 	free(loop->timers);
@@ -100,29 +94,6 @@ void loop_del_fd(struct loop *loop, int fd)
 	loop->watches[fd].used = false;
 }
 
-/* Arms the timerfd for the earliest timer. A zero it_value would disarm it, so "now" is 1 ns. */
-static void rearm(struct loop *loop)
-{
-	int64_t due = -1;
-	for (size_t i = 0; i < loop->n_timers; i++)
-		if (due < 0 || loop->timers[i].due < due)
-			due = loop->timers[i].due;
-	if (due == loop->armed_for)
-		return;
-	struct itimerspec its = { 0 };
-	if (due >= 0) {
-		int64_t delta = due - mono_ms();
-		if (delta <= 0)
-			its.it_value.tv_nsec = 1;
-		else {
-			its.it_value.tv_sec = delta / 1000;
-			its.it_value.tv_nsec = (delta % 1000) * 1000000;
-		}
-	}
-	timerfd_settime(loop->tfd, 0, &its, NULL);
-	loop->armed_for = due;
-}
-
 uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *arg)
 {
 	if (loop->n_timers == loop->alloc_timers) {
@@ -133,7 +104,6 @@ uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *
 	loop->timers[loop->n_timers++] = (struct timer){
 		.id = id, .due = mono_ms() + (ms < 0 ? 0 : ms), .fn = fn, .arg = arg,
 	};
-	rearm(loop);
 	return id;
 }
 
@@ -142,10 +112,8 @@ static struct timer *find_timer(struct loop *loop, uint64_t id);
 void loop_del_timer(struct loop *loop, uint64_t id)
 {
 	struct timer *t = find_timer(loop, id);
-	if (t) {
+	if (t)
 		*t = loop->timers[--loop->n_timers];
-		rearm(loop);
-	}
 }
 
 static struct timer *find_timer(struct loop *loop, uint64_t id)
@@ -156,18 +124,30 @@ static struct timer *find_timer(struct loop *loop, uint64_t id)
 	return NULL;
 }
 
-/* Runs every timer due now, each at most once: a callback may add, remove or reschedule timers. */
-static void run_timers(struct loop *loop)
+/* How long epoll_wait may sleep: until the earliest timer (0 if one is due), -1 without one. */
+static int wait_ms(const struct loop *loop, int64_t now)
 {
-	uint64_t expirations;
-	(void)!read(loop->tfd, &expirations, sizeof(expirations));
-	loop->armed_for = -1;
-	int64_t now = mono_ms();
+	if (!loop->n_timers)
+		return -1;
+	int64_t due = loop->timers[0].due;
+	for (size_t i = 1; i < loop->n_timers; i++)
+		if (loop->timers[i].due < due)
+			due = loop->timers[i].due;
+	int64_t delta = due - now;
+	return delta <= 0 ? 0 : delta > INT_MAX ? INT_MAX : (int)delta;
+}
+
+/* Runs every timer due now, each at most once: a callback may add, remove or reschedule timers. */
+static void run_timers(struct loop *loop, int64_t now)
+{
 	size_t n_due = 0;
-	uint64_t *due = xmalloc((loop->n_timers + 1) * sizeof(*due));
+	uint64_t *due = NULL;
 	for (size_t i = 0; i < loop->n_timers; i++)
-		if (loop->timers[i].due <= now)
+		if (loop->timers[i].due <= now) {
+			if (!due)
+				due = xmalloc(loop->n_timers * sizeof(*due));
 			due[n_due++] = loop->timers[i].id;
+		}
 	for (size_t i = 0; i < n_due; i++) {
 		struct timer *t = find_timer(loop, due[i]);
 		if (!t)
@@ -182,7 +162,6 @@ static void run_timers(struct loop *loop)
 			t->due = mono_ms() + (next < 0 ? 0 : next);
 	}
 	free(due);
-	rearm(loop);
 }
 
 void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg)
@@ -194,13 +173,24 @@ void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg)
 int loop_run(struct loop *loop)
 {
 	struct epoll_event events[64];
+	bool polled = true;      /* whether the last turn looked at the fds */
 	loop->stop = false;
 	while (!loop->stop) {
 		if (loop->before_sleep)
 			loop->before_sleep(loop, loop->before_sleep_arg);
 		if (loop->stop)
 			break;
-		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), -1);
+		int64_t now = mono_ms();
+		int timeout = wait_ms(loop, now);
+		/* A timer due now runs without a system call, but never twice in a row without a
+		 * look at the fds: timers that keep coming due must not starve them. */
+		if (timeout == 0 && polled) {
+			polled = false;
+			run_timers(loop, now);
+			continue;
+		}
+		polled = true;
+		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), timeout);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -209,16 +199,14 @@ int loop_run(struct loop *loop)
 		for (int i = 0; i < n; i++) {
 			int fd = (int)(uint32_t)events[i].data.u64;
 			uint32_t generation = (uint32_t)(events[i].data.u64 >> 32);
-			if (fd == loop->tfd && generation == 0) {
-				run_timers(loop);
-				continue;
-			}
 			/* A callback earlier in this batch may have removed this watch, or even closed
 			 * the fd and watched a new one with the same number: that one's turn is later. */
 			struct fd_watch *w = fd < loop->n_watches ? &loop->watches[fd] : NULL;
 			if (w && w->used && w->generation == generation)
 				w->fn(loop, fd, events[i].events, w->arg);
 		}
+		if (loop->n_timers)
+			run_timers(loop, mono_ms());
 	}
 	return 0;
 }

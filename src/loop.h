@@ -1,5 +1,5 @@
-/* loop.h - the event loop: fd watchers and timers over epoll + one timerfd, and a hook that runs
- * before the loop sleeps. Knows nothing of jobs. Single-threaded: call it from the loop thread only. */
+/* loop.h - the event loop: fd watchers and timers over epoll (timers set epoll_wait's timeout, so
+ * adding one costs no system call), and a hook that runs before the loop sleeps. Knows nothing of jobs. Single-threaded: call it from the loop thread only. */
 #ifndef LOOP_H
 #define LOOP_H
 
@@ -22,7 +22,8 @@ void loop_free(struct loop *loop);
 int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void *arg);
 void loop_del_fd(struct loop *loop, int fd);
 
-/* A timer firing after ms milliseconds (0 = on the next turn). Returns an id > 0. */
+/* A timer firing after ms milliseconds (0 = on the next turn, without sleeping: the way to run
+ * something soon but not from inside the current callback). Returns an id > 0. */
 uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *arg);
 /* Removing an id that already fired and was removed is harmless. */
 void loop_del_timer(struct loop *loop, uint64_t id);

@@ -1,0 +1,132 @@
+/* test_loop.c - the event loop's timers: they run in due order, never early, a 0 ms timer on the
+ * next turn, and timers that keep coming due never starve a ready fd. */
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "util.h"
+#include "tap.h"
+
+struct trace {
+	char order[16];
+	size_t n;
+	int64_t fired_mono[16];
+	int again;               /* how often the timer asks to run again at once */
+	int reads;               /* fd callbacks seen */
+};
+
+struct tick {
+	struct trace *tr;
+	char name;
+};
+
+static int64_t note(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct tick *tk = arg;
+	struct trace *tr = tk->tr;
+	if (tr->n < sizeof(tr->order) - 1) {
+		tr->fired_mono[tr->n] = mono_ms();
+		tr->order[tr->n++] = tk->name;
+	}
+	return LOOP_TIMER_DONE;
+}
+
+static int64_t stop_loop(struct loop *loop, void *arg)
+{
+	(void)arg;
+	loop_stop(loop);
+	return LOOP_TIMER_DONE;
+}
+
+static void test_timers_run_in_due_order_and_never_early(void)
+{
+	static const struct {
+		const char *what;
+		int64_t ms[3];
+		const char *want;
+	} rows[] = {
+		{ "added in due order", { 0, 5, 20 }, "abc" },
+		{ "added in reverse", { 20, 5, 0 }, "cba" },
+		{ "two at once", { 10, 0, 10 }, "bac" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct loop *loop = loop_new();
+		struct trace tr = { 0 };
+		struct tick ticks[3] = { { &tr, 'a' }, { &tr, 'b' }, { &tr, 'c' } };
+		int64_t start = mono_ms();
+		for (int k = 0; k < 3; k++)
+			loop_add_timer(loop, rows[i].ms[k], note, &ticks[k]);
+		loop_add_timer(loop, 40, stop_loop, NULL);
+		ok(loop_run(loop) == 0, "%s: the loop ran", rows[i].what);
+		is_str(tr.order, rows[i].want, "%s: the order", rows[i].what);
+		bool early = false;
+		for (size_t k = 0; k < tr.n; k++)
+			early |= tr.fired_mono[k] - start < rows[i].ms[tr.order[k] - 'a'];
+		ok(!early, "%s: no timer ran before it was due", rows[i].what);
+		loop_free(loop);
+	}
+}
+
+static void test_deleted_timer_never_runs(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	struct tick a = { &tr, 'a' }, b = { &tr, 'b' };
+	uint64_t id = loop_add_timer(loop, 0, note, &a);
+	loop_add_timer(loop, 1, note, &b);
+	loop_del_timer(loop, id);
+	loop_del_timer(loop, id);   /* twice is harmless */
+	loop_add_timer(loop, 10, stop_loop, NULL);
+	loop_run(loop);
+	is_str(tr.order, "b", "a deleted timer does not run, the other does");
+	loop_free(loop);
+}
+
+static int64_t again_at_once(struct loop *loop, void *arg)
+{
+	struct trace *tr = arg;
+	if (tr->reads > 0 || ++tr->again > 100000) {
+		loop_stop(loop);
+		return LOOP_TIMER_DONE;
+	}
+	return 0;
+}
+
+static void on_readable(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	struct trace *tr = arg;
+	char c;
+	if (read(fd, &c, 1) == 1)
+		tr->reads++;
+}
+
+static void test_zero_ms_timers_do_not_starve_fds(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	int p[2];
+	ok(pipe(p) == 0, "a pipe");
+	ok(write(p[1], "x", 1) == 1, "the pipe is readable");
+	loop_add_fd(loop, p[0], EPOLLIN, on_readable, &tr);
+	loop_add_timer(loop, 0, again_at_once, &tr);
+	loop_run(loop);
+	ok(tr.reads == 1, "the ready fd was served while a timer kept coming due");
+	ok(tr.again < 10, "within a few turns (%d)", tr.again);
+	loop_del_fd(loop, p[0]);
+	close(p[0]);
+	close(p[1]);
+	loop_free(loop);
+}
+
+int main(void)
+{
+	test_timers_run_in_due_order_and_never_early();
+	test_deleted_timer_never_runs();
+	test_zero_ms_timers_do_not_starve_fds();
+	return tap_done();
+}
