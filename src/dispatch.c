@@ -110,6 +110,7 @@ struct task {
 	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
 	long runs_total;
 	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
+	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
 	struct attempt cur;      /* the call being classified */
 	int retry_count;
 	int billed_retries;
@@ -760,6 +761,9 @@ void dispatch_spend(const struct dispatch *d, const char *provider, struct spend
 
 /* ---- tasks -------------------------------------------------------------------------------- */
 
+/* A fresh claim has no sidecars; a job found in running/ after a restart may have any. */
+enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_UNKNOWN = 8 };
+
 static void task_free(struct task *t)
 {
 	struct dispatch *d = t->d;
@@ -824,6 +828,7 @@ static struct task *task_new(struct dispatch *d, const char *id)
 	t->claimed_mono = mono_ms();
 	t->attempts = json_array();
 	t->body_fd = -1;
+	t->sidecars = SIDECARS_UNKNOWN;
 	strset_add(&d->held, id);
 	t->next = d->tasks;
 	if (d->tasks)
@@ -875,6 +880,7 @@ static void write_target_sidecar(struct task *t)
 	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
 			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd >= 0) {
+		t->sidecars |= SIDECAR_TARGET;
 		char *text = xasprintf("%s/%s\n", t->prov->cfg->name, t->model);
 		if (write_all(fd, text, strlen(text)) < 0)
 			log_job(LOG_WARN, t->id, "cannot note the call's target: %s", strerror(errno));
@@ -898,24 +904,29 @@ static char *read_target_sidecar(struct task *t)
 	return text;
 }
 
+/* Removes the sidecars t has; what a crash leaves behind, a restart removes (adopt, recover). */
 static void drop_sidecars(struct task *t)
 {
 	int fd = t->d->spool->fd[SPOOL_RUNNING];
-	char *partial = sidecar_name(t, "partial");
-	unlinkat(fd, partial, 0);
-	free(partial);
-	if (t->routed) {
+	bool unknown = t->sidecars & SIDECARS_UNKNOWN;
+	if (unknown || (t->sidecars & SIDECAR_PARTIAL)) {
+		char *partial = sidecar_name(t, "partial");
+		unlinkat(fd, partial, 0);
+		free(partial);
+	}
+	if ((unknown && t->routed) || (t->sidecars & SIDECAR_TARGET)) {
 		char *target = sidecar_name(t, "target");
 		unlinkat(fd, target, 0);
 		free(target);
 	}
-	if (t->res.status || t->res.transport == HTTP_DONE) {
+	if ((t->sidecars & SIDECAR_RESPONSE) || (unknown && (t->res.status || t->res.transport == HTTP_DONE))) {
 		char suffix[32];
 		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
 		char *response = sidecar_name(t, suffix);
 		unlinkat(fd, response, 0);
 		free(response);
 	}
+	t->sidecars = 0;
 }
 
 /* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
@@ -1467,8 +1478,10 @@ static void parse_work(void *arg)
 			xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
 			char *partial = sidecar_name(t, "partial"), *response = sidecar_name(t, suffix);
 			int dirfd = t->d->spool->fd[SPOOL_RUNNING];
-			if (renameat(dirfd, partial, dirfd, response) == 0)
+			if (renameat(dirfd, partial, dirfd, response) == 0) {
+				t->sidecars = (t->sidecars & ~(unsigned)SIDECAR_PARTIAL) | SIDECAR_RESPONSE;
 				fsync(dirfd);
+			}
 			crash_point("save:response");
 			free(partial);
 			free(response);
@@ -1586,6 +1599,8 @@ static void send_attempt(struct task *t)
 	if (t->body_fd < 0)
 		log_job(LOG_WARN, t->id, "cannot keep the response on disk (%s): memory only",
 			strerror(errno));
+	else
+		t->sidecars |= SIDECAR_PARTIAL;
 	t->sidecar_header = t->body_fd >= 0 ? sidecar_write_header(t, t->body_fd) : 0;
 	free(partial);
 	req.body_fd = t->body_fd;
@@ -2051,6 +2066,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	}
 	known_del(d, pe->dir, pe->name);
 	crash_point("claim:claimed");
+	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
 	t->job = job;
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
