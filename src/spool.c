@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,6 +331,31 @@ static bool all_hex(const char *from, const char *to)
 	return true;
 }
 
+static _Atomic long temp_pid;        /* getpid(), asked once (and again in a forked child) */
+static _Atomic unsigned temp_seq;    /* the names' numbers: a random start, then counting */
+
+static void temp_forked(void)
+{
+	atomic_store(&temp_pid, (long)getpid());
+}
+
+static void temp_init(void)
+{
+	unsigned seed = 0;
+	(void)!getrandom(&seed, sizeof(seed), GRND_NONBLOCK);
+	atomic_store(&temp_seq, seed);
+	atomic_store(&temp_pid, (long)getpid());
+	pthread_atfork(NULL, NULL, temp_forked);
+}
+
+long spool_temp_unique(unsigned *seq)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, temp_init);
+	*seq = atomic_fetch_add(&temp_seq, 1);
+	return atomic_load(&temp_pid);
+}
+
 int spool_temp_name(char *out, size_t size, const char *name, const char *host, long pid,
 		    unsigned rnd)
 {
@@ -372,9 +399,9 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 {
 	char tmp[NAME_MAX + 1];
 	unsigned rnd = 0;
-	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	long pid = spool_temp_unique(&rnd);
 	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
-	if (spool_temp_name(tmp, sizeof(tmp), name, sp->host_id, (long)getpid(), rnd) < 0)
+	if (spool_temp_name(tmp, sizeof(tmp), name, sp->host_id, pid, rnd) < 0)
 		return -1;
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
@@ -439,8 +466,8 @@ static int probe_server_clock(struct spool *sp, int64_t *server_ms)
 	char name[NAME_MAX + 1];
 	struct stat st;
 	unsigned rnd = 0;
-	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	if (spool_temp_name(name, sizeof(name), "clock", sp->host_id, (long)getpid(), rnd) < 0)
+	long pid = spool_temp_unique(&rnd);
+	if (spool_temp_name(name, sizeof(name), "clock", sp->host_id, pid, rnd) < 0)
 		return -1;
 	int dirfd = sp->fd[SPOOL_RUNNING];
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,

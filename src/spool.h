@@ -113,6 +113,10 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
 #define SPOOL_TEMP_NAME_PART 100
 int spool_temp_name(char *out, size_t size, const char *name, const char *host, long pid,
 		    unsigned rnd);
+/* The pid and number for a temporary name, without a system call per name: the pid is cached
+ * (and asked again in a forked child), the number counts up from a random start, so names never
+ * repeat within a process and hardly across processes (O_EXCL catches the rest). */
+long spool_temp_unique(unsigned *seq);
 /* Whether name is a temporary file of host's (spool_temp_name): a restart removes its own. */
 bool spool_is_our_temp(const char *name, const char *host);
 /* Replaces the content of running/running_name with data (atomically), sets its mtime to

@@ -2,6 +2,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "spool.h"
 #include "util.h"
@@ -63,8 +65,31 @@ static void test_temp_names(void)
 	free(image);
 }
 
+/* The pid is cached, so a forked child must still name its files with its own. */
+static void test_temp_unique(void)
+{
+	unsigned a, b;
+	ok(spool_temp_unique(&a) == (long)getpid(), "the pid is this process's");
+	ok(spool_temp_unique(&b) == (long)getpid() && b != a, "two names get different numbers");
+	int pipefd[2];
+	ok(pipe(pipefd) == 0, "a pipe for the child's answer");
+	pid_t child = fork();
+	if (child == 0) {
+		unsigned c;
+		char verdict = spool_temp_unique(&c) == (long)getpid() ? 'y' : 'n';
+		_exit(write(pipefd[1], &verdict, 1) == 1 ? 0 : 1);
+	}
+	char verdict = 0;
+	ok(child > 0 && read(pipefd[0], &verdict, 1) == 1 && verdict == 'y',
+	   "a forked child names its files with its own pid");
+	waitpid(child, NULL, 0);
+	close(pipefd[0]);
+	close(pipefd[1]);
+}
+
 int main(void)
 {
 	test_temp_names();
+	test_temp_unique();
 	return tap_done();
 }
