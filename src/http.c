@@ -3,7 +3,12 @@
  * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to call it back
  * (CURLMOPT_TIMERFUNCTION); we tell curl when a socket is ready. CURLINFO_PRIVATE maps a finished
  * easy handle back to its transfer. No bytes arrive while the upstream generates (minutes), so
- * there is no low-speed limit: only the total timeout and the connect timeout. */
+ * there is no low-speed limit: only the total timeout and the connect timeout.
+ *
+ * Per call, as little as possible: easy handles are kept for the next transfer (reset, so no
+ * option of one call leaks into the next; connections live in the multi handle's cache either
+ * way), and a body that is also kept on disk is written there once per turn of the loop, not
+ * once per piece curl hands over. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -21,11 +26,16 @@
 #include "util.h"
 #include "banned.h"
 
+#define IDLE_EASY_MAX 128      /* easy handles kept for reuse; more are freed */
+
 struct http {
 	struct loop *loop;
 	CURLM *multi;
 	uint64_t timer_id;       /* 0 = none */
 	int running;
+	CURL *idle[IDLE_EASY_MAX]; /* reset easy handles, ready for the next transfer */
+	size_t n_idle;
+	struct http_xfer *unsaved; /* transfers with body bytes not yet written to body_fd */
 };
 
 struct http_xfer {
@@ -37,12 +47,52 @@ struct http_xfer {
 	bool too_big;
 	struct http_result res;
 	int body_fd;
+	size_t body_saved;       /* bytes of body already written to body_fd */
+	struct http_xfer *next_unsaved; /* in http->unsaved while body_saved < body.len */
+	bool in_unsaved;
 	http_done_fn *fn;
 	void *arg;
 	int64_t started_mono;
 };
 
 static void check_done(struct http *http);
+
+/* Writes what arrived since the last time to body_fd: one write per transfer and turn. A paid
+ * response is kept on disk too, so a crash cannot lose it; if the disk is full, the copy in
+ * memory still lets the job finish. */
+static void save_body(struct http_xfer *x)
+{
+	if (x->body_fd >= 0 && !x->res.body_fd_failed && x->body.len > x->body_saved &&
+	    write_all(x->body_fd, x->body.data + x->body_saved, x->body.len - x->body_saved) < 0)
+		x->res.body_fd_failed = true;
+	x->body_saved = x->body.len;
+}
+
+static void save_bodies(struct http *http)
+{
+	while (http->unsaved) {
+		struct http_xfer *x = http->unsaved;
+		http->unsaved = x->next_unsaved;
+		x->in_unsaved = false;
+		save_body(x);
+	}
+}
+
+static void forget_unsaved(struct http *http, struct http_xfer *x)
+{
+	for (struct http_xfer **p = &http->unsaved; x->in_unsaved && *p; p = &(*p)->next_unsaved)
+		if (*p == x) {
+			*p = x->next_unsaved;
+			x->in_unsaved = false;
+		}
+}
+
+/* After every call into curl: bodies to disk, then finished transfers to their callbacks. */
+static void after_action(struct http *http)
+{
+	save_bodies(http);
+	check_done(http);
+}
 
 static void on_socket_ready(struct loop *loop, int fd, uint32_t events, void *arg)
 {
@@ -56,7 +106,7 @@ static void on_socket_ready(struct loop *loop, int fd, uint32_t events, void *ar
 	if (events & (EPOLLERR | EPOLLHUP))
 		flags |= CURL_CSELECT_ERR;
 	curl_multi_socket_action(http->multi, fd, flags, &http->running);
-	check_done(http);
+	after_action(http);
 }
 
 static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -82,7 +132,7 @@ static int64_t on_timeout(struct loop *loop, void *arg)
 	struct http *http = arg;
 	http->timer_id = 0;
 	curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &http->running);
-	check_done(http);
+	after_action(http);
 	return LOOP_TIMER_DONE;
 }
 
@@ -114,8 +164,33 @@ struct http *http_new(struct loop *loop, long max_connections)
 	return http;
 }
 
+/* An easy handle for a new transfer: a kept one, or a new one. */
+static CURL *easy_get(struct http *http)
+{
+	if (http->n_idle)
+		return http->idle[--http->n_idle];
+	CURL *e = curl_easy_init();
+	if (!e)
+		fatal("cannot initialise a libcurl handle");
+	return e;
+}
+
+/* Keeps a handle that is out of the multi handle for the next transfer, every option reset. */
+static void easy_put(struct http *http, CURL *e)
+{
+	if (!e)
+		return;
+	if (http->n_idle == IDLE_EASY_MAX) {
+		curl_easy_cleanup(e);
+		return;
+	}
+	curl_easy_reset(e);
+	http->idle[http->n_idle++] = e;
+}
+
 static void xfer_free(struct http_xfer *x)
 {
+	forget_unsaved(x->http, x);
 	curl_slist_free_all(x->headers);
 	curl_mime_free(x->mime);
 	buf_release(&x->body);
@@ -128,7 +203,7 @@ void http_cancel(struct http *http, struct http_xfer *x)
 	if (!x)
 		return;
 	curl_multi_remove_handle(http->multi, x->easy);
-	curl_easy_cleanup(x->easy);
+	easy_put(http, x->easy);
 	xfer_free(x);
 }
 
@@ -139,6 +214,8 @@ void http_free(struct http *http)
 	if (http->timer_id)
 		loop_del_timer(http->loop, http->timer_id);
 	curl_multi_cleanup(http->multi);
+	while (http->n_idle)
+		curl_easy_cleanup(http->idle[--http->n_idle]);
 	free(http);
 }
 
@@ -150,10 +227,11 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
 		x->too_big = true;
 		return 0;        /* makes curl fail the transfer with CURLE_WRITE_ERROR */
 	}
-	/* A paid response is kept on disk too, so a crash cannot lose it; if the disk is full,
-	 * the copy in memory still lets the job finish. */
-	if (x->body_fd >= 0 && !x->res.body_fd_failed && write_all(x->body_fd, data, len) < 0)
-		x->res.body_fd_failed = true;
+	if (x->body_fd >= 0 && !x->in_unsaved) {   /* saved after this call into curl */
+		x->next_unsaved = x->http->unsaved;
+		x->http->unsaved = x;
+		x->in_unsaved = true;
+	}
 	return len;
 }
 
@@ -307,9 +385,7 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	x->arg = arg;
 	x->body_fd = req->body_fd;
 	buf_init(&x->body, req->max_body);
-	x->easy = curl_easy_init();
-	if (!x->easy)
-		fatal("cannot initialise a libcurl handle");
+	x->easy = easy_get(http);
 	CURL *e = x->easy;
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -381,7 +457,7 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	return x;
 fail:
 	error("cannot set up a request to '%s'", req->url);
-	curl_easy_cleanup(x->easy);
+	easy_put(http, x->easy);
 	xfer_free(x);
 	return NULL;
 }
@@ -426,9 +502,10 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	if (rc != CURLE_OK)
 		xsnprintf(x->res.detail, sizeof(x->res.detail), "%s", curl_easy_strerror(rc));
 	x->res.latency_ms = mono_ms() - x->started_mono;
+	save_body(x);
 	x->res.body = buf_detach(&x->body, &x->res.body_len);
 	curl_multi_remove_handle(http->multi, easy);
-	curl_easy_cleanup(easy);
+	easy_put(http, easy);
 	x->easy = NULL;
 	x->fn(x->arg, &x->res);
 	xfer_free(x);
