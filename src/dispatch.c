@@ -1041,8 +1041,16 @@ static void publish_done(void *arg)
 	else
 		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
 	struct dispatch *d = t->d;
+	bool queued = t->events.n;
 	task_free(t);
-	outbox_scan(d->outbox);   /* its events may go now */
+	if (queued)
+		outbox_scan(d->outbox);   /* its events may go now */
+}
+
+/* Whether finished jobs have events to send ([notify]): if not, none is built. */
+static bool events_wanted(const struct dispatch *d)
+{
+	return config_notify_enabled(d->cfg) || d->cfg->notify_exec;
 }
 
 /* The outbox entries of an event of t ([notify]): none when nothing is configured. */
@@ -1050,7 +1058,7 @@ static void queue_event(struct task *t, const char *state, json_t *data)
 {
 	struct dispatch *d = t->d;
 	outbox_batch_release(&t->events);
-	if (!config_notify_enabled(d->cfg) && !d->cfg->notify_exec) {
+	if (!events_wanted(d)) {
 		json_decref(data);
 		return;
 	}
@@ -1142,7 +1150,9 @@ static void finish(struct task *t)
 	t->result_json = result_to_json(&r);
 	t->final_job_text = t->job_text ? job_text_with_state(t, 0, t->succeeded ? "succeeded" : "failed")
 					: NULL;
-	queue_event(t, t->succeeded ? "succeeded" : "failed", webhook_data_from_result(t->result_json));
+	if (events_wanted(d))   /* the data is the result parsed again: not for nothing */
+		queue_event(t, t->succeeded ? "succeeded" : "failed",
+			    webhook_data_from_result(t->result_json));
 	t->state = T_PUBLISHING;
 	pool_submit(t, publish_work, publish_done);
 }
@@ -1358,8 +1368,10 @@ static void defer_done(void *arg)
 	}
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
 	arm_deferred(d, t->defer_due);
+	bool queued = t->events.n;
 	task_free(t);
-	outbox_scan(d->outbox);
+	if (queued)
+		outbox_scan(d->outbox);
 }
 
 /* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
