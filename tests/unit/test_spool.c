@@ -1,4 +1,5 @@
 /* test_spool.c - the names the spool module makes: every one fits, for every valid id and host. */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,9 +88,40 @@ static void test_temp_unique(void)
 	close(pipefd[1]);
 }
 
+/* spool_read_file stops at a short read that reached the size fstat saw: every size must still
+ * come back whole, around the read chunk (64 KiB) too. */
+static void test_read_whole_files(void)
+{
+	static const size_t sizes[] = { 0, 1, 24, 65535, 65536, 65537, 131072, 200000 };
+	char dir[] = "/tmp/imgspool-read-XXXXXX";
+	ok(mkdtemp(dir) != NULL, "a scratch directory");
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char *data = xmalloc(sizes[i] + 1);
+		for (size_t k = 0; k < sizes[i]; k++)
+			data[k] = (char)('a' + k % 26);
+		int fd = openat(dirfd, "f", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		ok(fd >= 0 && write_all(fd, data, sizes[i]) == 0 && close(fd) == 0, "%zu bytes written",
+		   sizes[i]);
+		struct buf b;
+		struct stat st;
+		buf_init(&b, 1 << 20);
+		enum spool_read rr = spool_read_file(dirfd, "f", 1 << 20, &b, &st);
+		ok(rr == SPOOL_READ_OK && b.len == sizes[i] &&
+		   (!sizes[i] || !memcmp(b.data, data, sizes[i])),
+		   "%zu bytes read back whole", sizes[i]);
+		buf_release(&b);
+		free(data);
+	}
+	unlinkat(dirfd, "f", 0);
+	close(dirfd);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_temp_names();
 	test_temp_unique();
+	test_read_whole_files();
 	return tap_done();
 }
