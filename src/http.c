@@ -7,8 +7,10 @@
  *
  * Per call, as little as possible: easy handles are kept for the next transfer (reset, so no
  * option of one call leaks into the next; connections live in the multi handle's cache either
- * way), and a body that is also kept on disk is written there once per turn of the loop, not
- * once per piece curl hands over. */
+ * way), a body that is also kept on disk is written there once per turn of the loop, not
+ * once per piece curl hands over, and the socket of a kept-alive connection stays in epoll
+ * between its transfers (we open and close every connection's socket, so we know when its fd
+ * number stops being that connection). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "log.h"
@@ -36,6 +39,8 @@ struct http {
 	CURL *idle[IDLE_EASY_MAX]; /* reset easy handles, ready for the next transfer */
 	size_t n_idle;
 	struct http_xfer *unsaved; /* transfers with body bytes not yet written to body_fd */
+	unsigned char *conn_fd;  /* by fd: a connection's socket we opened and have not closed */
+	int n_conn_fd;
 };
 
 struct http_xfer {
@@ -50,6 +55,7 @@ struct http_xfer {
 	size_t body_saved;       /* bytes of body already written to body_fd */
 	struct http_xfer *next_unsaved; /* in http->unsaved while body_saved < body.len */
 	bool in_unsaved;
+	bool public_only;
 	http_done_fn *fn;
 	void *arg;
 	int64_t started_mono;
@@ -115,7 +121,11 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 	(void)socketp;
 	struct http *http = userp;
 	if (what == CURL_POLL_REMOVE) {
-		loop_del_fd(http->loop, s);
+		/* A connection kept alive is likely watched again for its next transfer. */
+		if (s < http->n_conn_fd && http->conn_fd[s])
+			loop_park_fd(http->loop, s);
+		else
+			loop_del_fd(http->loop, s);
 		return 0;
 	}
 	uint32_t events = 0;
@@ -216,6 +226,7 @@ void http_free(struct http *http)
 	curl_multi_cleanup(http->multi);
 	while (http->n_idle)
 		curl_easy_cleanup(http->idle[--http->n_idle]);
+	free(http->conn_fd);
 	free(http);
 }
 
@@ -342,13 +353,15 @@ bool http_ip_is_public(const char *ip)
 	return address_is_public((struct sockaddr *)&ss);
 }
 
-/* Checks every address curl connects to (after DNS, after each redirect), so neither a URL
- * naming a private host nor a name that resolves to one (DNS rebinding) gets through. */
-static curl_socket_t open_public_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+/* Every connection's socket is ours to open and close. public_only: every address curl connects
+ * to (after DNS, after each redirect) is checked, so neither a URL naming a private host nor a
+ * name that resolves to one (DNS rebinding) gets through. */
+static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct http_xfer *x = userp;
+	struct http *http = x->http;
 	(void)purpose;
-	if (!address_is_public(&a->addr)) {
+	if (x->public_only && !address_is_public(&a->addr)) {
 		char text[INET6_ADDRSTRLEN] = "?";
 		const void *in = a->family == AF_INET
 			? (const void *)&((const struct sockaddr_in *)(const void *)&a->addr)->sin_addr
@@ -358,7 +371,29 @@ static curl_socket_t open_public_socket(void *userp, curlsocktype purpose, struc
 		xsnprintf(x->res.refused_address, sizeof(x->res.refused_address), "%s", text);
 		return CURL_SOCKET_BAD;
 	}
-	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	if (fd >= http->n_conn_fd) {
+		int n = http->n_conn_fd ? http->n_conn_fd : 64;
+		while (n <= fd)
+			n *= 2;
+		http->conn_fd = xrealloc(http->conn_fd, (size_t)n);
+		memset(http->conn_fd + http->n_conn_fd, 0, (size_t)(n - http->n_conn_fd));
+		http->n_conn_fd = n;
+	}
+	loop_del_fd(http->loop, fd);   /* forgets a stale watch of the number, if any */
+	http->conn_fd[fd] = 1;
+	return fd;
+}
+
+static int close_socket(void *userp, curl_socket_t fd)
+{
+	struct http *http = userp;
+	loop_del_fd(http->loop, fd);   /* it may be parked in epoll */
+	if (fd < http->n_conn_fd)
+		http->conn_fd[fd] = 0;
+	return close(fd);
 }
 
 /* A connection kept from an earlier transfer opens no socket: the address it is connected to
@@ -407,9 +442,12 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_fn);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	x->public_only = req->public_only;
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, http);
 	if (req->public_only) {
-		curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_public_socket);
-		curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
 		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_public);
 		curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	}

@@ -22,7 +22,8 @@
 struct fd_watch {
 	loop_fd_fn *fn;
 	void *arg;
-	bool used;
+	bool used;               /* someone wants its events */
+	uint32_t registered;     /* the events epoll watches for it; 0: not in epoll */
 	uint32_t generation;     /* tells a reused fd number from the one an event was for */
 };
 
@@ -76,22 +77,34 @@ int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void
 		loop->n_watches = n;
 	}
 	struct fd_watch *w = &loop->watches[fd];
-	int op = w->used ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	uint32_t generation = w->used ? w->generation : w->generation + 1;
-	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)generation << 32 | (uint32_t)fd };
-	if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
-		return error("cannot watch fd %d: %s", fd, strerror(errno));
-	*w = (struct fd_watch){ .fn = fn, .arg = arg, .used = true, .generation = generation };
+	/* A parked fd watched again for the same events costs nothing. */
+	uint32_t generation = w->registered ? w->generation : w->generation + 1;
+	if (w->registered != events) {
+		int op = w->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+		struct epoll_event ev = { .events = events,
+					  .data.u64 = (uint64_t)generation << 32 | (uint32_t)fd };
+		if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
+			return error("cannot watch fd %d: %s", fd, strerror(errno));
+	}
+	*w = (struct fd_watch){ .fn = fn, .arg = arg, .used = true, .registered = events,
+				.generation = generation };
 	return 0;
 }
 
 void loop_del_fd(struct loop *loop, int fd)
 {
-	if (fd < 0 || fd >= loop->n_watches || !loop->watches[fd].used)
+	if (fd < 0 || fd >= loop->n_watches || !loop->watches[fd].registered)
 		return;
 	/* The fd may already be closed (curl closes before telling us): ignore errors. */
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
 	loop->watches[fd].used = false;
+	loop->watches[fd].registered = 0;
+}
+
+void loop_park_fd(struct loop *loop, int fd)
+{
+	if (fd >= 0 && fd < loop->n_watches)
+		loop->watches[fd].used = false;
 }
 
 uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *arg)
@@ -202,8 +215,12 @@ int loop_run(struct loop *loop)
 			/* A callback earlier in this batch may have removed this watch, or even closed
 			 * the fd and watched a new one with the same number: that one's turn is later. */
 			struct fd_watch *w = fd < loop->n_watches ? &loop->watches[fd] : NULL;
-			if (w && w->used && w->generation == generation)
+			if (!w || !w->registered || w->generation != generation)
+				continue;
+			if (w->used)
 				w->fn(loop, fd, events[i].events, w->arg);
+			else
+				loop_del_fd(loop, fd);   /* parked, and something happened: let go */
 		}
 		if (loop->n_timers)
 			run_timers(loop, mono_ms());

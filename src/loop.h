@@ -20,7 +20,12 @@ void loop_free(struct loop *loop);
 
 /* Adds a watch, or changes the events and callback of an existing one. */
 int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void *arg);
+/* Stops watching fd; call it before closing fd. */
 void loop_del_fd(struct loop *loop, int fd);
+/* Stops the callbacks for an fd that stays open and will likely be watched again for the same
+ * events (an idle keep-alive connection): it stays in epoll, so watching it again costs no
+ * system call. The first event while parked removes it. Call loop_del_fd before closing it. */
+void loop_park_fd(struct loop *loop, int fd);
 
 /* A timer firing after ms milliseconds (0 = on the next turn, without sleeping: the way to run
  * something soon but not from inside the current callback). Returns an id > 0. */
