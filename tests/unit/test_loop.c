@@ -123,10 +123,48 @@ static void test_zero_ms_timers_do_not_starve_fds(void)
 	loop_free(loop);
 }
 
+static int64_t stop_when_quiet(struct loop *loop, void *arg)
+{
+	(void)arg;
+	loop_stop(loop);
+	return LOOP_TIMER_DONE;
+}
+
+/* A parked fd (a kept-alive connection between its transfers) gets no callbacks; watched again,
+ * it gets them again. */
+static void test_parked_fds(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	int p[2];
+	ok(pipe(p) == 0, "a pipe");
+	loop_add_fd(loop, p[0], EPOLLIN, on_readable, &tr);
+	loop_park_fd(loop, p[0]);
+	ok(write(p[1], "x", 1) == 1, "readable while parked");
+	loop_add_timer(loop, 20, stop_when_quiet, NULL);
+	loop_run(loop);
+	ok(tr.reads == 0, "a parked fd's callback is not called");
+	loop_add_fd(loop, p[0], EPOLLIN, on_readable, &tr);
+	loop_add_timer(loop, 20, stop_when_quiet, NULL);
+	loop_run(loop);
+	ok(tr.reads == 1, "watched again after an event let it go, it is served");
+	loop_park_fd(loop, p[0]);
+	loop_add_fd(loop, p[0], EPOLLIN, on_readable, &tr);   /* still in epoll: nothing to do */
+	ok(write(p[1], "y", 1) == 1, "readable again");
+	loop_add_timer(loop, 20, stop_when_quiet, NULL);
+	loop_run(loop);
+	ok(tr.reads == 2, "parked and watched again at once, it is served");
+	loop_del_fd(loop, p[0]);
+	close(p[0]);
+	close(p[1]);
+	loop_free(loop);
+}
+
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
 	test_deleted_timer_never_runs();
 	test_zero_ms_timers_do_not_starve_fds();
+	test_parked_fds();
 	return tap_done();
 }
