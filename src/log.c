@@ -8,6 +8,7 @@
  * (a terminal, a file, a pipe) a line starts with the local time, ISO 8601 with milliseconds. */
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,29 @@ void log_init(void)
 	to_journal = log_stream_is_journal(getenv("JOURNAL_STREAM"), STDERR_FILENO);
 }
 
+/* The local time of a line, ISO 8601 with milliseconds. Formatting a date (localtime_r, eight
+ * fields) is most of a line's cost, so each thread keeps the last second's and writes only the
+ * milliseconds: the zone offset can only change on a second's boundary. */
+static void stamp_now(char *out, size_t size)
+{
+	static __thread int64_t cached_sec = INT64_MIN;
+	static __thread char cached[48];
+	static __thread size_t ms_at;        /* where the three digits of the milliseconds are */
+	int64_t now = wall_ms(), ms = (now % 1000 + 1000) % 1000, sec = (now - ms) / 1000;
+	if (sec != cached_sec) {
+		format_time_iso8601(now, cached, sizeof(cached));
+		const char *dot = strchr(cached, '.');
+		ms_at = dot ? (size_t)(dot + 1 - cached) : 0;
+		cached_sec = ms_at ? sec : INT64_MIN;
+	}
+	xsnprintf(out, size, "%s", cached);
+	if (ms_at && ms_at + 3 < size) {
+		out[ms_at] = (char)('0' + ms / 100);
+		out[ms_at + 1] = (char)('0' + ms / 10 % 10);
+		out[ms_at + 2] = (char)('0' + ms % 10);
+	}
+}
+
 __attribute__((format(printf, 3, 0)))
 static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
 {
@@ -55,7 +79,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 	if (to_journal)
 		xsnprintf(stamp, sizeof(stamp), "<%c>", level_priority[level]);
 	else {
-		format_time_iso8601(wall_ms(), stamp, sizeof(stamp) - 1);
+		stamp_now(stamp, sizeof(stamp) - 1);
 		size_t sl = strlen(stamp);
 		stamp[sl] = ' ';
 		stamp[sl + 1] = '\0';
