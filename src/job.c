@@ -1012,11 +1012,12 @@ static int skip_value(struct cursor *c)
 	return -1;
 }
 
-/* Where the value of the top-level "imgspool" member is ([start, end)), or, without one, where a
- * member added last goes (start == end, after the last value) and whether it needs a comma. */
+/* Where the top-level "imgspool" member is, from its key to the end of its value ([start, end)),
+ * or, without one, where a member added last goes (start == end, after the last value); and
+ * whether the object has other members (so a comma separates it from them). */
 struct records_at {
 	size_t start, end;
-	bool found, comma;
+	bool found, others;
 };
 
 static int find_records(const char *data, size_t len, struct records_at *at)
@@ -1034,22 +1035,24 @@ static int find_records(const char *data, size_t len, struct records_at *at)
 	}
 	for (;;) {
 		bool match;
+		const char *key = c.p;
 		if (c.p >= c.end || *c.p != '"' || skip_string(&c, "imgspool", &match) < 0)
 			return -1;
 		skip_space(&c);
 		if (c.p >= c.end || *c.p++ != ':')
 			return -1;
 		skip_space(&c);
-		const char *value = c.p;
 		if (skip_value(&c) < 0)
 			return -1;
 		if (match && !at->found) {
 			at->found = true;
-			at->start = (size_t)(value - data);
+			at->start = (size_t)(key - data);
 			at->end = (size_t)(c.p - data);
+		} else {
+			at->others = true;
+			if (!at->found)
+				at->start = at->end = (size_t)(c.p - data);
 		}
-		if (!at->found)
-			at->start = at->end = (size_t)(c.p - data);
 		skip_space(&c);
 		if (c.p < c.end && *c.p == ',') {
 			c.p++;
@@ -1057,11 +1060,9 @@ static int find_records(const char *data, size_t len, struct records_at *at)
 			continue;
 		}
 		if (c.p < c.end && *c.p == '}')
-			break;
+			return 0;
 		return -1;
 	}
-	at->comma = !at->found;
-	return 0;
 }
 
 char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len)
@@ -1069,7 +1070,8 @@ char *job_with_records(const char *data, size_t len, const char *records, size_t
 	struct records_at at;
 	if (find_records(data, len, &at) < 0)
 		return NULL;
-	const char *member = at.found ? "" : at.comma ? ",\"imgspool\":" : "\"imgspool\":";
+	/* The member is written whole, its key spelt plainly: its size is the records' plus 12. */
+	const char *member = !at.found && at.others ? ",\"imgspool\":" : "\"imgspool\":";
 	size_t mlen = strlen(member), rlen = strlen(records);
 	size_t n = at.start + mlen + rlen + (len - at.end);
 	char *out = xmalloc(n + 1);
@@ -1086,7 +1088,7 @@ char *job_with_records(const char *data, size_t len, const char *records, size_t
 size_t job_client_bytes(const char *data, size_t len)
 {
 	struct records_at at;
-	if (find_records(data, len, &at) < 0)
+	if (find_records(data, len, &at) < 0 || !at.found)
 		return len;
-	return len - (at.end - at.start);
+	return len - (at.end - at.start) - (at.others ? 1 : 0);
 }

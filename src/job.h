@@ -68,13 +68,15 @@ int job_id_from_name(const char *name, char *id, size_t idsize);
 /* Whether a size string is "WxH" (both 1..16384); fills w and h. */
 bool job_size_dimensions(const char *size, int *w, int *h);
 
-/* The job file's bytes with records (compact JSON text of an object) as the value of its
- * "imgspool" member: in place of the one it has, else added as its last member. Every other byte
- * stays as the client wrote it (re-serialising would change numbers and escapes, and could grow a
- * file past the cap it passed). NULL when data is not a JSON object. *out_len gets the length. */
+/* The job file's bytes with records (compact JSON text of an object) as its "imgspool" member:
+ * in place of the one it has, else added as its last member (",\"imgspool\":" and the records
+ * before the closing brace). Every other byte stays as the client wrote it (re-serialising would
+ * change numbers and escapes, and could grow a file past the cap it passed). NULL when data is
+ * not a JSON object. *out_len gets the length. */
 char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len);
-/* The bytes of a job file that are the client's: all but the value of "imgspool" (all of them
- * when data is not a JSON object). This is what max_job_bytes holds a file in new/ to. */
+/* The bytes of a job file that are the client's: all but the "imgspool" member and its comma
+ * (all of them when data is not a JSON object). What max_job_bytes holds a file in new/ to;
+ * splicing records in never changes it. */
 size_t job_client_bytes(const char *data, size_t len);
 
 #endif

@@ -176,14 +176,20 @@ static bool field_good(const struct attempt_field *f, const json_t *v)
 }
 
 /* One attempt with only the fields the daemon writes (result.c), each of bounded size; a field
- * that is not what the daemon would write is left out (a missing "billed" counts as unknown). */
+ * that is not what the daemon would write is null where null is allowed, else left out (a
+ * missing "billed" counts as unknown). */
 static json_t *clean_attempt(const json_t *a)
 {
 	json_t *o = json_object();
 	for (size_t i = 0; i < ARRAY_SIZE(attempt_fields); i++) {
-		json_t *v = json_object_get(a, attempt_fields[i].key);
-		if (v && field_good(&attempt_fields[i], v))
-			json_object_set(o, attempt_fields[i].key, v);
+		const struct attempt_field *f = &attempt_fields[i];
+		json_t *v = json_object_get(a, f->key);
+		if (v && field_good(f, v))
+			json_object_set(o, f->key, v);
+		else if (v && f->nullable)
+			json_object_set_new(o, f->key, json_null());
+		else if (f->kind == F_COUNT && json_is_integer(v))   /* a clock stepped back */
+			json_object_set_new(o, f->key, json_integer(0));
 	}
 	return o;
 }

@@ -4,10 +4,11 @@ the client's bytes, and every figure derived from them stays right (issue 8, ite
 import json
 import math
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
 
 LISTED = 16            # RECORD_ATTEMPTS_MAX
 RECORDS_MAX = 48 << 10  # RECORD_TEXT_MAX
@@ -67,9 +68,10 @@ def client_file_at(size, prompt):
 
 def test_a_client_file_at_the_cap_survives_retries(env):
     """Re-serialising the client's JSON grew a file that passed max_job_bytes past the read cap
-    at its first deferral; the records are now spliced onto its bytes, kept exactly."""
+    at its first deferral; the records are now spliced onto its bytes, kept exactly, and the
+    file is still the client's size when a hold puts it back in new/."""
     prompt = "exactly at the cap"
-    env.fake.script(prompt, ["503", "503", "503", "b64"])
+    env.fake.script(prompt, ["503", "401_openai", "503", "b64"])
     cap = 65536
     d = env.daemon(verbose=True, limits__max_job_bytes=cap, retry__max_retries=3).start()
     original = client_file_at(cap, prompt)
@@ -84,8 +86,8 @@ def test_a_client_file_at_the_cap_survives_retries(env):
     assert member.startswith(b',"imgspool":') and len(written) <= cap + READ_HEADROOM, len(written)
     doc = json.loads(written)
     assert doc["metadata"]["n"][0] == 1e300 and doc["metadata"]["s"].endswith("caf\u00e9 \U0001F600 /")
-    assert [a["http_status"] for a in doc["imgspool"]["attempts"]] == [503, 503, 503, 200]
-    assert d.result("at-cap")["retry_count"] == 3
+    assert [a["http_status"] for a in doc["imgspool"]["attempts"]] == [503, 401, 503, 200]
+    assert d.result("at-cap")["retry_count"] == 2
 
 
 def test_counters_stay_right_after_elision(env):
@@ -107,9 +109,44 @@ def test_counters_stay_right_after_elision(env):
     assert math.isclose(r["cost"]["amount"], 0.12) and r["cost"]["estimated"] is True, r["cost"]
 
 
+def cli(d, *args):
+    return subprocess.run([IMGSPOOL, "-d", d.spool, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_imgspool_cancel_and_retry_keep_the_client_bytes(env):
+    """imgspool reads the records as the daemon does and splices them as the daemon does: a job
+    held after 40 probes, cancelled and retried, keeps its bytes and its count of attempts."""
+    prompt = "held, cancelled, retried"
+    cap = 65536
+    d = env.daemon(verbose=True, limits__max_job_bytes=cap).start()
+    original = client_file_at(cap, prompt)
+    end = original.rindex(b"}")
+    records = {"attempts": [hold_attempt(i) for i in range(40)], "retry_count": 0,
+               "billed_retries": 0, "crashes": 0}
+    held = original[:end] + b',"imgspool":' + json.dumps(records).encode() + original[end:]
+    with open(d.path("hold", "again.json"), "wb") as f:   # as imgspool hold leaves a held job
+        f.write(held)
+    r = cli(d, "cancel", "again")
+    assert r.returncode == 0, r
+    cancelled = d.result("again")
+    assert len(cancelled["attempts"]) == LISTED and cancelled["attempts_elided"] == 40 - LISTED, cancelled
+    r = cli(d, "retry", "again")
+    assert r.returncode == 0, r
+    assert d.wait_finished("again", 30) == "done", d.log()[-3000:]
+    written = d.read("done", "again.json")
+    assert written.startswith(original[:end]) and written.endswith(original[end:]), \
+        "the client's bytes are kept exactly"
+    runs = json.loads(written)["imgspool"]["runs"]
+    assert [(run["status"], run["error_code"], run["elided"]["attempts"]) for run in runs] == \
+        [("failed", "cancelled", 40 - LISTED)], runs
+    assert env.fake.calls(prompt) == 1
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_long_hold_stays_readable,
         test_a_client_file_at_the_cap_survives_retries,
         test_counters_stay_right_after_elision,
+        test_imgspool_cancel_and_retry_keep_the_client_bytes,
     ])
