@@ -1,7 +1,20 @@
-/* test_http.c - which addresses a download may connect to (http_ip_is_public). */
+/* test_http.c - which addresses a download may connect to (http_ip_is_public); and transfers on
+ * the loop against a small server in a thread: a kept easy handle carries nothing of its last
+ * call into the next, calls share one kept-alive connection, a connection the server closed
+ * while it was idle is replaced, and a body kept on disk is there whole. */
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "http.h"
+#include "loop.h"
+#include "util.h"
 #include "tap.h"
 
 static const struct {
@@ -34,8 +47,162 @@ static const struct {
 	{ "64:ff9b::a9fe:a9fe", false },
 };
 
+/* ---- a server in a thread: one connection at a time, requests recorded -------------------- */
+
+#define REQUESTS 3
+static const char chunked_reply[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+				     "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+
+struct server {
+	int listen_fd;
+	int port;
+	char requests[REQUESTS][1024];   /* request line and headers as received */
+	int n_requests;
+	int connections;
+};
+
+/* Reads one request (headers and a Content-Length body); 0 at end of connection. */
+static int read_request(int fd, char *head, size_t size)
+{
+	size_t len = 0;
+	while (len + 1 < size) {
+		ssize_t n = read(fd, head + len, 1);
+		if (n <= 0)
+			return 0;
+		len++;
+		head[len] = '\0';
+		if (len >= 4 && !memcmp(head + len - 4, "\r\n\r\n", 4))
+			break;
+	}
+	const char *cl = strcasestr(head, "content-length:");
+	long body = cl ? strtol(cl + 15, NULL, 10) : 0;
+	char c;
+	for (long i = 0; i < body; i++)
+		if (read(fd, &c, 1) != 1)
+			return 0;
+	return 1;
+}
+
+static void *serve(void *arg)
+{
+	struct server *sv = arg;
+	while (sv->n_requests < REQUESTS) {
+		int fd = accept(sv->listen_fd, NULL, NULL);
+		if (fd < 0)
+			break;
+		sv->connections++;
+		while (sv->n_requests < REQUESTS &&
+		       read_request(fd, sv->requests[sv->n_requests], sizeof(sv->requests[0]))) {
+			int i = sv->n_requests++;
+			const char *reply = i == 0 ? chunked_reply
+					    : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+			if (write_all(fd, reply, strlen(reply)) < 0)
+				break;
+			if (i == 1)
+				break;   /* closes the kept-alive connection while the client idles */
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+struct call {
+	bool done;
+	long status;
+	char body[64];
+};
+
+static void call_done(void *arg, struct http_result *res)
+{
+	struct call *c = arg;
+	c->done = true;
+	c->status = res->transport == HTTP_DONE ? res->status : -1;
+	xsnprintf(c->body, sizeof(c->body), "%s", res->body ? res->body : "");
+}
+
+static int64_t stop_now(struct loop *loop, void *arg)
+{
+	(void)arg;
+	loop_stop(loop);
+	return LOOP_TIMER_DONE;
+}
+
+static int64_t check_call(struct loop *loop, void *arg)
+{
+	struct call *c = arg;
+	if (c->done)
+		loop_stop(loop);
+	return c->done ? LOOP_TIMER_DONE : 1;
+}
+
+/* Runs one transfer to its end (5 s at most). */
+static void run_call(struct loop *loop, struct http *http, struct http_request *req, struct call *c)
+{
+	*c = (struct call){ 0 };
+	ok(http_start(http, req, call_done, c) != NULL, "%s started", req->url);
+	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
+	loop_add_timer(loop, 1, check_call, c);
+	loop_run(loop);
+	loop_del_timer(loop, deadline);
+}
+
+static void test_calls_on_the_loop(void)
+{
+	static struct server sv;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t salen = sizeof(sa);
+	sv.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (bind(sv.listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(sv.listen_fd, 4) < 0 ||
+	    getsockname(sv.listen_fd, (struct sockaddr *)&sa, &salen) < 0) {
+		ok(0, "a server on loopback");
+		return;
+	}
+	sv.port = ntohs(sa.sin_port);
+	pthread_t thread;
+	pthread_create(&thread, NULL, serve, &sv);
+
+	struct loop *loop = loop_new();
+	struct http *http = http_new(loop, 4);
+	char url[3][64];
+	for (int i = 0; i < 3; i++)
+		xsnprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d/%c", sv.port, 'a' + i);
+	FILE *kept = tmpfile();
+	const char *const more[] = { "X-Only-Once: 1", NULL };
+	struct http_request post = { .url = url[0], .bearer = "sk-once", .body = "{}", .body_len = 2,
+				     .headers = more, .timeout_s = 5, .connect_timeout_s = 5,
+				     .max_body = 1024, .body_fd = kept ? fileno(kept) : -1 };
+	struct http_request get = { .url = url[1], .timeout_s = 5, .connect_timeout_s = 5,
+				    .max_body = 1024, .body_fd = -1 };
+	struct call c;
+	run_call(loop, http, &post, &c);
+	ok(c.status == 200 && !strcmp(c.body, "hello world"), "a chunked body arrives whole (%ld '%s')",
+	   c.status, c.body);
+	char saved[64] = "";
+	ssize_t n = kept ? pread(fileno(kept), saved, sizeof(saved) - 1, 0) : -1;
+	saved[n > 0 ? n : 0] = '\0';
+	is_str(saved, "hello world", "the body kept on disk is whole");
+	run_call(loop, http, &get, &c);
+	ok(c.status == 200 && !strcmp(c.body, "ok"), "a second call on the kept handle (%ld)", c.status);
+	ok(!strncmp(sv.requests[1], "GET /b ", 7), "it is a GET: nothing of the POST is left");
+	ok(!strcasestr(sv.requests[1], "authorization") && !strcasestr(sv.requests[1], "x-only-once"),
+	   "neither the key nor the other call's header goes with it");
+	ok(sv.connections == 1, "both calls went over one kept-alive connection (%d)", sv.connections);
+	get.url = url[2];
+	run_call(loop, http, &get, &c);
+	ok(c.status == 200, "a call after the server closed the idle connection (%ld)", c.status);
+	ok(sv.connections == 2, "on a new connection (%d)", sv.connections);
+
+	http_free(http);
+	loop_free(loop);
+	pthread_join(thread, NULL);
+	close(sv.listen_fd);
+	if (kept)
+		fclose(kept);
+}
+
 int main(void)
 {
+	test_calls_on_the_loop();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
