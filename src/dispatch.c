@@ -2337,18 +2337,22 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 static void reclaim_stale(struct dispatch *d)
 {
 	struct spool_entry *e;
-	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
-	if (n <= 0) {
-		spool_entries_free(e, n);
-		return;
-	}
-	int64_t now = spool_server_now(d->spool);
+	/* Names first: only other hosts' jobs are stat'ed for their lease, never our own. */
+	long n = spool_list_names(d->spool, SPOOL_RUNNING, false, &e);
+	int64_t now = 0;
 	int64_t lease_ms = d->cfg->lease_timeout * 1000;
 	bool took = false;
-	for (long i = 0; now > 0 && i < n; i++) {
+	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name, *at = strrchr(name, '@');
 		size_t len = strlen(name);
-		if (!at || len < 6 || strcmp(name + len - 5, ".json") || now - e[i].mtime_ns / 1000000 <= lease_ms)
+		if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
+		    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
+		     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
+			continue;
+		if (!now && (now = spool_server_now(d->spool)) <= 0)
+			break;
+		if (spool_entry_stat(d->spool, SPOOL_RUNNING, &e[i]) < 0 ||
+		    now - e[i].mtime_ns / 1000000 <= lease_ms)
 			continue;
 		char *owner = xstrndup(at + 1, (size_t)(name + len - 5 - at - 1));
 		char *id = xstrndup(name, (size_t)(at - name));
@@ -2618,17 +2622,27 @@ static void adopt_all(struct dispatch *d)
 static void resume_publications(struct dispatch *d, bool others)
 {
 	struct spool_entry *h;
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	/* Names first: a rescan stats only other hosts' staging directories (for their lease),
+	 * not the sidecars of every job in flight. */
+	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	int64_t now = 0;
 	for (long i = 0; i < nh; i++) {
 		char *id, *host, err[512];
 		int dest;
-		if (!S_ISDIR(h[i].id.mode) || !publish_parse_staging_name(h[i].name, &id, &host, &dest))
+		if ((h[i].id.mode && !S_ISDIR(h[i].id.mode)) ||
+		    !publish_parse_staging_name(h[i].name, &id, &host, &dest))
 			continue;
-		char *mine = publish_staging_name(id, d->spool->host_id, dest);
 		bool ours = !strcmp(host, d->spool->host_id);
-		if (!ours && others && !strset_has(&d->held, id)) {
+		bool look = !ours && others && !strset_has(&d->held, id);
+		if ((look || (ours && !others)) &&
+		    (spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) < 0 || !S_ISDIR(h[i].id.mode))) {
+			free(id);
+			free(host);
+			continue;
+		}
+		char *mine = publish_staging_name(id, d->spool->host_id, dest);
+		if (look) {
 			if (!now)
 				now = spool_server_now(d->spool);
 			if (now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 &&

@@ -154,7 +154,10 @@ long spool_count(struct spool *sp, enum spool_dir d)
 	return n;
 }
 
-static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
+/* stat_each: every entry is stat'ed (a name that vanished in between is left out) and the list
+ * sorted; otherwise it holds what getdents says. */
+static long list_dir(struct spool *sp, enum spool_dir d, bool hidden, bool stat_each,
+		     struct spool_entry **out)
 {
 	DIR *dir = spool_opendir(sp, d);
 	if (!dir)
@@ -166,24 +169,44 @@ static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_e
 		if ((de->d_name[0] == '.') != hidden || !strcmp(de->d_name, ".") ||
 		    !strcmp(de->d_name, ".."))
 			continue;
-		struct stat st;
-		/* A name that vanished between readdir and stat was taken by someone else. */
-		if (fstatat(sp->fd[d], de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
 		if (n == alloc) {
 			alloc = alloc ? alloc * 2 : 64;
 			v = xrealloc(v, alloc * sizeof(*v));
 		}
-		v[n].name = xstrdup(de->d_name);
-		v[n].mtime_ns = timespec_ns(&st.st_mtim);
-		spool_file_id(&v[n].id, &st);
+		v[n] = (struct spool_entry){ .name = xstrdup(de->d_name), .id = { .ino = de->d_ino,
+			.mode = de->d_type == DT_UNKNOWN ? 0 : DTTOIF(de->d_type) } };
+		/* A name that vanished between readdir and stat was taken by someone else. */
+		if (stat_each && spool_entry_stat(sp, d, &v[n]) < 0) {
+			free(v[n].name);
+			continue;
+		}
 		n++;
 	}
 	closedir(dir);
-	if (n)
+	if (n && stat_each)
 		qsort(v, n, sizeof(*v), entry_cmp);
 	*out = v;
 	return (long)n;
+}
+
+static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
+{
+	return list_dir(sp, d, hidden, true, out);
+}
+
+long spool_list_names(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
+{
+	return list_dir(sp, d, hidden, false, out);
+}
+
+int spool_entry_stat(struct spool *sp, enum spool_dir d, struct spool_entry *e)
+{
+	struct stat st;
+	if (fstatat(sp->fd[d], e->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	e->mtime_ns = timespec_ns(&st.st_mtim);
+	spool_file_id(&e->id, &st);
+	return 0;
 }
 
 void spool_entries_free(struct spool_entry *e, long n)

@@ -65,6 +65,12 @@ const char *spool_dir_name(enum spool_dir d);
  * spool_entries_free. */
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 void spool_entries_free(struct spool_entry *e, long n);
+/* The names alone, unsorted, with what getdents says of each: id.ino (d_ino) and the type
+ * bits of id.mode (0 where the file system does not say); mtime_ns is 0. hidden: the names
+ * that start with '.' instead. The caller stats only what it needs (spool_entry_stat). */
+long spool_list_names(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out);
+/* Fills e's mtime and identity (lstat). -1 with errno if the name is gone. */
+int spool_entry_stat(struct spool *sp, enum spool_dir d, struct spool_entry *e);
 /* Reads a directory's names as they come (getdents: d_ino and d_type, no stat); the caller
  * skips names that start with '.' and closedir()s it. NULL if it cannot be opened (logged). */
 DIR *spool_opendir(struct spool *sp, enum spool_dir d);
