@@ -72,12 +72,13 @@ $(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit:
 unit: deps $(UNIT)
 	prove -e '' $(UNIT)
 
-integration: deps $(T)/imgspoold $(B)/fastup $(B)/loadgen
+integration: deps $(T)/imgspoold $(B)/fastup $(B)/loadgen $(B)/curlgen
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(INTEG)
 
 # The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
 # executables) and integration tests (executable Python scripts printing TAP) under prove.
-test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool $(B)/imgspoold $(B)/imgspool $(B)/fastup $(B)/loadgen
+test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool $(B)/imgspoold $(B)/imgspool $(B)/fastup $(B)/loadgen \
+      $(B)/curlgen
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
 
@@ -90,7 +91,7 @@ fuzz: deps
 # rss; its docstring lists its other knobs). Long: run under nice.
 BENCH_ONLY ?=
 bench_wants = [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ",$(1),"
-bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/fastup $(B)/loadgen
+bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/fastup $(B)/loadgen $(B)/curlgen
 	@if $(call bench_wants,parse); then $(B)/bench_parse; fi
 	BENCH_ONLY=$(BENCH_ONLY) IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench.py
 	@if $(call bench_wants,cli); then \
@@ -106,9 +107,12 @@ $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 $(B)/bench_parse: $(B)/bench/bench_parse.o $(call obj,$(SRC))
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
-# The fast fake upstream and the raw HTTP client of bench.py: standalone, no project code.
+# The fast fake upstream and the raw HTTP clients of bench.py: standalone, no project code.
 $(B)/fastup $(B)/loadgen: $(B)/%: $(B)/bench/%.o
 	$(CC) $(CFLAGS) -o $@ $^
+
+$(B)/curlgen: $(B)/bench/curlgen.o
+	$(CC) $(CFLAGS) -o $@ $^ -lcurl
 
 # The quick start: both binaries, so build/imgspool is there to submit with.
 run: deps $(B)/imgspoold $(B)/imgspool

@@ -14,8 +14,10 @@ Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target al
 cli, keyshare and rescan, which are other programs):
   idle        CPU of an idle daemon over 3 s
   throughput  instant upstream, BENCH_JOBS jobs, concurrency 64, spool on a private tmpfs:
-              jobs/s vs wrk -c64 req/s, CPU per job (all threads, loop thread); medians of
-              BENCH_RUNS runs, daemon and wrk runs interleaved
+              jobs/s vs wrk -c64 req/s, and vs build/curlgen (tests/bench/curlgen.c: the
+              daemon's libcurl options and multi socket loop without jobs, 64 at once: what the
+              HTTP library alone costs), CPU per job (all threads, the loop thread); medians of
+              BENCH_RUNS runs, daemon and clients interleaved
   syscalls    the same case once more under strace -f -c: system calls per job, all threads, the
               top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy)
   ext4        the throughput case on the disk (a directory under /var/tmp), fsync on: jobs/s and
@@ -24,8 +26,10 @@ cli, keyshare and rescan, which are other programs):
               loadgen with as many connections doing as many requests
   rss         BENCH_RSS_INFLIGHT calls in flight (10000) at once on the 1 s upstream: the
               daemon's peak RSS (VmHWM), and the most calls the fake saw waiting at once
-Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_INFLIGHT (1000), BENCH_RSS_INFLIGHT (10000),
-BENCH_ONLY (all). Example, one section fast:
+Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
+move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
+BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
+BENCH_RSS_INFLIGHT (10000), BENCH_ONLY (all). Example, one section fast:
   make build/imgspoold build/fastup build/loadgen &&
   BENCH_ONLY=syscalls BENCH_JOBS=500 python3 tests/bench/bench.py
 or `make bench BENCH_ONLY=throughput,syscalls`.
@@ -45,9 +49,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 os.environ.setdefault("IMGSPOOLD", os.path.join(ROOT, "build", "imgspoold"))
 import harness  # noqa: E402
-from fastup import FastUpstream, loadgen  # noqa: E402
+from fastup import FastUpstream, curlgen, loadgen  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
+SYSCALL_JOBS = int(os.environ.get("BENCH_SYSCALL_JOBS", str(min(JOBS, 1000))))
+EXT4_JOBS = int(os.environ.get("BENCH_EXT4_JOBS", str(min(JOBS, 500))))
+SYSCALLS_ALL = os.environ.get("BENCH_SYSCALLS_ALL") == "1"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
 RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
@@ -256,20 +263,22 @@ def idle_cpu(up):
     row("idle CPU over 3 s", f"{idle / 3 * 100:.3f}", "%")
 
 
-def throughput_runs(up, fs, with_wrk):
-    """RUNS daemon runs on fs (and as many wrk runs between them); returns lists."""
-    daemon, raw = [], []
+def throughput_runs(up, fs, jobs, with_clients):
+    """RUNS daemon runs of `jobs` jobs on fs (and as many runs of each raw client between them);
+    returns the daemon's figures, wrk's and curl's requests/s."""
+    daemon, raw, curl = [], [], []
     for i in range(RUNS):
         with Run(up, fs.spool(f"run{i}"), CONCURRENCY) as r:
-            daemon.append(r.jobs(JOBS))
-        if with_wrk:
+            daemon.append(r.jobs(jobs))
+        if with_clients:
             raw.append(wrk(up, CONCURRENCY))
-    return daemon, raw
+            curl.append(curlgen(up, CONCURRENCY, 5 * JOBS))
+    return daemon, raw, curl
 
 
 def throughput(up):
     with Tmpfs() as fs:
-        daemon, raw = throughput_runs(up, fs, True)
+        daemon, raw, curl = throughput_runs(up, fs, JOBS, True)
     jobs_s = [x["jobs_s"] for x in daemon]
     print(f"instant upstream, {JOBS} jobs, concurrency {CONCURRENCY}, spool on {fs.where} "
           f"(medians of {RUNS}):")
@@ -278,6 +287,10 @@ def throughput(up):
     print(f"      {spread(jobs_s)}")
     row("raw client (wrk -t1 -c64, 3 s)", f"{median(raw):.0f}", "req/s")
     print(f"      {spread(raw)}")
+    curl_rate = [x[0] for x in curl]
+    row("libcurl client (curlgen -c64)", f"{median(curl_rate):.0f}", "req/s", None,
+        median(jobs_s) / median(curl_rate))
+    print(f"      {spread(curl_rate)}; {median([x[1] for x in curl]):.3f} ms of CPU per request")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms",
         "<= 0.1 ms")
     row("  of it on the loop thread", f"{median([x['loop_ms'] for x in daemon]):.3f}", "ms")
@@ -293,6 +306,7 @@ STRACE_ROW = re.compile(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)$
 
 def syscalls(up):
     """strace -f -c attached to the running daemon (all its threads) over one run."""
+    n = SYSCALL_JOBS
     with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
         out = os.path.join(tempfile.gettempdir(), "bench-strace.txt")
         tracer = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(r.pid)],
@@ -300,7 +314,7 @@ def syscalls(up):
                                   stderr=subprocess.PIPE, text=True)
         tracer.stderr.readline()   # "Process N attached with M threads"
         try:
-            r.jobs(JOBS, prefix="s")
+            r.jobs(n, prefix="s")
         finally:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(120)
@@ -314,21 +328,22 @@ def syscalls(up):
         os.unlink(out)
     total = sum(counts.values())
     syncs = sum(counts.get(c, 0) for c in ("fsync", "fdatasync", "syncfs", "sync_file_range"))
-    print(f"system calls, {JOBS} jobs on tmpfs, all threads (strace -f -c; deterministic but for "
-          f"polling and batching):")
-    row("system calls per job", f"{total / JOBS:.1f}", "", "<= 25")
-    row("fsync+fdatasync+syncfs per job", f"{syncs / JOBS:.2f}", "", "<= 3")
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
-    print("      top ten per job: " + ", ".join(
-        f"{name} {n / JOBS:.2f}" + (f" ({errors[name] / JOBS:.2f} failed)" if errors[name] else "")
-        for name, n in top))
+    print(f"system calls, {n} jobs on tmpfs, concurrency {CONCURRENCY}, all threads (strace -f "
+          f"-c; deterministic but for polling and batching):")
+    row("system calls per job", f"{total / n:.1f}", "", "<= 25")
+    row("fsync+fdatasync+syncfs per job", f"{syncs / n:.2f}", "", "<= 3")
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " + ", ".join(
+        f"{name} {count / n:.2f}" + (f" ({errors[name] / n:.2f} failed)" if errors[name] else "")
+        for name, count in (top if SYSCALLS_ALL else top[:10])))
 
 
 def ext4(up, tmpfs_jobs_s):
     with Disk() as disk:
-        daemon, _ = throughput_runs(up, disk, False)
+        daemon, _, _ = throughput_runs(up, disk, EXT4_JOBS, False)
     jobs_s = [x["jobs_s"] for x in daemon]
-    print(f"the same on the disk, {disk.where}, fsync on (medians of {RUNS}):")
+    print(f"the same with {EXT4_JOBS} jobs on the disk, {disk.where}, fsync on (medians of "
+          f"{RUNS}):")
     row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.5 of tmpfs",
         median(jobs_s) / tmpfs_jobs_s)
     print(f"      {spread(jobs_s)}")
@@ -400,7 +415,7 @@ def main():
         if wanted("ext4"):
             if tmpfs_jobs_s is None:
                 with Tmpfs() as fs:
-                    daemon, _ = throughput_runs(up, fs, False)
+                    daemon, _, _ = throughput_runs(up, fs, JOBS, False)
                 tmpfs_jobs_s = median([x["jobs_s"] for x in daemon])
             ext4(up, tmpfs_jobs_s)
     finally:

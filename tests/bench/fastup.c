@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rig.h"
 #include "banned.h"
 
 #define MAX_KEYS 8
@@ -642,12 +643,10 @@ static void usage(void)
 	exit(2);
 }
 
-static long number(const char *s, long max)
+static long number(const char *s, long min, long max)
 {
-	char *end;
-	errno = 0;
-	long v = s ? strtol(s, &end, 10) : -1;
-	if (!s || errno || *end || end == s || v < 0 || v > max)
+	long v = rig_number(s, min, max);
+	if (v < 0)
 		usage();
 	return v;
 }
@@ -659,15 +658,15 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--port"))
-			port = number(v, 65535);
+			port = number(v, 0, 65535);
 		else if (!strcmp(a, "--port-file") && v)
 			port_file = v;
 		else if (!strcmp(a, "--key") && v && S.n_keys < MAX_KEYS)
 			S.keys[S.n_keys++] = v;
 		else if (!strcmp(a, "--delay-ms"))
-			S.delay_ns = number(v, 86400000L) * 1000000;
+			S.delay_ns = number(v, 0, 86400000L) * 1000000;
 		else if (!strcmp(a, "--pad-kb"))
-			pad_kb = number(v, 1L << 20);
+			pad_kb = number(v, 0, 1L << 20);
 		else
 			usage();
 		i++;
@@ -677,11 +676,7 @@ int main(int argc, char **argv)
 	make_image((size_t)pad_kb << 10);
 
 	/* Every connection is a file descriptor: take all the kernel allows this process. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	rig_raise_nofile();
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rig.h"
 #include "banned.h"
 
 struct client {
@@ -45,13 +46,6 @@ static void die(const char *what)
 {
 	fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
 	exit(2);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void client_open(struct client *c)
@@ -213,60 +207,24 @@ static void receive(struct client *c)
 	next(c);
 }
 
-static void usage(void)
-{
-	fprintf(stderr, "usage: loadgen --port N --requests N --connections N [--key KEY] "
-		"[--prompt TEXT]\n");
-	exit(2);
-}
-
-static long number(const char *s, long min, long max)
-{
-	char *end;
-	errno = 0;
-	long v = s ? strtol(s, &end, 10) : -1;
-	if (!s || errno || *end || end == s || v < min || v > max)
-		usage();
-	return v;
-}
-
 int main(int argc, char **argv)
 {
-	long port = 0, conns = 64;
-	const char *key = "sk-demo", *prompt = "bench";
-	G.total = 1000;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "--port"))
-			port = number(v, 1, 65535);
-		else if (!strcmp(a, "--requests"))
-			G.total = number(v, 1, 100000000);
-		else if (!strcmp(a, "--connections"))
-			conns = number(v, 1, 1000000);
-		else if (!strcmp(a, "--key") && v)
-			key = v;
-		else if (!strcmp(a, "--prompt") && v)
-			prompt = v;
-		else
-			usage();
-		i++;
+	struct rig_client o;
+	if (rig_client_options(argc, argv, &o) < 0) {
+		fprintf(stderr, "usage: loadgen --port N --requests N --connections N [--key KEY] "
+			"[--prompt TEXT]\n");
+		return 2;
 	}
-	if (!port)
-		usage();
-	if (conns > G.total)
-		conns = G.total;
-
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	long port = o.port, conns = o.connections;
+	const char *key = o.key, *prompt = o.prompt;
+	G.total = o.requests;
+	rig_raise_nofile();
 	/* What imgspoold's libcurl sends for a job {"prompt": PROMPT} (the model is the default). */
 	char body[1024];
 	int blen = snprintf(body, sizeof(body), "{\"model\":\"gpt-image-2\",\"prompt\":\"%s\"}",
 			    prompt);
 	if (blen < 0 || (size_t)blen >= sizeof(body))
-		usage();
+		return 2;      /* cannot be: rig.h caps the prompt */
 	size_t cap = 2048 + strlen(key) + (size_t)blen;
 	G.request = malloc(cap);
 	if (!G.request)
@@ -286,7 +244,7 @@ int main(int argc, char **argv)
 	struct client *clients = calloc((size_t)conns, sizeof(*clients));
 	if (!clients)
 		die("calloc");
-	double t0 = now_s();
+	double t0 = rig_now_s();
 	for (long i = 0; i < conns; i++) {
 		client_open(&clients[i]);
 		next(&clients[i]);
@@ -308,7 +266,7 @@ int main(int argc, char **argv)
 				receive(c);
 		}
 	}
-	double took = now_s() - t0;
+	double took = rig_now_s() - t0;
 	printf("loadgen: requests=%ld ok=%ld errors=%ld connections=%ld seconds=%.3f "
 	       "req_per_s=%.0f\n", G.done, G.ok, G.errors + (G.total - G.done), conns, took,
 	       (double)G.ok / took);

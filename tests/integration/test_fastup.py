@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """build/fastup, the fake upstream of make bench, answers real daemon jobs in the wire format
 the daemon accepts (the daemon publishes its PNG), refuses a wrong key as the gateway does, and
-build/loadgen gets exactly the answers it asked for. Keeps the bench rig from rotting; times
+build/loadgen and build/curlgen get exactly the answers they asked for. Keeps the bench rig from rotting; times
 nothing. Also: a daemon started with systemd's small soft limit of open files still holds more
 calls at once than that limit (it raises the limit itself)."""
 import os
@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TEST_KEY, Daemon, run_tests, wait_for  # noqa: E402
-from fastup import FastUpstream, loadgen  # noqa: E402
+from fastup import FastUpstream, curlgen, loadgen  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,16 +57,27 @@ def test_a_wrong_key_gets_the_gateways_401(env, up):
     assert counts["unauthorized"] >= 1 and counts["ok"] == 0, counts
 
 
+def assert_refused(run_client):
+    """A client run with a wrong key fails and counts all 4 requests as errors."""
+    try:
+        run_client()
+    except RuntimeError as e:
+        assert "errors=4" in str(e), e
+        return
+    raise AssertionError("a client took 401 answers for success")
+
+
 @with_fastup
-def test_loadgen_counts_every_answer(env, up):
+def test_the_clients_count_every_answer(env, up):
     assert loadgen(up, connections=4, requests=40) > 0
     counts = up.counters()
     assert counts["ok"] == 40 and counts["connections"] == 4, counts
-    try:
-        loadgen(up, connections=2, requests=4, key="sk-wrong")
-        raise AssertionError("loadgen took 401 answers for success")
-    except RuntimeError as e:
-        assert "errors=4" in str(e), e
+    assert_refused(lambda: loadgen(up, connections=2, requests=4, key="sk-wrong"))
+    up.counters()
+    assert curlgen(up, parallel=3, requests=30)[0] > 0
+    counts = up.counters()
+    assert counts["ok"] == 30 and counts["connections"] == 3, counts
+    assert_refused(lambda: curlgen(up, parallel=2, requests=4, key="sk-wrong"))
 
 
 def soft_limit(pid):
@@ -97,5 +108,5 @@ def test_more_calls_at_once_than_the_soft_limit_of_open_files(env):
 
 if __name__ == "__main__":
     run_tests([test_openai_and_gemini_jobs_are_published, test_a_wrong_key_gets_the_gateways_401,
-               test_loadgen_counts_every_answer,
+               test_the_clients_count_every_answer,
                test_more_calls_at_once_than_the_soft_limit_of_open_files])

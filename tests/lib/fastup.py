@@ -1,5 +1,6 @@
 """fastup.py - drives build/fastup (tests/bench/fastup.c), the fast fake upstream of make bench,
-and build/loadgen, the raw HTTP client measured against it.
+and the clients measured against it: build/loadgen (raw HTTP) and build/curlgen (libcurl the
+way src/http.c uses it).
 
     up = FastUpstream(key, delay_ms=0)     # listening on 127.0.0.1:up.port when it returns
     harness.Daemon(up, ...)                # Daemon only needs up.base_url
@@ -7,10 +8,11 @@ and build/loadgen, the raw HTTP client measured against it.
                                            #  "held_max": ..}; starts new counters
     up.close()
 
-Both are optimized builds beside the daemon under test (build/), made by `make build/fastup
-build/loadgen` (make test and make bench do it)."""
+All are optimized builds in build/, made by `make build/fastup build/loadgen build/curlgen`
+(make test and make bench do it)."""
 import os
 import re
+import resource
 import signal
 import subprocess
 
@@ -18,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(os.path.dirname(os.path.dirname(HERE)), "build")
 FASTUP = os.path.join(BUILD, "fastup")
 LOADGEN = os.path.join(BUILD, "loadgen")
+CURLGEN = os.path.join(BUILD, "curlgen")
 
 
 class FastUpstream:
@@ -58,3 +61,19 @@ def loadgen(upstream, connections, requests, key=None):
     if out.returncode or not m:
         raise RuntimeError(f"loadgen failed: {out.stdout}{out.stderr}")
     return float(m.group(1))
+
+
+def curlgen(upstream, parallel, requests, key=None):
+    """(requests/s, CPU ms per request) of build/curlgen: exactly `requests` POSTs, `parallel` at
+    once, through libcurl's multi socket interface with src/http.c's options, no jobs."""
+    assert os.access(CURLGEN, os.X_OK), f"{CURLGEN} is missing: make build/curlgen"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([CURLGEN, "--port", str(upstream.port), "--key", key or upstream.key,
+                          "--connections", str(parallel), "--requests", str(requests)],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m = re.search(r"req_per_s=(\d+)", out.stdout)
+    if out.returncode or not m:
+        raise RuntimeError(f"curlgen failed: {out.stdout}{out.stderr}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return float(m.group(1)), cpu * 1000 / requests
