@@ -55,6 +55,7 @@ static const struct key keys[] = {
 	{ "spool", "disk_retry_interval", T_INT, C(disk_retry_interval), 1, 3600, "10" },
 	{ "spool", "lease_timeout", T_INT, C(lease_timeout), 2, 86400, "60" },
 	{ "spool", "io_threads", T_INT, C(io_threads), 1, 64, "2" },
+	{ "spool", "sync", T_STR, C(sync_text), 0, 0, "auto" },
 	{ "spool", "umask", T_STR, C(umask_text), 0, 0, "022" },
 	{ "spool", "default_provider", T_STR, C(default_provider), 0, 0, "" },
 	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, 64L << 20, "1048576" },
@@ -657,6 +658,9 @@ static int check(struct config *cfg, char *err, size_t errsize)
 		return fail_at(cfg, "spool", "umask", err, errsize,
 			       "umask must be an octal number such as 022 or 002");
 	cfg->umask = (unsigned)mask;
+	if (sync_mode_parse(cfg->sync_text, &cfg->sync_mode) < 0)
+		return fail_at(cfg, "spool", "sync", err, errsize,
+			       "sync must be auto, fsync or syncfs");
 	if (!cfg->spool_dir)
 		return fail_at(cfg, "spool", "dir", err, errsize, "[spool] dir must not be empty");
 	for (int i = 0; i < cfg->n_providers; i++) {
@@ -877,11 +881,15 @@ void config_carry_fixed(struct config *next, const struct config *running)
 	if (next->io_threads != running->io_threads)
 		log_warn("%s: [spool] io_threads changed to %ld: takes effect at the next restart",
 			 next->path, next->io_threads);
+	if (next->sync_mode != running->sync_mode)
+		log_warn("%s: [spool] sync changed to %s: takes effect at the next restart",
+			 next->path, next->sync_text);
 	free(next->spool_dir);
 	next->spool_dir = xstrdup(running->spool_dir);
 	free(next->host_id);
 	next->host_id = xstrdup(running->host_id);
 	next->io_threads = running->io_threads;
+	next->sync_mode = running->sync_mode;
 }
 
 #define KEY_FILE_MAX 4096   /* bytes: a key file is one line */
@@ -1117,6 +1125,7 @@ void config_release(struct config *cfg)
 	free(cfg->spool_dir);
 	free(cfg->host_id);
 	free(cfg->umask_text);
+	free(cfg->sync_text);
 	free(cfg->default_provider);
 	free(cfg->ca_file);
 	forget(&cfg->store_access_key_id);

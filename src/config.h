@@ -15,8 +15,8 @@
  *     and drop it with config_unref(); the last unref frees it.
  *   - A key given twice is an error unless config.c lists it in repeatable_keys (a list, one
  *     item per line, e.g. a route's targets).
- *   - Keys that cannot change in a running process (spool dir, host_id, io_threads) keep their
- *     running value on reload, with a warning (config_carry_fixed). */
+ *   - Keys that cannot change in a running process (spool dir, host_id, io_threads, sync) keep
+ *     their running value on reload, with a warning (config_carry_fixed). */
 #ifndef CONFIG_H
 #define CONFIG_H
 
@@ -24,6 +24,7 @@
 #include <stddef.h>
 
 #include "price.h"
+#include "syncset.h"
 
 #define CONFIG_MAX_PROVIDERS 8
 
@@ -95,6 +96,8 @@ struct config {
 	long min_free_mb;        /* no claims while the spool's file system has less free */
 	long disk_retry_interval; /* seconds between tries to publish onto a full disk */      /* seconds without a heartbeat before another host reclaims a job */
 	long io_threads;
+	char *sync_text;         /* [spool] sync, as written */
+	enum sync_mode sync_mode; /* how a batch of jobs is made durable (syncset.h) */
 	char *umask_text;        /* octal, as written */
 	unsigned umask;          /* applied at start: the mode of every file and directory created */
 	char *default_provider;

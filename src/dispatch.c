@@ -860,6 +860,13 @@ static void pool_submit(struct task *t, iopool_fn *work, iopool_fn *done)
 	iopool_submit(t->d->pool, work, done, t);
 }
 
+/* The same, in one pass with every other task waiting for the same batch work. */
+static void pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done)
+{
+	t->in_pool = true;
+	iopool_submit_batched(t->d->pool, work, done, t);
+}
+
 /* ---- sidecars: the response of the call in flight, kept on disk --------------------------- */
 
 /* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
@@ -966,21 +973,42 @@ static long sidecar_attempt(const struct task *t, const char *data, size_t len, 
 
 /* ---- publication (I/O pool) ---------------------------------------------------------------- */
 
-static void publish_work(void *arg)
+/* A group commit: every task waiting to be published goes through one pass (publish_batch),
+ * so their files and directories are synced together, a few barriers for the whole batch. */
+static void publish_work(void **args, size_t n)
 {
-	struct task *t = arg;
-	/* Events are queued before the job is published: once it is, they cannot be lost. A job
-	 * another daemon reclaimed is its to announce. */
-	if (t->events.n && spool_still_ours(t->d->spool, t->running_name) &&
-	    outbox_write(t->d->spool, &t->events) < 0) {
-		xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
-			  strerror(errno));
-		t->publish_rc = PUBLISH_RETRY;
-		return;
+	struct spool *sp = ((struct task *)args[0])->d->spool;
+	struct publish_job *jobs = xcalloc(n, sizeof(*jobs));
+	struct publish_job **todo = xcalloc(n, sizeof(*todo));
+	size_t m = 0;
+	struct syncset ss;
+	spool_syncset(sp, &ss, n);
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		/* Events are queued before the job is published (the batch's first barrier makes
+		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
+		 * its to announce. */
+		if (t->events.n && spool_still_ours(sp, t->running_name) &&
+		    outbox_write_in(sp, &t->events, &ss) < 0) {
+			xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
+				  strerror(errno));
+			t->publish_rc = PUBLISH_RETRY;
+			continue;
+		}
+		jobs[i] = (struct publish_job){
+			.dest = t->succeeded ? SPOOL_DONE : SPOOL_FAILED, .id = t->id,
+			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
+			.result_json = t->result_json, .job_text = t->final_job_text,
+			.err = t->publish_err, .errsize = sizeof(t->publish_err) };
+		todo[m++] = &jobs[i];
 	}
-	t->publish_rc = publish_run(t->d->spool, t->succeeded ? SPOOL_DONE : SPOOL_FAILED, t->id,
-				    t->running_name, t->images, t->n_images, t->result_json,
-				    t->final_job_text, t->publish_err, sizeof(t->publish_err));
+	publish_batch(sp, todo, m, &ss);
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].id)
+			((struct task *)args[i])->publish_rc = jobs[i].rc;
+	syncset_release(&ss);
+	free(todo);
+	free(jobs);
 }
 
 static void publish_done(void *arg);
@@ -990,7 +1018,7 @@ static int64_t publish_again(struct loop *loop, void *arg)
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
-	pool_submit(t, publish_work, publish_done);
+	pool_submit_batched(t, publish_work, publish_done);
 	return LOOP_TIMER_DONE;
 }
 
@@ -1154,7 +1182,7 @@ static void finish(struct task *t)
 		queue_event(t, t->succeeded ? "succeeded" : "failed",
 			    webhook_data_from_result(t->result_json));
 	t->state = T_PUBLISHING;
-	pool_submit(t, publish_work, publish_done);
+	pool_submit_batched(t, publish_work, publish_done);
 }
 
 /* ---- downloads of returned URLs ------------------------------------------------------------ */

@@ -1,7 +1,10 @@
 /* iopool.c - helper threads with a FIFO of work and an eventfd back to the loop.
  *
- * Two lists under one mutex: "todo" for the helpers, "finished" for the loop. A helper moves an
- * item from todo to finished and writes the eventfd; the loop drains finished and runs done().
+ * Two lists under one mutex: "todo" for the helpers, "finished" for the loop. A helper takes the
+ * first item of todo and, when it is batched, every other waiting item of the same batch
+ * function (a group commit: one pass, one set of fsyncs for all of them); it moves what it ran
+ * to finished and writes the eventfd once per pass, unless an earlier write is still unread.
+ * The loop swaps the whole finished list out under the lock and runs done() for each.
  * Failures: thread or eventfd creation at start-up is fatal; nothing later can fail. */
 #include <errno.h>
 #include <pthread.h>
@@ -21,6 +24,7 @@
 
 struct work {
 	iopool_fn *work;
+	iopool_batch_fn *batch;  /* instead of work: runs every waiting item of the batch at once */
 	iopool_fn *done;
 	void *arg;
 	struct work *next;
@@ -39,9 +43,13 @@ struct iopool {
 	pthread_t *threads;
 	int n_threads;
 	int pending;             /* loop thread only */
+	int idle;                /* helpers waiting on wake */
 	bool stopping;
+	bool woken;              /* the eventfd was written and finished not yet drained */
 	int efd;
 };
+
+#define BATCH_MAX 256           /* items one pass takes: a pass's latency stays bounded */
 
 static void queue_push(struct queue *q, struct work *w)
 {
@@ -64,26 +72,67 @@ static struct work *queue_pop(struct queue *q)
 	return w;
 }
 
+/* Moves the items of todo with w's batch function (w first, in order) to a list; lock held. */
+static size_t take_batch(struct iopool *pool, struct work *w, struct work **list, void **args)
+{
+	struct queue batch = { NULL, NULL }, rest = { NULL, NULL };
+	size_t n = 0;
+	queue_push(&batch, w);
+	args[n++] = w->arg;
+	struct work *x;
+	while ((x = queue_pop(&pool->todo))) {
+		if (x->batch == w->batch && n < BATCH_MAX) {
+			queue_push(&batch, x);
+			args[n++] = x->arg;
+		} else {
+			queue_push(&rest, x);
+		}
+	}
+	pool->todo = rest;
+	*list = batch.head;
+	return n;
+}
+
 static void *helper_main(void *arg)
 {
 	struct iopool *pool = arg;
+	void **args = xcalloc(BATCH_MAX, sizeof(*args));
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct work *w = queue_pop(&pool->todo);
 		if (!w) {
 			if (pool->stopping)
 				break;
+			pool->idle++;
 			pthread_cond_wait(&pool->wake, &pool->lock);
+			pool->idle--;
 			continue;
 		}
+		struct work *list = w;
+		size_t n = 1;
+		if (w->batch)
+			n = take_batch(pool, w, &list, args);
+		else
+			w->next = NULL;   /* still points into todo */
 		pthread_mutex_unlock(&pool->lock);
-		w->work(w->arg);
+		if (w->batch)
+			w->batch(args, n);
+		else
+			w->work(w->arg);
 		pthread_mutex_lock(&pool->lock);
-		queue_push(&pool->finished, w);
-		uint64_t one = 1;
-		(void)!write(pool->efd, &one, sizeof(one));
+		while (list) {
+			struct work *next = list->next;
+			queue_push(&pool->finished, list);
+			list = next;
+		}
+		if (!pool->woken) {
+			uint64_t one = 1;
+			pool->woken = true;
+			(void)!write(pool->efd, &one, sizeof(one));
+		}
 	}
 	pthread_mutex_unlock(&pool->lock);
+	free(args);
 	return NULL;
 }
 
@@ -94,6 +143,7 @@ static void run_finished(struct iopool *pool)
 	pthread_mutex_lock(&pool->lock);
 	struct work *list = pool->finished.head;
 	pool->finished.head = pool->finished.tail = NULL;
+	pool->woken = false;
 	pthread_mutex_unlock(&pool->lock);
 	while (list) {
 		struct work *w = list;
@@ -133,17 +183,31 @@ struct iopool *iopool_new(struct loop *loop, int threads)
 	return pool;
 }
 
-void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *arg)
+static void submit(struct iopool *pool, iopool_fn *work, iopool_batch_fn *batch, iopool_fn *done,
+		   void *arg)
 {
 	struct work *w = xmalloc(sizeof(*w));
 	w->work = work;
+	w->batch = batch;
 	w->done = done;
 	w->arg = arg;
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
 	queue_push(&pool->todo, w);
-	pthread_cond_signal(&pool->wake);
+	/* A busy helper takes this item on its next pass: only an idle one needs waking. */
+	if (pool->idle)
+		pthread_cond_signal(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *arg)
+{
+	submit(pool, work, NULL, done, arg);
+}
+
+void iopool_submit_batched(struct iopool *pool, iopool_batch_fn *batch, iopool_fn *done, void *arg)
+{
+	submit(pool, NULL, batch, done, arg);
 }
 
 int iopool_pending(const struct iopool *pool)

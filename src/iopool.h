@@ -7,13 +7,20 @@
 #ifndef IOPOOL_H
 #define IOPOOL_H
 
+#include <stddef.h>
+
 struct loop;
 struct iopool;
 
 typedef void iopool_fn(void *arg);
+/* Runs n items (args in submission order) in one pass of one helper: a group commit. */
+typedef void iopool_batch_fn(void **args, size_t n);
 
 struct iopool *iopool_new(struct loop *loop, int threads);
 void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *arg);
+/* The same, but a helper runs it together with every other item of the same batch function
+ * waiting at that moment; done(arg) still runs once per item. */
+void iopool_submit_batched(struct iopool *pool, iopool_batch_fn *batch, iopool_fn *done, void *arg);
 /* Work items submitted and not yet completed (their done() not yet run). */
 int iopool_pending(const struct iopool *pool);
 /* Waits for all work, runs the done() callbacks, stops the threads. */

@@ -336,6 +336,7 @@ int main(int argc, char **argv)
 	config_load_keys(dm.cfg);
 	if (spool_open(&dm.spool, dm.cfg->spool_dir, dm.cfg->host_id) < 0)
 		fatal("cannot open the spool '%s'", dm.cfg->spool_dir);
+	dm.spool.sync_mode = dm.cfg->sync_mode;
 	/* Before recovery: a second daemon with our host id would adopt the first one's jobs. */
 	char lock_err[1024];
 	if (hostlock_acquire(&dm.spool, dm.cfg->lease_timeout * 1000, lock_err, sizeof(lock_err)) < 0)

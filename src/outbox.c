@@ -109,13 +109,24 @@ void outbox_event_entries(const struct config *cfg, const char *host_id,
 	json_decref(data);
 }
 
-int outbox_write(struct spool *sp, const struct outbox_batch *b)
+int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncset *ss)
 {
 	for (size_t i = 0; i < b->n; i++)
-		if (spool_write_file(sp, SPOOL_OUTBOX, b->e[i].name, b->e[i].text,
-				     strlen(b->e[i].text)) < 0)
+		if (spool_write_in(sp, sp->fd[SPOOL_OUTBOX], b->e[i].name, b->e[i].text,
+				   strlen(b->e[i].text), ss) < 0)
 			return -1;
-	return b->n ? spool_sync_dir(sp, SPOOL_OUTBOX) : 0;
+	return 0;
+}
+
+int outbox_write(struct spool *sp, const struct outbox_batch *b)
+{
+	struct syncset ss;
+	syncset_init(&ss, sp->root_fd, false);
+	int rc = outbox_write_in(sp, b, &ss);
+	if (rc == 0)
+		rc = syncset_barrier(&ss);
+	syncset_release(&ss);
+	return rc;
 }
 
 void outbox_batch_release(struct outbox_batch *b)

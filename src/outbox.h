@@ -20,6 +20,7 @@ struct spool;
 struct config;
 struct hooks;
 struct outbox;
+struct syncset;
 
 struct outbox_entry {
 	char *name;
@@ -45,6 +46,8 @@ void outbox_event_entries(const struct config *cfg, const char *host_id,
 			  const struct outbox_event *ev, json_t *data, struct outbox_batch *out);
 /* Writes the entries durably (temp, fsync, rename; then fsync of outbox/). Helper thread. */
 int outbox_write(struct spool *sp, const struct outbox_batch *b);
+/* The same within a batch (a group commit): durable at ss's next barrier. */
+int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncset *ss);
 void outbox_batch_release(struct outbox_batch *b);
 
 struct outbox_stats {

@@ -1,11 +1,18 @@
-/* publish.c - a finished job's way into done/ or failed/, fenced (see publish.h).
+/* publish.c - finished jobs' way into done/ or failed/, fenced, several jobs at once (see
+ * publish.h).
  *
- *   1. stage:  running/.ID@HOST.DEST/ gets the images and ID.result.json, each fsynced;
+ *   1. stage:  running/.ID@HOST.DEST/ gets the images and ID.result.json; the job file in
+ *              running/ gets its final records;
  *   2. commit: rename(running/ID@HOST.json, running/.ID@HOST.DEST/ID.json); ENOENT = fenced;
  *   3. clear:  the earlier run of the same id leaves done/ and failed/: job files first, then
  *              results and images, each renamed into the staging directory (old.N);
- *   4. move in: images, then the result, fsync, then the job file: DEST/ID.json;
+ *   4. move in: images, then the result, a barrier, then the job file: DEST/ID.json;
  *   5. the staging directory is emptied and removed.
+ *
+ * A batch does each step for all its jobs, then one barrier of its syncset (syncset.h) for all:
+ * after the staged files, after the final records, after the images and results are in DEST,
+ * after the job files. A job whose step fails drops out of the batch; a failed barrier fails
+ * every job still in it (each is tried again, or resumed past its commit).
  *
  * Steps 3-5 only rename to or from paths inside the staging directory, by name: once another
  * daemon has renamed that directory to its own name (it took a dead publisher's job over), they
@@ -172,31 +179,46 @@ static enum publish_rc clear_images(struct pub *p, enum spool_dir dir, char *con
 
 /* A job is in exactly one state, and its directory holds only its own run's files: the earlier
  * run of this id leaves both terminal directories, its job files first (so no job file ever
- * stands beside files that are not its run's). keep: the new run's names in dest. */
-static enum publish_rc clear_earlier_run(struct pub *p, char *const *keep, size_t n_keep)
+ * stands beside files that are not its run's). Part 1, the job files: *moved says whether any
+ * was there (their removal must then be durable before part 2). */
+static enum publish_rc clear_job_files(struct pub *p, struct syncset *ss, bool *moved)
 {
 	enum spool_dir other = p->dest == SPOOL_DONE ? SPOOL_FAILED : SPOOL_DONE;
-	char *job = xasprintf("%s.json", p->id), *result = xasprintf("%s.result.json", p->id);
+	char *job = xasprintf("%s.json", p->id);
+	int before = p->aside;
 	enum publish_rc rc = put_aside(p, other, job);
 	if (rc == PUBLISH_OK)
 		rc = put_aside(p, p->dest, job);
-	if (rc == PUBLISH_OK && (fsync(p->sp->fd[other]) < 0 || fsync(p->sp->fd[p->dest]) < 0))
-		rc = failed_to(p, "fsync", other, ".", errno);
-	if (rc == PUBLISH_OK)
-		rc = put_aside(p, other, result);
+	free(job);
+	if (p->aside != before) {
+		*moved = true;
+		syncset_dir(ss, p->sp->fd[other]);
+		syncset_dir(ss, p->sp->fd[p->dest]);
+	}
+	return rc;
+}
+
+/* Part 2: the earlier run's result and images. keep: the new run's names in dest. */
+static enum publish_rc clear_rest(struct pub *p, char *const *keep, size_t n_keep)
+{
+	enum spool_dir other = p->dest == SPOOL_DONE ? SPOOL_FAILED : SPOOL_DONE;
+	char *result = xasprintf("%s.result.json", p->id);
+	enum publish_rc rc = put_aside(p, other, result);
 	if (rc == PUBLISH_OK)
 		rc = clear_images(p, other, NULL, 0);
 	if (rc == PUBLISH_OK)
 		rc = clear_images(p, p->dest, keep, n_keep);
-	free(job);
 	free(result);
 	return rc;
 }
 
-/* The staged files named in names (images first, the result last), then the job file. */
-static enum publish_rc move_in(struct pub *p, char *const *names, size_t n)
+/* The staged files named in names (images first, the result last); the job file comes after a
+ * barrier (move_in_job). */
+static enum publish_rc move_in_files(struct pub *p, char *const *names, size_t n,
+				     struct syncset *ss)
 {
 	int destfd = p->sp->fd[p->dest];
+	syncset_dir(ss, destfd);
 	for (size_t i = 0; i < n; i++) {
 		char *from = staged(p, names[i]);
 		int rc = renameat(p->runfd, from, destfd, names[i]);
@@ -210,9 +232,13 @@ static enum publish_rc move_in(struct pub *p, char *const *names, size_t n)
 			return failed_to(p, "move the result into", p->dest, names[i], err);
 		}
 	}
-	/* The images and result must be durable before the job file says the job is finished. */
-	if (fsync(destfd) < 0)
-		return failed_to(p, "fsync", p->dest, ".", errno);
+	return PUBLISH_OK;
+}
+
+/* The job file, once the images and result are durable in dest: the job is published. */
+static enum publish_rc move_in_job(struct pub *p, struct syncset *ss)
+{
+	int destfd = p->sp->fd[p->dest];
 	char *job = xasprintf("%s.json", p->id), *from = staged(p, job);
 	int rc = renameat(p->runfd, from, destfd, job);
 	int err = errno;
@@ -223,8 +249,8 @@ static enum publish_rc move_in(struct pub *p, char *const *names, size_t n)
 		out = failed_to(p, "move the job file into", p->dest, job, err);
 	free(job);
 	free(from);
-	if (out == PUBLISH_OK && (fsync(destfd) < 0 || fsync(p->runfd) < 0))
-		out = failed_to(p, "fsync", p->dest, ".", errno);
+	syncset_dir(ss, destfd);
+	syncset_dir(ss, p->runfd);
 	return out;
 }
 
@@ -251,9 +277,9 @@ static void remove_staging(const struct pub *p)
 }
 
 static enum publish_rc write_staged(struct pub *p, const char *name, const void *data, size_t len,
-				    int sfd)
+				    int sfd, struct syncset *ss)
 {
-	if (spool_write_at(p->sp, sfd, name, data, len) == 0)
+	if (spool_write_in(p->sp, sfd, name, data, len, ss) == 0)
 		return PUBLISH_OK;
 	return failed_to(p, "write", SPOOL_RUNNING, name, errno);
 }
@@ -273,107 +299,237 @@ static enum publish_rc check_targets(struct pub *p, char *const *names, size_t n
 	return PUBLISH_OK;
 }
 
-enum publish_rc publish_run(struct spool *sp, int dest, const char *id, const char *running_name,
-			    const struct image *images, size_t n_images, const char *result_json,
-			    const char *job_text, char *err, size_t errsize)
-{
-	char *staging = publish_staging_name(id, sp->host_id, dest);
-	struct pub p = { .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = staging, .id = id,
-			 .dest = (enum spool_dir)dest, .err = err, .errsize = errsize };
-	size_t n = n_images + 2;   /* images, result, job file */
-	char **names = xcalloc(n, sizeof(*names));
-	for (size_t i = 0; i < n_images; i++)
-		names[i] = result_image_name(id, i, n_images, images[i].ext);
-	names[n_images] = xasprintf("%s.result.json", id);
-	names[n_images + 1] = xasprintf("%s.json", id);
-	enum publish_rc rc = PUBLISH_OK;
-	int sfd = -1;
+/* One job of a batch on its way. */
+struct item {
+	struct publish_job *job;
+	struct pub p;
+	char *staging;
+	char **names;            /* images, result, job file */
+	size_t n_names;
+	int sfd;
+	bool live;               /* still going: rc OK and not finished another way */
+	bool committed;
+	bool moved_in;           /* a resume: images and result were moved in before a crash */
+};
 
-	if (!spool_still_ours(sp, running_name)) {
-		char *job_staged = staged(&p, names[n_images + 1]);
-		bool committed = exists(p.runfd, job_staged);
+static void fenced(struct item *it, bool staged)
+{
+	xsnprintf(it->p.err, it->p.errsize, "the job was reclaimed by another daemon (our lease ran out)");
+	it->job->rc = PUBLISH_FENCED;
+	it->live = false;
+	if (staged)
+		remove_staging(&it->p);
+}
+
+static void stop(struct item *it, enum publish_rc rc)
+{
+	it->job->rc = rc;
+	if (rc != PUBLISH_OK)
+		it->live = false;
+}
+
+/* A barrier failed: nothing it covered is known to be durable, so every job still going is
+ * tried again (a committed one resumes from its staging directory). */
+static bool barrier(struct item *items, size_t n, struct syncset *ss, const char *what)
+{
+	if (syncset_barrier(ss) == 0)
+		return true;
+	int err = errno;
+	for (size_t i = 0; i < n; i++) {
+		if (!items[i].live)
+			continue;
+		xsnprintf(items[i].p.err, items[i].p.errsize, "cannot make the %s durable (%s): %s",
+			  what, ss->whole_fs ? "syncfs" : "fsync", strerror(err));
+		stop(&items[i], PUBLISH_RETRY);
+	}
+	return false;
+}
+
+/* The first step of a job: still ours, nothing in the way, its staging directory open. */
+static void prepare(struct spool *sp, struct item *it)
+{
+	struct publish_job *j = it->job;
+	if (!spool_still_ours(sp, j->running_name)) {
+		char *job_staged = staged(&it->p, it->names[it->n_names - 1]);
+		bool committed = exists(it->p.runfd, job_staged);
 		free(job_staged);
-		if (committed) {   /* a retry after a failure past the commit */
-			rc = publish_resume(sp, staging, err, errsize);
-			goto out;
-		}
-		xsnprintf(err, errsize, "the job was reclaimed by another daemon (our lease ran out)");
-		rc = PUBLISH_FENCED;
-		goto out;
+		it->live = false;
+		if (committed)   /* a retry after a failure past the commit */
+			j->rc = publish_resume(sp, it->staging, j->err, j->errsize);
+		else
+			fenced(it, false);
+		return;
 	}
-	if ((rc = check_targets(&p, names, n)) != PUBLISH_OK)
-		goto out;
-	/* 1. Stage. */
-	if (mkdirat(p.runfd, staging, 0777) < 0 && errno != EEXIST) {
-		rc = failed_to(&p, "make", SPOOL_RUNNING, staging, errno);
-		goto out;
-	}
-	sfd = openat(p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sfd < 0) {
-		rc = failed_to(&p, "open", SPOOL_RUNNING, staging, errno);
-		goto out;
-	}
-	for (size_t i = 0; i < n_images && rc == PUBLISH_OK; i++)
-		rc = write_staged(&p, names[i], images[i].data, images[i].len, sfd);
+	enum publish_rc rc = check_targets(&it->p, it->names, it->n_names);
 	if (rc != PUBLISH_OK)
-		goto out;
-	crash_point("publish:images");
-	rc = write_staged(&p, names[n_images], result_json, strlen(result_json), sfd);
-	if (rc == PUBLISH_OK && (fsync(sfd) < 0 || fsync(p.runfd) < 0))
-		rc = failed_to(&p, "fsync", SPOOL_RUNNING, staging, errno);
-	if (rc != PUBLISH_OK)
-		goto out;
-	crash_point("publish:result");
-	/* The job file's records get the final attempt and say the run is over: from here a
-	 * restart only commits and finishes what is staged (its records say "finished"). */
-	if (job_text && spool_rewrite_file(sp, SPOOL_RUNNING, running_name, job_text,
-					   strlen(job_text)) < 0) {
-		if (errno == ENOENT && !exists(p.runfd, running_name)) {
-			xsnprintf(err, errsize, "the job was reclaimed by another daemon (our lease ran out)");
-			rc = PUBLISH_FENCED;
-			remove_staging(&p);
-		} else {
-			rc = failed_to(&p, "write", SPOOL_RUNNING, running_name, errno);
-		}
-		goto out;
-	}
-	crash_point("publish:rewritten");
-	/* 2. Commit: only the lease holder has running/ID@HOST.json to move. */
-	char *job_staged = staged(&p, names[n_images + 1]);
-	int moved = renameat(p.runfd, running_name, p.runfd, job_staged);
+		return stop(it, rc);
+	if (mkdirat(it->p.runfd, it->staging, 0777) < 0 && errno != EEXIST)
+		return stop(it, failed_to(&it->p, "make", SPOOL_RUNNING, it->staging, errno));
+	it->sfd = openat(it->p.runfd, it->staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (it->sfd < 0)
+		return stop(it, failed_to(&it->p, "open", SPOOL_RUNNING, it->staging, errno));
+}
+
+/* Step 1: the images and the result, in the staging directory. */
+static void stage(struct item *it, struct syncset *ss)
+{
+	struct publish_job *j = it->job;
+	enum publish_rc rc = PUBLISH_OK;
+	for (size_t i = 0; i < j->n_images && rc == PUBLISH_OK; i++)
+		rc = write_staged(&it->p, it->names[i], j->images[i].data, j->images[i].len, it->sfd, ss);
+	if (rc == PUBLISH_OK)
+		crash_point("publish:images");
+	if (rc == PUBLISH_OK)
+		rc = write_staged(&it->p, it->names[j->n_images], j->result_json,
+				  strlen(j->result_json), it->sfd, ss);
+	syncset_dir(ss, it->p.runfd);   /* the staging directory's own entry */
+	stop(it, rc);
+}
+
+/* The job file's records get the final attempt and say the run is over: from here a restart
+ * only commits and finishes what is staged (its records say "finished"). */
+static void rewrite(struct spool *sp, struct item *it, struct syncset *ss)
+{
+	struct publish_job *j = it->job;
+	if (!j->job_text || spool_rewrite_in(sp, SPOOL_RUNNING, j->running_name, j->job_text,
+					     strlen(j->job_text), ss) == 0)
+		return;
+	if (errno == ENOENT && !exists(it->p.runfd, j->running_name))
+		fenced(it, true);
+	else
+		stop(it, failed_to(&it->p, "write", SPOOL_RUNNING, j->running_name, errno));
+}
+
+/* Step 2, the commit: only the lease holder has running/ID@HOST.json to move. */
+static void commit(struct item *it, struct syncset *ss)
+{
+	struct publish_job *j = it->job;
+	char *job_staged = staged(&it->p, it->names[it->n_names - 1]);
+	int moved = renameat(it->p.runfd, j->running_name, it->p.runfd, job_staged);
 	int saved = errno;
 	free(job_staged);
 	if (moved < 0) {
-		if (saved == ENOENT && !exists(p.runfd, running_name)) {
-			xsnprintf(err, errsize, "the job was reclaimed by another daemon (our lease ran out)");
-			rc = PUBLISH_FENCED;
-			remove_staging(&p);
-		} else {
-			rc = failed_to(&p, "move the job file from", SPOOL_RUNNING, running_name, saved);
-		}
-		goto out;
+		if (saved == ENOENT && !exists(it->p.runfd, j->running_name))
+			fenced(it, true);
+		else
+			stop(it, failed_to(&it->p, "move the job file from", SPOOL_RUNNING,
+					   j->running_name, saved));
+		return;
 	}
-	if (fsync(sfd) < 0 || fsync(p.runfd) < 0) {
-		/* Committed all the same: the retry (or a restart) resumes from the staging dir. */
-		rc = failed_to(&p, "fsync", SPOOL_RUNNING, staging, errno);
-		goto out;
-	}
-	/* 3-5. */
-	rc = clear_earlier_run(&p, names, n_images + 1);
-	if (rc == PUBLISH_OK)
-		rc = move_in(&p, names, n_images + 1);
-	if (rc == PUBLISH_OK) {
-		crash_point("publish:moved");
-		remove_staging(&p);
-	}
-out:
-	if (sfd >= 0)
-		close(sfd);
+	it->committed = true;
+	syncset_dir(ss, it->sfd);
+	syncset_dir(ss, it->p.runfd);
+	crash_point("publish:committed");
+}
+
+/* Steps 3 and 4 for committed jobs, a barrier between each kind of move: the earlier run's
+ * job files leave, then its results and images; the new images and results come in; then the
+ * job files. Each job's names are names[0..n_names - 2] (the job file is not among them). */
+static void finish_committed(struct item *items, size_t n, struct syncset *ss)
+{
+	bool cleared = false;
 	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	free(staging);
-	return rc;
+		if (items[i].live && !items[i].moved_in)
+			stop(&items[i], clear_job_files(&items[i].p, ss, &cleared));
+	if (cleared && !barrier(items, n, ss, "removal of an earlier run's job file"))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		if (!it->live || it->moved_in)
+			continue;
+		enum publish_rc rc = clear_rest(&it->p, it->names, it->n_names - 1);
+		if (rc == PUBLISH_OK)
+			rc = move_in_files(&it->p, it->names, it->n_names - 1, ss);
+		stop(it, rc);
+	}
+	/* The images and results must be durable before a job file says its job is finished. */
+	if (!barrier(items, n, ss, "images and results"))
+		return;
+	crash_point("publish:moved-in");
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].live) {
+			stop(&items[i], move_in_job(&items[i].p, ss));
+			crash_point("publish:job-moved");
+		}
+	}
+	if (!barrier(items, n, ss, "job files"))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].live) {
+			crash_point("publish:moved");
+			remove_staging(&items[i].p);
+		}
+	}
+}
+
+static void item_init(struct spool *sp, struct item *it, struct publish_job *j)
+{
+	memset(it, 0, sizeof(*it));
+	it->job = j;
+	it->staging = publish_staging_name(j->id, sp->host_id, j->dest);
+	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
+			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
+			      .errsize = j->errsize };
+	it->n_names = j->n_images + 2;
+	it->names = xcalloc(it->n_names, sizeof(*it->names));
+	for (size_t i = 0; i < j->n_images; i++)
+		it->names[i] = result_image_name(j->id, i, j->n_images, j->images[i].ext);
+	it->names[j->n_images] = xasprintf("%s.result.json", j->id);
+	it->names[j->n_images + 1] = xasprintf("%s.json", j->id);
+	it->sfd = -1;
+	it->live = true;
+	j->rc = PUBLISH_OK;
+	j->err[0] = '\0';
+}
+
+static void item_release(struct item *it)
+{
+	if (it->sfd >= 0)
+		close(it->sfd);
+	for (size_t i = 0; i < it->n_names; i++)
+		free(it->names[i]);
+	free(it->names);
+	free(it->staging);
+}
+
+static bool any_live(const struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (items[i].live)
+			return true;
+	return false;
+}
+
+void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss)
+{
+	struct item *items = xcalloc(n ? n : 1, sizeof(*items));
+	for (size_t i = 0; i < n; i++)
+		item_init(sp, &items[i], jobs[i]);
+	for (size_t i = 0; i < n; i++)
+		prepare(sp, &items[i]);
+	/* 1. Stage every job; one barrier makes all their files (and what the caller wrote into
+	 * ss before, the outbox) durable. */
+	for (size_t i = 0; i < n; i++)
+		if (items[i].live)
+			stage(&items[i], ss);
+	if (any_live(items, n) && barrier(items, n, ss, "staged images and results")) {
+		crash_point("publish:result");
+		for (size_t i = 0; i < n; i++)
+			if (items[i].live)
+				rewrite(sp, &items[i], ss);
+		if (any_live(items, n) && barrier(items, n, ss, "final job records")) {
+			crash_point("publish:rewritten");
+			/* 2. Commit each; its durability comes with the next barrier, before any job
+			 * file reaches done/ or failed/. */
+			for (size_t i = 0; i < n; i++)
+				if (items[i].live)
+					commit(&items[i], ss);
+			finish_committed(items, n, ss);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		item_release(&items[i]);
+	free(items);
 }
 
 /* The new run's names from its staged result (NULL if the result has already been moved in). */
@@ -456,16 +612,15 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	}
 	size_t n;
 	char **names = staged_names(&p, &n);
-	if (names) {
-		/* Not moved in yet: the earlier run may still be there. */
-		rc = clear_earlier_run(&p, names, n);
-		if (rc == PUBLISH_OK)
-			rc = move_in(&p, names, n);
-	} else {
-		rc = move_in(&p, NULL, 0);
-	}
-	if (rc == PUBLISH_OK)
-		remove_staging(&p);
+	/* names == NULL: the result was moved in before a crash; only the job file is left. */
+	struct item it = { .p = p, .names = names, .n_names = (names ? n : 0) + 1, .sfd = -1,
+			   .live = true, .moved_in = !names,
+			   .job = &(struct publish_job){ .err = err, .errsize = errsize } };
+	struct syncset ss;
+	spool_syncset(sp, &ss, 1);
+	finish_committed(&it, 1, &ss);
+	rc = it.job->rc;
+	syncset_release(&ss);
 	for (size_t i = 0; names && i < n; i++)
 		free(names[i]);
 	free(names);

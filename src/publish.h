@@ -15,6 +15,7 @@
 
 struct spool;
 struct image;
+struct syncset;
 
 enum publish_rc {
 	PUBLISH_OK = 0,
@@ -28,13 +29,30 @@ char *publish_staging_name(const char *id, const char *host, int dest);
 /* Whether name is a staging directory's name; if so, its id, host and destination. */
 bool publish_parse_staging_name(const char *name, char **id, char **host, int *dest);
 
-/* Publishes images and result_json, then the job file running/running_name (first rewritten
- * with job_text, its final records, unless NULL), into dest: staged, committed, the earlier
- * run's files of the same id removed from done/ and failed/ (job files first), the new files
- * renamed in, the job file last. Returns a publish_rc with a description in err. */
-enum publish_rc publish_run(struct spool *sp, int dest, const char *id, const char *running_name,
-			    const struct image *images, size_t n_images, const char *result_json,
-			    const char *job_text, char *err, size_t errsize);
+/* One job to publish: images and result_json, then the job file running/running_name (first
+ * rewritten with job_text, its final records, unless NULL), into dest (SPOOL_DONE or
+ * SPOOL_FAILED): staged, committed, the earlier run's files of the same id removed from done/
+ * and failed/ (job files first), the new files renamed in, the job file last. */
+struct publish_job {
+	int dest;
+	const char *id;
+	const char *running_name;
+	const struct image *images;
+	size_t n_images;
+	const char *result_json;
+	const char *job_text;
+	enum publish_rc rc;      /* out, with a description in err */
+	char *err;
+	size_t errsize;
+};
+
+/* Publishes n jobs together (a group commit): each step is done for every job, then one
+ * barrier of ss (syncset.h) makes that step durable for all of them before the next starts:
+ * staged files (and whatever the caller wrote into ss before, e.g. outbox entries); final job
+ * records; then, after the commits, images and results in dest; then the job files. No job
+ * file reaches done/ or failed/ before its images and result are durable there, and each is
+ * durable when this returns rc PUBLISH_OK. Helper thread. */
+void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss);
 
 /* A restart found running/running_name with records saying it was finished: everything was
  * staged before that rewrite, so only the commit and the rest are left to do. */

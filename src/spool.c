@@ -17,11 +17,13 @@
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "spool.h"
+#include "syncset.h"
 #include "util.h"
 #include "banned.h"
 
@@ -50,8 +52,11 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 	if (sp->root_fd < 0)
 		return error("cannot open spool '%s': %s", path, strerror(errno));
 	struct stat root_st, st;
+	struct statfs fs;
 	if (fstat(sp->root_fd, &root_st) < 0)
 		return error("cannot stat spool '%s': %s", path, strerror(errno));
+	/* Whether syncfs(2) can stand for the fsyncs of a batch (syncset.h). */
+	sp->fs_type = fstatfs(sp->root_fd, &fs) == 0 ? (long)fs.f_type : 0;
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
@@ -420,9 +425,10 @@ bool spool_is_our_temp(const char *name, const char *host)
 	       !strncmp(p - hlen, host, hlen);
 }
 
-/* Writes data to dirfd/name through a temporary file; replace_only: only over an existing name. */
+/* Writes data to dirfd/name through a temporary file; replace_only: only over an existing name.
+ * The file is fsynced before its rename unless ss says its batch's barrier will cover it. */
 static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
-		    bool replace_only)
+		    bool replace_only, struct syncset *ss)
 {
 	char tmp[NAME_MAX + 1];
 	unsigned rnd = 0;
@@ -433,7 +439,7 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, data, len) < 0 || fsync(fd) < 0)
+	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync(fd)) < 0)
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -471,19 +477,42 @@ fail:
 
 int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len)
 {
-	return write_at(sp, dirfd, name, data, len, false);
+	return write_at(sp, dirfd, name, data, len, false, NULL);
 }
 
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len)
 {
-	return write_at(sp, sp->fd[d], name, data, len, false);
+	return write_at(sp, sp->fd[d], name, data, len, false, NULL);
 }
 
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		       size_t len)
 {
-	return write_at(sp, sp->fd[d], name, data, len, true);
+	return write_at(sp, sp->fd[d], name, data, len, true, NULL);
+}
+
+int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		   struct syncset *ss)
+{
+	if (write_at(sp, dirfd, name, data, len, false, ss) < 0)
+		return -1;
+	syncset_dir(ss, dirfd);
+	return 0;
+}
+
+int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len, struct syncset *ss)
+{
+	if (write_at(sp, sp->fd[d], name, data, len, true, ss) < 0)
+		return -1;
+	syncset_dir(ss, sp->fd[d]);
+	return 0;
+}
+
+void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs)
+{
+	syncset_init(ss, sp->root_fd, sync_whole_fs(sp->sync_mode, sp->fs_type, n_jobs));
 }
 
 /* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "syncset.h"
+
 struct buf;
 
 enum spool_dir {
@@ -35,6 +37,8 @@ struct spool {
 	int64_t clock_offset_ms;    /* the file server's clock minus ours, at the last probe */
 	int64_t clock_probed_mono;  /* mono_ms of that probe; 0: never */
 	bool clock_failing;         /* the last probe failed (logged once) */
+	long fs_type;               /* statfs f_type of the spool's file system */
+	enum sync_mode sync_mode;   /* [spool] sync: how a batch's writes are made durable */
 };
 
 /* What tells one file at a name from another, or from itself changed. */
@@ -113,6 +117,16 @@ int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, con
 		       size_t len);
 /* The same in any directory of the spool (dirfd), e.g. a publication's staging directory. */
 int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len);
+/* Group commit (syncset.h): the same as spool_write_at, but the file is fsynced only when
+ * ss syncs file by file, and dirfd is added to what ss's next barrier syncs. */
+int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		   struct syncset *ss);
+/* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */
+int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		     size_t len, struct syncset *ss);
+/* Starts a batch's syncset for n_jobs jobs: one syncfs per barrier or file by file, by
+ * [spool] sync, the file system and the batch's size. */
+void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs);
 /* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
  * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
  * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */

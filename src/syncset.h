@@ -1,0 +1,53 @@
+/* syncset.h - group commit: several jobs' files and directories made durable together.
+ *
+ * A helper thread that handles a batch of jobs writes all their files, then calls one barrier:
+ * either each file was fsynced as it was written and the barrier fsyncs every directory touched
+ * once, or nothing was fsynced and the barrier is one syncfs(2) of the spool's file system.
+ * Everything written before a barrier is durable once it returns, whatever the batch's size.
+ *
+ * syncfs is a full barrier only on local disk file systems (ext4, xfs, btrfs, tmpfs); on NFS it
+ * does not cover metadata the way fsync does, on FUSE (sshfs) it sends nothing to the server,
+ * and on a disk shared with a busy writer it waits for that writer's dirty pages too. So it is
+ * used only where it is known to be a barrier, and only for a batch large enough to pay. */
+#ifndef SYNCSET_H
+#define SYNCSET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum sync_mode {
+	SYNC_AUTO,               /* syncfs for batches of at least SYNC_FS_MIN_JOBS on a local fs */
+	SYNC_FILES,              /* always each file, then each directory */
+	SYNC_FS,                 /* always syncfs, where it is a barrier; else as SYNC_FILES */
+};
+#define SYNC_FS_MIN_JOBS 2
+
+/* Parses "auto", "fsync", "syncfs": 0, or -1 if it is none. */
+int sync_mode_parse(const char *text, enum sync_mode *out);
+/* Whether the file system (statfs f_type) is one where syncfs makes every file and directory
+ * entry durable. */
+bool sync_fs_is_barrier(long fs_type);
+/* Pure: whether a batch of n_jobs on that file system uses one syncfs per barrier. */
+bool sync_whole_fs(enum sync_mode mode, long fs_type, size_t n_jobs);
+
+struct syncset {
+	int fs_fd;               /* any fd on the spool's file system, for syncfs */
+	bool whole_fs;
+	int *dirs;               /* directories to fsync at the next barrier (SYNC_FILES) */
+	size_t n_dirs, cap_dirs;
+	unsigned long calls;     /* fsync/syncfs calls made, for the log */
+};
+
+void syncset_init(struct syncset *s, int fs_fd, bool whole_fs);
+void syncset_release(struct syncset *s);
+/* Whether a file written into this batch must be fsynced as it is written (before its rename). */
+bool syncset_each_file(const struct syncset *s);
+/* fsyncs fd if each file is synced on its own: 0 or -1 with errno. */
+int syncset_file(struct syncset *s, int fd);
+/* Remembers a directory whose entries changed (borrowed fd, open until the barrier). */
+void syncset_dir(struct syncset *s, int dirfd);
+/* Makes everything written and renamed since the last barrier durable: 0 or -1 with errno.
+ * Forgets the directories either way. */
+int syncset_barrier(struct syncset *s);
+
+#endif

@@ -1,0 +1,83 @@
+/* test_syncset.c - how a batch of jobs is made durable: one syncfs per barrier only on a local
+ * disk file system and for a batch large enough, else each file and each directory once; the
+ * [spool] sync values; and that a barrier syncs each directory once however often it was named. */
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <unistd.h>
+
+#include "syncset.h"
+#include "tap.h"
+
+#define NFS 0x6969L
+#define FUSE 0x65735546L
+#define XFS 0x58465342L
+
+struct row {
+	const char *name;
+	enum sync_mode mode;
+	long fs;
+	size_t jobs;
+	bool whole_fs;
+};
+
+static const struct row rows[] = {
+	{ "auto, ext4, one job: each file", SYNC_AUTO, EXT4_SUPER_MAGIC, 1, false },
+	{ "auto, ext4, two jobs: syncfs", SYNC_AUTO, EXT4_SUPER_MAGIC, 2, true },
+	{ "auto, xfs, 64 jobs: syncfs", SYNC_AUTO, XFS, 64, true },
+	{ "auto, btrfs, 8 jobs: syncfs", SYNC_AUTO, BTRFS_SUPER_MAGIC, 8, true },
+	{ "auto, tmpfs, 8 jobs: syncfs", SYNC_AUTO, TMPFS_MAGIC, 8, true },
+	{ "auto, NFS, 64 jobs: each file (syncfs is no barrier there)", SYNC_AUTO, NFS, 64, false },
+	{ "auto, FUSE (sshfs), 64 jobs: each file", SYNC_AUTO, FUSE, 64, false },
+	{ "auto, an unknown file system: each file", SYNC_AUTO, 0x12345678L, 64, false },
+	{ "fsync, ext4, 64 jobs: each file", SYNC_FILES, EXT4_SUPER_MAGIC, 64, false },
+	{ "syncfs, ext4, one job: syncfs", SYNC_FS, EXT4_SUPER_MAGIC, 1, true },
+	{ "syncfs, NFS: still each file", SYNC_FS, NFS, 64, false },
+	{ "syncfs, FUSE: still each file", SYNC_FS, FUSE, 1, false },
+	{ "a sign-extended f_type still matches", SYNC_AUTO, (long)(int)XFS, 4, true },
+};
+
+int main(void)
+{
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct row *r = &rows[i];
+		ok(sync_whole_fs(r->mode, r->fs, r->jobs) == r->whole_fs, "%s", r->name);
+	}
+
+	enum sync_mode m = SYNC_FILES;
+	ok(sync_mode_parse("auto", &m) == 0 && m == SYNC_AUTO, "sync = auto");
+	ok(sync_mode_parse("fsync", &m) == 0 && m == SYNC_FILES, "sync = fsync");
+	ok(sync_mode_parse("syncfs", &m) == 0 && m == SYNC_FS, "sync = syncfs");
+	ok(sync_mode_parse("fdatasync", &m) < 0 && sync_mode_parse("", &m) < 0 &&
+	   sync_mode_parse(NULL, &m) < 0, "anything else is refused");
+
+	/* Each file by itself, then each directory once per barrier. */
+	int a = open(".", O_RDONLY | O_DIRECTORY), b = open("/", O_RDONLY | O_DIRECTORY);
+	ok(a >= 0 && b >= 0, "two directories");
+	struct syncset s;
+	syncset_init(&s, a, false);
+	ok(syncset_each_file(&s), "file by file: each file is fsynced as it is written");
+	ok(syncset_file(&s, a) == 0 && s.calls == 1, "a file: one fsync");
+	for (int i = 0; i < 5; i++) {
+		syncset_dir(&s, a);
+		syncset_dir(&s, b);
+	}
+	ok(s.n_dirs == 2, "a directory named five times is synced once");
+	ok(syncset_barrier(&s) == 0 && s.calls == 3 && s.n_dirs == 0, "the barrier: one fsync each");
+	ok(syncset_barrier(&s) == 0 && s.calls == 3, "an empty barrier syncs nothing");
+	syncset_release(&s);
+
+	syncset_init(&s, a, true);
+	ok(!syncset_each_file(&s), "whole file system: files are not fsynced one by one");
+	ok(syncset_file(&s, a) == 0 && s.calls == 0, "a file: nothing");
+	syncset_dir(&s, a);
+	syncset_dir(&s, b);
+	ok(syncset_barrier(&s) == 0 && s.calls == 1, "the barrier: one syncfs for everything");
+	syncset_release(&s);
+
+	syncset_init(&s, -1, true);
+	ok(syncset_barrier(&s) < 0, "a failed syncfs fails the barrier");
+	syncset_release(&s);
+	close(a);
+	close(b);
+	return tap_done();
+}
