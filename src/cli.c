@@ -128,6 +128,113 @@ int cli_finished_states(const struct cli *c, int argc, char **argv, bool want[2]
 	return CLI_OK;
 }
 
+bool cli_is_job_file(enum spool_dir d, const char *name)
+{
+	size_t len = strlen(name);
+	if (name[0] == '.')
+		return false;
+	if (d == SPOOL_RUNNING)
+		return strchr(name, '@') && len > 5 && !strcmp(name + len - 5, ".json");
+	if (d == SPOOL_NEW)
+		return !(len > 12 && !strcmp(name + len - 12, ".result.json"));
+	return len > 5 && !strcmp(name + len - 5, ".json") &&
+	       !(len > 12 && !strcmp(name + len - 12, ".result.json"));
+}
+
+void cli_index_init(struct cli_index *ix)
+{
+	memset(ix, 0, sizeof(*ix));
+}
+
+int cli_index_add(struct cli *c, struct cli_index *ix, enum spool_dir d)
+{
+	int fd = c->sp.fd[d];
+	int dfd = fd >= 0 ? openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!dir) {
+		int err = fd < 0 ? ENOENT : errno;
+		if (dfd >= 0)
+			close(dfd);
+		errno = err;
+		return -1;
+	}
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		/* Only job files are looked at: in done/ two names in three are results and images. */
+		if (!cli_is_job_file(d, de->d_name))
+			continue;
+		struct stat st;
+		/* A name that vanished between readdir and stat was taken by someone else. */
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		size_t len = strlen(de->d_name) + 1;
+		if (ix->n == ix->alloc) {
+			ix->alloc = ix->alloc ? ix->alloc * 2 : 256;
+			ix->jobs = xrealloc(ix->jobs, ix->alloc * sizeof(*ix->jobs));
+		}
+		if (ix->names_len + len > ix->names_alloc) {
+			ix->names_alloc = ix->names_alloc ? ix->names_alloc * 2 : 16384;
+			while (ix->names_len + len > ix->names_alloc)
+				ix->names_alloc *= 2;
+			ix->names = xrealloc(ix->names, ix->names_alloc);
+		}
+		memcpy(ix->names + ix->names_len, de->d_name, len);
+		ix->jobs[ix->n++] = (struct cli_job){ .mtime_ns = timespec_ns(&st.st_mtim),
+						      .name = ix->names_len, .dir = d };
+		ix->names_len += len;
+	}
+	closedir(dir);
+	return 0;
+}
+
+const char *cli_index_name(const struct cli_index *ix, size_t i)
+{
+	return ix->names + ix->jobs[i].name;
+}
+
+static int oldest_first(const void *a, const void *b, void *arg)
+{
+	const struct cli_job *x = a, *y = b;
+	const char *names = arg;
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return strcmp(names + x->name, names + y->name);
+}
+
+/* Ids compared as strcmp would compare them: a name is its id and ".json". */
+static int id_cmp(const char *x, const char *y)
+{
+	size_t lx = strlen(x), ly = strlen(y);
+	lx -= lx > 5 ? 5 : 0;
+	ly -= ly > 5 ? 5 : 0;
+	int r = memcmp(x, y, lx < ly ? lx : ly);
+	return r ? r : (lx > ly) - (lx < ly);
+}
+
+static int newest_first(const void *a, const void *b, void *arg)
+{
+	const struct cli_job *x = a, *y = b;
+	const char *names = arg;
+	int64_t xm = x->mtime_ns / 1000000, ym = y->mtime_ns / 1000000;
+	if (xm != ym)
+		return xm < ym ? 1 : -1;
+	return id_cmp(names + x->name, names + y->name);
+}
+
+void cli_index_sort(struct cli_index *ix, bool newest)
+{
+	if (ix->n)
+		qsort_r(ix->jobs, ix->n, sizeof(*ix->jobs), newest ? newest_first : oldest_first,
+			ix->names);
+}
+
+void cli_index_release(struct cli_index *ix)
+{
+	free(ix->jobs);
+	free(ix->names);
+	cli_index_init(ix);
+}
+
 static bool present(int dirfd, const char *name)
 {
 	struct stat st;

@@ -79,6 +79,33 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 		  bool keep_doc, struct cli_info *info);
 void cli_info_release(struct cli_info *info);
 
+/* Whether name is a job file of state d: ID.json (or ID in new/), ID@HOST.json in running/;
+ * never a result, an image or a hidden name. Pure. */
+bool cli_is_job_file(enum spool_dir d, const char *name);
+
+/* The job files of state directories, with their mtimes and nothing else: what ls, stat and
+ * gallery keep of 100 000 jobs is this index (about 70 bytes a job), never their documents,
+ * which they read one at a time. */
+struct cli_job {
+	int64_t mtime_ns;
+	size_t name;             /* offset in the index's names */
+	enum spool_dir dir;
+};
+struct cli_index {
+	struct cli_job *jobs;
+	size_t n, alloc;
+	char *names;             /* owned: the names, each NUL-terminated */
+	size_t names_len, names_alloc;
+};
+void cli_index_init(struct cli_index *ix);
+/* Adds the job files of d (one fstatat each, for its mtime); 0, or -1 with errno. */
+int cli_index_add(struct cli *c, struct cli_index *ix, enum spool_dir d);
+/* Oldest first (mtime, then name), as the daemon takes them; or newest first (mtime to the
+ * millisecond, then id), as the gallery shows them. */
+void cli_index_sort(struct cli_index *ix, bool newest_first);
+const char *cli_index_name(const struct cli_index *ix, size_t i);
+void cli_index_release(struct cli_index *ix);
+
 /* The states a user may name on the command line, in the order ls shows them. */
 extern const enum spool_dir cli_states[6];
 /* The arguments from optind on, done and/or failed (both when none): want[0] done, want[1]

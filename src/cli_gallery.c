@@ -5,7 +5,12 @@
  * The page needs no server and no network: thumbnails are the images themselves in the spool,
  * linked by relative paths and loaded lazily, so 10 000 jobs make a page of a few megabytes that
  * scrolls at once. Every field is client data (prompts above all) and is escaped; a Content
- * Security Policy forbids scripts as well, so a prompt that slipped through still could not run. */
+ * Security Policy forbids scripts as well, so a prompt that slipped through still could not run.
+ *
+ * Memory does not grow with the results: each job's result and job file are read, written out
+ * and let go; only an index of names and mtimes (cli_index, about 70 bytes a job) is kept to put
+ * them in order. DIR holds the articles in an unlinked scratch file until the heading's counts
+ * are known, so it needs room for the page twice while the page is made. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -22,19 +27,6 @@
 
 #define JOB_MAX (2u << 20)
 #define PROMPT_SHOWN 600         /* characters of a prompt on the page; the title has more */
-
-struct entry {
-	struct cli_info info;    /* doc: the result */
-	char *prompt;            /* owned, from the job file */
-};
-
-static int newest_first(const void *a, const void *b)
-{
-	const struct entry *x = a, *y = b;
-	if (x->info.mtime_ms != y->info.mtime_ms)
-		return x->info.mtime_ms < y->info.mtime_ms ? 1 : -1;
-	return strcmp(x->info.id, y->info.id);
-}
 
 /* Text for HTML: & < > " ' escaped; control characters dropped. */
 static void put_html(FILE *f, const char *s, size_t max)
@@ -109,10 +101,11 @@ static bool plain_image_name(const char *name)
 	return name && *name && name[0] != '.' && !strchr(name, '/') && strlen(name) < NAME_MAX;
 }
 
-static void put_entry(FILE *f, const struct entry *e, const char *spool_url)
+static void put_entry(FILE *f, const struct cli_info *info, const char *prompt,
+		      const char *spool_url)
 {
-	json_t *r = e->info.doc;
-	const char *state = spool_dir_name(e->info.dir);
+	json_t *r = info->doc;
+	const char *state = spool_dir_name(info->dir);
 	fprintf(f, "<article class=\"%s\">", state);
 	json_t *images = json_object_get(r, "images");
 	size_t i;
@@ -136,30 +129,30 @@ static void put_entry(FILE *f, const struct entry *e, const char *spool_url)
 	if (!shown)
 		fputs("<div class=\"none\">no image</div>", f);
 	fputs("<p class=\"prompt\" title=\"", f);
-	put_html(f, e->prompt, 4000);
+	put_html(f, prompt, 4000);
 	fputs("\">", f);
-	put_html(f, e->prompt ? e->prompt : "(no prompt)", PROMPT_SHOWN);
+	put_html(f, prompt ? prompt : "(no prompt)", PROMPT_SHOWN);
 	fputs("</p><dl><dt>id</dt><dd>", f);
-	put_html(f, e->info.id, JOB_ID_MAX);
+	put_html(f, info->id, JOB_ID_MAX);
 	fputs("</dd><dt>model</dt><dd>", f);
-	put_html(f, e->info.model[0] ? e->info.model : "-", 200);
+	put_html(f, info->model[0] ? info->model : "-", 200);
 	fputs("</dd><dt>provider</dt><dd>", f);
-	put_html(f, e->info.provider[0] ? e->info.provider : "-", 100);
+	put_html(f, info->provider[0] ? info->provider : "-", 100);
 	json_t *latency = json_object_get(r, "latency_ms");
 	fprintf(f, "</dd><dt>latency</dt><dd>%.1f s</dd><dt>attempts</dt><dd>%d</dd><dt>cost</dt><dd>",
 		json_is_integer(latency) ? (double)json_integer_value(latency) / 1000 : 0.0,
-		e->info.attempts);
-	if (e->info.has_cost) {
-		fprintf(f, "%.4f ", e->info.cost);
-		put_html(f, e->info.currency, 8);
+		info->attempts);
+	if (info->has_cost) {
+		fprintf(f, "%.4f ", info->cost);
+		put_html(f, info->currency, 8);
 	} else {
 		fputs("-", f);
 	}
 	fputs("</dd>", f);
-	if (e->info.dir == SPOOL_FAILED) {
+	if (info->dir == SPOOL_FAILED) {
 		json_t *err = json_object_get(r, "error");
 		fputs("<dt>error</dt><dd class=\"error\">", f);
-		put_html(f, e->info.error_code[0] ? e->info.error_code : "?", 48);
+		put_html(f, info->error_code[0] ? info->error_code : "?", 48);
 		fputs(": ", f);
 		put_html(f, json_string_value(json_object_get(err, "message")), 600);
 		fputs("</dd>", f);
@@ -197,81 +190,84 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	if (mkdir(out_dir, 0777) < 0 && errno != EEXIST)
 		return cli_fail_errno(c, "cannot create", out_dir, errno);
 
-	struct entry *v = NULL;
-	size_t n = 0, alloc = 0;
-	struct buf text;
-	buf_init(&text, JOB_MAX);
+	/* The page is written as the results are read, one job at a time; what is kept is the
+	 * index of names that puts them newest first. The heading's counts are known only at the
+	 * end, so the articles go to a scratch file first and are copied in after the heading. */
+	struct cli_index ix;
+	cli_index_init(&ix);
 	for (int k = 0; k < 2; k++) {
-		if (!want[k])
-			continue;
 		enum spool_dir d = k ? SPOOL_FAILED : SPOOL_DONE;
-		struct spool_entry *e;
-		long m = spool_list(&c->sp, d, &e);
-		if (m < 0) {
-			buf_release(&text);
-			return cli_fail(c, CLI_ERROR, "cannot read '%s/': %s", spool_dir_name(d), strerror(errno));
+		if (want[k] && cli_index_add(c, &ix, d) < 0) {
+			int err = errno;
+			cli_index_release(&ix);
+			return cli_fail(c, CLI_ERROR, "cannot read '%s/': %s", spool_dir_name(d), strerror(err));
 		}
-		for (long i = 0; i < m; i++) {
-			size_t len = strlen(e[i].name);
-			if (len < 6 || strcmp(e[i].name + len - 5, ".json") ||
-			    (len > 12 && !strcmp(e[i].name + len - 12, ".result.json")))
-				continue;
-			if (n == alloc) {
-				alloc = alloc ? alloc * 2 : 256;
-				v = xrealloc(v, alloc * sizeof(*v));
-			}
-			struct entry *en = &v[n];
-			if (cli_info_read(c, d, e[i].name, e[i].mtime_ns / 1000000, true, &en->info) < 0 ||
-			    !en->info.doc) {
-				cli_info_release(&en->info);
-				continue;
-			}
-			struct stat st;
-			en->prompt = NULL;
-			if (spool_read_file(c->sp.fd[d], e[i].name, JOB_MAX, &text, &st) == SPOOL_READ_OK) {
-				json_t *job = json_loadb(text.data, text.len, 0, NULL);
-				const char *p = json_string_value(json_object_get(job, "prompt"));
-				en->prompt = p ? xstrdup(p) : NULL;
-				json_decref(job);
-			}
-			n++;
-		}
-		spool_entries_free(e, m);
 	}
-	buf_release(&text);
-	if (n)
-		qsort(v, n, sizeof(*v), newest_first);
+	cli_index_sort(&ix, true);
 
 	char *path = xasprintf("%s/index.html", out_dir);
 	char *tmp = xasprintf("%s/.index.html.%d.tmp", out_dir, (int)getpid());
+	char *scratch = xasprintf("%s/.index.html.%d.articles", out_dir, (int)getpid());
 	char *spool_url = relative_to(out_dir, c->dir);
-	FILE *f = fopen(tmp, "w");
+	FILE *f = NULL, *articles = fopen(scratch, "w+");
+	if (!articles) {
+		rc = cli_fail_errno(c, "cannot write", scratch, errno);
+		goto out;
+	}
+	unlink(scratch);   /* it lives as long as it is open, and is never left behind */
+	setvbuf(articles, NULL, _IOFBF, 1 << 16);
+	size_t n = 0, done = 0;
+	struct buf text;
+	buf_init(&text, JOB_MAX);
+	for (size_t i = 0; i < ix.n; i++) {
+		enum spool_dir d = ix.jobs[i].dir;
+		const char *name = cli_index_name(&ix, i);
+		struct cli_info info;
+		if (cli_info_read(c, d, name, ix.jobs[i].mtime_ns / 1000000, true, &info) < 0 ||
+		    !info.doc) {
+			cli_info_release(&info);
+			continue;
+		}
+		struct stat st;
+		json_t *job = NULL;
+		if (spool_read_file(c->sp.fd[d], name, JOB_MAX, &text, &st) == SPOOL_READ_OK)
+			job = json_loadb(text.data, text.len, 0, NULL);
+		put_entry(articles, &info, json_string_value(json_object_get(job, "prompt")), spool_url);
+		json_decref(job);
+		cli_info_release(&info);
+		n++;
+		done += d == SPOOL_DONE;
+	}
+	buf_release(&text);
+
+	f = fopen(tmp, "w");
 	if (!f) {
 		rc = cli_fail_errno(c, "cannot write", tmp, errno);
 		goto out;
 	}
+	setvbuf(f, NULL, _IOFBF, 1 << 16);
 	fputs(page_head, f);
-	size_t done = 0;
-	for (size_t i = 0; i < n; i++)
-		done += v[i].info.dir == SPOOL_DONE;
 	fprintf(f, "<h1>imgspool: %zu finished job(s): %zu done, %zu failed</h1>\n<main>\n", n, done,
 		n - done);
-	for (size_t i = 0; i < n; i++)
-		put_entry(f, &v[i], spool_url);
+	bool copied = fflush(articles) == 0 && !ferror(articles) && fseek(articles, 0, SEEK_SET) == 0;
+	char chunk[65536];
+	size_t got;
+	while (copied && (got = fread(chunk, 1, sizeof(chunk), articles)) > 0)
+		copied = fwrite(chunk, 1, got, f) == got;
 	fputs("</main>\n</body></html>\n", f);
-	if (ferror(f) | (fclose(f) != 0) || rename(tmp, path) < 0) {
+	copied = copied && !ferror(articles);
+	if (ferror(f) | (fclose(f) != 0) | !copied || rename(tmp, path) < 0) {
 		rc = cli_fail_errno(c, "cannot write", path, errno);
 		unlink(tmp);
 		goto out;
 	}
 	printf("%s: %zu job(s)\n", path, n);
 out:
-	for (size_t i = 0; i < n; i++) {
-		cli_info_release(&v[i].info);
-		free(v[i].prompt);
-	}
-	free(v);
+	if (articles)
+		fclose(articles);
+	cli_index_release(&ix);
 	free(spool_url);
+	free(scratch);
 	free(tmp);
 	free(path);
 	return rc;

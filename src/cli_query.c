@@ -229,18 +229,6 @@ static int states_from_args(struct cli *c, int argc, char **argv, bool want[SPOO
 	return CLI_OK;
 }
 
-/* Job files of a state: ID.json (or ID in new/), ID@HOST.json in running/. */
-static bool is_job_file(enum spool_dir d, const char *name)
-{
-	size_t len = strlen(name);
-	if (d == SPOOL_RUNNING)
-		return strchr(name, '@') && len > 5 && !strcmp(name + len - 5, ".json");
-	if (d == SPOOL_NEW)
-		return !(len > 12 && !strcmp(name + len - 12, ".result.json"));
-	return len > 5 && !strcmp(name + len - 5, ".json") &&
-	       !(len > 12 && !strcmp(name + len - 12, ".result.json"));
-}
-
 static void print_json_line(const struct cli_info *in, int64_t now)
 {
 	json_t *o = json_object();
@@ -280,28 +268,33 @@ static void print_row(const struct cli_info *in, int64_t now)
 	       in->error_code[0] ? in->error_code : "-", in->id);
 }
 
-/* Calls fn for every job of the wanted states, oldest first within a state. */
+/* Calls fn for every job of the wanted states, oldest first within a state. What is kept is
+ * one state's index of names; each job's document is read, used and let go. */
 typedef void info_fn(struct cli_info *in, void *arg);
-static int each_job(struct cli *c, const bool want[SPOOL_NDIRS], bool keep_doc, info_fn *fn, void *arg)
+static int each_job(struct cli *c, const bool want[SPOOL_NDIRS], info_fn *fn, void *arg)
 {
 	for (size_t k = 0; k < ARRAY_SIZE(cli_states); k++) {
 		enum spool_dir d = cli_states[k];
 		if (!want[d] || c->sp.fd[d] < 0)
 			continue;
-		struct spool_entry *e;
-		long n = spool_list(&c->sp, d, &e);
-		if (n < 0)
+		struct cli_index ix;
+		cli_index_init(&ix);
+		if (cli_index_add(c, &ix, d) < 0) {
+			int err = errno;
+			cli_index_release(&ix);
 			return cli_fail(c, CLI_ERROR, "cannot read '%s/%s': %s", c->dir, spool_dir_name(d),
-					strerror(errno));
-		for (long i = 0; i < n; i++) {
+					strerror(err));
+		}
+		cli_index_sort(&ix, false);
+		for (size_t i = 0; i < ix.n; i++) {
 			struct cli_info in;
-			if (!is_job_file(d, e[i].name) ||
-			    cli_info_read(c, d, e[i].name, e[i].mtime_ns / 1000000, keep_doc, &in) < 0)
+			if (cli_info_read(c, d, cli_index_name(&ix, i), ix.jobs[i].mtime_ns / 1000000,
+					  false, &in) < 0)
 				continue;
 			fn(&in, arg);
 			cli_info_release(&in);
 		}
-		spool_entries_free(e, n);
+		cli_index_release(&ix);
 	}
 	return CLI_OK;
 }
@@ -336,7 +329,7 @@ int cli_ls(struct cli *c, int argc, char **argv)
 	if (!ls.json)
 		printf("%-8s %5s %-10s %-22s %-12s %3s %5s %-20s %s\n", "STATE", "AGE", "PROVIDER",
 		       "MODEL", "HOST", "ATT", "NEXT", "ERROR", "ID");
-	return each_job(c, want, false, ls_one, &ls);
+	return each_job(c, want, ls_one, &ls);
 }
 
 /* ---- stat ---------------------------------------------------------------------------------- */
@@ -430,7 +423,7 @@ int cli_stat(struct cli *c, int argc, char **argv)
 	st->month_start = (int64_t)mktime(&tm) * 1000;
 	bool want[SPOOL_NDIRS];
 	states_from_args(c, argc, argv, want, false);
-	int rc = each_job(c, want, false, stat_one, st);
+	int rc = each_job(c, want, stat_one, st);
 	struct control ctl;
 	control_init(&ctl);
 	control_read(&ctl, &c->sp);

@@ -4,10 +4,12 @@ finished jobs (BENCH_CLI_JOBS), timed with the optimized build. Prints figures, 
 
 The spool is made directly in the shapes the daemon publishes (job file, result, one small PNG
 per job; a tenth failed), in a temporary directory on the real disk, with a warm page cache,
-as an operator's second look at a busy spool would find it."""
+as an operator's second look at a busy spool would find it. Each figure is that one process's own
+(wait4), and a second pass under strace -c counts its system calls, the figure that does not
+depend on the machine's load. BENCH_CLI_SPOOL=DIR keeps the spool in DIR (made when missing) for
+the next run."""
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,7 +33,8 @@ def make_spool(root):
     for i in range(JOBS):
         failed = i % 10 == 0
         state = "failed" if failed else "done"
-        task_id = f"{int(now)}.{i:06d}.4242.bench.{i:016x}"
+        # Not "." and digits only at the end: such names are the daemon's own (spool-layout.md §3).
+        task_id = f"{int(now)}.{i:06d}.4242.bench.j{i:015x}"
         d = os.path.join(root, state)
         with open(os.path.join(d, task_id + ".json"), "w") as f:
             f.write('{"prompt": "bench job %d, a lighthouse at dusk", "model": "gpt-image-2"}' % i)
@@ -61,34 +64,52 @@ def make_spool(root):
         os.utime(os.path.join(d, task_id + ".json"), (now - i, now - i))
 
 
-def timed(*args):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    res = subprocess.run([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    took = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if res.returncode != 0:
-        sys.exit(f"imgspool {' '.join(args)} failed: {res.stderr.decode()}")
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return took, cpu, after.ru_maxrss / 1024, len(res.stdout)
+def timed(base, *args):
+    """(wall s, CPU s, peak RSS MiB, bytes on stdout) of one run; the rusage is this child's
+    alone (RUSAGE_CHILDREN would give the largest of every child so far)."""
+    out_path = os.path.join(base, "stdout")
+    with open(out_path, "wb") as out, open(os.path.join(base, "stderr"), "wb") as err:
+        start = time.monotonic()
+        proc = subprocess.Popen([CLI, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        took = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"imgspool {' '.join(args)} failed: {open(os.path.join(base, 'stderr')).read()}")
+    return took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, os.path.getsize(out_path)
+
+
+def syscalls(base, *args):
+    """System calls of one run, from strace -c."""
+    trace = os.path.join(base, "strace.txt")
+    subprocess.run(["strace", "-c", "-o", trace, CLI, *args], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+    for line in open(trace):
+        f = line.split()
+        if f and f[-1] == "total":
+            return int(f[3] if len(f) >= 6 else f[2])
+    return -1
 
 
 def main():
     base = tempfile.mkdtemp(prefix="imgspool-bench-cli-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     try:
-        spool = os.path.join(base, "spool")
+        spool = os.environ.get("BENCH_CLI_SPOOL") or os.path.join(base, "spool")
         start = time.monotonic()
-        make_spool(spool)
+        if not os.path.isdir(os.path.join(spool, "new")):
+            make_spool(spool)
         made = time.monotonic() - start
-        print(f"imgspool benchmark: {JOBS} finished jobs ({JOBS // 10} failed), spool on {base} "
+        print(f"imgspool benchmark: {JOBS} finished jobs ({JOBS // 10} failed), spool on {spool} "
               f"(made in {made:.0f} s), optimized build, warm cache")
-        timed("-d", spool, "ls")   # warms the cache
+        timed(base, "-d", spool, "ls")   # warms the cache
         for label, args in (("ls", ["ls"]), ("ls -j", ["ls", "-j"]), ("stat", ["stat"]),
                             ("gallery", ["gallery", "-o", os.path.join(base, "gallery")])):
-            took, cpu, rss, out = timed("-d", spool, *args)
+            took, cpu, rss, out = timed(base, "-d", spool, *args)
             size = os.path.getsize(os.path.join(base, "gallery", "index.html")) if label == "gallery" else out
-            print(f"  {label:8s} {took:7.2f} s wall  {cpu:6.2f} s CPU  {JOBS / took:8.0f} jobs/s  "
-                  f"peak RSS {rss:6.1f} MiB  output {size / 1e6:6.1f} MB")
+            calls = syscalls(base, "-d", spool, *args)
+            print(f"  {label:8s} {took:7.2f} s wall  {cpu:6.2f} s CPU ({cpu / JOBS * 1e6:4.0f} µs/job)  "
+                  f"{JOBS / took:8.0f} jobs/s  peak RSS {rss:6.1f} MiB  output {size / 1e6:6.1f} MB  "
+                  f"{calls / JOBS:5.2f} syscalls/job")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

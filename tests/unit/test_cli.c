@@ -1,5 +1,5 @@
-/* test_cli.c - the CLI's pure helpers: durations, qshape's age buckets, short ages, and the
- * names of control/ requests. */
+/* test_cli.c - the CLI's pure helpers: durations, qshape's age buckets, short ages, the
+ * names of control/ requests, which names are job files, and the orders of the job index. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +92,67 @@ static void test_states(void)
 	is_str(cli_state_word(SPOOL_NEW), "pending", "new/ is pending");
 }
 
+static void test_job_files(void)
+{
+	static const struct { enum spool_dir d; const char *name; bool want; } rows[] = {
+		{ SPOOL_DONE, "a.json", true }, { SPOOL_DONE, "a.result.json", false },
+		{ SPOOL_DONE, "a.png", false }, { SPOOL_DONE, "a.2.png", false },
+		{ SPOOL_DONE, ".a.json", false }, { SPOOL_DONE, ".json", false },
+		{ SPOOL_DONE, "x.json", true }, { SPOOL_FAILED, "result.json", true },
+		{ SPOOL_NEW, "a", true }, { SPOOL_NEW, "a.json", true },
+		{ SPOOL_NEW, "a.result.json", false }, { SPOOL_NEW, ".", false },
+		{ SPOOL_NEW, "..", false }, { SPOOL_RUNNING, "a@h.json", true },
+		{ SPOOL_RUNNING, "a.json", false }, { SPOOL_RUNNING, ".a@h.json", false },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(cli_is_job_file(rows[i].d, rows[i].name) == rows[i].want, "%s/%s %s a job file",
+		   spool_dir_name(rows[i].d), rows[i].name, rows[i].want ? "is" : "is not");
+}
+
+/* An index built by hand: what cli_index_add would make of these names and mtimes. */
+static void index_of(struct cli_index *ix, const char *const *names, const int64_t *mtime_ns,
+		     size_t n)
+{
+	cli_index_init(ix);
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += strlen(names[i]) + 1;
+	ix->jobs = calloc(n, sizeof(*ix->jobs));
+	ix->names = malloc(total);
+	ix->n = ix->alloc = n;
+	ix->names_alloc = total;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(ix->names + ix->names_len, names[i], strlen(names[i]) + 1);
+		ix->jobs[i] = (struct cli_job){ .mtime_ns = mtime_ns[i], .name = ix->names_len,
+						.dir = SPOOL_DONE };
+		ix->names_len += strlen(names[i]) + 1;
+	}
+}
+
+/* a.b.json sorts before a.json as a name ('b' < 'j'), after it as an id ("a" < "a.b"). */
+static const char *const index_names[] = { "c.json", "a.json", "a.b.json", "b.json", "d.json" };
+static const int64_t index_mtimes[] = { 3000000, 1000000, 1000000, 2000000, 1500000 };
+
+static void sorts_as(bool newest, const char *const *want)
+{
+	struct cli_index ix;
+	index_of(&ix, index_names, index_mtimes, 5);
+	cli_index_sort(&ix, newest);
+	for (size_t i = 0; i < 5; i++)
+		is_str(cli_index_name(&ix, i), want[i], "%s first: %zu", newest ? "newest" : "oldest", i);
+	cli_index_release(&ix);
+	ok(ix.n == 0 && !ix.jobs && !ix.names, "a released index is empty");
+}
+
+static void test_index_orders(void)
+{
+	static const char *const oldest[] = { "a.b.json", "a.json", "d.json", "b.json", "c.json" };
+	sorts_as(false, oldest);
+	/* Newest first by the millisecond: d (1.5 ms) ties with a and a.b (1 ms), then by id. */
+	static const char *const newest[] = { "c.json", "b.json", "a.json", "a.b.json", "d.json" };
+	sorts_as(true, newest);
+}
+
 int main(void)
 {
 	test_durations();
@@ -99,5 +160,7 @@ int main(void)
 	test_ages();
 	test_control_names();
 	test_states();
+	test_job_files();
+	test_index_orders();
 	return tap_done();
 }
