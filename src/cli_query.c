@@ -20,8 +20,10 @@
 #define WAIT_POLL_MS 200
 #define MISSING_GRACE_MS 2000    /* a job on another host's mount may take a moment to show */
 
-static int print_file(struct cli *c, enum spool_dir dir, const char *name)
+/* A finished job's result, as it is on disk. */
+static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 {
+	char *name = xasprintf("%s.result.json", id);
 	struct buf text;
 	struct stat st;
 	buf_init(&text, RESULT_MAX);
@@ -29,10 +31,30 @@ static int print_file(struct cli *c, enum spool_dir dir, const char *name)
 	if (rr == SPOOL_READ_OK)
 		fwrite(text.data, 1, text.len, stdout);
 	buf_release(&text);
+	int rc = CLI_OK;
 	if (rr != SPOOL_READ_OK)
-		return cli_fail(c, CLI_ERROR, "cannot read '%s/%s': %s", spool_dir_name(dir), name,
-				spool_read_reason(rr));
-	return CLI_OK;
+		rc = cli_fail(c, CLI_ERROR, "cannot read '%s/%s': %s", spool_dir_name(dir), name,
+			      spool_read_reason(rr));
+	free(name);
+	return rc;
+}
+
+/* "LABEL:" and the file pretty-printed, or bad when it is not JSON (or cannot be read, when
+ * say_unread; else nothing is printed for a file that cannot be read). */
+static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, const char *label,
+			 const char *bad, bool say_unread)
+{
+	struct buf text;
+	struct stat st;
+	buf_init(&text, RESULT_MAX);
+	enum spool_read rr = spool_read_file(c->sp.fd[dir], name, RESULT_MAX, &text, &st);
+	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
+	buf_release(&text);
+	char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	if (rr == SPOOL_READ_OK || say_unread)
+		printf("%s:\n%s\n", label, pretty ? pretty : bad);
+	free(pretty);
+	json_decref(doc);
 }
 
 static int exit_for(enum spool_dir dir)
@@ -46,43 +68,41 @@ static int no_job(struct cli *c, const char *id)
 			id, c->dir);
 }
 
-static int one_id(struct cli *c, int argc, char **argv, char *id, const char *usage)
+/* The job named by a verb's one argument: CLI_OK with id and w filled, or the error said. */
+static int locate_arg(struct cli *c, int argc, char **argv, const char *usage, char *id,
+		      struct cli_where *w)
 {
 	if (argc != 2)
 		return cli_fail(c, CLI_USAGE, "usage: imgspool %s", usage);
 	if (!cli_task_id(argv[1], id, JOB_ID_MAX + 1))
 		return cli_fail(c, CLI_USAGE, "'%s' is not a valid task id", argv[1]);
+	if (cli_locate(c, id, w) < 0)
+		return no_job(c, id);
 	return CLI_OK;
 }
 
 int cli_status(struct cli *c, int argc, char **argv)
 {
 	char id[JOB_ID_MAX + 1];
-	int rc = one_id(c, argc, argv, id, "status ID");
+	struct cli_where w;
+	int rc = locate_arg(c, argc, argv, "status ID", id, &w);
 	if (rc != CLI_OK)
 		return rc;
-	struct cli_where w;
-	if (cli_locate(c, id, &w) < 0)
-		return no_job(c, id);
 	if (w.dir != SPOOL_DONE && w.dir != SPOOL_FAILED) {
 		printf("%s%s%s\n", cli_state_word(w.dir), w.host[0] ? " on " : "", w.host);
 		return CLI_PENDING;
 	}
-	char *name = xasprintf("%s.result.json", id);
-	rc = print_file(c, w.dir, name);
-	free(name);
+	rc = print_result(c, w.dir, id);
 	return rc == CLI_OK ? exit_for(w.dir) : rc;
 }
 
 int cli_show(struct cli *c, int argc, char **argv)
 {
 	char id[JOB_ID_MAX + 1];
-	int rc = one_id(c, argc, argv, id, "show ID");
+	struct cli_where w;
+	int rc = locate_arg(c, argc, argv, "show ID", id, &w);
 	if (rc != CLI_OK)
 		return rc;
-	struct cli_where w;
-	if (cli_locate(c, id, &w) < 0)
-		return no_job(c, id);
 	struct cli_info info;
 	if (cli_info_read(c, w.dir, w.name, -1, false, &info) < 0)
 		return no_job(c, id);
@@ -108,28 +128,13 @@ int cli_show(struct cli *c, int argc, char **argv)
 		}
 		control_release(&ctl);
 	}
-	/* The job file, pretty-printed (the daemon's records included). */
-	struct buf text;
-	struct stat st;
-	buf_init(&text, RESULT_MAX);
-	if (spool_read_file(c->sp.fd[w.dir], w.name, RESULT_MAX, &text, &st) == SPOOL_READ_OK) {
-		json_t *doc = json_loadb(text.data, text.len, 0, NULL);
-		char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-		printf("job:\n%s\n", pretty ? pretty : "(not JSON)");
-		free(pretty);
-		json_decref(doc);
-	}
+	/* The job file (the daemon's records included), then the result. */
+	print_pretty(c, w.dir, w.name, "job", "(not JSON)", false);
 	if (w.dir == SPOOL_DONE || w.dir == SPOOL_FAILED) {
 		char *name = xasprintf("%s.result.json", id);
-		enum spool_read rr = spool_read_file(c->sp.fd[w.dir], name, RESULT_MAX, &text, &st);
-		json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
-		char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-		printf("result:\n%s\n", pretty ? pretty : "(missing or not JSON)");
-		free(pretty);
-		json_decref(doc);
+		print_pretty(c, w.dir, name, "result", "(missing or not JSON)", true);
 		free(name);
 	}
-	buf_release(&text);
 	return exit_for(w.dir);
 }
 
@@ -187,9 +192,7 @@ int cli_wait(struct cli *c, int argc, char **argv)
 		nanosleep(&pause, NULL);
 	}
 	if (n == 1) {
-		char *name = xasprintf("%s.result.json", ids[0]);
-		rc = print_file(c, where[0], name);
-		free(name);
+		rc = print_result(c, where[0], ids[0]);
 		if (rc == CLI_OK)
 			rc = exit_for(where[0]);
 		goto out;

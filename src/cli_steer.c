@@ -30,22 +30,31 @@
 #define STEER_POLL_MS 100
 #define CANCEL_WAIT_S 60         /* default -t: a rescan on another host takes poll_interval */
 
-static int ids_from_args(struct cli *c, int argc, char **argv, const char *usage,
-			 char (**ids)[JOB_ID_MAX + 1])
+/* What one verb does to one job; arg is the verb's options. */
+typedef int one_fn(struct cli *c, const char *id, const void *arg);
+
+/* Checks every id on the command line (from optind) before acting on any, then acts on each
+ * in turn; the worst exit code wins. */
+static int each_id(struct cli *c, int argc, char **argv, const char *usage, one_fn *one,
+		   const void *arg)
 {
 	if (optind < 1)
 		optind = 1;   /* a verb without options never ran getopt */
 	int n = argc - optind;
 	if (n < 1)
 		return cli_fail(c, CLI_USAGE, "usage: imgspool %s", usage);
-	*ids = xcalloc((size_t)n, sizeof(**ids));
-	for (int i = 0; i < n; i++)
-		if (!cli_task_id(argv[optind + i], (*ids)[i], sizeof((*ids)[i]))) {
-			free(*ids);
-			*ids = NULL;
-			return cli_fail(c, CLI_USAGE, "'%s' is not a valid task id", argv[optind + i]);
-		}
-	return CLI_OK;
+	char (*ids)[JOB_ID_MAX + 1] = xcalloc((size_t)n, sizeof(*ids));
+	int rc = CLI_OK;
+	for (int i = 0; i < n && rc == CLI_OK; i++)
+		if (!cli_task_id(argv[optind + i], ids[i], sizeof(ids[i])))
+			rc = cli_fail(c, CLI_USAGE, "'%s' is not a valid task id", argv[optind + i]);
+	for (int i = 0; rc != CLI_USAGE && i < n; i++) {
+		int r = one(c, ids[i], arg);
+		if (r > rc)
+			rc = r;
+	}
+	free(ids);
+	return rc;
 }
 
 static void pause_ms(long ms)
@@ -75,8 +84,9 @@ static int denied_or_error(struct cli *c, const char *what, const char *dir, int
 
 /* ---- hold, release ------------------------------------------------------------------------ */
 
-static int hold_one(struct cli *c, const char *id)
+static int hold_one(struct cli *c, const char *id, const void *unused)
 {
+	(void)unused;
 	bool requested = false;
 	for (int round = 0; round < 50; round++) {
 		struct cli_where w;
@@ -120,19 +130,12 @@ static int hold_one(struct cli *c, const char *id)
 
 int cli_hold(struct cli *c, int argc, char **argv)
 {
-	char (*ids)[JOB_ID_MAX + 1];
-	int rc = ids_from_args(c, argc, argv, "hold ID...", &ids);
-	for (int i = 0; rc != CLI_USAGE && i < argc - optind; i++) {
-		int r = hold_one(c, ids[i]);
-		if (r > rc)
-			rc = r;
-	}
-	free(ids);
-	return rc;
+	return each_id(c, argc, argv, "hold ID...", hold_one, NULL);
 }
 
-static int release_one(struct cli *c, const char *id)
+static int release_one(struct cli *c, const char *id, const void *unused)
 {
+	(void)unused;
 	struct cli_where w;
 	if (cli_locate(c, id, &w) < 0)
 		return cli_fail(c, CLI_FAILED, "no job '%s'", id);
@@ -163,15 +166,7 @@ static int release_one(struct cli *c, const char *id)
 
 int cli_release(struct cli *c, int argc, char **argv)
 {
-	char (*ids)[JOB_ID_MAX + 1];
-	int rc = ids_from_args(c, argc, argv, "release ID...", &ids);
-	for (int i = 0; rc != CLI_USAGE && i < argc - optind; i++) {
-		int r = release_one(c, ids[i]);
-		if (r > rc)
-			rc = r;
-	}
-	free(ids);
-	return rc;
+	return each_id(c, argc, argv, "release ID...", release_one, NULL);
 }
 
 /* ---- cancel ------------------------------------------------------------------------------- */
@@ -271,8 +266,9 @@ static int report_running_cancel(struct cli *c, const char *id, enum spool_dir d
 			cli_state_word(dir), info.error_code[0] ? ": " : "", info.error_code);
 }
 
-static int cancel_one(struct cli *c, const char *id, long seconds)
+static int cancel_one(struct cli *c, const char *id, const void *wait_s)
 {
+	long seconds = *(const long *)wait_s;
 	bool requested = false;
 	char host[NAME_MAX + 1] = "";
 	int64_t deadline = mono_ms() + seconds * 1000;
@@ -321,15 +317,7 @@ int cli_cancel(struct cli *c, int argc, char **argv)
 		if (opt != 't' || parse_long(optarg, 1, 86400, &seconds) < 0)
 			return cli_fail(c, CLI_USAGE, "usage: imgspool cancel [-t SECONDS] ID...");
 	}
-	char (*ids)[JOB_ID_MAX + 1];
-	int rc = ids_from_args(c, argc, argv, "cancel [-t SECONDS] ID...", &ids);
-	for (int i = 0; rc != CLI_USAGE && i < argc - optind; i++) {
-		int r = cancel_one(c, ids[i], seconds);
-		if (r > rc)
-			rc = r;
-	}
-	free(ids);
-	return rc;
+	return each_id(c, argc, argv, "cancel [-t SECONDS] ID...", cancel_one, &seconds);
 }
 
 /* ---- retry -------------------------------------------------------------------------------- */
@@ -402,8 +390,9 @@ static char *text_for_retry(const char *data, size_t len, json_t *job, json_t *r
 	return text;
 }
 
-static int retry_one(struct cli *c, const char *id, bool again)
+static int retry_one(struct cli *c, const char *id, const void *again_flag)
 {
+	bool again = *(const bool *)again_flag;
 	struct cli_where w;
 	if (cli_locate(c, id, &w) < 0)
 		return cli_fail(c, CLI_FAILED, "no job '%s'", id);
@@ -475,15 +464,7 @@ int cli_retry(struct cli *c, int argc, char **argv)
 			return cli_fail(c, CLI_USAGE, "usage: imgspool retry [--again] ID...");
 		again = true;
 	}
-	char (*ids)[JOB_ID_MAX + 1];
-	int rc = ids_from_args(c, argc, argv, "retry [--again] ID...", &ids);
-	for (int i = 0; rc != CLI_USAGE && i < argc - optind; i++) {
-		int r = retry_one(c, ids[i], again);
-		if (r > rc)
-			rc = r;
-	}
-	free(ids);
-	return rc;
+	return each_id(c, argc, argv, "retry [--again] ID...", retry_one, &again);
 }
 
 /* ---- purge -------------------------------------------------------------------------------- */

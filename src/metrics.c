@@ -201,17 +201,45 @@ static void sample_start(struct buf *b, const char *name, const char *prov)
 
 enum field_kind { F_ULONG, F_LONG, F_BOOL };
 
-/* One metric with one sample per provider, from the field at offset. */
-static void per_provider(struct buf *b, const char *name, const char *type, const char *help,
-			 size_t offset, enum field_kind kind)
+/* A metric with one sample per provider, from one field of struct provider_metrics. */
+struct field_metric {
+	const char *name, *type, *help;
+	size_t offset;
+	enum field_kind kind;
+};
+
+#define FIELD(field) offsetof(struct provider_metrics, field)
+
+static const struct field_metric in_flight_metric = {
+	"imgspool_calls_in_flight", "gauge", "Upstream calls in flight, by provider.",
+	FIELD(in_flight), F_LONG,
+};
+
+/* Written after the calls, in this order. */
+static const struct field_metric field_metrics[] = {
+	{ "imgspool_retries_total", "counter", "Retries scheduled, by provider.", FIELD(retries),
+	  F_ULONG },
+	{ "imgspool_provider_holds_total", "counter",
+	  "Times a provider went on hold (key refused, balance exhausted, no key).", FIELD(holds),
+	  F_ULONG },
+	{ "imgspool_provider_pauses_total", "counter", "Times a provider was paused by a 429.",
+	  FIELD(pauses), F_ULONG },
+	{ "imgspool_provider_held", "gauge", "1 while a provider is on hold.", FIELD(held), F_BOOL },
+	{ "imgspool_provider_paused", "gauge", "1 while a provider is paused.", FIELD(paused), F_BOOL },
+	{ "imgspool_provider_over_budget", "gauge",
+	  "1 while a call to a provider would pass a spend budget (all hosts' spend).",
+	  FIELD(over_budget), F_BOOL },
+};
+
+static void per_provider(struct buf *b, const struct field_metric *f)
 {
-	head(b, name, type, help);
+	head(b, f->name, f->type, f->help);
 	for (size_t i = 0; i < m.n_providers; i++) {
-		const char *field = (const char *)&m.providers[i] + offset;
-		sample_start(b, name, m.providers[i].name);
-		if (kind == F_ULONG)
+		const char *field = (const char *)&m.providers[i] + f->offset;
+		sample_start(b, f->name, m.providers[i].name);
+		if (f->kind == F_ULONG)
 			put(b, "} %lu\n", *(const unsigned long *)field);
-		else if (kind == F_LONG)
+		else if (f->kind == F_LONG)
 			put(b, "} %ld\n", *(const long *)field);
 		else
 			put(b, "} %d\n", *(const bool *)field);
@@ -253,8 +281,7 @@ char *metrics_render(void)
 	head(&b, "imgspool_outbox_backlog", "gauge", "Events in outbox/ not yet delivered (all hosts).");
 	put(&b, "imgspool_outbox_backlog %ld\n", o->outbox_backlog);
 
-	per_provider(&b, "imgspool_calls_in_flight", "gauge", "Upstream calls in flight, by provider.",
-		     offsetof(struct provider_metrics, in_flight), F_LONG);
+	per_provider(&b, &in_flight_metric);
 	head(&b, "imgspool_calls_total", "counter",
 	     "Upstream calls on record, by provider and outcome (interrupted: cut by a stop or a crash).");
 	for (size_t i = 0; i < m.n_providers; i++)
@@ -270,21 +297,8 @@ char *metrics_render(void)
 		sample_start(&b, "imgspool_billed_calls_total", m.providers[i].name);
 		put(&b, ",billed=\"unknown\"} %lu\n", m.providers[i].billed_unknown);
 	}
-	per_provider(&b, "imgspool_retries_total", "counter", "Retries scheduled, by provider.",
-		     offsetof(struct provider_metrics, retries), F_ULONG);
-	per_provider(&b, "imgspool_provider_holds_total", "counter",
-		     "Times a provider went on hold (key refused, balance exhausted, no key).",
-		     offsetof(struct provider_metrics, holds), F_ULONG);
-	per_provider(&b, "imgspool_provider_pauses_total", "counter",
-		     "Times a provider was paused by a 429.", offsetof(struct provider_metrics, pauses),
-		     F_ULONG);
-	per_provider(&b, "imgspool_provider_held", "gauge", "1 while a provider is on hold.",
-		     offsetof(struct provider_metrics, held), F_BOOL);
-	per_provider(&b, "imgspool_provider_paused", "gauge", "1 while a provider is paused.",
-		     offsetof(struct provider_metrics, paused), F_BOOL);
-	per_provider(&b, "imgspool_provider_over_budget", "gauge",
-		     "1 while a call to a provider would pass a spend budget (all hosts' spend).",
-		     offsetof(struct provider_metrics, over_budget), F_BOOL);
+	for (size_t i = 0; i < ARRAY_SIZE(field_metrics); i++)
+		per_provider(&b, &field_metrics[i]);
 	head(&b, "imgspool_call_duration_seconds", "histogram",
 	     "Time from sending a call to its complete answer, by provider.");
 	for (size_t i = 0; i < m.n_providers; i++) {

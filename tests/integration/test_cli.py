@@ -38,6 +38,12 @@ def test_wait_and_status_say_what_is_wrong(env):
     assert r.returncode == 4 and "is not a spool" in r.stderr, r.stderr
     r = subprocess.run([IMGSPOOL, "-d", "/nonexistent", "status", "x"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 4 and "no such spool" in r.stderr and "no job" not in r.stderr, r.stderr
+    # A steering verb without an id is a usage error (it used to free an uninitialized pointer).
+    for verb in (["hold"], ["release"], ["cancel", "-t", "5"], ["retry", "--again"]):
+        r = cli(d.spool, *verb)
+        assert r.returncode == 2 and r.stderr == f"imgspool: {verb[0]}: usage: imgspool {verb[0]} " \
+            f"{'[-t SECONDS] ' if verb[0] == 'cancel' else '[--again] ' if verb[0] == 'retry' else ''}ID...\n", \
+            (verb, r.returncode, r.stderr)
     # The default spool comes from IMGSPOOL_DIR.
     r = subprocess.run([IMGSPOOL, "status", "x"], capture_output=True, text=True, timeout=30,
                        env=dict(os.environ, IMGSPOOL_DIR=d.spool))
