@@ -8,7 +8,9 @@ upstream-api.md 6.1 with a valid PNG, an optional fixed delay). The raw clients 
 duration, for the instant upstream) and build/loadgen (tests/bench/loadgen.c: exactly N requests
 over C connections, for the 1 s upstream, where a fixed duration would cut the last second off).
 The daemon's time runs from the first job's rename into new/ to the last rename into done/ (the
-directory's mtime); CPU is utime+stime from /proc (the loop thread is the main thread).
+directory's mtime); CPU is utime+stime from /proc (the loop thread is the main thread). A ratio
+to a client is the median over runs of (daemon run / the client run right after it), so a burst
+of load from a neighbour weighs on both sides.
 
 Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target also knows parse,
 cli, keyshare and rescan, which are other programs):
@@ -24,8 +26,10 @@ cli, keyshare and rescan, which are other programs):
               its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), 3x as many jobs: jobs/s vs
               loadgen with as many connections doing as many requests
-  rss         BENCH_RSS_INFLIGHT calls in flight (10000) at once on the 1 s upstream: the
-              daemon's peak RSS (VmHWM), and the most calls the fake saw waiting at once
+  rss         BENCH_RSS_INFLIGHT jobs (10000) at once, as many calls in flight, on an upstream
+              that answers after 10 s (so the last call starts before the first ends): the
+              daemon's peak RSS (VmHWM), the most calls the fake saw waiting at once, and the
+              peak RSS of curlgen holding as many calls (what libcurl itself takes)
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
@@ -248,6 +252,12 @@ def median(values):
     return statistics.median(values)
 
 
+def paired(daemon, client):
+    """The median of the ratios of runs made one after the other: a neighbour's burst of load
+    on this shared machine then weighs on both sides of a ratio."""
+    return median([d / c for d, c in zip(daemon, client)])
+
+
 def spread(values, fmt="{:.0f}"):
     return "runs: " + " ".join(fmt.format(v) for v in values)
 
@@ -281,15 +291,16 @@ def throughput(up):
         daemon, raw, curl = throughput_runs(up, fs, JOBS, True)
     jobs_s = [x["jobs_s"] for x in daemon]
     print(f"instant upstream, {JOBS} jobs, concurrency {CONCURRENCY}, spool on {fs.where} "
-          f"(medians of {RUNS}):")
+          f"(medians of {RUNS}; a ratio is the daemon's jobs/s over a client's req/s, the median "
+          f"of runs made one after the other):")
     row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.7 of wrk",
-        median(jobs_s) / median(raw))
+        paired(jobs_s, raw))
     print(f"      {spread(jobs_s)}")
     row("raw client (wrk -t1 -c64, 3 s)", f"{median(raw):.0f}", "req/s")
     print(f"      {spread(raw)}")
     curl_rate = [x[0] for x in curl]
     row("libcurl client (curlgen -c64)", f"{median(curl_rate):.0f}", "req/s", None,
-        median(jobs_s) / median(curl_rate))
+        paired(jobs_s, curl_rate))
     print(f"      {spread(curl_rate)}; {median([x[1] for x in curl]):.3f} ms of CPU per request")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms",
         "<= 0.1 ms")
@@ -367,7 +378,7 @@ def inflight():
     jobs_s = [x["jobs_s"] for x in daemon]
     print(f"1 s upstream, {INFLIGHT} calls in flight, {n} jobs (medians of {RUNS}):")
     row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.97 of loadgen",
-        median(jobs_s) / median(raw))
+        paired(jobs_s, raw))
     print(f"      {spread(jobs_s, '{:.1f}')}; most calls waiting at once: "
           f"{' '.join(map(str, held))}")
     row(f"raw client (loadgen -c{INFLIGHT})", f"{median(raw):.0f}", "req/s")
@@ -376,20 +387,22 @@ def inflight():
 
 
 def rss():
-    up = FastUpstream(KEY, delay_ms=1000)
-    print(f"1 s upstream, {RSS_INFLIGHT} jobs at once, concurrency {RSS_INFLIGHT}:")
+    up = FastUpstream(KEY, delay_ms=10000)
+    print(f"10 s upstream, {RSS_INFLIGHT} jobs at once, concurrency {RSS_INFLIGHT}:")
     try:
         with Tmpfs() as fs, Run(up, fs.spool("rss"), RSS_INFLIGHT) as r:
             up.counters()
             res = r.jobs(RSS_INFLIGHT)
             held = up.counters()["held_max"]
+        _, _, curl_rss = curlgen(up, RSS_INFLIGHT, RSS_INFLIGHT)
     except AssertionError as e:     # the daemon refused the configuration, or never finished
         print(f"  NOT MEASURED: {str(e).strip().splitlines()[-1][:300]}")
         return
     finally:
         up.close()
     row("peak RSS (VmHWM)", f"{res['rss']:.1f}", "MiB", "<= 256 MiB")
-    row("most calls waiting at the fake at once", f"{held}", "")
+    row("most calls in flight at once", f"{held}", "calls")
+    row("libcurl alone, as many (curlgen)", f"{curl_rss:.1f}", "MiB")
     row("all jobs done in", f"{res['seconds']:.2f}", "s")
     if res["failed"]:
         print(f"  NOTE: {res['failed']} jobs failed")

@@ -4,8 +4,8 @@
  * kept in memory. What it reaches is the most a daemon built on libcurl this way can reach;
  * --reuse keeps one easy handle per slot instead (what reusing handles would buy). Options as
  * loadgen's (rig.h); --connections is how many requests are in flight at once.
- * Prints one line:
- *   curlgen: requests=N ok=K errors=E parallel=C seconds=S req_per_s=R
+ * Prints one line (its peak RSS last):
+ *   curlgen: requests=N ok=K errors=E connections=C seconds=S req_per_s=R maxrss_kib=M
  * Exits 1 when a request failed or got a status other than 200 (after printing). */
 #include <curl/curl.h>
 #include <errno.h>
@@ -215,8 +215,11 @@ int main(int argc, char **argv)
 		}
 	}
 	double took = rig_now_s() - t0;
-	printf("curlgen: requests=%ld ok=%ld errors=%ld connections=%ld seconds=%.3f req_per_s=%.0f\n",
-	       G.done, G.ok, G.total - G.ok, parallel, took, (double)G.ok / took);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	printf("curlgen: requests=%ld ok=%ld errors=%ld connections=%ld seconds=%.3f req_per_s=%.0f "
+	       "maxrss_kib=%ld\n", G.done, G.ok, G.total - G.ok, parallel, took,
+	       (double)G.ok / took, ru.ru_maxrss);
 	for (long i = 0; i < parallel; i++) {
 		if (slots[i].easy) {
 			curl_multi_remove_handle(G.multi, slots[i].easy);

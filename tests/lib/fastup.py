@@ -64,8 +64,9 @@ def loadgen(upstream, connections, requests, key=None):
 
 
 def curlgen(upstream, parallel, requests, key=None):
-    """(requests/s, CPU ms per request) of build/curlgen: exactly `requests` POSTs, `parallel` at
-    once, through libcurl's multi socket interface with src/http.c's options, no jobs."""
+    """(requests/s, CPU ms per request, peak RSS MiB) of build/curlgen: exactly `requests` POSTs,
+    `parallel` at once, through libcurl's multi socket interface with src/http.c's options, no
+    jobs."""
     assert os.access(CURLGEN, os.X_OK), f"{CURLGEN} is missing: make build/curlgen"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([CURLGEN, "--port", str(upstream.port), "--key", key or upstream.key,
@@ -76,4 +77,5 @@ def curlgen(upstream, parallel, requests, key=None):
     if out.returncode or not m:
         raise RuntimeError(f"curlgen failed: {out.stdout}{out.stderr}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return float(m.group(1)), cpu * 1000 / requests
+    rss = int(re.search(r"maxrss_kib=(\d+)", out.stdout).group(1)) / 1024
+    return float(m.group(1)), cpu * 1000 / requests, rss
