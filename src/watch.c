@@ -43,6 +43,10 @@ static void on_events(struct loop *loop, int fd, uint32_t events, void *arg)
 				w->fn(w->arg, ev->name);
 			p += sizeof(*ev) + ev->len;
 		}
+		/* Room left for the longest event: the queue was empty, and epoll says when it is
+		 * not (no read just to see EAGAIN). */
+		if ((size_t)n <= sizeof(buf) - sizeof(struct inotify_event) - NAME_MAX - 1)
+			break;
 	}
 }
 
