@@ -75,6 +75,8 @@ struct pending {
 	char *name;
 	int64_t mtime_ns;
 	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
+	bool placed;             /* mtime_ns and file are known (a new name is stat'ed only once it
+				  * has to wait its turn: pending_place) */
 	char *provider;          /* once read: the provider it waits for, so it is not reread */
 	char *route;             /* or the route it waits for, */
 	uint32_t route_mask;     /* the targets of it that can serve the job, */
@@ -162,6 +164,7 @@ struct dispatch {
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
 	size_t n_sorted;         /* pending[0..n_sorted) is in order; what follows was added since */
+	size_t n_unplaced;       /* entries not stat'ed yet, all after n_sorted */
 	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
 	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
 	uint64_t scan_timer;     /* the next slice */
@@ -215,21 +218,55 @@ static void pending_free(struct pending *pe)
 
 static int pending_cmp(const void *a, const void *b);
 
+/* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
 static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name,
 			const struct file_id *file)
 {
-	int64_t mtime_ns = file->mtime_ns;
 	if (!known_see(&d->known, known_dir(dir), name, file, mono_ms()))
 		return;
 	if (d->n_pending == d->alloc_pending) {
 		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
 		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
 	}
-	d->pending[d->n_pending++] = (struct pending){ .dir = dir, .name = xstrdup(name),
-						      .mtime_ns = mtime_ns, .file = *file };
+	struct pending *pe = &d->pending[d->n_pending++];
+	*pe = (struct pending){ .dir = dir, .name = xstrdup(name), .placed = file != NULL };
+	if (file) {
+		pe->file = *file;
+		pe->mtime_ns = file->mtime_ns;
+	}
+	d->n_unplaced += !file;
 	size_t s = d->n_sorted;
-	if (s == d->n_pending - 1 && (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
+	if (file && s == d->n_pending - 1 &&
+	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
 		d->n_sorted++;
+}
+
+/* Stats the entries not stat'ed yet (from from on), for their place in line: a name that is
+ * gone leaves the queue. */
+static void pending_place(struct dispatch *d, size_t from)
+{
+	if (!d->n_unplaced)
+		return;
+	size_t keep = from;
+	for (size_t i = from; i < d->n_pending; i++) {
+		struct pending *pe = &d->pending[i];
+		struct stat st;
+		if (!pe->placed) {
+			d->n_unplaced--;
+			if (fstatat(d->spool->fd[pe->dir], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				known_del(d, pe->dir, pe->name);
+				pending_free(pe);
+				continue;
+			}
+			spool_file_id(&pe->file, &st);
+			pe->mtime_ns = pe->file.mtime_ns;
+			pe->placed = true;
+		}
+		d->pending[keep++] = *pe;
+	}
+	d->n_pending = keep;
+	if (from < d->n_sorted)
+		d->n_sorted = 0;   /* the new mtimes may belong anywhere */
 }
 
 static int pending_cmp(const void *a, const void *b)
@@ -273,6 +310,7 @@ static void pending_sweep(struct dispatch *d, enum spool_dir dir)
 			sorted += i < d->n_sorted;
 			d->pending[keep++] = *pe;
 		} else {
+			d->n_unplaced -= !pe->placed;
 			pending_free(pe);
 		}
 	}
@@ -323,7 +361,8 @@ int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
 {
 	int64_t oldest = 0;
 	for (size_t i = 0; i < d->n_pending; i++)
-		if (d->pending[i].dir == SPOOL_NEW && (!oldest || d->pending[i].mtime_ns < oldest))
+		if (d->pending[i].dir == SPOOL_NEW && d->pending[i].placed &&
+		    (!oldest || d->pending[i].mtime_ns < oldest))
 			oldest = d->pending[i].mtime_ns;
 	return oldest;
 }
@@ -389,8 +428,14 @@ void dispatch_hint(struct dispatch *d, const char *name)
 		dispatch_scan(d);
 		return;
 	}
-	if (!known_hint(&d->known, known_dir(SPOOL_NEW), name))
-		return;   /* queued already: read when it is claimed */
+	enum known_look look = known_hint(&d->known, known_dir(SPOOL_NEW), name);
+	if (look != KNOWN_LOOK) {
+		/* Queued already, it is read when it is claimed; a new one is stat'ed only if it
+		 * has to wait its turn (pending_place). */
+		if (look == KNOWN_NEW)
+			pending_add(d, SPOOL_NEW, name, NULL);
+		return;
+	}
 	struct stat st;
 	if (fstatat(d->spool->fd[SPOOL_NEW], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
@@ -1746,11 +1791,27 @@ static void requeue(struct task *t, const char *why)
 	task_free(t);
 }
 
-/* A file in new/ that is not a job we can claim: logged once, then left alone until it changes. */
-static void ignore_entry(struct dispatch *d, const struct pending *pe, const char *why)
+/* A file in new/ that is not a job we can claim: logged once, then left alone until it changes.
+ * st: the file as it was read (st_mode 0 when it could not be opened: a symlink). */
+static void ignore_entry(struct dispatch *d, const struct pending *pe, const struct stat *st,
+			 const char *why)
 {
+	struct file_id file = pe->file;
+	struct stat now;
+	if (st && st->st_mode) {
+		spool_file_id(&file, st);
+	} else if (!pe->placed) {
+		/* Never stat'ed: what is there now, unless it is a file again (replaced), which
+		 * the next listing brings back. */
+		if (fstatat(d->spool->fd[pe->dir], pe->name, &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    S_ISREG(now.st_mode)) {
+			known_del(d, pe->dir, pe->name);
+			return;
+		}
+		spool_file_id(&file, &now);
+	}
 	log_warn("ignoring '%s/%s': %s", spool_dir_name(pe->dir), pe->name, why);
-	known_ignore(&d->known, known_dir(pe->dir), pe->name, &pe->file, mono_ms());
+	known_ignore(&d->known, known_dir(pe->dir), pe->name, &file, mono_ms());
 }
 
 enum start { STARTED, SKIPPED, WAIT };
@@ -1795,7 +1856,7 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 	if (pe->dir != SPOOL_NEW ||
 	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-		ignore_entry(d, pe, "not a valid task id, and not a plain file");
+		ignore_entry(d, pe, NULL, "not a valid task id, and not a plain file");
 		return;
 	}
 	uint64_t h = 14695981039346656037ULL;
@@ -2047,7 +2108,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	if (rr != SPOOL_READ_OK) {
-		ignore_entry(d, pe, spool_read_reason(rr));
+		ignore_entry(d, pe, &st, spool_read_reason(rr));
 		return SKIPPED;
 	}
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
@@ -2065,7 +2126,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 			      ? job_client_bytes(d->readbuf.data, d->readbuf.len) : d->readbuf.len;
 	if (pe->dir == SPOOL_NEW && client_bytes > (size_t)d->cfg->max_job_bytes) {
 		job_release(&job);
-		ignore_entry(d, pe, spool_read_reason(SPOOL_READ_TOO_BIG));
+		ignore_entry(d, pe, &st, spool_read_reason(SPOOL_READ_TOO_BIG));
 		return SKIPPED;
 	}
 	struct provider_state *prov = NULL;
@@ -2217,8 +2278,14 @@ static bool disk_has_room(struct dispatch *d)
 void dispatch_pump(struct dispatch *d)
 {
 	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
-	    !any_provider_ready(d) || !disk_has_room(d))
+	    !any_provider_ready(d) || !disk_has_room(d)) {
+		pending_place(d, d->n_sorted);   /* what waits gets its place in line */
 		return;
+	}
+	/* Order matters only when not every entry can start now: new names are stat'ed then. */
+	bool all_fit = d->n_pending <= (size_t)(d->cfg->concurrency - d->n_tasks);
+	if (!all_fit)
+		pending_place(d, d->n_sorted);
 	pending_sort(d);
 	size_t sorted = d->n_pending;
 	size_t keep = 0;   /* entries that must wait are compacted to the front */
@@ -2229,6 +2296,7 @@ void dispatch_pump(struct dispatch *d)
 			d->pending[keep++] = *pe;
 			continue;
 		}
+		d->n_unplaced -= !pe->placed;
 		pending_free(pe);
 	}
 	/* Move the untried tail down behind the waiting ones. */
@@ -2237,6 +2305,7 @@ void dispatch_pump(struct dispatch *d)
 	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
 	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
 	d->n_pending = keep + (d->n_pending - i);
+	pending_place(d, 0);   /* those that wait (at most a concurrency's worth) */
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
 

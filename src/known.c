@@ -164,8 +164,8 @@ static bool listed_differs(uint64_t a, uint64_t b)
 	return a && b && a != b;
 }
 
-bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, unsigned type,
-		  int64_t now)
+enum known_look known_listed(struct known *k, char dir, const char *name, uint64_t ino,
+			     unsigned type, int64_t now)
 {
 	struct known_entry *e = lookup(k, dir, name);
 	if (!e) {
@@ -173,7 +173,7 @@ bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, uns
 		e->state = FRESH;
 		e->listed_ino = ino;
 		e->listed_type = (uint8_t)type;
-		return true;
+		return KNOWN_NEW;
 	}
 	e->seen = *listing_of(k, dir);
 	bool moved = listed_differs(e->listed_ino, ino) ||
@@ -185,18 +185,18 @@ bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, uns
 		e->listed_type = (uint8_t)type;
 	switch (e->state) {
 	case QUEUED:
-		return false;   /* whatever is there now is read when it is claimed */
+		return KNOWN_UNCHANGED;   /* whatever is there now is read when it is claimed */
 	case IGNORED:
-		return moved || now >= e->recheck_at;
+		return moved || now >= e->recheck_at ? KNOWN_LOOK : KNOWN_UNCHANGED;
 	default:
-		return true;
+		return KNOWN_NEW;
 	}
 }
 
-bool known_hint(const struct known *k, char dir, const char *name)
+enum known_look known_hint(const struct known *k, char dir, const char *name)
 {
 	const struct known_entry *e = lookup(k, dir, name);
-	return !e || e->state != QUEUED;
+	return !e || e->state == FRESH ? KNOWN_NEW : e->state == QUEUED ? KNOWN_UNCHANGED : KNOWN_LOOK;
 }
 
 bool known_see(struct known *k, char dir, const char *name, const struct file_id *id, int64_t now)
@@ -205,8 +205,8 @@ bool known_see(struct known *k, char dir, const char *name, const struct file_id
 	if (!e)
 		e = insert(k, dir, name);
 	e->seen = *listing_of(k, dir);
-	if (e->state == QUEUED)
-		return false;
+	if (e->state == QUEUED || (e->state == IGNORED && !id))
+		return false;   /* an ignored name is queued again only on evidence that it changed */
 	if (e->state == IGNORED && same_file(&e->id, id)) {
 		e->recheck_at = now + e->backoff_ms;
 		e->backoff_ms = e->backoff_ms * 2 < KNOWN_RECHECK_MAX_MS ? e->backoff_ms * 2

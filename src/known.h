@@ -38,18 +38,23 @@ struct known {
 void known_init(struct known *k);
 void known_release(struct known *k);
 
+enum known_look {
+	KNOWN_UNCHANGED,         /* nothing to do: queued already, or ignored and not due */
+	KNOWN_NEW,               /* never seen: queue it (known_see), a stat can wait for its claim */
+	KNOWN_LOOK,              /* stat it and call known_see (known_forget if it is gone) */
+};
 /* A listing found dir/name with inode ino and type (a DT_* value; 0 and DT_UNKNOWN: the file
- * system does not say). Returns true when the caller must stat it and call known_see (or
- * known_forget if it is gone): a name never seen, another inode or type than listed before, an
- * ignored name whose re-check is due at now (ms, any monotonic clock). Either way the name
- * counts as seen by the listing. */
-bool known_listed(struct known *k, char dir, const char *name, uint64_t ino, unsigned type,
-		  int64_t now);
-/* inotify says dir/name arrived or was written: whether to stat it (not when already queued). */
-bool known_hint(const struct known *k, char dir, const char *name);
-/* Notes that dir/name exists as id. Returns true when it should be queued now (never queued,
- * or ignored and changed since); it is then known as queued. An ignored name found unchanged
- * is re-checked later, backing off. */
+ * system does not say). KNOWN_LOOK for another inode or type than listed before at an ignored
+ * name, or an ignored name whose re-check is due at now (ms, any monotonic clock). Either way
+ * the name counts as seen by the listing. */
+enum known_look known_listed(struct known *k, char dir, const char *name, uint64_t ino,
+			     unsigned type, int64_t now);
+/* inotify says dir/name arrived or was written: KNOWN_UNCHANGED when it is queued already,
+ * KNOWN_NEW when never seen, KNOWN_LOOK when ignored (it may have changed). */
+enum known_look known_hint(const struct known *k, char dir, const char *name);
+/* Notes that dir/name exists as id (NULL: not stat'ed, for a name never seen). Returns true
+ * when it should be queued now (never queued, or ignored and changed since); it is then known
+ * as queued. An ignored name found unchanged is re-checked later, backing off. */
 bool known_see(struct known *k, char dir, const char *name, const struct file_id *id, int64_t now);
 /* dir/name, as it was when listed (id), is not a job: not queued again until it changes. */
 void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id,

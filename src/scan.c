@@ -51,8 +51,13 @@ static void look(struct scan *s, const struct dirent *de, int64_t now, scan_foun
 		 void *arg)
 {
 	s->entries++;
-	if (!known_listed(s->known, s->key, de->d_name, de->d_ino, de->d_type, now))
+	enum known_look look = known_listed(s->known, s->key, de->d_name, de->d_ino, de->d_type, now);
+	if (look == KNOWN_UNCHANGED)
 		return;
+	if (look == KNOWN_NEW && de->d_type == DT_REG) {
+		found(arg, s->dir, de->d_name, NULL);   /* its stat waits until its place matters */
+		return;
+	}
 	struct stat st;
 	s->stats++;
 	if (fstatat(s->sp->fd[s->dir], de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {

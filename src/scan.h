@@ -28,7 +28,8 @@ struct scan {
 	long listings;           /* listings finished */
 };
 
-/* A name to queue, as stat'ed (lstat: never followed). */
+/* A name to queue, as stat'ed (lstat: never followed); id is NULL for a regular file never
+ * seen before, which is not stat'ed: its mtime only matters once it has to wait its turn. */
 typedef void scan_found_fn(void *arg, enum spool_dir dir, const char *name,
 			   const struct file_id *id);
 

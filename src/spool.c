@@ -228,6 +228,7 @@ enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct 
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
+		st->st_mode = 0;   /* not opened: nothing is known of it */
 		/* ESTALE: another NFS client moved it away under us; the same as gone. */
 		if (errno == ENOENT || errno == ESTALE)
 			return SPOOL_READ_GONE;

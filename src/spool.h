@@ -92,7 +92,8 @@ enum spool_read {
 	SPOOL_READ_ERROR,        /* I/O error: errno is set */
 };
 /* Reads a client's file as hostile: never follows a symlink, never blocks on a FIFO, refuses
- * anything but a regular file with one link and at most max bytes. st gets its fstat. */
+ * anything but a regular file with one link and at most max bytes. st gets its fstat (st_mode
+ * is 0 when it could not be opened). */
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st);
 const char *spool_read_reason(enum spool_read r);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Rescans of new/ on a backlog (issue 14): a rescan that finds nothing new stats no queued job,
-an ignored file changed in place is still looked at again, and jobs start in order of their
-mtime, also when an older job arrives behind a backlog."""
+"""Rescans of new/ on a backlog (issue 14): a rescan that finds nothing new stats no queued job
+(nor a running one), a job that starts at once is not stat'ed before its claim, an ignored
+file changed in place is still looked at again, and jobs start in order of their mtime, also
+when an older job arrives behind a backlog."""
 import os
 import re
 import signal
@@ -24,6 +25,26 @@ def write_job(d, name, job, mtime=None):
     os.rename(tmp, d.path("new", name))
 
 
+def stats_while(d, action):
+    """The stat-family system calls of every thread of the daemon while action() runs, as
+    strace -y prints them (each dirfd with its path)."""
+    out = os.path.join(tempfile.gettempdir(), "rescan-strace.txt")
+    tracer = subprocess.Popen(["strace", "-f", "-y", "-o", out, "-e",
+                               "trace=newfstatat,statx,stat,lstat", "-p", str(d.proc.pid)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        tracer.stderr.readline()   # "Process N attached"
+        action()
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    with open(out) as f:
+        trace = f.read()
+    os.unlink(out)
+    return trace
+
+
 def test_a_rescan_stats_no_queued_job(env):
     """Nor a running one of its own (its file, its sidecars): their cost does not grow with
     the backlog or with the calls in flight."""
@@ -36,24 +57,26 @@ def test_a_rescan_stats_no_queued_job(env):
     d.start()
     wait_for(lambda: env.fake.inflight == 4, 20, "four calls")
     d.wait_rescans(1)
-    out = os.path.join(tempfile.gettempdir(), "rescan-strace.txt")
-    tracer = subprocess.Popen(["strace", "-f", "-o", out, "-e", "trace=newfstatat,statx,stat,lstat",
-                               "-p", str(d.proc.pid)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        tracer.stderr.readline()   # "Process N attached"
-        d.wait_rescans(2)
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(30)
-    with open(out) as f:
-        trace = f.read()
-    os.unlink(out)
+    trace = stats_while(d, lambda: d.wait_rescans(2))
     stats = re.findall(r'"[^"]*q\d{4}[^"]*"', trace)
     assert not stats, (f"two rescans with 1996 queued jobs and 4 running stat'ed {len(stats)} "
                        f"of their files: {sorted(set(stats))[:6]}")
     lines = re.findall(r"rescan of new/: (\d+) entries, (\d+) stat'ed", d.log())
     assert lines and lines[-1] == ("1996", "0"), lines[-3:]
+
+
+def test_a_job_that_starts_at_once_is_not_stated_before_its_claim(env):
+    """Its mtime (its place in line) matters only if it has to wait: the claim reads it, and
+    the claim's rename says whether it is still there."""
+    d = env.daemon(spool__concurrency=4).start()
+
+    def three_jobs():
+        for i in range(3):
+            d.submit(f"now{i}", {"prompt": f"at once {i}"})
+            assert d.wait_finished(f"now{i}") == "done"
+    trace = stats_while(d, three_jobs)
+    stats = re.findall(r'/new>, "now\d\.json"', trace)
+    assert not stats, f"3 jobs claimed at once were stat'ed {len(stats)} times in new/ first"
 
 
 def test_an_ignored_file_changed_in_place_is_looked_at_again(env):
@@ -94,6 +117,7 @@ def test_jobs_start_in_order_of_mtime_behind_a_backlog(env):
 if __name__ == "__main__":
     run_tests([
         test_a_rescan_stats_no_queued_job,
+        test_a_job_that_starts_at_once_is_not_stated_before_its_claim,
         test_an_ignored_file_changed_in_place_is_looked_at_again,
         test_jobs_start_in_order_of_mtime_behind_a_backlog,
     ])

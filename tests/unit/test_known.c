@@ -78,7 +78,8 @@ static void test_created_then_removed_names_leave_nothing(void)
 	known_release(&k);
 }
 
-/* What a listing costs: rows of (what is known of a name, what the listing says) -> a stat? */
+/* What a listing costs: rows of (what is known of a name, what the listing says) -> nothing to
+ * do, a new name (queued; scan.c stats only what is not a regular file), or a stat. */
 static void test_a_listing_stats_only_what_it_must(void)
 {
 	enum { NONE, QUEUED, IGNORED };
@@ -88,27 +89,28 @@ static void test_a_listing_stats_only_what_it_must(void)
 		uint64_t ino;           /* what the listing says */
 		unsigned type;
 		int64_t now;
-		bool stat;
+		enum known_look want;
 	} rows[] = {
-		{ "a name never seen", NONE, 100, DT_REG, 0, true },
-		{ "a name never seen, type not said", NONE, 0, DT_UNKNOWN, 0, true },
-		{ "a queued job, listed again", QUEUED, 100, DT_REG, 0, false },
-		{ "a queued job, much later", QUEUED, 100, DT_REG, 3600000, false },
-		{ "a queued job, inode and type not said", QUEUED, 0, DT_UNKNOWN, 0, false },
-		{ "a queued job replaced by another file", QUEUED, 101, DT_REG, 0, false },
-		{ "an ignored entry, before its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS - 1, false },
-		{ "an ignored entry, at its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS, true },
-		{ "an ignored entry, another inode", IGNORED, 101, DT_REG, 1, true },
-		{ "an ignored symlink, now a file", IGNORED, 100, DT_LNK, 1, true },
-		{ "an ignored entry, the file system says nothing", IGNORED, 0, DT_UNKNOWN, 1, false },
+		{ "a name never seen", NONE, 100, DT_REG, 0, KNOWN_NEW },
+		{ "a name never seen, type not said", NONE, 0, DT_UNKNOWN, 0, KNOWN_NEW },
+		{ "a queued job, listed again", QUEUED, 100, DT_REG, 0, KNOWN_UNCHANGED },
+		{ "a queued job, much later", QUEUED, 100, DT_REG, 3600000, KNOWN_UNCHANGED },
+		{ "a queued job, inode and type not said", QUEUED, 0, DT_UNKNOWN, 0, KNOWN_UNCHANGED },
+		{ "a queued job replaced by another file", QUEUED, 101, DT_REG, 0, KNOWN_UNCHANGED },
+		{ "an ignored entry, before its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS - 1, KNOWN_UNCHANGED },
+		{ "an ignored entry, at its re-check", IGNORED, 100, DT_REG, KNOWN_RECHECK_MIN_MS, KNOWN_LOOK },
+		{ "an ignored entry, another inode", IGNORED, 101, DT_REG, 1, KNOWN_LOOK },
+		{ "an ignored symlink, now a file", IGNORED, 100, DT_LNK, 1, KNOWN_LOOK },
+		{ "an ignored entry, the file system says nothing", IGNORED, 0, DT_UNKNOWN, 1, KNOWN_UNCHANGED },
 	};
+	static const char *const names[] = { "nothing", "new", "a stat" };
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		struct known k;
 		known_init(&k);
 		if (rows[i].before != NONE) {
 			known_begin(&k, 'n');
-			ok(known_listed(&k, 'n', "job.json", 100, DT_REG, 0), "%s: first listed, stat'ed",
-			   rows[i].what);
+			ok(known_listed(&k, 'n', "job.json", 100, DT_REG, 0) == KNOWN_NEW,
+			   "%s: first listed, new", rows[i].what);
 			if (rows[i].before == QUEUED)
 				ok(known_see(&k, 'n', "job.json", &base, 0), "%s: queued", rows[i].what);
 			else
@@ -116,8 +118,8 @@ static void test_a_listing_stats_only_what_it_must(void)
 			known_sweep(&k, 'n');
 		}
 		known_begin(&k, 'n');
-		ok(known_listed(&k, 'n', "job.json", rows[i].ino, rows[i].type, rows[i].now) == rows[i].stat,
-		   "%s: %s", rows[i].what, rows[i].stat ? "stat'ed" : "no stat");
+		enum known_look got = known_listed(&k, 'n', "job.json", rows[i].ino, rows[i].type, rows[i].now);
+		ok(got == rows[i].want, "%s: %s (got %s)", rows[i].what, names[rows[i].want], names[got]);
 		ok(known_sweep(&k, 'n') == 0 && known_has(&k, 'n', "job.json"),
 		   "%s: seen by the listing, so kept", rows[i].what);
 		known_release(&k);
@@ -131,12 +133,14 @@ static void test_ignored_entries_are_rechecked_with_a_backoff(void)
 	struct known k;
 	known_init(&k);
 	known_ignore(&k, 'n', "x", &base, 0);
-	ok(known_hint(&k, 'n', "x"), "a hint about an ignored name: stat it at once");
+	ok(known_hint(&k, 'n', "x") == KNOWN_LOOK, "a hint about an ignored name: stat it at once");
+	ok(known_hint(&k, 'n', "y") == KNOWN_NEW, "a hint about a name never seen: queue it");
+	ok(!known_see(&k, 'n', "x", NULL, 0), "an ignored name is not queued without a stat");
 	int64_t now = 0, last_wait = 0;
 	int rechecks = 0;
 	bool doubling = true, queued = false;
 	for (int64_t t = 0; t <= 10 * 60 * 1000; t += 100) {
-		if (!known_listed(&k, 'n', "x", 100, DT_REG, t))
+		if (known_listed(&k, 'n', "x", 100, DT_REG, t) != KNOWN_LOOK)
 			continue;
 		rechecks++;
 		int64_t wait = t - now;
@@ -157,7 +161,7 @@ static void test_ignored_entries_are_rechecked_with_a_backoff(void)
 	struct file_id later = base;
 	later.nlink = 2;
 	ok(known_see(&k, 'n', "x", &later, now + 1), "changed: queued");
-	ok(!known_hint(&k, 'n', "x"), "a hint about a queued name: nothing to do");
+	ok(known_hint(&k, 'n', "x") == KNOWN_UNCHANGED, "a hint about a queued name: nothing to do");
 	known_release(&k);
 }
 
