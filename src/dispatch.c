@@ -2771,6 +2771,10 @@ void dispatch_recover(struct dispatch *d)
 	char suffix[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
 
+	/* First the operator's requests: a hold or cancel for a job the crash left in running/
+	 * sends it to hold/, not back to new/ for another call. */
+	if (control_read(&d->control, d->spool) < 0)
+		log_debug("cannot read control/: %s", strerror(errno));
 	/* Our calls in flight died with the run: their jobs are recovered below. */
 	keyshare_recover(d->ks);
 	/* Our temporary files from a run that died mid-write are garbage in every directory. */

@@ -216,6 +216,27 @@ def test_hold_running_at_its_next_transition(env):
     assert len(d.result("h1")["attempts"]) == 2
 
 
+def test_hold_of_a_job_a_crash_left_running(env):
+    # The daemon died during the call; the hold was asked before it came back. The restart
+    # sends the job to hold/ (it used to read control/ only after recovery, and put the job
+    # back in new/ to be called again).
+    env.fake.script("crashed one", [{"kind": "b64", "delay": 30}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("k1", {"prompt": "crashed one"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    d.kill()
+    r = cli(d.spool, "hold", "k1")
+    assert r.returncode == 0 and "at its next transition" in r.stdout, r
+    d.start()
+    wait_for(lambda: states(d, "k1") == ["hold"], 20, "k1 in hold/")
+    assert env.fake.calls("crashed one") == 1
+    assert not os.path.exists(d.path("control", "hold.k1")), "the request outlived the hold"
+    assert cli(d.spool, "release", "k1").returncode == 0
+    assert d.wait_finished("k1") == "done"
+    attempts = d.result("k1")["attempts"]
+    assert [a["outcome"] for a in attempts] == ["interrupted", "succeeded"], attempts
+
+
 def test_pause_makes_no_call(env):
     d = env.daemon(verbose=True).start()
     r = cli(d.spool, "pause", "apiyi")
@@ -297,6 +318,7 @@ if __name__ == "__main__":
         test_hold_release_cancel_pending,
         test_cancel_running_cuts_the_call,
         test_hold_running_at_its_next_transition,
+        test_hold_of_a_job_a_crash_left_running,
         test_pause_makes_no_call,
         test_retry_and_purge,
         test_a_refused_verb_says_so,
