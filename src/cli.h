@@ -123,6 +123,12 @@ extern const char *const cli_bucket_names[CLI_BUCKETS];
 /* "45s", "12m", "3h", "2d": a short age for a table. */
 void cli_format_age(int64_t ms, char *out, size_t size);
 
+/* A new task id by the recipe of spool-layout.md §3 (time, pid, host, "r" and 16 hex digits
+ * of rnd), valid for any host name and any rnd. Pure. */
+struct timespec;
+void cli_make_id(char *id, size_t size, const struct timespec *ts, int pid, const char *hostname,
+		 const unsigned char rnd[8]);
+
 /* The verbs: argv[0] is the verb's name. Each in a file of its own group. */
 int cli_submit(struct cli *c, int argc, char **argv);      /* cli_submit.c */
 int cli_status(struct cli *c, int argc, char **argv);      /* cli_query.c */

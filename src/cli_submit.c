@@ -101,25 +101,34 @@ static int check_job(const char *text, size_t len, char *msg, size_t size)
 	return rc;
 }
 
-/* maildir's recipe (spool-layout.md §3): time, pid, host, randomness. */
+void cli_make_id(char *id, size_t size, const struct timespec *ts, int pid, const char *hostname,
+		 const unsigned char rnd[8])
+{
+	char host[64];
+	xsnprintf(host, sizeof(host), "%s", hostname && *hostname ? hostname : "host");
+	for (char *c = host; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		      *c == '-'))
+			*c = '_';
+	/* The 'r' keeps the id from ending in '.' and digits only, the daemon's own names (16
+	 * hex digits are all decimal once in about 1 800 draws). */
+	xsnprintf(id, size, "%lld.%06ld.%d.%s.r%02x%02x%02x%02x%02x%02x%02x%02x", (long long)ts->tv_sec,
+		  ts->tv_nsec / 1000, pid, host, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
+		  rnd[7]);
+}
+
 static void make_id(char *id, size_t size)
 {
 	char host[64];
 	unsigned char rnd[8];
 	struct timespec ts;
 	if (gethostname(host, sizeof(host)) < 0)
-		xsnprintf(host, sizeof(host), "host");
+		host[0] = '\0';
 	host[sizeof(host) - 1] = '\0';
-	for (char *c = host; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-		      *c == '-'))
-			*c = '_';
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		memset(rnd, 0, sizeof(rnd));
 	clock_gettime(CLOCK_REALTIME, &ts);
-	xsnprintf(id, size, "%lld.%06ld.%d.%s.%02x%02x%02x%02x%02x%02x%02x%02x", (long long)ts.tv_sec,
-		  ts.tv_nsec / 1000, (int)getpid(), host, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
-		  rnd[5], rnd[6], rnd[7]);
+	cli_make_id(id, size, &ts, (int)getpid(), host, rnd);
 }
 
 static void progress(bool tty, size_t done, size_t total)

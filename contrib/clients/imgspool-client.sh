@@ -10,10 +10,11 @@
 set -u
 
 new_id() {
-	# maildir's recipe (spool-layout.md section 3): time, pid, host, 64 random bits.
+	# maildir's recipe (spool-layout.md section 3): time, pid, host, 64 random bits. The "r":
+	# 16 hex digits alone are all decimal once in about 1 800 ids, a reserved ending.
 	host=$(hostname 2>/dev/null | tr -c 'A-Za-z0-9-\n' '_' | cut -c1-64)
 	rnd=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-	printf '%s.%06d.%s.%s.%s\n' "$(date +%s)" "$(awk 'BEGIN{srand(); printf "%d", rand()*1000000}')" \
+	printf '%s.%06d.%s.%s.r%s\n' "$(date +%s)" "$(awk 'BEGIN{srand(); printf "%d", rand()*1000000}')" \
 		"$$" "${host:-host}" "$rnd"
 }
 

@@ -25,7 +25,9 @@ def new_id():
     now = time.time()
     host = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "_"
                    for c in socket.gethostname())[:64] or "host"
-    return f"{int(now)}.{int(now * 1e6) % 1000000:06d}.{os.getpid()}.{host}.{secrets.token_hex(8)}"
+    # The "r": 16 hex digits alone are all decimal once in about 1 800 ids, and an id ending in
+    # "." and digits only is reserved for the daemon's own names.
+    return f"{int(now)}.{int(now * 1e6) % 1000000:06d}.{os.getpid()}.{host}.r{secrets.token_hex(8)}"
 
 
 def submit(spool, job, task_id=None):

@@ -3,6 +3,7 @@
 submit with a collision-free id, read the state, wait for the result (issue 10)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,16 +63,60 @@ def exercise(env, lang):
         os.unlink(job)
 
 
+def submit_with_digits_only(lang, spool, job_path):
+    """Submits with randomness whose 16 hex digits are all decimal ("1111..."), as one id in
+    about 1 800 draws is; returns the task id."""
+    if lang == "python":
+        code = (f"import sys, json, secrets; sys.path.insert(0, {CLIENTS!r}); "
+                "secrets.token_hex = lambda n=16: '11' * n; import imgspool_client as c; "
+                f"print(c.submit({spool!r}, json.load(open({job_path!r}))))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    elif lang == "node":
+        code = ("const c = require('crypto'); c.randomBytes = (n) => Buffer.alloc(n, 0x11); "
+                f"const isc = require({os.path.join(CLIENTS, 'imgspool-client.js')!r}); "
+                f"console.log(isc.submit({spool!r}, JSON.parse(require('fs').readFileSync({job_path!r}))));")
+        r = subprocess.run(["node", "-e", code], capture_output=True, text=True, timeout=60)
+    else:
+        bin_dir = os.path.join(SCRATCH, "fake-od")
+        os.makedirs(bin_dir, exist_ok=True)
+        with open(os.path.join(bin_dir, "od"), "w") as f:
+            f.write("#!/bin/sh\necho ' 11 11 11 11 11 11 11 11'\n")
+        os.chmod(os.path.join(bin_dir, "od"), 0o755)
+        r = run(lang, spool, "submit", job_path,
+                env=dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"]))
+        shutil.rmtree(bin_dir)
+    assert r.returncode == 0, (lang, r.returncode, r.stderr)
+    return r.stdout.strip()
+
+
+def exercise_digits_only(env, lang):
+    # An id ending in "." and digits only is reserved (spool-layout.md section 3): the daemon
+    # ignores such a file in new/ for ever. The recipe must never make one.
+    d = env.daemon().start()
+    job = os.path.join(SCRATCH, f"{lang}-digits.json")
+    with open(job, "w") as f:
+        json.dump({"prompt": f"{lang} digits"}, f)
+    try:
+        task_id = submit_with_digits_only(lang, d.spool, job)
+        assert "1111111111111111" in task_id, task_id
+        assert d.wait_finished(task_id) == "done", task_id
+    finally:
+        os.unlink(job)
+
+
 def test_python_client(env):
     exercise(env, "python")
+    exercise_digits_only(env, "python")
 
 
 def test_node_client(env):
     exercise(env, "node")
+    exercise_digits_only(env, "node")
 
 
 def test_shell_client(env):
     exercise(env, "sh")
+    exercise_digits_only(env, "sh")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,28 @@ static void test_index_orders(void)
 	sorts_as(true, newest);
 }
 
+static void test_new_ids(void)
+{
+	static const struct { const char *host; unsigned char rnd[8]; } rows[] = {
+		{ "render-07", { 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11 } },   /* all digits */
+		{ "render-07", { 0 } },              /* what a failed getrandom leaves */
+		{ "r.e:n/d er", { 0x9f, 0x1c, 0x2a, 0xb3, 0x8d, 0x04, 0xe6, 0xc1 } },
+		{ "", { 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34, 0x56 } },
+		{ "a-very-long-host-name-that-goes-on-and-on-and-on-for-more-than-64-characters-in-all",
+		  { 1, 2, 3, 4, 5, 6, 7, 8 } },
+	};
+	struct timespec ts = { .tv_sec = 1764068523, .tv_nsec = 104233999 };
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char id[JOB_ID_MAX + 1], back[JOB_ID_MAX + 1];
+		cli_make_id(id, sizeof(id), &ts, 4242, rows[i].host, rows[i].rnd);
+		ok(job_id_from_name(id, back, sizeof(back)) == 0 && !strcmp(back, id),
+		   "a new id is a valid task id: %s", id);
+	}
+	char id[JOB_ID_MAX + 1];
+	cli_make_id(id, sizeof(id), &ts, 4242, "render-07", rows[2].rnd);
+	is_str(id, "1764068523.104233.4242.render-07.r9f1c2ab38d04e6c1", "the recipe's shape");
+}
+
 int main(void)
 {
 	test_durations();
@@ -162,5 +184,6 @@ int main(void)
 	test_states();
 	test_job_files();
 	test_index_orders();
+	test_new_ids();
 	return tap_done();
 }
