@@ -1542,42 +1542,66 @@ static void decide(struct task *t)
 	}
 }
 
-static void parse_work(void *arg)
+/* Responses that arrived together are saved together (a group commit): every complete body is
+ * made durable, one barrier; each is renamed to its final name, one barrier; then parsed. */
+static void parse_work(void **args, size_t n)
 {
-	struct task *t = arg;
-	/* An upstream may quote the key back: nothing it sent is kept with a secret in it. */
-	size_t len = secret_redact(t->res.body, t->res.body_len);
-	if (len != t->res.body_len) {
-		t->res.body[len] = '\0';
-		t->res.body_len = len;
-		off_t at = (off_t)t->sidecar_header;
-		if (t->body_fd >= 0 && (ftruncate(t->body_fd, at) < 0 ||
-					pwrite(t->body_fd, t->res.body, len, at) != (ssize_t)len))
-			t->res.body_fd_failed = true;
-	}
-	if (t->body_fd >= 0) {
-		/* A complete response is made durable under its final name before anyone acts on it:
-		 * from here a crash finishes the job from the file instead of paying again. */
-		if (t->res.transport == HTTP_DONE && !t->res.body_fd_failed && fsync(t->body_fd) == 0) {
-			char suffix[32];
-			xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
-			char *partial = sidecar_name(t, "partial"), *response = sidecar_name(t, suffix);
-			int dirfd = t->d->spool->fd[SPOOL_RUNNING];
-			if (renameat(dirfd, partial, dirfd, response) == 0) {
-				t->sidecars = (t->sidecars & ~(unsigned)SIDECAR_PARTIAL) | SIDECAR_RESPONSE;
-				fsync(dirfd);
-			}
-			crash_point("save:response");
-			free(partial);
-			free(response);
+	struct spool *sp = ((struct task *)args[0])->d->spool;
+	int dirfd = sp->fd[SPOOL_RUNNING];
+	struct syncset ss;
+	bool *save = xcalloc(n, sizeof(*save));
+	size_t n_save = 0;
+	spool_syncset(sp, &ss, n);
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		/* An upstream may quote the key back: nothing it sent is kept with a secret in it. */
+		size_t len = secret_redact(t->res.body, t->res.body_len);
+		if (len != t->res.body_len) {
+			t->res.body[len] = '\0';
+			t->res.body_len = len;
+			off_t at = (off_t)t->sidecar_header;
+			if (t->body_fd >= 0 && (ftruncate(t->body_fd, at) < 0 ||
+						pwrite(t->body_fd, t->res.body, len, at) != (ssize_t)len))
+				t->res.body_fd_failed = true;
 		}
-		close(t->body_fd);
-		t->body_fd = -1;
+		/* A complete response is made durable under its final name before anyone acts on
+		 * it: from here a crash finishes the job from the file instead of paying again. */
+		save[i] = t->body_fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed &&
+			  syncset_file(&ss, t->body_fd) == 0;
+		n_save += save[i];
 	}
-	response_release(&t->resp);
-	upstream_parse_response(t->dialect, t->res.body, t->res.body_len, &t->resp);
-	free(t->res.body);
-	t->res.body = NULL;
+	if (n_save && syncset_barrier(&ss) < 0)
+		memset(save, 0, n * sizeof(*save));   /* left as .partial, as a failed fsync did */
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		if (!save[i])
+			continue;
+		char suffix[32];
+		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
+		char *partial = sidecar_name(t, "partial"), *response = sidecar_name(t, suffix);
+		if (renameat(dirfd, partial, dirfd, response) == 0) {
+			t->sidecars = (t->sidecars & ~(unsigned)SIDECAR_PARTIAL) | SIDECAR_RESPONSE;
+			syncset_dir(&ss, dirfd);
+		}
+		free(partial);
+		free(response);
+	}
+	if (n_save)
+		syncset_barrier(&ss);
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		if (save[i])
+			crash_point("save:response");
+		if (t->body_fd >= 0)
+			close(t->body_fd);
+		t->body_fd = -1;
+		response_release(&t->resp);
+		upstream_parse_response(t->dialect, t->res.body, t->res.body_len, &t->resp);
+		free(t->res.body);
+		t->res.body = NULL;
+	}
+	syncset_release(&ss);
+	free(save);
 }
 
 static void parse_done(void *arg)
@@ -1644,7 +1668,7 @@ static void call_done(void *arg, struct http_result *res)
 				   .request_id = t->res.request_id };
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
-	pool_submit(t, parse_work, parse_done);
+	pool_submit_batched(t, parse_work, parse_done);
 }
 
 static void send_attempt(struct task *t)
@@ -2667,7 +2691,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
 			"finishing without calling again", status);
 		t->state = T_PARSING;
-		pool_submit(t, parse_work, parse_done);
+		pool_submit_batched(t, parse_work, parse_done);
 		return;
 	}
 	char *partial = sidecar_name(t, "partial");
