@@ -2,26 +2,11 @@
 """A full disk, a burst past inotify's queue, and maildir's tmp/ rule (issue 4)."""
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
-
-
-class Tmpfs:
-    """A small file system of our own, so filling it up hurts nobody."""
-
-    def __init__(self, size):
-        self.path = tempfile.mkdtemp(prefix="imgspool-tmpfs-")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path],
-                       check=True)
-
-    def close(self):
-        subprocess.run(["umount", "-l", self.path], check=False)
-        os.rmdir(self.path)
+from harness import Tmpfs, run_tests, wait_for  # noqa: E402
 
 
 def free_mb(path):

@@ -259,6 +259,20 @@ class Daemon:
             raise AssertionError("; ".join(problems) + f"\nlog:\n{log[-4000:]}")
 
 
+class Tmpfs:
+    """A small file system of our own (a test that fills it up hurts nobody; syncfs is a barrier
+    on it whatever /tmp is), mounted below the test's scratch directory."""
+
+    def __init__(self, size):
+        self.path = tempfile.mkdtemp(prefix="imgspool-tmpfs-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path],
+                       check=True)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.path], check=False)
+        os.rmdir(self.path)
+
+
 def clock_off_by(seconds):
     """extra_env for a daemon whose wall clock is off by seconds (libfaketime): its monotonic
     clock and the file times it reads stay true, as on a host with a wrong clock."""

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Group commit (issue 14): jobs published together keep every durability rule of spool-layout
+§5, §10 and §14, each job as if it were alone.
+
+A kill -9 does not drop the page cache, so a crash test cannot see a missing fsync. The order is
+proved instead from the system calls: the daemon runs under strace -f -y (each fd with its path),
+and for every job published the log shows that its image and result bytes and their directory
+entries, its final records and its outbox entry were synced before the commit rename, its images
+and result were synced in done/ (or failed/) before its job file moved there, that directory was
+synced before the job was reported, and each saved response was synced before its rename. Run
+with each way of syncing ([spool] sync = fsync, syncfs), so removing any one barrier of either
+fails it.
+"""
+import collections
+import hashlib
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import Tmpfs, run_tests, wait_for  # noqa: E402
+from upstream import png_prompt_sha256  # noqa: E402
+
+HOST = "testhost"
+LINE = re.compile(r"^(\d+) +(.*)$")
+CALL = re.compile(r"^(\w+)\((.*)\) += (-?\d+)")
+FD = r"\d+<([^>]*)>"
+STR = r'"((?:[^"\\]|\\.)*)"'
+RENAME = re.compile(rf"^{FD}, {STR}, {FD}, {STR}(, (\w+))?")
+ONE_FD = re.compile(rf"^{FD}")
+
+
+def events(path):
+    """(start, end, syscall, args) for every call that returned >= 0, in the order strace saw
+    them: start is the line where it entered (its '<unfinished ...>' when another thread's call
+    came in between), end the line where it returned. A call that starts after another's end
+    entered after that one returned."""
+    pending = {}
+    out = []
+    with open(path, errors="replace") as f:
+        for idx, raw in enumerate(f):
+            m = LINE.match(raw.rstrip("\n"))
+            if not m:
+                continue
+            pid, text = m.groups()
+            if text.endswith(" <unfinished ...>"):
+                pending[pid] = (idx, text[: -len(" <unfinished ...>")])
+                continue
+            r = re.match(r"^<\.\.\. (\w+) resumed>(.*)$", text)
+            start = idx
+            if r:
+                if pid not in pending:
+                    continue
+                start, head = pending.pop(pid)
+                text = head + r.group(2)
+            c = CALL.match(text)
+            if c and int(c.group(3)) >= 0:
+                out.append((start, idx, c.group(1), c.group(2)))
+    return out
+
+
+class Model:
+    """Where each name's bytes were written, and every sync, from the strace log."""
+
+    def __init__(self, evs, spool):
+        self.spool = spool
+        self.origin = {}                     # name -> the file its bytes were written in
+        self.last_write = {}                 # written file -> end of its last write
+        self.file_syncs = collections.defaultdict(list)   # written file -> (start, end)
+        self.dir_syncs = collections.defaultdict(list)    # directory -> (start, end)
+        self.fs_syncs = []
+        self.renames = []                    # (start, end, from, to, exchange)
+        self.writes = []                     # (start, end, path, data)
+        for start, end, call, args in evs:
+            if call == "write":
+                m = re.match(rf"^{FD}, {STR}", args)
+                if not m:
+                    continue
+                path = self.rel(m.group(1))
+                self.writes.append((start, end, path, m.group(2)))
+                src = self.origin.setdefault(path, path)
+                self.last_write[src] = end
+            elif call in ("fsync", "fdatasync"):
+                # A file's sync counts for the bytes written under whatever name; a
+                # directory's for the entries of that path.
+                path = self.rel(ONE_FD.match(args).group(1))
+                self.dir_syncs[path].append((start, end))
+                self.file_syncs[self.origin.get(path, path)].append((start, end))
+            elif call == "syncfs":
+                self.fs_syncs.append((start, end))
+            elif call in ("renameat", "renameat2"):
+                m = RENAME.match(args)
+                if not m:
+                    continue
+                a = self.rel(os.path.join(m.group(1), unescape(m.group(2))))
+                b = self.rel(os.path.join(m.group(3), unescape(m.group(4))))
+                exchange = m.group(6) == "RENAME_EXCHANGE"
+                oa, ob = self.origin.get(a, a), self.origin.get(b, b)
+                self.origin[b] = oa
+                if exchange:
+                    self.origin[a] = ob
+                else:
+                    self.origin.pop(a, None)
+                self.renames.append((start, end, a, b, exchange))
+
+    def rel(self, path):
+        return os.path.relpath(path, self.spool) if path.startswith(self.spool) else path
+
+    def synced(self, syncs, after, before):
+        return any(s > after and e < before for s, e in syncs + self.fs_syncs)
+
+    def bytes_durable(self, name_origin, before):
+        written = self.last_write.get(name_origin)
+        assert written is not None, f"no write of {name_origin} seen"
+        return self.synced(self.file_syncs[name_origin], written, before)
+
+    def entry_durable(self, directory, renamed, before):
+        return self.synced(self.dir_syncs[directory], renamed, before)
+
+    def last_rename(self, to, before, src=None):
+        found = [r for r in self.renames
+                 if r[3] == to and r[0] < before and (src is None or src(r[2]))]
+        return found[-1] if found else None
+
+
+def unescape(s):
+    return s.encode().decode("unicode_escape")
+
+
+def check_log(d, strace_log, jobs):
+    spool = os.path.realpath(d.spool)
+    m = Model(events(strace_log), spool)
+    published = 0
+    for task_id, dest in jobs.items():
+        staging = f"running/.{task_id}@{HOST}.{dest}"
+        # Publication: the job file's rename from its staging directory into dest.
+        pub = m.last_rename(f"{dest}/{task_id}.json", 1 << 62,
+                            lambda a, s=staging: a == f"{s}/{task_id}.json")
+        assert pub, f"{task_id}: no rename of its job file into {dest}/"
+        published += 1
+        commit = m.last_rename(f"{staging}/{task_id}.json", pub[0],
+                               lambda a: a == f"running/{task_id}@{HOST}.json")
+        assert commit, f"{task_id}: no commit rename before its publication"
+        # The final records: written, synced, exchanged in, and the exchange synced, all
+        # before the commit (a restart then finishes the publication from the staging).
+        records = m.last_rename(f"running/{task_id}@{HOST}.json", commit[0])
+        assert records and records[4], f"{task_id}: its final records were not exchanged in"
+        assert m.bytes_durable(m.origin[f"{dest}/{task_id}.json"], commit[0]), \
+            f"{task_id}: its final records not synced before the commit"
+        assert m.entry_durable("running", records[1], commit[0]), \
+            f"{task_id}: the exchange of its records not synced in running/ before the commit"
+        with open(d.path(dest, f"{task_id}.result.json")) as f:
+            names = json.load(f)["images"] + [f"{task_id}.result.json"]
+        for name in names:
+            # Staged: durable before the records say "finished" (a restart then commits what
+            # is staged without looking at it).
+            src = m.origin[f"{dest}/{name}"]
+            assert m.bytes_durable(src, records[0]), \
+                f"{task_id}: the bytes of {name} ({src}) not synced before its final records"
+            staged = m.last_rename(f"{staging}/{name}", records[0])
+            assert staged and m.entry_durable(staging, staged[1], records[0]), \
+                f"{task_id}: {staging}/{name} not synced in its directory before its final records"
+            # Moved in: durable in dest before the job file is.
+            into = m.last_rename(f"{dest}/{name}", pub[0])
+            assert into, f"{task_id}: {name} never renamed into {dest}/"
+            assert m.entry_durable(dest, into[1], pub[0]), \
+                f"{task_id}: {dest}/{name} not synced in {dest}/ before the job file moved there"
+        # Its saved response: durable under its final name before the daemon acted on it.
+        response = [r for r in m.renames if r[2] == f"running/.{task_id}@{HOST}.partial"]
+        assert response, f"{task_id}: no response saved"
+        acted = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} attempt 1: HTTP", w[3])]
+        assert acted, f"{task_id}: its answer was never logged"
+        assert m.entry_durable("running", response[-1][1], acted[0][0]), \
+            f"{task_id}: its saved response's name not synced before the daemon acted on it"
+        # Reported only once the job file's entry in dest is durable.
+        said = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} (done|failed): ", w[3])]
+        assert said, f"{task_id}: never reported"
+        assert m.entry_durable(dest, pub[1], said[0][0]), \
+            f"{task_id}: reported before {dest}/ was synced after its job file moved there"
+        # Its outbox entry (the hook): durable before the job file moved.
+        queued = [w for w in m.writes if w[2].startswith("outbox/.") and
+                  re.search(rf'\\"task_id\\": ?\\"{task_id}\\"', w[3])]
+        assert queued, f"{task_id}: no outbox entry written"
+        src = queued[-1][2]
+        into = [r for r in m.renames if m.origin.get(r[3]) == src or r[2] == src]
+        assert into and m.bytes_durable(src, pub[0]), \
+            f"{task_id}: its outbox entry's bytes not synced before it was published"
+        assert m.entry_durable("outbox", into[0][1], pub[0]), \
+            f"{task_id}: its outbox entry not synced in outbox/ before it was published"
+    # Every saved response: its bytes synced before its rename to the final name.
+    saved = [r for r in m.renames if re.match(r"running/\..*\.partial$", r[2]) and
+             ".response." in r[3]]
+    assert len(saved) >= len(jobs), f"{len(saved)} responses saved for {len(jobs)} jobs"
+    for start, end, a, b, _ in saved:
+        assert m.bytes_durable(a, start), f"{b}: renamed before its bytes were synced"
+    return m, published
+
+
+def run_batch(env, mode, spool_dir=None):
+    env.fake.script("refused.", ["400_moderation"])
+    d = env.daemon(spool__concurrency=16, spool__sync=mode, notify__exec="/bin/true",
+                   spool_dir=spool_dir)
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-s", "256", "-o", log, "-e",
+                 "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,openat,write"]
+    jobs = {}
+    for i in range(24):
+        task_id = f"g{i:02d}"
+        job = {"prompt": f"group {i}"}
+        if i % 6 == 1:
+            job["n"] = 2
+        if i % 6 == 2:
+            job["prompt"] = "refused."
+        d.submit(task_id, job)
+        jobs[task_id] = "failed" if i % 6 == 2 else "done"
+    d.start()
+    for task_id, dest in jobs.items():
+        assert d.wait_finished(task_id, 60) == dest, (task_id, d.state(task_id))
+    wait_for(lambda: d.listdir("outbox") == [], 30, "the hooks to have run")
+    d.stop()   # the wrapper's status: strace gets the SIGTERM too
+    m, published = check_log(d, log, jobs)
+    syncs = len(m.fs_syncs) + sum(len(v) for v in m.file_syncs.values())
+    print(f"# sync = {mode}: {published} jobs published, {len(m.fs_syncs)} syncfs, "
+          f"{syncs - len(m.fs_syncs)} fsyncs: {syncs / published:.2f} per job")
+    return m
+
+
+def test_no_job_published_before_its_bytes_are_durable_fsync(env):
+    m = run_batch(env, "fsync")
+    assert m.fs_syncs == [], "sync = fsync made a syncfs"
+
+
+def test_no_job_published_before_its_bytes_are_durable_syncfs(env):
+    # On a tmpfs of our own: syncfs is a barrier there whatever file system /tmp is on.
+    fs = Tmpfs("256m")
+    try:
+        m = run_batch(env, "syncfs", os.path.join(fs.path, "spool"))
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+    assert m.fs_syncs, "sync = syncfs made no syncfs"
+
+
+def test_a_kill_inside_a_batch_ends_as_no_kill(env):
+    """kill -9 (IMGSPOOLD_CRASH_AT) at each step of a batch of publications, between jobs of a
+    step (#2: at the second job) and between steps; after a restart every job ends as without
+    the kill: in done/ with its own images, nothing left in running/, and a job whose answer
+    had arrived before the kill has one call and one attempt (a call still in flight at the
+    kill is recorded interrupted and made again)."""
+    points = ["save:response#2", "publish:images#2", "publish:result", "publish:rewritten",
+              "publish:committed#2", "publish:moved-in", "publish:job-moved#2", "publish:moved#2"]
+    for point in points:
+        d = env.daemon(spool__concurrency=8)
+        jobs = {f"b{i}-" + point.replace(":", "-").replace("#", "-"): f"batch {point} {i}."
+                for i in range(6)}
+        for task_id, prompt in jobs.items():
+            d.submit(task_id, {"prompt": prompt, "n": 2 if task_id.startswith("b1") else 1})
+        d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": point})
+        wait_for(d.exited, 20, f"the daemon to kill itself at {point}")
+        assert d.proc.returncode == -9, (point, d.proc.returncode)
+        answered = {t for t in jobs if re.search(rf"^{t} attempt 1: HTTP 200", d.log(), re.M)}
+        saved = {n.split("@")[0][1:] for n in os.listdir(d.path("running")) if ".response." in n}
+        print(f"# {point}: {len(answered)} answers logged, {len(saved)} saved before the kill")
+        d.start()
+        for task_id, prompt in jobs.items():
+            assert d.wait_finished(task_id, 30) == "done", (point, task_id, d.log()[-2000:])
+            r = d.result(task_id)
+            statuses = [a["http_status"] for a in r["attempts"]]
+            if task_id in answered or task_id in saved:
+                assert statuses == [200], (point, task_id, r["attempts"])
+            else:
+                assert statuses[-1] == 200 and all(a["outcome"] == "interrupted"
+                                                   for a in r["attempts"][:-1]), (point, r)
+            assert env.fake.calls(prompt) == len(statuses), (point, task_id, env.fake.calls(prompt))
+            want = hashlib.sha256(prompt.encode()).hexdigest()
+            assert [png_prompt_sha256(d.read("done", n)) for n in r["images"]] == \
+                [want] * (2 if task_id.startswith("b1") else 1), (point, task_id)
+            record = json.loads(d.read("done", task_id + ".json"))["imgspool"]
+            assert record["finished"] == "succeeded" and \
+                len(record["attempts"]) == len(statuses), record
+        wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+                 == [], 10, "nothing left in running/")
+        assert d.listdir("failed") == [], (point, d.listdir("failed"))
+        d.stop()
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_no_job_published_before_its_bytes_are_durable_fsync,
+        test_no_job_published_before_its_bytes_are_durable_syncfs,
+        test_a_kill_inside_a_batch_ends_as_no_kill,
+    ])
