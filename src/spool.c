@@ -442,6 +442,10 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 		return -1;
 	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync(fd)) < 0)
 		goto fail;
+	/* A job file's mtime is its lease: the new content must not bring back the time it was
+	 * written at, before an fsync that may have taken longer than the lease. */
+	if (replace_only && futimens(fd, NULL) < 0)
+		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
 		goto fail;
