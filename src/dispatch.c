@@ -333,20 +333,38 @@ static int64_t deferred_due(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
-/* Jobs in deferred/ whose mtime has passed become pending; a timer waits for the next one. */
+/* Jobs in deferred/ whose mtime has passed become pending; a timer waits for the next one. A job
+ * is stat'ed when first listed (for its due time) and again once that time has come (it may
+ * have been deferred again since, under the same name): not at every rescan in between. */
 static void scan_deferred(struct dispatch *d)
 {
 	struct spool_entry *e;
-	long n = spool_list(d->spool, SPOOL_DEFERRED, &e);
+	long n = spool_list_names(d->spool, SPOOL_DEFERRED, false, &e);
 	if (n < 0)
 		return;
+	char key = known_dir(SPOOL_DEFERRED);
 	/* Due times are the file server's: another host's clock may be off. */
-	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0;
-	known_begin(&d->known, known_dir(SPOOL_DEFERRED));
+	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0, now = mono_ms();
+	known_begin(&d->known, key);
 	for (long i = 0; i < n; i++) {
-		if (e[i].mtime_ns <= now_ns)
+		unsigned type = e[i].id.mode ? IFTODT(e[i].id.mode) : DT_UNKNOWN;
+		enum known_look look = known_listed(&d->known, key, e[i].name, e[i].id.ino, type, now);
+		const struct file_id *waits = known_waiting(&d->known, key, e[i].name);
+		if (look == KNOWN_UNCHANGED && (!waits || waits->mtime_ns > now_ns)) {
+			if (waits && (!next_ns || waits->mtime_ns < next_ns))
+				next_ns = waits->mtime_ns;
+			continue;   /* queued, ignored, or not due yet */
+		}
+		if (spool_entry_stat(d->spool, SPOOL_DEFERRED, &e[i]) < 0) {
+			known_forget(&d->known, key, e[i].name);
+			continue;
+		}
+		if (e[i].mtime_ns <= now_ns) {
 			pending_add(d, SPOOL_DEFERRED, e[i].name, &e[i].id);
-		else if (!next_ns || e[i].mtime_ns < next_ns)
+			continue;
+		}
+		known_wait(&d->known, key, e[i].name, &e[i].id);
+		if (!next_ns || e[i].mtime_ns < next_ns)
 			next_ns = e[i].mtime_ns;
 	}
 	spool_entries_free(e, n);

@@ -15,10 +15,11 @@ enum entry_state {
 	FRESH,                   /* listed, not yet stat'ed */
 	QUEUED,                  /* pending: read when it is claimed */
 	IGNORED,                 /* not a job as it is (id): stat'ed again at recheck_at */
+	WAITING,                 /* deferred/ until its mtime (id) */
 };
 
 struct known_entry {
-	struct file_id id;       /* an ignored entry's file, as it was ignored */
+	struct file_id id;       /* an ignored or waiting entry's file, as last stat'ed */
 	uint64_t listed_ino;     /* d_ino as listed (0: not said) */
 	uint8_t listed_type;     /* d_type as listed (DT_UNKNOWN: not said) */
 	uint8_t state;
@@ -188,6 +189,8 @@ enum known_look known_listed(struct known *k, char dir, const char *name, uint64
 		return KNOWN_UNCHANGED;   /* whatever is there now is read when it is claimed */
 	case IGNORED:
 		return moved || now >= e->recheck_at ? KNOWN_LOOK : KNOWN_UNCHANGED;
+	case WAITING:
+		return moved ? KNOWN_LOOK : KNOWN_UNCHANGED;
 	default:
 		return KNOWN_NEW;
 	}
@@ -226,6 +229,20 @@ void known_ignore(struct known *k, char dir, const char *name, const struct file
 	e->seen = *listing_of(k, dir);
 	e->recheck_at = now + KNOWN_RECHECK_MIN_MS;
 	e->backoff_ms = 2 * KNOWN_RECHECK_MIN_MS;
+}
+
+void known_wait(struct known *k, char dir, const char *name, const struct file_id *id)
+{
+	struct known_entry *e = insert(k, dir, name);
+	e->state = WAITING;
+	e->id = *id;
+	e->seen = *listing_of(k, dir);
+}
+
+const struct file_id *known_waiting(const struct known *k, char dir, const char *name)
+{
+	const struct known_entry *e = lookup(k, dir, name);
+	return e && e->state == WAITING ? &e->id : NULL;
 }
 
 void known_forget(struct known *k, char dir, const char *name)

@@ -59,6 +59,11 @@ bool known_see(struct known *k, char dir, const char *name, const struct file_id
 /* dir/name, as it was when listed (id), is not a job: not queued again until it changes. */
 void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id,
 		  int64_t now);
+/* dir/name (deferred/, as id) waits until its mtime: not queued, and not stat'ed again by a
+ * listing that shows the same inode and type (known_listed says KNOWN_UNCHANGED). */
+void known_wait(struct known *k, char dir, const char *name, const struct file_id *id);
+/* The file a waiting name was last stat'ed as, or NULL when it does not wait. */
+const struct file_id *known_waiting(const struct known *k, char dir, const char *name);
 /* dir/name is gone, claimed, or to be looked at afresh by the next listing. */
 void known_forget(struct known *k, char dir, const char *name);
 bool known_has(const struct known *k, char dir, const char *name);

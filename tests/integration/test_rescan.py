@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_tests, wait_for  # noqa: E402
@@ -65,6 +66,35 @@ def test_a_rescan_stats_no_queued_job(env):
     assert lines and lines[-1] == ("1996", "0"), lines[-3:]
 
 
+def test_a_deferred_job_is_stated_when_listed_and_when_due_only(env):
+    """deferred/ holds a backlog too (a 429 storm): its jobs wait for their mtime, which a
+    rescan does not read again until it has come."""
+    d = env.daemon(verbose=True, spool__poll_interval=1)
+    for sub in ("deferred", "tmp"):
+        os.makedirs(d.path(sub))
+    later = time.time() + 3600
+    for i in range(500):
+        tmp = d.path("tmp", f"w{i:03d}.json")
+        with open(tmp, "w") as f:
+            f.write('{"prompt": "waits %d"}' % i)
+        os.utime(tmp, (later, later))
+        os.rename(tmp, d.path("deferred", f"w{i:03d}.json"))
+    d.start()
+    d.wait_rescans(1)
+    soon = time.time() + 2
+    tmp = d.path("tmp", "soon.json")
+    with open(tmp, "w") as f:
+        f.write('{"prompt": "due in two seconds"}')
+    os.utime(tmp, (soon, soon))
+    os.rename(tmp, d.path("deferred", "soon.json"))
+    trace = stats_while(d, lambda: d.wait_rescans(2))
+    stats = re.findall(r'/deferred>, "w\d{3}\.json"', trace)
+    assert not stats, f"two rescans stat'ed jobs in deferred/ that are not due {len(stats)} times"
+    assert d.wait_finished("soon") == "done"
+    assert time.time() >= soon
+    assert len(d.listdir("deferred")) == 500
+
+
 def test_a_job_that_starts_at_once_is_not_stated_before_its_claim(env):
     """Its mtime (its place in line) matters only if it has to wait: the claim reads it, and
     the claim's rename says whether it is still there."""
@@ -117,6 +147,7 @@ def test_jobs_start_in_order_of_mtime_behind_a_backlog(env):
 if __name__ == "__main__":
     run_tests([
         test_a_rescan_stats_no_queued_job,
+        test_a_deferred_job_is_stated_when_listed_and_when_due_only,
         test_a_job_that_starts_at_once_is_not_stated_before_its_claim,
         test_an_ignored_file_changed_in_place_is_looked_at_again,
         test_jobs_start_in_order_of_mtime_behind_a_backlog,

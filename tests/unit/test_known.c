@@ -82,7 +82,7 @@ static void test_created_then_removed_names_leave_nothing(void)
  * do, a new name (queued; scan.c stats only what is not a regular file), or a stat. */
 static void test_a_listing_stats_only_what_it_must(void)
 {
-	enum { NONE, QUEUED, IGNORED };
+	enum { NONE, QUEUED, IGNORED, WAITING };
 	static const struct {
 		const char *what;
 		int before;             /* NONE, or queued / ignored at time 0 as base */
@@ -102,6 +102,8 @@ static void test_a_listing_stats_only_what_it_must(void)
 		{ "an ignored entry, another inode", IGNORED, 101, DT_REG, 1, KNOWN_LOOK },
 		{ "an ignored symlink, now a file", IGNORED, 100, DT_LNK, 1, KNOWN_LOOK },
 		{ "an ignored entry, the file system says nothing", IGNORED, 0, DT_UNKNOWN, 1, KNOWN_UNCHANGED },
+		{ "a deferred job waiting, listed again", WAITING, 100, DT_REG, 3600000, KNOWN_UNCHANGED },
+		{ "a deferred job waiting, deferred again (inode)", WAITING, 101, DT_REG, 0, KNOWN_LOOK },
 	};
 	static const char *const names[] = { "nothing", "new", "a stat" };
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -113,8 +115,12 @@ static void test_a_listing_stats_only_what_it_must(void)
 			   "%s: first listed, new", rows[i].what);
 			if (rows[i].before == QUEUED)
 				ok(known_see(&k, 'n', "job.json", &base, 0), "%s: queued", rows[i].what);
+			else if (rows[i].before == WAITING)
+				known_wait(&k, 'n', "job.json", &base);
 			else
 				known_ignore(&k, 'n', "job.json", &base, 0);
+			ok((known_waiting(&k, 'n', "job.json") != NULL) == (rows[i].before == WAITING),
+			   "%s: waits or not", rows[i].what);
 			known_sweep(&k, 'n');
 		}
 		known_begin(&k, 'n');
@@ -165,6 +171,28 @@ static void test_ignored_entries_are_rechecked_with_a_backoff(void)
 	known_release(&k);
 }
 
+/* A deferred job waits with the identity it was stat'ed as, and is queued when due. */
+static void test_a_deferred_job_waits_then_is_queued(void)
+{
+	struct known k;
+	known_init(&k);
+	struct file_id due = base;
+	due.mtime_ns = 7000;
+	known_begin(&k, 'd');
+	ok(known_listed(&k, 'd', "j.json", 100, DT_REG, 0) == KNOWN_NEW, "first listed: new");
+	known_wait(&k, 'd', "j.json", &due);
+	const struct file_id *w = known_waiting(&k, 'd', "j.json");
+	ok(w && w->mtime_ns == 7000, "it waits until its mtime");
+	ok(known_sweep(&k, 'd') == 0, "a waiting name seen by the listing stays");
+	known_begin(&k, 'd');
+	ok(known_sweep(&k, 'd') == 1 && !known_has(&k, 'd', "j.json"), "and goes when it is gone");
+	known_wait(&k, 'd', "j.json", &due);
+	ok(known_see(&k, 'd', "j.json", &due, 0), "due: queued");
+	ok(!known_waiting(&k, 'd', "j.json") && known_hint(&k, 'd', "j.json") == KNOWN_UNCHANGED,
+	   "then it is queued, not waiting");
+	known_release(&k);
+}
+
 /* Listings of new/ and deferred/ may overlap (a slice of new/, then all of deferred/). */
 static void test_listings_of_two_directories_overlap(void)
 {
@@ -189,5 +217,6 @@ int main(void)
 	test_a_listing_stats_only_what_it_must();
 	test_ignored_entries_are_rechecked_with_a_backoff();
 	test_listings_of_two_directories_overlap();
+	test_a_deferred_job_waits_then_is_queued();
 	return tap_done();
 }
