@@ -5,7 +5,7 @@ finished jobs (BENCH_CLI_JOBS), timed with the optimized build. Prints figures, 
 The spool is made directly in the shapes the daemon publishes (job file, result, one small PNG
 per job; a tenth failed), in a temporary directory on the real disk, with a warm page cache,
 as an operator's second look at a busy spool would find it. Each figure is that one process's own
-(wait4), and a second pass under strace -c counts its system calls, the figure that does not
+(wait4, and GNU time for its peak RSS), and a second pass under strace -c counts its system calls, the figure that does not
 depend on the machine's load. BENCH_CLI_SPOOL=DIR keeps the spool in DIR (made when missing) for
 the next run."""
 import json
@@ -65,18 +65,22 @@ def make_spool(root):
 
 
 def timed(base, *args):
-    """(wall s, CPU s, peak RSS MiB, bytes on stdout) of one run; the rusage is this child's
-    alone (RUSAGE_CHILDREN would give the largest of every child so far)."""
-    out_path = os.path.join(base, "stdout")
+    """(wall s, CPU s, peak RSS MiB, bytes on stdout) of one run. CPU is this child's alone
+    (wait4; RUSAGE_CHILDREN would add up every child so far). The peak RSS comes from GNU time,
+    which forks it from a small process: a child forked from Python inherits Python's RSS as the
+    floor of its ru_maxrss (the kernel keeps the high-water mark across exec)."""
+    out_path, rss_path = os.path.join(base, "stdout"), os.path.join(base, "maxrss")
     with open(out_path, "wb") as out, open(os.path.join(base, "stderr"), "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen([CLI, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_path, CLI, *args],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         took = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"imgspool {' '.join(args)} failed: {open(os.path.join(base, 'stderr')).read()}")
-    return took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, os.path.getsize(out_path)
+    rss_kib = int(open(rss_path).read().split()[-1])
+    return took, usage.ru_utime + usage.ru_stime, rss_kib / 1024, os.path.getsize(out_path)
 
 
 def syscalls(base, *args):
