@@ -160,6 +160,25 @@ static void put_entry(FILE *f, const struct cli_info *info, const char *prompt,
 	fputs("</dl></article>\n", f);
 }
 
+/* A file of ours under path in a directory others may write (a web root): a name planted
+ * there, a symlink above all, is removed and never written through. NULL with errno. */
+static FILE *create_new(const char *path, const char *mode)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		return NULL;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return NULL;
+	FILE *f = fdopen(fd, mode);
+	if (!f) {
+		int err = errno;
+		close(fd);
+		unlink(path);
+		errno = err;
+	}
+	return f;
+}
+
 static const char page_head[] =
 	"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
 	/* No script may run, whatever a prompt contains; images only from beside the page. */
@@ -209,7 +228,7 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	char *tmp = xasprintf("%s/.index.html.%d.tmp", out_dir, (int)getpid());
 	char *scratch = xasprintf("%s/.index.html.%d.articles", out_dir, (int)getpid());
 	char *spool_url = relative_to(out_dir, c->dir);
-	FILE *f = NULL, *articles = fopen(scratch, "w+");
+	FILE *f = NULL, *articles = create_new(scratch, "w+");
 	if (!articles) {
 		rc = cli_fail_errno(c, "cannot write", scratch, errno);
 		goto out;
@@ -240,7 +259,7 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	}
 	buf_release(&text);
 
-	f = fopen(tmp, "w");
+	f = create_new(tmp, "w");
 	if (!f) {
 		rc = cli_fail_errno(c, "cannot write", tmp, errno);
 		goto out;

@@ -117,5 +117,38 @@ def test_gallery_in_chromium(env):
         assert counts.get(colour_of(prompt), 0) > 5000, f"the image of {prompt!r} did not render"
 
 
+def test_gallery_writes_through_no_planted_link(env):
+    # -o may name a directory others can write (a web root): the names the gallery writes
+    # under, .index.html.PID.tmp and .index.html.PID.articles, may be planted there as
+    # symlinks to a file of the user running it. That file must stay as it was.
+    d = env.daemon().start()
+    d.submit("p1", {"prompt": "a page"})
+    assert d.wait_finished("p1") == "done"
+    out = os.path.join(d.dir, "www")
+    os.makedirs(out)
+    victims = [os.path.join(d.dir, f"victim{i}") for i in range(2)]
+    for v in victims:
+        with open(v, "w") as f:
+            f.write("precious\n")
+    pid = os.fork()
+    if pid == 0:   # the child keeps its pid across exec: plant the links for it, then run
+        try:
+            for suffix, victim in zip(("tmp", "articles"), victims):
+                os.symlink(victim, os.path.join(out, f".index.html.{os.getpid()}.{suffix}"))
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.execv(IMGSPOOL, [IMGSPOOL, "-d", d.spool, "gallery", "-o", out])
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    for v in victims:
+        assert open(v).read() == "precious\n", f"{v} was written through a planted link"
+    html = open(os.path.join(out, "index.html"), encoding="utf-8").read()
+    assert ">p1<" in html and "1 finished job(s)" in html, html[-500:]
+    assert os.listdir(out) == ["index.html"], os.listdir(out)
+
+
 if __name__ == "__main__":
-    run_tests([test_gallery_in_chromium])
+    run_tests([test_gallery_in_chromium, test_gallery_writes_through_no_planted_link])
