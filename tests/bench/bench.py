@@ -26,10 +26,10 @@ cli, keyshare and rescan, which are other programs):
               its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), 3x as many jobs: jobs/s vs
               loadgen with as many connections doing as many requests
-  rss         BENCH_RSS_INFLIGHT jobs (10000) at once, as many calls in flight, on an upstream
-              that answers after 10 s (so the last call starts before the first ends): the
-              daemon's peak RSS (VmHWM), the most calls the fake saw waiting at once, and the
-              peak RSS of curlgen holding as many calls (what libcurl itself takes)
+  rss         BENCH_RSS_INFLIGHT jobs (10000) at once, concurrency as many; the fake holds every
+              answer until all the calls are in flight (fastup --hold): the daemon's peak RSS
+              (VmHWM), how long it took to have them all in flight, and the peak RSS of curlgen
+              holding as many calls the same way (what libcurl itself takes)
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
@@ -40,6 +40,7 @@ or `make bench BENCH_ONLY=throughput,syscalls`.
 """
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -386,23 +387,48 @@ def inflight():
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
 
 
+# Descriptors the daemon holds per call in flight: the socket and running/.ID@HOST.partial,
+# open for the whole call (dispatch.c). The daemon's limit is its hard RLIMIT_NOFILE.
+FDS_PER_CALL = 2
+
+
 def rss():
-    up = FastUpstream(KEY, delay_ms=10000)
-    print(f"10 s upstream, {RSS_INFLIGHT} jobs at once, concurrency {RSS_INFLIGHT}:")
+    """Every call held at the fake until all RSS_INFLIGHT are in flight at once, then let go."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    fits = RSS_INFLIGHT if hard == resource.RLIM_INFINITY else (hard - 512) // FDS_PER_CALL
+    n = min(RSS_INFLIGHT, fits)
+    print(f"{n} jobs at once, concurrency {n}, the fake answering once all {n} calls are in "
+          f"flight:")
+    if n < RSS_INFLIGHT:
+        print(f"  NOTE: not {RSS_INFLIGHT}: the hard limit of open files here is {hard} and the "
+              f"daemon holds {FDS_PER_CALL} per call in flight (the socket and the .partial file)")
+    up = FastUpstream(KEY, hold=True)
     try:
-        with Tmpfs() as fs, Run(up, fs.spool("rss"), RSS_INFLIGHT) as r:
-            up.counters()
-            res = r.jobs(RSS_INFLIGHT)
-            held = up.counters()["held_max"]
-        _, _, curl_rss = curlgen(up, RSS_INFLIGHT, RSS_INFLIGHT)
+        with Tmpfs() as fs, Run(up, fs.spool("rss"), n) as r:
+            started = time.monotonic()
+            ramp = []
+
+            def release_when_all_in_flight():
+                if not ramp and up.counters()["held_now"] >= n:
+                    ramp.append(time.monotonic() - started)
+                    up.release()
+            res = r.jobs(n, sample=release_when_all_in_flight, timeout=300)
     except AssertionError as e:     # the daemon refused the configuration, or never finished
         print(f"  NOT MEASURED: {str(e).strip().splitlines()[-1][:300]}")
         return
     finally:
         up.close()
+    up = FastUpstream(KEY, hold=True)
+    try:
+        def release():
+            harness.wait_for(lambda: up.counters()["held_now"] >= n, 600, "curlgen's calls")
+            up.release()
+        _, _, curl_rss = curlgen(up, n, n, meanwhile=release)
+    finally:
+        up.close()
     row("peak RSS (VmHWM)", f"{res['rss']:.1f}", "MiB", "<= 256 MiB")
-    row("most calls in flight at once", f"{held}", "calls")
-    row("libcurl alone, as many (curlgen)", f"{curl_rss:.1f}", "MiB")
+    row(f"libcurl alone, {n} calls (curlgen)", f"{curl_rss:.1f}", "MiB")
+    row(f"all {n} calls in flight after", f"{ramp[0]:.2f}" if ramp else "never", "s")
     row("all jobs done in", f"{res['seconds']:.2f}", "s")
     if res["failed"]:
         print(f"  NOTE: {res['failed']} jobs failed")

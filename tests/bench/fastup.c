@@ -8,6 +8,8 @@
  * (contents, for Gemini) a 400. The image is a valid PNG (--pad-kb makes it bigger).
  * --delay-ms holds every answer that long: the delay is fixed, so answers fall due in arrival
  * order and one FIFO plus one timerfd hold any number of them (10 000 calls wait at once).
+ * --hold holds every answer until SIGUSR2 (then the delay applies), so a test can wait until a
+ * given number of calls is in flight at once ("held_now" in the counters) and let them go.
  *
  * Prints "fastup: listening on PORT" on stdout when ready; SIGUSR1 prints the counters (and
  * starts new ones), SIGTERM/SIGINT print them and exit 0. It scripts no failures: that is
@@ -80,6 +82,7 @@ struct held {
 static struct {
 	int epfd, lfd, tfd, sfd;
 	int64_t delay_ns;
+	bool gated;                   /* --hold, until SIGUSR2 */
 	const char *keys[MAX_KEYS];
 	int n_keys;
 	char *image_b64;              /* the PNG, base64 */
@@ -336,7 +339,7 @@ static void answer(struct conn *c, enum answer a, uint32_t rid_n, const char *mo
 
 static void timer_arm(void)
 {
-	if (!S.q_len) {
+	if (!S.q_len || S.gated) {
 		S.timer_armed = false;
 		return;
 	}
@@ -531,7 +534,7 @@ static int serve(struct conn *c)
 		uint32_t rid = ++S.next_rid;
 		enum answer a = route(line, (size_t)(sp1 - line), sp1 + 1, (size_t)(sp2 - sp1 - 1),
 				      authorized, start + head, clen, model, sizeof(model));
-		if (S.delay_ns > 0 || c->held)
+		if (S.delay_ns > 0 || S.gated || c->held)
 			hold(c, a, rid, model);
 		else
 			answer(c, a, rid, model);
@@ -611,11 +614,11 @@ static void on_accept(void)
 static void print_counters(void)
 {
 	printf("fastup: requests=%lu ok=%lu bad_request=%lu unauthorized=%lu not_found=%lu "
-	       "other=%lu connections=%lu open_max=%ld held_max=%ld\n", S.requests,
+	       "other=%lu connections=%lu open_max=%ld held_max=%ld held_now=%zu\n", S.requests,
 	       S.by_answer[A_OPENAI] + S.by_answer[A_GEMINI],
 	       S.by_answer[A_BAD_OPENAI] + S.by_answer[A_BAD_GEMINI], S.by_answer[A_UNAUTHORIZED],
 	       S.by_answer[A_NOT_FOUND], S.by_answer[A_UNSUPPORTED], S.accepted, S.open_max,
-	       S.held_max);
+	       S.held_max, S.q_len);
 	fflush(stdout);
 	S.requests = S.accepted = 0;
 	memset(S.by_answer, 0, sizeof(S.by_answer));
@@ -629,6 +632,14 @@ static bool on_signal(void)
 	struct signalfd_siginfo si;
 	bool stop = false;
 	while (read(S.sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGUSR2) {      /* the gate opens: what waits is due now */
+			int64_t now = mono_ns();
+			for (size_t i = 0; i < S.q_len; i++)
+				S.queue[(S.q_head + i) % S.q_cap].due_ns = now;
+			S.gated = false;
+			timer_arm();
+			continue;
+		}
 		print_counters();
 		if (si.ssi_signo != SIGUSR1)
 			stop = true;
@@ -639,7 +650,7 @@ static bool on_signal(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: fastup [--port N] [--port-file PATH] [--key KEY]... [--delay-ms MS] "
-		"[--pad-kb KB]\n");
+		"[--pad-kb KB] [--hold]\n");
 	exit(2);
 }
 
@@ -657,6 +668,10 @@ int main(int argc, char **argv)
 	const char *port_file = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--hold")) {
+			S.gated = true;
+			continue;
+		}
 		if (!strcmp(a, "--port"))
 			port = number(v, 0, 65535);
 		else if (!strcmp(a, "--port-file") && v)
@@ -682,6 +697,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

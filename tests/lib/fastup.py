@@ -5,8 +5,11 @@ way src/http.c uses it).
     up = FastUpstream(key, delay_ms=0)     # listening on 127.0.0.1:up.port when it returns
     harness.Daemon(up, ...)                # Daemon only needs up.base_url
     up.counters()                          # {"requests": .., "ok": .., "unauthorized": ..,
-                                           #  "held_max": ..}; starts new counters
+                                           #  "held_max": .., "held_now": ..}; starts new ones
     up.close()
+
+FastUpstream(key, hold=True) answers nothing until up.release(): wait for
+up.counters()["held_now"] to reach N, and N calls are in flight at once.
 
 All are optimized builds in build/, made by `make build/fastup build/loadgen build/curlgen`
 (make test and make bench do it)."""
@@ -24,9 +27,10 @@ CURLGEN = os.path.join(BUILD, "curlgen")
 
 
 class FastUpstream:
-    def __init__(self, key, delay_ms=0):
+    def __init__(self, key, delay_ms=0, hold=False):
         assert os.access(FASTUP, os.X_OK), f"{FASTUP} is missing: make build/fastup"
-        self.proc = subprocess.Popen([FASTUP, "--key", key, "--delay-ms", str(delay_ms)],
+        self.proc = subprocess.Popen([FASTUP, "--key", key, "--delay-ms", str(delay_ms)] +
+                                     (["--hold"] if hold else []),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on (\d+)", line)
@@ -43,6 +47,10 @@ class FastUpstream:
         self.proc.send_signal(signal.SIGUSR1)
         line = self.proc.stdout.readline()
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+    def release(self):
+        """Answers what --hold held, and from now on after the delay only."""
+        self.proc.send_signal(signal.SIGUSR2)
 
     def close(self):
         if self.proc.poll() is None:
@@ -63,19 +71,28 @@ def loadgen(upstream, connections, requests, key=None):
     return float(m.group(1))
 
 
-def curlgen(upstream, parallel, requests, key=None):
+def curlgen(upstream, parallel, requests, key=None, meanwhile=None):
     """(requests/s, CPU ms per request, peak RSS MiB) of build/curlgen: exactly `requests` POSTs,
     `parallel` at once, through libcurl's multi socket interface with src/http.c's options, no
-    jobs."""
+    jobs. meanwhile(), if given, runs while curlgen does (e.g. to release a held upstream)."""
     assert os.access(CURLGEN, os.X_OK), f"{CURLGEN} is missing: make build/curlgen"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([CURLGEN, "--port", str(upstream.port), "--key", key or upstream.key,
-                          "--connections", str(parallel), "--requests", str(requests)],
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    proc = subprocess.Popen([CURLGEN, "--port", str(upstream.port), "--key", key or upstream.key,
+                             "--connections", str(parallel), "--requests", str(requests)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        if meanwhile:
+            meanwhile()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    m = re.search(r"req_per_s=(\d+)", out.stdout)
-    if out.returncode or not m:
-        raise RuntimeError(f"curlgen failed: {out.stdout}{out.stderr}")
+    m = re.search(r"req_per_s=(\d+)", out)
+    if proc.returncode or not m:
+        raise RuntimeError(f"curlgen failed: {out}{err}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    rss = int(re.search(r"maxrss_kib=(\d+)", out.stdout).group(1)) / 1024
+    rss = int(re.search(r"maxrss_kib=(\d+)", out).group(1)) / 1024
     return float(m.group(1)), cpu * 1000 / requests, rss
