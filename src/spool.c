@@ -426,6 +426,10 @@ bool spool_is_our_temp(const char *name, const char *host)
 	       !strncmp(p - hlen, host, hlen);
 }
 
+/* A rewrite slower than this stamps its file anew before the exchange: far below a heartbeat
+ * interval (lease_timeout / 4, at least 500 ms), so a faster one keeps a fresh enough mtime. */
+#define REWRITE_STALE_MS 100
+
 /* Writes data to dirfd/name through a temporary file; replace_only: only over an existing name.
  * The file is fsynced before its rename unless ss says its batch's barrier will cover it. */
 static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
@@ -440,11 +444,12 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
+	int64_t started = mono_ms();
 	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync(fd)) < 0)
 		goto fail;
 	/* A job file's mtime is its lease: the new content must not bring back the time it was
 	 * written at, before an fsync that may have taken longer than the lease. */
-	if (replace_only && futimens(fd, NULL) < 0)
+	if (replace_only && mono_ms() - started >= REWRITE_STALE_MS && futimens(fd, NULL) < 0)
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
