@@ -168,6 +168,7 @@ struct dispatch {
 	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
 	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
 	uint64_t scan_timer;     /* the next slice */
+	uint64_t place_timer;    /* the next slice of pending_place */
 	struct strset held;      /* ids of the tasks below */
 	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */
@@ -241,16 +242,22 @@ static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name
 		d->n_sorted++;
 }
 
-/* Stats the entries not stat'ed yet (from from on), for their place in line: a name that is
- * gone leaves the queue. */
-static void pending_place(struct dispatch *d, size_t from)
+static int64_t place_more(struct loop *loop, void *arg);
+
+/* Stats the entries not stat'ed yet (from from on), for their place in line, for about
+ * budget_ms: a name that is gone leaves the queue. Returns true when none is left; else a
+ * timer brings the loop back for the rest (a slow file server never stalls the loop). */
+static bool pending_place(struct dispatch *d, size_t from, int64_t budget_ms)
 {
 	if (!d->n_unplaced)
-		return;
-	size_t keep = from;
-	for (size_t i = from; i < d->n_pending; i++) {
+		return true;
+	size_t keep = from, i = from;
+	int64_t end = mono_ms() + budget_ms;
+	for (int n = 1; i < d->n_pending; i++, n++) {
 		struct pending *pe = &d->pending[i];
 		struct stat st;
+		if (n % 64 == 0 && mono_ms() >= end)
+			break;
 		if (!pe->placed) {
 			d->n_unplaced--;
 			if (fstatat(d->spool->fd[pe->dir], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -264,9 +271,22 @@ static void pending_place(struct dispatch *d, size_t from)
 		}
 		d->pending[keep++] = *pe;
 	}
-	d->n_pending = keep;
+	if (keep != i)
+		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	d->n_pending = keep + (d->n_pending - i);
 	if (from < d->n_sorted)
 		d->n_sorted = 0;   /* the new mtimes may belong anywhere */
+	if (d->n_unplaced && !d->place_timer)
+		d->place_timer = loop_add_timer(d->loop, 0, place_more, d);
+	return !d->n_unplaced;
+}
+
+static int64_t place_more(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->place_timer = 0;   /* the before-sleep hook pumps, and places the rest */
+	return LOOP_TIMER_DONE;
 }
 
 static int pending_cmp(const void *a, const void *b)
@@ -2321,13 +2341,14 @@ void dispatch_pump(struct dispatch *d)
 {
 	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
 	    !any_provider_ready(d) || !disk_has_room(d)) {
-		pending_place(d, d->n_sorted);   /* what waits gets its place in line */
+		pending_place(d, d->n_sorted, SCAN_SLICE_MS);   /* what waits gets its place in line */
 		return;
 	}
 	/* Order matters only when not every entry can start now: new names are stat'ed then. */
 	bool all_fit = d->n_pending <= (size_t)(d->cfg->concurrency - d->n_tasks);
-	if (!all_fit)
-		pending_place(d, d->n_sorted);
+	/* A claim waits until every waiting job has its place, so the oldest starts first. */
+	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS))
+		return;
 	pending_sort(d);
 	size_t sorted = d->n_pending;
 	size_t keep = 0;   /* entries that must wait are compacted to the front */
@@ -2347,7 +2368,7 @@ void dispatch_pump(struct dispatch *d)
 	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
 	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
 	d->n_pending = keep + (d->n_pending - i);
-	pending_place(d, 0);   /* those that wait (at most a concurrency's worth) */
+	pending_place(d, 0, INT64_MAX / 2);   /* those that wait: a concurrency's worth at most */
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
 
@@ -3056,6 +3077,8 @@ void dispatch_free(struct dispatch *d)
 	free(d->pending);
 	if (d->scan_timer)
 		loop_del_timer(d->loop, d->scan_timer);
+	if (d->place_timer)
+		loop_del_timer(d->loop, d->place_timer);
 	scan_release(&d->new_scan);
 	known_release(&d->known);
 	strset_release(&d->held);
