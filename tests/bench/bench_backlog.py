@@ -13,6 +13,7 @@ Measured, not asserted.
 Everything it makes is under one temporary directory, removed at the end.
 """
 import collections
+import datetime
 import os
 import re
 import shutil
@@ -88,10 +89,20 @@ def one_rescan(d, out):
     return counts
 
 
+def logged_at(d, marker, wall0, raw0):
+    """Seconds from wall0 to the first log line after raw0 holding marker (its time stamp)."""
+    for line in d.raw_log()[raw0:].splitlines():
+        if marker in line:
+            return datetime.datetime.fromisoformat(line[:29]).timestamp() - wall0
+    return float("nan")
+
+
 def first_call_after_start(env, d):
-    """Seconds from the daemon's exec to the upstream's first request."""
+    """Seconds from the daemon's exec to the upstream's first request, and to the end of its
+    first listing of new/ and its first claim, as its log says."""
     before = len(env.fake.requests)
-    started = time.monotonic()
+    raw0 = len(d.raw_log())
+    started, wall0 = time.monotonic(), time.time()
     d.start(wait_ready=False)
     while len(env.fake.requests) == before:
         if d.exited():
@@ -99,7 +110,9 @@ def first_call_after_start(env, d):
         if time.monotonic() - started > 600:
             raise AssertionError("no call within 600 s")
         time.sleep(0.001)
-    return time.monotonic() - started
+    took = time.monotonic() - started
+    harness.wait_for(lambda: " claimed" in d.raw_log()[raw0:], 60, "the claim's log line")
+    return took, logged_at(d, "rescan of new/", wall0, raw0), logged_at(d, " claimed", wall0, raw0)
 
 
 def bench_backlog(env, base):
@@ -121,7 +134,9 @@ def bench_backlog(env, base):
         put_back(spool)
     print(f"backlog benchmark: {BACKLOG} jobs in new/ on {tempfile.gettempdir()} (made in "
           f"{made:.0f} s), concurrency 4, every call hanging, poll_interval 5 s, {RUNS} runs")
-    print("  start-up to the first call: " + ", ".join(f"{x:.3f} s" for x in firsts))
+    print("  start-up to the first call: " + ", ".join(f"{x[0]:.3f} s" for x in firsts) +
+          "   (first listing of new/ done at " + ", ".join(f"{x[1]:.2f}" for x in firsts) +
+          " s; first claim at " + ", ".join(f"{x[2]:.2f}" for x in firsts) + " s)")
     calls = sorted({c for r in rescans for c in r}, key=lambda c: -max(r.get(c, 0) for r in rescans))
     print("  system calls of one rescan that finds nothing new (all threads, one poll_interval):")
     for call in calls:
