@@ -2470,7 +2470,9 @@ static int64_t heartbeat(struct loop *loop, void *arg)
 }
 
 /* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
- * 524 as much as a 200), so a response the dead host saved is used, never paid again. */
+ * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
+ * its uncommitted staging directory (.ID@HOST.done/.failed), which a job whose records say
+ * "finished" is published from. */
 static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 {
 	struct spool_entry *h;
@@ -2481,7 +2483,8 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 	for (long i = 0; i < nh; i++) {
 		const char *sfx = h[i].name + plen;
 		if (strncmp(h[i].name, prefix, plen) ||
-		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9)))
+		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
+		     strcmp(sfx, "done") && strcmp(sfx, "failed")))
 			continue;
 		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
 		renameat(fd, h[i].name, fd, to);
@@ -2634,10 +2637,18 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	apply_record(t, &rec);
 	int64_t retry_at_ms = rec.retry_at_ms;
 	t->res.status = saved_status(t, hidden);   /* what drop_sidecars removes */
-	if (rec.finished[0]) {
+	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
+	 * finished again from its saved response, else it fails; it is never called again. */
+	bool restage = false;
+	if (rec.finished[0] && publish_is_staged(d->spool, id, strcmp(rec.finished, "succeeded") ?
+						 SPOOL_FAILED : SPOOL_DONE)) {
 		complete_publication(t, rec.finished);
 		record_release(&rec);
 		return;
+	} else if (rec.finished[0]) {
+		log_job(LOG_WARN, id, "its records say it %s, but nothing of its publication is "
+			"staged: finishing it again from its saved response", rec.finished);
+		restage = true;
 	}
 	record_release(&rec);
 	t->crashes++;
@@ -2687,7 +2698,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	free(text);
 	crash_point("adopt:counted");
 
-	size_t accounted = attempts_made(t);
+	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
+	size_t accounted = attempts_made(t) - (restage && json_array_size(t->attempts) > 0);
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	for (size_t i = 0; i < hidden->cap; i++) {
@@ -2701,6 +2713,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		if (attempt && (size_t)attempt <= accounted) {
 			/* Already in the records: the daemon died moving the job on. Move it again. */
 			buf_release(&body);
+			if (restage)
+				continue;
 			if (retry_at_ms) {
 				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
 				json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
@@ -2722,6 +2736,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			continue;
 		}
 		/* A complete response on disk, not yet accounted for: no second call. */
+		if (restage)
+			json_array_remove(t->attempts, json_array_size(t->attempts) - 1);
 		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
 		t->res.body = buf_detach(&body, &t->res.body_len);
 		t->res.started_wall_ms = timespec_ms(&st.st_mtim);
@@ -2731,6 +2747,11 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			"finishing without calling again", status);
 		t->state = T_PARSING;
 		pool_submit_batched(t, parse_work, parse_done);
+		return;
+	}
+	if (restage) {
+		fail(t, "publish_failed", NULL, "its records say it finished, but its staged result "
+		     "is gone and no saved response is left to finish it from: not called again");
 		return;
 	}
 	char *partial = sidecar_name(t, "partial");
@@ -2802,7 +2823,9 @@ static void resume_publications(struct dispatch *d, bool others)
 			continue;
 		}
 		char *mine = publish_staging_name(id, d->spool->host_id, dest);
-		if (look) {
+		if (look && publish_job_in_running(d->spool, id, host)) {
+			look = false;   /* not committed: it goes along with its job (take_sidecars) */
+		} else if (look) {
 			if (!now)
 				now = spool_server_now(d->spool);
 			if (now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 &&

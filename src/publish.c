@@ -17,7 +17,9 @@
  * Steps 3-5 only rename to or from paths inside the staging directory, by name: once another
  * daemon has renamed that directory to its own name (it took a dead publisher's job over), they
  * all fail and change nothing. A crash after 2 is finished by publish_resume() at the restart;
- * before 2 the job is still in running/ and is published afresh. */
+ * before 2 the job is still in running/ and is published afresh, or, once its records say
+ * "finished", committed from its staging directory, which a reclaimer takes along with the job
+ * file (so a daemon fenced at its commit leaves that directory alone). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -312,6 +314,8 @@ struct item {
 	bool moved_in;           /* a resume: images and result were moved in before a crash */
 };
 
+/* staged: our staging directory is removed, unless the job file already has its final
+ * records: a reclaimer then publishes the job from that directory (it takes it along). */
 static void fenced(struct item *it, bool staged)
 {
 	xsnprintf(it->p.err, it->p.errsize, "the job was reclaimed by another daemon (our lease ran out)");
@@ -410,7 +414,7 @@ static void commit(struct item *it, struct syncset *ss)
 	free(job_staged);
 	if (moved < 0) {
 		if (saved == ENOENT && !exists(it->p.runfd, j->running_name))
-			fenced(it, true);
+			fenced(it, false);   /* its records say "finished": the staging goes along */
 		else
 			stop(it, failed_to(&it->p, "move the job file from", SPOOL_RUNNING,
 					   j->running_name, saved));
@@ -561,6 +565,22 @@ static char **staged_names(struct pub *p, size_t *n)
 	free(path);
 	free(result);
 	return names;
+}
+
+bool publish_is_staged(struct spool *sp, const char *id, int dest)
+{
+	char *staging = publish_staging_name(id, sp->host_id, dest);
+	bool is = exists(sp->fd[SPOOL_RUNNING], staging);
+	free(staging);
+	return is;
+}
+
+bool publish_job_in_running(struct spool *sp, const char *id, const char *host)
+{
+	char *running = xasprintf("%s@%s.json", id, host);
+	bool is = exists(sp->fd[SPOOL_RUNNING], running);
+	free(running);
+	return is;
 }
 
 enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,

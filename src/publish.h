@@ -54,6 +54,13 @@ struct publish_job {
  * durable when this returns rc PUBLISH_OK. Helper thread. */
 void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss);
 
+/* Whether our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) exists. */
+bool publish_is_staged(struct spool *sp, const char *id, int dest);
+
+/* Whether running/ID@HOST.json exists: a staging directory of that host is then not committed,
+ * and moves only with its job (a reclaim), never by a takeover of the publication. */
+bool publish_job_in_running(struct spool *sp, const char *id, const char *host);
+
 /* A restart found running/running_name with records saying it was finished: everything was
  * staged before that rewrite, so only the commit and the rest are left to do. */
 enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,

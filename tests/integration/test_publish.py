@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Publication: a reused id ends in exactly one state with only its own run's files; a directory
 planted in the way ends the job with a reason instead of retrying for ever (issue 8, items 5, 6)."""
+import json
 import os
+import shutil
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_tests, wait_for  # noqa: E402
@@ -62,9 +65,84 @@ def test_a_slow_fsync_does_not_cost_the_lease(env):
     assert "reclaimed" not in b.log(), b.log()[-2000:]
 
 
+def crashed_after_final_records(env, task_id, prompt):
+    """Host "deadhost" dies (IMGSPOOLD_CRASH_AT) after writing the job's final records, before
+    its commit: running/ holds the job file saying "finished", its staging directory and its
+    saved response, all older than any lease, as a dead host leaves them."""
+    dead = env.daemon(spool__host_id="deadhost")
+    dead.submit(task_id, {"prompt": prompt})
+    dead.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:rewritten"})
+    wait_for(dead.exited, 20, "the dead host to kill itself")
+    assert dead.proc.returncode == -9, dead.proc.returncode
+    running = dead.path("running")
+    names = os.listdir(running)
+    assert f"{task_id}@deadhost.json" in names and f".{task_id}@deadhost.done" in names, names
+    record = json.loads(dead.read("running", f"{task_id}@deadhost.json"))["imgspool"]
+    assert record["finished"] == "succeeded", record
+    old = time.time() - 3600
+    for root, dirs, files in os.walk(running):
+        for n in dirs + files:
+            os.utime(os.path.join(root, n), (old, old), follow_symlinks=False)
+    os.utime(running, (old, old))
+    return dead
+
+
+def check_taken_over(env, alive, task_id, prompt):
+    assert alive.wait_finished(task_id, 30) == "done", alive.log()[-3000:]
+    r = alive.result(task_id)
+    assert [a["http_status"] for a in r["attempts"]] == [200], r["attempts"]
+    assert env.fake.calls(prompt) == 1, "a job with a saved response was paid again"
+    record = json.loads(alive.read("done", task_id + ".json"))["imgspool"]
+    assert record["finished"] == "succeeded" and len(record["attempts"]) == 1, record
+    assert os.listdir(alive.path("failed")) == []
+    wait_for(lambda: [n for n in os.listdir(alive.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing of the job left in running/")
+    assert "cannot finish publishing" not in alive.log(), alive.log()[-3000:]
+
+
+def test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published(env):
+    """The reclaimer takes the job's staging directory along with its job file (both are stale):
+    the publication is finished from what the dead host staged, with no second call."""
+    prompt = "dead between records and commit"
+    dead = crashed_after_final_records(env, "recfin", prompt)
+    alive = env.daemon(spool_dir=dead.spool, spool__host_id="alivehost",
+                       spool__lease_timeout=2).start()
+    check_taken_over(env, alive, "recfin", prompt)
+
+
+def test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response(env):
+    """Records say "finished" but nothing is staged (the staging directory was lost): the job
+    is finished again from its saved response, not paid again, and ends in exactly one state
+    (it looped for ever on "cannot finish publishing")."""
+    prompt = "finished but nothing staged"
+    dead = crashed_after_final_records(env, "nostage", prompt)
+    shutil.rmtree(dead.path("running", ".nostage@deadhost.done"))
+    alive = env.daemon(spool_dir=dead.spool, spool__host_id="alivehost",
+                       spool__lease_timeout=2).start()
+    check_taken_over(env, alive, "nostage", prompt)
+
+
+def test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason(env):
+    """Neither staging nor saved response: the job fails with a reason, is never called again."""
+    prompt = "finished with nothing left"
+    dead = crashed_after_final_records(env, "nothing", prompt)
+    shutil.rmtree(dead.path("running", ".nothing@deadhost.done"))
+    os.unlink(dead.path("running", ".nothing@deadhost.response.200"))
+    alive = env.daemon(spool_dir=dead.spool, spool__host_id="alivehost",
+                       spool__lease_timeout=2).start()
+    assert alive.wait_finished("nothing", 30) == "failed", alive.log()[-3000:]
+    err = alive.result("nothing")["error"]
+    assert err["code"] == "publish_failed" and "staged" in err["message"], err
+    assert env.fake.calls(prompt) == 1
+    assert os.listdir(alive.path("done")) == []
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
         test_a_directory_planted_at_the_result_ends_the_job_with_a_reason,
         test_a_slow_fsync_does_not_cost_the_lease,
+        test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
+        test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
+        test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
     ])
