@@ -1071,8 +1071,8 @@ static void publish_work(void **args, size_t n)
 		/* Events are queued before the job is published (the batch's first barrier makes
 		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
 		 * its to announce. */
-		if (t->events.n && spool_still_ours(sp, t->running_name) &&
-		    outbox_write_in(sp, &t->events, &ss) < 0) {
+		bool ours = spool_still_ours(sp, t->running_name);
+		if (t->events.n && ours && outbox_write_in(sp, &t->events, &ss) < 0) {
 			xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
 				  strerror(errno));
 			t->publish_rc = PUBLISH_RETRY;
@@ -1082,7 +1082,7 @@ static void publish_work(void **args, size_t n)
 			.dest = t->succeeded ? SPOOL_DONE : SPOOL_FAILED, .id = t->id,
 			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
 			.result_json = t->result_json, .job_text = t->final_job_text,
-			.err = t->publish_err, .errsize = sizeof(t->publish_err) };
+			.ours_checked = true, .ours = ours, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
 		todo[m++] = &jobs[i];
 	}
 	publish_batch(sp, todo, m, &ss);

@@ -194,10 +194,14 @@ static void submit(struct iopool *pool, iopool_fn *work, iopool_batch_fn *batch,
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
 	queue_push(&pool->todo, w);
-	/* A busy helper takes this item on its next pass: only an idle one needs waking. */
-	if (pool->idle)
-		pthread_cond_signal(&pool->wake);
+	/* A busy helper takes this item on its next pass: only an idle one needs waking. Signalled
+	 * after the unlock, so the woken helper does not block on the mutex at once; an idle
+	 * helper counted here is in pthread_cond_wait (idle changes under the lock), so it cannot
+	 * miss it, and a helper that took the item first costs only a spurious wake-up. */
+	bool wake = pool->idle > 0;
 	pthread_mutex_unlock(&pool->lock);
+	if (wake)
+		pthread_cond_signal(&pool->wake);
 }
 
 void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *arg)

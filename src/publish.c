@@ -256,9 +256,12 @@ static enum publish_rc move_in_job(struct pub *p, struct syncset *ss)
 	return out;
 }
 
-/* Empties and removes the staging directory, by paths through its name. */
+/* Empties and removes the staging directory, by paths through its name. After a publication
+ * it is empty: one rmdir; only what is left (a fenced or earlier run's files) is listed. */
 static void remove_staging(const struct pub *p)
 {
+	if (unlinkat(p->runfd, p->staging, AT_REMOVEDIR) == 0 || errno != ENOTEMPTY)
+		return;
 	int fd = openat(p->runfd, p->staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!dir) {
@@ -353,7 +356,8 @@ static bool barrier(struct item *items, size_t n, struct syncset *ss, const char
 static void prepare(struct spool *sp, struct item *it)
 {
 	struct publish_job *j = it->job;
-	if (!spool_still_ours(sp, j->running_name)) {
+	/* Not a fence (the commit is): it spares a reclaimed job's staging. */
+	if (!(j->ours_checked ? j->ours : spool_still_ours(sp, j->running_name))) {
 		char *job_staged = staged(&it->p, it->names[it->n_names - 1]);
 		bool committed = exists(it->p.runfd, job_staged);
 		free(job_staged);
