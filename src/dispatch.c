@@ -140,6 +140,11 @@ struct task {
 	char error_message[512];
 	char error_field[64];
 	char *result_json;
+	/* What result_json is built from, on the helper thread (publish_work) when no event needs
+	 * it first: it points into the task, but for two strings of the config, copied (a reload
+	 * may free the config meanwhile). */
+	struct result_info result;
+	char *result_provider, *result_currency;
 	char *final_job_text;    /* the job file with its final records, for the publication */
 	int publish_rc;
 	int publish_failures;
@@ -895,6 +900,8 @@ static void task_free(struct task *t)
 	free(t->model);
 	free(t->running_name);
 	free(t->result_json);
+	free(t->result_provider);
+	free(t->result_currency);
 	free(t->final_job_text);
 	free(t->job_text);
 	if (t->body_fd >= 0)
@@ -1068,6 +1075,8 @@ static void publish_work(void **args, size_t n)
 	spool_syncset(sp, &ss, n);
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
+		if (!t->result_json)   /* the task's data is the pool's until publish_done */
+			t->result_json = result_to_json(&t->result);
 		/* Events are queued before the job is published (the batch's first barrier makes
 		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
 		 * its to announce. */
@@ -1234,10 +1243,15 @@ static void finish(struct task *t)
 	if (before_publish(t))
 		return;
 	const struct outcome *o = &t->outcome;
-	struct result_info r = {
+	free(t->result_provider);
+	free(t->result_currency);
+	const char *provider = t->prov ? t->prov->cfg->name : t->job.provider;
+	t->result_provider = provider ? xstrdup(provider) : NULL;
+	t->result_currency = xstrdup(d->cfg->prices.currency);
+	t->result = (struct result_info){
 		.task_id = t->id,
 		.succeeded = t->succeeded,
-		.provider = t->prov ? t->prov->cfg->name : t->job.provider,
+		.provider = t->result_provider,
 		.model = t->model,
 		.dialect = t->model ? dialect_name(t->dialect) : NULL,
 		.images = t->images,
@@ -1251,19 +1265,23 @@ static void finish(struct task *t)
 		.updated_wall_ms = wall_ms(),
 		.latency_ms = mono_ms() - t->claimed_mono,
 		.usage = t->resp.usage,
-		.currency = d->cfg->prices.currency,
+		.currency = t->result_currency,
 		.metadata = t->job.metadata,
 		.error_code = t->error_code,
 		.error_message = t->error_message,
 		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
 		.error_field = t->error_field[0] ? t->error_field : NULL,
 	};
-	t->result_json = result_to_json(&r);
+	free(t->result_json);
+	t->result_json = NULL;   /* built by publish_work, on the helper thread */
+	free(t->final_job_text);
 	t->final_job_text = t->job_text ? job_text_with_state(t, 0, t->succeeded ? "succeeded" : "failed")
 					: NULL;
-	if (events_wanted(d))   /* the data is the result parsed again: not for nothing */
+	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
+		t->result_json = result_to_json(&t->result);
 		queue_event(t, t->succeeded ? "succeeded" : "failed",
 			    webhook_data_from_result(t->result_json));
+	}
 	t->state = T_PUBLISHING;
 	pool_submit_batched(t, publish_work, publish_done);
 }

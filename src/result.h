@@ -1,6 +1,7 @@
 /* result.h - what a finished job leaves beside it: its images and ID.result.json.
  *
- * result_to_json() is pure (the loop builds the document); publish.c puts it in place. */
+ * result_to_json() is pure (a helper thread builds the document from what the task owns, or
+ * the loop when an event needs it first); publish.c puts it in place. */
 #ifndef RESULT_H
 #define RESULT_H
 
