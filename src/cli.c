@@ -241,21 +241,44 @@ static bool present(int dirfd, const char *name)
 	return dirfd >= 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-/* running/ID@HOST.json: the only state whose file name is not ID.json. */
-static bool find_running(struct cli *c, const char *id, struct cli_where *w)
+enum running_find { RUNNING_NONE, RUNNING_FILE, RUNNING_PUBLISHING };
+
+/* A staging directory ".ID@HOST.done" or ".ID@HOST.failed" of id (spool-layout §5); fills host. */
+static bool is_staging_of(const char *name, const char *id, char *host, size_t size)
+{
+	size_t len = strlen(name), idlen = strlen(id), sfx;
+	if (name[0] != '.' || len < idlen + 3 || strncmp(name + 1, id, idlen) || name[idlen + 1] != '@')
+		return false;
+	if (len > 5 && !strcmp(name + len - 5, ".done"))
+		sfx = 5;
+	else if (len > 7 && !strcmp(name + len - 7, ".failed"))
+		sfx = 7;
+	else
+		return false;
+	size_t hostlen = len - idlen - 2 - sfx;
+	if (len < idlen + 2 + sfx + 1 || memchr(name + idlen + 2, '@', hostlen))
+		return false;
+	return xsnprintf(host, size, "%.*s", (int)hostlen, name + idlen + 2) >= 0;
+}
+
+/* running/ID@HOST.json: the only state whose file name is not ID.json. A job whose job file
+ * sits in its staging directory, running/.ID@HOST.(done|failed)/ID.json, is being published:
+ * its commit is made, its move into done/ or failed/ is under way. */
+static enum running_find find_running(struct cli *c, const char *id, struct cli_where *w)
 {
 	int fd = c->sp.fd[SPOOL_RUNNING];
 	if (fd < 0)
-		return false;
+		return RUNNING_NONE;
 	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
 	if (!dir) {
 		if (dfd >= 0)
 			close(dfd);
-		return false;
+		return RUNNING_NONE;
 	}
 	size_t idlen = strlen(id);
-	bool found = false;
+	enum running_find found = RUNNING_NONE;
+	char host[NAME_MAX + 1], staged[2 * NAME_MAX + 2];
 	struct dirent *de;
 	while ((de = readdir(dir))) {
 		size_t len = strlen(de->d_name);
@@ -263,8 +286,15 @@ static bool find_running(struct cli *c, const char *id, struct cli_where *w)
 		    !strcmp(de->d_name + len - 5, ".json")) {
 			xsnprintf(w->name, sizeof(w->name), "%s", de->d_name);
 			xsnprintf(w->host, sizeof(w->host), "%.*s", (int)(len - idlen - 6), de->d_name + idlen + 1);
-			found = true;
+			found = RUNNING_FILE;
 			break;
+		}
+		if (found == RUNNING_NONE && is_staging_of(de->d_name, id, host, sizeof(host)) &&
+		    xsnprintf(staged, sizeof(staged), "%s/%s.json", de->d_name, id) >= 0 &&
+		    present(fd, staged)) {
+			xsnprintf(w->name, sizeof(w->name), "%s@%s.json", id, host);
+			xsnprintf(w->host, sizeof(w->host), "%s", host);
+			found = RUNNING_PUBLISHING;   /* a running/ID@HOST.json may still follow */
 		}
 	}
 	closedir(dir);
@@ -274,8 +304,10 @@ static bool find_running(struct cli *c, const char *id, struct cli_where *w)
 int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 {
 	/* In the order a job travels, finished states last: a job moving on while we look is
-	 * seen in the next directory. Three rounds for a job caught between two renames. */
+	 * seen in the next directory. Three rounds for a job caught between two renames; more
+	 * while it is being published, whose fsyncs on a loaded file server can take seconds. */
 	static const enum spool_dir order[] = { SPOOL_NEW, SPOOL_HOLD, SPOOL_DEFERRED };
+	int64_t publishing_until = -1;
 	memset(w, 0, sizeof(*w));
 	for (int round = 0; round < 3; round++) {
 		for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
@@ -290,7 +322,9 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 				return 0;
 			}
 		}
-		if (find_running(c, id, w)) {
+		enum running_find r = find_running(c, id, w);
+		struct cli_where publishing = *w;
+		if (r == RUNNING_FILE) {
 			w->dir = SPOOL_RUNNING;
 			return 0;
 		}
@@ -303,6 +337,20 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 		if (present(c->sp.fd[SPOOL_DONE], w->name)) {
 			w->dir = SPOOL_DONE;
 			return 0;
+		}
+		if (r == RUNNING_PUBLISHING) {
+			int64_t now = mono_ms();
+			if (publishing_until < 0)
+				publishing_until = now + CLI_PUBLISH_WAIT_MS;
+			if (now >= publishing_until) {
+				/* Its publisher may have died: another host or a restart finishes it. */
+				*w = publishing;
+				w->dir = SPOOL_RUNNING;
+				return 0;
+			}
+			struct timespec pause = { .tv_nsec = CLI_PUBLISH_POLL_MS * 1000000L };
+			nanosleep(&pause, NULL);
+			round = -1;   /* look everywhere again */
 		}
 	}
 	return -1;

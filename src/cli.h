@@ -49,7 +49,10 @@ struct cli_where {
 	char host[NAME_MAX + 1];
 };
 /* Looks in every state directory; 0 when found, -1 when the job is nowhere. A job moving
- * between two directories while we look is looked for again. */
+ * between two directories while we look is looked for again; one being published (its job
+ * file in its staging directory) for up to CLI_PUBLISH_WAIT_MS, then it is "running on HOST". */
+#define CLI_PUBLISH_WAIT_MS 30000
+#define CLI_PUBLISH_POLL_MS 20
 int cli_locate(struct cli *c, const char *id, struct cli_where *w);
 /* "pending", "running on HOST", "deferred", "held", "done", "failed". */
 const char *cli_state_word(enum spool_dir d);

@@ -309,6 +309,43 @@ def test_a_refused_verb_says_so(env):
     assert run("status", "j1").returncode == 3
 
 
+def test_a_job_being_published_is_found(env):
+    # Between its commit and its move into failed/, a job's file is in its staging directory,
+    # running/.ID@HOST.failed/ID.json: status (and cancel, wait) said "no job" if the
+    # publication's fsyncs outlasted three quick looks (test_cli_nfs failed so under load).
+    d = env.daemon().start()
+    d.stop()
+    staging = d.path("running", ".p9@hostZ.failed")
+    os.mkdir(staging)
+    with open(os.path.join(staging, "p9.result.json"), "w") as f:
+        json.dump({"id": "p9", "status": "failed", "error": {"code": "cancelled"}}, f)
+    with open(os.path.join(staging, "p9.json"), "w") as f:
+        f.write('{"prompt": "being published"}')
+    p = subprocess.Popen([IMGSPOOL, "-d", d.spool, "status", "p9"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    def sleeping_or_gone():
+        if p.poll() is not None:
+            return True
+        try:   # clock_nanosleep: it is waiting for the publication, having looked everywhere
+            with open(f"/proc/{p.pid}/syscall") as f:
+                return f.read().split()[0] == "230"
+        except (OSError, IndexError):
+            return False
+    try:
+        wait_for(sleeping_or_gone, 30, "status waiting on a job being published")
+        assert p.poll() is None, (p.returncode, p.communicate())
+        os.rename(os.path.join(staging, "p9.result.json"), d.path("failed", "p9.result.json"))
+        os.rename(os.path.join(staging, "p9.json"), d.path("failed", "p9.json"))
+        os.rmdir(staging)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1 and "failed" in out and "cancelled" in out, (p.returncode, out, err)
+
+
 if __name__ == "__main__":
     run_tests([
         test_wait_and_status_say_what_is_wrong,
@@ -322,4 +359,5 @@ if __name__ == "__main__":
         test_pause_makes_no_call,
         test_retry_and_purge,
         test_a_refused_verb_says_so,
+        test_a_job_being_published_is_found,
     ])
