@@ -35,7 +35,8 @@ cli, keyshare and rescan, which are other programs):
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
-BENCH_RSS_INFLIGHT (10000), BENCH_ONLY (all). Example, one section fast:
+BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4 case makes its spool),
+BENCH_ONLY (all). Example, one section fast:
   make build/imgspoold build/fastup build/loadgen &&
   BENCH_ONLY=syscalls BENCH_JOBS=500 python3 tests/bench/bench.py
 or `make bench BENCH_ONLY=throughput,syscalls`.
@@ -197,10 +198,12 @@ class Tmpfs:
 
 
 class Disk:
-    """A directory on the real disk (/var/tmp: not a tmpfs on Debian), removed at the end."""
+    """A directory on the real disk (/var/tmp: not a tmpfs on Debian; BENCH_DISK_DIR names
+    another, e.g. a journaled file system), removed at the end."""
 
     def __enter__(self):
-        self.dir = tempfile.mkdtemp(prefix="imgspool-bench-disk-", dir="/var/tmp")
+        self.dir = tempfile.mkdtemp(prefix="imgspool-bench-disk-",
+                                    dir=os.environ.get("BENCH_DISK_DIR", "/var/tmp"))
         fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", self.dir],
                             capture_output=True, text=True).stdout.strip()
         self.where = f"{self.dir} ({fs})"
