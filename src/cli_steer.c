@@ -341,11 +341,10 @@ static bool is_run_file(const char *name, const char *id)
 static void remove_run_files(struct cli *c, enum spool_dir d, const char *id)
 {
 	int fd = c->sp.fd[d];
-	/* The result and the images the result names, then any stray image. */
+	/* The images, then the result: a retry cut short never leaves images without their result
+	 * (a later run clears an earlier run's images only where it finds evidence of it). */
 	const char *exts[] = { "png", "jpg", "webp" };
 	char name[JOB_ID_MAX + 32];
-	xsnprintf(name, sizeof(name), "%s.result.json", id);
-	unlinkat(fd, name, 0);
 	for (size_t e = 0; e < ARRAY_SIZE(exts); e++) {
 		xsnprintf(name, sizeof(name), "%s.%s", id, exts[e]);
 		unlinkat(fd, name, 0);
@@ -355,6 +354,8 @@ static void remove_run_files(struct cli *c, enum spool_dir d, const char *id)
 				unlinkat(fd, name, 0);
 		}
 	}
+	xsnprintf(name, sizeof(name), "%s.result.json", id);
+	unlinkat(fd, name, 0);
 }
 
 /* The job file to put back in new/: its records must say that the run is over, so the daemon
@@ -522,7 +523,9 @@ int cli_purge(struct cli *c, int argc, char **argv)
 		struct strset gone;
 		strset_init(&gone);
 		long jobs = 0;
-		/* Job files first: a purge cut short never leaves a job file without its result. */
+		/* Job files first, then images, results last: a purge cut short never leaves a job file
+		 * without its result, nor images with neither (a later run of the id would not clear
+		 * them, spool-layout.md §15). */
 		for (long i = 0; i < n; i++) {
 			char id[JOB_ID_MAX + 1];
 			size_t len = strlen(e[i].name);
@@ -540,10 +543,15 @@ int cli_purge(struct cli *c, int argc, char **argv)
 			jobs++;
 		}
 		spool_sync_dir(&c->sp, d);
-		for (long i = 0; i < n && gone.count; i++) {
-			char id[JOB_ID_MAX + 1];
-			if (run_file_id(e[i].name, id, sizeof(id)) && strset_has(&gone, id))
-				unlinkat(fd, e[i].name, 0);
+		for (int results = 0; results < 2; results++) {
+			for (long i = 0; i < n && gone.count; i++) {
+				char id[JOB_ID_MAX + 1];
+				size_t len = strlen(e[i].name);
+				bool is_result = len > 12 && !strcmp(e[i].name + len - 12, ".result.json");
+				if (is_result == (bool)results && run_file_id(e[i].name, id, sizeof(id)) &&
+				    strset_has(&gone, id))
+					unlinkat(fd, e[i].name, 0);
+			}
 		}
 		strset_release(&gone);
 		spool_entries_free(e, n);

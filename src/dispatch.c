@@ -1091,6 +1091,7 @@ static void publish_work(void **args, size_t n)
 			.dest = t->succeeded ? SPOOL_DONE : SPOOL_FAILED, .id = t->id,
 			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
 			.result_json = t->result_json, .job_text = t->final_job_text,
+			.earlier_runs = t->runs_total > 0,
 			.ours_checked = true, .ours = ours, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
 		todo[m++] = &jobs[i];
 	}

@@ -5,7 +5,8 @@
  *              running/ gets its final records;
  *   2. commit: rename(running/ID@HOST.json, running/.ID@HOST.DEST/ID.json); ENOENT = fenced;
  *   3. clear:  the earlier run of the same id leaves done/ and failed/: job files first, then
- *              results and images, each renamed into the staging directory (old.N);
+ *              images, then results, each renamed into the staging directory (old.N); images
+ *              are looked for only where there is evidence of an earlier run (search_images);
  *   4. move in: images, then the result, a barrier, then the job file: DEST/ID.json;
  *   5. the staging directory is emptied and removed.
  *
@@ -97,6 +98,7 @@ struct pub {
 	const char *id;
 	enum spool_dir dest;
 	int aside;               /* old.N names used */
+	bool search_images;      /* an earlier run is known: look for its images (ID.N.ext) */
 	char *err;
 	size_t errsize;
 };
@@ -152,7 +154,9 @@ static bool in_set(const char *name, char *const *set, size_t n)
 	return false;
 }
 
-/* ID.ext and ID.N.ext in dir, except the names in keep. */
+/* ID.ext and ID.N.ext in dir, except the names in keep. About a dozen lookups, so only made
+ * when an earlier run is known (search_images): the daemon removes an earlier run's images
+ * before its result and its job file before both, so images never stand without one of them. */
 static enum publish_rc clear_images(struct pub *p, enum spool_dir dir, char *const *keep,
 				    size_t n_keep)
 {
@@ -194,22 +198,31 @@ static enum publish_rc clear_job_files(struct pub *p, struct syncset *ss, bool *
 	free(job);
 	if (p->aside != before) {
 		*moved = true;
+		p->search_images = true;
 		syncset_dir(ss, p->sp->fd[other]);
 		syncset_dir(ss, p->sp->fd[p->dest]);
 	}
 	return rc;
 }
 
-/* Part 2: the earlier run's result and images. keep: the new run's names in dest. */
+/* Part 2: the earlier run's images, then its result (so that a crash between them leaves the
+ * result as evidence). keep: the new run's names in dest; the result there is replaced by the
+ * new one, which comes in after the images. */
 static enum publish_rc clear_rest(struct pub *p, char *const *keep, size_t n_keep)
 {
 	enum spool_dir other = p->dest == SPOOL_DONE ? SPOOL_FAILED : SPOOL_DONE;
 	char *result = xasprintf("%s.result.json", p->id);
-	enum publish_rc rc = put_aside(p, other, result);
-	if (rc == PUBLISH_OK)
+	bool other_result = exists(p->sp->fd[other], result);
+	enum publish_rc rc = PUBLISH_OK;
+	if (p->search_images || other_result) {
 		rc = clear_images(p, other, NULL, 0);
-	if (rc == PUBLISH_OK)
-		rc = clear_images(p, p->dest, keep, n_keep);
+		if (rc == PUBLISH_OK)
+			rc = clear_images(p, p->dest, keep, n_keep);
+		if (rc == PUBLISH_OK)
+			crash_point("publish:cleared-images");
+	}
+	if (rc == PUBLISH_OK && other_result)
+		rc = put_aside(p, other, result);
 	free(result);
 	return rc;
 }
@@ -289,13 +302,16 @@ static enum publish_rc write_staged(struct pub *p, const char *name, const void 
 	return failed_to(p, "write", SPOOL_RUNNING, name, errno);
 }
 
-/* A directory in the way of a name we must write would fail every try: say so before starting. */
+/* A directory in the way of a name we must write would fail every try: say so before starting.
+ * Any other file already there (our result's name, say) is an earlier run's. */
 static enum publish_rc check_targets(struct pub *p, char *const *names, size_t n)
 {
 	struct stat st;
 	for (size_t i = 0; i < n; i++) {
-		if (fstatat(p->sp->fd[p->dest], names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISDIR(st.st_mode)) {
+		if (fstatat(p->sp->fd[p->dest], names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		p->search_images = true;
+		if (S_ISDIR(st.st_mode)) {
 			xsnprintf(p->err, p->errsize, "'%s/%s' is a directory, which the daemon never "
 				  "makes: it cannot be replaced", spool_dir_name(p->dest), names[i]);
 			return PUBLISH_PERMANENT;
@@ -477,7 +493,7 @@ static void item_init(struct spool *sp, struct item *it, struct publish_job *j)
 	it->staging = publish_staging_name(j->id, sp->host_id, j->dest);
 	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
-			      .errsize = j->errsize };
+			      .errsize = j->errsize, .search_images = j->earlier_runs };
 	it->n_names = j->n_images + 2;
 	it->names = xcalloc(it->n_names, sizeof(*it->names));
 	for (size_t i = 0; i < j->n_images; i++)
@@ -621,8 +637,10 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 		xsnprintf(err, errsize, "'running/%s' is not a staging directory", staging_name);
 		return PUBLISH_PERMANENT;
 	}
+	/* A crash may have come between an earlier run's images and its result: search in full. */
 	struct pub p = { .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = staging_name,
-			 .id = id, .dest = (enum spool_dir)dest, .err = err, .errsize = errsize };
+			 .id = id, .dest = (enum spool_dir)dest, .err = err, .errsize = errsize,
+			 .search_images = true };
 	char *job = xasprintf("%s.json", id), *job_staged = staged(&p, job);
 	enum publish_rc rc = PUBLISH_OK;
 	if (!exists(p.runfd, job_staged)) {

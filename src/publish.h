@@ -41,6 +41,7 @@ struct publish_job {
 	size_t n_images;
 	const char *result_json;
 	const char *job_text;
+	bool earlier_runs;       /* its records say it ran before (resubmitted): clear its images */
 	bool ours_checked;       /* the caller just looked for running_name (nothing of the job's */
 	bool ours;               /* changed since): the result, so it is not looked for again */
 	enum publish_rc rc;      /* out, with a description in err */
