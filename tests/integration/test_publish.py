@@ -36,6 +36,49 @@ def test_a_reused_id_is_in_one_state_with_its_own_files(env):
     assert d.result("reused")["status"] == "succeeded"
 
 
+def test_a_crash_between_an_earlier_runs_images_and_its_result_still_clears_them(env):
+    """The earlier run's images leave before its result; a kill between the two is finished at
+    the restart (a full search), and the reused id ends with only its own run's files."""
+    d = env.daemon().start()
+    env.fake.script("first run", ["b64"])
+    d.submit("crashed", {"prompt": "first run", "n": 2})
+    assert d.wait_finished("crashed") == "done"
+    assert d.stop() == 0
+    env.fake.script("second run", ["400_moderation"])
+    d.submit("crashed", {"prompt": "second run"})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:cleared-images"})
+    wait_for(d.exited, 20, "the daemon to kill itself between the images and the result")
+    assert d.proc.returncode == -9, d.proc.returncode
+    # The images are aside, the result (the evidence of the earlier run) still in done/.
+    assert files_of(d, "done", "crashed") == ["crashed.result.json"], files_of(d, "done", "crashed")
+    d.start()
+    wait_for(lambda: files_of(d, "failed", "crashed") == ["crashed.json", "crashed.result.json"],
+             20, "the second run to be published")
+    assert files_of(d, "done", "crashed") == [], files_of(d, "done", "crashed")
+    assert d.result("crashed")["status"] == "failed"
+    wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+             == [], 10, "the staging directory to be removed")
+    assert env.fake.calls("second run") == 1
+
+
+def test_a_job_put_back_by_hand_clears_its_images_from_its_records(env):
+    """Nothing but the job's own records shows the earlier run (its result was removed, its job
+    file put back in new/): its images still leave."""
+    d = env.daemon().start()
+    env.fake.script("by hand", ["b64"])
+    d.submit("byhand", {"prompt": "by hand", "n": 2})
+    assert d.wait_finished("byhand") == "done"
+    job = json.loads(d.read("done", "byhand.json"))
+    assert job["imgspool"]["finished"] == "succeeded", job
+    job["n"] = 1
+    os.unlink(d.path("done", "byhand.result.json"))
+    os.unlink(d.path("done", "byhand.json"))
+    d.submit("byhand", job)
+    wait_for(lambda: files_of(d, "done", "byhand") == ["byhand.json", "byhand.png",
+                                                      "byhand.result.json"], 20, "the second run")
+    assert json.loads(d.read("done", "byhand.json"))["imgspool"]["runs_total"] == 1
+
+
 def test_a_directory_planted_at_the_result_ends_the_job_with_a_reason(env):
     d = env.daemon().start()
     os.makedirs(d.path("done", "planted.result.json", "inside"))
@@ -140,6 +183,8 @@ def test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason(env):
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
+        test_a_crash_between_an_earlier_runs_images_and_its_result_still_clears_them,
+        test_a_job_put_back_by_hand_clears_its_images_from_its_records,
         test_a_directory_planted_at_the_result_ends_the_job_with_a_reason,
         test_a_slow_fsync_does_not_cost_the_lease,
         test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
