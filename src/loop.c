@@ -77,13 +77,17 @@ int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn, void
 		loop->n_watches = n;
 	}
 	struct fd_watch *w = &loop->watches[fd];
-	/* A parked fd watched again for the same events costs nothing. */
+	/* A parked fd watched again for the same events costs nothing. Any other is told to
+	 * epoll, so an fd closed without loop_del_fd and reused is added again (MOD: ENOENT). */
 	uint32_t generation = w->registered ? w->generation : w->generation + 1;
-	if (w->registered != events) {
+	if (w->used || w->registered != events) {
 		int op = w->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 		struct epoll_event ev = { .events = events,
 					  .data.u64 = (uint64_t)generation << 32 | (uint32_t)fd };
-		if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
+		int rc = epoll_ctl(loop->epfd, op, fd, &ev);
+		if (rc < 0 && op == EPOLL_CTL_MOD && errno == ENOENT)
+			rc = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+		if (rc < 0)
 			return error("cannot watch fd %d: %s", fd, strerror(errno));
 	}
 	*w = (struct fd_watch){ .fn = fn, .arg = arg, .used = true, .registered = events,
