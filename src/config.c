@@ -191,18 +191,6 @@ static const char *store(const struct key *k, void *base, const char *value, con
 	return NULL;
 }
 
-static bool valid_name(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-	if (!n || n > max)
-		return false;
-	for (; *s; s++)
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
-		    *s != '-' && *s != '_' && *s != '.')
-			return false;
-	return true;
-}
-
 static void set_defaults(void *base, const char *section, const char *base_dir)
 {
 	char why[8];
@@ -219,7 +207,7 @@ static struct provider_config *provider_for_section(struct parse_state *st, cons
 	const char *name = section + strlen("provider");
 	while (*name == ' ')
 		name++;
-	if (!valid_name(name, 64)) {
+	if (!name_is_plain(name, 64)) {
 		*why = "a provider section is named [provider NAME], NAME of letters, digits, '-', '_'";
 		return NULL;
 	}
@@ -283,7 +271,7 @@ static struct route_config *route_for_section(struct parse_state *st, const char
 	const char *name = section + strlen("route");
 	while (*name == ' ')
 		name++;
-	if (!valid_name(name, 64)) {
+	if (!name_is_plain(name, 64)) {
 		*why = "a route section is named [route NAME], NAME of letters, digits, '.', '-', '_'";
 		return NULL;
 	}
@@ -376,7 +364,7 @@ static const char *route_line(struct route_config *r, const char *key, const cha
 		char *slash = strchr(word, '/');
 		if (slash)
 			*slash = '\0';
-		if (!valid_name(word, 64) || (slash && !valid_model(slash + 1)))
+		if (!name_is_plain(word, 64) || (slash && !valid_model(slash + 1)))
 			reason = "a target is PROVIDER/MODEL: a [provider NAME], then a model name";
 		tg.provider = xstrdup(word);
 		tg.model = slash ? xstrdup(slash + 1) : NULL;
@@ -645,11 +633,11 @@ static int check(struct config *cfg, char *err, size_t errsize)
 		host[sizeof(host) - 1] = '\0';
 		/* Host names may hold characters our file names do not: keep the safe ones. */
 		for (char *c = host; *c; c++)
-			if (!valid_name((char[]){ *c, 0 }, 1))
+			if (!name_is_plain((char[]){ *c, 0 }, 1))
 				*c = '_';
 		cfg->host_id = xstrdup(host);
 	}
-	if (!valid_name(cfg->host_id, 64))
+	if (!name_is_plain(cfg->host_id, 64))
 		return fail_at(cfg, "spool", "host_id", err, errsize,
 			       "host_id must be 1-64 letters, digits, '.', '-', '_'");
 	char *end;

@@ -30,14 +30,7 @@ static bool valid_arg(enum control_kind kind, const char *arg)
 	char id[JOB_ID_MAX + 1];
 	if (kind != CONTROL_PAUSE)
 		return job_id_from_name(arg, id, sizeof(id)) == 0 && !strcmp(id, arg);
-	/* A provider name, as config.c allows in a section name. */
-	if (!*arg || strlen(arg) > 64)
-		return false;
-	for (const char *c = arg; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-		      *c == '_' || *c == '-'))
-			return false;
-	return true;
+	return name_is_plain(arg, 64);   /* a provider name, as config.c allows it */
 }
 
 enum control_kind control_parse_name(const char *name, const char **arg)

@@ -88,15 +88,6 @@ void record_tally_add(struct record_tally *t, const json_t *attempt)
 		t->estimated = true;
 }
 
-void record_tally_merge(struct record_tally *t, const struct record_tally *more)
-{
-	t->attempts = t->attempts + more->attempts < COUNT_MAX ? t->attempts + more->attempts : COUNT_MAX;
-	t->billed = t->billed + more->billed < COUNT_MAX ? t->billed + more->billed : COUNT_MAX;
-	t->cost += more->cost;
-	t->cost_unknown |= more->cost_unknown;
-	t->estimated |= more->estimated;
-}
-
 static json_t *tally_json(const struct record_tally *t)
 {
 	return json_pack("{s:I, s:I, s:o, s:b}", "attempts", (json_int_t)t->attempts, "billed",

@@ -66,9 +66,8 @@ void record_restore(struct record *r, const json_t *state, const struct record_l
 /* Appends attempt (stolen; as result_attempt_json makes it, held to the same rules as a restored
  * one) to attempts; past RECORD_ATTEMPTS_MAX the oldest leave it for the elided tally. */
 void record_add_attempt(json_t *attempts, struct record_tally *elided, json_t *attempt);
-/* Counts one attempt object into t; adds a tally to t. */
+/* Counts one attempt object into t. */
 void record_tally_add(struct record_tally *t, const json_t *attempt);
-void record_tally_merge(struct record_tally *t, const struct record_tally *more);
 /* Ends the run r holds (a finished one, resubmitted by hand or by `imgspool retry`) and starts a
  * fresh one with a full budget: the old run goes to runs, with its status, error code, last
  * attempts and the tally of the others. */

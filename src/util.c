@@ -352,3 +352,15 @@ void crash_point(const char *name)
 	if (die)
 		raise(SIGKILL);
 }
+
+bool name_is_plain(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (!n || n > max)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
+		    *s != '-' && *s != '_' && *s != '.')
+			return false;
+	return true;
+}

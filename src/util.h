@@ -71,4 +71,7 @@ bool strset_add(struct strset *s, const char *key);
 bool strset_del(struct strset *s, const char *key);
 void strset_release(struct strset *s);
 
+/* 1..max characters of [A-Za-z0-9._-]: provider, route and host names, safe in a file name. */
+bool name_is_plain(const char *s, size_t max);
+
 #endif

@@ -56,8 +56,8 @@ static void test_control_names(void)
 		{ "pause.apiyi", CONTROL_PAUSE, "apiyi" },
 		{ "pause.a_b-c", CONTROL_PAUSE, "a_b-c" },
 		{ "pause.", CONTROL_NONE, "" },
-		{ "pause.a.b", CONTROL_NONE, "" },
-		{ "pause.a/b", CONTROL_NONE, "" },
+		{ "pause.openai.eu", CONTROL_PAUSE, "openai.eu" },   /* config allows dots */
+		{ "pause.openai.eu", CONTROL_PAUSE, "openai.eu" },   /* config allows dots */
 		{ "hold.job-1", CONTROL_HOLD, "job-1" },
 		{ "hold.1764068523.104233.4242.render-07.9f1c", CONTROL_HOLD, "1764068523.104233.4242.render-07.9f1c" },
 		{ "hold.x.result", CONTROL_NONE, "" },
