@@ -1119,6 +1119,10 @@ static void publish_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	/* Events written for a publication that did not happen: the reclaimer, the failure
+	 * below or a restart announces the job's real end. */
+	if (t->publish_rc == PUBLISH_FENCED || t->publish_rc == PUBLISH_PERMANENT)
+		outbox_withdraw(t->d->spool, &t->events);
 	if (t->publish_rc == PUBLISH_FENCED) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"not publishing a second result");

@@ -129,6 +129,12 @@ int outbox_write(struct spool *sp, const struct outbox_batch *b)
 	return rc;
 }
 
+void outbox_withdraw(struct spool *sp, const struct outbox_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		unlinkat(sp->fd[SPOOL_OUTBOX], b->e[i].name, 0);
+}
+
 void outbox_batch_release(struct outbox_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {

@@ -48,6 +48,9 @@ void outbox_event_entries(const struct config *cfg, const char *host_id,
 int outbox_write(struct spool *sp, const struct outbox_batch *b);
 /* The same within a batch (a group commit): durable at ss's next barrier. */
 int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncset *ss);
+/* Takes written entries back: their job was not published after all (fenced, or it ends
+ * another way). Before the task leaves the busy set, so none was delivered. Loop thread. */
+void outbox_withdraw(struct spool *sp, const struct outbox_batch *b);
 void outbox_batch_release(struct outbox_batch *b);
 
 struct outbox_stats {

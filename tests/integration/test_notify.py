@@ -196,7 +196,22 @@ def test_hook_once_clean_env_and_killed(env):
     assert d.stop() == 0
 
 
+def test_no_event_for_a_publication_that_failed(env):
+    # A succeeded job whose result cannot go into done/ (a planted directory) ends in failed/:
+    # the job.succeeded entry written before its publication is taken back, so the receiver
+    # hears job.failed only (it used to get both).
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx).start()
+    os.makedirs(d.path("done", "np.result.json", "inside"))
+    d.submit("np", {"prompt": "paid, nowhere to go"})
+    assert d.wait_finished("np") == "failed"
+    wait_for(lambda: "np" in delivered(rx) and not d.listdir("outbox"), 30, "the outbox drained")
+    got = delivered(rx)["np"]
+    assert [ev["type"] for _, ev in got] == ["job.failed"], got
+    assert d.result("np")["error"]["code"] == "publish_failed"
+
+
 if __name__ == "__main__":
     run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
                test_gone_redirect_and_job_urls, test_private_addresses_refused,
-               test_hook_once_clean_env_and_killed])
+               test_hook_once_clean_env_and_killed, test_no_event_for_a_publication_that_failed])
