@@ -166,7 +166,6 @@ static int64_t on_metrics(struct loop *loop, void *arg)
 	return dm->cfg->metrics_interval * 1000;
 }
 
-/* The service timer: it only asks; the report is made at the end of the next full turn. */
 /* The host lock is heartbeated like a job's lease: several times per lease_timeout. */
 static int64_t on_lock_beat(struct loop *loop, void *arg)
 {
@@ -176,6 +175,7 @@ static int64_t on_lock_beat(struct loop *loop, void *arg)
 	return dm->cfg->lease_timeout * 1000 / 4;
 }
 
+/* The service timer: it only asks; the report is made at the end of the next full turn. */
 static int64_t on_tick(struct loop *loop, void *arg)
 {
 	(void)loop;
