@@ -91,26 +91,23 @@ static void resize(struct known *k)
 	free(old);
 }
 
-/* "D/NAME" in buf, which is big enough for any name a directory holds; longer ones on the
- * heap (free the result when it is not buf). */
-static char *make_key(char *buf, size_t size, char dir, const char *name)
+/* "D/NAME" in key, which has room for name and 3 bytes more. */
+static void make_key(char *key, char dir, const char *name, size_t len)
 {
-	size_t len = strlen(name);
-	char *key = len + 3 <= size ? buf : xmalloc(len + 3);
 	key[0] = dir;
 	key[1] = '/';
 	memcpy(key + 2, name, len + 1);
-	return key;
 }
 
+/* Names come from getdents and inotify: a path component, at most NAME_MAX bytes. */
 static size_t find_name(const struct known *k, char dir, const char *name, bool *found)
 {
-	char buf[NAME_MAX + 3];
-	char *key = make_key(buf, sizeof(buf), dir, name);
-	size_t i = find(k, key, found);
-	if (key != buf)
-		free(key);
-	return i;
+	char key[NAME_MAX + 3];
+	size_t len = strlen(name);
+	if (len > NAME_MAX)
+		abort();   /* not a directory entry's name: a caller's bug */
+	make_key(key, dir, name, len);
+	return find(k, key, found);
 }
 
 static struct known_entry *lookup(const struct known *k, char dir, const char *name)
@@ -141,7 +138,7 @@ static struct known_entry *insert(struct known *k, char dir, const char *name)
 	if (!found) {
 		size_t len = strlen(name);
 		struct known_entry *e = xcalloc(1, sizeof(*e) + len + 3);
-		make_key(e->key, len + 3, dir, name);
+		make_key(e->key, dir, name, len);
 		e->seen = *listing_of(k, dir);
 		if (k->slots[i] == &tombstone)
 			k->tombstones--;
@@ -211,6 +208,8 @@ bool known_see(struct known *k, char dir, const char *name, const struct file_id
 	if (e->state == QUEUED || (e->state == IGNORED && !id))
 		return false;   /* an ignored name is queued again only on evidence that it changed */
 	if (e->state == IGNORED && same_file(&e->id, id)) {
+		if (now < e->recheck_at)
+			return false;   /* an early look (a hint): the schedule stays as it was */
 		e->recheck_at = now + e->backoff_ms;
 		e->backoff_ms = e->backoff_ms * 2 < KNOWN_RECHECK_MAX_MS ? e->backoff_ms * 2
 			      : KNOWN_RECHECK_MAX_MS;

@@ -12,7 +12,8 @@
  * or another inode or type at a known name, is stat'ed once. An ignored name is stat'ed again
  * (its size, mtime, ctime or link count may change in place) at most every KNOWN_RECHECK_MIN_MS
  * at first, backing off to KNOWN_RECHECK_MAX_MS while it stays the same; a change announced by
- * inotify (known_hint) is looked at at once. */
+ * inotify (known_hint) is looked at at once, and if the file is the same after all, the
+ * schedule of re-checks is left as it was. */
 #ifndef KNOWN_H
 #define KNOWN_H
 
@@ -54,7 +55,8 @@ enum known_look known_listed(struct known *k, char dir, const char *name, uint64
 enum known_look known_hint(const struct known *k, char dir, const char *name);
 /* Notes that dir/name exists as id (NULL: not stat'ed, for a name never seen). Returns true
  * when it should be queued now (never queued, or ignored and changed since); it is then known
- * as queued. An ignored name found unchanged is re-checked later, backing off. */
+ * as queued. An ignored name found unchanged at its re-check is re-checked later, backing off;
+ * found unchanged before its re-check was due (a hint), it keeps its schedule. */
 bool known_see(struct known *k, char dir, const char *name, const struct file_id *id, int64_t now);
 /* dir/name, as it was when listed (id), is not a job: not queued again until it changes. */
 void known_ignore(struct known *k, char dir, const char *name, const struct file_id *id,

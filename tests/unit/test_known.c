@@ -171,6 +171,37 @@ static void test_ignored_entries_are_rechecked_with_a_backoff(void)
 	known_release(&k);
 }
 
+/* A hint (a file closed after writing, renamed over, in new/) about an ignored name that turns
+ * out unchanged is a look at once, outside the schedule: it neither delays the next re-check
+ * nor grows the back-off, however many hints come. */
+static void test_hints_do_not_grow_the_backoff(void)
+{
+	struct known k;
+	known_init(&k);
+	known_ignore(&k, 'n', "x", &base, 0);
+	int hints = 0;
+	for (int64_t t = 100; t < KNOWN_RECHECK_MIN_MS; t += 100) {
+		if (known_hint(&k, 'n', "x") == KNOWN_LOOK && !known_see(&k, 'n', "x", &base, t))
+			hints++;
+	}
+	ok(hints == 9, "9 hints about an unchanged ignored name: each looked at, none queued");
+	ok(known_listed(&k, 'n', "x", 100, DT_REG, KNOWN_RECHECK_MIN_MS - 1) == KNOWN_UNCHANGED,
+	   "the re-check is not due before its time");
+	ok(known_listed(&k, 'n', "x", 100, DT_REG, KNOWN_RECHECK_MIN_MS) == KNOWN_LOOK,
+	   "and due at its time, as if no hint had come");
+	ok(!known_see(&k, 'n', "x", &base, KNOWN_RECHECK_MIN_MS), "unchanged: not queued");
+	int64_t next = KNOWN_RECHECK_MIN_MS + 2 * KNOWN_RECHECK_MIN_MS;
+	ok(known_listed(&k, 'n', "x", 100, DT_REG, next - 1) == KNOWN_UNCHANGED &&
+	   known_listed(&k, 'n', "x", 100, DT_REG, next) == KNOWN_LOOK,
+	   "the next wait is the first doubling (%d ms), not grown by the hints",
+	   2 * KNOWN_RECHECK_MIN_MS);
+	struct file_id later = base;
+	later.size = 43;
+	ok(known_hint(&k, 'n', "x") == KNOWN_LOOK && known_see(&k, 'n', "x", &later, next + 1),
+	   "a hint about a change queues it at once");
+	known_release(&k);
+}
+
 /* A deferred job waits with the identity it was stat'ed as, and is queued when due. */
 static void test_a_deferred_job_waits_then_is_queued(void)
 {
@@ -216,6 +247,7 @@ int main(void)
 	test_created_then_removed_names_leave_nothing();
 	test_a_listing_stats_only_what_it_must();
 	test_ignored_entries_are_rechecked_with_a_backoff();
+	test_hints_do_not_grow_the_backoff();
 	test_listings_of_two_directories_overlap();
 	test_a_deferred_job_waits_then_is_queued();
 	return tap_done();
