@@ -1,10 +1,12 @@
 /* iopool.c - helper threads with a FIFO of work and an eventfd back to the loop.
  *
- * Two lists under one mutex: "todo" for the helpers, "finished" for the loop. A helper takes the
- * first item of todo and, when it is batched, every other waiting item of the same batch
- * function (a group commit: one pass, one set of fsyncs for all of them); it moves what it ran
- * to finished and writes the eventfd once per pass, unless an earlier write is still unread.
- * The loop swaps the whole finished list out under the lock and runs done() for each.
+ * Under one mutex: the work to do, one queue ("lane") per batch function (and one for items that
+ * are not batched), and a "finished" list for the loop. Every item carries its submission number;
+ * a helper takes the oldest head of all lanes and, when it is batched, the items after it in its
+ * lane (a group commit: one pass, one set of fsyncs for all of them), up to BATCH_MAX: O(batch)
+ * under the lock, however long the other lanes are. It moves what it ran to finished and writes
+ * the eventfd once per pass, unless an earlier write is still unread. The loop swaps the whole
+ * finished list out under the lock and runs done() for each.
  * Failures: thread or eventfd creation at start-up is fatal; nothing later can fail. */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@ struct work {
 	iopool_batch_fn *batch;  /* instead of work: runs every waiting item of the batch at once */
 	iopool_fn *done;
 	void *arg;
+	uint64_t seq;            /* submission order, across lanes */
 	struct work *next;
 };
 
@@ -34,11 +37,22 @@ struct queue {
 	struct work *head, *tail;
 };
 
+/* The items waiting for one batch function (NULL: items that are not batched). */
+struct lane {
+	iopool_batch_fn *batch;
+	struct queue todo;
+};
+
+/* Batch functions are a handful, fixed in the code (dispatch has one). */
+#define LANES_MAX 8
+
 struct iopool {
 	struct loop *loop;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct queue todo;
+	struct lane lanes[LANES_MAX];
+	int n_lanes;
+	uint64_t submitted;      /* the next item's seq */
 	struct queue finished;
 	pthread_t *threads;
 	int n_threads;
@@ -61,35 +75,34 @@ static void queue_push(struct queue *q, struct work *w)
 	q->tail = w;
 }
 
-static struct work *queue_pop(struct queue *q)
+/* The lane of the oldest item waiting, or NULL; lock held. */
+static struct lane *oldest_lane(struct iopool *pool)
 {
-	struct work *w = q->head;
-	if (w) {
-		q->head = w->next;
-		if (!q->head)
-			q->tail = NULL;
+	struct lane *oldest = NULL;
+	for (int i = 0; i < pool->n_lanes; i++) {
+		struct work *w = pool->lanes[i].todo.head;
+		if (w && (!oldest || w->seq < oldest->todo.head->seq))
+			oldest = &pool->lanes[i];
 	}
-	return w;
+	return oldest;
 }
 
-/* Moves the items of todo with w's batch function (w first, in order) to a list; lock held. */
-static size_t take_batch(struct iopool *pool, struct work *w, struct work **list, void **args)
+/* Takes the first item of lane and, for a batched lane, up to BATCH_MAX in all, in order, as a
+ * list; their args in args. Lock held. */
+static size_t take(struct lane *lane, struct work **list, void **args)
 {
-	struct queue batch = { NULL, NULL }, rest = { NULL, NULL };
-	size_t n = 0;
-	queue_push(&batch, w);
-	args[n++] = w->arg;
-	struct work *x;
-	while ((x = queue_pop(&pool->todo))) {
-		if (x->batch == w->batch && n < BATCH_MAX) {
-			queue_push(&batch, x);
-			args[n++] = x->arg;
-		} else {
-			queue_push(&rest, x);
-		}
+	struct work *w = lane->todo.head, *last = w;
+	size_t n = 1;
+	args[0] = w->arg;
+	while (lane->batch && n < BATCH_MAX && last->next) {
+		last = last->next;
+		args[n++] = last->arg;
 	}
-	pool->todo = rest;
-	*list = batch.head;
+	lane->todo.head = last->next;
+	if (!lane->todo.head)
+		lane->todo.tail = NULL;
+	last->next = NULL;
+	*list = w;
 	return n;
 }
 
@@ -99,8 +112,8 @@ static void *helper_main(void *arg)
 	void **args = xcalloc(BATCH_MAX, sizeof(*args));
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		struct work *w = queue_pop(&pool->todo);
-		if (!w) {
+		struct lane *lane = oldest_lane(pool);
+		if (!lane) {
 			if (pool->stopping)
 				break;
 			pool->idle++;
@@ -108,17 +121,13 @@ static void *helper_main(void *arg)
 			pool->idle--;
 			continue;
 		}
-		struct work *list = w;
-		size_t n = 1;
-		if (w->batch)
-			n = take_batch(pool, w, &list, args);
-		else
-			w->next = NULL;   /* still points into todo */
+		struct work *list;
+		size_t n = take(lane, &list, args);
 		pthread_mutex_unlock(&pool->lock);
-		if (w->batch)
-			w->batch(args, n);
+		if (list->batch)
+			list->batch(args, n);
 		else
-			w->work(w->arg);
+			list->work(list->arg);
 		pthread_mutex_lock(&pool->lock);
 		while (list) {
 			struct work *next = list->next;
@@ -183,6 +192,18 @@ struct iopool *iopool_new(struct loop *loop, int threads)
 	return pool;
 }
 
+/* The lane of batch, made on its first use; lock held. */
+static struct lane *lane_of(struct iopool *pool, iopool_batch_fn *batch)
+{
+	for (int i = 0; i < pool->n_lanes; i++)
+		if (pool->lanes[i].batch == batch)
+			return &pool->lanes[i];
+	if (pool->n_lanes == LANES_MAX)
+		fatal("more than %d batch functions in the I/O pool", LANES_MAX);
+	pool->lanes[pool->n_lanes] = (struct lane){ .batch = batch };
+	return &pool->lanes[pool->n_lanes++];
+}
+
 static void submit(struct iopool *pool, iopool_fn *work, iopool_batch_fn *batch, iopool_fn *done,
 		   void *arg)
 {
@@ -193,7 +214,8 @@ static void submit(struct iopool *pool, iopool_fn *work, iopool_batch_fn *batch,
 	w->arg = arg;
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
-	queue_push(&pool->todo, w);
+	w->seq = pool->submitted++;
+	queue_push(&lane_of(pool, batch)->todo, w);
 	/* A busy helper takes this item on its next pass: only an idle one needs waking. Signalled
 	 * after the unlock, so the woken helper does not block on the mutex at once; an idle
 	 * helper counted here is in pthread_cond_wait (idle changes under the lock), so it cannot
@@ -229,7 +251,7 @@ void iopool_free(struct iopool *pool)
 	pthread_mutex_unlock(&pool->lock);
 	for (int i = 0; i < pool->n_threads; i++)
 		pthread_join(pool->threads[i], NULL);
-	/* Helpers drained todo before stopping; run what they finished. */
+	/* Helpers drained the lanes before stopping; run what they finished. */
 	while (pool->pending > 0)
 		run_finished(pool);
 	loop_del_fd(pool->loop, pool->efd);

@@ -1,0 +1,113 @@
+/* test_iopool.c - the helper threads' order: items run in submission order, a batched item takes
+ * every later item of its batch function with it (up to 256 a pass), never an item of another
+ * kind, and done() runs once per item on the loop thread. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "iopool.h"
+#include "loop.h"
+#include "util.h"
+#include "tap.h"
+
+#define ITEMS 600
+
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+/* What the helper ran, pass by pass: each pass is "kind first..last(count)". */
+static char passes[64][64];
+static int n_passes;
+static int done_order[ITEMS], n_done;
+static pthread_t loop_thread;
+static bool done_off_loop;
+
+static void record(char kind, void **args, size_t n)
+{
+	if (n_passes < 64)
+		xsnprintf(passes[n_passes++], sizeof(passes[0]), "%c%d..%d(%zu)", kind,
+			  (int)(intptr_t)args[0], (int)(intptr_t)args[n - 1], n);
+}
+
+/* The first item holds the only helper until every other item is submitted. */
+static void blocker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&gate);
+	pthread_mutex_unlock(&gate);
+}
+
+static void single(void *arg)
+{
+	record('u', &arg, 1);
+}
+
+static void batch_a(void **args, size_t n)
+{
+	record('a', args, n);
+}
+
+static void batch_b(void **args, size_t n)
+{
+	record('b', args, n);
+}
+
+static void done(void *arg)
+{
+	done_off_loop |= !pthread_equal(pthread_self(), loop_thread);
+	if (n_done < ITEMS)
+		done_order[n_done++] = (int)(intptr_t)arg;
+}
+
+static void test_order_and_batches(void)
+{
+	struct loop *loop = loop_new();
+	loop_thread = pthread_self();
+	struct iopool *pool = iopool_new(loop, 1);
+	pthread_mutex_lock(&gate);
+	iopool_submit(pool, blocker, done, (void *)(intptr_t)0);
+	int id = 1;
+	/* a1 u2 a3 b4 a5 u6, then 300 of a, 2 of b, u, 10 of a */
+	iopool_submit_batched(pool, batch_a, done, (void *)(intptr_t)id++);
+	iopool_submit(pool, single, done, (void *)(intptr_t)id++);
+	iopool_submit_batched(pool, batch_a, done, (void *)(intptr_t)id++);
+	iopool_submit_batched(pool, batch_b, done, (void *)(intptr_t)id++);
+	iopool_submit_batched(pool, batch_a, done, (void *)(intptr_t)id++);
+	iopool_submit(pool, single, done, (void *)(intptr_t)id++);
+	for (int i = 0; i < 300; i++)
+		iopool_submit_batched(pool, batch_a, done, (void *)(intptr_t)id++);
+	for (int i = 0; i < 2; i++)
+		iopool_submit_batched(pool, batch_b, done, (void *)(intptr_t)id++);
+	iopool_submit(pool, single, done, (void *)(intptr_t)id++);
+	for (int i = 0; i < 10; i++)
+		iopool_submit_batched(pool, batch_a, done, (void *)(intptr_t)id++);
+	int submitted = id;
+	ok(iopool_pending(pool) == submitted, "%d items pending", submitted);
+	pthread_mutex_unlock(&gate);
+	iopool_free(pool);   /* waits for every item and runs the done() callbacks */
+
+	/* The oldest waiting item goes first; a batch takes the later items of its function only,
+	 * at most 256: a1 with a3, a5 and 253 of the 300; then u2, b4 with the two b's, u6, the
+	 * rest of a (47 of the 300 and the last 10), then the last u. */
+	const char *want[] = { "a1..259(256)", "u2..2(1)", "b4..308(3)", "u6..6(1)", "a260..319(57)",
+			       "u309..309(1)" };
+	ok(n_passes == (int)ARRAY_SIZE(want), "%zu passes after the first item (%d)",
+	   ARRAY_SIZE(want), n_passes);
+	for (size_t i = 0; i < ARRAY_SIZE(want) && (int)i < n_passes; i++)
+		is_str(passes[i], want[i], "pass %zu", i + 1);
+	ok(n_done == submitted, "done() ran once per item (%d)", n_done);
+	bool each_once = true;
+	static bool seen[ITEMS];
+	for (int i = 0; i < n_done; i++) {
+		each_once &= done_order[i] >= 0 && done_order[i] < submitted && !seen[done_order[i]];
+		seen[done_order[i]] = true;
+	}
+	ok(each_once, "every item's done() ran, none twice");
+	ok(!done_off_loop, "done() ran on the loop's thread");
+	loop_free(loop);
+}
+
+int main(void)
+{
+	test_order_and_batches();
+	return tap_done();
+}
