@@ -240,21 +240,21 @@ static void webhook_done(void *arg, struct http_result *res)
 		xsnprintf(why, sizeof(why), "HTTP %ld: redirects are not followed", res->status);
 	else
 		xsnprintf(why, sizeof(why), "HTTP %ld", res->status);
-	int64_t now = wall_ms();
+	int64_t now = wall_ms(), delay;
 	int64_t created = json_integer_value(json_object_get(dl->doc, "created_at_ms"));
-	if (now - created > cfg->notify_give_up_after * 1000) {
+	const struct redelivery_rule rule = { .base_ms = cfg->notify_retry_base_ms,
+					      .cap_ms = cfg->notify_retry_cap_ms,
+					      .give_up_after_ms = cfg->notify_give_up_after * 1000 };
+	int64_t asked = retry_after_ms(res->retry_after, res->retry_after_ms, now,
+				       cfg->notify_retry_cap_ms);
+	if (retry_redeliver(&rule, attempts, created, now, asked, random64(), &delay) ==
+	    REDELIVER_GIVE_UP) {
 		o->stats.dropped++;
 		log_job(LOG_ERROR, id, "webhook %s: giving up after %d attempts over %lds (%s)", type,
 			attempts, cfg->notify_give_up_after, why);
 		entry_remove(dl);
 		return;
 	}
-	int64_t delay = retry_redelivery_ms(attempts, cfg->notify_retry_base_ms,
-					    cfg->notify_retry_cap_ms, random64());
-	int64_t asked = retry_after_ms(res->retry_after, res->retry_after_ms, now,
-				       cfg->notify_retry_cap_ms);
-	if (asked > delay)
-		delay = asked;
 	log_job(LOG_WARN, id, "webhook %s failed (%s, attempt %d); next try in %" PRId64 " ms", type,
 		why, attempts, delay);
 	dl->due = now + delay;

@@ -238,6 +238,18 @@ int64_t retry_redelivery_ms(int failure, int64_t base_ms, int64_t cap_ms, uint64
 	return wait - (int64_t)(random % ((uint64_t)wait / 4 + 1));
 }
 
+enum redelivery_verdict retry_redeliver(const struct redelivery_rule *rule, int failures,
+					int64_t first_ms, int64_t now_ms, int64_t asked_ms,
+					uint64_t random, int64_t *delay_ms)
+{
+	*delay_ms = 0;
+	if (rule->give_up_after_ms > 0 && now_ms - first_ms > rule->give_up_after_ms)
+		return REDELIVER_GIVE_UP;
+	int64_t delay = retry_redelivery_ms(failures, rule->base_ms, rule->cap_ms, random);
+	*delay_ms = asked_ms > delay ? asked_ms : delay;
+	return REDELIVER_LATER;
+}
+
 const char *decision_name(enum decision d)
 {
 	static const char *names[] = {

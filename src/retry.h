@@ -54,6 +54,21 @@ int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t 
  * it at random, so the first wait is close to base and retries from many jobs spread out. */
 int64_t retry_redelivery_ms(int failure, int64_t base_ms, int64_t cap_ms, uint64_t random);
 
+/* Deliveries retried until they work or their time is over (uploads to the store, webhooks):
+ * what to do after one failed. Pure: the caller passes the clock and the random value. */
+struct redelivery_rule {
+	int64_t base_ms, cap_ms;     /* the first wait, and the longest */
+	int64_t give_up_after_ms;    /* from the delivery's first queueing; 0: never give up */
+};
+enum redelivery_verdict { REDELIVER_LATER, REDELIVER_GIVE_UP };
+/* After the failures-th failure in a row (1 = the first) of a delivery first queued at
+ * first_ms, at now_ms: give up once more than give_up_after_ms have passed since first_ms;
+ * else *delay_ms gets retry_redelivery_ms's wait, or asked_ms (what the peer asked for, its
+ * Retry-After; -1 when it said nothing) when that is longer. */
+enum redelivery_verdict retry_redeliver(const struct redelivery_rule *rule, int failures,
+					int64_t first_ms, int64_t now_ms, int64_t asked_ms,
+					uint64_t random, int64_t *delay_ms);
+
 const char *decision_name(enum decision d);
 const char *billed_name(enum billed b);
 

@@ -165,8 +165,11 @@ static void put_done(void *arg, struct http_result *res)
 	failure_reason(res, why, sizeof(why));
 	s->stats.failures++;
 	u->failures++;
-	int64_t delay = retry_redelivery_ms(u->failures, cfg->store_retry_base_ms,
-					    cfg->store_retry_cap_ms, random64());
+	/* Never given up: the job's paid result waits in running/ for as long as it takes. */
+	const struct redelivery_rule rule = { .base_ms = cfg->store_retry_base_ms,
+					      .cap_ms = cfg->store_retry_cap_ms };
+	int64_t delay;
+	retry_redeliver(&rule, u->failures, 0, 0, -1, random64(), &delay);
 	log_job(u->failures == 1 ? LOG_WARN : LOG_INFO, u->id,
 		"upload of image %zu to the store failed (%s, failure %d); the job waits in running/ "
 		"and tries again in %" PRId64 " ms", u->next + 1, why, u->failures, delay);

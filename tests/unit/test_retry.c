@@ -1,11 +1,12 @@
 /* test_retry.c - every row of the classification table in spool-layout.md §9, the Retry-After
- * forms, and the backoff with an injected random source. */
+ * forms, the backoff with an injected random source, and the redelivery of uploads and webhooks. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "retry.h"
 #include "upstream.h"
+#include "util.h"
 #include "tap.h"
 
 struct row {
@@ -245,11 +246,60 @@ static void test_backoff(void)
 	ok(spread_min < 1000 && spread_max > 7000 && spread_max <= 8000, "full jitter spreads over [0, 8000]");
 }
 
+/* What store.c and outbox.c do after a failed delivery: every row a clock, a Retry-After and a
+ * random value. */
+static void test_redeliver(void)
+{
+	static const struct redelivery_rule webhook = { 5000, 3600000, 259200000 };  /* defaults */
+	static const struct redelivery_rule upload = { 2000, 120000, 0 };
+	static const struct {
+		const char *name;
+		const struct redelivery_rule *rule;
+		int failures;
+		int64_t first, now, asked;
+		uint64_t random;
+		enum redelivery_verdict want;
+		int64_t want_delay;
+	} redeliver_rows[] = {
+		{ "webhook: first failure waits the base", &webhook, 1, 0, 1000, -1, 0,
+		  REDELIVER_LATER, 5000 },
+		{ "webhook: less up to a quarter", &webhook, 1, 0, 1000, -1, 1250, REDELIVER_LATER, 3750 },
+		{ "webhook: doubling", &webhook, 3, 0, 60000, -1, 0, REDELIVER_LATER, 20000 },
+		{ "webhook: capped at an hour", &webhook, 30, 0, 60000, -1, 0, REDELIVER_LATER, 3600000 },
+		{ "webhook: a longer Retry-After wins", &webhook, 1, 0, 1000, 30000, 0,
+		  REDELIVER_LATER, 30000 },
+		{ "webhook: a shorter Retry-After does not", &webhook, 3, 0, 1000, 1000, 0,
+		  REDELIVER_LATER, 20000 },
+		{ "webhook: Retry-After 0 does not hurry it", &webhook, 1, 0, 1000, 0, 0,
+		  REDELIVER_LATER, 5000 },
+		{ "webhook: at the deadline, once more", &webhook, 9, 1000, 1000 + 259200000, -1, 0,
+		  REDELIVER_LATER, 1280000 },
+		{ "webhook: past the deadline, given up", &webhook, 9, 1000, 1001 + 259200000, -1, 0,
+		  REDELIVER_GIVE_UP, 0 },
+		{ "webhook: given up whatever it asked", &webhook, 2, 0, 259200001, 5000, 0,
+		  REDELIVER_GIVE_UP, 0 },
+		{ "webhook: a clock that went back is not past it", &webhook, 2, 5000, 0, -1, 0,
+		  REDELIVER_LATER, 10000 },
+		{ "upload: never given up", &upload, 1000, 0, INT64_MAX / 2, -1, 0, REDELIVER_LATER, 120000 },
+		{ "upload: first wait", &upload, 1, 0, 0, -1, 500, REDELIVER_LATER, 1500 },
+		{ "upload: random wraps within the quarter", &upload, 1, 0, 0, -1, 501, REDELIVER_LATER, 2000 },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(redeliver_rows); i++) {
+		int64_t delay = -7;
+		enum redelivery_verdict v = retry_redeliver(redeliver_rows[i].rule, redeliver_rows[i].failures, redeliver_rows[i].first,
+							    redeliver_rows[i].now, redeliver_rows[i].asked, redeliver_rows[i].random,
+							    &delay);
+		ok(v == redeliver_rows[i].want && delay == redeliver_rows[i].want_delay, "redeliver: %s (got %s, %lld ms)",
+		   redeliver_rows[i].name, v == REDELIVER_GIVE_UP ? "give up" : "later", (long long)delay);
+	}
+}
+
 int main(void)
 {
 	test_classify();
 	test_envelope_200();
 	test_retry_after();
 	test_backoff();
+	test_redeliver();
 	return tap_done();
 }
