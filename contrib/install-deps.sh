@@ -9,6 +9,7 @@
 #   NFS test:         openssh-server openssh-client sshfs fuse3 (tests/lib/sshfs.py)
 #   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd and procps
 #                     (systemd-analyze; the unit's ExecReload runs kill)
+#   notify test:      util-linux (prlimit: a daemon started with a lower soft limit of open files)
 #   CLI tests:        chromium (the gallery, headless); nodejs (contrib/clients/)
 #   outputs tests:    nodejs npm (unless present), then tests/node's lock: s3rver,
 #                     @smithy/signature-v4, standardwebhooks
@@ -19,7 +20,7 @@ need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev libssl-dev perl \
 	python3 clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
-	prometheus mandoc man-db systemd faketime strace chromium wrk time; do
+	prometheus mandoc man-db systemd faketime strace chromium wrk time util-linux; do
 	have_pkg "$p" || need="$need $p"
 done
 # Node.js and npm from Debian unless the machine already has them (another build of node).

@@ -1,17 +1,21 @@
-/* hook.c - the completion hook: posix_spawn without a shell, watched through a pidfd and a pipe
- * on the loop, killed with its whole process group at [notify] exec_timeout.
+/* hook.c - the completion hook: vfork and execve without a shell, watched through a pidfd and a
+ * pipe on the loop, killed with its whole process group at [notify] exec_timeout.
  *
  * The child gets an empty signal mask and default dispositions (the daemon blocks SIGTERM and
  * friends for its signalfd and ignores SIGPIPE), /dev/null as stdin, the pipe as stdout and
- * stderr, no other descriptor, and an environment of PATH and LANG only. */
+ * stderr, no other descriptor, an environment of PATH and LANG only, and the limit of open files
+ * the daemon was started with (it raises its own soft limit for its calls in flight; a hook
+ * using select(2) or a default-sized table must not see that). posix_spawn cannot set a limit,
+ * so the child is set up by hand between vfork and execve, with system calls only. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,6 +51,15 @@ struct hooks {
 	struct hook_run *runs;
 	int running;
 };
+
+/* The limit of open files the daemon was started with, for its hooks. */
+static struct rlimit start_nofile;
+static bool start_nofile_known;
+
+void hooks_note_open_files(void)
+{
+	start_nofile_known = getrlimit(RLIMIT_NOFILE, &start_nofile) == 0;
+}
 
 struct hooks *hooks_new(struct loop *loop, struct config *const *cfgp)
 {
@@ -152,6 +165,61 @@ static void on_exit_fd(struct loop *loop, int fd, uint32_t events, void *arg)
 	fn(fn_arg, status);
 }
 
+struct child {
+	const char *path;
+	char **argv, **envp;
+	int out;                 /* the pipe's write end: its stdout and stderr */
+	volatile int err;        /* errno of the step that failed, for the parent */
+};
+
+/* to is from, without close-on-exec. */
+static int dup_to(int from, int to)
+{
+	return from == to ? fcntl(to, F_SETFD, 0) : dup2(from, to);
+}
+
+/* Between vfork and execve: the child shares the daemon's memory while the daemon's thread
+ * waits, so it makes system calls only (no allocation, lock or log line), and tells a failure
+ * through c->err. */
+static _Noreturn void child_exec(struct child *c)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t none;
+	/* Every signal is blocked here: reset the daemon's handlers before unblocking them. */
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);   /* EINVAL for the C library's own: left */
+	int null = open("/dev/null", O_RDONLY);
+	if (setpgid(0, 0) < 0 || null < 0 || dup_to(null, 0) < 0 || dup_to(c->out, 1) < 0 ||
+	    dup_to(c->out, 2) < 0 || close_range(3, ~0U, 0) < 0)
+		goto fail;
+	if (start_nofile_known && setrlimit(RLIMIT_NOFILE, &start_nofile) < 0)
+		goto fail;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(c->path, c->argv, c->envp);
+fail:
+	c->err = errno;
+	_exit(127);
+}
+
+/* Starts path as the hook; 0, or an errno when it could not be run (then nothing runs). */
+static int spawn(pid_t *pid, const char *path, char **argv, char **envp, int out)
+{
+	struct child c = { .path = path, .argv = argv, .envp = envp, .out = out };
+	sigset_t all, saved;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	*pid = vfork();   /* returns once the child has called execve or _exit */
+	if (*pid == 0)
+		child_exec(&c);
+	int err = *pid < 0 ? errno : c.err;
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (*pid > 0 && err)
+		waitpid(*pid, NULL, 0);
+	return err;
+}
+
 static int64_t on_timeout(struct loop *loop, void *arg)
 {
 	(void)loop;
@@ -174,31 +242,13 @@ void hooks_run(struct hooks *h, const char *task_id, const char *state, const ch
 	r->out = -1;
 	r->pidfd = -1;
 	int pipefd[2] = { -1, -1 };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto fail;
 	/* The write end must block in the child like any stdout. */
 	fcntl(pipefd[1], F_SETFL, 0);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-					POSIX_SPAWN_SETPGROUP);
 	char *argv[] = { cfg->notify_exec, (char *)task_id, (char *)state, (char *)result_path, NULL };
 	char *envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", NULL };
-	int rc = posix_spawn(&r->pid, cfg->notify_exec, &fa, &attr, argv, envp);
+	int rc = spawn(&r->pid, cfg->notify_exec, argv, envp, pipefd[1]);
 	close(pipefd[1]);
 	pipefd[1] = -1;
 	if (rc != 0) {
@@ -219,12 +269,12 @@ void hooks_run(struct hooks *h, const char *task_id, const char *state, const ch
 			r->pidfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		run_free(r);
 		fn(arg, -1);
-		goto out;
+		return;
 	}
 	loop_add_fd(h->loop, r->out, EPOLLIN, on_output, r);
 	r->timer = loop_add_timer(h->loop, cfg->notify_exec_timeout * 1000, on_timeout, r);
 	log_job(LOG_INFO, task_id, "hook started: %s (pid %d)", cfg->notify_exec, (int)r->pid);
-	goto out;
+	return;
 fail:
 	log_job(LOG_ERROR, task_id, "cannot run the hook '%s': %s", cfg->notify_exec, strerror(errno));
 	if (pipefd[0] >= 0)
@@ -233,9 +283,6 @@ fail:
 		close(pipefd[1]);
 	free(r);
 	fn(arg, -1);
-out:
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
 }
 
 void hooks_free(struct hooks *h)

@@ -1,8 +1,9 @@
 /* hook.h - the completion hook ([notify] exec): a program run for a job that reached a
  * terminal state, as "PROGRAM TASK_ID STATE RESULT_PATH", on the loop without ever blocking it.
  *
- * No shell; a clean environment (PATH only: never the API key or any secret); its own process
- * group, killed whole at the time limit; stdout and stderr logged line by line. */
+ * No shell; a clean environment (PATH only: never the API key or any secret); the daemon's
+ * limit of open files as it started, not as it raised it; its own process group, killed whole at
+ * the time limit; stdout and stderr logged line by line. */
 #ifndef HOOK_H
 #define HOOK_H
 
@@ -15,6 +16,9 @@ struct hooks;
 /* status: the exit code, or -1 when the hook could not start, was killed or died of a signal. */
 typedef void hook_done_fn(void *arg, int status);
 
+/* Remembers the limit of open files as it is now, at start-up, before the daemon raises its
+ * own: every hook is started with it. */
+void hooks_note_open_files(void);
 struct hooks *hooks_new(struct loop *loop, struct config *const *cfgp);
 /* Kills what still runs (at shutdown). */
 void hooks_free(struct hooks *h);

@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "hook.h"
 #include "hostlock.h"
 #include "log.h"
 #include "secret.h"
@@ -245,10 +246,12 @@ static void before_sleep(struct loop *loop, void *arg)
 }
 
 /* Every call in flight holds a socket, and a job a file or two: take the hard limit of open
- * files (systemd's soft default is 1024), and say so when even that looks too few. */
+ * files (systemd's soft default is 1024), and say so when even that looks too few. The hooks
+ * get the limit as it was. */
 static void raise_open_files(long concurrency)
 {
 	struct rlimit rl;
+	hooks_note_open_files();
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	if (rl.rlim_cur < rl.rlim_max) {

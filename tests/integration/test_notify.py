@@ -7,9 +7,11 @@ environment and is killed at its time limit without stalling jobs."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -196,6 +198,36 @@ def test_hook_once_clean_env_and_killed(env):
     assert d.stop() == 0
 
 
+def soft_open_files(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError(f"no open files limit for {pid}")
+
+
+def test_hook_gets_the_open_files_limit_the_daemon_started_with(env):
+    # The daemon raises its soft limit of open files to the hard one for its calls in flight;
+    # its hook gets the limit the daemon was started with (prlimit: a soft limit of 256).
+    hook_dir = tempfile.mkdtemp(prefix="imgspool-test-hook-")
+    try:
+        hook = os.path.join(hook_dir, "hook.sh")
+        with open(hook, "w") as f:
+            f.write(f"#!/bin/sh\nulimit -Sn > {hook_dir}/$1.nofile\n")
+        os.chmod(hook, stat.S_IRWXU)
+        d = env.daemon(notify__exec=hook, wrapper=["prlimit", "--nofile=256:", "--"]).start()
+        raised = soft_open_files(d.proc.pid)
+        assert raised > 256, f"the daemon kept a soft limit of {raised}: nothing to restore"
+        d.submit("nofile", {"prompt": "a hook's limits"})
+        wait_for(lambda: "nofile hook exited with status 0" in d.log(), 20, "the hook")
+        with open(os.path.join(hook_dir, "nofile.nofile")) as f:
+            got = f.read().strip()
+        assert got == "256", f"the hook's soft limit of open files is {got}, the daemon's {raised}"
+        assert d.stop() == 0
+    finally:
+        shutil.rmtree(hook_dir)
+
+
 def test_no_event_for_a_publication_that_failed(env):
     # A succeeded job whose result cannot go into done/ (a planted directory) ends in failed/:
     # the job.succeeded entry written before its publication is taken back, so the receiver
@@ -214,4 +246,6 @@ def test_no_event_for_a_publication_that_failed(env):
 if __name__ == "__main__":
     run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
                test_gone_redirect_and_job_urls, test_private_addresses_refused,
-               test_hook_once_clean_env_and_killed, test_no_event_for_a_publication_that_failed])
+               test_hook_once_clean_env_and_killed,
+               test_hook_gets_the_open_files_limit_the_daemon_started_with,
+               test_no_event_for_a_publication_that_failed])
