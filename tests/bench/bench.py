@@ -25,7 +25,8 @@ cli, keyshare and rescan, which are other programs):
   ext4        the throughput case on the disk (a directory under /var/tmp), fsync on: jobs/s and
               its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), 3x as many jobs: jobs/s vs
-              loadgen with as many connections doing as many requests; the calls waiting at
+              loadgen with as many connections doing as many requests, and curlgen --reuse
+              likewise (libcurl alone: the floor of one thread on libcurl); the calls waiting at
               the fake sampled every ~25 ms: their time-weighted mean (jobs/s is about that
               over 1 s) and how long until all were first in flight
   rss         BENCH_RSS_INFLIGHT jobs (10000) at once, concurrency as many; the fake holds every
@@ -371,7 +372,7 @@ def inflight():
     up = FastUpstream(KEY, delay_ms=1000)
     try:
         n = 3 * INFLIGHT
-        daemon, raw, held, mean_held, ramp = [], [], [], [], []
+        daemon, raw, curl, held, mean_held, ramp = [], [], [], [], [], []
         with Tmpfs() as fs:
             for i in range(RUNS):
                 with Run(up, fs.spool(f"inflight{i}"), INFLIGHT) as r:
@@ -387,6 +388,7 @@ def inflight():
                     mean_held.append(in_flight_mean(samples))
                     ramp.append(next((t - t0 for t, _, m in samples if m >= INFLIGHT), 0))
                 raw.append(loadgen(up, INFLIGHT, n))
+                curl.append(curlgen(up, INFLIGHT, n, reuse=True))
     finally:
         up.close()
     jobs_s = [x["jobs_s"] for x in daemon]
@@ -397,7 +399,15 @@ def inflight():
           f"{' '.join(map(str, held))}")
     row(f"raw client (loadgen -c{INFLIGHT})", f"{median(raw):.0f}", "req/s")
     print(f"      {spread(raw, '{:.1f}')}")
+    # The floor of a daemon built on libcurl on one thread: libcurl alone, the daemon's way
+    # (multi socket API, handles kept), as many calls at once; its ratio is to loadgen.
+    curl_rate = [x[0] for x in curl]
+    row(f"libcurl client (curlgen -c{INFLIGHT})", f"{median(curl_rate):.0f}", "req/s",
+        ratio=paired(curl_rate, raw))
+    print(f"      {spread(curl_rate, '{:.1f}')}; {median([x[1] for x in curl]):.3f} ms of CPU "
+          f"per request; the daemon's ratio to it {paired(jobs_s, curl_rate):.2f}")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
+    row("  of it on the loop thread", f"{median([x['loop_ms'] for x in daemon]):.3f}", "ms")
     # Why the daemon falls short: each wave of answers arrives at once, and the next calls go
     # out only as fast as the loop turns answers into publications and new claims into calls.
     row("calls in flight, mean over the run", f"{median(mean_held):.0f}", "",

@@ -4,8 +4,10 @@
  * kept in memory. What it reaches is the most a daemon built on libcurl this way can reach;
  * --reuse keeps one easy handle per slot instead (what reusing handles would buy). Options as
  * loadgen's (rig.h); --connections is how many requests are in flight at once.
- * Prints one line (its peak RSS last):
- *   curlgen: requests=N ok=K errors=E connections=C seconds=S req_per_s=R maxrss_kib=M
+ * Prints one line (its peak RSS last), with the mean times libcurl saw per request (from its
+ * start: to the request about to go out, to the answer's first byte read, to the end):
+ *   curlgen: requests=N ok=K errors=E connections=C seconds=S req_per_s=R pretransfer_ms=P
+ *            firstbyte_ms=F call_ms=T maxrss_kib=M
  * Exits 1 when a request failed or got a status other than 200 (after printing). */
 #include <curl/curl.h>
 #include <errno.h>
@@ -38,6 +40,7 @@ static struct {
 	bool reuse;
 	long total, started, done, ok;
 	int running;
+	curl_off_t pre_us, first_us, total_us;   /* sums over the answers: where a call's time goes */
 } G;
 
 static void die(const char *what)
@@ -99,6 +102,13 @@ static void finish(CURL *easy, CURLcode rc)
 	long status = 0;
 	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&s);
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_off_t pre = 0, first = 0, total = 0;
+	curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+	curl_easy_getinfo(easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total);
+	G.pre_us += pre;
+	G.first_us += first;
+	G.total_us += total;
 	curl_multi_remove_handle(G.multi, easy);
 	G.done++;
 	if (rc == CURLE_OK && status == 200 && s->len > 0)
@@ -218,8 +228,11 @@ int main(int argc, char **argv)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("curlgen: requests=%ld ok=%ld errors=%ld connections=%ld seconds=%.3f req_per_s=%.0f "
-	       "maxrss_kib=%ld\n", G.done, G.ok, G.total - G.ok, parallel, took,
-	       (double)G.ok / took, ru.ru_maxrss);
+	       "pretransfer_ms=%.1f firstbyte_ms=%.1f call_ms=%.1f maxrss_kib=%ld\n", G.done, G.ok,
+	       G.total - G.ok, parallel, took, (double)G.ok / took,
+	       G.done ? (double)G.pre_us / G.done / 1000 : 0.0,
+	       G.done ? (double)G.first_us / G.done / 1000 : 0.0,
+	       G.done ? (double)G.total_us / G.done / 1000 : 0.0, ru.ru_maxrss);
 	for (long i = 0; i < parallel; i++) {
 		if (slots[i].easy) {
 			curl_multi_remove_handle(G.multi, slots[i].easy);

@@ -71,14 +71,17 @@ def loadgen(upstream, connections, requests, key=None):
     return float(m.group(1))
 
 
-def curlgen(upstream, parallel, requests, key=None, meanwhile=None):
+def curlgen(upstream, parallel, requests, key=None, meanwhile=None, reuse=False):
     """(requests/s, CPU ms per request, peak RSS MiB) of build/curlgen: exactly `requests` POSTs,
     `parallel` at once, through libcurl's multi socket interface with src/http.c's options, no
-    jobs. meanwhile(), if given, runs while curlgen does (e.g. to release a held upstream)."""
+    jobs. meanwhile(), if given, runs while curlgen does (e.g. to release a held upstream);
+    reuse keeps one easy handle per slot (as http.c keeps its handles) instead of a new one per
+    request."""
     assert os.access(CURLGEN, os.X_OK), f"{CURLGEN} is missing: make build/curlgen"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([CURLGEN, "--port", str(upstream.port), "--key", key or upstream.key,
-                             "--connections", str(parallel), "--requests", str(requests)],
+                             "--connections", str(parallel), "--requests", str(requests)] +
+                            (["--reuse"] if reuse else []),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
