@@ -15,10 +15,15 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "record.h"
 #include "util.h"
 #include "banned.h"
 
 #define INFO_READ_MAX (2u << 20)   /* a job file or result: more is not a job of ours */
+
+const struct record_limits cli_shown_limits = { .max_retries = 1000000,
+						 .max_billed_retries = 1000000,
+						 .max_crash_requeues = 1000000 };
 
 const enum spool_dir cli_states[6] = { SPOOL_NEW, SPOOL_DEFERRED, SPOOL_RUNNING, SPOOL_HOLD,
 				       SPOOL_FAILED, SPOOL_DONE };
@@ -411,12 +416,15 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	}
 	copy_str(info->provider, sizeof(info->provider), json_object_get(doc, "provider"));
 	copy_str(info->model, sizeof(info->model), json_object_get(doc, "model"));
-	json_t *attempts, *elided;   /* listed; and how many are not (record.h) */
 	if (finished) {
 		json_t *err = json_object_get(doc, "error");
 		copy_str(info->error_code, sizeof(info->error_code), json_object_get(err, "code"));
-		attempts = json_object_get(doc, "attempts");
-		elided = json_object_get(doc, "attempts_elided");
+		json_t *attempts = json_object_get(doc, "attempts");
+		json_t *elided = json_object_get(doc, "attempts_elided");   /* not listed */
+		info->attempts = (int)json_array_size(attempts);
+		if (json_is_integer(elided) && json_integer_value(elided) > 0 &&
+		    json_integer_value(elided) < 1000000000)
+			info->attempts += (int)json_integer_value(elided);
 		json_t *cost = json_object_get(doc, "cost");
 		json_t *amount = json_object_get(cost, "amount");
 		if (json_is_number(amount)) {
@@ -425,20 +433,18 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 			copy_str(info->currency, sizeof(info->currency), json_object_get(cost, "currency"));
 		}
 	} else {
-		json_t *rec = json_object_get(doc, "imgspool");
-		attempts = json_object_get(rec, "attempts");
-		elided = json_object_get(json_object_get(rec, "elided"), "attempts");
-		json_t *created = json_object_get(rec, "created_at_ms");
-		if (json_is_integer(created) && json_integer_value(created) > 0 &&
+		/* Read as the daemon reads them (record.h): what it would not believe is not shown. */
+		struct record rec;
+		record_init(&rec);
+		record_restore(&rec, json_object_get(doc, "imgspool"), &cli_shown_limits);
+		if (rec.created_at_ms &&
 		    (dir == SPOOL_RUNNING || dir == SPOOL_DEFERRED || dir == SPOOL_HOLD))
-			info->age_from_ms = json_integer_value(created);
-		json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
+			info->age_from_ms = rec.created_at_ms;
+		json_t *last = json_array_get(rec.attempts, json_array_size(rec.attempts) - 1);
 		copy_str(info->error_code, sizeof(info->error_code), json_object_get(last, "error_code"));
+		info->attempts = (int)json_array_size(rec.attempts) + (int)rec.elided.attempts;
+		record_release(&rec);
 	}
-	info->attempts = (int)json_array_size(attempts);
-	if (json_is_integer(elided) && json_integer_value(elided) > 0 &&
-	    json_integer_value(elided) < 1000000000)
-		info->attempts += (int)json_integer_value(elided);
 	if (keep_doc)
 		info->doc = doc;
 	else

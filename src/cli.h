@@ -59,6 +59,10 @@ const char *cli_state_word(enum spool_dir d);
 /* Whether a command-line id is a valid task id (a trailing .json is allowed); fills id. */
 bool cli_task_id(const char *arg, char *id, size_t size);
 
+/* The CLI has no [retry] limits: the records' counters are only shown, never acted on. */
+struct record_limits;
+extern const struct record_limits cli_shown_limits;
+
 /* What ls, show, stat and gallery show about one job, from its file and result. */
 struct cli_info {
 	char id[JOB_ID_MAX + 1];

@@ -176,11 +176,6 @@ static const char *str_field(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* The CLI has no [retry] limits: the records' counters are only shown, never acted on. */
-static const struct record_limits shown_limits = { .max_retries = 1000000,
-						    .max_billed_retries = 1000000,
-						    .max_crash_requeues = 1000000 };
-
 /* Finishes the cancellation of a job we hold in hold/: its result in failed/, then the job
  * file, in the daemon's publication order (spool-layout.md §5). */
 static int cancel_from_hold(struct cli *c, const char *id, const char *was)
@@ -200,7 +195,7 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was)
 	/* Read as the daemon reads them: the attempts listed and the tally of earlier ones. */
 	struct record rec;
 	record_init(&rec);
-	record_restore(&rec, json_object_get(job, "imgspool"), &shown_limits);
+	record_restore(&rec, json_object_get(job, "imgspool"), &cli_shown_limits);
 	int64_t created = rec.created_at_ms;
 	char message[160];
 	xsnprintf(message, sizeof(message), "cancelled by an operator (imgspool cancel) while %s", was);
@@ -371,7 +366,7 @@ static char *text_for_retry(const char *data, size_t len, json_t *job, json_t *r
 		return NULL;
 	struct record rec;
 	record_init(&rec);
-	record_restore(&rec, state, &shown_limits);
+	record_restore(&rec, state, &cli_shown_limits);
 	const char *status = json_string_value(json_object_get(result, "status"));
 	xsnprintf(rec.finished, sizeof(rec.finished), "%s",
 		  status && !strcmp(status, "succeeded") ? "succeeded" : "failed");

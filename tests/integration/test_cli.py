@@ -179,6 +179,23 @@ def test_hold_release_cancel_pending(env):
     assert r.returncode == 1 and "no job 'nope'" in r.stderr, r.stderr
 
 
+def test_ls_believes_of_the_records_what_the_daemon_does(env):
+    # ls read a held job's records by hand: an attempt that is not an object counted, and an
+    # error code the daemon never writes was shown as the job's last error.
+    d = env.daemon().start()
+    d.stop()
+    attempt = {"started_at": "2026-11-25T11:02:03.120+08:00", "latency_ms": 10, "transport": "done",
+               "outcome": "retry", "billed": "no", "cost": 0, "error_code": "rate_limited"}
+    with open(d.path("hold", "h-rec.json"), "w") as f:
+        json.dump({"prompt": "held", "imgspool": {
+            "attempts": [attempt, 42, dict(attempt, error_code="Bad Code")],
+            "elided": {"attempts": 3, "billed": 0, "cost": 0, "estimated": False}}}, f)
+    r = cli(d.spool, "ls", "-j", "hold")
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["attempts"] == 5 and row["error_code"] is None, row
+
+
 def test_cancel_running_cuts_the_call(env):
     env.fake.script("long call", [{"kind": "b64", "delay": 60}])
     d = env.daemon().start()
@@ -353,6 +370,7 @@ if __name__ == "__main__":
         test_submit_many_validates_and_waits,
         test_ls_show_stat,
         test_hold_release_cancel_pending,
+        test_ls_believes_of_the_records_what_the_daemon_does,
         test_cancel_running_cuts_the_call,
         test_hold_running_at_its_next_transition,
         test_hold_of_a_job_a_crash_left_running,
