@@ -19,8 +19,6 @@
 #include "util.h"
 #include "banned.h"
 
-#define INFO_READ_MAX (2u << 20)   /* a job file or result: more is not a job of ours */
-
 const struct record_limits cli_shown_limits = { .max_retries = 1000000,
 						 .max_billed_retries = 1000000,
 						 .max_crash_requeues = 1000000 };
@@ -361,6 +359,17 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 	return -1;
 }
 
+json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum spool_read *rr,
+		      struct stat *st)
+{
+	struct buf text;
+	buf_init(&text, CLI_READ_MAX);
+	*rr = spool_read_file(c->sp.fd[d], name, CLI_READ_MAX, &text, st);
+	json_t *doc = *rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
+	buf_release(&text);
+	return doc;
+}
+
 static void copy_str(char *out, size_t size, json_t *v)
 {
 	const char *s = json_string_value(v);
@@ -402,14 +411,10 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	/* A finished job is described by its result; any other by its job file and records. */
 	bool finished = dir == SPOOL_DONE || dir == SPOOL_FAILED;
 	char *result_name = finished ? xasprintf("%s.result.json", info->id) : NULL;
-	struct buf text;
+	enum spool_read rr;
 	struct stat st;
-	buf_init(&text, INFO_READ_MAX);
-	enum spool_read rr = spool_read_file(dirfd, finished ? result_name : name, INFO_READ_MAX,
-					     &text, &st);
+	json_t *doc = cli_read_json(c, dir, finished ? result_name : name, &rr, &st);
 	free(result_name);
-	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
-	buf_release(&text);
 	if (!json_is_object(doc)) {
 		json_decref(doc);
 		return 0;   /* listed, with what its name and mtime say */

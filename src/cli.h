@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "job.h"
 #include "spool.h"
@@ -58,6 +59,14 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w);
 const char *cli_state_word(enum spool_dir d);
 /* Whether a command-line id is a valid task id (a trailing .json is allowed); fills id. */
 bool cli_task_id(const char *arg, char *id, size_t size);
+
+/* The most the verbs read of a job file or a result: more is not a job of ours. */
+#define CLI_READ_MAX (2u << 20)
+/* Reads d/name as hostile (spool_read_file, at most CLI_READ_MAX bytes) and parses it: the
+ * document (owned), or NULL with *rr saying why (SPOOL_READ_OK and NULL: not JSON). st gets
+ * the file's fstat. */
+json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum spool_read *rr,
+		      struct stat *st);
 
 /* The CLI has no [retry] limits: the records' counters are only shown, never acted on. */
 struct record_limits;

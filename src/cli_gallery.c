@@ -25,7 +25,6 @@
 #include "util.h"
 #include "banned.h"
 
-#define JOB_MAX (2u << 20)
 #define PROMPT_SHOWN 600         /* characters of a prompt on the page; the title has more */
 
 /* Text for HTML: & < > " ' escaped; control characters dropped. */
@@ -236,8 +235,6 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	unlink(scratch);   /* it lives as long as it is open, and is never left behind */
 	setvbuf(articles, NULL, _IOFBF, 1 << 16);
 	size_t n = 0, done = 0;
-	struct buf text;
-	buf_init(&text, JOB_MAX);
 	for (size_t i = 0; i < ix.n; i++) {
 		enum spool_dir d = ix.jobs[i].dir;
 		const char *name = cli_index_name(&ix, i);
@@ -248,16 +245,14 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 			continue;
 		}
 		struct stat st;
-		json_t *job = NULL;
-		if (spool_read_file(c->sp.fd[d], name, JOB_MAX, &text, &st) == SPOOL_READ_OK)
-			job = json_loadb(text.data, text.len, 0, NULL);
+		enum spool_read rr;
+		json_t *job = cli_read_json(c, d, name, &rr, &st);
 		put_entry(articles, &info, json_string_value(json_object_get(job, "prompt")), spool_url);
 		json_decref(job);
 		cli_info_release(&info);
 		n++;
 		done += d == SPOOL_DONE;
 	}
-	buf_release(&text);
 
 	f = create_new(tmp, "w");
 	if (!f) {

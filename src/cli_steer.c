@@ -26,7 +26,6 @@
 #include "util.h"
 #include "banned.h"
 
-#define JOB_MAX (2u << 20)
 #define STEER_POLL_MS 100
 #define CANCEL_WAIT_S 60         /* default -t: a rescan on another host takes poll_interval */
 
@@ -176,22 +175,34 @@ static const char *str_field(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* Finishes the cancellation of a job we hold in hold/: its result in failed/, then the job
- * file, in the daemon's publication order (spool-layout.md §5). */
-static int cancel_from_hold(struct cli *c, const char *id, const char *was)
+/* Finishes the cancellation of a job we hold in hold/, taken from "from" (NULL: it was held):
+ * its result in failed/, then the job file, in the daemon's publication order (spool-layout.md
+ * §5). A job file we cannot read goes back where it was: its records (what it was billed) would
+ * be lost in a result written without them. */
+static int cancel_from_hold(struct cli *c, const char *id, const char *was,
+			    const struct cli_where *from)
 {
 	char name[JOB_ID_MAX + 8];
 	xsnprintf(name, sizeof(name), "%s.json", id);
-	struct buf text;
+	enum spool_read rr;
 	struct stat st;
-	buf_init(&text, JOB_MAX);
-	enum spool_read rr = spool_read_file(c->sp.fd[SPOOL_HOLD], name, JOB_MAX, &text, &st);
-	if (rr == SPOOL_READ_GONE) {
-		buf_release(&text);
+	json_t *job = cli_read_json(c, SPOOL_HOLD, name, &rr, &st);
+	if (rr == SPOOL_READ_GONE)
 		return cli_fail(c, CLI_FAILED, "'%s' left hold/ while being cancelled", id);
+	if (rr != SPOOL_READ_OK) {
+		bool back = from && spool_rename(&c->sp, SPOOL_HOLD, name, from->dir, from->name) == 0;
+		if (back)
+			spool_sync_dir(&c->sp, from->dir);
+		char why[128];
+		if (rr == SPOOL_READ_TOO_BIG)
+			xsnprintf(why, sizeof(why), "is %lld bytes, more than the %u MiB imgspool reads of "
+				  "a job file", (long long)st.st_size, CLI_READ_MAX >> 20);
+		else
+			xsnprintf(why, sizeof(why), "cannot be read: %s", spool_read_reason(rr));
+		return cli_fail(c, CLI_FAILED, "'%s' not cancelled: its job file %s; it is still %s "
+				"(in %s/)", id, why, back ? was : "held",
+				spool_dir_name(back ? from->dir : SPOOL_HOLD));
 	}
-	json_t *job = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
-	buf_release(&text);
 	/* Read as the daemon reads them: the attempts listed and the tally of earlier ones. */
 	struct record rec;
 	record_init(&rec);
@@ -278,12 +289,12 @@ static int cancel_one(struct cli *c, const char *id, const void *wait_s)
 		case SPOOL_NEW:
 		case SPOOL_DEFERRED:
 			if (take_to_hold(c, &w, id) == 0)
-				return cancel_from_hold(c, id, cli_state_word(w.dir));
+				return cancel_from_hold(c, id, cli_state_word(w.dir), &w);
 			if (errno != ENOENT && errno != ESTALE)
 				return denied_or_error(c, "cannot move the job into", "hold/", errno);
 			continue;   /* claimed first by a daemon: look again */
 		case SPOOL_HOLD:
-			return cancel_from_hold(c, id, requested ? "running" : "held");
+			return cancel_from_hold(c, id, requested ? "running" : "held", NULL);
 		case SPOOL_RUNNING:
 			xsnprintf(host, sizeof(host), "%s", w.host);
 			if (!requested && control_request(&c->sp, CONTROL_CANCEL, id) < 0)
@@ -398,19 +409,20 @@ static int retry_one(struct cli *c, const char *id, const void *again_flag)
 	int fd = c->sp.fd[w.dir];
 	struct buf text;
 	struct stat st;
-	buf_init(&text, JOB_MAX);
-	json_t *job = NULL, *result = NULL;
+	buf_init(&text, CLI_READ_MAX);
+	json_t *job = NULL;
 	char *job_bytes = NULL;
 	size_t job_len = 0;
-	if (spool_read_file(fd, w.name, JOB_MAX, &text, &st) == SPOOL_READ_OK) {
+	/* The client's bytes are kept: the records are spliced onto them, as the daemon does. */
+	if (spool_read_file(fd, w.name, CLI_READ_MAX, &text, &st) == SPOOL_READ_OK) {
 		job = json_loadb(text.data, text.len, 0, NULL);
 		job_bytes = buf_detach(&text, &job_len);
 	}
-	char *result_name = xasprintf("%s.result.json", id);
-	if (spool_read_file(fd, result_name, JOB_MAX, &text, &st) == SPOOL_READ_OK)
-		result = json_loadb(text.data, text.len, 0, NULL);
-	free(result_name);
 	buf_release(&text);
+	char *result_name = xasprintf("%s.result.json", id);
+	enum spool_read rr;
+	json_t *result = cli_read_json(c, w.dir, result_name, &rr, &st);
+	free(result_name);
 	int rc = CLI_OK;
 	if (!json_is_object(job)) {
 		rc = cli_fail(c, CLI_FAILED, "'%s': its job file is not JSON: nothing to run again", id);

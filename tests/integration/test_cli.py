@@ -179,6 +179,27 @@ def test_hold_release_cancel_pending(env):
     assert r.returncode == 1 and "no job 'nope'" in r.stderr, r.stderr
 
 
+def test_a_job_file_too_big_to_read_is_not_cancelled(env):
+    # Cancelling wrote a result without the job's records (its billed attempts, its metadata)
+    # when the job file was past what imgspool reads, and said "cancelled".
+    d = env.daemon().start()
+    d.stop()
+    big = json.dumps({"prompt": "big", "metadata": {"pad": "x" * (2 << 20)}})
+    for state, task_id in (("new", "big-new"), ("hold", "big-held")):
+        with open(d.path(state, task_id + ".json"), "w") as f:
+            f.write(big)
+    for task_id, was, where in (("big-new", "pending", "new"), ("big-held", "held", "hold")):
+        r = cli(d.spool, "cancel", task_id)
+        assert r.returncode == 1, (task_id, r.returncode, r.stdout, r.stderr)
+        assert r.stderr == f"imgspool: cancel: '{task_id}' not cancelled: its job file is " \
+            f"{len(big)} bytes, more than the 2 MiB imgspool reads of a job file; it is still " \
+            f"{was} (in {where}/)\n", r.stderr
+        assert states(d, task_id) == [where], states(d, task_id)
+        with open(d.path(where, task_id + ".json")) as f:
+            assert f.read() == big
+        assert not os.path.exists(d.path("failed", task_id + ".result.json"))
+
+
 def test_ls_believes_of_the_records_what_the_daemon_does(env):
     # ls read a held job's records by hand: an attempt that is not an object counted, and an
     # error code the daemon never writes was shown as the job's last error.
@@ -370,6 +391,7 @@ if __name__ == "__main__":
         test_submit_many_validates_and_waits,
         test_ls_show_stat,
         test_hold_release_cancel_pending,
+        test_a_job_file_too_big_to_read_is_not_cancelled,
         test_ls_believes_of_the_records_what_the_daemon_does,
         test_cancel_running_cuts_the_call,
         test_hold_running_at_its_next_transition,
