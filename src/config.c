@@ -544,11 +544,6 @@ long config_longest_call(const struct config *cfg)
 	return longest;
 }
 
-static bool is_http_url(const char *url)
-{
-	return url && (!strncmp(url, "https://", 8) || !strncmp(url, "http://", 7));
-}
-
 /* An object key prefix: URL-safe characters only (libcurl 7.88 signs the path as written), no
  * leading '/', no empty, "." or ".." segment. */
 static bool valid_key_prefix(const char *p)
@@ -575,7 +570,7 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 	if (cfg->store_endpoint) {
 		const char *b = cfg->store_bucket;
 		size_t bl = b ? strlen(b) : 0;
-		if (!is_http_url(cfg->store_endpoint))
+		if (!url_is_http(cfg->store_endpoint))
 			return xsnprintf(err, errsize, "%s: [store] endpoint must start with https:// or http://",
 					 cfg->path), -1;
 		if (bl < 3 || bl > 63 || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789.-") != bl)
@@ -588,18 +583,18 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 		if (!valid_key_prefix(cfg->store_prefix))
 			return xsnprintf(err, errsize, "%s: [store] prefix may hold only A-Z a-z 0-9 . _ ~ / -, "
 					 "and no leading '/', empty, '.' or '..' segment", cfg->path), -1;
-		if (cfg->store_public_url && !is_http_url(cfg->store_public_url))
+		if (cfg->store_public_url && !url_is_http(cfg->store_public_url))
 			return xsnprintf(err, errsize, "%s: [store] public_url must start with https:// or "
 					 "http://", cfg->path), -1;
 	}
-	if (cfg->notify_url && !is_http_url(cfg->notify_url))
+	if (cfg->notify_url && !url_is_http(cfg->notify_url))
 		return xsnprintf(err, errsize, "%s: [notify] url must start with https:// or http://",
 				 cfg->path), -1;
 	if (cfg->notify_url_prefixes) {
 		char *copy = xstrdup(cfg->notify_url_prefixes), *save = NULL;
 		bool bad = false;
 		for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
-			bad |= !is_http_url(w) || !strchr(w + 8, '/');
+			bad |= !url_is_http(w) || !strchr(w + 8, '/');
 		free(copy);
 		if (bad)
 			return xsnprintf(err, errsize, "%s: [notify] job_url_prefixes are URLs with a path, "

@@ -689,7 +689,7 @@ static enum job_parse_result parse_webhook_url(struct job *job, const char *name
 	(void)limits;
 	const char *s = json_string_value(v);
 	size_t len = json_string_length(v);
-	bool good = s && len <= 2048 && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
+	bool good = len <= 2048 && url_is_http(s);
 	for (size_t i = 0; good && i < len; i++)
 		good = s[i] > 0x20 && s[i] < 0x7f;
 	if (!good)

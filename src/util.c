@@ -353,6 +353,11 @@ void crash_point(const char *name)
 		raise(SIGKILL);
 }
 
+bool url_is_http(const char *s)
+{
+	return s && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
+}
+
 bool name_is_plain(const char *s, size_t max)
 {
 	size_t n = strlen(s);

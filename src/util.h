@@ -73,5 +73,8 @@ void strset_release(struct strset *s);
 
 /* 1..max characters of [A-Za-z0-9._-]: provider, route and host names, safe in a file name. */
 bool name_is_plain(const char *s, size_t max);
+/* Whether s (NULL allowed) starts with "https://" or "http://": where a configuration or a job
+ * may send things. */
+bool url_is_http(const char *s);
 
 #endif

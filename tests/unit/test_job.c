@@ -221,6 +221,19 @@ static const struct parse_row parse_rows[] = {
 	{ "metadata null", B(J(",\"metadata\":null")), JOB_OK, "" },
 	{ "metadata number", B(J(",\"metadata\":-1.5e+3")), JOB_OK, "" },
 
+	/* webhook_url: its form only (where it may go is the daemon's configuration) */
+	{ "webhook_url https", B(J(",\"webhook_url\":\"https://hooks.example.com/" SECRET "\"")), JOB_OK, "" },
+	{ "webhook_url http", B(J(",\"webhook_url\":\"http://127.0.0.1:8080/x\"")), JOB_OK, "" },
+	{ "webhook_url ftp", B(J(",\"webhook_url\":\"ftp://" SECRET "\"")), JOB_INVALID, "webhook_url" },
+	{ "webhook_url upper case", B(J(",\"webhook_url\":\"HTTPS://" SECRET "\"")), JOB_INVALID,
+	  "webhook_url" },
+	{ "webhook_url no scheme", B(J(",\"webhook_url\":\"" SECRET ".example.com\"")), JOB_INVALID,
+	  "webhook_url" },
+	{ "webhook_url space", B(J(",\"webhook_url\":\"https://x/" SECRET " y\"")), JOB_INVALID,
+	  "webhook_url" },
+	{ "webhook_url number", B(J(",\"webhook_url\":1")), JOB_INVALID, "webhook_url" },
+	{ "webhook_url null", B(J(",\"webhook_url\":null")), JOB_INVALID, "webhook_url" },
+
 	/* unknown fields */
 	{ "misspelt field", B(J(",\"quailty\":\"high\"")), JOB_INVALID, "quailty" },
 	{ "capitalised field", B("{\"Prompt\":\"a cat\"}"), JOB_INVALID, "Prompt" },

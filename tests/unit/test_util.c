@@ -114,6 +114,27 @@ static void test_file_times(void)
 	is_str(out, "1969-12-31T23:59:58.500+00:00", "before 1970");
 }
 
+static void test_url_is_http(void)
+{
+	static const struct {
+		const char *url;
+		bool want;
+	} rows[] = {
+		{ "https://hooks.example.com/x", true },
+		{ "http://10.0.0.1:8080/", true },
+		{ "https://", true },          /* the form only: what follows is checked by the caller */
+		{ "HTTPS://example.com/", false },
+		{ "ftp://example.com/", false },
+		{ "http:/example.com", false },
+		{ "https:", false },
+		{ "", false },
+		{ NULL, false },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+		ok(url_is_http(rows[i].url) == rows[i].want, "url_is_http(%s)",
+		   rows[i].url ? rows[i].url : "NULL");
+}
+
 static void test_image_names(void)
 {
 	char *a = result_image_name("cat", 0, 1, "png");
@@ -130,6 +151,7 @@ int main(void)
 	test_strset();
 	test_numbers_and_time();
 	test_file_times();
+	test_url_is_http();
 	test_image_names();
 	return tap_done();
 }
