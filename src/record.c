@@ -215,9 +215,15 @@ static json_t *restore_attempts(const json_t *v, struct record_tally *elided)
 
 /* ---- runs ---- */
 
+/* How a run ended, as the publication writes it. */
+static bool is_status(const char *s)
+{
+	return !strcmp(s, "succeeded") || !strcmp(s, "failed");
+}
+
 static const char *run_status(const char *s)
 {
-	return s && (!strcmp(s, "succeeded") || !strcmp(s, "failed")) ? s : "unfinished";
+	return s && is_status(s) ? s : "unfinished";
 }
 
 static json_t *run_json(json_int_t number, const char *status, const char *error_code,
@@ -249,11 +255,6 @@ static void copy_string(char *out, size_t size, const json_t *v, bool (*allowed)
 	out[0] = '\0';
 	if (s && allowed(s))
 		xsnprintf(out, size, "%s", s);
-}
-
-static bool is_status(const char *s)
-{
-	return !strcmp(s, "succeeded") || !strcmp(s, "failed");
 }
 
 void record_restore(struct record *r, const json_t *state, const struct record_limits *lim)

@@ -226,6 +226,31 @@ static void check_tally_rows(void)
 	}
 }
 
+/* An earlier run's status is what a publication writes, or "unfinished". */
+static void check_run_status(void)
+{
+	static const struct {
+		const char *status_json;
+		const char *want;
+	} status_rows[] = {
+		{ "\"succeeded\"", "succeeded" }, { "\"failed\"", "failed" },
+		{ "\"maybe\"", "unfinished" }, { "\"Failed\"", "unfinished" },
+		{ "5", "unfinished" }, { "null", "unfinished" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(status_rows); i++) {
+		char *text = xasprintf("{\"runs\":[{\"run\":1,\"status\":%s}]}", status_rows[i].status_json);
+		json_t *state = json_loads(text, 0, NULL);
+		struct record r;
+		record_init(&r);
+		record_restore(&r, state, &lim);
+		const char *got = json_string_value(json_object_get(json_array_get(r.runs, 0), "status"));
+		is_str(got, status_rows[i].want, "a run whose status is %s", status_rows[i].status_json);
+		record_release(&r);
+		json_decref(state);
+		free(text);
+	}
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -289,6 +314,7 @@ int main(void)
 	json_decref(out);
 	json_decref(state);
 	record_release(&r);
+	check_run_status();
 	check_long_hold();
 	check_worst_case();
 	check_tally_rows();
