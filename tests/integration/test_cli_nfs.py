@@ -5,14 +5,11 @@ directory (a stand-in for NFS: inotify sees nothing of the other host): hold, re
 exactly one state, and no call is made for a held, paused or cancelled job (issue 10)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
-from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
 
 STATES = ("new", "deferred", "hold", "done", "failed")
 
@@ -25,13 +22,7 @@ def where(export, task_id):
 
 
 def test_every_verb_on_two_hosts(env):
-    base = tempfile.mkdtemp(prefix="imgspool-clinfs-")
-    try:
-        mounts = TwoMounts(base).open()
-    except SshfsUnavailable as e:
-        shutil.rmtree(base, ignore_errors=True)
-        raise AssertionError(f"no network file system for the test: {e}")
-    try:
+    with env.two_mounts() as mounts:
         export = os.path.join(mounts.export, "spool")
         via_a, via_b = (os.path.join(m, "spool") for m in (mounts.mount_a, mounts.mount_b))
         for sub in ("tmp", "new"):
@@ -133,11 +124,6 @@ def test_every_verb_on_two_hosts(env):
         assert [n for n in os.listdir(os.path.join(export, "control")) if not n.startswith(".")] == []
         for d in (a, b):
             assert d.stop() == 0
-    finally:
-        for d in env.daemons:
-            d.kill()
-        mounts.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def re_count(text, needle):
