@@ -73,12 +73,6 @@ bool publish_parse_staging_name(const char *name, char **id, char **host, int *d
 	return true;
 }
 
-static bool exists(int dirfd, const char *name)
-{
-	struct stat st;
-	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 /* Errors that another try cannot mend; the others (ENOSPC, EDQUOT, EIO, ...) may pass. */
 static enum publish_rc classify(int err)
 {
@@ -111,7 +105,7 @@ static char *staged(const struct pub *p, const char *name)
 /* ENOENT on a path inside the staging directory: fenced if the directory is gone. */
 static enum publish_rc gone_or(const struct pub *p, enum publish_rc otherwise)
 {
-	if (exists(p->runfd, p->staging))
+	if (spool_exists(p->runfd, p->staging))
 		return otherwise;
 	xsnprintf(p->err, p->errsize, "another daemon took the publication over (our lease ran out)");
 	return PUBLISH_FENCED;
@@ -171,7 +165,7 @@ static enum publish_rc clear_images(struct pub *p, enum spool_dir dir, char *con
 		bool any = false;
 		for (size_t e = 0; e < ARRAY_SIZE(image_exts) && rc == PUBLISH_OK; e++) {
 			xsnprintf(name, sizeof(name), "%s.%d.%s", p->id, n, image_exts[e]);
-			if (!exists(p->sp->fd[dir], name))
+			if (!spool_exists(p->sp->fd[dir], name))
 				continue;
 			any = true;
 			if (!in_set(name, keep, n_keep))
@@ -212,7 +206,7 @@ static enum publish_rc clear_rest(struct pub *p, char *const *keep, size_t n_kee
 {
 	enum spool_dir other = p->dest == SPOOL_DONE ? SPOOL_FAILED : SPOOL_DONE;
 	char *result = xasprintf("%s.result.json", p->id);
-	bool other_result = exists(p->sp->fd[other], result);
+	bool other_result = spool_exists(p->sp->fd[other], result);
 	enum publish_rc rc = PUBLISH_OK;
 	if (p->search_images || other_result) {
 		rc = clear_images(p, other, NULL, 0);
@@ -375,7 +369,7 @@ static void prepare(struct spool *sp, struct item *it)
 	/* Not a fence (the commit is): it spares a reclaimed job's staging. */
 	if (!(j->ours_checked ? j->ours : spool_still_ours(sp, j->running_name))) {
 		char *job_staged = staged(&it->p, it->names[it->n_names - 1]);
-		bool committed = exists(it->p.runfd, job_staged);
+		bool committed = spool_exists(it->p.runfd, job_staged);
 		free(job_staged);
 		it->live = false;
 		if (committed)   /* a retry after a failure past the commit */
@@ -418,7 +412,7 @@ static void rewrite(struct spool *sp, struct item *it, struct syncset *ss)
 	if (!j->job_text || spool_rewrite_in(sp, SPOOL_RUNNING, j->running_name, j->job_text,
 					     strlen(j->job_text), ss) == 0)
 		return;
-	if (errno == ENOENT && !exists(it->p.runfd, j->running_name))
+	if (errno == ENOENT && !spool_exists(it->p.runfd, j->running_name))
 		fenced(it, true);
 	else
 		stop(it, failed_to(&it->p, "write", SPOOL_RUNNING, j->running_name, errno));
@@ -433,7 +427,7 @@ static void commit(struct item *it, struct syncset *ss)
 	int saved = errno;
 	free(job_staged);
 	if (moved < 0) {
-		if (saved == ENOENT && !exists(it->p.runfd, j->running_name))
+		if (saved == ENOENT && !spool_exists(it->p.runfd, j->running_name))
 			fenced(it, false);   /* its records say "finished": the staging goes along */
 		else
 			stop(it, failed_to(&it->p, "move the job file from", SPOOL_RUNNING,
@@ -590,7 +584,7 @@ static char **staged_names(struct pub *p, size_t *n)
 bool publish_is_staged(struct spool *sp, const char *id, int dest)
 {
 	char *staging = publish_staging_name(id, sp->host_id, dest);
-	bool is = exists(sp->fd[SPOOL_RUNNING], staging);
+	bool is = spool_exists(sp->fd[SPOOL_RUNNING], staging);
 	free(staging);
 	return is;
 }
@@ -598,7 +592,7 @@ bool publish_is_staged(struct spool *sp, const char *id, int dest)
 bool publish_job_in_running(struct spool *sp, const char *id, const char *host)
 {
 	char *running = xasprintf("%s@%s.json", id, host);
-	bool is = exists(sp->fd[SPOOL_RUNNING], running);
+	bool is = spool_exists(sp->fd[SPOOL_RUNNING], running);
 	free(running);
 	return is;
 }
@@ -610,7 +604,7 @@ enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const ch
 	char *job = xasprintf("%s/%s.json", staging, id);
 	enum publish_rc rc = PUBLISH_OK;
 	int runfd = sp->fd[SPOOL_RUNNING];
-	if (!exists(runfd, staging)) {
+	if (!spool_exists(runfd, staging)) {
 		xsnprintf(err, errsize, "nothing is staged in 'running/%s'", staging);
 		rc = PUBLISH_PERMANENT;
 	} else if (renameat(runfd, running_name, runfd, job) < 0) {
@@ -643,11 +637,11 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 			 .search_images = true };
 	char *job = xasprintf("%s.json", id), *job_staged = staged(&p, job);
 	enum publish_rc rc = PUBLISH_OK;
-	if (!exists(p.runfd, job_staged)) {
+	if (!spool_exists(p.runfd, job_staged)) {
 		/* Not committed. While its job is in running/ the staged files may still serve
 		 * (publish_commit_staged); else (reclaimed, or moved in before a crash) they go. */
 		char *running = xasprintf("%s@%s.json", id, host);
-		if (!exists(p.runfd, running))
+		if (!spool_exists(p.runfd, running))
 			remove_staging(&p);
 		free(running);
 		goto out;

@@ -329,7 +329,7 @@ const char *spool_read_reason(enum spool_read r)
 	return "?";
 }
 
-static bool exists(int dirfd, const char *name)
+bool spool_exists(int dirfd, const char *name)
 {
 	struct stat st;
 	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -342,7 +342,7 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
 		return 0;
 	int saved = errno;
 	/* NFS may lose the reply to a rename that succeeded, and the retransmission then fails. */
-	if (!exists(sp->fd[from], from_name) && exists(sp->fd[to], to_name))
+	if (!spool_exists(sp->fd[from], from_name) && spool_exists(sp->fd[to], to_name))
 		return 0;
 	errno = saved;
 	return -1;
@@ -465,7 +465,7 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 		}
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			goto fail;
-		if (!exists(dirfd, name)) {
+		if (!spool_exists(dirfd, name)) {
 			errno = ENOENT;
 			goto fail;
 		}
@@ -606,7 +606,7 @@ void spool_clean_tmp(struct spool *sp, int64_t max_age_s)
 
 bool spool_still_ours(struct spool *sp, const char *running_name)
 {
-	return exists(sp->fd[SPOOL_RUNNING], running_name);
+	return spool_exists(sp->fd[SPOOL_RUNNING], running_name);
 }
 
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,

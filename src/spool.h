@@ -154,6 +154,8 @@ int64_t spool_server_now(struct spool *sp);
 long spool_free_mb(struct spool *sp);
 /* Removes files in tmp/ not modified for max_age_s (clients that died mid-submission). */
 void spool_clean_tmp(struct spool *sp, int64_t max_age_s);
+/* Whether dirfd/name is there (lstat: a dangling symlink is). */
+bool spool_exists(int dirfd, const char *name);
 /* Whether running/name is still there: a job reclaimed by another host is gone (fencing). */
 bool spool_still_ours(struct spool *sp, const char *running_name);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */
