@@ -372,8 +372,10 @@ static void prepare(struct spool *sp, struct item *it)
 		bool committed = spool_exists(it->p.runfd, job_staged);
 		free(job_staged);
 		it->live = false;
-		if (committed)   /* a retry after a failure past the commit */
+		if (committed) {   /* a retry after a failure past the commit */
+			j->committed = true;
 			j->rc = publish_resume(sp, it->staging, j->err, j->errsize);
+		}
 		else
 			fenced(it, false);
 		return;
@@ -435,6 +437,7 @@ static void commit(struct item *it, struct syncset *ss)
 		return;
 	}
 	it->committed = true;
+	j->committed = true;
 	syncset_dir(ss, it->sfd);
 	syncset_dir(ss, it->p.runfd);
 	crash_point("publish:committed");
@@ -497,6 +500,7 @@ static void item_init(struct spool *sp, struct item *it, struct publish_job *j)
 	it->sfd = -1;
 	it->live = true;
 	j->rc = PUBLISH_OK;
+	j->committed = false;
 	j->err[0] = '\0';
 }
 
@@ -550,21 +554,21 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 	free(items);
 }
 
-/* The new run's names from its staged result (NULL if the result has already been moved in). */
-static char **staged_names(struct pub *p, size_t *n)
+/* The new run's names from the result staged in sfd: its images, then the result, with room for
+ * one name more (NULL if the result is not there: moved in before a crash, or lost). */
+static char **staged_names(const char *id, int sfd, size_t *n)
 {
-	char *result = xasprintf("%s.result.json", p->id), *path = staged(p, result);
+	char *result = xasprintf("%s.result.json", id);
 	struct buf b;
 	struct stat st;
 	char **names = NULL;
 	buf_init(&b, RESULT_READ_MAX);
 	*n = 0;
-	int sfd = openat(p->runfd, p->staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sfd >= 0 && spool_read_file(sfd, result, RESULT_READ_MAX, &b, &st) == SPOOL_READ_OK) {
 		json_t *doc = json_loadb(b.data, b.len, 0, NULL);
 		json_t *images = json_object_get(doc, "images"), *v;
 		size_t i;
-		names = xcalloc(json_array_size(images) + 1, sizeof(*names));
+		names = xcalloc(json_array_size(images) + 2, sizeof(*names));
 		json_array_foreach(images, i, v) {
 			const char *name = json_string_value(v);
 			if (name && name[0] != '.' && !strchr(name, '/'))
@@ -573,19 +577,48 @@ static char **staged_names(struct pub *p, size_t *n)
 		names[(*n)++] = xstrdup(result);
 		json_decref(doc);
 	}
-	if (sfd >= 0)
-		close(sfd);
 	buf_release(&b);
-	free(path);
 	free(result);
 	return names;
 }
 
+/* A publication staged in running/staging with no job in memory (a restart, a takeover): its
+ * names come from its staged result, the job file's last; moved_in when the result is no longer
+ * staged. */
+static void item_staged(struct spool *sp, struct item *it, struct publish_job *j,
+			const char *staging)
+{
+	memset(it, 0, sizeof(*it));
+	it->job = j;
+	it->staging = xstrdup(staging);
+	/* A crash may have come between an earlier run's images and its result: search in full. */
+	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
+			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
+			      .errsize = j->errsize, .search_images = true };
+	it->sfd = openat(it->p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	it->names = staged_names(j->id, it->sfd, &it->n_names);
+	it->moved_in = !it->names;
+	if (!it->names)
+		it->names = xcalloc(1, sizeof(*it->names));
+	it->names[it->n_names++] = xasprintf("%s.json", j->id);
+	it->live = true;
+	j->rc = PUBLISH_OK;
+	j->err[0] = '\0';
+}
+
+static char *staged_result_name(const char *id, const char *host, int dest)
+{
+	char *staging = publish_staging_name(id, host, dest);
+	char *path = xasprintf("%s/%s.result.json", staging, id);
+	free(staging);
+	return path;
+}
+
 bool publish_is_staged(struct spool *sp, const char *id, int dest)
 {
-	char *staging = publish_staging_name(id, sp->host_id, dest);
-	bool is = spool_exists(sp->fd[SPOOL_RUNNING], staging);
-	free(staging);
+	char *result = staged_result_name(id, sp->host_id, dest);
+	bool is = spool_exists(sp->fd[SPOOL_RUNNING], result);
+	free(result);
 	return is;
 }
 
@@ -597,29 +630,28 @@ bool publish_job_in_running(struct spool *sp, const char *id, const char *host)
 	return is;
 }
 
+/* The commit and the rest, exactly as in a batch (commit(), finish_committed()). */
 enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,
 				      int dest, char *err, size_t errsize)
 {
 	char *staging = publish_staging_name(id, sp->host_id, dest);
-	char *job = xasprintf("%s/%s.json", staging, id);
-	enum publish_rc rc = PUBLISH_OK;
-	int runfd = sp->fd[SPOOL_RUNNING];
-	if (!spool_exists(runfd, staging)) {
+	struct publish_job j = { .dest = dest, .id = id, .running_name = running_name, .err = err,
+				 .errsize = errsize };
+	struct item it;
+	item_staged(sp, &it, &j, staging);
+	if (it.moved_in) {
 		xsnprintf(err, errsize, "nothing is staged in 'running/%s'", staging);
-		rc = PUBLISH_PERMANENT;
-	} else if (renameat(runfd, running_name, runfd, job) < 0) {
-		xsnprintf(err, errsize, "cannot move 'running/%s' to 'running/%s': %s", running_name,
-			  job, strerror(errno));
-		rc = errno == ENOENT ? PUBLISH_FENCED : classify(errno);
-	} else if (fsync(runfd) < 0) {
-		xsnprintf(err, errsize, "cannot fsync 'running/': %s", strerror(errno));
-		rc = PUBLISH_RETRY;
+		j.rc = PUBLISH_PERMANENT;
+	} else {
+		struct syncset ss;
+		spool_syncset(sp, &ss, 1);
+		commit(&it, &ss);
+		finish_committed(&it, 1, &ss);
+		syncset_release(&ss);
 	}
-	if (rc == PUBLISH_OK)
-		rc = publish_resume(sp, staging, err, errsize);
-	free(job);
+	item_release(&it);
 	free(staging);
-	return rc;
+	return j.rc;
 }
 
 enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char *err,
@@ -631,39 +663,26 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 		xsnprintf(err, errsize, "'running/%s' is not a staging directory", staging_name);
 		return PUBLISH_PERMANENT;
 	}
-	/* A crash may have come between an earlier run's images and its result: search in full. */
-	struct pub p = { .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = staging_name,
-			 .id = id, .dest = (enum spool_dir)dest, .err = err, .errsize = errsize,
-			 .search_images = true };
-	char *job = xasprintf("%s.json", id), *job_staged = staged(&p, job);
-	enum publish_rc rc = PUBLISH_OK;
-	if (!spool_exists(p.runfd, job_staged)) {
+	int runfd = sp->fd[SPOOL_RUNNING];
+	struct publish_job j = { .dest = dest, .id = id, .err = err, .errsize = errsize };
+	char *job_staged = xasprintf("%s/%s.json", staging_name, id);
+	if (spool_exists(runfd, job_staged)) {
+		struct item it;
+		struct syncset ss;
+		item_staged(sp, &it, &j, staging_name);
+		spool_syncset(sp, &ss, 1);
+		finish_committed(&it, 1, &ss);
+		syncset_release(&ss);
+		item_release(&it);
+	} else {
 		/* Not committed. While its job is in running/ the staged files may still serve
 		 * (publish_commit_staged); else (reclaimed, or moved in before a crash) they go. */
-		char *running = xasprintf("%s@%s.json", id, host);
-		if (!spool_exists(p.runfd, running))
+		struct pub p = { .sp = sp, .runfd = runfd, .staging = staging_name, .id = id };
+		if (!publish_job_in_running(sp, id, host))
 			remove_staging(&p);
-		free(running);
-		goto out;
 	}
-	size_t n;
-	char **names = staged_names(&p, &n);
-	/* names == NULL: the result was moved in before a crash; only the job file is left. */
-	struct item it = { .p = p, .names = names, .n_names = (names ? n : 0) + 1, .sfd = -1,
-			   .live = true, .moved_in = !names,
-			   .job = &(struct publish_job){ .err = err, .errsize = errsize } };
-	struct syncset ss;
-	spool_syncset(sp, &ss, 1);
-	finish_committed(&it, 1, &ss);
-	rc = it.job->rc;
-	syncset_release(&ss);
-	for (size_t i = 0; names && i < n; i++)
-		free(names[i]);
-	free(names);
-out:
-	free(job);
 	free(job_staged);
 	free(id);
 	free(host);
-	return rc;
+	return j.rc;
 }

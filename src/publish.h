@@ -45,6 +45,9 @@ struct publish_job {
 	bool ours_checked;       /* the caller just looked for running_name (nothing of the job's */
 	bool ours;               /* changed since): the result, so it is not looked for again */
 	enum publish_rc rc;      /* out, with a description in err */
+	bool committed;          /* out: its commit is made (now or before), whatever rc says: the
+				  * publication is durable in its staging directory and is only
+				  * ever finished from there (publish_resume), never failed */
 	char *err;
 	size_t errsize;
 };
@@ -57,7 +60,7 @@ struct publish_job {
  * durable when this returns rc PUBLISH_OK. Helper thread. */
 void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss);
 
-/* Whether our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) exists. */
+/* Whether our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) holds its result. */
 bool publish_is_staged(struct spool *sp, const char *id, int dest);
 
 /* Whether running/ID@HOST.json exists: a staging directory of that host is then not committed,
@@ -65,7 +68,8 @@ bool publish_is_staged(struct spool *sp, const char *id, int dest);
 bool publish_job_in_running(struct spool *sp, const char *id, const char *host);
 
 /* A restart found running/running_name with records saying it was finished: everything was
- * staged before that rewrite, so only the commit and the rest are left to do. */
+ * staged before that rewrite, so only the commit and the rest are left to do (the same steps as
+ * in publish_batch). */
 enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,
 				      int dest, char *err, size_t errsize);
 

@@ -9,6 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_tests, wait_for  # noqa: E402
+from test_groupcommit import Model, events  # noqa: E402
 
 
 def files_of(d, state, task_id):
@@ -180,6 +181,32 @@ def test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason(env):
     assert os.listdir(alive.path("done")) == []
 
 
+def test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory(env):
+    """Killed after its final records, before its commit: the restart commits what is staged,
+    and that commit (the job file's new entry in the staging directory) is durable before the
+    job file moves into done/, as in a batch. It synced running/ alone."""
+    d = env.daemon(spool__sync="fsync")
+    d.submit("late", {"prompt": "committed by the restart"})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:rewritten"})
+    wait_for(d.exited, 20, "the daemon to kill itself before the commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e",
+                 "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2"]
+    d.start()
+    assert d.wait_finished("late") == "done"
+    d.stop()
+    m = Model(events(log), os.path.realpath(d.spool))
+    staging = ".late@testhost.done"
+    commit = m.last_rename(f"running/{staging}/late.json", 1 << 62,
+                           lambda a: a == "running/late@testhost.json")
+    pub = m.last_rename("done/late.json", 1 << 62, lambda a: a == f"running/{staging}/late.json")
+    assert commit and pub and commit[1] < pub[0], (commit, pub)
+    assert m.entry_durable(f"running/{staging}", commit[1], pub[0]), \
+        "the commit was not synced in its staging directory before the job file moved into done/"
+    assert env.fake.calls("committed by the restart") == 1
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -190,4 +217,5 @@ if __name__ == "__main__":
         test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
         test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
+        test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
     ])
