@@ -93,6 +93,8 @@ struct pub {
 	enum spool_dir dest;
 	int aside;               /* old.N names used */
 	bool search_images;      /* an earlier run is known: look for its images (ID.N.ext) */
+	bool dest_job_known;     /* check_targets looked for DEST/ID.json: dest_job says if it */
+	bool dest_job;           /* was there, so clear_job_files need not look again */
 	char *err;
 	size_t errsize;
 };
@@ -187,7 +189,7 @@ static enum publish_rc clear_job_files(struct pub *p, struct syncset *ss, bool *
 	char *job = xasprintf("%s.json", p->id);
 	int before = p->aside;
 	enum publish_rc rc = put_aside(p, other, job);
-	if (rc == PUBLISH_OK)
+	if (rc == PUBLISH_OK && (!p->dest_job_known || p->dest_job))
 		rc = put_aside(p, p->dest, job);
 	free(job);
 	if (p->aside != before) {
@@ -297,14 +299,17 @@ static enum publish_rc write_staged(struct pub *p, const char *name, const void 
 }
 
 /* A directory in the way of a name we must write would fail every try: say so before starting.
- * Any other file already there (our result's name, say) is an earlier run's. */
+ * Any other file already there (our result's name, say) is an earlier run's. The job file's
+ * name is the last of names: whether it is there is kept for clear_job_files. */
 static enum publish_rc check_targets(struct pub *p, char *const *names, size_t n)
 {
 	struct stat st;
+	p->dest_job_known = true;
 	for (size_t i = 0; i < n; i++) {
 		if (fstatat(p->sp->fd[p->dest], names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		p->search_images = true;
+		p->dest_job |= i == n - 1;
 		if (S_ISDIR(st.st_mode)) {
 			xsnprintf(p->err, p->errsize, "'%s/%s' is a directory, which the daemon never "
 				  "makes: it cannot be replaced", spool_dir_name(p->dest), names[i]);

@@ -3,6 +3,7 @@
 planted in the way ends the job with a reason instead of retrying for ever (issue 8, items 5, 6)."""
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -207,6 +208,27 @@ def test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory(env):
     assert env.fake.calls("committed by the restart") == 1
 
 
+def test_the_job_files_name_in_done_is_looked_up_once(env):
+    """Whether done/ID.json is there is asked once per publication (check_targets), and the
+    answer passed on to the removal of an earlier run's job files (strace: deterministic)."""
+    d = env.daemon()
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e", "trace=newfstatat,statx"]
+    ids = ["once1", "once2", "once3"]
+    for task_id in ids:
+        d.submit(task_id, {"prompt": "looked up once " + task_id})
+    d.start()
+    for task_id in ids:
+        assert d.wait_finished(task_id) == "done"
+    d.stop()
+    done = os.path.join(os.path.realpath(d.spool), "done")
+    with open(log) as f:
+        text = f.read()
+    for task_id in ids:
+        looks = re.findall(rf'<{re.escape(done)}>, "{task_id}\.json"', text)
+        assert len(looks) == 1, (task_id, len(looks))
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -218,4 +240,5 @@ if __name__ == "__main__":
         test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
+        test_the_job_files_name_in_done_is_looked_up_once,
     ])
