@@ -24,6 +24,7 @@
 #include "config.h"
 #include "control.h"
 #include "dispatch.h"
+#include "dispatch_impl.h"
 #include "health.h"
 #include "http.h"
 #include "iopool.h"
@@ -53,146 +54,6 @@
 
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
 #define TMP_MAX_AGE_S (36 * 3600)    /* maildir's rule for abandoned files in tmp/ */
-
-enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
-		  T_PUBLISHING };
-
-/* A provider's flow control (provider.c) and what it takes on the loop. */
-struct provider_state {
-	const struct provider_config *cfg;
-	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
-	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
-	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
-	bool over_budget;        /* logged as over budget */
-	uint64_t probe_timer;
-	int users;               /* tasks using it */
-	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
-	struct dispatch *d;
-};
-
-struct pending {
-	enum spool_dir dir;      /* new/ or deferred/ */
-	char *name;
-	int64_t mtime_ns;
-	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
-	bool placed;             /* mtime_ns and file are known (a new name is stat'ed only once it
-				  * has to wait its turn: pending_place) */
-	char *provider;          /* once read: the provider it waits for, so it is not reread */
-	char *route;             /* or the route it waits for, */
-	uint32_t route_mask;     /* the targets of it that can serve the job, */
-	int route_target;        /* and the busy one it waits for (-1: any of them) */
-};
-
-struct task {
-	struct dispatch *d;
-	struct task *prev, *next;
-	enum task_state state;
-	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
-	size_t job_len;
-	bool calling;            /* counted in prov->flow.active */
-	bool fenced;             /* another daemon reclaimed it: never publish */
-	bool in_pool;            /* a helper thread owns it until its done() runs */
-	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
-	int crashes;             /* times a daemon died while this job was in running/ */
-	char id[JOB_ID_MAX + 1];
-	char *running_name;
-	struct job job;
-	struct provider_state *prov;
-	char *model;
-	bool routed;             /* its model names a route: the target was chosen for it */
-	enum dialect dialect;
-	struct request req;
-	struct http_xfer *xfer;
-	uint64_t timer;
-	struct http_result res;  /* of the last call; body owned */
-	struct response resp;    /* body parsed */
-	struct outcome outcome;
-	json_t *attempts;        /* owned array, for the result: the last RECORD_ATTEMPTS_MAX */
-	struct record_tally elided; /* this run's attempts before those */
-	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
-	long runs_total;
-	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
-	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
-	struct attempt cur;      /* the call being classified */
-	int retry_count;
-	int billed_retries;
-	struct image *images;    /* collected: inline and downloaded */
-	size_t n_images;
-	size_t images_dropped;   /* returned beyond the job's n */
-	struct store_upload *upload; /* the images, while they go to the store */
-	char **urls;             /* where the store has them, one per image */
-	struct outbox_batch events; /* outbox entries, written before the job moves */
-	size_t next_url;
-	int download_tries;
-	int64_t created_wall_ms;
-	int64_t claimed_mono;
-	int64_t call_started_wall; /* of the call in flight */
-	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
-	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
-	bool is_probe;
-	struct keyshare_ticket ticket; /* its place among the calls of every host */
-	bool reserved;           /* counted in the spend's calls in flight */
-	bool reserve_known;      /* the call has a price */
-	double reserve;          /* what the call in flight costs if billed */
-	/* the end */
-	bool succeeded;
-	const char *error_code;
-	char error_message[512];
-	char error_field[64];
-	char *result_json;
-	/* What result_json is built from, on the helper thread (publish_work) when no event needs
-	 * it first: it points into the task, but for two strings of the config, copied (a reload
-	 * may free the config meanwhile). */
-	struct result_info result;
-	char *result_provider, *result_currency;
-	char *final_job_text;    /* the job file with its final records, for the publication */
-	int publish_rc;
-	int publish_failures;
-	char publish_err[512];
-};
-
-struct dispatch {
-	struct loop *loop;
-	struct config *cfg;
-	struct spool *spool;
-	struct http *http;
-	struct iopool *pool;
-	struct store *store;
-	struct outbox *outbox;   /* webhooks and hooks of finished jobs */
-	char cwd[PATH_MAX];      /* for absolute result paths when [spool] dir is relative */
-	struct job_limits limits;
-	struct provider_state **providers; /* one per provider, and those retired by a reload */
-	int n_providers;
-	struct pending *pending;
-	size_t n_pending, alloc_pending;
-	bool disk_full;          /* free space under min_free_mb: claiming nothing */
-	int64_t disk_checked;    /* mono_ms of the last look */
-	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
-	size_t n_sorted;         /* pending[0..n_sorted) is in order; what follows was added since */
-	size_t n_unplaced;       /* entries not stat'ed yet, all after n_sorted */
-	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
-	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
-	uint64_t scan_timer;     /* the next slice */
-	uint64_t place_timer;    /* the next slice of pending_place */
-	struct strset held;      /* ids of the tasks below */
-	uint64_t heartbeat_timer;
-	struct task *tasks;      /* every job this daemon holds */
-	int n_tasks;
-	bool draining;
-	bool grace_over;
-	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
-	uint64_t grace_timer;
-	uint64_t wake_timer;     /* earliest paused provider */
-	uint64_t deferred_timer; /* earliest job due in deferred/ */
-	int64_t deferred_due;    /* its due time, wall ms */
-	struct buf readbuf;
-	struct spend spend;      /* costs in flight and of today, per provider */
-	struct control control;  /* the operator's pause, hold and cancel requests */
-	struct health health;    /* cooldowns of route targets, by provider/model */
-	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
-	int64_t route_due;
-	struct keyshare *ks;     /* the providers' limits, shared with the other hosts */
-};
 
 static void send_attempt(struct task *t);
 static void job_limits_from_config(struct dispatch *d);
@@ -398,8 +259,6 @@ static void scan_deferred(struct dispatch *d)
 		arm_deferred(d, next_ns / 1000000);
 }
 
-static void look_at_others(struct provider_state *p);
-
 int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
 {
 	int64_t oldest = 0;
@@ -447,7 +306,7 @@ void dispatch_scan(struct dispatch *d)
 	dispatch_control(d);
 	for (int i = 0; i < d->n_providers; i++)
 		if (!d->providers[i]->retired)
-			look_at_others(d->providers[i]);
+			provider_state_look_at_others(d->providers[i]);
 	bool first = !d->new_scan.listings && !scan_busy(&d->new_scan);
 	scan_start(&d->new_scan);
 	if (!d->scan_timer)
@@ -489,215 +348,6 @@ void dispatch_hint(struct dispatch *d, const char *name)
 
 /* ---- providers ---------------------------------------------------------------------------- */
 
-static struct provider_state *provider_find(struct dispatch *d, const char *name)
-{
-	const struct provider_config *cfg = config_provider(d->cfg, name);
-	for (int i = 0; cfg && i < d->n_providers; i++)
-		if (d->providers[i]->cfg == cfg)
-			return d->providers[i];
-	return NULL;
-}
-
-static void look_at_others(struct provider_state *p);
-
-static int64_t probe_due(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct provider_state *p = arg;
-	struct dispatch *d = p->d;
-	p->probe_timer = 0;
-	if (!p->shared_hold) {
-		p->flow.probing = true;  /* dispatch_pump lets one job through */
-		return LOOP_TIMER_DONE;
-	}
-	/* A hold every host shares is probed by one of them, which keeps providers/NAME/probe
-	 * while its probe is in flight. A turn it had no job for goes to another host. */
-	p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000, probe_due, p);
-	for (struct task *t = d->tasks; t; t = t->next)
-		if (t->is_probe && t->prov == p)
-			return LOOP_TIMER_DONE;
-	look_at_others(p);   /* another host's probe may have released it already */
-	if (!p->flow.held)
-		return LOOP_TIMER_DONE;
-	if (p->flow.probing)
-		keyshare_probe_done(d->ks, p->cfg->name);
-	p->flow.probing = keyshare_probe_claim(d->ks, p->cfg->name, d->cfg->lease_timeout * 1000);
-	return LOOP_TIMER_DONE;
-}
-
-/* A 429: the provider pauses (counted once per pause, not per call that sees it). */
-static void pause_provider(struct provider_state *p, int64_t until)
-{
-	if (p->flow.paused_until <= mono_ms())
-		metrics_pause(p->cfg->name);
-	provider_throttle(&p->flow, until);
-}
-
-static void hold_provider(struct provider_state *p, const char *reason)
-{
-	struct dispatch *d = p->d;
-	if (!p->flow.held)
-		metrics_hold(p->cfg->name);
-	if (provider_hold(&p->flow, reason))
-		log_msg(LOG_WARN, p->cfg->api_key ? "provider '%s' is on hold: %s; its jobs stay in new/ "
-			"and one is tried every %lds, or at once on SIGHUP" : "provider '%s' is on hold: "
-			"%s; its jobs stay in new/ until a key is configured and the daemon gets SIGHUP",
-			p->cfg->name, reason, d->cfg->hold_probe_interval);
-	if (p->probe_timer)
-		loop_del_timer(d->loop, p->probe_timer);
-	p->probe_timer = 0;
-	/* Without a key there is nothing to probe: only SIGHUP (a new key) can help. */
-	if (p->cfg->api_key)
-		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000, probe_due, p);
-}
-
-static void release_provider(struct provider_state *p)
-{
-	if (p->shared_hold)
-		keyshare_unhold(p->d->ks, p->cfg->name);
-	p->shared_hold = false;
-	if (!provider_release_hold(&p->flow))
-		return;
-	log_info("provider '%s' works again: resuming", p->cfg->name);
-	if (p->probe_timer)
-		loop_del_timer(p->d->loop, p->probe_timer);
-	p->probe_timer = 0;
-}
-
-static struct provider_limits provider_limits_of(const struct provider_state *p)
-{
-	const struct provider_config *c = p->cfg;
-	return (struct provider_limits){ .concurrency = c->concurrency ? c->concurrency
-					 : p->d->cfg->concurrency, .rpm = c->rpm,
-					 .window_ms = c->rate_window * 1000 };
-}
-
-/* A refused key or an exhausted balance: every host holds the provider. */
-static void hold_everywhere(struct provider_state *p, const char *reason)
-{
-	hold_provider(p, reason);
-	p->shared_hold = true;
-	keyshare_hold(p->d->ks, p->cfg->name, reason);
-}
-
-/* A 429: no host calls the provider before the wait is over. */
-static void pause_everywhere(struct provider_state *p, int64_t wait_ms)
-{
-	pause_provider(p, mono_ms() + wait_ms);
-	p->pause_seen = keyshare_pause(p->d->ks, p->cfg->name,
-				       spool_server_now(p->d->spool) + wait_ms);
-}
-
-/* What the spool says about p (at each rescan): another host's hold, release or pause. */
-static void look_at_others(struct provider_state *p)
-{
-	struct dispatch *d = p->d;
-	struct keyshare_view v;
-	if (keyshare_look(d->ks, p->cfg->name, &v) < 0)
-		return;
-	if (v.held && !p->flow.held) {
-		char reason[300];
-		xsnprintf(reason, sizeof(reason), "%s (another host's word, in providers/%s/hold)",
-			  v.hold_reason, p->cfg->name);
-		hold_provider(p, reason);
-		p->shared_hold = true;
-	} else if (!v.held && p->flow.held && p->shared_hold) {
-		log_info("provider '%s': another host's probe worked", p->cfg->name);
-		p->shared_hold = false;
-		release_provider(p);
-	}
-	int64_t now = spool_server_now(d->spool);
-	if (v.paused_until > now && v.paused_until != p->pause_seen) {
-		p->pause_seen = v.paused_until;
-		pause_provider(p, mono_ms() + (v.paused_until - now));
-		log_info("provider '%s' is paused by another host's 429 for %" PRId64 " s", p->cfg->name,
-			 (v.paused_until - now + 999) / 1000);
-	}
-}
-
-/* The limits every host keeps together: the provider's own concurrency (not [spool]'s),
- * rpm and budgets. */
-static struct keyshare_limits shared_limits_of(const struct provider_state *p)
-{
-	const struct config *cfg = p->d->cfg;
-	const struct provider_config *c = p->cfg;
-	return (struct keyshare_limits){ .concurrency = c->concurrency, .rpm = c->rpm,
-		.window_ms = c->rate_window * 1000, .lease_ms = cfg->lease_timeout * 1000,
-		.budget_daily = c->budget_daily, .budget_monthly = c->budget_monthly,
-		.total_daily = cfg->budget_daily, .total_monthly = cfg->budget_monthly };
-}
-
-/* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
-static bool budgeted(const struct provider_state *p)
-{
-	return p->cfg->budget_daily || p->cfg->budget_monthly || p->d->cfg->budget_daily ||
-	       p->d->cfg->budget_monthly;
-}
-
-/* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
- * event (a call ending, SIGHUP, a probe) can change it. */
-static int64_t blocked_until(const struct provider_state *p, int64_t now)
-{
-	if (control_paused(&p->d->control, p->cfg->name))
-		return -1;   /* until the control/ pause file goes */
-	struct provider_limits l = provider_limits_of(p);
-	return provider_blocked_until(&p->flow, &l, now);
-}
-
-/* At its concurrency, ramp or rate: a routed job waits its turn there. 0 when it has room. */
-static int64_t busy_until(const struct provider_state *p, int64_t now)
-{
-	struct provider_limits l = provider_limits_of(p);
-	return provider_busy_until(&p->flow, &l, now);
-}
-
-static struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg)
-{
-	struct provider_state *p = xcalloc(1, sizeof(*p));
-	*p = (struct provider_state){ .cfg = cfg, .d = d };
-	provider_init(&p->flow, cfg->name);
-	d->providers = xrealloc(d->providers, (size_t)(d->n_providers + 1) * sizeof(*d->providers));
-	d->providers[d->n_providers++] = p;
-	if (!cfg->api_key)
-		hold_provider(p, cfg->key_problem);
-	return p;
-}
-
-static void provider_state_free(struct provider_state *p)
-{
-	struct dispatch *d = p->d;
-	for (int i = 0; i < d->n_providers; i++)
-		if (d->providers[i] == p)
-			d->providers[i] = d->providers[--d->n_providers];
-	if (p->probe_timer)
-		loop_del_timer(d->loop, p->probe_timer);
-	provider_release(&p->flow);
-	config_unref(p->retired);
-	free(p);
-}
-
-/* Keys were (re)loaded: a provider without one is held, a held one with one is probed. */
-static void provider_keys_changed(struct provider_state *p)
-{
-	const struct provider_config *c = p->cfg;
-	if (!c->api_key) {
-		if (p->flow.held && !strcmp(p->flow.hold_reason, c->key_problem))
-			log_warn("provider '%s' is still on hold: %s%s", c->name, c->key_problem,
-				 c->api_key_file ? "" : " (a running daemon never sees a variable exported "
-				 "after it started: use api_key_file, or restart it with the variable set)");
-		hold_provider(p, c->key_problem);
-		return;
-	}
-	if (p->flow.held) {
-		log_info("provider '%s' was held (%s): trying it with one job now", c->name,
-			 p->flow.hold_reason);
-		p->flow.probing = true;
-	}
-	if (p->probe_timer)
-		loop_del_timer(p->d->loop, p->probe_timer);
-	p->probe_timer = 0;
-}
-
 void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 {
 	struct config *old = d->cfg;
@@ -723,11 +373,11 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 	}
 	d->cfg = config_ref(cfg);
 	for (int i = 0; i < cfg->n_providers; i++) {
-		struct provider_state *p = provider_find(d, cfg->providers[i].name);
+		struct provider_state *p = provider_state_find(d, cfg->providers[i].name);
 		if (!p)
 			provider_state_new(d, &cfg->providers[i]);
 		else
-			provider_keys_changed(p);
+			provider_state_keys_changed(p);
 	}
 	job_limits_from_config(d);
 	config_unref(old);
@@ -735,122 +385,12 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 
 /* ---- costs -------------------------------------------------------------------------------- */
 
-/* What a call for job to model costs if billed; images 0 means as many as the job asked for. */
-static struct price_quote job_quote(const struct dispatch *d, const struct job *job,
-				    const char *model, const json_t *usage, int images)
-{
-	struct price_call c = { .model = model, .size = job->size, .quality = job->quality,
-				.images = images > 0 ? images : job->n, .usage = usage };
-	return price_call(&d->cfg->prices, &c);
-}
-
-static struct price_quote call_quote(const struct task *t, const json_t *usage, int images)
-{
-	return job_quote(t->d, &t->job, t->model, usage, images);
-}
-
-/* A place among every host's calls to p for one call of job: within the provider's shared
- * concurrency, rate and budgets, or the provider waits (and says why once, for a budget). */
-static bool take_share(struct provider_state *p, const struct job *job, const char *model,
-		       struct keyshare_ticket *out)
-{
-	struct dispatch *d = p->d;
-	struct keyshare_limits l = shared_limits_of(p);
-	*out = (struct keyshare_ticket){ 0 };
-	if (!keyshare_needed(&l))
-		return true;
-	/* Priced as the model called: a routed job's model names its route, not a price. */
-	if (!model)
-		model = job->model ? job->model : p->cfg->model;
-	struct price_quote q = job_quote(d, job, model, NULL, 0);
-	struct keyshare_verdict v = keyshare_acquire(d->ks, p->cfg->name, &l,
-						     q.known ? keyshare_micros(q.amount) : 0, out);
-	const char *cur = d->cfg->prices.currency;
-	if (v.block == PROVIDER_FREE) {
-		if (p->over_budget)
-			log_info("provider '%s' is within its budgets again: its jobs run", p->cfg->name);
-		p->over_budget = false;
-		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
-		return true;
-	}
-	int64_t now = mono_ms(), wait = d->cfg->poll_interval * 1000;
-	if (v.retry_at > 0)
-		wait = v.retry_at - spool_server_now(d->spool);
-	if (wait < 1)
-		wait = 1;
-	if (v.block == PROVIDER_OVER_BUDGET && !p->over_budget)
-		log_msg(LOG_WARN, "provider '%s' is over its %s budget: %.2f %s spent and %.2f in flight "
-			"of %.2f, with every host's calls; its jobs wait in new/ until the %s rolls over or a "
-			"reload raises the budget", p->cfg->name, v.which, v.spent / 1e6, cur,
-			v.reserved / 1e6, v.budget / 1e6, strstr(v.which, "daily") ? "day" : "month");
-	p->over_budget = v.block == PROVIDER_OVER_BUDGET;
-	log_debug("provider '%s': no room among every host's calls (%s, %ld counted): next look "
-		  "in %" PRId64 " ms", p->cfg->name, v.which ? v.which : "?", v.counted, wait);
-	provider_shared_block(&p->flow, v.block, now + wait);
-	return false;
-}
-
-/* Names the call's target in its attempt and prices it: 0 when it was not billed, its price
- * when it was or may have been (unknown without a price). */
-static void price_attempt(const struct task *t, struct attempt *a, enum billed billed,
-			  const json_t *usage, int images)
-{
-	a->provider = t->prov ? t->prov->cfg->name : NULL;
-	a->model = t->model;
-	struct price_quote q = billed == BILLED_NO ? (struct price_quote){ .known = true }
-			       : call_quote(t, usage, images);
-	a->cost_known = q.known;
-	a->cost = q.amount;
-}
-
-static void reserve_call(struct task *t)
-{
-	struct price_quote q = call_quote(t, NULL, 0);
-	t->reserve = q.amount;
-	t->reserve_known = q.known;
-	t->reserved = true;
-	spend_call_started(&t->d->spend, t->prov->cfg->name, q.amount, spend_day(wall_ms()));
-}
-
-/* The call's reservation is released and what it cost is counted. */
-static void settle_call(struct task *t, bool billed, bool known, double cost)
-{
-	long day = spend_day(wall_ms());
-	if (t->reserved)
-		spend_call_ended(&t->d->spend, t->prov->cfg->name, t->reserve, day);
-	t->reserved = false;
-	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
-	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
-	if (billed && known && budgeted(t->prov))
-		keyshare_spent(t->d->ks, t->prov->cfg->name, keyshare_micros(cost));
-	keyshare_release(t->d->ks, &t->ticket);
-}
-
-/* An attempt goes on the job's record, and into the metrics. */
-static void record_attempt(struct task *t, const struct attempt *a)
-{
-	record_add_attempt(t->attempts, &t->elided, result_attempt_json(a));
-	const char *provider = t->prov ? t->prov->cfg->name : NULL;
-	metrics_attempt(provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
-	if (a->cost_known && a->cost > 0)
-		metrics_cost(provider, t->d->cfg->prices.currency, a->cost);
-}
-
-/* Attempts made in this run, listed or not: they number the calls (sidecars, the log). */
-static size_t attempts_made(const struct task *t)
-{
-	return (size_t)t->elided.attempts + json_array_size(t->attempts);
-}
-
 void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out)
 {
 	*out = spend_get(&d->spend, provider, spend_day(wall_ms()));
 }
 
 /* ---- tasks -------------------------------------------------------------------------------- */
-
-/* A fresh claim has no sidecars; a job found in running/ after a restart may have any. */
-enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_UNKNOWN = 8 };
 
 static void task_free(struct task *t)
 {
@@ -868,7 +408,7 @@ static void task_free(struct task *t)
 	if (t->calling)
 		provider_ended(&t->prov->flow);
 	if (t->reserved)   /* the call ended without an answer: it may have been billed */
-		settle_call(t, true, t->reserve_known, t->reserve);
+		attempt_settle(t, true, t->reserve_known, t->reserve);
 	keyshare_release(d->ks, &t->ticket);
 	if (t->is_probe && t->prov)
 		keyshare_probe_done(d->ks, t->prov->cfg->name);
@@ -879,7 +419,7 @@ static void task_free(struct task *t)
 	if (t->is_probe && t->prov->flow.held && !t->prov->probe_timer && !t->prov->flow.probing &&
 	    !t->prov->retired)
 		t->prov->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
-						      probe_due, t->prov);
+						      provider_state_probe_due, t->prov);
 	if (t->prov && --t->prov->users == 0 && t->prov->retired)
 		provider_state_free(t->prov);
 	store_upload_cancel(t->upload);
@@ -957,110 +497,6 @@ static void pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn
 	iopool_submit_batched(t->d->pool, work, done, t);
 }
 
-/* ---- sidecars: the response of the call in flight, kept on disk --------------------------- */
-
-/* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
- * recorded; running/.ID@HOST.response.STATUS holds a complete response; for a routed job,
- * running/.ID@HOST.target names the call's provider/model. They are removed once the job has
- * left running/ with its records. */
-static char *sidecar_name(const struct task *t, const char *suffix)
-{
-	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
-}
-
-/* The target of a routed job's call, kept beside it before the call starts, so that a restart
- * reads a saved response in the right dialect and books an interrupted call to the right
- * target. Not fsynced: like .partial, it only has to survive the process. */
-static void write_target_sidecar(struct task *t)
-{
-	char *name = sidecar_name(t, "target");
-	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
-			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		t->sidecars |= SIDECAR_TARGET;
-		char *text = xasprintf("%s/%s\n", t->prov->cfg->name, t->model);
-		if (write_all(fd, text, strlen(text)) < 0)
-			log_job(LOG_WARN, t->id, "cannot note the call's target: %s", strerror(errno));
-		free(text);
-		close(fd);
-	}
-	free(name);
-}
-
-/* "provider/model" from .ID@HOST.target (caller frees), NULL if there is none. */
-static char *read_target_sidecar(struct task *t)
-{
-	struct buf b;
-	struct stat st;
-	char *name = sidecar_name(t, "target");
-	buf_init(&b, 512);
-	enum spool_read rr = spool_read_file(t->d->spool->fd[SPOOL_RUNNING], name, 512, &b, &st);
-	char *text = rr == SPOOL_READ_OK ? xstrndup(b.data, strcspn(b.data, "\n")) : NULL;
-	buf_release(&b);
-	free(name);
-	return text;
-}
-
-/* Removes the sidecars t has; what a crash leaves behind, a restart removes (adopt, recover). */
-static void drop_sidecars(struct task *t)
-{
-	int fd = t->d->spool->fd[SPOOL_RUNNING];
-	bool unknown = t->sidecars & SIDECARS_UNKNOWN;
-	if (unknown || (t->sidecars & SIDECAR_PARTIAL)) {
-		char *partial = sidecar_name(t, "partial");
-		unlinkat(fd, partial, 0);
-		free(partial);
-	}
-	if ((unknown && t->routed) || (t->sidecars & SIDECAR_TARGET)) {
-		char *target = sidecar_name(t, "target");
-		unlinkat(fd, target, 0);
-		free(target);
-	}
-	if ((t->sidecars & SIDECAR_RESPONSE) || (unknown && (t->res.status || t->res.transport == HTTP_DONE))) {
-		char suffix[32];
-		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
-		char *response = sidecar_name(t, suffix);
-		unlinkat(fd, response, 0);
-		free(response);
-	}
-	t->sidecars = 0;
-}
-
-/* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
- * response they hold. A restart then knows whether the records already account for that
- * response (a kill after the records were written but before the job moved on), and never takes
- * another job's file for this one's. */
-#define SIDECAR_MAGIC "imgspool-sidecar"
-
-static size_t sidecar_write_header(struct task *t, int fd)
-{
-	char header[JOB_ID_MAX + 64];
-	int n = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
-			 attempts_made(t) + 1);
-	return n > 0 && (size_t)n < sizeof(header) && write_all(fd, header, (size_t)n) == 0 ? (size_t)n : 0;
-}
-
-/* The attempt number in a sidecar's first bytes, 0 when they are not our header for this job;
- * *body_at gets where the response starts. */
-static long sidecar_attempt(const struct task *t, const char *data, size_t len, size_t *body_at)
-{
-	char want[JOB_ID_MAX + 32];
-	xsnprintf(want, sizeof(want), SIDECAR_MAGIC " id=%s attempt=", t->id);
-	size_t wlen = strlen(want);
-	const char *nl = memchr(data, '\n', len < 256 ? len : 256);
-	if (!nl || (size_t)(nl - data) <= wlen || memcmp(data, want, wlen))
-		return 0;
-	char num[24];
-	if ((size_t)(nl - data) - wlen >= sizeof(num))
-		return 0;
-	xsnprintf(num, sizeof(num), "%.*s", (int)((size_t)(nl - data) - wlen), data + wlen);
-	long attempt;
-	if (parse_long(num, 1, 1000000, &attempt) < 0)
-		return 0;
-	*body_at = (size_t)(nl - data) + 1;
-	return attempt;
-}
-
 /* ---- publication (I/O pool) ---------------------------------------------------------------- */
 
 /* A group commit: every task waiting to be published goes through one pass (publish_batch),
@@ -1126,7 +562,7 @@ static void publish_done(void *arg)
 	if (t->publish_rc == PUBLISH_FENCED) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"not publishing a second result");
-		drop_sidecars(t);
+		sidecar_drop(t);
 		task_free(t);
 		return;
 	}
@@ -1157,12 +593,12 @@ static void publish_done(void *arg)
 					  publish_again, t);
 		return;
 	}
-	drop_sidecars(t);
+	sidecar_drop(t);
 	metrics_finished(t->succeeded);
 	control_forget(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
-			t->n_images, attempts_made(t));
+			t->n_images, attempt_count(t));
 	else
 		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
 	struct dispatch *d = t->d;
@@ -1397,9 +833,9 @@ static int64_t retry_due(struct loop *loop, void *arg)
 		requeue(t, t->d->draining ? "shutting down" : "provider on hold");
 		return LOOP_TIMER_DONE;
 	}
-	int64_t until = blocked_until(t->prov, mono_ms());
-	if (until == 0 && !take_share(t->prov, &t->job, t->model, &t->ticket))
-		until = blocked_until(t->prov, mono_ms());
+	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
+	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
+		until = provider_state_blocked_until(t->prov, mono_ms());
 	if (until != 0) {
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
 		return LOOP_TIMER_DONE;
@@ -1473,7 +909,7 @@ static void defer_done(void *arg)
 	t->result_json = NULL;
 	if (t->publish_rc < 0 && !spool_still_ours(d->spool, t->running_name)) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out)");
-		drop_sidecars(t);
+		sidecar_drop(t);
 		task_free(t);
 		return;
 	}
@@ -1492,7 +928,7 @@ static void defer_done(void *arg)
 	}
 	char when[48];
 	format_time_iso8601(t->defer_due, when, sizeof(when));
-	drop_sidecars(t);
+	sidecar_drop(t);
 	control_forget(t);
 	if (t->defer_dir == SPOOL_HOLD) {
 		log_job(LOG_INFO, t->id, "held: to hold/ instead of deferred/, as an operator asked "
@@ -1523,7 +959,7 @@ static void schedule_retry(struct task *t)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
 	if (!strcmp(o->code, "rate_limited"))
-		pause_everywhere(t->prov, delay);
+		provider_state_pause_everywhere(t->prov, delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
 	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
 		fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
@@ -1554,8 +990,8 @@ static void decide(struct task *t)
 	switch (o->decision) {
 	case DECIDE_SUCCEEDED:
 		if (t->is_probe)
-			release_provider(t->prov);
-		provider_succeeded(&t->prov->flow, provider_limits_of(t->prov).concurrency);
+			provider_state_release(t->prov);
+		provider_succeeded(&t->prov->flow, provider_state_limits(t->prov).concurrency);
 		/* Only what the job asked for is fetched and kept: a response may carry any number. */
 		t->images_dropped = response_keep_first(&t->resp, (size_t)(t->job.n > 0 ? t->job.n : 1));
 		if (t->images_dropped)
@@ -1570,13 +1006,13 @@ static void decide(struct task *t)
 		start_download(t);
 		return;
 	case DECIDE_HOLD:
-		hold_everywhere(t->prov, o->message);
+		provider_state_hold_everywhere(t->prov, o->message);
 		requeue(t, "provider on hold");
 		return;
 	case DECIDE_RETRY:
 	case DECIDE_RETRY_BILLED:
 		if (t->is_probe)
-			release_provider(t->prov);
+			provider_state_release(t->prov);
 		if (d->draining) {
 			requeue(t, "shutting down");
 			return;
@@ -1588,13 +1024,13 @@ static void decide(struct task *t)
 		}
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
-			  o->message, attempts_made(t));
+			  o->message, attempt_count(t));
 		t->succeeded = false;
 		finish(t);
 		return;
 	case DECIDE_FAIL:
 		if (t->is_probe)
-			release_provider(t->prov);
+			provider_state_release(t->prov);
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
 		t->succeeded = false;
@@ -1672,7 +1108,7 @@ static void parse_done(void *arg)
 	if (t->fenced) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"dropping its response");
-		drop_sidecars(t);
+		sidecar_drop(t);
 		task_free(t);
 		return;
 	}
@@ -1692,13 +1128,13 @@ static void parse_done(void *arg)
 	a->outcome = decision_name(t->outcome.decision);
 	a->billed = billed_name(t->outcome.billed);
 	a->error_code = t->outcome.code;
-	price_attempt(t, a, t->outcome.billed, t->resp.usage,
+	attempt_price(t, a, t->outcome.billed, t->resp.usage,
 		      (int)(t->resp.n_images + t->resp.n_urls));
 	record_health(t);
-	settle_call(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
-	record_attempt(t, a);
+	attempt_settle(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
+	attempt_record(t, a);
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
-		attempts_made(t),
+		attempt_count(t),
 		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
 		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
 	decide(t);
@@ -1714,7 +1150,7 @@ static void call_done(void *arg, struct http_result *res)
 	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
 	if (res->transport == HTTP_DONE && res->status == 429) {
 		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
-		pause_everywhere(t->prov, wait > 0 ? wait : t->d->cfg->backoff_base_ms);
+		provider_state_pause_everywhere(t->prov, wait > 0 ? wait : t->d->cfg->backoff_base_ms);
 	}
 	free(t->res.body);
 	t->res = *res;
@@ -1737,7 +1173,7 @@ static void send_attempt(struct task *t)
 	struct dispatch *d = t->d;
 	const struct provider_config *p = t->prov->cfg;
 	if (!p->api_key) {
-		hold_provider(t->prov, p->key_problem);
+		provider_state_hold(t->prov, p->key_problem);
 		requeue(t, "no API key");
 		return;
 	}
@@ -1757,9 +1193,9 @@ static void send_attempt(struct task *t)
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
 		.ca_file = d->cfg->ca_file,
 	};
-	drop_sidecars(t);   /* an earlier attempt's response must never be mistaken for this one's */
+	sidecar_drop(t);   /* an earlier attempt's response must never be mistaken for this one's */
 	if (t->routed)
-		write_target_sidecar(t);
+		sidecar_write_target(t);
 	char *partial = sidecar_name(t, "partial");
 	if (t->body_fd >= 0)
 		close(t->body_fd);
@@ -1781,9 +1217,9 @@ static void send_attempt(struct task *t)
 		return;
 	}
 	t->calling = true;
-	struct provider_limits limits = provider_limits_of(t->prov);
+	struct provider_limits limits = provider_state_limits(t->prov);
 	provider_started(&t->prov->flow, &limits, mono_ms());
-	reserve_call(t);
+	attempt_reserve(t);
 }
 
 /* ---- claiming --------------------------------------------------------------------------------- */
@@ -1856,7 +1292,7 @@ static void requeue(struct task *t, const char *why)
 	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
-	char *text = attempts_made(t) ? job_text_with_state(t, 0, NULL) : NULL;
+	char *text = attempt_count(t) ? job_text_with_state(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
@@ -1864,7 +1300,7 @@ static void requeue(struct task *t, const char *why)
 		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
 	free(text);
 	if (rc == 0) {
-		drop_sidecars(t);
+		sidecar_drop(t);
 		control_forget(t);
 	}
 	if (rc < 0)
@@ -1968,7 +1404,7 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
  * runs `imgspool retry` for it). Clients of another user can write new/ (and, on a spool set up
  * wrongly, running/): what they wrote is never taken for our records or for a response we
  * saved (spool-layout.md §4, §10). */
-static bool written_by_daemon(const struct dispatch *d, const struct stat *st)
+bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st)
 {
 	struct stat running;
 	return st->st_uid == geteuid() || st->st_uid == 0 ||
@@ -1985,7 +1421,7 @@ static void restore_state(struct task *t, const struct stat *st, struct record *
 	struct record_limits lim = { .max_retries = (int)d->cfg->max_retries,
 				     .max_billed_retries = (int)d->cfg->max_billed_retries,
 				     .max_crash_requeues = (int)d->cfg->max_crash_requeues };
-	if (state && !written_by_daemon(d, st)) {
+	if (state && !dispatch_written_by_daemon(d, st)) {
 		log_job(LOG_WARN, t->id, "ignoring the \"imgspool\" records in a job file written by uid "
 			"%u, not by the daemon's user: the job runs as if submitted fresh",
 			(unsigned)st->st_uid);
@@ -2070,7 +1506,7 @@ static void target_views(struct dispatch *d, const struct route_config *r, const
 	why[0] = '\0';
 	for (size_t i = 0; i < r->n_targets; i++) {
 		const struct route_target *tg = &r->targets[i];
-		struct provider_state *p = provider_find(d, tg->provider);
+		struct provider_state *p = provider_state_find(d, tg->provider);
 		char reason[256];
 		v[i] = (struct target_view){ .can_serve = p && route_can_serve(tg, job, reason, sizeof(reason)) };
 		if (!v[i].can_serve) {
@@ -2081,7 +1517,7 @@ static void target_views(struct dispatch *d, const struct route_config *r, const
 		v[i].unavailable_until = provider_unavailable_until(&p->flow, now);
 		if (!v[i].unavailable_until)
 			v[i].unavailable_until = health_cooling_until(&d->health, tg->provider, tg->model, now);
-		v[i].busy_until = busy_until(p, now);
+		v[i].busy_until = provider_state_busy_until(p, now);
 		struct price_call c = { .model = tg->model, .size = job->size, .quality = job->quality,
 					.images = job->n };
 		struct price_quote q = price_call(&d->cfg->prices, &c);
@@ -2123,7 +1559,7 @@ static void pick_target(struct dispatch *d, const struct route_config *r, const 
 	struct route_choice c = route_choose(r, id, v, failed_target(r, job));
 	pick->verdict = c.verdict;
 	if (c.verdict == ROUTE_CHOSEN) {
-		pick->prov = provider_find(d, r->targets[c.target].provider);
+		pick->prov = provider_state_find(d, r->targets[c.target].provider);
 		pick->model = r->targets[c.target].model;
 	}
 	if (c.verdict != ROUTE_WAIT)
@@ -2145,14 +1581,14 @@ static bool route_still_waits(struct dispatch *d, const struct pending *pe)
 	int64_t now = mono_ms();
 	for (size_t i = 0; r && i < r->n_targets; i++) {
 		const struct route_target *tg = &r->targets[i];
-		struct provider_state *p = provider_find(d, tg->provider);
+		struct provider_state *p = provider_state_find(d, tg->provider);
 		if (!(pe->route_mask & (1u << i)) || !p)
 			continue;
 		bool available = !provider_unavailable_until(&p->flow, now) &&
 				 !health_cooling_until(&d->health, tg->provider, tg->model, now);
 		if (pe->route_target == (int)i)
-			return available && busy_until(p, now);
-		if (pe->route_target < 0 && available && !busy_until(p, now))
+			return available && provider_state_busy_until(p, now);
+		if (pe->route_target < 0 && available && !provider_state_busy_until(p, now))
 			return false;
 	}
 	return r && pe->route_target < 0;
@@ -2168,8 +1604,8 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	int dirfd = d->spool->fd[pe->dir];
 
 	if (pe->provider) {
-		struct provider_state *p = provider_find(d, pe->provider);
-		if (p && blocked_until(p, mono_ms()))
+		struct provider_state *p = provider_state_find(d, pe->provider);
+		if (p && provider_state_blocked_until(p, mono_ms()))
 			return WAIT;
 	}
 	if (pe->route && route_still_waits(d, pe))
@@ -2207,7 +1643,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	}
 	/* The record headroom is for the daemon's records: the client's bytes are held to
 	 * max_job_bytes, all of them unless the records are the daemon's. */
-	size_t client_bytes = pr == JOB_OK && job.state && written_by_daemon(d, &st)
+	size_t client_bytes = pr == JOB_OK && job.state && dispatch_written_by_daemon(d, &st)
 			      ? job_client_bytes(d->readbuf.data, d->readbuf.len) : d->readbuf.len;
 	if (pe->dir == SPOOL_NEW && client_bytes > (size_t)d->cfg->max_job_bytes) {
 		job_release(&job);
@@ -2221,14 +1657,16 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	if (route && !job.provider) {
 		pick_target(d, route, &job, id, pe, &pick);
 		/* The chosen target's provider keeps its shared limits too. */
-		if (pick.verdict == ROUTE_WAIT || (pick.prov && !take_share(pick.prov, &job, pick.model, &ticket))) {
+		if (pick.verdict == ROUTE_WAIT ||
+		    (pick.prov && !provider_state_take_share(pick.prov, &job, pick.model, &ticket))) {
 			job_release(&job);
 			return WAIT;
 		}
 		prov = pick.prov;
 	} else if (pr == JOB_OK) {
-		prov = provider_find(d, job.provider);
-		if (prov && (blocked_until(prov, mono_ms()) || !take_share(prov, &job, NULL, &ticket))) {
+		prov = provider_state_find(d, job.provider);
+		if (prov && (provider_state_blocked_until(prov, mono_ms()) ||
+			     !provider_state_take_share(prov, &job, NULL, &ticket))) {
 			free(pe->provider);   /* set before when it waited for another reason */
 			pe->provider = xstrdup(prov->cfg->name);
 			job_release(&job);
@@ -2329,7 +1767,7 @@ static bool any_provider_ready(struct dispatch *d)
 	for (int i = 0; i < d->n_providers; i++) {
 		if (d->providers[i]->retired)
 			continue;
-		int64_t until = blocked_until(d->providers[i], now);
+		int64_t until = provider_state_blocked_until(d->providers[i], now);
 		if (until == 0)
 			return true;
 		if (until > 0 && (!earliest || until < earliest))
@@ -2421,8 +1859,8 @@ static void cancel_call(struct task *t)
 			     .latency_ms = now - t->call_started_wall, .transport = "interrupted",
 			     .outcome = "interrupted", .billed = "unknown", .error_code = "cancelled",
 			     .request_id = "" };
-	price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
-	settle_call(t, true, a.cost_known, a.cost);
+	attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
+	attempt_settle(t, true, a.cost_known, a.cost);
 	record_add_attempt(t->attempts, &t->elided, result_attempt_json(&a));
 	fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
 	     "flight; the upstream may still charge for that call");
@@ -2562,21 +2000,6 @@ static void reclaim_stale(struct dispatch *d)
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
 
-/* The status of the response sidecar kept for t (so drop_sidecars removes it), 0 if none. */
-static long saved_status(const struct task *t, const struct strset *hidden)
-{
-	char prefix[JOB_ID_MAX + 100];
-	long status;
-	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", t->id, t->d->spool->host_id);
-	for (size_t i = 0; i < hidden->cap; i++) {
-		const char *name = hidden->slots[i];
-		if (name && !strncmp(name, prefix, strlen(prefix)) &&
-		    parse_long(name + strlen(prefix), 100, 999, &status) == 0)
-			return status;
-	}
-	return 0;
-}
-
 /* The records say the job was published (the result and images are durable in its staging
  * directory, publish.c) but the daemon died before the commit: only the rest is left to do. */
 static void complete_publication(struct task *t, const char *finished)
@@ -2589,46 +2012,8 @@ static void complete_publication(struct task *t, const char *finished)
 			spool_dir_name(dest), err);
 	else
 		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
-	drop_sidecars(t);
+	sidecar_drop(t);
 	task_free(t);
-}
-
-/* Reads one of our sidecars as hostile: written by the daemon's user, one link, and our header
- * for this job. Returns the attempt it belongs to (0: not ours, ignored) and, when body is not
- * NULL, the response after the header. */
-static long read_sidecar(struct task *t, const char *name, struct buf *body, struct stat *st)
-{
-	struct dispatch *d = t->d;
-	size_t cap = body ? (size_t)d->cfg->max_response_mb << 20 : 0;
-	struct buf head;
-	struct buf *b = body ? body : &head;
-	size_t at = 0;
-	long attempt = 0;
-	buf_init(b, cap + 512);
-	int fd = openat(d->spool->fd[SPOOL_RUNNING], name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_nlink == 1 &&
-	    written_by_daemon(d, st)) {
-		char chunk[65536];
-		ssize_t n;
-		while ((n = read(fd, chunk, body ? sizeof(chunk) : 512)) > 0)
-			if (buf_append(b, chunk, (size_t)n) < 0 || !body)
-				break;
-		if ((n >= 0 || !body) && b->data)
-			attempt = sidecar_attempt(t, b->data, b->len, &at);
-	}
-	if (fd >= 0)
-		close(fd);
-	if (!attempt)
-		log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a file the daemon saved for this job",
-			name);
-	if (body && attempt) {
-		memmove(b->data, b->data + at, b->len - at);
-		b->len -= at;
-		b->data[b->len] = '\0';
-	}
-	if (!body)
-		buf_release(&head);
-	return attempt;
 }
 
 /* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
@@ -2659,7 +2044,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	restore_state(t, &st, &rec);
 	apply_record(t, &rec);
 	int64_t retry_at_ms = rec.retry_at_ms;
-	t->res.status = saved_status(t, hidden);   /* what drop_sidecars removes */
+	t->res.status = sidecar_saved_status(t, hidden);   /* what sidecar_drop removes */
 	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
 	 * finished again from its saved response, else it fails; it is never called again. */
 	bool restage = false;
@@ -2681,18 +2066,18 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	/* A routed job: the target its call went to, else its route's first. */
 	const struct route_config *route = t->job.provider ? NULL : config_route(d->cfg, t->job.model);
-	char *target = route ? read_target_sidecar(t) : NULL, *slash = target ? strchr(target, '/') : NULL;
+	char *target = route ? sidecar_read_target(t) : NULL, *slash = target ? strchr(target, '/') : NULL;
 	if (slash)
 		*slash = '\0';
 	bool listed = false;   /* a note naming no target of the route is not believed */
 	for (size_t i = 0; slash && route && i < route->n_targets; i++)
 		listed |= !strcmp(route->targets[i].provider, target) &&
 			  !strcmp(route->targets[i].model, slash + 1);
-	struct provider_state *prov = !route ? provider_find(d, t->job.provider)
-				      : listed ? provider_find(d, target) : NULL;
+	struct provider_state *prov = !route ? provider_state_find(d, t->job.provider)
+				      : listed ? provider_state_find(d, target) : NULL;
 	const char *model = listed ? slash + 1 : NULL;
 	if (route && !prov) {
-		prov = provider_find(d, route->targets[0].provider);
+		prov = provider_state_find(d, route->targets[0].provider);
 		model = route->targets[0].model;
 	}
 	if (!prov) {
@@ -2722,7 +2107,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	crash_point("adopt:counted");
 
 	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
-	size_t accounted = attempts_made(t) - (restage && json_array_size(t->attempts) > 0);
+	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	for (size_t i = 0; i < hidden->cap; i++) {
@@ -2732,7 +2117,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		    parse_long(name + strlen(prefix), 100, 999, &status) < 0)
 			continue;
 		struct buf body;
-		long attempt = read_sidecar(t, name, &body, &st);
+		long attempt = sidecar_read(t, name, &body, &st);
 		if (attempt && (size_t)attempt <= accounted) {
 			/* Already in the records: the daemon died moving the job on. Move it again. */
 			buf_release(&body);
@@ -2778,14 +2163,14 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		return;
 	}
 	char *partial = sidecar_name(t, "partial");
-	if (strset_has(hidden, partial) && read_sidecar(t, partial, NULL, &st) == (long)accounted + 1) {
+	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
-		price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
-		record_attempt(t, &a);
+		attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
+		attempt_record(t, &a);
 		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
 		/* Its host died before counting it: counted here, in every host's sight. */
-		if (a.cost_known && budgeted(prov))
+		if (a.cost_known && provider_state_budgeted(prov))
 			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
 	}
 	free(partial);
@@ -2932,8 +2317,8 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			/* The call may finish upstream and be billed: keep it on record. */
 			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
 					     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
-			price_attempt(t, &a, BILLED_UNKNOWN, NULL, 0);
-			record_attempt(t, &a);
+			attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
+			attempt_record(t, &a);
 			t->billed_retries++;
 			requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_BACKOFF) {

@@ -1,0 +1,230 @@
+/* dispatch_impl.h - internal to the dispatch modules (dispatch.c and the files it was split
+ * into); nothing else includes it. The public interface is dispatch.h.
+ *
+ * What the pieces share: the dispatcher (struct dispatch), a job it holds (struct task), a
+ * provider's state on the loop (struct provider_state), a name waiting in new/ or deferred/
+ * (struct pending), and the functions one piece calls in another. Everything runs on the loop
+ * thread, but for the work a task hands to the I/O pool (see dispatch.c). */
+#ifndef DISPATCH_IMPL_H
+#define DISPATCH_IMPL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "control.h"
+#include "health.h"
+#include "http.h"
+#include "job.h"
+#include "keyshare.h"
+#include "known.h"
+#include "outbox.h"
+#include "price.h"
+#include "provider.h"
+#include "record.h"
+#include "result.h"
+#include "retry.h"
+#include "scan.h"
+#include "spend.h"
+#include "spool.h"
+#include "upstream.h"
+#include "util.h"
+
+struct iopool;
+struct loop;
+struct store;
+
+enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
+		  T_PUBLISHING };
+
+/* A provider's flow control (provider.c) and what it takes on the loop. */
+struct provider_state {
+	const struct provider_config *cfg;
+	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
+	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
+	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
+	bool over_budget;        /* logged as over budget */
+	uint64_t probe_timer;
+	int users;               /* tasks using it */
+	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
+	struct dispatch *d;
+};
+
+struct pending {
+	enum spool_dir dir;      /* new/ or deferred/ */
+	char *name;
+	int64_t mtime_ns;
+	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
+	bool placed;             /* mtime_ns and file are known (a new name is stat'ed only once it
+				  * has to wait its turn: pending_place) */
+	char *provider;          /* once read: the provider it waits for, so it is not reread */
+	char *route;             /* or the route it waits for, */
+	uint32_t route_mask;     /* the targets of it that can serve the job, */
+	int route_target;        /* and the busy one it waits for (-1: any of them) */
+};
+
+struct task {
+	struct dispatch *d;
+	struct task *prev, *next;
+	enum task_state state;
+	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
+	size_t job_len;
+	bool calling;            /* counted in prov->flow.active */
+	bool fenced;             /* another daemon reclaimed it: never publish */
+	bool in_pool;            /* a helper thread owns it until its done() runs */
+	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
+	int crashes;             /* times a daemon died while this job was in running/ */
+	char id[JOB_ID_MAX + 1];
+	char *running_name;
+	struct job job;
+	struct provider_state *prov;
+	char *model;
+	bool routed;             /* its model names a route: the target was chosen for it */
+	enum dialect dialect;
+	struct request req;
+	struct http_xfer *xfer;
+	uint64_t timer;
+	struct http_result res;  /* of the last call; body owned */
+	struct response resp;    /* body parsed */
+	struct outcome outcome;
+	json_t *attempts;        /* owned array, for the result: the last RECORD_ATTEMPTS_MAX */
+	struct record_tally elided; /* this run's attempts before those */
+	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
+	long runs_total;
+	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
+	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
+	struct attempt cur;      /* the call being classified */
+	int retry_count;
+	int billed_retries;
+	struct image *images;    /* collected: inline and downloaded */
+	size_t n_images;
+	size_t images_dropped;   /* returned beyond the job's n */
+	struct store_upload *upload; /* the images, while they go to the store */
+	char **urls;             /* where the store has them, one per image */
+	struct outbox_batch events; /* outbox entries, written before the job moves */
+	size_t next_url;
+	int download_tries;
+	int64_t created_wall_ms;
+	int64_t claimed_mono;
+	int64_t call_started_wall; /* of the call in flight */
+	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
+	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
+	bool is_probe;
+	struct keyshare_ticket ticket; /* its place among the calls of every host */
+	bool reserved;           /* counted in the spend's calls in flight */
+	bool reserve_known;      /* the call has a price */
+	double reserve;          /* what the call in flight costs if billed */
+	/* the end */
+	bool succeeded;
+	const char *error_code;
+	char error_message[512];
+	char error_field[64];
+	char *result_json;
+	/* What result_json is built from, on the helper thread (publish_work) when no event needs
+	 * it first: it points into the task, but for two strings of the config, copied (a reload
+	 * may free the config meanwhile). */
+	struct result_info result;
+	char *result_provider, *result_currency;
+	char *final_job_text;    /* the job file with its final records, for the publication */
+	int publish_rc;
+	int publish_failures;
+	char publish_err[512];
+};
+
+struct dispatch {
+	struct loop *loop;
+	struct config *cfg;
+	struct spool *spool;
+	struct http *http;
+	struct iopool *pool;
+	struct store *store;
+	struct outbox *outbox;   /* webhooks and hooks of finished jobs */
+	char cwd[PATH_MAX];      /* for absolute result paths when [spool] dir is relative */
+	struct job_limits limits;
+	struct provider_state **providers; /* one per provider, and those retired by a reload */
+	int n_providers;
+	struct pending *pending;
+	size_t n_pending, alloc_pending;
+	bool disk_full;          /* free space under min_free_mb: claiming nothing */
+	int64_t disk_checked;    /* mono_ms of the last look */
+	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
+	size_t n_sorted;         /* pending[0..n_sorted) is in order; what follows was added since */
+	size_t n_unplaced;       /* entries not stat'ed yet, all after n_sorted */
+	struct known known;      /* names in new/ and deferred/ that are pending or ignored */
+	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
+	uint64_t scan_timer;     /* the next slice */
+	uint64_t place_timer;    /* the next slice of pending_place */
+	struct strset held;      /* ids of the tasks below */
+	uint64_t heartbeat_timer;
+	struct task *tasks;      /* every job this daemon holds */
+	int n_tasks;
+	bool draining;
+	bool grace_over;
+	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
+	uint64_t grace_timer;
+	uint64_t wake_timer;     /* earliest paused provider */
+	uint64_t deferred_timer; /* earliest job due in deferred/ */
+	int64_t deferred_due;    /* its due time, wall ms */
+	struct buf readbuf;
+	struct spend spend;      /* costs in flight and of today, per provider */
+	struct control control;  /* the operator's pause, hold and cancel requests */
+	struct health health;    /* cooldowns of route targets, by provider/model */
+	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
+	int64_t route_due;
+	struct keyshare *ks;     /* the providers' limits, shared with the other hosts */
+};
+
+/* A fresh claim has no sidecars; a job found in running/ after a restart may have any. */
+enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_UNKNOWN = 8 };
+
+/* ---- dispatch.c: a task's life -------------------------------------------------------------- */
+
+bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st);
+
+/* ---- provider_state.c: a provider's state on the loop ---------------------------------------- */
+
+struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg);
+void provider_state_free(struct provider_state *p);
+/* The state of the provider the running config calls name, NULL if none. */
+struct provider_state *provider_state_find(struct dispatch *d, const char *name);
+/* The probe timer's callback (arg: the provider_state). */
+int64_t provider_state_probe_due(struct loop *loop, void *arg);
+void provider_state_hold(struct provider_state *p, const char *reason);
+void provider_state_release(struct provider_state *p);
+void provider_state_hold_everywhere(struct provider_state *p, const char *reason);
+void provider_state_pause_everywhere(struct provider_state *p, int64_t wait_ms);
+void provider_state_look_at_others(struct provider_state *p);
+void provider_state_keys_changed(struct provider_state *p);
+struct provider_limits provider_state_limits(const struct provider_state *p);
+bool provider_state_budgeted(const struct provider_state *p);
+int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now);
+int64_t provider_state_busy_until(const struct provider_state *p, int64_t now);
+bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
+			       struct keyshare_ticket *out);
+
+/* ---- attempt.c: a call's price and record ---------------------------------------------------- */
+
+struct price_quote attempt_quote(const struct dispatch *d, const struct job *job,
+				 const char *model, const json_t *usage, int images);
+void attempt_price(const struct task *t, struct attempt *a, enum billed billed,
+		   const json_t *usage, int images);
+void attempt_reserve(struct task *t);
+void attempt_settle(struct task *t, bool billed, bool known, double cost);
+void attempt_record(struct task *t, const struct attempt *a);
+size_t attempt_count(const struct task *t);
+
+/* ---- sidecar.c: the files beside a job in running/ ------------------------------------------- */
+
+/* ".ID@HOST.suffix" (caller frees). */
+char *sidecar_name(const struct task *t, const char *suffix);
+void sidecar_write_target(struct task *t);
+char *sidecar_read_target(struct task *t);
+void sidecar_drop(struct task *t);
+size_t sidecar_write_header(struct task *t, int fd);
+long sidecar_saved_status(const struct task *t, const struct strset *hidden);
+long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
+
+#endif

@@ -1,0 +1,268 @@
+/* provider_state.c - a provider's state on the loop: its flow control (provider.c decides) with
+ * the timers, logs and metrics around it; holds and pauses shared with the other hosts
+ * (keyshare.c), read back at each rescan; the probe of a held provider; a call's place among
+ * every host's calls within the shared limits and budgets.
+ *
+ * A provider removed by a reload lives on, retired, until its last task ends. Nothing here
+ * fails: a shared file that cannot be read or written leaves the local state in charge. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "price.h"
+#include "banned.h"
+
+struct provider_state *provider_state_find(struct dispatch *d, const char *name)
+{
+	const struct provider_config *cfg = config_provider(d->cfg, name);
+	for (int i = 0; cfg && i < d->n_providers; i++)
+		if (d->providers[i]->cfg == cfg)
+			return d->providers[i];
+	return NULL;
+}
+
+int64_t provider_state_probe_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct provider_state *p = arg;
+	struct dispatch *d = p->d;
+	p->probe_timer = 0;
+	if (!p->shared_hold) {
+		p->flow.probing = true;  /* dispatch_pump lets one job through */
+		return LOOP_TIMER_DONE;
+	}
+	/* A hold every host shares is probed by one of them, which keeps providers/NAME/probe
+	 * while its probe is in flight. A turn it had no job for goes to another host. */
+	p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
+					provider_state_probe_due, p);
+	for (struct task *t = d->tasks; t; t = t->next)
+		if (t->is_probe && t->prov == p)
+			return LOOP_TIMER_DONE;
+	provider_state_look_at_others(p);   /* another host's probe may have released it already */
+	if (!p->flow.held)
+		return LOOP_TIMER_DONE;
+	if (p->flow.probing)
+		keyshare_probe_done(d->ks, p->cfg->name);
+	p->flow.probing = keyshare_probe_claim(d->ks, p->cfg->name, d->cfg->lease_timeout * 1000);
+	return LOOP_TIMER_DONE;
+}
+
+/* A 429: the provider pauses (counted once per pause, not per call that sees it). */
+static void pause_provider(struct provider_state *p, int64_t until)
+{
+	if (p->flow.paused_until <= mono_ms())
+		metrics_pause(p->cfg->name);
+	provider_throttle(&p->flow, until);
+}
+
+void provider_state_hold(struct provider_state *p, const char *reason)
+{
+	struct dispatch *d = p->d;
+	if (!p->flow.held)
+		metrics_hold(p->cfg->name);
+	if (provider_hold(&p->flow, reason))
+		log_msg(LOG_WARN, p->cfg->api_key ? "provider '%s' is on hold: %s; its jobs stay in new/ "
+			"and one is tried every %lds, or at once on SIGHUP" : "provider '%s' is on hold: "
+			"%s; its jobs stay in new/ until a key is configured and the daemon gets SIGHUP",
+			p->cfg->name, reason, d->cfg->hold_probe_interval);
+	if (p->probe_timer)
+		loop_del_timer(d->loop, p->probe_timer);
+	p->probe_timer = 0;
+	/* Without a key there is nothing to probe: only SIGHUP (a new key) can help. */
+	if (p->cfg->api_key)
+		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
+					provider_state_probe_due, p);
+}
+
+void provider_state_release(struct provider_state *p)
+{
+	if (p->shared_hold)
+		keyshare_unhold(p->d->ks, p->cfg->name);
+	p->shared_hold = false;
+	if (!provider_release_hold(&p->flow))
+		return;
+	log_info("provider '%s' works again: resuming", p->cfg->name);
+	if (p->probe_timer)
+		loop_del_timer(p->d->loop, p->probe_timer);
+	p->probe_timer = 0;
+}
+
+struct provider_limits provider_state_limits(const struct provider_state *p)
+{
+	const struct provider_config *c = p->cfg;
+	return (struct provider_limits){ .concurrency = c->concurrency ? c->concurrency
+					 : p->d->cfg->concurrency, .rpm = c->rpm,
+					 .window_ms = c->rate_window * 1000 };
+}
+
+/* A refused key or an exhausted balance: every host holds the provider. */
+void provider_state_hold_everywhere(struct provider_state *p, const char *reason)
+{
+	provider_state_hold(p, reason);
+	p->shared_hold = true;
+	keyshare_hold(p->d->ks, p->cfg->name, reason);
+}
+
+/* A 429: no host calls the provider before the wait is over. */
+void provider_state_pause_everywhere(struct provider_state *p, int64_t wait_ms)
+{
+	pause_provider(p, mono_ms() + wait_ms);
+	p->pause_seen = keyshare_pause(p->d->ks, p->cfg->name,
+				       spool_server_now(p->d->spool) + wait_ms);
+}
+
+/* What the spool says about p (at each rescan): another host's hold, release or pause. */
+void provider_state_look_at_others(struct provider_state *p)
+{
+	struct dispatch *d = p->d;
+	struct keyshare_view v;
+	if (keyshare_look(d->ks, p->cfg->name, &v) < 0)
+		return;
+	if (v.held && !p->flow.held) {
+		char reason[300];
+		xsnprintf(reason, sizeof(reason), "%s (another host's word, in providers/%s/hold)",
+			  v.hold_reason, p->cfg->name);
+		provider_state_hold(p, reason);
+		p->shared_hold = true;
+	} else if (!v.held && p->flow.held && p->shared_hold) {
+		log_info("provider '%s': another host's probe worked", p->cfg->name);
+		p->shared_hold = false;
+		provider_state_release(p);
+	}
+	int64_t now = spool_server_now(d->spool);
+	if (v.paused_until > now && v.paused_until != p->pause_seen) {
+		p->pause_seen = v.paused_until;
+		pause_provider(p, mono_ms() + (v.paused_until - now));
+		log_info("provider '%s' is paused by another host's 429 for %" PRId64 " s", p->cfg->name,
+			 (v.paused_until - now + 999) / 1000);
+	}
+}
+
+/* The limits every host keeps together: the provider's own concurrency (not [spool]'s),
+ * rpm and budgets. */
+static struct keyshare_limits shared_limits_of(const struct provider_state *p)
+{
+	const struct config *cfg = p->d->cfg;
+	const struct provider_config *c = p->cfg;
+	return (struct keyshare_limits){ .concurrency = c->concurrency, .rpm = c->rpm,
+		.window_ms = c->rate_window * 1000, .lease_ms = cfg->lease_timeout * 1000,
+		.budget_daily = c->budget_daily, .budget_monthly = c->budget_monthly,
+		.total_daily = cfg->budget_daily, .total_monthly = cfg->budget_monthly };
+}
+
+/* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
+bool provider_state_budgeted(const struct provider_state *p)
+{
+	return p->cfg->budget_daily || p->cfg->budget_monthly || p->d->cfg->budget_daily ||
+	       p->d->cfg->budget_monthly;
+}
+
+/* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
+ * event (a call ending, SIGHUP, a probe) can change it. */
+int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now)
+{
+	if (control_paused(&p->d->control, p->cfg->name))
+		return -1;   /* until the control/ pause file goes */
+	struct provider_limits l = provider_state_limits(p);
+	return provider_blocked_until(&p->flow, &l, now);
+}
+
+/* At its concurrency, ramp or rate: a routed job waits its turn there. 0 when it has room. */
+int64_t provider_state_busy_until(const struct provider_state *p, int64_t now)
+{
+	struct provider_limits l = provider_state_limits(p);
+	return provider_busy_until(&p->flow, &l, now);
+}
+
+struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg)
+{
+	struct provider_state *p = xcalloc(1, sizeof(*p));
+	*p = (struct provider_state){ .cfg = cfg, .d = d };
+	provider_init(&p->flow, cfg->name);
+	d->providers = xrealloc(d->providers, (size_t)(d->n_providers + 1) * sizeof(*d->providers));
+	d->providers[d->n_providers++] = p;
+	if (!cfg->api_key)
+		provider_state_hold(p, cfg->key_problem);
+	return p;
+}
+
+void provider_state_free(struct provider_state *p)
+{
+	struct dispatch *d = p->d;
+	for (int i = 0; i < d->n_providers; i++)
+		if (d->providers[i] == p)
+			d->providers[i] = d->providers[--d->n_providers];
+	if (p->probe_timer)
+		loop_del_timer(d->loop, p->probe_timer);
+	provider_release(&p->flow);
+	config_unref(p->retired);
+	free(p);
+}
+
+/* Keys were (re)loaded: a provider without one is held, a held one with one is probed. */
+void provider_state_keys_changed(struct provider_state *p)
+{
+	const struct provider_config *c = p->cfg;
+	if (!c->api_key) {
+		if (p->flow.held && !strcmp(p->flow.hold_reason, c->key_problem))
+			log_warn("provider '%s' is still on hold: %s%s", c->name, c->key_problem,
+				 c->api_key_file ? "" : " (a running daemon never sees a variable exported "
+				 "after it started: use api_key_file, or restart it with the variable set)");
+		provider_state_hold(p, c->key_problem);
+		return;
+	}
+	if (p->flow.held) {
+		log_info("provider '%s' was held (%s): trying it with one job now", c->name,
+			 p->flow.hold_reason);
+		p->flow.probing = true;
+	}
+	if (p->probe_timer)
+		loop_del_timer(p->d->loop, p->probe_timer);
+	p->probe_timer = 0;
+}
+
+/* A place among every host's calls to p for one call of job: within the provider's shared
+ * concurrency, rate and budgets, or the provider waits (and says why once, for a budget). */
+bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
+			       struct keyshare_ticket *out)
+{
+	struct dispatch *d = p->d;
+	struct keyshare_limits l = shared_limits_of(p);
+	*out = (struct keyshare_ticket){ 0 };
+	if (!keyshare_needed(&l))
+		return true;
+	/* Priced as the model called: a routed job's model names its route, not a price. */
+	if (!model)
+		model = job->model ? job->model : p->cfg->model;
+	struct price_quote q = attempt_quote(d, job, model, NULL, 0);
+	struct keyshare_verdict v = keyshare_acquire(d->ks, p->cfg->name, &l,
+						     q.known ? keyshare_micros(q.amount) : 0, out);
+	const char *cur = d->cfg->prices.currency;
+	if (v.block == PROVIDER_FREE) {
+		if (p->over_budget)
+			log_info("provider '%s' is within its budgets again: its jobs run", p->cfg->name);
+		p->over_budget = false;
+		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
+		return true;
+	}
+	int64_t now = mono_ms(), wait = d->cfg->poll_interval * 1000;
+	if (v.retry_at > 0)
+		wait = v.retry_at - spool_server_now(d->spool);
+	if (wait < 1)
+		wait = 1;
+	if (v.block == PROVIDER_OVER_BUDGET && !p->over_budget)
+		log_msg(LOG_WARN, "provider '%s' is over its %s budget: %.2f %s spent and %.2f in flight "
+			"of %.2f, with every host's calls; its jobs wait in new/ until the %s rolls over or a "
+			"reload raises the budget", p->cfg->name, v.which, v.spent / 1e6, cur,
+			v.reserved / 1e6, v.budget / 1e6, strstr(v.which, "daily") ? "day" : "month");
+	p->over_budget = v.block == PROVIDER_OVER_BUDGET;
+	log_debug("provider '%s': no room among every host's calls (%s, %ld counted): next look "
+		  "in %" PRId64 " ms", p->cfg->name, v.which ? v.which : "?", v.counted, wait);
+	provider_shared_block(&p->flow, v.block, now + wait);
+	return false;
+}
+

@@ -1,0 +1,172 @@
+/* sidecar.c - the files kept beside a job in running/ while it is ours: the response of the call
+ * in flight (.partial), a complete one (.response.STATUS), and for a routed job the call's target
+ * (.target). Each starts with a header naming the job and the attempt, so a restart never takes
+ * another job's file, or an attempt already recorded, for this one's.
+ *
+ * Sidecars are read as hostile: a file that is not ours for this job is ignored, with a log. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "banned.h"
+
+/* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet
+ * recorded; running/.ID@HOST.response.STATUS holds a complete response; for a routed job,
+ * running/.ID@HOST.target names the call's provider/model. They are removed once the job has
+ * left running/ with its records. */
+char *sidecar_name(const struct task *t, const char *suffix)
+{
+	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
+}
+
+/* The target of a routed job's call, kept beside it before the call starts, so that a restart
+ * reads a saved response in the right dialect and books an interrupted call to the right
+ * target. Not fsynced: like .partial, it only has to survive the process. */
+void sidecar_write_target(struct task *t)
+{
+	char *name = sidecar_name(t, "target");
+	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
+			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		t->sidecars |= SIDECAR_TARGET;
+		char *text = xasprintf("%s/%s\n", t->prov->cfg->name, t->model);
+		if (write_all(fd, text, strlen(text)) < 0)
+			log_job(LOG_WARN, t->id, "cannot note the call's target: %s", strerror(errno));
+		free(text);
+		close(fd);
+	}
+	free(name);
+}
+
+/* "provider/model" from .ID@HOST.target (caller frees), NULL if there is none. */
+char *sidecar_read_target(struct task *t)
+{
+	struct buf b;
+	struct stat st;
+	char *name = sidecar_name(t, "target");
+	buf_init(&b, 512);
+	enum spool_read rr = spool_read_file(t->d->spool->fd[SPOOL_RUNNING], name, 512, &b, &st);
+	char *text = rr == SPOOL_READ_OK ? xstrndup(b.data, strcspn(b.data, "\n")) : NULL;
+	buf_release(&b);
+	free(name);
+	return text;
+}
+
+/* Removes the sidecars t has; what a crash leaves behind, a restart removes (adopt, recover). */
+void sidecar_drop(struct task *t)
+{
+	int fd = t->d->spool->fd[SPOOL_RUNNING];
+	bool unknown = t->sidecars & SIDECARS_UNKNOWN;
+	if (unknown || (t->sidecars & SIDECAR_PARTIAL)) {
+		char *partial = sidecar_name(t, "partial");
+		unlinkat(fd, partial, 0);
+		free(partial);
+	}
+	if ((unknown && t->routed) || (t->sidecars & SIDECAR_TARGET)) {
+		char *target = sidecar_name(t, "target");
+		unlinkat(fd, target, 0);
+		free(target);
+	}
+	if ((t->sidecars & SIDECAR_RESPONSE) || (unknown && (t->res.status || t->res.transport == HTTP_DONE))) {
+		char suffix[32];
+		xsnprintf(suffix, sizeof(suffix), "response.%ld", t->res.status);
+		char *response = sidecar_name(t, suffix);
+		unlinkat(fd, response, 0);
+		free(response);
+	}
+	t->sidecars = 0;
+}
+
+/* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
+ * response they hold. A restart then knows whether the records already account for that
+ * response (a kill after the records were written but before the job moved on), and never takes
+ * another job's file for this one's. */
+#define SIDECAR_MAGIC "imgspool-sidecar"
+
+size_t sidecar_write_header(struct task *t, int fd)
+{
+	char header[JOB_ID_MAX + 64];
+	int n = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
+			 attempt_count(t) + 1);
+	return n > 0 && (size_t)n < sizeof(header) && write_all(fd, header, (size_t)n) == 0 ? (size_t)n : 0;
+}
+
+/* The attempt number in a sidecar's first bytes, 0 when they are not our header for this job;
+ * *body_at gets where the response starts. */
+static long sidecar_attempt(const struct task *t, const char *data, size_t len, size_t *body_at)
+{
+	char want[JOB_ID_MAX + 32];
+	xsnprintf(want, sizeof(want), SIDECAR_MAGIC " id=%s attempt=", t->id);
+	size_t wlen = strlen(want);
+	const char *nl = memchr(data, '\n', len < 256 ? len : 256);
+	if (!nl || (size_t)(nl - data) <= wlen || memcmp(data, want, wlen))
+		return 0;
+	char num[24];
+	if ((size_t)(nl - data) - wlen >= sizeof(num))
+		return 0;
+	xsnprintf(num, sizeof(num), "%.*s", (int)((size_t)(nl - data) - wlen), data + wlen);
+	long attempt;
+	if (parse_long(num, 1, 1000000, &attempt) < 0)
+		return 0;
+	*body_at = (size_t)(nl - data) + 1;
+	return attempt;
+}
+
+/* The status of the response sidecar kept for t (so sidecar_drop removes it), 0 if none. */
+long sidecar_saved_status(const struct task *t, const struct strset *hidden)
+{
+	char prefix[JOB_ID_MAX + 100];
+	long status;
+	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", t->id, t->d->spool->host_id);
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		if (name && !strncmp(name, prefix, strlen(prefix)) &&
+		    parse_long(name + strlen(prefix), 100, 999, &status) == 0)
+			return status;
+	}
+	return 0;
+}
+
+/* Reads one of our sidecars as hostile: written by the daemon's user, one link, and our header
+ * for this job. Returns the attempt it belongs to (0: not ours, ignored) and, when body is not
+ * NULL, the response after the header. */
+long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st)
+{
+	struct dispatch *d = t->d;
+	size_t cap = body ? (size_t)d->cfg->max_response_mb << 20 : 0;
+	struct buf head;
+	struct buf *b = body ? body : &head;
+	size_t at = 0;
+	long attempt = 0;
+	buf_init(b, cap + 512);
+	int fd = openat(d->spool->fd[SPOOL_RUNNING], name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_nlink == 1 &&
+	    dispatch_written_by_daemon(d, st)) {
+		char chunk[65536];
+		ssize_t n;
+		while ((n = read(fd, chunk, body ? sizeof(chunk) : 512)) > 0)
+			if (buf_append(b, chunk, (size_t)n) < 0 || !body)
+				break;
+		if ((n >= 0 || !body) && b->data)
+			attempt = sidecar_attempt(t, b->data, b->len, &at);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (!attempt)
+		log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a file the daemon saved for this job",
+			name);
+	if (body && attempt) {
+		memmove(b->data, b->data + at, b->len - at);
+		b->len -= at;
+		b->data[b->len] = '\0';
+	}
+	if (!body)
+		buf_release(&head);
+	return attempt;
+}
+
