@@ -26,8 +26,8 @@
 
 #define LOCK_MAX_BYTES 4096
 
-static uint64_t our_inode;      /* of the lock we hold; 0: none */
-static bool lost_logged;
+static char *our_text;          /* the content of the lock we hold (owned); NULL: none */
+static bool io_warned;          /* the lock could not be read (said once until it can) */
 
 enum hostlock_verdict hostlock_judge(const struct hostlock_owner *found,
 				     const struct hostlock_owner *self, int64_t age_ms,
@@ -146,12 +146,106 @@ static uint64_t inode_of(int dirfd, const char *name)
 	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
+/* link(2)s the temporary file tmp (inode ino) to the lock's name: fails with EEXIST if a lock is
+ * there. A lost NFS reply (the retransmission fails) shows as our inode at the name. */
+static int link_lock(int dirfd, const char *tmp, uint64_t ino, const char *name)
+{
+	if (linkat(dirfd, tmp, dirfd, name, 0) == 0)
+		return 0;
+	int e = errno;
+	if (ino && inode_of(dirfd, name) == ino)
+		return 0;
+	errno = e;
+	return -1;
+}
+
+/* A lock as read: what tells the file judged from any other put at its name since. The content
+ * counts too: through sshfs an inode number follows the name, not the file. */
+struct lock_seen {
+	enum spool_read rr;
+	struct stat st;
+	struct buf text;
+};
+
+static void lock_read(int dirfd, const char *name, struct lock_seen *seen)
+{
+	buf_init(&seen->text, LOCK_MAX_BYTES);
+	seen->rr = spool_read_file(dirfd, name, LOCK_MAX_BYTES, &seen->text, &seen->st);
+}
+
+static bool lock_same(const struct lock_seen *a, const struct lock_seen *b)
+{
+	return a->rr == SPOOL_READ_OK && b->rr == SPOOL_READ_OK && a->st.st_dev == b->st.st_dev &&
+	       a->st.st_ino == b->st.st_ino && a->st.st_size == b->st.st_size &&
+	       timespec_ns(&a->st.st_mtim) == timespec_ns(&b->st.st_mtim) &&
+	       a->text.len == b->text.len && !memcmp(a->text.data, b->text.data, a->text.len);
+}
+
+/* Whether a lock read is the one we hold. Through sshfs an inode number follows the name, not
+ * the file: what was written tells (pid, its start time, host name and boot id are ours alone). */
+static bool is_ours(const struct lock_seen *seen)
+{
+	return our_text && seen->rr == SPOOL_READ_OK && seen->text.len == strlen(our_text) &&
+	       !memcmp(seen->text.data, our_text, seen->text.len);
+}
+
+enum takeover { TAKEN, LIVE, GONE, FAILED };
+
+/* Replaces the stale lock judged (seen) by ours (tmp). It is moved aside first, to a name of our
+ * own: of several daemons doing this at once only one moves it, and what it moved is checked to
+ * be the very lock judged (a lock made or heartbeated since is live and put back). Then ours is
+ * linked, which fails if another daemon made a lock at the free name in between. */
+static enum takeover take_over(int dirfd, const char *name, const char *tmp, uint64_t ino,
+			       const char *aside, const struct lock_seen *seen, char *err,
+			       size_t errsize)
+{
+	struct lock_seen moved;
+	enum takeover rc;
+	if (renameat(dirfd, name, dirfd, aside) < 0) {
+		int e = errno;
+		bool gone = e == ENOENT || e == ESTALE;
+		/* NFS may lose the reply to a rename that worked: our private name then exists. */
+		if (!gone || !inode_of(dirfd, aside)) {
+			if (gone)
+				return GONE;   /* another daemon moved it first: look again */
+			xsnprintf(err, errsize, "cannot move the stale host lock 'running/%s' aside: %s",
+				  name, strerror(e));
+			return FAILED;
+		}
+	}
+	stop_point("hostlock:aside");
+	lock_read(dirfd, aside, &moved);
+	if (!lock_same(&moved, seen)) {
+		/* Not the lock judged: another daemon's, made or heartbeated meanwhile. */
+		if (linkat(dirfd, aside, dirfd, name, 0) < 0 && errno != EEXIST)
+			log_warn("cannot put the host lock 'running/%s' back from 'running/%s': %s", name,
+				 aside, strerror(errno));
+		rc = LIVE;
+	} else {
+		if (link_lock(dirfd, tmp, ino, name) == 0) {
+			rc = TAKEN;
+		} else if (errno == EEXIST) {
+			rc = LIVE;             /* another daemon made its lock at the free name */
+		} else {
+			xsnprintf(err, errsize, "cannot make the host lock 'running/%s': %s", name,
+				  strerror(errno));
+			rc = FAILED;
+		}
+	}
+	unlinkat(dirfd, aside, 0);
+	buf_release(&moved.text);
+	return rc;
+}
+
+#define LOCK_TRIES 5   /* a lock that changes under us this often: give up and say so */
+
 int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsize)
 {
 	struct hostlock_owner self, found;
-	char tmp[NAME_MAX + 1];
+	char tmp[NAME_MAX + 1], aside[NAME_MAX + 1];
 	char *name = lock_name(sp), *text = NULL;
 	int dirfd = sp->fd[SPOOL_RUNNING], rc = -1;
+	struct lock_seen seen = { 0 };
 	self_owner(&self);
 	text = owner_json(&self);
 	if (write_temp(sp, text, tmp, sizeof(tmp)) < 0) {
@@ -159,95 +253,156 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 			  strerror(errno));
 		goto out;
 	}
+	unsigned seq;
+	long pid = spool_temp_unique(&seq);
+	if (spool_temp_name(aside, sizeof(aside), "host-stale", sp->host_id, pid, seq) < 0) {
+		xsnprintf(err, errsize, "host_id '%s' is too long", sp->host_id);
+		goto drop_temp;
+	}
 	uint64_t ino = inode_of(dirfd, tmp);
-	/* link() fails if the lock exists; a lost NFS reply shows as our inode at the name. */
-	if (linkat(dirfd, tmp, dirfd, name, 0) == 0 || inode_of(dirfd, name) == ino) {
-		rc = 0;
-		goto taken;
+	for (int tries = 0;; tries++) {
+		if (tries == LOCK_TRIES) {
+			xsnprintf(err, errsize, "the host lock 'running/%s' keeps changing: other daemons "
+				  "with host_id '%s' are starting; give each daemon its own host_id", name,
+				  sp->host_id);
+			goto drop_temp;
+		}
+		if (link_lock(dirfd, tmp, ino, name) == 0)
+			goto taken;
+		if (errno != EEXIST) {
+			xsnprintf(err, errsize, "cannot make the host lock 'running/%s': %s", name,
+				  strerror(errno));
+			goto drop_temp;
+		}
+		stop_point("hostlock:exists");
+		buf_release(&seen.text);
+		lock_read(dirfd, name, &seen);
+		bool readable = seen.rr == SPOOL_READ_OK && owner_parse(seen.text.data, seen.text.len, &found);
+		/* Anything but a regular file there was planted: never replaced, the start fails. */
+		int64_t age_ms = seen.rr == SPOOL_READ_OK ?
+				 spool_server_now(sp) - timespec_ms(&seen.st.st_mtim) : 0;
+		bool this_boot = readable && !strcmp(found.hostname, self.hostname) &&
+				 !strcmp(found.boot_id, self.boot_id);
+		bool alive = this_boot && process_alive(&found);
+		if (hostlock_judge(readable ? &found : NULL, &self, age_ms, lease_ms, alive) == HOSTLOCK_HELD) {
+			if (readable)
+				xsnprintf(err, errsize, "another imgspoold runs with host_id '%s' on this "
+					  "spool (pid %ld on host '%s', lock 'running/%s' heartbeated %" PRId64
+					  " s ago): give each daemon its own host_id", sp->host_id, found.pid,
+					  found.hostname, name, age_ms / 1000);
+			else
+				xsnprintf(err, errsize, "the host lock 'running/%s' for host_id '%s' exists "
+					  "and is not a lock this daemon can read (%s); if no daemon runs with "
+					  "this host_id, remove it", name, sp->host_id,
+					  spool_read_reason(seen.rr));
+			goto drop_temp;
+		}
+		stop_point("hostlock:stale");
+		switch (take_over(dirfd, name, tmp, ino, aside, &seen, err, errsize)) {
+		case TAKEN:
+			log_warn("took over the host lock 'running/%s' of a daemon that is gone (pid %ld "
+				 "on '%s')", name, readable ? found.pid : 0L, readable ? found.hostname : "?");
+			goto taken;
+		case LIVE:
+			xsnprintf(err, errsize, "another imgspoold with host_id '%s' took the host lock "
+				  "'running/%s' over at the same moment: give each daemon its own host_id",
+				  sp->host_id, name);
+			goto drop_temp;
+		case GONE:
+			continue;
+		case FAILED:
+			goto drop_temp;
+		}
 	}
-	if (errno != EEXIST) {
-		xsnprintf(err, errsize, "cannot make the host lock 'running/%s': %s", name, strerror(errno));
-		goto drop_temp;
-	}
-	struct buf b;
-	struct stat st;
-	buf_init(&b, LOCK_MAX_BYTES);
-	enum spool_read rr = spool_read_file(dirfd, name, LOCK_MAX_BYTES, &b, &st);
-	bool readable = rr == SPOOL_READ_OK && owner_parse(b.data, b.len, &found);
-	buf_release(&b);
-	/* Anything but a regular file there was planted: never replaced, the start fails. */
-	int64_t age_ms = rr == SPOOL_READ_OK ? spool_server_now(sp) - timespec_ms(&st.st_mtim) : 0;
-	bool this_boot = readable && !strcmp(found.hostname, self.hostname) &&
-			 !strcmp(found.boot_id, self.boot_id);
-	bool alive = this_boot && process_alive(&found);
-	if (hostlock_judge(readable ? &found : NULL, &self, age_ms, lease_ms, alive) == HOSTLOCK_HELD) {
-		if (readable)
-			xsnprintf(err, errsize, "another imgspoold runs with host_id '%s' on this spool "
-				  "(pid %ld on host '%s', lock 'running/%s' heartbeated %" PRId64 " s ago): "
-				  "give each daemon its own host_id", sp->host_id, found.pid,
-				  found.hostname, name, age_ms / 1000);
-		else
-			xsnprintf(err, errsize, "the host lock 'running/%s' for host_id '%s' exists and "
-				  "is not a lock this daemon can read (%s); if no daemon runs with this "
-				  "host_id, remove it", name, sp->host_id, spool_read_reason(rr));
-		goto drop_temp;
-	}
-	/* Stale: its holder is dead. Replace it, then read it back: of two daemons doing this at
-	 * once, only the one whose file is there goes on. */
-	if (renameat(dirfd, tmp, dirfd, name) < 0) {
-		xsnprintf(err, errsize, "cannot replace the stale host lock 'running/%s': %s", name,
-			  strerror(errno));
-		goto drop_temp;
-	}
-	if (inode_of(dirfd, name) != ino) {
-		xsnprintf(err, errsize, "another imgspoold with host_id '%s' started at the same moment",
-			  sp->host_id);
-		goto out;
-	}
-	log_warn("took over the host lock 'running/%s' of a daemon that is gone (pid %ld on '%s')",
-		 name, readable ? found.pid : 0L, readable ? found.hostname : "?");
-	rc = 0;
-	goto out_ok;
 taken:
-	unlinkat(dirfd, tmp, 0);
-out_ok:
-	our_inode = ino;
-	lost_logged = false;
+	rc = 0;
+	free(our_text);
+	our_text = text;
+	text = NULL;
 	fsync(dirfd);
-	goto out;
+	stop_point("hostlock:taken");
 drop_temp:
 	unlinkat(dirfd, tmp, 0);
 out:
+	buf_release(&seen.text);
 	free(text);
 	free(name);
 	return rc;
 }
 
-void hostlock_heartbeat(struct spool *sp)
+/* Makes the lock again after it vanished (removed by hand): only if nobody else made one. */
+static int remake(struct spool *sp, const char *name)
 {
-	if (!our_inode)
-		return;
-	char *name = lock_name(sp);
+	char tmp[NAME_MAX + 1];
 	int dirfd = sp->fd[SPOOL_RUNNING];
-	if (inode_of(dirfd, name) != our_inode) {
-		if (!lost_logged)
-			log_msg(LOG_ERROR, "the host lock 'running/%s' is no longer ours: another daemon "
-				"with host_id '%s' took it over; two daemons must never share a host_id",
-				name, sp->host_id);
-		lost_logged = true;
-	} else {
-		utimensat(dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);
+	if (write_temp(sp, our_text, tmp, sizeof(tmp)) < 0)
+		return -1;
+	int rc = link_lock(dirfd, tmp, inode_of(dirfd, tmp), name);
+	unlinkat(dirfd, tmp, 0);
+	return rc;
+}
+
+int hostlock_heartbeat(struct spool *sp, char *err, size_t errsize)
+{
+	if (!our_text)
+		return 0;
+	char *name = lock_name(sp);
+	int dirfd = sp->fd[SPOOL_RUNNING], rc = 0;
+	struct hostlock_owner found;
+	struct lock_seen seen;
+	lock_read(dirfd, name, &seen);
+	if (seen.rr == SPOOL_READ_GONE && remake(sp, name) == 0) {
+		log_warn("the host lock 'running/%s' had been removed: made again", name);
+		goto out;
 	}
+	if (seen.rr == SPOOL_READ_GONE) {
+		buf_release(&seen.text);
+		lock_read(dirfd, name, &seen);   /* another daemon made it first */
+	}
+	/* A file server's hiccup, a lock removed that could not be made again (a full disk), or
+	 * two links for a moment (a daemon putting back a lock it moved aside, see take_over) say
+	 * nothing of who holds it: look again next time. */
+	if (seen.rr == SPOOL_READ_ERROR || seen.rr == SPOOL_READ_GONE ||
+	    seen.rr == SPOOL_READ_LINKED) {
+		if (!io_warned)
+			log_warn("cannot read the host lock 'running/%s': %s", name,
+				 seen.rr == SPOOL_READ_ERROR ? strerror(errno) : spool_read_reason(seen.rr));
+		io_warned = true;
+		goto out;
+	}
+	if (is_ours(&seen)) {
+		io_warned = false;
+		utimensat(dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);
+		goto out;
+	}
+	char who[400];
+	if (seen.rr == SPOOL_READ_OK && owner_parse(seen.text.data, seen.text.len, &found))
+		xsnprintf(who, sizeof(who), "another imgspoold (pid %ld on host '%s') holds it now",
+			  found.pid, found.hostname);
+	else
+		xsnprintf(who, sizeof(who), "another file is there (%s)",
+			  seen.rr == SPOOL_READ_OK ? "not a lock" : spool_read_reason(seen.rr));
+	xsnprintf(err, errsize, "the host lock 'running/%s' of host_id '%s' is no longer ours: %s; "
+		  "stopping at once, leaving the spool to it (two daemons must never share a host_id)",
+		  name, sp->host_id, who);
+	rc = -1;
+out:
+	buf_release(&seen.text);
 	free(name);
+	return rc;
 }
 
 void hostlock_release(struct spool *sp)
 {
-	if (!our_inode)
+	if (!our_text)
 		return;
 	char *name = lock_name(sp);
-	if (inode_of(sp->fd[SPOOL_RUNNING], name) == our_inode)
+	struct lock_seen seen;
+	lock_read(sp->fd[SPOOL_RUNNING], name, &seen);
+	if (is_ours(&seen))
 		unlinkat(sp->fd[SPOOL_RUNNING], name, 0);
-	our_inode = 0;
+	buf_release(&seen.text);
+	free(our_text);
+	our_text = NULL;
 	free(name);
 }

@@ -36,8 +36,9 @@ enum hostlock_verdict hostlock_judge(const struct hostlock_owner *found,
 /* Takes running/.host.HOST for sp's host id. Returns 0, or -1 with why in err (another daemon
  * holds it, or it cannot be written). */
 int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsize);
-/* Refreshes the lock's mtime; logs once if another daemon has taken it. */
-void hostlock_heartbeat(struct spool *sp);
+/* Refreshes the lock's mtime (and makes it again if it was removed). -1 with why in err when
+ * the lock is another daemon's now: two daemons share the host id, and this one must stop. */
+int hostlock_heartbeat(struct spool *sp, char *err, size_t errsize);
 /* Removes the lock if it is still ours (a clean exit). */
 void hostlock_release(struct spool *sp);
 

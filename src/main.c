@@ -167,12 +167,18 @@ static int64_t on_metrics(struct loop *loop, void *arg)
 	return dm->cfg->metrics_interval * 1000;
 }
 
-/* The host lock is heartbeated like a job's lease: several times per lease_timeout. */
+/* The host lock is heartbeated like a job's lease: several times per lease_timeout. A lock that
+ * another daemon holds now is a broken invariant: that daemon has adopted this one's jobs, so
+ * this one stops at once (a drain would still move them) and leaves the spool to it. */
 static int64_t on_lock_beat(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct daemon *dm = arg;
-	hostlock_heartbeat(&dm->spool);
+	char err[1024];
+	if (hostlock_heartbeat(&dm->spool, err, sizeof(err)) < 0) {
+		notify_send(dm->notify, "STATUS=stopped: %s", err);
+		fatal("%s", err);
+	}
 	return dm->cfg->lease_timeout * 1000 / 4;
 }
 

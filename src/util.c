@@ -358,6 +358,18 @@ bool url_is_http(const char *s)
 	return s && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
 }
 
+void stop_point(const char *name)
+{
+	const char *want = getenv("IMGSPOOLD_STOP_AT");
+	size_t len = strlen(name);
+	for (const char *p = want; p && *p; p += strcspn(p, ","), p += *p == ',') {
+		if (!strncmp(p, name, len) && (p[len] == ',' || !p[len])) {
+			raise(SIGSTOP);
+			return;
+		}
+	}
+}
+
 bool name_is_plain(const char *s, size_t max)
 {
 	size_t n = strlen(s);

@@ -53,6 +53,9 @@ int parse_long(const char *s, long min, long max, long *out);
  * "NAME#N" for its Nth pass), the process kills itself there with SIGKILL, so a test can prove
  * that a kill -9 at each step of a job's path ends as no kill would. Without it, a no-op. */
 void crash_point(const char *name);
+/* The same with IMGSPOOLD_STOP_AT (a comma-separated list of points): the process stops itself
+ * (SIGSTOP) at each, so a test can act at that moment and then let it go on with SIGCONT. */
+void stop_point(const char *name);
 
 /* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
 uint64_t str_hash(const char *s);
