@@ -277,6 +277,8 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 		stop_point("hostlock:exists");
 		buf_release(&seen.text);
 		lock_read(dirfd, name, &seen);
+		if (seen.rr == SPOOL_READ_GONE)
+			continue;   /* removed since our link failed (its holder stopped): again */
 		bool readable = seen.rr == SPOOL_READ_OK && owner_parse(seen.text.data, seen.text.len, &found);
 		/* Anything but a regular file there was planted: never replaced, the start fails. */
 		int64_t age_ms = seen.rr == SPOOL_READ_OK ?

@@ -116,6 +116,19 @@ def test_a_lock_made_while_the_stale_one_is_set_aside_wins(env):
     assert quick.stop() == 0
 
 
+def test_a_lock_that_goes_while_it_is_read_is_taken(env):
+    """The holder stops cleanly between our link (EEXIST) and our read of its lock: we start."""
+    holder = env.daemon().start()
+    late = env.daemon(spool_dir=holder.spool)
+    start_stopped_at(late, "hostlock:exists")
+    assert holder.stop() == 0                                  # removes its lock
+    late.send_signal(signal.SIGCONT)
+    wait_for(lambda: late.exited() or "imgspoold: ready" in late.log(), 10, "the start")
+    assert not late.exited(), f"a lock that went away made the start fail:\n{late.log()}"
+    assert lock_pid(late) == late.proc.pid
+    assert late.stop() == 0
+
+
 def test_a_daemon_that_lost_its_lock_stops(env):
     d = env.daemon(spool__lease_timeout=2).start()    # heartbeats every 0.5 s
     lock = d.path("running", ".host.testhost")
@@ -164,6 +177,7 @@ if __name__ == "__main__":
         test_same_host_id_through_two_mounts_refuses,
         test_two_daemons_taking_over_one_stale_lock_at_once,
         test_a_lock_made_while_the_stale_one_is_set_aside_wins,
+        test_a_lock_that_goes_while_it_is_read_is_taken,
         test_a_daemon_that_lost_its_lock_stops,
         test_a_lock_removed_by_hand_is_made_again,
     ])
