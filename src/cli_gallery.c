@@ -1,16 +1,21 @@
-/* cli_gallery.c - imgspool gallery: a static HTML page of the finished jobs, newest first.
+/* cli_gallery.c - imgspool gallery: static HTML pages of the finished jobs, newest first.
  *
- *   gallery [-o DIR] [done] [failed]     writes DIR/index.html (DIR created when missing)
+ *   gallery [-o DIR] [-n JOBS] [done] [failed]    writes DIR/index.html and DIR/page-N.html
+ *                                                 (DIR created when missing)
  *
- * The page needs no server and no network: thumbnails are the images themselves in the spool,
- * linked by relative paths and loaded lazily, so 10 000 jobs make a page of a few megabytes that
- * scrolls at once. Every field is client data (prompts above all) and is escaped; a Content
- * Security Policy forbids scripts as well, so a prompt that slipped through still could not run.
+ * The pages need no server and no network: thumbnails are the images themselves in the spool,
+ * linked by relative paths and loaded lazily. JOBS a page (500 by default) keep each page a few
+ * hundred kilobytes however many jobs the spool holds: page 1 is the newest, each page links to
+ * the newer and the older one and to index.html, which lists the pages with their counts and
+ * times. Every field is client data (prompts above all) and is escaped; a Content Security
+ * Policy forbids scripts as well, so a prompt that slipped through still could not run.
  *
  * Memory does not grow with the results: each job's result and job file are read, written out
  * and let go; only an index of names and mtimes (cli_index, about 70 bytes a job) is kept to put
- * them in order. DIR holds the articles in an unlinked scratch file until the heading's counts
- * are known, so it needs room for the page twice while the page is made. */
+ * them in order, and it alone decides which page a job is on and what times a page covers, so
+ * every page is written straight to its file. Each file is written under a temporary name and
+ * renamed into place; pages left from an earlier, longer gallery are removed last. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,6 +31,8 @@
 #include "banned.h"
 
 #define PROMPT_SHOWN 600         /* characters of a prompt on the page; the title has more */
+#define PAGE_JOBS 500            /* default -n: a page of a few hundred kilobytes */
+#define PAGE_JOBS_MAX 100000
 
 /* Text for HTML: & < > " ' escaped; control characters dropped. */
 static void put_html(FILE *f, const char *s, size_t max)
@@ -178,28 +185,235 @@ static FILE *create_new(const char *path, const char *mode)
 	return f;
 }
 
-static const char page_head[] =
-	"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-	/* No script may run, whatever a prompt contains; images only from beside the page. */
-	"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' "
-	"file:; style-src 'unsafe-inline'\">\n"
-	"<meta name=\"viewport\" content=\"width=device-width\">\n<title>imgspool gallery</title>\n"
-	"<style>body{font:13px/1.4 sans-serif;margin:1em;background:#f4f4f4}"
-	"main{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:12px}"
-	"article{background:#fff;border-left:4px solid #2a2;padding:8px;overflow:hidden}"
-	"article.failed{border-color:#c22}img{object-fit:contain;background:#ddd;margin:0 4px 4px 0}"
-	".none{width:180px;height:40px;color:#888}.prompt{font-weight:bold;white-space:pre-wrap;"
-	"overflow-wrap:anywhere}dl{display:grid;grid-template-columns:auto 1fr;gap:0 8px;margin:0}"
-	"dt{color:#666}dd{margin:0;overflow-wrap:anywhere}.error{color:#c22}</style>\n</head><body>\n";
+/* A file of the gallery: written under DIR/.NAME.PID.tmp, renamed over DIR/NAME when whole. */
+struct out_file {
+	char *path, *tmp;
+	FILE *f;
+};
+
+static int out_open(struct out_file *o, const char *dir, const char *name)
+{
+	o->path = xasprintf("%s/%s", dir, name);
+	o->tmp = xasprintf("%s/.%s.%d.tmp", dir, name, (int)getpid());
+	o->f = create_new(o->tmp, "w");
+	if (!o->f)
+		return -1;
+	setvbuf(o->f, NULL, _IOFBF, 1 << 16);
+	return 0;
+}
+
+/* 0, or -1 with errno: the file is then not in place and its temporary name is gone. */
+static int out_commit(struct out_file *o)
+{
+	int rc = 0;
+	if (o->f) {
+		int err = ferror(o->f) ? EIO : 0;   /* a write failed earlier: its errno is long gone */
+		if (fclose(o->f) != 0 && !err)
+			err = errno;
+		o->f = NULL;
+		if (!err && rename(o->tmp, o->path) < 0)
+			err = errno;
+		if (err) {
+			unlink(o->tmp);
+			errno = err;
+			rc = -1;
+		}
+	}
+	free(o->path);
+	free(o->tmp);
+	o->path = o->tmp = NULL;
+	return rc;
+}
+
+static void out_abort(struct out_file *o)
+{
+	if (o->f) {
+		fclose(o->f);
+		unlink(o->tmp);
+		o->f = NULL;
+	}
+	free(o->path);
+	free(o->tmp);
+	o->path = o->tmp = NULL;
+}
+
+static void put_head(FILE *f, const char *title)
+{
+	fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+	      /* No script may run, whatever a prompt contains; images only from beside the page. */
+	      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src "
+	      "'self' file:; style-src 'unsafe-inline'\">\n"
+	      "<meta name=\"viewport\" content=\"width=device-width\">\n<title>", f);
+	put_html(f, title, 200);
+	fputs("</title>\n<style>body{font:13px/1.4 sans-serif;margin:1em;background:#f4f4f4}"
+	      "main{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:12px}"
+	      "article{background:#fff;border-left:4px solid #2a2;padding:8px;overflow:hidden}"
+	      "article.failed{border-color:#c22}img{object-fit:contain;background:#ddd;margin:0 4px 4px 0}"
+	      ".none{width:180px;height:40px;color:#888}.prompt{font-weight:bold;white-space:pre-wrap;"
+	      "overflow-wrap:anywhere}dl{display:grid;grid-template-columns:auto 1fr;gap:0 8px;margin:0}"
+	      "dt{color:#666}dd{margin:0;overflow-wrap:anywhere}.error{color:#c22}"
+	      "nav{margin:8px 0;font-size:15px}nav a,nav span{margin-right:1em}"
+	      "table{border-collapse:collapse;background:#fff}th,td{padding:2px 10px;text-align:left}"
+	      "td.n{text-align:right}</style>\n</head><body>\n", f);
+}
+
+/* "2026-11-25 11:02:03" in local time, its full ISO 8601 form in datetime. */
+static void put_time(FILE *f, int64_t ms)
+{
+	char iso[48];
+	format_time_iso8601(ms, iso, sizeof(iso));
+	const char *t = strchr(iso, 'T');
+	if (!t) {
+		fputs(iso, f);
+		return;
+	}
+	fprintf(f, "<time datetime=\"%s\">%.*s %.8s</time>", iso, (int)(t - iso), iso, t + 1);
+}
+
+/* The way to the index and to the newer and the older page; pages count from 1. */
+static void put_nav(FILE *f, size_t page, size_t pages)
+{
+	fputs("<nav><a href=\"index.html\">index</a>", f);
+	if (page > 1)
+		fprintf(f, "<a rel=\"prev\" href=\"page-%zu.html\">&larr; newer</a>", page - 1);
+	fprintf(f, "<span>page %zu of %zu</span>", page, pages);
+	if (page < pages)
+		fprintf(f, "<a rel=\"next\" href=\"page-%zu.html\">older &rarr;</a>", page + 1);
+	fputs("</nav>\n", f);
+}
+
+/* What the index says of a page. */
+struct page {
+	size_t done, failed;
+	int64_t newest_ms, oldest_ms;
+};
+
+/* Writes page number page (from 1): the jobs first..end-1 of the index, newest first. */
+static int write_page(struct cli *c, const char *out_dir, const struct cli_index *ix, size_t first,
+		      size_t end, size_t page, size_t pages, const char *spool_url, struct page *pg)
+{
+	char name[64], title[96];
+	xsnprintf(name, sizeof(name), "page-%zu.html", page);
+	xsnprintf(title, sizeof(title), "imgspool gallery: page %zu of %zu", page, pages);
+	struct out_file o;
+	if (out_open(&o, out_dir, name) < 0) {
+		int rc = cli_fail_errno(c, "cannot write", o.tmp, errno);
+		out_abort(&o);
+		return rc;
+	}
+	pg->newest_ms = ix->jobs[first].mtime_ns / 1000000;
+	pg->oldest_ms = ix->jobs[end - 1].mtime_ns / 1000000;
+	put_head(o.f, title);
+	fprintf(o.f, "<h1>imgspool: page %zu of %zu</h1>\n<p>finished from ", page, pages);
+	put_time(o.f, pg->newest_ms);
+	fputs(" back to ", o.f);
+	put_time(o.f, pg->oldest_ms);
+	fputs("</p>\n", o.f);
+	put_nav(o.f, page, pages);
+	fputs("<main>\n", o.f);
+	for (size_t i = first; i < end; i++) {
+		enum spool_dir d = ix->jobs[i].dir;
+		const char *job_name = cli_index_name(ix, i);
+		struct cli_info info;
+		if (cli_info_read(c, d, job_name, ix->jobs[i].mtime_ns / 1000000, true, &info) < 0 ||
+		    !info.doc) {
+			cli_info_release(&info);
+			continue;   /* gone since the listing, or not a job */
+		}
+		struct stat st;
+		enum spool_read rr;
+		json_t *job = cli_read_json(c, d, job_name, &rr, &st);
+		put_entry(o.f, &info, json_string_value(json_object_get(job, "prompt")), spool_url);
+		json_decref(job);
+		cli_info_release(&info);
+		if (d == SPOOL_DONE)
+			pg->done++;
+		else
+			pg->failed++;
+	}
+	fputs("</main>\n", o.f);
+	put_nav(o.f, page, pages);
+	fputs("</body></html>\n", o.f);
+	char *path = xstrdup(o.path);
+	int rc = out_commit(&o) < 0 ? cli_fail_errno(c, "cannot write", path, errno) : CLI_OK;
+	free(path);
+	return rc;
+}
+
+static int write_index(struct cli *c, const char *out_dir, const struct page *pg, size_t pages)
+{
+	struct out_file o;
+	if (out_open(&o, out_dir, "index.html") < 0) {
+		int rc = cli_fail_errno(c, "cannot write", o.tmp, errno);
+		out_abort(&o);
+		return rc;
+	}
+	size_t done = 0, failed = 0;
+	for (size_t p = 0; p < pages; p++) {
+		done += pg[p].done;
+		failed += pg[p].failed;
+	}
+	put_head(o.f, "imgspool gallery");
+	fprintf(o.f, "<h1>imgspool: %zu finished job(s): %zu done, %zu failed</h1>\n", done + failed,
+		done, failed);
+	if (!pages)
+		fputs("<p>No finished jobs.</p>\n", o.f);
+	else
+		fputs("<table>\n<tr><th>page</th><th>jobs</th><th>done</th><th>failed</th>"
+		      "<th>finished from</th><th>back to</th></tr>\n", o.f);
+	for (size_t p = 0; p < pages; p++) {
+		fprintf(o.f, "<tr><td><a href=\"page-%zu.html\">page %zu</a></td><td class=\"n\">%zu</td>"
+			"<td class=\"n\">%zu</td><td class=\"n\">%zu</td><td>", p + 1, p + 1,
+			pg[p].done + pg[p].failed, pg[p].done, pg[p].failed);
+		put_time(o.f, pg[p].newest_ms);
+		fputs("</td><td>", o.f);
+		put_time(o.f, pg[p].oldest_ms);
+		fputs("</td></tr>\n", o.f);
+	}
+	if (pages)
+		fputs("</table>\n", o.f);
+	fputs("</body></html>\n", o.f);
+	char *path = xstrdup(o.path);
+	int rc = out_commit(&o) < 0 ? cli_fail_errno(c, "cannot write", path, errno) : CLI_OK;
+	free(path);
+	return rc;
+}
+
+/* Whether name is page-N.html with N past pages: left by an earlier gallery of more pages. */
+static bool stale_page(const char *name, size_t pages)
+{
+	if (strncmp(name, "page-", 5) || name[5] < '1' || name[5] > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(name + 5, &end, 10);
+	return !errno && !strcmp(end, ".html") && n > pages;
+}
+
+static void remove_stale_pages(const char *out_dir, size_t pages)
+{
+	DIR *dir = opendir(out_dir);
+	if (!dir)
+		return;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (stale_page(de->d_name, pages))
+			unlinkat(dirfd(dir), de->d_name, 0);
+	closedir(dir);
+}
+
+#define GALLERY_USAGE "usage: imgspool gallery [-o DIR] [-n JOBS] [done] [failed]"
 
 int cli_gallery(struct cli *c, int argc, char **argv)
 {
 	const char *out_dir = "gallery";
+	long per_page = PAGE_JOBS;
 	int opt;
-	while ((opt = getopt(argc, argv, "o:")) != -1) {
-		if (opt != 'o')
-			return cli_fail(c, CLI_USAGE, "usage: imgspool gallery [-o DIR] [done] [failed]");
-		out_dir = optarg;
+	while ((opt = getopt(argc, argv, "o:n:")) != -1) {
+		if (opt == 'o')
+			out_dir = optarg;
+		else if (opt != 'n' || parse_long(optarg, 1, PAGE_JOBS_MAX, &per_page) < 0)
+			return cli_fail(c, CLI_USAGE, GALLERY_USAGE " (JOBS a page: 1 to %d)", PAGE_JOBS_MAX);
 	}
 	bool want[2];   /* done, failed */
 	int rc = cli_finished_states(c, argc, argv, want);
@@ -208,9 +422,8 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	if (mkdir(out_dir, 0777) < 0 && errno != EEXIST)
 		return cli_fail_errno(c, "cannot create", out_dir, errno);
 
-	/* The page is written as the results are read, one job at a time; what is kept is the
-	 * index of names that puts them newest first. The heading's counts are known only at the
-	 * end, so the articles go to a scratch file first and are copied in after the heading. */
+	/* What is kept is the index of names that puts the jobs newest first; it says which page
+	 * each job is on, so each page is written as its jobs are read, one job at a time. */
 	struct cli_index ix;
 	cli_index_init(&ix);
 	for (int k = 0; k < 2; k++) {
@@ -223,66 +436,24 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	}
 	cli_index_sort(&ix, true);
 
-	char *path = xasprintf("%s/index.html", out_dir);
-	char *tmp = xasprintf("%s/.index.html.%d.tmp", out_dir, (int)getpid());
-	char *scratch = xasprintf("%s/.index.html.%d.articles", out_dir, (int)getpid());
+	size_t per = (size_t)per_page, pages = (ix.n + per - 1) / per;
+	struct page *pg = xcalloc(pages ? pages : 1, sizeof(*pg));
 	char *spool_url = relative_to(out_dir, c->dir);
-	FILE *f = NULL, *articles = create_new(scratch, "w+");
-	if (!articles) {
-		rc = cli_fail_errno(c, "cannot write", scratch, errno);
-		goto out;
+	for (size_t p = 0; p < pages && rc == CLI_OK; p++) {
+		size_t first = p * per, end = first + per < ix.n ? first + per : ix.n;
+		rc = write_page(c, out_dir, &ix, first, end, p + 1, pages, spool_url, &pg[p]);
 	}
-	unlink(scratch);   /* it lives as long as it is open, and is never left behind */
-	setvbuf(articles, NULL, _IOFBF, 1 << 16);
-	size_t n = 0, done = 0;
-	for (size_t i = 0; i < ix.n; i++) {
-		enum spool_dir d = ix.jobs[i].dir;
-		const char *name = cli_index_name(&ix, i);
-		struct cli_info info;
-		if (cli_info_read(c, d, name, ix.jobs[i].mtime_ns / 1000000, true, &info) < 0 ||
-		    !info.doc) {
-			cli_info_release(&info);
-			continue;
-		}
-		struct stat st;
-		enum spool_read rr;
-		json_t *job = cli_read_json(c, d, name, &rr, &st);
-		put_entry(articles, &info, json_string_value(json_object_get(job, "prompt")), spool_url);
-		json_decref(job);
-		cli_info_release(&info);
-		n++;
-		done += d == SPOOL_DONE;
+	if (rc == CLI_OK)
+		rc = write_index(c, out_dir, pg, pages);
+	if (rc == CLI_OK) {
+		remove_stale_pages(out_dir, pages);
+		size_t n = 0;
+		for (size_t p = 0; p < pages; p++)
+			n += pg[p].done + pg[p].failed;
+		printf("%s/index.html: %zu job(s) on %zu page(s)\n", out_dir, n, pages);
 	}
-
-	f = create_new(tmp, "w");
-	if (!f) {
-		rc = cli_fail_errno(c, "cannot write", tmp, errno);
-		goto out;
-	}
-	setvbuf(f, NULL, _IOFBF, 1 << 16);
-	fputs(page_head, f);
-	fprintf(f, "<h1>imgspool: %zu finished job(s): %zu done, %zu failed</h1>\n<main>\n", n, done,
-		n - done);
-	bool copied = fflush(articles) == 0 && !ferror(articles) && fseek(articles, 0, SEEK_SET) == 0;
-	char chunk[65536];
-	size_t got;
-	while (copied && (got = fread(chunk, 1, sizeof(chunk), articles)) > 0)
-		copied = fwrite(chunk, 1, got, f) == got;
-	fputs("</main>\n</body></html>\n", f);
-	copied = copied && !ferror(articles);
-	if (ferror(f) | (fclose(f) != 0) | !copied || rename(tmp, path) < 0) {
-		rc = cli_fail_errno(c, "cannot write", path, errno);
-		unlink(tmp);
-		goto out;
-	}
-	printf("%s: %zu job(s)\n", path, n);
-out:
-	if (articles)
-		fclose(articles);
 	cli_index_release(&ix);
 	free(spool_url);
-	free(scratch);
-	free(tmp);
-	free(path);
+	free(pg);
 	return rc;
 }

@@ -109,11 +109,15 @@ def main():
         for label, args in (("ls", ["ls"]), ("ls -j", ["ls", "-j"]), ("stat", ["stat"]),
                             ("gallery", ["gallery", "-o", os.path.join(base, "gallery")])):
             took, cpu, rss, out = timed(base, "-d", spool, *args)
-            size = os.path.getsize(os.path.join(base, "gallery", "index.html")) if label == "gallery" else out
+            size, pages = out, ""
+            if label == "gallery":   # its pages and index, beside the largest one
+                sizes = [os.path.getsize(e.path) for e in os.scandir(os.path.join(base, "gallery"))]
+                size = sum(sizes)
+                pages = f"  {len(sizes) - 1} pages + index, largest {max(sizes) / 1e6:.2f} MB"
             calls = syscalls(base, "-d", spool, *args)
             print(f"  {label:8s} {took:7.2f} s wall  {cpu:6.2f} s CPU ({cpu / JOBS * 1e6:4.0f} µs/job)  "
                   f"{JOBS / took:8.0f} jobs/s  peak RSS {rss:6.1f} MiB  output {size / 1e6:6.1f} MB  "
-                  f"{calls / JOBS:5.2f} syscalls/job")
+                  f"{calls / JOBS:5.2f} syscalls/job{pages}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

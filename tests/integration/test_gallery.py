@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""imgspool gallery in a real browser (Debian's chromium, headless): the page shows the
-finished jobs newest first, its images render, and a hostile prompt is shown, never run."""
+"""imgspool gallery in a real browser (Debian's chromium, headless): the pages show the
+finished jobs newest first, so many a page, linked to each other and from an index; their
+images render, and a hostile prompt is shown, never run."""
 import hashlib
 import json
 import os
@@ -89,7 +90,9 @@ def test_gallery_in_chromium(env):
     res = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    page = os.path.join(out, "index.html")
+    assert res.stdout == f"{out}/index.html: 4 job(s) on 1 page(s)\n", res.stdout
+    assert "4 finished job(s): 3 done, 1 failed" in open(os.path.join(out, "index.html")).read()
+    page = os.path.join(out, "page-1.html")
     html = open(page, encoding="utf-8").read()
     assert "<script>document" not in html and "&lt;script&gt;" in html, "the prompt was not escaped"
     # Newest first: g-bad finished last.
@@ -117,10 +120,68 @@ def test_gallery_in_chromium(env):
         assert counts.get(colour_of(prompt), 0) > 5000, f"the image of {prompt!r} did not render"
 
 
+def dom_of(page):
+    dom = chromium("--dump-dom", "file://" + page)
+    assert dom.returncode == 0 and "</body>" in dom.stdout, dom.stderr[-2000:]
+    return dom.stdout
+
+
+def test_gallery_pages_in_chromium(env):
+    # At 100 000 jobs the one page was 56 MB, more than a browser can use: -n JOBS a page.
+    d = env.daemon().start()
+    prompts = [f"a lighthouse, take {i}" for i in range(5)]
+    for i, prompt in enumerate(prompts):   # one after the other: j4 finishes last
+        d.submit(f"j{i}", {"prompt": prompt})
+        assert d.wait_finished(f"j{i}") == "done"
+    out = os.path.join(d.dir, "www")
+
+    def gallery(per_page):
+        res = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out, "-n", str(per_page)],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+    assert gallery(1) == f"{out}/index.html: 5 job(s) on 5 page(s)\n"
+    # Fewer pages than last time: the pages past the last one go, nothing else does.
+    open(os.path.join(out, "page-9.txt"), "w").close()
+    assert gallery(2) == f"{out}/index.html: 5 job(s) on 3 page(s)\n"
+    assert sorted(os.listdir(out)) == ["index.html", "page-1.html", "page-2.html", "page-3.html",
+                                       "page-9.txt"], os.listdir(out)
+
+    index = dom_of(os.path.join(out, "index.html"))
+    assert "5 finished job(s): 5 done, 0 failed" in index, index
+    rows = re.findall(r'<tr><td><a href="(page-\d\.html)">page \d</a></td><td class="n">(\d)</td>',
+                      index)
+    assert rows == [("page-1.html", "2"), ("page-2.html", "2"), ("page-3.html", "1")], rows
+    want = {1: ["j4", "j3"], 2: ["j2", "j1"], 3: ["j0"]}
+    for n, ids in want.items():
+        dom = dom_of(os.path.join(out, f"page-{n}.html"))
+        assert re.findall(r"<dt>id</dt><dd>(j\d)</dd>", dom) == ids, (n, dom[-3000:])
+        prev = re.findall(r'<a rel="prev" href="([^"]+)"', dom)
+        nxt = re.findall(r'<a rel="next" href="([^"]+)"', dom)
+        # The links at the top and at the foot of the page, to pages that are there.
+        assert prev == ([f"page-{n - 1}.html"] * 2 if n > 1 else []), (n, prev)
+        assert nxt == ([f"page-{n + 1}.html"] * 2 if n < 3 else []), (n, nxt)
+        assert all(os.path.exists(os.path.join(out, link)) for link in prev + nxt)
+        assert dom.count('<a href="index.html">index</a>') == 2, n
+
+    # The middle page shows its own two images, and only those.
+    shot = os.path.join(d.dir, "shot.png")
+    res = chromium("--window-size=1400,1000", f"--screenshot={shot}",
+                   "file://" + os.path.join(out, "page-2.html"))
+    assert res.returncode == 0 and os.path.exists(shot), res.stderr[-2000:]
+    counts = {}
+    for row in decode_png(open(shot, "rb").read())[2]:
+        for px in row:
+            counts[px] = counts.get(px, 0) + 1
+    for i, prompt in enumerate(prompts):
+        shown = counts.get(colour_of(prompt), 0) > 5000
+        assert shown == (i in (1, 2)), f"j{i}'s image {'not ' if i in (1, 2) else ''}on page 2"
+
+
 def test_gallery_writes_through_no_planted_link(env):
     # -o may name a directory others can write (a web root): the names the gallery writes
-    # under, .index.html.PID.tmp and .index.html.PID.articles, may be planted there as
-    # symlinks to a file of the user running it. That file must stay as it was.
+    # under, .index.html.PID.tmp and .page-1.html.PID.tmp, may be planted there as symlinks to
+    # a file of the user running it. That file must stay as it was.
     d = env.daemon().start()
     d.submit("p1", {"prompt": "a page"})
     assert d.wait_finished("p1") == "done"
@@ -133,8 +194,8 @@ def test_gallery_writes_through_no_planted_link(env):
     pid = os.fork()
     if pid == 0:   # the child keeps its pid across exec: plant the links for it, then run
         try:
-            for suffix, victim in zip(("tmp", "articles"), victims):
-                os.symlink(victim, os.path.join(out, f".index.html.{os.getpid()}.{suffix}"))
+            for name, victim in zip(("index.html", "page-1.html"), victims):
+                os.symlink(victim, os.path.join(out, f".{name}.{os.getpid()}.tmp"))
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
@@ -146,9 +207,12 @@ def test_gallery_writes_through_no_planted_link(env):
     for v in victims:
         assert open(v).read() == "precious\n", f"{v} was written through a planted link"
     html = open(os.path.join(out, "index.html"), encoding="utf-8").read()
-    assert ">p1<" in html and "1 finished job(s)" in html, html[-500:]
-    assert os.listdir(out) == ["index.html"], os.listdir(out)
+    assert "1 finished job(s)" in html, html[-500:]
+    html = open(os.path.join(out, "page-1.html"), encoding="utf-8").read()
+    assert ">p1<" in html, html[-500:]
+    assert sorted(os.listdir(out)) == ["index.html", "page-1.html"], os.listdir(out)
 
 
 if __name__ == "__main__":
-    run_tests([test_gallery_in_chromium, test_gallery_writes_through_no_planted_link])
+    run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
+               test_gallery_writes_through_no_planted_link])
