@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,22 +121,9 @@ static char *lock_name(const struct spool *sp)
 }
 
 /* Writes our record to a temporary file in running/; its name goes to tmp. */
-static int write_temp(struct spool *sp, const char *text, char *tmp, size_t size)
+static int write_temp(struct spool *sp, const char *text, char *tmp)
 {
-	unsigned rnd = 0;
-	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
-	if (spool_temp_name(tmp, size, "host", sp->host_id, (long)getpid(), rnd) < 0)
-		return -1;
-	int dirfd = sp->fd[SPOOL_RUNNING];
-	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -1;
-	int rc = write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0 ? -1 : 0;
-	if (close(fd) < 0)
-		rc = -1;
-	if (rc < 0)
-		unlinkat(dirfd, tmp, 0);
-	return rc;
+	return spool_write_temp(sp, sp->fd[SPOOL_RUNNING], "host", text, strlen(text), tmp);
 }
 
 static uint64_t inode_of(int dirfd, const char *name)
@@ -248,7 +234,7 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 	struct lock_seen seen = { 0 };
 	self_owner(&self);
 	text = owner_json(&self);
-	if (write_temp(sp, text, tmp, sizeof(tmp)) < 0) {
+	if (write_temp(sp, text, tmp) < 0) {
 		xsnprintf(err, errsize, "cannot write the host lock in '%s/running': %s", sp->path,
 			  strerror(errno));
 		goto out;
@@ -337,7 +323,7 @@ static int remake(struct spool *sp, const char *name)
 {
 	char tmp[NAME_MAX + 1];
 	int dirfd = sp->fd[SPOOL_RUNNING];
-	if (write_temp(sp, our_text, tmp, sizeof(tmp)) < 0)
+	if (write_temp(sp, our_text, tmp) < 0)
 		return -1;
 	int rc = link_lock(dirfd, tmp, inode_of(dirfd, tmp), name);
 	unlinkat(dirfd, tmp, 0);

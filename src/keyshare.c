@@ -3,7 +3,6 @@
  * How it fails: a file operation that fails is logged once per provider and kind; the gate
  * then says BUSY and is tried again a second later (never a call it could not count), and a
  * pause or hold that cannot be written stays local to this host. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,54 +142,6 @@ static struct pdir *pdir(struct keyshare *ks, const char *provider)
 	return p;
 }
 
-struct name_list {
-	char **names;
-	int64_t *mtime_ms;           /* only when listed with stat */
-	size_t n;
-};
-
-static void names_free(struct name_list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->names[i]);
-	free(l->names);
-	free(l->mtime_ms);
-	*l = (struct name_list){ 0 };
-}
-
-/* The names in a directory that do not start with '.'; with_stat also their mtimes (a name
- * that vanished meanwhile is left out). -1 on error. */
-static int list_names(int dirfd, bool with_stat, struct name_list *out)
-{
-	*out = (struct name_list){ 0 };
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!dir) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	size_t alloc = 0;
-	struct dirent *de;
-	while ((de = readdir(dir))) {
-		if (de->d_name[0] == '.')
-			continue;
-		struct stat st;
-		if (with_stat && fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (out->n == alloc) {
-			alloc = alloc ? alloc * 2 : 32;
-			out->names = xrealloc(out->names, alloc * sizeof(*out->names));
-			out->mtime_ms = xrealloc(out->mtime_ms, alloc * sizeof(*out->mtime_ms));
-		}
-		out->names[out->n] = xstrdup(de->d_name);
-		out->mtime_ms[out->n] = with_stat ? timespec_ms(&st.st_mtim) : 0;
-		out->n++;
-	}
-	closedir(dir);
-	return 0;
-}
-
 static int create_empty(int dirfd, const char *name, const char *content)
 {
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
@@ -205,41 +155,6 @@ static int create_empty(int dirfd, const char *name, const char *content)
 		return -1;
 	}
 	return close(fd);
-}
-
-/* Writes name in dirfd under a dot-name, optionally fsynced and with mtime set, then renames it
- * into place. */
-static int write_atomic(struct keyshare *ks, int dirfd, const char *name, const char *data,
-			int64_t mtime_ms, bool durable)
-{
-	unsigned rnd = 0;
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (unsigned)mono_ms();
-	char tmp[NAME_MAX + 1];
-	if (spool_temp_name(tmp, sizeof(tmp), name, ks->sp->host_id, ks->pid, rnd) < 0)
-		return -1;
-	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return -1;
-	size_t len = strlen(data);
-	int rc = write(fd, data, len) == (ssize_t)len && (!durable || fsync(fd) == 0) ? 0 : -1;
-	if (close(fd) < 0)
-		rc = -1;
-	if (rc == 0 && mtime_ms > 0) {
-		struct timespec times[2] = { { .tv_nsec = UTIME_NOW },
-					     { .tv_sec = mtime_ms / 1000, .tv_nsec = mtime_ms % 1000 * 1000000 } };
-		rc = utimensat(dirfd, tmp, times, AT_SYMLINK_NOFOLLOW);
-	}
-	if (rc == 0)
-		rc = renameat(dirfd, tmp, dirfd, name);
-	if (rc == 0 && durable)
-		fsync(dirfd);
-	if (rc < 0) {
-		int e = errno;
-		unlinkat(dirfd, tmp, 0);
-		errno = e;
-	}
-	return rc;
 }
 
 /* ---- the ledger: what each host's calls cost ------------------------------------------------ */
@@ -337,7 +252,7 @@ void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
 	char name[NAME_MAX + 1];
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
 	/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
-	if ((ks->ledger_fd < 0 || write_atomic(ks, ks->ledger_fd, name, text, 0, true) < 0) &&
+	if ((ks->ledger_fd < 0 || spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) < 0) &&
 	    !ks->ledger_warned) {
 		ks->ledger_warned = true;
 		log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this one "
@@ -358,21 +273,22 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 		*d += ks->spent[i].day;
 		*m += ks->spent[i].month;
 	}
-	struct name_list l;
-	if (ks->ledger_fd < 0 || list_names(ks->ledger_fd, false, &l) < 0)
+	struct spool_entry *l;
+	long n = ks->ledger_fd < 0 ? -1 : spool_list_at(ks->ledger_fd, false, false, &l);
+	if (n < 0)
 		return;
 	char own[NAME_MAX + 1];
 	xsnprintf(own, sizeof(own), "%s.json", ks->sp->host_id);
-	for (size_t i = 0; i < l.n; i++) {
-		size_t len = strlen(l.names[i]);
-		if (!strcmp(l.names[i], own) || len < 6 || strcmp(l.names[i] + len - 5, ".json"))
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(l[i].name);
+		if (!strcmp(l[i].name, own) || len < 6 || strcmp(l[i].name + len - 5, ".json"))
 			continue;
-		json_t *doc = read_json(ks->ledger_fd, l.names[i]);
+		json_t *doc = read_json(ks->ledger_fd, l[i].name);
 		if (doc)
 			ledger_add(doc, provider, day, month, d, m);
 		json_decref(doc);
 	}
-	names_free(&l);
+	spool_entries_free(l, n);
 }
 
 /* ---- the gate ------------------------------------------------------------------------------- */
@@ -388,46 +304,49 @@ bool keyshare_needed(const struct keyshare_limits *l)
 static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mine,
 		       bool with_stat, int64_t lease_ms, long *count, micros *reserved)
 {
-	struct name_list l;
+	struct spool_entry *l;
 	*count = 0;
 	*reserved = 0;
-	if (list_names(p->calls, with_stat, &l) < 0)
+	long n = spool_list_at(p->calls, false, with_stat, &l);
+	if (n < 0)
 		return -1;
 	int64_t now = with_stat ? spool_server_now(ks->sp) : 0;
-	for (size_t i = 0; i < l.n; i++) {
+	for (long i = 0; i < n; i++) {
 		char host[128];
 		micros r;
-		if (keyshare_parse_ticket(l.names[i], host, sizeof(host), &r) < 0)
+		int64_t age_ms = now - l[i].mtime_ns / 1000000;
+		if (keyshare_parse_ticket(l[i].name, host, sizeof(host), &r) < 0)
 			continue;
-		if (with_stat && now - l.mtime_ms[i] > lease_ms && (!mine || strcmp(l.names[i], mine))) {
-			if (unlinkat(p->calls, l.names[i], 0) == 0)
+		if (with_stat && age_ms > lease_ms && (!mine || strcmp(l[i].name, mine))) {
+			if (unlinkat(p->calls, l[i].name, 0) == 0)
 				log_info("a call of host '%s' to provider '%s' was not heartbeated for %" PRId64
 					 " s: its share of the limits is free again", host, p->name,
-					 (now - l.mtime_ms[i]) / 1000);
+					 age_ms / 1000);
 			continue;
 		}
 		(*count)++;
 		*reserved += r;
 	}
-	names_free(&l);
+	spool_entries_free(l, n);
 	return 0;
 }
 
 /* What every provider's calls in flight reserve (for a total budget). */
 static micros reserved_everywhere(struct keyshare *ks, int64_t lease_ms)
 {
-	struct name_list l;
+	struct spool_entry *l;
 	micros sum = 0;
-	if (list_names(ks->providers_fd, false, &l) < 0)
+	long n = spool_list_at(ks->providers_fd, false, false, &l);
+	if (n < 0)
 		return 0;
-	for (size_t i = 0; i < l.n; i++) {
-		struct pdir *p = pdir(ks, l.names[i]);
-		long n;
+	for (long i = 0; i < n; i++) {
+		struct pdir *p = pdir(ks, l[i].name);
+		long count;
 		micros r;
-		if (p && count_calls(ks, p, NULL, false, lease_ms, &n, &r) == 0)
+		if (p && count_calls(ks, p, NULL, false, lease_ms, &count, &r) == 0)
 			sum += r;
 	}
-	names_free(&l);
+	spool_entries_free(l, n);
 	return sum;
 }
 
@@ -454,29 +373,27 @@ static void withdraw(struct keyshare *ks, struct pdir *p, struct keyshare_ticket
 
 static int64_t jitter_ms(int64_t base)
 {
-	unsigned r = 0;
-	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-		r = (unsigned)mono_ms();
-	return base + (int64_t)(r % (unsigned)(base + 1));
+	return base + (int64_t)(random64() % (uint64_t)(base + 1));
 }
 
 /* The starts in the window (other than mine), removing those long gone. */
 static int rate_check(struct pdir *p, const struct keyshare_limits *l,
 		      const char *mine, int64_t me, struct keyshare_verdict *v)
 {
-	struct name_list names;
-	if (list_names(p->starts, false, &names) < 0)
+	struct spool_entry *names;
+	long listed = spool_list_at(p->starts, false, false, &names);
+	if (listed < 0)
 		return -1;
 	int64_t window = l->window_ms + KEYSHARE_CLOCK_MARGIN_MS;
-	int64_t *times = xcalloc(names.n + 1, sizeof(*times));
+	int64_t *times = xcalloc((size_t)listed + 1, sizeof(*times));
 	size_t n = 0;
-	for (size_t i = 0; i < names.n; i++) {
+	for (long i = 0; i < listed; i++) {
 		char *end;
-		long long t = strtoll(names.names[i], &end, 10);
-		if (*end != '~' || !strcmp(names.names[i], mine))
+		long long t = strtoll(names[i].name, &end, 10);
+		if (*end != '~' || !strcmp(names[i].name, mine))
 			continue;
 		if (me - t > window + START_GRACE_MS) {
-			unlinkat(p->starts, names.names[i], 0);
+			unlinkat(p->starts, names[i].name, 0);
 			continue;
 		}
 		times[n++] = t;
@@ -488,7 +405,7 @@ static int rate_check(struct pdir *p, const struct keyshare_limits *l,
 						.counted = (long)n + 1, .which = "rpm" };
 	}
 	free(times);
-	names_free(&names);
+	spool_entries_free(names, listed);
 	return ok ? 0 : 1;
 }
 
@@ -649,7 +566,7 @@ int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until)
 	char text[160];
 	xsnprintf(text, sizeof(text), "%s: a 429; no calls before the mtime of this file\n",
 		  ks->sp->host_id);
-	if (write_atomic(ks, p->fd, "pause", text, until, false) < 0)
+	if (spool_write_at(ks->sp, p->fd, "pause", text, strlen(text), until, false) < 0)
 		log_warn("cannot share the pause of provider '%s' with other hosts: %s", provider,
 			 strerror(errno));
 	return until;
@@ -660,7 +577,7 @@ void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason
 	struct pdir *p = pdir(ks, provider);
 	char text[512];
 	xsnprintf(text, sizeof(text), "%s (seen by %s)\n", reason, ks->sp->host_id);
-	if (p && write_atomic(ks, p->fd, "hold", text, 0, true) < 0)
+	if (p && spool_write_at(ks->sp, p->fd, "hold", text, strlen(text), 0, true) < 0)
 		log_warn("cannot share the hold of provider '%s' with other hosts: %s", provider,
 			 strerror(errno));
 }
@@ -730,22 +647,23 @@ struct keyshare *keyshare_new(struct spool *sp)
 
 void keyshare_recover(struct keyshare *ks)
 {
-	struct name_list l;
-	if (ks->providers_fd < 0 || list_names(ks->providers_fd, false, &l) < 0)
+	struct spool_entry *l, *calls;
+	long n = ks->providers_fd < 0 ? -1 : spool_list_at(ks->providers_fd, false, false, &l);
+	if (n < 0)
 		return;
-	for (size_t i = 0; i < l.n; i++) {
-		struct pdir *p = pdir(ks, l.names[i]);
-		struct name_list calls;
-		if (!p || list_names(p->calls, false, &calls) < 0)
+	for (long i = 0; i < n; i++) {
+		struct pdir *p = pdir(ks, l[i].name);
+		long n_calls = p ? spool_list_at(p->calls, false, false, &calls) : -1;
+		if (n_calls < 0)
 			continue;
-		for (size_t j = 0; j < calls.n; j++) {
+		for (long j = 0; j < n_calls; j++) {
 			char host[128];
 			micros r;
-			if (keyshare_parse_ticket(calls.names[j], host, sizeof(host), &r) == 0 &&
+			if (keyshare_parse_ticket(calls[j].name, host, sizeof(host), &r) == 0 &&
 			    !strcmp(host, ks->sp->host_id))
-				unlinkat(p->calls, calls.names[j], 0);
+				unlinkat(p->calls, calls[j].name, 0);
 		}
-		names_free(&calls);
+		spool_entries_free(calls, n_calls);
 		struct buf b;
 		struct stat st;
 		buf_init(&b, 128);
@@ -754,7 +672,7 @@ void keyshare_recover(struct keyshare *ks)
 			unlinkat(p->fd, "probe", 0);
 		buf_release(&b);
 	}
-	names_free(&l);
+	spool_entries_free(l, n);
 }
 
 void keyshare_free(struct keyshare *ks)

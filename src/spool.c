@@ -121,6 +121,16 @@ static int entry_cmp(const void *a, const void *b)
 
 static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out);
 
+static int entry_stat_at(int dirfd, struct spool_entry *e)
+{
+	struct stat st;
+	if (fstatat(dirfd, e->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	e->mtime_ns = timespec_ns(&st.st_mtim);
+	spool_file_id(&e->id, &st);
+	return 0;
+}
+
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out)
 {
 	return list(sp, d, false, out);
@@ -159,14 +169,18 @@ long spool_count(struct spool *sp, enum spool_dir d)
 	return n;
 }
 
-/* stat_each: every entry is stat'ed (a name that vanished in between is left out) and the list
- * sorted; otherwise it holds what getdents says. */
-static long list_dir(struct spool *sp, enum spool_dir d, bool hidden, bool stat_each,
-		     struct spool_entry **out)
+long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **out)
 {
-	DIR *dir = spool_opendir(sp, d);
-	if (!dir)
+	*out = NULL;
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		errno = saved;
 		return -1;
+	}
 	struct spool_entry *v = NULL;
 	size_t n = 0, alloc = 0;
 	struct dirent *de;
@@ -181,7 +195,7 @@ static long list_dir(struct spool *sp, enum spool_dir d, bool hidden, bool stat_
 		v[n] = (struct spool_entry){ .name = xstrdup(de->d_name), .id = { .ino = de->d_ino,
 			.mode = de->d_type == DT_UNKNOWN ? 0 : DTTOIF(de->d_type) } };
 		/* A name that vanished between readdir and stat was taken by someone else. */
-		if (stat_each && spool_entry_stat(sp, d, &v[n]) < 0) {
+		if (stat_each && entry_stat_at(dirfd, &v[n]) < 0) {
 			free(v[n].name);
 			continue;
 		}
@@ -192,6 +206,16 @@ static long list_dir(struct spool *sp, enum spool_dir d, bool hidden, bool stat_
 		qsort(v, n, sizeof(*v), entry_cmp);
 	*out = v;
 	return (long)n;
+}
+
+/* A listing of one of the spool's directories; a failure is logged. */
+static long list_dir(struct spool *sp, enum spool_dir d, bool hidden, bool stat_each,
+		     struct spool_entry **out)
+{
+	long n = spool_list_at(sp->fd[d], hidden, stat_each, out);
+	if (n < 0)
+		error("cannot read '%s/%s': %s", sp->path, dir_names[d], strerror(errno));
+	return n;
 }
 
 static long list(struct spool *sp, enum spool_dir d, bool hidden, struct spool_entry **out)
@@ -206,12 +230,7 @@ long spool_list_names(struct spool *sp, enum spool_dir d, bool hidden, struct sp
 
 int spool_entry_stat(struct spool *sp, enum spool_dir d, struct spool_entry *e)
 {
-	struct stat st;
-	if (fstatat(sp->fd[d], e->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -1;
-	e->mtime_ns = timespec_ns(&st.st_mtim);
-	spool_file_id(&e->id, &st);
-	return 0;
+	return entry_stat_at(sp->fd[d], e);
 }
 
 void spool_entries_free(struct spool_entry *e, long n)
@@ -430,33 +449,74 @@ bool spool_is_our_temp(const char *name, const char *host)
  * interval (lease_timeout / 4, at least 500 ms), so a faster one keeps a fresh enough mtime. */
 #define REWRITE_STALE_MS 100
 
-/* Writes data to dirfd/name through a temporary file; replace_only: only over an existing name.
- * The file is fsynced before its rename unless ss says its batch's barrier will cover it. */
-static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
-		    bool replace_only, struct syncset *ss)
+/* How write_at puts a file into place. */
+struct write_how {
+	bool replace_only;       /* only over an existing name (never recreate a job taken away) */
+	bool fsync_file;         /* before its rename (when no ss) */
+	struct syncset *ss;      /* a batch's: fsynced file by file or by its barrier */
+	int64_t mtime_ms;        /* > 0: the file's mtime, set before its rename */
+	bool fsync_dir;          /* after its rename */
+};
+
+/* Writes data to a new temporary file for name in dirfd (its name goes to tmp): fsynced by ss,
+ * or when fsync; restamp: stamped anew when writing it took long (a job file's lease). */
+static int write_temp(struct spool *sp, int dirfd, const char *name, const void *data,
+		      size_t len, bool fsync_file, struct syncset *ss, bool restamp, char *tmp)
 {
-	char tmp[NAME_MAX + 1];
-	unsigned rnd = 0;
-	long pid = spool_temp_unique(&rnd);
+	unsigned seq = 0;
+	long pid = spool_temp_unique(&seq);
 	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
-	if (spool_temp_name(tmp, sizeof(tmp), name, sp->host_id, pid, rnd) < 0)
+	if (spool_temp_name(tmp, NAME_MAX + 1, name, sp->host_id, pid, seq) < 0)
 		return -1;
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	int64_t started = mono_ms();
-	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync(fd)) < 0)
+	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync_file ? fsync(fd) : 0) < 0)
 		goto fail;
 	/* A job file's mtime is its lease: the new content must not bring back the time it was
 	 * written at, before an fsync that may have taken longer than the lease. */
-	if (replace_only && mono_ms() - started >= REWRITE_STALE_MS && futimens(fd, NULL) < 0)
+	if (restamp && mono_ms() - started >= REWRITE_STALE_MS && futimens(fd, NULL) < 0)
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
 		goto fail;
 	}
-	fd = -1;
-	if (replace_only) {
+	return 0;
+fail:
+	{
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		unlinkat(dirfd, tmp, 0);
+		errno = saved;
+	}
+	return -1;
+}
+
+int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		     char *tmp)
+{
+	return write_temp(sp, dirfd, name, data, len, true, NULL, false, tmp);
+}
+
+/* Writes data to dirfd/name through a temporary file, as how says. */
+static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		    const struct write_how *how)
+{
+	char tmp[NAME_MAX + 1];
+	if (write_temp(sp, dirfd, name, data, len, how->fsync_file, how->ss, how->replace_only,
+		       tmp) < 0)
+		return -1;
+	if (how->mtime_ms > 0) {
+		struct timespec times[2] = {
+			{ .tv_nsec = UTIME_NOW },
+			{ .tv_sec = how->mtime_ms / 1000, .tv_nsec = how->mtime_ms % 1000 * 1000000 },
+		};
+		if (utimensat(dirfd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+			goto fail;
+	}
+	if (how->replace_only) {
 		/* An exchange fails when name is gone (another daemon took the job): never recreate
 		 * it. File systems without RENAME_EXCHANGE (NFS) check first, leaving a short window. */
 		if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) == 0) {
@@ -473,39 +533,40 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 	/* rename replaces a planted symlink at name instead of writing through it. */
 	if (renameat(dirfd, tmp, dirfd, name) < 0)
 		goto fail;
-	return 0;
+	return how->fsync_dir ? fsync(dirfd) : 0;
 fail:
 	{
 		int saved = errno;
-		if (fd >= 0)
-			close(fd);
 		unlinkat(dirfd, tmp, 0);
 		errno = saved;
 	}
 	return -1;
 }
 
-int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len)
+int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		   int64_t mtime_ms, bool durable)
 {
-	return write_at(sp, dirfd, name, data, len, false, NULL);
+	struct write_how how = { .fsync_file = durable, .mtime_ms = mtime_ms, .fsync_dir = durable };
+	return write_at(sp, dirfd, name, data, len, &how);
 }
 
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len)
 {
-	return write_at(sp, sp->fd[d], name, data, len, false, NULL);
+	return write_at(sp, sp->fd[d], name, data, len, &(struct write_how){ .fsync_file = true });
 }
 
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		       size_t len)
 {
-	return write_at(sp, sp->fd[d], name, data, len, true, NULL);
+	struct write_how how = { .fsync_file = true, .replace_only = true };
+	return write_at(sp, sp->fd[d], name, data, len, &how);
 }
 
 int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		   struct syncset *ss)
 {
-	if (write_at(sp, dirfd, name, data, len, false, ss) < 0)
+	if (write_at(sp, dirfd, name, data, len, &(struct write_how){ .ss = ss }) < 0)
 		return -1;
 	syncset_dir(ss, dirfd);
 	return 0;
@@ -514,7 +575,8 @@ int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *da
 int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len, struct syncset *ss)
 {
-	if (write_at(sp, sp->fd[d], name, data, len, true, ss) < 0)
+	if (write_at(sp, sp->fd[d], name, data, len, &(struct write_how){ .ss = ss,
+		     .replace_only = true }) < 0)
 		return -1;
 	syncset_dir(ss, sp->fd[d]);
 	return 0;

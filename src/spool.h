@@ -69,6 +69,9 @@ const char *spool_dir_name(enum spool_dir d);
  * spool_entries_free. */
 long spool_list(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 void spool_entries_free(struct spool_entry *e, long n);
+/* spool_list (stat_each) or spool_list_names for any directory of the spool (dirfd), such as
+ * providers/NAME/calls: -1 with errno, not logged. */
+long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **out);
 /* The names alone, unsorted, with what getdents says of each: id.ino (d_ino) and the type
  * bits of id.mode (0 where the file system does not say); mtime_ns is 0. hidden: the names
  * that start with '.' instead. The caller stats only what it needs (spool_entry_stat). */
@@ -116,10 +119,20 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
  * system has it): a job file another daemon took away is never recreated. ENOENT if gone. */
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		       size_t len);
-/* The same in any directory of the spool (dirfd), e.g. a publication's staging directory. */
-int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len);
-/* Group commit (syncset.h): the same as spool_write_at, but the file is fsynced only when
- * ss syncs file by file, and dirfd is added to what ss's next barrier syncs. */
+/* The same in any directory of the spool (dirfd), fsynced only when durable (then the directory
+ * too, after the rename); mtime_ms > 0 sets the file's mtime before it is renamed into place
+ * (a time kept in an mtime, such as a pause's end, is never seen unset). */
+int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		   int64_t mtime_ms, bool durable);
+/* Only the temporary file: data written to a new file under spool_temp_name's name for name in
+ * dirfd (O_EXCL, never through a link) and fsynced, its name in tmp (NAME_MAX + 1 bytes), for a
+ * caller that puts it into place its own way (a link(2) that must not replace). 0, or -1 with
+ * errno and nothing left behind. */
+int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		     char *tmp);
+/* Group commit (syncset.h): the same as spool_write_file in any directory (dirfd), but the file
+ * is fsynced only when ss syncs file by file, and dirfd is added to what ss's next barrier
+ * syncs. */
 int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		   struct syncset *ss);
 /* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */

@@ -1,8 +1,11 @@
-/* test_spool.c - the names the spool module makes: every one fits, for every valid id and host. */
+/* test_spool.c - the names the spool module makes (every one fits, for every valid id and host),
+ * and its writers and listings. */
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,10 +121,61 @@ static void test_read_whole_files(void)
 	rmdir(dir);
 }
 
+/* The one writer every module uses outside the state directories (keyshare's pause, hold and
+ * ledger, the host lock), and the listing of any directory of the spool. */
+static void test_write_at_and_list_at(void)
+{
+	char dir[] = "/tmp/imgspool-spool-write-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	int dirfd = sp.root_fd;
+	int64_t until = 4102444800000;   /* 2100-01-01: a pause's end, kept as the file's mtime */
+	ok(spool_write_at(&sp, dirfd, "pause", "p\n", 2, until, false) == 0, "a pause written");
+	struct stat st;
+	ok(fstatat(dirfd, "pause", &st, 0) == 0 && timespec_ms(&st.st_mtim) == until &&
+	   st.st_size == 2, "its mtime is the pause's end, set before it was renamed into place");
+	ok(spool_write_at(&sp, dirfd, "ledger.json", "{}", 2, 0, true) == 0 &&
+	   fstatat(dirfd, "ledger.json", &st, 0) == 0 && st.st_size == 2, "a durable write");
+	char tmp[NAME_MAX + 1];
+	ok(spool_write_temp(&sp, dirfd, "host", "me", 2, tmp) == 0 && spool_is_our_temp(tmp, "h1") &&
+	   fstatat(dirfd, tmp, &st, 0) == 0 && st.st_size == 2,
+	   "a temporary file left for its caller to link: '%s'", tmp);
+	unsigned seq;
+	long pid = spool_temp_unique(&seq);
+	char want[NAME_MAX + 1];
+	spool_temp_name(want, sizeof(want), "host", "h1", pid, seq - 1);
+	ok(!strcmp(tmp, want), "named by the cheap scheme (pid asked once, a counter): '%s'", want);
+	unlinkat(dirfd, tmp, 0);
+
+	struct spool_entry *e;
+	long n = spool_list_at(dirfd, false, false, &e);
+	long plain = 0;
+	for (long i = 0; i < n; i++)
+		plain += !strcmp(e[i].name, "pause") || !strcmp(e[i].name, "ledger.json");
+	ok(plain == 2, "both listed by name (%ld entries with the state directories)", n);
+	spool_entries_free(e, n);
+	n = spool_list_at(dirfd, false, true, &e);
+	ok(n > 0 && !strcmp(e[n - 1].name, "pause") && e[n - 1].mtime_ns == until * 1000000,
+	   "listed with stat: sorted by mtime, the pause (in 2100) last");
+	spool_entries_free(e, n);
+	n = spool_list_at(dirfd, true, false, &e);
+	ok(n == 0, "no temporary file is left behind");
+	spool_entries_free(e, n);
+	ok(spool_list_at(-1, false, false, &e) < 0 && errno == EBADF && !e, "a bad dirfd fails");
+
+	unlinkat(dirfd, "pause", 0);
+	unlinkat(dirfd, "ledger.json", 0);
+	for (int d = 0; d < SPOOL_NDIRS; d++)
+		unlinkat(dirfd, spool_dir_name(d), AT_REMOVEDIR);
+	spool_close(&sp);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	test_temp_names();
 	test_temp_unique();
 	test_read_whole_files();
+	test_write_at_and_list_at();
 	return tap_done();
 }
