@@ -14,6 +14,7 @@
 #include "job.h"
 #include "spool.h"
 #include "util.h"
+#include "webhook.h"
 #include "banned.h"
 
 static const struct {
@@ -23,11 +24,20 @@ static const struct {
 	{ CONTROL_PAUSE, "pause." },
 	{ CONTROL_HOLD, "hold." },
 	{ CONTROL_CANCEL, "cancel." },
+	{ CONTROL_GONE, "gone." },
 };
+
+static bool is_endpoint_key(const char *arg)
+{
+	size_t n = strspn(arg, "0123456789abcdef");
+	return n == WEBHOOK_ENDPOINT_KEY_LEN && !arg[n];
+}
 
 static bool valid_arg(enum control_kind kind, const char *arg)
 {
 	char id[JOB_ID_MAX + 1];
+	if (kind == CONTROL_GONE)
+		return is_endpoint_key(arg);
 	if (kind != CONTROL_PAUSE)
 		return job_id_from_name(arg, id, sizeof(id)) == 0 && !strcmp(id, arg);
 	return name_is_plain(arg, 64);   /* a provider name, as config.c allows it */
@@ -62,6 +72,7 @@ void control_init(struct control *c)
 	strset_init(&c->paused);
 	strset_init(&c->hold);
 	strset_init(&c->cancel);
+	strset_init(&c->gone);
 }
 
 void control_release(struct control *c)
@@ -69,6 +80,7 @@ void control_release(struct control *c)
 	strset_release(&c->paused);
 	strset_release(&c->hold);
 	strset_release(&c->cancel);
+	strset_release(&c->gone);
 }
 
 int control_read(struct control *c, struct spool *sp)
@@ -90,7 +102,8 @@ int control_read(struct control *c, struct spool *sp)
 	struct dirent *de;
 	while (dir && (de = readdir(dir))) {
 		const char *arg;
-		switch (control_parse_name(de->d_name, &arg)) {
+		enum control_kind kind = control_parse_name(de->d_name, &arg);
+		switch (kind) {
 		case CONTROL_PAUSE:
 			if (*arg)
 				strset_add(&fresh.paused, arg);
@@ -98,10 +111,9 @@ int control_read(struct control *c, struct spool *sp)
 				fresh.pause_all = true;
 			break;
 		case CONTROL_HOLD:
-			strset_add(&fresh.hold, arg);
-			break;
 		case CONTROL_CANCEL:
-			strset_add(&fresh.cancel, arg);
+		case CONTROL_GONE:
+			control_note(&fresh, kind, arg);
 			break;
 		case CONTROL_NONE:
 			break;
@@ -119,13 +131,32 @@ bool control_paused(const struct control *c, const char *provider)
 	return c->pause_all || (provider && strset_has(&c->paused, provider));
 }
 
+/* The set of a job's or an endpoint's requests of kind; NULL for pauses. */
+static struct strset *set_of(struct control *c, enum control_kind kind)
+{
+	switch (kind) {
+	case CONTROL_HOLD:
+		return &c->hold;
+	case CONTROL_CANCEL:
+		return &c->cancel;
+	case CONTROL_GONE:
+		return &c->gone;
+	default:
+		return NULL;
+	}
+}
+
 bool control_wants(const struct control *c, enum control_kind kind, const char *id)
 {
-	if (kind == CONTROL_HOLD)
-		return strset_has(&c->hold, id);
-	if (kind == CONTROL_CANCEL)
-		return strset_has(&c->cancel, id);
-	return false;
+	const struct strset *set = set_of((struct control *)c, kind);
+	return set && strset_has(set, id);
+}
+
+void control_note(struct control *c, enum control_kind kind, const char *arg)
+{
+	struct strset *set = set_of(c, kind);
+	if (set)
+		strset_add(set, arg);
 }
 
 static int control_fd(struct spool *sp)
@@ -141,10 +172,15 @@ static int control_fd(struct spool *sp)
 
 int control_request(struct spool *sp, enum control_kind kind, const char *arg)
 {
+	return control_write(sp, kind, arg, "");
+}
+
+int control_write(struct spool *sp, enum control_kind kind, const char *arg, const char *text)
+{
 	if (control_fd(sp) < 0)
 		return -1;
 	char *name = control_name(kind, arg);
-	int rc = spool_write_file(sp, SPOOL_CONTROL, name, "", 0);
+	int rc = spool_write_file(sp, SPOOL_CONTROL, name, text, strlen(text));
 	if (rc == 0)
 		rc = spool_sync_dir(sp, SPOOL_CONTROL);
 	free(name);
@@ -159,4 +195,26 @@ int control_withdraw(struct spool *sp, enum control_kind kind, const char *arg)
 	int rc = unlinkat(sp->fd[SPOOL_CONTROL], name, 0);
 	free(name);
 	return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+long control_withdraw_all(struct control *c, struct spool *sp, enum control_kind kind)
+{
+	struct strset *set = set_of(c, kind);
+	if (set) {
+		strset_release(set);
+		strset_init(set);
+	}
+	DIR *dir = sp->fd[SPOOL_CONTROL] >= 0 ? spool_opendir(sp, SPOOL_CONTROL) : NULL;
+	if (!dir)
+		return sp->fd[SPOOL_CONTROL] >= 0 ? -1 : 0;
+	long removed = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		const char *arg;
+		if (control_parse_name(de->d_name, &arg) == kind &&
+		    unlinkat(sp->fd[SPOOL_CONTROL], de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(dir);
+	return removed;
 }

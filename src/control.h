@@ -6,6 +6,9 @@
  *                             transition instead of to deferred/ or new/
  *   control/cancel.ID         the daemon holding running job ID cuts its call and fails it with
  *                             error code "cancelled"
+ *   control/gone.KEY          the webhook endpoint whose key (webhook_endpoint_key) is KEY
+ *                             answered 410 Gone: no daemon sends to it until the file is removed
+ *                             (by an operator, or by a daemon's reload); the file holds the URL
  *
  * Files are the protocol because they reach every daemon of a shared spool: inotify wakes the
  * local ones, rescans the others. A daemon removes hold.ID and cancel.ID once job ID has left
@@ -19,7 +22,7 @@
 
 struct spool;
 
-enum control_kind { CONTROL_NONE, CONTROL_PAUSE, CONTROL_HOLD, CONTROL_CANCEL };
+enum control_kind { CONTROL_NONE, CONTROL_PAUSE, CONTROL_HOLD, CONTROL_CANCEL, CONTROL_GONE };
 
 /* The kind of request a file name in control/ is, and in *arg its provider or task id ("" for
  * a plain "pause"). Pure. CONTROL_NONE for anything else (temporary files, junk). */
@@ -31,6 +34,7 @@ struct control {
 	struct strset paused;    /* provider names */
 	struct strset hold;      /* task ids */
 	struct strset cancel;    /* task ids */
+	struct strset gone;      /* webhook endpoint keys */
 };
 
 void control_init(struct control *c);
@@ -46,6 +50,13 @@ char *control_name(enum control_kind kind, const char *arg);
 /* Writes a request durably (temporary name, fsync, rename), creating control/ when missing.
  * Returns 0 or -1 with errno. */
 int control_request(struct spool *sp, enum control_kind kind, const char *arg);
+/* The same with text in the file (a gone endpoint's URL, for the operator). */
+int control_write(struct spool *sp, enum control_kind kind, const char *arg, const char *text);
+/* Counts a request as read before the next control_read sees its file (one this daemon just
+ * wrote). */
+void control_note(struct control *c, enum control_kind kind, const char *arg);
+/* Removes every request of kind from control/ and from c: the number removed, -1 with errno. */
+long control_withdraw_all(struct control *c, struct spool *sp, enum control_kind kind);
 /* Removes a request; 0 when it is gone (or was never there), -1 with errno. */
 int control_withdraw(struct spool *sp, enum control_kind kind, const char *arg);
 

@@ -381,6 +381,7 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 	}
 	job_limits_from_config(d);
 	config_unref(old);
+	outbox_enable_endpoints(d->outbox);   /* a reload enables endpoints that answered 410 */
 }
 
 /* ---- costs -------------------------------------------------------------------------------- */
@@ -2437,7 +2438,8 @@ void dispatch_report_metrics(const struct dispatch *d)
 		.uploads = s->uploads, .upload_failures = s->failures,
 		.jobs_waiting_for_store = (long)s->waiting, .webhooks_delivered = o->delivered,
 		.webhook_failures = o->failures, .webhooks_dropped = o->dropped,
-		.hooks_run = o->hooks_run, .outbox_backlog = o->backlog });
+		.hooks_run = o->hooks_run, .outbox_backlog = o->backlog,
+		.webhook_endpoints_gone = o->gone, .webhooks_parked = o->parked });
 }
 
 bool dispatch_draining(const struct dispatch *d)
@@ -2459,7 +2461,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->http = http_new(loop, cfg->concurrency * 2);
 	d->pool = iopool_new(loop, (int)cfg->io_threads);
 	d->store = store_new(loop, d->http, d->pool, &d->cfg);
-	d->outbox = outbox_new(loop, d->http, d->pool, spool, &d->cfg, task_busy, d);
+	d->outbox = outbox_new(loop, d->http, d->pool, spool, &d->cfg, &d->control, task_busy, d);
 	if (!getcwd(d->cwd, sizeof(d->cwd)))
 		d->cwd[0] = '\0';
 	known_init(&d->known);

@@ -272,7 +272,7 @@ char *metrics_render(void)
 	     "Succeeded jobs waiting in running/ until the store takes their images.");
 	put(&b, "imgspool_store_waiting_jobs %ld\n", o->jobs_waiting_for_store);
 	head(&b, "imgspool_webhook_deliveries_total", "counter",
-	     "Webhook delivery attempts by result (failed ones are retried; dropped: 410 or given up).");
+	     "Webhook delivery attempts by result (failed ones, a 410 too, are retried; dropped: given up).");
 	put(&b, "imgspool_webhook_deliveries_total{result=\"delivered\"} %lu\n", o->webhooks_delivered);
 	put(&b, "imgspool_webhook_deliveries_total{result=\"failed\"} %lu\n", o->webhook_failures);
 	put(&b, "imgspool_webhook_deliveries_total{result=\"dropped\"} %lu\n", o->webhooks_dropped);
@@ -280,6 +280,12 @@ char *metrics_render(void)
 	put(&b, "imgspool_hooks_run_total %lu\n", o->hooks_run);
 	head(&b, "imgspool_outbox_backlog", "gauge", "Events in outbox/ not yet delivered (all hosts).");
 	put(&b, "imgspool_outbox_backlog %ld\n", o->outbox_backlog);
+	head(&b, "imgspool_webhook_endpoints_gone", "gauge",
+	     "Webhook endpoints that answered 410 Gone: sent nothing until enabled again (control/gone.*).");
+	put(&b, "imgspool_webhook_endpoints_gone %ld\n", o->webhook_endpoints_gone);
+	head(&b, "imgspool_webhook_parked", "gauge",
+	     "This daemon's webhook events waiting for such an endpoint to be enabled again.");
+	put(&b, "imgspool_webhook_parked %ld\n", o->webhooks_parked);
 
 	per_provider(&b, &in_flight_metric);
 	head(&b, "imgspool_calls_total", "counter",

@@ -26,7 +26,7 @@ void metrics_begin(void);
 struct metrics_outputs {
 	unsigned long uploads, upload_failures, webhooks_delivered, webhook_failures,
 		webhooks_dropped, hooks_run;
-	long jobs_waiting_for_store, outbox_backlog;
+	long jobs_waiting_for_store, outbox_backlog, webhook_endpoints_gone, webhooks_parked;
 };
 void metrics_provider_state(const char *provider, long in_flight, bool held, bool paused);
 /* A provider's calls wait because one would pass a spend budget (keyshare.c). */

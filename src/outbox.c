@@ -6,9 +6,11 @@
  * Delivery is at least once, with the same webhook-id every time. An entry is not delivered
  * while its job is still held by this daemon, so nobody hears of a job before done/ says it.
  *
- * Webhooks: POST, no redirects (a 3xx is a failure), a 2xx is success, 410 stops, anything
- * else is retried after retry_base_ms doubling to retry_cap_ms (or the receiver's Retry-After
- * when longer) until give_up_after. Addresses that are not public are refused on the connected
+ * Webhooks: POST, no redirects (a 3xx is a failure), a 2xx is success, anything else is retried
+ * after retry_base_ms doubling to retry_cap_ms (or the receiver's Retry-After when longer) until
+ * give_up_after. A 410 says the endpoint is gone: control/gone.KEY tells every daemon, and its
+ * entries are parked (looked at again every retry_cap_ms, for give_up_after) until an operator
+ * removes that file or reloads. Addresses that are not public are refused on the connected
  * socket unless allow_private. Entries of a host that stopped (due more than lease_timeout ago)
  * are taken over by another daemon with one rename. */
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "hook.h"
 #include "http.h"
 #include "iopool.h"
@@ -43,8 +46,15 @@ struct delivery {
 	json_t *doc;             /* the entry */
 	struct http_xfer *xfer;
 	char *text;              /* rewritten entry, on a helper */
+	char *gone_url;          /* the endpoint answered 410: its control/gone.KEY, on the helper */
 	int64_t due;
 	int rc;
+};
+
+/* An entry of ours that waits for its endpoint to come back. */
+struct parked {
+	char *name;
+	char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
 };
 
 struct outbox {
@@ -64,6 +74,11 @@ struct outbox {
 	int64_t timer_due;       /* wall ms */
 	bool secret_warned;
 	bool capped;             /* due entries waited for a free slot: scan when one frees */
+	struct control *control; /* borrowed: the requests in control/ (gone endpoints) */
+	struct parked *parked;   /* our entries parked for a gone endpoint, in this run */
+	size_t n_parked;
+	struct strset parked_names;
+	struct strset woken;     /* parked entries whose endpoint is back: due at once */
 	struct outbox_stats stats;
 };
 
@@ -168,6 +183,7 @@ static void delivery_free(struct delivery *dl)
 	strset_del(&dl->o->in_flight, dl->name);
 	json_decref(dl->doc);
 	free(dl->text);
+	free(dl->gone_url);
 	free(dl->name);
 	free(dl);
 }
@@ -185,6 +201,15 @@ static void rewrite_work(void *arg)
 {
 	struct delivery *dl = arg;
 	struct spool *sp = dl->o->spool;
+	if (dl->gone_url) {
+		/* The marker first: once it is there, no daemon sends this endpoint anything. */
+		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+		webhook_endpoint_key(dl->gone_url, key);
+		char *text = xasprintf("%s\n", dl->gone_url);
+		if (control_write(sp, CONTROL_GONE, key, text) < 0)
+			log_warn("cannot write 'control/gone.%s': %s", key, strerror(errno));
+		free(text);
+	}
 	dl->rc = spool_write_file(sp, SPOOL_OUTBOX, dl->name, dl->text, strlen(dl->text));
 	if (dl->rc == 0) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
@@ -203,6 +228,80 @@ static void rewrite_done(void *arg)
 			"tried again at the next rescan", dl->name, strerror(errno));
 	arm(o, dl->rc < 0 ? wall_ms() + (*o->cfgp)->notify_retry_base_ms : dl->due);
 	delivery_free(dl);
+}
+
+/* Writes the entry again, on a helper, with its next attempt at dl->due. */
+static void reschedule(struct delivery *dl)
+{
+	dl->text = json_dumps(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!dl->text)
+		abort();
+	dl->o->rewriting++;
+	iopool_submit(dl->o->pool, rewrite_work, rewrite_done, dl);
+}
+
+static struct redelivery_rule webhook_rule(const struct config *cfg)
+{
+	return (struct redelivery_rule){ .base_ms = cfg->notify_retry_base_ms,
+					 .cap_ms = cfg->notify_retry_cap_ms,
+					 .give_up_after_ms = cfg->notify_give_up_after * 1000 };
+}
+
+/* A URL as the log shows it: without its query, which may hold a token. */
+static int loggable_len(const char *url)
+{
+	return (int)strcspn(url, "?#");
+}
+
+/* The entry's endpoint answered 410 Gone: it is not sent again until an operator enables the
+ * endpoint; meanwhile it is looked at every retry_cap_ms, and dropped after give_up_after. */
+static void park(struct delivery *dl, const char *key)
+{
+	struct outbox *o = dl->o;
+	const struct config *cfg = *o->cfgp;
+	const char *id = str(dl->doc, "task_id"), *type = str(dl->doc, "type");
+	const struct redelivery_rule rule = webhook_rule(cfg);
+	int64_t now = wall_ms(), delay;
+	int64_t created = json_integer_value(json_object_get(dl->doc, "created_at_ms"));
+	/* However many failures it had, a parked entry waits the longest. */
+	if (retry_redeliver(&rule, INT_MAX, created, now, -1, random64(), &delay) ==
+	    REDELIVER_GIVE_UP) {
+		o->stats.dropped++;
+		log_job(LOG_ERROR, id, "webhook %s: giving up after %lds: its endpoint answered 410 Gone "
+			"and was not enabled again", type, cfg->notify_give_up_after);
+		entry_remove(dl);
+		return;
+	}
+	if (strset_add(&o->parked_names, dl->name)) {
+		o->parked = xrealloc(o->parked, (o->n_parked + 1) * sizeof(*o->parked));
+		o->parked[o->n_parked].name = xstrdup(dl->name);
+		xsnprintf(o->parked[o->n_parked].key, sizeof(o->parked->key), "%s", key);
+		o->n_parked++;
+	}
+	log_job(LOG_INFO, id, "webhook %s waits: its endpoint answered 410 Gone (control/gone.%s)",
+		type, key);
+	dl->due = now + delay;
+	reschedule(dl);
+}
+
+/* Wakes the parked entries whose endpoint an operator enabled again. */
+static void wake_enabled(struct outbox *o)
+{
+	size_t keep = 0, woken = 0;
+	for (size_t i = 0; i < o->n_parked; i++) {
+		struct parked *p = &o->parked[i];
+		if (control_wants(o->control, CONTROL_GONE, p->key)) {
+			o->parked[keep++] = *p;
+			continue;
+		}
+		strset_add(&o->woken, p->name);
+		strset_del(&o->parked_names, p->name);
+		free(p->name);
+		woken++;
+	}
+	o->n_parked = keep;
+	if (woken)
+		log_info("%zu webhook event(s) go out again: their endpoint was enabled", woken);
 }
 
 static void webhook_done(void *arg, struct http_result *res)
@@ -224,10 +323,17 @@ static void webhook_done(void *arg, struct http_result *res)
 		return;
 	}
 	if (res->transport == HTTP_DONE && res->status == 410) {
-		o->stats.dropped++;
-		log_job(LOG_WARN, id, "webhook %s: the receiver answered 410 Gone: not sending it again",
-			type);
-		entry_remove(dl);
+		const char *url = str(dl->doc, "url");
+		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+		webhook_endpoint_key(url, key);
+		o->stats.failures++;
+		if (!control_wants(o->control, CONTROL_GONE, key))
+			log_msg(LOG_ERROR, "webhook endpoint '%.*s' answered 410 Gone (%s %s): no daemon "
+				"sends it anything more until an operator enables it again: remove "
+				"'control/gone.%s', or reload", loggable_len(url), url, id, type, key);
+		control_note(o->control, CONTROL_GONE, key);
+		dl->gone_url = xstrdup(url);
+		park(dl, key);
 		return;
 	}
 	o->stats.failures++;
@@ -242,9 +348,7 @@ static void webhook_done(void *arg, struct http_result *res)
 		xsnprintf(why, sizeof(why), "HTTP %ld", res->status);
 	int64_t now = wall_ms(), delay;
 	int64_t created = json_integer_value(json_object_get(dl->doc, "created_at_ms"));
-	const struct redelivery_rule rule = { .base_ms = cfg->notify_retry_base_ms,
-					      .cap_ms = cfg->notify_retry_cap_ms,
-					      .give_up_after_ms = cfg->notify_give_up_after * 1000 };
+	const struct redelivery_rule rule = webhook_rule(cfg);
 	int64_t asked = retry_after_ms(res->retry_after, res->retry_after_ms, now,
 				       cfg->notify_retry_cap_ms);
 	if (retry_redeliver(&rule, attempts, created, now, asked, random64(), &delay) ==
@@ -258,11 +362,7 @@ static void webhook_done(void *arg, struct http_result *res)
 	log_job(LOG_WARN, id, "webhook %s failed (%s, attempt %d); next try in %" PRId64 " ms", type,
 		why, attempts, delay);
 	dl->due = now + delay;
-	dl->text = json_dumps(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	if (!dl->text)
-		abort();
-	o->rewriting++;
-	iopool_submit(o->pool, rewrite_work, rewrite_done, dl);
+	reschedule(dl);
 }
 
 /* A slot freed: only when something waited for one is outbox/ listed again (a backlog of
@@ -328,8 +428,8 @@ static void hook_done(void *arg, int status)
 	scan_if_capped(o);
 }
 
-/* Reads and starts one due entry; false if it cannot start now. */
-static bool start(struct outbox *o, const char *name)
+/* Reads and starts one entry (due, or woken); false if it cannot start now. */
+static bool start(struct outbox *o, const char *name, bool due)
 {
 	struct buf b;
 	buf_init(&b, 256 << 10);
@@ -364,9 +464,20 @@ static bool start(struct outbox *o, const char *name)
 		o->deliveries->prev = dl;
 	o->deliveries = dl;
 	strset_add(&o->in_flight, name);
+	strset_del(&o->woken, name);
 	if (exec) {
 		hooks_run(o->hooks, str(doc, "task_id"), str(doc, "state"), str(doc, "result_path"),
 			  hook_done, dl);
+		return true;
+	}
+	char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+	webhook_endpoint_key(str(doc, "url"), key);
+	if (control_wants(o->control, CONTROL_GONE, key)) {
+		if (!due) {   /* woken, but its endpoint is gone again: it waits for its time */
+			delivery_free(dl);
+			return false;
+		}
+		park(dl, key);
 		return true;
 	}
 	if (!send_webhook(o, dl)) {
@@ -411,6 +522,9 @@ void outbox_scan(struct outbox *o)
 	if (n < 0)
 		return;
 	o->stats.backlog = n;
+	wake_enabled(o);
+	o->stats.gone = (long)o->control->gone.count;
+	o->stats.parked = (long)o->n_parked;
 	char suffix[80];
 	xsnprintf(suffix, sizeof(suffix), "@%s.json", o->spool->host_id);
 	size_t slen = strlen(suffix);
@@ -431,7 +545,8 @@ void outbox_scan(struct outbox *o)
 		}
 		if (strset_has(&o->in_flight, name))
 			continue;
-		if (due > now) {
+		bool woken = o->woken.count && strset_has(&o->woken, name);
+		if (due > now && !woken) {
 			if (!next || due < next)
 				next = due;
 			continue;
@@ -440,16 +555,21 @@ void outbox_scan(struct outbox *o)
 			o->capped = true;
 			continue;
 		}
-		start(o, name);
+		start(o, name, due <= now);
 	}
 	spool_entries_free(e, n);
+	if (!o->capped && o->woken.count) {
+		/* Every woken entry listed was started: the rest are gone (taken over). */
+		strset_release(&o->woken);
+		strset_init(&o->woken);
+	}
 	if (next)
 		arm(o, next);
 }
 
 struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *pool,
-			  struct spool *spool, struct config *const *cfgp, outbox_busy_fn *busy,
-			  void *busy_arg)
+			  struct spool *spool, struct config *const *cfgp, struct control *control,
+			  outbox_busy_fn *busy, void *busy_arg)
 {
 	struct outbox *o = xcalloc(1, sizeof(*o));
 	o->loop = loop;
@@ -460,8 +580,21 @@ struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *p
 	o->busy = busy;
 	o->busy_arg = busy_arg;
 	o->hooks = hooks_new(loop, cfgp);
+	o->control = control;
 	strset_init(&o->in_flight);
+	strset_init(&o->parked_names);
+	strset_init(&o->woken);
 	return o;
+}
+
+void outbox_enable_endpoints(struct outbox *o)
+{
+	long n = control_withdraw_all(o->control, o->spool, CONTROL_GONE);
+	if (n < 0)
+		log_warn("cannot remove 'control/gone.*': %s", strerror(errno));
+	else if (n > 0)
+		log_info("%ld webhook endpoint(s) that answered 410 Gone are enabled again", n);
+	outbox_scan(o);
 }
 
 const struct outbox_stats *outbox_stats(const struct outbox *o)
@@ -483,5 +616,10 @@ void outbox_free(struct outbox *o)
 	if (o->timer)
 		loop_del_timer(o->loop, o->timer);
 	strset_release(&o->in_flight);
+	for (size_t i = 0; i < o->n_parked; i++)
+		free(o->parked[i].name);
+	free(o->parked);
+	strset_release(&o->parked_names);
+	strset_release(&o->woken);
 	free(o);
 }

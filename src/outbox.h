@@ -3,8 +3,9 @@
  * An event becomes one file per target in outbox/ ("MSGID.webhook@HOST.json",
  * "MSGID.exec@HOST.json"), written and fsynced before the job is published; the file's mtime
  * is its next attempt. The loop delivers due entries of its own host, removes an entry when
- * it is done (a 2xx, a 410, given up, the hook ended) and otherwise rewrites it with one more
- * attempt and a later mtime. A restart delivers whatever is left. See spool-layout.md §14. */
+ * it is done (a 2xx, given up, the hook ended) and otherwise rewrites it with one more attempt
+ * and a later mtime. An endpoint that answered 410 Gone gets nothing (control/gone.KEY) until
+ * an operator enables it again. A restart delivers whatever is left. See spool-layout.md §14. */
 #ifndef OUTBOX_H
 #define OUTBOX_H
 
@@ -18,6 +19,7 @@ struct http;
 struct iopool;
 struct spool;
 struct config;
+struct control;
 struct hooks;
 struct outbox;
 struct syncset;
@@ -56,21 +58,28 @@ void outbox_batch_release(struct outbox_batch *b);
 struct outbox_stats {
 	uint64_t delivered;      /* webhooks answered 2xx */
 	uint64_t failures;       /* attempts that failed (each retried) */
-	uint64_t dropped;        /* given up, or 410 */
+	uint64_t dropped;        /* given up */
 	uint64_t hooks_run;
 	long backlog;            /* entries seen in outbox/ at the last scan */
+	long gone;               /* endpoints disabled now (control/gone.*, every host's) */
+	long parked;             /* our entries waiting for such an endpoint */
 };
 
 /* busy(arg, task_id): true while the daemon holds that job (it is not published yet). */
 typedef bool outbox_busy_fn(void *arg, const char *task_id);
 
+/* control (borrowed) is the daemon's view of control/, reread by its owner: the endpoints
+ * that answered 410 Gone. */
 struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *pool,
-			  struct spool *spool, struct config *const *cfgp, outbox_busy_fn *busy,
-			  void *busy_arg);
+			  struct spool *spool, struct config *const *cfgp, struct control *control,
+			  outbox_busy_fn *busy, void *busy_arg);
 /* Cancels deliveries in flight and kills running hooks: their entries stay for the next start. */
 void outbox_free(struct outbox *o);
 /* Looks at outbox/ and starts what is due (after a publication, on a timer, on each rescan). */
 void outbox_scan(struct outbox *o);
 const struct outbox_stats *outbox_stats(const struct outbox *o);
+/* Enables every webhook endpoint that answered 410 Gone (a reload): removes control/gone.*
+ * and sends what was parked for them. */
+void outbox_enable_endpoints(struct outbox *o);
 
 #endif

@@ -23,6 +23,13 @@ void webhook_id(const char *task_id, const char *type, int seq, char out[WEBHOOK
 	xsnprintf(out, WEBHOOK_ID_LEN + 1, "msg_%.32s", hex);
 }
 
+void webhook_endpoint_key(const char *url, char out[WEBHOOK_ENDPOINT_KEY_LEN + 1])
+{
+	char hex[2 * CRYPTO_SHA256_LEN + 1];
+	crypto_sha256_hex(url, strlen(url), hex);
+	xsnprintf(out, WEBHOOK_ENDPOINT_KEY_LEN + 1, "%.32s", hex);
+}
+
 char *webhook_signature(const unsigned char *key, size_t key_len, const char *id,
 			int64_t timestamp_s, const char *body, size_t body_len)
 {

@@ -17,6 +17,9 @@ struct config;
  * which the signed content uses as its separator (task ids may contain dots). seq tells one
  * deferral of a job from the next (0 for terminal events). */
 void webhook_id(const char *task_id, const char *type, int seq, char out[WEBHOOK_ID_LEN + 1]);
+/* An endpoint's key, for control/gone.KEY: the first 32 hex digits of SHA-256(url). */
+#define WEBHOOK_ENDPOINT_KEY_LEN 32
+void webhook_endpoint_key(const char *url, char out[WEBHOOK_ENDPOINT_KEY_LEN + 1]);
 /* "v1," + base64 HMAC-SHA256 over "id.timestamp.body" keyed with the secret's bytes. */
 char *webhook_signature(const unsigned char *key, size_t key_len, const char *id,
 			int64_t timestamp_s, const char *body, size_t body_len);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Webhooks and the completion hook (issue 13): every event reaches a real receiver that checks
 its signature with the standardwebhooks library (not our code), durably across a receiver that
-is down and a daemon restart, with its original webhook-id; 410 stops, redirects are failures,
+is down and a daemon restart, with its original webhook-id; a 410 disables its endpoint until an
+operator enables it again, redirects are failures,
 private addresses are refused unless allowed; the hook runs once per terminal state with a clean
 environment and is killed at its time limit without stalling jobs."""
 import hashlib
@@ -33,10 +34,10 @@ def notify_daemon(env, rx, **settings):
 
 
 def delivered(rx):
-    """Verified events by task id: [(webhook-id, event), ...]."""
+    """Verified events the receiver took (2xx) by task id: [(webhook-id, event), ...]."""
     out = {}
     for q in rx.requests():
-        if q["verified"]:
+        if q["verified"] and 200 <= q["status"] < 300:
             out.setdefault(q["event"]["data"]["task_id"], []).append((q["id"], q["event"]))
     return out
 
@@ -113,7 +114,7 @@ def test_gone_redirect_and_job_urls(env):
     r = d.result("elsewhere")
     assert r["status"] == "failed" and r["error"]["field"] == "webhook_url", r
     assert env.fake.calls("elsewhere") == 0
-    wait_for(lambda: "gone warning: webhook job.succeeded: the receiver answered 410" in d.log(),
+    wait_for(lambda: "gone webhook job.succeeded waits: its endpoint answered 410 Gone" in d.log(),
              20, "the 410")
     wait_for(lambda: len([q for q in rx.requests() if q["path"].startswith("/redirect")]) >= 3,
              20, "the redirect retried")
@@ -121,11 +122,68 @@ def test_gone_redirect_and_job_urls(env):
     assert paths.count("/gone/1") == 1, paths
     assert not [q for q in rx.requests() if q["path"] == "/ok" and q["verified"]
                 and q["event"]["data"]["task_id"] == "moved"], "a redirect was followed"
-    # The 410'd entry is gone for good; the redirected one still waits.
+    # Both wait: the 410'd one until its endpoint is enabled again, the redirected one retried.
     names = d.listdir("outbox")
-    assert not [n for n in names if n.startswith(msg_id("gone", "job.succeeded"))], names
+    assert [n for n in names if n.startswith(msg_id("gone", "job.succeeded"))], names
     assert [n for n in names if n.startswith(msg_id("moved", "job.succeeded"))], names
     assert "redirects are not followed" in d.log()
+    assert d.stop() == 0
+
+
+def endpoint_key(url):
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def test_gone_endpoint_waits_until_enabled(env):
+    """A 410 Gone disables its endpoint: none of its pending or later events is sent until an
+    operator removes control/gone.KEY, or reloads; then every one arrives, once, verified."""
+    rx = env.peer(WebhookReceiver()).start()
+    rx.set_gone(True)
+    url = rx.url("/switch")
+    prom = os.path.join(rx.dir, "imgspool.prom")
+    d = notify_daemon(env, rx, notify__url=url, metrics__textfile=prom,
+                      metrics__interval=1).start()
+    marker = d.path("control", "gone." + endpoint_key(url))
+    d.submit("g0", {"prompt": "gone 0"})
+    wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY")
+    assert read_text(marker) == url + "\n"
+    assert f"error: webhook endpoint '{url}' answered 410 Gone" in d.log(), d.log()
+    later = [f"g{i}" for i in range(1, 5)]
+    for i, t in enumerate(later):
+        d.submit(t, {"prompt": f"gone {i + 1}"})
+    wait_for(lambda: all(f"{t} webhook job.succeeded waits: its endpoint answered 410 Gone"
+                         in d.log() for t in later), 20, "the later events parked")
+    assert [q["path"] for q in rx.requests()] == ["/switch"], rx.requests()
+    assert len(d.listdir("outbox")) == 5, d.listdir("outbox")
+    wait_for(lambda: "imgspool_webhook_endpoints_gone 1\n" in read_text(prom)
+             and "imgspool_webhook_parked 5\n" in read_text(prom), 10, "the metrics")
+    # The operator's way back: the file goes, and so does every event, once.
+    rx.set_gone(False)
+    os.unlink(marker)
+    everything = ["g0"] + later
+    wait_for(lambda: set(delivered(rx)) >= set(everything), 20, "the events once enabled")
+    got = delivered(rx)
+    for t in everything:
+        assert [wid for wid, _ in got[t]] == [msg_id(t, "job.succeeded")], got[t]
+    wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
+    wait_for(lambda: "imgspool_webhook_endpoints_gone 0\n" in read_text(prom), 10, "gauge at 0")
+    # Gone again; a reload enables it too.
+    rx.set_gone(True)
+    d.submit("g5", {"prompt": "gone 5"})
+    wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY again")
+    rx.set_gone(False)
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: "g5" in delivered(rx), 20, "g5 after the reload")
+    assert not os.path.exists(marker)
+    assert "1 webhook endpoint(s) that answered 410 Gone are enabled again" in d.log()
     assert d.stop() == 0
 
 
@@ -245,7 +303,7 @@ def test_no_event_for_a_publication_that_failed(env):
 
 if __name__ == "__main__":
     run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
-               test_gone_redirect_and_job_urls, test_private_addresses_refused,
-               test_hook_once_clean_env_and_killed,
+               test_gone_redirect_and_job_urls, test_gone_endpoint_waits_until_enabled,
+               test_private_addresses_refused, test_hook_once_clean_env_and_killed,
                test_hook_gets_the_open_files_limit_the_daemon_started_with,
                test_no_event_for_a_publication_that_failed])

@@ -141,3 +141,9 @@ class WebhookReceiver(NodePeer):
 
     def url(self, path="/ok"):
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def set_gone(self, on):
+        """Whether /switch... answers 410 Gone from now on (else 204)."""
+        with urllib.request.urlopen(self.url("/_switch/on" if on else "/_switch/off"),
+                                    timeout=10) as r:
+            assert r.read() == (b"on" if on else b"off")

@@ -31,7 +31,8 @@ int main(void)
 	metrics_jobs(5, 3, 1, 12.5);
 	metrics_outputs(&(struct metrics_outputs){ .uploads = 4, .upload_failures = 3,
 		.jobs_waiting_for_store = 2, .webhooks_delivered = 7, .webhook_failures = 6,
-		.webhooks_dropped = 1, .hooks_run = 5, .outbox_backlog = 9 });
+		.webhooks_dropped = 1, .hooks_run = 5, .outbox_backlog = 9,
+		.webhook_endpoints_gone = 2, .webhooks_parked = 7 });
 	char *text = metrics_render();
 	const struct { const char *line; } rows[] = {
 		{ "imgspool_jobs{state=\"new\"} 5" },
@@ -60,6 +61,8 @@ int main(void)
 		{ "imgspool_webhook_deliveries_total{result=\"dropped\"} 1" },
 		{ "imgspool_hooks_run_total 5" },
 		{ "imgspool_outbox_backlog 9" },
+		{ "imgspool_webhook_endpoints_gone 2" },
+		{ "imgspool_webhook_parked 7" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
 		ok(has(text, rows[i].line), "has %s", rows[i].line);

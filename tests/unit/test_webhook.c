@@ -1,5 +1,5 @@
 /* test_webhook.c - Standard Webhooks signatures (the specification's own example), event ids,
- * the event body built from a result, and which per-job URLs a configuration allows. */
+ * endpoint keys, the event body built from a result, and which per-job URLs a configuration allows. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +30,11 @@ int main(void)
 	ok(strcmp(a, b) && strcmp(b, c), "events of one task differ");
 	webhook_id("cat.1", "job.deferred", 2, a);
 	ok(strcmp(a, c), "two deferrals differ");
+
+	/* control/gone.KEY: sha256sum of the URL, its first 32 hex digits. */
+	char k[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+	webhook_endpoint_key("https://app.example.com/hooks/imgspool", k);
+	is_str(k, "8f8810afab6d644b84d59f75a3a1be88", "an endpoint's key is its URL's SHA-256");
 
 	const char *result = "{\"task_id\": \"t1\", \"status\": \"failed\", \"images\": [], \"urls\": [],"
 			     "\"error\": {\"code\": \"content_refused\"}, \"cost\": {\"amount\": 0.04}}";
