@@ -6,12 +6,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "job.h"
+#include "log.h"
 #include "spool.h"
 #include "util.h"
 #include "webhook.h"
@@ -73,6 +75,11 @@ void control_init(struct control *c)
 	strset_init(&c->hold);
 	strset_init(&c->cancel);
 	strset_init(&c->gone);
+	c->requests = NULL;
+	c->n_requests = 0;
+	c->unseen = NULL;
+	c->n_unseen = 0;
+	c->next_sweep = 0;
 }
 
 void control_release(struct control *c)
@@ -81,6 +88,12 @@ void control_release(struct control *c)
 	strset_release(&c->hold);
 	strset_release(&c->cancel);
 	strset_release(&c->gone);
+	for (size_t i = 0; i < c->n_requests; i++)
+		free(c->requests[i]);
+	free(c->requests);
+	for (size_t i = 0; i < c->n_unseen; i++)
+		free(c->unseen[i].name);
+	free(c->unseen);
 }
 
 int control_read(struct control *c, struct spool *sp)
@@ -112,6 +125,11 @@ int control_read(struct control *c, struct spool *sp)
 			break;
 		case CONTROL_HOLD:
 		case CONTROL_CANCEL:
+			fresh.requests = xrealloc(fresh.requests,
+						  (fresh.n_requests + 1) * sizeof(*fresh.requests));
+			fresh.requests[fresh.n_requests++] = xstrdup(de->d_name);
+			control_note(&fresh, kind, arg);
+			break;
 		case CONTROL_GONE:
 			control_note(&fresh, kind, arg);
 			break;
@@ -121,6 +139,12 @@ int control_read(struct control *c, struct spool *sp)
 	}
 	if (dir)
 		closedir(dir);
+	/* The sweep's memory outlives the listing. */
+	fresh.unseen = c->unseen;
+	fresh.n_unseen = c->n_unseen;
+	fresh.next_sweep = c->next_sweep;
+	c->unseen = NULL;
+	c->n_unseen = 0;
 	control_release(c);
 	*c = fresh;
 	return 0;
@@ -217,4 +241,142 @@ long control_withdraw_all(struct control *c, struct spool *sp, enum control_kind
 	}
 	closedir(dir);
 	return removed;
+}
+
+/* ---- requests that outlived their job -------------------------------------------------------- */
+
+enum control_verdict control_judge(enum control_kind kind, enum control_where where,
+				   int64_t age_ms, int64_t unseen_ms, int64_t lease_ms)
+{
+	if (kind != CONTROL_HOLD && kind != CONTROL_CANCEL)
+		return CONTROL_KEEP;   /* pauses last until resumed; gone endpoints until enabled */
+	if (where == CONTROL_JOB_LIVE || age_ms < lease_ms || unseen_ms < lease_ms)
+		return CONTROL_KEEP;
+	switch (where) {
+	case CONTROL_JOB_HELD:
+		/* A hold is fulfilled; a cancel is moot while nothing runs the job, and releasing it
+		 * must not start a call only to cut it: imgspool cancel ends a held job. */
+	case CONTROL_JOB_FINISHED:
+		return CONTROL_CONSUME;
+	case CONTROL_JOB_NOWHERE:
+		return age_ms >= CONTROL_MAX_AGE_MS ? CONTROL_EXPIRE : CONTROL_KEEP;
+	case CONTROL_JOB_LIVE:
+		break;
+	}
+	return CONTROL_KEEP;
+}
+
+/* The ids of every job in running/, any host's: "ID@HOST.json", and a publication's staging
+ * directory ".ID@HOST.done" or ".ID@HOST.failed" (the job file is inside). */
+static void running_ids(struct spool *sp, struct strset *ids)
+{
+	for (int hidden = 0; hidden <= 1; hidden++) {
+		struct spool_entry *e;
+		long n = spool_list_names(sp, SPOOL_RUNNING, hidden, &e);
+		for (long i = 0; i < n; i++) {
+			const char *name = e[i].name + hidden, *at = strchr(name, '@');
+			const char *dot = at ? strrchr(at, '.') : NULL;
+			if (!dot || (hidden ? strcmp(dot, ".done") && strcmp(dot, ".failed")
+					    : strcmp(dot, ".json")))
+				continue;
+			char *id = xstrndup(name, (size_t)(at - name));
+			strset_add(ids, id);
+			free(id);
+		}
+		spool_entries_free(e, n);
+	}
+}
+
+static bool in_dir(struct spool *sp, enum spool_dir d, const char *id, const char *suffix)
+{
+	char name[JOB_ID_MAX + 8];
+	xsnprintf(name, sizeof(name), "%s%s", id, suffix);
+	return sp->fd[d] >= 0 && spool_exists(sp->fd[d], name);
+}
+
+/* Live states first, in the order a job moves forward through them; running/ is listed once
+ * per sweep (*running, filled on first use). */
+static enum control_where locate(struct spool *sp, const char *id, struct strset *running,
+				 bool *listed)
+{
+	if (in_dir(sp, SPOOL_NEW, id, ".json") || in_dir(sp, SPOOL_NEW, id, "") ||
+	    in_dir(sp, SPOOL_DEFERRED, id, ".json"))
+		return CONTROL_JOB_LIVE;
+	if (!*listed)
+		running_ids(sp, running);
+	*listed = true;
+	if (strset_has(running, id))
+		return CONTROL_JOB_LIVE;
+	if (in_dir(sp, SPOOL_HOLD, id, ".json"))
+		return CONTROL_JOB_HELD;
+	if (in_dir(sp, SPOOL_DONE, id, ".json") || in_dir(sp, SPOOL_FAILED, id, ".json"))
+		return CONTROL_JOB_FINISHED;
+	return CONTROL_JOB_NOWHERE;
+}
+
+/* Since when request name has found its job not live (mono_now when first). */
+static int64_t unseen_since(struct control *c, const char *name, int64_t mono_now)
+{
+	for (size_t i = 0; i < c->n_unseen; i++)
+		if (!strcmp(c->unseen[i].name, name)) {
+			c->unseen[i].listed = true;
+			return c->unseen[i].since;
+		}
+	c->unseen = xrealloc(c->unseen, (c->n_unseen + 1) * sizeof(*c->unseen));
+	c->unseen[c->n_unseen++] = (struct control_unseen){ xstrdup(name), mono_now, true };
+	return mono_now;
+}
+
+/* Forgets the requests whose job was seen live, or that are gone. */
+static void unseen_prune(struct control *c)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < c->n_unseen; i++) {
+		if (c->unseen[i].listed) {
+			c->unseen[i].listed = false;
+			c->unseen[keep++] = c->unseen[i];
+		} else {
+			free(c->unseen[i].name);
+		}
+	}
+	c->n_unseen = keep;
+}
+
+void control_sweep(struct control *c, struct spool *sp, int64_t mono_now, int64_t lease_ms)
+{
+	if (!c->n_requests || mono_now < c->next_sweep || sp->fd[SPOOL_CONTROL] < 0)
+		return;
+	c->next_sweep = mono_now + lease_ms / 8;
+	/* Ages by the file server's clock, which wrote the requests' mtimes: a host whose own
+	 * clock is off does not take a fresh request for an old one. */
+	int64_t server_now_ms = spool_server_now(sp);
+	struct strset running;
+	strset_init(&running);
+	bool listed = false;
+	for (size_t i = 0; i < c->n_requests; i++) {
+		const char *name = c->requests[i], *id;
+		enum control_kind kind = control_parse_name(name, &id);
+		struct stat st;
+		if (fstatat(sp->fd[SPOOL_CONTROL], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;   /* withdrawn since it was read */
+		int64_t age = server_now_ms - timespec_ms(&st.st_mtim);
+		if (age < lease_ms)
+			continue;   /* young: its daemon acts on it; nothing to look up */
+		enum control_where where = locate(sp, id, &running, &listed);
+		if (where == CONTROL_JOB_LIVE)
+			continue;
+		int64_t unseen = mono_now - unseen_since(c, name, mono_now);
+		enum control_verdict v = control_judge(kind, where, age, unseen, lease_ms);
+		if (v == CONTROL_KEEP || unlinkat(sp->fd[SPOOL_CONTROL], name, 0) < 0)
+			continue;
+		if (v == CONTROL_CONSUME)
+			log_job(LOG_INFO, id, "removed 'control/%s': the job is %s", name,
+				where == CONTROL_JOB_HELD ? "held" : "finished");
+		else
+			log_job(LOG_WARN, id, "removed 'control/%s': %" PRId64 " minutes old, and no job "
+				"'%s' anywhere in the spool", name, age / 60000, id);
+		strset_del(kind == CONTROL_HOLD ? &c->hold : &c->cancel, id);
+	}
+	strset_release(&running);
+	unseen_prune(c);
 }

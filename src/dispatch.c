@@ -1873,6 +1873,7 @@ void dispatch_control(struct dispatch *d)
 {
 	if (control_read(&d->control, d->spool) < 0)
 		log_debug("cannot read control/: %s", strerror(errno));
+	control_sweep(&d->control, d->spool, mono_ms(), d->cfg->lease_timeout * 1000);
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;

@@ -1,5 +1,6 @@
-/* test_control.c - the names of an operator's requests in control/ that the daemon itself
- * writes: gone webhook endpoints. */
+/* test_control.c - an operator's requests in control/ that the daemon itself writes or judges:
+ * gone webhook endpoints, and when a hold or cancel has outlived its job (every row of the
+ * rule in spool-layout.md §15). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,60 @@ static void test_gone_names(void)
 	control_release(&c);
 }
 
+#define MIN (60 * 1000LL)
+#define LEASE (60 * 1000LL)
+
+static void test_judge(void)
+{
+	static const struct {
+		const char *name;
+		enum control_kind kind;
+		enum control_where where;
+		int64_t age, unseen;
+		enum control_verdict want;
+	} rows[] = {
+		/* A live job keeps its request, however old. */
+		{ "hold, job live", CONTROL_HOLD, CONTROL_JOB_LIVE, 48 * 60 * MIN, 48 * 60 * MIN, CONTROL_KEEP },
+		{ "cancel, job live", CONTROL_CANCEL, CONTROL_JOB_LIVE, 48 * 60 * MIN, 48 * 60 * MIN, CONTROL_KEEP },
+		/* Finished: consumed, once the request and the look are a lease old. */
+		{ "hold, finished", CONTROL_HOLD, CONTROL_JOB_FINISHED, 2 * MIN, LEASE, CONTROL_CONSUME },
+		{ "cancel, finished", CONTROL_CANCEL, CONTROL_JOB_FINISHED, 2 * MIN, LEASE, CONTROL_CONSUME },
+		{ "finished, request younger than a lease", CONTROL_CANCEL, CONTROL_JOB_FINISHED,
+		  LEASE - 1, 48 * 60 * MIN, CONTROL_KEEP },
+		{ "finished, seen so for less than a lease", CONTROL_HOLD, CONTROL_JOB_FINISHED,
+		  48 * 60 * MIN, LEASE - 1, CONTROL_KEEP },
+		{ "finished, first look", CONTROL_HOLD, CONTROL_JOB_FINISHED, 48 * 60 * MIN, 0, CONTROL_KEEP },
+		/* Held: a hold is fulfilled, a cancel moot (imgspool cancel ends a held job). */
+		{ "hold, held", CONTROL_HOLD, CONTROL_JOB_HELD, 2 * MIN, LEASE, CONTROL_CONSUME },
+		{ "cancel, held", CONTROL_CANCEL, CONTROL_JOB_HELD, 2 * MIN, LEASE, CONTROL_CONSUME },
+		{ "hold, held, young", CONTROL_HOLD, CONTROL_JOB_HELD, LEASE - 1, LEASE, CONTROL_KEEP },
+		/* Nowhere: removed only past the max age, and after a lease of looks. */
+		{ "nowhere, an hour old", CONTROL_CANCEL, CONTROL_JOB_NOWHERE, 60 * MIN, LEASE, CONTROL_EXPIRE },
+		{ "nowhere, just under an hour", CONTROL_CANCEL, CONTROL_JOB_NOWHERE, 60 * MIN - 1, LEASE,
+		  CONTROL_KEEP },
+		{ "nowhere, old, seen so briefly", CONTROL_HOLD, CONTROL_JOB_NOWHERE, 48 * 60 * MIN,
+		  LEASE - 1, CONTROL_KEEP },
+		{ "nowhere, a day old", CONTROL_HOLD, CONTROL_JOB_NOWHERE, 24 * 60 * MIN, 5 * MIN,
+		  CONTROL_EXPIRE },
+		/* A file from the future (a skewed writer): never old. */
+		{ "nowhere, mtime ahead", CONTROL_HOLD, CONTROL_JOB_NOWHERE, -5 * MIN, 5 * MIN, CONTROL_KEEP },
+		/* Only jobs' requests are judged. */
+		{ "pause", CONTROL_PAUSE, CONTROL_JOB_NOWHERE, 48 * 60 * MIN, 48 * 60 * MIN, CONTROL_KEEP },
+		{ "gone", CONTROL_GONE, CONTROL_JOB_NOWHERE, 48 * 60 * MIN, 48 * 60 * MIN, CONTROL_KEEP },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		enum control_verdict v = control_judge(rows[i].kind, rows[i].where, rows[i].age,
+						       rows[i].unseen, LEASE);
+		ok(v == rows[i].want, "judge: %s -> %d (want %d)", rows[i].name, v, rows[i].want);
+	}
+	/* A lease longer than the max age: the lease rules. */
+	ok(control_judge(CONTROL_HOLD, CONTROL_JOB_NOWHERE, 90 * MIN, 90 * MIN, 120 * MIN) == CONTROL_KEEP,
+	   "judge: a two-hour lease keeps a 90-minute request");
+}
+
 int main(void)
 {
 	test_gone_names();
+	test_judge();
 	return tap_done();
 }

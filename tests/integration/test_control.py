@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""An operator's requests in control/ that outlived their job (spool-layout.md §15): a hold or
+cancel whose job finished or is held is removed; one whose job is nowhere is removed once an
+hour old; one whose job is live anywhere in the spool -- another host's running/ (seen through
+an sshfs mount too), a publication's staging directory, deferred/ -- stays however old, and
+ages are judged by the file server's clock, not by a host's own."""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import clock_off_by, run_tests, wait_for  # noqa: E402
+
+DAY = 86400
+
+
+def request(d, name, age_s):
+    """control/NAME, written as imgspool writes it, age_s seconds old."""
+    os.makedirs(d.path("control"), exist_ok=True)
+    path = d.path("control", name)
+    with open(path, "w"):
+        pass
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def job_file(path, task_id, mtime=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"prompt": f"planted {task_id}"}, f)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def test_requests_that_outlived_their_job(env):
+    d = env.daemon(spool__lease_timeout=4).start()
+    d.submit("fin", {"prompt": "finished before its requests were seen"})
+    assert d.wait_finished("fin") == "done"
+    future = time.time() + DAY   # leases that never run out while the test runs
+    job_file(d.path("hold", "held1.json"), "held1")
+    job_file(d.path("hold", "held2.json"), "held2")
+    job_file(d.path("deferred", "live1.json"), "live1", future)
+    job_file(d.path("running", "live2@elsewhere.json"), "live2", future)
+    staging = d.path("running", ".pub1@elsewhere.done")
+    job_file(os.path.join(staging, "pub1.json"), "pub1")
+    os.utime(staging, (future, future))
+    gone = [request(d, "hold.fin", 120), request(d, "cancel.fin", 120),
+            request(d, "hold.held1", 120), request(d, "cancel.held2", 120),
+            request(d, "cancel.ghost", 2 * 3600)]
+    kept = [request(d, "cancel.live1", 2 * 3600), request(d, "hold.live2", 2 * 3600),
+            request(d, "cancel.pub1", 2 * 3600),
+            request(d, "hold.ghost2", 1800)]           # nowhere, but not an hour old
+    wait_for(lambda: not any(os.path.exists(p) for p in gone), 30,
+             f"the stale requests removed:\n{d.log()[-3000:]}")
+    assert all(os.path.exists(p) for p in kept), [p for p in kept if not os.path.exists(p)]
+    log = d.log()
+    assert "fin removed 'control/hold.fin': the job is finished" in log, log
+    assert "fin removed 'control/cancel.fin': the job is finished" in log, log
+    assert "held1 removed 'control/hold.held1': the job is held" in log, log
+    assert "held2 removed 'control/cancel.held2': the job is held" in log, log
+    assert ("ghost warning: removed 'control/cancel.ghost': 120 minutes old, and no job "
+            "'ghost' anywhere in the spool") in log, log
+    # The held job, the deferred one and the other host's are as they were.
+    assert os.path.exists(d.path("hold", "held1.json"))
+    assert os.path.exists(d.path("hold", "held2.json"))
+    assert os.path.exists(d.path("running", "live2@elsewhere.json"))
+    assert d.stop() == 0
+
+
+def test_ages_by_the_file_servers_clock(env):
+    """A host whose clock runs two hours ahead must not take a fresh request for an old one."""
+    d = env.daemon(spool__lease_timeout=4, extra_env=clock_off_by(2 * 3600)).start()
+    fresh = request(d, "cancel.soon", 0)
+    old = request(d, "cancel.ghost", 2 * 3600)
+    wait_for(lambda: not os.path.exists(old), 30, f"the old request removed:\n{d.log()[-3000:]}")
+    assert os.path.exists(fresh), d.log()[-3000:]
+    assert d.stop() == 0
+
+
+def test_kept_while_its_job_runs_on_another_host(env):
+    """Two daemons on two sshfs mounts of one spool: an old hold for a job running on one host
+    is kept by both, while an old request for no job is removed."""
+    with env.two_mounts() as mounts:
+        export = os.path.join(mounts.export, "spool")
+        settings = dict(spool__poll_interval=1, spool__lease_timeout=6)
+        a = env.daemon(spool_dir=os.path.join(mounts.mount_a, "spool"), spool__host_id="hostA",
+                       **settings).start()
+        env.daemon(spool_dir=os.path.join(mounts.mount_b, "spool"), spool__host_id="hostB",
+                   **settings).start()
+        a.submit("slow", {"prompt": "a long call [fake:b64 delay=60]"})
+        running = os.path.join(export, "running")
+        wait_for(lambda: [n for n in os.listdir(running) if n.startswith("slow@")], 30,
+                 "the job claimed")
+        control = os.path.join(export, "control")
+        when = time.time() - 2 * 3600
+        for name in ("hold.slow", "cancel.ghost"):
+            with open(os.path.join(control, name), "w"):
+                pass
+            os.utime(os.path.join(control, name), (when, when))
+        wait_for(lambda: not os.path.exists(os.path.join(control, "cancel.ghost")), 40,
+                 "the request for no job removed")
+        assert [n for n in os.listdir(running) if n.startswith("slow@")], os.listdir(running)
+        assert os.path.exists(os.path.join(control, "hold.slow")), "a running job's request went"
+
+
+if __name__ == "__main__":
+    run_tests([test_requests_that_outlived_their_job, test_ages_by_the_file_servers_clock,
+               test_kept_while_its_job_runs_on_another_host])
