@@ -9,7 +9,11 @@
  *                  \-> requeued to new/              (hold, shutdown)
  *
  * Nothing a job does can end the daemon: every failure on a job's path ends in failed/ with a
- * reason, or leaves the job where a restart finds it. */
+ * reason, or leaves the job where a restart finds it.
+ *
+ * Here: a task's life, the call and its answer, publication, shutdown. Its other rooms share
+ * dispatch_impl.h: intake.c (pending jobs, claims, the pump), routing.c, provider_state.c,
+ * attempt.c (prices, records), sidecar.c, deferral.c, download.c, recovery.c (leases, crashes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -55,209 +59,7 @@
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
 #define TMP_MAX_AGE_S (36 * 3600)    /* maildir's rule for abandoned files in tmp/ */
 
-static void send_attempt(struct task *t);
 static void job_limits_from_config(struct dispatch *d);
-static void finish(struct task *t);
-static void requeue(struct task *t, const char *why);
-static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished);
-static void control_forget(struct task *t);
-static void record_health(struct task *t);
-
-/* ---- pending queue ---------------------------------------------------------------------- */
-
-/* The known set holds "n/NAME" and "d/NAME": the same name may be in new/ and deferred/. */
-static char known_dir(enum spool_dir dir)
-{
-	return dir == SPOOL_NEW ? 'n' : 'd';
-}
-
-static void known_del(struct dispatch *d, enum spool_dir dir, const char *name)
-{
-	known_forget(&d->known, known_dir(dir), name);
-}
-
-static void pending_free(struct pending *pe)
-{
-	free(pe->name);
-	free(pe->provider);
-	free(pe->route);
-}
-
-static int pending_cmp(const void *a, const void *b);
-
-/* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
-static void pending_add(struct dispatch *d, enum spool_dir dir, const char *name,
-			const struct file_id *file)
-{
-	if (!known_see(&d->known, known_dir(dir), name, file, mono_ms()))
-		return;
-	if (d->n_pending == d->alloc_pending) {
-		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
-		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
-	}
-	struct pending *pe = &d->pending[d->n_pending++];
-	*pe = (struct pending){ .dir = dir, .name = xstrdup(name), .placed = file != NULL };
-	if (file) {
-		pe->file = *file;
-		pe->mtime_ns = file->mtime_ns;
-	}
-	d->n_unplaced += !file;
-	size_t s = d->n_sorted;
-	if (file && s == d->n_pending - 1 &&
-	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
-		d->n_sorted++;
-}
-
-static int64_t place_more(struct loop *loop, void *arg);
-
-/* Stats the entries not stat'ed yet (from from on), for their place in line, for about
- * budget_ms: a name that is gone leaves the queue. Returns true when none is left; else a
- * timer brings the loop back for the rest (a slow file server never stalls the loop). */
-static bool pending_place(struct dispatch *d, size_t from, int64_t budget_ms)
-{
-	if (!d->n_unplaced)
-		return true;
-	size_t keep = from, i = from;
-	int64_t end = mono_ms() + budget_ms;
-	for (int n = 1; i < d->n_pending; i++, n++) {
-		struct pending *pe = &d->pending[i];
-		struct stat st;
-		if (n % 64 == 0 && mono_ms() >= end)
-			break;
-		if (!pe->placed) {
-			d->n_unplaced--;
-			if (fstatat(d->spool->fd[pe->dir], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-				known_del(d, pe->dir, pe->name);
-				pending_free(pe);
-				continue;
-			}
-			spool_file_id(&pe->file, &st);
-			pe->mtime_ns = pe->file.mtime_ns;
-			pe->placed = true;
-		}
-		d->pending[keep++] = *pe;
-	}
-	if (keep != i)
-		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
-	d->n_pending = keep + (d->n_pending - i);
-	if (from < d->n_sorted)
-		d->n_sorted = 0;   /* the new mtimes may belong anywhere */
-	if (d->n_unplaced && !d->place_timer)
-		d->place_timer = loop_add_timer(d->loop, 0, place_more, d);
-	return !d->n_unplaced;
-}
-
-static int64_t place_more(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	d->place_timer = 0;   /* the before-sleep hook pumps, and places the rest */
-	return LOOP_TIMER_DONE;
-}
-
-static int pending_cmp(const void *a, const void *b)
-{
-	const struct pending *x = a, *y = b;
-	if (x->mtime_ns != y->mtime_ns)
-		return x->mtime_ns < y->mtime_ns ? -1 : 1;
-	return strcmp(x->name, y->name);
-}
-
-/* Jobs start in order of arrival: the job file's mtime, then its name. What a listing added
- * since the last sort is sorted and merged in: a listing in slices does not sort the whole
- * backlog again at each turn of the loop. */
-static void pending_sort(struct dispatch *d)
-{
-	size_t n = d->n_pending, s = d->n_sorted;
-	if (s == n)
-		return;
-	qsort(d->pending + s, n - s, sizeof(*d->pending), pending_cmp);
-	if (s && pending_cmp(&d->pending[s - 1], &d->pending[s]) > 0) {
-		size_t j = n - s, k = n;   /* merged from the back; the new ones wait in a copy */
-		struct pending *added = xmalloc(j * sizeof(*added));
-		memcpy(added, d->pending + s, j * sizeof(*added));
-		while (j > 0)
-			d->pending[--k] = s > 0 && pending_cmp(&d->pending[s - 1], &added[j - 1]) > 0
-					  ? d->pending[--s] : added[--j];
-		free(added);
-	}
-	d->n_sorted = n;
-}
-
-/* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
-static void pending_sweep(struct dispatch *d, enum spool_dir dir)
-{
-	if (!known_sweep(&d->known, known_dir(dir)))
-		return;
-	size_t keep = 0, sorted = 0;
-	for (size_t i = 0; i < d->n_pending; i++) {
-		struct pending *pe = &d->pending[i];
-		if (pe->dir != dir || known_has(&d->known, known_dir(dir), pe->name)) {
-			sorted += i < d->n_sorted;
-			d->pending[keep++] = *pe;
-		} else {
-			d->n_unplaced -= !pe->placed;
-			pending_free(pe);
-		}
-	}
-	d->n_pending = keep;
-	d->n_sorted = sorted;
-}
-
-static void scan_deferred(struct dispatch *d);
-static void resume_publications(struct dispatch *d, bool others);
-static void reclaim_stale(struct dispatch *d);
-static void adopt_all(struct dispatch *d);
-static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
-
-static int64_t deferred_due(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	d->deferred_timer = 0;
-	scan_deferred(d);
-	return LOOP_TIMER_DONE;
-}
-
-/* Jobs in deferred/ whose mtime has passed become pending; a timer waits for the next one. A job
- * is stat'ed when first listed (for its due time) and again once that time has come (it may
- * have been deferred again since, under the same name): not at every rescan in between. */
-static void scan_deferred(struct dispatch *d)
-{
-	struct spool_entry *e;
-	long n = spool_list_names(d->spool, SPOOL_DEFERRED, false, &e);
-	if (n < 0)
-		return;
-	char key = known_dir(SPOOL_DEFERRED);
-	/* Due times are the file server's: another host's clock may be off. */
-	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0, now = mono_ms();
-	known_begin(&d->known, key);
-	for (long i = 0; i < n; i++) {
-		unsigned type = e[i].id.mode ? IFTODT(e[i].id.mode) : DT_UNKNOWN;
-		enum known_look look = known_listed(&d->known, key, e[i].name, e[i].id.ino, type, now);
-		const struct file_id *waits = known_waiting(&d->known, key, e[i].name);
-		if (look == KNOWN_UNCHANGED && (!waits || waits->mtime_ns > now_ns)) {
-			if (waits && (!next_ns || waits->mtime_ns < next_ns))
-				next_ns = waits->mtime_ns;
-			continue;   /* queued, ignored, or not due yet */
-		}
-		if (spool_entry_stat(d->spool, SPOOL_DEFERRED, &e[i]) < 0) {
-			known_forget(&d->known, key, e[i].name);
-			continue;
-		}
-		if (e[i].mtime_ns <= now_ns) {
-			pending_add(d, SPOOL_DEFERRED, e[i].name, &e[i].id);
-			continue;
-		}
-		known_wait(&d->known, key, e[i].name, &e[i].id);
-		if (!next_ns || e[i].mtime_ns < next_ns)
-			next_ns = e[i].mtime_ns;
-	}
-	spool_entries_free(e, n);
-	pending_sweep(d, SPOOL_DEFERRED);
-	if (next_ns)
-		arm_deferred(d, next_ns / 1000000);
-}
 
 int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
 {
@@ -269,38 +71,6 @@ int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
 	return oldest;
 }
 
-static void scan_found(void *arg, enum spool_dir dir, const char *name, const struct file_id *id)
-{
-	pending_add(arg, dir, name, id);
-}
-
-/* A slice of a listing of new/: about 20 ms, so the loop goes on; the first one after start-up
- * gets 300 ms: it lists all but the largest backlogs, so the first claims are in order. */
-#define SCAN_SLICE_MS 20
-#define SCAN_FIRST_SLICE_MS 300
-
-static int64_t list_more(struct loop *loop, void *arg);
-
-static void list_new(struct dispatch *d, int64_t budget_ms)
-{
-	if (scan_step(&d->new_scan, budget_ms, mono_ms, scan_found, d)) {
-		pending_sweep(d, SPOOL_NEW);
-		log_debug("rescan of new/: %ld entries, %ld stat'ed, %zu pending, %zu known",
-			  d->new_scan.entries, d->new_scan.stats, d->n_pending, known_count(&d->known));
-	}
-	if (scan_busy(&d->new_scan) && !d->scan_timer)
-		d->scan_timer = loop_add_timer(d->loop, 0, list_more, d);
-}
-
-static int64_t list_more(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	d->scan_timer = 0;
-	list_new(d, SCAN_SLICE_MS);
-	return LOOP_TIMER_DONE;
-}
-
 void dispatch_scan(struct dispatch *d)
 {
 	dispatch_control(d);
@@ -310,12 +80,12 @@ void dispatch_scan(struct dispatch *d)
 	bool first = !d->new_scan.listings && !scan_busy(&d->new_scan);
 	scan_start(&d->new_scan);
 	if (!d->scan_timer)
-		list_new(d, first ? SCAN_FIRST_SLICE_MS : SCAN_SLICE_MS);
-	scan_deferred(d);
+		intake_list_new(d, first ? SCAN_FIRST_SLICE_MS : SCAN_SLICE_MS);
+	deferral_scan(d);
 	outbox_scan(d->outbox);
 	if (!d->draining) {
-		resume_publications(d, true);   /* first: a reclaimed job may need its staging */
-		reclaim_stale(d);
+		recovery_resume_publications(d, true);   /* first: a reclaimed job may need its staging */
+		recovery_reclaim_stale(d);
 	}
 	if (!d->tmp_cleaned || mono_ms() - d->tmp_cleaned > 3600 * 1000) {
 		d->tmp_cleaned = mono_ms();
@@ -330,12 +100,12 @@ void dispatch_hint(struct dispatch *d, const char *name)
 		dispatch_scan(d);
 		return;
 	}
-	enum known_look look = known_hint(&d->known, known_dir(SPOOL_NEW), name);
+	enum known_look look = known_hint(&d->known, intake_known_dir(SPOOL_NEW), name);
 	if (look != KNOWN_LOOK) {
 		/* Queued already, it is read when it is claimed; a new one is stat'ed only if it
 		 * has to wait its turn (pending_place). */
 		if (look == KNOWN_NEW)
-			pending_add(d, SPOOL_NEW, name, NULL);
+			intake_add(d, SPOOL_NEW, name, NULL);
 		return;
 	}
 	struct stat st;
@@ -343,7 +113,12 @@ void dispatch_hint(struct dispatch *d, const char *name)
 		return;
 	struct file_id file;
 	spool_file_id(&file, &st);
-	pending_add(d, SPOOL_NEW, name, &file);
+	intake_add(d, SPOOL_NEW, name, &file);
+}
+
+void dispatch_pump(struct dispatch *d)
+{
+	intake_pump(d);
 }
 
 /* ---- providers ---------------------------------------------------------------------------- */
@@ -393,7 +168,7 @@ void dispatch_spend(const struct dispatch *d, const char *provider, struct spend
 
 /* ---- tasks -------------------------------------------------------------------------------- */
 
-static void task_free(struct task *t)
+void task_free(struct task *t)
 {
 	struct dispatch *d = t->d;
 	if (t->prev)
@@ -450,7 +225,7 @@ static void task_free(struct task *t)
 	free(t);
 }
 
-static struct task *task_new(struct dispatch *d, const char *id)
+struct task *task_new(struct dispatch *d, const char *id)
 {
 	struct task *t = xcalloc(1, sizeof(*t));
 	t->d = d;
@@ -469,10 +244,7 @@ static struct task *task_new(struct dispatch *d, const char *id)
 	return t;
 }
 
-static void fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -481,18 +253,18 @@ static void fail(struct task *t, const char *code, const char *field, const char
 	t->succeeded = false;
 	t->error_code = code;
 	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
-	finish(t);
+	task_finish(t);
 }
 
 /* Hands t to a helper thread; until done() runs, the loop must not touch t or its files. */
-static void pool_submit(struct task *t, iopool_fn *work, iopool_fn *done)
+void task_pool_submit(struct task *t, iopool_fn *work, iopool_fn *done)
 {
 	t->in_pool = true;
 	iopool_submit(t->d->pool, work, done, t);
 }
 
 /* The same, in one pass with every other task waiting for the same batch work. */
-static void pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done)
+void task_pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done)
 {
 	t->in_pool = true;
 	iopool_submit_batched(t->d->pool, work, done, t);
@@ -548,7 +320,7 @@ static int64_t publish_again(struct loop *loop, void *arg)
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
-	pool_submit_batched(t, publish_work, publish_done);
+	task_pool_submit_batched(t, publish_work, publish_done);
 	return LOOP_TIMER_DONE;
 }
 
@@ -573,8 +345,8 @@ static void publish_done(void *arg)
 		xsnprintf(why, sizeof(why), "%s", t->publish_err);
 		free(t->result_json);
 		t->result_json = NULL;
-		fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
-		     "published in done/: %s; they are in failed/ beside this result", why);
+		task_fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
+			  "published in done/: %s; they are in failed/ beside this result", why);
 		return;
 	}
 	if (t->publish_rc == PUBLISH_PERMANENT) {
@@ -596,7 +368,7 @@ static void publish_done(void *arg)
 	}
 	sidecar_drop(t);
 	metrics_finished(t->succeeded);
-	control_forget(t);
+	task_control_forget(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, attempt_count(t));
@@ -616,7 +388,7 @@ static bool events_wanted(const struct dispatch *d)
 }
 
 /* The outbox entries of an event of t ([notify]): none when nothing is configured. */
-static void queue_event(struct task *t, const char *state, json_t *data)
+void task_queue_event(struct task *t, const char *state, json_t *data)
 {
 	struct dispatch *d = t->d;
 	outbox_batch_release(&t->events);
@@ -660,7 +432,7 @@ static void upload_done(void *arg, struct image *images, char **urls, size_t n)
 	t->images = images;
 	t->n_images = n;
 	t->urls = urls;
-	finish(t);
+	task_finish(t);
 }
 
 /* What must happen before a result may be published: a succeeded job's images go to the store
@@ -676,7 +448,7 @@ static bool before_publish(struct task *t)
 	return true;
 }
 
-static void finish(struct task *t)
+void task_finish(struct task *t)
 {
 	struct dispatch *d = t->d;
 	if (t->xfer)
@@ -717,138 +489,32 @@ static void finish(struct task *t)
 	free(t->result_json);
 	t->result_json = NULL;   /* built by publish_work, on the helper thread */
 	free(t->final_job_text);
-	t->final_job_text = t->job_text ? job_text_with_state(t, 0, t->succeeded ? "succeeded" : "failed")
+	t->final_job_text = t->job_text ? task_job_text(t, 0, t->succeeded ? "succeeded" : "failed")
 					: NULL;
 	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
 		t->result_json = result_to_json(&t->result);
-		queue_event(t, t->succeeded ? "succeeded" : "failed",
-			    webhook_data_from_result(t->result_json));
+		task_queue_event(t, t->succeeded ? "succeeded" : "failed",
+				 webhook_data_from_result(t->result_json));
 	}
 	t->state = T_PUBLISHING;
-	pool_submit_batched(t, publish_work, publish_done);
+	task_pool_submit_batched(t, publish_work, publish_done);
 }
-
-/* ---- downloads of returned URLs ------------------------------------------------------------ */
 
 /* At shutdown, a job whose paid response is saved (running/.ID@HOST.response.200) stays in
  * running/: the restart finishes it from that file, downloads included, without calling again. */
-static void leave_for_restart(struct task *t, const char *why)
+void task_leave_for_restart(struct task *t, const char *why)
 {
 	log_job(LOG_WARN, t->id, "shutdown: left in running/ %s; the restart finishes it without "
 		"calling again", why);
 	task_free(t);
 }
 
-static void start_download(struct task *t);
-
-static int64_t download_again(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct task *t = arg;
-	t->timer = 0;
-	start_download(t);
-	return LOOP_TIMER_DONE;
-}
-
-static void download_done(void *arg, struct http_result *res)
-{
-	struct task *t = arg;
-	struct dispatch *d = t->d;
-	t->xfer = NULL;
-	res->body_len = secret_redact(res->body, res->body_len);
-	const unsigned char *body = (const unsigned char *)res->body;
-	const char *ext = image_ext_from_magic(body, res->body_len);
-	if (res->transport == HTTP_DONE && res->status == 200 && ext) {
-		t->images = xrealloc(t->images, (t->n_images + 1) * sizeof(*t->images));
-		t->images[t->n_images++] = (struct image){ .data = (unsigned char *)res->body,
-							  .len = res->body_len, .ext = ext };
-		res->body = NULL;
-		t->next_url++;
-		t->download_tries = 0;
-		start_download(t);
-		return;
-	}
-	if (res->refused_address[0]) {
-		fail(t, "download_failed", NULL, "the image was generated (and charged) but its URL "
-		     "points at a loopback or private address (%s), which [limits] "
-		     "allow_private_downloads does not allow", res->refused_address);
-		return;
-	}
-	/* Only the download is repeated: the generation was paid for once. */
-	t->download_tries++;
-	const char *why = res->transport != HTTP_DONE ? http_transport_name(res->transport)
-			  : res->status != 200 ? "an HTTP error" : "not a PNG, JPEG or WebP image";
-	if (d->grace_over) {
-		leave_for_restart(t, "while downloading its image");
-		return;
-	}
-	if (t->download_tries >= d->cfg->download_attempts) {
-		fail(t, "download_failed", NULL,
-		     "the image was generated (and charged) but could not be downloaded: %s (HTTP %ld)",
-		     why, res->status);
-		return;
-	}
-	int64_t delay = 1000LL << (t->download_tries - 1);
-	log_job(LOG_WARN, t->id, "download of image %zu failed (%s, HTTP %ld); retrying in %" PRId64 " ms",
-		t->next_url + 1, why, res->status, delay);
-	t->timer = loop_add_timer(d->loop, delay, download_again, t);
-}
-
-static void start_download(struct task *t)
-{
-	struct dispatch *d = t->d;
-	if (t->next_url >= t->resp.n_urls) {
-		t->succeeded = true;
-		finish(t);
-		return;
-	}
-	if (d->grace_over) {
-		leave_for_restart(t, "before downloading its image");
-		return;
-	}
-	t->state = T_DOWNLOADING;
-	struct http_request req = {
-		.url = t->resp.urls[t->next_url],
-		.timeout_s = d->cfg->download_timeout,
-		.connect_timeout_s = t->prov->cfg->connect_timeout,
-		.max_body = (size_t)d->cfg->max_response_mb << 20,
-		.follow_redirects = true,
-		.ca_file = d->cfg->ca_file,
-		.body_fd = -1,
-		.public_only = !d->cfg->allow_private_downloads,
-	};
-	t->xfer = http_start(d->http, &req, download_done, t);
-	if (!t->xfer)
-		fail(t, "download_failed", NULL, "the returned image URL could not be fetched");
-}
-
 /* ---- the upstream call ------------------------------------------------------------------------ */
-
-/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
-static int64_t retry_due(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct task *t = arg;
-	t->timer = 0;
-	if (t->d->draining || (t->prov->flow.held && !t->prov->flow.probing)) {
-		requeue(t, t->d->draining ? "shutting down" : "provider on hold");
-		return LOOP_TIMER_DONE;
-	}
-	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
-	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
-		until = provider_state_blocked_until(t->prov, mono_ms());
-	if (until != 0) {
-		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
-		return LOOP_TIMER_DONE;
-	}
-	send_attempt(t);
-	return LOOP_TIMER_DONE;
-}
 
 /* The job file with our records ("imgspool") added, so they survive a move and a restart.
  * retry_at_ms: the due time when written for a deferral, else 0; finished: "succeeded" or
  * "failed" when written for the publication, else NULL. */
-static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, const char *finished)
+char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finished)
 {
 	struct record r = {
 		.attempts = t->attempts, .elided = t->elided,
@@ -868,120 +534,6 @@ static char *job_text_with_state(const struct task *t, int64_t retry_at_ms, cons
 	char *text = job_with_records(t->job_text, t->job_len, records, NULL);
 	free(records);
 	return text;
-}
-
-static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
-{
-	if (d->deferred_timer && due_wall_ms >= d->deferred_due)
-		return;
-	if (d->deferred_timer)
-		loop_del_timer(d->loop, d->deferred_timer);
-	d->deferred_due = due_wall_ms;
-	d->deferred_timer = loop_add_timer(d->loop, due_wall_ms - spool_server_now(d->spool) + 1,
-					   deferred_due, d);
-}
-
-/* deferred/, or hold/ when an operator asked. Set on every path to defer_work: a zero
- * defer_dir is SPOOL_TMP, the clients' staging area, where the daemon never looks. */
-static enum spool_dir defer_dir_for(const struct task *t)
-{
-	return control_wants(&t->d->control, CONTROL_HOLD, t->id) ? SPOOL_HOLD : SPOOL_DEFERRED;
-}
-
-static void defer_work(void *arg)
-{
-	struct task *t = arg;
-	char *name = xasprintf("%s.json", t->id);
-	t->publish_rc = outbox_write(t->d->spool, &t->events);
-	if (t->publish_rc == 0)
-		t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
-					     t->result_json, strlen(t->result_json), t->defer_due);
-	if (t->publish_rc < 0)
-		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
-	free(name);
-}
-
-static void defer_done(void *arg)
-{
-	struct task *t = arg;
-	struct dispatch *d = t->d;
-	t->in_pool = false;
-	free(t->result_json);
-	t->result_json = NULL;
-	if (t->publish_rc < 0 && !spool_still_ours(d->spool, t->running_name)) {
-		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out)");
-		sidecar_drop(t);
-		task_free(t);
-		return;
-	}
-	if (t->publish_rc < 0) {
-		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
-		 * running/, where a restart finds it. */
-		if (d->draining) {
-			requeue(t, "shutting down");
-			return;
-		}
-		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
-			t->publish_err);
-		t->state = T_BACKOFF;
-		t->timer = loop_add_timer(d->loop, t->defer_due - spool_server_now(d->spool), retry_due, t);
-		return;
-	}
-	char when[48];
-	format_time_iso8601(t->defer_due, when, sizeof(when));
-	sidecar_drop(t);
-	control_forget(t);
-	if (t->defer_dir == SPOOL_HOLD) {
-		log_job(LOG_INFO, t->id, "held: to hold/ instead of deferred/, as an operator asked "
-			"(retry %d was due at %s)", t->retry_count, when);
-		task_free(t);
-		return;
-	}
-	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
-	arm_deferred(d, t->defer_due);
-	bool queued = t->events.n;
-	task_free(t);
-	if (queued)
-		outbox_scan(d->outbox);
-}
-
-/* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
-static void schedule_retry(struct task *t)
-{
-	struct dispatch *d = t->d;
-	const struct outcome *o = &t->outcome;
-	int64_t delay = retry_backoff_ms(t->retry_count, d->cfg->backoff_base_ms,
-					 d->cfg->backoff_cap_ms, random64());
-	if (o->retry_after_ms > delay)
-		delay = o->retry_after_ms;
-	t->retry_count++;
-	metrics_retry(t->prov->cfg->name);
-	if (o->decision == DECIDE_RETRY_BILLED)
-		t->billed_retries++;
-	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
-	if (!strcmp(o->code, "rate_limited"))
-		provider_state_pause_everywhere(t->prov, delay);
-	t->defer_due = spool_server_now(d->spool) + delay;
-	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
-		fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
-		return;
-	}
-	t->defer_dir = defer_dir_for(t);
-	t->result_json = job_text_with_state(t, t->defer_due, NULL);
-	if (!t->result_json) {
-		fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
-		return;
-	}
-	if (d->cfg->notify_deferrals) {
-		char when[48];
-		format_time_iso8601(t->defer_due, when, sizeof(when));
-		queue_event(t, "deferred", json_pack("{s:s, s:s, s:s, s:s, s:[], s:[], s:n}",
-						     "task_id", t->id, "status", "deferred",
-						     "error_code", o->code, "retry_at", when,
-						     "images", "urls", "cost"));
-	}
-	t->state = T_DEFERRING;
-	pool_submit(t, defer_work, defer_done);
 }
 
 static void decide(struct task *t)
@@ -1004,30 +556,30 @@ static void decide(struct task *t)
 		t->resp.images = NULL;
 		t->resp.n_images = 0;
 		t->next_url = 0;
-		start_download(t);
+		download_start(t);
 		return;
 	case DECIDE_HOLD:
 		provider_state_hold_everywhere(t->prov, o->message);
-		requeue(t, "provider on hold");
+		task_requeue(t, "provider on hold");
 		return;
 	case DECIDE_RETRY:
 	case DECIDE_RETRY_BILLED:
 		if (t->is_probe)
 			provider_state_release(t->prov);
 		if (d->draining) {
-			requeue(t, "shutting down");
+			task_requeue(t, "shutting down");
 			return;
 		}
 		if (t->retry_count < d->cfg->max_retries &&
 		    (o->decision == DECIDE_RETRY || t->billed_retries < d->cfg->max_billed_retries)) {
-			schedule_retry(t);
+			deferral_schedule(t);
 			return;
 		}
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
 			  o->message, attempt_count(t));
 		t->succeeded = false;
-		finish(t);
+		task_finish(t);
 		return;
 	case DECIDE_FAIL:
 		if (t->is_probe)
@@ -1035,14 +587,14 @@ static void decide(struct task *t)
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
 		t->succeeded = false;
-		finish(t);
+		task_finish(t);
 		return;
 	}
 }
 
 /* Responses that arrived together are saved together (a group commit): every complete body is
  * made durable, one barrier; each is renamed to its final name, one barrier; then parsed. */
-static void parse_work(void **args, size_t n)
+void task_parse_work(void **args, size_t n)
 {
 	struct spool *sp = ((struct task *)args[0])->d->spool;
 	int dirfd = sp->fd[SPOOL_RUNNING];
@@ -1102,7 +654,7 @@ static void parse_work(void **args, size_t n)
 	free(save);
 }
 
-static void parse_done(void *arg)
+void task_parse_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
@@ -1131,7 +683,7 @@ static void parse_done(void *arg)
 	a->error_code = t->outcome.code;
 	attempt_price(t, a, t->outcome.billed, t->resp.usage,
 		      (int)(t->resp.n_images + t->resp.n_urls));
-	record_health(t);
+	routing_record_health(t);
 	attempt_settle(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
 	attempt_record(t, a);
 	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
@@ -1166,16 +718,16 @@ static void call_done(void *arg, struct http_result *res)
 				   .request_id = t->res.request_id };
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
-	pool_submit_batched(t, parse_work, parse_done);
+	task_pool_submit_batched(t, task_parse_work, task_parse_done);
 }
 
-static void send_attempt(struct task *t)
+void task_send_attempt(struct task *t)
 {
 	struct dispatch *d = t->d;
 	const struct provider_config *p = t->prov->cfg;
 	if (!p->api_key) {
 		provider_state_hold(t->prov, p->key_problem);
-		requeue(t, "no API key");
+		task_requeue(t, "no API key");
 		return;
 	}
 	long timeout = config_call_timeout(d->cfg, p, t->model, t->job.size);
@@ -1214,7 +766,7 @@ static void send_attempt(struct task *t)
 	t->state = T_CALLING;
 	t->xfer = http_start(d->http, &req, call_done, t);
 	if (!t->xfer) {
-		fail(t, "internal", NULL, "the request could not be set up");
+		task_fail(t, "internal", NULL, "the request could not be set up");
 		return;
 	}
 	t->calling = true;
@@ -1244,16 +796,16 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 		else
 			xsnprintf(field, sizeof(field), "images[%d]", i);
 		if (rc != SPOOL_READ_OK) {
-			fail(t, "invalid_request", field,
-			     "reference image \"%s\" cannot be used: %s (paths are relative to the spool "
-			     "root and may not leave it or pass through a symlink)", field,
-			     rc == SPOOL_READ_GONE ? "no such file" : spool_read_reason(rc));
+			task_fail(t, "invalid_request", field,
+				  "reference image \"%s\" cannot be used: %s (paths are relative to the spool "
+				  "root and may not leave it or pass through a symlink)", field,
+				  rc == SPOOL_READ_GONE ? "no such file" : spool_read_reason(rc));
 			return -1;
 		}
 		const char *mime = image_mime_from_magic((unsigned char *)b->data, b->len);
 		if (!mime) {
-			fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
-			     field);
+			task_fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
+				  field);
 			return -1;
 		}
 		struct ref_image *r = is_mask ? mask : &refs[i];
@@ -1263,7 +815,7 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 	return 0;
 }
 
-static void prepare_and_send(struct task *t)
+void task_prepare_and_send(struct task *t)
 {
 	struct ref_image refs[JOB_REFS_MAX], mask = { 0 };
 	struct buf bufs[JOB_REFS_MAX + 1];
@@ -1276,24 +828,24 @@ static void prepare_and_send(struct task *t)
 	if (upstream_build_request(&t->job, t->model, t->prov->cfg->base_url, refs,
 				   (size_t)t->job.n_refs, t->job.mask ? &mask : NULL, &t->req, err,
 				   sizeof(err)) < 0) {
-		fail(t, "invalid_request", NULL, "%s", err);
+		task_fail(t, "invalid_request", NULL, "%s", err);
 		goto out;
 	}
-	send_attempt(t);
+	task_send_attempt(t);
 out:
 	for (int i = 0; i < n_bufs; i++)
 		buf_release(&bufs[i]);
 }
 
 /* running/ back to new/, for a job that did not finish here (hold, shutdown). */
-static void requeue(struct task *t, const char *why)
+void task_requeue(struct task *t, const char *why)
 {
 	char *name = xasprintf("%s.json", t->id);
 	/* An operator's hold (or a cancel, which imgspool then finishes from hold/) wins. */
 	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
-	char *text = attempt_count(t) ? job_text_with_state(t, 0, NULL) : NULL;
+	char *text = attempt_count(t) ? task_job_text(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
@@ -1302,7 +854,7 @@ static void requeue(struct task *t, const char *why)
 	free(text);
 	if (rc == 0) {
 		sidecar_drop(t);
-		control_forget(t);
+		task_control_forget(t);
 	}
 	if (rc < 0)
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/: %s; a restart will",
@@ -1313,35 +865,10 @@ static void requeue(struct task *t, const char *why)
 	task_free(t);
 }
 
-/* A file in new/ that is not a job we can claim: logged once, then left alone until it changes.
- * st: the file as it was read (st_mode 0 when it could not be opened: a symlink). */
-static void ignore_entry(struct dispatch *d, const struct pending *pe, const struct stat *st,
-			 const char *why)
-{
-	struct file_id file = pe->file;
-	struct stat now;
-	if (st && st->st_mode) {
-		spool_file_id(&file, st);
-	} else if (!pe->placed) {
-		/* Never stat'ed: what is there now, unless it is a file again (replaced), which
-		 * the next listing brings back. */
-		if (fstatat(d->spool->fd[pe->dir], pe->name, &now, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    S_ISREG(now.st_mode)) {
-			known_del(d, pe->dir, pe->name);
-			return;
-		}
-		spool_file_id(&file, &now);
-	}
-	log_warn("ignoring '%s/%s': %s", spool_dir_name(pe->dir), pe->name, why);
-	known_ignore(&d->known, known_dir(pe->dir), pe->name, &file, mono_ms());
-}
-
-enum start { STARTED, SKIPPED, WAIT };
-
 /* Our records ("imgspool") get room of their own beyond max_job_bytes (record.h bounds them),
  * so a job near the limit is never locked out by its history. Files are read up to this cap; the
  * client's part of a file in new/ is then held to max_job_bytes. */
-static size_t job_read_cap(const struct dispatch *d)
+size_t dispatch_job_read_cap(const struct dispatch *d)
 {
 	return (size_t)d->cfg->max_job_bytes + RECORD_HEADROOM;
 }
@@ -1353,11 +880,11 @@ static void job_limits_from_config(struct dispatch *d)
 	d->limits.max_n = (int)d->cfg->max_n;
 	d->limits.max_depth = (int)d->cfg->max_depth;
 	d->limits.max_pixels_mp = (int)d->cfg->max_pixels_mp;
-	d->readbuf.max = job_read_cap(d);
+	d->readbuf.max = dispatch_job_read_cap(d);
 }
 
 /* model: the target's, for a routed job; NULL: the job's own or the provider's default. */
-static void set_provider(struct task *t, struct provider_state *prov, const char *model)
+void task_set_provider(struct task *t, struct provider_state *prov, const char *model)
 {
 	t->prov = prov;
 	prov->users++;
@@ -1368,36 +895,6 @@ static void set_provider(struct task *t, struct provider_state *prov, const char
 	t->routed = model != NULL;
 	t->model = xstrdup(model ? model : t->job.model ? t->job.model : prov->cfg->model);
 	t->dialect = upstream_dialect(t->model);
-}
-
-/* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
- * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. */
-static void refuse_bad_name(struct dispatch *d, struct pending *pe)
-{
-	struct stat st;
-	if (pe->dir != SPOOL_NEW ||
-	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-		ignore_entry(d, pe, NULL, "not a valid task id, and not a plain file");
-		return;
-	}
-	uint64_t h = 14695981039346656037ULL;
-	for (const char *c = pe->name; *c; c++)
-		h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-	char id[32];
-	xsnprintf(id, sizeof(id), "badname-%016" PRIx64, h);
-	struct task *t = task_new(d, id);
-	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
-		known_del(d, pe->dir, pe->name);
-		task_free(t);
-		return;
-	}
-	known_del(d, pe->dir, pe->name);
-	t->created_wall_ms = timespec_ms(&st.st_mtim);
-	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
-	fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
-	     "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
-	     "(spool-layout.md §3); the file was renamed to %s.json", id);
 }
 
 /* Whether the daemon's user wrote a file: its owner is our user, the owner of running/ (the
@@ -1415,7 +912,7 @@ bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st)
 /* Takes the daemon's records back from a job file (st: its fstat) into t and rec. Records in a
  * file another user wrote are ignored; the rest are held to record.c's rule: they can only use
  * up budget. rec keeps what the caller decides on (finished, retry_at_ms). */
-static void restore_state(struct task *t, const struct stat *st, struct record *rec)
+void task_restore_state(struct task *t, const struct stat *st, struct record *rec)
 {
 	struct dispatch *d = t->d;
 	const json_t *state = t->job.state;
@@ -1433,7 +930,7 @@ static void restore_state(struct task *t, const struct stat *st, struct record *
 }
 
 /* Puts the records into the task. */
-static void apply_record(struct task *t, const struct record *rec)
+void task_apply_record(struct task *t, const struct record *rec)
 {
 	json_decref(t->attempts);
 	t->attempts = json_incref(rec->attempts);
@@ -1448,396 +945,10 @@ static void apply_record(struct task *t, const struct record *rec)
 		t->created_wall_ms = rec->created_at_ms;
 }
 
-/* ---- routes: where a job whose model names a route goes ---------------------------------- */
-
-static int64_t route_wake(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	d->route_timer = 0;   /* the before-sleep hook pumps */
-	return LOOP_TIMER_DONE;
-}
-
-/* Wakes the pump when a cooldown or pause that routed jobs wait for ends. */
-static void route_wake_at(struct dispatch *d, int64_t due)
-{
-	if (due <= 0 || (d->route_timer && d->route_due <= due))
-		return;
-	if (d->route_timer)
-		loop_del_timer(d->loop, d->route_timer);
-	d->route_due = due;
-	int64_t delay = due - mono_ms();
-	d->route_timer = loop_add_timer(d->loop, delay > 0 ? delay : 1, route_wake, d);
-}
-
-static bool is_route_target(const struct config *cfg, const char *provider, const char *model)
-{
-	for (size_t i = 0; i < cfg->n_routes; i++)
-		for (size_t k = 0; k < cfg->routes[i].n_targets; k++) {
-			const struct route_target *tg = &cfg->routes[i].targets[k];
-			if (!strcmp(tg->provider, provider) && !strcmp(tg->model, model))
-				return true;
-		}
-	return false;
-}
-
-/* A target that failed for free too often in a row cools down (health.c). */
-static void record_health(struct task *t)
-{
-	struct dispatch *d = t->d;
-	const char *provider = t->prov->cfg->name;
-	if (!is_route_target(d->cfg, provider, t->model))
-		return;   /* only routes read it; a job's own model names do not fill the table */
-	struct health_policy p = { .failures = d->cfg->cooldown_failures,
-				   .cooldown_ms = d->cfg->cooldown_time * 1000,
-				   .jitter_pct = d->cfg->cooldown_jitter };
-	int64_t until = health_record(&d->health, provider, t->model, health_event_of(&t->outcome),
-				      &p, mono_ms(), random64());
-	if (until)
-		log_warn("%s/%s failed %ld times in a row for free: cooling down for %" PRId64 " ms; its "
-			 "routes send jobs elsewhere", provider, t->model, p.failures, until - mono_ms());
-}
-
-/* When can each target of r take job: served, available, busy, priced (route.h). */
-static void target_views(struct dispatch *d, const struct route_config *r, const struct job *job,
-			 struct target_view *v, char *why, size_t whysize)
-{
-	int64_t now = mono_ms();
-	size_t used = 0;
-	why[0] = '\0';
-	for (size_t i = 0; i < r->n_targets; i++) {
-		const struct route_target *tg = &r->targets[i];
-		struct provider_state *p = provider_state_find(d, tg->provider);
-		char reason[256];
-		v[i] = (struct target_view){ .can_serve = p && route_can_serve(tg, job, reason, sizeof(reason)) };
-		if (!v[i].can_serve) {
-			int n = snprintf(why + used, whysize - used, "%s%s", used ? "; " : "", reason);
-			used = n > 0 && used + (size_t)n < whysize ? used + (size_t)n : used;
-			continue;
-		}
-		v[i].unavailable_until = provider_unavailable_until(&p->flow, now);
-		if (!v[i].unavailable_until)
-			v[i].unavailable_until = health_cooling_until(&d->health, tg->provider, tg->model, now);
-		v[i].busy_until = provider_state_busy_until(p, now);
-		struct price_call c = { .model = tg->model, .size = job->size, .quality = job->quality,
-					.images = job->n };
-		struct price_quote q = price_call(&d->cfg->prices, &c);
-		v[i].priced = q.known;
-		v[i].price = q.amount;
-	}
-}
-
-/* The target of the job's last call if it failed and may be retried: the next avoids it. */
-static int failed_target(const struct route_config *r, const struct job *job)
-{
-	json_t *attempts = json_object_get(job->state, "attempts");
-	json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
-	const char *outcome = json_string_value(json_object_get(last, "outcome"));
-	const char *provider = json_string_value(json_object_get(last, "provider"));
-	const char *model = json_string_value(json_object_get(last, "model"));
-	if (!outcome || !provider || !model || (strcmp(outcome, "retry") && strcmp(outcome, "interrupted")))
-		return -1;
-	for (size_t i = 0; i < r->n_targets; i++)
-		if (!strcmp(r->targets[i].provider, provider) && !strcmp(r->targets[i].model, model))
-			return (int)i;
-	return -1;
-}
-
-struct route_pick {
-	enum route_verdict verdict;
-	struct provider_state *prov;  /* ROUTE_CHOSEN */
-	const char *model;            /* borrowed from the config, for this call only */
-	char why[768];                /* ROUTE_NONE: what no target can do */
-};
-
-/* Chooses the target of a routed job; on ROUTE_WAIT, pe remembers what it waits for, so the
- * pump need not reread its file until something changes. */
-static void pick_target(struct dispatch *d, const struct route_config *r, const struct job *job,
-			const char *id, struct pending *pe, struct route_pick *pick)
-{
-	struct target_view v[ROUTE_MAX_TARGETS];
-	target_views(d, r, job, v, pick->why, sizeof(pick->why));
-	struct route_choice c = route_choose(r, id, v, failed_target(r, job));
-	pick->verdict = c.verdict;
-	if (c.verdict == ROUTE_CHOSEN) {
-		pick->prov = provider_state_find(d, r->targets[c.target].provider);
-		pick->model = r->targets[c.target].model;
-	}
-	if (c.verdict != ROUTE_WAIT)
-		return;
-	free(pe->route);
-	pe->route = xstrdup(r->name);
-	pe->route_target = c.target;
-	pe->route_mask = 0;
-	for (size_t i = 0; i < r->n_targets; i++)
-		pe->route_mask |= v[i].can_serve ? 1u << i : 0;
-	route_wake_at(d, c.wait_until);
-}
-
-/* Whether a job waiting for its route must still wait: its busy target is still busy, or no
- * target that can serve it is free. */
-static bool route_still_waits(struct dispatch *d, const struct pending *pe)
-{
-	const struct route_config *r = config_route(d->cfg, pe->route);
-	int64_t now = mono_ms();
-	for (size_t i = 0; r && i < r->n_targets; i++) {
-		const struct route_target *tg = &r->targets[i];
-		struct provider_state *p = provider_state_find(d, tg->provider);
-		if (!(pe->route_mask & (1u << i)) || !p)
-			continue;
-		bool available = !provider_unavailable_until(&p->flow, now) &&
-				 !health_cooling_until(&d->health, tg->provider, tg->model, now);
-		if (pe->route_target == (int)i)
-			return available && provider_state_busy_until(p, now);
-		if (pe->route_target < 0 && available && !provider_state_busy_until(p, now))
-			return false;
-	}
-	return r && pe->route_target < 0;
-}
-
-/* Reads, checks and claims one pending file. */
-static enum start try_start(struct dispatch *d, struct pending *pe)
-{
-	char id[JOB_ID_MAX + 1];
-	struct stat st;
-	struct job job;
-	struct job_error jerr;
-	int dirfd = d->spool->fd[pe->dir];
-
-	if (pe->provider) {
-		struct provider_state *p = provider_state_find(d, pe->provider);
-		if (p && provider_state_blocked_until(p, mono_ms()))
-			return WAIT;
-	}
-	if (pe->route && route_still_waits(d, pe))
-		return WAIT;
-	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
-		refuse_bad_name(d, pe);
-		return SKIPPED;
-	}
-	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
-	if (strset_has(&d->held, id))
-		return WAIT;
-	enum spool_read rr = spool_read_file(dirfd, pe->name, job_read_cap(d), &d->readbuf, &st);
-	if (rr == SPOOL_READ_GONE) {
-		known_del(d, pe->dir, pe->name);
-		return SKIPPED;
-	}
-	if (rr == SPOOL_READ_ERROR) {
-		/* Perhaps transient (NFS): the next rescan tries again. */
-		log_debug("cannot read '%s/%s': %s", spool_dir_name(pe->dir), pe->name, strerror(errno));
-		known_del(d, pe->dir, pe->name);
-		return SKIPPED;
-	}
-	if (rr != SPOOL_READ_OK) {
-		ignore_entry(d, pe, &st, spool_read_reason(rr));
-		return SKIPPED;
-	}
-	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
-	int64_t mtime_ms = timespec_ms(&st.st_mtim);
-	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
-	    spool_server_now(d->spool) - mtime_ms < d->cfg->settle_time * 1000) {
-		/* Probably still being written (a plain cp into new/): its close or a rescan brings
-		 * it back. */
-		known_del(d, pe->dir, pe->name);
-		return SKIPPED;
-	}
-	/* The record headroom is for the daemon's records: the client's bytes are held to
-	 * max_job_bytes, all of them unless the records are the daemon's. */
-	size_t client_bytes = pr == JOB_OK && job.state && dispatch_written_by_daemon(d, &st)
-			      ? job_client_bytes(d->readbuf.data, d->readbuf.len) : d->readbuf.len;
-	if (pe->dir == SPOOL_NEW && client_bytes > (size_t)d->cfg->max_job_bytes) {
-		job_release(&job);
-		ignore_entry(d, pe, &st, spool_read_reason(SPOOL_READ_TOO_BIG));
-		return SKIPPED;
-	}
-	struct provider_state *prov = NULL;
-	struct keyshare_ticket ticket = { 0 };
-	const struct route_config *route = pr == JOB_OK ? config_route(d->cfg, job.model) : NULL;
-	struct route_pick pick = { .verdict = ROUTE_CHOSEN };
-	if (route && !job.provider) {
-		pick_target(d, route, &job, id, pe, &pick);
-		/* The chosen target's provider keeps its shared limits too. */
-		if (pick.verdict == ROUTE_WAIT ||
-		    (pick.prov && !provider_state_take_share(pick.prov, &job, pick.model, &ticket))) {
-			job_release(&job);
-			return WAIT;
-		}
-		prov = pick.prov;
-	} else if (pr == JOB_OK) {
-		prov = provider_state_find(d, job.provider);
-		if (prov && (provider_state_blocked_until(prov, mono_ms()) ||
-			     !provider_state_take_share(prov, &job, NULL, &ticket))) {
-			free(pe->provider);   /* set before when it waited for another reason */
-			pe->provider = xstrdup(prov->cfg->name);
-			job_release(&job);
-			return WAIT;
-		}
-	}
-
-	struct task *t = task_new(d, id);
-	t->ticket = ticket;   /* from here task_free gives it back if the call never starts */
-	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
-	 * no other host ever sees our fresh claim as stale. */
-	utimensat(dirfd, pe->name, NULL, AT_SYMLINK_NOFOLLOW);
-	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
-		if (errno != ENOENT)
-			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
-				pe->name, strerror(errno));
-		known_del(d, pe->dir, pe->name);
-		job_release(&job);
-		task_free(t);
-		return SKIPPED;
-	}
-	known_del(d, pe->dir, pe->name);
-	crash_point("claim:claimed");
-	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
-	t->job = job;
-	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
-	t->job_len = d->readbuf.len;
-	t->created_wall_ms = mtime_ms;
-	struct record rec;
-	restore_state(t, &st, &rec);
-	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
-	 * old one is kept in the records' history. */
-	if (rec.finished[0]) {
-		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
-			rec.finished, rec.runs_total + 2);
-		record_new_run(&rec, mtime_ms);
-	}
-	apply_record(t, &rec);
-	record_release(&rec);
-	/* The file we claimed must be the one we read: a client may have replaced it in between. */
-	struct stat claimed;
-	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		requeue(t, "replaced while being claimed");
-		return SKIPPED;
-	}
-	if (pr != JOB_OK) {
-		log_job(LOG_INFO, id, "claimed: invalid job file");
-		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
-		return STARTED;
-	}
-	if (route && job.provider) {
-		fail(t, "invalid_job", "provider", "\"model\" names route \"%s\", which chooses the "
-		     "provider: leave \"provider\" out", route->name);
-		return STARTED;
-	}
-	if (route && pick.verdict == ROUTE_NONE) {
-		fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
-		     route->name, pick.why);
-		return STARTED;
-	}
-	if (t->job.webhook_url && !webhook_job_url_allowed(d->cfg, t->job.webhook_url)) {
-		log_job(LOG_INFO, id, "claimed: a webhook_url the configuration does not allow");
-		free(t->job.webhook_url);
-		t->job.webhook_url = NULL;   /* its events go to [notify] url, if any */
-		fail(t, "invalid_job", "webhook_url", "\"webhook_url\" is not under one of the URL "
-		     "prefixes that [notify] job_url_prefixes allows");
-		return STARTED;
-	}
-	if (!prov) {
-		log_job(LOG_INFO, id, "claimed: unknown provider");
-		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
-		     job.provider);
-		return STARTED;
-	}
-	set_provider(t, prov, route ? pick.model : NULL);
-	log_job(LOG_INFO, id, "claimed%s: %s%s%sprovider %s, model %s (%s)%s",
-		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", route ? "route " : "",
-		route ? route->name : "", route ? " to " : "", prov->cfg->name, t->model,
-		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
-	prepare_and_send(t);
-	return STARTED;
-}
-
-static int64_t wake_pump(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	d->wake_timer = 0;   /* the before-sleep hook pumps */
-	return LOOP_TIMER_DONE;
-}
-
-/* Whether some provider would take a call now. If none would, pumping would only reread files:
- * instead a timer wakes the loop when the earliest pause or rate window ends. */
-static bool any_provider_ready(struct dispatch *d)
-{
-	int64_t now = mono_ms(), earliest = 0;
-	for (int i = 0; i < d->n_providers; i++) {
-		if (d->providers[i]->retired)
-			continue;
-		int64_t until = provider_state_blocked_until(d->providers[i], now);
-		if (until == 0)
-			return true;
-		if (until > 0 && (!earliest || until < earliest))
-			earliest = until;
-	}
-	if (earliest && !d->wake_timer)
-		d->wake_timer = loop_add_timer(d->loop, earliest - now, wake_pump, d);
-	return false;
-}
-
-/* Whether there is room to publish what we would claim; looked at once a second at most. */
-static bool disk_has_room(struct dispatch *d)
-{
-	int64_t now = mono_ms();
-	if (now - d->disk_checked < 1000 && d->disk_checked)
-		return !d->disk_full;
-	d->disk_checked = now;
-	long free_mb = spool_free_mb(d->spool);
-	bool full = free_mb >= 0 && free_mb < d->cfg->min_free_mb;
-	if (full != d->disk_full)
-		log_msg(full ? LOG_ERROR : LOG_INFO, full ? "the spool's file system has %ld MiB free, "
-			"under min_free_mb %ld: claiming nothing until there is room" :
-			"the spool's file system has %ld MiB free again (min_free_mb %ld): claiming",
-			free_mb, d->cfg->min_free_mb);
-	d->disk_full = full;
-	if (full && !d->wake_timer)
-		d->wake_timer = loop_add_timer(d->loop, 1000, wake_pump, d);
-	return !full;
-}
-
-void dispatch_pump(struct dispatch *d)
-{
-	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
-	    !any_provider_ready(d) || !disk_has_room(d)) {
-		pending_place(d, d->n_sorted, SCAN_SLICE_MS);   /* what waits gets its place in line */
-		return;
-	}
-	/* Order matters only when not every entry can start now: new names are stat'ed then. */
-	bool all_fit = d->n_pending <= (size_t)(d->cfg->concurrency - d->n_tasks);
-	/* A claim waits until every waiting job has its place, so the oldest starts first. */
-	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS))
-		return;
-	pending_sort(d);
-	size_t sorted = d->n_pending;
-	size_t keep = 0;   /* entries that must wait are compacted to the front */
-	size_t i = 0;
-	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
-		struct pending *pe = &d->pending[i];
-		if (try_start(d, pe) == WAIT) {
-			d->pending[keep++] = *pe;
-			continue;
-		}
-		d->n_unplaced -= !pe->placed;
-		pending_free(pe);
-	}
-	/* Move the untried tail down behind the waiting ones. */
-	if (keep != i)
-		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
-	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
-	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
-	d->n_pending = keep + (d->n_pending - i);
-	pending_place(d, 0, INT64_MAX / 2);   /* those that wait: a concurrency's worth at most */
-	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
-}
-
 /* ---- an operator's requests (control/) ---------------------------------------------------- */
 
 /* The job left our running/: its requests are fulfilled, or moot. */
-static void control_forget(struct task *t)
+void task_control_forget(struct task *t)
 {
 	struct dispatch *d = t->d;
 	if (control_wants(&d->control, CONTROL_HOLD, t->id))
@@ -1863,8 +974,8 @@ static void cancel_call(struct task *t)
 	attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
 	attempt_settle(t, true, a.cost_known, a.cost);
 	record_add_attempt(t->attempts, &t->elided, result_attempt_json(&a));
-	fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
-	     "flight; the upstream may still charge for that call");
+	task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
+		  "flight; the upstream may still charge for that call");
 }
 
 /* Rereads control/ and acts on our jobs: a cancel cuts a call or a backoff; a hold moves a job
@@ -1887,423 +998,18 @@ void dispatch_control(struct dispatch *d)
 			if (t->timer)
 				loop_del_timer(d->loop, t->timer);
 			t->timer = 0;
-			fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+			task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
 		} else if (t->state == T_BACKOFF && control_wants(&d->control, CONTROL_HOLD, t->id)) {
-			requeue(t, "held by an operator");
+			task_requeue(t, "held by an operator");
 		}
 	}
-}
-
-/* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */
-
-static int64_t heartbeat_interval_ms(const struct dispatch *d)
-{
-	/* Several beats per lease, so one slow write does not cost the lease. */
-	return d->cfg->lease_timeout * 1000 / 4;
-}
-
-/* A job's lease is the mtime of its file in running/: touched here for every job we hold. */
-static int64_t heartbeat(struct loop *loop, void *arg)
-{
-	(void)loop;
-	struct dispatch *d = arg;
-	int fd = d->spool->fd[SPOOL_RUNNING];
-	keyshare_heartbeat_probes(d->ks);
-	for (struct task *t = d->tasks; t; t = t->next) {
-		keyshare_heartbeat(d->ks, &t->ticket);
-		/* Every job held is beaten, in the I/O pool too (a slow fsync must not cost the
-		 * lease), but for a deferral: its helper sets this very file's mtime to the due time
-		 * and moves it out of running/ at once. */
-		if (t->in_pool && t->state == T_DEFERRING)
-			continue;
-		if (t->state == T_PUBLISHING) {
-			/* Past its commit the job's lease is its staging directory's mtime. */
-			char *staging = publish_staging_name(t->id, d->spool->host_id,
-							     t->succeeded ? SPOOL_DONE : SPOOL_FAILED);
-			utimensat(fd, staging, NULL, AT_SYMLINK_NOFOLLOW);
-			free(staging);
-		}
-		if (utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
-		    errno == ENOENT && !t->fenced && !t->in_pool) {
-			t->fenced = true;
-			log_job(LOG_WARN, t->id, "its file in running/ is gone: another daemon reclaimed it");
-		}
-	}
-	return heartbeat_interval_ms(d);
-}
-
-/* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
- * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
- * its uncommitted staging directory (.ID@HOST.done/.failed), which a job whose records say
- * "finished" is published from. */
-static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
-{
-	struct spool_entry *h;
-	int fd = d->spool->fd[SPOOL_RUNNING];
-	char *prefix = xasprintf(".%s@%s.", id, owner);
-	size_t plen = strlen(prefix);
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	for (long i = 0; i < nh; i++) {
-		const char *sfx = h[i].name + plen;
-		if (strncmp(h[i].name, prefix, plen) ||
-		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
-		     strcmp(sfx, "done") && strcmp(sfx, "failed")))
-			continue;
-		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-		renameat(fd, h[i].name, fd, to);
-		free(to);
-	}
-	spool_entries_free(h, nh);
-	free(prefix);
-}
-
-/* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
- * with one rename (one winner), with the dead host's saved response if any, then handled as a
- * job of ours left by a crash. */
-static void reclaim_stale(struct dispatch *d)
-{
-	struct spool_entry *e;
-	/* Names first: only other hosts' jobs are stat'ed for their lease, never our own. */
-	long n = spool_list_names(d->spool, SPOOL_RUNNING, false, &e);
-	int64_t now = 0;
-	int64_t lease_ms = d->cfg->lease_timeout * 1000;
-	bool took = false;
-	for (long i = 0; i < n; i++) {
-		const char *name = e[i].name, *at = strrchr(name, '@');
-		size_t len = strlen(name);
-		if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
-		    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
-		     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
-			continue;
-		if (!now && (now = spool_server_now(d->spool)) <= 0)
-			break;
-		if (spool_entry_stat(d->spool, SPOOL_RUNNING, &e[i]) < 0 ||
-		    now - e[i].mtime_ns / 1000000 <= lease_ms)
-			continue;
-		char *owner = xstrndup(at + 1, (size_t)(name + len - 5 - at - 1));
-		char *id = xstrndup(name, (size_t)(at - name));
-		if (strcmp(owner, d->spool->host_id) && !strset_has(&d->held, id)) {
-			char *mine = spool_running_name(d->spool, id);
-			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
-				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
-					owner, (now - e[i].mtime_ns / 1000000) / 1000);
-				take_sidecars(d, id, owner);
-				took = true;
-			}
-			free(mine);
-		}
-		free(owner);
-		free(id);
-	}
-	spool_entries_free(e, n);
-	if (took)
-		adopt_all(d);
 }
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */
 
-/* The records say the job was published (the result and images are durable in its staging
- * directory, publish.c) but the daemon died before the commit: only the rest is left to do. */
-static void complete_publication(struct task *t, const char *finished)
-{
-	struct dispatch *d = t->d;
-	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
-	char err[512];
-	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK)
-		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; a restart will",
-			spool_dir_name(dest), err);
-	else
-		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
-	sidecar_drop(t);
-	task_free(t);
-}
-
-/* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
- * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
- * response saved but not yet accounted for finishes the job from the file; one the records already
- * hold (the daemon died while moving the job on) is not applied twice: the move is done again.
- * An unaccounted call in flight is recorded as possibly billed and the job goes back to new/.
- * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
- * the daemon cannot loop. */
-static void adopt(struct dispatch *d, const char *id, const char *running_name,
-		  const struct strset *hidden)
-{
-	struct stat st;
-	struct job_error jerr;
-	struct record rec;
-	struct task *t = task_new(d, id);
-	int fd = d->spool->fd[SPOOL_RUNNING];
-	enum spool_read rr = spool_read_file(fd, running_name, job_read_cap(d), &d->readbuf, &st);
-	if (rr != SPOOL_READ_OK) {
-		log_job(LOG_ERROR, id, "cannot read 'running/%s': %s", running_name, spool_read_reason(rr));
-		task_free(t);
-		return;
-	}
-	enum job_parse_result pr = job_parse(&t->job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
-	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
-	t->job_len = d->readbuf.len;
-	t->created_wall_ms = timespec_ms(&st.st_mtim);
-	restore_state(t, &st, &rec);
-	apply_record(t, &rec);
-	int64_t retry_at_ms = rec.retry_at_ms;
-	t->res.status = sidecar_saved_status(t, hidden);   /* what sidecar_drop removes */
-	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
-	 * finished again from its saved response, else it fails; it is never called again. */
-	bool restage = false;
-	if (rec.finished[0] && publish_is_staged(d->spool, id, strcmp(rec.finished, "succeeded") ?
-						 SPOOL_FAILED : SPOOL_DONE)) {
-		complete_publication(t, rec.finished);
-		record_release(&rec);
-		return;
-	} else if (rec.finished[0]) {
-		log_job(LOG_WARN, id, "its records say it %s, but nothing of its publication is "
-			"staged: finishing it again from its saved response", rec.finished);
-		restage = true;
-	}
-	record_release(&rec);
-	t->crashes++;
-	if (pr != JOB_OK) {
-		fail(t, "invalid_job", jerr.field, "%s", jerr.message);
-		return;
-	}
-	/* A routed job: the target its call went to, else its route's first. */
-	const struct route_config *route = t->job.provider ? NULL : config_route(d->cfg, t->job.model);
-	char *target = route ? sidecar_read_target(t) : NULL, *slash = target ? strchr(target, '/') : NULL;
-	if (slash)
-		*slash = '\0';
-	bool listed = false;   /* a note naming no target of the route is not believed */
-	for (size_t i = 0; slash && route && i < route->n_targets; i++)
-		listed |= !strcmp(route->targets[i].provider, target) &&
-			  !strcmp(route->targets[i].model, slash + 1);
-	struct provider_state *prov = !route ? provider_state_find(d, t->job.provider)
-				      : listed ? provider_state_find(d, target) : NULL;
-	const char *model = listed ? slash + 1 : NULL;
-	if (route && !prov) {
-		prov = provider_state_find(d, route->targets[0].provider);
-		model = route->targets[0].model;
-	}
-	if (!prov) {
-		fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
-		     t->job.provider);
-		free(target);
-		return;
-	}
-	bool was_probing = prov->flow.probing;
-	set_provider(t, prov, model);
-	free(target);
-	t->is_probe = false;
-	prov->flow.probing = was_probing;
-	if (t->crashes > d->cfg->max_crash_requeues) {
-		fail(t, "crashed", NULL,
-		     "the daemon stopped %d times while this job was running; it is not tried again",
-		     t->crashes);
-		return;
-	}
-	/* Count this death in the file first: if finishing the job kills us again, the next start
-	 * must see it. */
-	char *text = job_text_with_state(t, retry_at_ms, NULL);
-	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
-		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
-			strerror(errno));
-	free(text);
-	crash_point("adopt:counted");
-
-	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
-	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
-	char prefix[JOB_ID_MAX + 100];
-	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
-	for (size_t i = 0; i < hidden->cap; i++) {
-		const char *name = hidden->slots[i];
-		long status;
-		if (!name || strncmp(name, prefix, strlen(prefix)) ||
-		    parse_long(name + strlen(prefix), 100, 999, &status) < 0)
-			continue;
-		struct buf body;
-		long attempt = sidecar_read(t, name, &body, &st);
-		if (attempt && (size_t)attempt <= accounted) {
-			/* Already in the records: the daemon died moving the job on. Move it again. */
-			buf_release(&body);
-			if (restage)
-				continue;
-			if (retry_at_ms) {
-				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
-				json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
-				t->outcome.code = "restart";
-				if (json_is_string(json_object_get(last, "error_code")))
-					t->outcome.code = json_string_value(json_object_get(last, "error_code"));
-				t->defer_due = retry_at_ms;
-				t->defer_dir = defer_dir_for(t);
-				t->result_json = job_text_with_state(t, retry_at_ms, NULL);
-				t->state = T_DEFERRING;
-				pool_submit(t, defer_work, defer_done);
-				return;
-			}
-			requeue(t, "recovered from running/ after a restart");
-			return;
-		}
-		if (attempt != (long)accounted + 1) {
-			buf_release(&body);
-			continue;
-		}
-		/* A complete response on disk, not yet accounted for: no second call. */
-		if (restage)
-			json_array_remove(t->attempts, json_array_size(t->attempts) - 1);
-		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
-		t->res.body = buf_detach(&body, &t->res.body_len);
-		t->res.started_wall_ms = timespec_ms(&st.st_mtim);
-		t->cur = (struct attempt){ .started_wall_ms = t->res.started_wall_ms,
-					   .transport = "done", .http_status = status, .request_id = "" };
-		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
-			"finishing without calling again", status);
-		t->state = T_PARSING;
-		pool_submit_batched(t, parse_work, parse_done);
-		return;
-	}
-	if (restage) {
-		fail(t, "publish_failed", NULL, "its records say it finished, but its staged result "
-		     "is gone and no saved response is left to finish it from: not called again");
-		return;
-	}
-	char *partial = sidecar_name(t, "partial");
-	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
-		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
-				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
-		attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
-		attempt_record(t, &a);
-		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
-		/* Its host died before counting it: counted here, in every host's sight. */
-		if (a.cost_known && provider_state_budgeted(prov))
-			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
-	}
-	free(partial);
-	requeue(t, "recovered from running/ after a restart");
-}
-
-/* Adopts every job of ours in running/ that no task holds. */
-static void adopt_all(struct dispatch *d)
-{
-	struct spool_entry *e, *h;
-	struct strset hidden;
-	char suffix[80];
-	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
-	size_t slen = strlen(suffix);
-	strset_init(&hidden);
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	for (long i = 0; i < nh; i++)
-		strset_add(&hidden, h[i].name);
-	spool_entries_free(h, nh);
-	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
-	for (long i = 0; i < n; i++) {
-		size_t len = strlen(e[i].name);
-		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
-			continue;
-		char *id = xstrndup(e[i].name, len - slen);
-		if (!strset_has(&d->held, id))
-			adopt(d, id, e[i].name, &hidden);
-		free(id);
-	}
-	spool_entries_free(e, n);
-	strset_release(&hidden);
-}
-
-/* Publications staged in running/.ID@HOST.DEST/ (publish.c): ours, left by a crash, are
- * finished at start-up; another host's, whose lease (the directory's mtime, by the file
- * server's clock) ran out, are taken over with one rename, which the stalled publisher's later
- * renames then fail on, and finished here. */
-static void resume_publications(struct dispatch *d, bool others)
-{
-	struct spool_entry *h;
-	/* Names first: a rescan stats only other hosts' staging directories (for their lease),
-	 * not the sidecars of every job in flight. */
-	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
-	int fd = d->spool->fd[SPOOL_RUNNING];
-	int64_t now = 0;
-	for (long i = 0; i < nh; i++) {
-		char *id, *host, err[512];
-		int dest;
-		if ((h[i].id.mode && !S_ISDIR(h[i].id.mode)) ||
-		    !publish_parse_staging_name(h[i].name, &id, &host, &dest))
-			continue;
-		bool ours = !strcmp(host, d->spool->host_id);
-		bool look = !ours && others && !strset_has(&d->held, id);
-		if ((look || (ours && !others)) &&
-		    (spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) < 0 || !S_ISDIR(h[i].id.mode))) {
-			free(id);
-			free(host);
-			continue;
-		}
-		char *mine = publish_staging_name(id, d->spool->host_id, dest);
-		if (look && publish_job_in_running(d->spool, id, host)) {
-			look = false;   /* not committed: it goes along with its job (take_sidecars) */
-		} else if (look) {
-			if (!now)
-				now = spool_server_now(d->spool);
-			if (now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 &&
-			    renameat(fd, h[i].name, fd, mine) == 0) {
-				log_job(LOG_WARN, id, "took over the publication of '%s' (no heartbeat for "
-					"%" PRId64 " s)", host, (now - h[i].mtime_ns / 1000000) / 1000);
-				ours = true;
-			}
-		} else if (ours && others) {
-			ours = false;   /* at a rescan, our own are being published by their task */
-		}
-		if (ours) {
-			enum publish_rc rc = publish_resume(d->spool, mine, err, sizeof(err));
-			if (rc == PUBLISH_OK)
-				log_job(LOG_INFO, id, "publication finished after a restart or takeover");
-			else
-				log_job(LOG_ERROR, id, "cannot finish its publication: %s", err);
-		}
-		free(mine);
-		free(id);
-		free(host);
-	}
-	spool_entries_free(h, nh);
-}
-
 void dispatch_recover(struct dispatch *d)
 {
-	struct spool_entry *h;
-	char suffix[80];
-	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
-
-	/* First the operator's requests: a hold or cancel for a job the crash left in running/
-	 * sends it to hold/, not back to new/ for another call. */
-	if (control_read(&d->control, d->spool) < 0)
-		log_debug("cannot read control/: %s", strerror(errno));
-	/* Our calls in flight died with the run: their jobs are recovered below. */
-	keyshare_recover(d->ks);
-	/* Our temporary files from a run that died mid-write are garbage in every directory. */
-	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
-		if (dir == SPOOL_TMP)
-			continue;
-		long nh = spool_list_hidden(d->spool, (enum spool_dir)dir, &h);
-		for (long i = 0; i < nh; i++) {
-			if (spool_is_our_temp(h[i].name, d->spool->host_id))
-				unlinkat(d->spool->fd[dir], h[i].name, 0);
-		}
-		spool_entries_free(h, nh);
-	}
-	resume_publications(d, false);
-	adopt_all(d);
-
-	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	char host_part[80];
-	xsnprintf(host_part, sizeof(host_part), "@%s.", d->spool->host_id);
-	for (long i = 0; i < nh; i++) {
-		const char *name = h[i].name, *at = strstr(name, host_part);
-		if (!at || (strcmp(at + strlen(host_part), "partial") &&
-			    strcmp(at + strlen(host_part), "target") &&
-			    strncmp(at + strlen(host_part), "response.", 9)))
-			continue;
-		char *job = xasprintf("%.*s%s", (int)(at - name - 1), name + 1, suffix);
-		struct stat st;
-		if (fstatat(d->spool->fd[SPOOL_RUNNING], job, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
-		free(job);
-	}
-	spool_entries_free(h, nh);
+	recovery_start(d);
 }
 
 static int64_t grace_over(struct loop *loop, void *arg)
@@ -2322,18 +1028,18 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
 			attempt_record(t, &a);
 			t->billed_retries++;
-			requeue(t, "shutdown: the grace period ended");
+			task_requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_BACKOFF) {
-			requeue(t, "shutdown: the grace period ended");
+			task_requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_PUBLISHING && !t->in_pool) {
 			/* Waiting for disk space: the job stays in running/ with its saved response;
 			 * the restart finishes it. */
-			leave_for_restart(t, "until there is room to publish");
+			task_leave_for_restart(t, "until there is room to publish");
 		} else if (t->state == T_UPLOADING) {
 			/* Its response is saved: the restart stores the images and publishes. */
-			leave_for_restart(t, "until its images are stored");
+			task_leave_for_restart(t, "until its images are stored");
 		} else if (t->state == T_DOWNLOADING) {
-			leave_for_restart(t, "while downloading its image");
+			task_leave_for_restart(t, "while downloading its image");
 		}
 	}
 	return LOOP_TIMER_DONE;
@@ -2352,7 +1058,7 @@ void dispatch_drain(struct dispatch *d)
 	for (; t; t = next) {
 		next = t->next;
 		if (t->state == T_BACKOFF)
-			requeue(t, "shutdown");
+			task_requeue(t, "shutdown");
 	}
 	dispatch_log_waiting(d);
 	d->grace_timer = loop_add_timer(d->loop, d->cfg->grace_period * 1000, grace_over, d);
@@ -2466,20 +1172,21 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	if (!getcwd(d->cwd, sizeof(d->cwd)))
 		d->cwd[0] = '\0';
 	known_init(&d->known);
-	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, known_dir(SPOOL_NEW));
+	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
 	spend_init(&d->spend);
 	control_init(&d->control);
 	health_init(&d->health);
 	d->ks = keyshare_new(spool);
-	d->heartbeat_timer = loop_add_timer(loop, heartbeat_interval_ms(d), heartbeat, d);
+	d->heartbeat_timer = loop_add_timer(loop, recovery_heartbeat_interval_ms(d), recovery_heartbeat,
+					    d);
 	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
 	struct stat running;
 	if (fstat(spool->fd[SPOOL_RUNNING], &running) == 0 && (running.st_mode & 022))
 		log_warn("'running/' is writable by group or others (mode %03o): clients could disturb "
 			 "running jobs; only files written by the daemon's user are trusted there",
 			 (unsigned)(running.st_mode & 0777));
-	buf_init(&d->readbuf, job_read_cap(d));
+	buf_init(&d->readbuf, dispatch_job_read_cap(d));
 	job_limits_from_config(d);
 	config_ref(cfg);
 	for (int i = 0; i < cfg->n_providers; i++)
@@ -2492,7 +1199,7 @@ void dispatch_free(struct dispatch *d)
 	if (!d)
 		return;
 	while (d->tasks)
-		requeue(d->tasks, "shutdown");
+		task_requeue(d->tasks, "shutdown");
 	iopool_free(d->pool);
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	outbox_free(d->outbox); /* before http: it cancels its deliveries */
@@ -2507,7 +1214,7 @@ void dispatch_free(struct dispatch *d)
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);
 	for (size_t i = 0; i < d->n_pending; i++)
-		pending_free(&d->pending[i]);
+		intake_pending_free(&d->pending[i]);
 	free(d->pending);
 	if (d->scan_timer)
 		loop_del_timer(d->loop, d->scan_timer);

@@ -18,6 +18,7 @@
 #include "control.h"
 #include "health.h"
 #include "http.h"
+#include "iopool.h"
 #include "job.h"
 #include "keyshare.h"
 #include "known.h"
@@ -27,13 +28,13 @@
 #include "record.h"
 #include "result.h"
 #include "retry.h"
+#include "route.h"
 #include "scan.h"
 #include "spend.h"
 #include "spool.h"
 #include "upstream.h"
 #include "util.h"
 
-struct iopool;
 struct loop;
 struct store;
 
@@ -182,7 +183,82 @@ enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_U
 
 /* ---- dispatch.c: a task's life -------------------------------------------------------------- */
 
+struct task *task_new(struct dispatch *d, const char *id);
+void task_free(struct task *t);
+/* Ends t in failed/ with code, the field at fault (NULL: none) and a message. */
+void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void task_finish(struct task *t);
+void task_requeue(struct task *t, const char *why);
+void task_leave_for_restart(struct task *t, const char *why);
+void task_set_provider(struct task *t, struct provider_state *prov, const char *model);
+void task_restore_state(struct task *t, const struct stat *st, struct record *rec);
+void task_apply_record(struct task *t, const struct record *rec);
+void task_prepare_and_send(struct task *t);
+void task_send_attempt(struct task *t);
+/* The job file with our records (caller frees). */
+char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finished);
+void task_pool_submit(struct task *t, iopool_fn *work, iopool_fn *done);
+void task_pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done);
+/* The I/O pool's batch that saves and parses responses, and its done(). */
+void task_parse_work(void **args, size_t n);
+void task_parse_done(void *arg);
+void task_control_forget(struct task *t);
+void task_queue_event(struct task *t, const char *state, json_t *data);
+size_t dispatch_job_read_cap(const struct dispatch *d);
 bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st);
+
+/* ---- intake.c: pending names, their claims, the pump ---------------------------------------- */
+
+/* A slice of a listing of new/: about 20 ms, so the loop goes on; the first one after start-up
+ * gets 300 ms: it lists all but the largest backlogs, so the first claims are in order. */
+#define SCAN_SLICE_MS 20
+#define SCAN_FIRST_SLICE_MS 300
+
+char intake_known_dir(enum spool_dir dir);
+void intake_pending_free(struct pending *pe);
+/* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
+void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
+		const struct file_id *file);
+void intake_sweep(struct dispatch *d, enum spool_dir dir);
+void intake_list_new(struct dispatch *d, int64_t budget_ms);
+void intake_pump(struct dispatch *d);
+
+/* ---- routing.c: the target of a routed job -------------------------------------------------- */
+
+struct route_pick {
+	enum route_verdict verdict;
+	struct provider_state *prov;  /* ROUTE_CHOSEN */
+	const char *model;            /* borrowed from the config, for this call only */
+	char why[768];                /* ROUTE_NONE: what no target can do */
+};
+
+void routing_pick(struct dispatch *d, const struct route_config *r, const struct job *job,
+		  const char *id, struct pending *pe, struct route_pick *pick);
+bool routing_still_waits(struct dispatch *d, const struct pending *pe);
+void routing_record_health(struct task *t);
+
+/* ---- deferral.c: deferred/ ------------------------------------------------------------------ */
+
+void deferral_schedule(struct task *t);
+void deferral_scan(struct dispatch *d);
+enum spool_dir deferral_dir(const struct task *t);
+/* The I/O pool's move to deferred/ (or hold/), and its done(). */
+void deferral_work(void *arg);
+void deferral_done(void *arg);
+
+/* ---- recovery.c: leases, and what dead daemons left --------------------------------------- */
+
+void recovery_start(struct dispatch *d);
+/* The heartbeat timer's callback (arg: the dispatch), and its interval. */
+int64_t recovery_heartbeat(struct loop *loop, void *arg);
+int64_t recovery_heartbeat_interval_ms(const struct dispatch *d);
+void recovery_reclaim_stale(struct dispatch *d);
+void recovery_resume_publications(struct dispatch *d, bool others);
+
+/* ---- download.c: images returned as URLs ---------------------------------------------------- */
+
+void download_start(struct task *t);
 
 /* ---- provider_state.c: a provider's state on the loop ---------------------------------------- */
 

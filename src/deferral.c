@@ -1,0 +1,201 @@
+/* deferral.c - a retry waits out its backoff in deferred/, where the job file's mtime is its due
+ * time: the move there (or to hold/ when an operator asked), and the jobs coming due again.
+ * When deferred/ cannot be written, the retry waits in memory instead and the job stays in
+ * running/, where a restart finds it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "banned.h"
+
+static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
+
+static int64_t deferred_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->deferred_timer = 0;
+	deferral_scan(d);
+	return LOOP_TIMER_DONE;
+}
+
+/* Jobs in deferred/ whose mtime has passed become pending; a timer waits for the next one. A job
+ * is stat'ed when first listed (for its due time) and again once that time has come (it may
+ * have been deferred again since, under the same name): not at every rescan in between. */
+void deferral_scan(struct dispatch *d)
+{
+	struct spool_entry *e;
+	long n = spool_list_names(d->spool, SPOOL_DEFERRED, false, &e);
+	if (n < 0)
+		return;
+	char key = intake_known_dir(SPOOL_DEFERRED);
+	/* Due times are the file server's: another host's clock may be off. */
+	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0, now = mono_ms();
+	known_begin(&d->known, key);
+	for (long i = 0; i < n; i++) {
+		unsigned type = e[i].id.mode ? IFTODT(e[i].id.mode) : DT_UNKNOWN;
+		enum known_look look = known_listed(&d->known, key, e[i].name, e[i].id.ino, type, now);
+		const struct file_id *waits = known_waiting(&d->known, key, e[i].name);
+		if (look == KNOWN_UNCHANGED && (!waits || waits->mtime_ns > now_ns)) {
+			if (waits && (!next_ns || waits->mtime_ns < next_ns))
+				next_ns = waits->mtime_ns;
+			continue;   /* queued, ignored, or not due yet */
+		}
+		if (spool_entry_stat(d->spool, SPOOL_DEFERRED, &e[i]) < 0) {
+			known_forget(&d->known, key, e[i].name);
+			continue;
+		}
+		if (e[i].mtime_ns <= now_ns) {
+			intake_add(d, SPOOL_DEFERRED, e[i].name, &e[i].id);
+			continue;
+		}
+		known_wait(&d->known, key, e[i].name, &e[i].id);
+		if (!next_ns || e[i].mtime_ns < next_ns)
+			next_ns = e[i].mtime_ns;
+	}
+	spool_entries_free(e, n);
+	intake_sweep(d, SPOOL_DEFERRED);
+	if (next_ns)
+		arm_deferred(d, next_ns / 1000000);
+}
+
+/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
+static int64_t retry_due(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct task *t = arg;
+	t->timer = 0;
+	if (t->d->draining || (t->prov->flow.held && !t->prov->flow.probing)) {
+		task_requeue(t, t->d->draining ? "shutting down" : "provider on hold");
+		return LOOP_TIMER_DONE;
+	}
+	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
+	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
+		until = provider_state_blocked_until(t->prov, mono_ms());
+	if (until != 0) {
+		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
+		return LOOP_TIMER_DONE;
+	}
+	task_send_attempt(t);
+	return LOOP_TIMER_DONE;
+}
+
+static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
+{
+	if (d->deferred_timer && due_wall_ms >= d->deferred_due)
+		return;
+	if (d->deferred_timer)
+		loop_del_timer(d->loop, d->deferred_timer);
+	d->deferred_due = due_wall_ms;
+	d->deferred_timer = loop_add_timer(d->loop, due_wall_ms - spool_server_now(d->spool) + 1,
+					   deferred_due, d);
+}
+
+/* deferred/, or hold/ when an operator asked. Set on every path to deferral_work: a zero
+ * defer_dir is SPOOL_TMP, the clients' staging area, where the daemon never looks. */
+enum spool_dir deferral_dir(const struct task *t)
+{
+	return control_wants(&t->d->control, CONTROL_HOLD, t->id) ? SPOOL_HOLD : SPOOL_DEFERRED;
+}
+
+void deferral_work(void *arg)
+{
+	struct task *t = arg;
+	char *name = xasprintf("%s.json", t->id);
+	t->publish_rc = outbox_write(t->d->spool, &t->events);
+	if (t->publish_rc == 0)
+		t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
+					     t->result_json, strlen(t->result_json), t->defer_due);
+	if (t->publish_rc < 0)
+		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
+	free(name);
+}
+
+void deferral_done(void *arg)
+{
+	struct task *t = arg;
+	struct dispatch *d = t->d;
+	t->in_pool = false;
+	free(t->result_json);
+	t->result_json = NULL;
+	if (t->publish_rc < 0 && !spool_still_ours(d->spool, t->running_name)) {
+		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out)");
+		sidecar_drop(t);
+		task_free(t);
+		return;
+	}
+	if (t->publish_rc < 0) {
+		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
+		 * running/, where a restart finds it. */
+		if (d->draining) {
+			task_requeue(t, "shutting down");
+			return;
+		}
+		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
+			t->publish_err);
+		t->state = T_BACKOFF;
+		t->timer = loop_add_timer(d->loop, t->defer_due - spool_server_now(d->spool), retry_due, t);
+		return;
+	}
+	char when[48];
+	format_time_iso8601(t->defer_due, when, sizeof(when));
+	sidecar_drop(t);
+	task_control_forget(t);
+	if (t->defer_dir == SPOOL_HOLD) {
+		log_job(LOG_INFO, t->id, "held: to hold/ instead of deferred/, as an operator asked "
+			"(retry %d was due at %s)", t->retry_count, when);
+		task_free(t);
+		return;
+	}
+	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
+	arm_deferred(d, t->defer_due);
+	bool queued = t->events.n;
+	task_free(t);
+	if (queued)
+		outbox_scan(d->outbox);
+}
+
+/* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
+void deferral_schedule(struct task *t)
+{
+	struct dispatch *d = t->d;
+	const struct outcome *o = &t->outcome;
+	int64_t delay = retry_backoff_ms(t->retry_count, d->cfg->backoff_base_ms,
+					 d->cfg->backoff_cap_ms, random64());
+	if (o->retry_after_ms > delay)
+		delay = o->retry_after_ms;
+	t->retry_count++;
+	metrics_retry(t->prov->cfg->name);
+	if (o->decision == DECIDE_RETRY_BILLED)
+		t->billed_retries++;
+	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */
+	if (!strcmp(o->code, "rate_limited"))
+		provider_state_pause_everywhere(t->prov, delay);
+	t->defer_due = spool_server_now(d->spool) + delay;
+	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
+		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+		return;
+	}
+	t->defer_dir = deferral_dir(t);
+	t->result_json = task_job_text(t, t->defer_due, NULL);
+	if (!t->result_json) {
+		task_fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
+		return;
+	}
+	if (d->cfg->notify_deferrals) {
+		char when[48];
+		format_time_iso8601(t->defer_due, when, sizeof(when));
+		task_queue_event(t, "deferred", json_pack("{s:s, s:s, s:s, s:s, s:[], s:[], s:n}",
+						   "task_id", t->id, "status", "deferred",
+						   "error_code", o->code, "retry_at", when,
+						   "images", "urls", "cost"));
+	}
+	t->state = T_DEFERRING;
+	task_pool_submit(t, deferral_work, deferral_done);
+}
+

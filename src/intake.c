@@ -1,0 +1,482 @@
+/* intake.c - names waiting in new/ and deferred/, and their claims: the pending queue (in order
+ * of arrival: the job file's mtime, then its name), the listing of new/ in slices, and the pump
+ * that reads, checks and claims jobs while there is room.
+ *
+ * A slow file server never stalls the loop: listings and stats go in slices, a timer bringing
+ * the loop back for the rest. A file that is not a job we can claim is logged once and left
+ * alone until it changes; one whose name is not a task id goes to failed/. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "loop.h"
+#include "route.h"
+#include "webhook.h"
+#include "banned.h"
+
+/* The known set holds "n/NAME" and "d/NAME": the same name may be in new/ and deferred/. */
+char intake_known_dir(enum spool_dir dir)
+{
+	return dir == SPOOL_NEW ? 'n' : 'd';
+}
+
+static void known_del(struct dispatch *d, enum spool_dir dir, const char *name)
+{
+	known_forget(&d->known, intake_known_dir(dir), name);
+}
+
+void intake_pending_free(struct pending *pe)
+{
+	free(pe->name);
+	free(pe->provider);
+	free(pe->route);
+}
+
+static int pending_cmp(const void *a, const void *b);
+
+/* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
+void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
+		const struct file_id *file)
+{
+	if (!known_see(&d->known, intake_known_dir(dir), name, file, mono_ms()))
+		return;
+	if (d->n_pending == d->alloc_pending) {
+		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
+		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
+	}
+	struct pending *pe = &d->pending[d->n_pending++];
+	*pe = (struct pending){ .dir = dir, .name = xstrdup(name), .placed = file != NULL };
+	if (file) {
+		pe->file = *file;
+		pe->mtime_ns = file->mtime_ns;
+	}
+	d->n_unplaced += !file;
+	size_t s = d->n_sorted;
+	if (file && s == d->n_pending - 1 &&
+	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
+		d->n_sorted++;
+}
+
+static int64_t place_more(struct loop *loop, void *arg);
+
+/* Stats the entries not stat'ed yet (from from on), for their place in line, for about
+ * budget_ms: a name that is gone leaves the queue. Returns true when none is left; else a
+ * timer brings the loop back for the rest (a slow file server never stalls the loop). */
+static bool pending_place(struct dispatch *d, size_t from, int64_t budget_ms)
+{
+	if (!d->n_unplaced)
+		return true;
+	size_t keep = from, i = from;
+	int64_t end = mono_ms() + budget_ms;
+	for (int n = 1; i < d->n_pending; i++, n++) {
+		struct pending *pe = &d->pending[i];
+		struct stat st;
+		if (n % 64 == 0 && mono_ms() >= end)
+			break;
+		if (!pe->placed) {
+			d->n_unplaced--;
+			if (fstatat(d->spool->fd[pe->dir], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				known_del(d, pe->dir, pe->name);
+				intake_pending_free(pe);
+				continue;
+			}
+			spool_file_id(&pe->file, &st);
+			pe->mtime_ns = pe->file.mtime_ns;
+			pe->placed = true;
+		}
+		d->pending[keep++] = *pe;
+	}
+	if (keep != i)
+		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	d->n_pending = keep + (d->n_pending - i);
+	if (from < d->n_sorted)
+		d->n_sorted = 0;   /* the new mtimes may belong anywhere */
+	if (d->n_unplaced && !d->place_timer)
+		d->place_timer = loop_add_timer(d->loop, 0, place_more, d);
+	return !d->n_unplaced;
+}
+
+static int64_t place_more(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->place_timer = 0;   /* the before-sleep hook pumps, and places the rest */
+	return LOOP_TIMER_DONE;
+}
+
+static int pending_cmp(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Jobs start in order of arrival: the job file's mtime, then its name. What a listing added
+ * since the last sort is sorted and merged in: a listing in slices does not sort the whole
+ * backlog again at each turn of the loop. */
+static void pending_sort(struct dispatch *d)
+{
+	size_t n = d->n_pending, s = d->n_sorted;
+	if (s == n)
+		return;
+	qsort(d->pending + s, n - s, sizeof(*d->pending), pending_cmp);
+	if (s && pending_cmp(&d->pending[s - 1], &d->pending[s]) > 0) {
+		size_t j = n - s, k = n;   /* merged from the back; the new ones wait in a copy */
+		struct pending *added = xmalloc(j * sizeof(*added));
+		memcpy(added, d->pending + s, j * sizeof(*added));
+		while (j > 0)
+			d->pending[--k] = s > 0 && pending_cmp(&d->pending[s - 1], &added[j - 1]) > 0
+					  ? d->pending[--s] : added[--j];
+		free(added);
+	}
+	d->n_sorted = n;
+}
+
+/* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
+void intake_sweep(struct dispatch *d, enum spool_dir dir)
+{
+	if (!known_sweep(&d->known, intake_known_dir(dir)))
+		return;
+	size_t keep = 0, sorted = 0;
+	for (size_t i = 0; i < d->n_pending; i++) {
+		struct pending *pe = &d->pending[i];
+		if (pe->dir != dir || known_has(&d->known, intake_known_dir(dir), pe->name)) {
+			sorted += i < d->n_sorted;
+			d->pending[keep++] = *pe;
+		} else {
+			d->n_unplaced -= !pe->placed;
+			intake_pending_free(pe);
+		}
+	}
+	d->n_pending = keep;
+	d->n_sorted = sorted;
+}
+
+static void scan_found(void *arg, enum spool_dir dir, const char *name, const struct file_id *id)
+{
+	intake_add(arg, dir, name, id);
+}
+
+static int64_t list_more(struct loop *loop, void *arg);
+
+void intake_list_new(struct dispatch *d, int64_t budget_ms)
+{
+	if (scan_step(&d->new_scan, budget_ms, mono_ms, scan_found, d)) {
+		intake_sweep(d, SPOOL_NEW);
+		log_debug("rescan of new/: %ld entries, %ld stat'ed, %zu pending, %zu known",
+			  d->new_scan.entries, d->new_scan.stats, d->n_pending, known_count(&d->known));
+	}
+	if (scan_busy(&d->new_scan) && !d->scan_timer)
+		d->scan_timer = loop_add_timer(d->loop, 0, list_more, d);
+}
+
+static int64_t list_more(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->scan_timer = 0;
+	intake_list_new(d, SCAN_SLICE_MS);
+	return LOOP_TIMER_DONE;
+}
+
+/* A file in new/ that is not a job we can claim: logged once, then left alone until it changes.
+ * st: the file as it was read (st_mode 0 when it could not be opened: a symlink). */
+static void ignore_entry(struct dispatch *d, const struct pending *pe, const struct stat *st,
+			 const char *why)
+{
+	struct file_id file = pe->file;
+	struct stat now;
+	if (st && st->st_mode) {
+		spool_file_id(&file, st);
+	} else if (!pe->placed) {
+		/* Never stat'ed: what is there now, unless it is a file again (replaced), which
+		 * the next listing brings back. */
+		if (fstatat(d->spool->fd[pe->dir], pe->name, &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    S_ISREG(now.st_mode)) {
+			known_del(d, pe->dir, pe->name);
+			return;
+		}
+		spool_file_id(&file, &now);
+	}
+	log_warn("ignoring '%s/%s': %s", spool_dir_name(pe->dir), pe->name, why);
+	known_ignore(&d->known, intake_known_dir(pe->dir), pe->name, &file, mono_ms());
+}
+
+/* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
+ * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. */
+static void refuse_bad_name(struct dispatch *d, struct pending *pe)
+{
+	struct stat st;
+	if (pe->dir != SPOOL_NEW ||
+	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		ignore_entry(d, pe, NULL, "not a valid task id, and not a plain file");
+		return;
+	}
+	uint64_t h = 14695981039346656037ULL;
+	for (const char *c = pe->name; *c; c++)
+		h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+	char id[32];
+	xsnprintf(id, sizeof(id), "badname-%016" PRIx64, h);
+	struct task *t = task_new(d, id);
+	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
+		known_del(d, pe->dir, pe->name);
+		task_free(t);
+		return;
+	}
+	known_del(d, pe->dir, pe->name);
+	t->created_wall_ms = timespec_ms(&st.st_mtim);
+	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
+	task_fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
+		  "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
+		  "(spool-layout.md §3); the file was renamed to %s.json", id);
+}
+
+enum start { STARTED, SKIPPED, WAIT };
+
+/* Reads, checks and claims one pending file. */
+static enum start try_start(struct dispatch *d, struct pending *pe)
+{
+	char id[JOB_ID_MAX + 1];
+	struct stat st;
+	struct job job;
+	struct job_error jerr;
+	int dirfd = d->spool->fd[pe->dir];
+
+	if (pe->provider) {
+		struct provider_state *p = provider_state_find(d, pe->provider);
+		if (p && provider_state_blocked_until(p, mono_ms()))
+			return WAIT;
+	}
+	if (pe->route && routing_still_waits(d, pe))
+		return WAIT;
+	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
+		refuse_bad_name(d, pe);
+		return SKIPPED;
+	}
+	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
+	if (strset_has(&d->held, id))
+		return WAIT;
+	enum spool_read rr = spool_read_file(dirfd, pe->name, dispatch_job_read_cap(d), &d->readbuf, &st);
+	if (rr == SPOOL_READ_GONE) {
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (rr == SPOOL_READ_ERROR) {
+		/* Perhaps transient (NFS): the next rescan tries again. */
+		log_debug("cannot read '%s/%s': %s", spool_dir_name(pe->dir), pe->name, strerror(errno));
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (rr != SPOOL_READ_OK) {
+		ignore_entry(d, pe, &st, spool_read_reason(rr));
+		return SKIPPED;
+	}
+	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
+	int64_t mtime_ms = timespec_ms(&st.st_mtim);
+	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
+	    spool_server_now(d->spool) - mtime_ms < d->cfg->settle_time * 1000) {
+		/* Probably still being written (a plain cp into new/): its close or a rescan brings
+		 * it back. */
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	/* The record headroom is for the daemon's records: the client's bytes are held to
+	 * max_job_bytes, all of them unless the records are the daemon's. */
+	size_t client_bytes = pr == JOB_OK && job.state && dispatch_written_by_daemon(d, &st)
+			      ? job_client_bytes(d->readbuf.data, d->readbuf.len) : d->readbuf.len;
+	if (pe->dir == SPOOL_NEW && client_bytes > (size_t)d->cfg->max_job_bytes) {
+		job_release(&job);
+		ignore_entry(d, pe, &st, spool_read_reason(SPOOL_READ_TOO_BIG));
+		return SKIPPED;
+	}
+	struct provider_state *prov = NULL;
+	struct keyshare_ticket ticket = { 0 };
+	const struct route_config *route = pr == JOB_OK ? config_route(d->cfg, job.model) : NULL;
+	struct route_pick pick = { .verdict = ROUTE_CHOSEN };
+	if (route && !job.provider) {
+		routing_pick(d, route, &job, id, pe, &pick);
+		/* The chosen target's provider keeps its shared limits too. */
+		if (pick.verdict == ROUTE_WAIT ||
+		    (pick.prov && !provider_state_take_share(pick.prov, &job, pick.model, &ticket))) {
+			job_release(&job);
+			return WAIT;
+		}
+		prov = pick.prov;
+	} else if (pr == JOB_OK) {
+		prov = provider_state_find(d, job.provider);
+		if (prov && (provider_state_blocked_until(prov, mono_ms()) ||
+			     !provider_state_take_share(prov, &job, NULL, &ticket))) {
+			free(pe->provider);   /* set before when it waited for another reason */
+			pe->provider = xstrdup(prov->cfg->name);
+			job_release(&job);
+			return WAIT;
+		}
+	}
+
+	struct task *t = task_new(d, id);
+	t->ticket = ticket;   /* from here task_free gives it back if the call never starts */
+	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
+	 * no other host ever sees our fresh claim as stale. */
+	utimensat(dirfd, pe->name, NULL, AT_SYMLINK_NOFOLLOW);
+	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
+		if (errno != ENOENT)
+			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
+				pe->name, strerror(errno));
+		known_del(d, pe->dir, pe->name);
+		job_release(&job);
+		task_free(t);
+		return SKIPPED;
+	}
+	known_del(d, pe->dir, pe->name);
+	crash_point("claim:claimed");
+	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
+	t->job = job;
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = mtime_ms;
+	struct record rec;
+	task_restore_state(t, &st, &rec);
+	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
+	 * old one is kept in the records' history. */
+	if (rec.finished[0]) {
+		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
+			rec.finished, rec.runs_total + 2);
+		record_new_run(&rec, mtime_ms);
+	}
+	task_apply_record(t, &rec);
+	record_release(&rec);
+	/* The file we claimed must be the one we read: a client may have replaced it in between. */
+	struct stat claimed;
+	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
+		task_requeue(t, "replaced while being claimed");
+		return SKIPPED;
+	}
+	if (pr != JOB_OK) {
+		log_job(LOG_INFO, id, "claimed: invalid job file");
+		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		return STARTED;
+	}
+	if (route && job.provider) {
+		task_fail(t, "invalid_job", "provider", "\"model\" names route \"%s\", which chooses the "
+			  "provider: leave \"provider\" out", route->name);
+		return STARTED;
+	}
+	if (route && pick.verdict == ROUTE_NONE) {
+		task_fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
+			  route->name, pick.why);
+		return STARTED;
+	}
+	if (t->job.webhook_url && !webhook_job_url_allowed(d->cfg, t->job.webhook_url)) {
+		log_job(LOG_INFO, id, "claimed: a webhook_url the configuration does not allow");
+		free(t->job.webhook_url);
+		t->job.webhook_url = NULL;   /* its events go to [notify] url, if any */
+		task_fail(t, "invalid_job", "webhook_url", "\"webhook_url\" is not under one of the URL "
+			  "prefixes that [notify] job_url_prefixes allows");
+		return STARTED;
+	}
+	if (!prov) {
+		log_job(LOG_INFO, id, "claimed: unknown provider");
+		task_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+			  job.provider);
+		return STARTED;
+	}
+	task_set_provider(t, prov, route ? pick.model : NULL);
+	log_job(LOG_INFO, id, "claimed%s: %s%s%sprovider %s, model %s (%s)%s",
+		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", route ? "route " : "",
+		route ? route->name : "", route ? " to " : "", prov->cfg->name, t->model,
+		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
+	task_prepare_and_send(t);
+	return STARTED;
+}
+
+static int64_t wake_pump(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->wake_timer = 0;   /* the before-sleep hook pumps */
+	return LOOP_TIMER_DONE;
+}
+
+/* Whether some provider would take a call now. If none would, pumping would only reread files:
+ * instead a timer wakes the loop when the earliest pause or rate window ends. */
+static bool any_provider_ready(struct dispatch *d)
+{
+	int64_t now = mono_ms(), earliest = 0;
+	for (int i = 0; i < d->n_providers; i++) {
+		if (d->providers[i]->retired)
+			continue;
+		int64_t until = provider_state_blocked_until(d->providers[i], now);
+		if (until == 0)
+			return true;
+		if (until > 0 && (!earliest || until < earliest))
+			earliest = until;
+	}
+	if (earliest && !d->wake_timer)
+		d->wake_timer = loop_add_timer(d->loop, earliest - now, wake_pump, d);
+	return false;
+}
+
+/* Whether there is room to publish what we would claim; looked at once a second at most. */
+static bool disk_has_room(struct dispatch *d)
+{
+	int64_t now = mono_ms();
+	if (now - d->disk_checked < 1000 && d->disk_checked)
+		return !d->disk_full;
+	d->disk_checked = now;
+	long free_mb = spool_free_mb(d->spool);
+	bool full = free_mb >= 0 && free_mb < d->cfg->min_free_mb;
+	if (full != d->disk_full)
+		log_msg(full ? LOG_ERROR : LOG_INFO, full ? "the spool's file system has %ld MiB free, "
+			"under min_free_mb %ld: claiming nothing until there is room" :
+			"the spool's file system has %ld MiB free again (min_free_mb %ld): claiming",
+			free_mb, d->cfg->min_free_mb);
+	d->disk_full = full;
+	if (full && !d->wake_timer)
+		d->wake_timer = loop_add_timer(d->loop, 1000, wake_pump, d);
+	return !full;
+}
+
+void intake_pump(struct dispatch *d)
+{
+	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
+	    !any_provider_ready(d) || !disk_has_room(d)) {
+		pending_place(d, d->n_sorted, SCAN_SLICE_MS);   /* what waits gets its place in line */
+		return;
+	}
+	/* Order matters only when not every entry can start now: new names are stat'ed then. */
+	bool all_fit = d->n_pending <= (size_t)(d->cfg->concurrency - d->n_tasks);
+	/* A claim waits until every waiting job has its place, so the oldest starts first. */
+	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS))
+		return;
+	pending_sort(d);
+	size_t sorted = d->n_pending;
+	size_t keep = 0;   /* entries that must wait are compacted to the front */
+	size_t i = 0;
+	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
+		struct pending *pe = &d->pending[i];
+		if (try_start(d, pe) == WAIT) {
+			d->pending[keep++] = *pe;
+			continue;
+		}
+		d->n_unplaced -= !pe->placed;
+		intake_pending_free(pe);
+	}
+	/* Move the untried tail down behind the waiting ones. */
+	if (keep != i)
+		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
+	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
+	d->n_pending = keep + (d->n_pending - i);
+	pending_place(d, 0, INT64_MAX / 2);   /* those that wait: a concurrency's worth at most */
+	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
+}
+

@@ -1,0 +1,433 @@
+/* recovery.c - what dead daemons leave behind: the heartbeat that keeps our jobs' leases (the
+ * mtime of their files in running/), the jobs and publications of other hosts whose lease ran
+ * out, and at start-up the jobs and publications a crash of ours left in running/.
+ *
+ * A response is never paid twice: a saved one finishes its job, and a call that was cut is
+ * recorded as possibly billed before the job goes back to new/. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "publish.h"
+#include "banned.h"
+
+/* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */
+
+
+static void adopt_all(struct dispatch *d);
+
+int64_t recovery_heartbeat_interval_ms(const struct dispatch *d)
+{
+	/* Several beats per lease, so one slow write does not cost the lease. */
+	return d->cfg->lease_timeout * 1000 / 4;
+}
+
+/* A job's lease is the mtime of its file in running/: touched here for every job we hold. */
+int64_t recovery_heartbeat(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	keyshare_heartbeat_probes(d->ks);
+	for (struct task *t = d->tasks; t; t = t->next) {
+		keyshare_heartbeat(d->ks, &t->ticket);
+		/* Every job held is beaten, in the I/O pool too (a slow fsync must not cost the
+		 * lease), but for a deferral: its helper sets this very file's mtime to the due time
+		 * and moves it out of running/ at once. */
+		if (t->in_pool && t->state == T_DEFERRING)
+			continue;
+		if (t->state == T_PUBLISHING) {
+			/* Past its commit the job's lease is its staging directory's mtime. */
+			char *staging = publish_staging_name(t->id, d->spool->host_id,
+							     t->succeeded ? SPOOL_DONE : SPOOL_FAILED);
+			utimensat(fd, staging, NULL, AT_SYMLINK_NOFOLLOW);
+			free(staging);
+		}
+		if (utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT && !t->fenced && !t->in_pool) {
+			t->fenced = true;
+			log_job(LOG_WARN, t->id, "its file in running/ is gone: another daemon reclaimed it");
+		}
+	}
+	return recovery_heartbeat_interval_ms(d);
+}
+
+/* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
+ * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
+ * its uncommitted staging directory (.ID@HOST.done/.failed), which a job whose records say
+ * "finished" is published from. */
+static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
+{
+	struct spool_entry *h;
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *prefix = xasprintf(".%s@%s.", id, owner);
+	size_t plen = strlen(prefix);
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	for (long i = 0; i < nh; i++) {
+		const char *sfx = h[i].name + plen;
+		if (strncmp(h[i].name, prefix, plen) ||
+		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
+		     strcmp(sfx, "done") && strcmp(sfx, "failed")))
+			continue;
+		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
+		renameat(fd, h[i].name, fd, to);
+		free(to);
+	}
+	spool_entries_free(h, nh);
+	free(prefix);
+}
+
+/* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
+ * with one rename (one winner), with the dead host's saved response if any, then handled as a
+ * job of ours left by a crash. */
+void recovery_reclaim_stale(struct dispatch *d)
+{
+	struct spool_entry *e;
+	/* Names first: only other hosts' jobs are stat'ed for their lease, never our own. */
+	long n = spool_list_names(d->spool, SPOOL_RUNNING, false, &e);
+	int64_t now = 0;
+	int64_t lease_ms = d->cfg->lease_timeout * 1000;
+	bool took = false;
+	for (long i = 0; i < n; i++) {
+		const char *name = e[i].name, *at = strrchr(name, '@');
+		size_t len = strlen(name);
+		if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
+		    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
+		     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
+			continue;
+		if (!now && (now = spool_server_now(d->spool)) <= 0)
+			break;
+		if (spool_entry_stat(d->spool, SPOOL_RUNNING, &e[i]) < 0 ||
+		    now - e[i].mtime_ns / 1000000 <= lease_ms)
+			continue;
+		char *owner = xstrndup(at + 1, (size_t)(name + len - 5 - at - 1));
+		char *id = xstrndup(name, (size_t)(at - name));
+		if (strcmp(owner, d->spool->host_id) && !strset_has(&d->held, id)) {
+			char *mine = spool_running_name(d->spool, id);
+			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
+				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
+					owner, (now - e[i].mtime_ns / 1000000) / 1000);
+				take_sidecars(d, id, owner);
+				took = true;
+			}
+			free(mine);
+		}
+		free(owner);
+		free(id);
+	}
+	spool_entries_free(e, n);
+	if (took)
+		adopt_all(d);
+}
+
+/* The records say the job was published (the result and images are durable in its staging
+ * directory, publish.c) but the daemon died before the commit: only the rest is left to do. */
+static void complete_publication(struct task *t, const char *finished)
+{
+	struct dispatch *d = t->d;
+	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
+	char err[512];
+	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK)
+		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; a restart will",
+			spool_dir_name(dest), err);
+	else
+		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
+	sidecar_drop(t);
+	task_free(t);
+}
+
+/* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
+ * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
+ * response saved but not yet accounted for finishes the job from the file; one the records already
+ * hold (the daemon died while moving the job on) is not applied twice: the move is done again.
+ * An unaccounted call in flight is recorded as possibly billed and the job goes back to new/.
+ * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
+ * the daemon cannot loop. */
+static void adopt(struct dispatch *d, const char *id, const char *running_name,
+		  const struct strset *hidden)
+{
+	struct stat st;
+	struct job_error jerr;
+	struct record rec;
+	struct task *t = task_new(d, id);
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	enum spool_read rr = spool_read_file(fd, running_name, dispatch_job_read_cap(d), &d->readbuf, &st);
+	if (rr != SPOOL_READ_OK) {
+		log_job(LOG_ERROR, id, "cannot read 'running/%s': %s", running_name, spool_read_reason(rr));
+		task_free(t);
+		return;
+	}
+	enum job_parse_result pr = job_parse(&t->job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = timespec_ms(&st.st_mtim);
+	task_restore_state(t, &st, &rec);
+	task_apply_record(t, &rec);
+	int64_t retry_at_ms = rec.retry_at_ms;
+	t->res.status = sidecar_saved_status(t, hidden);   /* what sidecar_drop removes */
+	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
+	 * finished again from its saved response, else it fails; it is never called again. */
+	bool restage = false;
+	if (rec.finished[0] && publish_is_staged(d->spool, id, strcmp(rec.finished, "succeeded") ?
+						 SPOOL_FAILED : SPOOL_DONE)) {
+		complete_publication(t, rec.finished);
+		record_release(&rec);
+		return;
+	} else if (rec.finished[0]) {
+		log_job(LOG_WARN, id, "its records say it %s, but nothing of its publication is "
+			"staged: finishing it again from its saved response", rec.finished);
+		restage = true;
+	}
+	record_release(&rec);
+	t->crashes++;
+	if (pr != JOB_OK) {
+		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		return;
+	}
+	/* A routed job: the target its call went to, else its route's first. */
+	const struct route_config *route = t->job.provider ? NULL : config_route(d->cfg, t->job.model);
+	char *target = route ? sidecar_read_target(t) : NULL, *slash = target ? strchr(target, '/') : NULL;
+	if (slash)
+		*slash = '\0';
+	bool listed = false;   /* a note naming no target of the route is not believed */
+	for (size_t i = 0; slash && route && i < route->n_targets; i++)
+		listed |= !strcmp(route->targets[i].provider, target) &&
+			  !strcmp(route->targets[i].model, slash + 1);
+	struct provider_state *prov = !route ? provider_state_find(d, t->job.provider)
+				      : listed ? provider_state_find(d, target) : NULL;
+	const char *model = listed ? slash + 1 : NULL;
+	if (route && !prov) {
+		prov = provider_state_find(d, route->targets[0].provider);
+		model = route->targets[0].model;
+	}
+	if (!prov) {
+		task_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+			  t->job.provider);
+		free(target);
+		return;
+	}
+	bool was_probing = prov->flow.probing;
+	task_set_provider(t, prov, model);
+	free(target);
+	t->is_probe = false;
+	prov->flow.probing = was_probing;
+	if (t->crashes > d->cfg->max_crash_requeues) {
+		task_fail(t, "crashed", NULL,
+			  "the daemon stopped %d times while this job was running; it is not tried again",
+			  t->crashes);
+		return;
+	}
+	/* Count this death in the file first: if finishing the job kills us again, the next start
+	 * must see it. */
+	char *text = task_job_text(t, retry_at_ms, NULL);
+	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
+		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
+			strerror(errno));
+	free(text);
+	crash_point("adopt:counted");
+
+	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
+	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
+	char prefix[JOB_ID_MAX + 100];
+	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		long status;
+		if (!name || strncmp(name, prefix, strlen(prefix)) ||
+		    parse_long(name + strlen(prefix), 100, 999, &status) < 0)
+			continue;
+		struct buf body;
+		long attempt = sidecar_read(t, name, &body, &st);
+		if (attempt && (size_t)attempt <= accounted) {
+			/* Already in the records: the daemon died moving the job on. Move it again. */
+			buf_release(&body);
+			if (restage)
+				continue;
+			if (retry_at_ms) {
+				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
+				json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
+				t->outcome.code = "restart";
+				if (json_is_string(json_object_get(last, "error_code")))
+					t->outcome.code = json_string_value(json_object_get(last, "error_code"));
+				t->defer_due = retry_at_ms;
+				t->defer_dir = deferral_dir(t);
+				t->result_json = task_job_text(t, retry_at_ms, NULL);
+				t->state = T_DEFERRING;
+				task_pool_submit(t, deferral_work, deferral_done);
+				return;
+			}
+			task_requeue(t, "recovered from running/ after a restart");
+			return;
+		}
+		if (attempt != (long)accounted + 1) {
+			buf_release(&body);
+			continue;
+		}
+		/* A complete response on disk, not yet accounted for: no second call. */
+		if (restage)
+			json_array_remove(t->attempts, json_array_size(t->attempts) - 1);
+		t->res = (struct http_result){ .transport = HTTP_DONE, .status = status };
+		t->res.body = buf_detach(&body, &t->res.body_len);
+		t->res.started_wall_ms = timespec_ms(&st.st_mtim);
+		t->cur = (struct attempt){ .started_wall_ms = t->res.started_wall_ms,
+					   .transport = "done", .http_status = status, .request_id = "" };
+		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
+			"finishing without calling again", status);
+		t->state = T_PARSING;
+		task_pool_submit_batched(t, task_parse_work, task_parse_done);
+		return;
+	}
+	if (restage) {
+		task_fail(t, "publish_failed", NULL, "its records say it finished, but its staged result "
+			  "is gone and no saved response is left to finish it from: not called again");
+		return;
+	}
+	char *partial = sidecar_name(t, "partial");
+	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
+		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
+				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+		attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
+		attempt_record(t, &a);
+		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
+		/* Its host died before counting it: counted here, in every host's sight. */
+		if (a.cost_known && provider_state_budgeted(prov))
+			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
+	}
+	free(partial);
+	task_requeue(t, "recovered from running/ after a restart");
+}
+
+/* Adopts every job of ours in running/ that no task holds. */
+static void adopt_all(struct dispatch *d)
+{
+	struct spool_entry *e, *h;
+	struct strset hidden;
+	char suffix[80];
+	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
+	size_t slen = strlen(suffix);
+	strset_init(&hidden);
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	for (long i = 0; i < nh; i++)
+		strset_add(&hidden, h[i].name);
+	spool_entries_free(h, nh);
+	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(e[i].name);
+		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
+			continue;
+		char *id = xstrndup(e[i].name, len - slen);
+		if (!strset_has(&d->held, id))
+			adopt(d, id, e[i].name, &hidden);
+		free(id);
+	}
+	spool_entries_free(e, n);
+	strset_release(&hidden);
+}
+
+/* Publications staged in running/.ID@HOST.DEST/ (publish.c): ours, left by a crash, are
+ * finished at start-up; another host's, whose lease (the directory's mtime, by the file
+ * server's clock) ran out, are taken over with one rename, which the stalled publisher's later
+ * renames then fail on, and finished here. */
+void recovery_resume_publications(struct dispatch *d, bool others)
+{
+	struct spool_entry *h;
+	/* Names first: a rescan stats only other hosts' staging directories (for their lease),
+	 * not the sidecars of every job in flight. */
+	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	int64_t now = 0;
+	for (long i = 0; i < nh; i++) {
+		char *id, *host, err[512];
+		int dest;
+		if ((h[i].id.mode && !S_ISDIR(h[i].id.mode)) ||
+		    !publish_parse_staging_name(h[i].name, &id, &host, &dest))
+			continue;
+		bool ours = !strcmp(host, d->spool->host_id);
+		bool look = !ours && others && !strset_has(&d->held, id);
+		if ((look || (ours && !others)) &&
+		    (spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) < 0 || !S_ISDIR(h[i].id.mode))) {
+			free(id);
+			free(host);
+			continue;
+		}
+		char *mine = publish_staging_name(id, d->spool->host_id, dest);
+		if (look && publish_job_in_running(d->spool, id, host)) {
+			look = false;   /* not committed: it goes along with its job (take_sidecars) */
+		} else if (look) {
+			if (!now)
+				now = spool_server_now(d->spool);
+			if (now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 &&
+			    renameat(fd, h[i].name, fd, mine) == 0) {
+				log_job(LOG_WARN, id, "took over the publication of '%s' (no heartbeat for "
+					"%" PRId64 " s)", host, (now - h[i].mtime_ns / 1000000) / 1000);
+				ours = true;
+			}
+		} else if (ours && others) {
+			ours = false;   /* at a rescan, our own are being published by their task */
+		}
+		if (ours) {
+			enum publish_rc rc = publish_resume(d->spool, mine, err, sizeof(err));
+			if (rc == PUBLISH_OK)
+				log_job(LOG_INFO, id, "publication finished after a restart or takeover");
+			else
+				log_job(LOG_ERROR, id, "cannot finish its publication: %s", err);
+		}
+		free(mine);
+		free(id);
+		free(host);
+	}
+	spool_entries_free(h, nh);
+}
+
+void recovery_start(struct dispatch *d)
+{
+	struct spool_entry *h;
+	char suffix[80];
+	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
+
+	/* First the operator's requests: a hold or cancel for a job the crash left in running/
+	 * sends it to hold/, not back to new/ for another call. */
+	if (control_read(&d->control, d->spool) < 0)
+		log_debug("cannot read control/: %s", strerror(errno));
+	/* Our calls in flight died with the run: their jobs are recovered below. */
+	keyshare_recover(d->ks);
+	/* Our temporary files from a run that died mid-write are garbage in every directory. */
+	for (int dir = 0; dir < SPOOL_NDIRS; dir++) {
+		if (dir == SPOOL_TMP)
+			continue;
+		long nh = spool_list_hidden(d->spool, (enum spool_dir)dir, &h);
+		for (long i = 0; i < nh; i++) {
+			if (spool_is_our_temp(h[i].name, d->spool->host_id))
+				unlinkat(d->spool->fd[dir], h[i].name, 0);
+		}
+		spool_entries_free(h, nh);
+	}
+	recovery_resume_publications(d, false);
+	adopt_all(d);
+
+	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	char host_part[80];
+	xsnprintf(host_part, sizeof(host_part), "@%s.", d->spool->host_id);
+	for (long i = 0; i < nh; i++) {
+		const char *name = h[i].name, *at = strstr(name, host_part);
+		if (!at || (strcmp(at + strlen(host_part), "partial") &&
+			    strcmp(at + strlen(host_part), "target") &&
+			    strncmp(at + strlen(host_part), "response.", 9)))
+			continue;
+		char *job = xasprintf("%.*s%s", (int)(at - name - 1), name + 1, suffix);
+		struct stat st;
+		if (fstatat(d->spool->fd[SPOOL_RUNNING], job, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		free(job);
+	}
+	spool_entries_free(h, nh);
+}
+
