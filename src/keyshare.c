@@ -42,7 +42,7 @@ struct spent {
 struct keyshare {
 	struct spool *sp;
 	int providers_fd, ledger_fd;
-	struct pdir *dirs;
+	struct pdir **dirs;          /* each apart: pdir() adds while callers hold others */
 	size_t n_dirs;
 	long pid;
 	unsigned long seq;
@@ -119,11 +119,11 @@ static struct pdir *pdir(struct keyshare *ks, const char *provider)
 {
 	struct pdir *p = NULL;
 	for (size_t i = 0; i < ks->n_dirs && !p; i++)
-		if (!strcmp(ks->dirs[i].name, provider))
-			p = &ks->dirs[i];
+		if (!strcmp(ks->dirs[i]->name, provider))
+			p = ks->dirs[i];
 	if (!p) {
 		ks->dirs = xrealloc(ks->dirs, (ks->n_dirs + 1) * sizeof(*ks->dirs));
-		p = &ks->dirs[ks->n_dirs++];
+		p = ks->dirs[ks->n_dirs++] = xcalloc(1, sizeof(*p));
 		*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
 	}
 	if (p->fd < 0 && ks->providers_fd >= 0)
@@ -524,8 +524,8 @@ void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t)
 void keyshare_heartbeat_probes(struct keyshare *ks)
 {
 	for (size_t i = 0; i < ks->n_dirs; i++)
-		if (ks->dirs[i].probe_ours && ks->dirs[i].fd >= 0)
-			utimensat(ks->dirs[i].fd, "probe", NULL, AT_SYMLINK_NOFOLLOW);
+		if (ks->dirs[i]->probe_ours && ks->dirs[i]->fd >= 0)
+			utimensat(ks->dirs[i]->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW);
 }
 
 /* ---- pauses and holds ----------------------------------------------------------------------- */
@@ -680,7 +680,7 @@ void keyshare_free(struct keyshare *ks)
 	if (!ks)
 		return;
 	for (size_t i = 0; i < ks->n_dirs; i++) {
-		struct pdir *p = &ks->dirs[i];
+		struct pdir *p = ks->dirs[i];
 		if (p->probe_ours)
 			unlinkat(p->fd, "probe", 0);
 		int fds[] = { p->fd, p->calls, p->starts };
@@ -688,6 +688,7 @@ void keyshare_free(struct keyshare *ks)
 			if (fds[j] >= 0)
 				close(fds[j]);
 		free(p->name);
+		free(p);
 	}
 	free(ks->dirs);
 	for (size_t i = 0; i < ks->n_spent; i++)

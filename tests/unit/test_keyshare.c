@@ -133,6 +133,18 @@ int main(void)
 					 .lease_ms = 60000 };
 	ok(keyshare_acquire(b, "q", &total, keyshare_micros(0.2), &t3).block == PROVIDER_OVER_BUDGET,
 	   "a total budget counts every provider's spend");
+	/* A provider only another host knows (its own config has it) is counted in a total budget;
+	 * meeting it must not move the providers this host is in the middle of using. */
+	char *foreign = xasprintf("%s/providers/only-on-another-host", dir);
+	ok(mkdir(foreign, 0777) == 0, "a provider directory of another host's");
+	free(foreign);
+	struct keyshare_limits total_rpm = { .total_daily = keyshare_micros(100), .rpm = 1000,
+					     .window_ms = 60000, .lease_ms = 60000 };
+	struct keyshare *b2 = keyshare_new(&sb);
+	ok(keyshare_acquire(b2, "p", &total_rpm, keyshare_micros(0.01), &t3).block == PROVIDER_FREE &&
+	   t3.start, "a call with a total budget and a rate, past a provider it never saw");
+	keyshare_release(b2, &t3);
+	keyshare_free(b2);
 	struct keyshare *a2 = keyshare_new(&sa);
 	v = keyshare_acquire(a2, "p", &money, keyshare_micros(0.7), &t3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
