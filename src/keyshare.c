@@ -27,11 +27,19 @@
 #define LEDGER_MAX_BYTES (64u << 10)
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 
+/* A directory's listing kept until the directory changes (keyshare_listing_stands). */
+struct memo {
+	struct keyshare_dir_seen seen;   /* the directory just before it was listed */
+	int64_t listed_at;               /* file server ms, before that; 0: never */
+};
+
 struct pdir {
 	char *name;
 	int fd, calls, starts;       /* providers/NAME, its calls/ and starts/; -1 until made */
 	bool probe_ours;
 	bool warned;
+	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
+	micros calls_reserved;
 };
 
 struct spent {
@@ -50,6 +58,9 @@ struct keyshare {
 	struct spent *spent;
 	size_t n_spent;
 	bool ledger_warned;
+	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
+	char **provider_names;
+	size_t n_provider_names;
 };
 
 micros keyshare_micros(double amount)
@@ -104,6 +115,14 @@ int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros 
 	host[a - name] = '\0';
 	*reserve = r;
 	return 0;
+}
+
+bool keyshare_listing_stands(const struct keyshare_dir_seen *before, int64_t listed_at_ms,
+			     const struct keyshare_dir_seen *now)
+{
+	return listed_at_ms > 0 && before->dev == now->dev && before->ino == now->ino &&
+	       before->mtime_ns == now->mtime_ns && before->ctime_ns == now->ctime_ns &&
+	       before->mtime_ns / 1000000 < listed_at_ms - KEYSHARE_CLOCK_MARGIN_MS;
 }
 
 /* ---- files ---------------------------------------------------------------------------------- */
@@ -261,17 +280,20 @@ void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
 	free(text);
 }
 
-/* What every host spent on provider (NULL: on all) today and this month. */
+/* What every host spent today and this month: on provider (d, m) and on all (td, tm). One
+ * listing of ledger/ and one read of each other host's file serve both. */
 static void ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
-		       micros *d, micros *m)
+		       micros *d, micros *m, micros *td, micros *tm)
 {
-	*d = *m = 0;
+	*d = *m = *td = *tm = 0;
 	roll(ks, day, month);
 	for (size_t i = 0; i < ks->n_spent; i++) {
-		if (provider && strcmp(ks->spent[i].provider, provider))
-			continue;
-		*d += ks->spent[i].day;
-		*m += ks->spent[i].month;
+		if (!strcmp(ks->spent[i].provider, provider)) {
+			*d += ks->spent[i].day;
+			*m += ks->spent[i].month;
+		}
+		*td += ks->spent[i].day;
+		*tm += ks->spent[i].month;
 	}
 	struct spool_entry *l;
 	long n = ks->ledger_fd < 0 ? -1 : spool_list_at(ks->ledger_fd, false, false, &l);
@@ -284,8 +306,10 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 		if (!strcmp(l[i].name, own) || len < 6 || strcmp(l[i].name + len - 5, ".json"))
 			continue;
 		json_t *doc = read_json(ks->ledger_fd, l[i].name);
-		if (doc)
+		if (doc) {
 			ledger_add(doc, provider, day, month, d, m);
+			ledger_add(doc, NULL, day, month, td, tm);
+		}
 		json_decref(doc);
 	}
 	spool_entries_free(l, n);
@@ -331,22 +355,84 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 	return 0;
 }
 
-/* What every provider's calls in flight reserve (for a total budget). */
-static micros reserved_everywhere(struct keyshare *ks, int64_t lease_ms)
+static void dir_seen(const struct stat *st, struct keyshare_dir_seen *out)
 {
-	struct spool_entry *l;
-	micros sum = 0;
-	long n = spool_list_at(ks->providers_fd, false, false, &l);
-	if (n < 0)
+	*out = (struct keyshare_dir_seen){ .dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
+					   .mtime_ns = timespec_ns(&st->st_mtim),
+					   .ctime_ns = timespec_ns(&st->st_ctim) };
+}
+
+/* Whether the listing kept in memo still stands for the directory dirfd. If not, memo is made
+ * ready for a new listing: the caller lists, then calls memo_keep(), or memo_drop() if it failed. */
+static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struct memo *next)
+{
+	struct stat st;
+	/* The time first: a change after the stat gets an mtime at least this late. */
+	next->listed_at = spool_server_now(ks->sp);
+	if (fstat(dirfd, &st) < 0) {
+		next->listed_at = 0;
+		return false;
+	}
+	dir_seen(&st, &next->seen);
+	return keyshare_listing_stands(&memo->seen, memo->listed_at, &next->seen);
+}
+
+/* The provider names in providers/, listed again only when it changed. -1 on error. */
+static int provider_names(struct keyshare *ks)
+{
+	struct memo next;
+	if (memo_stands(ks, &ks->providers_memo, ks->providers_fd, &next))
 		return 0;
-	for (long i = 0; i < n; i++) {
-		struct pdir *p = pdir(ks, l[i].name);
+	struct spool_entry *l;
+	long n = spool_list_at(ks->providers_fd, false, false, &l);
+	for (size_t i = 0; i < ks->n_provider_names; i++)
+		free(ks->provider_names[i]);
+	free(ks->provider_names);
+	ks->provider_names = NULL;
+	ks->n_provider_names = 0;
+	ks->providers_memo = next;
+	if (n < 0) {
+		ks->providers_memo.listed_at = 0;
+		return -1;
+	}
+	ks->provider_names = xcalloc((size_t)n + 1, sizeof(*ks->provider_names));
+	for (long i = 0; i < n; i++)
+		ks->provider_names[ks->n_provider_names++] = xstrdup(l[i].name);
+	spool_entries_free(l, n);
+	return 0;
+}
+
+/* What the calls in flight to p reserve, its calls/ listed again only when it changed. */
+static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
+{
+	struct memo next;
+	if (!memo_stands(ks, &p->calls_memo, p->calls, &next)) {
 		long count;
+		p->calls_memo = next;
+		if (count_calls(ks, p, NULL, false, 0, &count, &p->calls_reserved) < 0) {
+			p->calls_memo.listed_at = 0;
+			return -1;
+		}
+	}
+	*out = p->calls_reserved;
+	return 0;
+}
+
+/* What every provider's calls in flight reserve (for a total budget): own's, as just counted,
+ * and the others' (spool-layout.md §17: each calls/ is listed again only when it changed). */
+static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, micros own_reserved)
+{
+	micros sum = own_reserved;
+	if (provider_names(ks) < 0)
+		return sum;
+	for (size_t i = 0; i < ks->n_provider_names; i++) {
+		if (!strcmp(ks->provider_names[i], own->name))
+			continue;
+		struct pdir *p = pdir(ks, ks->provider_names[i]);
 		micros r;
-		if (p && count_calls(ks, p, NULL, false, lease_ms, &count, &r) == 0)
+		if (p && calls_reserved(ks, p, &r) == 0)
 			sum += r;
 	}
-	spool_entries_free(l, n);
 	return sum;
 }
 
@@ -409,15 +495,15 @@ static int rate_check(struct pdir *p, const struct keyshare_limits *l,
 	return ok ? 0 : 1;
 }
 
-static bool budget_check(struct keyshare *ks, const char *provider, const struct keyshare_limits *l,
+static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct keyshare_limits *l,
 			 micros reserved, struct keyshare_verdict *v)
 {
 	if (!l->budget_daily && !l->budget_monthly && !l->total_daily && !l->total_monthly)
 		return true;
 	int64_t now = spool_server_now(ks->sp);
 	long day = spend_day(now), month = keyshare_month(now);
-	micros d, m;
-	ledger_sum(ks, provider, day, month, &d, &m);
+	micros d, m, td, tm;
+	ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm);
 	struct check { micros budget, spent, reserved; const char *which; } checks[4] = {
 		{ l->budget_daily, d, reserved, "daily" },
 		{ l->budget_monthly, m, reserved, "monthly" },
@@ -425,8 +511,7 @@ static bool budget_check(struct keyshare *ks, const char *provider, const struct
 		{ 0, 0, 0, "total monthly" },
 	};
 	if (l->total_daily || l->total_monthly) {
-		micros td, tm, all = reserved_everywhere(ks, l->lease_ms);
-		ledger_sum(ks, NULL, day, month, &td, &tm);
+		micros all = reserved_everywhere(ks, p, reserved);
 		checks[2] = (struct check){ l->total_daily, td, all, "total daily" };
 		checks[3] = (struct check){ l->total_monthly, tm, all, "total monthly" };
 	}
@@ -474,7 +559,7 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	if (count_calls(ks, p, out->call, false, l->lease_ms, &count, &reserved) < 0)
 		goto file_error;
 	bool over_count = l->concurrency && count > l->concurrency;
-	if (over_count || !budget_check(ks, provider, l, reserved, &v)) {
+	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
 		/* Perhaps a dead host's tickets: look closer before saying no. */
 		if (count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved) < 0)
 			goto file_error;
@@ -485,7 +570,7 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 							  .retry_at = now + jitter_ms(250),
 							  .which = "concurrency" };
 		}
-		if (!budget_check(ks, provider, l, reserved, &v)) {
+		if (!budget_check(ks, p, l, reserved, &v)) {
 			withdraw(ks, p, out);
 			v.retry_at = -1;
 			return v;
@@ -691,6 +776,9 @@ void keyshare_free(struct keyshare *ks)
 		free(p);
 	}
 	free(ks->dirs);
+	for (size_t i = 0; i < ks->n_provider_names; i++)
+		free(ks->provider_names[i]);
+	free(ks->provider_names);
 	for (size_t i = 0; i < ks->n_spent; i++)
 		free(ks->spent[i].provider);
 	free(ks->spent);

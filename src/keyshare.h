@@ -17,6 +17,9 @@
  * no O_EXCL over a live file). File times are judged by the file server's clock; sshfs keeps
  * whole seconds, which the rate's window allows for (KEYSHARE_CLOCK_MARGIN_MS).
  *
+ * A total budget counts every provider's calls: another provider's calls/ is listed again only
+ * when its directory changed (keyshare_listing_stands), so a quiet provider costs one stat.
+ *
  * Failing file operations never stop calls: the host logs once and decides on its own. */
 #ifndef KEYSHARE_H
 #define KEYSHARE_H
@@ -105,6 +108,18 @@ void keyshare_probe_done(struct keyshare *ks, const char *provider);
  * not, when (server ms) enough of them will have left the window. */
 bool keyshare_rate_ok(const int64_t *times, size_t n, int64_t me, long rpm, int64_t window_ms,
 		      int64_t *retry_at);
+/* A directory as fstat saw it: what changes when a name is added or removed. */
+struct keyshare_dir_seen {
+	uint64_t dev, ino;
+	int64_t mtime_ns, ctime_ns;
+};
+/* Whether a listing, taken at listed_at_ms (file server ms, read before the directory was seen
+ * as before; 0: never listed), still stands for the directory seen now: the same directory,
+ * unchanged, and its mtime then already KEYSHARE_CLOCK_MARGIN_MS older than the listing, since
+ * a change in the same clock tick (a second on sshfs), or within the clock estimate's error,
+ * could leave the mtime as it was. */
+bool keyshare_listing_stands(const struct keyshare_dir_seen *before, int64_t listed_at_ms,
+			     const struct keyshare_dir_seen *now);
 /* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
 int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
 /* The local calendar month of a wall-clock time, as year * 12 + month - 1. */

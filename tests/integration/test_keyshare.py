@@ -259,9 +259,41 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
         h.close()
 
 
+def test_total_budget_is_shared_across_providers_and_hosts(env):
+    """[budget] daily over two providers on two hosts: every host counts every provider's calls
+    in flight (each calls/ listed again only when it changed, judged on sshfs's whole-second
+    mtimes) and every host's ledger, so the jobs of both providers stop at the total."""
+    env.fake.default = {"kind": "b64", "delay": 0.3}
+    env.fake.prices = [("*", 0.10)]
+    b = {"provider b__base_url": env.fake.base_url, "provider b__api_key_env": "IMGSPOOL_TEST_KEY",
+         "provider b__timeout": 30, "provider b__connect_timeout": 5}
+    h = TwoHosts(env, budget__daily="1.00", **b, **{"prices__gpt-image-2": "0.10"})
+    h.start()
+    try:
+        for i in range(24):
+            h.submit(f"t{i:02d}", {"prompt": f"total budget {i}", "provider": "apiyi" if i % 2 else "b"})
+        wait_for(lambda: h.count("done", "t") == 10, 60, "10 jobs done")
+        wait_for(lambda: "over its total daily budget" in h.a.log() and
+                 "over its total daily budget" in h.b.log(), 20, "both hosts to stop at the total")
+        billed = sum(1 for r in env.fake.snapshot() if r["billed"])
+        assert billed == 10, f"{billed} billed calls, the total budget allows 10"
+        assert h.count("new", "t") == 14 and h.count("failed") == 0
+        spent = {}
+        ledger = os.path.join(h.export, "ledger")
+        for name in os.listdir(ledger):
+            if name.endswith(".json") and not name.startswith("."):
+                with open(os.path.join(ledger, name)) as f:
+                    for prov, v in json.load(f)["providers"].items():
+                        spent[prov] = spent.get(prov, 0) + v["day_micros"]
+        assert sum(spent.values()) == 1000000 and len(spent) == 2, spent
+    finally:
+        h.close()
+
+
 if __name__ == "__main__":
     run_tests([test_concurrency_is_shared_and_a_dead_hosts_share_comes_back,
                test_rate_is_shared,
                test_a_429_on_one_host_pauses_both,
                test_a_hold_on_one_host_holds_both_and_one_probe_releases_them,
-               test_daily_budget_is_shared_and_a_reload_raises_it])
+               test_daily_budget_is_shared_and_a_reload_raises_it,
+               test_total_budget_is_shared_across_providers_and_hosts])

@@ -55,6 +55,30 @@ static const struct ticket_row ticket_rows[] = {
 	{ "hostA~42-1~5~6", -1, NULL, 0 },
 };
 
+/* Whether a listing of another provider's calls/ kept for a total budget may be used again. */
+struct memo_row {
+	const char *name;
+	struct keyshare_dir_seen before;
+	int64_t listed_at_ms;
+	struct keyshare_dir_seen now;
+	bool stands;
+};
+
+#define SEEN(ino, mtime_ms, ctime_ms) { 1, ino, (int64_t)(mtime_ms) * 1000000, (int64_t)(ctime_ms) * 1000000 }
+
+static const struct memo_row memo_rows[] = {
+	{ "never listed", SEEN(7, 1000, 1000), 0, SEEN(7, 1000, 1000), false },
+	{ "unchanged, quiet for 10 s when listed", SEEN(7, 1000, 1000), 11000, SEEN(7, 1000, 1000), true },
+	{ "unchanged, but changed 1 s before the listing (the same sshfs second could hide a change)",
+	  SEEN(7, 10000, 10000), 11000, SEEN(7, 10000, 10000), false },
+	{ "changed exactly the margin before: not yet", SEEN(7, 9000, 9000), 11000, SEEN(7, 9000, 9000), false },
+	{ "changed a ms more than the margin before", SEEN(7, 8999, 8999), 11000, SEEN(7, 8999, 8999), true },
+	{ "a name added since (mtime)", SEEN(7, 1000, 1000), 11000, SEEN(7, 12000, 12000), false },
+	{ "mtime put back, ctime tells", SEEN(7, 1000, 1000), 11000, SEEN(7, 1000, 12000), false },
+	{ "the directory replaced (inode)", SEEN(7, 1000, 1000), 11000, SEEN(8, 1000, 1000), false },
+	{ "another file system (dev)", SEEN(7, 1000, 1000), 11000, { 2, 7, 1000000000, 1000000000 }, false },
+};
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st; (void)flag; (void)ftw;
@@ -79,6 +103,11 @@ int main(void)
 		   "ticket name '%s'", r->name);
 	}
 	ok(keyshare_micros(0.1) * 10 == keyshare_micros(1.0), "ten dimes are a dollar, exactly");
+	for (size_t i = 0; i < sizeof(memo_rows) / sizeof(memo_rows[0]); i++) {
+		const struct memo_row *r = &memo_rows[i];
+		ok(keyshare_listing_stands(&r->before, r->listed_at_ms, &r->now) == r->stands,
+		   "a kept listing %s: %s", r->stands ? "stands" : "is read again", r->name);
+	}
 
 	/* The gate with two hosts on one directory. */
 	char dir[] = "/tmp/imgspool-keyshare-XXXXXX";
@@ -145,6 +174,32 @@ int main(void)
 	   t3.start, "a call with a total budget and a rate, past a provider it never saw");
 	keyshare_release(b2, &t3);
 	keyshare_free(b2);
+	/* A total budget keeps other providers' listings while they do not change; a call that
+	 * another host starts there is still counted by the next acquire. */
+	struct keyshare_limits tot = { .total_daily = keyshare_micros(100), .window_ms = 60000,
+				       .lease_ms = 60000 };
+	struct keyshare *a3 = keyshare_new(&sa);
+	char *rcalls = xasprintf("%s/providers/r/calls", dir);
+	struct keyshare_ticket tr;
+	ok(keyshare_acquire(b, "r", &tot, 0, &tr).block == PROVIDER_FREE, "provider r's directory exists");
+	keyshare_release(b, &tr);
+	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
+	ok(utimensat(AT_FDCWD, rcalls, quiet, 0) == 0, "r's calls/ quiet for a minute");
+	micros room = keyshare_micros(100) - keyshare_micros(0.4);   /* A spent 0.4 today */
+	ok(keyshare_acquire(a3, "p", &tot, room - 10, &t1).block == PROVIDER_FREE,
+	   "A fills the total budget but 10 micros (r's listing now kept)");
+	keyshare_release(a3, &t1);
+	char *ticket = xasprintf("%s/hostB~9-1~20", rcalls);
+	int fd = open(ticket, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0, "B starts a call to r that reserves 20");
+	ok(utimensat(AT_FDCWD, rcalls, quiet, 0) == 0, "and r's calls/ gets its old mtime back");
+	v = keyshare_acquire(a3, "p", &tot, room - 10, &t1);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.which && !strcmp(v.which, "total daily"),
+	   "A's next acquire counts it (the directory's ctime changed): over the total budget");
+	unlink(ticket);
+	free(ticket);
+	free(rcalls);
+	keyshare_free(a3);
 	struct keyshare *a2 = keyshare_new(&sa);
 	v = keyshare_acquire(a2, "p", &money, keyshare_micros(0.7), &t3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),

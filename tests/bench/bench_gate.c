@@ -1,0 +1,110 @@
+/* bench_gate.c - `make bench` (BENCH_ONLY=gate): the file system calls one keyshare_acquire()
+ * and keyshare_release() make with a total budget ([budget] daily) on, against a spool where
+ * PROVIDERS providers each have a call in flight of another host, whose ledger is there too. Run by bench_gate.py under
+ * strace -c, once with 0 cycles and once with CYCLES, so the difference is per cycle.
+ *
+ *   bench_gate DIR PROVIDERS CYCLES [busy]
+ *
+ * busy: before every cycle another host starts or ends a call on another provider, so a listing
+ * kept from the cycle before is always out of date (the worst case for any cache). It does so
+ * with mknodat and renameat, which the gate never makes, so bench_gate.py leaves them out.
+ * Prints nothing but a line per run; asserts nothing. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyshare.h"
+#include "spool.h"
+#include "util.h"
+
+static void make_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || close(fd) < 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy]\n");
+		return 2;
+	}
+	const char *dir = argv[1];
+	long providers = strtol(argv[2], NULL, 10), cycles = strtol(argv[3], NULL, 10);
+	bool busy = argc > 4 && !strcmp(argv[4], "busy");
+	struct spool sp;
+	if (spool_open(&sp, dir, "benchA") < 0)
+		return 1;
+	struct keyshare *ks = keyshare_new(&sp);
+	/* Every provider's directory, with one call of another host in flight. */
+	for (long i = 0; i < providers; i++) {
+		char *path = xasprintf("%s/providers/p%ld", dir, i);
+		mkdir(path, 0777);
+		free(path);
+		path = xasprintf("%s/providers/p%ld/calls", dir, i);
+		mkdir(path, 0777);
+		free(path);
+		path = xasprintf("%s/providers/p%ld/calls/benchB~1-%ld~10000", dir, i, i);
+		make_file(path);
+		free(path);
+	}
+	/* Nothing has changed there for a minute (a listing kept of it may be trusted). */
+	struct timespec old[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
+	for (long i = -1; i < providers; i++) {
+		char *path = i < 0 ? xasprintf("%s/providers", dir) :
+				     xasprintf("%s/providers/p%ld/calls", dir, i);
+		if (utimensat(AT_FDCWD, path, old, 0) < 0) {
+			perror(path);
+			return 1;
+		}
+		free(path);
+	}
+	/* And what that host spent: its ledger, read by every acquire under a budget. */
+	char *ledger = xasprintf("%s/ledger/benchB.json", dir);
+	FILE *f = fopen(ledger, "w");
+	if (!f || fputs("{\"host\": \"benchB\", \"day\": 0, \"month\": 0, \"providers\": {}}\n", f) < 0 ||
+	    fclose(f) != 0) {
+		perror(ledger);
+		return 1;
+	}
+	free(ledger);
+	struct keyshare_limits l = { .concurrency = 1000, .window_ms = 60000, .lease_ms = 60000,
+				     .total_daily = keyshare_micros(1e6) };
+	struct keyshare_ticket t;
+	/* One cycle before the measured ones: directories opened, caches (if any) filled. */
+	struct keyshare_verdict v = keyshare_acquire(ks, "p0", &l, 10000, &t);
+	keyshare_release(ks, &t);
+	for (long c = 0; c < cycles; c++) {
+		if (busy && providers > 1) {
+			/* Another host's call on another provider starts (even cycles) or ends. */
+			long other = 1 + c / 2 % (providers - 1);
+			char *path = xasprintf("%s/providers/p%ld/calls/benchB~2-%ld~10000", dir, other,
+					       c / 2);
+			char *gone = xasprintf("%s/providers/p%ld/gone", dir, other);
+			if (c % 2 == 0 ? mknodat(AT_FDCWD, path, S_IFREG | 0644, 0) :
+					 renameat(AT_FDCWD, path, AT_FDCWD, gone)) {
+				perror(path);
+				return 1;
+			}
+			free(path);
+			free(gone);
+		}
+		v = keyshare_acquire(ks, "p0", &l, 10000, &t);
+		if (v.block != PROVIDER_FREE) {
+			fprintf(stderr, "bench_gate: the gate said no (%s)\n", v.which ? v.which : "?");
+			return 1;
+		}
+		keyshare_release(ks, &t);
+	}
+	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles, busy ? ", busy" : "");
+	keyshare_free(ks);
+	spool_close(&sp);
+	return 0;
+}
