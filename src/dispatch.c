@@ -305,9 +305,13 @@ static void publish_work(void **args, size_t n)
 		todo[m++] = &jobs[i];
 	}
 	publish_batch(sp, todo, m, &ss);
-	for (size_t i = 0; i < n; i++)
-		if (jobs[i].id)
-			((struct task *)args[i])->publish_rc = jobs[i].rc;
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		if (jobs[i].id) {
+			t->publish_rc = jobs[i].rc;
+			t->publish_committed |= jobs[i].committed;
+		}
+	}
 	syncset_release(&ss);
 	free(todo);
 	free(jobs);
@@ -328,6 +332,20 @@ static void publish_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	if (t->publish_rc != PUBLISH_OK && t->publish_rc != PUBLISH_FENCED && t->publish_committed) {
+		/* Past its commit the job file is in its staging directory: the publication can only
+		 * be finished from there, whatever the error (a directory planted in done/ after the
+		 * check, a full disk). It is neither failed nor called again, its events stay
+		 * queued, and it is tried again until it goes through. */
+		log_job(t->publish_stuck_said ? LOG_DEBUG : LOG_ERROR, t->id,
+			"cannot finish publishing into %s/: %s; its publication is committed (durable "
+			"in running/): finishing it from there, tried again every %lds",
+			t->succeeded ? "done" : "failed", t->publish_err, t->d->cfg->disk_retry_interval);
+		t->publish_stuck_said = true;
+		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
+					  publish_again, t);
+		return;
+	}
 	/* Events written for a publication that did not happen: the reclaimer, the failure
 	 * below or a restart announces the job's real end. */
 	if (t->publish_rc == PUBLISH_FENCED || t->publish_rc == PUBLISH_PERMANENT)

@@ -131,6 +131,8 @@ struct task {
 	char *result_provider, *result_currency;
 	char *final_job_text;    /* the job file with its final records, for the publication */
 	int publish_rc;
+	bool publish_committed;  /* its commit is made: its job file is in its staging directory */
+	bool publish_stuck_said; /* a failure past the commit was logged */
 	int publish_failures;
 	char publish_err[512];
 };

@@ -50,7 +50,9 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 			utimensat(fd, staging, NULL, AT_SYMLINK_NOFOLLOW);
 			free(staging);
 		}
-		if (utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
+		/* A committed job's file is in its staging directory (beaten above). */
+		if (!t->publish_committed &&
+		    utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
 		    errno == ENOENT && !t->fenced && !t->in_pool) {
 			t->fenced = true;
 			log_job(LOG_WARN, t->id, "its file in running/ is gone: another daemon reclaimed it");

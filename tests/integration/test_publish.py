@@ -229,6 +229,35 @@ def test_the_job_files_name_in_done_is_looked_up_once(env):
         assert len(looks) == 1, (task_id, len(looks))
 
 
+def test_a_directory_planted_after_the_check_is_waited_out_not_lost(env):
+    """A directory planted in done/ at the job's image name after the daemon looked there (strace
+    slows every fsync, so the planting falls between the look and the move in): the job is
+    committed by then, so it is neither failed nor "lost to another daemon" (it was); it is
+    finished from its staging directory once the directory is gone, with one call."""
+    slow = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync",
+            "-e", "inject=fsync:delay_enter=400000"]
+    d = env.daemon(spool__sync="fsync", spool__disk_retry_interval=1, wrapper=slow).start()
+    d.submit("late", {"prompt": "planted late"})
+
+    def staging():
+        return [n for n in os.listdir(d.path("running"))
+                if n.startswith(".") and os.path.isdir(d.path("running", n))]
+    wait_for(staging, 20, "its staging directory (made after the look into done/)")
+    os.makedirs(d.path("done", "late.png", "inside"))
+    wait_for(lambda: "its publication is committed" in d.log(), 30,
+             "the failure past the commit to be said")
+    assert "lost the job" not in d.log(), d.log()[-2000:]
+    assert d.listdir("failed") == [], d.listdir("failed")
+    shutil.rmtree(d.path("done", "late.png"))
+    assert d.wait_finished("late", 30) == "done", d.log()[-2000:]
+    assert files_of(d, "done", "late") == ["late.json", "late.png", "late.result.json"]
+    assert [a["http_status"] for a in d.result("late")["attempts"]] == [200]
+    assert env.fake.calls("planted late") == 1
+    wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")
+                      and not (n.startswith(".~") and not os.listdir(d.path("running", n)))]
+             == [], 10, "nothing of the job left in running/")
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -241,4 +270,5 @@ if __name__ == "__main__":
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
         test_the_job_files_name_in_done_is_looked_up_once,
+        test_a_directory_planted_after_the_check_is_waited_out_not_lost,
     ])
