@@ -5,11 +5,13 @@ Measured, not asserted.
 1. A backlog of BENCH_BACKLOG (100 000) jobs in new/ on the real disk, calls that never end
    (every slot busy, so nothing is claimed while it is measured): the system calls of one
    rescan that finds nothing new (strace -c attached from one rescan's end to the next one's),
-   and the time from the daemon's start to the upstream's first request, with that backlog.
+   and the time from the daemon's start to the upstream's first request, with that backlog;
+   then the system calls from one write of the [metrics] textfile to the next, with no rescan.
 2. The spool on an sshfs mount (tests/lib/sshfs.py): every SFTP request the daemon's jobs cost,
    logged by the server (OpenSSH's sftp-server at DEBUG3, one line per request), counted per
    job and grouped by operation and by the step of a job it belongs to; and what one rescan of
    a BENCH_SSHFS_BACKLOG (2 000) job backlog costs the server.
+BENCH_PART=backlog, sshfs or metrics (part 1's metrics file only) runs one part.
 Everything it makes is under one temporary directory, removed at the end.
 """
 import collections
@@ -89,6 +91,42 @@ def one_rescan(d, out):
     return counts
 
 
+def one_metrics_write(d, prom, out):
+    """strace -c on every thread of the daemon from one write of the metrics file to the next:
+    one [metrics] interval, with exactly one write in it (each write renames a new inode)."""
+    def inode():
+        try:
+            return os.stat(prom).st_ino
+        except FileNotFoundError:
+            return None
+    harness.wait_for(lambda: inode() is not None, 120, "the metrics file")
+    first = inode()
+    harness.wait_for(lambda: inode() != first, 60, "a metrics write")
+    seen = inode()
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(d.proc.pid)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    tracer.stderr.readline()   # "Process N attached"
+    harness.wait_for(lambda: inode() != seen, 60, "one metrics write under strace")
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(60)
+    counts = strace_counts(out)
+    os.unlink(out)
+    return counts
+
+
+def print_counts(title, runs):
+    calls = sorted({c for r in runs for c in r}, key=lambda c: -max(r.get(c, 0) for r in runs))
+    print(title)
+    for call in calls:
+        per = [r.get(call, 0) for r in runs]
+        print(f"    {call:16s} " + " ".join(f"{n:8d}" for n in per) +
+              f"   {max(per) / BACKLOG:7.3f} per queued job")
+    total = [sum(r.values()) for r in runs]
+    print(f"    {'total':16s} " + " ".join(f"{n:8d}" for n in total) +
+          f"   {max(total) / BACKLOG:7.3f} per queued job")
+
+
 def logged_at(d, marker, wall0, raw0):
     """Seconds from wall0 to the first log line after raw0 holding marker (its time stamp)."""
     for line in d.raw_log()[raw0:].splitlines():
@@ -115,7 +153,7 @@ def first_call_after_start(env, d):
     return took, logged_at(d, "rescan of new/", wall0, raw0), logged_at(d, " claimed", wall0, raw0)
 
 
-def bench_backlog(env, base):
+def bench_backlog(env, base, rescans_too=True):
     spool = os.path.join(base, "spool")
     for sub in ("new", "tmp"):
         os.makedirs(os.path.join(spool, sub))
@@ -126,7 +164,7 @@ def bench_backlog(env, base):
     d = env.daemon(spool_dir=spool, spool__concurrency=4, spool__poll_interval=5,
                    spool__host_id=HOST, verbose=True)
     firsts, rescans = [], []
-    for run in range(RUNS):
+    for run in range(RUNS if rescans_too else 0):
         firsts.append(first_call_after_start(env, d))
         rescans.append(one_rescan(d, os.path.join(base, f"strace-{run}.txt")))
         d.kill()
@@ -134,18 +172,28 @@ def bench_backlog(env, base):
         put_back(spool)
     print(f"backlog benchmark: {BACKLOG} jobs in new/ on {tempfile.gettempdir()} (made in "
           f"{made:.0f} s), concurrency 4, every call hanging, poll_interval 5 s, {RUNS} runs")
-    print("  start-up to the first call: " + ", ".join(f"{x[0]:.3f} s" for x in firsts) +
-          "   (first listing of new/ done at " + ", ".join(f"{x[1]:.2f}" for x in firsts) +
-          " s; first claim at " + ", ".join(f"{x[2]:.2f}" for x in firsts) + " s)")
-    calls = sorted({c for r in rescans for c in r}, key=lambda c: -max(r.get(c, 0) for r in rescans))
-    print("  system calls of one rescan that finds nothing new (all threads, one poll_interval):")
-    for call in calls:
-        per = [r.get(call, 0) for r in rescans]
-        print(f"    {call:16s} " + " ".join(f"{n:8d}" for n in per) +
-              f"   {max(per) / BACKLOG:7.3f} per queued job")
-    total = [sum(r.values()) for r in rescans]
-    print(f"    {'total':16s} " + " ".join(f"{n:8d}" for n in total) +
-          f"   {max(total) / BACKLOG:7.3f} per queued job")
+    if rescans_too:
+        print("  start-up to the first call: " + ", ".join(f"{x[0]:.3f} s" for x in firsts) +
+              "   (first listing of new/ done at " + ", ".join(f"{x[1]:.2f}" for x in firsts) +
+              " s; first claim at " + ", ".join(f"{x[2]:.2f}" for x in firsts) + " s)")
+        print_counts("  system calls of one rescan that finds nothing new (all threads, one "
+                     "poll_interval):", rescans)
+    # The metrics file with the same backlog: no rescan in the window (poll_interval 3600 s),
+    # so what one write of the file costs is all there is, beside the 2 s service tick.
+    prom = os.path.join(base, "textfile", "imgspool.prom")
+    os.makedirs(os.path.dirname(prom))
+    d = env.daemon(spool_dir=spool, spool__concurrency=4, spool__poll_interval=3600,
+                   spool__host_id=HOST, verbose=True, metrics__textfile=prom,
+                   metrics__interval=2)
+    d.start()
+    harness.wait_for(lambda: RESCAN in d.log(), 120, "the first listing of new/")
+    writes = [one_metrics_write(d, prom, os.path.join(base, f"strace-m{run}.txt"))
+              for run in range(RUNS)]
+    d.kill()
+    d.logf.close()
+    put_back(spool)
+    print_counts("  system calls from one write of the metrics file to the next ([metrics] "
+                 "interval 2 s, all threads, no rescan):", writes)
 
 
 # ---- sshfs: requests at the file server ------------------------------------------------------
@@ -291,8 +339,8 @@ def main():
     base = tempfile.mkdtemp(prefix="imgspool-bench-backlog-")
     try:
         part = os.environ.get("BENCH_PART", "all")
-        if part in ("backlog", "all"):
-            bench_backlog(env, base)
+        if part in ("backlog", "all", "metrics"):
+            bench_backlog(env, base, rescans_too=part != "metrics")
         if part in ("sshfs", "all"):
             bench_sshfs(env, base)
     finally:
