@@ -33,6 +33,7 @@ void deferral_scan(struct dispatch *d)
 	long n = spool_list_names(d->spool, SPOOL_DEFERRED, false, &e);
 	if (n < 0)
 		return;
+	d->deferred_jobs = n;
 	char key = intake_known_dir(SPOOL_DEFERRED);
 	/* Due times are the file server's: another host's clock may be off. */
 	int64_t now_ns = n ? spool_server_now(d->spool) * 1000000 : 0, next_ns = 0, now = mono_ms();
@@ -153,6 +154,7 @@ void deferral_done(void *arg)
 		return;
 	}
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
+	d->deferred_jobs++;
 	arm_deferred(d, t->defer_due);
 	bool queued = t->events.n;
 	task_free(t);

@@ -61,14 +61,18 @@
 
 static void job_limits_from_config(struct dispatch *d);
 
-int64_t dispatch_oldest_pending_ns(const struct dispatch *d)
+void dispatch_counts(const struct dispatch *d, struct dispatch_counts *out)
 {
-	int64_t oldest = 0;
-	for (size_t i = 0; i < d->n_pending; i++)
-		if (d->pending[i].dir == SPOOL_NEW && d->pending[i].placed &&
-		    (!oldest || d->pending[i].mtime_ns < oldest))
-			oldest = d->pending[i].mtime_ns;
-	return oldest;
+	*out = (struct dispatch_counts){ .running = d->n_tasks + d->others_running,
+					 .deferred = d->deferred_jobs };
+	for (size_t i = 0; i < d->n_pending; i++) {
+		const struct pending *pe = &d->pending[i];
+		if (pe->dir != SPOOL_NEW)
+			continue;
+		out->new_jobs++;
+		if (pe->placed && (!out->oldest_pending_ns || pe->mtime_ns < out->oldest_pending_ns))
+			out->oldest_pending_ns = pe->mtime_ns;
+	}
 }
 
 void dispatch_scan(struct dispatch *d)
@@ -1125,13 +1129,13 @@ void dispatch_log_waiting(const struct dispatch *d)
 		log_info("waiting for %d job(s): %s", d->n_tasks, line);
 }
 
-void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t size)
+void dispatch_status(const struct dispatch *d, char *out, size_t size)
 {
 	int calls = 0;
 	for (int i = 0; i < d->n_providers; i++)
 		calls += d->providers[i]->flow.active;
 	int n = snprintf(out, size, "%zu pending, %ld deferred, %d running (%d calls in flight)",
-			 d->n_pending, deferred, d->n_tasks, calls);
+			 d->n_pending, d->deferred_jobs, d->n_tasks, calls);
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
 		if (!d->providers[i]->flow.held || d->providers[i]->retired)

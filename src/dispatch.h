@@ -42,9 +42,17 @@ void dispatch_cut(struct dispatch *d);
 int64_t dispatch_drain_left_ms(const struct dispatch *d);
 /* Logs the jobs still held (id, what it waits for, how long). */
 void dispatch_log_waiting(const struct dispatch *d);
-/* One line for systemd's STATUS=: pending, deferred (counted by the caller), running, calls in
- * flight, held providers. */
-void dispatch_status(const struct dispatch *d, long deferred, char *out, size_t size);
+/* Jobs per state, all hosts, from memory (never a listing, whatever the backlog): this daemon's
+ * own moves count at once, other hosts' as of the last rescan. */
+struct dispatch_counts {
+	long new_jobs;           /* in new/: the pending queue's */
+	long running;            /* in running/: ours, and the other hosts' */
+	long deferred;           /* in deferred/ */
+	int64_t oldest_pending_ns; /* the mtime of the oldest in new/ as listed, or 0 when none */
+};
+void dispatch_counts(const struct dispatch *d, struct dispatch_counts *out);
+/* One line for systemd's STATUS=: pending, deferred, running, calls in flight, held providers. */
+void dispatch_status(const struct dispatch *d, char *out, size_t size);
 /* Counters of results leaving the spool, for metrics: uploads (failures, jobs waiting for the
  * store) and the outbox (deliveries, failures, dropped, backlog). Borrowed. */
 struct store_stats;
@@ -54,9 +62,6 @@ const struct outbox_stats *dispatch_outbox_stats(const struct dispatch *d);
 bool dispatch_draining(const struct dispatch *d);
 /* Sets the metrics' provider gauges: calls in flight, held, paused. */
 void dispatch_report_metrics(const struct dispatch *d);
-/* The mtime (ns) of the oldest job waiting in new/ as last listed, or 0 when none: from memory,
- * so the metrics never stat the backlog. */
-int64_t dispatch_oldest_pending_ns(const struct dispatch *d);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
 

@@ -164,6 +164,8 @@ struct dispatch {
 	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */
 	int n_tasks;
+	long others_running;     /* other hosts' jobs in running/ at the last rescan */
+	long deferred_jobs;      /* jobs in deferred/ at its last listing, with our moves since */
 	bool draining;
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */

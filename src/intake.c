@@ -336,6 +336,8 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return SKIPPED;
 	}
 	known_del(d, pe->dir, pe->name);
+	if (pe->dir == SPOOL_DEFERRED && d->deferred_jobs > 0)
+		d->deferred_jobs--;
 	crash_point("claim:claimed");
 	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
 	t->job = job;

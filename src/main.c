@@ -54,8 +54,6 @@ struct daemon {
 	char status[512];        /* last STATUS= sent */
 	int64_t waiting_logged;  /* mono_ms of the last "waiting for" line while draining */
 	bool metrics_failed;     /* said once */
-	long deferred;           /* jobs in deferred/ when last listed */
-	int64_t deferred_listed; /* mono_ms of that */
 };
 
 #define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
@@ -132,23 +130,20 @@ static int64_t on_rescan(struct loop *loop, void *arg)
 	return dm->cfg->poll_interval * 1000;
 }
 
-/* Jobs per state from the spool itself, the providers' gauges from dispatch, then the file. */
+/* Jobs per state and the providers' gauges from what dispatch knows (never a listing of the
+ * spool: with a large backlog that would cost a full listing per interval), then the file. */
 static void write_metrics(struct daemon *dm)
 {
 	const char *path = dm->cfg->metrics_textfile;
 	if (!path)
 		return;
-	long counts[3] = { 0 };
-	const enum spool_dir dirs[3] = { SPOOL_NEW, SPOOL_RUNNING, SPOOL_DEFERRED };
-	for (int i = 0; i < 3; i++) {
-		long n = spool_count(&dm->spool, dirs[i]);   /* names only: no stat of the backlog */
-		counts[i] = n > 0 ? n : 0;
-	}
-	int64_t now_ns = wall_ms() * 1000000, oldest_ns = dispatch_oldest_pending_ns(dm->dispatch);
+	struct dispatch_counts c;
+	dispatch_counts(dm->dispatch, &c);
+	int64_t now_ns = wall_ms() * 1000000, oldest_ns = c.oldest_pending_ns;
 	if (!oldest_ns || oldest_ns > now_ns)
 		oldest_ns = now_ns;
 	metrics_begin();
-	metrics_jobs(counts[0], counts[1], counts[2], (double)(now_ns - oldest_ns) / 1e9);
+	metrics_jobs(c.new_jobs, c.running, c.deferred, (double)(now_ns - oldest_ns) / 1e9);
 	dispatch_report_metrics(dm->dispatch);
 	if (metrics_write(path) == 0)
 		dm->metrics_failed = false;
@@ -194,17 +189,6 @@ static int64_t on_tick(struct loop *loop, void *arg)
 	return every;
 }
 
-/* Jobs waiting in deferred/, for STATUS=: counted at most every 10 s (a listing, no stat). */
-static long count_deferred(struct daemon *dm)
-{
-	if (!dm->deferred_listed || mono_ms() - dm->deferred_listed >= 10000) {
-		long n = spool_count(&dm->spool, SPOOL_DEFERRED);
-		dm->deferred = n > 0 ? n : 0;
-		dm->deferred_listed = mono_ms();
-	}
-	return dm->deferred;
-}
-
 /* At the end of a full turn of the loop: the watchdog ping, STATUS= when it changed, and while
  * stopping how long systemd must still wait. */
 static void report(struct daemon *dm)
@@ -212,7 +196,7 @@ static void report(struct daemon *dm)
 	char status[512];
 	int64_t left = dispatch_drain_left_ms(dm->dispatch);
 	dm->tick_due = false;
-	dispatch_status(dm->dispatch, count_deferred(dm), status, sizeof(status));
+	dispatch_status(dm->dispatch, status, sizeof(status));
 	if (dispatch_draining(dm->dispatch)) {
 		notify_send(dm->notify, "STOPPING=1\nSTATUS=stopping: %s\nEXTEND_TIMEOUT_USEC=%" PRId64,
 			    status, (left + STOP_MARGIN_MS) * 1000);
@@ -371,7 +355,7 @@ int main(int argc, char **argv)
 
 	log_info("ready: spool '%s', host id '%s', concurrency %ld, rescan every %lds",
 		 dm.cfg->spool_dir, dm.cfg->host_id, dm.cfg->concurrency, dm.cfg->poll_interval);
-	dispatch_status(dm.dispatch, count_deferred(&dm), dm.status, sizeof(dm.status));
+	dispatch_status(dm.dispatch, dm.status, sizeof(dm.status));
 	notify_send(dm.notify, "READY=1\nSTATUS=%s\nMAINPID=%ld", dm.status, (long)getpid());
 	dm.tick_due = false;
 	int rc = loop_run(dm.loop);

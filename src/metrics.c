@@ -250,7 +250,9 @@ char *metrics_render(void)
 {
 	struct buf b;
 	buf_init(&b, 16u << 20);
-	head(&b, "imgspool_jobs", "gauge", "Jobs in the spool by state directory (all hosts).");
+	head(&b, "imgspool_jobs", "gauge",
+	     "Jobs in the spool by state directory, all hosts: this daemon's moves at once, "
+	     "other hosts' as of its last rescan.");
 	put(&b, "imgspool_jobs{state=\"new\"} %ld\n", m.jobs_new);
 	put(&b, "imgspool_jobs{state=\"running\"} %ld\n", m.jobs_running);
 	put(&b, "imgspool_jobs{state=\"deferred\"} %ld\n", m.jobs_deferred);

@@ -34,6 +34,8 @@ void metrics_provider_over_budget(const char *provider, bool over);
 /* Results leaving the spool: the store's counters and the webhook outbox's (gauges: waiting,
  * backlog). */
 void metrics_outputs(const struct metrics_outputs *o);
+/* Jobs in new/, running/ and deferred/ (from memory: dispatch_counts), and the age of the oldest
+ * in new/. */
 void metrics_jobs(long new_jobs, long running, long deferred, double oldest_pending_s);
 
 /* The whole exposition, in the Prometheus text format (no timestamps). Caller frees. */

@@ -89,6 +89,18 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 /* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
  * with one rename (one winner), with the dead host's saved response if any, then handled as a
  * job of ours left by a crash. */
+/* The '@' of running/ID@HOST.json when HOST is another host, else NULL. */
+static const char *other_hosts_job(const struct dispatch *d, const char *name)
+{
+	const char *at = strrchr(name, '@');
+	size_t len = strlen(name);
+	if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
+	    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
+	     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
+		return NULL;
+	return at;
+}
+
 void recovery_reclaim_stale(struct dispatch *d)
 {
 	struct spool_entry *e;
@@ -97,12 +109,14 @@ void recovery_reclaim_stale(struct dispatch *d)
 	int64_t now = 0;
 	int64_t lease_ms = d->cfg->lease_timeout * 1000;
 	bool took = false;
+	if (n >= 0)
+		d->others_running = 0;
+	for (long i = 0; i < n; i++)
+		d->others_running += other_hosts_job(d, e[i].name) != NULL;   /* for the metrics */
 	for (long i = 0; i < n; i++) {
-		const char *name = e[i].name, *at = strrchr(name, '@');
+		const char *name = e[i].name, *at = other_hosts_job(d, name);
 		size_t len = strlen(name);
-		if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
-		    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
-		     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
+		if (!at)
 			continue;
 		if (!now && (now = spool_server_now(d->spool)) <= 0)
 			break;
@@ -117,6 +131,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
 				take_sidecars(d, id, owner);
+				d->others_running--;   /* ours now */
 				took = true;
 			}
 			free(mine);

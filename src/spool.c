@@ -156,19 +156,6 @@ DIR *spool_opendir(struct spool *sp, enum spool_dir d)
 	return dir;
 }
 
-long spool_count(struct spool *sp, enum spool_dir d)
-{
-	DIR *dir = spool_opendir(sp, d);
-	if (!dir)
-		return -1;
-	long n = 0;
-	struct dirent *de;
-	while ((de = readdir(dir)))
-		n += de->d_name[0] != '.';
-	closedir(dir);
-	return n;
-}
-
 long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **out)
 {
 	*out = NULL;

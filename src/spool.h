@@ -81,9 +81,7 @@ int spool_entry_stat(struct spool *sp, enum spool_dir d, struct spool_entry *e);
 /* Reads a directory's names as they come (getdents: d_ino and d_type, no stat); the caller
  * skips names that start with '.' and closedir()s it. NULL if it cannot be opened (logged). */
 DIR *spool_opendir(struct spool *sp, enum spool_dir d);
-/* How many names not starting with '.' a directory holds: a listing without a stat. */
-long spool_count(struct spool *sp, enum spool_dir d);
-/* The same for the names that start with '.' (temporary files, the daemon's sidecars). */
+/* spool_list for the names that start with '.' (temporary files, the daemon's sidecars). */
 long spool_list_hidden(struct spool *sp, enum spool_dir d, struct spool_entry **out);
 
 enum spool_read {

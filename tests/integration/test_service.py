@@ -349,6 +349,69 @@ def test_metrics_textfile_matches_the_spool(env):
         subprocess.run(["rm", "-rf", prom_dir])
 
 
+def test_metrics_count_jobs_without_listing_the_spool(env):
+    # With a backlog, a listing of new/ per metrics write is a full directory read per interval:
+    # the counts come from what the daemon knows. Another host's jobs (running/, deferred/),
+    # planted before the start, are seen by the first rescan; then, with no rescan due
+    # (poll_interval 3600 s), three more writes of the file open no spool directory at all.
+    prom_dir = os.path.join(SCRATCH, "textfile-memory")
+    os.makedirs(prom_dir)
+    prom = os.path.join(prom_dir, "imgspool.prom")
+    trace = os.path.join(SCRATCH, "metrics-openat.log")
+    try:
+        d = env.daemon(metrics__textfile=prom, metrics__interval=1, spool__poll_interval=3600, **{
+            "provider nokey__base_url": env.fake.base_url,
+            "provider nokey__api_key_env": "IMGSPOOL_NO_SUCH_KEY"})
+        for sub in ("new", "running", "deferred"):
+            os.makedirs(d.path(sub))
+        with open(d.path("running", "other1@elsewhere.json"), "w") as f:
+            f.write('{"prompt": "another host runs it"}')
+        with open(d.path("deferred", "later1.json"), "w") as f:
+            f.write('{"prompt": "another host deferred it"}')
+        hour = time.time() + 3600
+        os.utime(d.path("deferred", "later1.json"), (hour, hour))
+        os.symlink("/etc/hostname", d.path("new", "junk.json"))   # not a job: never counted
+        for i in range(3):
+            with open(d.path("new", f"held{i}.json"), "w") as f:
+                json.dump({"prompt": f"waits for a key {i}", "provider": "nokey"}, f)
+        d.wrapper = ["strace", "-f", "-qq", "-y", "-o", trace, "-e", "trace=openat,rename"]
+        d.start()
+
+        def figures():
+            try:
+                samples = parse_prom(open(prom).read())
+            except FileNotFoundError:
+                return None
+            got = {s: metric(samples, "imgspool_jobs", state=s) for s in ("new", "running", "deferred")}
+            return got if got == {"new": 3, "running": 1, "deferred": 1} else None
+        wait_for(figures, 20, "the metrics to count new/ 3, running/ 1, deferred/ 1")
+        inodes = set()
+
+        def writes():
+            try:
+                inodes.add(os.stat(prom).st_ino)
+            except FileNotFoundError:
+                pass
+            return len(inodes) >= 5
+        wait_for(writes, 30, "four more writes of the metrics file")
+        check = subprocess.run(["promtool", "check", "metrics"], stdin=open(prom),
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        d.stop()   # the wrapper's status: strace gets the SIGTERM too
+        with open(trace) as f:
+            lines = f.read().splitlines()
+        renames = [i for i, line in enumerate(lines) if "rename(" in line and ".prom" in line]
+        assert len(renames) >= 5, f"{len(renames)} writes of the metrics file traced"
+        listing = re.compile(r'openat\(\d+<([^>]*)>, "\."')
+        spool_dirs = {d.path(sub) for sub in ("new", "running", "deferred")}
+        listings = [line for line in lines[renames[1]:]
+                    if (m := listing.search(line)) and m.group(1) in spool_dirs]
+        assert not listings, f"{len(renames) - 1} metrics writes listed the spool:\n" + \
+            "\n".join(listings[:6])
+    finally:
+        subprocess.run(["rm", "-rf", prom_dir, trace])
+
+
 if __name__ == "__main__":
     run_tests([
         test_journal_lines_carry_their_priority,
@@ -361,4 +424,5 @@ if __name__ == "__main__":
         test_sighup_says_why_a_provider_is_still_held,
         test_config_check_looks_at_meaning,
         test_metrics_textfile_matches_the_spool,
+        test_metrics_count_jobs_without_listing_the_spool,
     ])
