@@ -614,15 +614,28 @@ static void decide(struct task *t)
 	}
 }
 
+/* A barrier failed with err: the responses it was to make durable are not saved. */
+static void not_saved(void **args, size_t n, bool *save, int err)
+{
+	for (size_t i = 0; i < n; i++)
+		if (save[i]) {
+			((struct task *)args[i])->save_err = err;
+			save[i] = false;
+		}
+}
+
 /* Responses that arrived together are saved together (a group commit): every complete body is
- * made durable, one barrier; each is renamed to its final name, one barrier; then parsed. */
+ * made durable, one barrier; each is renamed to its final name, one barrier when any was; then
+ * parsed. A response whose save failed somewhere is not saved (save_err says why): the job goes
+ * on from memory. Its name stays as it is: its bytes are durable from the first barrier, and a
+ * restart that finds a .response uses it rather than calling again. */
 void task_parse_work(void **args, size_t n)
 {
 	struct spool *sp = ((struct task *)args[0])->d->spool;
 	int dirfd = sp->fd[SPOOL_RUNNING];
 	struct syncset ss;
 	bool *save = xcalloc(n, sizeof(*save));
-	size_t n_save = 0;
+	size_t n_save = 0, renamed = 0;
 	spool_syncset(sp, &ss, n);
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
@@ -638,12 +651,16 @@ void task_parse_work(void **args, size_t n)
 		}
 		/* A complete response is made durable under its final name before anyone acts on
 		 * it: from here a crash finishes the job from the file instead of paying again. */
-		save[i] = t->body_fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed &&
-			  syncset_file(&ss, t->body_fd) == 0;
+		t->save_err = 0;
+		if (t->body_fd < 0 || t->res.transport != HTTP_DONE || t->res.body_fd_failed)
+			continue;
+		save[i] = syncset_file(&ss, t->body_fd) == 0;
+		if (!save[i])
+			t->save_err = errno;
 		n_save += save[i];
 	}
 	if (n_save && syncset_barrier(&ss) < 0)
-		memset(save, 0, n * sizeof(*save));   /* left as .partial, as a failed fsync did */
+		not_saved(args, n, save, errno);   /* left as .partial */
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
 		if (!save[i])
@@ -654,12 +671,15 @@ void task_parse_work(void **args, size_t n)
 		if (renameat(dirfd, partial, dirfd, response) == 0) {
 			t->sidecars = (t->sidecars & ~(unsigned)SIDECAR_PARTIAL) | SIDECAR_RESPONSE;
 			syncset_dir(&ss, dirfd);
+			renamed++;
+		} else {
+			save[i] = false;   /* gone: another host took the job (its fence says so) */
 		}
 		free(partial);
 		free(response);
 	}
-	if (n_save)
-		syncset_barrier(&ss);
+	if (renamed && syncset_barrier(&ss) < 0)
+		not_saved(args, n, save, errno);   /* the new names may not survive a crash */
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
 		if (save[i])
@@ -687,6 +707,9 @@ void task_parse_done(void *arg)
 		task_free(t);
 		return;
 	}
+	if (t->save_err)
+		log_job(LOG_ERROR, t->id, "cannot make its response durable (%s): going on from memory; "
+			"a crash before its outcome is recorded may call again", strerror(t->save_err));
 	struct classify_input in = {
 		.transport = t->res.transport,
 		.status = t->res.status,

@@ -77,6 +77,7 @@ struct task {
 	bool fenced;             /* another daemon reclaimed it: never publish */
 	bool in_pool;            /* a helper thread owns it until its done() runs */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
+	int save_err;            /* errno when its response could not be made durable, else 0 */
 	int crashes;             /* times a daemon died while this job was in running/ */
 	char id[JOB_ID_MAX + 1];
 	char *running_name;

@@ -286,9 +286,55 @@ def test_a_kill_inside_a_batch_ends_as_no_kill(env):
         d.stop()
 
 
+def save_with_a_failing_syncfs(env, fs, which):
+    """One job on a tmpfs with sync = syncfs, under strace making the process's syncfs number
+    `which` fail with EIO (strace counts them per thread): the first two of the thread that
+    saves the response are its bytes' and its new name's (start-up syncs file by file). Returns
+    the daemon and the traced lines of that thread, from its first syncfs on."""
+    d = env.daemon(spool_dir=os.path.join(fs.path, f"spool{which}"), spool__sync="syncfs",
+                   spool__concurrency=1, spool__disk_retry_interval=1)
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e",
+                 "trace=syncfs,rename,renameat,renameat2", "-e",
+                 f"inject=syncfs:error=EIO:when={which}"]
+    d.submit(f"eio{which}", {"prompt": f"a disk that fails barrier {which}"})
+    d.start()
+    assert d.wait_finished(f"eio{which}", 60) == "done", d.log()
+    d.stop()   # the wrapper's status: strace gets the SIGTERM too
+    with open(log) as f:
+        lines = f.read().splitlines()
+    first = next(i for i, line in enumerate(lines) if "syncfs(" in line)
+    tid = lines[first].split()[0]
+    return d, [line for line in lines[first:] if line.split()[0] == tid]
+
+
+def test_a_failed_barrier_of_a_saved_response(env):
+    # The save of a response has two barriers: its bytes, then its name. The second runs only
+    # when something was renamed; a barrier that fails leaves the response not saved, said in
+    # the log, and the job goes on from memory (its own later steps have their own barriers).
+    fs = Tmpfs("64m")
+    try:
+        d, lines = save_with_a_failing_syncfs(env, fs, 1)
+        assert "(INJECTED)" in lines[0], lines[:3]
+        assert ".response." not in lines[1] and "syncfs(" not in lines[1], \
+            "after a failed first barrier nothing was renamed, and no second barrier is needed:\n" + \
+            "\n".join(lines[:4])
+        assert "eio1 error: cannot make its response durable (Input/output error)" in d.log(), d.log()
+        d, lines = save_with_a_failing_syncfs(env, fs, 2)
+        assert "syncfs(" in lines[0] and ".response." in lines[1] and "(INJECTED)" in lines[2], \
+            "\n".join(lines[:4])
+        assert "eio2 error: cannot make its response durable (Input/output error)" in d.log(), \
+            "a failed barrier after the rename went unnoticed:\n" + d.log()
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_no_job_published_before_its_bytes_are_durable_fsync,
         test_no_job_published_before_its_bytes_are_durable_syncfs,
         test_a_kill_inside_a_batch_ends_as_no_kill,
+        test_a_failed_barrier_of_a_saved_response,
     ])
