@@ -269,6 +269,7 @@ static void park(struct delivery *dl, const char *key)
 		o->stats.dropped++;
 		log_job(LOG_ERROR, id, "webhook %s: giving up after %lds: its endpoint answered 410 Gone "
 			"and was not enabled again", type, cfg->notify_give_up_after);
+		strset_del(&o->parked_names, dl->name);   /* wake_enabled drops it from the list */
 		entry_remove(dl);
 		return;
 	}
@@ -284,12 +285,16 @@ static void park(struct delivery *dl, const char *key)
 	reschedule(dl);
 }
 
-/* Wakes the parked entries whose endpoint an operator enabled again. */
+/* Wakes the parked entries whose endpoint an operator enabled again; forgets those given up. */
 static void wake_enabled(struct outbox *o)
 {
 	size_t keep = 0, woken = 0;
 	for (size_t i = 0; i < o->n_parked; i++) {
 		struct parked *p = &o->parked[i];
+		if (!strset_has(&o->parked_names, p->name)) {
+			free(p->name);
+			continue;
+		}
 		if (control_wants(o->control, CONTROL_GONE, p->key)) {
 			o->parked[keep++] = *p;
 			continue;

@@ -187,6 +187,24 @@ def test_gone_endpoint_waits_until_enabled(env):
     assert d.stop() == 0
 
 
+def test_parked_events_given_up_in_time(env):
+    """An event waiting for a gone endpoint is dropped give_up_after seconds after it was
+    queued, as any event, and the daemon forgets it."""
+    rx = env.peer(WebhookReceiver()).start()
+    rx.set_gone(True)
+    prom = os.path.join(rx.dir, "imgspool.prom")
+    d = notify_daemon(env, rx, notify__url=rx.url("/switch"), notify__give_up_after=3,
+                      notify__retry_cap_ms=500, metrics__textfile=prom,
+                      metrics__interval=1).start()
+    d.submit("gu", {"prompt": "given up"})
+    wait_for(lambda: "gu error: webhook job.succeeded: giving up after 3s: its endpoint answered "
+             "410 Gone" in d.log(), 20, "the give-up")
+    wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
+    wait_for(lambda: "imgspool_webhook_parked 0\n" in read_text(prom), 10, "nothing parked")
+    assert [q["path"] for q in rx.requests()] == ["/switch"], rx.requests()
+    assert d.stop() == 0
+
+
 def test_private_addresses_refused(env):
     rx = env.peer(WebhookReceiver()).start()
     d = notify_daemon(env, rx, notify__allow_private="no").start()
@@ -304,6 +322,7 @@ def test_no_event_for_a_publication_that_failed(env):
 if __name__ == "__main__":
     run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
                test_gone_redirect_and_job_urls, test_gone_endpoint_waits_until_enabled,
-               test_private_addresses_refused, test_hook_once_clean_env_and_killed,
+               test_parked_events_given_up_in_time, test_private_addresses_refused,
+               test_hook_once_clean_env_and_killed,
                test_hook_gets_the_open_files_limit_the_daemon_started_with,
                test_no_event_for_a_publication_that_failed])
