@@ -176,6 +176,24 @@ bool control_wants(const struct control *c, enum control_kind kind, const char *
 	return set && strset_has(set, id);
 }
 
+bool control_still_wants(struct control *c, struct spool *sp, enum control_kind kind,
+			 const char *id)
+{
+	struct strset *set = set_of(c, kind);
+	if (!set || !strset_has(set, id))
+		return false;
+	if (sp->fd[SPOOL_CONTROL] < 0)
+		return true;   /* nothing to confirm with: what was read stands */
+	char *name = control_name(kind, id);
+	struct stat st;
+	bool there = fstatat(sp->fd[SPOOL_CONTROL], name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+		     errno != ENOENT;
+	free(name);
+	if (!there)
+		strset_del(set, id);
+	return there;
+}
+
 void control_note(struct control *c, enum control_kind kind, const char *arg)
 {
 	struct strset *set = set_of(c, kind);

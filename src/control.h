@@ -81,6 +81,12 @@ int control_read(struct control *c, struct spool *sp);
 bool control_paused(const struct control *c, const char *provider);
 bool control_wants(const struct control *c, enum control_kind kind, const char *id);
 
+/* control_wants, confirmed by one stat of the request's file: what was read may be stale (a
+ * request withdrawn since, by imgspool retry or release on another host). Only a job that has
+ * a request pays the stat. A request found gone is forgotten. */
+bool control_still_wants(struct control *c, struct spool *sp, enum control_kind kind,
+			 const char *id);
+
 /* The file name of a request ("pause", "pause.NAME", "hold.ID", "cancel.ID"); caller frees. */
 char *control_name(enum control_kind kind, const char *arg);
 /* Writes a request durably (temporary name, fsync, rename), creating control/ when missing.

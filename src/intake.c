@@ -362,6 +362,17 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		task_requeue(t, "replaced while being claimed");
 		return SKIPPED;
 	}
+	/* A hold or cancel already read (one asked while the job waited in new/ or deferred/, or
+	 * that a host running it had not seen): honoured before a call that it would only cut. */
+	if (control_still_wants(&d->control, d->spool, CONTROL_CANCEL, id)) {
+		log_job(LOG_INFO, id, "claimed: cancelled by an operator before its call");
+		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");
+		return STARTED;
+	}
+	if (control_still_wants(&d->control, d->spool, CONTROL_HOLD, id)) {
+		task_requeue(t, "held by an operator before its call");
+		return STARTED;
+	}
 	if (pr != JOB_OK) {
 		log_job(LOG_INFO, id, "claimed: invalid job file");
 		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);

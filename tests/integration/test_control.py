@@ -105,6 +105,41 @@ def test_kept_while_its_job_runs_on_another_host(env):
         assert os.path.exists(os.path.join(control, "hold.slow")), "a running job's request went"
 
 
+def test_honoured_at_the_claim(env):
+    """A hold or cancel the daemon has read before it claims the job (asked while the job
+    waited in new/ or deferred/, e.g. by an operator who saw it running on a host that then
+    requeued it) is honoured without a call: before, the call went out and was cut at the next
+    rescan, or, quick enough, was paid for and the job published as done."""
+    d = env.daemon(spool__concurrency=1)
+    for kind, task_id in (("cancel", "cx"), ("hold", "hx")):
+        job_file(d.path("new", f"{task_id}.json"), task_id)
+        request(d, f"{kind}.{task_id}", 0)
+    d.start()   # reads control/ before its first claim
+    d.submit("ok", {"prompt": "an ordinary job"})
+    assert d.wait_finished("ok") == "done"
+    assert d.wait_finished("cx") == "failed"
+    assert d.result("cx")["error"]["code"] == "cancelled", d.result("cx")
+    assert d.result("cx")["attempts"] == [], d.result("cx")
+    wait_for(lambda: os.path.exists(d.path("hold", "hx.json")), 20,
+             f"the held job in hold/:\n{d.log()[-3000:]}")
+    # While it runs: the only slot is busy, a job and its cancel arrive, then the slot frees.
+    d.submit("slow", {"prompt": "a long call [fake:b64 delay=60]"})
+    wait_for(lambda: env.fake.calls("a long call [fake:b64 delay=60]"), 20, "the long call")
+    d.submit("cy", {"prompt": "cancelled while waiting"})
+    request(d, "cancel.cy", 0)
+    request(d, "cancel.slow", 0)   # cuts the long call: the slot is free for cy
+    assert d.wait_finished("cy") == "failed"
+    assert d.result("cy")["error"]["code"] == "cancelled", d.result("cy")
+    for prompt in ("planted cx", "planted hx", "cancelled while waiting"):
+        assert env.fake.calls(prompt) == 0, f"{prompt!r} was sent upstream"
+    # Fulfilled: the daemon that acted on them removed them.
+    wait_for(lambda: not os.listdir(d.path("control")), 20,
+             f"the requests removed: {os.listdir(d.path('control'))}")
+    assert "cx claimed: cancelled by an operator before its call" in d.log(), d.log()
+    assert "hx back to hold/ (held by an operator before its call)" in d.log(), d.log()
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_requests_that_outlived_their_job, test_ages_by_the_file_servers_clock,
-               test_kept_while_its_job_runs_on_another_host])
+               test_kept_while_its_job_runs_on_another_host, test_honoured_at_the_claim])

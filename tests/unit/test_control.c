@@ -1,10 +1,13 @@
 /* test_control.c - an operator's requests in control/ that the daemon itself writes or judges:
  * gone webhook endpoints, and when a hold or cancel has outlived its job (every row of the
  * rule in spool-layout.md §15). */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "control.h"
+#include "spool.h"
 #include "tap.h"
 #include "util.h"
 
@@ -90,9 +93,37 @@ static void test_judge(void)
 	   "judge: a two-hour lease keeps a 90-minute request");
 }
 
+/* What a daemon read may be stale: a claim confirms a request with one stat, and only when the
+ * read names the job. */
+static void test_still_wants(void)
+{
+	char dir[] = "/tmp/imgspool-control-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(control_request(&sp, CONTROL_CANCEL, "job-1") == 0 &&
+	   control_request(&sp, CONTROL_HOLD, "job-2") == 0, "two requests written");
+	struct control c;
+	control_init(&c);
+	ok(control_read(&c, &sp) == 0, "control/ read");
+	ok(control_still_wants(&c, &sp, CONTROL_CANCEL, "job-1"), "still_wants: a request there");
+	ok(!control_still_wants(&c, &sp, CONTROL_HOLD, "job-1"), "still_wants: not of that kind");
+	ok(!control_still_wants(&c, &sp, CONTROL_CANCEL, "job-3"), "still_wants: never read");
+	ok(control_withdraw(&sp, CONTROL_HOLD, "job-2") == 0, "hold.job-2 withdrawn after the read");
+	ok(control_wants(&c, CONTROL_HOLD, "job-2"), "the read still names it");
+	ok(!control_still_wants(&c, &sp, CONTROL_HOLD, "job-2"), "still_wants: withdrawn since");
+	ok(!control_wants(&c, CONTROL_HOLD, "job-2"), "and forgotten");
+	control_release(&c);
+	control_withdraw(&sp, CONTROL_CANCEL, "job-1");
+	for (int d = 0; d < SPOOL_NDIRS; d++)
+		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
+	spool_close(&sp);
+	ok(rmdir(dir) == 0, "the scratch spool removed");
+}
+
 int main(void)
 {
 	test_gone_names();
 	test_judge();
+	test_still_wants();
 	return tap_done();
 }
