@@ -132,6 +132,17 @@ int cli_hold(struct cli *c, int argc, char **argv)
 	return each_id(c, argc, argv, "hold ID...", hold_one, NULL);
 }
 
+/* A job that is about to run again (retry, release) must not carry its old run's requests: an
+ * old hold or cancel would hold or cancel the new run. Called while no daemon may run the job
+ * (it is in hold/, done/ or failed/), before it goes to new/. */
+static int drop_requests(struct cli *c, const char *id)
+{
+	if (control_withdraw(&c->sp, CONTROL_CANCEL, id) < 0 ||
+	    control_withdraw(&c->sp, CONTROL_HOLD, id) < 0)
+		return denied_or_error(c, "cannot remove an earlier request from", "control/", errno);
+	return CLI_OK;
+}
+
 static int release_one(struct cli *c, const char *id, const void *unused)
 {
 	(void)unused;
@@ -152,6 +163,9 @@ static int release_one(struct cli *c, const char *id, const void *unused)
 	}
 	if (w.dir != SPOOL_HOLD)
 		return cli_fail(c, CLI_FAILED, "'%s' is not held (%s)", id, cli_state_word(w.dir));
+	int rc = drop_requests(c, id);
+	if (rc != CLI_OK)
+		return rc;
 	/* Its mtime, and so its place in line, is kept. */
 	if (spool_rename(&c->sp, SPOOL_HOLD, w.name, SPOOL_NEW, w.name) < 0) {
 		if (errno == ENOENT || errno == ESTALE)
@@ -428,6 +442,9 @@ static int retry_one(struct cli *c, const char *id, const void *again_flag)
 		rc = cli_fail(c, CLI_FAILED, "'%s': its job file is not JSON: nothing to run again", id);
 		goto out;
 	}
+	rc = drop_requests(c, id);
+	if (rc != CLI_OK)
+		goto out;
 	size_t fresh_len = 0;
 	char *fresh = text_for_retry(job_bytes, job_len, job, result, &fresh_len);
 	/* Rewritten in place if need be (a finished job is nobody's), held while its old run's

@@ -322,6 +322,33 @@ def test_retry_and_purge(env):
     assert d.listdir("done") == [], d.listdir("done")
 
 
+def test_retry_and_release_drop_old_requests(env):
+    """A hold or cancel left from a job's run (its daemon finished it before it read them)
+    must not hold or cancel the run that retry or release starts."""
+    env.fake.script("bad then fine", [{"kind": "400_content_policy"}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("s1", {"prompt": "bad then fine"})
+    assert d.wait_finished("s1") == "failed"
+    assert d.stop() == 0
+    os.makedirs(d.path("hold"), exist_ok=True)
+    with open(d.path("hold", "s2.json"), "w") as f:
+        json.dump({"prompt": "held, then released"}, f)
+    requests = [d.path("control", f"{kind}.{task_id}")
+                for kind in ("hold", "cancel") for task_id in ("s1", "s2")]
+    for path in requests:
+        open(path, "w").close()
+    # No daemon runs: what retry and release leave behind is theirs alone.
+    assert cli(d.spool, "retry", "s1").returncode == 0
+    assert cli(d.spool, "release", "s2").returncode == 0
+    assert [p for p in requests if os.path.exists(p)] == [], os.listdir(d.path("control"))
+    assert states(d, "s1") == ["new"] and states(d, "s2") == ["new"]
+    d.start()
+    assert d.wait_finished("s1") == "done", d.log()[-3000:]
+    assert d.wait_finished("s2") == "done", d.log()[-3000:]
+    assert env.fake.calls("bad then fine") == 2 and env.fake.calls("held, then released") == 1
+    assert d.stop() == 0
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -400,7 +427,7 @@ if __name__ == "__main__":
         test_hold_running_at_its_next_transition,
         test_hold_of_a_job_a_crash_left_running,
         test_pause_makes_no_call,
-        test_retry_and_purge,
+        test_retry_and_purge, test_retry_and_release_drop_old_requests,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
     ])
