@@ -4,6 +4,8 @@
  * allows (ms, like the timers), and a timer already due (curl's "call me at once", a 0 ms
  * timer) runs on the next turn without sleeping at all. Timers live in a small array scanned
  * linearly: the daemon keeps a handful of them per job at most, so a heap would buy nothing.
+ * Idle work (loop_when_idle) runs when a look at the fds finds nothing and no timer is due: work
+ * that must never delay the answer to an event.
  * Failures: epoll_wait errors other than EINTR end loop_run with -1; everything else is
  * reported to the caller. */
 #include <errno.h>
@@ -43,6 +45,8 @@ struct loop {
 	uint64_t next_timer_id;
 	loop_hook_fn *before_sleep;
 	void *before_sleep_arg;
+	loop_hook_fn *idle;      /* runs once, when nothing else is ready (loop_when_idle) */
+	void *idle_arg;
 	bool stop;
 };
 
@@ -181,6 +185,12 @@ static void run_timers(struct loop *loop, int64_t now)
 	free(due);
 }
 
+void loop_when_idle(struct loop *loop, loop_hook_fn *fn, void *arg)
+{
+	loop->idle = fn;
+	loop->idle_arg = arg;
+}
+
 void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg)
 {
 	loop->before_sleep = fn;
@@ -207,7 +217,15 @@ int loop_run(struct loop *loop)
 			continue;
 		}
 		polled = true;
-		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), timeout);
+		/* Idle work waits for a look that finds nothing ready: then it runs, and the loop
+		 * turns again before it sleeps. */
+		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), loop->idle ? 0 : timeout);
+		if (n == 0 && loop->idle && timeout != 0) {
+			loop_hook_fn *fn = loop->idle;
+			loop->idle = NULL;
+			fn(loop, loop->idle_arg);
+			continue;
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

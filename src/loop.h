@@ -1,5 +1,7 @@
 /* loop.h - the event loop: fd watchers and timers over epoll (timers set epoll_wait's timeout, so
- * adding one costs no system call), and a hook that runs before the loop sleeps. Knows nothing of jobs. Single-threaded: call it from the loop thread only. */
+ * adding one costs no system call), a hook that runs before the loop sleeps, and work that waits
+ * until nothing else is ready. Knows nothing of jobs. Single-threaded: call it from the loop
+ * thread only. */
 #ifndef LOOP_H
 #define LOOP_H
 
@@ -34,6 +36,10 @@ uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *
 void loop_del_timer(struct loop *loop, uint64_t id);
 
 void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg);
+/* Work that may wait: fn runs once, on the first turn that finds no event ready and no timer
+ * due (it costs that turn one epoll_wait that does not sleep). One at a time: a later call
+ * replaces an earlier one not yet run. fn may ask again. */
+void loop_when_idle(struct loop *loop, loop_hook_fn *fn, void *arg);
 
 /* Runs until loop_stop(). Returns 0, or -1 if epoll itself failed. */
 int loop_run(struct loop *loop);

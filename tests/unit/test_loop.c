@@ -1,5 +1,5 @@
 /* test_loop.c - the event loop's timers: they run in due order, never early, a 0 ms timer on the
- * next turn, and timers that keep coming due never starve a ready fd. */
+ * next turn, and timers that keep coming due never starve a ready fd; idle work waits for both. */
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -160,11 +160,57 @@ static void test_parked_fds(void)
 	loop_free(loop);
 }
 
+struct idle_trace {
+	struct trace *tr;
+	int runs, wanted;        /* idle runs so far; how many it asks for */
+	int reads_seen[4];       /* bytes read before each run */
+	size_t timers_seen;      /* timers fired before the first run */
+};
+
+static void on_idle(struct loop *loop, void *arg)
+{
+	struct idle_trace *it = arg;
+	if (!it->runs)
+		it->timers_seen = it->tr->n;
+	if (it->runs < 4)
+		it->reads_seen[it->runs] = it->tr->reads;
+	if (++it->runs < it->wanted)
+		loop_when_idle(loop, on_idle, it);
+	else
+		loop_add_timer(loop, 20, stop_when_quiet, NULL);   /* and nothing more, meanwhile */
+}
+
+/* Idle work waits until every ready fd has been served and every due timer has run; it runs once
+ * per request; asked again from itself, it runs again on the next quiet turn. */
+static void test_idle_work_waits_for_ready_fds_and_due_timers(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	struct tick tk = { &tr, 'a' };
+	struct idle_trace it = { .tr = &tr, .wanted = 2 };
+	int p[2];
+	ok(pipe(p) == 0, "a pipe");
+	ok(write(p[1], "xyz", 3) == 3, "three bytes to read, one per turn");
+	loop_add_fd(loop, p[0], EPOLLIN, on_readable, &tr);   /* a byte a turn: ready till drained */
+	loop_add_timer(loop, 0, note, &tk);
+	loop_when_idle(loop, on_idle, &it);
+	loop_run(loop);
+	ok(it.reads_seen[0] == 3, "idle work ran after the ready fd was drained (%d of 3 read)",
+	   it.reads_seen[0]);
+	ok(it.timers_seen == 1, "and after the due timer ran");
+	ok(it.runs == 2, "asked again from itself, it ran again, and no more (%d)", it.runs);
+	loop_del_fd(loop, p[0]);
+	close(p[0]);
+	close(p[1]);
+	loop_free(loop);
+}
+
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
 	test_deleted_timer_never_runs();
 	test_zero_ms_timers_do_not_starve_fds();
 	test_parked_fds();
+	test_idle_work_waits_for_ready_fds_and_due_timers();
 	return tap_done();
 }
