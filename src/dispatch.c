@@ -4,16 +4,19 @@
  * fsyncing results) goes to the I/O pool and comes back through a done() callback; while it is
  * away the task is touched by nobody else. A task's states:
  *
- *   CALLING -> PARSING -> (DOWNLOADING) -> (UPLOADING) -> PUBLISHING -> freed
- *                  \-> BACKOFF -> CALLING            (a retry)
- *                  \-> requeued to new/              (hold, shutdown)
+ *   (READY ->) CALLING -> PARSING -> (DOWNLOADING) -> (UPLOADING) -> PUBLISHING -> freed
+ *                             \-> BACKOFF -> CALLING            (a retry)
+ *                             \-> requeued to new/              (hold, shutdown)
+ *
+ * READY: claimed ahead, waiting in the ready line for a call slot (slots.c).
  *
  * Nothing a job does can end the daemon: every failure on a job's path ends in failed/ with a
  * reason, or leaves the job where a restart finds it.
  *
  * Here: a task's life, the call and its answer, publication, shutdown. Its other rooms share
- * dispatch_impl.h: intake.c (pending jobs, claims, the pump), routing.c, provider_state.c,
- * attempt.c (prices, records), sidecar.c, deferral.c, download.c, recovery.c (leases, crashes). */
+ * dispatch_impl.h: intake.c (pending jobs, claims, the pump), slots.c (calls in flight, the ready
+ * line), routing.c, provider_state.c, attempt.c (prices, records), sidecar.c, deferral.c,
+ * download.c, recovery.c (leases, crashes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -122,6 +125,7 @@ void dispatch_hint(struct dispatch *d, const char *name)
 
 void dispatch_pump(struct dispatch *d)
 {
+	slots_pump(d);
 	intake_pump(d);
 }
 
@@ -183,10 +187,12 @@ void task_free(struct task *t)
 		t->next->prev = t->prev;
 	d->n_tasks--;
 	strset_del(&d->held, t->id);
+	if (t->state == T_READY)
+		slots_ready_remove(t);
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
 	if (t->calling)
-		provider_ended(&t->prov->flow);
+		slots_call_ended(t);
 	if (t->reserved)   /* the call ended without an answer: it may have been billed */
 		attempt_settle(t, true, t->reserve_known, t->reserve);
 	keyshare_release(d->ks, &t->ticket);
@@ -735,6 +741,8 @@ void task_parse_done(void *arg)
 		attempt_count(t),
 		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
 		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
+	if (t->calling)   /* an answer other than a success held its slot until now */
+		slots_call_ended(t);
 	decide(t);
 }
 
@@ -742,8 +750,11 @@ static void call_done(void *arg, struct http_result *res)
 {
 	struct task *t = arg;
 	t->xfer = NULL;
-	t->calling = false;
-	provider_ended(&t->prov->flow);
+	/* A success gives its slot to the next call at once, while its job is parsed and
+	 * published. Any other answer keeps it until it is classified: a refused key must hold
+	 * the provider before another call goes out with it. */
+	if (res->transport == HTTP_DONE && res->status >= 200 && res->status < 300)
+		slots_call_ended(t);
 	/* Pause the provider now, not after the body is parsed: calls must not start meanwhile.
 	 * The classification may still hold it (an exhausted quota) or lengthen the pause. */
 	if (res->transport == HTTP_DONE && res->status == 429) {
@@ -764,12 +775,15 @@ static void call_done(void *arg, struct http_result *res)
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
 	task_pool_submit_batched(t, task_parse_work, task_parse_done);
+	slots_start_ready(t->d);   /* the next call goes out before this one's job is looked at */
 }
 
 void task_send_attempt(struct task *t)
 {
 	struct dispatch *d = t->d;
 	const struct provider_config *p = t->prov->cfg;
+	if (!slots_take(t))
+		return;   /* in the ready line until a call ends */
 	if (!p->api_key) {
 		provider_state_hold(t->prov, p->key_problem);
 		task_requeue(t, "no API key");
@@ -814,9 +828,7 @@ void task_send_attempt(struct task *t)
 		task_fail(t, "internal", NULL, "the request could not be set up");
 		return;
 	}
-	t->calling = true;
-	struct provider_limits limits = provider_state_limits(t->prov);
-	provider_started(&t->prov->flow, &limits, mono_ms());
+	slots_call_started(t);
 	attempt_reserve(t);
 }
 
@@ -894,8 +906,17 @@ void task_requeue(struct task *t, const char *why)
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), t->created_wall_ms) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
-	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name))
+	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name)) {
+		/* Its place in line: the claim stamped its mtime for the lease. Set back in running/,
+		 * as spool_move_rewritten does: in new/ another host may claim it at once. */
+		struct timespec times[2] = {
+			{ .tv_nsec = UTIME_NOW },
+			{ .tv_sec = t->created_wall_ms / 1000, .tv_nsec = t->created_wall_ms % 1000 * 1000000 },
+		};
+		if (t->created_wall_ms > 0)
+			utimensat(t->d->spool->fd[SPOOL_RUNNING], t->running_name, times, AT_SYMLINK_NOFOLLOW);
 		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
+	}
 	free(text);
 	if (rc == 0) {
 		sidecar_drop(t);
@@ -1009,8 +1030,7 @@ static void cancel_call(struct task *t)
 		http_cancel(t->d->http, t->xfer);
 	t->xfer = NULL;
 	if (t->calling)
-		provider_ended(&t->prov->flow);
-	t->calling = false;
+		slots_call_ended(t);
 	int64_t now = wall_ms();
 	struct attempt a = { .started_wall_ms = t->call_started_wall,
 			     .latency_ms = now - t->call_started_wall, .transport = "interrupted",
@@ -1039,6 +1059,12 @@ void dispatch_control(struct dispatch *d)
 		if (cancel && t->state == T_CALLING) {
 			log_job(LOG_INFO, t->id, "cancelled by an operator: cutting the call in flight");
 			cancel_call(t);
+		} else if (cancel && t->state == T_READY) {
+			slots_ready_remove(t);
+			task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) "
+				  "before its call");
+		} else if (t->state == T_READY && control_wants(&d->control, CONTROL_HOLD, t->id)) {
+			task_requeue(t, "held by an operator");
 		} else if (cancel && t->state == T_BACKOFF) {
 			if (t->timer)
 				loop_del_timer(d->loop, t->timer);
@@ -1074,7 +1100,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			attempt_record(t, &a);
 			t->billed_retries++;
 			task_requeue(t, "shutdown: the grace period ended");
-		} else if (t->state == T_BACKOFF) {
+		} else if (t->state == T_BACKOFF || t->state == T_READY) {
 			task_requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_PUBLISHING && !t->in_pool) {
 			/* Waiting for disk space: the job stays in running/ with its saved response;
@@ -1102,7 +1128,7 @@ void dispatch_drain(struct dispatch *d)
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
-		if (t->state == T_BACKOFF)
+		if (t->state == T_BACKOFF || t->state == T_READY)
 			task_requeue(t, "shutdown");
 	}
 	dispatch_log_waiting(d);
@@ -1256,6 +1282,9 @@ void dispatch_free(struct dispatch *d)
 		loop_del_timer(d->loop, d->grace_timer);
 	if (d->wake_timer)
 		loop_del_timer(d->loop, d->wake_timer);
+	if (d->ready_timer)
+		loop_del_timer(d->loop, d->ready_timer);
+	loop_when_idle(d->loop, NULL, NULL);   /* the claims ahead were d's */
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);
 	for (size_t i = 0; i < d->n_pending; i++)

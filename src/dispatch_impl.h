@@ -39,7 +39,7 @@ struct loop;
 struct store;
 
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
-		  T_PUBLISHING };
+		  T_PUBLISHING, T_READY };
 
 /* A provider's flow control (provider.c) and what it takes on the loop. */
 struct provider_state {
@@ -73,7 +73,8 @@ struct task {
 	enum task_state state;
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
-	bool calling;            /* counted in prov->flow.active */
+	bool calling;            /* counted in prov->flow.active and d->n_calling */
+	struct task *ready_prev, *ready_next; /* in the ready line while T_READY (slots.c) */
 	bool fenced;             /* another daemon reclaimed it: never publish */
 	bool in_pool;            /* a helper thread owns it until its done() runs */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
@@ -167,6 +168,15 @@ struct dispatch {
 	int n_tasks;
 	long others_running;     /* other hosts' jobs in running/ at the last rescan */
 	long deferred_jobs;      /* jobs in deferred/ at its last listing, with our moves since */
+	/* Call slots (slots.c): the calls in flight, and the jobs claimed ahead of them. */
+	int n_calling;           /* at most [spool] concurrency */
+	struct task *ready_head, *ready_tail; /* the ready line, oldest first */
+	int n_ready;
+	int ready_cap;           /* while claiming ahead: the line may grow to this; else 0 */
+	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
+	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
+	int ends_this, ends_prev;
+	uint64_t ready_timer;    /* the earliest end of a pause or rate window the line waits for */
 	bool draining;
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
@@ -285,6 +295,8 @@ int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now
 int64_t provider_state_busy_until(const struct provider_state *p, int64_t now);
 bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
 			       struct keyshare_ticket *out);
+/* Whether p has limits or budgets kept with the other hosts (a ticket per call). */
+bool provider_state_shared(const struct provider_state *p);
 
 /* ---- attempt.c: a call's price and record ---------------------------------------------------- */
 
@@ -296,6 +308,26 @@ void attempt_reserve(struct task *t);
 void attempt_settle(struct task *t, bool billed, bool known, double cost);
 void attempt_record(struct task *t, const struct attempt *a);
 size_t attempt_count(const struct task *t);
+
+/* ---- slots.c: calls in flight and the ready line ------------------------------------------ */
+
+/* Whether t's call may go out now (a slot is free and its provider takes it); if not, t waits
+ * in the ready line (T_READY) and starts when a call ends. */
+bool slots_take(struct task *t);
+void slots_ready_remove(struct task *t);
+/* Counts a call that went out, and one that ended. */
+void slots_call_started(struct task *t);
+void slots_call_ended(struct task *t);
+/* Starts the calls of the ready line that may start, oldest first; a job whose provider was
+ * held (or went over budget) meanwhile goes back to new/. */
+void slots_start_ready(struct dispatch *d);
+/* Whether a job for p may be claimed now: to call at once, or to wait in the ready line. */
+bool slots_may_claim(const struct provider_state *p, int64_t now);
+bool slots_may_claim_ahead(const struct provider_state *p, int64_t now);
+/* How many more jobs may be claimed now (calls, the line, and the jobs held in all). */
+long slots_claim_room(const struct dispatch *d);
+/* On every turn, before the claims: the line's calls, and its filling once the loop is idle. */
+void slots_pump(struct dispatch *d);
 
 /* ---- sidecar.c: the files beside a job in running/ ------------------------------------------- */
 

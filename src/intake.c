@@ -57,6 +57,7 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 		pe->mtime_ns = file->mtime_ns;
 	}
 	d->n_unplaced += !file;
+	d->ahead_stuck = false;   /* a new job: the ready line may take it */
 	size_t s = d->n_sorted;
 	if (file && s == d->n_pending - 1 &&
 	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
@@ -252,7 +253,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 
 	if (pe->provider) {
 		struct provider_state *p = provider_state_find(d, pe->provider);
-		if (p && provider_state_blocked_until(p, mono_ms()))
+		if (p && !slots_may_claim(p, mono_ms()))
 			return WAIT;
 	}
 	if (pe->route && routing_still_waits(d, pe))
@@ -305,14 +306,15 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		routing_pick(d, route, &job, id, pe, &pick);
 		/* The chosen target's provider keeps its shared limits too. */
 		if (pick.verdict == ROUTE_WAIT ||
-		    (pick.prov && !provider_state_take_share(pick.prov, &job, pick.model, &ticket))) {
+		    (pick.prov && (!slots_may_claim(pick.prov, mono_ms()) ||
+				   !provider_state_take_share(pick.prov, &job, pick.model, &ticket)))) {
 			job_release(&job);
 			return WAIT;
 		}
 		prov = pick.prov;
 	} else if (pr == JOB_OK) {
 		prov = provider_state_find(d, job.provider);
-		if (prov && (provider_state_blocked_until(prov, mono_ms()) ||
+		if (prov && (!slots_may_claim(prov, mono_ms()) ||
 			     !provider_state_take_share(prov, &job, NULL, &ticket))) {
 			free(pe->provider);   /* set before when it waited for another reason */
 			pe->provider = xstrdup(prov->cfg->name);
@@ -428,7 +430,7 @@ static bool any_provider_ready(struct dispatch *d)
 		if (d->providers[i]->retired)
 			continue;
 		int64_t until = provider_state_blocked_until(d->providers[i], now);
-		if (until == 0)
+		if (until == 0 || slots_may_claim_ahead(d->providers[i], now))
 			return true;
 		if (until > 0 && (!earliest || until < earliest))
 			earliest = until;
@@ -460,13 +462,13 @@ static bool disk_has_room(struct dispatch *d)
 
 void intake_pump(struct dispatch *d)
 {
-	if (d->draining || d->n_pending == 0 || d->n_tasks >= d->cfg->concurrency ||
+	if (d->draining || d->n_pending == 0 || slots_claim_room(d) == 0 ||
 	    !any_provider_ready(d) || !disk_has_room(d)) {
 		pending_place(d, d->n_sorted, SCAN_SLICE_MS);   /* what waits gets its place in line */
 		return;
 	}
 	/* Order matters only when not every entry can start now: new names are stat'ed then. */
-	bool all_fit = d->n_pending <= (size_t)(d->cfg->concurrency - d->n_tasks);
+	bool all_fit = d->n_pending <= (size_t)slots_claim_room(d);
 	/* A claim waits until every waiting job has its place, so the oldest starts first. */
 	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS))
 		return;
@@ -474,7 +476,7 @@ void intake_pump(struct dispatch *d)
 	size_t sorted = d->n_pending;
 	size_t keep = 0;   /* entries that must wait are compacted to the front */
 	size_t i = 0;
-	for (; i < d->n_pending && d->n_tasks < d->cfg->concurrency; i++) {
+	for (; i < d->n_pending && slots_claim_room(d) > 0; i++) {
 		struct pending *pe = &d->pending[i];
 		if (try_start(d, pe) == WAIT) {
 			d->pending[keep++] = *pe;

@@ -155,6 +155,12 @@ static struct keyshare_limits shared_limits_of(const struct provider_state *p)
 }
 
 /* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
+bool provider_state_shared(const struct provider_state *p)
+{
+	struct keyshare_limits l = shared_limits_of(p);
+	return keyshare_needed(&l);
+}
+
 bool provider_state_budgeted(const struct provider_state *p)
 {
 	return p->cfg->budget_daily || p->cfg->budget_monthly || p->d->cfg->budget_daily ||

@@ -1,0 +1,188 @@
+/* slots.c - call slots: at most [spool] concurrency calls in flight, and the ready line, jobs
+ * claimed ahead of a free slot.
+ *
+ * A slot is the call, not the job: when a call ends, the next one goes out at once, while the
+ * ended call's job is still parsed and published (those are bounded apart: no more jobs held than
+ * a concurrency's worth finishing beside the calls and the line). The ready line holds jobs
+ * claimed, read and with their request built; a call that ends hands its slot to the oldest of
+ * them, so a wave of answers costs the loop only the sends at first. The line is filled when the
+ * loop has nothing else to do (loop_when_idle), a slice at a time, and never beyond the calls
+ * that ended in the last second: a job claimed ahead waits about a second for its call, never the
+ * minutes of a long call while another host would have room for it. Providers whose limits are
+ * shared with other hosts get no jobs claimed ahead: their place among every host's calls is
+ * taken at the claim and must not idle in the line.
+ *
+ * Nothing here fails. A job in the line whose provider is held or over budget meanwhile goes
+ * back to new/ (it keeps its place there); one whose provider is paused or full waits. */
+#include <stdint.h>
+
+#include "dispatch_impl.h"
+#include "log.h"
+#include "loop.h"
+#include "banned.h"
+
+#define READY_MAX 1024           /* jobs in the ready line, at most */
+#define CLAIM_AHEAD_SLICE 64     /* claims ahead per idle turn: the loop answers in between */
+
+/* The line's size now: the calls that ended in the last second, within the bounds. */
+static int ready_max(const struct dispatch *d)
+{
+	int n = d->ends_prev > d->ends_this ? d->ends_prev : d->ends_this;
+	if (n > READY_MAX)
+		n = READY_MAX;
+	return d->cfg->concurrency < n ? (int)d->cfg->concurrency : n;
+}
+
+static void ready_push(struct task *t)
+{
+	struct dispatch *d = t->d;
+	t->state = T_READY;
+	t->ready_next = NULL;
+	t->ready_prev = d->ready_tail;
+	if (d->ready_tail)
+		d->ready_tail->ready_next = t;
+	else
+		d->ready_head = t;
+	d->ready_tail = t;
+	d->n_ready++;
+}
+
+void slots_ready_remove(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (t->ready_prev)
+		t->ready_prev->ready_next = t->ready_next;
+	else
+		d->ready_head = t->ready_next;
+	if (t->ready_next)
+		t->ready_next->ready_prev = t->ready_prev;
+	else
+		d->ready_tail = t->ready_prev;
+	t->ready_prev = t->ready_next = NULL;
+	t->state = T_CALLING;   /* what a task is between its claim and its call */
+	d->n_ready--;
+	d->ahead_stuck = false;
+}
+
+void slots_call_started(struct task *t)
+{
+	t->calling = true;
+	t->d->n_calling++;
+	struct provider_limits limits = provider_state_limits(t->prov);
+	provider_started(&t->prov->flow, &limits, mono_ms());
+}
+
+void slots_call_ended(struct task *t)
+{
+	struct dispatch *d = t->d;
+	int64_t second = mono_ms() / 1000;
+	if (second != d->ends_second) {
+		d->ends_prev = second == d->ends_second + 1 ? d->ends_this : 0;
+		d->ends_this = 0;
+		d->ends_second = second;
+	}
+	d->ends_this++;
+	d->ahead_stuck = false;   /* the line may take more */
+	t->calling = false;
+	d->n_calling--;
+	provider_ended(&t->prov->flow);
+}
+
+/* Why p takes no call now (PROVIDER_FREE: it does); an operator's pause counts as a hold. */
+static enum provider_block block_now(const struct provider_state *p, int64_t now, int64_t *until)
+{
+	if (control_paused(&p->d->control, p->cfg->name)) {
+		*until = -1;
+		return PROVIDER_HELD;
+	}
+	struct provider_limits l = provider_state_limits(p);
+	return provider_blocked(&p->flow, &l, now, until);
+}
+
+bool slots_take(struct task *t)
+{
+	int64_t until;
+	if (t->d->n_calling < t->d->cfg->concurrency &&
+	    (t->is_probe || block_now(t->prov, mono_ms(), &until) == PROVIDER_FREE))
+		return true;
+	ready_push(t);
+	return false;
+}
+
+bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
+{
+	const struct dispatch *d = p->d;
+	if (d->n_ready >= d->ready_cap || provider_state_shared(p))
+		return false;
+	int64_t until;
+	enum provider_block b = block_now(p, now, &until);
+	return b == PROVIDER_FREE || b == PROVIDER_BUSY;
+}
+
+bool slots_may_claim(const struct provider_state *p, int64_t now)
+{
+	return (p->d->n_calling < p->d->cfg->concurrency && provider_state_blocked_until(p, now) == 0) ||
+	       slots_may_claim_ahead(p, now);
+}
+
+long slots_claim_room(const struct dispatch *d)
+{
+	long conc = d->cfg->concurrency;
+	long calls = conc - d->n_calling, ahead = d->ready_cap - d->n_ready;
+	long by_calls = (calls > 0 ? calls : 0) + (ahead > 0 ? ahead : 0);
+	long by_held = 2 * conc + ready_max(d) - d->n_tasks;
+	long room = by_calls < by_held ? by_calls : by_held;
+	return room > 0 ? room : 0;
+}
+
+static int64_t ready_wake(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	d->ready_timer = 0;   /* the before-sleep hook starts what may start */
+	return LOOP_TIMER_DONE;
+}
+
+void slots_start_ready(struct dispatch *d)
+{
+	int64_t now = mono_ms(), wake = 0;
+	struct task *t = d->ready_head, *next;
+	for (; t && d->n_calling < d->cfg->concurrency && !d->draining; t = next) {
+		next = t->ready_next;
+		int64_t until = 0;
+		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
+		if (b == PROVIDER_BUSY || b == PROVIDER_PAUSED) {
+			if (until > 0 && (!wake || until < wake))
+				wake = until;
+			continue;
+		}
+		slots_ready_remove(t);
+		if (b == PROVIDER_FREE)
+			task_send_attempt(t);
+		else
+			task_requeue(t, b == PROVIDER_HELD ? "provider on hold" : "provider over budget");
+	}
+	if (wake && !d->ready_timer)
+		d->ready_timer = loop_add_timer(d->loop, wake - now, ready_wake, d);
+}
+
+static void claim_ahead(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct dispatch *d = arg;
+	int before = d->n_ready;
+	d->ready_cap = d->n_ready + CLAIM_AHEAD_SLICE < ready_max(d) ? d->n_ready + CLAIM_AHEAD_SLICE
+								      : ready_max(d);
+	intake_pump(d);
+	d->ready_cap = 0;
+	/* Placing waiting names in line is progress too. */
+	d->ahead_stuck = d->n_ready <= before && !d->n_unplaced;
+}
+
+void slots_pump(struct dispatch *d)
+{
+	slots_start_ready(d);
+	if (!d->ready_cap && !d->ahead_stuck && !d->draining && d->n_pending &&
+	    d->n_ready < ready_max(d))
+		loop_when_idle(d->loop, claim_ahead, d);
+}

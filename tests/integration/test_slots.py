@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Call slots (src/slots.c): [spool] concurrency counts calls in flight; while calls end often, the
+next job is claimed ahead and waits in running/ for a slot, with no call; an operator's cancel or
+hold, or a shutdown, takes it back without one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+
+
+def cli(spool, *args):
+    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def running_jobs(d):
+    return [n.split("@")[0] for n in d.listdir("running")]
+
+
+def start_with_one_ahead(env, **settings):
+    """Concurrency 1: "first" ends quickly, "long" then calls for 3 s, and "ahead" (submitted
+    after them) is claimed meanwhile: a call ended within the last second, so one job may wait
+    for the slot. Returns the daemon once "ahead" is in running/ with no call made for it."""
+    env.fake.script("first call", {"kind": "b64", "delay": 0.2})
+    env.fake.script("long call", {"kind": "b64", "delay": 3})
+    d = env.daemon(spool__concurrency=1, **settings).start()
+    os.makedirs(d.path("tmp"), exist_ok=True)
+    cli(d.spool, "pause")   # the three are in new/, in order, before anything starts
+    for i, (task_id, prompt) in enumerate((("first", "first call"), ("long", "long call"),
+                                           ("ahead", "claimed ahead"))):
+        tmp = d.path("tmp", task_id + ".json")
+        with open(tmp, "w") as f:
+            json.dump({"prompt": prompt}, f)
+        os.utime(tmp, (1_700_000_001 + i,) * 2)   # its place in line, before it is seen
+        os.rename(tmp, d.path("new", task_id + ".json"))
+    cli(d.spool, "resume")
+    wait_for(lambda: env.fake.inflight == 1 and env.fake.calls("long call") == 1 and
+             "ahead" in running_jobs(d), 20, "'ahead' claimed while 'long' is called")
+    assert env.fake.calls("claimed ahead") == 0
+    return d
+
+
+def test_a_job_is_claimed_ahead_and_called_when_the_slot_frees(env):
+    d = start_with_one_ahead(env)
+    assert d.wait_finished("ahead") == "done"
+    assert d.state("long") == "done"
+    assert env.fake.max_inflight == 1, "one call at a time, as concurrency says"
+    for prompt in ("first call", "long call", "claimed ahead"):
+        assert env.fake.calls(prompt) == 1, prompt
+
+
+def test_a_job_claimed_ahead_is_cancelled_without_a_call(env):
+    d = start_with_one_ahead(env)
+    r = cli(d.spool, "cancel", "ahead")
+    assert r.returncode == 0, r
+    assert d.wait_finished("ahead") == "failed"
+    res = d.result("ahead")
+    assert res["error"]["code"] == "cancelled" and res["attempts"] == [], res
+    assert "before its call" in res["error"]["message"], res["error"]
+    assert d.wait_finished("long") == "done"
+    assert env.fake.calls("claimed ahead") == 0
+
+
+def test_a_job_claimed_ahead_is_held_without_a_call(env):
+    d = start_with_one_ahead(env)
+    r = cli(d.spool, "hold", "ahead")
+    assert r.returncode == 0, r
+    wait_for(lambda: os.path.exists(d.path("hold", "ahead.json")), 20, "'ahead' in hold/")
+    assert d.wait_finished("long") == "done"
+    assert env.fake.calls("claimed ahead") == 0
+    with open(d.path("hold", "ahead.json")) as f:
+        assert "imgspool" not in f.read(), "no attempt, no records"
+
+
+def test_shutdown_puts_a_job_claimed_ahead_back_in_new(env):
+    d = start_with_one_ahead(env)
+    d.send_signal(signal.SIGTERM)
+    wait_for(lambda: d.state("ahead") == "new", 10, "'ahead' back in new/ at once")
+    d.proc.wait(30)   # one signal: the call in flight has its grace period
+    assert d.stop() == 0
+    assert d.state("long") == "done", "the call in flight finished in the grace period"
+    assert env.fake.calls("claimed ahead") == 0
+    assert os.stat(d.path("new", "ahead.json")).st_mtime == 1_700_000_003, "its place in line"
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_a_job_is_claimed_ahead_and_called_when_the_slot_frees,
+        test_a_job_claimed_ahead_is_cancelled_without_a_call,
+        test_a_job_claimed_ahead_is_held_without_a_call,
+        test_shutdown_puts_a_job_claimed_ahead_back_in_new,
+    ])
