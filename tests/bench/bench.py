@@ -24,8 +24,9 @@ cli, keyshare, gate and rescan, which are other programs):
               top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy)
   ext4        the throughput case on the disk (a directory under /var/tmp), fsync on: jobs/s and
               its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
-  inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), 3x as many jobs: jobs/s vs
-              loadgen with as many connections doing as many requests, and curlgen --reuse
+  inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), BENCH_INFLIGHT_WAVES (3)
+              times as many jobs (more waves weigh the start-up less): jobs/s vs loadgen with
+              as many connections doing as many requests, and curlgen --reuse
               likewise (libcurl alone: the floor of one thread on libcurl); the calls waiting at
               the fake sampled every ~25 ms: their time-weighted mean (jobs/s is about that
               over 1 s) and how long until all were first in flight
@@ -36,7 +37,8 @@ cli, keyshare, gate and rescan, which are other programs):
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
-BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4 case makes its spool),
+BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
+case makes its spool),
 BENCH_ONLY (all). Example, one section fast:
   make build/imgspoold build/fastup build/loadgen &&
   BENCH_ONLY=syscalls BENCH_JOBS=500 python3 tests/bench/bench.py
@@ -66,6 +68,7 @@ EXT4_JOBS = int(os.environ.get("BENCH_EXT4_JOBS", str(min(JOBS, 500))))
 SYSCALLS_ALL = os.environ.get("BENCH_SYSCALLS_ALL") == "1"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
+INFLIGHT_WAVES = int(os.environ.get("BENCH_INFLIGHT_WAVES", "3"))
 RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
 SECTIONS = ("idle", "throughput", "syscalls", "ext4", "inflight", "rss")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
@@ -371,7 +374,7 @@ def ext4(up, tmpfs_jobs_s):
 def inflight():
     up = FastUpstream(KEY, delay_ms=1000)
     try:
-        n = 3 * INFLIGHT
+        n = INFLIGHT_WAVES * INFLIGHT
         daemon, raw, curl, held, mean_held, ramp = [], [], [], [], [], []
         with Tmpfs() as fs:
             for i in range(RUNS):
