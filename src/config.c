@@ -67,6 +67,7 @@ static const struct key keys[] = {
 	{ "limits", "timeout_max", T_INT, C(timeout_max), 1, 7200, "900" },
 	{ "limits", "download_timeout", T_INT, C(download_timeout), 1, 3600, "120" },
 	{ "limits", "download_attempts", T_INT, C(download_attempts), 1, 20, "4" },
+	{ "limits", "download_retry_cap", T_INT, C(download_retry_cap), 1, 3600, "30" },
 	{ "limits", "allow_private_downloads", T_BOOL, C(allow_private_downloads), 0, 1, "no" },
 	{ "retry", "max_retries", T_INT, C(max_retries), 0, 20, "2" },
 	{ "retry", "max_billed_retries", T_INT, C(max_billed_retries), 0, 5, "1" },

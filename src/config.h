@@ -109,6 +109,7 @@ struct config {
 	long max_pixels_mp;
 	long download_timeout;   /* seconds for fetching a returned image URL */
 	long download_attempts;
+	long download_retry_cap; /* seconds: the longest wait between two tries of a download */
 	long allow_private_downloads; /* 1: image URLs may point at loopback or private addresses */
 	long timeout_min;        /* a job's "timeout" is clamped to [timeout_min, timeout_max] */
 	long timeout_max;

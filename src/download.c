@@ -7,8 +7,14 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "retry.h"
 #include "secret.h"
 #include "banned.h"
+
+/* The first wait before a download is tried again; the waits double up to [limits]
+ * download_retry_cap, less up to a quarter at random, so the links of a batch that failed
+ * together are not fetched again all at once. */
+#define DOWNLOAD_RETRY_BASE_MS 1000
 
 static int64_t download_again(struct loop *loop, void *arg)
 {
@@ -57,7 +63,8 @@ static void download_done(void *arg, struct http_result *res)
 			  why, res->status);
 		return;
 	}
-	int64_t delay = 1000LL << (t->download_tries - 1);
+	int64_t delay = retry_redelivery_ms(t->download_tries, DOWNLOAD_RETRY_BASE_MS,
+					    d->cfg->download_retry_cap * 1000, random64());
 	log_job(LOG_WARN, t->id, "download of image %zu failed (%s, HTTP %ld); retrying in %" PRId64 " ms",
 		t->next_url + 1, why, res->status, delay);
 	t->timer = loop_add_timer(d->loop, delay, download_again, t);

@@ -72,7 +72,7 @@ def test_data_uri_b64(env):
 
 def test_url_is_downloaded_before_it_expires(env):
     # The link dies 5 s after it is handed out, and its first two downloads fail (the daemon
-    # waits 1 s, then 2 s): the download is retried on its own, and the billed generation is
+    # waits about 1 s, then about 2 s): the download is retried on its own, and the billed generation is
     # never repeated.
     env.fake.script("flux", [{"kind": "url", "ttl": 5, "url_fail_downloads": 2}])
     d = env.daemon().start()
@@ -87,6 +87,23 @@ def test_url_is_downloaded_before_it_expires(env):
     # The link is dead soon after; the stored bytes are what counts.
     link = env.fake.base_url + env.fake.downloads[-1]["path"]
     wait_for(lambda: fetch_status(link) == 404, 10, "the link to expire")
+
+
+def test_download_waits_are_capped(env):
+    """Seven failed downloads in a row: the waits between tries double from 1 s up to
+    [limits] download_retry_cap (1 s here), never beyond, so the link (alive 30 s) is fetched
+    in time. Waits that doubled without a cap (1, 2, 4 ... 64 s) outlived it."""
+    env.fake.script("capped", [{"kind": "url", "ttl": 30, "url_fail_downloads": 7}])
+    d = env.daemon(limits__download_attempts=8, limits__download_retry_cap=1).start()
+    d.submit("cap", {"prompt": "capped download", "model": "flux-2-pro"})
+    assert d.wait_finished("cap", timeout=40) == "done", d.log()[-3000:]
+    assert env.fake.calls("capped download") == 1
+    downloads = env.fake.downloads
+    assert [x["status"] for x in downloads] == [503] * 7 + [200], downloads
+    gaps = [b["time"] - a["time"] for a, b in zip(downloads, downloads[1:])]
+    # Each wait is the cap less up to a quarter; the upper bound leaves room for a loaded machine.
+    assert all(0.7 <= g <= 4.0 for g in gaps), gaps
+    assert d.stop() == 0
 
 
 def test_gemini_native_with_text_part_first(env):
@@ -272,7 +289,7 @@ if __name__ == "__main__":
     run_tests([
         test_b64_success_and_result_fields,
         test_data_uri_b64,
-        test_url_is_downloaded_before_it_expires,
+        test_url_is_downloaded_before_it_expires, test_download_waits_are_capped,
         test_gemini_native_with_text_part_first,
         test_n2_gives_two_images,
         test_job_written_slowly_into_new,

@@ -233,10 +233,22 @@ static void test_backoff(void)
 		{ 40, 1000, 60000, 0, 60000 },        /* capped */
 		{ 40, 1000, 60000, 15000, 45000 },
 		{ 3, 0, 60000, 7, 0 },
+		/* Downloads of returned image URLs: base 1 s, [limits] download_retry_cap 30 s. The
+		 * 19th wait (before try 20, the most download_attempts allows) was 2^18 s, 3 days. */
+		{ 5, 1000, 30000, 0, 16000 },
+		{ 19, 1000, 30000, 0, 30000 },
+		{ 19, 1000, 30000, 7500, 22500 },
 	};
 	for (size_t i = 0; i < sizeof(re) / sizeof(re[0]); i++)
 		ok(retry_redelivery_ms(re[i].failure, re[i].base, re[i].cap, re[i].random) == re[i].want,
 		   "redelivery row %zu: failure %d -> %lld", i, re[i].failure, (long long)re[i].want);
+	/* All 19 waits of 20 tries fit in the shortest link lifetime (FLUX, about 10 minutes:
+	 * shared/upstream-api.md §1.8), however the random values fall. */
+	int64_t waits_max = 0;
+	for (int f = 1; f < 20; f++)
+		waits_max += retry_redelivery_ms(f, 1000, 30000, 0);
+	ok(waits_max == 451000 && waits_max < 600000, "download: 19 waits add up to %lld ms",
+	   (long long)waits_max);
 	int64_t spread_min = INT64_MAX, spread_max = 0;
 	for (uint64_t r = 0; r < 1000; r++) {
 		int64_t v = retry_backoff_ms(3, 1000, 60000, r * 7919);
