@@ -402,6 +402,45 @@ static void stat_one(struct cli_info *in, void *arg)
 	}
 }
 
+/* A webhook endpoint that answered 410 Gone (control/gone.KEY, spool-layout.md §14). */
+struct gone_endpoint {
+	const char *key;
+	char *url;               /* without its query, which may hold a token; NULL if unreadable */
+	int64_t since_ms;        /* the file's mtime: when the 410 came */
+};
+
+static int gone_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct gone_endpoint *)a)->key, ((const struct gone_endpoint *)b)->key);
+}
+
+/* The endpoints the last read of control/ found gone, by key; the caller frees each url and
+ * *out. */
+static size_t gone_endpoints(struct cli *c, const struct control *ctl, struct gone_endpoint **out)
+{
+	*out = xcalloc(ctl->gone.count + 1, sizeof(**out));
+	size_t n = 0;
+	for (size_t i = 0; i < ctl->gone.cap && n < ctl->gone.count; i++) {
+		const char *key = ctl->gone.slots[i];
+		if (!key || !key[0])
+			continue;
+		struct gone_endpoint *g = &(*out)[n++];
+		g->key = key;
+		char *name = control_name(CONTROL_GONE, key);
+		struct buf text;
+		struct stat st;
+		buf_init(&text, 8192);
+		if (spool_read_file(c->sp.fd[SPOOL_CONTROL], name, 8192, &text, &st) == SPOOL_READ_OK) {
+			g->url = xstrndup(text.data, strcspn(text.data, "?#\n"));
+			g->since_ms = timespec_ms(&st.st_mtim);
+		}
+		buf_release(&text);
+		free(name);
+	}
+	qsort(*out, n, sizeof(**out), gone_cmp);
+	return n;
+}
+
 int cli_stat(struct cli *c, int argc, char **argv)
 {
 	int opt;
@@ -430,6 +469,8 @@ int cli_stat(struct cli *c, int argc, char **argv)
 	struct control ctl;
 	control_init(&ctl);
 	control_read(&ctl, &c->sp);
+	struct gone_endpoint *gone;
+	size_t n_gone = gone_endpoints(c, &ctl, &gone);
 	if (rc == CLI_OK && json) {
 		json_t *o = json_object(), *states = json_object();
 		for (size_t k = 0; k < ARRAY_SIZE(cli_states); k++) {
@@ -454,6 +495,17 @@ int cli_stat(struct cli *c, int argc, char **argv)
 							       st->money[m].today, "month", st->money[m].month));
 		json_object_set_new(o, "spent", money);
 		json_object_set_new(o, "paused", json_boolean(ctl.pause_all));
+		json_t *endpoints = json_array();
+		for (size_t i = 0; i < n_gone; i++) {
+			char *file = control_name(CONTROL_GONE, gone[i].key);
+			json_array_append_new(endpoints, json_pack(
+				"{s:s?, s:s, s:o, s:s++}", "url", gone[i].url, "key", gone[i].key,
+				"since_s", gone[i].since_ms ? json_integer((st->now - gone[i].since_ms) / 1000)
+							    : json_null(),
+				"file", spool_dir_name(SPOOL_CONTROL), "/", file));
+			free(file);
+		}
+		json_object_set_new(o, "webhooks_gone", endpoints);
 		char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 		puts(text);
 		free(text);
@@ -485,7 +537,18 @@ int cli_stat(struct cli *c, int argc, char **argv)
 		for (size_t i = 0; i < ctl.paused.cap; i++)
 			if (ctl.paused.slots[i] && ctl.paused.slots[i][0] && strcmp(ctl.paused.slots[i], ""))
 				printf("paused: %s\n", ctl.paused.slots[i]);
+		for (size_t i = 0; i < n_gone; i++) {
+			char since[16] = "?";
+			if (gone[i].since_ms)
+				cli_format_age(st->now - gone[i].since_ms, since, sizeof(since));
+			printf("webhooks stopped: %s answered 410 Gone %s ago (its events wait in outbox/)\n"
+			       "  to send again: rm '%s/control/gone.%s' (or reload a daemon)\n",
+			       gone[i].url ? gone[i].url : "(an endpoint)", since, c->dir, gone[i].key);
+		}
 	}
+	for (size_t i = 0; i < n_gone; i++)
+		free(gone[i].url);
+	free(gone);
 	control_release(&ctl);
 	free(st);
 	return rc;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """imgspool, the operator's command, against the real daemon (issue 10; issue 8 item 21):
 every verb, its messages and exit codes, and that held, paused and cancelled jobs make no call."""
+import hashlib
 import json
 import os
 import subprocess
@@ -349,6 +350,21 @@ def test_retry_and_release_drop_old_requests(env):
     assert d.stop() == 0
 
 
+def test_stat_shows_gone_webhooks_without_their_query(env):
+    d = env.daemon().start()
+    url = "https://hooks.example.com/in?token=s3cret"
+    key = hashlib.sha256(url.encode()).hexdigest()[:32]
+    with open(d.path("control", f"gone.{key}"), "w") as f:
+        f.write(url + "\n")
+    r = cli(d.spool, "stat")
+    assert r.returncode == 0, r
+    assert "webhooks stopped: https://hooks.example.com/in answered 410 Gone" in r.stdout, r.stdout
+    assert f"rm '{d.spool}/control/gone.{key}'" in r.stdout and "s3cret" not in r.stdout, r.stdout
+    r = cli(d.spool, "stat", "-j")
+    assert json.loads(r.stdout)["webhooks_gone"][0]["url"] == "https://hooks.example.com/in", r
+    assert d.stop() == 0
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -428,6 +444,7 @@ if __name__ == "__main__":
         test_hold_of_a_job_a_crash_left_running,
         test_pause_makes_no_call,
         test_retry_and_purge, test_retry_and_release_drop_old_requests,
+        test_stat_shows_gone_webhooks_without_their_query,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
     ])

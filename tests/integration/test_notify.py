@@ -11,13 +11,14 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, TEST_KEY, run_tests, wait_for  # noqa: E402
 from peers import S3Server, WebhookReceiver  # noqa: E402
 
 
@@ -165,9 +166,21 @@ def test_gone_endpoint_waits_until_enabled(env):
     assert len(d.listdir("outbox")) == 5, d.listdir("outbox")
     wait_for(lambda: "imgspool_webhook_endpoints_gone 1\n" in read_text(prom)
              and "imgspool_webhook_parked 5\n" in read_text(prom), 10, "the metrics")
+    # imgspool stat tells the operator, with the way back: the command it prints is run.
+    shown = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True, text=True,
+                           timeout=30)
+    assert shown.returncode == 0 and f"webhooks stopped: {url} answered 410 Gone" in shown.stdout, \
+        shown
+    command = shown.stdout.split("to send again: ", 1)[1].split(" (or reload", 1)[0]
+    assert command == f"rm '{marker}'", command
+    gone = json.loads(subprocess.run([IMGSPOOL, "-d", d.spool, "stat", "-j"], capture_output=True,
+                                     text=True, timeout=30).stdout)["webhooks_gone"]
+    assert [(g["url"], g["key"], g["file"]) for g in gone] == \
+        [(url, endpoint_key(url), "control/gone." + endpoint_key(url))], gone
     # The operator's way back: the file goes, and so does every event, once.
     rx.set_gone(False)
-    os.unlink(marker)
+    assert subprocess.run(["sh", "-c", command], timeout=30).returncode == 0
+    assert not os.path.exists(marker)
     everything = ["g0"] + later
     wait_for(lambda: set(delivered(rx)) >= set(everything), 20, "the events once enabled")
     got = delivered(rx)
@@ -175,6 +188,9 @@ def test_gone_endpoint_waits_until_enabled(env):
         assert [wid for wid, _ in got[t]] == [msg_id(t, "job.succeeded")], got[t]
     wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
     wait_for(lambda: "imgspool_webhook_endpoints_gone 0\n" in read_text(prom), 10, "gauge at 0")
+    shown = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True, text=True,
+                           timeout=30)
+    assert shown.returncode == 0 and "webhooks stopped" not in shown.stdout, shown.stdout
     # Gone again; a reload enables it too.
     rx.set_gone(True)
     d.submit("g5", {"prompt": "gone 5"})
