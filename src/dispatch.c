@@ -296,6 +296,8 @@ static void publish_work(void **args, size_t n)
 		struct task *t = args[i];
 		if (!t->result_json)   /* the task's data is the pool's until publish_done */
 			t->result_json = result_to_json(&t->result);
+		if (!t->final_job_text && t->job_text)
+			t->final_job_text = task_job_text(t, 0, t->succeeded ? "succeeded" : "failed");
 		/* Events are queued before the job is published (the batch's first barrier makes
 		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
 		 * its to announce. */
@@ -320,6 +322,8 @@ static void publish_work(void **args, size_t n)
 		if (jobs[i].id) {
 			t->publish_rc = jobs[i].rc;
 			t->publish_committed |= jobs[i].committed;
+			if (t->publish_rc == PUBLISH_OK)
+				sidecar_drop(t);   /* the job has left running/ with its records */
 		}
 	}
 	syncset_release(&ss);
@@ -394,8 +398,7 @@ static void publish_done(void *arg)
 					  publish_again, t);
 		return;
 	}
-	sidecar_drop(t);
-	metrics_finished(t->succeeded);
+	metrics_finished(t->succeeded);   /* its sidecars went in publish_work */
 	task_control_forget(t);
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
@@ -517,8 +520,7 @@ void task_finish(struct task *t)
 	free(t->result_json);
 	t->result_json = NULL;   /* built by publish_work, on the helper thread */
 	free(t->final_job_text);
-	t->final_job_text = t->job_text ? task_job_text(t, 0, t->succeeded ? "succeeded" : "failed")
-					: NULL;
+	t->final_job_text = NULL;   /* built by publish_work, on the helper thread */
 	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
 		t->result_json = result_to_json(&t->result);
 		task_queue_event(t, t->succeeded ? "succeeded" : "failed",
