@@ -130,7 +130,13 @@ def test_a_lock_that_goes_while_it_is_read_is_taken(env):
 
 
 def test_a_daemon_that_lost_its_lock_stops(env):
+    """At once, with calls in flight, and without touching its jobs: the new holder of the host
+    id has adopted them (a drain would still move them)."""
+    env.fake.default = {"kind": "b64", "delay": 30}
     d = env.daemon(spool__lease_timeout=2).start()    # heartbeats every 0.5 s
+    for i in range(3):
+        d.submit(f"inflight{i}", {"prompt": f"in flight {i}"})
+    wait_for(lambda: len(env.fake.requests) >= 3, 10, "three calls in flight")
     lock = d.path("running", ".host.testhost")
     with open(lock + ".planted", "w") as f:            # another daemon with this host_id took it
         json.dump({"pid": 4242, "start_time": 1, "hostname": "another-machine", "boot_id": "x"}, f)
@@ -140,6 +146,9 @@ def test_a_daemon_that_lost_its_lock_stops(env):
     assert "no longer ours" in d.log() and "another-machine" in d.log(), d.log()
     with open(lock) as f:
         assert json.load(f)["pid"] == 4242, "the new holder's lock was touched"
+    assert sorted(n for n in os.listdir(d.path("running")) if n.endswith("@testhost.json")) == \
+        [f"inflight{i}@testhost.json" for i in range(3)], "its jobs were moved"
+    assert not os.listdir(d.path("new")), "its jobs were put back"
 
 
 def test_a_lock_removed_by_hand_is_made_again(env):
