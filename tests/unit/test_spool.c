@@ -163,6 +163,34 @@ static void test_write_at_and_list_at(void)
 	spool_entries_free(e, n);
 	ok(spool_list_at(-1, false, false, &e) < 0 && errno == EBADF && !e, "a bad dirfd fails");
 
+	/* More names than one read of the directory returns (its buffer is 32 KB). */
+	int many = openat(sp.fd[SPOOL_NEW], ".", O_RDONLY | O_DIRECTORY);
+	const int N = 3000;
+	for (int i = 0; i < N; i++) {
+		char name[64];
+		xsnprintf(name, sizeof(name), "%sjob-with-a-longish-name-%05d.json", i % 3 ? "" : ".", i);
+		int fd = openat(many, name, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		if (fd >= 0)
+			close(fd);
+	}
+	long shown = spool_list_at(many, false, false, &e), hidden_n;
+	bool names_ok = shown == N - N / 3;
+	for (long i = 0; names_ok && i < shown; i++)
+		names_ok = e[i].name[0] != '.' && strlen(e[i].name) == 34 && (e[i].id.mode & S_IFREG);
+	spool_entries_free(e, shown);
+	struct spool_entry *h;
+	hidden_n = spool_list_at(many, true, false, &h);
+	ok(names_ok && hidden_n == N / 3, "%d names over several reads: %ld listed, %ld hidden", N,
+	   shown, hidden_n);
+	for (long i = 0; i < hidden_n; i++)
+		unlinkat(many, h[i].name, 0);
+	spool_entries_free(h, hidden_n);
+	shown = spool_list_at(many, false, false, &e);
+	for (long i = 0; i < shown; i++)
+		unlinkat(many, e[i].name, 0);
+	spool_entries_free(e, shown);
+	close(many);
+
 	unlinkat(dirfd, "pause", 0);
 	unlinkat(dirfd, "ledger.json", 0);
 	for (int d = 0; d < SPOOL_NDIRS; d++)
