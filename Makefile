@@ -15,7 +15,7 @@ CLI_LIB  := $(wildcard src/cli*.c)
 SRC      := $(filter-out src/main.c src/imgspool.c $(CLI_LIB),$(wildcard src/*.c))
 # The CLI shares the spool protocol's modules with the daemon, never its loop.
 CLI_SRC  := $(CLI_LIB) src/job.c src/util.c src/log.c src/spool.c src/syncset.c src/control.c \
-            src/result.c src/record.c src/upstream.c
+            src/result.c src/record.c src/upstream.c src/publish.c
 B        := build
 T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))

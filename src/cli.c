@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "publish.h"
 #include "record.h"
 #include "util.h"
 #include "banned.h"
@@ -265,8 +266,9 @@ static bool is_staging_of(const char *name, const char *id, char *host, size_t s
 }
 
 /* running/ID@HOST.json: the only state whose file name is not ID.json. A job whose job file
- * sits in its staging directory, running/.ID@HOST.(done|failed)/ID.json, is being published:
- * its commit is made, its move into done/ or failed/ is under way. */
+ * sits in a staging directory, its own running/.ID@HOST.(done|failed)/ID.json or its batch's
+ * running/.~SLOT@HOST.batch-(done|failed)/ID.json, is being published: its commit is made,
+ * its move into done/ or failed/ is under way. */
 static enum running_find find_running(struct cli *c, const char *id, struct cli_where *w)
 {
 	int fd = c->sp.fd[SPOOL_RUNNING];
@@ -292,8 +294,13 @@ static enum running_find find_running(struct cli *c, const char *id, struct cli_
 			found = RUNNING_FILE;
 			break;
 		}
-		if (found == RUNNING_NONE && is_staging_of(de->d_name, id, host, sizeof(host)) &&
-		    xsnprintf(staged, sizeof(staged), "%s/%s.json", de->d_name, id) >= 0 &&
+		char *batch_host = NULL;
+		bool staging = found == RUNNING_NONE &&
+			       (is_staging_of(de->d_name, id, host, sizeof(host)) ||
+				(publish_parse_batch_name(de->d_name, &batch_host, NULL) &&
+				 xsnprintf(host, sizeof(host), "%s", batch_host) >= 0));
+		free(batch_host);
+		if (staging && xsnprintf(staged, sizeof(staged), "%s/%s.json", de->d_name, id) >= 0 &&
 		    present(fd, staged)) {
 			xsnprintf(w->name, sizeof(w->name), "%s@%s.json", id, host);
 			xsnprintf(w->host, sizeof(w->host), "%s", host);

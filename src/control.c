@@ -14,6 +14,7 @@
 #include "control.h"
 #include "job.h"
 #include "log.h"
+#include "publish.h"
 #include "spool.h"
 #include "util.h"
 #include "webhook.h"
@@ -284,14 +285,19 @@ enum control_verdict control_judge(enum control_kind kind, enum control_where wh
 	return CONTROL_KEEP;
 }
 
-/* The ids of every job in running/, any host's: "ID@HOST.json", and a publication's staging
- * directory ".ID@HOST.done" or ".ID@HOST.failed" (the job file is inside). */
+/* The ids of every job in running/, any host's: "ID@HOST.json", a publication's staging
+ * directory ".ID@HOST.done" or ".ID@HOST.failed" (the job file is inside), and the jobs
+ * committed in a batch's ".~SLOT@HOST.batch-done" (or -failed): their job files are inside. */
 static void running_ids(struct spool *sp, struct strset *ids)
 {
 	for (int hidden = 0; hidden <= 1; hidden++) {
 		struct spool_entry *e;
 		long n = spool_list_names(sp, SPOOL_RUNNING, hidden, &e);
 		for (long i = 0; i < n; i++) {
+			if (hidden && publish_is_batch_name(e[i].name)) {
+				publish_list_batch(sp, e[i].name, ids, NULL);
+				continue;
+			}
 			const char *name = e[i].name + hidden, *at = strchr(name, '@');
 			const char *dot = at ? strrchr(at, '.') : NULL;
 			if (!dot || (hidden ? strcmp(dot, ".done") && strcmp(dot, ".failed")

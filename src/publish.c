@@ -1,14 +1,20 @@
 /* publish.c - finished jobs' way into done/ or failed/, fenced, several jobs at once (see
  * publish.h).
  *
- *   1. stage:  running/.ID@HOST.DEST/ gets the images and ID.result.json; the job file in
- *              running/ gets its final records;
- *   2. commit: rename(running/ID@HOST.json, running/.ID@HOST.DEST/ID.json); ENOENT = fenced;
+ *   1. stage:  the batch's staging directory, running/.~SLOT@HOST.batch-DEST/ (one per helper
+ *              thread and destination), gets each job's images and ID.result.json; the job
+ *              file in running/ gets its final records;
+ *   2. commit: rename(running/ID@HOST.json, STAGING/ID.json); ENOENT = fenced;
  *   3. clear:  the earlier run of the same id leaves done/ and failed/: job files first, then
- *              images, then results, each renamed into the staging directory (old.N); images
- *              are looked for only where there is evidence of an earlier run (search_images);
+ *              images, then results, each renamed into the staging directory (ID.old.N);
+ *              images are looked for only where there is evidence of an earlier run;
  *   4. move in: images, then the result, a barrier, then the job file: DEST/ID.json;
- *   5. the staging directory is emptied and removed.
+ *   5. the batch's leftovers go (clean_batch), and its directory once empty: one mkdir and
+ *      one rmdir per batch, not per job.
+ *
+ * A job may also be staged in a directory of its own, running/.ID@HOST.DEST/: where a restart
+ * or a takeover of a batch's directory (publish_resume_batch) puts a job not yet committed, so
+ * that its restart or its reclaimer commits it from there, as before batches.
  *
  * A batch does each step for all its jobs, then one barrier of its syncset (syncset.h) for all:
  * after the staged files, after the final records, after the images and results are in DEST,
@@ -17,20 +23,21 @@
  *
  * Steps 3-5 only rename to or from paths inside the staging directory, by name: once another
  * daemon has renamed that directory to its own name (it took a dead publisher's job over), they
- * all fail and change nothing. A crash after 2 is finished by publish_resume() at the restart;
- * before 2 the job is still in running/ and is published afresh, or, once its records say
- * "finished", committed from its staging directory, which a reclaimer takes along with the job
- * file (so a daemon fenced at its commit leaves that directory alone). */
+ * all fail and change nothing. A crash after 2 is finished at the restart (publish_resume_batch,
+ * publish_resume); before 2 the job is still in running/ and is published afresh, or, once its
+ * records say "finished", committed from what it staged (moved to a directory of its own). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "publish.h"
 #include "result.h"
 #include "spool.h"
@@ -48,28 +55,32 @@ char *publish_staging_name(const char *id, const char *host, int dest)
 	return xasprintf(".%s@%s.%s", id, host, dest == SPOOL_DONE ? "done" : "failed");
 }
 
-bool publish_parse_staging_name(const char *name, char **id, char **host, int *dest)
+/* PREFIX BODY@HOST SUFFIX, SUFFIX one for done/ and one for failed/, BODY and HOST not empty
+ * (neither ids nor host ids hold an '@'): the destination, where the '@' and the suffix are. */
+static bool split_name(const char *name, const char *prefix, const char *done, const char *failed,
+		       const char **at, const char **end, int *dest)
 {
-	size_t len = strlen(name), sfx;
-	int d;
-	if (name[0] != '.')
+	size_t len = strlen(name), plen = strlen(prefix), dlen = strlen(done), flen = strlen(failed);
+	if (strncmp(name, prefix, plen))
 		return false;
-	if (len > 6 && !strcmp(name + len - 5, ".done"))
-		d = SPOOL_DONE, sfx = 5;
-	else if (len > 8 && !strcmp(name + len - 7, ".failed"))
-		d = SPOOL_FAILED, sfx = 7;
+	if (len > plen + dlen && !strcmp(name + len - dlen, done))
+		*dest = SPOOL_DONE, *end = name + len - dlen;
+	else if (len > plen + flen && !strcmp(name + len - flen, failed))
+		*dest = SPOOL_FAILED, *end = name + len - flen;
 	else
 		return false;
-	char *body = xstrndup(name + 1, len - 1 - sfx);
-	char *at = strchr(body, '@');   /* neither ids nor host ids hold an '@' */
-	if (!at || at == body || !at[1] || strchr(at + 1, '@')) {
-		free(body);
+	*at = memchr(name + plen, '@', (size_t)(*end - name) - plen);
+	return *at && *at > name + plen && *at + 1 < *end &&
+	       !memchr(*at + 1, '@', (size_t)(*end - *at - 1));
+}
+
+bool publish_parse_staging_name(const char *name, char **id, char **host, int *dest)
+{
+	const char *at, *end;
+	if (!split_name(name, ".", ".done", ".failed", &at, &end, dest))
 		return false;
-	}
-	*id = xstrndup(body, (size_t)(at - body));
-	*host = xstrdup(at + 1);
-	*dest = d;
-	free(body);
+	*id = xstrndup(name + 1, (size_t)(at - name - 1));
+	*host = xstrndup(at + 1, (size_t)(end - at - 1));
 	return true;
 }
 
@@ -129,8 +140,8 @@ static enum publish_rc put_aside(struct pub *p, enum spool_dir dir, const char *
 	int dirfd = p->sp->fd[dir];
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
 		return PUBLISH_OK;
-	char old[32];
-	xsnprintf(old, sizeof(old), "old.%d", p->aside++);
+	char old[NAME_MAX + 1];
+	xsnprintf(old, sizeof(old), "%s.old.%d", p->id, p->aside++);
 	char *to = staged(p, old);
 	int rc = renameat(dirfd, name, p->runfd, to);
 	int err = errno;
@@ -265,29 +276,28 @@ static enum publish_rc move_in_job(struct pub *p, struct syncset *ss)
 	return out;
 }
 
+static void sweep(int runfd, const char *name, const struct strset *keep);
+
 /* Empties and removes the staging directory, by paths through its name. After a publication
  * it is empty: one rmdir; only what is left (a fenced or earlier run's files) is listed. */
 static void remove_staging(const struct pub *p)
 {
 	if (unlinkat(p->runfd, p->staging, AT_REMOVEDIR) == 0 || errno != ENOTEMPTY)
 		return;
-	int fd = openat(p->runfd, p->staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!dir) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	struct dirent *de;
-	while ((de = readdir(dir))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char *path = staged(p, de->d_name);
+	sweep(p->runfd, p->staging, NULL);
+}
+
+/* The earlier run's files put aside (ID.old.N), once the publication no longer needs them. */
+static void drop_aside(struct pub *p)
+{
+	char old[NAME_MAX + 1];
+	for (int i = 0; i < p->aside; i++) {
+		xsnprintf(old, sizeof(old), "%s.old.%d", p->id, i);
+		char *path = staged(p, old);
 		unlinkat(p->runfd, path, 0);
 		free(path);
 	}
-	closedir(dir);
-	unlinkat(p->runfd, p->staging, AT_REMOVEDIR);
+	p->aside = 0;
 }
 
 static enum publish_rc write_staged(struct pub *p, const char *name, const void *data, size_t len,
@@ -327,20 +337,21 @@ struct item {
 	char **names;            /* images, result, job file */
 	size_t n_names;
 	int sfd;
+	bool own_sfd;            /* else the batch's, borrowed */
+	bool alone;              /* staged in a directory of its own (.ID@HOST.DEST): removed when
+				  * the job is published; else in a batch's, shared */
 	bool live;               /* still going: rc OK and not finished another way */
+	bool staged;             /* files of its were written into the staging directory */
 	bool committed;
 	bool moved_in;           /* a resume: images and result were moved in before a crash */
 };
 
-/* staged: our staging directory is removed, unless the job file already has its final
- * records: a reclaimer then publishes the job from that directory (it takes it along). */
-static void fenced(struct item *it, bool staged)
+/* What it staged is removed with the rest of the batch's leftovers (clean_batch). */
+static void fenced(struct item *it)
 {
 	xsnprintf(it->p.err, it->p.errsize, "the job was reclaimed by another daemon (our lease ran out)");
 	it->job->rc = PUBLISH_FENCED;
 	it->live = false;
-	if (staged)
-		remove_staging(&it->p);
 }
 
 static void stop(struct item *it, enum publish_rc rc)
@@ -367,32 +378,42 @@ static bool barrier(struct item *items, size_t n, struct syncset *ss, const char
 	return false;
 }
 
+/* A staging directory of one helper thread's batches for one destination, opened (and made,
+ * the first time or after a takeover) when its first job needs it. */
+struct batchdir {
+	char *name;
+	int fd;
+};
+
+static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j);
+static char *committed_staging(struct spool *sp, const char *id, int dest);
+
 /* The first step of a job: still ours, nothing in the way, its staging directory open. */
-static void prepare(struct spool *sp, struct item *it)
+static void prepare(struct spool *sp, struct item *it, struct batchdir *bd)
 {
 	struct publish_job *j = it->job;
 	/* Not a fence (the commit is): it spares a reclaimed job's staging. */
 	if (!(j->ours_checked ? j->ours : spool_still_ours(sp, j->running_name))) {
-		char *job_staged = staged(&it->p, it->names[it->n_names - 1]);
-		bool committed = spool_exists(it->p.runfd, job_staged);
-		free(job_staged);
 		it->live = false;
-		if (committed) {   /* a retry after a failure past the commit */
-			j->committed = true;
-			j->rc = publish_resume(sp, it->staging, j->err, j->errsize);
-		}
-		else
-			fenced(it, false);
+		char *where = committed_staging(sp, j->id, j->dest);
+		if (!where)
+			return fenced(it);
+		j->committed = true;   /* a retry after a failure past the commit */
+		finish_staged(sp, where, j);
+		free(where);
 		return;
 	}
 	enum publish_rc rc = check_targets(&it->p, it->names, it->n_names);
 	if (rc != PUBLISH_OK)
 		return stop(it, rc);
-	if (mkdirat(it->p.runfd, it->staging, 0777) < 0 && errno != EEXIST)
-		return stop(it, failed_to(&it->p, "make", SPOOL_RUNNING, it->staging, errno));
-	it->sfd = openat(it->p.runfd, it->staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (it->sfd < 0)
-		return stop(it, failed_to(&it->p, "open", SPOOL_RUNNING, it->staging, errno));
+	if (bd->fd < 0) {
+		if (mkdirat(it->p.runfd, bd->name, 0777) < 0 && errno != EEXIST)
+			return stop(it, failed_to(&it->p, "make", SPOOL_RUNNING, bd->name, errno));
+		bd->fd = openat(it->p.runfd, bd->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (bd->fd < 0)
+		return stop(it, failed_to(&it->p, "open", SPOOL_RUNNING, bd->name, errno));
+	it->sfd = bd->fd;
 }
 
 /* Step 1: the images and the result, in the staging directory. */
@@ -400,6 +421,7 @@ static void stage(struct item *it, struct syncset *ss)
 {
 	struct publish_job *j = it->job;
 	enum publish_rc rc = PUBLISH_OK;
+	it->staged = true;
 	for (size_t i = 0; i < j->n_images && rc == PUBLISH_OK; i++)
 		rc = write_staged(&it->p, it->names[i], j->images[i].data, j->images[i].len, it->sfd, ss);
 	if (rc == PUBLISH_OK)
@@ -420,7 +442,7 @@ static void rewrite(struct spool *sp, struct item *it, struct syncset *ss)
 					     strlen(j->job_text), ss) == 0)
 		return;
 	if (errno == ENOENT && !spool_exists(it->p.runfd, j->running_name))
-		fenced(it, true);
+		fenced(it);
 	else
 		stop(it, failed_to(&it->p, "write", SPOOL_RUNNING, j->running_name, errno));
 }
@@ -435,7 +457,7 @@ static void commit(struct item *it, struct syncset *ss)
 	free(job_staged);
 	if (moved < 0) {
 		if (saved == ENOENT && !spool_exists(it->p.runfd, j->running_name))
-			fenced(it, false);   /* its records say "finished": the staging goes along */
+			fenced(it);
 		else
 			stop(it, failed_to(&it->p, "move the job file from", SPOOL_RUNNING,
 					   j->running_name, saved));
@@ -481,18 +503,22 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 	if (!barrier(items, n, ss, "job files"))
 		return;
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].live) {
-			crash_point("publish:moved");
+		if (!items[i].live)
+			continue;
+		crash_point("publish:moved");
+		if (items[i].alone)
 			remove_staging(&items[i].p);
-		}
+		else
+			drop_aside(&items[i].p);
 	}
 }
 
-static void item_init(struct spool *sp, struct item *it, struct publish_job *j)
+static void item_init(struct spool *sp, struct item *it, struct publish_job *j,
+		      const char *staging)
 {
 	memset(it, 0, sizeof(*it));
 	it->job = j;
-	it->staging = publish_staging_name(j->id, sp->host_id, j->dest);
+	it->staging = xstrdup(staging);
 	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
 			      .errsize = j->errsize, .search_images = j->earlier_runs };
@@ -511,7 +537,7 @@ static void item_init(struct spool *sp, struct item *it, struct publish_job *j)
 
 static void item_release(struct item *it)
 {
-	if (it->sfd >= 0)
+	if (it->own_sfd && it->sfd >= 0)
 		close(it->sfd);
 	for (size_t i = 0; i < it->n_names; i++)
 		free(it->names[i]);
@@ -527,13 +553,39 @@ static bool any_live(const struct item *items, size_t n)
 	return false;
 }
 
+/* After a pass, a batch's directory keeps only its committed jobs that are not finished (a retry
+ * or a restart finishes them from there). What a job that dropped out before its commit staged
+ * is of no use: a retry stages it again, a restart finishes the job from its saved response. */
+static void clean_batch(struct item *it)
+{
+	if (it->committed || !it->staged)
+		return;
+	for (size_t i = 0; i + 1 < it->n_names; i++) {
+		char *path = staged(&it->p, it->names[i]);
+		unlinkat(it->p.runfd, path, 0);
+		free(path);
+	}
+}
+
+/* Each helper thread stages in directories of its own, numbered in the order the threads first
+ * publish: running/.~SLOT@HOST.batch-done and .batch-failed, made for a pass and removed after
+ * it unless a job stays there (heartbeated by publish_heartbeat meanwhile). */
+static atomic_uint batch_slots;
+static _Thread_local int batch_slot = -1;
+
 void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss)
 {
+	if (batch_slot < 0)
+		batch_slot = (int)atomic_fetch_add(&batch_slots, 1);
+	struct batchdir bd[2] = {
+		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_DONE), -1 },
+		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_FAILED), -1 },
+	};
 	struct item *items = xcalloc(n ? n : 1, sizeof(*items));
 	for (size_t i = 0; i < n; i++)
-		item_init(sp, &items[i], jobs[i]);
+		item_init(sp, &items[i], jobs[i], bd[jobs[i]->dest == SPOOL_FAILED].name);
 	for (size_t i = 0; i < n; i++)
-		prepare(sp, &items[i]);
+		prepare(sp, &items[i], &bd[jobs[i]->dest == SPOOL_FAILED]);
 	/* 1. Stage every job; one barrier makes all their files (and what the caller wrote into
 	 * ss before, the outbox) durable. */
 	for (size_t i = 0; i < n; i++)
@@ -554,9 +606,19 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 			finish_committed(items, n, ss);
 		}
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		clean_batch(&items[i]);
 		item_release(&items[i]);
+	}
 	free(items);
+	/* Removed once empty: what stays (a job not finished past its commit) keeps it. */
+	for (size_t d = 0; d < ARRAY_SIZE(bd); d++) {
+		if (bd[d].fd >= 0) {
+			close(bd[d].fd);
+			unlinkat(sp->fd[SPOOL_RUNNING], bd[d].name, AT_REMOVEDIR);
+		}
+		free(bd[d].name);
+	}
 }
 
 /* The new run's names from the result staged in sfd: its images, then the result, with room for
@@ -601,6 +663,8 @@ static void item_staged(struct spool *sp, struct item *it, struct publish_job *j
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
 			      .errsize = j->errsize, .search_images = true };
 	it->sfd = openat(it->p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	it->own_sfd = true;
+	it->alone = !publish_is_batch_name(staging);
 	it->names = staged_names(j->id, it->sfd, &it->n_names);
 	it->moved_in = !it->names;
 	if (!it->names)
@@ -672,13 +736,7 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	struct publish_job j = { .dest = dest, .id = id, .err = err, .errsize = errsize };
 	char *job_staged = xasprintf("%s/%s.json", staging_name, id);
 	if (spool_exists(runfd, job_staged)) {
-		struct item it;
-		struct syncset ss;
-		item_staged(sp, &it, &j, staging_name);
-		spool_syncset(sp, &ss, 1);
-		finish_committed(&it, 1, &ss);
-		syncset_release(&ss);
-		item_release(&it);
+		finish_staged(sp, staging_name, &j);
 	} else {
 		/* Not committed. While its job is in running/ the staged files may still serve
 		 * (publish_commit_staged); else (reclaimed, or moved in before a crash) they go. */
@@ -690,4 +748,272 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	free(id);
 	free(host);
 	return j.rc;
+}
+
+static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j)
+{
+	struct item it;
+	struct syncset ss;
+	item_staged(sp, &it, j, staging);
+	spool_syncset(sp, &ss, 1);
+	finish_committed(&it, 1, &ss);
+	syncset_release(&ss);
+	item_release(&it);
+}
+
+static const char *dest_suffix(int dest)
+{
+	return dest == SPOOL_DONE ? "done" : "failed";
+}
+
+char *publish_batch_name(const char *host, unsigned slot, int dest)
+{
+	return xasprintf(".~%u@%s.batch-%s", slot, host, dest_suffix(dest));
+}
+
+bool publish_parse_batch_name(const char *name, char **host, int *dest)
+{
+	const char *at, *end;
+	int d;
+	if (!split_name(name, ".~", ".batch-done", ".batch-failed", &at, &end, &d))
+		return false;
+	if (host)
+		*host = xstrndup(at + 1, (size_t)(end - at - 1));
+	if (dest)
+		*dest = d;
+	return true;
+}
+
+bool publish_is_batch_name(const char *name)
+{
+	return publish_parse_batch_name(name, NULL, NULL);
+}
+
+unsigned publish_batch_slots(void)
+{
+	return atomic_load(&batch_slots);
+}
+
+void publish_heartbeat(struct spool *sp)
+{
+	for (unsigned slot = 0; slot < publish_batch_slots(); slot++) {
+		for (int d = SPOOL_DONE; d <= SPOOL_FAILED; d++) {
+			char *name = publish_batch_name(sp->host_id, slot, d);
+			utimensat(sp->fd[SPOOL_RUNNING], name, NULL, AT_SYMLINK_NOFOLLOW);
+			free(name);
+		}
+	}
+}
+
+char *publish_taken_name(struct spool *sp, const char *from_host, int dest)
+{
+	unsigned seq;
+	long pid = spool_temp_unique(&seq);
+	return xasprintf(".~t%ld-%08x.%s@%s.batch-%s", pid, seq, from_host, sp->host_id,
+			 dest_suffix(dest));
+}
+
+char *publish_batch_jobs_host(const char *name)
+{
+	char *host;
+	if (!publish_parse_batch_name(name, &host, NULL))
+		return NULL;
+	const char *at = strchr(name, '@'), *dot;
+	if (name[2] == 't' && (dot = memchr(name + 3, '.', (size_t)(at - name - 3))) && dot + 1 < at) {
+		free(host);
+		return xstrndup(dot + 1, (size_t)(at - dot - 1));
+	}
+	return host;
+}
+
+/* The staging directory that holds id's committed job file: its own, or one of our batches'
+ * (a job stays in its batch's directory after a failure past its commit). NULL if none. */
+static char *committed_staging(struct spool *sp, const char *id, int dest)
+{
+	int runfd = sp->fd[SPOOL_RUNNING];
+	unsigned slots = publish_batch_slots();
+	for (unsigned slot = 0; slot <= slots; slot++) {
+		char *dir = slot == slots ? publish_staging_name(id, sp->host_id, dest)
+					  : publish_batch_name(sp->host_id, slot, dest);
+		char *job = xasprintf("%s/%s.json", dir, id);
+		bool there = spool_exists(runfd, job);
+		free(job);
+		if (there)
+			return dir;
+		free(dir);
+	}
+	return NULL;
+}
+
+/* Gives a job not committed the files it staged in a batch's directory in a directory of its
+ * own, running/.ID@HOST.DEST, as if it had been published alone: there its restart commits
+ * them, or a reclaimer takes them along with its job file. The images first: the result, last,
+ * says the job is staged there. */
+static int split_off(struct spool *sp, const char *batch, const char *id, const char *host,
+		     int dest)
+{
+	int runfd = sp->fd[SPOOL_RUNNING], rc = 0;
+	char *alone = publish_staging_name(id, host, dest);
+	int bfd = openat(runfd, batch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	size_t n = 0;
+	char **names = staged_names(id, bfd, &n);
+	if (!names)
+		errno = ENOENT, rc = -1;   /* its result is not staged there */
+	else if (mkdirat(runfd, alone, 0777) < 0 && errno != EEXIST)
+		rc = -1;
+	int afd = rc == 0 ? openat(runfd, alone, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	for (size_t i = 0; afd >= 0 && i < n && rc == 0; i++)
+		if (renameat(bfd, names[i], afd, names[i]) < 0 && errno != ENOENT)
+			rc = -1;
+	/* Durable before the batch's directory goes. */
+	if (rc == 0 && (afd < 0 || fsync(afd) < 0 || fsync(bfd) < 0 || fsync(runfd) < 0))
+		rc = -1;
+	int saved = errno;
+	for (size_t i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	if (afd >= 0)
+		close(afd);
+	if (bfd >= 0)
+		close(bfd);
+	free(alone);
+	errno = saved;
+	return rc;
+}
+
+#define JOB_READ_MAX (64u << 20)      /* a job file of ours, read back by a takeover */
+
+/* Whether running/name's records say its run is over: only then does it need what it staged
+ * (the restart or the reclaimer commits that); otherwise it is published afresh. */
+static bool records_finished(struct spool *sp, const char *name)
+{
+	struct buf b;
+	struct stat st;
+	bool finished = false;
+	buf_init(&b, JOB_READ_MAX);
+	if (spool_read_file(sp->fd[SPOOL_RUNNING], name, JOB_READ_MAX, &b, &st) == SPOOL_READ_OK) {
+		json_t *doc = json_loadb(b.data, b.len, 0, NULL);
+		const char *f = json_string_value(json_object_get(json_object_get(doc, "imgspool"),
+								  "finished"));
+		finished = f && *f;
+		json_decref(doc);
+	}
+	buf_release(&b);
+	return finished;
+}
+
+/* Whether name is a file of one of the jobs in set (ID.json, ID.result.json, ID.ext, ID.N.ext,
+ * ID.old.N: all start with "ID."). No key of set was ever deleted. */
+static bool owned(const struct strset *set, const char *name)
+{
+	for (size_t i = 0; i < set->cap; i++) {
+		const char *id = set->slots[i];
+		size_t len = id ? strlen(id) : 0;
+		if (id && !strncmp(name, id, len) && name[len] == '.')
+			return true;
+	}
+	return false;
+}
+
+int publish_list_batch(struct spool *sp, const char *name, struct strset *committed,
+		       struct strset *staged_ids)
+{
+	int fd = openat(sp->fd[SPOOL_RUNNING], name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		size_t len = strlen(de->d_name);
+		bool result = len > 12 && !strcmp(de->d_name + len - 12, ".result.json");
+		if (de->d_name[0] == '.' || len < 6 || strcmp(de->d_name + len - 5, ".json") ||
+		    (result && !staged_ids))
+			continue;
+		char *id = xstrndup(de->d_name, len - (result ? 12 : 5));
+		strset_add(result ? staged_ids : committed, id);
+		free(id);
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* Removes what is in running/name but the files of the jobs in keep (NULL: none), by paths
+ * through its name, then the directory itself if that leaves it empty. */
+static void sweep(int runfd, const char *name, const struct strset *keep)
+{
+	int fd = openat(runfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    (keep && owned(keep, de->d_name)))
+			continue;
+		char *path = xasprintf("%s/%s", name, de->d_name);
+		unlinkat(runfd, path, 0);
+		free(path);
+	}
+	closedir(dir);
+	unlinkat(runfd, name, AT_REMOVEDIR);
+}
+
+void publish_resume_batch(struct spool *sp, const char *name)
+{
+	char *bhost;
+	int dest;
+	if (!publish_parse_batch_name(name, &bhost, &dest))
+		return;
+	char *host = publish_batch_jobs_host(name);
+	struct strset committed, staged_ids, unfinished;
+	strset_init(&committed);
+	strset_init(&staged_ids);
+	strset_init(&unfinished);
+	if (publish_list_batch(sp, name, &committed, &staged_ids) < 0)
+		goto out;
+	char err[512];
+	for (size_t i = 0; i < committed.cap; i++) {
+		if (!committed.slots[i])
+			continue;
+		struct publish_job j = { .dest = dest, .id = committed.slots[i], .err = err,
+					 .errsize = sizeof(err) };
+		finish_staged(sp, name, &j);
+		if (j.rc == PUBLISH_OK) {
+			log_job(LOG_INFO, j.id, "publication finished after a restart or takeover");
+		} else {
+			log_job(LOG_ERROR, j.id, "cannot finish its publication (staged in 'running/%s'): "
+				"%s", name, err);
+			strset_add(&unfinished, j.id);
+		}
+		crash_point("publish:batch-finished");
+	}
+	for (size_t i = 0; i < staged_ids.cap; i++) {
+		const char *id = staged_ids.slots[i];
+		if (!id || strset_has(&committed, id))
+			continue;   /* finished above */
+		char *running = xasprintf("%s@%s.json", id, host);
+		bool wanted = records_finished(sp, running);
+		free(running);
+		if (!wanted)
+			continue;   /* its files go: its job is gone, or is to be staged afresh */
+		if (split_off(sp, name, id, host, dest) < 0) {
+			log_job(LOG_ERROR, id, "cannot move its staged files out of 'running/%s': %s",
+				name, strerror(errno));
+			strset_add(&unfinished, id);
+		}
+		crash_point("publish:split");
+	}
+	sweep(sp->fd[SPOOL_RUNNING], name, &unfinished);
+out:
+	strset_release(&committed);
+	strset_release(&staged_ids);
+	strset_release(&unfinished);
+	free(host);
+	free(bhost);
 }

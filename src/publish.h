@@ -1,9 +1,10 @@
 /* publish.h - a finished job's way into done/ or failed/ (spool-layout.md §5, §10).
  *
  * Fenced: a daemon that lost a job never changes anything in done/ or failed/. Everything is
- * first staged in a directory of the lease holder's own, running/.ID@HOST.done (or .failed);
- * the commit is one rename of running/ID@HOST.json into it, which fails once another daemon
- * has reclaimed the job. After that every change in done/ and failed/ is a rename whose source
+ * first staged in a directory of the lease holder's own, its batch's running/.~SLOT@HOST.
+ * batch-done (or -failed) or the job's own running/.ID@HOST.done (or .failed); the commit is
+ * one rename of running/ID@HOST.json into it, which fails once another daemon has reclaimed the
+ * job. After that every change in done/ and failed/ is a rename whose source
  * or target is a path inside the staging directory, so it fails as well once another daemon
  * has taken that directory over (a publisher that died, or stalled past its lease). Runs on an
  * I/O helper thread; the loop keeps the staging directory's lease (its mtime) fresh. */
@@ -15,6 +16,7 @@
 
 struct spool;
 struct image;
+struct strset;
 struct syncset;
 
 enum publish_rc {
@@ -60,6 +62,38 @@ struct publish_job {
  * durable when this returns rc PUBLISH_OK. Helper thread. */
 void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss);
 
+/* running/.~SLOT@HOST.batch-done or .batch-failed: where one helper thread stages the jobs it
+ * publishes together. The jobs' files keep their names in it (ID.json once committed). A task id
+ * never starts with '~', and a daemon that knows only the staging directories of single jobs
+ * (.ID@HOST.done) never takes these for one. Caller frees. */
+char *publish_batch_name(const char *host, unsigned slot, int dest);
+/* Whether name is a batch's staging directory; if so its host (caller frees) and destination
+ * (either may be NULL). */
+bool publish_parse_batch_name(const char *name, char **host, int *dest);
+bool publish_is_batch_name(const char *name);
+/* How many batch slots this process has used (their directories may exist). */
+unsigned publish_batch_slots(void);
+/* The lease of this process's batch directories: their mtimes, touched now. */
+void publish_heartbeat(struct spool *sp);
+/* A name of our own for a batch's directory taken over from from_host:
+ * .~tPID-N.FROM_HOST@HOST.batch-DEST. Caller frees. */
+char *publish_taken_name(struct spool *sp, const char *from_host, int dest);
+/* Whose jobs a batch's directory holds: its host's, or FROM_HOST's for one taken over. Caller
+ * frees; NULL if name is not a batch's. */
+char *publish_batch_jobs_host(const char *name);
+/* Finishes what a batch's directory holds (ours after a crash, or one just taken over from a dead
+ * host, renamed to publish_taken_name): its committed jobs are finished from it; a job not
+ * committed whose job file, still running/ID@HOST.json (HOST: whose batch it was), says its run
+ * is finished gets its staged files in a directory of its own, .ID@HOST.DEST, where its restart
+ * or its reclaimer commits them; everything else goes, and the directory with it. Logs each
+ * finished job. */
+void publish_resume_batch(struct spool *sp, const char *name);
+/* The ids of the jobs committed in running/name, a batch's directory (their job files are
+ * there), and of those whose result is staged there (staged_ids may be NULL): 0, or -1 if it
+ * cannot be listed. */
+int publish_list_batch(struct spool *sp, const char *name, struct strset *committed,
+		       struct strset *staged_ids);
+
 /* Whether our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) holds its result. */
 bool publish_is_staged(struct spool *sp, const char *id, int dest);
 
@@ -73,8 +107,9 @@ bool publish_job_in_running(struct spool *sp, const char *id, const char *host);
 enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const char *running_name,
 				      int dest, char *err, size_t errsize);
 
-/* Finishes the publication staged in running/staging_name (ours: after a crash, or taken over
- * from a dead host): if it was committed, completes it; if not, removes it. */
+/* Finishes the publication staged in running/staging_name, a job's own directory (ours: after a
+ * crash, or taken over from a dead host): if it was committed, completes it; if not, removes it
+ * unless its job is still in running/. */
 enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char *err,
 			       size_t errsize);
 

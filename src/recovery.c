@@ -36,6 +36,7 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 	struct dispatch *d = arg;
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	keyshare_heartbeat_probes(d->ks);
+	publish_heartbeat(d->spool);   /* the batches' staging directories */
 	for (struct task *t = d->tasks; t; t = t->next) {
 		keyshare_heartbeat(d->ks, &t->ticket);
 		/* Every job held is beaten, in the I/O pool too (a slow fsync must not cost the
@@ -348,10 +349,80 @@ static void adopt_all(struct dispatch *d)
 	strset_release(&hidden);
 }
 
+/* host's sidecars whose job is no longer running/ID@HOST.json: ours after a crash, or a dead
+ * host's once its publications were finished here, with its temporary files (ours went before
+ * the jobs were adopted; a host that lost its lease may not finish what it was writing). */
+static void drop_orphan_sidecars(struct dispatch *d, const char *host)
+{
+	bool dead = strcmp(host, d->spool->host_id);
+	struct spool_entry *h;
+	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	char *host_part = xasprintf("@%s.", host);
+	size_t hlen = strlen(host_part);
+	for (long i = 0; i < nh; i++) {
+		const char *name = h[i].name, *at = strstr(name, host_part);
+		if (dead && spool_is_our_temp(name, host)) {
+			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+			continue;
+		}
+		if (!at || (strcmp(at + hlen, "partial") && strcmp(at + hlen, "target") &&
+			    strncmp(at + hlen, "response.", 9)))
+			continue;
+		char *job = xasprintf("%.*s@%s.json", (int)(at - name - 1), name + 1, host);
+		if (!spool_exists(d->spool->fd[SPOOL_RUNNING], job))
+			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		free(job);
+	}
+	spool_entries_free(h, nh);
+	free(host_part);
+}
+
+/* A batch's staging directory, running/.~SLOT@HOST.batch-DEST/ (publish.c): ours, left by a
+ * crash, at start-up; another host's once its lease ran out, taken over with one rename to a
+ * name of ours. Its committed jobs are finished from it; the others' staged files go with their
+ * job files (publish_resume_batch). */
+static void resume_batch(struct dispatch *d, struct spool_entry *e, bool others, int64_t *now)
+{
+	char *host;
+	int dest;
+	if (!publish_parse_batch_name(e->name, &host, &dest))
+		return;
+	bool ours = !strcmp(host, d->spool->host_id);
+	char *mine = NULL;
+	if (ours && !others) {
+		mine = xstrdup(e->name);
+	} else if (!ours && others && spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
+		   S_ISDIR(e->id.mode)) {
+		if (!*now)
+			*now = spool_server_now(d->spool);
+		int64_t idle_ms = *now - e->mtime_ns / 1000000;
+		int fd = d->spool->fd[SPOOL_RUNNING];
+		mine = publish_taken_name(d->spool, host, dest);
+		if (idle_ms > d->cfg->lease_timeout * 1000 && renameat(fd, e->name, fd, mine) == 0) {
+			log_warn("took over the publications of '%s' staged in 'running/%s' (no "
+				 "heartbeat for %" PRId64 " s)", host, e->name, idle_ms / 1000);
+			crash_point("publish:taken");
+		} else {
+			free(mine);
+			mine = NULL;
+		}
+	}
+	if (mine) {
+		char *from = publish_batch_jobs_host(mine);
+		publish_resume_batch(d->spool, mine);
+		/* A dead host's: its sidecars of the jobs finished here are of no more use. */
+		if (from && strcmp(from, d->spool->host_id))
+			drop_orphan_sidecars(d, from);
+		free(from);
+		free(mine);
+	}
+	free(host);
+}
+
 /* Publications staged in running/.ID@HOST.DEST/ (publish.c): ours, left by a crash, are
  * finished at start-up; another host's, whose lease (the directory's mtime, by the file
  * server's clock) ran out, are taken over with one rename, which the stalled publisher's later
- * renames then fail on, and finished here. */
+ * renames then fail on, and finished here. The same for batches' directories (resume_batch). */
 void recovery_resume_publications(struct dispatch *d, bool others)
 {
 	struct spool_entry *h;
@@ -363,8 +434,13 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 	for (long i = 0; i < nh; i++) {
 		char *id, *host, err[512];
 		int dest;
-		if ((h[i].id.mode && !S_ISDIR(h[i].id.mode)) ||
-		    !publish_parse_staging_name(h[i].name, &id, &host, &dest))
+		if (h[i].id.mode && !S_ISDIR(h[i].id.mode))
+			continue;
+		if (publish_is_batch_name(h[i].name)) {
+			resume_batch(d, &h[i], others, &now);
+			continue;
+		}
+		if (!publish_parse_staging_name(h[i].name, &id, &host, &dest))
 			continue;
 		bool ours = !strcmp(host, d->spool->host_id);
 		bool look = !ours && others && !strset_has(&d->held, id);
@@ -428,23 +504,7 @@ void recovery_start(struct dispatch *d)
 	}
 	recovery_resume_publications(d, false);
 	adopt_all(d);
-
 	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	char host_part[80];
-	xsnprintf(host_part, sizeof(host_part), "@%s.", d->spool->host_id);
-	for (long i = 0; i < nh; i++) {
-		const char *name = h[i].name, *at = strstr(name, host_part);
-		if (!at || (strcmp(at + strlen(host_part), "partial") &&
-			    strcmp(at + strlen(host_part), "target") &&
-			    strncmp(at + strlen(host_part), "response.", 9)))
-			continue;
-		char *job = xasprintf("%.*s%s", (int)(at - name - 1), name + 1, suffix);
-		struct stat st;
-		if (fstatat(d->spool->fd[SPOOL_RUNNING], job, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
-		free(job);
-	}
-	spool_entries_free(h, nh);
+	drop_orphan_sidecars(d, d->spool->host_id);
 }
 

@@ -394,9 +394,18 @@ def test_a_job_being_published_is_found(env):
     # Between its commit and its move into failed/, a job's file is in its staging directory,
     # running/.ID@HOST.failed/ID.json: status (and cancel, wait) said "no job" if the
     # publication's fsyncs outlasted three quick looks (test_cli_nfs failed so under load).
+    being_published_is_found(env, ".p9@hostZ.failed")
+
+
+def test_a_job_being_published_in_a_batch_is_found(env):
+    # The same in its batch's staging directory, running/.~SLOT@HOST.batch-failed/ID.json.
+    being_published_is_found(env, ".~0@hostZ.batch-failed")
+
+
+def being_published_is_found(env, staging_name):
     d = env.daemon().start()
     d.stop()
-    staging = d.path("running", ".p9@hostZ.failed")
+    staging = d.path("running", staging_name)
     os.mkdir(staging)
     with open(os.path.join(staging, "p9.result.json"), "w") as f:
         json.dump({"id": "p9", "status": "failed", "error": {"code": "cancelled"}}, f)
@@ -447,4 +456,5 @@ if __name__ == "__main__":
         test_stat_shows_gone_webhooks_without_their_query,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
+        test_a_job_being_published_in_a_batch_is_found,
     ])

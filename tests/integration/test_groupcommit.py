@@ -133,11 +133,12 @@ def check_log(d, strace_log, jobs):
     m = Model(events(strace_log), spool)
     published = 0
     for task_id, dest in jobs.items():
-        staging = f"running/.{task_id}@{HOST}.{dest}"
-        # Publication: the job file's rename from its staging directory into dest.
-        pub = m.last_rename(f"{dest}/{task_id}.json", 1 << 62,
-                            lambda a, s=staging: a == f"{s}/{task_id}.json")
+        # Publication: the job file's rename from its staging directory (its own or its
+        # batch's, spool-layout §5) into dest.
+        pub = m.last_rename(f"{dest}/{task_id}.json", 1 << 62, lambda a: re.fullmatch(
+            rf"running/\.[^/]+/{re.escape(task_id)}\.json", a))
         assert pub, f"{task_id}: no rename of its job file into {dest}/"
+        staging = os.path.dirname(pub[2])
         published += 1
         commit = m.last_rename(f"{staging}/{task_id}.json", pub[0],
                                lambda a: a == f"running/{task_id}@{HOST}.json")

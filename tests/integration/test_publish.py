@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -110,6 +111,15 @@ def test_a_slow_fsync_does_not_cost_the_lease(env):
     assert "reclaimed" not in b.log(), b.log()[-2000:]
 
 
+def staging_of(d, task_id):
+    """The staging directory in running/ where task_id's result is staged (its own or its
+    batch's), or None."""
+    for n in os.listdir(d.path("running")):
+        if n.startswith(".") and os.path.exists(d.path("running", n, task_id + ".result.json")):
+            return d.path("running", n)
+    return None
+
+
 def crashed_after_final_records(env, task_id, prompt):
     """Host "deadhost" dies (IMGSPOOLD_CRASH_AT) after writing the job's final records, before
     its commit: running/ holds the job file saying "finished", its staging directory and its
@@ -121,7 +131,7 @@ def crashed_after_final_records(env, task_id, prompt):
     assert dead.proc.returncode == -9, dead.proc.returncode
     running = dead.path("running")
     names = os.listdir(running)
-    assert f"{task_id}@deadhost.json" in names and f".{task_id}@deadhost.done" in names, names
+    assert f"{task_id}@deadhost.json" in names and staging_of(dead, task_id), names
     record = json.loads(dead.read("running", f"{task_id}@deadhost.json"))["imgspool"]
     assert record["finished"] == "succeeded", record
     old = time.time() - 3600
@@ -161,7 +171,7 @@ def test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response(env):
     (it looped for ever on "cannot finish publishing")."""
     prompt = "finished but nothing staged"
     dead = crashed_after_final_records(env, "nostage", prompt)
-    shutil.rmtree(dead.path("running", ".nostage@deadhost.done"))
+    shutil.rmtree(staging_of(dead, "nostage"))
     alive = env.daemon(spool_dir=dead.spool, spool__host_id="alivehost",
                        spool__lease_timeout=2).start()
     check_taken_over(env, alive, "nostage", prompt)
@@ -171,7 +181,7 @@ def test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason(env):
     """Neither staging nor saved response: the job fails with a reason, is never called again."""
     prompt = "finished with nothing left"
     dead = crashed_after_final_records(env, "nothing", prompt)
-    shutil.rmtree(dead.path("running", ".nothing@deadhost.done"))
+    shutil.rmtree(staging_of(dead, "nothing"))
     os.unlink(dead.path("running", ".nothing@deadhost.response.200"))
     alive = env.daemon(spool_dir=dead.spool, spool__host_id="alivehost",
                        spool__lease_timeout=2).start()
@@ -258,6 +268,117 @@ def test_a_directory_planted_after_the_check_is_waited_out_not_lost(env):
              == [], 10, "nothing of the job left in running/")
 
 
+def batch_files(d):
+    """{batch directory: its names} for the batches' staging directories in running/."""
+    running = d.path("running")
+    return {n: sorted(os.listdir(os.path.join(running, n))) for n in os.listdir(running)
+            if n.startswith(".~") and os.path.isdir(os.path.join(running, n))}
+
+
+def kill_at_second_commit(env, d, prefix):
+    """Six jobs, the daemon killed at its second commit (IMGSPOOLD_CRASH_AT): a batch's staging
+    directory then holds committed jobs and jobs whose records say finished, not committed.
+    Returns the jobs and those whose answer had arrived (saved or logged) before the kill."""
+    jobs = {f"{prefix}{i}": f"batch {prefix} {i}." for i in range(6)}
+    for task_id, prompt in jobs.items():
+        d.submit(task_id, {"prompt": prompt})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed#2"})
+    wait_for(d.exited, 30, "the daemon to kill itself at its second commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    assert batch_files(d), os.listdir(d.path("running"))
+    answered = {t for t in jobs if re.search(rf"^{t} attempt 1: HTTP 200", d.log(), re.M) or
+                any(n.startswith(f".{t}@") and ".response." in n
+                    for n in os.listdir(d.path("running")))}
+    return jobs, answered
+
+
+def check_ended_as_no_kill(env, d, jobs, answered):
+    """Every job in done/ with one call if its answer had arrived before a kill (else its cut
+    calls recorded interrupted), and nothing of any left in running/."""
+    for task_id, prompt in jobs.items():
+        assert d.wait_finished(task_id, 30) == "done", (task_id, d.log()[-3000:])
+        attempts = d.result(task_id)["attempts"]
+        statuses = [a["http_status"] for a in attempts]
+        if task_id in answered:
+            assert statuses == [200], (task_id, attempts)
+        else:
+            assert statuses[-1] == 200 and all(a["outcome"] == "interrupted"
+                                               for a in attempts[:-1]), (task_id, attempts)
+        assert env.fake.calls(prompt) == len(statuses), (task_id, env.fake.calls(prompt))
+        record = json.loads(d.read("done", task_id + ".json"))["imgspool"]
+        assert record["finished"] == "succeeded", record
+    try:
+        wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+                 == [], 10, "nothing left in running/")
+    except AssertionError:
+        raise AssertionError(f"left in running/: {os.listdir(d.path('running'))}")
+    assert d.listdir("failed") == [], d.listdir("failed")
+
+
+def test_a_kill_while_a_batch_is_resumed_ends_as_no_kill(env):
+    """A restart finishes a batch's committed jobs from its staging directory and gives each job
+    not committed (its records say finished) its staged files in a directory of its own; a kill
+    -9 in the middle of either (publish:batch-finished, publish:split) changes nothing: the next
+    start ends every job as no kill would have."""
+    d = env.daemon(spool__concurrency=8)
+    jobs, answered = kill_at_second_commit(env, d, "rb")
+    left = [n for names in batch_files(d).values() for n in names]
+    committed = [n for n in left if n.endswith(".json") and not n.endswith(".result.json")]
+    staged_only = [n for n in left if n.endswith(".result.json") and
+                   n[:-len(".result.json")] + ".json" not in left]
+    kills = 0
+    for point, wanted in (("publish:batch-finished", committed), ("publish:split", staged_only)):
+        if not wanted:
+            continue
+        d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": point})
+        wait_for(d.exited, 30, f"the restart to kill itself at {point}")
+        assert d.proc.returncode == -9, (point, d.proc.returncode, d.log()[-2000:])
+        kills += 1
+    print(f"# {len(committed)} committed, {len(staged_only)} staged only; {kills} kills")
+    assert kills, left
+    d.start()
+    check_ended_as_no_kill(env, d, jobs, answered)
+
+
+def take_over_a_dead_hosts_batch(env, dead_spool, alive_spool, prefix, kill_taker=False):
+    dead = env.daemon(spool_dir=dead_spool, spool__host_id="deadhost", spool__concurrency=8)
+    jobs, answered = kill_at_second_commit(env, dead, prefix)
+    old = time.time() - 3600
+    for root, dirs, files in os.walk(dead.path("running")):
+        for n in dirs + files:
+            os.utime(os.path.join(root, n), (old, old), follow_symlinks=False)
+    alive = env.daemon(spool_dir=alive_spool, spool__host_id="alivehost", spool__lease_timeout=2)
+    if kill_taker:
+        # Killed right after its takeover's rename: its restart finishes the batch as its own.
+        alive.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:taken"})
+        wait_for(alive.exited, 30, "the taker to kill itself after its rename")
+        assert alive.proc.returncode == -9, alive.proc.returncode
+    alive.start()
+    check_ended_as_no_kill(env, alive, jobs, answered)
+    assert "took over the publications of 'deadhost'" in alive.log(), alive.log()[-3000:]
+
+
+def test_a_dead_hosts_batch_is_taken_over(env):
+    """Host "deadhost" dies at its second commit of a batch: another host takes the batch's
+    staging directory over (one rename), finishes its committed jobs and reclaims the others
+    with their staged files; nothing is paid twice and nothing is left in running/, though the
+    taker itself is killed right after its rename (publish:taken) and restarted."""
+    d = os.path.join(tempfile.mkdtemp(prefix="imgspool-batch-"), "spool")
+    try:
+        take_over_a_dead_hosts_batch(env, d, d, "tk", kill_taker=True)
+    finally:
+        for x in env.daemons:
+            x.kill()
+        shutil.rmtree(os.path.dirname(d), ignore_errors=True)
+
+
+def test_a_dead_hosts_batch_is_taken_over_through_sshfs(env):
+    """The same with each host on its own sshfs mount of the spool (a stand-in for NFS)."""
+    with env.two_mounts() as mounts:
+        take_over_a_dead_hosts_batch(env, os.path.join(mounts.mount_a, "spool"),
+                                     os.path.join(mounts.mount_b, "spool"), "ts")
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -271,4 +392,7 @@ if __name__ == "__main__":
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
         test_the_job_files_name_in_done_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
+        test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
+        test_a_dead_hosts_batch_is_taken_over,
+        test_a_dead_hosts_batch_is_taken_over_through_sshfs,
     ])
