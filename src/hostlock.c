@@ -2,9 +2,12 @@
  *
  * Made by writing a temporary file and link(2)ing it to the lock's name, which fails if the
  * name exists, on NFS too. An existing lock is judged (hostlock_judge): a live holder makes the
- * start fail with a message that says who holds it; a dead one is replaced by rename(2). Two
- * daemons taking over the same stale lock in the same instant are told apart by reading the
- * lock back: the one whose inode is not there refuses. */
+ * start fail with a message that says who holds it. A dead one is moved aside to a private name
+ * and checked to be the very file judged (else it is linked back: live), then ours is linked;
+ * of daemons taking over one stale lock at once, all but one find it moved, changed, or made
+ * again (EEXIST), and refuse. Whose a lock is, is told by its content (pid, start time, host
+ * name, boot id): through sshfs an inode number follows the name. A heartbeat that finds the
+ * lock another daemon's says so, and main.c stops. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
