@@ -310,8 +310,12 @@ taken:
 	free(our_text);
 	our_text = text;
 	text = NULL;
+	/* The second link goes before the fsync: a lock left with two links by a kill in between
+	 * is unreadable (spool_read_file) and keeps every later start out until removed by hand. */
+	unlinkat(dirfd, tmp, 0);
 	fsync(dirfd);
 	stop_point("hostlock:taken");
+	goto out;
 drop_temp:
 	unlinkat(dirfd, tmp, 0);
 out:
