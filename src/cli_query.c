@@ -431,7 +431,9 @@ static size_t gone_endpoints(struct cli *c, const struct control *ctl, struct go
 		struct stat st;
 		buf_init(&text, 8192);
 		if (spool_read_file(c->sp.fd[SPOOL_CONTROL], name, 8192, &text, &st) == SPOOL_READ_OK) {
-			g->url = xstrndup(text.data, strcspn(text.data, "?#\n"));
+			/* An empty file has no data at all: its URL is unknown. */
+			if (text.len)
+				g->url = xstrndup(text.data, strcspn(text.data, "?#\n"));
 			g->since_ms = timespec_ms(&st.st_mtim);
 		}
 		buf_release(&text);

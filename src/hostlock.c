@@ -167,7 +167,8 @@ static bool lock_same(const struct lock_seen *a, const struct lock_seen *b)
 	return a->rr == SPOOL_READ_OK && b->rr == SPOOL_READ_OK && a->st.st_dev == b->st.st_dev &&
 	       a->st.st_ino == b->st.st_ino && a->st.st_size == b->st.st_size &&
 	       timespec_ns(&a->st.st_mtim) == timespec_ns(&b->st.st_mtim) &&
-	       a->text.len == b->text.len && !memcmp(a->text.data, b->text.data, a->text.len);
+	       a->text.len == b->text.len &&
+	       (!a->text.len || !memcmp(a->text.data, b->text.data, a->text.len));
 }
 
 /* Whether a lock read is the one we hold. Through sshfs an inode number follows the name, not

@@ -362,6 +362,13 @@ def test_stat_shows_gone_webhooks_without_their_query(env):
     assert f"rm '{d.spool}/control/gone.{key}'" in r.stdout and "s3cret" not in r.stdout, r.stdout
     r = cli(d.spool, "stat", "-j")
     assert json.loads(r.stdout)["webhooks_gone"][0]["url"] == "https://hooks.example.com/in", r
+    # An empty marker (a client's, or a crash's) is an endpoint whose URL is unknown: stat
+    # still answers (it crashed on it).
+    empty = "0" * 32
+    open(d.path("control", f"gone.{empty}"), "w").close()
+    for args in (["stat"], ["stat", "-j"]):
+        r = cli(d.spool, *args)
+        assert r.returncode == 0 and f"gone.{empty}" in r.stdout, (args, r.returncode, r.stderr)
     assert d.stop() == 0
 
 

@@ -50,6 +50,19 @@ def test_a_lock_of_another_machine_is_judged_by_its_heartbeat(env):
     assert "took over the host lock" in d.log()
 
 
+def test_an_empty_stale_lock_is_taken_over(env):
+    # An empty file reads as no bytes at all: comparing two such reads must not crash the start.
+    d = env.daemon()
+    os.makedirs(d.path("running"), exist_ok=True)
+    lock = d.path("running", ".host.testhost")
+    open(lock, "w").close()
+    old = os.stat(lock).st_mtime - 3600
+    os.utime(lock, (old, old))
+    d.start()
+    assert "took over the host lock" in d.log() and lock_pid(d) == d.proc.pid, d.log()
+    assert d.stop() == 0
+
+
 def stale_lock_of_another_machine(d):
     """A lock whose holder stopped heartbeating an hour ago, on another machine."""
     os.makedirs(d.path("running"), exist_ok=True)
@@ -183,6 +196,7 @@ if __name__ == "__main__":
         test_a_second_daemon_with_the_same_host_id_refuses,
         test_restart_after_kill_9_starts_at_once,
         test_a_lock_of_another_machine_is_judged_by_its_heartbeat,
+        test_an_empty_stale_lock_is_taken_over,
         test_same_host_id_through_two_mounts_refuses,
         test_two_daemons_taking_over_one_stale_lock_at_once,
         test_a_lock_made_while_the_stale_one_is_set_aside_wins,
