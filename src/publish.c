@@ -621,17 +621,27 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 	}
 }
 
-/* The new run's names from the result staged in sfd: its images, then the result, with room for
- * one name more (NULL if the result is not there: moved in before a crash, or lost). */
-static char **staged_names(const char *id, int sfd, size_t *n)
+/* The new run's names from the result staged in running/STAGING (open as sfd, or -1 with
+ * errno sfd_err): its images, then the result, with room for one name more. NULL with *err:
+ * ENOENT only if the result is not there (moved in before a crash, or lost); anything else (no
+ * fd left, EIO, ESTALE, a result over the read cap) says nothing of where the files are. */
+static char **staged_names(const char *id, int runfd, const char *staging, int sfd, int sfd_err,
+			   size_t *n, int *err)
 {
 	char *result = xasprintf("%s.result.json", id);
 	struct buf b;
 	struct stat st;
 	char **names = NULL;
+	enum spool_read rr = SPOOL_READ_ERROR;
 	buf_init(&b, RESULT_READ_MAX);
 	*n = 0;
-	if (sfd >= 0 && spool_read_file(sfd, result, RESULT_READ_MAX, &b, &st) == SPOOL_READ_OK) {
+	*err = sfd_err;
+	if (sfd >= 0) {
+		rr = spool_read_file(sfd, result, RESULT_READ_MAX, &b, &st);
+		*err = rr == SPOOL_READ_GONE ? ENOENT : rr == SPOOL_READ_TOO_BIG ? EFBIG
+		       : rr == SPOOL_READ_ERROR ? errno : EINVAL;
+	}
+	if (rr == SPOOL_READ_OK) {
 		json_t *doc = json_loadb(b.data, b.len, 0, NULL);
 		json_t *images = json_object_get(doc, "images"), *v;
 		size_t i;
@@ -643,6 +653,13 @@ static char **staged_names(const char *id, int sfd, size_t *n)
 		}
 		names[(*n)++] = xstrdup(result);
 		json_decref(doc);
+		*err = 0;
+	} else if (*err == ENOENT || sfd < 0) {
+		/* Gone only if a look by its path says so: the directory itself may be gone too. */
+		char *path = xasprintf("%s/%s", staging, result);
+		*err = fstatat(runfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (sfd < 0 ? sfd_err : EIO)
+		       : errno;
+		free(path);
 	}
 	buf_release(&b);
 	free(result);
@@ -651,7 +668,8 @@ static char **staged_names(const char *id, int sfd, size_t *n)
 
 /* A publication staged in running/staging with no job in memory (a restart, a takeover): its
  * names come from its staged result, the job file's last; moved_in when the result is no longer
- * staged. */
+ * staged. A result that cannot be read is no evidence of that: the job is tried again, its
+ * staging left alone. */
 static void item_staged(struct spool *sp, struct item *it, struct publish_job *j,
 			const char *staging)
 {
@@ -663,16 +681,23 @@ static void item_staged(struct spool *sp, struct item *it, struct publish_job *j
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
 			      .errsize = j->errsize, .search_images = true };
 	it->sfd = openat(it->p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int err = errno;
 	it->own_sfd = true;
 	it->alone = !publish_is_batch_name(staging);
-	it->names = staged_names(j->id, it->sfd, &it->n_names);
-	it->moved_in = !it->names;
+	it->names = staged_names(j->id, it->p.runfd, staging, it->sfd, err, &it->n_names, &err);
+	it->moved_in = !it->names && err == ENOENT;
 	if (!it->names)
 		it->names = xcalloc(1, sizeof(*it->names));
 	it->names[it->n_names++] = xasprintf("%s.json", j->id);
 	it->live = true;
 	j->rc = PUBLISH_OK;
 	j->err[0] = '\0';
+	if (err && err != ENOENT) {
+		xsnprintf(j->err, j->errsize, "cannot read its staged result in 'running/%s': %s",
+			  staging, strerror(err));
+		j->rc = PUBLISH_RETRY;
+		it->live = false;
+	}
 }
 
 static char *staged_result_name(const char *id, const char *host, int dest)
@@ -708,7 +733,9 @@ enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const ch
 				 .errsize = errsize };
 	struct item it;
 	item_staged(sp, &it, &j, staging);
-	if (it.moved_in) {
+	if (!it.live) {
+		;   /* j.rc says why */
+	} else if (it.moved_in) {
 		xsnprintf(err, errsize, "nothing is staged in 'running/%s'", staging);
 		j.rc = PUBLISH_PERMANENT;
 	} else {
@@ -856,9 +883,10 @@ static int split_off(struct spool *sp, const char *batch, const char *id, const 
 	char *alone = publish_staging_name(id, host, dest);
 	int bfd = openat(runfd, batch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	size_t n = 0;
-	char **names = staged_names(id, bfd, &n);
+	int err = errno;
+	char **names = staged_names(id, runfd, batch, bfd, err, &n, &err);
 	if (!names)
-		errno = ENOENT, rc = -1;   /* its result is not staged there */
+		errno = err, rc = -1;
 	else if (mkdirat(runfd, alone, 0777) < 0 && errno != EEXIST)
 		rc = -1;
 	int afd = rc == 0 ? openat(runfd, alone, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;

@@ -268,6 +268,37 @@ def test_a_directory_planted_after_the_check_is_waited_out_not_lost(env):
              == [], 10, "nothing of the job left in running/")
 
 
+def test_an_unreadable_staged_result_keeps_what_is_staged(env):
+    """Killed past its commit; at the restart the staged result cannot be read (here: over the
+    read cap, as EMFILE, EIO or ESTALE would do): that is no sign that it was moved in, so the
+    job file is not moved into done/ alone and its paid images are not removed. Once it can be
+    read again, the next start publishes all of it."""
+    d = env.daemon()
+    d.submit("unread", {"prompt": "unreadable result", "n": 2})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed"})
+    wait_for(d.exited, 20, "the daemon to kill itself at its commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    staging = staging_of(d, "unread")
+    result = os.path.join(staging, "unread.result.json")
+    with open(result) as f:
+        text = f.read()
+    with open(result, "a") as f:
+        f.write(" " * (5 << 20))   # still the same JSON document, over the read cap
+    d.start()
+    assert d.listdir("done") == [], d.listdir("done")   # the restart resumed before it was ready
+    assert sorted(os.listdir(staging)) == ["unread.1.png", "unread.2.png", "unread.json",
+                                           "unread.result.json"], os.listdir(staging)
+    assert "cannot read its staged result" in d.log(), d.log()[-2000:]
+    assert d.stop() == 0
+    with open(result, "w") as f:
+        f.write(text)
+    d.start()
+    assert d.wait_finished("unread") == "done", d.log()[-2000:]
+    assert files_of(d, "done", "unread") == ["unread.1.png", "unread.2.png", "unread.json",
+                                             "unread.result.json"]
+    assert env.fake.calls("unreadable result") == 1
+
+
 def batch_files(d):
     """{batch directory: its names} for the batches' staging directories in running/."""
     running = d.path("running")
@@ -392,6 +423,7 @@ if __name__ == "__main__":
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
         test_the_job_files_name_in_done_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
+        test_an_unreadable_staged_result_keeps_what_is_staged,
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
         test_a_dead_hosts_batch_is_taken_over,
         test_a_dead_hosts_batch_is_taken_over_through_sshfs,
