@@ -405,7 +405,7 @@ static void stat_one(struct cli_info *in, void *arg)
 /* A webhook endpoint that answered 410 Gone (control/gone.KEY, spool-layout.md §14). */
 struct gone_endpoint {
 	const char *key;
-	char *url;               /* without its query, which may hold a token; NULL if unreadable */
+	char *url;               /* url_redacted; NULL if unreadable */
 	int64_t since_ms;        /* the file's mtime: when the 410 came */
 };
 
@@ -433,7 +433,7 @@ static size_t gone_endpoints(struct cli *c, const struct control *ctl, struct go
 		if (spool_read_file(c->sp.fd[SPOOL_CONTROL], name, 8192, &text, &st) == SPOOL_READ_OK) {
 			/* An empty file has no data at all: its URL is unknown. */
 			if (text.len)
-				g->url = xstrndup(text.data, strcspn(text.data, "?#\n"));
+				g->url = url_redacted(text.data);
 			g->since_ms = timespec_ms(&st.st_mtim);
 		}
 		buf_release(&text);

@@ -9,6 +9,7 @@
  *   control/gone.KEY          the webhook endpoint whose key (webhook_endpoint_key) is KEY
  *                             answered 410 Gone: no daemon sends to it until the file is removed
  *                             (by an operator, or by a daemon's reload); the file holds the URL
+ *                             without its credentials (url_redacted)
  *
  * Files are the protocol because they reach every daemon of a shared spool: inotify wakes the
  * local ones, rescans the others. A daemon removes hold.ID and cancel.ID once job ID has left

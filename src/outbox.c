@@ -47,6 +47,7 @@ struct delivery {
 	struct http_xfer *xfer;
 	char *text;              /* rewritten entry, on a helper */
 	char *gone_url;          /* the endpoint answered 410: its control/gone.KEY, on the helper */
+	char gone_key[WEBHOOK_ENDPOINT_KEY_LEN + 1];   /* of the full URL; gone_url is redacted */
 	int64_t due;
 	int rc;
 };
@@ -203,11 +204,9 @@ static void rewrite_work(void *arg)
 	struct spool *sp = dl->o->spool;
 	if (dl->gone_url) {
 		/* The marker first: once it is there, no daemon sends this endpoint anything. */
-		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
-		webhook_endpoint_key(dl->gone_url, key);
 		char *text = xasprintf("%s\n", dl->gone_url);
-		if (control_write(sp, CONTROL_GONE, key, text) < 0)
-			log_warn("cannot write 'control/gone.%s': %s", key, strerror(errno));
+		if (control_write(sp, CONTROL_GONE, dl->gone_key, text) < 0)
+			log_warn("cannot write 'control/gone.%s': %s", dl->gone_key, strerror(errno));
 		free(text);
 	}
 	dl->rc = spool_write_file(sp, SPOOL_OUTBOX, dl->name, dl->text, strlen(dl->text));
@@ -245,12 +244,6 @@ static struct redelivery_rule webhook_rule(const struct config *cfg)
 	return (struct redelivery_rule){ .base_ms = cfg->notify_retry_base_ms,
 					 .cap_ms = cfg->notify_retry_cap_ms,
 					 .give_up_after_ms = cfg->notify_give_up_after * 1000 };
-}
-
-/* A URL as the log shows it: without its query, which may hold a token. */
-static int loggable_len(const char *url)
-{
-	return (int)strcspn(url, "?#");
 }
 
 /* The entry's endpoint answered 410 Gone: it is not sent again until an operator enables the
@@ -332,12 +325,14 @@ static void webhook_done(void *arg, struct http_result *res)
 		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
 		webhook_endpoint_key(url, key);
 		o->stats.failures++;
+		/* The log and the marker (which clients may read) show it without credentials. */
+		dl->gone_url = url_redacted(url);
+		memcpy(dl->gone_key, key, sizeof(key));
 		if (!control_wants(o->control, CONTROL_GONE, key))
-			log_msg(LOG_ERROR, "webhook endpoint '%.*s' answered 410 Gone (%s %s): no daemon "
+			log_msg(LOG_ERROR, "webhook endpoint '%s' answered 410 Gone (%s %s): no daemon "
 				"sends it anything more until an operator enables it again: remove "
-				"'control/gone.%s', or reload", loggable_len(url), url, id, type, key);
+				"'control/gone.%s', or reload", dl->gone_url, id, type, key);
 		control_note(o->control, CONTROL_GONE, key);
-		dl->gone_url = xstrdup(url);
 		park(dl, key);
 		return;
 	}

@@ -358,6 +358,23 @@ bool url_is_http(const char *s)
 	return s && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
 }
 
+char *url_redacted(const char *url)
+{
+	size_t end = strcspn(url, "?#\r\n");   /* a query or fragment; a file's line end */
+	const char *scheme = strstr(url, "://");
+	size_t host = scheme && (size_t)(scheme - url) < end ? (size_t)(scheme - url) + 3 : 0;
+	size_t authority = host + strcspn(url + host, "/?#\r\n");
+	const char *at = memrchr(url + host, '@', authority - host);
+	if (!at)
+		return xstrndup(url, end);
+	size_t after = (size_t)(at + 1 - url);
+	char *out = xmalloc(end - (after - host) + 1);
+	memcpy(out, url, host);
+	memcpy(out + host, url + after, end - after);
+	out[end - (after - host)] = '\0';
+	return out;
+}
+
 void stop_point(const char *name)
 {
 	const char *want = getenv("IMGSPOOLD_STOP_AT");

@@ -79,5 +79,9 @@ bool name_is_plain(const char *s, size_t max);
 /* Whether s (NULL allowed) starts with "https://" or "http://": where a configuration or a job
  * may send things. */
 bool url_is_http(const char *s);
+/* A URL as it may be shown (logs, files others read, imgspool stat): without its userinfo
+ * ("user:token@"), query and fragment, which may hold credentials, and ending at a line end.
+ * Caller frees. */
+char *url_redacted(const char *url);
 
 #endif

@@ -148,35 +148,38 @@ def test_gone_endpoint_waits_until_enabled(env):
     operator removes control/gone.KEY, or reloads; then every one arrives, once, verified."""
     rx = env.peer(WebhookReceiver()).start()
     rx.set_gone(True)
-    url = rx.url("/switch")
+    # Credentials in the URL (userinfo, query) reach the endpoint, never a log, a file or stat.
+    url = rx.url("/switch?sig=s3cret").replace("http://", "http://hook:t0ken@")
+    shown = rx.url("/switch")
     prom = os.path.join(rx.dir, "imgspool.prom")
     d = notify_daemon(env, rx, notify__url=url, metrics__textfile=prom,
                       metrics__interval=1).start()
     marker = d.path("control", "gone." + endpoint_key(url))
     d.submit("g0", {"prompt": "gone 0"})
     wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY")
-    assert read_text(marker) == url + "\n"
-    assert f"error: webhook endpoint '{url}' answered 410 Gone" in d.log(), d.log()
+    assert read_text(marker) == shown + "\n"
+    assert f"error: webhook endpoint '{shown}' answered 410 Gone" in d.log(), d.log()
+    assert "s3cret" not in d.log() and "t0ken" not in d.log(), d.log()
     later = [f"g{i}" for i in range(1, 5)]
     for i, t in enumerate(later):
         d.submit(t, {"prompt": f"gone {i + 1}"})
     wait_for(lambda: all(f"{t} webhook job.succeeded waits: its endpoint answered 410 Gone"
                          in d.log() for t in later), 20, "the later events parked")
-    assert [q["path"] for q in rx.requests()] == ["/switch"], rx.requests()
+    assert [q["path"] for q in rx.requests()] == ["/switch?sig=s3cret"], rx.requests()
     assert len(d.listdir("outbox")) == 5, d.listdir("outbox")
     wait_for(lambda: "imgspool_webhook_endpoints_gone 1\n" in read_text(prom)
              and "imgspool_webhook_parked 5\n" in read_text(prom), 10, "the metrics")
     # imgspool stat tells the operator, with the way back: the command it prints is run.
-    shown = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True, text=True,
-                           timeout=30)
-    assert shown.returncode == 0 and f"webhooks stopped: {url} answered 410 Gone" in shown.stdout, \
-        shown
-    command = shown.stdout.split("to send again: ", 1)[1].split(" (or reload", 1)[0]
+    shown_stat = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True,
+                                text=True, timeout=30)
+    assert shown_stat.returncode == 0, shown_stat
+    assert f"webhooks stopped: {shown} answered 410 Gone" in shown_stat.stdout, shown_stat
+    command = shown_stat.stdout.split("to send again: ", 1)[1].split(" (or reload", 1)[0]
     assert command == f"rm '{marker}'", command
     gone = json.loads(subprocess.run([IMGSPOOL, "-d", d.spool, "stat", "-j"], capture_output=True,
                                      text=True, timeout=30).stdout)["webhooks_gone"]
     assert [(g["url"], g["key"], g["file"]) for g in gone] == \
-        [(url, endpoint_key(url), "control/gone." + endpoint_key(url))], gone
+        [(shown, endpoint_key(url), "control/gone." + endpoint_key(url))], gone
     # The operator's way back: the file goes, and so does every event, once.
     rx.set_gone(False)
     assert subprocess.run(["sh", "-c", command], timeout=30).returncode == 0
@@ -188,9 +191,10 @@ def test_gone_endpoint_waits_until_enabled(env):
         assert [wid for wid, _ in got[t]] == [msg_id(t, "job.succeeded")], got[t]
     wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
     wait_for(lambda: "imgspool_webhook_endpoints_gone 0\n" in read_text(prom), 10, "gauge at 0")
-    shown = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True, text=True,
-                           timeout=30)
-    assert shown.returncode == 0 and "webhooks stopped" not in shown.stdout, shown.stdout
+    shown_stat = subprocess.run([IMGSPOOL, "-d", d.spool, "stat"], capture_output=True,
+                                text=True, timeout=30)
+    assert shown_stat.returncode == 0, shown_stat
+    assert "webhooks stopped" not in shown_stat.stdout, shown_stat.stdout
     # Gone again; a reload enables it too.
     rx.set_gone(True)
     d.submit("g5", {"prompt": "gone 5"})

@@ -145,6 +145,33 @@ static void test_image_names(void)
 	free(b);
 }
 
+static void test_url_redacted(void)
+{
+	static const struct {
+		const char *url, *want;
+	} rows[] = {
+		{ "https://hooks.example.com/in", "https://hooks.example.com/in" },
+		{ "https://hooks.example.com/in?token=s3cret", "https://hooks.example.com/in" },
+		{ "https://hooks.example.com/in#s3cret", "https://hooks.example.com/in" },
+		{ "https://user:t0ken@hooks.example.com/in", "https://hooks.example.com/in" },
+		{ "https://user:t0ken@hooks.example.com:8443/in?a=b#c", "https://hooks.example.com:8443/in" },
+		{ "https://t0ken@hooks.example.com", "https://hooks.example.com" },
+		{ "https://a@b:t0k@en@hooks.example.com/x", "https://hooks.example.com/x" },
+		{ "https://u:p@host?q=1", "https://host" },
+		{ "https://hooks.example.com/users/@me?x", "https://hooks.example.com/users/@me" },
+		{ "https://hooks.example.com/in\n", "https://hooks.example.com/in" },
+		{ "https://u:p@hooks.example.com/in\r\n", "https://hooks.example.com/in" },
+		{ "x?y://u:p@h/", "x" },
+		{ "", "" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		char *got = url_redacted(rows[i].url);
+		ok(!strcmp(got, rows[i].want), "url_redacted, row %zu: \"%s\" (want \"%s\")", i,
+		   got, rows[i].want);
+		free(got);
+	}
+}
+
 int main(void)
 {
 	test_buf();
@@ -152,6 +179,7 @@ int main(void)
 	test_numbers_and_time();
 	test_file_times();
 	test_url_is_http();
+	test_url_redacted();
 	test_image_names();
 	return tap_done();
 }
