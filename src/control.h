@@ -8,7 +8,8 @@
  *                             error code "cancelled"
  *   control/gone.KEY          the webhook endpoint whose key (webhook_endpoint_key) is KEY
  *                             answered 410 Gone: no daemon sends to it until the file is removed
- *                             (by an operator, or by a daemon's reload); the file holds the URL
+ *                             (by an operator, by a daemon's reload, or by a daemon once no
+ *                             event waits for it after give_up_after); the file holds the URL
  *                             without its credentials (url_redacted)
  *
  * Files are the protocol because they reach every daemon of a shared spool: inotify wakes the

@@ -10,7 +10,7 @@
  * after retry_base_ms doubling to retry_cap_ms (or the receiver's Retry-After when longer) until
  * give_up_after. A 410 says the endpoint is gone: control/gone.KEY tells every daemon, and its
  * entries are parked (looked at again every retry_cap_ms, for give_up_after) until an operator
- * removes that file or reloads. Addresses that are not public are refused on the connected
+ * removes that file or reloads; a file older than give_up_after that no entry is for goes. Addresses that are not public are refused on the connected
  * socket unless allow_private. Entries of a host that stopped (due more than lease_timeout ago)
  * are taken over by another daemon with one rename. */
 #include <errno.h>
@@ -80,6 +80,7 @@ struct outbox {
 	size_t n_parked;
 	struct strset parked_names;
 	struct strset woken;     /* parked entries whose endpoint is back: due at once */
+	int64_t next_gone_check; /* mono ms: when old control/gone.KEY markers are looked at */
 	struct outbox_stats stats;
 };
 
@@ -428,8 +429,8 @@ static void hook_done(void *arg, int status)
 	scan_if_capped(o);
 }
 
-/* Reads and starts one entry (due, or woken); false if it cannot start now. */
-static bool start(struct outbox *o, const char *name, bool due)
+/* An entry as a JSON object (owned), or NULL (logged, unless it was gone). */
+static json_t *entry_read(struct outbox *o, const char *name)
 {
 	struct buf b;
 	buf_init(&b, 256 << 10);
@@ -443,8 +444,17 @@ static bool start(struct outbox *o, const char *name, bool due)
 			log_warn("ignoring 'outbox/%s': %s", name, rr == SPOOL_READ_OK ? "not an entry"
 				 : spool_read_reason(rr));
 		json_decref(doc);
-		return false;
+		return NULL;
 	}
+	return doc;
+}
+
+/* Reads and starts one entry (due, or woken); false if it cannot start now. */
+static bool start(struct outbox *o, const char *name, bool due)
+{
+	json_t *doc = entry_read(o, name);
+	if (!doc)
+		return false;
 	if (o->busy(o->busy_arg, str(doc, "task_id"))) {
 		json_decref(doc);
 		return false;
@@ -515,6 +525,56 @@ static void take_over(struct outbox *o, const char *name, const char *at)
 	free(mine);
 }
 
+/* A control/gone.KEY older than give_up_after whose endpoint no event in outbox/ (any host's)
+ * is for: every event that waited for it was given up, and it would stay for ever, one per
+ * URL. Looked at every give_up_after/8, and only when there are markers; the entries are read
+ * only when one is old enough. */
+static void expire_gone(struct outbox *o, const struct spool_entry *e, long n)
+{
+	struct spool *sp = o->spool;
+	const struct strset *gone = &o->control->gone;
+	int64_t now = mono_ms(), give_up_ms = (*o->cfgp)->notify_give_up_after * 1000;
+	if (!gone->count || now < o->next_gone_check || sp->fd[SPOOL_CONTROL] < 0)
+		return;
+	o->next_gone_check = now + give_up_ms / 8;
+	int64_t server_now = spool_server_now(sp);
+	struct strset old;
+	strset_init(&old);
+	for (size_t i = 0; i < gone->cap; i++) {
+		const char *key = gone->slots[i];
+		if (!key || !key[0])
+			continue;
+		char *name = control_name(CONTROL_GONE, key);
+		struct stat st;
+		if (fstatat(sp->fd[SPOOL_CONTROL], name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    server_now - timespec_ms(&st.st_mtim) > give_up_ms)
+			strset_add(&old, key);
+		free(name);
+	}
+	for (long i = 0; i < n && old.count; i++) {
+		json_t *doc = strstr(e[i].name, ".webhook@") ? entry_read(o, e[i].name) : NULL;
+		if (!doc)
+			continue;
+		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+		webhook_endpoint_key(str(doc, "url"), key);
+		strset_del(&old, key);
+		json_decref(doc);
+	}
+	for (size_t i = 0; i < old.cap; i++) {
+		const char *key = old.slots[i];
+		if (!key || !key[0])
+			continue;
+		char *name = control_name(CONTROL_GONE, key);
+		if (unlinkat(sp->fd[SPOOL_CONTROL], name, 0) == 0) {
+			log_info("removed 'control/%s': its webhook endpoint answered 410 Gone over %lds "
+				 "ago, and no event waits for it", name, (*o->cfgp)->notify_give_up_after);
+			strset_del(&o->control->gone, key);
+		}
+		free(name);
+	}
+	strset_release(&old);
+}
+
 void outbox_scan(struct outbox *o)
 {
 	struct spool_entry *e;
@@ -522,6 +582,7 @@ void outbox_scan(struct outbox *o)
 	if (n < 0)
 		return;
 	o->stats.backlog = n;
+	expire_gone(o, e, n);
 	wake_enabled(o);
 	o->stats.gone = (long)o->control->gone.count;
 	o->stats.parked = (long)o->n_parked;

@@ -209,19 +209,41 @@ def test_gone_endpoint_waits_until_enabled(env):
 
 def test_parked_events_given_up_in_time(env):
     """An event waiting for a gone endpoint is dropped give_up_after seconds after it was
-    queued, as any event, and the daemon forgets it."""
+    queued, as any event, and the daemon forgets it; the endpoint's marker goes once it is
+    older than give_up_after and no event waits for it."""
     rx = env.peer(WebhookReceiver()).start()
     rx.set_gone(True)
     prom = os.path.join(rx.dir, "imgspool.prom")
     d = notify_daemon(env, rx, notify__url=rx.url("/switch"), notify__give_up_after=3,
                       notify__retry_cap_ms=500, metrics__textfile=prom,
                       metrics__interval=1).start()
+    # An old marker whose endpoint an event of another host (due later) still waits for stays.
+    kept_url = rx.url("/switch/kept")
+    kept = d.path("control", "gone." + endpoint_key(kept_url))
+    entry = d.path("outbox", msg_id("other", "job.succeeded") + ".webhook@otherhost.json")
+    os.makedirs(d.path("outbox"), exist_ok=True)
+    with open(entry, "w") as f:
+        json.dump({"target": "webhook", "id": msg_id("other", "job.succeeded"),
+                   "task_id": "other", "type": "job.succeeded", "url": kept_url, "body": "{}",
+                   "created_at_ms": int(time.time() * 1000), "attempts": 1}, f)
+    later = time.time() + 3600
+    os.utime(entry, (later, later))
+    with open(kept, "w") as f:
+        f.write(kept_url + "\n")
+    old = time.time() - 3600
+    os.utime(kept, (old, old))
     d.submit("gu", {"prompt": "given up"})
+    marker = d.path("control", "gone." + endpoint_key(rx.url("/switch")))
+    wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY")
     wait_for(lambda: "gu error: webhook job.succeeded: giving up after 3s: its endpoint answered "
              "410 Gone" in d.log(), 20, "the give-up")
-    wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
+    wait_for(lambda: d.listdir("outbox") == [os.path.basename(entry)], 10, "only the other's")
     wait_for(lambda: "imgspool_webhook_parked 0\n" in read_text(prom), 10, "nothing parked")
     assert [q["path"] for q in rx.requests()] == ["/switch"], rx.requests()
+    # Its marker outlived every event for it by give_up_after: it goes, not the one in use.
+    wait_for(lambda: not os.path.exists(marker), 20, "the unused marker removed")
+    assert f"removed 'control/{os.path.basename(marker)}'" in d.log(), d.log()
+    assert os.path.exists(kept), "a marker an event still waits for was removed"
     assert d.stop() == 0
 
 
