@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,10 +344,11 @@ struct item {
 	bool live;               /* still going: rc OK and not finished another way */
 	bool staged;             /* files of its were written into the staging directory */
 	bool committed;
+	bool rewritten;          /* its records say finished: what it staged may be its reclaimer's */
 	bool moved_in;           /* a resume: images and result were moved in before a crash */
 };
 
-/* What it staged is removed with the rest of the batch's leftovers (clean_batch). */
+/* What it staged stays for its reclaimer if its records say finished, else goes (clean_batch). */
 static void fenced(struct item *it)
 {
 	xsnprintf(it->p.err, it->p.errsize, "the job was reclaimed by another daemon (our lease ran out)");
@@ -439,8 +441,10 @@ static void rewrite(struct spool *sp, struct item *it, struct syncset *ss)
 {
 	struct publish_job *j = it->job;
 	if (!j->job_text || spool_rewrite_in(sp, SPOOL_RUNNING, j->running_name, j->job_text,
-					     strlen(j->job_text), ss) == 0)
+					     strlen(j->job_text), ss) == 0) {
+		it->rewritten = true;
 		return;
+	}
 	if (errno == ENOENT && !spool_exists(it->p.runfd, j->running_name))
 		fenced(it);
 	else
@@ -554,11 +558,13 @@ static bool any_live(const struct item *items, size_t n)
 }
 
 /* After a pass, a batch's directory keeps only its committed jobs that are not finished (a retry
- * or a restart finishes them from there). What a job that dropped out before its commit staged
- * is of no use: a retry stages it again, a restart finishes the job from its saved response. */
+ * or a restart finishes them from there), and what a job reclaimed after its final records
+ * staged: its reclaimer, who reads "finished" in them, takes those files out (spool-layout §10).
+ * What any other job that dropped out before its commit staged is of no use: a retry stages it
+ * again, a restart finishes the job from its saved response. */
 static void clean_batch(struct item *it)
 {
-	if (it->committed || !it->staged)
+	if (it->committed || !it->staged || (it->rewritten && it->job->rc == PUBLISH_FENCED))
 		return;
 	for (size_t i = 0; i + 1 < it->n_names; i++) {
 		char *path = staged(&it->p, it->names[i]);
@@ -821,6 +827,24 @@ unsigned publish_batch_slots(void)
 	return atomic_load(&batch_slots);
 }
 
+/* Batch directories of ours that a resume left jobs in (taken over, or of a slot this process
+ * does not use): heartbeated with the slots' and tried again at each rescan until empty. Only
+ * the loop thread (resumes, heartbeats) uses it. */
+static struct strset kept_batches;
+static bool kept_init;
+
+static void keep_batch(const char *name, bool left)
+{
+	if (!kept_init) {
+		strset_init(&kept_batches);
+		kept_init = true;
+	}
+	if (left)
+		strset_add(&kept_batches, name);
+	else
+		strset_del(&kept_batches, name);
+}
+
 void publish_heartbeat(struct spool *sp)
 {
 	for (unsigned slot = 0; slot < publish_batch_slots(); slot++) {
@@ -830,6 +854,10 @@ void publish_heartbeat(struct spool *sp)
 			free(name);
 		}
 	}
+	for (size_t i = 0; kept_init && i < kept_batches.cap; i++)
+		if (kept_batches.slots[i])
+			utimensat(sp->fd[SPOOL_RUNNING], kept_batches.slots[i], NULL,
+				  AT_SYMLINK_NOFOLLOW);
 }
 
 char *publish_taken_name(struct spool *sp, const char *from_host, int dest)
@@ -992,23 +1020,57 @@ static void sweep(int runfd, const char *name, const struct strset *keep)
 	unlinkat(runfd, name, AT_REMOVEDIR);
 }
 
-void publish_resume_batch(struct spool *sp, const char *name)
+/* Whose job file running/ID@HOST.json (HOST: the batch's jobs' host, else us, who may have
+ * reclaimed it) says its run is finished: that host, else NULL. */
+static const char *finished_in_running(struct spool *sp, const char *id, const char *host)
+{
+	const char *hosts[2] = { host, sp->host_id };
+	for (size_t i = 0; i < ARRAY_SIZE(hosts); i++) {
+		char *running = xasprintf("%s@%s.json", id, hosts[i]);
+		bool finished = records_finished(sp, running);
+		free(running);
+		if (finished)
+			return hosts[i];
+		if (!strcmp(host, sp->host_id))
+			break;
+	}
+	return NULL;
+}
+
+/* N of .~N@HOST.batch-DEST, else (taken over) UINT_MAX. */
+static unsigned batch_slot_of(const char *name)
+{
+	char *end;
+	unsigned long n = strtoul(name + 2, &end, 10);
+	return name[2] >= '0' && name[2] <= '9' && *end == '@' && n < UINT_MAX ? (unsigned)n
+									      : UINT_MAX;
+}
+
+bool publish_resume_batch(struct spool *sp, const char *name, const struct strset *held,
+			  bool in_use)
 {
 	char *bhost;
 	int dest;
+	bool left = true;
 	if (!publish_parse_batch_name(name, &bhost, &dest))
-		return;
+		return false;
 	char *host = publish_batch_jobs_host(name);
 	struct strset committed, staged_ids, unfinished;
 	strset_init(&committed);
 	strset_init(&staged_ids);
 	strset_init(&unfinished);
-	if (publish_list_batch(sp, name, &committed, &staged_ids) < 0)
+	if (publish_list_batch(sp, name, &committed, in_use ? NULL : &staged_ids) < 0) {
+		left = errno != ENOENT;
 		goto out;
+	}
 	char err[512];
 	for (size_t i = 0; i < committed.cap; i++) {
 		if (!committed.slots[i])
 			continue;
+		if (held && strset_has(held, committed.slots[i])) {
+			strset_add(&unfinished, committed.slots[i]);   /* its task finishes it */
+			continue;
+		}
 		struct publish_job j = { .dest = dest, .id = committed.slots[i], .err = err,
 					 .errsize = sizeof(err) };
 		finish_staged(sp, name, &j);
@@ -1021,16 +1083,17 @@ void publish_resume_batch(struct spool *sp, const char *name)
 		}
 		crash_point("publish:batch-finished");
 	}
+	/* A directory a helper thread may be staging in: its other files are that pass's. */
+	if (in_use)
+		goto out;
 	for (size_t i = 0; i < staged_ids.cap; i++) {
 		const char *id = staged_ids.slots[i];
 		if (!id || strset_has(&committed, id))
 			continue;   /* finished above */
-		char *running = xasprintf("%s@%s.json", id, host);
-		bool wanted = records_finished(sp, running);
-		free(running);
-		if (!wanted)
+		const char *whose = finished_in_running(sp, id, host);
+		if (!whose)
 			continue;   /* its files go: its job is gone, or is to be staged afresh */
-		if (split_off(sp, name, id, host, dest) < 0) {
+		if (split_off(sp, name, id, whose, dest) < 0) {
 			log_job(LOG_ERROR, id, "cannot move its staged files out of 'running/%s': %s",
 				name, strerror(errno));
 			strset_add(&unfinished, id);
@@ -1039,9 +1102,37 @@ void publish_resume_batch(struct spool *sp, const char *name)
 	}
 	sweep(sp->fd[SPOOL_RUNNING], name, &unfinished);
 out:
+	/* A slot no thread of ours has used yet: removed once empty (a thread that takes it up
+	 * meanwhile makes it again, or tries its job again). */
+	if (in_use && left && committed.count && batch_slot_of(name) >= publish_batch_slots())
+		unlinkat(sp->fd[SPOOL_RUNNING], name, AT_REMOVEDIR);
+	if (left)
+		left = spool_exists(sp->fd[SPOOL_RUNNING], name);
+	keep_batch(name, left);
 	strset_release(&committed);
 	strset_release(&staged_ids);
 	strset_release(&unfinished);
 	free(host);
 	free(bhost);
+	return left;
+}
+
+bool publish_take_staged(struct spool *sp, const char *batch, const char *id, const char *owner,
+			 const char *running_name)
+{
+	int dest;
+	char *host = publish_batch_jobs_host(batch);
+	bool took = false;
+	char *result = xasprintf("%s/%s.result.json", batch, id);
+	if (host && !strcmp(host, owner) && publish_parse_batch_name(batch, NULL, &dest) &&
+	    spool_exists(sp->fd[SPOOL_RUNNING], result) && records_finished(sp, running_name)) {
+		if (split_off(sp, batch, id, sp->host_id, dest) == 0)
+			took = true;
+		else
+			log_job(LOG_ERROR, id, "cannot move its staged files out of 'running/%s': %s",
+				batch, strerror(errno));
+	}
+	free(result);
+	free(host);
+	return took;
 }

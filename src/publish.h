@@ -82,12 +82,21 @@ char *publish_taken_name(struct spool *sp, const char *from_host, int dest);
  * frees; NULL if name is not a batch's. */
 char *publish_batch_jobs_host(const char *name);
 /* Finishes what a batch's directory holds (ours after a crash, or one just taken over from a dead
- * host, renamed to publish_taken_name): its committed jobs are finished from it; a job not
- * committed whose job file, still running/ID@HOST.json (HOST: whose batch it was), says its run
- * is finished gets its staged files in a directory of its own, .ID@HOST.DEST, where its restart
- * or its reclaimer commits them; everything else goes, and the directory with it. Logs each
- * finished job. */
-void publish_resume_batch(struct spool *sp, const char *name);
+ * host, renamed to publish_taken_name): its committed jobs are finished from it, but those in
+ * held (NULL: none), whose tasks finish them; a job not committed whose job file, still
+ * running/ID@HOST.json (HOST: whose batch it was) or already running/ID@US.json, says its run is
+ * finished gets its staged files in a directory of its own, .ID@THAT_HOST.DEST, where its
+ * restart or its reclaimer commits them; everything else goes, and the directory with it.
+ * in_use (a directory a helper thread may be staging in): only committed jobs are finished.
+ * Logs each finished job. Returns whether the directory is still there: it is then heartbeated
+ * (publish_heartbeat) and should be resumed again at the next rescan. */
+bool publish_resume_batch(struct spool *sp, const char *name, const struct strset *held,
+			  bool in_use);
+/* A job just reclaimed from owner (its file now running_name): if its records say finished and
+ * owner's batch directory batch holds its staged result, its staged files move to a directory
+ * of ours, .ID@US.DEST, from which its adoption commits them. Whether they moved. */
+bool publish_take_staged(struct spool *sp, const char *batch, const char *id, const char *owner,
+			 const char *running_name);
 /* The ids of the jobs committed in running/name, a batch's directory (their job files are
  * there), and of those whose result is staged there (staged_ids may be NULL): 0, or -1 if it
  * cannot be listed. */

@@ -64,8 +64,8 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 
 /* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
  * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
- * its uncommitted staging directory (.ID@HOST.done/.failed), which a job whose records say
- * "finished" is published from. */
+ * its uncommitted staging directory (.ID@HOST.done/.failed), or its staged files in one of the
+ * owner's batches' directories, which a job whose records say "finished" is published from. */
 static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 {
 	struct spool_entry *h;
@@ -73,8 +73,13 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 	char *prefix = xasprintf(".%s@%s.", id, owner);
 	size_t plen = strlen(prefix);
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	char *running = spool_running_name(d->spool, id);
 	for (long i = 0; i < nh; i++) {
 		const char *sfx = h[i].name + plen;
+		if (publish_is_batch_name(h[i].name)) {
+			publish_take_staged(d->spool, h[i].name, id, owner, running);
+			continue;
+		}
 		if (strncmp(h[i].name, prefix, plen) ||
 		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
 		     strcmp(sfx, "done") && strcmp(sfx, "failed")))
@@ -84,6 +89,7 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 		free(to);
 	}
 	spool_entries_free(h, nh);
+	free(running);
 	free(prefix);
 }
 
@@ -350,19 +356,23 @@ static void adopt_all(struct dispatch *d)
 }
 
 /* host's sidecars whose job is no longer running/ID@HOST.json: ours after a crash, or a dead
- * host's once its publications were finished here, with its temporary files (ours went before
- * the jobs were adopted; a host that lost its lease may not finish what it was writing). */
-static void drop_orphan_sidecars(struct dispatch *d, const char *host)
+ * host's once its publications were finished here, with its temporary files older than a lease
+ * by the file server's clock now (ours went before the jobs were adopted; a host that lost its
+ * lease may not finish what it was writing, one that is alive may). */
+static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t now)
 {
-	bool dead = strcmp(host, d->spool->host_id);
+	bool other = strcmp(host, d->spool->host_id);
 	struct spool_entry *h;
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	char *host_part = xasprintf("@%s.", host);
 	size_t hlen = strlen(host_part);
 	for (long i = 0; i < nh; i++) {
 		const char *name = h[i].name, *at = strstr(name, host_part);
-		if (dead && spool_is_our_temp(name, host)) {
-			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		if (other && spool_is_our_temp(name, host)) {
+			/* Another host's file being written is its until its lease ran out. */
+			if (now > 0 && spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) == 0 &&
+			    now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000)
+				unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
 			continue;
 		}
 		if (!at || (strcmp(at + hlen, "partial") && strcmp(at + hlen, "target") &&
@@ -379,8 +389,10 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host)
 
 /* A batch's staging directory, running/.~SLOT@HOST.batch-DEST/ (publish.c): ours, left by a
  * crash, at start-up; another host's once its lease ran out, taken over with one rename to a
- * name of ours. Its committed jobs are finished from it; the others' staged files go with their
- * job files (publish_resume_batch). */
+ * name of ours (which keeps the name of the host whose jobs it holds). Its committed jobs are
+ * finished from it; the others' staged files go with their job files (publish_resume_batch).
+ * At a rescan, ours are resumed again: what a resume left (taken over, or of a slot no thread
+ * of this process uses) and committed jobs no task holds (a resume at start-up that failed). */
 static void resume_batch(struct dispatch *d, struct spool_entry *e, bool others, int64_t *now)
 {
 	char *host;
@@ -388,19 +400,22 @@ static void resume_batch(struct dispatch *d, struct spool_entry *e, bool others,
 	if (!publish_parse_batch_name(e->name, &host, &dest))
 		return;
 	bool ours = !strcmp(host, d->spool->host_id);
-	char *mine = NULL;
-	if (ours && !others) {
+	char *mine = NULL, *jobs_host = publish_batch_jobs_host(e->name);
+	bool in_use = false;
+	if (ours) {
 		mine = xstrdup(e->name);
-	} else if (!ours && others && spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
+		/* A slot's directory may be a helper thread's at a rescan; a taken one never is. */
+		in_use = others && strcmp(jobs_host, d->spool->host_id) == 0;
+	} else if (others && spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
 		   S_ISDIR(e->id.mode)) {
 		if (!*now)
 			*now = spool_server_now(d->spool);
 		int64_t idle_ms = *now - e->mtime_ns / 1000000;
 		int fd = d->spool->fd[SPOOL_RUNNING];
-		mine = publish_taken_name(d->spool, host, dest);
+		mine = publish_taken_name(d->spool, jobs_host, dest);
 		if (idle_ms > d->cfg->lease_timeout * 1000 && renameat(fd, e->name, fd, mine) == 0) {
 			log_warn("took over the publications of '%s' staged in 'running/%s' (no "
-				 "heartbeat for %" PRId64 " s)", host, e->name, idle_ms / 1000);
+				 "heartbeat for %" PRId64 " s)", jobs_host, e->name, idle_ms / 1000);
 			crash_point("publish:taken");
 		} else {
 			free(mine);
@@ -408,14 +423,16 @@ static void resume_batch(struct dispatch *d, struct spool_entry *e, bool others,
 		}
 	}
 	if (mine) {
-		char *from = publish_batch_jobs_host(mine);
-		publish_resume_batch(d->spool, mine);
+		publish_resume_batch(d->spool, mine, others ? &d->held : NULL, in_use);
 		/* A dead host's: its sidecars of the jobs finished here are of no more use. */
-		if (from && strcmp(from, d->spool->host_id))
-			drop_orphan_sidecars(d, from);
-		free(from);
+		if (strcmp(jobs_host, d->spool->host_id)) {
+			if (!*now)
+				*now = spool_server_now(d->spool);
+			drop_orphan_sidecars(d, jobs_host, *now);
+		}
 		free(mine);
 	}
+	free(jobs_host);
 	free(host);
 }
 
@@ -444,7 +461,7 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 			continue;
 		bool ours = !strcmp(host, d->spool->host_id);
 		bool look = !ours && others && !strset_has(&d->held, id);
-		if ((look || (ours && !others)) &&
+		if ((look || (ours && (!others || !strset_has(&d->held, id)))) &&
 		    (spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) < 0 || !S_ISDIR(h[i].id.mode))) {
 			free(id);
 			free(host);
@@ -462,7 +479,7 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 					"%" PRId64 " s)", host, (now - h[i].mtime_ns / 1000000) / 1000);
 				ours = true;
 			}
-		} else if (ours && others) {
+		} else if (ours && others && strset_has(&d->held, id)) {
 			ours = false;   /* at a rescan, our own are being published by their task */
 		}
 		if (ours) {
@@ -505,6 +522,6 @@ void recovery_start(struct dispatch *d)
 	recovery_resume_publications(d, false);
 	adopt_all(d);
 	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
-	drop_orphan_sidecars(d, d->spool->host_id);
+	drop_orphan_sidecars(d, d->spool->host_id, 0);
 }
 

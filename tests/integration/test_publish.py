@@ -299,6 +299,31 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     assert env.fake.calls("unreadable result") == 1
 
 
+def test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan(env):
+    """The restart cannot finish a committed job (its staged result unreadable for a while): a
+    rescan tries again once it can, instead of keeping the job "being published" for ever."""
+    d = env.daemon(spool__poll_interval=1)
+    d.submit("later", {"prompt": "finished at a rescan", "n": 2})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed"})
+    wait_for(d.exited, 20, "the daemon to kill itself at its commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    result = os.path.join(staging_of(d, "later"), "later.result.json")
+    with open(result) as f:
+        text = f.read()
+    with open(result, "a") as f:
+        f.write(" " * (5 << 20))
+    d.start()
+    assert d.listdir("done") == [] and "cannot read its staged result" in d.log(), d.log()[-2000:]
+    with open(result, "w") as f:
+        f.write(text)
+    assert d.wait_finished("later", 20) == "done", d.log()[-2000:]
+    assert files_of(d, "done", "later") == ["later.1.png", "later.2.png", "later.json",
+                                            "later.result.json"]
+    assert env.fake.calls("finished at a rescan") == 1
+    wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing of the job left in running/")
+
+
 def batch_files(d):
     """{batch directory: its names} for the batches' staging directories in running/."""
     running = d.path("running")
@@ -410,6 +435,82 @@ def test_a_dead_hosts_batch_is_taken_over_through_sshfs(env):
                                      os.path.join(mounts.mount_b, "spool"), "ts")
 
 
+def make_old(root, keep=()):
+    old = time.time() - 3600
+    for top, dirs, files in os.walk(root):
+        for n in dirs + files:
+            if n not in keep:
+                os.utime(os.path.join(top, n), (old, old), follow_symlinks=False)
+
+
+def test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds(env):
+    """Host "deadhost" dies at its second commit; "bhost" takes its batch's directory over and
+    dies right after the rename; "chost" takes it from bhost. The directory still holds
+    deadhost's jobs (it was named for bhost's, whose job files do not exist, so the jobs not
+    committed lost what they staged), and bhost's or deadhost's temporary files younger than a
+    lease are not removed for not being chost's."""
+    d = os.path.join(tempfile.mkdtemp(prefix="imgspool-batch-"), "spool")
+    try:
+        dead = env.daemon(spool_dir=d, spool__host_id="deadhost", spool__concurrency=8)
+        jobs, answered = kill_at_second_commit(env, dead, "tw")
+        make_old(dead.path("running"))
+        b = env.daemon(spool_dir=d, spool__host_id="bhost", spool__lease_timeout=2,
+                       spool__poll_interval=1)
+        b.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:taken"})
+        wait_for(b.exited, 30, "bhost to kill itself after its takeover's rename")
+        assert b.proc.returncode == -9, b.proc.returncode
+        assert any("deadhost@bhost" in n for n in batch_files(b)), batch_files(b)
+        make_old(b.path("running"))
+        fresh = [".tw9.json.bhost.1f2e.abcd.tmp", ".tw9.json.deadhost.1f2f.abce.tmp"]
+        for n in fresh + [".tw8.json.deadhost.1f30.abcf.tmp"]:
+            with open(b.path("running", n), "w") as f:
+                f.write("being written")
+        make_old(b.path("running"), keep=fresh)
+        c = env.daemon(spool_dir=d, spool__host_id="chost", spool__lease_timeout=2,
+                       spool__poll_interval=1).start()
+        wait_for(lambda: "took over the publications of" in c.log(), 30, "chost's takeover")
+        assert "took over the publications of 'deadhost'" in c.log(), c.log()[-3000:]
+        assert "publications of 'bhost'" not in c.log(), c.log()[-3000:]
+        wait_for(lambda: not os.path.exists(c.path("running", ".tw8.json.deadhost.1f30.abcf.tmp")),
+                 20, "deadhost's old temporary file to go")
+        for n in fresh:
+            assert os.path.exists(c.path("running", n)), f"{n} removed while younger than a lease"
+            os.unlink(c.path("running", n))
+        check_ended_as_no_kill(env, c, jobs, answered)
+        assert "nothing of its publication is staged" not in c.log(), c.log()[-3000:]
+    finally:
+        for x in env.daemons:
+            x.kill()
+        shutil.rmtree(os.path.dirname(d), ignore_errors=True)
+
+
+def test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files(env):
+    """A job whose records say finished is reclaimed while its host's batch directory is still
+    heartbeated (the host stalled between its final records and its commit: the directory's
+    mtime is newer than the job file's). Its reclaimer takes its staged files out of that batch
+    and publishes them: without a saved response they were its only copy (it failed
+    "publish_failed" though paid)."""
+    prompt = "reclaimed from a live batch"
+    a = env.daemon(spool__host_id="deadhost")
+    a.submit("lv", {"prompt": prompt, "n": 2})
+    a.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:rewritten"})
+    wait_for(a.exited, 20, "the host to stop before its commit")
+    assert a.proc.returncode == -9, a.proc.returncode
+    batch = staging_of(a, "lv")
+    assert batch and os.path.basename(batch).startswith(".~"), batch
+    for n in os.listdir(a.path("running")):
+        if n.startswith(".lv@deadhost.response."):
+            os.unlink(a.path("running", n))
+    make_old(a.path("running"), keep={os.path.basename(batch)})
+    b = env.daemon(spool_dir=a.spool, spool__host_id="alivehost", spool__lease_timeout=5,
+                   spool__poll_interval=1).start()
+    assert b.wait_finished("lv", 30) == "done", b.log()[-3000:]
+    assert files_of(b, "done", "lv") == ["lv.1.png", "lv.2.png", "lv.json", "lv.result.json"]
+    assert env.fake.calls(prompt) == 1
+    wait_for(lambda: [n for n in os.listdir(b.path("running")) if not n.startswith(".host.")]
+             == [], 20, "nothing of the job left in running/")
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -427,4 +528,7 @@ if __name__ == "__main__":
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
         test_a_dead_hosts_batch_is_taken_over,
         test_a_dead_hosts_batch_is_taken_over_through_sshfs,
+        test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan,
+        test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds,
+        test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files,
     ])
