@@ -81,6 +81,7 @@ void control_init(struct control *c)
 	c->unseen = NULL;
 	c->n_unseen = 0;
 	c->next_sweep = 0;
+	c->reads = 0;
 }
 
 void control_release(struct control *c)
@@ -144,6 +145,7 @@ int control_read(struct control *c, struct spool *sp)
 	fresh.unseen = c->unseen;
 	fresh.n_unseen = c->n_unseen;
 	fresh.next_sweep = c->next_sweep;
+	fresh.reads = c->reads + 1;
 	c->unseen = NULL;
 	c->n_unseen = 0;
 	control_release(c);

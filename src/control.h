@@ -73,6 +73,7 @@ struct control {
 	struct control_unseen *unseen;
 	size_t n_unseen;
 	int64_t next_sweep;      /* mono ms */
+	unsigned long reads;     /* successful control_reads so far */
 };
 
 void control_init(struct control *c);

@@ -899,23 +899,33 @@ out:
 /* running/ back to new/, for a job that did not finish here (hold, shutdown). */
 void task_requeue(struct task *t, const char *why)
 {
+	/* A cancel ends the job as it does at the claim; when shutting down, imgspool cancel
+	 * finishes it from hold/. */
+	if (!t->d->draining && control_still_wants(&t->d->control, t->d->spool, CONTROL_CANCEL, t->id)) {
+		log_job(LOG_INFO, t->id, "cancelled by an operator instead of going back (%s)", why);
+		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its "
+			  "next call");
+		return;
+	}
 	char *name = xasprintf("%s.json", t->id);
-	/* An operator's hold (or a cancel, which imgspool then finishes from hold/) wins. */
+	/* An operator's hold wins. */
 	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
-	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place. */
+	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place,
+	 * or, for a retry waiting in memory, its due time (as in deferred/). */
+	int64_t mtime = t->state == T_BACKOFF && t->defer_due > 0 ? t->defer_due : t->created_wall_ms;
 	char *text = attempt_count(t) ? task_job_text(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
-					     strlen(text), t->created_wall_ms) : -1;
+					     strlen(text), mtime) : -1;
 	/* Without room for the records, the job itself must still not stay stuck in running/. */
 	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name)) {
 		/* Its place in line: the claim stamped its mtime for the lease. Set back in running/,
 		 * as spool_move_rewritten does: in new/ another host may claim it at once. */
 		struct timespec times[2] = {
 			{ .tv_nsec = UTIME_NOW },
-			{ .tv_sec = t->created_wall_ms / 1000, .tv_nsec = t->created_wall_ms % 1000 * 1000000 },
+			{ .tv_sec = mtime / 1000, .tv_nsec = mtime % 1000 * 1000000 },
 		};
-		if (t->created_wall_ms > 0)
+		if (mtime > 0)
 			utimensat(t->d->spool->fd[SPOOL_RUNNING], t->running_name, times, AT_SYMLINK_NOFOLLOW);
 		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
 	}

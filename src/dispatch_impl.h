@@ -187,6 +187,8 @@ struct dispatch {
 	struct buf readbuf;
 	struct spend spend;      /* costs in flight and of today, per provider */
 	struct control control;  /* the operator's pause, hold and cancel requests */
+	unsigned long control_acted; /* the control.reads whose holds and cancels of pending jobs
+				      * intake acted on */
 	struct health health;    /* cooldowns of route targets, by provider/model */
 	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
 	int64_t route_due;

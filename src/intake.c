@@ -140,15 +140,14 @@ static void pending_sort(struct dispatch *d)
 	d->n_sorted = n;
 }
 
-/* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
-void intake_sweep(struct dispatch *d, enum spool_dir dir)
+/* Keeps the pending entries keep_fn keeps, in their order (a sorted one stays sorted). */
+static void pending_filter(struct dispatch *d,
+			   bool (*keep_fn)(struct dispatch *d, struct pending *pe, void *arg), void *arg)
 {
-	if (!known_sweep(&d->known, intake_known_dir(dir)))
-		return;
 	size_t keep = 0, sorted = 0;
 	for (size_t i = 0; i < d->n_pending; i++) {
 		struct pending *pe = &d->pending[i];
-		if (pe->dir != dir || known_has(&d->known, intake_known_dir(dir), pe->name)) {
+		if (keep_fn(d, pe, arg)) {
 			sorted += i < d->n_sorted;
 			d->pending[keep++] = *pe;
 		} else {
@@ -158,6 +157,19 @@ void intake_sweep(struct dispatch *d, enum spool_dir dir)
 	}
 	d->n_pending = keep;
 	d->n_sorted = sorted;
+}
+
+static bool still_listed(struct dispatch *d, struct pending *pe, void *arg)
+{
+	enum spool_dir dir = *(const enum spool_dir *)arg;
+	return pe->dir != dir || known_has(&d->known, intake_known_dir(dir), pe->name);
+}
+
+/* After a full listing of dir: names it did not see are forgotten, and leave the queue. */
+void intake_sweep(struct dispatch *d, enum spool_dir dir)
+{
+	if (known_sweep(&d->known, intake_known_dir(dir)))
+		pending_filter(d, still_listed, &dir);
 }
 
 static void scan_found(void *arg, enum spool_dir dir, const char *name, const struct file_id *id)
@@ -242,6 +254,26 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 
 enum start { STARTED, SKIPPED, WAIT };
 
+/* A pending job an operator asked to hold: to hold/ with one rename, as imgspool hold does, so
+ * its mtime (its place in line, or its due time) is kept. */
+static enum start hold_pending(struct dispatch *d, struct pending *pe, const char *id)
+{
+	char *name = xasprintf("%s.json", id);
+	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_HOLD, name) == 0) {
+		log_job(LOG_INFO, id, "held by an operator before its call: %s/ to hold/",
+			spool_dir_name(pe->dir));
+		control_withdraw(d->spool, CONTROL_HOLD, id);   /* fulfilled */
+		if (pe->dir == SPOOL_DEFERRED && d->deferred_jobs > 0)
+			d->deferred_jobs--;
+	} else if (errno != ENOENT) {
+		log_job(LOG_ERROR, id, "cannot hold '%s/%s': %s", spool_dir_name(pe->dir), pe->name,
+			strerror(errno));
+	}
+	known_del(d, pe->dir, pe->name);
+	free(name);
+	return SKIPPED;
+}
+
 /* Reads, checks and claims one pending file. */
 static enum start try_start(struct dispatch *d, struct pending *pe)
 {
@@ -251,19 +283,26 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct job_error jerr;
 	int dirfd = d->spool->fd[pe->dir];
 
-	if (pe->provider) {
-		struct provider_state *p = provider_state_find(d, pe->provider);
-		if (p && !slots_may_claim(p, mono_ms()))
-			return WAIT;
-	}
-	if (pe->route && routing_still_waits(d, pe))
-		return WAIT;
 	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
 		refuse_bad_name(d, pe);
 		return SKIPPED;
 	}
 	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
 	if (strset_has(&d->held, id))
+		return WAIT;
+	/* A hold or cancel already read (asked while the job waited in new/ or deferred/, or that
+	 * a host running it had not seen) is honoured before its provider is asked for a slot or a
+	 * shared ticket: a paused provider must not keep it waiting. Looked up in memory; only a
+	 * job with a request pays a stat, which tells a request withdrawn since (retry, release). */
+	bool cancelled = control_still_wants(&d->control, d->spool, CONTROL_CANCEL, id);
+	if (!cancelled && control_still_wants(&d->control, d->spool, CONTROL_HOLD, id))
+		return hold_pending(d, pe, id);
+	if (!cancelled && pe->provider) {
+		struct provider_state *p = provider_state_find(d, pe->provider);
+		if (p && !slots_may_claim(p, mono_ms()))
+			return WAIT;
+	}
+	if (!cancelled && pe->route && routing_still_waits(d, pe))
 		return WAIT;
 	enum spool_read rr = spool_read_file(dirfd, pe->name, dispatch_job_read_cap(d), &d->readbuf, &st);
 	if (rr == SPOOL_READ_GONE) {
@@ -302,7 +341,9 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct keyshare_ticket ticket = { 0 };
 	const struct route_config *route = pr == JOB_OK ? config_route(d->cfg, job.model) : NULL;
 	struct route_pick pick = { .verdict = ROUTE_CHOSEN };
-	if (route && !job.provider) {
+	if (cancelled) {
+		/* failed below, after the claim, without a route, a provider or a ticket */
+	} else if (route && !job.provider) {
 		routing_pick(d, route, &job, id, pe, &pick);
 		/* The chosen target's provider keeps its shared limits too. */
 		if (pick.verdict == ROUTE_WAIT ||
@@ -364,15 +405,9 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		task_requeue(t, "replaced while being claimed");
 		return SKIPPED;
 	}
-	/* A hold or cancel already read (one asked while the job waited in new/ or deferred/, or
-	 * that a host running it had not seen): honoured before a call that it would only cut. */
-	if (control_still_wants(&d->control, d->spool, CONTROL_CANCEL, id)) {
+	if (cancelled) {
 		log_job(LOG_INFO, id, "claimed: cancelled by an operator before its call");
 		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");
-		return STARTED;
-	}
-	if (control_still_wants(&d->control, d->spool, CONTROL_HOLD, id)) {
-		task_requeue(t, "held by an operator before its call");
 		return STARTED;
 	}
 	if (pr != JOB_OK) {
@@ -460,8 +495,33 @@ static bool disk_has_room(struct dispatch *d)
 	return !full;
 }
 
+/* Whether a pending job stays in the queue: one an operator asked to cancel or hold (looked up
+ * in memory) is acted on now, unless that must wait. */
+static bool not_requested(struct dispatch *d, struct pending *pe, void *arg)
+{
+	(void)arg;
+	char id[JOB_ID_MAX + 1];
+	bool asked = job_id_from_name(pe->name, id, sizeof(id)) == 0 &&
+		     (control_wants(&d->control, CONTROL_CANCEL, id) ||
+		      control_wants(&d->control, CONTROL_HOLD, id));
+	return !asked || try_start(d, pe) == WAIT;
+}
+
+/* Pending jobs an operator asked to cancel or hold need no call: they are acted on whatever
+ * the providers and the slots say, once after each read of control/ that found requests
+ * (the queue is not walked at every turn of the loop while a request waits for its job). */
+static void pump_requested(struct dispatch *d)
+{
+	if (d->draining || d->control_acted == d->control.reads)
+		return;
+	d->control_acted = d->control.reads;
+	if (d->control.cancel.count || d->control.hold.count)
+		pending_filter(d, not_requested, NULL);
+}
+
 void intake_pump(struct dispatch *d)
 {
+	pump_requested(d);
 	if (d->draining || d->n_pending == 0 || slots_claim_room(d) == 0 ||
 	    !any_provider_ready(d) || !disk_has_room(d)) {
 		pending_place(d, d->n_sorted, SCAN_SLICE_MS);   /* what waits gets its place in line */

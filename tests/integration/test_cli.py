@@ -255,15 +255,21 @@ def test_hold_running_at_its_next_transition(env):
     assert len(d.result("h1")["attempts"]) == 2
 
 
+def killed_in_its_call(env, task_id, prompt):
+    """A daemon killed while job task_id's call (which would take 30 s) is in flight."""
+    env.fake.script(prompt, [{"kind": "b64", "delay": 30}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit(task_id, {"prompt": prompt})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    d.kill()
+    return d
+
+
 def test_hold_of_a_job_a_crash_left_running(env):
     # The daemon died during the call; the hold was asked before it came back. The restart
     # sends the job to hold/ (it used to read control/ only after recovery, and put the job
     # back in new/ to be called again).
-    env.fake.script("crashed one", [{"kind": "b64", "delay": 30}, {"kind": "b64"}])
-    d = env.daemon().start()
-    d.submit("k1", {"prompt": "crashed one"})
-    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
-    d.kill()
+    d = killed_in_its_call(env, "k1", "crashed one")
     r = cli(d.spool, "hold", "k1")
     assert r.returncode == 0 and "at its next transition" in r.stdout, r
     d.start()
@@ -274,6 +280,39 @@ def test_hold_of_a_job_a_crash_left_running(env):
     assert d.wait_finished("k1") == "done"
     attempts = d.result("k1")["attempts"]
     assert [a["outcome"] for a in attempts] == ["interrupted", "succeeded"], attempts
+
+
+def test_requests_read_are_honoured_before_the_provider_is_asked(env):
+    # A cancel or hold a client wrote for a waiting job (an empty file, as for one it saw in
+    # running/) is honoured at once, before the job's provider is asked for a slot: a paused
+    # provider does not keep a cancelled job waiting. A hold keeps the job's mtime, its place.
+    d = env.daemon().start()
+    assert cli(d.spool, "pause", "apiyi").returncode == 0
+    d.submit("pc", {"prompt": "paused, then cancelled"})
+    d.submit("ph", {"prompt": "paused, then held"})
+    placed = 1_700_000_000_123_456_789
+    os.utime(d.path("new", "ph.json"), ns=(placed, placed))
+    for name in ("cancel.pc", "hold.ph"):
+        open(d.path("control", name), "w").close()
+    wait_for(lambda: d.state("pc") == "failed", 30, "pc cancelled")
+    assert d.result("pc")["error"]["code"] == "cancelled", d.result("pc")
+    wait_for(lambda: states(d, "ph") == ["hold"], 30, "ph held")
+    assert os.stat(d.path("hold", "ph.json")).st_mtime_ns == placed, "the hold moved its place"
+    assert env.fake.calls("paused, then cancelled") == 0 and env.fake.calls("paused, then held") == 0
+    assert d.stop() == 0
+
+
+def test_a_cancel_of_a_job_a_crash_left_running_fails_it(env):
+    # As a cancel honoured at the claim: the job fails as cancelled (it used to go to hold/,
+    # its cancel.ID removed, as if it had been a hold).
+    d = killed_in_its_call(env, "kc", "crashed, cancelled")
+    open(d.path("control", "cancel.kc"), "w").close()
+    d.start()
+    wait_for(lambda: states(d, "kc") in (["failed"], ["hold"]), 20, "kc out of running/")
+    assert states(d, "kc") == ["failed"], states(d, "kc")
+    assert d.result("kc")["error"]["code"] == "cancelled", d.result("kc")
+    assert env.fake.calls("crashed, cancelled") == 1
+    assert d.stop() == 0
 
 
 def test_pause_makes_no_call(env):
@@ -459,6 +498,8 @@ if __name__ == "__main__":
         test_cancel_running_cuts_the_call,
         test_hold_running_at_its_next_transition,
         test_hold_of_a_job_a_crash_left_running,
+        test_requests_read_are_honoured_before_the_provider_is_asked,
+        test_a_cancel_of_a_job_a_crash_left_running_fails_it,
         test_pause_makes_no_call,
         test_retry_and_purge, test_retry_and_release_drop_old_requests,
         test_stat_shows_gone_webhooks_without_their_query,

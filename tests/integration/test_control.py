@@ -136,7 +136,7 @@ def test_honoured_at_the_claim(env):
     wait_for(lambda: not os.listdir(d.path("control")), 20,
              f"the requests removed: {os.listdir(d.path('control'))}")
     assert "cx claimed: cancelled by an operator before its call" in d.log(), d.log()
-    assert "hx back to hold/ (held by an operator before its call)" in d.log(), d.log()
+    assert "hx held by an operator before its call: new/ to hold/" in d.log(), d.log()
     assert d.stop() == 0
 
 
