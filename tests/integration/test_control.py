@@ -38,6 +38,9 @@ def test_requests_that_outlived_their_job(env):
     d = env.daemon(spool__lease_timeout=4).start()
     d.submit("fin", {"prompt": "finished before its requests were seen"})
     assert d.wait_finished("fin") == "done"
+    # done/ shows the job before the daemon is through with it: a request it reads by then is
+    # its own job's, removed silently when the job leaves running/.
+    wait_for(lambda: "fin done:" in d.log(), 10, "the daemon through with fin")
     future = time.time() + DAY   # leases that never run out while the test runs
     job_file(d.path("hold", "held1.json"), "held1")
     job_file(d.path("hold", "held2.json"), "held2")
