@@ -172,7 +172,11 @@ static int64_t on_lock_beat(struct loop *loop, void *arg)
 	char err[1024];
 	if (hostlock_heartbeat(&dm->spool, err, sizeof(err)) < 0) {
 		notify_send(dm->notify, "STATUS=stopped: %s", err);
-		fatal("%s", err);
+		log_msg(LOG_ERROR, "%s", err);
+		/* _exit, not exit: no atexit handler (libcrypto's cleanup, the sanitizers') may run
+		 * while helper threads still rename our jobs' files. The new holder has our host id,
+		 * so fencing cannot tell their renames from its own: every thread stops here. */
+		_exit(1);
 	}
 	return dm->cfg->lease_timeout * 1000 / 4;
 }
