@@ -22,8 +22,14 @@ cli, keyshare, gate and rescan, which are other programs):
               BENCH_RUNS runs, daemon and clients interleaved
   syscalls    the same case once more under strace -f -c: system calls per job, all threads, the
               top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy)
-  ext4        the throughput case on the disk (a directory under /var/tmp), fsync on: jobs/s and
-              its ratio to the tmpfs median (runs the tmpfs case itself when throughput is off)
+  ext4        the throughput case, fsync on, BENCH_EXT4_JOBS jobs, on (a) a fresh journaled ext4
+              the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
+              mount with their defaults; unmounted, detached and removed at the end) and (b)
+              the disk itself (a directory under BENCH_DISK_DIR), described from /proc/mounts
+              and /sys/fs/ext4 (journal or not, mount options); runs alternated, medians of
+              BENCH_RUNS: jobs/s and its ratio to the tmpfs median (runs the tmpfs case itself
+              when throughput is off), CPU per job, sync calls per job (strace --seccomp-bpf:
+              the daemon stops at those calls only)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), BENCH_INFLIGHT_WAVES (3)
               times as many jobs (more waves weigh the start-up less): jobs/s vs loadgen with
               as many connections doing as many requests, and curlgen --reuse
@@ -38,15 +44,18 @@ Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts p
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
 BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
-case makes its spool),
+case makes its spool on the disk), BENCH_LOOP_DIR (/var/tmp: where it puts its loop file system's
+backing file),
 BENCH_ONLY (all). Example, one section fast:
   make build/imgspoold build/fastup build/loadgen &&
   BENCH_ONLY=syscalls BENCH_JOBS=500 python3 tests/bench/bench.py
 or `make bench BENCH_ONLY=throughput,syscalls`.
 """
+import contextlib
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import statistics
@@ -99,11 +108,19 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-class Run:
-    """One daemon on spool_dir against an upstream; jobs() pushes jobs through it."""
+SYNC_CALLS = ("fsync", "fdatasync", "syncfs", "sync_file_range")
 
-    def __init__(self, upstream, spool_dir, concurrency, wrapper=None):
+
+class Run:
+    """One daemon on spool_dir against an upstream; jobs() pushes jobs through it. With
+    count_syncs, self.syncs counts the daemon's sync calls (all threads) from the first job
+    submitted until it is stopped: perf stat counting their tracepoints in the kernel, which
+    stops nothing (strace's stops at those calls alone cost a fifth of the jobs/s on tmpfs)."""
+
+    def __init__(self, upstream, spool_dir, concurrency, wrapper=None, count_syncs=False):
         self.spool_dir = spool_dir
+        self.count_syncs = count_syncs
+        self.perf = self.syncs = None
         # Quiet settings: no rescans during a run, nothing but jobs on the loop.
         self.d = harness.Daemon(upstream, spool_dir=spool_dir, wrapper=wrapper,
                                 spool__concurrency=concurrency, spool__poll_interval=60,
@@ -111,16 +128,74 @@ class Run:
                                 provider__timeout=120, provider__connect_timeout=30)
 
     def __enter__(self):
-        self.d.start()
-        self.pid = self.d.proc.pid
+        try:
+            self.d.start()
+            self.pid = self.d.proc.pid
+            if self.count_syncs:
+                self.perf_dir = os.path.join(self.d.dir, "perf")
+                os.mkdir(self.perf_dir)
+                ctl, ack = (os.path.join(self.perf_dir, x) for x in ("ctl", "ack"))
+                os.mkfifo(ctl)
+                os.mkfifo(ack)
+                # Counters open disabled (-D -1); jobs() enables them and waits for perf's ack.
+                self.perf = subprocess.Popen(
+                    ["perf", "stat", "-x,", "-D", "-1", "--control", f"fifo:{ctl},{ack}",
+                     "-o", os.path.join(self.perf_dir, "out"), "-p", str(self.pid), "-e",
+                     ",".join(f"syscalls:sys_enter_{c}" for c in SYNC_CALLS)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self
+
+    def count_from_now(self):
+        # O_RDWR: opening a FIFO so never blocks, whether perf is there or not.
+        ctl = os.open(os.path.join(self.perf_dir, "ctl"), os.O_RDWR)
+        ack = os.open(os.path.join(self.perf_dir, "ack"), os.O_RDWR)
+        try:
+            os.write(ctl, b"enable\n")
+            # perf writes "ack\n" with its NUL.
+            if not select.select([ack], [], [], 30)[0] or not os.read(ack, 16).startswith(
+                    b"ack\n"):
+                raise RuntimeError(f"perf stat did not start counting: {self.end_perf()[1]}")
+        finally:
+            os.close(ctl)
+            os.close(ack)
+
+    def end_perf(self):
+        """Stops perf stat; returns (its counts, by call, or None; its error output)."""
+        self.perf.send_signal(signal.SIGINT)
+        try:
+            err = self.perf.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            self.perf.kill()
+            err = self.perf.communicate()[1]
+        counts = {}
+        try:
+            with open(os.path.join(self.perf_dir, "out")) as f:
+                for line in f:
+                    fields = line.split(",")
+                    if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+                        counts[fields[2][len("syscalls:sys_enter_"):]] = (
+                            int(fields[0]) if fields[0].isdigit() else 0)   # "<not counted>"
+        except FileNotFoundError:
+            pass
+        return (counts if len(counts) == len(SYNC_CALLS) else None), err.strip()
 
     def __exit__(self, *exc):
         try:
-            self.d.stop(timeout=120)
+            if self.perf and self.perf.returncode is None:
+                counts, err = self.end_perf()
+                if counts is None and exc[0] is None:
+                    raise RuntimeError(f"perf stat counted nothing: {err}")
+                self.syncs = sum(counts.values()) if counts else None
         finally:
-            self.d.cleanup(True)
-            shutil.rmtree(self.spool_dir, ignore_errors=True)
+            try:
+                self.d.stop(timeout=120)
+            finally:
+                self.d.cleanup(True)
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
 
     def daemon_pid(self):
         """The daemon's own pid (under a wrapper, the wrapper's child)."""
@@ -152,6 +227,8 @@ class Run:
         tmp, new = os.path.join(self.spool_dir, "tmp"), os.path.join(self.spool_dir, "new")
         pid = self.daemon_pid()
         cpu0, loop0 = cpu_ticks(pid), cpu_ticks(pid, pid)
+        if self.count_syncs:
+            self.count_from_now()
         start = time.time()
         for name in names:
             os.rename(os.path.join(tmp, name), os.path.join(new, name))
@@ -208,9 +285,8 @@ class Disk:
     def __enter__(self):
         self.dir = tempfile.mkdtemp(prefix="imgspool-bench-disk-",
                                     dir=os.environ.get("BENCH_DISK_DIR", "/var/tmp"))
-        fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", self.dir],
-                            capture_output=True, text=True).stdout.strip()
-        self.where = f"{self.dir} ({fs})"
+        self.fs = describe_fs(self.dir)
+        self.where = f"{self.dir} ({self.fs['fstype']})"
         return self
 
     def spool(self, name):
@@ -218,6 +294,126 @@ class Disk:
 
     def __exit__(self, *exc):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LoopExt4:
+    """A fresh journaled ext4 of our own: a sparse file under BENCH_LOOP_DIR (/var/tmp, on the
+    VM's disk), attached to a loop device, mkfs.ext4 with its defaults, mounted with the default
+    options. Unmounted, detached and removed at the end, after an error, Ctrl-C or SIGTERM too."""
+
+    SIZE = 2 << 30      # sparse: a few tens of MiB are written
+
+    def __enter__(self):
+        self.top = tempfile.mkdtemp(prefix="imgspool-bench-loop-",
+                                    dir=os.environ.get("BENCH_LOOP_DIR", "/var/tmp"))
+        self.image = os.path.join(self.top, "ext4.img")
+        self.dir = os.path.join(self.top, "mnt")
+        self.old_term = signal.signal(signal.SIGTERM, _interrupted)
+        try:
+            with open(self.image, "wb") as f:
+                f.truncate(self.SIZE)
+            os.mkdir(self.dir)
+            self.device = _run(["losetup", "--find", "--show", self.image]).strip()
+            _run(["mkfs.ext4", "-q", self.device])
+            _run(["mount", self.device, self.dir])
+            self.fs = describe_fs(self.dir)
+            self.backing = describe_fs(self.top)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.where = f"{self.device} ({self.fs['fstype']})"
+        return self
+
+    def spool(self, name):
+        return os.path.join(self.dir, name)
+
+    def __exit__(self, *exc):
+        # A second Ctrl-C must not leave a mount or a loop device behind: ignored meanwhile,
+        # by umount and losetup too (they inherit it).
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if mount_entry(self.dir, exact=True):
+                # A daemon just stopped may hold the file system for a moment; past 30 s, a lazy
+                # umount takes it out of sight and the kernel lets go of it with its last user.
+                try:
+                    harness.wait_for(lambda: subprocess.run(
+                        ["umount", self.dir], stderr=subprocess.DEVNULL).returncode == 0, 30,
+                        f"umount {self.dir}")
+                except AssertionError:
+                    subprocess.run(["umount", "-l", self.dir], check=False)
+            # Every device on our image, also one attached before an interruption named it.
+            found = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", self.image],
+                                   capture_output=True, text=True).stdout.split()
+            for device in found:
+                subprocess.run(["losetup", "-d", device], check=False)
+            shutil.rmtree(self.top, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, self.old_term)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run(argv):
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _unescape(field):
+    """/proc/mounts writes space, tab, newline and backslash in octal."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_entry(path, exact=False):
+    """The /proc/mounts entry path is on (the last of the longest mount points above it: a later
+    mount hides an earlier one), as a dict; with exact=True only one mounted on path itself."""
+    path = os.path.realpath(path)
+    best = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            source, target, fstype, options = map(_unescape, line.split()[:4])
+            inside = path == target or path.startswith(target.rstrip("/") + "/")
+            if (target == path if exact else inside) and (
+                    best is None or len(target) >= len(best["target"])):
+                best = {"source": source, "target": target, "fstype": fstype,
+                        "options": options}
+    return best
+
+
+def describe_fs(path):
+    """What the file system under path is, read from /proc/mounts and, for ext4, /sys/fs/ext4
+    and /proc/fs/ext4: a dict with "text" (one line) and "journal" (True, False, None)."""
+    fs = dict(mount_entry(path))
+    fs["journal"] = None
+    text = f"{fs['source']} on {fs['target']}: {fs['fstype']}"
+    name = os.path.basename(os.path.realpath(fs["source"]))
+    sysdir = f"/sys/fs/ext4/{name}"
+    if fs["fstype"] == "ext4" and os.path.isdir(sysdir):
+        with open(f"{sysdir}/journal_task") as f:
+            task = f.read().strip()
+        if task == "<none>":
+            fs["journal"] = False
+            text += f", no journal ({sysdir}/journal_task: <none>)"
+        else:
+            fs["journal"] = True
+            try:
+                with open(f"/proc/{task}/comm") as f:
+                    task = f.read().strip()
+            except OSError:
+                pass
+            data = ""
+            try:
+                with open(f"/proc/fs/ext4/{name}/options") as f:
+                    data = next((o for o in f.read().split() if o.startswith("data=")), "")
+            except OSError:
+                pass
+            text += f", journal ({task}{', ' + data if data else ''})"
+    fs["text"] = text + f", mounted {fs['options']}"
+    return fs
 
 
 # -- the raw clients --------------------------------------------------------------------------
@@ -283,17 +479,25 @@ def idle_cpu(up):
     row("idle CPU over 3 s", f"{idle / 3 * 100:.3f}", "%")
 
 
-def throughput_runs(up, fs, jobs, with_clients):
+def throughput_runs(up, fs, jobs, with_clients, count_syncs=False):
     """RUNS daemon runs of `jobs` jobs on fs (and as many runs of each raw client between them);
-    returns the daemon's figures, wrk's and curl's requests/s."""
+    returns the daemon's figures (with "syncs", per job, if count_syncs), wrk's and curl's
+    requests/s."""
     daemon, raw, curl = [], [], []
     for i in range(RUNS):
-        with Run(up, fs.spool(f"run{i}"), CONCURRENCY) as r:
-            daemon.append(r.jobs(jobs))
+        daemon.append(one_run(up, fs, f"run{i}", jobs, count_syncs))
         if with_clients:
             raw.append(wrk(up, CONCURRENCY))
             curl.append(curlgen(up, CONCURRENCY, 5 * JOBS))
     return daemon, raw, curl
+
+
+def one_run(up, fs, name, jobs, count_syncs=False):
+    with Run(up, fs.spool(name), CONCURRENCY, count_syncs=count_syncs) as r:
+        res = r.jobs(jobs)
+    if count_syncs:
+        res["syncs"] = r.syncs / jobs
+    return res
 
 
 def throughput(up):
@@ -360,15 +564,49 @@ def syscalls(up):
 
 
 def ext4(up, tmpfs_jobs_s):
-    with Disk() as disk:
-        daemon, _, _ = throughput_runs(up, disk, EXT4_JOBS, False)
+    """The same case on (a) a fresh journaled ext4 of our own on a loop device and (b) the disk
+    the bench runs on (BENCH_DISK_DIR, or /var/tmp's), their runs alternated so that a
+    neighbour's burst weighs on both; each run under strace for its sync calls only."""
+    cases = {"loop": [], "disk": []}
+    loop_error = None
+    with contextlib.ExitStack() as stack:
+        try:
+            loop = stack.enter_context(LoopExt4())
+        except RuntimeError as e:   # no loop device here, say: the disk is measured anyway
+            loop, loop_error = None, str(e)
+        disk = stack.enter_context(Disk())
+        for i in range(RUNS):
+            if loop:
+                cases["loop"].append(one_run(up, loop, f"run{i}", EXT4_JOBS, True))
+            cases["disk"].append(one_run(up, disk, f"run{i}", EXT4_JOBS, True))
+    print(f"the same with {EXT4_JOBS} jobs on ext4, fsync on (medians of {RUNS}, the two file "
+          f"systems' runs alternated; ratio to the tmpfs median, {tmpfs_jobs_s:.0f} jobs/s):")
+    if loop:
+        print(f"  (a) a fresh ext4 made by the bench (mkfs.ext4 and mount defaults), on a loop "
+              f"device over a file on the VM's disk:\n      {loop.fs['text']}\n      backing "
+              f"file on {loop.backing['text']}")
+        ext4_rows(cases["loop"], tmpfs_jobs_s)
+    else:
+        print(f"  (a) a fresh journaled ext4 on a loop device: NOT MEASURED: {loop_error}")
+    print(f"  (b) the disk itself: {disk.dir}\n      {disk.fs['text']}")
+    if disk.fs["journal"] is False:
+        print("      without a journal ext4 skips, at each inode allocation, every inode freed "
+              "in the last 60-360 s (recently_deleted()): this figure depends on what was "
+              "deleted on this disk in the last minutes, by anyone")
+    ext4_rows(cases["disk"], tmpfs_jobs_s)
+
+
+def ext4_rows(daemon, tmpfs_jobs_s):
     jobs_s = [x["jobs_s"] for x in daemon]
-    print(f"the same with {EXT4_JOBS} jobs on the disk, {disk.where}, fsync on (medians of "
-          f"{RUNS}):")
     row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.5 of tmpfs",
         median(jobs_s) / tmpfs_jobs_s)
     print(f"      {spread(jobs_s)}")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
+    syncs = [x["syncs"] for x in daemon]
+    row("fsync+fdatasync+syncfs per job", f"{median(syncs):.2f}", "", "<= 3")
+    print(f"      {spread(syncs, '{:.2f}')}")
+    if any(x["failed"] for x in daemon):
+        print(f"  NOTE: failed jobs in the runs: {[x['failed'] for x in daemon]}")
 
 
 def inflight():
