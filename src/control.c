@@ -3,7 +3,6 @@
  * The CLI writes them with the spool's temp -> fsync -> rename discipline; every daemon rereads
  * the directory when inotify says it changed and at each rescan, so daemons on other hosts see a
  * request within a poll interval. Names that are not requests are ignored. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -100,24 +99,22 @@ void control_release(struct control *c)
 
 int control_read(struct control *c, struct spool *sp)
 {
+	/* Opened afresh: control/ is made by the first request, after the daemon started. */
 	int fd = openat(sp->root_fd, spool_dir_name(SPOOL_CONTROL),
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno != ENOENT)
+		return -1;
+	struct spool_entry *e = NULL;
+	long n = fd >= 0 ? spool_list_at(fd, false, false, &e) : 0;
+	if (fd >= 0)
+		close(fd);
+	if (n < 0)
+		return -1;
 	struct control fresh;
 	control_init(&fresh);
-	if (fd < 0 && errno != ENOENT) {
-		control_release(&fresh);
-		return -1;
-	}
-	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-	if (fd >= 0 && !dir) {
-		close(fd);
-		control_release(&fresh);
-		return -1;
-	}
-	struct dirent *de;
-	while (dir && (de = readdir(dir))) {
-		const char *arg;
-		enum control_kind kind = control_parse_name(de->d_name, &arg);
+	for (long i = 0; i < n; i++) {
+		const char *name = e[i].name, *arg;
+		enum control_kind kind = control_parse_name(name, &arg);
 		switch (kind) {
 		case CONTROL_PAUSE:
 			if (*arg)
@@ -129,7 +126,7 @@ int control_read(struct control *c, struct spool *sp)
 		case CONTROL_CANCEL:
 			fresh.requests = xrealloc(fresh.requests,
 						  (fresh.n_requests + 1) * sizeof(*fresh.requests));
-			fresh.requests[fresh.n_requests++] = xstrdup(de->d_name);
+			fresh.requests[fresh.n_requests++] = xstrdup(name);
 			control_note(&fresh, kind, arg);
 			break;
 		case CONTROL_GONE:
@@ -139,8 +136,7 @@ int control_read(struct control *c, struct spool *sp)
 			break;
 		}
 	}
-	if (dir)
-		closedir(dir);
+	spool_entries_free(e, n);
 	/* The sweep's memory outlives the listing. */
 	fresh.unseen = c->unseen;
 	fresh.n_unseen = c->n_unseen;
@@ -249,18 +245,20 @@ long control_withdraw_all(struct control *c, struct spool *sp, enum control_kind
 		strset_release(set);
 		strset_init(set);
 	}
-	DIR *dir = sp->fd[SPOOL_CONTROL] >= 0 ? spool_opendir(sp, SPOOL_CONTROL) : NULL;
-	if (!dir)
-		return sp->fd[SPOOL_CONTROL] >= 0 ? -1 : 0;
+	if (sp->fd[SPOOL_CONTROL] < 0)
+		return 0;
+	struct spool_entry *e;
+	long n = spool_list_at(sp->fd[SPOOL_CONTROL], false, false, &e);
+	if (n < 0)
+		return -1;
 	long removed = 0;
-	struct dirent *de;
-	while ((de = readdir(dir))) {
+	for (long i = 0; i < n; i++) {
 		const char *arg;
-		if (control_parse_name(de->d_name, &arg) == kind &&
-		    unlinkat(sp->fd[SPOOL_CONTROL], de->d_name, 0) == 0)
+		if (control_parse_name(e[i].name, &arg) == kind &&
+		    unlinkat(sp->fd[SPOOL_CONTROL], e[i].name, 0) == 0)
 			removed++;
 	}
-	closedir(dir);
+	spool_entries_free(e, n);
 	return removed;
 }
 
@@ -296,18 +294,22 @@ static void running_ids(struct spool *sp, struct strset *ids)
 		struct spool_entry *e;
 		long n = spool_list_names(sp, SPOOL_RUNNING, hidden, &e);
 		for (long i = 0; i < n; i++) {
+			char *id = NULL, *host = NULL;
+			int dest;
 			if (hidden && publish_is_batch_name(e[i].name)) {
 				publish_list_batch(sp, e[i].name, ids, NULL);
-				continue;
+			} else if (hidden && publish_parse_staging_name(e[i].name, &id, &host, &dest)) {
+				strset_add(ids, id);
+			} else if (!hidden) {
+				const char *name = e[i].name, *at = strchr(name, '@');
+				size_t len = strlen(name);
+				if (at && len > 5 && !strcmp(name + len - 5, ".json")) {
+					id = xstrndup(name, (size_t)(at - name));
+					strset_add(ids, id);
+				}
 			}
-			const char *name = e[i].name + hidden, *at = strchr(name, '@');
-			const char *dot = at ? strrchr(at, '.') : NULL;
-			if (!dot || (hidden ? strcmp(dot, ".done") && strcmp(dot, ".failed")
-					    : strcmp(dot, ".json")))
-				continue;
-			char *id = xstrndup(name, (size_t)(at - name));
-			strset_add(ids, id);
 			free(id);
+			free(host);
 		}
 		spool_entries_free(e, n);
 	}
