@@ -480,15 +480,18 @@ static bool start(struct outbox *o, const char *name, bool due)
 			  hook_done, dl);
 		return true;
 	}
+	/* The key is a SHA-256: computed only when some endpoint is gone. */
 	char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
-	webhook_endpoint_key(str(doc, "url"), key);
-	if (control_wants(o->control, CONTROL_GONE, key)) {
-		if (!due) {   /* woken, but its endpoint is gone again: it waits for its time */
-			delivery_free(dl);
-			return false;
+	if (o->control->gone.count) {
+		webhook_endpoint_key(str(doc, "url"), key);
+		if (control_wants(o->control, CONTROL_GONE, key)) {
+			if (!due) {   /* woken, but its endpoint is gone again: it waits for its time */
+				delivery_free(dl);
+				return false;
+			}
+			park(dl, key);
+			return true;
 		}
-		park(dl, key);
-		return true;
 	}
 	if (!send_webhook(o, dl)) {
 		delivery_free(dl);
