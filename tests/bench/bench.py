@@ -26,10 +26,10 @@ cli, keyshare, gate and rescan, which are other programs):
               the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
               mount with their defaults; unmounted, detached and removed at the end) and (b)
               the disk itself (a directory under BENCH_DISK_DIR), described from /proc/mounts
-              and /sys/fs/ext4 (journal or not, mount options); runs alternated, medians of
-              BENCH_RUNS: jobs/s and its ratio to the tmpfs median (runs the tmpfs case itself
-              when throughput is off), CPU per job, sync calls per job (strace --seccomp-bpf:
-              the daemon stops at those calls only)
+              and /sys/fs/ext4 (journal or not, mount options), and a private tmpfs; their runs
+              alternated, medians of BENCH_RUNS: jobs/s and its ratio to the tmpfs run just
+              before, CPU per job (all threads, and in the kernel), sync calls per job (perf
+              stat on their tracepoints: counted in the kernel, nothing slowed)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), BENCH_INFLIGHT_WAVES (3)
               times as many jobs (more waves weigh the start-up less): jobs/s vs loadgen with
               as many connections doing as many requests, and curlgen --reuse
@@ -247,6 +247,7 @@ class Run:
             os.path.join(self.spool_dir, "failed")) else 0
         return {"seconds": took, "jobs_s": n / took, "failed": failed,
                 "cpu_ms": (sum(cpu1) - sum(cpu0)) / TICK * 1000 / n,
+                "sys_ms": (cpu1[1] - cpu0[1]) / TICK * 1000 / n,
                 "loop_ms": (sum(loop1) - sum(loop0)) / TICK * 1000 / n,
                 "loop_sys_ms": (loop1[1] - loop0[1]) / TICK * 1000 / n,
                 "rss": peak_rss_mib(pid)}
@@ -563,45 +564,54 @@ def syscalls(up):
         for name, count in (top if SYSCALLS_ALL else top[:10])))
 
 
-def ext4(up, tmpfs_jobs_s):
-    """The same case on (a) a fresh journaled ext4 of our own on a loop device and (b) the disk
-    the bench runs on (BENCH_DISK_DIR, or /var/tmp's), their runs alternated so that a
-    neighbour's burst weighs on both; each run under strace for its sync calls only."""
-    cases = {"loop": [], "disk": []}
+def ext4(up):
+    """The same case, fsync on, on a private tmpfs, (a) a fresh journaled ext4 of our own on a
+    loop device and (b) the disk the bench runs on (BENCH_DISK_DIR, or /var/tmp's), their runs
+    alternated and as many jobs each, so that a neighbour's burst weighs on all three."""
+    cases = {"tmpfs": [], "loop": [], "disk": []}
     loop_error = None
     with contextlib.ExitStack() as stack:
+        tmpfs = stack.enter_context(Tmpfs())
         try:
             loop = stack.enter_context(LoopExt4())
         except RuntimeError as e:   # no loop device here, say: the disk is measured anyway
             loop, loop_error = None, str(e)
         disk = stack.enter_context(Disk())
         for i in range(RUNS):
+            cases["tmpfs"].append(one_run(up, tmpfs, f"run{i}", EXT4_JOBS, True))
             if loop:
                 cases["loop"].append(one_run(up, loop, f"run{i}", EXT4_JOBS, True))
             cases["disk"].append(one_run(up, disk, f"run{i}", EXT4_JOBS, True))
-    print(f"the same with {EXT4_JOBS} jobs on ext4, fsync on (medians of {RUNS}, the two file "
-          f"systems' runs alternated; ratio to the tmpfs median, {tmpfs_jobs_s:.0f} jobs/s):")
+    print(f"the same with {EXT4_JOBS} jobs, fsync on, on tmpfs and on ext4 (medians of {RUNS}; "
+          f"the file systems' runs alternated; a ratio is the median of the ratios to the tmpfs "
+          f"run just before):")
+    print(f"  on {tmpfs.where}:")
+    ext4_rows(cases["tmpfs"])
     if loop:
-        print(f"  (a) a fresh ext4 made by the bench (mkfs.ext4 and mount defaults), on a loop "
+        print(f"  (a) on a fresh ext4 made by the bench (mkfs.ext4 and mount defaults), on a loop "
               f"device over a file on the VM's disk:\n      {loop.fs['text']}\n      backing "
               f"file on {loop.backing['text']}")
-        ext4_rows(cases["loop"], tmpfs_jobs_s)
+        ext4_rows(cases["loop"], cases["tmpfs"])
     else:
         print(f"  (a) a fresh journaled ext4 on a loop device: NOT MEASURED: {loop_error}")
-    print(f"  (b) the disk itself: {disk.dir}\n      {disk.fs['text']}")
+    print(f"  (b) on the disk itself, {disk.dir}:\n      {disk.fs['text']}")
     if disk.fs["journal"] is False:
         print("      without a journal ext4 skips, at each inode allocation, every inode freed "
               "in the last 60-360 s (recently_deleted()): this figure depends on what was "
               "deleted on this disk in the last minutes, by anyone")
-    ext4_rows(cases["disk"], tmpfs_jobs_s)
+    ext4_rows(cases["disk"], cases["tmpfs"])
 
 
-def ext4_rows(daemon, tmpfs_jobs_s):
+def ext4_rows(daemon, tmpfs=None):
     jobs_s = [x["jobs_s"] for x in daemon]
-    row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.5 of tmpfs",
-        median(jobs_s) / tmpfs_jobs_s)
+    if tmpfs:
+        row("daemon", f"{median(jobs_s):.0f}", "jobs/s", ">= 0.5 of tmpfs",
+            paired(jobs_s, [x["jobs_s"] for x in tmpfs]))
+    else:
+        row("daemon", f"{median(jobs_s):.0f}", "jobs/s")
     print(f"      {spread(jobs_s)}")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
+    row("  of it in the kernel", f"{median([x['sys_ms'] for x in daemon]):.3f}", "ms")
     syncs = [x["syncs"] for x in daemon]
     row("fsync+fdatasync+syncfs per job", f"{median(syncs):.2f}", "", "<= 3")
     print(f"      {spread(syncs, '{:.2f}')}")
@@ -728,17 +738,12 @@ def main():
     try:
         if wanted("idle"):
             idle_cpu(up)
-        tmpfs_jobs_s = None
         if wanted("throughput"):
-            tmpfs_jobs_s = throughput(up)
+            throughput(up)
         if wanted("syscalls"):
             syscalls(up)
         if wanted("ext4"):
-            if tmpfs_jobs_s is None:
-                with Tmpfs() as fs:
-                    daemon, _, _ = throughput_runs(up, fs, JOBS, False)
-                tmpfs_jobs_s = median([x["jobs_s"] for x in daemon])
-            ext4(up, tmpfs_jobs_s)
+            ext4(up)
     finally:
         up.close()
     if wanted("inflight"):
