@@ -783,6 +783,26 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	return j.rc;
 }
 
+/* Every ID.old.N in a batch's directory: a try that failed past the commit may have put more
+ * aside than the one that finishes the job (which starts counting at 0 again) dropped. */
+static void drop_all_aside(int runfd, const char *staging, const char *id)
+{
+	int fd = openat(runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	char *prefix = xasprintf("%s.old.", id);
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (!strncmp(de->d_name, prefix, strlen(prefix)))
+			unlinkat(dirfd(dir), de->d_name, 0);
+	free(prefix);
+	closedir(dir);
+}
+
 static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j)
 {
 	struct item it;
@@ -791,6 +811,8 @@ static void finish_staged(struct spool *sp, const char *staging, struct publish_
 	spool_syncset(sp, &ss, 1);
 	finish_committed(&it, 1, &ss);
 	syncset_release(&ss);
+	if (j->rc == PUBLISH_OK && !it.alone)
+		drop_all_aside(sp->fd[SPOOL_RUNNING], staging, j->id);
 	item_release(&it);
 }
 

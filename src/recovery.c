@@ -44,14 +44,10 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 		 * and moves it out of running/ at once. */
 		if (t->in_pool && t->state == T_DEFERRING)
 			continue;
-		if (t->state == T_PUBLISHING) {
-			/* Past its commit the job's lease is its staging directory's mtime. */
-			char *staging = publish_staging_name(t->id, d->spool->host_id,
-							     t->succeeded ? SPOOL_DONE : SPOOL_FAILED);
-			utimensat(fd, staging, NULL, AT_SYMLINK_NOFOLLOW);
-			free(staging);
-		}
-		/* A committed job's file is in its staging directory (beaten above). */
+		/* A committed job's file is in its batch's staging directory, whose mtime is its
+		 * lease (publish_heartbeat, above). A task never holds a job committed in a
+		 * directory of its own (.ID@HOST.DEST: only a restart's or a reclaimer's commit, made
+		 * and finished at once, else resumed and touched at rescans). */
 		if (!t->publish_committed &&
 		    utimensat(fd, t->running_name, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
 		    errno == ENOENT && !t->fenced && !t->in_pool) {
@@ -484,10 +480,13 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 		}
 		if (ours) {
 			enum publish_rc rc = publish_resume(d->spool, mine, err, sizeof(err));
-			if (rc == PUBLISH_OK)
+			if (rc == PUBLISH_OK) {
 				log_job(LOG_INFO, id, "publication finished after a restart or takeover");
-			else
+			} else {
 				log_job(LOG_ERROR, id, "cannot finish its publication: %s", err);
+				/* Tried again at the next rescan; ours meanwhile. */
+				utimensat(fd, mine, NULL, AT_SYMLINK_NOFOLLOW);
+			}
 		}
 		free(mine);
 		free(id);

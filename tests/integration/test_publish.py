@@ -111,6 +111,26 @@ def test_a_slow_fsync_does_not_cost_the_lease(env):
     assert "reclaimed" not in b.log(), b.log()[-2000:]
 
 
+def test_the_heartbeat_touches_no_staging_directory_that_is_not_there(env):
+    """A job being published is committed in its batch's directory (heartbeated by its slot);
+    the heartbeat also touched running/.ID@HOST.done, which only a restart's commit makes: one
+    failed system call per job being published per beat (strace: deterministic)."""
+    d = env.daemon(spool__sync="fsync", spool__lease_timeout=2)
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-o", log, "-e", "trace=utimensat,fsync",
+                 "-e", "inject=fsync:delay_enter=300000"]
+    d.submit("beaten", {"prompt": "published across heartbeats"})
+    d.start()
+    assert d.wait_finished("beaten", 60) == "done"
+    d.stop()
+    with open(log) as f:
+        text = f.read()
+    beats = re.findall(r'utimensat\(.*"\.~0@testhost\.batch-done"', text)
+    assert beats, "no heartbeat of the batch's directory while it was published"
+    wasted = re.findall(r'utimensat\(.*"\.beaten@testhost\.done".*ENOENT', text)
+    assert not wasted, f"{len(wasted)} failed touches of a directory that is not there"
+
+
 def staging_of(d, task_id):
     """The staging directory in running/ where task_id's result is staged (its own or its
     batch's), or None."""
@@ -324,6 +344,40 @@ def test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan(env)
              == [], 10, "nothing of the job left in running/")
 
 
+def test_what_a_failed_try_put_aside_goes_when_a_retry_finishes(env):
+    """A reused id: the try that cleared the earlier run's files (ID.old.N in the batch's
+    directory) is killed; the restart cannot finish it (its staged result unreadable for a
+    while), a rescan does. Every ID.old.N goes with it: the later try puts nothing aside (it
+    counts from 0 again) and the batch's directory stayed for ever."""
+    d = env.daemon(spool__poll_interval=1).start()
+    env.fake.script("aside first", ["b64"])
+    d.submit("aside", {"prompt": "aside first", "n": 2})
+    assert d.wait_finished("aside") == "done"
+    assert d.stop() == 0
+    d.submit("aside", {"prompt": "aside second"})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:cleared-images"})
+    wait_for(d.exited, 20, "the daemon to kill itself after putting the earlier run aside")
+    assert d.proc.returncode == -9, d.proc.returncode
+    staging = staging_of(d, "aside")
+    assert any(".old." in n for n in os.listdir(staging)), os.listdir(staging)
+    result = os.path.join(staging, "aside.result.json")
+    with open(result) as f:
+        text = f.read()
+    with open(result, "a") as f:
+        f.write(" " * (5 << 20))
+    d.start()
+    assert "cannot read its staged result" in d.log(), d.log()[-2000:]
+    with open(result, "w") as f:
+        f.write(text)
+    wait_for(lambda: files_of(d, "done", "aside") == ["aside.json", "aside.png",
+                                                      "aside.result.json"], 20, "the second run")
+    try:
+        wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+                 == [], 10, "nothing left in running/")
+    except AssertionError:
+        raise AssertionError(f"left: {[(r, f) for r, _, f in os.walk(d.path('running'))]}")
+
+
 def batch_files(d):
     """{batch directory: its names} for the batches' staging directories in running/."""
     running = d.path("running")
@@ -518,6 +572,7 @@ if __name__ == "__main__":
         test_a_job_put_back_by_hand_clears_its_images_from_its_records,
         test_a_directory_planted_at_the_result_ends_the_job_with_a_reason,
         test_a_slow_fsync_does_not_cost_the_lease,
+        test_the_heartbeat_touches_no_staging_directory_that_is_not_there,
         test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
         test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
@@ -529,6 +584,7 @@ if __name__ == "__main__":
         test_a_dead_hosts_batch_is_taken_over,
         test_a_dead_hosts_batch_is_taken_over_through_sshfs,
         test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan,
+        test_what_a_failed_try_put_aside_goes_when_a_retry_finishes,
         test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds,
         test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files,
     ])
