@@ -294,10 +294,11 @@ static enum running_find find_running(struct cli *c, const char *id, struct cli_
 			found = RUNNING_FILE;
 			break;
 		}
+		/* A batch's taken over: its jobs' host's, not its taker's (publish_batch_jobs_host). */
 		char *batch_host = NULL;
 		bool staging = found == RUNNING_NONE &&
 			       (is_staging_of(de->d_name, id, host, sizeof(host)) ||
-				(publish_parse_batch_name(de->d_name, &batch_host, NULL) &&
+				((batch_host = publish_batch_jobs_host(de->d_name)) &&
 				 xsnprintf(host, sizeof(host), "%s", batch_host) >= 0));
 		free(batch_host);
 		if (staging && xsnprintf(staged, sizeof(staged), "%s/%s.json", de->d_name, id) >= 0 &&

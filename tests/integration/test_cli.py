@@ -449,6 +449,21 @@ def test_a_job_being_published_in_a_batch_is_found(env):
     being_published_is_found(env, ".~0@hostZ.batch-failed")
 
 
+def test_a_job_in_a_batch_taken_over_is_its_hosts(env):
+    # A batch's directory taken over by hostB from hostA, .~tPID-N.hostA@hostB.batch-failed/,
+    # holds hostA's jobs: once the wait for its publication is over the job is hostA's (it said
+    # hostB's, and looked for running/ID@hostB.json).
+    d = env.daemon().start()
+    d.stop()
+    staging = d.path("running", ".~t12-0000000a.hostA@hostB.batch-failed")
+    os.mkdir(staging)
+    with open(os.path.join(staging, "p8.json"), "w") as f:
+        f.write('{"prompt": "taken over"}')
+    r = cli(d.spool, "status", "p8", timeout=120)
+    assert r.returncode == 3 and r.stdout.strip() == "running on hostA", (r.returncode, r.stdout,
+                                                                           r.stderr)
+
+
 def being_published_is_found(env, staging_name):
     d = env.daemon().start()
     d.stop()
@@ -506,4 +521,5 @@ if __name__ == "__main__":
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
         test_a_job_being_published_in_a_batch_is_found,
+        test_a_job_in_a_batch_taken_over_is_its_hosts,
     ])
