@@ -1195,8 +1195,11 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 	int calls = 0;
 	for (int i = 0; i < d->n_providers; i++)
 		calls += d->providers[i]->flow.active;
-	int n = snprintf(out, size, "%zu pending, %ld deferred, %d running (%d calls in flight)",
-			 d->n_pending, d->deferred_jobs, d->n_tasks, calls);
+	/* As the metrics count: the pending queue also holds due deferred jobs. */
+	struct dispatch_counts c;
+	dispatch_counts(d, &c);
+	int n = snprintf(out, size, "%ld pending, %ld deferred, %d running (%d calls in flight)",
+			 c.new_jobs, c.deferred, d->n_tasks, calls);
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
 		if (!d->providers[i]->flow.held || d->providers[i]->retired)

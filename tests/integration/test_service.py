@@ -111,6 +111,27 @@ def test_notify_ready_status_watchdog_stopping(env):
         listener.close()
 
 
+def test_status_counts_a_due_deferred_job_once(env):
+    # A deferred job that is due waits in the pending queue too: STATUS= counted it twice, as
+    # pending and as deferred, where the metrics count it once (dispatch_counts).
+    listener = NotifyListener()
+    try:
+        d = env.daemon(key=None).start()
+        d.stop()
+        with open(d.path("deferred", "due.json"), "w") as f:
+            json.dump({"prompt": "due while the provider is held"}, f)
+        old = time.time() - 60
+        os.utime(d.path("deferred", "due.json"), (old, old))
+        d.start(extra_env=listener.env(2_000_000))
+        wait_for(lambda: any("1 deferred" in m["STATUS"] for _, m in listener.seen("STATUS")), 20,
+                 "STATUS= with the deferred job")
+        statuses = [m["STATUS"] for _, m in listener.seen("STATUS") if "1 deferred" in m["STATUS"]]
+        assert all(s.startswith("0 pending") for s in statuses), statuses
+        d.stop()
+    finally:
+        listener.close()
+
+
 def test_restart_with_calls_in_flight_pays_once(env):
     # The default grace period is the longest call the config allows: calls longer than the
     # old 30 s default finish before the daemon exits, and a restart does not call again.
@@ -417,6 +438,7 @@ if __name__ == "__main__":
         test_journal_lines_carry_their_priority,
         test_lines_elsewhere_carry_a_timestamp,
         test_notify_ready_status_watchdog_stopping,
+        test_status_counts_a_due_deferred_job_once,
         test_restart_with_calls_in_flight_pays_once,
         test_second_sigterm_cuts_and_records,
         test_sighup_reloads_everything_mid_calls,
