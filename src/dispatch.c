@@ -321,9 +321,10 @@ static void publish_work(void **args, size_t n)
 		struct task *t = args[i];
 		if (jobs[i].id) {
 			t->publish_rc = jobs[i].rc;
-			t->publish_committed |= jobs[i].committed;
+			/* Read by the loop's heartbeat: set in publish_done, on the loop. */
+			t->publish_pass_committed = jobs[i].committed;
 			if (t->publish_rc == PUBLISH_OK)
-				sidecar_drop(t);   /* the job has left running/ with its records */
+				sidecar_unlink(t);   /* the job has left running/ with its records */
 		}
 	}
 	syncset_release(&ss);
@@ -346,6 +347,9 @@ static void publish_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	t->publish_committed |= t->publish_pass_committed;
+	if (t->publish_rc == PUBLISH_OK)
+		t->sidecars = 0;   /* removed by publish_work */
 	if (t->publish_rc != PUBLISH_OK && t->publish_rc != PUBLISH_FENCED && t->publish_committed) {
 		/* Past its commit the job file is in its staging directory: the publication can only
 		 * be finished from there, whatever the error (a directory planted in done/ after the

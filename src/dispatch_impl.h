@@ -134,6 +134,7 @@ struct task {
 	char *final_job_text;    /* the job file with its final records, for the publication */
 	int publish_rc;
 	bool publish_committed;  /* its commit is made: its job file is in its staging directory */
+	bool publish_pass_committed;  /* the helper thread's word for it, taken up in publish_done */
 	bool publish_stuck_said; /* a failure past the commit was logged */
 	int publish_failures;
 	char publish_err[512];
@@ -338,6 +339,8 @@ char *sidecar_name(const struct task *t, const char *suffix);
 void sidecar_write_target(struct task *t);
 char *sidecar_read_target(struct task *t);
 void sidecar_drop(struct task *t);
+/* The same files, from a helper thread: t->sidecars is left for the loop to clear. */
+void sidecar_unlink(const struct task *t);
 size_t sidecar_write_header(struct task *t, int fd);
 long sidecar_saved_status(const struct task *t, const struct strset *hidden);
 long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);

@@ -60,6 +60,12 @@ char *sidecar_read_target(struct task *t)
 /* Removes the sidecars t has; what a crash leaves behind, a restart removes (adopt, recover). */
 void sidecar_drop(struct task *t)
 {
+	sidecar_unlink(t);
+	t->sidecars = 0;
+}
+
+void sidecar_unlink(const struct task *t)
+{
 	int fd = t->d->spool->fd[SPOOL_RUNNING];
 	bool unknown = t->sidecars & SIDECARS_UNKNOWN;
 	if (unknown || (t->sidecars & SIDECAR_PARTIAL)) {
@@ -79,7 +85,6 @@ void sidecar_drop(struct task *t)
 		unlinkat(fd, response, 0);
 		free(response);
 	}
-	t->sidecars = 0;
 }
 
 /* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
