@@ -1130,7 +1130,7 @@ out:
 		unlinkat(sp->fd[SPOOL_RUNNING], name, AT_REMOVEDIR);
 	if (left)
 		left = spool_exists(sp->fd[SPOOL_RUNNING], name);
-	keep_batch(name, left);
+	keep_batch(name, left && batch_slot_of(name) >= publish_batch_slots());   /* else beaten */
 	strset_release(&committed);
 	strset_release(&staged_ids);
 	strset_release(&unfinished);
@@ -1143,10 +1143,12 @@ bool publish_take_staged(struct spool *sp, const char *batch, const char *id, co
 			 const char *running_name)
 {
 	int dest;
-	char *host = publish_batch_jobs_host(batch);
+	char *host = publish_batch_jobs_host(batch), *bhost = NULL;
 	bool took = false;
 	char *result = xasprintf("%s/%s.result.json", batch, id);
-	if (host && !strcmp(host, owner) && publish_parse_batch_name(batch, NULL, &dest) &&
+	/* Only from the owner's own slots': one another host took over is that host's to sort. */
+	if (host && !strcmp(host, owner) && publish_parse_batch_name(batch, &bhost, &dest) &&
+	    !strcmp(bhost, owner) &&
 	    spool_exists(sp->fd[SPOOL_RUNNING], result) && records_finished(sp, running_name)) {
 		if (split_off(sp, batch, id, sp->host_id, dest) == 0)
 			took = true;
@@ -1155,6 +1157,7 @@ bool publish_take_staged(struct spool *sp, const char *batch, const char *id, co
 				batch, strerror(errno));
 	}
 	free(result);
+	free(bhost);
 	free(host);
 	return took;
 }

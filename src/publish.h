@@ -93,8 +93,9 @@ char *publish_batch_jobs_host(const char *name);
 bool publish_resume_batch(struct spool *sp, const char *name, const struct strset *held,
 			  bool in_use);
 /* A job just reclaimed from owner (its file now running_name): if its records say finished and
- * owner's batch directory batch holds its staged result, its staged files move to a directory
- * of ours, .ID@US.DEST, from which its adoption commits them. Whether they moved. */
+ * batch, one of owner's own slots' directories (not one taken over), holds its staged result,
+ * its staged files move to a directory of ours, .ID@US.DEST, from which its adoption commits
+ * them. Whether they moved. */
 bool publish_take_staged(struct spool *sp, const char *batch, const char *id, const char *owner,
 			 const char *running_name);
 /* The ids of the jobs committed in running/name, a batch's directory (their job files are
