@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -651,25 +652,37 @@ void task_parse_work(void **args, size_t n)
 	spool_syncset(sp, &ss, n);
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
+		/* A .partial closed during its call (slots_partial_room) is opened for these steps
+		 * only: a wave of answers must not hold a descriptor each. */
+		int fd = t->body_fd;
+		if (fd < 0 && t->partial_closed && !t->res.body_fd_failed) {
+			char *partial = sidecar_name(t, "partial");
+			fd = openat(dirfd, partial, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+			free(partial);
+			if (fd < 0)
+				t->res.body_fd_failed = true;
+		}
 		/* An upstream may quote the key back: nothing it sent is kept with a secret in it. */
 		size_t len = secret_redact(t->res.body, t->res.body_len);
 		if (len != t->res.body_len) {
 			t->res.body[len] = '\0';
 			t->res.body_len = len;
 			off_t at = (off_t)t->sidecar_header;
-			if (t->body_fd >= 0 && (ftruncate(t->body_fd, at) < 0 ||
-						pwrite(t->body_fd, t->res.body, len, at) != (ssize_t)len))
+			if (fd >= 0 && (ftruncate(fd, at) < 0 ||
+					pwrite(fd, t->res.body, len, at) != (ssize_t)len))
 				t->res.body_fd_failed = true;
 		}
 		/* A complete response is made durable under its final name before anyone acts on
 		 * it: from here a crash finishes the job from the file instead of paying again. */
 		t->save_err = 0;
-		if (t->body_fd < 0 || t->res.transport != HTTP_DONE || t->res.body_fd_failed)
-			continue;
-		save[i] = syncset_file(&ss, t->body_fd) == 0;
-		if (!save[i])
-			t->save_err = errno;
-		n_save += save[i];
+		if (fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed) {
+			save[i] = syncset_file(&ss, fd) == 0;
+			if (!save[i])
+				t->save_err = errno;
+			n_save += save[i];
+		}
+		if (fd != t->body_fd)
+			close(fd);
 	}
 	if (n_save && syncset_barrier(&ss) < 0)
 		not_saved(args, n, save, errno);   /* left as .partial */
@@ -752,10 +765,27 @@ void task_parse_done(void *arg)
 	decide(t);
 }
 
+/* The response of a call whose .partial was closed goes there now, as http.c would have
+ * written it while it arrived: before anyone acts on it. Closed again at once (the parse
+ * opens it for its fsync): a wave of answers must not hold a descriptor each. */
+static void write_closed_partial(struct task *t, struct http_result *res)
+{
+	char *partial = sidecar_name(t, "partial");
+	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], partial,
+			O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	free(partial);
+	if (fd < 0 || (res->body_len && write_all(fd, res->body, res->body_len) < 0))
+		res->body_fd_failed = true;
+	if (fd >= 0)
+		close(fd);
+}
+
 static void call_done(void *arg, struct http_result *res)
 {
 	struct task *t = arg;
 	t->xfer = NULL;
+	if (t->partial_closed)
+		write_closed_partial(t, res);
 	/* A success gives its slot to the next call at once, while its job is parsed and
 	 * published. Any other answer keeps it until it is classified: a refused key must hold
 	 * the provider before another call goes out with it. */
@@ -827,6 +857,13 @@ void task_send_attempt(struct task *t)
 		t->sidecars |= SIDECAR_PARTIAL;
 	t->sidecar_header = t->body_fd >= 0 ? sidecar_write_header(t, t->body_fd) : 0;
 	free(partial);
+	/* Past what the open files allow beside a socket per call, the .partial (its header marks
+	 * the call as maybe started) is closed till the call ends: the body is written then. */
+	t->partial_closed = t->body_fd >= 0 && t->sidecar_header && !slots_partial_room(d);
+	if (t->partial_closed) {
+		close(t->body_fd);
+		t->body_fd = -1;
+	}
 	req.body_fd = t->body_fd;
 	t->state = T_CALLING;
 	t->xfer = http_start(d->http, &req, call_done, t);
@@ -1261,6 +1298,9 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->outbox = outbox_new(loop, d->http, d->pool, spool, &d->cfg, &d->control, task_busy, d);
 	if (!getcwd(d->cwd, sizeof(d->cwd)))
 		d->cwd[0] = '\0';
+	struct rlimit nofile;
+	d->open_files_max = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
+			    ? (long)nofile.rlim_cur : 0;
 	known_init(&d->known);
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);

@@ -75,6 +75,10 @@ struct task {
 	size_t job_len;
 	bool calling;            /* counted in prov->flow.active and d->n_calling */
 	struct task *ready_prev, *ready_next; /* in the ready line while T_READY (slots.c) */
+	bool partial_held;       /* its call holds body_fd open (counted in d->partials_held) */
+	bool partial_closed;     /* its .partial has its header but no fd (open files are short,
+				  * slots.c): the body is written at the end of the call, and
+				  * the parse opens it for its fsync */
 	bool fenced;             /* another daemon reclaimed it: never publish */
 	bool in_pool;            /* a helper thread owns it until its done() runs */
 	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
@@ -178,6 +182,8 @@ struct dispatch {
 	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
 	int ends_this, ends_prev;
 	uint64_t ready_timer;    /* the earliest end of a pause or rate window the line waits for */
+	int partials_held;       /* calls holding their .partial open */
+	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
 	bool draining;
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
@@ -318,6 +324,9 @@ size_t attempt_count(const struct task *t);
  * in the ready line (T_READY) and starts when a call ends. */
 bool slots_take(struct task *t);
 void slots_ready_remove(struct task *t);
+/* Whether a call may hold its .partial open (else it is closed after its header and the body
+ * written when the call ends): a socket for each of concurrency calls comes first. */
+bool slots_partial_room(const struct dispatch *d);
 /* Counts a call that went out, and one that ended. */
 void slots_call_started(struct task *t);
 void slots_call_ended(struct task *t);

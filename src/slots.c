@@ -12,6 +12,11 @@
  * shared with other hosts get no jobs claimed ahead: their place among every host's calls is
  * taken at the claim and must not idle in the line.
  *
+ * Descriptors: a call holds its socket, and its .partial only while the open files allow it
+ * beside a socket for each of concurrency calls and a reserve for the rest; past that the
+ * .partial gets its header and is closed, and the answer is written to it when the call ends
+ * (dispatch.c), so 10 000 calls fit in 20 000 open files.
+ *
  * Nothing here fails. A job in the line whose provider is held or over budget meanwhile goes
  * back to new/ (it keeps its place there); one whose provider is paused or full waits. */
 #include <stdint.h>
@@ -64,10 +69,27 @@ void slots_ready_remove(struct task *t)
 	d->ahead_stuck = false;
 }
 
+/* Descriptors kept for everything else: the spool, epoll, listings, hooks, and a helper's
+ * batch of publications (iopool.c takes up to 256 at once), a file or directory each. */
+static long files_reserve(const struct dispatch *d)
+{
+	return 64 + 256 + d->open_files_max / 16;
+}
+
+bool slots_partial_room(const struct dispatch *d)
+{
+	return d->open_files_max <= 0 ||
+	       d->cfg->concurrency + d->partials_held + 1 + files_reserve(d) <= d->open_files_max;
+}
+
 void slots_call_started(struct task *t)
 {
 	t->calling = true;
 	t->d->n_calling++;
+	if (t->body_fd >= 0) {
+		t->partial_held = true;
+		t->d->partials_held++;
+	}
 	struct provider_limits limits = provider_state_limits(t->prov);
 	provider_started(&t->prov->flow, &limits, mono_ms());
 }
@@ -85,6 +107,9 @@ void slots_call_ended(struct task *t)
 	d->ahead_stuck = false;   /* the line may take more */
 	t->calling = false;
 	d->n_calling--;
+	if (t->partial_held)
+		d->partials_held--;
+	t->partial_held = false;
 	provider_ended(&t->prov->flow);
 }
 

@@ -679,21 +679,23 @@ def in_flight_mean(samples):
     return area / (span[-1][0] - span[0][0])
 
 
-# Descriptors the daemon holds per call in flight: the socket and running/.ID@HOST.partial,
-# open for the whole call (dispatch.c). The daemon's limit is its hard RLIMIT_NOFILE.
-FDS_PER_CALL = 2
+# Descriptors the daemon needs beside a socket per call in flight: what src/slots.c keeps for
+# everything else (64 + 256 + a sixteenth of the limit); a call's running/.ID@HOST.partial is
+# kept open only within what is left. The daemon's limit is its hard RLIMIT_NOFILE.
+def calls_that_fit(limit):
+    return limit - (64 + 256 + limit // 16)
 
 
 def rss():
     """Every call held at the fake until all RSS_INFLIGHT are in flight at once, then let go."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    fits = RSS_INFLIGHT if hard == resource.RLIM_INFINITY else (hard - 512) // FDS_PER_CALL
+    fits = RSS_INFLIGHT if hard == resource.RLIM_INFINITY else calls_that_fit(hard)
     n = min(RSS_INFLIGHT, fits)
     print(f"{n} jobs at once, concurrency {n}, the fake answering once all {n} calls are in "
           f"flight:")
     if n < RSS_INFLIGHT:
-        print(f"  NOTE: not {RSS_INFLIGHT}: the hard limit of open files here is {hard} and the "
-              f"daemon holds {FDS_PER_CALL} per call in flight (the socket and the .partial file)")
+        print(f"  NOTE: not {RSS_INFLIGHT}: the hard limit of open files here is {hard}, and the "
+              f"daemon needs a socket per call in flight and {hard - fits} files for the rest")
     up = FastUpstream(KEY, hold=True)
     try:
         with Tmpfs() as fs, Run(up, fs.spool("rss"), n) as r:

@@ -108,7 +108,32 @@ def test_more_calls_at_once_than_the_soft_limit_of_open_files(env):
         up.close()
 
 
+def test_more_calls_at_once_than_half_the_limit_of_open_files(env):
+    """A call holds a socket and, while the open files allow, its .partial: past that, the
+    .partial gets its header and is closed till the answer, which is written to it then."""
+    up = FastUpstream(TEST_KEY, hold=True)
+    try:
+        calls = 500    # 1 000 descriptors if each call held two
+        d = daemon(env, up, spool__concurrency=calls, wrapper=["prlimit", "--nofile=1024:1024"])
+        d.start()
+        for i in range(calls):
+            d.submit(f"half-{i:03d}", {"prompt": f"one of half {i}"})
+        wait_for(lambda: up.counters()["held_now"] == calls, 120,
+                 f"{calls} calls in flight at once:\n{d.log()[-3000:]}")
+        partials = [n for n in os.listdir(d.path("running")) if n.endswith(".partial")]
+        assert len(partials) == calls, f"{len(partials)} .partial files for {calls} calls"
+        up.release()
+        wait_for(lambda: len([n for n in d.listdir("done") if n.endswith(".result.json")]) == calls,
+                 120, f"{calls} jobs done:\n{d.log()[-3000:]}")
+        log = d.log()
+        assert not d.listdir("failed") and "Too many open files" not in log, log[-3000:]
+        assert "memory only" not in log, log[-3000:]
+    finally:
+        up.close()
+
+
 if __name__ == "__main__":
     run_tests([test_openai_and_gemini_jobs_are_published, test_a_wrong_key_gets_the_gateways_401,
                test_the_clients_count_every_answer,
-               test_more_calls_at_once_than_the_soft_limit_of_open_files])
+               test_more_calls_at_once_than_the_soft_limit_of_open_files,
+               test_more_calls_at_once_than_half_the_limit_of_open_files])
