@@ -75,6 +75,7 @@ struct task {
 	size_t job_len;
 	bool calling;            /* counted in prov->flow.active and d->n_calling */
 	struct task *ready_prev, *ready_next; /* in the ready line while T_READY (slots.c) */
+	int64_t ready_since_ms;  /* mono_ms it joined the ready line */
 	bool partial_held;       /* its call holds body_fd open (counted in d->partials_held) */
 	bool partial_closed;     /* its .partial has its header but no fd (open files are short,
 				  * slots.c): the body is written at the end of the call, and
@@ -181,7 +182,9 @@ struct dispatch {
 	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
 	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
 	int ends_this, ends_prev;
-	uint64_t ready_timer;    /* the earliest end of a pause or rate window the line waits for */
+	int64_t last_end_ms;     /* mono_ms of the last call's end; 0: none yet */
+	uint64_t ready_timer;    /* the line's next wake: a pause or rate window ends, a wait ends */
+	int64_t ready_timer_due; /* mono_ms it fires at */
 	int partials_held;       /* calls holding their .partial open */
 	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
 	bool draining;

@@ -206,7 +206,18 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		restage = true;
 	}
 	record_release(&rec);
-	t->crashes++;
+	/* A death counts against the job only if a call of its may have been in flight: a .partial
+	 * or a response on disk (or a finished record). A job that waited in the ready line made no
+	 * call, and must not fail "crashed" without ever being tried. */
+	char prefix[JOB_ID_MAX + 100];
+	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
+	char *partial = sidecar_name(t, "partial");
+	bool called = restage || strset_has(hidden, partial);
+	free(partial);
+	for (size_t i = 0; !called && i < hidden->cap; i++)
+		called = hidden->slots[i] && !strncmp(hidden->slots[i], prefix, strlen(prefix));
+	if (called)
+		t->crashes++;
 	if (pr != JOB_OK) {
 		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return;
@@ -246,7 +257,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	/* Count this death in the file first: if finishing the job kills us again, the next start
 	 * must see it. */
-	char *text = task_job_text(t, retry_at_ms, NULL);
+	char *text = called ? task_job_text(t, retry_at_ms, NULL) : NULL;
 	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
 		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
 			strerror(errno));
@@ -255,8 +266,6 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 
 	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
 	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
-	char prefix[JOB_ID_MAX + 100];
-	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	for (size_t i = 0; i < hidden->cap; i++) {
 		const char *name = hidden->slots[i];
 		long status;
@@ -309,7 +318,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			  "is gone and no saved response is left to finish it from: not called again");
 		return;
 	}
-	char *partial = sidecar_name(t, "partial");
+	partial = sidecar_name(t, "partial");
 	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };

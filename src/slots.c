@@ -6,9 +6,10 @@
  * a concurrency's worth finishing beside the calls and the line). The ready line holds jobs
  * claimed, read and with their request built; a call that ends hands its slot to the oldest of
  * them, so a wave of answers costs the loop only the sends at first. The line is filled when the
- * loop has nothing else to do (loop_when_idle), a slice at a time, and never beyond the calls
- * that ended in the last second: a job claimed ahead waits about a second for its call, never the
- * minutes of a long call while another host would have room for it. Providers whose limits are
+ * loop has nothing else to do (loop_when_idle), a slice at a time, never beyond the calls that
+ * ended in the last second, and not at all once the last call end is a second old. A job that
+ * waited READY_WAIT_MS in the line goes back to new/ (keeping its place there): it never waits
+ * the minutes of a long call while another host would have room for it. Providers whose limits are
  * shared with other hosts get no jobs claimed ahead: their place among every host's calls is
  * taken at the claim and must not idle in the line.
  *
@@ -18,7 +19,8 @@
  * (dispatch.c), so 10 000 calls fit in 20 000 open files.
  *
  * Nothing here fails. A job in the line whose provider is held or over budget meanwhile goes
- * back to new/ (it keeps its place there); one whose provider is paused or full waits. */
+ * back to new/ (it keeps its place there); one whose provider is paused or full waits, at most
+ * READY_WAIT_MS like any other. */
 #include <stdint.h>
 
 #include "dispatch_impl.h"
@@ -28,10 +30,15 @@
 
 #define READY_MAX 1024           /* jobs in the ready line, at most */
 #define CLAIM_AHEAD_SLICE 64     /* claims ahead per idle turn: the loop answers in between */
+#define ENDS_FRESH_MS 1000       /* calls ending this recently: a slot is likely to free soon */
+#define READY_WAIT_MS 2000       /* a job waits in the line this long at most, then goes back */
 
-/* The line's size now: the calls that ended in the last second, within the bounds. */
-static int ready_max(const struct dispatch *d)
+/* The line's size now: the calls that ended in the last second, within the bounds; none when
+ * the last call ended more than a second ago (a long call is no promise of a slot). */
+static int ready_max(const struct dispatch *d, int64_t now)
 {
+	if (!d->last_end_ms || now - d->last_end_ms > ENDS_FRESH_MS)
+		return 0;
 	int n = d->ends_prev > d->ends_this ? d->ends_prev : d->ends_this;
 	if (n > READY_MAX)
 		n = READY_MAX;
@@ -42,6 +49,7 @@ static void ready_push(struct task *t)
 {
 	struct dispatch *d = t->d;
 	t->state = T_READY;
+	t->ready_since_ms = mono_ms();
 	t->ready_next = NULL;
 	t->ready_prev = d->ready_tail;
 	if (d->ready_tail)
@@ -97,7 +105,8 @@ void slots_call_started(struct task *t)
 void slots_call_ended(struct task *t)
 {
 	struct dispatch *d = t->d;
-	int64_t second = mono_ms() / 1000;
+	d->last_end_ms = mono_ms();
+	int64_t second = d->last_end_ms / 1000;
 	if (second != d->ends_second) {
 		d->ends_prev = second == d->ends_second + 1 ? d->ends_this : 0;
 		d->ends_this = 0;
@@ -137,7 +146,7 @@ bool slots_take(struct task *t)
 bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
 {
 	const struct dispatch *d = p->d;
-	if (d->n_ready >= d->ready_cap || provider_state_shared(p))
+	if (d->n_ready >= d->ready_cap || ready_max(d, now) == 0 || provider_state_shared(p))
 		return false;
 	int64_t until;
 	enum provider_block b = block_now(p, now, &until);
@@ -152,10 +161,11 @@ bool slots_may_claim(const struct provider_state *p, int64_t now)
 
 long slots_claim_room(const struct dispatch *d)
 {
+	int64_t now = mono_ms();
 	long conc = d->cfg->concurrency;
 	long calls = conc - d->n_calling, ahead = d->ready_cap - d->n_ready;
 	long by_calls = (calls > 0 ? calls : 0) + (ahead > 0 ? ahead : 0);
-	long by_held = 2 * conc + ready_max(d) - d->n_tasks;
+	long by_held = 2 * conc + ready_max(d, now) - d->n_tasks;
 	long room = by_calls < by_held ? by_calls : by_held;
 	return room > 0 ? room : 0;
 }
@@ -168,9 +178,26 @@ static int64_t ready_wake(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
+/* Wakes the loop at wake (mono_ms) unless it already wakes earlier. */
+static void arm_ready(struct dispatch *d, int64_t wake, int64_t now)
+{
+	if (d->ready_timer && d->ready_timer_due <= wake)
+		return;
+	if (d->ready_timer)
+		loop_del_timer(d->loop, d->ready_timer);
+	d->ready_timer_due = wake;
+	d->ready_timer = loop_add_timer(d->loop, wake > now ? wake - now : 0, ready_wake, d);
+}
+
 void slots_start_ready(struct dispatch *d)
 {
 	int64_t now = mono_ms(), wake = 0;
+	/* Waited long enough here: back to new/, where any host with a slot may take it. */
+	while (d->ready_head && !d->draining && now - d->ready_head->ready_since_ms >= READY_WAIT_MS) {
+		struct task *old = d->ready_head;
+		slots_ready_remove(old);
+		task_requeue(old, "no call slot came free within 2 s");
+	}
 	struct task *t = d->ready_head, *next;
 	for (; t && d->n_calling < d->cfg->concurrency && !d->draining; t = next) {
 		next = t->ready_next;
@@ -187,17 +214,21 @@ void slots_start_ready(struct dispatch *d)
 		else
 			task_requeue(t, b == PROVIDER_HELD ? "provider on hold" : "provider over budget");
 	}
-	if (wake && !d->ready_timer)
-		d->ready_timer = loop_add_timer(d->loop, wake - now, ready_wake, d);
+	if (d->ready_head && !d->draining) {
+		int64_t give_up = d->ready_head->ready_since_ms + READY_WAIT_MS;
+		if (!wake || give_up < wake)
+			wake = give_up;
+	}
+	if (wake)
+		arm_ready(d, wake, now);
 }
 
 static void claim_ahead(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
-	int before = d->n_ready;
-	d->ready_cap = d->n_ready + CLAIM_AHEAD_SLICE < ready_max(d) ? d->n_ready + CLAIM_AHEAD_SLICE
-								      : ready_max(d);
+	int before = d->n_ready, max = ready_max(d, mono_ms());
+	d->ready_cap = d->n_ready + CLAIM_AHEAD_SLICE < max ? d->n_ready + CLAIM_AHEAD_SLICE : max;
 	intake_pump(d);
 	d->ready_cap = 0;
 	/* Placing waiting names in line is progress too. */
@@ -208,6 +239,6 @@ void slots_pump(struct dispatch *d)
 {
 	slots_start_ready(d);
 	if (!d->ready_cap && !d->ahead_stuck && !d->draining && d->n_pending &&
-	    d->n_ready < ready_max(d))
+	    d->n_ready < ready_max(d, mono_ms()))
 		loop_when_idle(d->loop, claim_ahead, d);
 }

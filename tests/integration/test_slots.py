@@ -21,12 +21,12 @@ def running_jobs(d):
     return [n.split("@")[0] for n in d.listdir("running")]
 
 
-def start_with_one_ahead(env, **settings):
-    """Concurrency 1: "first" ends quickly, "long" then calls for 3 s, and "ahead" (submitted
+def start_with_one_ahead(env, long_call=3, **settings):
+    """Concurrency 1: "first" ends quickly, "long" then calls for long_call s, and "ahead" (submitted
     after them) is claimed meanwhile: a call ended within the last second, so one job may wait
     for the slot. Returns the daemon once "ahead" is in running/ with no call made for it."""
     env.fake.script("first call", {"kind": "b64", "delay": 0.2})
-    env.fake.script("long call", {"kind": "b64", "delay": 3})
+    env.fake.script("long call", {"kind": "b64", "delay": long_call})
     d = env.daemon(spool__concurrency=1, **settings).start()
     os.makedirs(d.path("tmp"), exist_ok=True)
     cli(d.spool, "pause")   # the three are in new/, in order, before anything starts
@@ -45,7 +45,7 @@ def start_with_one_ahead(env, **settings):
 
 
 def test_a_job_is_claimed_ahead_and_called_when_the_slot_frees(env):
-    d = start_with_one_ahead(env)
+    d = start_with_one_ahead(env, long_call=1.5)   # ends before "ahead" has waited 2 s
     assert d.wait_finished("ahead") == "done"
     assert d.state("long") == "done"
     assert env.fake.max_inflight == 1, "one call at a time, as concurrency says"
@@ -87,10 +87,37 @@ def test_shutdown_puts_a_job_claimed_ahead_back_in_new(env):
     assert os.stat(d.path("new", "ahead.json")).st_mtime == 1_700_000_003, "its place in line"
 
 
+def test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host(env):
+    """No call ends on this host for the rest of "long": "ahead" waits about two seconds, then
+    goes back to new/, where a host with room calls it long before "long" ends."""
+    d = start_with_one_ahead(env, long_call=30)
+    other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__concurrency=4).start()
+    wait_for(lambda: d.state("ahead") == "done", 15, "'ahead' done by the other host")
+    assert d.state("long") == "running", "well before the long call ends"
+    assert env.fake.calls("claimed ahead") == 1
+    assert "back to new/" in d.log(), d.log()[-2000:]
+    assert "ahead" in other.log(), "called by the other host"
+
+
+def test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies(env):
+    """A job in the ready line made no call: a daemon killed then counts no crash for it, so
+    even with max_crash_requeues = 0 it is called after the restart (the call in flight, cut,
+    does count)."""
+    d = start_with_one_ahead(env, retry__max_crash_requeues=0)
+    d.kill()
+    d.start()
+    assert d.wait_finished("ahead") == "done", d.result("ahead")
+    assert env.fake.calls("claimed ahead") == 1
+    assert d.wait_finished("long") == "failed"
+    assert d.result("long")["error"]["code"] == "crashed"
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_job_is_claimed_ahead_and_called_when_the_slot_frees,
         test_a_job_claimed_ahead_is_cancelled_without_a_call,
         test_a_job_claimed_ahead_is_held_without_a_call,
         test_shutdown_puts_a_job_claimed_ahead_back_in_new,
+        test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host,
+        test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies,
     ])
