@@ -329,9 +329,10 @@ class LoopExt4:
         return os.path.join(self.dir, name)
 
     def __exit__(self, *exc):
-        # A second Ctrl-C must not leave a mount or a loop device behind: ignored meanwhile,
-        # by umount and losetup too (they inherit it).
+        # A second Ctrl-C or SIGTERM must not leave a mount or a loop device behind: ignored
+        # meanwhile, by umount and losetup too (they inherit it).
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             if mount_entry(self.dir, exact=True):
                 # A daemon just stopped may hold the file system for a moment; past 30 s, a lazy
