@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOL, IMGSPOOLD, SCRATCH, run_tests, wait_for  # noqa: E402
@@ -315,6 +316,24 @@ def test_a_cancel_of_a_job_a_crash_left_running_fails_it(env):
     assert d.stop() == 0
 
 
+def test_a_retry_waiting_in_memory_is_held_with_its_due_time(env):
+    # deferred/ cannot be written (here: removed under the daemon), so the retry waits in
+    # memory; held then, the job keeps its due time as mtime in hold/, as a deferred one does
+    # (it got the submission time, and a release ran it at once, ahead of the queue).
+    d = env.daemon().start()
+    os.rmdir(d.path("deferred"))
+    d.submit("bk", {"prompt": "busy for ten minutes [fake:429_retry_after retry_after=600|b64]"})
+    submitted = time.time()
+    wait_for(lambda: "bk warning: cannot move to deferred/" in d.log(), 20,
+             f"the retry in memory:\n{d.log()[-2000:]}")
+    assert cli(d.spool, "hold", "bk").returncode == 0
+    wait_for(lambda: states(d, "bk") == ["hold"], 20, f"bk held:\n{d.log()[-2000:]}")
+    mtime = os.stat(d.path("hold", "bk.json")).st_mtime
+    assert mtime > submitted + 300, (mtime - submitted, d.log()[-2000:])
+    os.mkdir(d.path("deferred"))
+    assert d.stop() == 0
+
+
 def test_pause_makes_no_call(env):
     d = env.daemon(verbose=True).start()
     r = cli(d.spool, "pause", "apiyi")
@@ -514,6 +533,7 @@ if __name__ == "__main__":
         test_hold_running_at_its_next_transition,
         test_hold_of_a_job_a_crash_left_running,
         test_requests_read_are_honoured_before_the_provider_is_asked,
+        test_a_retry_waiting_in_memory_is_held_with_its_due_time,
         test_a_cancel_of_a_job_a_crash_left_running_fails_it,
         test_pause_makes_no_call,
         test_retry_and_purge, test_retry_and_release_drop_old_requests,
