@@ -154,13 +154,15 @@ static struct keyshare_limits shared_limits_of(const struct provider_state *p)
 		.total_daily = cfg->budget_daily, .total_monthly = cfg->budget_monthly };
 }
 
-/* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
+/* Whether p has limits kept with other hosts (a concurrency, rpm or budget of the key): a call
+ * then takes a ticket among every host's calls first. */
 bool provider_state_shared(const struct provider_state *p)
 {
 	struct keyshare_limits l = shared_limits_of(p);
 	return keyshare_needed(&l);
 }
 
+/* Whether p's spend is kept in the ledger: only under a budget (a fsynced write per call). */
 bool provider_state_budgeted(const struct provider_state *p)
 {
 	return p->cfg->budget_daily || p->cfg->budget_monthly || p->d->cfg->budget_daily ||

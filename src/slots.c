@@ -19,8 +19,9 @@
  * (dispatch.c), so 10 000 calls fit in 20 000 open files.
  *
  * Nothing here fails. A job in the line whose provider is held or over budget meanwhile goes
- * back to new/ (it keeps its place there); one whose provider is paused or full waits, at most
- * READY_WAIT_MS like any other. */
+ * back to new/ (it keeps its place there), and so does one whose provider is paused for more than
+ * a second, or routed and paused (its route's other targets may serve it); one whose provider is
+ * full, or paused for a moment, waits, at most READY_WAIT_MS like any other. */
 #include <stdint.h>
 
 #include "dispatch_impl.h"
@@ -32,6 +33,7 @@
 #define CLAIM_AHEAD_SLICE 64     /* claims ahead per idle turn: the loop answers in between */
 #define ENDS_FRESH_MS 1000       /* calls ending this recently: a slot is likely to free soon */
 #define READY_WAIT_MS 2000       /* a job waits in the line this long at most, then goes back */
+#define READY_PAUSE_MS 1000      /* a longer pause of its provider sends a job back at once */
 
 /* The line's size now: the calls that ended in the last second, within the bounds; none when
  * the last call ended more than a second ago (a long call is no promise of a slot). */
@@ -203,6 +205,12 @@ void slots_start_ready(struct dispatch *d)
 		next = t->ready_next;
 		int64_t until = 0;
 		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
+		/* Paused for long, or routed (other targets may serve it): back to new/ now. */
+		if (b == PROVIDER_PAUSED && (t->routed || until < 0 || until - now > READY_PAUSE_MS)) {
+			slots_ready_remove(t);
+			task_requeue(t, "its provider is paused");
+			continue;
+		}
 		if (b == PROVIDER_BUSY || b == PROVIDER_PAUSED) {
 			if (until > 0 && (!wake || until < wake))
 				wake = until;

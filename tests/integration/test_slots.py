@@ -21,12 +21,12 @@ def running_jobs(d):
     return [n.split("@")[0] for n in d.listdir("running")]
 
 
-def start_with_one_ahead(env, long_call=3, **settings):
+def start_with_one_ahead(env, long_call=3, long_answer=None, **settings):
     """Concurrency 1: "first" ends quickly, "long" then calls for long_call s, and "ahead" (submitted
     after them) is claimed meanwhile: a call ended within the last second, so one job may wait
     for the slot. Returns the daemon once "ahead" is in running/ with no call made for it."""
     env.fake.script("first call", {"kind": "b64", "delay": 0.2})
-    env.fake.script("long call", {"kind": "b64", "delay": long_call})
+    env.fake.script("long call", long_answer or {"kind": "b64", "delay": long_call})
     d = env.daemon(spool__concurrency=1, **settings).start()
     os.makedirs(d.path("tmp"), exist_ok=True)
     cli(d.spool, "pause")   # the three are in new/, in order, before anything starts
@@ -112,6 +112,18 @@ def test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies(env):
     assert d.result("long")["error"]["code"] == "crashed"
 
 
+def test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once(env):
+    """"long" is answered 429 with Retry-After 30: its provider pauses for 30 s. "ahead", waiting
+    in the line for it, goes back to new/ at once, keeping its place, for a host that may have
+    another way to it; not after 2 s in the line for want of a slot."""
+    d = start_with_one_ahead(
+        env, long_answer={"kind": "429_retry_after", "retry_after": "30", "delay": 1})
+    wait_for(lambda: d.state("ahead") == "new", 10, "'ahead' back in new/")
+    assert "ahead back to new/ (its provider is paused)" in d.log(), d.log()[-2000:]
+    assert os.stat(d.path("new", "ahead.json")).st_mtime == 1_700_000_003, "its place in line"
+    assert env.fake.calls("claimed ahead") == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_job_is_claimed_ahead_and_called_when_the_slot_frees,
@@ -120,4 +132,5 @@ if __name__ == "__main__":
         test_shutdown_puts_a_job_claimed_ahead_back_in_new,
         test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host,
         test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies,
+        test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once,
     ])
