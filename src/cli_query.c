@@ -39,6 +39,17 @@ static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 	return rc;
 }
 
+/* A job's own webhook_url may carry user:token@ or a token in its query: shown without them. */
+static void redact_webhook_url(json_t *doc)
+{
+	const char *url = json_string_value(json_object_get(doc, "webhook_url"));
+	if (!url)
+		return;
+	char *shown = url_redacted(url);
+	json_object_set_new(doc, "webhook_url", json_string(shown));
+	free(shown);
+}
+
 /* "LABEL:" and the file pretty-printed, or bad when it is not JSON (or cannot be read, when
  * say_unread; else nothing is printed for a file that cannot be read). */
 static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, const char *label,
@@ -50,6 +61,7 @@ static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, co
 	enum spool_read rr = spool_read_file(c->sp.fd[dir], name, RESULT_MAX, &text, &st);
 	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
 	buf_release(&text);
+	redact_webhook_url(doc);
 	char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	if (rr == SPOOL_READ_OK || say_unread)
 		printf("%s:\n%s\n", label, pretty ? pretty : bad);

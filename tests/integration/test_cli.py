@@ -431,6 +431,22 @@ def test_stat_shows_gone_webhooks_without_their_query(env):
     assert d.stop() == 0
 
 
+def test_show_hides_a_jobs_webhook_credentials(env):
+    d = env.daemon().start()
+    url = "https://hook:t0ken@hooks.example.com/in?token=s3cret#frag"
+    with open(d.path("done", "hooked-1.json"), "w") as f:
+        json.dump({"prompt": "p", "webhook_url": url}, f)
+    with open(d.path("done", "hooked-1.result.json"), "w") as f:
+        json.dump({"task_id": "hooked-1", "status": "succeeded", "images": [], "attempts": []}, f)
+    for args in (["show", "hooked-1"], ["status", "hooked-1"], ["ls", "-j"], ["ls"]):
+        r = cli(d.spool, *args)
+        assert r.returncode == 0, (args, r.returncode, r.stderr)
+        assert "s3cret" not in r.stdout and "t0ken" not in r.stdout, (args, r.stdout)
+    r = cli(d.spool, "show", "hooked-1")
+    assert '"webhook_url": "https://hooks.example.com/in"' in r.stdout, r.stdout
+    assert d.stop() == 0
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -538,6 +554,7 @@ if __name__ == "__main__":
         test_pause_makes_no_call,
         test_retry_and_purge, test_retry_and_release_drop_old_requests,
         test_stat_shows_gone_webhooks_without_their_query,
+        test_show_hides_a_jobs_webhook_credentials,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
         test_a_job_being_published_in_a_batch_is_found,
