@@ -30,16 +30,25 @@
 #include "util.h"
 #include "banned.h"
 
-#define PROMPT_SHOWN 600         /* characters of a prompt on the page; the title has more */
+#define PROMPT_SHOWN 600         /* bytes of a prompt on the page; the title has more */
 #define PAGE_JOBS 500            /* default -n: a page of a few hundred kilobytes */
 #define PAGE_JOBS_MAX 100000
 
-/* Text for HTML: & < > " ' escaped; control characters dropped. */
+/* The bytes of the UTF-8 sequence c leads (1 for a byte that leads none). */
+static size_t utf8_sequence_len(unsigned char c)
+{
+	return (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+}
+
+/* Text for HTML: & < > " ' escaped; control characters dropped; at most max bytes of s, cut
+ * between characters (the page is UTF-8: half a character would make it invalid). */
 static void put_html(FILE *f, const char *s, size_t max)
 {
 	size_t n = 0;
-	for (; s && *s && n < max; s++, n++) {
+	for (; s && *s; s++, n++) {
 		unsigned char c = (unsigned char)*s;
+		if ((c & 0xC0) != 0x80 && n + utf8_sequence_len(c) > max)
+			break;
 		switch (c) {
 		case '&': fputs("&amp;", f); break;
 		case '<': fputs("&lt;", f); break;

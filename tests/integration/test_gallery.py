@@ -213,6 +213,27 @@ def test_gallery_writes_through_no_planted_link(env):
     assert sorted(os.listdir(out)) == ["index.html", "page-1.html"], os.listdir(out)
 
 
+def test_a_long_prompt_is_cut_between_characters(env):
+    # 599 ASCII bytes then two-byte characters: the 600-byte text and the 4000-byte title
+    # would both end half-way through one.
+    d = env.daemon().start()
+    prompt = "a" * 599 + "\u00e9" * 2000
+    with open(d.path("done", "long-1.json"), "w") as f:
+        json.dump({"prompt": prompt}, f)
+    with open(d.path("done", "long-1.result.json"), "w") as f:
+        json.dump({"task_id": "long-1", "status": "succeeded", "images": [], "attempts": []}, f)
+    out = os.path.join(d.dir, "www")
+    r = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(out, "page-1.html"), "rb") as f:
+        html = f.read().decode("utf-8")   # strict: half a character raises
+    assert ">" + "a" * 599 + "&hellip;<" in html, html[-2000:]
+    assert '"' + "a" * 599 + "\u00e9" * 1700 + "&hellip;\"" in html, html[-6000:]
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
-               test_gallery_writes_through_no_planted_link])
+               test_gallery_writes_through_no_planted_link,
+               test_a_long_prompt_is_cut_between_characters])
