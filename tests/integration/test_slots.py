@@ -124,6 +124,29 @@ def test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once(env):
     assert env.fake.calls("claimed ahead") == 0
 
 
+def test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot(env):
+    """"r" is answered 429 (Retry-After 3) with deferred/ gone: its retry waits in memory.
+    Meanwhile "hog" takes this host's one slot with provider b for 8 s. When r is due, its
+    provider (concurrency 2, kept with other hosts) has room but this host has no slot: r must
+    wait for the slot without a ticket among every host's calls, not park in the ready line with
+    one (and leave it after 2 s)."""
+    d = env.daemon(spool__concurrency=1, provider__concurrency=2,
+                   **{"provider b__base_url": env.fake.base_url,
+                      "provider b__api_key_env": "IMGSPOOL_TEST_KEY"}).start()
+    os.rmdir(d.path("deferred"))
+    env.fake.script("hog", {"kind": "b64", "delay": 8})
+    d.submit("r", {"prompt": "retried [fake:429_retry_after retry_after=3|b64]"})
+    wait_for(lambda: "r warning: cannot move to deferred/" in d.log(), 20,
+             f"the retry in memory:\n{d.log()[-2000:]}")
+    d.submit("hog", {"prompt": "hog", "provider": "b"})
+    assert d.wait_finished("r", 30) == "done", d.log()[-2000:]
+    assert d.state("hog") == "done", "r waited for hog's slot"
+    assert "r back to new/" not in d.log(), d.log()[-2000:]
+    assert env.fake.max_inflight == 1
+    os.mkdir(d.path("deferred"))
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_job_is_claimed_ahead_and_called_when_the_slot_frees,
@@ -133,4 +156,5 @@ if __name__ == "__main__":
         test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host,
         test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies,
         test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once,
+        test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot,
     ])
