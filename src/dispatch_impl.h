@@ -185,6 +185,8 @@ struct dispatch {
 	int64_t last_end_ms;     /* mono_ms of the last call's end; 0: none yet */
 	uint64_t ready_timer;    /* the line's next wake: a pause or rate window ends, a wait ends */
 	int64_t ready_timer_due; /* mono_ms it fires at */
+	bool ready_moved;        /* a job joined the line, a call ended or a wake came: walk it */
+	int64_t ready_walked_ms; /* the line's last walk, for what changes without an event */
 	int partials_held;       /* calls holding their .partial open */
 	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
 	bool draining;

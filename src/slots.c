@@ -34,6 +34,7 @@
 #define ENDS_FRESH_MS 1000       /* calls ending this recently: a slot is likely to free soon */
 #define READY_WAIT_MS 2000       /* a job waits in the line this long at most, then goes back */
 #define READY_PAUSE_MS 1000      /* a longer pause of its provider sends a job back at once */
+#define READY_REWALK_MS 100      /* a blocked line is walked again this often without news */
 
 /* The line's size now: the calls that ended in the last second, within the bounds; none when
  * the last call ended more than a second ago (a long call is no promise of a slot). */
@@ -52,6 +53,7 @@ static void ready_push(struct task *t)
 	struct dispatch *d = t->d;
 	t->state = T_READY;
 	t->ready_since_ms = mono_ms();
+	d->ready_moved = true;
 	t->ready_next = NULL;
 	t->ready_prev = d->ready_tail;
 	if (d->ready_tail)
@@ -92,6 +94,17 @@ bool slots_partial_room(const struct dispatch *d)
 	       d->cfg->concurrency + d->partials_held + 1 + files_reserve(d) <= d->open_files_max;
 }
 
+/* Why p takes no call now (PROVIDER_FREE: it does); an operator's pause counts as a hold. */
+static enum provider_block block_now(const struct provider_state *p, int64_t now, int64_t *until)
+{
+	if (control_paused(&p->d->control, p->cfg->name)) {
+		*until = -1;
+		return PROVIDER_HELD;
+	}
+	struct provider_limits l = provider_state_limits(p);
+	return provider_blocked(&p->flow, &l, now, until);
+}
+
 void slots_call_started(struct task *t)
 {
 	t->calling = true;
@@ -107,32 +120,28 @@ void slots_call_started(struct task *t)
 void slots_call_ended(struct task *t)
 {
 	struct dispatch *d = t->d;
-	d->last_end_ms = mono_ms();
-	int64_t second = d->last_end_ms / 1000;
+	int64_t now = mono_ms(), until;
+	/* Claims ahead look at the pending list again only if this end may let more in: its
+	 * provider was at a limit, or the line may grow. */
+	int max_before = ready_max(d, now);
+	bool was_busy = block_now(t->prov, now, &until) == PROVIDER_BUSY;
+	d->last_end_ms = now;
+	d->ready_moved = true;
+	int64_t second = now / 1000;
 	if (second != d->ends_second) {
 		d->ends_prev = second == d->ends_second + 1 ? d->ends_this : 0;
 		d->ends_this = 0;
 		d->ends_second = second;
 	}
 	d->ends_this++;
-	d->ahead_stuck = false;   /* the line may take more */
+	if (was_busy || ready_max(d, now) > max_before)
+		d->ahead_stuck = false;
 	t->calling = false;
 	d->n_calling--;
 	if (t->partial_held)
 		d->partials_held--;
 	t->partial_held = false;
 	provider_ended(&t->prov->flow);
-}
-
-/* Why p takes no call now (PROVIDER_FREE: it does); an operator's pause counts as a hold. */
-static enum provider_block block_now(const struct provider_state *p, int64_t now, int64_t *until)
-{
-	if (control_paused(&p->d->control, p->cfg->name)) {
-		*until = -1;
-		return PROVIDER_HELD;
-	}
-	struct provider_limits l = provider_state_limits(p);
-	return provider_blocked(&p->flow, &l, now, until);
 }
 
 bool slots_take(struct task *t)
@@ -177,6 +186,7 @@ static int64_t ready_wake(struct loop *loop, void *arg)
 	(void)loop;
 	struct dispatch *d = arg;
 	d->ready_timer = 0;   /* the before-sleep hook starts what may start */
+	d->ready_moved = true;
 	return LOOP_TIMER_DONE;
 }
 
@@ -194,6 +204,16 @@ static void arm_ready(struct dispatch *d, int64_t wake, int64_t now)
 void slots_start_ready(struct dispatch *d)
 {
 	int64_t now = mono_ms(), wake = 0;
+	/* A blocked line is walked on news (a job joins, a call ends, a wake), else at most every
+	 * READY_REWALK_MS for what changes without one (a hold lifted, another host's ticket). */
+	bool room = d->n_calling < d->cfg->concurrency && !d->draining;
+	if (!d->ready_head || (!d->ready_moved && now - d->ready_walked_ms < READY_REWALK_MS)) {
+		if (d->ready_head && room)
+			arm_ready(d, d->ready_walked_ms + READY_REWALK_MS, now);
+		return;
+	}
+	d->ready_moved = false;
+	d->ready_walked_ms = now;
 	/* Waited long enough here: back to new/, where any host with a slot may take it. */
 	while (d->ready_head && !d->draining && now - d->ready_head->ready_since_ms >= READY_WAIT_MS) {
 		struct task *old = d->ready_head;
