@@ -517,15 +517,21 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 	}
 }
 
-static void item_init(struct spool *sp, struct item *it, struct publish_job *j,
-		      const char *staging)
+static void item_begin(struct spool *sp, struct item *it, struct publish_job *j,
+		       const char *staging, bool search_images)
 {
 	memset(it, 0, sizeof(*it));
 	it->job = j;
 	it->staging = xstrdup(staging);
 	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
-			      .errsize = j->errsize, .search_images = j->earlier_runs };
+			      .errsize = j->errsize, .search_images = search_images };
+}
+
+static void item_init(struct spool *sp, struct item *it, struct publish_job *j,
+		      const char *staging)
+{
+	item_begin(sp, it, j, staging, j->earlier_runs);
 	it->n_names = j->n_images + 2;
 	it->names = xcalloc(it->n_names, sizeof(*it->names));
 	for (size_t i = 0; i < j->n_images; i++)
@@ -679,13 +685,8 @@ static char **staged_names(const char *id, int runfd, const char *staging, int s
 static void item_staged(struct spool *sp, struct item *it, struct publish_job *j,
 			const char *staging)
 {
-	memset(it, 0, sizeof(*it));
-	it->job = j;
-	it->staging = xstrdup(staging);
 	/* A crash may have come between an earlier run's images and its result: search in full. */
-	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
-			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
-			      .errsize = j->errsize, .search_images = true };
+	item_begin(sp, it, j, staging, true);
 	it->sfd = openat(it->p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	int err = errno;
 	it->own_sfd = true;
