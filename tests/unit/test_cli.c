@@ -49,40 +49,6 @@ static void test_ages(void)
 	}
 }
 
-static void test_control_names(void)
-{
-	static const struct { const char *name; enum control_kind kind; const char *arg; } rows[] = {
-		{ "pause", CONTROL_PAUSE, "" },
-		{ "pause.apiyi", CONTROL_PAUSE, "apiyi" },
-		{ "pause.a_b-c", CONTROL_PAUSE, "a_b-c" },
-		{ "pause.", CONTROL_NONE, "" },
-		{ "pause.openai.eu", CONTROL_PAUSE, "openai.eu" },   /* config allows dots */
-		{ "pause.openai.eu", CONTROL_PAUSE, "openai.eu" },   /* config allows dots */
-		{ "hold.job-1", CONTROL_HOLD, "job-1" },
-		{ "hold.1764068523.104233.4242.render-07.9f1c", CONTROL_HOLD, "1764068523.104233.4242.render-07.9f1c" },
-		{ "hold.x.result", CONTROL_NONE, "" },
-		{ "hold.-x", CONTROL_NONE, "" },
-		{ "hold.x.json", CONTROL_NONE, "" },
-		{ "cancel.job-1", CONTROL_CANCEL, "job-1" },
-		{ "cancel.", CONTROL_NONE, "" },
-		{ ".pause.host.1.tmp", CONTROL_NONE, "" },
-		{ "paused", CONTROL_NONE, "" },
-		{ "resume", CONTROL_NONE, "" },
-	};
-	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		const char *arg;
-		enum control_kind k = control_parse_name(rows[i].name, &arg);
-		ok(k == rows[i].kind, "\"%s\" is kind %d", rows[i].name, rows[i].kind);
-		is_str(arg, rows[i].arg, "\"%s\" names \"%s\"", rows[i].name, rows[i].arg);
-	}
-	char *n = control_name(CONTROL_CANCEL, "j1");
-	is_str(n, "cancel.j1", "cancel request name");
-	free(n);
-	n = control_name(CONTROL_PAUSE, NULL);
-	is_str(n, "pause", "pause of every provider");
-	free(n);
-}
-
 static void test_states(void)
 {
 	ok(cli_state_from_name("hold") == SPOOL_HOLD, "hold is a state");
@@ -180,7 +146,6 @@ int main(void)
 	test_durations();
 	test_buckets();
 	test_ages();
-	test_control_names();
 	test_states();
 	test_job_files();
 	test_index_orders();

@@ -1,5 +1,5 @@
-/* test_control.c - an operator's requests in control/ that the daemon itself writes or judges:
- * gone webhook endpoints, and when a hold or cancel has outlived its job (every row of the
+/* test_control.c - the names of requests in control/, the ones the daemon itself writes or
+ * judges: gone webhook endpoints, and when a hold or cancel has outlived its job (every row of the
  * rule in spool-layout.md §15). */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -11,9 +11,24 @@
 #include "tap.h"
 #include "util.h"
 
-static void test_gone_names(void)
+static void test_names(void)
 {
 	static const struct { const char *name; enum control_kind kind; const char *arg; } rows[] = {
+		{ "pause", CONTROL_PAUSE, "" },
+		{ "pause.apiyi", CONTROL_PAUSE, "apiyi" },
+		{ "pause.a_b-c", CONTROL_PAUSE, "a_b-c" },
+		{ "pause.", CONTROL_NONE, "" },
+		{ "pause.openai.eu", CONTROL_PAUSE, "openai.eu" },   /* config allows dots */
+		{ "hold.job-1", CONTROL_HOLD, "job-1" },
+		{ "hold.1764068523.104233.4242.render-07.9f1c", CONTROL_HOLD, "1764068523.104233.4242.render-07.9f1c" },
+		{ "hold.x.result", CONTROL_NONE, "" },
+		{ "hold.-x", CONTROL_NONE, "" },
+		{ "hold.x.json", CONTROL_NONE, "" },
+		{ "cancel.job-1", CONTROL_CANCEL, "job-1" },
+		{ "cancel.", CONTROL_NONE, "" },
+		{ ".pause.host.1.tmp", CONTROL_NONE, "" },
+		{ "paused", CONTROL_NONE, "" },
+		{ "resume", CONTROL_NONE, "" },
 		{ "gone.8f8810afab6d644b84d59f75a3a1be88", CONTROL_GONE, "8f8810afab6d644b84d59f75a3a1be88" },
 		{ "gone.8f8810afab6d644b84d59f75a3a1be8", CONTROL_NONE, "" },     /* 31 digits */
 		{ "gone.8f8810afab6d644b84d59f75a3a1be880", CONTROL_NONE, "" },   /* 33 */
@@ -31,6 +46,12 @@ static void test_gone_names(void)
 	}
 	char *n = control_name(CONTROL_GONE, "8f8810afab6d644b84d59f75a3a1be88");
 	is_str(n, "gone.8f8810afab6d644b84d59f75a3a1be88", "a gone endpoint's file name");
+	free(n);
+	n = control_name(CONTROL_CANCEL, "j1");
+	is_str(n, "cancel.j1", "cancel request name");
+	free(n);
+	n = control_name(CONTROL_PAUSE, NULL);
+	is_str(n, "pause", "pause of every provider");
 	free(n);
 
 	struct control c;
@@ -122,7 +143,7 @@ static void test_still_wants(void)
 
 int main(void)
 {
-	test_gone_names();
+	test_names();
 	test_judge();
 	test_still_wants();
 	return tap_done();
