@@ -239,15 +239,6 @@ static void before_sleep(struct loop *loop, void *arg)
 		loop_stop(loop);
 }
 
-/* The smallest limit of open files L that slots.c's rule (files_reserve) lets concurrency calls
- * have: a socket each beside a reserve of 320 + L/16, i.e. L - L/16 >= concurrency + 320. A
- * call's .partial is held open only in what is left above that, so it counts for nothing. */
-static rlim_t open_files_needed(long concurrency)
-{
-	rlim_t beside_sixteenth = (rlim_t)concurrency + 64 + 256;
-	return beside_sixteenth + (beside_sixteenth - 1) / 15;
-}
-
 /* Every call in flight holds a socket: take the hard limit of open files (systemd's soft
  * default is 1024), and say so when even that leaves too few. The hooks get the limit as it
  * was. */
@@ -262,7 +253,7 @@ static void raise_open_files(long concurrency)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	rlim_t need = open_files_needed(concurrency);
+	rlim_t need = (rlim_t)dispatch_open_files_needed(concurrency);
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
 		log_warn("concurrency %ld needs %llu open files (a socket a call and a reserve), more "
 			 "than the limit of %llu: raise it (LimitNOFILE= in the unit, ulimit -n)", concurrency,

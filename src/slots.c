@@ -24,6 +24,7 @@
  * full, or paused for a moment, waits, at most READY_WAIT_MS like any other. */
 #include <stdint.h>
 
+#include "dispatch.h"
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
@@ -83,9 +84,20 @@ void slots_ready_remove(struct task *t)
 
 /* Descriptors kept for everything else: the spool, epoll, listings, hooks, and a helper's
  * batch of publications (iopool.c takes up to 256 at once), a file or directory each. */
+#define FILES_KEPT (64 + 256)
+
 static long files_reserve(const struct dispatch *d)
 {
-	return 64 + 256 + d->open_files_max / 16;
+	return FILES_KEPT + d->open_files_max / 16;
+}
+
+/* The smallest limit L that lets every call have its socket beside the reserve:
+ * L - L/16 >= concurrency + FILES_KEPT. A .partial held open counts for nothing: it only uses
+ * what is left above that. */
+long dispatch_open_files_needed(long concurrency)
+{
+	long beside_sixteenth = concurrency + FILES_KEPT;
+	return beside_sixteenth + (beside_sixteenth - 1) / 15;
 }
 
 bool slots_partial_room(const struct dispatch *d)
