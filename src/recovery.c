@@ -212,10 +212,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	char *partial = sidecar_name(t, "partial");
-	bool called = restage || strset_has(hidden, partial);
+	bool called = restage || strset_has(hidden, partial) || sidecar_saved_status(t, hidden) != 0;
 	free(partial);
-	for (size_t i = 0; !called && i < hidden->cap; i++)
-		called = hidden->slots[i] && !strncmp(hidden->slots[i], prefix, strlen(prefix));
 	if (called)
 		t->crashes++;
 	if (pr != JOB_OK) {
