@@ -949,7 +949,8 @@ void task_requeue(struct task *t, const char *why)
 		return;
 	}
 	char *name = xasprintf("%s.json", t->id);
-	/* An operator's hold wins. */
+	/* A hold, or while draining a cancel (imgspool cancel finishes it from hold/), sends it to
+	 * hold/. */
 	enum spool_dir dest = control_wants(&t->d->control, CONTROL_HOLD, t->id) ||
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place,
