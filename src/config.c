@@ -566,8 +566,28 @@ static bool valid_key_prefix(const char *p)
 	return true;
 }
 
+/* A store URL goes into every result (urls, output_url) as it is: no secret may ride in it. The
+ * message names the part, never its text. */
+static int check_store_url(const struct config *cfg, const char *key, const char *url,
+			   const char *goes, char *err, size_t errsize)
+{
+	const char *part = url ? url_secret_part(url) : NULL;
+	if (!part)
+		return 0;
+	return fail_at(cfg, "store", key, err, errsize,
+		       "[store] %s holds %s, which %s would show to anyone who reads done/: remove it "
+		       "(the store's keys go in access_key_id_file and secret_access_key_file, or their "
+		       "_env variables)", key, part, goes);
+}
+
 static int check_outputs(struct config *cfg, char *err, size_t errsize)
 {
+	if (check_store_url(cfg, "public_url", cfg->store_public_url, "every result's urls", err,
+			    errsize) < 0 ||
+	    check_store_url(cfg, "endpoint", cfg->store_endpoint,
+			    "every upload's URL and, without a public_url, every result's urls", err,
+			    errsize) < 0)
+		return -1;
 	if (cfg->store_endpoint) {
 		const char *b = cfg->store_bucket;
 		size_t bl = b ? strlen(b) : 0;

@@ -358,13 +358,22 @@ bool url_is_http(const char *s)
 	return s && (!strncmp(s, "https://", 8) || !strncmp(s, "http://", 7));
 }
 
+/* The parts of a URL: [0, host) the scheme and "://", [host, authority) userinfo@host:port,
+ * end where a query, fragment or line end starts; *at the last '@' of the authority, or NULL. */
+static void url_split(const char *url, size_t *host, size_t *authority, size_t *end, const char **at)
+{
+	*end = strcspn(url, "?#\r\n");   /* a query or fragment; a file's line end */
+	const char *scheme = strstr(url, "://");
+	*host = scheme && (size_t)(scheme - url) < *end ? (size_t)(scheme - url) + 3 : 0;
+	*authority = *host + strcspn(url + *host, "/?#\r\n");
+	*at = memrchr(url + *host, '@', *authority - *host);
+}
+
 char *url_redacted(const char *url)
 {
-	size_t end = strcspn(url, "?#\r\n");   /* a query or fragment; a file's line end */
-	const char *scheme = strstr(url, "://");
-	size_t host = scheme && (size_t)(scheme - url) < end ? (size_t)(scheme - url) + 3 : 0;
-	size_t authority = host + strcspn(url + host, "/?#\r\n");
-	const char *at = memrchr(url + host, '@', authority - host);
+	size_t host, authority, end;
+	const char *at;
+	url_split(url, &host, &authority, &end, &at);
 	if (!at)
 		return xstrndup(url, end);
 	size_t after = (size_t)(at + 1 - url);
@@ -373,6 +382,20 @@ char *url_redacted(const char *url)
 	memcpy(out + host, url + after, end - after);
 	out[end - (after - host)] = '\0';
 	return out;
+}
+
+const char *url_secret_part(const char *url)
+{
+	size_t host, authority, end;
+	const char *at;
+	url_split(url, &host, &authority, &end, &at);
+	if (at)
+		return "credentials (user:password@ before the host)";
+	if (url[end] == '?')
+		return "a query ('?' and what follows)";
+	if (url[end] == '#')
+		return "a fragment ('#' and what follows)";
+	return NULL;
 }
 
 void stop_point(const char *name)

@@ -83,5 +83,9 @@ bool url_is_http(const char *s);
  * ("user:token@"), query and fragment, which may hold credentials, and ending at a line end.
  * Caller frees. */
 char *url_redacted(const char *url);
+/* What url_redacted would take out of url, said for an error message ("credentials (...)", "a
+ * query (...)", "a fragment (...)"), or NULL: a URL that goes into files as it is (results) must
+ * have none. */
+const char *url_secret_part(const char *url);
 
 #endif

@@ -200,6 +200,31 @@ int main(void)
 		ok(rc < 0 && strstr(err, bad_out[i].needle), "bad outputs row %zu: %s", i, err);
 		config_release(&cfg);
 	}
+	/* Credentials in a store URL would reach every result: refused, the key and its line named,
+	 * the secret never repeated. */
+	static const struct { const char *text, *needle; int line; } secret_urls[] = {
+		{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://ak:Sekr1t@cdn.example/r\n",
+		  "public_url holds credentials", 4 },
+		{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/r?token=Sekr1t\n",
+		  "public_url holds a query", 4 },
+		{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/#Sekr1t\n",
+		  "public_url holds a fragment", 4 },
+		{ "[store]\nendpoint = https://Sekr1t@s3.example\nbucket = abc\n", "endpoint holds credentials", 2 },
+		{ "[store]\nbucket = abc\nendpoint = https://s3.example/?X-Amz-Signature=Sekr1t\n",
+		  "endpoint holds a query", 3 },
+		{ "[store]\npublic_url = https://u:Sekr1t@cdn.example\n", "public_url holds credentials", 2 },
+	};
+	for (size_t i = 0; i < sizeof(secret_urls) / sizeof(secret_urls[0]); i++) {
+		int rc = load(secret_urls[i].text, &cfg, err, sizeof(err));
+		char *prefix = xasprintf("%s/t.ini:%d: ", dir, secret_urls[i].line);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, secret_urls[i].needle) &&
+		   !strstr(err, "Sekr1t"), "store URL with a secret, row %zu: %s", i, err);
+		free(prefix);
+		config_release(&cfg);
+	}
+	ok(load("[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/users/@me/\n",
+		&cfg, err, sizeof(err)) == 0, "an '@' in a store URL's path is not credentials: %s", err);
+	config_release(&cfg);
 	ok(load("[store]\nendpoint = http://127.0.0.1:9000\nbucket = imgs\nprefix = a/b-\n"
 		"access_key_id_env = T_AK\nsecret_access_key_env = T_SK\n[notify]\nurl = http://h/x\n"
 		"secret_env = T_WH\nallow_private = yes\n", &cfg, err, sizeof(err)) == 0,

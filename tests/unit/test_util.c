@@ -172,6 +172,28 @@ static void test_url_redacted(void)
 	}
 }
 
+static void test_url_secret_part(void)
+{
+	static const struct {
+		const char *url, *want;   /* want: the start of the part named, or NULL */
+	} rows[] = {
+		{ "https://cdn.example.com/renders", NULL },
+		{ "https://cdn.example.com/users/@me", NULL },
+		{ "https://cdn.example.com:8443", NULL },
+		{ "https://ak:sk@cdn.example.com", "credentials" },
+		{ "https://sk@cdn.example.com/r", "credentials" },
+		{ "https://cdn.example.com/r?token=sk", "a query" },
+		{ "https://cdn.example.com?sk", "a query" },
+		{ "https://cdn.example.com/r#sk", "a fragment" },
+		{ "https://u:p@cdn.example.com/r?q", "credentials" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		const char *got = url_secret_part(rows[i].url);
+		ok(rows[i].want ? got && !strncmp(got, rows[i].want, strlen(rows[i].want)) : !got,
+		   "url_secret_part, row %zu: %s", i, got ? got : "none");
+	}
+}
+
 int main(void)
 {
 	test_buf();
@@ -180,6 +202,7 @@ int main(void)
 	test_file_times();
 	test_url_is_http();
 	test_url_redacted();
+	test_url_secret_part();
 	test_image_names();
 	return tap_done();
 }
