@@ -40,6 +40,8 @@ struct pdir {
 	bool warned;
 	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
 	micros calls_reserved;
+	int64_t calls_live_until;    /* file server ms before which none of those can be a dead
+					host's (oldest mtime + lease); 0: not known */
 };
 
 struct spent {
@@ -324,13 +326,19 @@ bool keyshare_needed(const struct keyshare_limits *l)
 }
 
 /* Calls in flight in calls/ and what they reserve; with_stat removes dead hosts' tickets
- * (not heartbeated for a lease) first. -1 on error. */
+ * (not heartbeated for a lease) first, and says until when (file server ms) none of the rest
+ * can be dead (live_until, may be NULL) and whether it removed any (reaped). -1 on error. */
 static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mine,
-		       bool with_stat, int64_t lease_ms, long *count, micros *reserved)
+		       bool with_stat, int64_t lease_ms, long *count, micros *reserved,
+		       int64_t *live_until, bool *reaped)
 {
 	struct spool_entry *l;
 	*count = 0;
 	*reserved = 0;
+	if (live_until)
+		*live_until = INT64_MAX;
+	if (reaped)
+		*reaped = false;
 	long n = spool_list_at(p->calls, false, with_stat, &l);
 	if (n < 0)
 		return -1;
@@ -342,12 +350,17 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 		if (keyshare_parse_ticket(l[i].name, host, sizeof(host), &r) < 0)
 			continue;
 		if (with_stat && age_ms > lease_ms && (!mine || strcmp(l[i].name, mine))) {
-			if (unlinkat(p->calls, l[i].name, 0) == 0)
+			if (unlinkat(p->calls, l[i].name, 0) == 0) {
 				log_info("a call of host '%s' to provider '%s' was not heartbeated for %" PRId64
 					 " s: its share of the limits is free again", host, p->name,
 					 age_ms / 1000);
+				if (reaped)
+					*reaped = true;
+			}
 			continue;
 		}
+		if (with_stat && live_until && l[i].mtime_ns / 1000000 + lease_ms < *live_until)
+			*live_until = l[i].mtime_ns / 1000000 + lease_ms;
 		(*count)++;
 		*reserved += r;
 	}
@@ -409,7 +422,8 @@ static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
 	if (!memo_stands(ks, &p->calls_memo, p->calls, &next)) {
 		long count;
 		p->calls_memo = next;
-		if (count_calls(ks, p, NULL, false, 0, &count, &p->calls_reserved) < 0) {
+		p->calls_live_until = 0;   /* unstat'ed: a ticket there may be a dead host's */
+		if (count_calls(ks, p, NULL, false, 0, &count, &p->calls_reserved, NULL, NULL) < 0) {
 			p->calls_memo.listed_at = 0;
 			return -1;
 		}
@@ -434,6 +448,31 @@ static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, m
 			sum += r;
 	}
 	return sum;
+}
+
+/* A total budget counts the tickets of providers this host may never call, so it removes the
+ * dead hosts' tickets there as it does its own provider's (else, with no live host calling
+ * that provider, they would count for ever). A provider's calls/ is stat'ed again only when
+ * it changed or one of its tickets may have outlived its lease since: about once a lease. */
+static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lease_ms)
+{
+	if (provider_names(ks) < 0)
+		return;
+	for (size_t i = 0; i < ks->n_provider_names; i++) {
+		if (!strcmp(ks->provider_names[i], own->name))
+			continue;
+		struct pdir *p = pdir(ks, ks->provider_names[i]);
+		struct memo next;
+		if (!p || (memo_stands(ks, &p->calls_memo, p->calls, &next) &&
+			   next.listed_at < p->calls_live_until))
+			continue;
+		long count;
+		bool reaped;
+		p->calls_memo = next;
+		if (count_calls(ks, p, NULL, true, lease_ms, &count, &p->calls_reserved,
+				&p->calls_live_until, &reaped) < 0 || reaped)
+			p->calls_memo.listed_at = 0;   /* listed again: it changed, by us at least */
+	}
 }
 
 void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t)
@@ -556,13 +595,15 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	/* Only now, with ours written, count: whoever writes last sees everyone before it. */
 	long count;
 	micros reserved;
-	if (count_calls(ks, p, out->call, false, l->lease_ms, &count, &reserved) < 0)
+	if (count_calls(ks, p, out->call, false, l->lease_ms, &count, &reserved, NULL, NULL) < 0)
 		goto file_error;
 	bool over_count = l->concurrency && count > l->concurrency;
 	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
 		/* Perhaps a dead host's tickets: look closer before saying no. */
-		if (count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved) < 0)
+		if (count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved, NULL, NULL) < 0)
 			goto file_error;
+		if (l->total_daily || l->total_monthly)
+			reap_others(ks, p, l->lease_ms);
 		v = (struct keyshare_verdict){ .block = PROVIDER_FREE };
 		if (l->concurrency && count > l->concurrency) {
 			withdraw(ks, p, out);

@@ -200,6 +200,32 @@ int main(void)
 	free(ticket);
 	free(rcalls);
 	keyshare_free(a3);
+	/* A dead host's call to a provider no live host calls still counts in a total budget only
+	 * until its lease runs out: a host over the total budget removes it, as its own provider's. */
+	struct keyshare *a4 = keyshare_new(&sa);
+	char *zcalls = xasprintf("%s/providers/z/calls", dir);
+	char *zdir = xasprintf("%s/providers/z", dir);
+	char *dead = xasprintf("%s/hostC~7-1~%lld", zcalls, (long long)keyshare_micros(99));
+	ok(mkdir(zdir, 0777) == 0 && mkdir(zcalls, 0777) == 0, "provider z, that only a dead host called");
+	fd = open(dead, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, dead, old, 0) == 0 &&
+	   utimensat(AT_FDCWD, zcalls, quiet, 0) == 0,
+	   "its ticket (reserving 99) not heartbeated for two minutes, z's calls/ quiet");
+	v = keyshare_acquire(a4, "p", &tot, keyshare_micros(1), &t1);
+	ok(v.block == PROVIDER_FREE && access(dead, F_OK) < 0,
+	   "A, over the total budget only by it, removes it and calls (%s)", v.which ? v.which : "free");
+	keyshare_release(a4, &t1);
+	fd = open(dead, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, zcalls, quiet, 0) == 0,
+	   "a live host's call there reserving 99 (heartbeated now)");
+	v = keyshare_acquire(a4, "p", &tot, keyshare_micros(1), &t1);
+	ok(v.block == PROVIDER_OVER_BUDGET && access(dead, F_OK) == 0,
+	   "counts, and stays: a live call is never removed");
+	unlink(dead);
+	free(dead);
+	free(zcalls);
+	free(zdir);
+	keyshare_free(a4);
 	struct keyshare *a2 = keyshare_new(&sa);
 	v = keyshare_acquire(a2, "p", &money, keyshare_micros(0.7), &t3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
