@@ -2,7 +2,9 @@
  *
  * How it fails: a file operation that fails is logged once per provider and kind; the gate
  * then says BUSY and is tried again a second later (never a call it could not count), and a
- * pause or hold that cannot be written stays local to this host. */
+ * pause or hold that cannot be written stays local to this host. A directory removed by hand
+ * (and perhaps made again by another host) is found by its name again: every RECHECK_MS, and
+ * at once after a failure. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,6 +28,7 @@
 
 #define LEDGER_MAX_BYTES (64u << 10)
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
+#define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 
 /* A directory's listing kept until the directory changes (keyshare_listing_stands). */
 struct memo {
@@ -38,6 +41,7 @@ struct pdir {
 	int fd, calls, starts;       /* providers/NAME, its calls/ and starts/; -1 until made */
 	bool probe_ours;
 	bool warned;
+	int64_t checked_at;          /* mono ms the handles were last found current; 0: check */
 	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
 	micros calls_reserved;
 	int64_t calls_live_until;    /* file server ms before which none of those can be a dead
@@ -60,6 +64,7 @@ struct keyshare {
 	struct spent *spent;
 	size_t n_spent;
 	bool ledger_warned;
+	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
@@ -136,6 +141,69 @@ static int open_dir(int at, const char *name)
 	return openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
+/* Whether the directory open as fd is still the one named name in at. An operator may remove a
+ * provider's directory and another host make it again: a handle on the removed one lists no
+ * tickets and sees no pause or hold, without an error. */
+static bool dir_current(int at, const char *name, int fd)
+{
+	struct stat held, named;
+	return fstat(fd, &held) == 0 && held.st_nlink > 0 &&
+	       fstatat(at, name, &named, AT_SYMLINK_NOFOLLOW) == 0 && held.st_dev == named.st_dev &&
+	       held.st_ino == named.st_ino;
+}
+
+static void close_dir(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Closes p's handles that no longer name its directories (checked every RECHECK_MS, or at once
+ * after a failure: checked_at 0); pdir() opens them again. */
+static void pdir_recheck(struct pdir *p, int providers_fd)
+{
+	int64_t now = mono_ms();
+	if (p->fd < 0 || (p->checked_at && now - p->checked_at < RECHECK_MS))
+		return;
+	p->checked_at = now;
+	if (!dir_current(providers_fd, p->name, p->fd)) {
+		close_dir(&p->fd);
+		close_dir(&p->calls);
+		close_dir(&p->starts);
+	}
+	if (p->calls >= 0 && !dir_current(p->fd, "calls", p->calls))
+		close_dir(&p->calls);
+	if (p->starts >= 0 && !dir_current(p->fd, "starts", p->starts))
+		close_dir(&p->starts);
+	if (p->calls < 0)
+		p->calls_memo.listed_at = p->calls_live_until = 0;
+}
+
+/* The same for providers/ and ledger/ (a provider's handles go with providers/). */
+static void keyshare_recheck(struct keyshare *ks)
+{
+	int64_t now = mono_ms();
+	if (ks->checked_at && now - ks->checked_at < RECHECK_MS)
+		return;
+	ks->checked_at = now;
+	if (ks->providers_fd >= 0 && !dir_current(ks->sp->root_fd, "providers", ks->providers_fd)) {
+		close_dir(&ks->providers_fd);
+		ks->providers_fd = open_dir(ks->sp->root_fd, "providers");
+		ks->providers_memo.listed_at = 0;
+		for (size_t i = 0; i < ks->n_dirs; i++) {
+			close_dir(&ks->dirs[i]->fd);
+			close_dir(&ks->dirs[i]->calls);
+			close_dir(&ks->dirs[i]->starts);
+			ks->dirs[i]->calls_memo.listed_at = ks->dirs[i]->calls_live_until = 0;
+		}
+	}
+	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
+		close_dir(&ks->ledger_fd);
+		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+	}
+}
+
 static struct pdir *pdir(struct keyshare *ks, const char *provider)
 {
 	struct pdir *p = NULL;
@@ -147,6 +215,8 @@ static struct pdir *pdir(struct keyshare *ks, const char *provider)
 		p = ks->dirs[ks->n_dirs++] = xcalloc(1, sizeof(*p));
 		*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
 	}
+	keyshare_recheck(ks);
+	pdir_recheck(p, ks->providers_fd);
 	if (p->fd < 0 && ks->providers_fd >= 0)
 		p->fd = open_dir(ks->providers_fd, provider);
 	if (p->fd >= 0 && p->calls < 0)
@@ -160,6 +230,8 @@ static struct pdir *pdir(struct keyshare *ks, const char *provider)
 		p->warned = true;
 		return NULL;
 	}
+	if (!p->checked_at)
+		p->checked_at = mono_ms();
 	return p;
 }
 
@@ -382,7 +454,7 @@ static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struc
 	struct stat st;
 	/* The time first: a change after the stat gets an mtime at least this late. */
 	next->listed_at = spool_server_now(ks->sp);
-	if (fstat(dirfd, &st) < 0) {
+	if (fstat(dirfd, &st) < 0 || st.st_nlink == 0) {   /* 0 links: removed (pdir_recheck) */
 		next->listed_at = 0;
 		return false;
 	}
@@ -420,6 +492,12 @@ static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
 {
 	struct memo next;
 	if (!memo_stands(ks, &p->calls_memo, p->calls, &next)) {
+		if (!next.listed_at) {   /* removed, and perhaps made again: open it anew */
+			p->checked_at = 0;
+			if (!pdir(ks, p->name))
+				return -1;
+			memo_stands(ks, &p->calls_memo, p->calls, &next);
+		}
 		long count;
 		p->calls_memo = next;
 		p->calls_live_until = 0;   /* unstat'ed: a ticket there may be a dead host's */
@@ -637,21 +715,29 @@ file_error:
 			 strerror(errno));
 	p->warned = true;
 	withdraw(ks, p, out);
+	p->checked_at = 0;   /* perhaps its directory was removed: look before the next try */
 	return failed;
 }
 
 void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t)
 {
 	struct pdir *p = t->provider ? pdir(ks, t->provider) : NULL;
-	if (p && t->call)
-		utimensat(p->calls, t->call, NULL, AT_SYMLINK_NOFOLLOW);
+	/* A ticket removed meanwhile (its directory removed by hand, or taken for a dead host's
+	 * after a stall) is made again: the call is still in flight. */
+	if (p && t->call && utimensat(p->calls, t->call, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    errno == ENOENT)
+		create_empty(p->calls, t->call, NULL);
 }
 
 void keyshare_heartbeat_probes(struct keyshare *ks)
 {
-	for (size_t i = 0; i < ks->n_dirs; i++)
-		if (ks->dirs[i]->probe_ours && ks->dirs[i]->fd >= 0)
-			utimensat(ks->dirs[i]->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW);
+	for (size_t i = 0; i < ks->n_dirs; i++) {
+		struct pdir *p = ks->dirs[i]->probe_ours ? pdir(ks, ks->dirs[i]->name) : NULL;
+		/* Gone with its directory: made again, unless another host probes meanwhile. */
+		if (p && utimensat(p->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
+		    create_empty(p->fd, "probe", ks->sp->host_id) < 0)
+			p->probe_ours = false;
+	}
 }
 
 /* ---- pauses and holds ----------------------------------------------------------------------- */

@@ -221,6 +221,17 @@ int main(void)
 	v = keyshare_acquire(a4, "p", &tot, keyshare_micros(1), &t1);
 	ok(v.block == PROVIDER_OVER_BUDGET && access(dead, F_OK) == 0,
 	   "counts, and stays: a live call is never removed");
+	/* An operator removes z, and a host makes it again with a call: A's handle on the removed
+	 * calls/ would list nothing. */
+	ok(nftw(zdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(zdir, 0777) == 0 &&
+	   mkdir(zcalls, 0777) == 0, "z removed and made again");
+	fd = open(dead, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0, "with a call reserving 99");
+	v = keyshare_acquire(a4, "p", &tot, keyshare_micros(1), &t1);
+	ok(v.block == PROVIDER_OVER_BUDGET, "A counts it in the new directory (%s)",
+	   v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(a4, &t1);
 	unlink(dead);
 	free(dead);
 	free(zcalls);
@@ -232,8 +243,28 @@ int main(void)
 	   "a restarted A remembers what it spent");
 	keyshare_free(a2);
 
-	/* Pause and hold, seen by the other host; one probe at a time. */
+	/* An operator removes a provider's directory and another host makes it again: a host that
+	 * had it open goes on in the new one (its old handles would fail, or see nothing). */
 	struct keyshare_view view;
+	struct keyshare_limits one = { .concurrency = 1, .window_ms = 60000, .lease_ms = 60000 };
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "A calls provider s");
+	keyshare_release(a, &t1);
+	char *sdir = xasprintf("%s/providers/s", dir);
+	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes providers/s");
+	free(sdir);
+	ok(keyshare_acquire(b, "s", &one, 0, &t2).block == PROVIDER_FREE, "B makes it again, calling");
+	v = keyshare_acquire(a, "s", &one, 0, &t1);
+	if (v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "a file error"))
+		v = keyshare_acquire(a, "s", &one, 0, &t1);   /* a second later, in the daemon */
+	ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "concurrency"),
+	   "A counts B's call in the new directory (%s)", v.which ? v.which : "free");
+	keyshare_pause(b, "s", spool_server_now(&sb) + 5000);
+	ok(keyshare_look(a, "s", &view) == 0 && view.paused_until > 0, "and sees B's pause there");
+	keyshare_release(b, &t2);
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and calls once B's call ended");
+	keyshare_release(a, &t1);
+
+	/* Pause and hold, seen by the other host; one probe at a time. */
 	int64_t until = keyshare_pause(a, "p", spool_server_now(&sa) + 5000);
 	ok(keyshare_look(b, "p", &view) == 0 && view.paused_until == until && until % 1000 == 0,
 	   "B sees A's pause, to the second");
