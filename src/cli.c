@@ -367,12 +367,18 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 	return -1;
 }
 
+enum spool_read cli_read_text(struct cli *c, enum spool_dir d, const char *name, struct buf *text,
+			      struct stat *st)
+{
+	buf_init(text, CLI_READ_MAX);
+	return spool_read_file(c->sp.fd[d], name, CLI_READ_MAX, text, st);
+}
+
 json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum spool_read *rr,
 		      struct stat *st)
 {
 	struct buf text;
-	buf_init(&text, CLI_READ_MAX);
-	*rr = spool_read_file(c->sp.fd[d], name, CLI_READ_MAX, &text, st);
+	*rr = cli_read_text(c, d, name, &text, st);
 	json_t *doc = *rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
 	buf_release(&text);
 	return doc;

@@ -13,8 +13,11 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "config.h"
 #include "job.h"
+#include "record.h"
 #include "spool.h"
+#include "util.h"
 
 enum cli_exit {
 	CLI_OK = 0,              /* succeeded / done / acted on every job */
@@ -60,11 +63,16 @@ const char *cli_state_word(enum spool_dir d);
 /* Whether a command-line id is a valid task id (a trailing .json is allowed); fills id. */
 bool cli_task_id(const char *arg, char *id, size_t size);
 
-/* The most the verbs read of a job file or a result: more is not a job of ours. */
-#define CLI_READ_MAX (2u << 20)
-/* Reads d/name as hostile (spool_read_file, at most CLI_READ_MAX bytes) and parses it: the
- * document (owned), or NULL with *rr saying why (SPOOL_READ_OK and NULL: not JSON). st gets
- * the file's fstat. */
+/* The most the verbs read of a job file or a result: the largest job file any daemon reads,
+ * whatever its max_job_bytes, so every job a daemon took can be shown, cancelled and retried.
+ * More is not a file of ours. */
+#define CLI_READ_MAX RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING)
+/* Reads d/name as hostile (spool_read_file, at most CLI_READ_MAX bytes) into text (initialised
+ * here; the caller releases it). st gets the file's fstat. */
+enum spool_read cli_read_text(struct cli *c, enum spool_dir d, const char *name, struct buf *text,
+			      struct stat *st);
+/* The same, parsed: the document (owned), or NULL with *rr saying why (SPOOL_READ_OK and NULL:
+ * not JSON). */
 json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum spool_read *rr,
 		      struct stat *st);
 

@@ -16,7 +16,6 @@
 #include "util.h"
 #include "banned.h"
 
-#define RESULT_MAX (16u << 20)
 #define WAIT_POLL_MS 200
 #define MISSING_GRACE_MS 2000    /* a job on another host's mount may take a moment to show */
 
@@ -26,8 +25,7 @@ static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 	char *name = xasprintf("%s.result.json", id);
 	struct buf text;
 	struct stat st;
-	buf_init(&text, RESULT_MAX);
-	enum spool_read rr = spool_read_file(c->sp.fd[dir], name, RESULT_MAX, &text, &st);
+	enum spool_read rr = cli_read_text(c, dir, name, &text, &st);
 	if (rr == SPOOL_READ_OK)
 		fwrite(text.data, 1, text.len, stdout);
 	buf_release(&text);
@@ -57,8 +55,7 @@ static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, co
 {
 	struct buf text;
 	struct stat st;
-	buf_init(&text, RESULT_MAX);
-	enum spool_read rr = spool_read_file(c->sp.fd[dir], name, RESULT_MAX, &text, &st);
+	enum spool_read rr = cli_read_text(c, dir, name, &text, &st);
 	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
 	buf_release(&text);
 	redact_webhook_url(doc);

@@ -209,8 +209,9 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 			spool_sync_dir(&c->sp, from->dir);
 		char why[128];
 		if (rr == SPOOL_READ_TOO_BIG)
-			xsnprintf(why, sizeof(why), "is %lld bytes, more than the %u MiB imgspool reads of "
-				  "a job file", (long long)st.st_size, CLI_READ_MAX >> 20);
+			xsnprintf(why, sizeof(why), "is %lld bytes, more than any daemon reads (max_job_bytes "
+				  "of %ld MiB at most, and %u KiB of records)", (long long)st.st_size,
+				  CONFIG_JOB_BYTES_CEILING >> 20, RECORD_HEADROOM >> 10);
 		else
 			xsnprintf(why, sizeof(why), "cannot be read: %s", spool_read_reason(rr));
 		return cli_fail(c, CLI_FAILED, "'%s' not cancelled: its job file %s; it is still %s "
@@ -423,12 +424,11 @@ static int retry_one(struct cli *c, const char *id, const void *again_flag)
 	int fd = c->sp.fd[w.dir];
 	struct buf text;
 	struct stat st;
-	buf_init(&text, CLI_READ_MAX);
 	json_t *job = NULL;
 	char *job_bytes = NULL;
 	size_t job_len = 0;
 	/* The client's bytes are kept: the records are spliced onto them, as the daemon does. */
-	if (spool_read_file(fd, w.name, CLI_READ_MAX, &text, &st) == SPOOL_READ_OK) {
+	if (cli_read_text(c, w.dir, w.name, &text, &st) == SPOOL_READ_OK) {
 		job = json_loadb(text.data, text.len, 0, NULL);
 		job_bytes = buf_detach(&text, &job_len);
 	}

@@ -27,6 +27,9 @@
 #include "syncset.h"
 
 #define CONFIG_MAX_PROVIDERS 8
+/* The highest [limits] max_job_bytes may be set to. With the records beyond it (record.h), the
+ * largest job file any daemon reads, whatever its configuration (RECORD_FILE_MAX). */
+#define CONFIG_JOB_BYTES_CEILING (64L << 20)
 
 struct provider_config {
 	char *name;
@@ -102,7 +105,7 @@ struct config {
 	unsigned umask;          /* applied at start: the mode of every file and directory created */
 	char *default_provider;
 	/* [limits] */
-	long max_job_bytes;
+	long max_job_bytes;      /* at most CONFIG_JOB_BYTES_CEILING */
 	long max_response_mb;
 	long max_n;
 	long max_depth;

@@ -990,7 +990,7 @@ void task_requeue(struct task *t, const char *why)
  * client's part of a file in new/ is then held to max_job_bytes. */
 size_t dispatch_job_read_cap(const struct dispatch *d)
 {
-	return (size_t)d->cfg->max_job_bytes + RECORD_HEADROOM;
+	return RECORD_FILE_MAX(d->cfg->max_job_bytes);
 }
 
 /* What the job parser is allowed, from the running config. */

@@ -38,8 +38,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "publish.h"
+#include "record.h"
 #include "result.h"
 #include "spool.h"
 #include "upstream.h"
@@ -960,7 +962,9 @@ static int split_off(struct spool *sp, const char *batch, const char *id, const 
 	return rc;
 }
 
-#define JOB_READ_MAX (64u << 20)      /* a job file of ours, read back by a takeover */
+/* A job file of ours, read back by a takeover: the largest any daemon writes, whatever its
+ * max_job_bytes. */
+#define JOB_READ_MAX RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING)
 
 /* Whether running/name's records say its run is over: only then does it need what it staged
  * (the restart or the reclaimer commits that); otherwise it is published afresh. */

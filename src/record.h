@@ -26,6 +26,8 @@
  * bytes that splice them in (job_with_records). The daemon reads files up to max_job_bytes plus
  * this, so a file it wrote is always readable. */
 #define RECORD_HEADROOM (64u << 10)
+/* The most a job file held to max_job_bytes may take once the daemon has written its records. */
+#define RECORD_FILE_MAX(max_job_bytes) ((size_t)(max_job_bytes) + RECORD_HEADROOM)
 
 /* What a run's attempts add up to (the rules of the result, spool-layout.md §6). */
 struct record_tally {

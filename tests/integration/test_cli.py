@@ -183,23 +183,46 @@ def test_hold_release_cancel_pending(env):
 
 def test_a_job_file_too_big_to_read_is_not_cancelled(env):
     # Cancelling wrote a result without the job's records (its billed attempts, its metadata)
-    # when the job file was past what imgspool reads, and said "cancelled".
+    # when the job file was past what imgspool reads, and said "cancelled". What imgspool reads
+    # is the largest job file any daemon reads: max_job_bytes at its ceiling, and the records.
     d = env.daemon().start()
     d.stop()
-    big = json.dumps({"prompt": "big", "metadata": {"pad": "x" * (2 << 20)}})
+    ceiling = (64 << 20) + (64 << 10)
     for state, task_id in (("new", "big-new"), ("hold", "big-held")):
         with open(d.path(state, task_id + ".json"), "w") as f:
-            f.write(big)
+            f.truncate(ceiling + 1)   # sparse: what is past the cap is never read
     for task_id, was, where in (("big-new", "pending", "new"), ("big-held", "held", "hold")):
         r = cli(d.spool, "cancel", task_id)
         assert r.returncode == 1, (task_id, r.returncode, r.stdout, r.stderr)
         assert r.stderr == f"imgspool: cancel: '{task_id}' not cancelled: its job file is " \
-            f"{len(big)} bytes, more than the 2 MiB imgspool reads of a job file; it is still " \
-            f"{was} (in {where}/)\n", r.stderr
+            f"{ceiling + 1} bytes, more than any daemon reads (max_job_bytes of 64 MiB at most, " \
+            f"and 64 KiB of records); it is still {was} (in {where}/)\n", r.stderr
         assert states(d, task_id) == [where], states(d, task_id)
-        with open(d.path(where, task_id + ".json")) as f:
-            assert f.read() == big
+        assert os.path.getsize(d.path(where, task_id + ".json")) == ceiling + 1
         assert not os.path.exists(d.path("failed", task_id + ".result.json"))
+
+
+def test_a_job_the_daemon_may_take_is_cancelled_and_listed(env):
+    # imgspool read job files up to 2 MiB while a daemon's max_job_bytes may be 64 MiB: such a
+    # job could not be cancelled, and ls (2 MiB) did not read its result, which show (16 MiB)
+    # did.
+    d = env.daemon(limits__max_job_bytes=8 << 20).start()
+    d.stop()
+    pad = "x" * (3 << 20)
+    for state, task_id in (("new", "big-new"), ("hold", "big-held")):
+        with open(d.path(state, task_id + ".json"), "w") as f:
+            json.dump({"prompt": "big", "metadata": {"pad": pad}}, f)
+    for task_id, was in (("big-new", "pending"), ("big-held", "held")):
+        r = cli(d.spool, "cancel", task_id)
+        assert r.returncode == 0 and f"{task_id}: cancelled (was {was})" in r.stdout, r
+        assert states(d, task_id) == ["failed"], states(d, task_id)
+        result = d.result(task_id)
+        assert result["error"]["code"] == "cancelled" and result["metadata"]["pad"] == pad
+    r = cli(d.spool, "ls", "-j", "failed")
+    rows = {row["id"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert r.returncode == 0 and rows["big-new"]["error_code"] == "cancelled", (r.stderr, rows)
+    r = cli(d.spool, "show", "big-held")
+    assert r.returncode == 1 and pad in r.stdout and '"cancelled"' in r.stdout, r.stderr
 
 
 def test_ls_believes_of_the_records_what_the_daemon_does(env):
@@ -544,6 +567,7 @@ if __name__ == "__main__":
         test_ls_show_stat,
         test_hold_release_cancel_pending,
         test_a_job_file_too_big_to_read_is_not_cancelled,
+        test_a_job_the_daemon_may_take_is_cancelled_and_listed,
         test_ls_believes_of_the_records_what_the_daemon_does,
         test_cancel_running_cuts_the_call,
         test_hold_running_at_its_next_transition,
