@@ -14,7 +14,11 @@
  * and let go; only an index of names and mtimes (cli_index, about 70 bytes a job) is kept to put
  * them in order, and it alone decides which page a job is on and what times a page covers, so
  * every page is written straight to its file. Each file is written under a temporary name and
- * renamed into place; pages left from an earlier, longer gallery are removed last. */
+ * renamed into place; pages left from an earlier, longer gallery are removed last.
+ *
+ * Runs on one directory take turns (a flock on DIR/.gallery.lock, which works across NFS
+ * hosts too): two runs at once, with another -n above all, would otherwise overwrite each
+ * other's pages and remove pages the other's index links to. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -411,6 +416,37 @@ static void remove_stale_pages(const char *out_dir, size_t pages)
 	closedir(dir);
 }
 
+/* Takes DIR/.gallery.lock, waiting (and saying so) while another run holds it: the fd to close
+ * when done, or -1 with errno. The name is opened as hostile (DIR may be a web root others write
+ * to): no link followed, no FIFO waited on, a regular file only. */
+static int lock_gallery(const char *out_dir)
+{
+	char *path = xasprintf("%s/.gallery.lock", out_dir);
+	int fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+	struct stat st;
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+		close(fd);
+		fd = -1;
+		errno = EINVAL;
+	}
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			fprintf(stderr, "imgspool: gallery: waiting for another gallery run on '%s' to "
+				"end\n", out_dir);
+		while (flock(fd, LOCK_EX) < 0) {
+			if (errno != EINTR) {
+				int err = errno;
+				close(fd);
+				fd = -1;
+				errno = err;
+				break;
+			}
+		}
+	}
+	free(path);
+	return fd;
+}
+
 #define GALLERY_USAGE "usage: imgspool gallery [-o DIR] [-n JOBS] [done] [failed]"
 
 int cli_gallery(struct cli *c, int argc, char **argv)
@@ -430,6 +466,13 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 		return rc;
 	if (mkdir(out_dir, 0777) < 0 && errno != EEXIST)
 		return cli_fail_errno(c, "cannot create", out_dir, errno);
+	int lock = lock_gallery(out_dir);
+	if (lock < 0) {
+		char *path = xasprintf("%s/.gallery.lock", out_dir);
+		rc = cli_fail_errno(c, "cannot lock", path, errno);
+		free(path);
+		return rc;
+	}
 
 	/* What is kept is the index of names that puts the jobs newest first; it says which page
 	 * each job is on, so each page is written as its jobs are read, one job at a time. */
@@ -440,6 +483,7 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 		if (want[k] && cli_index_add(c, &ix, d) < 0) {
 			int err = errno;
 			cli_index_release(&ix);
+			close(lock);
 			return cli_fail(c, CLI_ERROR, "cannot read '%s/': %s", spool_dir_name(d), strerror(err));
 		}
 	}
@@ -452,6 +496,7 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 		size_t first = p * per, end = first + per < ix.n ? first + per : ix.n;
 		rc = write_page(c, out_dir, &ix, first, end, p + 1, pages, spool_url, &pg[p]);
 	}
+	stop_point("gallery:pages-written");
 	if (rc == CLI_OK)
 		rc = write_index(c, out_dir, pg, pages);
 	if (rc == CLI_OK) {
@@ -464,5 +509,6 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 	cli_index_release(&ix);
 	free(spool_url);
 	free(pg);
+	close(lock);
 	return rc;
 }

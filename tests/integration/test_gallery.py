@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests  # noqa: E402
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
 
 HOSTILE = ("<script>document.body.setAttribute('data-pwned','script')</script>"
            "<img src=x onerror=\"document.body.setAttribute('data-pwned','onerror')\">")
@@ -144,8 +145,8 @@ def test_gallery_pages_in_chromium(env):
     # Fewer pages than last time: the pages past the last one go, nothing else does.
     open(os.path.join(out, "page-9.txt"), "w").close()
     assert gallery(2) == f"{out}/index.html: 5 job(s) on 3 page(s)\n"
-    assert sorted(os.listdir(out)) == ["index.html", "page-1.html", "page-2.html", "page-3.html",
-                                       "page-9.txt"], os.listdir(out)
+    assert sorted(os.listdir(out)) == [".gallery.lock", "index.html", "page-1.html", "page-2.html",
+                                       "page-3.html", "page-9.txt"], os.listdir(out)
 
     index = dom_of(os.path.join(out, "index.html"))
     assert "5 finished job(s): 5 done, 0 failed" in index, index
@@ -210,7 +211,7 @@ def test_gallery_writes_through_no_planted_link(env):
     assert "1 finished job(s)" in html, html[-500:]
     html = open(os.path.join(out, "page-1.html"), encoding="utf-8").read()
     assert ">p1<" in html, html[-500:]
-    assert sorted(os.listdir(out)) == ["index.html", "page-1.html"], os.listdir(out)
+    assert sorted(os.listdir(out)) == [".gallery.lock", "index.html", "page-1.html"], os.listdir(out)
 
 
 def test_a_long_prompt_is_cut_between_characters(env):
@@ -232,8 +233,52 @@ def test_a_long_prompt_is_cut_between_characters(env):
     assert '"' + "a" * 599 + "\u00e9" * 1700 + "&hellip;\"" in html, html[-6000:]
     assert d.stop() == 0
 
+def test_runs_at_once_with_another_n(env):
+    # Two runs on one directory, -n 1 and -n 500: the second overwrote page-1 and removed the
+    # first's pages 2..4, then the first's index, written last, linked to pages that were gone.
+    d = env.daemon().start()
+    for i in range(4):
+        with open(d.path("done", f"at-{i}.json"), "w") as f:
+            json.dump({"prompt": f"at once {i}"}, f)
+        with open(d.path("done", f"at-{i}.result.json"), "w") as f:
+            json.dump({"task_id": f"at-{i}", "status": "succeeded", "images": [], "attempts": []}, f)
+    out = os.path.join(d.dir, "www")
+
+    def gallery(per_page, **kw):
+        return subprocess.Popen([IMGSPOOL, "-d", d.spool, "gallery", "-o", out, "-n", str(per_page)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **kw)
+    # The first stops itself once its pages are written, before its index.
+    first = gallery(1, env=dict(os.environ, IMGSPOOLD_STOP_AT="gallery:pages-written"))
+    try:
+        def stopped():
+            assert first.poll() is None, "the first run ended before its index"
+            with open(f"/proc/{first.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        wait_for(stopped, 20, "the first run to stop before its index")
+        err_path = os.path.join(d.dir, "second.err")
+        with open(err_path, "w") as err:
+            second = gallery(500, stderr=err)
+
+        def waits_or_ended():
+            with open(err_path) as f:
+                return second.poll() is not None or "waiting for another gallery run" in f.read()
+        wait_for(waits_or_ended, 20, "the second run to wait or end")
+    finally:
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=60) == 0
+    assert second.wait(timeout=60) == 0, open(err_path).read()
+    # Whichever index is there links to pages that are there, each of its own run.
+    index = open(os.path.join(out, "index.html"), encoding="utf-8").read()
+    linked = re.findall(r'<a href="(page-\d+\.html)">', index)
+    assert linked and sorted(n for n in os.listdir(out) if n.startswith("page-")) == sorted(linked), \
+        (linked, os.listdir(out))
+    for name in linked:
+        html = open(os.path.join(out, name), encoding="utf-8").read()
+        assert f"of {len(linked)}</h1>" in html, (name, html[:600])
+    assert d.stop() == 0
+
 
 if __name__ == "__main__":
     run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
                test_gallery_writes_through_no_planted_link,
-               test_a_long_prompt_is_cut_between_characters])
+               test_a_long_prompt_is_cut_between_characters, test_runs_at_once_with_another_n])
