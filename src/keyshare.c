@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +33,7 @@
 
 /* A directory's listing kept until the directory changes (keyshare_listing_stands). */
 struct memo {
-	struct keyshare_dir_seen seen;   /* the directory just before it was listed */
+	struct keyshare_seen seen;       /* the directory (or file) just before it was read */
 	int64_t listed_at;               /* file server ms, before that; 0: never */
 };
 
@@ -46,6 +47,14 @@ struct pdir {
 	micros calls_reserved;
 	int64_t calls_live_until;    /* file server ms before which none of those can be a dead
 					host's (oldest mtime + lease); 0: not known */
+};
+
+/* Another host's ledger as last read, used again while its file stands (ledger_refresh). */
+struct kept_ledger {
+	char *name;
+	json_t *doc;                 /* owned; NULL: it could not be read then */
+	struct memo memo;
+	bool listed;                 /* in the last listing of ledger/ */
 };
 
 struct spent {
@@ -64,6 +73,9 @@ struct keyshare {
 	struct spent *spent;
 	size_t n_spent;
 	bool ledger_warned;
+	struct memo ledger_memo;     /* ledger/ when kept was last brought up to date */
+	struct kept_ledger *kept;
+	size_t n_kept;
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
@@ -124,11 +136,12 @@ int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros 
 	return 0;
 }
 
-bool keyshare_listing_stands(const struct keyshare_dir_seen *before, int64_t listed_at_ms,
-			     const struct keyshare_dir_seen *now)
+bool keyshare_listing_stands(const struct keyshare_seen *before, int64_t listed_at_ms,
+			     const struct keyshare_seen *now)
 {
 	return listed_at_ms > 0 && before->dev == now->dev && before->ino == now->ino &&
 	       before->mtime_ns == now->mtime_ns && before->ctime_ns == now->ctime_ns &&
+	       before->size == now->size &&
 	       before->mtime_ns / 1000000 < listed_at_ms - KEYSHARE_CLOCK_MARGIN_MS;
 }
 
@@ -201,6 +214,7 @@ static void keyshare_recheck(struct keyshare *ks)
 	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
 		close_dir(&ks->ledger_fd);
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+		ks->ledger_memo.listed_at = 0;
 	}
 }
 
@@ -248,6 +262,44 @@ static int create_empty(int dirfd, const char *name, const char *content)
 		return -1;
 	}
 	return close(fd);
+}
+
+static int64_t statx_ns(const struct statx_timestamp *t)
+{
+	return timespec_ns(&(struct timespec){ .tv_sec = t->tv_sec, .tv_nsec = t->tv_nsec });
+}
+
+/* name in dirfd ("": dirfd itself) as the file server says it is now: forced past the client's
+ * attribute cache (NFS actimeo, FUSE), so that a reading kept is never trusted on a cache's
+ * word. -1 also for a directory removed (no links: pdir_recheck opens its successor). */
+static int seen_now(int dirfd, const char *name, struct keyshare_seen *out)
+{
+	struct statx st;
+	int flags = AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC | (*name ? 0 : AT_EMPTY_PATH);
+	if (statx(dirfd, name, flags, STATX_BASIC_STATS, &st) < 0)
+		return -1;
+	if (st.stx_nlink == 0) {
+		errno = ESTALE;
+		return -1;
+	}
+	*out = (struct keyshare_seen){ .dev = makedev(st.stx_dev_major, st.stx_dev_minor),
+				       .ino = st.stx_ino, .size = (int64_t)st.stx_size,
+				       .mtime_ns = statx_ns(&st.stx_mtime),
+				       .ctime_ns = statx_ns(&st.stx_ctime) };
+	return 0;
+}
+
+/* Whether the listing kept in memo still stands for the directory dirfd. If not, memo is made
+ * ready for a new listing: the caller lists, then calls memo_keep(), or memo_drop() if it failed. */
+static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struct memo *next)
+{
+	/* The time first: a change after the stat gets an mtime at least this late. */
+	next->listed_at = spool_server_now(ks->sp);
+	if (seen_now(dirfd, "", &next->seen) < 0) {
+		next->listed_at = 0;
+		return false;
+	}
+	return keyshare_listing_stands(&memo->seen, memo->listed_at, &next->seen);
 }
 
 /* ---- the ledger: what each host's calls cost ------------------------------------------------ */
@@ -354,8 +406,64 @@ void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
 	free(text);
 }
 
-/* What every host spent today and this month: on provider (d, m) and on all (td, tm). One
- * listing of ledger/ and one read of each other host's file serve both. */
+/* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
+ * it changed, and a ledger read again only when its file did (a ledger is only ever replaced,
+ * renamed into ledger/). Both judged by keyshare_listing_stands on the file server's word, so
+ * what is used is what reading every file now would give (spool-layout.md §17). */
+static void ledger_refresh(struct keyshare *ks)
+{
+	struct memo next;
+	struct spool_entry *l;
+	if (memo_stands(ks, &ks->ledger_memo, ks->ledger_fd, &next))
+		return;
+	long n = spool_list_at(ks->ledger_fd, false, false, &l);
+	if (n < 0) {
+		ks->ledger_memo.listed_at = 0;
+		return;   /* what was kept is better than nothing */
+	}
+	ks->ledger_memo = next;
+	char own[NAME_MAX + 1];
+	xsnprintf(own, sizeof(own), "%s.json", ks->sp->host_id);
+	for (size_t i = 0; i < ks->n_kept; i++)
+		ks->kept[i].listed = false;
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(l[i].name);
+		if (!strcmp(l[i].name, own) || len < 6 || strcmp(l[i].name + len - 5, ".json"))
+			continue;
+		struct kept_ledger *k = NULL;
+		for (size_t j = 0; j < ks->n_kept && !k; j++)
+			if (!strcmp(ks->kept[j].name, l[i].name))
+				k = &ks->kept[j];
+		if (!k) {
+			ks->kept = xrealloc(ks->kept, (ks->n_kept + 1) * sizeof(*ks->kept));
+			k = &ks->kept[ks->n_kept++];
+			*k = (struct kept_ledger){ .name = xstrdup(l[i].name) };
+		}
+		k->listed = true;
+		struct memo now = { .listed_at = spool_server_now(ks->sp) };
+		if (seen_now(ks->ledger_fd, k->name, &now.seen) == 0 &&
+		    keyshare_listing_stands(&k->memo.seen, k->memo.listed_at, &now.seen))
+			continue;
+		json_decref(k->doc);
+		k->doc = read_json(ks->ledger_fd, k->name);
+		k->memo = now;
+		if (!k->doc)
+			k->memo.listed_at = 0;
+	}
+	spool_entries_free(l, n);
+	size_t kept = 0;
+	for (size_t i = 0; i < ks->n_kept; i++) {
+		if (ks->kept[i].listed) {
+			ks->kept[kept++] = ks->kept[i];
+			continue;
+		}
+		free(ks->kept[i].name);
+		json_decref(ks->kept[i].doc);
+	}
+	ks->n_kept = kept;
+}
+
+/* What every host spent today and this month: on provider (d, m) and on all (td, tm). */
 static void ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
 		       micros *d, micros *m, micros *td, micros *tm)
 {
@@ -369,24 +477,14 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 		*td += ks->spent[i].day;
 		*tm += ks->spent[i].month;
 	}
-	struct spool_entry *l;
-	long n = ks->ledger_fd < 0 ? -1 : spool_list_at(ks->ledger_fd, false, false, &l);
-	if (n < 0)
-		return;
-	char own[NAME_MAX + 1];
-	xsnprintf(own, sizeof(own), "%s.json", ks->sp->host_id);
-	for (long i = 0; i < n; i++) {
-		size_t len = strlen(l[i].name);
-		if (!strcmp(l[i].name, own) || len < 6 || strcmp(l[i].name + len - 5, ".json"))
+	if (ks->ledger_fd >= 0)
+		ledger_refresh(ks);
+	for (size_t i = 0; i < ks->n_kept; i++) {
+		if (!ks->kept[i].doc)
 			continue;
-		json_t *doc = read_json(ks->ledger_fd, l[i].name);
-		if (doc) {
-			ledger_add(doc, provider, day, month, d, m);
-			ledger_add(doc, NULL, day, month, td, tm);
-		}
-		json_decref(doc);
+		ledger_add(ks->kept[i].doc, provider, day, month, d, m);
+		ledger_add(ks->kept[i].doc, NULL, day, month, td, tm);
 	}
-	spool_entries_free(l, n);
 }
 
 /* ---- the gate ------------------------------------------------------------------------------- */
@@ -438,28 +536,6 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 	}
 	spool_entries_free(l, n);
 	return 0;
-}
-
-static void dir_seen(const struct stat *st, struct keyshare_dir_seen *out)
-{
-	*out = (struct keyshare_dir_seen){ .dev = (uint64_t)st->st_dev, .ino = (uint64_t)st->st_ino,
-					   .mtime_ns = timespec_ns(&st->st_mtim),
-					   .ctime_ns = timespec_ns(&st->st_ctim) };
-}
-
-/* Whether the listing kept in memo still stands for the directory dirfd. If not, memo is made
- * ready for a new listing: the caller lists, then calls memo_keep(), or memo_drop() if it failed. */
-static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struct memo *next)
-{
-	struct stat st;
-	/* The time first: a change after the stat gets an mtime at least this late. */
-	next->listed_at = spool_server_now(ks->sp);
-	if (fstat(dirfd, &st) < 0 || st.st_nlink == 0) {   /* 0 links: removed (pdir_recheck) */
-		next->listed_at = 0;
-		return false;
-	}
-	dir_seen(&st, &next->seen);
-	return keyshare_listing_stands(&memo->seen, memo->listed_at, &next->seen);
 }
 
 /* The provider names in providers/, listed again only when it changed. -1 on error. */
@@ -909,6 +985,11 @@ void keyshare_free(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_spent; i++)
 		free(ks->spent[i].provider);
 	free(ks->spent);
+	for (size_t i = 0; i < ks->n_kept; i++) {
+		free(ks->kept[i].name);
+		json_decref(ks->kept[i].doc);
+	}
+	free(ks->kept);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

@@ -19,6 +19,8 @@
  *
  * A total budget counts every provider's calls: another provider's calls/ is listed again only
  * when its directory changed (keyshare_listing_stands), so a quiet provider costs one stat.
+ * Likewise ledger/ is listed again only when it changed, and a host's ledger read again only
+ * when its file did. Those stats ask the file server (AT_STATX_FORCE_SYNC), never a cache.
  *
  * Failing file operations never stop calls: the host logs once and decides on its own. */
 #ifndef KEYSHARE_H
@@ -108,18 +110,20 @@ void keyshare_probe_done(struct keyshare *ks, const char *provider);
  * not, when (server ms) enough of them will have left the window. */
 bool keyshare_rate_ok(const int64_t *times, size_t n, int64_t me, long rpm, int64_t window_ms,
 		      int64_t *retry_at);
-/* A directory as fstat saw it: what changes when a name is added or removed. */
-struct keyshare_dir_seen {
+/* A directory or file as the file server saw it: what changes when a name is added or removed
+ * in a directory, or a file is replaced (renamed over) or written. */
+struct keyshare_seen {
 	uint64_t dev, ino;
 	int64_t mtime_ns, ctime_ns;
+	int64_t size;
 };
-/* Whether a listing, taken at listed_at_ms (file server ms, read before the directory was seen
- * as before; 0: never listed), still stands for the directory seen now: the same directory,
- * unchanged, and its mtime then already KEYSHARE_CLOCK_MARGIN_MS older than the listing, since
- * a change in the same clock tick (a second on sshfs), or within the clock estimate's error,
- * could leave the mtime as it was. */
-bool keyshare_listing_stands(const struct keyshare_dir_seen *before, int64_t listed_at_ms,
-			     const struct keyshare_dir_seen *now);
+/* Whether what was read of a directory (its listing) or a file (a ledger), at listed_at_ms
+ * (file server ms, taken before it was seen as before; 0: never read), still stands for it as
+ * seen now: the same one, unchanged, and its mtime then already KEYSHARE_CLOCK_MARGIN_MS older
+ * than the reading, since a change in the same clock tick (a second on sshfs), or within the
+ * clock estimate's error, could leave the mtime as it was. */
+bool keyshare_listing_stands(const struct keyshare_seen *before, int64_t listed_at_ms,
+			     const struct keyshare_seen *now);
 /* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
 int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
 /* The local calendar month of a wall-clock time, as year * 12 + month - 1. */

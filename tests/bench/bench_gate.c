@@ -55,17 +55,6 @@ int main(int argc, char **argv)
 		make_file(path);
 		free(path);
 	}
-	/* Nothing has changed there for a minute (a listing kept of it may be trusted). */
-	struct timespec old[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
-	for (long i = -1; i < providers; i++) {
-		char *path = i < 0 ? xasprintf("%s/providers", dir) :
-				     xasprintf("%s/providers/p%ld/calls", dir, i);
-		if (utimensat(AT_FDCWD, path, old, 0) < 0) {
-			perror(path);
-			return 1;
-		}
-		free(path);
-	}
 	/* And what that host spent: its ledger, read by every acquire under a budget. */
 	char *ledger = xasprintf("%s/ledger/benchB.json", dir);
 	FILE *f = fopen(ledger, "w");
@@ -75,6 +64,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	free(ledger);
+	/* Nothing has changed there for a minute (a listing or a ledger kept may be trusted). */
+	struct timespec old[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
+	for (long i = -3; i < providers; i++) {
+		char *path = i == -3 ? xasprintf("%s/ledger", dir) :
+			     i == -2 ? xasprintf("%s/ledger/benchB.json", dir) :
+			     i == -1 ? xasprintf("%s/providers", dir) :
+				       xasprintf("%s/providers/p%ld/calls", dir, i);
+		if (utimensat(AT_FDCWD, path, old, 0) < 0) {
+			perror(path);
+			return 1;
+		}
+		free(path);
+	}
 	struct keyshare_limits l = { .concurrency = 1000, .window_ms = 60000, .lease_ms = 60000,
 				     .total_daily = keyshare_micros(1e6) };
 	struct keyshare_ticket t;

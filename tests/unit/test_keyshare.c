@@ -58,13 +58,15 @@ static const struct ticket_row ticket_rows[] = {
 /* Whether a listing of another provider's calls/ kept for a total budget may be used again. */
 struct memo_row {
 	const char *name;
-	struct keyshare_dir_seen before;
+	struct keyshare_seen before;
 	int64_t listed_at_ms;
-	struct keyshare_dir_seen now;
+	struct keyshare_seen now;
 	bool stands;
 };
 
-#define SEEN(ino, mtime_ms, ctime_ms) { 1, ino, (int64_t)(mtime_ms) * 1000000, (int64_t)(ctime_ms) * 1000000 }
+#define SEEN_SIZED(ino, mtime_ms, ctime_ms, size) \
+	{ 1, ino, (int64_t)(mtime_ms) * 1000000, (int64_t)(ctime_ms) * 1000000, size }
+#define SEEN(ino, mtime_ms, ctime_ms) SEEN_SIZED(ino, mtime_ms, ctime_ms, 4096)
 
 static const struct memo_row memo_rows[] = {
 	{ "never listed", SEEN(7, 1000, 1000), 0, SEEN(7, 1000, 1000), false },
@@ -76,7 +78,9 @@ static const struct memo_row memo_rows[] = {
 	{ "a name added since (mtime)", SEEN(7, 1000, 1000), 11000, SEEN(7, 12000, 12000), false },
 	{ "mtime put back, ctime tells", SEEN(7, 1000, 1000), 11000, SEEN(7, 1000, 12000), false },
 	{ "the directory replaced (inode)", SEEN(7, 1000, 1000), 11000, SEEN(8, 1000, 1000), false },
-	{ "another file system (dev)", SEEN(7, 1000, 1000), 11000, { 2, 7, 1000000000, 1000000000 }, false },
+	{ "another file system (dev)", SEEN(7, 1000, 1000), 11000, { 2, 7, 1000000000, 1000000000, 4096 }, false },
+	{ "a file written again in place, its times put back: the size tells", SEEN(7, 1000, 1000), 11000,
+	  SEEN_SIZED(7, 1000, 1000, 90), false },
 };
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -242,6 +246,25 @@ int main(void)
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
 	   "a restarted A remembers what it spent");
 	keyshare_free(a2);
+	/* B keeps A's ledger as read while it stands; a new one is read, whatever its times say. */
+	char *ledgers = xasprintf("%s/ledger", dir), *aledger = xasprintf("%s/ledger/hostA.json", dir);
+	ok(utimensat(AT_FDCWD, aledger, quiet, 0) == 0 && utimensat(AT_FDCWD, ledgers, quiet, 0) == 0,
+	   "A's ledger and ledger/ quiet for a minute");
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.7), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
+	   "B reads A's 0.4 (and keeps it)");
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.7), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4), "and uses what it kept");
+	keyshare_spent(a, "p", keyshare_micros(0.1));
+	ok(utimensat(AT_FDCWD, aledger, quiet, 0) == 0 && utimensat(AT_FDCWD, ledgers, quiet, 0) == 0,
+	   "A spends 0.1 more (a ledger of the same size), its times put back");
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "B reads the new one: 0.5 + 0.6 is over 1.00 (spent %lld)", v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t3);
+	free(ledgers);
+	free(aledger);
 
 	/* An operator removes a provider's directory and another host makes it again: a host that
 	 * had it open goes on in the new one (its old handles would fail, or see nothing). */
