@@ -156,10 +156,13 @@ struct lock_seen {
 	struct buf text;
 };
 
+/* Two links are a lock too, judged by its content and age like one: a kill between the link of
+ * our temporary file to the lock's name and its unlink leaves them (so does a lock put back by
+ * take_over, for a moment). Only daemons write in running/. */
 static void lock_read(int dirfd, const char *name, struct lock_seen *seen)
 {
 	buf_init(&seen->text, LOCK_MAX_BYTES);
-	seen->rr = spool_read_file(dirfd, name, LOCK_MAX_BYTES, &seen->text, &seen->st);
+	seen->rr = spool_read_linked(dirfd, name, LOCK_MAX_BYTES, 2, &seen->text, &seen->st);
 }
 
 static bool lock_same(const struct lock_seen *a, const struct lock_seen *b)
@@ -311,8 +314,9 @@ taken:
 	free(our_text);
 	our_text = text;
 	text = NULL;
-	/* The second link goes before the fsync: a lock left with two links by a kill in between
-	 * is unreadable (spool_read_file) and keeps every later start out until removed by hand. */
+	/* A kill before this unlink leaves the lock with two links: a later start judges it all
+	 * the same (lock_read), and recovery removes the temporary name. */
+	stop_point("hostlock:linked");
 	unlinkat(dirfd, tmp, 0);
 	fsync(dirfd);
 	stop_point("hostlock:taken");
@@ -356,8 +360,7 @@ int hostlock_heartbeat(struct spool *sp, char *err, size_t errsize)
 		lock_read(dirfd, name, &seen);   /* another daemon made it first */
 	}
 	/* A file server's hiccup, a lock removed that could not be made again (a full disk), or
-	 * two links for a moment (a daemon putting back a lock it moved aside, see take_over) say
-	 * nothing of who holds it: look again next time. */
+	 * more links than a lock ever has say nothing of who holds it: look again next time. */
 	if (seen.rr == SPOOL_READ_ERROR || seen.rr == SPOOL_READ_GONE ||
 	    seen.rr == SPOOL_READ_LINKED) {
 		if (!io_warned)

@@ -236,10 +236,17 @@ void spool_entries_free(struct spool_entry *e, long n)
 	free(e);
 }
 
-static enum spool_read read_checked(int fd, size_t max, struct buf *out, struct stat *st);
+static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
+				    struct stat *st);
 
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st)
+{
+	return spool_read_linked(dirfd, name, max, 1, out, st);
+}
+
+enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
+				  struct buf *out, struct stat *st)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
@@ -251,7 +258,7 @@ enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct 
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, out, st);
+	return read_checked(fd, max, max_links, out, st);
 }
 
 enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out)
@@ -269,11 +276,12 @@ enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t ma
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, out, &st);
+	return read_checked(fd, max, 1, out, &st);
 }
 
 /* Consumes fd. */
-static enum spool_read read_checked(int fd, size_t max, struct buf *out, struct stat *st)
+static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
+				    struct stat *st)
 {
 	if (fd < 0)
 		return SPOOL_READ_ERROR;
@@ -286,7 +294,7 @@ static enum spool_read read_checked(int fd, size_t max, struct buf *out, struct 
 		rc = SPOOL_READ_NOT_REGULAR;
 		goto out;
 	}
-	if (st->st_nlink != 1) {
+	if (st->st_nlink < 1 || st->st_nlink > max_links) {
 		rc = SPOOL_READ_LINKED;
 		goto out;
 	}

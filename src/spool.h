@@ -97,6 +97,10 @@ enum spool_read {
  * is 0 when it could not be opened). */
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st);
+/* The same for one of the daemon's own files that a kill between link(2) and the unlink(2)
+ * of its temporary name may leave with up to max_links links (the host lock). */
+enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
+				  struct buf *out, struct stat *st);
 const char *spool_read_reason(enum spool_read r);
 
 /* Reads path (relative to the spool root) without ever leaving the spool or following a

@@ -142,6 +142,44 @@ def test_a_lock_that_goes_while_it_is_read_is_taken(env):
     assert late.stop() == 0
 
 
+def host_names(d):
+    return sorted(n for n in os.listdir(d.path("running")) if n.startswith(".host"))
+
+
+def test_a_kill_between_the_link_and_the_unlink_leaves_a_lock_a_restart_takes(env):
+    """The lock linked, its temporary name not yet removed: two links. A restart judges it like
+    any lock (its holder is dead), takes it over and removes the temporary name."""
+    d = env.daemon()
+    start_stopped_at(d, "hostlock:linked")
+    killed_pid = d.proc.pid
+    assert os.stat(d.path("running", ".host.testhost")).st_nlink == 2
+    d.kill()
+    d.start()
+    assert "took over the host lock" in d.log() and f"pid {killed_pid}" in d.log(), d.log()
+    assert lock_pid(d) == d.proc.pid
+    assert host_names(d) == [".host.testhost"], f"left behind: {host_names(d)}"
+    assert os.stat(d.path("running", ".host.testhost")).st_nlink == 1
+    assert d.stop() == 0
+
+
+def test_a_two_link_lock_is_judged_by_its_content_and_age(env):
+    """Another machine's lock with a second link: refused while heartbeated (naming its holder),
+    taken over once it is a lease old."""
+    d = env.daemon()
+    lock = stale_lock_of_another_machine(d)
+    second = d.path("running", ".host.testhost.4242.0badc0de.tmp")
+    os.link(lock, second)
+    os.utime(lock)                                     # heartbeated just now
+    log = refused(d)
+    assert "another-machine" in log and "pid 4242" in log, log
+    old = os.stat(lock).st_mtime - 3600
+    os.utime(lock, (old, old))
+    d.start()
+    assert "took over the host lock" in d.log() and lock_pid(d) == d.proc.pid, d.log()
+    assert host_names(d) == [".host.testhost"], f"left behind: {host_names(d)}"
+    assert d.stop() == 0
+
+
 def test_a_daemon_that_lost_its_lock_stops(env):
     """At once, with calls in flight, and without touching its jobs: the new holder of the host
     id has adopted them (a drain would still move them)."""
@@ -205,6 +243,8 @@ if __name__ == "__main__":
         test_two_daemons_taking_over_one_stale_lock_at_once,
         test_a_lock_made_while_the_stale_one_is_set_aside_wins,
         test_a_lock_that_goes_while_it_is_read_is_taken,
+        test_a_kill_between_the_link_and_the_unlink_leaves_a_lock_a_restart_takes,
+        test_a_two_link_lock_is_judged_by_its_content_and_age,
         test_a_daemon_that_lost_its_lock_stops,
         test_a_lock_removed_by_hand_is_made_again,
     ])
