@@ -138,7 +138,7 @@ bool cli_is_job_file(enum spool_dir d, const char *name)
 	if (name[0] == '.')
 		return false;
 	if (d == SPOOL_RUNNING)
-		return strchr(name, '@') && len > 5 && !strcmp(name + len - 5, ".json");
+		return spool_running_id(name, NULL, 0, NULL, 0);
 	if (d == SPOOL_NEW)
 		return !(len > 12 && !strcmp(name + len - 12, ".result.json"));
 	return len > 5 && !strcmp(name + len - 5, ".json") &&
@@ -250,19 +250,14 @@ enum running_find { RUNNING_NONE, RUNNING_FILE, RUNNING_PUBLISHING };
 /* A staging directory ".ID@HOST.done" or ".ID@HOST.failed" of id (spool-layout §5); fills host. */
 static bool is_staging_of(const char *name, const char *id, char *host, size_t size)
 {
-	size_t len = strlen(name), idlen = strlen(id), sfx;
-	if (name[0] != '.' || len < idlen + 3 || strncmp(name + 1, id, idlen) || name[idlen + 1] != '@')
+	char *staged_id, *staged_host;
+	int dest;
+	if (!publish_parse_staging_name(name, &staged_id, &staged_host, &dest))
 		return false;
-	if (len > 5 && !strcmp(name + len - 5, ".done"))
-		sfx = 5;
-	else if (len > 7 && !strcmp(name + len - 7, ".failed"))
-		sfx = 7;
-	else
-		return false;
-	size_t hostlen = len - idlen - 2 - sfx;
-	if (len < idlen + 2 + sfx + 1 || memchr(name + idlen + 2, '@', hostlen))
-		return false;
-	return xsnprintf(host, size, "%.*s", (int)hostlen, name + idlen + 2) >= 0;
+	bool of = !strcmp(staged_id, id) && xsnprintf(host, size, "%s", staged_host) >= 0;
+	free(staged_id);
+	free(staged_host);
+	return of;
 }
 
 /* running/ID@HOST.json: the only state whose file name is not ID.json. A job whose job file
@@ -281,16 +276,14 @@ static enum running_find find_running(struct cli *c, const char *id, struct cli_
 			close(dfd);
 		return RUNNING_NONE;
 	}
-	size_t idlen = strlen(id);
 	enum running_find found = RUNNING_NONE;
-	char host[NAME_MAX + 1], staged[2 * NAME_MAX + 2];
+	char host[NAME_MAX + 1], staged[2 * NAME_MAX + 2], running_id[JOB_ID_MAX + 1];
 	struct dirent *de;
 	while ((de = readdir(dir))) {
-		size_t len = strlen(de->d_name);
-		if (len > idlen + 6 && !strncmp(de->d_name, id, idlen) && de->d_name[idlen] == '@' &&
-		    !strcmp(de->d_name + len - 5, ".json")) {
+		if (spool_running_id(de->d_name, running_id, sizeof(running_id), host, sizeof(host)) &&
+		    !strcmp(running_id, id)) {
 			xsnprintf(w->name, sizeof(w->name), "%s", de->d_name);
-			xsnprintf(w->host, sizeof(w->host), "%.*s", (int)(len - idlen - 6), de->d_name + idlen + 1);
+			xsnprintf(w->host, sizeof(w->host), "%s", host);
 			found = RUNNING_FILE;
 			break;
 		}
@@ -400,13 +393,8 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 {
 	memset(info, 0, sizeof(*info));
 	info->dir = dir;
-	size_t len = strlen(name);
 	if (dir == SPOOL_RUNNING) {
-		const char *at = strrchr(name, '@');
-		if (!at || len < 6 || strcmp(name + len - 5, ".json"))
-			return -1;
-		xsnprintf(info->host, sizeof(info->host), "%.*s", (int)(name + len - 5 - at - 1), at + 1);
-		if (xsnprintf(info->id, sizeof(info->id), "%.*s", (int)(at - name), name) < 0)
+		if (!spool_running_id(name, info->id, sizeof(info->id), info->host, sizeof(info->host)))
 			return -1;
 	} else if (job_id_from_name(name, info->id, sizeof(info->id)) < 0) {
 		return -1;

@@ -301,12 +301,9 @@ static void running_ids(struct spool *sp, struct strset *ids)
 			} else if (hidden && publish_parse_staging_name(e[i].name, &id, &host, &dest)) {
 				strset_add(ids, id);
 			} else if (!hidden) {
-				const char *name = e[i].name, *at = strchr(name, '@');
-				size_t len = strlen(name);
-				if (at && len > 5 && !strcmp(name + len - 5, ".json")) {
-					id = xstrndup(name, (size_t)(at - name));
-					strset_add(ids, id);
-				}
+				char running_id[JOB_ID_MAX + 1];
+				if (spool_running_id(e[i].name, running_id, sizeof(running_id), NULL, 0))
+					strset_add(ids, running_id);
 			}
 			free(id);
 			free(host);

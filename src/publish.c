@@ -72,9 +72,7 @@ static bool split_name(const char *name, const char *prefix, const char *done, c
 		*dest = SPOOL_FAILED, *end = name + len - flen;
 	else
 		return false;
-	*at = memchr(name + plen, '@', (size_t)(*end - name) - plen);
-	return *at && *at > name + plen && *at + 1 < *end &&
-	       !memchr(*at + 1, '@', (size_t)(*end - *at - 1));
+	return spool_split_at(name, plen, (size_t)(*end - name), at);
 }
 
 bool publish_parse_staging_name(const char *name, char **id, char **host, int *dest)

@@ -92,16 +92,12 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 /* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
  * with one rename (one winner), with the dead host's saved response if any, then handled as a
  * job of ours left by a crash. */
-/* The '@' of running/ID@HOST.json when HOST is another host, else NULL. */
-static const char *other_hosts_job(const struct dispatch *d, const char *name)
+/* Whether running/name is ID@HOST.json of another HOST; fills id and owner (HOST). */
+static bool other_hosts_job(const struct dispatch *d, const char *name, char id[JOB_ID_MAX + 1],
+			    char owner[NAME_MAX + 1])
 {
-	const char *at = strrchr(name, '@');
-	size_t len = strlen(name);
-	if (!at || len < 6 || strcmp(name + len - 5, ".json") ||
-	    ((size_t)(name + len - 5 - at - 1) == strlen(d->spool->host_id) &&
-	     !strncmp(at + 1, d->spool->host_id, strlen(d->spool->host_id))))
-		return NULL;
-	return at;
+	return spool_running_id(name, id, JOB_ID_MAX + 1, owner, NAME_MAX + 1) &&
+	       strcmp(owner, d->spool->host_id);
 }
 
 void recovery_reclaim_stale(struct dispatch *d)
@@ -114,21 +110,19 @@ void recovery_reclaim_stale(struct dispatch *d)
 	bool took = false;
 	if (n >= 0)
 		d->others_running = 0;
+	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
 	for (long i = 0; i < n; i++)
-		d->others_running += other_hosts_job(d, e[i].name) != NULL;   /* for the metrics */
+		d->others_running += other_hosts_job(d, e[i].name, id, owner);   /* for the metrics */
 	for (long i = 0; i < n; i++) {
-		const char *name = e[i].name, *at = other_hosts_job(d, name);
-		size_t len = strlen(name);
-		if (!at)
+		const char *name = e[i].name;
+		if (!other_hosts_job(d, name, id, owner))
 			continue;
 		if (!now && (now = spool_server_now(d->spool)) <= 0)
 			break;
 		if (spool_entry_stat(d->spool, SPOOL_RUNNING, &e[i]) < 0 ||
 		    now - e[i].mtime_ns / 1000000 <= lease_ms)
 			continue;
-		char *owner = xstrndup(at + 1, (size_t)(name + len - 5 - at - 1));
-		char *id = xstrndup(name, (size_t)(at - name));
-		if (strcmp(owner, d->spool->host_id) && !strset_has(&d->held, id)) {
+		if (!strset_has(&d->held, id)) {
 			char *mine = spool_running_name(d->spool, id);
 			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
@@ -139,8 +133,6 @@ void recovery_reclaim_stale(struct dispatch *d)
 			}
 			free(mine);
 		}
-		free(owner);
-		free(id);
 	}
 	spool_entries_free(e, n);
 	if (took)
@@ -336,9 +328,7 @@ static void adopt_all(struct dispatch *d)
 {
 	struct spool_entry *e, *h;
 	struct strset hidden;
-	char suffix[80];
-	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
-	size_t slen = strlen(suffix);
+	char id[JOB_ID_MAX + 1], host[NAME_MAX + 1];
 	strset_init(&hidden);
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	for (long i = 0; i < nh; i++)
@@ -346,13 +336,9 @@ static void adopt_all(struct dispatch *d)
 	spool_entries_free(h, nh);
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
-		size_t len = strlen(e[i].name);
-		if (len <= slen || strcmp(e[i].name + len - slen, suffix))
-			continue;
-		char *id = xstrndup(e[i].name, len - slen);
-		if (!strset_has(&d->held, id))
+		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
+		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id))
 			adopt(d, id, e[i].name, &hidden);
-		free(id);
 	}
 	spool_entries_free(e, n);
 	strset_release(&hidden);
@@ -505,9 +491,6 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 void recovery_start(struct dispatch *d)
 {
 	struct spool_entry *h;
-	char suffix[80];
-	xsnprintf(suffix, sizeof(suffix), "@%s.json", d->spool->host_id);
-
 	/* First the operator's requests: a hold or cancel for a job the crash left in running/
 	 * sends it to hold/, not back to new/ for another call. */
 	if (control_read(&d->control, d->spool) < 0)

@@ -705,3 +705,27 @@ char *spool_running_name(const struct spool *sp, const char *id)
 {
 	return xasprintf("%s@%s.json", id, sp->host_id);
 }
+
+bool spool_split_at(const char *name, size_t start, size_t end, const char **at)
+{
+	*at = end > start ? memchr(name + start, '@', end - start) : NULL;
+	return *at && *at > name + start && *at + 1 < name + end &&
+	       !memchr(*at + 1, '@', (size_t)(name + end - *at - 1));
+}
+
+bool spool_running_id(const char *name, char *id, size_t id_size, char *host, size_t host_size)
+{
+	const char *at;
+	size_t len = strlen(name);
+	if (name[0] == '.' || len < 5 || strcmp(name + len - 5, ".json") ||
+	    !spool_split_at(name, 0, len - 5, &at))
+		return false;
+	size_t id_len = (size_t)(at - name), host_len = len - 5 - id_len - 1;
+	if ((id && id_len >= id_size) || (host && host_len >= host_size))
+		return false;
+	if (id)
+		xsnprintf(id, id_size, "%.*s", (int)id_len, name);
+	if (host)
+		xsnprintf(host, host_size, "%.*s", (int)host_len, at + 1);
+	return true;
+}

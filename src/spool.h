@@ -175,5 +175,13 @@ bool spool_exists(int dirfd, const char *name);
 bool spool_still_ours(struct spool *sp, const char *running_name);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */
 char *spool_running_name(const struct spool *sp, const char *id);
+/* Whether name[start, end) is BODY@HOST, both not empty, with one '@' (neither task ids nor
+ * host ids hold one): every name a host gives what it holds has this at its heart. *at gets
+ * the '@'. Pure. */
+bool spool_split_at(const char *name, size_t start, size_t end, const char **at);
+/* Whether name is a job file of running/, any host's: "ID@HOST.json", ID and HOST not empty, no
+ * '@' in either, no leading '.' (sidecars, staging directories). Fills id and host (either may
+ * be NULL); false as well when a part does not fit its buffer. Pure. */
+bool spool_running_id(const char *name, char *id, size_t id_size, char *host, size_t host_size);
 
 #endif

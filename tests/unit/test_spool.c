@@ -199,8 +199,48 @@ static void test_write_at_and_list_at(void)
 	rmdir(dir);
 }
 
+/* running/ID@HOST.json, as every reader of running/ parses it (spool_running_id): control's
+ * sweep, recovery, imgspool. */
+static void test_running_ids(void)
+{
+	static const struct {
+		const char *name, *id, *host;   /* id NULL: not a job file of running/ */
+	} rows[] = {
+		{ "cat-1@render-07.json", "cat-1", "render-07" },
+		{ "a.b_c@h.json", "a.b_c", "h" },
+		{ "cat-1@render-07.json.json", "cat-1", "render-07.json" },
+		{ "@h.json", NULL, NULL },
+		{ "cat@.json", NULL, NULL },
+		{ "cat.json", NULL, NULL },
+		{ "cat@h", NULL, NULL },
+		{ "cat@h.json.tmp", NULL, NULL },
+		{ "a@b@h.json", NULL, NULL },
+		{ ".cat@h.json", NULL, NULL },
+		{ ".cat@h.done", NULL, NULL },
+		{ ".~0@h.batch-done", NULL, NULL },
+		{ ".cat@h.partial", NULL, NULL },
+		{ "@.json", NULL, NULL },
+		{ ".json", NULL, NULL },
+		{ "", NULL, NULL },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char id[16] = "", host[16] = "";
+		bool is = spool_running_id(rows[i].name, id, sizeof(id), host, sizeof(host));
+		ok(rows[i].id ? is && !strcmp(id, rows[i].id) && !strcmp(host, rows[i].host) : !is,
+		   "spool_running_id, row %zu \"%s\": %s \"%s\" \"%s\"", i, rows[i].name,
+		   is ? "yes" : "no", id, host);
+		ok(spool_running_id(rows[i].name, NULL, 0, NULL, 0) == (rows[i].id != NULL),
+		   "spool_running_id, row %zu, without buffers", i);
+	}
+	char small[5];
+	ok(!spool_running_id("cat-1@h.json", small, sizeof(small), NULL, 0) &&
+	   spool_running_id("cat@h.json", small, sizeof(small), NULL, 0) && !strcmp(small, "cat"),
+	   "an id that does not fit its buffer is refused, never cut");
+}
+
 int main(void)
 {
+	test_running_ids();
 	test_temp_names();
 	test_temp_unique();
 	test_read_whole_files();
