@@ -167,6 +167,31 @@ void deferral_done(void *arg)
 }
 
 /* Waits out the backoff in deferred/ (its mtime is the due time), freeing the slot meanwhile. */
+/* A retry an operator cancelled (a request still there, not withdrawn since it was read) ends
+ * the job as cancelled instead: true when it did. */
+static bool cancelled_before_retry(struct task *t)
+{
+	if (!control_still_wants(&t->d->control, t->d->spool, CONTROL_CANCEL, t->id))
+		return false;
+	task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+	return true;
+}
+
+void deferral_resume(struct task *t, int64_t due)
+{
+	if (cancelled_before_retry(t))
+		return;
+	json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
+	t->outcome.code = "restart";
+	if (json_is_string(json_object_get(last, "error_code")))
+		t->outcome.code = json_string_value(json_object_get(last, "error_code"));
+	t->defer_due = due;
+	t->defer_dir = deferral_dir(t);
+	t->result_json = task_job_text(t, due, NULL);
+	t->state = T_DEFERRING;
+	task_pool_submit(t, deferral_work, deferral_done);
+}
+
 void deferral_schedule(struct task *t)
 {
 	struct dispatch *d = t->d;
@@ -183,10 +208,8 @@ void deferral_schedule(struct task *t)
 	if (!strcmp(o->code, "rate_limited"))
 		provider_state_pause_everywhere(t->prov, delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
-	if (control_wants(&d->control, CONTROL_CANCEL, t->id)) {
-		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+	if (cancelled_before_retry(t))
 		return;
-	}
 	t->defer_dir = deferral_dir(t);
 	t->result_json = task_job_text(t, t->defer_due, NULL);
 	if (!t->result_json) {

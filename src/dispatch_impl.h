@@ -270,6 +270,9 @@ void routing_record_health(struct task *t);
 /* ---- deferral.c: deferred/ ------------------------------------------------------------------ */
 
 void deferral_schedule(struct task *t);
+/* The move to deferred/ again, due at due, of a job a restart found in the middle of its
+ * deferral (its records already hold it); a cancel fails it instead, as deferral_schedule's. */
+void deferral_resume(struct task *t, int64_t due);
 void deferral_scan(struct dispatch *d);
 enum spool_dir deferral_dir(const struct task *t);
 /* The I/O pool's move to deferred/ (or hold/), and its done(). */

@@ -275,6 +275,22 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
 }
 
 /* Reads, checks and claims one pending file. */
+/* The file claimed is not the one read: a client replaced it between the read and the claim.
+ * It goes back to new/ as the client wrote it, never rewritten with what was read before, and is
+ * claimed afresh: a hold or cancel of its id then applies to it as to any job in new/. */
+static void requeue_replaced(struct task *t)
+{
+	char *name = xasprintf("%s.json", t->id);
+	if (spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name) < 0)
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
+			t->running_name, strerror(errno));
+	else
+		log_job(LOG_INFO, t->id, "back to new/ (replaced while being claimed): claimed again as "
+			"it is now");
+	free(name);
+	task_free(t);
+}
+
 static enum start try_start(struct dispatch *d, struct pending *pe)
 {
 	char id[JOB_ID_MAX + 1];
@@ -319,6 +335,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		ignore_entry(d, pe, &st, spool_read_reason(rr));
 		return SKIPPED;
 	}
+	stop_point("claim:read");
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
 	int64_t mtime_ms = timespec_ms(&st.st_mtim);
 	if (pr == JOB_INCOMPLETE && pe->dir == SPOOL_NEW &&
@@ -402,7 +419,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		task_requeue(t, "replaced while being claimed");
+		requeue_replaced(t);
 		return SKIPPED;
 	}
 	if (cancelled) {

@@ -271,15 +271,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 				continue;
 			if (retry_at_ms) {
 				log_job(LOG_INFO, id, "recovered in the middle of its deferral: deferring again");
-				json_t *last = json_array_get(t->attempts, json_array_size(t->attempts) - 1);
-				t->outcome.code = "restart";
-				if (json_is_string(json_object_get(last, "error_code")))
-					t->outcome.code = json_string_value(json_object_get(last, "error_code"));
-				t->defer_due = retry_at_ms;
-				t->defer_dir = deferral_dir(t);
-				t->result_json = task_job_text(t, retry_at_ms, NULL);
-				t->state = T_DEFERRING;
-				task_pool_submit(t, deferral_work, deferral_done);
+				deferral_resume(t, retry_at_ms);
 				return;
 			}
 			task_requeue(t, "recovered from running/ after a restart");

@@ -6,6 +6,7 @@ an sshfs mount too), a publication's staging directory, deferred/ -- stays howev
 ages are judged by the file server's clock, not by a host's own."""
 import json
 import os
+import signal
 import sys
 import time
 
@@ -142,7 +143,66 @@ def test_honoured_at_the_claim(env):
     assert "hx held by an operator before its call: new/ to hold/" in d.log(), d.log()
     assert d.stop() == 0
 
+def stopped(d):
+    """Whether the daemon stopped itself (IMGSPOOLD_STOP_AT)."""
+    assert not d.exited(), d.log()[-2000:]
+    with open(f"/proc/{d.proc.pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now(env):
+    """A client replaced new/ID.json between the daemon's read and its claim, and ID had a
+    cancel: the job failed with what was read before the replacement (its metadata in the
+    result, those bytes as failed/ID.json), and the client's new file was lost. It goes back to
+    new/ as the client wrote it, and its next claim cancels it as it is now."""
+    d = env.daemon()
+    os.makedirs(d.path("new"), exist_ok=True)
+    with open(d.path("new", "rc.json"), "w") as f:
+        json.dump({"prompt": "the first", "metadata": {"version": 1}}, f)
+    request(d, "cancel.rc", 0)
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
+    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    with open(d.path("tmp", "rc.json"), "w") as f:
+        json.dump({"prompt": "the second", "metadata": {"version": 2}}, f)
+    os.rename(d.path("tmp", "rc.json"), d.path("new", "rc.json"))
+
+    def failed():   # it stops again before each read: let it go on each time
+        if stopped(d):
+            d.send_signal(signal.SIGCONT)
+        return os.path.exists(d.path("failed", "rc.json"))
+    wait_for(failed, 20, "rc in failed/")
+    r = d.result("rc")
+    assert r["error"]["code"] == "cancelled" and r["metadata"] == {"version": 2}, r
+    with open(d.path("failed", "rc.json")) as f:
+        assert json.load(f)["prompt"] == "the second"
+    assert "rc back to new/ (replaced while being claimed)" in d.log(), d.log()
+    assert env.fake.calls("the first") == env.fake.calls("the second") == 0
+    assert d.stop() == 0
+
+
+def test_a_cancel_of_a_job_recovered_in_its_deferral_fails_it(env):
+    """A kill -9 between the records of a deferral and its move (the job still in running/),
+    then a cancel of the job: the restart deferred it again, to wait out its 10 minutes in
+    deferred/, instead of failing it as cancelled, as a requeue does."""
+    prompt = "deferred, killed, cancelled"
+    env.fake.script(prompt, [{"kind": "429_retry_after", "retry_after": "600"}, "b64"])
+    d = env.daemon()
+    d.submit("dc", {"prompt": prompt})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "move:rewritten"})
+    wait_for(d.exited, 20, "the daemon to kill itself in the deferral")
+    assert d.proc.returncode == -9, d.proc.returncode
+    request(d, "cancel.dc", 0)
+    d.start()
+    assert d.wait_finished("dc") == "failed", d.log()[-3000:]
+    r = d.result("dc")
+    assert r["error"]["code"] == "cancelled" and len(r["attempts"]) == 1, r
+    assert "dc recovered in the middle of its deferral" in d.log(), d.log()
+    assert env.fake.calls(prompt) == 1
+    assert d.stop() == 0
+
 
 if __name__ == "__main__":
     run_tests([test_requests_that_outlived_their_job, test_ages_by_the_file_servers_clock,
-               test_kept_while_its_job_runs_on_another_host, test_honoured_at_the_claim])
+               test_kept_while_its_job_runs_on_another_host, test_honoured_at_the_claim,
+               test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now,
+               test_a_cancel_of_a_job_recovered_in_its_deferral_fails_it])
