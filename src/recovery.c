@@ -62,18 +62,18 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
  * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
  * its uncommitted staging directory (.ID@HOST.done/.failed), or its staged files in one of the
  * owner's batches' directories, which a job whose records say "finished" is published from. */
-static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
+static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
+			  const char *running_name)
 {
 	struct spool_entry *h;
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *prefix = xasprintf(".%s@%s.", id, owner);
 	size_t plen = strlen(prefix);
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	char *running = spool_running_name(d->spool, id);
 	for (long i = 0; i < nh; i++) {
 		const char *sfx = h[i].name + plen;
 		if (publish_is_batch_name(h[i].name)) {
-			publish_take_staged(d->spool, h[i].name, id, owner, running);
+			publish_take_staged(d->spool, h[i].name, id, owner, running_name);
 			continue;
 		}
 		if (strncmp(h[i].name, prefix, plen) ||
@@ -85,7 +85,6 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner)
 		free(to);
 	}
 	spool_entries_free(h, nh);
-	free(running);
 	free(prefix);
 }
 
@@ -127,7 +126,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
-				take_sidecars(d, id, owner);
+				take_sidecars(d, id, owner, mine);
 				d->others_running--;   /* ours now */
 				took = true;
 			}
@@ -441,8 +440,9 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 		if (!publish_parse_staging_name(h[i].name, &id, &host, &dest))
 			continue;
 		bool ours = !strcmp(host, d->spool->host_id);
-		bool look = !ours && others && !strset_has(&d->held, id);
-		if ((look || (ours && (!others || !strset_has(&d->held, id)))) &&
+		bool held_here = others && strset_has(&d->held, id);   /* a task of ours has it */
+		bool look = !ours && !held_here && others;
+		if ((look || (ours && !held_here)) &&
 		    (spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) < 0 || !S_ISDIR(h[i].id.mode))) {
 			free(id);
 			free(host);
@@ -460,7 +460,7 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 					"%" PRId64 " s)", host, (now - h[i].mtime_ns / 1000000) / 1000);
 				ours = true;
 			}
-		} else if (ours && others && strset_has(&d->held, id)) {
+		} else if (ours && held_here) {
 			ours = false;   /* at a rescan, our own are being published by their task */
 		}
 		if (ours) {
