@@ -78,7 +78,7 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
 	/* No slot of ours: wait for one before taking a ticket among every host's calls, which
 	 * would idle in the ready line meanwhile. */
-	if (until == 0 && t->d->n_calling >= t->d->cfg->concurrency && provider_state_shared(t->prov))
+	if (until == 0 && !slots_one_free(t->d) && provider_state_shared(t->prov))
 		until = mono_ms() + 250;
 	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
 		until = provider_state_blocked_until(t->prov, mono_ms());

@@ -331,6 +331,8 @@ size_t attempt_count(const struct task *t);
 /* Whether t's call may go out now (a slot is free and its provider takes it); if not, t waits
  * in the ready line (T_READY) and starts when a call ends. */
 bool slots_take(struct task *t);
+/* Whether a call slot is free: fewer than [spool] concurrency calls in flight. */
+bool slots_one_free(const struct dispatch *d);
 void slots_ready_remove(struct task *t);
 /* Whether a call may hold its .partial open (else it is closed after its header and the body
  * written when the call ends): a socket for each of concurrency calls comes first. */

@@ -117,6 +117,11 @@ static enum provider_block block_now(const struct provider_state *p, int64_t now
 	return provider_blocked(&p->flow, &l, now, until);
 }
 
+bool slots_one_free(const struct dispatch *d)
+{
+	return d->n_calling < d->cfg->concurrency;
+}
+
 void slots_call_started(struct task *t)
 {
 	t->calling = true;
@@ -132,11 +137,16 @@ void slots_call_started(struct task *t)
 void slots_call_ended(struct task *t)
 {
 	struct dispatch *d = t->d;
-	int64_t now = mono_ms(), until;
-	/* Claims ahead look at the pending list again only if this end may let more in: its
-	 * provider was at a limit, or the line may grow. */
-	int max_before = ready_max(d, now);
-	bool was_busy = block_now(t->prov, now, &until) == PROVIDER_BUSY;
+	int64_t now = mono_ms();
+	/* Stuck claims ahead look at the pending list again only if this end may let more in:
+	 * its provider was at a limit, or the line may grow. */
+	bool unstick = false;
+	int max_before = 0;
+	if (d->ahead_stuck) {
+		int64_t until;
+		max_before = ready_max(d, now);
+		unstick = block_now(t->prov, now, &until) == PROVIDER_BUSY;
+	}
 	d->last_end_ms = now;
 	d->ready_moved = true;
 	int64_t second = now / 1000;
@@ -146,7 +156,7 @@ void slots_call_ended(struct task *t)
 		d->ends_second = second;
 	}
 	d->ends_this++;
-	if (was_busy || ready_max(d, now) > max_before)
+	if (d->ahead_stuck && (unstick || ready_max(d, now) > max_before))
 		d->ahead_stuck = false;
 	t->calling = false;
 	d->n_calling--;
@@ -159,7 +169,7 @@ void slots_call_ended(struct task *t)
 bool slots_take(struct task *t)
 {
 	int64_t until;
-	if (t->d->n_calling < t->d->cfg->concurrency &&
+	if (slots_one_free(t->d) &&
 	    (t->is_probe || block_now(t->prov, mono_ms(), &until) == PROVIDER_FREE))
 		return true;
 	ready_push(t);
@@ -178,7 +188,7 @@ bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
 
 bool slots_may_claim(const struct provider_state *p, int64_t now)
 {
-	return (p->d->n_calling < p->d->cfg->concurrency && provider_state_blocked_until(p, now) == 0) ||
+	return (slots_one_free(p->d) && provider_state_blocked_until(p, now) == 0) ||
 	       slots_may_claim_ahead(p, now);
 }
 
@@ -218,7 +228,7 @@ void slots_start_ready(struct dispatch *d)
 	int64_t now = mono_ms(), wake = 0;
 	/* A blocked line is walked on news (a job joins, a call ends, a wake), else at most every
 	 * READY_REWALK_MS for what changes without one (a hold lifted, another host's ticket). */
-	bool room = d->n_calling < d->cfg->concurrency && !d->draining;
+	bool room = slots_one_free(d) && !d->draining;
 	if (!d->ready_head || (!d->ready_moved && now - d->ready_walked_ms < READY_REWALK_MS)) {
 		if (d->ready_head && room)
 			arm_ready(d, d->ready_walked_ms + READY_REWALK_MS, now);
@@ -233,7 +243,7 @@ void slots_start_ready(struct dispatch *d)
 		task_requeue(old, "no call slot came free within 2 s");
 	}
 	struct task *t = d->ready_head, *next;
-	for (; t && d->n_calling < d->cfg->concurrency && !d->draining; t = next) {
+	for (; t && slots_one_free(d) && !d->draining; t = next) {
 		next = t->ready_next;
 		int64_t until = 0;
 		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
