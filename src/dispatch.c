@@ -165,6 +165,7 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 	}
 	job_limits_from_config(d);
 	config_unref(old);
+	slots_recheck(d);   /* limits may have risen for the jobs in the ready line */
 	outbox_enable_endpoints(d->outbox);   /* a reload enables endpoints that answered 410 */
 }
 
@@ -579,7 +580,7 @@ static void decide(struct task *t)
 	case DECIDE_SUCCEEDED:
 		if (t->is_probe)
 			provider_state_release(t->prov);
-		provider_succeeded(&t->prov->flow, provider_state_limits(t->prov).concurrency);
+		provider_state_succeeded(t->prov);
 		/* Only what the job asked for is fetched and kept: a response may carry any number. */
 		t->images_dropped = response_keep_first(&t->resp, (size_t)(t->job.n > 0 ? t->job.n : 1));
 		if (t->images_dropped)
@@ -1128,6 +1129,7 @@ void dispatch_control(struct dispatch *d)
 			task_requeue(t, "held by an operator");
 		}
 	}
+	slots_recheck(d);   /* a provider paused or resumed: the ready line's jobs may go */
 }
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */

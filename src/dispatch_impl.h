@@ -186,7 +186,7 @@ struct dispatch {
 	uint64_t ready_timer;    /* the line's next wake: a pause or rate window ends, a wait ends */
 	int64_t ready_timer_due; /* mono_ms it fires at */
 	bool ready_moved;        /* a job joined the line, a call ended or a wake came: walk it */
-	int64_t ready_walked_ms; /* the line's last walk, for what changes without an event */
+	bool ready_rejudge;      /* slots_recheck: walk it all, slot or not */
 	int partials_held;       /* calls holding their .partial open */
 	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
 	bool draining;
@@ -302,6 +302,8 @@ struct provider_state *provider_state_find(struct dispatch *d, const char *name)
 int64_t provider_state_probe_due(struct loop *loop, void *arg);
 void provider_state_hold(struct provider_state *p, const char *reason);
 void provider_state_release(struct provider_state *p);
+/* A call succeeded: a ramp after a pause widens. */
+void provider_state_succeeded(struct provider_state *p);
 void provider_state_hold_everywhere(struct provider_state *p, const char *reason);
 void provider_state_pause_everywhere(struct provider_state *p, int64_t wait_ms);
 void provider_state_look_at_others(struct provider_state *p);
@@ -343,6 +345,9 @@ void slots_call_ended(struct task *t);
 /* Starts the calls of the ready line that may start, oldest first; a job whose provider was
  * held (or went over budget) meanwhile goes back to new/. */
 void slots_start_ready(struct dispatch *d);
+/* What a job in the ready line waits for may have changed without a call ending (control/, a
+ * reload, a provider's ramp or hold): the line is walked again at the next turn. */
+void slots_recheck(struct dispatch *d);
 /* Whether a job for p may be claimed now: to call at once, or to wait in the ready line. */
 bool slots_may_claim(const struct provider_state *p, int64_t now);
 bool slots_may_claim_ahead(const struct provider_state *p, int64_t now);

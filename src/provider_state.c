@@ -85,10 +85,19 @@ void provider_state_release(struct provider_state *p)
 	p->shared_hold = false;
 	if (!provider_release_hold(&p->flow))
 		return;
+	slots_recheck(p->d);
 	log_info("provider '%s' works again: resuming", p->cfg->name);
 	if (p->probe_timer)
 		loop_del_timer(p->d->loop, p->probe_timer);
 	p->probe_timer = 0;
+}
+
+void provider_state_succeeded(struct provider_state *p)
+{
+	int ramp = p->flow.ramp;
+	provider_succeeded(&p->flow, provider_state_limits(p).concurrency);
+	if (p->flow.ramp != ramp)
+		slots_recheck(p->d);   /* jobs in the line may wait for it */
 }
 
 struct provider_limits provider_state_limits(const struct provider_state *p)

@@ -18,10 +18,11 @@
  * .partial gets its header and is closed, and the answer is written to it when the call ends
  * (dispatch.c), so 10 000 calls fit in 20 000 open files.
  *
- * Nothing here fails. A job in the line whose provider is held or over budget meanwhile goes
- * back to new/ (it keeps its place there), and so does one whose provider is paused for more than
- * a second, or routed and paused (its route's other targets may serve it); one whose provider is
- * full, or paused for a moment, waits, at most READY_WAIT_MS like any other. */
+ * Nothing here fails. A job in the line whose provider is held, paused by an operator or over
+ * budget meanwhile goes back to new/ (it keeps its place there), and so does one whose provider
+ * is paused for more than a second, or routed and paused (its route's other targets may serve
+ * it); one whose provider is full, or paused for a moment, waits, at most READY_WAIT_MS like any
+ * other. The line is walked when what it waits for may have changed, never on a poll. */
 #include <stdint.h>
 
 #include "dispatch.h"
@@ -35,7 +36,6 @@
 #define ENDS_FRESH_MS 1000       /* calls ending this recently: a slot is likely to free soon */
 #define READY_WAIT_MS 2000       /* a job waits in the line this long at most, then goes back */
 #define READY_PAUSE_MS 1000      /* a longer pause of its provider sends a job back at once */
-#define READY_REWALK_MS 100      /* a blocked line is walked again this often without news */
 
 /* The line's size now: the calls that ended in the last second, within the bounds; none when
  * the last call ended more than a second ago (a long call is no promise of a slot). */
@@ -223,19 +223,23 @@ static void arm_ready(struct dispatch *d, int64_t wake, int64_t now)
 	d->ready_timer = loop_add_timer(d->loop, wake > now ? wake - now : 0, ready_wake, d);
 }
 
+void slots_recheck(struct dispatch *d)
+{
+	d->ready_moved = d->ready_rejudge = true;
+}
+
 void slots_start_ready(struct dispatch *d)
 {
-	int64_t now = mono_ms(), wake = 0;
-	/* A blocked line is walked on news (a job joins, a call ends, a wake), else at most every
-	 * READY_REWALK_MS for what changes without one (a hold lifted, another host's ticket). */
-	bool room = slots_one_free(d) && !d->draining;
-	if (!d->ready_head || (!d->ready_moved && now - d->ready_walked_ms < READY_REWALK_MS)) {
-		if (d->ready_head && room)
-			arm_ready(d, d->ready_walked_ms + READY_REWALK_MS, now);
+	/* The line is walked on news only: a job joins, a call ends, slots_recheck, or the timer
+	 * armed below for what ends with time (a pause, a rate window, the look again at every
+	 * host's calls that a shared limit set, a job's wait in the line). Only while a slot is
+	 * free, but after slots_recheck: a job whose provider was held or paused meanwhile goes
+	 * back now, slot or not. */
+	if (!d->ready_head || !d->ready_moved)
 		return;
-	}
-	d->ready_moved = false;
-	d->ready_walked_ms = now;
+	int64_t now = mono_ms(), wake = 0;
+	bool rejudge = d->ready_rejudge;
+	d->ready_moved = d->ready_rejudge = false;
 	/* Waited long enough here: back to new/, where any host with a slot may take it. */
 	while (d->ready_head && !d->draining && now - d->ready_head->ready_since_ms >= READY_WAIT_MS) {
 		struct task *old = d->ready_head;
@@ -243,7 +247,7 @@ void slots_start_ready(struct dispatch *d)
 		task_requeue(old, "no call slot came free within 2 s");
 	}
 	struct task *t = d->ready_head, *next;
-	for (; t && slots_one_free(d) && !d->draining; t = next) {
+	for (; t && (rejudge || slots_one_free(d)) && !d->draining; t = next) {
 		next = t->ready_next;
 		int64_t until = 0;
 		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
@@ -258,11 +262,15 @@ void slots_start_ready(struct dispatch *d)
 				wake = until;
 			continue;
 		}
+		if (b == PROVIDER_FREE && !slots_one_free(d))
+			continue;   /* rejudged: it waits for a slot */
 		slots_ready_remove(t);
 		if (b == PROVIDER_FREE)
 			task_send_attempt(t);
 		else
-			task_requeue(t, b == PROVIDER_HELD ? "provider on hold" : "provider over budget");
+			task_requeue(t, b == PROVIDER_OVER_BUDGET ? "provider over budget" :
+				     control_paused(&d->control, t->prov->cfg->name) ?
+				     "its provider is paused by an operator" : "provider on hold");
 	}
 	if (d->ready_head && !d->draining) {
 		int64_t give_up = d->ready_head->ready_since_ms + READY_WAIT_MS;

@@ -21,13 +21,15 @@ def running_jobs(d):
     return [n.split("@")[0] for n in d.listdir("running")]
 
 
-def start_with_one_ahead(env, long_call=3, long_answer=None, **settings):
+def start_with_one_ahead(env, long_call=3, long_answer=None, concurrency=1, **settings):
     """Concurrency 1: "first" ends quickly, "long" then calls for long_call s, and "ahead" (submitted
     after them) is claimed meanwhile: a call ended within the last second, so one job may wait
-    for the slot. Returns the daemon once "ahead" is in running/ with no call made for it."""
+    for the slot. Returns the daemon once "ahead" is in running/ with no call made for it.
+    With concurrency 2 and provider__concurrency=1, "ahead" waits for its provider instead,
+    beside a free slot."""
     env.fake.script("first call", {"kind": "b64", "delay": 0.2})
     env.fake.script("long call", long_answer or {"kind": "b64", "delay": long_call})
-    d = env.daemon(spool__concurrency=1, **settings).start()
+    d = env.daemon(spool__concurrency=concurrency, **settings).start()
     os.makedirs(d.path("tmp"), exist_ok=True)
     cli(d.spool, "pause")   # the three are in new/, in order, before anything starts
     for i, (task_id, prompt) in enumerate((("first", "first call"), ("long", "long call"),
@@ -124,6 +126,37 @@ def test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once(env):
     assert env.fake.calls("claimed ahead") == 0
 
 
+def test_an_operator_pause_sends_a_job_claimed_ahead_back_at_once(env):
+    """"imgspool pause" sends "ahead", waiting in the line, back to new/ at once (keeping its
+    place), not after its 2 s in the line for want of a slot; after "resume" it runs."""
+    d = start_with_one_ahead(env)
+    assert cli(d.spool, "pause").returncode == 0
+    wait_for(lambda: d.state("ahead") == "new", 10, "'ahead' back in new/")
+    assert "ahead back to new/ (its provider is paused by an operator)" in d.log(), d.log()[-2000:]
+    assert os.stat(d.path("new", "ahead.json")).st_mtime == 1_700_000_003, "its place in line"
+    assert cli(d.spool, "resume").returncode == 0
+    assert d.wait_finished("ahead") == "done"
+    assert d.state("long") == "done"
+    assert env.fake.calls("claimed ahead") == 1
+
+
+def test_a_reload_that_adds_a_slot_calls_a_job_claimed_ahead_at_once(env):
+    """A reload raises [spool] concurrency from 1 to 2: "ahead", waiting in the line, is called
+    at once, beside "long", not sent back to new/ after its 2 s in the line."""
+    d = start_with_one_ahead(env, long_call=8)
+    with open(d.config_path) as f:
+        spool, rest = f.read().split("[retry]\n", 1)
+    assert "concurrency = 1\n" in spool, spool
+    with open(d.config_path, "w") as f:
+        f.write(spool.replace("concurrency = 1\n", "concurrency = 2\n") + "[retry]\n" + rest)
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: env.fake.calls("claimed ahead") == 1, 10, "'ahead' called")
+    assert d.state("long") == "running", "called beside 'long'"
+    assert "ahead back to new/" not in d.log(), d.log()[-2000:]
+    assert d.wait_finished("ahead") == "done"
+    assert d.wait_finished("long") == "done"
+
+
 def test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot(env):
     """"r" is answered 429 (Retry-After 3) with deferred/ gone: its retry waits in memory.
     Meanwhile "hog" takes this host's one slot with provider b for 8 s. When r is due, its
@@ -156,5 +189,7 @@ if __name__ == "__main__":
         test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host,
         test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies,
         test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once,
+        test_an_operator_pause_sends_a_job_claimed_ahead_back_at_once,
+        test_a_reload_that_adds_a_slot_calls_a_job_claimed_ahead_at_once,
         test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot,
     ])
