@@ -65,29 +65,44 @@ void deferral_scan(struct dispatch *d)
 		arm_deferred(d, next_ns / 1000000);
 }
 
-/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
 static int64_t retry_due(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
+	deferral_retry(t);
+	return LOOP_TIMER_DONE;
+}
+
+/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
+void deferral_retry(struct task *t)
+{
 	if (t->d->draining || (t->prov->flow.held && !t->prov->flow.probing)) {
 		task_requeue(t, t->d->draining ? "shutting down" : "provider on hold");
-		return LOOP_TIMER_DONE;
+		return;
 	}
 	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
-	/* No slot of ours: wait for one before taking a ticket among every host's calls, which
-	 * would idle in the ready line meanwhile. */
-	if (until == 0 && !slots_one_free(t->d) && provider_state_shared(t->prov))
-		until = mono_ms() + 250;
+	/* No slot of ours: wait for one (slots.c starts it when a call ends) before taking a
+	 * ticket among every host's calls, which would idle in the ready line meanwhile. */
+	if (until == 0 && !slots_one_free(t->d) && provider_state_shared(t->prov)) {
+		slots_wait(t);
+		return;
+	}
 	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
 		until = provider_state_blocked_until(t->prov, mono_ms());
 	if (until != 0) {
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
-		return LOOP_TIMER_DONE;
+		return;
 	}
 	task_send_attempt(t);
-	return LOOP_TIMER_DONE;
+}
+
+void deferral_call_off(struct task *t)
+{
+	if (t->timer)
+		loop_del_timer(t->d->loop, t->timer);
+	t->timer = 0;
+	slots_unwait(t);
 }
 
 static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)

@@ -191,6 +191,7 @@ void task_free(struct task *t)
 	strset_del(&d->held, t->id);
 	if (t->state == T_READY)
 		slots_ready_remove(t);
+	slots_unwait(t);
 	if (t->xfer)
 		http_cancel(d->http, t->xfer);
 	if (t->calling)
@@ -1121,9 +1122,7 @@ void dispatch_control(struct dispatch *d)
 		} else if (t->state == T_READY && control_wants(&d->control, CONTROL_HOLD, t->id)) {
 			task_requeue(t, "held by an operator");
 		} else if (cancel && t->state == T_BACKOFF) {
-			if (t->timer)
-				loop_del_timer(d->loop, t->timer);
-			t->timer = 0;
+			deferral_call_off(t);
 			task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
 		} else if (t->state == T_BACKOFF && control_wants(&d->control, CONTROL_HOLD, t->id)) {
 			task_requeue(t, "held by an operator");

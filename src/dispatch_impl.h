@@ -74,7 +74,9 @@ struct task {
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
 	bool calling;            /* counted in prov->flow.active and d->n_calling */
-	struct task *ready_prev, *ready_next; /* in the ready line while T_READY (slots.c) */
+	struct task *ready_prev, *ready_next; /* in the ready line while T_READY, or among the
+					       * retries waiting for a slot (slot_waits): slots.c */
+	bool slot_waits;         /* a retry from memory (T_BACKOFF) waiting for a call slot */
 	int64_t ready_since_ms;  /* mono_ms it joined the ready line */
 	bool partial_held;       /* its call holds body_fd open (counted in d->partials_held) */
 	bool partial_closed;     /* its .partial has its header but no fd (open files are short,
@@ -178,6 +180,8 @@ struct dispatch {
 	int n_calling;           /* at most [spool] concurrency */
 	struct task *ready_head, *ready_tail; /* the ready line, oldest first */
 	int n_ready;
+	struct task *waits_head, *waits_tail; /* retries from memory waiting for a slot, oldest
+					       * first: they get the next one before the line */
 	int ready_cap;           /* while claiming ahead: the line may grow to this; else 0 */
 	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
 	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
@@ -278,6 +282,10 @@ enum spool_dir deferral_dir(const struct task *t);
 /* The I/O pool's move to deferred/ (or hold/), and its done(). */
 void deferral_work(void *arg);
 void deferral_done(void *arg);
+/* A retry in memory whose time has come: it calls, or waits for what it needs. */
+void deferral_retry(struct task *t);
+/* A retry in memory is called off (a cancel): its timer, or its wait for a slot, ends. */
+void deferral_call_off(struct task *t);
 
 /* ---- recovery.c: leases, and what dead daemons left --------------------------------------- */
 
@@ -336,14 +344,19 @@ bool slots_take(struct task *t);
 /* Whether a call slot is free: fewer than [spool] concurrency calls in flight. */
 bool slots_one_free(const struct dispatch *d);
 void slots_ready_remove(struct task *t);
+/* A retry from memory (T_BACKOFF) with no ticket yet waits for a call slot: slots_start_ready
+ * gives it the next one (deferral_retry), before the ready line; slots_unwait takes it out. */
+void slots_wait(struct task *t);
+void slots_unwait(struct task *t);
 /* Whether a call may hold its .partial open (else it is closed after its header and the body
  * written when the call ends): a socket for each of concurrency calls comes first. */
 bool slots_partial_room(const struct dispatch *d);
 /* Counts a call that went out, and one that ended. */
 void slots_call_started(struct task *t);
 void slots_call_ended(struct task *t);
-/* Starts the calls of the ready line that may start, oldest first; a job whose provider was
- * held (or went over budget) meanwhile goes back to new/. */
+/* Starts the calls that may start: the retries waiting for a slot, then the ready line, oldest
+ * first; a job in the line whose provider was held (or went over budget) meanwhile goes back
+ * to new/. */
 void slots_start_ready(struct dispatch *d);
 /* What a job in the ready line waits for may have changed without a call ending (control/, a
  * reload, a provider's ramp or hold): the line is walked again at the next turn. */

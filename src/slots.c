@@ -11,7 +11,9 @@
  * waited READY_WAIT_MS in the line goes back to new/ (keeping its place there): it never waits
  * the minutes of a long call while another host would have room for it. Providers whose limits are
  * shared with other hosts get no jobs claimed ahead: their place among every host's calls is
- * taken at the claim and must not idle in the line.
+ * taken at the claim and must not idle in the line. For the same reason a retry waiting in
+ * memory (deferral.c) for such a provider waits for a slot before its ticket, in a queue of its
+ * own: a slot that frees goes to it before the line.
  *
  * Descriptors: a call holds its socket, and its .partial only while the open files allow it
  * beside a socket for each of concurrency calls and a reserve for the rest; past that the
@@ -49,37 +51,71 @@ static int ready_max(const struct dispatch *d, int64_t now)
 	return d->cfg->concurrency < n ? (int)d->cfg->concurrency : n;
 }
 
+/* A task waits for a slot in one queue at a time: the ready line, or the retries' queue. */
+static void queue_push(struct task **head, struct task **tail, struct task *t)
+{
+	t->ready_next = NULL;
+	t->ready_prev = *tail;
+	if (*tail)
+		(*tail)->ready_next = t;
+	else
+		*head = t;
+	*tail = t;
+}
+
+static void queue_remove(struct task **head, struct task **tail, struct task *t)
+{
+	if (t->ready_prev)
+		t->ready_prev->ready_next = t->ready_next;
+	else
+		*head = t->ready_next;
+	if (t->ready_next)
+		t->ready_next->ready_prev = t->ready_prev;
+	else
+		*tail = t->ready_prev;
+	t->ready_prev = t->ready_next = NULL;
+}
+
 static void ready_push(struct task *t)
 {
 	struct dispatch *d = t->d;
 	t->state = T_READY;
 	t->ready_since_ms = mono_ms();
 	d->ready_moved = true;
-	t->ready_next = NULL;
-	t->ready_prev = d->ready_tail;
-	if (d->ready_tail)
-		d->ready_tail->ready_next = t;
-	else
-		d->ready_head = t;
-	d->ready_tail = t;
+	queue_push(&d->ready_head, &d->ready_tail, t);
 	d->n_ready++;
 }
 
 void slots_ready_remove(struct task *t)
 {
 	struct dispatch *d = t->d;
-	if (t->ready_prev)
-		t->ready_prev->ready_next = t->ready_next;
-	else
-		d->ready_head = t->ready_next;
-	if (t->ready_next)
-		t->ready_next->ready_prev = t->ready_prev;
-	else
-		d->ready_tail = t->ready_prev;
-	t->ready_prev = t->ready_next = NULL;
+	queue_remove(&d->ready_head, &d->ready_tail, t);
 	t->state = T_CALLING;   /* what a task is between its claim and its call */
 	d->n_ready--;
 	d->ahead_stuck = false;
+}
+
+void slots_wait(struct task *t)
+{
+	t->slot_waits = true;
+	queue_push(&t->d->waits_head, &t->d->waits_tail, t);
+}
+
+void slots_unwait(struct task *t)
+{
+	if (t->slot_waits)
+		queue_remove(&t->d->waits_head, &t->d->waits_tail, t);
+	t->slot_waits = false;
+}
+
+/* The retries waiting for a slot go before the ready line: their jobs were claimed first. */
+static void start_waiting(struct dispatch *d)
+{
+	while (d->waits_head && slots_one_free(d) && !d->draining) {
+		struct task *t = d->waits_head;
+		slots_unwait(t);
+		deferral_retry(t);   /* waits again only if it found no slot */
+	}
 }
 
 /* Descriptors kept for everything else: the spool, epoll, listings, hooks, and a helper's
@@ -235,6 +271,7 @@ void slots_start_ready(struct dispatch *d)
 	 * host's calls that a shared limit set, a job's wait in the line). Only while a slot is
 	 * free, but after slots_recheck: a job whose provider was held or paused meanwhile goes
 	 * back now, slot or not. */
+	start_waiting(d);
 	if (!d->ready_head || !d->ready_moved)
 		return;
 	int64_t now = mono_ms(), wake = 0;
