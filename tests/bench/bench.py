@@ -21,7 +21,8 @@ cli, keyshare, gate and rescan, which are other programs):
               HTTP library alone costs), CPU per job (all threads, the loop thread); medians of
               BENCH_RUNS runs, daemon and clients interleaved
   syscalls    the same case once more under strace -f -c: system calls per job, all threads, the
-              top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy)
+              top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy);
+              and again under strace -c on the loop thread alone: its calls per job
   ext4        the throughput case, fsync on, BENCH_EXT4_JOBS jobs, on (a) a fresh journaled ext4
               the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
               mount with their defaults; unmounted, detached and removed at the end) and (b)
@@ -531,17 +532,18 @@ def throughput(up):
 STRACE_ROW = re.compile(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)$")
 
 
-def syscalls(up):
-    """strace -f -c attached to the running daemon (all its threads) over one run."""
-    n = SYSCALL_JOBS
+def strace_counts(up, n, prefix, threads):
+    """strace -c attached to the running daemon over one run of n jobs: every thread (-f), or
+    the loop thread alone (the process's first thread). Returns (counts, failed), by call."""
     with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
-        out = os.path.join(tempfile.gettempdir(), "bench-strace.txt")
-        tracer = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(r.pid)],
+        out = os.path.join(tempfile.gettempdir(), f"bench-strace-{os.getpid()}.txt")
+        tracer = subprocess.Popen(["strace", *(["-f"] if threads else []), "-c", "-o", out, "-p",
+                                   str(r.pid)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
-        tracer.stderr.readline()   # "Process N attached with M threads"
+        tracer.stderr.readline()   # "Process N attached" (with -f: "with M threads")
         try:
-            r.jobs(n, prefix="s")
+            r.jobs(n, prefix=prefix)
         finally:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(120)
@@ -553,16 +555,33 @@ def syscalls(up):
                     counts[m.group(3)] = int(m.group(1))
                     errors[m.group(3)] = int(m.group(2) or 0)
         os.unlink(out)
+    return counts, errors
+
+
+def top_calls(counts, errors, n):
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {count / n:.2f}" + (f" ({errors[name] / n:.2f} failed)"
+                                                   if errors[name] else "")
+                     for name, count in (top if SYSCALLS_ALL else top[:10]))
+
+
+def syscalls(up):
+    """strace -f -c attached to the running daemon (all its threads) over one run, then strace -c
+    on its loop thread alone over another."""
+    n = SYSCALL_JOBS
+    counts, errors = strace_counts(up, n, "s", True)
     total = sum(counts.values())
     syncs = sum(counts.get(c, 0) for c in ("fsync", "fdatasync", "syncfs", "sync_file_range"))
     print(f"system calls, {n} jobs on tmpfs, concurrency {CONCURRENCY}, all threads (strace -f "
           f"-c; deterministic but for polling and batching):")
     row("system calls per job", f"{total / n:.1f}", "", "<= 25")
     row("fsync+fdatasync+syncfs per job", f"{syncs / n:.2f}", "", "<= 3")
-    top = sorted(counts.items(), key=lambda kv: -kv[1])
-    print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " + ", ".join(
-        f"{name} {count / n:.2f}" + (f" ({errors[name] / n:.2f} failed)" if errors[name] else "")
-        for name, count in (top if SYSCALLS_ALL else top[:10])))
+    print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " +
+          top_calls(counts, errors, n))
+    counts, errors = strace_counts(up, n, "l", False)
+    row("the loop thread alone, per job", f"{sum(counts.values()) / n:.1f}", "")
+    print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " +
+          top_calls(counts, errors, n))
 
 
 def ext4(up):
