@@ -45,8 +45,8 @@ struct pdir {
 	int64_t checked_at;          /* mono ms the handles were last found current; 0: check */
 	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
 	micros calls_reserved;
-	int64_t calls_live_until;    /* file server ms before which none of those can be a dead
-					host's (oldest mtime + lease); 0: not known */
+	int64_t calls_live_until;    /* file server ms before which no ticket in calls/ can be a
+					dead host's (count_calls); 0: not known */
 };
 
 /* Another host's ledger as last read, used again while its file stands (ledger_refresh). */
@@ -496,8 +496,10 @@ bool keyshare_needed(const struct keyshare_limits *l)
 }
 
 /* Calls in flight in calls/ and what they reserve; with_stat removes dead hosts' tickets
- * (not heartbeated for a lease) first, and says until when (file server ms) none of the rest
- * can be dead (live_until, may be NULL) and whether it removed any (reaped). -1 on error. */
+ * (not heartbeated for a lease) first, and says until when (file server ms) none of the tickets
+ * there can be dead (live_until, may be NULL): those it saw were heartbeated at their mtime at
+ * the latest, and one made after the listing has an mtime no earlier than the listing, less
+ * the clock margin. reaped (may be NULL): whether it removed any. -1 on error. */
 static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mine,
 		       bool with_stat, int64_t lease_ms, long *count, micros *reserved,
 		       int64_t *live_until, bool *reaped)
@@ -506,9 +508,11 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 	*count = 0;
 	*reserved = 0;
 	if (live_until)
-		*live_until = INT64_MAX;
+		*live_until = 0;
 	if (reaped)
 		*reaped = false;
+	int64_t listed_at = with_stat ? spool_server_now(ks->sp) : 0;
+	int64_t until = listed_at + lease_ms - KEYSHARE_CLOCK_MARGIN_MS;
 	long n = spool_list_at(p->calls, false, with_stat, &l);
 	if (n < 0)
 		return -1;
@@ -529,12 +533,14 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 			}
 			continue;
 		}
-		if (with_stat && live_until && l[i].mtime_ns / 1000000 + lease_ms < *live_until)
-			*live_until = l[i].mtime_ns / 1000000 + lease_ms;
+		if (l[i].mtime_ns / 1000000 + lease_ms < until)
+			until = l[i].mtime_ns / 1000000 + lease_ms;
 		(*count)++;
 		*reserved += r;
 	}
 	spool_entries_free(l, n);
+	if (live_until && with_stat)
+		*live_until = until;
 	return 0;
 }
 
@@ -576,7 +582,6 @@ static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
 		}
 		long count;
 		p->calls_memo = next;
-		p->calls_live_until = 0;   /* unstat'ed: a ticket there may be a dead host's */
 		if (count_calls(ks, p, NULL, false, 0, &count, &p->calls_reserved, NULL, NULL) < 0) {
 			p->calls_memo.listed_at = 0;
 			return -1;
@@ -606,8 +611,8 @@ static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, m
 
 /* A total budget counts the tickets of providers this host may never call, so it removes the
  * dead hosts' tickets there as it does its own provider's (else, with no live host calling
- * that provider, they would count for ever). A provider's calls/ is stat'ed again only when
- * it changed or one of its tickets may have outlived its lease since: about once a lease. */
+ * that provider, they would count for ever). A provider's calls/ is stat'ed again only once
+ * one of its tickets may have outlived its lease since (count_calls): about once a lease. */
 static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lease_ms)
 {
 	if (provider_names(ks) < 0)
@@ -616,12 +621,12 @@ static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lea
 		if (!strcmp(ks->provider_names[i], own->name))
 			continue;
 		struct pdir *p = pdir(ks, ks->provider_names[i]);
+		if (!p || spool_server_now(ks->sp) < p->calls_live_until)
+			continue;   /* none of its tickets can be dead yet */
 		struct memo next;
-		if (!p || (memo_stands(ks, &p->calls_memo, p->calls, &next) &&
-			   next.listed_at < p->calls_live_until))
-			continue;
 		long count;
 		bool reaped;
+		memo_stands(ks, &p->calls_memo, p->calls, &next);   /* the listing below is of this */
 		p->calls_memo = next;
 		if (count_calls(ks, p, NULL, true, lease_ms, &count, &p->calls_reserved,
 				&p->calls_live_until, &reaped) < 0 || reaped)
@@ -753,8 +758,11 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 		goto file_error;
 	bool over_count = l->concurrency && count > l->concurrency;
 	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
-		/* Perhaps a dead host's tickets: look closer before saying no. */
-		if (count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved, NULL, NULL) < 0)
+		/* Perhaps a dead host's tickets: look closer (a stat of each) before saying no, once
+		 * one may have outlived its lease since the last look. */
+		if (now >= p->calls_live_until &&
+		    count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved,
+				&p->calls_live_until, NULL) < 0)
 			goto file_error;
 		if (l->total_daily || l->total_monthly)
 			reap_others(ks, p, l->lease_ms);

@@ -3,11 +3,13 @@
  * PROVIDERS providers each have a call in flight of another host, whose ledger is there too. Run by bench_gate.py under
  * strace -c, once with 0 cycles and once with CYCLES, so the difference is per cycle.
  *
- *   bench_gate DIR PROVIDERS CYCLES [busy]
+ *   bench_gate DIR PROVIDERS CYCLES [busy|full]
  *
  * busy: before every cycle another host starts or ends a call on another provider, so a listing
  * kept from the cycle before is always out of date (the worst case for any cache). It does so
  * with mknodat and renameat, which the gate never makes, so bench_gate.py leaves them out.
+ * full: p0 has FULL_CALLS calls of the other host in flight and that concurrency, so every
+ * acquire finds it full and says BUSY (what a host waiting for a place pays per try).
  * Prints nothing but a line per run; asserts nothing. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,6 +23,8 @@
 #include "spool.h"
 #include "util.h"
 
+#define FULL_CALLS 64
+
 static void make_file(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -33,12 +37,12 @@ static void make_file(const char *path)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy]\n");
+		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy|full]\n");
 		return 2;
 	}
 	const char *dir = argv[1];
 	long providers = strtol(argv[2], NULL, 10), cycles = strtol(argv[3], NULL, 10);
-	bool busy = argc > 4 && !strcmp(argv[4], "busy");
+	bool busy = argc > 4 && !strcmp(argv[4], "busy"), full = argc > 4 && !strcmp(argv[4], "full");
 	struct spool sp;
 	if (spool_open(&sp, dir, "benchA") < 0)
 		return 1;
@@ -52,6 +56,11 @@ int main(int argc, char **argv)
 		mkdir(path, 0777);
 		free(path);
 		path = xasprintf("%s/providers/p%ld/calls/benchB~1-%ld~10000", dir, i, i);
+		make_file(path);
+		free(path);
+	}
+	for (long j = 0; full && j < FULL_CALLS; j++) {
+		char *path = xasprintf("%s/providers/p0/calls/benchB~3-%ld~10000", dir, j);
 		make_file(path);
 		free(path);
 	}
@@ -77,8 +86,8 @@ int main(int argc, char **argv)
 		}
 		free(path);
 	}
-	struct keyshare_limits l = { .concurrency = 1000, .window_ms = 60000, .lease_ms = 60000,
-				     .total_daily = keyshare_micros(1e6) };
+	struct keyshare_limits l = { .concurrency = full ? FULL_CALLS + 1 : 1000, .window_ms = 60000,
+				     .lease_ms = 60000, .total_daily = keyshare_micros(1e6) };
 	struct keyshare_ticket t;
 	/* One cycle before the measured ones: directories opened, caches (if any) filled. */
 	struct keyshare_verdict v = keyshare_acquire(ks, "p0", &l, 10000, &t);
@@ -99,13 +108,16 @@ int main(int argc, char **argv)
 			free(gone);
 		}
 		v = keyshare_acquire(ks, "p0", &l, 10000, &t);
-		if (v.block != PROVIDER_FREE) {
+		if (full && v.block == PROVIDER_BUSY)
+			continue;
+		if (v.block != PROVIDER_FREE || full) {
 			fprintf(stderr, "bench_gate: the gate said no (%s)\n", v.which ? v.which : "?");
 			return 1;
 		}
 		keyshare_release(ks, &t);
 	}
-	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles, busy ? ", busy" : "");
+	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles,
+	       busy ? ", busy" : full ? ", full" : "");
 	keyshare_free(ks);
 	spool_close(&sp);
 	return 0;

@@ -2,8 +2,9 @@
 """make bench, BENCH_ONLY=gate: system calls per keyshare_acquire() + keyshare_release() with a
 total budget on (build/bench_gate under strace -c; deterministic), against a spool on this
 machine's /tmp where 1, 8 or 32 providers each have another host's call in flight; idle (nothing
-changes between acquires) and busy (another host starts or ends a call on another provider
-before every acquire). Prints figures; asserts nothing."""
+changes between acquires), busy (another host starts or ends a call on another provider
+before every acquire) and full (the provider called is full: every acquire is a try that says
+BUSY, as while a host waits for a place). Prints figures; asserts nothing."""
 import os
 import re
 import shutil
@@ -19,12 +20,13 @@ CYCLES = int(os.environ.get("BENCH_GATE_CYCLES", "1000"))
 OTHERS = {"mknodat", "renameat"}
 
 
-def syscalls(providers, cycles, busy):
+def syscalls(providers, cycles, mode):
     """{syscall: count} of one bench_gate run on a fresh spool."""
     base = tempfile.mkdtemp(prefix="imgspool-bench-gate-")
     out = os.path.join(base, "strace.txt")
     try:
-        argv = [GATE, os.path.join(base, "spool"), str(providers), str(cycles)] + (["busy"] if busy else [])
+        argv = [GATE, os.path.join(base, "spool"), str(providers), str(cycles)] + \
+            ([mode] if mode != "idle" else [])
         subprocess.run(["strace", "-c", "-f", "-o", out] + argv, check=True, stdout=subprocess.DEVNULL)
         counts = {}
         with open(out) as f:
@@ -40,13 +42,13 @@ def syscalls(providers, cycles, busy):
 def main():
     print(f"keyshare gate: system calls per acquire + release with a total budget, "
           f"{CYCLES} cycles (strace -c, deterministic)")
-    for busy in (False, True):
+    for mode in ("idle", "busy", "full"):
         for providers in (1, 8, 32):
-            zero, many = syscalls(providers, 0, busy), syscalls(providers, CYCLES, busy)
+            zero, many = syscalls(providers, 0, mode), syscalls(providers, CYCLES, mode)
             diff = {k: (many.get(k, 0) - zero.get(k, 0)) / CYCLES for k in many}
             shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(diff.items(), key=lambda kv: -kv[1])
                               if v >= 0.05)
-            print(f"  {providers:2d} providers, {'busy' if busy else 'idle'}: "
+            print(f"  {providers:2d} providers, {mode}: "
                   f"{sum(diff.values()):6.1f} per acquire ({shown})")
     sys.stdout.flush()
 
