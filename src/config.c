@@ -113,7 +113,8 @@ static const struct key keys[] = {
 	{ "provider", "model", T_STR, P(model), 0, 0, "gpt-image-2" },
 	{ "provider", "timeout", T_INT, P(timeout), 1, 3600, "300" },
 	{ "provider", "connect_timeout", T_INT, P(connect_timeout), 1, 300, "10" },
-	{ "provider", "concurrency", T_INT, P(concurrency), 0, 1024, "0" },
+	/* As many as one host may have ([spool] concurrency): the gate has no limit of its own. */
+	{ "provider", "concurrency", T_INT, P(concurrency), 0, 65536, "0" },
 	{ "provider", "rpm", T_INT, P(rpm), 0, 100000, "0" },
 	{ "provider", "rate_window", T_INT, P(rate_window), 1, 3600, "60" },
 	{ "provider", "budget_daily", T_MONEY, P(budget_daily), 0, 0, "0" },

@@ -33,6 +33,7 @@ static const struct bad_row bad[] = {
 	{ "[spool]\nconcurrency = many\n", 2, "concurrency" },
 	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 65536" },
 	{ "[spool]\nconcurrency = 65537\n", 2, "from 1 to 65536" },
+	{ "[provider a]\nconcurrency = 65537\n", 2, "from 0 to 65536" },
 	{ "; comment\n[spool]\nconcurency = 3\n", 3, "unknown key \"concurency\"" },
 	{ "[nonsense]\nx = 1\n", 2, "unknown key" },
 	{ "[provider a b]\nmodel = x\n", 2, "provider" },
@@ -97,6 +98,10 @@ int main(void)
 
 	ok(load("[spool]\nconcurrency = 10000\n", &cfg, err, sizeof(err)) == 0 &&
 	   cfg.concurrency == 10000, "10 000 calls in flight are allowed (issue 14): %s", err);
+	config_release(&cfg);
+	/* A key's calls in flight across hosts: as many as one host may have (it was 1 024). */
+	ok(load("[provider a]\nconcurrency = 65536\n", &cfg, err, sizeof(err)) == 0 &&
+	   cfg.providers[0].concurrency == 65536, "a provider's shared concurrency up to 65 536: %s", err);
 	config_release(&cfg);
 
 	ok(load("[spool]\ndir = /srv/spool\nconcurrency = 3\n[provider a]\nmodel = m1\n"

@@ -287,6 +287,28 @@ int main(void)
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and calls once B's call ended");
 	keyshare_release(a, &t1);
 
+	/* A shared concurrency past 1 024 (the old ceiling): every ticket counts, however many. */
+	struct keyshare_limits many = { .concurrency = 1501, .window_ms = 60000, .lease_ms = 60000 };
+	ok(keyshare_acquire(a, "big", &many, 0, &t1).block == PROVIDER_FREE, "provider big");
+	keyshare_release(a, &t1);
+	int made = 0;
+	for (int i = 0; i < 1500; i++) {
+		char *name = xasprintf("%s/providers/big/calls/hostC~8-%d~0", dir, i);
+		fd = open(name, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		made += fd >= 0 && close(fd) == 0;
+		free(name);
+	}
+	ok(made == 1500, "1 500 calls of host C in flight");
+	v = keyshare_acquire(a, "big", &many, 0, &t1);
+	ok(v.block == PROVIDER_FREE && v.counted == 1501, "A takes the 1 501st place (counted %ld)",
+	   v.counted);
+	v = keyshare_acquire(b, "big", &many, 0, &t2);
+	ok(v.block == PROVIDER_BUSY && v.counted == 1502, "B waits: 1 502 would pass 1 501");
+	keyshare_release(a, &t1);
+	char *big = xasprintf("%s/providers/big", dir);
+	nftw(big, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(big);
+
 	/* Pause and hold, seen by the other host; one probe at a time. */
 	int64_t until = keyshare_pause(a, "p", spool_server_now(&sa) + 5000);
 	ok(keyshare_look(b, "p", &view) == 0 && view.paused_until == until && until % 1000 == 0,
