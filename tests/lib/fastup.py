@@ -26,6 +26,9 @@ LOADGEN = os.path.join(BUILD, "loadgen")
 CURLGEN = os.path.join(BUILD, "curlgen")
 
 
+ANSWERS = ("ok", "bad_request", "unauthorized", "not_found", "other")
+
+
 class FastUpstream:
     def __init__(self, key, delay_ms=0, hold=False):
         assert os.access(FASTUP, os.X_OK), f"{FASTUP} is missing: make build/fastup"
@@ -41,12 +44,17 @@ class FastUpstream:
         self.key = key
         self.port = int(m.group(1))
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.answered = 0   # every answer since start, whoever asked for the counters
+        self.asked = 0      # calls of counters()
 
     def counters(self):
         """Its counters since start or the last call (SIGUSR1 prints them and starts anew)."""
         self.proc.send_signal(signal.SIGUSR1)
         line = self.proc.stdout.readline()
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+        c = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+        self.answered += sum(c.get(k, 0) for k in ANSWERS)
+        self.asked += 1
+        return c
 
     def release(self):
         """Answers what --hold held, and from now on after the delay only."""
