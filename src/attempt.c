@@ -1,24 +1,35 @@
 /* attempt.c - the bookkeeping of a task's calls: what a call costs (price.c, from the [prices]
  * table), its reservation in the spend while it is in flight and what it cost once settled
  * (spend.c, and the shared ledger under a budget), and its entry in the job's records and in
- * the metrics.
+ * the metrics. An answer is judged (classified, priced, recorded, logged) on the helper thread
+ * that parsed it; what that changes beyond the task is done back on the loop.
  *
  * Nothing here fails: a call without a price is counted as of unknown cost. */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dispatch_impl.h"
+#include "http.h"
+#include "log.h"
 #include "metrics.h"
 #include "price.h"
+#include "secret.h"
 #include "banned.h"
+
+static struct price_quote quote(const struct config *cfg, const struct job *job,
+				const char *model, const json_t *usage, int images)
+{
+	struct price_call c = { .model = model, .size = job->size, .quality = job->quality,
+				.images = images > 0 ? images : job->n, .usage = usage };
+	return price_call(&cfg->prices, &c);
+}
 
 /* What a call for job to model costs if billed; images 0 means as many as the job asked for. */
 struct price_quote attempt_quote(const struct dispatch *d, const struct job *job,
 				 const char *model, const json_t *usage, int images)
 {
-	struct price_call c = { .model = model, .size = job->size, .quality = job->quality,
-				.images = images > 0 ? images : job->n, .usage = usage };
-	return price_call(&d->cfg->prices, &c);
+	return quote(d->cfg, job, model, usage, images);
 }
 
 static struct price_quote call_quote(const struct task *t, const json_t *usage, int images)
@@ -26,17 +37,24 @@ static struct price_quote call_quote(const struct task *t, const json_t *usage, 
 	return attempt_quote(t->d, &t->job, t->model, usage, images);
 }
 
-/* Names the call's target in its attempt and prices it: 0 when it was not billed, its price
- * when it was or may have been (unknown without a price). */
+/* Prices the attempt by cfg's table: 0 when it was not billed, its price when it was or may
+ * have been (unknown without a price). */
+static void price_by(const struct config *cfg, const struct task *t, struct attempt *a,
+		     enum billed billed, const json_t *usage, int images)
+{
+	struct price_quote q = billed == BILLED_NO ? (struct price_quote){ .known = true }
+			       : quote(cfg, &t->job, t->model, usage, images);
+	a->cost_known = q.known;
+	a->cost = q.amount;
+}
+
+/* Names the call's target in its attempt and prices it. */
 void attempt_price(const struct task *t, struct attempt *a, enum billed billed,
 		   const json_t *usage, int images)
 {
 	a->provider = t->prov ? t->prov->cfg->name : NULL;
 	a->model = t->model;
-	struct price_quote q = billed == BILLED_NO ? (struct price_quote){ .known = true }
-			       : call_quote(t, usage, images);
-	a->cost_known = q.known;
-	a->cost = q.amount;
+	price_by(t->d->cfg, t, a, billed, usage, images);
 }
 
 void attempt_reserve(struct task *t)
@@ -62,14 +80,73 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 	keyshare_release(t->d->ks, &t->ticket);
 }
 
+static void count_in_metrics(const struct task *t, const struct attempt *a)
+{
+	metrics_attempt(a->provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
+	if (a->cost_known && a->cost > 0)
+		metrics_cost(a->provider, t->d->cfg->prices.currency, a->cost);
+}
+
 /* An attempt goes on the job's record, and into the metrics. */
 void attempt_record(struct task *t, const struct attempt *a)
 {
 	record_add_attempt(t->attempts, &t->elided, result_attempt_json(a));
-	const char *provider = t->prov ? t->prov->cfg->name : NULL;
-	metrics_attempt(provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
-	if (a->cost_known && a->cost > 0)
-		metrics_cost(provider, t->d->cfg->prices.currency, a->cost);
+	count_in_metrics(t, a);
+}
+
+/* An answer is judged on a helper thread, after its parse (attempt_judge). What that reads of
+ * the task's surroundings is taken here, on the loop: the provider's name (its section lives
+ * in d->cfg, or in the configuration a retired provider keeps while it has jobs), and a
+ * reference to the configuration for its prices (a reload may swap d->cfg meanwhile). */
+void attempt_judge_begin(struct task *t)
+{
+	t->cur.provider = t->prov ? t->prov->cfg->name : NULL;
+	t->cur.model = t->model;
+	t->judge_cfg = config_ref(t->d->cfg);
+}
+
+/* On a helper thread, the parsed answer of t's call: its outcome, its price, its entry in the
+ * job's records and its log line. Touches the task and the configuration held for it only. */
+void attempt_judge(struct task *t)
+{
+	struct classify_input in = {
+		.transport = t->res.transport,
+		.status = t->res.status,
+		.retry_after = t->res.retry_after,
+		.retry_after_ms = t->res.retry_after_ms,
+		.resp = &t->resp,
+		.now_wall_ms = wall_ms(),
+	};
+	retry_classify(&in, &t->outcome);
+	/* The body was redacted, but a parsed string may have spelt a secret with JSON escapes. */
+	secret_redact_str(t->outcome.upstream_message);
+	secret_redact_json(t->resp.usage);
+	struct attempt *a = &t->cur;
+	a->outcome = decision_name(t->outcome.decision);
+	a->billed = billed_name(t->outcome.billed);
+	a->error_code = t->outcome.code;
+	price_by(t->judge_cfg, t, a, t->outcome.billed, t->resp.usage,
+		 (int)(t->resp.n_images + t->resp.n_urls));
+	record_add_attempt(t->attempts, &t->elided, result_attempt_json(a));
+	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
+		attempt_count(t), t->res.status, http_transport_name(t->res.transport),
+		t->res.latency_ms, a->outcome, t->outcome.code ? " " : "",
+		t->outcome.code ? t->outcome.code : "");
+}
+
+/* Back on the loop: unless dropped, the judged attempt counts in the routes' health, the spend
+ * and the metrics; then the configuration is let go, and the attempt names the provider's
+ * section as it is now. */
+void attempt_judged(struct task *t, bool counted)
+{
+	if (counted) {
+		routing_record_health(t);
+		attempt_settle(t, t->outcome.billed != BILLED_NO, t->cur.cost_known, t->cur.cost);
+		count_in_metrics(t, &t->cur);
+	}
+	config_unref(t->judge_cfg);
+	t->judge_cfg = NULL;
+	t->cur.provider = t->prov ? t->prov->cfg->name : NULL;
 }
 
 /* Attempts made in this run, listed or not: they number the calls (sidecars, the log). */

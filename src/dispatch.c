@@ -718,6 +718,7 @@ void task_parse_work(void **args, size_t n)
 		upstream_parse_response(t->dialect, t->res.body, t->res.body_len, &t->resp);
 		free(t->res.body);
 		t->res.body = NULL;
+		attempt_judge(t);
 	}
 	syncset_release(&ss);
 	free(save);
@@ -727,6 +728,7 @@ void task_parse_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	attempt_judged(t, !t->fenced);
 	if (t->fenced) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
 			"dropping its response");
@@ -737,31 +739,6 @@ void task_parse_done(void *arg)
 	if (t->save_err)
 		log_job(LOG_ERROR, t->id, "cannot make its response durable (%s): going on from memory; "
 			"a crash before its outcome is recorded may call again", strerror(t->save_err));
-	struct classify_input in = {
-		.transport = t->res.transport,
-		.status = t->res.status,
-		.retry_after = t->res.retry_after,
-		.retry_after_ms = t->res.retry_after_ms,
-		.resp = &t->resp,
-		.now_wall_ms = wall_ms(),
-	};
-	retry_classify(&in, &t->outcome);
-	/* The body was redacted, but a parsed string may have spelt a secret with JSON escapes. */
-	secret_redact_str(t->outcome.upstream_message);
-	secret_redact_json(t->resp.usage);
-	struct attempt *a = &t->cur;
-	a->outcome = decision_name(t->outcome.decision);
-	a->billed = billed_name(t->outcome.billed);
-	a->error_code = t->outcome.code;
-	attempt_price(t, a, t->outcome.billed, t->resp.usage,
-		      (int)(t->resp.n_images + t->resp.n_urls));
-	routing_record_health(t);
-	attempt_settle(t, t->outcome.billed != BILLED_NO, a->cost_known, a->cost);
-	attempt_record(t, a);
-	log_job(LOG_INFO, t->id, "attempt %zu: HTTP %ld (%s) in %" PRId64 " ms: %s%s%s",
-		attempt_count(t),
-		t->res.status, http_transport_name(t->res.transport), t->res.latency_ms, a->outcome,
-		t->outcome.code ? " " : "", t->outcome.code ? t->outcome.code : "");
 	if (t->calling)   /* an answer other than a success held its slot until now */
 		slots_call_ended(t);
 	decide(t);
@@ -812,6 +789,7 @@ static void call_done(void *arg, struct http_result *res)
 				   .request_id = t->res.request_id };
 	/* A 35 MB body takes jansson a while: parse it off the loop. */
 	t->state = T_PARSING;
+	attempt_judge_begin(t);
 	task_pool_submit_batched(t, task_parse_work, task_parse_done);
 	slots_start_ready(t->d);   /* the next call goes out before this one's job is looked at */
 }

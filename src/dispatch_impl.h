@@ -107,6 +107,7 @@ struct task {
 	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
 	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
 	struct attempt cur;      /* the call being classified */
+	struct config *judge_cfg; /* held for its judgement on a helper thread (attempt.c) */
 	int retry_count;
 	int billed_retries;
 	struct image *images;    /* collected: inline and downloaded */
@@ -334,6 +335,9 @@ void attempt_price(const struct task *t, struct attempt *a, enum billed billed,
 void attempt_reserve(struct task *t);
 void attempt_settle(struct task *t, bool billed, bool known, double cost);
 void attempt_record(struct task *t, const struct attempt *a);
+void attempt_judge_begin(struct task *t);
+void attempt_judge(struct task *t);
+void attempt_judged(struct task *t, bool counted);
 size_t attempt_count(const struct task *t);
 
 /* ---- slots.c: calls in flight and the ready line ------------------------------------------ */

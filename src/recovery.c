@@ -291,6 +291,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		log_job(LOG_INFO, id, "recovered with its response (HTTP %ld) saved before a restart: "
 			"finishing without calling again", status);
 		t->state = T_PARSING;
+		attempt_judge_begin(t);
 		task_pool_submit_batched(t, task_parse_work, task_parse_done);
 		return;
 	}
