@@ -24,8 +24,11 @@
 #include "util.h"
 #include "banned.h"
 
-#define JOB_TEXT_MAX (1u << 20)      /* the daemon's default max_job_bytes */
+/* The daemon's default max_job_bytes: a job over it would lie in new/ unread, for ever. */
+#define JOB_TEXT_MAX (1u << 20)
 #define JSONL_MAX (1u << 30)         /* a JSONL file, read whole */
+#define TOO_BIG_WHY ", the daemon's default [limits] max_job_bytes: a daemon leaves a larger job in " \
+	"new/ unread"
 #define BATCH 512                    /* files per syncfs */
 #define ERRORS_SHOWN 20
 
@@ -285,8 +288,9 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	char **whole = xcalloc((size_t)ninputs, sizeof(*whole));
 	for (int f = 0; f < ninputs; f++) {
 		if (read_all(inputs[f], jsonl ? JSONL_MAX : JOB_TEXT_MAX, &text) < 0) {
-			rc = errno == EFBIG ? cli_fail(c, CLI_USAGE, "'%s' is larger than %u bytes", inputs[f],
-						       jsonl ? JSONL_MAX : JOB_TEXT_MAX)
+			rc = errno == EFBIG ? cli_fail(c, CLI_USAGE, "'%s' is larger than %u bytes%s", inputs[f],
+						       jsonl ? JSONL_MAX : JOB_TEXT_MAX,
+						       jsonl ? "" : TOO_BIG_WHY)
 			     : cli_fail(c, CLI_ERROR, "cannot read '%s': %s", inputs[f], strerror(errno));
 			buf_release(&text);
 			goto out;
@@ -312,7 +316,11 @@ int cli_submit(struct cli *c, int argc, char **argv)
 								   inputs[f] : "standard input", line)
 					: xstrdup(strcmp(inputs[f], "-") ? inputs[f] : "standard input");
 				char msg[700];
-				if (check_job(p, subs[n].len, msg, sizeof(msg)) < 0 && ++bad <= ERRORS_SHOWN)
+				if (subs[n].len > JOB_TEXT_MAX)   /* a file is capped as it is read */
+					xsnprintf(msg, sizeof(msg), "larger than %u bytes%s", JOB_TEXT_MAX,
+						  TOO_BIG_WHY);
+				if ((subs[n].len > JOB_TEXT_MAX || check_job(p, subs[n].len, msg, sizeof(msg)) < 0) &&
+				    ++bad <= ERRORS_SHOWN)
 					cli_fail(c, CLI_USAGE, "%s: %s", subs[n].where, msg);
 				n++;
 			}

@@ -93,6 +93,15 @@ def test_submit_many_validates_and_waits(env):
         assert r.returncode == 2 and "line 32" in r.stderr and "Gemini" in r.stderr, r.stderr
         assert "nothing submitted" in r.stderr and r.stdout == "", r
         assert len(d.listdir("new")) + len(d.listdir("done")) == before
+        # A line past max_job_bytes, which a daemon would leave in new/ unread, as a file is.
+        with open(jobs, "w") as f:
+            f.write(json.dumps({"prompt": "fits"}) + "\n")
+            f.write(json.dumps({"prompt": "big", "metadata": "x" * (1 << 20)}) + "\n")
+        r = cli(d.spool, "submit", "--jsonl", jobs)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert f"imgspool: submit: {jobs} line 2: larger than 1048576 bytes, the daemon's default " \
+            "[limits] max_job_bytes: a daemon leaves a larger job in new/ unread\n" in r.stderr, r.stderr
+        assert len(d.listdir("new")) + len(d.listdir("done")) == before
         r = cli(d.spool, "submit", "-", input='{"prompt": "x", "imgspool": {"retry_count": -5}}')
         assert r.returncode == 2 and "imgspool" in r.stderr, r.stderr
         # Several files, and standard input.
