@@ -44,6 +44,10 @@ struct key {
 #define C(f) offsetof(struct config, f)
 #define P(f) offsetof(struct provider_config, f)
 
+/* The table's bounds are plain numbers (tests and the man page read them from here); this one
+ * is what the readers of job files (imgspool, a takeover) are sized by. */
+_Static_assert(64L << 20 == CONFIG_JOB_BYTES_CEILING, "max_job_bytes's bound in keys[]");
+
 static const struct key keys[] = {
 	{ "spool", "dir", T_PATH, C(spool_dir), 0, 0, "spool" },
 	{ "spool", "concurrency", T_INT, C(concurrency), 1, 65536, "16" },
@@ -58,7 +62,7 @@ static const struct key keys[] = {
 	{ "spool", "sync", T_STR, C(sync_text), 0, 0, "auto" },
 	{ "spool", "umask", T_STR, C(umask_text), 0, 0, "022" },
 	{ "spool", "default_provider", T_STR, C(default_provider), 0, 0, "" },
-	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, CONFIG_JOB_BYTES_CEILING, "1048576" },
+	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, 64L << 20, "1048576" },
 	{ "limits", "max_response_mb", T_INT, C(max_response_mb), 1, 1024, "64" },
 	{ "limits", "max_n", T_INT, C(max_n), 1, 10, "4" },
 	{ "limits", "max_depth", T_INT, C(max_depth), 2, 256, "32" },
