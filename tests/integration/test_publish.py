@@ -303,7 +303,7 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     with open(result) as f:
         text = f.read()
     with open(result, "a") as f:
-        f.write(" " * (5 << 20))   # still the same JSON document, over the read cap
+        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
     d.start()
     assert d.listdir("done") == [], d.listdir("done")   # the restart resumed before it was ready
     assert sorted(os.listdir(staging)) == ["unread.1.png", "unread.2.png", "unread.json",
@@ -319,6 +319,27 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     assert env.fake.calls("unreadable result") == 1
 
 
+def test_a_big_result_is_published_after_a_crash(env):
+    """A result holds the job's metadata as jansson prints it, indented: a job within the
+    default max_job_bytes (1 MiB) may make a result of several MiB. A restart read a staged
+    result back only up to 4 MiB, and tried again past it at every rescan, for ever."""
+    d = env.daemon()
+    meta = [[[[[0.1] * 250000]]]]   # 4 bytes a number in the job; 31 in the result
+    job = json.dumps({"prompt": "a big result", "metadata": meta}, separators=(",", ":"))
+    assert len(job) < 1 << 20
+    d.submit("bigres", job)
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed"})
+    wait_for(d.exited, 60, "the daemon to kill itself at its commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    staged = os.path.getsize(os.path.join(staging_of(d, "bigres"), "bigres.result.json"))
+    assert staged > 4 << 20, staged
+    d.start()
+    assert d.wait_finished("bigres", 60) == "done", d.log()[-2000:]
+    assert d.result("bigres")["metadata"] == meta
+    assert env.fake.calls("a big result") == 1
+    assert d.stop() == 0
+
+
 def test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan(env):
     """The restart cannot finish a committed job (its staged result unreadable for a while): a
     rescan tries again once it can, instead of keeping the job "being published" for ever."""
@@ -331,7 +352,7 @@ def test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan(env)
     with open(result) as f:
         text = f.read()
     with open(result, "a") as f:
-        f.write(" " * (5 << 20))
+        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
     d.start()
     assert d.listdir("done") == [] and "cannot read its staged result" in d.log(), d.log()[-2000:]
     with open(result, "w") as f:
@@ -364,7 +385,7 @@ def test_what_a_failed_try_put_aside_goes_when_a_retry_finishes(env):
     with open(result) as f:
         text = f.read()
     with open(result, "a") as f:
-        f.write(" " * (5 << 20))
+        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
     d.start()
     assert "cannot read its staged result" in d.log(), d.log()[-2000:]
     with open(result, "w") as f:
@@ -580,6 +601,7 @@ if __name__ == "__main__":
         test_the_job_files_name_in_done_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
         test_an_unreadable_staged_result_keeps_what_is_staged,
+        test_a_big_result_is_published_after_a_crash,
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
         test_a_dead_hosts_batch_is_taken_over,
         test_a_dead_hosts_batch_is_taken_over_through_sshfs,
