@@ -2,8 +2,10 @@
  * publish.h).
  *
  *   1. stage:  the batch's staging directory, running/.~SLOT@HOST.batch-DEST/ (one per helper
- *              thread and destination), gets each job's images and ID.result.json; the job
- *              file in running/ gets its final records;
+ *              thread and destination), gets each job's images and ID.result.json, and
+ *              running/ the job file's final records under a temporary name; after the
+ *              barrier they replace the job file (so every step after the first barrier
+ *              changes names only);
  *   2. commit: rename(running/ID@HOST.json, STAGING/ID.json); ENOENT = fenced;
  *   3. clear:  the earlier run of the same id leaves done/ and failed/: job files first, then
  *              images, then results, each renamed into the staging directory (ID.old.N);
@@ -19,7 +21,9 @@
  * A batch does each step for all its jobs, then one barrier of its syncset (syncset.h) for all:
  * after the staged files, after the final records, after the images and results are in DEST,
  * after the job files. A job whose step fails drops out of the batch; a failed barrier fails
- * every job still in it (each is tried again, or resumed past its commit).
+ * every job still in it (each is tried again, or resumed past its commit). The barriers after
+ * the first only keep name changes in order: on a journaled ext4 (sync = auto) the journal
+ * does that, and only the last one syncs.
  *
  * Steps 3-5 only rename to or from paths inside the staging directory, by name: once another
  * daemon has renamed that directory to its own name (it took a dead publisher's job over), they
@@ -353,6 +357,8 @@ struct item {
 	bool committed;
 	bool rewritten;          /* its records say finished: what it staged may be its reclaimer's */
 	bool moved_in;           /* a resume: images and result were moved in before a crash */
+	char records_tmp[NAME_MAX + 1];  /* its final records, written with the staging: put in */
+	int64_t records_at;      /* place after the first barrier ("" once done or given up) */
 };
 
 /* What it staged stays for its reclaimer if its records say finished, else goes (clean_batch). */
@@ -371,10 +377,12 @@ static void stop(struct item *it, enum publish_rc rc)
 }
 
 /* A barrier failed: nothing it covered is known to be durable, so every job still going is
- * tried again (a committed one resumes from its staging directory). */
-static bool barrier(struct item *items, size_t n, struct syncset *ss, const char *what)
+ * tried again (a committed one resumes from its staging directory). names_only: the steps
+ * since the last barrier changed names and wrote no bytes (syncset_order). */
+static bool barrier(struct item *items, size_t n, struct syncset *ss, const char *what,
+		    bool names_only)
 {
-	if (syncset_barrier(ss) == 0)
+	if ((names_only ? syncset_order(ss) : syncset_barrier(ss)) == 0)
 		return true;
 	int err = errno;
 	for (size_t i = 0; i < n; i++) {
@@ -438,6 +446,11 @@ static void stage(struct item *it, struct syncset *ss)
 	if (rc == PUBLISH_OK)
 		rc = write_staged(&it->p, it->names[j->n_images], j->result_json,
 				  strlen(j->result_json), it->sfd, ss);
+	/* The final records' bytes too, so that after the first barrier only names change. */
+	if (rc == PUBLISH_OK && j->job_text &&
+	    spool_write_temp_in(it->p.sp, SPOOL_RUNNING, j->running_name, j->job_text,
+				strlen(j->job_text), ss, it->records_tmp, &it->records_at) < 0)
+		rc = failed_to(&it->p, "write", SPOOL_RUNNING, j->running_name, errno);
 	syncset_dir(ss, it->p.runfd);   /* the staging directory's own entry */
 	stop(it, rc);
 }
@@ -447,8 +460,10 @@ static void stage(struct item *it, struct syncset *ss)
 static void rewrite(struct spool *sp, struct item *it, struct syncset *ss)
 {
 	struct publish_job *j = it->job;
-	if (!j->job_text || spool_rewrite_in(sp, SPOOL_RUNNING, j->running_name, j->job_text,
-					     strlen(j->job_text), ss) == 0) {
+	bool done = !it->records_tmp[0] || spool_replace_in(sp, SPOOL_RUNNING, it->records_tmp,
+							    j->running_name, it->records_at, ss) == 0;
+	it->records_tmp[0] = '\0';   /* in place, or removed */
+	if (done) {
 		it->rewritten = true;
 		return;
 	}
@@ -490,7 +505,7 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 	for (size_t i = 0; i < n; i++)
 		if (items[i].live && !items[i].moved_in)
 			stop(&items[i], clear_job_files(&items[i].p, ss, &cleared));
-	if (cleared && !barrier(items, n, ss, "removal of an earlier run's job file"))
+	if (cleared && !barrier(items, n, ss, "removal of an earlier run's job file", true))
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &items[i];
@@ -502,7 +517,7 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 		stop(it, rc);
 	}
 	/* The images and results must be durable before a job file says its job is finished. */
-	if (!barrier(items, n, ss, "images and results"))
+	if (!barrier(items, n, ss, "images and results", true))
 		return;
 	crash_point("publish:moved-in");
 	for (size_t i = 0; i < n; i++) {
@@ -511,7 +526,7 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 			crash_point("publish:job-moved");
 		}
 	}
-	if (!barrier(items, n, ss, "job files"))
+	if (!barrier(items, n, ss, "job files", false))
 		return;
 	for (size_t i = 0; i < n; i++) {
 		if (!items[i].live)
@@ -577,6 +592,8 @@ static bool any_live(const struct item *items, size_t n)
  * again, a restart finishes the job from its saved response. */
 static void clean_batch(struct item *it)
 {
+	if (it->records_tmp[0])   /* written with the staging, never put in place */
+		unlinkat(it->p.runfd, it->records_tmp, 0);
 	if (it->committed || !it->staged || (it->rewritten && it->job->rc == PUBLISH_FENCED))
 		return;
 	for (size_t i = 0; i + 1 < it->n_names; i++) {
@@ -610,12 +627,12 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 	for (size_t i = 0; i < n; i++)
 		if (items[i].live)
 			stage(&items[i], ss);
-	if (any_live(items, n) && barrier(items, n, ss, "staged images and results")) {
+	if (any_live(items, n) && barrier(items, n, ss, "staged images and results", false)) {
 		crash_point("publish:result");
 		for (size_t i = 0; i < n; i++)
 			if (items[i].live)
 				rewrite(sp, &items[i], ss);
-		if (any_live(items, n) && barrier(items, n, ss, "final job records")) {
+		if (any_live(items, n) && barrier(items, n, ss, "final job records", true)) {
 			crash_point("publish:rewritten");
 			/* 2. Commit each; its durability comes with the next barrier, before any job
 			 * file reaches done/ or failed/. */

@@ -59,7 +59,9 @@ struct publish_job {
  * staged files (and whatever the caller wrote into ss before, e.g. outbox entries); final job
  * records; then, after the commits, images and results in dest; then the job files. No job
  * file reaches done/ or failed/ before its images and result are durable there, and each is
- * durable when this returns rc PUBLISH_OK. Helper thread. */
+ * durable when this returns rc PUBLISH_OK. Every byte goes with the first barrier; where ss
+ * leaves name changes to the journal (syncset_order), the barriers between them sync nothing
+ * and the last makes them all durable. Helper thread. */
 void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, struct syncset *ss);
 
 /* running/.~SLOT@HOST.batch-done or .batch-failed: where one helper thread stages the jobs it

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -57,6 +58,8 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		return error("cannot stat spool '%s': %s", path, strerror(errno));
 	/* Whether syncfs(2) can stand for the fsyncs of a batch (syncset.h). */
 	sp->fs_type = fstatfs(sp->root_fd, &fs) == 0 ? (long)fs.f_type : 0;
+	/* Whether a batch's name changes may be left to the journal to keep in order. */
+	sp->journal = spool_fs_journal(sp->root_fd);
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
@@ -504,14 +507,10 @@ int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *
 	return write_temp(sp, dirfd, name, data, len, true, NULL, false, tmp);
 }
 
-/* Writes data to dirfd/name through a temporary file, as how says. */
-static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
-		    const struct write_how *how)
+/* Puts dirfd/tmp, a temporary file of ours, in place at name, as how says (how->ss: not used,
+ * its caller names the directory); removes it when that fails. */
+static int put_in_place(int dirfd, const char *tmp, const char *name, const struct write_how *how)
 {
-	char tmp[NAME_MAX + 1];
-	if (write_temp(sp, dirfd, name, data, len, how->fsync_file, how->ss, how->replace_only,
-		       tmp) < 0)
-		return -1;
 	if (how->mtime_ms > 0) {
 		struct timespec times[2] = {
 			{ .tv_nsec = UTIME_NOW },
@@ -545,6 +544,17 @@ fail:
 		errno = saved;
 	}
 	return -1;
+}
+
+/* Writes data to dirfd/name through a temporary file, as how says. */
+static int write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
+		    const struct write_how *how)
+{
+	char tmp[NAME_MAX + 1];
+	if (write_temp(sp, dirfd, name, data, len, how->fsync_file, how->ss, how->replace_only,
+		       tmp) < 0)
+		return -1;
+	return put_in_place(dirfd, tmp, name, how);
 }
 
 int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
@@ -586,9 +596,63 @@ int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const
 	return 0;
 }
 
+int spool_write_temp_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+			size_t len, struct syncset *ss, char *tmp, int64_t *written_ms)
+{
+	if (write_temp(sp, sp->fd[d], name, data, len, false, ss, true, tmp) < 0)
+		return -1;
+	*written_ms = mono_ms();
+	return 0;
+}
+
+int spool_replace_in(struct spool *sp, enum spool_dir d, const char *tmp, const char *name,
+		     int64_t written_ms, struct syncset *ss)
+{
+	int dirfd = sp->fd[d];
+	/* Written before a barrier: the lease (its mtime) must not go back to then. */
+	if (mono_ms() - written_ms >= REWRITE_STALE_MS &&
+	    utimensat(dirfd, tmp, NULL, AT_SYMLINK_NOFOLLOW) < 0) {
+		int saved = errno;
+		unlinkat(dirfd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	if (put_in_place(dirfd, tmp, name, &(struct write_how){ .replace_only = true }) < 0)
+		return -1;
+	syncset_dir(ss, dirfd);
+	return 0;
+}
+
 void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs)
 {
 	syncset_init(ss, sp->root_fd, sync_whole_fs(sp->sync_mode, sp->fs_type, n_jobs));
+	ss->names_in_order = sync_names_in_order(sp->sync_mode, sp->fs_type, sp->journal);
+}
+
+bool spool_fs_journal(int fd)
+{
+	struct stat st;
+	char link[PATH_MAX], path[PATH_MAX + 64], text[32];
+	if (fstat(fd, &st) < 0)
+		return false;
+	/* /sys/fs/ext4/ names each file system by its device's name (loop0, sda1, dm-0), the
+	 * name /sys/dev/block/MAJOR:MINOR links to. */
+	xsnprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	const char *dev = strrchr(link, '/');
+	xsnprintf(path, sizeof(path), "/sys/fs/ext4/%s/journal_task", dev ? dev + 1 : link);
+	int tfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (tfd < 0)
+		return false;
+	ssize_t got = read(tfd, text, sizeof(text) - 1);
+	close(tfd);
+	if (got <= 0)
+		return false;
+	text[got] = '\0';
+	return strncmp(text, "<none>", 6) != 0;
 }
 
 /* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO

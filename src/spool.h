@@ -38,6 +38,7 @@ struct spool {
 	int64_t clock_probed_mono;  /* mono_ms of that probe; 0: never */
 	bool clock_failing;         /* the last probe failed (logged once) */
 	long fs_type;               /* statfs f_type of the spool's file system */
+	bool journal;               /* it is an ext4 with a journal (spool_fs_journal) */
 	enum sync_mode sync_mode;   /* [spool] sync: how a batch's writes are made durable */
 };
 
@@ -140,9 +141,22 @@ int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *da
 /* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */
 int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len, struct syncset *ss);
+/* spool_rewrite_in in two steps, so that the bytes go with one barrier and the name change
+ * with a later one: the temporary file for d/name, written as in a batch (its name in tmp,
+ * NAME_MAX + 1 bytes; *written_ms: when, mono_ms), then spool_replace_in puts it in place
+ * (only over an existing d/name: ENOENT if gone), stamped anew if it waited long (a job
+ * file's mtime is its lease), and removes it whenever it fails. */
+int spool_write_temp_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+			size_t len, struct syncset *ss, char *tmp, int64_t *written_ms);
+int spool_replace_in(struct spool *sp, enum spool_dir d, const char *tmp, const char *name,
+		     int64_t written_ms, struct syncset *ss);
 /* Starts a batch's syncset for n_jobs jobs: one syncfs per barrier or file by file, by
- * [spool] sync, the file system and the batch's size. */
+ * [spool] sync, the file system and the batch's size; on a journaled ext4 with sync = auto,
+ * barriers between name changes alone are left to the journal (syncset_order). */
 void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs);
+/* Whether the file system of fd is an ext4 with a journal, as /sys/fs/ext4/DEVICE/journal_task
+ * says ("<none>" without one). False when that cannot be read (no /sys, another file system). */
+bool spool_fs_journal(int fd);
 /* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
  * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
  * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */

@@ -50,6 +50,12 @@ bool sync_whole_fs(enum sync_mode mode, long fs_type, size_t n_jobs)
 	return mode == SYNC_FS || n_jobs >= SYNC_FS_MIN_JOBS;
 }
 
+bool sync_names_in_order(enum sync_mode mode, long fs_type, bool journal)
+{
+	return mode == SYNC_AUTO && journal &&
+	       ((unsigned long)fs_type & 0xffffffffUL) == EXT4_SUPER_MAGIC;
+}
+
 void syncset_init(struct syncset *s, int fs_fd, bool whole_fs)
 {
 	memset(s, 0, sizeof(*s));
@@ -70,6 +76,7 @@ bool syncset_each_file(const struct syncset *s)
 
 int syncset_file(struct syncset *s, int fd)
 {
+	s->written = true;
 	if (s->whole_fs)
 		return 0;
 	s->calls++;
@@ -104,6 +111,14 @@ int syncset_barrier(struct syncset *s)
 			rc = -1, err = errno;
 	}
 	s->n_dirs = 0;
+	s->written = false;
 	errno = err;
 	return rc;
+}
+
+int syncset_order(struct syncset *s)
+{
+	if (s->names_in_order && !s->written)
+		return 0;
+	return syncset_barrier(s);
 }

@@ -8,7 +8,14 @@
  * syncfs is a full barrier only on local disk file systems (ext4, xfs, btrfs, tmpfs); on NFS it
  * does not cover metadata the way fsync does, on FUSE (sshfs) it sends nothing to the server,
  * and on a disk shared with a busy writer it waits for that writer's dirty pages too. So it is
- * used only where it is known to be a barrier, and only for a batch large enough to pay. */
+ * used only where it is known to be a barrier, and only for a batch large enough to pay.
+ *
+ * A barrier between two steps that only change names (renames, unlinks: no new bytes since the
+ * last barrier) is there to keep the later names from becoming durable before the earlier. A
+ * journaled ext4 keeps that order by itself: every name change joins the running transaction,
+ * and transactions commit one after the other, whole, so after a crash the names changed are
+ * those up to some point, never a later one without an earlier one. There such a barrier
+ * (syncset_order) costs nothing; the next full barrier makes everything durable. */
 #ifndef SYNCSET_H
 #define SYNCSET_H
 
@@ -29,10 +36,16 @@ int sync_mode_parse(const char *text, enum sync_mode *out);
 bool sync_fs_is_barrier(long fs_type);
 /* Pure: whether a batch of n_jobs on that file system uses one syncfs per barrier. */
 bool sync_whole_fs(enum sync_mode mode, long fs_type, size_t n_jobs);
+/* Pure: whether name changes may be left to the file system's journal to keep in order
+ * (syncset_order is free): ext4 with a journal, and only with sync = auto (fsync and syncfs
+ * sync at every step, as they say). */
+bool sync_names_in_order(enum sync_mode mode, long fs_type, bool journal);
 
 struct syncset {
 	int fs_fd;               /* any fd on the spool's file system, for syncfs */
 	bool whole_fs;
+	bool names_in_order;     /* sync_names_in_order: syncset_order needs no sync */
+	bool written;            /* a file was written (syncset_file) since the last barrier */
 	int *dirs;               /* directories to fsync at the next barrier (SYNC_FILES) */
 	size_t n_dirs, cap_dirs;
 	unsigned long calls;     /* fsync/syncfs calls made, for the log */
@@ -42,12 +55,17 @@ void syncset_init(struct syncset *s, int fs_fd, bool whole_fs);
 void syncset_release(struct syncset *s);
 /* Whether a file written into this batch must be fsynced as it is written (before its rename). */
 bool syncset_each_file(const struct syncset *s);
-/* fsyncs fd if each file is synced on its own: 0 or -1 with errno. */
+/* fsyncs fd if each file is synced on its own: 0 or -1 with errno. Every file written into the
+ * batch is named here, synced or not (its bytes need a barrier). */
 int syncset_file(struct syncset *s, int fd);
 /* Remembers a directory whose entries changed (borrowed fd, open until the barrier). */
 void syncset_dir(struct syncset *s, int dirfd);
 /* Makes everything written and renamed since the last barrier durable: 0 or -1 with errno.
  * Forgets the directories either way. */
 int syncset_barrier(struct syncset *s);
+/* A barrier wanted only to keep the name changes after it behind those before it: none where
+ * the file system keeps them in order (names_in_order) and no file was written since the last
+ * barrier (the directories are then synced by the next barrier), else syncset_barrier. */
+int syncset_order(struct syncset *s);
 
 #endif

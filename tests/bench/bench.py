@@ -308,30 +308,24 @@ class Disk:
 
 
 class LoopExt4:
-    """A fresh journaled ext4 of our own: a sparse file under BENCH_LOOP_DIR (/var/tmp, on the
-    VM's disk), attached to a loop device, mkfs.ext4 with its defaults, mounted with the default
-    options. Unmounted, detached and removed at the end, after an error, Ctrl-C or SIGTERM too."""
+    """A fresh journaled ext4 of our own (harness.LoopExt4): a sparse file under BENCH_LOOP_DIR
+    (/var/tmp, on the VM's disk), attached to a loop device, mkfs.ext4 with its defaults, mounted
+    with the default options. Unmounted, detached and removed at the end, after an error, Ctrl-C
+    or SIGTERM too."""
 
-    SIZE = 2 << 30      # sparse: a few tens of MiB are written
+    SIZE_MB = 2048      # sparse: a few tens of MiB are written
 
     def __enter__(self):
-        self.top = tempfile.mkdtemp(prefix="imgspool-bench-loop-",
-                                    dir=os.environ.get("BENCH_LOOP_DIR", "/var/tmp"))
-        self.image = os.path.join(self.top, "ext4.img")
-        self.dir = os.path.join(self.top, "mnt")
         self.old_term = signal.signal(signal.SIGTERM, _interrupted)
         try:
-            with open(self.image, "wb") as f:
-                f.truncate(self.SIZE)
-            os.mkdir(self.dir)
-            self.device = _run(["losetup", "--find", "--show", self.image]).strip()
-            _run(["mkfs.ext4", "-q", self.device])
-            _run(["mount", self.device, self.dir])
-            self.fs = describe_fs(self.dir)
-            self.backing = describe_fs(self.top)
+            self.loop = harness.LoopExt4(self.SIZE_MB, os.environ.get("BENCH_LOOP_DIR",
+                                                                       "/var/tmp"))
         except BaseException:
-            self.__exit__()
+            signal.signal(signal.SIGTERM, self.old_term)
             raise
+        self.dir, self.device, self.top = self.loop.path, self.loop.device, self.loop.top
+        self.fs = describe_fs(self.dir)
+        self.backing = describe_fs(self.top)
         self.where = f"{self.device} ({self.fs['fstype']})"
         return self
 
@@ -344,21 +338,7 @@ class LoopExt4:
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            if mount_entry(self.dir, exact=True):
-                # A daemon just stopped may hold the file system for a moment; past 30 s, a lazy
-                # umount takes it out of sight and the kernel lets go of it with its last user.
-                try:
-                    harness.wait_for(lambda: subprocess.run(
-                        ["umount", self.dir], stderr=subprocess.DEVNULL).returncode == 0, 30,
-                        f"umount {self.dir}")
-                except AssertionError:
-                    subprocess.run(["umount", "-l", self.dir], check=False)
-            # Every device on our image, also one attached before an interruption named it.
-            found = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", self.image],
-                                   capture_output=True, text=True).stdout.split()
-            for device in found:
-                subprocess.run(["losetup", "-d", device], check=False)
-            shutil.rmtree(self.top, ignore_errors=True)
+            self.loop.close()
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, self.old_term)
@@ -366,13 +346,6 @@ class LoopExt4:
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _run(argv):
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
-    return done.stdout
 
 
 def _unescape(field):

@@ -19,7 +19,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import Tmpfs, run_tests, wait_for  # noqa: E402
+from harness import LoopExt4, Tmpfs, run_tests, wait_for  # noqa: E402
 from upstream import png_prompt_sha256  # noqa: E402
 
 HOST = "testhost"
@@ -128,25 +128,31 @@ def unescape(s):
     return s.encode().decode("unicode_escape")
 
 
+def publication(m, task_id, dest):
+    """The renames of a job's publication: its job file's from its staging directory (its own
+    or its batch's, spool-layout §5) into dest, that directory, the commit before it, and the
+    exchange of its final records before that."""
+    pub = m.last_rename(f"{dest}/{task_id}.json", 1 << 62, lambda a: re.fullmatch(
+        rf"running/\.[^/]+/{re.escape(task_id)}\.json", a))
+    assert pub, f"{task_id}: no rename of its job file into {dest}/"
+    staging = os.path.dirname(pub[2])
+    commit = m.last_rename(f"{staging}/{task_id}.json", pub[0],
+                           lambda a: a == f"running/{task_id}@{HOST}.json")
+    assert commit, f"{task_id}: no commit rename before its publication"
+    records = m.last_rename(f"running/{task_id}@{HOST}.json", commit[0])
+    assert records and records[4], f"{task_id}: its final records were not exchanged in"
+    return pub, staging, commit, records
+
+
 def check_log(d, strace_log, jobs):
     spool = os.path.realpath(d.spool)
     m = Model(events(strace_log), spool)
     published = 0
     for task_id, dest in jobs.items():
-        # Publication: the job file's rename from its staging directory (its own or its
-        # batch's, spool-layout §5) into dest.
-        pub = m.last_rename(f"{dest}/{task_id}.json", 1 << 62, lambda a: re.fullmatch(
-            rf"running/\.[^/]+/{re.escape(task_id)}\.json", a))
-        assert pub, f"{task_id}: no rename of its job file into {dest}/"
-        staging = os.path.dirname(pub[2])
+        pub, staging, commit, records = publication(m, task_id, dest)
         published += 1
-        commit = m.last_rename(f"{staging}/{task_id}.json", pub[0],
-                               lambda a: a == f"running/{task_id}@{HOST}.json")
-        assert commit, f"{task_id}: no commit rename before its publication"
         # The final records: written, synced, exchanged in, and the exchange synced, all
         # before the commit (a restart then finishes the publication from the staging).
-        records = m.last_rename(f"running/{task_id}@{HOST}.json", commit[0])
-        assert records and records[4], f"{task_id}: its final records were not exchanged in"
         assert m.bytes_durable(m.origin[f"{dest}/{task_id}.json"], commit[0]), \
             f"{task_id}: its final records not synced before the commit"
         assert m.entry_durable("running", records[1], commit[0]), \
@@ -167,13 +173,7 @@ def check_log(d, strace_log, jobs):
             assert into, f"{task_id}: {name} never renamed into {dest}/"
             assert m.entry_durable(dest, into[1], pub[0]), \
                 f"{task_id}: {dest}/{name} not synced in {dest}/ before the job file moved there"
-        # Its saved response: durable under its final name before the daemon acted on it.
-        response = [r for r in m.renames if r[2] == f"running/.{task_id}@{HOST}.partial"]
-        assert response, f"{task_id}: no response saved"
-        acted = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} attempt 1: HTTP", w[3])]
-        assert acted, f"{task_id}: its answer was never logged"
-        assert m.entry_durable("running", response[-1][1], acted[0][0]), \
-            f"{task_id}: its saved response's name not synced before the daemon acted on it"
+        response_saved_before_acting(m, task_id)
         # Reported only once the job file's entry in dest is durable.
         said = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} (done|failed): ", w[3])]
         assert said, f"{task_id}: never reported"
@@ -189,16 +189,71 @@ def check_log(d, strace_log, jobs):
             f"{task_id}: its outbox entry's bytes not synced before it was published"
         assert m.entry_durable("outbox", into[0][1], pub[0]), \
             f"{task_id}: its outbox entry not synced in outbox/ before it was published"
-    # Every saved response: its bytes synced before its rename to the final name.
+    every_response_synced_before_its_rename(m, jobs)
+    return m, published
+
+
+def response_saved_before_acting(m, task_id):
+    """Its saved response: durable under its final name before the daemon acted on it."""
+    response = [r for r in m.renames if r[2] == f"running/.{task_id}@{HOST}.partial"]
+    assert response, f"{task_id}: no response saved"
+    acted = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} attempt 1: HTTP", w[3])]
+    assert acted, f"{task_id}: its answer was never logged"
+    assert m.entry_durable("running", response[-1][1], acted[0][0]), \
+        f"{task_id}: its saved response's name not synced before the daemon acted on it"
+
+
+def every_response_synced_before_its_rename(m, jobs):
     saved = [r for r in m.renames if re.match(r"running/\..*\.partial$", r[2]) and
              ".response." in r[3]]
     assert len(saved) >= len(jobs), f"{len(saved)} responses saved for {len(jobs)} jobs"
     for start, end, a, b, _ in saved:
         assert m.bytes_durable(a, start), f"{b}: renamed before its bytes were synced"
+
+
+def check_ordered_log(d, strace_log, jobs):
+    """sync = auto on an ext4 with a journal (spool-layout §5, group commit): every byte of a
+    job's publication (images, result, final records, outbox entry) is synced before the first
+    of its name changes past its staging, which come in the order of §5 on one thread with no
+    sync between them (the journal commits them in that order), and the job is reported only
+    after a sync that came after its job file's move."""
+    spool = os.path.realpath(d.spool)
+    m = Model(events(strace_log), spool)
+    with open(strace_log, errors="replace") as f:
+        thread = [line.split(" ", 1)[0] for line in f]
+    syncs = [(s, e, thread[e]) for s, e in m.fs_syncs + [x for v in m.dir_syncs.values()
+                                                         for x in v]]
+    published = 0
+    for task_id, dest in jobs.items():
+        pub, staging, commit, records = publication(m, task_id, dest)
+        published += 1
+        with open(d.path(dest, f"{task_id}.result.json")) as f:
+            names = json.load(f)["images"] + [f"{task_id}.result.json"]
+        queued = [w for w in m.writes if w[2].startswith("outbox/.") and
+                  re.search(rf'\\"task_id\\": ?\\"{task_id}\\"', w[3])]
+        assert queued, f"{task_id}: no outbox entry written"
+        for what in [m.origin[f"{dest}/{n}"] for n in names + [f"{task_id}.json"]] + \
+                [queued[-1][2]]:
+            assert m.bytes_durable(what, records[0]), \
+                f"{task_id}: the bytes of {what} not synced before its first name change"
+        steps = [m.last_rename(f"{staging}/{n}", records[0]) for n in names] + [records, commit]
+        steps += [m.last_rename(f"{dest}/{n}", pub[0]) for n in names] + [pub]
+        assert all(steps), f"{task_id}: a step of its publication is missing: {steps}"
+        assert all(a[1] < b[0] for a, b in zip(steps, steps[1:])), \
+            f"{task_id}: its name changes out of order: {steps}"
+        tid = thread[records[1]]
+        assert thread[pub[1]] == tid and not [x for x in syncs if x[2] == tid and
+                                              records[1] < x[0] < pub[0]], \
+            f"{task_id}: a sync between its name changes: the journal keeps them in order"
+        said = [w for w in m.writes if re.search(rf"\b{re.escape(task_id)} (done|failed): ", w[3])]
+        assert said and m.entry_durable(dest, pub[1], said[0][0]), \
+            f"{task_id}: reported before a sync after its job file moved into {dest}/"
+        response_saved_before_acting(m, task_id)
+    every_response_synced_before_its_rename(m, jobs)
     return m, published
 
 
-def run_batch(env, mode, spool_dir=None):
+def run_batch(env, mode, spool_dir=None, check=check_log):
     env.fake.script("refused.", ["400_moderation"])
     d = env.daemon(spool__concurrency=16, spool__sync=mode, notify__exec="/bin/true",
                    spool_dir=spool_dir)
@@ -220,7 +275,7 @@ def run_batch(env, mode, spool_dir=None):
         assert d.wait_finished(task_id, 60) == dest, (task_id, d.state(task_id))
     wait_for(lambda: d.listdir("outbox") == [], 30, "the hooks to have run")
     d.stop()   # the wrapper's status: strace gets the SIGTERM too
-    m, published = check_log(d, log, jobs)
+    m, published = check(d, log, jobs)
     syncs = len(m.fs_syncs) + sum(len(v) for v in m.file_syncs.values())
     print(f"# sync = {mode}: {published} jobs published, {len(m.fs_syncs)} syncfs, "
           f"{syncs - len(m.fs_syncs)} fsyncs: {syncs / published:.2f} per job")
@@ -242,6 +297,19 @@ def test_no_job_published_before_its_bytes_are_durable_syncfs(env):
             x.kill()
         fs.close()
     assert m.fs_syncs, "sync = syncfs made no syncfs"
+
+
+def test_journaled_ext4_keeps_the_renames_in_order(env):
+    # sync = auto on a fresh ext4 with a journal: two syncs per publication, not four.
+    fs = LoopExt4()
+    try:
+        m = run_batch(env, "auto", os.path.join(fs.path, "spool"), check_ordered_log)
+        assert "the spool is on ext4 with a journal" in env.daemons[-1].log()
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+    assert m.fs_syncs, "sync = auto made no syncfs for a batch"
 
 
 def test_a_kill_inside_a_batch_ends_as_no_kill(env):
@@ -336,6 +404,7 @@ if __name__ == "__main__":
     run_tests([
         test_no_job_published_before_its_bytes_are_durable_fsync,
         test_no_job_published_before_its_bytes_are_durable_syncfs,
+        test_journaled_ext4_keeps_the_renames_in_order,
         test_a_kill_inside_a_batch_ends_as_no_kill,
         test_a_failed_barrier_of_a_saved_response,
     ])

@@ -273,6 +273,51 @@ class Tmpfs:
         os.rmdir(self.path)
 
 
+class LoopExt4:
+    """A fresh ext4 with a journal (mkfs.ext4 and mount with their defaults) on a loop device
+    over a sparse file in a directory of our own (under top, else the test's scratch), mounted
+    there at .path. close() unmounts it, detaches the device and removes the directory."""
+
+    def __init__(self, size_mb=256, top=None):
+        self.top = tempfile.mkdtemp(prefix="imgspool-ext4-", dir=top)
+        self.image = os.path.join(self.top, "ext4.img")
+        self.path = os.path.join(self.top, "mnt")
+        try:
+            with open(self.image, "wb") as f:
+                f.truncate(size_mb << 20)
+            os.mkdir(self.path)
+            self.device = _run(["losetup", "--find", "--show", self.image]).strip()
+            _run(["mkfs.ext4", "-q", self.device])
+            _run(["mount", self.device, self.path])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if os.path.ismount(self.path):
+            # A daemon just stopped may hold the file system for a moment; past 30 s, a lazy
+            # umount takes it out of sight and the kernel lets go of it with its last user.
+            try:
+                wait_for(lambda: subprocess.run(["umount", self.path],
+                                                stderr=subprocess.DEVNULL).returncode == 0, 30,
+                         f"umount {self.path}")
+            except AssertionError:
+                subprocess.run(["umount", "-l", self.path], check=False)
+        # Every device on our image, also one attached before an interruption named it.
+        found = subprocess.run(["losetup", "-n", "-O", "NAME", "-j", self.image],
+                               capture_output=True, text=True).stdout.split()
+        for device in found:
+            subprocess.run(["losetup", "-d", device], check=False)
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+def _run(argv):
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
 def clock_off_by(seconds):
     """extra_env for a daemon whose wall clock is off by seconds (libfaketime): its monotonic
     clock and the file times it reads stay true, as on a host with a wrong clock."""

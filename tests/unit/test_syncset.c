@@ -1,6 +1,8 @@
 /* test_syncset.c - how a batch of jobs is made durable: one syncfs per barrier only on a local
  * disk file system and for a batch large enough, else each file and each directory once; the
- * [spool] sync values; and that a barrier syncs each directory once however often it was named. */
+ * [spool] sync values; that a barrier syncs each directory once however often it was named;
+ * and that a barrier between name changes alone is left to ext4's journal only where it has
+ * one, with sync = auto, and never after a file was written. */
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <unistd.h>
@@ -36,8 +38,36 @@ static const struct row rows[] = {
 	{ "a sign-extended f_type still matches", SYNC_AUTO, (long)(int)XFS, 4, true },
 };
 
+struct order_row {
+	const char *name;
+	enum sync_mode mode;
+	long fs;
+	bool journal;
+	bool in_order;
+};
+
+static const struct order_row order_rows[] = {
+	{ "auto, ext4 with a journal: the journal keeps names in order", SYNC_AUTO,
+	  EXT4_SUPER_MAGIC, true, true },
+	{ "auto, ext4 without a journal: every barrier syncs", SYNC_AUTO, EXT4_SUPER_MAGIC, false,
+	  false },
+	{ "fsync, ext4 with a journal: every barrier syncs, as asked", SYNC_FILES, EXT4_SUPER_MAGIC,
+	  true, false },
+	{ "syncfs, ext4 with a journal: every barrier syncs, as asked", SYNC_FS, EXT4_SUPER_MAGIC,
+	  true, false },
+	{ "auto, xfs: every barrier syncs", SYNC_AUTO, XFS, true, false },
+	{ "auto, tmpfs: every barrier syncs", SYNC_AUTO, TMPFS_MAGIC, true, false },
+	{ "auto, NFS: every barrier syncs", SYNC_AUTO, NFS, true, false },
+	{ "a sign-extended f_type still matches", SYNC_AUTO, (long)(int)EXT4_SUPER_MAGIC, true, true },
+};
+
 int main(void)
 {
+	for (size_t i = 0; i < sizeof(order_rows) / sizeof(order_rows[0]); i++) {
+		const struct order_row *r = &order_rows[i];
+		ok(sync_names_in_order(r->mode, r->fs, r->journal) == r->in_order, "%s", r->name);
+	}
+
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct row *r = &rows[i];
 		ok(sync_whole_fs(r->mode, r->fs, r->jobs) == r->whole_fs, "%s", r->name);
@@ -76,6 +106,26 @@ int main(void)
 
 	syncset_init(&s, -1, true);
 	ok(syncset_barrier(&s) < 0, "a failed syncfs fails the barrier");
+	syncset_release(&s);
+
+	/* Barriers that only keep name changes in order. */
+	syncset_init(&s, a, true);
+	ok(syncset_order(&s) == 0 && s.calls == 1, "without a journal's order: a full barrier");
+	s.names_in_order = true;
+	syncset_dir(&s, a);
+	ok(syncset_order(&s) == 0 && s.calls == 1, "names only, in order: no sync");
+	ok(syncset_file(&s, a) == 0 && syncset_order(&s) == 0 && s.calls == 2,
+	   "a file written since the last barrier: its bytes are synced");
+	ok(syncset_order(&s) == 0 && s.calls == 2, "and after that barrier names only again: none");
+	syncset_release(&s);
+
+	syncset_init(&s, a, false);
+	s.names_in_order = true;
+	syncset_dir(&s, a);
+	syncset_dir(&s, b);
+	ok(syncset_order(&s) == 0 && s.calls == 0 && s.n_dirs == 2,
+	   "file by file: the directories wait for the next barrier");
+	ok(syncset_barrier(&s) == 0 && s.calls == 2, "which syncs them");
 	syncset_release(&s);
 	close(a);
 	close(b);
