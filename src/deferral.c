@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "slots.h"
 #include "banned.h"
 
 static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
@@ -84,7 +85,7 @@ void deferral_retry(struct task *t)
 	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
 	/* No slot of ours: wait for one (slots.c starts it when a call ends) before taking a
 	 * ticket among every host's calls, which would idle in the ready line meanwhile. */
-	if (until == 0 && !slots_one_free(t->d) && provider_state_shared(t->prov)) {
+	if (until == 0 && !slots_available(t->d) && provider_state_shared(t->prov)) {
 		slots_wait(t);
 		return;
 	}

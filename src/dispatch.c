@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +51,7 @@
 #include "route.h"
 #include "scan.h"
 #include "secret.h"
+#include "slots.h"
 #include "spend.h"
 #include "spool.h"
 #include "store.h"
@@ -1278,9 +1278,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	d->outbox = outbox_new(loop, d->http, d->pool, spool, &d->cfg, &d->control, task_busy, d);
 	if (!getcwd(d->cwd, sizeof(d->cwd)))
 		d->cwd[0] = '\0';
-	struct rlimit nofile;
-	d->open_files_max = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
-			    ? (long)nofile.rlim_cur : 0;
+	d->slots = slots_new(loop);
 	known_init(&d->known);
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
@@ -1321,8 +1319,7 @@ void dispatch_free(struct dispatch *d)
 		loop_del_timer(d->loop, d->grace_timer);
 	if (d->wake_timer)
 		loop_del_timer(d->loop, d->wake_timer);
-	if (d->ready_timer)
-		loop_del_timer(d->loop, d->ready_timer);
+	slots_free(d->slots);
 	loop_when_idle(d->loop, NULL, NULL);   /* the claims ahead were d's */
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);

@@ -64,7 +64,5 @@ bool dispatch_draining(const struct dispatch *d);
 void dispatch_report_metrics(const struct dispatch *d);
 /* True once draining and nothing is left in flight. */
 bool dispatch_drained(const struct dispatch *d);
-/* The open files that concurrency calls need (slots.c's rule), for start-up's warning. */
-long dispatch_open_files_needed(long concurrency);
 
 #endif

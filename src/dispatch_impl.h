@@ -177,23 +177,7 @@ struct dispatch {
 	int n_tasks;
 	long others_running;     /* other hosts' jobs in running/ at the last rescan */
 	long deferred_jobs;      /* jobs in deferred/ at its last listing, with our moves since */
-	/* Call slots (slots.c): the calls in flight, and the jobs claimed ahead of them. */
-	int n_calling;           /* at most [spool] concurrency */
-	struct task *ready_head, *ready_tail; /* the ready line, oldest first */
-	int n_ready;
-	struct task *waits_head, *waits_tail; /* retries from memory waiting for a slot, oldest
-					       * first: they get the next one before the line */
-	int ready_cap;           /* while claiming ahead: the line may grow to this; else 0 */
-	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
-	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
-	int ends_this, ends_prev;
-	int64_t last_end_ms;     /* mono_ms of the last call's end; 0: none yet */
-	uint64_t ready_timer;    /* the line's next wake: a pause or rate window ends, a wait ends */
-	int64_t ready_timer_due; /* mono_ms it fires at */
-	bool ready_moved;        /* a job joined the line, a call ended or a wake came: walk it */
-	bool ready_rejudge;      /* slots_recheck: walk it all, slot or not */
-	int partials_held;       /* calls holding their .partial open */
-	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
+	struct slots *slots;     /* calls in flight, the ready line (slots.c) */
 	bool draining;
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
@@ -339,39 +323,6 @@ void attempt_judge_begin(struct task *t);
 void attempt_judge(struct task *t);
 void attempt_judged(struct task *t, bool counted);
 size_t attempt_count(const struct task *t);
-
-/* ---- slots.c: calls in flight and the ready line ------------------------------------------ */
-
-/* Whether t's call may go out now (a slot is free and its provider takes it); if not, t waits
- * in the ready line (T_READY) and starts when a call ends. */
-bool slots_take(struct task *t);
-/* Whether a call slot is free: fewer than [spool] concurrency calls in flight. */
-bool slots_one_free(const struct dispatch *d);
-void slots_ready_remove(struct task *t);
-/* A retry from memory (T_BACKOFF) with no ticket yet waits for a call slot: slots_start_ready
- * gives it the next one (deferral_retry), before the ready line; slots_unwait takes it out. */
-void slots_wait(struct task *t);
-void slots_unwait(struct task *t);
-/* Whether a call may hold its .partial open (else it is closed after its header and the body
- * written when the call ends): a socket for each of concurrency calls comes first. */
-bool slots_partial_room(const struct dispatch *d);
-/* Counts a call that went out, and one that ended. */
-void slots_call_started(struct task *t);
-void slots_call_ended(struct task *t);
-/* Starts the calls that may start: the retries waiting for a slot, then the ready line, oldest
- * first; a job in the line whose provider was held (or went over budget) meanwhile goes back
- * to new/. */
-void slots_start_ready(struct dispatch *d);
-/* What a job in the ready line waits for may have changed without a call ending (control/, a
- * reload, a provider's ramp or hold): the line is walked again at the next turn. */
-void slots_recheck(struct dispatch *d);
-/* Whether a job for p may be claimed now: to call at once, or to wait in the ready line. */
-bool slots_may_claim(const struct provider_state *p, int64_t now);
-bool slots_may_claim_ahead(const struct provider_state *p, int64_t now);
-/* How many more jobs may be claimed now (calls, the line, and the jobs held in all). */
-long slots_claim_room(const struct dispatch *d);
-/* On every turn, before the claims: the line's calls, and its filling once the loop is idle. */
-void slots_pump(struct dispatch *d);
 
 /* ---- sidecar.c: the files beside a job in running/ ------------------------------------------- */
 

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "route.h"
+#include "slots.h"
 #include "webhook.h"
 #include "banned.h"
 
@@ -57,7 +58,7 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 		pe->mtime_ns = file->mtime_ns;
 	}
 	d->n_unplaced += !file;
-	d->ahead_stuck = false;   /* a new job: the ready line may take it */
+	slots_pending_added(d);   /* the ready line may take it */
 	size_t s = d->n_sorted;
 	if (file && s == d->n_pending - 1 &&
 	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))

@@ -31,6 +31,7 @@
 #include "hostlock.h"
 #include "log.h"
 #include "secret.h"
+#include "slots.h"
 #include "loop.h"
 #include "metrics.h"
 #include "notify.h"
@@ -253,7 +254,7 @@ static void raise_open_files(long concurrency)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	rlim_t need = (rlim_t)dispatch_open_files_needed(concurrency);
+	rlim_t need = (rlim_t)slots_open_files_needed(concurrency);
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
 		log_warn("concurrency %ld needs %llu open files (a socket a call and a reserve), more "
 			 "than the limit of %llu: raise it (LimitNOFILE= in the unit, ulimit -n)", concurrency,

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "price.h"
+#include "slots.h"
 #include "banned.h"
 
 struct provider_state *provider_state_find(struct dispatch *d, const char *name)

@@ -26,11 +26,13 @@
  * it); one whose provider is full, or paused for a moment, waits, at most READY_WAIT_MS like any
  * other. The line is walked when what it waits for may have changed, never on a poll. */
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 
-#include "dispatch.h"
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "slots.h"
 #include "banned.h"
 
 #define READY_MAX 1024           /* jobs in the ready line, at most */
@@ -39,13 +41,53 @@
 #define READY_WAIT_MS 2000       /* a job waits in the line this long at most, then goes back */
 #define READY_PAUSE_MS 1000      /* a longer pause of its provider sends a job back at once */
 
+struct slots {
+	struct loop *loop;
+	int n_calling;           /* at most [spool] concurrency */
+	struct task *ready_head, *ready_tail; /* the ready line, oldest first */
+	int n_ready;
+	struct task *waits_head, *waits_tail; /* retries from memory waiting for a slot, oldest
+					       * first: they get the next one before the line */
+	int ready_cap;           /* while claiming ahead: the line may grow to this; else 0 */
+	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
+	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
+	int ends_this, ends_prev;
+	int64_t last_end_ms;     /* mono_ms of the last call's end; 0: none yet */
+	uint64_t ready_timer;    /* the line's next wake: a pause or rate window ends, a wait ends */
+	int64_t ready_timer_due; /* mono_ms it fires at */
+	bool ready_moved;        /* a job joined the line, a call ended or a wake came: walk it */
+	bool ready_rejudge;      /* slots_recheck: walk it all, slot or not */
+	int partials_held;       /* calls holding their .partial open */
+	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
+};
+
+struct slots *slots_new(struct loop *loop)
+{
+	struct slots *s = xcalloc(1, sizeof(*s));
+	s->loop = loop;
+	struct rlimit nofile;
+	s->open_files_max = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
+			    ? (long)nofile.rlim_cur : 0;
+	return s;
+}
+
+void slots_free(struct slots *s)
+{
+	if (!s)
+		return;
+	if (s->ready_timer)
+		loop_del_timer(s->loop, s->ready_timer);
+	free(s);
+}
+
 /* The line's size now: the calls that ended in the last second, within the bounds; none when
  * the last call ended more than a second ago (a long call is no promise of a slot). */
 static int ready_max(const struct dispatch *d, int64_t now)
 {
-	if (!d->last_end_ms || now - d->last_end_ms > ENDS_FRESH_MS)
+	const struct slots *s = d->slots;
+	if (!s->last_end_ms || now - s->last_end_ms > ENDS_FRESH_MS)
 		return 0;
-	int n = d->ends_prev > d->ends_this ? d->ends_prev : d->ends_this;
+	int n = s->ends_prev > s->ends_this ? s->ends_prev : s->ends_this;
 	if (n > READY_MAX)
 		n = READY_MAX;
 	return d->cfg->concurrency < n ? (int)d->cfg->concurrency : n;
@@ -78,41 +120,44 @@ static void queue_remove(struct task **head, struct task **tail, struct task *t)
 
 static void ready_push(struct task *t)
 {
-	struct dispatch *d = t->d;
+	struct slots *s = t->d->slots;
 	t->state = T_READY;
 	t->ready_since_ms = mono_ms();
-	d->ready_moved = true;
-	queue_push(&d->ready_head, &d->ready_tail, t);
-	d->n_ready++;
+	s->ready_moved = true;
+	queue_push(&s->ready_head, &s->ready_tail, t);
+	s->n_ready++;
 }
 
 void slots_ready_remove(struct task *t)
 {
-	struct dispatch *d = t->d;
-	queue_remove(&d->ready_head, &d->ready_tail, t);
+	struct slots *s = t->d->slots;
+	queue_remove(&s->ready_head, &s->ready_tail, t);
 	t->state = T_CALLING;   /* what a task is between its claim and its call */
-	d->n_ready--;
-	d->ahead_stuck = false;
+	s->n_ready--;
+	s->ahead_stuck = false;
 }
 
 void slots_wait(struct task *t)
 {
+	struct slots *s = t->d->slots;
 	t->slot_waits = true;
-	queue_push(&t->d->waits_head, &t->d->waits_tail, t);
+	queue_push(&s->waits_head, &s->waits_tail, t);
 }
 
 void slots_unwait(struct task *t)
 {
+	struct slots *s = t->d->slots;
 	if (t->slot_waits)
-		queue_remove(&t->d->waits_head, &t->d->waits_tail, t);
+		queue_remove(&s->waits_head, &s->waits_tail, t);
 	t->slot_waits = false;
 }
 
 /* The retries waiting for a slot go before the ready line: their jobs were claimed first. */
 static void start_waiting(struct dispatch *d)
 {
-	while (d->waits_head && slots_one_free(d) && !d->draining) {
-		struct task *t = d->waits_head;
+	struct slots *s = d->slots;
+	while (s->waits_head && slots_available(d) && !d->draining) {
+		struct task *t = s->waits_head;
 		slots_unwait(t);
 		deferral_retry(t);   /* waits again only if it found no slot */
 	}
@@ -124,13 +169,14 @@ static void start_waiting(struct dispatch *d)
 
 static long files_reserve(const struct dispatch *d)
 {
-	return FILES_KEPT + d->open_files_max / 16;
+	const struct slots *s = d->slots;
+	return FILES_KEPT + s->open_files_max / 16;
 }
 
 /* The smallest limit L that lets every call have its socket beside the reserve:
  * L - L/16 >= concurrency + FILES_KEPT. A .partial held open counts for nothing: it only uses
  * what is left above that. */
-long dispatch_open_files_needed(long concurrency)
+long slots_open_files_needed(long concurrency)
 {
 	long beside_sixteenth = concurrency + FILES_KEPT;
 	return beside_sixteenth + (beside_sixteenth - 1) / 15;
@@ -138,8 +184,9 @@ long dispatch_open_files_needed(long concurrency)
 
 bool slots_partial_room(const struct dispatch *d)
 {
-	return d->open_files_max <= 0 ||
-	       d->cfg->concurrency + d->partials_held + 1 + files_reserve(d) <= d->open_files_max;
+	const struct slots *s = d->slots;
+	return s->open_files_max <= 0 ||
+	       d->cfg->concurrency + s->partials_held + 1 + files_reserve(d) <= s->open_files_max;
 }
 
 /* Why p takes no call now (PROVIDER_FREE: it does); an operator's pause counts as a hold. */
@@ -153,18 +200,20 @@ static enum provider_block block_now(const struct provider_state *p, int64_t now
 	return provider_blocked(&p->flow, &l, now, until);
 }
 
-bool slots_one_free(const struct dispatch *d)
+bool slots_available(const struct dispatch *d)
 {
-	return d->n_calling < d->cfg->concurrency;
+	const struct slots *s = d->slots;
+	return s->n_calling < d->cfg->concurrency;
 }
 
 void slots_call_started(struct task *t)
 {
+	struct slots *s = t->d->slots;
 	t->calling = true;
-	t->d->n_calling++;
+	s->n_calling++;
 	if (t->body_fd >= 0) {
 		t->partial_held = true;
-		t->d->partials_held++;
+		s->partials_held++;
 	}
 	struct provider_limits limits = provider_state_limits(t->prov);
 	provider_started(&t->prov->flow, &limits, mono_ms());
@@ -173,31 +222,32 @@ void slots_call_started(struct task *t)
 void slots_call_ended(struct task *t)
 {
 	struct dispatch *d = t->d;
+	struct slots *s = d->slots;
 	int64_t now = mono_ms();
 	/* Stuck claims ahead look at the pending list again only if this end may let more in:
 	 * its provider was at a limit, or the line may grow. */
 	bool unstick = false;
 	int max_before = 0;
-	if (d->ahead_stuck) {
+	if (s->ahead_stuck) {
 		int64_t until;
 		max_before = ready_max(d, now);
 		unstick = block_now(t->prov, now, &until) == PROVIDER_BUSY;
 	}
-	d->last_end_ms = now;
-	d->ready_moved = true;
+	s->last_end_ms = now;
+	s->ready_moved = true;
 	int64_t second = now / 1000;
-	if (second != d->ends_second) {
-		d->ends_prev = second == d->ends_second + 1 ? d->ends_this : 0;
-		d->ends_this = 0;
-		d->ends_second = second;
+	if (second != s->ends_second) {
+		s->ends_prev = second == s->ends_second + 1 ? s->ends_this : 0;
+		s->ends_this = 0;
+		s->ends_second = second;
 	}
-	d->ends_this++;
-	if (d->ahead_stuck && (unstick || ready_max(d, now) > max_before))
-		d->ahead_stuck = false;
+	s->ends_this++;
+	if (s->ahead_stuck && (unstick || ready_max(d, now) > max_before))
+		s->ahead_stuck = false;
 	t->calling = false;
-	d->n_calling--;
+	s->n_calling--;
 	if (t->partial_held)
-		d->partials_held--;
+		s->partials_held--;
 	t->partial_held = false;
 	provider_ended(&t->prov->flow);
 }
@@ -205,7 +255,7 @@ void slots_call_ended(struct task *t)
 bool slots_take(struct task *t)
 {
 	int64_t until;
-	if (slots_one_free(t->d) &&
+	if (slots_available(t->d) &&
 	    (t->is_probe || block_now(t->prov, mono_ms(), &until) == PROVIDER_FREE))
 		return true;
 	ready_push(t);
@@ -215,7 +265,8 @@ bool slots_take(struct task *t)
 bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
 {
 	const struct dispatch *d = p->d;
-	if (d->n_ready >= d->ready_cap || ready_max(d, now) == 0 || provider_state_shared(p))
+	const struct slots *s = d->slots;
+	if (s->n_ready >= s->ready_cap || ready_max(d, now) == 0 || provider_state_shared(p))
 		return false;
 	int64_t until;
 	enum provider_block b = block_now(p, now, &until);
@@ -224,15 +275,16 @@ bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
 
 bool slots_may_claim(const struct provider_state *p, int64_t now)
 {
-	return (slots_one_free(p->d) && provider_state_blocked_until(p, now) == 0) ||
+	return (slots_available(p->d) && provider_state_blocked_until(p, now) == 0) ||
 	       slots_may_claim_ahead(p, now);
 }
 
 long slots_claim_room(const struct dispatch *d)
 {
+	const struct slots *s = d->slots;
 	int64_t now = mono_ms();
 	long conc = d->cfg->concurrency;
-	long calls = conc - d->n_calling, ahead = d->ready_cap - d->n_ready;
+	long calls = conc - s->n_calling, ahead = s->ready_cap - s->n_ready;
 	long by_calls = (calls > 0 ? calls : 0) + (ahead > 0 ? ahead : 0);
 	long by_held = 2 * conc + ready_max(d, now) - d->n_tasks;
 	long room = by_calls < by_held ? by_calls : by_held;
@@ -243,48 +295,57 @@ static int64_t ready_wake(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
-	d->ready_timer = 0;   /* the before-sleep hook starts what may start */
-	d->ready_moved = true;
+	struct slots *s = d->slots;
+	s->ready_timer = 0;   /* the before-sleep hook starts what may start */
+	s->ready_moved = true;
 	return LOOP_TIMER_DONE;
 }
 
 /* Wakes the loop at wake (mono_ms) unless it already wakes earlier. */
 static void arm_ready(struct dispatch *d, int64_t wake, int64_t now)
 {
-	if (d->ready_timer && d->ready_timer_due <= wake)
+	struct slots *s = d->slots;
+	if (s->ready_timer && s->ready_timer_due <= wake)
 		return;
-	if (d->ready_timer)
-		loop_del_timer(d->loop, d->ready_timer);
-	d->ready_timer_due = wake;
-	d->ready_timer = loop_add_timer(d->loop, wake > now ? wake - now : 0, ready_wake, d);
+	if (s->ready_timer)
+		loop_del_timer(d->loop, s->ready_timer);
+	s->ready_timer_due = wake;
+	s->ready_timer = loop_add_timer(d->loop, wake > now ? wake - now : 0, ready_wake, d);
+}
+
+void slots_pending_added(struct dispatch *d)
+{
+	d->slots->ahead_stuck = false;
 }
 
 void slots_recheck(struct dispatch *d)
 {
-	d->ready_moved = d->ready_rejudge = true;
+	struct slots *s = d->slots;
+	s->ready_moved = s->ready_rejudge = true;
 }
 
 void slots_start_ready(struct dispatch *d)
 {
+	struct slots *s = d->slots;
 	/* The line is walked on news only: a job joins, a call ends, slots_recheck, or the timer
 	 * armed below for what ends with time (a pause, a rate window, the look again at every
 	 * host's calls that a shared limit set, a job's wait in the line). Only while a slot is
 	 * free, but after slots_recheck: a job whose provider was held or paused meanwhile goes
 	 * back now, slot or not. */
 	start_waiting(d);
-	if (!d->ready_head || !d->ready_moved)
+	if (!s->ready_head || !s->ready_moved)
 		return;
 	int64_t now = mono_ms(), wake = 0;
-	bool rejudge = d->ready_rejudge;
-	d->ready_moved = d->ready_rejudge = false;
+	bool rejudge = s->ready_rejudge;
+	s->ready_moved = s->ready_rejudge = false;
 	/* Waited long enough here: back to new/, where any host with a slot may take it. */
-	while (d->ready_head && !d->draining && now - d->ready_head->ready_since_ms >= READY_WAIT_MS) {
-		struct task *old = d->ready_head;
+	while (s->ready_head && !d->draining && now - s->ready_head->ready_since_ms >= READY_WAIT_MS) {
+		struct task *old = s->ready_head;
 		slots_ready_remove(old);
 		task_requeue(old, "no call slot came free within 2 s");
 	}
-	struct task *t = d->ready_head, *next;
-	for (; t && (rejudge || slots_one_free(d)) && !d->draining; t = next) {
+	struct task *t = s->ready_head, *next;
+	for (; t && (rejudge || slots_available(d)) && !d->draining; t = next) {
 		next = t->ready_next;
 		int64_t until = 0;
 		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
@@ -299,7 +360,7 @@ void slots_start_ready(struct dispatch *d)
 				wake = until;
 			continue;
 		}
-		if (b == PROVIDER_FREE && !slots_one_free(d))
+		if (b == PROVIDER_FREE && !slots_available(d))
 			continue;   /* rejudged: it waits for a slot */
 		slots_ready_remove(t);
 		if (b == PROVIDER_FREE)
@@ -309,8 +370,8 @@ void slots_start_ready(struct dispatch *d)
 				     control_paused(&d->control, t->prov->cfg->name) ?
 				     "its provider is paused by an operator" : "provider on hold");
 	}
-	if (d->ready_head && !d->draining) {
-		int64_t give_up = d->ready_head->ready_since_ms + READY_WAIT_MS;
+	if (s->ready_head && !d->draining) {
+		int64_t give_up = s->ready_head->ready_since_ms + READY_WAIT_MS;
 		if (!wake || give_up < wake)
 			wake = give_up;
 	}
@@ -322,18 +383,20 @@ static void claim_ahead(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
-	int before = d->n_ready, max = ready_max(d, mono_ms());
-	d->ready_cap = d->n_ready + CLAIM_AHEAD_SLICE < max ? d->n_ready + CLAIM_AHEAD_SLICE : max;
+	struct slots *s = d->slots;
+	int before = s->n_ready, max = ready_max(d, mono_ms());
+	s->ready_cap = s->n_ready + CLAIM_AHEAD_SLICE < max ? s->n_ready + CLAIM_AHEAD_SLICE : max;
 	intake_pump(d);
-	d->ready_cap = 0;
+	s->ready_cap = 0;
 	/* Placing waiting names in line is progress too. */
-	d->ahead_stuck = d->n_ready <= before && !d->n_unplaced;
+	s->ahead_stuck = s->n_ready <= before && !d->n_unplaced;
 }
 
 void slots_pump(struct dispatch *d)
 {
+	struct slots *s = d->slots;
 	slots_start_ready(d);
-	if (!d->ready_cap && !d->ahead_stuck && !d->draining && d->n_pending &&
-	    d->n_ready < ready_max(d, mono_ms()))
+	if (!s->ready_cap && !s->ahead_stuck && !d->draining && d->n_pending &&
+	    s->n_ready < ready_max(d, mono_ms()))
 		loop_when_idle(d->loop, claim_ahead, d);
 }
