@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "sidecar.h"
 #include "slots.h"
 #include "banned.h"
 

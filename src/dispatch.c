@@ -51,6 +51,7 @@
 #include "route.h"
 #include "scan.h"
 #include "secret.h"
+#include "sidecar.h"
 #include "slots.h"
 #include "spend.h"
 #include "spool.h"

@@ -196,9 +196,6 @@ struct dispatch {
 	struct keyshare *ks;     /* the providers' limits, shared with the other hosts */
 };
 
-/* A fresh claim has no sidecars; a job found in running/ after a restart may have any. */
-enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_UNKNOWN = 8 };
-
 /* ---- dispatch.c: a task's life -------------------------------------------------------------- */
 
 struct task *task_new(struct dispatch *d, const char *id);
@@ -323,18 +320,5 @@ void attempt_judge_begin(struct task *t);
 void attempt_judge(struct task *t);
 void attempt_judged(struct task *t, bool counted);
 size_t attempt_count(const struct task *t);
-
-/* ---- sidecar.c: the files beside a job in running/ ------------------------------------------- */
-
-/* ".ID@HOST.suffix" (caller frees). */
-char *sidecar_name(const struct task *t, const char *suffix);
-void sidecar_write_target(struct task *t);
-char *sidecar_read_target(struct task *t);
-void sidecar_drop(struct task *t);
-/* The same files, from a helper thread: t->sidecars is left for the loop to clear. */
-void sidecar_unlink(const struct task *t);
-size_t sidecar_write_header(struct task *t, int fd);
-long sidecar_saved_status(const struct task *t, const struct strset *hidden);
-long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
 
 #endif

@@ -16,6 +16,7 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "publish.h"
+#include "sidecar.h"
 #include "banned.h"
 
 /* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */

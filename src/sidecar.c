@@ -13,6 +13,7 @@
 
 #include "dispatch_impl.h"
 #include "log.h"
+#include "sidecar.h"
 #include "banned.h"
 
 /* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet

@@ -1,0 +1,28 @@
+/* sidecar.h - the files kept beside a job in running/ while it is ours: the response of the
+ * call in flight (.partial), a complete one (.response.STATUS), a routed call's target
+ * (.target); each with a header naming the job and the attempt (sidecar.c). */
+#ifndef SIDECAR_H
+#define SIDECAR_H
+
+#include <stddef.h>
+
+struct buf;
+struct stat;
+struct strset;
+struct task;
+
+/* A fresh claim has no sidecars; a job found in running/ after a restart may have any. */
+enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_UNKNOWN = 8 };
+
+/* ".ID@HOST.suffix" (caller frees). */
+char *sidecar_name(const struct task *t, const char *suffix);
+void sidecar_write_target(struct task *t);
+char *sidecar_read_target(struct task *t);
+void sidecar_drop(struct task *t);
+/* The same files, from a helper thread: t->sidecars is left for the loop to clear. */
+void sidecar_unlink(const struct task *t);
+size_t sidecar_write_header(struct task *t, int fd);
+long sidecar_saved_status(const struct task *t, const struct strset *hidden);
+long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
+
+#endif
