@@ -20,9 +20,10 @@ cli, keyshare, gate and rescan, which are other programs):
               daemon's libcurl options and multi socket loop without jobs, 64 at once: what the
               HTTP library alone costs), CPU per job (all threads, the loop thread); medians of
               BENCH_RUNS runs, daemon and clients interleaved
-  syscalls    the same case once more under strace -f -c: system calls per job, all threads, the
-              top ten, fsync+fdatasync+syncfs per job (deterministic where the others are noisy);
-              and again under strace -c on the loop thread alone: its calls per job
+  syscalls    the same case once more under strace -f (every call traced): system calls per
+              job, all threads, the top ten, fsync+fdatasync+syncfs per job (deterministic
+              where the others are noisy), and the same per thread: the loop (the main
+              thread), the helpers (the threads there when the trace began), any born later
   ext4        the throughput case, fsync on, BENCH_EXT4_JOBS jobs, on (a) a fresh journaled ext4
               the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
               mount with their defaults; unmounted, detached and removed at the end) and (b)
@@ -43,6 +44,7 @@ cli, keyshare, gate and rescan, which are other programs):
               holding as many calls the same way (what libcurl itself takes)
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
+BENCH_SYSCALLS_TRACE=FILE (keep the trace there, to see what each call is for),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
 BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
 case makes its spool on the disk), BENCH_LOOP_DIR (/var/tmp: where it puts its loop file system's
@@ -511,59 +513,73 @@ def throughput(up):
     return median(jobs_s)
 
 
-STRACE_ROW = re.compile(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)$")
+STRACE_LINE = re.compile(r"(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
+STRACE_FAILED = re.compile(r"= -1 E[A-Z]+")
 
 
-def strace_counts(up, n, prefix, threads):
-    """strace -c attached to the running daemon over one run of n jobs: every thread (-f), or
-    the loop thread alone (the process's first thread). Returns (counts, failed), by call."""
-    with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
-        out = os.path.join(tempfile.gettempdir(), f"bench-strace-{os.getpid()}.txt")
-        tracer = subprocess.Popen(["strace", *(["-f"] if threads else []), "-c", "-o", out, "-p",
-                                   str(r.pid)],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
-        tracer.stderr.readline()   # "Process N attached" (with -f: "with M threads")
-        try:
-            r.jobs(n, prefix=prefix)
-        finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(120)
-        counts, errors = {}, {}
-        with open(out) as f:
-            for line in f:
-                m = STRACE_ROW.match(line)
-                if m and m.group(3) != "total":
-                    counts[m.group(3)] = int(m.group(1))
-                    errors[m.group(3)] = int(m.group(2) or 0)
-        os.unlink(out)
-    return counts, errors
-
-
-def top_calls(counts, errors, n):
-    top = sorted(counts.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{name} {count / n:.2f}" + (f" ({errors[name] / n:.2f} failed)"
-                                                   if errors[name] else "")
-                     for name, count in (top if SYSCALLS_ALL else top[:10]))
+def thread_role(pid, tid, at_attach):
+    """The loop is the main thread; helpers are the threads there when the trace began (the
+    iopool's); threads born during the run are libcurl's resolver's."""
+    if tid == pid:
+        return "loop"
+    return "helpers" if tid in at_attach else "born during the run"
 
 
 def syscalls(up):
-    """strace -f -c attached to the running daemon (all its threads) over one run, then strace -c
-    on its loop thread alone over another."""
+    """strace -f attached to the running daemon (all its threads) over one run; every call
+    traced (not -c) so that calls are counted per thread as well as per name."""
     n = SYSCALL_JOBS
-    counts, errors = strace_counts(up, n, "s", True)
+    keep = os.environ.get("BENCH_SYSCALLS_TRACE")
+    with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
+        out = keep or os.path.join(tempfile.gettempdir(), f"bench-strace-{os.getpid()}.txt")
+        at_attach = {int(t) for t in os.listdir(f"/proc/{r.pid}/task")}
+        tracer = subprocess.Popen(["strace", "-f", "-s", "48", "-o", out, "-p", str(r.pid)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        tracer.stderr.readline()   # "Process N attached with M threads"
+        try:
+            r.jobs(n, prefix="s")
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(120)
+        counts, errors, by_role = {}, {}, {}
+        with open(out) as f:
+            for line in f:
+                m = STRACE_LINE.match(line)
+                if not m:
+                    continue
+                # A call another thread interrupted in the trace is counted where it began,
+                # its failure where it ended.
+                name = m.group(2) or m.group(3)
+                if STRACE_FAILED.search(line):
+                    errors[name] = errors.get(name, 0) + 1
+                if m.group(2):
+                    continue
+                role = thread_role(r.pid, int(m.group(1)), at_attach)
+                counts[name] = counts.get(name, 0) + 1
+                by_role.setdefault(role, {})
+                by_role[role][name] = by_role[role].get(name, 0) + 1
+        if not keep:
+            os.unlink(out)
     total = sum(counts.values())
-    syncs = sum(counts.get(c, 0) for c in ("fsync", "fdatasync", "syncfs", "sync_file_range"))
-    print(f"system calls, {n} jobs on tmpfs, concurrency {CONCURRENCY}, all threads (strace -f "
-          f"-c; deterministic but for polling and batching):")
+    syncs = sum(counts.get(c, 0) for c in SYNC_CALLS)
+
+    def listing(table, limit=None):
+        top = sorted(table.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{name} {count / n:.2f}" + (
+            f" ({errors[name] / n:.2f} failed)" if errors.get(name) and table is counts else "")
+            for name, count in (top if limit is None else top[:limit]))
+    print(f"system calls, {n} jobs on tmpfs, concurrency {CONCURRENCY}, all threads (strace -f; "
+          f"deterministic but for polling and batching):")
     row("system calls per job", f"{total / n:.1f}", "", "<= 25")
     row("fsync+fdatasync+syncfs per job", f"{syncs / n:.2f}", "", "<= 3")
     print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " +
-          top_calls(counts, errors, n))
-    counts, errors = strace_counts(up, n, "l", False)
-    row("the loop thread alone, per job", f"{sum(counts.values()) / n:.1f}", "")
-    print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " +
-          top_calls(counts, errors, n))
+          listing(counts, None if SYSCALLS_ALL else 10))
+    for role in ("loop", "helpers", "born during the run"):
+        if role in by_role:
+            row(f"  on the {role} thread" + ("s" if role != "loop" else ""),
+                f"{sum(by_role[role].values()) / n:.1f}", "")
+            print(f"      {listing(by_role[role], None if SYSCALLS_ALL else 10)}")
 
 
 def ext4(up):
