@@ -1,11 +1,18 @@
-/* log.c - one line per event on stderr. A line is written with a single write(2) so lines from
- * the loop and the I/O threads never interleave mid-line.
+/* log.c - one line per event on stderr, written in the order the lines were made.
+ *
+ * The loop thread's lines are kept (log_hold) and written together, one write(2) per loop turn
+ * (log_flush, before the loop sleeps), not one per line: a busy daemon logs several lines per
+ * job. Any other thread's line is written at once, after what the loop kept, in the same write.
+ * One lock covers the kept lines and every write, so lines never interleave mid-line. At exit
+ * the kept lines are written (atexit); a crash (kill -9, abort) loses them: at most the lines of
+ * the loop turn it cut.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
  * "<3>" (error), "<4>" (warning), "<6>" (info) or "<7>" (debug), so `journalctl -p warning` shows
  * what needs an operator, and carries no time of its own (the journal stamps it). Anywhere else
  * (a terminal, a file, a pipe) a line starts with the local time, ISO 8601 with milliseconds. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,9 +31,54 @@ static const char *level_tag[] = { "error: ", "warning: ", "", "debug: " };
 static const char level_priority[] = { '3', '4', '6', '7' };
 static int to_journal = -1;    /* -1 = not looked at yet */
 
+/* The lines kept for one write. A line is at most LOG_LINE_MAX bytes; past HELD_MAX the lines kept
+ * so far are written first. */
+#define LOG_LINE_MAX 2048
+#define HELD_MAX (64 * 1024)
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static char held[HELD_MAX];
+static size_t held_len;
+static bool holding;           /* a thread keeps its lines: holder */
+static pthread_t holder;
+
 void log_set_level(enum log_level level)
 {
 	current_level = level;
+}
+
+/* Lock held. */
+static void write_held(void)
+{
+	if (held_len)
+		(void)write_all(STDERR_FILENO, held, held_len);
+	held_len = 0;
+}
+
+void log_flush(void)
+{
+	pthread_mutex_lock(&held_lock);
+	write_held();
+	pthread_mutex_unlock(&held_lock);
+}
+
+void log_hold(bool on)
+{
+	pthread_mutex_lock(&held_lock);
+	if (!on)
+		write_held();
+	holding = on;
+	holder = pthread_self();
+	pthread_mutex_unlock(&held_lock);
+}
+
+static void flush_at_exit(void)
+{
+	log_flush();
+}
+
+static void register_flush_at_exit(void)
+{
+	atexit(flush_at_exit);
 }
 
 bool log_stream_is_journal(const char *journal_stream, int fd)
@@ -43,6 +95,8 @@ bool log_stream_is_journal(const char *journal_stream, int fd)
 void log_init(void)
 {
 	to_journal = log_stream_is_journal(getenv("JOURNAL_STREAM"), STDERR_FILENO);
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, register_flush_at_exit);
 }
 
 /* The local time of a line, ISO 8601 with milliseconds. Formatting a date (localtime_r, eight
@@ -71,7 +125,7 @@ static void stamp_now(char *out, size_t size)
 __attribute__((format(printf, 3, 0)))
 static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
 {
-	char line[2048], stamp[48];
+	char line[LOG_LINE_MAX], stamp[48];
 	if (level > current_level)
 		return;
 	if (to_journal < 0)
@@ -96,7 +150,14 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			line[i] = '?';
 	line[len++] = '\n';
-	(void)write_all(STDERR_FILENO, line, len);
+	pthread_mutex_lock(&held_lock);
+	if (held_len + len > sizeof(held))
+		write_held();
+	memcpy(held + held_len, line, len);
+	held_len += len;
+	if (!holding || !pthread_equal(holder, pthread_self()))
+		write_held();
+	pthread_mutex_unlock(&held_lock);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

@@ -10,8 +10,15 @@
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_level(enum log_level level);
-/* Looks once whether stderr is the journal; call before any thread logs. */
+/* Looks once whether stderr is the journal; call before any thread logs. Kept lines are
+ * written at exit. */
 void log_init(void);
+/* on: this thread's lines are kept until log_flush (or until they fill a buffer), then written
+ * in one write(2): the loop holds its lines for a turn. A line of any other thread is written
+ * at once, after the kept ones. off: writes what is kept, and lines go out at once again. */
+void log_hold(bool on);
+/* Writes the kept lines. */
+void log_flush(void);
 /* Whether fd is the stream JOURNAL_STREAM ("DEVICE:INODE") names. */
 bool log_stream_is_journal(const char *journal_stream, int fd);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -5,7 +5,8 @@
  * timer) runs on the next turn without sleeping at all. Timers live in a small array scanned
  * linearly: the daemon keeps a handful of them per job at most, so a heap would buy nothing.
  * Idle work (loop_when_idle) runs when a look at the fds finds nothing and no timer is due: work
- * that must never delay the answer to an event.
+ * that must never delay the answer to an event. The log lines of a turn are written together
+ * before the loop sleeps (log_hold).
  * Failures: epoll_wait errors other than EINTR end loop_run with -1; everything else is
  * reported to the caller. */
 #include <errno.h>
@@ -201,7 +202,10 @@ int loop_run(struct loop *loop)
 {
 	struct epoll_event events[64];
 	bool polled = true;      /* whether the last turn looked at the fds */
+	int rc = 0;
 	loop->stop = false;
+	/* A turn's log lines go out in one write, before the loop sleeps. */
+	log_hold(true);
 	while (!loop->stop) {
 		if (loop->before_sleep)
 			loop->before_sleep(loop, loop->before_sleep_arg);
@@ -219,6 +223,7 @@ int loop_run(struct loop *loop)
 		polled = true;
 		/* Idle work waits for a look that finds nothing ready: then it runs, and the loop
 		 * turns again before it sleeps. */
+		log_flush();
 		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), loop->idle ? 0 : timeout);
 		if (n == 0 && loop->idle && timeout != 0) {
 			loop_hook_fn *fn = loop->idle;
@@ -229,7 +234,8 @@ int loop_run(struct loop *loop)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return error("epoll_wait failed: %s", strerror(errno));
+			rc = error("epoll_wait failed: %s", strerror(errno));
+			break;
 		}
 		for (int i = 0; i < n; i++) {
 			int fd = (int)(uint32_t)events[i].data.u64;
@@ -247,7 +253,8 @@ int loop_run(struct loop *loop)
 		if (loop->n_timers)
 			run_timers(loop, mono_ms());
 	}
-	return 0;
+	log_hold(false);
+	return rc;
 }
 
 void loop_stop(struct loop *loop)

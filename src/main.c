@@ -174,6 +174,7 @@ static int64_t on_lock_beat(struct loop *loop, void *arg)
 	if (hostlock_heartbeat(&dm->spool, err, sizeof(err)) < 0) {
 		notify_send(dm->notify, "STATUS=stopped: %s", err);
 		log_msg(LOG_ERROR, "%s", err);
+		log_flush();
 		/* _exit, not exit: no atexit handler (libcrypto's cleanup, the sanitizers') may run
 		 * while helper threads still rename our jobs' files. The new holder has our host id,
 		 * so fencing cannot tell their renames from its own: every thread stops here. */

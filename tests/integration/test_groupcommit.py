@@ -258,7 +258,8 @@ def run_batch(env, mode, spool_dir=None, check=check_log):
     d = env.daemon(spool__concurrency=16, spool__sync=mode, notify__exec="/bin/true",
                    spool_dir=spool_dir)
     log = os.path.join(d.dir, "strace.log")
-    d.wrapper = ["strace", "-f", "-qq", "-y", "-s", "256", "-o", log, "-e",
+    # Whole writes (-s): a loop turn's log lines go out in one write of up to 64 KiB.
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-s", "65536", "-o", log, "-e",
                  "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,openat,write"]
     jobs = {}
     for i in range(24):

@@ -1,5 +1,7 @@
 /* test_log.c - telling the journal's stream from any other stderr; every line's time is the
- * time it was written, though each thread keeps the last second's date. */
+ * time it was written, though each thread keeps the last second's date; lines held by the loop
+ * thread go out together, in order with other threads' lines. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +43,76 @@ static void test_line_times(void)
 	fclose(f);
 }
 
+static void *log_from_helper(void *arg)
+{
+	(void)arg;
+	log_info("from a helper");
+	return NULL;
+}
+
+/* What stderr (a temporary file) holds: its lines, without their times. */
+static void written(FILE *f, char *out, size_t size)
+{
+	char line[512];
+	size_t len = 0;
+	out[0] = '\0';
+	rewind(f);
+	while (len + 1 < size && fgets(line, sizeof(line), f)) {
+		const char *text = strchr(line, ' ');
+		text = text ? text + 1 : line;
+		int n = snprintf(out + len, size - len, "%s", text);
+		len = n < 0 ? len : len + (size_t)n;
+	}
+}
+
+static void test_held_lines(void)
+{
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	if (!f || saved < 0 || dup2(fileno(f), STDERR_FILENO) < 0)
+		return;
+	static char got[128 * 1024];
+	log_hold(true);
+	log_info("one");
+	log_info("two");
+	written(f, got, sizeof(got));
+	is_str(got, "", "lines held are not written yet");
+	log_flush();
+	written(f, got, sizeof(got));
+	is_str(got, "imgspoold: one\nimgspoold: two\n", "log_flush writes the lines held, in order");
+	log_info("three");
+	pthread_t th;
+	if (pthread_create(&th, NULL, log_from_helper, NULL) == 0)
+		pthread_join(th, NULL);
+	written(f, got, sizeof(got));
+	is_str(got, "imgspoold: one\nimgspoold: two\nimgspoold: three\nimgspoold: from a helper\n",
+	       "another thread's line goes out at once, after the lines held before it");
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f);
+	log_info("four");
+	for (int i = 0; i < 200; i++)   /* more than the buffer holds: written as it fills */
+		log_info("%0300d", i);
+	fseek(f, 0, SEEK_END);
+	ok(ftell(f) > size + 30000, "lines past what is held go out before the buffer overflows");
+	log_info("last");
+	log_hold(false);
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	log_info("at once");
+	fseek(f, 0, SEEK_END);
+	ok(ftell(f) > size, "not held any more: a line goes out at once");
+	written(f, got, sizeof(got));
+	ok(strstr(got, "imgspoold: last\nimgspoold: at once\n") != NULL,
+	   "letting go writes the lines held");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	fclose(f);
+}
+
 int main(void)
 {
 	test_line_times();
+	test_held_lines();
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)
