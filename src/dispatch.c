@@ -304,9 +304,11 @@ static void publish_work(void **args, size_t n)
 			t->final_job_text = task_job_text(t, 0, t->succeeded ? "succeeded" : "failed");
 		/* Events are queued before the job is published (the batch's first barrier makes
 		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
-		 * its to announce. */
-		bool ours = spool_still_ours(sp, t->running_name);
-		if (t->events.n && ours && outbox_write_in(sp, &t->events, &ss) < 0) {
+		 * its to announce, so with events its file is looked for first; without, the
+		 * rewrite and the commit find it gone (they are the fence). */
+		bool gone = t->fenced || t->publish_committed ||
+			    (t->events.n && !spool_still_ours(sp, t->running_name));
+		if (t->events.n && !gone && outbox_write_in(sp, &t->events, &ss) < 0) {
 			xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
 				  strerror(errno));
 			t->publish_rc = PUBLISH_RETRY;
@@ -317,7 +319,7 @@ static void publish_work(void **args, size_t n)
 			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
 			.result_json = t->result_json, .job_text = t->final_job_text,
 			.earlier_runs = t->runs_total > 0,
-			.ours_checked = true, .ours = ours, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
+			.gone = gone, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
 		todo[m++] = &jobs[i];
 	}
 	publish_batch(sp, todo, m, &ss);

@@ -405,12 +405,13 @@ struct batchdir {
 static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j);
 static char *committed_staging(struct spool *sp, const char *id, int dest);
 
-/* The first step of a job: still ours, nothing in the way, its staging directory open. */
+/* The first step of a job: not known gone, nothing in the way, its staging directory open. */
 static void prepare(struct spool *sp, struct item *it, struct batchdir *bd)
 {
 	struct publish_job *j = it->job;
-	/* Not a fence (the commit is): it spares a reclaimed job's staging. */
-	if (!(j->ours_checked ? j->ours : spool_still_ours(sp, j->running_name))) {
+	/* Not a fence (the rewrite and the commit are, and find a job file that is gone): it
+	 * spares a reclaimed job's staging, and finishes one committed before from there. */
+	if (j->gone) {
 		it->live = false;
 		char *where = committed_staging(sp, j->id, j->dest);
 		if (!where)

@@ -44,8 +44,8 @@ struct publish_job {
 	const char *result_json;
 	const char *job_text;
 	bool earlier_runs;       /* its records say it ran before (resubmitted): clear its images */
-	bool ours_checked;       /* the caller just looked for running_name (nothing of the job's */
-	bool ours;               /* changed since): the result, so it is not looked for again */
+	bool gone;               /* the caller knows running_name is gone (reclaimed, or moved by
+				  * a commit that an earlier pass made): not staged again */
 	enum publish_rc rc;      /* out, with a description in err */
 	bool committed;          /* out: its commit is made (now or before), whatever rc says: the
 				  * publication is durable in its staging directory and is only

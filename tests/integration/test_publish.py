@@ -238,25 +238,38 @@ def test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory(env):
     assert env.fake.calls("committed by the restart") == 1
 
 
-def test_the_job_files_name_in_done_is_looked_up_once(env):
-    """Whether done/ID.json is there is asked once per publication (check_targets), and the
-    answer passed on to the removal of an earlier run's job files (strace: deterministic)."""
+def assert_looked_up_once(env, ids, directory, name):
+    """Jobs ids run to done/ under strace (deterministic): each job's directory/name(ID) was
+    stat'ed exactly once."""
     d = env.daemon()
     log = os.path.join(d.dir, "strace.log")
     d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e", "trace=newfstatat,statx"]
-    ids = ["once1", "once2", "once3"]
     for task_id in ids:
         d.submit(task_id, {"prompt": "looked up once " + task_id})
     d.start()
     for task_id in ids:
         assert d.wait_finished(task_id) == "done"
     d.stop()
-    done = os.path.join(os.path.realpath(d.spool), "done")
+    where = os.path.join(os.path.realpath(d.spool), directory)
     with open(log) as f:
         text = f.read()
     for task_id in ids:
-        looks = re.findall(rf'<{re.escape(done)}>, "{task_id}\.json"', text)
+        looks = re.findall(rf'<{re.escape(where)}>, "{re.escape(name(task_id))}"', text)
         assert len(looks) == 1, (task_id, len(looks))
+
+
+def test_the_job_files_name_in_done_is_looked_up_once(env):
+    """Whether done/ID.json is there is asked once per publication (check_targets), and the
+    answer passed on to the removal of an earlier run's job files (strace: deterministic)."""
+    assert_looked_up_once(env, ["once1", "once2", "once3"], "done", lambda i: f"{i}.json")
+
+
+def test_the_job_file_in_running_is_looked_up_once(env):
+    """A job's file in running/ is looked up once, by the claim (the inode it read); its
+    publication does not look again: the rewrite of its records and its commit are the fence,
+    and fail on a job reclaimed meanwhile (strace: deterministic)."""
+    assert_looked_up_once(env, ["look1", "look2", "look3"], "running",
+                          lambda i: f"{i}@testhost.json")
 
 
 def test_a_directory_planted_after_the_check_is_waited_out_not_lost(env):
@@ -599,6 +612,7 @@ if __name__ == "__main__":
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
         test_the_job_files_name_in_done_is_looked_up_once,
+        test_the_job_file_in_running_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
         test_an_unreadable_staged_result_keeps_what_is_staged,
         test_a_big_result_is_published_after_a_crash,
