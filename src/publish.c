@@ -402,7 +402,8 @@ struct batchdir {
 	int fd;
 };
 
-static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j);
+static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j,
+			  bool drop_old);
 static char *committed_staging(struct spool *sp, const char *id, int dest);
 
 /* The first step of a job: not known gone, nothing in the way, its staging directory open. */
@@ -417,7 +418,7 @@ static void prepare(struct spool *sp, struct item *it, struct batchdir *bd)
 		if (!where)
 			return fenced(it);
 		j->committed = true;   /* a retry after a failure past the commit */
-		finish_staged(sp, where, j);
+		finish_staged(sp, where, j, true);
 		free(where);
 		return;
 	}
@@ -795,7 +796,7 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	struct publish_job j = { .dest = dest, .id = id, .err = err, .errsize = errsize };
 	char *job_staged = xasprintf("%s/%s.json", staging_name, id);
 	if (spool_exists(runfd, job_staged)) {
-		finish_staged(sp, staging_name, &j);
+		finish_staged(sp, staging_name, &j, false);
 	} else {
 		/* Not committed. While its job is in running/ the staged files may still serve
 		 * (publish_commit_staged); else (reclaimed, or moved in before a crash) they go. */
@@ -829,7 +830,10 @@ static void drop_all_aside(int runfd, const char *staging, const char *id)
 	closedir(dir);
 }
 
-static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j)
+/* drop_old: a batch's directory that no sweep empties next (a retry, a rescan of one in use)
+ * loses the job's every ID.old.N. */
+static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j,
+			  bool drop_old)
 {
 	struct item it;
 	struct syncset ss;
@@ -837,7 +841,7 @@ static void finish_staged(struct spool *sp, const char *staging, struct publish_
 	spool_syncset(sp, &ss, 1);
 	finish_committed(&it, 1, &ss);
 	syncset_release(&ss);
-	if (j->rc == PUBLISH_OK && !it.alone)
+	if (j->rc == PUBLISH_OK && !it.alone && drop_old)
 		drop_all_aside(sp->fd[SPOOL_RUNNING], staging, j->id);
 	item_release(&it);
 }
@@ -891,6 +895,21 @@ static void keep_batch(const char *name, bool left)
 		strset_add(&kept_batches, name);
 	else
 		strset_del(&kept_batches, name);
+}
+
+/* Batch directories of ours where a resume left a committed job that no task holds (or that
+ * could not be listed): only these are looked into again while a helper thread may be staging
+ * in them. A task's own committed job is its to finish. Loop thread only. */
+static struct strset orphaned_batches;
+
+static void mark_orphans(const char *name, bool orphans)
+{
+	if (!orphaned_batches.cap)
+		strset_init(&orphaned_batches);
+	if (orphans)
+		strset_add(&orphaned_batches, name);
+	else
+		strset_del(&orphaned_batches, name);
 }
 
 void publish_heartbeat(struct spool *sp)
@@ -1100,13 +1119,18 @@ bool publish_resume_batch(struct spool *sp, const char *name, const struct strse
 	bool left = true;
 	if (!publish_parse_batch_name(name, &bhost, &dest))
 		return false;
+	if (in_use && !(orphaned_batches.cap && strset_has(&orphaned_batches, name))) {
+		free(bhost);
+		return true;   /* nothing in it but what tasks hold: not even listed */
+	}
+	bool orphans = false;
 	char *host = publish_batch_jobs_host(name);
 	struct strset committed, staged_ids, unfinished;
 	strset_init(&committed);
 	strset_init(&staged_ids);
 	strset_init(&unfinished);
 	if (publish_list_batch(sp, name, &committed, in_use ? NULL : &staged_ids) < 0) {
-		left = errno != ENOENT;
+		left = orphans = errno != ENOENT;
 		goto out;
 	}
 	char err[512];
@@ -1119,13 +1143,14 @@ bool publish_resume_batch(struct spool *sp, const char *name, const struct strse
 		}
 		struct publish_job j = { .dest = dest, .id = committed.slots[i], .err = err,
 					 .errsize = sizeof(err) };
-		finish_staged(sp, name, &j);
+		finish_staged(sp, name, &j, in_use);   /* else the sweep below takes them */
 		if (j.rc == PUBLISH_OK) {
 			log_job(LOG_INFO, j.id, "publication finished after a restart or takeover");
 		} else {
 			log_job(LOG_ERROR, j.id, "cannot finish its publication (staged in 'running/%s'): "
 				"%s", name, err);
 			strset_add(&unfinished, j.id);
+			orphans = true;
 		}
 		crash_point("publish:batch-finished");
 	}
@@ -1155,6 +1180,7 @@ out:
 	if (left)
 		left = spool_exists(sp->fd[SPOOL_RUNNING], name);
 	keep_batch(name, left && batch_slot_of(name) >= publish_batch_slots());   /* else beaten */
+	mark_orphans(name, left && orphans);
 	strset_release(&committed);
 	strset_release(&staged_ids);
 	strset_release(&unfinished);

@@ -89,7 +89,9 @@ char *publish_batch_jobs_host(const char *name);
  * running/ID@HOST.json (HOST: whose batch it was) or already running/ID@US.json, says its run is
  * finished gets its staged files in a directory of its own, .ID@THAT_HOST.DEST, where its
  * restart or its reclaimer commits them; everything else goes, and the directory with it.
- * in_use (a directory a helper thread may be staging in): only committed jobs are finished.
+ * in_use (a directory a helper thread may be staging in): only committed jobs are finished,
+ * and only in a directory where an earlier resume left one that no task holds (else it is not
+ * even listed: a task finishes its own).
  * Logs each finished job. Returns whether the directory is still there: it is then heartbeated
  * (publish_heartbeat) and should be resumed again at the next rescan. */
 bool publish_resume_batch(struct spool *sp, const char *name, const struct strset *held,

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Publication: a reused id ends in exactly one state with only its own run's files; a directory
 planted in the way ends the job with a reason instead of retrying for ever (issue 8, items 5, 6)."""
+import collections
 import json
 import os
 import re
@@ -484,6 +485,26 @@ def test_a_kill_while_a_batch_is_resumed_ends_as_no_kill(env):
     check_ended_as_no_kill(env, d, jobs, answered)
 
 
+def test_a_restart_reads_a_batchs_directory_twice_however_many_jobs_it_finishes(env):
+    """A restart lists a batch's staging directory once to find its jobs and once to empty it
+    (its sweep also takes the earlier runs' files put aside, ID.old.N), not once more for every
+    committed job it finishes; and a rescan does not list the directories its helper threads
+    stage in, holding no job that a task does not (strace: deterministic)."""
+    d = env.daemon(spool__concurrency=8)
+    jobs, answered = kill_at_second_commit(env, d, "rd")
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e", "trace=getdents64"]
+    d.start()
+    check_ended_as_no_kill(env, d, jobs, answered)
+    d.stop()
+    reads = collections.Counter()
+    with open(log) as f:
+        for batch in re.findall(r"getdents64\(\d+<[^>]*/running/(\.~[^>/]*)>, .* = [1-9]",
+                                f.read()):
+            reads[batch] += 1
+    assert reads and all(n == 2 for n in reads.values()), reads
+
+
 def take_over_a_dead_hosts_batch(env, dead_spool, alive_spool, prefix, kill_taker=False):
     dead = env.daemon(spool_dir=dead_spool, spool__host_id="deadhost", spool__concurrency=8)
     jobs, answered = kill_at_second_commit(env, dead, prefix)
@@ -617,6 +638,7 @@ if __name__ == "__main__":
         test_an_unreadable_staged_result_keeps_what_is_staged,
         test_a_big_result_is_published_after_a_crash,
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
+        test_a_restart_reads_a_batchs_directory_twice_however_many_jobs_it_finishes,
         test_a_dead_hosts_batch_is_taken_over,
         test_a_dead_hosts_batch_is_taken_over_through_sshfs,
         test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan,
