@@ -110,12 +110,19 @@ static void *helper_main(void *arg)
 {
 	struct iopool *pool = arg;
 	void **args = xcalloc(BATCH_MAX, sizeof(*args));
+	/* Its log lines go out with the loop's turn, or before it waits for work. */
+	log_hold(true);
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct lane *lane = oldest_lane(pool);
 		if (!lane) {
 			if (pool->stopping)
 				break;
+			pthread_mutex_unlock(&pool->lock);
+			log_flush();
+			pthread_mutex_lock(&pool->lock);
+			if (oldest_lane(pool) || pool->stopping)
+				continue;   /* news while the lock was let go */
 			pool->idle++;
 			pthread_cond_wait(&pool->wake, &pool->lock);
 			pool->idle--;
@@ -141,6 +148,7 @@ static void *helper_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
+	log_hold(false);
 	free(args);
 	return NULL;
 }

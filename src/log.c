@@ -1,11 +1,12 @@
 /* log.c - one line per event on stderr, written in the order the lines were made.
  *
- * The loop thread's lines are kept (log_hold) and written together, one write(2) per loop turn
- * (log_flush, before the loop sleeps), not one per line: a busy daemon logs several lines per
- * job. Any other thread's line is written at once, after what the loop kept, in the same write.
- * One lock covers the kept lines and every write, so lines never interleave mid-line. At exit
- * the kept lines are written (atexit); a crash (kill -9, abort) loses them: at most the lines of
- * the loop turn it cut.
+ * Threads that hold their lines (log_hold: the loop, the I/O helpers) add them to one buffer,
+ * written in one write(2) by log_flush: the loop flushes once per turn, before it sleeps, and a
+ * helper before it waits for work. A busy daemon logs several lines per job: a write per line
+ * was most of the loop's system calls. A line of a thread that does not hold is written at
+ * once, after the lines held, in the same write. One lock covers the buffer and every write, so
+ * lines keep their order and never interleave mid-line. At exit the held lines are written
+ * (atexit); a crash (kill -9, abort) loses them: at most the lines of the loop turn it cut.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
@@ -38,8 +39,7 @@ static int to_journal = -1;    /* -1 = not looked at yet */
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static char held[HELD_MAX];
 static size_t held_len;
-static bool holding;           /* a thread keeps its lines: holder */
-static pthread_t holder;
+static __thread bool holding;  /* this thread's lines wait for a flush */
 
 void log_set_level(enum log_level level)
 {
@@ -67,7 +67,6 @@ void log_hold(bool on)
 	if (!on)
 		write_held();
 	holding = on;
-	holder = pthread_self();
 	pthread_mutex_unlock(&held_lock);
 }
 
@@ -155,7 +154,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		write_held();
 	memcpy(held + held_len, line, len);
 	held_len += len;
-	if (!holding || !pthread_equal(holder, pthread_self()))
+	if (!holding)
 		write_held();
 	pthread_mutex_unlock(&held_lock);
 }

@@ -13,11 +13,12 @@ void log_set_level(enum log_level level);
 /* Looks once whether stderr is the journal; call before any thread logs. Kept lines are
  * written at exit. */
 void log_init(void);
-/* on: this thread's lines are kept until log_flush (or until they fill a buffer), then written
- * in one write(2): the loop holds its lines for a turn. A line of any other thread is written
- * at once, after the kept ones. off: writes what is kept, and lines go out at once again. */
+/* on: this thread's lines are kept until a log_flush (or until they fill the buffer), then
+ * written in one write(2) with every thread's kept lines: the loop holds its lines for a turn.
+ * A line of a thread that does not hold is written at once, after the kept ones. off: writes
+ * what is kept, and this thread's lines go out at once again. */
 void log_hold(bool on);
-/* Writes the kept lines. */
+/* Writes the kept lines, every thread's. */
 void log_flush(void);
 /* Whether fd is the stream JOURNAL_STREAM ("DEVICE:INODE") names. */
 bool log_stream_is_journal(const char *journal_stream, int fd);

@@ -45,8 +45,9 @@ static void test_line_times(void)
 
 static void *log_from_helper(void *arg)
 {
-	(void)arg;
-	log_info("from a helper");
+	if (arg)
+		log_hold(true);
+	log_info("from a helper%s", arg ? " that holds" : "");
 	return NULL;
 }
 
@@ -87,6 +88,15 @@ static void test_held_lines(void)
 	written(f, got, sizeof(got));
 	is_str(got, "imgspoold: one\nimgspoold: two\nimgspoold: three\nimgspoold: from a helper\n",
 	       "another thread's line goes out at once, after the lines held before it");
+	if (pthread_create(&th, NULL, log_from_helper, "hold") == 0)
+		pthread_join(th, NULL);
+	log_info("after it");
+	written(f, got, sizeof(got));
+	ok(!strstr(got, "that holds"), "a helper that holds its lines leaves them for a flush");
+	log_flush();
+	written(f, got, sizeof(got));
+	ok(strstr(got, "from a helper\nimgspoold: from a helper that holds\nimgspoold: after it\n") !=
+	   NULL, "the next flush, by any thread, writes every thread's lines in their order");
 	fseek(f, 0, SEEK_END);
 	long size = ftell(f);
 	log_info("four");
