@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "price.h"
+#include "provider_state.h"
 #include "secret.h"
 #include "banned.h"
 
@@ -52,7 +53,7 @@ static void price_by(const struct config *cfg, const struct task *t, struct atte
 void attempt_price(const struct task *t, struct attempt *a, enum billed billed,
 		   const json_t *usage, int images)
 {
-	a->provider = t->prov ? t->prov->cfg->name : NULL;
+	a->provider = t->prov ? provider_state_name(t->prov) : NULL;
 	a->model = t->model;
 	price_by(t->d->cfg, t, a, billed, usage, images);
 }
@@ -63,7 +64,7 @@ void attempt_reserve(struct task *t)
 	t->reserve = q.amount;
 	t->reserve_known = q.known;
 	t->reserved = true;
-	spend_call_started(&t->d->spend, t->prov->cfg->name, q.amount, spend_day(wall_ms()));
+	spend_call_started(&t->d->spend, provider_state_name(t->prov), q.amount, spend_day(wall_ms()));
 }
 
 /* The call's reservation is released and what it cost is counted. */
@@ -71,12 +72,12 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 {
 	long day = spend_day(wall_ms());
 	if (t->reserved)
-		spend_call_ended(&t->d->spend, t->prov->cfg->name, t->reserve, day);
+		spend_call_ended(&t->d->spend, provider_state_name(t->prov), t->reserve, day);
 	t->reserved = false;
-	spend_add(&t->d->spend, t->prov->cfg->name, billed, known, cost, day);
+	spend_add(&t->d->spend, provider_state_name(t->prov), billed, known, cost, day);
 	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
 	if (billed && known && provider_state_budgeted(t->prov))
-		keyshare_spent(t->d->ks, t->prov->cfg->name, keyshare_micros(cost));
+		keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(cost));
 	keyshare_release(t->d->ks, &t->ticket);
 }
 
@@ -100,7 +101,7 @@ void attempt_record(struct task *t, const struct attempt *a)
  * reference to the configuration for its prices (a reload may swap d->cfg meanwhile). */
 void attempt_judge_begin(struct task *t)
 {
-	t->cur.provider = t->prov ? t->prov->cfg->name : NULL;
+	t->cur.provider = t->prov ? provider_state_name(t->prov) : NULL;
 	t->cur.model = t->model;
 	t->judge_cfg = config_ref(t->d->cfg);
 }
@@ -146,7 +147,7 @@ void attempt_judged(struct task *t, bool counted)
 	}
 	config_unref(t->judge_cfg);
 	t->judge_cfg = NULL;
-	t->cur.provider = t->prov ? t->prov->cfg->name : NULL;
+	t->cur.provider = t->prov ? provider_state_name(t->prov) : NULL;
 }
 
 /* Attempts made in this run, listed or not: they number the calls (sidecars, the log). */

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "provider_state.h"
 #include "sidecar.h"
 #include "slots.h"
 #include "banned.h"
@@ -79,7 +80,7 @@ static int64_t retry_due(struct loop *loop, void *arg)
 /* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
 void deferral_retry(struct task *t)
 {
-	if (t->d->draining || (t->prov->flow.held && !t->prov->flow.probing)) {
+	if (t->d->draining || (provider_state_held(t->prov) && !provider_state_probing(t->prov))) {
 		task_requeue(t, t->d->draining ? "shutting down" : "provider on hold");
 		return;
 	}
@@ -218,7 +219,7 @@ void deferral_schedule(struct task *t)
 	if (o->retry_after_ms > delay)
 		delay = o->retry_after_ms;
 	t->retry_count++;
-	metrics_retry(t->prov->cfg->name);
+	metrics_retry(provider_state_name(t->prov));
 	if (o->decision == DECIDE_RETRY_BILLED)
 		t->billed_retries++;
 	/* A 429 says the provider, not the job, is saturated: nobody calls it before the wait. */

@@ -39,6 +39,7 @@
 #include "keyshare.h"
 #include "known.h"
 #include "log.h"
+#include "provider_state.h"
 #include "publish.h"
 #include "outbox.h"
 #include "loop.h"
@@ -84,7 +85,7 @@ void dispatch_scan(struct dispatch *d)
 {
 	dispatch_control(d);
 	for (int i = 0; i < d->n_providers; i++)
-		if (!d->providers[i]->retired)
+		if (!provider_state_retired(d->providers[i]))
 			provider_state_look_at_others(d->providers[i]);
 	bool first = !d->new_scan.listings && !scan_busy(&d->new_scan);
 	scan_start(&d->new_scan);
@@ -138,24 +139,8 @@ void dispatch_reconfigure(struct dispatch *d, struct config *cfg)
 	struct config *old = d->cfg;
 	/* Provider state carries over by name (a hold, a pause, the calls in flight); a provider
 	 * gone from the file keeps its old section until its last job ends. */
-	for (int i = d->n_providers - 1; i >= 0; i--) {
-		struct provider_state *p = d->providers[i];
-		if (p->retired)
-			continue;
-		const struct provider_config *next = config_provider(cfg, p->cfg->name);
-		if (next && next->rpm != p->cfg->rpm)
-			provider_rate_changed(&p->flow);
-		/* A raised budget or limit is looked at again now. */
-		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
-		if (next)
-			p->cfg = next;
-		else if (p->users) {
-			log_info("provider '%s' is no longer configured: its %d job(s) finish first",
-				 p->cfg->name, p->users);
-			p->retired = config_ref(old);
-		} else
-			provider_state_free(p);
-	}
+	for (int i = d->n_providers - 1; i >= 0; i--)
+		provider_state_reload(d->providers[i], cfg, old);
 	d->cfg = config_ref(cfg);
 	for (int i = 0; i < cfg->n_providers; i++) {
 		struct provider_state *p = provider_state_find(d, cfg->providers[i].name);
@@ -200,18 +185,10 @@ void task_free(struct task *t)
 	if (t->reserved)   /* the call ended without an answer: it may have been billed */
 		attempt_settle(t, true, t->reserve_known, t->reserve);
 	keyshare_release(d->ks, &t->ticket);
-	if (t->is_probe && t->prov)
-		keyshare_probe_done(d->ks, t->prov->cfg->name);
 	if (t->timer)
 		loop_del_timer(d->loop, t->timer);
-	/* A probe that ended without a verdict (a bad reference image, say) must not leave its
-	 * held provider without a next probe. */
-	if (t->is_probe && t->prov->flow.held && !t->prov->probe_timer && !t->prov->flow.probing &&
-	    !t->prov->retired)
-		t->prov->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
-						      provider_state_probe_due, t->prov);
-	if (t->prov && --t->prov->users == 0 && t->prov->retired)
-		provider_state_free(t->prov);
+	if (t->prov)
+		provider_state_unuse(t->prov, t->is_probe);
 	store_upload_cancel(t->upload);
 	outbox_batch_release(&t->events);
 	for (size_t i = 0; i < t->n_images; i++) {
@@ -500,7 +477,7 @@ void task_finish(struct task *t)
 	const struct outcome *o = &t->outcome;
 	free(t->result_provider);
 	free(t->result_currency);
-	const char *provider = t->prov ? t->prov->cfg->name : t->job.provider;
+	const char *provider = t->prov ? provider_state_name(t->prov) : t->job.provider;
 	t->result_provider = provider ? xstrdup(provider) : NULL;
 	t->result_currency = xstrdup(d->cfg->prices.currency);
 	t->result = (struct result_info){
@@ -800,7 +777,7 @@ static void call_done(void *arg, struct http_result *res)
 void task_send_attempt(struct task *t)
 {
 	struct dispatch *d = t->d;
-	const struct provider_config *p = t->prov->cfg;
+	const struct provider_config *p = provider_state_config(t->prov);
 	if (!slots_take(t))
 		return;   /* in the ready line until a call ends */
 	if (!p->api_key) {
@@ -908,7 +885,7 @@ void task_prepare_and_send(struct task *t)
 		buf_init(&bufs[i], 0);
 	if (load_refs(t, refs, &mask, bufs) < 0)
 		goto out;
-	if (upstream_build_request(&t->job, t->model, t->prov->cfg->base_url, refs,
+	if (upstream_build_request(&t->job, t->model, provider_state_config(t->prov)->base_url, refs,
 				   (size_t)t->job.n_refs, t->job.mask ? &mask : NULL, &t->req, err,
 				   sizeof(err)) < 0) {
 		task_fail(t, "invalid_request", NULL, "%s", err);
@@ -987,16 +964,14 @@ static void job_limits_from_config(struct dispatch *d)
 }
 
 /* model: the target's, for a routed job; NULL: the job's own or the provider's default. */
-void task_set_provider(struct task *t, struct provider_state *prov, const char *model)
+void task_set_provider(struct task *t, struct provider_state *prov, const char *model,
+		       bool may_probe)
 {
 	t->prov = prov;
-	prov->users++;
-	if (prov->flow.held) {
-		t->is_probe = true;
-		prov->flow.probing = false;  /* one probe at a time */
-	}
+	t->is_probe = provider_state_use(prov, may_probe);
 	t->routed = model != NULL;
-	t->model = xstrdup(model ? model : t->job.model ? t->job.model : prov->cfg->model);
+	t->model = xstrdup(model ? model : t->job.model ? t->job.model
+			   : provider_state_config(prov)->model);
 	t->dialect = upstream_dialect(t->model);
 }
 
@@ -1218,7 +1193,7 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 {
 	int calls = 0;
 	for (int i = 0; i < d->n_providers; i++)
-		calls += d->providers[i]->flow.active;
+		calls += provider_state_calls(d->providers[i]);
 	/* As the metrics count: the pending queue also holds due deferred jobs. */
 	struct dispatch_counts c;
 	dispatch_counts(d, &c);
@@ -1226,16 +1201,19 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 			 c.new_jobs, c.deferred, d->n_tasks, calls);
 	const char *sep = ", held: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
-		if (!d->providers[i]->flow.held || d->providers[i]->retired)
+		if (!provider_state_held(d->providers[i]) || provider_state_retired(d->providers[i]))
 			continue;
-		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
+		n += snprintf(out + n, size - (size_t)n, "%s%s", sep,
+			      provider_state_name(d->providers[i]));
 		sep = ", ";
 	}
 	sep = ", over budget: ";
 	for (int i = 0; i < d->n_providers && n >= 0 && (size_t)n < size; i++) {
-		if (!d->providers[i]->over_budget || d->providers[i]->retired)
+		if (!provider_state_over_budget(d->providers[i]) ||
+		    provider_state_retired(d->providers[i]))
 			continue;
-		n += snprintf(out + n, size - (size_t)n, "%s%s", sep, d->providers[i]->cfg->name);
+		n += snprintf(out + n, size - (size_t)n, "%s%s", sep,
+			      provider_state_name(d->providers[i]));
 		sep = ", ";
 	}
 }
@@ -1243,12 +1221,8 @@ void dispatch_status(const struct dispatch *d, char *out, size_t size)
 void dispatch_report_metrics(const struct dispatch *d)
 {
 	int64_t now = mono_ms();
-	for (int i = 0; i < d->n_providers; i++) {
-		const struct provider_state *p = d->providers[i];
-		metrics_provider_state(p->cfg->name, p->flow.active, p->flow.held && !p->retired,
-				       now < p->flow.paused_until);
-		metrics_provider_over_budget(p->cfg->name, p->over_budget && !p->retired);
-	}
+	for (int i = 0; i < d->n_providers; i++)
+		provider_state_report_metrics(d->providers[i], now);
 	const struct store_stats *s = store_stats(d->store);
 	const struct outbox_stats *o = outbox_stats(d->outbox);
 	metrics_outputs(&(struct metrics_outputs){

@@ -2,9 +2,10 @@
  * into); nothing else includes it. The public interface is dispatch.h.
  *
  * What the pieces share: the dispatcher (struct dispatch), a job it holds (struct task), a
- * provider's state on the loop (struct provider_state), a name waiting in new/ or deferred/
- * (struct pending), and the functions one piece calls in another. Everything runs on the loop
- * thread, but for the work a task hands to the I/O pool (see dispatch.c). */
+ * name waiting in new/ or deferred/ (struct pending), and the functions one piece calls in
+ * another. The rooms with a header of their own keep their state to themselves: slots.h,
+ * provider_state.h, sidecar.h. Everything runs on the loop thread, but for the work a task
+ * hands to the I/O pool (see dispatch.c). */
 #ifndef DISPATCH_IMPL_H
 #define DISPATCH_IMPL_H
 
@@ -40,19 +41,6 @@ struct store;
 
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
 		  T_PUBLISHING, T_READY };
-
-/* A provider's flow control (provider.c) and what it takes on the loop. */
-struct provider_state {
-	const struct provider_config *cfg;
-	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
-	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
-	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
-	bool over_budget;        /* logged as over budget */
-	uint64_t probe_timer;
-	int users;               /* tasks using it */
-	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
-	struct dispatch *d;
-};
 
 struct pending {
 	enum spool_dir dir;      /* new/ or deferred/ */
@@ -206,7 +194,9 @@ void task_fail(struct task *t, const char *code, const char *field, const char *
 void task_finish(struct task *t);
 void task_requeue(struct task *t, const char *why);
 void task_leave_for_restart(struct task *t, const char *why);
-void task_set_provider(struct task *t, struct provider_state *prov, const char *model);
+/* With may_probe, t is the probe of a held provider (is_probe), one at a time. */
+void task_set_provider(struct task *t, struct provider_state *prov, const char *model,
+		       bool may_probe);
 void task_restore_state(struct task *t, const struct stat *st, struct record *rec);
 void task_apply_record(struct task *t, const struct record *rec);
 void task_prepare_and_send(struct task *t);
@@ -281,31 +271,6 @@ void recovery_resume_publications(struct dispatch *d, bool others);
 /* ---- download.c: images returned as URLs ---------------------------------------------------- */
 
 void download_start(struct task *t);
-
-/* ---- provider_state.c: a provider's state on the loop ---------------------------------------- */
-
-struct provider_state *provider_state_new(struct dispatch *d, const struct provider_config *cfg);
-void provider_state_free(struct provider_state *p);
-/* The state of the provider the running config calls name, NULL if none. */
-struct provider_state *provider_state_find(struct dispatch *d, const char *name);
-/* The probe timer's callback (arg: the provider_state). */
-int64_t provider_state_probe_due(struct loop *loop, void *arg);
-void provider_state_hold(struct provider_state *p, const char *reason);
-void provider_state_release(struct provider_state *p);
-/* A call succeeded: a ramp after a pause widens. */
-void provider_state_succeeded(struct provider_state *p);
-void provider_state_hold_everywhere(struct provider_state *p, const char *reason);
-void provider_state_pause_everywhere(struct provider_state *p, int64_t wait_ms);
-void provider_state_look_at_others(struct provider_state *p);
-void provider_state_keys_changed(struct provider_state *p);
-struct provider_limits provider_state_limits(const struct provider_state *p);
-bool provider_state_budgeted(const struct provider_state *p);
-int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now);
-int64_t provider_state_busy_until(const struct provider_state *p, int64_t now);
-bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
-			       struct keyshare_ticket *out);
-/* Whether p has limits or budgets kept with the other hosts (a ticket per call). */
-bool provider_state_shared(const struct provider_state *p);
 
 /* ---- attempt.c: a call's price and record ---------------------------------------------------- */
 

@@ -7,6 +7,7 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "provider_state.h"
 #include "retry.h"
 #include "secret.h"
 #include "banned.h"
@@ -86,7 +87,7 @@ void download_start(struct task *t)
 	struct http_request req = {
 		.url = t->resp.urls[t->next_url],
 		.timeout_s = d->cfg->download_timeout,
-		.connect_timeout_s = t->prov->cfg->connect_timeout,
+		.connect_timeout_s = provider_state_config(t->prov)->connect_timeout,
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
 		.follow_redirects = true,
 		.ca_file = d->cfg->ca_file,

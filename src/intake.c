@@ -16,6 +16,7 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "provider_state.h"
 #include "route.h"
 #include "slots.h"
 #include "webhook.h"
@@ -316,7 +317,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		return hold_pending(d, pe, id);
 	if (!cancelled && pe->provider) {
 		struct provider_state *p = provider_state_find(d, pe->provider);
-		if (p && !slots_may_claim(p, mono_ms()))
+		if (p && !slots_may_claim(d, p, mono_ms()))
 			return WAIT;
 	}
 	if (!cancelled && pe->route && routing_still_waits(d, pe))
@@ -365,7 +366,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		routing_pick(d, route, &job, id, pe, &pick);
 		/* The chosen target's provider keeps its shared limits too. */
 		if (pick.verdict == ROUTE_WAIT ||
-		    (pick.prov && (!slots_may_claim(pick.prov, mono_ms()) ||
+		    (pick.prov && (!slots_may_claim(d, pick.prov, mono_ms()) ||
 				   !provider_state_take_share(pick.prov, &job, pick.model, &ticket)))) {
 			job_release(&job);
 			return WAIT;
@@ -373,10 +374,10 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		prov = pick.prov;
 	} else if (pr == JOB_OK) {
 		prov = provider_state_find(d, job.provider);
-		if (prov && (!slots_may_claim(prov, mono_ms()) ||
+		if (prov && (!slots_may_claim(d, prov, mono_ms()) ||
 			     !provider_state_take_share(prov, &job, NULL, &ticket))) {
 			free(pe->provider);   /* set before when it waited for another reason */
-			pe->provider = xstrdup(prov->cfg->name);
+			pe->provider = xstrdup(provider_state_name(prov));
 			job_release(&job);
 			return WAIT;
 		}
@@ -457,10 +458,10 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 			  job.provider);
 		return STARTED;
 	}
-	task_set_provider(t, prov, route ? pick.model : NULL);
+	task_set_provider(t, prov, route ? pick.model : NULL, true);
 	log_job(LOG_INFO, id, "claimed%s: %s%s%sprovider %s, model %s (%s)%s",
 		pe->dir == SPOOL_DEFERRED ? " from deferred/" : "", route ? "route " : "",
-		route ? route->name : "", route ? " to " : "", prov->cfg->name, t->model,
+		route ? route->name : "", route ? " to " : "", provider_state_name(prov), t->model,
 		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
 	task_prepare_and_send(t);
 	return STARTED;
@@ -480,10 +481,10 @@ static bool any_provider_ready(struct dispatch *d)
 {
 	int64_t now = mono_ms(), earliest = 0;
 	for (int i = 0; i < d->n_providers; i++) {
-		if (d->providers[i]->retired)
+		if (provider_state_retired(d->providers[i]))
 			continue;
 		int64_t until = provider_state_blocked_until(d->providers[i], now);
-		if (until == 0 || slots_may_claim_ahead(d->providers[i], now))
+		if (until == 0 || slots_may_claim_ahead(d, d->providers[i], now))
 			return true;
 		if (until > 0 && (!earliest || until < earliest))
 			earliest = until;

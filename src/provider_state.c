@@ -14,8 +14,22 @@
 #include "loop.h"
 #include "metrics.h"
 #include "price.h"
+#include "provider_state.h"
 #include "slots.h"
 #include "banned.h"
+
+/* A provider's flow control (provider.c) and what it takes on the loop. */
+struct provider_state {
+	const struct provider_config *cfg;
+	struct provider flow;    /* held, paused, calls in flight, rate: the decisions */
+	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
+	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
+	bool over_budget;        /* logged as over budget */
+	uint64_t probe_timer;
+	int users;               /* tasks using it */
+	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
+	struct dispatch *d;
+};
 
 struct provider_state *provider_state_find(struct dispatch *d, const char *name)
 {
@@ -26,7 +40,7 @@ struct provider_state *provider_state_find(struct dispatch *d, const char *name)
 	return NULL;
 }
 
-int64_t provider_state_probe_due(struct loop *loop, void *arg)
+static int64_t probe_due(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct provider_state *p = arg;
@@ -39,7 +53,7 @@ int64_t provider_state_probe_due(struct loop *loop, void *arg)
 	/* A hold every host shares is probed by one of them, which keeps providers/NAME/probe
 	 * while its probe is in flight. A turn it had no job for goes to another host. */
 	p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
-					provider_state_probe_due, p);
+					probe_due, p);
 	for (struct task *t = d->tasks; t; t = t->next)
 		if (t->is_probe && t->prov == p)
 			return LOOP_TIMER_DONE;
@@ -76,7 +90,7 @@ void provider_state_hold(struct provider_state *p, const char *reason)
 	/* Without a key there is nothing to probe: only SIGHUP (a new key) can help. */
 	if (p->cfg->api_key)
 		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
-					provider_state_probe_due, p);
+					probe_due, p);
 }
 
 void provider_state_release(struct provider_state *p)
@@ -93,20 +107,21 @@ void provider_state_release(struct provider_state *p)
 	p->probe_timer = 0;
 }
 
-void provider_state_succeeded(struct provider_state *p)
-{
-	int ramp = p->flow.ramp;
-	provider_succeeded(&p->flow, provider_state_limits(p).concurrency);
-	if (p->flow.ramp != ramp)
-		slots_recheck(p->d);   /* jobs in the line may wait for it */
-}
-
-struct provider_limits provider_state_limits(const struct provider_state *p)
+/* This host's limits: the provider's concurrency, else [spool]'s; its rate. */
+static struct provider_limits limits_of(const struct provider_state *p)
 {
 	const struct provider_config *c = p->cfg;
 	return (struct provider_limits){ .concurrency = c->concurrency ? c->concurrency
 					 : p->d->cfg->concurrency, .rpm = c->rpm,
 					 .window_ms = c->rate_window * 1000 };
+}
+
+void provider_state_succeeded(struct provider_state *p)
+{
+	int ramp = p->flow.ramp;
+	provider_succeeded(&p->flow, limits_of(p).concurrency);
+	if (p->flow.ramp != ramp)
+		slots_recheck(p->d);   /* jobs in the line may wait for it */
 }
 
 /* A refused key or an exhausted balance: every host holds the provider. */
@@ -179,20 +194,129 @@ bool provider_state_budgeted(const struct provider_state *p)
 	       p->d->cfg->budget_monthly;
 }
 
-/* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
- * event (a call ending, SIGHUP, a probe) can change it. */
+enum provider_block provider_state_block(const struct provider_state *p, int64_t now,
+					 int64_t *until)
+{
+	if (control_paused(&p->d->control, p->cfg->name)) {
+		*until = -1;   /* until the control/ pause file goes */
+		return PROVIDER_HELD;
+	}
+	struct provider_limits l = limits_of(p);
+	return provider_blocked(&p->flow, &l, now, until);
+}
+
 int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now)
 {
-	if (control_paused(&p->d->control, p->cfg->name))
-		return -1;   /* until the control/ pause file goes */
-	struct provider_limits l = provider_state_limits(p);
-	return provider_blocked_until(&p->flow, &l, now);
+	int64_t until;
+	provider_state_block(p, now, &until);
+	return until;
+}
+
+int64_t provider_state_unavailable_until(const struct provider_state *p, int64_t now)
+{
+	return provider_unavailable_until(&p->flow, now);
+}
+
+void provider_state_call_started(struct provider_state *p, int64_t now)
+{
+	struct provider_limits limits = limits_of(p);
+	provider_started(&p->flow, &limits, now);
+}
+
+void provider_state_call_ended(struct provider_state *p)
+{
+	provider_ended(&p->flow);
+}
+
+const struct provider_config *provider_state_config(const struct provider_state *p)
+{
+	return p->cfg;
+}
+
+const char *provider_state_name(const struct provider_state *p)
+{
+	return p->cfg->name;
+}
+
+bool provider_state_retired(const struct provider_state *p)
+{
+	return p->retired;
+}
+
+bool provider_state_held(const struct provider_state *p)
+{
+	return p->flow.held;
+}
+
+bool provider_state_probing(const struct provider_state *p)
+{
+	return p->flow.probing;
+}
+
+bool provider_state_over_budget(const struct provider_state *p)
+{
+	return p->over_budget;
+}
+
+int provider_state_calls(const struct provider_state *p)
+{
+	return p->flow.active;
+}
+
+void provider_state_report_metrics(const struct provider_state *p, int64_t now)
+{
+	metrics_provider_state(p->cfg->name, p->flow.active, p->flow.held && !p->retired,
+			       now < p->flow.paused_until);
+	metrics_provider_over_budget(p->cfg->name, p->over_budget && !p->retired);
+}
+
+bool provider_state_use(struct provider_state *p, bool may_probe)
+{
+	p->users++;
+	if (!may_probe || !p->flow.held)
+		return false;
+	p->flow.probing = false;  /* one probe at a time */
+	return true;
+}
+
+void provider_state_unuse(struct provider_state *p, bool was_probe)
+{
+	struct dispatch *d = p->d;
+	if (was_probe) {
+		keyshare_probe_done(d->ks, p->cfg->name);
+		/* A probe that ended without a verdict (a bad reference image, say) must not leave
+		 * its held provider without a next probe. */
+		if (p->flow.held && !p->probe_timer && !p->flow.probing && !p->retired)
+			p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
+							probe_due, p);
+	}
+	if (--p->users == 0 && p->retired)
+		provider_state_free(p);
+}
+
+void provider_state_reload(struct provider_state *p, const struct config *next, struct config *old)
+{
+	if (p->retired)
+		return;   /* its old section stays */
+	const struct provider_config *section = config_provider(next, p->cfg->name);
+	if (section && section->rpm != p->cfg->rpm)
+		provider_rate_changed(&p->flow);
+	/* A raised budget or limit is looked at again now. */
+	provider_shared_block(&p->flow, PROVIDER_FREE, 0);
+	if (section)
+		p->cfg = section;
+	else if (p->users) {
+		log_info("provider '%s' is no longer configured: its %d job(s) finish first",
+			 p->cfg->name, p->users);
+		p->retired = config_ref(old);
+	} else
+		provider_state_free(p);
 }
 
 /* At its concurrency, ramp or rate: a routed job waits its turn there. 0 when it has room. */
 int64_t provider_state_busy_until(const struct provider_state *p, int64_t now)
 {
-	struct provider_limits l = provider_state_limits(p);
+	struct provider_limits l = limits_of(p);
 	return provider_busy_until(&p->flow, &l, now);
 }
 

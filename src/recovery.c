@@ -15,6 +15,7 @@
 
 #include "dispatch_impl.h"
 #include "log.h"
+#include "provider_state.h"
 #include "publish.h"
 #include "sidecar.h"
 #include "banned.h"
@@ -234,11 +235,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		free(target);
 		return;
 	}
-	bool was_probing = prov->flow.probing;
-	task_set_provider(t, prov, model);
+	task_set_provider(t, prov, model, false);
 	free(target);
-	t->is_probe = false;
-	prov->flow.probing = was_probing;
 	if (t->crashes > d->cfg->max_crash_requeues) {
 		task_fail(t, "crashed", NULL,
 			  "the daemon stopped %d times while this job was running; it is not tried again",
@@ -310,7 +308,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
 		/* Its host died before counting it: counted here, in every host's sight. */
 		if (a.cost_known && provider_state_budgeted(prov))
-			keyshare_spent(d->ks, prov->cfg->name, keyshare_micros(a.cost));
+			keyshare_spent(d->ks, provider_state_name(prov), keyshare_micros(a.cost));
 	}
 	free(partial);
 	task_requeue(t, "recovered from running/ after a restart");

@@ -9,6 +9,7 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "provider_state.h"
 #include "route.h"
 #include "banned.h"
 
@@ -47,7 +48,7 @@ static bool is_route_target(const struct config *cfg, const char *provider, cons
 void routing_record_health(struct task *t)
 {
 	struct dispatch *d = t->d;
-	const char *provider = t->prov->cfg->name;
+	const char *provider = provider_state_name(t->prov);
 	if (!is_route_target(d->cfg, provider, t->model))
 		return;   /* only routes read it; a job's own model names do not fill the table */
 	struct health_policy p = { .failures = d->cfg->cooldown_failures,
@@ -77,7 +78,7 @@ static void target_views(struct dispatch *d, const struct route_config *r, const
 			used = n > 0 && used + (size_t)n < whysize ? used + (size_t)n : used;
 			continue;
 		}
-		v[i].unavailable_until = provider_unavailable_until(&p->flow, now);
+		v[i].unavailable_until = provider_state_unavailable_until(p, now);
 		if (!v[i].unavailable_until)
 			v[i].unavailable_until = health_cooling_until(&d->health, tg->provider, tg->model, now);
 		v[i].busy_until = provider_state_busy_until(p, now);
@@ -140,7 +141,7 @@ bool routing_still_waits(struct dispatch *d, const struct pending *pe)
 		struct provider_state *p = provider_state_find(d, tg->provider);
 		if (!(pe->route_mask & (1u << i)) || !p)
 			continue;
-		bool available = !provider_unavailable_until(&p->flow, now) &&
+		bool available = !provider_state_unavailable_until(p, now) &&
 				 !health_cooling_until(&d->health, tg->provider, tg->model, now);
 		if (pe->route_target == (int)i)
 			return available && provider_state_busy_until(p, now);

@@ -13,6 +13,7 @@
 
 #include "dispatch_impl.h"
 #include "log.h"
+#include "provider_state.h"
 #include "sidecar.h"
 #include "banned.h"
 
@@ -35,7 +36,7 @@ void sidecar_write_target(struct task *t)
 			O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd >= 0) {
 		t->sidecars |= SIDECAR_TARGET;
-		char *text = xasprintf("%s/%s\n", t->prov->cfg->name, t->model);
+		char *text = xasprintf("%s/%s\n", provider_state_name(t->prov), t->model);
 		if (write_all(fd, text, strlen(text)) < 0)
 			log_job(LOG_WARN, t->id, "cannot note the call's target: %s", strerror(errno));
 		free(text);

@@ -32,6 +32,7 @@
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"
+#include "provider_state.h"
 #include "slots.h"
 #include "banned.h"
 
@@ -189,17 +190,6 @@ bool slots_partial_room(const struct dispatch *d)
 	       d->cfg->concurrency + s->partials_held + 1 + files_reserve(d) <= s->open_files_max;
 }
 
-/* Why p takes no call now (PROVIDER_FREE: it does); an operator's pause counts as a hold. */
-static enum provider_block block_now(const struct provider_state *p, int64_t now, int64_t *until)
-{
-	if (control_paused(&p->d->control, p->cfg->name)) {
-		*until = -1;
-		return PROVIDER_HELD;
-	}
-	struct provider_limits l = provider_state_limits(p);
-	return provider_blocked(&p->flow, &l, now, until);
-}
-
 bool slots_available(const struct dispatch *d)
 {
 	const struct slots *s = d->slots;
@@ -215,8 +205,7 @@ void slots_call_started(struct task *t)
 		t->partial_held = true;
 		s->partials_held++;
 	}
-	struct provider_limits limits = provider_state_limits(t->prov);
-	provider_started(&t->prov->flow, &limits, mono_ms());
+	provider_state_call_started(t->prov, mono_ms());
 }
 
 void slots_call_ended(struct task *t)
@@ -231,7 +220,7 @@ void slots_call_ended(struct task *t)
 	if (s->ahead_stuck) {
 		int64_t until;
 		max_before = ready_max(d, now);
-		unstick = block_now(t->prov, now, &until) == PROVIDER_BUSY;
+		unstick = provider_state_block(t->prov, now, &until) == PROVIDER_BUSY;
 	}
 	s->last_end_ms = now;
 	s->ready_moved = true;
@@ -249,34 +238,33 @@ void slots_call_ended(struct task *t)
 	if (t->partial_held)
 		s->partials_held--;
 	t->partial_held = false;
-	provider_ended(&t->prov->flow);
+	provider_state_call_ended(t->prov);
 }
 
 bool slots_take(struct task *t)
 {
 	int64_t until;
 	if (slots_available(t->d) &&
-	    (t->is_probe || block_now(t->prov, mono_ms(), &until) == PROVIDER_FREE))
+	    (t->is_probe || provider_state_block(t->prov, mono_ms(), &until) == PROVIDER_FREE))
 		return true;
 	ready_push(t);
 	return false;
 }
 
-bool slots_may_claim_ahead(const struct provider_state *p, int64_t now)
+bool slots_may_claim_ahead(const struct dispatch *d, const struct provider_state *p, int64_t now)
 {
-	const struct dispatch *d = p->d;
 	const struct slots *s = d->slots;
 	if (s->n_ready >= s->ready_cap || ready_max(d, now) == 0 || provider_state_shared(p))
 		return false;
 	int64_t until;
-	enum provider_block b = block_now(p, now, &until);
+	enum provider_block b = provider_state_block(p, now, &until);
 	return b == PROVIDER_FREE || b == PROVIDER_BUSY;
 }
 
-bool slots_may_claim(const struct provider_state *p, int64_t now)
+bool slots_may_claim(const struct dispatch *d, const struct provider_state *p, int64_t now)
 {
-	return (slots_available(p->d) && provider_state_blocked_until(p, now) == 0) ||
-	       slots_may_claim_ahead(p, now);
+	return (slots_available(d) && provider_state_blocked_until(p, now) == 0) ||
+	       slots_may_claim_ahead(d, p, now);
 }
 
 long slots_claim_room(const struct dispatch *d)
@@ -348,7 +336,7 @@ void slots_start_ready(struct dispatch *d)
 	for (; t && (rejudge || slots_available(d)) && !d->draining; t = next) {
 		next = t->ready_next;
 		int64_t until = 0;
-		enum provider_block b = t->is_probe ? PROVIDER_FREE : block_now(t->prov, now, &until);
+		enum provider_block b = t->is_probe ? PROVIDER_FREE : provider_state_block(t->prov, now, &until);
 		/* Paused for long, or routed (other targets may serve it): back to new/ now. */
 		if (b == PROVIDER_PAUSED && (t->routed || until < 0 || until - now > READY_PAUSE_MS)) {
 			slots_ready_remove(t);
@@ -367,7 +355,7 @@ void slots_start_ready(struct dispatch *d)
 			task_send_attempt(t);
 		else
 			task_requeue(t, b == PROVIDER_OVER_BUDGET ? "provider over budget" :
-				     control_paused(&d->control, t->prov->cfg->name) ?
+				     control_paused(&d->control, provider_state_name(t->prov)) ?
 				     "its provider is paused by an operator" : "provider on hold");
 	}
 	if (s->ready_head && !d->draining) {
