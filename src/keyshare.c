@@ -31,7 +31,8 @@
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 
-/* A directory's listing kept until the directory changes (keyshare_listing_stands). */
+/* A reading (a directory's listing, a ledger) kept until what was read changes
+ * (keyshare_listing_stands). */
 struct memo {
 	struct keyshare_seen seen;       /* the directory (or file) just before it was read */
 	int64_t listed_at;               /* file server ms, before that; 0: never */
@@ -194,7 +195,7 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 }
 
 /* The same for providers/ and ledger/ (a provider's handles go with providers/). */
-static void keyshare_recheck(struct keyshare *ks)
+static void top_dirs_recheck(struct keyshare *ks)
 {
 	int64_t now = mono_ms();
 	if (ks->checked_at && now - ks->checked_at < RECHECK_MS)
@@ -229,7 +230,7 @@ static struct pdir *pdir(struct keyshare *ks, const char *provider)
 		p = ks->dirs[ks->n_dirs++] = xcalloc(1, sizeof(*p));
 		*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
 	}
-	keyshare_recheck(ks);
+	top_dirs_recheck(ks);
 	pdir_recheck(p, ks->providers_fd);
 	if (p->fd < 0 && ks->providers_fd >= 0)
 		p->fd = open_dir(ks->providers_fd, provider);
@@ -289,8 +290,8 @@ static int seen_now(int dirfd, const char *name, struct keyshare_seen *out)
 	return 0;
 }
 
-/* Whether the listing kept in memo still stands for the directory dirfd. If not, memo is made
- * ready for a new listing: the caller lists, then calls memo_keep(), or memo_drop() if it failed. */
+/* Whether the listing kept in memo still stands for the directory dirfd. If not, next is what
+ * the caller's new listing will be of: it keeps next as its memo (listed_at 0 if it failed). */
 static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struct memo *next)
 {
 	/* The time first: a change after the stat gets an mtime at least this late. */
