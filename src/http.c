@@ -10,15 +10,26 @@
  * way), a body that is also kept on disk is written there once per turn of the loop, not
  * once per piece curl hands over, and the socket of a kept-alive connection stays in epoll
  * between its transfers (we open and close every connection's socket, so we know when its fd
- * number stops being that connection). */
+ * number stops being that connection).
+ *
+ * Two threads. The caller's loop sets a transfer up (the easy handle and its options) and gets
+ * its callback; libcurl itself (connects, sends, reads, the multi handle and its sockets and
+ * timer) runs on a thread of its own with a loop of its own: with a thousand calls in flight
+ * their answers and the next calls' sends must not wait behind the daemon's work on jobs, nor
+ * it behind them. They hand transfers over in lists under one lock, each side waking the other
+ * with an eventfd only when its list was empty. A transfer is the transfer thread's from the
+ * hand-over until it is finished (or cancelled); http_cancel waits for the transfer thread to
+ * let go of it, so no callback of libcurl ever touches a transfer its caller has freed. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,20 +42,46 @@
 
 #define IDLE_EASY_MAX 128      /* easy handles kept for reuse; more are freed */
 
+/* Where a transfer is; changed under http->lock. */
+enum xfer_at {
+	X_QUEUED,                /* in to_start: still the caller's thread's */
+	X_RUNNING,               /* the transfer thread's */
+	X_DONE,                  /* in done: the caller's thread's again, its callback due */
+	X_DELIVERING,            /* taken from done by the caller's loop, its callback next */
+	X_CANCELLING,            /* in to_cancel: the caller waits */
+	X_CANCELLED,             /* let go of by the transfer thread */
+};
+
+struct xfer_list {
+	struct http_xfer *head, *tail;
+};
+
 struct http {
-	struct loop *loop;
+	struct loop *loop;       /* the caller's: callbacks run there */
+	CURL *idle[IDLE_EASY_MAX]; /* reset easy handles, ready for the next transfer */
+	size_t n_idle;
+	/* the transfer thread's */
+	struct loop *io;
+	pthread_t thread;
 	CURLM *multi;
 	uint64_t timer_id;       /* 0 = none */
 	int running;
-	CURL *idle[IDLE_EASY_MAX]; /* reset easy handles, ready for the next transfer */
-	size_t n_idle;
 	struct http_xfer *unsaved; /* transfers with body bytes not yet written to body_fd */
 	unsigned char *conn_fd;  /* by fd: a connection's socket we opened and have not closed */
 	int n_conn_fd;
+	/* the hand-over, under lock */
+	pthread_mutex_t lock;
+	pthread_cond_t let_go;   /* a cancelled transfer was let go of */
+	struct xfer_list to_start, to_cancel, done;
+	bool io_woken, loop_woken; /* the eventfd was written and its list not yet taken */
+	bool stopping;
+	int wake_io, wake_loop;  /* eventfds */
 };
 
 struct http_xfer {
 	struct http *http;
+	struct http_xfer *next;  /* in one of the hand-over lists */
+	enum xfer_at at;
 	CURL *easy;
 	struct curl_slist *headers;
 	curl_mime *mime;
@@ -123,9 +160,9 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 	if (what == CURL_POLL_REMOVE) {
 		/* A connection kept alive is likely watched again for its next transfer. */
 		if (s < http->n_conn_fd && http->conn_fd[s])
-			loop_park_fd(http->loop, s);
+			loop_park_fd(http->io, s);
 		else
-			loop_del_fd(http->loop, s);
+			loop_del_fd(http->io, s);
 		return 0;
 	}
 	uint32_t events = 0;
@@ -133,7 +170,7 @@ static int socket_fn(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 		events |= EPOLLIN;
 	if (what & CURL_POLL_OUT)
 		events |= EPOLLOUT;
-	return loop_add_fd(http->loop, s, events, on_socket_ready, http) ? -1 : 0;
+	return loop_add_fd(http->io, s, events, on_socket_ready, http) ? -1 : 0;
 }
 
 static int64_t on_timeout(struct loop *loop, void *arg)
@@ -151,18 +188,133 @@ static int timer_fn(CURLM *multi, long timeout_ms, void *userp)
 	(void)multi;
 	struct http *http = userp;
 	if (http->timer_id) {
-		loop_del_timer(http->loop, http->timer_id);
+		loop_del_timer(http->io, http->timer_id);
 		http->timer_id = 0;
 	}
 	if (timeout_ms >= 0)
-		http->timer_id = loop_add_timer(http->loop, timeout_ms, on_timeout, http);
+		http->timer_id = loop_add_timer(http->io, timeout_ms, on_timeout, http);
 	return 0;
+}
+
+static void list_add(struct xfer_list *l, struct http_xfer *x)
+{
+	x->next = NULL;
+	if (l->tail)
+		l->tail->next = x;
+	else
+		l->head = x;
+	l->tail = x;
+}
+
+static struct http_xfer *list_take(struct xfer_list *l)
+{
+	struct http_xfer *head = l->head;
+	l->head = l->tail = NULL;
+	return head;
+}
+
+static void list_remove(struct xfer_list *l, struct http_xfer *x)
+{
+	struct http_xfer *prev = NULL;
+	for (struct http_xfer *y = l->head; y; prev = y, y = y->next) {
+		if (y != x)
+			continue;
+		if (prev)
+			prev->next = x->next;
+		else
+			l->head = x->next;
+		if (l->tail == x)
+			l->tail = prev;
+		return;
+	}
+}
+
+/* Lock held. */
+static void wake(int efd, bool *woken)
+{
+	if (*woken)
+		return;
+	*woken = true;
+	uint64_t one = 1;
+	(void)!write(efd, &one, sizeof(one));
+}
+
+static void drain(int efd)
+{
+	uint64_t count;
+	(void)!read(efd, &count, sizeof(count));
+}
+
+static void forget_unsaved(struct http *http, struct http_xfer *x);
+
+/* The transfer thread: new transfers go into the multi handle, cancelled ones out of it. */
+static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	struct http *http = arg;
+	drain(http->wake_io);
+	pthread_mutex_lock(&http->lock);
+	http->io_woken = false;
+	struct http_xfer *start = list_take(&http->to_start);
+	for (struct http_xfer *x = start; x; x = x->next)
+		x->at = X_RUNNING;
+	struct http_xfer *cancel = list_take(&http->to_cancel);
+	bool stopping = http->stopping;
+	pthread_mutex_unlock(&http->lock);
+	while (start) {
+		struct http_xfer *x = start;
+		start = x->next;
+		if (curl_multi_add_handle(http->multi, x->easy) != CURLM_OK) {
+			x->res.transport = HTTP_NOT_SENT;
+			xsnprintf(x->res.detail, sizeof(x->res.detail), "cannot start the transfer");
+			pthread_mutex_lock(&http->lock);
+			x->at = X_DONE;
+			list_add(&http->done, x);
+			wake(http->wake_loop, &http->loop_woken);
+			pthread_mutex_unlock(&http->lock);
+		}
+	}
+	while (cancel) {
+		struct http_xfer *x = cancel;
+		cancel = x->next;
+		curl_multi_remove_handle(http->multi, x->easy);   /* harmless if it finished */
+		forget_unsaved(http, x);
+		pthread_mutex_lock(&http->lock);
+		x->at = X_CANCELLED;   /* from here the caller frees it */
+		pthread_cond_broadcast(&http->let_go);
+		pthread_mutex_unlock(&http->lock);
+	}
+	if (stopping)
+		loop_stop(io);
+}
+
+static void *transfer_main(void *arg)
+{
+	struct http *http = arg;
+	if (loop_run(http->io) < 0)
+		fatal("the transfer thread's loop failed");
+	return NULL;
+}
+
+static void finish_all(struct http *http);
+
+/* The caller's loop: finished transfers to their callbacks. */
+static void on_wake_loop(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	(void)fd;
+	(void)events;
+	struct http *http = arg;
+	drain(http->wake_loop);
+	finish_all(http);
 }
 
 struct http *http_new(struct loop *loop, long max_connections)
 {
 	struct http *http = xcalloc(1, sizeof(*http));
 	http->loop = loop;
+	http->io = loop_new();
 	http->multi = curl_multi_init();
 	if (!http->multi)
 		fatal("cannot initialise libcurl");
@@ -171,6 +323,19 @@ struct http *http_new(struct loop *loop, long max_connections)
 	curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
 	curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
 	curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_connections);
+	pthread_mutex_init(&http->lock, NULL);
+	pthread_cond_init(&http->let_go, NULL);
+	http->wake_io = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	http->wake_loop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (http->wake_io < 0 || http->wake_loop < 0)
+		fatal("cannot create an eventfd: %s", strerror(errno));
+	if (loop_add_fd(http->io, http->wake_io, EPOLLIN, on_wake_io, http) < 0 ||
+	    loop_add_fd(loop, http->wake_loop, EPOLLIN, on_wake_loop, http) < 0)
+		fatal("cannot watch the transfer thread's eventfds");
+	int rc = pthread_create(&http->thread, NULL, transfer_main, http);
+	if (rc)
+		fatal("cannot start the transfer thread: %s", strerror(rc));
+	pthread_setname_np(http->thread, HTTP_THREAD_NAME);
 	return http;
 }
 
@@ -200,7 +365,6 @@ static void easy_put(struct http *http, CURL *e)
 
 static void xfer_free(struct http_xfer *x)
 {
-	forget_unsaved(x->http, x);
 	curl_slist_free_all(x->headers);
 	curl_mime_free(x->mime);
 	buf_release(&x->body);
@@ -212,7 +376,24 @@ void http_cancel(struct http *http, struct http_xfer *x)
 {
 	if (!x)
 		return;
-	curl_multi_remove_handle(http->multi, x->easy);
+	pthread_mutex_lock(&http->lock);
+	if (x->at == X_DELIVERING) {   /* from a callback of the same batch: freed there */
+		x->fn = NULL;
+		pthread_mutex_unlock(&http->lock);
+		return;
+	}
+	if (x->at == X_QUEUED) {
+		list_remove(&http->to_start, x);
+	} else if (x->at == X_DONE) {
+		list_remove(&http->done, x);
+	} else {
+		x->at = X_CANCELLING;
+		list_add(&http->to_cancel, x);
+		wake(http->wake_io, &http->io_woken);
+		while (x->at != X_CANCELLED)
+			pthread_cond_wait(&http->let_go, &http->lock);
+	}
+	pthread_mutex_unlock(&http->lock);
 	easy_put(http, x->easy);
 	xfer_free(x);
 }
@@ -221,9 +402,21 @@ void http_free(struct http *http)
 {
 	if (!http)
 		return;
+	pthread_mutex_lock(&http->lock);
+	http->stopping = true;
+	wake(http->wake_io, &http->io_woken);
+	pthread_mutex_unlock(&http->lock);
+	pthread_join(http->thread, NULL);
 	if (http->timer_id)
-		loop_del_timer(http->loop, http->timer_id);
-	curl_multi_cleanup(http->multi);
+		loop_del_timer(http->io, http->timer_id);
+	curl_multi_cleanup(http->multi);   /* closes the connections: close_socket needs io */
+	loop_del_fd(http->io, http->wake_io);
+	loop_del_fd(http->loop, http->wake_loop);
+	close(http->wake_io);
+	close(http->wake_loop);
+	loop_free(http->io);
+	pthread_mutex_destroy(&http->lock);
+	pthread_cond_destroy(&http->let_go);
 	while (http->n_idle)
 		curl_easy_cleanup(http->idle[--http->n_idle]);
 	free(http->conn_fd);
@@ -382,7 +575,7 @@ static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_
 		memset(http->conn_fd + http->n_conn_fd, 0, (size_t)(n - http->n_conn_fd));
 		http->n_conn_fd = n;
 	}
-	loop_del_fd(http->loop, fd);   /* forgets a stale watch of the number, if any */
+	loop_del_fd(http->io, fd);   /* forgets a stale watch of the number, if any */
 	http->conn_fd[fd] = 1;
 	return fd;
 }
@@ -390,7 +583,7 @@ static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_
 static int close_socket(void *userp, curl_socket_t fd)
 {
 	struct http *http = userp;
-	loop_del_fd(http->loop, fd);   /* it may be parked in epoll */
+	loop_del_fd(http->io, fd);   /* it may be parked in epoll */
 	if (fd < http->n_conn_fd)
 		http->conn_fd[fd] = 0;
 	return close(fd);
@@ -490,8 +683,11 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 
 	x->res.started_wall_ms = wall_ms();
 	x->started_mono = mono_ms();
-	if (curl_multi_add_handle(http->multi, e) != CURLM_OK)
-		goto fail;
+	pthread_mutex_lock(&http->lock);
+	x->at = X_QUEUED;
+	list_add(&http->to_start, x);
+	wake(http->wake_io, &http->io_woken);
+	pthread_mutex_unlock(&http->lock);
 	return x;
 fail:
 	error("cannot set up a request to '%s'", req->url);
@@ -528,6 +724,8 @@ static enum http_transport transport_of(struct http_xfer *x, CURLcode rc)
 	}
 }
 
+/* On the transfer thread: what the transfer came to, then it goes back to the caller's loop
+ * (unless its caller is cancelling it: then the cancel lets go of it). */
 static void finish(struct http *http, CURL *easy, CURLcode rc)
 {
 	struct http_xfer *x = NULL;
@@ -541,12 +739,36 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 		xsnprintf(x->res.detail, sizeof(x->res.detail), "%s", curl_easy_strerror(rc));
 	x->res.latency_ms = mono_ms() - x->started_mono;
 	save_body(x);
+	forget_unsaved(http, x);
 	x->res.body = buf_detach(&x->body, &x->res.body_len);
 	curl_multi_remove_handle(http->multi, easy);
-	easy_put(http, easy);
-	x->easy = NULL;
-	x->fn(x->arg, &x->res);
-	xfer_free(x);
+	pthread_mutex_lock(&http->lock);
+	if (x->at == X_RUNNING) {
+		x->at = X_DONE;
+		list_add(&http->done, x);
+		wake(http->wake_loop, &http->loop_woken);
+	}
+	pthread_mutex_unlock(&http->lock);
+}
+
+/* On the caller's loop: the finished transfers' callbacks, in the order they finished. */
+static void finish_all(struct http *http)
+{
+	pthread_mutex_lock(&http->lock);
+	http->loop_woken = false;
+	struct http_xfer *list = list_take(&http->done);
+	for (struct http_xfer *x = list; x; x = x->next)
+		x->at = X_DELIVERING;
+	pthread_mutex_unlock(&http->lock);
+	while (list) {
+		struct http_xfer *x = list;
+		list = x->next;
+		easy_put(http, x->easy);
+		x->easy = NULL;
+		if (x->fn)   /* else cancelled by an earlier callback of this batch */
+			x->fn(x->arg, &x->res);
+		xfer_free(x);
+	}
 }
 
 static void check_done(struct http *http)

@@ -1,4 +1,5 @@
-/* http.h - HTTP transfers on the event loop through libcurl's multi socket interface.
+/* http.h - HTTP transfers through libcurl's multi socket interface, driven by a thread of their
+ * own: set up from the caller's event loop, their callbacks run there too.
  *
  * Every transfer has a hard cap on its body and a total time limit. The outcome says how far the
  * transfer got, because that decides billing: a request that never left is free to retry, one
@@ -66,6 +67,9 @@ struct http_result {
 /* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,
  * which the callee may steal by setting res->body to NULL. */
 typedef void http_done_fn(void *arg, struct http_result *res);
+
+/* The transfer thread's name (/proc/PID/task/TID/comm): make bench counts its CPU apart. */
+#define HTTP_THREAD_NAME "imgspool-http"
 
 struct http *http_new(struct loop *loop, long max_connections);
 void http_free(struct http *http);

@@ -8,9 +8,9 @@ upstream-api.md 6.1 with a valid PNG, an optional fixed delay). The raw clients 
 duration, for the instant upstream) and build/loadgen (tests/bench/loadgen.c: exactly N requests
 over C connections, for the 1 s upstream, where a fixed duration would cut the last second off).
 The daemon's time runs from the first job's rename into new/ to the last rename into done/ (the
-directory's mtime); CPU is utime+stime from /proc (the loop thread is the main thread). A ratio
-to a client is the median over runs of (daemon run / the client run right after it), so a burst
-of load from a neighbour weighs on both sides.
+directory's mtime); CPU is utime+stime from /proc (the loop thread is the main thread, libcurl's
+transfer thread is named imgspool-http). A ratio to a client is the median over runs of (daemon
+run / the client run right after it), so a burst of load from a neighbour weighs on both sides.
 
 Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target also knows parse,
 cli, keyshare, gate and rescan, which are other programs):
@@ -101,6 +101,18 @@ def cpu_ticks(pid, tid=None):
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
+
+
+def named_thread(pid, name):
+    """The id of the daemon's thread called name (src/http.h's HTTP_THREAD_NAME), or None."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == name:
+                return int(tid)
+    return None
+
+
+HTTP_THREAD = "imgspool-http"
 
 
 def peak_rss_mib(pid):
@@ -230,7 +242,9 @@ class Run:
         names = self.prepare(n, prefix)
         tmp, new = os.path.join(self.spool_dir, "tmp"), os.path.join(self.spool_dir, "new")
         pid = self.daemon_pid()
+        http_tid = named_thread(pid, HTTP_THREAD)
         cpu0, loop0 = cpu_ticks(pid), cpu_ticks(pid, pid)
+        http0 = cpu_ticks(pid, http_tid) if http_tid else (0, 0)
         if self.count_syncs:
             self.count_from_now()
         start = time.time()
@@ -251,6 +265,7 @@ class Run:
             return up.answered - answered >= n and self.finished() >= n
         harness.wait_for(all_done, timeout, f"{n} jobs (log:\n{self.d.log()[-2000:]})")
         cpu1, loop1 = cpu_ticks(pid), cpu_ticks(pid, pid)
+        http1 = cpu_ticks(pid, http_tid) if http_tid else (0, 0)
         end = max(os.stat(os.path.join(self.spool_dir, s)).st_mtime_ns
                   for s in ("done", "failed") if os.path.isdir(os.path.join(self.spool_dir, s)))
         took = max(end / 1e9 - start, 1e-6)
@@ -262,6 +277,7 @@ class Run:
                 "sys_ms": (cpu1[1] - cpu0[1]) / TICK * 1000 / n,
                 "loop_ms": (sum(loop1) - sum(loop0)) / TICK * 1000 / n,
                 "loop_sys_ms": (loop1[1] - loop0[1]) / TICK * 1000 / n,
+                "http_ms": (sum(http1) - sum(http0)) / TICK * 1000 / n,
                 "rss": peak_rss_mib(pid)}
 
 
@@ -507,6 +523,7 @@ def throughput(up):
         "<= 0.1 ms")
     row("  of it on the loop thread", f"{median([x['loop_ms'] for x in daemon]):.3f}", "ms")
     row("  loop thread in the kernel", f"{median([x['loop_sys_ms'] for x in daemon]):.3f}", "ms")
+    row("  on the transfer thread (libcurl)", f"{median([x['http_ms'] for x in daemon]):.3f}", "ms")
     row("peak RSS", f"{max(x['rss'] for x in daemon):.1f}", "MiB")
     if any(x["failed"] for x in daemon):
         print(f"  NOTE: failed jobs in the runs: {[x['failed'] for x in daemon]}")
@@ -677,6 +694,7 @@ def inflight():
           f"per request; the daemon's ratio to it {paired(jobs_s, curl_rate):.2f}")
     row("daemon CPU per job, all threads", f"{median([x['cpu_ms'] for x in daemon]):.3f}", "ms")
     row("  of it on the loop thread", f"{median([x['loop_ms'] for x in daemon]):.3f}", "ms")
+    row("  on the transfer thread (libcurl)", f"{median([x['http_ms'] for x in daemon]):.3f}", "ms")
     # Why the daemon falls short: each wave of answers arrives at once, and the next calls go
     # out only as fast as the loop turns answers into publications and new claims into calls.
     row("calls in flight, mean over the run", f"{median(mean_held):.0f}", "",

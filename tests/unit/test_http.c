@@ -1,7 +1,10 @@
 /* test_http.c - which addresses a download may connect to (http_ip_is_public); and transfers on
  * the loop against a small server in a thread: a kept easy handle carries nothing of its last
  * call into the next, calls share one kept-alive connection, a connection the server closed
- * while it was idle is replaced, and a body kept on disk is there whole. */
+ * while it was idle is replaced, and a body kept on disk is there whole. A cancelled transfer
+ * never gets its callback, wherever it is when cancelled: on its way to the transfer thread, in
+ * flight there, finished and waiting for the loop, or in the same batch of callbacks as the
+ * call that cancels it (ASan sees any use of it after the cancel). */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -60,6 +63,23 @@ struct server {
 	int n_requests;
 	int connections;
 };
+
+/* A listening socket on 127.0.0.1, its port in *port; -1 (a failed check) if none. */
+static int listen_on_loopback(int backlog, int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t salen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &salen) < 0) {
+		ok(0, "a server on loopback");
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
 
 /* Reads one request (headers and a Content-Length body); 0 at end of connection. */
 static int read_request(int fd, char *head, size_t size)
@@ -149,15 +169,9 @@ static void run_call(struct loop *loop, struct http *http, struct http_request *
 static void test_calls_on_the_loop(void)
 {
 	static struct server sv;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t salen = sizeof(sa);
-	sv.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (bind(sv.listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(sv.listen_fd, 4) < 0 ||
-	    getsockname(sv.listen_fd, (struct sockaddr *)&sa, &salen) < 0) {
-		ok(0, "a server on loopback");
+	sv.listen_fd = listen_on_loopback(4, &sv.port);
+	if (sv.listen_fd < 0)
 		return;
-	}
-	sv.port = ntohs(sa.sin_port);
 	pthread_t thread;
 	pthread_create(&thread, NULL, serve, &sv);
 
@@ -200,9 +214,177 @@ static void test_calls_on_the_loop(void)
 		fclose(kept);
 }
 
+/* ---- cancels: a server answering every connection in a thread of its own ------------------ */
+
+struct held_server {
+	int listen_fd, port;
+	int answered;            /* requests answered, under lock */
+	int held;                /* requests to /hold read and never answered */
+	pthread_mutex_t lock;
+};
+
+struct conn {
+	struct held_server *sv;
+	int fd;
+};
+
+static void *serve_conn(void *arg)
+{
+	struct conn *c = arg;
+	char head[1024];
+	while (read_request(c->fd, head, sizeof(head))) {
+		bool hold = !strncmp(head, "GET /hold ", 10);
+		pthread_mutex_lock(&c->sv->lock);
+		if (hold)
+			c->sv->held++;
+		else
+			c->sv->answered++;
+		pthread_mutex_unlock(&c->sv->lock);
+		if (hold)
+			continue;   /* read on: the client's close ends the connection */
+		const char *reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+		if (write_all(c->fd, reply, strlen(reply)) < 0)
+			break;
+	}
+	close(c->fd);
+	free(c);
+	return NULL;
+}
+
+static void *accept_all(void *arg)
+{
+	struct held_server *sv = arg;
+	for (;;) {
+		int fd = accept(sv->listen_fd, NULL, NULL);
+		if (fd < 0)
+			return NULL;   /* the listening socket was shut down */
+		struct conn *c = xcalloc(1, sizeof(*c));
+		*c = (struct conn){ .sv = sv, .fd = fd };
+		pthread_t t;
+		pthread_create(&t, NULL, serve_conn, c);
+		pthread_detach(t);
+	}
+}
+
+static int held_now(struct held_server *sv)
+{
+	pthread_mutex_lock(&sv->lock);
+	int n = sv->held;
+	pthread_mutex_unlock(&sv->lock);
+	return n;
+}
+
+/* Runs the loop until *flag (read under sv's lock when sv is given) is at least want, or 5 s. */
+struct wait_for {
+	struct held_server *sv;
+	int *flag, want;
+};
+
+static int64_t check_flag(struct loop *loop, void *arg)
+{
+	struct wait_for *w = arg;
+	int v = w->sv ? held_now(w->sv) : *w->flag;
+	if (v >= w->want) {
+		loop_stop(loop);
+		return LOOP_TIMER_DONE;
+	}
+	return 1;
+}
+
+static void run_until(struct loop *loop, struct wait_for *w)
+{
+	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
+	uint64_t check = loop_add_timer(loop, 0, check_flag, w);
+	loop_run(loop);
+	loop_del_timer(loop, deadline);
+	loop_del_timer(loop, check);
+}
+
+/* Two calls; the first callback cancels the other call. */
+struct pair {
+	struct http *http;
+	struct http_xfer *x[2];
+	int callbacks;
+};
+
+struct pair_call {
+	struct pair *p;
+	int i;
+};
+
+static void pair_done(void *arg, struct http_result *res)
+{
+	(void)res;
+	struct pair_call *c = arg;
+	struct pair *p = c->p;
+	p->callbacks++;
+	p->x[c->i] = NULL;
+	if (p->x[!c->i])
+		http_cancel(p->http, p->x[!c->i]);
+	p->x[!c->i] = NULL;
+}
+
+static void test_cancels(void)
+{
+	static struct held_server sv;
+	pthread_mutex_init(&sv.lock, NULL);
+	sv.listen_fd = listen_on_loopback(64, &sv.port);
+	if (sv.listen_fd < 0)
+		return;
+	pthread_t thread;
+	pthread_create(&thread, NULL, accept_all, &sv);
+	struct loop *loop = loop_new();
+	struct http *http = http_new(loop, 64);
+	char hold_url[64], ok_url[64];
+	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
+	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
+	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
+				     .max_body = 1024, .body_fd = -1 };
+	struct http_request fast = { .url = ok_url, .timeout_s = 5, .connect_timeout_s = 5,
+				     .max_body = 1024, .body_fd = -1 };
+
+	/* Cancelled at once: on its way to the transfer thread, or just taken by it. */
+	struct call c = { 0 };
+	struct http_xfer *x = http_start(http, &hold, call_done, &c);
+	http_cancel(http, x);
+	/* Cancelled in flight: the server has its request. */
+	int held_before = held_now(&sv);
+	struct call c2 = { 0 };
+	x = http_start(http, &hold, call_done, &c2);
+	struct wait_for w = { .sv = &sv, .want = held_before + 1 };
+	run_until(loop, &w);
+	ok(held_now(&sv) == held_before + 1, "the held call reached the server");
+	http_cancel(http, x);
+	/* Two calls answered at once; the first callback cancels the other, wherever it is:
+	 * in flight, finished and waiting for the loop, or in the same batch of callbacks. */
+	int once = 0;
+	for (int i = 0; i < 20; i++) {
+		struct pair p = { .http = http };
+		struct pair_call pc[2] = { { &p, 0 }, { &p, 1 } };
+		p.x[0] = http_start(http, &fast, pair_done, &pc[0]);
+		p.x[1] = http_start(http, &fast, pair_done, &pc[1]);
+		struct wait_for done = { .flag = &p.callbacks, .want = 1 };
+		run_until(loop, &done);
+		/* A call after it: a callback of the cancelled one would have come by its end. */
+		struct call after = { 0 };
+		run_call(loop, http, &fast, &after);
+		once += p.callbacks == 1;
+	}
+	ok(once == 20, "of two calls, the one cancelled by the other's callback never got its own "
+	   "(%d of 20 pairs)", once);
+	ok(!c.done && !c2.done, "neither held call got its callback");
+
+	http_free(http);
+	loop_free(loop);
+	shutdown(sv.listen_fd, SHUT_RDWR);
+	pthread_join(thread, NULL);
+	close(sv.listen_fd);
+}
+
 int main(void)
 {
 	test_calls_on_the_loop();
+	test_cancels();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
