@@ -25,7 +25,7 @@ import harness  # noqa: E402
 from sshfs import TwoMounts  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_SHARE_JOBS", "200"))
-CALLS = ["openat", "close", "unlinkat", "getdents64", "newfstatat", "utimensat", "renameat",
+CALLS = ["openat", "close", "unlinkat", "getdents64", "newfstatat", "statx", "utimensat", "renameat",
          "mkdirat", "fsync", "write", "read"]
 
 
