@@ -286,6 +286,22 @@ int main(void)
 	keyshare_release(b, &t2);
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and calls once B's call ended");
 	keyshare_release(a, &t1);
+	/* Removed and made again while A only looks (no failure tells it): A finds the new one
+	 * within RECHECK_MS (10 s). */
+	sdir = xasprintf("%s/providers/s", dir);
+	char *spause = xasprintf("%s/pause", sdir);
+	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(sdir, 0777) == 0,
+	   "providers/s removed and made again");
+	fd = open(spause, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	struct timespec later[2] = { { .tv_sec = time(NULL) + 600 }, { .tv_sec = time(NULL) + 600 } };
+	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, spause, later, 0) == 0,
+	   "with a pause of another host's in it");
+	int64_t deadline = mono_ms() + 20000;
+	while (keyshare_look(a, "s", &view) == 0 && !view.paused_until && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);   /* polls, to a deadline */
+	ok(view.paused_until > 0, "A sees the pause there");
+	free(spause);
+	free(sdir);
 
 	/* A shared concurrency past 1 024 (the old ceiling): every ticket counts, however many. */
 	struct keyshare_limits many = { .concurrency = 1501, .window_ms = 60000, .lease_ms = 60000 };
