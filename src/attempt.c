@@ -16,6 +16,7 @@
 #include "price.h"
 #include "provider_state.h"
 #include "secret.h"
+#include "task.h"
 #include "banned.h"
 
 static struct price_quote quote(const struct config *cfg, const struct job *job,

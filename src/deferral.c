@@ -14,6 +14,7 @@
 #include "provider_state.h"
 #include "sidecar.h"
 #include "slots.h"
+#include "task.h"
 #include "banned.h"
 
 static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);

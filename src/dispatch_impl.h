@@ -39,9 +39,6 @@
 struct loop;
 struct store;
 
-enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
-		  T_PUBLISHING, T_READY };
-
 struct pending {
 	enum spool_dir dir;      /* new/ or deferred/ */
 	char *name;
@@ -53,87 +50,6 @@ struct pending {
 	char *route;             /* or the route it waits for, */
 	uint32_t route_mask;     /* the targets of it that can serve the job, */
 	int route_target;        /* and the busy one it waits for (-1: any of them) */
-};
-
-struct task {
-	struct dispatch *d;
-	struct task *prev, *next;
-	enum task_state state;
-	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
-	size_t job_len;
-	bool calling;            /* counted in prov->flow.active and d->n_calling */
-	struct task *ready_prev, *ready_next; /* in the ready line while T_READY, or among the
-					       * retries waiting for a slot (slot_waits): slots.c */
-	bool slot_waits;         /* a retry from memory (T_BACKOFF) waiting for a call slot */
-	int64_t ready_since_ms;  /* mono_ms it joined the ready line */
-	bool partial_held;       /* its call holds body_fd open (counted in d->partials_held) */
-	bool partial_closed;     /* its .partial has its header but no fd (open files are short,
-				  * slots.c): the body is written at the end of the call, and
-				  * the parse opens it for its fsync */
-	bool fenced;             /* another daemon reclaimed it: never publish */
-	bool in_pool;            /* a helper thread owns it until its done() runs */
-	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
-	int save_err;            /* errno when its response could not be made durable, else 0 */
-	int crashes;             /* times a daemon died while this job was in running/ */
-	char id[JOB_ID_MAX + 1];
-	char *running_name;
-	struct job job;
-	struct provider_state *prov;
-	char *model;
-	bool routed;             /* its model names a route: the target was chosen for it */
-	enum dialect dialect;
-	struct request req;
-	struct http_xfer *xfer;
-	uint64_t timer;
-	struct http_result res;  /* of the last call; body owned */
-	struct response resp;    /* body parsed */
-	struct outcome outcome;
-	json_t *attempts;        /* owned array, for the result: the last RECORD_ATTEMPTS_MAX */
-	struct record_tally elided; /* this run's attempts before those */
-	json_t *runs;            /* owned array: earlier runs of this job (record.h), or NULL */
-	long runs_total;
-	size_t sidecar_header;   /* bytes of our header at the start of the .partial */
-	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
-	struct attempt cur;      /* the call being classified */
-	struct config *judge_cfg; /* held for its judgement on a helper thread (attempt.c) */
-	int retry_count;
-	int billed_retries;
-	struct image *images;    /* collected: inline and downloaded */
-	size_t n_images;
-	size_t images_dropped;   /* returned beyond the job's n */
-	struct store_upload *upload; /* the images, while they go to the store */
-	char **urls;             /* where the store has them, one per image */
-	struct outbox_batch events; /* outbox entries, written before the job moves */
-	size_t next_url;
-	int download_tries;
-	int64_t created_wall_ms;
-	int64_t claimed_mono;
-	int64_t call_started_wall; /* of the call in flight */
-	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
-	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
-	bool is_probe;
-	struct keyshare_ticket ticket; /* its place among the calls of every host */
-	bool reserved;           /* counted in the spend's calls in flight */
-	bool reserve_known;      /* the call has a price */
-	double reserve;          /* what the call in flight costs if billed */
-	/* the end */
-	bool succeeded;
-	const char *error_code;
-	char error_message[512];
-	char error_field[64];
-	char *result_json;
-	/* What result_json is built from, on the helper thread (publish_work) when no event needs
-	 * it first: it points into the task, but for two strings of the config, copied (a reload
-	 * may free the config meanwhile). */
-	struct result_info result;
-	char *result_provider, *result_currency;
-	char *final_job_text;    /* the job file with its final records, for the publication */
-	int publish_rc;
-	bool publish_committed;  /* its commit is made: its job file is in its staging directory */
-	bool publish_pass_committed;  /* the helper thread's word for it, taken up in publish_done */
-	bool publish_stuck_said; /* a failure past the commit was logged */
-	int publish_failures;
-	char publish_err[512];
 };
 
 struct dispatch {
@@ -186,29 +102,17 @@ struct dispatch {
 
 /* ---- dispatch.c: a task's life -------------------------------------------------------------- */
 
-struct task *task_new(struct dispatch *d, const char *id);
-void task_free(struct task *t);
 /* Ends t in failed/ with code, the field at fault (NULL: none) and a message. */
 void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void task_finish(struct task *t);
 void task_requeue(struct task *t, const char *why);
 void task_leave_for_restart(struct task *t, const char *why);
-/* With may_probe, t is the probe of a held provider (is_probe), one at a time. */
-void task_set_provider(struct task *t, struct provider_state *prov, const char *model,
-		       bool may_probe);
-void task_restore_state(struct task *t, const struct stat *st, struct record *rec);
-void task_apply_record(struct task *t, const struct record *rec);
 void task_prepare_and_send(struct task *t);
 void task_send_attempt(struct task *t);
-/* The job file with our records (caller frees). */
-char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finished);
-void task_pool_submit(struct task *t, iopool_fn *work, iopool_fn *done);
-void task_pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done);
 /* The I/O pool's batch that saves and parses responses, and its done(). */
 void task_parse_work(void **args, size_t n);
 void task_parse_done(void *arg);
-void task_control_forget(struct task *t);
 void task_queue_event(struct task *t, const char *state, json_t *data);
 size_t dispatch_job_read_cap(const struct dispatch *d);
 bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st);

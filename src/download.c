@@ -10,6 +10,7 @@
 #include "provider_state.h"
 #include "retry.h"
 #include "secret.h"
+#include "task.h"
 #include "banned.h"
 
 /* The first wait before a download is tried again; the waits double up to [limits]

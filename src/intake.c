@@ -19,6 +19,7 @@
 #include "provider_state.h"
 #include "route.h"
 #include "slots.h"
+#include "task.h"
 #include "webhook.h"
 #include "banned.h"
 

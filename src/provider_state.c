@@ -16,6 +16,7 @@
 #include "price.h"
 #include "provider_state.h"
 #include "slots.h"
+#include "task.h"
 #include "banned.h"
 
 /* A provider's flow control (provider.c) and what it takes on the loop. */

@@ -18,6 +18,7 @@
 #include "provider_state.h"
 #include "publish.h"
 #include "sidecar.h"
+#include "task.h"
 #include "banned.h"
 
 /* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */

@@ -11,6 +11,7 @@
 #include "loop.h"
 #include "provider_state.h"
 #include "route.h"
+#include "task.h"
 #include "banned.h"
 
 static int64_t route_wake(struct loop *loop, void *arg)

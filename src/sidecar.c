@@ -15,6 +15,7 @@
 #include "log.h"
 #include "provider_state.h"
 #include "sidecar.h"
+#include "task.h"
 #include "banned.h"
 
 /* running/.ID@HOST.partial exists while a call may be in flight or its outcome is not yet

@@ -34,6 +34,7 @@
 #include "loop.h"
 #include "provider_state.h"
 #include "slots.h"
+#include "task.h"
 #include "banned.h"
 
 #define READY_MAX 1024           /* jobs in the ready line, at most */
