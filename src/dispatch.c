@@ -14,9 +14,9 @@
  * reason, or leaves the job where a restart finds it.
  *
  * Here: a task's life, the call and its answer, publication, shutdown. Its other rooms share
- * dispatch_impl.h: intake.c (pending jobs, claims, the pump), slots.c (calls in flight, the ready
- * line), routing.c, provider_state.c, attempt.c (prices, records), sidecar.c, deferral.c,
- * download.c, recovery.c (leases, crashes). */
+ * dispatch_impl.h: task.c (the task object), intake.c (pending jobs, claims, the pump), slots.c
+ * (calls in flight, the ready line), routing.c, provider_state.c, attempt.c (prices, records),
+ * sidecar.c, deferral.c, download.c, recovery.c (leases, crashes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

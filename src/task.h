@@ -35,12 +35,12 @@ struct task {
 	enum task_state state;
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
-	bool calling;            /* counted in prov->flow.active and d->n_calling */
+	bool calling;            /* its call is counted in a slot and by its provider (slots.c) */
 	struct task *ready_prev, *ready_next; /* in the ready line while T_READY, or among the
 					       * retries waiting for a slot (slot_waits): slots.c */
 	bool slot_waits;         /* a retry from memory (T_BACKOFF) waiting for a call slot */
 	int64_t ready_since_ms;  /* mono_ms it joined the ready line */
-	bool partial_held;       /* its call holds body_fd open (counted in d->partials_held) */
+	bool partial_held;       /* its call holds body_fd open (counted by slots.c) */
 	bool partial_closed;     /* its .partial has its header but no fd (open files are short,
 				  * slots.c): the body is written at the end of the call, and
 				  * the parse opens it for its fsync */
