@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dispatch_impl.h"
+#include "finish.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"

@@ -102,10 +102,6 @@ struct dispatch {
 
 /* ---- dispatch.c: a task's life -------------------------------------------------------------- */
 
-/* Ends t in failed/ with code, the field at fault (NULL: none) and a message. */
-void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-void task_finish(struct task *t);
 void task_requeue(struct task *t, const char *why);
 void task_leave_for_restart(struct task *t, const char *why);
 void task_prepare_and_send(struct task *t);
@@ -113,7 +109,6 @@ void task_send_attempt(struct task *t);
 /* The I/O pool's batch that saves and parses responses, and its done(). */
 void task_parse_work(void **args, size_t n);
 void task_parse_done(void *arg);
-void task_queue_event(struct task *t, const char *state, json_t *data);
 size_t dispatch_job_read_cap(const struct dispatch *d);
 bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st);
 

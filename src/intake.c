@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "dispatch_impl.h"
+#include "finish.h"
 #include "log.h"
 #include "loop.h"
 #include "provider_state.h"

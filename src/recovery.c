@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dispatch_impl.h"
+#include "finish.h"
 #include "log.h"
 #include "provider_state.h"
 #include "publish.h"

@@ -1,0 +1,281 @@
+/* finish.c - the end of a job this daemon holds, on the loop and in the I/O pool: its result
+ * (result_info) built from the task, a succeeded job's images stored first when [store] is set
+ * (the job waits in running/, leased), its events queued ([notify]), then its publication into
+ * done/ or failed/ as a group commit of every task waiting for one (publish.c does the files).
+ * A publication that fails is tried again every disk_retry_interval, from its staging once it
+ * is committed; one that cannot succeed sends a paid result to failed/ with its images; a job
+ * another daemon reclaimed is not published twice. Nothing here ends the daemon. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "dispatch_impl.h"
+#include "finish.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "provider_state.h"
+#include "publish.h"
+#include "result.h"
+#include "sidecar.h"
+#include "spool.h"
+#include "store.h"
+#include "syncset.h"
+#include "task.h"
+#include "util.h"
+#include "webhook.h"
+#include "banned.h"
+
+/* A group commit: every task waiting to be published goes through one pass (publish_batch),
+ * so their files and directories are synced together, a few barriers for the whole batch. */
+static void publish_work(void **args, size_t n)
+{
+	struct spool *sp = ((struct task *)args[0])->d->spool;
+	struct publish_job *jobs = xcalloc(n, sizeof(*jobs));
+	struct publish_job **todo = xcalloc(n, sizeof(*todo));
+	size_t m = 0;
+	struct syncset ss;
+	spool_syncset(sp, &ss, n);
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		if (!t->result_json)   /* the task's data is the pool's until publish_done */
+			t->result_json = result_to_json(&t->result);
+		if (!t->final_job_text && t->job_text)
+			t->final_job_text = task_job_text(t, 0, t->succeeded ? "succeeded" : "failed");
+		/* Events are queued before the job is published (the batch's first barrier makes
+		 * them durable): once it is, they cannot be lost. A job another daemon reclaimed is
+		 * its to announce, so with events its file is looked for first; without, the
+		 * rewrite and the commit find it gone (they are the fence). */
+		bool gone = t->fenced || t->publish_committed ||
+			    (t->events.n && !spool_still_ours(sp, t->running_name));
+		if (t->events.n && !gone && outbox_write_in(sp, &t->events, &ss) < 0) {
+			xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
+				  strerror(errno));
+			t->publish_rc = PUBLISH_RETRY;
+			continue;
+		}
+		jobs[i] = (struct publish_job){
+			.dest = t->succeeded ? SPOOL_DONE : SPOOL_FAILED, .id = t->id,
+			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
+			.result_json = t->result_json, .job_text = t->final_job_text,
+			.earlier_runs = t->runs_total > 0,
+			.gone = gone, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
+		todo[m++] = &jobs[i];
+	}
+	publish_batch(sp, todo, m, &ss);
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = args[i];
+		if (jobs[i].id) {
+			t->publish_rc = jobs[i].rc;
+			/* Read by the loop's heartbeat: set in publish_done, on the loop. */
+			t->publish_pass_committed = jobs[i].committed;
+			if (t->publish_rc == PUBLISH_OK)
+				sidecar_unlink(t);   /* the job has left running/ with its records */
+		}
+	}
+	syncset_release(&ss);
+	free(todo);
+	free(jobs);
+}
+
+static void publish_done(void *arg);
+
+static int64_t publish_again(struct loop *loop, void *arg)
+{
+	(void)loop;
+	struct task *t = arg;
+	t->timer = 0;
+	task_pool_submit_batched(t, publish_work, publish_done);
+	return LOOP_TIMER_DONE;
+}
+
+static void publish_done(void *arg)
+{
+	struct task *t = arg;
+	t->in_pool = false;
+	t->publish_committed |= t->publish_pass_committed;
+	if (t->publish_rc == PUBLISH_OK)
+		t->sidecars = 0;   /* removed by publish_work */
+	if (t->publish_rc != PUBLISH_OK && t->publish_rc != PUBLISH_FENCED && t->publish_committed) {
+		/* Past its commit the job file is in its staging directory: the publication can only
+		 * be finished from there, whatever the error (a directory planted in done/ after the
+		 * check, a full disk). It is neither failed nor called again, its events stay
+		 * queued, and it is tried again until it goes through. */
+		log_job(t->publish_stuck_said ? LOG_DEBUG : LOG_ERROR, t->id,
+			"cannot finish publishing into %s/: %s; its publication is committed (durable "
+			"in running/): finishing it from there, tried again every %lds",
+			t->succeeded ? "done" : "failed", t->publish_err, t->d->cfg->disk_retry_interval);
+		t->publish_stuck_said = true;
+		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
+					  publish_again, t);
+		return;
+	}
+	/* Events written for a publication that did not happen: the reclaimer, the failure
+	 * below or a restart announces the job's real end. */
+	if (t->publish_rc == PUBLISH_FENCED || t->publish_rc == PUBLISH_PERMANENT)
+		outbox_withdraw(t->d->spool, &t->events);
+	if (t->publish_rc == PUBLISH_FENCED) {
+		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "
+			"not publishing a second result");
+		sidecar_drop(t);
+		task_free(t);
+		return;
+	}
+	if (t->publish_rc == PUBLISH_PERMANENT && t->succeeded) {
+		/* Trying again cannot help: the job ends in failed/, its paid images beside it. */
+		char why[sizeof(t->publish_err)];
+		xsnprintf(why, sizeof(why), "%s", t->publish_err);
+		free(t->result_json);
+		t->result_json = NULL;
+		task_fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
+			  "published in done/: %s; they are in failed/ beside this result", why);
+		return;
+	}
+	if (t->publish_rc == PUBLISH_PERMANENT) {
+		log_job(LOG_ERROR, t->id, "cannot publish the result: %s; the job is left in running/ "
+			"with its saved response and is not tried again until a restart", t->publish_err);
+		task_free(t);
+		return;
+	}
+	if (t->publish_rc < 0) {
+		/* Disk full, quota, I/O error: the job stays in running/ and its result (maybe paid
+		 * for) stays in memory; try again rather than lose it. */
+		log_job(t->publish_failures++ ? LOG_DEBUG : LOG_ERROR, t->id,
+			"cannot publish the result (%s); retrying every %lds", t->publish_err,
+			t->d->cfg->disk_retry_interval);
+		t->d->disk_checked = 0;   /* look at the free space again before claiming more */
+		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
+					  publish_again, t);
+		return;
+	}
+	metrics_finished(t->succeeded);   /* its sidecars went in publish_work */
+	task_control_forget(t);
+	if (t->succeeded)
+		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
+			t->n_images, attempt_count(t));
+	else
+		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
+	struct dispatch *d = t->d;
+	bool queued = t->events.n;
+	task_free(t);
+	if (queued)
+		outbox_scan(d->outbox);   /* its events may go now */
+}
+
+/* Whether finished jobs have events to send ([notify]): if not, none is built. */
+static bool events_wanted(const struct dispatch *d)
+{
+	return config_notify_enabled(d->cfg) || d->cfg->notify_exec;
+}
+
+/* The outbox entries of an event of t ([notify]): none when nothing is configured. */
+void task_queue_event(struct task *t, const char *state, json_t *data)
+{
+	struct dispatch *d = t->d;
+	outbox_batch_release(&t->events);
+	if (!events_wanted(d)) {
+		json_decref(data);
+		return;
+	}
+	char *type = xasprintf("job.%s", state);
+	char *path = xasprintf("%s%s%s/%s/%s.result.json", d->spool->path[0] == '/' ? "" : d->cwd,
+			       d->spool->path[0] == '/' ? "" : "/", d->spool->path,
+			       t->succeeded ? "done" : "failed", t->id);
+	struct outbox_event ev = { .task_id = t->id, .type = type, .state = state,
+				   .seq = strcmp(state, "deferred") ? 0 : t->retry_count,
+				   .job_url = t->job.webhook_url, .result_path = path,
+				   .now_ms = wall_ms() };
+	outbox_event_entries(d->cfg, d->spool->host_id, &ev, data, &t->events);
+	free(type);
+	free(path);
+}
+
+static void upload_done(void *arg, struct image *images, char **urls, size_t n)
+{
+	struct task *t = arg;
+	t->upload = NULL;
+	t->images = images;
+	t->n_images = n;
+	t->urls = urls;
+	task_finish(t);
+}
+
+/* What must happen before a result may be published: a succeeded job's images go to the store
+ * first (the job waits in running/, leased, until they are there). True while it waits. */
+static bool before_publish(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (!t->succeeded || !t->n_images || t->urls || !config_store_enabled(d->cfg))
+		return false;
+	t->state = T_UPLOADING;
+	t->upload = store_upload_start(d->store, t->id, t->images, t->n_images, upload_done, t);
+	t->images = NULL;   /* the upload holds them until upload_done */
+	return true;
+}
+
+void task_finish(struct task *t)
+{
+	struct dispatch *d = t->d;
+	if (t->xfer)
+		http_cancel(d->http, t->xfer);
+	t->xfer = NULL;
+	if (before_publish(t))
+		return;
+	const struct outcome *o = &t->outcome;
+	free(t->result_provider);
+	free(t->result_currency);
+	const char *provider = t->prov ? provider_state_name(t->prov) : t->job.provider;
+	t->result_provider = provider ? xstrdup(provider) : NULL;
+	t->result_currency = xstrdup(d->cfg->prices.currency);
+	t->result = (struct result_info){
+		.task_id = t->id,
+		.succeeded = t->succeeded,
+		.provider = t->result_provider,
+		.model = t->model,
+		.dialect = t->model ? dialect_name(t->dialect) : NULL,
+		.images = t->images,
+		.n_images = t->n_images,
+		.images_dropped = t->images_dropped,
+		.urls = t->urls,
+		.attempts = t->attempts,
+		.elided = &t->elided,
+		.retry_count = t->retry_count,
+		.created_wall_ms = t->created_wall_ms,
+		.updated_wall_ms = wall_ms(),
+		.latency_ms = mono_ms() - t->claimed_mono,
+		.usage = t->resp.usage,
+		.currency = t->result_currency,
+		.metadata = t->job.metadata,
+		.error_code = t->error_code,
+		.error_message = t->error_message,
+		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
+		.error_field = t->error_field[0] ? t->error_field : NULL,
+	};
+	free(t->result_json);
+	t->result_json = NULL;   /* built by publish_work, on the helper thread */
+	free(t->final_job_text);
+	t->final_job_text = NULL;   /* built by publish_work, on the helper thread */
+	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
+		t->result_json = result_to_json(&t->result);
+		task_queue_event(t, t->succeeded ? "succeeded" : "failed",
+				 webhook_data_from_result(t->result_json));
+	}
+	t->state = T_PUBLISHING;
+	task_pool_submit_batched(t, publish_work, publish_done);
+}
+
+void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(t->error_message, sizeof(t->error_message), fmt, ap);
+	va_end(ap);
+	t->succeeded = false;
+	t->error_code = code;
+	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
+	task_finish(t);
+}
