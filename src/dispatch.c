@@ -13,10 +13,11 @@
  * Nothing a job does can end the daemon: every failure on a job's path ends in failed/ with a
  * reason, or leaves the job where a restart finds it.
  *
- * Here: a task's life, the call and its answer, publication, shutdown. Its other rooms share
+ * Here: a task's life, the call and its answer, the requeue, shutdown. Its other rooms share
  * dispatch_impl.h: task.c (the task object), intake.c (pending jobs, claims, the pump), slots.c
  * (calls in flight, the ready line), routing.c, provider_state.c, attempt.c (prices, records),
- * sidecar.c, deferral.c, download.c, recovery.c (leases, crashes). */
+ * sidecar.c, deferral.c, download.c, finish.c (results, publication, events), recovery.c
+ * (leases, crashes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
