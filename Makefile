@@ -72,13 +72,21 @@ $(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit:
 unit: deps $(UNIT)
 	prove -e '' $(UNIT)
 
-integration: deps $(T)/imgspoold $(B)/fastup $(B)/loadgen $(B)/curlgen
+# What an integration test may run: the test build, and the bench rig's fake upstream and
+# clients (test_fastup.py).
+INTEG_BINS := $(T)/imgspoold $(T)/imgspool $(B)/fastup $(B)/loadgen $(B)/curlgen
+
+integration: deps $(INTEG_BINS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(INTEG)
+
+# One integration test with everything it needs built first: make check-fastup runs
+# tests/integration/test_fastup.py.
+check-%: deps $(INTEG_BINS)
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -v -e '' tests/integration/test_$*.py
 
 # The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
 # executables) and integration tests (executable Python scripts printing TAP) under prove.
-test: deps $(UNIT) $(T)/imgspoold $(T)/imgspool $(B)/imgspoold $(B)/imgspool $(B)/fastup $(B)/loadgen \
-      $(B)/curlgen
+test: deps $(UNIT) $(INTEG_BINS) $(B)/imgspoold $(B)/imgspool
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
 

@@ -3,13 +3,16 @@
 the daemon accepts (the daemon publishes its PNG), refuses a wrong key as the gateway does, and
 build/loadgen and build/curlgen get exactly the answers they asked for. Keeps the bench rig from rotting; times
 nothing. Also: a daemon started with systemd's small soft limit of open files still holds more
-calls at once than that limit (it raises the limit itself)."""
+calls at once than that limit (it raises the limit itself).
+
+Run alone with `make check-fastup`: it builds build/fastup, build/loadgen and build/curlgen (not
+part of the test build) first; without them the test stops at once and says so."""
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TEST_KEY, Daemon, run_tests, wait_for  # noqa: E402
-from fastup import FastUpstream, curlgen, loadgen  # noqa: E402
+from fastup import FastUpstream, curlgen, loadgen, require_built  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -148,6 +151,7 @@ def test_the_open_files_warning_counts_a_socket_a_call_and_the_reserve(env):
 
 
 if __name__ == "__main__":
+    require_built("fastup")
     run_tests([test_openai_and_gemini_jobs_are_published, test_a_wrong_key_gets_the_gateways_401,
                test_the_clients_count_every_answer,
                test_more_calls_at_once_than_the_soft_limit_of_open_files,

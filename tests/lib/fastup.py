@@ -12,7 +12,8 @@ FastUpstream(key, hold=True) answers nothing until up.release(): wait for
 up.counters()["held_now"] to reach N, and N calls are in flight at once.
 
 All are optimized builds in build/, made by `make build/fastup build/loadgen build/curlgen`
-(make test and make bench do it)."""
+(make test, make check-fastup and make bench do it); require_built() stops a test run without
+them with a message saying so."""
 import os
 import re
 import resource
@@ -27,6 +28,23 @@ CURLGEN = os.path.join(BUILD, "curlgen")
 
 
 ANSWERS = ("ok", "bad_request", "unauthorized", "not_found", "other")
+
+
+def missing_binaries():
+    """The rig's binaries not built yet (paths relative to the project), [] when all are."""
+    return [os.path.relpath(p, os.path.dirname(BUILD)) for p in (FASTUP, LOADGEN, CURLGEN)
+            if not os.access(p, os.X_OK)]
+
+
+def require_built(test_name):
+    """A test run alone before they are built stops at once, saying what to run (TAP
+    "Bail out!": prove counts it as a failure); no test builds anything itself."""
+    missing = missing_binaries()
+    if missing:
+        print(f"Bail out! {', '.join(missing)} not built: run `make check-{test_name}` (builds what "
+              f"the test needs, then runs it) or `make build/fastup build/loadgen build/curlgen` "
+              f"first", flush=True)
+        raise SystemExit(1)
 
 
 class FastUpstream:
