@@ -519,10 +519,11 @@ static void arm(struct outbox *o, int64_t due_wall_ms)
 	o->timer = loop_add_timer(o->loop, due_wall_ms - wall_ms() + 1, on_timer, o);
 }
 
-/* An entry of host OTHER whose due time passed lease_timeout ago: its daemon is gone. */
-static void take_over(struct outbox *o, const char *name, const char *at)
+/* An entry MSG@OTHER.json of host OTHER whose due time passed lease_timeout ago: its daemon is
+ * gone. */
+static void take_over(struct outbox *o, const char *name, const char *msg)
 {
-	char *mine = xasprintf("%.*s@%s.json", (int)(at - name), name, o->spool->host_id);
+	char *mine = xasprintf("%s@%s.json", msg, o->spool->host_id);
 	if (spool_rename(o->spool, SPOOL_OUTBOX, name, SPOOL_OUTBOX, mine) == 0)
 		log_info("took over 'outbox/%s' from a daemon that stopped delivering it", name);
 	free(mine);
@@ -589,22 +590,20 @@ void outbox_scan(struct outbox *o)
 	wake_enabled(o);
 	o->stats.gone = (long)o->control->gone.count;
 	o->stats.parked = (long)o->n_parked;
-	char suffix[80];
-	xsnprintf(suffix, sizeof(suffix), "@%s.json", o->spool->host_id);
-	size_t slen = strlen(suffix);
 	int64_t now = wall_ms(), next = 0, server_now = 0;
 	int64_t lease_ms = (*o->cfgp)->lease_timeout * 1000;
+	char msg[NAME_MAX + 1], host[NAME_MAX + 1];
 	for (long i = 0; i < n; i++) {
-		const char *name = e[i].name, *at = strrchr(name, '@');
-		size_t len = strlen(name);
+		const char *name = e[i].name;
 		int64_t due = e[i].mtime_ns / 1000000;
-		if (!at)
+		/* MSGID.TARGET@HOST.json: named as a job in running/ is. */
+		if (!spool_running_id(name, msg, sizeof(msg), host, sizeof(host)))
 			continue;
-		if (len <= slen || strcmp(name + len - slen, suffix)) {
+		if (strcmp(host, o->spool->host_id)) {
 			if (!server_now)
 				server_now = spool_server_now(o->spool);
 			if (server_now > 0 && server_now - due > lease_ms)
-				take_over(o, name, at);
+				take_over(o, name, msg);
 			continue;
 		}
 		if (strset_has(&o->in_flight, name))

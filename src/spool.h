@@ -194,7 +194,8 @@ char *spool_running_name(const struct spool *sp, const char *id);
  * the '@'. Pure. */
 bool spool_split_at(const char *name, size_t start, size_t end, const char **at);
 /* Whether name is a job file of running/, any host's: "ID@HOST.json", ID and HOST not empty, no
- * '@' in either, no leading '.' (sidecars, staging directories). Fills id and host (either may
+ * '@' in either, no leading '.' (sidecars, staging directories). An entry of outbox/,
+ * MSGID.TARGET@HOST.json, is named alike. Fills id and host (either may
  * be NULL); false as well when a part does not fit its buffer. Pure. */
 bool spool_running_id(const char *name, char *id, size_t id_size, char *host, size_t host_size);
 
