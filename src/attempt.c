@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attempt.h"
 #include "dispatch_impl.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "price.h"
 #include "provider_state.h"
+#include "routing.h"
 #include "secret.h"
 #include "task.h"
 #include "banned.h"

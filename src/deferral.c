@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deferral.h"
 #include "dispatch_impl.h"
 #include "finish.h"
+#include "intake.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"

@@ -28,13 +28,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attempt.h"
 #include "config.h"
 #include "control.h"
+#include "deferral.h"
 #include "dispatch.h"
 #include "dispatch_impl.h"
+#include "download.h"
 #include "finish.h"
 #include "health.h"
 #include "http.h"
+#include "intake.h"
 #include "iopool.h"
 #include "job.h"
 #include "keyshare.h"
@@ -47,6 +51,7 @@
 #include "price.h"
 #include "provider.h"
 #include "record.h"
+#include "recovery.h"
 #include "result.h"
 #include "retry.h"
 #include "route.h"

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "dispatch_impl.h"
+#include "download.h"
 #include "finish.h"
 #include "log.h"
 #include "loop.h"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attempt.h"
 #include "config.h"
 #include "dispatch_impl.h"
 #include "finish.h"

@@ -15,10 +15,12 @@
 
 #include "dispatch_impl.h"
 #include "finish.h"
+#include "intake.h"
 #include "log.h"
 #include "loop.h"
 #include "provider_state.h"
 #include "route.h"
+#include "routing.h"
 #include "slots.h"
 #include "task.h"
 #include "webhook.h"

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attempt.h"
 #include "dispatch_impl.h"
 #include "log.h"
 #include "loop.h"

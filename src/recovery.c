@@ -13,11 +13,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attempt.h"
+#include "deferral.h"
 #include "dispatch_impl.h"
 #include "finish.h"
 #include "log.h"
 #include "provider_state.h"
 #include "publish.h"
+#include "recovery.h"
 #include "sidecar.h"
 #include "task.h"
 #include "banned.h"

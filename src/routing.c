@@ -7,10 +7,12 @@
 #include <string.h>
 
 #include "dispatch_impl.h"
+#include "intake.h"
 #include "log.h"
 #include "loop.h"
 #include "provider_state.h"
 #include "route.h"
+#include "routing.h"
 #include "task.h"
 #include "banned.h"
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attempt.h"
 #include "dispatch_impl.h"
 #include "log.h"
 #include "provider_state.h"

@@ -29,7 +29,9 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include "deferral.h"
 #include "dispatch_impl.h"
+#include "intake.h"
 #include "log.h"
 #include "loop.h"
 #include "provider_state.h"

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attempt.h"
 #include "control.h"
 #include "dispatch_impl.h"
 #include "http.h"

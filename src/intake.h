@@ -1,0 +1,39 @@
+/* intake.h - jobs waiting in new/ and deferred/ (struct pending), in order, and their claims; the
+ * pump (intake.c). Part of the dispatcher. */
+#ifndef INTAKE_H
+#define INTAKE_H
+
+#include <stdint.h>
+
+#include "spool.h"
+
+struct dispatch;
+
+struct pending {
+	enum spool_dir dir;      /* new/ or deferred/ */
+	char *name;
+	int64_t mtime_ns;
+	struct file_id file;     /* as listed: an ignored entry is looked at again when it changes */
+	bool placed;             /* mtime_ns and file are known (a new name is stat'ed only once it
+				  * has to wait its turn: pending_place) */
+	char *provider;          /* once read: the provider it waits for, so it is not reread */
+	char *route;             /* or the route it waits for, */
+	uint32_t route_mask;     /* the targets of it that can serve the job, */
+	int route_target;        /* and the busy one it waits for (-1: any of them) */
+};
+
+/* A slice of a listing of new/: about 20 ms, so the loop goes on; the first one after start-up
+ * gets 300 ms: it lists all but the largest backlogs, so the first claims are in order. */
+#define SCAN_SLICE_MS 20
+#define SCAN_FIRST_SLICE_MS 300
+
+char intake_known_dir(enum spool_dir dir);
+void intake_pending_free(struct pending *pe);
+/* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
+void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
+		const struct file_id *file);
+void intake_sweep(struct dispatch *d, enum spool_dir dir);
+void intake_list_new(struct dispatch *d, int64_t budget_ms);
+void intake_pump(struct dispatch *d);
+
+#endif
