@@ -261,8 +261,8 @@ static void not_saved(void **args, size_t n, bool *save, int err)
 }
 
 /* Responses that arrived together are saved together (a group commit): every complete body is
- * made durable, one barrier; each is renamed to its final name, one barrier when any was; then
- * parsed. A response whose save failed somewhere is not saved (save_err says why): the job goes
+ * made durable, one barrier (on a journaled ext4 written only: syncset_order); each is renamed
+ * to its final name, one barrier when any was; then parsed. A response whose save failed somewhere is not saved (save_err says why): the job goes
  * on from memory. Its name stays as it is: its bytes are durable from the first barrier, and a
  * restart that finds a .response uses it rather than calling again. */
 void task_parse_work(void **args, size_t n)
@@ -299,7 +299,7 @@ void task_parse_work(void **args, size_t n)
 		 * it: from here a crash finishes the job from the file instead of paying again. */
 		t->save_err = 0;
 		if (fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed) {
-			save[i] = syncset_file(&ss, fd) == 0;
+			save[i] = syncset_data(&ss, fd, fd == t->body_fd) == 0;
 			if (!save[i])
 				t->save_err = errno;
 			n_save += save[i];
@@ -307,7 +307,9 @@ void task_parse_work(void **args, size_t n)
 		if (fd != t->body_fd)
 			close(fd);
 	}
-	if (n_save && syncset_barrier(&ss) < 0)
+	/* Its bytes before its name: on a journaled ext4 written, not yet committed (the barrier
+	 * after the renames commits both, in that order). */
+	if (n_save && syncset_order(&ss) < 0)
 		not_saved(args, n, save, errno);   /* left as .partial */
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];

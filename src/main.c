@@ -338,7 +338,7 @@ int main(int argc, char **argv)
 	dm.spool.sync_mode = dm.cfg->sync_mode;
 	if (sync_names_in_order(dm.spool.sync_mode, dm.spool.fs_type, dm.spool.journal))
 		log_info("the spool is on ext4 with a journal: a batch's renames are left to it to "
-			 "keep in order, two syncs per batch (sync = auto)");
+			 "keep in order, fewer syncs per batch (sync = auto)");
 	/* Before recovery: a second daemon with our host id would adopt the first one's jobs. */
 	char lock_err[1024];
 	if (hostlock_acquire(&dm.spool, dm.cfg->lease_timeout * 1000, lock_err, sizeof(lock_err)) < 0)

@@ -3,6 +3,7 @@
  * Failures: an fsync or syncfs error is returned with errno; the caller fails the whole batch
  * with it (every job of it is tried again), since what the barrier covered is unknown. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ void syncset_init(struct syncset *s, int fs_fd, bool whole_fs)
 
 void syncset_release(struct syncset *s)
 {
+	free(s->data);
 	free(s->dirs);
 	memset(s, 0, sizeof(*s));
 }
@@ -97,12 +99,14 @@ void syncset_dir(struct syncset *s, int dirfd)
 	s->dirs[s->n_dirs++] = dirfd;
 }
 
+static int wait_data(struct syncset *s);
+
 int syncset_barrier(struct syncset *s)
 {
-	int rc = 0, err = 0;
+	int rc = wait_data(s), err = errno;
 	if (s->whole_fs) {
 		s->calls++;
-		if (syncfs(s->fs_fd) < 0)
+		if (syncfs(s->fs_fd) < 0 && rc == 0)
 			rc = -1, err = errno;
 	}
 	for (size_t i = 0; i < s->n_dirs; i++) {
@@ -116,9 +120,39 @@ int syncset_barrier(struct syncset *s)
 	return rc;
 }
 
+#define DATA_WRITE (SYNC_FILE_RANGE_WRITE)
+#define DATA_WAIT (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
+
+int syncset_data(struct syncset *s, int fd, bool keep)
+{
+	if (!s->names_in_order)
+		return syncset_file(s, fd);
+	s->calls++;
+	if (!keep)
+		return sync_file_range(fd, 0, 0, DATA_WAIT);
+	if (s->n_data == s->cap_data) {
+		s->cap_data = s->cap_data ? s->cap_data * 2 : 16;
+		s->data = xrealloc(s->data, s->cap_data * sizeof(*s->data));
+	}
+	s->data[s->n_data++] = fd;
+	return sync_file_range(fd, 0, 0, DATA_WRITE);
+}
+
+/* Waits for the writeback syncset_data started: 0, or -1 with errno. */
+static int wait_data(struct syncset *s)
+{
+	int rc = 0, err = 0;
+	for (size_t i = 0; i < s->n_data; i++)
+		if (sync_file_range(s->data[i], 0, 0, DATA_WAIT) < 0 && rc == 0)
+			rc = -1, err = errno;
+	s->n_data = 0;
+	errno = err;
+	return rc;
+}
+
 int syncset_order(struct syncset *s)
 {
-	if (s->names_in_order && !s->written)
-		return 0;
-	return syncset_barrier(s);
+	if (!s->names_in_order || s->written)
+		return syncset_barrier(s);
+	return wait_data(s);
 }

@@ -48,6 +48,8 @@ struct syncset {
 	bool written;            /* a file was written (syncset_file) since the last barrier */
 	int *dirs;               /* directories to fsync at the next barrier (SYNC_FILES) */
 	size_t n_dirs, cap_dirs;
+	int *data;               /* names_in_order: files whose writeback syncset_order awaits */
+	size_t n_data, cap_data;
 	unsigned long calls;     /* fsync/syncfs calls made, for the log */
 };
 
@@ -63,9 +65,17 @@ void syncset_dir(struct syncset *s, int dirfd);
 /* Makes everything written and renamed since the last barrier durable: 0 or -1 with errno.
  * Forgets the directories either way. */
 int syncset_barrier(struct syncset *s);
-/* A barrier wanted only to keep the name changes after it behind those before it: none where
- * the file system keeps them in order (names_in_order) and no file was written since the last
- * barrier (the directories are then synced by the next barrier), else syncset_barrier. */
+/* The bytes of fd must be durable before the name changes that follow the next syncset_order
+ * are. Where names are kept in order, its writeback starts now and syncset_order waits for it
+ * (keep: fd stays open until then; else it is waited for now): the journal commits a name
+ * change only with or after the blocks written before it, and data reaches the disk before
+ * the commit after it (its cache flush), so the next barrier makes both durable. Elsewhere it
+ * is syncset_file. 0, or -1 with errno. */
+int syncset_data(struct syncset *s, int fd, bool keep);
+/* A barrier wanted only to keep the name changes after it behind those before it: where the
+ * file system keeps them in order (names_in_order), only the writeback of syncset_data's files
+ * is waited for, unless another file was written since the last barrier (the directories are
+ * synced by the next barrier); elsewhere syncset_barrier. */
 int syncset_order(struct syncset *s);
 
 #endif

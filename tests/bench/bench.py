@@ -31,7 +31,9 @@ cli, keyshare, gate and rescan, which are other programs):
               and /sys/fs/ext4 (journal or not, mount options), and a private tmpfs; their runs
               alternated, medians of BENCH_RUNS: jobs/s and its ratio to the tmpfs run just
               before, CPU per job (all threads, and in the kernel), sync calls per job (perf
-              stat on their tracepoints: counted in the kernel, nothing slowed)
+              stat on their tracepoints: counted in the kernel, nothing slowed); on (a) also
+              journal commits, device flushes, write requests and KiB written per job (the
+              kernel's counters; the bench's own job files included)
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), BENCH_INFLIGHT_WAVES (3)
               times as many jobs (more waves weigh the start-up less): jobs/s vs loadgen with
               as many connections doing as many requests, and curlgen --reuse
@@ -136,7 +138,7 @@ class Run:
         self.spool_dir = spool_dir
         self.upstream = upstream
         self.count_syncs = count_syncs
-        self.perf = self.syncs = None
+        self.perf = self.syncs = self.writebacks = None
         # Quiet settings: no rescans during a run, nothing but jobs on the loop.
         self.d = harness.Daemon(upstream, spool_dir=spool_dir, wrapper=wrapper,
                                 spool__concurrency=concurrency, spool__poll_interval=60,
@@ -205,7 +207,11 @@ class Run:
                 counts, err = self.end_perf()
                 if counts is None and exc[0] is None:
                     raise RuntimeError(f"perf stat counted nothing: {err}")
-                self.syncs = sum(counts.values()) if counts else None
+                # sync_file_range waits for a writeback and commits nothing (a journaled
+                # ext4's saved responses, spool-layout §5): counted apart.
+                self.syncs = sum(v for k, v in counts.items()
+                                 if k != "sync_file_range") if counts else None
+                self.writebacks = counts.get("sync_file_range") if counts else None
         finally:
             try:
                 self.d.stop(timeout=120)
@@ -349,6 +355,18 @@ class LoopExt4:
 
     def spool(self, name):
         return os.path.join(self.dir, name)
+
+    def io_counts(self):
+        """Journal commits (/proc/fs/jbd2), and the device's flushes, write requests and
+        sectors written (/sys/block/DEV/stat): counted by the kernel, deterministic but for
+        how jobs fall into batches."""
+        name = os.path.basename(self.device)
+        with open(f"/proc/fs/jbd2/{name}-8/info") as f:
+            commits = int(f.readline().split()[0])
+        with open(f"/sys/block/{name}/stat") as f:
+            stat = [int(x) for x in f.read().split()]
+        return {"commits": commits, "flushes": stat[15] if len(stat) > 15 else 0,
+                "writes": stat[4], "sectors": stat[6]}
 
     def __exit__(self, *exc):
         # A second Ctrl-C or SIGTERM must not leave a mount or a loop device behind: ignored
@@ -497,9 +515,13 @@ def throughput_runs(up, fs, jobs, with_clients, count_syncs=False):
 
 def one_run(up, fs, name, jobs, count_syncs=False):
     with Run(up, fs.spool(name), CONCURRENCY, count_syncs=count_syncs) as r:
+        io = fs.io_counts() if hasattr(fs, "io_counts") else None
         res = r.jobs(jobs)
+        if io:
+            res["io"] = {k: (v - io[k]) / jobs for k, v in fs.io_counts().items()}
     if count_syncs:
         res["syncs"] = r.syncs / jobs
+        res["writebacks"] = r.writebacks / jobs
     return res
 
 
@@ -650,6 +672,14 @@ def ext4_rows(daemon, tmpfs=None):
     syncs = [x["syncs"] for x in daemon]
     row("fsync+fdatasync+syncfs per job", f"{median(syncs):.2f}", "", "<= 3")
     print(f"      {spread(syncs, '{:.2f}')}")
+    writebacks = [x["writebacks"] for x in daemon]
+    if any(writebacks):
+        row("  sync_file_range per job (no commit)", f"{median(writebacks):.2f}", "")
+    if all("io" in x for x in daemon):
+        io = {k: median([x["io"][k] for x in daemon]) for k in daemon[0]["io"]}
+        row("journal commits per job", f"{io['commits']:.3f}", "")
+        row("device flushes per job", f"{io['flushes']:.3f}", "")
+        row("device writes per job", f"{io['writes']:.2f}", f"{io['sectors'] / 2:.0f} KiB")
     if any(x["failed"] for x in daemon):
         print(f"  NOTE: failed jobs in the runs: {[x['failed'] for x in daemon]}")
 

@@ -70,6 +70,7 @@ class Model:
         self.file_syncs = collections.defaultdict(list)   # written file -> (start, end)
         self.dir_syncs = collections.defaultdict(list)    # directory -> (start, end)
         self.fs_syncs = []
+        self.data_waits = []                 # (start, end, file) of sync_file_range
         self.renames = []                    # (start, end, from, to, exchange)
         self.writes = []                     # (start, end, path, data)
         for start, end, call, args in evs:
@@ -89,6 +90,12 @@ class Model:
                 self.file_syncs[self.origin.get(path, path)].append((start, end))
             elif call == "syncfs":
                 self.fs_syncs.append((start, end))
+            elif call == "sync_file_range" and "WAIT_AFTER" in args:
+                # A journaled ext4's (sync = auto): the bytes written, made durable by the
+                # journal's next commit, which no name change after them can come before.
+                path = self.rel(ONE_FD.match(args).group(1))
+                self.file_syncs[self.origin.get(path, path)].append((start, end))
+                self.data_waits.append((start, end, path))
             elif call in ("renameat", "renameat2"):
                 m = RENAME.match(args)
                 if not m:
@@ -216,7 +223,8 @@ def check_ordered_log(d, strace_log, jobs):
     job's publication (images, result, final records, outbox entry) is synced before the first
     of its name changes past its staging, which come in the order of §5 on one thread with no
     sync between them (the journal commits them in that order), and the job is reported only
-    after a sync that came after its job file's move."""
+    after a sync that came after its job file's move. A saved response's bytes are written
+    (sync_file_range) before its rename, and synced with it (§10)."""
     spool = os.path.realpath(d.spool)
     m = Model(events(strace_log), spool)
     with open(strace_log, errors="replace") as f:
@@ -250,6 +258,13 @@ def check_ordered_log(d, strace_log, jobs):
             f"{task_id}: reported before a sync after its job file moved into {dest}/"
         response_saved_before_acting(m, task_id)
     every_response_synced_before_its_rename(m, jobs)
+    # A saved response's bytes are written, then renamed, then one sync (it is checked above
+    # before the daemon acts): no sync between its bytes and its name.
+    for start, end, a, b, _ in [r for r in m.renames if r[2].endswith(".partial")]:
+        wait = [w for w in m.data_waits if w[2] == a and w[1] < start]
+        assert wait and not [x for x in syncs if x[2] == thread[start] and
+                             wait[-1][1] < x[0] < start], \
+            f"{b}: a sync between its bytes and its name: the journal keeps them in order"
     return m, published
 
 
@@ -261,6 +276,7 @@ def run_batch(env, mode, spool_dir=None, check=check_log):
     # Whole writes (-s): a loop turn's log lines go out in one write of up to 64 KiB.
     d.wrapper = ["strace", "-f", "-qq", "-y", "-s", "65536", "-o", log, "-e",
                  "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,openat,write"]
+    d.wrapper[-1] += ",sync_file_range"   # on a journaled ext4 (sync = auto)
     jobs = {}
     for i in range(24):
         task_id = f"g{i:02d}"
@@ -301,7 +317,8 @@ def test_no_job_published_before_its_bytes_are_durable_syncfs(env):
 
 
 def test_journaled_ext4_keeps_the_renames_in_order(env):
-    # sync = auto on a fresh ext4 with a journal: two syncs per publication, not four.
+    # sync = auto on a fresh ext4 with a journal: two syncs per publication, not four, and
+    # one per save of responses, not two.
     fs = LoopExt4()
     try:
         m = run_batch(env, "auto", os.path.join(fs.path, "spool"), check_ordered_log)

@@ -5,6 +5,7 @@
  * one, with sync = auto, and never after a file was written. */
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "syncset.h"
@@ -118,6 +119,27 @@ int main(void)
 	   "a file written since the last barrier: its bytes are synced");
 	ok(syncset_order(&s) == 0 && s.calls == 2, "and after that barrier names only again: none");
 	syncset_release(&s);
+
+	/* A file's bytes before a name change (a saved response before its rename). */
+	char path[] = "/tmp/test_syncset.XXXXXX";
+	int f = mkstemp(path);
+	ok(f >= 0 && write(f, "response", 8) == 8, "a file written");
+	unlink(path);
+	syncset_init(&s, a, true);
+	ok(syncset_data(&s, f, true) == 0 && s.calls == 0 && syncset_order(&s) == 0 &&
+	   s.calls == 1, "without a journal's order: its bytes go with a full barrier");
+	s.names_in_order = true;
+	ok(syncset_data(&s, f, true) == 0 && s.n_data == 1 && syncset_order(&s) == 0 &&
+	   s.n_data == 0 && s.calls == 2, "in order: its writeback is started, then waited for, "
+	   "no barrier");
+	ok(syncset_data(&s, f, false) == 0 && s.n_data == 0 && s.calls == 3,
+	   "a file not kept open: waited for at once");
+	ok(syncset_data(&s, f, true) == 0 && syncset_barrier(&s) == 0 && s.n_data == 0 &&
+	   s.calls == 5, "a full barrier waits for it too, then syncs");
+	ok(syncset_data(&s, -1, true) < 0 && syncset_order(&s) < 0 && s.n_data == 0,
+	   "a failed writeback fails the barrier");
+	syncset_release(&s);
+	close(f);
 
 	syncset_init(&s, a, false);
 	s.names_in_order = true;
