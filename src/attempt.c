@@ -79,8 +79,9 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 	t->reserved = false;
 	spend_add(&t->d->spend, provider_state_name(t->prov), billed, known, cost, day);
 	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
-	if (billed && known && provider_state_budgeted(t->prov))
+	if (billed && known && provider_state_budgeted(t->prov) && !t->cost_in_ledger)
 		keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(cost));
+	t->cost_in_ledger = false;
 	keyshare_release(t->d->ks, &t->ticket);
 }
 
@@ -107,6 +108,9 @@ void attempt_judge_begin(struct task *t)
 	t->cur.provider = t->prov ? provider_state_name(t->prov) : NULL;
 	t->cur.model = t->model;
 	t->judge_cfg = config_ref(t->d->cfg);
+	t->judge_budgeted = t->prov && provider_state_budgeted(t->prov);
+	if (t->judge_budgeted)
+		keyshare_today(t->d->ks, &t->judge_day, &t->judge_month);
 }
 
 /* On a helper thread, the parsed answer of t's call: its outcome, its price, its entry in the
@@ -138,6 +142,37 @@ void attempt_judge(struct task *t)
 		t->outcome.code ? t->outcome.code : "");
 }
 
+/* On the helper thread, after a batch of answers was judged: the costs of those billed (or
+ * maybe billed) under a budget go into the ledger in one durable write, before anything on the
+ * loop acts on the answers (so before their tickets go, and before their jobs are published or
+ * called again). The loop was kept waiting for each such write before. A job dropped on the
+ * loop afterwards (lost to another daemon) stays counted: its reclaimer counts it again, which
+ * may overstate the spend, never understate it. */
+void attempt_bill(void **tasks, size_t n)
+{
+	struct keyshare_spend *spends = xcalloc(n ? n : 1, sizeof(*spends));
+	struct keyshare *ks = NULL;
+	size_t m = 0;
+	long day = 0, month = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = tasks[i];
+		if (!t->judge_budgeted || t->outcome.billed == BILLED_NO || !t->cur.cost_known ||
+		    keyshare_micros(t->cur.cost) <= 0)
+			continue;
+		ks = t->d->ks;
+		spends[m++] = (struct keyshare_spend){ .provider = t->cur.provider,
+						       .amount = keyshare_micros(t->cur.cost) };
+		day = t->judge_day > day ? t->judge_day : day;
+		month = t->judge_month > month ? t->judge_month : month;
+		t->cost_in_ledger = true;
+	}
+	if (m) {
+		keyshare_spent_batch(ks, spends, m, day, month);
+		crash_point("ledger:written");
+	}
+	free(spends);
+}
+
 /* Back on the loop: unless dropped, the judged attempt counts in the routes' health, the spend
  * and the metrics; then the configuration is let go, and the attempt names the provider's
  * section as it is now. */
@@ -148,6 +183,7 @@ void attempt_judged(struct task *t, bool counted)
 		attempt_settle(t, t->outcome.billed != BILLED_NO, t->cur.cost_known, t->cur.cost);
 		count_in_metrics(t, &t->cur);
 	}
+	t->cost_in_ledger = false;
 	config_unref(t->judge_cfg);
 	t->judge_cfg = NULL;
 	t->cur.provider = t->prov ? provider_state_name(t->prov) : NULL;

@@ -24,6 +24,7 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost);
 void attempt_record(struct task *t, const struct attempt *a);
 void attempt_judge_begin(struct task *t);
 void attempt_judge(struct task *t);
+void attempt_bill(void **tasks, size_t n);
 void attempt_judged(struct task *t, bool counted);
 size_t attempt_count(const struct task *t);
 

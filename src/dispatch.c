@@ -343,6 +343,7 @@ void task_parse_work(void **args, size_t n)
 		t->res.body = NULL;
 		attempt_judge(t);
 	}
+	attempt_bill(args, n);
 	syncset_release(&ss);
 	free(save);
 }

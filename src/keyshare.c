@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,9 +71,17 @@ struct keyshare {
 	size_t n_dirs;
 	long pid;
 	unsigned long seq;
+	/* Our own ledger is added to on the loop and by the helper threads that judge answers
+	 * (keyshare_spent_batch). spent_lock guards the figures (day, month, spent, spent_gen),
+	 * held only to read or change them; write_lock keeps one write of the ledger at a time,
+	 * and guards ledger_fd's changes (the loop only reads it without), written_gen and
+	 * ledger_warned. */
+	pthread_mutex_t spent_lock, write_lock;
 	long day, month;             /* of the figures below */
 	struct spent *spent;
 	size_t n_spent;
+	unsigned long spent_gen;     /* changes of the figures */
+	unsigned long written_gen;   /* spent_gen of what the ledger file last took */
 	bool ledger_warned;
 	struct memo ledger_memo;     /* ledger/ when kept was last brought up to date */
 	struct kept_ledger *kept;
@@ -213,8 +222,10 @@ static void top_dirs_recheck(struct keyshare *ks)
 		}
 	}
 	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
+		pthread_mutex_lock(&ks->write_lock);   /* a helper may be writing through it */
 		close_dir(&ks->ledger_fd);
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+		pthread_mutex_unlock(&ks->write_lock);
 		ks->ledger_memo.listed_at = 0;
 	}
 }
@@ -377,15 +388,9 @@ static void ledger_load(struct keyshare *ks)
 	json_decref(doc);
 }
 
-void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
+/* The figures as the ledger file says them (spent_lock held). */
+static char *ledger_text(struct keyshare *ks)
 {
-	if (amount <= 0)
-		return;
-	int64_t now = spool_server_now(ks->sp);
-	roll(ks, spend_day(now), keyshare_month(now));
-	struct spent *s = own_spent(ks, provider);
-	s->day += amount;
-	s->month += amount;
 	json_t *provs = json_object();
 	for (size_t i = 0; i < ks->n_spent; i++)
 		json_object_set_new(provs, ks->spent[i].provider,
@@ -395,16 +400,70 @@ void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
 				"month", (int)ks->month, "providers", provs);
 	char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(doc);
+	return text;
+}
+
+/* Writes the figures as they are now, unless a write since their last change took them: one
+ * writer at a time, each taking the latest figures once its turn comes, so the file never goes
+ * back to older ones and spends added meanwhile by others go in one write. */
+static void ledger_write(struct keyshare *ks)
+{
+	pthread_mutex_lock(&ks->write_lock);
+	pthread_mutex_lock(&ks->spent_lock);
+	unsigned long gen = ks->spent_gen;
+	char *text = gen != ks->written_gen ? ledger_text(ks) : NULL;
+	pthread_mutex_unlock(&ks->spent_lock);
 	char name[NAME_MAX + 1];
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
 	/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
-	if ((ks->ledger_fd < 0 || spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) < 0) &&
-	    !ks->ledger_warned) {
+	if (!text) {
+	} else if (ks->ledger_fd >= 0 &&
+		   spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) == 0) {
+		ks->written_gen = gen;
+	} else if (!ks->ledger_warned) {
 		ks->ledger_warned = true;
 		log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this one "
 			 "spends", ks->sp->path, name, strerror(errno));
 	}
+	pthread_mutex_unlock(&ks->write_lock);
 	free(text);
+}
+
+void keyshare_today(struct keyshare *ks, long *day, long *month)
+{
+	int64_t now = spool_server_now(ks->sp);
+	*day = spend_day(now);
+	*month = keyshare_month(now);
+}
+
+void keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
+			  long day, long month)
+{
+	bool added = false;
+	pthread_mutex_lock(&ks->spent_lock);
+	/* Only forward: a helper's day may be older than one the loop has already rolled to. */
+	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
+	for (size_t i = 0; i < n; i++) {
+		if (spends[i].amount <= 0)
+			continue;
+		struct spent *s = own_spent(ks, spends[i].provider);
+		s->day += spends[i].amount;
+		s->month += spends[i].amount;
+		added = true;
+	}
+	if (added)
+		ks->spent_gen++;
+	pthread_mutex_unlock(&ks->spent_lock);
+	if (added)
+		ledger_write(ks);
+}
+
+void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
+{
+	long day, month;
+	keyshare_today(ks, &day, &month);
+	struct keyshare_spend one = { .provider = provider, .amount = amount };
+	keyshare_spent_batch(ks, &one, 1, day, month);
 }
 
 /* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
@@ -469,6 +528,7 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 		       micros *d, micros *m, micros *td, micros *tm)
 {
 	*d = *m = *td = *tm = 0;
+	pthread_mutex_lock(&ks->spent_lock);
 	roll(ks, day, month);
 	for (size_t i = 0; i < ks->n_spent; i++) {
 		if (!strcmp(ks->spent[i].provider, provider)) {
@@ -478,6 +538,7 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 		*td += ks->spent[i].day;
 		*tm += ks->spent[i].month;
 	}
+	pthread_mutex_unlock(&ks->spent_lock);
 	if (ks->ledger_fd >= 0)
 		ledger_refresh(ks);
 	for (size_t i = 0; i < ks->n_kept; i++) {
@@ -933,6 +994,8 @@ struct keyshare *keyshare_new(struct spool *sp)
 	struct keyshare *ks = xcalloc(1, sizeof(*ks));
 	ks->sp = sp;
 	ks->pid = (long)getpid();
+	pthread_mutex_init(&ks->spent_lock, NULL);
+	pthread_mutex_init(&ks->write_lock, NULL);
 	ks->providers_fd = open_dir(sp->root_fd, "providers");
 	ks->ledger_fd = open_dir(sp->root_fd, "ledger");
 	if (ks->providers_fd < 0 || ks->ledger_fd < 0)
@@ -1003,5 +1066,7 @@ void keyshare_free(struct keyshare *ks)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)
 		close(ks->ledger_fd);
+	pthread_mutex_destroy(&ks->spent_lock);
+	pthread_mutex_destroy(&ks->write_lock);
 	free(ks);
 }

@@ -91,6 +91,17 @@ void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
 void keyshare_heartbeat_probes(struct keyshare *ks);
 /* A billed (or maybe billed) call cost amount: added to this host's ledger (durable). */
 void keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
+/* Today and this month by the file server's clock, for keyshare_spent_batch. On the loop. */
+void keyshare_today(struct keyshare *ks, long *day, long *month);
+struct keyshare_spend {
+	const char *provider;    /* borrowed */
+	micros amount;
+};
+/* keyshare_spent for several calls at once, with one write of the ledger (durable) when it
+ * returns; day and month from keyshare_today. The one function here a helper thread may call
+ * (while the keyshare lives). */
+void keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
+			  long day, long month);
 
 /* What the spool says about provider now: a hold, a pause. */
 int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out);

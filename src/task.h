@@ -70,6 +70,9 @@ struct task {
 	unsigned sidecars;       /* which of its sidecars exist (SIDECAR_*): only those are removed */
 	struct attempt cur;      /* the call being classified */
 	struct config *judge_cfg; /* held for its judgement on a helper thread (attempt.c) */
+	bool judge_budgeted;     /* its provider is under a budget: the judgement bills the ledger */
+	long judge_day, judge_month; /* keyshare_today() as the judgement began */
+	bool cost_in_ledger;     /* the judgement put the call's cost in the ledger */
 	int retry_count;
 	int billed_retries;
 	struct image *images;    /* collected: inline and downloaded */

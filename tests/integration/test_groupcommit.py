@@ -373,6 +373,71 @@ def test_a_kill_inside_a_batch_ends_as_no_kill(env):
         d.stop()
 
 
+def ledger_costs(d):
+    """This daemon's ledger: day_micros of every provider, summed."""
+    with open(d.path("ledger", "testhost.json")) as f:
+        return sum(p["day_micros"] for p in json.load(f)["providers"].values())
+
+
+def test_the_ledger_is_written_off_the_loop_before_anything_acts_on_the_answers(env):
+    """Under a budget every billed call's cost goes into the host's ledger (spool-layout §17),
+    durably, before its ticket goes and before its job is published. That write (two fsyncs, a
+    round trip each on a network spool) is made by the helper thread that judged the answers,
+    one for all the answers it judged together, not by the loop (which gets the answers, to
+    release tickets and publish, only once that write returned). The ledger ends exact."""
+    env.fake.default = {"kind": "b64", "delay": 0.05}
+    d = env.daemon(spool__concurrency=8, spool__host_id=HOST, budget__daily="100",
+                   **{"prices__gpt-image-2": "0.01"})
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e",
+                 "trace=fsync,rename,renameat,renameat2,unlink,unlinkat"]
+    jobs = [f"l{i:02d}" for i in range(24)]
+    for task_id in jobs:
+        d.submit(task_id, {"prompt": f"ledger {task_id}"})
+    d.start()
+    for task_id in jobs:
+        assert d.wait_finished(task_id, 60) == "done", (task_id, d.state(task_id))
+    d.stop()
+    assert ledger_costs(d) == 10000 * len(jobs), ledger_costs(d)
+    with open(log, errors="replace") as f:
+        lines = f.read().splitlines()
+    ledger = [line for line in lines if re.search(r'rename\w*\(.*/ledger>, "[^"]*", .*"testhost.json"', line)]
+    assert ledger, "no write of the ledger seen"
+    # The loop is the process's first thread: its tid is the pid in the temporary names.
+    pid = re.search(r'"\.testhost\.json\.testhost\.(\d+)\.', ledger[0]).group(1)
+    on_loop = [line for line in ledger if line.split()[0] == pid]
+    assert not on_loop, f"{len(on_loop)} of {len(ledger)} ledger writes on the loop: {on_loop[0]}"
+    assert len(ledger) <= len(jobs), (len(ledger), len(jobs))
+    print(f"# {len(jobs)} billed calls, {len(ledger)} writes of the ledger, none on the loop")
+
+
+def test_a_kill_after_the_ledger_write_counts_no_call_twice(env):
+    """kill -9 right after a batch of answers went into the ledger, before the loop saw them:
+    after a restart every job is done with one call, and the ledger holds at least every call's
+    cost (a saved answer not yet recorded in its job is counted again: over, never under)."""
+    env.fake.default = {"kind": "b64", "delay": 0.05}
+    d = env.daemon(spool__concurrency=4, spool__host_id=HOST, budget__daily="100",
+                   **{"prices__gpt-image-2": "0.01"})
+    jobs = {f"k{i}": f"ledger kill {i}." for i in range(6)}
+    for task_id, prompt in jobs.items():
+        d.submit(task_id, {"prompt": prompt})
+    d.start_to_crash("ledger:written#2")
+    before = ledger_costs(d)
+    answered = {t for t in jobs if re.search(rf"^{t} attempt 1: HTTP 200", d.log(), re.M)}
+    d.start()
+    for task_id, prompt in jobs.items():
+        assert d.wait_finished(task_id, 30) == "done", (task_id, d.log()[-2000:])
+        # A call still in flight at the kill is recorded interrupted and made again.
+        if task_id in answered:
+            assert env.fake.calls(prompt) == 1, (task_id, env.fake.calls(prompt))
+    d.stop()
+    after = ledger_costs(d)
+    billed = sum(1 for r in env.fake.snapshot() if r["billed"])
+    assert before >= 20000 and after >= 10000 * billed, (before, after, billed)
+    print(f"# ledger {before} micros at the kill, {after} after the restart "
+          f"({billed} billed calls at 10000, {len(answered)} answered before the kill)")
+
+
 def save_with_a_failing_syncfs(env, fs, which):
     """One job on a tmpfs with sync = syncfs, under strace making the process's syncfs number
     `which` fail with EIO (strace counts them per thread): the first two of the thread that
@@ -425,4 +490,6 @@ if __name__ == "__main__":
         test_journaled_ext4_keeps_the_renames_in_order,
         test_a_kill_inside_a_batch_ends_as_no_kill,
         test_a_failed_barrier_of_a_saved_response,
+        test_the_ledger_is_written_off_the_loop_before_anything_acts_on_the_answers,
+        test_a_kill_after_the_ledger_write_counts_no_call_twice,
     ])

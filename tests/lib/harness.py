@@ -128,6 +128,14 @@ class Daemon:
             assert not self.exited(), f"daemon exited at start-up:\n{self.log()}"
         return self
 
+    def start_to_crash(self, point, timeout=20):
+        """Starts it with IMGSPOOLD_CRASH_AT=point (util.c crash_point: POINT or POINT#N) and
+        waits for it to kill itself there (SIGKILL)."""
+        self.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": point})
+        wait_for(self.exited, timeout, f"the daemon to kill itself at {point}")
+        assert self.proc.returncode == -9, (point, self.proc.returncode, self.log()[-2000:])
+        return self
+
     def wait_rescans(self, count, timeout=20):
         """Waits for count full rescans of new/ from now (needs verbose=True)."""
         assert self.verbose, "rescans are logged at debug level: start with verbose=True"
