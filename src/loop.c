@@ -160,22 +160,34 @@ static int wait_ms(const struct loop *loop, int64_t now)
 }
 
 /* Runs every timer due now, each at most once: a callback may add, remove or reschedule timers. */
+/* Due timers run earliest first (then in the order they were added): a slow turn may find
+ * several due at once, in any order in the array. */
+static int due_cmp(const void *a, const void *b)
+{
+	const struct timer *x = a, *y = b;
+	if (x->due != y->due)
+		return x->due < y->due ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
 static void run_timers(struct loop *loop, int64_t now)
 {
 	size_t n_due = 0;
-	uint64_t *due = NULL;
+	struct timer *due = NULL;
 	for (size_t i = 0; i < loop->n_timers; i++)
 		if (loop->timers[i].due <= now) {
 			if (!due)
 				due = xmalloc(loop->n_timers * sizeof(*due));
-			due[n_due++] = loop->timers[i].id;
+			due[n_due++] = loop->timers[i];
 		}
+	if (n_due > 1)
+		qsort(due, n_due, sizeof(*due), due_cmp);
 	for (size_t i = 0; i < n_due; i++) {
-		struct timer *t = find_timer(loop, due[i]);
+		struct timer *t = find_timer(loop, due[i].id);
 		if (!t)
 			continue;
 		int64_t next = t->fn(loop, t->arg);
-		t = find_timer(loop, due[i]);
+		t = find_timer(loop, due[i].id);
 		if (!t)
 			continue;
 		if (next == LOOP_TIMER_DONE)

@@ -70,6 +70,31 @@ static void test_timers_run_in_due_order_and_never_early(void)
 	}
 }
 
+/* A turn that takes longer than the timers' spacing: when it ends, both are due. */
+static int64_t slow_turn(struct loop *loop, void *arg)
+{
+	(void)loop;
+	int64_t until = *(int64_t *)arg;
+	while (mono_ms() < until)
+		;
+	return LOOP_TIMER_DONE;
+}
+
+static void test_timers_due_together_run_earliest_first(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	struct tick late = { &tr, 'b' }, early = { &tr, 'a' };
+	int64_t until = mono_ms() + 40;
+	loop_add_timer(loop, 0, slow_turn, &until);
+	loop_add_timer(loop, 20, note, &late);    /* before early in the loop's array */
+	loop_add_timer(loop, 10, note, &early);
+	loop_add_timer(loop, 60, stop_loop, NULL);
+	loop_run(loop);
+	is_str(tr.order, "ab", "timers found due together run earliest first");
+	loop_free(loop);
+}
+
 static void test_deleted_timer_never_runs(void)
 {
 	struct loop *loop = loop_new();
@@ -208,6 +233,7 @@ static void test_idle_work_waits_for_ready_fds_and_due_timers(void)
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
+	test_timers_due_together_run_earliest_first();
 	test_deleted_timer_never_runs();
 	test_zero_ms_timers_do_not_starve_fds();
 	test_parked_fds();
