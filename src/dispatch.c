@@ -381,6 +381,7 @@ static void write_closed_partial(struct task *t, struct http_result *res)
 		res->body_fd_failed = true;
 	if (fd >= 0)
 		close(fd);
+	crash_point("call:answer-written");
 }
 
 static void call_done(void *arg, struct http_result *res)
@@ -467,6 +468,7 @@ void task_send_attempt(struct task *t)
 	if (t->partial_closed) {
 		close(t->body_fd);
 		t->body_fd = -1;
+		crash_point("call:partial-closed");
 	}
 	req.body_fd = t->body_fd;
 	t->state = T_CALLING;

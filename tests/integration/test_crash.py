@@ -164,10 +164,70 @@ def test_sigterm_during_a_hanging_download_keeps_the_paid_job(env):
     assert r["status"] == "succeeded" and len(r["images"]) == 1, r
 
 
+# Open files for 8 calls with no room for a .partial held open (slots.c: a socket a call, a
+# reserve of 320 + limit/16; a .partial is held only above that): 349 = 8 + 320 + 21.
+NO_PARTIAL_ROOM = ["prlimit", "--nofile=349:349", "--"]
+
+
+def open_partials(pid):
+    """How many .partial files process pid holds open."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".partial")
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def test_kill_9_while_every_partial_is_closed(env):
+    """Past the open files that a .partial held open needs (slots.c), a call's .partial gets its
+    header and is closed, and the answer is written to it by name when it arrives. kill -9 at
+    each step of that path (a call started with its .partial closed, an answer written into it,
+    the answer saved, a job committed), then a restart under the same limit: every job ends
+    done, nothing is left in running/, a job whose answer was saved or logged before the kill
+    was called once, and every call the fake saw is in the job's attempts."""
+    env.fake.default = {"kind": "b64", "delay": 0.3}
+    # The first daemon shows the path is taken: 8 calls in flight, 8 .partial files, none open.
+    d = env.daemon(spool__concurrency=8, wrapper=NO_PARTIAL_ROOM)
+    d.submit("held", {"prompt": "calls in flight [fake:b64 delay=3]"})
+    for i in range(7):
+        d.submit(f"held{i}", {"prompt": f"calls in flight {i} [fake:b64 delay=3]"})
+    d.start()
+    partials = lambda: [n for n in os.listdir(d.path("running")) if n.endswith(".partial")]
+    wait_for(lambda: len(partials()) == 8, 20, "8 calls in flight")
+    assert open_partials(d.proc.pid) == 0, "a .partial is held open"
+    assert d.stop() == 0
+    for point in ("call:partial-closed#5", "call:answer-written#2", "save:response#2",
+                  "publish:committed#2"):
+        d = env.daemon(spool__concurrency=8, wrapper=NO_PARTIAL_ROOM)
+        tag = point.split(":")[1].split("#")[0]
+        jobs = {f"{tag}{i}": f"closed {tag} {i}." for i in range(12)}
+        for task_id, prompt in jobs.items():
+            d.submit(task_id, {"prompt": prompt})
+        arrived = d.crash_and_restart(point, jobs)
+        for task_id, prompt in jobs.items():
+            assert d.wait_finished(task_id, 30) == "done", (point, task_id, d.log()[-2000:])
+            attempts = d.result(task_id)["attempts"]
+            calls = env.fake.calls(prompt)
+            if task_id in arrived:
+                assert calls == 1, (point, task_id, calls)
+            assert [a["http_status"] for a in attempts][-1] == 200 and \
+                all(a["outcome"] == "interrupted" for a in attempts[:-1]), (point, attempts)
+            # A call killed before it went out is recorded interrupted too: never fewer.
+            assert len(attempts) >= calls, (point, task_id, attempts, calls)
+        wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+                 == [], 10, "nothing left in running/")
+        assert d.listdir("failed") == [], (point, d.listdir("failed"))
+        assert "Too many open files" not in d.log(), d.log()[-2000:]
+        assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
         test_poison_guard_holds_for_the_longest_id_and_host_id,
         test_sigterm_during_a_hanging_download_keeps_the_paid_job,
         test_kill_9_at_random_moments,
+        test_kill_9_while_every_partial_is_closed,
     ])

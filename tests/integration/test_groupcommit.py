@@ -344,18 +344,12 @@ def test_a_kill_inside_a_batch_ends_as_no_kill(env):
                 for i in range(6)}
         for task_id, prompt in jobs.items():
             d.submit(task_id, {"prompt": prompt, "n": 2 if task_id.startswith("b1") else 1})
-        d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": point})
-        wait_for(d.exited, 20, f"the daemon to kill itself at {point}")
-        assert d.proc.returncode == -9, (point, d.proc.returncode)
-        answered = {t for t in jobs if re.search(rf"^{t} attempt 1: HTTP 200", d.log(), re.M)}
-        saved = {n.split("@")[0][1:] for n in os.listdir(d.path("running")) if ".response." in n}
-        print(f"# {point}: {len(answered)} answers logged, {len(saved)} saved before the kill")
-        d.start()
+        arrived = d.crash_and_restart(point, jobs)
         for task_id, prompt in jobs.items():
             assert d.wait_finished(task_id, 30) == "done", (point, task_id, d.log()[-2000:])
             r = d.result(task_id)
             statuses = [a["http_status"] for a in r["attempts"]]
-            if task_id in answered or task_id in saved:
+            if task_id in arrived:
                 assert statuses == [200], (point, task_id, r["attempts"])
             else:
                 assert statuses[-1] == 200 and all(a["outcome"] == "interrupted"

@@ -136,6 +136,25 @@ class Daemon:
         assert self.proc.returncode == -9, (point, self.proc.returncode, self.log()[-2000:])
         return self
 
+    def answers_arrived(self, ids):
+        """Of ids, those whose first answer was logged (attempt 1: HTTP 200), and those whose
+        answer is saved in running/ (.ID@HOST.response.STATUS): after a kill, a restart must
+        not call again for either."""
+        log = self.log()
+        logged = {t for t in ids if re.search(rf"^{re.escape(t)} attempt 1: HTTP 200", log, re.M)}
+        saved = {n.split("@")[0][1:] for n in os.listdir(self.path("running")) if ".response." in n}
+        return logged, saved & set(ids)
+
+    def crash_and_restart(self, point, ids):
+        """Runs until it kills itself at point (start_to_crash), then starts it again; returns
+        the ids whose answer had arrived by then (answers_arrived), which must not be called
+        again."""
+        self.start_to_crash(point)
+        logged, saved = self.answers_arrived(ids)
+        print(f"# {point}: {len(logged)} answers logged, {len(saved)} saved before the kill")
+        self.start()
+        return logged | saved
+
     def wait_rescans(self, count, timeout=20):
         """Waits for count full rescans of new/ from now (needs verbose=True)."""
         assert self.verbose, "rescans are logged at debug level: start with verbose=True"
