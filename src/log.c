@@ -1,11 +1,13 @@
 /* log.c - one line per event on stderr, written in the order the lines were made.
  *
- * Threads that hold their lines (log_hold: the loop, the I/O helpers) add them to one buffer,
- * written in one write(2) by log_flush: the loop flushes once per turn, before it sleeps, and a
+ * Threads that hold their lines (log_hold: the loops, the I/O helpers) add them to one buffer,
+ * written in one write(2) by log_flush: a loop flushes once per turn, before it sleeps, and a
  * helper before it waits for work. A busy daemon logs several lines per job: a write per line
- * was most of the loop's system calls. A line of a thread that does not hold is written at
- * once, after the lines held, in the same write. One lock covers the buffer and every write, so
- * lines keep their order and never interleave mid-line. At exit the held lines are written
+ * was most of the loop's system calls. A flush writes only when a line of its own thread waits
+ * (then every thread's lines go with it), so a thread that turns once per job but logs nothing
+ * (libcurl's transfer thread) writes nothing. A line of a thread that does not hold is written
+ * at once, after the lines held, in the same write. One lock covers the buffer and every write,
+ * so lines keep their order and never interleave mid-line. At exit the held lines are written
  * (atexit); a crash (kill -9, abort) loses them: at most the lines of the loop turn it cut.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
@@ -40,6 +42,8 @@ static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static char held[HELD_MAX];
 static size_t held_len;
 static __thread bool holding;  /* this thread's lines wait for a flush */
+static unsigned long held_writes;        /* writes of held lines so far */
+static __thread unsigned long mine_until; /* held_writes + 1 while a line of this thread waits */
 
 void log_set_level(enum log_level level)
 {
@@ -49,15 +53,18 @@ void log_set_level(enum log_level level)
 /* Lock held. */
 static void write_held(void)
 {
-	if (held_len)
+	if (held_len) {
 		(void)write_all(STDERR_FILENO, held, held_len);
+		held_writes++;
+	}
 	held_len = 0;
 }
 
 void log_flush(void)
 {
 	pthread_mutex_lock(&held_lock);
-	write_held();
+	if (mine_until == held_writes + 1)
+		write_held();
 	pthread_mutex_unlock(&held_lock);
 }
 
@@ -72,7 +79,9 @@ void log_hold(bool on)
 
 static void flush_at_exit(void)
 {
-	log_flush();
+	pthread_mutex_lock(&held_lock);
+	write_held();
+	pthread_mutex_unlock(&held_lock);
 }
 
 static void register_flush_at_exit(void)
@@ -154,6 +163,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		write_held();
 	memcpy(held + held_len, line, len);
 	held_len += len;
+	mine_until = held_writes + 1;
 	if (!holding)
 		write_held();
 	pthread_mutex_unlock(&held_lock);

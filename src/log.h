@@ -18,7 +18,7 @@ void log_init(void);
  * A line of a thread that does not hold is written at once, after the kept ones. off: writes
  * what is kept, and this thread's lines go out at once again. */
 void log_hold(bool on);
-/* Writes the kept lines, every thread's. */
+/* Writes the kept lines, every thread's, if one of this thread's is among them. */
 void log_flush(void);
 /* Whether fd is the stream JOURNAL_STREAM ("DEVICE:INODE") names. */
 bool log_stream_is_journal(const char *journal_stream, int fd);

@@ -90,6 +90,10 @@ static void test_held_lines(void)
 	       "another thread's line goes out at once, after the lines held before it");
 	if (pthread_create(&th, NULL, log_from_helper, "hold") == 0)
 		pthread_join(th, NULL);
+	log_flush();
+	written(f, got, sizeof(got));
+	ok(!strstr(got, "that holds"), "a flush by a thread with no line of its own waiting writes "
+	   "nothing (a loop that turns once per job but logs nothing)");
 	log_info("after it");
 	written(f, got, sizeof(got));
 	ok(!strstr(got, "that holds"), "a helper that holds its lines leaves them for a flush");
