@@ -23,7 +23,8 @@ cli, keyshare, gate and rescan, which are other programs):
   syscalls    the same case once more under strace -f (every call traced): system calls per
               job, all threads, the top ten, fsync+fdatasync+syncfs per job (deterministic
               where the others are noisy), and the same per thread: the loop (the main
-              thread), the helpers (the threads there when the trace began), any born later
+              thread), the I/O helpers (named imgspoold-io), the other threads there when the
+              trace began (libcurl's transfer thread), any born later
   ext4        the throughput case, fsync on, BENCH_EXT4_JOBS jobs, on (a) a fresh journaled ext4
               the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
               mount with their defaults; unmounted, detached and removed at the end) and (b)
@@ -556,12 +557,29 @@ STRACE_LINE = re.compile(r"(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 STRACE_FAILED = re.compile(r"= -1 E[A-Z]+")
 
 
+ROLES = ("the loop thread", "the I/O helpers", "the other threads (libcurl's transfer thread)",
+         "threads born during the run")
+
+
 def thread_role(pid, tid, at_attach):
-    """The loop is the main thread; helpers are the threads there when the trace began (the
-    iopool's); threads born during the run are libcurl's resolver's."""
+    """The loop is the main thread; the I/O helpers call themselves imgspoold-io; the other
+    threads there when the trace began run libcurl; threads born later are its resolver's."""
     if tid == pid:
-        return "loop"
-    return "helpers" if tid in at_attach else "born during the run"
+        return ROLES[0]
+    if tid not in at_attach:
+        return ROLES[3]
+    return ROLES[1] if at_attach[tid] == "imgspoold-io" else ROLES[2]
+
+
+def thread_names(pid):
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names[int(tid)] = f.read().strip()
+        except FileNotFoundError:
+            pass
+    return names
 
 
 def syscalls(up):
@@ -571,7 +589,7 @@ def syscalls(up):
     keep = os.environ.get("BENCH_SYSCALLS_TRACE")
     with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
         out = keep or os.path.join(tempfile.gettempdir(), f"bench-strace-{os.getpid()}.txt")
-        at_attach = {int(t) for t in os.listdir(f"/proc/{r.pid}/task")}
+        at_attach = thread_names(r.pid)
         tracer = subprocess.Popen(["strace", "-f", "-s", "48", "-o", out, "-p", str(r.pid)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
@@ -614,11 +632,10 @@ def syscalls(up):
     row("fsync+fdatasync+syncfs per job", f"{syncs / n:.2f}", "", "<= 3")
     print(f"      {'every call' if SYSCALLS_ALL else 'top ten'} per job: " +
           listing(counts, None if SYSCALLS_ALL else 10))
-    for role in ("loop", "helpers", "born during the run"):
+    for role in ROLES:
         if role in by_role:
-            row(f"  on the {role} thread" + ("s" if role != "loop" else ""),
-                f"{sum(by_role[role].values()) / n:.1f}", "")
-            print(f"      {listing(by_role[role], None if SYSCALLS_ALL else 10)}")
+            print(f"    on {role}: {sum(by_role[role].values()) / n:.1f}: "
+                  f"{listing(by_role[role], None if SYSCALLS_ALL else 10)}")
 
 
 def ext4(up):
