@@ -111,7 +111,7 @@ static void *helper_main(void *arg)
 	struct iopool *pool = arg;
 	void **args = xcalloc(BATCH_MAX, sizeof(*args));
 	/* A name of its own, so a trace (make bench syscalls) tells it from the other threads. */
-	pthread_setname_np(pthread_self(), "imgspoold-io");
+	pthread_setname_np(pthread_self(), "imgspool-io");
 	/* Its log lines go out with the loop's turn, or before it waits for work. */
 	log_hold(true);
 	pthread_mutex_lock(&pool->lock);

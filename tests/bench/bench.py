@@ -23,8 +23,8 @@ cli, keyshare, gate and rescan, which are other programs):
   syscalls    the same case once more under strace -f (every call traced): system calls per
               job, all threads, the top ten, fsync+fdatasync+syncfs per job (deterministic
               where the others are noisy), and the same per thread: the loop (the main
-              thread), the I/O helpers (named imgspoold-io), the other threads there when the
-              trace began (libcurl's transfer thread), any born later
+              thread), the I/O helpers (named imgspool-io), libcurl's transfer thread
+              (imgspool-http), any other, any born later
   ext4        the throughput case, fsync on, BENCH_EXT4_JOBS jobs, on (a) a fresh journaled ext4
               the bench makes (a sparse file under BENCH_LOOP_DIR, a loop device, mkfs.ext4 and
               mount with their defaults; unmounted, detached and removed at the end) and (b)
@@ -557,18 +557,19 @@ STRACE_LINE = re.compile(r"(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 STRACE_FAILED = re.compile(r"= -1 E[A-Z]+")
 
 
-ROLES = ("the loop thread", "the I/O helpers", "the other threads (libcurl's transfer thread)",
+ROLES = ("the loop thread", "the I/O helpers", "libcurl's transfer thread", "other threads",
          "threads born during the run")
+IO_THREAD = "imgspool-io"
 
 
 def thread_role(pid, tid, at_attach):
-    """The loop is the main thread; the I/O helpers call themselves imgspoold-io; the other
-    threads there when the trace began run libcurl; threads born later are its resolver's."""
+    """The loop is the main thread; the I/O helpers and the transfer thread go by their names;
+    threads born after the trace began are libcurl's resolver's."""
     if tid == pid:
         return ROLES[0]
     if tid not in at_attach:
-        return ROLES[3]
-    return ROLES[1] if at_attach[tid] == "imgspoold-io" else ROLES[2]
+        return ROLES[4]
+    return {IO_THREAD: ROLES[1], HTTP_THREAD: ROLES[2]}.get(at_attach[tid], ROLES[3])
 
 
 def thread_names(pid):
