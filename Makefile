@@ -27,7 +27,7 @@ obj      = $(patsubst src/%.c,$(B)/obj/%.o,$(1))
 tobj     = $(patsubst src/%.c,$(T)/obj/%.o,$(1))
 DEPFLAGS := -MMD -MP
 
-.PHONY: all deps test unit integration fuzz bench run demo install clean
+.PHONY: all deps test unit unit-tsan integration fuzz bench run demo install clean
 
 FUZZ_SECONDS ?= 30
 
@@ -64,10 +64,32 @@ $(UNIT): $(T)/test_%: $(T)/unit/test_%.o $(call tobj,$(SRC) $(CLI_LIB))
 # Kept after linking, so the next build recompiles only what changed.
 .SECONDARY: $(patsubst $(T)/%,$(T)/unit/%.o,$(UNIT))
 
-$(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit:
+# The unit tests of the modules with threads, under ThreadSanitizer too (it cannot share a
+# binary with ASan): a data race fails them (halt_on_error), though it did no harm this run.
+TS       := build/tsan
+TSAN     := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_UNIT := $(TS)/test_http $(TS)/test_iopool $(TS)/test_log
+export TSAN_OPTIONS := halt_on_error=1 exitcode=66 second_deadlock_stack=1
+tsobj    = $(patsubst src/%.c,$(TS)/obj/%.o,$(1))
+
+$(TS)/obj/%.o: src/%.c | $(TS)/obj
+	$(CC) $(CFLAGS) -O1 $(TSAN) $(DEPFLAGS) -c -o $@ $<
+
+$(TS)/unit/%.o: tests/unit/%.c | $(TS)/unit
+	$(CC) $(CFLAGS) -O1 $(TSAN) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<
+
+$(TSAN_UNIT): $(TS)/test_%: $(TS)/unit/test_%.o $(call tsobj,$(SRC) $(CLI_LIB))
+	$(CC) $(CFLAGS) -O1 $(TSAN) -o $@ $^ $(LIBS)
+.SECONDARY: $(patsubst $(TS)/%,$(TS)/unit/%.o,$(TSAN_UNIT))
+
+unit-tsan: deps $(TSAN_UNIT)
+	prove -e '' $(TSAN_UNIT)
+
+$(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit $(TS)/obj $(TS)/unit:
 	mkdir -p $@
 
--include $(wildcard $(B)/obj/*.d $(B)/bench/*.d $(T)/obj/*.d $(T)/unit/*.d)
+-include $(wildcard $(B)/obj/*.d $(B)/bench/*.d $(T)/obj/*.d $(T)/unit/*.d $(TS)/obj/*.d \
+                    $(TS)/unit/*.d)
 
 unit: deps $(UNIT)
 	prove -e '' $(UNIT)
@@ -85,10 +107,11 @@ check-%: deps $(INTEG_BINS)
 	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -v -e '' tests/integration/test_$*.py
 
 # The parsers' fuzzers run briefly first (FUZZ_SECONDS in all); then unit tests (TAP
-# executables) and integration tests (executable Python scripts printing TAP) under prove.
-test: deps $(UNIT) $(INTEG_BINS) $(B)/imgspoold $(B)/imgspool
+# executables; those of the threaded modules under TSan too) and integration tests (executable
+# Python scripts printing TAP) under prove.
+test: deps $(UNIT) $(TSAN_UNIT) $(INTEG_BINS) $(B)/imgspoold $(B)/imgspool
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
-	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(INTEG)
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(TSAN_UNIT) $(INTEG)
 
 fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)

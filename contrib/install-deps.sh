@@ -5,6 +5,7 @@
 #   build:            gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev
 #                     libssl-dev (libcrypto: SHA-256 and HMAC for uploads and webhooks)
 #   fuzzers:          clang libclang-rt-14-dev
+#   unit tests:       libtsan2 (ThreadSanitizer's runtime, usually there with gcc)
 #   tests:            perl (prove) python3
 #   NFS test:         openssh-server openssh-client sshfs fuse3 (tests/lib/sshfs.py)
 #   service tests:    prometheus (promtool), mandoc and man-db (man pages), systemd and procps
@@ -20,7 +21,7 @@
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev libssl-dev perl \
+for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev libssl-dev libtsan2 perl \
 	python3 clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
 	prometheus mandoc man-db systemd faketime strace chromium wrk time util-linux \
 	e2fsprogs mount linux-perf; do

@@ -72,7 +72,8 @@ struct http {
 	/* the hand-over, under lock */
 	pthread_mutex_t lock;
 	pthread_cond_t let_go;   /* a cancelled transfer was let go of */
-	struct xfer_list to_start, to_cancel, done;
+	struct xfer_list to_start, done;
+	struct http_xfer *to_cancel; /* by next_cancel: a transfer's next may still be walked */
 	bool io_woken, loop_woken; /* the eventfd was written and its list not yet taken */
 	bool stopping;
 	int wake_io, wake_loop;  /* eventfds */
@@ -81,6 +82,7 @@ struct http {
 struct http_xfer {
 	struct http *http;
 	struct http_xfer *next;  /* in one of the hand-over lists */
+	struct http_xfer *next_cancel; /* in http->to_cancel */
 	enum xfer_at at;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -259,7 +261,8 @@ static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
 	struct http_xfer *start = list_take(&http->to_start);
 	for (struct http_xfer *x = start; x; x = x->next)
 		x->at = X_RUNNING;
-	struct http_xfer *cancel = list_take(&http->to_cancel);
+	struct http_xfer *cancel = http->to_cancel;
+	http->to_cancel = NULL;
 	bool stopping = http->stopping;
 	pthread_mutex_unlock(&http->lock);
 	while (start) {
@@ -277,7 +280,7 @@ static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
 	}
 	while (cancel) {
 		struct http_xfer *x = cancel;
-		cancel = x->next;
+		cancel = x->next_cancel;
 		curl_multi_remove_handle(http->multi, x->easy);   /* harmless if it finished */
 		forget_unsaved(http, x);
 		pthread_mutex_lock(&http->lock);
@@ -388,7 +391,8 @@ void http_cancel(struct http *http, struct http_xfer *x)
 		list_remove(&http->done, x);
 	} else {
 		x->at = X_CANCELLING;
-		list_add(&http->to_cancel, x);
+		x->next_cancel = http->to_cancel;   /* not x->next: the batch x came in may be walked */
+		http->to_cancel = x;
 		wake(http->wake_io, &http->io_woken);
 		while (x->at != X_CANCELLED)
 			pthread_cond_wait(&http->let_go, &http->lock);

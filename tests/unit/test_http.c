@@ -4,7 +4,10 @@
  * while it was idle is replaced, and a body kept on disk is there whole. A cancelled transfer
  * never gets its callback, wherever it is when cancelled: on its way to the transfer thread, in
  * flight there, finished and waiting for the loop, or in the same batch of callbacks as the
- * call that cancels it (ASan sees any use of it after the cancel). */
+ * call that cancels it (ASan sees any use of it after the cancel); and a cancel of one transfer
+ * of a batch the transfer thread is taking in loses none of the others. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -381,10 +385,103 @@ static void test_cancels(void)
 	close(sv.listen_fd);
 }
 
+/* ---- a cancel while the transfer thread takes a batch in ----------------------------------- */
+
+/* Whether the transfer thread is in write(2) on fd (/proc/self/task/TID/syscall: "1 0xFD ..."). */
+static bool transfer_thread_writes(int fd)
+{
+	DIR *d = opendir("/proc/self/task");
+	bool writes = false;
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char path[96], text[128] = "";
+		xsnprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		bool ours = fgets(text, sizeof(text), f) &&
+			    !strncmp(text, HTTP_THREAD_NAME, strlen(HTTP_THREAD_NAME));
+		fclose(f);
+		if (!ours)
+			continue;
+		xsnprintf(path, sizeof(path), "/proc/self/task/%s/syscall", e->d_name);
+		f = fopen(path, "r");
+		unsigned long nr = 0, arg0 = 0;
+		if (f && fscanf(f, "%lu 0x%lx", &nr, &arg0) == 2)
+			writes = nr == 1 && arg0 == (unsigned long)fd;
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return writes;
+}
+
+static void count_done(void *arg, struct http_result *res)
+{
+	(void)res;
+	(*(int *)arg)++;
+}
+
+/* The transfer thread is held in a write of a body to a full pipe while BATCH calls are started,
+ * so it takes them in as one batch when the pipe is drained; then calls from the end of the batch
+ * backward are cancelled, the first ones while still queued, then one the thread has taken in and
+ * not yet handed to libcurl. Every call not cancelled must still get its callback. */
+#define BATCH 2000
+static void test_cancel_in_a_batch(void)
+{
+	static struct held_server sv;
+	pthread_mutex_init(&sv.lock, NULL);
+	sv.listen_fd = listen_on_loopback(64, &sv.port);
+	int pipe_fd[2];
+	if (sv.listen_fd < 0 || pipe2(pipe_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+		return;
+	pthread_t thread;
+	pthread_create(&thread, NULL, accept_all, &sv);
+	struct loop *loop = loop_new();
+	struct http *http = http_new(loop, 64);
+	char ok_url[64];
+	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
+	char fill[4096] = { 0 };
+	while (write(pipe_fd[1], fill, sizeof(fill)) > 0 || write(pipe_fd[1], fill, 1) > 0)
+		;
+	fcntl(pipe_fd[1], F_SETFL, 0);   /* the next write blocks */
+	struct http_request blocker = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
+					.max_body = 1024, .body_fd = pipe_fd[1] };
+	struct http_request refused = { .url = "http://127.0.0.1:1/", .timeout_s = 30,
+					.connect_timeout_s = 5, .max_body = 1024, .body_fd = -1 };
+	int callbacks = 0, cancelled = 0;
+	http_start(http, &blocker, count_done, &callbacks);
+	int64_t deadline = mono_ms() + 10000;
+	while (!transfer_thread_writes(pipe_fd[1]) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	ok(transfer_thread_writes(pipe_fd[1]), "the transfer thread waits to write a body");
+	static struct http_xfer *xs[BATCH];
+	for (int i = 0; i < BATCH; i++)
+		xs[i] = http_start(http, &refused, count_done, &callbacks);
+	ok(read(pipe_fd[0], fill, sizeof(fill)) > 0, "room in the pipe");
+	while (transfer_thread_writes(pipe_fd[1]) && mono_ms() < deadline)
+		;
+	for (int i = BATCH - 2; i >= BATCH / 2; i--, cancelled++)
+		http_cancel(http, xs[i]);
+	struct wait_for all = { .flag = &callbacks, .want = 1 + BATCH - cancelled };
+	run_until(loop, &all);
+	ok(callbacks == 1 + BATCH - cancelled, "every call not cancelled got its callback (%d of %d)",
+	   callbacks, 1 + BATCH - cancelled);
+
+	http_free(http);
+	loop_free(loop);
+	shutdown(sv.listen_fd, SHUT_RDWR);
+	pthread_join(thread, NULL);
+	close(sv.listen_fd);
+	close(pipe_fd[0]);
+	close(pipe_fd[1]);
+}
+
 int main(void)
 {
 	test_calls_on_the_loop();
 	test_cancels();
+	test_cancel_in_a_batch();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
