@@ -49,7 +49,7 @@ def start_with_one_ahead(env, long_call=3, long_answer=None, concurrency=1, **se
 def test_a_job_is_claimed_ahead_and_called_when_the_slot_frees(env):
     d = start_with_one_ahead(env, long_call=1.5)   # ends before "ahead" has waited 2 s
     assert d.wait_finished("ahead") == "done"
-    assert d.state("long") == "done"
+    assert d.wait_finished("long") == "done"   # its slot went to "ahead" before its publication
     assert env.fake.max_inflight == 1, "one call at a time, as concurrency says"
     for prompt in ("first call", "long call", "claimed ahead"):
         assert env.fake.calls(prompt) == 1, prompt
