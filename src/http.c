@@ -272,9 +272,11 @@ static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
 			x->res.transport = HTTP_NOT_SENT;
 			xsnprintf(x->res.detail, sizeof(x->res.detail), "cannot start the transfer");
 			pthread_mutex_lock(&http->lock);
-			x->at = X_DONE;
-			list_add(&http->done, x);
-			wake(http->wake_loop, &http->loop_woken);
+			if (x->at == X_RUNNING) {   /* else its cancel waits: it frees x */
+				x->at = X_DONE;
+				list_add(&http->done, x);
+				wake(http->wake_loop, &http->loop_woken);
+			}
 			pthread_mutex_unlock(&http->lock);
 		}
 	}
