@@ -223,7 +223,8 @@ static void test_calls_on_the_loop(void)
 struct held_server {
 	int listen_fd, port;
 	int answered;            /* requests answered, under lock */
-	int held;                /* requests to /hold read and never answered */
+	int held;                /* requests to /hold read and never answered (/hold-at-once too,
+				  * uncounted: it may arrive any time after its cancel) */
 	pthread_mutex_t lock;
 };
 
@@ -237,11 +238,11 @@ static void *serve_conn(void *arg)
 	struct conn *c = arg;
 	char head[1024];
 	while (read_request(c->fd, head, sizeof(head))) {
-		bool hold = !strncmp(head, "GET /hold ", 10);
+		bool hold = !strncmp(head, "GET /hold", 9);
 		pthread_mutex_lock(&c->sv->lock);
-		if (hold)
+		if (!strncmp(head, "GET /hold ", 10))
 			c->sv->held++;
-		else
+		else if (!hold)
 			c->sv->answered++;
 		pthread_mutex_unlock(&c->sv->lock);
 		if (hold)
@@ -339,8 +340,9 @@ static void test_cancels(void)
 	pthread_create(&thread, NULL, accept_all, &sv);
 	struct loop *loop = loop_new();
 	struct http *http = http_new(loop, 64);
-	char hold_url[64], ok_url[64];
+	char hold_url[64], at_once_url[64], ok_url[64];
 	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
+	xsnprintf(at_once_url, sizeof(at_once_url), "http://127.0.0.1:%d/hold-at-once", sv.port);
 	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
 	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
 				     .max_body = 1024, .body_fd = -1 };
@@ -349,7 +351,9 @@ static void test_cancels(void)
 
 	/* Cancelled at once: on its way to the transfer thread, or just taken by it. */
 	struct call c = { 0 };
-	struct http_xfer *x = http_start(http, &hold, call_done, &c);
+	struct http_request at_once = hold;
+	at_once.url = at_once_url;
+	struct http_xfer *x = http_start(http, &at_once, call_done, &c);
 	http_cancel(http, x);
 	/* Cancelled in flight: the server has its request. */
 	int held_before = held_now(&sv);
