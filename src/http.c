@@ -231,14 +231,13 @@ static void list_remove(struct xfer_list *l, struct http_xfer *x)
 	}
 }
 
-/* Lock held. */
+/* Lock held. A write that failed is tried again by the next wake. */
 static void wake(int efd, bool *woken)
 {
 	if (*woken)
 		return;
-	*woken = true;
 	uint64_t one = 1;
-	(void)!write(efd, &one, sizeof(one));
+	*woken = write(efd, &one, sizeof(one)) == (ssize_t)sizeof(one);
 }
 
 static void drain(int efd)
