@@ -63,6 +63,9 @@ struct dispatch {
 	struct scan new_scan;    /* the listing of new/, a slice per turn of the loop */
 	uint64_t scan_timer;     /* the next slice */
 	uint64_t place_timer;    /* the next slice of pending_place */
+	int64_t startup_claims_at; /* mono ms from which start-up claims need not wait for every
+				      job's place (intake.c); 0 before the first listing */
+	bool placed_once;        /* the first listing of new/ done and every job placed */
 	struct strset held;      /* ids of the tasks below */
 	uint64_t heartbeat_timer;
 	struct task *tasks;      /* every job this daemon holds */

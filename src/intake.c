@@ -45,6 +45,7 @@ void intake_pending_free(struct pending *pe)
 }
 
 static int pending_cmp(const void *a, const void *b);
+static void placed_before_unplaced(struct dispatch *d);
 
 /* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
 void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
@@ -68,6 +69,22 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 	if (file && s == d->n_pending - 1 &&
 	    (!s || pending_cmp(&d->pending[s - 1], &d->pending[s]) <= 0))
 		d->n_sorted++;
+	else if (file && d->n_unplaced)
+		placed_before_unplaced(d);
+}
+
+/* A job with its place (a due one from deferred/) goes before those without (in no order yet),
+ * so that start-up claims, which take the placed ones first, see it (claims_before_placed). */
+static void placed_before_unplaced(struct dispatch *d)
+{
+	size_t u = d->n_sorted, last = d->n_pending - 1;
+	while (u < last && d->pending[u].placed)
+		u++;
+	if (u < last) {
+		struct pending tmp = d->pending[u];
+		d->pending[u] = d->pending[last];
+		d->pending[last] = tmp;
+	}
 }
 
 static int64_t place_more(struct loop *loop, void *arg);
@@ -81,11 +98,14 @@ static bool pending_place(struct dispatch *d, size_t from, int64_t budget_ms)
 		return true;
 	size_t keep = from, i = from;
 	int64_t end = mono_ms() + budget_ms;
-	for (int n = 1; i < d->n_pending; i++, n++) {
+	bool stated = false;
+	for (; i < d->n_pending; i++) {
 		struct pending *pe = &d->pending[i];
 		struct stat st;
-		if (n % 64 == 0 && mono_ms() >= end)
+		/* The clock after every stat: one may take a round trip to a slow file server. */
+		if (stated && mono_ms() >= end)
 			break;
+		stated = !pe->placed;
 		if (!pe->placed) {
 			d->n_unplaced--;
 			if (fstatat(d->spool->fd[pe->dir], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -126,11 +146,11 @@ static int pending_cmp(const void *a, const void *b)
 }
 
 /* Jobs start in order of arrival: the job file's mtime, then its name. What a listing added
- * since the last sort is sorted and merged in: a listing in slices does not sort the whole
- * backlog again at each turn of the loop. */
-static void pending_sort(struct dispatch *d)
+ * since the last sort (up to n) is sorted and merged in: a listing in slices does not sort the
+ * whole backlog again at each turn of the loop. */
+static void pending_sort(struct dispatch *d, size_t n)
 {
-	size_t n = d->n_pending, s = d->n_sorted;
+	size_t s = d->n_sorted;
 	if (s == n)
 		return;
 	qsort(d->pending + s, n - s, sizeof(*d->pending), pending_cmp);
@@ -187,6 +207,8 @@ static int64_t list_more(struct loop *loop, void *arg);
 
 void intake_list_new(struct dispatch *d, int64_t budget_ms)
 {
+	if (!d->startup_claims_at)
+		d->startup_claims_at = mono_ms() + SCAN_FIRST_SLICE_MS;
 	if (scan_step(&d->new_scan, budget_ms, mono_ms, scan_found, d)) {
 		intake_sweep(d, SPOOL_NEW);
 		log_debug("rescan of new/: %ld entries, %ld stat'ed, %zu pending, %zu known",
@@ -542,6 +564,22 @@ static void pump_requested(struct dispatch *d)
 		pending_filter(d, not_requested, NULL);
 }
 
+/* Whether claims go ahead before every waiting job has its place: only at start-up, once
+ * SCAN_FIRST_SLICE_MS have passed since the first listing began (a backlog on a slow or cold
+ * file server must not keep the first call waiting for a stat of every job), and until the
+ * first listing of new/ is done and every job was placed once. Then the jobs placed so far go
+ * in their order, the rest are placed between claims (spool-layout.md §3). */
+static bool claims_before_placed(struct dispatch *d)
+{
+	if (d->placed_once)
+		return false;
+	if (d->new_scan.listings > 0 && !scan_busy(&d->new_scan) && !d->n_unplaced) {
+		d->placed_once = true;
+		return false;
+	}
+	return d->startup_claims_at && mono_ms() >= d->startup_claims_at;
+}
+
 void intake_pump(struct dispatch *d)
 {
 	pump_requested(d);
@@ -552,14 +590,23 @@ void intake_pump(struct dispatch *d)
 	}
 	/* Order matters only when not every entry can start now: new names are stat'ed then. */
 	bool all_fit = d->n_pending <= (size_t)slots_claim_room(d);
-	/* A claim waits until every waiting job has its place, so the oldest starts first. */
-	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS))
-		return;
-	pending_sort(d);
-	size_t sorted = d->n_pending;
+	/* A claim waits until every waiting job has its place, so the oldest starts first; at
+	 * start-up past a bound, among those placed so far (the first ones after n_sorted). */
+	bool early = false;
+	if (!all_fit && !pending_place(d, d->n_sorted, SCAN_SLICE_MS)) {
+		if (!claims_before_placed(d))
+			return;
+		early = true;
+	}
+	claims_before_placed(d);   /* notes the first full placement */
+	size_t listed = d->n_pending, sorted = listed;
+	if (early)
+		for (sorted = d->n_sorted; sorted < listed && d->pending[sorted].placed; sorted++)
+			;
+	pending_sort(d, sorted);
 	size_t keep = 0;   /* entries that must wait are compacted to the front */
 	size_t i = 0;
-	for (; i < d->n_pending && slots_claim_room(d) > 0; i++) {
+	for (; i < sorted && slots_claim_room(d) > 0; i++) {
 		struct pending *pe = &d->pending[i];
 		if (try_start(d, pe) == WAIT) {
 			d->pending[keep++] = *pe;
@@ -572,9 +619,10 @@ void intake_pump(struct dispatch *d)
 	if (keep != i)
 		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
 	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
-	d->n_sorted = d->n_pending == sorted ? keep + (sorted - i) : 0;
+	d->n_sorted = d->n_pending == listed ? keep + (sorted - i) : 0;
 	d->n_pending = keep + (d->n_pending - i);
-	pending_place(d, 0, INT64_MAX / 2);   /* those that wait: a concurrency's worth at most */
+	if (!early)   /* those that wait: a concurrency's worth at most; early, all are placed */
+		pending_place(d, 0, INT64_MAX / 2);
 	any_provider_ready(d);   /* arms the wake-up timer if something is paused */
 }
 

@@ -9,8 +9,9 @@ Measured, not asserted.
    then the system calls from one write of the [metrics] textfile to the next, with no rescan.
 2. The spool on an sshfs mount (tests/lib/sshfs.py): every SFTP request the daemon's jobs cost,
    logged by the server (OpenSSH's sftp-server at DEBUG3, one line per request), counted per
-   job and grouped by operation and by the step of a job it belongs to; and what one rescan of
-   a BENCH_SSHFS_BACKLOG (2 000) job backlog costs the server.
+   job and grouped by operation and by the step of a job it belongs to; what one rescan of
+   a BENCH_SSHFS_BACKLOG (2 000) job backlog costs the server, and the time from the daemon's
+   start to its first call with that backlog.
 BENCH_PART=backlog, sshfs or metrics (part 1's metrics file only) runs one part.
 Everything it makes is under one temporary directory, removed at the end.
 """
@@ -327,6 +328,16 @@ def bench_sshfs(env, base):
         print(f"  one rescan with {SSHFS_BACKLOG} jobs waiting in new/ (every slot busy): "
               f"{total} requests, {total / SSHFS_BACKLOG:.2f} per queued job (" +
               ", ".join(f"{op} {c}" for op, c in ops.most_common()) + ")")
+        # The first call after a start on that backlog, where every stat is a round trip.
+        firsts = []
+        for _ in range(RUNS):
+            d.kill()
+            d.logf.close()
+            put_back(os.path.join(m.export, "spool"))
+            firsts.append(first_call_after_start(env, d))
+        print(f"  start-up to the first call with {SSHFS_BACKLOG} jobs waiting: " +
+              ", ".join(f"{x[0]:.3f} s" for x in firsts) + "   (first claim at " +
+              ", ".join(f"{x[2]:.2f}" for x in firsts) + " s)")
         d.kill()
     finally:
         for x in env.daemons:
