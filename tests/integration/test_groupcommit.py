@@ -330,6 +330,31 @@ def test_journaled_ext4_keeps_the_renames_in_order(env):
     assert m.fs_syncs, "sync = auto made no syncfs for a batch"
 
 
+def test_journaled_ext4_one_job_commits_per_barrier_not_per_file(env):
+    # A job alone goes file by file; on a journaled ext4 a file's fsync commits the journal by
+    # itself, so its files are only written out and the directories' fsyncs commit them.
+    fs = LoopExt4()
+    try:
+        d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), spool__concurrency=1)
+        log = os.path.join(d.dir, "strace.log")
+        d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e",
+                     "trace=fsync,fdatasync,syncfs,sync_file_range"]
+        d.submit("alone", {"prompt": "one job alone"})
+        d.start()
+        assert d.wait_finished("alone", 60) == "done", d.log()
+        d.stop()
+        with open(log) as f:
+            calls = [line for line in f if re.search(r"(fsync|sync_file_range)\(\d+<", line)]
+    finally:
+        for x in env.daemons:
+            x.kill()
+        fs.close()
+    files = re.compile(r"<[^>]*/\.alone[^/>]*\.(tmp|partial)>")   # the job's own files
+    written = [c for c in calls if "sync_file_range(" in c and files.search(c)]
+    fsynced = [c for c in calls if "fsync(" in c and files.search(c)]
+    assert written and not fsynced, "".join(calls)
+
+
 def test_a_kill_inside_a_batch_ends_as_no_kill(env):
     """kill -9 (IMGSPOOLD_CRASH_AT) at each step of a batch of publications, between jobs of a
     step (#2: at the second job) and between steps; after a restart every job ends as without
@@ -482,6 +507,7 @@ if __name__ == "__main__":
         test_no_job_published_before_its_bytes_are_durable_fsync,
         test_no_job_published_before_its_bytes_are_durable_syncfs,
         test_journaled_ext4_keeps_the_renames_in_order,
+        test_journaled_ext4_one_job_commits_per_barrier_not_per_file,
         test_a_kill_inside_a_batch_ends_as_no_kill,
         test_a_failed_barrier_of_a_saved_response,
         test_the_ledger_is_written_off_the_loop_before_anything_acts_on_the_answers,

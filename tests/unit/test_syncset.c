@@ -141,6 +141,19 @@ int main(void)
 	syncset_release(&s);
 	close(f);
 
+	char path2[] = "/tmp/test_syncset.XXXXXX";
+	f = mkstemp(path2);
+	unlink(path2);
+	syncset_init(&s, a, false);
+	s.names_in_order = true;
+	ok(f >= 0 && write(f, "image", 5) == 5 && syncset_file(&s, f) == 0 && s.calls == 1 &&
+	   s.written, "file by file, in order: its bytes written out (no fsync: no commit of its own)");
+	ok(syncset_file(&s, -1) < 0, "a file that cannot be written out fails");
+	syncset_dir(&s, a);
+	ok(syncset_barrier(&s) == 0 && s.calls == 3, "the barrier fsyncs the directory: the commit");
+	syncset_release(&s);
+	close(f);
+
 	syncset_init(&s, a, false);
 	s.names_in_order = true;
 	syncset_dir(&s, a);
