@@ -85,18 +85,19 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 	keyshare_release(t->d->ks, &t->ticket);
 }
 
-static void count_in_metrics(const struct task *t, const struct attempt *a)
+/* cfg: the configuration whose prices priced the attempt (a reload may have swapped d->cfg). */
+static void count_in_metrics(const struct config *cfg, const struct attempt *a)
 {
 	metrics_attempt(a->provider, a->outcome, a->billed, a->http_status != 0, a->latency_ms);
 	if (a->cost_known && a->cost > 0)
-		metrics_cost(a->provider, t->d->cfg->prices.currency, a->cost);
+		metrics_cost(a->provider, cfg->prices.currency, a->cost);
 }
 
 /* An attempt goes on the job's record, and into the metrics. */
 void attempt_record(struct task *t, const struct attempt *a)
 {
 	record_add_attempt(t->attempts, &t->elided, result_attempt_json(a));
-	count_in_metrics(t, a);
+	count_in_metrics(t->d->cfg, a);
 }
 
 /* An answer is judged on a helper thread, after its parse (attempt_judge). What that reads of
@@ -181,7 +182,7 @@ void attempt_judged(struct task *t, bool counted)
 	if (counted) {
 		routing_record_health(t);
 		attempt_settle(t, t->outcome.billed != BILLED_NO, t->cur.cost_known, t->cur.cost);
-		count_in_metrics(t, &t->cur);
+		count_in_metrics(t->judge_cfg, &t->cur);
 	}
 	t->cost_in_ledger = false;
 	config_unref(t->judge_cfg);
