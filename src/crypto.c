@@ -35,7 +35,7 @@ void crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_
 {
 	unsigned int out_len = CRYPTO_SHA256_LEN;
 	if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &out_len))
-		abort();   /* only on allocation failure */
+		out_of_memory("computing an HMAC");   /* HMAC fails only so */
 }
 
 char *crypto_base64_encode(const void *data, size_t len)

@@ -8,7 +8,8 @@
  * (libcurl's transfer thread) writes nothing. A line of a thread that does not hold is written
  * at once, after the lines held, in the same write. One lock covers the buffer and every write,
  * so lines keep their order and never interleave mid-line. At exit the held lines are written
- * (atexit); a crash (kill -9, abort) loses them: at most the lines of the loop turn it cut.
+ * (atexit), and before an abort for want of memory; any other crash (kill -9, a fault) loses
+ * them: at most the lines of each loop's turn and each helper's pass it cut.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
@@ -77,7 +78,7 @@ void log_hold(bool on)
 	pthread_mutex_unlock(&held_lock);
 }
 
-static void flush_at_exit(void)
+void log_flush_all(void)
 {
 	pthread_mutex_lock(&held_lock);
 	write_held();
@@ -86,7 +87,7 @@ static void flush_at_exit(void)
 
 static void register_flush_at_exit(void)
 {
-	atexit(flush_at_exit);
+	atexit(log_flush_all);
 }
 
 bool log_stream_is_journal(const char *journal_stream, int fd)

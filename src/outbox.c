@@ -92,7 +92,7 @@ static void add_entry(struct outbox_batch *b, const char *msg_id, const char *ta
 	b->e = xrealloc(b->e, (b->n + 1) * sizeof(*b->e));
 	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (!text)
-		abort();   /* only on allocation failure */
+		out_of_memory("writing an outbox entry");   /* json_dumps fails only so */
 	b->e[b->n++] = (struct outbox_entry){
 		.name = xasprintf("%s.%s@%s.json", msg_id, target, host_id), .text = text };
 }
@@ -235,7 +235,7 @@ static void reschedule(struct delivery *dl)
 {
 	dl->text = json_dumps(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (!dl->text)
-		abort();
+		out_of_memory("writing an outbox entry again");
 	dl->o->rewriting++;
 	iopool_submit(dl->o->pool, rewrite_work, rewrite_done, dl);
 }

@@ -337,6 +337,6 @@ char *record_text(const struct record *r)
 	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)
-		abort();   /* only on allocation failure */
+		out_of_memory("writing a job's record");   /* json_dumps fails only so */
 	return text;
 }

@@ -66,14 +66,14 @@ static char *dump_result(json_t *o, json_t *metadata)
 	json_object_set_new(o, "metadata", json_null());
 	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	if (!text)
-		abort(); /* only on allocation failure */
+		out_of_memory("writing a result");   /* json_dumps fails only so */
 	static const char tail[] = "\"metadata\": null\n}";
 	size_t len = strlen(text), tlen = strlen(tail);
 	if (!metadata || len < tlen || strcmp(text + len - tlen, tail))
 		return text;
 	char *meta = json_dumps(metadata, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
 	if (!meta)
-		abort();
+		out_of_memory("writing a result's metadata");
 	char *whole = xasprintf("%.*s\"metadata\": %s\n}", (int)(len - tlen), text, meta);
 	free(meta);
 	free(text);

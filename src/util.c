@@ -12,20 +12,31 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "util.h"
 #include "banned.h"
 
-static _Noreturn void out_of_memory(size_t size)
+/* Through the logger, with every line held before it: an abort runs no atexit. Nothing allocates
+ * under the logger's lock, so no thread that ran out of memory holds it. */
+_Noreturn void out_of_memory(const char *what)
 {
-	fprintf(stderr, "imgspoold: out of memory allocating %zu bytes\n", size);
+	error("out of memory %s", what);
+	log_flush_all();
 	abort();
+}
+
+static _Noreturn void out_of_memory_allocating(size_t size)
+{
+	char what[64];
+	xsnprintf(what, sizeof(what), "allocating %zu bytes", size);
+	out_of_memory(what);
 }
 
 void *xmalloc(size_t size)
 {
 	void *p = malloc(size ? size : 1);
 	if (!p)
-		out_of_memory(size);
+		out_of_memory_allocating(size);
 	return p;
 }
 
@@ -33,7 +44,7 @@ void *xcalloc(size_t nmemb, size_t size)
 {
 	void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
 	if (!p)
-		out_of_memory(nmemb * size);
+		out_of_memory_allocating(nmemb * size);
 	return p;
 }
 
@@ -41,7 +52,7 @@ void *xrealloc(void *ptr, size_t size)
 {
 	void *p = realloc(ptr, size ? size : 1);
 	if (!p)
-		out_of_memory(size);
+		out_of_memory_allocating(size);
 	return p;
 }
 

@@ -10,6 +10,8 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Allocation failure is not a condition we handle: these abort. */
+/* Logs what could not be done for want of memory (after every line held) and aborts. */
+_Noreturn void out_of_memory(const char *what);
 void *xmalloc(size_t size);
 void *xcalloc(size_t nmemb, size_t size);
 void *xrealloc(void *ptr, size_t size);

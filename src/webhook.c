@@ -82,7 +82,7 @@ char *webhook_body(const char *type, int64_t wall_ms, json_t *data)
 	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 	json_decref(o);
 	if (!text)
-		abort();   /* only on allocation failure */
+		out_of_memory("writing a webhook's body");   /* json_dumps fails only so */
 	return text;
 }
 

@@ -2,10 +2,14 @@
  * time it was written, though each thread keeps the last second's date; lines held by the loop
  * thread go out together, in order with other threads' lines. */
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -123,10 +127,57 @@ static void test_held_lines(void)
 	fclose(f);
 }
 
+/* An allocation too big for any machine fails as malloc does, not in the sanitizer's report. */
+const char *__asan_default_options(void);
+const char *__tsan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+const char *__tsan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+
+/* Out of memory, a process aborts: the lines it held go out first, then why. */
+static void test_out_of_memory(void)
+{
+	int fds[2];
+	if (pipe(fds) < 0)
+		return;
+	fflush(NULL);   /* the child's copy of what stdout buffered must not be written twice */
+	pid_t pid = fork();
+	if (pid == 0) {
+		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+		dup2(fds[1], STDERR_FILENO);
+		log_hold(true);
+		log_info("held before");
+		volatile size_t huge = SIZE_MAX / 2;
+		free(xmalloc(huge));
+		_exit(0);
+	}
+	close(fds[1]);
+	char got[4096];
+	size_t len = 0;
+	for (ssize_t n; (n = read(fds[0], got + len, sizeof(got) - 1 - len)) > 0;)
+		len += (size_t)n;
+	got[len] = '\0';
+	close(fds[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "out of memory, it aborts");
+	const char *held = strstr(got, "imgspoold: held before\n");
+	const char *why = strstr(got, "imgspoold: error: out of memory allocating ");
+	ok(held && why && held < why, "the lines it held are written first, then why");
+	if (!(held && why && held < why))
+		printf("# it wrote: %s\n", got);
+}
+
 int main(void)
 {
 	test_line_times();
 	test_held_lines();
+	test_out_of_memory();
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)
