@@ -34,7 +34,8 @@ cli, keyshare, gate and rescan, which are other programs):
               before, CPU per job (all threads, and in the kernel), sync calls per job (perf
               stat on their tracepoints: counted in the kernel, nothing slowed); on (a) also
               journal commits, device flushes, write requests and KiB written per job (the
-              kernel's counters; the bench's own job files included)
+              kernel's counters; the bench's own job files included), and the commits and
+              flushes of BENCH_EXT4_ALONE_JOBS (30) jobs one at a time
   inflight    a 1 s upstream, BENCH_INFLIGHT calls in flight (1000), BENCH_INFLIGHT_WAVES (3)
               times as many jobs (more waves weigh the start-up less): jobs/s vs loadgen with
               as many connections doing as many requests, and curlgen --reuse
@@ -48,7 +49,7 @@ cli, keyshare, gate and rescan, which are other programs):
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
 move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_SYSCALLS_TRACE=FILE (keep the trace there, to see what each call is for),
-BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_INFLIGHT (1000),
+BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_EXT4_ALONE_JOBS (30), BENCH_INFLIGHT (1000),
 BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
 case makes its spool on the disk), BENCH_LOOP_DIR (/var/tmp: where it puts its loop file system's
 backing file),
@@ -80,6 +81,7 @@ from fastup import FastUpstream, curlgen, loadgen  # noqa: E402
 JOBS = int(os.environ.get("BENCH_JOBS", "2000"))
 SYSCALL_JOBS = int(os.environ.get("BENCH_SYSCALL_JOBS", str(min(JOBS, 1000))))
 EXT4_JOBS = int(os.environ.get("BENCH_EXT4_JOBS", str(min(JOBS, 500))))
+EXT4_ALONE_JOBS = int(os.environ.get("BENCH_EXT4_ALONE_JOBS", "30"))
 SYSCALLS_ALL = os.environ.get("BENCH_SYSCALLS_ALL") == "1"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
@@ -657,6 +659,7 @@ def ext4(up):
             if loop:
                 cases["loop"].append(one_run(up, loop, f"run{i}", EXT4_JOBS, True))
             cases["disk"].append(one_run(up, disk, f"run{i}", EXT4_JOBS, True))
+        alone = one_at_a_time(up, loop, EXT4_ALONE_JOBS) if loop else None
     print(f"the same with {EXT4_JOBS} jobs, fsync on, on tmpfs and on ext4 (medians of {RUNS}; "
           f"the file systems' runs alternated; a ratio is the median of the ratios to the tmpfs "
           f"run just before):")
@@ -667,6 +670,11 @@ def ext4(up):
               f"device over a file on the VM's disk:\n      {loop.fs['text']}\n      backing "
               f"file on {loop.backing['text']}")
         ext4_rows(cases["loop"], cases["tmpfs"])
+        print(f"      {EXT4_ALONE_JOBS} jobs one at a time (each finished before the next is "
+              f"submitted: calls that take minutes):")
+        row("  journal commits per job", f"{alone['commits']:.2f}", "")
+        row("  device flushes per job", f"{alone['flushes']:.2f}", "")
+        row("  from submission to done/", f"{alone['seconds'] * 1000:.1f}", "ms")
     else:
         print(f"  (a) a fresh journaled ext4 on a loop device: NOT MEASURED: {loop_error}")
     print(f"  (b) on the disk itself, {disk.dir}:\n      {disk.fs['text']}")
@@ -675,6 +683,23 @@ def ext4(up):
               "in the last 60-360 s (recently_deleted()): this figure depends on what was "
               "deleted on this disk in the last minutes, by anyone")
     ext4_rows(cases["disk"], cases["tmpfs"])
+
+
+def one_at_a_time(up, fs, n):
+    """n jobs on fs, each submitted once the one before is in done/: the journal commits and
+    device flushes per job (fs.io_counts), and the mean time from rename into new/ to done/."""
+    with Run(up, fs.spool("alone"), CONCURRENCY) as r:
+        new = os.path.join(r.spool_dir, "new")
+        io, took = fs.io_counts(), 0.0
+        for i in range(n):
+            name = r.prepare(1, prefix=f"a{i:04d}-")[0]
+            start = time.time()
+            os.rename(os.path.join(r.spool_dir, "tmp", name), os.path.join(new, name))
+            harness.wait_for(lambda: r.finished() > i, 60, f"job {i} alone")
+            took += time.time() - start
+        res = {k: (v - io[k]) / n for k, v in fs.io_counts().items()}
+    res["seconds"] = took / n
+    return res
 
 
 def ext4_rows(daemon, tmpfs=None):
