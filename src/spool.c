@@ -58,8 +58,6 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		return error("cannot stat spool '%s': %s", path, strerror(errno));
 	/* Whether syncfs(2) can stand for the fsyncs of a batch (syncset.h). */
 	sp->fs_type = fstatfs(sp->root_fd, &fs) == 0 ? (long)fs.f_type : 0;
-	/* Whether a batch's name changes may be left to the journal to keep in order. */
-	sp->journal = spool_fs_journal(sp->root_fd);
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
@@ -71,6 +69,11 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 			return error("'%s/%s' is not on the same file system as the spool", path,
 				     dir_names[i]);
 	}
+	/* Whether a batch's name changes may be left to the journal to keep in order: every
+	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
+	const int dirs[] = { sp->fd[SPOOL_RUNNING], sp->fd[SPOOL_DONE], sp->fd[SPOOL_FAILED] };
+	sp->journal_kind = spool_fs_journal(sp->root_fd, dirs, sizeof(dirs) / sizeof(dirs[0]));
+	sp->journal = sp->journal_kind != SPOOL_JOURNAL_NONE;
 	return 0;
 }
 
@@ -629,30 +632,83 @@ void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs)
 	ss->names_in_order = sync_names_in_order(sp->sync_mode, sp->fs_type, sp->journal);
 }
 
-bool spool_fs_journal(int fd)
+/* Whether options (as /proc/fs/ext4/NAME/options lists them: one a line, or comma-separated)
+ * holds the option word, whole. */
+static bool has_option(const char *options, const char *word)
+{
+	size_t len = strlen(word);
+	for (const char *p = options; *p; ) {
+		size_t n = strcspn(p, ",\n \t");
+		if (n == len && !strncmp(p, word, len))
+			return true;
+		p += n;
+		p += *p != '\0';
+	}
+	return false;
+}
+
+enum spool_journal spool_journal_decide(const char *journal_task, const char *options,
+					dev_t root_dev, const dev_t *dir_devs, size_t n_dirs)
+{
+	if (!journal_task || !options || !*journal_task || !strncmp(journal_task, "<none>", 6))
+		return SPOOL_JOURNAL_NONE;
+	/* The journal's order is worth something only for names on the one file system read. */
+	for (size_t i = 0; i < n_dirs; i++)
+		if (dir_devs[i] != root_dev)
+			return SPOOL_JOURNAL_NONE;
+	/* jbd2 then writes the commit block without flushing the disk's cache before it: after a
+	 * power cut a committed rename may name blocks that never reached the disk. */
+	if (has_option(options, "journal_async_commit"))
+		return SPOOL_JOURNAL_NONE;
+	/* No cache flush at all: no sync is durable across a power cut, whichever sequence. */
+	if (has_option(options, "nobarrier") || has_option(options, "barrier=0"))
+		return SPOOL_JOURNAL_NO_BARRIER;
+	return SPOOL_JOURNAL_ORDERED;
+}
+
+/* Reads a small text file whole into buf: false if it cannot. */
+static bool read_text(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t got = read(fd, buf, size - 1);
+	close(fd);
+	if (got <= 0)
+		return false;
+	buf[got] = '\0';
+	return true;
+}
+
+enum spool_journal spool_fs_journal(int root_fd, const int *dir_fds, size_t n_dirs)
 {
 	struct stat st;
-	char link[PATH_MAX], path[PATH_MAX + 64], text[32];
-	if (fstat(fd, &st) < 0)
-		return false;
-	/* /sys/fs/ext4/ names each file system by its device's name (loop0, sda1, dm-0), the
-	 * name /sys/dev/block/MAJOR:MINOR links to. */
+	char link[PATH_MAX], path[PATH_MAX + 64], task[32], options[4096];
+	dev_t devs[SPOOL_NDIRS];
+	if (fstat(root_fd, &st) < 0 || n_dirs > SPOOL_NDIRS)
+		return SPOOL_JOURNAL_NONE;
+	for (size_t i = 0; i < n_dirs; i++) {
+		struct stat dst;
+		if (fstat(dir_fds[i], &dst) < 0)
+			return SPOOL_JOURNAL_NONE;
+		devs[i] = dst.st_dev;
+	}
+	/* /sys/fs/ext4/ and /proc/fs/ext4/ name each file system by its device's name (loop0,
+	 * sda1, dm-0), the name /sys/dev/block/MAJOR:MINOR links to. */
 	xsnprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
 	ssize_t n = readlink(path, link, sizeof(link) - 1);
 	if (n <= 0)
-		return false;
+		return SPOOL_JOURNAL_NONE;
 	link[n] = '\0';
 	const char *dev = strrchr(link, '/');
-	xsnprintf(path, sizeof(path), "/sys/fs/ext4/%s/journal_task", dev ? dev + 1 : link);
-	int tfd = open(path, O_RDONLY | O_CLOEXEC);
-	if (tfd < 0)
-		return false;
-	ssize_t got = read(tfd, text, sizeof(text) - 1);
-	close(tfd);
-	if (got <= 0)
-		return false;
-	text[got] = '\0';
-	return strncmp(text, "<none>", 6) != 0;
+	dev = dev ? dev + 1 : link;
+	xsnprintf(path, sizeof(path), "/sys/fs/ext4/%s/journal_task", dev);
+	if (!read_text(path, task, sizeof(task)))
+		return SPOOL_JOURNAL_NONE;
+	xsnprintf(path, sizeof(path), "/proc/fs/ext4/%s/options", dev);
+	if (!read_text(path, options, sizeof(options)))
+		return SPOOL_JOURNAL_NONE;
+	return spool_journal_decide(task, options, st.st_dev, devs, n_dirs);
 }
 
 /* The probe has a private name (O_EXCL, random, in running/ where only daemons write): a FIFO

@@ -29,6 +29,13 @@ enum spool_dir {
 	SPOOL_NDIRS,
 };
 
+/* What the spool's file system's journal may be trusted with (spool_journal_decide). */
+enum spool_journal {
+	SPOOL_JOURNAL_NONE,         /* no ordering to lean on: every barrier syncs */
+	SPOOL_JOURNAL_ORDERED,      /* a journaled ext4 whose commits follow a cache flush */
+	SPOOL_JOURNAL_NO_BARRIER,   /* journaled, but mounted nobarrier: no sync is durable */
+};
+
 struct spool {
 	char *path;
 	int root_fd;
@@ -39,6 +46,7 @@ struct spool {
 	bool clock_failing;         /* the last probe failed (logged once) */
 	long fs_type;               /* statfs f_type of the spool's file system */
 	bool journal;               /* it is an ext4 with a journal (spool_fs_journal) */
+	enum spool_journal journal_kind;   /* spool_fs_journal's answer, for the start-up log */
 	enum sync_mode sync_mode;   /* [spool] sync: how a batch's writes are made durable */
 };
 
@@ -154,9 +162,18 @@ int spool_replace_in(struct spool *sp, enum spool_dir d, const char *tmp, const 
  * [spool] sync, the file system and the batch's size; on a journaled ext4 with sync = auto,
  * barriers between name changes alone are left to the journal (syncset_order). */
 void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs);
-/* Whether the file system of fd is an ext4 with a journal, as /sys/fs/ext4/DEVICE/journal_task
- * says ("<none>" without one). False when that cannot be read (no /sys, another file system). */
-bool spool_fs_journal(int fd);
+/* Pure: whether the spool's file system keeps name changes in order, from the text of
+ * /sys/fs/ext4/DEVICE/journal_task ("<none>" without a journal; NULL if unread), of
+ * /proc/fs/ext4/DEVICE/options (NULL if unread), the root's device and those of the
+ * directories a batch renames in. NONE without a journal, with journal_async_commit (its commit
+ * block is not behind a cache flush) or if a directory is on another device; NO_BARRIER when
+ * mounted nobarrier (no sync reaches the disk: the journal keeps the order only across a
+ * kernel crash, and nothing is durable across a power cut). */
+enum spool_journal spool_journal_decide(const char *journal_task, const char *options,
+					dev_t root_dev, const dev_t *dir_devs, size_t n_dirs);
+/* spool_journal_decide for the file system of root_fd and the directories dir_fds (at most
+ * SPOOL_NDIRS); NONE when /sys or /proc cannot be read (another file system). */
+enum spool_journal spool_fs_journal(int root_fd, const int *dir_fds, size_t n_dirs);
 /* The name spool_write_file writes under: ".NAME.HOST.PID.RANDOM.tmp", where a NAME longer
  * than SPOOL_TEMP_NAME_PART is cut to 64 characters and "~" and a hash of the whole name, so
  * that every name fits in NAME_MAX for every valid id and host id. -1 (ENAMETOOLONG) if not. */

@@ -1,5 +1,5 @@
 /* test_spool.c - the names the spool module makes (every one fits, for every valid id and host),
- * and its writers and listings. */
+ * its writers and listings, and which journals a batch's renames may be left to. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -238,8 +238,50 @@ static void test_running_ids(void)
 	   "an id that does not fit its buffer is refused, never cut");
 }
 
+/* Which file systems' journals a batch's renames may be left to: the text of journal_task and
+ * options as the kernel writes them (options one a line), and the devices of the directories. */
+static void test_journal_decide(void)
+{
+	const char *plain = "rw\nbsddf\nnogrpid\ndelalloc\nbarrier\nauto_da_alloc\ncommit=5\n";
+	const char *async = "rw\ndelalloc\njournal_checksum\njournal_async_commit\nbarrier\n";
+	const char *nobarrier = "rw\ndelalloc\nnobarrier\n";
+	const char *both = "rw\njournal_async_commit\nnobarrier\n";
+	const char *lookalike = "rw\nnojournal_async_commit_x\njournal_async_commits\n";
+	const dev_t same[] = { 7, 7, 7 }, other[] = { 7, 9, 7 };
+	const struct {
+		const char *name, *task, *options;
+		const dev_t *devs;
+		enum spool_journal want;
+	} rows[] = {
+		{ "a journal, barriers, every directory on the root's device", "jbd2/loop0-8\n", plain,
+		  same, SPOOL_JOURNAL_ORDERED },
+		{ "no journal", "<none>\n", plain, same, SPOOL_JOURNAL_NONE },
+		{ "journal_task unread", NULL, plain, same, SPOOL_JOURNAL_NONE },
+		{ "journal_task empty", "", plain, same, SPOOL_JOURNAL_NONE },
+		{ "options unread", "jbd2/loop0-8\n", NULL, same, SPOOL_JOURNAL_NONE },
+		{ "journal_async_commit: commit block not behind a flush", "jbd2/sda1-8\n", async,
+		  same, SPOOL_JOURNAL_NONE },
+		{ "journal_async_commit in a comma-separated list", "jbd2/sda1-8\n",
+		  "rw,journal_async_commit", same, SPOOL_JOURNAL_NONE },
+		{ "nobarrier: journaled, nothing durable", "jbd2/sda1-8\n", nobarrier, same,
+		  SPOOL_JOURNAL_NO_BARRIER },
+		{ "barrier=0 is nobarrier", "jbd2/sda1-8\n", "rw,barrier=0", same,
+		  SPOOL_JOURNAL_NO_BARRIER },
+		{ "journal_async_commit and nobarrier: the async commit decides", "jbd2/sda1-8\n",
+		  both, same, SPOOL_JOURNAL_NONE },
+		{ "only whole option words count", "jbd2/sda1-8\n", lookalike, same,
+		  SPOOL_JOURNAL_ORDERED },
+		{ "done/ on another device than the root", "jbd2/sda1-8\n", plain, other,
+		  SPOOL_JOURNAL_NONE },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(spool_journal_decide(rows[i].task, rows[i].options, 7, rows[i].devs, 3) ==
+		   rows[i].want, "spool_journal_decide: %s", rows[i].name);
+}
+
 int main(void)
 {
+	test_journal_decide();
 	test_running_ids();
 	test_temp_names();
 	test_temp_unique();
