@@ -67,10 +67,12 @@ void syncset_dir(struct syncset *s, int dirfd);
 int syncset_barrier(struct syncset *s);
 /* The bytes of fd must be durable before the name changes that follow the next syncset_order
  * are. Where names are kept in order, its writeback starts now and syncset_order waits for it
- * (keep: fd stays open until then; else it is waited for now): the journal commits a name
- * change only with or after the blocks written before it, and data reaches the disk before
- * the commit after it (its cache flush), so the next barrier makes both durable. Elsewhere it
- * is syncset_file. 0, or -1 with errno. */
+ * (keep: fd stays open until then; else it is waited for now) before any rename: with delayed
+ * allocation the journal would commit a rename before blocks not yet written back, but once
+ * their writeback has completed (sync_file_range with WAIT_AFTER) their allocation is in the
+ * running transaction or an earlier one and the data has reached the disk's cache, which the
+ * commit flushes before its commit block, so the next barrier makes both durable. Elsewhere
+ * it is syncset_file. 0, or -1 with errno. */
 int syncset_data(struct syncset *s, int fd, bool keep);
 /* A barrier wanted only to keep the name changes after it behind those before it: where the
  * file system keeps them in order (names_in_order), only the writeback of syncset_data's files
