@@ -126,6 +126,8 @@ void attempt_judge(struct task *t)
 		.resp = &t->resp,
 		.now_wall_ms = wall_ms(),
 	};
+	if (t->recovered_parse)
+		stop_point("recovery:judge");
 	retry_classify(&in, &t->outcome);
 	/* The body was redacted, but a parsed string may have spelt a secret with JSON escapes. */
 	secret_redact_str(t->outcome.upstream_message);

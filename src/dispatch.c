@@ -352,6 +352,9 @@ void task_parse_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	if (t->recovered_parse)   /* its cost is in the ledger now (attempt_bill) */
+		provider_state_recovered_parse(t->d, -1);
+	t->recovered_parse = false;
 	attempt_judged(t, !t->fenced);
 	if (t->fenced) {
 		log_job(LOG_WARN, t->id, "lost the job to another daemon (our lease ran out): "

@@ -89,6 +89,8 @@ struct dispatch {
 	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
 	int64_t route_due;
 	struct keyshare *ks;     /* the providers' limits, shared with the other hosts */
+	int recovered_unbilled;  /* saved answers recovered under a budget, not yet in the ledger:
+				  * calls under a budget wait meanwhile (provider_state.c) */
 };
 
 /* dispatch.c: a task's life */

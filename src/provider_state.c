@@ -27,6 +27,7 @@ struct provider_state {
 	bool shared_hold;        /* held by the upstream's word: shared with the other hosts */
 	int64_t pause_seen;      /* the end (server ms) of the last shared pause acted on */
 	bool over_budget;        /* logged as over budget */
+	bool recovery_wait;      /* blocked until recovered answers are in the ledger */
 	uint64_t probe_timer;
 	int users;               /* tasks using it */
 	struct config *retired;  /* gone from the config on reload: owns cfg until its tasks end */
@@ -369,6 +370,23 @@ void provider_state_keys_changed(struct provider_state *p)
 	p->probe_timer = 0;
 }
 
+void provider_state_recovered_parse(struct dispatch *d, int delta)
+{
+	d->recovered_unbilled += delta;
+	if (d->recovered_unbilled > 0)
+		return;
+	for (int i = 0; i < d->n_providers; i++) {
+		struct provider_state *p = d->providers[i];
+		if (!p->recovery_wait)
+			continue;
+		log_info("provider '%s': the answers recovered from before the restart are in the "
+			 "ledger: its calls are counted against its budgets again", p->cfg->name);
+		p->recovery_wait = false;
+		provider_shared_block(&p->flow, PROVIDER_FREE, 0);
+	}
+	slots_recheck(d);   /* the before-sleep hook pumps what waited */
+}
+
 /* A place among every host's calls to p for one call of job: within the provider's shared
  * concurrency, rate and budgets, or the provider waits (and says why once, for a budget). */
 bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
@@ -379,6 +397,15 @@ bool provider_state_take_share(struct provider_state *p, const struct job *job, 
 	*out = (struct keyshare_ticket){ 0 };
 	if (!keyshare_needed(&l))
 		return true;
+	if (d->recovered_unbilled && provider_state_budgeted(p)) {
+		if (!p->recovery_wait)
+			log_info("provider '%s': its calls wait until the cost of %d answer(s) recovered "
+				 "from before the restart is in the ledger", p->cfg->name,
+				 d->recovered_unbilled);
+		p->recovery_wait = true;
+		provider_shared_block(&p->flow, PROVIDER_BUSY, -1);   /* woken by the last one */
+		return false;
+	}
 	/* Priced as the model called: a routed job's model names its route, not a price. */
 	if (!model)
 		model = job->model ? job->model : p->cfg->model;

@@ -71,6 +71,9 @@ int64_t provider_state_busy_until(const struct provider_state *p, int64_t now);
 /* For a target chooser: 0 when p is available (not held, paused or over budget), else when it
  * may be (-1: after an event). Full is not unavailable. */
 int64_t provider_state_unavailable_until(const struct provider_state *p, int64_t now);
+/* A saved answer recovered under a budget goes to be judged (+1) or its cost is in the ledger
+ * (-1): while any is out, no call under a budget is admitted; the last one wakes them. */
+void provider_state_recovered_parse(struct dispatch *d, int delta);
 bool provider_state_take_share(struct provider_state *p, const struct job *job, const char *model,
 			       struct keyshare_ticket *out);
 /* Whether p has limits or budgets kept with the other hosts (a ticket per call). */

@@ -296,6 +296,12 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			"finishing without calling again", status);
 		t->state = T_PARSING;
 		attempt_judge_begin(t);
+		/* Its ticket went with the restart, its cost is not in the ledger yet: no call under
+		 * a budget may start before it is (§17, every call counted, reserved or spent). */
+		if (t->judge_budgeted) {
+			t->recovered_parse = true;
+			provider_state_recovered_parse(d, +1);
+		}
 		task_pool_submit_batched(t, task_parse_work, task_parse_done);
 		return;
 	}

@@ -1,6 +1,7 @@
 /* util.c - allocation that aborts, the capped buffer, clocks, string set.
  * Allocation failure aborts: error paths in the rest of the code handle real-world failures only. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -409,13 +410,30 @@ const char *url_secret_part(const char *url)
 	return NULL;
 }
 
+/* With IMGSPOOLD_STOP_FIFO naming a FIFO, only the thread at the point waits: until the test
+ * opens the FIFO to write and closes it (the loop goes on meanwhile). Else the process stops. */
+static void stop_here(void)
+{
+	const char *fifo = getenv("IMGSPOOLD_STOP_FIFO");
+	int fd = fifo ? open(fifo, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0) {
+		raise(SIGSTOP);
+		return;
+	}
+	char c;
+	ssize_t got;
+	while ((got = read(fd, &c, 1)) > 0 || (got < 0 && errno == EINTR))
+		;
+	close(fd);
+}
+
 void stop_point(const char *name)
 {
 	const char *want = getenv("IMGSPOOLD_STOP_AT");
 	size_t len = strlen(name);
 	for (const char *p = want; p && *p; p += strcspn(p, ","), p += *p == ',') {
 		if (!strncmp(p, name, len) && (p[len] == ',' || !p[len])) {
-			raise(SIGSTOP);
+			stop_here();
 			return;
 		}
 	}

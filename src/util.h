@@ -56,7 +56,8 @@ int parse_long(const char *s, long min, long max, long *out);
  * that a kill -9 at each step of a job's path ends as no kill would. Without it, a no-op. */
 void crash_point(const char *name);
 /* The same with IMGSPOOLD_STOP_AT (a comma-separated list of points): the process stops itself
- * (SIGSTOP) at each, so a test can act at that moment and then let it go on with SIGCONT. */
+ * (SIGSTOP) at each, so a test can act at that moment and then let it go on with SIGCONT; with
+ * IMGSPOOLD_STOP_FIFO=PATH only the thread there waits, till the test opens PATH and closes it. */
 void stop_point(const char *name);
 
 /* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
