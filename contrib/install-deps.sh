@@ -12,7 +12,8 @@
 #                     (systemd-analyze; the unit's ExecReload runs kill)
 #   notify test:      util-linux (prlimit: a daemon started with a lower soft limit of open files)
 #   group commit test: e2fsprogs and mount (mkfs.ext4, losetup, mount: a journaled ext4 on a
-#                     loop device, where sync = auto leaves a batch's renames to the journal)
+#                     loop device, where sync = auto leaves a batch's renames to the journal);
+#                     so does the journal crash test (also umount, and EXT4_IOC_SHUTDOWN)
 #   CLI tests:        chromium (the gallery, headless); nodejs (contrib/clients/)
 #   outputs tests:    nodejs npm (unless present), then tests/node's lock: s3rver,
 #                     @smithy/signature-v4, standardwebhooks
