@@ -17,9 +17,10 @@
  * timer) runs on a thread of its own with a loop of its own: with a thousand calls in flight
  * their answers and the next calls' sends must not wait behind the daemon's work on jobs, nor
  * it behind them. They hand transfers over in lists under one lock, each side waking the other
- * with an eventfd only when its list was empty. A transfer is the transfer thread's from the
- * hand-over until it is finished (or cancelled); http_cancel waits for the transfer thread to
- * let go of it, so no callback of libcurl ever touches a transfer its caller has freed. */
+ * with a loop_wake (a system call only when the other sleeps). A transfer is the transfer
+ * thread's from the hand-over until it is finished (or cancelled); http_cancel waits for the
+ * transfer thread to let go of it, so no callback of libcurl ever touches a transfer its caller
+ * has freed. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -29,7 +30,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -74,9 +74,8 @@ struct http {
 	pthread_cond_t let_go;   /* a cancelled transfer was let go of */
 	struct xfer_list to_start, done;
 	struct http_xfer *to_cancel; /* by next_cancel: a transfer's next may still be walked */
-	bool io_woken, loop_woken; /* the eventfd was written and its list not yet taken */
 	bool stopping;
-	int wake_io, wake_loop;  /* eventfds */
+	struct loop_wake *to_io, *to_loop;
 };
 
 struct http_xfer {
@@ -231,32 +230,13 @@ static void list_remove(struct xfer_list *l, struct http_xfer *x)
 	}
 }
 
-/* Lock held. A write that failed is tried again by the next wake. */
-static void wake(int efd, bool *woken)
-{
-	if (*woken)
-		return;
-	uint64_t one = 1;
-	*woken = write(efd, &one, sizeof(one)) == (ssize_t)sizeof(one);
-}
-
-static void drain(int efd)
-{
-	uint64_t count;
-	(void)!read(efd, &count, sizeof(count));
-}
-
 static void forget_unsaved(struct http *http, struct http_xfer *x);
 
 /* The transfer thread: new transfers go into the multi handle, cancelled ones out of it. */
-static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
+static void on_wake_io(struct loop *io, void *arg)
 {
-	(void)fd;
-	(void)events;
 	struct http *http = arg;
-	drain(http->wake_io);
 	pthread_mutex_lock(&http->lock);
-	http->io_woken = false;
 	struct http_xfer *start = list_take(&http->to_start);
 	for (struct http_xfer *x = start; x; x = x->next)
 		x->at = X_RUNNING;
@@ -271,12 +251,14 @@ static void on_wake_io(struct loop *io, int fd, uint32_t events, void *arg)
 			x->res.transport = HTTP_NOT_SENT;
 			xsnprintf(x->res.detail, sizeof(x->res.detail), "cannot start the transfer");
 			pthread_mutex_lock(&http->lock);
-			if (x->at == X_RUNNING) {   /* else its cancel waits: it frees x */
+			bool deliver = x->at == X_RUNNING;   /* else its cancel waits: it frees x */
+			if (deliver) {
 				x->at = X_DONE;
 				list_add(&http->done, x);
-				wake(http->wake_loop, &http->loop_woken);
 			}
 			pthread_mutex_unlock(&http->lock);
+			if (deliver)
+				loop_wake_send(http->to_loop);
 		}
 	}
 	while (cancel) {
@@ -304,14 +286,10 @@ static void *transfer_main(void *arg)
 static void finish_all(struct http *http);
 
 /* The caller's loop: finished transfers to their callbacks. */
-static void on_wake_loop(struct loop *loop, int fd, uint32_t events, void *arg)
+static void on_wake_loop(struct loop *loop, void *arg)
 {
 	(void)loop;
-	(void)fd;
-	(void)events;
-	struct http *http = arg;
-	drain(http->wake_loop);
-	finish_all(http);
+	finish_all(arg);
 }
 
 struct http *http_new(struct loop *loop, long max_connections)
@@ -329,13 +307,8 @@ struct http *http_new(struct loop *loop, long max_connections)
 	curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_connections);
 	pthread_mutex_init(&http->lock, NULL);
 	pthread_cond_init(&http->let_go, NULL);
-	http->wake_io = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	http->wake_loop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (http->wake_io < 0 || http->wake_loop < 0)
-		fatal("cannot create an eventfd: %s", strerror(errno));
-	if (loop_add_fd(http->io, http->wake_io, EPOLLIN, on_wake_io, http) < 0 ||
-	    loop_add_fd(loop, http->wake_loop, EPOLLIN, on_wake_loop, http) < 0)
-		fatal("cannot watch the transfer thread's eventfds");
+	http->to_io = loop_wake_new(http->io, on_wake_io, http);
+	http->to_loop = loop_wake_new(loop, on_wake_loop, http);
 	int rc = pthread_create(&http->thread, NULL, transfer_main, http);
 	if (rc)
 		fatal("cannot start the transfer thread: %s", strerror(rc));
@@ -394,7 +367,7 @@ void http_cancel(struct http *http, struct http_xfer *x)
 		x->at = X_CANCELLING;
 		x->next_cancel = http->to_cancel;   /* not x->next: the batch x came in may be walked */
 		http->to_cancel = x;
-		wake(http->wake_io, &http->io_woken);
+		loop_wake_send(http->to_io);
 		while (x->at != X_CANCELLED)
 			pthread_cond_wait(&http->let_go, &http->lock);
 	}
@@ -409,17 +382,14 @@ void http_free(struct http *http)
 		return;
 	pthread_mutex_lock(&http->lock);
 	http->stopping = true;
-	wake(http->wake_io, &http->io_woken);
 	pthread_mutex_unlock(&http->lock);
+	loop_wake_send(http->to_io);
 	pthread_join(http->thread, NULL);
 	if (http->timer_id)
 		loop_del_timer(http->io, http->timer_id);
 	curl_multi_cleanup(http->multi);   /* closes the connections: close_socket needs io */
-	loop_del_fd(http->io, http->wake_io);
-	loop_del_fd(http->loop, http->wake_loop);
-	close(http->wake_io);
-	close(http->wake_loop);
-	loop_free(http->io);
+	loop_wake_free(http->to_loop);
+	loop_free(http->io);   /* and its wake */
 	pthread_mutex_destroy(&http->lock);
 	pthread_cond_destroy(&http->let_go);
 	while (http->n_idle)
@@ -691,8 +661,8 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	pthread_mutex_lock(&http->lock);
 	x->at = X_QUEUED;
 	list_add(&http->to_start, x);
-	wake(http->wake_io, &http->io_woken);
 	pthread_mutex_unlock(&http->lock);
+	loop_wake_send(http->to_io);
 	return x;
 fail:
 	error("cannot set up a request to '%s'", req->url);
@@ -751,16 +721,17 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	if (x->at == X_RUNNING) {
 		x->at = X_DONE;
 		list_add(&http->done, x);
-		wake(http->wake_loop, &http->loop_woken);
 	}
+	bool deliver = x->at == X_DONE;
 	pthread_mutex_unlock(&http->lock);
+	if (deliver)
+		loop_wake_send(http->to_loop);
 }
 
 /* On the caller's loop: the finished transfers' callbacks, in the order they finished. */
 static void finish_all(struct http *http)
 {
 	pthread_mutex_lock(&http->lock);
-	http->loop_woken = false;
 	struct http_xfer *list = list_take(&http->done);
 	for (struct http_xfer *x = list; x; x = x->next)
 		x->at = X_DELIVERING;

@@ -5,16 +5,20 @@
  * timer) runs on the next turn without sleeping at all. Timers live in a small array scanned
  * linearly: the daemon keeps a handful of them per job at most, so a heap would buy nothing.
  * Idle work (loop_when_idle) runs when a look at the fds finds nothing and no timer is due: work
- * that must never delay the answer to an event. The log lines of a turn are written together
+ * that must never delay the answer to an event. Another thread wakes the loop with a loop_wake:
+ * a flag the loop looks at every turn, and an eventfd written only when the loop sleeps (or is
+ * about to), so a thread handing work to a busy loop makes no system call. The log lines of a turn are written together
  * before the loop sleeps (log_hold).
  * Failures: epoll_wait errors other than EINTR end loop_run with -1; everything else is
  * reported to the caller. */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -37,8 +41,19 @@ struct timer {
 	void *arg;
 };
 
+struct loop_wake {
+	struct loop *loop;
+	loop_hook_fn *fn;
+	void *arg;
+	atomic_bool sent;        /* since fn last ran */
+	struct loop_wake *next;
+};
+
 struct loop {
 	int epfd;
+	int wake_fd;             /* eventfd for loop_wake_send, -1 until a loop_wake is made */
+	atomic_bool sleeping;    /* about to wait in epoll_wait, or waiting */
+	struct loop_wake *wakes;
 	struct fd_watch *watches; /* indexed by fd */
 	int n_watches;
 	struct timer *timers;
@@ -57,6 +72,7 @@ struct loop *loop_new(void)
 	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (loop->epfd < 0)
 		fatal("cannot create the event loop: %s", strerror(errno));
+	loop->wake_fd = -1;
 	return loop;
 }
 
@@ -64,6 +80,10 @@ void loop_free(struct loop *loop)
 {
 	if (!loop)
 		return;
+	while (loop->wakes)
+		loop_wake_free(loop->wakes);
+	if (loop->wake_fd >= 0)
+		close(loop->wake_fd);
 	close(loop->epfd);
 	free(loop->watches);
 	free(loop->timers);
@@ -204,6 +224,83 @@ void loop_when_idle(struct loop *loop, loop_hook_fn *fn, void *arg)
 	loop->idle_arg = arg;
 }
 
+static void drain_wake_fd(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	(void)arg;
+	uint64_t count;
+	(void)!read(fd, &count, sizeof(count));
+}
+
+struct loop_wake *loop_wake_new(struct loop *loop, loop_hook_fn *fn, void *arg)
+{
+	if (loop->wake_fd < 0) {
+		loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (loop->wake_fd < 0)
+			fatal("cannot create an eventfd: %s", strerror(errno));
+		if (loop_add_fd(loop, loop->wake_fd, EPOLLIN, drain_wake_fd, NULL) < 0)
+			fatal("cannot watch the loop's eventfd");
+	}
+	struct loop_wake *w = xcalloc(1, sizeof(*w));
+	w->loop = loop;
+	w->fn = fn;
+	w->arg = arg;
+	atomic_init(&w->sent, false);
+	w->next = loop->wakes;
+	loop->wakes = w;
+	return w;
+}
+
+void loop_wake_free(struct loop_wake *w)
+{
+	if (!w)
+		return;
+	for (struct loop_wake **p = &w->loop->wakes; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	free(w);
+}
+
+/* Any thread. The flag first, then the look at sleeping; the loop sets sleeping first, then
+ * looks at the flags (both sequentially consistent): one of the two sees the other's write. */
+void loop_wake_send(struct loop_wake *w)
+{
+	if (atomic_exchange(&w->sent, true))
+		return;   /* sent before and not yet run: the loop will see it */
+	if (atomic_load(&w->loop->sleeping)) {
+		/* EAGAIN (a full counter) leaves the fd readable: the loop wakes all the same. */
+		uint64_t one = 1;
+		while (write(w->loop->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+			;
+	}
+}
+
+/* Runs the wakes sent since their last run; returns whether any ran. */
+static bool run_wakes(struct loop *loop)
+{
+	bool ran = false;
+	for (struct loop_wake *w = loop->wakes, *next; w; w = next) {
+		next = w->next;   /* fn may free w */
+		if (atomic_exchange(&w->sent, false)) {
+			w->fn(loop, w->arg);
+			ran = true;
+		}
+	}
+	return ran;
+}
+
+/* Whether a wake was sent and has not run yet. */
+static bool wakes_sent(struct loop *loop)
+{
+	for (struct loop_wake *w = loop->wakes; w; w = w->next)
+		if (atomic_load(&w->sent))
+			return true;
+	return false;
+}
+
 void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg)
 {
 	loop->before_sleep = fn;
@@ -219,6 +316,8 @@ int loop_run(struct loop *loop)
 	/* A turn's log lines go out in one write, before the loop sleeps. */
 	log_hold(true);
 	while (!loop->stop) {
+		if (loop->wakes)
+			run_wakes(loop);
 		if (loop->before_sleep)
 			loop->before_sleep(loop, loop->before_sleep_arg);
 		if (loop->stop)
@@ -236,8 +335,18 @@ int loop_run(struct loop *loop)
 		/* Idle work waits for a look that finds nothing ready: then it runs, and the loop
 		 * turns again before it sleeps. */
 		log_flush();
-		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), loop->idle ? 0 : timeout);
-		if (n == 0 && loop->idle && timeout != 0) {
+		int wait = loop->idle ? 0 : timeout;
+		/* About to sleep: a wake sent from now on writes the eventfd; one sent before is
+		 * seen here, and the loop only looks at its fds. */
+		if (wait != 0 && loop->wakes) {
+			atomic_store(&loop->sleeping, true);
+			if (wakes_sent(loop))
+				wait = 0;
+		}
+		int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), wait);
+		if (loop->wakes)
+			atomic_store(&loop->sleeping, false);
+		if (n == 0 && loop->idle && timeout != 0 && !(loop->wakes && wakes_sent(loop))) {
 			loop_hook_fn *fn = loop->idle;
 			loop->idle = NULL;
 			fn(loop, loop->idle_arg);

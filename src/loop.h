@@ -1,7 +1,7 @@
 /* loop.h - the event loop: fd watchers and timers over epoll (timers set epoll_wait's timeout, so
  * adding one costs no system call), a hook that runs before the loop sleeps, and work that waits
  * until nothing else is ready. Knows nothing of jobs. Single-threaded: call it from the loop
- * thread only. */
+ * thread only, but for loop_wake_send. */
 #ifndef LOOP_H
 #define LOOP_H
 
@@ -40,6 +40,16 @@ void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg);
  * due (it costs that turn one epoll_wait that does not sleep). One at a time: a later call
  * replaces an earlier one not yet run. fn may ask again. */
 void loop_when_idle(struct loop *loop, loop_hook_fn *fn, void *arg);
+
+/* A wake-up another thread sends: fn runs on the loop's thread, once on a turn after one or
+ * more loop_wake_send (the sender's work is to be found by fn, in a list under a lock, say).
+ * Sending costs an eventfd write only when the loop sleeps or is about to: handing work to a
+ * busy loop makes no system call. New and freed on the loop's thread. */
+struct loop_wake;
+struct loop_wake *loop_wake_new(struct loop *loop, loop_hook_fn *fn, void *arg);
+void loop_wake_free(struct loop_wake *w);
+/* Any thread. */
+void loop_wake_send(struct loop_wake *w);
 
 /* Runs until loop_stop(). Returns 0, or -1 if epoll itself failed. */
 int loop_run(struct loop *loop);

@@ -1,5 +1,10 @@
 /* test_loop.c - the event loop's timers: they run in due order, never early, a 0 ms timer on the
- * next turn, and timers that keep coming due never starve a ready fd; idle work waits for both. */
+ * next turn, and timers that keep coming due never starve a ready fd; idle work waits for both.
+ * A wake sent from another thread wakes a loop with nothing else to wake it, and wakes sent
+ * together run their hook once. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -230,6 +235,60 @@ static void test_idle_work_waits_for_ready_fds_and_due_timers(void)
 	loop_free(loop);
 }
 
+struct waker {
+	struct loop_wake *w;
+	atomic_int runs;         /* of the hook, on the loop's thread */
+	int want;                /* runs that end the loop */
+};
+
+static void on_wake(struct loop *loop, void *arg)
+{
+	struct waker *wk = arg;
+	if (atomic_fetch_add(&wk->runs, 1) + 1 == wk->want)
+		loop_stop(loop);
+}
+
+/* Sends a wake once the hook ran for the one before: each finds the loop asleep, or about to
+ * sleep. A lost wake leaves the loop asleep till the test's deadline. */
+static void *send_wakes(void *arg)
+{
+	struct waker *wk = arg;
+	for (int i = 0; i < wk->want; i++) {
+		loop_wake_send(wk->w);
+		int64_t deadline = mono_ms() + 5000;
+		while (atomic_load(&wk->runs) < i + 1 && mono_ms() < deadline)
+			sched_yield();
+	}
+	return NULL;
+}
+
+static void test_wakes_from_another_thread(void)
+{
+	struct loop *loop = loop_new();
+	struct waker wk = { .want = 20 };
+	wk.w = loop_wake_new(loop, on_wake, &wk);
+	pthread_t t;
+	pthread_create(&t, NULL, send_wakes, &wk);
+	uint64_t deadline = loop_add_timer(loop, 10000, stop_loop, NULL);
+	loop_run(loop);   /* nothing but the wakes (and the 10 s deadline) ends its sleeps */
+	pthread_join(t, NULL);
+	loop_del_timer(loop, deadline);
+	ok(atomic_load(&wk.runs) == 20, "20 wakes sent one at a time to a sleeping loop ran its hook "
+	   "20 times (%d)", atomic_load(&wk.runs));
+
+	/* Sent three times before the loop turns: the hook runs once, on the first turn. */
+	struct waker three = { .want = -1 };
+	three.w = loop_wake_new(loop, on_wake, &three);
+	for (int i = 0; i < 3; i++)
+		loop_wake_send(three.w);
+	loop_add_timer(loop, 0, stop_loop, NULL);   /* the turn after */
+	loop_run(loop);
+	ok(atomic_load(&three.runs) == 1, "three wakes sent before a turn ran the hook once (%d)",
+	   atomic_load(&three.runs));
+	loop_wake_free(three.w);
+	loop_free(loop);   /* frees wk.w */
+}
+
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
@@ -238,5 +297,6 @@ int main(void)
 	test_zero_ms_timers_do_not_starve_fds();
 	test_parked_fds();
 	test_idle_work_waits_for_ready_fds_and_due_timers();
+	test_wakes_from_another_thread();
 	return tap_done();
 }
