@@ -951,6 +951,10 @@ class FakeUpstream:
         with self.lock:
             return [dict(r) for r in self.requests]
 
+    def _received(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
     def calls(self, prompt: str) -> int:
         """Generation requests received with exactly this prompt (401s included)."""
         with self.lock:
@@ -1117,6 +1121,10 @@ class FakeUpstream:
         gone = False
         try:
             h._wait(float(step.get("delay", 0)))
+            # A barrier: no answer before the fake has received this many generation requests
+            # in all, so every call of a batch reached it before any was answered.
+            while self._received() < int(step.get("after_requests", 0)):
+                h._wait(_TICK)
             if kind == "hang":
                 h._wait(float("inf"))
         except _Gone:

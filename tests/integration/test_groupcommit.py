@@ -360,14 +360,19 @@ def test_a_kill_inside_a_batch_ends_as_no_kill(env):
     step (#2: at the second job) and between steps; after a restart every job ends as without
     the kill: in done/ with its own images, nothing left in running/, and a job whose answer
     had arrived before the kill has one call and one attempt (a call still in flight at the
-    kill is recorded interrupted and made again)."""
+    kill is recorded interrupted and made again). The fake answers none of a round's calls
+    before it has received them all: an attempt is recorded interrupted as soon as its
+    .partial exists, before its request is sent, so without that order one killed before it
+    reached the fake would be an attempt without a call."""
     points = ["save:response#2", "publish:images#2", "publish:result", "publish:rewritten",
               "publish:committed#2", "publish:moved-in", "publish:job-moved#2", "publish:moved#2"]
     for point in points:
         d = env.daemon(spool__concurrency=8)
         jobs = {f"b{i}-" + point.replace(":", "-").replace("#", "-"): f"batch {point} {i}."
                 for i in range(6)}
+        gate = len(env.fake.snapshot()) + len(jobs)
         for task_id, prompt in jobs.items():
+            env.fake.script(prompt, {"kind": "b64", "after_requests": gate})
             d.submit(task_id, {"prompt": prompt, "n": 2 if task_id.startswith("b1") else 1})
         arrived = d.crash_and_restart(point, jobs)
         for task_id, prompt in jobs.items():
