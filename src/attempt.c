@@ -78,11 +78,16 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 		spend_call_ended(&t->d->spend, provider_state_name(t->prov), t->reserve, day);
 	t->reserved = false;
 	spend_add(&t->d->spend, provider_state_name(t->prov), billed, known, cost, day);
-	/* Counted in the ledger before the ticket goes: never out of every host's sight. */
 	if (billed && known && provider_state_budgeted(t->prov) && !t->cost_in_ledger)
-		keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(cost));
+		t->ledger_gen = keyshare_spent(t->d->ks, provider_state_name(t->prov),
+					       keyshare_micros(cost));
 	t->cost_in_ledger = false;
-	keyshare_release(t->d->ks, &t->ticket);
+	/* In the ledger file before the ticket goes: never out of every host's sight. A failed
+	 * write keeps the ticket (its reservation) until a later one takes the cost. */
+	if (!keyshare_release_spent(t->d->ks, &t->ticket, t->ledger_gen))
+		log_job(LOG_WARN, t->id, "its cost is not in the ledger yet: its ticket stays in calls/ "
+			"until a write of the ledger takes it");
+	t->ledger_gen = 0;
 }
 
 /* cfg: the configuration whose prices priced the attempt (a reload may have swapped d->cfg). */
@@ -169,10 +174,14 @@ void attempt_bill(void **tasks, size_t n)
 		month = t->judge_month > month ? t->judge_month : month;
 		t->cost_in_ledger = true;
 	}
-	if (m) {
-		keyshare_spent_batch(ks, spends, m, day, month);
-		crash_point("ledger:written");
+	unsigned long gen = m ? keyshare_spent_batch(ks, spends, m, day, month) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = tasks[i];
+		if (t->cost_in_ledger)
+			t->ledger_gen = gen;
 	}
+	if (m)
+		crash_point("ledger:written");
 	free(spends);
 }
 
@@ -187,6 +196,7 @@ void attempt_judged(struct task *t, bool counted)
 		count_in_metrics(t->judge_cfg, &t->cur);
 	}
 	t->cost_in_ledger = false;
+	t->ledger_gen = 0;
 	config_unref(t->judge_cfg);
 	t->judge_cfg = NULL;
 	t->cur.provider = t->prov ? provider_state_name(t->prov) : NULL;

@@ -64,6 +64,13 @@ struct spent {
 	micros day, month;
 };
 
+/* The ticket of a call whose cost is not in the ledger file yet: it stays in calls/ until a
+ * write takes the figures of generation gen (its cost reserved meanwhile in every host's sight). */
+struct unwritten {
+	struct keyshare_ticket ticket;
+	unsigned long gen;
+};
+
 struct keyshare {
 	struct spool *sp;
 	int providers_fd, ledger_fd;
@@ -74,15 +81,17 @@ struct keyshare {
 	/* Our own ledger is added to on the loop and by the helper threads that judge answers
 	 * (keyshare_spent_batch). spent_lock guards the figures (day, month, spent, spent_gen),
 	 * held only to read or change them; write_lock keeps one write of the ledger at a time,
-	 * and guards ledger_fd's changes (the loop only reads it without), written_gen and
-	 * ledger_warned. */
+	 * and guards ledger_fd's changes (the loop only reads it without) and ledger_warned. */
 	pthread_mutex_t spent_lock, write_lock;
 	long day, month;             /* of the figures below */
 	struct spent *spent;
 	size_t n_spent;
 	unsigned long spent_gen;     /* changes of the figures */
-	unsigned long written_gen;   /* spent_gen of what the ledger file last took */
+	unsigned long written_gen;   /* spent_gen of what the ledger file last took (both locks
+				      * to change it, either to read it) */
 	bool ledger_warned;
+	struct unwritten *unwritten; /* on the loop: tickets kept till their cost is written */
+	size_t n_unwritten;
 	struct memo ledger_memo;     /* ledger/ when kept was last brought up to date */
 	struct kept_ledger *kept;
 	size_t n_kept;
@@ -403,30 +412,44 @@ static char *ledger_text(struct keyshare *ks)
 	return text;
 }
 
-/* Writes the figures as they are now, unless a write since their last change took them: one
- * writer at a time, each taking the latest figures once its turn comes, so the file never goes
- * back to older ones and spends added meanwhile by others go in one write. */
-static void ledger_write(struct keyshare *ks)
+/* Writes the figures until the file has the latest, or a write failed; write_lock held on
+ * entry, let go here. Each writer takes the latest figures, so the file never goes back to
+ * older ones, and spends added meanwhile go in the same or the next write. */
+static void ledger_write_locked(struct keyshare *ks)
 {
-	pthread_mutex_lock(&ks->write_lock);
-	pthread_mutex_lock(&ks->spent_lock);
-	unsigned long gen = ks->spent_gen;
-	char *text = gen != ks->written_gen ? ledger_text(ks) : NULL;
-	pthread_mutex_unlock(&ks->spent_lock);
 	char name[NAME_MAX + 1];
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
-	/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
-	if (!text) {
-	} else if (ks->ledger_fd >= 0 &&
-		   spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) == 0) {
-		ks->written_gen = gen;
-	} else if (!ks->ledger_warned) {
-		ks->ledger_warned = true;
-		log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this one "
-			 "spends", ks->sp->path, name, strerror(errno));
+	bool ok = true;
+	pthread_mutex_lock(&ks->spent_lock);
+	while (ok && ks->written_gen < ks->spent_gen) {
+		unsigned long gen = ks->spent_gen;
+		char *text = ledger_text(ks);
+		pthread_mutex_unlock(&ks->spent_lock);
+		/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
+		ok = ks->ledger_fd >= 0 &&
+		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) == 0;
+		int err = ks->ledger_fd >= 0 ? errno : ENOENT;
+		free(text);
+		if (!ok && !ks->ledger_warned)
+			log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this "
+				 "one spends; the tickets of calls not in it stay until it is written",
+				 ks->sp->path, name, strerror(err));
+		else if (ok && ks->ledger_warned)
+			log_info("'%s/ledger/%s' is written again", ks->sp->path, name);
+		ks->ledger_warned = !ok;
+		pthread_mutex_lock(&ks->spent_lock);
+		if (ok)
+			ks->written_gen = gen;
 	}
 	pthread_mutex_unlock(&ks->write_lock);
-	free(text);
+	pthread_mutex_unlock(&ks->spent_lock);
+}
+
+/* On the loop: writes the figures if unwritten. */
+static void ledger_write_try(struct keyshare *ks)
+{
+	pthread_mutex_lock(&ks->write_lock);
+	ledger_write_locked(ks);
 }
 
 void keyshare_today(struct keyshare *ks, long *day, long *month)
@@ -436,10 +459,11 @@ void keyshare_today(struct keyshare *ks, long *day, long *month)
 	*month = keyshare_month(now);
 }
 
-void keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
-			  long day, long month)
+/* Adds the spends to the figures; returns their generation (0: nothing added). */
+static unsigned long spent_add(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
+			       long day, long month)
 {
-	bool added = false;
+	unsigned long gen = 0;
 	pthread_mutex_lock(&ks->spent_lock);
 	/* Only forward: a helper's day may be older than one the loop has already rolled to. */
 	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
@@ -449,21 +473,81 @@ void keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spen
 		struct spent *s = own_spent(ks, spends[i].provider);
 		s->day += spends[i].amount;
 		s->month += spends[i].amount;
-		added = true;
+		gen = ks->spent_gen + 1;
 	}
-	if (added)
-		ks->spent_gen++;
+	if (gen)
+		ks->spent_gen = gen;
 	pthread_mutex_unlock(&ks->spent_lock);
-	if (added)
-		ledger_write(ks);
+	return gen;
 }
 
-void keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
+unsigned long keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends,
+				   size_t n, long day, long month)
+{
+	unsigned long gen = spent_add(ks, spends, n, day, month);
+	if (gen) {
+		pthread_mutex_lock(&ks->write_lock);
+		ledger_write_locked(ks);
+	}
+	return gen;
+}
+
+unsigned long keyshare_spent(struct keyshare *ks, const char *provider, micros amount)
 {
 	long day, month;
 	keyshare_today(ks, &day, &month);
 	struct keyshare_spend one = { .provider = provider, .amount = amount };
-	keyshare_spent_batch(ks, &one, 1, day, month);
+	unsigned long gen = spent_add(ks, &one, 1, day, month);
+	ledger_write_try(ks);
+	return gen;
+}
+
+bool keyshare_written(struct keyshare *ks, unsigned long gen)
+{
+	pthread_mutex_lock(&ks->spent_lock);
+	bool written = gen <= ks->written_gen;
+	pthread_mutex_unlock(&ks->spent_lock);
+	return written;
+}
+
+/* Releases the kept tickets whose cost the ledger file has now. */
+static void release_written(struct keyshare *ks)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < ks->n_unwritten; i++) {
+		if (keyshare_written(ks, ks->unwritten[i].gen))
+			keyshare_release(ks, &ks->unwritten[i].ticket);
+		else
+			ks->unwritten[keep++] = ks->unwritten[i];
+	}
+	if (keep < ks->n_unwritten && !keep)
+		log_info("every call's cost is in the ledger: the tickets kept for them are gone");
+	ks->n_unwritten = keep;
+}
+
+bool keyshare_release_spent(struct keyshare *ks, struct keyshare_ticket *t, unsigned long gen)
+{
+	release_written(ks);
+	if (!keyshare_written(ks, gen))
+		ledger_write_try(ks);
+	if (!t->provider || keyshare_written(ks, gen)) {
+		keyshare_release(ks, t);
+		return true;
+	}
+	ks->unwritten = xrealloc(ks->unwritten, (ks->n_unwritten + 1) * sizeof(*ks->unwritten));
+	ks->unwritten[ks->n_unwritten++] = (struct unwritten){ .ticket = *t, .gen = gen };
+	*t = (struct keyshare_ticket){ 0 };   /* stolen */
+	return false;
+}
+
+void keyshare_retry_unwritten(struct keyshare *ks)
+{
+	if (!ks->n_unwritten)
+		return;
+	ledger_write_try(ks);
+	release_written(ks);
+	for (size_t i = 0; i < ks->n_unwritten; i++)
+		keyshare_heartbeat(ks, &ks->unwritten[i].ticket);
 }
 
 /* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
@@ -1062,6 +1146,15 @@ void keyshare_free(struct keyshare *ks)
 		json_decref(ks->kept[i].doc);
 	}
 	free(ks->kept);
+	/* Their costs' last chance; tickets still unwritten stay for the restart to remove. */
+	ledger_write_try(ks);
+	release_written(ks);
+	for (size_t i = 0; i < ks->n_unwritten; i++) {
+		free(ks->unwritten[i].ticket.provider);
+		free(ks->unwritten[i].ticket.call);
+		free(ks->unwritten[i].ticket.start);
+	}
+	free(ks->unwritten);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

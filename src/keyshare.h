@@ -89,8 +89,18 @@ void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t);
 /* Refreshes the ticket's lease; and of the probes this host holds. */
 void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
 void keyshare_heartbeat_probes(struct keyshare *ks);
-/* A billed (or maybe billed) call cost amount: added to this host's ledger (durable). */
-void keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
+/* A billed (or maybe billed) call cost amount: added to this host's ledger, and written
+ * (durable). On the loop. Returns the figures' generation that holds it, for
+ * keyshare_written. */
+unsigned long keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
+/* Whether the ledger file has the figures of generation gen (0: nothing to write). */
+bool keyshare_written(struct keyshare *ks, unsigned long gen);
+/* After a call: its ticket goes if the ledger file has its cost (generation gen), after one
+ * more try to write it; else it is kept (returns false), heartbeated and released by
+ * keyshare_retry_unwritten once a write took it. On the loop. */
+bool keyshare_release_spent(struct keyshare *ks, struct keyshare_ticket *t, unsigned long gen);
+/* At each heartbeat: writes the ledger again if tickets wait for it. */
+void keyshare_retry_unwritten(struct keyshare *ks);
 /* Today and this month by the file server's clock, for keyshare_spent_batch. On the loop. */
 void keyshare_today(struct keyshare *ks, long *day, long *month);
 struct keyshare_spend {
@@ -98,10 +108,11 @@ struct keyshare_spend {
 	micros amount;
 };
 /* keyshare_spent for several calls at once, with one write of the ledger (durable) when it
- * returns; day and month from keyshare_today. The one function here a helper thread may call
- * (while the keyshare lives). */
-void keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
-			  long day, long month);
+ * returns, waiting for a write under way; day and month from keyshare_today. Returns the
+ * generation (keyshare_written says whether the write took it). The one function here, with
+ * keyshare_written, a helper thread may call (while the keyshare lives). */
+unsigned long keyshare_spent_batch(struct keyshare *ks, const struct keyshare_spend *spends,
+				   size_t n, long day, long month);
 
 /* What the spool says about provider now: a hold, a pause. */
 int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out);

@@ -43,6 +43,7 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 	struct dispatch *d = arg;
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	keyshare_heartbeat_probes(d->ks);
+	keyshare_retry_unwritten(d->ks);   /* tickets kept till a write of the ledger works */
 	publish_heartbeat(d->spool);   /* the batches' staging directories */
 	for (struct task *t = d->tasks; t; t = t->next) {
 		keyshare_heartbeat(d->ks, &t->ticket);

@@ -73,6 +73,7 @@ struct task {
 	bool judge_budgeted;     /* its provider is under a budget: the judgement bills the ledger */
 	long judge_day, judge_month; /* keyshare_today() as the judgement began */
 	bool cost_in_ledger;     /* the judgement put the call's cost in the ledger */
+	unsigned long ledger_gen; /* the ledger's figures that hold it (keyshare_written) */
 	bool recovered_parse;    /* a saved answer from before a restart, under a budget, being
 				  * judged: counted in d->recovered_unbilled till its judgement returns */
 	int retry_count;

@@ -6,7 +6,9 @@ The windows are made deterministic with the daemon's test hooks: IMGSPOOLD_CRASH
 a point, IMGSPOOLD_STOP_AT with IMGSPOOLD_STOP_FIFO holds the one thread that reaches a point
 until the test opens the FIFO (the loop goes on meanwhile)."""
 import errno
+import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -56,7 +58,55 @@ def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
     assert d.stop() == 0
 
 
+def fill(path):
+    """Fills the file system at path: every later write there fails (ENOSPC, root or not)."""
+    fd = os.open(os.path.join(path, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+
+
+def own_tickets(d):
+    return os.listdir(d.path("providers", "apiyi", "calls"))
+
+
+def test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works(env):
+    """A call's cost goes into the ledger file before its ticket goes. When that write fails
+    (ledger/ on a full file system here), the ticket stays in calls/, reserving the cost in
+    every host's sight, until a later write takes it (at a heartbeat); the cost counts once."""
+    d = env.daemon(spool__concurrency=1, spool__lease_timeout=8, budget__daily="100", **PRICE)
+    ledger = d.path("ledger")
+    os.makedirs(ledger)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", ledger], check=True)
+    try:
+        fill(ledger)
+        d.submit("unwritten", {"prompt": "a call whose cost the ledger cannot take"})
+        d.start()
+        kept = "its cost is not in the ledger yet: its ticket stays in calls/"
+        wait_for(lambda: kept in d.log() or (d.state("unwritten") == "done" and
+                                             not own_tickets(d)), 20,
+                 f"the call to end (log:\n{d.log()[-3000:]})")
+        assert "cannot write" in d.log() and kept in d.log(), d.log()
+        assert d.wait_finished("unwritten") == "done"
+        assert len(own_tickets(d)) == 1, own_tickets(d)
+        os.unlink(os.path.join(ledger, "filler"))
+        wait_for(lambda: not own_tickets(d), 20, "a heartbeat to write the ledger and release")
+        with open(os.path.join(ledger, "testhost.json")) as f:
+            spent = json.load(f)["providers"]["apiyi"]["day_micros"]
+        assert spent == 10000, spent
+        assert "is written again" in d.log(), d.log()
+        assert d.stop() == 0
+    finally:
+        d.kill()
+        subprocess.run(["umount", "-l", ledger], check=False)
+
+
 if __name__ == "__main__":
     run_tests([
         test_no_call_under_a_budget_before_recovered_answers_are_billed,
+        test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works,
     ])
