@@ -20,8 +20,6 @@
 #include "task.h"
 #include "banned.h"
 
-static void arm_deferred(struct dispatch *d, int64_t due_wall_ms);
-
 static int64_t deferred_due(struct loop *loop, void *arg)
 {
 	(void)loop;
@@ -69,7 +67,7 @@ void deferral_scan(struct dispatch *d)
 	spool_entries_free(e, n);
 	intake_sweep(d, SPOOL_DEFERRED);
 	if (next_ns)
-		arm_deferred(d, next_ns / 1000000);
+		deferral_arm(d, next_ns / 1000000);
 }
 
 static int64_t retry_due(struct loop *loop, void *arg)
@@ -112,7 +110,7 @@ void deferral_call_off(struct task *t)
 	slots_unwait(t);
 }
 
-static void arm_deferred(struct dispatch *d, int64_t due_wall_ms)
+void deferral_arm(struct dispatch *d, int64_t due_wall_ms)
 {
 	if (d->deferred_timer && due_wall_ms >= d->deferred_due)
 		return;
@@ -181,7 +179,7 @@ void deferral_done(void *arg)
 	}
 	log_job(LOG_INFO, t->id, "deferred: retry %d at %s (%s)", t->retry_count, when, t->outcome.code);
 	d->deferred_jobs++;
-	arm_deferred(d, t->defer_due);
+	deferral_arm(d, t->defer_due);
 	bool queued = t->events.n;
 	task_free(t);
 	if (queued)

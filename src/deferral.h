@@ -15,6 +15,8 @@ void deferral_schedule(struct task *t);
  * deferral (its records already hold it); a cancel fails it instead, as deferral_schedule's. */
 void deferral_resume(struct task *t, int64_t due);
 void deferral_scan(struct dispatch *d);
+/* Wakes deferral_scan at due_wall_ms (the file server's clock) unless it wakes earlier. */
+void deferral_arm(struct dispatch *d, int64_t due_wall_ms);
 enum spool_dir deferral_dir(const struct task *t);
 /* The I/O pool's move to deferred/ (or hold/), and its done(). */
 void deferral_work(void *arg);

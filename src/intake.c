@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "deferral.h"
 #include "dispatch_impl.h"
 #include "finish.h"
 #include "intake.h"
@@ -302,67 +304,37 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
 	return SKIPPED;
 }
 
-/* Reads, checks and claims one pending file. */
-/* The file claimed is not the one read: a client replaced it between the read and the claim.
- * It goes back to new/ as the client wrote it, never rewritten with what was read before, and is
- * claimed afresh: a hold or cancel of its id then applies to it as to any job in new/. */
-static void requeue_replaced(struct task *t)
+/* The file claimed is not the one read: another host or a client replaced it between the read
+ * and the claim. It goes back where it was, as they wrote it, with its own mtime (its due time in
+ * deferred/, its place in line in new/), never rewritten with what was read before, and is
+ * claimed afresh when its time comes: a hold or cancel of its id then applies to it as to any
+ * waiting job. Never over a third version written meanwhile: that one stays, and this one waits
+ * in running/ for a restart. */
+static void requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
 {
-	char *name = xasprintf("%s.json", t->id);
-	if (spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, name) < 0)
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to new/: %s; a restart will",
-			t->running_name, strerror(errno));
-	else
-		log_job(LOG_INFO, t->id, "back to new/ (replaced while being claimed): claimed again as "
-			"it is now");
-	free(name);
+	struct dispatch *d = t->d;
+	const char *dir = spool_dir_name(pe->dir);
+	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, pe->dir, pe->name) < 0) {
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; a restart will",
+			t->running_name, dir, pe->name, strerror(errno));
+	} else {
+		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed): claimed again as "
+			"it is now", dir);
+		if (pe->dir == SPOOL_DEFERRED) {
+			d->deferred_jobs++;
+			deferral_arm(d, timespec_ms(&claimed->st_mtim));
+		}
+	}
 	task_free(t);
 }
 
-static enum start try_start(struct dispatch *d, struct pending *pe)
+/* Reads, checks and claims one pending file. */
+static enum start claim_read(struct dispatch *d, struct pending *pe, const char *id, bool cancelled,
+			     int readfd, const struct stat *read_st)
 {
-	char id[JOB_ID_MAX + 1];
-	struct stat st;
+	struct stat st = *read_st;
 	struct job job;
 	struct job_error jerr;
-	int dirfd = d->spool->fd[pe->dir];
-
-	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
-		refuse_bad_name(d, pe);
-		return SKIPPED;
-	}
-	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
-	if (strset_has(&d->held, id))
-		return WAIT;
-	/* A hold or cancel already read (asked while the job waited in new/ or deferred/, or that
-	 * a host running it had not seen) is honoured before its provider is asked for a slot or a
-	 * shared ticket: a paused provider must not keep it waiting. Looked up in memory; only a
-	 * job with a request pays a stat, which tells a request withdrawn since (retry, release). */
-	bool cancelled = control_still_wants(&d->control, d->spool, CONTROL_CANCEL, id);
-	if (!cancelled && control_still_wants(&d->control, d->spool, CONTROL_HOLD, id))
-		return hold_pending(d, pe, id);
-	if (!cancelled && pe->provider) {
-		struct provider_state *p = provider_state_find(d, pe->provider);
-		if (p && !slots_may_claim(d, p, mono_ms()))
-			return WAIT;
-	}
-	if (!cancelled && pe->route && routing_still_waits(d, pe))
-		return WAIT;
-	enum spool_read rr = spool_read_file(dirfd, pe->name, dispatch_job_read_cap(d), &d->readbuf, &st);
-	if (rr == SPOOL_READ_GONE) {
-		known_del(d, pe->dir, pe->name);
-		return SKIPPED;
-	}
-	if (rr == SPOOL_READ_ERROR) {
-		/* Perhaps transient (NFS): the next rescan tries again. */
-		log_debug("cannot read '%s/%s': %s", spool_dir_name(pe->dir), pe->name, strerror(errno));
-		known_del(d, pe->dir, pe->name);
-		return SKIPPED;
-	}
-	if (rr != SPOOL_READ_OK) {
-		ignore_entry(d, pe, &st, spool_read_reason(rr));
-		return SKIPPED;
-	}
 	stop_point("claim:read");
 	enum job_parse_result pr = job_parse(&job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
 	int64_t mtime_ms = timespec_ms(&st.st_mtim);
@@ -412,8 +384,9 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct task *t = task_new(d, id);
 	t->ticket = ticket;   /* from here task_free gives it back if the call never starts */
 	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
-	 * no other host ever sees our fresh claim as stale. */
-	utimensat(dirfd, pe->name, NULL, AT_SYMLINK_NOFOLLOW);
+	 * no other host ever sees our fresh claim as stale. The inode read, not the name: a file
+	 * put there since keeps its mtime (its due time or place in line). */
+	futimens(readfd, NULL);
 	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
 		if (errno != ENOENT)
 			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
@@ -447,7 +420,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		requeue_replaced(t);
+		requeue_replaced(t, pe, &claimed);
 		return SKIPPED;
 	}
 	if (cancelled) {
@@ -491,6 +464,56 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		dialect_name(t->dialect), t->is_probe ? ", probing the held provider" : "");
 	task_prepare_and_send(t);
 	return STARTED;
+}
+
+
+static enum start try_start(struct dispatch *d, struct pending *pe)
+{
+	char id[JOB_ID_MAX + 1];
+	struct stat st;
+	int dirfd = d->spool->fd[pe->dir];
+
+	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
+		refuse_bad_name(d, pe);
+		return SKIPPED;
+	}
+	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
+	if (strset_has(&d->held, id))
+		return WAIT;
+	/* A hold or cancel already read (asked while the job waited in new/ or deferred/, or that
+	 * a host running it had not seen) is honoured before its provider is asked for a slot or a
+	 * shared ticket: a paused provider must not keep it waiting. Looked up in memory; only a
+	 * job with a request pays a stat, which tells a request withdrawn since (retry, release). */
+	bool cancelled = control_still_wants(&d->control, d->spool, CONTROL_CANCEL, id);
+	if (!cancelled && control_still_wants(&d->control, d->spool, CONTROL_HOLD, id))
+		return hold_pending(d, pe, id);
+	if (!cancelled && pe->provider) {
+		struct provider_state *p = provider_state_find(d, pe->provider);
+		if (p && !slots_may_claim(d, p, mono_ms()))
+			return WAIT;
+	}
+	if (!cancelled && pe->route && routing_still_waits(d, pe))
+		return WAIT;
+	int readfd;
+	enum spool_read rr = spool_read_keep(dirfd, pe->name, dispatch_job_read_cap(d), &d->readbuf, &st,
+					     &readfd);
+	if (rr == SPOOL_READ_GONE) {
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (rr == SPOOL_READ_ERROR) {
+		/* Perhaps transient (NFS): the next rescan tries again. */
+		log_debug("cannot read '%s/%s': %s", spool_dir_name(pe->dir), pe->name, strerror(errno));
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (rr != SPOOL_READ_OK) {
+		ignore_entry(d, pe, &st, spool_read_reason(rr));
+		return SKIPPED;
+	}
+	enum start started = claim_read(d, pe, id, cancelled, readfd, &st);
+	close(readfd);
+	return started;
 }
 
 static int64_t wake_pump(struct loop *loop, void *arg)

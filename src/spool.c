@@ -243,7 +243,9 @@ void spool_entries_free(struct spool_entry *e, long n)
 }
 
 static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
-				    struct stat *st);
+				    struct stat *st, int *keep_fd);
+static enum spool_read read_named(int dirfd, const char *name, size_t max, nlink_t max_links,
+				  struct buf *out, struct stat *st, int *keep_fd);
 
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st)
@@ -251,8 +253,21 @@ enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct 
 	return spool_read_linked(dirfd, name, max, 1, out, st);
 }
 
+enum spool_read spool_read_keep(int dirfd, const char *name, size_t max, struct buf *out,
+				struct stat *st, int *fd_out)
+{
+	*fd_out = -1;
+	return read_named(dirfd, name, max, 1, out, st, fd_out);
+}
+
 enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
 				  struct buf *out, struct stat *st)
+{
+	return read_named(dirfd, name, max, max_links, out, st, NULL);
+}
+
+static enum spool_read read_named(int dirfd, const char *name, size_t max, nlink_t max_links,
+				  struct buf *out, struct stat *st, int *keep_fd)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
@@ -264,7 +279,7 @@ enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, max_links, out, st);
+	return read_checked(fd, max, max_links, out, st, keep_fd);
 }
 
 enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out)
@@ -282,12 +297,12 @@ enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t ma
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, 1, out, &st);
+	return read_checked(fd, max, 1, out, &st, NULL);
 }
 
-/* Consumes fd. */
+/* Consumes fd, or hands it to *keep_fd when the read is OK and keep_fd is given. */
 static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
-				    struct stat *st)
+				    struct stat *st, int *keep_fd)
 {
 	if (fd < 0)
 		return SPOOL_READ_ERROR;
@@ -331,6 +346,10 @@ static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struc
 			break;
 	}
 out:
+	if (keep_fd && rc == SPOOL_READ_OK) {
+		*keep_fd = fd;
+		return rc;
+	}
 	{
 		int saved = errno;
 		close(fd);
@@ -375,6 +394,25 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
 		return 0;
 	errno = saved;
 	return -1;
+}
+
+int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
+			   enum spool_dir to, const char *to_name)
+{
+	if (renameat2(sp->fd[from], from_name, sp->fd[to], to_name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* No RENAME_NOREPLACE here (some NFS and FUSE): link(2) never replaces either. */
+	if (linkat(sp->fd[from], from_name, sp->fd[to], to_name, 0) < 0)
+		return -1;
+	if (unlinkat(sp->fd[from], from_name, 0) < 0) {
+		int saved = errno;
+		unlinkat(sp->fd[to], to_name, 0);   /* one name, not two links to one job */
+		errno = saved;
+		return -1;
+	}
+	return 0;
 }
 
 int spool_sync_dir(struct spool *sp, enum spool_dir d)

@@ -106,6 +106,10 @@ enum spool_read {
  * is 0 when it could not be opened). */
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st);
+/* The same, and on SPOOL_READ_OK *fd_out keeps the file open (the caller closes it): what is
+ * done later to the file read is done to that inode, whatever its name names by then. */
+enum spool_read spool_read_keep(int dirfd, const char *name, size_t max, struct buf *out,
+				struct stat *st, int *fd_out);
 /* The same for one of the daemon's own files that a kill between link(2) and the unlink(2)
  * of its temporary name may leave with up to max_links links (the host lock). */
 enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
@@ -121,6 +125,10 @@ enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t ma
  * with errno (ENOENT: the source was not there). */
 int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
 		 const char *to_name);
+/* rename(2) that never replaces a file already at to/to_name (EEXIST then); link+unlink where
+ * RENAME_NOREPLACE is not supported (some NFS and FUSE). */
+int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
+			   enum spool_dir to, const char *to_name);
 int spool_sync_dir(struct spool *sp, enum spool_dir d);
 /* Writes data to d/name durably: dot-temp file O_EXCL, write, fsync, rename over name.
  * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */

@@ -180,6 +180,30 @@ def test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now(env):
     assert d.stop() == 0
 
 
+def test_a_deferred_job_replaced_while_claimed_keeps_its_due_time(env):
+    """Another host deferred deferred/ID.json again (a new file, its mtime the new due time)
+    between this daemon's read and its claim: the replacement went to new/ with its mtime
+    stamped "now" and was called at once, 60 s early. It goes back to deferred/ as written, its
+    due time kept, and no call is made."""
+    d = env.daemon()
+    job_file(d.path("deferred", "rd.json"), "the first", mtime=time.time() - 5)
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
+    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    due = int(time.time()) + 60
+    job_file(d.path("tmp", "rd.json"), "the second", mtime=due)
+    os.rename(d.path("tmp", "rd.json"), d.path("deferred", "rd.json"))
+
+    def requeued():   # it stops again before each read: let it go on each time
+        if stopped(d):
+            d.send_signal(signal.SIGCONT)
+        return "rd back to " in d.log()
+    wait_for(requeued, 20, "rd requeued after its replacement")
+    assert "rd back to deferred/ (replaced while being claimed)" in d.log(), d.log()[-3000:]
+    assert os.stat(d.path("deferred", "rd.json")).st_mtime == due, os.listdir(d.path("deferred"))
+    assert env.fake.calls("planted the first") == env.fake.calls("planted the second") == 0
+    assert d.stop() == 0
+
+
 def test_a_cancel_of_a_job_recovered_in_its_deferral_fails_it(env):
     """A kill -9 between the records of a deferral and its move (the job still in running/),
     then a cancel of the job: the restart deferred it again, to wait out its 10 minutes in
@@ -205,4 +229,5 @@ if __name__ == "__main__":
     run_tests([test_requests_that_outlived_their_job, test_ages_by_the_file_servers_clock,
                test_kept_while_its_job_runs_on_another_host, test_honoured_at_the_claim,
                test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now,
+               test_a_deferred_job_replaced_while_claimed_keeps_its_due_time,
                test_a_cancel_of_a_job_recovered_in_its_deferral_fails_it])
