@@ -16,6 +16,7 @@
 #include "config.h"
 #include "job.h"
 #include "record.h"
+#include "result.h"
 #include "spool.h"
 #include "util.h"
 
@@ -63,10 +64,11 @@ const char *cli_state_word(enum spool_dir d);
 /* Whether a command-line id is a valid task id (a trailing .json is allowed); fills id. */
 bool cli_task_id(const char *arg, char *id, size_t size);
 
-/* The most the verbs read of a job file or a result: the largest job file any daemon reads,
- * whatever its max_job_bytes, so every job a daemon took can be shown, cancelled and retried.
- * More is not a file of ours. */
-#define CLI_READ_MAX RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING)
+/* The most the verbs read of a job file or a result: the largest job file any daemon reads
+ * and the largest result any daemon writes, whatever its max_job_bytes, so every job a daemon
+ * took can be shown, cancelled and retried. More is not a file of ours. */
+#define CLI_READ_MAX (RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING) > RESULT_READ_MAX \
+		      ? RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING) : RESULT_READ_MAX)
 /* Reads d/name as hostile (spool_read_file, at most CLI_READ_MAX bytes) into text (initialised
  * here; the caller releases it). st gets the file's fstat. */
 enum spool_read cli_read_text(struct cli *c, enum spool_dir d, const char *name, struct buf *text,

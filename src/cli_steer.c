@@ -184,9 +184,12 @@ int cli_release(struct cli *c, int argc, char **argv)
 
 /* ---- cancel ------------------------------------------------------------------------------- */
 
+/* A job's provider or model as its result names it: a job never claimed was never checked,
+ * and a result is bounded by its metadata (RESULT_HEADROOM), so a longer one is not named. */
 static const char *str_field(json_t *o, const char *key)
 {
-	return json_string_value(json_object_get(o, key));
+	json_t *v = json_object_get(o, key);
+	return json_string_length(v) <= 128 ? json_string_value(v) : NULL;
 }
 
 /* Finishes the cancellation of a job we hold in hold/, taken from "from" (NULL: it was held):
@@ -200,7 +203,11 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 	xsnprintf(name, sizeof(name), "%s.json", id);
 	enum spool_read rr;
 	struct stat st;
-	json_t *job = cli_read_json(c, SPOOL_HOLD, name, &rr, &st);
+	struct buf text;   /* kept: the result copies the client's metadata as it is written */
+	rr = cli_read_text(c, SPOOL_HOLD, name, &text, &st);
+	json_t *job = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
+	if (rr != SPOOL_READ_OK)
+		buf_release(&text);
 	if (rr == SPOOL_READ_GONE)
 		return cli_fail(c, CLI_FAILED, "'%s' left hold/ while being cancelled", id);
 	if (rr != SPOOL_READ_OK) {
@@ -225,6 +232,9 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 	int64_t created = rec.created_at_ms;
 	char message[160];
 	xsnprintf(message, sizeof(message), "cancelled by an operator (imgspool cancel) while %s", was);
+	size_t metadata_len = 0;
+	const char *metadata = json_is_object(job) ? job_member_bytes(text.data, text.len, "metadata",
+								      &metadata_len) : NULL;
 	struct result_info r = {
 		.task_id = id,
 		.succeeded = false,
@@ -236,13 +246,15 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 		.created_wall_ms = created > 0 ? created
 				   : (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000,
 		.updated_wall_ms = wall_ms(),
-		.metadata = json_object_get(job, "metadata"),
+		.metadata = metadata,
+		.metadata_len = metadata_len,
 		.error_code = "cancelled",
 		.error_message = message,
 	};
 	char *result = result_to_json(&r);
 	record_release(&rec);
 	json_decref(job);
+	buf_release(&text);
 	char *result_name = xasprintf("%s.result.json", id);
 	int rc = spool_write_file(&c->sp, SPOOL_FAILED, result_name, result, strlen(result));
 	free(result);

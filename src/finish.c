@@ -15,6 +15,7 @@
 #include "config.h"
 #include "dispatch_impl.h"
 #include "finish.h"
+#include "job.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -232,6 +233,9 @@ void task_finish(struct task *t)
 	const char *provider = t->prov ? provider_state_name(t->prov) : t->job.provider;
 	t->result_provider = provider ? xstrdup(provider) : NULL;
 	t->result_currency = xstrdup(d->cfg->prices.currency);
+	size_t metadata_len = 0;   /* the client's bytes: t->job_text lasts until the publication */
+	const char *metadata = t->job.metadata && t->job_text
+			       ? job_member_bytes(t->job_text, t->job_len, "metadata", &metadata_len) : NULL;
 	t->result = (struct result_info){
 		.task_id = t->id,
 		.succeeded = t->succeeded,
@@ -250,7 +254,8 @@ void task_finish(struct task *t)
 		.latency_ms = mono_ms() - t->claimed_mono,
 		.usage = t->resp.usage,
 		.currency = t->result_currency,
-		.metadata = t->job.metadata,
+		.metadata = metadata,
+		.metadata_len = metadata_len,
 		.error_code = t->error_code,
 		.error_message = t->error_message,
 		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,

@@ -1012,15 +1012,16 @@ static int skip_value(struct cursor *c)
 	return -1;
 }
 
-/* Where the top-level "imgspool" member is, from its key to the end of its value ([start, end)),
- * or, without one, where a member added last goes (start == end, after the last value); and
- * whether the object has other members (so a comma separates it from them). */
+/* Where the first top-level member called name ("imgspool") is, from its key to the end of its
+ * value ([start, end)), or, without one, where a member added last goes (start == end, after
+ * the last value); and whether the object has other members (so a comma separates them). */
 struct records_at {
 	size_t start, end;
 	bool found, others;
+	size_t value, value_end;   /* the last member named so: its value (jansson keeps the last) */
 };
 
-static int find_records(const char *data, size_t len, struct records_at *at)
+static int find_member(const char *data, size_t len, const char *name, struct records_at *at)
 {
 	struct cursor c = { data, data + len };
 	memset(at, 0, sizeof(*at));
@@ -1036,14 +1037,19 @@ static int find_records(const char *data, size_t len, struct records_at *at)
 	for (;;) {
 		bool match;
 		const char *key = c.p;
-		if (c.p >= c.end || *c.p != '"' || skip_string(&c, "imgspool", &match) < 0)
+		if (c.p >= c.end || *c.p != '"' || skip_string(&c, name, &match) < 0)
 			return -1;
 		skip_space(&c);
 		if (c.p >= c.end || *c.p++ != ':')
 			return -1;
 		skip_space(&c);
+		const char *value = c.p;
 		if (skip_value(&c) < 0)
 			return -1;
+		if (match) {
+			at->value = (size_t)(value - data);
+			at->value_end = (size_t)(c.p - data);
+		}
 		if (match && !at->found) {
 			at->found = true;
 			at->start = (size_t)(key - data);
@@ -1068,7 +1074,7 @@ static int find_records(const char *data, size_t len, struct records_at *at)
 char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len)
 {
 	struct records_at at;
-	if (find_records(data, len, &at) < 0)
+	if (find_member(data, len, "imgspool", &at) < 0)
 		return NULL;
 	/* The member is written whole, its key spelt plainly: its size is the records' plus 12. */
 	const char *member = !at.found && at.others ? ",\"imgspool\":" : "\"imgspool\":";
@@ -1088,7 +1094,16 @@ char *job_with_records(const char *data, size_t len, const char *records, size_t
 size_t job_client_bytes(const char *data, size_t len)
 {
 	struct records_at at;
-	if (find_records(data, len, &at) < 0 || !at.found)
+	if (find_member(data, len, "imgspool", &at) < 0 || !at.found)
 		return len;
 	return len - (at.end - at.start) - (at.others ? 1 : 0);
+}
+
+const char *job_member_bytes(const char *data, size_t len, const char *name, size_t *value_len)
+{
+	struct records_at at;
+	if (find_member(data, len, name, &at) < 0 || !at.found)
+		return NULL;
+	*value_len = at.value_end - at.value;
+	return data + at.value;
 }

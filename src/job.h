@@ -78,5 +78,9 @@ char *job_with_records(const char *data, size_t len, const char *records, size_t
  * (all of them when data is not a JSON object). What max_job_bytes holds a file in new/ to;
  * splicing records in never changes it. */
 size_t job_client_bytes(const char *data, size_t len);
+/* The value of data's top-level member called name, as the client wrote it (every byte, so
+ * 1.10 stays 1.10): the last one, as jansson keeps it; NULL when there is none or data is not a
+ * JSON object. Within data, so never longer than the client's file. */
+const char *job_member_bytes(const char *data, size_t len, const char *name, size_t *value_len);
 
 #endif

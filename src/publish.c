@@ -55,11 +55,7 @@
 /* A job file of ours, read back by a takeover: the largest any daemon writes, whatever its
  * max_job_bytes. */
 #define JOB_READ_MAX RECORD_FILE_MAX(CONFIG_JOB_BYTES_CEILING)
-/* Our own result document, read back by a resume: as much, as imgspool reads. A result holds
- * the job's metadata as jansson prints it, indented, in more bytes than in the job (a number
- * nested five deep takes 31 bytes for the job's 4; up to about 30 times at the default
- * max_depth), so a job within the default max_job_bytes always has its result read back. */
-#define RESULT_READ_MAX JOB_READ_MAX
+/* Our own result document, read back by a resume: RESULT_READ_MAX (result.h), as imgspool. */
 #define IMAGES_MAX 10000              /* ID.N.ext looked for when clearing an earlier run */
 
 static const char *const image_exts[] = { "png", "jpg", "webp" };

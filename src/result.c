@@ -59,25 +59,50 @@ static json_t *cost_json(const struct record_tally *t, const char *currency)
 			 "currency", currency ? currency : "USD", "estimated", t->estimated);
 }
 
-/* json_dumps with costs written as a person would (0.04, not 0.040000000000000001), while the
- * client's metadata keeps every digit it had: it is dumped on its own at full precision. */
-static char *dump_result(json_t *o, json_t *metadata)
+static char *dump(json_t *o)
 {
-	json_object_set_new(o, "metadata", json_null());
 	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	if (!text)
 		out_of_memory("writing a result");   /* json_dumps fails only so */
+	return text;
+}
+
+/* json_dumps with costs written as a person would (0.04, not 0.040000000000000001), and the
+ * client's metadata spliced in as its bytes are: never re-serialised, which would change its
+ * numbers and could make it several times larger (indented, or 1e-7 written out in full), so a
+ * result is at most its metadata plus RESULT_HEADROOM. The layout is for people to read; clients
+ * parse the JSON (spool-layout.md section 6). */
+static char *dump_result(json_t *o, const char *metadata, size_t metadata_len)
+{
+	json_object_set_new(o, "metadata", json_null());
+	char *text = dump(o);
 	static const char tail[] = "\"metadata\": null\n}";
 	size_t len = strlen(text), tlen = strlen(tail);
 	if (!metadata || len < tlen || strcmp(text + len - tlen, tail))
 		return text;
-	char *meta = json_dumps(metadata, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-	if (!meta)
-		out_of_memory("writing a result's metadata");
-	char *whole = xasprintf("%.*s\"metadata\": %s\n}", (int)(len - tlen), text, meta);
-	free(meta);
+	static const char key[] = "\"metadata\": ";
+	size_t at = len - tlen, klen = strlen(key);
+	char *whole = xmalloc(at + klen + metadata_len + 3);
+	memcpy(whole, text, at);
+	memcpy(whole + at, key, klen);
+	memcpy(whole + at + klen, metadata, metadata_len);
+	memcpy(whole + at + klen + metadata_len, "\n}", 3);
 	free(text);
 	return whole;
+}
+
+/* The upstream's usage, unless it is too big to keep a result within RESULT_HEADROOM: indented
+ * alone within RESULT_USAGE_MAX, it takes at most twice that one level deeper in the result. */
+static json_t *usage_json(json_t *usage)
+{
+	if (!usage)
+		return json_null();
+	char *text = json_dumps(usage, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+	if (!text)
+		out_of_memory("writing a result's usage");
+	bool fits = strlen(text) <= RESULT_USAGE_MAX;
+	free(text);
+	return fits ? json_incref(usage) : json_null();
 }
 
 char *result_to_json(const struct result_info *r)
@@ -118,7 +143,7 @@ char *result_to_json(const struct result_info *r)
 	json_object_set_new(o, "attempts", attempts);
 	json_object_set_new(o, "cost", cost_json(&all, r->currency));
 	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
-	json_object_set_new(o, "usage", r->usage ? json_incref(r->usage) : json_null());
+	json_object_set_new(o, "usage", usage_json(r->usage));
 	if (!r->succeeded) {
 		json_t *e = json_object();
 		json_object_set_new(e, "code", json_string(r->error_code ? r->error_code : "internal"));
@@ -132,7 +157,7 @@ char *result_to_json(const struct result_info *r)
 	}
 	json_object_set_new(o, "created_at", time_json(r->created_wall_ms));
 	json_object_set_new(o, "updated_at", time_json(r->updated_wall_ms));
-	char *text = dump_result(o, r->metadata);
+	char *text = dump_result(o, r->metadata, r->metadata_len);
 	json_decref(o);
 	size_t len = strlen(text);
 	char *with_nl = xrealloc(text, len + 2);

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 struct spool;
 struct image;
 struct record_tally;
@@ -49,12 +51,25 @@ struct result_info {
 	int64_t latency_ms;
 	json_t *usage;           /* borrowed, may be NULL */
 	const char *currency;    /* of the attempts' costs */
-	json_t *metadata;        /* borrowed, may be NULL */
+	const char *metadata;    /* borrowed: the job's metadata as the client wrote it (valid JSON,
+				  * job_member_bytes), copied verbatim; NULL = none ("metadata": null) */
+	size_t metadata_len;
 	const char *error_code;  /* on failure */
 	const char *error_message;
 	const char *error_upstream_message;
 	const char *error_field; /* for an invalid job file, may be NULL */
 };
+
+/* The most a result takes beyond its metadata: everything the daemon writes in it is bounded
+ * (the attempts by the records' rules, texts by their buffers) and a usage over
+ * RESULT_USAGE_MAX is left out, so a result is at most the job's bytes plus this. */
+#define RESULT_HEADROOM (64u << 10)
+#define RESULT_USAGE_MAX (16u << 10)   /* bytes of the upstream's usage as written */
+/* The most a result written for a job held to max_job_bytes may take. */
+#define RESULT_FILE_MAX(max_job_bytes) ((size_t)(max_job_bytes) + RESULT_HEADROOM)
+/* What every reader of results (a resumed publication, imgspool) reads: the largest result
+ * any daemon writes, whatever its max_job_bytes. More is not a result of ours. */
+#define RESULT_READ_MAX RESULT_FILE_MAX(CONFIG_JOB_BYTES_CEILING)
 
 /* The file name of image index (0-based) of n: "ID.png" when n == 1, else "ID.1.png" ... */
 char *result_image_name(const char *id, size_t index, size_t n, const char *ext);

@@ -6,12 +6,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
 from test_groupcommit import Model, events  # noqa: E402
 
 
@@ -333,24 +334,40 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     assert env.fake.calls("unreadable result") == 1
 
 
-def test_a_big_result_is_published_after_a_crash(env):
-    """A result holds the job's metadata as jansson prints it, indented: a job within the
-    default max_job_bytes (1 MiB) may make a result of several MiB. A restart read a staged
-    result back only up to 4 MiB, and tried again past it at every rescan, for ever."""
-    d = env.daemon()
-    meta = [[[[[0.1] * 250000]]]]   # 4 bytes a number in the job; 31 in the result
-    job = json.dumps({"prompt": "a big result", "metadata": meta}, separators=(",", ":"))
-    assert len(job) < 1 << 20
-    d.submit("bigres", job)
+def test_a_result_of_the_largest_job_is_read_back_after_a_crash(env):
+    """A result held the job's metadata as jansson printed it, indented: about 30 times the
+    job's bytes nested deep, so with max_job_bytes past about 2 MiB a result could pass what is
+    read back (64 MiB and 64 KiB): a restart killed past its commit could not finish it (the job
+    stayed in running/ for ever), nor could imgspool show it. The metadata is now the client's
+    bytes: a result is at most the job's bytes and 64 KiB, whatever max_job_bytes."""
+    ceiling = 64 << 20
+    d = env.daemon(limits__max_job_bytes=ceiling)
+    # max_depth 32: the job, metadata, "deep", then 28 levels around each number.
+    unit = "[" * 28 + "0.5" + "]" * 28
+    deep = "[" + ",".join([unit] * ((2 << 20) // (len(unit) + 1))) + "]"
+    head = '{"prompt":"the largest result","metadata":{"deep":' + deep + ',"pad":"'
+    tail = '"}}'
+    job = head + "p" * (ceiling - 4096 - len(head) - len(tail)) + tail
+    assert ceiling - 8192 < len(job) <= ceiling
+    d.submit("largest", job)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed"})
-    wait_for(d.exited, 60, "the daemon to kill itself at its commit")
+    wait_for(d.exited, 180, "the daemon to kill itself at its commit")
     assert d.proc.returncode == -9, d.proc.returncode
-    staged = os.path.getsize(os.path.join(staging_of(d, "bigres"), "bigres.result.json"))
-    assert staged > 4 << 20, staged
-    d.start()
-    assert d.wait_finished("bigres", 60) == "done", d.log()[-2000:]
-    assert d.result("bigres")["metadata"] == meta
-    assert env.fake.calls("a big result") == 1
+    staged = os.path.getsize(os.path.join(staging_of(d, "largest"), "largest.result.json"))
+    assert staged <= len(job) + (64 << 10), (staged, len(job))
+    d.start(wait_ready=False)   # the resume comes before "ready": 64 MiB read back under ASan
+    wait_for(lambda: "imgspoold: ready" in d.log()[d.log_offset:] or d.exited(), 180,
+             "the daemon to be ready")
+    assert not d.exited(), d.log()[-2000:]
+    assert d.wait_finished("largest", 180) == "done", d.log()[-2000:]
+    meta = json.loads(job)["metadata"]
+    assert d.result("largest")["metadata"] == meta
+    r = subprocess.run([IMGSPOOL, "-d", d.spool, "show", "largest"], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shown = r.stdout.decode()
+    assert "\nresult:\n{" in shown and "(missing or not JSON)" not in shown, shown[-300:]
+    assert env.fake.calls("the largest result") == 1
     assert d.stop() == 0
 
 
@@ -642,7 +659,7 @@ if __name__ == "__main__":
         test_the_job_file_in_running_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
         test_an_unreadable_staged_result_keeps_what_is_staged,
-        test_a_big_result_is_published_after_a_crash,
+        test_a_result_of_the_largest_job_is_read_back_after_a_crash,
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
         test_a_restart_reads_a_batchs_directory_twice_however_many_jobs_it_finishes,
         test_a_dead_hosts_batch_is_taken_over,

@@ -690,6 +690,21 @@ static void check_splice(void)
 		ok(job_client_bytes(members[i][0], strlen(members[i][0])) == strlen(members[i][1]),
 		   "client bytes, row %zu", i);
 
+	/* A member's value as the client wrote it: the last of its name, as jansson keeps it. */
+	static const struct { const char *in, *want; } values[] = {
+		{ "{\"metadata\": {\"a\": [1.10, \"}\\\"\"] } ,\"b\":1}", "{\"a\": [1.10, \"}\\\"\"] }" },
+		{ "{\"metad\\u0061ta\":1e300}", "1e300" },
+		{ "{\"metadata\":1,\"x\":{\"metadata\":2},\"metadata\":\n null\n}", "null" },
+		{ "{\"metadatax\":1}", NULL },
+		{ "[{\"metadata\":1}]", NULL },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(values); i++) {
+		size_t vlen = 0;
+		const char *v = job_member_bytes(values[i].in, strlen(values[i].in), "metadata", &vlen);
+		ok(values[i].want ? v && vlen == strlen(values[i].want) && !memcmp(v, values[i].want, vlen)
+				  : !v, "member bytes, row %zu", i);
+	}
+
 	/* Spliced twice, parsed: one member, the client's fields untouched. */
 	const char *job = "{\"prompt\":\"caf\\u00e9\",\"metadata\":{\"big\":1e300,\"n\":1E2}}";
 	size_t len;

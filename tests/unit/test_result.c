@@ -1,13 +1,16 @@
 /* test_result.c - the result's cost: the sum of its attempts', null without a price, an
  * estimate with a call of unknown billing; costs printed as people write them; metadata kept to
  * the last digit. */
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "record.h"
 #include "result.h"
 #include "tap.h"
+#include "util.h"
 
 struct row {
 	const char *name;
@@ -31,6 +34,75 @@ static const struct row rows[] = {
 	{ "unknown billing without a price: null, estimated",
 	  "[{\"billed\":\"unknown\",\"cost\":null}]", true, 0, true },
 };
+
+/* The longest attempt the records keep (record.c: each field at its bound). */
+static json_t *longest_attempt(void)
+{
+	char provider[65], model[129], request_id[128];
+	memset(provider, 'p', 64);
+	provider[64] = '\0';
+	memset(model, 'm', 128);
+	model[128] = '\0';
+	memset(request_id, 'r', 127);
+	request_id[127] = '\0';
+	struct attempt a = { .started_wall_ms = -62135596800000, .latency_ms = INT64_MAX,
+			     .provider = provider, .model = model, .http_status = 599,
+			     .transport = "interrupted", .outcome = "interrupted", .billed = "unknown",
+			     .error_code = "upstream_unavailable_xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+			     .request_id = request_id, .cost_known = true, .cost = -1.2345678901234e-300 };
+	return result_attempt_json(&a);
+}
+
+/* A result is at most its metadata (the client's bytes, however deep) plus RESULT_HEADROOM:
+ * with the most the daemon writes of everything else, and an upstream's usage of any size. */
+static void bound(void)
+{
+	enum { DEPTH = 31, UNITS = 20000 };
+	struct buf meta;
+	buf_init(&meta, 1 << 24);
+	buf_append(&meta, "[", 1);
+	for (int u = 0; u < UNITS; u++) {
+		for (int i = 0; i < DEPTH; i++)
+			buf_append(&meta, "[", 1);
+		buf_append(&meta, "1e-7", 4);
+		for (int i = 0; i < DEPTH; i++)
+			buf_append(&meta, "]", 1);
+		buf_append(&meta, u + 1 < UNITS ? "," : "]", 1);
+	}
+	json_t *attempts = json_array();
+	for (int i = 0; i < 16; i++)
+		json_array_append_new(attempts, longest_attempt());
+	json_t *usage = json_array(), *deep = usage;   /* nested as deep as jansson parses */
+	for (int i = 0; i < 2000; i++) {
+		json_t *in = json_array();
+		json_array_append_new(deep, in);
+		deep = in;
+	}
+	char message[512], quoted[512];
+	memset(message, 'e', sizeof(message) - 1);
+	message[sizeof(message) - 1] = '\0';
+	memset(quoted, '\x01', sizeof(quoted) - 1);   /* each written as \u0001 */
+	quoted[sizeof(quoted) - 1] = '\0';
+	struct record_tally elided = { .attempts = LONG_MAX, .billed = LONG_MAX, .cost = 1e300 };
+	struct result_info info = { .task_id = "t", .succeeded = false, .provider = "p",
+				    .model = "m", .dialect = "openai", .attempts = attempts,
+				    .elided = &elided, .retry_count = INT32_MAX, .currency = "USD",
+				    .usage = usage, .metadata = meta.data, .metadata_len = meta.len,
+				    .error_code = "invalid_job", .error_message = message,
+				    .error_upstream_message = quoted, .error_field = "metadata" };
+	char *text = result_to_json(&info);
+	size_t len = strlen(text);
+	json_t *doc = json_loads(text, 0, NULL);
+	ok(doc && len <= meta.len + RESULT_HEADROOM,
+	   "a result is within its metadata and RESULT_HEADROOM (%zu + %zu bytes)", meta.len,
+	   len - meta.len);
+	ok(json_is_null(json_object_get(doc, "usage")), "an upstream's usage too big for it: null");
+	json_decref(doc);
+	free(text);
+	json_decref(usage);
+	json_decref(attempts);
+	buf_release(&meta);
+}
 
 int main(void)
 {
@@ -58,13 +130,17 @@ int main(void)
 	json_t *attempts = json_array();
 	json_array_append_new(attempts, result_attempt_json(&a));
 	json_array_append_new(attempts, result_attempt_json(&a));
-	json_t *meta = json_loads("{\"ratio\":0.30000000000000004,\"n\":[1,2.5]}", 0, NULL);
+	static const char meta_text[] = "{\"ratio\":0.30000000000000004,\"n\":[1,2.5, 1.10,1e-7]}";
+	json_t *meta = json_loads(meta_text, 0, NULL);
 	struct result_info info = { .task_id = "t", .succeeded = true, .attempts = attempts,
-				    .currency = "USD", .metadata = meta };
+				    .currency = "USD", .metadata = meta_text,
+				    .metadata_len = strlen(meta_text) };
 	char *text = result_to_json(&info);
 	ok(strstr(text, "\"cost\": 0.04,") != NULL, "an attempt's cost reads 0.04");
 	ok(strstr(text, "\"amount\": 0.08,") != NULL, "the total reads 0.08");
 	ok(strstr(text, "0.30000000000000004") != NULL, "metadata keeps every digit");
+	ok(strstr(text, "\"metadata\": {\"ratio\":0.30000000000000004,\"n\":[1,2.5, 1.10,1e-7]}\n}\n"),
+	   "metadata is the client's bytes, verbatim");
 	ok(strstr(text, "\"provider\": \"apiyi\"") && strstr(text, "\"model\": \"m\""),
 	   "the attempt names its provider and model");
 	json_t *doc = json_loads(text, 0, NULL);
@@ -108,5 +184,6 @@ int main(void)
 	json_decref(doc);
 	free(text);
 	json_decref(attempts);
+	bound();
 	return tap_done();
 }
