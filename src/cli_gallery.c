@@ -29,6 +29,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -38,6 +40,8 @@
 #define PROMPT_SHOWN 600         /* bytes of a prompt on the page; the title has more */
 #define PAGE_JOBS 500            /* default -n: a page of a few hundred kilobytes */
 #define PAGE_JOBS_MAX 100000
+#define LOCK_WAIT_S 60           /* default -w: a run over 100 000 jobs takes a few seconds */
+#define LOCK_WAIT_MAX_S 86400
 
 /* The bytes of the UTF-8 sequence c leads (1 for a byte that leads none). */
 static size_t utf8_sequence_len(unsigned char c)
@@ -416,49 +420,99 @@ static void remove_stale_pages(const char *out_dir, size_t pages)
 	closedir(dir);
 }
 
-/* Takes DIR/.gallery.lock, waiting (and saying so) while another run holds it: the fd to close
- * when done, or -1 with errno. The name is opened as hostile (DIR may be a web root others write
- * to): no link followed, no FIFO waited on, a regular file only. */
-static int lock_gallery(const char *out_dir)
+/* Who holds the flock on the file fd is open on, from /proc/locks: "pid N (COMM)" into out,
+ * or "" when it is not knowable (another host's run over NFS, no /proc, a lock given up). */
+static void lock_holder(int fd, char *out, size_t size)
+{
+	out[0] = '\0';
+	struct stat st;
+	FILE *f = fstat(fd, &st) == 0 ? fopen("/proc/locks", "re") : NULL;
+	if (!f)
+		return;
+	char line[256], want[64];
+	xsnprintf(want, sizeof(want), "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
+		  (unsigned long long)st.st_ino);
+	while (fgets(line, sizeof(line), f)) {
+		/* "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "->" marks a waiter. */
+		char kind[16], pid[16], where[64];
+		if (strstr(line, "->") || sscanf(line, "%*s %15s %*s %*s %15s %63s", kind, pid, where) != 3
+		    || strcmp(kind, "FLOCK") || strcmp(where, want) || !strcmp(pid, "-1"))
+			continue;
+		char comm[32] = "", path[48];
+		xsnprintf(path, sizeof(path), "/proc/%s/comm", pid);
+		FILE *cf = fopen(path, "re");
+		if (cf) {
+			if (!fgets(comm, sizeof(comm), cf))
+				comm[0] = '\0';
+			comm[strcspn(comm, "\n")] = '\0';
+			fclose(cf);
+		}
+		xsnprintf(out, size, comm[0] ? "pid %s (%s)" : "pid %s", pid, comm);
+		break;
+	}
+	fclose(f);
+}
+
+/* Takes DIR/.gallery.lock, waiting (and saying so) while another run holds it, for at most
+ * wait_s seconds: anyone who can write DIR can hold it, so it is never waited on for ever. The
+ * fd to close when done; -1 with errno (EWOULDBLOCK: still held, holder says by whom, if
+ * knowable). The name is opened as hostile (DIR may be a web root others write to): no link
+ * followed, no FIFO waited on, a regular file only. */
+static int lock_gallery(const char *out_dir, long wait_s, char *holder, size_t holder_size)
 {
 	char *path = xasprintf("%s/.gallery.lock", out_dir);
 	int fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+	free(path);
 	struct stat st;
 	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
 		close(fd);
-		fd = -1;
 		errno = EINVAL;
+		return -1;
 	}
-	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			fprintf(stderr, "imgspool: gallery: waiting for another gallery run on '%s' to "
-				"end\n", out_dir);
-		while (flock(fd, LOCK_EX) < 0) {
-			if (errno != EINTR) {
-				int err = errno;
-				close(fd);
-				fd = -1;
-				errno = err;
-				break;
-			}
+	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return fd;
+	int err = errno;
+	int64_t deadline = mono_ms() + wait_s * 1000;
+	if (err == EWOULDBLOCK && wait_s > 0) {
+		lock_holder(fd, holder, holder_size);
+		fprintf(stderr, "imgspool: gallery: waiting for another gallery run on '%s'%s%s%s to "
+			"end (at most %ld s)\n", out_dir, holder[0] ? " (" : "", holder,
+			holder[0] ? ")" : "", wait_s);
+	}
+	/* Polled: a blocking flock has no time limit of its own. */
+	while (err == EWOULDBLOCK || err == EINTR) {
+		int64_t left = deadline - mono_ms();
+		if (left <= 0) {
+			lock_holder(fd, holder, holder_size);
+			err = EWOULDBLOCK;
+			break;
 		}
+		struct timespec pause = { 0, (left < 100 ? left : 100) * 1000000L };
+		nanosleep(&pause, NULL);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		err = errno;
 	}
-	free(path);
-	return fd;
+	close(fd);
+	errno = err;
+	return -1;
 }
 
-#define GALLERY_USAGE "usage: imgspool gallery [-o DIR] [-n JOBS] [done] [failed]"
+#define GALLERY_USAGE "usage: imgspool gallery [-o DIR] [-n JOBS] [-w SECONDS] [done] [failed]"
 
 int cli_gallery(struct cli *c, int argc, char **argv)
 {
 	const char *out_dir = "gallery";
-	long per_page = PAGE_JOBS;
+	long per_page = PAGE_JOBS, wait_s = LOCK_WAIT_S;
 	int opt;
-	while ((opt = getopt(argc, argv, "o:n:")) != -1) {
+	while ((opt = getopt(argc, argv, "o:n:w:")) != -1) {
 		if (opt == 'o')
 			out_dir = optarg;
+		else if (opt == 'w' && parse_long(optarg, 0, LOCK_WAIT_MAX_S, &wait_s) == 0)
+			continue;
 		else if (opt != 'n' || parse_long(optarg, 1, PAGE_JOBS_MAX, &per_page) < 0)
-			return cli_fail(c, CLI_USAGE, GALLERY_USAGE " (JOBS a page: 1 to %d)", PAGE_JOBS_MAX);
+			return cli_fail(c, CLI_USAGE, GALLERY_USAGE " (JOBS a page: 1 to %d; SECONDS to "
+					"wait for another run: 0 to %d)", PAGE_JOBS_MAX, LOCK_WAIT_MAX_S);
 	}
 	bool want[2];   /* done, failed */
 	int rc = cli_finished_states(c, argc, argv, want);
@@ -466,10 +520,17 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 		return rc;
 	if (mkdir(out_dir, 0777) < 0 && errno != EEXIST)
 		return cli_fail_errno(c, "cannot create", out_dir, errno);
-	int lock = lock_gallery(out_dir);
+	char holder[64] = "";
+	int lock = lock_gallery(out_dir, wait_s, holder, sizeof(holder));
 	if (lock < 0) {
 		char *path = xasprintf("%s/.gallery.lock", out_dir);
-		rc = cli_fail_errno(c, "cannot lock", path, errno);
+		if (errno == EWOULDBLOCK)
+			rc = cli_fail(c, CLI_FAILED, "'%s' is still held%s%s after %ld s: another gallery "
+				      "run (or anyone who can write '%s') has it; nothing written (-w "
+				      "SECONDS waits longer)", path, holder[0] ? " by " : "", holder,
+				      wait_s, out_dir);
+		else
+			rc = cli_fail_errno(c, "cannot lock", path, errno);
 		free(path);
 		return rc;
 	}

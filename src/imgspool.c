@@ -36,7 +36,7 @@ static const struct verb {
 	{ "purge", cli_purge, true, "purge --older-than DURATION [STATE...]" },
 	{ "pause", cli_pause, true, "pause [PROVIDER]" },
 	{ "resume", cli_resume, true, "resume [PROVIDER]" },
-	{ "gallery", cli_gallery, true, "gallery [-o DIR] [-n JOBS] [done] [failed]" },
+	{ "gallery", cli_gallery, true, "gallery [-o DIR] [-n JOBS] [-w SECONDS] [done] [failed]" },
 };
 
 static void print_usage(FILE *out)

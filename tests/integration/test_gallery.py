@@ -233,6 +233,15 @@ def test_a_long_prompt_is_cut_between_characters(env):
     assert '"' + "a" * 599 + "\u00e9" * 1700 + "&hellip;\"" in html, html[-6000:]
     assert d.stop() == 0
 
+def wait_stopped_before_index(proc, who):
+    """A run started with IMGSPOOLD_STOP_AT=gallery:pages-written stops there, the lock held."""
+    def stopped():
+        assert proc.poll() is None, f"{who} ended before its index"
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    wait_for(stopped, 20, f"{who} to stop before its index")
+
+
 def test_runs_at_once_with_another_n(env):
     # Two runs on one directory, -n 1 and -n 500: the second overwrote page-1 and removed the
     # first's pages 2..4, then the first's index, written last, linked to pages that were gone.
@@ -250,11 +259,7 @@ def test_runs_at_once_with_another_n(env):
     # The first stops itself once its pages are written, before its index.
     first = gallery(1, env=dict(os.environ, IMGSPOOLD_STOP_AT="gallery:pages-written"))
     try:
-        def stopped():
-            assert first.poll() is None, "the first run ended before its index"
-            with open(f"/proc/{first.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "T"
-        wait_for(stopped, 20, "the first run to stop before its index")
+        wait_stopped_before_index(first, "the first run")
         err_path = os.path.join(d.dir, "second.err")
         with open(err_path, "w") as err:
             second = gallery(500, stderr=err)
@@ -278,7 +283,47 @@ def test_runs_at_once_with_another_n(env):
     assert d.stop() == 0
 
 
+def test_a_held_lock_is_waited_on_for_a_bounded_time(env):
+    # gallery waited for DIR/.gallery.lock with no time limit: anyone who can write the output
+    # directory (a web root) could hold it and block every run for ever.
+    d = env.daemon().start()
+    with open(d.path("done", "held-0.json"), "w") as f:
+        json.dump({"prompt": "held lock"}, f)
+    with open(d.path("done", "held-0.result.json"), "w") as f:
+        json.dump({"task_id": "held-0", "status": "succeeded", "images": [], "attempts": []}, f)
+    out = os.path.join(d.dir, "www")
+    lock = os.path.join(out, ".gallery.lock")
+
+    def gallery(*args, **kw):
+        return subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out, *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                              **kw)
+    holder = subprocess.Popen([IMGSPOOL, "-d", d.spool, "gallery", "-o", out],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              env=dict(os.environ, IMGSPOOLD_STOP_AT="gallery:pages-written"))
+    try:
+        wait_stopped_before_index(holder, "the holder")
+        for wait_s, waited in (("1", True), ("0", False)):
+            r = gallery("-w", wait_s)
+            assert r.returncode == 1, (wait_s, r.returncode, r.stderr)
+            said = (f"imgspool: gallery: '{lock}' is still held by pid {holder.pid} (imgspool) "
+                    f"after {wait_s} s: another gallery run (or anyone who can write '{out}') has "
+                    f"it; nothing written (-w SECONDS waits longer)\n")
+            assert r.stderr.endswith(said), (wait_s, r.stderr)
+            assert (f"waiting for another gallery run on '{out}' (pid {holder.pid} (imgspool)) to "
+                    "end (at most 1 s)\n" in r.stderr) == waited, r.stderr
+        r = gallery("-w", "86401")
+        assert r.returncode == 2 and "SECONDS to wait for another run: 0 to 86400" in r.stderr, r
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        assert holder.wait(timeout=60) == 0
+    r = gallery("-w", "0")   # free again: taken at once
+    assert r.returncode == 0 and "1 job(s) on 1 page(s)" in r.stdout, (r.stdout, r.stderr)
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
                test_gallery_writes_through_no_planted_link,
-               test_a_long_prompt_is_cut_between_characters, test_runs_at_once_with_another_n])
+               test_a_long_prompt_is_cut_between_characters, test_runs_at_once_with_another_n,
+               test_a_held_lock_is_waited_on_for_a_bounded_time])
