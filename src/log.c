@@ -5,7 +5,7 @@
  * helper before it waits for work. A busy daemon logs several lines per job: a write per line
  * was most of the loop's system calls. A flush writes only when a line of its own thread waits
  * (then every thread's lines go with it), so a thread that turns once per job but logs nothing
- * (libcurl's transfer thread) writes nothing. A line of a thread that does not hold is written
+ * (libcurl's transfer thread) writes nothing, nor takes the lock. A line of a thread that does not hold is written
  * at once, after the lines held, in the same write. One lock covers the buffer and every write,
  * so lines keep their order and never interleave mid-line. At exit the held lines are written
  * (atexit), and before an abort for want of memory; any other crash (kill -9, a fault) loses
@@ -45,6 +45,7 @@ static size_t held_len;
 static __thread bool holding;  /* this thread's lines wait for a flush */
 static unsigned long held_writes;        /* writes of held lines so far */
 static __thread unsigned long mine_until; /* held_writes + 1 while a line of this thread waits */
+static __thread bool held_since_flush;   /* this thread held a line since its last flush */
 
 void log_set_level(enum log_level level)
 {
@@ -63,6 +64,11 @@ static void write_held(void)
 
 void log_flush(void)
 {
+	/* Most turns of a loop log nothing: those take no lock, so they never wait for another
+	 * thread's write (a slow stderr) nor make one wait. */
+	if (!held_since_flush)
+		return;
+	held_since_flush = false;
 	pthread_mutex_lock(&held_lock);
 	if (mine_until == held_writes + 1)
 		write_held();
@@ -165,6 +171,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 	memcpy(held + held_len, line, len);
 	held_len += len;
 	mine_until = held_writes + 1;
+	held_since_flush = holding;
 	if (!holding)
 		write_held();
 	pthread_mutex_unlock(&held_lock);

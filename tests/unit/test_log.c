@@ -1,7 +1,9 @@
 /* test_log.c - telling the journal's stream from any other stderr; every line's time is the
  * time it was written, though each thread keeps the last second's date; lines held by the loop
  * thread go out together, in order with other threads' lines. */
+#include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -127,16 +130,96 @@ static void test_held_lines(void)
 	fclose(f);
 }
 
+/* ---- a flush with nothing of its own to write, while another thread's write is stuck ---- */
+
+static pid_t stuck_tid;
+static sem_t flusher_ready, flusher_go;
+static int flushed;   /* atomic */
+
+static void *write_stuck(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&stuck_tid, gettid(), __ATOMIC_SEQ_CST);
+	log_info("a line stderr has no room for");
+	return NULL;
+}
+
+static void *flush_nothing(void *arg)
+{
+	(void)arg;
+	log_hold(true);
+	sem_post(&flusher_ready);
+	sem_wait(&flusher_go);
+	log_flush();
+	__atomic_store_n(&flushed, 1, __ATOMIC_SEQ_CST);
+	log_hold(false);
+	return NULL;
+}
+
+/* Whether thread tid is in write(2) on fd 2 (/proc/self/task/TID/syscall: "1 0x2 ..."). */
+static bool writes_stderr(pid_t tid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	FILE *f = fopen(path, "r");
+	unsigned long nr = 0, fd = 0;
+	bool writes = f && fscanf(f, "%lu 0x%lx", &nr, &fd) == 2 && nr == 1 && fd == 2;
+	if (f)
+		fclose(f);
+	return writes;
+}
+
+/* A loop flushes before every sleep, mostly with nothing of its own held: that must not wait
+ * for another thread's write to a stderr that does not drain (a stuck journal, a full pipe). */
+static void test_flush_of_nothing_does_not_wait(void)
+{
+	int fds[2], saved = dup(STDERR_FILENO);
+	if (saved < 0 || pipe2(fds, O_NONBLOCK) < 0)
+		return;
+	char fill[4096] = { 0 };
+	while (write(fds[1], fill, sizeof(fill)) > 0 || write(fds[1], fill, 1) > 0)
+		;
+	fcntl(fds[1], F_SETFL, 0);
+	sem_init(&flusher_ready, 0, 0);
+	sem_init(&flusher_go, 0, 0);
+	pthread_t flusher, stuck;
+	pthread_create(&flusher, NULL, flush_nothing, NULL);
+	sem_wait(&flusher_ready);
+	dup2(fds[1], STDERR_FILENO);
+	pthread_create(&stuck, NULL, write_stuck, NULL);
+	int64_t deadline = mono_ms() + 5000;
+	pid_t tid = 0;
+	while (!((tid = __atomic_load_n(&stuck_tid, __ATOMIC_SEQ_CST)) && writes_stderr(tid)) &&
+	       mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	bool was_stuck = tid && writes_stderr(tid);
+	sem_post(&flusher_go);
+	deadline = mono_ms() + 2000;
+	while (!__atomic_load_n(&flushed, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	bool returned = __atomic_load_n(&flushed, __ATOMIC_SEQ_CST);
+	while (read(fds[0], fill, sizeof(fill)) > 0 || !__atomic_load_n(&flushed, __ATOMIC_SEQ_CST))
+		;   /* drains until the stuck write is done and the flush returned */
+	pthread_join(stuck, NULL);
+	pthread_join(flusher, NULL);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fds[0]);
+	close(fds[1]);
+	ok(was_stuck, "another thread's line is stuck in its write to stderr");
+	ok(returned, "a flush with no line of its own waiting returns meanwhile");
+}
+
 /* An allocation too big for any machine fails as malloc does, not in the sanitizer's report. */
 const char *__asan_default_options(void);
 const char *__tsan_default_options(void);
 const char *__asan_default_options(void)
 {
-	return "allocator_may_return_null=1";
+	return "allocator_may_return_null=1:log_path=stdout";
 }
 const char *__tsan_default_options(void)
 {
-	return "allocator_may_return_null=1";
+	return "allocator_may_return_null=1:log_path=stdout";
 }
 
 /* Out of memory, a process aborts: the lines it held go out first, then why. */
@@ -178,6 +261,7 @@ int main(void)
 	test_line_times();
 	test_held_lines();
 	test_out_of_memory();
+	test_flush_of_nothing_does_not_wait();
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)
