@@ -81,7 +81,10 @@ struct keyshare {
 	/* Our own ledger is added to on the loop and by the helper threads that judge answers
 	 * (keyshare_spent_batch). spent_lock guards the figures (day, month, spent, spent_gen),
 	 * held only to read or change them; write_lock keeps one write of the ledger at a time,
-	 * and guards ledger_fd's changes (the loop only reads it without) and ledger_warned. */
+	 * and guards ledger_fd's changes (the loop only reads it without) and ledger_warned. Its
+	 * holder lets it go only under spent_lock, once it found no figure left unwritten (or a
+	 * write failed): so the loop, which never waits for it, may add a spend and leave its
+	 * write to the holder when its trylock fails (ledger_write_try). */
 	pthread_mutex_t spent_lock, write_lock;
 	long day, month;             /* of the figures below */
 	struct spent *spent;
@@ -231,7 +234,12 @@ static void top_dirs_recheck(struct keyshare *ks)
 		}
 	}
 	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
-		pthread_mutex_lock(&ks->write_lock);   /* a helper may be writing through it */
+		/* A helper may be writing through it: the loop does not wait, it looks again next
+		 * time (the helper's write fails in the old directory, and is made again). */
+		if (pthread_mutex_trylock(&ks->write_lock) != 0) {
+			ks->checked_at = 0;
+			return;
+		}
 		close_dir(&ks->ledger_fd);
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
 		pthread_mutex_unlock(&ks->write_lock);
@@ -413,8 +421,9 @@ static char *ledger_text(struct keyshare *ks)
 }
 
 /* Writes the figures until the file has the latest, or a write failed; write_lock held on
- * entry, let go here. Each writer takes the latest figures, so the file never goes back to
- * older ones, and spends added meanwhile go in the same or the next write. */
+ * entry, let go here under spent_lock (see struct keyshare). Each writer takes the latest
+ * figures, so the file never goes back to older ones, and spends added meanwhile (a helper's
+ * waiting its turn, the loop's that found the lock taken) go in the same or the next write. */
 static void ledger_write_locked(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
@@ -445,11 +454,15 @@ static void ledger_write_locked(struct keyshare *ks)
 	pthread_mutex_unlock(&ks->spent_lock);
 }
 
-/* On the loop: writes the figures if unwritten. */
+/* On the loop: writes the figures if unwritten, unless a helper is writing them, which then
+ * writes these too (it checks again under spent_lock before it lets write_lock go). */
 static void ledger_write_try(struct keyshare *ks)
 {
-	pthread_mutex_lock(&ks->write_lock);
-	ledger_write_locked(ks);
+	pthread_mutex_lock(&ks->spent_lock);
+	bool mine = ks->written_gen < ks->spent_gen && pthread_mutex_trylock(&ks->write_lock) == 0;
+	pthread_mutex_unlock(&ks->spent_lock);
+	if (mine)
+		ledger_write_locked(ks);
 }
 
 void keyshare_today(struct keyshare *ks, long *day, long *month)
@@ -487,6 +500,7 @@ unsigned long keyshare_spent_batch(struct keyshare *ks, const struct keyshare_sp
 	unsigned long gen = spent_add(ks, spends, n, day, month);
 	if (gen) {
 		pthread_mutex_lock(&ks->write_lock);
+		stop_point("ledger:locked");
 		ledger_write_locked(ks);
 	}
 	return gen;

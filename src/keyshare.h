@@ -90,8 +90,8 @@ void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t);
 void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
 void keyshare_heartbeat_probes(struct keyshare *ks);
 /* A billed (or maybe billed) call cost amount: added to this host's ledger, and written
- * (durable). On the loop. Returns the figures' generation that holds it, for
- * keyshare_written. */
+ * (durable) unless a helper is writing it, which then writes this too. On the loop. Returns
+ * the figures' generation that holds it, for keyshare_written. */
 unsigned long keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
 /* Whether the ledger file has the figures of generation gen (0: nothing to write). */
 bool keyshare_written(struct keyshare *ks, unsigned long gen);

@@ -4,7 +4,7 @@ is counted, reserved or spent, so no budget is passed by more than the overshoot
 
 The windows are made deterministic with the daemon's test hooks: IMGSPOOLD_CRASH_AT kills it at
 a point, IMGSPOOLD_STOP_AT with IMGSPOOLD_STOP_FIFO holds the one thread that reaches a point
-until the test opens the FIFO (the loop goes on meanwhile)."""
+until the test has opened the FIFO and closed it again (the loop goes on meanwhile)."""
 import errno
 import json
 import os
@@ -17,18 +17,22 @@ from harness import run_tests, wait_for  # noqa: E402
 PRICE = {"prices__gpt-image-2": "0.01"}
 
 
-def release(fifo, d):
-    """Lets the thread held at a stop point go: opening the FIFO to write wakes its reader."""
+def held(fifo, d):
+    """Waits for a thread to wait at its stop point and returns the FIFO's write end: the
+    thread reads on until it is closed, which lets it go."""
+    fd = []
+
     def opened():
         assert not d.exited(), d.log()[-2000:]
         try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
             return True
         except OSError as e:
             if e.errno != errno.ENXIO:   # no reader yet
                 raise
             return False
-    wait_for(opened, 20, "the held thread to wait at its stop point")
+    wait_for(opened, 20, "a thread to wait at its stop point")
+    return fd[0]
 
 
 def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
@@ -50,7 +54,7 @@ def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
              f"the next job to wait for the recovered answer (log:\n{d.log()[-3000:]})")
     assert env.fake.calls(nxt) == 0, "a call started before the recovered answer was billed"
     assert waiting in d.log(), d.log()
-    release(fifo, d)
+    os.close(held(fifo, d))
     assert d.wait_finished("saved") == "done", d.log()
     wait_for(lambda: "is over its total daily budget" in d.log(), 20, "the budget to stop the next job")
     assert env.fake.calls(nxt) == 0 and env.fake.calls(saved) == 1, d.log()
@@ -105,8 +109,36 @@ def test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works(env):
         subprocess.run(["umount", "-l", ledger], check=False)
 
 
+def test_the_loop_never_waits_for_a_helpers_ledger_write(env):
+    """A helper thread writing the ledger (held here inside that write) must not stop the loop:
+    a call cancelled meanwhile is counted on the loop, whose write is left to that helper; the
+    cancelled job fails at once, and the ledger ends with both calls' costs."""
+    d = env.daemon(spool__concurrency=2, spool__lease_timeout=8, budget__daily="100", **PRICE)
+    fast, slow = "answered while the other call runs", "a call cancelled in flight"
+    env.fake.script(slow, {"kind": "b64", "delay": 30})
+    d.submit("slow", {"prompt": slow})
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    d.start(extra_env={"IMGSPOOLD_STOP_AT": "ledger:locked", "IMGSPOOLD_STOP_FIFO": fifo})
+    wait_for(lambda: env.fake.calls(slow) == 1, 20, "the slow call to start")
+    d.submit("fast", {"prompt": fast})
+    writer = held(fifo, d)   # the helper that judged the fast answer, inside its write
+    os.makedirs(d.path("control"), exist_ok=True)
+    with open(d.path("control", "cancel.slow"), "w"):
+        pass
+    assert d.wait_finished("slow") == "failed", d.log()   # the loop went on
+    os.close(writer)
+    assert d.wait_finished("fast") == "done", d.log()
+    wait_for(lambda: not own_tickets(d), 20, "every ticket to go")
+    with open(d.path("ledger", "testhost.json")) as f:
+        spent = json.load(f)["providers"]["apiyi"]["day_micros"]
+    assert spent == 20000, spent
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_no_call_under_a_budget_before_recovered_answers_are_billed,
         test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works,
+        test_the_loop_never_waits_for_a_helpers_ledger_write,
     ])
