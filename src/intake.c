@@ -538,8 +538,8 @@ static bool any_provider_ready(struct dispatch *d)
 		if (until > 0 && (!earliest || until < earliest))
 			earliest = until;
 	}
-	if (earliest && !d->wake_timer)
-		d->wake_timer = loop_add_timer(d->loop, earliest - now, wake_pump, d);
+	if (earliest)
+		loop_arm_earlier(d->loop, &d->wake_timer, &d->wake_due, earliest, now, wake_pump, d);
 	return false;
 }
 
@@ -558,8 +558,8 @@ static bool disk_has_room(struct dispatch *d)
 			"the spool's file system has %ld MiB free again (min_free_mb %ld): claiming",
 			free_mb, d->cfg->min_free_mb);
 	d->disk_full = full;
-	if (full && !d->wake_timer)
-		d->wake_timer = loop_add_timer(d->loop, 1000, wake_pump, d);
+	if (full)
+		loop_arm_earlier(d->loop, &d->wake_timer, &d->wake_due, now + 1000, now, wake_pump, d);
 	return !full;
 }
 

@@ -158,6 +158,17 @@ void loop_del_timer(struct loop *loop, uint64_t id)
 		*t = loop->timers[--loop->n_timers];
 }
 
+void loop_arm_earlier(struct loop *loop, uint64_t *timer, int64_t *due, int64_t wake, int64_t now,
+		      loop_timer_fn *fn, void *arg)
+{
+	if (*timer && *due <= wake)
+		return;
+	if (*timer)
+		loop_del_timer(loop, *timer);
+	*due = wake;
+	*timer = loop_add_timer(loop, wake > now ? wake - now : 0, fn, arg);
+}
+
 static struct timer *find_timer(struct loop *loop, uint64_t id)
 {
 	for (size_t i = 0; i < loop->n_timers; i++)

@@ -34,6 +34,10 @@ void loop_park_fd(struct loop *loop, int fd);
 uint64_t loop_add_timer(struct loop *loop, int64_t ms, loop_timer_fn *fn, void *arg);
 /* Removing an id that already fired and was removed is harmless. */
 void loop_del_timer(struct loop *loop, uint64_t id);
+/* Arms *timer (0: none; its callback sets it to 0 when it fires) to fire at wake, unless it
+ * already fires at *due or sooner; wake, *due and now are on one clock (ms). */
+void loop_arm_earlier(struct loop *loop, uint64_t *timer, int64_t *due, int64_t wake, int64_t now,
+		      loop_timer_fn *fn, void *arg);
 
 void loop_set_before_sleep(struct loop *loop, loop_hook_fn *fn, void *arg);
 /* Work that may wait: fn runs once, on the first turn that finds no event ready and no timer

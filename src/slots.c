@@ -296,12 +296,7 @@ static int64_t ready_wake(struct loop *loop, void *arg)
 static void arm_ready(struct dispatch *d, int64_t wake, int64_t now)
 {
 	struct slots *s = d->slots;
-	if (s->ready_timer && s->ready_timer_due <= wake)
-		return;
-	if (s->ready_timer)
-		loop_del_timer(d->loop, s->ready_timer);
-	s->ready_timer_due = wake;
-	s->ready_timer = loop_add_timer(d->loop, wake > now ? wake - now : 0, ready_wake, d);
+	loop_arm_earlier(d->loop, &s->ready_timer, &s->ready_timer_due, wake, now, ready_wake, d);
 }
 
 void slots_pending_added(struct dispatch *d)

@@ -115,6 +115,25 @@ static void test_deleted_timer_never_runs(void)
 	loop_free(loop);
 }
 
+/* A wake-up armed for a long pause (intake's, the ready line's) moves earlier when something
+ * ends sooner, and never later. */
+static void test_a_wake_up_moves_earlier_never_later(void)
+{
+	struct loop *loop = loop_new();
+	struct trace tr = { 0 };
+	struct tick a = { &tr, 'a' };
+	uint64_t timer = 0;
+	int64_t due = 0, now = mono_ms();
+	loop_arm_earlier(loop, &timer, &due, now + 600000, now, note, &a);
+	loop_arm_earlier(loop, &timer, &due, now + 5, now, note, &a);
+	loop_arm_earlier(loop, &timer, &due, now + 300000, now, note, &a);
+	ok(due == now + 5, "due at the sooner end, not moved back later");
+	loop_add_timer(loop, 50, stop_loop, NULL);
+	loop_run(loop);
+	is_str(tr.order, "a", "one wake-up, at the sooner end, not the pause's");
+	loop_free(loop);
+}
+
 static int64_t again_at_once(struct loop *loop, void *arg)
 {
 	struct trace *tr = arg;
@@ -294,6 +313,7 @@ int main(void)
 	test_timers_run_in_due_order_and_never_early();
 	test_timers_due_together_run_earliest_first();
 	test_deleted_timer_never_runs();
+	test_a_wake_up_moves_earlier_never_later();
 	test_zero_ms_timers_do_not_starve_fds();
 	test_parked_fds();
 	test_idle_work_waits_for_ready_fds_and_due_timers();
