@@ -75,6 +75,7 @@ static void pause_provider(struct provider_state *p, int64_t until)
 	if (p->flow.paused_until <= mono_ms())
 		metrics_pause(p->cfg->name);
 	provider_throttle(&p->flow, until);
+	slots_recheck(p->d);   /* a job in the ready line for it goes back to new/ now */
 }
 
 void provider_state_hold(struct provider_state *p, const char *reason)
@@ -94,6 +95,7 @@ void provider_state_hold(struct provider_state *p, const char *reason)
 	if (p->cfg->api_key)
 		p->probe_timer = loop_add_timer(d->loop, d->cfg->hold_probe_interval * 1000,
 					probe_due, p);
+	slots_recheck(d);   /* a job in the ready line for it goes back to new/ now */
 }
 
 void provider_state_release(struct provider_state *p)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
@@ -126,6 +127,25 @@ def test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once(env):
     assert env.fake.calls("claimed ahead") == 0
 
 
+def test_another_hosts_pause_sends_a_job_claimed_ahead_back_at_once(env):
+    """Another host's 429 pauses the provider for 30 s (providers/apiyi/pause, seen at a rescan):
+    "ahead", waiting in the line for it, goes back to new/ at once, keeping its place, not
+    after its 2 s in the line for want of a slot."""
+    d = start_with_one_ahead(env, long_call=8)
+    pause = d.path("providers", "apiyi", "pause")
+    os.makedirs(os.path.dirname(pause), exist_ok=True)
+    with open(pause + ".tmp", "w"):
+        pass
+    until = time.time() + 30
+    os.utime(pause + ".tmp", (until, until))
+    os.rename(pause + ".tmp", pause)
+    wait_for(lambda: d.state("ahead") == "new", 10, "'ahead' back in new/")
+    assert "paused by another host's 429" in d.log(), d.log()[-2000:]
+    assert "ahead back to new/ (its provider is paused)" in d.log(), d.log()[-2000:]
+    assert os.stat(d.path("new", "ahead.json")).st_mtime == 1_700_000_003, "its place in line"
+    assert env.fake.calls("claimed ahead") == 0
+
+
 def test_an_operator_pause_sends_a_job_claimed_ahead_back_at_once(env):
     """"imgspool pause" sends "ahead", waiting in the line, back to new/ at once (keeping its
     place), not after its 2 s in the line for want of a slot; after "resume" it runs."""
@@ -189,6 +209,7 @@ if __name__ == "__main__":
         test_a_job_claimed_ahead_goes_back_to_new_for_an_idle_host,
         test_a_job_claimed_ahead_is_no_crash_when_the_daemon_dies,
         test_a_job_claimed_ahead_leaves_a_long_paused_provider_at_once,
+        test_another_hosts_pause_sends_a_job_claimed_ahead_back_at_once,
         test_an_operator_pause_sends_a_job_claimed_ahead_back_at_once,
         test_a_reload_that_adds_a_slot_calls_a_job_claimed_ahead_at_once,
         test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot,
