@@ -10,7 +10,9 @@ unmounted and mounted again (the journal replayed). Then every job the daemon's 
 another file system) says is done is in done/ whole (its job file and result parse, its images
 are its prompt's), no job that is done is left to run again, a saved response left in running/
 holds more than its header, and a restarted daemon calls the upstream for none of them again.
-Three crash points (k).
+Three crash points (k). It fails with every sync off (the jobs reported done are back in
+new/), and with only sync_file_range off, the wait for writeback before the renames of the
+reduced sequence (jobs reported done with empty files: delayed allocation).
 
 This tests loss at the journal's level only: not a disk that reorders or drops writes from its
 cache, nor torn writes (the loop device's backing file keeps every block written to it).
