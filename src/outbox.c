@@ -129,7 +129,7 @@ void outbox_event_entries(const struct config *cfg, const char *host_id,
 int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncset *ss)
 {
 	for (size_t i = 0; i < b->n; i++)
-		if (spool_write_in(sp, sp->fd[SPOOL_OUTBOX], b->e[i].name, b->e[i].text,
+		if (spool_write_final_in(sp, sp->fd[SPOOL_OUTBOX], b->e[i].name, b->e[i].text,
 				   strlen(b->e[i].text), ss) < 0)
 			return -1;
 	return 0;
@@ -429,8 +429,26 @@ static void hook_done(void *arg, int status)
 	scan_if_capped(o);
 }
 
-/* An entry as a JSON object (owned), or NULL (logged, unless it was gone). */
-static json_t *entry_read(struct outbox *o, const char *name)
+/* An entry of ours that is empty or not a JSON object (torn: written before this version
+ * synced an entry's bytes before its name, or damaged) would be read and refused at every scan:
+ * it is set aside once, as outbox/.NAME.torn, for an operator to look at. Its event is not lost
+ * by it: the entry is written again while its job is unpublished (a restart finishes it). */
+static void set_aside(struct outbox *o, const char *name, size_t len)
+{
+	char *aside = xasprintf(".%s.torn", name);
+	int fd = o->spool->fd[SPOOL_OUTBOX];
+	if (renameat(fd, name, fd, aside) == 0)
+		log_msg(LOG_ERROR, "'outbox/%s' is torn (%zu bytes, not an entry): set aside as 'outbox/%s'",
+			  name, len, aside);
+	else if (errno != ENOENT)
+		log_msg(LOG_ERROR, "'outbox/%s' is torn (%zu bytes, not an entry) and cannot be set aside: "
+			  "%s", name, len, strerror(errno));
+	free(aside);
+}
+
+/* An entry as a JSON object (owned), or NULL (logged, unless it was gone); mine: a torn
+ * entry is set aside (set_aside). */
+static json_t *entry_read(struct outbox *o, const char *name, bool mine)
 {
 	struct buf b;
 	buf_init(&b, 256 << 10);
@@ -438,7 +456,13 @@ static json_t *entry_read(struct outbox *o, const char *name)
 	enum spool_read rr = spool_read_file(o->spool->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st);
 	json_error_t jerr;
 	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, &jerr) : NULL;
+	size_t len = b.len;
 	buf_release(&b);
+	if (!json_is_object(doc) && rr == SPOOL_READ_OK && mine) {
+		json_decref(doc);
+		set_aside(o, name, len);
+		return NULL;
+	}
 	if (!json_is_object(doc)) {
 		if (rr != SPOOL_READ_GONE)
 			log_warn("ignoring 'outbox/%s': %s", name, rr == SPOOL_READ_OK ? "not an entry"
@@ -452,7 +476,7 @@ static json_t *entry_read(struct outbox *o, const char *name)
 /* Reads and starts one entry (due, or woken); false if it cannot start now. */
 static bool start(struct outbox *o, const char *name, bool due)
 {
-	json_t *doc = entry_read(o, name);
+	json_t *doc = entry_read(o, name, true);
 	if (!doc)
 		return false;
 	if (o->busy(o->busy_arg, str(doc, "task_id"))) {
@@ -556,7 +580,7 @@ static void expire_gone(struct outbox *o, const struct spool_entry *e, long n)
 		free(name);
 	}
 	for (long i = 0; i < n && old.count; i++) {
-		json_t *doc = strstr(e[i].name, ".webhook@") ? entry_read(o, e[i].name) : NULL;
+		json_t *doc = strstr(e[i].name, ".webhook@") ? entry_read(o, e[i].name, false) : NULL;
 		if (!doc)
 			continue;
 		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];

@@ -504,12 +504,14 @@ struct write_how {
 	struct syncset *ss;      /* a batch's: fsynced file by file or by its barrier */
 	int64_t mtime_ms;        /* > 0: the file's mtime, set before its rename */
 	bool fsync_dir;          /* after its rename */
+	bool bytes_first;        /* with ss: its bytes synced before its rename (syncset_bytes) */
 };
 
 /* Writes data to a new temporary file for name in dirfd (its name goes to tmp): fsynced by ss,
  * or when fsync; restamp: stamped anew when writing it took long (a job file's lease). */
 static int write_temp(struct spool *sp, int dirfd, const char *name, const void *data,
-		      size_t len, bool fsync_file, struct syncset *ss, bool restamp, char *tmp)
+		      size_t len, bool fsync_file, struct syncset *ss, bool restamp, char *tmp,
+		      bool bytes_first)
 {
 	unsigned seq = 0;
 	long pid = spool_temp_unique(&seq);
@@ -520,7 +522,8 @@ static int write_temp(struct spool *sp, int dirfd, const char *name, const void 
 	if (fd < 0)
 		return -1;
 	int64_t started = mono_ms();
-	if (write_all(fd, data, len) < 0 || (ss ? syncset_file(ss, fd) : fsync_file ? fsync(fd) : 0) < 0)
+	if (write_all(fd, data, len) < 0 || (ss ? (bytes_first ? syncset_bytes : syncset_file)(ss, fd)
+	     : fsync_file ? fsync(fd) : 0) < 0)
 		goto fail;
 	/* A job file's mtime is its lease: the new content must not bring back the time it was
 	 * written at, before an fsync that may have taken longer than the lease. */
@@ -545,7 +548,7 @@ fail:
 int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		     char *tmp)
 {
-	return write_temp(sp, dirfd, name, data, len, true, NULL, false, tmp);
+	return write_temp(sp, dirfd, name, data, len, true, NULL, false, tmp, false);
 }
 
 /* Puts dirfd/tmp, a temporary file of ours, in place at name, as how says (how->ss: not used,
@@ -593,7 +596,7 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 {
 	char tmp[NAME_MAX + 1];
 	if (write_temp(sp, dirfd, name, data, len, how->fsync_file, how->ss, how->replace_only,
-		       tmp) < 0)
+		       tmp, how->bytes_first) < 0)
 		return -1;
 	return put_in_place(dirfd, tmp, name, how);
 }
@@ -627,6 +630,16 @@ int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *da
 	return 0;
 }
 
+int spool_write_final_in(struct spool *sp, int dirfd, const char *name, const void *data,
+			 size_t len, struct syncset *ss)
+{
+	if (write_at(sp, dirfd, name, data, len, &(struct write_how){ .ss = ss,
+		     .bytes_first = true }) < 0)
+		return -1;
+	syncset_dir(ss, dirfd);
+	return 0;
+}
+
 int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len, struct syncset *ss)
 {
@@ -640,7 +653,7 @@ int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const
 int spool_write_temp_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 			size_t len, struct syncset *ss, char *tmp, int64_t *written_ms)
 {
-	if (write_temp(sp, sp->fd[d], name, data, len, false, ss, true, tmp) < 0)
+	if (write_temp(sp, sp->fd[d], name, data, len, false, ss, true, tmp, false) < 0)
 		return -1;
 	*written_ms = mono_ms();
 	return 0;

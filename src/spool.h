@@ -155,6 +155,10 @@ int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *
 int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		   struct syncset *ss);
 /* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */
+/* spool_write_in for a final name (not staged behind a barrier): its bytes are synced before
+ * its rename even when ss's barrier is one syncfs (syncset_bytes). */
+int spool_write_final_in(struct spool *sp, int dirfd, const char *name, const void *data,
+			 size_t len, struct syncset *ss);
 int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len, struct syncset *ss);
 /* spool_rewrite_in in two steps, so that the bytes go with one barrier and the name change

@@ -81,9 +81,16 @@ bool syncset_each_file(const struct syncset *s)
 
 int syncset_file(struct syncset *s, int fd)
 {
-	s->written = true;
-	if (s->whole_fs)
+	if (s->whole_fs) {
+		s->written = true;
 		return 0;
+	}
+	return syncset_bytes(s, fd);
+}
+
+int syncset_bytes(struct syncset *s, int fd)
+{
+	s->written = true;
 	s->calls++;
 	/* On a journaled ext4 a file's fsync commits the journal, once per file: its bytes written
 	 * out are enough, the barrier's directory fsyncs commit them with the names after them. */

@@ -60,6 +60,10 @@ bool syncset_each_file(const struct syncset *s);
 /* fsyncs fd if each file is synced on its own: 0 or -1 with errno. Every file written into the
  * batch is named here, synced or not (its bytes need a barrier). */
 int syncset_file(struct syncset *s, int fd);
+/* As syncset_file, but even when the barrier is one syncfs: for a file renamed to a final name
+ * before the next barrier, whose name must never be durable before its bytes (a journal may
+ * commit the rename in between; with delayed allocation the file would then be empty). */
+int syncset_bytes(struct syncset *s, int fd);
 /* Remembers a directory whose entries changed (borrowed fd, open until the barrier). */
 void syncset_dir(struct syncset *s, int dirfd);
 /* Makes everything written and renamed since the last barrier durable: 0 or -1 with errno.

@@ -363,10 +363,34 @@ def test_no_event_for_a_publication_that_failed(env):
     assert d.result("np")["error"]["code"] == "publish_failed"
 
 
+def test_torn_entry_set_aside_once(env):
+    # An entry of ours that is empty (its name durable before its bytes, in a crash) or torn is
+    # set aside once with an error, never read and refused at every scan; the others go on.
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx)
+    os.makedirs(d.path("outbox"), exist_ok=True)
+    empty = msg_id("te", "job.succeeded") + ".webhook@testhost.json"
+    torn = msg_id("tt", "job.succeeded") + ".webhook@testhost.json"
+    open(d.path("outbox", empty), "w").close()
+    with open(d.path("outbox", torn), "w") as f:
+        f.write('{"target": "webhook", "id": "msg_')
+    d.start()
+    d.submit("after", {"prompt": "after the torn entries"})
+    wait_for(lambda: "after" in delivered(rx) and not d.listdir("outbox"), 30,
+             "the torn entries set aside, the new event delivered")
+    for name, size in ((empty, 0), (torn, 33)):
+        assert os.path.exists(d.path("outbox", "." + name + ".torn")), os.listdir(d.path("outbox"))
+        line = (f"'outbox/{name}' is torn ({size} bytes, not an entry): set aside as "
+                f"'outbox/.{name}.torn'")
+        assert d.log().count(line) == 1, d.log()
+    assert "ignoring 'outbox/" not in d.log(), d.log()
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
                test_gone_redirect_and_job_urls, test_gone_endpoint_waits_until_enabled,
                test_parked_events_given_up_in_time, test_private_addresses_refused,
                test_hook_once_clean_env_and_killed,
                test_hook_gets_the_open_files_limit_the_daemon_started_with,
-               test_no_event_for_a_publication_that_failed])
+               test_no_event_for_a_publication_that_failed, test_torn_entry_set_aside_once])
