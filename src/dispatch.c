@@ -282,8 +282,10 @@ void task_parse_work(void **args, size_t n)
 			char *partial = sidecar_name(t, "partial");
 			fd = openat(dirfd, partial, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 			free(partial);
-			if (fd < 0)
+			if (fd < 0) {
+				t->save_err = errno;
 				t->res.body_fd_failed = true;
+			}
 		}
 		/* An upstream may quote the key back: nothing it sent is kept with a secret in it. */
 		size_t len = secret_redact(t->res.body, t->res.body_len);
@@ -292,12 +294,19 @@ void task_parse_work(void **args, size_t n)
 			t->res.body_len = len;
 			off_t at = (off_t)t->sidecar_header;
 			if (fd >= 0 && (ftruncate(fd, at) < 0 ||
-					pwrite(fd, t->res.body, len, at) != (ssize_t)len))
+					pwrite(fd, t->res.body, len, at) != (ssize_t)len)) {
+				t->save_err = errno ? errno : EIO;
 				t->res.body_fd_failed = true;
+			}
 		}
 		/* A complete response is made durable under its final name before anyone acts on
-		 * it: from here a crash finishes the job from the file instead of paying again. */
-		t->save_err = 0;
+		 * it: from here a crash finishes the job from the file instead of paying again. A
+		 * body that never reached its file (above, write_closed_partial, a full disk while
+		 * it arrived) is not saved either: save_err says why, or EIO. */
+		if (t->res.transport != HTTP_DONE || !t->res.body_fd_failed)
+			t->save_err = 0;
+		else if (!t->save_err)
+			t->save_err = EIO;
 		if (fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed) {
 			save[i] = syncset_data(&ss, fd, fd == t->body_fd) == 0;
 			if (!save[i])
@@ -379,9 +388,14 @@ static void write_closed_partial(struct task *t, struct http_result *res)
 	char *partial = sidecar_name(t, "partial");
 	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], partial,
 			O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-	free(partial);
-	if (fd < 0 || (res->body_len && write_all(fd, res->body, res->body_len) < 0))
+	if (fd < 0 || (res->body_len && write_all(fd, res->body, res->body_len) < 0)) {
+		/* Not saved (task_parse_done says so): the job goes on from memory. */
+		t->save_err = errno;
 		res->body_fd_failed = true;
+		log_job(LOG_WARN, t->id, "cannot %s 'running/%s' to write its answer: %s",
+			fd < 0 ? "open" : "write", partial, strerror(errno));
+	}
+	free(partial);
 	if (fd >= 0)
 		close(fd);
 	crash_point("call:answer-written");
@@ -391,6 +405,7 @@ static void call_done(void *arg, struct http_result *res)
 {
 	struct task *t = arg;
 	t->xfer = NULL;
+	t->save_err = 0;
 	if (t->partial_closed)
 		write_closed_partial(t, res);
 	/* A success gives its slot to the next call at once, while its job is parsed and

@@ -223,6 +223,32 @@ def test_kill_9_while_every_partial_is_closed(env):
         assert d.stop() == 0
 
 
+def test_a_closed_partial_that_cannot_take_its_answer(env):
+    """A closed .partial that cannot be opened again for its answer (here a symlink planted in
+    its place, which O_NOFOLLOW refuses as deterministically as EMFILE would): the job goes on
+    from memory, called once, and the log says why its response was not saved (it used to go
+    on without a word, as if it were saved)."""
+    d = env.daemon(spool__concurrency=8, wrapper=NO_PARTIAL_ROOM)
+    prompt = "nowhere to write its answer [fake:b64 delay=3]"
+    d.submit("nw", {"prompt": prompt})
+    d.start()
+    partials = lambda: [n for n in os.listdir(d.path("running")) if n.endswith(".partial")]
+    wait_for(lambda: partials() and os.path.getsize(d.path("running", partials()[0])) > 0, 20,
+             "its .partial with its header")
+    assert open_partials(d.proc.pid) == 0, "its .partial is held open"
+    planted = d.path("running", ".planted-by-the-test")
+    os.symlink("nowhere", planted)
+    os.replace(planted, d.path("running", partials()[0]))
+    assert d.wait_finished("nw", 30) == "done", d.log()[-2000:]
+    assert env.fake.calls(prompt) == 1
+    wait_for(lambda: "nw error: cannot make its response durable (Too many levels of symbolic "
+             "links): going on from memory" in d.log(), 10, "the save's failure logged")
+    assert "cannot open 'running/" in d.log(), d.log()[-2000:]
+    wait_for(lambda: [n for n in os.listdir(d.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing left in running/")
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
@@ -230,4 +256,5 @@ if __name__ == "__main__":
         test_sigterm_during_a_hanging_download_keeps_the_paid_job,
         test_kill_9_at_random_moments,
         test_kill_9_while_every_partial_is_closed,
+        test_a_closed_partial_that_cannot_take_its_answer,
     ])
