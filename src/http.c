@@ -1,4 +1,5 @@
-/* http.c - libcurl multi socket interface on our loop (the shape of curl's ephiperfifo.c).
+/* http.c - libcurl calls, set up and called back on the caller's loop, run on a transfer thread
+ * of its own (the multi socket interface, in the shape of curl's ephiperfifo.c).
  *
  * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to call it back
  * (CURLMOPT_TIMERFUNCTION); we tell curl when a socket is ready. CURLINFO_PRIVATE maps a finished

@@ -339,7 +339,8 @@ int main(int argc, char **argv)
 	if (dm.spool.journal_kind == SPOOL_JOURNAL_NO_BARRIER)
 		log_warn("the spool's ext4 is mounted nobarrier: no sync reaches the disk, so a "
 			 "power cut can lose jobs reported done, whatever [spool] sync says");
-	else if (sync_names_in_order(dm.spool.sync_mode, dm.spool.fs_type, dm.spool.journal))
+	else if (sync_names_in_order(dm.spool.sync_mode, dm.spool.fs_type,
+				     dm.spool.journal_kind != SPOOL_JOURNAL_NONE))
 		log_info("the spool is on ext4 with a journal: a batch's renames are left to it to "
 			 "keep in order, fewer syncs per batch (sync = auto)");
 	/* Before recovery: a second daemon with our host id would adopt the first one's jobs. */

@@ -73,7 +73,6 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
 	const int dirs[] = { sp->fd[SPOOL_RUNNING], sp->fd[SPOOL_DONE], sp->fd[SPOOL_FAILED] };
 	sp->journal_kind = spool_fs_journal(sp->root_fd, dirs, sizeof(dirs) / sizeof(dirs[0]));
-	sp->journal = sp->journal_kind != SPOOL_JOURNAL_NONE;
 	return 0;
 }
 
@@ -680,7 +679,8 @@ int spool_replace_in(struct spool *sp, enum spool_dir d, const char *tmp, const 
 void spool_syncset(struct spool *sp, struct syncset *ss, size_t n_jobs)
 {
 	syncset_init(ss, sp->root_fd, sync_whole_fs(sp->sync_mode, sp->fs_type, n_jobs));
-	ss->names_in_order = sync_names_in_order(sp->sync_mode, sp->fs_type, sp->journal);
+	ss->names_in_order = sync_names_in_order(sp->sync_mode, sp->fs_type,
+						 sp->journal_kind != SPOOL_JOURNAL_NONE);
 }
 
 /* Whether options (as /proc/fs/ext4/NAME/options lists them: one a line, or comma-separated)
