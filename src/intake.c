@@ -587,6 +587,13 @@ static void pump_requested(struct dispatch *d)
 		pending_filter(d, not_requested, NULL);
 }
 
+/* Notes the first full placement: the first listing of new/ done and every job placed once. */
+static void note_placed_once(struct dispatch *d)
+{
+	if (d->new_scan.listings > 0 && !scan_busy(&d->new_scan) && !d->n_unplaced)
+		d->placed_once = true;
+}
+
 /* Whether claims go ahead before every waiting job has its place: only at start-up, once
  * SCAN_FIRST_SLICE_MS have passed since the first listing began (a backlog on a slow or cold
  * file server must not keep the first call waiting for a stat of every job), and until the
@@ -594,13 +601,8 @@ static void pump_requested(struct dispatch *d)
  * in their order, the rest are placed between claims (spool-layout.md §3). */
 static bool claims_before_placed(struct dispatch *d)
 {
-	if (d->placed_once)
-		return false;
-	if (d->new_scan.listings > 0 && !scan_busy(&d->new_scan) && !d->n_unplaced) {
-		d->placed_once = true;
-		return false;
-	}
-	return d->startup_claims_at && mono_ms() >= d->startup_claims_at;
+	note_placed_once(d);
+	return !d->placed_once && d->startup_claims_at && mono_ms() >= d->startup_claims_at;
 }
 
 void intake_pump(struct dispatch *d)
@@ -621,7 +623,7 @@ void intake_pump(struct dispatch *d)
 			return;
 		early = true;
 	}
-	claims_before_placed(d);   /* notes the first full placement */
+	note_placed_once(d);
 	size_t listed = d->n_pending, sorted = listed;
 	if (early)
 		for (sorted = d->n_sorted; sorted < listed && d->pending[sorted].placed; sorted++)
