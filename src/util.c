@@ -343,23 +343,32 @@ uint64_t random64(void)
 	return r;
 }
 
+/* Read once (pthread_once): without IMGSPOOLD_CRASH_AT a pass costs no lock. */
+static pthread_once_t crash_once = PTHREAD_ONCE_INIT;
+static char crash_name[64];   /* the point named; "" when none is */
+static long crash_nth;
+
+static void crash_point_arm(void)
+{
+	const char *want = getenv("IMGSPOOLD_CRASH_AT");
+	want = want ? want : "";
+	const char *hash = strchr(want, '#');
+	crash_nth = 1;
+	if (hash && parse_long(hash + 1, 1, 1000000, &crash_nth) < 0)
+		crash_nth = 1;
+	xsnprintf(crash_name, sizeof(crash_name), "%.*s",
+		  hash ? (int)(hash - want) : (int)strlen(want), want);
+}
+
 void crash_point(const char *name)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static const char *want;
-	static char point[64];
-	static long nth, seen;
+	static long seen;
+	pthread_once(&crash_once, crash_point_arm);
+	if (!crash_name[0] || strcmp(crash_name, name))
+		return;
 	pthread_mutex_lock(&lock);
-	if (!want) {
-		want = getenv("IMGSPOOLD_CRASH_AT");
-		want = want ? want : "";
-		const char *hash = strchr(want, '#');
-		nth = 1;
-		if (hash && parse_long(hash + 1, 1, 1000000, &nth) < 0)
-			nth = 1;
-		xsnprintf(point, sizeof(point), "%.*s", hash ? (int)(hash - want) : (int)strlen(want), want);
-	}
-	bool die = point[0] && !strcmp(point, name) && ++seen == nth;
+	bool die = ++seen == crash_nth;
 	pthread_mutex_unlock(&lock);
 	if (die)
 		raise(SIGKILL);
