@@ -591,7 +591,7 @@ def syscalls(up):
     n = SYSCALL_JOBS
     keep = os.environ.get("BENCH_SYSCALLS_TRACE")
     with Tmpfs() as fs, Run(up, fs.spool("strace"), CONCURRENCY) as r:
-        out = keep or os.path.join(tempfile.gettempdir(), f"bench-strace-{os.getpid()}.txt")
+        out = keep or os.path.join(fs.dir, "strace.txt")   # removed with the tmpfs
         at_attach = thread_names(r.pid)
         tracer = subprocess.Popen(["strace", "-f", "-s", "48", "-o", out, "-p", str(r.pid)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -619,8 +619,6 @@ def syscalls(up):
                 counts[name] = counts.get(name, 0) + 1
                 by_role.setdefault(role, {})
                 by_role[role][name] = by_role[role].get(name, 0) + 1
-        if not keep:
-            os.unlink(out)
     total = sum(counts.values())
     syncs = sum(counts.get(c, 0) for c in SYNC_CALLS)
 

@@ -302,8 +302,8 @@ class Tmpfs:
 
 class LoopExt4:
     """A fresh ext4 with a journal (mkfs.ext4 and mount with their defaults) on a loop device
-    over a sparse file in a directory of our own (under top, else the test's scratch), mounted
-    there at .path. close() unmounts it, detaches the device and removes the directory."""
+    over a sparse file in a directory of our own (under top, else SCRATCH: tempfile's default
+    directory once this module is imported), mounted there at .path. close() unmounts it, detaches the device and removes the directory."""
 
     def __init__(self, size_mb=256, top=None):
         self.top = tempfile.mkdtemp(prefix="imgspool-ext4-", dir=top)
