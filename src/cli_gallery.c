@@ -456,14 +456,18 @@ static void lock_holder(int fd, char *out, size_t size)
 /* Takes DIR/.gallery.lock, waiting (and saying so) while another run holds it, for at most
  * wait_s seconds: anyone who can write DIR can hold it, so it is never waited on for ever. The
  * fd to close when done; -1 with errno (EWOULDBLOCK: still held, holder says by whom, if
- * knowable). The name is opened as hostile (DIR may be a web root others write to): no link
- * followed, no FIFO waited on, a regular file only. */
+ * knowable; EINVAL: the name is not a regular file). The name is opened as hostile (DIR may be a
+ * web root others write to): no link followed, no FIFO waited on, a regular file only. */
 static int lock_gallery(const char *out_dir, long wait_s, char *holder, size_t holder_size)
 {
 	char *path = xasprintf("%s/.gallery.lock", out_dir);
 	int fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
 	free(path);
 	struct stat st;
+	if (fd < 0 && (errno == EISDIR || errno == ELOOP)) {   /* a directory; a link, not followed */
+		errno = EINVAL;
+		return -1;
+	}
 	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
 		close(fd);
 		errno = EINVAL;
@@ -529,6 +533,8 @@ int cli_gallery(struct cli *c, int argc, char **argv)
 				      "run (or anyone who can write '%s') has it; nothing written (-w "
 				      "SECONDS waits longer)", path, holder[0] ? " by " : "", holder,
 				      wait_s, out_dir);
+		else if (errno == EINVAL)
+			rc = cli_fail(c, CLI_FAILED, "'%s' is not a regular file; nothing written", path);
 		else
 			rc = cli_fail_errno(c, "cannot lock", path, errno);
 		free(path);

@@ -322,8 +322,31 @@ def test_a_held_lock_is_waited_on_for_a_bounded_time(env):
     assert d.stop() == 0
 
 
+def test_a_lock_name_that_is_no_regular_file_is_named_so(env):
+    # A .gallery.lock that was not a regular file gave "cannot lock ...: Invalid argument" (or
+    # "Is a directory", "Too many levels of symbolic links"): nothing said what was wrong.
+    d = env.daemon().start()
+    target = os.path.join(d.dir, "elsewhere")
+    plant = {"a directory": os.mkdir, "a FIFO": os.mkfifo,
+             "a link to a missing file": lambda p: os.symlink(target, p)}
+    for kind, make in plant.items():
+        out = os.path.join(d.dir, "www-" + kind.replace(" ", "-"))
+        os.makedirs(out)
+        lock = os.path.join(out, ".gallery.lock")
+        make(lock)
+        r = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out, "-w", "0"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (kind, r.returncode, r.stderr)
+        assert r.stderr == (f"imgspool: gallery: '{lock}' is not a regular file; nothing "
+                            "written\n"), (kind, r.stderr)
+        assert os.listdir(out) == [".gallery.lock"], (kind, os.listdir(out))
+    assert not os.path.lexists(target), "the link was followed"
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
                test_gallery_writes_through_no_planted_link,
                test_a_long_prompt_is_cut_between_characters, test_runs_at_once_with_another_n,
-               test_a_held_lock_is_waited_on_for_a_bounded_time])
+               test_a_held_lock_is_waited_on_for_a_bounded_time,
+               test_a_lock_name_that_is_no_regular_file_is_named_so])
