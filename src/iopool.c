@@ -112,7 +112,7 @@ static void *helper_main(void *arg)
 	void **args = xcalloc(BATCH_MAX, sizeof(*args));
 	/* A name of its own, so a trace (make bench syscalls) tells it from the other threads. */
 	pthread_setname_np(pthread_self(), "imgspool-io");
-	/* Its log lines go out with the loop's turn, or before it waits for work. */
+	/* Its log lines go out with the loop's turn, or after each item or batch it ran. */
 	log_hold(true);
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
@@ -120,11 +120,6 @@ static void *helper_main(void *arg)
 		if (!lane) {
 			if (pool->stopping)
 				break;
-			pthread_mutex_unlock(&pool->lock);
-			log_flush();
-			pthread_mutex_lock(&pool->lock);
-			if (oldest_lane(pool) || pool->stopping)
-				continue;   /* news while the lock was let go */
 			pool->idle++;
 			pthread_cond_wait(&pool->wake, &pool->lock);
 			pool->idle--;
@@ -137,6 +132,9 @@ static void *helper_main(void *arg)
 			list->batch(args, n);
 		else
 			list->work(list->arg);
+		/* Its lines go out now, not when it next finds no work: the next item may hang (a
+		 * hard-mounted NFS that stopped answering) for as long as it likes. */
+		log_flush();
 		pthread_mutex_lock(&pool->lock);
 		while (list) {
 			struct work *next = list->next;

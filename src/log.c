@@ -2,7 +2,7 @@
  *
  * Threads that hold their lines (log_hold: the loops, the I/O helpers) add them to one buffer,
  * written in one write(2) by log_flush: a loop flushes once per turn, before it sleeps, and a
- * helper before it waits for work. A busy daemon logs several lines per job: a write per line
+ * helper after each item (or batch) it ran, so a later item that hangs holds none back. A busy daemon logs several lines per job: a write per line
  * was most of the loop's system calls. A flush writes only when a line of its own thread waits
  * (then every thread's lines go with it), so a thread that turns once per job but logs nothing
  * (libcurl's transfer thread) writes nothing, nor takes the lock. A line of a thread that does not hold is written

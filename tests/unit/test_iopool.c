@@ -1,12 +1,16 @@
 /* test_iopool.c - the helper threads' order: items run in submission order, a batched item takes
  * every later item of its batch function with it (up to 256 a pass), never an item of another
- * kind, and done() runs once per item on the loop thread. */
+ * kind, and done() runs once per item on the loop thread; a helper's log lines go out after
+ * each item, not held back by the next one hanging. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "iopool.h"
+#include "log.h"
 #include "loop.h"
 #include "util.h"
 #include "tap.h"
@@ -106,8 +110,54 @@ static void test_order_and_batches(void)
 	loop_free(loop);
 }
 
+static void logs_a_line(void *arg)
+{
+	(void)arg;
+	log_info("written before the next item hangs");
+}
+
+static void nothing_done(void *arg)
+{
+	(void)arg;
+}
+
+/* Whether stderr (the file f) holds text yet. */
+static bool holds(FILE *f, const char *text)
+{
+	char buf[4096];
+	ssize_t n = pread(fileno(f), buf, sizeof(buf) - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	return strstr(buf, text) != NULL;
+}
+
+/* A helper holds its lines (log_hold); an item that hangs after one that logged (a hard-mounted
+ * NFS that stopped answering) must not keep that line from stderr. */
+static void test_lines_go_out_after_each_item(void)
+{
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	ok(f && saved >= 0 && dup2(fileno(f), STDERR_FILENO) >= 0, "stderr into a file");
+	struct loop *loop = loop_new();
+	struct iopool *pool = iopool_new(loop, 1);
+	pthread_mutex_lock(&gate);
+	iopool_submit(pool, logs_a_line, nothing_done, NULL);
+	iopool_submit(pool, blocker, nothing_done, NULL);   /* hangs until the gate opens */
+	int64_t deadline = mono_ms() + 10000;
+	while (!holds(f, "written before the next item hangs") && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 5000000 }, NULL);
+	bool out = holds(f, "written before the next item hangs");
+	pthread_mutex_unlock(&gate);
+	iopool_free(pool);
+	loop_free(loop);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	fclose(f);
+	ok(out, "the line of the item before the hang is on stderr while the next item hangs");
+}
+
 int main(void)
 {
 	test_order_and_batches();
+	test_lines_go_out_after_each_item();
 	return tap_done();
 }
