@@ -142,6 +142,16 @@ def staging_of(d, task_id):
     return None
 
 
+def grow_past_read_cap(path):
+    """Makes the staged result at path sparse past the read cap (64 MiB and 64 KiB); returns
+    its text, to put back later."""
+    with open(path) as f:
+        text = f.read()
+    with open(path, "a") as f:
+        f.truncate(len(text) + (65 << 20))
+    return text
+
+
 def crashed_after_final_records(env, task_id, prompt):
     """Host "deadhost" dies (IMGSPOOLD_CRASH_AT) after writing the job's final records, before
     its commit: running/ holds the job file saying "finished", its staging directory and its
@@ -315,10 +325,7 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     assert d.proc.returncode == -9, d.proc.returncode
     staging = staging_of(d, "unread")
     result = os.path.join(staging, "unread.result.json")
-    with open(result) as f:
-        text = f.read()
-    with open(result, "a") as f:
-        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
+    text = grow_past_read_cap(result)
     d.start()
     assert d.listdir("done") == [], d.listdir("done")   # the restart resumed before it was ready
     assert sorted(os.listdir(staging)) == ["unread.1.png", "unread.2.png", "unread.json",
@@ -380,10 +387,7 @@ def test_a_committed_job_a_restart_could_not_finish_is_finished_at_a_rescan(env)
     wait_for(d.exited, 20, "the daemon to kill itself at its commit")
     assert d.proc.returncode == -9, d.proc.returncode
     result = os.path.join(staging_of(d, "later"), "later.result.json")
-    with open(result) as f:
-        text = f.read()
-    with open(result, "a") as f:
-        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
+    text = grow_past_read_cap(result)
     d.start()
     assert d.listdir("done") == [] and "cannot read its staged result" in d.log(), d.log()[-2000:]
     with open(result, "w") as f:
@@ -413,10 +417,7 @@ def test_what_a_failed_try_put_aside_goes_when_a_retry_finishes(env):
     staging = staging_of(d, "aside")
     assert any(".old." in n for n in os.listdir(staging)), os.listdir(staging)
     result = os.path.join(staging, "aside.result.json")
-    with open(result) as f:
-        text = f.read()
-    with open(result, "a") as f:
-        f.truncate(len(text) + (65 << 20))   # sparse: over the read cap, 64 MiB and 64 KiB
+    text = grow_past_read_cap(result)
     d.start()
     assert "cannot read its staged result" in d.log(), d.log()[-2000:]
     with open(result, "w") as f:
