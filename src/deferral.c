@@ -193,7 +193,7 @@ static bool cancelled_before_retry(struct task *t)
 {
 	if (!control_still_wants(&t->d->control, t->d->spool, CONTROL_CANCEL, t->id))
 		return false;
-	task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+	finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
 	return true;
 }
 
@@ -233,13 +233,13 @@ void deferral_schedule(struct task *t)
 	t->defer_dir = deferral_dir(t);
 	t->result_json = task_job_text(t, t->defer_due, NULL);
 	if (!t->result_json) {
-		task_fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
+		finish_fail(t, "internal", NULL, "the job file could not be rewritten for a retry");
 		return;
 	}
 	if (d->cfg->notify_deferrals) {
 		char when[48];
 		format_time_iso8601(t->defer_due, when, sizeof(when));
-		task_queue_event(t, "deferred", json_pack("{s:s, s:s, s:s, s:s, s:[], s:[], s:n}",
+		finish_event(t, "deferred", json_pack("{s:s, s:s, s:s, s:s, s:[], s:[], s:n}",
 						   "task_id", t->id, "status", "deferred",
 						   "error_code", o->code, "retry_at", when,
 						   "images", "urls", "cost"));

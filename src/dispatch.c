@@ -237,7 +237,7 @@ static void decide(struct task *t)
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
 			  o->message, attempt_count(t));
 		t->succeeded = false;
-		task_finish(t);
+		finish_task(t);
 		return;
 	case DECIDE_FAIL:
 		if (t->is_probe)
@@ -245,7 +245,7 @@ static void decide(struct task *t)
 		t->error_code = o->code;
 		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
 		t->succeeded = false;
-		task_finish(t);
+		finish_task(t);
 		return;
 	}
 }
@@ -492,7 +492,7 @@ void task_send_attempt(struct task *t)
 	t->state = T_CALLING;
 	t->xfer = http_start(d->http, &req, call_done, t);
 	if (!t->xfer) {
-		task_fail(t, "internal", NULL, "the request could not be set up");
+		finish_fail(t, "internal", NULL, "the request could not be set up");
 		return;
 	}
 	slots_call_started(t);
@@ -520,7 +520,7 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 		else
 			xsnprintf(field, sizeof(field), "images[%d]", i);
 		if (rc != SPOOL_READ_OK) {
-			task_fail(t, "invalid_request", field,
+			finish_fail(t, "invalid_request", field,
 				  "reference image \"%s\" cannot be used: %s (paths are relative to the spool "
 				  "root and may not leave it or pass through a symlink)", field,
 				  rc == SPOOL_READ_GONE ? "no such file" : spool_read_reason(rc));
@@ -528,7 +528,7 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 		}
 		const char *mime = image_mime_from_magic((unsigned char *)b->data, b->len);
 		if (!mime) {
-			task_fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
+			finish_fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
 				  field);
 			return -1;
 		}
@@ -552,7 +552,7 @@ void task_prepare_and_send(struct task *t)
 	if (upstream_build_request(&t->job, t->model, provider_state_config(t->prov)->base_url, refs,
 				   (size_t)t->job.n_refs, t->job.mask ? &mask : NULL, &t->req, err,
 				   sizeof(err)) < 0) {
-		task_fail(t, "invalid_request", NULL, "%s", err);
+		finish_fail(t, "invalid_request", NULL, "%s", err);
 		goto out;
 	}
 	task_send_attempt(t);
@@ -568,7 +568,7 @@ void task_requeue(struct task *t, const char *why)
 	 * finishes it from hold/. */
 	if (!t->d->draining && control_still_wants(&t->d->control, t->d->spool, CONTROL_CANCEL, t->id)) {
 		log_job(LOG_INFO, t->id, "cancelled by an operator instead of going back (%s)", why);
-		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its "
+		finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its "
 			  "next call");
 		return;
 	}
@@ -657,7 +657,7 @@ static void cancel_call(struct task *t)
 	attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
 	attempt_settle(t, true, a.cost_known, a.cost);
 	record_add_attempt(t->attempts, &t->elided, result_attempt_json(&a));
-	task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
+	finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) while its call was in "
 		  "flight; the upstream may still charge for that call");
 }
 
@@ -679,13 +679,13 @@ void dispatch_control(struct dispatch *d)
 			cancel_call(t);
 		} else if (cancel && t->state == T_READY) {
 			slots_ready_remove(t);
-			task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) "
+			finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) "
 				  "before its call");
 		} else if (t->state == T_READY && control_wants(&d->control, CONTROL_HOLD, t->id)) {
 			task_requeue(t, "held by an operator");
 		} else if (cancel && t->state == T_BACKOFF) {
 			deferral_call_off(t);
-			task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
+			finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its retry");
 		} else if (t->state == T_BACKOFF && control_wants(&d->control, CONTROL_HOLD, t->id)) {
 			task_requeue(t, "held by an operator");
 		}

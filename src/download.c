@@ -48,7 +48,7 @@ static void download_done(void *arg, struct http_result *res)
 		return;
 	}
 	if (res->refused_address[0]) {
-		task_fail(t, "download_failed", NULL, "the image was generated (and charged) but its URL "
+		finish_fail(t, "download_failed", NULL, "the image was generated (and charged) but its URL "
 			  "points at a loopback or private address (%s), which [limits] "
 			  "allow_private_downloads does not allow", res->refused_address);
 		return;
@@ -62,7 +62,7 @@ static void download_done(void *arg, struct http_result *res)
 		return;
 	}
 	if (t->download_tries >= d->cfg->download_attempts) {
-		task_fail(t, "download_failed", NULL,
+		finish_fail(t, "download_failed", NULL,
 			  "the image was generated (and charged) but could not be downloaded: %s (HTTP %ld)",
 			  why, res->status);
 		return;
@@ -79,7 +79,7 @@ void download_start(struct task *t)
 	struct dispatch *d = t->d;
 	if (t->next_url >= t->resp.n_urls) {
 		t->succeeded = true;
-		task_finish(t);
+		finish_task(t);
 		return;
 	}
 	if (d->grace_over) {
@@ -99,6 +99,6 @@ void download_start(struct task *t)
 	};
 	t->xfer = http_start(d->http, &req, download_done, t);
 	if (!t->xfer)
-		task_fail(t, "download_failed", NULL, "the returned image URL could not be fetched");
+		finish_fail(t, "download_failed", NULL, "the returned image URL could not be fetched");
 }
 

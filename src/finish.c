@@ -133,7 +133,7 @@ static void publish_done(void *arg)
 		xsnprintf(why, sizeof(why), "%s", t->publish_err);
 		free(t->result_json);
 		t->result_json = NULL;
-		task_fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
+		finish_fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
 			  "published in done/: %s; they are in failed/ beside this result", why);
 		return;
 	}
@@ -175,7 +175,7 @@ static bool events_wanted(const struct dispatch *d)
 }
 
 /* The outbox entries of an event of t ([notify]): none when nothing is configured. */
-void task_queue_event(struct task *t, const char *state, json_t *data)
+void finish_event(struct task *t, const char *state, json_t *data)
 {
 	struct dispatch *d = t->d;
 	outbox_batch_release(&t->events);
@@ -203,7 +203,7 @@ static void upload_done(void *arg, struct image *images, char **urls, size_t n)
 	t->images = images;
 	t->n_images = n;
 	t->urls = urls;
-	task_finish(t);
+	finish_task(t);
 }
 
 /* What must happen before a result may be published: a succeeded job's images go to the store
@@ -219,7 +219,7 @@ static bool before_publish(struct task *t)
 	return true;
 }
 
-void task_finish(struct task *t)
+void finish_task(struct task *t)
 {
 	struct dispatch *d = t->d;
 	if (t->xfer)
@@ -267,14 +267,14 @@ void task_finish(struct task *t)
 	t->final_job_text = NULL;   /* built by publish_work, on the helper thread */
 	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
 		t->result_json = result_to_json(&t->result);
-		task_queue_event(t, t->succeeded ? "succeeded" : "failed",
+		finish_event(t, t->succeeded ? "succeeded" : "failed",
 				 webhook_data_from_result(t->result_json));
 	}
 	t->state = T_PUBLISHING;
 	task_pool_submit_batched(t, publish_work, publish_done);
 }
 
-void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+void finish_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -283,5 +283,5 @@ void task_fail(struct task *t, const char *code, const char *field, const char *
 	t->succeeded = false;
 	t->error_code = code;
 	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
-	task_finish(t);
+	finish_task(t);
 }

@@ -8,11 +8,11 @@
 struct task;
 
 /* Ends t in failed/ with code, the field at fault (NULL: none) and a message. */
-void task_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
+void finish_fail(struct task *t, const char *code, const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-/* Ends t as it stands: in done/ when it succeeded, else in failed/ (task_fail sets why). */
-void task_finish(struct task *t);
+/* Ends t as it stands: in done/ when it succeeded, else in failed/ (finish_fail sets why). */
+void finish_task(struct task *t);
 /* The outbox entries of an event of t ([notify]), written before its next move. */
-void task_queue_event(struct task *t, const char *state, json_t *data);
+void finish_event(struct task *t, const char *state, json_t *data);
 
 #endif

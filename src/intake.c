@@ -277,7 +277,7 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 	known_del(d, pe->dir, pe->name);
 	t->created_wall_ms = timespec_ms(&st.st_mtim);
 	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
-	task_fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
+	finish_fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
 		  "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
 		  "(spool-layout.md §3); the file was renamed to %s.json", id);
 }
@@ -425,21 +425,21 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	}
 	if (cancelled) {
 		log_job(LOG_INFO, id, "claimed: cancelled by an operator before its call");
-		task_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");
+		finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");
 		return STARTED;
 	}
 	if (pr != JOB_OK) {
 		log_job(LOG_INFO, id, "claimed: invalid job file");
-		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		finish_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return STARTED;
 	}
 	if (route && job.provider) {
-		task_fail(t, "invalid_job", "provider", "\"model\" names route \"%s\", which chooses the "
+		finish_fail(t, "invalid_job", "provider", "\"model\" names route \"%s\", which chooses the "
 			  "provider: leave \"provider\" out", route->name);
 		return STARTED;
 	}
 	if (route && pick.verdict == ROUTE_NONE) {
-		task_fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
+		finish_fail(t, "invalid_request", NULL, "no target of route \"%s\" can do all this job asks: %s",
 			  route->name, pick.why);
 		return STARTED;
 	}
@@ -447,13 +447,13 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 		log_job(LOG_INFO, id, "claimed: a webhook_url the configuration does not allow");
 		free(t->job.webhook_url);
 		t->job.webhook_url = NULL;   /* its events go to [notify] url, if any */
-		task_fail(t, "invalid_job", "webhook_url", "\"webhook_url\" is not under one of the URL "
+		finish_fail(t, "invalid_job", "webhook_url", "\"webhook_url\" is not under one of the URL "
 			  "prefixes that [notify] job_url_prefixes allows");
 		return STARTED;
 	}
 	if (!prov) {
 		log_job(LOG_INFO, id, "claimed: unknown provider");
-		task_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+		finish_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
 			  job.provider);
 		return STARTED;
 	}

@@ -216,7 +216,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	if (called)
 		t->crashes++;
 	if (pr != JOB_OK) {
-		task_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
+		finish_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return;
 	}
 	/* A routed job: the target its call went to, else its route's first. */
@@ -236,7 +236,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		model = route->targets[0].model;
 	}
 	if (!prov) {
-		task_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
+		finish_fail(t, "invalid_job", "provider", "provider \"%s\" is not configured on this daemon",
 			  t->job.provider);
 		free(target);
 		return;
@@ -244,7 +244,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	task_set_provider(t, prov, model, false);
 	free(target);
 	if (t->crashes > d->cfg->max_crash_requeues) {
-		task_fail(t, "crashed", NULL,
+		finish_fail(t, "crashed", NULL,
 			  "the daemon stopped %d times while this job was running; it is not tried again",
 			  t->crashes);
 		return;
@@ -307,7 +307,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		return;
 	}
 	if (restage) {
-		task_fail(t, "publish_failed", NULL, "its records say it finished, but its staged result "
+		finish_fail(t, "publish_failed", NULL, "its records say it finished, but its staged result "
 			  "is gone and no saved response is left to finish it from: not called again");
 		return;
 	}
