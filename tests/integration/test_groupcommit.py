@@ -306,35 +306,24 @@ def test_no_job_published_before_its_bytes_are_durable_fsync(env):
 
 def test_no_job_published_before_its_bytes_are_durable_syncfs(env):
     # On a tmpfs of our own: syncfs is a barrier there whatever file system /tmp is on.
-    fs = Tmpfs("256m")
-    try:
+    with env.mounted(Tmpfs("256m")) as fs:
         m = run_batch(env, "syncfs", os.path.join(fs.path, "spool"))
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
     assert m.fs_syncs, "sync = syncfs made no syncfs"
 
 
 def test_journaled_ext4_keeps_the_renames_in_order(env):
     # sync = auto on a fresh ext4 with a journal: two syncs per publication, not four, and
     # one per save of responses, not two.
-    fs = LoopExt4()
-    try:
+    with env.mounted(LoopExt4()) as fs:
         m = run_batch(env, "auto", os.path.join(fs.path, "spool"), check_ordered_log)
         assert "the spool is on ext4 with a journal" in env.daemons[-1].log()
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
     assert m.fs_syncs, "sync = auto made no syncfs for a batch"
 
 
 def test_journaled_ext4_one_job_commits_per_barrier_not_per_file(env):
     # A job alone goes file by file; on a journaled ext4 a file's fsync commits the journal by
     # itself, so its files are only written out and the directories' fsyncs commit them.
-    fs = LoopExt4()
-    try:
+    with env.mounted(LoopExt4()) as fs:
         d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), spool__concurrency=1)
         log = os.path.join(d.dir, "strace.log")
         d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e",
@@ -345,10 +334,6 @@ def test_journaled_ext4_one_job_commits_per_barrier_not_per_file(env):
         d.stop()
         with open(log) as f:
             calls = [line for line in f if re.search(r"(fsync|sync_file_range)\(\d+<", line)]
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
     files = re.compile(r"<[^>]*/\.alone[^/>]*\.(tmp|partial)>")   # the job's own files
     written = [c for c in calls if "sync_file_range(" in c and files.search(c)]
     fsynced = [c for c in calls if "fsync(" in c and files.search(c)]
@@ -488,8 +473,7 @@ def test_a_failed_barrier_of_a_saved_response(env):
     # The save of a response has two barriers: its bytes, then its name. The second runs only
     # when something was renamed; a barrier that fails leaves the response not saved, said in
     # the log, and the job goes on from memory (its own later steps have their own barriers).
-    fs = Tmpfs("64m")
-    try:
+    with env.mounted(Tmpfs("64m")) as fs:
         d, lines = save_with_a_failing_syncfs(env, fs, 1)
         assert "(INJECTED)" in lines[0], lines[:3]
         assert ".response." not in lines[1] and "syncfs(" not in lines[1], \
@@ -501,10 +485,6 @@ def test_a_failed_barrier_of_a_saved_response(env):
             "\n".join(lines[:4])
         assert "eio2 error: cannot make its response durable (Input/output error)" in d.log(), \
             "a failed barrier after the rename went unnoticed:\n" + d.log()
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
 
 
 if __name__ == "__main__":

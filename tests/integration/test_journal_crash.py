@@ -23,7 +23,6 @@ import json
 import os
 import re
 import struct
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -44,12 +43,6 @@ def shut_down(path):
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
-
-
-def remount(fs):
-    wait_for(lambda: subprocess.run(["umount", fs.path], stderr=subprocess.DEVNULL).returncode
-             == 0, 30, f"umount {fs.path}")
-    subprocess.run(["mount", fs.device, fs.path], check=True)
 
 
 def reported_done(d):
@@ -113,7 +106,7 @@ def crash_once(env, fs, trial, k):
     shut_down(fs.path)
     d.kill()
     reported = reported_done(d)   # read after the kill: the log is complete
-    remount(fs)
+    fs.remount()
     responses = check_after_crash(d, reported)
     calls = {t: env.fake.calls(prompt_of(t)) for t in reported}
     assert all(calls.values()), "a job reported done without a call"
@@ -130,14 +123,9 @@ def crash_once(env, fs, trial, k):
 
 
 def test_a_crash_of_the_journal_loses_no_job_reported_done(env):
-    fs = LoopExt4()
-    try:
+    with env.mounted(LoopExt4()) as fs:
         for trial, k in enumerate((8, 40, 100)):
             crash_once(env, fs, trial, k)
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
 
 
 if __name__ == "__main__":

@@ -301,33 +301,45 @@ class Tmpfs:
 
 
 class LoopExt4:
-    """A fresh ext4 with a journal (mkfs.ext4 and mount with their defaults) on a loop device
-    over a sparse file in a directory of our own (under top, else SCRATCH: tempfile's default
-    directory once this module is imported), mounted there at .path. close() unmounts it, detaches the device and removes the directory."""
+    """A fresh ext4 with a journal (mkfs.ext4 with its defaults; mounted with them, or with the
+    mount options given, e.g. "nobarrier") on a loop device over a sparse file in a directory of
+    our own (under top, else SCRATCH: tempfile's default directory once this module is
+    imported), mounted there at .path. close() unmounts it, detaches the device and removes the
+    directory."""
 
-    def __init__(self, size_mb=256, top=None):
+    def __init__(self, size_mb=256, top=None, options=None):
         self.top = tempfile.mkdtemp(prefix="imgspool-ext4-", dir=top)
         self.image = os.path.join(self.top, "ext4.img")
         self.path = os.path.join(self.top, "mnt")
+        self.options = ["-o", options] if options else []
         try:
             with open(self.image, "wb") as f:
                 f.truncate(size_mb << 20)
             os.mkdir(self.path)
             self.device = _run(["losetup", "--find", "--show", self.image]).strip()
             _run(["mkfs.ext4", "-q", self.device])
-            _run(["mount", self.device, self.path])
+            _run(["mount"] + self.options + [self.device, self.path])
         except BaseException:
             self.close()
             raise
 
+    def _umount(self):
+        # A daemon just stopped may hold the file system for a moment.
+        wait_for(lambda: subprocess.run(["umount", self.path],
+                                        stderr=subprocess.DEVNULL).returncode == 0, 30,
+                 f"umount {self.path}")
+
+    def remount(self):
+        """Unmounted and mounted again (after a shutdown: the journal replayed)."""
+        self._umount()
+        _run(["mount"] + self.options + [self.device, self.path])
+
     def close(self):
         if os.path.ismount(self.path):
-            # A daemon just stopped may hold the file system for a moment; past 30 s, a lazy
-            # umount takes it out of sight and the kernel lets go of it with its last user.
+            # Past 30 s, a lazy umount takes it out of sight and the kernel lets go of it with
+            # its last user.
             try:
-                wait_for(lambda: subprocess.run(["umount", self.path],
-                                                stderr=subprocess.DEVNULL).returncode == 0, 30,
-                         f"umount {self.path}")
+                self._umount()
             except AssertionError:
                 subprocess.run(["umount", "-l", self.path], check=False)
         # Every device on our image, also one attached before an interruption named it.
@@ -391,6 +403,19 @@ class Env:
                 d.kill()
             mounts.close()
             shutil.rmtree(base, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def mounted(self, fs):
+        """Yields fs (a Tmpfs or LoopExt4 just made); on the way out, whatever happened, the
+        test's daemons are killed (they hold it) and fs is unmounted and removed."""
+        try:
+            yield fs
+        finally:
+            try:
+                for d in self.daemons:
+                    d.kill()
+            finally:
+                fs.close()
 
     def close(self, passed):
         try:
