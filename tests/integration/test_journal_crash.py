@@ -14,6 +14,14 @@ Three crash points (k). It fails with every sync off (the jobs reported done are
 new/), and with only sync_file_range off, the wait for writeback before the renames of the
 reduced sequence (jobs reported done with empty files: delayed allocation).
 
+Then one job at a time (concurrency 1, each job submitted once the one before is reported
+done), so that every publication is a job alone, file by file (its files written out, the
+directories' fsyncs committing them): the file system goes right after the k-th job is
+reported, for three k, and the same holds, with one call per job. With fsync, fdatasync and
+sync_file_range all no-ops (an LD_PRELOAD shim) every job reported done is gone; with
+sync_file_range alone a no-op they are there with empty files; with only the directories'
+fsyncs no-ops they are gone.
+
 This tests loss at the journal's level only: not a disk that reorders or drops writes from its
 cache, nor torn writes (the loop device's backing file keeps every block written to it).
 """
@@ -93,6 +101,28 @@ def check_after_crash(d, reported):
     return sum(".response." in n for n in running)
 
 
+def crash_and_restart(env, fs, d, jobs):
+    """The file system of d's spool goes now, d is killed, the journal replayed: every job d
+    reported done is whole in done/ (check_after_crash), its call made; a daemon started again
+    finishes every other job of jobs and calls the upstream for none of those reported done.
+    Returns the jobs reported done and the number of saved responses found in running/."""
+    shut_down(fs.path)
+    d.kill()
+    reported = reported_done(d)   # read after the kill: the log is complete
+    fs.remount()
+    responses = check_after_crash(d, reported)
+    calls = {t: env.fake.calls(prompt_of(t)) for t in reported}
+    assert all(calls.values()), "a job reported done without a call"
+    d.start()
+    wait_for(lambda: all(d.state(t) in ("done", "failed") for t in jobs), 60,
+             "every job to finish after the restart")
+    d.stop()
+    again = sorted(t for t in reported if env.fake.calls(prompt_of(t)) != calls[t])
+    assert not again, f"reported done before the crash, called again after it: {again}"
+    assert not d.listdir("failed"), d.listdir("failed")
+    return reported, responses
+
+
 def crash_once(env, fs, trial, k):
     d = env.daemon(spool_dir=os.path.join(fs.path, f"spool{trial}"), spool__concurrency=8,
                    spool__host_id=HOST, spool__sync="auto")
@@ -103,21 +133,7 @@ def crash_once(env, fs, trial, k):
     d.start()
     assert "the spool is on ext4 with a journal" in d.log(), d.log()
     wait_for(lambda: len(reported_done(d)) >= k or d.exited(), 60, f"{k} jobs reported done")
-    shut_down(fs.path)
-    d.kill()
-    reported = reported_done(d)   # read after the kill: the log is complete
-    fs.remount()
-    responses = check_after_crash(d, reported)
-    calls = {t: env.fake.calls(prompt_of(t)) for t in reported}
-    assert all(calls.values()), "a job reported done without a call"
-    # A daemon started again finishes the rest and calls the upstream for none of those.
-    d.start()
-    wait_for(lambda: all(d.state(t) in ("done", "failed") for t in jobs), 60,
-             "every job to finish after the restart")
-    d.stop()
-    again = sorted(t for t in reported if env.fake.calls(prompt_of(t)) != calls[t])
-    assert not again, f"reported done before the crash, called again after it: {again}"
-    assert not d.listdir("failed"), d.listdir("failed")
+    reported, responses = crash_and_restart(env, fs, d, jobs)
     print(f"# crash {trial}: {len(reported)} jobs reported done at the crash, all whole in done/, "
           f"{responses} saved responses whole in running/")
 
@@ -128,5 +144,35 @@ def test_a_crash_of_the_journal_loses_no_job_reported_done(env):
             crash_once(env, fs, trial, k)
 
 
+def one_by_one_once(env, fs, k):
+    """One job at a time (concurrency 1, each submitted once the one before is reported done),
+    so each is published alone, file by file: on a journaled ext4 its files only written out and
+    the directories' fsyncs committing them (spool-layout §5). The file system goes right after
+    the k-th is reported. Nothing syncs the clients' submissions (any fsync on an ext4 commits
+    the whole journal, the daemon's renames too): only the daemon's own syncs can have made a
+    job reported done durable."""
+    d = env.daemon(spool_dir=os.path.join(fs.path, f"alone{k}"), spool__concurrency=1,
+                   spool__host_id=HOST, spool__sync="auto")
+    d.start()
+    assert "the spool is on ext4 with a journal" in d.log(), d.log()
+    jobs = [f"a{k}-{i}" for i in range(k)]
+    for task_id in jobs:
+        d.submit(task_id, {"prompt": prompt_of(task_id)})
+        wait_for(lambda: task_id in reported_done(d) or d.exited(), 30, f"{task_id} reported done")
+    reported, _ = crash_and_restart(env, fs, d, jobs)
+    assert reported == set(jobs), (sorted(reported), d.log()[-2000:])
+    calls = {t: env.fake.calls(prompt_of(t)) for t in jobs}
+    assert set(calls.values()) == {1}, f"a job alone called more than once: {calls}"
+    print(f"# {k} jobs published alone reported done at the crash: all whole in done/ after the "
+          "replay, one call each")
+
+
+def test_a_crash_of_the_journal_loses_no_job_published_alone(env):
+    with env.mounted(LoopExt4()) as fs:
+        for k in (1, 3, 6):
+            one_by_one_once(env, fs, k)
+
+
 if __name__ == "__main__":
-    run_tests([test_a_crash_of_the_journal_loses_no_job_reported_done])
+    run_tests([test_a_crash_of_the_journal_loses_no_job_reported_done,
+               test_a_crash_of_the_journal_loses_no_job_published_alone])
