@@ -288,10 +288,11 @@ class Daemon:
 
 class Tmpfs:
     """A small file system of our own (a test that fills it up hurts nobody; syncfs is a barrier
-    on it whatever /tmp is), mounted below the test's scratch directory."""
+    on it whatever /tmp is), mounted below the test's scratch directory, or on at (an empty
+    directory the test made; removed too once unmounted)."""
 
-    def __init__(self, size):
-        self.path = tempfile.mkdtemp(prefix="imgspool-tmpfs-")
+    def __init__(self, size, at=None):
+        self.path = at or tempfile.mkdtemp(prefix="imgspool-tmpfs-")
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path],
                        check=True)
 
