@@ -25,7 +25,7 @@
 #include "banned.h"
 
 /* The daemon's default max_job_bytes: a job over it would lie in new/ unread, for ever. */
-#define JOB_TEXT_MAX (1u << 20)
+#define JOB_TEXT_MAX ((size_t)CONFIG_JOB_BYTES_DEFAULT)
 #define JSONL_MAX (1u << 30)         /* a JSONL file, read whole */
 #define TOO_BIG_WHY ", the daemon's default [limits] max_job_bytes: a daemon leaves a larger job in " \
 	"new/ unread"
@@ -288,7 +288,7 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	char **whole = xcalloc((size_t)ninputs, sizeof(*whole));
 	for (int f = 0; f < ninputs; f++) {
 		if (read_all(inputs[f], jsonl ? JSONL_MAX : JOB_TEXT_MAX, &text) < 0) {
-			rc = errno == EFBIG ? cli_fail(c, CLI_USAGE, "'%s' is larger than %u bytes%s", inputs[f],
+			rc = errno == EFBIG ? cli_fail(c, CLI_USAGE, "'%s' is larger than %zu bytes%s", inputs[f],
 						       jsonl ? JSONL_MAX : JOB_TEXT_MAX,
 						       jsonl ? "" : TOO_BIG_WHY)
 			     : cli_fail(c, CLI_ERROR, "cannot read '%s': %s", inputs[f], strerror(errno));
@@ -317,7 +317,7 @@ int cli_submit(struct cli *c, int argc, char **argv)
 					: xstrdup(strcmp(inputs[f], "-") ? inputs[f] : "standard input");
 				char msg[700];
 				if (subs[n].len > JOB_TEXT_MAX)   /* a file is capped as it is read */
-					xsnprintf(msg, sizeof(msg), "larger than %u bytes%s", JOB_TEXT_MAX,
+					xsnprintf(msg, sizeof(msg), "larger than %zu bytes%s", JOB_TEXT_MAX,
 						  TOO_BIG_WHY);
 				if ((subs[n].len > JOB_TEXT_MAX || check_job(p, subs[n].len, msg, sizeof(msg)) < 0) &&
 				    ++bad <= ERRORS_SHOWN)

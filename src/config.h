@@ -30,6 +30,9 @@
 /* The highest [limits] max_job_bytes may be set to. With the records beyond it (record.h), the
  * largest job file any daemon reads, whatever its configuration (RECORD_FILE_MAX). */
 #define CONFIG_JOB_BYTES_CEILING (64L << 20)
+/* [limits] max_job_bytes's default (keys[] in config.c says it as a number): what imgspool
+ * submit holds a job to, since a daemon so configured leaves a larger one in new/ unread. */
+#define CONFIG_JOB_BYTES_DEFAULT (1L << 20)
 
 struct provider_config {
 	char *name;

@@ -4,12 +4,13 @@ every verb, its messages and exit codes, and that held, paused and cancelled job
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, IMGSPOOLD, SCRATCH, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, IMGSPOOLD, ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
 
 
 def cli(spool, *args, **kw):
@@ -116,6 +117,49 @@ def test_submit_many_validates_and_waits(env):
             os.unlink(p)
     finally:
         os.unlink(jobs)
+
+
+def daemon_default_max_job_bytes():
+    """[limits] max_job_bytes's default as the daemon's key table (src/config.c) says it."""
+    src = open(os.path.join(ROOT, "src", "config.c")).read()
+    m = re.search(r'\{ "limits", "max_job_bytes", T_INT, C\(max_job_bytes\), [^,]+, [^,]+, "(\d+)" \}', src)
+    assert m, "max_job_bytes's row was not found in src/config.c"
+    return int(m.group(1))
+
+
+def test_submit_holds_a_job_to_what_a_default_daemon_runs(env):
+    """imgspool submit and a daemon of the default configuration agree on a job's size
+    (CONFIG_JOB_BYTES_DEFAULT): a job of exactly that many bytes is submitted and run, one byte
+    more is refused by submit, and a daemon leaves such a file in new/ unread."""
+    cap = daemon_default_max_job_bytes()
+    d = env.daemon(verbose=True).start()
+    path = os.path.join(SCRATCH, "cap.json")
+    head = '{"prompt": "as big as a job may be", "metadata": "'
+
+    def job_of(size):
+        return head + "x" * (size - len(head) - 2) + '"}'
+    try:
+        with open(path, "w") as f:
+            f.write(job_of(cap))
+        assert os.path.getsize(path) == cap
+        r = cli(d.spool, "submit", "-i", "at-cap", path)
+        assert r.returncode == 0 and r.stdout == "at-cap\n", r
+        assert d.wait_finished("at-cap") == "done"
+        result = json.load(open(d.path("done", "at-cap.result.json")))
+        assert result["metadata"] == "x" * (cap - len(head) - 2)
+        with open(path, "w") as f:
+            f.write(job_of(cap + 1))
+        r = cli(d.spool, "submit", "-i", "past-cap", path)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert f"'{path}' is larger than {cap} bytes, the daemon's default [limits] " \
+            "max_job_bytes" in r.stderr, r.stderr
+        assert not os.path.exists(d.path("new", "past-cap.json"))
+        d.submit("past-cap", job_of(cap + 1))   # by hand, past submit: the daemon leaves it
+        wait_for(lambda: "ignoring 'new/past-cap.json'" in d.log(), 10, "new/past-cap.json ignored")
+        assert "larger than [limits] max_job_bytes" in d.log()
+        assert d.state("past-cap") == "new"
+    finally:
+        os.unlink(path)
 
 
 def test_ls_show_stat(env):
@@ -573,6 +617,7 @@ if __name__ == "__main__":
         test_wait_and_status_say_what_is_wrong,
         test_help_version_unknown_command,
         test_submit_many_validates_and_waits,
+        test_submit_holds_a_job_to_what_a_default_daemon_runs,
         test_ls_show_stat,
         test_hold_release_cancel_pending,
         test_a_job_file_too_big_to_read_is_not_cancelled,

@@ -77,6 +77,9 @@ int main(void)
 	is_str(cfg.spool_dir, want_spool, "relative dir resolved against the config's directory");
 	free(want_spool);
 	ok(cfg.host_id && *cfg.host_id, "host_id defaults to the host name");
+	ok(cfg.max_job_bytes == CONFIG_JOB_BYTES_DEFAULT,
+	   "max_job_bytes's default is CONFIG_JOB_BYTES_DEFAULT, the cap of imgspool submit (%ld)",
+	   cfg.max_job_bytes);
 	ok(cfg.grace_period_auto && cfg.grace_period == 900,
 	   "the grace period defaults to the longest call allowed (timeout_max)");
 	config_release(&cfg);
