@@ -91,17 +91,29 @@ static char *dump_result(json_t *o, const char *metadata, size_t metadata_len)
 	return whole;
 }
 
+/* Counts what json_dump_callback() writes, and stops it once past cap. */
+struct measure {
+	size_t len, cap;
+};
+
+static int measure_bytes(const char *buffer, size_t size, void *data)
+{
+	(void)buffer;
+	struct measure *m = data;
+	m->len += size;
+	return m->len > m->cap ? -1 : 0;
+}
+
 /* The upstream's usage, unless it is too big to keep a result within RESULT_HEADROOM: indented
- * alone within RESULT_USAGE_MAX, it takes at most twice that one level deeper in the result. */
+ * alone within RESULT_USAGE_MAX, it takes at most twice that one level deeper in the result.
+ * Measured as it would be written, never written out: a usage of megabytes costs no copy. */
 static json_t *usage_json(json_t *usage)
 {
 	if (!usage)
 		return json_null();
-	char *text = json_dumps(usage, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-	if (!text)
-		out_of_memory("writing a result's usage");
-	bool fits = strlen(text) <= RESULT_USAGE_MAX;
-	free(text);
+	struct measure m = { .cap = RESULT_USAGE_MAX };
+	bool fits = json_dump_callback(usage, measure_bytes, &m,
+				       JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) == 0;
 	return fits ? json_incref(usage) : json_null();
 }
 

@@ -104,8 +104,56 @@ static void bound(void)
 	buf_release(&meta);
 }
 
+/* Bytes jansson allocated (json_set_alloc_funcs): what writing a result costs in copies. */
+static size_t jansson_allocated;
+
+static void *counting_malloc(size_t size)
+{
+	jansson_allocated += size;
+	return malloc(size);
+}
+
+static size_t allocated_by_result(const struct result_info *info, size_t *len)
+{
+	size_t before = jansson_allocated;
+	char *text = result_to_json(info);
+	*len = strlen(text);
+	free(text);
+	return jansson_allocated - before;
+}
+
+/* An upstream's usage is measured, never written out to be measured: one too big for the result
+ * costs no copy of itself, one that fits costs only its place in the result. */
+static void usage_measured(void)
+{
+	json_t *big = json_array(), *fits = json_array();
+	for (int i = 0; i < 100000; i++)   /* about 700 KB indented */
+		json_array_append_new(big, json_integer(123456));
+	for (int i = 0; i < 1500; i++)     /* about 10 KiB */
+		json_array_append_new(fits, json_integer(123456));
+	struct result_info info = { .task_id = "t", .succeeded = true, .currency = "USD" };
+	size_t len_none, len_big, len_fits;
+	size_t none = allocated_by_result(&info, &len_none);
+	info.usage = big;
+	size_t over = allocated_by_result(&info, &len_big);
+	info.usage = fits;
+	size_t with = allocated_by_result(&info, &len_fits);
+	printf("# jansson bytes allocated per result: %zu without usage, %zu with a usage too big "
+	       "(left out), %zu with a usage of %zu bytes (result %zu bytes)\n", none, over, with,
+	       len_fits - len_none, len_fits);
+	ok(len_big == len_none && over <= none + 4096,
+	   "a usage too big for a result is left out without being written out (%zu bytes allocated, "
+	   "%zu without a usage)", over, none);
+	ok(with - none <= 5 * (len_fits - len_none),
+	   "a usage that fits is written once, in the result (%zu bytes allocated for its %zu)",
+	   with - none, len_fits - len_none);
+	json_decref(big);
+	json_decref(fits);
+}
+
 int main(void)
 {
+	json_set_alloc_funcs(counting_malloc, free);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct row *r = &rows[i];
 		json_t *attempts = json_loads(r->attempts, 0, NULL);
@@ -185,5 +233,6 @@ int main(void)
 	free(text);
 	json_decref(attempts);
 	bound();
+	usage_measured();
 	return tap_done();
 }
