@@ -40,6 +40,15 @@ const char *spool_dir_name(enum spool_dir d)
 	return dir_names[d];
 }
 
+/* The mount fd is reached through (statx's mount id, Linux 5.8): 0 if unknown. */
+static uint64_t mount_id(int fd)
+{
+	struct statx stx;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0 || !(stx.stx_mask & STATX_MNT_ID))
+		return 0;
+	return stx.stx_mnt_id;
+}
+
 int spool_open(struct spool *sp, const char *path, const char *host_id)
 {
 	memset(sp, 0, sizeof(*sp));
@@ -58,6 +67,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		return error("cannot stat spool '%s': %s", path, strerror(errno));
 	/* Whether syncfs(2) can stand for the fsyncs of a batch (syncset.h). */
 	sp->fs_type = fstatfs(sp->root_fd, &fs) == 0 ? (long)fs.f_type : 0;
+	uint64_t root_mount = mount_id(sp->root_fd);
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
@@ -68,6 +78,11 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		if (fstat(sp->fd[i], &st) < 0 || st.st_dev != root_st.st_dev)
 			return error("'%s/%s' is not on the same file system as the spool", path,
 				     dir_names[i]);
+		/* Nor through another mount of it (a bind mount: the same device). */
+		uint64_t mount = mount_id(sp->fd[i]);
+		if (mount && root_mount && mount != root_mount)
+			return error("'%s/%s' is another mount than the spool (a bind mount?): a "
+				     "rename into it fails with EXDEV", path, dir_names[i]);
 	}
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */

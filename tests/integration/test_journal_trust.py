@@ -13,11 +13,13 @@ from the system calls it made: the reduced sequence writes a job's files out
   "can't mount with journal_async_commit in data=ordered mode");
 - journal_async_commit (its commit block is written without a cache flush before it): not
   trusted, nothing said, every file fsynced;
-- done/ on another file system (a tmpfs mounted on it): the daemon does not start, and says
+- done/ on another file system (a tmpfs mounted on it), or the spool's own file system
+  reached through another mount (a bind mount on done/): the daemon does not start, and says
   why (a rename into done/ would fail with EXDEV); the job waits in new/, no call made.
 """
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -76,21 +78,42 @@ def test_the_journal_is_trusted_as_the_mount_options_say(env):
         f"journal_async_commit: the journal's order was leant on: {calls} vs {writeback}"
 
 
+class BindMount:
+    """source mounted on at too, for env.mounted."""
+
+    def __init__(self, source, at):
+        self.at = at
+        subprocess.run(["mount", "--bind", source, at], check=True)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.at], check=False)
+
+
+def refuses_to_start(env, d, why):
+    """d does not start, says why, and its job waits in new/ with no call made."""
+    d.submit("waits", {"prompt": "waits for one file system"})
+    d.start(wait_ready=False)
+    wait_for(lambda: d.exited() or "imgspoold: ready" in d.log(), 20,
+             "the daemon to refuse to start")
+    assert d.proc.returncode not in (0, None) and why in d.log(), (d.proc.returncode, d.log())
+    assert TRUSTED not in d.log(), d.log()
+    assert d.state("waits") == "new" and env.fake.calls("waits for one file system") == 0
+
+
 def test_done_on_another_file_system_stops_the_start(env):
     with env.mounted(LoopExt4(64)) as fs:
-        spool = os.path.join(fs.path, "spool")
-        d = env.daemon(spool_dir=spool, spool__sync="auto")
-        d.submit("waits", {"prompt": "waits for one file system"})
-        os.mkdir(d.path("done"))
+        d = env.daemon(spool_dir=os.path.join(fs.path, "tmpfs"), spool__sync="auto")
+        os.makedirs(d.path("done"))
         with env.mounted(Tmpfs("16m", at=d.path("done"))):
-            d.start(wait_ready=False)
-            wait_for(lambda: d.exited() or "imgspoold: ready" in d.log(), 20,
-                     "the daemon to refuse to start")
-            assert d.proc.returncode not in (0, None) and \
-                f"'{spool}/done' is not on the same file system as the spool" in d.log(), \
-                (d.proc.returncode, d.log())
-            assert TRUSTED not in d.log(), d.log()
-            assert d.state("waits") == "new" and env.fake.calls("waits for one file system") == 0
+            refuses_to_start(env, d, f"'{d.spool}/done' is not on the same file system as the "
+                             "spool")
+        # The same file system through a bind mount: the same device, and a rename into it
+        # fails with EXDEV all the same (every job would be paid for and never published).
+        d = env.daemon(spool_dir=os.path.join(fs.path, "bind"), spool__sync="auto")
+        os.makedirs(d.path("done"))
+        os.mkdir(os.path.join(fs.path, "elsewhere"))
+        with env.mounted(BindMount(os.path.join(fs.path, "elsewhere"), d.path("done"))):
+            refuses_to_start(env, d, f"'{d.spool}/done' is another mount than the spool")
 
 
 if __name__ == "__main__":
