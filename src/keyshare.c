@@ -318,17 +318,21 @@ static int seen_now(int dirfd, const char *name, struct keyshare_seen *out)
 	return 0;
 }
 
-/* Whether the listing kept in memo still stands for the directory dirfd. If not, next is what
- * the caller's new listing will be of: it keeps next as its memo (listed_at 0 if it failed). */
-static bool memo_stands(struct keyshare *ks, struct memo *memo, int dirfd, struct memo *next)
+/* A fresh look at name in dirfd ("": dirfd itself), taken just before reading it: what a
+ * reading made now is a reading of. listed_at 0 if it cannot be seen. */
+static struct memo memo_look(struct keyshare *ks, int dirfd, const char *name)
 {
 	/* The time first: a change after the stat gets an mtime at least this late. */
-	next->listed_at = spool_server_now(ks->sp);
-	if (seen_now(dirfd, "", &next->seen) < 0) {
-		next->listed_at = 0;
-		return false;
-	}
-	return keyshare_listing_stands(&memo->seen, memo->listed_at, &next->seen);
+	struct memo look = { .listed_at = spool_server_now(ks->sp) };
+	if (seen_now(dirfd, name, &look.seen) < 0)
+		look.listed_at = 0;
+	return look;
+}
+
+/* Whether the reading kept under memo still stands, by a fresh look (memo_look). */
+static bool memo_stands(const struct memo *memo, const struct memo *look)
+{
+	return look->listed_at && keyshare_listing_stands(&memo->seen, memo->listed_at, &look->seen);
 }
 
 /* ---- the ledger: what each host's calls cost ------------------------------------------------ */
@@ -570,9 +574,9 @@ void keyshare_retry_unwritten(struct keyshare *ks)
  * what is used is what reading every file now would give (spool-layout.md §17). */
 static void ledger_refresh(struct keyshare *ks)
 {
-	struct memo next;
+	struct memo next = memo_look(ks, ks->ledger_fd, "");
 	struct spool_entry *l;
-	if (memo_stands(ks, &ks->ledger_memo, ks->ledger_fd, &next))
+	if (memo_stands(&ks->ledger_memo, &next))
 		return;
 	long n = spool_list_at(ks->ledger_fd, false, false, &l);
 	if (n < 0) {
@@ -598,9 +602,8 @@ static void ledger_refresh(struct keyshare *ks)
 			*k = (struct kept_ledger){ .name = xstrdup(l[i].name) };
 		}
 		k->listed = true;
-		struct memo now = { .listed_at = spool_server_now(ks->sp) };
-		if (seen_now(ks->ledger_fd, k->name, &now.seen) == 0 &&
-		    keyshare_listing_stands(&k->memo.seen, k->memo.listed_at, &now.seen))
+		struct memo now = memo_look(ks, ks->ledger_fd, k->name);
+		if (memo_stands(&k->memo, &now))
 			continue;
 		json_decref(k->doc);
 		k->doc = read_json(ks->ledger_fd, k->name);
@@ -707,8 +710,8 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 /* The provider names in providers/, listed again only when it changed. -1 on error. */
 static int provider_names(struct keyshare *ks)
 {
-	struct memo next;
-	if (memo_stands(ks, &ks->providers_memo, ks->providers_fd, &next))
+	struct memo next = memo_look(ks, ks->providers_fd, "");
+	if (memo_stands(&ks->providers_memo, &next))
 		return 0;
 	struct spool_entry *l;
 	long n = spool_list_at(ks->providers_fd, false, false, &l);
@@ -732,13 +735,13 @@ static int provider_names(struct keyshare *ks)
 /* What the calls in flight to p reserve, its calls/ listed again only when it changed. */
 static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
 {
-	struct memo next;
-	if (!memo_stands(ks, &p->calls_memo, p->calls, &next)) {
+	struct memo next = memo_look(ks, p->calls, "");
+	if (!memo_stands(&p->calls_memo, &next)) {
 		if (!next.listed_at) {   /* removed, and perhaps made again: open it anew */
 			p->checked_at = 0;
 			if (!pdir(ks, p->name))
 				return -1;
-			memo_stands(ks, &p->calls_memo, p->calls, &next);
+			next = memo_look(ks, p->calls, "");
 		}
 		long count;
 		p->calls_memo = next;
@@ -783,11 +786,9 @@ static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lea
 		struct pdir *p = pdir(ks, ks->provider_names[i]);
 		if (!p || spool_server_now(ks->sp) < p->calls_live_until)
 			continue;   /* none of its tickets can be dead yet */
-		struct memo next;
 		long count;
 		bool reaped;
-		memo_stands(ks, &p->calls_memo, p->calls, &next);   /* the listing below is of this */
-		p->calls_memo = next;
+		p->calls_memo = memo_look(ks, p->calls, "");   /* the listing below is of this */
 		if (count_calls(ks, p, NULL, true, lease_ms, &count, &p->calls_reserved,
 				&p->calls_live_until, &reaped) < 0 || reaped)
 			p->calls_memo.listed_at = 0;   /* listed again: it changed, by us at least */
