@@ -47,8 +47,10 @@ struct pdir {
 	int64_t checked_at;          /* mono ms the handles were last found current; 0: check */
 	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
 	micros calls_reserved;
-	int64_t calls_live_until;    /* file server ms before which no ticket in calls/ can be a
-					dead host's (count_calls); 0: not known */
+	int64_t calls_oldest_beat;   /* file server ms: every ticket in calls/ was heartbeated
+					since, as of the last look that stat'ed them (count_calls);
+					0: not known. Kept apart from the lease, which a reload
+					may shorten (may_hold_dead) */
 };
 
 /* Another host's ledger as last read, used again while its file stands (ledger_refresh). */
@@ -212,7 +214,7 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 	if (p->starts >= 0 && !dir_current(p->fd, "starts", p->starts))
 		close_dir(&p->starts);
 	if (p->calls < 0)
-		p->calls_memo.listed_at = p->calls_live_until = 0;
+		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
 }
 
 /* The same for providers/ and ledger/ (a provider's handles go with providers/). */
@@ -230,7 +232,7 @@ static void top_dirs_recheck(struct keyshare *ks)
 			close_dir(&ks->dirs[i]->fd);
 			close_dir(&ks->dirs[i]->calls);
 			close_dir(&ks->dirs[i]->starts);
-			ks->dirs[i]->calls_memo.listed_at = ks->dirs[i]->calls_live_until = 0;
+			ks->dirs[i]->calls_memo.listed_at = ks->dirs[i]->calls_oldest_beat = 0;
 		}
 	}
 	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
@@ -659,23 +661,23 @@ bool keyshare_needed(const struct keyshare_limits *l)
 }
 
 /* Calls in flight in calls/ and what they reserve; with_stat removes dead hosts' tickets
- * (not heartbeated for a lease) first, and says until when (file server ms) none of the tickets
- * there can be dead (live_until, may be NULL): those it saw were heartbeated at their mtime at
+ * (not heartbeated for a lease) first, and says since when (file server ms) every ticket there
+ * was heartbeated (oldest_beat, may be NULL): those it saw were heartbeated at their mtime at
  * the latest, and one made after the listing has an mtime no earlier than the listing, less
  * the clock margin. reaped (may be NULL): whether it removed any. -1 on error. */
 static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mine,
 		       bool with_stat, int64_t lease_ms, long *count, micros *reserved,
-		       int64_t *live_until, bool *reaped)
+		       int64_t *oldest_beat, bool *reaped)
 {
 	struct spool_entry *l;
 	*count = 0;
 	*reserved = 0;
-	if (live_until)
-		*live_until = 0;
+	if (oldest_beat)
+		*oldest_beat = 0;
 	if (reaped)
 		*reaped = false;
 	int64_t listed_at = with_stat ? spool_server_now(ks->sp) : 0;
-	int64_t until = listed_at + lease_ms - KEYSHARE_CLOCK_MARGIN_MS;
+	int64_t oldest = listed_at - KEYSHARE_CLOCK_MARGIN_MS;
 	long n = spool_list_at(p->calls, false, with_stat, &l);
 	if (n < 0)
 		return -1;
@@ -696,15 +698,23 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 			}
 			continue;
 		}
-		if (l[i].mtime_ns / 1000000 + lease_ms < until)
-			until = l[i].mtime_ns / 1000000 + lease_ms;
+		if (l[i].mtime_ns / 1000000 < oldest)
+			oldest = l[i].mtime_ns / 1000000;
 		(*count)++;
 		*reserved += r;
 	}
 	spool_entries_free(l, n);
-	if (live_until && with_stat)
-		*live_until = until;
+	if (oldest_beat && with_stat)
+		*oldest_beat = oldest;
 	return 0;
+}
+
+/* Whether a ticket in p's calls/ may have gone a lease without a heartbeat since the last look
+ * that stat'ed them: only then is it worth stat'ing them again. The lease is today's: a reload
+ * that shortens it applies to the tickets already seen. */
+static bool may_hold_dead(const struct pdir *p, int64_t now, int64_t lease_ms)
+{
+	return now >= p->calls_oldest_beat + lease_ms;
 }
 
 /* The provider names in providers/, listed again only when it changed. -1 on error. */
@@ -784,13 +794,13 @@ static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lea
 		if (!strcmp(ks->provider_names[i], own->name))
 			continue;
 		struct pdir *p = pdir(ks, ks->provider_names[i]);
-		if (!p || spool_server_now(ks->sp) < p->calls_live_until)
-			continue;   /* none of its tickets can be dead yet */
+		if (!p || !may_hold_dead(p, spool_server_now(ks->sp), lease_ms))
+			continue;
 		long count;
 		bool reaped;
 		p->calls_memo = memo_look(ks, p->calls, "");   /* the listing below is of this */
 		if (count_calls(ks, p, NULL, true, lease_ms, &count, &p->calls_reserved,
-				&p->calls_live_until, &reaped) < 0 || reaped)
+				&p->calls_oldest_beat, &reaped) < 0 || reaped)
 			p->calls_memo.listed_at = 0;   /* listed again: it changed, by us at least */
 	}
 }
@@ -921,9 +931,9 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
 		/* Perhaps a dead host's tickets: look closer (a stat of each) before saying no, once
 		 * one may have outlived its lease since the last look. */
-		if (now >= p->calls_live_until &&
+		if (may_hold_dead(p, now, l->lease_ms) &&
 		    count_calls(ks, p, out->call, true, l->lease_ms, &count, &reserved,
-				&p->calls_live_until, NULL) < 0)
+				&p->calls_oldest_beat, NULL) < 0)
 			goto file_error;
 		if (l->total_daily || l->total_monthly)
 			reap_others(ks, p, l->lease_ms);

@@ -89,6 +89,34 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
+/* A call of host C in provider's calls/ reserving reserve, last heartbeated 10 s ago, seen by
+ * ks at a try to call caller under l (a 60 s lease): it is live, so the try gets live_block.
+ * A reload makes the lease 4 s: at the next try C's call is dead, removed, and the call starts. */
+static void shortened_lease(struct keyshare *ks, const char *dir, const char *provider,
+			    const char *caller, struct keyshare_limits l, micros reserve,
+			    enum provider_block live_block)
+{
+	char *path = xasprintf("%s/providers/%s/calls/hostC~5-1~%lld", dir, provider,
+			       (long long)reserve);
+	struct timespec quiet10[2] = { { .tv_sec = time(NULL) - 10 }, { .tv_sec = time(NULL) - 10 } };
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, path, quiet10, 0) == 0,
+	   "%s: host C's call, last heartbeated 10 s ago", provider);
+	struct keyshare_ticket t;
+	struct keyshare_verdict v = keyshare_acquire(ks, caller, &l, keyshare_micros(1), &t);
+	ok(v.block == live_block && access(path, F_OK) == 0,
+	   "%s: under a 60 s lease it is live: a call to %s waits", provider, caller);
+	l.lease_ms = 4000;
+	v = keyshare_acquire(ks, caller, &l, keyshare_micros(1), &t);
+	ok(v.block == PROVIDER_FREE && access(path, F_OK) < 0,
+	   "%s: under a 4 s lease (a reload) it is dead at the next try: removed, the call starts (%s)",
+	   provider, v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(ks, &t);
+	unlink(path);
+	free(path);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -144,6 +172,14 @@ int main(void)
 	keyshare_release(b, &t3);
 	free(t1.provider); free(t1.call); free(t1.start);
 	free(path);
+
+	/* A reload that shortens the lease applies to the tickets already looked at. */
+	struct keyshare_limits one_at_a_time = { .concurrency = 1, .window_ms = 60000,
+						 .lease_ms = 60000 };
+	ok(keyshare_acquire(a, "lease", &one_at_a_time, 0, &t1).block == PROVIDER_FREE,
+	   "provider lease, one call at a time");
+	keyshare_release(a, &t1);
+	shortened_lease(a, dir, "lease", "lease", one_at_a_time, 0, PROVIDER_BUSY);
 
 	/* Budgets: reservations of every host, then what each spent (the ledger). */
 	struct keyshare_limits money = { .budget_daily = keyshare_micros(1.0), .window_ms = 60000,
@@ -219,6 +255,12 @@ int main(void)
 	ok(v.block == PROVIDER_FREE && access(dead, F_OK) < 0,
 	   "A, over the total budget only by it, removes it and calls (%s)", v.which ? v.which : "free");
 	keyshare_release(a4, &t1);
+	/* There too, a reload's shorter lease applies to the tickets already looked at. */
+	char *ydir = xasprintf("%s/providers/y", dir), *ycalls = xasprintf("%s/calls", ydir);
+	ok(mkdir(ydir, 0777) == 0 && mkdir(ycalls, 0777) == 0, "provider y, that no live host calls");
+	shortened_lease(a4, dir, "y", "p", tot, keyshare_micros(99), PROVIDER_OVER_BUDGET);
+	free(ycalls);
+	free(ydir);
 	fd = open(dead, O_WRONLY | O_CREAT | O_EXCL, 0644);
 	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, zcalls, quiet, 0) == 0,
 	   "a live host's call there reserving 99 (heartbeated now)");
