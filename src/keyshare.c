@@ -440,6 +440,7 @@ static void ledger_write_locked(struct keyshare *ks)
 		unsigned long gen = ks->spent_gen;
 		char *text = ledger_text(ks);
 		pthread_mutex_unlock(&ks->spent_lock);
+		stop_point("ledger:writing");
 		/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
 		ok = ks->ledger_fd >= 0 &&
 		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) == 0;

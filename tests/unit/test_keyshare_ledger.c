@@ -1,0 +1,207 @@
+/* test_keyshare_ledger.c - this host's ledger from several threads (keyshare.c, struct keyshare:
+ * spent_lock and write_lock), also under ThreadSanitizer (make unit-tsan). Helper threads write
+ * their batches (keyshare_spent_batch); the loop adds its spends (keyshare_spent) and never waits
+ * for a helper's write: it leaves its own to the helper holding the write, which writes again
+ * for a spend that came in meanwhile before it lets go. So at every quiet moment the ledger file
+ * has every spend, and no ticket waits for a write that nobody will make.
+ *
+ * First one interleaving on purpose (a helper held by the stop point "ledger:writing", figures
+ * in hand, while the loop spends), then threads racing freely. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "keyshare.h"
+#include "spool.h"
+#include "util.h"
+#include "tap.h"
+
+#define HELPERS 3
+#define BATCHES 30
+#define LOOP_ALONE 10         /* the loop's calls once the helpers are through */
+
+static struct keyshare *ks;
+static long day, month;
+static atomic_int batches_written;   /* by every helper */
+
+struct helper {
+	pthread_t thread;
+	int batches;
+	micros p_spent, q_spent;     /* what this helper added */
+	atomic_bool done;
+};
+
+/* A helper thread judging answers: each batch is a call to p and one to q, written at once. */
+static void *helper_run(void *arg)
+{
+	struct helper *h = arg;
+	for (int i = 0; i < h->batches; i++) {
+		struct keyshare_spend spends[2] = { { "p", 1000 + i }, { "q", 7 } };
+		unsigned long gen = keyshare_spent_batch(ks, spends, 2, day, month);
+		if (!keyshare_written(ks, gen))
+			return "a batch's own write did not take it";
+		h->p_spent += spends[0].amount;
+		h->q_spent += spends[1].amount;
+		atomic_fetch_add(&batches_written, 1);
+	}
+	atomic_store(&h->done, true);
+	return NULL;
+}
+
+/* The helper's verdict (NULL: all written), or a word that it did not end within 30 s. */
+static const char *join(struct helper *h)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 30;
+	void *verdict = NULL;
+	if (pthread_timedjoin_np(h->thread, &verdict, &deadline) != 0)
+		return "stuck for 30 s";
+	return verdict;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+/* day_micros of provider in the ledger file, -1 if it cannot be read. */
+static micros file_says(const char *dir, const char *provider)
+{
+	char *path = xasprintf("%s/ledger/hostA.json", dir);
+	json_t *doc = json_load_file(path, 0, NULL);
+	free(path);
+	json_t *v = json_object_get(json_object_get(json_object_get(doc, "providers"), provider),
+				    "day_micros");
+	micros got = json_is_integer(v) ? json_integer_value(v) : -1;
+	json_decref(doc);
+	return got;
+}
+
+static void pause_ms(long ms)
+{
+	nanosleep(&(struct timespec){ .tv_nsec = ms * 1000000 }, NULL);
+}
+
+/* Lets every helper held at the stop point go on (one that is not there yet is let go when it
+ * gets there), until h is through; false if it is not within 20 s. */
+static bool release_until_done(const char *fifo, struct helper *h)
+{
+	int64_t deadline = mono_ms() + 20000;
+	while (!atomic_load(&h->done) && mono_ms() < deadline) {
+		/* Opens only while a helper waits at the stop: it reads to our close. */
+		int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		pause_ms(1);   /* polls, to a deadline */
+	}
+	return atomic_load(&h->done);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-ledger-XXXXXX";
+	if (!mkdtemp(dir))
+		return 1;
+	struct spool sp;
+	if (spool_open(&sp, dir, "hostA") < 0)
+		return 1;
+	ks = keyshare_new(&sp);
+	keyshare_today(ks, &day, &month);
+
+	/* One helper holds the write, its figures taken, when the loop spends: the loop does not
+	 * wait, and the helper writes the loop's spend too before it lets go. */
+	char *fifo = xasprintf("%s/stop.fifo", dir);
+	ok(mkfifo(fifo, 0600) == 0, "a FIFO to hold a helper at 'ledger:writing'");
+	setenv("IMGSPOOLD_STOP_AT", "ledger:writing", 1);   /* before any thread starts */
+	setenv("IMGSPOOLD_STOP_FIFO", fifo, 1);
+	struct helper one = { .batches = 1 };
+	pthread_create(&one.thread, NULL, helper_run, &one);
+	int held = -1;
+	for (int64_t deadline = mono_ms() + 20000; held < 0 && mono_ms() < deadline; pause_ms(1))
+		held = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);   /* polls, to a deadline */
+	ok(held >= 0, "the helper is in its write, holding it");
+	unsigned long gen = keyshare_spent(ks, "p", 50);
+	ok(gen && !keyshare_written(ks, gen), "the loop's spend returns at once, not written yet");
+	close(held);
+	ok(release_until_done(fifo, &one), "the helper goes on and is through");
+	const char *failed = join(&one);
+	ok(!failed, "its batch is written (%s)", failed ? failed : "yes");
+	ok(keyshare_written(ks, gen), "so is the loop's spend: the helper wrote again before letting go");
+	micros want_p = 1000 + 50, want_q = 7;
+	ok(file_says(dir, "p") == want_p && file_says(dir, "q") == want_q,
+	   "the file has both (p %lld, want %lld)", file_says(dir, "p"), want_p);
+	unsetenv("IMGSPOOLD_STOP_AT");   /* every thread joined */
+	unsetenv("IMGSPOOLD_STOP_FIFO");
+	atomic_store(&batches_written, 0);
+
+	/* Then freely: helpers write batches while the loop takes tickets under a budget (reading
+	 * the figures), spends, and releases them or keeps them till their cost is written. */
+	struct keyshare_limits l = { .budget_daily = keyshare_micros(1e6), .window_ms = 60000,
+				     .lease_ms = 60000 };
+	struct helper helpers[HELPERS];
+	for (int i = 0; i < HELPERS; i++) {
+		helpers[i] = (struct helper){ .batches = BATCHES };
+		pthread_create(&helpers[i].thread, NULL, helper_run, &helpers[i]);
+	}
+	unsigned long last = 0;
+	int calls = 0, acquired = 0, kept = 0, alone = 0, seen = 0;
+	/* A call of the loop per batch a helper wrote, then some with no helper (its own writes). */
+	int64_t deadline = mono_ms() + 60000;
+	while (alone < LOOP_ALONE && mono_ms() < deadline) {
+		int now = atomic_load(&batches_written);
+		if (now == seen && now < HELPERS * BATCHES) {
+			sched_yield();   /* waits for a helper, to a deadline */
+			continue;
+		}
+		seen = now;
+		alone += now == HELPERS * BATCHES;
+		struct keyshare_ticket t;
+		acquired += keyshare_acquire(ks, "p", &l, 100, &t).block == PROVIDER_FREE;
+		last = keyshare_spent(ks, "p", 100);
+		kept += !keyshare_release_spent(ks, &t, last);
+		want_p += 100;
+		calls++;
+	}
+	ok(acquired == calls, "the loop took a ticket for each of its %d calls (%d)", calls, acquired);
+	printf("# %d of the loop's %d tickets waited for a helper's write\n", kept, calls);
+	for (int i = 0; i < HELPERS; i++) {
+		failed = join(&helpers[i]);
+		ok(!failed, "helper %d: every batch written (%s)", i, failed ? failed : "yes");
+		want_p += helpers[i].p_spent;
+		want_q += helpers[i].q_spent;
+	}
+	ok(keyshare_written(ks, last), "once all are quiet, the loop's last spend is written");
+	ok(file_says(dir, "p") == want_p && file_says(dir, "q") == want_q,
+	   "the file has every spend: p %lld (want %lld), q %lld (want %lld)", file_says(dir, "p"),
+	   want_p, file_says(dir, "q"), want_q);
+	keyshare_retry_unwritten(ks);   /* the daemon's heartbeat: releases the kept tickets */
+	char *calls_dir = xasprintf("%s/providers/p/calls", dir);
+	struct spool_entry *left;
+	int calls_fd = open(calls_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	long n = spool_list_at(calls_fd, false, false, &left);
+	ok(n == 0, "no ticket is left in calls/ (%ld)", n);
+	if (n >= 0)
+		spool_entries_free(left, n);
+	close(calls_fd);
+
+	free(calls_dir);
+	free(fifo);
+	keyshare_free(ks);
+	spool_close(&sp);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return tap_done();
+}
