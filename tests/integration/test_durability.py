@@ -15,8 +15,7 @@ def free_mb(path):
 
 
 def test_disk_full_keeps_the_paid_result(env):
-    fs = Tmpfs("16m")
-    try:
+    with env.mounted(Tmpfs("16m")) as fs:
         spool = os.path.join(fs.path, "spool")
         d = env.daemon(spool_dir=spool, spool__min_free_mb=2, spool__disk_retry_interval=1,
                        verbose=True)
@@ -45,15 +44,11 @@ def test_disk_full_keeps_the_paid_result(env):
         assert env.fake.calls("big paid image") == 1, "the paid image was fetched twice"
         assert len(d.read("done", "big.png")) > 2 * 2**20   # a 3 MB body of base64
         d.stop()
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
 
 
 def test_burst_past_the_inotify_queue(env):
-    fs = Tmpfs("1g")       # fsync is free on tmpfs: this measures the queue, not the disk
-    try:
+    # fsync is free on tmpfs: this measures the queue, not the disk.
+    with env.mounted(Tmpfs("1g")) as fs:
         with open("/proc/sys/fs/inotify/max_queued_events") as f:
             queue = int(f.read())
         count = max(20000, queue + 1000)
@@ -77,10 +72,6 @@ def test_burst_past_the_inotify_queue(env):
               "(ASan build, fake upstream in Python)")
         assert d.listdir("new") == [] and d.listdir("failed") == []
         d.stop()
-    finally:
-        for x in env.daemons:
-            x.kill()
-        fs.close()
 
 
 def test_tmp_files_older_than_36_hours_are_removed(env):
