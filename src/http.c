@@ -259,7 +259,7 @@ static void on_wake_io(struct loop *io, void *arg)
 			}
 			pthread_mutex_unlock(&http->lock);
 			if (deliver)
-				loop_wake_send(http->to_loop);
+				loop_wake_send_later(http->io, http->to_loop);
 		}
 	}
 	while (cancel) {
@@ -663,7 +663,7 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	x->at = X_QUEUED;
 	list_add(&http->to_start, x);
 	pthread_mutex_unlock(&http->lock);
-	loop_wake_send(http->to_io);
+	loop_wake_send_later(http->loop, http->to_io);
 	return x;
 fail:
 	error("cannot set up a request to '%s'", req->url);
@@ -726,7 +726,7 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	bool deliver = x->at == X_DONE;
 	pthread_mutex_unlock(&http->lock);
 	if (deliver)
-		loop_wake_send(http->to_loop);
+		loop_wake_send_later(http->io, http->to_loop);
 }
 
 /* On the caller's loop: the finished transfers' callbacks, in the order they finished. */

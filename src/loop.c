@@ -47,6 +47,8 @@ struct loop_wake {
 	void *arg;
 	atomic_bool sent;        /* since fn last ran */
 	struct loop_wake *next;
+	struct loop *queued_on;  /* the sending loop whose turn end sends it (loop_wake_send_later) */
+	struct loop_wake *next_queued;
 };
 
 struct loop {
@@ -54,6 +56,7 @@ struct loop {
 	int wake_fd;             /* eventfd for loop_wake_send, -1 until a loop_wake is made */
 	atomic_bool sleeping;    /* about to wait in epoll_wait, or waiting */
 	struct loop_wake *wakes;
+	struct loop_wake *queued; /* other loops' wakes to send at the end of this one's turn */
 	struct fd_watch *watches; /* indexed by fd */
 	int n_watches;
 	struct timer *timers;
@@ -64,6 +67,7 @@ struct loop {
 	loop_hook_fn *idle;      /* runs once, when nothing else is ready (loop_when_idle) */
 	void *idle_arg;
 	bool stop;
+	bool running;            /* in loop_run: loop_wake_send_later waits for the turn's end */
 };
 
 struct loop *loop_new(void)
@@ -82,6 +86,8 @@ void loop_free(struct loop *loop)
 		return;
 	while (loop->wakes)
 		loop_wake_free(loop->wakes);
+	for (struct loop_wake *w = loop->queued; w; w = w->next_queued)
+		w->queued_on = NULL;
 	if (loop->wake_fd >= 0)
 		close(loop->wake_fd);
 	close(loop->epfd);
@@ -267,6 +273,12 @@ void loop_wake_free(struct loop_wake *w)
 {
 	if (!w)
 		return;
+	if (w->queued_on)
+		for (struct loop_wake **p = &w->queued_on->queued; *p; p = &(*p)->next_queued)
+			if (*p == w) {
+				*p = w->next_queued;
+				break;
+			}
 	for (struct loop_wake **p = &w->loop->wakes; *p; p = &(*p)->next)
 		if (*p == w) {
 			*p = w->next;
@@ -286,6 +298,27 @@ void loop_wake_send(struct loop_wake *w)
 		uint64_t one = 1;
 		while (write(w->loop->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
 			;
+	}
+}
+
+void loop_wake_send_later(struct loop *from, struct loop_wake *w)
+{
+	if (!from->running)
+		return loop_wake_send(w);
+	if (w->queued_on)
+		return;
+	w->queued_on = from;
+	w->next_queued = from->queued;
+	from->queued = w;
+}
+
+static void send_queued(struct loop *loop)
+{
+	while (loop->queued) {
+		struct loop_wake *w = loop->queued;
+		loop->queued = w->next_queued;
+		w->queued_on = NULL;
+		loop_wake_send(w);
 	}
 }
 
@@ -324,6 +357,7 @@ int loop_run(struct loop *loop)
 	bool polled = true;      /* whether the last turn looked at the fds */
 	int rc = 0;
 	loop->stop = false;
+	loop->running = true;
 	/* A turn's log lines go out in one write, before the loop sleeps. */
 	log_hold(true);
 	while (!loop->stop) {
@@ -346,6 +380,7 @@ int loop_run(struct loop *loop)
 		/* Idle work waits for a look that finds nothing ready: then it runs, and the loop
 		 * turns again before it sleeps. */
 		log_flush();
+		send_queued(loop);
 		int wait = loop->idle ? 0 : timeout;
 		/* About to sleep: a wake sent from now on writes the eventfd; one sent before is
 		 * seen here, and the loop only looks at its fds. */
@@ -385,6 +420,8 @@ int loop_run(struct loop *loop)
 		if (loop->n_timers)
 			run_timers(loop, mono_ms());
 	}
+	send_queued(loop);
+	loop->running = false;
 	log_hold(false);
 	return rc;
 }

@@ -54,6 +54,10 @@ struct loop_wake *loop_wake_new(struct loop *loop, loop_hook_fn *fn, void *arg);
 void loop_wake_free(struct loop_wake *w);
 /* Any thread. */
 void loop_wake_send(struct loop_wake *w);
+/* From the thread of the loop from: sent when that loop's turn ends (before it looks at its
+ * fds), so that work handed over piece by piece during a turn costs the other loop one wake;
+ * at once when from is not running. */
+void loop_wake_send_later(struct loop *from, struct loop_wake *w);
 
 /* Runs until loop_stop(). Returns 0, or -1 if epoll itself failed. */
 int loop_run(struct loop *loop);

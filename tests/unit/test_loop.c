@@ -1,7 +1,7 @@
 /* test_loop.c - the event loop's timers: they run in due order, never early, a 0 ms timer on the
  * next turn, and timers that keep coming due never starve a ready fd; idle work waits for both.
  * A wake sent from another thread wakes a loop with nothing else to wake it, and wakes sent
- * together run their hook once. */
+ * together run their hook once; one sent later goes at the end of its sender's turn. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -308,6 +308,64 @@ static void test_wakes_from_another_thread(void)
 	loop_free(loop);   /* frees wk.w */
 }
 
+/* One turn of loop: its wakes' hooks run at the start of a turn. */
+static void one_turn(struct loop *loop)
+{
+	loop_add_timer(loop, 0, stop_loop, NULL);
+	loop_run(loop);
+}
+
+struct later {
+	struct loop *other;
+	struct waker *wk;
+	int runs_in_turn;        /* the other loop's hook runs while the sender's turn went on */
+};
+
+static int64_t send_later_thrice(struct loop *loop, void *arg)
+{
+	struct later *l = arg;
+	for (int i = 0; i < 3; i++)
+		loop_wake_send_later(loop, l->wk->w);
+	one_turn(l->other);
+	l->runs_in_turn = atomic_load(&l->wk->runs);
+	return LOOP_TIMER_DONE;
+}
+
+static int64_t queue_then_free(struct loop *loop, void *arg)
+{
+	struct later *l = arg;
+	loop_wake_send_later(loop, l->wk->w);
+	loop_free(l->other);   /* and its wakes */
+	l->other = NULL;
+	return LOOP_TIMER_DONE;
+}
+
+static void test_wakes_sent_at_the_turns_end(void)
+{
+	struct loop *sender = loop_new(), *other = loop_new();
+	struct waker wk = { .want = -1 };
+	wk.w = loop_wake_new(other, on_wake, &wk);
+	struct later l = { .other = other, .wk = &wk };
+	loop_add_timer(sender, 0, send_later_thrice, &l);
+	loop_add_timer(sender, 1, stop_loop, NULL);   /* a later turn */
+	loop_run(sender);
+	ok(l.runs_in_turn == 0, "a wake sent later is not sent while its sender's turn goes on (%d)",
+	   l.runs_in_turn);
+	one_turn(other);
+	ok(atomic_load(&wk.runs) == 1, "three sent later in one turn ran the hook once (%d)",
+	   atomic_load(&wk.runs));
+	loop_wake_send_later(sender, wk.w);   /* the sender does not run: sent at once */
+	one_turn(other);
+	ok(atomic_load(&wk.runs) == 2, "one sent later by a loop that does not run is sent at once "
+	   "(%d)", atomic_load(&wk.runs));
+	/* Queued, then freed with its loop before the sender's turn ends (ASan sees a use). */
+	loop_add_timer(sender, 0, queue_then_free, &l);
+	loop_add_timer(sender, 1, stop_loop, NULL);
+	loop_run(sender);
+	ok(l.other == NULL, "a wake queued by a sender and freed before its turn ended is forgotten");
+	loop_free(sender);
+}
+
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
@@ -318,5 +376,6 @@ int main(void)
 	test_parked_fds();
 	test_idle_work_waits_for_ready_fds_and_due_timers();
 	test_wakes_from_another_thread();
+	test_wakes_sent_at_the_turns_end();
 	return tap_done();
 }
