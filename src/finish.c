@@ -265,11 +265,8 @@ void finish_task(struct task *t)
 	t->result_json = NULL;   /* built by publish_work, on the helper thread */
 	free(t->final_job_text);
 	t->final_job_text = NULL;   /* built by publish_work, on the helper thread */
-	if (events_wanted(d)) {   /* the data is the result parsed again: built here first */
-		t->result_json = result_to_json(&t->result);
-		finish_event(t, t->succeeded ? "succeeded" : "failed",
-				 webhook_data_from_result(t->result_json));
-	}
+	if (events_wanted(d))   /* the result's own values, without writing it on the loop */
+		finish_event(t, t->succeeded ? "succeeded" : "failed", result_event_data(&t->result));
 	t->state = T_PUBLISHING;
 	task_pool_submit_batched(t, publish_work, publish_done);
 }

@@ -117,6 +117,43 @@ static json_t *usage_json(json_t *usage)
 	return fits ? json_incref(usage) : json_null();
 }
 
+static json_t *images_json(const struct result_info *r)
+{
+	json_t *images = json_array();
+	for (size_t i = 0; i < r->n_images; i++) {
+		char *name = result_image_name(r->task_id, i, r->n_images, r->images[i].ext);
+		json_array_append_new(images, json_string(name));
+		free(name);
+	}
+	return images;
+}
+
+static json_t *urls_json(const struct result_info *r)
+{
+	json_t *urls = json_array();
+	for (size_t i = 0; r->urls && i < r->n_images; i++)
+		json_array_append_new(urls, json_string(r->urls[i]));
+	return urls;
+}
+
+static const char *error_code(const struct result_info *r)
+{
+	return r->error_code ? r->error_code : "internal";
+}
+
+/* Every figure counts the attempts no longer listed too (record.h). */
+static struct record_tally tally(const struct result_info *r)
+{
+	struct record_tally all = { 0 };
+	if (r->elided)
+		all = *r->elided;
+	size_t i;
+	json_t *a;
+	json_array_foreach(r->attempts, i, a)
+		record_tally_add(&all, a);
+	return all;
+}
+
 char *result_to_json(const struct result_info *r)
 {
 	json_t *o = json_object();
@@ -125,30 +162,14 @@ char *result_to_json(const struct result_info *r)
 	json_object_set_new(o, "provider", str_or_null(r->provider));
 	json_object_set_new(o, "model", str_or_null(r->model));
 	json_object_set_new(o, "dialect", str_or_null(r->dialect));
-	json_t *images = json_array();
-	for (size_t i = 0; i < r->n_images; i++) {
-		char *name = result_image_name(r->task_id, i, r->n_images, r->images[i].ext);
-		json_array_append_new(images, json_string(name));
-		free(name);
-	}
-	json_object_set_new(o, "images", images);
+	json_object_set_new(o, "images", images_json(r));
 	json_object_set_new(o, "images_dropped", json_integer((json_int_t)r->images_dropped));
-	json_t *urls = json_array();
-	for (size_t i = 0; r->urls && i < r->n_images; i++)
-		json_array_append_new(urls, json_string(r->urls[i]));
-	json_object_set_new(o, "urls", urls);
+	json_object_set_new(o, "urls", urls_json(r));
 	json_object_set_new(o, "output_url", r->urls && r->n_images ? json_string(r->urls[0])
 								  : json_null());
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
 	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
-	/* Every figure counts the attempts no longer listed too (record.h). */
-	struct record_tally all = { 0 };
-	if (r->elided)
-		all = *r->elided;
-	size_t i;
-	json_t *a;
-	json_array_foreach(attempts, i, a)
-		record_tally_add(&all, a);
+	struct record_tally all = tally(r);
 	json_object_set_new(o, "billed_attempts", json_integer((json_int_t)all.billed));
 	json_object_set_new(o, "attempts_elided",
 			    json_integer(r->elided ? (json_int_t)r->elided->attempts : 0));
@@ -158,7 +179,7 @@ char *result_to_json(const struct result_info *r)
 	json_object_set_new(o, "usage", usage_json(r->usage));
 	if (!r->succeeded) {
 		json_t *e = json_object();
-		json_object_set_new(e, "code", json_string(r->error_code ? r->error_code : "internal"));
+		json_object_set_new(e, "code", json_string(error_code(r)));
 		json_object_set_new(e, "message", json_string(r->error_message ? r->error_message : ""));
 		json_object_set_new(e, "upstream_message", str_or_null(r->error_upstream_message));
 		if (r->error_field)
@@ -176,4 +197,28 @@ char *result_to_json(const struct result_info *r)
 	with_nl[len] = '\n';
 	with_nl[len + 1] = '\0';
 	return with_nl;
+}
+
+/* A number as the result document says it (JSON_REAL_PRECISION(15)) and a reader parses it:
+ * what an event built from the document carried. */
+static double as_written(double v)
+{
+	char text[64];
+	xsnprintf(text, sizeof(text), "%.15g", v);
+	return strtod(text, NULL);
+}
+
+json_t *result_event_data(const struct result_info *r)
+{
+	struct record_tally all = tally(r);
+	json_t *cost = cost_json(&all, r->currency);
+	if (!cost)
+		cost = json_null();   /* as a document without "cost" says: a sum past any double */
+	json_t *amount = json_object_get(cost, "amount");
+	if (json_is_real(amount))
+		json_real_set(amount, as_written(json_real_value(amount)));
+	return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "task_id", r->task_id,
+			 "status", r->succeeded ? "succeeded" : "failed",
+			 "error_code", r->succeeded ? json_null() : json_string(error_code(r)),
+			 "images", images_json(r), "urls", urls_json(r), "cost", cost);
 }

@@ -75,5 +75,8 @@ struct result_info {
 char *result_image_name(const char *id, size_t index, size_t n, const char *ext);
 /* The result document as JSON text (caller frees). */
 char *result_to_json(const struct result_info *r);
+/* The data of the job's event (webhook.h): task_id, status, error_code, images, urls and cost,
+ * the values result_to_json(r) writes, without writing (or parsing) the document. New object. */
+json_t *result_event_data(const struct result_info *r);
 
 #endif

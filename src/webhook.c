@@ -47,28 +47,6 @@ char *webhook_signature(const unsigned char *key, size_t key_len, const char *id
 	return sig;
 }
 
-static json_t *copy_or_null(json_t *v)
-{
-	return v ? json_deep_copy(v) : json_null();
-}
-
-json_t *webhook_data_from_result(const char *result_json)
-{
-	json_error_t jerr;
-	json_t *r = json_loads(result_json, 0, &jerr);
-	json_t *data = json_object();
-	json_object_set_new(data, "task_id", copy_or_null(json_object_get(r, "task_id")));
-	json_object_set_new(data, "status", copy_or_null(json_object_get(r, "status")));
-	json_object_set_new(data, "error_code",
-			    copy_or_null(json_object_get(json_object_get(r, "error"), "code")));
-	json_t *images = json_object_get(r, "images"), *urls = json_object_get(r, "urls");
-	json_object_set_new(data, "images", images ? json_deep_copy(images) : json_array());
-	json_object_set_new(data, "urls", urls ? json_deep_copy(urls) : json_array());
-	json_object_set_new(data, "cost", copy_or_null(json_object_get(r, "cost")));
-	json_decref(r);
-	return data;
-}
-
 char *webhook_body(const char *type, int64_t wall_ms, json_t *data)
 {
 	time_t secs = (time_t)(wall_ms / 1000);

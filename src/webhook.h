@@ -23,9 +23,8 @@ void webhook_endpoint_key(const char *url, char out[WEBHOOK_ENDPOINT_KEY_LEN + 1
 /* "v1," + base64 HMAC-SHA256 over "id.timestamp.body" keyed with the secret's bytes. */
 char *webhook_signature(const unsigned char *key, size_t key_len, const char *id,
 			int64_t timestamp_s, const char *body, size_t body_len);
-/* The event's data from a result document: task_id, status, error_code, images, urls, cost. */
-json_t *webhook_data_from_result(const char *result_json);
-/* The body: {"type", "timestamp" (ISO 8601 UTC), "data"}; steals data. */
+/* The body: {"type", "timestamp" (ISO 8601 UTC), "data"}; steals data (a job's end:
+ * result_event_data(), the values of its result). */
 char *webhook_body(const char *type, int64_t wall_ms, json_t *data);
 /* Whether a job may send its events to url: it must start with one of [notify]
  * job_url_prefixes (space-separated). */

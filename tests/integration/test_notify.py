@@ -51,7 +51,9 @@ def test_every_event_signed_and_verified(env):
         d.submit(t, {"prompt": f"event job {i}", "n": 1 + i % 2})
     d.submit("ev-refused", {"prompt": "refused [fake:400_moderation]"})
     d.submit("ev-invalid", {"prompt": "x", "quailty": "high"})
-    everything = ok_ids + ["ev-refused", "ev-invalid"]
+    # As large as a default daemon takes: its event is the same few fields.
+    d.submit("ev-big", {"prompt": "big metadata", "metadata": [1.5e-7] * 100000})
+    everything = ok_ids + ["ev-refused", "ev-invalid", "ev-big"]
     wait_for(lambda: set(delivered(rx)) >= set(everything), 30, "every event")
     got = delivered(rx)
     for t in everything:
@@ -63,7 +65,9 @@ def test_every_event_signed_and_verified(env):
         data = ev["data"]
         assert data["status"] == r["status"] and data["images"] == r["images"], (data, r)
         assert data["error_code"] == (r["error"] or {}).get("code"), (data, r)
-        assert data["urls"] == r["urls"] and "cost" in data and "timestamp" in ev
+        assert data["urls"] == r["urls"] and data["cost"] == r["cost"] and "timestamp" in ev
+        assert data["task_id"] == t and list(data) == ["task_id", "status", "error_code", "images",
+                                                        "urls", "cost"], data
     assert all(q["verified"] for q in rx.requests()), rx.requests()
     # The verifier can say no: a body signed with another secret is refused.
     forged = urllib.request.Request(rx.url("/ok"), data=b'{"type":"job.succeeded"}', headers={

@@ -10,7 +10,9 @@
 #include "record.h"
 #include "result.h"
 #include "tap.h"
+#include "upstream.h"
 #include "util.h"
+#include "webhook.h"
 
 struct row {
 	const char *name;
@@ -151,6 +153,94 @@ static void usage_measured(void)
 	json_decref(fits);
 }
 
+/* What a job's event said when its data was the result document parsed again: the reference
+ * result_event_data() must match byte for byte in the webhook's body. */
+static json_t *copy_or_null(json_t *v)
+{
+	return v ? json_deep_copy(v) : json_null();
+}
+
+static json_t *data_from_document(const char *result_json)
+{
+	json_t *r = json_loads(result_json, 0, NULL);
+	json_t *data = json_object();
+	json_object_set_new(data, "task_id", copy_or_null(json_object_get(r, "task_id")));
+	json_object_set_new(data, "status", copy_or_null(json_object_get(r, "status")));
+	json_object_set_new(data, "error_code",
+			    copy_or_null(json_object_get(json_object_get(r, "error"), "code")));
+	json_t *images = json_object_get(r, "images"), *urls = json_object_get(r, "urls");
+	json_object_set_new(data, "images", images ? json_deep_copy(images) : json_array());
+	json_object_set_new(data, "urls", urls ? json_deep_copy(urls) : json_array());
+	json_object_set_new(data, "cost", copy_or_null(json_object_get(r, "cost")));
+	json_decref(r);
+	return data;
+}
+
+/* The event's data is built from what the result is built from, never by writing the result
+ * and parsing it again (on the loop, for a result as big as its metadata): byte for byte the
+ * body it was, for costs whose 15 and 12 digits round differently too. */
+static void event_data_is_the_documents(void)
+{
+	static const double costs[] = { 0, 0.04, 0.1 + 0.2, 1e-7, 0.123456789012499999,
+					0.12345678901250001, 0.1234567890124999, 0.5000000000004999, 1234567.890124999, 1520699.669575002, 8667178.646504996, 1234567.8901234567, 1e300, 3.0000000000004999,
+					0.07 * 3, 2.5e-13 };
+	struct image images[3] = { { .ext = "png" }, { .ext = "jpg" }, { .ext = "webp" } };
+	char *urls[3] = { "https://s.example.com/a%20b/t.1.png", "https://s.example.com/\u00e9",
+			  "https://s.example.com/t.3.webp" };
+	static const char meta[] = "{\"n\": [1.10, 1e-7]}";
+	size_t n_rows = 0, same = 0;
+	for (size_t c = 0; c < sizeof(costs) / sizeof(costs[0]); c++)
+		for (int variant = 0; variant < 6; variant++) {
+			struct record_tally elided = { .attempts = 3, .billed = 2, .cost = costs[c],
+						       .estimated = variant & 1,
+						       .cost_unknown = variant == 4 };
+			struct result_info info = {
+				.task_id = "t.1-x", .succeeded = variant < 3, .provider = "apiyi",
+				.model = "gpt-image-2", .dialect = "openai", .images = images,
+				.n_images = (size_t)variant % 4, .urls = variant == 2 ? urls : NULL,
+				.elided = variant == 5 ? NULL : &elided, .currency = "EUR",
+				.metadata = meta, .metadata_len = strlen(meta),
+				.error_code = variant == 3 ? "content_refused" : NULL,
+				.error_message = "refused" };
+			char *doc = result_to_json(&info);
+			char *want = webhook_body("job.x", 1764068523104, data_from_document(doc));
+			char *got = webhook_body("job.x", 1764068523104, result_event_data(&info));
+			n_rows++;
+			if (!strcmp(want, got))
+				same++;
+			else
+				printf("# differs:\n#   %s\n#   %s\n", want, got);
+			free(got);
+			free(want);
+			free(doc);
+		}
+	ok(same == n_rows, "the event's data is the result document's, byte for byte (%zu of %zu)",
+	   same, n_rows);
+	/* What it costs, for a result as big as a job's metadata may be (1 MiB). */
+	struct buf big;
+	buf_init(&big, 2 << 20);
+	buf_append(&big, "[", 1);
+	while (big.len < (1 << 20) - 8)
+		buf_append(&big, "1.5e-7,", 7);
+	buf_append(&big, "0]", 2);
+	struct result_info info = { .task_id = "t", .succeeded = true, .currency = "USD",
+				    .metadata = big.data, .metadata_len = big.len };
+	size_t before = jansson_allocated;
+	json_t *data = result_event_data(&info);
+	size_t direct = jansson_allocated - before;
+	json_decref(data);
+	before = jansson_allocated;
+	char *doc = result_to_json(&info);
+	data = data_from_document(doc);
+	size_t reparsed = jansson_allocated - before;
+	json_decref(data);
+	free(doc);
+	printf("# jansson bytes allocated for a job's event with 1 MiB of metadata: %zu (the result "
+	       "written and parsed again: %zu)\n", direct, reparsed);
+	ok(direct < 4096, "an event's data costs no copy of the result (%zu bytes allocated)", direct);
+	buf_release(&big);
+}
+
 int main(void)
 {
 	json_set_alloc_funcs(counting_malloc, free);
@@ -234,5 +324,6 @@ int main(void)
 	json_decref(attempts);
 	bound();
 	usage_measured();
+	event_data_is_the_documents();
 	return tap_done();
 }

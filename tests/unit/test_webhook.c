@@ -5,6 +5,9 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "record.h"
+#include "result.h"
+#include "upstream.h"
 #include "webhook.h"
 #include "tap.h"
 
@@ -36,17 +39,26 @@ int main(void)
 	webhook_endpoint_key("https://app.example.com/hooks/imgspool", k);
 	is_str(k, "8f8810afab6d644b84d59f75a3a1be88", "an endpoint's key is its URL's SHA-256");
 
-	const char *result = "{\"task_id\": \"t1\", \"status\": \"failed\", \"images\": [], \"urls\": [],"
-			     "\"error\": {\"code\": \"content_refused\"}, \"cost\": {\"amount\": 0.04}}";
-	char *text = webhook_body("job.failed", 1764068523104, webhook_data_from_result(result));
+	/* A job's end: the values of its result (result_event_data). */
+	struct record_tally elided = { .attempts = 2, .billed = 1, .cost = 0.04 };
+	struct result_info info = { .task_id = "t1", .succeeded = false, .currency = "USD",
+				    .elided = &elided, .error_code = "content_refused" };
+	char *text = webhook_body("job.failed", 1764068523104, result_event_data(&info));
 	is_str(text, "{\"type\":\"job.failed\",\"timestamp\":\"2025-11-25T11:02:03.104Z\",\"data\":"
 		     "{\"task_id\":\"t1\",\"status\":\"failed\",\"error_code\":\"content_refused\","
-		     "\"images\":[],\"urls\":[],\"cost\":{\"amount\":0.04}}}", "the event body");
+		     "\"images\":[],\"urls\":[],\"cost\":{\"amount\":0.04,\"currency\":\"USD\","
+		     "\"estimated\":false}}}", "the event body");
 	free(text);
-	text = webhook_body("job.succeeded", 0, webhook_data_from_result("{\"task_id\": \"t2\", "
-		"\"status\": \"succeeded\", \"images\": [\"t2.png\"], \"error\": null}"));
-	ok(strstr(text, "\"error_code\":null") && strstr(text, "\"urls\":[]") &&
-	   strstr(text, "\"cost\":null"), "absent fields are null or empty: %s", text);
+	struct image images[2] = { { .ext = "png" }, { .ext = "webp" } };
+	char *urls[2] = { "https://img.example.com/t2.1.png", "https://img.example.com/t2.2.webp" };
+	info = (struct result_info){ .task_id = "t2", .succeeded = true, .images = images,
+				     .n_images = 2, .urls = urls };
+	text = webhook_body("job.succeeded", 0, result_event_data(&info));
+	is_str(text, "{\"type\":\"job.succeeded\",\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"data\":"
+		     "{\"task_id\":\"t2\",\"status\":\"succeeded\",\"error_code\":null,"
+		     "\"images\":[\"t2.1.png\",\"t2.2.webp\"],\"urls\":[\"https://img.example.com/t2.1.png\","
+		     "\"https://img.example.com/t2.2.webp\"],\"cost\":{\"amount\":0.0,\"currency\":\"USD\","
+		     "\"estimated\":false}}}", "a succeeded job's images and urls, in order");
 	free(text);
 
 	struct config cfg = { .notify_url_prefixes = "https://hooks.example.com/a/  http://127.0.0.1:9/x/" };
