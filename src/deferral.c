@@ -96,6 +96,8 @@ void deferral_retry(struct task *t)
 	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
 		until = provider_state_blocked_until(t->prov, mono_ms());
 	if (until != 0) {
+		log_job(LOG_DEBUG, t->id, "its retry waits for provider '%s' (%s)",
+			provider_state_name(t->prov), provider_state_wait_name(t->prov, mono_ms()));
 		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
 		return;
 	}

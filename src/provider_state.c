@@ -210,6 +210,19 @@ enum provider_block provider_state_block(const struct provider_state *p, int64_t
 	return provider_blocked(&p->flow, &l, now, until);
 }
 
+const char *provider_state_wait_name(const struct provider_state *p, int64_t now)
+{
+	int64_t until;
+	enum provider_block b = provider_state_block(p, now, &until);
+	if (b == PROVIDER_HELD && control_paused(&p->d->control, p->cfg->name))
+		return "paused by an operator";
+	if (b == PROVIDER_BUSY && p->recovery_wait)
+		return "recovered answers not yet in the ledger";
+	if (b == PROVIDER_BUSY && until < 0)
+		return "full: its calls in flight";
+	return provider_block_name(b);
+}
+
 int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now)
 {
 	int64_t until;

@@ -67,6 +67,8 @@ enum provider_block provider_state_block(const struct provider_state *p, int64_t
 /* 0 if a call to p may start now; else the mono_ms at which to look again, or -1 when only an
  * event (a call ending, SIGHUP, a probe) can change it. */
 int64_t provider_state_blocked_until(const struct provider_state *p, int64_t now);
+/* What a call to p waits for at now, for a log line: "paused by an operator", "busy", ... */
+const char *provider_state_wait_name(const struct provider_state *p, int64_t now);
 int64_t provider_state_busy_until(const struct provider_state *p, int64_t now);
 /* For a target chooser: 0 when p is available (not held, paused or over budget), else when it
  * may be (-1: after an event). Full is not unavailable. */
