@@ -81,6 +81,7 @@ void control_init(struct control *c)
 	c->n_unseen = 0;
 	c->next_sweep = 0;
 	c->reads = 0;
+	c->pause_changes = 0;
 }
 
 void control_release(struct control *c)
@@ -112,14 +113,15 @@ int control_read(struct control *c, struct spool *sp)
 		return -1;
 	struct control fresh;
 	control_init(&fresh);
+	bool pauses_changed = false;
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name, *arg;
 		enum control_kind kind = control_parse_name(name, &arg);
 		switch (kind) {
 		case CONTROL_PAUSE:
-			if (*arg)
-				strset_add(&fresh.paused, arg);
-			else
+			if (*arg && strset_add(&fresh.paused, arg) && !strset_has(&c->paused, arg))
+				pauses_changed = true;
+			else if (!*arg)
 				fresh.pause_all = true;
 			break;
 		case CONTROL_HOLD:
@@ -142,6 +144,8 @@ int control_read(struct control *c, struct spool *sp)
 	fresh.n_unseen = c->n_unseen;
 	fresh.next_sweep = c->next_sweep;
 	fresh.reads = c->reads + 1;
+	pauses_changed |= fresh.pause_all != c->pause_all || fresh.paused.count != c->paused.count;
+	fresh.pause_changes = c->pause_changes + pauses_changed;
 	c->unseen = NULL;
 	c->n_unseen = 0;
 	control_release(c);

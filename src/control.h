@@ -74,6 +74,7 @@ struct control {
 	size_t n_unseen;
 	int64_t next_sweep;      /* mono ms */
 	unsigned long reads;     /* successful control_reads so far */
+	unsigned long pause_changes; /* those that found a pause made or removed */
 };
 
 void control_init(struct control *c);

@@ -75,11 +75,21 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	(void)loop;
 	struct task *t = arg;
 	t->timer = 0;
+	slots_unwait(t);
 	deferral_retry(t);
 	return LOOP_TIMER_DONE;
 }
 
-/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. */
+/* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. Once
+ * due, a retry that cannot call waits in slots.c's queue of retries, which is walked when what
+ * it waits for may have changed: a call ends (a slot, its provider's own calls, the ramp), or
+ * slots_recheck (control/ changed: an operator's pause or resume; a reload; a hold; the answers
+ * recovered from before a restart are billed). Nothing else ends those waits, so they have no
+ * timer. A wait that ends with time (a 429's pause, a rate window) has one besides; so do the
+ * waits that only another host can end (every host's calls fill the shared concurrency or
+ * rate, a budget is spent): a call ending elsewhere sends this host no event, so it looks
+ * again when keyshare says (a quarter to half a second while full, poll_interval over
+ * budget), a few file operations each time (spool-layout.md §17). */
 void deferral_retry(struct task *t)
 {
 	if (t->d->draining || (provider_state_held(t->prov) && !provider_state_probing(t->prov))) {
@@ -87,8 +97,8 @@ void deferral_retry(struct task *t)
 		return;
 	}
 	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
-	/* No slot of ours: wait for one (slots.c starts it when a call ends) before taking a
-	 * ticket among every host's calls, which would idle in the ready line meanwhile. */
+	/* No slot of ours: wait for one (a call ending frees it) before taking a ticket among
+	 * every host's calls, which would idle in the ready line meanwhile. */
 	if (until == 0 && !slots_available(t->d) && provider_state_shared(t->prov)) {
 		slots_wait(t);
 		return;
@@ -98,7 +108,9 @@ void deferral_retry(struct task *t)
 	if (until != 0) {
 		log_job(LOG_DEBUG, t->id, "its retry waits for provider '%s' (%s)",
 			provider_state_name(t->prov), provider_state_wait_name(t->prov, mono_ms()));
-		t->timer = loop_add_timer(t->d->loop, until > 0 ? until - mono_ms() : 1000, retry_due, t);
+		slots_wait(t);
+		if (until > 0)
+			t->timer = loop_add_timer(t->d->loop, until - mono_ms(), retry_due, t);
 		return;
 	}
 	task_send_attempt(t);

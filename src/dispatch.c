@@ -668,6 +668,9 @@ void dispatch_control(struct dispatch *d)
 	if (control_read(&d->control, d->spool) < 0)
 		log_debug("cannot read control/: %s", strerror(errno));
 	control_sweep(&d->control, d->spool, mono_ms(), d->cfg->lease_timeout * 1000);
+	if (d->control.pause_changes != d->pauses_seen)
+		slots_recheck(d);   /* a provider paused or resumed: jobs waiting for it may go */
+	d->pauses_seen = d->control.pause_changes;
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
@@ -690,7 +693,6 @@ void dispatch_control(struct dispatch *d)
 			task_requeue(t, "held by an operator");
 		}
 	}
-	slots_recheck(d);   /* a provider paused or resumed: the ready line's jobs may go */
 }
 
 /* ---- start-up and shutdown -------------------------------------------------------------------- */

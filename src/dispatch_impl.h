@@ -86,6 +86,7 @@ struct dispatch {
 	struct control control;  /* the operator's pause, hold and cancel requests */
 	unsigned long control_acted; /* the control.reads whose holds and cancels of pending jobs
 				      * intake acted on */
+	unsigned long pauses_seen;   /* control.pause_changes the waiting jobs were rechecked for */
 	struct health health;    /* cooldowns of route targets, by provider/model */
 	uint64_t route_timer;    /* earliest end of a cooldown or pause a routed job waits for */
 	int64_t route_due;

@@ -13,7 +13,9 @@
  * shared with other hosts get no jobs claimed ahead: their place among every host's calls is
  * taken at the claim and must not idle in the line. For the same reason a retry waiting in
  * memory (deferral.c) for such a provider waits for a slot before its ticket, in a queue of its
- * own: a slot that frees goes to it before the line.
+ * own: a slot that frees goes to it before the line. A due retry whose provider is blocked (an
+ * operator's pause, full, recovered answers to bill) waits in that queue too, and is looked at
+ * again on the same news as the line.
  *
  * Descriptors: a call holds its socket, and its .partial only while the open files allow it
  * beside a socket for each of concurrency calls and a reserve for the rest; past that the
@@ -50,8 +52,11 @@ struct slots {
 	int n_calling;           /* at most [spool] concurrency */
 	struct task *ready_head, *ready_tail; /* the ready line, oldest first */
 	int n_ready;
-	struct task *waits_head, *waits_tail; /* retries from memory waiting for a slot, oldest
-					       * first: they get the next one before the line */
+	struct task *waits_head, *waits_tail; /* retries from memory waiting for a slot or their
+					       * provider, oldest first: they get the next slot
+					       * before the line */
+	int n_waits;
+	bool waits_moved;        /* a call ended or slots_recheck: look at the waiting retries */
 	int ready_cap;           /* while claiming ahead: the line may grow to this; else 0 */
 	bool ahead_stuck;        /* the last claim ahead took nothing: wait till something moves */
 	int64_t ends_second;     /* calls ended in this second (mono s) and in the one before */
@@ -144,26 +149,35 @@ void slots_ready_remove(struct task *t)
 void slots_wait(struct task *t)
 {
 	struct slots *s = t->d->slots;
+	slots_unwait(t);
 	t->slot_waits = true;
 	queue_push(&s->waits_head, &s->waits_tail, t);
+	s->n_waits++;
 }
 
 void slots_unwait(struct task *t)
 {
 	struct slots *s = t->d->slots;
-	if (t->slot_waits)
+	if (t->slot_waits) {
 		queue_remove(&s->waits_head, &s->waits_tail, t);
+		s->n_waits--;
+	}
 	t->slot_waits = false;
 }
 
-/* The retries waiting for a slot go before the ready line: their jobs were claimed first. */
+/* The retries waiting for a slot or their provider go before the ready line (their jobs were
+ * claimed first), each looked at once, oldest first, when a call ended or slots_recheck said
+ * what they wait for may have changed: one still blocked waits again, at the back. */
 static void start_waiting(struct dispatch *d)
 {
 	struct slots *s = d->slots;
-	while (s->waits_head && slots_available(d) && !d->draining) {
+	if (!s->waits_moved)
+		return;
+	s->waits_moved = false;
+	for (int n = s->n_waits; n > 0 && s->waits_head && !d->draining; n--) {
 		struct task *t = s->waits_head;
-		slots_unwait(t);
-		deferral_retry(t);   /* waits again only if it found no slot */
+		deferral_call_off(t);   /* its timer too: it is judged now */
+		deferral_retry(t);
 	}
 }
 
@@ -226,7 +240,7 @@ void slots_call_ended(struct task *t)
 		unstick = provider_state_block(t->prov, now, &until) == PROVIDER_BUSY;
 	}
 	s->last_end_ms = now;
-	s->ready_moved = true;
+	s->ready_moved = s->waits_moved = true;
 	int64_t second = now / 1000;
 	if (second != s->ends_second) {
 		s->ends_prev = second == s->ends_second + 1 ? s->ends_this : 0;
@@ -307,7 +321,7 @@ void slots_pending_added(struct dispatch *d)
 void slots_recheck(struct dispatch *d)
 {
 	struct slots *s = d->slots;
-	s->ready_moved = s->ready_rejudge = true;
+	s->ready_moved = s->ready_rejudge = s->waits_moved = true;
 }
 
 void slots_start_ready(struct dispatch *d)

@@ -25,8 +25,9 @@ bool slots_available(const struct dispatch *d);
  * in the ready line (T_READY) and starts when a call ends. */
 bool slots_take(struct task *t);
 void slots_ready_remove(struct task *t);
-/* A retry from memory (T_BACKOFF) with no ticket yet waits for a call slot: slots_start_ready
- * gives it the next one (deferral_retry), before the ready line; slots_unwait takes it out. */
+/* A retry from memory (T_BACKOFF) with no ticket yet waits for a call slot, or for its provider:
+ * slots_start_ready looks at it again (deferral_retry) when a call ends or after slots_recheck,
+ * before the ready line; slots_unwait takes it out. */
 void slots_wait(struct task *t);
 void slots_unwait(struct task *t);
 /* Whether a call may hold its .partial open (else it is closed after its header and the body
@@ -39,8 +40,9 @@ void slots_call_ended(struct task *t);
  * first; a job in the line whose provider was held (or went over budget) meanwhile goes back
  * to new/. */
 void slots_start_ready(struct dispatch *d);
-/* What a job in the ready line waits for may have changed without a call ending (control/, a
- * reload, a provider's ramp or hold): the line is walked again at the next turn. */
+/* What a job in the ready line, or a retry from memory, waits for may have changed without a
+ * call ending (control/, a reload, a provider's ramp or hold, recovered answers billed): they
+ * are looked at again at the next turn. */
 void slots_recheck(struct dispatch *d);
 /* A job joined the pending list: claims ahead, stuck for want of one, try again. */
 void slots_pending_added(struct dispatch *d);

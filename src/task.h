@@ -38,7 +38,8 @@ struct task {
 	bool calling;            /* its call is counted in a slot and by its provider (slots.c) */
 	struct task *ready_prev, *ready_next; /* in the ready line while T_READY, or among the
 					       * retries waiting for a slot (slot_waits): slots.c */
-	bool slot_waits;         /* a retry from memory (T_BACKOFF) waiting for a call slot */
+	bool slot_waits;         /* a retry from memory (T_BACKOFF) waiting for a call slot or for
+				  * its provider (slots.c) */
 	int64_t ready_since_ms;  /* mono_ms it joined the ready line */
 	bool partial_held;       /* its call holds body_fd open (counted by slots.c) */
 	bool partial_closed;     /* its .partial has its header but no fd (open files are short,

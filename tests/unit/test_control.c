@@ -141,10 +141,58 @@ static void test_still_wants(void)
 	ok(rmdir(dir) == 0, "the scratch spool removed");
 }
 
+/* A read counts a change of the pauses only when one was made or removed (what wakes the jobs
+ * and retries waiting for a provider), not at every read, nor for a hold or cancel. */
+static void test_pause_changes(void)
+{
+	char dir[] = "/tmp/imgspool-control-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	struct control c;
+	control_init(&c);
+	static const struct {
+		const char *name;
+		enum control_kind kind;
+		const char *arg;
+		bool add;              /* else withdraw */
+		unsigned long changes; /* pause_changes after the read */
+	} steps[] = {
+		{ "nothing there", CONTROL_NONE, NULL, false, 0 },
+		{ "pause.a made", CONTROL_PAUSE, "a", true, 1 },
+		{ "the same read again", CONTROL_NONE, NULL, false, 1 },
+		{ "a hold is no pause", CONTROL_HOLD, "job-1", true, 1 },
+		{ "pause.b beside pause.a", CONTROL_PAUSE, "b", true, 2 },
+		{ "pause (all) made", CONTROL_PAUSE, "", true, 3 },
+		{ "pause.a removed", CONTROL_PAUSE, "a", false, 4 },
+		{ "pause (all) removed", CONTROL_PAUSE, "", false, 5 },
+		{ "pause.b removed, pause.c made: as many", CONTROL_NONE, NULL, false, 6 },
+	};
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		if (i == sizeof(steps) / sizeof(steps[0]) - 1) {
+			control_withdraw(&sp, CONTROL_PAUSE, "b");
+			control_request(&sp, CONTROL_PAUSE, "c");
+		} else if (steps[i].kind != CONTROL_NONE && steps[i].add)
+			control_request(&sp, steps[i].kind, steps[i].arg);
+		else if (steps[i].kind != CONTROL_NONE)
+			control_withdraw(&sp, steps[i].kind, steps[i].arg);
+		int rc = control_read(&c, &sp);
+		ok(rc == 0 && c.pause_changes == steps[i].changes, "pause_changes: %s (%lu)",
+		   steps[i].name, c.pause_changes);
+	}
+	control_release(&c);
+	control_withdraw(&sp, CONTROL_PAUSE, "c");
+	control_withdraw(&sp, CONTROL_HOLD, "job-1");
+	for (int d = 0; d < SPOOL_NDIRS; d++)
+		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
+	spool_close(&sp);
+	ok(rmdir(dir) == 0, "the scratch spool removed");
+}
+
 int main(void)
 {
 	test_names();
 	test_judge();
 	test_still_wants();
+	test_pause_changes();
 	return tap_done();
 }

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Retries waiting in memory (src/deferral.c): when deferred/ cannot be written (here: removed
+under the daemon), a retry waits out its backoff in memory, its job in running/. Once due, a
+retry whose provider is blocked until an event (an operator's pause, its own calls in flight,
+answers recovered from before a restart not yet billed) waits for that event: it looks again
+when the event comes (slots.c walks the waiting retries at a call's end and at slots_recheck),
+never on a poll. Each look that finds it blocked is logged at debug level, so the tests count
+them: one at the due time, none until the event, then the call."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+
+
+def cli(spool, *args):
+    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def looks(d, task_id, why, provider="apiyi"):
+    """How many looks of task_id's retry found its provider blocked for why."""
+    return d.log().count(f"{task_id} debug: its retry waits for provider '{provider}' ({why})")
+
+
+def retry_in_memory(env, d, task_id, prompt, **job):
+    """Submits task_id, answered 429 first: deferred/ is gone, so its retry waits in memory."""
+    if os.path.isdir(d.path("deferred")):
+        os.rmdir(d.path("deferred"))
+    d.submit(task_id, {"prompt": prompt, **job})
+    wait_for(lambda: f"{task_id} warning: cannot move to deferred/" in d.log(), 20,
+             f"the retry in memory:\n{d.log()[-2000:]}")
+
+
+def quiet_until_event(d, task_id, why, provider="apiyi"):
+    """The retry has looked once and found its provider blocked for why; three rescans later
+    (two seconds at least, two looks of the old one-second poll) it has not looked again."""
+    wait_for(lambda: looks(d, task_id, why, provider) >= 1, 20,
+             f"{task_id}'s retry to wait ({why}):\n{d.log()[-2000:]}")
+    d.wait_rescans(3)
+    assert looks(d, task_id, why, provider) == 1, (looks(d, task_id, why, provider),
+                                                   d.log()[-3000:])
+
+
+def started_after(env, prompt, t0, what, slack=0.0):
+    """Waits for the retry's call and prints how long after t0 (time.monotonic(), the fake's
+    clock) the fake received it: a figure, not a bound (none in a timed test). That it came
+    after the event with no look in between (quiet_until_event) is what shows the event
+    started it. slack: t0 may be noted a little after the event (the fake notes a call's end
+    after its answer is sent)."""
+    wait_for(lambda: env.fake.calls(prompt) == 2, 10, f"the retry's call after {what}")
+    started = [r["started"] for r in env.fake.snapshot() if r["prompt"] == prompt][1]
+    print(f"# the retry's call reached the fake {(started - t0) * 1000:.0f} ms after {what}")
+    assert started >= t0 - slack, (started, t0)
+
+
+def test_a_retry_in_memory_waits_for_an_operators_resume(env):
+    """Paused by an operator (control/pause.apiyi) when its retry comes due: the retry looks
+    once, then nothing until `imgspool resume`, whose control/ change starts it at once."""
+    d = env.daemon(verbose=True).start()
+    prompt = "paused retry [fake:429_retry_after retry_after=2|b64]"
+    retry_in_memory(env, d, "r", prompt)
+    assert cli(d.spool, "pause", "apiyi").returncode == 0
+    quiet_until_event(d, "r", "paused by an operator")
+    assert env.fake.calls(prompt) == 1
+    t0 = time.monotonic()
+    assert cli(d.spool, "resume", "apiyi").returncode == 0
+    started_after(env, prompt, t0, "the resume")
+    assert d.wait_finished("r") == "done", d.log()[-2000:]
+    assert looks(d, "r", "paused by an operator") == 1, d.log()[-3000:]
+    os.mkdir(d.path("deferred"))
+    assert d.stop() == 0
+
+
+def test_a_retry_in_memory_waits_for_a_call_of_its_provider_to_end(env):
+    """"r" is answered 429 (Retry-After 2) while "hog" calls for 6 s: after the pause the
+    provider ramps up from one call at a time, and "hog" is that call, so r's retry finds the
+    provider full. It looks once, then nothing until hog's call ends, which starts it."""
+    d = env.daemon(verbose=True, spool__concurrency=2).start()
+    env.fake.script("the long call", {"kind": "b64", "delay": 6})
+    d.submit("hog", {"prompt": "the long call"})
+    wait_for(lambda: env.fake.inflight == 1, 20, "hog's call")
+    prompt = "retried behind it [fake:429_retry_after retry_after=2|b64]"
+    retry_in_memory(env, d, "r", prompt)
+    why = "full: its calls in flight"
+    wait_for(lambda: looks(d, "r", why) >= 1, 20, f"r's retry to wait:\n{d.log()[-2000:]}")
+    assert d.state("hog") == "running" and env.fake.calls(prompt) == 1
+    wait_for(lambda: env.fake.calls(prompt) == 2, 20, "the retry's call")
+    hog_end = [r["finished"] for r in env.fake.snapshot() if r["prompt"] == "the long call"][0]
+    started_after(env, prompt, hog_end, "hog's answer", slack=0.1)
+    assert d.wait_finished("r") == "done", d.log()[-2000:]
+    assert d.wait_finished("hog") == "done"
+    # hog's call lasted about 4 s past r's due time: the old poll looked 3-4 times.
+    assert looks(d, "r", why) == 1, d.log()[-3000:]
+    assert env.fake.max_inflight == 2
+    os.mkdir(d.path("deferred"))
+    assert d.stop() == 0
+
+
+def held(fifo, d):
+    """Waits for a thread to wait at its stop point (IMGSPOOLD_STOP_AT) and returns the FIFO's
+    write end: the thread goes on once it is closed."""
+    fd = []
+
+    def opened():
+        assert not d.exited(), d.log()[-2000:]
+        try:
+            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError as e:
+            if e.errno != errno.ENXIO:   # no reader yet
+                raise
+            return False
+    wait_for(opened, 20, "a thread to wait at its stop point")
+    return fd[0]
+
+
+def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
+    """After a restart, calls under a budget wait until the answers saved before it are in the
+    ledger (here the judgement of "saved", under apiyi's budget, is held at its stop point).
+    "r" was called on provider b before b had a budget; a reload gives it one, so r's retry,
+    due meanwhile, waits for that judgement: it looks once, then nothing until the last
+    recovered answer is billed."""
+    d = env.daemon(verbose=True, spool__concurrency=1, provider__budget_daily="100",
+                   **{"provider b__base_url": env.fake.base_url,
+                      "provider b__api_key_env": "IMGSPOOL_TEST_KEY"})
+    d.submit("saved", {"prompt": "answered before the kill"})
+    d.start_to_crash("save:response")
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    d.start(extra_env={"IMGSPOOLD_STOP_AT": "recovery:judge", "IMGSPOOLD_STOP_FIFO": fifo})
+    writer = held(fifo, d)
+    prompt = "retried under a new budget [fake:429_retry_after retry_after=2|b64]"
+    retry_in_memory(env, d, "r", prompt, provider="b")
+    with open(d.config_path) as f:
+        config = f.read()
+    assert "[provider b]\n" in config, config
+    with open(d.config_path, "w") as f:
+        f.write(config.replace("[provider b]\n", "[provider b]\nbudget_daily = 100\n"))
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in d.log(), 10, "the reload")
+    quiet_until_event(d, "r", "recovered answers not yet in the ledger", "b")
+    assert env.fake.calls(prompt) == 1
+    t0 = time.monotonic()
+    os.close(writer)
+    started_after(env, prompt, t0, "the recovered answer's judgement was let go")
+    assert d.wait_finished("r") == "done", d.log()[-2000:]
+    assert d.wait_finished("saved") == "done"
+    assert env.fake.calls("answered before the kill") == 1
+    os.mkdir(d.path("deferred"))
+    assert d.stop() == 0
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_a_retry_in_memory_waits_for_an_operators_resume,
+        test_a_retry_in_memory_waits_for_a_call_of_its_provider_to_end,
+        test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed,
+    ])
