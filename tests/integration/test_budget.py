@@ -12,27 +12,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import held_at_stop, run_tests, wait_for  # noqa: E402
 
 PRICE = {"prices__gpt-image-2": "0.01"}
-
-
-def held(fifo, d):
-    """Waits for a thread to wait at its stop point and returns the FIFO's write end: the
-    thread reads on until it is closed, which lets it go."""
-    fd = []
-
-    def opened():
-        assert not d.exited(), d.log()[-2000:]
-        try:
-            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            return True
-        except OSError as e:
-            if e.errno != errno.ENXIO:   # no reader yet
-                raise
-            return False
-    wait_for(opened, 20, "a thread to wait at its stop point")
-    return fd[0]
 
 
 def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
@@ -54,7 +36,7 @@ def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
              f"the next job to wait for the recovered answer (log:\n{d.log()[-3000:]})")
     assert env.fake.calls(nxt) == 0, "a call started before the recovered answer was billed"
     assert waiting in d.log(), d.log()
-    os.close(held(fifo, d))
+    os.close(held_at_stop(fifo, d))
     assert d.wait_finished("saved") == "done", d.log()
     wait_for(lambda: "is over its total daily budget" in d.log(), 20, "the budget to stop the next job")
     assert env.fake.calls(nxt) == 0 and env.fake.calls(saved) == 1, d.log()
@@ -122,7 +104,7 @@ def test_the_loop_never_waits_for_a_helpers_ledger_write(env):
     d.start(extra_env={"IMGSPOOLD_STOP_AT": "ledger:locked", "IMGSPOOLD_STOP_FIFO": fifo})
     wait_for(lambda: env.fake.calls(slow) == 1, 20, "the slow call to start")
     d.submit("fast", {"prompt": fast})
-    writer = held(fifo, d)   # the helper that judged the fast answer, inside its write
+    writer = held_at_stop(fifo, d)   # the helper that judged the fast answer, inside its write
     os.makedirs(d.path("control"), exist_ok=True)
     with open(d.path("control", "cancel.slow"), "w"):
         pass

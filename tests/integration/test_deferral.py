@@ -6,7 +6,6 @@ answers recovered from before a restart not yet billed) waits for that event: it
 when the event comes (slots.c walks the waiting retries at a call's end and at slots_recheck),
 never on a poll. Each look that finds it blocked is logged at debug level, so the tests count
 them: one at the due time, none until the event, then the call."""
-import errno
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def cli(spool, *args):
@@ -101,24 +100,6 @@ def test_a_retry_in_memory_waits_for_a_call_of_its_provider_to_end(env):
     assert d.stop() == 0
 
 
-def held(fifo, d):
-    """Waits for a thread to wait at its stop point (IMGSPOOLD_STOP_AT) and returns the FIFO's
-    write end: the thread goes on once it is closed."""
-    fd = []
-
-    def opened():
-        assert not d.exited(), d.log()[-2000:]
-        try:
-            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            return True
-        except OSError as e:
-            if e.errno != errno.ENXIO:   # no reader yet
-                raise
-            return False
-    wait_for(opened, 20, "a thread to wait at its stop point")
-    return fd[0]
-
-
 def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
     """After a restart, calls under a budget wait until the answers saved before it are in the
     ledger (here the judgement of "saved", under apiyi's budget, is held at its stop point).
@@ -133,7 +114,7 @@ def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
     fifo = os.path.join(d.dir, "stop.fifo")
     os.mkfifo(fifo)
     d.start(extra_env={"IMGSPOOLD_STOP_AT": "recovery:judge", "IMGSPOOLD_STOP_FIFO": fifo})
-    writer = held(fifo, d)
+    writer = held_at_stop(fifo, d)
     prompt = "retried under a new budget [fake:429_retry_after retry_after=2|b64]"
     retry_in_memory(env, d, "r", prompt, provider="b")
     with open(d.config_path) as f:

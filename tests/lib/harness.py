@@ -6,6 +6,7 @@ checked for sanitizer reports and for the API key, which must never appear.
 """
 import contextlib
 import atexit
+import errno
 import json
 import os
 import re
@@ -57,6 +58,25 @@ def wait_for(pred, timeout=20.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def held_at_stop(fifo, d):
+    """Waits for a thread of daemon d to wait at its stop point (IMGSPOOLD_STOP_AT with
+    IMGSPOOLD_STOP_FIFO=fifo, util.c stop_point) and returns the FIFO's write end: the thread
+    reads on until it is closed, which lets it go."""
+    fd = []
+
+    def opened():
+        assert not d.exited(), d.log()[-2000:]
+        try:
+            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError as e:
+            if e.errno != errno.ENXIO:   # no reader yet
+                raise
+            return False
+    wait_for(opened, 20, "a thread to wait at its stop point")
+    return fd[0]
 
 
 class Daemon:
