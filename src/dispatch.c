@@ -405,6 +405,8 @@ static void call_done(void *arg, struct http_result *res)
 {
 	struct task *t = arg;
 	t->xfer = NULL;
+	t->body_fd = res->body_fd;   /* the .partial comes back with the answer */
+	res->body_fd = -1;
 	t->save_err = 0;
 	if (t->partial_closed)
 		write_closed_partial(t, res);
@@ -496,6 +498,7 @@ void task_send_attempt(struct task *t)
 		return;
 	}
 	slots_call_started(t);
+	t->body_fd = -1;   /* the transfer's till call_done: a cancel leaves it to the transfer thread */
 	attempt_reserve(t);
 }
 

@@ -19,14 +19,23 @@
  * their answers and the next calls' sends must not wait behind the daemon's work on jobs, nor
  * it behind them. They hand transfers over in lists under one lock, each side waking the other
  * with a loop_wake (a system call only when the other sleeps). A transfer is the transfer
- * thread's from the hand-over until it is finished (or cancelled); http_cancel waits for the
- * transfer thread to let go of it, so no callback of libcurl ever touches a transfer its caller
- * has freed. */
+ * thread's from the hand-over until it is finished (or cancelled), and so is its body_fd.
+ *
+ * A cancel never waits for the transfer thread: that thread may be stuck in a write of a body to
+ * a spool on NFS, and the loop with it would stop every job on the host. A transfer the loop
+ * still holds is freed at once; one the transfer thread holds is marked, and that thread takes
+ * it out of libcurl, closes its body_fd (a close on NFS may flush: not on the loop) and hands it
+ * back through the done list without its callback, to be freed on the loop. The cancels of one
+ * turn of the loop go over with one wake, at its end (a grace cut of a thousand calls is one). A body write
+ * under way when the cancel came still lands in body_fd's file, no later one: the caller (the
+ * .partial of a job) never renames that file after a cancel; it removes it or leaves it to a
+ * restart, which reads it as a call that may have been sent. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,10 +56,11 @@
 enum xfer_at {
 	X_QUEUED,                /* in to_start: still the caller's thread's */
 	X_RUNNING,               /* the transfer thread's */
-	X_DONE,                  /* in done: the caller's thread's again, its callback due */
+	X_DONE,                  /* in done: the caller's thread's again, its callback due (none
+				  * if it was cancelled: fn is NULL) */
 	X_DELIVERING,            /* taken from done by the caller's loop, its callback next */
-	X_CANCELLING,            /* in to_cancel: the caller waits */
-	X_CANCELLED,             /* let go of by the transfer thread */
+	X_CANCELLING,            /* in to_cancel: still the transfer thread's, which hands it back
+				  * through done; its caller has forgotten it */
 };
 
 struct xfer_list {
@@ -72,7 +82,6 @@ struct http {
 	int n_conn_fd;
 	/* the hand-over, under lock */
 	pthread_mutex_t lock;
-	pthread_cond_t let_go;   /* a cancelled transfer was let go of */
 	struct xfer_list to_start, done;
 	struct http_xfer *to_cancel; /* by next_cancel: a transfer's next may still be walked */
 	bool stopping;
@@ -85,12 +94,13 @@ struct http_xfer {
 	struct http_xfer *next_cancel; /* in http->to_cancel */
 	enum xfer_at at;
 	CURL *easy;
+	atomic_bool cut;         /* cancelled: the transfer thread writes no more of its body */
 	struct curl_slist *headers;
 	curl_mime *mime;
 	struct buf body;
 	bool too_big;
 	struct http_result res;
-	int body_fd;
+	int body_fd;             /* owned: closed by whoever holds the transfer last */
 	size_t body_saved;       /* bytes of body already written to body_fd */
 	struct http_xfer *next_unsaved; /* in http->unsaved while body_saved < body.len */
 	bool in_unsaved;
@@ -108,8 +118,12 @@ static void check_done(struct http *http);
 static void save_body(struct http_xfer *x)
 {
 	if (x->body_fd >= 0 && !x->res.body_fd_failed && x->body.len > x->body_saved &&
-	    write_all(x->body_fd, x->body.data + x->body_saved, x->body.len - x->body_saved) < 0)
-		x->res.body_fd_failed = true;
+	    !atomic_load_explicit(&x->cut, memory_order_relaxed)) {
+		stop_point("http:body-write");   /* a test holds the thread here: a stalled disk */
+		if (write_all(x->body_fd, x->body.data + x->body_saved,
+			      x->body.len - x->body_saved) < 0)
+			x->res.body_fd_failed = true;
+	}
 	x->body_saved = x->body.len;
 }
 
@@ -252,7 +266,7 @@ static void on_wake_io(struct loop *io, void *arg)
 			x->res.transport = HTTP_NOT_SENT;
 			xsnprintf(x->res.detail, sizeof(x->res.detail), "cannot start the transfer");
 			pthread_mutex_lock(&http->lock);
-			bool deliver = x->at == X_RUNNING;   /* else its cancel waits: it frees x */
+			bool deliver = x->at == X_RUNNING;   /* else its cancel hands it back */
 			if (deliver) {
 				x->at = X_DONE;
 				list_add(&http->done, x);
@@ -262,15 +276,29 @@ static void on_wake_io(struct loop *io, void *arg)
 				loop_wake_send_later(http->io, http->to_loop);
 		}
 	}
+	/* Cancelled ones go back to the loop, to be freed there, all in one hand-over. */
+	struct xfer_list back = { 0 };
 	while (cancel) {
 		struct http_xfer *x = cancel;
 		cancel = x->next_cancel;
 		curl_multi_remove_handle(http->multi, x->easy);   /* harmless if it finished */
 		forget_unsaved(http, x);
+		if (x->body_fd >= 0)
+			close(x->body_fd);
+		x->body_fd = -1;
+		list_add(&back, x);
+	}
+	if (back.head) {
 		pthread_mutex_lock(&http->lock);
-		x->at = X_CANCELLED;   /* from here the caller frees it */
-		pthread_cond_broadcast(&http->let_go);
+		for (struct http_xfer *x = back.head; x; x = x->next)
+			x->at = X_DONE;   /* fn is NULL: no callback */
+		if (http->done.tail)
+			http->done.tail->next = back.head;
+		else
+			http->done.head = back.head;
+		http->done.tail = back.tail;
 		pthread_mutex_unlock(&http->lock);
+		loop_wake_send_later(http->io, http->to_loop);
 	}
 	if (stopping)
 		loop_stop(io);
@@ -307,7 +335,6 @@ struct http *http_new(struct loop *loop, long max_connections)
 	curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
 	curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max_connections);
 	pthread_mutex_init(&http->lock, NULL);
-	pthread_cond_init(&http->let_go, NULL);
 	http->to_io = loop_wake_new(http->io, on_wake_io, http);
 	http->to_loop = loop_wake_new(loop, on_wake_loop, http);
 	int rc = pthread_create(&http->thread, NULL, transfer_main, http);
@@ -343,6 +370,8 @@ static void easy_put(struct http *http, CURL *e)
 
 static void xfer_free(struct http_xfer *x)
 {
+	if (x->body_fd >= 0)
+		close(x->body_fd);
 	curl_slist_free_all(x->headers);
 	curl_mime_free(x->mime);
 	buf_release(&x->body);
@@ -350,33 +379,36 @@ static void xfer_free(struct http_xfer *x)
 	free(x);
 }
 
+/* Never waits for the transfer thread (see the top of the file). */
 void http_cancel(struct http *http, struct http_xfer *x)
 {
 	if (!x)
 		return;
+	x->fn = NULL;   /* read on the loop only */
 	pthread_mutex_lock(&http->lock);
-	if (x->at == X_DELIVERING) {   /* from a callback of the same batch: freed there */
-		x->fn = NULL;
-		pthread_mutex_unlock(&http->lock);
-		return;
-	}
-	if (x->at == X_QUEUED) {
+	enum xfer_at at = x->at;
+	if (at == X_QUEUED) {
 		list_remove(&http->to_start, x);
-	} else if (x->at == X_DONE) {
+	} else if (at == X_DONE) {
 		list_remove(&http->done, x);
-	} else {
-		x->at = X_CANCELLING;
+	} else if (at == X_RUNNING) {
+		x->at = X_CANCELLING;   /* finish() leaves it to the cancel */
+		atomic_store_explicit(&x->cut, true, memory_order_relaxed);
 		x->next_cancel = http->to_cancel;   /* not x->next: the batch x came in may be walked */
 		http->to_cancel = x;
-		loop_wake_send(http->to_io);
-		while (x->at != X_CANCELLED)
-			pthread_cond_wait(&http->let_go, &http->lock);
 	}
 	pthread_mutex_unlock(&http->lock);
-	easy_put(http, x->easy);
-	xfer_free(x);
+	if (at == X_QUEUED || at == X_DONE) {   /* the loop's: freed now */
+		easy_put(http, x->easy);
+		xfer_free(x);
+	} else if (at == X_RUNNING) {   /* the turn's cancels go over in one wake, at its end */
+		loop_wake_send_later(http->loop, http->to_io);
+	}
+	/* X_DELIVERING: from a callback of the same batch, which frees it */
 }
 
+/* Waits for the transfer thread to end, so for every cancel it was sent; the cancelled transfers
+ * it handed back, and any finished one whose callback is still due (it never comes), are freed. */
 void http_free(struct http *http)
 {
 	if (!http)
@@ -386,13 +418,17 @@ void http_free(struct http *http)
 	pthread_mutex_unlock(&http->lock);
 	loop_wake_send(http->to_io);
 	pthread_join(http->thread, NULL);
+	for (struct http_xfer *x = list_take(&http->done), *next; x; x = next) {
+		next = x->next;
+		easy_put(http, x->easy);
+		xfer_free(x);
+	}
 	if (http->timer_id)
 		loop_del_timer(http->io, http->timer_id);
 	curl_multi_cleanup(http->multi);   /* closes the connections: close_socket needs io */
 	loop_wake_free(http->to_loop);
 	loop_free(http->io);   /* and its wake */
 	pthread_mutex_destroy(&http->lock);
-	pthread_cond_destroy(&http->let_go);
 	while (http->n_idle)
 		curl_easy_cleanup(http->idle[--http->n_idle]);
 	free(http->conn_fd);
@@ -587,7 +623,8 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	x->http = http;
 	x->fn = fn;
 	x->arg = arg;
-	x->body_fd = req->body_fd;
+	x->body_fd = -1;   /* the caller's until the transfer is set up */
+	x->res.body_fd = -1;
 	buf_init(&x->body, req->max_body);
 	x->easy = easy_get(http);
 	CURL *e = x->easy;
@@ -659,6 +696,7 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 
 	x->res.started_wall_ms = wall_ms();
 	x->started_mono = mono_ms();
+	x->body_fd = req->body_fd;   /* stolen */
 	pthread_mutex_lock(&http->lock);
 	x->at = X_QUEUED;
 	list_add(&http->to_start, x);
@@ -742,8 +780,11 @@ static void finish_all(struct http *http)
 		list = x->next;
 		easy_put(http, x->easy);
 		x->easy = NULL;
-		if (x->fn)   /* else cancelled by an earlier callback of this batch */
+		x->res.body_fd = x->body_fd;   /* the callee may take it */
+		x->body_fd = -1;
+		if (x->fn)   /* else cancelled: by an earlier callback of this batch, or handed back */
 			x->fn(x->arg, &x->res);
+		x->body_fd = x->res.body_fd;
 		xfer_free(x);
 	}
 }

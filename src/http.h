@@ -38,7 +38,9 @@ struct http_request {
 	size_t max_body;
 	bool follow_redirects;
 	const char *ca_file;     /* NULL = system default */
-	int body_fd;             /* the body is also written here as it arrives; -1 = not */
+	int body_fd;             /* the body is also written here as it arrives; -1 = not. Stolen
+				  * by http_start unless it fails: it comes back in the result, or
+				  * is closed by the transfer thread if the transfer is cancelled */
 	bool public_only;        /* refuse to connect to a loopback, private or link-local address */
 	/* For results leaving the spool (object storage, webhooks): */
 	const char *method;      /* "PUT" etc.; NULL = GET, or POST when there is a body */
@@ -60,12 +62,14 @@ struct http_result {
 	char detail[256];        /* curl's error text for a failed transfer */
 	int64_t started_wall_ms;
 	int64_t latency_ms;
+	int body_fd;             /* the request's body_fd, or -1: the callee may take it (setting
+				  * -1), else it is closed after the call */
 	bool body_fd_failed;     /* writing body_fd failed (disk full?): only memory has the body */
 	char refused_address[64]; /* public_only: the non-public address refused, "" if none */
 };
 
-/* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,
- * which the callee may steal by setting res->body to NULL. */
+/* Called once per transfer unless it was cancelled. res is borrowed for the call, except body
+ * and body_fd, which the callee may steal by setting res->body to NULL, res->body_fd to -1. */
 typedef void http_done_fn(void *arg, struct http_result *res);
 
 /* The transfer thread's name (/proc/PID/task/TID/comm): make bench counts its CPU apart. */
@@ -76,7 +80,9 @@ void http_free(struct http *http);
 /* Returns NULL (logged) if the request could not even be set up. */
 struct http_xfer *http_start(struct http *http, const struct http_request *req, http_done_fn *fn,
 			     void *arg);
-/* Aborts a transfer; its callback is not called. */
+/* Aborts a transfer; its callback is not called, and the caller may free what arg points to at
+ * once. Never waits for the transfer thread: a body write already under way there may still
+ * land in body_fd's file, none after it (see http.c). */
 void http_cancel(struct http *http, struct http_xfer *xfer);
 const char *http_transport_name(enum http_transport t);
 /* Whether an IP address (text) is on the public internet: not loopback, private (RFC 1918,

@@ -47,7 +47,8 @@ struct task {
 				  * the parse opens it for its fsync */
 	bool fenced;             /* another daemon reclaimed it: never publish */
 	bool in_pool;            /* a helper thread owns it until its done() runs */
-	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives */
+	int body_fd;             /* running/.ID@HOST.partial: the response as it arrives (the
+				  * transfer holds it during the call: -1 here till call_done) */
 	int save_err;            /* errno when its response could not be made durable, else 0 */
 	int crashes;             /* times a daemon died while this job was in running/ */
 	char id[JOB_ID_MAX + 1];

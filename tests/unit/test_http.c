@@ -7,6 +7,7 @@
  * call that cancels it (ASan sees any use of it after the cancel); and a cancel of one transfer
  * of a batch the transfer thread is taking in loses none of the others. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -188,7 +189,7 @@ static void test_calls_on_the_loop(void)
 	const char *const more[] = { "X-Only-Once: 1", NULL };
 	struct http_request post = { .url = url[0], .bearer = "sk-once", .body = "{}", .body_len = 2,
 				     .headers = more, .timeout_s = 5, .connect_timeout_s = 5,
-				     .max_body = 1024, .body_fd = kept ? fileno(kept) : -1 };
+				     .max_body = 1024, .body_fd = kept ? dup(fileno(kept)) : -1 };
 	struct http_request get = { .url = url[1], .timeout_s = 5, .connect_timeout_s = 5,
 				    .max_body = 1024, .body_fd = -1 };
 	struct call c;
@@ -426,6 +427,29 @@ static void count_done(void *arg, struct http_result *res)
 	(*(int *)arg)++;
 }
 
+/* A pipe whose write end (blocking) has no room left: the next write there waits for a read.
+ * Returns the bytes in it, -1 if there is no pipe. */
+static ssize_t full_pipe(int fd[2])
+{
+	if (pipe2(fd, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -1;
+	char fill[4096] = { 0 };
+	ssize_t in = 0, n;
+	while ((n = write(fd[1], fill, sizeof(fill))) > 0 || (n = write(fd[1], fill, 1)) > 0)
+		in += n;
+	fcntl(fd[1], F_SETFL, 0);
+	return in;
+}
+
+/* Waits (10 s at most) until the transfer thread is (want) or is not in a write to fd. */
+static bool until_writes(int fd, bool want)
+{
+	int64_t deadline = mono_ms() + 10000;
+	while (transfer_thread_writes(fd) != want && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	return transfer_thread_writes(fd) == want;
+}
+
 /* The transfer thread is held in a write of a body to a full pipe while BATCH calls are started,
  * so it takes them in as one batch when the pipe is drained; then calls from the end of the batch
  * backward are cancelled, the first ones while still queued, then one the thread has taken in and
@@ -437,7 +461,7 @@ static void test_cancel_in_a_batch(void)
 	pthread_mutex_init(&sv.lock, NULL);
 	sv.listen_fd = listen_on_loopback(64, &sv.port);
 	int pipe_fd[2];
-	if (sv.listen_fd < 0 || pipe2(pipe_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+	if (sv.listen_fd < 0 || full_pipe(pipe_fd) < 0)
 		return;
 	pthread_t thread;
 	pthread_create(&thread, NULL, accept_all, &sv);
@@ -445,26 +469,19 @@ static void test_cancel_in_a_batch(void)
 	struct http *http = http_new(loop, 64);
 	char ok_url[64];
 	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
-	char fill[4096] = { 0 };
-	while (write(pipe_fd[1], fill, sizeof(fill)) > 0 || write(pipe_fd[1], fill, 1) > 0)
-		;
-	fcntl(pipe_fd[1], F_SETFL, 0);   /* the next write blocks */
+	char fill[4096];
 	struct http_request blocker = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
-					.max_body = 1024, .body_fd = pipe_fd[1] };
+					.max_body = 1024, .body_fd = dup(pipe_fd[1]) };
 	struct http_request refused = { .url = "http://127.0.0.1:1/", .timeout_s = 30,
 					.connect_timeout_s = 5, .max_body = 1024, .body_fd = -1 };
 	int callbacks = 0, cancelled = 0;
 	http_start(http, &blocker, count_done, &callbacks);
-	int64_t deadline = mono_ms() + 10000;
-	while (!transfer_thread_writes(pipe_fd[1]) && mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	ok(transfer_thread_writes(pipe_fd[1]), "the transfer thread waits to write a body");
+	ok(until_writes(blocker.body_fd, true), "the transfer thread waits to write a body");
 	static struct http_xfer *xs[BATCH];
 	for (int i = 0; i < BATCH; i++)
 		xs[i] = http_start(http, &refused, count_done, &callbacks);
 	ok(read(pipe_fd[0], fill, sizeof(fill)) > 0, "room in the pipe");
-	while (transfer_thread_writes(pipe_fd[1]) && mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	until_writes(blocker.body_fd, false);
 	for (int i = BATCH - 2; i >= BATCH / 2; i--, cancelled++)
 		http_cancel(http, xs[i]);
 	struct wait_for all = { .flag = &callbacks, .want = 1 + BATCH - cancelled };
@@ -481,11 +498,124 @@ static void test_cancel_in_a_batch(void)
 	close(pipe_fd[1]);
 }
 
+/* ---- cancels while the transfer thread is stuck in a write (a spool on a stalled NFS) ------- */
+
+/* Drains the full pipe once the cancels returned, or after 10 s if they never do (a cancel that
+ * waits for the stuck thread): the test then fails instead of hanging. */
+struct rescuer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool cancels_returned, drained;
+	int read_fd;
+	ssize_t read;            /* bytes drained */
+};
+
+static void *rescue(void *arg)
+{
+	struct rescuer *r = arg;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&r->lock);
+	while (!r->cancels_returned &&
+	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+		;
+	char room[4096];
+	r->read = read(r->read_fd, room, sizeof(room));
+	r->drained = true;
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* A call whose body write is stuck (a full pipe), and with it the transfer thread, and a call in
+ * flight beside it: both cancels return at once, neither callback ever comes, the stuck write
+ * lands and nothing after it, and the transfer thread closes the cancelled call's body_fd. */
+static void test_cancel_while_the_thread_is_stuck(void)
+{
+	static struct held_server sv;
+	pthread_mutex_init(&sv.lock, NULL);
+	sv.listen_fd = listen_on_loopback(64, &sv.port);
+	int pipe_fd[2];
+	ssize_t filled = full_pipe(pipe_fd);
+	if (sv.listen_fd < 0 || filled < 0)
+		return;
+	pthread_t thread, rescuer_thread;
+	pthread_create(&thread, NULL, accept_all, &sv);
+	struct loop *loop = loop_new();
+	struct http *http = http_new(loop, 64);
+	char ok_url[64], hold_url[64];
+	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
+	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
+	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
+				     .max_body = 1024, .body_fd = -1 };
+	struct http_request stuck = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
+				      .max_body = 1024, .body_fd = dup(pipe_fd[1]) };
+	struct http_request fast = { .url = ok_url, .timeout_s = 5, .connect_timeout_s = 5,
+				     .max_body = 1024, .body_fd = -1 };
+	struct call in_flight = { 0 }, writing = { 0 };
+	struct http_xfer *held = http_start(http, &hold, call_done, &in_flight);
+	struct wait_for w = { .sv = &sv, .want = 1 };
+	run_until(loop, &w);
+	ok(held_now(&sv) == 1, "a call in flight");
+	struct http_xfer *x = http_start(http, &stuck, call_done, &writing);
+	ok(until_writes(stuck.body_fd, true), "the transfer thread is stuck writing a body");
+
+	struct rescuer r = { .read_fd = pipe_fd[0] };
+	pthread_mutex_init(&r.lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&r.cond, &attr);
+	pthread_create(&rescuer_thread, NULL, rescue, &r);
+	int64_t before = mono_ms();
+	http_cancel(http, x);
+	http_cancel(http, held);
+	int64_t took = mono_ms() - before;
+	pthread_mutex_lock(&r.lock);
+	bool stuck_still = !r.drained;
+	r.cancels_returned = true;
+	pthread_cond_signal(&r.cond);
+	pthread_mutex_unlock(&r.lock);
+	ok(stuck_still, "both cancels returned while the transfer thread was stuck (%lld ms)",
+	   (long long)took);
+	pthread_join(rescuer_thread, NULL);
+
+	/* A callback of a cancelled call would have come by the end of a call after them. */
+	struct call after = { 0 };
+	run_call(loop, http, &fast, &after);
+	ok(after.status == 200, "a call after them (%ld)", after.status);
+	ok(!in_flight.done && !writing.done, "no callback of a cancelled call");
+	http_free(http);   /* ASan: the cancelled transfers were freed */
+
+	/* Only the write under way landed ("ok"), and the transfer thread closed its descriptor:
+	 * with ours closed, the pipe ends after the bytes left in it. */
+	close(pipe_fd[1]);
+	fcntl(pipe_fd[0], F_SETFL, O_NONBLOCK);
+	char rest[4096];
+	ssize_t n, left = 0;
+	while ((n = read(pipe_fd[0], rest, sizeof(rest))) > 0)
+		left += n;
+	ok(n == 0, "the cancelled call's body_fd was closed (%s)", n < 0 ? strerror(errno) : "end");
+	ok(r.read > 0 && left == filled - r.read + 2,
+	   "the write under way landed, nothing more (%zd bytes of %zd filled, %zd drained)", left,
+	   filled, r.read);
+	close(pipe_fd[0]);
+
+	loop_free(loop);
+	shutdown(sv.listen_fd, SHUT_RDWR);
+	pthread_join(thread, NULL);
+	close(sv.listen_fd);
+	pthread_cond_destroy(&r.cond);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_destroy(&r.lock);
+}
+
 int main(void)
 {
 	test_calls_on_the_loop();
 	test_cancels();
 	test_cancel_in_a_batch();
+	test_cancel_while_the_thread_is_stuck();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
