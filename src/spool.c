@@ -413,10 +413,13 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
 int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
 			   enum spool_dir to, const char *to_name)
 {
-	if (renameat2(sp->fd[from], from_name, sp->fd[to], to_name, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -1;
+	if (!atomic_load_explicit(&sp->no_noreplace, memory_order_relaxed)) {
+		if (renameat2(sp->fd[from], from_name, sp->fd[to], to_name, RENAME_NOREPLACE) == 0)
+			return 0;
+		if (errno != EINVAL && errno != ENOSYS)
+			return -1;
+		atomic_store_explicit(&sp->no_noreplace, true, memory_order_relaxed);
+	}
 	/* No RENAME_NOREPLACE here (some NFS and FUSE): link(2) never replaces either. */
 	if (linkat(sp->fd[from], from_name, sp->fd[to], to_name, 0) < 0)
 		return -1;
@@ -567,7 +570,8 @@ int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *
 
 /* Puts dirfd/tmp, a temporary file of ours, in place at name, as how says (how->ss: not used,
  * its caller names the directory); removes it when that fails. */
-static int put_in_place(int dirfd, const char *tmp, const char *name, const struct write_how *how)
+static int put_in_place(struct spool *sp, int dirfd, const char *tmp, const char *name,
+			const struct write_how *how)
 {
 	if (how->mtime_ms > 0) {
 		struct timespec times[2] = {
@@ -580,12 +584,15 @@ static int put_in_place(int dirfd, const char *tmp, const char *name, const stru
 	if (how->replace_only) {
 		/* An exchange fails when name is gone (another daemon took the job): never recreate
 		 * it. File systems without RENAME_EXCHANGE (NFS) check first, leaving a short window. */
-		if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) == 0) {
-			unlinkat(dirfd, tmp, 0);   /* now the old content */
-			return 0;
+		if (!atomic_load_explicit(&sp->no_exchange, memory_order_relaxed)) {
+			if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) == 0) {
+				unlinkat(dirfd, tmp, 0);   /* now the old content */
+				return 0;
+			}
+			if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+				goto fail;
+			atomic_store_explicit(&sp->no_exchange, true, memory_order_relaxed);
 		}
-		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-			goto fail;
 		if (!spool_exists(dirfd, name)) {
 			errno = ENOENT;
 			goto fail;
@@ -612,7 +619,7 @@ static int write_at(struct spool *sp, int dirfd, const char *name, const void *d
 	if (write_temp(sp, dirfd, name, data, len, how->fsync_file, how->ss, how->replace_only,
 		       tmp, how->bytes_first) < 0)
 		return -1;
-	return put_in_place(dirfd, tmp, name, how);
+	return put_in_place(sp, dirfd, tmp, name, how);
 }
 
 int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
@@ -685,7 +692,7 @@ int spool_replace_in(struct spool *sp, enum spool_dir d, const char *tmp, const 
 		errno = saved;
 		return -1;
 	}
-	if (put_in_place(dirfd, tmp, name, &(struct write_how){ .replace_only = true }) < 0)
+	if (put_in_place(sp, dirfd, tmp, name, &(struct write_how){ .replace_only = true }) < 0)
 		return -1;
 	syncset_dir(ss, dirfd);
 	return 0;

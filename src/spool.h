@@ -7,6 +7,7 @@
 #define SPOOL_H
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +48,9 @@ struct spool {
 	long fs_type;               /* statfs f_type of the spool's file system */
 	enum spool_journal journal_kind;   /* spool_fs_journal's answer (NONE: no journal to lean on) */
 	enum sync_mode sync_mode;   /* [spool] sync: how a batch's writes are made durable */
+	/* renameat2's flags the file system refused (EINVAL on NFS, sshfs, other FUSE): not asked
+	 * again, the fallback goes straight on (any thread). */
+	atomic_bool no_exchange, no_noreplace;
 };
 
 /* What tells one file at a name from another, or from itself changed. */

@@ -133,6 +133,29 @@ def test_the_heartbeat_touches_no_staging_directory_that_is_not_there(env):
     assert not wasted, f"{len(wasted)} failed touches of a directory that is not there"
 
 
+def test_renameat2_flags_an_sshfs_refuses_are_asked_once(env):
+    """sshfs refuses renameat2's RENAME_EXCHANGE (EINVAL): the daemon falls back (a look, then a
+    rename) and asks no more, instead of one refused call per job's final records (strace:
+    deterministic)."""
+    with env.two_mounts() as mounts:
+        d = env.daemon(spool_dir=os.path.join(mounts.mount_a, "spool"))
+        log = os.path.join(d.dir, "strace.log")
+        d.wrapper = ["strace", "-f", "-qq", "-o", log, "-e", "trace=renameat2"]
+        ids = ["flag1", "flag2", "flag3"]
+        for task_id in ids:
+            d.submit(task_id, {"prompt": "over sshfs " + task_id})
+        d.start()
+        for task_id in ids:
+            assert d.wait_finished(task_id, 60) == "done"
+        d.stop()
+        with open(log) as f:
+            text = f.read()
+        for flag in ("RENAME_EXCHANGE", "RENAME_NOREPLACE"):
+            refused = re.findall(rf"renameat2\(.*{flag}.*= -1 EINVAL", text)
+            assert len(refused) <= 1, f"{flag} refused {len(refused)} times"
+        assert "RENAME_EXCHANGE" in text, "the exchange was never tried"
+
+
 def staging_of(d, task_id):
     """The staging directory in running/ where task_id's result is staged (its own or its
     batch's), or None."""
@@ -652,6 +675,7 @@ if __name__ == "__main__":
         test_a_directory_planted_at_the_result_ends_the_job_with_a_reason,
         test_a_slow_fsync_does_not_cost_the_lease,
         test_the_heartbeat_touches_no_staging_directory_that_is_not_there,
+        test_renameat2_flags_an_sshfs_refuses_are_asked_once,
         test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
         test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
