@@ -3,8 +3,10 @@
  * How it fails: a file operation that fails is logged once per provider and kind; the gate
  * then says BUSY and is tried again a second later (never a call it could not count), and a
  * pause or hold that cannot be written stays local to this host. A directory removed by hand
- * (and perhaps made again by another host) is found by its name again: every RECHECK_MS, and
- * at once after a failure. */
+ * (and perhaps made again by another host) is found by its name again at its next use: at
+ * once after a failure it makes, and before a look at a provider's pause and hold (a look in a
+ * removed directory fails at nothing); one moved aside, every RECHECK_MS. The spool root is
+ * never left: one its path no longer names is only said. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -101,6 +103,9 @@ struct keyshare {
 	struct kept_ledger *kept;
 	size_t n_kept;
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
+	dev_t root_dev;              /* the spool root as opened, and whether its path names */
+	ino_t root_ino;              /* another directory now (root_recheck) */
+	bool root_moved;
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
@@ -196,19 +201,25 @@ static void close_dir(int *fd)
 	*fd = -1;
 }
 
+/* Lets go of p's directories (pdir_open opens them again by name) and what was read in them. */
+static void pdir_close(struct pdir *p)
+{
+	close_dir(&p->fd);
+	close_dir(&p->calls);
+	close_dir(&p->starts);
+	p->calls_memo.listed_at = p->calls_oldest_beat = 0;
+}
+
 /* Closes p's handles that no longer name its directories (checked every RECHECK_MS, or at once
- * after a failure: checked_at 0); pdir() opens them again. */
+ * after a failure: checked_at 0); pdir_open() opens them again. */
 static void pdir_recheck(struct pdir *p, int providers_fd)
 {
 	int64_t now = mono_ms();
 	if (p->fd < 0 || (p->checked_at && now - p->checked_at < RECHECK_MS))
 		return;
 	p->checked_at = now;
-	if (!dir_current(providers_fd, p->name, p->fd)) {
-		close_dir(&p->fd);
-		close_dir(&p->calls);
-		close_dir(&p->starts);
-	}
+	if (!dir_current(providers_fd, p->name, p->fd))
+		pdir_close(p);
 	if (p->calls >= 0 && !dir_current(p->fd, "calls", p->calls))
 		close_dir(&p->calls);
 	if (p->starts >= 0 && !dir_current(p->fd, "starts", p->starts))
@@ -217,25 +228,47 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
 }
 
-/* The same for providers/ and ledger/ (a provider's handles go with providers/). */
+static void ledger_take_own(struct keyshare *ks);
+static void ledger_write_try(struct keyshare *ks);
+
+/* Whether the spool's path still names the directory this daemon opened. It goes on in the one
+ * it opened whatever the path names now (its jobs, leases and host lock are there, and a path
+ * may come to name what is no spool: the mount point under a file system unmounted lazily), so
+ * this is only said, once each way. */
+static void root_recheck(struct keyshare *ks)
+{
+	struct stat named;
+	bool moved = stat(ks->sp->path, &named) < 0 || named.st_dev != ks->root_dev ||
+		     named.st_ino != ks->root_ino;
+	if (moved && !ks->root_moved)
+		log_warn("'%s' is no longer the directory this daemon opened (moved, replaced, or a "
+			 "file system mounted over it or unmounted from under it): it goes on with the "
+			 "one it opened, its jobs and the limits it keeps with the hosts there; restart "
+			 "it to use what '%s' is now", ks->sp->path, ks->sp->path);
+	else if (!moved && ks->root_moved)
+		log_info("'%s' is again the directory this daemon opened", ks->sp->path);
+	ks->root_moved = moved;
+}
+
+/* The same for providers/ and ledger/ (a provider's handles go with providers/), opened again
+ * by name (also when they could not be opened before); and the spool root against its path. A
+ * new ledger/ gets this host's ledger at once: other hosts count what it spent from that file
+ * only. */
 static void top_dirs_recheck(struct keyshare *ks)
 {
 	int64_t now = mono_ms();
 	if (ks->checked_at && now - ks->checked_at < RECHECK_MS)
 		return;
 	ks->checked_at = now;
-	if (ks->providers_fd >= 0 && !dir_current(ks->sp->root_fd, "providers", ks->providers_fd)) {
+	root_recheck(ks);
+	if (ks->providers_fd < 0 || !dir_current(ks->sp->root_fd, "providers", ks->providers_fd)) {
 		close_dir(&ks->providers_fd);
 		ks->providers_fd = open_dir(ks->sp->root_fd, "providers");
 		ks->providers_memo.listed_at = 0;
-		for (size_t i = 0; i < ks->n_dirs; i++) {
-			close_dir(&ks->dirs[i]->fd);
-			close_dir(&ks->dirs[i]->calls);
-			close_dir(&ks->dirs[i]->starts);
-			ks->dirs[i]->calls_memo.listed_at = ks->dirs[i]->calls_oldest_beat = 0;
-		}
+		for (size_t i = 0; i < ks->n_dirs; i++)
+			pdir_close(ks->dirs[i]);
 	}
-	if (ks->ledger_fd >= 0 && !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
+	if (ks->ledger_fd < 0 || !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
 		/* A helper may be writing through it: the loop does not wait, it looks again next
 		 * time (the helper's write fails in the old directory, and is made again). */
 		if (pthread_mutex_trylock(&ks->write_lock) != 0) {
@@ -244,40 +277,89 @@ static void top_dirs_recheck(struct keyshare *ks)
 		}
 		close_dir(&ks->ledger_fd);
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+		ledger_take_own(ks);
+		pthread_mutex_lock(&ks->spent_lock);
+		if (ks->ledger_fd >= 0 && ks->n_spent)
+			ks->spent_gen++;   /* figures the new ledger/ has not seen */
+		pthread_mutex_unlock(&ks->spent_lock);
 		pthread_mutex_unlock(&ks->write_lock);
 		ks->ledger_memo.listed_at = 0;
+		ledger_write_try(ks);
 	}
 }
 
+/* Every handle is checked against its name at its next use: after a file operation failed, as
+ * a directory removed by hand (and perhaps made again by another host) makes it fail. */
+static void recheck_soon(struct keyshare *ks, struct pdir *p)
+{
+	ks->checked_at = 0;
+	if (p)
+		p->checked_at = 0;
+}
+
+/* The pdir of provider, made if new; its handles not opened yet (pdir_open). */
+static struct pdir *pdir_of(struct keyshare *ks, const char *provider)
+{
+	for (size_t i = 0; i < ks->n_dirs; i++)
+		if (!strcmp(ks->dirs[i]->name, provider))
+			return ks->dirs[i];
+	ks->dirs = xrealloc(ks->dirs, (ks->n_dirs + 1) * sizeof(*ks->dirs));
+	struct pdir *p = ks->dirs[ks->n_dirs++] = xcalloc(1, sizeof(*p));
+	*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
+	return p;
+}
+
+/* Opens p's directories (made if need be), checked against their names when due; if one cannot
+ * be opened, perhaps providers/ itself was removed: every name is checked, and once more. */
+static bool pdir_open(struct keyshare *ks, struct pdir *p)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		top_dirs_recheck(ks);
+		pdir_recheck(p, ks->providers_fd);
+		if (p->fd < 0 && ks->providers_fd >= 0)
+			p->fd = open_dir(ks->providers_fd, p->name);
+		if (p->fd >= 0 && p->calls < 0)
+			p->calls = open_dir(p->fd, "calls");
+		if (p->fd >= 0 && p->starts < 0)
+			p->starts = open_dir(p->fd, "starts");
+		if (p->fd >= 0 && p->calls >= 0 && p->starts >= 0) {
+			if (!p->checked_at)
+				p->checked_at = mono_ms();
+			return true;
+		}
+		recheck_soon(ks, p);
+	}
+	if (!p->warned)
+		log_warn("cannot use '%s/providers/%s' for the limits shared with other hosts: %s",
+			 ks->sp->path, p->name, strerror(errno));
+	p->warned = true;
+	return false;
+}
+
+/* provider's pdir with its directories open, or NULL. */
 static struct pdir *pdir(struct keyshare *ks, const char *provider)
 {
-	struct pdir *p = NULL;
-	for (size_t i = 0; i < ks->n_dirs && !p; i++)
-		if (!strcmp(ks->dirs[i]->name, provider))
-			p = ks->dirs[i];
-	if (!p) {
-		ks->dirs = xrealloc(ks->dirs, (ks->n_dirs + 1) * sizeof(*ks->dirs));
-		p = ks->dirs[ks->n_dirs++] = xcalloc(1, sizeof(*p));
-		*p = (struct pdir){ .name = xstrdup(provider), .fd = -1, .calls = -1, .starts = -1 };
-	}
-	top_dirs_recheck(ks);
-	pdir_recheck(p, ks->providers_fd);
-	if (p->fd < 0 && ks->providers_fd >= 0)
-		p->fd = open_dir(ks->providers_fd, provider);
-	if (p->fd >= 0 && p->calls < 0)
-		p->calls = open_dir(p->fd, "calls");
-	if (p->fd >= 0 && p->starts < 0)
-		p->starts = open_dir(p->fd, "starts");
-	if (p->fd < 0 || p->calls < 0 || p->starts < 0) {
-		if (!p->warned)
-			log_warn("cannot use '%s/providers/%s' for the limits shared with other hosts: %s",
-				 ks->sp->path, provider, strerror(errno));
-		p->warned = true;
-		return NULL;
-	}
-	if (!p->checked_at)
-		p->checked_at = mono_ms();
-	return p;
+	struct pdir *p = pdir_of(ks, provider);
+	return pdir_open(ks, p) ? p : NULL;
+}
+
+/* The same, providers/NAME checked against its name now: for what other hosts must see at once
+ * (a pause, a hold, a probe, and looking for theirs at each rescan). In a removed directory
+ * nothing fails that would tell: no pause or hold is found there, and one removed there is
+ * still in the new one. */
+static struct pdir *pdir_checked(struct keyshare *ks, const char *provider)
+{
+	struct pdir *p = pdir_of(ks, provider);
+	if (p->fd >= 0 && !dir_current(ks->providers_fd, p->name, p->fd))
+		recheck_soon(ks, p);
+	return pdir_open(ks, p) ? p : NULL;
+}
+
+/* Whether an operation in one of ks's directories failed as in a directory removed (and perhaps
+ * made again by another host): worth checking the names and one more try. */
+static bool gone(int err)
+{
+	return err == ENOENT || err == ESTALE;
 }
 
 static int create_empty(int dirfd, const char *name, const char *content)
@@ -328,6 +410,20 @@ static struct memo memo_look(struct keyshare *ks, int dirfd, const char *name)
 	struct memo look = { .listed_at = spool_server_now(ks->sp) };
 	if (seen_now(dirfd, name, &look.seen) < 0)
 		look.listed_at = 0;
+	return look;
+}
+
+/* memo_look of providers/ or ledger/ (*fd, one of ks's): if it is gone (removed, and perhaps
+ * made again by another host), every name is checked at once and the new one looked at; a
+ * removed directory lists empty, without an error. */
+static struct memo top_look(struct keyshare *ks, const int *fd)
+{
+	struct memo look = memo_look(ks, *fd, "");
+	if (!look.listed_at) {
+		recheck_soon(ks, NULL);
+		top_dirs_recheck(ks);
+		look = memo_look(ks, *fd, "");
+	}
 	return look;
 }
 
@@ -392,22 +488,33 @@ static json_t *read_json(int dirfd, const char *name)
 	return doc;
 }
 
-static void ledger_load(struct keyshare *ks)
+/* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
+ * start-up, or once ledger/ could be opened). Each figure is the larger of the file's and the
+ * one in memory, on the later of their days (months): both say what this host spent. The
+ * caller keeps writers out (write_lock held, or no helper yet). */
+static void ledger_take_own(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
 	json_t *doc = ks->ledger_fd >= 0 ? read_json(ks->ledger_fd, name) : NULL;
 	if (!doc)
 		return;
-	ks->day = (long)json_integer_value(json_object_get(doc, "day"));
-	ks->month = (long)json_integer_value(json_object_get(doc, "month"));
+	long day = (long)json_integer_value(json_object_get(doc, "day"));
+	long month = (long)json_integer_value(json_object_get(doc, "month"));
 	const char *key;
 	json_t *v;
+	pthread_mutex_lock(&ks->spent_lock);
+	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
 	json_object_foreach(json_object_get(doc, "providers"), key, v) {
 		struct spent *s = own_spent(ks, key);
-		s->day = json_integer_value(json_object_get(v, "day_micros"));
-		s->month = json_integer_value(json_object_get(v, "month_micros"));
+		micros d = json_integer_value(json_object_get(v, "day_micros"));
+		micros m = json_integer_value(json_object_get(v, "month_micros"));
+		if (day == ks->day && d > s->day)
+			s->day = d;
+		if (month == ks->month && m > s->month)
+			s->month = m;
 	}
+	pthread_mutex_unlock(&ks->spent_lock);
 	json_decref(doc);
 }
 
@@ -577,10 +684,10 @@ void keyshare_retry_unwritten(struct keyshare *ks)
  * what is used is what reading every file now would give (spool-layout.md §17). */
 static void ledger_refresh(struct keyshare *ks)
 {
-	struct memo next = memo_look(ks, ks->ledger_fd, "");
+	struct memo next = top_look(ks, &ks->ledger_fd);
 	struct spool_entry *l;
-	if (memo_stands(&ks->ledger_memo, &next))
-		return;
+	if (!next.listed_at || memo_stands(&ks->ledger_memo, &next))
+		return;   /* unchanged; or not to be seen now, and what was kept is better than nothing */
 	long n = spool_list_at(ks->ledger_fd, false, false, &l);
 	if (n < 0) {
 		ks->ledger_memo.listed_at = 0;
@@ -718,29 +825,28 @@ static bool may_hold_dead(const struct pdir *p, int64_t now, int64_t lease_ms)
 	return now >= p->calls_oldest_beat + lease_ms;
 }
 
-/* The provider names in providers/, listed again only when it changed. -1 on error. */
-static int provider_names(struct keyshare *ks)
+/* The provider names in providers/, listed again only when it changed; those listed last while
+ * it cannot be listed. */
+static void provider_names(struct keyshare *ks)
 {
-	struct memo next = memo_look(ks, ks->providers_fd, "");
-	if (memo_stands(&ks->providers_memo, &next))
-		return 0;
+	struct memo next = top_look(ks, &ks->providers_fd);
+	if (!next.listed_at || memo_stands(&ks->providers_memo, &next))
+		return;
 	struct spool_entry *l;
 	long n = spool_list_at(ks->providers_fd, false, false, &l);
+	if (n < 0) {
+		ks->providers_memo.listed_at = 0;
+		return;
+	}
 	for (size_t i = 0; i < ks->n_provider_names; i++)
 		free(ks->provider_names[i]);
 	free(ks->provider_names);
-	ks->provider_names = NULL;
-	ks->n_provider_names = 0;
 	ks->providers_memo = next;
-	if (n < 0) {
-		ks->providers_memo.listed_at = 0;
-		return -1;
-	}
+	ks->n_provider_names = 0;
 	ks->provider_names = xcalloc((size_t)n + 1, sizeof(*ks->provider_names));
 	for (long i = 0; i < n; i++)
 		ks->provider_names[ks->n_provider_names++] = xstrdup(l[i].name);
 	spool_entries_free(l, n);
-	return 0;
 }
 
 /* What the calls in flight to p reserve, its calls/ listed again only when it changed. */
@@ -770,8 +876,7 @@ static int calls_reserved(struct keyshare *ks, struct pdir *p, micros *out)
 static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, micros own_reserved)
 {
 	micros sum = own_reserved;
-	if (provider_names(ks) < 0)
-		return sum;
+	provider_names(ks);
 	for (size_t i = 0; i < ks->n_provider_names; i++) {
 		if (!strcmp(ks->provider_names[i], own->name))
 			continue;
@@ -789,8 +894,7 @@ static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, m
  * one of its tickets may have outlived its lease since (count_calls): about once a lease. */
 static void reap_others(struct keyshare *ks, const struct pdir *own, int64_t lease_ms)
 {
-	if (provider_names(ks) < 0)
-		return;
+	provider_names(ks);
 	for (size_t i = 0; i < ks->n_provider_names; i++) {
 		if (!strcmp(ks->provider_names[i], own->name))
 			continue;
@@ -904,16 +1008,22 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	struct keyshare_verdict v = { .block = PROVIDER_FREE };
 	struct keyshare_verdict failed = { .block = PROVIDER_BUSY, .which = "a file error" };
 	*out = (struct keyshare_ticket){ 0 };
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_of(ks, provider);
 	int64_t now = spool_server_now(ks->sp);
 	failed.retry_at = now + 1000;
-	if (!p)
+	if (!pdir_open(ks, p))
 		return failed;
 	ks->seq++;
 	out->provider = xstrdup(provider);
 	out->reserve = reserve > 0 ? reserve : 0;
 	out->call = xasprintf("%s~%ld-%lu~%lld", ks->sp->host_id, ks->pid, ks->seq, out->reserve);
-	if (create_empty(p->calls, out->call, NULL) < 0)
+	int made = create_empty(p->calls, out->call, NULL);
+	if (made < 0 && gone(errno)) {
+		/* calls/ removed, and perhaps made again by another host: on in the new one. */
+		recheck_soon(ks, p);
+		made = pdir_open(ks, p) ? create_empty(p->calls, out->call, NULL) : -1;
+	}
+	if (made < 0)
 		goto file_error;
 	if (l->rpm) {
 		out->start = xasprintf("%" PRId64 "~%s~%ld-%lu", now, ks->sp->host_id, ks->pid, ks->seq);
@@ -1001,7 +1111,7 @@ void keyshare_heartbeat_probes(struct keyshare *ks)
 int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out)
 {
 	*out = (struct keyshare_view){ 0 };
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_checked(ks, provider);
 	if (!p)
 		return -1;
 	struct stat st;
@@ -1023,7 +1133,7 @@ int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_vie
 
 int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until)
 {
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_checked(ks, provider);
 	struct stat st;
 	/* Whole seconds, rounded up: a pause never ends early on a file system without finer. */
 	until = (until + 999) / 1000 * 1000;
@@ -1042,7 +1152,7 @@ int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until)
 
 void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason)
 {
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_checked(ks, provider);
 	char text[512];
 	xsnprintf(text, sizeof(text), "%s (seen by %s)\n", reason, ks->sp->host_id);
 	if (p && spool_write_at(ks->sp, p->fd, "hold", text, strlen(text), 0, true) < 0)
@@ -1052,7 +1162,7 @@ void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason
 
 void keyshare_unhold(struct keyshare *ks, const char *provider)
 {
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_checked(ks, provider);
 	if (!p)
 		return;
 	if (unlinkat(p->fd, "hold", 0) == 0)
@@ -1062,7 +1172,7 @@ void keyshare_unhold(struct keyshare *ks, const char *provider)
 
 bool keyshare_probe_claim(struct keyshare *ks, const char *provider, int64_t lease_ms)
 {
-	struct pdir *p = pdir(ks, provider);
+	struct pdir *p = pdir_checked(ks, provider);
 	if (!p)
 		return true;   /* the spool cannot say: this host decides alone */
 	if (p->probe_ours)
@@ -1106,12 +1216,17 @@ struct keyshare *keyshare_new(struct spool *sp)
 	ks->pid = (long)getpid();
 	pthread_mutex_init(&ks->spent_lock, NULL);
 	pthread_mutex_init(&ks->write_lock, NULL);
+	struct stat root;
+	if (fstat(sp->root_fd, &root) == 0) {
+		ks->root_dev = root.st_dev;
+		ks->root_ino = root.st_ino;
+	}
 	ks->providers_fd = open_dir(sp->root_fd, "providers");
 	ks->ledger_fd = open_dir(sp->root_fd, "ledger");
 	if (ks->providers_fd < 0 || ks->ledger_fd < 0)
 		log_warn("cannot use '%s/providers' and '%s/ledger' (%s): limits, pauses, holds and "
 			 "budgets are not shared with other hosts", sp->path, sp->path, strerror(errno));
-	ledger_load(ks);
+	ledger_take_own(ks);
 	return ks;
 }
 
@@ -1149,6 +1264,16 @@ void keyshare_free(struct keyshare *ks)
 {
 	if (!ks)
 		return;
+	/* Their costs' last chance (releasing needs the directories); tickets still unwritten stay
+	 * for the restart to remove. */
+	ledger_write_try(ks);
+	release_written(ks);
+	for (size_t i = 0; i < ks->n_unwritten; i++) {
+		free(ks->unwritten[i].ticket.provider);
+		free(ks->unwritten[i].ticket.call);
+		free(ks->unwritten[i].ticket.start);
+	}
+	free(ks->unwritten);
 	for (size_t i = 0; i < ks->n_dirs; i++) {
 		struct pdir *p = ks->dirs[i];
 		if (p->probe_ours)
@@ -1172,15 +1297,6 @@ void keyshare_free(struct keyshare *ks)
 		json_decref(ks->kept[i].doc);
 	}
 	free(ks->kept);
-	/* Their costs' last chance; tickets still unwritten stay for the restart to remove. */
-	ledger_write_try(ks);
-	release_written(ks);
-	for (size_t i = 0; i < ks->n_unwritten; i++) {
-		free(ks->unwritten[i].ticket.provider);
-		free(ks->unwritten[i].ticket.call);
-		free(ks->unwritten[i].ticket.start);
-	}
-	free(ks->unwritten);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

@@ -117,6 +117,24 @@ static void shortened_lease(struct keyshare *ks, const char *dir, const char *pr
 	free(path);
 }
 
+/* An operator removes path (a provider's directory, or all of providers/), that both hosts have
+ * open, and B makes it again with a call to s: A counts it at its next try, without a failed
+ * try (its old handles would fail, or see nothing). */
+static void removed_while_open(struct keyshare *a, struct keyshare *b, const char *path,
+			       const struct keyshare_limits *one)
+{
+	struct keyshare_ticket ta, tb;
+	ok(nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes '%s'", path);
+	struct keyshare_verdict v = keyshare_acquire(b, "s", one, 0, &tb);
+	ok(v.block == PROVIDER_FREE, "B makes it again, calling (%s)", v.which ? v.which : "free");
+	v = keyshare_acquire(a, "s", one, 0, &ta);
+	ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "concurrency"),
+	   "A counts B's call in the new one at once (%s)", v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(a, &ta);
+	keyshare_release(b, &tb);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -309,28 +327,22 @@ int main(void)
 	free(aledger);
 
 	/* An operator removes a provider's directory and another host makes it again: a host that
-	 * had it open goes on in the new one (its old handles would fail, or see nothing). */
+	 * had it open goes on in the new one at its next try (its old handles would fail, or see
+	 * nothing), without a failed try. */
 	struct keyshare_view view;
 	struct keyshare_limits one = { .concurrency = 1, .window_ms = 60000, .lease_ms = 60000 };
-	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "A calls provider s");
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE &&
+	   keyshare_acquire(b, "s", &one, 0, &t2).block == PROVIDER_BUSY,
+	   "A calls provider s, B waits for it");
 	keyshare_release(a, &t1);
 	char *sdir = xasprintf("%s/providers/s", dir);
-	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes providers/s");
-	free(sdir);
-	ok(keyshare_acquire(b, "s", &one, 0, &t2).block == PROVIDER_FREE, "B makes it again, calling");
-	v = keyshare_acquire(a, "s", &one, 0, &t1);
-	if (v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "a file error"))
-		v = keyshare_acquire(a, "s", &one, 0, &t1);   /* a second later, in the daemon */
-	ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "concurrency"),
-	   "A counts B's call in the new directory (%s)", v.which ? v.which : "free");
+	removed_while_open(a, b, sdir, &one);
 	keyshare_pause(b, "s", spool_server_now(&sb) + 5000);
 	ok(keyshare_look(a, "s", &view) == 0 && view.paused_until > 0, "and sees B's pause there");
-	keyshare_release(b, &t2);
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and calls once B's call ended");
 	keyshare_release(a, &t1);
-	/* Removed and made again while A only looks (no failure tells it): A finds the new one
-	 * within RECHECK_MS (10 s). */
-	sdir = xasprintf("%s/providers/s", dir);
+	/* Removed and made again while A only looks (nothing fails that would tell it): A sees the
+	 * new one at its next look (a rescan), as it would see a pause in the old one. */
 	char *spause = xasprintf("%s/pause", sdir);
 	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(sdir, 0777) == 0,
 	   "providers/s removed and made again");
@@ -338,12 +350,38 @@ int main(void)
 	struct timespec later[2] = { { .tv_sec = time(NULL) + 600 }, { .tv_sec = time(NULL) + 600 } };
 	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, spause, later, 0) == 0,
 	   "with a pause of another host's in it");
-	int64_t deadline = mono_ms() + 20000;
-	while (keyshare_look(a, "s", &view) == 0 && !view.paused_until && mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);   /* polls, to a deadline */
-	ok(view.paused_until > 0, "A sees the pause there");
+	ok(keyshare_look(a, "s", &view) == 0 && view.paused_until > 0, "A sees the pause at its next look");
+	keyshare_hold(b, "s", "key refused");
+	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(sdir, 0777) == 0,
+	   "B holds s; an operator removes providers/s, and makes it again");
+	keyshare_hold(a, "s", "key refused");
+	ok(keyshare_look(b, "s", &view) == 0 && view.held, "a hold A writes then is in the new one");
+	ok(keyshare_probe_claim(b, "s", 60000), "B probes it");
+	keyshare_unhold(b, "s");
+	ok(keyshare_look(a, "s", &view) == 0 && !view.held, "and its release is A's too");
 	free(spause);
+	/* The same with all of providers/. */
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "A calls s");
+	keyshare_release(a, &t1);
+	char *providers = xasprintf("%s/providers", dir);
+	removed_while_open(a, b, providers, &one);
+	free(providers);
 	free(sdir);
+
+	/* ledger/ removed and made again: a host never counts the removed one as empty, and one
+	 * that spent writes its ledger in the new one at once (A spent 0.5 today). */
+	char *ledger_dir = xasprintf("%s/ledger", dir), *a_ledger = xasprintf("%s/hostA.json", ledger_dir);
+	ok(nftw(ledger_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes ledger/");
+	v = keyshare_acquire(a, "p", &money, keyshare_micros(0.6), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && access(a_ledger, F_OK) == 0,
+	   "A still counts its 0.5 and writes it in a new ledger/ (spent %lld)", v.spent);
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "B reads it there, not the removed ledger/ (spent %lld)", v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t3);
+	free(a_ledger);
+	free(ledger_dir);
 
 	/* A shared concurrency past 1 024 (the old ceiling): every ticket counts, however many. */
 	struct keyshare_limits many = { .concurrency = 1501, .window_ms = 60000, .lease_ms = 60000 };
@@ -381,6 +419,60 @@ int main(void)
 	ok(keyshare_look(a, "p", &view) == 0 && !view.held, "B's probe released A");
 	ok(keyshare_probe_claim(a, "p", 60000), "the next probe may be A's");
 	keyshare_probe_done(a, "p");
+
+	/* A call whose cost the ledger cannot take keeps its ticket; a write at exit that works
+	 * releases it (the directories it is released from still there then). */
+	struct spool se;
+	ok(spool_open(&se, dir, "hostE") == 0, "host E");
+	struct keyshare *e = keyshare_new(&se);
+	char *e_ledger = xasprintf("%s/ledger/hostE.json", dir);
+	ok(mkdir(e_ledger, 0777) == 0, "something in the way of E's ledger (a directory)");
+	ok(keyshare_acquire(e, "p", &money, keyshare_micros(0.1), &t1).block == PROVIDER_FREE,
+	   "E calls p");
+	char *e_ticket = xasprintf("%s/providers/p/calls/%s", dir, t1.call);
+	unsigned long gen = keyshare_spent(e, "p", keyshare_micros(0.1));
+	ok(!keyshare_release_spent(e, &t1, gen) && access(e_ticket, F_OK) == 0,
+	   "its cost cannot be written: its ticket stays");
+	ok(rmdir(e_ledger) == 0, "the way cleared");
+	keyshare_free(e);
+	ok(access(e_ticket, F_OK) < 0 && access(e_ledger, F_OK) == 0,
+	   "E's exit writes the ledger and removes the ticket");
+	spool_close(&se);
+	free(e_ticket);
+	free(e_ledger);
+
+	/* The spool root moved aside and a new directory made at its path: A says so once (at its
+	 * next look at its directories' names, every 10 s) and goes on with the one it opened, where
+	 * its jobs are, and the hosts that still use it. */
+	char *old_root = xasprintf("%s.old", dir), *log_path = xasprintf("%s/stderr", dir);
+	int log_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int saved_stderr = dup(STDERR_FILENO);
+	ok(log_fd >= 0 && saved_stderr >= 0 && dup2(log_fd, STDERR_FILENO) >= 0 &&
+	   rename(dir, old_root) == 0 && mkdir(dir, 0777) == 0,
+	   "the spool moved aside, a new directory in its place");
+	const char *said = "is no longer the directory this daemon opened";
+	char logged[8192] = "";
+	int64_t deadline = mono_ms() + 20000;
+	while (!strstr(logged, said) && mono_ms() < deadline) {
+		keyshare_look(a, "p", &view);
+		ssize_t got = pread(log_fd, logged, sizeof(logged) - 1, 0);
+		logged[got > 0 ? got : 0] = '\0';
+		if (!strstr(logged, said))
+			nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);   /* polls, to a deadline */
+	}
+	dup2(saved_stderr, STDERR_FILENO);
+	close(saved_stderr);
+	ok(strstr(logged, said) != NULL, "A says the path names another directory now");
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and goes on calling");
+	char *ticket_there = xasprintf("%s/providers/s/calls/%s", old_root, t1.call);
+	ok(access(ticket_there, F_OK) == 0, "with its ticket in the spool it opened");
+	keyshare_release(a, &t1);
+	free(ticket_there);
+	close(log_fd);
+	rmdir(dir);
+	rename(old_root, dir);
+	free(log_path);
+	free(old_root);
 
 	keyshare_free(a);
 	keyshare_free(b);
