@@ -93,7 +93,10 @@ static int64_t retry_due(struct loop *loop, void *arg)
 void deferral_retry(struct task *t)
 {
 	if (t->d->draining || (provider_state_held(t->prov) && !provider_state_probing(t->prov))) {
-		task_requeue(t, t->d->draining ? "shutting down" : "provider on hold");
+		if (t->d->draining)
+			deferral_leave(t, "shutting down");
+		else
+			task_requeue(t, "provider on hold");
 		return;
 	}
 	int64_t until = provider_state_blocked_until(t->prov, mono_ms());
@@ -114,6 +117,42 @@ void deferral_retry(struct task *t)
 		return;
 	}
 	task_send_attempt(t);
+}
+
+/* At shutdown a retry waiting in memory goes where its deferral would have put it, deferred/
+ * with its due time as mtime, so that no host (nor this one restarted) calls before its
+ * backoff is over; to new/ (keeping that mtime) only when deferred/ still cannot be written.
+ * A hold or a cancel sends it to hold/, as any requeue at shutdown (task_requeue). */
+void deferral_leave(struct task *t, const char *why)
+{
+	struct dispatch *d = t->d;
+	deferral_call_off(t);
+	if (control_wants(&d->control, CONTROL_HOLD, t->id) ||
+	    control_wants(&d->control, CONTROL_CANCEL, t->id)) {
+		task_requeue(t, why);
+		return;
+	}
+	char *name = xasprintf("%s.json", t->id);
+	char *text = task_job_text(t, t->defer_due, NULL);
+	int rc = text ? spool_move_rewritten(d->spool, t->running_name, SPOOL_DEFERRED, name, text,
+					     strlen(text), t->defer_due) : -1;
+	int err = errno;
+	bool written = text != NULL;
+	free(text);
+	free(name);
+	if (rc < 0) {
+		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s): to new/ instead, where any "
+			"host may call it before its due time", written ? strerror(err) : "no records");
+		task_requeue(t, why);
+		return;
+	}
+	char when[48];
+	format_time_iso8601(t->defer_due, when, sizeof(when));
+	log_job(LOG_INFO, t->id, "deferred (%s): retry %d at %s (%s)", why, t->retry_count, when,
+		t->outcome.code);
+	sidecar_drop(t);
+	task_control_forget(t);
+	task_free(t);
 }
 
 void deferral_call_off(struct task *t)
@@ -172,7 +211,7 @@ void deferral_done(void *arg)
 		/* Cannot write deferred/ (disk full?): wait in memory instead; the job stays in
 		 * running/, where a restart finds it. */
 		if (d->draining) {
-			task_requeue(t, "shutting down");
+			deferral_leave(t, "shutting down");
 			return;
 		}
 		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",

@@ -23,6 +23,9 @@ void deferral_work(void *arg);
 void deferral_done(void *arg);
 /* A retry in memory whose time has come: it calls, or waits for what it needs. */
 void deferral_retry(struct task *t);
+/* At shutdown, a retry in memory goes to deferred/ with its due time (else new/, or hold/ when
+ * an operator asked), and t is freed. */
+void deferral_leave(struct task *t, const char *why);
 /* A retry in memory is called off (a cancel): its timer, or its wait for a slot, ends. */
 void deferral_call_off(struct task *t);
 

@@ -722,7 +722,9 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			attempt_record(t, &a);
 			t->billed_retries++;
 			task_requeue(t, "shutdown: the grace period ended");
-		} else if (t->state == T_BACKOFF || t->state == T_READY) {
+		} else if (t->state == T_BACKOFF) {
+			deferral_leave(t, "shutdown: the grace period ended");
+		} else if (t->state == T_READY) {
 			task_requeue(t, "shutdown: the grace period ended");
 		} else if (t->state == T_PUBLISHING && !t->in_pool) {
 			/* Waiting for disk space: the job stays in running/ with its saved response;
@@ -750,7 +752,9 @@ void dispatch_drain(struct dispatch *d)
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
-		if (t->state == T_BACKOFF || t->state == T_READY)
+		if (t->state == T_BACKOFF)
+			deferral_leave(t, "shutdown");   /* keeps its due time */
+		else if (t->state == T_READY)
 			task_requeue(t, "shutdown");
 	}
 	dispatch_log_waiting(d);

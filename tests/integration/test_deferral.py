@@ -5,7 +5,12 @@ retry whose provider is blocked until an event (an operator's pause, its own cal
 answers recovered from before a restart not yet billed) waits for that event: it looks again
 when the event comes (slots.c walks the waiting retries at a call's end and at slots_recheck),
 never on a poll. Each look that finds it blocked is logged at debug level, so the tests count
-them: one at the due time, none until the event, then the call."""
+them: one at the due time, none until the event, then the call.
+
+At shutdown such a retry goes to deferred/ with its due time as mtime, as a deferral writes it,
+so no host (nor this one, restarted) calls it before its backoff is over."""
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, Tmpfs, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def cli(spool, *args):
@@ -136,9 +141,70 @@ def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
     assert d.stop() == 0
 
 
+def fill(path):
+    """Fills the file system at path: every later write there fails (ENOSPC, root or not)."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time(env):
+    """"r" is answered 429 (Retry-After 600) on a full file system: its retry waits ten minutes
+    in memory. Room comes back, and the daemon is stopped: r goes to deferred/ with its due time
+    as mtime, as a deferral writes it, not to new/, where any host, or this one restarted,
+    would call it at once."""
+    with env.mounted(Tmpfs("16m")) as fs:
+        d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), verbose=True).start()
+        prompt = "a ten-minute backoff"
+        env.fake.script(prompt, {"kind": "429_retry_after", "retry_after": "600", "delay": 1})
+        submitted = time.time()
+        d.submit("r", {"prompt": prompt})
+        wait_for(lambda: env.fake.inflight == 1, 20, "r's call")
+        filler = fill(fs.path)
+        wait_for(lambda: "r warning: cannot move to deferred/" in d.log(), 20,
+                 f"the retry in memory:\n{d.log()[-2000:]}")
+        os.unlink(filler)
+        assert d.stop() == 0
+        assert d.state("r") == "deferred", (d.state("r"), d.log()[-2000:])
+        mtime = os.stat(d.path("deferred", "r.json")).st_mtime
+        assert mtime > submitted + 300, (mtime - submitted, d.log()[-2000:])
+        assert "r deferred (shutdown): retry 1 at " in d.log(), d.log()[-2000:]
+        with open(d.path("deferred", "r.json")) as f:
+            records = json.load(f)["imgspool"]
+        assert records["retry_count"] == 1 and len(records["attempts"]) == 1, records
+        d.start()
+        d.wait_rescans(2)
+        assert d.state("r") == "deferred" and env.fake.calls(prompt) == 1, d.log()[-2000:]
+        assert d.stop() == 0
+
+
+def test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable(env):
+    """deferred/ is still gone at shutdown: the retry falls back to new/, keeping its due time
+    as mtime, and the log says why."""
+    d = env.daemon().start()
+    prompt = "deferred/ never comes back [fake:429_retry_after retry_after=600|b64]"
+    submitted = time.time()
+    retry_in_memory(env, d, "r", prompt)
+    assert d.stop() == 0
+    assert d.state("r") == "new", (d.state("r"), d.log()[-2000:])
+    assert os.stat(d.path("new", "r.json")).st_mtime > submitted + 300
+    assert "r warning: cannot move to deferred/ (No such file or directory): to new/ instead" \
+        in d.log(), d.log()[-2000:]
+    os.mkdir(d.path("deferred"))
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_retry_in_memory_waits_for_an_operators_resume,
         test_a_retry_in_memory_waits_for_a_call_of_its_provider_to_end,
         test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed,
+        test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time,
+        test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable,
     ])
