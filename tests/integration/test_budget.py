@@ -5,14 +5,13 @@ is counted, reserved or spent, so no budget is passed by more than the overshoot
 The windows are made deterministic with the daemon's test hooks: IMGSPOOLD_CRASH_AT kills it at
 a point, IMGSPOOLD_STOP_AT with IMGSPOOLD_STOP_FIFO holds the one thread that reaches a point
 until the test has opened the FIFO and closed it again (the loop goes on meanwhile)."""
-import errno
 import json
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import fill, held_at_stop, run_tests, wait_for  # noqa: E402
 
 PRICE = {"prices__gpt-image-2": "0.01"}
 
@@ -42,18 +41,6 @@ def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
     assert env.fake.calls(nxt) == 0 and env.fake.calls(saved) == 1, d.log()
     assert d.state("next") == "new", d.state("next")
     assert d.stop() == 0
-
-
-def fill(path):
-    """Fills the file system at path: every later write there fails (ENOSPC, root or not)."""
-    fd = os.open(os.path.join(path, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as e:
-        assert e.errno == errno.ENOSPC, e
-    finally:
-        os.close(fd)
 
 
 def own_tickets(d):

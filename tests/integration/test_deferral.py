@@ -9,7 +9,6 @@ them: one at the due time, none until the event, then the call.
 
 At shutdown such a retry goes to deferred/ with its due time as mtime, as a deferral writes it,
 so no host (nor this one, restarted) calls it before its backoff is over."""
-import errno
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, Tmpfs, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, Tmpfs, fill, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def cli(spool, *args):
@@ -139,20 +138,6 @@ def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
     assert env.fake.calls("answered before the kill") == 1
     os.mkdir(d.path("deferred"))
     assert d.stop() == 0
-
-
-def fill(path):
-    """Fills the file system at path: every later write there fails (ENOSPC, root or not)."""
-    filler = os.path.join(path, "filler")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as e:
-        assert e.errno == errno.ENOSPC, e
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time(env):

@@ -79,6 +79,21 @@ def held_at_stop(fifo, d):
     return fd[0]
 
 
+def fill(path):
+    """Fills the file system at path with one file, path/filler (returned): every later write
+    there fails (ENOSPC, root or not) until it is removed."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
 class Daemon:
     """One imgspoold process with its own spool, config and log."""
 
