@@ -311,7 +311,7 @@ static void drop_aside(struct pub *p)
 static enum publish_rc write_staged(struct pub *p, const char *name, const void *data, size_t len,
 				    int sfd, struct syncset *ss)
 {
-	if (spool_write_in(p->sp, sfd, name, data, len, ss) == 0)
+	if (spool_write_staged(p->sp, sfd, name, data, len, ss) == 0)
 		return PUBLISH_OK;
 	return failed_to(p, "write", SPOOL_RUNNING, name, errno);
 }

@@ -642,13 +642,34 @@ int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, con
 	return write_at(sp, sp->fd[d], name, data, len, &how);
 }
 
-int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
-		   struct syncset *ss)
+int spool_write_staged(struct spool *sp, int dirfd, const char *name, const void *data,
+		       size_t len, struct syncset *ss)
 {
-	if (write_at(sp, dirfd, name, data, len, &(struct write_how){ .ss = ss }) < 0)
-		return -1;
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		if (errno != EEXIST ||
+		    write_at(sp, dirfd, name, data, len, &(struct write_how){ .ss = ss }) < 0)
+			return -1;
+		syncset_dir(ss, dirfd);
+		return 0;
+	}
+	if (write_all(fd, data, len) < 0 || syncset_file(ss, fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
 	syncset_dir(ss, dirfd);
 	return 0;
+fail:
+	{
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		unlinkat(dirfd, name, 0);   /* ours: just made */
+		errno = saved;
+	}
+	return -1;
 }
 
 int spool_write_final_in(struct spool *sp, int dirfd, const char *name, const void *data,

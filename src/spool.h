@@ -152,16 +152,20 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
  * errno and nothing left behind. */
 int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		     char *tmp);
-/* Group commit (syncset.h): the same as spool_write_file in any directory (dirfd), but the file
- * is fsynced only when ss syncs file by file, and dirfd is added to what ss's next barrier
- * syncs. */
-int spool_write_in(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
-		   struct syncset *ss);
-/* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */
-/* spool_write_in for a final name (not staged behind a barrier): its bytes are synced before
- * its rename even when ss's barrier is one syncfs (syncset_bytes). */
+/* Group commit (syncset.h), into a staging directory (dirfd), whose files count only once a
+ * barrier made them durable and a later step says so (a job's final records, its commit): a new
+ * name is written in place, no temporary name (a crash leaves a half-written file only where
+ * nothing counts it yet); a name already there (a retry's) is replaced through a temporary file,
+ * so it never stands half-written. The file is fsynced only when ss syncs file by file, and
+ * dirfd is added to what ss's next barrier syncs. */
+int spool_write_staged(struct spool *sp, int dirfd, const char *name, const void *data,
+		       size_t len, struct syncset *ss);
+/* spool_write_file in any directory (dirfd) for a batch, to a final name (not staged behind a
+ * barrier): through a temporary file whose bytes are synced before its rename even when ss's
+ * barrier is one syncfs (syncset_bytes); dirfd is added to what ss's next barrier syncs. */
 int spool_write_final_in(struct spool *sp, int dirfd, const char *name, const void *data,
 			 size_t len, struct syncset *ss);
+/* spool_rewrite_file in a batch (only over an existing d/name; ENOENT if gone). */
 int spool_rewrite_in(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len, struct syncset *ss);
 /* spool_rewrite_in in two steps, so that the bytes go with one barrier and the name change

@@ -72,9 +72,15 @@ class Model:
         self.fs_syncs = []
         self.data_waits = []                 # (start, end, file) of sync_file_range
         self.renames = []                    # (start, end, from, to, exchange)
+        self.creates = []                    # (start, end, None, path, False): O_CREAT
         self.writes = []                     # (start, end, path, data)
         for start, end, call, args in evs:
-            if call == "write":
+            if call == "openat" and "O_CREAT" in args:
+                m = re.match(rf"^{FD}, {STR}", args)
+                if m:
+                    path = self.rel(os.path.join(m.group(1), unescape(m.group(2))))
+                    self.creates.append((start, end, None, path, False))
+            elif call == "write":
                 m = re.match(rf"^{FD}, {STR}", args)
                 if not m:
                     continue
@@ -130,6 +136,13 @@ class Model:
                  if r[3] == to and r[0] < before and (src is None or src(r[2]))]
         return found[-1] if found else None
 
+    def last_staged(self, path, before):
+        """How a staged file got its name last before before: a rename (a retry's replacement)
+        or its creation in place (spool-layout §5: a new name in a staging directory is
+        written there)."""
+        found = sorted([r for r in self.renames + self.creates if r[3] == path and r[0] < before])
+        return found[-1] if found else None
+
 
 def unescape(s):
     return s.encode().decode("unicode_escape")
@@ -172,7 +185,7 @@ def check_log(d, strace_log, jobs):
             src = m.origin[f"{dest}/{name}"]
             assert m.bytes_durable(src, records[0]), \
                 f"{task_id}: the bytes of {name} ({src}) not synced before its final records"
-            staged = m.last_rename(f"{staging}/{name}", records[0])
+            staged = m.last_staged(f"{staging}/{name}", records[0])
             assert staged and m.entry_durable(staging, staged[1], records[0]), \
                 f"{task_id}: {staging}/{name} not synced in its directory before its final records"
             # Moved in: durable in dest before the job file is.
@@ -244,7 +257,7 @@ def check_ordered_log(d, strace_log, jobs):
                 [queued[-1][2]]:
             assert m.bytes_durable(what, records[0]), \
                 f"{task_id}: the bytes of {what} not synced before its first name change"
-        steps = [m.last_rename(f"{staging}/{n}", records[0]) for n in names] + [records, commit]
+        steps = [m.last_staged(f"{staging}/{n}", records[0]) for n in names] + [records, commit]
         steps += [m.last_rename(f"{dest}/{n}", pub[0]) for n in names] + [pub]
         assert all(steps), f"{task_id}: a step of its publication is missing: {steps}"
         assert all(a[1] < b[0] for a, b in zip(steps, steps[1:])), \
@@ -334,7 +347,8 @@ def test_journaled_ext4_one_job_commits_per_barrier_not_per_file(env):
         d.stop()
         with open(log) as f:
             calls = [line for line in f if re.search(r"(fsync|sync_file_range)\(\d+<", line)]
-    files = re.compile(r"<[^>]*/\.alone[^/>]*\.(tmp|partial)>")   # the job's own files
+    # The job's own files: temporary, its response, and those written in its staging directory.
+    files = re.compile(r"<[^>]*/(\.alone[^/>]*\.(tmp|partial)|\.[^/>]*\.batch-done/alone\.[^/>]*)>")
     written = [c for c in calls if "sync_file_range(" in c and files.search(c)]
     fsynced = [c for c in calls if "fsync(" in c and files.search(c)]
     assert written and not fsynced, "".join(calls)
@@ -476,9 +490,13 @@ def test_a_failed_barrier_of_a_saved_response(env):
     with env.mounted(Tmpfs("64m")) as fs:
         d, lines = save_with_a_failing_syncfs(env, fs, 1)
         assert "(INJECTED)" in lines[0], lines[:3]
-        assert ".response." not in lines[1] and "syncfs(" not in lines[1], \
+        # Up to the exchange of the job's final records: only the publication's first barrier
+        # (its staged files, written in place: no rename before it).
+        records = next(i for i, line in enumerate(lines) if "RENAME_EXCHANGE" in line)
+        assert not [x for x in lines[1:records] if ".response." in x] and \
+            sum("syncfs(" in x for x in lines[1:records]) == 1, \
             "after a failed first barrier nothing was renamed, and no second barrier is needed:\n" + \
-            "\n".join(lines[:4])
+            "\n".join(lines[:records + 1])
         assert "eio1 error: cannot make its response durable (Input/output error)" in d.log(), d.log()
         d, lines = save_with_a_failing_syncfs(env, fs, 2)
         assert "syncfs(" in lines[0] and ".response." in lines[1] and "(INJECTED)" in lines[2], \
