@@ -101,6 +101,7 @@ struct http_xfer {
 	bool too_big;
 	struct http_result res;
 	int body_fd;             /* owned: closed by whoever holds the transfer last */
+	void *body_lent;         /* owned: libcurl reads it till the transfer is let go of */
 	size_t body_saved;       /* bytes of body already written to body_fd */
 	struct http_xfer *next_unsaved; /* in http->unsaved while body_saved < body.len */
 	bool in_unsaved;
@@ -372,6 +373,7 @@ static void xfer_free(struct http_xfer *x)
 {
 	if (x->body_fd >= 0)
 		close(x->body_fd);
+	free(x->body_lent);
 	curl_slist_free_all(x->headers);
 	curl_mime_free(x->mime);
 	buf_release(&x->body);
@@ -675,14 +677,16 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	if (req->parts) {
 		if (build_mime(x, req) < 0)
 			goto fail;
-	} else if (req->body) {
+	} else if (req->body || req->body_lent) {
 		char *ct = xasprintf("Content-Type: %s", req->content_type ? req->content_type
 									: "application/json");
 		x->headers = curl_slist_append(x->headers, ct);
 		free(ct);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		curl_easy_setopt(e, req->body_borrowed ? CURLOPT_POSTFIELDS : CURLOPT_COPYPOSTFIELDS,
-				 req->body);
+		if (req->body_lent)
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body_lent);
+		else
+			curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
 	}
 	for (const char *const *h = req->headers; h && *h; h++)
 		x->headers = curl_slist_append(x->headers, *h);
@@ -696,7 +700,8 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 
 	x->res.started_wall_ms = wall_ms();
 	x->started_mono = mono_ms();
-	x->body_fd = req->body_fd;   /* stolen */
+	x->body_fd = req->body_fd;   /* stolen, as is body_lent */
+	x->body_lent = req->body_lent;
 	pthread_mutex_lock(&http->lock);
 	x->at = X_QUEUED;
 	list_add(&http->to_start, x);
@@ -780,11 +785,14 @@ static void finish_all(struct http *http)
 		list = x->next;
 		easy_put(http, x->easy);
 		x->easy = NULL;
-		x->res.body_fd = x->body_fd;   /* the callee may take it */
+		x->res.body_fd = x->body_fd;   /* the callee may take them */
+		x->res.body_lent = x->body_lent;
 		x->body_fd = -1;
+		x->body_lent = NULL;
 		if (x->fn)   /* else cancelled: by an earlier callback of this batch, or handed back */
 			x->fn(x->arg, &x->res);
 		x->body_fd = x->res.body_fd;
+		x->body_lent = x->res.body_lent;
 		xfer_free(x);
 	}
 }

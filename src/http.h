@@ -29,8 +29,8 @@ enum http_transport {
 struct http_request {
 	const char *url;
 	const char *bearer;      /* API key for "Authorization: Bearer", or NULL */
-	const char *body;        /* JSON body, or NULL for GET */
-	size_t body_len;
+	const char *body;        /* JSON body (copied), or NULL for GET */
+	size_t body_len;         /* of body or body_lent */
 	const struct form_part *parts; /* multipart body instead of body */
 	size_t n_parts;
 	long timeout_s;          /* whole transfer */
@@ -46,7 +46,10 @@ struct http_request {
 	const char *method;      /* "PUT" etc.; NULL = GET, or POST when there is a body */
 	const char *content_type; /* of body; NULL = application/json */
 	const char *const *headers; /* more "Name: value" lines, NULL-terminated, or NULL */
-	bool body_borrowed;      /* body outlives the transfer: not copied */
+	void *body_lent;         /* instead of body, not copied (an image): malloc'ed, and stolen by
+				  * http_start unless it fails; it comes back in the result, or is
+				  * freed once a cancelled transfer is let go of (a cancel does not
+				  * wait for libcurl to stop reading it) */
 	const char *aws_sigv4;   /* "aws:amz:REGION:s3": libcurl signs with SigV4 using userpwd */
 	const char *userpwd;     /* "ACCESS_KEY_ID:SECRET" for aws_sigv4 */
 };
@@ -64,12 +67,13 @@ struct http_result {
 	int64_t latency_ms;
 	int body_fd;             /* the request's body_fd, or -1: the callee may take it (setting
 				  * -1), else it is closed after the call */
+	void *body_lent;         /* the request's body_lent, or NULL: the same */
 	bool body_fd_failed;     /* writing body_fd failed (disk full?): only memory has the body */
 	char refused_address[64]; /* public_only: the non-public address refused, "" if none */
 };
 
-/* Called once per transfer unless it was cancelled. res is borrowed for the call, except body
- * and body_fd, which the callee may steal by setting res->body to NULL, res->body_fd to -1. */
+/* Called once per transfer unless it was cancelled. res is borrowed for the call, except body,
+ * body_lent and body_fd, which the callee may steal by setting them to NULL (body_fd to -1). */
 typedef void http_done_fn(void *arg, struct http_result *res);
 
 /* The transfer thread's name (/proc/PID/task/TID/comm): make bench counts its CPU apart. */

@@ -154,6 +154,8 @@ static void put_done(void *arg, struct http_result *res)
 	struct store *s = u->s;
 	const struct config *cfg = *s->cfgp;
 	u->xfer = NULL;
+	u->images[u->next].data = res->body_lent;   /* back from the transfer */
+	res->body_lent = NULL;
 	if (res->transport == HTTP_DONE && res->status >= 200 && res->status < 300) {
 		s->stats.uploads++;
 		u->failures = 0;
@@ -202,7 +204,7 @@ static void put_next(struct store_upload *u)
 		u->timer = loop_add_timer(s->loop, cfg->store_retry_cap_ms, put_again, u);
 		return;
 	}
-	const struct image *im = &u->images[u->next];
+	struct image *im = &u->images[u->next];
 	char *name = result_image_name(u->id, u->next, u->n, im->ext);
 	char *key = store_object_key(cfg->store_prefix, name);
 	char *url = store_put_url(cfg->store_endpoint, cfg->store_bucket, key);
@@ -216,9 +218,8 @@ static void put_next(struct store_upload *u)
 	struct http_request req = {
 		.url = url,
 		.method = "PUT",
-		.body = (const char *)im->data,
+		.body_lent = im->data,
 		.body_len = im->len,
-		.body_borrowed = true,
 		.content_type = store_content_type(im->ext),
 		.headers = headers,
 		.aws_sigv4 = sigv4,
@@ -230,6 +231,8 @@ static void put_next(struct store_upload *u)
 		.body_fd = -1,
 	};
 	u->xfer = http_start(s->http, &req, put_done, u);
+	if (u->xfer)
+		im->data = NULL;   /* the transfer's till put_done: a cancel need not wait for libcurl */
 	explicit_bzero(userpwd, strlen(userpwd));
 	free(userpwd);
 	free(sigv4);

@@ -527,9 +527,11 @@ static void *rescue(void *arg)
 	return NULL;
 }
 
-/* A call whose body write is stuck (a full pipe), and with it the transfer thread, and a call in
- * flight beside it: both cancels return at once, neither callback ever comes, the stuck write
- * lands and nothing after it, and the transfer thread closes the cancelled call's body_fd. */
+/* A call whose body write is stuck (a full pipe), and with it the transfer thread, a call in
+ * flight beside it and an upload of a lent body (libcurl may still be reading it): the cancels
+ * return at once, no callback ever comes, the stuck write lands and nothing after it, the
+ * transfer thread closes the cancelled call's body_fd, and the lent body is freed once libcurl
+ * let go of it (ASan: no leak, no use after free). */
 static void test_cancel_while_the_thread_is_stuck(void)
 {
 	static struct held_server sv;
@@ -543,16 +545,23 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	pthread_create(&thread, NULL, accept_all, &sv);
 	struct loop *loop = loop_new();
 	struct http *http = http_new(loop, 64);
-	char ok_url[64], hold_url[64];
+	char ok_url[64], hold_url[64], upload_url[64];
 	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
 	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
+	xsnprintf(upload_url, sizeof(upload_url), "http://127.0.0.1:%d/hold-at-once", sv.port);
 	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
 				     .max_body = 1024, .body_fd = -1 };
 	struct http_request stuck = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
 				      .max_body = 1024, .body_fd = dup(pipe_fd[1]) };
 	struct http_request fast = { .url = ok_url, .timeout_s = 5, .connect_timeout_s = 5,
 				     .max_body = 1024, .body_fd = -1 };
-	struct call in_flight = { 0 }, writing = { 0 };
+	struct http_request upload = hold;
+	upload.url = upload_url;
+	upload.method = "PUT";
+	upload.body_len = 4 << 20;
+	upload.body_lent = xcalloc(1, upload.body_len);
+	struct call in_flight = { 0 }, writing = { 0 }, uploading = { 0 };
+	struct http_xfer *sending = http_start(http, &upload, call_done, &uploading);
 	struct http_xfer *held = http_start(http, &hold, call_done, &in_flight);
 	struct wait_for w = { .sv = &sv, .want = 1 };
 	run_until(loop, &w);
@@ -570,13 +579,14 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	int64_t before = mono_ms();
 	http_cancel(http, x);
 	http_cancel(http, held);
+	http_cancel(http, sending);
 	int64_t took = mono_ms() - before;
 	pthread_mutex_lock(&r.lock);
 	bool stuck_still = !r.drained;
 	r.cancels_returned = true;
 	pthread_cond_signal(&r.cond);
 	pthread_mutex_unlock(&r.lock);
-	ok(stuck_still, "both cancels returned while the transfer thread was stuck (%lld ms)",
+	ok(stuck_still, "the cancels returned while the transfer thread was stuck (%lld ms)",
 	   (long long)took);
 	pthread_join(rescuer_thread, NULL);
 
@@ -584,7 +594,7 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	struct call after = { 0 };
 	run_call(loop, http, &fast, &after);
 	ok(after.status == 200, "a call after them (%ld)", after.status);
-	ok(!in_flight.done && !writing.done, "no callback of a cancelled call");
+	ok(!in_flight.done && !writing.done && !uploading.done, "no callback of a cancelled call");
 	http_free(http);   /* ASan: the cancelled transfers were freed */
 
 	/* Only the write under way landed ("ok"), and the transfer thread closed its descriptor:
