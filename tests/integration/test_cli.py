@@ -7,10 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, IMGSPOOLD, ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, IMGSPOOLD, ROOT, SCRATCH, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def cli(spool, *args, **kw):
@@ -311,6 +312,57 @@ def test_cancel_running_cuts_the_call(env):
     wait_for(lambda: env.fake.inflight == 0, 10, "the upstream to see the call cut")
     assert env.fake.calls("long call") == 1
     assert os.listdir(d.path("control")) == [], "the request was left behind"
+
+
+def let_every_stop_go(fifo):
+    """Lets every later wait of the daemon at its stop point (IMGSPOOLD_STOP_FIFO=fifo) go at
+    once, until the function returned is called."""
+    over = threading.Event()
+
+    def run():
+        while not over.is_set():
+            os.close(os.open(fifo, os.O_WRONLY))   # a thread waits there, or end() opened it
+
+    helper = threading.Thread(target=run)
+    helper.start()
+
+    def end():
+        over.set()
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # lets the helper's open through
+        helper.join()
+        os.close(reader)
+    return end
+
+
+def test_cancel_while_the_transfer_thread_is_stuck(env):
+    # libcurl's transfer thread is held in the write of a body to the job's .partial (the stop
+    # point http:body-write: a spool on an NFS server that stopped answering). The cancel is the
+    # loop's and must not wait for that thread: the job fails as cancelled and the next job is
+    # claimed meanwhile. It used to wait till the write was over (here: never).
+    env.fake.script("stuck in its write", [{"kind": "tail_stall", "stall": 60}])
+    d = env.daemon()
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    d.start(extra_env={"IMGSPOOLD_STOP_AT": "http:body-write", "IMGSPOOLD_STOP_FIFO": fifo})
+    d.submit("stuck", {"prompt": "stuck in its write"})
+    writer = held_at_stop(fifo, d)
+    try:
+        r = cli(d.spool, "cancel", "-t", "20", "stuck")
+        assert r.returncode == 0 and "its call was cut" in r.stdout, (r, d.log()[-3000:])
+        assert d.result("stuck")["error"]["code"] == "cancelled", d.result("stuck")
+        d.submit("next", {"prompt": "claimed while the transfer thread is stuck"})
+        wait_for(lambda: d.state("next") == "running", 20, "the next job claimed")
+    finally:
+        os.close(writer)
+    end = let_every_stop_go(fifo)
+    try:
+        assert d.wait_finished("next") == "done", d.log()[-3000:]
+    finally:
+        end()
+    assert states(d, "stuck") == ["failed"] and len(d.result("stuck")["attempts"]) == 1
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".stuck@")], \
+        os.listdir(d.path("running"))
+    assert d.stop() == 0
 
 
 def test_hold_running_at_its_next_transition(env):
@@ -624,6 +676,7 @@ if __name__ == "__main__":
         test_a_job_the_daemon_may_take_is_cancelled_and_listed,
         test_ls_believes_of_the_records_what_the_daemon_does,
         test_cancel_running_cuts_the_call,
+        test_cancel_while_the_transfer_thread_is_stuck,
         test_hold_running_at_its_next_transition,
         test_hold_of_a_job_a_crash_left_running,
         test_requests_read_are_honoured_before_the_provider_is_asked,
