@@ -118,14 +118,15 @@ fuzz: deps
 
 # Speed and memory figures of the optimized build; prints, asserts nothing (issue 14's targets
 # printed beside the figures). BENCH_ONLY=a,b runs only those sections: parse, cli, keyshare,
-# gate, rescan here, and the sections of tests/bench/bench.py (idle throughput syscalls ext4 inflight
+# gate, cancel, rescan here, and the sections of tests/bench/bench.py (idle throughput syscalls ext4 inflight
 # rss; its docstring lists its other knobs). Long: run under nice.
 BENCH_ONLY ?=
 bench_wants = [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ",$(1),"
-bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/fastup $(B)/loadgen \
-       $(B)/curlgen
+bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/bench_cancel \
+       $(B)/fastup $(B)/loadgen $(B)/curlgen
 	@if $(call bench_wants,parse); then $(B)/bench_parse; fi
 	@if $(call bench_wants,gate); then nice python3 tests/bench/bench_gate.py; fi
+	@if $(call bench_wants,cancel); then nice python3 tests/bench/bench_cancel.py; fi
 	BENCH_ONLY=$(BENCH_ONLY) IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench.py
 	@if $(call bench_wants,cli); then \
 		IMGSPOOL=$(CURDIR)/$(B)/imgspool nice python3 tests/bench/bench_cli.py; fi
@@ -137,7 +138,7 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/f
 $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<
 
-$(B)/bench_parse $(B)/bench_gate: $(B)/%: $(B)/bench/%.o $(call obj,$(SRC))
+$(B)/bench_parse $(B)/bench_gate $(B)/bench_cancel: $(B)/%: $(B)/bench/%.o $(call obj,$(SRC))
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 # The fast fake upstream and the raw HTTP clients of bench.py: standalone, no project code.
