@@ -251,7 +251,14 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 		.error_code = "cancelled",
 		.error_message = message,
 	};
-	char *result = result_to_json(&r);
+	char *result = result_to_json(&r, NULL);
+	if (!result) {
+		/* Too big only by what the job file says of itself (a model of megabytes): its own
+		 * words stay in the job file, beside the result. */
+		r.trimmed = true;
+		r.provider = r.model = NULL;
+		result = result_to_json(&r, NULL);
+	}
 	record_release(&rec);
 	json_decref(job);
 	buf_release(&text);

@@ -44,8 +44,14 @@ static void publish_work(void **args, size_t n)
 	spool_syncset(sp, &ss, n);
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
-		if (!t->result_json)   /* the task's data is the pool's until publish_done */
-			t->result_json = result_to_json(&t->result);
+		if (!t->result_json) {   /* the task's data is the pool's until publish_done */
+			size_t own;
+			t->result_json = result_to_json(&t->result, &own);
+			if (!t->result_json) {   /* failed in publish_done, nothing written */
+				t->result_over = own;
+				continue;
+			}
+		}
 		if (!t->final_job_text && t->job_text)
 			t->final_job_text = task_job_text(t, 0, t->succeeded ? "succeeded" : "failed");
 		/* Events are queued before the job is published (the batch's first barrier makes
@@ -86,6 +92,19 @@ static void publish_work(void **args, size_t n)
 
 static void publish_done(void *arg);
 
+/* RESULT_HEADROOM, or less from IMGSPOOLD_RESULT_HEADROOM: a test hook (spool-layout.md §6) that
+ * makes a result too big without a bug. Read on the loop only. */
+static size_t result_headroom(void)
+{
+	static long headroom = -1;
+	if (headroom < 0) {
+		const char *v = getenv("IMGSPOOLD_RESULT_HEADROOM");
+		if (!v || parse_long(v, 1, RESULT_HEADROOM, &headroom) < 0)
+			headroom = RESULT_HEADROOM;
+	}
+	return (size_t)headroom;
+}
+
 static int64_t publish_again(struct loop *loop, void *arg)
 {
 	(void)loop;
@@ -99,6 +118,25 @@ static void publish_done(void *arg)
 {
 	struct task *t = arg;
 	t->in_pool = false;
+	if (t->result_over) {
+		/* A part that should be bounded was not (a bug): the job fails with a result of only
+		 * what is bounded by construction, its paid images beside it, its records whole. */
+		size_t over = t->result_over;
+		t->result_over = 0;
+		t->result_trimmed = true;
+		log_job(LOG_ERROR, t->id, "its result would take %zu bytes besides its metadata, more "
+			"than a result may (%zu): failing it with the attempts, usage and upstream "
+			"message left out", over, result_headroom());
+		char images[160] = "";
+		if (t->n_images)
+			xsnprintf(images, sizeof(images), "; its %zu image(s) were generated (and "
+				  "charged) and are in failed/ beside this result", t->n_images);
+		finish_fail(t, "publish_failed", NULL, "the result would take %zu bytes besides the "
+			    "job's metadata, more than the %zu a result may: it lists none of its "
+			    "attempts (the job file's records do) and no usage%s", over,
+			    result_headroom(), images);
+		return;
+	}
 	t->publish_committed |= t->publish_pass_committed;
 	if (t->publish_rc == PUBLISH_OK)
 		t->sidecars = 0;   /* removed by publish_work */
@@ -260,6 +298,8 @@ void finish_task(struct task *t)
 		.error_message = t->error_message,
 		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
 		.error_field = t->error_field[0] ? t->error_field : NULL,
+		.trimmed = t->result_trimmed,
+		.headroom = result_headroom(),
 	};
 	free(t->result_json);
 	t->result_json = NULL;   /* built by publish_work, on the helper thread */

@@ -2,6 +2,7 @@
  * its images. Pure; publish.c puts them in place. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,14 +71,21 @@ static char *dump(json_t *o)
 /* json_dumps with costs written as a person would (0.04, not 0.040000000000000001), and the
  * client's metadata spliced in as its bytes are: never re-serialised, which would change its
  * numbers and could make it several times larger (indented, or 1e-7 written out in full), so a
- * result is at most its metadata plus RESULT_HEADROOM. The layout is for people to read; clients
- * parse the JSON (spool-layout.md section 6). */
-static char *dump_result(json_t *o, const char *metadata, size_t metadata_len)
+ * result is at most its metadata plus RESULT_HEADROOM, checked here before the metadata is
+ * copied: NULL when what the daemon writes passes headroom (*own_len says how much). The layout
+ * is for people to read; clients parse the JSON (spool-layout.md section 6). */
+static char *dump_result(json_t *o, const char *metadata, size_t metadata_len, size_t headroom,
+			 size_t *own_len)
 {
 	json_object_set_new(o, "metadata", json_null());
 	char *text = dump(o);
 	static const char tail[] = "\"metadata\": null\n}";
 	size_t len = strlen(text), tlen = strlen(tail);
+	*own_len = len + 1;   /* and its last newline */
+	if (*own_len > headroom) {
+		free(text);
+		return NULL;
+	}
 	if (!metadata || len < tlen || strcmp(text + len - tlen, tail))
 		return text;
 	static const char key[] = "\"metadata\": ";
@@ -154,8 +162,10 @@ static struct record_tally tally(const struct result_info *r)
 	return all;
 }
 
-char *result_to_json(const struct result_info *r)
+char *result_to_json(const struct result_info *r, size_t *own_len)
 {
+	size_t own;
+	own_len = own_len ? own_len : &own;
 	json_t *o = json_object();
 	json_object_set_new(o, "task_id", json_string(r->task_id));
 	json_object_set_new(o, "status", json_string(r->succeeded ? "succeeded" : "failed"));
@@ -168,21 +178,23 @@ char *result_to_json(const struct result_info *r)
 	json_object_set_new(o, "output_url", r->urls && r->n_images ? json_string(r->urls[0])
 								  : json_null());
 	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
-	json_t *attempts = r->attempts ? json_incref(r->attempts) : json_array();
 	struct record_tally all = tally(r);
+	/* Trimmed: every attempt is counted, none listed (the job file's records keep them). */
+	json_t *attempts = r->attempts && !r->trimmed ? json_incref(r->attempts) : json_array();
+	long elided = r->trimmed ? all.attempts : r->elided ? r->elided->attempts : 0;
 	json_object_set_new(o, "billed_attempts", json_integer((json_int_t)all.billed));
-	json_object_set_new(o, "attempts_elided",
-			    json_integer(r->elided ? (json_int_t)r->elided->attempts : 0));
+	json_object_set_new(o, "attempts_elided", json_integer((json_int_t)elided));
 	json_object_set_new(o, "attempts", attempts);
 	json_object_set_new(o, "cost", cost_json(&all, r->currency));
 	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
-	json_object_set_new(o, "usage", usage_json(r->usage));
+	json_object_set_new(o, "usage", r->trimmed ? json_null() : usage_json(r->usage));
 	if (!r->succeeded) {
 		json_t *e = json_object();
 		json_object_set_new(e, "code", json_string(error_code(r)));
 		json_object_set_new(e, "message", json_string(r->error_message ? r->error_message : ""));
-		json_object_set_new(e, "upstream_message", str_or_null(r->error_upstream_message));
-		if (r->error_field)
+		json_object_set_new(e, "upstream_message",
+				    r->trimmed ? json_null() : str_or_null(r->error_upstream_message));
+		if (r->error_field && !r->trimmed)
 			json_object_set_new(e, "field", json_string(r->error_field));
 		json_object_set_new(o, "error", e);
 	} else {
@@ -190,8 +202,12 @@ char *result_to_json(const struct result_info *r)
 	}
 	json_object_set_new(o, "created_at", time_json(r->created_wall_ms));
 	json_object_set_new(o, "updated_at", time_json(r->updated_wall_ms));
-	char *text = dump_result(o, r->metadata, r->metadata_len);
+	/* A trimmed result is bounded by construction (test_result's worst case): always written. */
+	size_t headroom = r->trimmed ? SIZE_MAX : r->headroom ? r->headroom : RESULT_HEADROOM;
+	char *text = dump_result(o, r->metadata, r->metadata_len, headroom, own_len);
 	json_decref(o);
+	if (!text)
+		return NULL;
 	size_t len = strlen(text);
 	char *with_nl = xrealloc(text, len + 2);
 	with_nl[len] = '\n';

@@ -58,6 +58,10 @@ struct result_info {
 	const char *error_message;
 	const char *error_upstream_message;
 	const char *error_field; /* for an invalid job file, may be NULL */
+	/* Only what is bounded by construction: the attempts counted but not listed, no usage,
+	 * no upstream_message or field (a result that was too big, result_to_json). */
+	bool trimmed;
+	size_t headroom;         /* 0: RESULT_HEADROOM (less only in tests) */
 };
 
 /* The most a result takes beyond its metadata: everything the daemon writes in it is bounded
@@ -73,8 +77,11 @@ struct result_info {
 
 /* The file name of image index (0-based) of n: "ID.png" when n == 1, else "ID.1.png" ... */
 char *result_image_name(const char *id, size_t index, size_t n, const char *ext);
-/* The result document as JSON text (caller frees). */
-char *result_to_json(const struct result_info *r);
+/* The result document as JSON text (caller frees), at most its metadata plus RESULT_HEADROOM:
+ * NULL when what the daemon writes besides the metadata would take more (*own_len, when not
+ * NULL, says how much; a part that should be bounded is not): the job is then failed, with
+ * r->trimmed, which is always written. */
+char *result_to_json(const struct result_info *r, size_t *own_len);
 /* The data of the job's event (webhook.h): task_id, status, error_code, images, urls and cost,
  * the values result_to_json(r) writes, without writing (or parsing) the document. New object. */
 json_t *result_event_data(const struct result_info *r);

@@ -110,6 +110,8 @@ struct task {
 	struct result_info result;
 	char *result_provider, *result_currency;
 	char *final_job_text;    /* the job file with its final records, for the publication */
+	size_t result_over;      /* result_json would take this much besides the metadata: too much */
+	bool result_trimmed;     /* so it fails, with a result of only what is bounded (result.h) */
 	int publish_rc;
 	bool publish_committed;  /* its commit is made: its job file is in its staging directory */
 	bool publish_pass_committed;  /* the helper thread's word for it, taken up in publish_done */

@@ -256,6 +256,26 @@ def test_a_job_file_too_big_to_read_is_not_cancelled(env):
         assert not os.path.exists(d.path("failed", task_id + ".result.json"))
 
 
+def test_a_cancelled_jobs_result_is_bounded_whatever_its_file_says(env):
+    """imgspool cancel writes the result of a job no daemon checked: its model (or provider) is
+    the file's own words, of any length. The result stays within its metadata and 64 KiB
+    (result.h, RESULT_HEADROOM): past that it is written trimmed, those words left in the job
+    file beside it."""
+    d = env.daemon().start()
+    d.stop()
+    job = {"prompt": "x", "model": "m" * 100000, "metadata": {"order": 1}}
+    with open(d.path("hold", "long-model.json"), "w") as f:
+        json.dump(job, f)
+    r = cli(d.spool, "cancel", "long-model")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    path = d.path("failed", "long-model.result.json")
+    result = json.load(open(path))
+    assert os.path.getsize(path) <= len('{"order": 1}') + (64 << 10), os.path.getsize(path)
+    assert result["error"]["code"] == "cancelled" and result["model"] is None, result
+    assert result["metadata"] == {"order": 1}
+    assert json.load(open(d.path("failed", "long-model.json")))["model"] == job["model"]
+
+
 def test_a_job_the_daemon_may_take_is_cancelled_and_listed(env):
     # imgspool read job files up to 2 MiB while a daemon's max_job_bytes may be 64 MiB: such a
     # job could not be cancelled, and ls (2 MiB) did not read its result, which show (16 MiB)
@@ -673,6 +693,7 @@ if __name__ == "__main__":
         test_ls_show_stat,
         test_hold_release_cancel_pending,
         test_a_job_file_too_big_to_read_is_not_cancelled,
+        test_a_cancelled_jobs_result_is_bounded_whatever_its_file_says,
         test_a_job_the_daemon_may_take_is_cancelled_and_listed,
         test_ls_believes_of_the_records_what_the_daemon_does,
         test_cancel_running_cuts_the_call,

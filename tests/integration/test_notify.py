@@ -391,8 +391,44 @@ def test_torn_entry_set_aside_once(env):
     assert d.stop() == 0
 
 
+def test_a_result_too_big_fails_the_job_with_a_bounded_result(env):
+    """A result past its headroom (IMGSPOOLD_RESULT_HEADROOM makes it so without a bug) is not
+    written: the job fails with publish_failed and a result of only what is bounded, its paid
+    images beside it in failed/, its attempts in its job file's records, an event that says the
+    same, and imgspool shows it."""
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx)
+    d.submit("over", {"prompt": "too big a result", "n": 2, "metadata": {"order": 7}})
+    d.start(extra_env={"IMGSPOOLD_RESULT_HEADROOM": "400"})
+    assert d.wait_finished("over") == "failed", d.log()[-2000:]
+    r = d.result("over")
+    assert r["error"]["code"] == "publish_failed", r
+    assert "more than the 400 a result may" in r["error"]["message"], r
+    assert "2 image(s) were generated" in r["error"]["message"], r
+    assert r["attempts"] == [] and r["attempts_elided"] == 1 and r["billed_attempts"] == 1, r
+    assert r["usage"] is None and r["error"]["upstream_message"] is None, r
+    assert r["images"] == ["over.1.png", "over.2.png"] and r["metadata"] == {"order": 7}, r
+    assert sorted(n for n in d.listdir("failed") if n.startswith("over")) == [
+        "over.1.png", "over.2.png", "over.json", "over.result.json"]
+    job = json.load(open(d.path("failed", "over.json")))
+    assert len(job["imgspool"]["attempts"]) == 1 and job["imgspool"]["error_code"] == "publish_failed"
+    assert "its result would take" in d.log()
+    wait_for(lambda: "over" in delivered(rx), 30, "its event")
+    (wid, ev), = delivered(rx)["over"]
+    assert ev["type"] == "job.failed" and wid == msg_id("over", "job.failed"), ev
+    assert ev["data"]["error_code"] == "publish_failed" and ev["data"]["images"] == r["images"]
+    assert ev["data"]["cost"] == r["cost"] and ev["data"]["status"] == "failed"
+    shown = subprocess.run([IMGSPOOL, "-d", d.spool, "show", "over"], capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert shown.returncode == 1 and '"publish_failed"' in shown.stdout, shown
+    assert env.fake.calls("too big a result") == 1
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
-    run_tests([test_every_event_signed_and_verified, test_receiver_down_across_a_restart,
+    run_tests([test_every_event_signed_and_verified,
+               test_a_result_too_big_fails_the_job_with_a_bounded_result,
+               test_receiver_down_across_a_restart,
                test_gone_redirect_and_job_urls, test_gone_endpoint_waits_until_enabled,
                test_parked_events_given_up_in_time, test_private_addresses_refused,
                test_hook_once_clean_env_and_killed,

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+#include "job.h"
 #include "record.h"
 #include "result.h"
+#include "task.h"
 #include "tap.h"
 #include "upstream.h"
 #include "util.h"
@@ -55,55 +58,152 @@ static json_t *longest_attempt(void)
 	return result_attempt_json(&a);
 }
 
-/* A result is at most its metadata (the client's bytes, however deep) plus RESULT_HEADROOM:
- * with the most the daemon writes of everything else, and an upstream's usage of any size. */
-static void bound(void)
+static char *repeat(int c, size_t n)
 {
-	enum { DEPTH = 31, UNITS = 20000 };
-	struct buf meta;
-	buf_init(&meta, 1 << 24);
-	buf_append(&meta, "[", 1);
-	for (int u = 0; u < UNITS; u++) {
-		for (int i = 0; i < DEPTH; i++)
-			buf_append(&meta, "[", 1);
-		buf_append(&meta, "1e-7", 4);
-		for (int i = 0; i < DEPTH; i++)
-			buf_append(&meta, "]", 1);
-		buf_append(&meta, u + 1 < UNITS ? "," : "]", 1);
-	}
-	json_t *attempts = json_array();
-	for (int i = 0; i < 16; i++)
-		json_array_append_new(attempts, longest_attempt());
-	json_t *usage = json_array(), *deep = usage;   /* nested as deep as jansson parses */
-	for (int i = 0; i < 2000; i++) {
-		json_t *in = json_array();
-		json_array_append_new(deep, in);
-		deep = in;
-	}
-	char message[512], quoted[512];
-	memset(message, 'e', sizeof(message) - 1);
-	message[sizeof(message) - 1] = '\0';
-	memset(quoted, '\x01', sizeof(quoted) - 1);   /* each written as \u0001 */
-	quoted[sizeof(quoted) - 1] = '\0';
-	struct record_tally elided = { .attempts = LONG_MAX, .billed = LONG_MAX, .cost = 1e300 };
-	struct result_info info = { .task_id = "t", .succeeded = false, .provider = "p",
-				    .model = "m", .dialect = "openai", .attempts = attempts,
-				    .elided = &elided, .retry_count = INT32_MAX, .currency = "USD",
-				    .usage = usage, .metadata = meta.data, .metadata_len = meta.len,
-				    .error_code = "invalid_job", .error_message = message,
-				    .error_upstream_message = quoted, .error_field = "metadata" };
-	char *text = result_to_json(&info);
+	char *s = xmalloc(n + 1);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+/* The largest usage an upstream may have kept (RESULT_USAGE_MAX indented alone), in the shape
+ * that grows most one level deeper in the result: lines as short as lines go. */
+static size_t indented_len(json_t *v)
+{
+	char *text = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	size_t len = strlen(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	ok(doc && len <= meta.len + RESULT_HEADROOM,
-	   "a result is within its metadata and RESULT_HEADROOM (%zu + %zu bytes)", meta.len,
-	   len - meta.len);
-	ok(json_is_null(json_object_get(doc, "usage")), "an upstream's usage too big for it: null");
+	free(text);
+	return len;
+}
+
+static json_t *largest_usage(void)
+{
+	json_t *usage = json_array();
+	while (json_array_size(usage) < (RESULT_USAGE_MAX - 2) / 5)   /* "\n  0," each */
+		json_array_append_new(usage, json_integer(0));
+	while (indented_len(usage) <= RESULT_USAGE_MAX)
+		json_array_append_new(usage, json_integer(0));
+	json_array_remove(usage, json_array_size(usage) - 1);
+	return usage;
+}
+
+/* The worst case: the largest job file any daemon accepts (max_job_bytes at its ceiling, all of
+ * it metadata), and every other part at the most the daemon lets it be: a 128-character id, the
+ * longest provider and model, 10 images ([limits] max_n's ceiling) stored under the longest
+ * URLs, 16 of the longest attempts and a tally past any real one, the largest usage kept, the
+ * longest error texts with every byte escaped. The result must stay within RESULT_FILE_MAX, so
+ * that a resumed publication and imgspool read it; if any part stops being bounded this fails. */
+static void worst_case(void)
+{
+	size_t meta_len = (size_t)CONFIG_JOB_BYTES_CEILING - strlen("{\"prompt\":\"x\",\"metadata\":}");
+	char *meta = repeat('x', meta_len);
+	meta[0] = meta[meta_len - 1] = '"';
+	json_t *attempts = json_array();
+	for (int i = 0; i < RECORD_ATTEMPTS_MAX; i++)
+		json_array_append_new(attempts, longest_attempt());
+	json_t *usage = largest_usage();
+	struct task *t = NULL;   /* the buffers the daemon's texts live in */
+	char *message = repeat('\x01', sizeof(t->error_message) - 1);   /* each written \u0001 */
+	char *upstream = repeat('\x01', sizeof(t->outcome.upstream_message) - 1);
+	char *field = repeat('\x01', sizeof(t->error_field) - 1);
+	char *id = repeat('i', JOB_ID_MAX);
+	char *provider = repeat('"', 64);     /* each written \" */
+	char *model = repeat('"', 200);       /* a config line holds no more (inih) */
+	struct image images[10];
+	char *urls[10];
+	for (size_t i = 0; i < 10; i++) {
+		images[i].ext = "webp";
+		urls[i] = repeat('\\', 200 + 200 + JOB_ID_MAX + 10);   /* public_url/prefix/name */
+	}
+	struct record_tally elided = { .attempts = 1000000000L, .billed = 1000000000L,
+				       .cost = 999999999999.123456, .estimated = true };
+	struct result_info info = { .task_id = id, .succeeded = false, .provider = provider,
+				    .model = model, .dialect = "openai", .images = images,
+				    .n_images = 10, .images_dropped = SIZE_MAX, .urls = urls,
+				    .attempts = attempts, .elided = &elided, .retry_count = INT32_MAX,
+				    .created_wall_ms = -62135596800000, .updated_wall_ms = INT64_MAX / 4,
+				    .latency_ms = INT64_MAX, .usage = usage, .currency = "ABCDEFGH",
+				    .metadata = meta, .metadata_len = meta_len,
+				    .error_code = "upstream_unavailable", .error_message = message,
+				    .error_upstream_message = upstream, .error_field = field };
+	size_t own = 0;
+	char *text = result_to_json(&info, &own);
+	size_t len = text ? strlen(text) : 0;
+	json_t *doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+	printf("# the worst case: %zu bytes besides its metadata (RESULT_HEADROOM %u)\n", own,
+	       RESULT_HEADROOM);
+	ok(text && own <= RESULT_HEADROOM && len <= meta_len + RESULT_HEADROOM &&
+	   len <= RESULT_FILE_MAX(CONFIG_JOB_BYTES_CEILING) && len <= RESULT_READ_MAX,
+	   "the worst result is within its metadata and RESULT_HEADROOM (%zu + %zu bytes)", meta_len,
+	   own);
+	ok(doc && !json_is_null(json_object_get(doc, "usage")) &&
+	   json_array_size(json_object_get(doc, "attempts")) == RECORD_ATTEMPTS_MAX &&
+	   json_array_size(json_object_get(doc, "urls")) == 10 &&
+	   json_string_length(json_object_get(doc, "metadata")) == meta_len - 2,
+	   "it parses, with every part in it");
 	json_decref(doc);
 	free(text);
+	/* An upstream's usage of any size: left out. */
+	json_t *deep = json_array(), *in = deep;
+	for (int i = 0; i < 2000; i++) {
+		json_t *next = json_array();
+		json_array_append_new(in, next);
+		in = next;
+	}
+	info.usage = deep;
+	text = result_to_json(&info, &own);
+	doc = text ? json_loadb(text, strlen(text), 0, NULL) : NULL;
+	ok(doc && json_is_null(json_object_get(doc, "usage")), "an upstream's usage too big for it: null");
+	json_decref(doc);
+	free(text);
+	json_decref(deep);
+
+	/* A part that is not bounded (here the attempts): no result but the trimmed one, which
+	 * still has every count, the images and urls, and fits. */
+	for (int i = 0; i < 200; i++)
+		json_array_append_new(attempts, longest_attempt());
+	info.usage = usage;
+	text = result_to_json(&info, &own);
+	ok(!text && own > RESULT_HEADROOM, "an unbounded part makes no result (%zu bytes)", own);
+	info.trimmed = true;
+	info.error_code = "publish_failed";
+	text = result_to_json(&info, &own);
+	len = text ? strlen(text) : 0;
+	doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+	json_t *err = json_object_get(doc, "error");
+	ok(doc && own <= RESULT_HEADROOM && len <= meta_len + RESULT_HEADROOM &&
+	   json_array_size(json_object_get(doc, "attempts")) == 0 &&
+	   json_integer_value(json_object_get(doc, "attempts_elided")) == 1000000000L &&
+	   json_integer_value(json_object_get(doc, "billed_attempts")) == 1000000000L &&
+	   json_array_size(json_object_get(doc, "urls")) == 10 &&
+	   json_is_null(json_object_get(doc, "usage")) &&
+	   !strcmp(json_string_value(json_object_get(err, "code")), "publish_failed") &&
+	   json_is_null(json_object_get(err, "upstream_message")) && !json_object_get(err, "field") &&
+	   json_string_length(json_object_get(doc, "metadata")) == meta_len - 2,
+	   "the trimmed result: bounded (%zu bytes besides its metadata), every count, no list", own);
+	json_decref(doc);
+	free(text);
+	/* A test's headroom (IMGSPOOLD_RESULT_HEADROOM): what passes it makes no result. */
+	struct result_info small = { .task_id = "t", .succeeded = true, .currency = "USD",
+				     .headroom = 100 };
+	text = result_to_json(&small, &own);
+	ok(!text && own > 100, "a result past a smaller headroom: none (%zu bytes)", own);
+	small.headroom = own;
+	text = result_to_json(&small, NULL);
+	ok(text && strlen(text) == own, "one that fits it exactly: written (%zu bytes)", own);
+	free(text);
+
+	for (size_t i = 0; i < 10; i++)
+		free(urls[i]);
+	free(model);
+	free(provider);
+	free(id);
+	free(field);
+	free(upstream);
+	free(message);
 	json_decref(usage);
 	json_decref(attempts);
-	buf_release(&meta);
+	free(meta);
 }
 
 /* Bytes jansson allocated (json_set_alloc_funcs): what writing a result costs in copies. */
@@ -118,7 +218,7 @@ static void *counting_malloc(size_t size)
 static size_t allocated_by_result(const struct result_info *info, size_t *len)
 {
 	size_t before = jansson_allocated;
-	char *text = result_to_json(info);
+	char *text = result_to_json(info, NULL);
 	*len = strlen(text);
 	free(text);
 	return jansson_allocated - before;
@@ -202,7 +302,7 @@ static void event_data_is_the_documents(void)
 				.metadata = meta, .metadata_len = strlen(meta),
 				.error_code = variant == 3 ? "content_refused" : NULL,
 				.error_message = "refused" };
-			char *doc = result_to_json(&info);
+			char *doc = result_to_json(&info, NULL);
 			char *want = webhook_body("job.x", 1764068523104, data_from_document(doc));
 			char *got = webhook_body("job.x", 1764068523104, result_event_data(&info));
 			n_rows++;
@@ -230,7 +330,7 @@ static void event_data_is_the_documents(void)
 	size_t direct = jansson_allocated - before;
 	json_decref(data);
 	before = jansson_allocated;
-	char *doc = result_to_json(&info);
+	char *doc = result_to_json(&info, NULL);
 	data = data_from_document(doc);
 	size_t reparsed = jansson_allocated - before;
 	json_decref(data);
@@ -249,7 +349,7 @@ int main(void)
 		json_t *attempts = json_loads(r->attempts, 0, NULL);
 		struct result_info info = { .task_id = "t", .succeeded = true, .attempts = attempts,
 					    .currency = "USD" };
-		char *text = result_to_json(&info);
+		char *text = result_to_json(&info, NULL);
 		json_t *doc = json_loads(text, 0, NULL);
 		json_t *cost = json_object_get(doc, "cost"), *amount = json_object_get(cost, "amount");
 		bool got_null = json_is_null(amount);
@@ -273,7 +373,7 @@ int main(void)
 	struct result_info info = { .task_id = "t", .succeeded = true, .attempts = attempts,
 				    .currency = "USD", .metadata = meta_text,
 				    .metadata_len = strlen(meta_text) };
-	char *text = result_to_json(&info);
+	char *text = result_to_json(&info, NULL);
 	ok(strstr(text, "\"cost\": 0.04,") != NULL, "an attempt's cost reads 0.04");
 	ok(strstr(text, "\"amount\": 0.08,") != NULL, "the total reads 0.08");
 	ok(strstr(text, "0.30000000000000004") != NULL, "metadata keeps every digit");
@@ -286,7 +386,7 @@ int main(void)
 	json_decref(doc);
 	free(text);
 	info.metadata = NULL;
-	text = result_to_json(&info);
+	text = result_to_json(&info, NULL);
 	doc = json_loads(text, 0, NULL);
 	ok(doc && json_is_null(json_object_get(doc, "metadata")), "no metadata: null");
 	json_decref(doc);
@@ -296,7 +396,7 @@ int main(void)
 	/* Attempts no longer listed (record.h) still count: billed_attempts, cost, and how many. */
 	struct record_tally elided = { .attempts = 40, .billed = 3, .cost = 0.12, .estimated = true };
 	info.elided = &elided;
-	text = result_to_json(&info);
+	text = result_to_json(&info, NULL);
 	doc = json_loads(text, 0, NULL);
 	json_t *cost = json_object_get(doc, "cost");
 	ok(json_integer_value(json_object_get(doc, "billed_attempts")) == 5 &&
@@ -308,21 +408,21 @@ int main(void)
 	json_decref(doc);
 	free(text);
 	elided.cost_unknown = true;
-	text = result_to_json(&info);
+	text = result_to_json(&info, NULL);
 	doc = json_loads(text, 0, NULL);
 	ok(json_is_null(json_object_get(json_object_get(doc, "cost"), "amount")),
 	   "an elided attempt without a price: null");
 	json_decref(doc);
 	free(text);
 	info.elided = NULL;
-	text = result_to_json(&info);
+	text = result_to_json(&info, NULL);
 	doc = json_loads(text, 0, NULL);
 	ok(json_integer_value(json_object_get(doc, "attempts_elided")) == 0 &&
 	   json_is_integer(json_object_get(doc, "attempts_elided")), "none elided: 0");
 	json_decref(doc);
 	free(text);
 	json_decref(attempts);
-	bound();
+	worst_case();
 	usage_measured();
 	event_data_is_the_documents();
 	return tap_done();
