@@ -655,10 +655,36 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 	}
 }
 
+/* The "images" of a result of which head holds the first len bytes: the daemon writes its own
+ * fields first, "images" among them at the start of a line, and the client's metadata last, so
+ * a result's first RESULT_HEADROOM bytes hold them, however large it is (the whole is parsed
+ * only when it is all there). NULL when head does not show them (not the daemon's layout). */
+static json_t *images_in_head(const char *head, size_t len, bool whole)
+{
+	if (whole) {
+		json_t *doc = json_loadb(head, len, 0, NULL);
+		json_t *images = json_incref(json_object_get(doc, "images"));
+		json_decref(doc);
+		return images;
+	}
+	/* No string holds a raw newline: this is the top level's member, the first one so named. */
+	static const char key[] = "\n  \"images\": ";
+	const char *at = memmem(head, len, key, strlen(key));
+	if (!at)
+		return NULL;
+	at += strlen(key);
+	json_t *images = json_loadb(at, len - (size_t)(at - head), JSON_DISABLE_EOF_CHECK, NULL);
+	if (json_is_array(images))
+		return images;
+	json_decref(images);
+	return NULL;
+}
+
 /* The new run's names from the result staged in running/STAGING (open as sfd, or -1 with
  * errno sfd_err): its images, then the result, with room for one name more. NULL with *err:
  * ENOENT only if the result is not there (moved in before a crash, or lost); anything else (no
- * fd left, EIO, ESTALE, a result over the read cap) says nothing of where the files are. */
+ * fd left, EIO, ESTALE, a result over the read cap) says nothing of where the files are. Only
+ * the result's beginning is read (images_in_head), unless it is not laid out as ours. */
 static char **staged_names(const char *id, int runfd, const char *staging, int sfd, int sfd_err,
 			   size_t *n, int *err)
 {
@@ -666,18 +692,21 @@ static char **staged_names(const char *id, int runfd, const char *staging, int s
 	struct buf b;
 	struct stat st;
 	char **names = NULL;
+	json_t *images = NULL;
 	enum spool_read rr = SPOOL_READ_ERROR;
 	buf_init(&b, RESULT_READ_MAX);
 	*n = 0;
 	*err = sfd_err;
-	if (sfd >= 0) {
-		rr = spool_read_file(sfd, result, RESULT_READ_MAX, &b, &st);
+	for (size_t head = RESULT_HEADROOM; sfd >= 0; head = SIZE_MAX) {
+		rr = spool_read_head(sfd, result, RESULT_READ_MAX, head, &b, &st);
 		*err = rr == SPOOL_READ_GONE ? ENOENT : rr == SPOOL_READ_TOO_BIG ? EFBIG
 		       : rr == SPOOL_READ_ERROR ? errno : EINVAL;
+		bool whole = rr == SPOOL_READ_OK && b.len == (size_t)st.st_size;
+		if (rr != SPOOL_READ_OK || (images = images_in_head(b.data, b.len, whole)) || whole)
+			break;
 	}
 	if (rr == SPOOL_READ_OK) {
-		json_t *doc = json_loadb(b.data, b.len, 0, NULL);
-		json_t *images = json_object_get(doc, "images"), *v;
+		json_t *v;
 		size_t i;
 		names = xcalloc(json_array_size(images) + 2, sizeof(*names));
 		json_array_foreach(images, i, v) {
@@ -686,7 +715,7 @@ static char **staged_names(const char *id, int runfd, const char *staging, int s
 				names[(*n)++] = xstrdup(name);
 		}
 		names[(*n)++] = xstrdup(result);
-		json_decref(doc);
+		json_decref(images);
 		*err = 0;
 	} else if (*err == ENOENT || sfd < 0) {
 		/* Gone only if a look by its path says so: the directory itself may be gone too. */

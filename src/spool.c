@@ -256,10 +256,10 @@ void spool_entries_free(struct spool_entry *e, long n)
 	free(e);
 }
 
-static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
-				    struct stat *st, int *keep_fd);
-static enum spool_read read_named(int dirfd, const char *name, size_t max, nlink_t max_links,
-				  struct buf *out, struct stat *st, int *keep_fd);
+static enum spool_read read_checked(int fd, size_t max, size_t head, nlink_t max_links,
+				    struct buf *out, struct stat *st, int *keep_fd);
+static enum spool_read read_named(int dirfd, const char *name, size_t max, size_t head,
+				  nlink_t max_links, struct buf *out, struct stat *st, int *keep_fd);
 
 enum spool_read spool_read_file(int dirfd, const char *name, size_t max, struct buf *out,
 				struct stat *st)
@@ -271,17 +271,23 @@ enum spool_read spool_read_keep(int dirfd, const char *name, size_t max, struct 
 				struct stat *st, int *fd_out)
 {
 	*fd_out = -1;
-	return read_named(dirfd, name, max, 1, out, st, fd_out);
+	return read_named(dirfd, name, max, SIZE_MAX, 1, out, st, fd_out);
+}
+
+enum spool_read spool_read_head(int dirfd, const char *name, size_t max, size_t head,
+				struct buf *out, struct stat *st)
+{
+	return read_named(dirfd, name, max, head, 1, out, st, NULL);
 }
 
 enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
 				  struct buf *out, struct stat *st)
 {
-	return read_named(dirfd, name, max, max_links, out, st, NULL);
+	return read_named(dirfd, name, max, SIZE_MAX, max_links, out, st, NULL);
 }
 
-static enum spool_read read_named(int dirfd, const char *name, size_t max, nlink_t max_links,
-				  struct buf *out, struct stat *st, int *keep_fd)
+static enum spool_read read_named(int dirfd, const char *name, size_t max, size_t head,
+				  nlink_t max_links, struct buf *out, struct stat *st, int *keep_fd)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
@@ -293,7 +299,7 @@ static enum spool_read read_named(int dirfd, const char *name, size_t max, nlink
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, max_links, out, st, keep_fd);
+	return read_checked(fd, max, head, max_links, out, st, keep_fd);
 }
 
 enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out)
@@ -311,12 +317,13 @@ enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t ma
 			return SPOOL_READ_NOT_REGULAR;
 		return SPOOL_READ_ERROR;
 	}
-	return read_checked(fd, max, 1, out, &st, NULL);
+	return read_checked(fd, max, SIZE_MAX, 1, out, &st, NULL);
 }
 
-/* Consumes fd, or hands it to *keep_fd when the read is OK and keep_fd is given. */
-static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struct buf *out,
-				    struct stat *st, int *keep_fd)
+/* Consumes fd, or hands it to *keep_fd when the read is OK and keep_fd is given. Reads the
+ * whole file, or its first head bytes (at least; a chunk at most more). */
+static enum spool_read read_checked(int fd, size_t max, size_t head, nlink_t max_links,
+				    struct buf *out, struct stat *st, int *keep_fd)
 {
 	if (fd < 0)
 		return SPOOL_READ_ERROR;
@@ -356,7 +363,7 @@ static enum spool_read read_checked(int fd, size_t max, nlink_t max_links, struc
 		}
 		/* A short read of a regular file is its end: with all fstat saw, no read of 0 is
 		 * needed to tell (one system call less per job claimed). */
-		if ((size_t)n < sizeof(chunk) && out->len == (size_t)st->st_size)
+		if (((size_t)n < sizeof(chunk) && out->len == (size_t)st->st_size) || out->len >= head)
 			break;
 	}
 out:

@@ -117,6 +117,10 @@ enum spool_read spool_read_keep(int dirfd, const char *name, size_t max, struct 
  * of its temporary name may leave with up to max_links links (the host lock). */
 enum spool_read spool_read_linked(int dirfd, const char *name, size_t max, nlink_t max_links,
 				  struct buf *out, struct stat *st);
+/* The same checks (a file over max is SPOOL_READ_TOO_BIG), but only its first head bytes are
+ * read (all of it when it is shorter): what a reader needs of the beginning of a large file. */
+enum spool_read spool_read_head(int dirfd, const char *name, size_t max, size_t head,
+				struct buf *out, struct stat *st);
 const char *spool_read_reason(enum spool_read r);
 
 /* Reads path (relative to the spool root) without ever leaving the spool or following a

@@ -13,7 +13,7 @@ transfer thread is named imgspool-http). A ratio to a client is the median over 
 run / the client run right after it), so a burst of load from a neighbour weighs on both sides.
 
 Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target also knows parse,
-cli, keyshare, gate, cancel and rescan, which are other programs):
+cli, keyshare, gate, cancel, rescan and results, which are other programs):
   idle        CPU of an idle daemon over 3 s
   throughput  instant upstream, BENCH_JOBS jobs, concurrency 64, spool on a private tmpfs:
               jobs/s vs wrk -c64 req/s, and vs build/curlgen (tests/bench/curlgen.c: the
@@ -837,7 +837,7 @@ def rss():
 
 def main():
     unknown = [s for s in ONLY if s not in SECTIONS + ("parse", "cli", "keyshare", "gate", "cancel",
-                                                       "rescan")]
+                                                       "rescan", "results")]
     if unknown:
         sys.exit(f"bench.py: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
     if not any(wanted(s) for s in SECTIONS):

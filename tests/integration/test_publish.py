@@ -364,6 +364,30 @@ def test_an_unreadable_staged_result_keeps_what_is_staged(env):
     assert env.fake.calls("unreadable result") == 1
 
 
+def test_a_staged_result_not_laid_out_as_ours_is_read_whole(env):
+    """A resume reads only the beginning of a staged result, where the daemon writes "images"
+    (its own fields first, the metadata last). A result laid out otherwise, its images past that
+    beginning, is read whole: its images are published with it all the same."""
+    d = env.daemon()
+    d.submit("reordered", {"prompt": "reordered result", "n": 2, "metadata": "m" * (200 << 10)})
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_CRASH_AT": "publish:committed"})
+    wait_for(d.exited, 20, "the daemon to kill itself at its commit")
+    assert d.proc.returncode == -9, d.proc.returncode
+    path = os.path.join(staging_of(d, "reordered"), "reordered.result.json")
+    with open(path) as f:
+        doc = json.load(f)
+    images = doc.pop("images")
+    assert images == ["reordered.1.png", "reordered.2.png"], images
+    with open(path, "w") as f:   # the metadata first, then the rest: images 200 KiB in
+        json.dump({"metadata": doc.pop("metadata"), **doc, "images": images}, f)
+    d.start()
+    assert d.wait_finished("reordered") == "done", d.log()[-2000:]
+    assert files_of(d, "done", "reordered") == ["reordered.1.png", "reordered.2.png",
+                                                "reordered.json", "reordered.result.json"]
+    assert env.fake.calls("reordered result") == 1
+    assert d.stop() == 0
+
+
 def test_a_result_of_the_largest_job_is_read_back_after_a_crash(env):
     """A result held the job's metadata as jansson printed it, indented: about 30 times the
     job's bytes nested deep, so with max_job_bytes past about 2 MiB a result could pass what is
@@ -684,6 +708,7 @@ if __name__ == "__main__":
         test_the_job_file_in_running_is_looked_up_once,
         test_a_directory_planted_after_the_check_is_waited_out_not_lost,
         test_an_unreadable_staged_result_keeps_what_is_staged,
+        test_a_staged_result_not_laid_out_as_ours_is_read_whole,
         test_a_result_of_the_largest_job_is_read_back_after_a_crash,
         test_a_kill_while_a_batch_is_resumed_ends_as_no_kill,
         test_a_restart_reads_a_batchs_directory_twice_however_many_jobs_it_finishes,
