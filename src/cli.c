@@ -377,6 +377,24 @@ json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum sp
 	return doc;
 }
 
+/* The members a listing needs of a job file or a result larger than CLI_PARSE_WHOLE_MAX, each
+ * parsed alone: the rest (metadata of megabytes, nested deep, which jansson takes some thirty
+ * times its size to hold) is scanned over, never parsed. NULL when text is not a JSON object. */
+static json_t *members_of(const struct buf *text, const char *const *names)
+{
+	if (job_member_values(text->data, text->len, names[0], NULL, 0) < 0)
+		return NULL;
+	json_t *doc = json_object();
+	for (; *names; names++) {
+		size_t len;
+		const char *v = job_member_bytes(text->data, text->len, *names, &len);
+		json_t *value = v ? json_loadb(v, len, JSON_DECODE_ANY, NULL) : NULL;
+		if (value)
+			json_object_set_new(doc, *names, value);
+	}
+	return doc;
+}
+
 static void copy_str(char *out, size_t size, json_t *v)
 {
 	const char *s = json_string_value(v);
@@ -413,9 +431,16 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	/* A finished job is described by its result; any other by its job file and records. */
 	bool finished = dir == SPOOL_DONE || dir == SPOOL_FAILED;
 	char *result_name = finished ? xasprintf("%s.result.json", info->id) : NULL;
-	enum spool_read rr;
+	static const char *const result_members[] = { "provider", "model", "error", "attempts",
+		"attempts_elided", "cost", "images", "latency_ms", NULL };
+	static const char *const job_members[] = { "provider", "model", "imgspool", NULL };
 	struct stat st;
-	json_t *doc = cli_read_json(c, dir, finished ? result_name : name, &rr, &st);
+	struct buf text;
+	json_t *doc = NULL;
+	if (cli_read_text(c, dir, finished ? result_name : name, &text, &st) == SPOOL_READ_OK)
+		doc = text.len <= CLI_PARSE_WHOLE_MAX ? json_loadb(text.data, text.len, 0, NULL)
+		      : members_of(&text, finished ? result_members : job_members);
+	buf_release(&text);
 	free(result_name);
 	if (!json_is_object(doc)) {
 		json_decref(doc);

@@ -100,7 +100,10 @@ struct cli_info {
 	json_t *doc;                 /* owned: the result (done/failed) or the job file, or NULL */
 };
 /* Fills info for the job file name in dir (mtime_ms known from a listing, or -1 to stat).
- * Returns 0, or -1 when the file is gone or is not a job. Keeps doc when keep_doc. */
+ * Returns 0, or -1 when the file is gone or is not a job. Keeps doc when keep_doc: the whole
+ * result (or job file), or, past CLI_PARSE_WHOLE_MAX, only the members info and the gallery
+ * use (never the metadata). */
+#define CLI_PARSE_WHOLE_MAX (64u << 10)
 int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t mtime_ms,
 		  bool keep_doc, struct cli_info *info);
 void cli_info_release(struct cli_info *info);

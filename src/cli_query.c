@@ -48,14 +48,59 @@ static void redact_webhook_url(json_t *doc)
 	free(shown);
 }
 
+/* A file too big to re-indent, as it is written, the values of its webhook_url members (every
+ * one: the bytes may name it more than once) redacted as redact_webhook_url does. False when
+ * it is not a JSON object. */
+static bool print_as_written(const struct buf *text)
+{
+	long n = job_member_values(text->data, text->len, "webhook_url", NULL, 0);
+	if (n < 0)
+		return false;
+	struct job_span *spans = xcalloc((size_t)n + 1, sizeof(*spans));
+	job_member_values(text->data, text->len, "webhook_url", spans, (size_t)n);
+	size_t at = 0;
+	for (long i = 0; i < n; i++) {
+		fwrite(text->data + at, 1, spans[i].start - at, stdout);
+		json_t *url = json_loadb(text->data + spans[i].start, spans[i].end - spans[i].start,
+					 JSON_DECODE_ANY, NULL);
+		char *shown = json_is_string(url) ? url_redacted(json_string_value(url)) : NULL;
+		json_t *value = shown ? json_string(shown) : NULL;
+		char *out = value ? json_dumps(value, JSON_ENCODE_ANY) : NULL;
+		if (out)
+			fputs(out, stdout);
+		else
+			fwrite(text->data + spans[i].start, 1, spans[i].end - spans[i].start, stdout);
+		free(out);
+		json_decref(value);
+		free(shown);
+		json_decref(url);
+		at = spans[i].end;
+	}
+	fwrite(text->data + at, 1, text->len - at, stdout);
+	if (!text->len || text->data[text->len - 1] != '\n')
+		putchar('\n');
+	free(spans);
+	return true;
+}
+
 /* "LABEL:" and the file pretty-printed, or bad when it is not JSON (or cannot be read, when
- * say_unread; else nothing is printed for a file that cannot be read). */
+ * say_unread; else nothing is printed for a file that cannot be read). A file over
+ * CLI_PARSE_WHOLE_MAX is printed as it is written instead (print_as_written): re-indenting the
+ * largest job (64 MiB, nested deep) took gigabytes of memory and printed some thirty times its
+ * size. */
 static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, const char *label,
 			 const char *bad, bool say_unread)
 {
 	struct buf text;
 	struct stat st;
 	enum spool_read rr = cli_read_text(c, dir, name, &text, &st);
+	if (rr == SPOOL_READ_OK && text.len > CLI_PARSE_WHOLE_MAX) {
+		printf("%s:\n", label);
+		if (!print_as_written(&text))
+			printf("%s\n", bad);
+		buf_release(&text);
+		return;
+	}
 	json_t *doc = rr == SPOOL_READ_OK ? json_loadb(text.data, text.len, 0, NULL) : NULL;
 	buf_release(&text);
 	redact_webhook_url(doc);

@@ -1019,9 +1019,11 @@ struct records_at {
 	size_t start, end;
 	bool found, others;
 	size_t value, value_end;   /* the last member named so: its value (jansson keeps the last) */
+	size_t count;              /* members named so; the first max of their values in spans */
 };
 
-static int find_member(const char *data, size_t len, const char *name, struct records_at *at)
+static int find_member_all(const char *data, size_t len, const char *name, struct records_at *at,
+			   struct job_span *spans, size_t max)
 {
 	struct cursor c = { data, data + len };
 	memset(at, 0, sizeof(*at));
@@ -1049,6 +1051,9 @@ static int find_member(const char *data, size_t len, const char *name, struct re
 		if (match) {
 			at->value = (size_t)(value - data);
 			at->value_end = (size_t)(c.p - data);
+			if (at->count < max)
+				spans[at->count] = (struct job_span){ at->value, at->value_end };
+			at->count++;
 		}
 		if (match && !at->found) {
 			at->found = true;
@@ -1069,6 +1074,20 @@ static int find_member(const char *data, size_t len, const char *name, struct re
 			return 0;
 		return -1;
 	}
+}
+
+static int find_member(const char *data, size_t len, const char *name, struct records_at *at)
+{
+	return find_member_all(data, len, name, at, NULL, 0);
+}
+
+long job_member_values(const char *data, size_t len, const char *name, struct job_span *spans,
+		       size_t max)
+{
+	struct records_at at;
+	if (find_member_all(data, len, name, &at, spans, max) < 0)
+		return -1;
+	return (long)at.count;
 }
 
 char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len)

@@ -82,5 +82,13 @@ size_t job_client_bytes(const char *data, size_t len);
  * 1.10 stays 1.10): the last one, as jansson keeps it; NULL when there is none or data is not a
  * JSON object. Within data, so never longer than the client's file. */
 const char *job_member_bytes(const char *data, size_t len, const char *name, size_t *value_len);
+/* Where the value of every top-level member of data called name is, in order ([start, end) of
+ * data), found by a scan, without parsing: the first max in spans. How many there are, or -1
+ * when data is not a JSON object. */
+struct job_span {
+	size_t start, end;
+};
+long job_member_values(const char *data, size_t len, const char *name, struct job_span *spans,
+		       size_t max);
 
 #endif

@@ -5,17 +5,25 @@ nothing.
   resume   a job killed past its commit (IMGSPOOLD_CRASH_AT=publish:committed) with metadata of
            0, 1 and 16 MiB, restarted under strace: the bytes of its staged result the restart
            reads to resume the publication, and in how many read(2) (deterministic)
+  show     imgspool show of the largest job (64 MiB, its metadata nested 28 deep, as
+           test_publish makes it) and its result, put in done/ as the daemon leaves them: its
+           wall time, peak RSS (GNU time) and the bytes it prints (deterministic); and of a
+           job of 64 KiB, the most it still indents
 
 The daemon is the real one against the fake upstream (tests/lib/harness.py), in a scratch
 directory removed at the end."""
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 os.environ.setdefault("IMGSPOOLD", os.path.join(ROOT, "build", "imgspoold"))
+CLI = os.environ.get("IMGSPOOL", os.path.join(ROOT, "build", "imgspool"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from harness import SCRATCH, Env, wait_for  # noqa: E402
 
@@ -57,10 +65,48 @@ def resume(meta_bytes):
             os.unlink(trace)
 
 
+def deep_job(size):
+    """A job of about size bytes whose metadata is nested as deep as max_depth allows."""
+    unit = "[" * 28 + "0.5" + "]" * 28
+    deep = "[" + ",".join([unit] * ((size - 4096) // (len(unit) + 1))) + "]"
+    return '{"prompt":"the largest result","metadata":{"deep":' + deep + '}}', deep
+
+
+def show(size, label):
+    spool = tempfile.mkdtemp(prefix="bench-show-", dir=SCRATCH)
+    for sub in ("tmp", "new", "running", "deferred", "done", "failed", "hold", "control"):
+        os.makedirs(os.path.join(spool, sub))
+    job, deep = deep_job(size)
+    with open(os.path.join(spool, "done", "big.json"), "w") as f:
+        f.write(job)
+    with open(os.path.join(spool, "done", "big.result.json"), "w") as f:
+        f.write('{\n  "task_id": "big",\n  "status": "succeeded",\n  "images": [],\n'
+                '  "metadata": {"deep":' + deep + '}\n}\n')
+    rss_path = os.path.join(SCRATCH, "show.rss")
+    out_path = os.path.join(SCRATCH, "show.out")
+    with open(out_path, "w") as out:
+        started = time.monotonic()
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_path, CLI, "-d", spool, "show", "big"],
+                       stdout=out, stdin=subprocess.DEVNULL, check=True)
+        took = time.monotonic() - started
+    rss = int(open(rss_path).read().split()[-1])
+    printed = os.path.getsize(out_path)
+    print(f"show, {label}: job {len(job)} bytes, result {len(job) + 40} bytes: {took:.2f} s, "
+          f"peak RSS {rss >> 10} MiB, printed {printed} bytes", flush=True)
+    for path in (rss_path, out_path):
+        os.unlink(path)
+    shutil.rmtree(spool)
+
+
 def main():
+    only = [s for s in os.environ.get("BENCH_RESULTS", "resume,show").split(",") if s]
     try:
-        for mib in (0, 1, 16):
-            resume(mib << 20)
+        if "resume" in only:
+            for mib in (0, 1, 16):
+                resume(mib << 20)
+        if "show" in only:
+            show(64 << 10, "64 KiB (indented)")
+            show(64 << 20, "64 MiB (as written)")
     finally:
         shutil.rmtree(SCRATCH, ignore_errors=True)
 

@@ -595,6 +595,35 @@ def test_show_hides_a_jobs_webhook_credentials(env):
     assert d.stop() == 0
 
 
+def test_show_prints_a_large_job_as_written(env):
+    """show re-indented the job file and the result whatever their size: the largest job (64 MiB,
+    nested deep) took gigabytes and printed some thirty times its size. Past 64 KiB each is
+    printed as it is written (man imgspool), a webhook_url's credentials still hidden, every
+    member so named (the bytes may name one twice, or spell the key with an escape)."""
+    d = env.daemon().start()
+    url = "https://hook:t0ken@hooks.example.com/in?token=s3cret#frag"
+    unit = "[" * 28 + "0.5" + "]" * 28
+    deep = "[" + ",".join([unit] * ((3 << 20) // (len(unit) + 1))) + "]"
+    job = ('{"prompt":"large","webhook_url":"%s","metadata":{"deep":%s},"webhook\\u005furl":"%s"}'
+           % (url, deep, url))
+    result = json.dumps({"task_id": "large-1", "status": "failed", "images": [],
+                         "error": {"code": "invalid_job"}}, indent=2)[:-2] + ',\n  "metadata": ' + \
+        '{"deep":%s}\n}\n' % deep
+    with open(d.path("failed", "large-1.json"), "w") as f:
+        f.write(job)
+    with open(d.path("failed", "large-1.result.json"), "w") as f:
+        f.write(result)
+    r = cli(d.spool, "show", "large-1")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "s3cret" not in r.stdout and "t0ken" not in r.stdout
+    assert len(r.stdout) < len(job) + len(result) + 4096, (len(r.stdout), len(job) + len(result))
+    head, rest = r.stdout.split("\njob:\n", 1)
+    shown_job, shown_result = rest.split("\nresult:\n", 1)
+    assert shown_job == job.replace(url, "https://hooks.example.com/in"), shown_job[:200]
+    assert json.loads(shown_result) == json.loads(result)
+    assert d.stop() == 0
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -707,6 +736,7 @@ if __name__ == "__main__":
         test_retry_and_purge, test_retry_and_release_drop_old_requests,
         test_stat_shows_gone_webhooks_without_their_query,
         test_show_hides_a_jobs_webhook_credentials,
+        test_show_prints_a_large_job_as_written,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
         test_a_job_being_published_in_a_batch_is_found,
