@@ -705,6 +705,27 @@ static void check_splice(void)
 				  : !v, "member bytes, row %zu", i);
 	}
 
+	/* Every member of a name (what imgspool show redacts in a file it does not parse). */
+	static const struct { const char *in; long count; const char *first, *second; } all[] = {
+		{ "{\"w\":\"a\",\"x\":{\"w\":1},\"\\u0077\": [2] }", 2, "\"a\"", "[2]" },
+		{ "{\"x\":1}", 0, NULL, NULL },
+		{ "{}", 0, NULL, NULL },
+		{ "[{\"w\":1}]", -1, NULL, NULL },
+		{ "{\"w\":1,", -1, NULL, NULL },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
+		struct job_span spans[2];
+		const char *in = all[i].in;
+		long n = job_member_values(in, strlen(in), "w", spans, 1);
+		bool first = !all[i].first || (spans[0].end - spans[0].start == strlen(all[i].first) &&
+					       !memcmp(in + spans[0].start, all[i].first, strlen(all[i].first)));
+		n = n == all[i].count && n == 2 ? job_member_values(in, strlen(in), "w", spans, 2) : n;
+		bool second = !all[i].second || (spans[1].end - spans[1].start == strlen(all[i].second) &&
+						 !memcmp(in + spans[1].start, all[i].second,
+							 strlen(all[i].second)));
+		ok(n == all[i].count && first && second, "every member of a name, row %zu (%ld)", i, n);
+	}
+
 	/* Spliced twice, parsed: one member, the client's fields untouched. */
 	const char *job = "{\"prompt\":\"caf\\u00e9\",\"metadata\":{\"big\":1e300,\"n\":1E2}}";
 	size_t len;
