@@ -253,7 +253,8 @@ static bool before_publish(struct task *t)
 		return false;
 	t->state = T_UPLOADING;
 	t->upload = store_upload_start(d->store, t->id, t->images, t->n_images, upload_done, t);
-	t->images = NULL;   /* the upload holds them until upload_done */
+	t->images = NULL;   /* the upload holds them until upload_done, which gives them back */
+	t->n_images = 0;
 	return true;
 }
 

@@ -128,6 +128,30 @@ def test_kill_9_during_uploads(env):
     assert d.stop() == 0
 
 
+def test_grace_cut_during_upload(env):
+    """A second SIGTERM while a job's images are being stored: the daemon exits cleanly, the job
+    stays in running/ with its saved response, and the restart stores and publishes it without
+    a second call."""
+    s3 = env.peer(S3Server(put_delay_ms=5000)).start()
+    d = store_daemon(env, s3).start()
+    d.submit("cut1", {"prompt": "cut during upload", "n": 2})
+    wait_for(lambda: any("holding" in q for q in s3.requests()), 30, "an upload in flight")
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "shutting down" in d.log(), 10, "the first signal")
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(30)
+    d.logf.close()
+    assert d.proc.returncode == 0, (d.proc.returncode, d.log()[-2000:])
+    assert d.state("cut1") == "running", d.state("cut1")
+    d.start()
+    d.wait_finished("cut1", 60)
+    r = check_stored(d, s3, "cut1")
+    assert r["billed_attempts"] == 1, r
+    assert env.fake.calls("cut during upload") == 1
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_every_image_in_the_bucket, test_store_down_delays_publication,
-               test_kill_9_during_uploads])
+               test_kill_9_during_uploads,
+               test_grace_cut_during_upload])
