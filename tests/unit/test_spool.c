@@ -1,5 +1,6 @@
 /* test_spool.c - the names the spool module makes (every one fits, for every valid id and host),
- * its writers and listings, and which journals a batch's renames may be left to. */
+ * its writers (a staged file's too) and listings, and which journals a batch's renames may be
+ * left to. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -199,6 +200,42 @@ static void test_write_at_and_list_at(void)
 	rmdir(dir);
 }
 
+/* A staging directory's file: a new name is written in place; one already there (a retry's,
+ * perhaps counted by the records) is replaced by another file, never rewritten where it is. */
+static void test_write_staged(void)
+{
+	char dir[] = "/tmp/imgspool-spool-staged-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	int runfd = sp.fd[SPOOL_RUNNING];
+	mkdirat(runfd, ".~0@h1.batch-done", 0777);
+	int sfd = openat(runfd, ".~0@h1.batch-done", O_RDONLY | O_DIRECTORY);
+	struct syncset ss;
+	syncset_init(&ss, sp.root_fd, false);
+	struct stat first, second;
+	ok(spool_write_staged(&sp, sfd, "x.png", "abc", 3, &ss) == 0 &&
+	   fstatat(sfd, "x.png", &first, 0) == 0 && first.st_size == 3, "a new name written");
+	ok(spool_write_staged(&sp, sfd, "x.png", "defgh", 5, &ss) == 0 &&
+	   fstatat(sfd, "x.png", &second, 0) == 0 && second.st_size == 5 &&
+	   second.st_ino != first.st_ino, "a name already there replaced by another file");
+	mkdirat(sfd, "d.png", 0777);
+	ok(spool_write_staged(&sp, sfd, "d.png", "abc", 3, &ss) < 0, "a directory in the way fails");
+	struct spool_entry *e;
+	long n = spool_list_at(sfd, true, false, &e);
+	ok(n == 0, "no temporary file is left behind (%ld)", n);
+	spool_entries_free(e, n);
+	ok(syncset_barrier(&ss) == 0, "the barrier syncs what was written");
+	syncset_release(&ss);
+	unlinkat(sfd, "x.png", 0);
+	unlinkat(sfd, "d.png", AT_REMOVEDIR);
+	close(sfd);
+	unlinkat(runfd, ".~0@h1.batch-done", AT_REMOVEDIR);
+	for (int d = 0; d < SPOOL_NDIRS; d++)
+		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
+	spool_close(&sp);
+	rmdir(dir);
+}
+
 /* running/ID@HOST.json, as every reader of running/ parses it (spool_running_id): control's
  * sweep, recovery, imgspool. */
 static void test_running_ids(void)
@@ -287,5 +324,6 @@ int main(void)
 	test_temp_unique();
 	test_read_whole_files();
 	test_write_at_and_list_at();
+	test_write_staged();
 	return tap_done();
 }
