@@ -377,6 +377,19 @@ static int create_empty(int dirfd, const char *name, const char *content)
 	return close(fd);
 }
 
+/* create_empty in p's calls/ (in_calls) or in providers/NAME; if that directory was removed,
+ * and perhaps made again by another host, in the new one. */
+static int create_in(struct keyshare *ks, struct pdir *p, bool in_calls, const char *name,
+		     const char *content)
+{
+	int made = create_empty(in_calls ? p->calls : p->fd, name, content);
+	if (made < 0 && gone(errno)) {
+		recheck_soon(ks, p);
+		made = pdir_open(ks, p) ? create_empty(in_calls ? p->calls : p->fd, name, content) : -1;
+	}
+	return made;
+}
+
 static int64_t statx_ns(const struct statx_timestamp *t)
 {
 	return timespec_ns(&(struct timespec){ .tv_sec = t->tv_sec, .tv_nsec = t->tv_nsec });
@@ -1017,13 +1030,7 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	out->provider = xstrdup(provider);
 	out->reserve = reserve > 0 ? reserve : 0;
 	out->call = xasprintf("%s~%ld-%lu~%lld", ks->sp->host_id, ks->pid, ks->seq, out->reserve);
-	int made = create_empty(p->calls, out->call, NULL);
-	if (made < 0 && gone(errno)) {
-		/* calls/ removed, and perhaps made again by another host: on in the new one. */
-		recheck_soon(ks, p);
-		made = pdir_open(ks, p) ? create_empty(p->calls, out->call, NULL) : -1;
-	}
-	if (made < 0)
+	if (create_in(ks, p, true, out->call, NULL) < 0)
 		goto file_error;
 	if (l->rpm) {
 		out->start = xasprintf("%" PRId64 "~%s~%ld-%lu", now, ks->sp->host_id, ks->pid, ks->seq);
@@ -1091,8 +1098,8 @@ void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t)
 	/* A ticket removed meanwhile (its directory removed by hand, or taken for a dead host's
 	 * after a stall) is made again: the call is still in flight. */
 	if (p && t->call && utimensat(p->calls, t->call, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
-	    errno == ENOENT)
-		create_empty(p->calls, t->call, NULL);
+	    gone(errno))
+		create_in(ks, p, true, t->call, NULL);
 }
 
 void keyshare_heartbeat_probes(struct keyshare *ks)
@@ -1100,8 +1107,8 @@ void keyshare_heartbeat_probes(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_dirs; i++) {
 		struct pdir *p = ks->dirs[i]->probe_ours ? pdir(ks, ks->dirs[i]->name) : NULL;
 		/* Gone with its directory: made again, unless another host probes meanwhile. */
-		if (p && utimensat(p->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
-		    create_empty(p->fd, "probe", ks->sp->host_id) < 0)
+		if (p && utimensat(p->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW) < 0 && gone(errno) &&
+		    create_in(ks, p, false, "probe", ks->sp->host_id) < 0)
 			p->probe_ours = false;
 	}
 }

@@ -360,6 +360,21 @@ int main(void)
 	keyshare_unhold(b, "s");
 	ok(keyshare_look(a, "s", &view) == 0 && !view.held, "and its release is A's too");
 	free(spause);
+	/* A call in flight whose ticket went with the directory gets it back at its next heartbeat,
+	 * in the new one; a probe too. */
+	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE &&
+	   keyshare_probe_claim(a, "s", 60000), "A calls s, and probes it");
+	char *a_ticket = xasprintf("%s/calls/%s", sdir, t1.call), *sprobe = xasprintf("%s/probe", sdir);
+	ok(nftw(sdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(sdir, 0777) == 0,
+	   "providers/s removed and made again");
+	keyshare_heartbeat(a, &t1);
+	keyshare_heartbeat_probes(a);
+	ok(access(a_ticket, F_OK) == 0 && access(sprobe, F_OK) == 0,
+	   "A's next heartbeat makes its ticket and its probe again there");
+	keyshare_probe_done(a, "s");
+	keyshare_release(a, &t1);
+	free(a_ticket);
+	free(sprobe);
 	/* The same with all of providers/. */
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "A calls s");
 	keyshare_release(a, &t1);
