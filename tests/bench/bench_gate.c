@@ -3,13 +3,15 @@
  * PROVIDERS providers each have a call in flight of another host, whose ledger is there too. Run by bench_gate.py under
  * strace -c, once with 0 cycles and once with CYCLES, so the difference is per cycle.
  *
- *   bench_gate DIR PROVIDERS CYCLES [busy|full]
+ *   bench_gate DIR PROVIDERS CYCLES [busy|full|look]
  *
  * busy: before every cycle another host starts or ends a call on another provider, so a listing
  * kept from the cycle before is always out of date (the worst case for any cache). It does so
  * with mknodat and renameat, which the gate never makes, so bench_gate.py leaves them out.
  * full: p0 has FULL_CALLS calls of the other host in flight and that concurrency, so every
  * acquire finds it full and says BUSY (what a host waiting for a place pays per try).
+ * look: no acquire; a cycle is a rescan's look at every provider (keyshare_look: its pause,
+ * its hold, and its directory checked against its name).
  * Prints nothing but a line per run; asserts nothing. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,12 +39,13 @@ static void make_file(const char *path)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy|full]\n");
+		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy|full|look]\n");
 		return 2;
 	}
 	const char *dir = argv[1];
 	long providers = strtol(argv[2], NULL, 10), cycles = strtol(argv[3], NULL, 10);
 	bool busy = argc > 4 && !strcmp(argv[4], "busy"), full = argc > 4 && !strcmp(argv[4], "full");
+	bool look = argc > 4 && !strcmp(argv[4], "look");
 	struct spool sp;
 	if (spool_open(&sp, dir, "benchA") < 0)
 		return 1;
@@ -92,7 +95,15 @@ int main(int argc, char **argv)
 	/* One cycle before the measured ones: directories opened, caches (if any) filled. */
 	struct keyshare_verdict v = keyshare_acquire(ks, "p0", &l, 10000, &t);
 	keyshare_release(ks, &t);
-	for (long c = 0; c < cycles; c++) {
+	for (long c = 0; c < cycles && look; c++) {
+		for (long i = 0; i < providers; i++) {
+			char name[32];
+			struct keyshare_view view;
+			xsnprintf(name, sizeof(name), "p%ld", i);
+			keyshare_look(ks, name, &view);
+		}
+	}
+	for (long c = 0; c < cycles && !look; c++) {
 		if (busy && providers > 1) {
 			/* Another host's call on another provider starts (even cycles) or ends. */
 			long other = 1 + c / 2 % (providers - 1);
@@ -117,7 +128,7 @@ int main(int argc, char **argv)
 		keyshare_release(ks, &t);
 	}
 	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles,
-	       busy ? ", busy" : full ? ", full" : "");
+	       busy ? ", busy" : full ? ", full" : look ? ", look" : "");
 	keyshare_free(ks);
 	spool_close(&sp);
 	return 0;
