@@ -455,6 +455,10 @@ class Env:
 
     def close(self, passed):
         try:
+            # Every daemon dies before any directory goes: a second host on a first one's
+            # spool would make its shared directories again while that spool is removed.
+            for d in self.daemons:
+                d.kill()
             for d in self.daemons:
                 d.cleanup(passed)
         finally:
