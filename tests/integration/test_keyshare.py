@@ -197,10 +197,20 @@ def test_a_hold_on_one_host_holds_both_and_one_probe_releases_them(env):
         held = [r for r in calls if r["behaviour"] == "429_quota"]
         assert len(held) == 1, len(held)
         t_hold = held[0]["finished"]
-        after = [r for r in calls if r["started"] > t_hold + POLL + 0.3]
-        probe = after[0]
-        # Nothing between the hold reaching the other host and the probe; the probe is alone
+        # By the daemons' logs: neither host claims a job between seeing the hold and the
+        # probe (hold_probe_interval 4 s).
+        for d in (h.a, h.b):
+            seen = stamped(d, r"provider 'apiyi' is on hold")
+            assert seen, "a host never saw the hold"
+            claimed = stamped(d, r"^\S+ q\d+ claimed")
+            assert claimed, "no claim in a host's log"
+            claims = [t for t in claimed if seen[0] < t < t_hold + 3.0]
+            assert not claims, f"{len(claims)} claim(s) on hold, {claims[0] - t_hold:.2f} s after it"
+        # At the fake: nothing between the hold reaching the other host and the probe (requests
+        # already on the wire may arrive a little later on a loaded machine); the probe is alone
         # until it is answered.
+        after = [r for r in calls if r["started"] > t_hold + POLL + 1.0]
+        probe = after[0]
         assert probe["started"] - t_hold >= 3.0, f"a call {probe['started'] - t_hold:.2f} s after the hold"
         overlapping = [r for r in after[1:] if r["started"] < probe["finished"]]
         assert not overlapping, f"{len(overlapping)} call(s) alongside the probe"
