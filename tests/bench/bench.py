@@ -14,7 +14,11 @@ run / the client run right after it), so a burst of load from a neighbour weighs
 
 Sections (BENCH_ONLY picks some, comma-separated; the Makefile's bench target also knows parse,
 cli, keyshare, gate, cancel, rescan and results, which are other programs):
-  idle        CPU of an idle daemon over 3 s
+  idle        CPU of an idle daemon over 3 s; the loop thread's wake-ups per second over
+              BENCH_WAKE_SECONDS (10; its voluntary context switches: one per sleep of its
+              epoll_wait, counted by the kernel) with the default timers (poll_interval 5,
+              lease_timeout 60), idle and with a retry waiting in memory (deferred/ removed)
+              that is due while an operator pauses its provider (the Python fake, for its 429)
   throughput  instant upstream, BENCH_JOBS jobs, concurrency 64, spool on a private tmpfs:
               jobs/s vs wrk -c64 req/s, and vs build/curlgen (tests/bench/curlgen.c: the
               daemon's libcurl options and multi socket loop without jobs, 64 at once: what the
@@ -87,6 +91,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
 INFLIGHT_WAVES = int(os.environ.get("BENCH_INFLIGHT_WAVES", "3"))
 RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
+WAKE_SECONDS = int(os.environ.get("BENCH_WAKE_SECONDS", "10"))
 SECTIONS = ("idle", "throughput", "syscalls", "ext4", "inflight", "rss")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -501,6 +506,49 @@ def idle_cpu(up):
         idle = (sum(cpu_ticks(r.pid)) - c0) / TICK
     print("idle daemon:")
     row("idle CPU over 3 s", f"{idle / 3 * 100:.3f}", "%")
+    for case, rate in loop_wakeups_per_s().items():
+        row(case, f"{rate:.2f}", "per s")
+
+
+def loop_sleeps(pid):
+    """The loop (main) thread's voluntary context switches: one per sleep of its epoll_wait,
+    while nothing else it does blocks (an idle daemon on a tmpfs)."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise RuntimeError("no voluntary_ctxt_switches in /proc")
+
+
+def loop_wakeups_per_s():
+    """Wake-ups per second of the loop thread over WAKE_SECONDS with the default timers, idle,
+    and while a retry waiting in memory is due and its provider is paused by an operator."""
+    fake = harness.FakeUpstream(api_keys={KEY}).start()
+    rates = {}
+    try:
+        with Tmpfs() as fs:
+            for case in ("loop wake-ups, idle", "  a retry in memory, paused"):
+                d = harness.Daemon(fake, spool_dir=fs.spool(f"wakeups{len(rates)}"),
+                                   spool__poll_interval=5, spool__host_id="bench")
+                try:
+                    d.start()
+                    if rates:
+                        os.rmdir(d.path("deferred"))   # the retry waits in memory
+                        d.submit("r", {"prompt": "r [fake:429_retry_after retry_after=1|b64]"})
+                        harness.wait_for(lambda: "r warning: cannot move to deferred/" in d.log(),
+                                         20, "the retry in memory")
+                        os.makedirs(d.path("control"), exist_ok=True)
+                        open(d.path("control", "pause.apiyi"), "w").close()
+                        time.sleep(2)   # it comes due meanwhile (a benchmark, not a test)
+                    before = loop_sleeps(d.proc.pid)
+                    time.sleep(WAKE_SECONDS)
+                    rates[case] = (loop_sleeps(d.proc.pid) - before) / WAKE_SECONDS
+                finally:
+                    d.stop()
+                    d.cleanup(True)
+    finally:
+        fake.stop()
+    return rates
 
 
 def throughput_runs(up, fs, jobs, with_clients, count_syncs=False):
