@@ -1,7 +1,8 @@
 /* deferral.c - a retry waits out its backoff in deferred/, where the job file's mtime is its due
  * time: the move there (or to hold/ when an operator asked), and the jobs coming due again.
  * When deferred/ cannot be written, the retry waits in memory instead and the job stays in
- * running/, where a restart finds it. */
+ * running/, where a restart finds it; a shutdown tries deferred/ again, with its due time,
+ * before new/. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
