@@ -25,11 +25,12 @@
  * a spool on NFS, and the loop with it would stop every job on the host. A transfer the loop
  * still holds is freed at once; one the transfer thread holds is marked, and that thread takes
  * it out of libcurl, closes its body_fd (a close on NFS may flush: not on the loop) and hands it
- * back through the done list without its callback, to be freed on the loop. The cancels of one
- * turn of the loop go over with one wake, at its end (a grace cut of a thousand calls is one). A body write
- * under way when the cancel came still lands in body_fd's file, no later one: the caller (the
- * .partial of a job) never renames that file after a cancel; it removes it or leaves it to a
- * restart, which reads it as a call that may have been sent. */
+ * back through the done list without its callback, to be freed on the loop with its lent body.
+ * The cancels of one turn of the loop go over with one wake, at its end (a grace cut of a
+ * thousand calls is one). A body write under way when the cancel came still lands in body_fd's
+ * file, no later one: the caller (the .partial of a job) never renames that file after a
+ * cancel; it removes it or leaves it to a restart, which reads it as a call that may have been
+ * sent. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
