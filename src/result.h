@@ -1,7 +1,8 @@
 /* result.h - what a finished job leaves beside it: its images and ID.result.json.
  *
- * result_to_json() is pure (a helper thread builds the document from what the task owns, or
- * the loop when an event needs it first); publish.c puts it in place. */
+ * result_to_json() is pure (a helper thread builds the document from what the task owns; an
+ * event's data comes from the same, result_event_data(), on the loop); publish.c puts it in
+ * place. */
 #ifndef RESULT_H
 #define RESULT_H
 

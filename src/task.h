@@ -104,9 +104,9 @@ struct task {
 	char error_message[512];
 	char error_field[64];
 	char *result_json;
-	/* What result_json is built from, on the helper thread (publish_work) when no event needs
-	 * it first: it points into the task, but for two strings of the config, copied (a reload
-	 * may free the config meanwhile). */
+	/* What result_json is built from, on the helper thread (publish_work), and the data of
+	 * its event on the loop: it points into the task, but for two strings of the config,
+	 * copied (a reload may free the config meanwhile). */
 	struct result_info result;
 	char *result_provider, *result_currency;
 	char *final_job_text;    /* the job file with its final records, for the publication */
