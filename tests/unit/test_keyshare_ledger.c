@@ -6,7 +6,8 @@
  * has every spend, and no ticket waits for a write that nobody will make.
  *
  * First one interleaving on purpose (a helper held by the stop point "ledger:writing", figures
- * in hand, while the loop spends), then threads racing freely. */
+ * in hand, while the loop spends), then threads racing freely, and racing while an operator
+ * removes ledger/ (the loop opens the new one, under the helpers' writes). */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ static atomic_int batches_written;   /* by every helper */
 struct helper {
 	pthread_t thread;
 	int batches;
+	bool may_miss;               /* a write may fail (ledger/ removed meanwhile) */
 	micros p_spent, q_spent;     /* what this helper added */
 	atomic_bool done;
 };
@@ -50,7 +52,7 @@ static void *helper_run(void *arg)
 	for (int i = 0; i < h->batches; i++) {
 		struct keyshare_spend spends[2] = { { "p", 1000 + i }, { "q", 7 } };
 		unsigned long gen = keyshare_spent_batch(ks, spends, 2, day, month);
-		if (!keyshare_written(ks, gen))
+		if (!keyshare_written(ks, gen) && !h->may_miss)
 			return "a batch's own write did not take it";
 		h->p_spent += spends[0].amount;
 		h->q_spent += spends[1].amount;
@@ -111,6 +113,62 @@ static bool release_until_done(const char *fifo, struct helper *h)
 	return atomic_load(&h->done);
 }
 
+/* Helpers write batches while the loop takes tickets under a budget (reading the figures),
+ * spends, and releases them or keeps them till their cost is written, then spends a few times
+ * alone. With remove_ledger an operator removes ledger/ once a third of the batches are in.
+ * Every spend must end in the ledger file; *want_p and *want_q get what was spent. */
+static void race(const char *dir, bool remove_ledger, micros *want_p, micros *want_q)
+{
+	const char *how = remove_ledger ? "ledger/ removed meanwhile" : "racing";
+	struct keyshare_limits l = { .budget_daily = keyshare_micros(1e6), .window_ms = 60000,
+				     .lease_ms = 60000 };
+	struct helper helpers[HELPERS];
+	atomic_store(&batches_written, 0);
+	for (int i = 0; i < HELPERS; i++) {
+		helpers[i] = (struct helper){ .batches = BATCHES, .may_miss = remove_ledger };
+		pthread_create(&helpers[i].thread, NULL, helper_run, &helpers[i]);
+	}
+	char *ledger_dir = xasprintf("%s/ledger", dir);
+	unsigned long last = 0;
+	int calls = 0, acquired = 0, kept = 0, alone = 0, seen = 0;
+	bool removed = !remove_ledger;
+	/* A call of the loop per batch a helper wrote, then some with no helper (its own writes). */
+	int64_t deadline = mono_ms() + 60000;
+	while (alone < LOOP_ALONE && mono_ms() < deadline) {
+		int now = atomic_load(&batches_written);
+		if (now == seen && now < HELPERS * BATCHES) {
+			sched_yield();   /* waits for a helper, to a deadline */
+			continue;
+		}
+		seen = now;
+		/* Helpers' files come and go in it: removed at the first try that finds it empty. */
+		if (!removed && now >= HELPERS * BATCHES / 3)
+			removed = nftw(ledger_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0;
+		alone += now == HELPERS * BATCHES;
+		struct keyshare_ticket t;
+		acquired += keyshare_acquire(ks, "p", &l, 100, &t).block == PROVIDER_FREE;
+		last = keyshare_spent(ks, "p", 100);
+		kept += !keyshare_release_spent(ks, &t, last);
+		*want_p += 100;
+		calls++;
+	}
+	ok(removed, "%s: ledger/ removed", how);
+	ok(acquired == calls, "%s: the loop took a ticket for each of its %d calls (%d)", how, calls,
+	   acquired);
+	printf("# %s: %d of the loop's %d tickets waited for a helper's write\n", how, kept, calls);
+	for (int i = 0; i < HELPERS; i++) {
+		const char *failed = join(&helpers[i]);
+		ok(!failed, "%s: helper %d: every batch written (%s)", how, i, failed ? failed : "yes");
+		*want_p += helpers[i].p_spent;
+		*want_q += helpers[i].q_spent;
+	}
+	ok(keyshare_written(ks, last), "%s: once all are quiet, the loop's last spend is written", how);
+	ok(file_says(dir, "p") == *want_p && file_says(dir, "q") == *want_q,
+	   "%s: the file has every spend: p %lld (want %lld), q %lld (want %lld)", how,
+	   file_says(dir, "p"), *want_p, file_says(dir, "q"), *want_q);
+	free(ledger_dir);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/imgspool-keyshare-ledger-XXXXXX";
@@ -148,46 +206,10 @@ int main(void)
 	unsetenv("IMGSPOOLD_STOP_FIFO");
 	atomic_store(&batches_written, 0);
 
-	/* Then freely: helpers write batches while the loop takes tickets under a budget (reading
-	 * the figures), spends, and releases them or keeps them till their cost is written. */
-	struct keyshare_limits l = { .budget_daily = keyshare_micros(1e6), .window_ms = 60000,
-				     .lease_ms = 60000 };
-	struct helper helpers[HELPERS];
-	for (int i = 0; i < HELPERS; i++) {
-		helpers[i] = (struct helper){ .batches = BATCHES };
-		pthread_create(&helpers[i].thread, NULL, helper_run, &helpers[i]);
-	}
-	unsigned long last = 0;
-	int calls = 0, acquired = 0, kept = 0, alone = 0, seen = 0;
-	/* A call of the loop per batch a helper wrote, then some with no helper (its own writes). */
-	int64_t deadline = mono_ms() + 60000;
-	while (alone < LOOP_ALONE && mono_ms() < deadline) {
-		int now = atomic_load(&batches_written);
-		if (now == seen && now < HELPERS * BATCHES) {
-			sched_yield();   /* waits for a helper, to a deadline */
-			continue;
-		}
-		seen = now;
-		alone += now == HELPERS * BATCHES;
-		struct keyshare_ticket t;
-		acquired += keyshare_acquire(ks, "p", &l, 100, &t).block == PROVIDER_FREE;
-		last = keyshare_spent(ks, "p", 100);
-		kept += !keyshare_release_spent(ks, &t, last);
-		want_p += 100;
-		calls++;
-	}
-	ok(acquired == calls, "the loop took a ticket for each of its %d calls (%d)", calls, acquired);
-	printf("# %d of the loop's %d tickets waited for a helper's write\n", kept, calls);
-	for (int i = 0; i < HELPERS; i++) {
-		failed = join(&helpers[i]);
-		ok(!failed, "helper %d: every batch written (%s)", i, failed ? failed : "yes");
-		want_p += helpers[i].p_spent;
-		want_q += helpers[i].q_spent;
-	}
-	ok(keyshare_written(ks, last), "once all are quiet, the loop's last spend is written");
-	ok(file_says(dir, "p") == want_p && file_says(dir, "q") == want_q,
-	   "the file has every spend: p %lld (want %lld), q %lld (want %lld)", file_says(dir, "p"),
-	   want_p, file_says(dir, "q"), want_q);
+	/* Then freely; and again with ledger/ removed meanwhile (another host, or this one, makes
+	 * it again: the ledger goes on there, every spend in it). */
+	race(dir, false, &want_p, &want_q);
+	race(dir, true, &want_p, &want_q);
 	keyshare_retry_unwritten(ks);   /* the daemon's heartbeat: releases the kept tickets */
 	char *calls_dir = xasprintf("%s/providers/p/calls", dir);
 	struct spool_entry *left;
