@@ -70,7 +70,7 @@ static void publish_work(void **args, size_t n)
 			.dest = t->succeeded ? SPOOL_DONE : SPOOL_FAILED, .id = t->id,
 			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
 			.result_json = t->result_json, .job_text = t->final_job_text,
-			.earlier_runs = t->runs_total > 0,
+			.earlier_runs = t->runs_total > 0, .records_final = t->records_final,
 			.gone = gone, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
 		todo[m++] = &jobs[i];
 	}
@@ -81,6 +81,8 @@ static void publish_work(void **args, size_t n)
 			t->publish_rc = jobs[i].rc;
 			/* Read by the loop's heartbeat: set in publish_done, on the loop. */
 			t->publish_pass_committed = jobs[i].committed;
+			/* Past its rewrite a failed pass leaves records that say finished. */
+			t->records_final |= t->publish_rc != PUBLISH_OK;
 			if (t->publish_rc == PUBLISH_OK)
 				sidecar_unlink(t);   /* the job has left running/ with its records */
 		}

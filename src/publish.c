@@ -308,10 +308,12 @@ static void drop_aside(struct pub *p)
 	p->aside = 0;
 }
 
+/* in_place only while the job's records cannot say finished: once they may, a restart commits
+ * what it finds staged, which must then never be half-written. */
 static enum publish_rc write_staged(struct pub *p, const char *name, const void *data, size_t len,
-				    int sfd, struct syncset *ss)
+				    int sfd, struct syncset *ss, bool in_place)
 {
-	if (spool_write_staged(p->sp, sfd, name, data, len, ss) == 0)
+	if (spool_write_staged(p->sp, sfd, name, data, len, ss, in_place) == 0)
 		return PUBLISH_OK;
 	return failed_to(p, "write", SPOOL_RUNNING, name, errno);
 }
@@ -438,12 +440,13 @@ static void stage(struct item *it, struct syncset *ss)
 	enum publish_rc rc = PUBLISH_OK;
 	it->staged = true;
 	for (size_t i = 0; i < j->n_images && rc == PUBLISH_OK; i++)
-		rc = write_staged(&it->p, it->names[i], j->images[i].data, j->images[i].len, it->sfd, ss);
+		rc = write_staged(&it->p, it->names[i], j->images[i].data, j->images[i].len, it->sfd,
+				  ss, !j->records_final);
 	if (rc == PUBLISH_OK)
 		crash_point("publish:images");
 	if (rc == PUBLISH_OK)
 		rc = write_staged(&it->p, it->names[j->n_images], j->result_json,
-				  strlen(j->result_json), it->sfd, ss);
+				  strlen(j->result_json), it->sfd, ss, !j->records_final);
 	/* The final records' bytes too, so that after the first barrier only names change. */
 	if (rc == PUBLISH_OK && j->job_text &&
 	    spool_write_temp_in(it->p.sp, SPOOL_RUNNING, j->running_name, j->job_text,
@@ -758,20 +761,58 @@ static void item_staged(struct spool *sp, struct item *it, struct publish_job *j
 	}
 }
 
-static char *staged_result_name(const char *id, const char *host, int dest)
+/* Whether what is staged can be committed: the result is JSON whose "images" are file names
+ * of the staging directory, each a regular file, not empty. */
+static bool staged_whole(int sfd, const struct buf *b, char *why, size_t whysize)
 {
-	char *staging = publish_staging_name(id, host, dest);
-	char *path = xasprintf("%s/%s.result.json", staging, id);
-	free(staging);
-	return path;
+	json_error_t jerr;
+	json_t *doc = json_loadb(b->data, b->len, 0, &jerr), *images = json_object_get(doc, "images"), *v;
+	struct stat st;
+	size_t i;
+	bool whole = json_is_array(images);
+	if (!doc)
+		xsnprintf(why, whysize, "its result is not JSON (%zu bytes): %s", b->len, jerr.text);
+	else if (!whole)
+		xsnprintf(why, whysize, "its result has no \"images\"");
+	json_array_foreach(images, i, v) {
+		const char *name = json_string_value(v);
+		if (!whole)
+			break;
+		whole = name && name[0] != '.' && !strchr(name, '/') &&
+			fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+			st.st_size > 0;
+		if (!whole)
+			xsnprintf(why, whysize, "its image '%s' is not there whole",
+				  name ? name : "(not a string)");
+	}
+	json_decref(doc);
+	return whole;
 }
 
-bool publish_is_staged(struct spool *sp, const char *id, int dest)
+enum publish_staged publish_staged_state(struct spool *sp, const char *id, int dest, char *why,
+					 size_t whysize)
 {
-	char *result = staged_result_name(id, sp->host_id, dest);
-	bool is = spool_exists(sp->fd[SPOOL_RUNNING], result);
+	char *staging = publish_staging_name(id, sp->host_id, dest);
+	char *result = xasprintf("%s.result.json", id);
+	int sfd = openat(sp->fd[SPOOL_RUNNING], staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct buf b;
+	struct stat st;
+	buf_init(&b, RESULT_READ_MAX);
+	enum spool_read rr = sfd < 0 ? (errno == ENOENT ? SPOOL_READ_GONE : SPOOL_READ_ERROR)
+			     : spool_read_file(sfd, result, RESULT_READ_MAX, &b, &st);
+	enum publish_staged state = PUBLISH_STAGED_WHOLE;
+	why[0] = '\0';
+	if (rr == SPOOL_READ_GONE)
+		state = PUBLISH_STAGED_NONE;
+	else if (rr == SPOOL_READ_OK)
+		state = staged_whole(sfd, &b, why, whysize) ? PUBLISH_STAGED_WHOLE : PUBLISH_STAGED_BROKEN;
+	/* Anything else (EIO, no fd left) says nothing of it: its commit says why it waits. */
+	buf_release(&b);
+	if (sfd >= 0)
+		close(sfd);
 	free(result);
-	return is;
+	free(staging);
+	return state;
 }
 
 bool publish_job_in_running(struct spool *sp, const char *id, const char *host)

@@ -44,6 +44,8 @@ struct publish_job {
 	const char *result_json;
 	const char *job_text;
 	bool earlier_runs;       /* its records say it ran before (resubmitted): clear its images */
+	bool records_final;      /* its records in running/ may say finished (a pass of it failed,
+				  * or a restart found them so): nothing is staged in place */
 	bool gone;               /* the caller knows running_name is gone (reclaimed, or moved by
 				  * a commit that an earlier pass made): not staged again */
 	enum publish_rc rc;      /* out, with a description in err */
@@ -108,8 +110,16 @@ bool publish_take_staged(struct spool *sp, const char *batch, const char *id, co
 int publish_list_batch(struct spool *sp, const char *name, struct strset *committed,
 		       struct strset *staged_ids);
 
-/* Whether our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) holds its result. */
-bool publish_is_staged(struct spool *sp, const char *id, int dest);
+/* What our staging directory of id for dest (SPOOL_DONE or SPOOL_FAILED) holds, before a restart
+ * commits it: a broken publication (why says how) must never be published. Reads the whole
+ * result. */
+enum publish_staged {
+	PUBLISH_STAGED_NONE,     /* no result staged */
+	PUBLISH_STAGED_WHOLE,    /* a result and its images, or a result that cannot be read now */
+	PUBLISH_STAGED_BROKEN,   /* a result that is no JSON, or names an image not there whole */
+};
+enum publish_staged publish_staged_state(struct spool *sp, const char *id, int dest, char *why,
+					 size_t whysize);
 
 /* Whether running/ID@HOST.json exists: a staging directory of that host is then not committed,
  * and moves only with its job (a reclaim), never by a takeover of the publication. */

@@ -194,16 +194,25 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
 	 * finished again from its saved response, else it fails; it is never called again. */
 	bool restage = false;
-	if (rec.finished[0] && publish_is_staged(d->spool, id, strcmp(rec.finished, "succeeded") ?
-						 SPOOL_FAILED : SPOOL_DONE)) {
+	char why[256];
+	enum publish_staged staged = !rec.finished[0] ? PUBLISH_STAGED_NONE :
+		publish_staged_state(d->spool, id, strcmp(rec.finished, "succeeded") ? SPOOL_FAILED
+				     : SPOOL_DONE, why, sizeof(why));
+	if (staged == PUBLISH_STAGED_WHOLE) {
 		complete_publication(t, rec.finished);
 		record_release(&rec);
 		return;
+	} else if (staged == PUBLISH_STAGED_BROKEN) {
+		log_job(LOG_ERROR, id, "its records say it %s, but its staged publication is broken "
+			"(%s): not publishing it, finishing it again from its saved response",
+			rec.finished, why);
+		restage = true;
 	} else if (rec.finished[0]) {
 		log_job(LOG_WARN, id, "its records say it %s, but nothing of its publication is "
 			"staged: finishing it again from its saved response", rec.finished);
 		restage = true;
 	}
+	t->records_final = rec.finished[0] != '\0';
 	record_release(&rec);
 	/* A death counts against the job only if a call of its may have been in flight: a .partial
 	 * or a response on disk (or a finished record). A job that waited in the ready line made no

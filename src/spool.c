@@ -650,16 +650,13 @@ int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, con
 }
 
 int spool_write_staged(struct spool *sp, int dirfd, const char *name, const void *data,
-		       size_t len, struct syncset *ss)
+		       size_t len, struct syncset *ss, bool in_place)
 {
+	if (!in_place)
+		return spool_write_final_in(sp, dirfd, name, data, len, ss);
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		if (errno != EEXIST ||
-		    write_at(sp, dirfd, name, data, len, &(struct write_how){ .ss = ss }) < 0)
-			return -1;
-		syncset_dir(ss, dirfd);
-		return 0;
-	}
+	if (fd < 0)
+		return errno == EEXIST ? spool_write_final_in(sp, dirfd, name, data, len, ss) : -1;
 	if (write_all(fd, data, len) < 0 || syncset_file(ss, fd) < 0)
 		goto fail;
 	if (close(fd) < 0) {

@@ -157,13 +157,14 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
 int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		     char *tmp);
 /* Group commit (syncset.h), into a staging directory (dirfd), whose files count only once a
- * barrier made them durable and a later step says so (a job's final records, its commit): a new
- * name is written in place, no temporary name (a crash leaves a half-written file only where
- * nothing counts it yet); a name already there (a retry's) is replaced through a temporary file,
- * so it never stands half-written. The file is fsynced only when ss syncs file by file, and
- * dirfd is added to what ss's next barrier syncs. */
+ * barrier made them durable and a later step says so (a job's final records, its commit).
+ * in_place (only while nothing on disk can say that yet: the job's records in running/ do not
+ * say finished): a new name is written in place, no temporary name (a crash leaves a
+ * half-written file only where nothing counts it yet), fsynced only when ss syncs file by file.
+ * Otherwise, and for a name already there, as spool_write_final_in: it never stands
+ * half-written. dirfd is added to what ss's next barrier syncs. */
 int spool_write_staged(struct spool *sp, int dirfd, const char *name, const void *data,
-		       size_t len, struct syncset *ss);
+		       size_t len, struct syncset *ss, bool in_place);
 /* spool_write_file in any directory (dirfd) for a batch, to a final name (not staged behind a
  * barrier): through a temporary file whose bytes are synced before its rename even when ss's
  * barrier is one syncfs (syncset_bytes); dirfd is added to what ss's next barrier syncs. */

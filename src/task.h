@@ -115,6 +115,9 @@ struct task {
 	int publish_rc;
 	bool publish_committed;  /* its commit is made: its job file is in its staging directory */
 	bool publish_pass_committed;  /* the helper thread's word for it, taken up in publish_done */
+	bool records_final;      /* its records in running/ may say finished (a publication pass
+				  * failed, or a restart found them so): staged through temporary
+				  * names (publish_job.records_final) */
 	bool publish_stuck_said; /* a failure past the commit was logged */
 	int publish_failures;
 	char publish_err[512];

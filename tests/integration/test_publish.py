@@ -691,6 +691,64 @@ def test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files(env):
              == [], 20, "nothing of the job left in running/")
 
 
+def test_a_retried_publication_leaves_a_restart_no_half_written_result(env):
+    """The commit's rename fails once (EIO, injected): the job's records already say finished
+    and the pass's staged files are removed, so the retry stages them again. A kill in the
+    retry's write of the result (the second write to its staged name) must leave a restart
+    nothing half-written to publish: a result written there in place (as 17f50bf did) was
+    published 0 bytes long, its paid image swept."""
+    prompt = "a commit that fails once"
+    d = env.daemon(spool__io_threads=1, spool__concurrency=1, spool__disk_retry_interval=1)
+    staged = os.path.join(os.path.realpath(d.path("running")), ".~0@testhost.batch-done")
+    trace = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-o", trace,
+                 "-P", ".~0@testhost.batch-done/cf.json", "-P", staged + "/cf.result.json",
+                 "-e", "trace=renameat,write", "-e", "inject=renameat:error=EIO:when=1",
+                 "-e", "inject=write:signal=KILL:when=2"]
+    d.submit("cf", {"prompt": prompt})
+    d.start()
+    wait_for(lambda: d.exited() or d.state("cf") == "done", 60, "the retry to be killed or publish")
+    with open(trace) as f:
+        commit = next(line for line in f if "cf.json" in line and "renameat(" in line)
+    assert "(INJECTED)" in commit and "cannot move the job file from 'running/cf@testhost.json': " \
+        "Input/output error" in d.log(), commit + d.log()[-2000:]
+    if d.exited():   # killed in the retry's write of its staged result
+        print("# killed in the retry's staging; restarting")
+        d.wrapper = []
+        d.start()
+    assert d.wait_finished("cf", 30) == "done", d.log()[-3000:]
+    body = d.read("done", "cf.result.json")
+    assert body.startswith(b"{"), f"a broken result was published: {body[:200]!r}"
+    r = d.result("cf")
+    assert r["status"] == "succeeded" and r["images"] == ["cf.png"], r
+    assert d.read("done", "cf.png").startswith(b"\x89PNG"), "the paid image was lost"
+    assert env.fake.calls(prompt) == 1, "the paid call was made again"
+    d.stop()
+
+
+def test_a_broken_staged_result_is_never_published(env):
+    """Records that say finished and a staged result cut short (a 0-byte file, as a kill in its
+    write left it before staging went through temporary names): the restart does not commit it
+    but finishes the job again from its saved response, its image whole, no second call."""
+    prompt = "a staged result cut short"
+    d = env.daemon()
+    d.submit("cut", {"prompt": prompt})
+    d.start_to_crash("publish:rewritten")
+    staged = staging_of(d, "cut")
+    with open(os.path.join(staged, "cut.result.json"), "w"):
+        pass
+    d.start()
+    assert d.wait_finished("cut", 30) == "done", d.log()[-3000:]
+    body = d.read("done", "cut.result.json")
+    assert body.startswith(b"{"), f"a broken result was published: {body[:200]!r}"
+    assert d.result("cut")["images"] == ["cut.png"]
+    assert d.read("done", "cut.png").startswith(b"\x89PNG")
+    assert env.fake.calls(prompt) == 1
+    assert re.search(r"^cut error: its records say it succeeded, but its staged publication is "
+                     r"broken \(its result is not JSON \(0 bytes\)", d.log(), re.M), d.log()
+    d.stop()
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reused_id_is_in_one_state_with_its_own_files,
@@ -718,4 +776,6 @@ if __name__ == "__main__":
         test_what_a_failed_try_put_aside_goes_when_a_retry_finishes,
         test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds,
         test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files,
+        test_a_retried_publication_leaves_a_restart_no_half_written_result,
+        test_a_broken_staged_result_is_never_published,
     ])

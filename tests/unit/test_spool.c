@@ -213,13 +213,16 @@ static void test_write_staged(void)
 	struct syncset ss;
 	syncset_init(&ss, sp.root_fd, false);
 	struct stat first, second;
-	ok(spool_write_staged(&sp, sfd, "x.png", "abc", 3, &ss) == 0 &&
+	ok(spool_write_staged(&sp, sfd, "x.png", "abc", 3, &ss, true) == 0 &&
 	   fstatat(sfd, "x.png", &first, 0) == 0 && first.st_size == 3, "a new name written");
-	ok(spool_write_staged(&sp, sfd, "x.png", "defgh", 5, &ss) == 0 &&
+	ok(spool_write_staged(&sp, sfd, "x.png", "defgh", 5, &ss, true) == 0 &&
 	   fstatat(sfd, "x.png", &second, 0) == 0 && second.st_size == 5 &&
 	   second.st_ino != first.st_ino, "a name already there replaced by another file");
+	/* Not in place (the records may say finished): through a temporary name, whole. */
+	ok(spool_write_staged(&sp, sfd, "y.png", "ijk", 3, &ss, false) == 0 &&
+	   fstatat(sfd, "y.png", &first, 0) == 0 && first.st_size == 3, "a new name written whole");
 	mkdirat(sfd, "d.png", 0777);
-	ok(spool_write_staged(&sp, sfd, "d.png", "abc", 3, &ss) < 0, "a directory in the way fails");
+	ok(spool_write_staged(&sp, sfd, "d.png", "abc", 3, &ss, true) < 0, "a directory in the way fails");
 	struct spool_entry *e;
 	long n = spool_list_at(sfd, true, false, &e);
 	ok(n == 0, "no temporary file is left behind (%ld)", n);
@@ -227,6 +230,7 @@ static void test_write_staged(void)
 	ok(syncset_barrier(&ss) == 0, "the barrier syncs what was written");
 	syncset_release(&ss);
 	unlinkat(sfd, "x.png", 0);
+	unlinkat(sfd, "y.png", 0);
 	unlinkat(sfd, "d.png", AT_REMOVEDIR);
 	close(sfd);
 	unlinkat(runfd, ".~0@h1.batch-done", AT_REMOVEDIR);
