@@ -328,6 +328,27 @@ static void requeue_replaced(struct task *t, const struct pending *pe, const str
 	task_free(t);
 }
 
+/* A finished job put back: until its file says otherwise, running/ holds the old run's
+ * "finished", which every reader after a crash (recovery, publish) would take for this run's. So
+ * the new run's records are durable there before anything of it is done (spool-layout §4, §10);
+ * if they cannot be, the job goes back, its records as they were, and is claimed again later. */
+static bool new_run_recorded(struct task *t)
+{
+	struct spool *sp = t->d->spool;
+	char *text = task_job_text(t, 0, NULL);
+	int rc = spool_rewrite_file(sp, SPOOL_RUNNING, t->running_name, text, strlen(text));
+	if (rc == 0)
+		rc = fsync(sp->fd[SPOOL_RUNNING]);
+	free(text);
+	if (rc == 0)
+		return true;
+	log_job(LOG_ERROR, t->id, "cannot record its new run in 'running/%s': %s", t->running_name,
+		strerror(errno));
+	t->d->disk_checked = 0;   /* look at the free space again before claiming more */
+	task_requeue(t, "its new run could not be recorded");
+	return false;
+}
+
 /* Reads, checks and claims one pending file. */
 static enum start claim_read(struct dispatch *d, struct pending *pe, const char *id, bool cancelled,
 			     int readfd, const struct stat *read_st)
@@ -409,7 +430,8 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	task_restore_state(t, &st, &rec);
 	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
 	 * old one is kept in the records' history. */
-	if (rec.finished[0]) {
+	bool new_run = rec.finished[0];
+	if (new_run) {
 		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
 			rec.finished, rec.runs_total + 2);
 		record_new_run(&rec, mtime_ms);
@@ -423,6 +445,8 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 		requeue_replaced(t, pe, &claimed);
 		return SKIPPED;
 	}
+	if (new_run && !new_run_recorded(t))
+		return SKIPPED;
 	if (cancelled) {
 		log_job(LOG_INFO, id, "claimed: cancelled by an operator before its call");
 		finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");

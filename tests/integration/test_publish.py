@@ -726,6 +726,60 @@ def test_a_retried_publication_leaves_a_restart_no_half_written_result(env):
     d.stop()
 
 
+def put_back(d, task_id):
+    r = subprocess.run([IMGSPOOL, "-d", d.spool, "retry", "--again", task_id],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0, r
+
+
+def test_a_job_put_back_and_killed_in_its_call_records_the_call_interrupted(env):
+    """A done job put back (imgspool retry --again) starts a new run: killed while its call is in
+    flight, the restart records that call interrupted and runs the job again (§10), as any job.
+    Its file in running/ held the old run's "finished" until the next move, so the restart took
+    the job for a cut publication and failed it publish_failed."""
+    prompt = "put back, killed in its call"
+    env.fake.script(prompt, [{"kind": "b64"}, {"kind": "b64", "delay": 20}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("rc", {"prompt": prompt})
+    assert d.wait_finished("rc") == "done"
+    put_back(d, "rc")
+    wait_for(lambda: os.path.exists(d.path("running", ".rc@testhost.partial")), 20,
+             "the new run's call to be in flight")
+    d.kill()
+    d.start()
+    assert d.wait_finished("rc", 30) == "done", d.log()[-3000:]
+    r = d.result("rc")
+    assert [a["outcome"] for a in r["attempts"]][:1] == ["interrupted"] and \
+        len(r["attempts"]) == 2, r["attempts"]
+    assert env.fake.calls(prompt) == 3
+    runs = json.loads(d.read("done", "rc.json"))["imgspool"]["runs"]
+    assert [run["status"] for run in runs] == ["succeeded"], runs
+    d.stop()
+
+
+def test_a_job_put_back_and_killed_publishing_keeps_its_paid_image(env):
+    """Killed while the new run of a job put back stages its image (its paid answer saved as
+    .response.200, attempt 1 of the run): the restart finishes it from that answer, not called
+    again. The old run's "finished" (two attempts) in running/ made the restart take the answer
+    for one already accounted for and fail the job with no image."""
+    prompt = "put back, killed publishing"
+    env.fake.script(prompt, ["503", {"kind": "b64"}, {"kind": "b64"}])
+    d = env.daemon().start()
+    d.submit("ri", {"prompt": prompt})
+    assert d.wait_finished("ri") == "done"
+    d.stop()
+    put_back(d, "ri")
+    d.start_to_crash("publish:images")
+    assert any(".response.200" in n for n in os.listdir(d.path("running")))
+    d.start()
+    assert d.wait_finished("ri", 30) == "done", d.log()[-3000:]
+    r = d.result("ri")
+    assert r["images"] == ["ri.png"] and len(r["attempts"]) == 1, r
+    assert d.read("done", "ri.png").startswith(b"\x89PNG")
+    assert env.fake.calls(prompt) == 3, "the new run's paid call was made again"
+    d.stop()
+
+
 def test_a_broken_staged_result_is_never_published(env):
     """Records that say finished and a staged result cut short (a 0-byte file, as a kill in its
     write left it before staging went through temporary names): the restart does not commit it
@@ -777,5 +831,7 @@ if __name__ == "__main__":
         test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds,
         test_a_job_reclaimed_from_a_live_hosts_batch_takes_its_staged_files,
         test_a_retried_publication_leaves_a_restart_no_half_written_result,
+        test_a_job_put_back_and_killed_in_its_call_records_the_call_interrupted,
+        test_a_job_put_back_and_killed_publishing_keeps_its_paid_image,
         test_a_broken_staged_result_is_never_published,
     ])
