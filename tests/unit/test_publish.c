@@ -1,9 +1,14 @@
 /* test_publish.c - the names of staging directories in running/ (spool-layout §5, §10): a batch's
  * (.~SLOT@HOST.batch-DEST, or .~tN.FROM@HOST.batch-DEST once taken over) and a job's own
  * (.ID@HOST.DEST). Each parser takes only its own kind, so a daemon that knows only a job's
- * kind never takes a batch's for one. */
+ * kind never takes a batch's for one. And what a restart finds staged before it commits it: a
+ * result cut short or naming an image not there whole is broken, never published. */
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "publish.h"
 #include "spool.h"
@@ -37,8 +42,66 @@ static const struct row rows[] = {
 	{ ".job@hostA.partial", false, NULL, 0, NULL, false },
 };
 
+/* What a restart finds staged for job j before it commits it (publish_staged_state). */
+struct staged_row {
+	const char *what;
+	const char *result;      /* NULL: no result staged */
+	const char *image;       /* j.png's bytes; NULL: not there */
+	enum publish_staged want;
+};
+
+static const struct staged_row staged_rows[] = {
+	{ "nothing staged", NULL, NULL, PUBLISH_STAGED_NONE },
+	{ "a result and its image", "{\"images\": [\"j.png\"]}", "png", PUBLISH_STAGED_WHOLE },
+	{ "a failed job's result, no image", "{\"images\": []}", NULL, PUBLISH_STAGED_WHOLE },
+	{ "a result cut to 0 bytes", "", "png", PUBLISH_STAGED_BROKEN },
+	{ "a result cut short", "{\"images\": [\"j.p", "png", PUBLISH_STAGED_BROKEN },
+	{ "a result without images", "{\"status\": \"succeeded\"}", "png", PUBLISH_STAGED_BROKEN },
+	{ "its image missing", "{\"images\": [\"j.png\"]}", NULL, PUBLISH_STAGED_BROKEN },
+	{ "its image empty", "{\"images\": [\"j.png\"]}", "", PUBLISH_STAGED_BROKEN },
+	{ "an image name that leaves it", "{\"images\": [\"../j.png\"]}", "png", PUBLISH_STAGED_BROKEN },
+};
+
+static void put(int dirfd, const char *name, const char *text)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ok(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && close(fd) == 0,
+	   "wrote %s", name);
+}
+
+static void test_staged_state(void)
+{
+	char dir[] = "/tmp/imgspool-publish-staged-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	int runfd = sp.fd[SPOOL_RUNNING];
+	char why[256];
+	for (size_t i = 0; i < sizeof(staged_rows) / sizeof(staged_rows[0]); i++) {
+		const struct staged_row *r = &staged_rows[i];
+		mkdirat(runfd, ".j@h1.done", 0777);
+		int sfd = openat(runfd, ".j@h1.done", O_RDONLY | O_DIRECTORY);
+		if (r->result)
+			put(sfd, "j.result.json", r->result);
+		if (r->image)
+			put(sfd, "j.png", r->image);
+		enum publish_staged got = publish_staged_state(&sp, "j", SPOOL_DONE, why, sizeof(why));
+		ok(got == r->want, "%s: %d (%s)", r->what, (int)got, why);
+		ok((got == PUBLISH_STAGED_BROKEN) == (why[0] != '\0'), "%s: a reason only if broken",
+		   r->what);
+		unlinkat(sfd, "j.result.json", 0);
+		unlinkat(sfd, "j.png", 0);
+		close(sfd);
+		unlinkat(runfd, ".j@h1.done", AT_REMOVEDIR);
+	}
+	for (int d = 0; d < SPOOL_NDIRS; d++)
+		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
+	spool_close(&sp);
+	rmdir(dir);
+}
+
 int main(void)
 {
+	test_staged_state();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct row *r = &rows[i];
 		char *host = NULL, *id = NULL, *shost = NULL;
