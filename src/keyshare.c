@@ -327,7 +327,8 @@ static bool pdir_open(struct keyshare *ks, struct pdir *p)
 				p->checked_at = mono_ms();
 			return true;
 		}
-		recheck_soon(ks, p);
+		if (!tries)
+			recheck_soon(ks, p);   /* not after the last: the others' handles stand */
 	}
 	if (!p->warned)
 		log_warn("cannot use '%s/providers/%s' for the limits shared with other hosts: %s",
@@ -1045,6 +1046,9 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	micros reserved;
 	if (count_calls(ks, p, out->call, false, l->lease_ms, &count, &reserved, NULL, NULL) < 0)
 		goto file_error;
+	if (p->warned)
+		log_info("provider '%s': its limits are kept with other hosts again", provider);
+	p->warned = false;   /* a failure from now on is said again */
 	bool over_count = l->concurrency && count > l->concurrency;
 	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
 		/* Perhaps a dead host's tickets: look closer (a stat of each) before saying no, once

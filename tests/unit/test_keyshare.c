@@ -117,6 +117,45 @@ static void shortened_lease(struct keyshare *ks, const char *dir, const char *pr
 	free(path);
 }
 
+/* The log (stderr) kept in a file, to see what was said. */
+struct said {
+	int fd, stderr_fd;
+	char text[8192];
+};
+
+static bool said_start(struct said *s, const char *path)
+{
+	s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	s->stderr_fd = dup(STDERR_FILENO);
+	s->text[0] = '\0';
+	return s->fd >= 0 && s->stderr_fd >= 0 && dup2(s->fd, STDERR_FILENO) >= 0;
+}
+
+/* What was said so far, in s->text. */
+static const char *said_so_far(struct said *s)
+{
+	ssize_t got = pread(s->fd, s->text, sizeof(s->text) - 1, 0);
+	s->text[got > 0 ? got : 0] = '\0';
+	return s->text;
+}
+
+static void said_end(struct said *s)
+{
+	said_so_far(s);
+	dup2(s->stderr_fd, STDERR_FILENO);
+	close(s->stderr_fd);
+	close(s->fd);
+}
+
+/* How many times needle is in text. */
+static int count_of(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
+		n++;
+	return n;
+}
+
 /* An operator removes path (a provider's directory, or all of providers/), that both hosts have
  * open, and B makes it again with a call to s: A counts it at its next try, without a failed
  * try (its old handles would fail, or see nothing). */
@@ -435,6 +474,34 @@ int main(void)
 	ok(keyshare_probe_claim(a, "p", 60000), "the next probe may be A's");
 	keyshare_probe_done(a, "p");
 
+	/* A provider directory that cannot be used stops its calls, said once; when it works
+	 * again that is said, and a later failure is said again. */
+	char *tdir = xasprintf("%s/providers/t", dir), *said_log = xasprintf("%s/said", dir);
+	struct said t_said;
+	ok(said_start(&t_said, said_log), "A's log kept");
+	fd = open(tdir, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	bool failing = fd >= 0 && close(fd) == 0;   /* providers/t a file, not a directory */
+	for (int i = 0; i < 2; i++) {
+		v = keyshare_acquire(a, "t", &one, 0, &t1);
+		failing &= v.block == PROVIDER_BUSY && !strcmp(v.which, "a file error");
+	}
+	bool works = unlink(tdir) == 0 && keyshare_acquire(a, "t", &one, 0, &t1).block == PROVIDER_FREE;
+	keyshare_release(a, &t1);
+	fd = nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 ?
+	     open(tdir, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+	bool failing_again = fd >= 0 && close(fd) == 0 &&
+			     keyshare_acquire(a, "t", &one, 0, &t1).block == PROVIDER_BUSY;
+	unlink(tdir);
+	said_end(&t_said);
+	unlink(said_log);
+	ok(failing && works && failing_again,
+	   "providers/t a file: A's calls to it wait; removed: they go on; a file again: they wait");
+	const char *again = strstr(t_said.text, "its limits are kept with other hosts again");
+	ok(count_of(t_said.text, "warning: ") == 2 && again && count_of(again, "warning: ") == 1,
+	   "said once as it fails, once as it works again, once as it fails again");
+	free(said_log);
+	free(tdir);
+
 	/* A call whose cost the ledger cannot take keeps its ticket; a write at exit that works
 	 * releases it (the directories it is released from still there then). */
 	struct spool se;
@@ -460,30 +527,23 @@ int main(void)
 	 * next look at its directories' names, every 10 s) and goes on with the one it opened, where
 	 * its jobs are, and the hosts that still use it. */
 	char *old_root = xasprintf("%s.old", dir), *log_path = xasprintf("%s/stderr", dir);
-	int log_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	int saved_stderr = dup(STDERR_FILENO);
-	ok(log_fd >= 0 && saved_stderr >= 0 && dup2(log_fd, STDERR_FILENO) >= 0 &&
-	   rename(dir, old_root) == 0 && mkdir(dir, 0777) == 0,
+	struct said root_said;
+	ok(said_start(&root_said, log_path) && rename(dir, old_root) == 0 && mkdir(dir, 0777) == 0,
 	   "the spool moved aside, a new directory in its place");
 	const char *said = "is no longer the directory this daemon opened";
-	char logged[8192] = "";
 	int64_t deadline = mono_ms() + 20000;
-	while (!strstr(logged, said) && mono_ms() < deadline) {
+	while (!strstr(said_so_far(&root_said), said) && mono_ms() < deadline) {
 		keyshare_look(a, "p", &view);
-		ssize_t got = pread(log_fd, logged, sizeof(logged) - 1, 0);
-		logged[got > 0 ? got : 0] = '\0';
-		if (!strstr(logged, said))
+		if (!strstr(said_so_far(&root_said), said))
 			nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);   /* polls, to a deadline */
 	}
-	dup2(saved_stderr, STDERR_FILENO);
-	close(saved_stderr);
-	ok(strstr(logged, said) != NULL, "A says the path names another directory now");
+	said_end(&root_said);
+	ok(strstr(root_said.text, said) != NULL, "A says the path names another directory now");
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "and goes on calling");
 	char *ticket_there = xasprintf("%s/providers/s/calls/%s", old_root, t1.call);
 	ok(access(ticket_there, F_OK) == 0, "with its ticket in the spool it opened");
 	keyshare_release(a, &t1);
 	free(ticket_there);
-	close(log_fd);
 	rmdir(dir);
 	rename(old_root, dir);
 	free(log_path);
