@@ -377,20 +377,34 @@ json_t *cli_read_json(struct cli *c, enum spool_dir d, const char *name, enum sp
 	return doc;
 }
 
-/* The members a listing needs of a job file or a result larger than CLI_PARSE_WHOLE_MAX, each
- * parsed alone: the rest (metadata of megabytes, nested deep, which jansson takes some thirty
- * times its size to hold) is scanned over, never parsed. NULL when text is not a JSON object. */
-static json_t *members_of(const struct buf *text, const char *const *names)
+/* A member a listing needs of a job file or a result larger than CLI_PARSE_WHOLE_MAX, and the
+ * most bytes its value may take to be parsed: a longer one is shown as invalid. */
+struct listed_member {
+	const char *name;
+	size_t max;
+};
+
+#define LISTED_NAME_MAX (4u << 10)   /* a provider or model name, as written */
+
+/* Those members, found in one scan and each parsed alone when within its cap: the rest
+ * (metadata of megabytes, nested deep, which jansson takes some thirty times its size to hold)
+ * is scanned over, never parsed; so is a member past its cap (a 9 MB "provider" array of {}
+ * took 690 MB to parse). NULL when text is not a JSON object. */
+static json_t *members_of(const struct buf *text, const struct listed_member *members, size_t n)
 {
-	if (job_member_values(text->data, text->len, names[0], NULL, 0) < 0)
+	const char *names[16] = { NULL };
+	struct job_span spans[16];
+	for (size_t i = 0; i < n && i < ARRAY_SIZE(names) - 1; i++)
+		names[i] = members[i].name;
+	if (job_members_at(text->data, text->len, names, spans) < 0)
 		return NULL;
 	json_t *doc = json_object();
-	for (; *names; names++) {
-		size_t len;
-		const char *v = job_member_bytes(text->data, text->len, *names, &len);
-		json_t *value = v ? json_loadb(v, len, JSON_DECODE_ANY, NULL) : NULL;
+	for (size_t i = 0; names[i]; i++) {
+		size_t len = spans[i].end - spans[i].start;
+		json_t *value = len && len <= members[i].max
+				? json_loadb(text->data + spans[i].start, len, JSON_DECODE_ANY, NULL) : NULL;
 		if (value)
-			json_object_set_new(doc, *names, value);
+			json_object_set_new(doc, names[i], value);
 	}
 	return doc;
 }
@@ -431,15 +445,24 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	/* A finished job is described by its result; any other by its job file and records. */
 	bool finished = dir == SPOOL_DONE || dir == SPOOL_FAILED;
 	char *result_name = finished ? xasprintf("%s.result.json", info->id) : NULL;
-	static const char *const result_members[] = { "provider", "model", "error", "attempts",
-		"attempts_elided", "cost", "images", "latency_ms", NULL };
-	static const char *const job_members[] = { "provider", "model", "imgspool", NULL };
+	/* A result's own fields are within RESULT_HEADROOM; the records within RECORD_HEADROOM. */
+	static const struct listed_member result_members[] = {
+		{ "provider", LISTED_NAME_MAX }, { "model", LISTED_NAME_MAX },
+		{ "error", RESULT_HEADROOM }, { "attempts", RESULT_HEADROOM },
+		{ "attempts_elided", RESULT_HEADROOM }, { "cost", RESULT_HEADROOM },
+		{ "images", RESULT_HEADROOM }, { "latency_ms", RESULT_HEADROOM },
+	};
+	static const struct listed_member job_members[] = {
+		{ "provider", LISTED_NAME_MAX }, { "model", LISTED_NAME_MAX },
+		{ "imgspool", RECORD_HEADROOM },
+	};
 	struct stat st;
 	struct buf text;
 	json_t *doc = NULL;
 	if (cli_read_text(c, dir, finished ? result_name : name, &text, &st) == SPOOL_READ_OK)
 		doc = text.len <= CLI_PARSE_WHOLE_MAX ? json_loadb(text.data, text.len, 0, NULL)
-		      : members_of(&text, finished ? result_members : job_members);
+		      : finished ? members_of(&text, result_members, ARRAY_SIZE(result_members))
+		      : members_of(&text, job_members, ARRAY_SIZE(job_members));
 	buf_release(&text);
 	free(result_name);
 	if (!json_is_object(doc)) {

@@ -125,6 +125,34 @@ static bool plain_image_name(const char *name)
 	return name && *name && name[0] != '.' && !strchr(name, '/') && strlen(name) < NAME_MAX;
 }
 
+/* The most bytes a prompt the daemon would take is written in: JOB_PROMPT_MAX code points, each
+ * at most a surrogate pair of \u escapes, and its quotes. */
+#define PROMPT_TEXT_MAX ((size_t)JOB_PROMPT_MAX * 12 + 2)
+
+/* The job's prompt (new reference), or NULL. A file over CLI_PARSE_WHOLE_MAX is scanned for it,
+ * not parsed whole (its metadata may be megabytes nested deep), and a longer prompt than a job
+ * may have is not parsed either. */
+static json_t *job_prompt(struct cli *c, enum spool_dir d, const char *name)
+{
+	struct buf text;
+	struct stat st;
+	json_t *prompt = NULL;
+	if (cli_read_text(c, d, name, &text, &st) == SPOOL_READ_OK) {
+		if (text.len <= CLI_PARSE_WHOLE_MAX) {
+			json_t *job = json_loadb(text.data, text.len, 0, NULL);
+			prompt = json_incref(json_object_get(job, "prompt"));
+			json_decref(job);
+		} else {
+			size_t len;
+			const char *v = job_member_bytes(text.data, text.len, "prompt", &len);
+			if (v && len <= PROMPT_TEXT_MAX)
+				prompt = json_loadb(v, len, JSON_DECODE_ANY, NULL);
+		}
+	}
+	buf_release(&text);
+	return prompt;
+}
+
 static void put_entry(FILE *f, const struct cli_info *info, const char *prompt,
 		      const char *spool_url)
 {
@@ -338,11 +366,9 @@ static int write_page(struct cli *c, const char *out_dir, const struct cli_index
 			cli_info_release(&info);
 			continue;   /* gone since the listing, or not a job */
 		}
-		struct stat st;
-		enum spool_read rr;
-		json_t *job = cli_read_json(c, d, job_name, &rr, &st);
-		put_entry(o.f, &info, json_string_value(json_object_get(job, "prompt")), spool_url);
-		json_decref(job);
+		json_t *prompt = job_prompt(c, d, job_name);
+		put_entry(o.f, &info, json_string_value(prompt), spool_url);
+		json_decref(prompt);
 		cli_info_release(&info);
 		if (d == SPOOL_DONE)
 			pg->done++;

@@ -37,20 +37,30 @@ static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 	return rc;
 }
 
-/* A job's own webhook_url may carry user:token@ or a token in its query: shown without them. */
+/* A job's own webhook_url may carry user:token@ or a token in its query: a new string without
+ * them, or NULL when url is not a string. */
+static json_t *url_shown(const json_t *url)
+{
+	const char *s = json_string_value(url);
+	if (!s)
+		return NULL;
+	char *shown = url_redacted(s);
+	json_t *v = json_string(shown);
+	free(shown);
+	return v;
+}
+
 static void redact_webhook_url(json_t *doc)
 {
-	const char *url = json_string_value(json_object_get(doc, "webhook_url"));
-	if (!url)
-		return;
-	char *shown = url_redacted(url);
-	json_object_set_new(doc, "webhook_url", json_string(shown));
-	free(shown);
+	json_t *shown = url_shown(json_object_get(doc, "webhook_url"));
+	if (shown)
+		json_object_set_new(doc, "webhook_url", shown);
 }
 
 /* A file too big to re-indent, as it is written, the values of its webhook_url members (every
- * one: the bytes may name it more than once) redacted as redact_webhook_url does. False when
- * it is not a JSON object. */
+ * one: the bytes may name it more than once) redacted by url_shown. False when it is not a
+ * JSON object: the scan refuses a raw control byte as jansson does, so what is printed holds
+ * none but white space between values (a client's escapes on an operator's terminal). */
 static bool print_as_written(const struct buf *text)
 {
 	long n = job_member_values(text->data, text->len, "webhook_url", NULL, 0);
@@ -63,16 +73,14 @@ static bool print_as_written(const struct buf *text)
 		fwrite(text->data + at, 1, spans[i].start - at, stdout);
 		json_t *url = json_loadb(text->data + spans[i].start, spans[i].end - spans[i].start,
 					 JSON_DECODE_ANY, NULL);
-		char *shown = json_is_string(url) ? url_redacted(json_string_value(url)) : NULL;
-		json_t *value = shown ? json_string(shown) : NULL;
-		char *out = value ? json_dumps(value, JSON_ENCODE_ANY) : NULL;
+		json_t *shown = url_shown(url);
+		char *out = shown ? json_dumps(shown, JSON_ENCODE_ANY) : NULL;
 		if (out)
 			fputs(out, stdout);
 		else
 			fwrite(text->data + spans[i].start, 1, spans[i].end - spans[i].start, stdout);
 		free(out);
-		json_decref(value);
-		free(shown);
+		json_decref(shown);
 		json_decref(url);
 		at = spans[i].end;
 	}

@@ -10,6 +10,7 @@
  * in the middle), JOB_INVALID for everything else. The message is for a user, not a programmer,
  * and never quotes the file: only field names, small numbers and fixed words. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -916,7 +917,8 @@ int job_id_from_name(const char *name, char *id, size_t idsize)
 /* ---- the daemon's records in the client's bytes ---- */
 
 /* A small scanner over a job file that jansson accepted (or any bytes: it never reads past len
- * and answers -1 to what is not a JSON object). It only finds where things are; the bytes
+ * and answers -1 to what is not a JSON object, a raw control byte included: imgspool show
+ * prints the bytes of a file it accepts). It only finds where things are; the bytes
  * themselves are never rewritten, so a client's 1e300 or "\u00e9" stays as it was written. */
 struct cursor {
 	const char *p, *end;
@@ -942,15 +944,22 @@ static int hex4(const char *p)
 	return v;
 }
 
-/* Skips a string at c->p ('"'); with key set, says whether it spells key (escapes decoded, as
- * jansson sees it: "imgspo\u006fl" is "imgspool"). */
-static int skip_string(struct cursor *c, const char *key, bool *match)
+/* Skips a string at c->p ('"'); with keys given (at most 32), *which says which of them it
+ * spells (escapes decoded, as jansson sees it: "imgspo\u006fl" is "imgspool"), or -1. A raw
+ * control byte in it is not JSON (jansson refuses it): -1, so no caller prints one. */
+static int skip_string(struct cursor *c, const char *const *keys, size_t nkeys, long *which)
 {
-	size_t at = 0, klen = key ? strlen(key) : 0;
-	bool same = true;
+	size_t at = 0, klen[32];
+	uint32_t same = 0;
+	for (size_t k = 0; k < nkeys && k < 32; k++) {
+		klen[k] = strlen(keys[k]);
+		same |= 1u << k;
+	}
 	c->p++;
 	while (c->p < c->end && *c->p != '"') {
 		int ch = (unsigned char)*c->p++;
+		if (ch < 0x20)
+			return -1;
 		if (ch == '\\') {
 			if (c->p >= c->end)
 				return -1;
@@ -971,15 +980,33 @@ static int skip_string(struct cursor *c, const char *key, bool *match)
 				}
 			}
 		}
-		same = same && at < klen && key[at] == ch;
+		for (uint32_t m = same; m; m &= m - 1) {
+			int k = __builtin_ctz(m);
+			if (at >= klen[k] || (unsigned char)keys[k][at] != ch)
+				same &= ~(1u << k);
+		}
 		at++;
 	}
 	if (c->p >= c->end)
 		return -1;
 	c->p++;
-	if (match)
-		*match = key && same && at == klen;
+	if (which) {
+		*which = -1;
+		for (uint32_t m = same; m; m &= m - 1)
+			if (klen[__builtin_ctz(m)] == at) {
+				*which = __builtin_ctz(m);
+				break;
+			}
+	}
 	return 0;
+}
+
+/* A byte JSON allows outside strings: white space, punctuation, and what numbers and
+ * true/false/null are spelt with. Anything else (a control byte, say) is not JSON. */
+static bool bare_byte(char ch)
+{
+	return (ch && strchr(" \t\n\r{}[],:+-.", ch)) || (ch >= '0' && ch <= '9') ||
+	       (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
 }
 
 /* Skips one value: a string, an object or array (by depth, strings skipped whole), a scalar. */
@@ -988,21 +1015,26 @@ static int skip_value(struct cursor *c)
 	if (c->p >= c->end)
 		return -1;
 	if (*c->p == '"')
-		return skip_string(c, NULL, NULL);
+		return skip_string(c, NULL, 0, NULL);
 	if (*c->p != '{' && *c->p != '[') {
 		const char *start = c->p;
-		while (c->p < c->end && !strchr(",}] \t\n\r", *c->p))
+		while (c->p < c->end && !strchr(",}] \t\n\r", *c->p)) {
+			if (!bare_byte(*c->p))
+				return -1;
 			c->p++;
+		}
 		return c->p > start ? 0 : -1;
 	}
 	size_t depth = 0;
 	while (c->p < c->end) {
 		char ch = *c->p;
 		if (ch == '"') {
-			if (skip_string(c, NULL, NULL) < 0)
+			if (skip_string(c, NULL, 0, NULL) < 0)
 				return -1;
 			continue;
 		}
+		if (!bare_byte(ch))
+			return -1;
 		c->p++;
 		if (ch == '{' || ch == '[')
 			depth++;
@@ -1010,6 +1042,44 @@ static int skip_value(struct cursor *c)
 			return 0;
 	}
 	return -1;
+}
+
+/* The object at c (after '{'), one member at a time: 1 with the member's key matched against
+ * keys (*which, as skip_string), where its key and value begin and c after the value; 0 at
+ * its closing brace, when only white space follows; -1 when it is not JSON. */
+static int next_member(struct cursor *c, bool first, const char *const *keys, size_t nkeys,
+		       long *which, const char **key, const char **value)
+{
+	skip_space(c);
+	if (c->p < c->end && *c->p == '}') {
+		c->p++;
+		skip_space(c);
+		return c->p == c->end ? 0 : -1;
+	}
+	if (!first) {
+		if (c->p >= c->end || *c->p++ != ',')
+			return -1;
+		skip_space(c);
+	}
+	*key = c->p;
+	if (c->p >= c->end || *c->p != '"' || skip_string(c, keys, nkeys, which) < 0)
+		return -1;
+	skip_space(c);
+	if (c->p >= c->end || *c->p++ != ':')
+		return -1;
+	skip_space(c);
+	*value = c->p;
+	return skip_value(c) < 0 ? -1 : 1;
+}
+
+/* Past the '{' of the object data is, or -1 when it is not one. */
+static int open_object(struct cursor *c)
+{
+	skip_space(c);
+	if (c->p >= c->end || *c->p != '{')
+		return -1;
+	c->p++;
+	return 0;
 }
 
 /* Where the first top-level member called name ("imgspool") is, from its key to the end of its
@@ -1027,27 +1097,17 @@ static int find_member_all(const char *data, size_t len, const char *name, struc
 {
 	struct cursor c = { data, data + len };
 	memset(at, 0, sizeof(*at));
-	skip_space(&c);
-	if (c.p >= c.end || *c.p != '{')
+	if (open_object(&c) < 0)
 		return -1;
-	c.p++;
 	skip_space(&c);
-	if (c.p < c.end && *c.p == '}') {
-		at->start = at->end = (size_t)(c.p - data);
-		return 0;
-	}
-	for (;;) {
-		bool match;
-		const char *key = c.p;
-		if (c.p >= c.end || *c.p != '"' || skip_string(&c, name, &match) < 0)
-			return -1;
-		skip_space(&c);
-		if (c.p >= c.end || *c.p++ != ':')
-			return -1;
-		skip_space(&c);
-		const char *value = c.p;
-		if (skip_value(&c) < 0)
-			return -1;
+	at->start = at->end = (size_t)(c.p - data);   /* empty: a member goes before its brace */
+	for (bool first = true;; first = false) {
+		long which;
+		const char *key, *value;
+		int r = next_member(&c, first, &name, 1, &which, &key, &value);
+		if (r <= 0)
+			return r;
+		bool match = which == 0;
 		if (match) {
 			at->value = (size_t)(value - data);
 			at->value_end = (size_t)(c.p - data);
@@ -1064,15 +1124,6 @@ static int find_member_all(const char *data, size_t len, const char *name, struc
 			if (!at->found)
 				at->start = at->end = (size_t)(c.p - data);
 		}
-		skip_space(&c);
-		if (c.p < c.end && *c.p == ',') {
-			c.p++;
-			skip_space(&c);
-			continue;
-		}
-		if (c.p < c.end && *c.p == '}')
-			return 0;
-		return -1;
 	}
 }
 
@@ -1088,6 +1139,28 @@ long job_member_values(const char *data, size_t len, const char *name, struct jo
 	if (find_member_all(data, len, name, &at, spans, max) < 0)
 		return -1;
 	return (long)at.count;
+}
+
+int job_members_at(const char *data, size_t len, const char *const *names, struct job_span *spans)
+{
+	size_t n = 0;
+	while (names[n])
+		n++;
+	if (n > 32)
+		return -1;
+	memset(spans, 0, n * sizeof(*spans));
+	struct cursor c = { data, data + len };
+	if (open_object(&c) < 0)
+		return -1;
+	for (bool first = true;; first = false) {
+		long which;
+		const char *key, *value;
+		int r = next_member(&c, first, names, n, &which, &key, &value);
+		if (r <= 0)
+			return r;
+		if (which >= 0)
+			spans[which] = (struct job_span){ (size_t)(value - data), (size_t)(c.p - data) };
+	}
 }
 
 char *job_with_records(const char *data, size_t len, const char *records, size_t *out_len)

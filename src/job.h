@@ -90,5 +90,9 @@ struct job_span {
 };
 long job_member_values(const char *data, size_t len, const char *name, struct job_span *spans,
 		       size_t max);
+/* Where the value of each top-level member named in names (NULL-terminated, at most 32) is,
+ * in one scan of data: spans[i] for names[i], the last one so named, as jansson keeps it;
+ * start == end when there is none. 0, or -1 when data is not a JSON object. */
+int job_members_at(const char *data, size_t len, const char *const *names, struct job_span *spans);
 
 #endif

@@ -700,11 +700,15 @@ static char **staged_names(const char *id, int runfd, const char *staging, int s
 	buf_init(&b, RESULT_READ_MAX);
 	*n = 0;
 	*err = sfd_err;
-	for (size_t head = RESULT_HEADROOM; sfd >= 0; head = SIZE_MAX) {
-		rr = spool_read_head(sfd, result, RESULT_READ_MAX, head, &b, &st);
+	/* Two passes at most: the head, then the whole, taken as whole whatever its length (a
+	 * file whose size changed since fstat, or an NFS or sshfs attribute cache, would else be
+	 * read whole again on every pass). */
+	for (int pass = 0; pass < 2 && sfd >= 0; pass++) {
+		rr = spool_read_head(sfd, result, RESULT_READ_MAX, pass ? SIZE_MAX : RESULT_HEADROOM,
+				     &b, &st);
 		*err = rr == SPOOL_READ_GONE ? ENOENT : rr == SPOOL_READ_TOO_BIG ? EFBIG
 		       : rr == SPOOL_READ_ERROR ? errno : EINVAL;
-		bool whole = rr == SPOOL_READ_OK && b.len == (size_t)st.st_size;
+		bool whole = rr == SPOOL_READ_OK && (pass || b.len == (size_t)st.st_size);
 		if (rr != SPOOL_READ_OK || (images = images_in_head(b.data, b.len, whole)) || whole)
 			break;
 	}

@@ -624,6 +624,67 @@ def test_show_prints_a_large_job_as_written(env):
     assert d.stop() == 0
 
 
+def test_show_prints_no_control_byte_of_a_large_job(env):
+    """show printed a job file over 64 KiB as it is written, a raw ESC in its prompt included
+    (the scan took any byte in a string; jansson, below 64 KiB, refuses one): the client's
+    escapes reached the operator's terminal. A raw control byte anywhere is not JSON at any size
+    (man imgspool); nothing of such a file is printed."""
+    d = env.daemon().start()
+    d.stop()
+    evil, pad = "\x1b]0;owned\x07\x1b[2J", "x" * (70 << 10)
+    jobs = {
+        "esc-small": '{"prompt":"%s"}' % evil,
+        "esc-prompt": '{"prompt":"%s","metadata":{"pad":"%s"}}' % (evil, pad),
+        "esc-key": '{"prompt":"p","metadata":{"%s":1,"pad":"%s"}}' % (evil, pad),
+        "esc-between": '{"prompt":"p","metadata":[1,%s 2],"pad":"%s"}' % (evil, pad),
+        "esc-number": '{"prompt":"p","n":1%s,"pad":"%s"}' % (evil, pad),
+        "esc-after": '{"prompt":"p","pad":"%s"}%s' % (pad, evil),
+    }
+    for task_id, text in jobs.items():
+        with open(d.path("new", task_id + ".json"), "w") as f:
+            f.write(text)
+        r = cli(d.spool, "show", task_id)
+        assert r.returncode == 3, (task_id, r.returncode, r.stderr)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, (task_id, r.stdout[-300:])
+        assert "\njob:\n(not JSON)\n" in r.stdout, (task_id, r.stdout[-300:])
+    # A tab, a newline and a DEL in a large file's strings are escaped or printable: still shown.
+    with open(d.path("new", "tame.json"), "w") as f:
+        f.write('{"prompt":"a\\tb\x7f","pad":"%s"}\n' % pad)
+    r = cli(d.spool, "show", "tame")
+    assert r.returncode == 3 and '"prompt":"a\\tb\x7f"' in r.stdout, r.stdout[-300:]
+
+
+def test_ls_parses_no_large_member_of_a_large_job(env):
+    """ls parsed a large job's provider, model and records whole whatever their size: a
+    provider that was a 9 MB array of {} took 1 s and 690 MB. Past 64 KiB of file, a provider
+    or model of more than 4 KiB is shown as invalid, and records of more than 64 KiB (more
+    than a daemon writes) are not believed (man imgspool); below, the same file is shown."""
+    d = env.daemon().start()
+    d.stop()
+    pad = "x" * (70 << 10)
+    attempt = {"started_at": "2026-11-25T11:02:03.120+08:00", "latency_ms": 10, "transport": "done",
+               "outcome": "retry", "billed": "no", "cost": 0, "error_code": "rate_limited"}
+    jobs = {
+        "long-names": {"prompt": "p", "provider": "P" * 5000, "model": "m" * 5000,
+                       "metadata": {"pad": pad}},
+        "names": {"prompt": "p", "provider": "apiyi", "model": "gpt-image-1",
+                  "metadata": {"pad": pad}},
+        "long-records": {"prompt": "p", "imgspool": {"attempts": [attempt], "pad": pad}},
+        "records": {"prompt": "p", "imgspool": {"attempts": [attempt]}, "metadata": {"pad": pad}},
+    }
+    for task_id, job in jobs.items():
+        with open(d.path("new", task_id + ".json"), "w") as f:
+            json.dump(job, f)
+    r = cli(d.spool, "ls", "-j", "new")
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert rows["long-names"]["provider"] is None and rows["long-names"]["model"] is None, rows
+    assert rows["names"]["provider"] == "apiyi" and rows["names"]["model"] == "gpt-image-1", rows
+    assert rows["long-records"]["attempts"] == 0, rows["long-records"]
+    assert rows["records"]["attempts"] == 1, rows["records"]
+    assert rows["records"]["error_code"] == "rate_limited", rows["records"]
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -737,6 +798,8 @@ if __name__ == "__main__":
         test_stat_shows_gone_webhooks_without_their_query,
         test_show_hides_a_jobs_webhook_credentials,
         test_show_prints_a_large_job_as_written,
+        test_show_prints_no_control_byte_of_a_large_job,
+        test_ls_parses_no_large_member_of_a_large_job,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
         test_a_job_being_published_in_a_batch_is_found,

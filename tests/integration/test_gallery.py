@@ -219,19 +219,37 @@ def test_a_long_prompt_is_cut_between_characters(env):
     # would both end half-way through one.
     d = env.daemon().start()
     prompt = "a" * 599 + "\u00e9" * 2000
-    with open(d.path("done", "long-1.json"), "w") as f:
-        json.dump({"prompt": prompt}, f)
-    with open(d.path("done", "long-1.result.json"), "w") as f:
-        json.dump({"task_id": "long-1", "status": "succeeded", "images": [], "attempts": []}, f)
+    html = page_of_one_job(d, "long-1", json.dumps({"prompt": prompt}))
+    assert ">" + "a" * 599 + "&hellip;<" in html, html[-2000:]
+    assert '"' + "a" * 599 + "\u00e9" * 1700 + "&hellip;\"" in html, html[-6000:]
+    assert d.stop() == 0
+
+
+def test_a_large_jobs_prompt_is_found_without_parsing_it(env):
+    # The gallery parsed every job file whole for its prompt: a large one (64 MiB, nested deep)
+    # took gigabytes, and one nested deeper than jansson goes had no prompt. Past 64 KiB the
+    # prompt is found by a scan.
+    d = env.daemon().start()
+    deep = "[" * 3000 + "]" * 3000
+    html = page_of_one_job(d, "deep-1", '{"prompt":"a deep prompt","metadata":{"deep":%s,"pad":"%s"}}'
+                           % (deep, "x" * (70 << 10)))
+    assert ">a deep prompt<" in html, html[-2000:]
+    assert d.stop() == 0
+
+
+def page_of_one_job(d, task_id, job_text):
+    """The gallery's first page with one job done (its file job_text), decoded strictly (half a
+    character raises)."""
+    with open(d.path("done", task_id + ".json"), "w") as f:
+        f.write(job_text)
+    with open(d.path("done", task_id + ".result.json"), "w") as f:
+        json.dump({"task_id": task_id, "status": "succeeded", "images": [], "attempts": []}, f)
     out = os.path.join(d.dir, "www")
     r = subprocess.run([IMGSPOOL, "-d", d.spool, "gallery", "-o", out], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(out, "page-1.html"), "rb") as f:
-        html = f.read().decode("utf-8")   # strict: half a character raises
-    assert ">" + "a" * 599 + "&hellip;<" in html, html[-2000:]
-    assert '"' + "a" * 599 + "\u00e9" * 1700 + "&hellip;\"" in html, html[-6000:]
-    assert d.stop() == 0
+        return f.read().decode("utf-8")
 
 def wait_stopped_before_index(proc, who):
     """A run started with IMGSPOOLD_STOP_AT=gallery:pages-written stops there, the lock held."""
@@ -347,6 +365,7 @@ def test_a_lock_name_that_is_no_regular_file_is_named_so(env):
 if __name__ == "__main__":
     run_tests([test_gallery_in_chromium, test_gallery_pages_in_chromium,
                test_gallery_writes_through_no_planted_link,
-               test_a_long_prompt_is_cut_between_characters, test_runs_at_once_with_another_n,
+               test_a_long_prompt_is_cut_between_characters,
+               test_a_large_jobs_prompt_is_found_without_parsing_it, test_runs_at_once_with_another_n,
                test_a_held_lock_is_waited_on_for_a_bounded_time,
                test_a_lock_name_that_is_no_regular_file_is_named_so])

@@ -726,6 +726,53 @@ static void check_splice(void)
 		ok(n == all[i].count && first && second, "every member of a name, row %zu (%ld)", i, n);
 	}
 
+	/* What jansson refuses the scan refuses too (imgspool show prints the bytes of a file it
+	 * takes): a raw control byte in a string, a stray byte between values, bytes after the
+	 * object. White space and escapes are JSON. */
+	static const struct { const char *in; long count; } strict[] = {
+		{ "{\"w\":\"a\x1b[2J\"}", -1 },
+		{ "{\"w\x07\":1}", -1 },
+		{ "{\"w\":\"a\tb\"}", -1 },
+		{ "{\"x\":[1,\x1b 2]}", -1 },
+		{ "{\"x\":{\"y\":1\x1b}}", -1 },
+		{ "{\"x\":1\x1b}", -1 },
+		{ "{\"x\":tr\x1bue}", -1 },
+		{ "{\"w\":1}\x1b[2J", -1 },
+		{ "{\"w\":1}x", -1 },
+		{ "{\"w\":1,}", -1 },
+		{ "{,\"w\":1}", -1 },
+		{ "{\"w\":\"a\\u001b\\t\x7f\xc3\xa9\"}\r\n\t ", 1 },
+		{ "\n{ \"x\" : [ -1.5e+3, true, null, {} ] , \"w\" :false }\n", 1 },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(strict); i++) {
+		const char *in = strict[i].in;
+		long n = job_member_values(in, strlen(in), "w", NULL, 0);
+		ok(n == strict[i].count, "the scan takes what jansson takes, row %zu (%ld)", i, n);
+	}
+
+	/* Several members in one scan (imgspool ls of a large file): the last of each name. */
+	static const char *const names[] = { "provider", "model", "imgspool", NULL };
+	static const struct { const char *in; int rc; const char *want[3]; } several[] = {
+		{ "{\"model\":\"m\",\"x\":{\"provider\":1},\"provider\":\"p\",\"model\":[2]}", 0,
+		  { "\"p\"", "[2]", NULL } },
+		{ "{\"imgsp\\u006fol\":{},\"prov\":1,\"providers\":2}", 0, { NULL, NULL, "{}" } },
+		{ "{}", 0, { NULL, NULL, NULL } },
+		{ "[{\"model\":1}]", -1, { NULL, NULL, NULL } },
+		{ "{\"model\":\"\x1b\"}", -1, { NULL, NULL, NULL } },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(several); i++) {
+		struct job_span spans[3];
+		const char *in = several[i].in;
+		int rc = job_members_at(in, strlen(in), names, spans);
+		bool same = rc == several[i].rc;
+		for (size_t k = 0; same && rc == 0 && k < 3; k++) {
+			const char *want = several[i].want[k];
+			size_t len = spans[k].end - spans[k].start;
+			same = want ? len == strlen(want) && !memcmp(in + spans[k].start, want, len) : !len;
+		}
+		ok(same, "several members in one scan, row %zu", i);
+	}
+
 	/* Spliced twice, parsed: one member, the client's fields untouched. */
 	const char *job = "{\"prompt\":\"caf\\u00e9\",\"metadata\":{\"big\":1e300,\"n\":1E2}}";
 	size_t len;
