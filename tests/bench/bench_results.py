@@ -9,6 +9,7 @@ nothing.
            test_publish makes it) and its result, put in done/ as the daemon leaves them: its
            wall time, peak RSS (GNU time) and the bytes it prints (deterministic); and of a
            job of 64 KiB, the most it still indents
+  ls       imgspool ls and gallery of large files: wall time and peak RSS (listing())
 
 The daemon is the real one against the fake upstream (tests/lib/harness.py), in a scratch
 directory removed at the end."""
@@ -72,34 +73,71 @@ def deep_job(size):
     return '{"prompt":"the largest result","metadata":{"deep":' + deep + '}}', deep
 
 
-def show(size, label):
+def scratch_spool():
     spool = tempfile.mkdtemp(prefix="bench-show-", dir=SCRATCH)
     for sub in ("tmp", "new", "running", "deferred", "done", "failed", "hold", "control"):
         os.makedirs(os.path.join(spool, sub))
+    return spool
+
+
+def run_cli(spool, *args):
+    """(wall s, peak RSS KiB, bytes printed) of one imgspool run."""
+    rss_path = os.path.join(SCRATCH, "show.rss")
+    out_path = os.path.join(SCRATCH, "show.out")
+    with open(out_path, "w") as out:
+        started = time.monotonic()
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_path, CLI, "-d", spool, *args],
+                       stdout=out, stdin=subprocess.DEVNULL, check=True)
+        took = time.monotonic() - started
+    rss = int(open(rss_path).read().split()[-1])
+    printed = os.path.getsize(out_path)
+    for path in (rss_path, out_path):
+        os.unlink(path)
+    return took, rss, printed
+
+
+def show(size, label):
+    spool = scratch_spool()
     job, deep = deep_job(size)
     with open(os.path.join(spool, "done", "big.json"), "w") as f:
         f.write(job)
     with open(os.path.join(spool, "done", "big.result.json"), "w") as f:
         f.write('{\n  "task_id": "big",\n  "status": "succeeded",\n  "images": [],\n'
                 '  "metadata": {"deep":' + deep + '}\n}\n')
-    rss_path = os.path.join(SCRATCH, "show.rss")
-    out_path = os.path.join(SCRATCH, "show.out")
-    with open(out_path, "w") as out:
-        started = time.monotonic()
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_path, CLI, "-d", spool, "show", "big"],
-                       stdout=out, stdin=subprocess.DEVNULL, check=True)
-        took = time.monotonic() - started
-    rss = int(open(rss_path).read().split()[-1])
-    printed = os.path.getsize(out_path)
+    took, rss, printed = run_cli(spool, "show", "big")
     print(f"show, {label}: job {len(job)} bytes, result {len(job) + 40} bytes: {took:.2f} s, "
           f"peak RSS {rss >> 10} MiB, printed {printed} bytes", flush=True)
-    for path in (rss_path, out_path):
-        os.unlink(path)
+    shutil.rmtree(spool)
+
+
+def listing():
+    """ls of a job in new/ whose provider is a 9 MB array of {} (parsed whole, it took 690 MB),
+    ls of a 32 MiB result in done/ (scanned once per member), gallery of a 9 MB job nested
+    deep (parsed whole for its prompt)."""
+    spool = scratch_spool()
+    with open(os.path.join(spool, "new", "prov.json"), "w") as f:
+        f.write('{"prompt":"p","provider":[' + ",".join(["{}"] * ((9 << 20) // 3)) + '],"model":"m"}')
+    with open(os.path.join(spool, "done", "res.json"), "w") as f:
+        f.write('{"prompt":"p"}')
+    with open(os.path.join(spool, "done", "res.result.json"), "w") as f:
+        f.write('{\n  "task_id": "res",\n  "status": "succeeded",\n  "provider": "apiyi",\n'
+                '  "images": [],\n  "attempts": [],\n  "metadata": "' + "x" * (32 << 20) + '"\n}\n')
+    job, deep = deep_job(9 << 20)
+    with open(os.path.join(spool, "failed", "deep.json"), "w") as f:
+        f.write(job)
+    with open(os.path.join(spool, "failed", "deep.result.json"), "w") as f:
+        f.write('{"task_id": "deep", "status": "failed", "images": []}')
+    for label, args in (("ls new, 9 MB provider", ["ls", "new"]),
+                        ("ls done, 32 MiB result", ["ls", "done"]),
+                        ("gallery failed, 9 MB job", ["gallery", "-o", os.path.join(spool, "www"),
+                                                      "failed"])):
+        took, rss, _ = run_cli(spool, *args)
+        print(f"{label}: {took:.2f} s, peak RSS {rss >> 10} MiB", flush=True)
     shutil.rmtree(spool)
 
 
 def main():
-    only = [s for s in os.environ.get("BENCH_RESULTS", "resume,show").split(",") if s]
+    only = [s for s in os.environ.get("BENCH_RESULTS", "resume,show,ls").split(",") if s]
     try:
         if "resume" in only:
             for mib in (0, 1, 16):
@@ -107,6 +145,8 @@ def main():
         if "show" in only:
             show(64 << 10, "64 KiB (indented)")
             show(64 << 20, "64 MiB (as written)")
+        if "ls" in only:
+            listing()
     finally:
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
