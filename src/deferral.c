@@ -122,12 +122,14 @@ void deferral_retry(struct task *t)
 
 /* At shutdown a retry waiting in memory goes where its deferral would have put it, deferred/
  * with its due time as mtime, so that no host (nor this one restarted) calls before its
- * backoff is over; to new/ (keeping that mtime) only when deferred/ still cannot be written.
+ * backoff is over; to new/ (keeping that mtime) only when deferred/ still cannot be written,
+ * and left in running/ when new/ cannot take its records either (task_requeue).
  * A hold or a cancel sends it to hold/, as any requeue at shutdown (task_requeue). */
 void deferral_leave(struct task *t, const char *why)
 {
 	struct dispatch *d = t->d;
 	deferral_call_off(t);
+	t->state = T_BACKOFF;   /* from a failed move too: task_requeue keeps its due time */
 	if (control_wants(&d->control, CONTROL_HOLD, t->id) ||
 	    control_wants(&d->control, CONTROL_CANCEL, t->id)) {
 		task_requeue(t, why);
@@ -282,6 +284,9 @@ void deferral_schedule(struct task *t)
 	if (!strcmp(o->code, "rate_limited"))
 		provider_state_pause_everywhere(t->prov, delay);
 	t->defer_due = spool_server_now(d->spool) + delay;
+	/* A saved response carries no Retry-After: the backoff a shutdown left stands. */
+	if (t->defer_due < t->defer_floor)
+		t->defer_due = t->defer_floor;
 	if (cancelled_before_retry(t))
 		return;
 	t->defer_dir = deferral_dir(t);

@@ -582,11 +582,18 @@ void task_requeue(struct task *t, const char *why)
 			      control_wants(&t->d->control, CONTROL_CANCEL, t->id) ? SPOOL_HOLD : SPOOL_NEW;
 	/* Attempts made so far (some maybe billed) stay with the job; its mtime keeps its place,
 	 * or, for a retry waiting in memory, its due time (as in deferred/). */
-	int64_t mtime = t->state == T_BACKOFF && t->defer_due > 0 ? t->defer_due : t->created_wall_ms;
+	bool waits = t->state == T_BACKOFF && t->defer_due > 0;
+	int64_t mtime = waits ? t->defer_due : t->created_wall_ms;
 	char *text = attempt_count(t) ? task_job_text(t, 0, NULL) : NULL;
 	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
 					     strlen(text), mtime) : -1;
-	/* Without room for the records, the job itself must still not stay stuck in running/. */
+	int err = errno;
+	/* Without room for the records, the job itself must still not stay stuck in running/. At
+	 * shutdown, a job with attempts stays there instead, as a crash would leave it: moved
+	 * without its records, it would lose attempts (billed retries refunded) and its saved
+	 * response; its sidecars tell the restart, or another host once its lease is out, what
+	 * was done (spool-layout.md §10, §11). A retry's lease runs to its due time. */
+	bool leave = rc < 0 && t->d->draining && attempt_count(t);
 	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name)) {
 		/* Its place in line: the claim stamped its mtime for the lease. Set back in running/,
 		 * as spool_move_rewritten does: in new/ another host may claim it at once. */
@@ -594,8 +601,16 @@ void task_requeue(struct task *t, const char *why)
 			{ .tv_nsec = UTIME_NOW },
 			{ .tv_sec = mtime / 1000, .tv_nsec = mtime % 1000 * 1000000 },
 		};
-		if (mtime > 0)
+		if (mtime > 0 && (!leave || waits))
 			utimensat(t->d->spool->fd[SPOOL_RUNNING], t->running_name, times, AT_SYMLINK_NOFOLLOW);
+		if (leave) {
+			log_job(LOG_WARN, t->id, "shutdown: cannot write its records (%s): left in "
+				"running/ with its saved files, for the restart", text ? strerror(err) : "no records");
+			free(text);
+			free(name);
+			task_free(t);
+			return;
+		}
 		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
 	}
 	free(text);

@@ -187,6 +187,9 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
 	t->created_wall_ms = timespec_ms(&st.st_mtim);
+	/* A lease beyond now: a shutdown left a retry here, its lease running to its due time. */
+	if (t->created_wall_ms > spool_server_now(d->spool))
+		t->defer_floor = t->created_wall_ms;
 	task_restore_state(t, &st, &rec);
 	task_apply_record(t, &rec);
 	int64_t retry_at_ms = rec.retry_at_ms;
@@ -222,7 +225,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	char *partial = sidecar_name(t, "partial");
 	bool called = restage || strset_has(hidden, partial) || sidecar_saved_status(t, hidden) != 0;
 	free(partial);
-	if (called)
+	if (called && !t->defer_floor)   /* a retry left by a shutdown: no death */
 		t->crashes++;
 	if (pr != JOB_OK) {
 		finish_fail(t, "invalid_job", jerr.field, "%s", jerr.message);

@@ -92,6 +92,7 @@ struct task {
 	int64_t claimed_mono;
 	int64_t call_started_wall; /* of the call in flight */
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
+	int64_t defer_floor;     /* no retry before: the due time a shutdown left in running/ */
 	enum spool_dir defer_dir; /* deferred/, or hold/ when an operator asked */
 	bool is_probe;
 	struct keyshare_ticket ticket; /* its place among the calls of every host */

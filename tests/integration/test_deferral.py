@@ -8,7 +8,8 @@ never on a poll. Each look that finds it blocked is logged at debug level, so th
 them: one at the due time, none until the event, then the call.
 
 At shutdown such a retry goes to deferred/ with its due time as mtime, as a deferral writes it,
-so no host (nor this one, restarted) calls it before its backoff is over."""
+so no host (nor this one, restarted) calls it before its backoff is over; where no records can
+be written at all, it stays in running/ with its saved response, for the restart."""
 import json
 import os
 import signal
@@ -140,21 +141,28 @@ def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
     assert d.stop() == 0
 
 
+def retry_in_memory_on_a_full_disk(env, fs, prompt):
+    """Starts a daemon on the tmpfs fs; "r" is answered 429 (Retry-After 600) once fs is full,
+    so its retry waits in memory. Returns the daemon, the filler and when r was submitted."""
+    d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), verbose=True).start()
+    env.fake.script(prompt, {"kind": "429_retry_after", "retry_after": "600", "delay": 1})
+    submitted = time.time()
+    d.submit("r", {"prompt": prompt})
+    wait_for(lambda: env.fake.inflight == 1, 20, "r's call")
+    filler = fill(fs.path)
+    wait_for(lambda: "r warning: cannot move to deferred/" in d.log(), 20,
+             f"the retry in memory:\n{d.log()[-2000:]}")
+    return d, filler, submitted
+
+
 def test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time(env):
     """"r" is answered 429 (Retry-After 600) on a full file system: its retry waits ten minutes
     in memory. Room comes back, and the daemon is stopped: r goes to deferred/ with its due time
     as mtime, as a deferral writes it, not to new/, where any host, or this one restarted,
     would call it at once."""
     with env.mounted(Tmpfs("16m")) as fs:
-        d = env.daemon(spool_dir=os.path.join(fs.path, "spool"), verbose=True).start()
         prompt = "a ten-minute backoff"
-        env.fake.script(prompt, {"kind": "429_retry_after", "retry_after": "600", "delay": 1})
-        submitted = time.time()
-        d.submit("r", {"prompt": prompt})
-        wait_for(lambda: env.fake.inflight == 1, 20, "r's call")
-        filler = fill(fs.path)
-        wait_for(lambda: "r warning: cannot move to deferred/" in d.log(), 20,
-                 f"the retry in memory:\n{d.log()[-2000:]}")
+        d, filler, submitted = retry_in_memory_on_a_full_disk(env, fs, prompt)
         os.unlink(filler)
         assert d.stop() == 0
         assert d.state("r") == "deferred", (d.state("r"), d.log()[-2000:])
@@ -167,6 +175,38 @@ def test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time(env):
         d.start()
         d.wait_rescans(2)
         assert d.state("r") == "deferred" and env.fake.calls(prompt) == 1, d.log()[-2000:]
+        assert d.stop() == 0
+
+
+def test_shutdown_leaves_a_retry_in_running_when_no_records_can_be_written(env):
+    """"r" is answered 429 (Retry-After 600) on a full file system, and the daemon is stopped
+    with the disk still full: neither deferred/ nor new/ can take its records. It stays in
+    running/ with its saved response, its lease running to its due time, rather than going to
+    new/ without its attempt, its response and its backoff. Room comes back: the restart
+    finishes the saved answer without calling again, and defers the retry."""
+    with env.mounted(Tmpfs("16m")) as fs:
+        prompt = "a ten-minute backoff, no room at shutdown"
+        d, filler, submitted = retry_in_memory_on_a_full_disk(env, fs, prompt)
+        assert d.stop() == 0
+        assert d.state("r") == "running", (d.state("r"), d.log()[-2000:])
+        assert "r warning: shutdown: cannot write its records (No space left on device): left " \
+            "in running/" in d.log(), d.log()[-2000:]
+        running = [n for n in os.listdir(d.path("running")) if n.startswith(".r@")] + \
+            [n for n in os.listdir(d.path("running")) if n.startswith("r@")]
+        assert any(n.endswith(".response.429") for n in running), running
+        lease = os.stat(d.path("running", "r@testhost.json")).st_mtime
+        assert lease > submitted + 300, (lease - submitted, d.log()[-2000:])
+        os.unlink(filler)
+        d.start()
+        wait_for(lambda: d.state("r") == "deferred", 20, f"r deferred:\n{d.log()[-2000:]}")
+        assert os.stat(d.path("deferred", "r.json")).st_mtime > submitted + 300
+        with open(d.path("deferred", "r.json")) as f:
+            records = json.load(f)["imgspool"]
+        assert records["retry_count"] == 1 and len(records["attempts"]) == 1, records
+        assert records["attempts"][0]["http_status"] == 429, records
+        assert records.get("crashes", 0) == 0, records   # a clean stop is no death
+        d.wait_rescans(2)
+        assert env.fake.calls(prompt) == 1, d.log()[-2000:]
         assert d.stop() == 0
 
 
@@ -192,4 +232,5 @@ if __name__ == "__main__":
         test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed,
         test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time,
         test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable,
+        test_shutdown_leaves_a_retry_in_running_when_no_records_can_be_written,
     ])
