@@ -389,14 +389,16 @@ struct listed_member {
 /* Those members, found in one scan and each parsed alone when within its cap: the rest
  * (metadata of megabytes, nested deep, which jansson takes some thirty times its size to hold)
  * is scanned over, never parsed; so is a member past its cap (a 9 MB "provider" array of {}
- * took 690 MB to parse). NULL when text is not a JSON object. */
-static json_t *members_of(const struct buf *text, const struct listed_member *members, size_t n)
+ * took 690 MB to parse). With cut, text is the beginning of the file (cut short: the members
+ * that end in it). NULL when text is not a JSON object. */
+static json_t *members_of(const struct buf *text, bool cut, const struct listed_member *members,
+			  size_t n)
 {
 	const char *names[16] = { NULL };
 	struct job_span spans[16];
 	for (size_t i = 0; i < n && i < ARRAY_SIZE(names) - 1; i++)
 		names[i] = members[i].name;
-	if (job_members_at(text->data, text->len, names, spans) < 0)
+	if (job_members_at(text->data, text->len, names, cut, spans) < 0)
 		return NULL;
 	json_t *doc = json_object();
 	for (size_t i = 0; names[i]; i++) {
@@ -459,10 +461,16 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	struct stat st;
 	struct buf text;
 	json_t *doc = NULL;
-	if (cli_read_text(c, dir, finished ? result_name : name, &text, &st) == SPOOL_READ_OK)
-		doc = text.len <= CLI_PARSE_WHOLE_MAX ? json_loadb(text.data, text.len, 0, NULL)
-		      : finished ? members_of(&text, result_members, ARRAY_SIZE(result_members))
-		      : members_of(&text, job_members, ARRAY_SIZE(job_members));
+	/* Of a result only its first RESULT_HEADROOM bytes are read: the daemon writes its own
+	 * fields first and the client's metadata last (publish.c resumes so too). */
+	buf_init(&text, CLI_READ_MAX);
+	if (spool_read_head(c->sp.fd[dir], finished ? result_name : name, CLI_READ_MAX,
+			    finished ? RESULT_HEADROOM : SIZE_MAX, &text, &st) == SPOOL_READ_OK) {
+		bool cut = text.len < (size_t)st.st_size;
+		doc = !cut && text.len <= CLI_PARSE_WHOLE_MAX ? json_loadb(text.data, text.len, 0, NULL)
+		      : finished ? members_of(&text, cut, result_members, ARRAY_SIZE(result_members))
+		      : members_of(&text, false, job_members, ARRAY_SIZE(job_members));
+	}
 	buf_release(&text);
 	free(result_name);
 	if (!json_is_object(doc)) {

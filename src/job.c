@@ -1141,7 +1141,8 @@ long job_member_values(const char *data, size_t len, const char *name, struct jo
 	return (long)at.count;
 }
 
-int job_members_at(const char *data, size_t len, const char *const *names, struct job_span *spans)
+int job_members_at(const char *data, size_t len, const char *const *names, bool cut,
+		   struct job_span *spans)
 {
 	size_t n = 0;
 	while (names[n])
@@ -1156,10 +1157,15 @@ int job_members_at(const char *data, size_t len, const char *const *names, struc
 		long which;
 		const char *key, *value;
 		int r = next_member(&c, first, names, n, &which, &key, &value);
+		if (r < 0 && cut)
+			return 0;   /* where data is cut */
 		if (r <= 0)
 			return r;
-		if (which >= 0)
-			spans[which] = (struct job_span){ (size_t)(value - data), (size_t)(c.p - data) };
+		size_t end = (size_t)(c.p - data);
+		skip_space(&c);
+		/* A number cut short looks whole: a value counts once something follows it. */
+		if (which >= 0 && (!cut || c.p < c.end))
+			spans[which] = (struct job_span){ (size_t)(value - data), end };
 	}
 }
 

@@ -92,7 +92,10 @@ long job_member_values(const char *data, size_t len, const char *name, struct jo
 		       size_t max);
 /* Where the value of each top-level member named in names (NULL-terminated, at most 32) is,
  * in one scan of data: spans[i] for names[i], the last one so named, as jansson keeps it;
- * start == end when there is none. 0, or -1 when data is not a JSON object. */
-int job_members_at(const char *data, size_t len, const char *const *names, struct job_span *spans);
+ * start == end when there is none. 0, or -1 when data is not a JSON object. With cut, data is
+ * the beginning of a longer text: the members whose values end (and a byte follows) before
+ * len are found, and the scan ends where data does. */
+int job_members_at(const char *data, size_t len, const char *const *names, bool cut,
+		   struct job_span *spans);
 
 #endif

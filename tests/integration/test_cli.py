@@ -685,6 +685,26 @@ def test_ls_parses_no_large_member_of_a_large_job(env):
     assert rows["records"]["error_code"] == "rate_limited", rows["records"]
 
 
+def test_ls_reads_a_large_results_head_only(env):
+    """ls read a result over 64 KiB whole (up to 64 MiB) for fields the daemon writes in its
+    first 64 KiB, before the client's metadata (man imgspool): only that head is read, so a
+    result cut short past it (here: its metadata never ends) is listed all the same."""
+    d = env.daemon().start()
+    d.stop()
+    head = json.dumps({"task_id": "cut-1", "status": "failed", "provider": "apiyi",
+                       "model": "gpt-image-1", "images": [], "attempts": [{"outcome": "failed"}],
+                       "error": {"code": "cancelled"}}, indent=2)[:-2]
+    with open(d.path("failed", "cut-1.json"), "w") as f:
+        f.write('{"prompt": "cut"}')
+    with open(d.path("failed", "cut-1.result.json"), "w") as f:
+        f.write(head + ',\n  "metadata": {"pad": "' + "x" * (3 << 20))
+    r = cli(d.spool, "ls", "-j", "failed")
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["provider"] == "apiyi" and row["model"] == "gpt-image-1", row
+    assert row["attempts"] == 1 and row["error_code"] == "cancelled", row
+
+
 def test_a_refused_verb_says_so(env):
     # The group recipe: clients may write tmp/ and new/ only. A client (here: nobody) can
     # submit and look, and is told plainly that steering needs the daemon's user.
@@ -800,6 +820,7 @@ if __name__ == "__main__":
         test_show_prints_a_large_job_as_written,
         test_show_prints_no_control_byte_of_a_large_job,
         test_ls_parses_no_large_member_of_a_large_job,
+        test_ls_reads_a_large_results_head_only,
         test_a_refused_verb_says_so,
         test_a_job_being_published_is_found,
         test_a_job_being_published_in_a_batch_is_found,

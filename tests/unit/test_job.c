@@ -750,22 +750,31 @@ static void check_splice(void)
 		ok(n == strict[i].count, "the scan takes what jansson takes, row %zu (%ld)", i, n);
 	}
 
-	/* Several members in one scan (imgspool ls of a large file): the last of each name. */
-	static const char *const names[] = { "provider", "model", "imgspool", NULL };
-	static const struct { const char *in; int rc; const char *want[3]; } several[] = {
-		{ "{\"model\":\"m\",\"x\":{\"provider\":1},\"provider\":\"p\",\"model\":[2]}", 0,
-		  { "\"p\"", "[2]", NULL } },
-		{ "{\"imgsp\\u006fol\":{},\"prov\":1,\"providers\":2}", 0, { NULL, NULL, "{}" } },
-		{ "{}", 0, { NULL, NULL, NULL } },
-		{ "[{\"model\":1}]", -1, { NULL, NULL, NULL } },
-		{ "{\"model\":\"\x1b\"}", -1, { NULL, NULL, NULL } },
+	/* Several members in one scan (imgspool ls of a large file): the last of each name. Of
+	 * the beginning of a longer text (cut: a large result's head), what ends in it, a number
+	 * cut short not taken for a whole one. */
+	static const char *const names[] = { "provider", "model", "imgspool", "latency_ms", NULL };
+	static const struct { bool cut; const char *in; int rc; const char *want[4]; } several[] = {
+		{ false, "{\"model\":\"m\",\"x\":{\"provider\":1},\"provider\":\"p\",\"model\":[2]}", 0,
+		  { "\"p\"", "[2]", NULL, NULL } },
+		{ false, "{\"imgsp\\u006fol\":{},\"prov\":1,\"providers\":2}", 0, { NULL, NULL, "{}" } },
+		{ false, "{}", 0, { NULL } },
+		{ false, "[{\"model\":1}]", -1, { NULL } },
+		{ false, "{\"model\":\"\x1b\"}", -1, { NULL } },
+		{ false, "{\"provider\":\"p\",\"latency_ms\":12", -1, { NULL } },
+		{ true, "{\"provider\":\"p\",\"latency_ms\":12", 0, { "\"p\"", NULL } },
+		{ true, "{\"provider\":\"p\",\"latency_ms\":12 ,\"metadata\":{\"a\":", 0,
+		  { "\"p\"", NULL, NULL, "12" } },
+		{ true, "{\"provider\":\"p", 0, { NULL } },
+		{ true, "{\"provider\":\"p\"}", 0, { "\"p\"" } },
+		{ true, "[{\"provider\":1", -1, { NULL } },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(several); i++) {
-		struct job_span spans[3];
+		struct job_span spans[4];
 		const char *in = several[i].in;
-		int rc = job_members_at(in, strlen(in), names, spans);
+		int rc = job_members_at(in, strlen(in), names, several[i].cut, spans);
 		bool same = rc == several[i].rc;
-		for (size_t k = 0; same && rc == 0 && k < 3; k++) {
+		for (size_t k = 0; same && rc == 0 && k < 4; k++) {
 			const char *want = several[i].want[k];
 			size_t len = spans[k].end - spans[k].start;
 			same = want ? len == strlen(want) && !memcmp(in + spans[k].start, want, len) : !len;
