@@ -81,6 +81,20 @@ static int64_t retry_due(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
+/* A waiting retry's timer, to fire at until (mono ms; 0: none). Every call's end judges the
+ * waiting retries again: one whose wait ends at the same time keeps the timer it has. */
+static void retry_timer_set(struct task *t, int64_t until)
+{
+	if (t->timer && t->timer_due == until)
+		return;
+	if (t->timer)
+		loop_del_timer(t->d->loop, t->timer);
+	t->timer = 0;
+	t->timer_due = until;
+	if (until > 0)
+		t->timer = loop_add_timer(t->d->loop, until - mono_ms(), retry_due, t);
+}
+
 /* A retry waiting in memory (deferred/ could not be written) obeys what the pump obeys. Once
  * due, a retry that cannot call waits in slots.c's queue of retries, which is walked when what
  * it waits for may have changed: a call ends (a slot, its provider's own calls, the ramp), or
@@ -104,19 +118,21 @@ void deferral_retry(struct task *t)
 	/* No slot of ours: wait for one (a call ending frees it) before taking a ticket among
 	 * every host's calls, which would idle in the ready line meanwhile. */
 	if (until == 0 && !slots_available(t->d) && provider_state_shared(t->prov)) {
+		retry_timer_set(t, 0);
 		slots_wait(t);
 		return;
 	}
 	if (until == 0 && !provider_state_take_share(t->prov, &t->job, t->model, &t->ticket))
 		until = provider_state_blocked_until(t->prov, mono_ms());
 	if (until != 0) {
-		log_job(LOG_DEBUG, t->id, "its retry waits for provider '%s' (%s)",
-			provider_state_name(t->prov), provider_state_wait_name(t->prov, mono_ms()));
+		if (log_enabled(LOG_DEBUG))
+			log_job(LOG_DEBUG, t->id, "its retry waits for provider '%s' (%s)",
+				provider_state_name(t->prov), provider_state_wait_name(t->prov, mono_ms()));
 		slots_wait(t);
-		if (until > 0)
-			t->timer = loop_add_timer(t->d->loop, until - mono_ms(), retry_due, t);
+		retry_timer_set(t, until > 0 ? until : 0);
 		return;
 	}
+	retry_timer_set(t, 0);
 	task_send_attempt(t);
 }
 
@@ -221,6 +237,7 @@ void deferral_done(void *arg)
 			t->publish_err);
 		t->state = T_BACKOFF;
 		t->timer = loop_add_timer(d->loop, t->defer_due - spool_server_now(d->spool), retry_due, t);
+		t->timer_due = 0;   /* by the file server's clock, not retry_timer_set's */
 		return;
 	}
 	char when[48];

@@ -52,6 +52,11 @@ void log_set_level(enum log_level level)
 	current_level = level;
 }
 
+bool log_enabled(enum log_level level)
+{
+	return level <= current_level;
+}
+
 /* Lock held. */
 static void write_held(void)
 {

@@ -10,6 +10,8 @@
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_level(enum log_level level);
+/* Whether lines of level are written: to skip working out what only such a line would say. */
+bool log_enabled(enum log_level level);
 /* Looks once whether stderr is the journal; call before any thread logs. Kept lines are
  * written at exit. */
 void log_init(void);

@@ -176,7 +176,7 @@ static void start_waiting(struct dispatch *d)
 	s->waits_moved = false;
 	for (int n = s->n_waits; n > 0 && s->waits_head && !d->draining; n--) {
 		struct task *t = s->waits_head;
-		deferral_call_off(t);   /* its timer too: it is judged now */
+		slots_unwait(t);   /* its timer stays: deferral_retry keeps it if its wait ends then */
 		deferral_retry(t);
 	}
 }

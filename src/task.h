@@ -61,6 +61,7 @@ struct task {
 	struct request req;
 	struct http_xfer *xfer;
 	uint64_t timer;
+	int64_t timer_due;       /* mono ms a waiting retry's timer fires at (deferral.c) */
 	struct http_result res;  /* of the last call; body owned */
 	struct response resp;    /* body parsed */
 	struct outcome outcome;
