@@ -36,7 +36,14 @@ static int64_t deferred_due(struct loop *loop, void *arg)
 void deferral_scan(struct dispatch *d)
 {
 	struct spool_entry *e;
-	long n = spool_list_names(d->spool, SPOOL_DEFERRED, false, &e);
+	long n = spool_list_at(d->spool->fd[SPOOL_DEFERRED], false, false, &e);
+	/* Said once, not at every rescan; again when it changes. */
+	int err = n < 0 ? errno : 0;
+	if (err && err != d->deferred_list_err)
+		error("cannot read '%s/deferred': %s", d->spool->path, strerror(err));
+	else if (!err && d->deferred_list_err)
+		log_info("'%s/deferred' can be read again", d->spool->path);
+	d->deferred_list_err = err;
 	if (n < 0)
 		return;
 	d->deferred_jobs = n;

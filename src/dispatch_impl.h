@@ -81,6 +81,7 @@ struct dispatch {
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */
 	int64_t deferred_due;    /* its due time, wall ms */
+	int deferred_list_err;   /* errno of deferred/'s listing, said once while it lasts; 0: read */
 	struct buf readbuf;
 	struct spend spend;      /* costs in flight and of today, per provider */
 	struct control control;  /* the operator's pause, hold and cancel requests */

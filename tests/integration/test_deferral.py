@@ -212,11 +212,16 @@ def test_shutdown_leaves_a_retry_in_running_when_no_records_can_be_written(env):
 
 def test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable(env):
     """deferred/ is still gone at shutdown: the retry falls back to new/, keeping its due time
-    as mtime, and the log says why."""
-    d = env.daemon().start()
+    as mtime, and the log says why. That deferred/ cannot be listed is said once, not at every
+    rescan."""
+    d = env.daemon(verbose=True).start()
     prompt = "deferred/ never comes back [fake:429_retry_after retry_after=600|b64]"
     submitted = time.time()
     retry_in_memory(env, d, "r", prompt)
+    unreadable = f"imgspoold: error: cannot read '{d.spool}/deferred': No such file or directory"
+    wait_for(lambda: unreadable in d.log(), 20, f"deferred/ unreadable:\n{d.log()[-2000:]}")
+    d.wait_rescans(3)
+    assert d.log().count(unreadable) == 1, d.log()[-3000:]
     assert d.stop() == 0
     assert d.state("r") == "new", (d.state("r"), d.log()[-2000:])
     assert os.stat(d.path("new", "r.json")).st_mtime > submitted + 300
