@@ -60,6 +60,7 @@ struct kept_ledger {
 	char *name;
 	json_t *doc;                 /* owned; NULL: it could not be read then */
 	struct memo memo;
+	bool unreadable;             /* its last read failed: budgets wait for it (ledger_sum) */
 	bool listed;                 /* in the last listing of ledger/ */
 };
 
@@ -490,14 +491,41 @@ static void ledger_add(json_t *doc, const char *provider, long day, long month, 
 	}
 }
 
-static json_t *read_json(int dirfd, const char *name)
+/* Whether doc has a ledger's shape (ledger_text): a figure that is not a number would be
+ * counted as 0. */
+static bool ledger_shaped(json_t *doc)
+{
+	json_t *provs = json_object_get(doc, "providers"), *v;
+	const char *key;
+	if (!json_is_integer(json_object_get(doc, "day")) ||
+	    !json_is_integer(json_object_get(doc, "month")) || !json_is_object(provs))
+		return false;
+	json_object_foreach(provs, key, v)
+		if (!json_is_integer(json_object_get(v, "day_micros")) ||
+		    !json_is_integer(json_object_get(v, "month_micros")))
+			return false;
+	return true;
+}
+
+/* A ledger file, or NULL and why not (*why, static). */
+static json_t *read_ledger(int dirfd, const char *name, const char **why)
 {
 	struct buf b;
 	struct stat st;
 	buf_init(&b, LEDGER_MAX_BYTES);
 	json_t *doc = NULL;
-	if (spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, &st) == SPOOL_READ_OK)
+	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, &st);
+	*why = spool_read_reason(r);
+	if (r == SPOOL_READ_OK) {
 		doc = json_loadb(b.data, b.len, 0, NULL);
+		*why = doc ? "not a ledger" : "not JSON (torn, or not written by imgspoold)";
+		if (doc && ledger_shaped(doc))
+			*why = NULL;
+		else {
+			json_decref(doc);
+			doc = NULL;
+		}
+	}
 	buf_release(&b);
 	return doc;
 }
@@ -510,7 +538,8 @@ static void ledger_take_own(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
-	json_t *doc = ks->ledger_fd >= 0 ? read_json(ks->ledger_fd, name) : NULL;
+	const char *why;
+	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
 	if (!doc)
 		return;
 	long day = (long)json_integer_value(json_object_get(doc, "day"));
@@ -692,10 +721,31 @@ void keyshare_retry_unwritten(struct keyshare *ks)
 		keyshare_heartbeat(ks, &ks->unwritten[i].ticket);
 }
 
+/* Reads another host's ledger again; a read that fails is said once, as is the first that
+ * works after it. */
+static void ledger_reread(struct keyshare *ks, struct kept_ledger *k, const struct memo *now)
+{
+	const char *why;
+	json_decref(k->doc);
+	k->doc = read_ledger(ks->ledger_fd, k->name, &why);
+	k->memo = *now;
+	if (!k->doc) {
+		k->memo.listed_at = 0;
+		if (!k->unreadable)
+			log_warn("cannot read '%s/ledger/%s' (%s): what that host spent is not known, so "
+				 "no call to a provider under a budget starts until it can be read",
+				 ks->sp->path, k->name, why);
+	} else if (k->unreadable) {
+		log_info("'%s/ledger/%s' can be read again: budgets count it", ks->sp->path, k->name);
+	}
+	k->unreadable = !k->doc;
+}
+
 /* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
  * it changed, and a ledger read again only when its file did (a ledger is only ever replaced,
  * renamed into ledger/). Both judged by keyshare_listing_stands on the file server's word, so
- * what is used is what reading every file now would give (spool-layout.md §17). */
+ * what is used is what reading every file now would give (spool-layout.md §17). A ledger that
+ * could not be read is never kept: it, and ledger/, are read again at the next refresh. */
 static void ledger_refresh(struct keyshare *ks)
 {
 	struct memo next = top_look(ks, &ks->ledger_fd);
@@ -727,30 +777,31 @@ static void ledger_refresh(struct keyshare *ks)
 		}
 		k->listed = true;
 		struct memo now = memo_look(ks, ks->ledger_fd, k->name);
-		if (memo_stands(&k->memo, &now))
-			continue;
-		json_decref(k->doc);
-		k->doc = read_json(ks->ledger_fd, k->name);
-		k->memo = now;
-		if (!k->doc)
-			k->memo.listed_at = 0;
+		if (!memo_stands(&k->memo, &now))
+			ledger_reread(ks, k, &now);
 	}
 	spool_entries_free(l, n);
 	size_t kept = 0;
 	for (size_t i = 0; i < ks->n_kept; i++) {
 		if (ks->kept[i].listed) {
+			if (ks->kept[i].unreadable)
+				ks->ledger_memo.listed_at = 0;   /* not kept as read: again next time */
 			ks->kept[kept++] = ks->kept[i];
 			continue;
 		}
+		if (ks->kept[i].unreadable)
+			log_info("'%s/ledger/%s' is gone: budgets no longer wait for it", ks->sp->path,
+				 ks->kept[i].name);
 		free(ks->kept[i].name);
 		json_decref(ks->kept[i].doc);
 	}
 	ks->n_kept = kept;
 }
 
-/* What every host spent today and this month: on provider (d, m) and on all (td, tm). */
-static void ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
-		       micros *d, micros *m, micros *td, micros *tm)
+/* What every host spent today and this month: on provider (d, m) and on all (td, tm).
+ * Returns the name of a host's ledger that cannot be read (its spend unknown), or NULL. */
+static const char *ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
+			      micros *d, micros *m, micros *td, micros *tm)
 {
 	*d = *m = *td = *tm = 0;
 	pthread_mutex_lock(&ks->spent_lock);
@@ -766,12 +817,16 @@ static void ledger_sum(struct keyshare *ks, const char *provider, long day, long
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (ks->ledger_fd >= 0)
 		ledger_refresh(ks);
+	const char *unreadable = NULL;
 	for (size_t i = 0; i < ks->n_kept; i++) {
+		if (ks->kept[i].unreadable && !unreadable)
+			unreadable = ks->kept[i].name;
 		if (!ks->kept[i].doc)
 			continue;
 		ledger_add(ks->kept[i].doc, provider, day, month, d, m);
 		ledger_add(ks->kept[i].doc, NULL, day, month, td, tm);
 	}
+	return unreadable;
 }
 
 /* ---- the gate ------------------------------------------------------------------------------- */
@@ -991,7 +1046,13 @@ static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct
 	int64_t now = spool_server_now(ks->sp);
 	long day = spend_day(now), month = keyshare_month(now);
 	micros d, m, td, tm;
-	ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm);
+	if (ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm)) {
+		/* Its host's spend unknown: never counted as 0, nor as an older reading (a ledger
+		 * only grows within a day). Read again at the next try. */
+		*v = (struct keyshare_verdict){ .block = PROVIDER_BUSY, .retry_at = now + 1000,
+						.which = "an unreadable ledger" };
+		return false;
+	}
 	struct check { micros budget, spent, reserved; const char *which; } checks[4] = {
 		{ l->budget_daily, d, reserved, "daily" },
 		{ l->budget_monthly, m, reserved, "monthly" },
@@ -1008,7 +1069,8 @@ static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct
 			*v = (struct keyshare_verdict){ .block = PROVIDER_OVER_BUDGET,
 							.spent = checks[i].spent,
 							.reserved = checks[i].reserved,
-							.budget = checks[i].budget, .which = checks[i].which };
+							.budget = checks[i].budget, .which = checks[i].which,
+							.retry_at = -1 };
 			return false;
 		}
 	}
@@ -1051,6 +1113,10 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	p->warned = false;   /* a failure from now on is said again */
 	bool over_count = l->concurrency && count > l->concurrency;
 	if (over_count || !budget_check(ks, p, l, reserved, &v)) {
+		if (v.block == PROVIDER_BUSY) {   /* an unreadable ledger: no dead ticket changes that */
+			withdraw(ks, p, out);
+			return v;
+		}
 		/* Perhaps a dead host's tickets: look closer (a stat of each) before saying no, once
 		 * one may have outlived its lease since the last look. */
 		if (may_hold_dead(p, now, l->lease_ms) &&
@@ -1068,7 +1134,6 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 		}
 		if (!budget_check(ks, p, l, reserved, &v)) {
 			withdraw(ks, p, out);
-			v.retry_at = -1;
 			return v;
 		}
 	}

@@ -65,7 +65,8 @@ struct keyshare_verdict {
 	long counted;                /* calls in flight, or starts in the window, or spend seen */
 	micros spent, reserved;      /* for OVER_BUDGET: what the window holds */
 	micros budget;
-	const char *which;           /* "daily", "monthly", "total daily", "total monthly" */
+	const char *which;           /* "daily", "monthly", "total daily", "total monthly"; for BUSY
+				      * "concurrency", "rpm", "a file error", "an unreadable ledger" */
 };
 
 struct keyshare_view {

@@ -174,6 +174,94 @@ static void removed_while_open(struct keyshare *a, struct keyshare *b, const cha
 	keyshare_release(b, &tb);
 }
 
+/* How A's ledger is made unreadable for B. */
+struct unreadable_row {
+	const char *name;
+	const char *content;     /* renamed into place (as a ledger is); NULL: a directory */
+	size_t pad;              /* spaces after it */
+};
+
+static const struct unreadable_row unreadable_rows[] = {
+	{ "torn (half a ledger)", "{\"host\":\"hostA\",\"day\":", 0 },
+	{ "JSON but not a ledger", "[]", 0 },
+	{ "a figure that is not a number", "{\"day\":1,\"month\":1,\"providers\":{\"p\":"
+	  "{\"day_micros\":\"900000\",\"month_micros\":900000}}}", 0 },
+	{ "over the size cap", "{}", 70000 },
+	{ "a directory", NULL, 0 },
+};
+
+/* Puts content (+ pad spaces; NULL: a directory) at path in ledger/ as a host would: written
+ * under a dot-name and renamed into place; then path and ledger/ get quiet times, so that
+ * what B read of them would be kept. */
+static bool ledger_replace(const char *ledgers, const char *path, const char *content, size_t pad)
+{
+	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
+	char *tmp = xasprintf("%s/.hostA.json.tmp", ledgers);
+	bool done;
+	if (!content) {
+		done = unlink(path) == 0 && mkdir(path, 0777) == 0;
+	} else {
+		char *text = xcalloc(strlen(content) + pad + 1, 1);
+		memcpy(text, content, strlen(content));
+		memset(text + strlen(content), ' ', pad);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		struct stat st;
+		done = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && close(fd) == 0;
+		if (done && lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			done = rmdir(path) == 0;
+		done = done && rename(tmp, path) == 0;
+		free(text);
+	}
+	free(tmp);
+	return done && utimensat(AT_FDCWD, path, quiet, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       utimensat(AT_FDCWD, ledgers, quiet, 0) == 0;
+}
+
+/* A's ledger (0.5 spent of a daily 1.00) made unreadable in each way: B never counts it as 0,
+ * nor keeps it as read; it says so once; the fixed file is read at once, and said. */
+static void unreadable_ledgers(struct keyshare *b, const char *dir, const struct keyshare_limits *money)
+{
+	char *ledgers = xasprintf("%s/ledger", dir), *path = xasprintf("%s/hostA.json", ledgers);
+	char *log_path = xasprintf("%s/stderr-ledger", dir);
+	char good[4096] = "";
+	int fd = open(path, O_RDONLY);
+	ssize_t got = fd >= 0 ? read(fd, good, sizeof(good) - 1) : -1;
+	ok(got > 0 && close(fd) == 0, "A's ledger as written");
+	for (size_t i = 0; i < sizeof(unreadable_rows) / sizeof(unreadable_rows[0]); i++) {
+		const struct unreadable_row *r = &unreadable_rows[i];
+		struct said said;
+		struct keyshare_ticket t;
+		ok(said_start(&said, log_path) && ledger_replace(ledgers, path, r->content, r->pad),
+		   "A's ledger %s", r->name);
+		bool waits = true;
+		for (int try = 0; try < 2; try++) {
+			struct keyshare_verdict v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+			waits = waits && v.block == PROVIDER_BUSY && v.which &&
+				!strcmp(v.which, "an unreadable ledger") && v.retry_at > 0 && !t.provider;
+			if (v.block == PROVIDER_FREE)
+				keyshare_release(b, &t);
+		}
+		ok(waits, "%s: a call of 0.6 waits, twice (never counted as 0 spent)", r->name);
+		ok(ledger_replace(ledgers, path, good, 0), "%s: A's ledger fixed", r->name);
+		struct keyshare_verdict v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+		   "%s: read again at the next try: 0.5 + 0.6 is over 1.00 (spent %lld)", r->name, v.spent);
+		if (v.block == PROVIDER_FREE)
+			keyshare_release(b, &t);
+		v = keyshare_acquire(b, "p", money, keyshare_micros(0.4), &t);
+		ok(v.block == PROVIDER_FREE, "%s: and 0.4 fits", r->name);
+		if (v.block == PROVIDER_FREE)
+			keyshare_release(b, &t);
+		said_end(&said);
+		unlink(log_path);
+		ok(count_of(said.text, "cannot read") == 1 && count_of(said.text, "can be read again") == 1,
+		   "%s: said once as it fails, once as it is read again", r->name);
+	}
+	free(log_path);
+	free(path);
+	free(ledgers);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -434,6 +522,7 @@ int main(void)
 	   "B reads it there, not the removed ledger/ (spent %lld)", v.spent);
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t3);
+	unreadable_ledgers(b, dir, &money);
 	free(a_ledger);
 	free(ledger_dir);
 
