@@ -312,7 +312,7 @@ void loop_wake_send_later(struct loop *from, struct loop_wake *w)
 	from->queued = w;
 }
 
-static void send_queued(struct loop *loop)
+void loop_wake_send_queued(struct loop *loop)
 {
 	while (loop->queued) {
 		struct loop_wake *w = loop->queued;
@@ -377,10 +377,12 @@ int loop_run(struct loop *loop)
 			continue;
 		}
 		polled = true;
+		/* The turn's hand-overs go before its log lines: a log write may block (a stalled
+		 * journal or disk), and the other thread's work must not wait for it. */
+		loop_wake_send_queued(loop);
+		log_flush();
 		/* Idle work waits for a look that finds nothing ready: then it runs, and the loop
 		 * turns again before it sleeps. */
-		log_flush();
-		send_queued(loop);
 		int wait = loop->idle ? 0 : timeout;
 		/* About to sleep: a wake sent from now on writes the eventfd; one sent before is
 		 * seen here, and the loop only looks at its fds. */
@@ -420,7 +422,7 @@ int loop_run(struct loop *loop)
 		if (loop->n_timers)
 			run_timers(loop, mono_ms());
 	}
-	send_queued(loop);
+	loop_wake_send_queued(loop);
 	loop->running = false;
 	log_hold(false);
 	return rc;

@@ -51,6 +51,8 @@ void loop_when_idle(struct loop *loop, loop_hook_fn *fn, void *arg);
  * busy loop makes no system call. New and freed on the loop's thread. */
 struct loop_wake;
 struct loop_wake *loop_wake_new(struct loop *loop, loop_hook_fn *fn, void *arg);
+/* A wake still queued by loop_wake_send_later is taken off its sender's queue here, from this
+ * thread: free it only once the sender's thread is joined (or can no longer queue nor send). */
 void loop_wake_free(struct loop_wake *w);
 /* Any thread. */
 void loop_wake_send(struct loop_wake *w);
@@ -58,6 +60,9 @@ void loop_wake_send(struct loop_wake *w);
  * fds), so that work handed over piece by piece during a turn costs the other loop one wake;
  * at once when from is not running. */
 void loop_wake_send_later(struct loop *from, struct loop_wake *w);
+/* From the thread of the loop from: sends now what it queued (loop_wake_send_later), before
+ * something that may block the rest of its turn. Nothing queued: no system call. */
+void loop_wake_send_queued(struct loop *from);
 
 /* Runs until loop_stop(). Returns 0, or -1 if epoll itself failed. */
 int loop_run(struct loop *loop);

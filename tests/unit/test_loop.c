@@ -1,7 +1,9 @@
 /* test_loop.c - the event loop's timers: they run in due order, never early, a 0 ms timer on the
  * next turn, and timers that keep coming due never starve a ready fd; idle work waits for both.
  * A wake sent from another thread wakes a loop with nothing else to wake it, and wakes sent
- * together run their hook once; one sent later goes at the end of its sender's turn. */
+ * together run their hook once; one sent later goes at the end of its sender's turn, before the
+ * turn's log write (which may block). */
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -10,6 +12,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "loop.h"
 #include "util.h"
 #include "tap.h"
@@ -366,6 +369,99 @@ static void test_wakes_sent_at_the_turns_end(void)
 	loop_free(sender);
 }
 
+/* ---- a turn's hand-overs do not wait for its log write ------------------------------------- */
+
+struct blocked_log {
+	struct loop *other;
+	struct waker wk;
+	int read_fd;             /* of the full pipe that stands for stderr */
+	bool wake_first;         /* the hand-over came while the log write was blocked */
+	atomic_bool running;     /* the other loop turns: past its log_hold, which takes the lock
+				  * the blocked write holds */
+};
+
+/* Makes room in the pipe, so the log write ends. */
+static void drain(struct blocked_log *b)
+{
+	char room[4096];
+	if (read(b->read_fd, room, sizeof(room)) <= 0)
+		ok(0, "room in the pipe");
+}
+
+/* On the other loop's thread (a log call there would wait for the blocked write's lock). */
+static void handed_over(struct loop *loop, void *arg)
+{
+	struct blocked_log *b = arg;
+	b->wake_first = true;
+	drain(b);
+	loop_stop(loop);
+}
+
+static int64_t never_handed_over(struct loop *loop, void *arg)
+{
+	drain(arg);
+	loop_stop(loop);
+	return LOOP_TIMER_DONE;
+}
+
+static int64_t note_running(struct loop *loop, void *arg)
+{
+	(void)loop;
+	atomic_store(&((struct blocked_log *)arg)->running, true);
+	return LOOP_TIMER_DONE;
+}
+
+static void *run_other(void *arg)
+{
+	struct blocked_log *b = arg;
+	loop_add_timer(b->other, 0, note_running, b);
+	loop_add_timer(b->other, 10000, never_handed_over, b);
+	loop_run(b->other);
+	return NULL;
+}
+
+static int64_t log_and_hand_over(struct loop *loop, void *arg)
+{
+	struct blocked_log *b = arg;
+	log_warn("a line held for the turn's end");
+	loop_wake_send_later(loop, b->wk.w);
+	return LOOP_TIMER_DONE;
+}
+
+/* stderr is a full pipe: the turn's log write blocks (a stalled journal). The wake the turn
+ * queued must reach the other loop all the same, which then makes room. */
+static void test_hand_overs_before_the_log_write(void)
+{
+	int p[2], saved_stderr = dup(STDERR_FILENO);
+	if (!ok(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0 && saved_stderr >= 0, "a pipe for stderr"))
+		return;
+	char fill[4096] = { 0 };
+	while (write(p[1], fill, sizeof(fill)) > 0 || write(p[1], fill, 1) > 0)
+		;
+	fcntl(p[1], F_SETFL, 0);
+	struct loop *sender = loop_new();
+	struct blocked_log b = { .other = loop_new(), .read_fd = p[0] };
+	b.wk.w = loop_wake_new(b.other, handed_over, &b);
+	pthread_t t;
+	pthread_create(&t, NULL, run_other, &b);
+	int64_t deadline = mono_ms() + 5000;
+	while (!atomic_load(&b.running) && mono_ms() < deadline)
+		sched_yield();
+	dup2(p[1], STDERR_FILENO);
+	loop_add_timer(sender, 0, log_and_hand_over, &b);
+	loop_add_timer(sender, 1, stop_loop, NULL);
+	loop_run(sender);
+	dup2(saved_stderr, STDERR_FILENO);
+	pthread_join(t, NULL);
+	ok(b.wake_first, "a wake queued in a turn reached the other loop while the turn's log "
+	   "write was blocked");
+	loop_free(b.other);
+	loop_free(sender);
+	close(saved_stderr);
+	close(p[0]);
+	close(p[1]);
+}
+
 int main(void)
 {
 	test_timers_run_in_due_order_and_never_early();
@@ -377,5 +473,6 @@ int main(void)
 	test_idle_work_waits_for_ready_fds_and_due_timers();
 	test_wakes_from_another_thread();
 	test_wakes_sent_at_the_turns_end();
+	test_hand_overs_before_the_log_write();
 	return tap_done();
 }
