@@ -18,8 +18,11 @@
  * timer) runs on a thread of its own with a loop of its own: with a thousand calls in flight
  * their answers and the next calls' sends must not wait behind the daemon's work on jobs, nor
  * it behind them. They hand transfers over in lists under one lock, each side waking the other
- * with a loop_wake (a system call only when the other sleeps). A transfer is the transfer
- * thread's from the hand-over until it is finished (or cancelled), and so is its body_fd.
+ * with a loop_wake (a system call only when the other sleeps), once per turn of the sending
+ * loop; the transfer thread sends the answers of a turn early, before a body write (or a close
+ * of a cancelled one's body_fd) that follows them, since that may stall. A transfer is the
+ * transfer thread's from the hand-over until it is finished (or cancelled), and so is its
+ * body_fd.
  *
  * A cancel never waits for the transfer thread: that thread may be stuck in a write of a body to
  * a spool on NFS, and the loop with it would stop every job on the host. A transfer the loop
@@ -121,6 +124,8 @@ static void save_body(struct http_xfer *x)
 {
 	if (x->body_fd >= 0 && !x->res.body_fd_failed && x->body.len > x->body_saved &&
 	    !atomic_load_explicit(&x->cut, memory_order_relaxed)) {
+		/* The write may stall (NFS): answers finished earlier in this turn go first. */
+		loop_wake_send_queued(x->http->io);
 		stop_point("http:body-write");   /* a test holds the thread here: a stalled disk */
 		if (write_all(x->body_fd, x->body.data + x->body_saved,
 			      x->body.len - x->body_saved) < 0)
@@ -285,8 +290,10 @@ static void on_wake_io(struct loop *io, void *arg)
 		cancel = x->next_cancel;
 		curl_multi_remove_handle(http->multi, x->easy);   /* harmless if it finished */
 		forget_unsaved(http, x);
-		if (x->body_fd >= 0)
+		if (x->body_fd >= 0) {
+			loop_wake_send_queued(io);   /* a close on NFS may flush, and stall */
 			close(x->body_fd);
+		}
 		x->body_fd = -1;
 		list_add(&back, x);
 	}

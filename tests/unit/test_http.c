@@ -5,7 +5,8 @@
  * never gets its callback, wherever it is when cancelled: on its way to the transfer thread, in
  * flight there, finished and waiting for the loop, or in the same batch of callbacks as the
  * call that cancels it (ASan sees any use of it after the cancel); and a cancel of one transfer
- * of a batch the transfer thread is taking in loses none of the others. */
+ * of a batch the transfer thread is taking in loses none of the others. The answer of a call
+ * never waits behind the body write of another that stalls after it in the same turn. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,15 +163,22 @@ static int64_t check_call(struct loop *loop, void *arg)
 	return c->done ? LOOP_TIMER_DONE : 1;
 }
 
+/* Runs the loop until c's callback came, or 5 s. */
+static void until_called(struct loop *loop, struct call *c)
+{
+	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
+	uint64_t check = loop_add_timer(loop, 1, check_call, c);
+	loop_run(loop);
+	loop_del_timer(loop, deadline);
+	loop_del_timer(loop, check);
+}
+
 /* Runs one transfer to its end (5 s at most). */
 static void run_call(struct loop *loop, struct http *http, struct http_request *req, struct call *c)
 {
 	*c = (struct call){ 0 };
 	ok(http_start(http, req, call_done, c) != NULL, "%s started", req->url);
-	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
-	loop_add_timer(loop, 1, check_call, c);
-	loop_run(loop);
-	loop_del_timer(loop, deadline);
+	until_called(loop, c);
 }
 
 static void test_calls_on_the_loop(void)
@@ -620,12 +630,196 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	pthread_mutex_destroy(&r.lock);
 }
 
+/* ---- answers do not wait behind a body write that stalls -------------------------------------- */
+
+/* Three calls, a connection each: /c gets its header and one byte of its two at once, and never
+ * the other; /b is answered at step 1; /a gets its header and one byte of body at once, the rest
+ * (PACED_REST bytes, more than a page) at step 2. */
+#define PACED_REST 8192
+struct paced_server {
+	int listen_fd, port;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int b_read;              /* /b's request arrived */
+	int step;                /* the test's: what may be written */
+	int written;             /* the steps written */
+};
+
+struct paced_conn {
+	struct paced_server *sv;
+	int fd;
+};
+
+/* Waits (10 s at most) until *v is at least want; sv's lock held. */
+static bool paced_wait(struct paced_server *sv, int *v, int want)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	while (*v < want && pthread_cond_timedwait(&sv->cond, &sv->lock, &until) == 0)
+		;
+	return *v >= want;
+}
+
+static void paced_set(struct paced_server *sv, int *v, int to)
+{
+	*v = to;
+	pthread_cond_broadcast(&sv->cond);
+}
+
+static void *paced_conn(void *arg)
+{
+	struct paced_conn *c = arg;
+	struct paced_server *sv = c->sv;
+	char head[1024];
+	static char rest[PACED_REST];
+	if (read_request(c->fd, head, sizeof(head))) {
+		char path = !strncmp(head, "GET /", 5) ? head[5] : '?';
+		const char *a_head = "HTTP/1.1 200 OK\r\nContent-Length: 8193\r\n\r\nx";
+		const char *b_reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+		const char *c_reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nx";
+		pthread_mutex_lock(&sv->lock);
+		if (path == 'c' && write_all(c->fd, c_reply, strlen(c_reply)) < 0)
+			ok(0, "/c answered");
+		if (path == 'b')
+			paced_set(sv, &sv->b_read, 1);
+		if (path == 'a' && write_all(c->fd, a_head, strlen(a_head)) < 0)
+			ok(0, "the first byte of /a sent");
+		int step = path == 'b' ? 1 : path == 'a' ? 2 : 0;
+		if (step) {
+			paced_wait(sv, &sv->step, step);
+			if (step == 1 ? write_all(c->fd, b_reply, strlen(b_reply))
+				      : write_all(c->fd, rest, sizeof(rest)))
+				ok(0, "the rest of an answer sent");
+			paced_set(sv, &sv->written, step);
+		}
+		pthread_mutex_unlock(&sv->lock);
+		while (read_request(c->fd, head, sizeof(head)))   /* till the client closes */
+			;
+	}
+	close(c->fd);
+	return NULL;
+}
+
+static void *paced_accept(void *arg)
+{
+	struct paced_server *sv = arg;
+	pthread_t t[3];
+	struct paced_conn c[3];
+	int n = 0;
+	for (; n < 3; n++) {
+		c[n] = (struct paced_conn){ .sv = sv, .fd = accept(sv->listen_fd, NULL, NULL) };
+		if (c[n].fd < 0)
+			break;
+		pthread_create(&t[n], NULL, paced_conn, &c[n]);
+	}
+	while (n--)
+		pthread_join(t[n], NULL);
+	return NULL;
+}
+
+/* Lets the server write a step, and waits till it did. */
+static bool paced_step(struct paced_server *sv, int step)
+{
+	pthread_mutex_lock(&sv->lock);
+	paced_set(sv, &sv->step, step);
+	bool written = paced_wait(sv, &sv->written, step);
+	pthread_mutex_unlock(&sv->lock);
+	return written;
+}
+
+static void drain_pipe(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	(void)arg;
+	char room[4096];
+	while (read(fd, room, sizeof(room)) > 0)
+		;
+}
+
+/* Waits (10 s at most) until the pipe that fd reads holds more than before. */
+static bool pipe_grows(int fd, int before)
+{
+	int64_t deadline = mono_ms() + 10000;
+	int now = before;
+	while ((ioctl(fd, FIONREAD, &now) < 0 || now <= before) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	return now > before;
+}
+
+/* /a writes its body to a pipe with room for a page, its first byte lands. The transfer thread
+ * is then held in the body write of /c (a full pipe; /c never finishes, so no answer of it is
+ * on its way to the loop) while /b's answer and the rest of /a arrive, in that order. Let go,
+ * it finishes /b and stalls writing the rest of /a: /b's callback must come meanwhile, not wait
+ * for /a's pipe. */
+static void test_answers_before_a_stalled_write(void)
+{
+	static struct paced_server sv;
+	pthread_mutex_init(&sv.lock, NULL);
+	pthread_cond_init(&sv.cond, NULL);
+	sv.listen_fd = listen_on_loopback(4, &sv.port);
+	int a_pipe[2], c_pipe[2], a_filled;
+	char room[4096];
+	if (sv.listen_fd < 0 || full_pipe(a_pipe) < 0 || full_pipe(c_pipe) < 0 ||
+	    !ok(read(a_pipe[0], room, sizeof(room)) > 0 && ioctl(a_pipe[0], FIONREAD, &a_filled) == 0,
+		"a pipe with room for a page"))
+		return;
+	pthread_t thread;
+	pthread_create(&thread, NULL, paced_accept, &sv);
+	struct loop *loop = loop_new();
+	struct http *http = http_new(loop, 4);
+	char url[3][64];
+	for (int i = 0; i < 3; i++)
+		xsnprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d/%c", sv.port, 'a' + i);
+	struct http_request a = { .url = url[0], .timeout_s = 30, .connect_timeout_s = 5,
+				  .max_body = 2 * PACED_REST, .body_fd = dup(a_pipe[1]) };
+	struct http_request b = a, c = a;
+	b.url = url[1];
+	b.body_fd = -1;
+	c.url = url[2];
+	c.body_fd = dup(c_pipe[1]);
+	struct call a_call = { 0 }, b_call = { 0 }, c_call = { 0 };
+	http_start(http, &b, call_done, &b_call);
+	pthread_mutex_lock(&sv.lock);
+	ok(paced_wait(&sv, &sv.b_read, 1), "/b is in flight");
+	pthread_mutex_unlock(&sv.lock);
+	http_start(http, &a, call_done, &a_call);
+	ok(pipe_grows(a_pipe[0], a_filled), "/a's first byte landed");
+	struct http_xfer *c_xfer = http_start(http, &c, call_done, &c_call);
+	ok(until_writes(c.body_fd, true), "the transfer thread is stuck writing /c's body");
+	ok(paced_step(&sv, 1) && paced_step(&sv, 2), "/b's answer, then the rest of /a, arrived");
+	ok(read(c_pipe[0], room, sizeof(room)) > 0, "room in /c's pipe");
+	until_called(loop, &b_call);
+	ok(b_call.status == 200, "/b's callback came (%ld)", b_call.status);
+	ok(until_writes(a.body_fd, true) && !a_call.done,
+	   "while the transfer thread was stuck writing the rest of /a");
+	fcntl(a_pipe[0], F_SETFL, O_NONBLOCK);
+	loop_add_fd(loop, a_pipe[0], EPOLLIN, drain_pipe, NULL);
+	until_called(loop, &a_call);
+	loop_del_fd(loop, a_pipe[0]);
+	ok(a_call.status == 200, "then /a's (%ld)", a_call.status);
+
+	http_cancel(http, c_xfer);
+	http_free(http);
+	loop_free(loop);
+	pthread_join(thread, NULL);
+	close(sv.listen_fd);
+	for (int i = 0; i < 2; i++) {
+		close(a_pipe[i]);
+		close(c_pipe[i]);
+	}
+	pthread_cond_destroy(&sv.cond);
+	pthread_mutex_destroy(&sv.lock);
+}
+
 int main(void)
 {
 	test_calls_on_the_loop();
 	test_cancels();
 	test_cancel_in_a_batch();
 	test_cancel_while_the_thread_is_stuck();
+	test_answers_before_a_stalled_write();
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
