@@ -88,6 +88,7 @@ struct http {
 	pthread_mutex_t lock;
 	struct xfer_list to_start, done;
 	struct http_xfer *to_cancel; /* by next_cancel: a transfer's next may still be walked */
+	atomic_int cancelled_files; /* descriptors the transfers in to_cancel still hold */
 	bool stopping;
 	struct loop_wake *to_io, *to_loop;
 };
@@ -99,6 +100,7 @@ struct http_xfer {
 	enum xfer_at at;
 	CURL *easy;
 	atomic_bool cut;         /* cancelled: the transfer thread writes no more of its body */
+	int cancelled_files;     /* what it adds to http->cancelled_files while in to_cancel */
 	struct curl_slist *headers;
 	curl_mime *mime;
 	struct buf body;
@@ -295,6 +297,7 @@ static void on_wake_io(struct loop *io, void *arg)
 			close(x->body_fd);
 		}
 		x->body_fd = -1;
+		atomic_fetch_sub(&http->cancelled_files, x->cancelled_files);
 		list_add(&back, x);
 	}
 	if (back.head) {
@@ -406,6 +409,10 @@ void http_cancel(struct http *http, struct http_xfer *x)
 		atomic_store_explicit(&x->cut, true, memory_order_relaxed);
 		x->next_cancel = http->to_cancel;   /* not x->next: the batch x came in may be walked */
 		http->to_cancel = x;
+		/* Its socket (if it got one) and body_fd stay open till the transfer thread takes
+		 * the cancel in, while the caller's budget of open files already let go of them. */
+		x->cancelled_files = 1 + (x->body_fd >= 0);
+		atomic_fetch_add(&http->cancelled_files, x->cancelled_files);
 	}
 	pthread_mutex_unlock(&http->lock);
 	if (at == X_QUEUED || at == X_DONE) {   /* the loop's: freed now */
@@ -415,6 +422,11 @@ void http_cancel(struct http *http, struct http_xfer *x)
 		loop_wake_send_later(http->loop, http->to_io);
 	}
 	/* X_DELIVERING: from a callback of the same batch, which frees it */
+}
+
+int http_cancelled_files(struct http *http)
+{
+	return atomic_load(&http->cancelled_files);
 }
 
 /* Waits for the transfer thread to end, so for every cancel it was sent; the cancelled transfers

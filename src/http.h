@@ -88,6 +88,10 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
  * once. Never waits for the transfer thread: a body write already under way there may still
  * land in body_fd's file, none after it (see http.c). */
 void http_cancel(struct http *http, struct http_xfer *xfer);
+/* The descriptors cancelled transfers still hold (at most a socket each, and its body_fd) till
+ * the transfer thread takes their cancels in: a thread stuck in a write holds them on. The
+ * caller's budget of open files counts them. */
+int http_cancelled_files(struct http *http);
 const char *http_transport_name(enum http_transport t);
 /* Whether an IP address (text) is on the public internet: not loopback, private (RFC 1918,
  * ULA), link-local, CGNAT, unspecified, multicast or reserved; IPv4-mapped and NAT64 addresses

@@ -20,7 +20,9 @@
  * Descriptors: a call holds its socket, and its .partial only while the open files allow it
  * beside a socket for each of concurrency calls and a reserve for the rest; past that the
  * .partial gets its header and is closed, and the answer is written to it when the call ends
- * (dispatch.c), so 10 000 calls fit in 20 000 open files.
+ * (dispatch.c), so 10 000 calls fit in 20 000 open files. A cancelled call's socket and .partial
+ * count till the transfer thread closes them (http_cancelled_files): a thread stuck in a write
+ * would else let every cancel and new call hold one more.
  *
  * Nothing here fails. A job in the line whose provider is held, paused by an operator or over
  * budget meanwhile goes back to new/ (it keeps its place there), and so does one whose provider
@@ -203,8 +205,11 @@ long slots_open_files_needed(long concurrency)
 bool slots_partial_room(const struct dispatch *d)
 {
 	const struct slots *s = d->slots;
+	/* A cancelled call's socket and .partial may stay open past its end (http_cancel). */
+	long cancelled = d->http ? http_cancelled_files(d->http) : 0;
 	return s->open_files_max <= 0 ||
-	       d->cfg->concurrency + s->partials_held + 1 + files_reserve(d) <= s->open_files_max;
+	       d->cfg->concurrency + s->partials_held + cancelled + 1 + files_reserve(d) <=
+	       s->open_files_max;
 }
 
 bool slots_available(const struct dispatch *d)

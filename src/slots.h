@@ -31,7 +31,8 @@ void slots_ready_remove(struct task *t);
 void slots_wait(struct task *t);
 void slots_unwait(struct task *t);
 /* Whether a call may hold its .partial open (else it is closed after its header and the body
- * written when the call ends): a socket for each of concurrency calls comes first. */
+ * written when the call ends): a socket for each of concurrency calls comes first, and what
+ * cancelled calls still hold open. */
 bool slots_partial_room(const struct dispatch *d);
 /* Counts a call that went out, and one that ended. */
 void slots_call_started(struct task *t);

@@ -19,12 +19,16 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "dispatch_impl.h"
 #include "http.h"
 #include "loop.h"
+#include "slots.h"
 #include "util.h"
 #include "tap.h"
 
@@ -537,11 +541,27 @@ static void *rescue(void *arg)
 	return NULL;
 }
 
+/* The dispatcher's budget of open files for a .partial (slots_partial_room): under a limit of
+ * 1024, 639 calls leave room for one (639 + 1 + a reserve of 64 + 256 + 1024/16). */
+static void partial_budget(struct dispatch *d, struct config *cfg, struct loop *loop,
+			   struct http *http)
+{
+	struct rlimit was, low;
+	getrlimit(RLIMIT_NOFILE, &was);
+	low = was;
+	low.rlim_cur = 1024;
+	ok(setrlimit(RLIMIT_NOFILE, &low) == 0, "a limit of 1024 open files");
+	*cfg = (struct config){ .concurrency = 639 };
+	*d = (struct dispatch){ .loop = loop, .cfg = cfg, .http = http, .slots = slots_new(loop) };
+	setrlimit(RLIMIT_NOFILE, &was);
+}
+
 /* A call whose body write is stuck (a full pipe), and with it the transfer thread, a call in
  * flight beside it and an upload of a lent body (libcurl may still be reading it): the cancels
  * return at once, no callback ever comes, the stuck write lands and nothing after it, the
  * transfer thread closes the cancelled call's body_fd, and the lent body is freed once libcurl
- * let go of it (ASan: no leak, no use after free). */
+ * let go of it (ASan: no leak, no use after free). Till then the descriptors the cancelled calls
+ * hold count against the open files a new call's .partial may use. */
 static void test_cancel_while_the_thread_is_stuck(void)
 {
 	static struct held_server sv;
@@ -576,6 +596,10 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	struct wait_for w = { .sv = &sv, .want = 1 };
 	run_until(loop, &w);
 	ok(held_now(&sv) == 1, "a call in flight");
+	struct config cfg;
+	struct dispatch d;
+	partial_budget(&d, &cfg, loop, http);
+	ok(slots_partial_room(&d), "a .partial may be kept open");
 	struct http_xfer *x = http_start(http, &stuck, call_done, &writing);
 	ok(until_writes(stuck.body_fd, true), "the transfer thread is stuck writing a body");
 
@@ -591,6 +615,8 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	http_cancel(http, held);
 	http_cancel(http, sending);
 	int64_t took = mono_ms() - before;
+	int cancelled_files = http_cancelled_files(http);
+	bool partial_room = slots_partial_room(&d);
 	pthread_mutex_lock(&r.lock);
 	bool stuck_still = !r.drained;
 	r.cancels_returned = true;
@@ -599,12 +625,19 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	ok(stuck_still, "the cancels returned while the transfer thread was stuck (%lld ms)",
 	   (long long)took);
 	pthread_join(rescuer_thread, NULL);
+	ok(stuck_still && cancelled_files == 4, "meanwhile their descriptors were counted: the body_fd "
+	   "and three sockets (%d)", cancelled_files);
+	ok(stuck_still && !partial_room, "and a new call had no room to keep its .partial open");
 
 	/* A callback of a cancelled call would have come by the end of a call after them. */
 	struct call after = { 0 };
 	run_call(loop, http, &fast, &after);
 	ok(after.status == 200, "a call after them (%ld)", after.status);
 	ok(!in_flight.done && !writing.done && !uploading.done, "no callback of a cancelled call");
+	ok(http_cancelled_files(http) == 0 && slots_partial_room(&d),
+	   "once the cancels were taken in, their descriptors no longer count (%d)",
+	   http_cancelled_files(http));
+	slots_free(d.slots);
 	http_free(http);   /* ASan: the cancelled transfers were freed */
 
 	/* Only the write under way landed ("ok"), and the transfer thread closed its descriptor:
