@@ -498,7 +498,7 @@ void task_send_attempt(struct task *t)
 		return;
 	}
 	slots_call_started(t);
-	t->body_fd = -1;   /* the transfer's till call_done: a cancel leaves it to the transfer thread */
+	t->body_fd = -1;   /* the transfer's till call_done: http_cancel closes it (see http.h) */
 	attempt_reserve(t);
 }
 

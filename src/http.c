@@ -764,7 +764,7 @@ static enum http_transport transport_of(struct http_xfer *x, CURLcode rc)
 }
 
 /* On the transfer thread: what the transfer came to, then it goes back to the caller's loop
- * (unless its caller is cancelling it: then the cancel lets go of it). */
+ * (unless its caller cancelled it: then on_wake_io, taking the cancel in, hands it back). */
 static void finish(struct http *http, CURL *easy, CURLcode rc)
 {
 	struct http_xfer *x = NULL;

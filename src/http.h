@@ -40,7 +40,9 @@ struct http_request {
 	const char *ca_file;     /* NULL = system default */
 	int body_fd;             /* the body is also written here as it arrives; -1 = not. Stolen
 				  * by http_start unless it fails: it comes back in the result, or
-				  * is closed by the transfer thread if the transfer is cancelled */
+				  * is closed once the transfer is cancelled: by the transfer
+				  * thread if it holds the transfer (a close on NFS may flush),
+				  * else at once on the loop */
 	bool public_only;        /* refuse to connect to a loopback, private or link-local address */
 	/* For results leaving the spool (object storage, webhooks): */
 	const char *method;      /* "PUT" etc.; NULL = GET, or POST when there is a body */
@@ -48,8 +50,9 @@ struct http_request {
 	const char *const *headers; /* more "Name: value" lines, NULL-terminated, or NULL */
 	void *body_lent;         /* instead of body, not copied (an image): malloc'ed, and stolen by
 				  * http_start unless it fails; it comes back in the result, or is
-				  * freed once a cancelled transfer is let go of (a cancel does not
-				  * wait for libcurl to stop reading it) */
+				  * freed on the loop once a cancelled transfer is let go of: at
+				  * once, or when the transfer thread hands it back (a cancel does
+				  * not wait for libcurl to stop reading it) */
 	const char *aws_sigv4;   /* "aws:amz:REGION:s3": libcurl signs with SigV4 using userpwd */
 	const char *userpwd;     /* "ACCESS_KEY_ID:SECRET" for aws_sigv4 */
 };
