@@ -70,7 +70,6 @@ static const char chunked_reply[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunk
 
 struct server {
 	int listen_fd;
-	int port;
 	char requests[REQUESTS][1024];   /* request line and headers as received */
 	int n_requests;
 	int connections;
@@ -91,6 +90,59 @@ static int listen_on_loopback(int backlog, int *port)
 	}
 	*port = ntohs(sa.sin_port);
 	return fd;
+}
+
+/* What the tests of transfers share: a server on loopback in a thread, a loop and its http. */
+struct rig {
+	int listen_fd, port;
+	pthread_t server;
+	struct loop *loop;
+	struct http *http;
+	char url[3][64];         /* of the paths given to rig_start */
+};
+
+static const char *const abc_paths[3] = { "/a", "/b", "/c" };
+enum { OK, HOLD, HOLD_AT_ONCE };   /* the held server's */
+static const char *const held_paths[3] = { "/ok", "/hold", "/hold-at-once" };
+
+static void rig_url(const struct rig *r, char url[64], const char *path)
+{
+	xsnprintf(url, 64, "http://127.0.0.1:%d%s", r->port, path);
+}
+
+/* Listens on loopback (the fd in *server_fd too), runs serve_fn(arg) in a thread, makes the loop
+ * and its http, and the URLs of paths; false (a failed check) if it cannot listen. */
+static bool rig_start(struct rig *r, const char *const paths[3], int *server_fd,
+		      void *(*serve_fn)(void *), void *arg)
+{
+	r->listen_fd = listen_on_loopback(64, &r->port);
+	if (r->listen_fd < 0)
+		return false;
+	*server_fd = r->listen_fd;
+	for (int i = 0; i < 3; i++)
+		rig_url(r, r->url[i], paths[i]);
+	pthread_create(&r->server, NULL, serve_fn, arg);
+	r->loop = loop_new();
+	r->http = http_new(r->loop, 64);
+	return true;
+}
+
+/* The http first: its connections close, which ends the server's connection threads; the
+ * listening socket's shutdown ends its accept. */
+static void rig_stop(struct rig *r)
+{
+	http_free(r->http);
+	loop_free(r->loop);
+	shutdown(r->listen_fd, SHUT_RDWR);
+	pthread_join(r->server, NULL);
+	close(r->listen_fd);
+}
+
+/* A GET: a 5 s connect timeout, a body of 1 KiB at most, none kept on disk. */
+static struct http_request get_of(const char *url, long timeout_s)
+{
+	return (struct http_request){ .url = url, .timeout_s = timeout_s, .connect_timeout_s = 5,
+				      .max_body = 1024, .body_fd = -1 };
 }
 
 /* Reads one request (headers and a Content-Length body); 0 at end of connection. */
@@ -167,14 +219,20 @@ static int64_t check_call(struct loop *loop, void *arg)
 	return c->done ? LOOP_TIMER_DONE : 1;
 }
 
+/* Runs the loop until check (a timer from now on) stops it, or 5 s. */
+static void run_checking(struct loop *loop, loop_timer_fn *check, void *arg)
+{
+	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
+	uint64_t timer = loop_add_timer(loop, 0, check, arg);
+	loop_run(loop);
+	loop_del_timer(loop, deadline);
+	loop_del_timer(loop, timer);
+}
+
 /* Runs the loop until c's callback came, or 5 s. */
 static void until_called(struct loop *loop, struct call *c)
 {
-	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
-	uint64_t check = loop_add_timer(loop, 1, check_call, c);
-	loop_run(loop);
-	loop_del_timer(loop, deadline);
-	loop_del_timer(loop, check);
+	run_checking(loop, check_call, c);
 }
 
 /* Runs one transfer to its end (5 s at most). */
@@ -188,24 +246,18 @@ static void run_call(struct loop *loop, struct http *http, struct http_request *
 static void test_calls_on_the_loop(void)
 {
 	static struct server sv;
-	sv.listen_fd = listen_on_loopback(4, &sv.port);
-	if (sv.listen_fd < 0)
+	struct rig r;
+	if (!rig_start(&r, abc_paths, &sv.listen_fd, serve, &sv))
 		return;
-	pthread_t thread;
-	pthread_create(&thread, NULL, serve, &sv);
-
-	struct loop *loop = loop_new();
-	struct http *http = http_new(loop, 4);
-	char url[3][64];
-	for (int i = 0; i < 3; i++)
-		xsnprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d/%c", sv.port, 'a' + i);
+	struct loop *loop = r.loop;
+	struct http *http = r.http;
+	char (*url)[64] = r.url;
 	FILE *kept = tmpfile();
 	const char *const more[] = { "X-Only-Once: 1", NULL };
 	struct http_request post = { .url = url[0], .bearer = "sk-once", .body = "{}", .body_len = 2,
 				     .headers = more, .timeout_s = 5, .connect_timeout_s = 5,
 				     .max_body = 1024, .body_fd = kept ? dup(fileno(kept)) : -1 };
-	struct http_request get = { .url = url[1], .timeout_s = 5, .connect_timeout_s = 5,
-				    .max_body = 1024, .body_fd = -1 };
+	struct http_request get = get_of(url[1], 5);
 	struct call c;
 	run_call(loop, http, &post, &c);
 	ok(c.status == 200 && !strcmp(c.body, "hello world"), "a chunked body arrives whole (%ld '%s')",
@@ -225,10 +277,7 @@ static void test_calls_on_the_loop(void)
 	ok(c.status == 200, "a call after the server closed the idle connection (%ld)", c.status);
 	ok(sv.connections == 2, "on a new connection (%d)", sv.connections);
 
-	http_free(http);
-	loop_free(loop);
-	pthread_join(thread, NULL);
-	close(sv.listen_fd);
+	rig_stop(&r);
 	if (kept)
 		fclose(kept);
 }
@@ -236,7 +285,7 @@ static void test_calls_on_the_loop(void)
 /* ---- cancels: a server answering every connection in a thread of its own ------------------ */
 
 struct held_server {
-	int listen_fd, port;
+	int listen_fd;
 	int answered;            /* requests answered, under lock */
 	int held;                /* requests to /hold read and never answered (/hold-at-once too,
 				  * uncounted: it may arrive any time after its cancel) */
@@ -313,11 +362,7 @@ static int64_t check_flag(struct loop *loop, void *arg)
 
 static void run_until(struct loop *loop, struct wait_for *w)
 {
-	uint64_t deadline = loop_add_timer(loop, 5000, stop_now, NULL);
-	uint64_t check = loop_add_timer(loop, 0, check_flag, w);
-	loop_run(loop);
-	loop_del_timer(loop, deadline);
-	loop_del_timer(loop, check);
+	run_checking(loop, check_flag, w);
 }
 
 /* Two calls; the first callback cancels the other call. */
@@ -348,26 +393,17 @@ static void test_cancels(void)
 {
 	static struct held_server sv;
 	pthread_mutex_init(&sv.lock, NULL);
-	sv.listen_fd = listen_on_loopback(64, &sv.port);
-	if (sv.listen_fd < 0)
+	struct rig r;
+	if (!rig_start(&r, held_paths, &sv.listen_fd, accept_all, &sv))
 		return;
-	pthread_t thread;
-	pthread_create(&thread, NULL, accept_all, &sv);
-	struct loop *loop = loop_new();
-	struct http *http = http_new(loop, 64);
-	char hold_url[64], at_once_url[64], ok_url[64];
-	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
-	xsnprintf(at_once_url, sizeof(at_once_url), "http://127.0.0.1:%d/hold-at-once", sv.port);
-	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
-	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
-				     .max_body = 1024, .body_fd = -1 };
-	struct http_request fast = { .url = ok_url, .timeout_s = 5, .connect_timeout_s = 5,
-				     .max_body = 1024, .body_fd = -1 };
+	struct loop *loop = r.loop;
+	struct http *http = r.http;
+	struct http_request hold = get_of(r.url[HOLD], 30), fast = get_of(r.url[OK], 5);
 
 	/* Cancelled at once: on its way to the transfer thread, or just taken by it. */
 	struct call c = { 0 };
 	struct http_request at_once = hold;
-	at_once.url = at_once_url;
+	at_once.url = r.url[HOLD_AT_ONCE];
 	struct http_xfer *x = http_start(http, &at_once, call_done, &c);
 	http_cancel(http, x);
 	/* Cancelled in flight: the server has its request. */
@@ -397,11 +433,7 @@ static void test_cancels(void)
 	   "(%d of 20 pairs)", once);
 	ok(!c.done && !c2.done, "neither held call got its callback");
 
-	http_free(http);
-	loop_free(loop);
-	shutdown(sv.listen_fd, SHUT_RDWR);
-	pthread_join(thread, NULL);
-	close(sv.listen_fd);
+	rig_stop(&r);
 }
 
 /* ---- a cancel while the transfer thread takes a batch in ----------------------------------- */
@@ -473,21 +505,16 @@ static void test_cancel_in_a_batch(void)
 {
 	static struct held_server sv;
 	pthread_mutex_init(&sv.lock, NULL);
-	sv.listen_fd = listen_on_loopback(64, &sv.port);
 	int pipe_fd[2];
-	if (sv.listen_fd < 0 || full_pipe(pipe_fd) < 0)
+	struct rig r;
+	if (full_pipe(pipe_fd) < 0 || !rig_start(&r, held_paths, &sv.listen_fd, accept_all, &sv))
 		return;
-	pthread_t thread;
-	pthread_create(&thread, NULL, accept_all, &sv);
-	struct loop *loop = loop_new();
-	struct http *http = http_new(loop, 64);
-	char ok_url[64];
-	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
+	struct loop *loop = r.loop;
+	struct http *http = r.http;
 	char fill[4096];
-	struct http_request blocker = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
-					.max_body = 1024, .body_fd = dup(pipe_fd[1]) };
-	struct http_request refused = { .url = "http://127.0.0.1:1/", .timeout_s = 30,
-					.connect_timeout_s = 5, .max_body = 1024, .body_fd = -1 };
+	struct http_request blocker = get_of(r.url[OK], 30);
+	blocker.body_fd = dup(pipe_fd[1]);
+	struct http_request refused = get_of("http://127.0.0.1:1/", 30);
 	int callbacks = 0, cancelled = 0;
 	http_start(http, &blocker, count_done, &callbacks);
 	ok(until_writes(blocker.body_fd, true), "the transfer thread waits to write a body");
@@ -503,11 +530,7 @@ static void test_cancel_in_a_batch(void)
 	ok(callbacks == 1 + BATCH - cancelled, "every call not cancelled got its callback (%d of %d)",
 	   callbacks, 1 + BATCH - cancelled);
 
-	http_free(http);
-	loop_free(loop);
-	shutdown(sv.listen_fd, SHUT_RDWR);
-	pthread_join(thread, NULL);
-	close(sv.listen_fd);
+	rig_stop(&r);
 	close(pipe_fd[0]);
 	close(pipe_fd[1]);
 }
@@ -566,27 +589,19 @@ static void test_cancel_while_the_thread_is_stuck(void)
 {
 	static struct held_server sv;
 	pthread_mutex_init(&sv.lock, NULL);
-	sv.listen_fd = listen_on_loopback(64, &sv.port);
 	int pipe_fd[2];
 	ssize_t filled = full_pipe(pipe_fd);
-	if (sv.listen_fd < 0 || filled < 0)
+	struct rig rg;
+	if (filled < 0 || !rig_start(&rg, held_paths, &sv.listen_fd, accept_all, &sv))
 		return;
-	pthread_t thread, rescuer_thread;
-	pthread_create(&thread, NULL, accept_all, &sv);
-	struct loop *loop = loop_new();
-	struct http *http = http_new(loop, 64);
-	char ok_url[64], hold_url[64], upload_url[64];
-	xsnprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%d/ok", sv.port);
-	xsnprintf(hold_url, sizeof(hold_url), "http://127.0.0.1:%d/hold", sv.port);
-	xsnprintf(upload_url, sizeof(upload_url), "http://127.0.0.1:%d/hold-at-once", sv.port);
-	struct http_request hold = { .url = hold_url, .timeout_s = 30, .connect_timeout_s = 5,
-				     .max_body = 1024, .body_fd = -1 };
-	struct http_request stuck = { .url = ok_url, .timeout_s = 30, .connect_timeout_s = 5,
-				      .max_body = 1024, .body_fd = dup(pipe_fd[1]) };
-	struct http_request fast = { .url = ok_url, .timeout_s = 5, .connect_timeout_s = 5,
-				     .max_body = 1024, .body_fd = -1 };
+	pthread_t rescuer_thread;
+	struct loop *loop = rg.loop;
+	struct http *http = rg.http;
+	struct http_request hold = get_of(rg.url[HOLD], 30), stuck = get_of(rg.url[OK], 30);
+	struct http_request fast = get_of(rg.url[OK], 5);
+	stuck.body_fd = dup(pipe_fd[1]);
 	struct http_request upload = hold;
-	upload.url = upload_url;
+	upload.url = rg.url[HOLD_AT_ONCE];
 	upload.method = "PUT";
 	upload.body_len = 4 << 20;
 	upload.body_lent = xcalloc(1, upload.body_len);
@@ -638,7 +653,7 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	   "once the cancels were taken in, their descriptors no longer count (%d)",
 	   http_cancelled_files(http));
 	slots_free(d.slots);
-	http_free(http);   /* ASan: the cancelled transfers were freed */
+	rig_stop(&rg);   /* ASan: the cancelled transfers were freed */
 
 	/* Only the write under way landed ("ok"), and the transfer thread closed its descriptor:
 	 * with ours closed, the pipe ends after the bytes left in it. */
@@ -653,11 +668,6 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	   "the write under way landed, nothing more (%zd bytes of %zd filled, %zd drained)", left,
 	   filled, r.read);
 	close(pipe_fd[0]);
-
-	loop_free(loop);
-	shutdown(sv.listen_fd, SHUT_RDWR);
-	pthread_join(thread, NULL);
-	close(sv.listen_fd);
 	pthread_cond_destroy(&r.cond);
 	pthread_condattr_destroy(&attr);
 	pthread_mutex_destroy(&r.lock);
@@ -670,7 +680,7 @@ static void test_cancel_while_the_thread_is_stuck(void)
  * (PACED_REST bytes, more than a page) at step 2. */
 #define PACED_REST 8192
 struct paced_server {
-	int listen_fd, port;
+	int listen_fd;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int b_read;              /* /b's request arrived */
@@ -791,26 +801,20 @@ static void test_answers_before_a_stalled_write(void)
 	static struct paced_server sv;
 	pthread_mutex_init(&sv.lock, NULL);
 	pthread_cond_init(&sv.cond, NULL);
-	sv.listen_fd = listen_on_loopback(4, &sv.port);
 	int a_pipe[2], c_pipe[2], a_filled;
 	char room[4096];
-	if (sv.listen_fd < 0 || full_pipe(a_pipe) < 0 || full_pipe(c_pipe) < 0 ||
+	struct rig r;
+	if (full_pipe(a_pipe) < 0 || full_pipe(c_pipe) < 0 ||
 	    !ok(read(a_pipe[0], room, sizeof(room)) > 0 && ioctl(a_pipe[0], FIONREAD, &a_filled) == 0,
-		"a pipe with room for a page"))
+		"a pipe with room for a page") ||
+	    !rig_start(&r, abc_paths, &sv.listen_fd, paced_accept, &sv))
 		return;
-	pthread_t thread;
-	pthread_create(&thread, NULL, paced_accept, &sv);
-	struct loop *loop = loop_new();
-	struct http *http = http_new(loop, 4);
-	char url[3][64];
-	for (int i = 0; i < 3; i++)
-		xsnprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d/%c", sv.port, 'a' + i);
-	struct http_request a = { .url = url[0], .timeout_s = 30, .connect_timeout_s = 5,
-				  .max_body = 2 * PACED_REST, .body_fd = dup(a_pipe[1]) };
-	struct http_request b = a, c = a;
-	b.url = url[1];
-	b.body_fd = -1;
-	c.url = url[2];
+	struct loop *loop = r.loop;
+	struct http *http = r.http;
+	char (*url)[64] = r.url;
+	struct http_request a = get_of(url[0], 30), b = get_of(url[1], 30), c = get_of(url[2], 30);
+	a.max_body = 2 * PACED_REST;
+	a.body_fd = dup(a_pipe[1]);
 	c.body_fd = dup(c_pipe[1]);
 	struct call a_call = { 0 }, b_call = { 0 }, c_call = { 0 };
 	http_start(http, &b, call_done, &b_call);
@@ -834,10 +838,7 @@ static void test_answers_before_a_stalled_write(void)
 	ok(a_call.status == 200, "then /a's (%ld)", a_call.status);
 
 	http_cancel(http, c_xfer);
-	http_free(http);
-	loop_free(loop);
-	pthread_join(thread, NULL);
-	close(sv.listen_fd);
+	rig_stop(&r);
 	for (int i = 0; i < 2; i++) {
 		close(a_pipe[i]);
 		close(c_pipe[i]);
