@@ -30,6 +30,10 @@
 
 static void adopt_all(struct dispatch *d);
 
+/* How far ahead of the file server's clock a job's mtime in running/ must be to be a due time a
+ * shutdown left (task_requeue), not a heartbeat seen through a clock measured a little off. */
+#define LEFT_LEASE_MARGIN_MS 2000
+
 int64_t recovery_heartbeat_interval_ms(const struct dispatch *d)
 {
 	/* Several beats per lease, so one slow write does not cost the lease. */
@@ -187,8 +191,9 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
 	t->created_wall_ms = timespec_ms(&st.st_mtim);
-	/* A lease beyond now: a shutdown left a retry here, its lease running to its due time. */
-	if (t->created_wall_ms > spool_server_now(d->spool))
+	/* A lease well beyond now (more than any error in measuring the file server's clock): a
+	 * shutdown left a retry here, its lease running to its due time. */
+	if (t->created_wall_ms > spool_server_now(d->spool) + LEFT_LEASE_MARGIN_MS)
 		t->defer_floor = t->created_wall_ms;
 	task_restore_state(t, &st, &rec);
 	task_apply_record(t, &rec);
