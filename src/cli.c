@@ -416,10 +416,13 @@ static void copy_str(char *out, size_t size, json_t *v)
 	const char *s = json_string_value(v);
 	if (xsnprintf(out, size, "%s", s ? s : "") < 0)
 		out[0] = '\0';
-	/* Client data on an operator's terminal: no control characters. */
-	for (char *p = out; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+	/* Client data on an operator's terminal: no control characters, C1 (U+0080-U+009F, as
+	 * UTF-8) included. */
+	for (unsigned char *p = (unsigned char *)out; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
 			*p = '?';
+		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			p[0] = p[1] = '?';
 }
 
 int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t mtime_ms,

@@ -19,6 +19,23 @@
 #define WAIT_POLL_MS 200
 #define MISSING_GRACE_MS 2000    /* a job on another host's mount may take a moment to show */
 
+/* Writes JSON text to stdout with every C1 control character (U+0080-U+009F, which some
+ * terminals obey as CSI, OSC and the like) escaped: in JSON they can stand only in strings,
+ * where \u0080-\u009f mean the same. jansson accepts them raw in a client's file. */
+static void put_json(const char *p, size_t n)
+{
+	size_t from = 0;
+	for (size_t i = 0; i + 1 < n; i++) {
+		unsigned char second = (unsigned char)p[i + 1];
+		if ((unsigned char)p[i] != 0xc2 || second < 0x80 || second > 0x9f)
+			continue;
+		fwrite(p + from, 1, i - from, stdout);
+		printf("\\u%04x", second);
+		from = ++i + 1;
+	}
+	fwrite(p + from, 1, n - from, stdout);
+}
+
 /* A finished job's result, as it is on disk. */
 static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 {
@@ -27,7 +44,7 @@ static int print_result(struct cli *c, enum spool_dir dir, const char *id)
 	struct stat st;
 	enum spool_read rr = cli_read_text(c, dir, name, &text, &st);
 	if (rr == SPOOL_READ_OK)
-		fwrite(text.data, 1, text.len, stdout);
+		put_json(text.data, text.len);
 	buf_release(&text);
 	int rc = CLI_OK;
 	if (rr != SPOOL_READ_OK)
@@ -70,21 +87,21 @@ static bool print_as_written(const struct buf *text)
 	job_member_values(text->data, text->len, "webhook_url", spans, (size_t)n);
 	size_t at = 0;
 	for (long i = 0; i < n; i++) {
-		fwrite(text->data + at, 1, spans[i].start - at, stdout);
+		put_json(text->data + at, spans[i].start - at);
 		json_t *url = json_loadb(text->data + spans[i].start, spans[i].end - spans[i].start,
 					 JSON_DECODE_ANY, NULL);
 		json_t *shown = url_shown(url);
 		char *out = shown ? json_dumps(shown, JSON_ENCODE_ANY) : NULL;
 		if (out)
-			fputs(out, stdout);
+			put_json(out, strlen(out));
 		else
-			fwrite(text->data + spans[i].start, 1, spans[i].end - spans[i].start, stdout);
+			put_json(text->data + spans[i].start, spans[i].end - spans[i].start);
 		free(out);
 		json_decref(shown);
 		json_decref(url);
 		at = spans[i].end;
 	}
-	fwrite(text->data + at, 1, text->len - at, stdout);
+	put_json(text->data + at, text->len - at);
 	if (!text->len || text->data[text->len - 1] != '\n')
 		putchar('\n');
 	free(spans);
@@ -113,8 +130,14 @@ static void print_pretty(struct cli *c, enum spool_dir dir, const char *name, co
 	buf_release(&text);
 	redact_webhook_url(doc);
 	char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-	if (rr == SPOOL_READ_OK || say_unread)
-		printf("%s:\n%s\n", label, pretty ? pretty : bad);
+	if (rr == SPOOL_READ_OK || say_unread) {
+		printf("%s:\n", label);
+		if (pretty)
+			put_json(pretty, strlen(pretty));
+		else
+			fputs(bad, stdout);
+		putchar('\n');
+	}
 	free(pretty);
 	json_decref(doc);
 }

@@ -652,6 +652,25 @@ def test_show_prints_no_control_byte_of_a_large_job(env):
         f.write('{"prompt":"a\\tb\x7f","pad":"%s"}\n' % pad)
     r = cli(d.spool, "show", "tame")
     assert r.returncode == 3 and '"prompt":"a\\tb\x7f"' in r.stdout, r.stdout[-300:]
+    # A C1 control (U+009B, CSI to some terminals) is valid JSON, raw in a client's file: shown
+    # escaped, whatever the size and whichever file; ls shows it as '?'.
+    csi = "\u009b2J"
+    texts = {"c1-small": json.dumps({"prompt": csi, "provider": csi}, ensure_ascii=False),
+             "c1-large": json.dumps({"prompt": csi, "pad": pad}, ensure_ascii=False)}
+    for task_id, text in texts.items():
+        with open(d.path("new", task_id + ".json"), "w", encoding="utf-8") as f:
+            f.write(text)
+    with open(d.path("done", "c1-done.json"), "w", encoding="utf-8") as f:
+        f.write(texts["c1-small"])
+    with open(d.path("done", "c1-done.result.json"), "w", encoding="utf-8") as f:
+        json.dump({"task_id": "c1-done", "status": "succeeded", "images": [],
+                   "metadata": {"m": csi}}, f, ensure_ascii=False)
+    for args in (["show", "c1-small"], ["show", "c1-large"], ["show", "c1-done"],
+                 ["status", "c1-done"], ["ls"], ["ls", "-j"]):
+        r = cli(d.spool, *args)
+        assert "\u009b" not in r.stdout, (args, r.stdout[-300:])
+        if args[0] != "ls":
+            assert "\\u009b2J" in r.stdout, (args, r.stdout[-300:])
 
 
 def test_ls_parses_no_large_member_of_a_large_job(env):
