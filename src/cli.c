@@ -416,8 +416,8 @@ static void copy_str(char *out, size_t size, json_t *v)
 	const char *s = json_string_value(v);
 	if (xsnprintf(out, size, "%s", s ? s : "") < 0)
 		out[0] = '\0';
-	/* Client data on an operator's terminal: no control characters, C1 (U+0080-U+009F, as
-	 * UTF-8) included. */
+	/* Client data on an operator's terminal: no control characters, DEL and C1 (U+0080-U+009F,
+	 * as UTF-8) included. */
 	for (unsigned char *p = (unsigned char *)out; *p; p++)
 		if (*p < 0x20 || *p == 0x7f)
 			*p = '?';

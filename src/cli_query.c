@@ -19,19 +19,23 @@
 #define WAIT_POLL_MS 200
 #define MISSING_GRACE_MS 2000    /* a job on another host's mount may take a moment to show */
 
-/* Writes JSON text to stdout with every C1 control character (U+0080-U+009F, which some
- * terminals obey as CSI, OSC and the like) escaped: in JSON they can stand only in strings,
- * where \u0080-\u009f mean the same. jansson accepts them raw in a client's file. */
+/* Writes JSON text to stdout with DEL and every C1 control character (U+0080-U+009F, which
+ * some terminals obey as CSI, OSC and the like) escaped: in JSON they can stand only in
+ * strings, where \u007f and \u0080-\u009f mean the same. jansson accepts them raw in a
+ * client's file and writes them raw. */
 static void put_json(const char *p, size_t n)
 {
 	size_t from = 0;
-	for (size_t i = 0; i + 1 < n; i++) {
-		unsigned char second = (unsigned char)p[i + 1];
-		if ((unsigned char)p[i] != 0xc2 || second < 0x80 || second > 0x9f)
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		unsigned char second = i + 1 < n ? (unsigned char)p[i + 1] : 0;
+		bool c1 = c == 0xc2 && second >= 0x80 && second <= 0x9f;
+		if (c != 0x7f && !c1)
 			continue;
 		fwrite(p + from, 1, i - from, stdout);
-		printf("\\u%04x", second);
-		from = ++i + 1;
+		printf("\\u%04x", c1 ? second : c);
+		i += c1;
+		from = i + 1;
 	}
 	fwrite(p + from, 1, n - from, stdout);
 }

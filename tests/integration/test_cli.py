@@ -647,14 +647,16 @@ def test_show_prints_no_control_byte_of_a_large_job(env):
         assert r.returncode == 3, (task_id, r.returncode, r.stderr)
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout, (task_id, r.stdout[-300:])
         assert "\njob:\n(not JSON)\n" in r.stdout, (task_id, r.stdout[-300:])
-    # A tab, a newline and a DEL in a large file's strings are escaped or printable: still shown.
+    # A tab and a newline in a large file's strings are escaped: still shown, as is a DEL,
+    # escaped (below).
     with open(d.path("new", "tame.json"), "w") as f:
         f.write('{"prompt":"a\\tb\x7f","pad":"%s"}\n' % pad)
     r = cli(d.spool, "show", "tame")
-    assert r.returncode == 3 and '"prompt":"a\\tb\x7f"' in r.stdout, r.stdout[-300:]
-    # A C1 control (U+009B, CSI to some terminals) is valid JSON, raw in a client's file: shown
-    # escaped, whatever the size and whichever file; ls shows it as '?'.
-    csi = "\u009b2J"
+    assert r.returncode == 3 and '"prompt":"a\\tb\\u007f"' in r.stdout, r.stdout[-300:]
+    # A C1 control (U+009B, CSI to some terminals) and a DEL are valid JSON, raw in a client's
+    # file: shown escaped, whatever the size and whichever file (a DEL was printed raw); ls
+    # shows them as '??' and '?'.
+    csi = "\u009b2J\x7f"
     texts = {"c1-small": json.dumps({"prompt": csi, "provider": csi}, ensure_ascii=False),
              "c1-large": json.dumps({"prompt": csi, "pad": pad}, ensure_ascii=False)}
     for task_id, text in texts.items():
@@ -666,11 +668,13 @@ def test_show_prints_no_control_byte_of_a_large_job(env):
         json.dump({"task_id": "c1-done", "status": "succeeded", "images": [],
                    "metadata": {"m": csi}}, f, ensure_ascii=False)
     for args in (["show", "c1-small"], ["show", "c1-large"], ["show", "c1-done"],
-                 ["status", "c1-done"], ["ls"], ["ls", "-j"]):
+                 ["status", "c1-done"], ["wait", "c1-done"], ["ls"], ["ls", "-j"]):
         r = cli(d.spool, *args)
-        assert "\u009b" not in r.stdout, (args, r.stdout[-300:])
+        assert "\u009b" not in r.stdout and "\x7f" not in r.stdout, (args, r.stdout[-300:])
         if args[0] != "ls":
-            assert "\\u009b2J" in r.stdout, (args, r.stdout[-300:])
+            assert "\\u009b2J\\u007f" in r.stdout, (args, r.stdout[-300:])
+        else:
+            assert "??2J?" in r.stdout, (args, r.stdout[-300:])
 
 
 def test_ls_parses_no_large_member_of_a_large_job(env):
