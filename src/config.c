@@ -571,12 +571,33 @@ static bool valid_key_prefix(const char *p)
 	return true;
 }
 
-/* A store URL goes into every result (urls, output_url) as it is: no secret may ride in it. The
- * message names the part, never its text. */
+/* A store URL goes into every result (urls, output_url) as it is: no secret may ride in it, and
+ * no byte a URL may not hold raw (a control character is written escaped, six bytes each, in
+ * every URL of every result, eating the room results are sized with). The message names the
+ * part or the byte, never the text. */
 static int check_store_url(const struct config *cfg, const char *key, const char *url,
 			   const char *goes, char *err, size_t errsize)
 {
-	const char *part = url ? url_secret_part(url) : NULL;
+	if (!url)
+		return 0;
+	size_t len = strlen(url), at = url_unprintable_at(url, len);
+	if (at < len) {
+		unsigned char b = (unsigned char)url[at], next = (unsigned char)url[at + 1];
+		char what[48];
+		if (b == ' ')
+			xsnprintf(what, sizeof(what), "a space");
+		else if (b < 0x20 || b == 0x7f)
+			xsnprintf(what, sizeof(what), "a control character (0x%02x)", b);
+		else if (b == 0xc2 && next >= 0x80 && next <= 0x9f)
+			xsnprintf(what, sizeof(what), "a control character (U+%04X)", next);
+		else
+			xsnprintf(what, sizeof(what), "a byte past ASCII (0x%02x)", b);
+		return fail_at(cfg, "store", key, err, errsize,
+			       "[store] %s holds %s at byte offset %zu of its value: a URL is printable "
+			       "ASCII without spaces (percent-encode anything else, a space as %%20)", key,
+			       what, at);
+	}
+	const char *part = url_secret_part(url);
 	if (!part)
 		return 0;
 	return fail_at(cfg, "store", key, err, errsize,

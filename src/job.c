@@ -690,9 +690,7 @@ static enum job_parse_result parse_webhook_url(struct job *job, const char *name
 	(void)limits;
 	const char *s = json_string_value(v);
 	size_t len = json_string_length(v);
-	bool good = len <= 2048 && url_is_http(s);
-	for (size_t i = 0; good && i < len; i++)
-		good = s[i] > 0x20 && s[i] < 0x7f;
+	bool good = len <= 2048 && url_is_http(s) && url_unprintable_at(s, len) == len;
 	if (!good)
 		return fail(err, JOB_INVALID, name, "\"%s\" must be an http:// or https:// URL of at most "
 			    "2048 printable ASCII characters", name);

@@ -419,6 +419,14 @@ const char *url_secret_part(const char *url)
 	return NULL;
 }
 
+size_t url_unprintable_at(const char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f)
+		i++;
+	return i;
+}
+
 /* With IMGSPOOLD_STOP_FIFO naming a FIFO, only the thread at the point waits: until the test
  * opens the FIFO to write and closes it (the loop goes on meanwhile). Else the process stops. */
 static void stop_here(void)

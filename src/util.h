@@ -90,5 +90,8 @@ char *url_redacted(const char *url);
  * query (...)", "a fragment (...)"), or NULL: a URL that goes into files as it is (results) must
  * have none. */
 const char *url_secret_part(const char *url);
+/* The offset of the first byte of s[0, len) a URL may not hold as it is (a control character,
+ * a space, DEL or a byte past ASCII: RFC 3986 has them percent-encoded), or len when none. */
+size_t url_unprintable_at(const char *s, size_t len);
 
 #endif

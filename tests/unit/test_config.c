@@ -230,6 +230,37 @@ int main(void)
 		free(prefix);
 		config_release(&cfg);
 	}
+	/* A byte a URL may not hold raw: refused, the key, its line and the byte's offset named. A
+	 * control character was written escaped, six bytes each, into every URL of every result. */
+	static const struct { const char *text, *needle; int line; } unprintable_urls[] = {
+		{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/\x1b[2J\n",
+		  "public_url holds a control character (0x1b) at byte offset 20 of its value", 4 },
+		{ "[store]\npublic_url = https://cdn.example/a\tb\n",
+		  "public_url holds a control character (0x09) at byte offset 21 of its value", 2 },
+		{ "[store]\npublic_url = https://cdn.example/a b\n",
+		  "public_url holds a space at byte offset 21 of its value", 2 },
+		{ "[store]\npublic_url = https://cdn\x7f.example/\n",
+		  "public_url holds a control character (0x7f) at byte offset 11 of its value", 2 },
+		{ "[store]\npublic_url = https://cdn.example/\xc2\x9b" "2J\n",
+		  "public_url holds a control character (U+009B) at byte offset 20 of its value", 2 },
+		{ "[store]\npublic_url = https://b\xc3\xbc\x63her.example/\n",
+		  "public_url holds a byte past ASCII (0xc3) at byte offset 9 of its value", 2 },
+		{ "[store]\nendpoint = http://s3\x1b.example\nbucket = abc\n",
+		  "endpoint holds a control character (0x1b) at byte offset 9 of its value", 2 },
+		{ "[store]\nbucket = abc\nendpoint = http://s3.example/a\x0c\x62\n",
+		  "endpoint holds a control character (0x0c) at byte offset 19 of its value", 3 },
+		{ "[store]\nbucket = abc\nendpoint = http://s3.example/\x01?X-Amz-Signature=Sekr1t\n",
+		  "endpoint holds a control character (0x01) at byte offset 18 of its value", 3 },
+	};
+	for (size_t i = 0; i < sizeof(unprintable_urls) / sizeof(unprintable_urls[0]); i++) {
+		int rc = load(unprintable_urls[i].text, &cfg, err, sizeof(err));
+		char *prefix = xasprintf("%s/t.ini:%d: [store] ", dir, unprintable_urls[i].line);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, unprintable_urls[i].needle) &&
+		   !strstr(err, "Sekr1t") && !strstr(err, "example"), "store URL with a byte it may not hold, "
+		   "row %zu: %s", i, err);
+		free(prefix);
+		config_release(&cfg);
+	}
 	ok(load("[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/users/@me/\n",
 		&cfg, err, sizeof(err)) == 0, "an '@' in a store URL's path is not credentials: %s", err);
 	config_release(&cfg);

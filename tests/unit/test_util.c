@@ -194,6 +194,27 @@ static void test_url_secret_part(void)
 	}
 }
 
+static void test_url_unprintable_at(void)
+{
+	static const struct {
+		const char *url;
+		size_t want;   /* strlen(url): none */
+	} rows[] = {
+		{ "https://cdn.example.com/r~a-b_c.d%20e", 37 },
+		{ "", 0 },
+		{ " https://x", 0 },
+		{ "https://x/a b", 11 },
+		{ "https://x/\t", 10 },
+		{ "https://x\x7f", 9 },
+		{ "https://x/\xc2\x9b", 10 },
+		{ "https://x/\xc3\xa9", 10 },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		size_t got = url_unprintable_at(rows[i].url, strlen(rows[i].url));
+		ok(got == rows[i].want, "url_unprintable_at, row %zu: %zu (want %zu)", i, got, rows[i].want);
+	}
+}
+
 int main(void)
 {
 	test_buf();
@@ -203,6 +224,7 @@ int main(void)
 	test_url_is_http();
 	test_url_redacted();
 	test_url_secret_part();
+	test_url_unprintable_at();
 	test_image_names();
 	return tap_done();
 }
