@@ -8,6 +8,7 @@
 
 #include "control.h"
 #include "spool.h"
+#include "scratch_spool.h"
 #include "tap.h"
 #include "util.h"
 
@@ -135,10 +136,7 @@ static void test_still_wants(void)
 	ok(!control_wants(&c, CONTROL_HOLD, "job-2"), "and forgotten");
 	control_release(&c);
 	control_withdraw(&sp, CONTROL_CANCEL, "job-1");
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	ok(rmdir(dir) == 0, "the scratch spool removed");
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 /* A read counts a change of the pauses only when one was made or removed (what wakes the jobs
@@ -182,10 +180,7 @@ static void test_pause_changes(void)
 	control_release(&c);
 	control_withdraw(&sp, CONTROL_PAUSE, "c");
 	control_withdraw(&sp, CONTROL_HOLD, "job-1");
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	ok(rmdir(dir) == 0, "the scratch spool removed");
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 int main(void)

@@ -12,6 +12,7 @@
 #include "spool.h"
 #include "syncset.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 static void test_bytes_before_name(bool names_in_order)
@@ -37,10 +38,7 @@ static void test_bytes_before_name(bool names_in_order)
 	syncset_release(&ss);
 	outbox_withdraw(&sp, &b);
 	outbox_batch_release(&b);
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	ok(rmdir(dir) == 0, "the scratch spool removed");
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 int main(void)

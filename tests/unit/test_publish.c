@@ -12,6 +12,7 @@
 
 #include "publish.h"
 #include "spool.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 struct row {
@@ -93,10 +94,7 @@ static void test_staged_state(void)
 		close(sfd);
 		unlinkat(runfd, ".j@h1.done", AT_REMOVEDIR);
 	}
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	rmdir(dir);
+	scratch_spool_remove(&sp, dir);
 }
 
 int main(void)

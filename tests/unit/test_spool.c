@@ -12,6 +12,7 @@
 
 #include "spool.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 static char *repeat(char c, size_t n)
@@ -194,10 +195,7 @@ static void test_write_at_and_list_at(void)
 
 	unlinkat(dirfd, "pause", 0);
 	unlinkat(dirfd, "ledger.json", 0);
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(dirfd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	rmdir(dir);
+	scratch_spool_remove(&sp, dir);
 }
 
 /* A staging directory's file: a new name is written in place; one already there (a retry's,
@@ -234,10 +232,7 @@ static void test_write_staged(void)
 	unlinkat(sfd, "d.png", AT_REMOVEDIR);
 	close(sfd);
 	unlinkat(runfd, ".~0@h1.batch-done", AT_REMOVEDIR);
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name(d), AT_REMOVEDIR);
-	spool_close(&sp);
-	rmdir(dir);
+	scratch_spool_remove(&sp, dir);
 }
 
 /* running/ID@HOST.json, as every reader of running/ parses it (spool_running_id): control's

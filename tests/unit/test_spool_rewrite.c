@@ -9,6 +9,7 @@
 
 #include "spool.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 static char *slurp(int dirfd, const char *name)
@@ -48,10 +49,7 @@ int main(void)
 	ok(nh == 0, "no temporary file is left behind (%ld)", nh);
 	spool_entries_free(h, nh);
 	unlinkat(fd, "a@h1.json", 0);
-	for (int d = 0; d < SPOOL_NDIRS; d++)
-		unlinkat(sp.root_fd, spool_dir_name((enum spool_dir)d), AT_REMOVEDIR);
-	spool_close(&sp);
-	rmdir(root);
+	scratch_spool_remove(&sp, root);
 	rmdir(dir);
 	free(root);
 	return tap_done();
