@@ -379,15 +379,24 @@ static int create_empty(int dirfd, const char *name, const char *content)
 	return close(fd);
 }
 
-/* create_empty in p's calls/ (in_calls) or in providers/NAME; if that directory was removed,
- * and perhaps made again by another host, in the new one. */
-static int create_in(struct keyshare *ks, struct pdir *p, bool in_calls, const char *name,
+/* Where in a provider's directory create_in makes a file. */
+enum pdir_part { IN_PROVIDER, IN_CALLS, IN_STARTS };
+
+static int pdir_fd(const struct pdir *p, enum pdir_part in)
+{
+	return in == IN_CALLS ? p->calls : in == IN_STARTS ? p->starts : p->fd;
+}
+
+/* create_empty in providers/NAME or its calls/ or starts/; if that directory was removed (an
+ * operator's clean-up of calls/ or starts/ alone, or all of it), and perhaps made again by
+ * another host, in the new one, in the same try. */
+static int create_in(struct keyshare *ks, struct pdir *p, enum pdir_part in, const char *name,
 		     const char *content)
 {
-	int made = create_empty(in_calls ? p->calls : p->fd, name, content);
+	int made = create_empty(pdir_fd(p, in), name, content);
 	if (made < 0 && gone(errno)) {
 		recheck_soon(ks, p);
-		made = pdir_open(ks, p) ? create_empty(in_calls ? p->calls : p->fd, name, content) : -1;
+		made = pdir_open(ks, p) ? create_empty(pdir_fd(p, in), name, content) : -1;
 	}
 	return made;
 }
@@ -1093,11 +1102,11 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	out->provider = xstrdup(provider);
 	out->reserve = reserve > 0 ? reserve : 0;
 	out->call = xasprintf("%s~%ld-%lu~%lld", ks->sp->host_id, ks->pid, ks->seq, out->reserve);
-	if (create_in(ks, p, true, out->call, NULL) < 0)
+	if (create_in(ks, p, IN_CALLS, out->call, NULL) < 0)
 		goto file_error;
 	if (l->rpm) {
 		out->start = xasprintf("%" PRId64 "~%s~%ld-%lu", now, ks->sp->host_id, ks->pid, ks->seq);
-		if (create_empty(p->starts, out->start, NULL) < 0) {
+		if (create_in(ks, p, IN_STARTS, out->start, NULL) < 0) {
 			free(out->start);
 			out->start = NULL;
 			goto file_error;
@@ -1168,7 +1177,7 @@ void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t)
 	 * after a stall) is made again: the call is still in flight. */
 	if (p && t->call && utimensat(p->calls, t->call, NULL, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    gone(errno))
-		create_in(ks, p, true, t->call, NULL);
+		create_in(ks, p, IN_CALLS, t->call, NULL);
 }
 
 void keyshare_heartbeat_probes(struct keyshare *ks)
@@ -1177,7 +1186,7 @@ void keyshare_heartbeat_probes(struct keyshare *ks)
 		struct pdir *p = ks->dirs[i]->probe_ours ? pdir(ks, ks->dirs[i]->name) : NULL;
 		/* Gone with its directory: made again, unless another host probes meanwhile. */
 		if (p && utimensat(p->fd, "probe", NULL, AT_SYMLINK_NOFOLLOW) < 0 && gone(errno) &&
-		    create_in(ks, p, false, "probe", ks->sp->host_id) < 0)
+		    create_in(ks, p, IN_PROVIDER, "probe", ks->sp->host_id) < 0)
 			p->probe_ours = false;
 	}
 }

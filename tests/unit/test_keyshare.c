@@ -502,6 +502,22 @@ int main(void)
 	keyshare_release(a, &t1);
 	free(a_ticket);
 	free(sprobe);
+	/* An operator removes starts/ alone (calls/ stays): the next call makes it again and goes
+	 * on in the same try, as with calls/. */
+	struct keyshare_limits rate = { .rpm = 100, .window_ms = 60000, .lease_ms = 60000 };
+	ok(keyshare_acquire(a, "s", &rate, 0, &t1).block == PROVIDER_FREE && t1.start,
+	   "A calls s under an rpm");
+	keyshare_release(a, &t1);
+	char *sstarts = xasprintf("%s/starts", sdir);
+	ok(nftw(sstarts, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes providers/s/starts");
+	v = keyshare_acquire(a, "s", &rate, 0, &t1);
+	char *a_start = t1.start ? xasprintf("%s/%s", sstarts, t1.start) : xstrdup("");
+	ok(v.block == PROVIDER_FREE && access(a_start, F_OK) == 0,
+	   "A's next call starts at once, its start in a new starts/ (%s)", v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(a, &t1);
+	free(a_start);
+	free(sstarts);
 	/* The same with all of providers/. */
 	ok(keyshare_acquire(a, "s", &one, 0, &t1).block == PROVIDER_FREE, "A calls s");
 	keyshare_release(a, &t1);
