@@ -187,6 +187,7 @@ static bool task_busy(void *arg, const char *task_id)
  * running/: the restart finishes it from that file, downloads included, without calling again. */
 void task_leave_for_restart(struct task *t, const char *why)
 {
+	sidecar_mark_left(t);   /* so the restart counts no death for it */
 	log_job(LOG_WARN, t->id, "shutdown: left in running/ %s; the restart finishes it without "
 		"calling again", why);
 	task_free(t);
@@ -915,6 +916,7 @@ void dispatch_free(struct dispatch *d)
 		return;
 	while (d->tasks)
 		task_requeue(d->tasks, "shutdown");
+	sidecar_sync_left(d);
 	iopool_free(d->pool);
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	outbox_free(d->outbox); /* before http: it cancels its deliveries */

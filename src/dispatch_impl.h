@@ -77,6 +77,7 @@ struct dispatch {
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
 	uint64_t grace_timer;
+	bool left_unsynced;      /* jobs marked left in running/ since its last sync (sidecar.c) */
 	uint64_t wake_timer;     /* earliest paused provider */
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */

@@ -70,8 +70,9 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 	return recovery_heartbeat_interval_ms(d);
 }
 
-/* Every sidecar of a reclaimed job comes along (.partial and each saved .response.STATUS, a
- * 524 as much as a 200), so a response the dead host saved is used, never paid again; so does
+/* Every sidecar of a reclaimed job comes along (.partial, each saved .response.STATUS, a
+ * 524 as much as a 200, and a shutdown's mark .left.N), so a response the dead host saved is
+ * used, never paid again, and a job it left on purpose counts no death; so does
  * its uncommitted staging directory (.ID@HOST.done/.failed), or its staged files in one of the
  * owner's batches' directories, which a job whose records say "finished" is published from. */
 static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
@@ -90,7 +91,7 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
 		}
 		if (strncmp(h[i].name, prefix, plen) ||
 		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
-		     strcmp(sfx, "done") && strcmp(sfx, "failed")))
+		     strncmp(sfx, "left.", 5) && strcmp(sfx, "done") && strcmp(sfx, "failed")))
 			continue;
 		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
 		renameat(fd, h[i].name, fd, to);
@@ -166,6 +167,19 @@ static void complete_publication(struct task *t, const char *finished)
 	task_free(t);
 }
 
+/* The attempt the saved response of t belongs to, 0 if none is ours. */
+static long saved_attempt(struct task *t, const struct strset *hidden)
+{
+	struct stat st;
+	long status = sidecar_saved_status(t, hidden);
+	char suffix[32];
+	xsnprintf(suffix, sizeof(suffix), "response.%ld", status);
+	char *name = status ? sidecar_name(t, suffix) : NULL;
+	long attempt = name ? sidecar_read(t, name, NULL, &st) : 0;
+	free(name);
+	return attempt;
+}
+
 /* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
  * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
  * response saved but not yet accounted for finishes the job from the file; one the records already
@@ -197,6 +211,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		t->defer_floor = t->created_wall_ms;
 	task_restore_state(t, &st, &rec);
 	task_apply_record(t, &rec);
+	long left_mark = sidecar_take_left(t, hidden);
 	int64_t retry_at_ms = rec.retry_at_ms;
 	t->res.status = sidecar_saved_status(t, hidden);   /* what sidecar_drop removes */
 	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
@@ -230,7 +245,13 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	char *partial = sidecar_name(t, "partial");
 	bool called = restage || strset_has(hidden, partial) || sidecar_saved_status(t, hidden) != 0;
 	free(partial);
-	if (called && !t->defer_floor)   /* a retry left by a shutdown: no death */
+	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
+	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
+	/* Left by a shutdown on purpose, to be finished from its saved response (below), never
+	 * called: no death either. */
+	bool left = left_mark && (size_t)left_mark == accounted + 1 &&
+		    saved_attempt(t, hidden) == left_mark;
+	if (called && !t->defer_floor && !left)   /* a retry left by a shutdown: no death */
 		t->crashes++;
 	if (pr != JOB_OK) {
 		finish_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
@@ -268,15 +289,13 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	/* Count this death in the file first: if finishing the job kills us again, the next start
 	 * must see it. */
-	char *text = called ? task_job_text(t, retry_at_ms, NULL) : NULL;
+	char *text = called && !left ? task_job_text(t, retry_at_ms, NULL) : NULL;
 	if (text && spool_write_file(d->spool, SPOOL_RUNNING, running_name, text, strlen(text)) < 0)
 		log_job(LOG_WARN, id, "cannot record the restart in 'running/%s': %s", running_name,
 			strerror(errno));
 	free(text);
 	crash_point("adopt:counted");
 
-	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
-	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
 	for (size_t i = 0; i < hidden->cap; i++) {
 		const char *name = hidden->slots[i];
 		long status;
@@ -385,7 +404,7 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 			continue;
 		}
 		if (!at || (strcmp(at + hlen, "partial") && strcmp(at + hlen, "target") &&
-			    strncmp(at + hlen, "response.", 9)))
+			    strncmp(at + hlen, "response.", 9) && strncmp(at + hlen, "left.", 5)))
 			continue;
 		char *job = xasprintf("%.*s@%s.json", (int)(at - name - 1), name + 1, host);
 		if (!spool_exists(d->spool->fd[SPOOL_RUNNING], job))

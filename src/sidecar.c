@@ -179,3 +179,67 @@ long sidecar_read(struct task *t, const char *name, struct buf *body, struct sta
 	return attempt;
 }
 
+
+/* A job a shutdown leaves in running/ on purpose (its paid response saved; its images still to
+ * fetch, store or publish) gets an empty running/.ID@HOST.left.N, N the attempt of that response:
+ * its restart, or the host that reclaims it, counts no death for it (recovery.c). Empty, so a
+ * full disk (a publication waiting for room) still takes it. A response not saved gets no mark:
+ * the job is left as a crash would leave it, and counted so. */
+void sidecar_mark_left(struct task *t)
+{
+	bool saved = ((t->sidecars & SIDECAR_RESPONSE) && !t->save_err) ||
+		     ((t->sidecars & SIDECARS_UNKNOWN) && t->res.status);
+	if (!saved || t->fenced)
+		return;
+	char suffix[32];
+	xsnprintf(suffix, sizeof(suffix), "left.%zu", attempt_count(t));
+	char *name = sidecar_name(t, suffix);
+	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
+			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0 || errno == EEXIST)
+		t->d->left_unsynced = true;
+	else
+		log_job(LOG_WARN, t->id, "cannot mark it left in running/ ('%s': %s): its restart "
+			"counts a death for it", name, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(name);
+}
+
+/* Once, at exit: the marks' names are durable with running/ (they hold no bytes). */
+void sidecar_sync_left(struct dispatch *d)
+{
+	if (d->left_unsynced && spool_sync_dir(d->spool, SPOOL_RUNNING) < 0)
+		log_warn("cannot sync running/ for the jobs left there: %s (after a power cut their "
+			 "restart may count a death for them)", strerror(errno));
+	d->left_unsynced = false;
+}
+
+/* Every mark of t's is removed before anything is done with the job, so a death while it is
+ * finished counts. One is believed only if it is ours, as every sidecar (a regular file, one
+ * link, the daemon's user), and only once: if it cannot be removed, it is not. No sync: only a
+ * power cut could bring a removed mark back, and a power cut is no death of the job's making. */
+long sidecar_take_left(struct task *t, const struct strset *hidden)
+{
+	int fd = t->d->spool->fd[SPOOL_RUNNING];
+	char *prefix = sidecar_name(t, "left.");
+	size_t plen = strlen(prefix);
+	long mark = 0;
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		struct stat st;
+		long attempt;
+		if (!name || strncmp(name, prefix, plen) ||
+		    parse_long(name + plen, 1, 1000000, &attempt) < 0)
+			continue;
+		bool ours = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+			    st.st_nlink == 1 && dispatch_written_by_daemon(t->d, &st);
+		if (unlinkat(fd, name, 0) == 0 && ours)
+			mark = attempt;
+		else
+			log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a mark the daemon left for "
+				"this job", name);
+	}
+	free(prefix);
+	return mark;
+}

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 struct buf;
+struct dispatch;
 struct stat;
 struct strset;
 struct task;
@@ -24,5 +25,11 @@ void sidecar_unlink(const struct task *t);
 size_t sidecar_write_header(struct task *t, int fd);
 long sidecar_saved_status(const struct task *t, const struct strset *hidden);
 long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
+/* A shutdown leaves t in running/ on purpose, its paid response saved: running/.ID@HOST.left.N
+ * says so to the restart (no death counted). sidecar_sync_left makes the marks durable. */
+void sidecar_mark_left(struct task *t);
+void sidecar_sync_left(struct dispatch *d);
+/* At adoption: removes t's marks and returns the attempt the one ours names, 0 if none. */
+long sidecar_take_left(struct task *t, const struct strset *hidden);
 
 #endif

@@ -4,6 +4,7 @@ server (s3rver) before the job is published, each PUT signed (checked by the AWS
 not by our code); a store that is down delays publication without a second upstream call; and
 kill -9 during uploads loses nothing and repeats no billed call."""
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -151,7 +152,82 @@ def test_grace_cut_during_upload(env):
     assert d.stop() == 0
 
 
+def cut_twice(d):
+    """SIGTERM, then a second one that cuts what is left (the grace cut); the daemon exits 0."""
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "shutting down" in d.log()[d.log_offset:], 10, "the first signal")
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(30)
+    d.logf.close()
+    assert d.proc.returncode == 0, (d.proc.returncode, d.log()[-2000:])
+
+
+def uploading(d, task_id):
+    """Since d's last start: a failed upload of task_id's image (the store is down), or its end."""
+    return (f"{task_id} warning: upload of image 1 to the store failed" in d.log()[d.log_offset:]
+            or d.state(task_id) in ("done", "failed"))
+
+
+def crashes(d, task_id):
+    """The deaths counted in the job's records (0 when none is)."""
+    state = d.state(task_id)
+    name = task_id + ".json" if state != "running" else \
+        [n for n in d.listdir("running") if n.startswith(task_id + "@")][0]
+    with open(d.path(state, name)) as f:
+        return json.load(f).get("imgspool", {}).get("crashes", 0)
+
+
+def test_clean_restarts_are_no_crashes(env):
+    """A paid job waiting for the store is left in running/ at each grace cut, to be finished by
+    the restart: more clean restarts than max_crash_requeues never fail it as crashed, and the
+    upstream is called once."""
+    s3 = env.peer(S3Server())   # down until the end
+    d = store_daemon(env, s3, retry__max_crash_requeues=1).start()
+    d.submit("left1", {"prompt": "restarted while the store is down"})
+    for restart in range(3):
+        if restart:
+            d.start()
+        wait_for(lambda: uploading(d, "left1"), 30, "an upload to fail")
+        assert d.state("left1") == "running", (restart, d.state("left1"), d.log()[-2000:])
+        cut_twice(d)
+        assert d.state("left1") == "running", (restart, d.state("left1"))
+        assert "crashed" not in d.log() and crashes(d, "left1") == 0, d.log()[-2000:]
+        assert ".left1@testhost.left.1" in os.listdir(d.path("running"))
+    s3.start()
+    d.start()
+    d.wait_finished("left1", 60)
+    r = check_stored(d, s3, "left1")
+    assert r["billed_attempts"] == 1, r
+    assert crashes(d, "left1") == 0
+    assert env.fake.calls("restarted while the store is down") == 1
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".left1@testhost.left.")]
+    assert d.stop() == 0
+
+
+def test_left_job_reclaimed_by_another_host(env):
+    """A job one host left in running/ at a grace cut, and that host never came back: another
+    host takes it over once its lease ran out and finishes it from the saved response, counting
+    no death (with max_crash_requeues = 0 one would fail it)."""
+    s3 = env.peer(S3Server())
+    a = store_daemon(env, s3).start()
+    a.submit("left2", {"prompt": "left for another host"})
+    wait_for(lambda: uploading(a, "left2"), 30, "an upload to fail")
+    cut_twice(a)
+    assert a.state("left2") == "running"
+    s3.start()
+    b = store_daemon(env, s3, spool_dir=a.spool, spool__host_id="otherhost",
+                     spool__lease_timeout=2, retry__max_crash_requeues=0).start()
+    b.wait_finished("left2", 60)
+    assert "reclaimed from 'testhost'" in b.log(), b.log()[-2000:]
+    r = check_stored(b, s3, "left2")
+    assert r["billed_attempts"] == 1, r
+    assert crashes(b, "left2") == 0
+    assert env.fake.calls("left for another host") == 1
+    assert b.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_every_image_in_the_bucket, test_store_down_delays_publication,
                test_kill_9_during_uploads,
-               test_grace_cut_during_upload])
+               test_grace_cut_during_upload, test_clean_restarts_are_no_crashes,
+               test_left_job_reclaimed_by_another_host])
