@@ -13,9 +13,12 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # The daemon's modules; the CLI's verbs (cli*.c) and the two mains are apart.
 CLI_LIB  := $(wildcard src/cli*.c)
 SRC      := $(filter-out src/main.c src/imgspool.c $(CLI_LIB),$(wildcard src/*.c))
-# The CLI shares the spool protocol's modules with the daemon, never its loop.
+# The CLI shares the spool protocol's modules with the daemon, never its loop; and its
+# configuration's reader, for imgspool -c (the spool and the job limits of a daemon).
 CLI_SRC  := $(CLI_LIB) src/job.c src/util.c src/log.c src/spool.c src/syncset.c src/control.c \
-            src/result.c src/record.c src/upstream.c src/publish.c
+            src/result.c src/record.c src/upstream.c src/publish.c src/config.c src/price.c \
+            src/secret.c src/crypto.c
+CLI_LIBS := -ljansson -linih -lcrypto -lm
 B        := build
 T        := build/test
 UNIT     := $(patsubst tests/unit/%.c,$(T)/%,$(wildcard tests/unit/test_*.c))
@@ -43,7 +46,7 @@ $(B)/imgspoold: $(call obj,src/main.c $(SRC))
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/imgspool: $(call obj,src/imgspool.c $(CLI_SRC))
-	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
+	$(CC) $(CFLAGS) -o $@ $^ $(CLI_LIBS)
 
 # The test build: same code, sanitizers on, used by every test.
 $(T)/obj/%.o: src/%.c | $(T)/obj
@@ -53,7 +56,7 @@ $(T)/imgspoold: $(call tobj,src/main.c $(SRC))
 	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ $(LIBS)
 
 $(T)/imgspool: $(call tobj,src/imgspool.c $(CLI_SRC))
-	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ -ljansson -lm
+	$(CC) $(CFLAGS) -O1 $(SANITIZE) -o $@ $^ $(CLI_LIBS)
 
 # A unit test links all of src/ but the two mains.
 $(T)/unit/%.o: tests/unit/%.c | $(T)/unit

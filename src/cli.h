@@ -31,7 +31,8 @@ enum cli_exit {
 
 struct cli {
 	const char *verb;
-	const char *dir;         /* -d, IMGSPOOL_DIR, or ./spool */
+	const char *dir;         /* -d, -c's [spool] dir, IMGSPOOL_DIR, or ./spool */
+	const struct config *cfg; /* -c: the daemon's configuration, or NULL */
 	struct spool sp;
 	bool attached;
 };

@@ -4,13 +4,17 @@
  *   submit [-i ID] [FILE...]      one job per file (none or "-": one job on standard input)
  *   submit --jsonl FILE|-         one job per line
  *   --wait                        then wait for all of them, with counts as they change
+ *   --max-job-bytes N             the daemons' [limits] max_job_bytes (over imgspool -c's)
  *
- * Every job is checked before any is submitted: one bad line submits nothing. Ids follow the
- * maildir recipe (§3), so no two clients collide. Bulk submissions write a batch of files into
- * tmp/, make them durable with one syncfs(2), then rename them in. */
+ * Every job is checked before any is submitted: one bad line submits nothing. A job is held to
+ * the limits of imgspool -c's configuration, else to a daemon's defaults: a daemon leaves a job
+ * larger than its max_job_bytes in new/ unread, for ever. Ids follow the maildir recipe (§3), so
+ * no two clients collide. Bulk submissions write a batch of files into tmp/, make them durable
+ * with one syncfs(2), then rename them in. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +28,7 @@
 #include "util.h"
 #include "banned.h"
 
-/* The daemon's default max_job_bytes: a job over it would lie in new/ unread, for ever. */
-#define JOB_TEXT_MAX ((size_t)CONFIG_JOB_BYTES_DEFAULT)
 #define JSONL_MAX (1u << 30)         /* a JSONL file, read whole */
-#define TOO_BIG_WHY ", the daemon's default [limits] max_job_bytes: a daemon leaves a larger job in " \
-	"new/ unread"
 #define BATCH 512                    /* files per syncfs */
 #define ERRORS_SHOWN 20
 
@@ -63,14 +63,12 @@ static int read_all(const char *path, size_t max, struct buf *out)
 
 /* The daemon's checks, on this side: the parser, then the request builder, which refuses what
  * the model's dialect cannot express (n > 1 or a mask on a Gemini model). */
-static int check_job(const char *text, size_t len, char *msg, size_t size)
+static int check_job(const char *text, size_t len, const struct job_limits *limits, char *msg,
+		     size_t size)
 {
 	struct job job;
-	struct job_limits limits;
 	struct job_error err;
-	job_limits_default(&limits);
-	limits.max_n = 10;   /* the daemon's operator sets the real cap */
-	enum job_parse_result pr = job_parse(&job, text, len, &limits, &err);
+	enum job_parse_result pr = job_parse(&job, text, len, limits, &err);
 	if (pr != JOB_OK) {
 		if (err.field[0])
 			xsnprintf(msg, size, "invalid job (field \"%s\"): %s", err.field, err.message);
@@ -247,15 +245,24 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "jsonl", required_argument, NULL, 'l' },
 		{ "wait", no_argument, NULL, 'w' },
+		{ "max-job-bytes", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *usage = "usage: imgspool submit [-i ID] [--wait] [FILE...|-] | --jsonl FILE|-";
+	const char *usage = "usage: imgspool submit [-i ID] [--wait] [--max-job-bytes N] [FILE...|-] | "
+			    "--jsonl FILE|-";
 	char given_id[JOB_ID_MAX + 1] = "";
 	const char *jsonl = NULL;
 	bool wait = false;
+	long max_job_bytes = 0;
 	int opt;
 	while ((opt = getopt_long(argc, argv, "i:", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'm':
+			if (parse_long(optarg, 1024, CONFIG_JOB_BYTES_CEILING, &max_job_bytes) < 0)
+				return cli_fail(c, CLI_USAGE, "--max-job-bytes takes the daemons' [limits] "
+						"max_job_bytes: a number of bytes from 1024 to %ld",
+						CONFIG_JOB_BYTES_CEILING);
+			break;
 		case 'i':
 			if (!cli_task_id(optarg, given_id, sizeof(given_id)))
 				return cli_fail(c, CLI_USAGE, "'%s' is not a valid task id (spool-layout.md §3)",
@@ -278,6 +285,29 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	if (given_id[0] && (jsonl || nfiles > 1))
 		return cli_fail(c, CLI_USAGE, "-i names one job: it cannot be used with several");
 
+	/* What the daemons allow: --max-job-bytes, else imgspool -c's configuration, else the
+	 * defaults (and the most images a call may ask for). */
+	struct job_limits limits;
+	char too_big_why[PATH_MAX + 160];
+	if (c->cfg) {
+		config_job_limits(c->cfg, &limits);
+	} else {
+		job_limits_default(&limits);
+		limits.max_n = 10;
+	}
+	if (max_job_bytes)
+		xsnprintf(too_big_why, sizeof(too_big_why), ", the --max-job-bytes given");
+	else if (c->cfg)
+		xsnprintf(too_big_why, sizeof(too_big_why), ", the [limits] max_job_bytes of '%s': its "
+			  "daemons leave a larger job in new/ unread", c->cfg->path);
+	else
+		xsnprintf(too_big_why, sizeof(too_big_why), ", the daemon's default [limits] max_job_bytes: "
+			  "a daemon leaves a larger job in new/ unread (one configured for more: imgspool -c "
+			  "ITS_CONFIG, or --max-job-bytes)");
+	if (!max_job_bytes)
+		max_job_bytes = c->cfg ? c->cfg->max_job_bytes : CONFIG_JOB_BYTES_DEFAULT;
+	const size_t job_max = (size_t)max_job_bytes;
+
 	struct submission *subs = NULL;
 	size_t n = 0, alloc = 0, bad = 0;
 	struct buf text;
@@ -287,10 +317,9 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	int ninputs = jsonl || !nfiles ? 1 : nfiles;
 	char **whole = xcalloc((size_t)ninputs, sizeof(*whole));
 	for (int f = 0; f < ninputs; f++) {
-		if (read_all(inputs[f], jsonl ? JSONL_MAX : JOB_TEXT_MAX, &text) < 0) {
+		if (read_all(inputs[f], jsonl ? JSONL_MAX : job_max, &text) < 0) {
 			rc = errno == EFBIG ? cli_fail(c, CLI_USAGE, "'%s' is larger than %zu bytes%s", inputs[f],
-						       jsonl ? JSONL_MAX : JOB_TEXT_MAX,
-						       jsonl ? "" : TOO_BIG_WHY)
+						       jsonl ? JSONL_MAX : job_max, jsonl ? "" : too_big_why)
 			     : cli_fail(c, CLI_ERROR, "cannot read '%s': %s", inputs[f], strerror(errno));
 			buf_release(&text);
 			goto out;
@@ -315,11 +344,11 @@ int cli_submit(struct cli *c, int argc, char **argv)
 				subs[n].where = jsonl ? xasprintf("%s line %ld", strcmp(inputs[f], "-") ?
 								   inputs[f] : "standard input", line)
 					: xstrdup(strcmp(inputs[f], "-") ? inputs[f] : "standard input");
-				char msg[700];
-				if (subs[n].len > JOB_TEXT_MAX)   /* a file is capped as it is read */
-					xsnprintf(msg, sizeof(msg), "larger than %zu bytes%s", JOB_TEXT_MAX,
-						  TOO_BIG_WHY);
-				if ((subs[n].len > JOB_TEXT_MAX || check_job(p, subs[n].len, msg, sizeof(msg)) < 0) &&
+				char msg[PATH_MAX + 700];
+				bool too_big = subs[n].len > job_max;   /* a file is capped as it is read */
+				if (too_big)
+					xsnprintf(msg, sizeof(msg), "larger than %zu bytes%s", job_max, too_big_why);
+				if ((too_big || check_job(p, subs[n].len, &limits, msg, sizeof(msg)) < 0) &&
 				    ++bad <= ERRORS_SHOWN)
 					cli_fail(c, CLI_USAGE, "%s: %s", subs[n].where, msg);
 				n++;

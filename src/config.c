@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "job.h"
 #include "log.h"
 #include "secret.h"
 #include "util.h"
@@ -1119,6 +1120,14 @@ long config_call_timeout(const struct config *cfg, const struct provider_config 
 		}
 	}
 	return p->timeout;
+}
+
+void config_job_limits(const struct config *cfg, struct job_limits *limits)
+{
+	job_limits_default(limits);
+	limits->max_n = (int)cfg->max_n;
+	limits->max_depth = (int)cfg->max_depth;
+	limits->max_pixels_mp = (int)cfg->max_pixels_mp;
 }
 
 void config_release(struct config *cfg)

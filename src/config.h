@@ -31,7 +31,8 @@
  * largest job file any daemon reads, whatever its configuration (RECORD_FILE_MAX). */
 #define CONFIG_JOB_BYTES_CEILING (64L << 20)
 /* [limits] max_job_bytes's default (keys[] in config.c says it as a number): what imgspool
- * submit holds a job to, since a daemon so configured leaves a larger one in new/ unread. */
+ * submit holds a job to without -c or --max-job-bytes, since a daemon so configured leaves a
+ * larger one in new/ unread. */
 #define CONFIG_JOB_BYTES_DEFAULT (1L << 20)
 
 struct provider_config {
@@ -212,6 +213,9 @@ long config_call_timeout(const struct config *cfg, const struct provider_config 
 			 const char *model, const char *size);
 /* The route called name, or NULL. */
 const struct route_config *config_route(const struct config *cfg, const char *name);
+/* What the job parser allows under cfg's [limits]: the daemon's and imgspool submit's checks. */
+struct job_limits;
+void config_job_limits(const struct config *cfg, struct job_limits *limits);
 void config_release(struct config *cfg);
 
 #endif

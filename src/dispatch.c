@@ -639,10 +639,7 @@ size_t dispatch_job_read_cap(const struct dispatch *d)
 /* What the job parser is allowed, from the running config. */
 static void job_limits_from_config(struct dispatch *d)
 {
-	job_limits_default(&d->limits);
-	d->limits.max_n = (int)d->cfg->max_n;
-	d->limits.max_depth = (int)d->cfg->max_depth;
-	d->limits.max_pixels_mp = (int)d->cfg->max_pixels_mp;
+	config_job_limits(d->cfg, &d->limits);
 	d->readbuf.max = dispatch_job_read_cap(d);
 }
 

@@ -3,10 +3,11 @@
  * directories, moves jobs with the same one-winner rename(2) a daemon uses, and leaves requests
  * that need a daemon (cancel a running call, pause) as files in control/.
  *
- *   imgspool [-d SPOOL] VERB [ARGS]     verbs below; imgspool(1) has everything
+ *   imgspool [-d SPOOL] [-c CONFIG] VERB [ARGS]     verbs below; imgspool(1) has everything
  *
- * The spool is -d, else $IMGSPOOL_DIR, else ./spool. Errors read "imgspool: VERB: what went
- * wrong"; exit codes are enum cli_exit. */
+ * The spool is -d, else the [spool] dir of -c (the daemon's configuration, read by the daemon's
+ * own reader), else $IMGSPOOL_DIR, else ./spool. Errors read "imgspool: VERB: what went wrong";
+ * exit codes are enum cli_exit. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,8 @@ static const struct verb {
 	bool needs_spool;
 	const char *usage;
 } verbs[] = {
-	{ "submit", cli_submit, true, "submit [-i ID] [--wait] [FILE...|-] | --jsonl FILE|-" },
+	{ "submit", cli_submit, true,
+	  "submit [-i ID] [--wait] [--max-job-bytes N] [FILE...|-] | --jsonl FILE|-" },
 	{ "status", cli_status, true, "status ID" },
 	{ "show", cli_show, true, "show ID" },
 	{ "wait", cli_wait, true, "wait [-t SECONDS] ID..." },
@@ -41,29 +43,49 @@ static const struct verb {
 
 static void print_usage(FILE *out)
 {
-	fprintf(out, "usage: imgspool [-d SPOOL] VERB [ARGS]\n"
+	fprintf(out, "usage: imgspool [-d SPOOL] [-c CONFIG] VERB [ARGS]\n"
 		     "       imgspool --help | --version\n\nverbs:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
 		fprintf(out, "  %s\n", verbs[i].usage);
-	fprintf(out, "\nSPOOL: -d, else $IMGSPOOL_DIR, else ./spool. STATE: new running deferred hold "
-		     "done failed.\nExit: 0 ok/done, 1 failed, 2 usage, 3 not finished, 4 no such "
-		     "job/spool or I/O error,\n5 permission denied. See imgspool(1).\n");
+	fprintf(out, "\nSPOOL: -d, else CONFIG's [spool] dir, else $IMGSPOOL_DIR, else ./spool.\n"
+		     "CONFIG: the daemon's configuration: its spool, and the job limits submit keeps to.\n"
+		     "STATE: new running deferred hold done failed.\nExit: 0 ok/done, 1 failed, 2 usage, "
+		     "3 not finished, 4 no such job/spool or I/O error,\n5 permission denied. See "
+		     "imgspool(1).\n");
+}
+
+/* -c: the daemon's configuration, read as the daemon reads it (a file it would not start with
+ * is refused, with its line); its spool unless -d names one. */
+static int use_config(struct cli *c, const char *path, struct config *cfg)
+{
+	char err[1024];
+	if (config_load(cfg, path, err, sizeof(err)) < 0)
+		return cli_fail(c, CLI_USAGE, "the configuration given with -c does not load: %s", err);
+	c->cfg = cfg;
+	if (!c->dir || !*c->dir)
+		c->dir = cfg->spool_dir;
+	return CLI_OK;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cli c = { .verb = "imgspool", .dir = getenv("IMGSPOOL_DIR") };
+	struct cli c = { .verb = "imgspool" };
+	const char *config_path = NULL;
 	int opt;
 	/* '+': options after the verb belong to the verb. */
-	while ((opt = getopt_long(argc, argv, "+d:hV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+d:c:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'd':
 			c.dir = optarg;
+			break;
+		case 'c':
+			config_path = optarg;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -76,8 +98,6 @@ int main(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	if (!c.dir || !*c.dir)
-		c.dir = "spool";
 	if (optind >= argc) {
 		print_usage(stderr);
 		return CLI_USAGE;
@@ -91,21 +111,28 @@ int main(int argc, char **argv)
 		char **sub_argv = argv + optind;
 		for (int k = 1; k < sub_argc; k++) {
 			if (!strcmp(sub_argv[k], "--help") || !strcmp(sub_argv[k], "-h")) {
-				printf("usage: imgspool [-d SPOOL] %s\n", verbs[i].usage);
+				printf("usage: imgspool [-d SPOOL] [-c CONFIG] %s\n", verbs[i].usage);
 				return CLI_OK;
 			}
 			if (!strcmp(sub_argv[k], "--"))
 				break;
 		}
-		if (verbs[i].needs_spool) {
-			int rc = cli_attach(&c);
-			if (rc != CLI_OK)
-				return rc;
+		struct config cfg;
+		int rc = config_path ? use_config(&c, config_path, &cfg) : CLI_OK;
+		if (!c.dir || !*c.dir)
+			c.dir = getenv("IMGSPOOL_DIR");
+		if (!c.dir || !*c.dir)
+			c.dir = "spool";
+		if (rc == CLI_OK && verbs[i].needs_spool)
+			rc = cli_attach(&c);
+		if (rc == CLI_OK) {
+			optind = 0;   /* glibc: start the verb's getopt afresh */
+			rc = verbs[i].fn(&c, sub_argc, sub_argv);
 		}
-		optind = 0;   /* glibc: start the verb's getopt afresh */
-		int rc = verbs[i].fn(&c, sub_argc, sub_argv);
 		if (c.attached)
 			spool_close(&c.sp);
+		if (config_path)
+			config_release(&cfg);
 		return rc;
 	}
 	fprintf(stderr, "imgspool: %s: unknown command (imgspool --help lists them)\n", name);

@@ -102,7 +102,8 @@ def test_submit_many_validates_and_waits(env):
         r = cli(d.spool, "submit", "--jsonl", jobs)
         assert r.returncode == 2 and r.stdout == "", r
         assert f"imgspool: submit: {jobs} line 2: larger than 1048576 bytes, the daemon's default " \
-            "[limits] max_job_bytes: a daemon leaves a larger job in new/ unread\n" in r.stderr, r.stderr
+            "[limits] max_job_bytes: a daemon leaves a larger job in new/ unread (one configured " \
+            "for more: imgspool -c ITS_CONFIG, or --max-job-bytes)\n" in r.stderr, r.stderr
         assert len(d.listdir("new")) + len(d.listdir("done")) == before
         r = cli(d.spool, "submit", "-", input='{"prompt": "x", "imgspool": {"retry_count": -5}}')
         assert r.returncode == 2 and "imgspool" in r.stderr, r.stderr
@@ -161,6 +162,76 @@ def test_submit_holds_a_job_to_what_a_default_daemon_runs(env):
         assert d.state("past-cap") == "new"
     finally:
         os.unlink(path)
+
+
+def test_submit_takes_a_daemons_larger_max_job_bytes(env):
+    """An operator who raised [limits] max_job_bytes could not submit a larger job: submit held
+    every job to the default. imgspool -c CONFIG reads the daemon's configuration (its limits,
+    and its spool unless -d names one); submit --max-job-bytes N says the size alone. A job of
+    exactly the size is taken, one byte more is not, and the daemon runs what was taken."""
+    cap = 2 << 20
+    d = env.daemon(verbose=True, limits__max_job_bytes=cap, limits__max_n=2).start()
+    head = '{"prompt": "a large job", "metadata": "'
+    paths = {}
+
+    def job_file(name, size):
+        paths[name] = os.path.join(SCRATCH, name + ".json")
+        with open(paths[name], "w") as f:
+            f.write(head + "x" * (size - len(head) - 2) + '"}')
+        assert os.path.getsize(paths[name]) == size
+        return paths[name]
+
+    def imgspool(*args, **kw):
+        if "input" not in kw:
+            kw["stdin"] = subprocess.DEVNULL
+        return subprocess.run([IMGSPOOL, *args], capture_output=True, text=True, timeout=60, **kw)
+    try:
+        at_cap, past_cap = job_file("at-cap", cap), job_file("past-cap", cap + 1)
+        # Without either, the default holds, and the message says how to go past it.
+        r = cli(d.spool, "submit", "-i", "refused", at_cap)
+        assert r.returncode == 2 and "larger than 1048576 bytes" in r.stderr and \
+            "imgspool -c ITS_CONFIG, or --max-job-bytes" in r.stderr, r
+        # -c: the daemon's own limits and spool; its path wins over IMGSPOOL_DIR.
+        r = imgspool("-c", d.config_path, "submit", "-i", "by-config", at_cap,
+                     env=dict(os.environ, IMGSPOOL_DIR="/nonexistent"))
+        assert r.returncode == 0 and r.stdout == "by-config\n", r
+        assert d.wait_finished("by-config") == "done"
+        assert json.load(open(d.path("done", "by-config.result.json")))["metadata"] == \
+            "x" * (cap - len(head) - 2)
+        r = imgspool("-c", d.config_path, "submit", "-i", "too-big", past_cap)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert f"imgspool: submit: '{past_cap}' is larger than {cap} bytes, the [limits] " \
+            f"max_job_bytes of '{d.config_path}': its daemons leave a larger job in new/ unread\n" \
+            == r.stderr, r.stderr
+        # Every line of a JSONL file is held to it too, and the daemon's max_n applies.
+        r = imgspool("-c", d.config_path, "submit", "--jsonl", "-",
+                     input=json.dumps({"prompt": "x", "n": 3}) + "\n")
+        assert r.returncode == 2 and 'standard input line 1: invalid job (field "n")' in r.stderr, r
+        # --max-job-bytes: the size alone, with -d; over -c's when both are given.
+        r = cli(d.spool, "submit", "--max-job-bytes", str(cap), "-i", "by-option", at_cap)
+        assert r.returncode == 0 and r.stdout == "by-option\n", r
+        assert d.wait_finished("by-option") == "done"
+        r = cli(d.spool, "submit", "--max-job-bytes", str(cap), "-i", "too-big", past_cap)
+        assert r.returncode == 2 and f"larger than {cap} bytes, the --max-job-bytes given" in r.stderr, r
+        r = imgspool("-c", d.config_path, "submit", "--max-job-bytes", "1048576", at_cap)
+        assert r.returncode == 2 and "larger than 1048576 bytes, the --max-job-bytes given" in r.stderr, r
+        for bad in ("1023", str((64 << 20) + 1), "2M", ""):
+            r = cli(d.spool, "submit", "--max-job-bytes", bad, at_cap)
+            assert r.returncode == 2 and "--max-job-bytes takes the daemons' [limits] max_job_bytes: " \
+                "a number of bytes from 1024 to 67108864" in r.stderr, (bad, r)
+        assert not os.path.exists(d.path("new", "too-big.json")) and d.state("refused") is None
+        # A configuration the daemon would not start with is refused, with its line.
+        bad_config = os.path.join(SCRATCH, "bad.ini")
+        with open(bad_config, "w") as f:
+            f.write("[limits]\nmax_job_bytes = 100\n")
+        r = imgspool("-c", bad_config, "ls")
+        assert r.returncode == 2 and r.stderr == "imgspool: ls: the configuration given with -c does " \
+            f"not load: {bad_config}:2: \"max_job_bytes\" must be a whole number from 1024 to " \
+            "67108864\n", r
+        os.unlink(bad_config)
+    finally:
+        for path in paths.values():
+            os.unlink(path)
 
 
 def test_ls_show_stat(env):
@@ -823,6 +894,7 @@ if __name__ == "__main__":
         test_help_version_unknown_command,
         test_submit_many_validates_and_waits,
         test_submit_holds_a_job_to_what_a_default_daemon_runs,
+        test_submit_takes_a_daemons_larger_max_job_bytes,
         test_ls_show_stat,
         test_hold_release_cancel_pending,
         test_a_job_file_too_big_to_read_is_not_cancelled,
