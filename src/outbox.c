@@ -28,6 +28,7 @@
 #include "hook.h"
 #include "http.h"
 #include "iopool.h"
+#include "jsontext.h"
 #include "log.h"
 #include "loop.h"
 #include "outbox.h"
@@ -90,9 +91,9 @@ static void add_entry(struct outbox_batch *b, const char *msg_id, const char *ta
 		      const char *host_id, json_t *doc)
 {
 	b->e = xrealloc(b->e, (b->n + 1) * sizeof(*b->e));
-	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text = jsontext_dump(doc, JSON_COMPACT | JSON_PRESERVE_ORDER, SIZE_MAX, NULL);
 	if (!text)
-		out_of_memory("writing an outbox entry");   /* json_dumps fails only so */
+		out_of_memory("writing an outbox entry");   /* fails only so: its strings are UTF-8 */
 	b->e[b->n++] = (struct outbox_entry){
 		.name = xasprintf("%s.%s@%s.json", msg_id, target, host_id), .text = text };
 }
@@ -233,7 +234,7 @@ static void rewrite_done(void *arg)
 /* Writes the entry again, on a helper, with its next attempt at dl->due. */
 static void reschedule(struct delivery *dl)
 {
-	dl->text = json_dumps(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	dl->text = jsontext_dump(dl->doc, JSON_COMPACT | JSON_PRESERVE_ORDER, SIZE_MAX, NULL);
 	if (!dl->text)
 		out_of_memory("writing an outbox entry again");
 	dl->o->rewriting++;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsontext.h"
 #include "record.h"
 #include "util.h"
 #include "banned.h"
@@ -301,9 +302,11 @@ void record_new_run(struct record *r, int64_t created_at_ms)
 	r->finished[0] = r->error_code[0] = '\0';
 }
 
-static size_t text_size(const json_t *o)
+static bool text_fits(const json_t *o)
 {
-	return json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text = jsontext_dump(o, JSON_COMPACT | JSON_PRESERVE_ORDER, RECORD_TEXT_MAX, NULL);
+	free(text);
+	return text;
 }
 
 json_t *record_json(const struct record *r)
@@ -325,7 +328,7 @@ json_t *record_json(const struct record *r)
 		json_t *runs = json_copy(r->runs);
 		json_object_set_new(o, "runs", runs);
 		json_object_set_new(o, "runs_total", json_integer(r->runs_total));
-		while (json_array_size(runs) && text_size(o) > RECORD_TEXT_MAX)
+		while (json_array_size(runs) && !text_fits(o))
 			json_array_remove(runs, 0);
 	}
 	return o;
@@ -334,9 +337,9 @@ json_t *record_json(const struct record *r)
 char *record_text(const struct record *r)
 {
 	json_t *o = record_json(r);
-	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text = jsontext_dump(o, JSON_COMPACT | JSON_PRESERVE_ORDER, SIZE_MAX, NULL);
 	json_decref(o);
 	if (!text)
-		out_of_memory("writing a job's record");   /* json_dumps fails only so */
+		out_of_memory("writing a job's record");   /* fails only so: its strings are UTF-8 */
 	return text;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsontext.h"
 #include "record.h"
 #include "result.h"
 #include "spool.h"
@@ -62,9 +63,10 @@ static json_t *cost_json(const struct record_tally *t, const char *currency)
 
 static char *dump(json_t *o)
 {
-	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+	char *text = jsontext_dump(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15),
+				   SIZE_MAX, NULL);
 	if (!text)
-		out_of_memory("writing a result");   /* json_dumps fails only so */
+		out_of_memory("writing a result");   /* fails only so: its strings are UTF-8 */
 	return text;
 }
 
@@ -99,29 +101,17 @@ static char *dump_result(json_t *o, const char *metadata, size_t metadata_len, s
 	return whole;
 }
 
-/* Counts what json_dump_callback() writes, and stops it once past cap. */
-struct measure {
-	size_t len, cap;
-};
-
-static int measure_bytes(const char *buffer, size_t size, void *data)
-{
-	(void)buffer;
-	struct measure *m = data;
-	m->len += size;
-	return m->len > m->cap ? -1 : 0;
-}
-
 /* The upstream's usage, unless it is too big to keep a result within RESULT_HEADROOM: indented
  * alone within RESULT_USAGE_MAX, it takes at most twice that one level deeper in the result.
- * Measured as it would be written, never written out: a usage of megabytes costs no copy. */
+ * Written out to measure it, but never past the cap: a usage of megabytes costs no copy. */
 static json_t *usage_json(json_t *usage)
 {
 	if (!usage)
 		return json_null();
-	struct measure m = { .cap = RESULT_USAGE_MAX };
-	bool fits = json_dump_callback(usage, measure_bytes, &m,
-				       JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) == 0;
+	char *text = jsontext_dump(usage, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY,
+				   RESULT_USAGE_MAX, NULL);
+	bool fits = text;
+	free(text);
 	return fits ? json_incref(usage) : json_null();
 }
 

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "job.h"
+#include "jsontext.h"
 #include "upstream.h"
 #include "util.h"
 #include "banned.h"
@@ -330,13 +331,12 @@ static int openai_options(const struct job *job, json_t *obj, char *err, size_t 
 /* The body of a JSON request, or -1 when jansson cannot serialise it. Steals root. */
 static int finish_json(struct request *req, json_t *root, char *err, size_t errsize)
 {
-	req->body = json_dumps(root, JSON_COMPACT);
+	req->body = jsontext_dump(root, JSON_COMPACT, SIZE_MAX, &req->body_len);
 	json_decref(root);
 	if (!req->body) {
 		set_err(err, errsize, "cannot serialise the request body");
 		return -1;
 	}
-	req->body_len = strlen(req->body);
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "jsontext.h"
 #include "util.h"
 #include "webhook.h"
 #include "banned.h"
@@ -57,10 +58,11 @@ char *webhook_body(const char *type, int64_t wall_ms, json_t *data)
 		  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
 	json_t *o = json_pack("{s:s, s:s, s:o}", "type", type, "timestamp", when, "data", data);
 	/* 12 digits: a cost of 0.04 reads 0.04, not 0.040000000000000001. */
-	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
+	char *text = jsontext_dump(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12),
+				   SIZE_MAX, NULL);
 	json_decref(o);
 	if (!text)
-		out_of_memory("writing a webhook's body");   /* json_dumps fails only so */
+		out_of_memory("writing a webhook's body");   /* fails only so: its strings are UTF-8 */
 	return text;
 }
 

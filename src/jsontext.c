@@ -1,0 +1,224 @@
+/* jsontext.c - a jansson value's text as json_dumps() writes it (jansson 2.14's dump.c: the same
+ * separators, indentation, escapes, numbers and failures), into one capped buffer. No loop check:
+ * a json_t that contains itself is a bug jansson's own json_*_set() refuse to make. Fails (NULL)
+ * only where json_dumps does, or past the cap; never aborts. */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "jsontext.h"
+#include "util.h"
+#include "banned.h"
+
+#define INDENT(flags) ((flags) & JSON_MAX_INDENT)
+#define PRECISION(flags) (((flags) >> 11) & 0x1F)
+
+struct out {
+	struct buf b;
+	size_t flags;
+	bool failed;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (!o->failed && buf_append(&o->b, s, n) < 0)
+		o->failed = true;
+}
+
+/* jansson's dump_indent(): a new line and depth levels, or with space a blank unless compact. */
+static void newline(struct out *o, int depth, bool space)
+{
+	static const char blanks[32] = "                                ";
+	size_t n = (size_t)depth * INDENT(o->flags);
+	if (!INDENT(o->flags)) {
+		if (space && !(o->flags & JSON_COMPACT))
+			put(o, " ", 1);
+		return;
+	}
+	put(o, "\n", 1);
+	while (n) {
+		size_t k = n < sizeof(blanks) ? n : sizeof(blanks);
+		put(o, blanks, k);
+		n -= k;
+	}
+}
+
+/* The length of the UTF-8 sequence at s (at most end - s bytes), 0 if it is not one: what
+ * jansson's utf8_iterate() accepts (no overlong form, no surrogate, nothing past U+10FFFF). */
+static size_t utf8_length(const unsigned char *s, const unsigned char *end)
+{
+	size_t n = s[0] < 0xC2 ? 0 : s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : s[0] < 0xF5 ? 4 : 0;
+	if (!n || (size_t)(end - s) < n)
+		return 0;
+	uint32_t cp = s[0] & (0x7F >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3F);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+	    (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+static void string(struct out *o, const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str, *end = s + len, *run = s;
+	put(o, "\"", 1);
+	while (s < end) {
+		unsigned char c = *s;
+		if (c >= 0x80) {
+			size_t n = utf8_length(s, end);
+			if (!n) {
+				o->failed = true;
+				return;
+			}
+			s += n;
+			continue;
+		}
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			s++;
+			continue;
+		}
+		put(o, (const char *)run, (size_t)(s - run));
+		char esc[8] = { '\\', (char)c };
+		size_t n = 2;
+		switch (c) {
+		case '"': case '\\': break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			n = (size_t)snprintf(esc, sizeof(esc), "\\u%04X", c);
+		}
+		put(o, esc, n);
+		run = ++s;
+	}
+	put(o, (const char *)run, (size_t)(s - run));
+	put(o, "\"", 1);
+}
+
+static void integer(struct out *o, json_int_t v)
+{
+	char digits[24], *p = digits + sizeof(digits);
+	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	do
+		*--p = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		*--p = '-';
+	put(o, p, (size_t)(digits + sizeof(digits) - p));
+}
+
+/* jansson's jsonp_dtostr(): %.17g (or the precision asked), ".0" when it would read back as an
+ * integer, the exponent without '+' and leading zeros. */
+static void real(struct out *o, double v)
+{
+	char text[100];
+	int precision = PRECISION(o->flags) ? (int)PRECISION(o->flags) : 17;
+	int n = snprintf(text, sizeof(text), "%.*g", precision, v);
+	if (n < 0 || (size_t)n + 3 >= sizeof(text)) {
+		o->failed = true;
+		return;
+	}
+	size_t len = (size_t)n;
+	if (!strchr(text, '.') && !strchr(text, 'e')) {
+		memcpy(text + len, ".0", 3);
+		len += 2;
+	}
+	char *start = strchr(text, 'e');
+	if (start) {
+		start++;
+		char *digits = start + 1;
+		if (*start == '-')
+			start++;
+		while (*digits == '0')
+			digits++;
+		if (digits != start) {
+			memmove(start, digits, len - (size_t)(digits - text) + 1);
+			len -= (size_t)(digits - start);
+		}
+	}
+	put(o, text, len);
+}
+
+static void value(struct out *o, const json_t *v, int depth)
+{
+	switch (json_typeof(v)) {
+	case JSON_NULL:
+		put(o, "null", 4);
+		break;
+	case JSON_TRUE:
+		put(o, "true", 4);
+		break;
+	case JSON_FALSE:
+		put(o, "false", 5);
+		break;
+	case JSON_INTEGER:
+		integer(o, json_integer_value(v));
+		break;
+	case JSON_REAL:
+		real(o, json_real_value(v));
+		break;
+	case JSON_STRING:
+		string(o, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_ARRAY: {
+		size_t n = json_array_size(v);
+		put(o, "[", 1);
+		if (n)
+			newline(o, depth + 1, false);
+		for (size_t i = 0; i < n && !o->failed; i++) {
+			value(o, json_array_get(v, i), depth + 1);
+			if (i + 1 < n) {
+				put(o, ",", 1);
+				newline(o, depth + 1, true);
+			} else {
+				newline(o, depth, false);
+			}
+		}
+		put(o, "]", 1);
+		break;
+	}
+	case JSON_OBJECT: {
+		const char *sep = o->flags & JSON_COMPACT ? ":" : ": ";
+		void *it = json_object_iter((json_t *)v);
+		put(o, "{", 1);
+		if (it)
+			newline(o, depth + 1, false);
+		while (it && !o->failed) {
+			void *next = json_object_iter_next((json_t *)v, it);
+			string(o, json_object_iter_key(it), json_object_iter_key_len(it));
+			put(o, sep, strlen(sep));
+			value(o, json_object_iter_value(it), depth + 1);
+			if (next) {
+				put(o, ",", 1);
+				newline(o, depth + 1, true);
+			} else {
+				newline(o, depth, false);
+			}
+			it = next;
+		}
+		put(o, "}", 1);
+		break;
+	}
+	}
+}
+
+char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len)
+{
+	if (!v || (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v)))
+		return NULL;
+	struct out o = { .flags = flags };
+	buf_init(&o.b, cap == SIZE_MAX ? SIZE_MAX - 1 : cap);
+	value(&o, v, 0);
+	if (o.failed) {
+		buf_release(&o.b);
+		return NULL;
+	}
+	return buf_detach(&o.b, len);
+}
