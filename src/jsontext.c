@@ -20,10 +20,15 @@ struct out {
 	bool failed;
 };
 
+/* Most tokens fit in what the buffer has: copied without a call. */
 static void put(struct out *o, const char *s, size_t n)
 {
-	if (!o->failed && buf_append(&o->b, s, n) < 0)
+	if (o->b.len + n < o->b.alloc) {
+		memcpy(o->b.data + o->b.len, s, n);
+		o->b.len += n;
+	} else if (!o->failed && buf_append(&o->b, s, n) < 0) {
 		o->failed = true;
+	}
 }
 
 /* jansson's dump_indent(): a new line and depth levels, or with space a blank unless compact. */
@@ -220,5 +225,6 @@ char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len)
 		buf_release(&o.b);
 		return NULL;
 	}
+	o.b.data[o.b.len] = '\0';
 	return buf_detach(&o.b, len);
 }
