@@ -70,16 +70,21 @@ char *xstrndup(const char *s, size_t n)
 	return p;
 }
 
+/* Formatted once: most texts (names, paths, headers) fit the first try. */
 char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;
-	char probe[1];
+	char first[256];
 	va_start(ap, fmt);
-	int n = vsnprintf(probe, sizeof(probe), fmt, ap);
+	int n = vsnprintf(first, sizeof(first), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		abort();
 	char *p = xmalloc((size_t)n + 1);
+	if ((size_t)n < sizeof(first)) {
+		memcpy(p, first, (size_t)n + 1);
+		return p;
+	}
 	va_start(ap, fmt);
 	vsnprintf(p, (size_t)n + 1, fmt, ap);
 	va_end(ap);
@@ -185,6 +190,13 @@ int64_t wall_ms(void)
 	return clock_ms(CLOCK_REALTIME);
 }
 
+/* n (0 <= n < 10^width) in width decimal digits, zero-padded. */
+static void digits(char *out, long n, int width)
+{
+	for (int i = width - 1; i >= 0; i--, n /= 10)
+		out[i] = (char)('0' + n % 10);
+}
+
 void format_time_iso8601(int64_t wall_msec, char *out, size_t size)
 {
 	int64_t ms = (wall_msec % 1000 + 1000) % 1000;   /* before 1970 too */
@@ -200,9 +212,38 @@ void format_time_iso8601(int64_t wall_msec, char *out, size_t size)
 	char sign = off < 0 ? '-' : '+';
 	if (off < 0)
 		off = -off;
-	if (xsnprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03d%c%02ld:%02ld",
-		      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		      (int)ms, sign, off / 3600, (off % 3600) / 60) < 0 && size)
+	long year = tm.tm_year + 1900L;
+	if (year < 0 || year > 9999) {   /* rare: printf pads and signs it */
+		if (xsnprintf(out, size, "%04ld-%02d-%02dT%02d:%02d:%02d.%03d%c%02ld:%02ld",
+			      year, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			      (int)ms, sign, off / 3600, (off % 3600) / 60) < 0 && size)
+			out[0] = '\0';
+		return;
+	}
+	/* The usual case without printf, which costs more than the rest of a result's fields:
+	 * YYYY-MM-DDTHH:MM:SS.mmm+HH:MM, every field its fixed width. */
+	char text[30];
+	digits(text, year, 4);
+	text[4] = '-';
+	digits(text + 5, tm.tm_mon + 1, 2);
+	text[7] = '-';
+	digits(text + 8, tm.tm_mday, 2);
+	text[10] = 'T';
+	digits(text + 11, tm.tm_hour, 2);
+	text[13] = ':';
+	digits(text + 14, tm.tm_min, 2);
+	text[16] = ':';
+	digits(text + 17, tm.tm_sec, 2);
+	text[19] = '.';
+	digits(text + 20, ms, 3);
+	text[23] = sign;
+	digits(text + 24, off / 3600 % 100, 2);
+	text[26] = ':';
+	digits(text + 27, (off % 3600) / 60, 2);
+	text[29] = '\0';
+	if (size >= sizeof(text))
+		memcpy(out, text, sizeof(text));
+	else if (size)
 		out[0] = '\0';
 }
 

@@ -1,4 +1,5 @@
 /* test_util.c - the capped buffer, the string set, numbers and times. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <time.h>
@@ -80,8 +81,46 @@ static void test_numbers_and_time(void)
 	tzset();
 	format_time_iso8601(1764039723000, out, sizeof(out));
 	is_str(out, "2025-11-25T03:02:03.000+00:00", "UTC offset");
+	/* Written digit by digit: every field at its width, offsets west and in half hours, years
+	 * printf writes (past 9999, before year 0), a buffer too small. */
+	static const struct {
+		const char *tz;
+		int64_t ms;
+		size_t size;
+		const char *want;
+	} times[] = {
+		{ "America/St_Johns", 1764039723007, 48, "2025-11-24T23:32:03.007-03:30" },
+		{ "Asia/Kolkata", 946684799999, 48, "2000-01-01T05:29:59.999+05:30" },
+		{ "UTC", 0, 48, "1970-01-01T00:00:00.000+00:00" },
+		{ "UTC", 253402300800000, 48, "10000-01-01T00:00:00.000+00:00" },
+		{ "UTC", -62167219200001, 48, "-001-12-31T23:59:59.999+00:00" },
+		{ "UTC", -61851600000000, 48, "0010-01-01T00:00:00.000+00:00" },
+		{ "UTC", 1764039723000, 30, "2025-11-25T03:02:03.000+00:00" },
+		{ "UTC", 1764039723000, 29, "" },
+	};
+	for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+		setenv("TZ", times[i].tz, 1);
+		tzset();
+		memset(out, 'x', sizeof(out));
+		format_time_iso8601(times[i].ms, out, times[i].size);
+		is_str(out, times[i].want, "%s, %" PRId64 " ms, %zu bytes", times[i].tz, times[i].ms,
+		       times[i].size);
+	}
+	setenv("TZ", "UTC", 1);
+	tzset();
 	char small[4];
 	ok(xsnprintf(small, sizeof(small), "%s", "toolong") < 0, "xsnprintf reports truncation");
+	/* xasprintf: a text that fits its first try, and one that does not. */
+	char *shortish = xasprintf("%s.%s", "id", "json");
+	is_str(shortish, "id.json", "xasprintf of a short text");
+	char longer[600];
+	memset(longer, 'a', sizeof(longer) - 1);
+	longer[sizeof(longer) - 1] = '\0';
+	char *twice = xasprintf("<%s>", longer);
+	ok(strlen(twice) == sizeof(longer) + 1 && twice[0] == '<' && twice[sizeof(longer)] == '>' &&
+	   !strncmp(twice + 1, longer, sizeof(longer) - 1), "xasprintf of a text past its first try");
+	free(shortish);
+	free(twice);
 }
 
 static void test_file_times(void)
