@@ -21,7 +21,7 @@ struct out {
 };
 
 /* Most tokens fit in what the buffer has: copied without a call. */
-static void put(struct out *o, const char *s, size_t n)
+static inline void put(struct out *o, const char *s, size_t n)
 {
 	if (o->b.len + n < o->b.alloc) {
 		memcpy(o->b.data + o->b.len, s, n);

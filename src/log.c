@@ -134,7 +134,9 @@ static void stamp_now(char *out, size_t size)
 		ms_at = dot ? (size_t)(dot + 1 - cached) : 0;
 		cached_sec = ms_at ? sec : INT64_MIN;
 	}
-	xsnprintf(out, size, "%s", cached);
+	size_t len = strnlen(cached, size - 1);
+	memcpy(out, cached, len);
+	out[len] = '\0';
 	if (ms_at && ms_at + 3 < size) {
 		out[ms_at] = (char)('0' + ms / 100);
 		out[ms_at + 1] = (char)('0' + ms / 10 % 10);
@@ -158,11 +160,16 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		stamp[sl] = ' ';
 		stamp[sl + 1] = '\0';
 	}
-	int n = snprintf(line, sizeof(line), "%s%s %s", stamp, prefix, level_tag[level]);
-	if (n < 0 || (size_t)n >= sizeof(line))
-		n = 0;
-	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+	/* stamp, prefix, ' ', tag: copied, not formatted (a printf costs as much as a stamp) */
+	size_t n = 0;
+	const char *parts[] = { stamp, prefix, " ", level_tag[level] };
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		size_t pl = strnlen(parts[i], sizeof(line) / 2 - n);
+		memcpy(line + n, parts[i], pl);
+		n += pl;
+	}
+	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	size_t len = n + (m < 0 ? 0 : (size_t)m);
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	/* Never let a control character from a job or the upstream reach the terminal. */
