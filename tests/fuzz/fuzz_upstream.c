@@ -9,7 +9,9 @@
  *   - a body of at least 64 KiB takes another path (long strings are lifted out before jansson
  *     runs): the same body padded with white space past 64 KiB must read exactly the same;
  *   - base64_decode() on the whole input agrees with a plain decoder written here from the rules
- *     in upstream.h; image_ext_from_magic() and image_mime_from_magic() agree with each other.
+ *     in upstream.h; image_ext_from_magic() and image_mime_from_magic() agree with each other;
+ *   - jsontext_dump() writes what json_dumps() writes for the body parsed as JSON, compact and
+ *     indented (results, records and request bodies are written with it).
  * Everything is released, so LeakSanitizer sees any leak. */
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "jsontext.h"
 #include "upstream.h"
 #include "banned.h"
 
@@ -259,6 +262,28 @@ static void check_magic(const unsigned char *data, size_t len)
 		      (!strcmp(ext, "webp") && !strcmp(mime, "image/webp")));
 }
 
+static void check_jsontext(const char *body, size_t len)
+{
+	static const size_t flag_sets[] = {
+		JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY,
+		JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY,
+	};
+	json_t *v = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+
+	if (!v)
+		return;
+	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		char *want = json_dumps(v, flag_sets[i]);
+		size_t got_len = 0;
+		char *got = jsontext_dump(v, flag_sets[i], SIZE_MAX, &got_len);
+
+		CHECK(want ? got && !strcmp(want, got) && got_len == strlen(want) : !got);
+		free(want);
+		free(got);
+	}
+	json_decref(v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	enum dialect d;
@@ -276,6 +301,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	upstream_parse_response(d, body, len, &resp);
 	check_response(d, &resp);
+	check_jsontext(body, len);
 
 	if (len < BIG_BODY && has_long_run(body, len)) {
 		/* white space after the object does not change it, but moves it onto the big path */

@@ -32,7 +32,7 @@ cc=${FUZZ_CC:-clang}
 out=build/fuzz
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE $san -fno-omit-frame-pointer -Wall -Wextra -Isrc"
-srcs="src/job.c src/upstream.c src/util.c src/log.c"
+srcs="src/job.c src/upstream.c src/jsontext.c src/util.c src/log.c"
 hint="on Debian 12: apt-get install clang libclang-rt-14-dev"
 
 if ! command -v "$cc" >/dev/null 2>&1; then
