@@ -121,8 +121,9 @@ fuzz: deps
 
 # Speed and memory figures of the optimized build; prints, asserts nothing (issue 14's targets
 # printed beside the figures). BENCH_ONLY=a,b runs only those sections: parse, cli, keyshare,
-# gate, cancel, rescan, results here, and the sections of tests/bench/bench.py (idle throughput syscalls ext4 inflight
-# rss; its docstring lists its other knobs). Long: run under nice.
+# gate, cancel, rescan, results here, and the sections of tests/bench/bench.py (idle throughput
+# instructions syscalls ext4 inflight rss; its docstring lists its other knobs). Long: run under
+# nice.
 BENCH_ONLY ?=
 bench_wants = [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ",$(1),"
 bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/bench_cancel \

@@ -20,14 +20,15 @@
 #   make bench:       wrk (the raw HTTP ceiling), strace (system calls per job), time (GNU time:
 #                     the peak RSS of one imgspool run), e2fsprogs and mount (mkfs.ext4, losetup,
 #                     mount: the ext4 case's own journaled file system on a loop device),
-#                     linux-perf (perf stat: its fsyncs per job, counted without slowing them)
+#                     linux-perf (perf stat: its fsyncs per job, counted without slowing them),
+#                     valgrind (callgrind: user-space instructions per job, per thread)
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in gcc make pkg-config libcurl4-openssl-dev libjansson-dev libinih-dev libssl-dev libtsan2 perl \
 	python3 clang libclang-rt-14-dev openssh-server openssh-client sshfs fuse3 \
 	prometheus mandoc man-db systemd faketime strace chromium wrk time util-linux \
-	e2fsprogs mount linux-perf; do
+	e2fsprogs mount linux-perf valgrind; do
 	have_pkg "$p" || need="$need $p"
 done
 # Node.js and npm from Debian unless the machine already has them (another build of node).

@@ -24,6 +24,11 @@ cli, keyshare, gate, cancel, rescan and results, which are other programs):
               daemon's libcurl options and multi socket loop without jobs, 64 at once: what the
               HTTP library alone costs), CPU per job (all threads, the loop thread); medians of
               BENCH_RUNS runs, daemon and clients interleaved
+  instructions the same case under valgrind's callgrind, BENCH_INSTR_JOBS jobs (500), counted
+              from the first job to the last (start-up left out): user-space instructions and
+              allocations (malloc, calloc, realloc calls) per job, per thread: deterministic
+              (within a few percent: how claims fall into turns of the loop) where CPU times
+              are not; the kernel's part is not counted (the syscalls section counts its calls)
   syscalls    the same case once more under strace -f (every call traced): system calls per
               job, all threads, the top ten, fsync+fdatasync+syncfs per job (deterministic
               where the others are noisy), and the same per thread: the loop (the main
@@ -50,8 +55,9 @@ cli, keyshare, gate, cancel, rescan and results, which are other programs):
               answer until all the calls are in flight (fastup --hold): the daemon's peak RSS
               (VmHWM), how long it took to have them all in flight, and the peak RSS of curlgen
               holding as many calls the same way (what libcurl itself takes)
-Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_SYSCALL_JOBS (1000: the counts per job hardly
-move with it, strace is slow), BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
+Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_INSTR_JOBS (500: valgrind is slow),
+BENCH_SYSCALL_JOBS (1000: the counts per job hardly move with it, strace is slow),
+BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_SYSCALLS_TRACE=FILE (keep the trace there, to see what each call is for),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_EXT4_ALONE_JOBS (30), BENCH_INFLIGHT (1000),
 BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
@@ -87,12 +93,13 @@ SYSCALL_JOBS = int(os.environ.get("BENCH_SYSCALL_JOBS", str(min(JOBS, 1000))))
 EXT4_JOBS = int(os.environ.get("BENCH_EXT4_JOBS", str(min(JOBS, 500))))
 EXT4_ALONE_JOBS = int(os.environ.get("BENCH_EXT4_ALONE_JOBS", "30"))
 SYSCALLS_ALL = os.environ.get("BENCH_SYSCALLS_ALL") == "1"
+INSTR_JOBS = int(os.environ.get("BENCH_INSTR_JOBS", str(min(JOBS, 500))))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
 INFLIGHT_WAVES = int(os.environ.get("BENCH_INFLIGHT_WAVES", "3"))
 RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
 WAKE_SECONDS = int(os.environ.get("BENCH_WAKE_SECONDS", "10"))
-SECTIONS = ("idle", "throughput", "syscalls", "ext4", "inflight", "rss")
+SECTIONS = ("idle", "throughput", "instructions", "syscalls", "ext4", "inflight", "rss")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
 TICK = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = 64
@@ -603,6 +610,60 @@ def throughput(up):
     return median(jobs_s)
 
 
+CALLGRIND_ALLOC = re.compile(r"^cfn=(?:malloc|calloc|realloc)\n^calls=(\d+)", re.M)
+
+
+def callgrind_role(text):
+    """A callgrind file's thread (--compress-strings=no): the loop is thread 1; the I/O helpers
+    run helper_main; libcurl's transfer thread runs the multi socket loop."""
+    if re.search(r"^thread: 1$", text, re.M):
+        return ROLES[0]
+    if re.search(r"^c?fn=helper_main$", text, re.M):
+        return ROLES[1]
+    if re.search(r"^c?fn=curl_multi_socket_action$", text, re.M):
+        return ROLES[2]
+    return ROLES[3]
+
+
+def instructions(up):
+    """The throughput case under callgrind, instrumented only while the jobs run
+    (callgrind_control turns it on, then dumps each thread's counts)."""
+    n = INSTR_JOBS
+    with Tmpfs() as fs:
+        out = os.path.join(fs.dir, "callgrind.out")
+        wrapper = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
+                   "--compress-strings=no", f"--callgrind-out-file={out}", "-q"]
+        with Run(up, fs.spool("instr"), CONCURRENCY, wrapper=wrapper) as r:
+            subprocess.run(["callgrind_control", "-i", "on", str(r.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r.jobs(n, prefix="i", timeout=1800)
+            subprocess.run(["callgrind_control", "-d", str(r.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        by_role = {}
+        for name in sorted(os.listdir(fs.dir)):
+            if not name.startswith("callgrind.out.1-"):
+                continue
+            with open(os.path.join(fs.dir, name), errors="replace") as f:
+                text = f.read()
+            m = re.search(r"^summary: (\d+)", text, re.M)
+            ir = int(m.group(1)) if m else 0
+            allocs = sum(int(c) for c in CALLGRIND_ALLOC.findall(text))
+            role = by_role.setdefault(callgrind_role(text), [0, 0, 0])
+            role[0] += ir
+            role[1] += allocs
+            role[2] += 1
+    total = [sum(v[i] for v in by_role.values()) for i in range(2)]
+    print(f"user-space instructions per job, {n} jobs on tmpfs, concurrency {CONCURRENCY} "
+          f"(callgrind; deterministic within a few percent: how claims fall into turns):")
+    row("instructions per job, all threads", f"{total[0] / n:,.0f}", "")
+    row("allocations per job (malloc, calloc, realloc)", f"{total[1] / n:.0f}", "")
+    for role in ROLES:
+        if role in by_role:
+            ir, allocs, threads = by_role[role]
+            print(f"    on {role} ({threads} thread{'s' if threads > 1 else ''}): "
+                  f"{ir / n:,.0f} instructions, {allocs / n:.0f} allocations")
+
+
 STRACE_LINE = re.compile(r"(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 STRACE_FAILED = re.compile(r"= -1 E[A-Z]+")
 
@@ -898,6 +959,8 @@ def main():
             idle_cpu(up)
         if wanted("throughput"):
             throughput(up)
+        if wanted("instructions"):
+            instructions(up)
         if wanted("syscalls"):
             syscalls(up)
         if wanted("ext4"):
