@@ -45,6 +45,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -429,8 +430,20 @@ int http_cancelled_files(struct http *http)
 	return atomic_load(&http->cancelled_files);
 }
 
+/* An http whose transfer thread did not end in time (http_free), kept whole: that thread may
+ * still use any of it, and the process is ending. */
+static struct http *left_running;
+
+bool http_left_running(void)
+{
+	return left_running != NULL;
+}
+
 /* Waits for the transfer thread to end, so for every cancel it was sent; the cancelled transfers
- * it handed back, and any finished one whose callback is still due (it never comes), are freed. */
+ * it handed back, and any finished one whose callback is still due (it never comes), are freed.
+ * A thread still stuck in a write (a body to a stalled NFS) after HTTP_FREE_WAIT_MS is left: the
+ * files tell a restart what was done (a cancelled call's .partial is never renamed), so the
+ * process may exit without it; nothing it may touch is freed, the caller's loop included. */
 void http_free(struct http *http)
 {
 	if (!http)
@@ -439,7 +452,21 @@ void http_free(struct http *http)
 	http->stopping = true;
 	pthread_mutex_unlock(&http->lock);
 	loop_wake_send(http->to_io);
-	pthread_join(http->thread, NULL);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);   /* pthread_timedjoin_np's clock */
+	until.tv_sec += HTTP_FREE_WAIT_MS / 1000;
+	until.tv_nsec += HTTP_FREE_WAIT_MS % 1000 * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	if (pthread_timedjoin_np(http->thread, NULL, &until) == ETIMEDOUT) {
+		pthread_detach(http->thread);
+		left_running = http;
+		log_warn("libcurl's transfer thread has not ended %d ms after the stop (stuck in a "
+			 "write, a stalled disk?): exiting without it", HTTP_FREE_WAIT_MS);
+		return;
+	}
 	for (struct http_xfer *x = list_take(&http->done), *next; x; x = next) {
 		next = x->next;
 		easy_put(http, x->easy);

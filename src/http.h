@@ -83,7 +83,14 @@ typedef void http_done_fn(void *arg, struct http_result *res);
 #define HTTP_THREAD_NAME "imgspool-http"
 
 struct http *http_new(struct loop *loop, long max_connections);
+/* Ends the transfer thread and frees http; a thread still stuck in a write after
+ * HTTP_FREE_WAIT_MS is left running instead, and http with it (http_left_running). */
+#define HTTP_FREE_WAIT_MS 2000
 void http_free(struct http *http);
+/* Whether http_free left a transfer thread running: then nothing it may use may be freed (the
+ * loop http_new was given, libcurl's global state) and the process must end with _exit, no
+ * atexit handler (libcurl's, libcrypto's) running under that thread. */
+bool http_left_running(void);
 /* Returns NULL (logged) if the request could not even be set up. */
 struct http_xfer *http_start(struct http *http, const struct http_request *req, http_done_fn *fn,
 			     void *arg);

@@ -29,6 +29,7 @@
 #include "dispatch.h"
 #include "hook.h"
 #include "hostlock.h"
+#include "http.h"
 #include "log.h"
 #include "secret.h"
 #include "slots.h"
@@ -377,7 +378,10 @@ int main(int argc, char **argv)
 	watch_free(dm.watch);
 	watch_free(dm.control_watch);
 	dispatch_free(dm.dispatch);
-	loop_free(dm.loop);
+	/* libcurl's thread may be left stuck in a write (http_free): it may still use the loop. */
+	bool left = http_left_running();
+	if (!left)
+		loop_free(dm.loop);
 	hostlock_release(&dm.spool);
 	spool_close(&dm.spool);
 	close(dm.sigfd);
@@ -385,6 +389,12 @@ int main(int argc, char **argv)
 	notify_free(dm.notify);
 	metrics_reset();
 	secret_clear();
+	if (left) {
+		/* No cleanup of libcurl's or libcrypto's under that thread: _exit, not exit. */
+		log_info("stopped");
+		log_flush_all();
+		_exit(rc < 0 ? 1 : 0);
+	}
 	curl_global_cleanup();
 	log_info("stopped");
 	return rc < 0 ? 1 : 0;

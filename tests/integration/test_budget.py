@@ -26,10 +26,7 @@ def test_no_call_under_a_budget_before_recovered_answers_are_billed(env):
     d.start_to_crash("save:response")
     assert env.fake.calls(saved) == 1
     d.submit("next", {"prompt": nxt})
-    fifo = os.path.join(d.dir, "stop.fifo")
-    os.mkfifo(fifo)
-    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "recovery:judge",
-                                         "IMGSPOOLD_STOP_FIFO": fifo})
+    fifo = d.start_held_at("recovery:judge", wait_ready=False)
     waiting = "its calls wait until the cost of 1 answer(s) recovered from before the restart"
     wait_for(lambda: waiting in d.log() or env.fake.calls(nxt), 20,
              f"the next job to wait for the recovered answer (log:\n{d.log()[-3000:]})")
@@ -86,9 +83,7 @@ def test_the_loop_never_waits_for_a_helpers_ledger_write(env):
     fast, slow = "answered while the other call runs", "a call cancelled in flight"
     env.fake.script(slow, {"kind": "b64", "delay": 30})
     d.submit("slow", {"prompt": slow})
-    fifo = os.path.join(d.dir, "stop.fifo")
-    os.mkfifo(fifo)
-    d.start(extra_env={"IMGSPOOLD_STOP_AT": "ledger:locked", "IMGSPOOLD_STOP_FIFO": fifo})
+    fifo = d.start_held_at("ledger:locked")
     wait_for(lambda: env.fake.calls(slow) == 1, 20, "the slow call to start")
     d.submit("fast", {"prompt": fast})
     writer = held_at_stop(fifo, d)   # the helper that judged the fast answer, inside its write

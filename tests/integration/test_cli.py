@@ -432,9 +432,7 @@ def test_cancel_while_the_transfer_thread_is_stuck(env):
     # claimed meanwhile. It used to wait till the write was over (here: never).
     env.fake.script("stuck in its write", [{"kind": "tail_stall", "stall": 60}])
     d = env.daemon()
-    fifo = os.path.join(d.dir, "stop.fifo")
-    os.mkfifo(fifo)
-    d.start(extra_env={"IMGSPOOLD_STOP_AT": "http:body-write", "IMGSPOOLD_STOP_FIFO": fifo})
+    fifo = d.start_held_at("http:body-write")
     d.submit("stuck", {"prompt": "stuck in its write"})
     writer = held_at_stop(fifo, d)
     try:

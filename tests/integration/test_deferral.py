@@ -116,9 +116,7 @@ def test_a_retry_in_memory_waits_for_recovered_answers_to_be_billed(env):
                       "provider b__api_key_env": "IMGSPOOL_TEST_KEY"})
     d.submit("saved", {"prompt": "answered before the kill"})
     d.start_to_crash("save:response")
-    fifo = os.path.join(d.dir, "stop.fifo")
-    os.mkfifo(fifo)
-    d.start(extra_env={"IMGSPOOLD_STOP_AT": "recovery:judge", "IMGSPOOLD_STOP_FIFO": fifo})
+    fifo = d.start_held_at("recovery:judge")
     writer = held_at_stop(fifo, d)
     prompt = "retried under a new budget [fake:429_retry_after retry_after=2|b64]"
     retry_in_memory(env, d, "r", prompt, provider="b")

@@ -12,7 +12,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOLD, SCRATCH, TEST_KEY, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOLD, SCRATCH, TEST_KEY, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 class NotifyListener:
@@ -173,6 +173,43 @@ def test_second_sigterm_cuts_and_records(env):
     assert d.state("cut") == "new"
     records = json.load(open(d.path("new", "cut.json")))["imgspool"]
     assert [a["outcome"] for a in records["attempts"]] == ["interrupted"], records
+
+
+def test_cut_exits_while_a_body_write_is_stuck(env):
+    """The grace cut while libcurl's transfer thread is stuck writing a body into the job's
+    .partial (the stop point http:body-write: a spool on an NFS server that stopped answering):
+    the daemon exits within the bound it gives that thread (2 s), where it used to wait for the
+    write (here: for ever), and what it left on disk tells the restart what was done: the cut
+    call is on record as interrupted, and the restart calls again."""
+    env.fake.script("stuck at its write", [{"kind": "tail_stall", "stall": 60}, {"kind": "b64"}])
+    d = env.daemon()
+    fifo = d.start_held_at("http:body-write")
+    d.submit("stuckw", {"prompt": "stuck at its write"})
+    writer = held_at_stop(fifo, d)
+    try:
+        d.send_signal(signal.SIGTERM)
+        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+        cut_at = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon did not exit while the transfer thread was stuck")
+        print(f"# exited {time.monotonic() - cut_at:.2f} s after the second SIGTERM, the "
+              "transfer thread stuck")
+    finally:
+        os.close(writer)
+    d.logf.close()
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "transfer thread has not ended" in d.log(), d.log()[-2000:]
+    assert d.state("stuckw") == "new"
+    records = json.load(open(d.path("new", "stuckw.json")))["imgspool"]
+    assert [a["outcome"] for a in records["attempts"]] == ["interrupted"], records
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".stuckw@")]
+    d.start()
+    assert d.wait_finished("stuckw", 30) == "done", d.log()[-2000:]
+    assert env.fake.calls("stuck at its write") == 2
+    assert d.stop() == 0
 
 
 def write_config(d, text):
@@ -441,6 +478,7 @@ if __name__ == "__main__":
         test_status_counts_a_due_deferred_job_once,
         test_restart_with_calls_in_flight_pays_once,
         test_second_sigterm_cuts_and_records,
+        test_cut_exits_while_a_body_write_is_stuck,
         test_sighup_reloads_everything_mid_calls,
         test_broken_reload_keeps_the_running_config,
         test_sighup_says_why_a_provider_is_still_held,

@@ -163,6 +163,16 @@ class Daemon:
             assert not self.exited(), f"daemon exited at start-up:\n{self.log()}"
         return self
 
+    def start_held_at(self, point, wait_ready=True):
+        """Starts it with IMGSPOOLD_STOP_AT=point and IMGSPOOLD_STOP_FIFO (util.c stop_point):
+        the thread that reaches point waits there (held_at_stop). Returns the FIFO's path."""
+        fifo = os.path.join(self.dir, "stop.fifo")
+        if not os.path.exists(fifo):
+            os.mkfifo(fifo)
+        self.start(wait_ready=wait_ready,
+                   extra_env={"IMGSPOOLD_STOP_AT": point, "IMGSPOOLD_STOP_FIFO": fifo})
+        return fifo
+
     def start_to_crash(self, point, timeout=20):
         """Starts it with IMGSPOOLD_CRASH_AT=point (util.c crash_point: POINT or POINT#N) and
         waits for it to kill itself there (SIGKILL)."""

@@ -438,33 +438,41 @@ static void test_cancels(void)
 
 /* ---- a cancel while the transfer thread takes a batch in ----------------------------------- */
 
-/* Whether the transfer thread is in write(2) on fd (/proc/self/task/TID/syscall: "1 0xFD ..."). */
-static bool transfer_thread_writes(int fd)
+/* Whether the transfer thread (HTTP_THREAD_NAME) is in this process; if so, *nr and *arg0 say
+ * which system call it is in (/proc/self/task/TID/syscall: "1 0xFD ..." for a write to FD). */
+static bool transfer_thread_syscall(unsigned long *nr, unsigned long *arg0)
 {
 	DIR *d = opendir("/proc/self/task");
-	bool writes = false;
-	for (struct dirent *e; d && (e = readdir(d));) {
+	bool found = false;
+	*nr = *arg0 = ~0UL;
+	for (struct dirent *e; d && !found && (e = readdir(d));) {
 		char path[96], text[128] = "";
 		xsnprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
 		FILE *f = fopen(path, "r");
 		if (!f)
 			continue;
-		bool ours = fgets(text, sizeof(text), f) &&
-			    !strncmp(text, HTTP_THREAD_NAME, strlen(HTTP_THREAD_NAME));
+		found = fgets(text, sizeof(text), f) &&
+			!strncmp(text, HTTP_THREAD_NAME, strlen(HTTP_THREAD_NAME));
 		fclose(f);
-		if (!ours)
+		if (!found)
 			continue;
 		xsnprintf(path, sizeof(path), "/proc/self/task/%s/syscall", e->d_name);
 		f = fopen(path, "r");
-		unsigned long nr = 0, arg0 = 0;
-		if (f && fscanf(f, "%lu 0x%lx", &nr, &arg0) == 2)
-			writes = nr == 1 && arg0 == (unsigned long)fd;
+		if (f && fscanf(f, "%lu 0x%lx", nr, arg0) != 2)
+			*nr = *arg0 = ~0UL;
 		if (f)
 			fclose(f);
 	}
 	if (d)
 		closedir(d);
-	return writes;
+	return found;
+}
+
+/* Whether the transfer thread is in write(2) on fd. */
+static bool transfer_thread_writes(int fd)
+{
+	unsigned long nr, arg0;
+	return transfer_thread_syscall(&nr, &arg0) && nr == 1 && arg0 == (unsigned long)fd;
 }
 
 static void count_done(void *arg, struct http_result *res)
@@ -673,6 +681,71 @@ static void test_cancel_while_the_thread_is_stuck(void)
 	pthread_mutex_destroy(&r.lock);
 }
 
+/* ---- the stop while the transfer thread is stuck in a write --------------------------------- */
+
+/* At the daemon's exit its calls are cancelled (the grace cut), but the transfer thread may still
+ * be stuck in a body write (a spool on a stalled NFS): http_free returns within its bound all the
+ * same, leaving that thread, and everything it may use, alone (the rig's loop too: static, never
+ * freed). The thread ends by itself once its write does. Before, http_free waited for the write:
+ * here, till the rescuer drained the pipe after 10 s. */
+static void test_free_while_the_thread_is_stuck(void)
+{
+	static struct held_server sv;
+	static struct rig rg;
+	pthread_mutex_init(&sv.lock, NULL);
+	int pipe_fd[2];
+	if (full_pipe(pipe_fd) < 0 || !rig_start(&rg, held_paths, &sv.listen_fd, accept_all, &sv))
+		return;
+	struct http_request stuck = get_of(rg.url[OK], 30);
+	stuck.body_fd = dup(pipe_fd[1]);
+	struct call writing = { 0 };
+	struct http_xfer *x = http_start(rg.http, &stuck, call_done, &writing);
+	ok(until_writes(stuck.body_fd, true), "the transfer thread is stuck writing a body");
+	http_cancel(rg.http, x);   /* the grace cut */
+
+	struct rescuer r = { .read_fd = pipe_fd[0] };
+	pthread_t rescuer_thread;
+	pthread_condattr_t attr;
+	pthread_mutex_init(&r.lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&r.cond, &attr);
+	pthread_create(&rescuer_thread, NULL, rescue, &r);
+	int64_t before = mono_ms();
+	http_free(rg.http);
+	int64_t took = mono_ms() - before;
+	pthread_mutex_lock(&r.lock);
+	bool stuck_still = !r.drained;
+	r.cancels_returned = true;
+	pthread_cond_signal(&r.cond);
+	pthread_mutex_unlock(&r.lock);
+	pthread_join(rescuer_thread, NULL);
+	ok(stuck_still && took >= HTTP_FREE_WAIT_MS - 50 && took < HTTP_FREE_WAIT_MS + 3000,
+	   "http_free returned while the transfer thread was stuck, after its bound (%lld ms; "
+	   "bound %d ms)", (long long)took, HTTP_FREE_WAIT_MS);
+	ok(http_left_running(), "and says it left the thread running");
+	/* The rest of the pipe, till the thread (its write done, its stop seen) has ended. */
+	fcntl(pipe_fd[0], F_SETFL, O_NONBLOCK);
+	char room[4096];
+	int64_t deadline = mono_ms() + 10000;
+	unsigned long nr, arg0;
+	while (transfer_thread_syscall(&nr, &arg0) && mono_ms() < deadline) {
+		while (read(pipe_fd[0], room, sizeof(room)) > 0)
+			;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+	ok(!transfer_thread_syscall(&nr, &arg0), "the thread ended once its write did");
+	ok(!writing.done, "no callback of the cancelled call");
+	shutdown(rg.listen_fd, SHUT_RDWR);
+	pthread_join(rg.server, NULL);
+	close(rg.listen_fd);
+	close(pipe_fd[0]);
+	close(pipe_fd[1]);
+	pthread_cond_destroy(&r.cond);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_destroy(&r.lock);
+}
+
 /* ---- answers do not wait behind a body write that stalls -------------------------------------- */
 
 /* Three calls, a connection each: /c gets its header and one byte of its two at once, and never
@@ -854,6 +927,7 @@ int main(void)
 	test_cancel_in_a_batch();
 	test_cancel_while_the_thread_is_stuck();
 	test_answers_before_a_stalled_write();
+	test_free_while_the_thread_is_stuck();   /* last: it leaves an http behind */
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		ok(http_ip_is_public(rows[i].addr) == rows[i].is_public, "%s is %s", rows[i].addr,
 		   rows[i].is_public ? "public" : "not public");
