@@ -23,6 +23,7 @@
 #include "provider_state.h"
 #include "route.h"
 #include "routing.h"
+#include "sidecar.h"
 #include "slots.h"
 #include "task.h"
 #include "webhook.h"
@@ -330,15 +331,64 @@ static void requeue_replaced(struct task *t, const struct pending *pe, const str
 
 /* A finished job put back: until its file says otherwise, running/ holds the old run's
  * "finished", which every reader after a crash (recovery, publish) would take for this run's. So
- * the new run's records are durable there before anything of it is done (spool-layout §4, §10);
- * if they cannot be, the job goes back, its records as they were, and is claimed again later. */
-static bool new_run_recorded(struct task *t)
+ * the new run's records are durable beside the file read before the claim's rename
+ * (sidecar_putback_name: a restart puts them in place if the claim took that file, else removes
+ * them), and take the job file's place after it (spool-layout §4, §10). NULL, logged, when they
+ * cannot be written: the job is not claimed now. */
+static char *putback_written(struct task *t, const struct pending *pe, const struct stat *read_st)
+{
+	struct dispatch *d = t->d;
+	char *name = sidecar_putback_name(t, pe->dir, (uint64_t)read_st->st_ino);
+	char *text = task_job_text(t, 0, NULL);
+	int rc = spool_write_aside(d->spool, SPOOL_RUNNING, name, text, strlen(text));
+	free(text);
+	if (rc == 0) {
+		crash_point("claim:putback-written");
+		return name;
+	}
+	log_job(LOG_ERROR, t->id, "cannot record its new run in 'running/%s' before its claim: %s; "
+		"claimed later", name, strerror(errno));
+	d->disk_checked = 0;   /* look at the free space again before claiming more */
+	free(name);
+	return NULL;
+}
+
+/* The claim did not go through: the new run written beside the job is of no use. */
+static void putback_drop(struct task *t, char *putback)
+{
+	if (putback)
+		unlinkat(t->d->spool->fd[SPOOL_RUNNING], putback, 0);
+	free(putback);
+}
+
+/* The new run's records in place of the old run's, in running/, one rename (which needs no sync
+ * of its own: until it is durable, the file beside the job says the same to a restart). Should
+ * it fail, they are written over the job file; should that fail, the job goes back as it was,
+ * and is claimed again later. */
+static bool putback_put_in_place(struct task *t, char *putback)
 {
 	struct spool *sp = t->d->spool;
-	char *text = task_job_text(t, 0, NULL);
-	int rc = spool_rewrite_file(sp, SPOOL_RUNNING, t->running_name, text, strlen(text));
+	int fd = sp->fd[SPOOL_RUNNING];
+	int rc = renameat(fd, putback, fd, t->running_name);
 	if (rc == 0)
-		rc = fsync(sp->fd[SPOOL_RUNNING]);
+		crash_point("claim:putback-recorded");
+	else
+		log_job(LOG_WARN, t->id, "cannot put its new run's records in place from 'running/%s': "
+			"%s; writing them over its job file", putback, strerror(errno));
+	/* Never left beside a job whose records go on changing: a restart would put it back. */
+	if (rc < 0 && unlinkat(fd, putback, 0) < 0 && errno != ENOENT) {
+		log_job(LOG_ERROR, t->id, "cannot remove 'running/%s': %s", putback, strerror(errno));
+		free(putback);
+		task_requeue(t, "its new run could not be recorded");
+		return false;
+	}
+	free(putback);
+	if (rc == 0)
+		return true;
+	char *text = task_job_text(t, 0, NULL);
+	rc = spool_rewrite_file(sp, SPOOL_RUNNING, t->running_name, text, strlen(text));
+	if (rc == 0)
+		rc = fsync(fd);
 	free(text);
 	if (rc == 0)
 		return true;
@@ -404,6 +454,29 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 
 	struct task *t = task_new(d, id);
 	t->ticket = ticket;   /* from here task_free gives it back if the call never starts */
+	t->job = job;         /* and frees the job */
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = mtime_ms;
+	struct record rec;
+	task_restore_state(t, &st, &rec);
+	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
+	 * old one is kept in the records' history. */
+	char finished[sizeof(rec.finished)];
+	xsnprintf(finished, sizeof(finished), "%s", rec.finished);
+	long run = rec.runs_total + 2;
+	if (finished[0])
+		record_new_run(&rec, mtime_ms);
+	task_apply_record(t, &rec);
+	record_release(&rec);
+	/* Its new run is made durable beside it before the claim, so that no kill leaves the old
+	 * run's "finished" alone in running/ (spool-layout §4). Any other job: no system call. */
+	char *putback = finished[0] ? putback_written(t, pe, &st) : NULL;
+	if (finished[0] && !putback) {
+		known_del(d, pe->dir, pe->name);
+		task_free(t);
+		return SKIPPED;
+	}
 	/* The lease is the mtime in running/, and rename keeps the old one: refresh it first, so
 	 * no other host ever sees our fresh claim as stale. The inode read, not the name: a file
 	 * put there since keeps its mtime (its due time or place in line). */
@@ -413,7 +486,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
 				pe->name, strerror(errno));
 		known_del(d, pe->dir, pe->name);
-		job_release(&job);
+		putback_drop(t, putback);
 		task_free(t);
 		return SKIPPED;
 	}
@@ -422,31 +495,20 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 		d->deferred_jobs--;
 	crash_point("claim:claimed");
 	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
-	t->job = job;
-	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
-	t->job_len = d->readbuf.len;
-	t->created_wall_ms = mtime_ms;
-	struct record rec;
-	task_restore_state(t, &st, &rec);
-	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
-	 * old one is kept in the records' history. */
-	bool new_run = rec.finished[0];
-	if (new_run) {
-		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
-			rec.finished, rec.runs_total + 2);
-		record_new_run(&rec, mtime_ms);
-	}
-	task_apply_record(t, &rec);
-	record_release(&rec);
 	/* The file we claimed must be the one we read: a client may have replaced it in between. */
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
+		putback_drop(t, putback);
 		requeue_replaced(t, pe, &claimed);
 		return SKIPPED;
 	}
-	if (new_run && !new_run_recorded(t))
-		return SKIPPED;
+	if (finished[0]) {
+		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
+			finished, run);
+		if (!putback_put_in_place(t, putback))
+			return SKIPPED;
+	}
 	if (cancelled) {
 		log_job(LOG_INFO, id, "claimed: cancelled by an operator before its call");
 		finish_fail(t, "cancelled", NULL, "cancelled by an operator (imgspool cancel) before its call");

@@ -71,8 +71,9 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 }
 
 /* Every sidecar of a reclaimed job comes along (.partial, each saved .response.STATUS, a
- * 524 as much as a 200, and a shutdown's mark .left.N), so a response the dead host saved is
- * used, never paid again, and a job it left on purpose counts no death; so does
+ * 524 as much as a 200, a shutdown's mark .left.N, and a put-back's new run), so a response
+ * the dead host saved is used, never paid again, a job it left on purpose counts no death, and
+ * a put-back whose claim it did not finish runs its new run; so does
  * its uncommitted staging directory (.ID@HOST.done/.failed), or its staged files in one of the
  * owner's batches' directories, which a job whose records say "finished" is published from. */
 static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
@@ -91,7 +92,8 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
 		}
 		if (strncmp(h[i].name, prefix, plen) ||
 		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
-		     strncmp(sfx, "left.", 5) && strcmp(sfx, "done") && strcmp(sfx, "failed")))
+		     strncmp(sfx, "left.", 5) && strcmp(sfx, "done") && strcmp(sfx, "failed") &&
+		     strncmp(sfx, "putback.", 8)))
 			continue;
 		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
 		renameat(fd, h[i].name, fd, to);
@@ -362,16 +364,88 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	task_requeue(t, "recovered from running/ after a restart");
 }
 
+enum recovery_putback recovery_putback_decide(bool job_there, bool same_file, bool job_has_files)
+{
+	if (!job_there)
+		return RECOVERY_PUTBACK_DROP;     /* not claimed: the job is still where it was */
+	if (same_file)
+		return RECOVERY_PUTBACK_INSTALL;  /* claimed, the old run's records still in place */
+	/* The claim took a file put there after the read: untouched, as the claim left it, it goes
+	 * back to be claimed afresh, as when the claim had seen it. With files of its own beside
+	 * it, it is no such file: it is adopted as it is. */
+	return job_has_files ? RECOVERY_PUTBACK_DROP : RECOVERY_PUTBACK_RETURN;
+}
+
+/* Whether hidden holds a file of running/ID@HOST.json's other than its put-back's. */
+static bool job_has_files(const struct dispatch *d, const char *id, const struct strset *hidden)
+{
+	char *prefix = xasprintf(".%s@%s.", id, d->spool->host_id);
+	size_t plen = strlen(prefix);
+	bool found = false;
+	for (size_t i = 0; i < hidden->cap && !found; i++)
+		found = hidden->slots[i] && !strncmp(hidden->slots[i], prefix, plen) &&
+			strncmp(hidden->slots[i] + plen, "putback.", 8);
+	free(prefix);
+	return found;
+}
+
+/* The new run of a job put back, written beside it before its claim (intake.c): a kill cut
+ * that claim. Put in place of the job file if the claim took the file it was written for, else
+ * removed (spool-layout.md §4, §10). Before the jobs are adopted, which then read what is
+ * there. */
+static void settle_putback(struct dispatch *d, const char *name, const char *id,
+			   enum spool_dir from, uint64_t ino, const struct strset *hidden)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *job = spool_running_name(d->spool, id);
+	struct stat st;
+	bool there = fstatat(fd, job, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+	switch (recovery_putback_decide(there, there && (uint64_t)st.st_ino == ino,
+					job_has_files(d, id, hidden))) {
+	case RECOVERY_PUTBACK_INSTALL:
+		if (renameat(fd, name, fd, job) == 0 && fsync(fd) == 0) {
+			log_job(LOG_INFO, id, "its claim as a job put back was cut: its new run, written "
+				"before the claim, is recorded");
+			break;
+		}
+		log_job(LOG_ERROR, id, "cannot put its new run in place from 'running/%s': %s; a "
+			"restart will", name, strerror(errno));
+		break;
+	case RECOVERY_PUTBACK_RETURN: {
+		char *back = xasprintf("%s.json", id);
+		if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, job, from, back) == 0)
+			log_job(LOG_INFO, id, "back to %s/ (its claim took a file that replaced the one "
+				"read): claimed again as it is", spool_dir_name(from));
+		else
+			log_job(LOG_ERROR, id, "cannot move 'running/%s' back to %s/%s: %s", job,
+				spool_dir_name(from), back, strerror(errno));
+		free(back);
+	}
+		/* fall through */
+	case RECOVERY_PUTBACK_DROP:
+		unlinkat(fd, name, 0);
+		break;
+	}
+	free(job);
+}
+
 /* Adopts every job of ours in running/ that no task holds. */
 static void adopt_all(struct dispatch *d)
 {
 	struct spool_entry *e, *h;
 	struct strset hidden;
 	char id[JOB_ID_MAX + 1], host[NAME_MAX + 1];
+	enum spool_dir from;
+	uint64_t ino;
 	strset_init(&hidden);
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	for (long i = 0; i < nh; i++)
 		strset_add(&hidden, h[i].name);
+	for (long i = 0; i < nh; i++) {
+		if (sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino) &&
+		    !strset_has(&d->held, id))
+			settle_putback(d, h[i].name, id, from, ino, &hidden);
+	}
 	spool_entries_free(h, nh);
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
@@ -396,6 +470,20 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 	size_t hlen = strlen(host_part);
 	for (long i = 0; i < nh; i++) {
 		const char *name = h[i].name, *at = strstr(name, host_part);
+		char id[JOB_ID_MAX + 1];
+		enum spool_dir from;
+		uint64_t ino;
+		if (sidecar_putback_parse(name, host, id, &from, &ino)) {
+			/* Ours were settled before the jobs were adopted. Another host's is written
+			 * before its claim, its job not in running/ yet: its until its lease ran out. */
+			char *job = xasprintf("%s@%s.json", id, host);
+			if (other && now > 0 && !spool_exists(d->spool->fd[SPOOL_RUNNING], job) &&
+			    spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) == 0 &&
+			    now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000)
+				unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+			free(job);
+			continue;
+		}
 		if (other && spool_is_our_temp(name, host)) {
 			/* Another host's file being written is its until its lease ran out. */
 			if (now > 0 && spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) == 0 &&

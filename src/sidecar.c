@@ -6,6 +6,7 @@
  * Sidecars are read as hostile: a file that is not ours for this job is ignored, with a log. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,33 @@
 char *sidecar_name(const struct task *t, const char *suffix)
 {
 	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
+}
+
+char *sidecar_putback_name(const struct task *t, enum spool_dir from, uint64_t ino)
+{
+	return xasprintf(".%s@%s.putback.%c.%" PRIx64, t->id, t->d->spool->host_id,
+			 from == SPOOL_DEFERRED ? 'd' : 'n', ino);
+}
+
+bool sidecar_putback_parse(const char *name, const char *host, char *id, enum spool_dir *from,
+			   uint64_t *ino)
+{
+	const char *at = strchr(name, '@');
+	size_t hlen = strlen(host);
+	if (name[0] != '.' || !at || (size_t)(at - name - 1) > JOB_ID_MAX ||
+	    strncmp(at + 1, host, hlen) || strncmp(at + 1 + hlen, ".putback.", 9))
+		return false;
+	const char *dir = at + 1 + hlen + 9, *hex = dir + 2;
+	size_t nhex = strspn(hex, "0123456789abcdef");
+	if ((dir[0] != 'n' && dir[0] != 'd') || dir[1] != '.' || !nhex || nhex > 16 || hex[nhex])
+		return false;
+	char part[JOB_ID_MAX + 1];
+	xsnprintf(part, sizeof(part), "%.*s", (int)(at - name - 1), name + 1);
+	if (job_id_from_name(part, id, JOB_ID_MAX + 1) < 0 || strcmp(id, part))
+		return false;
+	*from = dir[0] == 'd' ? SPOOL_DEFERRED : SPOOL_NEW;
+	*ino = strtoull(hex, NULL, 16);
+	return true;
 }
 
 /* The target of a routed job's call, kept beside it before the call starts, so that a restart

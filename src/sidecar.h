@@ -4,7 +4,11 @@
 #ifndef SIDECAR_H
 #define SIDECAR_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "spool.h"
 
 struct buf;
 struct dispatch;
@@ -31,5 +35,14 @@ void sidecar_mark_left(struct task *t);
 void sidecar_sync_left(struct dispatch *d);
 /* At adoption: removes t's marks and returns the attempt the one ours names, 0 if none. */
 long sidecar_take_left(struct task *t, const struct strset *hidden);
+/* The new run of a job put back, made durable before its claim and put in place of the job
+ * file after it (spool-layout.md §4): running/.ID@HOST.putback.D.INO, D the directory it is
+ * claimed from ('n' new/, 'd' deferred/), INO the inode of the file read, in hex, so that a
+ * restart tells whether the claim took that very file (caller frees). */
+char *sidecar_putback_name(const struct task *t, enum spool_dir from, uint64_t ino);
+/* Whether name is such a file of host's; fills id (JOB_ID_MAX + 1 bytes), *from and *ino.
+ * Pure. */
+bool sidecar_putback_parse(const char *name, const char *host, char *id, enum spool_dir *from,
+			   uint64_t *ino);
 
 #endif

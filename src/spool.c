@@ -531,18 +531,13 @@ struct write_how {
 	bool bytes_first;        /* with ss: its bytes synced before its rename (syncset_bytes) */
 };
 
-/* Writes data to a new temporary file for name in dirfd (its name goes to tmp): fsynced by ss,
- * or when fsync; restamp: stamped anew when writing it took long (a job file's lease). */
-static int write_temp(struct spool *sp, int dirfd, const char *name, const void *data,
-		      size_t len, bool fsync_file, struct syncset *ss, bool restamp, char *tmp,
-		      bool bytes_first)
+/* Writes data to a new file dirfd/name (O_EXCL, never through a link): fsynced by ss, or when
+ * fsync; restamp: stamped anew when writing it took long (a job file's lease). Removed when
+ * that fails. */
+static int write_new(int dirfd, const char *name, const void *data, size_t len, bool fsync_file,
+		     struct syncset *ss, bool restamp, bool bytes_first)
 {
-	unsigned seq = 0;
-	long pid = spool_temp_unique(&seq);
-	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
-	if (spool_temp_name(tmp, NAME_MAX + 1, name, sp->host_id, pid, seq) < 0)
-		return -1;
-	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	int64_t started = mono_ms();
@@ -563,10 +558,40 @@ fail:
 		int saved = errno;
 		if (fd >= 0)
 			close(fd);
-		unlinkat(dirfd, tmp, 0);
+		unlinkat(dirfd, name, 0);
 		errno = saved;
 	}
 	return -1;
+}
+
+/* Writes data to a new temporary file for name in dirfd (its name goes to tmp), as write_new. */
+static int write_temp(struct spool *sp, int dirfd, const char *name, const void *data,
+		      size_t len, bool fsync_file, struct syncset *ss, bool restamp, char *tmp,
+		      bool bytes_first)
+{
+	unsigned seq = 0;
+	long pid = spool_temp_unique(&seq);
+	/* The host id in the name lets a restart remove its own leftovers and nobody else's. */
+	if (spool_temp_name(tmp, NAME_MAX + 1, name, sp->host_id, pid, seq) < 0)
+		return -1;
+	return write_new(dirfd, tmp, data, len, fsync_file, ss, restamp, bytes_first);
+}
+
+int spool_write_aside(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		      size_t len)
+{
+	int dirfd = sp->fd[d];
+	int rc = write_new(dirfd, name, data, len, true, NULL, true, false);
+	/* A leftover of ours (the name is the caller's alone): replaced. */
+	if (rc < 0 && errno == EEXIST && unlinkat(dirfd, name, 0) == 0)
+		rc = write_new(dirfd, name, data, len, true, NULL, true, false);
+	if (rc == 0 && fsync(dirfd) < 0) {
+		int saved = errno;
+		unlinkat(dirfd, name, 0);
+		errno = saved;
+		rc = -1;
+	}
+	return rc;
 }
 
 int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,

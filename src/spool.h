@@ -156,6 +156,11 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
  * errno and nothing left behind. */
 int spool_write_temp(struct spool *sp, int dirfd, const char *name, const void *data, size_t len,
 		     char *tmp);
+/* data to d/name, a new name that only the caller gives (O_EXCL; a leftover there is
+ * replaced), fsynced, then d: durable, its name too, before the caller's next step. 0, or -1
+ * with errno and nothing left behind. */
+int spool_write_aside(struct spool *sp, enum spool_dir d, const char *name, const void *data,
+		      size_t len);
 /* Group commit (syncset.h), into a staging directory (dirfd), whose files count only once a
  * barrier made them durable and a later step says so (a job's final records, its commit).
  * in_place (only while nothing on disk can say that yet: the job's records in running/ do not
