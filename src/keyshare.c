@@ -62,6 +62,9 @@ struct kept_ledger {
 	struct memo memo;
 	bool unreadable;             /* its last read failed: budgets wait for it (ledger_sum) */
 	bool listed;                 /* in the last listing of ledger/ */
+	bool vanished;               /* read before, gone from ledger/ since: doc is still counted,
+					and carried back if its host has left (ledger_doubts) */
+	bool carried;                /* vanished, and carried back (or tried once) */
 };
 
 struct spent {
@@ -103,6 +106,12 @@ struct keyshare {
 	struct memo ledger_memo;     /* ledger/ when kept was last brought up to date */
 	struct kept_ledger *kept;
 	size_t n_kept;
+	/* ledger/ opened anew, this host's or a ledger read before gone from it: until it holds
+	 * the ledger of every live host, budgets wait (ledger_doubts). */
+	bool ledger_doubt;
+	bool doubt_said;
+	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
+	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	dev_t root_dev;              /* the spool root as opened, and whether its path names */
 	ino_t root_ino;              /* another directory now (root_recheck) */
@@ -230,7 +239,7 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 }
 
 static void ledger_take_own(struct keyshare *ks);
-static void ledger_write_try(struct keyshare *ks);
+static void ledger_own_written(struct keyshare *ks);
 
 /* Whether the spool's path still names the directory this daemon opened. It goes on in the one
  * it opened whatever the path names now (its jobs, leases and host lock are there, and a path
@@ -252,9 +261,9 @@ static void root_recheck(struct keyshare *ks)
 }
 
 /* The same for providers/ and ledger/ (a provider's handles go with providers/), opened again
- * by name (also when they could not be opened before); and the spool root against its path. A
- * new ledger/ gets this host's ledger at once: other hosts count what it spent from that file
- * only. */
+ * by name (also when they could not be opened before); and the spool root against its path.
+ * A ledger/ without this host's ledger (new, or its file removed) gets it at once, even with
+ * nothing spent: other hosts count what it spent from that file only, and wait for it. */
 static void top_dirs_recheck(struct keyshare *ks)
 {
 	int64_t now = mono_ms();
@@ -279,14 +288,11 @@ static void top_dirs_recheck(struct keyshare *ks)
 		close_dir(&ks->ledger_fd);
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
 		ledger_take_own(ks);
-		pthread_mutex_lock(&ks->spent_lock);
-		if (ks->ledger_fd >= 0 && ks->n_spent)
-			ks->spent_gen++;   /* figures the new ledger/ has not seen */
-		pthread_mutex_unlock(&ks->spent_lock);
 		pthread_mutex_unlock(&ks->write_lock);
 		ks->ledger_memo.listed_at = 0;
-		ledger_write_try(ks);
+		ks->ledger_doubt = true;
 	}
+	ledger_own_written(ks);
 }
 
 /* Every handle is checked against its name at its next use: after a file operation failed, as
@@ -638,6 +644,27 @@ void keyshare_today(struct keyshare *ks, long *day, long *month)
 	*month = keyshare_month(now);
 }
 
+/* Writes this host's ledger if ledger/ lacks it (at start-up, in a new ledger/, or removed
+ * alone), even with nothing spent: the hosts that read ledger/ wait for the file of every live
+ * host (ledger_doubts), and this one's being gone means others' may be too. */
+static void ledger_own_written(struct keyshare *ks)
+{
+	char name[NAME_MAX + 1];
+	struct stat st;
+	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	if (ks->ledger_fd < 0 || fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+	    errno != ENOENT)
+		return;
+	long day, month;
+	keyshare_today(ks, &day, &month);
+	pthread_mutex_lock(&ks->spent_lock);
+	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
+	ks->spent_gen++;
+	pthread_mutex_unlock(&ks->spent_lock);
+	ks->ledger_doubt = true;
+	ledger_write_try(ks);
+}
+
 /* Adds the spends to the figures; returns their generation (0: nothing added). */
 static unsigned long spent_add(struct keyshare *ks, const struct keyshare_spend *spends, size_t n,
 			       long day, long month)
@@ -791,26 +818,172 @@ static void ledger_refresh(struct keyshare *ks)
 	}
 	spool_entries_free(l, n);
 	size_t kept = 0;
+	long day, month;
+	keyshare_today(ks, &day, &month);
 	for (size_t i = 0; i < ks->n_kept; i++) {
-		if (ks->kept[i].listed) {
-			if (ks->kept[i].unreadable)
+		struct kept_ledger *k = &ks->kept[i];
+		if (k->listed) {
+			if (k->unreadable)
 				ks->ledger_memo.listed_at = 0;   /* not kept as read: again next time */
-			ks->kept[kept++] = ks->kept[i];
+			k->vanished = k->carried = false;
+			ks->kept[kept++] = *k;
 			continue;
 		}
-		if (ks->kept[i].unreadable)
-			log_info("'%s/ledger/%s' is gone: budgets no longer wait for it", ks->sp->path,
-				 ks->kept[i].name);
-		free(ks->kept[i].name);
-		json_decref(ks->kept[i].doc);
+		/* Gone (with ledger/, or alone): its host's spend is not 0. What was read of it still
+		 * counts (if of this month), and budgets wait till its host, if live, has written it
+		 * again. */
+		ks->ledger_doubt = true;
+		if (k->doc && json_integer_value(json_object_get(k->doc, "month")) == month) {
+			k->vanished = true;
+			ks->kept[kept++] = *k;
+			continue;
+		}
+		json_decref(k->doc);
+		if (k->unreadable)
+			log_info("'%s/ledger/%s' is gone: budgets no longer wait for it to be read",
+				 ks->sp->path, k->name);
+		free(k->name);
 	}
 	ks->n_kept = kept;
 }
 
+/* The host id of a host lock's name in running/ (".host.HOST"); its temporary names
+ * (".host.HOST.PID.RANDOM.tmp", the same inode once linked) are none. */
+bool keyshare_lock_host(const char *name, char *host, size_t size)
+{
+	size_t len = strlen(name);
+	if (strncmp(name, ".host.", 6) || len == 6 || len - 6 >= size)
+		return false;
+	const char *end = name + len;
+	if (len > 4 && !strcmp(end - 4, ".tmp")) {
+		/* ".RANDOM.tmp": 8 hex digits, after ".PID": digits */
+		const char *rnd = end - 4 - 9, *p;
+		if (rnd > name + 6 && *rnd == '.' && strspn(rnd + 1, "0123456789abcdef") == 8) {
+			for (p = rnd - 1; p > name + 6 && *p >= '0' && *p <= '9'; p--)
+				;
+			if (*p == '.' && p < rnd - 1 && p > name + 6)
+				return false;
+		}
+	}
+	memcpy(host, name + 6, len - 6);
+	host[len - 6] = '\0';
+	return true;
+}
+
+/* The hosts other than this one whose lock in running/ was heartbeated within lease_ms (by the
+ * file server's clock): the live ones (spool-layout.md §10). -1 if running/ cannot be listed. */
+static long live_hosts(struct keyshare *ks, int64_t lease_ms, char ***out)
+{
+	struct spool_entry *l;
+	long n = spool_list_names(ks->sp, SPOOL_RUNNING, true, &l), live = 0;
+	if (n < 0)
+		return -1;
+	*out = xcalloc((size_t)n + 1, sizeof(**out));
+	int64_t now = spool_server_now(ks->sp);
+	for (long i = 0; i < n; i++) {
+		char host[NAME_MAX + 1];
+		struct stat st;
+		if (keyshare_lock_host(l[i].name, host, sizeof(host)) && strcmp(host, ks->sp->host_id) &&
+		    fstatat(ks->sp->fd[SPOOL_RUNNING], l[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && now - timespec_ms(&st.st_mtim) <= lease_ms)
+			(*out)[live++] = xstrdup(host);
+	}
+	spool_entries_free(l, n);
+	return live;
+}
+
+/* Whether name in ledger/ is host's ledger, "HOST.json". */
+static bool ledger_of(const char *name, const char *host)
+{
+	size_t n = strlen(host);
+	return !strncmp(name, host, n) && !strcmp(name + n, ".json");
+}
+
+/* Puts what this host last read of a host that has left into ledger/ again (k vanished from
+ * it): its file is gone and no one will write it again, so the hosts that never read it would
+ * count it as 0. link(2): never over a file there (its host's own, come back, or another
+ * host's carried one). */
+static void ledger_carry(struct keyshare *ks, struct kept_ledger *k)
+{
+	json_object_set_new(k->doc, "carried_by", json_string(ks->sp->host_id));
+	char *text = json_dumps(k->doc, JSON_COMPACT | JSON_SORT_KEYS), tmp[NAME_MAX + 1];
+	int rc = spool_write_temp(ks->sp, ks->ledger_fd, k->name, text, strlen(text), tmp);
+	if (rc == 0) {
+		rc = linkat(ks->ledger_fd, tmp, ks->ledger_fd, k->name, 0);
+		int e = errno;
+		unlinkat(ks->ledger_fd, tmp, 0);
+		if (rc == 0)
+			fsync(ks->ledger_fd);
+		errno = e;
+	}
+	if (rc == 0)
+		log_info("'%s/ledger/%s' was gone and its host has left: what this host last read of "
+			 "it is carried back", ks->sp->path, k->name);
+	else if (errno != EEXIST)
+		log_warn("cannot carry '%s/ledger/%s' back (%s): what its host spent counts on this "
+			 "host only", ks->sp->path, k->name, strerror(errno));
+	free(text);
+	ks->ledger_memo.listed_at = 0;   /* to find it there */
+}
+
+/* While ledger/ is in doubt (opened anew, or a ledger read before gone from it): what budgets
+ * wait for — a live host's ledger not (readably) in it yet — or NULL once there is none; the
+ * ledgers of hosts that have left are carried back meanwhile. A host writes its own ledger as
+ * soon as it finds ledger/ without it (every 10 s at most), so a live host is waited for that
+ * long; one that left (a lock older than a lease, or none) never. */
+static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
+{
+	if (!ks->ledger_doubt)
+		return NULL;
+	char **live = NULL;
+	long n = ks->ledger_fd >= 0 ? live_hosts(ks, lease_ms, &live) : -1;
+	int err = errno;
+	const char *missing = n < 0 ? (ks->ledger_fd < 0 ? "ledger" : "running") : NULL;
+	for (long i = 0; i < n && !missing; i++) {
+		xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s.json", live[i]);
+		missing = ks->doubt_about;
+		for (size_t j = 0; j < ks->n_kept; j++)
+			if (ledger_of(ks->kept[j].name, live[i]) && ks->kept[j].listed && ks->kept[j].doc)
+				missing = NULL;
+	}
+	/* A vanished ledger still counts here as read (ledger_sum); for the other hosts, that of
+	 * a host that left is put back, once. */
+	for (size_t j = 0; j < ks->n_kept && n >= 0; j++) {
+		struct kept_ledger *k = &ks->kept[j];
+		bool left = k->vanished && !k->carried;
+		for (long i = 0; i < n && left; i++)
+			left = !ledger_of(k->name, live[i]);
+		if (left)
+			ledger_carry(ks, k);
+		k->carried = k->carried || left;
+	}
+	for (long i = 0; i < n; i++)
+		free(live[i]);
+	free(live);
+	if (!missing) {
+		if (ks->doubt_said)
+			log_info("'%s/ledger' holds the ledger of every live host: budgets count them "
+				 "again", ks->sp->path);
+		ks->ledger_doubt = ks->doubt_said = false;
+		return NULL;
+	}
+	if (!ks->doubt_said && n < 0)
+		log_warn("cannot read '%s/%s' (%s), so not every live host's ledger is known to be in "
+			 "'%s/ledger': no call to a provider under a budget starts until it can",
+			 ks->sp->path, missing, strerror(err), ks->sp->path);
+	else if (!ks->doubt_said)
+		log_warn("'%s/ledger' is new or was cleared, and '%s' of a live host is not in it yet: "
+			 "no call to a provider under a budget starts until it is (that host writes it "
+			 "within 10 s, or leaves)", ks->sp->path, missing);
+	ks->doubt_said = true;
+	return missing;
+}
+
 /* What every host spent today and this month: on provider (d, m) and on all (td, tm).
- * Returns the name of a host's ledger that cannot be read (its spend unknown), or NULL. */
+ * Returns why a host's spend is unknown (*which: a ledger that cannot be read, or a live host's
+ * not in a new ledger/ yet), or NULL. */
 static const char *ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
-			      micros *d, micros *m, micros *td, micros *tm)
+			      micros *d, micros *m, micros *td, micros *tm, const char **which)
 {
 	*d = *m = *td = *tm = 0;
 	pthread_mutex_lock(&ks->spent_lock);
@@ -835,7 +1008,11 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 		ledger_add(ks->kept[i].doc, provider, day, month, d, m);
 		ledger_add(ks->kept[i].doc, NULL, day, month, td, tm);
 	}
-	return unreadable;
+	*which = "an unreadable ledger";
+	if (unreadable)
+		return unreadable;
+	*which = "a live host's ledger not in a new ledger/";
+	return ledger_doubts(ks, ks->lease_ms);
 }
 
 /* ---- the gate ------------------------------------------------------------------------------- */
@@ -1055,11 +1232,12 @@ static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct
 	int64_t now = spool_server_now(ks->sp);
 	long day = spend_day(now), month = keyshare_month(now);
 	micros d, m, td, tm;
-	if (ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm)) {
+	const char *which;
+	if (ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm, &which)) {
 		/* Its host's spend unknown: never counted as 0, nor as an older reading (a ledger
 		 * only grows within a day). Read again at the next try. */
 		*v = (struct keyshare_verdict){ .block = PROVIDER_BUSY, .retry_at = now + 1000,
-						.which = "an unreadable ledger" };
+						.which = which };
 		return false;
 	}
 	struct check { micros budget, spent, reserved; const char *which; } checks[4] = {
@@ -1096,6 +1274,7 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 	struct pdir *p = pdir_of(ks, provider);
 	int64_t now = spool_server_now(ks->sp);
 	failed.retry_at = now + 1000;
+	ks->lease_ms = l->lease_ms;
 	if (!pdir_open(ks, p))
 		return failed;
 	ks->seq++;
@@ -1312,6 +1491,8 @@ struct keyshare *keyshare_new(struct spool *sp)
 		log_warn("cannot use '%s/providers' and '%s/ledger' (%s): limits, pauses, holds and "
 			 "budgets are not shared with other hosts", sp->path, sp->path, strerror(errno));
 	ledger_take_own(ks);
+	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
+	ledger_own_written(ks);
 	return ks;
 }
 

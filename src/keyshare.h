@@ -21,8 +21,13 @@
  * when its directory changed (keyshare_listing_stands), so a quiet provider costs one stat.
  * Likewise ledger/ is listed again only when it changed, and a host's ledger read again only
  * when its file did. Those stats ask the file server (AT_STATX_FORCE_SYNC), never a cache.
+ * A ledger/ opened anew, or one a ledger read before is gone from, is in doubt until it holds
+ * the ledger of every live host (a host lock in running/ heartbeated within the lease); what
+ * was read of a host that has left is carried back into it. Each host writes its own ledger
+ * whenever ledger/ lacks it, even with nothing spent.
  *
- * Failing file operations never stop calls: the host logs once and decides on its own. */
+ * Failing file operations never stop calls: the host logs once and decides on its own (but
+ * budgeted calls wait while a host's spend cannot be known). */
 #ifndef KEYSHARE_H
 #define KEYSHARE_H
 
@@ -66,7 +71,8 @@ struct keyshare_verdict {
 	micros spent, reserved;      /* for OVER_BUDGET: what the window holds */
 	micros budget;
 	const char *which;           /* "daily", "monthly", "total daily", "total monthly"; for BUSY
-				      * "concurrency", "rpm", "a file error", "an unreadable ledger" */
+				      * "concurrency", "rpm", "a file error", "an unreadable ledger",
+				      * "a live host's ledger not in a new ledger/" */
 };
 
 struct keyshare_view {
@@ -147,6 +153,9 @@ struct keyshare_seen {
  * clock estimate's error, could leave the mtime as it was. */
 bool keyshare_listing_stands(const struct keyshare_seen *before, int64_t listed_at_ms,
 			     const struct keyshare_seen *now);
+/* The host id of a host lock's name in running/ (".host.HOST", spool-layout.md §10); false for
+ * any other name, its temporary names (".host.HOST.PID.RANDOM.tmp") included. */
+bool keyshare_lock_host(const char *name, char *host, size_t size);
 /* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
 int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
 /* The local calendar month of a wall-clock time, as year * 12 + month - 1. */

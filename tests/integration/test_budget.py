@@ -7,6 +7,8 @@ a point, IMGSPOOLD_STOP_AT with IMGSPOOLD_STOP_FIFO holds the one thread that re
 until the test has opened the FIFO and closed it again (the loop goes on meanwhile)."""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -100,9 +102,56 @@ def test_the_loop_never_waits_for_a_helpers_ledger_write(env):
     assert d.stop() == 0
 
 
+def clear_ledger(d):
+    """An operator removes ledger/ and makes it again."""
+    shutil.rmtree(d.path("ledger"))
+    os.mkdir(d.path("ledger"))
+
+
+def test_a_cleared_ledger_never_counts_a_live_hosts_spend_as_0(env):
+    """ledger/ removed and made again (spool-layout §17): host A, which spent the whole daily
+    budget, writes its ledger there only at its next use. Until it has, host B must not count
+    A's spend as 0: B's job waits, and is never called. Once A has left, what B read of A is
+    carried back into the next new ledger/, and B waits for no one."""
+    budget = dict(budget__daily="0.03", spool__concurrency=1, verbose=True, **PRICE)
+    a = env.daemon(spool__host_id="hostA", **budget)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", **budget)
+    a.start()
+    for i in range(3):
+        a.submit(f"a{i}", {"prompt": f"spent on host A {i}"})
+    for i in range(3):
+        assert a.wait_finished(f"a{i}", 30) == "done", a.log()
+    b.start()
+    # A stopped before it can see the new ledger/: alive by its lock (lease_timeout 60 s).
+    a.send_signal(signal.SIGSTOP)
+    clear_ledger(a)
+    nxt = "a call the budget has no room for"
+    b.submit("next", {"prompt": nxt})
+    waiting = "'hostA.json' of a live host is not in it yet"
+    wait_for(lambda: waiting in b.log() or env.fake.calls(nxt), 20,
+             f"host B to wait for host A's ledger (log:\n{b.log()[-3000:]})")
+    assert env.fake.calls(nxt) == 0, "host B called past the budget: it counted A's 0.03 as 0"
+    a.send_signal(signal.SIGCONT)
+    wait_for(lambda: "over its total daily budget" in b.log(), 30, "host B to count A's spend")
+    assert env.fake.calls(nxt) == 0 and b.state("next") == "new", (b.state("next"), b.log())
+
+    assert a.stop() == 0
+    clear_ledger(a)
+    carried = a.path("ledger", "hostA.json")
+    wait_for(lambda: os.path.exists(carried), 20, "host B to carry host A's ledger back")
+    with open(carried) as f:
+        doc = json.load(f)
+    assert doc["carried_by"] == "hostB" and doc["providers"]["apiyi"]["day_micros"] == 30000, doc
+    b.wait_rescans(3)
+    assert env.fake.calls(nxt) == 0 and b.state("next") == "new", (b.state("next"), b.log())
+    assert b.log().count(waiting) == 1, "host B waited for a host that left"
+    assert b.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_no_call_under_a_budget_before_recovered_answers_are_billed,
         test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works,
         test_the_loop_never_waits_for_a_helpers_ledger_write,
+        test_a_cleared_ledger_never_counts_a_live_hosts_spend_as_0,
     ])

@@ -55,6 +55,26 @@ static const struct ticket_row ticket_rows[] = {
 	{ "hostA~42-1~5~6", -1, NULL, 0 },
 };
 
+/* Which names in running/ are host locks, and whose: live hosts are waited for in a new ledger/. */
+struct lock_row {
+	const char *name;
+	const char *host;        /* NULL: not a host lock */
+};
+
+static const struct lock_row lock_rows[] = {
+	{ ".host.hostA", "hostA" },
+	{ ".host.render-07.example_1", "render-07.example_1" },
+	{ ".host.hostA.4242.0badf00d.tmp", NULL },          /* hostlock's temporary name */
+	{ ".host.a.b.1.00000000.tmp", NULL },
+	{ ".host-stale.hostA.4242.3.tmp", NULL },
+	{ ".host.", NULL },
+	{ ".hostA", NULL },
+	{ "job@hostA.json", NULL },
+	{ ".host.h.tmp", "h.tmp" },                          /* no PID and RANDOM: a host id */
+	{ ".host.hostA.12.0badf00.tmp", "hostA.12.0badf00.tmp" },
+	{ ".host.hostA.x2.0badf00d.tmp", "hostA.x2.0badf00d.tmp" },
+};
+
 /* Whether a listing of another provider's calls/ kept for a total budget may be used again. */
 struct memo_row {
 	const char *name;
@@ -174,6 +194,86 @@ static void removed_while_open(struct keyshare *a, struct keyshare *b, const cha
 	keyshare_release(b, &tb);
 }
 
+/* ledger/ removed and made again while host A, which spent 0.5 of a daily 1.00, is live (its
+ * lock heartbeated) and has not written its ledger there yet: B never counts it as 0, it waits
+ * for A's file. Once A has left, what B read of A is carried back into the next new ledger/,
+ * for B and for a host that never read it; a lock older than a lease blocks nothing. */
+static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *dir,
+			   const struct keyshare_limits *money)
+{
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	struct keyshare_ticket t;
+	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0, "host A's lock in running/, heartbeated now: A is live");
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "an operator removes ledger/ and makes it again");
+	bool waits = true;
+	for (int try = 0; try < 2; try++) {
+		struct keyshare_verdict v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+		waits = waits && v.block == PROVIDER_BUSY && v.which &&
+			!strcmp(v.which, "a live host's ledger not in a new ledger/") && v.retry_at > 0 &&
+			!t.provider;
+		if (v.block == PROVIDER_FREE)
+			keyshare_release(b, &t);
+	}
+	ok(waits, "B's call of 0.6 waits for A's ledger, twice (A's 0.5 is not 0)");
+	struct keyshare_verdict v = keyshare_acquire(a, "p", money, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && access(a_ledger, F_OK) == 0,
+	   "A's next call writes A's ledger in the new ledger/");
+	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "B reads it: 0.5 + 0.6 is over 1.00 (spent %lld)", v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+
+	ok(unlink(lock) == 0, "A leaves (its lock removed)");
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "ledger/ removed and made again");
+	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+	char text[4096] = "";
+	fd = open(a_ledger, O_RDONLY);
+	ssize_t got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && got > 0 &&
+	   close(fd) == 0 && strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
+	   "B, not waiting for a host that left, still counts its 0.5, and carries it back (%s)", text);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	struct spool sc;
+	ok(spool_open(&sc, dir, "hostC") == 0, "host C starts, never having read A's ledger");
+	struct keyshare *c = keyshare_new(&sc);
+	v = keyshare_acquire(c, "p", money, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "C counts A's 0.5 too (spent %lld)", v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(c, &t);
+	keyshare_free(c);
+	spool_close(&sc);
+	char *c_ledger = xasprintf("%s/hostC.json", ledgers);
+	unlink(c_ledger);
+	free(c_ledger);
+
+	struct timespec old[2] = { { .tv_sec = time(NULL) - 120 }, { .tv_sec = time(NULL) - 120 } };
+	fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, lock, old, 0) == 0,
+	   "a lock of A's not heartbeated for two minutes (A died)");
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "ledger/ removed and made again");
+	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "B does not wait for a dead host: it counts what it read (%s)", v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	v = keyshare_acquire(b, "p", money, keyshare_micros(0.4), &t);
+	ok(v.block == PROVIDER_FREE, "and 0.4 fits");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	unlink(lock);
+	free(a_ledger);
+	free(lock);
+	free(ledgers);
+}
+
 /* How A's ledger is made unreadable for B. */
 struct unreadable_row {
 	const char *name;
@@ -280,6 +380,13 @@ int main(void)
 		   "ticket name '%s'", r->name);
 	}
 	ok(keyshare_micros(0.1) * 10 == keyshare_micros(1.0), "ten dimes are a dollar, exactly");
+	for (size_t i = 0; i < sizeof(lock_rows) / sizeof(lock_rows[0]); i++) {
+		const struct lock_row *r = &lock_rows[i];
+		char host[256] = "";
+		bool is = keyshare_lock_host(r->name, host, sizeof(host));
+		ok(is == (r->host != NULL) && (!is || !strcmp(host, r->host)), "running/%s: %s", r->name,
+		   r->host ? r->host : "not a host lock");
+	}
 	for (size_t i = 0; i < sizeof(memo_rows) / sizeof(memo_rows[0]); i++) {
 		const struct memo_row *r = &memo_rows[i];
 		ok(keyshare_listing_stands(&r->before, r->listed_at_ms, &r->now) == r->stands,
@@ -539,6 +646,7 @@ int main(void)
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t3);
 	unreadable_ledgers(b, dir, &money);
+	cleared_ledger(a, b, dir, &money);
 	free(a_ledger);
 	free(ledger_dir);
 
@@ -613,7 +721,9 @@ int main(void)
 	ok(spool_open(&se, dir, "hostE") == 0, "host E");
 	struct keyshare *e = keyshare_new(&se);
 	char *e_ledger = xasprintf("%s/ledger/hostE.json", dir);
-	ok(mkdir(e_ledger, 0777) == 0, "something in the way of E's ledger (a directory)");
+	ok(access(e_ledger, F_OK) == 0, "E writes its ledger as it starts, with nothing spent");
+	ok(unlink(e_ledger) == 0 && mkdir(e_ledger, 0777) == 0,
+	   "something in the way of E's ledger (a directory)");
 	ok(keyshare_acquire(e, "p", &money, keyshare_micros(0.1), &t1).block == PROVIDER_FREE,
 	   "E calls p");
 	char *e_ticket = xasprintf("%s/providers/p/calls/%s", dir, t1.call);
