@@ -644,9 +644,34 @@ void keyshare_today(struct keyshare *ks, long *day, long *month)
 	*month = keyshare_month(now);
 }
 
+static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms);
+
+/* ledger/ without this host's ledger, cleared perhaps: the ledgers read before that are gone
+ * from it too are looked for by name (ledger_refresh finds them at a budget check, which this
+ * host may not make for long), and those of hosts that left carried back (ledger_doubts). */
+static void ledger_vanished(struct keyshare *ks)
+{
+	long day, month;
+	keyshare_today(ks, &day, &month);
+	for (size_t i = 0; i < ks->n_kept; i++) {
+		struct kept_ledger *k = &ks->kept[i];
+		struct stat st;
+		if (k->doc && !k->vanished &&
+		    json_integer_value(json_object_get(k->doc, "month")) == month &&
+		    fstatat(ks->ledger_fd, k->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+			k->vanished = true;
+			k->listed = false;
+			ks->ledger_doubt = true;
+		}
+	}
+	if (ks->lease_ms)
+		ledger_doubts(ks, ks->lease_ms);
+}
+
 /* Writes this host's ledger if ledger/ lacks it (at start-up, in a new ledger/, or removed
  * alone), even with nothing spent: the hosts that read ledger/ wait for the file of every live
- * host (ledger_doubts), and this one's being gone means others' may be too. */
+ * host (ledger_doubts), and this one's being gone means others' may be too. The ledgers it
+ * carries back go first: a host that finds this one's there finds them too. */
 static void ledger_own_written(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
@@ -655,6 +680,7 @@ static void ledger_own_written(struct keyshare *ks)
 	if (ks->ledger_fd < 0 || fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
 	    errno != ENOENT)
 		return;
+	ledger_vanished(ks);
 	long day, month;
 	keyshare_today(ks, &day, &month);
 	pthread_mutex_lock(&ks->spent_lock);

@@ -269,6 +269,18 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t);
 	unlink(lock);
+
+	/* A host that makes no budget check (no job) carries it back at its next rescan, before it
+	 * writes its own: whoever finds B's ledger in the new ledger/ finds A's too. (providers/p
+	 * goes too, so that B's look checks every name now, not within 10 s.) */
+	char *pdir = xasprintf("%s/providers/p", dir), *b_ledger = xasprintf("%s/hostB.json", ledgers);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0 &&
+	   nftw(pdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "ledger/ (and providers/p) cleared");
+	struct keyshare_view view;
+	ok(keyshare_look(b, "p", &view) == 0 && access(a_ledger, F_OK) == 0 &&
+	   access(b_ledger, F_OK) == 0, "B's next rescan carries A's ledger back, and writes its own");
+	free(b_ledger);
+	free(pdir);
 	free(a_ledger);
 	free(lock);
 	free(ledgers);
