@@ -604,11 +604,13 @@ static void ledger_write_locked(struct keyshare *ks)
 	while (ok && ks->written_gen < ks->spent_gen) {
 		unsigned long gen = ks->spent_gen;
 		char *text = ledger_text(ks);
+		/* Durable: a spend forgotten in a crash would let the budget be spent twice. One with
+		 * nothing spent (a start-up's) lost is only missing, and written again. */
+		bool durable = ks->n_spent > 0;
 		pthread_mutex_unlock(&ks->spent_lock);
 		stop_point("ledger:writing");
-		/* Durable: a spend forgotten in a crash would let the budget be spent twice. */
 		ok = ks->ledger_fd >= 0 &&
-		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, true) == 0;
+		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, durable) == 0;
 		int err = ks->ledger_fd >= 0 ? errno : ENOENT;
 		free(text);
 		if (!ok && !ks->ledger_warned)
