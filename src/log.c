@@ -2,14 +2,22 @@
  *
  * Threads that hold their lines (log_hold: the loops, the I/O helpers) add them to one buffer,
  * written in one write(2) by log_flush: a loop flushes once per turn, before it sleeps, and a
- * helper after each item (or batch) it ran, so a later item that hangs holds none back. A busy daemon logs several lines per job: a write per line
- * was most of the loop's system calls. A flush writes only when a line of its own thread waits
- * (then every thread's lines go with it), so a thread that turns once per job but logs nothing
- * (libcurl's transfer thread) writes nothing, nor takes the lock. A line of a thread that does not hold is written
- * at once, after the lines held, in the same write. One lock covers the buffer and every write,
- * so lines keep their order and never interleave mid-line. At exit the held lines are written
- * (atexit), and before an abort for want of memory; any other crash (kill -9, a fault) loses
- * them: at most the lines of each loop's turn and each helper's pass it cut.
+ * helper after each item (or batch) it ran, so a later item that hangs holds none back. A busy
+ * daemon logs several lines per job: a write per line was most of the loop's system calls. A
+ * flush writes only when a line of its own thread waits (then every thread's lines go with it),
+ * so a thread that turns once per job but logs nothing (libcurl's transfer thread) writes
+ * nothing, nor takes a lock. A line of a thread that does not hold is written at once, after the
+ * lines held, in the same write. At exit the held lines are written (atexit), and before an
+ * abort for want of memory; any other crash (kill -9, a fault) loses them: at most the lines of
+ * each loop's turn and each helper's pass it cut, or what waited for a stuck write (below).
+ *
+ * No thread waits for another's write. A write may stall for good (the log on a stalled NFS, a
+ * full pipe to journald), so it is made outside the buffer's lock: the writer takes the whole
+ * buffer under that lock (the other of two takes its place) and writes it after letting go. A
+ * second lock, which only the writer holds, keeps writes one at a time and so in order; a thread
+ * that finds it taken leaves its lines to that writer, which looks again for lines wanted before
+ * it lets go. Meanwhile lines are kept up to HELD_CAP; past it they are dropped and counted, and
+ * the count is written where they would have been, once a write goes through again.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
@@ -24,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -36,14 +45,24 @@ static const char level_priority[] = { '3', '4', '6', '7' };
 static int to_journal = -1;    /* -1 = not looked at yet */
 
 /* The lines kept for one write. A line is at most LOG_LINE_MAX bytes; past HELD_MAX the lines kept
- * so far are written first. */
+ * so far are written first, by the thread that adds the line, unless another thread is writing:
+ * then they are kept up to HELD_CAP (a stalled write), and later ones dropped and counted. Of the
+ * two buffers, one fills under held_lock while the writer writes the other. */
 #define LOG_LINE_MAX 2048
 #define HELD_MAX (64 * 1024)
-static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
-static char held[HELD_MAX];
+#define HELD_CAP (1024 * 1024)
+/* How long the last flush before the process ends waits for another thread's write. */
+#define EXIT_WAIT_MS 2000
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;  /* never held over a write */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER; /* the writer's */
+static char bufs[2][HELD_CAP + LOG_LINE_MAX];   /* room for a line saying what was dropped */
+static char *held = bufs[0];
 static size_t held_len;
+static unsigned long dropped;            /* lines not kept since the last take */
+static bool wanted;                      /* lines held are wanted out now (a flush that found the
+					  * writer busy, a thread that does not hold) */
 static __thread bool holding;  /* this thread's lines wait for a flush */
-static unsigned long held_writes;        /* writes of held lines so far */
+static unsigned long held_writes;        /* buffers taken to be written so far */
 static __thread unsigned long mine_until; /* held_writes + 1 while a line of this thread waits */
 static __thread bool held_since_flush;   /* this thread held a line since its last flush */
 
@@ -57,14 +76,55 @@ bool log_enabled(enum log_level level)
 	return level <= current_level;
 }
 
-/* Lock held. */
-static void write_held(void)
+static size_t format_line(char *line, enum log_level level, const char *prefix, const char *fmt,
+			  va_list ap) __attribute__((format(printf, 4, 0)));
+static size_t dropped_line(char *line, unsigned long n);
+
+/* write_lock held: takes the buffer (the first time whatever it holds, then only lines wanted),
+ * writes it outside held_lock, and again while lines are wanted; all, with drain. */
+static void write_held(bool drain)
 {
-	if (held_len) {
-		(void)write_all(STDERR_FILENO, held, held_len);
-		held_writes++;
+	for (bool first = true;; first = false) {
+		pthread_mutex_lock(&held_lock);
+		bool take = (first || drain || wanted) && (held_len || dropped);
+		char *out = held;
+		size_t len = held_len;
+		unsigned long lost = dropped;
+		if (take) {
+			held = out == bufs[0] ? bufs[1] : bufs[0];
+			held_len = 0;
+			dropped = 0;
+			wanted = false;
+			held_writes++;
+		}
+		pthread_mutex_unlock(&held_lock);
+		if (!take)
+			return;
+		if (lost)   /* where they would have been: after the lines kept before them */
+			len += dropped_line(out + len, lost);
+		(void)write_all(STDERR_FILENO, out, len);
 	}
-	held_len = 0;
+}
+
+/* Writes the lines held, unless another thread is writing: it takes them (wanted) before it
+ * lets go, or whoever finds the lock free after it does. */
+static void write_unless_busy(void)
+{
+	pthread_mutex_lock(&held_lock);
+	wanted = true;
+	pthread_mutex_unlock(&held_lock);
+	for (;;) {
+		if (pthread_mutex_trylock(&write_lock))
+			return;
+		write_held(false);
+		pthread_mutex_unlock(&write_lock);
+		/* Lines wanted after our last look, whose thread found the lock still ours. */
+		pthread_mutex_lock(&held_lock);
+		bool again = wanted && (held_len || dropped);
+		pthread_mutex_unlock(&held_lock);
+		if (!again)
+			return;
+	}
 }
 
 void log_flush(void)
@@ -75,25 +135,29 @@ void log_flush(void)
 		return;
 	held_since_flush = false;
 	pthread_mutex_lock(&held_lock);
-	if (mine_until == held_writes + 1)
-		write_held();
+	bool mine = mine_until == held_writes + 1;
 	pthread_mutex_unlock(&held_lock);
+	if (mine)
+		write_unless_busy();
 }
 
 void log_hold(bool on)
 {
-	pthread_mutex_lock(&held_lock);
 	if (!on)
-		write_held();
+		write_unless_busy();
 	holding = on;
-	pthread_mutex_unlock(&held_lock);
 }
 
 void log_flush_all(void)
 {
-	pthread_mutex_lock(&held_lock);
-	write_held();
-	pthread_mutex_unlock(&held_lock);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += EXIT_WAIT_MS / 1000;
+	/* Another thread's write stuck for good must not keep the process from ending. */
+	if (pthread_mutex_timedlock(&write_lock, &until))
+		return;
+	write_held(true);
+	pthread_mutex_unlock(&write_lock);
 }
 
 static void register_flush_at_exit(void)
@@ -134,9 +198,7 @@ static void stamp_now(char *out, size_t size)
 		ms_at = dot ? (size_t)(dot + 1 - cached) : 0;
 		cached_sec = ms_at ? sec : INT64_MIN;
 	}
-	size_t len = strnlen(cached, size - 1);
-	memcpy(out, cached, len);
-	out[len] = '\0';
+	xsnprintf(out, size, "%s", cached);
 	if (ms_at && ms_at + 3 < size) {
 		out[ms_at] = (char)('0' + ms / 100);
 		out[ms_at + 1] = (char)('0' + ms / 10 % 10);
@@ -144,14 +206,10 @@ static void stamp_now(char *out, size_t size)
 	}
 }
 
-__attribute__((format(printf, 3, 0)))
-static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
+static size_t format_line(char *line, enum log_level level, const char *prefix, const char *fmt,
+			  va_list ap)
 {
-	char line[LOG_LINE_MAX], stamp[48];
-	if (level > current_level)
-		return;
-	if (to_journal < 0)
-		log_init();
+	char stamp[48];
 	if (to_journal)
 		xsnprintf(stamp, sizeof(stamp), "<%c>", level_priority[level]);
 	else {
@@ -160,33 +218,73 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		stamp[sl] = ' ';
 		stamp[sl + 1] = '\0';
 	}
-	/* stamp, prefix, ' ', tag: copied, not formatted (a printf costs as much as a stamp) */
-	size_t n = 0;
-	const char *parts[] = { stamp, prefix, " ", level_tag[level] };
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		size_t pl = strnlen(parts[i], sizeof(line) / 2 - n);
-		memcpy(line + n, parts[i], pl);
-		n += pl;
-	}
-	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-	size_t len = n + (m < 0 ? 0 : (size_t)m);
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
+	int n = snprintf(line, LOG_LINE_MAX, "%s%s %s", stamp, prefix, level_tag[level]);
+	if (n < 0 || (size_t)n >= LOG_LINE_MAX)
+		n = 0;
+	int m = vsnprintf(line + n, LOG_LINE_MAX - (size_t)n - 1, fmt, ap);
+	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+	if (len > LOG_LINE_MAX - 2)
+		len = LOG_LINE_MAX - 2;
 	/* Never let a control character from a job or the upstream reach the terminal. */
 	for (size_t i = 0; i < len; i++)
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			line[i] = '?';
 	line[len++] = '\n';
+	return len;
+}
+
+__attribute__((format(printf, 4, 5)))
+static size_t format_line_of(char *line, enum log_level level, const char *prefix, const char *fmt,
+			     ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	size_t len = format_line(line, level, prefix, fmt, ap);
+	va_end(ap);
+	return len;
+}
+
+/* The line that stands for n lines dropped, into line (LOG_LINE_MAX bytes of room). */
+static size_t dropped_line(char *line, unsigned long n)
+{
+	return format_line_of(line, LOG_WARN, "imgspoold:", "%lu log line(s) dropped here: stderr "
+			      "took no write for as long as %d KiB of lines came (a stalled journal "
+			      "or file system?)", n, HELD_CAP / 1024);
+}
+
+__attribute__((format(printf, 3, 0)))
+static void emit(enum log_level level, const char *prefix, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	if (level > current_level)
+		return;
+	if (to_journal < 0)
+		log_init();
+	size_t len = format_line(line, level, prefix, fmt, ap);
 	pthread_mutex_lock(&held_lock);
-	if (held_len + len > sizeof(held))
-		write_held();
+	while (held_len + len > HELD_MAX) {
+		if (pthread_mutex_trylock(&write_lock) == 0) {
+			/* Nobody writes: this thread does, as the buffer would overflow. */
+			pthread_mutex_unlock(&held_lock);
+			write_held(false);
+			pthread_mutex_unlock(&write_lock);
+			pthread_mutex_lock(&held_lock);
+			continue;
+		}
+		wanted = true;   /* past HELD_MAX: the writer takes them as soon as it is free */
+		if (held_len + len <= HELD_CAP)
+			break;   /* another thread writes (maybe stuck): kept, within the cap */
+		dropped++;
+		pthread_mutex_unlock(&held_lock);
+		return;
+	}
 	memcpy(held + held_len, line, len);
 	held_len += len;
 	mine_until = held_writes + 1;
 	held_since_flush = holding;
-	if (!holding)
-		write_held();
 	pthread_mutex_unlock(&held_lock);
+	if (!holding)
+		write_unless_busy();
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

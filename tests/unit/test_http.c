@@ -30,6 +30,7 @@
 #include "loop.h"
 #include "slots.h"
 #include "util.h"
+#include "full_pipe.h"
 #include "tap.h"
 
 static const struct {
@@ -479,20 +480,6 @@ static void count_done(void *arg, struct http_result *res)
 {
 	(void)res;
 	(*(int *)arg)++;
-}
-
-/* A pipe whose write end (blocking) has no room left: the next write there waits for a read.
- * Returns the bytes in it, -1 if there is no pipe. */
-static ssize_t full_pipe(int fd[2])
-{
-	if (pipe2(fd, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -1;
-	char fill[4096] = { 0 };
-	ssize_t in = 0, n;
-	while ((n = write(fd[1], fill, sizeof(fill))) > 0 || (n = write(fd[1], fill, 1)) > 0)
-		in += n;
-	fcntl(fd[1], F_SETFL, 0);
-	return in;
 }
 
 /* Waits (10 s at most) until the transfer thread is (want) or is not in a write to fd. */

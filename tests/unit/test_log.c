@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "util.h"
+#include "full_pipe.h"
 #include "tap.h"
 
 static void test_line_times(void)
@@ -169,17 +170,25 @@ static bool writes_stderr(pid_t tid)
 	return writes;
 }
 
+/* Waits (5 s at most) for the thread whose id *tid gets to be in a write to stderr. */
+static bool until_stuck(pid_t *tid)
+{
+	int64_t deadline = mono_ms() + 5000;
+	pid_t t = 0;
+	while (!((t = __atomic_load_n(tid, __ATOMIC_SEQ_CST)) && writes_stderr(t)) &&
+	       mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	return t && writes_stderr(t);
+}
+
 /* A loop flushes before every sleep, mostly with nothing of its own held: that must not wait
  * for another thread's write to a stderr that does not drain (a stuck journal, a full pipe). */
 static void test_flush_of_nothing_does_not_wait(void)
 {
 	int fds[2], saved = dup(STDERR_FILENO);
-	if (saved < 0 || pipe2(fds, O_NONBLOCK) < 0)
+	char fill[4096];
+	if (saved < 0 || full_pipe(fds) < 0)
 		return;
-	char fill[4096] = { 0 };
-	while (write(fds[1], fill, sizeof(fill)) > 0 || write(fds[1], fill, 1) > 0)
-		;
-	fcntl(fds[1], F_SETFL, 0);
 	sem_init(&flusher_ready, 0, 0);
 	sem_init(&flusher_go, 0, 0);
 	pthread_t flusher, stuck;
@@ -187,14 +196,9 @@ static void test_flush_of_nothing_does_not_wait(void)
 	sem_wait(&flusher_ready);
 	dup2(fds[1], STDERR_FILENO);
 	pthread_create(&stuck, NULL, write_stuck, NULL);
-	int64_t deadline = mono_ms() + 5000;
-	pid_t tid = 0;
-	while (!((tid = __atomic_load_n(&stuck_tid, __ATOMIC_SEQ_CST)) && writes_stderr(tid)) &&
-	       mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	bool was_stuck = tid && writes_stderr(tid);
+	bool was_stuck = until_stuck(&stuck_tid);
 	sem_post(&flusher_go);
-	deadline = mono_ms() + 2000;
+	int64_t deadline = mono_ms() + 2000;
 	while (!__atomic_load_n(&flushed, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
 		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 	bool returned = __atomic_load_n(&flushed, __ATOMIC_SEQ_CST);
@@ -208,6 +212,117 @@ static void test_flush_of_nothing_does_not_wait(void)
 	close(fds[1]);
 	ok(was_stuck, "another thread's line is stuck in its write to stderr");
 	ok(returned, "a flush with no line of its own waiting returns meanwhile");
+}
+
+/* ---- a logger never waits for another thread's stuck write ----------------------------------- */
+
+#define PAST_CAP_LINES 4000      /* of about 330 bytes: more than the 1 MiB kept meanwhile */
+static pid_t writer_tid;
+static int logger_returned;      /* atomic */
+
+static void *flush_into_a_full_pipe(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&writer_tid, gettid(), __ATOMIC_SEQ_CST);
+	log_hold(true);
+	log_info("first: its flush is stuck in the write");
+	log_flush();
+	log_hold(false);
+	return NULL;
+}
+
+static void *log_meanwhile(void *arg)
+{
+	(void)arg;
+	log_info("second: from a thread that does not hold");
+	log_hold(true);
+	log_info("third: held, and flushed");
+	log_flush();
+	for (int i = 0; i < PAST_CAP_LINES; i++)
+		log_info("n%05d %0320d", i, i);
+	log_hold(false);
+	__atomic_store_n(&logger_returned, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+struct pipe_reader {
+	int fd;
+	char *text;
+	size_t len;
+};
+
+static void *read_all(void *arg)
+{
+	struct pipe_reader *r = arg;
+	size_t cap = 4 << 20;
+	r->text = xmalloc(cap + 1);
+	for (ssize_t n; r->len < cap && (n = read(r->fd, r->text + r->len, cap - r->len)) > 0;)
+		r->len += (size_t)n;
+	r->text[r->len] = '\0';
+	return NULL;
+}
+
+/* stderr is a pipe nobody reads: a flusher's write blocks in it. Another thread's lines, held
+ * and flushed or not, go into the buffer and it returns (before, it waited for the lock the
+ * write held); past the cap the lines are dropped and counted. When the pipe is read again, the
+ * lines come out in order, the count where the dropped lines would have been, then the rest. */
+static void test_a_logger_never_waits_for_a_stuck_write(void)
+{
+	int fds[2], saved = dup(STDERR_FILENO);
+	ssize_t filled = full_pipe(fds);
+	if (saved < 0 || filled < 0)
+		return;
+	dup2(fds[1], STDERR_FILENO);
+	pthread_t writer, logger, reader;
+	pthread_create(&writer, NULL, flush_into_a_full_pipe, NULL);
+	bool was_stuck = until_stuck(&writer_tid);
+	pid_t tid = __atomic_load_n(&writer_tid, __ATOMIC_SEQ_CST);
+	int64_t before = mono_ms();
+	pthread_create(&logger, NULL, log_meanwhile, NULL);
+	int64_t deadline = mono_ms() + 5000;
+	while (!__atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	bool returned = __atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST);
+	int64_t took = mono_ms() - before;
+	bool still_stuck = writes_stderr(tid);
+	/* Read it all: the stuck write ends, the writer takes the lines wanted meanwhile. */
+	struct pipe_reader r = { .fd = fds[0] };
+	fcntl(fds[0], F_SETFL, 0);
+	pthread_create(&reader, NULL, read_all, &r);
+	pthread_join(writer, NULL);
+	pthread_join(logger, NULL);
+	log_info("last: after the write went through");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fds[1]);
+	pthread_join(reader, NULL);
+	close(fds[0]);
+	ok(was_stuck, "a flush is stuck in its write to stderr");
+	ok(returned && still_stuck, "another thread logged %d lines, held or not, and returned "
+	   "meanwhile (%lld ms)", PAST_CAP_LINES + 2, (long long)took);
+	const char *text = r.len > (size_t)filled ? r.text + filled : "";
+	const char *first = strstr(text, "imgspoold: first:"), *second = strstr(text, "imgspoold: second:");
+	const char *third = strstr(text, "imgspoold: third:"), *last = strstr(text, "imgspoold: last:");
+	const char *count = strstr(text, "log line(s) dropped here");
+	ok(first && second && third && count && last && first < second && second < third &&
+	   third < count && count < last, "the lines come out in order, the count of those dropped "
+	   "where they would have been");
+	int kept = 0, in_order = 1;
+	for (const char *p = text; (p = strstr(p, "imgspoold: n")); p++) {
+		long i = strtol(p + strlen("imgspoold: n"), NULL, 10);
+		in_order &= i == kept && p < count;
+		kept++;
+	}
+	unsigned long lost = 0;
+	if (count) {
+		const char *digits = count - 1;   /* "N log line(s)": the space before "log" */
+		while (digits > text && digits[-1] >= '0' && digits[-1] <= '9')
+			digits--;
+		lost = strtoul(digits, NULL, 10);
+	}
+	ok(kept > 2000 && in_order && lost > 0 && kept + (long)lost == PAST_CAP_LINES,
+	   "about 1 MiB of lines kept, in order, the rest counted: %d kept, %lu dropped", kept, lost);
+	free(r.text);
 }
 
 /* An allocation too big for any machine fails as malloc does, not in the sanitizer's report. */
@@ -262,6 +377,7 @@ int main(void)
 	test_held_lines();
 	test_out_of_memory();
 	test_flush_of_nothing_does_not_wait();
+	test_a_logger_never_waits_for_a_stuck_write();
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)

@@ -376,8 +376,7 @@ struct blocked_log {
 	struct waker wk;
 	int read_fd;             /* of the full pipe that stands for stderr */
 	bool wake_first;         /* the hand-over came while the log write was blocked */
-	atomic_bool running;     /* the other loop turns: past its log_hold, which takes the lock
-				  * the blocked write holds */
+	atomic_bool running;     /* the other loop turns (past its log_hold) */
 };
 
 /* Makes room in the pipe, so the log write ends. */
@@ -388,7 +387,7 @@ static void drain(struct blocked_log *b)
 		ok(0, "room in the pipe");
 }
 
-/* On the other loop's thread (a log call there would wait for the blocked write's lock). */
+/* On the other loop's thread. */
 static void handed_over(struct loop *loop, void *arg)
 {
 	struct blocked_log *b = arg;
