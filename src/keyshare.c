@@ -113,9 +113,6 @@ struct keyshare {
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
-	dev_t root_dev;              /* the spool root as opened, and whether its path names */
-	ino_t root_ino;              /* another directory now (root_recheck) */
-	bool root_moved;
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
@@ -241,36 +238,18 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 static void ledger_take_own(struct keyshare *ks);
 static void ledger_own_written(struct keyshare *ks);
 
-/* Whether the spool's path still names the directory this daemon opened. It goes on in the one
- * it opened whatever the path names now (its jobs, leases and host lock are there, and a path
- * may come to name what is no spool: the mount point under a file system unmounted lazily), so
- * this is only said, once each way. */
-static void root_recheck(struct keyshare *ks)
-{
-	struct stat named;
-	bool moved = stat(ks->sp->path, &named) < 0 || named.st_dev != ks->root_dev ||
-		     named.st_ino != ks->root_ino;
-	if (moved && !ks->root_moved)
-		log_warn("'%s' is no longer the directory this daemon opened (moved, replaced, or a "
-			 "file system mounted over it or unmounted from under it): it goes on with the "
-			 "one it opened, its jobs and the limits it keeps with the hosts there; restart "
-			 "it to use what '%s' is now", ks->sp->path, ks->sp->path);
-	else if (!moved && ks->root_moved)
-		log_info("'%s' is again the directory this daemon opened", ks->sp->path);
-	ks->root_moved = moved;
-}
-
-/* The same for providers/ and ledger/ (a provider's handles go with providers/), opened again
- * by name (also when they could not be opened before); and the spool root against its path.
- * A ledger/ without this host's ledger (new, or its file removed) gets it at once, even with
- * nothing spent: other hosts count what it spent from that file only, and wait for it. */
+/* providers/ and ledger/ checked against their names (a provider's handles go with
+ * providers/), opened again by name (also when they could not be opened before); and the spool
+ * root against its path, which the spool says (spool_root_recheck: never followed). A ledger/
+ * without this host's ledger (new, or its file removed) gets it at once, even with nothing
+ * spent: other hosts count what it spent from that file only, and wait for it. */
 static void top_dirs_recheck(struct keyshare *ks)
 {
 	int64_t now = mono_ms();
 	if (ks->checked_at && now - ks->checked_at < RECHECK_MS)
 		return;
 	ks->checked_at = now;
-	root_recheck(ks);
+	spool_root_recheck(ks->sp);
 	if (ks->providers_fd < 0 || !dir_current(ks->sp->root_fd, "providers", ks->providers_fd)) {
 		close_dir(&ks->providers_fd);
 		ks->providers_fd = open_dir(ks->sp->root_fd, "providers");
@@ -1508,11 +1487,6 @@ struct keyshare *keyshare_new(struct spool *sp)
 	ks->pid = (long)getpid();
 	pthread_mutex_init(&ks->spent_lock, NULL);
 	pthread_mutex_init(&ks->write_lock, NULL);
-	struct stat root;
-	if (fstat(sp->root_fd, &root) == 0) {
-		ks->root_dev = root.st_dev;
-		ks->root_ino = root.st_ino;
-	}
 	ks->providers_fd = open_dir(sp->root_fd, "providers");
 	ks->ledger_fd = open_dir(sp->root_fd, "ledger");
 	if (ks->providers_fd < 0 || ks->ledger_fd < 0)

@@ -124,10 +124,37 @@ static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
 	(void)loop;
 }
 
+static void on_file(void *arg, const char *name);
+static void on_control(void *arg, const char *name);
+
+static void watch_new_dir(struct daemon *dm)
+{
+	char *path = xasprintf("%s/new", dm->cfg->spool_dir);
+	watch_free(dm->watch);
+	dm->watch = watch_new(dm->loop, dm->spool.fd[SPOOL_NEW], path, on_file, dm);
+	free(path);
+}
+
+static void watch_control_dir(struct daemon *dm)
+{
+	char *path = xasprintf("%s/control", dm->cfg->spool_dir);
+	watch_free(dm->control_watch);
+	dm->control_watch = watch_changes(dm->loop, dm->spool.fd[SPOOL_CONTROL], path, on_control, dm);
+	free(path);
+}
+
+/* A state directory an operator replaced is used from the next rescan on (spool_recheck_dirs,
+ * a few stats, never on a job's path); new/ and control/ are watched again before it lists
+ * them. */
 static int64_t on_rescan(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct daemon *dm = arg;
+	unsigned swapped = spool_recheck_dirs(&dm->spool);
+	if (swapped & SPOOL_BIT(SPOOL_NEW))
+		watch_new_dir(dm);
+	if (swapped & SPOOL_BIT(SPOOL_CONTROL))
+		watch_control_dir(dm);
 	dispatch_scan(dm->dispatch);
 	return dm->cfg->poll_interval * 1000;
 }
@@ -354,12 +381,8 @@ int main(int argc, char **argv)
 		fatal("cannot watch signals");
 	dm.dispatch = dispatch_new(dm.loop, dm.cfg, &dm.spool);
 	dispatch_recover(dm.dispatch);
-	char *new_path = xasprintf("%s/new", dm.cfg->spool_dir);
-	dm.watch = watch_new(dm.loop, dm.spool.fd[SPOOL_NEW], new_path, on_file, &dm);
-	free(new_path);
-	char *control_path = xasprintf("%s/control", dm.cfg->spool_dir);
-	dm.control_watch = watch_changes(dm.loop, control_path, on_control, &dm);
-	free(control_path);
+	watch_new_dir(&dm);
+	watch_control_dir(&dm);
 	dispatch_scan(dm.dispatch);
 	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
 	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);

@@ -40,13 +40,65 @@ const char *spool_dir_name(enum spool_dir d)
 	return dir_names[d];
 }
 
-/* The mount fd is reached through (statx's mount id, Linux 5.8): 0 if unknown. */
-static uint64_t mount_id(int fd)
+/* What dirfd/name is (name "": dirfd itself), in one statx: the identity, the birth time where
+ * the file system keeps one, and the mount it is reached through (Linux 5.8; 0 if unknown). */
+static void look_at(int dirfd, const char *name, int flags, struct spool_dir_look *look)
 {
 	struct statx stx;
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0 || !(stx.stx_mask & STATX_MNT_ID))
-		return 0;
-	return stx.stx_mnt_id;
+	*look = (struct spool_dir_look){ 0 };
+	if (statx(dirfd, name, flags | (*name ? 0 : AT_EMPTY_PATH),
+		  STATX_TYPE | STATX_INO | STATX_BTIME | STATX_MNT_ID, &stx) < 0) {
+		look->err = errno;
+		return;
+	}
+	look->mode = stx.stx_mode;
+	look->id = (struct spool_dir_id){
+		.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor), .ino = stx.stx_ino,
+		.btime_ns = stx.stx_mask & STATX_BTIME ? (int64_t)stx.stx_btime.tv_sec * 1000000000 +
+			    stx.stx_btime.tv_nsec : 0,
+	};
+	look->mount = stx.stx_mask & STATX_MNT_ID ? stx.stx_mnt_id : 0;
+}
+
+static bool same_dir(const struct spool_dir_id *a, const struct spool_dir_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino &&
+	       (!a->btime_ns || !b->btime_ns || a->btime_ns == b->btime_ns);
+}
+
+/* Whether a directory found as look may be a state directory of a spool whose root is on
+ * root_dev through root_mount: REPLACED if it may, else why not. */
+static enum spool_dir_verdict placement(const struct spool_dir_look *look, uint64_t root_dev,
+					uint64_t root_mount)
+{
+	/* rename(2) across file systems fails with EXDEV: every state must be on one. */
+	if (look->id.dev != root_dev)
+		return SPOOL_DIR_OTHER_FS;
+	/* Nor through another mount of it (a bind mount: the same device). */
+	if (look->mount && root_mount && look->mount != root_mount)
+		return SPOOL_DIR_OTHER_MOUNT;
+	return SPOOL_DIR_REPLACED;
+}
+
+/* The same words at start-up and later. */
+static const char *refused_why(enum spool_dir_verdict v)
+{
+	return v == SPOOL_DIR_OTHER_FS ? "is not on the same file system as the spool" :
+	       "is another mount than the spool (a bind mount?): a rename into it fails with EXDEV";
+}
+
+enum spool_dir_verdict spool_dir_judge(const struct spool_dir_id *opened, bool held_alive,
+				       const struct spool_dir_look *look, uint64_t root_dev,
+				       uint64_t root_mount)
+{
+	if (look->err)
+		return look->err == ENOENT ? SPOOL_DIR_MISSING :
+		       look->err == ENOTDIR || look->err == ELOOP ? SPOOL_DIR_NOT_DIR : SPOOL_DIR_UNREADABLE;
+	if (!S_ISDIR(look->mode))
+		return SPOOL_DIR_NOT_DIR;
+	if (same_dir(opened, &look->id) && held_alive)
+		return SPOOL_DIR_SAME;
+	return placement(look, root_dev, root_mount);
 }
 
 int spool_open(struct spool *sp, const char *path, const char *host_id)
@@ -61,28 +113,28 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->root_fd < 0)
 		return error("cannot open spool '%s': %s", path, strerror(errno));
-	struct stat root_st, st;
+	struct spool_dir_look root, look;
 	struct statfs fs;
-	if (fstat(sp->root_fd, &root_st) < 0)
-		return error("cannot stat spool '%s': %s", path, strerror(errno));
+	look_at(sp->root_fd, "", 0, &root);
+	if (root.err)
+		return error("cannot stat spool '%s': %s", path, strerror(root.err));
+	sp->root_opened = root.id;
+	sp->root_mount = root.mount;
 	/* Whether syncfs(2) can stand for the fsyncs of a batch (syncset.h). */
 	sp->fs_type = fstatfs(sp->root_fd, &fs) == 0 ? (long)fs.f_type : 0;
-	uint64_t root_mount = mount_id(sp->root_fd);
 	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		if (mkdirat(sp->root_fd, dir_names[i], 0777) < 0 && errno != EEXIST)
 			return error("cannot create '%s/%s': %s", path, dir_names[i], strerror(errno));
 		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sp->fd[i] < 0)
 			return error("cannot open '%s/%s': %s", path, dir_names[i], strerror(errno));
-		/* rename(2) across file systems fails with EXDEV: every state must be on one. */
-		if (fstat(sp->fd[i], &st) < 0 || st.st_dev != root_st.st_dev)
-			return error("'%s/%s' is not on the same file system as the spool", path,
-				     dir_names[i]);
-		/* Nor through another mount of it (a bind mount: the same device). */
-		uint64_t mount = mount_id(sp->fd[i]);
-		if (mount && root_mount && mount != root_mount)
-			return error("'%s/%s' is another mount than the spool (a bind mount?): a "
-				     "rename into it fails with EXDEV", path, dir_names[i]);
+		look_at(sp->fd[i], "", 0, &look);
+		if (look.err)
+			return error("cannot stat '%s/%s': %s", path, dir_names[i], strerror(look.err));
+		enum spool_dir_verdict v = placement(&look, root.id.dev, root.mount);
+		if (v != SPOOL_DIR_REPLACED)
+			return error("'%s/%s' %s", path, dir_names[i], refused_why(v));
+		sp->opened[i] = look.id;
 	}
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
@@ -120,6 +172,120 @@ void spool_close(struct spool *sp)
 	free(sp->path);
 	free(sp->host_id);
 	memset(sp, 0, sizeof(*sp));
+}
+
+bool spool_root_recheck(struct spool *sp)
+{
+	struct spool_dir_look named;
+	look_at(AT_FDCWD, sp->path, 0, &named);
+	bool moved = named.err || !same_dir(&sp->root_opened, &named.id);
+	if (moved && !sp->root_moved)
+		log_warn("'%s' is no longer the directory this daemon opened (moved, replaced, or a "
+			 "file system mounted over it or unmounted from under it): it goes on with the "
+			 "one it opened, its jobs and the limits it keeps with the hosts there; restart "
+			 "it to use what '%s' is now", sp->path, sp->path);
+	else if (!moved && sp->root_moved)
+		log_info("'%s' is again the directory this daemon opened", sp->path);
+	sp->root_moved = moved;
+	return !moved;
+}
+
+/* Opens d again by its name and swaps it in under its descriptor's number (dup3: never a
+ * number closed while another thread may hold it). SAME once swapped; else the verdict on what
+ * was opened (a file system or mount refused), look then describing it. */
+static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct spool_dir_look *look)
+{
+	int fd = openat(sp->root_fd, dir_names[d], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		look->err = errno;
+		return spool_dir_judge(&sp->opened[d], true, look, sp->root_opened.dev, sp->root_mount);
+	}
+	/* What was opened is judged, not what the name named a moment before. */
+	look_at(fd, "", 0, look);
+	enum spool_dir_verdict v = look->err ? SPOOL_DIR_UNREADABLE :
+				   placement(look, sp->root_opened.dev, sp->root_mount);
+	if (v == SPOOL_DIR_REPLACED && dup3(fd, sp->fd[d], O_CLOEXEC) < 0) {
+		look->err = errno;
+		v = SPOOL_DIR_UNREADABLE;
+	}
+	close(fd);
+	if (v != SPOOL_DIR_REPLACED)
+		return v;
+	sp->opened[d] = look->id;
+	log_warn("'%s/%s' was replaced while this daemon ran (removed and made again, or moved "
+		 "aside and a new one made): it uses the new one from now on; what is left in the "
+		 "old one is not seen by this daemon", sp->path, dir_names[d]);
+	return SPOOL_DIR_SAME;
+}
+
+/* Says v of d once, and again when it changes (a refusal: when another directory is refused). */
+static void say_dir(struct spool *sp, enum spool_dir d, enum spool_dir_verdict v,
+		    const struct spool_dir_look *look)
+{
+	bool refused = v == SPOOL_DIR_OTHER_FS || v == SPOOL_DIR_OTHER_MOUNT;
+	if (v == sp->dir_said[d] && (!refused || same_dir(&sp->refused[d], &look->id)))
+		return;
+	sp->dir_said[d] = (uint8_t)v;
+	if (refused)
+		sp->refused[d] = look->id;
+	const char *path = sp->path, *name = dir_names[d];
+	switch (v) {
+	case SPOOL_DIR_SAME:
+		log_info("'%s/%s' is again the directory this daemon opened", path, name);
+		break;
+	case SPOOL_DIR_REPLACED:
+		break;   /* said by reopen */
+	case SPOOL_DIR_MISSING:
+		log_warn("'%s/%s' is gone (removed or moved away): this daemon goes on with the "
+			 "directory it opened, which no client sees, if it is anywhere still; make "
+			 "'%s/%s' again to have it used (a restart makes it)", path, name, path, name);
+		break;
+	case SPOOL_DIR_NOT_DIR:
+		log_warn("'%s/%s' is no longer a directory: this daemon goes on with the one it "
+			 "opened, which no client sees, until a directory is there again", path, name);
+		break;
+	case SPOOL_DIR_UNREADABLE:
+		log_warn("cannot look at '%s/%s': %s; this daemon goes on with the directory it "
+			 "opened", path, name, strerror(look->err));
+		break;
+	case SPOOL_DIR_OTHER_FS:
+	case SPOOL_DIR_OTHER_MOUNT:
+		log_warn("'%s/%s' %s; not followed, this daemon goes on with the directory it "
+			 "opened there", path, name, refused_why(v));
+		break;
+	}
+}
+
+unsigned spool_recheck_dirs(struct spool *sp)
+{
+	unsigned swapped = 0;
+	spool_root_recheck(sp);
+	for (int d = 0; d < SPOOL_NDIRS; d++) {
+		if (sp->fd[d] < 0)
+			continue;
+		struct spool_dir_look look;
+		look_at(sp->root_fd, dir_names[d], AT_SYMLINK_NOFOLLOW, &look);
+		/* Without birth times an inode number used again would pass for the directory
+		 * opened (ext4 gives a removed directory's number to the next one made): the one
+		 * held must still have a name. */
+		bool alive = true;
+		struct stat held;
+		if (!look.err && (!look.id.btime_ns || !sp->opened[d].btime_ns) &&
+		    same_dir(&sp->opened[d], &look.id))
+			alive = fstat(sp->fd[d], &held) == 0 && held.st_nlink > 0;
+		enum spool_dir_verdict v = spool_dir_judge(&sp->opened[d], alive, &look,
+							   sp->root_opened.dev, sp->root_mount);
+		if (v == SPOOL_DIR_REPLACED) {
+			v = reopen(sp, (enum spool_dir)d, &look);
+			if (v == SPOOL_DIR_SAME) {
+				swapped |= SPOOL_BIT(d);
+				sp->dir_said[d] = SPOOL_DIR_SAME;
+				continue;
+			}
+		}
+		say_dir(sp, (enum spool_dir)d, v, &look);
+	}
+	return swapped;
 }
 
 void spool_file_id(struct file_id *id, const struct stat *st)

@@ -29,6 +29,14 @@ enum spool_dir {
 	SPOOL_OUTBOX,            /* the daemon's deliveries (webhooks, hooks) waiting to go out */
 	SPOOL_NDIRS,
 };
+#define SPOOL_BIT(d) (1u << (d))
+
+/* A directory as opened, to tell it from what its name names later (spool_recheck_dirs). */
+struct spool_dir_id {
+	uint64_t dev, ino;
+	int64_t btime_ns;        /* its birth: an inode number used again is another directory;
+				  * 0 where the file system does not say */
+};
 
 /* What the spool's file system's journal may be trusted with (spool_journal_decide). */
 enum spool_journal {
@@ -51,6 +59,12 @@ struct spool {
 	/* renameat2's flags the file system refused (EINVAL on NFS, sshfs, other FUSE): not asked
 	 * again, the fallback goes straight on (any thread). */
 	atomic_bool no_exchange, no_noreplace;
+	/* What the root and fd[] were opened on, and what spool_recheck_dirs said last of each
+	 * (enum spool_dir_verdict; said once, again when it changes). Loop thread only. */
+	struct spool_dir_id root_opened, opened[SPOOL_NDIRS], refused[SPOOL_NDIRS];
+	uint64_t root_mount;        /* statx's mount id of the root; 0: unknown */
+	uint8_t dir_said[SPOOL_NDIRS];
+	bool root_moved;            /* the spool's path names another directory (said once) */
 };
 
 /* What tells one file at a name from another, or from itself changed. */
@@ -75,6 +89,44 @@ int spool_open(struct spool *sp, const char *path, const char *host_id);
 int spool_attach(struct spool *sp, const char *path);
 void spool_close(struct spool *sp);
 const char *spool_dir_name(enum spool_dir d);
+
+/* What a state directory's name names now, against the directory opened (spool_dir_judge). */
+enum spool_dir_verdict {
+	SPOOL_DIR_SAME,          /* the directory opened */
+	SPOOL_DIR_REPLACED,      /* another directory of the spool's mount: followed */
+	SPOOL_DIR_MISSING,       /* nothing: the one opened is kept, nothing is made */
+	SPOOL_DIR_NOT_DIR,       /* a file or a symlink */
+	SPOOL_DIR_UNREADABLE,    /* the name cannot be looked up (EACCES, EIO) */
+	SPOOL_DIR_OTHER_FS,      /* a directory of another file system: refused, as at start-up */
+	SPOOL_DIR_OTHER_MOUNT,   /* the spool's file system through another mount: refused */
+};
+/* What a look at a name found (statx): err is its errno, 0 if found. */
+struct spool_dir_look {
+	int err;
+	uint32_t mode;
+	struct spool_dir_id id;
+	uint64_t mount;          /* 0: unknown */
+};
+/* Pure: the verdict on look, for the directory opened as opened (held_alive: it still has a
+ * name; only asked where a birth time is missing) in a spool whose root is on root_dev, through
+ * root_mount (0: unknown). */
+enum spool_dir_verdict spool_dir_judge(const struct spool_dir_id *opened, bool held_alive,
+				       const struct spool_dir_look *look, uint64_t root_dev,
+				       uint64_t root_mount);
+/* At the daemon's periodic rescan, never on a job's path (one statx per directory, and one of
+ * the root's path): each state directory an operator replaced (removed and made again, or moved
+ * aside and a new one made) is opened again, said once. Its descriptor's number stays, swapped
+ * with dup3(2): a helper thread holding it uses the new directory from its next call, a call in
+ * progress ends in the old one, and no number is ever closed under a thread. Returns the
+ * directories swapped (SPOOL_BIT), for the caller to watch and list again. A missing directory
+ * is said once and not made (a restart makes it; the operator may be moving it); one on another
+ * file system or mount is refused as at start-up, said once. Loop thread only. */
+unsigned spool_recheck_dirs(struct spool *sp);
+/* Whether the spool's path still names the root opened. The root is never followed (its jobs,
+ * leases and host lock are in the one opened; the path may come to name what is no spool, such
+ * as a mount point under a file system unmounted lazily): a change is only said, once each
+ * way. spool_recheck_dirs asks it too. Loop thread only. */
+bool spool_root_recheck(struct spool *sp);
 
 /* Lists a directory's entries, skipping names that start with '.', oldest mtime first (then
  * by name). Returns the count, or -1 (logged). *out is an array the caller frees with

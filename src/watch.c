@@ -2,6 +2,7 @@
  * closed after writing (a plain cp) or renamed in (the maildir way), never half-written. */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -50,8 +51,8 @@ static void on_events(struct loop *loop, int fd, uint32_t events, void *arg)
 	}
 }
 
-static struct watch *watch_mask(struct loop *loop, const char *path, uint32_t mask, watch_fn *fn,
-			       void *arg)
+static struct watch *watch_mask(struct loop *loop, int dirfd, const char *path, uint32_t mask,
+			       watch_fn *fn, void *arg)
 {
 	struct watch *w = xcalloc(1, sizeof(*w));
 	w->loop = loop;
@@ -63,8 +64,13 @@ static struct watch *watch_mask(struct loop *loop, const char *path, uint32_t ma
 		free(w);
 		return NULL;
 	}
-	if (inotify_add_watch(w->fd, path, mask | IN_ONLYDIR) < 0 ||
-	    loop_add_fd(loop, w->fd, EPOLLIN, on_events, w) < 0) {
+	/* The directory open as dirfd, whatever its path names now (the spool's path may name
+	 * another directory since start-up); the path where /proc is not mounted. */
+	char proc[64];
+	xsnprintf(proc, sizeof(proc), "/proc/self/fd/%d", dirfd);
+	bool watched = (dirfd >= 0 && inotify_add_watch(w->fd, proc, mask | IN_ONLYDIR) >= 0) ||
+		       inotify_add_watch(w->fd, path, mask | IN_ONLYDIR) >= 0;
+	if (!watched || loop_add_fd(loop, w->fd, EPOLLIN, on_events, w) < 0) {
 		error("cannot watch '%s' (%s): relying on rescans", path, strerror(errno));
 		close(w->fd);
 		free(w);
@@ -75,13 +81,14 @@ static struct watch *watch_mask(struct loop *loop, const char *path, uint32_t ma
 
 struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg)
 {
-	(void)dirfd;
-	return watch_mask(loop, path, IN_CLOSE_WRITE | IN_MOVED_TO, fn, arg);
+	return watch_mask(loop, dirfd, path, IN_CLOSE_WRITE | IN_MOVED_TO, fn, arg);
 }
 
-struct watch *watch_changes(struct loop *loop, const char *path, watch_fn *fn, void *arg)
+struct watch *watch_changes(struct loop *loop, int dirfd, const char *path, watch_fn *fn,
+			    void *arg)
 {
-	return watch_mask(loop, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE, fn, arg);
+	return watch_mask(loop, dirfd, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE,
+			  fn, arg);
 }
 
 void watch_free(struct watch *w)

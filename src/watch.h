@@ -10,10 +10,13 @@ struct watch;
 /* name is the file that arrived; NULL means "events were lost: rescan". */
 typedef void watch_fn(void *arg, const char *name);
 
-/* Returns NULL (logged) if inotify is unavailable; the daemon then relies on rescans alone. */
+/* Watches the directory open as dirfd (path names it, for the messages and where /proc is not
+ * mounted). Returns NULL (logged) if inotify is unavailable; the daemon then relies on rescans
+ * alone. A directory replaced under its name is watched again by a new watch. */
 struct watch *watch_new(struct loop *loop, int dirfd, const char *path, watch_fn *fn, void *arg);
 /* The same for any change to a directory's names: arrivals, and removals too (control/). */
-struct watch *watch_changes(struct loop *loop, const char *path, watch_fn *fn, void *arg);
+struct watch *watch_changes(struct loop *loop, int dirfd, const char *path, watch_fn *fn,
+			    void *arg);
 void watch_free(struct watch *w);
 
 #endif

@@ -19,11 +19,10 @@ from the system calls it made: the reduced sequence writes a job's files out
 """
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import LoopExt4, Tmpfs, run_tests, wait_for  # noqa: E402
+from harness import BindMount, LoopExt4, Tmpfs, run_tests, wait_for  # noqa: E402
 
 TRUSTED = "the spool is on ext4 with a journal"
 NOBARRIER = "warning: the spool's ext4 is mounted nobarrier"
@@ -76,17 +75,6 @@ def test_the_journal_is_trusted_as_the_mount_options_say(env):
     assert said == (False, False), f"journal_async_commit: start-up lines {said}"
     assert fsynced_all(calls) and calls["fsync"] > writeback["fsync"], \
         f"journal_async_commit: the journal's order was leant on: {calls} vs {writeback}"
-
-
-class BindMount:
-    """source mounted on at too, for env.mounted."""
-
-    def __init__(self, source, at):
-        self.at = at
-        subprocess.run(["mount", "--bind", source, at], check=True)
-
-    def close(self):
-        subprocess.run(["umount", "-l", self.at], check=False)
 
 
 def refuses_to_start(env, d, why):

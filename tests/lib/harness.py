@@ -346,6 +346,18 @@ class Tmpfs:
         os.rmdir(self.path)
 
 
+class BindMount:
+    """source mounted on at too (the same file system through another mount), for
+    env.mounted."""
+
+    def __init__(self, source, at):
+        self.at = at
+        subprocess.run(["mount", "--bind", source, at], check=True)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.at], check=False)
+
+
 class LoopExt4:
     """A fresh ext4 with a journal (mkfs.ext4 with its defaults; mounted with them, or with the
     mount options given, e.g. "nobarrier") on a loop device over a sparse file in a directory of

@@ -1,7 +1,8 @@
 /* test_spool.c - the names the spool module makes (every one fits, for every valid id and host),
  * its writers (a staged file's too) and listings, and which journals a batch's renames may be
- * left to. */
+ * left to; what a state directory's name names later, and the directories followed. */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "spool.h"
 #include "util.h"
 #include "scratch_spool.h"
@@ -315,8 +317,160 @@ static void test_journal_decide(void)
 		   rows[i].want, "spool_journal_decide: %s", rows[i].name);
 }
 
+/* What a state directory's name names, against the directory opened: followed, kept, refused. */
+static void test_dir_judge(void)
+{
+	const struct spool_dir_id opened = { .dev = 7, .ino = 100, .btime_ns = 5 };
+	const uint64_t root_dev = 7, root_mount = 30;
+	const struct {
+		const char *name;
+		bool alive;
+		struct spool_dir_look look;
+		uint64_t root_mount;
+		enum spool_dir_verdict want;
+	} rows[] = {
+		{ "the directory opened", true, { .mode = S_IFDIR, .id = opened, .mount = 30 },
+		  root_mount, SPOOL_DIR_SAME },
+		{ "the directory opened, no birth time said", true,
+		  { .mode = S_IFDIR, .id = { 7, 100, 0 }, .mount = 30 }, root_mount, SPOOL_DIR_SAME },
+		{ "its inode number, no birth time, the one held removed (ext4 reuses numbers)", false,
+		  { .mode = S_IFDIR, .id = { 7, 100, 0 }, .mount = 30 }, root_mount,
+		  SPOOL_DIR_REPLACED },
+		{ "its inode number, born later", true,
+		  { .mode = S_IFDIR, .id = { 7, 100, 9 }, .mount = 30 }, root_mount,
+		  SPOOL_DIR_REPLACED },
+		{ "another directory, the same mount", true,
+		  { .mode = S_IFDIR, .id = { 7, 101, 9 }, .mount = 30 }, root_mount,
+		  SPOOL_DIR_REPLACED },
+		{ "another directory, mounts unknown", true,
+		  { .mode = S_IFDIR, .id = { 7, 101, 9 }, .mount = 31 }, 0, SPOOL_DIR_REPLACED },
+		{ "the directory opened through another mount of it", true,
+		  { .mode = S_IFDIR, .id = opened, .mount = 31 }, root_mount, SPOOL_DIR_SAME },
+		{ "another file system", true,
+		  { .mode = S_IFDIR, .id = { 8, 101, 9 }, .mount = 31 }, root_mount,
+		  SPOOL_DIR_OTHER_FS },
+		{ "the spool's file system through another mount (a bind mount)", true,
+		  { .mode = S_IFDIR, .id = { 7, 101, 9 }, .mount = 31 }, root_mount,
+		  SPOOL_DIR_OTHER_MOUNT },
+		{ "nothing there", true, { .err = ENOENT }, root_mount, SPOOL_DIR_MISSING },
+		{ "a file there", true, { .mode = S_IFREG, .id = { 7, 102, 9 }, .mount = 30 },
+		  root_mount, SPOOL_DIR_NOT_DIR },
+		{ "a symlink there", true, { .mode = S_IFLNK, .id = { 7, 103, 9 }, .mount = 30 },
+		  root_mount, SPOOL_DIR_NOT_DIR },
+		{ "opened: not a directory", true, { .err = ENOTDIR }, root_mount, SPOOL_DIR_NOT_DIR },
+		{ "opened: a symlink", true, { .err = ELOOP }, root_mount, SPOOL_DIR_NOT_DIR },
+		{ "no permission to look", true, { .err = EACCES }, root_mount, SPOOL_DIR_UNREADABLE },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(spool_dir_judge(&opened, rows[i].alive, &rows[i].look, root_dev,
+				   rows[i].root_mount) == rows[i].want, "spool_dir_judge: %s", rows[i].name);
+}
+
+/* The log (stderr) kept in a file: what was said since the last look. */
+static int said_fd = -1, stderr_fd = -1;
+static off_t said_at;
+
+static const char *said_since(char *text, size_t size)
+{
+	log_flush_all();
+	ssize_t got = pread(said_fd, text, size - 1, said_at);
+	text[got > 0 ? got : 0] = '\0';
+	said_at += got > 0 ? got : 0;
+	return text;
+}
+
+static int count_of(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
+		n++;
+	return n;
+}
+
+/* An operator replaces state directories under a spool opened: each is followed at the next
+ * recheck, said once, under the same descriptor number; a missing one or a file in its place
+ * is said once and kept; the root is never followed. */
+static void test_recheck_dirs(void)
+{
+	char dir[] = "/tmp/imgspool-spool-recheck-XXXXXX", text[8192];
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	char *log_path = xasprintf("%s.log", dir), *path = NULL, *aside = NULL;
+	said_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	stderr_fd = dup(STDERR_FILENO);
+	ok(said_fd >= 0 && dup2(said_fd, STDERR_FILENO) >= 0, "the log kept");
+	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(text, sizeof(text)), "nothing replaced, nothing said");
+
+	int fd = sp.fd[SPOOL_DEFERRED];
+	path = xasprintf("%s/deferred", dir);
+	aside = xasprintf("%s/deferred.old", dir);
+	ok(rename(path, aside) == 0 && mkdir(path, 0777) == 0, "deferred/ moved aside, a new one made");
+	ok(spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DEFERRED) && sp.fd[SPOOL_DEFERRED] == fd,
+	   "deferred/ followed, under the same descriptor number");
+	ok(count_of(said_since(text, sizeof(text)), "deferred' was replaced") == 1, "said once");
+	ok(spool_write_file(&sp, SPOOL_DEFERRED, "x.json", "{}", 2) == 0, "a file written in deferred/");
+	char *in_new = xasprintf("%s/x.json", path), *in_old = xasprintf("%s/x.json", aside);
+	ok(access(in_new, F_OK) == 0 && access(in_old, F_OK) < 0, "it is in the new deferred/");
+	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(text, sizeof(text)), "then nothing more");
+	unlink(in_new);
+	rmdir(aside);
+	free(in_new);
+	free(in_old);
+	free(path);
+	free(aside);
+
+	path = xasprintf("%s/done", dir);
+	ok(rmdir(path) == 0 && spool_recheck_dirs(&sp) == 0 && spool_recheck_dirs(&sp) == 0,
+	   "done/ removed: nothing followed, nothing made");
+	ok(count_of(said_since(text, sizeof(text)), "done' is gone") == 1 && access(path, F_OK) < 0,
+	   "said once, done/ not made again");
+	ok(mkdir(path, 0777) == 0 && spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DONE) &&
+	   count_of(said_since(text, sizeof(text)), "done' was replaced") == 1,
+	   "made again by the operator: followed, said");
+	free(path);
+
+	path = xasprintf("%s/failed", dir);
+	aside = xasprintf("%s/failed.old", dir);
+	int file = -1;
+	ok(rename(path, aside) == 0 && (file = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644)) >= 0 &&
+	   close(file) == 0, "a file in the place of failed/");
+	ok(spool_recheck_dirs(&sp) == 0 && spool_recheck_dirs(&sp) == 0 &&
+	   count_of(said_since(text, sizeof(text)), "failed' is no longer a directory") == 1,
+	   "not followed, said once");
+	ok(unlink(path) == 0 && rename(aside, path) == 0 && spool_recheck_dirs(&sp) == 0 &&
+	   count_of(said_since(text, sizeof(text)), "failed' is again the directory") == 1,
+	   "the old one back: kept, said");
+	free(path);
+	free(aside);
+
+	aside = xasprintf("%s.moved", dir);
+	ok(rename(dir, aside) == 0 && mkdir(dir, 0777) == 0, "the spool moved aside, a new one made");
+	ok(!spool_root_recheck(&sp) && spool_recheck_dirs(&sp) == 0, "its directories not followed");
+	ok(count_of(said_since(text, sizeof(text)), "is no longer the directory this daemon opened") == 1,
+	   "said once");
+	ok(rmdir(dir) == 0 && rename(aside, dir) == 0 && spool_root_recheck(&sp) &&
+	   count_of(said_since(text, sizeof(text)), "is again the directory this daemon opened") == 1,
+	   "back: said");
+	free(aside);
+
+	dup2(stderr_fd, STDERR_FILENO);
+	close(stderr_fd);
+	close(said_fd);
+	unlink(log_path);
+	free(log_path);
+	spool_close(&sp);
+	for (int i = 0; i < SPOOL_NDIRS; i++) {
+		char *sub = xasprintf("%s/%s", dir, spool_dir_name((enum spool_dir)i));
+		rmdir(sub);
+		free(sub);
+	}
+	ok(rmdir(dir) == 0, "the scratch spool removed");
+}
+
 int main(void)
 {
+	test_dir_judge();
+	test_recheck_dirs();
 	test_journal_decide();
 	test_running_ids();
 	test_temp_names();
