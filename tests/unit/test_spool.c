@@ -458,13 +458,7 @@ static void test_recheck_dirs(void)
 	close(said_fd);
 	unlink(log_path);
 	free(log_path);
-	spool_close(&sp);
-	for (int i = 0; i < SPOOL_NDIRS; i++) {
-		char *sub = xasprintf("%s/%s", dir, spool_dir_name((enum spool_dir)i));
-		rmdir(sub);
-		free(sub);
-	}
-	ok(rmdir(dir) == 0, "the scratch spool removed");
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 int main(void)
