@@ -143,19 +143,22 @@ static void watch_control_dir(struct daemon *dm)
 	free(path);
 }
 
-/* A state directory an operator replaced is used from the next rescan on (spool_recheck_dirs,
- * a few stats, never on a job's path); new/ and control/ are watched again before it lists
- * them. */
+/* After each rescan, the state directories are checked against their names (spool_recheck_dirs:
+ * a stat each, never on a job's path; after the rescan, which a look at other hosts' pauses
+ * must not wait for). One an operator replaced is used at once: new/ and control/ watched
+ * again, and everything listed again. */
 static int64_t on_rescan(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct daemon *dm = arg;
+	dispatch_scan(dm->dispatch);
 	unsigned swapped = spool_recheck_dirs(&dm->spool);
 	if (swapped & SPOOL_BIT(SPOOL_NEW))
 		watch_new_dir(dm);
 	if (swapped & SPOOL_BIT(SPOOL_CONTROL))
 		watch_control_dir(dm);
-	dispatch_scan(dm->dispatch);
+	if (swapped)
+		dispatch_scan(dm->dispatch);
 	return dm->cfg->poll_interval * 1000;
 }
 
