@@ -929,9 +929,7 @@ void dispatch_free(struct dispatch *d)
 	loop_when_idle(d->loop, NULL, NULL);   /* the claims ahead were d's */
 	if (d->deferred_timer)
 		loop_del_timer(d->loop, d->deferred_timer);
-	for (size_t i = 0; i < d->n_pending; i++)
-		intake_pending_free(&d->pending[i]);
-	free(d->pending);
+	intake_release(d);
 	if (d->scan_timer)
 		loop_del_timer(d->loop, d->scan_timer);
 	if (d->place_timer)

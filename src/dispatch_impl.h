@@ -52,8 +52,8 @@ struct dispatch {
 	struct job_limits limits;
 	struct provider_state **providers; /* one per provider, and those retired by a reload */
 	int n_providers;
-	struct pending *pending;
-	size_t n_pending, alloc_pending;
+	struct pending *pending;   /* the queue: pending_head entries into its allocation */
+	size_t n_pending, alloc_pending, pending_head;
 	bool disk_full;          /* free space under min_free_mb: claiming nothing */
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */

@@ -50,16 +50,46 @@ void intake_pending_free(struct pending *pe)
 static int pending_cmp(const void *a, const void *b);
 static void placed_before_unplaced(struct dispatch *d);
 
+/* The queue's allocation: claims take entries from its front by moving d->pending on
+ * (pending_head), so that a claim never moves a long backlog. */
+static struct pending *pending_store(struct dispatch *d)
+{
+	return d->pending ? d->pending - d->pending_head : NULL;
+}
+
+void intake_release(struct dispatch *d)
+{
+	for (size_t i = 0; i < d->n_pending; i++)
+		intake_pending_free(&d->pending[i]);
+	free(pending_store(d));
+	d->pending = NULL;
+	d->n_pending = d->alloc_pending = d->pending_head = 0;
+}
+
+/* Room for one more at the end: the front claims freed, taken back (then at least half the
+ * allocation is free, so this moves each entry once per as many additions), or more. */
+static void pending_room(struct dispatch *d)
+{
+	if (d->pending_head + d->n_pending < d->alloc_pending)
+		return;
+	struct pending *store = pending_store(d);
+	if (d->pending_head)
+		memmove(store, d->pending, d->n_pending * sizeof(*store));
+	d->pending_head = 0;
+	if (2 * d->n_pending >= d->alloc_pending) {
+		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
+		store = xrealloc(store, d->alloc_pending * sizeof(*store));
+	}
+	d->pending = store;
+}
+
 /* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
 void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 		const struct file_id *file)
 {
 	if (!known_see(&d->known, intake_known_dir(dir), name, file, mono_ms()))
 		return;
-	if (d->n_pending == d->alloc_pending) {
-		d->alloc_pending = d->alloc_pending ? 2 * d->alloc_pending : 256;
-		d->pending = xrealloc(d->pending, d->alloc_pending * sizeof(*d->pending));
-	}
+	pending_room(d);
 	struct pending *pe = &d->pending[d->n_pending++];
 	*pe = (struct pending){ .dir = dir, .name = xstrdup(name), .placed = file != NULL };
 	if (file) {
@@ -726,9 +756,13 @@ void intake_pump(struct dispatch *d)
 		d->n_unplaced -= !pe->placed;
 		intake_pending_free(pe);
 	}
-	/* Move the untried tail down behind the waiting ones. */
-	if (keep != i)
-		memmove(&d->pending[keep], &d->pending[i], (d->n_pending - i) * sizeof(*d->pending));
+	/* The waiting ones go just before the untried tail, which stays where it is: a claim
+	 * moves a concurrency's worth of entries at most, never the backlog behind them. */
+	if (keep != i) {
+		memmove(&d->pending[i - keep], &d->pending[0], keep * sizeof(*d->pending));
+		d->pending += i - keep;
+		d->pending_head += i - keep;
+	}
 	/* Compacting keeps the order; anything added meanwhile is sorted in next time. */
 	d->n_sorted = d->n_pending == listed ? keep + (sorted - i) : 0;
 	d->n_pending = keep + (d->n_pending - i);

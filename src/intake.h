@@ -29,6 +29,8 @@ struct pending {
 
 char intake_known_dir(enum spool_dir dir);
 void intake_pending_free(struct pending *pe);
+/* Frees the queue and what it holds. */
+void intake_release(struct dispatch *d);
 /* file: as stat'ed, or NULL for a name never seen (not stat'ed yet). */
 void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 		const struct file_id *file);
