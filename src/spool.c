@@ -265,9 +265,9 @@ unsigned spool_recheck_dirs(struct spool *sp)
 			continue;
 		struct spool_dir_look look;
 		look_at(sp->root_fd, dir_names[d], AT_SYMLINK_NOFOLLOW, &look);
-		/* Without birth times an inode number used again would pass for the directory
-		 * opened (ext4 gives a removed directory's number to the next one made): the one
-		 * held must still have a name. */
+		/* Without birth times (NFS, FUSE) an inode number used again would pass for the
+		 * directory opened (ext4, and an NFS server on it, give a removed directory's number
+		 * to the next one made): the one held must then still have a name. */
 		bool alive = true;
 		struct stat held;
 		if (!look.err && (!look.id.btime_ns || !sp->opened[d].btime_ns) &&
