@@ -217,7 +217,7 @@ void sidecar_mark_left(struct task *t)
 {
 	bool saved = ((t->sidecars & SIDECAR_RESPONSE) && !t->save_err) ||
 		     ((t->sidecars & SIDECARS_UNKNOWN) && t->res.status);
-	if (!saved || t->fenced)
+	if (!saved || t->fenced || t->publish_committed)   /* committed: not in running/ */
 		return;
 	char suffix[32];
 	xsnprintf(suffix, sizeof(suffix), "left.%zu", attempt_count(t));

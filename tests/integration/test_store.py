@@ -7,11 +7,12 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import held_at_stop, run_tests, wait_for  # noqa: E402
 from peers import S3Server  # noqa: E402
 
 PREFIX = "renders/2026/"
@@ -226,8 +227,43 @@ def test_left_job_reclaimed_by_another_host(env):
     assert b.stop() == 0
 
 
+def test_cut_before_the_upload_starts(env):
+    """A job whose saved answer is still being judged at the grace cut (after a restart, held at
+    the stop point recovery:judge: under a budget) reaches its upload only after the cut, with the
+    store down: it is left for the next restart, as one cut during its upload, and the daemon
+    exits (it used to try the upload for ever)."""
+    s3 = env.peer(S3Server())   # down until the end
+    d = store_daemon(env, s3, provider__budget_daily="100", retry__max_crash_requeues=0)
+    d.start()
+    d.submit("late", {"prompt": "judged after the cut"})
+    wait_for(lambda: uploading(d, "late"), 30, "an upload to fail")
+    cut_twice(d)
+    fifo = d.start_held_at("recovery:judge")
+    writer = held_at_stop(fifo, d)
+    try:
+        d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "shutting down" in d.log()[d.log_offset:], 10, "the first signal")
+        d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "second signal" in d.log()[d.log_offset:], 10, "the cut")
+    finally:
+        os.close(writer)
+    try:
+        d.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the daemon did not exit: " + d.log()[-1500:])
+    d.logf.close()
+    assert d.proc.returncode == 0, (d.proc.returncode, d.log()[-2000:])
+    assert d.state("late") == "running" and crashes(d, "late") == 0, d.log()[-2000:]
+    s3.start()
+    d.start()
+    d.wait_finished("late", 60)
+    assert check_stored(d, s3, "late")["billed_attempts"] == 1
+    assert env.fake.calls("judged after the cut") == 1
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([test_every_image_in_the_bucket, test_store_down_delays_publication,
                test_kill_9_during_uploads,
                test_grace_cut_during_upload, test_clean_restarts_are_no_crashes,
-               test_left_job_reclaimed_by_another_host])
+               test_left_job_reclaimed_by_another_host, test_cut_before_the_upload_starts])
