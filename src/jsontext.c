@@ -1,7 +1,6 @@
 /* jsontext.c - a jansson value's text as json_dumps() writes it (jansson 2.14's dump.c: the same
- * separators, indentation, escapes, numbers and failures), into one capped buffer. No loop check:
- * a json_t that contains itself is a bug jansson's own json_*_set() refuse to make. Fails (NULL)
- * only where json_dumps does, or past the cap; never aborts. */
+ * separators, indentation, escapes, numbers and failures), into one capped buffer. Fails (NULL)
+ * where json_dumps does, past the cap, or deeper than JSONTEXT_MAX_DEPTH; never aborts. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +12,11 @@
 
 #define INDENT(flags) ((flags) & JSON_MAX_INDENT)
 #define PRECISION(flags) (((flags) >> 11) & 0x1F)
+/* jansson refuses only a value put directly into itself: a deeper loop (a in b, b in a) is a
+ * bug of ours that would recurse without end. Nothing we hold is this deep: jansson's parser
+ * stops at 2048 levels, and we wrap what it parsed in a few more. */
+#define JSONTEXT_MAX_DEPTH 4096
+#define UNSUPPORTED_FLAGS (JSON_SORT_KEYS | JSON_ENSURE_ASCII | JSON_ESCAPE_SLASH | JSON_EMBED)
 
 struct out {
 	struct buf b;
@@ -153,6 +157,10 @@ static void real(struct out *o, double v)
 
 static void value(struct out *o, const json_t *v, int depth)
 {
+	if (depth > JSONTEXT_MAX_DEPTH) {
+		o->failed = true;
+		return;
+	}
 	switch (json_typeof(v)) {
 	case JSON_NULL:
 		put(o, "null", 4);
@@ -216,7 +224,8 @@ static void value(struct out *o, const json_t *v, int depth)
 
 char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len)
 {
-	if (!v || (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v)))
+	if (!v || (flags & UNSUPPORTED_FLAGS) ||
+	    (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v)))
 		return NULL;
 	struct out o = { .flags = flags };
 	buf_init(&o.b, cap == SIZE_MAX ? SIZE_MAX - 1 : cap);

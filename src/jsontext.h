@@ -14,8 +14,8 @@
  * JSON_ENCODE_ANY, a v that is neither object nor array), or when the text passes cap bytes
  * (SIZE_MAX: no cap). *len (if not NULL) gets the text's length. Flags: JSON_INDENT(n),
  * JSON_COMPACT, JSON_REAL_PRECISION(n), JSON_ENCODE_ANY and JSON_PRESERVE_ORDER (what jansson
- * 2.14 does anyway); not JSON_SORT_KEYS, JSON_ENSURE_ASCII, JSON_ESCAPE_SLASH or JSON_EMBED
- * (json_dumps for those). Caller frees. */
+ * 2.14 does anyway); with JSON_SORT_KEYS, JSON_ENSURE_ASCII, JSON_ESCAPE_SLASH or JSON_EMBED it
+ * fails (use json_dumps). Also NULL for a tree deeper than 4096 levels (a loop). Caller frees. */
 char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len);
 
 #endif

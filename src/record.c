@@ -305,8 +305,9 @@ void record_new_run(struct record *r, int64_t created_at_ms)
 static bool text_fits(const json_t *o)
 {
 	char *text = jsontext_dump(o, JSON_COMPACT | JSON_PRESERVE_ORDER, RECORD_TEXT_MAX, NULL);
+	bool fits = text != NULL;
 	free(text);
-	return text;
+	return fits;
 }
 
 json_t *record_json(const struct record *r)

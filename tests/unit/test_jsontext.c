@@ -162,5 +162,31 @@ int main(void)
 	free(whole);
 	free(exact);
 	json_decref(v);
+
+	/* A loop jansson lets through (a in b, b in a) fails instead of recursing without end; a
+	 * tree as deep as jansson's parser allows is still written. */
+	json_t *a = json_array(), *b = json_array();
+	json_array_append(a, b);
+	json_array_append(b, a);
+	ok(!jsontext_dump(a, JSON_COMPACT, SIZE_MAX, NULL), "a loop of two arrays: NULL");
+	json_array_clear(b);   /* breaks the loop, so both are freed */
+	json_decref(a);
+	json_decref(b);
+	json_t *deep = json_array();
+	for (int i = 0; i < 2048; i++)
+		deep = json_pack("[o]", deep);
+	char *deep_text = jsontext_dump(deep, JSON_COMPACT, SIZE_MAX, &len);
+	ok(deep_text && len == 2 * 2049, "2049 levels: written whole");
+	free(deep_text);
+	json_decref(deep);
+
+	/* Flags it does not implement fail, never write something else than json_dumps would. */
+	static const size_t unsupported[] = { JSON_SORT_KEYS, JSON_ENSURE_ASCII, JSON_ESCAPE_SLASH,
+					      JSON_EMBED };
+	v = json_pack("{s:s, s:[i]}", "b", "/\u00e9", "a", 1);
+	for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++)
+		ok(!jsontext_dump(v, JSON_COMPACT | unsupported[i], SIZE_MAX, NULL),
+		   "flag 0x%zx, which it does not implement: NULL", unsupported[i]);
+	json_decref(v);
 	return tap_done();
 }
