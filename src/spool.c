@@ -748,8 +748,9 @@ int spool_write_aside(struct spool *sp, enum spool_dir d, const char *name, cons
 {
 	int dirfd = sp->fd[d];
 	int rc = write_new(dirfd, name, data, len, true, NULL, true, false);
-	/* A leftover of ours (the name is the caller's alone): replaced. */
-	if (rc < 0 && errno == EEXIST && unlinkat(dirfd, name, 0) == 0)
+	/* A leftover of ours (the name is the caller's alone): replaced. sshfs says EPERM where
+	 * others say EEXIST; the unlink tells whether something was there. */
+	if (rc < 0 && (errno == EEXIST || errno == EPERM) && unlinkat(dirfd, name, 0) == 0)
 		rc = write_new(dirfd, name, data, len, true, NULL, true, false);
 	if (rc == 0 && fsync(dirfd) < 0) {
 		int saved = errno;

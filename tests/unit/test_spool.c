@@ -237,6 +237,33 @@ static void test_write_staged(void)
 	scratch_spool_remove(&sp, dir);
 }
 
+/* A file written aside under a name of the caller's (a put-back's new run): written whole, and
+ * a leftover at that name (a kill's) is replaced, never a reason not to go on. */
+static void test_write_aside(void)
+{
+	char dir[] = "/tmp/imgspool-spool-aside-XXXXXX";
+	struct spool sp;
+	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	int runfd = sp.fd[SPOOL_RUNNING];
+	struct stat first, second;
+	ok(spool_write_aside(&sp, SPOOL_RUNNING, ".j@h1.putback.n.1", "abc", 3) == 0 &&
+	   fstatat(runfd, ".j@h1.putback.n.1", &first, 0) == 0 && first.st_size == 3,
+	   "a new name written");
+	ok(spool_write_aside(&sp, SPOOL_RUNNING, ".j@h1.putback.n.1", "defgh", 5) == 0 &&
+	   fstatat(runfd, ".j@h1.putback.n.1", &second, 0) == 0 && second.st_size == 5,
+	   "a leftover at the name replaced");
+	mkdirat(runfd, ".d@h1.putback.n.1", 0777);
+	ok(spool_write_aside(&sp, SPOOL_RUNNING, ".d@h1.putback.n.1", "abc", 3) < 0,
+	   "a directory in the way fails");
+	struct spool_entry *e;
+	long n = spool_list_at(runfd, true, false, &e);
+	ok(n == 2, "nothing else is left behind (%ld)", n);
+	spool_entries_free(e, n);
+	unlinkat(runfd, ".j@h1.putback.n.1", 0);
+	unlinkat(runfd, ".d@h1.putback.n.1", AT_REMOVEDIR);
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool is removed");
+}
+
 /* running/ID@HOST.json, as every reader of running/ parses it (spool_running_id): control's
  * sweep, recovery, imgspool. */
 static void test_running_ids(void)
@@ -472,5 +499,6 @@ int main(void)
 	test_read_whole_files();
 	test_write_at_and_list_at();
 	test_write_staged();
+	test_write_aside();
 	return tap_done();
 }
