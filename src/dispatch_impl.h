@@ -78,6 +78,7 @@ struct dispatch {
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
 	uint64_t grace_timer;
 	bool left_unsynced;      /* jobs marked left in running/ since its last sync (sidecar.c) */
+	bool putbacks_unsettled; /* a put-back's new run left in running/: settled at a rescan */
 	uint64_t wake_timer;     /* earliest paused provider */
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */

@@ -340,12 +340,14 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
  * deferred/, its place in line in new/), never rewritten with what was read before, and is
  * claimed afresh when its time comes: a hold or cancel of its id then applies to it as to any
  * waiting job. Never over a third version written meanwhile: that one stays, and this one waits
- * in running/ for a restart. */
-static void requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
+ * in running/ for a restart. Whether it went back. */
+static bool requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
 {
 	struct dispatch *d = t->d;
 	const char *dir = spool_dir_name(pe->dir);
-	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, pe->dir, pe->name) < 0) {
+	bool back = spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, pe->dir,
+					   pe->name) == 0;
+	if (!back) {
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; a restart will",
 			t->running_name, dir, pe->name, strerror(errno));
 	} else {
@@ -357,6 +359,7 @@ static void requeue_replaced(struct task *t, const struct pending *pe, const str
 		}
 	}
 	task_free(t);
+	return back;
 }
 
 /* A finished job put back: until its file says otherwise, running/ holds the old run's
@@ -383,49 +386,63 @@ static char *putback_written(struct task *t, const struct pending *pe, const str
 	return NULL;
 }
 
-/* The claim did not go through: the new run written beside the job is of no use. */
-static void putback_drop(struct task *t, char *putback)
+/* The new run written beside a job put back, of no use once its claim did not go through, or
+ * took another file than the one read (requeue_replaced), or once the job goes back
+ * (task_requeue): removed, but only when its job file has left running/ (job_left). Left alone
+ * there, that file would say the old run finished, and be failed publish_failed; so should its
+ * move fail, this one stays, for the rescan that settles it (recovery.c) as a restart would. */
+static void putback_drop(struct dispatch *d, char *putback, bool job_left)
 {
-	if (putback)
-		unlinkat(t->d->spool->fd[SPOOL_RUNNING], putback, 0);
+	if (!putback)
+		return;
+	if (job_left)
+		unlinkat(d->spool->fd[SPOOL_RUNNING], putback, 0);
+	else
+		d->putbacks_unsettled = true;
 	free(putback);
+}
+
+static void putback_requeue(struct task *t, char *putback, const char *why)
+{
+	struct dispatch *d = t->d;
+	char *job = xstrdup(t->running_name);
+	task_requeue(t, why);
+	putback_drop(d, putback, !spool_exists(d->spool->fd[SPOOL_RUNNING], job));
+	free(job);
 }
 
 /* The new run's records in place of the old run's, in running/, one rename (which needs no sync
  * of its own: until it is durable, the file beside the job says the same to a restart). Should
- * it fail, they are written over the job file; should that fail, the job goes back as it was,
- * and is claimed again later. */
+ * it fail, they are written over the job file, and only once that is durable is the file beside
+ * it removed (never left beside a job whose records go on changing: a restart would put it
+ * back); should that fail, the job goes back as it was, and is claimed again later. */
 static bool putback_put_in_place(struct task *t, char *putback)
 {
 	struct spool *sp = t->d->spool;
 	int fd = sp->fd[SPOOL_RUNNING];
-	int rc = renameat(fd, putback, fd, t->running_name);
-	if (rc == 0)
+	if (renameat(fd, putback, fd, t->running_name) == 0) {
 		crash_point("claim:putback-recorded");
-	else
-		log_job(LOG_WARN, t->id, "cannot put its new run's records in place from 'running/%s': "
-			"%s; writing them over its job file", putback, strerror(errno));
-	/* Never left beside a job whose records go on changing: a restart would put it back. */
-	if (rc < 0 && unlinkat(fd, putback, 0) < 0 && errno != ENOENT) {
-		log_job(LOG_ERROR, t->id, "cannot remove 'running/%s': %s", putback, strerror(errno));
 		free(putback);
-		task_requeue(t, "its new run could not be recorded");
-		return false;
-	}
-	free(putback);
-	if (rc == 0)
 		return true;
+	}
+	log_job(LOG_WARN, t->id, "cannot put its new run's records in place from 'running/%s': %s; "
+		"writing them over its job file", putback, strerror(errno));
 	char *text = task_job_text(t, 0, NULL);
-	rc = spool_rewrite_file(sp, SPOOL_RUNNING, t->running_name, text, strlen(text));
+	int rc = spool_rewrite_file(sp, SPOOL_RUNNING, t->running_name, text, strlen(text));
 	if (rc == 0)
 		rc = fsync(fd);
 	free(text);
-	if (rc == 0)
+	if (rc < 0) {
+		log_job(LOG_ERROR, t->id, "cannot record its new run in 'running/%s': %s",
+			t->running_name, strerror(errno));
+		t->d->disk_checked = 0;   /* look at the free space again before claiming more */
+	} else if (unlinkat(fd, putback, 0) == 0 || errno == ENOENT) {
+		free(putback);
 		return true;
-	log_job(LOG_ERROR, t->id, "cannot record its new run in 'running/%s': %s", t->running_name,
-		strerror(errno));
-	t->d->disk_checked = 0;   /* look at the free space again before claiming more */
-	task_requeue(t, "its new run could not be recorded");
+	} else {
+		log_job(LOG_ERROR, t->id, "cannot remove 'running/%s': %s", putback, strerror(errno));
+	}
+	putback_requeue(t, putback, "its new run could not be recorded");
 	return false;
 }
 
@@ -516,7 +533,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
 				pe->name, strerror(errno));
 		known_del(d, pe->dir, pe->name);
-		putback_drop(t, putback);
+		putback_drop(d, putback, true);   /* the job was not claimed */
 		task_free(t);
 		return SKIPPED;
 	}
@@ -529,8 +546,8 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		putback_drop(t, putback);
-		requeue_replaced(t, pe, &claimed);
+		bool back = requeue_replaced(t, pe, &claimed);
+		putback_drop(d, putback, back);
 		return SKIPPED;
 	}
 	if (finished[0]) {

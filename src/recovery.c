@@ -149,7 +149,8 @@ void recovery_reclaim_stale(struct dispatch *d)
 		}
 	}
 	spool_entries_free(e, n);
-	if (took)
+	/* A put-back a restart or a claim could not settle (adopt_all) is tried again here. */
+	if (took || d->putbacks_unsettled)
 		adopt_all(d);
 }
 
@@ -389,71 +390,109 @@ static bool job_has_files(const struct dispatch *d, const char *id, const struct
 	return found;
 }
 
+/* Whether running/name is a file the daemon wrote: a regular file of its user, one link. */
+static bool putback_ours(struct dispatch *d, const char *name)
+{
+	struct stat st;
+	return fstatat(d->spool->fd[SPOOL_RUNNING], name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISREG(st.st_mode) && st.st_nlink == 1 && dispatch_written_by_daemon(d, &st);
+}
+
 /* The new run of a job put back, written beside it before its claim (intake.c): a kill cut
  * that claim. Put in place of the job file if the claim took the file it was written for, else
  * removed (spool-layout.md §4, §10). Before the jobs are adopted, which then read what is
- * there. */
-static void settle_putback(struct dispatch *d, const char *name, const char *id,
+ * there. False when it could not be settled: it stays, and its job is not adopted before it
+ * is (adopted now, the job file would still say the old run finished); the next rescan tries
+ * again. */
+static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 			   enum spool_dir from, uint64_t ino, const struct strset *hidden)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
+	if (!putback_ours(d, name)) {
+		log_job(LOG_WARN, id, "ignoring 'running/%s': not a file the daemon wrote (a regular "
+			"file of its user, one link); removed", name);
+		unlinkat(fd, name, 0);
+		return true;
+	}
 	char *job = spool_running_name(d->spool, id);
 	struct stat st;
 	bool there = fstatat(fd, job, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+	bool settled = true;
 	switch (recovery_putback_decide(there, there && (uint64_t)st.st_ino == ino,
 					job_has_files(d, id, hidden))) {
 	case RECOVERY_PUTBACK_INSTALL:
-		if (renameat(fd, name, fd, job) == 0 && fsync(fd) == 0) {
-			log_job(LOG_INFO, id, "its claim as a job put back was cut: its new run, written "
-				"before the claim, is recorded");
+		if (renameat(fd, name, fd, job) < 0) {
+			log_job(LOG_ERROR, id, "cannot put its new run in place from 'running/%s': %s; "
+				"not recovered until it is (tried again at the next rescan)", name,
+				strerror(errno));
+			settled = false;
 			break;
 		}
-		log_job(LOG_ERROR, id, "cannot put its new run in place from 'running/%s': %s; a "
-			"restart will", name, strerror(errno));
+		if (fsync(fd) < 0)
+			log_job(LOG_WARN, id, "cannot sync running/ after putting its new run in place: %s",
+				strerror(errno));
+		log_job(LOG_INFO, id, "its claim as a job put back was cut: its new run, written "
+			"before the claim, is recorded");
 		break;
 	case RECOVERY_PUTBACK_RETURN: {
 		char *back = xasprintf("%s.json", id);
-		if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, job, from, back) == 0)
+		settled = spool_rename_noreplace(d->spool, SPOOL_RUNNING, job, from, back) == 0;
+		if (settled)
 			log_job(LOG_INFO, id, "back to %s/ (its claim took a file that replaced the one "
 				"read): claimed again as it is", spool_dir_name(from));
 		else
-			log_job(LOG_ERROR, id, "cannot move 'running/%s' back to %s/%s: %s", job,
+			log_job(LOG_ERROR, id, "cannot move 'running/%s' back to %s/%s: %s; not "
+				"recovered until it is (tried again at the next rescan)", job,
 				spool_dir_name(from), back, strerror(errno));
 		free(back);
+		/* Kept till then: without it, the file left in running/ would be taken for a
+		 * job whose run finished, and failed publish_failed. */
+		if (settled)
+			unlinkat(fd, name, 0);
+		break;
 	}
-		/* fall through */
 	case RECOVERY_PUTBACK_DROP:
 		unlinkat(fd, name, 0);
 		break;
 	}
 	free(job);
+	return settled;
 }
 
-/* Adopts every job of ours in running/ that no task holds. */
+/* Adopts every job of ours in running/ that no task holds, but for one whose put-back could
+ * not be settled (d->putbacks_unsettled: the next rescan calls this again). */
 static void adopt_all(struct dispatch *d)
 {
 	struct spool_entry *e, *h;
-	struct strset hidden;
+	struct strset hidden, unsettled;
 	char id[JOB_ID_MAX + 1], host[NAME_MAX + 1];
 	enum spool_dir from;
 	uint64_t ino;
 	strset_init(&hidden);
+	strset_init(&unsettled);
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	for (long i = 0; i < nh; i++)
 		strset_add(&hidden, h[i].name);
+	bool later = false;   /* one of a job a task holds: settled once the task is done */
 	for (long i = 0; i < nh; i++) {
-		if (sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino) &&
-		    !strset_has(&d->held, id))
-			settle_putback(d, h[i].name, id, from, ino, &hidden);
+		if (!sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino))
+			continue;
+		if (strset_has(&d->held, id))
+			later = true;
+		else if (!settle_putback(d, h[i].name, id, from, ino, &hidden))
+			strset_add(&unsettled, id);
 	}
 	spool_entries_free(h, nh);
+	d->putbacks_unsettled = later || unsettled.count > 0;
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
 		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
-		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id))
+		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id) &&
+		    !strset_has(&unsettled, id))
 			adopt(d, id, e[i].name, &hidden);
 	}
 	spool_entries_free(e, n);
+	strset_release(&unsettled);
 	strset_release(&hidden);
 }
 

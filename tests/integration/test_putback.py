@@ -5,6 +5,7 @@ claim makes the new run's records durable beside it in running/ before the claim
 claim leaves something the restart recognises, and the job runs its new run (spool-layout.md §4,
 §10). Before, a kill between the rename and the rewrite of the records left the old run's
 "finished" in running/ with nothing staged, and the restart failed the job publish_failed."""
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import held_at_stop, run_tests, wait_for  # noqa: E402
 from test_control import stopped  # noqa: E402
 from test_publish import put_back  # noqa: E402
 
@@ -31,6 +32,22 @@ def a_done_job(env, d, task_id, prompt):
     assert d.stop() == 0
     put_back(d, task_id)
     return first
+
+
+def a_done_job_and_a_second_retry(env, d, task_id, prompt, other):
+    """a_done_job, and the file of a second retry of it: another finished job file of the id,
+    with prompt other, to replace new/ID.json with (replace_in_new)."""
+    first = a_done_job(env, d, task_id, prompt)
+    env.fake.script(other, ["b64"])
+    replacement = json.loads(d.read("new", task_id + ".json"))
+    replacement["prompt"] = other
+    return first, replacement
+
+
+def replace_in_new(d, task_id, job):
+    with open(d.path("tmp", task_id + ".json"), "w") as f:
+        json.dump(job, f)
+    os.rename(d.path("tmp", task_id + ".json"), d.path("new", task_id + ".json"))
 
 
 def assert_new_run(env, d, task_id, prompt, first):
@@ -101,16 +118,11 @@ def test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it(e
     run; the first file's new run is never used."""
     prompt, other = "put back, then replaced", "the replacement"
     d = env.daemon()
-    first = a_done_job(env, d, "pr", prompt)
-    env.fake.script(other, ["b64"])
-    replacement = json.loads(d.read("new", "pr.json"))
-    replacement["prompt"] = other
+    first, replacement = a_done_job_and_a_second_retry(env, d, "pr", prompt, other)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
                                          "IMGSPOOLD_CRASH_AT": "claim:claimed"})
     wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
-    with open(d.path("tmp", "pr.json"), "w") as f:
-        json.dump(replacement, f)
-    os.rename(d.path("tmp", "pr.json"), d.path("new", "pr.json"))
+    replace_in_new(d, "pr", replacement)
     d.proc.send_signal(signal.SIGCONT)
     wait_for(d.exited, 20, "the daemon to kill itself after its claim")
     assert d.proc.returncode == -9, d.log()[-2000:]
@@ -146,10 +158,169 @@ def test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it(en
     assert other.stop() == 0
 
 
+def putback_name(d, task_id):
+    """The name its claim writes its new run to, from the inode of new/ID.json."""
+    ino = os.stat(d.path("new", task_id + ".json")).st_ino
+    return f".{task_id}@testhost.putback.n.{ino:x}"
+
+
+def traced(d, path, *args):
+    """d runs under strace, its system calls on path (as the daemon names it: relative to a
+    directory) traced, as args inject; returns the trace's path."""
+    trace = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-o", trace, "-P", path] + list(args)
+    d.extra_env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"   # LSan fails under ptrace
+    return trace
+
+
+def untraced(d):
+    d.wrapper = []
+    del d.extra_env["ASAN_OPTIONS"]
+
+
+def in_trace(trace, text):
+    try:
+        with open(trace) as f:
+            return text in f.read()
+    except FileNotFoundError:   # strace has not started yet
+        return False
+
+
+def test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled(env):
+    """Killed right after the claim of a job put back; at the restart the rename of its new run
+    over the job file fails (EIO). The job was adopted all the same, its file saying the old run
+    finished with nothing staged: failed publish_failed, never called. It is now left alone
+    until its new run is in place (the next rescan renames it), then runs that new run."""
+    prompt = "put back, its settle failed"
+    d = env.daemon()
+    first = a_done_job(env, d, "sa", prompt)
+    name = putback_name(d, "sa")
+    d.start_to_crash("claim:claimed")
+    assert name in os.listdir(d.path("running")), os.listdir(d.path("running"))
+    trace = traced(d, name, "-e", "trace=rename,renameat,renameat2",
+                   "-e", "inject=rename,renameat,renameat2:error=EIO:when=1")
+    d.start()
+    assert_new_run(env, d, "sa", prompt, first)
+    assert in_trace(trace, "(INJECTED)"), "no rename of the put-back file failed"
+    assert "sa error: cannot put its new run in place" in d.log(), d.log()[-3000:]
+    assert d.stop() == 0
+
+
+def test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run(env):
+    """The rename of a put-back's new run over its job file fails (EIO): the records are written
+    over the job file instead. The file beside the job was removed before that rewrite: a kill
+    in between left the old run's "finished" alone in running/, and the restart failed the job
+    publish_failed. It is now removed only once the rewrite is durable: killed at its removal,
+    the restart finds the new run's records and runs them."""
+    prompt = "put back, killed after a failed rename"
+    d = env.daemon()
+    first = a_done_job(env, d, "pe", prompt)
+    name = putback_name(d, "pe")
+    trace = traced(d, name, "-e", "trace=renameat,unlinkat", "-e", "inject=renameat:error=EIO:when=1",
+                   "-e", "inject=unlinkat:delay_exit=8000000:when=1")
+    d.start(wait_ready=False)
+    wait_for(lambda: in_trace(trace, "unlinkat("), 30, "the removal of the put-back file")
+    with open(trace) as f:
+        pid = int(f.read().split()[0])   # the daemon's, strace's child
+    os.kill(pid, signal.SIGKILL)   # strace, its parent, reaps it and exits
+    wait_for(d.exited, 20, "the daemon to be killed")
+    d.kill()
+    assert in_trace(trace, "(INJECTED)"), "the rename of the put-back file did not fail"
+    print(f"# running/ holds {sorted(os.listdir(d.path('running')))}")
+    untraced(d)
+    d.start()
+    assert_new_run(env, d, "pe", prompt, first)
+    assert d.stop() == 0
+
+
+def let_go(fifo):
+    """Lets a thread waiting at its stop point (IMGSPOOLD_STOP_FIFO) go on, if one waits."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno != errno.ENXIO:   # nobody waits
+            raise
+
+
+def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it(env):
+    """A job put back is read, then replaced in new/ by another finished file of the id (a second
+    retry) before the claim; moving that file back to new/ fails (EEXIST: a third version
+    there). The new run written beside the job was removed first, so the replacement stayed in
+    running/ alone, saying its run finished, and the restart failed it publish_failed without a
+    call. That file now stays until the replacement is back in new/ (at a rescan, or the
+    restart), which then runs its own new run."""
+    prompt, other = "put back, replaced, not moved back", "the second retry"
+    d = env.daemon()
+    first, replacement = a_done_job_and_a_second_retry(env, d, "pd", prompt, other)
+    trace = traced(d, "pd@testhost.json", "-e", "trace=renameat2",
+                   "-e", "inject=renameat2:error=EEXIST:when=1")
+    fifo = d.start_held_at("claim:read", wait_ready=False)
+    os.close(held_at_stop(fifo, d))   # the first read (a put-back): its claim goes on below
+    replace_in_new(d, "pd", replacement)
+
+    def refused():   # it waits again before each read: let it go on each time
+        let_go(fifo)
+        return "pd error: cannot move 'running/pd@testhost.json' back to new/pd.json" in d.log()
+    wait_for(refused, 30, "the move back of the replacement to fail")
+    assert in_trace(trace, "(INJECTED)")
+    print(f"# running/ holds {sorted(os.listdir(d.path('running')))}")
+    stopping = d.proc
+    d.send_signal(signal.SIGTERM)
+    wait_for(lambda: let_go(fifo) or stopping.poll() is not None, 30, "the daemon to stop")
+    d.stop()
+    untraced(d)
+    d.start()
+    assert d.wait_finished("pd", 30) == "done", d.log()[-3000:]
+    assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
+    job = json.loads(d.read("done", "pd.json"))
+    assert job["prompt"] == other, job
+    assert [run["status"] for run in job["imgspool"]["runs"]] == ["succeeded"], job
+    assert d.result("pd") != first
+    assert "back to new/ (its claim took a file that replaced the one read)" in d.log(), \
+        d.log()[-3000:]
+    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    assert putback_files(d) == []
+    assert d.stop() == 0
+
+
+NOBODY = 65534
+
+
+def test_a_put_back_file_another_user_wrote_is_never_put_in_place(env):
+    """A file at a put-back's name in running/ that another user wrote (a client, on a spool
+    whose running/ it can write) is not the daemon's new run: the restart removed nothing and
+    checked nothing, and put it over the job file, so its prompt was called. It is removed, with
+    a warning, as every sidecar not the daemon's is ignored; the job is recovered from its own
+    file (which says its run finished: it is not called again)."""
+    prompt = "put back, its new run forged"
+    d = env.daemon()
+    a_done_job(env, d, "pf", prompt)
+    name = putback_name(d, "pf")
+    d.start_to_crash("claim:claimed")
+    path = d.path("running", name)
+    forged = json.loads(d.read("running", name))
+    forged["prompt"] = "forged new run"
+    os.unlink(path)
+    with open(path, "w") as f:
+        json.dump(forged, f)
+    os.chown(path, NOBODY, NOBODY)
+    d.start()
+    assert d.wait_finished("pf", 30) == "failed", d.log()[-3000:]
+    assert env.fake.calls("forged new run") == 0 and env.fake.calls(prompt) == 1, d.log()[-3000:]
+    assert f"pf warning: ignoring 'running/{name}': not a file the daemon wrote" in d.log(), \
+        d.log()[-3000:]
+    assert putback_files(d) == []
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_kill_at_each_step_of_a_put_back_claim_runs_the_new_run,
         test_a_kill_while_the_new_run_is_written_beside_the_job_runs_it,
         test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it,
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
+        test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
+        test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
+        test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
+        test_a_put_back_file_another_user_wrote_is_never_put_in_place,
     ])
