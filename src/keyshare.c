@@ -112,6 +112,7 @@ struct keyshare {
 	bool doubt_said;
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
+	struct memo own_memo;        /* this host's own ledger file when last found whole */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
@@ -268,7 +269,7 @@ static void top_dirs_recheck(struct keyshare *ks)
 		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
 		ledger_take_own(ks);
 		pthread_mutex_unlock(&ks->write_lock);
-		ks->ledger_memo.listed_at = 0;
+		ks->ledger_memo.listed_at = ks->own_memo.listed_at = 0;
 		ks->ledger_doubt = true;
 	}
 	ledger_own_written(ks);
@@ -524,25 +525,19 @@ static json_t *read_ledger(int dirfd, const char *name, const char **why)
 	return doc;
 }
 
-/* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
- * start-up, or once ledger/ could be opened). Each figure is the larger of the file's and the
- * one in memory, on the later of their days (months): both say what this host spent. The
- * caller keeps writers out (write_lock held, or no helper yet). */
-static void ledger_take_own(struct keyshare *ks)
+/* Takes in doc, this host's own file: each figure the larger of the file's and the one in
+ * memory, on the later of their days (months): both say what this host spent. Returns whether
+ * the file falls short of what this host knows it spent, or was put back by another host
+ * ("carried_by": a reading, perhaps older than this host's last write): either way this host
+ * must write it again. spent_lock held. */
+static bool own_take_in(struct keyshare *ks, json_t *doc)
 {
-	char name[NAME_MAX + 1];
-	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
-	const char *why;
-	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
-	if (!doc)
-		return;
 	long day = (long)json_integer_value(json_object_get(doc, "day"));
 	long month = (long)json_integer_value(json_object_get(doc, "month"));
+	json_t *provs = json_object_get(doc, "providers"), *v;
 	const char *key;
-	json_t *v;
-	pthread_mutex_lock(&ks->spent_lock);
 	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
-	json_object_foreach(json_object_get(doc, "providers"), key, v) {
+	json_object_foreach(provs, key, v) {
 		struct spent *s = own_spent(ks, key);
 		micros d = json_integer_value(json_object_get(v, "day_micros"));
 		micros m = json_integer_value(json_object_get(v, "month_micros"));
@@ -551,6 +546,29 @@ static void ledger_take_own(struct keyshare *ks)
 		if (month == ks->month && m > s->month)
 			s->month = m;
 	}
+	bool shorter = json_object_get(doc, "carried_by") != NULL;
+	for (size_t i = 0; i < ks->n_spent && !shorter; i++) {
+		v = json_object_get(provs, ks->spent[i].provider);
+		micros d = day == ks->day ? json_integer_value(json_object_get(v, "day_micros")) : 0;
+		micros m = month == ks->month ? json_integer_value(json_object_get(v, "month_micros")) : 0;
+		shorter = d < ks->spent[i].day || m < ks->spent[i].month;
+	}
+	return shorter;
+}
+
+/* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
+ * start-up, or once ledger/ could be opened; own_take_in). The caller keeps writers out
+ * (write_lock held, or no helper yet). */
+static void ledger_take_own(struct keyshare *ks)
+{
+	char name[NAME_MAX + 1];
+	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	const char *why;
+	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
+	if (!doc)
+		return;
+	pthread_mutex_lock(&ks->spent_lock);
+	own_take_in(ks, doc);
 	pthread_mutex_unlock(&ks->spent_lock);
 	json_decref(doc);
 }
@@ -652,23 +670,54 @@ static void ledger_vanished(struct keyshare *ks)
 /* Writes this host's ledger if ledger/ lacks it (at start-up, in a new ledger/, or removed
  * alone), even with nothing spent: the hosts that read ledger/ wait for the file of every live
  * host (ledger_doubts), and this one's being gone means others' may be too. The ledgers it
- * carries back go first: a host that finds this one's there finds them too. */
+ * carries back go first: a host that finds this one's there finds them too. Written again,
+ * too, if the file there falls short of what this host spent: another host judged this one
+ * gone while it stalled (a paused VM, an NFS stall) and carried an older reading of it back
+ * (ledger_carry), which every host would count, and wait for nothing more, until this host's
+ * next billed call. The file is read only when it changed since it was last found whole. */
 static void ledger_own_written(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
-	struct stat st;
 	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
-	if (ks->ledger_fd < 0 || fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
-	    errno != ENOENT)
+	if (ks->ledger_fd < 0)
 		return;
-	ledger_vanished(ks);
-	long day, month;
-	keyshare_today(ks, &day, &month);
-	pthread_mutex_lock(&ks->spent_lock);
-	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
-	ks->spent_gen++;
-	pthread_mutex_unlock(&ks->spent_lock);
-	ks->ledger_doubt = true;
+	struct memo now = memo_look(ks, ks->ledger_fd, name);
+	if (now.listed_at) {
+		if (memo_stands(&ks->own_memo, &now))
+			return;
+		const char *why;
+		json_t *doc = read_ledger(ks->ledger_fd, name, &why);
+		pthread_mutex_lock(&ks->spent_lock);
+		bool due = ks->written_gen < ks->spent_gen;   /* a write of it all comes anyway */
+		bool shorter = !doc || own_take_in(ks, doc);
+		if (shorter && !due)
+			ks->spent_gen++;
+		pthread_mutex_unlock(&ks->spent_lock);
+		bool carried = doc && json_object_get(doc, "carried_by");
+		if (carried)
+			log_warn("'%s/ledger/%s' was carried back by another host, which judged this one "
+				 "gone: written again with all this host spent", ks->sp->path, name);
+		else if (doc && shorter && !due)
+			log_warn("'%s/ledger/%s' says less than this host spent: written again",
+				 ks->sp->path, name);
+		json_decref(doc);
+		if (!shorter) {
+			ks->own_memo = now;
+			return;
+		}
+	} else if (errno != ENOENT) {
+		return;
+	} else {
+		ledger_vanished(ks);
+		long day, month;
+		keyshare_today(ks, &day, &month);
+		pthread_mutex_lock(&ks->spent_lock);
+		roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
+		ks->spent_gen++;
+		pthread_mutex_unlock(&ks->spent_lock);
+		ks->ledger_doubt = true;
+	}
+	ks->own_memo.listed_at = 0;
 	ledger_write_try(ks);
 }
 

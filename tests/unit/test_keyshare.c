@@ -286,6 +286,68 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	free(ledgers);
 }
 
+/* Host B judges host A gone while A only stalled (its lock a lease old: a paused VM, an NFS
+ * stall), and carries its older reading of A back into a cleared ledger/. When A comes back it
+ * writes its whole figure over it at its next look at ledger/: no host counts the older one,
+ * which would let B pass the budget (A spent 0.8, B read 0.5; 0.4 more is 1.2 of 1.00). */
+static void stalled_host_carried(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-stall-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sa, sb;
+	struct keyshare_ticket t;
+	struct keyshare_limits money = { .budget_daily = keyshare_micros(1.0), .window_ms = 60000,
+					 .lease_ms = 60000 };
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "stall: A and B");
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && close(fd) == 0, "stall: A's lock, heartbeated now");
+	keyshare_spent(a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "stall: A spends 0.5, B reads it (spent %lld)", v.spent);
+	keyshare_spent(a, "p", keyshare_micros(0.3));
+	struct timespec old[2] = { { .tv_sec = time(NULL) - 120 }, { .tv_sec = time(NULL) - 120 } };
+	ok(utimensat(AT_FDCWD, lock, old, 0) == 0 &&
+	   nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "stall: A spends 0.3 more (0.8), then stalls two minutes; ledger/ cleared meanwhile");
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t);
+	char text[4096] = "";
+	fd = open(a_ledger, O_RDONLY);
+	ssize_t got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
+	ok(v.block == PROVIDER_OVER_BUDGET && got > 0 && close(fd) == 0 &&
+	   strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
+	   "stall: B judges A gone and carries its 0.5 back (%s)", text);
+	ok(utimensat(AT_FDCWD, lock, NULL, 0) == 0, "stall: A comes back (its lock heartbeated)");
+	struct keyshare_view view;
+	keyshare_look(a, "p", &view);
+	v = keyshare_acquire(a, "p", &money, keyshare_micros(0.3), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
+	   "stall: A looks and checks a budget: it counts its 0.8 (spent %lld)", v.spent);
+	memset(text, 0, sizeof(text));
+	fd = open(a_ledger, O_RDONLY);
+	got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
+	ok(got > 0 && close(fd) == 0 && !strstr(text, "carried_by") && strstr(text, "800000"),
+	   "stall: and writes it over what B carried (%s)", text);
+	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.4), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
+	   "stall: B's 0.4 does not fit: 0.8 + 0.4 is over 1.00 (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sa);
+	spool_close(&sb);
+	free(a_ledger);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* How A's ledger is made unreadable for B. */
 struct unreadable_row {
 	const char *name;
@@ -659,6 +721,7 @@ int main(void)
 		keyshare_release(b, &t3);
 	unreadable_ledgers(b, dir, &money);
 	cleared_ledger(a, b, dir, &money);
+	stalled_host_carried();
 	free(a_ledger);
 	free(ledger_dir);
 
