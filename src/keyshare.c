@@ -998,8 +998,11 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 	for (long i = 0; i < n && !missing; i++) {
 		xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s.json", live[i]);
 		missing = ks->doubt_about;
+		/* Not one carried back (a reading, older perhaps): a live host writes its own over
+		 * it (ledger_own_written). */
 		for (size_t j = 0; j < ks->n_kept; j++)
-			if (ledger_of(ks->kept[j].name, live[i]) && ks->kept[j].listed && ks->kept[j].doc)
+			if (ledger_of(ks->kept[j].name, live[i]) && ks->kept[j].listed &&
+			    ks->kept[j].doc && !json_object_get(ks->kept[j].doc, "carried_by"))
 				missing = NULL;
 	}
 	/* A vanished ledger still counts here as read (ledger_sum); for the other hosts, that of

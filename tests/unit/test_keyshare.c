@@ -322,6 +322,16 @@ static void stalled_host_carried(void)
 	   strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
 	   "stall: B judges A gone and carries its 0.5 back (%s)", text);
 	ok(utimensat(AT_FDCWD, lock, NULL, 0) == 0, "stall: A comes back (its lock heartbeated)");
+	struct spool sc;
+	ok(spool_open(&sc, dir, "hostC") == 0, "stall: host C starts meanwhile");
+	struct keyshare *c = keyshare_new(&sc);
+	v = keyshare_acquire(c, "p", &money, keyshare_micros(0.4), &t);
+	ok(v.block == PROVIDER_BUSY && v.which &&
+	   !strcmp(v.which, "a live host's ledger not in a new ledger/"),
+	   "stall: C's 0.4 waits: the ledger of A, live, is only a reading carried back (%s)",
+	   v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(c, &t);
 	struct keyshare_view view;
 	keyshare_look(a, "p", &view);
 	v = keyshare_acquire(a, "p", &money, keyshare_micros(0.3), &t);
@@ -338,8 +348,16 @@ static void stalled_host_carried(void)
 	   v.which ? v.which : "free", v.spent);
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t);
+	v = keyshare_acquire(c, "p", &money, keyshare_micros(0.4), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
+	   "stall: so does C's, once A wrote its own (%s, spent %lld)", v.which ? v.which : "free",
+	   v.spent);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(c, &t);
+	keyshare_free(c);
 	keyshare_free(a);
 	keyshare_free(b);
+	spool_close(&sc);
 	spool_close(&sa);
 	spool_close(&sb);
 	free(a_ledger);
