@@ -80,51 +80,53 @@ static size_t format_line(char *line, enum log_level level, const char *prefix, 
 			  va_list ap) __attribute__((format(printf, 4, 0)));
 static size_t dropped_line(char *line, unsigned long n);
 
-/* write_lock held: takes the buffer (the first time whatever it holds, then only lines wanted),
- * writes it outside held_lock, and again while lines are wanted; all, with drain. */
-static void write_held(bool drain)
-{
-	for (bool first = true;; first = false) {
-		pthread_mutex_lock(&held_lock);
-		bool take = (first || drain || wanted) && (held_len || dropped);
-		char *out = held;
-		size_t len = held_len;
-		unsigned long lost = dropped;
-		if (take) {
-			held = out == bufs[0] ? bufs[1] : bufs[0];
-			held_len = 0;
-			dropped = 0;
-			wanted = false;
-			held_writes++;
-		}
-		pthread_mutex_unlock(&held_lock);
-		if (!take)
-			return;
-		if (lost)   /* where they would have been: after the lines kept before them */
-			len += dropped_line(out + len, lost);
-		(void)write_all(STDERR_FILENO, out, len);
-	}
-}
-
-/* Writes the lines held, unless another thread is writing: it takes them (wanted) before it
- * lets go, or whoever finds the lock free after it does. */
-static void write_unless_busy(void)
+/* write_lock held: takes every line held (the other buffer takes its place) and writes them
+ * outside held_lock. False if there was nothing to write. */
+static bool write_held(void)
 {
 	pthread_mutex_lock(&held_lock);
-	wanted = true;
+	char *out = held;
+	size_t len = held_len;
+	unsigned long lost = dropped;
+	bool take = len || lost;
+	if (take) {
+		held = out == bufs[0] ? bufs[1] : bufs[0];
+		held_len = 0;
+		dropped = 0;
+		wanted = false;
+		held_writes++;
+	}
 	pthread_mutex_unlock(&held_lock);
+	if (lost)   /* where they would have been: after the lines kept before them */
+		len += dropped_line(out + len, lost);
+	if (take)
+		(void)write_all(STDERR_FILENO, out, len);
+	return take;
+}
+
+/* Lets go of write_lock. Lines wanted meanwhile, whose thread found it taken, are written now:
+ * by this thread, or by the one that took the lock since (its take comes after them). */
+static void writer_done(void)
+{
 	for (;;) {
-		if (pthread_mutex_trylock(&write_lock))
-			return;
-		write_held(false);
 		pthread_mutex_unlock(&write_lock);
-		/* Lines wanted after our last look, whose thread found the lock still ours. */
 		pthread_mutex_lock(&held_lock);
 		bool again = wanted && (held_len || dropped);
 		pthread_mutex_unlock(&held_lock);
-		if (!again)
+		if (!again || pthread_mutex_trylock(&write_lock))
 			return;
+		write_held();
 	}
+}
+
+/* Writes the lines held (wanted: set by the caller), unless another thread is writing: that
+ * one writes them before it is done. */
+static void write_wanted(void)
+{
+	if (pthread_mutex_trylock(&write_lock))
+		return;
+	write_held();
+	writer_done();
 }
 
 void log_flush(void)
@@ -136,15 +138,20 @@ void log_flush(void)
 	held_since_flush = false;
 	pthread_mutex_lock(&held_lock);
 	bool mine = mine_until == held_writes + 1;
+	wanted |= mine;
 	pthread_mutex_unlock(&held_lock);
 	if (mine)
-		write_unless_busy();
+		write_wanted();
 }
 
 void log_hold(bool on)
 {
-	if (!on)
-		write_unless_busy();
+	if (!on) {
+		pthread_mutex_lock(&held_lock);
+		wanted = true;
+		pthread_mutex_unlock(&held_lock);
+		write_wanted();
+	}
 	holding = on;
 }
 
@@ -156,7 +163,8 @@ void log_flush_all(void)
 	/* Another thread's write stuck for good must not keep the process from ending. */
 	if (pthread_mutex_timedlock(&write_lock, &until))
 		return;
-	write_held(true);
+	while (write_held())
+		;
 	pthread_mutex_unlock(&write_lock);
 }
 
@@ -266,8 +274,8 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 		if (pthread_mutex_trylock(&write_lock) == 0) {
 			/* Nobody writes: this thread does, as the buffer would overflow. */
 			pthread_mutex_unlock(&held_lock);
-			write_held(false);
-			pthread_mutex_unlock(&write_lock);
+			write_held();
+			writer_done();
 			pthread_mutex_lock(&held_lock);
 			continue;
 		}
@@ -282,9 +290,10 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 	held_len += len;
 	mine_until = held_writes + 1;
 	held_since_flush = holding;
+	wanted |= !holding;
 	pthread_mutex_unlock(&held_lock);
 	if (!holding)
-		write_unless_busy();
+		write_wanted();
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
