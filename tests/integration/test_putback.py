@@ -206,6 +206,18 @@ def test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled(en
     assert d.stop() == 0
 
 
+def started_to_fail_its_rename(env, d, task_id, prompt, unlinkat):
+    """task_id done, put back, and d started under strace: the rename of its new run over its
+    job file fails (EIO), and unlinkat (an inject) comes at the removal of the file beside it.
+    Returns the first run's result, that file's name and the trace's path."""
+    first = a_done_job(env, d, task_id, prompt)
+    name = putback_name(d, task_id)
+    trace = traced(d, name, "-e", "trace=renameat,unlinkat", "-e", "inject=renameat:error=EIO:when=1",
+                   "-e", "inject=unlinkat:" + unlinkat + ":when=1")
+    d.start(wait_ready=False)
+    return first, name, trace
+
+
 def test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run(env):
     """The rename of a put-back's new run over its job file fails (EIO): the records are written
     over the job file instead. The file beside the job was removed before that rewrite: a kill
@@ -214,11 +226,7 @@ def test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run(e
     the restart finds the new run's records and runs them."""
     prompt = "put back, killed after a failed rename"
     d = env.daemon()
-    first = a_done_job(env, d, "pe", prompt)
-    name = putback_name(d, "pe")
-    trace = traced(d, name, "-e", "trace=renameat,unlinkat", "-e", "inject=renameat:error=EIO:when=1",
-                   "-e", "inject=unlinkat:delay_exit=8000000:when=1")
-    d.start(wait_ready=False)
+    first, name, trace = started_to_fail_its_rename(env, d, "pe", prompt, "delay_exit=8000000")
     wait_for(lambda: in_trace(trace, "unlinkat("), 30, "the removal of the put-back file")
     with open(trace) as f:
         pid = int(f.read().split()[0])   # the daemon's, strace's child
@@ -230,6 +238,26 @@ def test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run(e
     untraced(d)
     d.start()
     assert_new_run(env, d, "pe", prompt, first)
+    assert d.stop() == 0
+
+
+def test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run(env):
+    """As above, killed instead as the file beside the job is about to be removed, the rewrite
+    of the job file durable: both are there, the job file another inode than the one read. The
+    restart moves that file (the new run's records) back to new/ and removes the other; the new
+    run runs once."""
+    prompt = "put back, killed before its file went"
+    d = env.daemon()
+    first, name, trace = started_to_fail_its_rename(env, d, "pk", prompt, "signal=KILL")
+    wait_for(d.exited, 30, "the daemon to be killed as it removes the put-back file")
+    assert in_trace(trace, "+++ killed by SIGKILL +++")
+    assert name in os.listdir(d.path("running")), os.listdir(d.path("running"))
+    records = json.loads(d.read("running", "pk@testhost.json"))["imgspool"]
+    assert not records.get("finished"), records
+    untraced(d)
+    d.start()
+    assert_new_run(env, d, "pk", prompt, first)
+    assert "pk back to new/" in d.log(), d.log()[-3000:]
     assert d.stop() == 0
 
 
@@ -321,6 +349,7 @@ if __name__ == "__main__":
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
         test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
         test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
+        test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run,
         test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
         test_a_put_back_file_another_user_wrote_is_never_put_in_place,
     ])
