@@ -110,34 +110,64 @@ def test_a_kill_while_the_new_run_is_written_beside_the_job_runs_it(env):
     assert d.stop() == 0
 
 
-def test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it(env):
-    """The job put back is read, then a client replaces new/ID.json (here by another finished
-    job file of the id, with another prompt) before the claim, and the daemon is killed right
-    after its claim: the new run written beside the job is the first file's, not the one
-    claimed. The restart puts the claimed file back in new/ as it is, and it runs its own new
-    run; the first file's new run is never used."""
-    prompt, other = "put back, then replaced", "the replacement"
-    d = env.daemon()
-    first, replacement = a_done_job_and_a_second_retry(env, d, "pr", prompt, other)
+def killed_after_claiming_its_replacement(env, d, task_id, prompt, other):
+    """task_id done and put back, read, then replaced in new/ by a second retry of it (prompt
+    other) before the claim, and the daemon killed right after its claim: the new run written
+    beside the job is the first file's, not the one claimed. Returns the first run's result."""
+    first, replacement = a_done_job_and_a_second_retry(env, d, task_id, prompt, other)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
                                          "IMGSPOOLD_CRASH_AT": "claim:claimed"})
     wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
-    replace_in_new(d, "pr", replacement)
+    replace_in_new(d, task_id, replacement)
     d.proc.send_signal(signal.SIGCONT)
     wait_for(d.exited, 20, "the daemon to kill itself after its claim")
     assert d.proc.returncode == -9, d.log()[-2000:]
     print(f"# running/ holds {sorted(os.listdir(d.path('running')))}")
-    d.start()
-    assert d.wait_finished("pr", 30) == "done", d.log()[-3000:]
+    return first
+
+
+def assert_replacement_ran(env, d, task_id, prompt, other, first):
+    """The second retry went back to new/ as it was and ran its own new run; the first file's
+    new run was never used."""
+    assert d.wait_finished(task_id, 30) == "done", d.log()[-3000:]
     assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
-    r = d.result("pr")
+    r = d.result(task_id)
     assert [a["outcome"] for a in r["attempts"]] == ["succeeded"] and r != first, r
-    job = json.loads(d.read("done", "pr.json"))
+    job = json.loads(d.read("done", task_id + ".json"))
     assert job["prompt"] == other, job
     assert [run["status"] for run in job["imgspool"]["runs"]] == ["succeeded"], job
     assert "back to new/ (its claim took a file that replaced the one read)" in d.log(), \
         d.log()[-3000:]
+    assert "publish_failed" not in d.log(), d.log()[-3000:]
     assert putback_files(d) == []
+
+
+def test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it(env):
+    """killed_after_claiming_its_replacement: the restart puts the claimed file back in new/ as
+    it is, and it runs its own new run."""
+    prompt, other = "put back, then replaced", "the replacement"
+    d = env.daemon()
+    first = killed_after_claiming_its_replacement(env, d, "pr", prompt, other)
+    d.start()
+    assert_replacement_ran(env, d, "pr", prompt, other, first)
+    assert d.stop() == 0
+
+
+def test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is(env):
+    """killed_after_claiming_its_replacement, and at the restart the move of the claimed file
+    back to new/ fails (EEXIST, as with a third version there): the file beside it was removed
+    all the same and the job adopted, its file saying its run finished: failed publish_failed,
+    never called. Both now stay and the job is not adopted until the move is made (at the next
+    rescan), then runs its own new run."""
+    prompt, other = "put back, replaced, the restart's move back refused", "its second retry"
+    d = env.daemon()
+    first = killed_after_claiming_its_replacement(env, d, "pq", prompt, other)
+    trace = traced(d, "pq.json", "-e", "trace=renameat2",   # new/pq.json, the move back
+                   "-e", "inject=renameat2:error=EEXIST:when=1")
+    d.start()
+    assert_replacement_ran(env, d, "pq", prompt, other, first)
+    assert in_trace(trace, "(INJECTED)")
+    assert "pq error: cannot move 'running/pq@testhost.json' back to new/pq.json" in d.log()
     assert d.stop() == 0
 
 
@@ -280,7 +310,7 @@ def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced
     prompt, other = "put back, replaced, not moved back", "the second retry"
     d = env.daemon()
     first, replacement = a_done_job_and_a_second_retry(env, d, "pd", prompt, other)
-    trace = traced(d, "pd@testhost.json", "-e", "trace=renameat2",
+    trace = traced(d, "pd.json", "-e", "trace=renameat2",   # new/pd.json, the move back
                    "-e", "inject=renameat2:error=EEXIST:when=1")
     fifo = d.start_held_at("claim:read", wait_ready=False)
     os.close(held_at_stop(fifo, d))   # the first read (a put-back): its claim goes on below
@@ -298,16 +328,7 @@ def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced
     d.stop()
     untraced(d)
     d.start()
-    assert d.wait_finished("pd", 30) == "done", d.log()[-3000:]
-    assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
-    job = json.loads(d.read("done", "pd.json"))
-    assert job["prompt"] == other, job
-    assert [run["status"] for run in job["imgspool"]["runs"]] == ["succeeded"], job
-    assert d.result("pd") != first
-    assert "back to new/ (its claim took a file that replaced the one read)" in d.log(), \
-        d.log()[-3000:]
-    assert "publish_failed" not in d.log(), d.log()[-3000:]
-    assert putback_files(d) == []
+    assert_replacement_ran(env, d, "pd", prompt, other, first)
     assert d.stop() == 0
 
 
@@ -346,6 +367,7 @@ if __name__ == "__main__":
         test_a_kill_at_each_step_of_a_put_back_claim_runs_the_new_run,
         test_a_kill_while_the_new_run_is_written_beside_the_job_runs_it,
         test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it,
+        test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is,
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
         test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
         test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
