@@ -16,8 +16,9 @@
  * buffer under that lock (the other of two takes its place) and writes it after letting go. A
  * second lock, which only the writer holds, keeps writes one at a time and so in order; a thread
  * that finds it taken leaves its lines to that writer, which looks again for lines wanted before
- * it lets go. Meanwhile lines are kept up to HELD_CAP; past it they are dropped and counted, and
- * the count is written where they would have been, once a write goes through again.
+ * it lets go. Meanwhile lines are kept up to HELD_CAP; past it they are dropped and counted (and
+ * every later line with them until the buffer is taken, even one short enough to fit), and the
+ * count is written where they would have been, once a write goes through again.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
@@ -280,8 +281,11 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 			continue;
 		}
 		wanted = true;   /* past HELD_MAX: the writer takes them as soon as it is free */
-		if (held_len + len <= HELD_CAP)
-			break;   /* another thread writes (maybe stuck): kept, within the cap */
+		/* Another thread writes (maybe stuck): kept, within the cap, unless a line was
+		 * dropped since the last take: the count goes where that line was lost, so every
+		 * later line is dropped too, or it would come out before the count. */
+		if (!dropped && held_len + len <= HELD_CAP)
+			break;
 		dropped++;
 		pthread_mutex_unlock(&held_lock);
 		return;

@@ -325,6 +325,87 @@ static void test_a_logger_never_waits_for_a_stuck_write(void)
 	free(r.text);
 }
 
+/* ---- lines dropped: the count stands where they were lost ------------------------------------ */
+
+#define KEPT_LINE 1024            /* bytes of a line that fills the buffer */
+static size_t prefix_len;         /* a line's bytes before its message */
+
+static void *fill_then_drop(void *arg)
+{
+	(void)arg;
+	char pad[KEPT_LINE];
+	int fill = (int)(KEPT_LINE - prefix_len - 1 - 6);   /* "f0000 " then the pad */
+	memset(pad, 'x', sizeof(pad));
+	log_hold(true);
+	/* 1 MiB less 512 bytes kept: room is left for a short line, not for a long one. */
+	for (int i = 0; i < 1024 - 1; i++)
+		log_info("f%04d %.*s", i, fill, pad);
+	log_info("g0000 %.*s", fill - KEPT_LINE / 2, pad);
+	log_info("lost: %.*s", fill, pad);
+	log_info("late: short, made after the line lost");
+	log_hold(false);
+	__atomic_store_n(&logger_returned, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/* Once a line is dropped, every later one is too until the buffer is taken: a shorter line that
+ * would still fit must not come out before the count of a line made before it. */
+static void test_drop_notice_where_lines_were_lost(void)
+{
+	FILE *probe = tmpfile();
+	int fds[2], saved = dup(STDERR_FILENO);
+	char line[256] = "";
+	if (!probe || saved < 0 || dup2(fileno(probe), STDERR_FILENO) < 0)
+		return;
+	log_info("probe");
+	dup2(saved, STDERR_FILENO);
+	rewind(probe);
+	if (!fgets(line, sizeof(line), probe))
+		line[0] = '\0';
+	fclose(probe);
+	prefix_len = strlen(line) - strlen("probe\n");
+	ssize_t filled = full_pipe(fds);
+	if (filled < 0)
+		return;
+	dup2(fds[1], STDERR_FILENO);
+	__atomic_store_n(&writer_tid, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&logger_returned, 0, __ATOMIC_SEQ_CST);
+	pthread_t writer, logger, reader;
+	pthread_create(&writer, NULL, flush_into_a_full_pipe, NULL);
+	bool was_stuck = until_stuck(&writer_tid);
+	pthread_create(&logger, NULL, fill_then_drop, NULL);
+	int64_t deadline = mono_ms() + 5000;
+	while (!__atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	bool returned = __atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST);
+	struct pipe_reader r = { .fd = fds[0] };
+	fcntl(fds[0], F_SETFL, 0);
+	pthread_create(&reader, NULL, read_all, &r);
+	pthread_join(writer, NULL);
+	pthread_join(logger, NULL);
+	log_info("last: after the write went through");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fds[1]);
+	pthread_join(reader, NULL);
+	close(fds[0]);
+	const char *text = r.len > (size_t)filled ? r.text + filled : "";
+	const char *kept = strstr(text, "imgspoold: g0000"), *lost = strstr(text, "imgspoold: lost:");
+	const char *late = strstr(text, "imgspoold: late:"), *last = strstr(text, "imgspoold: last:");
+	const char *count = strstr(text, "log line(s) dropped here");
+	const char *after_kept = kept ? strchr(kept, '\n') : NULL;
+	const char *count_line = count ? memrchr(text, '\n', (size_t)(count - text)) : NULL;
+	ok(was_stuck && returned, "a write is stuck; another thread logged 1 MiB and more meanwhile");
+	ok(kept && !lost && count && last && after_kept == count_line && count < last,
+	   "the lines that fit come out, then at once the count of those dropped");
+	ok(!late || late > count, "a short line made after a line was dropped does not come out "
+	   "before that line's count");
+	const char *space = count ? memrchr(text, ' ', (size_t)(count - 1 - text)) : NULL;
+	ok(space && strtoul(space + 1, NULL, 10) == 2,
+	   "the count takes in every line dropped until the buffer was taken (2)");
+	free(r.text);
+}
+
 /* An allocation too big for any machine fails as malloc does, not in the sanitizer's report. */
 const char *__asan_default_options(void);
 const char *__tsan_default_options(void);
@@ -378,6 +459,7 @@ int main(void)
 	test_out_of_memory();
 	test_flush_of_nothing_does_not_wait();
 	test_a_logger_never_waits_for_a_stuck_write();
+	test_drop_notice_where_lines_were_lost();
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)
