@@ -183,6 +183,67 @@ static long saved_attempt(struct task *t, const struct strset *hidden)
 	return attempt;
 }
 
+/* An attempt its host died before counting: recorded, and its cost counted in every host's
+ * sight (the ledger). */
+static void record_unaccounted(struct task *t, struct attempt *a, enum billed billed,
+			       const json_t *usage)
+{
+	attempt_price(t, a, billed, usage, 0);
+	attempt_record(t, a);
+	if (billed != BILLED_NO && a->cost_known && provider_state_budgeted(t->prov))
+		keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(a->cost));
+}
+
+/* The call of the next attempt that a death cut (its .partial): recorded as interrupted, maybe
+ * billed. */
+static void record_cut_call(struct task *t, const struct strset *hidden, size_t accounted)
+{
+	struct stat st;
+	char *partial = sidecar_name(t, "partial");
+	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
+		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
+				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
+		record_unaccounted(t, &a, BILLED_UNKNOWN, NULL);
+		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
+	}
+	free(partial);
+}
+
+/* A job failed "crashed": every call its files account for is in its attempts, so no money is
+ * out of sight. The saved response of the next attempt is not parsed (finishing from it may be
+ * what killed the daemon): its status alone says whether it was billed, as retry_classify
+ * judges it (every 2xx is billed, a 524 maybe, any other status not), and it is priced as the
+ * job's call, by the usage it carries (only that is read of it). Else a call cut in flight is recorded as interrupted. */
+static void record_before_crashed(struct task *t, const struct strset *hidden, const char *prefix,
+				  size_t accounted)
+{
+	struct stat st;
+	struct buf body = { 0 };
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		long status;
+		if (!name || strncmp(name, prefix, strlen(prefix)) ||
+		    parse_long(name + strlen(prefix), 100, 999, &status) < 0 ||
+		    sidecar_read(t, name, &body, &st) != (long)accounted + 1) {
+			buf_release(&body);
+			continue;
+		}
+		/* Only its usage, which prices a call billed by tokens: a JSON read, nothing else. */
+		json_t *root = json_loadb(body.data, body.len, 0, NULL);
+		json_t *usage = json_object_get(root, "usage");
+		buf_release(&body);
+		enum billed billed = status >= 200 && status < 300 ? BILLED_YES
+				     : status == 524 ? BILLED_UNKNOWN : BILLED_NO;
+		struct attempt a = { .started_wall_ms = timespec_ms(&st.st_mtim), .transport = "done",
+				     .http_status = status, .outcome = "failed", .error_code = "crashed",
+				     .billed = billed_name(billed), .request_id = "" };
+		record_unaccounted(t, &a, billed, usage ? usage : json_object_get(root, "usageMetadata"));
+		json_decref(root);
+		return;
+	}
+	record_cut_call(t, hidden, accounted);
+}
+
 /* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
  * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
  * response saved but not yet accounted for finishes the job from the file; one the records already
@@ -285,6 +346,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	task_set_provider(t, prov, model, false);
 	free(target);
 	if (t->crashes > d->cfg->max_crash_requeues) {
+		if (!restage)   /* restaged: its records hold every attempt already */
+			record_before_crashed(t, hidden, prefix, accounted);
 		finish_fail(t, "crashed", NULL,
 			  "the daemon stopped %d times while this job was running; it is not tried again",
 			  t->crashes);
@@ -350,18 +413,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			  "is gone and no saved response is left to finish it from: not called again");
 		return;
 	}
-	partial = sidecar_name(t, "partial");
-	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
-		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
-				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
-		attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
-		attempt_record(t, &a);
-		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
-		/* Its host died before counting it: counted here, in every host's sight. */
-		if (a.cost_known && provider_state_budgeted(prov))
-			keyshare_spent(d->ks, provider_state_name(prov), keyshare_micros(a.cost));
-	}
-	free(partial);
+	record_cut_call(t, hidden, accounted);
 	task_requeue(t, "recovered from running/ after a restart");
 }
 

@@ -124,9 +124,34 @@ def test_poison_job_fails_after_max_crash_requeues(env):
     assert d.wait_finished("poison") == "failed"
     r = d.result("poison")
     assert r["error"]["code"] == "crashed", r["error"]
-    assert [a["outcome"] for a in r["attempts"]] == ["interrupted"] * 2, r["attempts"]
+    # Every call the upstream saw is listed, the one the last death cut too.
+    assert env.fake.calls("poison") == 3
+    assert [a["outcome"] for a in r["attempts"]] == ["interrupted"] * 3, r["attempts"]
     assert all(a["billed"] == "unknown" for a in r["attempts"]), r["attempts"]
-    assert r["billed_attempts"] == 2
+    assert r["billed_attempts"] == 3
+
+
+def test_crashed_job_lists_its_paid_attempt(env):
+    """A job killed past max_crash_requeues while publishing from its saved, paid response fails
+    crashed; its paid call is in its attempts, billed with its cost (it used to list none), and
+    no second call is made."""
+    prompt = "paid, then publishing kills the daemon"
+    env.fake.script(prompt, [{"kind": "b64"}])
+    d = env.daemon(retry__max_crash_requeues=1, prices__currency="EUR", **{"prices__gpt-image-2": "0.04"})
+    d.submit("paidcrash", {"prompt": prompt})
+    d.start_to_crash("publish:images")
+    d.start_to_crash("publish:images")
+    d.start()
+    assert d.wait_finished("paidcrash") == "failed", d.log()[-2000:]
+    r = d.result("paidcrash")
+    assert r["error"]["code"] == "crashed", r["error"]
+    assert env.fake.calls(prompt) == 1
+    assert len(r["attempts"]) == 1, r["attempts"]
+    a = r["attempts"][0]
+    assert a["http_status"] == 200 and a["billed"] == "yes", a
+    assert a["cost"] == 0.04 and r["cost"]["amount"] == 0.04, (a, r["cost"])
+    assert r["billed_attempts"] == 1, r
+    assert d.stop() == 0
 
 
 def test_poison_guard_holds_for_the_longest_id_and_host_id(env):
@@ -252,6 +277,7 @@ def test_a_closed_partial_that_cannot_take_its_answer(env):
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
+        test_crashed_job_lists_its_paid_attempt,
         test_poison_guard_holds_for_the_longest_id_and_host_id,
         test_sigterm_during_a_hanging_download_keeps_the_paid_job,
         test_kill_9_at_random_moments,
