@@ -107,6 +107,7 @@ static enum publish_rc classify(int err)
 struct pub {
 	struct spool *sp;
 	int runfd;
+	const int *dirs;         /* done/ and failed/ as pinned for its batch (pin_dirs) */
 	const char *staging;     /* its name in running/ */
 	const char *id;
 	enum spool_dir dest;
@@ -123,6 +124,37 @@ static char *staged(const struct pub *p, const char *name)
 	return xasprintf("%s/%s", p->staging, name);
 }
 
+/* A batch's own descriptors of done/ and failed/, taken at its start: spool_recheck_dirs may
+ * swap a new directory in under sp->fd's numbers (dup3) at any moment, and a job whose images
+ * went into the old done/ and its job file into the new would be published without a result.
+ * One fcntl and one close each per batch, not per job. 0, or -1 with errno. */
+static int pin_dirs(struct spool *sp, int pins[2])
+{
+	pins[0] = fcntl(sp->fd[SPOOL_DONE], F_DUPFD_CLOEXEC, 0);
+	pins[1] = pins[0] < 0 ? -1 : fcntl(sp->fd[SPOOL_FAILED], F_DUPFD_CLOEXEC, 0);
+	if (pins[1] >= 0)
+		return 0;
+	int saved = errno;
+	if (pins[0] >= 0)
+		close(pins[0]);
+	pins[0] = -1;
+	errno = saved;
+	return -1;
+}
+
+static void unpin_dirs(int pins[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (pins[i] >= 0)
+			close(pins[i]);
+}
+
+/* Its pinned descriptor of done/ or failed/. */
+static int dir_fd(const struct pub *p, enum spool_dir d)
+{
+	return p->dirs[d == SPOOL_FAILED];
+}
+
 /* ENOENT on a path inside the staging directory: fenced if the directory is gone. */
 static enum publish_rc gone_or(const struct pub *p, enum publish_rc otherwise)
 {
@@ -130,6 +162,21 @@ static enum publish_rc gone_or(const struct pub *p, enum publish_rc otherwise)
 		return otherwise;
 	xsnprintf(p->err, p->errsize, "another daemon took the publication over (our lease ran out)");
 	return PUBLISH_FENCED;
+}
+
+/* ENOENT renaming staged file from (a path in the staging directory) to dest/name: moved in
+ * before a crash only if it is no longer staged. Still staged, it is dest that is gone (a
+ * removed done/, whose rename fails so): tried again, in the directory made in its place once
+ * a rescan has found it. */
+static enum publish_rc move_in_gone(const struct pub *p, const char *from, const char *name)
+{
+	struct stat st;
+	if (fstatat(p->runfd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+		return gone_or(p, PUBLISH_OK);
+	xsnprintf(p->err, p->errsize, "cannot move '%s' into %s/: the directory this daemon opened "
+		  "is gone (removed); make '%s/' again, it is used from the next rescan on", name,
+		  spool_dir_name(p->dest), spool_dir_name(p->dest));
+	return PUBLISH_RETRY;
 }
 
 static enum publish_rc failed_to(const struct pub *p, const char *what, int dirfd_dir,
@@ -145,7 +192,7 @@ static enum publish_rc failed_to(const struct pub *p, const char *what, int dirf
 static enum publish_rc put_aside(struct pub *p, enum spool_dir dir, const char *name)
 {
 	struct stat st;
-	int dirfd = p->sp->fd[dir];
+	int dirfd = dir_fd(p, dir);
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
 		return PUBLISH_OK;
 	char old[NAME_MAX + 1];
@@ -186,7 +233,7 @@ static enum publish_rc clear_images(struct pub *p, enum spool_dir dir, char *con
 		bool any = false;
 		for (size_t e = 0; e < ARRAY_SIZE(image_exts) && rc == PUBLISH_OK; e++) {
 			xsnprintf(name, sizeof(name), "%s.%d.%s", p->id, n, image_exts[e]);
-			if (!spool_exists(p->sp->fd[dir], name))
+			if (!spool_exists(dir_fd(p, dir), name))
 				continue;
 			any = true;
 			if (!in_set(name, keep, n_keep))
@@ -214,8 +261,8 @@ static enum publish_rc clear_job_files(struct pub *p, struct syncset *ss, bool *
 	if (p->aside != before) {
 		*moved = true;
 		p->search_images = true;
-		syncset_dir(ss, p->sp->fd[other]);
-		syncset_dir(ss, p->sp->fd[p->dest]);
+		syncset_dir(ss, dir_fd(p, other));
+		syncset_dir(ss, dir_fd(p, p->dest));
 	}
 	return rc;
 }
@@ -227,7 +274,7 @@ static enum publish_rc clear_rest(struct pub *p, char *const *keep, size_t n_kee
 {
 	enum spool_dir other = p->dest == SPOOL_DONE ? SPOOL_FAILED : SPOOL_DONE;
 	char *result = xasprintf("%s.result.json", p->id);
-	bool other_result = spool_exists(p->sp->fd[other], result);
+	bool other_result = spool_exists(dir_fd(p, other), result);
 	enum publish_rc rc = PUBLISH_OK;
 	if (p->search_images || other_result) {
 		rc = clear_images(p, other, NULL, 0);
@@ -247,20 +294,18 @@ static enum publish_rc clear_rest(struct pub *p, char *const *keep, size_t n_kee
 static enum publish_rc move_in_files(struct pub *p, char *const *names, size_t n,
 				     struct syncset *ss)
 {
-	int destfd = p->sp->fd[p->dest];
+	int destfd = dir_fd(p, p->dest);
 	syncset_dir(ss, destfd);
 	for (size_t i = 0; i < n; i++) {
 		char *from = staged(p, names[i]);
 		int rc = renameat(p->runfd, from, destfd, names[i]);
 		int err = errno;
+		enum publish_rc out = rc == 0 ? PUBLISH_OK
+				      : err == ENOENT ? move_in_gone(p, from, names[i])
+				      : failed_to(p, "move the result into", p->dest, names[i], err);
 		free(from);
-		if (rc < 0 && err == ENOENT) {
-			enum publish_rc g = gone_or(p, PUBLISH_OK);   /* else moved in before a crash */
-			if (g != PUBLISH_OK)
-				return g;
-		} else if (rc < 0) {
-			return failed_to(p, "move the result into", p->dest, names[i], err);
-		}
+		if (out != PUBLISH_OK)
+			return out;
 	}
 	return PUBLISH_OK;
 }
@@ -268,13 +313,13 @@ static enum publish_rc move_in_files(struct pub *p, char *const *names, size_t n
 /* The job file, once the images and result are durable in dest: the job is published. */
 static enum publish_rc move_in_job(struct pub *p, struct syncset *ss)
 {
-	int destfd = p->sp->fd[p->dest];
+	int destfd = dir_fd(p, p->dest);
 	char *job = xasprintf("%s.json", p->id), *from = staged(p, job);
 	int rc = renameat(p->runfd, from, destfd, job);
 	int err = errno;
 	enum publish_rc out = PUBLISH_OK;
 	if (rc < 0 && err == ENOENT)
-		out = gone_or(p, PUBLISH_OK);
+		out = move_in_gone(p, from, job);
 	else if (rc < 0)
 		out = failed_to(p, "move the job file into", p->dest, job, err);
 	free(job);
@@ -326,7 +371,7 @@ static enum publish_rc check_targets(struct pub *p, char *const *names, size_t n
 	struct stat st;
 	p->dest_job_known = true;
 	for (size_t i = 0; i < n; i++) {
-		if (fstatat(p->sp->fd[p->dest], names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(dir_fd(p, p->dest), names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		p->search_images = true;
 		p->dest_job |= i == n - 1;
@@ -398,10 +443,11 @@ static bool barrier(struct item *items, size_t n, struct syncset *ss, const char
 struct batchdir {
 	char *name;
 	int fd;
+	bool finished_in;        /* a retry finished a job committed there: removed if empty */
 };
 
-static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j,
-			  bool drop_old);
+static void finish_staged(struct spool *sp, const int *dirs, const char *staging,
+			  struct publish_job *j, bool drop_old);
 static char *committed_staging(struct spool *sp, const char *id, int dest);
 
 /* The first step of a job: not known gone, nothing in the way, its staging directory open. */
@@ -416,7 +462,8 @@ static void prepare(struct spool *sp, struct item *it, struct batchdir *bd)
 		if (!where)
 			return fenced(it);
 		j->committed = true;   /* a retry after a failure past the commit */
-		finish_staged(sp, where, j, true);
+		finish_staged(sp, it->p.dirs, where, j, true);
+		bd->finished_in |= !strcmp(where, bd->name);
 		free(where);
 		return;
 	}
@@ -521,6 +568,7 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 	if (!barrier(items, n, ss, "images and results", true))
 		return;
 	crash_point("publish:moved-in");
+	stop_point("publish:moved-in");   /* a test replaces done/ here */
 	for (size_t i = 0; i < n; i++) {
 		if (items[i].live) {
 			stop(&items[i], move_in_job(&items[i].p, ss));
@@ -540,21 +588,22 @@ static void finish_committed(struct item *items, size_t n, struct syncset *ss)
 	}
 }
 
-static void item_begin(struct spool *sp, struct item *it, struct publish_job *j,
-		       const char *staging, bool search_images)
+static void item_begin(struct spool *sp, const int *dirs, struct item *it,
+		       struct publish_job *j, const char *staging, bool search_images)
 {
 	memset(it, 0, sizeof(*it));
 	it->job = j;
 	it->staging = xstrdup(staging);
-	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .staging = it->staging,
+	it->p = (struct pub){ .sp = sp, .runfd = sp->fd[SPOOL_RUNNING], .dirs = dirs,
+			      .staging = it->staging,
 			      .id = j->id, .dest = (enum spool_dir)j->dest, .err = j->err,
 			      .errsize = j->errsize, .search_images = search_images };
 }
 
-static void item_init(struct spool *sp, struct item *it, struct publish_job *j,
-		      const char *staging)
+static void item_init(struct spool *sp, const int *dirs, struct item *it,
+		      struct publish_job *j, const char *staging)
 {
-	item_begin(sp, it, j, staging, j->earlier_runs);
+	item_begin(sp, dirs, it, j, staging, j->earlier_runs);
 	it->n_names = j->n_images + 2;
 	it->names = xcalloc(it->n_names, sizeof(*it->names));
 	for (size_t i = 0; i < j->n_images; i++)
@@ -615,14 +664,21 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 	if (batch_slot < 0)
 		batch_slot = (int)atomic_fetch_add(&batch_slots, 1);
 	struct batchdir bd[2] = {
-		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_DONE), -1 },
-		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_FAILED), -1 },
+		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_DONE), -1, false },
+		{ publish_batch_name(sp->host_id, (unsigned)batch_slot, SPOOL_FAILED), -1, false },
 	};
+	int pins[2];
+	int pinned = pin_dirs(sp, pins), pin_err = errno;
 	struct item *items = xcalloc(n ? n : 1, sizeof(*items));
 	for (size_t i = 0; i < n; i++)
-		item_init(sp, &items[i], jobs[i], bd[jobs[i]->dest == SPOOL_FAILED].name);
-	for (size_t i = 0; i < n; i++)
-		prepare(sp, &items[i], &bd[jobs[i]->dest == SPOOL_FAILED]);
+		item_init(sp, pins, &items[i], jobs[i], bd[jobs[i]->dest == SPOOL_FAILED].name);
+	for (size_t i = 0; i < n; i++) {
+		if (pinned < 0)
+			stop(&items[i], failed_to(&items[i].p, "open", (enum spool_dir)jobs[i]->dest,
+						  ".", pin_err));
+		else
+			prepare(sp, &items[i], &bd[jobs[i]->dest == SPOOL_FAILED]);
+	}
 	/* 1. Stage every job; one barrier makes all their files (and what the caller wrote into
 	 * ss before, the outbox) durable. */
 	for (size_t i = 0; i < n; i++)
@@ -648,12 +704,13 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 		item_release(&items[i]);
 	}
 	free(items);
+	unpin_dirs(pins);
 	/* Removed once empty: what stays (a job not finished past its commit) keeps it. */
 	for (size_t d = 0; d < ARRAY_SIZE(bd); d++) {
-		if (bd[d].fd >= 0) {
+		if (bd[d].fd >= 0)
 			close(bd[d].fd);
+		if (bd[d].fd >= 0 || bd[d].finished_in)
 			unlinkat(sp->fd[SPOOL_RUNNING], bd[d].name, AT_REMOVEDIR);
-		}
 		free(bd[d].name);
 	}
 }
@@ -740,11 +797,11 @@ static char **staged_names(const char *id, int runfd, const char *staging, int s
  * names come from its staged result, the job file's last; moved_in when the result is no longer
  * staged. A result that cannot be read is no evidence of that: the job is tried again, its
  * staging left alone. */
-static void item_staged(struct spool *sp, struct item *it, struct publish_job *j,
-			const char *staging)
+static void item_staged(struct spool *sp, const int *dirs, struct item *it,
+			struct publish_job *j, const char *staging)
 {
 	/* A crash may have come between an earlier run's images and its result: search in full. */
-	item_begin(sp, it, j, staging, true);
+	item_begin(sp, dirs, it, j, staging, true);
 	it->sfd = openat(it->p.runfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	int err = errno;
 	it->own_sfd = true;
@@ -835,8 +892,12 @@ enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const ch
 	struct publish_job j = { .dest = dest, .id = id, .running_name = running_name, .err = err,
 				 .errsize = errsize };
 	struct item it;
-	item_staged(sp, &it, &j, staging);
-	if (!it.live) {
+	int pins[2];
+	int pinned = pin_dirs(sp, pins), pin_err = errno;
+	item_staged(sp, pins, &it, &j, staging);
+	if (it.live && pinned < 0) {
+		j.rc = failed_to(&it.p, "open", (enum spool_dir)dest, ".", pin_err);
+	} else if (!it.live) {
 		;   /* j.rc says why */
 	} else if (it.moved_in) {
 		xsnprintf(err, errsize, "nothing is staged in 'running/%s'", staging);
@@ -849,6 +910,7 @@ enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const ch
 		syncset_release(&ss);
 	}
 	item_release(&it);
+	unpin_dirs(pins);
 	free(staging);
 	return j.rc;
 }
@@ -866,7 +928,7 @@ enum publish_rc publish_resume(struct spool *sp, const char *staging_name, char 
 	struct publish_job j = { .dest = dest, .id = id, .err = err, .errsize = errsize };
 	char *job_staged = xasprintf("%s/%s.json", staging_name, id);
 	if (spool_exists(runfd, job_staged)) {
-		finish_staged(sp, staging_name, &j, false);
+		finish_staged(sp, NULL, staging_name, &j, false);
 	} else {
 		/* Not committed. While its job is in running/ the staged files may still serve
 		 * (publish_commit_staged); else (reclaimed, or moved in before a crash) they go. */
@@ -900,17 +962,25 @@ static void drop_all_aside(int runfd, const char *staging, const char *id)
 	closedir(dir);
 }
 
-/* drop_old: a batch's directory that no sweep empties next (a retry, a rescan of one in use)
- * loses the job's every ID.old.N. */
-static void finish_staged(struct spool *sp, const char *staging, struct publish_job *j,
-			  bool drop_old)
+/* dirs: its batch's pinned done/ and failed/, or NULL to pin its own. drop_old: a batch's
+ * directory that no sweep empties next (a retry, a rescan of one in use) loses the job's every
+ * ID.old.N. */
+static void finish_staged(struct spool *sp, const int *dirs, const char *staging,
+			  struct publish_job *j, bool drop_old)
 {
 	struct item it;
 	struct syncset ss;
-	item_staged(sp, &it, j, staging);
+	int own[2] = { -1, -1 };
+	int pinned = dirs ? 0 : pin_dirs(sp, own), pin_err = errno;
+	item_staged(sp, dirs ? dirs : own, &it, j, staging);
 	spool_syncset(sp, &ss, 1);
+	if (it.live && pinned < 0) {
+		j->rc = failed_to(&it.p, "open", (enum spool_dir)j->dest, ".", pin_err);
+		it.live = false;
+	}
 	finish_committed(&it, 1, &ss);
 	syncset_release(&ss);
+	unpin_dirs(own);
 	if (j->rc == PUBLISH_OK && !it.alone && drop_old)
 		drop_all_aside(sp->fd[SPOOL_RUNNING], staging, j->id);
 	item_release(&it);
@@ -1213,7 +1283,7 @@ bool publish_resume_batch(struct spool *sp, const char *name, const struct strse
 		}
 		struct publish_job j = { .dest = dest, .id = committed.slots[i], .err = err,
 					 .errsize = sizeof(err) };
-		finish_staged(sp, name, &j, in_use);   /* else the sweep below takes them */
+		finish_staged(sp, NULL, name, &j, in_use);   /* else the sweep below takes them */
 		if (j.rc == PUBLISH_OK) {
 			log_job(LOG_INFO, j.id, "publication finished after a restart or takeover");
 		} else {

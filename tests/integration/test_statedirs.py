@@ -7,15 +7,22 @@ next deferral waits in the new deferred/ (a client's `imgspool status` sees it),
 is published in the new done/, and a job dropped into the new new/ is claimed, new/ watched
 again by inotify.
 
+A publication under way when done/ is replaced ends wholly in the directory it started in: its
+image, result and job file together (src/publish.c pins done/ and failed/ for each batch), never
+the images in the old one and the job file in the new. A publication into a removed done/ is
+not taken for one moved in before a crash: it waits, committed in running/, and lands in the
+done/ made again after the next rescan.
+
 A directory that is the spool's file system through another mount (a bind mount over done/) is
 refused as at start-up, with its words, said once, and the daemon goes on with the one it
 opened."""
+import json
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, BindMount, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, BindMount, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def replaced(d, name):
@@ -98,10 +105,70 @@ def test_a_bind_mount_over_done_is_refused_as_at_start_up(env):
     assert d.state("kept") == "done", d.log()[-2000:]
 
 
+def status_of(d, task_id):
+    return subprocess.run([IMGSPOOL, "-d", d.spool, "status", task_id], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def succeeded(status):
+    """Whether `imgspool status` printed a succeeded job's result."""
+    assert status.returncode == 0, (status.stdout, status.stderr)
+    return json.loads(status.stdout)["status"] == "succeeded"
+
+
+def test_a_publication_under_way_lands_whole_in_one_done_dir(env):
+    d = env.daemon()
+    fifo = d.start_held_at("publish:moved-in")
+    d.submit("whole", {"prompt": "published while done/ is moved aside"})
+    release = held_at_stop(fifo, d)   # its image and result moved in, its job file not yet
+    os.rename(d.path("done"), d.path("done.old"))
+    os.mkdir(d.path("done"))
+    replaced(d, "done")
+    os.close(release)
+    wait_for(lambda: "whole done: 1 image(s) in done/" in d.log(), 20,
+             f"the publication to end:\n{d.log()[-2000:]}")
+    old, new = sorted(os.listdir(d.path("done.old"))), sorted(os.listdir(d.path("done")))
+    # Started in the old done/, it ends there whole: no job file without its result.
+    assert old == ["whole.json", "whole.png", "whole.result.json"] and new == [], (old, new)
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".~")], \
+        os.listdir(d.path("running"))
+    d.submit("next", {"prompt": "the next one, in the new done/"})
+    os.close(held_at_stop(fifo, d))
+    assert d.wait_finished("next") == "done", d.log()[-2000:]
+    assert succeeded(status_of(d, "next"))
+    assert d.stop() == 0
+
+
+def test_a_removed_done_dir_keeps_the_publication_until_one_is_made(env):
+    d = env.daemon(spool__disk_retry_interval=1)
+    d.start()
+    os.rmdir(d.path("done"))
+    d.submit("kept", {"prompt": "its done/ is gone"})
+    waiting = "kept error: cannot finish publishing into done/"
+    wait_for(lambda: waiting in d.log(), 20, f"the publication to wait:\n{d.log()[-2000:]}")
+    assert "kept done:" not in d.log(), d.log()[-2000:]
+    assert "the directory this daemon opened is gone" in d.log(), d.log()[-2000:]
+    os.mkdir(d.path("done"))
+    replaced(d, "done")
+    assert d.wait_finished("kept") == "done", d.log()[-2000:]
+    wait_for(lambda: "kept done: 1 image(s) in done/" in d.log(), 20, d.log()[-2000:])
+    assert d.listdir("done") == ["kept.json", "kept.png", "kept.result.json"], d.listdir("done")
+    assert succeeded(status_of(d, "kept"))
+    assert d.result("kept")["status"] == "succeeded"
+    # Nothing of it is left staged (an emptied batch directory goes with its slot's next batch).
+    staged = [os.path.join(n, f) for n in os.listdir(d.path("running")) if n.startswith(".~")
+              for f in os.listdir(d.path("running", n))]
+    assert staged == [], staged
+    assert d.log().count("kept done:") == 1, d.log()[-2000:]
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_remade_deferred_dir_takes_the_next_deferral,
         test_a_done_dir_moved_aside_gets_no_more_results,
         test_a_new_dir_made_again_is_listed_and_watched,
         test_a_bind_mount_over_done_is_refused_as_at_start_up,
+        test_a_publication_under_way_lands_whole_in_one_done_dir,
+        test_a_removed_done_dir_keeps_the_publication_until_one_is_made,
     ])
