@@ -130,8 +130,8 @@ static char *staged(const struct pub *p, const char *name)
  * One fcntl and one close each per batch, not per job. 0, or -1 with errno. */
 static int pin_dirs(struct spool *sp, int pins[2])
 {
-	pins[0] = fcntl(sp->fd[SPOOL_DONE], F_DUPFD_CLOEXEC, 0);
-	pins[1] = pins[0] < 0 ? -1 : fcntl(sp->fd[SPOOL_FAILED], F_DUPFD_CLOEXEC, 0);
+	pins[0] = spool_pin(sp, SPOOL_DONE);
+	pins[1] = pins[0] < 0 ? -1 : spool_pin(sp, SPOOL_FAILED);
 	if (pins[1] >= 0)
 		return 0;
 	int saved = errno;

@@ -570,17 +570,34 @@ bool spool_exists(int dirfd, const char *name)
 	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
-		 const char *to_name)
+static int rename_between(int fromfd, const char *from_name, int tofd, const char *to_name)
 {
-	if (renameat(sp->fd[from], from_name, sp->fd[to], to_name) == 0)
+	if (renameat(fromfd, from_name, tofd, to_name) == 0)
 		return 0;
 	int saved = errno;
 	/* NFS may lose the reply to a rename that succeeded, and the retransmission then fails. */
-	if (!spool_exists(sp->fd[from], from_name) && spool_exists(sp->fd[to], to_name))
+	if (!spool_exists(fromfd, from_name) && spool_exists(tofd, to_name))
 		return 0;
 	errno = saved;
 	return -1;
+}
+
+int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
+		 const char *to_name)
+{
+	return rename_between(sp->fd[from], from_name, sp->fd[to], to_name);
+}
+
+int spool_pin(struct spool *sp, enum spool_dir d)
+{
+	return fcntl(sp->fd[d], F_DUPFD_CLOEXEC, 0);
+}
+
+static void unpin(int fd)
+{
+	int saved = errno;
+	close(fd);
+	errno = saved;
 }
 
 int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
@@ -831,7 +848,16 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len)
 {
-	return write_at(sp, sp->fd[d], name, data, len, &(struct write_how){ .fsync_file = true });
+	/* Its temporary file and its rename in the same directory, whichever a rescan swaps in
+	 * meanwhile. Not in running/, written for every job: one replaced under the daemon's jobs
+	 * loses them anyway. */
+	int dirfd = d == SPOOL_RUNNING ? sp->fd[d] : spool_pin(sp, d);
+	if (dirfd < 0)
+		return -1;
+	int rc = write_at(sp, dirfd, name, data, len, &(struct write_how){ .fsync_file = true });
+	if (dirfd != sp->fd[d])
+		unpin(dirfd);
+	return rc;
 }
 
 int spool_rewrite_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
@@ -1103,12 +1129,17 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 	if (utimensat(sp->fd[SPOOL_RUNNING], running_name, times, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
 	crash_point("move:timed");
-	if (spool_rename(sp, SPOOL_RUNNING, running_name, dest, dest_name) < 0)
+	/* The directory it moved into is the one synced, whichever a rescan swaps in meanwhile. */
+	int destfd = spool_pin(sp, dest);
+	if (destfd < 0)
 		return -1;
-	crash_point("move:moved");
-	if (spool_sync_dir(sp, dest) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0)
-		return -1;
-	return 0;
+	int rc = rename_between(sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name);
+	if (rc == 0)
+		crash_point("move:moved");
+	if (rc == 0 && (fsync(destfd) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0))
+		rc = -1;
+	unpin(destfd);
+	return rc;
 }
 
 char *spool_running_name(const struct spool *sp, const char *id)

@@ -179,6 +179,10 @@ const char *spool_read_reason(enum spool_read r);
  * symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Same checks as spool_read_file. */
 enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out);
 
+/* A descriptor of its own (close it) of the directory that d is now: for a write of several
+ * steps, which spool_recheck_dirs may swap a replaced directory in under sp->fd[d] (dup3)
+ * between. -1 with errno. */
+int spool_pin(struct spool *sp, enum spool_dir d);
 /* rename(2) between spool directories, fixed up for NFS lost replies (Postfix' sane_rename):
  * if rename fails but the source is gone and the target exists, it succeeded. Returns 0 or -1
  * with errno (ENOENT: the source was not there). */
