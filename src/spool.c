@@ -253,7 +253,21 @@ static void say_dir(struct spool *sp, enum spool_dir d, enum spool_dir_verdict v
 		log_warn("'%s/%s' %s; not followed, this daemon goes on with the directory it "
 			 "opened there", path, name, refused_why(v));
 		break;
+	case SPOOL_DIR_OWN_REPLACED:
+		log_warn("'%s/%s' was replaced while this daemon ran: not followed, since it holds "
+			 "this daemon's own state (%s); it goes on with the one it opened until it is "
+			 "restarted", path, name, d == SPOOL_RUNNING ? "its claimed jobs, leases, calls "
+			 "in flight and staged results" : "its deliveries waiting to go out");
+		break;
 	}
+}
+
+/* running/ and outbox/ hold what this daemon is in the middle of (a claimed job's lease and
+ * its saved responses, a delivery): following a new one would drop all of it, paid calls
+ * included. Like the root, they are only said. */
+static bool followed(enum spool_dir d)
+{
+	return d != SPOOL_RUNNING && d != SPOOL_OUTBOX;
 }
 
 unsigned spool_recheck_dirs(struct spool *sp)
@@ -275,6 +289,8 @@ unsigned spool_recheck_dirs(struct spool *sp)
 			alive = fstat(sp->fd[d], &held) == 0 && held.st_nlink > 0;
 		enum spool_dir_verdict v = spool_dir_judge(&sp->opened[d], alive, &look,
 							   sp->root_opened.dev, sp->root_mount);
+		if (v == SPOOL_DIR_REPLACED && !followed((enum spool_dir)d))
+			v = SPOOL_DIR_OWN_REPLACED;
 		if (v == SPOOL_DIR_REPLACED) {
 			v = reopen(sp, (enum spool_dir)d, &look);
 			if (v == SPOOL_DIR_SAME) {

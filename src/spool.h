@@ -99,6 +99,7 @@ enum spool_dir_verdict {
 	SPOOL_DIR_UNREADABLE,    /* the name cannot be looked up (EACCES, EIO) */
 	SPOOL_DIR_OTHER_FS,      /* a directory of another file system: refused, as at start-up */
 	SPOOL_DIR_OTHER_MOUNT,   /* the spool's file system through another mount: refused */
+	SPOOL_DIR_OWN_REPLACED,  /* running/ or outbox/ replaced: the daemon's own state, not followed */
 };
 /* What a look at a name found (statx): err is its errno, 0 if found. */
 struct spool_dir_look {

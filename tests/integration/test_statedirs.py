@@ -90,6 +90,26 @@ def test_a_new_dir_made_again_is_listed_and_watched(env):
     assert d.stop() == 0
 
 
+def test_a_running_dir_moved_aside_is_not_followed(env):
+    """running/ holds the daemon's leases and calls in flight: followed, a call's lease touch
+    failed in the new one, and its paid image was never published ("lost the job to another
+    daemon")."""
+    d = env.daemon().start()
+    prompt = "paid while running/ moves [fake:b64 delay=5]"
+    d.submit("kept", {"prompt": prompt})
+    wait_for(lambda: env.fake.calls(prompt) == 1, 20, "the call to start")
+    os.rename(d.path("running"), d.path("running.old"))
+    os.mkdir(d.path("running"))
+    said = f"'{d.path('running')}' was replaced while this daemon ran: not followed"
+    wait_for(lambda: said in d.log(), 20, f"the daemon to say it keeps running/:\n{d.log()[-2000:]}")
+    assert env.fake.calls(prompt) == 1 and d.state("kept") != "done", "the rescan came too late"
+    assert d.wait_finished("kept") == "done", d.log()[-2000:]
+    assert d.result("kept")["status"] == "succeeded" and env.fake.calls(prompt) == 1
+    assert "lost the job" not in d.log(), d.log()[-2000:]
+    assert d.log().count(said) == 1, d.log()[-2000:]
+    assert d.stop() == 0
+
+
 def test_a_bind_mount_over_done_is_refused_as_at_start_up(env):
     d = env.daemon(verbose=True).start()
     elsewhere = os.path.join(d.dir, "elsewhere")
@@ -168,6 +188,7 @@ if __name__ == "__main__":
         test_a_remade_deferred_dir_takes_the_next_deferral,
         test_a_done_dir_moved_aside_gets_no_more_results,
         test_a_new_dir_made_again_is_listed_and_watched,
+        test_a_running_dir_moved_aside_is_not_followed,
         test_a_bind_mount_over_done_is_refused_as_at_start_up,
         test_a_publication_under_way_lands_whole_in_one_done_dir,
         test_a_removed_done_dir_keeps_the_publication_until_one_is_made,
