@@ -5,6 +5,7 @@
 #include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <malloc.h>   /* malloc_usable_size: what a text holds */
 #include <string.h>
 
 #include "jsontext.h"
@@ -161,6 +162,15 @@ int main(void)
 	ok(!jsontext_dump(v, JSON_INDENT(2), len - 1, NULL), "a cap a byte short: NULL");
 	free(whole);
 	free(exact);
+	json_decref(v);
+
+	/* A short text holds about its length, not the 4 KiB its buffer grew from: request bodies
+	 * live as long as their calls. */
+	v = json_pack("{s:s}", "prompt", "a cat");
+	char *short_text = jsontext_dump(v, JSON_COMPACT, SIZE_MAX, &len);
+	ok(short_text && malloc_usable_size(short_text) < 512, "a %zu-byte text holds %zu bytes",
+	   len, short_text ? malloc_usable_size(short_text) : 0);
+	free(short_text);
 	json_decref(v);
 
 	/* A loop jansson lets through (a in b, b in a) fails instead of recursing without end; a
