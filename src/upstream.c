@@ -328,7 +328,8 @@ static int openai_options(const struct job *job, json_t *obj, char *err, size_t 
 	return set_option(obj, "moderation", job->moderation, err, errsize);
 }
 
-/* The body of a JSON request, or -1 when jansson cannot serialise it. Steals root. */
+/* The body of a JSON request, or -1 when it cannot be written (a string that is not UTF-8).
+ * Steals root. */
 static int finish_json(struct request *req, json_t *root, char *err, size_t errsize)
 {
 	req->body = jsontext_dump(root, JSON_COMPACT, SIZE_MAX, &req->body_len);

@@ -94,7 +94,7 @@ static void test_staged_state(void)
 		close(sfd);
 		unlinkat(runfd, ".j@h1.done", AT_REMOVEDIR);
 	}
-	scratch_spool_remove(&sp, dir);
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 int main(void)

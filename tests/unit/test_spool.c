@@ -197,7 +197,7 @@ static void test_write_at_and_list_at(void)
 
 	unlinkat(dirfd, "pause", 0);
 	unlinkat(dirfd, "ledger.json", 0);
-	scratch_spool_remove(&sp, dir);
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 /* A staging directory's file: a new name is written in place; one already there (a retry's,
@@ -234,7 +234,7 @@ static void test_write_staged(void)
 	unlinkat(sfd, "d.png", AT_REMOVEDIR);
 	close(sfd);
 	unlinkat(runfd, ".~0@h1.batch-done", AT_REMOVEDIR);
-	scratch_spool_remove(&sp, dir);
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
 /* A file written aside under a name of the caller's (a put-back's new run): written whole, and

@@ -49,7 +49,7 @@ int main(void)
 	ok(nh == 0, "no temporary file is left behind (%ld)", nh);
 	spool_entries_free(h, nh);
 	unlinkat(fd, "a@h1.json", 0);
-	scratch_spool_remove(&sp, root);
+	ok(scratch_spool_remove(&sp, root) == 0, "the scratch spool removed");
 	rmdir(dir);
 	free(root);
 	return tap_done();
