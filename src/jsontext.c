@@ -155,6 +155,18 @@ static void real(struct out *o, double v)
 	put(o, text, len);
 }
 
+/* What follows a member of an array or object at depth: a comma and the next line, or the line
+ * of the closing bracket. */
+static void after_member(struct out *o, int depth, bool more)
+{
+	if (more) {
+		put(o, ",", 1);
+		newline(o, depth + 1, true);
+	} else {
+		newline(o, depth, false);
+	}
+}
+
 static void value(struct out *o, const json_t *v, int depth)
 {
 	if (depth > JSONTEXT_MAX_DEPTH) {
@@ -187,12 +199,7 @@ static void value(struct out *o, const json_t *v, int depth)
 			newline(o, depth + 1, false);
 		for (size_t i = 0; i < n && !o->failed; i++) {
 			value(o, json_array_get(v, i), depth + 1);
-			if (i + 1 < n) {
-				put(o, ",", 1);
-				newline(o, depth + 1, true);
-			} else {
-				newline(o, depth, false);
-			}
+			after_member(o, depth, i + 1 < n);
 		}
 		put(o, "]", 1);
 		break;
@@ -208,12 +215,7 @@ static void value(struct out *o, const json_t *v, int depth)
 			string(o, json_object_iter_key(it), json_object_iter_key_len(it));
 			put(o, sep, strlen(sep));
 			value(o, json_object_iter_value(it), depth + 1);
-			if (next) {
-				put(o, ",", 1);
-				newline(o, depth + 1, true);
-			} else {
-				newline(o, depth, false);
-			}
+			after_member(o, depth, next != NULL);
 			it = next;
 		}
 		put(o, "}", 1);
