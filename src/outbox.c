@@ -153,6 +153,31 @@ void outbox_withdraw(struct spool *sp, const struct outbox_batch *b)
 		unlinkat(sp->fd[SPOOL_OUTBOX], b->e[i].name, 0);
 }
 
+int outbox_withdraw_since(struct spool *sp, const char *task_id, const char *type,
+			  int64_t since_ms)
+{
+	static const char *const targets[] = { "webhook", "exec" };
+	char msg_id[WEBHOOK_ID_LEN + 1];
+	int n = 0;
+	webhook_id(task_id, type, 0, msg_id);
+	for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
+		char *name = xasprintf("%s.%s@%s.json", msg_id, targets[i], sp->host_id);
+		struct buf b;
+		struct stat st;
+		buf_init(&b, 256 << 10);
+		json_t *doc = spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st) ==
+			      SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, NULL) : NULL;
+		json_t *created = json_object_get(doc, "created_at_ms");
+		if (json_is_integer(created) && json_integer_value(created) >= since_ms &&
+		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0)
+			n++;
+		json_decref(doc);
+		buf_release(&b);
+		free(name);
+	}
+	return n;
+}
+
 void outbox_batch_release(struct outbox_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {

@@ -53,6 +53,12 @@ int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncs
 /* Takes written entries back: their job was not published after all (fenced, or it ends
  * another way). Before the task leaves the busy set, so none was delivered. Loop thread. */
 void outbox_withdraw(struct spool *sp, const struct outbox_batch *b);
+/* Takes back the entries of task_id's event of type that this host wrote at or after since_ms
+ * (created_at_ms): those of a publication a restart cut, when the job ends another way (an
+ * earlier run's, written before, stay). Loop thread, before the task leaves the busy set.
+ * Returns how many. */
+int outbox_withdraw_since(struct spool *sp, const char *task_id, const char *type,
+			  int64_t since_ms);
 void outbox_batch_release(struct outbox_batch *b);
 
 struct outbox_stats {

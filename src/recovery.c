@@ -183,6 +183,20 @@ static long saved_attempt(struct task *t, const struct strset *hidden)
 	return attempt;
 }
 
+/* When the call of the saved response for attempt started (its file's mtime), INT64_MAX if
+ * none is saved. */
+static int64_t saved_response_since(struct task *t, const struct strset *hidden, long attempt)
+{
+	struct stat st;
+	long status = sidecar_saved_status(t, hidden);
+	char suffix[32];
+	xsnprintf(suffix, sizeof(suffix), "response.%ld", status);
+	char *name = status ? sidecar_name(t, suffix) : NULL;
+	bool found = name && sidecar_read(t, name, NULL, &st) == attempt;
+	free(name);
+	return found ? timespec_ms(&st.st_mtim) : INT64_MAX;
+}
+
 /* An attempt its host died before counting: recorded, and its cost counted in every host's
  * sight (the ledger). */
 static void record_unaccounted(struct task *t, struct attempt *a, enum billed billed,
@@ -311,6 +325,11 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	free(partial);
 	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
 	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
+	/* A publication the death cut may have queued its end's events: records that say finished
+	 * did, and so may a pass over the saved response (after its call started). Should the job
+	 * now end another way, they are taken back (finish_event). */
+	t->cut_events_since_ms = restage ? INT64_MIN
+				 : saved_response_since(t, hidden, (long)accounted + 1);
 	/* Left by a shutdown on purpose, to be finished from its saved response (below), never
 	 * called: no death either. */
 	bool left = left_mark && (size_t)left_mark == accounted + 1 &&

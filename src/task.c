@@ -31,6 +31,7 @@
 struct task *task_new(struct dispatch *d, const char *id)
 {
 	struct task *t = xcalloc(1, sizeof(*t));
+	t->cut_events_since_ms = INT64_MAX;
 	t->d = d;
 	xsnprintf(t->id, sizeof(t->id), "%s", id);
 	t->running_name = spool_running_name(d->spool, id);

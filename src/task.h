@@ -90,6 +90,9 @@ struct task {
 	size_t next_url;
 	int download_tries;
 	int64_t created_wall_ms;
+	/* Adopted after a restart cut its publication, which may have queued the events of an
+	 * end (at or after this time) that the restart does not reach: INT64_MAX = none. */
+	int64_t cut_events_since_ms;
 	int64_t claimed_mono;
 	int64_t call_started_wall; /* of the call in flight */
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */

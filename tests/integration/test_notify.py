@@ -367,6 +367,35 @@ def test_no_event_for_a_publication_that_failed(env):
     assert d.result("np")["error"]["code"] == "publish_failed"
 
 
+def test_one_event_for_a_job_finished_by_a_restart(env):
+    """Killed while publishing (its job.succeeded entry already written), a job is finished by
+    the restart from its saved response: the receiver hears job.succeeded once, with its
+    webhook-id. Killed so past max_crash_requeues, it fails crashed: the receiver hears
+    job.failed only, not also the job.succeeded that the cut publication had queued."""
+    rx = env.peer(WebhookReceiver()).start()
+    d = notify_daemon(env, rx, retry__max_crash_requeues=1)
+    d.submit("rs1", {"prompt": "finished by the restart"})
+    d.start_to_crash("publish:images")
+    assert any(n.startswith(msg_id("rs1", "job.succeeded")) for n in d.listdir("outbox"))
+    d.start()
+    assert d.wait_finished("rs1") == "done"
+    wait_for(lambda: "rs1" in delivered(rx) and not d.listdir("outbox"), 30, "the outbox drained")
+    assert [wid for wid, _ in delivered(rx)["rs1"]] == [msg_id("rs1", "job.succeeded")]
+    assert d.stop() == 0
+    d.submit("rs2", {"prompt": "publishing it kills the daemon"})
+    d.start_to_crash("publish:images")
+    d.start_to_crash("publish:images")
+    d.start()
+    assert d.wait_finished("rs2") == "failed"
+    assert d.result("rs2")["error"]["code"] == "crashed"
+    wait_for(lambda: "rs2" in delivered(rx) and not d.listdir("outbox"), 30, "the outbox drained")
+    got = delivered(rx)["rs2"]
+    assert [ev["type"] for _, ev in got] == ["job.failed"], got
+    assert env.fake.calls("finished by the restart") == 1
+    assert env.fake.calls("publishing it kills the daemon") == 1
+    assert d.stop() == 0
+
+
 def test_torn_entry_set_aside_once(env):
     # An entry of ours that is empty (its name durable before its bytes, in a crash) or torn is
     # set aside once with an error, never read and refused at every scan; the others go on.
@@ -433,4 +462,5 @@ if __name__ == "__main__":
                test_parked_events_given_up_in_time, test_private_addresses_refused,
                test_hook_once_clean_env_and_killed,
                test_hook_gets_the_open_files_limit_the_daemon_started_with,
-               test_no_event_for_a_publication_that_failed, test_torn_entry_set_aside_once])
+               test_no_event_for_a_publication_that_failed,
+               test_one_event_for_a_job_finished_by_a_restart, test_torn_entry_set_aside_once])
