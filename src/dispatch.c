@@ -914,7 +914,8 @@ void dispatch_free(struct dispatch *d)
 	while (d->tasks)
 		task_requeue(d->tasks, "shutdown");
 	sidecar_sync_left(d);
-	iopool_free(d->pool);
+	if (!iopool_free(d->pool))
+		return;   /* a helper stuck in a write may use any of d: main ends with _exit */
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	outbox_free(d->outbox); /* before http: it cancels its deliveries */
 	http_free(d->http);

@@ -452,16 +452,7 @@ void http_free(struct http *http)
 	http->stopping = true;
 	pthread_mutex_unlock(&http->lock);
 	loop_wake_send(http->to_io);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);   /* pthread_timedjoin_np's clock */
-	until.tv_sec += HTTP_FREE_WAIT_MS / 1000;
-	until.tv_nsec += HTTP_FREE_WAIT_MS % 1000 * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	if (pthread_timedjoin_np(http->thread, NULL, &until) == ETIMEDOUT) {
-		pthread_detach(http->thread);
+	if (!join_within(http->thread, HTTP_FREE_WAIT_MS)) {
 		left_running = http;
 		log_warn("libcurl's transfer thread has not ended %d ms after the stop (stuck in a "
 			 "write, a stalled disk?): exiting without it", HTTP_FREE_WAIT_MS);

@@ -249,16 +249,39 @@ int iopool_pending(const struct iopool *pool)
 	return pool->pending;
 }
 
-void iopool_free(struct iopool *pool)
+/* A pool whose helper did not end in time (iopool_free), kept whole: that helper may still use
+ * any of it, and the process is ending. */
+static struct iopool *left_running;
+
+bool iopool_left_running(void)
+{
+	return left_running != NULL;
+}
+
+bool iopool_free(struct iopool *pool)
 {
 	if (!pool)
-		return;
+		return true;
 	pthread_mutex_lock(&pool->lock);
 	pool->stopping = true;
 	pthread_cond_broadcast(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
-	for (int i = 0; i < pool->n_threads; i++)
-		pthread_join(pool->threads[i], NULL);
+	/* One deadline for all: a helper stuck in a write (an fsync on a stalled NFS) must not
+	 * keep the process from ending. What it was doing is crash-safe (a publication, a save):
+	 * the disk then holds what a kill -9 would leave, which a restart finishes. */
+	int64_t until = mono_ms() + IOPOOL_FREE_WAIT_MS;
+	int stuck = 0;
+	for (int i = 0; i < pool->n_threads; i++) {
+		int64_t left = until - mono_ms();
+		stuck += !join_within(pool->threads[i], left > 0 ? left : 0);
+	}
+	if (stuck) {
+		left_running = pool;
+		log_warn("%d I/O helper thread(s) have not ended %d ms after the stop (stuck in a "
+			 "write, a stalled disk?): exiting without them, as after a crash", stuck,
+			 IOPOOL_FREE_WAIT_MS);
+		return false;
+	}
 	/* Helpers drained the lanes before stopping; run what they finished. */
 	while (pool->pending > 0)
 		run_finished(pool);
@@ -268,4 +291,5 @@ void iopool_free(struct iopool *pool)
 	pthread_cond_destroy(&pool->wake);
 	free(pool->threads);
 	free(pool);
+	return true;
 }

@@ -7,6 +7,7 @@
 #ifndef IOPOOL_H
 #define IOPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct loop;
@@ -23,7 +24,13 @@ void iopool_submit(struct iopool *pool, iopool_fn *work, iopool_fn *done, void *
 void iopool_submit_batched(struct iopool *pool, iopool_batch_fn *batch, iopool_fn *done, void *arg);
 /* Work items submitted and not yet completed (their done() not yet run). */
 int iopool_pending(const struct iopool *pool);
-/* Waits for all work, runs the done() callbacks, stops the threads. */
-void iopool_free(struct iopool *pool);
+/* Waits for all work, runs the done() callbacks, stops the threads. A helper still stuck in
+ * its item after IOPOOL_FREE_WAIT_MS (a write to a stalled NFS) is left running instead, and
+ * the pool with it (false): then nothing a work item may touch may be freed (its args, the
+ * loop, the spool, the configuration) and the process must end with _exit. */
+#define IOPOOL_FREE_WAIT_MS 2000
+bool iopool_free(struct iopool *pool);
+/* Whether iopool_free left a helper running. */
+bool iopool_left_running(void);
 
 #endif

@@ -2,6 +2,7 @@
 #ifndef UTIL_H
 #define UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,9 @@ void buf_release(struct buf *b);
 int xsnprintf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
+/* Joins thread, waiting at most ms by CLOCK_MONOTONIC (a step of the wall clock neither
+ * shortens nor stretches it). False if it has not ended by then: it is detached, left running. */
+bool join_within(pthread_t thread, int64_t ms);
 /* A uniform 64-bit random value for jitter (getrandom; never blocks). */
 uint64_t random64(void);
 int64_t wall_ms(void);   /* CLOCK_REALTIME, milliseconds */

@@ -1,7 +1,10 @@
 /* test_iopool.c - the helper threads' order: items run in submission order, a batched item takes
  * every later item of its batch function with it (up to 256 a pass), never an item of another
  * kind, and done() runs once per item on the loop thread; a helper's log lines go out after
- * each item, not held back by the next one hanging. */
+ * each item, not held back by the next one hanging; the pool's end waits at most
+ * IOPOOL_FREE_WAIT_MS for a helper stuck in a write, and frees nothing it may still use. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +16,7 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "full_pipe.h"
 #include "tap.h"
 
 #define ITEMS 600
@@ -155,9 +159,111 @@ static void test_lines_go_out_after_each_item(void)
 	ok(out, "the line of the item before the hang is on stderr while the next item hangs");
 }
 
+/* ---- the end of the pool does not wait for a helper stuck in a write ------------------------ */
+
+static int stuck_fd = -1;
+static pid_t stuck_tid;   /* atomic */
+static int wrote;         /* atomic */
+
+static void write_to_a_full_pipe(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&stuck_tid, gettid(), __ATOMIC_SEQ_CST);
+	char c = 'x';
+	(void)!write(stuck_fd, &c, 1);
+	__atomic_store_n(&wrote, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Whether thread tid is in write(2) on fd (/proc/self/task/TID/syscall: "1 0xFD ..."). */
+static bool in_write(pid_t tid, int fd)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	FILE *f = fopen(path, "r");
+	unsigned long nr = 0, on = 0;
+	bool writes = f && fscanf(f, "%lu 0x%lx", &nr, &on) == 2 && nr == 1 && on == (unsigned long)fd;
+	if (f)
+		fclose(f);
+	return writes;
+}
+
+static int threads_now(void)
+{
+	DIR *dir = opendir("/proc/self/task");
+	int n = 0;
+	for (struct dirent *e; dir && (e = readdir(dir));)
+		n += e->d_name[0] != '.';
+	if (dir)
+		closedir(dir);
+	return n;
+}
+
+struct freer {
+	struct iopool *pool;
+	bool freed;
+	int returned;   /* atomic */
+};
+
+static void *free_pool(void *arg)
+{
+	struct freer *f = arg;
+	f->freed = iopool_free(f->pool);
+	__atomic_store_n(&f->returned, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/* A helper stuck in a write (an fsync on a stalled NFS; here a full pipe): the pool's end, and
+ * so the daemon's exit, waits IOPOOL_FREE_WAIT_MS for it, then leaves it running with the pool
+ * whole (it used to wait for ever). When the write goes through, the helper finishes its item
+ * in that pool and ends (ASan: nothing it touches was freed). */
+static void test_end_does_not_wait_for_a_stuck_helper(void)
+{
+	int fds[2];
+	if (full_pipe(fds) < 0)
+		return;
+	stuck_fd = fds[1];
+	int alone = threads_now();
+	struct loop *loop = loop_new();
+	struct iopool *pool = iopool_new(loop, 2);
+	iopool_submit(pool, write_to_a_full_pipe, nothing_done, NULL);
+	int64_t deadline = mono_ms() + 5000;
+	pid_t tid = 0;
+	while (!((tid = __atomic_load_n(&stuck_tid, __ATOMIC_SEQ_CST)) && in_write(tid, stuck_fd)) &&
+	       mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	ok(tid && in_write(tid, stuck_fd), "a helper is stuck in its write");
+	struct freer f = { .pool = pool };
+	pthread_t freer;
+	int64_t before = mono_ms();
+	pthread_create(&freer, NULL, free_pool, &f);
+	deadline = mono_ms() + IOPOOL_FREE_WAIT_MS + 5000;
+	while (!__atomic_load_n(&f.returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	int64_t took = mono_ms() - before;
+	bool returned = __atomic_load_n(&f.returned, __ATOMIC_SEQ_CST);
+	bool still_stuck = in_write(tid, stuck_fd);
+	/* The write goes through: the helper ends its item (and, before, a join of it). */
+	char buf[4096];
+	deadline = mono_ms() + 10000;
+	while (!__atomic_load_n(&wrote, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		if (read(fds[0], buf, sizeof(buf)) < 0)
+			nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	pthread_join(freer, NULL);
+	while (threads_now() > alone && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	ok(returned && took >= IOPOOL_FREE_WAIT_MS - 100 && still_stuck,
+	   "the pool's end returned after %lld ms, the helper still stuck", (long long)took);
+	ok(!f.freed && iopool_left_running(), "it says the helper was left, and freed nothing");
+	ok(__atomic_load_n(&wrote, __ATOMIC_SEQ_CST) && threads_now() == alone,
+	   "once its write went through, the helper ended in the pool left to it");
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	test_order_and_batches();
 	test_lines_go_out_after_each_item();
+	test_end_does_not_wait_for_a_stuck_helper();
 	return tap_done();
 }
