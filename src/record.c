@@ -280,6 +280,7 @@ void record_restore(struct record *r, const json_t *state, const struct record_l
 	r->retry_count = clamp_int(state, "retry_count", lim->max_retries);
 	r->billed_retries = clamp_int(state, "billed_retries", lim->max_billed_retries);
 	r->crashes = clamp_int(state, "crashes", lim->max_crash_requeues + 1);
+	r->finish_crashes = clamp_int(state, "finish_crashes", lim->max_crash_requeues + 1);
 	r->created_at_ms = time_ms(state, "created_at_ms");
 	r->retry_at_ms = time_ms(state, "retry_at_ms");
 	copy_string(r->finished, sizeof(r->finished), json_object_get(state, "finished"), is_status);
@@ -296,7 +297,7 @@ void record_new_run(struct record *r, int64_t created_at_ms)
 	r->runs_total++;
 	r->attempts = json_array();
 	memset(&r->elided, 0, sizeof(r->elided));
-	r->retry_count = r->billed_retries = r->crashes = 0;
+	r->retry_count = r->billed_retries = r->crashes = r->finish_crashes = 0;
 	r->created_at_ms = created_at_ms;
 	r->retry_at_ms = 0;
 	r->finished[0] = r->error_code[0] = '\0';
@@ -315,6 +316,8 @@ json_t *record_json(const struct record *r)
 	json_t *o = json_pack("{s:O, s:i, s:i, s:I, s:i}", "attempts", r->attempts, "retry_count",
 			      r->retry_count, "billed_retries", r->billed_retries, "created_at_ms",
 			      (json_int_t)r->created_at_ms, "crashes", r->crashes);
+	if (r->finish_crashes)
+		json_object_set_new(o, "finish_crashes", json_integer(r->finish_crashes));
 	if (r->elided.attempts)
 		json_object_set_new(o, "elided", tally_json(&r->elided));
 	if (r->retry_at_ms)

@@ -52,6 +52,7 @@ struct record {
 	int retry_count;         /* calls after the first, this run */
 	int billed_retries;      /* of those, after an attempt that may have been billed */
 	int crashes;             /* daemon deaths while this run was in running/ */
+	int finish_crashes;      /* of those, deaths while it was finished from a saved response */
 	int64_t created_at_ms;   /* this run's submission, 0 = not recorded */
 	int64_t retry_at_ms;     /* written by a deferral: when the next call is due; 0 = none */
 	char finished[16];       /* "succeeded" or "failed" once the run was published, else "" */

@@ -328,14 +328,18 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	/* A publication the death cut may have queued its end's events: records that say finished
 	 * did, and so may a pass over the saved response (after its call started). Should the job
 	 * now end another way, they are taken back (finish_event). */
-	t->cut_events_since_ms = restage ? INT64_MIN
-				 : saved_response_since(t, hidden, (long)accounted + 1);
+	int64_t response_since = saved_response_since(t, hidden, (long)accounted + 1);
+	t->cut_events_since_ms = restage ? INT64_MIN : response_since;
+	/* Its next step is its saved response: finishing it calls nothing. */
+	bool from_response = response_since != INT64_MAX;
 	/* Left by a shutdown on purpose, to be finished from its saved response (below), never
 	 * called: no death either. */
 	bool left = left_mark && (size_t)left_mark == accounted + 1 &&
 		    saved_attempt(t, hidden) == left_mark;
-	if (called && !t->defer_floor && !left)   /* a retry left by a shutdown: no death */
+	if (called && !t->defer_floor && !left) {   /* a retry left by a shutdown: no death */
 		t->crashes++;
+		t->finish_crashes += from_response;
+	}
 	if (pr != JOB_OK) {
 		finish_fail(t, "invalid_job", jerr.field, "%s", jerr.message);
 		return;
@@ -364,12 +368,17 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	}
 	task_set_provider(t, prov, model, false);
 	free(target);
-	if (t->crashes > d->cfg->max_crash_requeues) {
+	/* What it paid for is not dropped for deaths during its calls: with its next step its
+	 * saved response, only the deaths while it was finished from one count. They still do, as
+	 * the parse, download, upload or publication may be what kills the daemon. */
+	int deaths = from_response ? t->finish_crashes : t->crashes;
+	if (deaths > d->cfg->max_crash_requeues) {
 		if (!restage)   /* restaged: its records hold every attempt already */
 			record_before_crashed(t, hidden, prefix, accounted);
-		finish_fail(t, "crashed", NULL,
-			  "the daemon stopped %d times while this job was running; it is not tried again",
-			  t->crashes);
+		finish_fail(t, "crashed", NULL, from_response ?
+			    "the daemon stopped %d times while this job was finished from its saved "
+			    "response; it is not tried again" : "the daemon stopped %d times while this "
+			    "job was running; it is not tried again", deaths);
 		return;
 	}
 	/* Count this death in the file first: if finishing the job kills us again, the next start

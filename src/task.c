@@ -144,6 +144,7 @@ void task_apply_record(struct task *t, const struct record *rec)
 	t->retry_count = rec->retry_count;
 	t->billed_retries = rec->billed_retries;
 	t->crashes = rec->crashes;
+	t->finish_crashes = rec->finish_crashes;
 	if (rec->created_at_ms > 0)
 		t->created_wall_ms = rec->created_at_ms;
 }
@@ -158,6 +159,7 @@ char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finis
 		.runs = t->runs ? t->runs : json_array(),
 		.runs_total = t->runs_total, .retry_count = t->retry_count,
 		.billed_retries = t->billed_retries, .crashes = t->crashes,
+		.finish_crashes = t->finish_crashes,
 		.created_at_ms = t->created_wall_ms, .retry_at_ms = retry_at_ms,
 	};
 	if (finished) {

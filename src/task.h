@@ -51,6 +51,7 @@ struct task {
 				  * transfer holds it during the call: -1 here till call_done) */
 	int save_err;            /* errno when its response could not be made durable, else 0 */
 	int crashes;             /* times a daemon died while this job was in running/ */
+	int finish_crashes;      /* of those, while it was finished from a saved response */
 	char id[JOB_ID_MAX + 1];
 	char *running_name;
 	struct job job;

@@ -154,6 +154,26 @@ def test_crashed_job_lists_its_paid_attempt(env):
     assert d.stop() == 0
 
 
+def test_deaths_during_calls_do_not_drop_a_paid_response(env):
+    """A death during its first call, then one while publishing from its second, paid call's
+    saved response: with max_crash_requeues = 1 the job is finished from that response (only
+    deaths while it is finished from one count against it, for it calls nothing), not failed
+    crashed with its paid images dropped."""
+    prompt = "paid after a death in its first call"
+    env.fake.script(prompt, [{"kind": "b64", "delay": 60}, {"kind": "b64"}])
+    d = env.daemon(retry__max_crash_requeues=1).start()
+    d.submit("paidlate", {"prompt": prompt})
+    wait_for(lambda: env.fake.calls(prompt) == 1, 10, "the first call to be in flight")
+    d.kill()
+    d.start_to_crash("publish:images")
+    d.start()
+    assert d.wait_finished("paidlate") == "done", d.log()[-2000:]
+    r = d.result("paidlate")
+    assert env.fake.calls(prompt) == 2
+    assert [a["outcome"] for a in r["attempts"]] == ["interrupted", "succeeded"], r["attempts"]
+    assert d.stop() == 0
+
+
 def test_poison_guard_holds_for_the_longest_id_and_host_id(env):
     """A 128-character id on a daemon with a 64-character host id: every record must still be
     written (the temporary name of ID@HOST.json used to pass 255 bytes)."""
@@ -278,6 +298,7 @@ if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
         test_crashed_job_lists_its_paid_attempt,
+        test_deaths_during_calls_do_not_drop_a_paid_response,
         test_poison_guard_holds_for_the_longest_id_and_host_id,
         test_sigterm_during_a_hanging_download_keeps_the_paid_job,
         test_kill_9_at_random_moments,
