@@ -650,9 +650,7 @@ static void job_limits_from_config(struct dispatch *d)
  * saved (spool-layout.md §4, §10). */
 bool dispatch_written_by_daemon(const struct dispatch *d, const struct stat *st)
 {
-	struct stat running;
-	return st->st_uid == geteuid() || st->st_uid == 0 ||
-	       (fstat(d->spool->fd[SPOOL_RUNNING], &running) == 0 && st->st_uid == running.st_uid);
+	return spool_written_by_daemon(d->spool, st);
 }
 
 /* ---- an operator's requests (control/) ---------------------------------------------------- */

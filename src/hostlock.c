@@ -31,17 +31,26 @@
 static char *our_text;          /* the content of the lock we hold (owned); NULL: none */
 static bool io_warned;          /* the lock could not be read (said once until it can) */
 
+static bool same_boot(const struct hostlock_owner *a, const struct hostlock_owner *b)
+{
+	return !strcmp(a->hostname, b->hostname) && !strcmp(a->boot_id, b->boot_id);
+}
+
 enum hostlock_verdict hostlock_judge(const struct hostlock_owner *found,
 				     const struct hostlock_owner *self, int64_t age_ms,
 				     int64_t lease_ms, bool alive)
 {
-	bool this_boot = found && !strcmp(found->hostname, self->hostname) &&
-			 !strcmp(found->boot_id, self->boot_id);
-	if (this_boot)
+	if (found && same_boot(found, self))
 		return alive ? HOSTLOCK_HELD : HOSTLOCK_STALE;
 	/* Another machine (two may share a host name), an earlier boot, or a lock we cannot read:
 	 * only its heartbeat says whether its holder lives. */
 	return age_ms <= lease_ms ? HOSTLOCK_HELD : HOSTLOCK_STALE;
+}
+
+bool hostlock_live(const struct hostlock_owner *found, bool by_daemon,
+		   const struct hostlock_owner *self, int64_t age_ms, int64_t lease_ms, bool alive)
+{
+	return found && by_daemon && hostlock_judge(found, self, age_ms, lease_ms, alive) == HOSTLOCK_HELD;
 }
 
 /* Field 22 of /proc/PID/stat, after the command name in parentheses (which may hold spaces). */
@@ -118,9 +127,33 @@ static bool owner_parse(const char *text, size_t len, struct hostlock_owner *o)
 	return good;
 }
 
+#define LOCK_PREFIX ".host."
+
 static char *lock_name(const struct spool *sp)
 {
-	return xasprintf(".host.%s", sp->host_id);
+	return xasprintf(LOCK_PREFIX "%s", sp->host_id);
+}
+
+bool hostlock_name_host(const char *name, char *host, size_t size)
+{
+	const size_t pre = strlen(LOCK_PREFIX);
+	size_t len = strlen(name);
+	if (strncmp(name, LOCK_PREFIX, pre) || len == pre || len - pre >= size)
+		return false;
+	const char *end = name + len;
+	if (len > 4 && !strcmp(end - 4, ".tmp")) {
+		/* ".RANDOM.tmp" (spool_write_temp): 8 hex digits, after ".PID": digits */
+		const char *rnd = end - 4 - 9, *p;
+		if (rnd > name + pre && *rnd == '.' && strspn(rnd + 1, "0123456789abcdef") == 8) {
+			for (p = rnd - 1; p > name + pre && *p >= '0' && *p <= '9'; p--)
+				;
+			if (*p == '.' && p < rnd - 1 && p > name + pre)
+				return false;
+		}
+	}
+	memcpy(host, name + pre, len - pre);
+	host[len - pre] = '\0';
+	return true;
 }
 
 /* Writes our record to a temporary file in running/; its name goes to tmp. */
@@ -163,6 +196,60 @@ static void lock_read(int dirfd, const char *name, struct lock_seen *seen)
 {
 	buf_init(&seen->text, LOCK_MAX_BYTES);
 	seen->rr = spool_read_linked(dirfd, name, LOCK_MAX_BYTES, 2, &seen->text, &seen->st);
+}
+
+/* Whether a lock (name, host's) is a live daemon's: read and judged as a start would judge it,
+ * and written by the daemon's user. -1 with errno when it cannot be read (an I/O error): that
+ * says nothing of its host. */
+static int lock_live(struct spool *sp, const char *name, const struct hostlock_owner *self,
+		     int64_t now, int64_t lease_ms)
+{
+	struct lock_seen seen;
+	struct hostlock_owner found;
+	lock_read(sp->fd[SPOOL_RUNNING], name, &seen);
+	int rc = -1, err = errno;
+	if (seen.rr != SPOOL_READ_ERROR) {
+		bool read = seen.rr == SPOOL_READ_OK;
+		bool readable = read && owner_parse(seen.text.data, seen.text.len, &found);
+		bool alive = readable && same_boot(&found, self) && process_alive(&found);
+		rc = hostlock_live(readable ? &found : NULL, read && spool_written_by_daemon(sp, &seen.st),
+				   self, read ? now - timespec_ms(&seen.st.st_mtim) : 0, lease_ms, alive);
+	}
+	buf_release(&seen.text);
+	errno = err;
+	return rc;
+}
+
+long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts)
+{
+	struct spool_entry *l;
+	long n = spool_list_names(sp, SPOOL_RUNNING, true, &l), live = 0;
+	if (n < 0)
+		return -1;
+	*hosts = xcalloc((size_t)n + 1, sizeof(**hosts));
+	struct hostlock_owner self;
+	self_owner(&self);
+	int64_t now = spool_server_now(sp);
+	for (long i = 0; i < n && live >= 0; i++) {
+		char host[NAME_MAX + 1];
+		if (!hostlock_name_host(l[i].name, host, sizeof(host)) || !strcmp(host, sp->host_id))
+			continue;
+		int rc = lock_live(sp, l[i].name, &self, now, lease_ms);
+		if (rc > 0)
+			(*hosts)[live++] = xstrdup(host);
+		else if (rc < 0)
+			live = -1;
+	}
+	int err = errno;
+	spool_entries_free(l, n);
+	if (live < 0) {
+		for (size_t i = 0; (*hosts)[i]; i++)
+			free((*hosts)[i]);
+		free(*hosts);
+		*hosts = NULL;
+		errno = err;
+	}
+	return live;
 }
 
 static bool lock_same(const struct lock_seen *a, const struct lock_seen *b)
@@ -276,9 +363,7 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 		/* Anything but a regular file there was planted: never replaced, the start fails. */
 		int64_t age_ms = seen.rr == SPOOL_READ_OK ?
 				 spool_server_now(sp) - timespec_ms(&seen.st.st_mtim) : 0;
-		bool this_boot = readable && !strcmp(found.hostname, self.hostname) &&
-				 !strcmp(found.boot_id, self.boot_id);
-		bool alive = this_boot && process_alive(&found);
+		bool alive = readable && same_boot(&found, &self) && process_alive(&found);
 		if (hostlock_judge(readable ? &found : NULL, &self, age_ms, lease_ms, alive) == HOSTLOCK_HELD) {
 			if (readable)
 				xsnprintf(err, errsize, "another imgspoold runs with host_id '%s' on this "

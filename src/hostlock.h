@@ -33,6 +33,18 @@ enum hostlock_verdict hostlock_judge(const struct hostlock_owner *found,
 				     const struct hostlock_owner *self, int64_t age_ms,
 				     int64_t lease_ms, bool alive);
 
+/* Whether a lock found in running/ names a live daemon: one written by the daemon's user
+ * (by_daemon), whose owner could be read (found), that hostlock_judge says is held. A file
+ * anyone else put there, or that no daemon wrote, is no host. */
+bool hostlock_live(const struct hostlock_owner *found, bool by_daemon,
+		   const struct hostlock_owner *self, int64_t age_ms, int64_t lease_ms, bool alive);
+/* The host id of a name in running/ if it is a host lock (".host.HOST"); a lock's temporary
+ * names (".host.HOST.PID.RANDOM.tmp") are none. */
+bool hostlock_name_host(const char *name, char *host, size_t size);
+/* The ids of the other hosts live on sp (hostlock_live), in *hosts (each and the array freed
+ * by the caller). -1 with errno if running/ or a lock in it cannot be read. */
+long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts);
+
 /* Takes running/.host.HOST for sp's host id. Returns 0, or -1 with why in err (another daemon
  * holds it, or it cannot be written). */
 int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsize);

@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "hostlock.h"
 #include "keyshare.h"
 #include "log.h"
 #include "spend.h"
@@ -110,6 +111,8 @@ struct keyshare {
 	 * the ledger of every live host, budgets wait (ledger_doubts). */
 	bool ledger_doubt;
 	bool doubt_said;
+	int ledger_errno;            /* why ledger/ could not be opened (ledger_fd < 0) */
+	enum { UNUSABLE_UNSAID, UNUSABLE_WAITS, UNUSABLE_ALONE } unusable_said;
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
 	struct memo own_memo;        /* this host's own ledger file when last found whole */
@@ -191,6 +194,19 @@ static int open_dir(int at, const char *name)
 	return openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
+/* Opens ledger/ (making it if need be) into ledger_fd; why it cannot goes to ledger_errno. */
+static int ledger_open(struct keyshare *ks)
+{
+	ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+	ks->ledger_errno = ks->ledger_fd < 0 ? errno : 0;
+	if (ks->ledger_fd >= 0 && ks->unusable_said != UNUSABLE_UNSAID) {
+		log_info("'%s/ledger' can be opened again: budgets are shared with other hosts",
+			 ks->sp->path);
+		ks->unusable_said = UNUSABLE_UNSAID;
+	}
+	return ks->ledger_fd;
+}
+
 /* Whether the directory open as fd is still the one named name in at. An operator may remove a
  * provider's directory and another host make it again: a handle on the removed one lists no
  * tickets and sees no pause or hold, without an error. */
@@ -266,7 +282,7 @@ static void top_dirs_recheck(struct keyshare *ks)
 			return;
 		}
 		close_dir(&ks->ledger_fd);
-		ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+		ledger_open(ks);
 		ledger_take_own(ks);
 		pthread_mutex_unlock(&ks->write_lock);
 		ks->ledger_memo.listed_at = ks->own_memo.listed_at = 0;
@@ -608,7 +624,7 @@ static void ledger_write_locked(struct keyshare *ks)
 		stop_point("ledger:writing");
 		ok = ks->ledger_fd >= 0 &&
 		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, durable) == 0;
-		int err = ks->ledger_fd >= 0 ? errno : ENOENT;
+		int err = ks->ledger_fd >= 0 ? errno : ks->ledger_errno;
 		free(text);
 		if (!ok && !ks->ledger_warned)
 			log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this "
@@ -903,51 +919,6 @@ static void ledger_refresh(struct keyshare *ks)
 	ks->n_kept = kept;
 }
 
-/* The host id of a host lock's name in running/ (".host.HOST"); its temporary names
- * (".host.HOST.PID.RANDOM.tmp", the same inode once linked) are none. */
-bool keyshare_lock_host(const char *name, char *host, size_t size)
-{
-	size_t len = strlen(name);
-	if (strncmp(name, ".host.", 6) || len == 6 || len - 6 >= size)
-		return false;
-	const char *end = name + len;
-	if (len > 4 && !strcmp(end - 4, ".tmp")) {
-		/* ".RANDOM.tmp": 8 hex digits, after ".PID": digits */
-		const char *rnd = end - 4 - 9, *p;
-		if (rnd > name + 6 && *rnd == '.' && strspn(rnd + 1, "0123456789abcdef") == 8) {
-			for (p = rnd - 1; p > name + 6 && *p >= '0' && *p <= '9'; p--)
-				;
-			if (*p == '.' && p < rnd - 1 && p > name + 6)
-				return false;
-		}
-	}
-	memcpy(host, name + 6, len - 6);
-	host[len - 6] = '\0';
-	return true;
-}
-
-/* The hosts other than this one whose lock in running/ was heartbeated within lease_ms (by the
- * file server's clock): the live ones (spool-layout.md §10). -1 if running/ cannot be listed. */
-static long live_hosts(struct keyshare *ks, int64_t lease_ms, char ***out)
-{
-	struct spool_entry *l;
-	long n = spool_list_names(ks->sp, SPOOL_RUNNING, true, &l), live = 0;
-	if (n < 0)
-		return -1;
-	*out = xcalloc((size_t)n + 1, sizeof(**out));
-	int64_t now = spool_server_now(ks->sp);
-	for (long i = 0; i < n; i++) {
-		char host[NAME_MAX + 1];
-		struct stat st;
-		if (keyshare_lock_host(l[i].name, host, sizeof(host)) && strcmp(host, ks->sp->host_id) &&
-		    fstatat(ks->sp->fd[SPOOL_RUNNING], l[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(st.st_mode) && now - timespec_ms(&st.st_mtim) <= lease_ms)
-			(*out)[live++] = xstrdup(host);
-	}
-	spool_entries_free(l, n);
-	return live;
-}
-
 /* Whether name in ledger/ is host's ledger, "HOST.json". */
 static bool ledger_of(const char *name, const char *host)
 {
@@ -982,19 +953,66 @@ static void ledger_carry(struct keyshare *ks, struct kept_ledger *k)
 	ks->ledger_memo.listed_at = 0;   /* to find it there */
 }
 
+static void free_hosts(char **hosts, long n)
+{
+	for (long i = 0; i < n; i++)
+		free(hosts[i]);
+	free(hosts);
+}
+
+/* While ledger/ cannot be opened (unreadable, a file in its place): what budgets wait for,
+ * or NULL. No ledger can be shared, so another live host's spend is unknown: budgeted calls
+ * wait while one is live. Alone, this host's own figures are every host's: it goes on. Looked
+ * at every try, as a host may start meanwhile; ledger/ is opened again every 10 s. */
+static const char *ledger_unusable(struct keyshare *ks, int64_t lease_ms)
+{
+	char **live = NULL;
+	long n = hostlock_live_hosts(ks->sp, lease_ms, &live);
+	int err = errno;
+	xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s", n > 0 ? live[0] : "running");
+	free_hosts(live, n);
+	if (n == 0) {
+		if (ks->unusable_said != UNUSABLE_ALONE)
+			log_warn("cannot open '%s/ledger' (%s) and no other host is live: calls to a "
+				 "provider under a budget count what this host spent only, which is "
+				 "all that was spent while it runs alone", ks->sp->path,
+				 strerror(ks->ledger_errno));
+		ks->unusable_said = UNUSABLE_ALONE;
+		return NULL;
+	}
+	if (ks->unusable_said != UNUSABLE_WAITS) {
+		if (n < 0)
+			log_warn("cannot open '%s/ledger' (%s), nor read '%s/running' (%s) to know "
+				 "whether another host is live: no call to a provider under a budget "
+				 "starts until one of them can", ks->sp->path,
+				 strerror(ks->ledger_errno), ks->sp->path, strerror(err));
+		else
+			log_warn("cannot open '%s/ledger' (%s) and host '%s' is live: what it spent "
+				 "is unknown, so no call to a provider under a budget starts until "
+				 "'%s/ledger' can be opened or no other host is live", ks->sp->path,
+				 strerror(ks->ledger_errno), ks->doubt_about, ks->sp->path);
+	}
+	ks->unusable_said = UNUSABLE_WAITS;
+	return "ledger";
+}
+
 /* While ledger/ is in doubt (opened anew, or a ledger read before gone from it): what budgets
  * wait for — a live host's ledger not (readably) in it yet — or NULL once there is none; the
  * ledgers of hosts that have left are carried back meanwhile. A host writes its own ledger as
  * soon as it finds ledger/ without it (every 10 s at most), so a live host is waited for that
  * long; one that left (a lock older than a lease, or none) never. */
+static const char *ledger_unusable(struct keyshare *ks, int64_t lease_ms);
+
 static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 {
+	if (ks->ledger_fd < 0)
+		return ledger_unusable(ks, lease_ms);
 	if (!ks->ledger_doubt)
 		return NULL;
 	char **live = NULL;
-	long n = ks->ledger_fd >= 0 ? live_hosts(ks, lease_ms, &live) : -1;
+	long n = hostlock_live_hosts(ks->sp, lease_ms, &live);
 	int err = errno;
-	const char *missing = n < 0 ? (ks->ledger_fd < 0 ? "ledger" : "running") : NULL;
+	const char *missing = n < 0 ? "running" : NULL;
 	for (long i = 0; i < n && !missing; i++) {
 		xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s.json", live[i]);
 		missing = ks->doubt_about;
@@ -1016,9 +1034,7 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 			ledger_carry(ks, k);
 		k->carried = k->carried || left;
 	}
-	for (long i = 0; i < n; i++)
-		free(live[i]);
-	free(live);
+	free_hosts(live, n);
 	if (!missing) {
 		if (ks->doubt_said)
 			log_info("'%s/ledger' holds the ledger of every live host: budgets count them "
@@ -1070,7 +1086,8 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	*which = "an unreadable ledger";
 	if (unreadable)
 		return unreadable;
-	*which = "a live host's ledger not in a new ledger/";
+	*which = ks->ledger_fd < 0 ? "a live host's spend, with no ledger/ to share it" :
+				      "a live host's ledger not in a new ledger/";
 	return ledger_doubts(ks, ks->lease_ms);
 }
 
@@ -1540,10 +1557,14 @@ struct keyshare *keyshare_new(struct spool *sp)
 	pthread_mutex_init(&ks->spent_lock, NULL);
 	pthread_mutex_init(&ks->write_lock, NULL);
 	ks->providers_fd = open_dir(sp->root_fd, "providers");
-	ks->ledger_fd = open_dir(sp->root_fd, "ledger");
-	if (ks->providers_fd < 0 || ks->ledger_fd < 0)
-		log_warn("cannot use '%s/providers' and '%s/ledger' (%s): limits, pauses, holds and "
-			 "budgets are not shared with other hosts", sp->path, sp->path, strerror(errno));
+	if (ks->providers_fd < 0)
+		log_warn("cannot open '%s/providers' (%s): limits, pauses and holds are not shared "
+			 "with other hosts", sp->path, strerror(errno));
+	if (ledger_open(ks) < 0)
+		log_warn("cannot open '%s/ledger' (%s): budgets cannot be shared with other hosts; "
+			 "calls to a provider under a budget wait while another host is live, and "
+			 "count what this host spent only while none is (tried again every 10 s)",
+			 sp->path, strerror(ks->ledger_errno));
 	ledger_take_own(ks);
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
 	ledger_own_written(ks);

@@ -153,9 +153,6 @@ struct keyshare_seen {
  * clock estimate's error, could leave the mtime as it was. */
 bool keyshare_listing_stands(const struct keyshare_seen *before, int64_t listed_at_ms,
 			     const struct keyshare_seen *now);
-/* The host id of a host lock's name in running/ (".host.HOST", spool-layout.md §10); false for
- * any other name, its temporary names (".host.HOST.PID.RANDOM.tmp") included. */
-bool keyshare_lock_host(const char *name, char *host, size_t size);
 /* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
 int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
 /* The local calendar month of a wall-clock time, as year * 12 + month - 1. */

@@ -580,6 +580,13 @@ const char *spool_read_reason(enum spool_read r)
 	return "?";
 }
 
+bool spool_written_by_daemon(const struct spool *sp, const struct stat *st)
+{
+	struct stat running;
+	return st->st_uid == geteuid() || st->st_uid == 0 ||
+	       (fstat(sp->fd[SPOOL_RUNNING], &running) == 0 && st->st_uid == running.st_uid);
+}
+
 bool spool_exists(int dirfd, const char *name)
 {
 	struct stat st;

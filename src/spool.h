@@ -288,6 +288,9 @@ long spool_free_mb(struct spool *sp);
 void spool_clean_tmp(struct spool *sp, int64_t max_age_s);
 /* Whether dirfd/name is there (lstat: a dangling symlink is). */
 bool spool_exists(int dirfd, const char *name);
+/* Whether the daemon's user wrote a file: its owner is our user, the owner of running/ (the
+ * same user, seen through an NFS uid mapping), or root (who can do anything the daemon can). */
+bool spool_written_by_daemon(const struct spool *sp, const struct stat *st);
 /* Whether running/name is still there: a job reclaimed by another host is gone (fencing). */
 bool spool_still_ours(struct spool *sp, const char *running_name);
 /* The name a job has in running/: "ID@HOST.json". Caller frees. */

@@ -55,26 +55,6 @@ static const struct ticket_row ticket_rows[] = {
 	{ "hostA~42-1~5~6", -1, NULL, 0 },
 };
 
-/* Which names in running/ are host locks, and whose: live hosts are waited for in a new ledger/. */
-struct lock_row {
-	const char *name;
-	const char *host;        /* NULL: not a host lock */
-};
-
-static const struct lock_row lock_rows[] = {
-	{ ".host.hostA", "hostA" },
-	{ ".host.render-07.example_1", "render-07.example_1" },
-	{ ".host.hostA.4242.0badf00d.tmp", NULL },          /* hostlock's temporary name */
-	{ ".host.a.b.1.00000000.tmp", NULL },
-	{ ".host-stale.hostA.4242.3.tmp", NULL },
-	{ ".host.", NULL },
-	{ ".hostA", NULL },
-	{ "job@hostA.json", NULL },
-	{ ".host.h.tmp", "h.tmp" },                          /* no PID and RANDOM: a host id */
-	{ ".host.hostA.12.0badf00.tmp", "hostA.12.0badf00.tmp" },
-	{ ".host.hostA.x2.0badf00d.tmp", "hostA.x2.0badf00d.tmp" },
-};
-
 /* Whether a listing of another provider's calls/ kept for a total budget may be used again. */
 struct memo_row {
 	const char *name;
@@ -107,6 +87,17 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 {
 	(void)st; (void)flag; (void)ftw;
 	return remove(path);
+}
+
+/* A host lock at path as a daemon on another machine writes it, last heartbeated age_s ago. */
+static bool make_lock(const char *path, time_t age_s)
+{
+	static const char owner[] = "{\"pid\":4242,\"start_time\":7,\"hostname\":\"elsewhere\","
+				    "\"boot_id\":\"other-boot\"}";
+	struct timespec beat[2] = { { .tv_sec = time(NULL) - age_s }, { .tv_sec = time(NULL) - age_s } };
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	bool written = fd >= 0 && write(fd, owner, sizeof(owner) - 1) == (ssize_t)sizeof(owner) - 1;
+	return fd >= 0 && close(fd) == 0 && written && utimensat(AT_FDCWD, path, beat, 0) == 0;
 }
 
 /* A call of host C in provider's calls/ reserving reserve, last heartbeated 10 s ago, seen by
@@ -204,8 +195,8 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
 	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
 	struct keyshare_ticket t;
-	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && close(fd) == 0, "host A's lock in running/, heartbeated now: A is live");
+	int fd;
+	ok(make_lock(lock, 0), "host A's lock in running/, heartbeated now: A is live");
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
 	   "an operator removes ledger/ and makes it again");
 	bool waits = true;
@@ -253,10 +244,7 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	unlink(c_ledger);
 	free(c_ledger);
 
-	struct timespec old[2] = { { .tv_sec = time(NULL) - 120 }, { .tv_sec = time(NULL) - 120 } };
-	fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && close(fd) == 0 && utimensat(AT_FDCWD, lock, old, 0) == 0,
-	   "a lock of A's not heartbeated for two minutes (A died)");
+	ok(make_lock(lock, 120), "a lock of A's not heartbeated for two minutes (A died)");
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
 	   "ledger/ removed and made again");
 	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
@@ -303,8 +291,8 @@ static void stalled_host_carried(void)
 	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
 	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
 	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
-	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && close(fd) == 0, "stall: A's lock, heartbeated now");
+	int fd;
+	ok(make_lock(lock, 0), "stall: A's lock, heartbeated now");
 	keyshare_spent(a, "p", keyshare_micros(0.5));
 	struct keyshare_verdict v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
@@ -454,6 +442,110 @@ static void unreadable_ledgers(struct keyshare *b, const char *dir, const struct
 	free(ledgers);
 }
 
+/* A daily budget of 1.00 alone, with a 60 s lease. */
+static const struct keyshare_limits daily_1 = { .budget_daily = 1000000, .window_ms = 60000,
+						.lease_ms = 60000 };
+
+/* ledger/ that cannot be opened (a file in its place): no ledger can be shared. While B is the
+ * only live host its own figures are all that was spent: its calls go on under them (they used
+ * to wait for good). While another host is live, that host's spend is unknown: they wait. Each
+ * change is said once, with why the open failed. */
+static void unusable_ledger(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-noledger-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sb;
+	struct keyshare_ticket t;
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *log_path = xasprintf("%s/said", dir);
+	ok(spool_open(&sb, dir, "hostB") == 0, "no ledger: host B's spool");
+	rmdir(ledgers);
+	int fd = open(ledgers, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	struct said said;
+	ok(fd >= 0 && close(fd) == 0 && said_start(&said, log_path),
+	   "no ledger: a file where ledger/ belongs");
+	struct keyshare *b = keyshare_new(&sb);
+	struct keyshare_verdict v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_FREE, "no ledger: B alone calls for 0.6 (%s)", v.which ? v.which : "free");
+	/* Its cost cannot be written: its ticket stays, reserving 0.6 too (as in main). */
+	if (v.block == PROVIDER_FREE)
+		keyshare_release_spent(b, &t, keyshare_spent(b, "p", keyshare_micros(0.3)));
+	v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.5), &t);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.3),
+	   "no ledger: its own 0.3 counts: 0.5 more is over 1.00 (spent %lld, reserved %lld)",
+	   v.spent, v.reserved);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	ok(make_lock(lock, 0), "no ledger: host A starts (its lock heartbeated now)");
+	bool waits = true;
+	for (int try = 0; try < 2; try++) {
+		v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.1), &t);
+		waits = waits && v.block == PROVIDER_BUSY && v.which &&
+			!strcmp(v.which, "a live host's spend, with no ledger/ to share it") &&
+			v.retry_at > 0;
+		if (v.block == PROVIDER_FREE)
+			keyshare_release(b, &t);
+	}
+	ok(waits, "no ledger: with A live, B's call of 0.1 waits, twice (A's spend is unknown)");
+	ok(make_lock(lock, 120), "no ledger: A's lock not heartbeated for two minutes (A died)");
+	v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.1), &t);
+	ok(v.block == PROVIDER_FREE, "no ledger: alone again, B's 0.1 fits (%s)",
+	   v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	said_end(&said);
+	ok(strstr(said.text, "cannot open '") && strstr(said.text, "/ledger' (Not a directory)") &&
+	   count_of(said.text, "and no other host is live:") == 2 &&
+	   count_of(said.text, "host 'hostA' is live") == 1 &&
+	   count_of(said.text, "wait while another host is live") == 1,
+	   "no ledger: said at start-up, then once per change, with why the open failed:\n%s",
+	   said.text);
+	keyshare_free(b);
+	spool_close(&sb);
+	unlink(log_path);
+	free(log_path);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* In a new ledger/ budgets wait for every live host's ledger; a file in running/ with a lock's
+ * name that no daemon wrote (not a lock's content; with another user's uid too, in
+ * test_hostlock) is no host, however fresh: it blocks nothing. */
+static void forged_lock(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-forged-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sb;
+	struct keyshare_ticket t;
+	char *lock = xasprintf("%s/running/.host.hostF", dir);
+	ok(spool_open(&sb, dir, "hostB") == 0, "forged: host B's spool");
+	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, "not a lock\n", 11) == 11 && close(fd) == 0,
+	   "forged: running/.host.hostF, fresh, not a lock's content");
+	struct keyshare *b = keyshare_new(&sb);
+	struct keyshare_verdict v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_FREE, "forged: B's call does not wait for hostF.json (%s)",
+	   v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	ok(make_lock(lock, 0), "forged: a real lock of host F's, fresh");
+	keyshare_free(b);
+	b = keyshare_new(&sb);
+	v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.6), &t);
+	ok(v.block == PROVIDER_BUSY && v.which &&
+	   !strcmp(v.which, "a live host's ledger not in a new ledger/"),
+	   "forged: B, started again, waits for live F's ledger (%s)", v.which ? v.which : "free");
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(b, &t);
+	keyshare_free(b);
+	spool_close(&sb);
+	free(lock);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -472,13 +564,6 @@ int main(void)
 		   "ticket name '%s'", r->name);
 	}
 	ok(keyshare_micros(0.1) * 10 == keyshare_micros(1.0), "ten dimes are a dollar, exactly");
-	for (size_t i = 0; i < sizeof(lock_rows) / sizeof(lock_rows[0]); i++) {
-		const struct lock_row *r = &lock_rows[i];
-		char host[256] = "";
-		bool is = keyshare_lock_host(r->name, host, sizeof(host));
-		ok(is == (r->host != NULL) && (!is || !strcmp(host, r->host)), "running/%s: %s", r->name,
-		   r->host ? r->host : "not a host lock");
-	}
 	for (size_t i = 0; i < sizeof(memo_rows) / sizeof(memo_rows[0]); i++) {
 		const struct memo_row *r = &memo_rows[i];
 		ok(keyshare_listing_stands(&r->before, r->listed_at_ms, &r->now) == r->stands,
@@ -740,6 +825,8 @@ int main(void)
 	unreadable_ledgers(b, dir, &money);
 	cleared_ledger(a, b, dir, &money);
 	stalled_host_carried();
+	unusable_ledger();
+	forged_lock();
 	free(a_ledger);
 	free(ledger_dir);
 
