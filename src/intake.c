@@ -335,6 +335,18 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
 	return SKIPPED;
 }
 
+int intake_return(struct dispatch *d, const char *running_name, enum spool_dir dir,
+		  const char *name, int64_t due_wall_ms)
+{
+	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, dir, name) < 0)
+		return -1;
+	if (dir == SPOOL_DEFERRED) {   /* counted, and claimed when due, not at the next listing */
+		d->deferred_jobs++;
+		deferral_arm(d, due_wall_ms);
+	}
+	return 0;
+}
+
 /* The file claimed is not the one read: another host or a client replaced it between the read
  * and the claim. It goes back where it was, as they wrote it, with its own mtime (its due time in
  * deferred/, its place in line in new/), never rewritten with what was read before, and is
@@ -343,21 +355,15 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
  * in running/ for a restart. Whether it went back. */
 static bool requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
 {
-	struct dispatch *d = t->d;
 	const char *dir = spool_dir_name(pe->dir);
-	bool back = spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, pe->dir,
-					   pe->name) == 0;
-	if (!back) {
+	bool back = intake_return(t->d, t->running_name, pe->dir, pe->name,
+				  timespec_ms(&claimed->st_mtim)) == 0;
+	if (!back)
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; a restart will",
 			t->running_name, dir, pe->name, strerror(errno));
-	} else {
+	else
 		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed): claimed again as "
 			"it is now", dir);
-		if (pe->dir == SPOOL_DEFERRED) {
-			d->deferred_jobs++;
-			deferral_arm(d, timespec_ms(&claimed->st_mtim));
-		}
-	}
 	task_free(t);
 	return back;
 }

@@ -37,5 +37,9 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 void intake_sweep(struct dispatch *d, enum spool_dir dir);
 void intake_list_new(struct dispatch *d, int64_t budget_ms);
 void intake_pump(struct dispatch *d);
+/* A claimed job goes back as it is: running/running_name to dir/name (new/ or deferred/), never
+ * over a file there, due at due_wall_ms (its mtime) in deferred/. 0, or -1 with errno. */
+int intake_return(struct dispatch *d, const char *running_name, enum spool_dir dir,
+		  const char *name, int64_t due_wall_ms);
 
 #endif

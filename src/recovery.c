@@ -17,6 +17,7 @@
 #include "deferral.h"
 #include "dispatch_impl.h"
 #include "finish.h"
+#include "intake.h"
 #include "log.h"
 #include "provider_state.h"
 #include "publish.h"
@@ -516,7 +517,7 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 		break;
 	case RECOVERY_PUTBACK_RETURN: {
 		char *back = xasprintf("%s.json", id);
-		settled = spool_rename_noreplace(d->spool, SPOOL_RUNNING, job, from, back) == 0;
+		settled = intake_return(d, job, from, back, timespec_ms(&st.st_mtim)) == 0;
 		if (settled)
 			log_job(LOG_INFO, id, "back to %s/ (its claim took a file that replaced the one "
 				"read): claimed again as it is", spool_dir_name(from));

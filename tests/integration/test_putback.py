@@ -171,6 +171,43 @@ def test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is(
     assert d.stop() == 0
 
 
+def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(env):
+    """As above, from deferred/: a job put back there, replaced before its claim by a second
+    retry, the daemon killed after the claim; at the restart the first move of the claimed file
+    back to deferred/ fails (EEXIST), the rescan's goes through. That move did not count the job
+    nor wake the deferral timer, so the job, due already, waited for the next listing of
+    deferred/ (a poll_interval later); it is now claimed at once, as after a claim's move back."""
+    prompt, other = "put back to deferred/, replaced, moved back at a rescan", "its third retry"
+    d = env.daemon(spool__poll_interval=60)
+    first, replacement = a_done_job_and_a_second_retry(env, d, "pv", prompt, other)
+    old = time.time() - 60
+    os.rename(d.path("new", "pv.json"), d.path("deferred", "pv.json"))
+    os.utime(d.path("deferred", "pv.json"), (old, old))
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
+                                         "IMGSPOOLD_CRASH_AT": "claim:claimed"})
+    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    with open(d.path("tmp", "pv.json"), "w") as f:
+        json.dump(replacement, f)
+    os.utime(d.path("tmp", "pv.json"), (old, old))
+    os.rename(d.path("tmp", "pv.json"), d.path("deferred", "pv.json"))
+    d.proc.send_signal(signal.SIGCONT)
+    wait_for(d.exited, 20, "the daemon to kill itself after its claim")
+    assert d.proc.returncode == -9, d.log()[-2000:]
+    trace = traced(d, "pv.json", "-e", "trace=renameat2",   # deferred/pv.json, the move back
+                   "-e", "inject=renameat2:error=EEXIST:when=1")
+    d.start()
+    wait_for(lambda: "back to deferred/ (its claim took a file that replaced the one read)"
+             in d.log(), 20, "the move back to deferred/")
+    assert in_trace(trace, "(INJECTED)")
+    assert "pv error: cannot move 'running/pv@testhost.json' back to deferred/pv.json" in d.log()
+    # Well before the next rescan (60 s).
+    assert d.wait_finished("pv", 20) == "done", d.log()[-3000:]
+    assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
+    assert d.result("pv")["attempts"][0]["outcome"] == "succeeded"
+    assert putback_files(d) == []
+    assert d.stop() == 0
+
+
 def test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it(env):
     """Killed right after the claim of a job put back, its host never comes back: another host
     reclaims the job once its lease ran out, with the new run written beside it (renamed to its
@@ -368,6 +405,7 @@ if __name__ == "__main__":
         test_a_kill_while_the_new_run_is_written_beside_the_job_runs_it,
         test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it,
         test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is,
+        test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due,
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
         test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
         test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
