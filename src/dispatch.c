@@ -193,6 +193,14 @@ void task_leave_for_restart(struct task *t, const char *why)
 	task_free(t);
 }
 
+bool task_leave_if_cut(struct task *t, const char *why)
+{
+	if (!t->d->grace_over)
+		return false;
+	task_leave_for_restart(t, why);
+	return true;
+}
+
 /* ---- the upstream call ------------------------------------------------------------------------ */
 
 static void decide(struct task *t)

@@ -101,6 +101,10 @@ struct dispatch {
 /* dispatch.c: a task's life */
 void task_requeue(struct task *t, const char *why);
 void task_leave_for_restart(struct task *t, const char *why);
+/* Past the grace period's cut, a job about to start a wait that may outlast it (a timer, a
+ * download, an upload) leaves for the restart instead: grace_over() walks the tasks only once.
+ * Whether it left (t is then freed). */
+bool task_leave_if_cut(struct task *t, const char *why);
 void task_prepare_and_send(struct task *t);
 void task_send_attempt(struct task *t);
 /* The I/O pool's batch that saves and parses responses, and its done(). */

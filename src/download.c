@@ -57,10 +57,8 @@ static void download_done(void *arg, struct http_result *res)
 	t->download_tries++;
 	const char *why = res->transport != HTTP_DONE ? http_transport_name(res->transport)
 			  : res->status != 200 ? "an HTTP error" : "not a PNG, JPEG or WebP image";
-	if (d->grace_over) {
-		task_leave_for_restart(t, "while downloading its image");
+	if (task_leave_if_cut(t, "while downloading its image"))
 		return;
-	}
 	if (t->download_tries >= d->cfg->download_attempts) {
 		finish_fail(t, "download_failed", NULL,
 			  "the image was generated (and charged) but could not be downloaded: %s (HTTP %ld)",
@@ -82,10 +80,8 @@ void download_start(struct task *t)
 		finish_task(t);
 		return;
 	}
-	if (d->grace_over) {
-		task_leave_for_restart(t, "before downloading its image");
+	if (task_leave_if_cut(t, "before downloading its image"))
 		return;
-	}
 	t->state = T_DOWNLOADING;
 	struct http_request req = {
 		.url = t->resp.urls[t->next_url],

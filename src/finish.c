@@ -152,10 +152,9 @@ static void publish_done(void *arg)
 			"in running/): finishing it from there, tried again every %lds",
 			t->succeeded ? "done" : "failed", t->publish_err, t->d->cfg->disk_retry_interval);
 		t->publish_stuck_said = true;
-		if (t->d->grace_over) {   /* a restart finishes it (recovery_resume_publications) */
-			task_leave_for_restart(t, "with its publication committed");
+		/* A restart finishes it (recovery_resume_publications). */
+		if (task_leave_if_cut(t, "with its publication committed"))
 			return;
-		}
 		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
 					  publish_again, t);
 		return;
@@ -194,10 +193,8 @@ static void publish_done(void *arg)
 			"cannot publish the result (%s); retrying every %lds", t->publish_err,
 			t->d->cfg->disk_retry_interval);
 		t->d->disk_checked = 0;   /* look at the free space again before claiming more */
-		if (t->d->grace_over) {   /* as one waiting for room at the cut */
-			task_leave_for_restart(t, "until there is room to publish");
+		if (task_leave_if_cut(t, "until there is room to publish"))
 			return;
-		}
 		t->timer = loop_add_timer(t->d->loop, t->d->cfg->disk_retry_interval * 1000,
 					  publish_again, t);
 		return;
@@ -268,10 +265,8 @@ static bool before_publish(struct task *t)
 	struct dispatch *d = t->d;
 	if (!t->succeeded || !t->n_images || t->urls || !config_store_enabled(d->cfg))
 		return false;
-	if (d->grace_over) {   /* judged after the cut: the store may be down for hours */
-		task_leave_for_restart(t, "until its images are stored");
+	if (task_leave_if_cut(t, "until its images are stored"))   /* it may be down for hours */
 		return true;
-	}
 	t->state = T_UPLOADING;
 	t->upload = store_upload_start(d->store, t->id, t->images, t->n_images, upload_done, t);
 	t->images = NULL;   /* the upload holds them until upload_done, which gives them back */
