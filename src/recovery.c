@@ -91,10 +91,7 @@ static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
 			publish_take_staged(d->spool, h[i].name, id, owner, running_name);
 			continue;
 		}
-		if (strncmp(h[i].name, prefix, plen) ||
-		    (strcmp(sfx, "partial") && strcmp(sfx, "target") && strncmp(sfx, "response.", 9) &&
-		     strncmp(sfx, "left.", 5) && strcmp(sfx, "done") && strcmp(sfx, "failed") &&
-		     strncmp(sfx, "putback.", 8)))
+		if (strncmp(h[i].name, prefix, plen) || sidecar_suffix_kind(sfx) == SIDECAR_KIND_NONE)
 			continue;
 		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
 		renameat(fd, h[i].name, fd, to);
@@ -476,7 +473,7 @@ static bool putback_ours(struct dispatch *d, const char *name)
 {
 	struct stat st;
 	return fstatat(d->spool->fd[SPOOL_RUNNING], name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       S_ISREG(st.st_mode) && st.st_nlink == 1 && dispatch_written_by_daemon(d, &st);
+	       sidecar_is_ours(d, &st);
 }
 
 /* The new run of a job put back, written beside it before its claim (intake.c): a kill cut
@@ -611,8 +608,7 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 				unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
 			continue;
 		}
-		if (!at || (strcmp(at + hlen, "partial") && strcmp(at + hlen, "target") &&
-			    strncmp(at + hlen, "response.", 9) && strncmp(at + hlen, "left.", 5)))
+		if (!at || sidecar_suffix_kind(at + hlen) != SIDECAR_KIND_CALL)
 			continue;
 		char *job = xasprintf("%.*s@%s.json", (int)(at - name - 1), name + 1, host);
 		if (!spool_exists(d->spool->fd[SPOOL_RUNNING], job))

@@ -29,6 +29,35 @@ char *sidecar_name(const struct task *t, const char *suffix)
 	return xasprintf(".%s@%s.%s", t->id, t->d->spool->host_id, suffix);
 }
 
+static const struct {
+	const char *suffix;
+	bool then_more;   /* a prefix: a status, an attempt, ... follows */
+	enum sidecar_kind kind;
+} suffixes[] = {
+	{ "partial", false, SIDECAR_KIND_CALL },
+	{ "target", false, SIDECAR_KIND_CALL },
+	{ "response.", true, SIDECAR_KIND_CALL },
+	{ "left.", true, SIDECAR_KIND_CALL },
+	{ "done", false, SIDECAR_KIND_STAGING },
+	{ "failed", false, SIDECAR_KIND_STAGING },
+	{ "putback.", true, SIDECAR_KIND_PUTBACK },
+};
+
+enum sidecar_kind sidecar_suffix_kind(const char *suffix)
+{
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+		if (suffixes[i].then_more ? !strncmp(suffix, suffixes[i].suffix,
+						     strlen(suffixes[i].suffix))
+					  : !strcmp(suffix, suffixes[i].suffix))
+			return suffixes[i].kind;
+	return SIDECAR_KIND_NONE;
+}
+
+bool sidecar_is_ours(const struct dispatch *d, const struct stat *st)
+{
+	return S_ISREG(st->st_mode) && st->st_nlink == 1 && dispatch_written_by_daemon(d, st);
+}
+
 char *sidecar_putback_name(const struct task *t, enum spool_dir from, uint64_t ino)
 {
 	return xasprintf(".%s@%s.putback.%c.%" PRIx64, t->id, t->d->spool->host_id,
@@ -182,8 +211,7 @@ long sidecar_read(struct task *t, const char *name, struct buf *body, struct sta
 	long attempt = 0;
 	buf_init(b, cap + 512);
 	int fd = openat(d->spool->fd[SPOOL_RUNNING], name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_nlink == 1 &&
-	    dispatch_written_by_daemon(d, st)) {
+	if (fd >= 0 && fstat(fd, st) == 0 && sidecar_is_ours(d, st)) {
 		char chunk[65536];
 		ssize_t n;
 		while ((n = read(fd, chunk, body ? sizeof(chunk) : 512)) > 0)
@@ -260,13 +288,15 @@ long sidecar_take_left(struct task *t, const struct strset *hidden)
 		if (!name || strncmp(name, prefix, plen) ||
 		    parse_long(name + plen, 1, 1000000, &attempt) < 0)
 			continue;
-		bool ours = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-			    st.st_nlink == 1 && dispatch_written_by_daemon(t->d, &st);
-		if (unlinkat(fd, name, 0) == 0 && ours)
-			mark = attempt;
-		else
+		bool ours = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && sidecar_is_ours(t->d, &st);
+		if (unlinkat(fd, name, 0) < 0)
+			log_job(LOG_WARN, t->id, "ignoring 'running/%s': cannot remove it: %s", name,
+				strerror(errno));
+		else if (!ours)
 			log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a mark the daemon left for "
 				"this job", name);
+		else
+			mark = attempt;
 	}
 	free(prefix);
 	return mark;

@@ -21,6 +21,17 @@ enum { SIDECAR_PARTIAL = 1, SIDECAR_TARGET = 2, SIDECAR_RESPONSE = 4, SIDECARS_U
 
 /* ".ID@HOST.suffix" (caller frees). */
 char *sidecar_name(const struct task *t, const char *suffix);
+/* What a file beside a job is, by what follows ".ID@HOST." in its name. Pure. */
+enum sidecar_kind {
+	SIDECAR_KIND_NONE,      /* no file of a job's */
+	SIDECAR_KIND_CALL,      /* .partial .target .response.STATUS .left.N: its calls' files */
+	SIDECAR_KIND_STAGING,   /* .done .failed: its publication's staging (publish.c) */
+	SIDECAR_KIND_PUTBACK,   /* .putback.D.INO (sidecar_putback_name) */
+};
+enum sidecar_kind sidecar_suffix_kind(const char *suffix);
+/* Whether a file beside a job, as stat'ed without following a link, can be the daemon's: a
+ * regular file of its user, one link. */
+bool sidecar_is_ours(const struct dispatch *d, const struct stat *st);
 void sidecar_write_target(struct task *t);
 char *sidecar_read_target(struct task *t);
 void sidecar_drop(struct task *t);

@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import held_at_stop, run_tests, wait_for  # noqa: E402
 from peers import S3Server  # noqa: E402
+from test_putback import in_trace, traced  # noqa: E402
 
 PREFIX = "renders/2026/"
 
@@ -227,6 +228,30 @@ def test_left_job_reclaimed_by_another_host(env):
     assert b.stop() == 0
 
 
+def test_a_mark_that_cannot_be_removed_says_why(env):
+    """A job left at a grace cut, its mark running/.ID@HOST.left.1 beside it; at the restart the
+    removal of the mark fails (EACCES). The log said "not a mark the daemon left" of the daemon's
+    own mark; it says the removal's error. The mark is not believed (one not removed could be
+    believed again), and the job is finished all the same."""
+    s3 = env.peer(S3Server())
+    d = store_daemon(env, s3).start()
+    d.submit("lu", {"prompt": "its mark cannot be removed"})
+    wait_for(lambda: uploading(d, "lu"), 30, "an upload to fail")
+    cut_twice(d)
+    mark = ".lu@testhost.left.1"
+    assert mark in os.listdir(d.path("running")), os.listdir(d.path("running"))
+    s3.start()
+    trace = traced(d, mark, "-e", "trace=unlinkat", "-e", "inject=unlinkat:error=EACCES:when=1")
+    d.start()
+    assert d.wait_finished("lu", 60) == "done", d.log()[-2000:]
+    assert in_trace(trace, "(INJECTED)"), "the removal of the mark did not fail"
+    assert f"lu warning: ignoring 'running/{mark}': cannot remove it: Permission denied" in \
+        d.log(), d.log()[-2000:]
+    assert "not a mark the daemon left" not in d.log(), d.log()[-2000:]
+    check_stored(d, s3, "lu")
+    assert d.stop() == 0
+
+
 def test_cut_before_the_upload_starts(env):
     """A job whose saved answer is still being judged at the grace cut (after a restart, held at
     the stop point recovery:judge: under a budget) reaches its upload only after the cut, with the
@@ -266,4 +291,5 @@ if __name__ == "__main__":
     run_tests([test_every_image_in_the_bucket, test_store_down_delays_publication,
                test_kill_9_during_uploads,
                test_grace_cut_during_upload, test_clean_restarts_are_no_crashes,
-               test_left_job_reclaimed_by_another_host, test_cut_before_the_upload_starts])
+               test_left_job_reclaimed_by_another_host, test_a_mark_that_cannot_be_removed_says_why,
+               test_cut_before_the_upload_starts])

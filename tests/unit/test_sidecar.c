@@ -1,7 +1,8 @@
 /* test_sidecar.c - the name of a put-back's new run beside its job in running/
  * (.ID@HOST.putback.D.INO, sidecar_putback_parse): taken only for this host, a valid task id, a
  * directory it was claimed from and an inode in hex, so that no daemon takes another host's, or
- * any other file, for one of its own. */
+ * any other file, for one of its own; and what each suffix after ".ID@HOST." is
+ * (sidecar_suffix_kind). */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <string.h>
@@ -47,8 +48,34 @@ static const struct row rows[] = {
 	{ ".job-1@hostA.json.hostA.12.0000abcd.tmp", "hostA", false, NULL, 0, 0 },
 };
 
+/* What follows ".ID@HOST." in a name: one list for the takeover (all kinds) and the removal of
+ * orphans (a call's files only). */
+static const struct {
+	const char *suffix;
+	enum sidecar_kind want;
+} kinds[] = {
+	{ "partial", SIDECAR_KIND_CALL },
+	{ "target", SIDECAR_KIND_CALL },
+	{ "response.200", SIDECAR_KIND_CALL },
+	{ "left.3", SIDECAR_KIND_CALL },
+	{ "done", SIDECAR_KIND_STAGING },
+	{ "failed", SIDECAR_KIND_STAGING },
+	{ "putback.n.1f2e", SIDECAR_KIND_PUTBACK },
+	{ "partially", SIDECAR_KIND_NONE },    /* whole words */
+	{ "target.tmp", SIDECAR_KIND_NONE },
+	{ "done.x", SIDECAR_KIND_NONE },
+	{ "response", SIDECAR_KIND_NONE },
+	{ "left", SIDECAR_KIND_NONE },
+	{ "putback", SIDECAR_KIND_NONE },
+	{ "json", SIDECAR_KIND_NONE },
+	{ "", SIDECAR_KIND_NONE },
+};
+
 int main(void)
 {
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		ok(sidecar_suffix_kind(kinds[i].suffix) == kinds[i].want, "suffix '%s' is of kind %d",
+		   kinds[i].suffix, kinds[i].want);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct row *r = &rows[i];
 		char id[JOB_ID_MAX + 1] = "";
