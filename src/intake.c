@@ -515,17 +515,19 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	task_restore_state(t, &st, &rec);
 	/* A finished job put back by hand (or `imgspool retry`): a new run with a fresh budget; the
 	 * old one is kept in the records' history. */
-	char finished[sizeof(rec.finished)];
-	xsnprintf(finished, sizeof(finished), "%s", rec.finished);
+	bool put_back = rec.finished[0];
+	char finished[sizeof(rec.finished)];   /* how the old run ended, for the log */
 	long run = rec.runs_total + 2;
-	if (finished[0])
+	if (put_back) {
+		xsnprintf(finished, sizeof(finished), "%s", rec.finished);
 		record_new_run(&rec, mtime_ms);
+	}
 	task_apply_record(t, &rec);
 	record_release(&rec);
 	/* Its new run is made durable beside it before the claim, so that no kill leaves the old
 	 * run's "finished" alone in running/ (spool-layout §4). Any other job: no system call. */
-	char *putback = finished[0] ? putback_written(t, pe, &st) : NULL;
-	if (finished[0] && !putback) {
+	char *putback = put_back ? putback_written(t, pe, &st) : NULL;
+	if (put_back && !putback) {
 		known_del(d, pe->dir, pe->name);
 		task_free(t);
 		return SKIPPED;
@@ -556,7 +558,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 		putback_drop(d, putback, back);
 		return SKIPPED;
 	}
-	if (finished[0]) {
+	if (put_back) {
 		log_job(LOG_INFO, id, "resubmitted after it had %s: run %ld starts with a fresh budget",
 			finished, run);
 		if (!putback_put_in_place(t, putback))

@@ -551,17 +551,17 @@ static void adopt_all(struct dispatch *d)
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	for (long i = 0; i < nh; i++)
 		strset_add(&hidden, h[i].name);
-	bool later = false;   /* one of a job a task holds: settled once the task is done */
+	bool held_putback = false;   /* one of a job a task holds: settled once the task is done */
 	for (long i = 0; i < nh; i++) {
 		if (!sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino))
 			continue;
 		if (strset_has(&d->held, id))
-			later = true;
+			held_putback = true;
 		else if (!settle_putback(d, h[i].name, id, from, ino, &hidden))
 			strset_add(&unsettled, id);
 	}
 	spool_entries_free(h, nh);
-	d->putbacks_unsettled = later || unsettled.count > 0;
+	d->putbacks_unsettled = held_putback || unsettled.count > 0;
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
 		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
@@ -592,7 +592,8 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 		uint64_t ino;
 		if (sidecar_putback_parse(name, host, id, &from, &ino)) {
 			/* Ours were settled before the jobs were adopted. Another host's is written
-			 * before its claim, its job not in running/ yet: its until its lease ran out. */
+			 * before its claim, its job not in running/ yet: it is that host's until its
+			 * lease runs out. */
 			char *job = xasprintf("%s@%s.json", id, host);
 			if (other && now > 0 && !spool_exists(d->spool->fd[SPOOL_RUNNING], job) &&
 			    spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) == 0 &&
