@@ -872,13 +872,13 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
 		     size_t len)
 {
 	/* Its temporary file and its rename in the same directory, whichever a rescan swaps in
-	 * meanwhile. Not in running/, written for every job: one replaced under the daemon's jobs
-	 * loses them anyway. */
-	int dirfd = d == SPOOL_RUNNING ? sp->fd[d] : spool_pin(sp, d);
+	 * meanwhile; running/ and outbox/ (a job's records, a delivery's) are never swapped. */
+	bool pin = followed(d);
+	int dirfd = pin ? spool_pin(sp, d) : sp->fd[d];
 	if (dirfd < 0)
 		return -1;
 	int rc = write_at(sp, dirfd, name, data, len, &(struct write_how){ .fsync_file = true });
-	if (dirfd != sp->fd[d])
+	if (pin)
 		unpin(dirfd);
 	return rc;
 }
