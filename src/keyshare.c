@@ -253,7 +253,7 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 }
 
 static void ledger_take_own(struct keyshare *ks);
-static void ledger_own_written(struct keyshare *ks);
+static void ledger_own_ensure(struct keyshare *ks);
 
 /* providers/ and ledger/ checked against their names (a provider's handles go with
  * providers/), opened again by name (also when they could not be opened before); and the spool
@@ -288,7 +288,7 @@ static void top_dirs_recheck(struct keyshare *ks)
 		ks->ledger_memo.listed_at = ks->own_memo.listed_at = 0;
 		ks->ledger_doubt = true;
 	}
-	ledger_own_written(ks);
+	ledger_own_ensure(ks);
 }
 
 /* Every handle is checked against its name at its next use: after a file operation failed, as
@@ -572,13 +572,29 @@ static bool own_take_in(struct keyshare *ks, json_t *doc)
 	return shorter;
 }
 
+/* This host's own file's name in ledger/: "HOST.json". */
+static void own_ledger_name(const struct keyshare *ks, char *name, size_t size)
+{
+	xsnprintf(name, size, "%s.json", ks->sp->host_id);
+}
+
+/* A ledger's text. Fails only for want of memory: its strings are UTF-8 (a host id, provider
+ * names, or what was read as JSON). */
+static char *ledger_dump(const json_t *doc)
+{
+	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	if (!text)
+		out_of_memory("writing a ledger");
+	return text;
+}
+
 /* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
  * start-up, or once ledger/ could be opened; own_take_in). The caller keeps writers out
  * (write_lock held, or no helper yet). */
 static void ledger_take_own(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
-	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	own_ledger_name(ks, name, sizeof(name));
 	const char *why;
 	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
 	if (!doc)
@@ -599,7 +615,7 @@ static char *ledger_text(struct keyshare *ks)
 					      "month_micros", (json_int_t)ks->spent[i].month));
 	json_t *doc = json_pack("{s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "day", (int)ks->day,
 				"month", (int)ks->month, "providers", provs);
-	char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	char *text = ledger_dump(doc);
 	json_decref(doc);
 	return text;
 }
@@ -611,7 +627,7 @@ static char *ledger_text(struct keyshare *ks)
 static void ledger_write_locked(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
-	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	own_ledger_name(ks, name, sizeof(name));
 	bool ok = true;
 	pthread_mutex_lock(&ks->spent_lock);
 	while (ok && ks->written_gen < ks->spent_gen) {
@@ -691,10 +707,10 @@ static void ledger_vanished(struct keyshare *ks)
  * gone while it stalled (a paused VM, an NFS stall) and carried an older reading of it back
  * (ledger_carry), which every host would count, and wait for nothing more, until this host's
  * next billed call. The file is read only when it changed since it was last found whole. */
-static void ledger_own_written(struct keyshare *ks)
+static void ledger_own_ensure(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
-	xsnprintf(name, sizeof(name), "%s.json", ks->sp->host_id);
+	own_ledger_name(ks, name, sizeof(name));
 	if (ks->ledger_fd < 0)
 		return;
 	struct memo now = memo_look(ks, ks->ledger_fd, name);
@@ -867,7 +883,7 @@ static void ledger_refresh(struct keyshare *ks)
 	}
 	ks->ledger_memo = next;
 	char own[NAME_MAX + 1];
-	xsnprintf(own, sizeof(own), "%s.json", ks->sp->host_id);
+	own_ledger_name(ks, own, sizeof(own));
 	for (size_t i = 0; i < ks->n_kept; i++)
 		ks->kept[i].listed = false;
 	for (long i = 0; i < n; i++) {
@@ -933,7 +949,7 @@ static bool ledger_of(const char *name, const char *host)
 static void ledger_carry(struct keyshare *ks, struct kept_ledger *k)
 {
 	json_object_set_new(k->doc, "carried_by", json_string(ks->sp->host_id));
-	char *text = json_dumps(k->doc, JSON_COMPACT | JSON_SORT_KEYS), tmp[NAME_MAX + 1];
+	char *text = ledger_dump(k->doc), tmp[NAME_MAX + 1];
 	int rc = spool_write_temp(ks->sp, ks->ledger_fd, k->name, text, strlen(text), tmp);
 	if (rc == 0) {
 		rc = linkat(ks->ledger_fd, tmp, ks->ledger_fd, k->name, 0);
@@ -1017,7 +1033,7 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 		xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s.json", live[i]);
 		missing = ks->doubt_about;
 		/* Not one carried back (a reading, older perhaps): a live host writes its own over
-		 * it (ledger_own_written). */
+		 * it (ledger_own_ensure). */
 		for (size_t j = 0; j < ks->n_kept; j++)
 			if (ledger_of(ks->kept[j].name, live[i]) && ks->kept[j].listed &&
 			    ks->kept[j].doc && !json_object_get(ks->kept[j].doc, "carried_by"))
@@ -1567,7 +1583,7 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 sp->path, strerror(ks->ledger_errno));
 	ledger_take_own(ks);
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
-	ledger_own_written(ks);
+	ledger_own_ensure(ks);
 	return ks;
 }
 
