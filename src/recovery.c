@@ -222,10 +222,12 @@ static void record_cut_call(struct task *t, const struct strset *hidden, size_t 
 }
 
 /* A job failed "crashed": every call its files account for is in its attempts, so no money is
- * out of sight. The saved response of the next attempt is not parsed (finishing from it may be
+ * out of sight. The saved response of the next attempt is not judged (finishing from it may be
  * what killed the daemon): its status alone says whether it was billed, as retry_classify
- * judges it (every 2xx is billed, a 524 maybe, any other status not), and it is priced as the
- * job's call, by the usage it carries (only that is read of it). Else a call cut in flight is recorded as interrupted. */
+ * mostly does (a 2xx billed, a 524 maybe, any other status not; a 2xx carrying only a quota or
+ * outage error, which a judgement finds free, is counted billed: the safe side), and it is
+ * priced as the job's call, by the usage it carries (only that is read of it). Else a call cut
+ * in flight is recorded as interrupted. */
 static void record_before_crashed(struct task *t, const struct strset *hidden, const char *prefix,
 				  size_t accounted)
 {
