@@ -350,8 +350,9 @@ def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced
     trace = traced(d, "pd.json", "-e", "trace=renameat2",   # new/pd.json, the move back
                    "-e", "inject=renameat2:error=EEXIST:when=1")
     fifo = d.start_held_at("claim:read", wait_ready=False)
-    os.close(held_at_stop(fifo, d))   # the first read (a put-back): its claim goes on below
-    replace_in_new(d, "pd", replacement)
+    held = held_at_stop(fifo, d)   # the first read (a put-back), held before its claim
+    replace_in_new(d, "pd", replacement)   # before the claim goes on: it takes the replacement
+    os.close(held)
 
     def refused():   # it waits again before each read: let it go on each time
         let_go(fifo)
