@@ -262,6 +262,48 @@ static void *read_all(void *arg)
 	return NULL;
 }
 
+/* What a stuck write let another thread do: whether the write was stuck, whether the logger
+ * returned (within 5 s, in took ms) while it still was, and all the pipe held once read again. */
+struct stuck_run {
+	bool was_stuck, returned, still_stuck;
+	int64_t took;
+	struct pipe_reader read;
+};
+
+/* stderr made fds[1] (full: nobody reads fds[0]), a flush stuck writing into it, logger_fn run
+ * on another thread; then the pipe read: the stuck write ends, its writer takes the lines
+ * wanted meanwhile, and a last line goes out after them. stderr is saved again after. */
+static void while_a_write_is_stuck(int fds[2], int saved, void *(*logger_fn)(void *),
+				   struct stuck_run *run)
+{
+	dup2(fds[1], STDERR_FILENO);
+	__atomic_store_n(&writer_tid, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&logger_returned, 0, __ATOMIC_SEQ_CST);
+	pthread_t writer, logger, reader;
+	pthread_create(&writer, NULL, flush_into_a_full_pipe, NULL);
+	run->was_stuck = until_stuck(&writer_tid);
+	pid_t tid = __atomic_load_n(&writer_tid, __ATOMIC_SEQ_CST);
+	int64_t before = mono_ms();
+	pthread_create(&logger, NULL, logger_fn, NULL);
+	int64_t deadline = mono_ms() + 5000;
+	while (!__atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	run->returned = __atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST);
+	run->took = mono_ms() - before;
+	run->still_stuck = writes_stderr(tid);
+	run->read = (struct pipe_reader){ .fd = fds[0] };
+	fcntl(fds[0], F_SETFL, 0);
+	pthread_create(&reader, NULL, read_all, &run->read);
+	pthread_join(writer, NULL);
+	pthread_join(logger, NULL);
+	log_info("last: after the write went through");
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fds[1]);
+	pthread_join(reader, NULL);
+	close(fds[0]);
+}
+
 /* stderr is a pipe nobody reads: a flusher's write blocks in it. Another thread's lines, held
  * and flushed or not, go into the buffer and it returns (before, it waited for the lock the
  * write held); past the cap the lines are dropped and counted. When the pipe is read again, the
@@ -272,34 +314,12 @@ static void test_a_logger_never_waits_for_a_stuck_write(void)
 	ssize_t filled = full_pipe(fds);
 	if (saved < 0 || filled < 0)
 		return;
-	dup2(fds[1], STDERR_FILENO);
-	pthread_t writer, logger, reader;
-	pthread_create(&writer, NULL, flush_into_a_full_pipe, NULL);
-	bool was_stuck = until_stuck(&writer_tid);
-	pid_t tid = __atomic_load_n(&writer_tid, __ATOMIC_SEQ_CST);
-	int64_t before = mono_ms();
-	pthread_create(&logger, NULL, log_meanwhile, NULL);
-	int64_t deadline = mono_ms() + 5000;
-	while (!__atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	bool returned = __atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST);
-	int64_t took = mono_ms() - before;
-	bool still_stuck = writes_stderr(tid);
-	/* Read it all: the stuck write ends, the writer takes the lines wanted meanwhile. */
-	struct pipe_reader r = { .fd = fds[0] };
-	fcntl(fds[0], F_SETFL, 0);
-	pthread_create(&reader, NULL, read_all, &r);
-	pthread_join(writer, NULL);
-	pthread_join(logger, NULL);
-	log_info("last: after the write went through");
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	close(fds[1]);
-	pthread_join(reader, NULL);
-	close(fds[0]);
-	ok(was_stuck, "a flush is stuck in its write to stderr");
-	ok(returned && still_stuck, "another thread logged %d lines, held or not, and returned "
-	   "meanwhile (%lld ms)", PAST_CAP_LINES + 2, (long long)took);
+	struct stuck_run run;
+	while_a_write_is_stuck(fds, saved, log_meanwhile, &run);
+	struct pipe_reader r = run.read;
+	ok(run.was_stuck, "a flush is stuck in its write to stderr");
+	ok(run.returned && run.still_stuck, "another thread logged %d lines, held or not, and "
+	   "returned meanwhile (%lld ms)", PAST_CAP_LINES + 2, (long long)run.took);
 	const char *text = r.len > (size_t)filled ? r.text + filled : "";
 	const char *first = strstr(text, "imgspoold: first:"), *second = strstr(text, "imgspoold: second:");
 	const char *third = strstr(text, "imgspoold: third:"), *last = strstr(text, "imgspoold: last:");
@@ -367,28 +387,10 @@ static void test_drop_notice_where_lines_were_lost(void)
 	ssize_t filled = full_pipe(fds);
 	if (filled < 0)
 		return;
-	dup2(fds[1], STDERR_FILENO);
-	__atomic_store_n(&writer_tid, 0, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&logger_returned, 0, __ATOMIC_SEQ_CST);
-	pthread_t writer, logger, reader;
-	pthread_create(&writer, NULL, flush_into_a_full_pipe, NULL);
-	bool was_stuck = until_stuck(&writer_tid);
-	pthread_create(&logger, NULL, fill_then_drop, NULL);
-	int64_t deadline = mono_ms() + 5000;
-	while (!__atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	bool returned = __atomic_load_n(&logger_returned, __ATOMIC_SEQ_CST);
-	struct pipe_reader r = { .fd = fds[0] };
-	fcntl(fds[0], F_SETFL, 0);
-	pthread_create(&reader, NULL, read_all, &r);
-	pthread_join(writer, NULL);
-	pthread_join(logger, NULL);
-	log_info("last: after the write went through");
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	close(fds[1]);
-	pthread_join(reader, NULL);
-	close(fds[0]);
+	struct stuck_run run;
+	while_a_write_is_stuck(fds, saved, fill_then_drop, &run);
+	struct pipe_reader r = run.read;
+	bool was_stuck = run.was_stuck, returned = run.returned;
 	const char *text = r.len > (size_t)filled ? r.text + filled : "";
 	const char *kept = strstr(text, "imgspoold: g0000"), *lost = strstr(text, "imgspoold: lost:");
 	const char *late = strstr(text, "imgspoold: late:"), *last = strstr(text, "imgspoold: last:");
