@@ -707,7 +707,9 @@ static void test_free_while_the_thread_is_stuck(void)
 	pthread_cond_signal(&r.cond);
 	pthread_mutex_unlock(&r.lock);
 	pthread_join(rescuer_thread, NULL);
-	ok(stuck_still && took >= HTTP_FREE_WAIT_MS - 50 && took < HTTP_FREE_WAIT_MS + 3000,
+	/* No upper bound on took: on a loaded machine it is a timing, and stuck_still already says
+	 * http_free returned before the rescuer let the write through. */
+	ok(stuck_still && took >= HTTP_FREE_WAIT_MS - 50,
 	   "http_free returned while the transfer thread was stuck, after its bound (%lld ms; "
 	   "bound %d ms)", (long long)took, HTTP_FREE_WAIT_MS);
 	ok(http_left_running(), "and says it left the thread running");
