@@ -128,19 +128,16 @@ static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
 static void on_file(void *arg, const char *name);
 static void on_control(void *arg, const char *name);
 
-static void watch_new_dir(struct daemon *dm)
+/* Watches state directory d, new/ (arrivals) or control/ (any change, removals too), in place
+ * of its watch so far: at start-up, and again when an operator replaced the directory. */
+static void watch_dir(struct daemon *dm, enum spool_dir d)
 {
-	char *path = xasprintf("%s/new", dm->cfg->spool_dir);
-	watch_free(dm->watch);
-	dm->watch = watch_new(dm->loop, dm->spool.fd[SPOOL_NEW], path, on_file, dm);
-	free(path);
-}
-
-static void watch_control_dir(struct daemon *dm)
-{
-	char *path = xasprintf("%s/control", dm->cfg->spool_dir);
-	watch_free(dm->control_watch);
-	dm->control_watch = watch_changes(dm->loop, dm->spool.fd[SPOOL_CONTROL], path, on_control, dm);
+	bool control = d == SPOOL_CONTROL;
+	struct watch **slot = control ? &dm->control_watch : &dm->watch;
+	char *path = xasprintf("%s/%s", dm->cfg->spool_dir, spool_dir_name(d));
+	watch_free(*slot);
+	*slot = (control ? watch_changes : watch_new)(dm->loop, dm->spool.fd[d], path,
+						      control ? on_control : on_file, dm);
 	free(path);
 }
 
@@ -155,9 +152,9 @@ static int64_t on_rescan(struct loop *loop, void *arg)
 	dispatch_scan(dm->dispatch);
 	unsigned swapped = spool_recheck_dirs(&dm->spool);
 	if (swapped & SPOOL_BIT(SPOOL_NEW))
-		watch_new_dir(dm);
+		watch_dir(dm, SPOOL_NEW);
 	if (swapped & SPOOL_BIT(SPOOL_CONTROL))
-		watch_control_dir(dm);
+		watch_dir(dm, SPOOL_CONTROL);
 	if (swapped)
 		dispatch_scan(dm->dispatch);
 	return dm->cfg->poll_interval * 1000;
@@ -385,8 +382,8 @@ int main(int argc, char **argv)
 		fatal("cannot watch signals");
 	dm.dispatch = dispatch_new(dm.loop, dm.cfg, &dm.spool);
 	dispatch_recover(dm.dispatch);
-	watch_new_dir(&dm);
-	watch_control_dir(&dm);
+	watch_dir(&dm, SPOOL_NEW);
+	watch_dir(&dm, SPOOL_CONTROL);
 	dispatch_scan(dm.dispatch);
 	loop_add_timer(dm.loop, dm.cfg->poll_interval * 1000, on_rescan, &dm);
 	loop_add_timer(dm.loop, on_tick(dm.loop, &dm), on_tick, &dm);

@@ -76,17 +76,30 @@ def test_a_done_dir_moved_aside_gets_no_more_results(env):
     assert d.stop() == 0
 
 
+def made_again_is_watched(d, name):
+    """Moves the watched state directory name aside, makes it again, and checks that the
+    daemon watches the new one, no longer the old."""
+    old = os.stat(d.path(name)).st_ino
+    assert old in inotify_watched(d.proc.pid)
+    os.rename(d.path(name), d.path(name + ".old"))
+    os.mkdir(d.path(name))
+    replaced(d, name)
+    watched = inotify_watched(d.proc.pid)
+    assert os.stat(d.path(name)).st_ino in watched and old not in watched, watched
+
+
 def test_a_new_dir_made_again_is_listed_and_watched(env):
     d = env.daemon().start()
-    old = os.stat(d.path("new")).st_ino
-    assert old in inotify_watched(d.proc.pid)
-    os.rename(d.path("new"), d.path("new.old"))
-    os.mkdir(d.path("new"))
-    replaced(d, "new")
-    watched = inotify_watched(d.proc.pid)
-    assert os.stat(d.path("new")).st_ino in watched and old not in watched, watched
+    made_again_is_watched(d, "new")
     d.submit("arrived", {"prompt": "dropped into the new new/"})
     assert d.wait_finished("arrived") == "done", d.log()[-2000:]
+    assert d.stop() == 0
+
+
+def test_a_control_dir_made_again_is_watched(env):
+    """control/ is watched for every change (removals too), and again once replaced."""
+    d = env.daemon().start()
+    made_again_is_watched(d, "control")
     assert d.stop() == 0
 
 
@@ -188,6 +201,7 @@ if __name__ == "__main__":
         test_a_remade_deferred_dir_takes_the_next_deferral,
         test_a_done_dir_moved_aside_gets_no_more_results,
         test_a_new_dir_made_again_is_listed_and_watched,
+        test_a_control_dir_made_again_is_watched,
         test_a_running_dir_moved_aside_is_not_followed,
         test_a_bind_mount_over_done_is_refused_as_at_start_up,
         test_a_publication_under_way_lands_whole_in_one_done_dir,
