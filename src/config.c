@@ -572,32 +572,43 @@ static bool valid_key_prefix(const char *p)
 	return true;
 }
 
-/* A store URL goes into every result (urls, output_url) as it is: no secret may ride in it, and
- * no byte a URL may not hold raw (a control character is written escaped, six bytes each, in
- * every URL of every result, eating the room results are sized with). The message names the
- * part or the byte, never the text. */
+/* A URL of the configuration goes as it is into request lines and headers (base_url, a
+ * webhook's), into the prefixes job URLs are held to, and into every result (a store's): a CR
+ * or LF could split a request, a space end its line, and a control character is written
+ * escaped, six bytes each, in every URL of every result. None of them, nor a byte past ASCII,
+ * belongs in a URL raw. Checks value[from, to) (one URL of a list); the message names the key,
+ * the byte and its offset in the whole value, never the text. */
+static int check_url_bytes(const struct config *cfg, const char *section, const char *key,
+			   const char *value, size_t from, size_t to, char *err, size_t errsize)
+{
+	size_t at = from + url_unprintable_at(value + from, to - from);
+	if (at == to)
+		return 0;
+	unsigned char b = (unsigned char)value[at], next = (unsigned char)value[at + 1];
+	char what[48];
+	if (b == ' ')
+		xsnprintf(what, sizeof(what), "a space");
+	else if (b < 0x20 || b == 0x7f)
+		xsnprintf(what, sizeof(what), "a control character (0x%02x)", b);
+	else if (b == 0xc2 && next >= 0x80 && next <= 0x9f)
+		xsnprintf(what, sizeof(what), "a control character (U+%04X)", next);
+	else
+		xsnprintf(what, sizeof(what), "a byte past ASCII (0x%02x)", b);
+	return fail_at(cfg, section, key, err, errsize,
+		       "[%s] %s holds %s at byte offset %zu of its value: a URL is printable ASCII "
+		       "without spaces (percent-encode anything else, a space as %%20)", section, key,
+		       what, at);
+}
+
+/* A store URL goes into every result (urls, output_url) as it is: no secret may ride in it
+ * either. The message names the part, never the text. */
 static int check_store_url(const struct config *cfg, const char *key, const char *url,
 			   const char *goes, char *err, size_t errsize)
 {
 	if (!url)
 		return 0;
-	size_t len = strlen(url), at = url_unprintable_at(url, len);
-	if (at < len) {
-		unsigned char b = (unsigned char)url[at], next = (unsigned char)url[at + 1];
-		char what[48];
-		if (b == ' ')
-			xsnprintf(what, sizeof(what), "a space");
-		else if (b < 0x20 || b == 0x7f)
-			xsnprintf(what, sizeof(what), "a control character (0x%02x)", b);
-		else if (b == 0xc2 && next >= 0x80 && next <= 0x9f)
-			xsnprintf(what, sizeof(what), "a control character (U+%04X)", next);
-		else
-			xsnprintf(what, sizeof(what), "a byte past ASCII (0x%02x)", b);
-		return fail_at(cfg, "store", key, err, errsize,
-			       "[store] %s holds %s at byte offset %zu of its value: a URL is printable "
-			       "ASCII without spaces (percent-encode anything else, a space as %%20)", key,
-			       what, at);
-	}
+	if (check_url_bytes(cfg, "store", key, url, 0, strlen(url), err, errsize) < 0)
+		return -1;
 	const char *part = url_secret_part(url);
 	if (!part)
 		return 0;
@@ -635,19 +646,28 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 			return xsnprintf(err, errsize, "%s: [store] public_url must start with https:// or "
 					 "http://", cfg->path), -1;
 	}
-	if (cfg->notify_url && !url_is_http(cfg->notify_url))
+	const char *url = cfg->notify_url;
+	if (url && check_url_bytes(cfg, "notify", "url", url, 0, strlen(url), err, errsize) < 0)
+		return -1;
+	if (url && !url_is_http(url))
 		return xsnprintf(err, errsize, "%s: [notify] url must start with https:// or http://",
 				 cfg->path), -1;
-	if (cfg->notify_url_prefixes) {
-		char *copy = xstrdup(cfg->notify_url_prefixes), *save = NULL;
-		bool bad = false;
-		for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
-			bad |= !url_is_http(w) || !strchr(w + 8, '/');
-		free(copy);
-		if (bad)
-			return xsnprintf(err, errsize, "%s: [notify] job_url_prefixes are URLs with a path, "
-					 "such as https://hooks.example.com/imgspool/", cfg->path), -1;
+	/* Prefixes separated by spaces or tabs (webhook_job_url_allowed): each one a URL. */
+	const char *list = cfg->notify_url_prefixes;
+	bool bad = false;
+	for (size_t at = 0, n; list && list[at]; at += n) {
+		at += strspn(list + at, " \t");
+		n = strcspn(list + at, " \t");
+		if (n && check_url_bytes(cfg, "notify", "job_url_prefixes", list, at, at + n, err,
+					 errsize) < 0)
+			return -1;
+		char *prefix = xstrndup(list + at, n);
+		bad |= n && (!url_is_http(prefix) || !strchr(strstr(prefix, "://") + 3, '/'));
+		free(prefix);
 	}
+	if (bad)
+		return xsnprintf(err, errsize, "%s: [notify] job_url_prefixes are URLs with a path, "
+				 "such as https://hooks.example.com/imgspool/", cfg->path), -1;
 	if (config_notify_enabled(cfg) && !cfg->notify_secret_env && !cfg->notify_secret_file)
 		return xsnprintf(err, errsize, "%s: [notify] webhooks need secret_env or secret_file "
 				 "(a whsec_ secret)", cfg->path), -1;
@@ -698,6 +718,9 @@ static int check(struct config *cfg, char *err, size_t errsize)
 		const char *url = cfg->providers[i].base_url;
 		char section[80];
 		xsnprintf(section, sizeof(section), "provider %s", cfg->providers[i].name);
+		if (url && check_url_bytes(cfg, section, "base_url", url, 0, strlen(url), err,
+					   errsize) < 0)
+			return -1;
 		if (!url || (strncmp(url, "https://", 8) && strncmp(url, "http://", 7)))
 			return fail_at(cfg, section, "base_url", err, errsize,
 				       "[provider %s] base_url must start with https:// or http://",

@@ -200,6 +200,7 @@ int main(void)
 		{ "[notify]\nurl = http://h/x\n", "secret" },
 		{ "[notify]\nurl = h/x\nsecret_env = S\n", "url" },
 		{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", "job_url_prefixes" },
+		{ "[notify]\njob_url_prefixes = https://h/ http://\nsecret_env = S\n", "job_url_prefixes" },
 		{ "[notify]\nallow_private = maybe\n", "yes or no" },
 		{ "[notify]\nexec = /nonexistent/hook\n", "exec" },
 	};
@@ -230,37 +231,61 @@ int main(void)
 		free(prefix);
 		config_release(&cfg);
 	}
-	/* A byte a URL may not hold raw: refused, the key, its line and the byte's offset named. A
-	 * control character was written escaped, six bytes each, into every URL of every result. */
+	/* A byte a URL may not hold raw, in any URL of the configuration: refused, the key, its line
+	 * and the byte's offset in the value named, never the text. A control character was written
+	 * escaped, six bytes each, into every URL of every result; a CR, LF or space in a URL that
+	 * goes into a request line or header could split it. */
 	static const struct { const char *text, *needle; int line; } unprintable_urls[] = {
 		{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/\x1b[2J\n",
-		  "public_url holds a control character (0x1b) at byte offset 20 of its value", 4 },
+		  "[store] public_url holds a control character (0x1b) at byte offset 20 of its value", 4 },
 		{ "[store]\npublic_url = https://cdn.example/a\tb\n",
-		  "public_url holds a control character (0x09) at byte offset 21 of its value", 2 },
+		  "[store] public_url holds a control character (0x09) at byte offset 21 of its value", 2 },
 		{ "[store]\npublic_url = https://cdn.example/a b\n",
-		  "public_url holds a space at byte offset 21 of its value", 2 },
+		  "[store] public_url holds a space at byte offset 21 of its value", 2 },
 		{ "[store]\npublic_url = https://cdn\x7f.example/\n",
-		  "public_url holds a control character (0x7f) at byte offset 11 of its value", 2 },
+		  "[store] public_url holds a control character (0x7f) at byte offset 11 of its value", 2 },
 		{ "[store]\npublic_url = https://cdn.example/\xc2\x9b" "2J\n",
-		  "public_url holds a control character (U+009B) at byte offset 20 of its value", 2 },
+		  "[store] public_url holds a control character (U+009B) at byte offset 20 of its value", 2 },
 		{ "[store]\npublic_url = https://b\xc3\xbc\x63her.example/\n",
-		  "public_url holds a byte past ASCII (0xc3) at byte offset 9 of its value", 2 },
+		  "[store] public_url holds a byte past ASCII (0xc3) at byte offset 9 of its value", 2 },
 		{ "[store]\nendpoint = http://s3\x1b.example\nbucket = abc\n",
-		  "endpoint holds a control character (0x1b) at byte offset 9 of its value", 2 },
+		  "[store] endpoint holds a control character (0x1b) at byte offset 9 of its value", 2 },
 		{ "[store]\nbucket = abc\nendpoint = http://s3.example/a\x0c\x62\n",
-		  "endpoint holds a control character (0x0c) at byte offset 19 of its value", 3 },
+		  "[store] endpoint holds a control character (0x0c) at byte offset 19 of its value", 3 },
 		{ "[store]\nbucket = abc\nendpoint = http://s3.example/\x01?X-Amz-Signature=Sekr1t\n",
-		  "endpoint holds a control character (0x01) at byte offset 18 of its value", 3 },
+		  "[store] endpoint holds a control character (0x01) at byte offset 18 of its value", 3 },
+		{ "[notify]\nsecret_env = S\nurl = https://hooks.example/a\rX-Injected: 1\n",
+		  "[notify] url holds a control character (0x0d) at byte offset 23 of its value", 3 },
+		{ "[notify]\nsecret_env = S\nurl = https://hooks.example/a HTTP/1.1\n",
+		  "[notify] url holds a space at byte offset 23 of its value", 3 },
+		{ "[notify]\nsecret_env = S\nurl = h\xc3\xa9://hooks.example/\n",
+		  "[notify] url holds a byte past ASCII (0xc3) at byte offset 1 of its value", 3 },
+		{ "[notify]\nsecret_env = S\njob_url_prefixes = https://a.example/x/ https://b.example/\x1by/\n",
+		  "[notify] job_url_prefixes holds a control character (0x1b) at byte offset 39 of its value", 3 },
+		{ "[notify]\njob_url_prefixes = https://a.example/x/\thttps://b\xc3\xa9.example/\nsecret_env = S\n",
+		  "[notify] job_url_prefixes holds a byte past ASCII (0xc3) at byte offset 30 of its value", 2 },
+		{ "[notify]\njob_url_prefixes = https://a.ex\x7f" "ample/x/\nsecret_env = S\n",
+		  "[notify] job_url_prefixes holds a control character (0x7f) at byte offset 12 of its value", 2 },
+		{ "[provider p]\nbase_url = https://api\x0b.example\n",
+		  "[provider p] base_url holds a control character (0x0b) at byte offset 11 of its value", 2 },
+		{ "[provider a]\nmodel = m\n[provider p]\nbase_url = https://api.example/v1 x\n",
+		  "[provider p] base_url holds a space at byte offset 22 of its value", 4 },
+		{ "[provider p]\nbase_url = https://api.example/\xc2\x85v1\n",
+		  "[provider p] base_url holds a control character (U+0085) at byte offset 20 of its value", 2 },
 	};
 	for (size_t i = 0; i < sizeof(unprintable_urls) / sizeof(unprintable_urls[0]); i++) {
 		int rc = load(unprintable_urls[i].text, &cfg, err, sizeof(err));
-		char *prefix = xasprintf("%s/t.ini:%d: [store] ", dir, unprintable_urls[i].line);
-		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, unprintable_urls[i].needle) &&
-		   !strstr(err, "Sekr1t") && !strstr(err, "example"), "store URL with a byte it may not hold, "
-		   "row %zu: %s", i, err);
+		char *prefix = xasprintf("%s/t.ini:%d: %s: a URL is printable ASCII", dir,
+					 unprintable_urls[i].line, unprintable_urls[i].needle);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && !strstr(err, "Sekr1t") &&
+		   !strstr(err, "example"), "URL with a byte it may not hold, row %zu: %s", i, err);
 		free(prefix);
 		config_release(&cfg);
 	}
+	/* Spaces and tabs separate job_url_prefixes: they are not in a URL. */
+	ok(load("[notify]\nsecret_env = S\njob_url_prefixes = https://a.example/x/ \thttps://b.example/y/\n",
+		&cfg, err, sizeof(err)) == 0, "job_url_prefixes separated by a space and a tab: %s", err);
+	config_release(&cfg);
 	ok(load("[store]\nendpoint = http://x\nbucket = abc\npublic_url = https://cdn.example/users/@me/\n",
 		&cfg, err, sizeof(err)) == 0, "an '@' in a store URL's path is not credentials: %s", err);
 	config_release(&cfg);
