@@ -34,6 +34,7 @@
 #define LEDGER_MAX_BYTES (64u << 10)
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
+#define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
 
 /* A reading (a directory's listing, a ledger) kept until what was read changes
  * (keyshare_listing_stands). */
@@ -1491,8 +1492,10 @@ int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until)
 {
 	struct pdir *p = pdir_checked(ks, provider);
 	struct stat st;
-	/* Whole seconds, rounded up: a pause never ends early on a file system without finer. */
-	until = (until + 999) / 1000 * 1000;
+	/* Never ends early for any host: this host's estimate of the server's clock, read from a
+	 * whole-second mtime (sshfs), may be up to a second behind it; and whole seconds, rounded
+	 * up, for a file system without finer. */
+	until = (until + PAUSE_CLOCK_GRAIN_MS + 999) / 1000 * 1000;
 	if (!p)
 		return until;
 	if (fstatat(p->fd, "pause", &st, AT_SYMLINK_NOFOLLOW) == 0 && timespec_ms(&st.st_mtim) >= until)

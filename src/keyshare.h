@@ -123,8 +123,9 @@ unsigned long keyshare_spent_batch(struct keyshare *ks, const struct keyshare_sp
 
 /* What the spool says about provider now: a hold, a pause. */
 int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_view *out);
-/* A 429: pause the provider everywhere until until (file server ms); returns the end of the
- * shared pause (until rounded up to a second, or a later one already there). */
+/* A 429: pause the provider everywhere until until (file server ms, as this host estimates
+ * it); returns the end of the shared pause (until plus the estimate's error, a second, rounded
+ * up to a second; or a later one already there). */
 int64_t keyshare_pause(struct keyshare *ks, const char *provider, int64_t until);
 /* A refused key or an exhausted balance: hold it everywhere. */
 void keyshare_hold(struct keyshare *ks, const char *provider, const char *reason);

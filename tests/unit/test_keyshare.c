@@ -3,6 +3,7 @@
  * concurrency, budgets with what the other host spent, a dead host's ticket, pause and hold. */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <time.h>
 #include <stdio.h>
@@ -857,6 +858,17 @@ int main(void)
 	ok(keyshare_look(b, "p", &view) == 0 && view.paused_until == until && until % 1000 == 0,
 	   "B sees A's pause, to the second");
 	ok(keyshare_pause(a, "p", spool_server_now(&sa) + 1000) == until, "a shorter pause keeps the longer");
+	/* A's estimate of the server's clock a second behind it (read from a whole-second mtime,
+	 * as on sshfs): its pause still lasts the whole wait for every host. */
+	int64_t measured = sa.clock_offset_ms;
+	sa.clock_offset_ms = measured - 999;
+	sa.clock_probed_mono = mono_ms();   /* no probe now to correct it */
+	int64_t asked = wall_ms() + measured + 4000;
+	until = keyshare_pause(a, "q", spool_server_now(&sa) + 4000);
+	ok(until >= asked, "a pause written with a clock estimate a second behind ends no earlier "
+	   "than its wait (%" PRId64 " ms short)", asked > until ? asked - until : 0);
+	sa.clock_offset_ms = measured;
+	sa.clock_probed_mono = 0;
 	keyshare_hold(a, "p", "quota exhausted");
 	ok(keyshare_look(b, "p", &view) == 0 && view.held && strstr(view.hold_reason, "quota exhausted"),
 	   "B sees A's hold and why");
