@@ -289,12 +289,27 @@ bool slots_may_claim(const struct dispatch *d, const struct provider_state *p, i
 	       slots_may_claim_ahead(d, p, now);
 }
 
+/* Whether some provider would take a job now: the check claim_read makes once it knows the job's
+ * provider, made before, so that no job file is read only to wait (and be read again). */
+static bool some_provider_may_claim(const struct dispatch *d, int64_t now)
+{
+	for (int i = 0; i < d->n_providers; i++)
+		if (!provider_state_retired(d->providers[i]) &&
+		    slots_may_claim(d, d->providers[i], now))
+			return true;
+	return false;
+}
+
 long slots_claim_room(const struct dispatch *d)
 {
 	const struct slots *s = d->slots;
 	int64_t now = mono_ms();
+	if (!some_provider_may_claim(d, now))
+		return 0;
 	long conc = d->cfg->concurrency;
-	long calls = conc - s->n_calling, ahead = s->ready_cap - s->n_ready;
+	long calls = conc - s->n_calling;
+	/* The line's room lapses with the calls' ends (ready_max), as slots_may_claim_ahead says. */
+	long ahead = ready_max(d, now) > 0 ? s->ready_cap - s->n_ready : 0;
 	long by_calls = (calls > 0 ? calls : 0) + (ahead > 0 ? ahead : 0);
 	long by_held = 2 * conc + ready_max(d, now) - d->n_tasks;
 	long room = by_calls < by_held ? by_calls : by_held;

@@ -50,7 +50,8 @@ void slots_pending_added(struct dispatch *d);
 /* Whether a job for p may be claimed now: to call at once, or to wait in the ready line. */
 bool slots_may_claim(const struct dispatch *d, const struct provider_state *p, int64_t now);
 bool slots_may_claim_ahead(const struct dispatch *d, const struct provider_state *p, int64_t now);
-/* How many more jobs may be claimed now (calls, the line, and the jobs held in all). */
+/* How many more jobs may be claimed now (calls, the line, and the jobs held in all); none while
+ * no provider would take one (slots_may_claim), so the pump reads no file only to wait. */
 long slots_claim_room(const struct dispatch *d);
 /* On every turn, before the claims: the line's calls, and its filling once the loop is idle. */
 void slots_pump(struct dispatch *d);

@@ -59,6 +59,7 @@ Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_INSTR_JOBS (500: valgrind is slo
 BENCH_SYSCALL_JOBS (1000: the counts per job hardly move with it, strace is slow),
 BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_SYSCALLS_TRACE=FILE (keep the trace there, to see what each call is for),
+BENCH_CALLGRIND_KEEP=DIR (keep callgrind's files there, one a thread, for callgrind_annotate),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_EXT4_ALONE_JOBS (30), BENCH_INFLIGHT (1000),
 BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
 case makes its spool on the disk), BENCH_LOOP_DIR (/var/tmp: where it puts its loop file system's
@@ -611,6 +612,8 @@ def throughput(up):
 
 
 CALLGRIND_ALLOC = re.compile(r"^cfn=(?:malloc|calloc|realloc)\n^calls=(\d+)", re.M)
+# A job file's reads: each goes through spool_read_keep (claims and their retries alike).
+CALLGRIND_JOB_READ = re.compile(r"^cfn=spool_read_keep\n^calls=(\d+)", re.M)
 
 
 def callgrind_role(text):
@@ -639,7 +642,10 @@ def instructions(up):
             r.jobs(n, prefix="i", timeout=1800)
             subprocess.run(["callgrind_control", "-d", str(r.pid)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        by_role = {}
+        by_role, job_reads = {}, 0
+        keep = os.environ.get("BENCH_CALLGRIND_KEEP")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
         for name in sorted(os.listdir(fs.dir)):
             if not name.startswith("callgrind.out.1-"):
                 continue
@@ -648,15 +654,19 @@ def instructions(up):
             m = re.search(r"^summary: (\d+)", text, re.M)
             ir = int(m.group(1)) if m else 0
             allocs = sum(int(c) for c in CALLGRIND_ALLOC.findall(text))
+            job_reads += sum(int(c) for c in CALLGRIND_JOB_READ.findall(text))
             role = by_role.setdefault(callgrind_role(text), [0, 0, 0])
             role[0] += ir
             role[1] += allocs
             role[2] += 1
+            if keep:
+                shutil.copy(os.path.join(fs.dir, name), keep)
     total = [sum(v[i] for v in by_role.values()) for i in range(2)]
     print(f"user-space instructions per job, {n} jobs on tmpfs, concurrency {CONCURRENCY} "
           f"(callgrind; deterministic within a few percent: how claims fall into turns):")
     row("instructions per job, all threads", f"{total[0] / n:,.0f}", "")
     row("allocations per job (malloc, calloc, realloc)", f"{total[1] / n:.0f}", "")
+    row("job file reads per job (spool_read_keep)", f"{job_reads / n:.2f}", "", "1")
     for role in ROLES:
         if role in by_role:
             ir, allocs, threads = by_role[role]

@@ -4,6 +4,7 @@ next job is claimed ahead and waits in running/ for a slot, with no call; an ope
 hold, or a shutdown, takes it back without one."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,6 +201,36 @@ def test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot(env):
     assert d.stop() == 0
 
 
+def test_a_backlog_for_a_shared_provider_is_read_once(env):
+    """A provider whose concurrency is kept with other hosts gets no job claimed ahead. The
+    claims ahead that the idle loop tries while its calls end must not read the backlog's files
+    only to leave them waiting (each was read there, waited, and was read again at its claim):
+    every job file in new/ is opened once, at its claim."""
+    env.fake.default = {"kind": "b64", "delay": 0.3}
+    d = env.daemon(spool__concurrency=2, provider__concurrency=4)
+    for sub in ("new", "tmp"):
+        os.makedirs(d.path(sub), exist_ok=True)
+    names = [f"b{i:02d}" for i in range(12)]
+    for i, name in enumerate(names):
+        tmp = d.path("tmp", name + ".json")
+        with open(tmp, "w") as f:
+            json.dump({"prompt": f"backlog {i}"}, f)
+        os.utime(tmp, (1_700_000_000 + i,) * 2)
+        os.rename(tmp, d.path("new", name + ".json"))
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e", "trace=openat"]
+    d.start()
+    for name in names:
+        assert d.wait_finished(name, 60) == "done", d.log()[-2000:]
+    assert env.fake.max_inflight == 2
+    d.stop()
+    with open(log, errors="replace") as f:
+        opened = re.findall(r'openat\(\d+<[^>]*/new>, "(b\d+)\.json", O_RDONLY', f.read())
+    assert sorted(set(opened)) == names, opened
+    twice = sorted({name for name in opened if opened.count(name) > 1})
+    assert not twice, f"read more than once: {twice} ({len(opened)} reads of {len(names)} jobs)"
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_job_is_claimed_ahead_and_called_when_the_slot_frees,
@@ -213,4 +244,5 @@ if __name__ == "__main__":
         test_an_operator_pause_sends_a_job_claimed_ahead_back_at_once,
         test_a_reload_that_adds_a_slot_calls_a_job_claimed_ahead_at_once,
         test_a_retry_in_memory_takes_no_shared_ticket_without_a_slot,
+        test_a_backlog_for_a_shared_provider_is_read_once,
     ])
