@@ -61,13 +61,23 @@ int cli_attach(struct cli *c)
 	if (spool_attach(&c->sp, c->dir) < 0) {
 		int err = errno;
 		spool_close(&c->sp);
+		/* Which of the places a spool is named in named this one (imgspool(1)). */
+		bool of_config = c->cfg && c->dir == c->cfg->spool_dir;
+		char from[PATH_MAX + 64];
+		if (of_config)
+			xsnprintf(from, sizeof(from), "the [spool] dir of '%s' (%s)", c->cfg->path,
+				  c->cfg_from);
+		else
+			xsnprintf(from, sizeof(from), "%s", c->dir_from ? c->dir_from : "?");
+		const char *hint = "give the spool with -d or IMGSPOOL_DIR, or the daemon's "
+				   "configuration with -c or IMGSPOOL_CONFIG";
 		if (err == EINVAL)
-			return cli_fail(c, CLI_ERROR, "'%s' is not a spool: it has no new/ "
-					"directory (give the spool with -d or IMGSPOOL_DIR)", c->dir);
+			return cli_fail(c, CLI_ERROR, "'%s' is not a spool: it has no new/ directory "
+					"(from %s; %s)", c->dir, from, hint);
 		if (err == ENOENT || err == ENOTDIR)
-			return cli_fail(c, CLI_ERROR, "no such spool '%s' (give the spool with -d or "
-					"IMGSPOOL_DIR)", c->dir);
-		return cli_fail(c, CLI_ERROR, "cannot open the spool '%s': %s", c->dir, strerror(err));
+			return cli_fail(c, CLI_ERROR, "no such spool '%s' (from %s; %s)", c->dir, from, hint);
+		return cli_fail(c, CLI_ERROR, "cannot open the spool '%s' (from %s): %s", c->dir, from,
+				strerror(err));
 	}
 	c->attached = true;
 	return CLI_OK;

@@ -31,8 +31,10 @@ enum cli_exit {
 
 struct cli {
 	const char *verb;
-	const char *dir;         /* -d, -c's [spool] dir, IMGSPOOL_DIR, or ./spool */
-	const struct config *cfg; /* -c: the daemon's configuration, or NULL */
+	const char *dir;         /* -d, -c's [spool] dir, IMGSPOOL_DIR, IMGSPOOL_CONFIG's, ./spool */
+	const char *dir_from;    /* which of them, for messages: "-d", "-c", "$IMGSPOOL_DIR", ... */
+	const struct config *cfg; /* the daemon's configuration, or NULL */
+	const char *cfg_from;    /* where its path came from: "-c" or "$IMGSPOOL_CONFIG" */
 	struct spool sp;
 	bool attached;
 };

@@ -7,8 +7,10 @@
  *   --max-job-bytes N             the daemons' [limits] max_job_bytes (over imgspool -c's)
  *
  * Every job is checked before any is submitted: one bad line submits nothing. A job is held to
- * the limits of imgspool -c's configuration, else to a daemon's defaults: a daemon leaves a job
- * larger than its max_job_bytes in new/ unread, for ever. Ids follow the maildir recipe (§3), so
+ * the [limits] of the daemon's configuration (imgspool -c, $IMGSPOOL_CONFIG), else to a daemon's
+ * defaults, and a refusal says which and where from: a daemon leaves a job larger than its
+ * max_job_bytes in new/ unread, for ever, and fails one past its max_n, max_depth or
+ * max_pixels_mp. Ids follow the maildir recipe (§3), so
  * no two clients collide. Bulk submissions write a batch of files into tmp/, make them durable
  * with one syncfs(2), then rename them in. */
 #include <errno.h>
@@ -285,25 +287,29 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	if (given_id[0] && (jsonl || nfiles > 1))
 		return cli_fail(c, CLI_USAGE, "-i names one job: it cannot be used with several");
 
-	/* What the daemons allow: --max-job-bytes, else imgspool -c's configuration, else the
-	 * defaults (and the most images a call may ask for). */
-	struct job_limits limits;
-	char too_big_why[PATH_MAX + 160];
+	/* What the daemons allow: --max-job-bytes, else the daemon's configuration, else the
+	 * defaults. A job refused only by these limits, not by the widest, is told where they came
+	 * from. */
+	struct job_limits limits, widest;
+	char too_big_why[PATH_MAX + 200], config_from[PATH_MAX + 64] = "";
 	if (c->cfg) {
 		config_job_limits(c->cfg, &limits);
+		xsnprintf(config_from, sizeof(config_from), "'%s' (%s)", c->cfg->path,
+			  strcmp(c->cfg_from, "-c") ? "named by $IMGSPOOL_CONFIG" : "given with -c");
 	} else {
 		job_limits_default(&limits);
-		limits.max_n = 10;
 	}
+	config_job_limits_widest(&widest);
+	bool held_by_limits = false;
 	if (max_job_bytes)
 		xsnprintf(too_big_why, sizeof(too_big_why), ", the --max-job-bytes given");
 	else if (c->cfg)
-		xsnprintf(too_big_why, sizeof(too_big_why), ", the [limits] max_job_bytes of '%s': its "
-			  "daemons leave a larger job in new/ unread", c->cfg->path);
+		xsnprintf(too_big_why, sizeof(too_big_why), ", the [limits] max_job_bytes of %s: its "
+			  "daemons leave a larger job in new/ unread", config_from);
 	else
 		xsnprintf(too_big_why, sizeof(too_big_why), ", the daemon's default [limits] max_job_bytes: "
 			  "a daemon leaves a larger job in new/ unread (one configured for more: imgspool -c "
-			  "ITS_CONFIG, or --max-job-bytes)");
+			  "ITS_CONFIG, IMGSPOOL_CONFIG=ITS_CONFIG, or --max-job-bytes)");
 	if (!max_job_bytes)
 		max_job_bytes = c->cfg ? c->cfg->max_job_bytes : CONFIG_JOB_BYTES_DEFAULT;
 	const size_t job_max = (size_t)max_job_bytes;
@@ -348,8 +354,11 @@ int cli_submit(struct cli *c, int argc, char **argv)
 				bool too_big = subs[n].len > job_max;   /* a file is capped as it is read */
 				if (too_big)
 					xsnprintf(msg, sizeof(msg), "larger than %zu bytes%s", job_max, too_big_why);
-				if ((too_big || check_job(p, subs[n].len, &limits, msg, sizeof(msg)) < 0) &&
-				    ++bad <= ERRORS_SHOWN)
+				bool refused = too_big || check_job(p, subs[n].len, &limits, msg, sizeof(msg)) < 0;
+				char wide_msg[PATH_MAX + 700];
+				held_by_limits |= refused && !too_big &&
+						  check_job(p, subs[n].len, &widest, wide_msg, sizeof(wide_msg)) == 0;
+				if (refused && ++bad <= ERRORS_SHOWN)
 					cli_fail(c, CLI_USAGE, "%s: %s", subs[n].where, msg);
 				n++;
 			}
@@ -358,6 +367,12 @@ int cli_submit(struct cli *c, int argc, char **argv)
 				break;
 		}
 	}
+	if (held_by_limits)
+		cli_fail(c, CLI_USAGE, "held to [limits] max_n = %d, max_depth = %d, max_pixels_mp = %d%s%s%s",
+			 limits.max_n, limits.max_depth, limits.max_pixels_mp,
+			 limits.max_pixels_mp ? "" : " (no limit)", c->cfg ? " of " : "",
+			 c->cfg ? config_from : ", a daemon's defaults: for a daemon configured for more, "
+			 "give its configuration (imgspool -c ITS_CONFIG, or IMGSPOOL_CONFIG=ITS_CONFIG)");
 	if (bad) {
 		rc = cli_fail(c, CLI_USAGE, "%zu of %zu job(s) invalid: nothing submitted", bad, n);
 		goto out;

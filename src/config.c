@@ -1153,6 +1153,20 @@ void config_job_limits(const struct config *cfg, struct job_limits *limits)
 	limits->max_pixels_mp = (int)cfg->max_pixels_mp;
 }
 
+void config_job_limits_widest(struct job_limits *limits)
+{
+	job_limits_default(limits);
+	limits->max_pixels_mp = 0;   /* no limit */
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		if (strcmp(keys[i].section, "limits"))
+			continue;
+		if (!strcmp(keys[i].name, "max_n"))
+			limits->max_n = (int)keys[i].max;
+		else if (!strcmp(keys[i].name, "max_depth"))
+			limits->max_depth = (int)keys[i].max;
+	}
+}
+
 void config_release(struct config *cfg)
 {
 	for (size_t i = 0; i < cfg->n_lines; i++) {

@@ -216,6 +216,9 @@ const struct route_config *config_route(const struct config *cfg, const char *na
 /* What the job parser allows under cfg's [limits]: the daemon's and imgspool submit's checks. */
 struct job_limits;
 void config_job_limits(const struct config *cfg, struct job_limits *limits);
+/* The same for the most any configuration allows (the bounds of those keys): a job these take
+ * and another daemon's limits refuse is refused by those limits alone. */
+void config_job_limits_widest(struct job_limits *limits);
 void config_release(struct config *cfg);
 
 #endif

@@ -5,9 +5,11 @@
  *
  *   imgspool [-d SPOOL] [-c CONFIG] VERB [ARGS]     verbs below; imgspool(1) has everything
  *
- * The spool is -d, else the [spool] dir of -c (the daemon's configuration, read by the daemon's
- * own reader), else $IMGSPOOL_DIR, else ./spool. Errors read "imgspool: VERB: what went wrong";
- * exit codes are enum cli_exit. */
+ * The daemon's configuration (read by the daemon's own reader) is -c, else $IMGSPOOL_CONFIG. The
+ * spool is -d, else the [spool] dir of -c, else $IMGSPOOL_DIR, else the [spool] dir of
+ * $IMGSPOOL_CONFIG, else ./spool: the command line over the environment, and on each a spool
+ * named outright over a configuration's. Errors read "imgspool: VERB: what went wrong"; exit
+ * codes are enum cli_exit. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,24 +49,46 @@ static void print_usage(FILE *out)
 		     "       imgspool --help | --version\n\nverbs:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
 		fprintf(out, "  %s\n", verbs[i].usage);
-	fprintf(out, "\nSPOOL: -d, else CONFIG's [spool] dir, else $IMGSPOOL_DIR, else ./spool.\n"
-		     "CONFIG: the daemon's configuration: its spool, and the job limits submit keeps to.\n"
+	fprintf(out, "\nCONFIG: the daemon's configuration, -c, else $IMGSPOOL_CONFIG: its spool, and the\n"
+		     "job limits submit holds jobs to (without one, a daemon's defaults).\n"
+		     "SPOOL: -d, else -c's [spool] dir, else $IMGSPOOL_DIR, else $IMGSPOOL_CONFIG's\n"
+		     "[spool] dir, else ./spool.\n"
 		     "STATE: new running deferred hold done failed.\nExit: 0 ok/done, 1 failed, 2 usage, "
 		     "3 not finished, 4 no such job/spool or I/O error,\n5 permission denied. See "
 		     "imgspool(1).\n");
 }
 
-/* -c: the daemon's configuration, read as the daemon reads it (a file it would not start with
- * is refused, with its line); its spool unless -d names one. */
+/* The daemon's configuration, read as the daemon reads it: a file it would not start with is
+ * refused, with its line, whichever verb it is given to. */
 static int use_config(struct cli *c, const char *path, struct config *cfg)
 {
 	char err[1024];
 	if (config_load(cfg, path, err, sizeof(err)) < 0)
-		return cli_fail(c, CLI_USAGE, "the configuration given with -c does not load: %s", err);
+		return cli_fail(c, CLI_USAGE, "the configuration %s does not load: %s",
+				strcmp(c->cfg_from, "-c") ? "named by $IMGSPOOL_CONFIG" : "given with -c", err);
 	c->cfg = cfg;
-	if (!c->dir || !*c->dir)
-		c->dir = cfg->spool_dir;
 	return CLI_OK;
+}
+
+/* The first spool named, in the order of the comment at the top; fills c->dir_from. */
+static void choose_spool(struct cli *c)
+{
+	const char *config_dir = c->cfg ? c->cfg->spool_dir : NULL;
+	bool config_flag = c->cfg && !strcmp(c->cfg_from, "-c");
+	const struct { const char *dir, *from; } order[] = {
+		{ c->dir, "-d" },
+		{ config_flag ? config_dir : NULL, "-c" },
+		{ getenv("IMGSPOOL_DIR"), "$IMGSPOOL_DIR" },
+		{ config_flag ? NULL : config_dir, "$IMGSPOOL_CONFIG" },
+		{ "spool", "the default" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
+		if (order[i].dir && *order[i].dir) {
+			c->dir = order[i].dir;
+			c->dir_from = order[i].from;
+			return;
+		}
+	}
 }
 
 int main(int argc, char **argv)
@@ -75,7 +99,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cli c = { .verb = "imgspool" };
+	struct cli c = { .verb = "imgspool", .cfg_from = "-c" };
 	const char *config_path = NULL;
 	int opt;
 	/* '+': options after the verb belong to the verb. */
@@ -102,6 +126,12 @@ int main(int argc, char **argv)
 		print_usage(stderr);
 		return CLI_USAGE;
 	}
+	/* The environment's, when the command line names none. */
+	const char *config_env = getenv("IMGSPOOL_CONFIG");
+	if (!config_path && config_env && *config_env) {
+		config_path = config_env;
+		c.cfg_from = "$IMGSPOOL_CONFIG";
+	}
 	const char *name = argv[optind];
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++) {
 		if (strcmp(name, verbs[i].name))
@@ -119,10 +149,7 @@ int main(int argc, char **argv)
 		}
 		struct config cfg;
 		int rc = config_path ? use_config(&c, config_path, &cfg) : CLI_OK;
-		if (!c.dir || !*c.dir)
-			c.dir = getenv("IMGSPOOL_DIR");
-		if (!c.dir || !*c.dir)
-			c.dir = "spool";
+		choose_spool(&c);
 		if (rc == CLI_OK && verbs[i].needs_spool)
 			rc = cli_attach(&c);
 		if (rc == CLI_OK) {

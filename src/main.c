@@ -64,9 +64,10 @@ struct daemon {
 
 static _Noreturn void usage(FILE *out, int code)
 {
-	fprintf(out, "usage: imgspoold [-n] [-v] -c FILE\n"
+	fprintf(out, "usage: imgspoold [-n] [-v] [-c FILE]\n"
 		     "       imgspoold --help | --version\n"
-		     "  -c FILE  configuration (see etc/imgspool.ini)\n"
+		     "  -c FILE  configuration (see etc/imgspool.ini); else $IMGSPOOL_CONFIG, the one\n"
+		     "           imgspool(1) reads too\n"
 		     "  -n       check the configuration and exit\n"
 		     "  -v       log debug lines too\n");
 	exit(code);
@@ -322,11 +323,22 @@ int main(int argc, char **argv)
 			usage(stderr, 2);
 		}
 	}
-	if (!config_path || optind != argc)
+	/* The clients' variable: one export names the configuration for imgspool and imgspoold. */
+	const char *config_env = getenv("IMGSPOOL_CONFIG");
+	bool config_from_env = !config_path && config_env && *config_env;
+	if (config_from_env)
+		config_path = config_env;
+	if (optind != argc)
 		usage(stderr, 2);
+	if (!config_path) {
+		fprintf(stderr, "imgspoold: no configuration: give -c FILE or set IMGSPOOL_CONFIG\n");
+		usage(stderr, 2);
+	}
 
 	static struct daemon dm;
 	char err[1024];
+	if (config_from_env)
+		log_info("configuration '%s' from $IMGSPOOL_CONFIG (no -c given)", config_path);
 	dm.config_path = config_path;
 	dm.cfg = config_new(config_path, err, sizeof(err));
 	if (dm.cfg && check_only && config_verify(dm.cfg, err, sizeof(err)) < 0) {

@@ -103,7 +103,8 @@ def test_submit_many_validates_and_waits(env):
         assert r.returncode == 2 and r.stdout == "", r
         assert f"imgspool: submit: {jobs} line 2: larger than 1048576 bytes, the daemon's default " \
             "[limits] max_job_bytes: a daemon leaves a larger job in new/ unread (one configured " \
-            "for more: imgspool -c ITS_CONFIG, or --max-job-bytes)\n" in r.stderr, r.stderr
+            "for more: imgspool -c ITS_CONFIG, IMGSPOOL_CONFIG=ITS_CONFIG, or --max-job-bytes)\n" \
+            in r.stderr, r.stderr
         assert len(d.listdir("new")) + len(d.listdir("done")) == before
         r = cli(d.spool, "submit", "-", input='{"prompt": "x", "imgspool": {"retry_count": -5}}')
         assert r.returncode == 2 and "imgspool" in r.stderr, r.stderr
@@ -190,7 +191,7 @@ def test_submit_takes_a_daemons_larger_max_job_bytes(env):
         # Without either, the default holds, and the message says how to go past it.
         r = cli(d.spool, "submit", "-i", "refused", at_cap)
         assert r.returncode == 2 and "larger than 1048576 bytes" in r.stderr and \
-            "imgspool -c ITS_CONFIG, or --max-job-bytes" in r.stderr, r
+            "imgspool -c ITS_CONFIG, IMGSPOOL_CONFIG=ITS_CONFIG, or --max-job-bytes" in r.stderr, r
         # -c: the daemon's own limits and spool; its path wins over IMGSPOOL_DIR.
         r = imgspool("-c", d.config_path, "submit", "-i", "by-config", at_cap,
                      env=dict(os.environ, IMGSPOOL_DIR="/nonexistent"))
@@ -201,12 +202,14 @@ def test_submit_takes_a_daemons_larger_max_job_bytes(env):
         r = imgspool("-c", d.config_path, "submit", "-i", "too-big", past_cap)
         assert r.returncode == 2 and r.stdout == "", r
         assert f"imgspool: submit: '{past_cap}' is larger than {cap} bytes, the [limits] " \
-            f"max_job_bytes of '{d.config_path}': its daemons leave a larger job in new/ unread\n" \
-            == r.stderr, r.stderr
+            f"max_job_bytes of '{d.config_path}' (given with -c): its daemons leave a larger job in " \
+            "new/ unread\n" == r.stderr, r.stderr
         # Every line of a JSONL file is held to it too, and the daemon's max_n applies.
         r = imgspool("-c", d.config_path, "submit", "--jsonl", "-",
                      input=json.dumps({"prompt": "x", "n": 3}) + "\n")
-        assert r.returncode == 2 and 'standard input line 1: invalid job (field "n")' in r.stderr, r
+        assert r.returncode == 2 and 'standard input line 1: invalid job (field "n")' in r.stderr and \
+            "imgspool: submit: held to [limits] max_n = 2, max_depth = 32, max_pixels_mp = 0 (no " \
+            f"limit) of '{d.config_path}' (given with -c)\n" in r.stderr, r
         # --max-job-bytes: the size alone, with -d; over -c's when both are given.
         r = cli(d.spool, "submit", "--max-job-bytes", str(cap), "-i", "by-option", at_cap)
         assert r.returncode == 0 and r.stdout == "by-option\n", r
@@ -232,6 +235,88 @@ def test_submit_takes_a_daemons_larger_max_job_bytes(env):
     finally:
         for path in paths.values():
             os.unlink(path)
+
+
+def test_imgspool_config_names_the_daemons_configuration(env):
+    """$IMGSPOOL_CONFIG is -c's environment form, for imgspool (its limits for submit, its spool
+    after -d, -c and $IMGSPOOL_DIR) and for imgspoold (-c's default). Without a configuration
+    submit holds jobs to a daemon's defaults, and a job refused by them alone is told which
+    limits were applied, from where, and how to give the daemon's own."""
+    d = env.daemon(limits__max_n=6, limits__max_depth=64).start()
+    bad_config = os.path.join(SCRATCH, "bad.ini")
+    with open(bad_config, "w") as f:
+        f.write("[limits]\nmax_n = 11\n")
+
+    def imgspool(*args, environ, job):
+        return subprocess.run([IMGSPOOL, *args], capture_output=True, text=True, timeout=60,
+                              input=json.dumps(job), env=dict(os.environ, **environ))
+    five, seven = {"prompt": "five", "n": 5}, {"prompt": "seven", "n": 7}
+    deep = {"prompt": "deep", "metadata": json.loads("[" * 40 + "]" * 40)}
+    try:
+        # Without a configuration: a daemon's defaults, said, with how to give the daemon's.
+        for job in (five, deep):
+            r = imgspool("-d", d.spool, "submit", environ={}, job=job)
+            assert r.returncode == 2 and r.stdout == "" and "imgspool: submit: held to [limits] " \
+                "max_n = 4, max_depth = 32, max_pixels_mp = 0 (no limit), a daemon's defaults: for " \
+                "a daemon configured for more, give its configuration (imgspool -c ITS_CONFIG, or " \
+                "IMGSPOOL_CONFIG=ITS_CONFIG)\n" in r.stderr, r
+        # Past what any daemon takes: no such advice.
+        r = imgspool("-d", d.spool, "submit", environ={}, job={"prompt": "x", "n": 11})
+        assert r.returncode == 2 and "held to" not in r.stderr, r
+        # $IMGSPOOL_CONFIG: the daemon's limits, and its spool (no -d).
+        r = imgspool("submit", "-i", "by-env", environ={"IMGSPOOL_CONFIG": d.config_path},
+                     job=dict(deep, n=5))
+        assert r.returncode == 0 and r.stdout == "by-env\n", r
+        assert d.wait_finished("by-env") == "done"
+        r = imgspool("submit", environ={"IMGSPOOL_CONFIG": d.config_path}, job=seven)
+        assert r.returncode == 2 and "imgspool: submit: held to [limits] max_n = 6, max_depth = 64, " \
+            f"max_pixels_mp = 0 (no limit) of '{d.config_path}' (named by $IMGSPOOL_CONFIG)\n" \
+            in r.stderr, r
+        # -d over its spool, its limits kept; $IMGSPOOL_DIR over its spool too.
+        r = imgspool("-d", d.spool, "submit", "-i", "by-d", environ={"IMGSPOOL_CONFIG": "/nonexistent.ini"},
+                     job=five)
+        assert r.returncode == 2 and r.stderr == "imgspool: submit: the configuration named by " \
+            "$IMGSPOOL_CONFIG does not load: /nonexistent.ini: cannot open: No such file or " \
+            "directory\n", r
+        r = imgspool("-d", d.spool, "submit", "-i", "by-d", environ={"IMGSPOOL_CONFIG": d.config_path},
+                     job=five)
+        assert r.returncode == 0 and r.stdout == "by-d\n", r
+        r = imgspool("ls", environ={"IMGSPOOL_CONFIG": d.config_path, "IMGSPOOL_DIR": "/nonexistent"},
+                     job={})
+        assert r.returncode == 4 and "no such spool '/nonexistent' (from $IMGSPOOL_DIR; " in r.stderr, r
+        # -c over the environment: $IMGSPOOL_CONFIG is not read at all.
+        r = imgspool("-c", d.config_path, "submit", "-i", "by-c", environ={"IMGSPOOL_CONFIG": bad_config},
+                     job=five)
+        assert r.returncode == 0 and r.stdout == "by-c\n", r
+        r = imgspool("ls", environ={"IMGSPOOL_CONFIG": bad_config}, job={})
+        assert r.returncode == 2 and r.stderr == "imgspool: ls: the configuration named by " \
+            f"$IMGSPOOL_CONFIG does not load: {bad_config}:2: \"max_n\" must be a whole number from 1 " \
+            "to 10\n", r
+        # A spool that is not there says which of the places named it.
+        with open(os.path.join(SCRATCH, "elsewhere.ini"), "w") as f:
+            f.write("[spool]\ndir = /nonexistent\n")
+        r = imgspool("ls", environ={"IMGSPOOL_CONFIG": os.path.join(SCRATCH, "elsewhere.ini")}, job={})
+        assert r.returncode == 4 and "no such spool '/nonexistent' (from the [spool] dir of " \
+            f"'{SCRATCH}/elsewhere.ini' ($IMGSPOOL_CONFIG); " in r.stderr, r
+        os.unlink(os.path.join(SCRATCH, "elsewhere.ini"))
+        assert all(d.wait_finished(i) == "done" for i in ("by-d", "by-c"))
+        # imgspoold: -c, else $IMGSPOOL_CONFIG, else a usage error that says so.
+        daemon = [IMGSPOOLD, "-n"]
+        r = subprocess.run(daemon, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, IMGSPOOL_CONFIG=d.config_path))
+        assert r.returncode == 0 and r.stdout == f"{d.config_path}: ok\n" and \
+            f"configuration '{d.config_path}' from $IMGSPOOL_CONFIG (no -c given)" in r.stderr, r
+        r = subprocess.run(daemon + ["-c", d.config_path], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, IMGSPOOL_CONFIG=bad_config))
+        assert r.returncode == 0 and r.stdout == f"{d.config_path}: ok\n", r
+        r = subprocess.run(daemon, capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, IMGSPOOL_CONFIG=bad_config))
+        assert r.returncode == 1 and f"{bad_config}:2: " in r.stderr, r
+        r = subprocess.run(daemon, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+        assert r.returncode == 2 and r.stderr.startswith("imgspoold: no configuration: give -c FILE "
+                                                         "or set IMGSPOOL_CONFIG\nusage: imgspoold"), r
+    finally:
+        os.unlink(bad_config)
 
 
 def test_ls_show_stat(env):
@@ -893,6 +978,7 @@ if __name__ == "__main__":
         test_submit_many_validates_and_waits,
         test_submit_holds_a_job_to_what_a_default_daemon_runs,
         test_submit_takes_a_daemons_larger_max_job_bytes,
+        test_imgspool_config_names_the_daemons_configuration,
         test_ls_show_stat,
         test_hold_release_cancel_pending,
         test_a_job_file_too_big_to_read_is_not_cancelled,

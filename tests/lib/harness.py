@@ -33,6 +33,10 @@ IMGSPOOL = os.path.join(os.path.dirname(IMGSPOOLD), "imgspool")
 SCRATCH = tempfile.mkdtemp(prefix="imgspool-run-")
 tempfile.tempdir = SCRATCH
 os.environ["TMPDIR"] = SCRATCH
+# imgspool and imgspoold take a spool and a configuration from these when no flag names one: a
+# developer's own would change what the tests' commands act on.
+os.environ.pop("IMGSPOOL_DIR", None)
+os.environ.pop("IMGSPOOL_CONFIG", None)
 
 
 def _drop_empty_scratch():
