@@ -265,8 +265,6 @@ static int cancel_from_hold(struct cli *c, const char *id, const char *was,
 	char *result_name = xasprintf("%s.result.json", id);
 	int rc = spool_write_file(&c->sp, SPOOL_FAILED, result_name, result, strlen(result));
 	free(result);
-	if (rc == 0)
-		rc = spool_sync_dir(&c->sp, SPOOL_FAILED);
 	if (rc < 0) {
 		int err = errno;
 		free(result_name);

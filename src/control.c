@@ -225,9 +225,8 @@ int control_write(struct spool *sp, enum control_kind kind, const char *arg, con
 	if (control_fd(sp) < 0)
 		return -1;
 	char *name = control_name(kind, arg);
+	/* Its directory synced too, the one it went into (a rescan may swap control/ meanwhile). */
 	int rc = spool_write_file(sp, SPOOL_CONTROL, name, text, strlen(text));
-	if (rc == 0)
-		rc = spool_sync_dir(sp, SPOOL_CONTROL);
 	free(name);
 	return rc;
 }

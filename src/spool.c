@@ -190,6 +190,20 @@ bool spool_root_recheck(struct spool *sp)
 	return !moved;
 }
 
+/* Where the directory held as fd is now (its path, moved aside), for the log; "" when it was
+ * removed or cannot be told (no /proc). */
+static void held_path(int fd, char *out, size_t size)
+{
+	char link[64];
+	xsnprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, out, size - 1);
+	out[n > 0 ? n : 0] = '\0';
+	static const char deleted[] = " (deleted)";
+	size_t len = (size_t)(n > 0 ? n : 0), dlen = sizeof(deleted) - 1;
+	if (out[0] != '/' || (len >= dlen && !strcmp(out + len - dlen, deleted)))
+		out[0] = '\0';
+}
+
 /* Opens d again by its name and swaps it in under its descriptor's number (dup3: never a
  * number closed while another thread may hold it). SAME once swapped; else the verdict on what
  * was opened (a file system or mount refused), look then describing it. */
@@ -204,6 +218,9 @@ static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct 
 	look_at(fd, "", 0, look);
 	enum spool_dir_verdict v = look->err ? SPOOL_DIR_UNREADABLE :
 				   placement(look, sp->root_opened.dev, sp->root_mount);
+	char old_path[PATH_MAX];
+	if (v == SPOOL_DIR_REPLACED)
+		held_path(sp->fd[d], old_path, sizeof(old_path));
 	if (v == SPOOL_DIR_REPLACED && dup3(fd, sp->fd[d], O_CLOEXEC) < 0) {
 		look->err = errno;
 		v = SPOOL_DIR_UNREADABLE;
@@ -212,9 +229,16 @@ static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct 
 	if (v != SPOOL_DIR_REPLACED)
 		return v;
 	sp->opened[d] = look->id;
-	log_warn("'%s/%s' was replaced while this daemon ran (removed and made again, or moved "
-		 "aside and a new one made): it uses the new one from now on; what is left in the "
-		 "old one is not seen by this daemon", sp->path, dir_names[d]);
+	/* Files left in the old one stay there: an operator moved them away with it. */
+	if (old_path[0])
+		log_warn("'%s/%s' was replaced while this daemon ran (moved aside and a new one "
+			 "made): it uses the new one from now on; what is left in the old one, now "
+			 "'%s', stays there, unseen by this daemon: move what should run or be "
+			 "seen into '%s/%s' yourself, as files", sp->path, dir_names[d], old_path,
+			 sp->path, dir_names[d]);
+	else
+		log_warn("'%s/%s' was replaced while this daemon ran (removed and made again): it "
+			 "uses the new one from now on", sp->path, dir_names[d]);
 	return SPOOL_DIR_SAME;
 }
 
@@ -871,15 +895,21 @@ int spool_write_at(struct spool *sp, int dirfd, const char *name, const void *da
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len)
 {
-	/* Its temporary file and its rename in the same directory, whichever a rescan swaps in
-	 * meanwhile; running/ and outbox/ (a job's records, a delivery's) are never swapped. */
-	bool pin = followed(d);
-	int dirfd = pin ? spool_pin(sp, d) : sp->fd[d];
+	/* Its temporary file, its rename and the directory's fsync in the same directory,
+	 * whichever a rescan swaps in meanwhile; running/ and outbox/ (a job's records, a
+	 * delivery's) are never swapped, and their callers sync them when they need to. */
+	if (!followed(d))
+		return write_at(sp, sp->fd[d], name, data, len, &(struct write_how){ .fsync_file = true });
+	int dirfd = spool_pin(sp, d);
 	if (dirfd < 0)
 		return -1;
-	int rc = write_at(sp, dirfd, name, data, len, &(struct write_how){ .fsync_file = true });
-	if (pin)
-		unpin(dirfd);
+	char tmp[NAME_MAX + 1];
+	int rc = write_temp(sp, dirfd, name, data, len, true, NULL, false, tmp, false);
+	if (rc == 0) {
+		stop_point("write:pinned");   /* a test replaces the directory here */
+		rc = put_in_place(sp, dirfd, tmp, name, &(struct write_how){ .fsync_dir = true });
+	}
+	unpin(dirfd);
 	return rc;
 }
 
@@ -1156,6 +1186,7 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 	int destfd = spool_pin(sp, dest);
 	if (destfd < 0)
 		return -1;
+	stop_point("move:pinned");   /* a test replaces dest here */
 	int rc = rename_between(sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name);
 	if (rc == 0)
 		crash_point("move:moved");

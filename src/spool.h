@@ -194,8 +194,10 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
 int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
 			   enum spool_dir to, const char *to_name);
 int spool_sync_dir(struct spool *sp, enum spool_dir d);
-/* Writes data to d/name durably: dot-temp file O_EXCL, write, fsync, rename over name.
- * Does not fsync the directory (callers batch that). Returns 0 or -1 with errno. */
+/* Writes data to d/name durably: dot-temp file O_EXCL, write, fsync, rename over name. In a
+ * directory a rescan may swap (all but running/ and outbox/), all of it, and an fsync of the
+ * directory, in the one it started in (pinned); in running/ and outbox/ the directory is not
+ * fsynced (callers batch that). Returns 0 or -1 with errno. */
 int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const void *data,
 		     size_t len);
 /* The same, but only over an existing d/name (atomically, with RENAME_EXCHANGE where the file

@@ -15,7 +15,12 @@ done/ made again after the next rescan.
 
 A directory that is the spool's file system through another mount (a bind mount over done/) is
 refused as at start-up, with its words, said once, and the daemon goes on with the one it
-opened."""
+opened.
+
+What was left in a directory moved aside stays there (an operator moved it away): the log names
+where the old one is now. running/ and outbox/, the daemon's own state, are said and never
+followed: a paid call, or an event waiting, goes on from the one opened. A write a helper thread
+had begun (a deferral's move, a control/gone.KEY marker) ends whole in the directory it pinned."""
 import json
 import os
 import subprocess
@@ -23,10 +28,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOL, BindMount, held_at_stop, run_tests, wait_for  # noqa: E402
+from peers import WebhookReceiver  # noqa: E402
 
 
 def replaced(d, name):
-    """Waits for the daemon to say that name was replaced and it uses the new one."""
+    """Waits for the daemon to say that name was replaced and it uses the new one (the words
+    its log starts with, returned)."""
     said = f"'{d.path(name)}' was replaced while this daemon ran"
     wait_for(lambda: said in d.log(), 20, f"the daemon to follow the new {name}/:\n"
              f"{d.log()[-2000:]}")
@@ -196,6 +203,107 @@ def test_a_removed_done_dir_keeps_the_publication_until_one_is_made(env):
     assert d.stop() == 0
 
 
+def imgspool(d, *args):
+    return subprocess.run([IMGSPOOL, "-d", d.spool, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_jobs_left_in_a_new_dir_moved_aside_stay_there(env):
+    """An operator moved new/ away with its waiting jobs (to stop them, or look at them): they
+    are not followed into the new one, and the log says where they are."""
+    d = env.daemon(verbose=True).start()
+    assert imgspool(d, "pause").returncode == 0
+    d.submit("left", {"prompt": "left behind in the old new/"})
+    d.wait_rescans(1)
+    os.rename(d.path("new"), d.path("new.old"))
+    os.mkdir(d.path("new"))
+    replaced(d, "new")
+    assert f"what is left in the old one, now '{d.path('new.old')}', stays there" in d.log(), \
+        d.log()[-2000:]
+    assert imgspool(d, "resume").returncode == 0
+    d.submit("fresh", {"prompt": "dropped into the new new/"})
+    assert d.wait_finished("fresh") == "done", d.log()[-2000:]
+    d.wait_rescans(2)
+    assert os.listdir(d.path("new.old")) == ["left.json"], os.listdir(d.path("new.old"))
+    assert env.fake.calls("left behind in the old new/") == 0, d.log()[-2000:]
+    assert d.stop() == 0
+
+
+def test_a_deferral_under_way_ends_in_the_deferred_dir_it_pinned(env):
+    """A deferral's move pinned deferred/ before its rename: deferred/ replaced right then, the
+    job lands in the directory pinned (which the fsync that follows makes durable), never split
+    from it, and is not an error."""
+    d = env.daemon()
+    fifo = d.start_held_at("move:pinned")
+    d.submit("later", {"prompt": "waits long [fake:429_retry_after retry_after=600|b64]"})
+    release = held_at_stop(fifo, d)
+    os.rename(d.path("deferred"), d.path("deferred.old"))
+    os.mkdir(d.path("deferred"))
+    said = replaced(d, "deferred")
+    assert f"now '{d.path('deferred.old')}'" in d.log(), d.log()[-2000:]
+    os.close(release)
+    wait_for(lambda: "later deferred" in d.log(), 20, f"the deferral to end:\n{d.log()[-2000:]}")
+    assert os.listdir(d.path("deferred.old")) == ["later.json"], os.listdir(d.path("deferred.old"))
+    assert os.listdir(d.path("deferred")) == []
+    assert "cannot move" not in d.log() and d.log().count(said) == 1, d.log()[-2000:]
+    assert d.stop() == 0
+
+
+def test_a_gone_marker_written_while_control_is_replaced_lands_whole(env):
+    """control/gone.KEY is written through a temporary file on a helper thread: control/
+    replaced between the two, its rename and the directory's fsync are in the directory the
+    temporary file is in (on the descriptor pinned; on the one swapped in, the rename failed)."""
+    rx = env.peer(WebhookReceiver()).start()
+    rx.set_gone(True)
+    d = env.daemon(extra_env={"T_WEBHOOK_SECRET": rx.secret}, notify__url=rx.url("/switch"),
+                   notify__secret_env="T_WEBHOOK_SECRET", notify__allow_private="yes",
+                   notify__retry_base_ms=300, notify__retry_cap_ms=1500)
+    fifo = d.start_held_at("write:pinned")
+    d.submit("gone", {"prompt": "its endpoint is gone"})
+    release = held_at_stop(fifo, d)   # the marker's temporary file written in control/
+    rx.set_gone(False)                # the event goes out once the marker is written
+    os.rename(d.path("control"), d.path("control.old"))
+    os.mkdir(d.path("control"))
+    replaced(d, "control")
+    os.close(release)
+    wait_for(lambda: [n for n in os.listdir(d.path("control.old")) if n.startswith("gone.")], 20,
+             f"the marker:\n{d.log()[-2000:]}")
+    assert [n for n in os.listdir(d.path("control.old")) if not n.startswith(".")] == \
+        [n for n in os.listdir(d.path("control.old")) if n.startswith("gone.")], \
+        os.listdir(d.path("control.old"))
+    assert os.listdir(d.path("control")) == [], os.listdir(d.path("control"))
+    assert "cannot write 'control/gone." not in d.log(), d.log()[-2000:]
+    wait_for(lambda: any(q["status"] == 204 for q in rx.requests()), 30, "the event delivered")
+    assert d.wait_finished("gone") == "done"
+    assert d.stop() == 0
+
+
+def test_an_outbox_dir_moved_aside_is_not_followed(env):
+    """outbox/ holds the events waiting to go out: followed, an event parked for a gone
+    endpoint was never sent; it goes out from the directory opened."""
+    rx = env.peer(WebhookReceiver()).start()
+    rx.set_gone(True)
+    d = env.daemon(extra_env={"T_WEBHOOK_SECRET": rx.secret}, notify__url=rx.url("/switch"),
+                   notify__secret_env="T_WEBHOOK_SECRET", notify__allow_private="yes",
+                   notify__retry_base_ms=300, notify__retry_cap_ms=1500).start()
+    d.submit("waits", {"prompt": "its event waits in outbox/"})
+    wait_for(lambda: "webhook job.succeeded waits" in d.log(), 20, f"the event parked:\n{d.log()[-2000:]}")
+    os.rename(d.path("outbox"), d.path("outbox.old"))
+    os.mkdir(d.path("outbox"))
+    said = f"'{d.path('outbox')}' was replaced while this daemon ran: not followed"
+    wait_for(lambda: said in d.log(), 20, f"the daemon to say it keeps outbox/:\n{d.log()[-2000:]}")
+    rx.set_gone(False)
+    for n in os.listdir(d.path("control")):
+        if n.startswith("gone."):
+            os.unlink(d.path("control", n))
+    wait_for(lambda: any(q["status"] == 204 for q in rx.requests()), 30,
+             f"the event delivered:\n{d.log()[-2000:]}")
+    assert [q["event"]["data"]["task_id"] for q in rx.requests() if q["status"] == 204] == ["waits"]
+    wait_for(lambda: os.listdir(d.path("outbox.old")) == [], 20, "the entry removed when done")
+    assert os.listdir(d.path("outbox")) == [] and d.log().count(said) == 1, d.log()[-2000:]
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_remade_deferred_dir_takes_the_next_deferral,
@@ -206,4 +314,8 @@ if __name__ == "__main__":
         test_a_bind_mount_over_done_is_refused_as_at_start_up,
         test_a_publication_under_way_lands_whole_in_one_done_dir,
         test_a_removed_done_dir_keeps_the_publication_until_one_is_made,
+        test_jobs_left_in_a_new_dir_moved_aside_stay_there,
+        test_a_deferral_under_way_ends_in_the_deferred_dir_it_pinned,
+        test_a_gone_marker_written_while_control_is_replaced_lands_whole,
+        test_an_outbox_dir_moved_aside_is_not_followed,
     ])

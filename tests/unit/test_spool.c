@@ -435,6 +435,9 @@ static void test_recheck_dirs(void)
 	ok(spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DEFERRED) && sp.fd[SPOOL_DEFERRED] == fd,
 	   "deferred/ followed, under the same descriptor number");
 	ok(count_of(said_since(text, sizeof(text)), "deferred' was replaced") == 1, "said once");
+	char *now_at = xasprintf("what is left in the old one, now '%s', stays there", aside);
+	ok(strstr(text, now_at) != NULL, "saying where the old one is, with what was left in it");
+	free(now_at);
 	ok(spool_write_file(&sp, SPOOL_DEFERRED, "x.json", "{}", 2) == 0, "a file written in deferred/");
 	char *in_new = xasprintf("%s/x.json", path), *in_old = xasprintf("%s/x.json", aside);
 	ok(access(in_new, F_OK) == 0 && access(in_old, F_OK) < 0, "it is in the new deferred/");
@@ -454,6 +457,8 @@ static void test_recheck_dirs(void)
 	ok(mkdir(path, 0777) == 0 && spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DONE) &&
 	   count_of(said_since(text, sizeof(text)), "done' was replaced") == 1,
 	   "made again by the operator: followed, said");
+	ok(strstr(text, "(removed and made again)") && !strstr(text, "what is left"),
+	   "a removed one had nothing left in it");
 	free(path);
 
 	path = xasprintf("%s/failed", dir);
