@@ -252,12 +252,15 @@ def test_a_deferral_under_way_ends_in_the_deferred_dir_it_pinned(env):
 def test_a_gone_marker_written_while_control_is_replaced_lands_whole(env):
     """control/gone.KEY is written through a temporary file on a helper thread: control/
     replaced between the two, its rename and the directory's fsync are in the directory the
-    temporary file is in (on the descriptor pinned; on the one swapped in, the rename failed)."""
+    temporary file is in (on the descriptor pinned; on the one swapped in, the rename failed,
+    and the fsync after it was of the new control/, not of the one the marker went into)."""
     rx = env.peer(WebhookReceiver()).start()
     rx.set_gone(True)
     d = env.daemon(extra_env={"T_WEBHOOK_SECRET": rx.secret}, notify__url=rx.url("/switch"),
                    notify__secret_env="T_WEBHOOK_SECRET", notify__allow_private="yes",
                    notify__retry_base_ms=300, notify__retry_cap_ms=1500)
+    trace = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", trace, "-e", "trace=fsync,renameat,renameat2"]
     fifo = d.start_held_at("write:pinned")
     d.submit("gone", {"prompt": "its endpoint is gone"})
     release = held_at_stop(fifo, d)   # the marker's temporary file written in control/
@@ -275,7 +278,13 @@ def test_a_gone_marker_written_while_control_is_replaced_lands_whole(env):
     assert "cannot write 'control/gone." not in d.log(), d.log()[-2000:]
     wait_for(lambda: any(q["status"] == 204 for q in rx.requests()), 30, "the event delivered")
     assert d.wait_finished("gone") == "done"
-    assert d.stop() == 0
+    d.stop()   # the wrapper's status: strace gets the SIGTERM too
+    with open(trace) as f:
+        lines = f.read().splitlines()
+    at = next(i for i, line in enumerate(lines) if "rename" in line and "/control" in line)
+    tid = lines[at].split()[0]
+    synced = next(line for line in lines[at + 1:] if line.split()[0] == tid and "fsync(" in line)
+    assert f"<{d.path('control.old')}>" in synced, (lines[at], synced)
 
 
 def test_an_outbox_dir_moved_aside_is_not_followed(env):
