@@ -313,6 +313,48 @@ def test_an_outbox_dir_moved_aside_is_not_followed(env):
     assert d.stop() == 0
 
 
+def unpinnable(env, dest, task_id, prompt):
+    """A job whose batch cannot pin dest/ (done/ or failed/) for its first three tries: the
+    descriptor's dup fails with EMFILE (strace injects it, on dest/ alone). The batch publishes
+    nothing into a directory it did not pin: it says why, waits, tries again, and publishes
+    whole with the fourth. Returns the daemon, stopped."""
+    d = env.daemon(spool__disk_retry_interval=1, spool__io_threads=1)
+    trace = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-y", "-o", trace, "-P", d.path(dest),
+                 "-e", "trace=fcntl,rename,renameat,renameat2",
+                 "-e", "inject=fcntl:error=EMFILE:when=1..3"]
+    d.start()
+    d.submit(task_id, {"prompt": prompt})
+    assert d.wait_finished(task_id, 60) == dest, d.log()[-2000:]
+    d.stop()   # the wrapper's status: strace gets the SIGTERM too
+    with open(trace) as f:
+        lines = [line for line in f.read().splitlines() if "fcntl(" in line or "rename" in line]
+    pins = [i for i, line in enumerate(lines) if "F_DUPFD_CLOEXEC" in line]
+    assert ["(INJECTED)" in lines[i] for i in pins[:4]] == [True] * 3 + [False], lines
+    pinned = lines[pins[3]].split(" = ")[1].split("<")[0]
+    moves = [line for line in lines if "rename" in line]
+    assert moves and lines.index(moves[0]) > pins[3], lines
+    # Every move into dest/ goes through the descriptor pinned, none through the daemon's own.
+    assert all(f", {pinned}<{d.path(dest)}>, " in line for line in moves), (pinned, moves)
+    assert f"{task_id} error: cannot publish the result (cannot open '{dest}/.': Too many open " \
+        "files); retrying every 1s" in d.log(), d.log()[-2000:]
+    assert d.log().count(f"{task_id} {dest}") == 1, d.log()[-2000:]
+    return d
+
+
+def test_a_done_dir_that_cannot_be_pinned_is_waited_for(env):
+    d = unpinnable(env, "done", "pin", "its done/ cannot be pinned")
+    assert d.listdir("done") == ["pin.json", "pin.png", "pin.result.json"], d.listdir("done")
+    assert d.result("pin")["status"] == "succeeded" and env.fake.calls("its done/ cannot be pinned") == 1
+
+
+def test_a_failed_dir_that_cannot_be_pinned_is_waited_for(env):
+    prompt = "refused, its failed/ cannot be pinned [fake:400_moderation]"
+    d = unpinnable(env, "failed", "unpin", prompt)
+    assert d.listdir("failed") == ["unpin.json", "unpin.result.json"], d.listdir("failed")
+    assert d.result("unpin")["error"]["code"] == "content_refused" and env.fake.calls(prompt) == 1
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_remade_deferred_dir_takes_the_next_deferral,
@@ -327,4 +369,6 @@ if __name__ == "__main__":
         test_a_deferral_under_way_ends_in_the_deferred_dir_it_pinned,
         test_a_gone_marker_written_while_control_is_replaced_lands_whole,
         test_an_outbox_dir_moved_aside_is_not_followed,
+        test_a_done_dir_that_cannot_be_pinned_is_waited_for,
+        test_a_failed_dir_that_cannot_be_pinned_is_waited_for,
     ])
