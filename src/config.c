@@ -207,17 +207,32 @@ static void set_defaults(void *base, const char *section, const char *base_dir)
 	}
 }
 
+/* Whether section is a [KIND NAME] section (or a bare [KIND], whose NAME is then refused). */
+static bool section_is(const char *section, const char *kind)
+{
+	size_t n = strlen(kind);
+	return !strncmp(section, kind, n) && (section[n] == ' ' || section[n] == '\0');
+}
+
+/* The NAME of such a section, or NULL with *why set when it is not a plain name. */
+static const char *section_name(const char *section, const char *kind, const char **why)
+{
+	const char *name = section + strlen(kind);
+	name += strspn(name, " ");
+	if (name_is_plain(name, 64))
+		return name;
+	*why = "a [provider NAME] or [route NAME] section's NAME is 1 to 64 letters, digits, '.', '-' "
+	       "and '_'";
+	return NULL;
+}
+
 static struct provider_config *provider_for_section(struct parse_state *st, const char *section,
 						    const char **why)
 {
 	struct config *cfg = st->cfg;
-	const char *name = section + strlen("provider");
-	while (*name == ' ')
-		name++;
-	if (!name_is_plain(name, 64)) {
-		*why = "a provider section is named [provider NAME], NAME of letters, digits, '-', '_'";
+	const char *name = section_name(section, "provider", why);
+	if (!name)
 		return NULL;
-	}
 	for (int i = 0; i < cfg->n_providers; i++)
 		if (!strcmp(cfg->providers[i].name, name))
 			return &cfg->providers[i];
@@ -275,13 +290,9 @@ static struct route_config *route_for_section(struct parse_state *st, const char
 					      const char **why)
 {
 	struct config *cfg = st->cfg;
-	const char *name = section + strlen("route");
-	while (*name == ' ')
-		name++;
-	if (!name_is_plain(name, 64)) {
-		*why = "a route section is named [route NAME], NAME of letters, digits, '.', '-', '_'";
+	const char *name = section_name(section, "route", why);
+	if (!name)
 		return NULL;
-	}
 	for (size_t i = 0; i < cfg->n_routes; i++)
 		if (!strcmp(cfg->routes[i].name, name))
 			return &cfg->routes[i];
@@ -487,7 +498,7 @@ static int handler(void *user, const char *section, const char *name, const char
 			return 1;
 		goto bad;
 	}
-	if (!strncmp(section, "route", 5) && (section[5] == ' ' || section[5] == '\0')) {
+	if (section_is(section, "route")) {
 		struct route_config *r = route_for_section(st, section, &reason);
 		if (r && !(reason = route_line(r, name, value)))
 			return 1;
@@ -498,7 +509,7 @@ static int handler(void *user, const char *section, const char *name, const char
 			return 1;
 		goto bad;
 	}
-	if (!strncmp(section, "provider", 8) && (section[8] == ' ' || section[8] == '\0')) {
+	if (section_is(section, "provider")) {
 		struct provider_config *p = provider_for_section(st, section, &reason);
 		if (!p)
 			goto bad;
