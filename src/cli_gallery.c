@@ -303,6 +303,30 @@ static void put_head(FILE *f, const char *title)
 	      "td.n{text-align:right}</style>\n</head><body>\n", f);
 }
 
+/* Opens DIR/NAME under its temporary name and writes the page's head: CLI_OK, or the failure
+ * said. */
+static int page_open(struct cli *c, struct out_file *o, const char *dir, const char *name,
+		     const char *title)
+{
+	if (out_open(o, dir, name) < 0) {
+		int rc = cli_fail_errno(c, "cannot write", o->tmp, errno);
+		out_abort(o);
+		return rc;
+	}
+	put_head(o->f, title);
+	return CLI_OK;
+}
+
+/* Ends the page and puts it in place: CLI_OK, or the failure said. */
+static int page_close(struct cli *c, struct out_file *o)
+{
+	fputs("</body></html>\n", o->f);
+	char *path = xstrdup(o->path);
+	int rc = out_commit(o) < 0 ? cli_fail_errno(c, "cannot write", path, errno) : CLI_OK;
+	free(path);
+	return rc;
+}
+
 /* "2026-11-25 11:02:03" in local time, its full ISO 8601 form in datetime. */
 static void put_time(FILE *f, int64_t ms)
 {
@@ -342,14 +366,11 @@ static int write_page(struct cli *c, const char *out_dir, const struct cli_index
 	xsnprintf(name, sizeof(name), "page-%zu.html", page);
 	xsnprintf(title, sizeof(title), "imgspool gallery: page %zu of %zu", page, pages);
 	struct out_file o;
-	if (out_open(&o, out_dir, name) < 0) {
-		int rc = cli_fail_errno(c, "cannot write", o.tmp, errno);
-		out_abort(&o);
+	int rc = page_open(c, &o, out_dir, name, title);
+	if (rc != CLI_OK)
 		return rc;
-	}
 	pg->newest_ms = ix->jobs[first].mtime_ns / 1000000;
 	pg->oldest_ms = ix->jobs[end - 1].mtime_ns / 1000000;
-	put_head(o.f, title);
 	fprintf(o.f, "<h1>imgspool: page %zu of %zu</h1>\n<p>finished from ", page, pages);
 	put_time(o.f, pg->newest_ms);
 	fputs(" back to ", o.f);
@@ -377,27 +398,20 @@ static int write_page(struct cli *c, const char *out_dir, const struct cli_index
 	}
 	fputs("</main>\n", o.f);
 	put_nav(o.f, page, pages);
-	fputs("</body></html>\n", o.f);
-	char *path = xstrdup(o.path);
-	int rc = out_commit(&o) < 0 ? cli_fail_errno(c, "cannot write", path, errno) : CLI_OK;
-	free(path);
-	return rc;
+	return page_close(c, &o);
 }
 
 static int write_index(struct cli *c, const char *out_dir, const struct page *pg, size_t pages)
 {
 	struct out_file o;
-	if (out_open(&o, out_dir, "index.html") < 0) {
-		int rc = cli_fail_errno(c, "cannot write", o.tmp, errno);
-		out_abort(&o);
+	int rc = page_open(c, &o, out_dir, "index.html", "imgspool gallery");
+	if (rc != CLI_OK)
 		return rc;
-	}
 	size_t done = 0, failed = 0;
 	for (size_t p = 0; p < pages; p++) {
 		done += pg[p].done;
 		failed += pg[p].failed;
 	}
-	put_head(o.f, "imgspool gallery");
 	fprintf(o.f, "<h1>imgspool: %zu finished job(s): %zu done, %zu failed</h1>\n", done + failed,
 		done, failed);
 	if (!pages)
@@ -416,11 +430,7 @@ static int write_index(struct cli *c, const char *out_dir, const struct page *pg
 	}
 	if (pages)
 		fputs("</table>\n", o.f);
-	fputs("</body></html>\n", o.f);
-	char *path = xstrdup(o.path);
-	int rc = out_commit(&o) < 0 ? cli_fail_errno(c, "cannot write", path, errno) : CLI_OK;
-	free(path);
-	return rc;
+	return page_close(c, &o);
 }
 
 /* Whether name is page-N.html with N past pages: left by an earlier gallery of more pages. */
