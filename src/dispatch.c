@@ -594,16 +594,17 @@ void task_requeue(struct task *t, const char *why)
 	bool waits = t->state == T_BACKOFF && t->defer_due > 0;
 	int64_t mtime = waits ? t->defer_due : t->created_wall_ms;
 	char *text = attempt_count(t) ? task_job_text(t, 0, NULL) : NULL;
-	int rc = text ? spool_move_rewritten(t->d->spool, t->running_name, dest, name, text,
-					     strlen(text), mtime) : -1;
+	enum spool_dir went = dest;
+	int rc = text ? intake_return(t->d, t->running_name, &went, name, mtime, text) : -1;
 	int err = errno;
 	/* Without room for the records, the job itself must still not stay stuck in running/. At
 	 * shutdown, a job with attempts stays there instead, as a crash would leave it: moved
 	 * without its records, it would lose attempts (billed retries refunded) and its saved
 	 * response; its sidecars tell the restart, or another host once its lease is out, what
-	 * was done (spool-layout.md §10, §11). A retry's lease runs to its due time. */
+	 * was done (spool-layout.md §10, §11). A retry's lease runs to its due time. EEXIST: the
+	 * records are written, only every place for it is taken. */
 	bool leave = rc < 0 && t->d->draining && attempt_count(t);
-	if (rc < 0 && spool_still_ours(t->d->spool, t->running_name)) {
+	if (rc < 0 && (!text || err != EEXIST) && spool_still_ours(t->d->spool, t->running_name)) {
 		/* Its place in line: the claim stamped its mtime for the lease. Set back in running/,
 		 * as spool_move_rewritten does: in new/ another host may claim it at once. */
 		struct timespec times[2] = {
@@ -620,18 +621,22 @@ void task_requeue(struct task *t, const char *why)
 			task_free(t);
 			return;
 		}
-		rc = spool_rename(t->d->spool, SPOOL_RUNNING, t->running_name, dest, name);
+		went = dest;
+		rc = intake_return(t->d, t->running_name, &went, name, mtime, NULL);
+		err = errno;
 	}
 	free(text);
 	if (rc == 0) {
 		sidecar_drop(t);
 		task_control_forget(t);
+		log_job(LOG_INFO, t->id, "back to %s/ (%s%s)", spool_dir_name(went), why,
+			intake_return_why(dest, went));
+	} else {
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/: %s; left in running/, %s",
+			t->running_name, spool_dir_name(went), strerror(err), t->d->draining
+			? "for the restart" : "no claim of its id until the next rescan moves it");
+		strset_add(&t->d->stranded, t->id);
 	}
-	if (rc < 0)
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/: %s; a restart will",
-			t->running_name, spool_dir_name(dest), strerror(errno));
-	else
-		log_job(LOG_INFO, t->id, "back to %s/ (%s)", spool_dir_name(dest), why);
 	free(name);
 	task_free(t);
 }
@@ -893,6 +898,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	known_init(&d->known);
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
+	strset_init(&d->stranded);
 	spend_init(&d->spend);
 	control_init(&d->control);
 	health_init(&d->health);
@@ -944,6 +950,7 @@ void dispatch_free(struct dispatch *d)
 	scan_release(&d->new_scan);
 	known_release(&d->known);
 	strset_release(&d->held);
+	strset_release(&d->stranded);
 	spend_release(&d->spend);
 	control_release(&d->control);
 	health_release(&d->health);

@@ -79,6 +79,9 @@ struct dispatch {
 	uint64_t grace_timer;
 	bool left_unsynced;      /* jobs marked left in running/ since its last sync (sidecar.c) */
 	bool putbacks_unsettled; /* a put-back's new run left in running/: settled at a rescan */
+	struct strset stranded;  /* ids of jobs of ours left in running/ with no task (a move out
+				  * failed, a put-back not settled): no claim of the id replaces
+				  * one; each rescan settles them (recovery.c adopt_all) */
 	uint64_t wake_timer;     /* earliest paused provider */
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */

@@ -335,35 +335,55 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
 	return SKIPPED;
 }
 
-int intake_return(struct dispatch *d, const char *running_name, enum spool_dir dir,
-		  const char *name, int64_t due_wall_ms)
+int intake_return(struct dispatch *d, const char *running_name, enum spool_dir *dir,
+		  const char *name, int64_t due_wall_ms, const char *records)
 {
-	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, dir, name) < 0)
-		return -1;
-	if (dir == SPOOL_DEFERRED) {   /* counted, and claimed when due, not at the next listing */
+	for (;;) {
+		int rc = records ? spool_move_rewritten(d->spool, running_name, *dir, name, records,
+							strlen(records), due_wall_ms, true)
+				 : spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, *dir,
+							  name);
+		if (rc == 0)
+			break;
+		if (errno != EEXIST || *dir != SPOOL_NEW)
+			return -1;
+		*dir = SPOOL_DEFERRED;
+	}
+	if (*dir == SPOOL_DEFERRED) {   /* counted, and claimed when due, not at the next listing */
 		d->deferred_jobs++;
 		deferral_arm(d, due_wall_ms);
 	}
 	return 0;
 }
 
+/* Why a job went to another directory than asked (intake_return), for the log. */
+const char *intake_return_why(enum spool_dir asked, enum spool_dir went)
+{
+	return asked == went ? "" : "; new/ holds a later version of it";
+}
+
 /* The file claimed is not the one read: another host or a client replaced it between the read
  * and the claim. It goes back where it was, as they wrote it, with its own mtime (its due time in
  * deferred/, its place in line in new/), never rewritten with what was read before, and is
  * claimed afresh when its time comes: a hold or cancel of its id then applies to it as to any
- * waiting job. Never over a third version written meanwhile: that one stays, and this one waits
- * in running/ for a restart. Whether it went back. */
+ * waiting job. Never over a third version written meanwhile (intake_return: to deferred/
+ * then); should no place take it, it stays in running/, stranded: no claim of its id replaces
+ * it, and the next rescan moves it. Whether it went back. */
 static bool requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
 {
-	const char *dir = spool_dir_name(pe->dir);
-	bool back = intake_return(t->d, t->running_name, pe->dir, pe->name,
-				  timespec_ms(&claimed->st_mtim)) == 0;
-	if (!back)
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; a restart will",
-			t->running_name, dir, pe->name, strerror(errno));
-	else
-		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed): claimed again as "
-			"it is now", dir);
+	struct dispatch *d = t->d;
+	enum spool_dir dir = pe->dir;
+	bool back = intake_return(d, t->running_name, &dir, pe->name, timespec_ms(&claimed->st_mtim),
+				  NULL) == 0;
+	if (!back) {
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; left in "
+			"running/, no claim of its id until the next rescan moves it", t->running_name,
+			spool_dir_name(dir), pe->name, strerror(errno));
+		strset_add(&d->stranded, t->id);
+	} else {
+		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed%s): claimed again "
+			"as it is now", spool_dir_name(dir), intake_return_why(pe->dir, dir));
+	}
 	task_free(t);
 	return back;
 }
@@ -536,10 +556,16 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	 * no other host ever sees our fresh claim as stale. The inode read, not the name: a file
 	 * put there since keeps its mtime (its due time or place in line). */
 	futimens(readfd, NULL);
-	if (spool_rename(d->spool, pe->dir, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
-		if (errno != ENOENT)
+	if (spool_rename_claim(d->spool, pe->dir, pe->name, t->running_name) < 0) {
+		if (errno == EEXIST) {   /* one of ours no task holds: settled first (stranded) */
+			log_job(LOG_ERROR, id, "cannot claim '%s/%s': 'running/%s' is there, left by "
+				"an earlier run of the id; claimed once a rescan has settled that one",
+				spool_dir_name(pe->dir), pe->name, t->running_name);
+			strset_add(&d->stranded, id);
+		} else if (errno != ENOENT) {
 			log_job(LOG_ERROR, id, "cannot claim '%s/%s': %s", spool_dir_name(pe->dir),
 				pe->name, strerror(errno));
+		}
 		known_del(d, pe->dir, pe->name);
 		putback_drop(d, putback, true);   /* the job was not claimed */
 		task_free(t);
@@ -549,6 +575,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	if (pe->dir == SPOOL_DEFERRED && d->deferred_jobs > 0)
 		d->deferred_jobs--;
 	crash_point("claim:claimed");
+	stop_point("claim:claimed");
 	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
 	/* The file we claimed must be the one we read: a client may have replaced it in between. */
 	struct stat claimed;
@@ -618,8 +645,9 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 		refuse_bad_name(d, pe);
 		return SKIPPED;
 	}
-	/* The same id again (ID and ID.json, or resubmitted while running): one at a time. */
-	if (strset_has(&d->held, id))
+	/* The same id again (ID and ID.json, or resubmitted while running): one at a time; and
+	 * never over one of ours left in running/ (stranded), whose run may have been paid for. */
+	if (strset_has(&d->held, id) || strset_has(&d->stranded, id))
 		return WAIT;
 	/* A hold or cancel already read (asked while the job waited in new/ or deferred/, or that
 	 * a host running it had not seen) is honoured before its provider is asked for a slot or a

@@ -37,9 +37,15 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 void intake_sweep(struct dispatch *d, enum spool_dir dir);
 void intake_list_new(struct dispatch *d, int64_t budget_ms);
 void intake_pump(struct dispatch *d);
-/* A claimed job goes back as it is: running/running_name to dir/name (new/ or deferred/), never
- * over a file there, due at due_wall_ms (its mtime) in deferred/. 0, or -1 with errno. */
-int intake_return(struct dispatch *d, const char *running_name, enum spool_dir dir,
-		  const char *name, int64_t due_wall_ms);
+/* A job of ours goes back from running/running_name to *dir/name (new/, deferred/ or hold/):
+ * as it is (records NULL), or rewritten with records and due_wall_ms as its mtime. Never over
+ * a file there: when new/ holds another version of the id (a client submitted it again
+ * meanwhile), to deferred/ instead, due at due_wall_ms (its mtime; its place in line in new/
+ * is a time past: due at once), so both run, one at a time. 0, or -1 with errno (EEXIST: that
+ * place is taken too); *dir is the directory it went to, or the last one tried. */
+int intake_return(struct dispatch *d, const char *running_name, enum spool_dir *dir,
+		  const char *name, int64_t due_wall_ms, const char *records);
+/* "" when went is asked, else why not (for a log line). */
+const char *intake_return_why(enum spool_dir asked, enum spool_dir went);
 
 #endif

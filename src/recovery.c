@@ -147,8 +147,9 @@ void recovery_reclaim_stale(struct dispatch *d)
 		}
 	}
 	spool_entries_free(e, n);
-	/* A put-back a restart or a claim could not settle (adopt_all) is tried again here. */
-	if (took || d->putbacks_unsettled)
+	/* A put-back a restart or a claim could not settle, and jobs of ours a failed move left
+	 * here (stranded), are tried again here (adopt_all). */
+	if (took || d->putbacks_unsettled || d->stranded.count)
 		adopt_all(d);
 }
 
@@ -159,10 +160,12 @@ static void complete_publication(struct task *t, const char *finished)
 	struct dispatch *d = t->d;
 	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
 	char err[512];
-	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK)
-		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; a restart will",
-			spool_dir_name(dest), err);
-	else
+	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK) {
+		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; tried again at the "
+			"next rescan", spool_dir_name(dest), err);
+		if (spool_still_ours(d->spool, t->running_name))   /* not committed: adopted again */
+			strset_add(&d->stranded, t->id);
+	} else
 		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
 	sidecar_drop(t);
 	task_free(t);
@@ -258,7 +261,8 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
 	record_cut_call(t, hidden, accounted);
 }
 
-/* A job of ours found in running/ at start-up: the run that claimed it died. The records in its
+/* A job of ours found in running/ at start-up: the run that claimed it died (died; else a
+ * job this run left there, stranded, that counts no death). The records in its
  * file say which attempts are accounted for; each sidecar says which attempt it belongs to. A
  * response saved but not yet accounted for finishes the job from the file; one the records already
  * hold (the daemon died while moving the job on) is not applied twice: the move is done again.
@@ -266,7 +270,7 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
  * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
  * the daemon cannot loop. */
 static void adopt(struct dispatch *d, const char *id, const char *running_name,
-		  const struct strset *hidden)
+		  const struct strset *hidden, bool died)
 {
 	struct stat st;
 	struct job_error jerr;
@@ -321,7 +325,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	char prefix[JOB_ID_MAX + 100];
 	xsnprintf(prefix, sizeof(prefix), ".%s@%s.response.", id, d->spool->host_id);
 	char *partial = sidecar_name(t, "partial");
-	bool called = restage || strset_has(hidden, partial) || sidecar_saved_status(t, hidden) != 0;
+	bool called = died && (restage || strset_has(hidden, partial) ||
+			       sidecar_saved_status(t, hidden) != 0);
 	free(partial);
 	/* Restaging: the final attempt recorded is the saved response's, applied again below. */
 	size_t accounted = attempt_count(t) - (restage && json_array_size(t->attempts) > 0);
@@ -516,14 +521,16 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 		break;
 	case RECOVERY_PUTBACK_RETURN: {
 		char *back = xasprintf("%s.json", id);
-		settled = intake_return(d, job, from, back, timespec_ms(&st.st_mtim)) == 0;
+		enum spool_dir went = from;
+		settled = intake_return(d, job, &went, back, timespec_ms(&st.st_mtim), NULL) == 0;
 		if (settled)
 			log_job(LOG_INFO, id, "back to %s/ (its claim took a file that replaced the one "
-				"read): claimed again as it is", spool_dir_name(from));
+				"read%s): claimed again as it is", spool_dir_name(went),
+				intake_return_why(from, went));
 		else
 			log_job(LOG_ERROR, id, "cannot move 'running/%s' back to %s/%s: %s; not "
 				"recovered until it is (tried again at the next rescan)", job,
-				spool_dir_name(from), back, strerror(errno));
+				spool_dir_name(went), back, strerror(errno));
 		free(back);
 		/* Kept till then: without it, the file left in running/ would be taken for a
 		 * job whose run finished, and failed publish_failed. */
@@ -540,16 +547,17 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 }
 
 /* Adopts every job of ours in running/ that no task holds, but for one whose put-back could
- * not be settled (d->putbacks_unsettled: the next rescan calls this again). */
+ * not be settled (stranded again: the next rescan calls this again). The stranded ones this
+ * run left count no death. */
 static void adopt_all(struct dispatch *d)
 {
 	struct spool_entry *e, *h;
-	struct strset hidden, unsettled;
+	struct strset hidden, stranded = d->stranded;
 	char id[JOB_ID_MAX + 1], host[NAME_MAX + 1];
 	enum spool_dir from;
 	uint64_t ino;
 	strset_init(&hidden);
-	strset_init(&unsettled);
+	strset_init(&d->stranded);   /* what is not settled below is added again */
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	for (long i = 0; i < nh; i++)
 		strset_add(&hidden, h[i].name);
@@ -560,19 +568,19 @@ static void adopt_all(struct dispatch *d)
 		if (strset_has(&d->held, id))
 			held_putback = true;
 		else if (!settle_putback(d, h[i].name, id, from, ino, &hidden))
-			strset_add(&unsettled, id);
+			strset_add(&d->stranded, id);
 	}
 	spool_entries_free(h, nh);
-	d->putbacks_unsettled = held_putback || unsettled.count > 0;
+	d->putbacks_unsettled = held_putback;
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
 	for (long i = 0; i < n; i++) {
 		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
 		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id) &&
-		    !strset_has(&unsettled, id))
-			adopt(d, id, e[i].name, &hidden);
+		    !strset_has(&d->stranded, id))
+			adopt(d, id, e[i].name, &hidden, !strset_has(&stranded, id));
 	}
 	spool_entries_free(e, n);
-	strset_release(&unsettled);
+	strset_release(&stranded);
 	strset_release(&hidden);
 }
 

@@ -617,16 +617,22 @@ bool spool_exists(int dirfd, const char *name)
 	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static int rename_between(int fromfd, const char *from_name, int tofd, const char *to_name)
+/* NFS may lose the reply to a rename that succeeded, and the retransmission then fails: it
+ * succeeded if the source is gone and the target there. 0, or -1 with the rename's errno. */
+static int lost_reply(int fromfd, const char *from_name, int tofd, const char *to_name)
 {
-	if (renameat(fromfd, from_name, tofd, to_name) == 0)
-		return 0;
 	int saved = errno;
-	/* NFS may lose the reply to a rename that succeeded, and the retransmission then fails. */
 	if (!spool_exists(fromfd, from_name) && spool_exists(tofd, to_name))
 		return 0;
 	errno = saved;
 	return -1;
+}
+
+static int rename_between(int fromfd, const char *from_name, int tofd, const char *to_name)
+{
+	if (renameat(fromfd, from_name, tofd, to_name) == 0)
+		return 0;
+	return lost_reply(fromfd, from_name, tofd, to_name);
 }
 
 int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, enum spool_dir to,
@@ -647,26 +653,54 @@ static void unpin(int fd)
 	errno = saved;
 }
 
-int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
-			   enum spool_dir to, const char *to_name)
+/* renameat2 with RENAME_NOREPLACE: 0, -1 with errno, or 1 where the file system lacks it (some
+ * NFS and FUSE; remembered). */
+static int renameat_noreplace(struct spool *sp, int fromfd, const char *from_name, int tofd,
+			      const char *to_name)
 {
-	if (!atomic_load_explicit(&sp->no_noreplace, memory_order_relaxed)) {
-		if (renameat2(sp->fd[from], from_name, sp->fd[to], to_name, RENAME_NOREPLACE) == 0)
-			return 0;
-		if (errno != EINVAL && errno != ENOSYS)
-			return -1;
-		atomic_store_explicit(&sp->no_noreplace, true, memory_order_relaxed);
-	}
-	/* No RENAME_NOREPLACE here (some NFS and FUSE): link(2) never replaces either. */
-	if (linkat(sp->fd[from], from_name, sp->fd[to], to_name, 0) < 0)
+	if (atomic_load_explicit(&sp->no_noreplace, memory_order_relaxed))
+		return 1;
+	if (renameat2(fromfd, from_name, tofd, to_name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
 		return -1;
-	if (unlinkat(sp->fd[from], from_name, 0) < 0) {
+	atomic_store_explicit(&sp->no_noreplace, true, memory_order_relaxed);
+	return 1;
+}
+
+static int rename_noreplace(struct spool *sp, int fromfd, const char *from_name, int tofd,
+			    const char *to_name)
+{
+	int rc = renameat_noreplace(sp, fromfd, from_name, tofd, to_name);
+	if (rc <= 0)
+		return rc;
+	/* No RENAME_NOREPLACE here: link(2) never replaces either. */
+	if (linkat(fromfd, from_name, tofd, to_name, 0) < 0)
+		return -1;
+	if (unlinkat(fromfd, from_name, 0) < 0) {
 		int saved = errno;
-		unlinkat(sp->fd[to], to_name, 0);   /* one name, not two links to one job */
+		unlinkat(tofd, to_name, 0);   /* one name, not two links to one job */
 		errno = saved;
 		return -1;
 	}
 	return 0;
+}
+
+int spool_rename_claim(struct spool *sp, enum spool_dir from, const char *from_name,
+		       const char *running_name)
+{
+	int fromfd = sp->fd[from], tofd = sp->fd[SPOOL_RUNNING];
+	int rc = renameat_noreplace(sp, fromfd, from_name, tofd, running_name);
+	if (rc < 0)
+		return lost_reply(fromfd, from_name, tofd, running_name);
+	/* Else a plain rename: a link and an unlink would cost every claim a call more. */
+	return rc == 0 ? 0 : rename_between(fromfd, from_name, tofd, running_name);
+}
+
+int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
+			   enum spool_dir to, const char *to_name)
+{
+	return rename_noreplace(sp, sp->fd[from], from_name, sp->fd[to], to_name);
 }
 
 int spool_sync_dir(struct spool *sp, enum spool_dir d)
@@ -1165,7 +1199,8 @@ bool spool_still_ours(struct spool *sp, const char *running_name)
 }
 
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
-			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms)
+			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms,
+			 bool noreplace)
 {
 	/* Never recreate a job another host has reclaimed from us. */
 	if (!spool_still_ours(sp, running_name)) {
@@ -1187,7 +1222,9 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 	if (destfd < 0)
 		return -1;
 	stop_point("move:pinned");   /* a test replaces dest here */
-	int rc = rename_between(sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name);
+	int rc = noreplace ? rename_noreplace(sp, sp->fd[SPOOL_RUNNING], running_name, destfd,
+					      dest_name)
+			   : rename_between(sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name);
 	if (rc == 0)
 		crash_point("move:moved");
 	if (rc == 0 && (fsync(destfd) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0))

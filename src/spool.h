@@ -193,6 +193,12 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
  * RENAME_NOREPLACE is not supported (some NFS and FUSE). */
 int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
 			   enum spool_dir to, const char *to_name);
+/* A claim's rename, from/from_name to running/running_name, as spool_rename, but never over a
+ * file already there (EEXIST: a job of ours left in running/, whose run is not settled) where
+ * the file system has RENAME_NOREPLACE; where it lacks it, a plain rename (the daemon knows the
+ * jobs it left there, and claims none of their ids meanwhile: dispatch's stranded set). */
+int spool_rename_claim(struct spool *sp, enum spool_dir from, const char *from_name,
+		       const char *running_name);
 int spool_sync_dir(struct spool *sp, enum spool_dir d);
 /* Writes data to d/name durably: dot-temp file O_EXCL, write, fsync, rename over name. In a
  * directory a rescan may swap (all but running/ and outbox/), all of it, and an fsync of the
@@ -276,9 +282,11 @@ long spool_temp_unique(unsigned *seq);
 bool spool_is_our_temp(const char *name, const char *host);
 /* Replaces the content of running/running_name with data (atomically), sets its mtime to
  * mtime_ms, moves it to dest/dest_name and fsyncs both directories: one job's state change
- * that carries its records along (a deferral, a requeue). Returns 0 or -1 with errno. */
+ * that carries its records along (a deferral, a requeue). With noreplace, never over a file
+ * at dest/dest_name (EEXIST; spool_rename_noreplace). Returns 0 or -1 with errno. */
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
-			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms);
+			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms,
+			 bool noreplace);
 /* The file server's clock, in wall ms: the local clock plus the offset measured by writing a
  * probe file in running/ (at most every 10 s). Every comparison with a file's time uses it, so
  * clock skew between hosts does not matter. A failed probe is logged and the last offset kept. */

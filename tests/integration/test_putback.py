@@ -155,15 +155,15 @@ def test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it(e
 
 def test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is(env):
     """killed_after_claiming_its_replacement, and at the restart the move of the claimed file
-    back to new/ fails (EEXIST, as with a third version there): the file beside it was removed
-    all the same and the job adopted, its file saying its run finished: failed publish_failed,
-    never called. Both now stay and the job is not adopted until the move is made (at the next
-    rescan), then runs its own new run."""
+    back to new/ fails (EIO): the file beside it was removed all the same and the job adopted,
+    its file saying its run finished: failed publish_failed, never called. Both now stay and
+    the job is not adopted until the move is made (at the next rescan), then runs its own new
+    run."""
     prompt, other = "put back, replaced, the restart's move back refused", "its second retry"
     d = env.daemon()
     first = killed_after_claiming_its_replacement(env, d, "pq", prompt, other)
     trace = traced(d, "pq.json", "-e", "trace=renameat2",   # new/pq.json, the move back
-                   "-e", "inject=renameat2:error=EEXIST:when=1")
+                   "-e", "inject=renameat2:error=EIO:when=1")
     d.start()
     assert_replacement_ran(env, d, "pq", prompt, other, first)
     assert in_trace(trace, "(INJECTED)")
@@ -339,16 +339,16 @@ def let_go(fifo):
 
 def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it(env):
     """A job put back is read, then replaced in new/ by another finished file of the id (a second
-    retry) before the claim; moving that file back to new/ fails (EEXIST: a third version
-    there). The new run written beside the job was removed first, so the replacement stayed in
+    retry) before the claim; moving that file back to new/ fails (EIO). The new run written beside the job was removed first, so the replacement stayed in
     running/ alone, saying its run finished, and the restart failed it publish_failed without a
     call. That file now stays until the replacement is back in new/ (at a rescan, or the
     restart), which then runs its own new run."""
     prompt, other = "put back, replaced, not moved back", "the second retry"
     d = env.daemon()
     first, replacement = a_done_job_and_a_second_retry(env, d, "pd", prompt, other)
-    trace = traced(d, "pd.json", "-e", "trace=renameat2",   # new/pd.json, the move back
-                   "-e", "inject=renameat2:error=EEXIST:when=1")
+    # renameat2 of pd.json: the claim (RENAME_NOREPLACE), then the move back to new/.
+    trace = traced(d, "pd.json", "-e", "trace=renameat2",
+                   "-e", "inject=renameat2:error=EIO:when=2")
     fifo = d.start_held_at("claim:read", wait_ready=False)
     held = held_at_stop(fifo, d)   # the first read (a put-back), held before its claim
     replace_in_new(d, "pd", replacement)   # before the claim goes on: it takes the replacement
@@ -367,6 +367,82 @@ def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced
     untraced(d)
     d.start()
     assert_replacement_ran(env, d, "pd", prompt, other, first)
+    assert d.stop() == 0
+
+
+def a_second_retry_claimed_and_a_third_written(env, d, task_id, prompt, second, third, trace_args=()):
+    """task_id done and put back; d started and held (IMGSPOOLD_STOP_FIFO) at its read of the
+    put-back, while new/ is replaced by a second retry of it (prompt second), then at its claim,
+    which took that second retry, while a third (prompt third) is written into new/. Then let
+    go: the second retry cannot go back to new/. Returns the stop FIFO."""
+    first, replacement = a_done_job_and_a_second_retry(env, d, task_id, prompt, second)
+    env.fake.script(third, ["b64"])
+    later = dict(replacement, prompt=third)
+    if trace_args:
+        traced(d, task_id + ".json", *trace_args)
+    fifo = d.start_held_at("claim:read,claim:claimed", wait_ready=False)
+    held = held_at_stop(fifo, d)   # its read of the put-back
+    replace_in_new(d, task_id, replacement)
+    os.close(held)
+    # Its claim, which took the second retry (once made: the first stop's FIFO is closed).
+    wait_for(lambda: os.path.exists(d.path("running", f"{task_id}@testhost.json")), 20,
+             "the claim")
+    held = held_at_stop(fifo, d)
+    assert json.loads(d.read("running", f"{task_id}@testhost.json"))["prompt"] == second
+    replace_in_new(d, task_id, later)
+    os.close(held)
+    return fifo
+
+
+def assert_each_ran_once(env, d, fifo, task_id, prompt, second, third):
+    """The second and third retries each ran once (one after the other), the first file's new
+    run never; nothing of the id is left waiting or in running/."""
+    def both_done():
+        let_go(fifo)   # the claims wait at their stop points: let each go on
+        return (env.fake.calls(second) == 1 and env.fake.calls(third) == 1 and
+                d.state(task_id) == "done" and
+                not any(n.startswith(task_id + "@") for n in d.listdir("running")))
+    wait_for(both_done, 40, f"both retries to run (log:\n{d.log()[-3000:]})")
+    assert env.fake.calls(prompt) == 1, d.log()[-3000:]
+    assert json.loads(d.read("done", task_id + ".json"))["prompt"] in (second, third)
+    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    assert putback_files(d) == [], putback_files(d)
+
+
+def test_a_third_version_never_replaces_a_second_left_in_running(env):
+    """A job put back is read; a second retry of it replaces new/ before the claim, which takes
+    it; a third is written into new/ before the second can go back. The second stayed in
+    running/ (new/ taken), and the claim of the third renamed over it: the second retry was
+    lost, never called. It now goes to deferred/, due at once (new/ holds a later version), and
+    the two run one after the other."""
+    prompt, second, third = "put back, then twice again", "its second retry", "its third retry"
+    d = env.daemon()
+    fifo = a_second_retry_claimed_and_a_third_written(env, d, "p3", prompt, second, third)
+    assert_each_ran_once(env, d, fifo, "p3", prompt, second, third)
+    assert ("p3 back to deferred/ (replaced while being claimed; new/ holds a later version of "
+            "it)") in d.log(), d.log()[-3000:]
+    assert d.stop() == 0
+
+
+def test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it(env):
+    """As above, and the move of the second retry to deferred/ fails too (EIO): it stays in
+    running/, where the claim of the third replaced it. The third now waits, unclaimed, until
+    the next rescan has moved the second out (to deferred/); then both run."""
+    prompt, second, third = "put back, twice again, stranded", "the stranded retry", "the one waiting"
+    d = env.daemon()
+    # renameat2 of p4.json: the claim, the move back to new/ (taken), the one to deferred/.
+    fifo = a_second_retry_claimed_and_a_third_written(
+        env, d, "p4", prompt, second, third,
+        ("-e", "trace=renameat2", "-e", "inject=renameat2:error=EIO:when=3"))
+    assert_each_ran_once(env, d, fifo, "p4", prompt, second, third)
+    trace = os.path.join(d.dir, "strace.log")
+    assert in_trace(trace, "(INJECTED)")
+    log = d.log()
+    assert ("p4 error: cannot move 'running/p4@testhost.json' back to deferred/p4.json: "
+            "Input/output error; left in running/, no claim of its id until the next rescan "
+            "moves it") in log, log[-3000:]
+    assert "p4 back to deferred/ (its claim took a file that replaced the one read; new/ holds " \
+           "a later version of it)" in log, log[-3000:]
     assert d.stop() == 0
 
 
@@ -413,4 +489,6 @@ if __name__ == "__main__":
         test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run,
         test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
         test_a_put_back_file_another_user_wrote_is_never_put_in_place,
+        test_a_third_version_never_replaces_a_second_left_in_running,
+        test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
     ])
