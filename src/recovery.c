@@ -450,15 +450,18 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	task_requeue(t, "recovered from running/ after a restart");
 }
 
-enum recovery_putback recovery_putback_decide(bool job_there, bool same_file, bool job_has_files)
+enum recovery_putback recovery_putback_decide(bool ours, bool job_there, bool same_file,
+					      bool job_has_files)
 {
 	if (!job_there)
 		return RECOVERY_PUTBACK_DROP;     /* not claimed: the job is still where it was */
-	if (same_file)
+	if (same_file && ours)
 		return RECOVERY_PUTBACK_INSTALL;  /* claimed, the old run's records still in place */
-	/* The claim took a file put there after the read: untouched, as the claim left it, it goes
-	 * back to be claimed afresh, as when the claim had seen it. With files of its own beside
-	 * it, it is no such file: it is adopted as it is. */
+	/* The claim took a file put there after the read, or what is beside it is not the new run
+	 * the daemon wrote (never believed): untouched, as the claim left it, the job file goes
+	 * back to be claimed afresh, as when the claim had seen it (a job put back then gets its
+	 * new run from that claim). With files of its own beside it, it is no such file: it is
+	 * adopted as it is. */
 	return job_has_files ? RECOVERY_PUTBACK_DROP : RECOVERY_PUTBACK_RETURN;
 }
 
@@ -475,14 +478,6 @@ static bool job_has_files(const struct dispatch *d, const char *id, const struct
 	return found;
 }
 
-/* Whether running/name is a file the daemon wrote: a regular file of its user, one link. */
-static bool putback_ours(struct dispatch *d, const char *name)
-{
-	struct stat st;
-	return fstatat(d->spool->fd[SPOOL_RUNNING], name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       sidecar_is_ours(d, &st);
-}
-
 /* The new run of a job put back, written beside it before its claim (intake.c): a kill cut
  * that claim. Put in place of the job file if the claim took the file it was written for, else
  * removed (spool-layout.md §4, §10). Before the jobs are adopted, which then read what is
@@ -493,18 +488,25 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 			   enum spool_dir from, uint64_t ino, const struct strset *hidden)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
-	if (!putback_ours(d, name)) {
-		log_job(LOG_WARN, id, "ignoring 'running/%s': not a file the daemon wrote (a regular "
-			"file of its user, one link); removed", name);
-		unlinkat(fd, name, 0);
-		return true;
-	}
-	char *job = spool_running_name(d->spool, id);
 	struct stat st;
+	char why[64];
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return true;   /* gone meanwhile */
+	const char *not_ours = sidecar_not_ours_why(d, &st, why, sizeof(why));
+	char *job = spool_running_name(d->spool, id);
 	bool there = fstatat(fd, job, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+	bool has_files = job_has_files(d, id, hidden);
+	enum recovery_putback what = recovery_putback_decide(!not_ours, there,
+							     there && (uint64_t)st.st_ino == ino,
+							     has_files);
+	/* Never believed, and said, with what becomes of the job the user put back. */
+	if (not_ours)
+		log_job(LOG_WARN, id, "ignoring 'running/%s': not a file the daemon wrote (%s); %s",
+			name, not_ours, what == RECOVERY_PUTBACK_RETURN ? "its job file goes back to be "
+			"claimed afresh, as it is" : there ? "its job is recovered as it is"
+			: "its job was not claimed");
 	bool settled = true;
-	switch (recovery_putback_decide(there, there && (uint64_t)st.st_ino == ino,
-					job_has_files(d, id, hidden))) {
+	switch (what) {
 	case RECOVERY_PUTBACK_INSTALL:
 		if (renameat(fd, name, fd, job) < 0) {
 			log_job(LOG_ERROR, id, "cannot put its new run in place from 'running/%s': %s; "

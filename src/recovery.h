@@ -12,13 +12,16 @@ struct loop;
 void recovery_start(struct dispatch *d);
 /* What a restart (or a reclaimer) does with the new run of a job put back that a kill left
  * beside it in running/ (sidecar_putback_name), from whether running/ID@HOST.json is there, is
- * the file its claim read (its inode), and has files of its own beside it. Pure. */
+ * the file its claim read (its inode), and has files of its own beside it, and whether the file
+ * at the put-back's name is the daemon's own (a regular file of its user, one link): one that
+ * is not is never put in place, and its job is claimed afresh as it is. Pure. */
 enum recovery_putback {
 	RECOVERY_PUTBACK_DROP,      /* removed: the job is adopted, or claimed, as it is */
 	RECOVERY_PUTBACK_INSTALL,   /* renamed over the job file: the new run's records */
 	RECOVERY_PUTBACK_RETURN,    /* removed, the job file back where it was claimed from */
 };
-enum recovery_putback recovery_putback_decide(bool job_there, bool same_file, bool job_has_files);
+enum recovery_putback recovery_putback_decide(bool ours, bool job_there, bool same_file,
+					      bool job_has_files);
 /* The heartbeat timer's callback (arg: the dispatch), and its interval. */
 int64_t recovery_heartbeat(struct loop *loop, void *arg);
 int64_t recovery_heartbeat_interval_ms(const struct dispatch *d);

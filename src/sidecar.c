@@ -55,7 +55,26 @@ enum sidecar_kind sidecar_suffix_kind(const char *suffix)
 
 bool sidecar_is_ours(const struct dispatch *d, const struct stat *st)
 {
-	return S_ISREG(st->st_mode) && st->st_nlink == 1 && dispatch_written_by_daemon(d, st);
+	return !sidecar_not_ours_why(d, st, NULL, 0);
+}
+
+const char *sidecar_not_ours_why(const struct dispatch *d, const struct stat *st, char *why,
+				 size_t size)
+{
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_nlink != 1) {
+		if (why)
+			xsnprintf(why, size, "%ju links, not one", (uintmax_t)st->st_nlink);
+		return why ? why : "more than one link";
+	}
+	if (!dispatch_written_by_daemon(d, st)) {
+		if (why)
+			xsnprintf(why, size, "owned by uid %ju, not the daemon's user",
+				  (uintmax_t)st->st_uid);
+		return why ? why : "not the daemon's user's";
+	}
+	return NULL;
 }
 
 char *sidecar_putback_name(const struct task *t, enum spool_dir from, uint64_t ino)

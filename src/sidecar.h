@@ -32,6 +32,9 @@ enum sidecar_kind sidecar_suffix_kind(const char *suffix);
 /* Whether a file beside a job, as stat'ed without following a link, can be the daemon's: a
  * regular file of its user, one link. */
 bool sidecar_is_ours(const struct dispatch *d, const struct stat *st);
+/* NULL when it is, else why not (in why, of size bytes, when it is not NULL). */
+const char *sidecar_not_ours_why(const struct dispatch *d, const struct stat *st, char *why,
+				 size_t size);
 void sidecar_write_target(struct task *t);
 char *sidecar_read_target(struct task *t);
 void sidecar_drop(struct task *t);

@@ -452,12 +452,14 @@ NOBODY = 65534
 def test_a_put_back_file_another_user_wrote_is_never_put_in_place(env):
     """A file at a put-back's name in running/ that another user wrote (a client, on a spool
     whose running/ it can write) is not the daemon's new run: the restart removed nothing and
-    checked nothing, and put it over the job file, so its prompt was called. It is removed, with
-    a warning, as every sidecar not the daemon's is ignored; the job is recovered from its own
-    file (which says its run finished: it is not called again)."""
+    checked nothing, and put it over the job file, so its prompt was called. Then it was removed,
+    with a warning, and the job recovered from its own file, which says its run finished: the
+    user's put-back was lost, failed publish_failed without a call. The forged file is still
+    never believed, and the job the user put back goes back to new/ as it is, claimed afresh:
+    it runs its new run (the user's prompt), once."""
     prompt = "put back, its new run forged"
     d = env.daemon()
-    a_done_job(env, d, "pf", prompt)
+    first = a_done_job(env, d, "pf", prompt)
     name = putback_name(d, "pf")
     d.start_to_crash("claim:claimed")
     path = d.path("running", name)
@@ -468,11 +470,28 @@ def test_a_put_back_file_another_user_wrote_is_never_put_in_place(env):
         json.dump(forged, f)
     os.chown(path, NOBODY, NOBODY)
     d.start()
-    assert d.wait_finished("pf", 30) == "failed", d.log()[-3000:]
-    assert env.fake.calls("forged new run") == 0 and env.fake.calls(prompt) == 1, d.log()[-3000:]
-    assert f"pf warning: ignoring 'running/{name}': not a file the daemon wrote" in d.log(), \
-        d.log()[-3000:]
-    assert putback_files(d) == []
+    assert_new_run(env, d, "pf", prompt, first)
+    assert env.fake.calls("forged new run") == 0, d.log()[-3000:]
+    assert (f"pf warning: ignoring 'running/{name}': not a file the daemon wrote (owned by uid "
+            f"{NOBODY}, not the daemon's user); its job file goes back to be claimed afresh, as "
+            "it is") in d.log(), d.log()[-3000:]
+    assert d.stop() == 0
+
+
+def test_a_put_back_file_with_a_second_link_is_never_put_in_place(env):
+    """As above, the file at the put-back's name a hard link of a file of the daemon's user
+    (a second name elsewhere, that another program may change): not believed, and the job the
+    user put back runs its new run."""
+    prompt = "put back, its new run linked"
+    d = env.daemon()
+    first = a_done_job(env, d, "pl", prompt)
+    name = putback_name(d, "pl")
+    d.start_to_crash("claim:claimed")
+    os.link(d.path("running", name), os.path.join(d.dir, "second-name"))
+    d.start()
+    assert_new_run(env, d, "pl", prompt, first)
+    assert (f"pl warning: ignoring 'running/{name}': not a file the daemon wrote (2 links, not "
+            "one); its job file goes back") in d.log(), d.log()[-3000:]
     assert d.stop() == 0
 
 
@@ -489,6 +508,7 @@ if __name__ == "__main__":
         test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run,
         test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
         test_a_put_back_file_another_user_wrote_is_never_put_in_place,
+        test_a_put_back_file_with_a_second_link_is_never_put_in_place,
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
     ])
