@@ -403,6 +403,7 @@ static char *putback_written(struct task *t, const struct pending *pe, const str
 	free(text);
 	if (rc == 0) {
 		crash_point("claim:putback-written");
+		stop_point("claim:putback-written");
 		return name;
 	}
 	log_job(LOG_ERROR, t->id, "cannot record its new run in 'running/%s' before its claim: %s; "

@@ -17,6 +17,7 @@
 #include "deferral.h"
 #include "dispatch_impl.h"
 #include "finish.h"
+#include "hostlock.h"
 #include "intake.h"
 #include "log.h"
 #include "provider_state.h"
@@ -586,6 +587,53 @@ static void adopt_all(struct dispatch *d)
 	strset_release(&hidden);
 }
 
+/* The other hosts live on the spool (hostlock's reader), read once per pass when first needed. */
+struct live_hosts {
+	bool read;
+	long n;        /* -1: not known (running/ or a lock could not be read) */
+	char **hosts;
+};
+
+static bool host_gone(struct dispatch *d, struct live_hosts *lh, const char *host)
+{
+	if (!lh->read) {
+		lh->n = hostlock_live_hosts(d->spool, d->cfg->lease_timeout * 1000, &lh->hosts);
+		lh->read = true;
+	}
+	for (long i = 0; i < lh->n; i++)
+		if (!strcmp(lh->hosts[i], host))
+			return false;
+	return lh->n >= 0;
+}
+
+static void live_hosts_release(struct live_hosts *lh)
+{
+	for (long i = 0; i < lh->n; i++)
+		free(lh->hosts[i]);
+	free(lh->hosts);
+}
+
+/* Another host's put-back file (running/.ID@HOST.putback.D.INO), written before its claim, is
+ * that host's to settle. With no running/ID@HOST.json (a claimed job takes it along to the host
+ * that reclaims it), older than a lease by the file server's clock, and its host gone (its lock
+ * says so; never a live host's), the claim never happened and nobody will settle it: the job
+ * waits where it was, and the file is removed. */
+static void drop_dead_hosts_putback(struct dispatch *d, struct spool_entry *e, const char *id,
+				    const char *host, int64_t *now, struct live_hosts *lh)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *job = xasprintf("%s@%s.json", id, host);
+	if (!*now)
+		*now = spool_server_now(d->spool);
+	if (*now > 0 && !spool_exists(fd, job) && spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
+	    *now - e->mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 && host_gone(d, lh, host) &&
+	    unlinkat(fd, e->name, 0) == 0)
+		log_job(LOG_INFO, id, "removed 'running/%s': the new run of a job put back, written by "
+			"'%s' before a claim that never happened; that host is gone, and the job waits "
+			"where it was", e->name, host);
+	free(job);
+}
+
 /* host's sidecars whose job is no longer running/ID@HOST.json: ours after a crash, or a dead
  * host's once its publications were finished here, with its temporary files older than a lease
  * by the file server's clock now (ours went before the jobs were adopted; a host that lost its
@@ -594,6 +642,7 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 {
 	bool other = strcmp(host, d->spool->host_id);
 	struct spool_entry *h;
+	struct live_hosts live = { 0 };
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	char *host_part = xasprintf("@%s.", host);
 	size_t hlen = strlen(host_part);
@@ -603,15 +652,9 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 		enum spool_dir from;
 		uint64_t ino;
 		if (sidecar_putback_parse(name, host, id, &from, &ino)) {
-			/* Ours were settled before the jobs were adopted. Another host's is written
-			 * before its claim, its job not in running/ yet: it is that host's until its
-			 * lease runs out. */
-			char *job = xasprintf("%s@%s.json", id, host);
-			if (other && now > 0 && !spool_exists(d->spool->fd[SPOOL_RUNNING], job) &&
-			    spool_entry_stat(d->spool, SPOOL_RUNNING, &h[i]) == 0 &&
-			    now - h[i].mtime_ns / 1000000 > d->cfg->lease_timeout * 1000)
-				unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
-			free(job);
+			/* Ours were settled before the jobs were adopted. */
+			if (other && now > 0)
+				drop_dead_hosts_putback(d, &h[i], id, host, &now, &live);
 			continue;
 		}
 		if (other && spool_is_our_temp(name, host)) {
@@ -630,6 +673,7 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 	}
 	spool_entries_free(h, nh);
 	free(host_part);
+	live_hosts_release(&live);
 }
 
 /* A batch's staging directory, running/.~SLOT@HOST.batch-DEST/ (publish.c): ours, left by a
@@ -693,9 +737,18 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	int64_t now = 0;
+	struct live_hosts live = { 0 };
 	for (long i = 0; i < nh; i++) {
 		char *id, *host, err[512];
 		int dest;
+		char pb_id[JOB_ID_MAX + 1], pb_host[NAME_MAX + 1];
+		enum spool_dir pb_from;
+		uint64_t pb_ino;
+		if (others && sidecar_putback_parse_any(h[i].name, pb_host, pb_id, &pb_from, &pb_ino) &&
+		    strcmp(pb_host, d->spool->host_id)) {
+			drop_dead_hosts_putback(d, &h[i], pb_id, pb_host, &now, &live);
+			continue;
+		}
 		if (h[i].id.mode && !S_ISDIR(h[i].id.mode))
 			continue;
 		if (publish_is_batch_name(h[i].name)) {
@@ -743,6 +796,7 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 		free(host);
 	}
 	spool_entries_free(h, nh);
+	live_hosts_release(&live);
 }
 
 void recovery_start(struct dispatch *d)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,21 @@ bool sidecar_putback_parse(const char *name, const char *host, char *id, enum sp
 	*from = dir[0] == 'd' ? SPOOL_DEFERRED : SPOOL_NEW;
 	*ino = strtoull(hex, NULL, 16);
 	return true;
+}
+
+bool sidecar_putback_parse_any(const char *name, char *host, char *id, enum spool_dir *from,
+			       uint64_t *ino)
+{
+	const char *at = strchr(name, '@');
+	/* A host id may hold ".putback." itself: each place it may end is tried. */
+	for (const char *end = at ? strstr(at, ".putback.") : NULL; end; end = strstr(end + 1, ".putback.")) {
+		if (end == at + 1 || (size_t)(end - at - 1) > NAME_MAX)
+			continue;
+		xsnprintf(host, NAME_MAX + 1, "%.*s", (int)(end - at - 1), at + 1);
+		if (sidecar_putback_parse(name, host, id, from, ino))
+			return true;
+	}
+	return false;
 }
 
 /* The target of a routed job's call, kept beside it before the call starts, so that a restart

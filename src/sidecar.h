@@ -58,5 +58,8 @@ char *sidecar_putback_name(const struct task *t, enum spool_dir from, uint64_t i
  * Pure. */
 bool sidecar_putback_parse(const char *name, const char *host, char *id, enum spool_dir *from,
 			   uint64_t *ino);
+/* Whether name is such a file of any host's; fills host (NAME_MAX + 1 bytes) too. Pure. */
+bool sidecar_putback_parse_any(const char *name, char *host, char *id, enum spool_dir *from,
+			       uint64_t *ino);
 
 #endif

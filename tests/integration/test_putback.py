@@ -231,6 +231,16 @@ def putback_name(d, task_id):
     return f".{task_id}@testhost.putback.n.{ino:x}"
 
 
+def cut_at(env, task_id, prompt, point):
+    """task_id done and put back, and a daemon killed at point of its put-back claim: returns
+    the daemon, the first run's result and the path of its put-back file in running/."""
+    d = env.daemon()
+    first = a_done_job(env, d, task_id, prompt)
+    name = putback_name(d, task_id)
+    d.start_to_crash(point)
+    return d, first, d.path("running", name)
+
+
 def traced(d, path, *args):
     """d runs under strace, its system calls on path (as the daemon names it: relative to a
     directory) traced, as args inject; returns the trace's path."""
@@ -446,6 +456,60 @@ def test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_m
     assert d.stop() == 0
 
 
+def test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed(env):
+    """A host is killed after writing a put-back's new run beside the job, before its claim, and
+    never comes back: the job is still in new/, and another host runs it. The dead host's file
+    was removed only when a batch of that host's was taken over, so with none it stayed for
+    ever. A rescan now removes it once that host is gone (its lock says so) and the file is
+    older than a lease, with no job of that host in running/ to take it along."""
+    prompt = "put back, its host died before the claim"
+    d, first, path = cut_at(env, "pg", prompt, "claim:putback-written")
+    name = os.path.basename(path)
+    assert os.path.exists(path) and os.path.exists(d.path("new", "pg.json"))
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__lease_timeout=2)
+    other.start()
+    wait_for(lambda: not os.path.exists(path), 20,
+             f"the dead host's put-back file to be removed (log:\n{other.log()[-2000:]})")
+    assert_new_run(env, other, "pg", prompt, first)
+    assert (f"pg removed 'running/{name}': the new run of a job put back, written by 'testhost' "
+            "before a claim that never happened; that host is gone") in other.log()
+    assert other.stop() == 0
+
+
+def test_a_put_back_file_of_a_live_host_is_never_removed(env):
+    """The same file of a host that is alive (stopped between writing it and its claim), as old
+    as above: other hosts leave it alone, as its host settles it (here: removes it when its
+    claim finds the job gone, run meanwhile by the other host)."""
+    prompt = "put back, its host stopped before the claim"
+    d = env.daemon()
+    first = a_done_job(env, d, "pa", prompt)
+    name = putback_name(d, "pa")
+    path = d.path("running", name)
+    fifo = d.start_held_at("claim:putback-written", wait_ready=False)
+    held = held_at_stop(fifo, d)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", verbose=True)   # lease 60 s
+    other.start()
+    assert_new_run_but_its_file(env, other, "pa", prompt, first)
+    other.wait_rescans(3)
+    assert os.path.exists(path), other.log()[-2000:]
+    os.close(held)
+    wait_for(lambda: not os.path.exists(path), 20, "its host to remove it")
+    assert other.stop() == 0 and d.stop() == 0
+    assert "removed 'running/" not in other.log(), other.log()[-2000:]
+
+
+def assert_new_run_but_its_file(env, d, task_id, prompt, first):
+    """assert_new_run, another host's put-back file of the job still there."""
+    assert d.wait_finished(task_id, 30) == "done", d.log()[-3000:]
+    assert env.fake.calls(prompt) == 2, (env.fake.calls(prompt), d.log()[-3000:])
+    r = d.result(task_id)
+    assert [a["outcome"] for a in r["attempts"]] == ["succeeded"] and r != first, r
+
+
 NOBODY = 65534
 
 
@@ -458,11 +522,8 @@ def test_a_put_back_file_another_user_wrote_is_never_put_in_place(env):
     never believed, and the job the user put back goes back to new/ as it is, claimed afresh:
     it runs its new run (the user's prompt), once."""
     prompt = "put back, its new run forged"
-    d = env.daemon()
-    first = a_done_job(env, d, "pf", prompt)
-    name = putback_name(d, "pf")
-    d.start_to_crash("claim:claimed")
-    path = d.path("running", name)
+    d, first, path = cut_at(env, "pf", prompt, "claim:claimed")
+    name = os.path.basename(path)
     forged = json.loads(d.read("running", name))
     forged["prompt"] = "forged new run"
     os.unlink(path)
@@ -483,11 +544,9 @@ def test_a_put_back_file_with_a_second_link_is_never_put_in_place(env):
     (a second name elsewhere, that another program may change): not believed, and the job the
     user put back runs its new run."""
     prompt = "put back, its new run linked"
-    d = env.daemon()
-    first = a_done_job(env, d, "pl", prompt)
-    name = putback_name(d, "pl")
-    d.start_to_crash("claim:claimed")
-    os.link(d.path("running", name), os.path.join(d.dir, "second-name"))
+    d, first, path = cut_at(env, "pl", prompt, "claim:claimed")
+    name = os.path.basename(path)
+    os.link(path, os.path.join(d.dir, "second-name"))
     d.start()
     assert_new_run(env, d, "pl", prompt, first)
     assert (f"pl warning: ignoring 'running/{name}': not a file the daemon wrote (2 links, not "
@@ -509,6 +568,8 @@ if __name__ == "__main__":
         test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
         test_a_put_back_file_another_user_wrote_is_never_put_in_place,
         test_a_put_back_file_with_a_second_link_is_never_put_in_place,
+        test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed,
+        test_a_put_back_file_of_a_live_host_is_never_removed,
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
     ])

@@ -1,9 +1,10 @@
 /* test_sidecar.c - the name of a put-back's new run beside its job in running/
  * (.ID@HOST.putback.D.INO, sidecar_putback_parse): taken only for this host, a valid task id, a
  * directory it was claimed from and an inode in hex, so that no daemon takes another host's, or
- * any other file, for one of its own; and what each suffix after ".ID@HOST." is
- * (sidecar_suffix_kind). */
+ * any other file, for one of its own; any host's (sidecar_putback_parse_any); and what each
+ * suffix after ".ID@HOST." is (sidecar_suffix_kind). */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -48,6 +49,24 @@ static const struct row rows[] = {
 	{ ".job-1@hostA.json.hostA.12.0000abcd.tmp", "hostA", false, NULL, 0, 0 },
 };
 
+/* Another host's put-back names, whatever the host (sidecar_putback_parse_any): a rescan
+ * removes those of hosts that are gone. */
+static const struct {
+	const char *name;
+	const char *host, *id;   /* NULL: no put-back name of any host */
+} any[] = {
+	{ ".job-1@hostA.putback.n.1f2e", "hostA", "job-1" },
+	{ ".j@host.with.dots.putback.n.ffffffffffffffff", "host.with.dots", "j" },
+	{ ".x@a.putback.n.putback.n.12", "a.putback.n", "x" },   /* the host's own ".putback." */
+	{ ".x@a.putback.n.12", "a", "x" },
+	{ ".job-1@.putback.n.12", NULL, NULL },                   /* no host */
+	{ ".job-1@hostA.putback.x.1f2e", NULL, NULL },
+	{ ".job-1@hostA.partial", NULL, NULL },
+	{ ".job-1@hostA.json.hostA.12.0000abcd.tmp", NULL, NULL },
+	{ ".~0@hostA.batch-done", NULL, NULL },
+	{ ".job-1.putback.n.12", NULL, NULL },                    /* no '@' */
+};
+
 /* What follows ".ID@HOST." in a name: one list for the takeover (all kinds) and the removal of
  * orphans (a call's files only). */
 static const struct {
@@ -87,6 +106,17 @@ int main(void)
 			continue;
 		is_str(id, r->id, "%s: its id", r->name);
 		ok(from == r->from && ino == r->ino, "%s: from %d, inode %" PRIx64, r->name, from, ino);
+	}
+	for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++) {
+		char host[NAME_MAX + 1] = "", id[JOB_ID_MAX + 1] = "";
+		enum spool_dir from;
+		uint64_t ino;
+		bool got = sidecar_putback_parse_any(any[i].name, host, id, &from, &ino);
+		if (!ok(got == (any[i].host != NULL), "%s: %s", any[i].name,
+			any[i].host ? "a put-back name" : "no put-back name") || !got)
+			continue;
+		ok(!strcmp(host, any[i].host) && !strcmp(id, any[i].id), "%s: host '%s', id '%s'",
+		   any[i].name, host, id);
 	}
 	/* The longest id and host id fit in a name. */
 	char name[300], id[JOB_ID_MAX + 1], host[65];
