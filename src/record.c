@@ -303,12 +303,34 @@ void record_new_run(struct record *r, int64_t created_at_ms)
 	r->finished[0] = r->error_code[0] = '\0';
 }
 
-static bool text_fits(const json_t *o)
+/* The compact text's length of v, or SIZE_MAX past RECORD_TEXT_MAX. */
+static size_t text_len_within_cap(const json_t *v)
 {
-	char *text = jsontext_dump(o, JSON_COMPACT | JSON_PRESERVE_ORDER, RECORD_TEXT_MAX, NULL);
-	bool fits = text != NULL;
+	size_t len;
+	char *text = jsontext_dump(v, JSON_COMPACT | JSON_PRESERVE_ORDER, RECORD_TEXT_MAX, &len);
 	free(text);
-	return fits;
+	return text ? len : SIZE_MAX;
+}
+
+/* Puts runs (stolen) in o's "runs" (there, empty) without its oldest ones, as many as o's
+ * compact text needs to fit RECORD_TEXT_MAX. Each is measured once: o's text is its text with
+ * "runs":[] plus the runs' texts and a comma between two (a dump of o per run dropped was
+ * quadratic in the records' size). */
+static void set_runs_that_fit(json_t *o, json_t *runs)
+{
+	size_t len = text_len_within_cap(o);
+	size_t n = json_array_size(runs), first = n;
+	while (len != SIZE_MAX && first > 0) {   /* the newest that fit, counted from the last */
+		size_t run = text_len_within_cap(json_array_get(runs, first - 1));
+		size_t more = run == SIZE_MAX ? SIZE_MAX : run + (first < n);
+		if (more > RECORD_TEXT_MAX - len)
+			break;
+		len += more;
+		first--;
+	}
+	for (size_t i = 0; i < first; i++)
+		json_array_remove(runs, 0);
+	json_object_set_new(o, "runs", runs);
 }
 
 json_t *record_json(const struct record *r)
@@ -329,11 +351,9 @@ json_t *record_json(const struct record *r)
 	}
 	if (r->runs_total) {
 		/* Earlier runs give way to this one: a file the daemon wrote must stay readable. */
-		json_t *runs = json_copy(r->runs);
-		json_object_set_new(o, "runs", runs);
+		json_object_set_new(o, "runs", json_array());
 		json_object_set_new(o, "runs_total", json_integer(r->runs_total));
-		while (json_array_size(runs) && !text_fits(o))
-			json_array_remove(runs, 0);
+		set_runs_that_fit(o, json_copy(r->runs));
 	}
 	return o;
 }

@@ -251,6 +251,71 @@ static void check_run_status(void)
 	}
 }
 
+/* Earlier runs give way, oldest first, to the byte: records whose text is exactly
+ * RECORD_TEXT_MAX keep every run, one byte more drops the oldest, and each run dropped gives
+ * back its text and a comma (an unpadded run, {"run":1,"status":"failed","pad":""}, is 36
+ * bytes); records too big with the newest run alone keep none. */
+static const struct fit_row {
+	const char *name;
+	size_t pad_run;          /* which of the three runs is padded (0 the oldest) */
+	long over;               /* bytes past the text with all three that just fits */
+	size_t kept;
+	bool full;               /* the text kept is exactly RECORD_TEXT_MAX */
+} fit_rows[] = {
+	{ "exactly full", 0, 0, 3, true },
+	{ "a byte short", 0, -1, 3, false },
+	{ "a byte over", 0, 1, 2, false },
+	{ "over by the oldest run and its comma", 1, 37, 2, true },
+	{ "a byte more", 1, 38, 1, false },
+	{ "over by two runs", 2, 74, 1, true },
+	{ "a byte more than two", 2, 75, 0, false },
+};
+
+static void fit_record(struct record *r, size_t pad_run, size_t pad)
+{
+	record_init(r);
+	r->runs_total = 3;
+	for (int i = 0; i < 3; i++) {
+		char *text = xcalloc(1, pad + 1);
+		memset(text, 'p', (size_t)i == pad_run ? pad : 0);
+		json_array_append_new(r->runs, json_pack("{s:i, s:s, s:s}", "run", i + 1, "status",
+							 "failed", "pad", text));
+		free(text);
+	}
+}
+
+static void check_runs_that_fit(void)
+{
+	for (size_t i = 0; i < sizeof(fit_rows) / sizeof(fit_rows[0]); i++) {
+		const struct fit_row *w = &fit_rows[i];
+		struct record r;
+		fit_record(&r, w->pad_run, 0);
+		size_t pad = RECORD_TEXT_MAX - text_len(&r) + (size_t)w->over;
+		record_release(&r);
+		fit_record(&r, w->pad_run, pad);
+		json_t *out = record_json(&r);
+		json_t *runs = json_object_get(out, "runs");
+		size_t kept = json_array_size(runs);
+		json_t *newest = json_array_get(runs, kept ? kept - 1 : 0);
+		size_t len = text_len(&r);
+		ok(kept == w->kept && (!kept || json_integer_value(json_object_get(newest, "run")) == 3) &&
+		   len <= RECORD_TEXT_MAX && (len == RECORD_TEXT_MAX) == w->full,
+		   "%s: %zu runs kept, the newest last, %zu bytes", w->name, kept, len);
+		json_decref(out);
+		record_release(&r);
+	}
+	/* Too big without any run: none kept. */
+	struct record r;
+	fit_record(&r, 0, 0);
+	for (int i = 0; i < 400; i++)
+		json_array_append_new(r.attempts, attempt(i));
+	json_t *out = record_json(&r);
+	ok(json_array_size(json_object_get(out, "runs")) == 0 && json_object_get(out, "runs_total"),
+	   "records too big without runs keep none, and their count");
+	json_decref(out);
+	record_release(&r);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -318,5 +383,6 @@ int main(void)
 	check_long_hold();
 	check_worst_case();
 	check_tally_rows();
+	check_runs_that_fit();
 	return tap_done();
 }
