@@ -368,17 +368,28 @@ const char *intake_return_why(enum spool_dir asked, enum spool_dir went)
  * claimed afresh when its time comes: a hold or cancel of its id then applies to it as to any
  * waiting job. Never over a third version written meanwhile (intake_return: to deferred/
  * then); should no place take it, it stays in running/, stranded: no claim of its id replaces
- * it, and the next rescan moves it. Whether it went back. */
-static bool requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed)
+ * it, and the next rescan moves it. So that the rescan, or a restart, moves it as it is rather
+ * than adopt it (a job put back by hand says its run finished: adopted, it would fail
+ * publish_failed), a claim that wrote no put-back file writes one now, from the bytes read
+ * (read_ino, the inode read, is not the one claimed: settled, it goes back, §10). Whether it
+ * went back. */
+static bool requeue_replaced(struct task *t, const struct pending *pe, const struct stat *claimed,
+			     uint64_t read_ino, bool putback_written)
 {
 	struct dispatch *d = t->d;
 	enum spool_dir dir = pe->dir;
 	bool back = intake_return(d, t->running_name, &dir, pe->name, timespec_ms(&claimed->st_mtim),
 				  NULL) == 0;
 	if (!back) {
+		int err = errno;
+		char *mark = putback_written ? NULL : sidecar_putback_name(t, pe->dir, read_ino);
+		if (mark && spool_write_aside(d->spool, SPOOL_RUNNING, mark, t->job_text, t->job_len) < 0)
+			log_job(LOG_ERROR, t->id, "cannot note in 'running/%s' that the file claimed is "
+				"to go back: %s", mark, strerror(errno));
+		free(mark);
 		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; left in "
 			"running/, no claim of its id until the next rescan moves it", t->running_name,
-			spool_dir_name(dir), pe->name, strerror(errno));
+			spool_dir_name(dir), pe->name, strerror(err));
 		strset_add(&d->stranded, t->id);
 	} else {
 		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed%s): claimed again "
@@ -582,7 +593,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	struct stat claimed;
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
-		bool back = requeue_replaced(t, pe, &claimed);
+		bool back = requeue_replaced(t, pe, &claimed, (uint64_t)st.st_ino, putback != NULL);
 		putback_drop(d, putback, back);
 		return SKIPPED;
 	}

@@ -510,6 +510,58 @@ def assert_new_run_but_its_file(env, d, task_id, prompt, first):
     assert [a["outcome"] for a in r["attempts"]] == ["succeeded"] and r != first, r
 
 
+def published_again(d, task_id, first):
+    """Whether done/ holds another run's job file and result than first's."""
+    try:
+        job = json.loads(d.read("done", task_id + ".json"))
+        return json.loads(d.read("done", task_id + ".result.json"))["updated_at"] != \
+            first["updated_at"] and "runs" in job["imgspool"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+
+
+def test_a_put_back_claimed_in_place_of_a_plain_job_and_not_moved_back_runs_after_a_kill(env):
+    """A plain job (no put-back) is read; before its claim a finished job file of the id (a job
+    put back by hand) replaces it in new/, and the claim takes that; its move back to new/ fails
+    (EIO), and the daemon is killed. The restart adopted the file claimed as it was: its records
+    say its run finished, nothing staged, so it failed publish_failed with no call. The claim now
+    leaves beside it what a put-back's claim writes first (the file read, under a put-back's
+    name): the restart sends the file claimed back as it is, and it runs its new run."""
+    prompt, plain = "a job done, then put back over a plain one", "the plain job read"
+    env.fake.script(prompt, ["b64", "b64"])
+    env.fake.script(plain, ["b64"])
+    d = env.daemon()
+    d.start()
+    d.submit("px", {"prompt": prompt})
+    assert d.wait_finished("px") == "done"
+    first = d.result("px")
+    assert d.stop() == 0
+    finished = json.loads(d.read("done", "px.json"))
+    replace_in_new(d, "px", {"prompt": plain})
+    # renameat2 of px.json: the claim (RENAME_NOREPLACE), then the move back to new/.
+    trace = traced(d, "px.json", "-e", "trace=renameat2",
+                   "-e", "inject=renameat2:error=EIO:when=2")
+    fifo = d.start_held_at("claim:read", wait_ready=False)
+    held = held_at_stop(fifo, d)   # the plain job read
+    replace_in_new(d, "px", finished)
+    os.close(held)
+    wait_for(lambda: "px error: cannot move 'running/px@testhost.json' back to new/px.json"
+             in d.log(), 30, "the move back to fail")
+    with open(trace) as f:
+        pid = int(f.read().split()[0])   # the daemon's, strace's child
+    os.kill(pid, signal.SIGKILL)   # strace, its parent, reaps it and exits
+    wait_for(d.exited, 20, "the daemon to be killed")
+    print(f"# running/ holds {sorted(os.listdir(d.path('running')))}")
+    untraced(d)
+    d.start()
+    # done/ holds the first run until the new one is published over it
+    wait_for(lambda: env.fake.calls(prompt) == 2 and published_again(d, "px", first), 30,
+             "the new run to be called and published")
+    assert_new_run(env, d, "px", prompt, first)
+    assert env.fake.calls(plain) == 0, d.log()[-3000:]   # replaced before its claim: never run
+    assert d.stop() == 0
+
+
 NOBODY = 65534
 
 
@@ -566,6 +618,7 @@ if __name__ == "__main__":
         test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
         test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run,
         test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced_it,
+        test_a_put_back_claimed_in_place_of_a_plain_job_and_not_moved_back_runs_after_a_kill,
         test_a_put_back_file_another_user_wrote_is_never_put_in_place,
         test_a_put_back_file_with_a_second_link_is_never_put_in_place,
         test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed,
