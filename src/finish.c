@@ -227,7 +227,7 @@ void finish_event(struct task *t, const char *state, json_t *data)
 	bool terminal = !strcmp(state, "succeeded") || !strcmp(state, "failed");
 	if (terminal && t->cut_events_since_ms != INT64_MAX) {
 		const char *other = t->succeeded ? "job.failed" : "job.succeeded";
-		if (outbox_withdraw_since(d->spool, t->id, other, t->cut_events_since_ms) > 0)
+		if (outbox_withdraw_since(d->outbox, t->id, other, t->cut_events_since_ms) > 0)
 			log_job(LOG_INFO, t->id, "took back the %s event queued by the publication a "
 				"restart cut: it %s", other, t->succeeded ? "succeeded" : "failed");
 	}

@@ -12,7 +12,10 @@
  * entries are parked (looked at again every retry_cap_ms, for give_up_after) until an operator
  * removes that file or reloads; a file older than give_up_after that no entry is for goes. Addresses that are not public are refused on the connected
  * socket unless allow_private. Entries of a host that stopped (due more than lease_timeout ago)
- * are taken over by another daemon with one rename. */
+ * are taken over by another daemon with one rename, unless their job is still that host's in
+ * running/: the daemon that reclaims the job takes its end events along, and takes them back
+ * if the job ends another way. An entry is rewritten only over itself, so one taken back or
+ * over while it was being sent stays gone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -51,6 +54,7 @@ struct delivery {
 	char gone_key[WEBHOOK_ENDPOINT_KEY_LEN + 1];   /* of the full URL; gone_url is redacted */
 	int64_t due;
 	int rc;
+	int err;                 /* errno of the rewrite, on the helper */
 };
 
 /* An entry of ours that waits for its endpoint to come back. */
@@ -82,6 +86,7 @@ struct outbox {
 	struct strset parked_names;
 	struct strset woken;     /* parked entries whose endpoint is back: due at once */
 	int64_t next_gone_check; /* mono ms: when old control/gone.KEY markers are looked at */
+	struct strset taken_along; /* entries of jobs reclaimed from a dead host, renamed ours */
 	struct outbox_stats stats;
 };
 
@@ -153,28 +158,72 @@ void outbox_withdraw(struct spool *sp, const struct outbox_batch *b)
 		unlinkat(sp->fd[SPOOL_OUTBOX], b->e[i].name, 0);
 }
 
-int outbox_withdraw_since(struct spool *sp, const char *task_id, const char *type,
+static const char *const event_targets[] = { "webhook", "exec" };
+static const char *const end_types[] = { "job.succeeded", "job.failed" };
+
+/* The name of the entry of task_id's event type (a terminal one) for target, of host. */
+static char *end_entry_name(const char *task_id, const char *type, const char *target,
+			    const char *host)
+{
+	char msg_id[WEBHOOK_ID_LEN + 1];
+	webhook_id(task_id, type, 0, msg_id);
+	return xasprintf("%s.%s@%s.json", msg_id, target, host);
+}
+
+int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *type,
 			  int64_t since_ms)
 {
-	static const char *const targets[] = { "webhook", "exec" };
-	char msg_id[WEBHOOK_ID_LEN + 1];
+	struct spool *sp = o->spool;
 	int n = 0;
-	webhook_id(task_id, type, 0, msg_id);
-	for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
-		char *name = xasprintf("%s.%s@%s.json", msg_id, targets[i], sp->host_id);
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++) {
+		char *name = end_entry_name(task_id, type, event_targets[i], sp->host_id);
+		/* Taken along from a dead host's cut publication: its created_at_ms is that host's
+		 * clock, which need not agree with the file server's that since_ms is on. */
+		bool taken = strset_del(&o->taken_along, name);
 		struct buf b;
 		struct stat st;
 		buf_init(&b, 256 << 10);
-		json_t *doc = spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st) ==
-			      SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, NULL) : NULL;
+		json_t *doc = taken ? NULL : spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b,
+							     &st) == SPOOL_READ_OK ?
+			      json_loadb(b.data, b.len, 0, NULL) : NULL;
 		json_t *created = json_object_get(doc, "created_at_ms");
-		if (json_is_integer(created) && json_integer_value(created) >= since_ms &&
+		if ((taken || (json_is_integer(created) && json_integer_value(created) >= since_ms)) &&
 		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0)
 			n++;
 		json_decref(doc);
 		buf_release(&b);
 		free(name);
 	}
+	/* The end it does reach: written again by its publication, an event like any other. */
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
+		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
+			char *name = end_entry_name(task_id, end_types[k], event_targets[i], sp->host_id);
+			strset_del(&o->taken_along, name);
+			free(name);
+		}
+	return n;
+}
+
+int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host)
+{
+	struct spool *sp = o->spool;
+	int n = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
+		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
+			char *from = end_entry_name(task_id, end_types[k], event_targets[i], from_host);
+			char *mine = end_entry_name(task_id, end_types[k], event_targets[i], sp->host_id);
+			/* One winner against a daemon taking the entry over (take_over); one of ours
+			 * by that name is the same event (its webhook-id), already queued here. */
+			int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, from, SPOOL_OUTBOX, mine);
+			if (rc < 0 && (errno == EEXIST || errno == EPERM))
+				rc = unlinkat(sp->fd[SPOOL_OUTBOX], from, 0);
+			if (rc == 0) {
+				strset_add(&o->taken_along, mine);
+				n++;
+			}
+			free(from);
+			free(mine);
+		}
 	return n;
 }
 
@@ -236,12 +285,16 @@ static void rewrite_work(void *arg)
 			log_warn("cannot write 'control/gone.%s': %s", dl->gone_key, strerror(errno));
 		free(text);
 	}
-	dl->rc = spool_write_file(sp, SPOOL_OUTBOX, dl->name, dl->text, strlen(dl->text));
+	/* Only over the entry itself: one gone meanwhile was taken back (its job ended another
+	 * way on a host that reclaimed it) or over (by a daemon that took this one for stopped),
+	 * and must not come back. */
+	dl->rc = spool_rewrite_file(sp, SPOOL_OUTBOX, dl->name, dl->text, strlen(dl->text));
 	if (dl->rc == 0) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
 					  { .tv_sec = dl->due / 1000, .tv_nsec = dl->due % 1000 * 1000000 } };
 		dl->rc = utimensat(sp->fd[SPOOL_OUTBOX], dl->name, ts, AT_SYMLINK_NOFOLLOW);
 	}
+	dl->err = dl->rc < 0 ? errno : 0;
 }
 
 static void rewrite_done(void *arg)
@@ -249,9 +302,15 @@ static void rewrite_done(void *arg)
 	struct delivery *dl = arg;
 	struct outbox *o = dl->o;
 	o->rewriting--;
+	if (dl->rc < 0 && dl->err == ENOENT) {
+		log_job(LOG_INFO, str(dl->doc, "task_id"), "'outbox/%s' was taken back or over by "
+			"another daemon while it was being sent: not written again", dl->name);
+		delivery_free(dl);
+		return;
+	}
 	if (dl->rc < 0)
 		log_job(LOG_WARN, str(dl->doc, "task_id"), "cannot reschedule 'outbox/%s' (%s): it is "
-			"tried again at the next rescan", dl->name, strerror(errno));
+			"tried again at the next rescan", dl->name, strerror(dl->err));
 	arm(o, dl->rc < 0 ? wall_ms() + (*o->cfgp)->notify_retry_base_ms : dl->due);
 	delivery_free(dl);
 }
@@ -570,11 +629,22 @@ static void arm(struct outbox *o, int64_t due_wall_ms)
 }
 
 /* An entry MSG@OTHER.json of host OTHER whose due time passed lease_timeout ago: its daemon is
- * gone. */
-static void take_over(struct outbox *o, const char *name, const char *msg)
+ * gone. Not while its job is still OTHER's in running/: the job's end is not known yet, and the
+ * daemon that reclaims the job takes the entry along (outbox_take_along), to send it or take it
+ * back as the job ends. */
+static void take_over(struct outbox *o, const char *name, const char *msg, const char *other)
 {
-	char *mine = xasprintf("%s@%s.json", msg, o->spool->host_id);
-	if (spool_rename(o->spool, SPOOL_OUTBOX, name, SPOOL_OUTBOX, mine) == 0)
+	struct spool *sp = o->spool;
+	json_t *doc = entry_read(o, name, false);
+	const char *id = str(doc, "task_id");
+	char *job = xasprintf("%s@%s.json", id, other);
+	bool job_theirs = doc && *id && spool_exists(sp->fd[SPOOL_RUNNING], job);
+	free(job);
+	json_decref(doc);
+	if (!doc || job_theirs)
+		return;
+	char *mine = xasprintf("%s@%s.json", msg, sp->host_id);
+	if (spool_rename(sp, SPOOL_OUTBOX, name, SPOOL_OUTBOX, mine) == 0)
 		log_info("took over 'outbox/%s' from a daemon that stopped delivering it", name);
 	free(mine);
 }
@@ -653,7 +723,7 @@ void outbox_scan(struct outbox *o)
 			if (!server_now)
 				server_now = spool_server_now(o->spool);
 			if (server_now > 0 && server_now - due > lease_ms)
-				take_over(o, name, msg);
+				take_over(o, name, msg, host);
 			continue;
 		}
 		if (strset_has(&o->in_flight, name))
@@ -697,6 +767,7 @@ struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *p
 	strset_init(&o->in_flight);
 	strset_init(&o->parked_names);
 	strset_init(&o->woken);
+	strset_init(&o->taken_along);
 	return o;
 }
 
@@ -734,5 +805,6 @@ void outbox_free(struct outbox *o)
 	free(o->parked);
 	strset_release(&o->parked_names);
 	strset_release(&o->woken);
+	strset_release(&o->taken_along);
 	free(o);
 }

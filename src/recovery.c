@@ -20,6 +20,7 @@
 #include "hostlock.h"
 #include "intake.h"
 #include "log.h"
+#include "outbox.h"
 #include "provider_state.h"
 #include "publish.h"
 #include "recovery.h"
@@ -141,6 +142,11 @@ void recovery_reclaim_stale(struct dispatch *d)
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
 				take_sidecars(d, id, owner, mine);
+				int events = outbox_take_along(d->outbox, id, owner);
+				if (events)
+					log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued "
+						"in outbox/: sent or taken back as the job ends", events,
+						owner);
 				d->others_running--;   /* ours now */
 				took = true;
 			}

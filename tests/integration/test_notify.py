@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -396,6 +397,111 @@ def test_one_event_for_a_job_finished_by_a_restart(env):
     assert d.stop() == 0
 
 
+def dead_while_publishing(env, rx, task_id, prompt):
+    """Host "hostA" dies while publishing task_id (its job.succeeded entry already in outbox/),
+    its files in running/ older than any lease, as a dead host leaves them. Returns it."""
+    a = notify_daemon(env, rx, spool__host_id="hostA")
+    a.submit(task_id, {"prompt": prompt})
+    a.start_to_crash("publish:images")
+    entry = [n for n in a.listdir("outbox") if n.startswith(msg_id(task_id, "job.succeeded"))]
+    assert entry == [f"{msg_id(task_id, 'job.succeeded')}.webhook@hostA.json"], a.listdir("outbox")
+    old = time.time() - 3600
+    for n in os.listdir(a.path("running")):
+        os.utime(a.path("running", n), (old, old), follow_symlinks=False)
+    return a
+
+
+def test_one_event_for_a_job_another_host_ends_another_way(env):
+    """Host A dies while publishing (its job.succeeded queued); host B reclaims the job and,
+    past max_crash_requeues, fails it crashed. B takes A's entry along with the job and takes it
+    back: the receiver hears job.failed only. Before, A's entry stayed A's, to be taken over
+    once its lease ran out (and sent), or sent by A itself when it came back."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "its publication kills host A"
+    a = dead_while_publishing(env, rx, "xh", prompt)
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5, retry__max_crash_requeues=0).start()
+    assert b.wait_finished("xh") == "failed", b.log()[-2000:]
+    assert b.result("xh")["error"]["code"] == "crashed"
+    left = [n for n in b.listdir("outbox") if n.startswith(msg_id("xh", "job.succeeded"))]
+    assert left == [], left
+    assert "xh took along 1 end event(s) 'hostA' had queued" in b.log(), b.log()[-2000:]
+    wait_for(lambda: "xh" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
+    a.start()   # back: nothing of its own is left to send
+    b.stop()
+    assert a.stop() == 0
+    got = delivered(rx)["xh"]
+    assert [ev["type"] for _, ev in got] == ["job.failed"], got
+    assert env.fake.calls(prompt) == 1
+
+
+def test_an_entry_is_not_taken_over_while_its_job_is_its_hosts(env):
+    """A dead host's entry outlived its lease, but its job, in running/, has not been reclaimed
+    yet (here: the only other daemon is draining, and reclaims nothing): nobody takes the entry
+    over, since the job may still end another way. Before, it was taken over and sent, and the
+    job's reclaimer then failed it: the receiver heard both ends."""
+    rx = env.peer(WebhookReceiver()).start()
+    a = dead_while_publishing(env, rx, "nt", "its publication kills host A too")
+    fresh = time.time()
+    for n in os.listdir(a.path("running")):   # not stale yet: host C starts
+        os.utime(a.path("running", n), (fresh, fresh), follow_symlinks=False)
+    slow = "a slow call that keeps host C draining [fake:b64 delay=4]"
+    c = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostC", spool__lease_timeout=30,
+                      verbose=True, spool__grace_period=30)
+    c.submit("slow", {"prompt": slow})
+    c.start()
+    wait_for(lambda: env.fake.calls(slow) == 1, 20, "the slow call")
+    c.send_signal(signal.SIGTERM)
+    wait_for(lambda: "shutting down" in c.log(), 10, "host C to drain")
+    old = time.time() - 3600   # now host A's job and its entry are both long stale
+    for n in os.listdir(a.path("running")):
+        os.utime(a.path("running", n), (old, old), follow_symlinks=False)
+    for n in a.listdir("outbox"):
+        os.utime(a.path("outbox", n), (old, old))
+    c.wait_rescans(3)
+    assert "took over" not in c.log() and "nt" not in delivered(rx), c.log()[-2000:]
+    assert c.wait_finished("slow") == "done"
+    assert c.stop() == 0
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5, retry__max_crash_requeues=0).start()
+    assert b.wait_finished("nt") == "failed", b.log()[-2000:]
+    wait_for(lambda: "nt" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
+    assert b.stop() == 0
+    assert [ev["type"] for _, ev in delivered(rx)["nt"]] == ["job.failed"], delivered(rx)["nt"]
+
+
+def test_an_entry_taken_back_while_it_is_sent_is_not_written_again(env):
+    """An entry whose delivery failed is written again with its next attempt, but only over
+    itself: one another daemon took back (its job ended another way) or over while the POST was
+    in flight stays gone. Before, the failed delivery wrote it back, and it was sent again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)   # never answered: each POST times out
+    listener.settimeout(20)
+    conn = None
+    try:
+        rx = env.peer(WebhookReceiver()).start()
+        d = notify_daemon(env, rx, notify__url=f"http://127.0.0.1:{listener.getsockname()[1]}/x",
+                          notify__timeout=2)
+        d.start()
+        d.submit("tb", {"prompt": "its event is taken back while it is sent"})
+        assert d.wait_finished("tb") == "done"
+        name = f"{msg_id('tb', 'job.succeeded')}.webhook@testhost.json"
+        conn, _ = listener.accept()          # its POST is in flight
+        os.unlink(d.path("outbox", name))   # as a host that reclaimed the job takes it back
+        wait_for(lambda: "webhook job.succeeded failed (timeout" in d.log(), 30,
+                 f"the POST to time out:\n{d.log()[-2000:]}")
+        wait_for(lambda: "was taken back or over" in d.log() or d.listdir("outbox"), 10,
+                 f"the entry's rewrite:\n{d.log()[-2000:]}")
+        assert d.listdir("outbox") == [], d.listdir("outbox")
+        assert "'outbox/" + name + "' was taken back or over by another daemon" in d.log()
+        assert d.stop() == 0
+    finally:
+        if conn:
+            conn.close()
+        listener.close()
+
+
 def test_torn_entry_set_aside_once(env):
     # An entry of ours that is empty (its name durable before its bytes, in a crash) or torn is
     # set aside once with an error, never read and refused at every scan; the others go on.
@@ -463,4 +569,8 @@ if __name__ == "__main__":
                test_hook_once_clean_env_and_killed,
                test_hook_gets_the_open_files_limit_the_daemon_started_with,
                test_no_event_for_a_publication_that_failed,
-               test_one_event_for_a_job_finished_by_a_restart, test_torn_entry_set_aside_once])
+               test_one_event_for_a_job_finished_by_a_restart,
+               test_one_event_for_a_job_another_host_ends_another_way,
+               test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
+               test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
+               test_torn_entry_set_aside_once])
