@@ -729,16 +729,53 @@ void dispatch_recover(struct dispatch *d)
 	recovery_start(d);
 }
 
+/* At the cut, a call whose whole answer arrived while libcurl's thread is stuck writing it into
+ * the .partial (a stalled disk): it is lost with the process, but it was received, billed by its
+ * status alone. A billed one is never called again (that call would be paid again): the job
+ * fails response_lost. Another goes back to new/ as a cut call does. */
+static void answer_lost(struct task *t, struct http_result *ans)
+{
+	enum billed billed = retry_billed_by_status(ans->status);
+	secret_redact_str(ans->request_id);
+	struct attempt a = { .started_wall_ms = ans->started_wall_ms, .latency_ms = ans->latency_ms,
+			     .http_status = ans->status, .transport = "done",
+			     .outcome = billed == BILLED_YES ? "failed" : "retry",
+			     .billed = billed_name(billed), .error_code = "response_lost",
+			     .request_id = ans->request_id };
+	http_cancel(t->d->http, t->xfer);
+	t->xfer = NULL;
+	if (t->calling)
+		slots_call_ended(t);
+	attempt_price(t, &a, billed, NULL, 0);
+	attempt_settle(t, billed != BILLED_NO, a.cost_known, a.cost);
+	attempt_record(t, &a);
+	if (billed != BILLED_YES) {
+		t->billed_retries += billed == BILLED_UNKNOWN;
+		task_requeue(t, "shutdown: the grace period ended before its answer was saved");
+		return;
+	}
+	log_job(LOG_WARN, t->id, "its answer (HTTP %ld) arrived, but its write to running/ is stuck "
+		"and the grace period ended: failing it rather than paying for a second call", ans->status);
+	finish_fail(t, "response_lost", NULL, "its answer (HTTP %ld, billed) arrived as the daemon was "
+		    "stopped, but could not be written to the spool before the exit (a stalled disk?); "
+		    "it is not called again, since that call would be paid again: imgspool retry runs "
+		    "it again", ans->status);
+}
+
 static int64_t grace_over(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
 	d->grace_timer = 0;
 	d->grace_over = true;
+	http_deliver(d->http);   /* answers handed over by now go their way: not cut */
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
-		if (t->state == T_CALLING) {
+		struct http_result ans;
+		if (t->state == T_CALLING && http_answered(t->xfer, &ans)) {
+			answer_lost(t, &ans);
+		} else if (t->state == T_CALLING) {
 			/* The call may finish upstream and be billed: keep it on record. */
 			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
 					     .outcome = "interrupted", .billed = "unknown", .request_id = "" };

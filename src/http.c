@@ -101,6 +101,8 @@ struct http_xfer {
 	enum xfer_at at;
 	CURL *easy;
 	atomic_bool cut;         /* cancelled: the transfer thread writes no more of its body */
+	atomic_bool answered;    /* a whole response arrived: res's status and headers are set
+				  * (http_answered), its body may still be being written */
 	int cancelled_files;     /* what it adds to http->cancelled_files while in to_cancel */
 	struct curl_slist *headers;
 	curl_mime *mime;
@@ -153,14 +155,16 @@ static void forget_unsaved(struct http *http, struct http_xfer *x)
 		if (*p == x) {
 			*p = x->next_unsaved;
 			x->in_unsaved = false;
+			break;   /* *p may be NULL now: no step past it */
 		}
 }
 
-/* After every call into curl: bodies to disk, then finished transfers to their callbacks. */
+/* After every call into curl: finished transfers to their callbacks (each marked answered
+ * before its last write, which may stall), then the bodies of the others to disk. */
 static void after_action(struct http *http)
 {
-	save_bodies(http);
 	check_done(http);
+	save_bodies(http);
 }
 
 static void on_socket_ready(struct loop *loop, int fd, uint32_t events, void *arg)
@@ -795,6 +799,10 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	if (rc != CURLE_OK)
 		xsnprintf(x->res.detail, sizeof(x->res.detail), "%s", curl_easy_strerror(rc));
 	x->res.latency_ms = mono_ms() - x->started_mono;
+	/* Known to the caller's loop before the write: a shutdown that cannot wait for it still
+	 * knows the answer came (and what it cost), not a call in flight. */
+	if (x->res.transport == HTTP_DONE)
+		atomic_store_explicit(&x->answered, true, memory_order_release);
 	save_body(x);
 	forget_unsaved(http, x);
 	x->res.body = buf_detach(&x->body, &x->res.body_len);
@@ -808,6 +816,26 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	pthread_mutex_unlock(&http->lock);
 	if (deliver)
 		loop_wake_send_later(http->io, http->to_loop);
+}
+
+bool http_answered(const struct http_xfer *x, struct http_result *out)
+{
+	if (!x || !atomic_load_explicit(&x->answered, memory_order_acquire))
+		return false;
+	/* Only what finish() set before the flag: the rest (body, body_fd_failed) is the transfer
+	 * thread's still. */
+	*out = (struct http_result){ .transport = x->res.transport, .status = x->res.status,
+				     .started_wall_ms = x->res.started_wall_ms,
+				     .latency_ms = x->res.latency_ms, .body_fd = -1 };
+	memcpy(out->request_id, x->res.request_id, sizeof(out->request_id));
+	memcpy(out->retry_after, x->res.retry_after, sizeof(out->retry_after));
+	memcpy(out->retry_after_ms, x->res.retry_after_ms, sizeof(out->retry_after_ms));
+	return true;
+}
+
+void http_deliver(struct http *http)
+{
+	finish_all(http);
 }
 
 /* On the caller's loop: the finished transfers' callbacks, in the order they finished. */

@@ -98,6 +98,13 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
  * once. Never waits for the transfer thread: a body write already under way there may still
  * land in body_fd's file, none after it (see http.c). */
 void http_cancel(struct http *http, struct http_xfer *xfer);
+/* Whether a whole response to xfer has arrived, its callback perhaps not yet run: then out
+ * gets its status, headers, start and latency (no body: it may still be being written to
+ * body_fd, a write that may be stuck on a stalled disk). For a shutdown that cannot wait. */
+bool http_answered(const struct http_xfer *xfer, struct http_result *out);
+/* Runs the callbacks of the transfers finished by now, at once rather than at the loop's next
+ * turn. */
+void http_deliver(struct http *http);
 /* The descriptors cancelled transfers still hold (at most a socket each, and its body_fd) till
  * the transfer thread takes their cancels in: a thread stuck in a write holds them on. The
  * caller's budget of open files counts them. */

@@ -233,11 +233,9 @@ static void record_cut_call(struct task *t, const struct strset *hidden, size_t 
 
 /* A job failed "crashed": every call its files account for is in its attempts, so no money is
  * out of sight. The saved response of the next attempt is not judged (finishing from it may be
- * what killed the daemon): its status alone says whether it was billed, as retry_classify
- * mostly does (a 2xx billed, a 524 maybe, any other status not; a 2xx carrying only a quota or
- * outage error, which a judgement finds free, is counted billed: the safe side), and it is
- * priced as the job's call, by the usage it carries (only that is read of it). Else a call cut
- * in flight is recorded as interrupted. */
+ * what killed the daemon): its status alone says whether it was billed
+ * (retry_billed_by_status), and it is priced as the job's call, by the usage it carries (only
+ * that is read of it). Else a call cut in flight is recorded as interrupted. */
 static void record_before_crashed(struct task *t, const struct strset *hidden, const char *prefix,
 				  size_t accounted)
 {
@@ -256,8 +254,7 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
 		json_t *root = json_loadb(body.data, body.len, 0, NULL);
 		json_t *usage = json_object_get(root, "usage");
 		buf_release(&body);
-		enum billed billed = status >= 200 && status < 300 ? BILLED_YES
-				     : status == 524 ? BILLED_UNKNOWN : BILLED_NO;
+		enum billed billed = retry_billed_by_status(status);
 		struct attempt a = { .started_wall_ms = timespec_ms(&st.st_mtim), .transport = "done",
 				     .http_status = status, .outcome = "failed", .error_code = "crashed",
 				     .billed = billed_name(billed), .request_id = "" };

@@ -259,6 +259,11 @@ const char *decision_name(enum decision d)
 	return names[d];
 }
 
+enum billed retry_billed_by_status(long status)
+{
+	return status >= 200 && status < 300 ? BILLED_YES : status == 524 ? BILLED_UNKNOWN : BILLED_NO;
+}
+
 const char *billed_name(enum billed b)
 {
 	static const char *names[] = { [BILLED_NO] = "no", [BILLED_YES] = "yes",

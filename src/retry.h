@@ -69,6 +69,12 @@ enum redelivery_verdict retry_redeliver(const struct redelivery_rule *rule, int 
 					int64_t first_ms, int64_t now_ms, int64_t asked_ms,
 					uint64_t random, int64_t *delay_ms);
 
+/* Whether a response with HTTP status was billed, judged by its status alone, for an answer
+ * that cannot be judged whole (a saved one whose parse may be what kills the daemon, one lost
+ * at exit before it could be saved): a 2xx yes (even one a judgement would find free: the safe
+ * side), a 524 maybe, any other status no. */
+enum billed retry_billed_by_status(long status);
+
 const char *decision_name(enum decision d);
 const char *billed_name(enum billed b);
 

@@ -706,19 +706,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             limit = int(len(body) * min(max(float(step.get("fraction", 0.5)), 0.0), 1.0))
         if mode == "trickle":
             piece = max(1, int(float(step.get("kbps", 64)) * 1024 * _TICK))
-        else:   # "several chunks", at most 256 KiB each
-            piece = max(1, min(256 << 10, -(-len(body) // 4)))
+        else:   # "several chunks" ("pieces", 4 unless the step says), at most 256 KiB each
+            piece = max(1, min(256 << 10, -(-len(body) // int(step.get("pieces", 4)))))
+        # A step that says its "pieces" gets a chunked body's end with its last piece: a client
+        # reads the whole answer at once.
+        end_with_last = chunked and "pieces" in step and mode is None
         pos = 0
         while pos < limit:
             data = body[pos:min(limit, pos + piece)]
-            self._write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
             pos += len(data)
+            end = b"0\r\n\r\n" if end_with_last and pos >= limit else b""
+            self._write(b"%x\r\n%s\r\n%s" % (len(data), data, end) if chunked else data)
             if mode == "trickle" and pos < limit:
                 self._wait(_TICK)
         if mode == "reset":
             self._reset()
             return
-        if chunked:
+        if chunked and not end_with_last:
             if mode == "tail_stall":
                 self._wait(float(step.get("stall", 30)))
             self._write(b"0\r\n\r\n")

@@ -12,7 +12,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOLD, SCRATCH, TEST_KEY, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOLD, SCRATCH, TEST_KEY, cut_while_held, run_tests, wait_for  # noqa: E402
 
 
 class NotifyListener:
@@ -185,21 +185,7 @@ def test_cut_exits_while_a_body_write_is_stuck(env):
     d = env.daemon()
     fifo = d.start_held_at("http:body-write")
     d.submit("stuckw", {"prompt": "stuck at its write"})
-    writer = held_at_stop(fifo, d)
-    try:
-        d.send_signal(signal.SIGTERM)
-        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
-        cut_at = time.monotonic()
-        d.send_signal(signal.SIGTERM)
-        try:
-            rc = d.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the daemon did not exit while the transfer thread was stuck")
-        print(f"# exited {time.monotonic() - cut_at:.2f} s after the second SIGTERM, the "
-              "transfer thread stuck")
-    finally:
-        os.close(writer)
-    d.logf.close()
+    rc = cut_while_held(d, fifo, "the transfer thread stuck")
     assert rc == 0, (rc, d.log()[-2000:])
     assert "transfer thread has not ended" in d.log(), d.log()[-2000:]
     assert d.state("stuckw") == "new"

@@ -83,6 +83,26 @@ def held_at_stop(fifo, d):
     return fd[0]
 
 
+def cut_while_held(d, fifo, what):
+    """The drain, then the second SIGTERM while a thread waits at d's stop point; returns the
+    exit status, the FIFO let go of once the daemon is gone (or the test's deadline passed)."""
+    writer = held_at_stop(fifo, d)
+    try:
+        d.send_signal(signal.SIGTERM)
+        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+        cut_at = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the daemon did not exit while {what}")
+        print(f"# exited {time.monotonic() - cut_at:.2f} s after the second SIGTERM, {what}")
+    finally:
+        os.close(writer)
+    d.logf.close()
+    return rc
+
+
 def fill(path):
     """Fills the file system at path with one file, path/filler (returned): every later write
     there fails (ENOSPC, root or not) until it is removed."""

@@ -306,9 +306,23 @@ static void test_redeliver(void)
 	}
 }
 
+/* An answer judged by its status alone (a crashed job's saved one, one lost at exit). */
+static void test_billed_by_status(void)
+{
+	static const struct { long status; enum billed want; } by_status[] = {
+		{ 200, BILLED_YES }, { 201, BILLED_YES }, { 299, BILLED_YES }, { 524, BILLED_UNKNOWN },
+		{ 199, BILLED_NO }, { 300, BILLED_NO }, { 400, BILLED_NO }, { 429, BILLED_NO },
+		{ 500, BILLED_NO }, { 503, BILLED_NO }, { 0, BILLED_NO },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(by_status); i++)
+		ok(retry_billed_by_status(by_status[i].status) == by_status[i].want,
+		   "billed by status alone: %ld is %s", by_status[i].status, billed_name(by_status[i].want));
+}
+
 int main(void)
 {
 	test_classify();
+	test_billed_by_status();
 	test_envelope_200();
 	test_retry_after();
 	test_backoff();

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""The exit path: what a shutdown leaves when a thread of the daemon is stuck on the spool's file
+system (a stalled NFS), and that an admin's restart never pays for a call again."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import cut_while_held, run_tests, wait_for  # noqa: E402
+
+
+def test_answer_stuck_in_its_write_is_not_paid_again(env):
+    """A 200 received whole by libcurl's transfer thread, whose write into the job's .partial is
+    stuck (the stop point http:body-write: a stalled NFS) when the grace period is cut. It was
+    recorded as an interrupted call of unknown billing and requeued, so the restart called (and
+    paid) again. Now it is on record as what it was (HTTP 200, billed yes, response_lost) and
+    the job fails: the restart calls nothing."""
+    # The body in one piece: libcurl reads it whole, then its one write is held.
+    env.fake.script("whole but stuck", {"kind": "b64", "pieces": 1})
+    d = env.daemon(**{"prices__gpt-image-2": "0.04"})
+    fifo = d.start_held_at("http:body-write")
+    d.submit("lost", {"prompt": "whole but stuck", "model": "gpt-image-2"})
+    rc = cut_while_held(d, fifo, "the transfer thread is stuck writing a whole answer")
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert d.state("lost") == "failed", (d.state("lost"), d.log()[-3000:])
+    result = d.result("lost")
+    assert result["error"]["code"] == "response_lost", result
+    [a] = result["attempts"]
+    assert (a["transport"], a["http_status"], a["billed"], a["outcome"], a["error_code"]) == \
+        ("done", 200, "yes", "failed", "response_lost"), a
+    assert a["cost"] == 0.04, a
+    assert result["billed_attempts"] == 1 and result["cost"]["estimated"] is False, result
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".lost@")]
+    d.start()
+    wait_for(lambda: "ready" in d.log(), 10, "the restart")
+    assert d.stop() == 0
+    assert d.state("lost") == "failed"
+    assert env.fake.calls("whole but stuck") == 1
+
+
+if __name__ == "__main__":
+    run_tests([test_answer_stuck_in_its_write_is_not_paid_again])
