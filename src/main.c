@@ -423,11 +423,17 @@ int main(int argc, char **argv)
 		log_flush_all();
 		_exit(rc < 0 ? 1 : 0);
 	}
+	if (!hostlock_release(&dm.spool)) {
+		/* Its removal is stuck (a stalled disk) on a thread that uses running/'s descriptor:
+		 * the lock stays, as after a crash, and the restart replaces it. */
+		log_info("stopped, its host lock left");
+		log_flush_all();
+		_exit(rc < 0 ? 1 : 0);
+	}
 	/* libcurl's thread may be left stuck in a write (http_free): it may still use the loop. */
 	bool left = http_left_running();
 	if (!left)
 		loop_free(dm.loop);
-	hostlock_release(&dm.spool);
 	spool_close(&dm.spool);
 	close(dm.sigfd);
 	config_unref(dm.cfg);

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The exit path: what a shutdown leaves when a thread of the daemon is stuck on the spool's file
 system (a stalled NFS), and that an admin's restart never pays for a call again."""
-import json
 import os
+import signal
+import subprocess
+import time
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import cut_while_held, run_tests, wait_for  # noqa: E402
+from harness import cut_while_held, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def test_answer_stuck_in_its_write_is_not_paid_again(env):
@@ -38,5 +40,36 @@ def test_answer_stuck_in_its_write_is_not_paid_again(env):
     assert env.fake.calls("whole but stuck") == 1
 
 
+def test_exit_does_not_hang_on_the_host_lock(env):
+    """The clean exit removes running/.host.HOST; on a stalled NFS that unlink hung the exit for
+    ever (the stop point hostlock:release holds it). Now it is waited for 2 s: the lock is left,
+    as a crash leaves it, and the restart replaces it at once (its process is gone)."""
+    d = env.daemon()
+    fifo = d.start_held_at("hostlock:release")
+    d.submit("before", {"prompt": "before the stop"})
+    assert d.wait_finished("before") == "done"
+    d.send_signal(signal.SIGTERM)
+    writer = held_at_stop(fifo, d)
+    try:
+        stopped_at = time.monotonic()
+        try:
+            rc = d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon did not exit while removing its host lock was stuck")
+        print(f"# exited {time.monotonic() - stopped_at:.2f} s after its lock's removal stuck")
+    finally:
+        os.close(writer)
+    d.logf.close()
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "cannot remove the host lock 'running/.host.testhost' within 2000 ms" in d.log()
+    assert os.path.exists(d.path("running", ".host.testhost"))
+    d.start()
+    d.submit("after", {"prompt": "after the restart"})
+    assert d.wait_finished("after") == "done"
+    assert d.stop() == 0
+    assert not os.path.exists(d.path("running", ".host.testhost"))
+
+
 if __name__ == "__main__":
-    run_tests([test_answer_stuck_in_its_write_is_not_paid_again])
+    run_tests([test_answer_stuck_in_its_write_is_not_paid_again,
+               test_exit_does_not_hang_on_the_host_lock])
