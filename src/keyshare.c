@@ -35,6 +35,9 @@
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 #define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
+#define RUNS_HELD_MAX 32          /* earlier runs a ledger lists; past it the oldest go (their
+				     readings are then counted twice, never lost) */
+#define SIDE_INFIX ".carried-"    /* HOST.json.carried-READER.RUN: a reading of an earlier run */
 
 /* A reading (a directory's listing, a ledger) kept until what was read changes
  * (keyshare_listing_stands). */
@@ -67,6 +70,13 @@ struct kept_ledger {
 	bool vanished;               /* read before, gone from ledger/ since: doc is still counted,
 					and carried back if its host has left (ledger_doubts) */
 	bool carried;                /* vanished, and carried back (or tried once) */
+	size_t host_len;             /* "HOST.json", its host's ledger's name, is name[0..host_len) */
+	bool side;                   /* a reading of an earlier run of HOST that another host left
+					beside HOST.json (side_leave); never waited for */
+	bool junk_said;              /* a side file no daemon wrote, said once */
+	json_t *earlier;             /* owned: the reading of its host's earlier run that its file
+					now lacks (it says "base_lost"); counted with it, and left
+					beside it until that host has taken it in */
 };
 
 struct spent {
@@ -121,6 +131,15 @@ struct keyshare {
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
+	/* Runs: a ledger says which run of its host wrote it ("run", new at every start), whether
+	 * that run started without its own file ("base_lost": what earlier runs spent is not in
+	 * it, but for "runs_held"), and the earlier runs its figures hold. Under spent_lock. */
+	char run[17];
+	bool base_lost;
+	json_t *runs_held;           /* owned: an array of run ids */
+	struct side_taken { char *name; unsigned long gen; } *sides_taken;  /* on the loop: side
+					files of this host taken in, removed once gen is written */
+	size_t n_sides_taken;
 };
 
 micros keyshare_micros(double amount)
@@ -253,7 +272,7 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
 }
 
-static void ledger_take_own(struct keyshare *ks);
+static bool ledger_take_own(struct keyshare *ks);
 static void ledger_own_ensure(struct keyshare *ks);
 
 /* providers/ and ledger/ checked against their names (a provider's handles go with
@@ -481,6 +500,11 @@ static void roll(struct keyshare *ks, long day, long month)
 		if (month != ks->month)
 			ks->spent[i].month = 0;
 	}
+	/* What earlier runs spent in an earlier month counts no more (month 0: nothing read yet). */
+	if (ks->month && month != ks->month) {
+		json_array_clear(ks->runs_held);
+		ks->base_lost = false;
+	}
 	ks->day = day;
 	ks->month = month;
 }
@@ -503,15 +527,53 @@ static void ledger_add(json_t *doc, const char *provider, long day, long month, 
 	}
 }
 
+/* The run that wrote a ledger (or the reading of one), NULL if it does not say (an earlier
+ * release's). */
+static const char *doc_run(json_t *doc)
+{
+	return json_string_value(json_object_get(doc, "run"));
+}
+
+static bool doc_base_lost(json_t *doc)
+{
+	return json_is_true(json_object_get(doc, "base_lost"));
+}
+
+static bool runs_list(json_t *runs, const char *run)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(runs, i, v)
+		if (!strcmp(json_string_value(v), run))
+			return true;
+	return false;
+}
+
+/* Whether doc's figures hold what run spent: its own run, or one it took in. A run not said
+ * (an earlier release's reading) is held: nothing is added for it. */
+static bool doc_holds(json_t *doc, const char *run)
+{
+	const char *own = doc_run(doc);
+	return !run || !own || !strcmp(own, run) || runs_list(json_object_get(doc, "runs_held"), run);
+}
+
 /* Whether doc has a ledger's shape (ledger_text): a figure that is not a number would be
- * counted as 0. */
+ * counted as 0, a run that is not a string never told apart. */
 static bool ledger_shaped(json_t *doc)
 {
 	json_t *provs = json_object_get(doc, "providers"), *v;
+	json_t *run = json_object_get(doc, "run"), *lost = json_object_get(doc, "base_lost");
+	json_t *held = json_object_get(doc, "runs_held");
 	const char *key;
+	size_t i;
 	if (!json_is_integer(json_object_get(doc, "day")) ||
-	    !json_is_integer(json_object_get(doc, "month")) || !json_is_object(provs))
+	    !json_is_integer(json_object_get(doc, "month")) || !json_is_object(provs) ||
+	    (run && !json_is_string(run)) || (lost && !json_is_boolean(lost)) ||
+	    (held && !json_is_array(held)))
 		return false;
+	json_array_foreach(held, i, v)
+		if (!json_is_string(v))
+			return false;
 	json_object_foreach(provs, key, v)
 		if (!json_is_integer(json_object_get(v, "day_micros")) ||
 		    !json_is_integer(json_object_get(v, "month_micros")))
@@ -519,14 +581,13 @@ static bool ledger_shaped(json_t *doc)
 	return true;
 }
 
-/* A ledger file, or NULL and why not (*why, static). */
-static json_t *read_ledger(int dirfd, const char *name, const char **why)
+/* A ledger file, or NULL and why not (*why, static); st: as it was read. */
+static json_t *read_ledger_st(int dirfd, const char *name, const char **why, struct stat *st)
 {
 	struct buf b;
-	struct stat st;
 	buf_init(&b, LEDGER_MAX_BYTES);
 	json_t *doc = NULL;
-	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, &st);
+	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, st);
 	*why = spool_read_reason(r);
 	if (r == SPOOL_READ_OK) {
 		doc = json_loadb(b.data, b.len, 0, NULL);
@@ -542,6 +603,50 @@ static json_t *read_ledger(int dirfd, const char *name, const char **why)
 	return doc;
 }
 
+static json_t *read_ledger(int dirfd, const char *name, const char **why)
+{
+	struct stat st;
+	return read_ledger_st(dirfd, name, why, &st);
+}
+
+/* "HOST.json.carried-READER.RUN": where READER leaves its reading of run RUN of HOST. */
+static char *side_name(const char *host, const char *reader, const char *run)
+{
+	return xasprintf("%s.json" SIDE_INFIX "%s.%s", host, reader, run);
+}
+
+/* A side file (side_leave), or NULL: only one a daemon wrote (its user's, or root's, as a
+ * host lock, §10), a ledger's shape, and the name its content gives. Anything else counts for
+ * nothing (never waited for either: a host's own ledger says what it spent). */
+static json_t *read_side(struct keyshare *ks, const char *name, const char **why)
+{
+	struct stat st;
+	json_t *doc = read_ledger_st(ks->ledger_fd, name, why, &st);
+	const char *host = json_string_value(json_object_get(doc, "host"));
+	const char *reader = json_string_value(json_object_get(doc, "carried_by"));
+	const char *run = doc_run(doc);
+	char *want = host && reader && run ? side_name(host, reader, run) : NULL;
+	if (!doc && !st.st_mode)
+		*why = NULL;   /* gone: taken in by its host */
+	if (doc && (!spool_written_by_daemon(ks->sp, &st) || !want || strcmp(want, name))) {
+		*why = !spool_written_by_daemon(ks->sp, &st) ? "not written by this daemon's user"
+							     : "not a reading of a host's earlier run";
+		json_decref(doc);
+		doc = NULL;
+	}
+	free(want);
+	return doc;
+}
+
+static void runs_add(struct keyshare *ks, const char *run)
+{
+	if (runs_list(ks->runs_held, run))
+		return;
+	if (json_array_size(ks->runs_held) >= RUNS_HELD_MAX)
+		json_array_remove(ks->runs_held, 0);
+	json_array_append_new(ks->runs_held, json_string(run));
+}
+
 /* Takes in doc, this host's own file: each figure the larger of the file's and the one in
  * memory, on the later of their days (months): both say what this host spent. Returns whether
  * the file falls short of what this host knows it spent, or was put back by another host
@@ -552,18 +657,28 @@ static bool own_take_in(struct keyshare *ks, json_t *doc)
 	long day = (long)json_integer_value(json_object_get(doc, "day"));
 	long month = (long)json_integer_value(json_object_get(doc, "month"));
 	json_t *provs = json_object_get(doc, "providers"), *v;
-	const char *key;
+	const char *key, *run = doc_run(doc);
 	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
+	/* What an earlier run spent and these figures lack (this host restarted without its file):
+	 * added to what this run spent, and listed as held, with the runs that one held. */
+	bool earlier = month == ks->month && !doc_holds(doc, ks->run) && !runs_list(ks->runs_held, run);
 	json_object_foreach(provs, key, v) {
 		struct spent *s = own_spent(ks, key);
 		micros d = json_integer_value(json_object_get(v, "day_micros"));
 		micros m = json_integer_value(json_object_get(v, "month_micros"));
-		if (day == ks->day && d > s->day)
-			s->day = d;
-		if (month == ks->month && m > s->month)
-			s->month = m;
+		if (day == ks->day && (earlier || d > s->day))
+			s->day = earlier ? s->day + d : d;
+		if (month == ks->month && (earlier || m > s->month))
+			s->month = earlier ? s->month + m : m;
 	}
-	bool shorter = json_object_get(doc, "carried_by") != NULL;
+	if (earlier) {
+		size_t i;
+		json_array_foreach(json_object_get(doc, "runs_held"), i, v)
+			runs_add(ks, json_string_value(v));
+		runs_add(ks, run);
+		ks->base_lost = ks->base_lost || doc_base_lost(doc);
+	}
+	bool shorter = earlier || json_object_get(doc, "carried_by") != NULL;
 	for (size_t i = 0; i < ks->n_spent && !shorter; i++) {
 		v = json_object_get(provs, ks->spent[i].provider);
 		micros d = day == ks->day ? json_integer_value(json_object_get(v, "day_micros")) : 0;
@@ -591,19 +706,20 @@ static char *ledger_dump(const json_t *doc)
 
 /* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
  * start-up, or once ledger/ could be opened; own_take_in). The caller keeps writers out
- * (write_lock held, or no helper yet). */
-static void ledger_take_own(struct keyshare *ks)
+ * (write_lock held, or no helper yet). Returns whether there was one. */
+static bool ledger_take_own(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
 	own_ledger_name(ks, name, sizeof(name));
 	const char *why;
 	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
 	if (!doc)
-		return;
+		return false;
 	pthread_mutex_lock(&ks->spent_lock);
 	own_take_in(ks, doc);
 	pthread_mutex_unlock(&ks->spent_lock);
 	json_decref(doc);
+	return true;
 }
 
 /* The figures as the ledger file says them (spent_lock held). */
@@ -614,8 +730,12 @@ static char *ledger_text(struct keyshare *ks)
 		json_object_set_new(provs, ks->spent[i].provider,
 				    json_pack("{s:I, s:I}", "day_micros", (json_int_t)ks->spent[i].day,
 					      "month_micros", (json_int_t)ks->spent[i].month));
-	json_t *doc = json_pack("{s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "day", (int)ks->day,
-				"month", (int)ks->month, "providers", provs);
+	json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "run", ks->run,
+				"day", (int)ks->day, "month", (int)ks->month, "providers", provs);
+	if (ks->base_lost)
+		json_object_set_new(doc, "base_lost", json_true());
+	if (json_array_size(ks->runs_held))
+		json_object_set_new(doc, "runs_held", json_deep_copy(ks->runs_held));
 	char *text = ledger_dump(doc);
 	json_decref(doc);
 	return text;
@@ -688,7 +808,7 @@ static void ledger_vanished(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_kept; i++) {
 		struct kept_ledger *k = &ks->kept[i];
 		struct stat st;
-		if (k->doc && !k->vanished &&
+		if (k->doc && !k->vanished && !k->side &&
 		    json_integer_value(json_object_get(k->doc, "month")) == month &&
 		    fstatat(ks->ledger_fd, k->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
 			k->vanished = true;
@@ -846,13 +966,86 @@ void keyshare_retry_unwritten(struct keyshare *ks)
 		keyshare_heartbeat(ks, &ks->unwritten[i].ticket);
 }
 
-/* Reads another host's ledger again; a read that fails is said once, as is the first that
- * works after it. */
+/* Puts doc into ledger/ as name, durably, by link(2): never over a file there. 0, or -1 and
+ * errno (EEXIST: one is there). */
+static int ledger_link(struct keyshare *ks, const char *name, json_t *doc)
+{
+	char *text = ledger_dump(doc), tmp[NAME_MAX + 1];
+	int rc = spool_write_temp(ks->sp, ks->ledger_fd, name, text, strlen(text), tmp);
+	if (rc == 0) {
+		rc = linkat(ks->ledger_fd, tmp, ks->ledger_fd, name, 0);
+		int e = errno;
+		unlinkat(ks->ledger_fd, tmp, 0);
+		if (rc == 0)
+			fsync(ks->ledger_fd);
+		errno = e;
+	}
+	free(text);
+	return rc;
+}
+
+/* Leaves what this host read of an earlier run of k's host beside its ledger, which lacks it:
+ * its host takes it in (side_take), and meanwhile every host counts it (ledger_sum), also one
+ * that never read that run. */
+static void side_leave(struct keyshare *ks, const struct kept_ledger *k, json_t *earlier)
+{
+	json_t *doc = json_deep_copy(earlier);
+	char *host = xasprintf("%.*s", (int)(k->host_len - 5), k->name);
+	json_object_set_new(doc, "host", json_string(host));   /* as its name says */
+	json_object_set_new(doc, "carried_by", json_string(ks->sp->host_id));
+	char *name = side_name(host, ks->sp->host_id, doc_run(doc));
+	if (ledger_link(ks, name, doc) == 0)
+		log_info("'%s/ledger/%s' is of a run of its host that started without it: what this "
+			 "host read of its earlier run is left beside it, as '%s'", ks->sp->path,
+			 k->name, name);
+	else if (errno != EEXIST)
+		log_warn("cannot leave '%s/ledger/%s' (%s): what host '%s' spent in its earlier run "
+			 "counts on this host only", ks->sp->path, name, strerror(errno), host);
+	ks->ledger_memo.listed_at = 0;   /* to find it there */
+	free(name);
+	free(host);
+	json_decref(doc);
+}
+
+/* k's host wrote its ledger anew (next, just read; old: what was read before): if a run that
+ * started without its file wrote it, and it lacks the run read before, that reading is kept
+ * as k->earlier, counted with it and left beside it; one next holds is let go. */
+static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old, json_t *next)
+{
+	long day, month;
+	keyshare_today(ks, &day, &month);
+	if (old && next && doc_base_lost(next) && !doc_holds(next, doc_run(old)) &&
+	    json_integer_value(json_object_get(old, "month")) == month) {
+		json_decref(k->earlier);
+		k->earlier = json_incref(old);
+		side_leave(ks, k, old);
+	}
+	if (k->earlier && (!next || doc_holds(next, doc_run(k->earlier)) ||
+			   json_integer_value(json_object_get(k->earlier, "month")) != month)) {
+		json_decref(k->earlier);
+		k->earlier = NULL;
+	}
+}
+
+/* Reads another host's ledger (or a side file) again; a read that fails is said once, as is
+ * the first that works after it. */
 static void ledger_reread(struct keyshare *ks, struct kept_ledger *k, const struct memo *now)
 {
 	const char *why;
-	json_decref(k->doc);
+	json_t *old = k->doc;
+	if (k->side) {
+		k->doc = read_side(ks, k->name, &why);
+		k->memo = *now;
+		if (!k->doc && why && !k->junk_said)
+			log_warn("'%s/ledger/%s' is %s: it counts for nothing", ks->sp->path, k->name, why);
+		k->junk_said = !k->doc;
+		json_decref(old);
+		return;
+	}
 	k->doc = read_ledger(ks->ledger_fd, k->name, &why);
+	if (k->doc)
+		earlier_keep(ks, k, old, k->doc);
+	json_decref(old);
 	k->memo = *now;
 	if (!k->doc) {
 		k->memo.listed_at = 0;
@@ -864,6 +1057,52 @@ static void ledger_reread(struct keyshare *ks, struct kept_ledger *k, const stru
 		log_info("'%s/ledger/%s' can be read again: budgets count it", ks->sp->path, k->name);
 	}
 	k->unreadable = !k->doc;
+}
+
+/* Removes the side files taken in whose figures the ledger file has now. */
+static void sides_remove_written(struct keyshare *ks)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < ks->n_sides_taken; i++) {
+		struct side_taken *t = &ks->sides_taken[i];
+		if (keyshare_written(ks, t->gen) && ks->ledger_fd >= 0) {
+			unlinkat(ks->ledger_fd, t->name, 0);
+			free(t->name);
+		} else {
+			ks->sides_taken[keep++] = *t;
+		}
+	}
+	ks->n_sides_taken = keep;
+}
+
+/* A reading of an earlier run of this host that another host left beside its ledger
+ * (side_leave): what that run spent, unless these figures hold it already, is added to them
+ * (own_take_in), written, and then the file removed (sides_remove_written), so that nothing is
+ * added twice, here or in a later run (the ledger lists the runs it holds). */
+static void side_take(struct keyshare *ks, const char *name)
+{
+	for (size_t i = 0; i < ks->n_sides_taken; i++)
+		if (!strcmp(ks->sides_taken[i].name, name))
+			return;   /* taken, not written yet */
+	const char *why;
+	json_t *doc = read_side(ks, name, &why);
+	if (!doc)
+		return;   /* not a daemon's: counts for nothing, left alone */
+	pthread_mutex_lock(&ks->spent_lock);
+	const char *run = doc_run(doc);
+	bool adds = ks->base_lost && !runs_list(ks->runs_held, run) && strcmp(run, ks->run) &&
+		    json_integer_value(json_object_get(doc, "month")) == ks->month;
+	if (adds)
+		own_take_in(ks, doc);
+	unsigned long gen = adds ? ++ks->spent_gen : ks->spent_gen;
+	pthread_mutex_unlock(&ks->spent_lock);
+	if (adds)
+		log_info("took in '%s/ledger/%s': what another host read of this host's run '%s', "
+			 "which its ledger lacked", ks->sp->path, name, run);
+	ks->sides_taken = xrealloc(ks->sides_taken, (ks->n_sides_taken + 1) * sizeof(*ks->sides_taken));
+	ks->sides_taken[ks->n_sides_taken++] = (struct side_taken){ .name = xstrdup(name), .gen = gen };
+	json_decref(doc);
+	ledger_write_try(ks);
 }
 
 /* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
@@ -889,8 +1128,14 @@ static void ledger_refresh(struct keyshare *ks)
 		ks->kept[i].listed = false;
 	for (long i = 0; i < n; i++) {
 		size_t len = strlen(l[i].name);
-		if (!strcmp(l[i].name, own) || len < 6 || strcmp(l[i].name + len - 5, ".json"))
+		const char *side = strstr(l[i].name, ".json" SIDE_INFIX);
+		size_t host_len = side ? (size_t)(side - l[i].name) + 5 : len;
+		if (!strcmp(l[i].name, own) || (!side && (len < 6 || strcmp(l[i].name + len - 5, ".json"))))
 			continue;
+		if (side && host_len == strlen(own) && !strncmp(l[i].name, own, host_len)) {
+			side_take(ks, l[i].name);
+			continue;
+		}
 		struct kept_ledger *k = NULL;
 		for (size_t j = 0; j < ks->n_kept && !k; j++)
 			if (!strcmp(ks->kept[j].name, l[i].name))
@@ -898,7 +1143,8 @@ static void ledger_refresh(struct keyshare *ks)
 		if (!k) {
 			ks->kept = xrealloc(ks->kept, (ks->n_kept + 1) * sizeof(*ks->kept));
 			k = &ks->kept[ks->n_kept++];
-			*k = (struct kept_ledger){ .name = xstrdup(l[i].name) };
+			*k = (struct kept_ledger){ .name = xstrdup(l[i].name), .host_len = host_len,
+						   .side = side != NULL };
 		}
 		k->listed = true;
 		struct memo now = memo_look(ks, ks->ledger_fd, k->name);
@@ -918,6 +1164,11 @@ static void ledger_refresh(struct keyshare *ks)
 			ks->kept[kept++] = *k;
 			continue;
 		}
+		if (k->side) {   /* taken in by its host (or cleared): its host's file says it now */
+			json_decref(k->doc);
+			free(k->name);
+			continue;
+		}
 		/* Gone (with ledger/, or alone): its host's spend is not 0. What was read of it still
 		 * counts (if of this month), and budgets wait till its host, if live, has written it
 		 * again. */
@@ -928,12 +1179,14 @@ static void ledger_refresh(struct keyshare *ks)
 			continue;
 		}
 		json_decref(k->doc);
+		json_decref(k->earlier);
 		if (k->unreadable)
 			log_info("'%s/ledger/%s' is gone: budgets no longer wait for it to be read",
 				 ks->sp->path, k->name);
 		free(k->name);
 	}
 	ks->n_kept = kept;
+	sides_remove_written(ks);
 }
 
 /* Whether name in ledger/ is host's ledger, "HOST.json". */
@@ -950,23 +1203,13 @@ static bool ledger_of(const char *name, const char *host)
 static void ledger_carry(struct keyshare *ks, struct kept_ledger *k)
 {
 	json_object_set_new(k->doc, "carried_by", json_string(ks->sp->host_id));
-	char *text = ledger_dump(k->doc), tmp[NAME_MAX + 1];
-	int rc = spool_write_temp(ks->sp, ks->ledger_fd, k->name, text, strlen(text), tmp);
-	if (rc == 0) {
-		rc = linkat(ks->ledger_fd, tmp, ks->ledger_fd, k->name, 0);
-		int e = errno;
-		unlinkat(ks->ledger_fd, tmp, 0);
-		if (rc == 0)
-			fsync(ks->ledger_fd);
-		errno = e;
-	}
+	int rc = ledger_link(ks, k->name, k->doc);
 	if (rc == 0)
 		log_info("'%s/ledger/%s' was gone and its host has left: what this host last read of "
 			 "it is carried back", ks->sp->path, k->name);
 	else if (errno != EEXIST)
 		log_warn("cannot carry '%s/ledger/%s' back (%s): what its host spent counts on this "
 			 "host only", ks->sp->path, k->name, strerror(errno));
-	free(text);
 	ks->ledger_memo.listed_at = 0;   /* to find it there */
 }
 
@@ -1071,6 +1314,60 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 	return missing;
 }
 
+/* A reading of an earlier run (of the kept ledgers i, a side file's or its earlier one). */
+static json_t *earlier_of(const struct kept_ledger *k)
+{
+	return k->side ? k->doc : k->earlier;
+}
+
+static bool same_host(const struct kept_ledger *a, const struct kept_ledger *b)
+{
+	return a->host_len == b->host_len && !strncmp(a->name, b->name, a->host_len);
+}
+
+/* Adds what the earlier runs of hosts spent that their ledgers lack (they started without
+ * them: "base_lost", and these runs are not in their "runs_held"), by the readings of them
+ * kept here and left beside them by other hosts: for each run the largest reading, unless a
+ * reading of a later run holds it. */
+static void earlier_sum(struct keyshare *ks, const char *provider, long day, long month,
+			micros *d, micros *m, micros *td, micros *tm)
+{
+	for (size_t i = 0; i < ks->n_kept; i++) {
+		json_t *doc = earlier_of(&ks->kept[i]);
+		const char *run = doc ? doc_run(doc) : NULL;
+		if (!run)
+			continue;
+		bool counted = false;
+		micros most[4] = { 0 };
+		for (size_t j = 0; j < ks->n_kept && !counted; j++) {
+			const struct kept_ledger *o = &ks->kept[j];
+			json_t *other = earlier_of(o);
+			if (!same_host(o, &ks->kept[i]))
+				continue;
+			if (!o->side && o->doc)   /* its host's own file */
+				counted = !doc_base_lost(o->doc) || doc_holds(o->doc, run);
+			if (!other || !doc_run(other))
+				continue;
+			if (strcmp(doc_run(other), run)) {
+				counted = counted || doc_holds(other, run);   /* a later run holds it */
+				continue;
+			}
+			counted = counted || j < i;   /* the same run: with the first of them */
+			micros r[4] = { 0 };
+			ledger_add(other, provider, day, month, &r[0], &r[1]);
+			ledger_add(other, NULL, day, month, &r[2], &r[3]);
+			for (int q = 0; q < 4; q++)
+				most[q] = r[q] > most[q] ? r[q] : most[q];
+		}
+		if (counted)
+			continue;
+		*d += most[0];
+		*m += most[1];
+		*td += most[2];
+		*tm += most[3];
+	}
+}
+
 /* What every host spent today and this month: on provider (d, m) and on all (td, tm).
  * Returns why a host's spend is unknown (*which: a ledger that cannot be read, or a live host's
  * not in a new ledger/ yet), or NULL. */
@@ -1080,6 +1377,11 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	*d = *m = *td = *tm = 0;
 	pthread_mutex_lock(&ks->spent_lock);
 	roll(ks, day, month);
+	pthread_mutex_unlock(&ks->spent_lock);
+	/* First: it may take in what another host read of an earlier run of this one (side_take). */
+	if (ks->ledger_fd >= 0)
+		ledger_refresh(ks);
+	pthread_mutex_lock(&ks->spent_lock);
 	for (size_t i = 0; i < ks->n_spent; i++) {
 		if (!strcmp(ks->spent[i].provider, provider)) {
 			*d += ks->spent[i].day;
@@ -1089,17 +1391,17 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 		*tm += ks->spent[i].month;
 	}
 	pthread_mutex_unlock(&ks->spent_lock);
-	if (ks->ledger_fd >= 0)
-		ledger_refresh(ks);
 	const char *unreadable = NULL;
 	for (size_t i = 0; i < ks->n_kept; i++) {
 		if (ks->kept[i].unreadable && !unreadable)
 			unreadable = ks->kept[i].name;
-		if (!ks->kept[i].doc)
+		if (!ks->kept[i].doc || ks->kept[i].side)
 			continue;
 		ledger_add(ks->kept[i].doc, provider, day, month, d, m);
 		ledger_add(ks->kept[i].doc, NULL, day, month, td, tm);
 	}
+	if (ks->n_kept)
+		earlier_sum(ks, provider, day, month, d, m, td, tm);
 	*which = "an unreadable ledger";
 	if (unreadable)
 		return unreadable;
@@ -1584,7 +1886,12 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 "calls to a provider under a budget wait while another host is live, and "
 			 "count what this host spent only while none is (tried again every 10 s)",
 			 sp->path, strerror(ks->ledger_errno));
-	ledger_take_own(ks);
+	xsnprintf(ks->run, sizeof(ks->run), "%016" PRIx64, random64());
+	ks->runs_held = json_array();
+	/* Without its own file, what its earlier runs spent is not known to this run: other hosts'
+	 * readings of them are taken in (side_take). */
+	if (!ledger_take_own(ks))
+		ks->base_lost = true;
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
 	ledger_own_ensure(ks);
 	return ks;
@@ -1655,8 +1962,13 @@ void keyshare_free(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_kept; i++) {
 		free(ks->kept[i].name);
 		json_decref(ks->kept[i].doc);
+		json_decref(ks->kept[i].earlier);
 	}
 	free(ks->kept);
+	for (size_t i = 0; i < ks->n_sides_taken; i++)
+		free(ks->sides_taken[i].name);
+	free(ks->sides_taken);
+	json_decref(ks->runs_held);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

@@ -24,7 +24,10 @@
  * A ledger/ opened anew, or one a ledger read before is gone from, is in doubt until it holds
  * the ledger of every live host (a host lock in running/ heartbeated within the lease); what
  * was read of a host that has left is carried back into it. Each host writes its own ledger
- * whenever ledger/ lacks it, even with nothing spent.
+ * whenever ledger/ lacks it, even with nothing spent. A ledger names its run (new at every
+ * start); a run that started without its file says "base_lost", and the hosts that read an
+ * earlier run leave that reading beside it (HOST.json.carried-READER.RUN), counted by all
+ * until that host has taken it in ("runs_held").
  *
  * Failing file operations never stop calls: the host logs once and decides on its own (but
  * budgeted calls wait while a host's spend cannot be known). */

@@ -2,6 +2,7 @@
  * gate itself with two "hosts" (two spool handles with their own host ids) on one directory:
  * concurrency, budgets with what the other host spent, a dead host's ticket, pause and hold. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <ftw.h>
@@ -547,6 +548,167 @@ static void forged_lock(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The text of path (at most 4 KiB), "" if it cannot be read. */
+static const char *text_of(const char *path, char *text, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t got = fd >= 0 ? read(fd, text, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	text[got > 0 ? got : 0] = '\0';
+	return text;
+}
+
+/* The name of the file in dir that begins with prefix, or NULL (owned). */
+static char *named_like(const char *dir, const char *prefix)
+{
+	char *found = NULL;
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	while (d && (e = readdir(d)))
+		if (!strncmp(e->d_name, prefix, strlen(prefix)) && !found)
+			found = xasprintf("%s/%s", dir, e->d_name);
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* A try of ks to call p for want under a daily 1.00: its verdict (the ticket given back). */
+static struct keyshare_verdict try_call(struct keyshare *ks, double want)
+{
+	struct keyshare_ticket t;
+	struct keyshare_verdict v = keyshare_acquire(ks, "p", &daily_1, keyshare_micros(want), &t);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(ks, &t);
+	return v;
+}
+
+/* Host A, live, spent 0.5 of a daily 1.00 (B read it), and restarts while its ledger is gone
+ * (ledger/ cleared): it starts without it, so its new run's ledger says 0 and "base_lost". B
+ * never counts A's earlier 0.5 as gone: it counts it with A's new figures, and leaves what it
+ * read beside A's ledger, where a host that never read it (C) counts it too. A takes it in at its
+ * next budget check, says it in its ledger (and the run it held), and removes it: nothing is
+ * counted twice, by B, by C, or by A after it restarts again (a reading of that run left again
+ * is not added). A side file of another user, or whose content is not its name's, counts for
+ * nothing. */
+static void restarted_without_ledger(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-restart-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sa, sb, sc;
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0 &&
+	   spool_open(&sc, dir, "hostC") == 0, "restart: A, B and C");
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	char text[4096], left[4096];
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	ok(make_lock(lock, 0), "restart: A's lock, heartbeated now: A is live throughout");
+	keyshare_spent(a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "restart: A spends 0.5, B reads it (spent %lld)", v.spent);
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "restart: A stops; ledger/ is cleared");
+	a = keyshare_new(&sa);
+	text_of(a_ledger, text, sizeof(text));
+	ok(strstr(text, "\"base_lost\":true") && !strstr(text, "500000"),
+	   "restart: A starts again without its ledger: its new one says so, and 0 (%s)", text);
+
+	v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "restart: B still counts A's earlier 0.5: 0.6 more is over 1.00 (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	char *prefix = xasprintf("hostA.json.carried-hostB.");
+	char *side = named_like(ledgers, prefix);
+	if (!side)
+		side = xasprintf("%s/%snone", ledgers, prefix);   /* to fail below, not crash */
+	ok(strstr(text_of(side, left, sizeof(left)), "500000") &&
+	   strstr(left, "\"carried_by\":\"hostB\""),
+	   "restart: and leaves its reading beside A's ledger (%s: %s)", side, left);
+	struct keyshare *c = keyshare_new(&sc);
+	v = try_call(c, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "restart: C, which never read A's earlier run, counts it too (spent %lld)", v.spent);
+
+	v = try_call(a, 0.6);
+	text_of(a_ledger, text, sizeof(text));
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   strstr(text, "500000") && strstr(text, "\"runs_held\":[") && access(side, F_OK) < 0,
+	   "restart: A's next budget check takes it in: its 0.5 in its ledger, the run listed, the "
+	   "file removed (spent %lld; %s)", v.spent, text);
+	v = try_call(b, 0.6);
+	struct keyshare_verdict fits = try_call(b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE,
+	   "restart: B counts A's 0.5 once: 0.6 is over, 0.4 fits (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
+	v = try_call(c, 0.6);
+	fits = try_call(c, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "restart: so does C (spent %lld)", v.spent);
+
+	/* A restarts again, its ledger there; the reading of its first run is left once more (a host
+	 * slow to look): it is not added again. */
+	keyshare_free(a);
+	a = keyshare_new(&sa);
+	int fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && close(fd) == 0,
+	   "restart: A restarts with its ledger there; B's reading of its first run is left again");
+	v = try_call(a, 0.6);
+	fits = try_call(a, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE && access(side, F_OK) < 0,
+	   "restart: A counts 0.5, not 1.0, and removes it (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
+
+	/* Side files no daemon wrote: another user's, and one whose content is not its name's. */
+	fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && fchown(fd, 65534, 65534) == 0 &&
+	   close(fd) == 0, "forged side: B's reading again, but of another user (nobody)");
+	char *misnamed = xasprintf("%s/hostA.json.carried-hostZ.0123456789abcdef", ledgers);
+	fd = open(misnamed, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && close(fd) == 0,
+	   "forged side: and under a name its content does not give");
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "forged side: ledger/ cleared again");
+	a = keyshare_new(&sa);
+	fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	bool planted = fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) &&
+		       fchown(fd, 65534, 65534) == 0 && close(fd) == 0;
+	fd = open(misnamed, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	planted = planted && fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) &&
+		  close(fd) == 0;
+	ok(planted, "forged side: A restarts without its ledger; both planted beside its new one");
+	struct keyshare *d = NULL;
+	struct spool sd;
+	ok(spool_open(&sd, dir, "hostD") == 0 && (d = keyshare_new(&sd)), "forged side: host D starts");
+	v = try_call(d, 0.9);
+	ok(v.block == PROVIDER_FREE, "forged side: D counts neither (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	v = try_call(a, 0.9);
+	ok(v.block == PROVIDER_FREE && access(side, F_OK) == 0 && access(misnamed, F_OK) == 0,
+	   "forged side: nor does A take them in (%s, spent %lld)", v.which ? v.which : "free",
+	   v.spent);
+	keyshare_free(d);
+	spool_close(&sd);
+	keyshare_free(c);
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sc);
+	spool_close(&sb);
+	spool_close(&sa);
+	free(misnamed);
+	free(side);
+	free(prefix);
+	free(a_ledger);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -828,6 +990,7 @@ int main(void)
 	stalled_host_carried();
 	unusable_ledger();
 	forged_lock();
+	restarted_without_ledger();
 	free(a_ledger);
 	free(ledger_dir);
 
