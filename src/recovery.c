@@ -136,9 +136,11 @@ void recovery_reclaim_stale(struct dispatch *d)
 		if (spool_entry_stat(d->spool, SPOOL_RUNNING, &e[i]) < 0 ||
 		    now - e[i].mtime_ns / 1000000 <= lease_ms)
 			continue;
-		if (!strset_has(&d->held, id)) {
+		/* Never over a job of ours of the same id: a task's, or one left here (stranded; an
+		 * EEXIST is one of those, adopted below). */
+		if (!strset_has(&d->held, id) && !strset_has(&d->stranded, id)) {
 			char *mine = spool_running_name(d->spool, id);
-			if (spool_rename(d->spool, SPOOL_RUNNING, name, SPOOL_RUNNING, mine) == 0) {
+			if (spool_rename_claim(d->spool, SPOOL_RUNNING, name, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
 				take_sidecars(d, id, owner, mine);
@@ -149,6 +151,8 @@ void recovery_reclaim_stale(struct dispatch *d)
 						owner);
 				d->others_running--;   /* ours now */
 				took = true;
+			} else if (errno == EEXIST) {
+				strset_add(&d->stranded, id);
 			}
 			free(mine);
 		}

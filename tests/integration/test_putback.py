@@ -208,6 +208,38 @@ def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(en
     assert d.stop() == 0
 
 
+def test_a_job_of_a_dead_host_is_never_reclaimed_over_a_replacement_left_in_running(env):
+    """killed_after_claiming_its_replacement, and at the restart the move of the claimed file
+    back to new/ fails (EIO), so it stays in running/ to be settled at the next rescan; a dead
+    host's claim of a third version of the id is in running/ too, its lease run out. The
+    rescan reclaimed that job by renaming it over the file left here: the second retry was
+    never run. The reclaim now waits until the file left here is settled; then each runs once."""
+    prompt, other, third = "put back, replaced, a dead host's too", "its second retry", "a third"
+    d = env.daemon()
+    first = killed_after_claiming_its_replacement(env, d, "pz", prompt, other)
+    env.fake.script(third, ["b64"])
+    dead = d.path("running", "pz@deadhost.json")
+    with open(dead, "w") as f:
+        json.dump({"prompt": third}, f)
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    trace = traced(d, "pz.json", "-e", "trace=renameat2",   # new/pz.json, the move back
+                   "-e", "inject=renameat2:error=EIO:when=1")
+    d.start()
+
+    def each_once():
+        return (env.fake.calls(other) == 1 and env.fake.calls(third) == 1 and
+                d.state("pz") == "done" and
+                not any(n.startswith("pz@") for n in d.listdir("running")))
+    wait_for(each_once, 40, "the second retry and the dead host's job to run")
+    assert in_trace(trace, "(INJECTED)")
+    assert env.fake.calls(prompt) == 1, d.log()[-3000:]
+    assert "pz warning: reclaimed from 'deadhost'" in d.log(), d.log()[-3000:]
+    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    assert putback_files(d) == []
+    assert d.stop() == 0
+
+
 def test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it(env):
     """Killed right after the claim of a job put back, its host never comes back: another host
     reclaims the job once its lease ran out, with the new run written beside it (renamed to its
@@ -614,6 +646,7 @@ if __name__ == "__main__":
         test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is,
         test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due,
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
+        test_a_job_of_a_dead_host_is_never_reclaimed_over_a_replacement_left_in_running,
         test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
         test_a_kill_while_a_put_back_is_written_over_its_job_file_runs_the_new_run,
         test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run,
