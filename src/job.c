@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "job.h"
+#include "jsontext.h"
 #include "util.h"
 #include "banned.h"
 
@@ -855,7 +856,7 @@ enum job_parse_result job_parse(struct job *job, const char *data, size_t len,
 	r = check_bytes(data, len, limits->max_depth, &s, err);
 	if (r != JOB_OK)
 		goto out;
-	root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	root = jsontext_load(data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		r = load_error(&s, &jerr, data, len, err);
 		goto out;

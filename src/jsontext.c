@@ -245,3 +245,254 @@ char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len)
 	}
 	return buf_detach(&o.b, len);
 }
+
+/* ---- reading ----------------------------------------------------------------------------------
+ * jansson's lexer takes every byte through a callback, a UTF-8 check and a buffer append: about
+ * 150 instructions a byte, 50 000 for a 330-byte answer. The text most documents are made of
+ * (ASCII, integers, the usual escapes, a modest depth) is read here straight into the same tree;
+ * anything else goes back to json_loadb, which then decides alone, errors included. */
+
+#define LOAD_MAX_DEPTH 64   /* deeper: jansson's parser (its own limit is 2048) */
+#define LOAD_INT_DIGITS 18  /* an integer this long cannot overflow json_int_t */
+
+struct reader {
+	const char *p, *end;
+	size_t flags;
+	int depth;
+};
+
+static void skip_space(struct reader *r)
+{
+	while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+		r->p++;
+}
+
+static int unescaped(char c)
+{
+	switch (c) {
+	case '"': return '"';
+	case '\\': return '\\';
+	case '/': return '/';
+	case 'b': return '\b';
+	case 'f': return '\f';
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	default: return -1;   /* \u and anything else: jansson's */
+	}
+}
+
+/* A string from after its opening quote: *s and *len name its bytes, in the text when it has no
+ * escape, else in *held (the caller frees). false: not ours to read. */
+static bool read_string(struct reader *r, const char **s, size_t *len, char **held)
+{
+	const char *start = r->p, *c = start;
+	bool escapes = false;
+	for (;; c++) {
+		if (c >= r->end)
+			return false;
+		unsigned char b = (unsigned char)*c;
+		if (b == '"')
+			break;
+		if (b < 0x20 || b >= 0x80)
+			return false;   /* control characters fail, UTF-8 is checked: jansson's */
+		if (b == '\\') {
+			if (c + 1 >= r->end || unescaped(c[1]) < 0)
+				return false;
+			escapes = true;
+			c++;
+		}
+	}
+	r->p = c + 1;
+	*held = NULL;
+	if (!escapes) {
+		*s = start;
+		*len = (size_t)(c - start);
+		return true;
+	}
+	char *o = *held = xmalloc((size_t)(c - start) + 1);
+	for (const char *i = start; i < c; i++)
+		*o++ = *i == '\\' ? (char)unescaped(*++i) : *i;
+	*s = *held;
+	*len = (size_t)(o - *held);
+	return true;
+}
+
+static json_t *read_value(struct reader *r);
+
+static json_t *read_number(struct reader *r)
+{
+	const char *c = r->p;
+	bool negative = c < r->end && *c == '-';
+	c += negative;
+	const char *digits = c;
+	json_int_t v = 0;
+	for (; c < r->end && *c >= '0' && *c <= '9'; c++)
+		if (c - digits < LOAD_INT_DIGITS)
+			v = v * 10 + (*c - '0');
+	size_t n = (size_t)(c - digits);
+	/* No digit, a leading zero, past 18 digits, or a fraction or exponent: jansson's. */
+	if (n == 0 || n > LOAD_INT_DIGITS || (n > 1 && *digits == '0') ||
+	    (c < r->end && (*c == '.' || *c == 'e' || *c == 'E')))
+		return NULL;
+	r->p = c;
+	return json_integer(negative ? -v : v);
+}
+
+static json_t *read_word(struct reader *r, const char *word, size_t n, json_t *v)
+{
+	/* jansson reads a run of letters, then names it. */
+	if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) ||
+	    (r->p + n < r->end && ((r->p[n] | 0x20) >= 'a' && (r->p[n] | 0x20) <= 'z')))
+		return NULL;
+	r->p += n;
+	return v;
+}
+
+/* After a member of an array or object: 1 at a comma (another follows), 0 at close (read past
+ * it), -1 otherwise. */
+static int after_member_read(struct reader *r, char close)
+{
+	skip_space(r);
+	if (r->p < r->end && *r->p == ',') {
+		r->p++;
+		skip_space(r);
+		return 1;
+	}
+	if (r->p < r->end && *r->p == close) {
+		r->p++;
+		return 0;
+	}
+	return -1;
+}
+
+/* An array or object from its opening bracket: true if it is empty (read past its close). */
+static bool read_empty(struct reader *r, char close)
+{
+	r->p++;
+	skip_space(r);
+	if (r->p < r->end && *r->p == close) {
+		r->p++;
+		return true;
+	}
+	return false;
+}
+
+static json_t *read_array(struct reader *r)
+{
+	json_t *a = json_array();
+	if (read_empty(r, ']'))
+		return a;
+	int more = 1;
+	while (more > 0) {
+		json_t *v = read_value(r);
+		more = v && json_array_append_new(a, v) == 0 ? after_member_read(r, ']') : -1;
+	}
+	if (more == 0)
+		return a;
+	json_decref(a);
+	return NULL;
+}
+
+static json_t *read_object(struct reader *r)
+{
+	json_t *o = json_object();
+	if (read_empty(r, '}'))
+		return o;
+	int more = 1;
+	while (more > 0) {
+		const char *key;
+		size_t key_len;
+		char *held;
+		if (r->p >= r->end || *r->p != '"')
+			break;
+		r->p++;
+		if (!read_string(r, &key, &key_len, &held))
+			break;
+		skip_space(r);
+		json_t *v = NULL;
+		if (r->p < r->end && *r->p == ':') {
+			r->p++;
+			skip_space(r);
+			v = read_value(r);
+		}
+		/* A key twice: the last value, in the first one's place (jansson's), or refused. */
+		if (v && (r->flags & JSON_REJECT_DUPLICATES) && json_object_getn(o, key, key_len)) {
+			json_decref(v);
+			v = NULL;
+		}
+		bool set = v && json_object_setn_new_nocheck(o, key, key_len, v) == 0;
+		free(held);
+		more = set ? after_member_read(r, '}') : -1;
+	}
+	if (more == 0)
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *read_value(struct reader *r)
+{
+	if (r->p >= r->end)
+		return NULL;
+	switch (*r->p) {
+	case '{':
+	case '[': {
+		if (r->depth >= LOAD_MAX_DEPTH)
+			return NULL;
+		r->depth++;
+		json_t *v = *r->p == '{' ? read_object(r) : read_array(r);
+		r->depth--;
+		return v;
+	}
+	case '"': {
+		const char *s;
+		size_t len;
+		char *held;
+		r->p++;
+		if (!read_string(r, &s, &len, &held))
+			return NULL;
+		json_t *v = json_stringn_nocheck(s, len);
+		free(held);
+		return v;
+	}
+	case 't':
+		return read_word(r, "true", 4, json_true());
+	case 'f':
+		return read_word(r, "false", 5, json_false());
+	case 'n':
+		return read_word(r, "null", 4, json_null());
+	default:
+		return read_number(r);
+	}
+}
+
+json_t *jsontext_load_fast(const char *text, size_t len, size_t flags)
+{
+	if (!text || (flags & ~(size_t)JSON_REJECT_DUPLICATES))
+		return NULL;
+	struct reader r = { .p = text, .end = text + len, .flags = flags };
+	skip_space(&r);
+	if (r.p >= r.end || (*r.p != '{' && *r.p != '['))
+		return NULL;   /* without JSON_DECODE_ANY jansson wants an object or an array */
+	json_t *v = read_value(&r);
+	skip_space(&r);
+	if (v && r.p != r.end) {
+		json_decref(v);   /* something after it: jansson's "end of file expected" */
+		v = NULL;
+	}
+	return v;
+}
+
+json_t *jsontext_load(const char *text, size_t len, size_t flags, json_error_t *error)
+{
+	json_t *v = jsontext_load_fast(text, len, flags);
+	if (!v)
+		return json_loadb(text, len, flags, error);
+	if (error) {   /* as json_loadb leaves it when it succeeds */
+		memset(error, 0, sizeof(*error));
+		error->line = error->column = -1;
+		xsnprintf(error->source, sizeof(error->source), "<buffer>");
+	}
+	return v;
+}

@@ -1144,8 +1144,8 @@ static json_t *load_body(const char *body, size_t len)
 
 	/* a body that itself has "\u0001" could forge a placeholder: parse it as it is */
 	if (len < BIG_BODY || memmem(body, len, "\\u0001", 6) || !skeleton_build(body, len, &sk))
-		return json_loadb(body, len, 0, NULL);
-	root = json_loadb(sk.text.data, sk.text.len, 0, NULL);
+		return jsontext_load(body, len, 0, NULL);
+	root = json_loadb(sk.text.data, sk.text.len, 0, NULL);   /* its placeholders are \u escapes */
 	if (root)
 		skeleton_restore(root, body, &sk);
 	buf_release(&sk.text);

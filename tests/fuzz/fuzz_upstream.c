@@ -11,7 +11,10 @@
  *   - base64_decode() on the whole input agrees with a plain decoder written here from the rules
  *     in upstream.h; image_ext_from_magic() and image_mime_from_magic() agree with each other;
  *   - jsontext_dump() writes what json_dumps() writes for the body parsed as JSON, compact and
- *     indented (results, records and request bodies are written with it).
+ *     indented (results, records and request bodies are written with it);
+ *   - a body jsontext_load() reads itself (job files and answers are read with it), with or
+ *     without JSON_REJECT_DUPLICATES, is one json_loadb() accepts too, as the same tree in the
+ *     same order.
  * Everything is released, so LeakSanitizer sees any leak. */
 #include <stdbool.h>
 #include <stddef.h>
@@ -284,6 +287,24 @@ static void check_jsontext(const char *body, size_t len)
 	json_decref(v);
 }
 
+static void check_jsontext_load(const char *body, size_t len)
+{
+	static const size_t flag_sets[] = { 0, JSON_REJECT_DUPLICATES };
+
+	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		json_t *got = jsontext_load_fast(body, len, flag_sets[i]);
+		json_t *want = got ? json_loadb(body, len, flag_sets[i], NULL) : NULL;
+		char *got_text = got ? json_dumps(got, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		char *want_text = want ? json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+		CHECK(!got || (want_text && got_text && !strcmp(want_text, got_text)));
+		free(got_text);
+		free(want_text);
+		json_decref(got);
+		json_decref(want);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	enum dialect d;
@@ -302,6 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	upstream_parse_response(d, body, len, &resp);
 	check_response(d, &resp);
 	check_jsontext(body, len);
+	check_jsontext_load(body, len);
 
 	if (len < BIG_BODY && has_long_run(body, len)) {
 		/* white space after the object does not change it, but moves it onto the big path */

@@ -1,8 +1,11 @@
 /* test_jsontext.c - jsontext_dump() writes what json_dumps() writes, byte for byte, and fails
  * where it fails: a table of values (escapes, UTF-8 good and bad, numbers at their edges,
  * nesting, empty containers) and generated trees, under every set of flags the daemon uses;
- * the cap. */
+ * the cap. jsontext_load() reads what json_loadb() reads, the same tree in the same order, and
+ * fails where it fails, with its error: a table of texts (which it reads itself, which it hands
+ * to jansson), generated texts and the same with a byte changed. */
 #include <float.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <malloc.h>   /* malloc_usable_size: what a text holds */
@@ -120,6 +123,143 @@ static json_t *random_value(int depth)
 	}
 }
 
+/* A text, and whether jsontext_load reads it itself (else json_loadb does). */
+static const struct load_row {
+	const char *name;
+	const char *text;
+	size_t len;      /* 0: strlen */
+	bool fast;
+} load_rows[] = {
+	{ "an answer", "{\"created\":1764400000,\"data\":[{\"b64_json\":\"iVBORw0KGgo=\"}],"
+	  "\"usage\":{\"input_tokens\":17,\"output_tokens\":196}}", 0, true },
+	{ "a job", " {\"prompt\": \"a lighthouse\", \"size\": \"1536x1024\", \"n\": 1,\n"
+	  "\t\"metadata\": {\"order\": -42, \"ok\": true, \"no\": false, \"none\": null}}\r\n", 0, true },
+	{ "escapes", "[\"a\\\"b\\\\c\\/d\\n\\t\\b\\f\\r\", \"\"]", 0, true },
+	{ "escapes in a key", "{\"k\\\"\\n\": [], \"\": {}}", 0, true },
+	{ "a \\u escape", "{\"a\": \"\\u00e9\"}", 0, false },
+	{ "UTF-8", "{\"a\": \"\xc3\xa9\"}", 0, false },
+	{ "invalid UTF-8", "{\"a\": \"\xc3\"}", 0, false },
+	{ "a real", "[1.5]", 0, false },
+	{ "an exponent", "[1e5]", 0, false },
+	{ "minus zero", "[-0]", 0, true },
+	{ "a leading zero", "[007]", 0, false },
+	{ "18 digits", "[999999999999999999, -999999999999999999]", 0, true },
+	{ "19 digits", "[9223372036854775807]", 0, false },
+	{ "past json_int_t", "[9223372036854775808]", 0, false },
+	{ "a minus alone", "[-]", 0, false },
+	{ "a plus", "[+1]", 0, false },
+	{ "a key twice", "{\"a\": 1, \"b\": 2, \"a\": 3}", 0, true },
+	{ "garbage after", "{} x", 0, false },
+	{ "a second value", "{}{}", 0, false },
+	{ "a comma too many", "[1,]", 0, false },
+	{ "an object's comma too many", "{\"a\":1,}", 0, false },
+	{ "no colon", "{\"a\" 1}", 0, false },
+	{ "a key not a string", "{1: 2}", 0, false },
+	{ "a control character", "[\"a\tb\"]", 0, false },
+	{ "DEL", "[\"a\x7f\"]", 0, true },
+	{ "an unknown escape", "[\"\\x\"]", 0, false },
+	{ "unterminated", "[\"abc", 0, false },
+	{ "unclosed", "[1, 2", 0, false },
+	{ "truex", "[truex]", 0, false },
+	{ "true1", "[true1]", 0, false },
+	{ "nul", "[nul]", 0, false },
+	{ "a string alone", "\"a\"", 0, false },
+	{ "a number alone", "1", 0, false },
+	{ "empty", "", 0, false },
+	{ "white space", " \n", 0, false },
+	{ "a NUL byte after", "{}\0", 3, false },
+	{ "a NUL byte in a string", "[\"a\0b\"]", 7, false },
+	{ "a byte order mark", "\xef\xbb\xbf{}", 0, false },
+	{ "vertical tab", "\v{}", 0, false },
+};
+
+static char *dump_or_null(const json_t *v)
+{
+	return v ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
+}
+
+/* jsontext_load and json_loadb on text: the same tree in the same order, or both NULL with the
+ * same error. */
+static bool loads_as_jansson(const char *text, size_t len, size_t flags)
+{
+	json_error_t got_err, want_err;
+	json_t *got = jsontext_load(text, len, flags, &got_err);
+	json_t *want = json_loadb(text, len, flags, &want_err);
+	char *got_text = dump_or_null(got), *want_text = dump_or_null(want);
+	bool same = got_text && want_text ? !strcmp(got_text, want_text) :
+		    !got && !want && !strcmp(got_err.text, want_err.text) &&
+		    got_err.position == want_err.position;
+	if (same && got)
+		same = !strcmp(got_err.text, want_err.text) && got_err.line == want_err.line &&
+		       got_err.column == want_err.column && !strcmp(got_err.source, want_err.source);
+	free(got_text);
+	free(want_text);
+	json_decref(got);
+	json_decref(want);
+	return same;
+}
+
+static void check_load(void)
+{
+	for (size_t i = 0; i < sizeof(load_rows) / sizeof(load_rows[0]); i++) {
+		const struct load_row *w = &load_rows[i];
+		size_t len = w->len ? w->len : strlen(w->text);
+		json_t *fast = jsontext_load_fast(w->text, len, 0);
+		ok(!fast == !w->fast, "%s: %s", w->name, w->fast ? "read here" : "read by jansson");
+		json_decref(fast);
+		ok(loads_as_jansson(w->text, len, 0) &&
+		   loads_as_jansson(w->text, len, JSON_REJECT_DUPLICATES),
+		   "%s: as json_loadb reads it, duplicates allowed or not", w->name);
+	}
+	json_t *last = jsontext_load("{\"a\": 1, \"b\": 2, \"a\": 3}", 24, 0, NULL);
+	char *text = dump_or_null(last);
+	is_str(text, "{\"a\":3,\"b\":2}", "a key twice: the last value, in the first one's place");
+	free(text);
+	json_decref(last);
+	ok(!jsontext_load_fast("{\"a\": 1, \"a\": 1}", 16, JSON_REJECT_DUPLICATES),
+	   "a key twice, refused: jansson says so");
+	ok(!jsontext_load_fast("{}", 2, JSON_DECODE_ANY), "other flags: jansson's");
+
+	/* 64 levels read here, 65 by jansson. */
+	char deep[2 * 65 + 1];
+	for (int levels = 64; levels <= 65; levels++) {
+		memset(deep, '[', (size_t)levels);
+		memset(deep + levels, ']', (size_t)levels);
+		json_t *v = jsontext_load_fast(deep, 2 * (size_t)levels, 0);
+		ok(!v == (levels > 64) && loads_as_jansson(deep, 2 * (size_t)levels, 0),
+		   "%d levels: %s, as json_loadb reads them", levels, v ? "read here" : "jansson's");
+		json_decref(v);
+	}
+
+	/* Generated texts, and each with one byte changed to one that means something to JSON. */
+	static const char bytes[] = "\"\\,:[]{}0-e. xtn\x01\x80";
+	int generated = 1, changed = 1, fast = 0;
+	for (int i = 0; i < 3000 && generated && changed; i++) {
+		json_t *v = random_value(0);
+		char *t = json_dumps(v, i % 2 ? JSON_COMPACT | JSON_PRESERVE_ORDER :
+				     JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_decref(v);
+		if (!t)
+			continue;   /* not an object or an array */
+		size_t len = strlen(t);
+		json_t *read = jsontext_load_fast(t, len, 0);
+		fast += read != NULL;
+		json_decref(read);
+		generated = loads_as_jansson(t, len, 0) && loads_as_jansson(t, len, JSON_REJECT_DUPLICATES);
+		for (int k = 0; k < 8 && changed && len; k++) {
+			t[next() % len] = bytes[next() % (sizeof(bytes) - 1)];
+			changed = loads_as_jansson(t, len, 0) &&
+				  loads_as_jansson(t, len, JSON_REJECT_DUPLICATES);
+		}
+		if (!generated || !changed)
+			printf("# text #%d differs from jansson's reading\n", i);
+		free(t);
+	}
+	ok(generated, "generated texts: as json_loadb reads them");
+	ok(changed, "the same with bytes changed: as json_loadb reads them, or fails as it fails");
+	ok(fast >= 250, "%d of them read here (the rest have reals, UTF-8 or control characters)", fast);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -198,5 +338,6 @@ int main(void)
 		ok(!jsontext_dump(v, JSON_COMPACT | unsupported[i], SIZE_MAX, NULL),
 		   "flag 0x%zx, which it does not implement: NULL", unsupported[i]);
 	json_decref(v);
+	check_load();
 	return tap_done();
 }
