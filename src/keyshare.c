@@ -128,6 +128,7 @@ struct keyshare {
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
 	struct memo own_memo;        /* this host's own ledger file when last found whole */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
+	int64_t beat_at;             /* mono ms of the last keyshare_beat; 0: none yet */
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
@@ -1763,6 +1764,27 @@ void keyshare_heartbeat_probes(struct keyshare *ks)
 		    create_in(ks, p, IN_PROVIDER, "probe", ks->sp->host_id) < 0)
 			p->probe_ours = false;
 	}
+}
+
+bool keyshare_beat_late(int64_t last_mono, int64_t now_mono, int64_t lease_ms)
+{
+	return last_mono > 0 && now_mono - last_mono >= lease_ms / 2;
+}
+
+void keyshare_beat(struct keyshare *ks, int64_t lease_ms)
+{
+	int64_t now = mono_ms();
+	bool late = keyshare_beat_late(ks->beat_at, now, lease_ms);
+	ks->beat_at = now;
+	if (!late)
+		return;
+	/* Stalled (a paused VM, an NFS stall): its host lock too, so other hosts may have judged
+	 * it gone and carried an older reading of its ledger back, which they count, waiting for
+	 * nothing more, until this host writes its own over it (ledger_own_ensure): now, not at
+	 * its next look at ledger/ (within 10 s). */
+	ks->checked_at = 0;
+	ks->own_memo.listed_at = 0;
+	top_dirs_recheck(ks);
 }
 
 /* ---- pauses and holds ----------------------------------------------------------------------- */

@@ -96,6 +96,11 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 					 const struct keyshare_limits *l, micros reserve,
 					 struct keyshare_ticket *out);
 void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t);
+/* At each heartbeat of the leases (every lease_ms/4): one late by half a lease or more means
+ * the loop stalled, long enough perhaps for other hosts to judge this one gone and carry an
+ * older reading of its ledger back; its own ledger is looked at, and written again, at once. */
+void keyshare_beat(struct keyshare *ks, int64_t lease_ms);
+bool keyshare_beat_late(int64_t last_mono, int64_t now_mono, int64_t lease_ms);
 /* Refreshes the ticket's lease; and of the probes this host holds. */
 void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
 void keyshare_heartbeat_probes(struct keyshare *ks);

@@ -49,6 +49,7 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 	(void)loop;
 	struct dispatch *d = arg;
 	int fd = d->spool->fd[SPOOL_RUNNING];
+	keyshare_beat(d->ks, d->cfg->lease_timeout * 1000);   /* a late beat: a stall */
 	keyshare_heartbeat_probes(d->ks);
 	keyshare_retry_unwritten(d->ks);   /* tickets kept till a write of the ledger works */
 	publish_heartbeat(d->spool);   /* the batches' staging directories */

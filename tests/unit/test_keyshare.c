@@ -709,6 +709,75 @@ static void restarted_without_ledger(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Host A stalls after spending 0.8 (B read 0.5 of it): its lock goes a lease without a beat,
+ * its ledger is removed meanwhile, and B, judging A gone, carries its 0.5 back, which every
+ * host counts, waiting for nothing more. When A comes back, its first heartbeat is late by the
+ * stall: it writes its whole 0.8 over the carried copy at once, not at its next look at
+ * ledger/ (10 s later, or its next billed call), so B's 0.4 no longer fits. */
+static void stalled_host_beats(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-beat-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sa, sb;
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "beat: A and B");
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	char *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/ledger/hostA.json", dir);
+	char text[4096];
+	const int64_t lease_ms = 2;   /* A's beats every 0.5 ms: one 1 ms late is a stall */
+	ok(make_lock(lock, 0), "beat: A's lock, heartbeated now");
+	keyshare_beat(a, lease_ms);
+	int64_t beat = mono_ms();
+	keyshare_spent(a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "beat: A spends 0.5, B reads it (spent %lld)", v.spent);
+	keyshare_spent(a, "p", keyshare_micros(0.3));
+	ok(make_lock(lock, 120) && unlink(a_ledger) == 0,
+	   "beat: A spends 0.3 more (0.8), then stalls two minutes; its ledger is removed meanwhile");
+	v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && strstr(text_of(a_ledger, text, sizeof(text)),
+						     "\"carried_by\":\"hostB\"") &&
+	   strstr(text, "500000"), "beat: B judges A gone and carries its 0.5 back (%s)", text);
+	v = try_call(b, 0.4);
+	ok(v.block == PROVIDER_FREE, "beat: while A stalls, B's 0.4 fits: A's 0.3 after B's reading is "
+	   "not in any file (%s)", v.which ? v.which : "free");
+	ok(utimensat(AT_FDCWD, lock, NULL, 0) == 0, "beat: A comes back (its lock heartbeated)");
+	while (mono_ms() < beat + lease_ms / 2)
+		;   /* a stall of half a lease, on the clock keyshare_beat reads */
+	keyshare_beat(a, lease_ms);
+	text_of(a_ledger, text, sizeof(text));
+	ok(!strstr(text, "carried_by") && strstr(text, "800000"),
+	   "beat: A's first beat, late, writes its 0.8 over the carried copy (%s)", text);
+	v = try_call(b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
+	   "beat: B's 0.4 no longer fits: 0.8 + 0.4 is over 1.00 (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sa);
+	spool_close(&sb);
+	free(a_ledger);
+	free(lock);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
+static void beat_rows(void)
+{
+	const struct { const char *what; int64_t last, now, lease; bool late; } rows[] = {
+		{ "the first beat", 0, 5000, 60000, false },
+		{ "on time (a quarter lease)", 1000, 16000, 60000, false },
+		{ "a little late", 1000, 30999, 60000, false },
+		{ "half a lease late", 1000, 31000, 60000, true },
+		{ "a lease late", 1000, 61000, 60000, true },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ok(keyshare_beat_late(rows[i].last, rows[i].now, rows[i].lease) == rows[i].late,
+		   "a heartbeat %s: %s", rows[i].what, rows[i].late ? "a stall" : "no stall");
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(rate_rows) / sizeof(rate_rows[0]); i++) {
@@ -991,6 +1060,8 @@ int main(void)
 	unusable_ledger();
 	forged_lock();
 	restarted_without_ledger();
+	stalled_host_beats();
+	beat_rows();
 	free(a_ledger);
 	free(ledger_dir);
 
