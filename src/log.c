@@ -20,12 +20,20 @@
  * every later line with them until the buffer is taken, even one short enough to fit), and the
  * count is written where they would have been, once a write goes through again.
  *
+ * In the daemon (log_start_writer) no thread but a writer of the log's own ever writes: the
+ * others only add their lines and wake it. A stderr that takes nothing (a full pipe nobody
+ * reads) then stops no loop, whichever thread's line came first; the lines wait, and are
+ * dropped and counted, as above. The last flush before the process ends waits for that
+ * writer EXIT_WAIT_MS at most.
+ *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
  * "<3>" (error), "<4>" (warning), "<6>" (info) or "<7>" (debug), so `journalctl -p warning` shows
  * what needs an operator, and carries no time of its own (the journal stamps it). Anywhere else
  * (a terminal, a file, a pipe) a line starts with the local time, ISO 8601 with milliseconds. */
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,6 +74,13 @@ static __thread bool holding;  /* this thread's lines wait for a flush */
 static unsigned long held_writes;        /* buffers taken to be written so far */
 static __thread unsigned long mine_until; /* held_writes + 1 while a line of this thread waits */
 static __thread bool held_since_flush;   /* this thread held a line since its last flush */
+/* The writer of log_start_writer: woken through writer_wake (under held_lock) when lines are
+ * wanted; it signals written_wake when a write ends. */
+static _Atomic bool writer_running;
+static pthread_cond_t writer_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t written_wake;      /* on CLOCK_MONOTONIC (log_start_writer) */
+static unsigned long held_written;       /* buffers taken and written so far: held_writes when
+					  * the writer is through */
 
 void log_set_level(enum log_level level)
 {
@@ -102,7 +117,63 @@ static bool write_held(void)
 		len += dropped_line(out + len, lost);
 	if (take)
 		(void)write_all(STDERR_FILENO, out, len);
+	if (take && writer_running) {
+		pthread_mutex_lock(&held_lock);
+		held_written++;
+		pthread_cond_broadcast(&written_wake);
+		pthread_mutex_unlock(&held_lock);
+	}
 	return take;
+}
+
+static void *writer_main(void *arg);
+
+/* Its signals blocked: a SIGTERM must go to the signalfd of the loop, never to this thread. */
+static void log_start_writer_once(void)
+{
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&written_wake, &attr);
+	pthread_condattr_destroy(&attr);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t thread;
+	int rc = pthread_create(&thread, NULL, writer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return;   /* each thread writes, as before */
+	pthread_setname_np(thread, "imgspool-log");
+	pthread_detach(thread);
+	writer_running = true;
+}
+
+static bool lines_wanted(void)
+{
+	return wanted && (held_len || dropped);
+}
+
+static void *writer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&held_lock);
+	for (;;) {
+		while (!lines_wanted())
+			pthread_cond_wait(&writer_wake, &held_lock);
+		pthread_mutex_unlock(&held_lock);
+		pthread_mutex_lock(&write_lock);
+		write_held();
+		pthread_mutex_unlock(&write_lock);
+		pthread_mutex_lock(&held_lock);
+	}
+	return NULL;
+}
+
+void log_start_writer(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, log_start_writer_once);
 }
 
 /* Lets go of write_lock. Lines wanted meanwhile, whose thread found it taken, are written now:
@@ -124,6 +195,12 @@ static void writer_done(void)
  * one writes them before it is done. */
 static void write_wanted(void)
 {
+	if (writer_running) {   /* wanted is set: the writer wakes for it */
+		pthread_mutex_lock(&held_lock);
+		pthread_cond_signal(&writer_wake);
+		pthread_mutex_unlock(&held_lock);
+		return;
+	}
 	if (pthread_mutex_trylock(&write_lock))
 		return;
 	write_held();
@@ -159,6 +236,19 @@ void log_hold(bool on)
 void log_flush_all(void)
 {
 	struct timespec until;
+	if (writer_running) {
+		/* Every line made by now, written by the writer: waited for EXIT_WAIT_MS at most. */
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += EXIT_WAIT_MS / 1000;
+		pthread_mutex_lock(&held_lock);
+		wanted = true;
+		pthread_cond_signal(&writer_wake);
+		while ((held_len || dropped || held_written != held_writes) &&
+		       pthread_cond_timedwait(&written_wake, &held_lock, &until) == 0)
+			;
+		pthread_mutex_unlock(&held_lock);
+		return;
+	}
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += EXIT_WAIT_MS / 1000;
 	/* Another thread's write stuck for good must not keep the process from ending. */
@@ -272,7 +362,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 	size_t len = format_line(line, level, prefix, fmt, ap);
 	pthread_mutex_lock(&held_lock);
 	while (held_len + len > HELD_MAX) {
-		if (pthread_mutex_trylock(&write_lock) == 0) {
+		if (!writer_running && pthread_mutex_trylock(&write_lock) == 0) {
 			/* Nobody writes: this thread does, as the buffer would overflow. */
 			pthread_mutex_unlock(&held_lock);
 			write_held();
@@ -281,6 +371,7 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 			continue;
 		}
 		wanted = true;   /* past HELD_MAX: the writer takes them as soon as it is free */
+		pthread_cond_signal(&writer_wake);
 		/* Another thread writes (maybe stuck): kept, within the cap, unless a line was
 		 * dropped since the last take: the count goes where that line was lost, so every
 		 * later line is dropped too, or it would come out before the count. */

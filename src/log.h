@@ -20,6 +20,9 @@ void log_init(void);
  * A line of a thread that does not hold is written at once, after the kept ones. off: writes
  * what is kept, and this thread's lines go out at once again. */
 void log_hold(bool on);
+/* From now on only a thread of the log's own writes to stderr: every other thread's lines,
+ * kept or not, are handed to it, so none waits for a write that stalls (a full pipe). */
+void log_start_writer(void);
 /* Writes the kept lines, every thread's, if one of this thread's is among them. */
 void log_flush(void);
 /* Writes every kept line, whoever's: before the process ends (at exit, before an abort). */

@@ -204,7 +204,7 @@ static int64_t on_lock_beat(struct loop *loop, void *arg)
 	if (hostlock_heartbeat(&dm->spool, err, sizeof(err)) < 0) {
 		notify_send(dm->notify, "STATUS=stopped: %s", err);
 		log_msg(LOG_ERROR, "%s", err);
-		log_flush();
+		log_flush_all();
 		/* _exit, not exit: no atexit handler (libcrypto's cleanup, the sanitizers') may run
 		 * while helper threads still rename our jobs' files. The new holder has our host id,
 		 * so fencing cannot tell their renames from its own: every thread stops here. */
@@ -354,6 +354,9 @@ int main(int argc, char **argv)
 		config_unref(dm.cfg);
 		return 0;
 	}
+	/* From here no thread of the daemon's waits for a write to stderr: a full pipe stops no
+	 * loop (log.c). */
+	log_start_writer();
 	dm.notify = notify_new();
 	raise_open_files(dm.cfg->concurrency);
 

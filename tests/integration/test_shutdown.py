@@ -70,6 +70,44 @@ def test_exit_does_not_hang_on_the_host_lock(env):
     assert not os.path.exists(d.path("running", ".host.testhost"))
 
 
+def test_a_stderr_nobody_reads_stops_nothing(env):
+    """stderr a pipe that is full and that nobody reads (a stuck journal): a thread that wrote
+    the log blocked in that write, the loop too when its lines came first, so the daemon stopped
+    claiming and finishing jobs (on the code before, already at its first line). Now only the
+    log's own writer waits there: every job is claimed and done, and the exit waits for that
+    writer 2 s at most."""
+    env.fake.default = {"kind": "b64"}
+    d = env.daemon(verbose=True)   # many lines: past the 1 MiB kept, some are dropped
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            while True:
+                os.write(w, b"x" * 4096)
+        except BlockingIOError:
+            pass
+        os.set_blocking(w, True)
+        d.start(wait_ready=False, stderr=w)
+        ids = [f"quiet{i}" for i in range(30)]
+        for task_id in ids:
+            d.submit(task_id, {"prompt": f"logged into a full pipe {task_id}"})
+        for task_id in ids:
+            assert d.wait_finished(task_id, 30) == "done", task_id
+        stopped_at = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon did not exit while stderr took nothing")
+        print(f"# {len(ids)} jobs done, exited {time.monotonic() - stopped_at:.2f} s after "
+              "SIGTERM, stderr a full pipe")
+        d.logf.close()
+        assert rc == 0, rc
+    finally:
+        os.close(w)
+        os.close(r)
+
+
 if __name__ == "__main__":
     run_tests([test_answer_stuck_in_its_write_is_not_paid_again,
-               test_exit_does_not_hang_on_the_host_lock])
+               test_exit_does_not_hang_on_the_host_lock,
+               test_a_stderr_nobody_reads_stops_nothing])

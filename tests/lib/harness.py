@@ -160,8 +160,11 @@ class Daemon:
                         f.write(f"{k} = {item}\n")
 
     # -- process ------------------------------------------------------------------------------
-    def start(self, wait_ready=True, journal=False, extra_env=None):
-        """journal=True: the log file poses as the journal's stream (JOURNAL_STREAM names it)."""
+    def start(self, wait_ready=True, journal=False, extra_env=None, stderr=None):
+        """journal=True: the log file poses as the journal's stream (JOURNAL_STREAM names it).
+        stderr: a descriptor for the daemon's stdout and stderr instead of the log file (then
+        nothing is read from its log: wait_ready must be False)."""
+        assert stderr is None or not wait_ready
         env = dict(os.environ)
         env.pop("JOURNAL_STREAM", None)
         env.pop("NOTIFY_SOCKET", None)
@@ -179,7 +182,8 @@ class Daemon:
             st = os.fstat(self.logf.fileno())
             env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         self.proc = subprocess.Popen(self.wrapper + [IMGSPOOLD, "-c", self.config_path] + (["-v"] if self.verbose else []), stdin=subprocess.DEVNULL,
-                                     stdout=self.logf, stderr=self.logf, env=env,
+                                     stdout=stderr or self.logf, stderr=stderr or self.logf,
+                                     env=env,
                                      start_new_session=bool(self.wrapper))
         if wait_ready:
             wait_for(lambda: "imgspoold: ready" in self.log()[self.log_offset:] or self.exited(),

@@ -454,6 +454,71 @@ static void test_out_of_memory(void)
 		printf("# it wrote: %s\n", got);
 }
 
+/* ---- a writer of its own (the daemon's): no other thread ever waits for stderr -------------- */
+
+static int loop_returned, flush_all_returned;   /* atomic */
+
+static void *log_like_a_loop(void *arg)
+{
+	(void)arg;
+	log_info("own: a line of a thread that does not hold");
+	log_hold(true);
+	for (int i = 0; i < 3; i++) {
+		log_info("own: turn %d", i);
+		log_flush();
+	}
+	log_hold(false);
+	__atomic_store_n(&loop_returned, 1, __ATOMIC_SEQ_CST);
+	log_flush_all();   /* as at exit: the writer is stuck, so this waits 2 s at most */
+	__atomic_store_n(&flush_all_returned, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static bool until_set(int *flag, int64_t ms)
+{
+	int64_t deadline = mono_ms() + ms;
+	while (!__atomic_load_n(flag, __ATOMIC_SEQ_CST) && mono_ms() < deadline)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+}
+
+/* stderr a full pipe nobody reads, and no other thread writing: with the writer started, the
+ * first thread to log (on the code before, it wrote itself and stuck there: the loop, in the
+ * daemon) returns, and so does the last flush; once the pipe is read, every line is there. */
+static void test_a_writer_of_its_own(void)
+{
+	int fds[2], saved = dup(STDERR_FILENO);
+	ssize_t filled = full_pipe(fds);
+	if (saved < 0 || filled < 0)
+		return;
+	log_start_writer();
+	dup2(fds[1], STDERR_FILENO);
+	pthread_t loop, reader;
+	pthread_create(&loop, NULL, log_like_a_loop, NULL);
+	bool returned = until_set(&loop_returned, 5000);
+	bool flushed_all = until_set(&flush_all_returned, 10000);
+	struct pipe_reader r = { .fd = fds[0] };
+	fcntl(fds[0], F_SETFL, 0);
+	pthread_create(&reader, NULL, read_all, &r);
+	pthread_join(loop, NULL);
+	log_info("own: last");
+	log_flush_all();
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fds[1]);
+	pthread_join(reader, NULL);
+	close(fds[0]);
+	ok(returned, "a thread whose lines fill no pipe returns from its flushes: only the log's "
+	   "writer waits for stderr");
+	ok(flushed_all, "the last flush before the end waits for the stuck writer 2 s at most");
+	const char *text = r.len > (size_t)filled ? r.text + filled : "";
+	const char *first = strstr(text, "own: a line"), *turn = strstr(text, "own: turn 2");
+	const char *last = strstr(text, "own: last");
+	ok(first && turn && last && first < turn && turn < last, "the writer writes every line, in "
+	   "order, once stderr takes them");
+	free(r.text);
+}
+
 int main(void)
 {
 	test_line_times();
@@ -462,6 +527,7 @@ int main(void)
 	test_flush_of_nothing_does_not_wait();
 	test_a_logger_never_waits_for_a_stuck_write();
 	test_drop_notice_where_lines_were_lost();
+	test_a_writer_of_its_own();   /* last: the writer stays for the rest of the process */
 	FILE *f = tmpfile();
 	struct stat st;
 	if (!f || fstat(fileno(f), &st) < 0)
