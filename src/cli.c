@@ -66,7 +66,7 @@ int cli_attach(struct cli *c)
 		char from[PATH_MAX + 64];
 		if (of_config)
 			xsnprintf(from, sizeof(from), "the [spool] dir of '%s' (%s)", c->cfg->path,
-				  c->cfg_from);
+				  c->cfg_named);
 		else
 			xsnprintf(from, sizeof(from), "%s", c->dir_from ? c->dir_from : "?");
 		const char *hint = "give the spool with -d or IMGSPOOL_DIR, or the daemon's "

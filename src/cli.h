@@ -34,7 +34,7 @@ struct cli {
 	const char *dir;         /* -d, -c's [spool] dir, IMGSPOOL_DIR, IMGSPOOL_CONFIG's, ./spool */
 	const char *dir_from;    /* which of them, for messages: "-d", "-c", "$IMGSPOOL_DIR", ... */
 	const struct config *cfg; /* the daemon's configuration, or NULL */
-	const char *cfg_from;    /* where its path came from: "-c" or "$IMGSPOOL_CONFIG" */
+	const char *cfg_named;   /* how: "given with -c" or "named by $IMGSPOOL_CONFIG" */
 	struct spool sp;
 	bool attached;
 };

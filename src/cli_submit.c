@@ -294,8 +294,7 @@ int cli_submit(struct cli *c, int argc, char **argv)
 	char too_big_why[PATH_MAX + 200], config_from[PATH_MAX + 64] = "";
 	if (c->cfg) {
 		config_job_limits(c->cfg, &limits);
-		xsnprintf(config_from, sizeof(config_from), "'%s' (%s)", c->cfg->path,
-			  strcmp(c->cfg_from, "-c") ? "named by $IMGSPOOL_CONFIG" : "given with -c");
+		xsnprintf(config_from, sizeof(config_from), "'%s' (%s)", c->cfg->path, c->cfg_named);
 	} else {
 		job_limits_default(&limits);
 	}

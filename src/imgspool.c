@@ -58,14 +58,16 @@ static void print_usage(FILE *out)
 		     "imgspool(1).\n");
 }
 
+static const char CONFIG_GIVEN[] = "given with -c";
+
 /* The daemon's configuration, read as the daemon reads it: a file it would not start with is
  * refused, with its line, whichever verb it is given to. */
 static int use_config(struct cli *c, const char *path, struct config *cfg)
 {
 	char err[1024];
 	if (config_load(cfg, path, err, sizeof(err)) < 0)
-		return cli_fail(c, CLI_USAGE, "the configuration %s does not load: %s",
-				strcmp(c->cfg_from, "-c") ? "named by $IMGSPOOL_CONFIG" : "given with -c", err);
+		return cli_fail(c, CLI_USAGE, "the configuration %s does not load: %s", c->cfg_named,
+				err);
 	c->cfg = cfg;
 	return CLI_OK;
 }
@@ -74,7 +76,7 @@ static int use_config(struct cli *c, const char *path, struct config *cfg)
 static void choose_spool(struct cli *c)
 {
 	const char *config_dir = c->cfg ? c->cfg->spool_dir : NULL;
-	bool config_flag = c->cfg && !strcmp(c->cfg_from, "-c");
+	bool config_flag = c->cfg && c->cfg_named == CONFIG_GIVEN;
 	const struct { const char *dir, *from; } order[] = {
 		{ c->dir, "-d" },
 		{ config_flag ? config_dir : NULL, "-c" },
@@ -99,7 +101,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cli c = { .verb = "imgspool", .cfg_from = "-c" };
+	struct cli c = { .verb = "imgspool", .cfg_named = CONFIG_GIVEN };
 	const char *config_path = NULL;
 	int opt;
 	/* '+': options after the verb belong to the verb. */
@@ -130,7 +132,7 @@ int main(int argc, char **argv)
 	const char *config_env = getenv("IMGSPOOL_CONFIG");
 	if (!config_path && config_env && *config_env) {
 		config_path = config_env;
-		c.cfg_from = "$IMGSPOOL_CONFIG";
+		c.cfg_named = "named by $IMGSPOOL_CONFIG";
 	}
 	const char *name = argv[optind];
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++) {

@@ -297,7 +297,7 @@ def test_imgspool_config_names_the_daemons_configuration(env):
             f.write("[spool]\ndir = /nonexistent\n")
         r = imgspool("ls", environ={"IMGSPOOL_CONFIG": os.path.join(SCRATCH, "elsewhere.ini")}, job={})
         assert r.returncode == 4 and "no such spool '/nonexistent' (from the [spool] dir of " \
-            f"'{SCRATCH}/elsewhere.ini' ($IMGSPOOL_CONFIG); " in r.stderr, r
+            f"'{SCRATCH}/elsewhere.ini' (named by $IMGSPOOL_CONFIG); " in r.stderr, r
         os.unlink(os.path.join(SCRATCH, "elsewhere.ini"))
         assert all(d.wait_finished(i) == "done" for i in ("by-d", "by-c"))
         # imgspoold: -c, else $IMGSPOOL_CONFIG, else a usage error that says so.
