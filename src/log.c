@@ -317,10 +317,10 @@ static size_t format_line(char *line, enum log_level level, const char *prefix, 
 		stamp[sl] = ' ';
 		stamp[sl + 1] = '\0';
 	}
-	int n = snprintf(line, LOG_LINE_MAX, "%s%s %s", stamp, prefix, level_tag[level]);
-	if (n < 0 || (size_t)n >= LOG_LINE_MAX)
+	int n = xsnprintf(line, LOG_LINE_MAX, "%s%s %s", stamp, prefix, level_tag[level]);
+	if (n < 0)
 		n = 0;
-	int m = vsnprintf(line + n, LOG_LINE_MAX - (size_t)n - 1, fmt, ap);
+	int m = xvsnprintf(line + n, LOG_LINE_MAX - (size_t)n - 1, fmt, ap);
 	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
 	if (len > LOG_LINE_MAX - 2)
 		len = LOG_LINE_MAX - 2;

@@ -70,13 +70,100 @@ char *xstrndup(const char *s, size_t n)
 	return p;
 }
 
+/* The conversions of most of our formats (names, paths, headers, log lines): %s, %d, %i, %u and
+ * their l, ll and z forms, and %%, with no flag, width or precision. */
+static bool plain_format(const char *fmt)
+{
+	for (const char *f = fmt; (f = strchr(f, '%')); f++) {
+		f++;
+		if (*f == 'z' || (*f == 'l' && *++f == 'l'))
+			f++;
+		if (!*f || !strchr(f[-1] == '%' ? "%sdiu" : "diu", *f))
+			return false;
+	}
+	return true;
+}
+
+struct sink {
+	char *out;
+	size_t room;   /* bytes that may be written before the NUL */
+	size_t len;    /* of the whole text */
+};
+
+static void sink_put(struct sink *k, const char *s, size_t n)
+{
+	if (k->len < k->room)
+		memcpy(k->out + k->len, s, n < k->room - k->len ? n : k->room - k->len);
+	k->len += n;
+}
+
+static void sink_number(struct sink *k, unsigned long long v, bool negative)
+{
+	char digits[24], *d = digits + sizeof(digits);
+	do
+		*--d = (char)('0' + v % 10);
+	while (v /= 10);
+	if (negative)
+		*--d = '-';
+	sink_put(k, d, (size_t)(digits + sizeof(digits) - d));
+}
+
+/* A signed value's magnitude, LLONG_MIN's included. */
+static void sink_signed(struct sink *k, long long v)
+{
+	sink_number(k, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, v < 0);
+}
+
+int xvsnprintf(char *out, size_t size, const char *fmt, va_list ap)
+{
+	if (!plain_format(fmt))
+		return vsnprintf(out, size, fmt, ap);
+	struct sink k = { .out = out, .room = size ? size - 1 : 0 };
+	for (const char *f = fmt; *f;) {
+		const char *pct = strchr(f, '%');
+		if (!pct) {
+			sink_put(&k, f, strlen(f));
+			break;
+		}
+		sink_put(&k, f, (size_t)(pct - f));
+		f = pct + 1;
+		char len = *f == 'z' || *f == 'l' ? *f++ : 0;
+		if (len == 'l' && *f == 'l') {
+			len = 'L';
+			f++;
+		}
+		char conv = *f++;
+		if (conv == '%') {
+			sink_put(&k, "%", 1);
+		} else if (conv == 's') {
+			const char *s = va_arg(ap, const char *);
+			if (!s)
+				s = "(null)";   /* glibc's */
+			sink_put(&k, s, strlen(s));
+		} else if (conv == 'u') {
+			sink_number(&k, len == 'z' ? va_arg(ap, size_t) : len == 'l' ? va_arg(ap, unsigned long) :
+				    len == 'L' ? va_arg(ap, unsigned long long) : va_arg(ap, unsigned), false);
+		} else {
+			sink_signed(&k, len == 'z' ? va_arg(ap, ssize_t) : len == 'l' ? va_arg(ap, long) :
+				    len == 'L' ? va_arg(ap, long long) : va_arg(ap, int));
+		}
+	}
+	if (size)
+		out[k.len < k.room ? k.len : k.room] = '\0';
+	if (k.len > INT_MAX) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	return (int)k.len;
+}
+
 /* Formatted once: most texts (names, paths, headers) fit the first try. */
 char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char first[256];
 	va_start(ap, fmt);
-	int n = vsnprintf(first, sizeof(first), fmt, ap);
+	int n = xvsnprintf(first, sizeof(first), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		abort();
@@ -86,7 +173,7 @@ char *xasprintf(const char *fmt, ...)
 		return p;
 	}
 	va_start(ap, fmt);
-	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	xvsnprintf(p, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	return p;
 }
@@ -95,7 +182,7 @@ int xsnprintf(char *out, size_t size, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(out, size, fmt, ap);
+	int n = xvsnprintf(out, size, fmt, ap);
 	va_end(ap);
 	return (n < 0 || (size_t)n >= size) ? -1 : n;
 }

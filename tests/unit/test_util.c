@@ -1,5 +1,9 @@
-/* test_util.c - the capped buffer, the string set, numbers and times. */
+/* test_util.c - the capped buffer, the string set, numbers and times, formatting. */
 #include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <time.h>
@@ -254,11 +258,66 @@ static void test_url_unprintable_at(void)
 	}
 }
 
+/* xvsnprintf and vsnprintf on the same format and arguments, at every size that matters: the
+ * same length returned and the same bytes written. */
+__attribute__((format(printf, 2, 3)))
+static void same_as_vsnprintf(const char *name, const char *fmt, ...)
+{
+	va_list ap, again;
+	va_start(ap, fmt);
+	va_copy(again, ap);
+	char whole[256];
+	int want_len = vsnprintf(whole, sizeof(whole), fmt, ap);
+	va_end(ap);
+	va_end(again);
+	bool same = true;
+	size_t sizes[] = { 0, 1, 2, (size_t)want_len, (size_t)want_len + 1, sizeof(whole) };
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && same; i++) {
+		char got[256], want[256];
+		memset(got, '#', sizeof(got));
+		memset(want, '#', sizeof(want));
+		va_start(ap, fmt);
+		int g = xvsnprintf(sizes[i] ? got : NULL, sizes[i], fmt, ap);
+		va_end(ap);
+		va_start(ap, fmt);
+		int w = vsnprintf(sizes[i] ? want : NULL, sizes[i], fmt, ap);
+		va_end(ap);
+		same = g == w && !memcmp(got, want, sizeof(got));
+	}
+	ok(same, "%s: \"%s\" as vsnprintf writes it (%d bytes)", name, whole, want_len);
+}
+
+static void test_format(void)
+{
+	const char *volatile none = NULL;   /* not seen as NULL by the format check */
+	same_as_vsnprintf("names", "%s.%s", "id", "json");
+	same_as_vsnprintf("a path", ".%s@%s.%s", "20261129.r1", "host-a", "done");
+	same_as_vsnprintf("NULL", "<%s>", none);
+	same_as_vsnprintf("empty", "%s", "");
+	same_as_vsnprintf("no conversion", "plain text");
+	same_as_vsnprintf("percent", "100%% of %s%%", "x");
+	same_as_vsnprintf("int", "%d %i %d %d", INT_MIN, -5, 0, INT_MAX);
+	same_as_vsnprintf("unsigned", "%u %u", 0u, UINT_MAX);
+	same_as_vsnprintf("long", "%ld %ld %lu", LONG_MIN, LONG_MAX, ULONG_MAX);
+	same_as_vsnprintf("long long", "%lld %lli %llu", LLONG_MIN, 42LL, ULLONG_MAX);
+	same_as_vsnprintf("size", "%zu %zd %zd", SIZE_MAX, (ssize_t)-7, (ssize_t)SSIZE_MAX);
+	same_as_vsnprintf("a log line", "claimed%s: %s%s%sprovider %s, model %s (%s)%s", "", "",
+			  "", "", "apiyi", "gpt-image-2", "openai", "");
+	/* Not plain: printf's own. */
+	same_as_vsnprintf("width", "%08x.%5d", 0xbeefu, 42);
+	same_as_vsnprintf("precision", "%.3s|%-4s|", "abcdef", "ab");
+	same_as_vsnprintf("a real", "%.15g", 0.1);
+	same_as_vsnprintf("a character and a pointer", "%c %p", 'x', (void *)0);
+	same_as_vsnprintf("a long string", "%s%s%s", "0123456789012345678901234567890123456789",
+			  "0123456789012345678901234567890123456789", "0123456789");
+}
+
 int main(void)
 {
 	test_buf();
 	test_strset();
 	test_numbers_and_time();
+	test_format();
 	test_file_times();
 	test_url_is_http();
 	test_url_redacted();
