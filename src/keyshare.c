@@ -129,6 +129,8 @@ struct keyshare {
 	struct memo own_memo;        /* this host's own ledger file when last found whole */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	int64_t beat_at;             /* mono ms of the last keyshare_beat; 0: none yet */
+	int64_t refreshed_at;        /* mono ms of the last rescan's ledger_refresh; 0: none */
+	bool counts_ledgers;         /* it has checked a budget: it reads the other hosts' ledgers */
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
@@ -1015,8 +1017,10 @@ static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old
 {
 	long day, month;
 	keyshare_today(ks, &day, &month);
-	if (old && next && doc_base_lost(next) && !doc_holds(next, doc_run(old)) &&
-	    json_integer_value(json_object_get(old, "month")) == month) {
+	micros d = 0, m = 0;
+	if (old)
+		ledger_add(old, NULL, day, month, &d, &m);
+	if (m && next && doc_base_lost(next) && !doc_holds(next, doc_run(old))) {
 		json_decref(k->earlier);
 		k->earlier = json_incref(old);
 		side_leave(ks, k, old);
@@ -1129,9 +1133,10 @@ static void ledger_refresh(struct keyshare *ks)
 		ks->kept[i].listed = false;
 	for (long i = 0; i < n; i++) {
 		size_t len = strlen(l[i].name);
-		const char *side = strstr(l[i].name, ".json" SIDE_INFIX);
+		bool json = len > 5 && !strcmp(l[i].name + len - 5, ".json");
+		const char *side = json ? NULL : strstr(l[i].name, ".json" SIDE_INFIX);
 		size_t host_len = side ? (size_t)(side - l[i].name) + 5 : len;
-		if (!strcmp(l[i].name, own) || (!side && (len < 6 || strcmp(l[i].name + len - 5, ".json"))))
+		if (!strcmp(l[i].name, own) || (!side && !json))
 			continue;
 		if (side && host_len == strlen(own) && !strncmp(l[i].name, own, host_len)) {
 			side_take(ks, l[i].name);
@@ -1376,6 +1381,7 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 			      micros *d, micros *m, micros *td, micros *tm, const char **which)
 {
 	*d = *m = *td = *tm = 0;
+	ks->counts_ledgers = true;
 	pthread_mutex_lock(&ks->spent_lock);
 	roll(ks, day, month);
 	pthread_mutex_unlock(&ks->spent_lock);
@@ -1795,6 +1801,15 @@ int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_vie
 	struct pdir *p = pdir_checked(ks, provider);
 	if (!p)
 		return -1;
+	/* A host that reads ledgers, idle or not, finds a restarted host's new run every 10 s too:
+	 * it leaves its reading of the earlier run there (earlier_keep), and takes in those of its
+	 * own (side_take), without waiting for a budget check. A stat of ledger/ when unchanged. */
+	int64_t now = mono_ms();
+	if (ks->counts_ledgers && ks->ledger_fd >= 0 &&
+	    (!ks->refreshed_at || now - ks->refreshed_at >= RECHECK_MS)) {
+		ks->refreshed_at = now;
+		ledger_refresh(ks);
+	}
 	struct stat st;
 	if (fstatat(p->fd, "pause", &st, AT_SYMLINK_NOFOLLOW) == 0)
 		out->paused_until = timespec_ms(&st.st_mtim);

@@ -7,12 +7,13 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
 from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
 
 POLL = 1          # [spool] poll_interval of both daemons
@@ -71,6 +72,34 @@ class TwoHosts:
             d.kill()
         self.mounts.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def past_budget(h, prefix, jobs, within):
+    """Submits jobs jobs; waits till within of them are done and both hosts say the provider is
+    over its daily budget (each has read the other's ledger then)."""
+    for i in range(jobs):
+        h.submit(f"{prefix}{i:02d}", {"prompt": f"budget {prefix} {i}"})
+    wait_for(lambda: h.count("done", prefix) == within, 60, f"{within} jobs done")
+    wait_for(lambda: "over its daily budget" in h.a.log() and "over its daily budget" in h.b.log(),
+             20, "both hosts to say the provider is over budget")
+
+
+def ledger_spent(h):
+    """{host: what its ledger says it spent on apiyi today} (a host that spent nothing has a
+    ledger without it)."""
+    ledger = os.path.join(h.export, "ledger")
+    out = {}
+    for name in os.listdir(ledger):
+        if name.endswith(".json") and not name.startswith("."):
+            with open(os.path.join(ledger, name)) as f:
+                doc = json.load(f)
+            out[doc["host"]] = doc["providers"].get("apiyi", {}).get("day_micros", 0)
+    return out
+
+
+def cli(spool, *args):
+    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
 
 
 def nth_request(env, n):
@@ -239,11 +268,7 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
         f.write(f"[metrics]\ntextfile = {prom}\ninterval = 1\n")
     h.start()
     try:
-        for i in range(30):
-            h.submit(f"b{i:02d}", {"prompt": f"shared budget {i}"})
-        wait_for(lambda: h.count("done", "b") == 10, 60, "10 jobs done")
-        wait_for(lambda: "over its daily budget" in h.a.log() and "over its daily budget" in h.b.log(),
-                 20, "both hosts to say the provider is over budget")
+        past_budget(h, "b", 30, 10)
         h.a.wait_rescans(3)
         h.b.wait_rescans(3)
         wait_for(lambda: os.path.exists(prom) and
@@ -253,14 +278,8 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
         # The stated bound: 0 over for per-image prices (every call reserves its price first).
         assert billed == 10, f"{billed} billed calls, the budget allows 10"
         assert h.count("new", "b") == 20 and h.count("failed") == 0
-        ledger = os.path.join(h.export, "ledger")
-        spent = 0
-        for name in os.listdir(ledger):
-            if name.endswith(".json") and not name.startswith("."):
-                with open(os.path.join(ledger, name)) as f:
-                    # a host that spent nothing has a ledger without it
-                    spent += json.load(f)["providers"].get("apiyi", {}).get("day_micros", 0)
-        assert spent == 1000000, spent
+        spent = ledger_spent(h)
+        assert sum(spent.values()) == 1000000, spent
 
         for d in (h.a, h.b):
             with open(d.config_path) as f:
@@ -308,10 +327,56 @@ def test_total_budget_is_shared_across_providers_and_hosts(env):
         h.close()
 
 
+def test_a_host_restarted_without_its_ledger_keeps_what_it_spent(env):
+    """A host restarted while ledger/ was cleared starts a new run without its ledger ("base_lost"):
+    the other host, which read its earlier run, leaves that reading beside its new ledger, and the
+    restarted host takes it in before its next call, so the shared daily budget still holds."""
+    env.fake.default = {"kind": "b64", "delay": 0.2}
+    env.fake.prices = [("*", 0.10)]
+    h = TwoHosts(env, provider__budget_daily="0.50", verbose=True,
+                 **{"prices__gpt-image-2": "0.10"}).start()
+    try:
+        past_budget(h, "l", 8, 5)
+        ledger = os.path.join(h.export, "ledger")
+        before = ledger_spent(h)
+        assert sum(before.values()) == 500000, before
+        name = max(before, key=before.get)
+        restarted, other = (h.a, h.b) if name == "hostA" else (h.b, h.a)
+        assert cli(h.export, "pause", "apiyi").returncode == 0   # no call while it restarts
+        h.a.wait_rescans(2)
+        h.b.wait_rescans(2)
+        assert restarted.stop() == 0
+        shutil.rmtree(ledger)
+        os.mkdir(ledger)
+        restarted.start()
+        with open(os.path.join(ledger, name + ".json")) as f:
+            fresh = json.load(f)
+        assert fresh.get("base_lost") is True and not fresh["providers"], fresh
+
+        def left():
+            return [n for n in os.listdir(ledger) if n.startswith(name + ".json.carried-")]
+        wait_for(left, 30, f"the other host to leave its reading of {name}'s earlier run beside its ledger")
+        assert cli(h.export, "resume", "apiyi").returncode == 0
+        wait_for(lambda: not left() and "took in" in restarted.log(), 30,
+                 f"{name} to take in the reading of its earlier run")
+        restarted.wait_rescans(3)
+        other.wait_rescans(3)
+        billed = sum(1 for r in env.fake.snapshot() if r["billed"])
+        assert billed == 5, f"{billed} billed calls, the budget allows 5"
+        assert h.count("new", "l") == 3 and h.count("failed") == 0
+        after = ledger_spent(h)
+        assert after == before, (before, after)
+        with open(os.path.join(ledger, name + ".json")) as f:
+            assert json.load(f).get("runs_held"), "the run taken in is not listed"
+    finally:
+        h.close()
+
+
 if __name__ == "__main__":
     run_tests([test_concurrency_is_shared_and_a_dead_hosts_share_comes_back,
                test_rate_is_shared,
                test_a_429_on_one_host_pauses_both,
                test_a_hold_on_one_host_holds_both_and_one_probe_releases_them,
                test_daily_budget_is_shared_and_a_reload_raises_it,
-               test_total_budget_is_shared_across_providers_and_hosts])
+               test_total_budget_is_shared_across_providers_and_hosts,
+               test_a_host_restarted_without_its_ledger_keeps_what_it_spent])
