@@ -682,9 +682,18 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 	if (config_notify_enabled(cfg) && !cfg->notify_secret_env && !cfg->notify_secret_file)
 		return xsnprintf(err, errsize, "%s: [notify] webhooks need secret_env or secret_file "
 				 "(a whsec_ secret)", cfg->path), -1;
+	return 0;
+}
+
+/* What the daemon's host must have beyond the file: the hook program it runs. imgspool, which
+ * reads the daemon's file for its spool and limits on other hosts and as other users, does not
+ * need it. */
+static int check_host(const struct config *cfg, char *err, size_t errsize)
+{
 	if (cfg->notify_exec && access(cfg->notify_exec, X_OK) < 0)
-		return xsnprintf(err, errsize, "%s: [notify] exec '%s' is not an executable file: %s",
-				 cfg->path, cfg->notify_exec, strerror(errno)), -1;
+		return fail_at(cfg, "notify", "exec", err, errsize,
+			       "[notify] exec '%s' is not an executable file: %s", cfg->notify_exec,
+			       strerror(errno));
 	return 0;
 }
 
@@ -837,7 +846,7 @@ out:
 struct config *config_new(const char *path, char *err, size_t errsize)
 {
 	struct config *cfg = xmalloc(sizeof(*cfg));
-	if (config_load(cfg, path, err, errsize) < 0) {
+	if (config_load(cfg, path, err, errsize) < 0 || check_host(cfg, err, errsize) < 0) {
 		config_release(cfg);
 		free(cfg);
 		return NULL;

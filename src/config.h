@@ -184,9 +184,11 @@ struct config {
 	size_t n_routes;
 };
 
-/* Reads path into cfg (defaults first). On error returns -1 with "FILE:LINE: reason" in err. */
+/* Reads path into cfg (defaults first). On error returns -1 with "FILE:LINE: reason" in err.
+ * The file alone: what imgspool reads of a daemon's configuration. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errsize);
-/* config_load into a new reference-counted config, or NULL with err set. */
+/* config_load into a new reference-counted config, or NULL with err set; for the daemon, so
+ * also what its host must have ([notify] exec an executable file). */
 struct config *config_new(const char *path, char *err, size_t errsize);
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);

@@ -299,6 +299,16 @@ def test_imgspool_config_names_the_daemons_configuration(env):
         assert r.returncode == 4 and "no such spool '/nonexistent' (from the [spool] dir of " \
             f"'{SCRATCH}/elsewhere.ini' (named by $IMGSPOOL_CONFIG); " in r.stderr, r
         os.unlink(os.path.join(SCRATCH, "elsewhere.ini"))
+        # A hook program only the daemon's host has is no reason to refuse its file here.
+        hooked = os.path.join(SCRATCH, "hooked.ini")
+        with open(hooked, "w") as f:
+            f.write(f"[spool]\ndir = {d.spool}\n[notify]\nexec = /nonexistent/hook\n")
+        r = imgspool("ls", environ={"IMGSPOOL_CONFIG": hooked}, job={})
+        assert r.returncode == 0 and r.stderr == "", r
+        r = subprocess.run([IMGSPOOLD, "-n", "-c", hooked], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and f"{hooked}:4: [notify] exec '/nonexistent/hook' is not an " \
+            "executable file" in r.stderr, r
+        os.unlink(hooked)
         assert all(d.wait_finished(i) == "done" for i in ("by-d", "by-c"))
         # imgspoold: -c, else $IMGSPOOL_CONFIG, else a usage error that says so.
         daemon = [IMGSPOOLD, "-n"]

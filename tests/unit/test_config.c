@@ -205,12 +205,25 @@ int main(void)
 		{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", "job_url_prefixes" },
 		{ "[notify]\njob_url_prefixes = https://h/ http://\nsecret_env = S\n", "job_url_prefixes" },
 		{ "[notify]\nallow_private = maybe\n", "yes or no" },
-		{ "[notify]\nexec = /nonexistent/hook\n", "exec" },
 	};
 	for (size_t i = 0; i < sizeof(bad_out) / sizeof(bad_out[0]); i++) {
 		int rc = load(bad_out[i].text, &cfg, err, sizeof(err));
 		ok(rc < 0 && strstr(err, bad_out[i].needle), "bad outputs row %zu: %s", i, err);
 		config_release(&cfg);
+	}
+	/* A hook the daemon's host lacks: refused for the daemon (config_new), with its line; the file
+	 * alone (config_load, what imgspool reads on other hosts) does not need it. */
+	ok(load("[notify]\nexec = /nonexistent/hook\n", &cfg, err, sizeof(err)) == 0 && cfg.notify_exec,
+	   "config_load takes a hook this host lacks: %s", err);
+	config_release(&cfg);
+	{
+		char *path = xasprintf("%s/t.ini", dir), *want = xasprintf("%s:2: [notify] exec", path);
+		struct config *daemon_cfg = config_new(path, err, sizeof(err));
+		ok(!daemon_cfg && !strncmp(err, want, strlen(want)) && strstr(err, "not an executable file"),
+		   "config_new refuses it, with its line: %s", err);
+		config_unref(daemon_cfg);
+		free(want);
+		free(path);
 	}
 	/* Credentials in a store URL would reach every result: refused, the key and its line named,
 	 * the secret never repeated. */
