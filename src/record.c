@@ -235,7 +235,7 @@ static json_t *run_json(json_int_t number, const char *status, const char *error
 				error_code && is_code(error_code) ? json_string(error_code) : json_null(),
 				"created_at_ms", (json_int_t)created_at_ms, "attempts", attempts);
 	if (elided->attempts)
-		json_object_set_new(run, "elided", tally_json(elided));
+		json_object_set_new_nocheck(run, "elided", tally_json(elided));
 	return run;
 }
 
@@ -330,7 +330,7 @@ static void set_runs_that_fit(json_t *o, json_t *runs)
 	}
 	for (size_t i = 0; i < first; i++)
 		json_array_remove(runs, 0);
-	json_object_set_new(o, "runs", runs);
+	json_object_set_new_nocheck(o, "runs", runs);
 }
 
 json_t *record_json(const struct record *r)
@@ -339,20 +339,20 @@ json_t *record_json(const struct record *r)
 			      r->retry_count, "billed_retries", r->billed_retries, "created_at_ms",
 			      (json_int_t)r->created_at_ms, "crashes", r->crashes);
 	if (r->finish_crashes)
-		json_object_set_new(o, "finish_crashes", json_integer(r->finish_crashes));
+		json_object_set_new_nocheck(o, "finish_crashes", json_integer(r->finish_crashes));
 	if (r->elided.attempts)
-		json_object_set_new(o, "elided", tally_json(&r->elided));
+		json_object_set_new_nocheck(o, "elided", tally_json(&r->elided));
 	if (r->retry_at_ms)
-		json_object_set_new(o, "retry_at_ms", json_integer((json_int_t)r->retry_at_ms));
+		json_object_set_new_nocheck(o, "retry_at_ms", json_integer((json_int_t)r->retry_at_ms));
 	if (r->finished[0]) {
-		json_object_set_new(o, "finished", json_string(r->finished));
-		json_object_set_new(o, "error_code",
+		json_object_set_new_nocheck(o, "finished", json_string(r->finished));
+		json_object_set_new_nocheck(o, "error_code",
 				    r->error_code[0] ? json_string(r->error_code) : json_null());
 	}
 	if (r->runs_total) {
 		/* Earlier runs give way to this one: a file the daemon wrote must stay readable. */
-		json_object_set_new(o, "runs", json_array());
-		json_object_set_new(o, "runs_total", json_integer(r->runs_total));
+		json_object_set_new_nocheck(o, "runs", json_array());
+		json_object_set_new_nocheck(o, "runs_total", json_integer(r->runs_total));
 		set_runs_that_fit(o, json_copy(r->runs));
 	}
 	return o;

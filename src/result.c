@@ -37,17 +37,17 @@ static json_t *str_or_null(const char *s)
 json_t *result_attempt_json(const struct attempt *a)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "started_at", time_json(a->started_wall_ms));
-	json_object_set_new(o, "latency_ms", json_integer(a->latency_ms));
-	json_object_set_new(o, "provider", str_or_null(a->provider));
-	json_object_set_new(o, "model", str_or_null(a->model));
-	json_object_set_new(o, "http_status", a->http_status ? json_integer(a->http_status) : json_null());
-	json_object_set_new(o, "transport", json_string(a->transport));
-	json_object_set_new(o, "outcome", json_string(a->outcome));
-	json_object_set_new(o, "billed", json_string(a->billed));
-	json_object_set_new(o, "cost", a->cost_known ? json_real(a->cost) : json_null());
-	json_object_set_new(o, "error_code", str_or_null(a->error_code));
-	json_object_set_new(o, "request_id",
+	json_object_set_new_nocheck(o, "started_at", time_json(a->started_wall_ms));
+	json_object_set_new_nocheck(o, "latency_ms", json_integer(a->latency_ms));
+	json_object_set_new_nocheck(o, "provider", str_or_null(a->provider));
+	json_object_set_new_nocheck(o, "model", str_or_null(a->model));
+	json_object_set_new_nocheck(o, "http_status", a->http_status ? json_integer(a->http_status) : json_null());
+	json_object_set_new_nocheck(o, "transport", json_string(a->transport));
+	json_object_set_new_nocheck(o, "outcome", json_string(a->outcome));
+	json_object_set_new_nocheck(o, "billed", json_string(a->billed));
+	json_object_set_new_nocheck(o, "cost", a->cost_known ? json_real(a->cost) : json_null());
+	json_object_set_new_nocheck(o, "error_code", str_or_null(a->error_code));
+	json_object_set_new_nocheck(o, "request_id",
 			    a->request_id && *a->request_id ? json_string(a->request_id) : json_null());
 	return o;
 }
@@ -79,7 +79,7 @@ static char *dump(json_t *o)
 static char *dump_result(json_t *o, const char *metadata, size_t metadata_len, size_t headroom,
 			 size_t *own_len)
 {
-	json_object_set_new(o, "metadata", json_null());
+	json_object_set_new_nocheck(o, "metadata", json_null());
 	char *text = dump(o);
 	static const char tail[] = "\"metadata\": null\n}";
 	size_t len = strlen(text), tlen = strlen(tail);
@@ -157,41 +157,41 @@ char *result_to_json(const struct result_info *r, size_t *own_len)
 	size_t own;
 	own_len = own_len ? own_len : &own;
 	json_t *o = json_object();
-	json_object_set_new(o, "task_id", json_string(r->task_id));
-	json_object_set_new(o, "status", json_string(r->succeeded ? "succeeded" : "failed"));
-	json_object_set_new(o, "provider", str_or_null(r->provider));
-	json_object_set_new(o, "model", str_or_null(r->model));
-	json_object_set_new(o, "dialect", str_or_null(r->dialect));
-	json_object_set_new(o, "images", images_json(r));
-	json_object_set_new(o, "images_dropped", json_integer((json_int_t)r->images_dropped));
-	json_object_set_new(o, "urls", urls_json(r));
-	json_object_set_new(o, "output_url", r->urls && r->n_images ? json_string(r->urls[0])
+	json_object_set_new_nocheck(o, "task_id", json_string(r->task_id));
+	json_object_set_new_nocheck(o, "status", json_string(r->succeeded ? "succeeded" : "failed"));
+	json_object_set_new_nocheck(o, "provider", str_or_null(r->provider));
+	json_object_set_new_nocheck(o, "model", str_or_null(r->model));
+	json_object_set_new_nocheck(o, "dialect", str_or_null(r->dialect));
+	json_object_set_new_nocheck(o, "images", images_json(r));
+	json_object_set_new_nocheck(o, "images_dropped", json_integer((json_int_t)r->images_dropped));
+	json_object_set_new_nocheck(o, "urls", urls_json(r));
+	json_object_set_new_nocheck(o, "output_url", r->urls && r->n_images ? json_string(r->urls[0])
 								  : json_null());
-	json_object_set_new(o, "retry_count", json_integer(r->retry_count));
+	json_object_set_new_nocheck(o, "retry_count", json_integer(r->retry_count));
 	struct record_tally all = tally(r);
 	/* Trimmed: every attempt is counted, none listed (the job file's records keep them). */
 	json_t *attempts = r->attempts && !r->trimmed ? json_incref(r->attempts) : json_array();
 	long elided = r->trimmed ? all.attempts : r->elided ? r->elided->attempts : 0;
-	json_object_set_new(o, "billed_attempts", json_integer((json_int_t)all.billed));
-	json_object_set_new(o, "attempts_elided", json_integer((json_int_t)elided));
-	json_object_set_new(o, "attempts", attempts);
-	json_object_set_new(o, "cost", cost_json(&all, r->currency));
-	json_object_set_new(o, "latency_ms", json_integer(r->latency_ms));
-	json_object_set_new(o, "usage", r->trimmed ? json_null() : usage_json(r->usage));
+	json_object_set_new_nocheck(o, "billed_attempts", json_integer((json_int_t)all.billed));
+	json_object_set_new_nocheck(o, "attempts_elided", json_integer((json_int_t)elided));
+	json_object_set_new_nocheck(o, "attempts", attempts);
+	json_object_set_new_nocheck(o, "cost", cost_json(&all, r->currency));
+	json_object_set_new_nocheck(o, "latency_ms", json_integer(r->latency_ms));
+	json_object_set_new_nocheck(o, "usage", r->trimmed ? json_null() : usage_json(r->usage));
 	if (!r->succeeded) {
 		json_t *e = json_object();
-		json_object_set_new(e, "code", json_string(error_code(r)));
-		json_object_set_new(e, "message", json_string(r->error_message ? r->error_message : ""));
-		json_object_set_new(e, "upstream_message",
+		json_object_set_new_nocheck(e, "code", json_string(error_code(r)));
+		json_object_set_new_nocheck(e, "message", json_string(r->error_message ? r->error_message : ""));
+		json_object_set_new_nocheck(e, "upstream_message",
 				    r->trimmed ? json_null() : str_or_null(r->error_upstream_message));
 		if (r->error_field && !r->trimmed)
-			json_object_set_new(e, "field", json_string(r->error_field));
-		json_object_set_new(o, "error", e);
+			json_object_set_new_nocheck(e, "field", json_string(r->error_field));
+		json_object_set_new_nocheck(o, "error", e);
 	} else {
-		json_object_set_new(o, "error", json_null());
+		json_object_set_new_nocheck(o, "error", json_null());
 	}
-	json_object_set_new(o, "created_at", time_json(r->created_wall_ms));
-	json_object_set_new(o, "updated_at", time_json(r->updated_wall_ms));
+	json_object_set_new_nocheck(o, "created_at", time_json(r->created_wall_ms));
+	json_object_set_new_nocheck(o, "updated_at", time_json(r->updated_wall_ms));
 	/* A trimmed result is bounded by construction (test_result's worst case): always written. */
 	size_t headroom = r->trimmed ? SIZE_MAX : r->headroom ? r->headroom : RESULT_HEADROOM;
 	char *text = dump_result(o, r->metadata, r->metadata_len, headroom, own_len);
