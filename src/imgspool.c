@@ -49,12 +49,12 @@ static void print_usage(FILE *out)
 		     "       imgspool --help | --version\n\nverbs:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
 		fprintf(out, "  %s\n", verbs[i].usage);
-	fprintf(out, "\nCONFIG: the daemon's configuration, -c, else $IMGSPOOL_CONFIG: its spool, and the\n"
-		     "job limits submit holds jobs to (without one, a daemon's defaults).\n"
+	fprintf(out, "\nCONFIG: the daemon's configuration, -c, else $IMGSPOOL_CONFIG: its spool, and\n"
+		     "the job limits submit holds jobs to (without one, a daemon's defaults).\n"
 		     "SPOOL: -d, else -c's [spool] dir, else $IMGSPOOL_DIR, else $IMGSPOOL_CONFIG's\n"
 		     "[spool] dir, else ./spool.\n"
 		     "STATE: new running deferred hold done failed.\nExit: 0 ok/done, 1 failed, 2 usage, "
-		     "3 not finished, 4 no such job/spool or I/O error,\n5 permission denied. See "
+		     "3 not finished, 4 no such job/spool or I/O\nerror, 5 permission denied. See "
 		     "imgspool(1).\n");
 }
 

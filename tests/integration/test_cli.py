@@ -64,6 +64,7 @@ def test_help_version_unknown_command(env):
         for flag in ("--help", "-h"):
             r = subprocess.run([binary, flag], capture_output=True, text=True)
             assert r.returncode == 0 and r.stdout.startswith("usage: " + name), (binary, flag, r)
+            assert max(map(len, r.stdout.splitlines())) <= 80, ("wider than a terminal", r.stdout)
         r = subprocess.run([binary, "--version"], capture_output=True, text=True)
         assert r.returncode == 0 and r.stdout.startswith(name + " "), (binary, r)
     r = subprocess.run([IMGSPOOL, "frobnicate"], capture_output=True, text=True)
