@@ -1012,7 +1012,8 @@ static void side_leave(struct keyshare *ks, const struct kept_ledger *k, json_t 
 
 /* k's host wrote its ledger anew (next, just read; old: what was read before): if a run that
  * started without its file wrote it, and it lacks the run read before, that reading is kept
- * as k->earlier, counted with it and left beside it; one next holds is let go. */
+ * as k->earlier, counted with it and left beside it; one next holds is let go. One kept from
+ * before that a newer run still lacks is left again (a cleared ledger/ took its file). */
 static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old, json_t *next)
 {
 	long day, month;
@@ -1020,16 +1021,18 @@ static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old
 	micros d = 0, m = 0;
 	if (old)
 		ledger_add(old, NULL, day, month, &d, &m);
-	if (m && next && doc_base_lost(next) && !doc_holds(next, doc_run(old))) {
+	bool new_run = old && !doc_holds(next, doc_run(old));
+	if (m && new_run && doc_base_lost(next)) {
 		json_decref(k->earlier);
 		k->earlier = json_incref(old);
-		side_leave(ks, k, old);
 	}
-	if (k->earlier && (!next || doc_holds(next, doc_run(k->earlier)) ||
+	if (k->earlier && (!doc_base_lost(next) || doc_holds(next, doc_run(k->earlier)) ||
 			   json_integer_value(json_object_get(k->earlier, "month")) != month)) {
 		json_decref(k->earlier);
 		k->earlier = NULL;
 	}
+	if (k->earlier && new_run)
+		side_leave(ks, k, k->earlier);
 }
 
 /* Reads another host's ledger (or a side file) again; a read that fails is said once, as is

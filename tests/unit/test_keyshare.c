@@ -633,6 +633,16 @@ static void restarted_without_ledger(void)
 	v = try_call(c, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "restart: C, which never read A's earlier run, counts it too (spent %lld)", v.spent);
+	/* Cleared again before A took it in, and A restarted again: B leaves it once more. */
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "restart: ledger/ cleared again, B's reading with it; A restarts again");
+	a = keyshare_new(&sa);
+	v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   strstr(text_of(side, text, sizeof(text)), "500000"),
+	   "restart: B still counts A's first run, and leaves it again (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
 
 	v = try_call(a, 0.6);
 	text_of(a_ledger, text, sizeof(text));
