@@ -691,8 +691,10 @@ int spool_rename_claim(struct spool *sp, enum spool_dir from, const char *from_n
 {
 	int fromfd = sp->fd[from], tofd = sp->fd[SPOOL_RUNNING];
 	int rc = renameat_noreplace(sp, fromfd, from_name, tofd, running_name);
+	/* EEXIST: the target was there before, so this rename did not happen, even should the
+	 * source be gone by now (another host claimed it): never a lost reply. */
 	if (rc < 0)
-		return lost_reply(fromfd, from_name, tofd, running_name);
+		return errno == EEXIST ? -1 : lost_reply(fromfd, from_name, tofd, running_name);
 	/* Else a plain rename: a link and an unlink would cost every claim a call more. */
 	return rc == 0 ? 0 : rename_between(fromfd, from_name, tofd, running_name);
 }
