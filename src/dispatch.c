@@ -762,12 +762,23 @@ static void answer_lost(struct task *t, struct http_result *ans)
 		    "it again", ans->status);
 }
 
+/* Wakes the loop, which then stops (dispatch_drained) whatever the helpers still do. */
+static int64_t pool_wait_over(struct loop *loop, void *arg)
+{
+	(void)loop;
+	((struct dispatch *)arg)->grace_timer = 0;
+	return LOOP_TIMER_DONE;
+}
+
 static int64_t grace_over(struct loop *loop, void *arg)
 {
 	(void)loop;
 	struct dispatch *d = arg;
 	d->grace_timer = 0;
 	d->grace_over = true;
+	/* A helper's work (a publication, a save) gets as long as the exit gives a stuck one. */
+	d->cut_pool_deadline = mono_ms() + IOPOOL_FREE_WAIT_MS;
+	d->grace_timer = loop_add_timer(d->loop, IOPOOL_FREE_WAIT_MS, pool_wait_over, d);
 	http_deliver(d->http);   /* answers handed over by now go their way: not cut */
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
@@ -916,7 +927,8 @@ bool dispatch_draining(const struct dispatch *d)
 
 bool dispatch_drained(const struct dispatch *d)
 {
-	return d->draining && d->n_tasks == 0 && iopool_pending(d->pool) == 0;
+	return d->draining && ((d->n_tasks == 0 && iopool_pending(d->pool) == 0) ||
+			       (d->grace_over && mono_ms() >= d->cut_pool_deadline));
 }
 
 struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool)
@@ -956,15 +968,26 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	return d;
 }
 
-void dispatch_free(struct dispatch *d)
+bool dispatch_free(struct dispatch *d)
 {
 	if (!d)
-		return;
-	while (d->tasks)
-		task_requeue(d->tasks, "shutdown");
-	sidecar_sync_left(d);
-	if (!iopool_free(d->pool))
-		return;   /* a helper stuck in a write may use any of d: main ends with _exit */
+		return true;
+	/* A job a helper still holds past the cut's wait (a write stuck) is its: left as a crash
+	 * leaves it, but its publication from a saved response counts no death at the restart. */
+	bool pool_busy = iopool_pending(d->pool) > 0;
+	for (struct task *t = d->tasks, *next; t; t = next) {
+		next = t->next;
+		if (!t->in_pool)
+			task_requeue(t, "shutdown");
+		else if (t->state == T_PUBLISHING)
+			sidecar_mark_left(t);
+	}
+	if (!sidecar_write_left(d))
+		return false;   /* its thread, stuck, uses running/ */
+	if (pool_busy)
+		iopool_abandon(d->pool);
+	if (pool_busy || !iopool_free(d->pool))
+		return false;   /* a helper stuck in a write may use any of d */
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	outbox_free(d->outbox); /* before http: it cancels its deliveries */
 	http_free(d->http);
@@ -999,4 +1022,5 @@ void dispatch_free(struct dispatch *d)
 	buf_release(&d->readbuf);
 	config_unref(d->cfg);
 	free(d);
+	return true;
 }

@@ -14,7 +14,10 @@ struct dispatch;
 struct spend_view;
 
 struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool);
-void dispatch_free(struct dispatch *d);
+/* False when a thread stuck in a write (an I/O helper, the marking of the jobs left) was left
+ * with d: nothing it may use may be freed (the spool, the loop), and the process must end with
+ * _exit. */
+bool dispatch_free(struct dispatch *d);
 
 /* Start-up: jobs this host left in running/ go back to new/. */
 void dispatch_recover(struct dispatch *d);

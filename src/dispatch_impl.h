@@ -77,7 +77,9 @@ struct dispatch {
 	bool grace_over;
 	int64_t drain_deadline;  /* mono_ms at which the grace period ends */
 	uint64_t grace_timer;
-	bool left_unsynced;      /* jobs marked left in running/ since its last sync (sidecar.c) */
+	char **left_marks;       /* running/ names of the marks of jobs left there (sidecar.c) */
+	size_t n_left_marks;
+	int64_t cut_pool_deadline; /* mono_ms after which the exit waits for no helper's work */
 	bool putbacks_unsettled; /* a put-back's new run left in running/: settled at a rescan */
 	struct strset stranded;  /* ids of jobs of ours left in running/ with no task (a move out
 				  * failed, a put-back not settled): no claim of the id replaces

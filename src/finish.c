@@ -37,6 +37,7 @@
 static void publish_work(void **args, size_t n)
 {
 	struct spool *sp = ((struct task *)args[0])->d->spool;
+	stop_point("publish:staging");   /* a test holds the helper here: a stalled disk */
 	struct publish_job *jobs = xcalloc(n, sizeof(*jobs));
 	struct publish_job **todo = xcalloc(n, sizeof(*todo));
 	size_t m = 0;

@@ -258,6 +258,14 @@ bool iopool_left_running(void)
 	return left_running != NULL;
 }
 
+void iopool_abandon(struct iopool *pool)
+{
+	left_running = pool;
+	log_warn("%d item(s) of the I/O helpers not done %d ms after the grace period's cut (stuck "
+		 "in a write, a stalled disk?): exiting without them, as after a crash",
+		 pool->pending, IOPOOL_FREE_WAIT_MS);
+}
+
 bool iopool_free(struct iopool *pool)
 {
 	if (!pool)

@@ -30,7 +30,10 @@ int iopool_pending(const struct iopool *pool);
  * loop, the spool, the configuration) and the process must end with _exit. */
 #define IOPOOL_FREE_WAIT_MS 2000
 bool iopool_free(struct iopool *pool);
-/* Whether iopool_free left a helper running. */
+/* Leaves the pool to its helpers, work still pending (a write stuck for the wait after a
+ * grace cut): as iopool_free when it times out, without waiting or running a done(). */
+void iopool_abandon(struct iopool *pool);
+/* Whether iopool_free or iopool_abandon left a helper running. */
 bool iopool_left_running(void);
 
 #endif

@@ -30,7 +30,6 @@
 #include "hook.h"
 #include "hostlock.h"
 #include "http.h"
-#include "iopool.h"
 #include "log.h"
 #include "secret.h"
 #include "slots.h"
@@ -416,13 +415,13 @@ int main(int argc, char **argv)
 	write_metrics(&dm);   /* the last counts */
 	watch_free(dm.watch);
 	watch_free(dm.control_watch);
-	dispatch_free(dm.dispatch);
-	if (iopool_left_running()) {
-		/* An I/O helper is stuck in a write (iopool_free): it may use anything of the
-		 * daemon's, the spool's descriptors included. The spool is left as a crash leaves
-		 * it, its host lock too (replaced by the restart once this process is gone), and
-		 * the restart finishes what the helper was doing (a publication is crash-safe). */
-		log_info("stopped, an I/O helper left stuck");
+	if (!dispatch_free(dm.dispatch)) {
+		/* An I/O helper, or the marking of the jobs left, is stuck in a write: it may use
+		 * anything of the daemon's, the spool's descriptors included. The spool is left as a
+		 * crash leaves it, its host lock too (replaced by the restart once this process is
+		 * gone), and the restart finishes what the helper was doing (a publication is
+		 * crash-safe). */
+		log_info("stopped, a thread left stuck in a write");
 		log_flush_all();
 		_exit(rc < 0 ? 1 : 0);
 	}

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,38 +273,79 @@ long sidecar_read(struct task *t, const char *name, struct buf *body, struct sta
 
 
 /* A job a shutdown leaves in running/ on purpose (its paid response saved; its images still to
- * fetch, store or publish) gets an empty running/.ID@HOST.left.N, N the attempt of that response:
- * its restart, or the host that reclaims it, counts no death for it (recovery.c). Empty, so a
- * full disk (a publication waiting for room) still takes it. A response not saved gets no mark:
- * the job is left as a crash would leave it, and counted so. */
+ * fetch, store or publish, or a helper still writing its publication at the exit) gets an empty
+ * running/.ID@HOST.left.N, N the attempt of that response: its restart, or the host that
+ * reclaims it, counts no death for it (recovery.c). Empty, so a full disk (a publication
+ * waiting for room) still takes it. A response not saved gets no mark: the job is left as a
+ * crash would leave it, and counted so. Only noted here: sidecar_write_left makes them at the
+ * exit, off the loop (a stalled disk must not hold the loop, nor the exit, for good). */
 void sidecar_mark_left(struct task *t)
 {
 	bool saved = ((t->sidecars & SIDECAR_RESPONSE) && !t->save_err) ||
 		     ((t->sidecars & SIDECARS_UNKNOWN) && t->res.status);
-	if (!saved || t->fenced || t->publish_committed)   /* committed: not in running/ */
+	/* committed: not in running/ (a helper may be setting it: then a mark too many, which the
+	 * restart drops with the job's other sidecars once the job is out of running/) */
+	if (!saved || t->fenced || (!t->in_pool && t->publish_committed))
 		return;
+	struct dispatch *d = t->d;
 	char suffix[32];
 	xsnprintf(suffix, sizeof(suffix), "left.%zu", attempt_count(t));
-	char *name = sidecar_name(t, suffix);
-	int fd = openat(t->d->spool->fd[SPOOL_RUNNING], name,
-			O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0 || errno == EEXIST)
-		t->d->left_unsynced = true;
-	else
-		log_job(LOG_WARN, t->id, "cannot mark it left in running/ ('%s': %s): its restart "
-			"counts a death for it", name, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	free(name);
+	d->left_marks = xrealloc(d->left_marks, (d->n_left_marks + 1) * sizeof(*d->left_marks));
+	d->left_marks[d->n_left_marks++] = sidecar_name(t, suffix);
 }
 
-/* Once, at exit: the marks' names are durable with running/ (they hold no bytes). */
-void sidecar_sync_left(struct dispatch *d)
+struct left_marks {
+	int dirfd;               /* running/'s, borrowed: kept open while this thread may run */
+	char **names;            /* owned, as the array */
+	size_t n;
+};
+
+static void *write_left_main(void *arg)
 {
-	if (d->left_unsynced && spool_sync_dir(d->spool, SPOOL_RUNNING) < 0)
+	struct left_marks *m = arg;
+	bool made = false;
+	stop_point("sidecar:left");   /* a test holds the thread here: a stalled disk */
+	for (size_t i = 0; i < m->n; i++) {
+		int fd = openat(m->dirfd, m->names[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				O_CLOEXEC, 0600);
+		if (fd >= 0 || errno == EEXIST)
+			made = true;
+		else
+			log_warn("cannot make 'running/%s': %s: its job's restart counts a death for it",
+				 m->names[i], strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		free(m->names[i]);
+	}
+	/* Their names durable with running/ (they hold no bytes). */
+	if (made && fsync(m->dirfd) < 0)
 		log_warn("cannot sync running/ for the jobs left there: %s (after a power cut their "
 			 "restart may count a death for them)", strerror(errno));
-	d->left_unsynced = false;
+	free(m->names);
+	free(m);
+	return NULL;
+}
+
+bool sidecar_write_left(struct dispatch *d)
+{
+	if (!d->n_left_marks)
+		return true;
+	struct left_marks *m = xmalloc(sizeof(*m));
+	*m = (struct left_marks){ .dirfd = d->spool->fd[SPOOL_RUNNING], .names = d->left_marks,
+				  .n = d->n_left_marks };
+	size_t n = d->n_left_marks;
+	d->left_marks = NULL;
+	d->n_left_marks = 0;
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, write_left_main, m)) {
+		write_left_main(m);   /* no thread (no memory): on this one */
+		return true;
+	}
+	if (join_within(thread, SIDECAR_LEFT_WAIT_MS))
+		return true;
+	log_warn("cannot mark %zu job(s) left in running/ within %d ms (a stalled disk?): exiting "
+		 "without; their restart may count a death for them", n, SIDECAR_LEFT_WAIT_MS);
+	return false;
 }
 
 /* Every mark of t's is removed before anything is done with the job, so a death while it is

@@ -44,9 +44,14 @@ size_t sidecar_write_header(struct task *t, int fd);
 long sidecar_saved_status(const struct task *t, const struct strset *hidden);
 long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
 /* A shutdown leaves t in running/ on purpose, its paid response saved: running/.ID@HOST.left.N
- * says so to the restart (no death counted). sidecar_sync_left makes the marks durable. */
+ * will say so to the restart (no death counted). Noted only: sidecar_write_left makes them. */
 void sidecar_mark_left(struct task *t);
-void sidecar_sync_left(struct dispatch *d);
+/* At the exit: makes the marks noted and syncs running/, on a thread of its own waited for
+ * SIDECAR_LEFT_WAIT_MS at most. False when it did not end by then (a stalled disk): the marks
+ * not made are skipped (their restart counts a death), and the thread may still use running/'s
+ * descriptor: d must not be freed and the process must end with _exit. */
+#define SIDECAR_LEFT_WAIT_MS 2000
+bool sidecar_write_left(struct dispatch *d);
 /* At adoption: removes t's marks and returns the attempt the one ours names, 0 if none. */
 long sidecar_take_left(struct task *t, const struct strset *hidden);
 /* The new run of a job put back, made durable before its claim and put in place of the job

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The exit path: what a shutdown leaves when a thread of the daemon is stuck on the spool's file
 system (a stalled NFS), and that an admin's restart never pays for a call again."""
+import json
 import os
 import signal
 import subprocess
@@ -107,7 +108,67 @@ def test_a_stderr_nobody_reads_stops_nothing(env):
         os.close(r)
 
 
+def records_of(d, task_id, state):
+    with open(d.path(state, f"{task_id}.json")) as f:
+        return json.load(f)["imgspool"]
+
+
+def test_a_publication_stuck_at_the_cut_is_left_without_a_death(env):
+    """An I/O helper stuck in a job's publication (the stop point publish:staging: a stalled
+    NFS) when the grace period is cut: the drain waited for it for ever. Now the exit waits
+    2 s, marks the job left (its response is saved) and ends as a crash would; the restart
+    publishes it from that response, with no call and no death counted."""
+    env.fake.default = {"kind": "b64"}
+    d = env.daemon()
+    fifo = d.start_held_at("publish:staging")
+    d.submit("stuckpub", {"prompt": "published on a stalled disk"})
+    rc = cut_while_held(d, fifo, "an I/O helper is stuck in a publication")
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "not done 2000 ms after the grace period's cut" in d.log(), d.log()[-2000:]
+    assert d.state("stuckpub") == "running"
+    assert os.path.exists(d.path("running", ".stuckpub@testhost.left.1")), \
+        os.listdir(d.path("running"))
+    d.start()
+    assert d.wait_finished("stuckpub") == "done", d.log()[-2000:]
+    assert d.stop() == 0
+    assert env.fake.calls("published on a stalled disk") == 1
+    assert records_of(d, "stuckpub", "done").get("crashes", 0) == 0, records_of(d, "stuckpub", "done")
+
+
+def test_marking_jobs_left_does_not_hang_the_exit(env):
+    """A job the shutdown leaves in running/ (its image still downloading) is marked left at
+    the exit, on a thread waited for 2 s at most: held there (sidecar:left, a stalled disk),
+    the exit goes on without the mark, and the restart counts the death it cannot tell from a
+    crash. On the code before, the mark was made on the loop, which a stalled disk held."""
+    env.fake.script("slow image", [{"kind": "url", "url_hang_downloads": 1}])
+    d = env.daemon(spool__grace_period=1, limits__download_timeout=600)
+    fifo = d.start_held_at("sidecar:left")
+    d.submit("slowmark", {"prompt": "slow image"})
+    wait_for(lambda: env.fake.downloads, 10, "the download to start")
+    d.send_signal(signal.SIGTERM)
+    writer = held_at_stop(fifo, d)
+    try:
+        try:
+            rc = d.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon did not exit while marking a job left was stuck")
+    finally:
+        os.close(writer)
+    d.logf.close()
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "cannot mark 1 job(s) left in running/ within 2000 ms" in d.log(), d.log()[-2000:]
+    assert d.state("slowmark") == "running"
+    assert not [n for n in os.listdir(d.path("running")) if ".left." in n]
+    d.start()
+    assert d.wait_finished("slowmark") == "done", d.log()[-2000:]
+    assert d.stop() == 0
+    assert env.fake.calls("slow image") == 1
+    assert records_of(d, "slowmark", "done").get("crashes") == 1
+
+
 if __name__ == "__main__":
     run_tests([test_answer_stuck_in_its_write_is_not_paid_again,
                test_exit_does_not_hang_on_the_host_lock,
-               test_a_stderr_nobody_reads_stops_nothing])
+               test_a_stderr_nobody_reads_stops_nothing,
+               test_a_publication_stuck_at_the_cut_is_left_without_a_death,
+               test_marking_jobs_left_does_not_hang_the_exit])
