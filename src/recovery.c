@@ -621,24 +621,39 @@ static void live_hosts_release(struct live_hosts *lh)
 	free(lh->hosts);
 }
 
+/* Whether from/ holds a file of id (ID.json or ID) that a claim could take. */
+static bool job_waiting(const struct dispatch *d, enum spool_dir from, const char *id)
+{
+	char *json = xasprintf("%s.json", id);
+	bool there = spool_exists(d->spool->fd[from], json) || spool_exists(d->spool->fd[from], id);
+	free(json);
+	return there;
+}
+
 /* Another host's put-back file (running/.ID@HOST.putback.D.INO), written before its claim, is
- * that host's to settle. With no running/ID@HOST.json (a claimed job takes it along to the host
- * that reclaims it), older than a lease by the file server's clock, and its host gone (its lock
- * says so; never a live host's), the claim never happened and nobody will settle it: the job
- * waits where it was, and the file is removed. */
+ * that host's to settle. Its host only looks gone (a stalled heartbeat looks like death) while
+ * the job it was written for still waits in new/ or deferred/ (D): it may yet claim it, and a
+ * kill then would leave the old run's "finished" alone in running/. So it is kept until the
+ * job has left (claimed by any host: its claim settles it), looked at before running/ (a claim
+ * moves it from there to here in one rename). With no running/ID@HOST.json then (a claimed job
+ * takes it along to the host that reclaims it), older than a lease by the file server's clock,
+ * and its host gone (its lock says so; never a live host's), the claim never happened and
+ * nobody will settle it: the file is removed. */
 static void drop_dead_hosts_putback(struct dispatch *d, struct spool_entry *e, const char *id,
-				    const char *host, int64_t *now, struct live_hosts *lh)
+				    const char *host, enum spool_dir from, int64_t *now,
+				    struct live_hosts *lh)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *job = xasprintf("%s@%s.json", id, host);
 	if (!*now)
 		*now = spool_server_now(d->spool);
-	if (*now > 0 && !spool_exists(fd, job) && spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
+	if (*now > 0 && !job_waiting(d, from, id) && !spool_exists(fd, job) &&
+	    spool_entry_stat(d->spool, SPOOL_RUNNING, e) == 0 &&
 	    *now - e->mtime_ns / 1000000 > d->cfg->lease_timeout * 1000 && host_gone(d, lh, host) &&
 	    unlinkat(fd, e->name, 0) == 0)
 		log_job(LOG_INFO, id, "removed 'running/%s': the new run of a job put back, written by "
-			"'%s' before a claim that never happened; that host is gone, and the job waits "
-			"where it was", e->name, host);
+			"'%s' before a claim that never happened; that host is gone, and the job has "
+			"left %s/", e->name, host, spool_dir_name(from));
 	free(job);
 }
 
@@ -662,7 +677,7 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 		if (sidecar_putback_parse(name, host, id, &from, &ino)) {
 			/* Ours were settled before the jobs were adopted. */
 			if (other && now > 0)
-				drop_dead_hosts_putback(d, &h[i], id, host, &now, &live);
+				drop_dead_hosts_putback(d, &h[i], id, host, from, &now, &live);
 			continue;
 		}
 		if (other && spool_is_our_temp(name, host)) {
@@ -754,7 +769,7 @@ void recovery_resume_publications(struct dispatch *d, bool others)
 		uint64_t pb_ino;
 		if (others && sidecar_putback_parse_any(h[i].name, pb_host, pb_id, &pb_from, &pb_ino) &&
 		    strcmp(pb_host, d->spool->host_id)) {
-			drop_dead_hosts_putback(d, &h[i], pb_id, pb_host, &now, &live);
+			drop_dead_hosts_putback(d, &h[i], pb_id, pb_host, pb_from, &now, &live);
 			continue;
 		}
 		if (h[i].id.mode && !S_ISDIR(h[i].id.mode))

@@ -534,6 +534,67 @@ def test_a_put_back_file_of_a_live_host_is_never_removed(env):
     assert "removed 'running/" not in other.log(), other.log()[-2000:]
 
 
+def looking_dead(d):
+    """Makes d's host lock look like a dead host's to the others: another machine's (another
+    boot id), its heartbeat an hour old. Returns its bytes, for alive_again."""
+    lock = d.path("running", ".host.testhost")
+    with open(lock, "rb") as f:
+        text = f.read()
+    owner = json.loads(text)
+    owner["boot_id"] = "another-boot"
+    with open(lock, "r+b") as f:   # in place: the same inode, as the daemon's own heartbeat
+        f.write(json.dumps(owner).encode())
+        f.truncate()
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    return text
+
+
+def alive_again(d, text):
+    lock = d.path("running", ".host.testhost")
+    with open(lock, "r+b") as f:
+        f.write(text)
+        f.truncate()
+    os.utime(lock)
+
+
+def test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept(env):
+    """A host stalls between writing a put-back's new run and its claim, longer than a lease:
+    its lock looks dead. Another host removed its file (its job not in running/), then the
+    stalled host claimed the job and was killed before its new run was in place: the restart
+    found the old run's "finished" alone in running/ and failed the job publish_failed, the
+    user's put-back lost. The file is now kept while its job waits in new/ (its host may yet
+    claim it), so the restart puts the new run in place and runs it."""
+    prompt = "put back, its host stalled before the claim"
+    d = env.daemon()
+    first = a_done_job(env, d, "pt", prompt)
+    path = d.path("running", putback_name(d, "pt"))
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:putback-written",
+                                         "IMGSPOOLD_STOP_FIFO": fifo,
+                                         "IMGSPOOLD_CRASH_AT": "claim:claimed"})
+    held = held_at_stop(fifo, d)
+    lock_text = looking_dead(d)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    # Claims nothing (min_free_mb above any disk), but rescans running/ as ever.
+    other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__lease_timeout=2,
+                       spool__min_free_mb=1 << 20, verbose=True)
+    other.start()
+    other.wait_rescans(3)
+    assert os.path.exists(path), other.log()[-2000:]
+    assert other.stop() == 0
+    alive_again(d, lock_text)
+    os.close(held)
+    wait_for(d.exited, 20, "the daemon to kill itself at claim:claimed")
+    assert d.proc.returncode == -9, (d.proc.returncode, d.log()[-2000:])
+    d.start()
+    assert_new_run(env, d, "pt", prompt, first)
+    assert d.stop() == 0
+    assert "removed 'running/" not in other.log(), other.log()[-2000:]
+
+
 def assert_new_run_but_its_file(env, d, task_id, prompt, first):
     """assert_new_run, another host's put-back file of the job still there."""
     assert d.wait_finished(task_id, 30) == "done", d.log()[-3000:]
@@ -656,6 +717,7 @@ if __name__ == "__main__":
         test_a_put_back_file_with_a_second_link_is_never_put_in_place,
         test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed,
         test_a_put_back_file_of_a_live_host_is_never_removed,
+        test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept,
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
     ])
