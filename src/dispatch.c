@@ -632,8 +632,8 @@ void task_requeue(struct task *t, const char *why)
 		log_job(LOG_INFO, t->id, "back to %s/ (%s%s)", spool_dir_name(went), why,
 			intake_return_why(dest, went));
 	} else {
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/: %s; left in running/, %s",
-			t->running_name, spool_dir_name(went), strerror(err), t->d->draining
+		strandlog_say(&t->d->strandlog, LOG_ERROR, t->id, "cannot move 'running/%s' back to "
+			"%s/: %s; left in running/, %s", t->running_name, spool_dir_name(went), strerror(err), t->d->draining
 			? "for the restart" : "no claim of its id until the next rescan moves it");
 		strset_add(&t->d->stranded, t->id);
 	}
@@ -948,6 +948,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
 	strset_init(&d->stranded);
+	strandlog_init(&d->strandlog);
 	spend_init(&d->spend);
 	control_init(&d->control);
 	health_init(&d->health);
@@ -1011,6 +1012,7 @@ bool dispatch_free(struct dispatch *d)
 	known_release(&d->known);
 	strset_release(&d->held);
 	strset_release(&d->stranded);
+	strandlog_release(&d->strandlog);
 	spend_release(&d->spend);
 	control_release(&d->control);
 	health_release(&d->health);

@@ -33,6 +33,7 @@
 #include "scan.h"
 #include "spend.h"
 #include "spool.h"
+#include "strandlog.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -84,6 +85,7 @@ struct dispatch {
 	struct strset stranded;  /* ids of jobs of ours left in running/ with no task (a move out
 				  * failed, a put-back not settled): no claim of the id replaces
 				  * one; each rescan settles them (recovery.c adopt_all) */
+	struct strandlog strandlog; /* what was said of them: each error once (strandlog.h) */
 	uint64_t wake_timer;     /* earliest paused provider */
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */

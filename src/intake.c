@@ -387,8 +387,9 @@ static bool requeue_replaced(struct task *t, const struct pending *pe, const str
 			log_job(LOG_ERROR, t->id, "cannot note in 'running/%s' that the file claimed is "
 				"to go back: %s", mark, strerror(errno));
 		free(mark);
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' back to %s/%s: %s; left in "
-			"running/, no claim of its id until the next rescan moves it", t->running_name,
+		strandlog_say(&d->strandlog, LOG_ERROR, t->id, "cannot move 'running/%s' back to "
+			"%s/%s: %s; left in running/, no claim of its id until the next rescan moves it",
+			t->running_name,
 			spool_dir_name(dir), pe->name, strerror(err));
 		strset_add(&d->stranded, t->id);
 	} else {
@@ -570,8 +571,9 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	futimens(readfd, NULL);
 	if (spool_rename_claim(d->spool, pe->dir, pe->name, t->running_name) < 0) {
 		if (errno == EEXIST) {   /* one of ours no task holds: settled first (stranded) */
-			log_job(LOG_ERROR, id, "cannot claim '%s/%s': 'running/%s' is there, left by "
-				"an earlier run of the id; claimed once a rescan has settled that one",
+			strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot claim '%s/%s': 'running/%s' "
+				"is there, left by an earlier run of the id; claimed once a rescan has "
+				"settled that one",
 				spool_dir_name(pe->dir), pe->name, t->running_name);
 			strset_add(&d->stranded, id);
 		} else if (errno != ENOENT) {

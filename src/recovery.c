@@ -173,10 +173,14 @@ static void complete_publication(struct task *t, const char *finished)
 	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
 	char err[512];
 	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK) {
-		log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; tried again at the "
-			"next rescan", spool_dir_name(dest), err);
-		if (spool_still_ours(d->spool, t->running_name))   /* not committed: adopted again */
+		if (spool_still_ours(d->spool, t->running_name)) {   /* not committed: adopted again */
+			strandlog_say(&d->strandlog, LOG_ERROR, t->id, "cannot finish publishing into "
+				"%s/: %s; tried again at the next rescan", spool_dir_name(dest), err);
 			strset_add(&d->stranded, t->id);
+		} else {
+			log_job(LOG_ERROR, t->id, "cannot finish publishing into %s/: %s; tried again "
+				"at the next rescan", spool_dir_name(dest), err);
+		}
 	} else
 		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
 	sidecar_drop(t);
@@ -518,9 +522,9 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 	switch (what) {
 	case RECOVERY_PUTBACK_INSTALL:
 		if (renameat(fd, name, fd, job) < 0) {
-			log_job(LOG_ERROR, id, "cannot put its new run in place from 'running/%s': %s; "
-				"not recovered until it is (tried again at the next rescan)", name,
-				strerror(errno));
+			strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot put its new run in place "
+				"from 'running/%s': %s; not recovered until it is (tried again at the "
+				"next rescan)", name, strerror(errno));
 			settled = false;
 			break;
 		}
@@ -539,9 +543,9 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 				"read%s): claimed again as it is", spool_dir_name(went),
 				intake_return_why(from, went));
 		else
-			log_job(LOG_ERROR, id, "cannot move 'running/%s' back to %s/%s: %s; not "
-				"recovered until it is (tried again at the next rescan)", job,
-				spool_dir_name(went), back, strerror(errno));
+			strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot move 'running/%s' back "
+				"to %s/%s: %s; not recovered until it is (tried again at the next "
+				"rescan)", job, spool_dir_name(went), back, strerror(errno));
 		free(back);
 		/* Kept till then: without it, the file left in running/ would be taken for a
 		 * job whose run finished, and failed publish_failed. */
@@ -593,6 +597,7 @@ static void adopt_all(struct dispatch *d)
 	spool_entries_free(e, n);
 	strset_release(&stranded);
 	strset_release(&hidden);
+	strandlog_settled(&d->strandlog, &d->stranded);
 }
 
 /* The other hosts live on the spool (hostlock's reader), read once per pass when first needed. */

@@ -171,6 +171,29 @@ def test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is(
     assert d.stop() == 0
 
 
+def test_a_job_left_in_running_says_so_once_however_many_rescans_fail_to_move_it(env):
+    """As above, the move back failing at the restart and at the next three rescans (EIO): its
+    error was logged at each (every poll_interval, for as long as the move fails). It is now
+    said once, and once more only when it changes, and one line says when it is settled, after
+    how many retries."""
+    prompt, other = "put back, replaced, the move back refused four times", "its second retry"
+    d = env.daemon(verbose=True)
+    first = killed_after_claiming_its_replacement(env, d, "pl", prompt, other)
+    trace = traced(d, "pl.json", "-e", "trace=renameat2",   # new/pl.json, the move back
+                   "-e", "inject=renameat2:error=EIO:when=1..4")
+    d.start()
+    assert_replacement_ran(env, d, "pl", prompt, other, first)
+    with open(trace) as f:
+        assert f.read().count("(INJECTED)") == 4
+    log = d.log()
+    said = [line for line in log.splitlines() if line.startswith("pl error:")]
+    assert said == ["pl error: cannot move 'running/pl@testhost.json' back to new/pl.json: "
+                    "Input/output error; not recovered until it is (tried again at the next "
+                    "rescan)"], said
+    assert "pl no longer left in running/: settled after 3 retries" in log, log[-3000:]
+    assert d.stop() == 0
+
+
 def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(env):
     """As above, from deferred/: a job put back there, replaced before its claim by a second
     retry, the daemon killed after the claim; at the restart the first move of the claimed file
@@ -706,6 +729,7 @@ if __name__ == "__main__":
         test_a_put_back_replaced_before_its_claim_and_killed_runs_what_replaced_it,
         test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is,
         test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due,
+        test_a_job_left_in_running_says_so_once_however_many_rescans_fail_to_move_it,
         test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it,
         test_a_job_of_a_dead_host_is_never_reclaimed_over_a_replacement_left_in_running,
         test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled,
