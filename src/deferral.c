@@ -158,6 +158,7 @@ void deferral_leave(struct task *t, const char *why)
 		task_requeue(t, why);
 		return;
 	}
+	task_drop_held_events(t, TASK_WAITS_AGAIN);
 	char *name = xasprintf("%s.json", t->id);
 	char *text = task_job_text(t, t->defer_due, NULL);
 	int rc = text ? spool_move_rewritten(d->spool, t->running_name, SPOOL_DEFERRED, name, text,
@@ -289,6 +290,7 @@ void deferral_resume(struct task *t, int64_t due)
 	t->defer_due = due;
 	t->defer_dir = deferral_dir(t);
 	t->result_json = task_job_text(t, due, NULL);
+	task_drop_held_events(t, TASK_WAITS_AGAIN);
 	t->state = T_DEFERRING;
 	task_pool_submit(t, deferral_work, deferral_done);
 }
@@ -328,6 +330,7 @@ void deferral_schedule(struct task *t)
 						   "error_code", o->code, "retry_at", when,
 						   "images", "urls", "cost"));
 	}
+	task_drop_held_events(t, TASK_WAITS_AGAIN);
 	t->state = T_DEFERRING;
 	task_pool_submit(t, deferral_work, deferral_done);
 }

@@ -584,6 +584,7 @@ void task_requeue(struct task *t, const char *why)
 			  "next call");
 		return;
 	}
+	task_drop_held_events(t, TASK_WAITS_AGAIN);
 	char *name = xasprintf("%s.json", t->id);
 	/* A hold, or while draining a cancel (imgspool cancel finishes it from hold/), sends it to
 	 * hold/. */

@@ -226,6 +226,8 @@ void finish_event(struct task *t, const char *state, json_t *data)
 	struct dispatch *d = t->d;
 	outbox_batch_release(&t->events);
 	bool terminal = !strcmp(state, "succeeded") || !strcmp(state, "failed");
+	if (terminal)
+		task_drop_held_events(t, "its own end's event replaces them");
 	if (terminal && t->cut_events_since_ms != INT64_MAX) {
 		const char *other = t->succeeded ? "job.failed" : "job.succeeded";
 		if (outbox_withdraw_since(d->outbox, t->id, other, t->cut_events_since_ms) > 0)

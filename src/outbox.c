@@ -13,9 +13,11 @@
  * removes that file or reloads; a file older than give_up_after that no entry is for goes. Addresses that are not public are refused on the connected
  * socket unless allow_private. Entries of a host that stopped (due more than lease_timeout ago)
  * are taken over by another daemon with one rename, unless their job is still that host's in
- * running/: the daemon that reclaims the job takes its end events along, and takes them back
- * if the job ends another way. An entry is rewritten only over itself, so one taken back or
- * over while it was being sent stays gone. */
+ * running/: the daemon that reclaims the job takes its end events along, held under a name
+ * that says so (MSGID.TARGET@HOST.held: no scan sends or takes it), so that a restart knows
+ * them from the files alone; the job's end drops them (its publication queues its own) and a
+ * publication the dead host staged whole releases its end's. An entry is rewritten only over
+ * itself, so one taken back or over while it was being sent stays gone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -86,7 +88,8 @@ struct outbox {
 	struct strset parked_names;
 	struct strset woken;     /* parked entries whose endpoint is back: due at once */
 	int64_t next_gone_check; /* mono ms: when old control/gone.KEY markers are looked at */
-	struct strset taken_along; /* entries of jobs reclaimed from a dead host, renamed ours */
+	struct strset held;      /* our MSGID.TARGET@HOST.held (outbox_take_along) */
+	bool held_listed;        /* held has what outbox/ had (held_listed) */
 	struct outbox_stats stats;
 };
 
@@ -161,13 +164,14 @@ void outbox_withdraw(struct spool *sp, const struct outbox_batch *b)
 static const char *const event_targets[] = { "webhook", "exec" };
 static const char *const end_types[] = { "job.succeeded", "job.failed" };
 
-/* The name of the entry of task_id's event type (a terminal one) for target, of host. */
+/* The name of the entry of task_id's event type (a terminal one) for target, of host: ext
+ * ".json" for one to send, ".held" for one held for the job's run on host (taken along). */
 static char *end_entry_name(const char *task_id, const char *type, const char *target,
-			    const char *host)
+			    const char *host, const char *ext)
 {
 	char msg_id[WEBHOOK_ID_LEN + 1];
 	webhook_id(task_id, type, 0, msg_id);
-	return xasprintf("%s.%s@%s.json", msg_id, target, host);
+	return xasprintf("%s.%s@%s%s", msg_id, target, host, ext);
 }
 
 int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *type,
@@ -176,32 +180,43 @@ int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *typ
 	struct spool *sp = o->spool;
 	int n = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++) {
-		char *name = end_entry_name(task_id, type, event_targets[i], sp->host_id);
-		/* Taken along from a dead host's cut publication: its created_at_ms is that host's
-		 * clock, which need not agree with the file server's that since_ms is on. */
-		bool taken = strset_del(&o->taken_along, name);
+		char *name = end_entry_name(task_id, type, event_targets[i], sp->host_id, ".json");
 		struct buf b;
 		struct stat st;
 		buf_init(&b, 256 << 10);
-		json_t *doc = taken ? NULL : spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b,
-							     &st) == SPOOL_READ_OK ?
-			      json_loadb(b.data, b.len, 0, NULL) : NULL;
+		json_t *doc = spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st) ==
+			      SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, NULL) : NULL;
 		json_t *created = json_object_get(doc, "created_at_ms");
-		if ((taken || (json_is_integer(created) && json_integer_value(created) >= since_ms)) &&
+		if (json_is_integer(created) && json_integer_value(created) >= since_ms &&
 		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0)
 			n++;
 		json_decref(doc);
 		buf_release(&b);
 		free(name);
 	}
-	/* The end it does reach: written again by its publication, an event like any other. */
-	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
-		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
-			char *name = end_entry_name(task_id, end_types[k], event_targets[i], sp->host_id);
-			strset_del(&o->taken_along, name);
-			free(name);
-		}
 	return n;
+}
+
+/* Our held entries, from one listing of outbox/ (the first question) and our own renames
+ * since: only this host names an entry MSGID.TARGET@HOST.held. */
+static void held_listed(struct outbox *o)
+{
+	if (o->held_listed)
+		return;
+	struct spool_entry *e;
+	long n = spool_list_names(o->spool, SPOOL_OUTBOX, false, &e);
+	if (n < 0)
+		return;   /* asked again at the next job adopted */
+	char *mine = xasprintf("@%s.held", o->spool->host_id);
+	size_t ml = strlen(mine);
+	for (long i = 0; i < n; i++) {
+		size_t len = strlen(e[i].name);
+		if (len > ml && !strcmp(e[i].name + len - ml, mine))
+			strset_add(&o->held, e[i].name);
+	}
+	free(mine);
+	spool_entries_free(e, n);
+	o->held_listed = true;
 }
 
 int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host)
@@ -210,19 +225,62 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 	int n = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
 		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
-			char *from = end_entry_name(task_id, end_types[k], event_targets[i], from_host);
-			char *mine = end_entry_name(task_id, end_types[k], event_targets[i], sp->host_id);
-			/* One winner against a daemon taking the entry over (take_over); one of ours
-			 * by that name is the same event (its webhook-id), already queued here. */
-			int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, from, SPOOL_OUTBOX, mine);
-			if (rc < 0 && (errno == EEXIST || errno == EPERM))
-				rc = unlinkat(sp->fd[SPOOL_OUTBOX], from, 0);
-			if (rc == 0) {
-				strset_add(&o->taken_along, mine);
+			char *mine = end_entry_name(task_id, end_types[k], event_targets[i],
+						    sp->host_id, ".held");
+			/* Its entry to send, and one it held itself (taken along from a third). */
+			for (int held = 0; held < 2; held++) {
+				char *from = end_entry_name(task_id, end_types[k], event_targets[i],
+							    from_host, held ? ".held" : ".json");
+				/* One winner against a daemon taking the entry over (take_over); one
+				 * held here by that name is the same event (its webhook-id). */
+				int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, from, SPOOL_OUTBOX, mine);
+				if (rc < 0 && (errno == EEXIST || errno == EPERM))
+					rc = unlinkat(sp->fd[SPOOL_OUTBOX], from, 0);
+				if (rc == 0) {
+					strset_add(&o->held, mine);
+					n++;
+				}
+				free(from);
+			}
+			free(mine);
+		}
+	return n;
+}
+
+bool outbox_holds(struct outbox *o, const char *task_id)
+{
+	held_listed(o);
+	bool holds = false;
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets) && o->held.count && !holds; i++)
+		for (size_t k = 0; k < ARRAY_SIZE(end_types) && !holds; k++) {
+			char *name = end_entry_name(task_id, end_types[k], event_targets[i],
+						    o->spool->host_id, ".held");
+			holds = strset_has(&o->held, name);
+			free(name);
+		}
+	return holds;
+}
+
+int outbox_release_held(struct outbox *o, const char *task_id, const char *end)
+{
+	struct spool *sp = o->spool;
+	int fd = sp->fd[SPOOL_OUTBOX], n = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
+		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
+			const char *type = end_types[k], *target = event_targets[i];
+			char *held = end_entry_name(task_id, type, target, sp->host_id, ".held");
+			if (end && !strcmp(end, type)) {
+				/* Ours to send; one of ours by that name is the same event. */
+				char *send = end_entry_name(task_id, type, target, sp->host_id, ".json");
+				if (spool_rename_noreplace(sp, SPOOL_OUTBOX, held, SPOOL_OUTBOX, send) < 0 &&
+				    (errno == EEXIST || errno == EPERM))
+					unlinkat(fd, held, 0);
+				free(send);
+			} else if (unlinkat(fd, held, 0) == 0) {
 				n++;
 			}
-			free(from);
-			free(mine);
+			strset_del(&o->held, held);
+			free(held);
 		}
 	return n;
 }
@@ -767,7 +825,7 @@ struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *p
 	strset_init(&o->in_flight);
 	strset_init(&o->parked_names);
 	strset_init(&o->woken);
-	strset_init(&o->taken_along);
+	strset_init(&o->held);
 	return o;
 }
 
@@ -805,6 +863,6 @@ void outbox_free(struct outbox *o)
 	free(o->parked);
 	strset_release(&o->parked_names);
 	strset_release(&o->woken);
-	strset_release(&o->taken_along);
+	strset_release(&o->held);
 	free(o);
 }

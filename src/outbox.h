@@ -54,16 +54,23 @@ int outbox_write_in(struct spool *sp, const struct outbox_batch *b, struct syncs
  * another way). Before the task leaves the busy set, so none was delivered. Loop thread. */
 void outbox_withdraw(struct spool *sp, const struct outbox_batch *b);
 /* Takes back the entries of task_id's event of type that this host wrote at or after since_ms
- * (created_at_ms), and those it took along from a dead host (outbox_take_along): those of a
- * publication a restart cut, when the job ends another way (an earlier run's, written before,
- * stay). Loop thread, before the task leaves the busy set. Returns how many. */
+ * (created_at_ms): those of a publication a restart cut, when the job ends another way (an
+ * earlier run's, written before, stay). Loop thread, before the task leaves the busy set.
+ * Returns how many. */
 int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *type,
 			  int64_t since_ms);
 /* A job reclaimed from from_host: the entries of its end events (job.succeeded, job.failed)
- * that host queued become this host's (renamed), held back while this host holds the job, and
- * taken back by outbox_withdraw_since should it end another way. Loop thread. Returns how
+ * that host queued, or held itself, are held by this host for the job's run here, renamed
+ * MSGID.TARGET@HOST.held: never sent as they are, nor taken over. Loop thread. Returns how
  * many. */
 int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host);
+/* Whether this host holds entries of task_id's end events (one listing of outbox/ the first
+ * time). Loop thread. */
+bool outbox_holds(struct outbox *o, const char *task_id);
+/* The job's run here is over: its held entries go, but for those of end (a job.* type, NULL =
+ * none), which become entries to send (when the dead host's staged publication is completed).
+ * Loop thread, before the job leaves running/. Returns how many were removed. */
+int outbox_release_held(struct outbox *o, const char *task_id, const char *end);
 void outbox_batch_release(struct outbox_batch *b);
 
 struct outbox_stats {

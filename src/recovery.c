@@ -172,6 +172,15 @@ static void complete_publication(struct task *t, const char *finished)
 	struct dispatch *d = t->d;
 	enum spool_dir dest = strcmp(finished, "succeeded") ? SPOOL_FAILED : SPOOL_DONE;
 	char err[512];
+	/* Its end is decided: the events of it that a dead host queued before it staged the
+	 * publication, held since the job was reclaimed, are ours to send once it is out. */
+	bool released = t->events_held;
+	if (released) {
+		char *end = xasprintf("job.%s", finished);
+		outbox_release_held(d->outbox, t->id, end);
+		t->events_held = false;
+		free(end);
+	}
 	if (publish_commit_staged(d->spool, t->id, t->running_name, dest, err, sizeof(err)) != PUBLISH_OK) {
 		if (spool_still_ours(d->spool, t->running_name)) {   /* not committed: adopted again */
 			strandlog_say(&d->strandlog, LOG_ERROR, t->id, "cannot finish publishing into "
@@ -185,6 +194,8 @@ static void complete_publication(struct task *t, const char *finished)
 		log_job(LOG_INFO, t->id, "%s: its publication, cut by a restart, is complete", finished);
 	sidecar_drop(t);
 	task_free(t);
+	if (released)
+		outbox_scan(d->outbox);
 }
 
 /* The attempt the saved response of t belongs to, 0 if none is ours. */
@@ -300,6 +311,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
 	t->created_wall_ms = timespec_ms(&st.st_mtim);
+	t->events_held = outbox_holds(d->outbox, id);   /* taken along when it was reclaimed */
 	/* A lease well beyond now (more than any error in measuring the file server's clock): a
 	 * shutdown left a retry here, its lease running to its due time. */
 	if (t->created_wall_ms > spool_server_now(d->spool) + LEFT_LEASE_MARGIN_MS)

@@ -189,6 +189,17 @@ void task_pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *
 	iopool_submit_batched(t->d->pool, work, done, t);
 }
 
+void task_drop_held_events(struct task *t, const char *why)
+{
+	if (!t->events_held)
+		return;
+	t->events_held = false;
+	int n = outbox_release_held(t->d->outbox, t->id, NULL);
+	if (n)
+		log_job(LOG_INFO, t->id, "dropped the %d end event(s) its dead host had queued: %s",
+			n, why);
+}
+
 /* The job left our running/: its requests are fulfilled, or moot. */
 void task_control_forget(struct task *t)
 {

@@ -94,6 +94,9 @@ struct task {
 	/* Adopted after a restart cut its publication, which may have queued the events of an
 	 * end (at or after this time) that the restart does not reach: INT64_MAX = none. */
 	int64_t cut_events_since_ms;
+	/* Adopted with end events of a dead host's run held for it here (outbox_take_along):
+	 * they go before it leaves running/, ended or not (task_drop_held_events). */
+	bool events_held;
 	int64_t claimed_mono;
 	int64_t call_started_wall; /* of the call in flight */
 	int64_t defer_due;       /* the next attempt, by the file server's clock (wall ms) */
@@ -141,5 +144,10 @@ char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finis
 void task_pool_submit(struct task *t, iopool_fn *work, iopool_fn *done);
 void task_pool_submit_batched(struct task *t, iopool_batch_fn *work, iopool_fn *done);
 void task_control_forget(struct task *t);
+/* The end events held for t's run here go: it ends (its publication queues its own) or goes
+ * back to wait (its real end, wherever, brings its own). Loop thread. */
+void task_drop_held_events(struct task *t, const char *why);
+#define TASK_WAITS_AGAIN "it waits again, and its real end brings its own"
+
 
 #endif

@@ -397,12 +397,13 @@ def test_one_event_for_a_job_finished_by_a_restart(env):
     assert d.stop() == 0
 
 
-def dead_while_publishing(env, rx, task_id, prompt):
+def dead_while_publishing(env, rx, task_id, prompt, point="publish:images"):
     """Host "hostA" dies while publishing task_id (its job.succeeded entry already in outbox/),
-    its files in running/ older than any lease, as a dead host leaves them. Returns it."""
+    at point, its files in running/ older than any lease, as a dead host leaves them. Returns
+    it."""
     a = notify_daemon(env, rx, spool__host_id="hostA")
     a.submit(task_id, {"prompt": prompt})
-    a.start_to_crash("publish:images")
+    a.start_to_crash(point)
     entry = [n for n in a.listdir("outbox") if n.startswith(msg_id(task_id, "job.succeeded"))]
     assert entry == [f"{msg_id(task_id, 'job.succeeded')}.webhook@hostA.json"], a.listdir("outbox")
     old = time.time() - 3600
@@ -433,6 +434,84 @@ def test_one_event_for_a_job_another_host_ends_another_way(env):
     got = delivered(rx)["xh"]
     assert [ev["type"] for _, ev in got] == ["job.failed"], got
     assert env.fake.calls(prompt) == 1
+
+
+def test_one_event_for_a_job_another_host_ends_another_way_after_its_restart(env):
+    """As above, with host A's clock 2 h behind the file server's (its entry's created_at_ms),
+    and host B killed after it reclaimed the job and counted the death, then started again: the
+    restarted B fails the job crashed, and the receiver hears job.failed only. Before, what B had
+    taken along was known to its memory only: the restarted B took back only entries written
+    since the saved response (by the file server's clock), and A's job.succeeded went out too."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "its publication kills host A, whose clock is behind"
+    a = dead_while_publishing(env, rx, "xr", prompt)
+    name = f"{msg_id('xr', 'job.succeeded')}.webhook@hostA.json"
+    st = os.stat(a.path("outbox", name))
+    with open(a.path("outbox", name)) as f:
+        entry = json.load(f)
+    entry["created_at_ms"] -= 2 * 3600 * 1000
+    with open(a.path("outbox", name), "w") as f:
+        json.dump(entry, f)
+    os.utime(a.path("outbox", name), ns=(st.st_atime_ns, st.st_mtime_ns))
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5, retry__max_crash_requeues=1)
+    b.start_to_crash("adopt:counted")
+    assert any(n.startswith("xr@hostB") for n in b.listdir("running")), b.listdir("running")
+    b.start()
+    assert b.wait_finished("xr") == "failed", b.log()[-2000:]
+    assert b.result("xr")["error"]["code"] == "crashed"
+    wait_for(lambda: "xr" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
+    assert b.stop() == 0
+    got = delivered(rx)["xr"]
+    assert [ev["type"] for _, ev in got] == ["job.failed"], got
+    assert env.fake.calls(prompt) == 1
+
+
+def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(env):
+    """Host A dies before the commit of its publication, staged whole (its records say
+    finished, its job.succeeded is queued): host B reclaims the job, takes the entry along,
+    held, completes the publication and sends the event, once; nothing stays in outbox/."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies before its commit"
+    a = dead_while_publishing(env, rx, "sc", prompt, "publish:rewritten")
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5).start()
+    assert b.wait_finished("sc") == "done", b.log()[-2000:]
+    assert "sc took along 1 end event(s) 'hostA' had queued" in b.log(), b.log()[-2000:]
+    wait_for(lambda: "sc" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
+    assert b.stop() == 0
+    assert [ev["type"] for _, ev in delivered(rx)["sc"]] == ["job.succeeded"], delivered(rx)["sc"]
+    assert env.fake.calls(prompt) == 1
+
+
+def test_an_event_taken_along_is_not_sent_while_its_job_waits(env):
+    """A job reclaimed with an end event its dead host had queued, that does not end on the
+    reclaimer but goes back to wait (to new/, then deferred/ after a failed call): the event
+    taken along is not sent while the job waits, and its real end brings its own. Here host A's
+    entry is an earlier run's (a reused id): its new run's call was cut before an answer was
+    saved. Before, the entry counted as busy only while host B held the job, and went out as
+    soon as the job went back: the receiver heard job.succeeded of a job that was waiting."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "taken along, then deferred [fake:b64|503|b64]"
+    a = dead_while_publishing(env, rx, "dq", prompt)
+    for n in os.listdir(a.path("running")):   # the new run's call: cut, nothing saved
+        if n.startswith(".dq@hostA.response."):
+            os.unlink(a.path("running", n))
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5, notify__deferrals="yes",
+                      retry__backoff_base_ms=10000, retry__backoff_cap_ms=20000)
+    b.start()
+    wait_for(lambda: [ev["type"] for _, ev in delivered(rx).get("dq", [])] == ["job.deferred"]
+             and not b.listdir("outbox") or "job.succeeded" in str(delivered(rx).get("dq")),
+             30, f"the deferral to be heard:\n{b.log()[-2000:]}")
+    assert b.state("dq") == "deferred", b.state("dq")
+    assert [ev["type"] for _, ev in delivered(rx)["dq"]] == ["job.deferred"], delivered(rx)["dq"]
+    assert b.wait_finished("dq", 60) == "done"
+    wait_for(lambda: len(delivered(rx)["dq"]) >= 2 and not b.listdir("outbox"), 30,
+             "the outbox drained")
+    assert b.stop() == 0
+    got = [ev["type"] for _, ev in delivered(rx)["dq"]]
+    assert got == ["job.deferred", "job.succeeded"], got
 
 
 def test_an_entry_is_not_taken_over_while_its_job_is_its_hosts(env):
@@ -571,6 +650,9 @@ if __name__ == "__main__":
                test_no_event_for_a_publication_that_failed,
                test_one_event_for_a_job_finished_by_a_restart,
                test_one_event_for_a_job_another_host_ends_another_way,
+               test_one_event_for_a_job_another_host_ends_another_way_after_its_restart,
+               test_an_event_taken_along_is_not_sent_while_its_job_waits,
+               test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
                test_torn_entry_set_aside_once])
