@@ -162,7 +162,8 @@ void deferral_leave(struct task *t, const char *why)
 	char *name = xasprintf("%s.json", t->id);
 	char *text = task_job_text(t, t->defer_due, NULL);
 	int rc = text ? spool_move_rewritten(d->spool, t->running_name, SPOOL_DEFERRED, name, text,
-					     strlen(text), t->defer_due, false) : -1;
+					     strlen(text), t->defer_due, SPOOL_NOREPLACE_IF_NATIVE)
+		      : -1;
 	int err = errno;
 	bool written = text != NULL;
 	free(text);
@@ -216,7 +217,7 @@ void deferral_work(void *arg)
 	if (t->publish_rc == 0)
 		t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
 					     t->result_json, strlen(t->result_json), t->defer_due,
-						     false);
+					     SPOOL_NOREPLACE_IF_NATIVE);
 	if (t->publish_rc < 0)
 		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
 	free(name);

@@ -340,7 +340,8 @@ int intake_return(struct dispatch *d, const char *running_name, enum spool_dir *
 {
 	for (;;) {
 		int rc = records ? spool_move_rewritten(d->spool, running_name, *dir, name, records,
-							strlen(records), due_wall_ms, true)
+							strlen(records), due_wall_ms,
+							SPOOL_NEVER_REPLACE)
 				 : spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, *dir,
 							  name);
 		if (rc == 0)

@@ -686,17 +686,24 @@ static int rename_noreplace(struct spool *sp, int fromfd, const char *from_name,
 	return 0;
 }
 
-int spool_rename_claim(struct spool *sp, enum spool_dir from, const char *from_name,
-		       const char *running_name)
+/* RENAME_NOREPLACE where the file system has it, else a plain rename: a link and an unlink
+ * would cost every claim and deferral a call more. */
+static int rename_noreplace_if_native(struct spool *sp, int fromfd, const char *from_name, int tofd,
+				      const char *to_name)
 {
-	int fromfd = sp->fd[from], tofd = sp->fd[SPOOL_RUNNING];
-	int rc = renameat_noreplace(sp, fromfd, from_name, tofd, running_name);
+	int rc = renameat_noreplace(sp, fromfd, from_name, tofd, to_name);
 	/* EEXIST: the target was there before, so this rename did not happen, even should the
 	 * source be gone by now (another host claimed it): never a lost reply. */
 	if (rc < 0)
-		return errno == EEXIST ? -1 : lost_reply(fromfd, from_name, tofd, running_name);
-	/* Else a plain rename: a link and an unlink would cost every claim a call more. */
-	return rc == 0 ? 0 : rename_between(fromfd, from_name, tofd, running_name);
+		return errno == EEXIST ? -1 : lost_reply(fromfd, from_name, tofd, to_name);
+	return rc == 0 ? 0 : rename_between(fromfd, from_name, tofd, to_name);
+}
+
+int spool_rename_claim(struct spool *sp, enum spool_dir from, const char *from_name,
+		       const char *running_name)
+{
+	return rename_noreplace_if_native(sp, sp->fd[from], from_name, sp->fd[SPOOL_RUNNING],
+					  running_name);
 }
 
 int spool_rename_noreplace(struct spool *sp, enum spool_dir from, const char *from_name,
@@ -1202,7 +1209,7 @@ bool spool_still_ours(struct spool *sp, const char *running_name)
 
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
 			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms,
-			 bool noreplace)
+			 enum spool_replace how)
 {
 	/* Never recreate a job another host has reclaimed from us. */
 	if (!spool_still_ours(sp, running_name)) {
@@ -1224,9 +1231,10 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 	if (destfd < 0)
 		return -1;
 	stop_point("move:pinned");   /* a test replaces dest here */
-	int rc = noreplace ? rename_noreplace(sp, sp->fd[SPOOL_RUNNING], running_name, destfd,
-					      dest_name)
-			   : rename_between(sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name);
+	int rc = how == SPOOL_NEVER_REPLACE
+		 ? rename_noreplace(sp, sp->fd[SPOOL_RUNNING], running_name, destfd, dest_name)
+		 : rename_noreplace_if_native(sp, sp->fd[SPOOL_RUNNING], running_name, destfd,
+					      dest_name);
 	if (rc == 0)
 		crash_point("move:moved");
 	if (rc == 0 && (fsync(destfd) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0))

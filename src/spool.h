@@ -280,13 +280,19 @@ int spool_temp_name(char *out, size_t size, const char *name, const char *host, 
 long spool_temp_unique(unsigned *seq);
 /* Whether name is a temporary file of host's (spool_temp_name): a restart removes its own. */
 bool spool_is_our_temp(const char *name, const char *host);
+/* Whether a move may replace a file at its target. */
+enum spool_replace {
+	SPOOL_NEVER_REPLACE,       /* EEXIST; link and unlink where RENAME_NOREPLACE is lacking */
+	SPOOL_NOREPLACE_IF_NATIVE, /* EEXIST where the file system has RENAME_NOREPLACE, else a
+				    * plain rename: one system call, as ever (a claim, a deferral) */
+};
 /* Replaces the content of running/running_name with data (atomically), sets its mtime to
- * mtime_ms, moves it to dest/dest_name and fsyncs both directories: one job's state change
- * that carries its records along (a deferral, a requeue). With noreplace, never over a file
- * at dest/dest_name (EEXIST; spool_rename_noreplace). Returns 0 or -1 with errno. */
+ * mtime_ms, moves it to dest/dest_name, never over a file there as how says, and fsyncs both
+ * directories: one job's state change that carries its records along (a deferral, a requeue).
+ * Returns 0 or -1 with errno. */
 int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_dir dest,
 			 const char *dest_name, const void *data, size_t len, int64_t mtime_ms,
-			 bool noreplace);
+			 enum spool_replace how);
 /* The file server's clock, in wall ms: the local clock plus the offset measured by writing a
  * probe file in running/ (at most every 10 s). Every comparison with a file's time uses it, so
  * clock skew between hosts does not matter. A failed probe is logged and the last offset kept. */

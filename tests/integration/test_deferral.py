@@ -228,6 +228,38 @@ def test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable(
     os.mkdir(d.path("deferred"))
 
 
+def test_a_deferral_never_replaces_another_version_of_its_id_in_deferred(env):
+    """Two hosts each run a version of one id; one's deferral moves its job into deferred/ while
+    the other's version already waits there. The move was a plain rename, over the other's file
+    and its records: that version was never called. It is now RENAME_NOREPLACE (tmpfs, ext4 have
+    it): the retry waits in memory instead (EEXIST), and both versions run."""
+    d = env.daemon()
+    prompt = "deferred onto another version [fake:429_retry_after retry_after=1|b64]"
+    other = "another host's version of it, waiting in deferred/"
+    env.fake.script(other, ["b64"])
+    fifo = d.start_held_at("move:pinned")
+    d.submit("dv", {"prompt": prompt})
+    held = held_at_stop(fifo, d)   # the deferral, before its rename into deferred/
+    with open(d.path("tmp", "dv.json"), "w") as f:
+        json.dump({"prompt": other}, f)
+    past = time.time() - 60
+    os.utime(d.path("tmp", "dv.json"), (past, past))
+    os.rename(d.path("tmp", "dv.json"), d.path("deferred", "dv.json"))
+    os.close(held)
+
+    def both_ran():
+        try:   # a later move waits at the stop point too: let each go on
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        return (env.fake.calls(prompt) == 2 and env.fake.calls(other) == 1 and
+                d.state("dv") == "done" and not d.listdir("deferred"))
+    wait_for(both_ran, 30, f"both versions to run:\n{d.log()[-3000:]}")
+    assert "dv warning: cannot move to deferred/ (File exists); retrying from memory" in d.log(), \
+        d.log()[-3000:]
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_retry_in_memory_waits_for_an_operators_resume,
@@ -236,4 +268,5 @@ if __name__ == "__main__":
         test_shutdown_moves_a_retry_in_memory_to_deferred_with_its_due_time,
         test_shutdown_moves_a_retry_in_memory_to_new_when_deferred_stays_unwritable,
         test_shutdown_leaves_a_retry_in_running_when_no_records_can_be_written,
+        test_a_deferral_never_replaces_another_version_of_its_id_in_deferred,
     ])
