@@ -1010,10 +1010,51 @@ static void side_leave(struct keyshare *ks, const struct kept_ledger *k, json_t 
 	json_decref(doc);
 }
 
+/* A reading of run doc that also holds earlier, a reading of a run doc lacks (as own_take_in
+ * takes one in): earlier's figures added to doc's (a day's only if of the same day), its run and
+ * the runs it held listed in "runs_held". Owned. */
+static json_t *reading_merged(json_t *doc, json_t *earlier)
+{
+	json_t *out = json_deep_copy(doc);
+	long day = (long)json_integer_value(json_object_get(doc, "day"));
+	bool same_day = json_integer_value(json_object_get(earlier, "day")) == day;
+	json_t *provs = json_object_get(out, "providers"), *v, *held = json_array();
+	const char *key;
+	size_t i;
+	json_object_foreach(json_object_get(earlier, "providers"), key, v) {
+		json_t *to = json_object_get(provs, key);
+		if (!to)
+			json_object_set_new(provs, key, to = json_pack("{s:I, s:I}", "day_micros",
+								       (json_int_t)0, "month_micros",
+								       (json_int_t)0));
+		json_int_t d = json_integer_value(json_object_get(v, "day_micros"));
+		json_int_t m = json_integer_value(json_object_get(v, "month_micros"));
+		json_object_set_new(to, "day_micros", json_integer(
+			json_integer_value(json_object_get(to, "day_micros")) + (same_day ? d : 0)));
+		json_object_set_new(to, "month_micros", json_integer(
+			json_integer_value(json_object_get(to, "month_micros")) + m));
+	}
+	json_array_foreach(json_object_get(doc, "runs_held"), i, v)
+		json_array_append(held, v);
+	json_array_foreach(json_object_get(earlier, "runs_held"), i, v)
+		if (!runs_list(held, json_string_value(v)))
+			json_array_append(held, v);
+	if (!runs_list(held, doc_run(earlier)))
+		json_array_append_new(held, json_string(doc_run(earlier)));
+	while (json_array_size(held) > RUNS_HELD_MAX)
+		json_array_remove(held, 0);
+	json_object_set_new(out, "runs_held", held);
+	if (doc_base_lost(earlier))
+		json_object_set_new(out, "base_lost", json_true());
+	return out;
+}
+
 /* k's host wrote its ledger anew (next, just read; old: what was read before): if a run that
  * started without its file wrote it, and it lacks the run read before, that reading is kept
  * as k->earlier, counted with it and left beside it; one next holds is let go. One kept from
- * before that a newer run still lacks is left again (a cleared ledger/ took its file). */
+ * before that old lacks too is merged into it, not dropped (a host restarted twice without its
+ * ledger: both earlier runs count). One kept from before that a newer run still lacks is left
+ * again (a cleared ledger/ took its file). */
 static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old, json_t *next)
 {
 	long day, month;
@@ -1023,8 +1064,12 @@ static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old
 		ledger_add(old, NULL, day, month, &d, &m);
 	bool new_run = old && !doc_holds(next, doc_run(old));
 	if (m && new_run && doc_base_lost(next)) {
+		json_t *kept = k->earlier && doc_run(k->earlier) && !doc_holds(old, doc_run(k->earlier)) &&
+					       json_integer_value(json_object_get(k->earlier, "month")) == month
+				       ? reading_merged(old, k->earlier)
+				       : json_incref(old);
 		json_decref(k->earlier);
-		k->earlier = json_incref(old);
+		k->earlier = kept;
 	}
 	if (k->earlier && (!doc_base_lost(next) || doc_holds(next, doc_run(k->earlier)) ||
 			   json_integer_value(json_object_get(k->earlier, "month")) != month)) {

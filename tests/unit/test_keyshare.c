@@ -721,6 +721,57 @@ static void restarted_without_ledger(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Host A restarts twice without its ledger before it takes in B's reading of its first run:
+ * run 1 spent 0.5 (B read it), run 2 spent 0.2 (B read it, with run 1 added: 0.7), run 3
+ * starts. B's reading of run 2 lacks run 1, so B keeps both (merged, run 1 listed as held by
+ * it): B counts 0.7, not 0.2, and so does A once it takes B's reading in, with no run twice. */
+static void restarted_twice(void)
+{
+	char dir[] = "/tmp/imgspool-keyshare-twice-XXXXXX";
+	if (!mkdtemp(dir))
+		return;
+	struct spool sa, sb;
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "twice: A and B");
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	ok(make_lock(lock, 0), "twice: A's lock, heartbeated now");
+	keyshare_spent(a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "twice: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "twice: ledger/ cleared; A restarts as run 2");
+	a = keyshare_new(&sa);
+	keyshare_spent(a, "p", keyshare_micros(0.2));
+	v = try_call(b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
+	   "twice: run 2 spends 0.2; B counts 0.7 (spent %lld)", v.spent);
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "twice: ledger/ cleared again; A restarts as run 3");
+	a = keyshare_new(&sa);
+	v = try_call(b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
+	   "twice: B still counts runs 1 and 2: 0.4 more is over 1.00 (spent %lld)", v.spent);
+	v = try_call(a, 0.4);
+	struct keyshare_verdict fits = try_call(a, 0.3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
+	   fits.block == PROVIDER_FREE,
+	   "twice: A takes B's reading in: 0.7, each run once (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
+	v = try_call(b, 0.4);
+	fits = try_call(b, 0.3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
+	   fits.block == PROVIDER_FREE, "twice: and B counts A's ledger once (spent %lld)", v.spent);
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sb);
+	spool_close(&sa);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Host A stalls after spending 0.8 (B read 0.5 of it): its lock goes a lease without a beat,
  * its ledger is removed meanwhile, and B, judging A gone, carries its 0.5 back, which every
  * host counts, waiting for nothing more. When A comes back, its first heartbeat is late by the
@@ -1072,6 +1123,7 @@ int main(void)
 	unusable_ledger();
 	forged_lock();
 	restarted_without_ledger();
+	restarted_twice();
 	stalled_host_beats();
 	beat_rows();
 	free(a_ledger);
