@@ -4,9 +4,20 @@
 #define IMGSPOOL_TEST_SCRATCH_SPOOL_H
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "spool.h"
+
+/* Makes a scratch directory "imgspool-TAG-XXXXXX" in $TMPDIR (else /tmp) into buf: a run that
+ * crashes leaves it where the harness cleans up. buf, or NULL. */
+static inline char *scratch_mkdtemp(char *buf, size_t size, const char *tag)
+{
+	const char *tmp = getenv("TMPDIR");
+	int n = snprintf(buf, size, "%s/imgspool-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag);
+	return n > 0 && (size_t)n < size ? mkdtemp(buf) : NULL;
+}
 
 /* Removes sp's state directories, closes it and removes its root, path. 0, or -1 when the test
  * left something in it (a state directory that is not empty stays, and so does path). */

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <ftw.h>
 #include <time.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "keyshare.h"
 #include "spool.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 struct rate_row {
@@ -282,8 +284,8 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
  * which would let B pass the budget (A spent 0.8, B read 0.5; 0.4 more is 1.2 of 1.00). */
 static void stalled_host_carried(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-stall-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-stall"))
 		return;
 	struct spool sa, sb;
 	struct keyshare_ticket t;
@@ -454,8 +456,8 @@ static const struct keyshare_limits daily_1 = { .budget_daily = 1000000, .window
  * change is said once, with why the open failed. */
 static void unusable_ledger(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-noledger-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-noledger"))
 		return;
 	struct spool sb;
 	struct keyshare_ticket t;
@@ -517,8 +519,8 @@ static void unusable_ledger(void)
  * test_hostlock) is no host, however fresh: it blocks nothing. */
 static void forged_lock(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-forged-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-forged"))
 		return;
 	struct spool sb;
 	struct keyshare_ticket t;
@@ -593,8 +595,8 @@ static struct keyshare_verdict try_call(struct keyshare *ks, double want)
  * nothing. */
 static void restarted_without_ledger(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-restart-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-restart"))
 		return;
 	struct spool sa, sb, sc;
 	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0 &&
@@ -727,8 +729,8 @@ static void restarted_without_ledger(void)
  * it): B counts 0.7, not 0.2, and so does A once it takes B's reading in, with no run twice. */
 static void restarted_twice(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-twice-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-twice"))
 		return;
 	struct spool sa, sb;
 	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "twice: A and B");
@@ -779,8 +781,8 @@ static void restarted_twice(void)
  * ledger/ (10 s later, or its next billed call), so B's 0.4 no longer fits. */
 static void stalled_host_beats(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-beat-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-beat"))
 		return;
 	struct spool sa, sb;
 	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "beat: A and B");
@@ -866,8 +868,8 @@ int main(void)
 	}
 
 	/* The gate with two hosts on one directory. */
-	char dir[] = "/tmp/imgspool-keyshare-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare"))
 		return 1;
 	struct spool sa, sb;
 	if (spool_open(&sa, dir, "hostA") < 0 || spool_open(&sb, dir, "hostB") < 0)
