@@ -136,6 +136,10 @@ static void log_start_writer_once(void)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&written_wake, &attr);
 	pthread_condattr_destroy(&attr);
+	/* What was taken before it was written by the thread that took it. */
+	pthread_mutex_lock(&held_lock);
+	held_written = held_writes;
+	pthread_mutex_unlock(&held_lock);
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -233,7 +237,7 @@ void log_hold(bool on)
 	holding = on;
 }
 
-void log_flush_all(void)
+bool log_flush_all(void)
 {
 	struct timespec until;
 	if (writer_running) {
@@ -243,25 +247,32 @@ void log_flush_all(void)
 		pthread_mutex_lock(&held_lock);
 		wanted = true;
 		pthread_cond_signal(&writer_wake);
-		while ((held_len || dropped || held_written != held_writes) &&
+		bool left;
+		while ((left = held_len || dropped || held_written != held_writes) &&
 		       pthread_cond_timedwait(&written_wake, &held_lock, &until) == 0)
 			;
 		pthread_mutex_unlock(&held_lock);
-		return;
+		return !left;
 	}
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += EXIT_WAIT_MS / 1000;
 	/* Another thread's write stuck for good must not keep the process from ending. */
 	if (pthread_mutex_timedlock(&write_lock, &until))
-		return;
+		return false;
 	while (write_held())
 		;
 	pthread_mutex_unlock(&write_lock);
+	return true;
+}
+
+static void flush_at_exit(void)
+{
+	log_flush_all();
 }
 
 static void register_flush_at_exit(void)
 {
-	atexit(log_flush_all);
+	atexit(flush_at_exit);
 }
 
 bool log_stream_is_journal(const char *journal_stream, int fd)

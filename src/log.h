@@ -25,8 +25,9 @@ void log_hold(bool on);
 void log_start_writer(void);
 /* Writes the kept lines, every thread's, if one of this thread's is among them. */
 void log_flush(void);
-/* Writes every kept line, whoever's: before the process ends (at exit, before an abort). */
-void log_flush_all(void);
+/* Writes every kept line, whoever's: before the process ends (at exit, before an abort).
+ * False when a write stuck for EXIT_WAIT_MS (2 s) kept some from going out. */
+bool log_flush_all(void);
 /* Whether fd is the stream JOURNAL_STREAM ("DEVICE:INODE") names. */
 bool log_stream_is_journal(const char *journal_stream, int fd);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

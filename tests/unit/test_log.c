@@ -502,7 +502,7 @@ static void test_a_writer_of_its_own(void)
 	pthread_create(&reader, NULL, read_all, &r);
 	pthread_join(loop, NULL);
 	log_info("own: last");
-	log_flush_all();
+	bool all_out = log_flush_all();   /* the pipe is read now: it needs no wait */
 	dup2(saved, STDERR_FILENO);
 	close(saved);
 	close(fds[1]);
@@ -511,6 +511,8 @@ static void test_a_writer_of_its_own(void)
 	ok(returned, "a thread whose lines fill no pipe returns from its flushes: only the log's "
 	   "writer waits for stderr");
 	ok(flushed_all, "the last flush before the end waits for the stuck writer 2 s at most");
+	ok(all_out, "once stderr takes them, the last flush finds every line written (lines "
+	   "written before the writer started count as written)");
 	const char *text = r.len > (size_t)filled ? r.text + filled : "";
 	const char *first = strstr(text, "own: a line"), *turn = strstr(text, "own: turn 2");
 	const char *last = strstr(text, "own: last");
