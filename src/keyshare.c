@@ -140,6 +140,9 @@ struct keyshare {
 	char run[17];
 	bool base_lost;
 	json_t *runs_held;           /* owned: an array of run ids */
+	json_t *runs_taken;          /* owned: {run: what taking in a side file of that run added}
+					this run (side_take), so a later reading that holds it adds
+					only what it says beyond */
 	struct side_taken { char *name; unsigned long gen; } *sides_taken;  /* on the loop: side
 					files of this host taken in, removed once gen is written */
 	size_t n_sides_taken;
@@ -506,6 +509,7 @@ static void roll(struct keyshare *ks, long day, long month)
 	/* What earlier runs spent in an earlier month counts no more (month 0: nothing read yet). */
 	if (ks->month && month != ks->month) {
 		json_array_clear(ks->runs_held);
+		json_object_clear(ks->runs_taken);
 		ks->base_lost = false;
 	}
 	ks->day = day;
@@ -1128,6 +1132,39 @@ static void sides_remove_written(struct keyshare *ks)
 	ks->n_sides_taken = keep;
 }
 
+/* doc (a reading of an earlier run) less what taking in readings of runs it holds added
+ * already this run (taken: side_take's), each figure no less than 0: a reading of run R2 that
+ * holds R1, taken in after a reading of R1, adds only what it says beyond it, so no run counts
+ * twice, whatever order the side files are found in. A reading taken whose runs doc holds only
+ * in part is not taken off (both counted whole: more, never less). Owned. */
+static json_t *reading_beyond(json_t *doc, json_t *taken)
+{
+	json_t *out = json_deep_copy(doc), *had, *v, *f;
+	long day = (long)json_integer_value(json_object_get(doc, "day"));
+	const char *run, *key;
+	size_t i;
+	json_object_foreach(taken, run, had) {
+		bool within = doc_holds(doc, run);
+		json_array_foreach(json_object_get(had, "runs_held"), i, v)
+			within = within && doc_holds(doc, json_string_value(v));
+		if (!within)
+			continue;
+		bool same_day = json_integer_value(json_object_get(had, "day")) == day;
+		json_object_foreach(json_object_get(had, "providers"), key, f) {
+			json_t *to = json_object_get(json_object_get(out, "providers"), key);
+			if (!to)
+				continue;
+			json_int_t d = json_integer_value(json_object_get(to, "day_micros"));
+			json_int_t m = json_integer_value(json_object_get(to, "month_micros"));
+			d -= same_day ? json_integer_value(json_object_get(f, "day_micros")) : 0;
+			m -= json_integer_value(json_object_get(f, "month_micros"));
+			json_object_set_new(to, "day_micros", json_integer(d > 0 ? d : 0));
+			json_object_set_new(to, "month_micros", json_integer(m > 0 ? m : 0));
+		}
+	}
+	return out;
+}
+
 /* A reading of an earlier run of this host that another host left beside its ledger
  * (side_leave): what that run spent, unless these figures hold it already, is added to them
  * (own_take_in), written, and then the file removed (sides_remove_written), so that nothing is
@@ -1145,8 +1182,11 @@ static void side_take(struct keyshare *ks, const char *name)
 	const char *run = doc_run(doc);
 	bool adds = ks->base_lost && !runs_list(ks->runs_held, run) && strcmp(run, ks->run) &&
 		    json_integer_value(json_object_get(doc, "month")) == ks->month;
-	if (adds)
-		own_take_in(ks, doc);
+	if (adds) {
+		json_t *beyond = reading_beyond(doc, ks->runs_taken);
+		own_take_in(ks, beyond);
+		json_object_set_new(ks->runs_taken, run, beyond);
+	}
 	unsigned long gen = adds ? ++ks->spent_gen : ks->spent_gen;
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (adds)
@@ -1973,6 +2013,7 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 sp->path, strerror(ks->ledger_errno));
 	xsnprintf(ks->run, sizeof(ks->run), "%016" PRIx64, random64());
 	ks->runs_held = json_array();
+	ks->runs_taken = json_object();
 	/* Without its own file, what its earlier runs spent is not known to this run: other hosts'
 	 * readings of them are taken in (side_take). */
 	if (!ledger_take_own(ks))
@@ -2054,6 +2095,7 @@ void keyshare_free(struct keyshare *ks)
 		free(ks->sides_taken[i].name);
 	free(ks->sides_taken);
 	json_decref(ks->runs_held);
+	json_decref(ks->runs_taken);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

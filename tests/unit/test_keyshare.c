@@ -774,6 +774,72 @@ static void restarted_twice(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A reading of a run that holds an earlier run, found after a reading of that earlier run was
+ * taken in: A's run R1 spends 0.3 (B reads it); A restarts without its file as R2, takes in
+ * B's reading of R1 and spends 0.2 (0.5, R1 held); it restarts without its file as R3, which
+ * takes in a reading of R1 left again (R2 stopped before it removed it), and then B's reading
+ * of R2 (0.5, holding R1): that adds only 0.2 beyond R1's 0.3, so A counts 0.5, not 0.8. */
+static void restarted_side_order(void)
+{
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-sides"))
+		return;
+	struct spool sa, sb;
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "sides: A and B");
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	char r1[4096] = "", text[4096];
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	ok(make_lock(lock, 0), "sides: A's lock, heartbeated now");
+	keyshare_spent(a, "p", keyshare_micros(0.3));
+	struct keyshare_verdict v = try_call(b, 0.8);
+	ok(v.spent == keyshare_micros(0.3), "sides: A's R1 spends 0.3, B reads it (%lld)", v.spent);
+	keyshare_free(a);
+	ok(unlink(a_ledger) == 0, "sides: hostA.json removed; A restarts as R2");
+	a = keyshare_new(&sa);
+	struct keyshare_view view;
+	keyshare_look(b, "p", &view);
+	char *side = named_like(ledgers, "hostA.json.carried-hostB.");
+	ok(side && strstr(text_of(side, r1, sizeof(r1)), "300000"),
+	   "sides: B leaves its reading of R1 (%s)", r1);
+	try_call(a, 0.1);
+	keyshare_spent(a, "p", keyshare_micros(0.2));
+	v = try_call(b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   side && access(side, F_OK) < 0,
+	   "sides: R2 takes it in (removed) and spends 0.2: B counts 0.5 (spent %lld)", v.spent);
+	keyshare_free(a);
+	ok(unlink(a_ledger) == 0, "sides: hostA.json removed again; A restarts as R3");
+	a = keyshare_new(&sa);
+	int fd = side ? open(side, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+	ok(fd >= 0 && write(fd, r1, strlen(r1)) == (ssize_t)strlen(r1) && close(fd) == 0,
+	   "sides: B's reading of R1 there again (R2 stopped before it removed it)");
+	v = try_call(a, 0.8);
+	ok(v.spent == keyshare_micros(0.3), "sides: R3 takes in R1's 0.3 (spent %lld)", v.spent);
+	try_call(b, 0.1);   /* B reads R3's ledger: it leaves its reading of R2 */
+	v = try_call(a, 0.6);
+	struct keyshare_verdict fits = try_call(a, 0.4);
+	text_of(a_ledger, text, sizeof(text));
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE,
+	   "sides: then B's reading of R2, which holds R1: A counts 0.5, not 0.8 (%d %s spent %lld, %s; %s)", v.block, v.which ? v.which : "-",
+	   v.spent, fits.which ? fits.which : "free", text);
+	v = try_call(b, 0.6);
+	fits = try_call(b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "sides: and so does B (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sb);
+	spool_close(&sa);
+	free(side);
+	free(a_ledger);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Host A stalls after spending 0.8 (B read 0.5 of it): its lock goes a lease without a beat,
  * its ledger is removed meanwhile, and B, judging A gone, carries its 0.5 back, which every
  * host counts, waiting for nothing more. When A comes back, its first heartbeat is late by the
@@ -1126,6 +1192,7 @@ int main(void)
 	forged_lock();
 	restarted_without_ledger();
 	restarted_twice();
+	restarted_side_order();
 	stalled_host_beats();
 	beat_rows();
 	free(a_ledger);
