@@ -61,7 +61,8 @@ int write_all(int fd, const void *data, size_t len);
 int parse_long(const char *s, long min, long max, long *out);
 /* A test hook: when the environment variable IMGSPOOLD_CRASH_AT names this point ("NAME", or
  * "NAME#N" for its Nth pass), the process kills itself there with SIGKILL, so a test can prove
- * that a kill -9 at each step of a job's path ends as no kill would. Without it, a no-op. */
+ * that a kill -9 at each step of a job's path ends as no kill would. The lines logged before it
+ * are written first (log_flush_all). Without it, a no-op. */
 void crash_point(const char *name);
 /* The same with IMGSPOOLD_STOP_AT (a comma-separated list of points): the process stops itself
  * (SIGSTOP) at each, so a test can act at that moment and then let it go on with SIGCONT; with
