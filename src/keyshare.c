@@ -622,6 +622,19 @@ static char *side_name(const char *host, const char *reader, const char *run)
 	return xasprintf("%s.json" SIDE_INFIX "%s.%s", host, reader, run);
 }
 
+/* Whether name is want, or want with a random suffix ".XXXXXXXXXXXXXXXX" (16 hex digits): the
+ * name side_leave takes when one planted under want is not a daemon's. */
+static bool side_named(const char *name, const char *want)
+{
+	size_t n = strlen(want);
+	if (strncmp(name, want, n))
+		return false;
+	if (!name[n])
+		return true;
+	return name[n] == '.' && strlen(name + n + 1) == 16 &&
+	       strspn(name + n + 1, "0123456789abcdef") == 16;
+}
+
 /* A side file (side_leave), or NULL: only one a daemon wrote (its user's, or root's, as a
  * host lock, §10), a ledger's shape, and the name its content gives. Anything else counts for
  * nothing (never waited for either: a host's own ledger says what it spent). */
@@ -635,7 +648,7 @@ static json_t *read_side(struct keyshare *ks, const char *name, const char **why
 	char *want = host && reader && run ? side_name(host, reader, run) : NULL;
 	if (!doc && !st.st_mode)
 		*why = NULL;   /* gone: taken in by its host */
-	if (doc && (!spool_written_by_daemon(ks->sp, &st) || !want || strcmp(want, name))) {
+	if (doc && (!spool_written_by_daemon(ks->sp, &st) || !want || !side_named(name, want))) {
 		*why = !spool_written_by_daemon(ks->sp, &st) ? "not written by this daemon's user"
 							     : "not a reading of a host's earlier run";
 		json_decref(doc);
@@ -1001,13 +1014,29 @@ static void side_leave(struct keyshare *ks, const struct kept_ledger *k, json_t 
 	json_object_set_new(doc, "host", json_string(host));   /* as its name says */
 	json_object_set_new(doc, "carried_by", json_string(ks->sp->host_id));
 	char *name = side_name(host, ks->sp->host_id, doc_run(doc));
-	if (ledger_link(ks, name, doc) == 0)
+	int rc = ledger_link(ks, name, doc), err = rc < 0 ? errno : 0;
+	const char *why = NULL;
+	json_t *there = err == EEXIST ? read_side(ks, name, &why) : NULL;
+	if (err == EEXIST && !there && why) {
+		/* Its name is known in advance: anyone who may write ledger/ can put a file there
+		 * first. One that is not a daemon's is left alone, and this one goes under a name no
+		 * one can guess. */
+		char *planted = name;
+		name = xasprintf("%s.%016" PRIx64, planted, random64());
+		log_warn("'%s/ledger/%s' is %s: what this host read of the earlier run of '%s' is "
+			 "left as '%s' instead", ks->sp->path, planted, why, host, name);
+		free(planted);
+		rc = ledger_link(ks, name, doc);
+		err = rc < 0 ? errno : 0;
+	}
+	json_decref(there);
+	if (rc == 0)
 		log_info("'%s/ledger/%s' is of a run of its host that started without it: what this "
 			 "host read of its earlier run is left beside it, as '%s'", ks->sp->path,
 			 k->name, name);
-	else if (errno != EEXIST)
+	else if (err != EEXIST)
 		log_warn("cannot leave '%s/ledger/%s' (%s): what host '%s' spent in its earlier run "
-			 "counts on this host only", ks->sp->path, name, strerror(errno), host);
+			 "counts on this host only", ks->sp->path, name, strerror(err), host);
 	ks->ledger_memo.listed_at = 0;   /* to find it there */
 	free(name);
 	free(host);

@@ -840,6 +840,63 @@ static void restarted_side_order(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A side file's name is known in advance (host, reader, run): another user who may write
+ * ledger/ puts a file there first. B's reading of A's earlier run is not lost for it: B says
+ * so and leaves it under a name with a random suffix, which A takes in (and removes); the
+ * planted file is left alone and counts for nothing. */
+static void planted_side(void)
+{
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-planted"))
+		return;
+	struct spool sa, sb;
+	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "planted: A and B");
+	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
+	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	char text[4096], run[17] = "";
+	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
+	ok(make_lock(lock, 0), "planted: A's lock, heartbeated now");
+	keyshare_spent(a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(b, 0.6);
+	const char *at = strstr(text_of(a_ledger, text, sizeof(text)), "\"run\":\"");
+	if (at)
+		snprintf(run, sizeof(run), "%.16s", at + 7);
+	ok(v.spent == keyshare_micros(0.5) && strlen(run) == 16,
+	   "planted: A's run %s spends 0.5, B reads it (%lld)", run, v.spent);
+	keyshare_free(a);
+	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	   "planted: A stops; ledger/ is cleared");
+	char *planted = xasprintf("%s/hostA.json.carried-hostB.%s", ledgers, run);
+	int fd = open(planted, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, "{}", 2) == 2 && fchown(fd, 65534, 65534) == 0 && close(fd) == 0,
+	   "planted: another user (nobody) makes B's side file's name first");
+	a = keyshare_new(&sa);
+	v = try_call(b, 0.6);
+	char *prefix = xasprintf("hostA.json.carried-hostB.%s.", run);
+	char *left = named_like(ledgers, prefix);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && left &&
+	   strlen(strrchr(left, '.') + 1) == 16 && strstr(text_of(left, text, sizeof(text)), "500000"),
+	   "planted: B still counts A's 0.5, and leaves it under a random suffix (%s; spent %lld)",
+	   left ? left : "none", v.spent);
+	v = try_call(a, 0.6);
+	struct keyshare_verdict fits = try_call(a, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE && left && access(left, F_OK) < 0 && access(planted, F_OK) == 0,
+	   "planted: A takes it in and removes it; the planted file is left alone (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	keyshare_free(a);
+	keyshare_free(b);
+	spool_close(&sb);
+	spool_close(&sa);
+	free(left);
+	free(prefix);
+	free(planted);
+	free(a_ledger);
+	free(lock);
+	free(ledgers);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Host A stalls after spending 0.8 (B read 0.5 of it): its lock goes a lease without a beat,
  * its ledger is removed meanwhile, and B, judging A gone, carries its 0.5 back, which every
  * host counts, waiting for nothing more. When A comes back, its first heartbeat is late by the
@@ -1193,6 +1250,7 @@ int main(void)
 	restarted_without_ledger();
 	restarted_twice();
 	restarted_side_order();
+	planted_side();
 	stalled_host_beats();
 	beat_rows();
 	free(a_ledger);
