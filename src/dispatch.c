@@ -734,8 +734,11 @@ void dispatch_recover(struct dispatch *d)
  * the .partial (a stalled disk): it is lost with the process, but it was received, billed by its
  * status alone. A billed one is never called again (that call would be paid again): the job
  * fails response_lost. Another goes back to new/ as a cut call does. */
-static void answer_lost(struct task *t, struct http_result *ans)
+static bool answer_lost(struct task *t, struct http_result *ans)
 {
+	/* Its write ended after http_deliver ran: saved whole, delivered as any answer is. */
+	if (!http_cancel_unless_done(t->d->http, t->xfer))
+		return false;
 	enum billed billed = retry_billed_by_status(ans->status);
 	secret_redact_str(ans->request_id);
 	struct attempt a = { .started_wall_ms = ans->started_wall_ms, .latency_ms = ans->latency_ms,
@@ -743,7 +746,6 @@ static void answer_lost(struct task *t, struct http_result *ans)
 			     .outcome = billed == BILLED_YES ? "failed" : "retry",
 			     .billed = billed_name(billed), .error_code = "response_lost",
 			     .request_id = ans->request_id };
-	http_cancel(t->d->http, t->xfer);
 	t->xfer = NULL;
 	if (t->calling)
 		slots_call_ended(t);
@@ -753,7 +755,7 @@ static void answer_lost(struct task *t, struct http_result *ans)
 	if (billed != BILLED_YES) {
 		t->billed_retries += billed == BILLED_UNKNOWN;
 		task_requeue(t, "shutdown: the grace period ended before its answer was saved");
-		return;
+		return true;
 	}
 	log_job(LOG_WARN, t->id, "its answer (HTTP %ld) arrived, but its write to running/ is stuck "
 		"and the grace period ended: failing it rather than paying for a second call", ans->status);
@@ -761,6 +763,7 @@ static void answer_lost(struct task *t, struct http_result *ans)
 		    "stopped, but could not be written to the spool before the exit (a stalled disk?); "
 		    "it is not called again, since that call would be paid again: imgspool retry runs "
 		    "it again", ans->status);
+	return true;
 }
 
 /* Wakes the loop, which then stops (dispatch_drained) whatever the helpers still do. */
@@ -781,12 +784,14 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	d->cut_pool_deadline = mono_ms() + IOPOOL_FREE_WAIT_MS;
 	d->grace_timer = loop_add_timer(d->loop, IOPOOL_FREE_WAIT_MS, pool_wait_over, d);
 	http_deliver(d->http);   /* answers handed over by now go their way: not cut */
+	stop_point("dispatch:grace-cut");   /* a test lets a stuck write end here */
+	bool handed_over_since = false;
 	struct task *t = d->tasks, *next;
 	for (; t; t = next) {
 		next = t->next;
 		struct http_result ans;
 		if (t->state == T_CALLING && http_answered(t->xfer, &ans)) {
-			answer_lost(t, &ans);
+			handed_over_since |= !answer_lost(t, &ans);
 		} else if (t->state == T_CALLING) {
 			/* The call may finish upstream and be billed: keep it on record. */
 			struct attempt a = { .started_wall_ms = wall_ms(), .transport = "interrupted",
@@ -810,6 +815,8 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			task_leave_for_restart(t, "while downloading its image");
 		}
 	}
+	if (handed_over_since)
+		http_deliver(d->http);
 	return LOOP_TIMER_DONE;
 }
 

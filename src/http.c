@@ -398,13 +398,18 @@ static void xfer_free(struct http_xfer *x)
 }
 
 /* Never waits for the transfer thread (see the top of the file). */
-void http_cancel(struct http *http, struct http_xfer *x)
+/* keep_done: a transfer already finished and waiting on done is left to its callback (false). */
+static bool cancel(struct http *http, struct http_xfer *x, bool keep_done)
 {
 	if (!x)
-		return;
-	x->fn = NULL;   /* read on the loop only */
+		return true;
 	pthread_mutex_lock(&http->lock);
 	enum xfer_at at = x->at;
+	if (keep_done && at == X_DONE) {
+		pthread_mutex_unlock(&http->lock);
+		return false;
+	}
+	x->fn = NULL;   /* read on the loop only */
 	if (at == X_QUEUED) {
 		list_remove(&http->to_start, x);
 	} else if (at == X_DONE) {
@@ -427,6 +432,17 @@ void http_cancel(struct http *http, struct http_xfer *x)
 		loop_wake_send_later(http->loop, http->to_io);
 	}
 	/* X_DELIVERING: from a callback of the same batch, which frees it */
+	return true;
+}
+
+void http_cancel(struct http *http, struct http_xfer *x)
+{
+	(void)cancel(http, x, false);
+}
+
+bool http_cancel_unless_done(struct http *http, struct http_xfer *x)
+{
+	return cancel(http, x, true);
 }
 
 int http_cancelled_files(struct http *http)
@@ -816,6 +832,7 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	pthread_mutex_unlock(&http->lock);
 	if (deliver)
 		loop_wake_send_later(http->io, http->to_loop);
+	stop_point("http:answer-done");   /* a test holds the thread here: its answer handed over */
 }
 
 bool http_answered(const struct http_xfer *x, struct http_result *out)

@@ -98,6 +98,9 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
  * once. Never waits for the transfer thread: a body write already under way there may still
  * land in body_fd's file, none after it (see http.c). */
 void http_cancel(struct http *http, struct http_xfer *xfer);
+/* The same, unless the transfer has finished and its callback waits for http_deliver (checked
+ * under the lock the transfer thread hands it over under): then false, and it is left be. */
+bool http_cancel_unless_done(struct http *http, struct http_xfer *xfer);
 /* Whether a whole response to xfer has arrived, its callback perhaps not yet run: then out
  * gets its status, headers, start and latency (no body: it may still be being written to
  * body_fd, a write that may be stuck on a stalled disk). For a shutdown that cannot wait. */

@@ -589,10 +589,17 @@ size_t url_unprintable_at(const char *s, size_t len)
 
 /* With IMGSPOOLD_STOP_FIFO naming a FIFO, only the thread at the point waits: until the test
  * opens the FIFO to write and closes it (the loop goes on meanwhile). Else the process stops. */
-static void stop_here(void)
+/* With IMGSPOOLD_STOP_FIFO=PATH, the point NAME waits on PATH.NAME if there is one, else on
+ * PATH: a test lets the threads held at two points go one at a time. */
+static void stop_here(const char *name)
 {
 	const char *fifo = getenv("IMGSPOOLD_STOP_FIFO");
-	int fd = fifo ? open(fifo, O_RDONLY | O_CLOEXEC) : -1;
+	char own[PATH_MAX];
+	int fd = -1;
+	if (fifo && xsnprintf(own, sizeof(own), "%s.%s", fifo, name) < (int)sizeof(own))
+		fd = open(own, O_RDONLY | O_CLOEXEC);
+	if (fifo && fd < 0)
+		fd = open(fifo, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		raise(SIGSTOP);
 		return;
@@ -610,7 +617,7 @@ void stop_point(const char *name)
 	size_t len = strlen(name);
 	for (const char *p = want; p && *p; p += strcspn(p, ","), p += *p == ',') {
 		if (!strncmp(p, name, len) && (p[len] == ',' || !p[len])) {
-			stop_here();
+			stop_here(name);
 			return;
 		}
 	}

@@ -66,7 +66,8 @@ int parse_long(const char *s, long min, long max, long *out);
 void crash_point(const char *name);
 /* The same with IMGSPOOLD_STOP_AT (a comma-separated list of points): the process stops itself
  * (SIGSTOP) at each, so a test can act at that moment and then let it go on with SIGCONT; with
- * IMGSPOOLD_STOP_FIFO=PATH only the thread there waits, till the test opens PATH and closes it. */
+ * IMGSPOOLD_STOP_FIFO=PATH only the thread there waits, till the test opens PATH (or PATH.NAME,
+ * if that exists: a point of its own) and closes it. */
 void stop_point(const char *name);
 
 /* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */

@@ -41,6 +41,41 @@ def test_answer_stuck_in_its_write_is_not_paid_again(env):
     assert env.fake.calls("whole but stuck") == 1
 
 
+def test_answer_whose_write_ends_at_the_cut_is_delivered(env):
+    """The write of a whole 200 into its .partial ends just after the cut ran the answers handed
+    over (http_deliver), before it walks the calls in flight: the transfer is on done, saved
+    whole. It was cancelled as a lost answer (freed with its body) and the job failed
+    response_lost, to be paid again by a retry. Now it is delivered: the job is done, one call."""
+    env.fake.script("ends at the cut", {"kind": "b64", "pieces": 1})
+    d = env.daemon(**{"prices__gpt-image-2": "0.04"})
+    fifo = d.start_held_at("http:body-write,http:answer-done,dispatch:grace-cut")
+    for point in ("http:answer-done", "dispatch:grace-cut"):
+        os.mkfifo(f"{fifo}.{point}")
+    d.submit("late", {"prompt": "ends at the cut", "model": "gpt-image-2"})
+    body_write = held_at_stop(fifo, d)
+    writers = [body_write]
+    try:
+        d.send_signal(signal.SIGTERM)
+        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+        d.send_signal(signal.SIGTERM)
+        writers.append(held_at_stop(f"{fifo}.dispatch:grace-cut", d))   # the loop, in the cut
+        os.close(writers.pop(0))   # the write ends: the answer is handed over, on done
+        writers.append(held_at_stop(f"{fifo}.http:answer-done", d))
+    finally:
+        for w in writers:   # the loop walks the calls in flight now
+            os.close(w)
+    try:
+        rc = d.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the daemon did not exit after the cut")
+    d.logf.close()
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert d.state("late") == "done", (d.state("late"), d.log()[-3000:])
+    [a] = d.result("late")["attempts"]
+    assert (a["transport"], a["http_status"], a["billed"]) == ("done", 200, "yes"), a
+    assert env.fake.calls("ends at the cut") == 1
+
+
 def test_exit_does_not_hang_on_the_host_lock(env):
     """The clean exit removes running/.host.HOST; on a stalled NFS that unlink hung the exit for
     ever (the stop point hostlock:release holds it). Now it is waited for 2 s: the lock is left,
@@ -168,6 +203,7 @@ def test_marking_jobs_left_does_not_hang_the_exit(env):
 
 if __name__ == "__main__":
     run_tests([test_answer_stuck_in_its_write_is_not_paid_again,
+               test_answer_whose_write_ends_at_the_cut_is_delivered,
                test_exit_does_not_hang_on_the_host_lock,
                test_a_stderr_nobody_reads_stops_nothing,
                test_a_publication_stuck_at_the_cut_is_left_without_a_death,
