@@ -34,6 +34,7 @@
 #include "deferral.h"
 #include "dispatch.h"
 #include "dispatch_impl.h"
+#include "exitwatch.h"
 #include "download.h"
 #include "finish.h"
 #include "health.h"
@@ -780,6 +781,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	struct dispatch *d = arg;
 	d->grace_timer = 0;
 	d->grace_over = true;
+	exitwatch_arm(EXITWATCH_CUT_MS);   /* the loop itself may stick in a write to the spool */
 	/* A helper's work (a publication, a save) gets as long as the exit gives a stuck one. */
 	d->cut_pool_deadline = mono_ms() + IOPOOL_FREE_WAIT_MS;
 	d->grace_timer = loop_add_timer(d->loop, IOPOOL_FREE_WAIT_MS, pool_wait_over, d);

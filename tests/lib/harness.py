@@ -83,6 +83,17 @@ def held_at_stop(fifo, d):
     return fd[0]
 
 
+def exit_within(d, timeout, what, since, after):
+    """Daemon d's exit status, once it exits within timeout s; prints how long after since
+    (time.monotonic) it came, since `after`."""
+    try:
+        rc = d.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the daemon did not exit while {what}")
+    print(f"# exited {time.monotonic() - since:.2f} s after {after}, {what}")
+    return rc
+
+
 def cut_while_held(d, fifo, what):
     """The drain, then the second SIGTERM while a thread waits at d's stop point; returns the
     exit status, the FIFO let go of once the daemon is gone (or the test's deadline passed)."""
@@ -92,11 +103,7 @@ def cut_while_held(d, fifo, what):
         wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
         cut_at = time.monotonic()
         d.send_signal(signal.SIGTERM)
-        try:
-            rc = d.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"the daemon did not exit while {what}")
-        print(f"# exited {time.monotonic() - cut_at:.2f} s after the second SIGTERM, {what}")
+        rc = exit_within(d, 20, what, cut_at, "the second SIGTERM")
     finally:
         os.close(writer)
     d.logf.close()
