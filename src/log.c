@@ -397,8 +397,12 @@ static void emit(enum log_level level, const char *prefix, const char *fmt, va_l
 	mine_until = held_writes + 1;
 	held_since_flush = holding;
 	wanted |= !holding;
+	/* The writer is woken under this lock already: not a second time under write_wanted's. */
+	bool wake_writer = !holding && writer_running;
+	if (wake_writer)
+		pthread_cond_signal(&writer_wake);
 	pthread_mutex_unlock(&held_lock);
-	if (!holding)
+	if (!holding && !wake_writer)
 		write_wanted();
 }
 
