@@ -127,6 +127,14 @@ struct keyshare {
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
 	struct memo own_memo;        /* this host's own ledger file when last found whole */
+	/* This run took in its own file, or found none there (ENOENT): its figures hold all that
+	 * file could say (what this run wrote, or an older reading carried back), so one that
+	 * cannot be read is written over. Until then it is not (ledger_take_own). On the loop. */
+	bool own_known;
+	/* Its own file there but not read yet (why, as said): never written over (what earlier
+	 * runs spent may be in it only), budgets wait, and it is read again at each try
+	 * (ledger_sum). "": read, or none. Set on the loop under spent_lock. */
+	char own_unread[160];
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	int64_t beat_at;             /* mono ms of the last keyshare_beat; 0: none yet */
 	int64_t refreshed_at;        /* mono ms of the last rescan's ledger_refresh; 0: none */
@@ -278,7 +286,9 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
 }
 
-static bool ledger_take_own(struct keyshare *ks);
+/* This host's own file in ledger/: taken in, not there (ENOENT only), or there but unread. */
+enum own_file { OWN_TAKEN, OWN_NONE, OWN_UNREAD };
+static enum own_file ledger_take_own(struct keyshare *ks);
 static void ledger_own_ensure(struct keyshare *ks);
 
 /* providers/ and ledger/ checked against their names (a provider's handles go with
@@ -724,22 +734,64 @@ static char *ledger_dump(const json_t *doc)
 	return text;
 }
 
+/* This host's own file is there but could not be read (why; err: errno of the read): it is
+ * not written over, and budgets wait until it is read or gone. Said once per reason. */
+static void own_unreadable(struct keyshare *ks, const char *name, const char *why, int err)
+{
+	char said[sizeof(ks->own_unread)];
+	if (why == spool_read_reason(SPOOL_READ_ERROR) || why == spool_read_reason(SPOOL_READ_GONE))
+		xsnprintf(said, sizeof(said), "%s: %s", why, strerror(err));
+	else
+		xsnprintf(said, sizeof(said), "%s", why);
+	bool same = !strcmp(said, ks->own_unread);
+	pthread_mutex_lock(&ks->spent_lock);
+	memcpy(ks->own_unread, said, sizeof(said));
+	pthread_mutex_unlock(&ks->spent_lock);
+	ks->own_memo.listed_at = 0;
+	if (!same)
+		log_warn("cannot read this host's own ledger '%s/ledger/%s' (%s): it is not written "
+			 "over, and no call to a provider under a budget starts on this host until it "
+			 "can be read (tried again at each try); if it stays so, an operator moves it "
+			 "aside: this host then starts without it, and what its earlier runs spent is "
+			 "counted only from other hosts' readings", ks->sp->path, name, said);
+}
+
+/* Whether this host's own file is known to be readable or absent (it may be written). */
+static bool own_readable(struct keyshare *ks)
+{
+	return !ks->own_unread[0];
+}
+
 /* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
  * start-up, or once ledger/ could be opened; own_take_in). The caller keeps writers out
- * (write_lock held, or no helper yet). Returns whether there was one. */
-static bool ledger_take_own(struct keyshare *ks)
+ * (write_lock held, or no helper yet). Only a file that is not there (ENOENT) is none: one
+ * that cannot be read is OWN_UNREAD (own_unreadable), never taken as none. */
+
+static enum own_file ledger_take_own(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
 	own_ledger_name(ks, name, sizeof(name));
 	const char *why;
-	json_t *doc = ks->ledger_fd >= 0 ? read_ledger(ks->ledger_fd, name, &why) : NULL;
-	if (!doc)
-		return false;
+	struct stat st;
+	if (ks->ledger_fd < 0)
+		return OWN_NONE;
+	json_t *doc = read_ledger_st(ks->ledger_fd, name, &why, &st);
+	int err = errno;
+	if (!doc) {
+		if (fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+			ks->own_known = true;
+			return OWN_NONE;
+		}
+		if (!ks->own_known)
+			own_unreadable(ks, name, why, err);
+		return OWN_UNREAD;
+	}
+	ks->own_known = true;
 	pthread_mutex_lock(&ks->spent_lock);
 	own_take_in(ks, doc);
 	pthread_mutex_unlock(&ks->spent_lock);
 	json_decref(doc);
-	return true;
+	return OWN_TAKEN;
 }
 
 /* The figures as the ledger file says them (spent_lock held). */
@@ -771,7 +823,7 @@ static void ledger_write_locked(struct keyshare *ks)
 	own_ledger_name(ks, name, sizeof(name));
 	bool ok = true;
 	pthread_mutex_lock(&ks->spent_lock);
-	while (ok && ks->written_gen < ks->spent_gen) {
+	while (ok && own_readable(ks) && ks->written_gen < ks->spent_gen) {
 		unsigned long gen = ks->spent_gen;
 		char *text = ledger_text(ks);
 		/* Durable: a spend forgotten in a crash would let the budget be spent twice. One with
@@ -803,7 +855,8 @@ static void ledger_write_locked(struct keyshare *ks)
 static void ledger_write_try(struct keyshare *ks)
 {
 	pthread_mutex_lock(&ks->spent_lock);
-	bool mine = ks->written_gen < ks->spent_gen && pthread_mutex_trylock(&ks->write_lock) == 0;
+	bool mine = own_readable(ks) && ks->written_gen < ks->spent_gen &&
+		    pthread_mutex_trylock(&ks->write_lock) == 0;
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (mine)
 		ledger_write_locked(ks);
@@ -859,8 +912,23 @@ static void ledger_own_ensure(struct keyshare *ks)
 		if (memo_stands(&ks->own_memo, &now))
 			return;
 		const char *why;
-		json_t *doc = read_ledger(ks->ledger_fd, name, &why);
+		struct stat st;
+		json_t *doc = read_ledger_st(ks->ledger_fd, name, &why, &st);
+		if (!doc && !ks->own_known) {
+			/* Not taken in yet: it may hold what earlier runs spent, so it is never
+			 * written over. Gone since listed (ENOENT): written at the next look. */
+			int err = errno;
+			if (fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+				own_unreadable(ks, name, why, err);
+			return;
+		}
+		if (doc && !own_readable(ks))
+			log_info("'%s/ledger/%s', this host's own ledger, can be read again: taken in, "
+				 "budgets count it", ks->sp->path, name);
+		bool said = !own_readable(ks);
 		pthread_mutex_lock(&ks->spent_lock);
+		ks->own_unread[0] = '\0';
+		ks->own_known = true;
 		bool due = ks->written_gen < ks->spent_gen;   /* a write of it all comes anyway */
 		bool shorter = !doc || own_take_in(ks, doc);
 		if (shorter && !due)
@@ -870,7 +938,7 @@ static void ledger_own_ensure(struct keyshare *ks)
 		if (carried)
 			log_warn("'%s/ledger/%s' was carried back by another host, which judged this one "
 				 "gone: written again with all this host spent", ks->sp->path, name);
-		else if (doc && shorter && !due)
+		else if (doc && shorter && !due && !said)
 			log_warn("'%s/ledger/%s' says less than this host spent: written again",
 				 ks->sp->path, name);
 		json_decref(doc);
@@ -884,7 +952,15 @@ static void ledger_own_ensure(struct keyshare *ks)
 		ledger_vanished(ks);
 		long day, month;
 		keyshare_today(ks, &day, &month);
+		if (!own_readable(ks))
+			log_info("'%s/ledger/%s', this host's own ledger that could not be read, is gone: "
+				 "this host goes on without it (what its earlier runs spent is counted "
+				 "only from other hosts' readings)", ks->sp->path, name);
 		pthread_mutex_lock(&ks->spent_lock);
+		/* Never taken in (moved aside unread): as a start without it. */
+		ks->base_lost = ks->base_lost || !ks->own_known;
+		ks->own_known = true;
+		ks->own_unread[0] = '\0';
 		roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
 		ks->spent_gen++;
 		pthread_mutex_unlock(&ks->spent_lock);
@@ -1505,6 +1581,9 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	/* First: it may take in what another host read of an earlier run of this one (side_take). */
 	if (ks->ledger_fd >= 0)
 		ledger_refresh(ks);
+	/* This host's own file unreadable: read again at each try, before its figures count. */
+	if (!own_readable(ks) && ks->ledger_fd >= 0)
+		ledger_own_ensure(ks);
 	pthread_mutex_lock(&ks->spent_lock);
 	for (size_t i = 0; i < ks->n_spent; i++) {
 		if (!strcmp(ks->spent[i].provider, provider)) {
@@ -1529,6 +1608,10 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	*which = "an unreadable ledger";
 	if (unreadable)
 		return unreadable;
+	if (!own_readable(ks)) {
+		own_ledger_name(ks, ks->doubt_about, sizeof(ks->doubt_about));
+		return ks->doubt_about;
+	}
 	*which = ks->ledger_fd < 0 ? "a live host's spend, with no ledger/ to share it" :
 				      "a live host's ledger not in a new ledger/";
 	return ledger_doubts(ks, ks->lease_ms);
@@ -2045,7 +2128,7 @@ struct keyshare *keyshare_new(struct spool *sp)
 	ks->runs_taken = json_object();
 	/* Without its own file, what its earlier runs spent is not known to this run: other hosts'
 	 * readings of them are taken in (side_take). */
-	if (!ledger_take_own(ks))
+	if (ledger_take_own(ks) == OWN_NONE)
 		ks->base_lost = true;
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
 	ledger_own_ensure(ks);

@@ -723,6 +723,94 @@ static void restarted_without_ledger(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* How A's own ledger cannot be read when A starts again. */
+struct own_unread_row {
+	const char *name;
+	const char *junk;        /* written over it while A is stopped; NULL: a second link */
+	const char *said;        /* in the log line */
+};
+
+static const struct own_unread_row own_unread_rows[] = {
+	{ "a second link (another host's link(2) in flight)", NULL, "more than one hard link" },
+	{ "junk (not JSON)", "not a ledger at all", "not JSON" },
+};
+
+/* Host A alone spent 0.5 of a daily 1.00 and restarts while its own ledger cannot be read: it
+ * never takes that as no file. It does not write over it, its budgeted calls wait (never
+ * counted as 0 spent), and it says so once, naming the file and why, and what an operator
+ * does. Read again at the next try once readable: 0.5 is counted, the file keeps it. Junk moved
+ * aside: A goes on without it, as a restarted host ("base_lost"). */
+static void own_ledger_unreadable(void)
+{
+	for (size_t i = 0; i < sizeof(own_unread_rows) / sizeof(own_unread_rows[0]); i++) {
+		const struct own_unread_row *r = &own_unread_rows[i];
+		char dir[PATH_MAX];
+		if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-ownread"))
+			return;
+		struct spool sa;
+		ok(spool_open(&sa, dir, "hostA") == 0, "own %s: A", r->name);
+		char *a_ledger = xasprintf("%s/ledger/hostA.json", dir);
+		char *other = xasprintf("%s/ledger/.hostA.json.link", dir);
+		char *log_path = xasprintf("%s/stderr-own", dir);
+		char text[4096], before[4096];
+		struct keyshare *a = keyshare_new(&sa);
+		keyshare_spent(a, "p", keyshare_micros(0.5));
+		keyshare_free(a);
+		bool made;
+		if (!r->junk) {
+			made = link(a_ledger, other) == 0;
+		} else {
+			int fd = open(a_ledger, O_WRONLY | O_TRUNC);
+			made = fd >= 0 && write(fd, r->junk, strlen(r->junk)) == (ssize_t)strlen(r->junk);
+			made = fd >= 0 && close(fd) == 0 && made;
+		}
+		text_of(a_ledger, before, sizeof(before));
+		ok(made && (r->junk || strstr(before, "500000")),
+		   "own %s: A spent 0.5 and stopped; its ledger then has %s", r->name, r->name);
+		struct said said;
+		ok(said_start(&said, log_path), "own %s: the log kept", r->name);
+		a = keyshare_new(&sa);
+		struct keyshare_verdict v = try_call(a, 0.6);
+		bool waits = v.block == PROVIDER_BUSY && v.which && v.retry_at > 0;
+		v = try_call(a, 0.6);
+		waits = waits && v.block == PROVIDER_BUSY;
+		said_so_far(&said);
+		int told = count_of(said.text, "cannot read this host's own ledger");
+		bool named = strstr(said.text, "hostA.json") && strstr(said.text, r->said) &&
+			     strstr(said.text, "moves it aside");
+		said_end(&said);
+		unlink(log_path);
+		ok(waits, "own %s: A restarts; a call of 0.6 waits, twice (never counted as 0 spent)",
+		   r->name);
+		ok(!strcmp(text_of(a_ledger, text, sizeof(text)), before),
+		   "own %s: its ledger is not written over (%s)", r->name, text);
+		ok(told == 1 && named, "own %s: said once, with the file, why, and what to do: %s",
+		   r->name, said.text);
+		if (!r->junk) {
+			ok(unlink(other) == 0, "own %s: the other link goes", r->name);
+			v = try_call(a, 0.6);
+			ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+			   "own %s: read at the next try: 0.5 + 0.6 is over 1.00 (spent %lld)", r->name,
+			   v.spent);
+			ok(try_call(a, 0.4).block == PROVIDER_FREE &&
+			   strstr(text_of(a_ledger, text, sizeof(text)), "500000"),
+			   "own %s: 0.4 fits, and its ledger still says 0.5 (%s)", r->name, text);
+		} else {
+			ok(rename(a_ledger, other) == 0, "own %s: an operator moves it aside", r->name);
+			v = try_call(a, 0.6);
+			ok(v.block == PROVIDER_FREE &&
+			   strstr(text_of(a_ledger, text, sizeof(text)), "\"base_lost\":true"),
+			   "own %s: A goes on without it, as a restarted host (%s)", r->name, text);
+		}
+		keyshare_free(a);
+		spool_close(&sa);
+		free(log_path);
+		free(other);
+		free(a_ledger);
+		nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
 /* Host A restarts twice without its ledger before it takes in B's reading of its first run:
  * run 1 spent 0.5 (B read it), run 2 spent 0.2 (B read it, with run 1 added: 0.7), run 3
  * starts. B's reading of run 2 lacks run 1, so B keeps both (merged, run 1 listed as held by
@@ -1248,6 +1336,7 @@ int main(void)
 	unusable_ledger();
 	forged_lock();
 	restarted_without_ledger();
+	own_ledger_unreadable();
 	restarted_twice();
 	restarted_side_order();
 	planted_side();
