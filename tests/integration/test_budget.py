@@ -70,7 +70,8 @@ def test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works(env):
         with open(os.path.join(ledger, "testhost.json")) as f:
             spent = json.load(f)["providers"]["apiyi"]["day_micros"]
         assert spent == 10000, spent
-        assert "is written again" in d.log(), d.log()
+        # Said by the helper before it takes the tickets; the log's writer thread may say it later.
+        wait_for(lambda: "is written again" in d.log(), 10, f"the write to be said (log:\n{d.log()[-3000:]})")
         assert d.stop() == 0
     finally:
         d.kill()
