@@ -489,7 +489,7 @@ json_t *jsontext_load(const char *text, size_t len, size_t flags, json_error_t *
 	json_t *v = jsontext_load_fast(text, len, flags);
 	if (!v)
 		return json_loadb(text, len, flags, error);
-	if (error) {   /* as json_loadb leaves it when it succeeds */
+	if (error) {   /* as json_loadb leaves it when it succeeds, but position 0 (no caller reads it) */
 		memset(error, 0, sizeof(*error));
 		error->line = error->column = -1;
 		xsnprintf(error->source, sizeof(error->source), "<buffer>");

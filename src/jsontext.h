@@ -20,7 +20,7 @@
 char *jsontext_dump(const json_t *v, size_t flags, size_t cap, size_t *len);
 
 /* What json_loadb(text, len, flags, error) returns, the same tree in the same order; flags 0 or
- * JSON_REJECT_DUPLICATES. Plain ASCII text with integers, the usual escapes and a depth under 64
+ * JSON_REJECT_DUPLICATES. Plain ASCII text with integers, the usual escapes and at most 64 levels
  * is read here, about ten times faster than jansson; any other text (\u escapes, UTF-8, reals,
  * errors...) by json_loadb itself. */
 json_t *jsontext_load(const char *text, size_t len, size_t flags, json_error_t *error);
