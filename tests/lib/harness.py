@@ -524,6 +524,19 @@ class Env:
                 p.close(keep=not passed)
 
 
+def keep_outside_tmp(path, test_name):
+    """Moves a failed test's daemon directory (its log, configuration and spool) below build/,
+    where it can be read after the run without anything being left in /tmp."""
+    dest_dir = os.path.join(ROOT, "build", "failed-tests", test_name)
+    try:
+        os.makedirs(dest_dir, exist_ok=True)
+        dest = os.path.join(dest_dir, os.path.basename(path))
+        shutil.move(path, dest)
+        return dest
+    except OSError as e:
+        return f"{path} (not moved: {e})"
+
+
 def run_tests(tests):
     """Runs test functions (each takes an Env) and prints TAP."""
     only = os.environ.get("ONLY")
@@ -556,19 +569,16 @@ def run_tests(tests):
             for line in message.rstrip().splitlines():
                 print("#   " + line)
             for d in env.daemons:
-                print(f"#   daemon dir kept: {d.dir}")
+                print(f"#   daemon dir kept: {keep_outside_tmp(d.dir, test.__name__)}")
             sys.stdout.flush()
     n += 1
     left = sorted(os.listdir(SCRATCH))
-    if failed:   # a failed test keeps its daemons' directories to look at
-        left = [name for name in left if not name.startswith("imgspool-test-")]
     if left:
         failed += 1
         print(f"not ok {n} - the tests left nothing in the temporary directory")
         print(f"#   left behind in {SCRATCH}: {', '.join(left)}")
     else:
         print(f"ok {n} - the tests left nothing in the temporary directory")
-        if not failed:
-            shutil.rmtree(SCRATCH, ignore_errors=True)
+        shutil.rmtree(SCRATCH, ignore_errors=True)
     print(f"1..{n}")
     sys.exit(1 if failed else 0)
