@@ -28,6 +28,7 @@
 #include "job.h"
 #include "log.h"
 #include "secret.h"
+#include "upstream.h"
 #include "util.h"
 #include "banned.h"
 
@@ -139,6 +140,7 @@ struct parse_state {
 	int line;                /* of the text inih is handling */
 	int next_line;
 	struct strset sections;  /* headers seen, to refuse one given twice */
+	char scratch[300];       /* a reason written out, for the handler to report */
 };
 
 static char *resolve_path(const char *base_dir, const char *value)
@@ -214,15 +216,30 @@ static bool section_is(const char *section, const char *kind)
 	return !strncmp(section, kind, n) && (section[n] == ' ' || section[n] == '\0');
 }
 
-/* The NAME of such a section, or NULL with *why set when it is not a plain name. */
-static const char *section_name(const char *section, const char *kind, const char **why)
+/* Whether s is short printable ASCII, safe to quote in a message. */
+static bool quotable(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return n <= max;
+}
+
+/* The NAME of such a section, or NULL with *why (in st's scratch) set when it is not a plain
+ * name. */
+static const char *section_name(struct parse_state *st, const char *section, const char *kind,
+				const char **why)
 {
 	const char *name = section + strlen(kind);
 	name += strspn(name, " ");
 	if (name_is_plain(name, 64))
 		return name;
-	*why = "a [provider NAME] or [route NAME] section's NAME is 1 to 64 letters, digits, '.', '-' "
-	       "and '_'";
+	bool shown = quotable(section, 80);
+	xsnprintf(st->scratch, sizeof(st->scratch), "%s%s%sa [%s NAME] section's NAME is 1 to 64 "
+		  "letters, digits, '.', '-' and '_'", shown ? "section [" : "", shown ? section : "",
+		  shown ? "]: " : "", kind);
+	*why = st->scratch;
 	return NULL;
 }
 
@@ -230,7 +247,7 @@ static struct provider_config *provider_for_section(struct parse_state *st, cons
 						    const char **why)
 {
 	struct config *cfg = st->cfg;
-	const char *name = section_name(section, "provider", why);
+	const char *name = section_name(st, section, "provider", why);
 	if (!name)
 		return NULL;
 	for (int i = 0; i < cfg->n_providers; i++)
@@ -290,7 +307,7 @@ static struct route_config *route_for_section(struct parse_state *st, const char
 					      const char **why)
 {
 	struct config *cfg = st->cfg;
-	const char *name = section_name(section, "route", why);
+	const char *name = section_name(st, section, "route", why);
 	if (!name)
 		return NULL;
 	for (size_t i = 0; i < cfg->n_routes; i++)
@@ -300,18 +317,6 @@ static struct route_config *route_for_section(struct parse_state *st, const char
 	struct route_config *r = &cfg->routes[cfg->n_routes++];
 	*r = (struct route_config){ .name = xstrdup(name) };
 	return r;
-}
-
-static bool valid_model(const char *s)
-{
-	size_t n = strlen(s);
-	if (!n || n > 128)
-		return false;
-	for (; *s; s++)
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') &&
-		    !strchr("._:-", *s))
-			return false;
-	return true;
 }
 
 static bool valid_sizes(const char *list)
@@ -325,6 +330,16 @@ static bool valid_sizes(const char *list)
 	}
 	free(copy);
 	return ok;
+}
+
+/* "WHOSE "MODEL" WHAT: the rule" into buf; the model's text only when it is plain to read. */
+static const char *model_problem(char *buf, size_t size, const char *whose, const char *model,
+				 const char *what)
+{
+	bool plain = *model && quotable(model, UPSTREAM_MODEL_MAX);
+	xsnprintf(buf, size, "%s%s%s%s %s: " UPSTREAM_MODEL_RULE, whose, plain ? " \"" : "",
+		  plain ? model : "", plain ? "\"" : "", what);
+	return buf;
 }
 
 /* One word of a target line after PROVIDER/MODEL: a weight, n=, refs=, sizes=. */
@@ -358,8 +373,9 @@ static void route_target_release(struct route_target *tg)
 }
 
 /* "target = PROVIDER[/MODEL] [WEIGHT] [n=N] [refs=N] [sizes=...]", "fallback = ...",
- * "strategy = weighted|cheapest". */
-static const char *route_line(struct route_config *r, const char *key, const char *value)
+ * "strategy = weighted|cheapest". A reason may be written into why. */
+static const char *route_line(struct route_config *r, const char *key, const char *value,
+			      char *why, size_t whysize)
 {
 	if (!strcmp(key, "strategy")) {
 		if (strcmp(value, "weighted") && strcmp(value, "cheapest"))
@@ -382,8 +398,12 @@ static const char *route_line(struct route_config *r, const char *key, const cha
 		char *slash = strchr(word, '/');
 		if (slash)
 			*slash = '\0';
-		if (!name_is_plain(word, 64) || (slash && !valid_model(slash + 1)))
+		char model_why[96];
+		if (!name_is_plain(word, 64))
 			reason = "a target is PROVIDER/MODEL: a [provider NAME], then a model name";
+		else if (slash && upstream_model_check(slash + 1, model_why, sizeof(model_why)) < 0)
+			reason = model_problem(why, whysize, fallback ? "the fallback's model" :
+					       "the target's model", slash + 1, model_why);
 		tg.provider = xstrdup(word);
 		tg.model = slash ? xstrdup(slash + 1) : NULL;
 	}
@@ -500,7 +520,7 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	if (section_is(section, "route")) {
 		struct route_config *r = route_for_section(st, section, &reason);
-		if (r && !(reason = route_line(r, name, value)))
+		if (r && !(reason = route_line(r, name, value, why, sizeof(why))))
 			return 1;
 		goto bad;
 	}
@@ -665,20 +685,28 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 				 cfg->path), -1;
 	/* Prefixes separated by spaces or tabs (webhook_job_url_allowed): each one a URL. */
 	const char *list = cfg->notify_url_prefixes;
-	bool bad = false;
-	for (size_t at = 0, n; list && list[at]; at += n) {
+	for (size_t at = 0, n, nth = 1; list && list[at]; at += n, nth++) {
 		at += strspn(list + at, " \t");
 		n = strcspn(list + at, " \t");
-		if (n && check_url_bytes(cfg, "notify", "job_url_prefixes", list, at, at + n, err,
-					 errsize) < 0)
+		if (!n)
+			break;
+		if (check_url_bytes(cfg, "notify", "job_url_prefixes", list, at, at + n, err,
+				    errsize) < 0)
 			return -1;
 		char *prefix = xstrndup(list + at, n);
-		bad |= n && (!url_is_http(prefix) || !strchr(strstr(prefix, "://") + 3, '/'));
+		bool bad = !url_is_http(prefix) || !strchr(strstr(prefix, "://") + 3, '/');
+		/* Printable ASCII by now; credentials in it are not repeated into the log. */
+		char *shown = bad ? url_redacted(prefix) : NULL;
 		free(prefix);
+		if (bad) {
+			fail_at(cfg, "notify", "job_url_prefixes", err, errsize,
+				"[notify] job_url_prefixes: prefix %zu, \"%s\", is not a URL with a path: "
+				"each prefix is http:// or https://, a host and a path, such as "
+				"https://hooks.example.com/imgspool/", nth, shown);
+			free(shown);
+			return -1;
+		}
 	}
-	if (bad)
-		return xsnprintf(err, errsize, "%s: [notify] job_url_prefixes are URLs with a path, "
-				 "such as https://hooks.example.com/imgspool/", cfg->path), -1;
 	if (config_notify_enabled(cfg) && !cfg->notify_secret_env && !cfg->notify_secret_file)
 		return xsnprintf(err, errsize, "%s: [notify] webhooks need secret_env or secret_file "
 				 "(a whsec_ secret)", cfg->path), -1;
@@ -745,6 +773,12 @@ static int check(struct config *cfg, char *err, size_t errsize)
 			return fail_at(cfg, section, "base_url", err, errsize,
 				       "[provider %s] base_url must start with https:// or http://",
 				       cfg->providers[i].name);
+		/* Every job without a model of its own calls this one: a typo fails at start. */
+		char what[96], why[400];
+		if (upstream_model_check(cfg->providers[i].model, what, sizeof(what)) < 0)
+			return fail_at(cfg, section, "model", err, errsize, "[%s] %s", section,
+				       model_problem(why, sizeof(why), "model", cfg->providers[i].model
+						     ? cfg->providers[i].model : "", what));
 	}
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		struct route_config *r = &cfg->routes[i];

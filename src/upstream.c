@@ -265,6 +265,31 @@ const char *dialect_name(enum dialect d)
 	return d == DIALECT_GEMINI ? "gemini" : "openai";
 }
 
+int upstream_model_check(const char *model, char *why, size_t whysize)
+{
+	size_t len = model ? strlen(model) : 0;
+	if (!len)
+		return xsnprintf(why, whysize, "is empty"), -1;
+	if (len > UPSTREAM_MODEL_MAX)
+		return xsnprintf(why, whysize, "is %zu bytes long, more than %d", len,
+				 UPSTREAM_MODEL_MAX), -1;
+	bool gemini = upstream_dialect(model) == DIALECT_GEMINI;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)model[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '_' || c == '-' || (c == ':' && !gemini))
+			continue;
+		if (c == ':')
+			xsnprintf(why, whysize, "is a Gemini model with ':' at byte offset %zu", i);
+		else if (c >= ' ' && c < 0x7f)
+			xsnprintf(why, whysize, "has '%c' at byte offset %zu", c, i);
+		else
+			xsnprintf(why, whysize, "has the byte 0x%02x at byte offset %zu", c, i);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- requests ---- */
 
 void request_release(struct request *req)

@@ -21,6 +21,15 @@ enum dialect {
 enum dialect upstream_dialect(const char *model);
 const char *dialect_name(enum dialect d);
 
+/* A model name: 1 to UPSTREAM_MODEL_MAX letters, digits, '.', '_', ':' and '-' (a job's "model"
+ * has the same shape, job.c); a Gemini model, which goes into the URL path, has no ':'. */
+#define UPSTREAM_MODEL_MAX 128
+#define UPSTREAM_MODEL_RULE "a model is 1 to 128 letters, digits, '.', '_', ':' and '-', " \
+	"with no ':' in a Gemini model (gemini-*-image*), which goes into the URL path"
+/* 0 when model can be called; else -1 with what is wrong with it in why ("is empty", "has ' '
+ * at byte offset 3"), never its text. */
+int upstream_model_check(const char *model, char *why, size_t whysize);
+
 /* One part of a multipart/form-data body (OpenAI edits). */
 struct form_part {
 	char *name;              /* "image[]", "mask", "prompt", ... */

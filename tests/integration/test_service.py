@@ -259,8 +259,16 @@ def test_broken_reload_keeps_the_running_config(env):
     d.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload failed" in d.log(), 10, "the failed reload")
     assert f"the running configuration goes on: {d.config_path}:{lines}: " in d.log(), d.log()
+    # A provider's default model that no call could use: refused at the reload, not job by job.
+    write_config(d, base_config(d, 2, "model = gpt image 2\n"))
+    lines = open(d.config_path).read().count("\n")
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.log().count("reload failed") == 2, 10, "the second failed reload")
+    assert (f"the running configuration goes on: {d.config_path}:{lines}: [provider apiyi] "
+            f"model \"gpt image 2\" has ' ' at byte offset 3: a model is 1 to 128") in d.log(), d.log()
     d.submit("still", {"prompt": "still served"})
     assert d.wait_finished("still") == "done"
+    assert d.result("still")["model"] == "gpt-image-2", d.result("still")
     assert not d.exited()
 
 
@@ -297,6 +305,8 @@ def test_config_check_looks_at_meaning(env):
             (head + "[limits]\ntimeout_min = 100\ntimeout_max = 50\n", 4, "timeout_min"),
             (head + "default_provider = nobody\n", 3, "nobody"),
             (head + "[provider a]\nbase_url = ftp://x\n", 4, "base_url"),
+            (head + "[provider a]\nmodel = gemini-3-pro-image-preview:beta\n", 4,
+             "[provider a] model \"gemini-3-pro-image-preview:beta\" is a Gemini model with ':'"),
         ]
         for text, line, needle in rows:
             rc, err, path = check(text, tmp)

@@ -50,18 +50,39 @@ static const struct bad_row bad[] = {
 	{ "[spool]\ngrace_period = soon\n", 2, "grace_period" },
 	{ "[route r]\ntarget = apiyi/gpt-image-2 heavy\n", 2, "WEIGHT" },
 	{ "[route r]\nfallback = apiyi/gpt-image-2 5\n", 2, "a fallback has no weight" },
-	{ "[route r]\ntarget = apiyi/bad/model\n", 2, "PROVIDER/MODEL" },
+	{ "[route r]\ntarget = apiyi/bad/model\n", 2,
+	  "the target's model \"bad/model\" has '/' at byte offset 3: a model is 1 to 128" },
+	/* A provider's default model is checked when the file is read, not job by job. */
+	{ "[provider a]\nmodel = gpt image 2\n", 2,
+	  "[provider a] model \"gpt image 2\" has ' ' at byte offset 3: a model is 1 to 128 letters" },
+	{ "[provider a]\ntimeout = 60\nmodel =\n", 3, "[provider a] model is empty: a model is" },
+	{ "[provider g]\nmodel = gemini-3-pro-image-preview:beta\n", 2,
+	  "model \"gemini-3-pro-image-preview:beta\" is a Gemini model with ':' at byte offset 26: " },
+	{ "[provider a]\nmodel = gpt-image-2\x01x\n", 2,
+	  "[provider a] model has the byte 0x01 at byte offset 11: a model is" },
+	{ "[provider a]\nmodel =\n[route r]\ntarget = a\n", 2, "[provider a] model is empty" },
+	{ "[route r]\nfallback = apiyi/flux:2\ntarget = apiyi/gemini-3-pro-image:x\n", 3,
+	  "the target's model \"gemini-3-pro-image:x\" is a Gemini model with ':' at byte offset 18" },
 	{ "[route r]\ntarget = apiyi n=0\n", 2, "n= is" },
 	{ "[route r]\ntarget = apiyi sizes=big\n", 2, "sizes=" },
 	{ "[route r]\nstrategy = random\n", 2, "weighted" },
 	{ "[route r]\ntargets = apiyi\n", 2, "target, fallback and strategy" },
-	{ "[route a b]\ntarget = apiyi\n", 2, "[route NAME]" },
-	{ "[route]\ntarget = apiyi\n", 2, "section's NAME is 1 to 64 letters" },
-	{ "[provider]\nmodel = x\n", 2, "section's NAME is 1 to 64 letters" },
-	{ "[provider a/b]\nmodel = x\n", 2, "[provider NAME]" },
+	/* The section's own kind is named, and the section as written. */
+	{ "[route a b]\ntarget = apiyi\n", 2, "section [route a b]: a [route NAME] section's NAME" },
+	{ "[route]\ntarget = apiyi\n", 2, "section [route]: a [route NAME] section's NAME is 1 to 64 " },
+	{ "[provider]\nmodel = x\n", 2, "section [provider]: a [provider NAME] section's NAME is 1 to 64" },
+	{ "[provider a/b]\nmodel = x\n", 2, "section [provider a/b]: a [provider NAME] section's" },
+	{ "[provider a\x1b]\nmodel = x\n", 2, ": a [provider NAME] section's" },
 	{ "[provider a]\nbudget_daily = lots\n", 2, "\"budget_daily\" must be an amount" },
 	{ "[budget]\nmonthly = -3\n", 2, "\"monthly\" must be an amount" },
 	{ "[provider a]\nrate_window = 0\n", 2, "rate_window" },
+	/* The prefix that is not a URL with a path is named, and which one it is. */
+	{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", 2,
+	  "[notify] job_url_prefixes: prefix 1, \"https://h\", is not a URL with a path: each" },
+	{ "[notify]\nsecret_env = S\njob_url_prefixes = https://h/ \tftp://x/y/\n", 3,
+	  "prefix 2, \"ftp://x/y/\", is not a URL with a path" },
+	{ "[notify]\nsecret_env = S\njob_url_prefixes = https://h/ http://u:Sekr1t@x\n", 3,
+	  "prefix 2, \"http://x\", is not" },
 };
 
 int main(void)
@@ -202,8 +223,6 @@ int main(void)
 		{ "[store]\nendpoint = http://x\nbucket = abc\nregion = US\n", "region" },
 		{ "[notify]\nurl = http://h/x\n", "secret" },
 		{ "[notify]\nurl = h/x\nsecret_env = S\n", "url" },
-		{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", "job_url_prefixes" },
-		{ "[notify]\njob_url_prefixes = https://h/ http://\nsecret_env = S\n", "job_url_prefixes" },
 		{ "[notify]\nallow_private = maybe\n", "yes or no" },
 	};
 	for (size_t i = 0; i < sizeof(bad_out) / sizeof(bad_out[0]); i++) {
