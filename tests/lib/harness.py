@@ -182,6 +182,7 @@ class Daemon:
             env["IMGSPOOL_TEST_KEY"] = self.key
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        env["IMGSPOOLD_LOG_MARK"] = "1"   # SIGUSR1 logs a mark (log_barrier)
         env.update(self.extra_env)
         self.log_offset = len(self.log())
         self.logf = open(self.log_path, "a")
@@ -298,8 +299,110 @@ class Daemon:
             return ""
 
     def log(self):
-        """The log without the time at the start of each line, so tests can match "^ID ..."."""
-        return self.STAMP.sub("", self.raw_log())
+        """The log without the time at the start of each line, so tests can match "^ID ...", and
+        without the marks of log_barrier."""
+        text = self.STAMP.sub("", self.raw_log())
+        return self.MARK_LINE.sub("", text) if self.MARK in text else text
+
+    # -- waiting for the log --------------------------------------------------------------------
+    # The daemon's lines reach its log through a writer thread of its own (log.c), a little after
+    # what they tell: a file in done/ or a request at the fake may come first. So a test waits for
+    # a line it expects (wait_logged), and says a line never came only after a mark that the
+    # daemon logged after it (log_barrier, assert_not_logged). Once the daemon has exited its log
+    # is complete (it writes what it held at exit) and nothing needs waiting for.
+    MARK = "imgspoold: log mark"
+    MARK_LINE = re.compile(r"^(?:<\d>)?imgspoold: log mark\n", re.M)
+
+    def logged(self, pattern, since=0):
+        """The lines of the log (log()[since:], since an offset such as log_offset) that pattern
+        matches: a compiled regex (searched in each line) or a substring."""
+        lines = self.log()[since:].splitlines()
+        if isinstance(pattern, str):
+            return [line for line in lines if pattern in line]
+        return [line for line in lines if pattern.search(line)]
+
+    def wait_logged(self, pattern, timeout=20, count=1, since=0, what=None):
+        """Waits for count lines (at least) that pattern matches (logged()) and returns them all.
+        Fails at the deadline, or at once if the daemon has exited without them, with the log's
+        tail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = self.exited()   # before the read: an exited daemon's log is complete
+            lines = self.logged(pattern, since)
+            if len(lines) >= count:
+                return lines
+            if ended or time.monotonic() > deadline:
+                why = "the daemon exited" if ended else f"timed out after {timeout}s"
+                raise AssertionError(
+                    f"{why} waiting for {what or ''}{' (' if what else ''}{count} line(s) "
+                    f"matching {getattr(pattern, 'pattern', pattern)!r}{')' if what else ''}, "
+                    f"{len(lines)} logged; log's tail:\n{self.log()[since:][-3000:]}")
+            time.sleep(0.02)
+
+    def _daemon_pid(self):
+        """The daemon's pid: the process started, or under a wrapper that forks (strace) the
+        imgspoold of its process group."""
+        if not self.wrapper:
+            return self.proc.pid
+        exe = os.path.realpath(IMGSPOOLD)
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(name)) == self.proc.pid and \
+                        os.readlink(f"/proc/{name}/exe") == exe:
+                    return int(name)
+            except OSError:
+                pass
+        return None
+
+    def _marks_blocked(self, pid):
+        """Whether the daemon reads SIGUSR1 from its signalfd yet (main.c): before that the
+        signal would end it."""
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                blocked = next(line for line in f if line.startswith("SigBlk:"))
+        except (OSError, StopIteration):
+            return False
+        return int(blocked.split()[1], 16) >> (signal.SIGUSR1 - 1) & 1
+
+    def log_barrier(self, timeout=20):
+        """Returns once every line the daemon made before the call is in its log: it is sent
+        SIGUSR1 (IMGSPOOLD_LOG_MARK, main.c) and logs a mark, which log.c writes after every line
+        made before it."""
+        if self.proc is None or self.exited():
+            return
+        pid = []
+
+        def ready():
+            if self.exited():
+                return True
+            if not pid and self._daemon_pid():
+                pid.append(self._daemon_pid())
+            return pid and self._marks_blocked(pid[0])
+        wait_for(ready, timeout, "the daemon to read SIGUSR1 (IMGSPOOLD_LOG_MARK)")
+        if self.exited():
+            return
+        marks = self.raw_log().count(self.MARK)
+        try:
+            os.kill(pid[0], signal.SIGUSR1)
+        except ProcessLookupError:
+            return
+        wait_for(lambda: self.raw_log().count(self.MARK) > marks or self.exited(), timeout,
+                 f"the daemon's log mark (log's tail:\n{self.log()[-3000:]})")
+
+    def flushed_log(self):
+        """The log with every line made before the call (log_barrier): for counting lines, or
+        saying one is not there."""
+        self.log_barrier()
+        return self.log()
+
+    def assert_not_logged(self, pattern, since=0, what=None):
+        """Fails if a line that pattern matches (logged()) was made before the call (log_barrier)."""
+        self.log_barrier()
+        lines = self.logged(pattern, since)
+        assert not lines, (f"{what or 'logged'}: {len(lines)} line(s) matching "
+                           f"{getattr(pattern, 'pattern', pattern)!r}:\n" + "\n".join(lines[:20]))
 
     def write_key_file(self, key):
         with open(self.key_file, "w") as f:
