@@ -84,7 +84,8 @@ def test_every_verb_on_two_hosts(env):
         res = json.load(open(os.path.join(export, "failed", "r1.result.json")))
         assert res["error"]["code"] == "cancelled" and res["attempts"][-1]["billed"] == "unknown", res
         assert env.fake.calls("long on b") == 1
-        assert re_count(b.log(), "r1 cancelled by an operator") == 1
+        b.wait_logged("r1 cancelled by an operator")
+        assert re_count(b.flushed_log(), "r1 cancelled by an operator") == 1
 
         # hold a job running on B at its next transition: its 503 sends it to hold/.
         env.fake.script("flaky on b", [{"kind": "503", "delay": 2}, {"kind": "b64"}])

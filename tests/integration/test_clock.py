@@ -51,7 +51,7 @@ def test_fifo_planted_at_the_clock_probe(env):
     assert d.wait_finished("orphan1") == "done", "the dead host's job was not reclaimed"
     d.submit("after", {"prompt": "the loop still turns"})
     assert d.wait_finished("after") == "done"
-    assert "reclaimed from 'deadhost'" in d.log()
+    d.wait_logged("reclaimed from 'deadhost'")
 
 
 def test_symlink_planted_at_the_clock_probe(env):

@@ -59,13 +59,12 @@ def test_requests_that_outlived_their_job(env):
     wait_for(lambda: not any(os.path.exists(p) for p in gone), 30,
              f"the stale requests removed:\n{d.log()[-3000:]}")
     assert all(os.path.exists(p) for p in kept), [p for p in kept if not os.path.exists(p)]
-    log = d.log()
-    assert "fin removed 'control/hold.fin': the job is finished" in log, log
-    assert "fin removed 'control/cancel.fin': the job is finished" in log, log
-    assert "held1 removed 'control/hold.held1': the job is held" in log, log
-    assert "held2 removed 'control/cancel.held2': the job is held" in log, log
-    assert ("ghost warning: removed 'control/cancel.ghost': 120 minutes old, and no job "
-            "'ghost' anywhere in the spool") in log, log
+    d.wait_logged("fin removed 'control/hold.fin': the job is finished")
+    d.wait_logged("fin removed 'control/cancel.fin': the job is finished")
+    d.wait_logged("held1 removed 'control/hold.held1': the job is held")
+    d.wait_logged("held2 removed 'control/cancel.held2': the job is held")
+    d.wait_logged("ghost warning: removed 'control/cancel.ghost': 120 minutes old, and no job "
+                  "'ghost' anywhere in the spool")
     # The held job, the deferred one and the other host's are as they were.
     assert os.path.exists(d.path("hold", "held1.json"))
     assert os.path.exists(d.path("hold", "held2.json"))
@@ -139,8 +138,8 @@ def test_honoured_at_the_claim(env):
     # Fulfilled: the daemon that acted on them removed them.
     wait_for(lambda: not os.listdir(d.path("control")), 20,
              f"the requests removed: {os.listdir(d.path('control'))}")
-    assert "cx claimed: cancelled by an operator before its call" in d.log(), d.log()
-    assert "hx held by an operator before its call: new/ to hold/" in d.log(), d.log()
+    d.wait_logged("cx claimed: cancelled by an operator before its call")
+    d.wait_logged("hx held by an operator before its call: new/ to hold/")
     assert d.stop() == 0
 
 def stopped(d):
@@ -175,7 +174,7 @@ def test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now(env):
     assert r["error"]["code"] == "cancelled" and r["metadata"] == {"version": 2}, r
     with open(d.path("failed", "rc.json")) as f:
         assert json.load(f)["prompt"] == "the second"
-    assert "rc back to new/ (replaced while being claimed)" in d.log(), d.log()
+    d.wait_logged("rc back to new/ (replaced while being claimed)")
     assert env.fake.calls("the first") == env.fake.calls("the second") == 0
     assert d.stop() == 0
 
@@ -220,7 +219,7 @@ def test_a_cancel_of_a_job_recovered_in_its_deferral_fails_it(env):
     assert d.wait_finished("dc") == "failed", d.log()[-3000:]
     r = d.result("dc")
     assert r["error"]["code"] == "cancelled" and len(r["attempts"]) == 1, r
-    assert "dc recovered in the middle of its deferral" in d.log(), d.log()
+    d.wait_logged("dc recovered in the middle of its deferral")
     assert env.fake.calls(prompt) == 1
     assert d.stop() == 0
 

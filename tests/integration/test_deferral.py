@@ -75,6 +75,7 @@ def test_a_retry_in_memory_waits_for_an_operators_resume(env):
     assert cli(d.spool, "resume", "apiyi").returncode == 0
     started_after(env, prompt, t0, "the resume")
     assert d.wait_finished("r") == "done", d.log()[-2000:]
+    d.log_barrier()   # no look on its way to the log
     assert looks(d, "r", "paused by an operator") == 1, d.log()[-3000:]
     os.mkdir(d.path("deferred"))
     assert d.stop() == 0
@@ -99,6 +100,7 @@ def test_a_retry_in_memory_waits_for_a_call_of_its_provider_to_end(env):
     assert d.wait_finished("r") == "done", d.log()[-2000:]
     assert d.wait_finished("hog") == "done"
     # hog's call lasted about 4 s past r's due time: the old poll looked 3-4 times.
+    d.log_barrier()   # no look on its way to the log
     assert looks(d, "r", why) == 1, d.log()[-3000:]
     assert env.fake.max_inflight == 2
     os.mkdir(d.path("deferred"))
@@ -255,8 +257,7 @@ def test_a_deferral_never_replaces_another_version_of_its_id_in_deferred(env):
         return (env.fake.calls(prompt) == 2 and env.fake.calls(other) == 1 and
                 d.state("dv") == "done" and not d.listdir("deferred"))
     wait_for(both_ran, 30, f"both versions to run:\n{d.log()[-3000:]}")
-    assert "dv warning: cannot move to deferred/ (File exists); retrying from memory" in d.log(), \
-        d.log()[-3000:]
+    d.wait_logged("dv warning: cannot move to deferred/ (File exists); retrying from memory")
     assert d.stop() == 0
 
 
