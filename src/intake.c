@@ -712,16 +712,9 @@ static int64_t wake_pump(struct loop *loop, void *arg)
  * instead a timer wakes the loop when the earliest pause or rate window ends. */
 static bool any_provider_ready(struct dispatch *d)
 {
-	int64_t now = mono_ms(), earliest = 0;
-	for (int i = 0; i < d->n_providers; i++) {
-		if (provider_state_retired(d->providers[i]))
-			continue;
-		int64_t until = provider_state_blocked_until(d->providers[i], now);
-		if (until == 0 || slots_may_claim_ahead(d, d->providers[i], now))
-			return true;
-		if (until > 0 && (!earliest || until < earliest))
-			earliest = until;
-	}
+	int64_t now = mono_ms(), earliest;
+	if (slots_some_provider_may_claim(d, now, true, &earliest))
+		return true;
 	if (earliest)
 		loop_arm_earlier(d->loop, &d->wake_timer, &d->wake_due, earliest, now, wake_pump, d);
 	return false;

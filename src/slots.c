@@ -289,14 +289,22 @@ bool slots_may_claim(const struct dispatch *d, const struct provider_state *p, i
 	       slots_may_claim_ahead(d, p, now);
 }
 
-/* Whether some provider would take a job now: the check claim_read makes once it knows the job's
- * provider, made before, so that no job file is read only to wait (and be read again). */
-static bool some_provider_may_claim(const struct dispatch *d, int64_t now)
+bool slots_some_provider_may_claim(const struct dispatch *d, int64_t now, bool slot_free,
+				   int64_t *earliest)
 {
-	for (int i = 0; i < d->n_providers; i++)
-		if (!provider_state_retired(d->providers[i]) &&
-		    slots_may_claim(d, d->providers[i], now))
+	int64_t first = 0;
+	for (int i = 0; i < d->n_providers; i++) {
+		const struct provider_state *p = d->providers[i];
+		if (provider_state_retired(p))
+			continue;
+		int64_t until = provider_state_blocked_until(p, now);
+		if ((slot_free && until == 0) || slots_may_claim_ahead(d, p, now))
 			return true;
+		if (until > 0 && (!first || until < first))
+			first = until;
+	}
+	if (earliest)
+		*earliest = first;
 	return false;
 }
 
@@ -304,7 +312,9 @@ long slots_claim_room(const struct dispatch *d)
 {
 	const struct slots *s = d->slots;
 	int64_t now = mono_ms();
-	if (!some_provider_may_claim(d, now))
+	/* The check claim_read makes once it knows the job's provider, made before, so that no
+	 * job file is read only to wait (and be read again). */
+	if (!slots_some_provider_may_claim(d, now, slots_available(d), NULL))
 		return 0;
 	long conc = d->cfg->concurrency;
 	long calls = conc - s->n_calling;

@@ -50,6 +50,12 @@ void slots_pending_added(struct dispatch *d);
 /* Whether a job for p may be claimed now: to call at once, or to wait in the ready line. */
 bool slots_may_claim(const struct dispatch *d, const struct provider_state *p, int64_t now);
 bool slots_may_claim_ahead(const struct dispatch *d, const struct provider_state *p, int64_t now);
+/* Whether some provider not retired would take a job now: one that is not blocked, when a call
+ * slot is free (slot_free: slots_available, or true to ask whether the providers alone would),
+ * or one whose job may wait in the ready line. When none would, *earliest (unless NULL) is the
+ * mono ms the first pause or rate window ends, 0 if only an event can change it. */
+bool slots_some_provider_may_claim(const struct dispatch *d, int64_t now, bool slot_free,
+				   int64_t *earliest);
 /* How many more jobs may be claimed now (calls, the line, and the jobs held in all); none while
  * no provider would take one (slots_may_claim), so the pump reads no file only to wait. */
 long slots_claim_room(const struct dispatch *d);
