@@ -41,8 +41,12 @@ def test_two_hosts_share_one_spool(env):
         wait_for(lambda: done_count(export, "j") == 500, 300, "500 jobs done")
         for i in range(500):
             assert env.fake.calls(f"shared job {i}") == 1, f"job {i} called {env.fake.calls(f'shared job {i}')} times"
-        claims_a = len(re.findall(r"^j\d+ claimed", a.log(), re.M))
-        claims_b = len(re.findall(r"^j\d+ claimed", b.log(), re.M))
+        claimed = re.compile(r"^j\d+ claimed")
+        wait_for(lambda: len(a.logged(claimed)) + len(b.logged(claimed)) >= 500, 20,
+                 "500 claims logged")
+        a.log_barrier()
+        b.log_barrier()
+        claims_a, claims_b = len(a.logged(claimed)), len(b.logged(claimed))
         assert claims_a + claims_b == 500 and claims_a > 0 and claims_b > 0, (claims_a, claims_b)
 
         # Host A dies with calls in flight: B reclaims them after the lease, none published twice.
@@ -56,9 +60,9 @@ def test_two_hosts_share_one_spool(env):
         orphans = [n.split("@")[0] for n in held_by_a()]
         env.fake.default = {"kind": "b64", "delay": 0.05}
         wait_for(lambda: done_count(export, "k") == 40, 120, "all 40 jobs done by host B")
-        blog = b.log()
         for task_id in orphans:
-            assert re.search(rf"^{task_id} warning: reclaimed from 'hostA'", blog, re.M), f"{task_id} not reclaimed"
+            b.wait_logged(re.compile(rf"^{task_id} warning: reclaimed from 'hostA'"),
+                          what=f"{task_id} reclaimed")
             with open(os.path.join(export, "done", task_id + ".result.json")) as f:
                 r = json.load(f)
             # A's call in flight (if it had sent one) is on record as possibly billed: every
@@ -68,6 +72,7 @@ def test_two_hosts_share_one_spool(env):
             assert outcomes[-1] == "succeeded" and len(outcomes) >= calls, (task_id, calls, outcomes)
             assert set(outcomes[:-1]) <= {"interrupted"}, (task_id, outcomes)
             assert all(x["billed"] == "unknown" for x in r["attempts"][:-1]), r["attempts"]
+        blog = b.flushed_log()   # a's is final: it was killed
         for i in range(40):
             # A kill between A's final rename and its log line leaves 0 lines: never 2.
             finals = len(re.findall(rf"^k{i:02d} (done|failed):", a.log() + blog, re.M))

@@ -77,7 +77,8 @@ def test_every_event_signed_and_verified(env):
     urllib.request.urlopen(forged, timeout=10).read()
     wait_for(lambda: any(not q["verified"] for q in rx.requests()), 10, "the forgery")
     wait_for(lambda: not d.listdir("outbox"), 10, "an empty outbox")
-    assert rx.secret not in d.log() and rx.secret[6:] not in d.log()
+    d.assert_not_logged(rx.secret)
+    d.assert_not_logged(rx.secret[6:])
     assert d.stop() == 0
 
 
@@ -132,7 +133,7 @@ def test_gone_redirect_and_job_urls(env):
     names = d.listdir("outbox")
     assert [n for n in names if n.startswith(msg_id("gone", "job.succeeded"))], names
     assert [n for n in names if n.startswith(msg_id("moved", "job.succeeded"))], names
-    assert "redirects are not followed" in d.log()
+    d.wait_logged("redirects are not followed")
     assert d.stop() == 0
 
 
@@ -163,8 +164,9 @@ def test_gone_endpoint_waits_until_enabled(env):
     d.submit("g0", {"prompt": "gone 0"})
     wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY")
     assert read_text(marker) == shown + "\n"
-    assert f"error: webhook endpoint '{shown}' answered 410 Gone" in d.log(), d.log()
-    assert "s3cret" not in d.log() and "t0ken" not in d.log(), d.log()
+    d.wait_logged(f"error: webhook endpoint '{shown}' answered 410 Gone")
+    d.assert_not_logged("s3cret")
+    d.assert_not_logged("t0ken")
     later = [f"g{i}" for i in range(1, 5)]
     for i, t in enumerate(later):
         d.submit(t, {"prompt": f"gone {i + 1}"})
@@ -208,7 +210,7 @@ def test_gone_endpoint_waits_until_enabled(env):
     d.send_signal(signal.SIGHUP)
     wait_for(lambda: "g5" in delivered(rx), 20, "g5 after the reload")
     assert not os.path.exists(marker)
-    assert "1 webhook endpoint(s) that answered 410 Gone are enabled again" in d.log()
+    d.wait_logged("1 webhook endpoint(s) that answered 410 Gone are enabled again")
     assert d.stop() == 0
 
 
@@ -314,12 +316,12 @@ def test_hook_once_clean_env_and_killed(env):
         for secret in (TEST_KEY, "S3RVER", rx.secret, rx.secret[6:]):
             assert secret not in environ, f"a secret in the hook's environment:\n{environ}"
         assert "IMGSPOOL_TEST_KEY" not in environ and "T_S3_SECRET" not in environ
-    assert f"h0 hook: hook for h0: succeeded" in d.log()
+    d.wait_logged("h0 hook: hook for h0: succeeded")
     # Once per terminal state: a restart runs nothing again.
     assert d.stop() == 0
     assert not d.listdir("outbox")
     d.start()
-    assert d.log()[d.log_offset:].count("hook started") == 0
+    d.assert_not_logged("hook started", since=d.log_offset)
     assert d.stop() == 0
 
 
@@ -426,7 +428,7 @@ def test_one_event_for_a_job_another_host_ends_another_way(env):
     assert b.result("xh")["error"]["code"] == "crashed"
     left = [n for n in b.listdir("outbox") if n.startswith(msg_id("xh", "job.succeeded"))]
     assert left == [], left
-    assert "xh took along 1 end event(s) 'hostA' had queued" in b.log(), b.log()[-2000:]
+    b.wait_logged("xh took along 1 end event(s) 'hostA' had queued")
     wait_for(lambda: "xh" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
     a.start()   # back: nothing of its own is left to send
     b.stop()
@@ -477,7 +479,7 @@ def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(
     b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
                       spool__lease_timeout=5).start()
     assert b.wait_finished("sc") == "done", b.log()[-2000:]
-    assert "sc took along 1 end event(s) 'hostA' had queued" in b.log(), b.log()[-2000:]
+    b.wait_logged("sc took along 1 end event(s) 'hostA' had queued")
     wait_for(lambda: "sc" in delivered(rx) and not b.listdir("outbox"), 30, "the outbox drained")
     assert b.stop() == 0
     assert [ev["type"] for _, ev in delivered(rx)["sc"]] == ["job.succeeded"], delivered(rx)["sc"]
@@ -538,7 +540,8 @@ def test_an_entry_is_not_taken_over_while_its_job_is_its_hosts(env):
     for n in a.listdir("outbox"):
         os.utime(a.path("outbox", n), (old, old))
     c.wait_rescans(3)
-    assert "took over" not in c.log() and "nt" not in delivered(rx), c.log()[-2000:]
+    c.assert_not_logged("took over")
+    assert "nt" not in delivered(rx), c.log()[-2000:]
     assert c.wait_finished("slow") == "done"
     assert c.stop() == 0
     b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
@@ -600,8 +603,9 @@ def test_torn_entry_set_aside_once(env):
         assert os.path.exists(d.path("outbox", "." + name + ".torn")), os.listdir(d.path("outbox"))
         line = (f"'outbox/{name}' is torn ({size} bytes, not an entry): set aside as "
                 f"'outbox/.{name}.torn'")
-        assert d.log().count(line) == 1, d.log()
-    assert "ignoring 'outbox/" not in d.log(), d.log()
+        d.wait_logged(line)
+        assert d.flushed_log().count(line) == 1, d.log()
+    d.assert_not_logged("ignoring 'outbox/")
     assert d.stop() == 0
 
 
@@ -626,7 +630,7 @@ def test_a_result_too_big_fails_the_job_with_a_bounded_result(env):
         "over.1.png", "over.2.png", "over.json", "over.result.json"]
     job = json.load(open(d.path("failed", "over.json")))
     assert len(job["imgspool"]["attempts"]) == 1 and job["imgspool"]["error_code"] == "publish_failed"
-    assert "its result would take" in d.log()
+    d.wait_logged("its result would take")
     wait_for(lambda: "over" in delivered(rx), 30, "its event")
     (wid, ev), = delivered(rx)["over"]
     assert ev["type"] == "job.failed" and wid == msg_id("over", "job.failed"), ev
