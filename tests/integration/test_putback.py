@@ -63,7 +63,7 @@ def assert_new_run(env, d, task_id, prompt, first):
     records = json.loads(d.read("done", task_id + ".json"))["imgspool"]
     assert [run["status"] for run in records["runs"]] == ["succeeded"], records
     assert records["runs_total"] == 1 and records["finished"] == "succeeded", records
-    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    d.assert_not_logged("publish_failed")
     assert putback_files(d) == [], putback_files(d)
 
 
@@ -136,9 +136,8 @@ def assert_replacement_ran(env, d, task_id, prompt, other, first):
     job = json.loads(d.read("done", task_id + ".json"))
     assert job["prompt"] == other, job
     assert [run["status"] for run in job["imgspool"]["runs"]] == ["succeeded"], job
-    assert "back to new/ (its claim took a file that replaced the one read)" in d.log(), \
-        d.log()[-3000:]
-    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    d.wait_logged("back to new/ (its claim took a file that replaced the one read)")
+    d.assert_not_logged("publish_failed")
     assert putback_files(d) == []
 
 
@@ -167,7 +166,7 @@ def test_a_replacement_the_restart_cannot_move_back_is_not_adopted_before_it_is(
     d.start()
     assert_replacement_ran(env, d, "pq", prompt, other, first)
     assert in_trace(trace, "(INJECTED)")
-    assert "pq error: cannot move 'running/pq@testhost.json' back to new/pq.json" in d.log()
+    d.wait_logged("pq error: cannot move 'running/pq@testhost.json' back to new/pq.json")
     assert d.stop() == 0
 
 
@@ -185,12 +184,12 @@ def test_a_job_left_in_running_says_so_once_however_many_rescans_fail_to_move_it
     assert_replacement_ran(env, d, "pl", prompt, other, first)
     with open(trace) as f:
         assert f.read().count("(INJECTED)") == 4
-    log = d.log()
+    d.wait_logged("pl no longer left in running/: settled after 3 retries")
+    log = d.flushed_log()
     said = [line for line in log.splitlines() if line.startswith("pl error:")]
     assert said == ["pl error: cannot move 'running/pl@testhost.json' back to new/pl.json: "
                     "Input/output error; not recovered until it is (tried again at the next "
                     "rescan)"], said
-    assert "pl no longer left in running/: settled after 3 retries" in log, log[-3000:]
     assert d.stop() == 0
 
 
@@ -222,7 +221,7 @@ def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(en
     wait_for(lambda: "back to deferred/ (its claim took a file that replaced the one read)"
              in d.log(), 20, "the move back to deferred/")
     assert in_trace(trace, "(INJECTED)")
-    assert "pv error: cannot move 'running/pv@testhost.json' back to deferred/pv.json" in d.log()
+    d.wait_logged("pv error: cannot move 'running/pv@testhost.json' back to deferred/pv.json")
     # Well before the next rescan (60 s).
     assert d.wait_finished("pv", 20) == "done", d.log()[-3000:]
     assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
@@ -257,8 +256,8 @@ def test_a_job_of_a_dead_host_is_never_reclaimed_over_a_replacement_left_in_runn
     wait_for(each_once, 40, "the second retry and the dead host's job to run")
     assert in_trace(trace, "(INJECTED)")
     assert env.fake.calls(prompt) == 1, d.log()[-3000:]
-    assert "pz warning: reclaimed from 'deadhost'" in d.log(), d.log()[-3000:]
-    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    d.wait_logged("pz warning: reclaimed from 'deadhost'")
+    d.assert_not_logged("publish_failed")
     assert putback_files(d) == []
     assert d.stop() == 0
 
@@ -276,7 +275,7 @@ def test_a_put_back_cut_by_a_host_that_died_runs_on_the_host_that_reclaims_it(en
     other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__lease_timeout=2)
     other.start()
     assert_new_run(env, other, "ph", prompt, first)
-    assert "ph warning: reclaimed from 'testhost'" in other.log(), other.log()[-3000:]
+    other.wait_logged("ph warning: reclaimed from 'testhost'")
     assert other.stop() == 0
 
 
@@ -334,7 +333,7 @@ def test_a_put_back_whose_rename_fails_at_the_restart_is_adopted_once_settled(en
     d.start()
     assert_new_run(env, d, "sa", prompt, first)
     assert in_trace(trace, "(INJECTED)"), "no rename of the put-back file failed"
-    assert "sa error: cannot put its new run in place" in d.log(), d.log()[-3000:]
+    d.wait_logged("sa error: cannot put its new run in place")
     assert d.stop() == 0
 
 
@@ -389,7 +388,7 @@ def test_a_kill_before_the_put_back_file_goes_after_a_rewrite_runs_the_new_run(e
     untraced(d)
     d.start()
     assert_new_run(env, d, "pk", prompt, first)
-    assert "pk back to new/" in d.log(), d.log()[-3000:]
+    d.wait_logged("pk back to new/")
     assert d.stop() == 0
 
 
@@ -470,7 +469,7 @@ def assert_each_ran_once(env, d, fifo, task_id, prompt, second, third):
     wait_for(both_done, 40, f"both retries to run (log:\n{d.log()[-3000:]})")
     assert env.fake.calls(prompt) == 1, d.log()[-3000:]
     assert json.loads(d.read("done", task_id + ".json"))["prompt"] in (second, third)
-    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    d.assert_not_logged("publish_failed")
     assert putback_files(d) == [], putback_files(d)
 
 
@@ -484,8 +483,8 @@ def test_a_third_version_never_replaces_a_second_left_in_running(env):
     d = env.daemon()
     fifo = a_second_retry_claimed_and_a_third_written(env, d, "p3", prompt, second, third)
     assert_each_ran_once(env, d, fifo, "p3", prompt, second, third)
-    assert ("p3 back to deferred/ (replaced while being claimed; new/ holds a later version of "
-            "it)") in d.log(), d.log()[-3000:]
+    d.wait_logged("p3 back to deferred/ (replaced while being claimed; new/ holds a later "
+                  "version of it)")
     assert d.stop() == 0
 
 
@@ -502,12 +501,11 @@ def test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_m
     assert_each_ran_once(env, d, fifo, "p4", prompt, second, third)
     trace = os.path.join(d.dir, "strace.log")
     assert in_trace(trace, "(INJECTED)")
-    log = d.log()
-    assert ("p4 error: cannot move 'running/p4@testhost.json' back to deferred/p4.json: "
-            "Input/output error; left in running/, no claim of its id until the next rescan "
-            "moves it") in log, log[-3000:]
-    assert "p4 back to deferred/ (its claim took a file that replaced the one read; new/ holds " \
-           "a later version of it)" in log, log[-3000:]
+    d.wait_logged("p4 error: cannot move 'running/p4@testhost.json' back to deferred/p4.json: "
+                  "Input/output error; left in running/, no claim of its id until the next "
+                  "rescan moves it")
+    d.wait_logged("p4 back to deferred/ (its claim took a file that replaced the one read; new/ "
+                  "holds a later version of it)")
     assert d.stop() == 0
 
 
@@ -528,8 +526,8 @@ def test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed(en
     wait_for(lambda: not os.path.exists(path), 20,
              f"the dead host's put-back file to be removed (log:\n{other.log()[-2000:]})")
     assert_new_run(env, other, "pg", prompt, first)
-    assert (f"pg removed 'running/{name}': the new run of a job put back, written by 'testhost' "
-            "before a claim that never happened; that host is gone") in other.log()
+    other.wait_logged(f"pg removed 'running/{name}': the new run of a job put back, written by "
+                      "'testhost' before a claim that never happened; that host is gone")
     assert other.stop() == 0
 
 
@@ -701,9 +699,9 @@ def test_a_put_back_file_another_user_wrote_is_never_put_in_place(env):
     d.start()
     assert_new_run(env, d, "pf", prompt, first)
     assert env.fake.calls("forged new run") == 0, d.log()[-3000:]
-    assert (f"pf warning: ignoring 'running/{name}': not a file the daemon wrote (owned by uid "
-            f"{NOBODY}, not the daemon's user); its job file goes back to be claimed afresh, as "
-            "it is") in d.log(), d.log()[-3000:]
+    d.wait_logged(f"pf warning: ignoring 'running/{name}': not a file the daemon wrote (owned "
+                  f"by uid {NOBODY}, not the daemon's user); its job file goes back to be claimed "
+                  "afresh, as it is")
     assert d.stop() == 0
 
 
@@ -717,8 +715,8 @@ def test_a_put_back_file_with_a_second_link_is_never_put_in_place(env):
     os.link(path, os.path.join(d.dir, "second-name"))
     d.start()
     assert_new_run(env, d, "pl", prompt, first)
-    assert (f"pl warning: ignoring 'running/{name}': not a file the daemon wrote (2 links, not "
-            "one); its job file goes back") in d.log(), d.log()[-3000:]
+    d.wait_logged(f"pl warning: ignoring 'running/{name}': not a file the daemon wrote (2 "
+                  "links, not one); its job file goes back")
     assert d.stop() == 0
 
 
