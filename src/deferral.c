@@ -218,8 +218,11 @@ void deferral_work(void *arg)
 		t->publish_rc = spool_move_rewritten(t->d->spool, t->running_name, t->defer_dir, name,
 					     t->result_json, strlen(t->result_json), t->defer_due,
 					     SPOOL_NOREPLACE_IF_NATIVE);
-	if (t->publish_rc < 0)
-		xsnprintf(t->publish_err, sizeof(t->publish_err), "%s", strerror(errno));
+	if (t->publish_rc < 0) {
+		int err = errno;
+		xsnprintf(task_words(t)->publish_err, sizeof(t->words->publish_err), "%s",
+			  strerror(err));
+	}
 	free(name);
 }
 
@@ -244,7 +247,7 @@ void deferral_done(void *arg)
 			return;
 		}
 		log_job(LOG_WARN, t->id, "cannot move to deferred/ (%s); retrying from memory",
-			t->publish_err);
+			task_words(t)->publish_err);
 		t->state = T_BACKOFF;
 		t->timer = loop_add_timer(d->loop, t->defer_due - spool_server_now(d->spool), retry_due, t);
 		t->timer_due = 0;   /* by the file server's clock, not retry_timer_set's */

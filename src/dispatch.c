@@ -244,8 +244,8 @@ static void decide(struct task *t)
 			return;
 		}
 		t->error_code = o->code;
-		xsnprintf(t->error_message, sizeof(t->error_message), "%s (gave up after %zu attempts)",
-			  o->message, attempt_count(t));
+		xsnprintf(task_words(t)->error_message, sizeof(t->words->error_message),
+			  "%s (gave up after %zu attempts)", o->message, attempt_count(t));
 		t->succeeded = false;
 		finish_task(t);
 		return;
@@ -253,7 +253,8 @@ static void decide(struct task *t)
 		if (t->is_probe)
 			provider_state_release(t->prov);
 		t->error_code = o->code;
-		xsnprintf(t->error_message, sizeof(t->error_message), "%s", o->message);
+		xsnprintf(task_words(t)->error_message, sizeof(t->words->error_message), "%s",
+			  o->message);
 		t->succeeded = false;
 		finish_task(t);
 		return;

@@ -40,6 +40,8 @@ static void publish_work(void **args, size_t n)
 	stop_point("publish:staging");   /* a test holds the helper here: a stalled disk */
 	struct publish_job *jobs = xcalloc(n, sizeof(*jobs));
 	struct publish_job **todo = xcalloc(n, sizeof(*todo));
+	/* What each pass says when it fails, kept in the task's words only then. */
+	char (*errs)[sizeof(((struct task_words *)0)->publish_err)] = xcalloc(n, sizeof(*errs));
 	size_t m = 0;
 	struct syncset ss;
 	spool_syncset(sp, &ss, n);
@@ -62,8 +64,9 @@ static void publish_work(void **args, size_t n)
 		bool gone = t->fenced || t->publish_committed ||
 			    (t->events.n && !spool_still_ours(sp, t->running_name));
 		if (t->events.n && !gone && outbox_write_in(sp, &t->events, &ss) < 0) {
-			xsnprintf(t->publish_err, sizeof(t->publish_err), "cannot write outbox/: %s",
-				  strerror(errno));
+			int err = errno;
+			xsnprintf(task_words(t)->publish_err, sizeof(t->words->publish_err),
+				  "cannot write outbox/: %s", strerror(err));
 			t->publish_rc = PUBLISH_RETRY;
 			continue;
 		}
@@ -72,7 +75,7 @@ static void publish_work(void **args, size_t n)
 			.running_name = t->running_name, .images = t->images, .n_images = t->n_images,
 			.result_json = t->result_json, .job_text = t->final_job_text,
 			.earlier_runs = t->runs_total > 0, .records_final = t->records_final,
-			.gone = gone, .err = t->publish_err, .errsize = sizeof(t->publish_err) };
+			.gone = gone, .err = errs[i], .errsize = sizeof(errs[i]) };
 		todo[m++] = &jobs[i];
 	}
 	publish_batch(sp, todo, m, &ss);
@@ -86,9 +89,12 @@ static void publish_work(void **args, size_t n)
 			t->records_final |= t->publish_rc != PUBLISH_OK;
 			if (t->publish_rc == PUBLISH_OK)
 				sidecar_unlink(t);   /* the job has left running/ with its records */
+			else
+				memcpy(task_words(t)->publish_err, errs[i], sizeof(errs[i]));
 		}
 	}
 	syncset_release(&ss);
+	free(errs);
 	free(todo);
 	free(jobs);
 }
@@ -151,7 +157,8 @@ static void publish_done(void *arg)
 		log_job(t->publish_stuck_said ? LOG_DEBUG : LOG_ERROR, t->id,
 			"cannot finish publishing into %s/: %s; its publication is committed (durable "
 			"in running/): finishing it from there, tried again every %lds",
-			t->succeeded ? "done" : "failed", t->publish_err, t->d->cfg->disk_retry_interval);
+			t->succeeded ? "done" : "failed", task_words(t)->publish_err,
+			t->d->cfg->disk_retry_interval);
 		t->publish_stuck_said = true;
 		/* A restart finishes it (recovery_resume_publications). */
 		if (task_leave_if_cut(t, "with its publication committed"))
@@ -173,8 +180,8 @@ static void publish_done(void *arg)
 	}
 	if (t->publish_rc == PUBLISH_PERMANENT && t->succeeded) {
 		/* Trying again cannot help: the job ends in failed/, its paid images beside it. */
-		char why[sizeof(t->publish_err)];
-		xsnprintf(why, sizeof(why), "%s", t->publish_err);
+		char why[sizeof(t->words->publish_err)];
+		xsnprintf(why, sizeof(why), "%s", task_words(t)->publish_err);
 		free(t->result_json);
 		t->result_json = NULL;
 		finish_fail(t, "publish_failed", NULL, "the images were generated (and charged) but cannot be "
@@ -183,7 +190,8 @@ static void publish_done(void *arg)
 	}
 	if (t->publish_rc == PUBLISH_PERMANENT) {
 		log_job(LOG_ERROR, t->id, "cannot publish the result: %s; the job is left in running/ "
-			"with its saved response and is not tried again until a restart", t->publish_err);
+			"with its saved response and is not tried again until a restart",
+			task_words(t)->publish_err);
 		task_free(t);
 		return;
 	}
@@ -191,8 +199,8 @@ static void publish_done(void *arg)
 		/* Disk full, quota, I/O error: the job stays in running/ and its result (maybe paid
 		 * for) stays in memory; try again rather than lose it. */
 		log_job(t->publish_failures++ ? LOG_DEBUG : LOG_ERROR, t->id,
-			"cannot publish the result (%s); retrying every %lds", t->publish_err,
-			t->d->cfg->disk_retry_interval);
+			"cannot publish the result (%s); retrying every %lds",
+			task_words(t)->publish_err, t->d->cfg->disk_retry_interval);
 		t->d->disk_checked = 0;   /* look at the free space again before claiming more */
 		if (task_leave_if_cut(t, "until there is room to publish"))
 			return;
@@ -206,7 +214,8 @@ static void publish_done(void *arg)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, attempt_count(t));
 	else
-		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code, t->error_message);
+		log_job(LOG_INFO, t->id, "failed: %s: %s", t->error_code,
+			task_words(t)->error_message);
 	struct dispatch *d = t->d;
 	bool queued = t->events.n;
 	task_free(t);
@@ -315,9 +324,9 @@ void finish_task(struct task *t)
 		.metadata = metadata,
 		.metadata_len = metadata_len,
 		.error_code = t->error_code,
-		.error_message = t->error_message,
+		.error_message = t->words ? t->words->error_message : NULL,
 		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
-		.error_field = t->error_field[0] ? t->error_field : NULL,
+		.error_field = t->words && t->words->error_field[0] ? t->words->error_field : NULL,
 		.trimmed = t->result_trimmed,
 		.headroom = result_headroom(),
 	};
@@ -335,10 +344,11 @@ void finish_fail(struct task *t, const char *code, const char *field, const char
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(t->error_message, sizeof(t->error_message), fmt, ap);
+	struct task_words *w = task_words(t);
+	vsnprintf(w->error_message, sizeof(w->error_message), fmt, ap);
 	va_end(ap);
 	t->succeeded = false;
 	t->error_code = code;
-	xsnprintf(t->error_field, sizeof(t->error_field), "%s", field ? field : "");
+	xsnprintf(w->error_field, sizeof(w->error_field), "%s", field ? field : "");
 	finish_task(t);
 }

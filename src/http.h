@@ -65,7 +65,7 @@ struct http_result {
 	char request_id[128];    /* x-request-id or request-id header, "" if none */
 	char retry_after[64];    /* Retry-After header value, "" if none */
 	char retry_after_ms[32]; /* retry-after-ms header value, "" if none */
-	char detail[256];        /* curl's error text for a failed transfer */
+	const char *detail;      /* curl's error text for a failed transfer (static), else "" */
 	int64_t started_wall_ms;
 	int64_t latency_ms;
 	int body_fd;             /* the request's body_fd, or -1: the callee may take it (setting

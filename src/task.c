@@ -95,9 +95,17 @@ void task_free(struct task *t)
 	free(t->result_currency);
 	free(t->final_job_text);
 	free(t->job_text);
+	free(t->words);
 	if (t->body_fd >= 0)
 		close(t->body_fd);
 	free(t);
+}
+
+struct task_words *task_words(struct task *t)
+{
+	if (!t->words)
+		t->words = xcalloc(1, sizeof(*t->words));
+	return t->words;
 }
 
 /* model: the target's, for a routed job; NULL: the job's own or the provider's default. */

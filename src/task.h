@@ -26,6 +26,14 @@ struct provider_state;
 struct stat;
 struct store_upload;
 
+/* What a job's end says: made when first said (task_words), as a task in flight says nothing,
+ * and 10 000 calls in flight would hold 11 MB of empty texts. */
+struct task_words {
+	char error_message[512];
+	char error_field[64];
+	char publish_err[512];
+};
+
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,
 		  T_PUBLISHING, T_READY };
 
@@ -110,8 +118,7 @@ struct task {
 	/* the end */
 	bool succeeded;
 	const char *error_code;
-	char error_message[512];
-	char error_field[64];
+	struct task_words *words; /* owned: error_message, error_field, publish_err; NULL till said */
 	char *result_json;
 	/* What result_json is built from, on the helper thread (publish_work), and the data of
 	 * its event on the loop: it points into the task, but for two strings of the config,
@@ -129,11 +136,12 @@ struct task {
 				  * names (publish_job.records_final) */
 	bool publish_stuck_said; /* a failure past the commit was logged */
 	int publish_failures;
-	char publish_err[512];
 };
 
 struct task *task_new(struct dispatch *d, const char *id);
 void task_free(struct task *t);
+/* t's words, made (empty) on first use: on the loop, or on a helper thread that holds t. */
+struct task_words *task_words(struct task *t);
 /* With may_probe, t is the probe of a held provider (is_probe), one at a time. */
 void task_set_provider(struct task *t, struct provider_state *prov, const char *model,
 		       bool may_probe);

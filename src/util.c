@@ -215,6 +215,18 @@ int buf_append(struct buf *b, const void *data, size_t len)
 	return 0;
 }
 
+void buf_reserve(struct buf *b, size_t want)
+{
+	if (want > b->max)
+		want = b->max;
+	if (want + 1 > b->alloc) {
+		b->data = xrealloc(b->data, want + 1);
+		b->alloc = want + 1;
+		if (!b->len)
+			b->data[0] = '\0';
+	}
+}
+
 void buf_reset(struct buf *b)
 {
 	b->len = 0;

@@ -31,6 +31,9 @@ struct buf {
 void buf_init(struct buf *b, size_t max);
 /* Returns -1 (and appends nothing) if the result would exceed max. */
 int buf_append(struct buf *b, const void *data, size_t len);
+/* Room for want bytes in all (held to max) before anything is appended: a size known in advance
+ * takes one allocation of its own size, where growth by doubling would start at 4 KiB. */
+void buf_reserve(struct buf *b, size_t want);
 void buf_reset(struct buf *b);
 /* Hands the bytes to the caller (who frees them) and leaves b empty. */
 char *buf_detach(struct buf *b, size_t *len);

@@ -36,6 +36,34 @@ static void test_buf(void)
 	ok(b.len == 1048000 && fails == 0, "grows to 1 MB in chunks");
 	ok(buf_append(&b, chunk, sizeof(chunk)) < 0, "refuses past 1 MiB");
 	buf_release(&b);
+
+	/* A size known in advance: one allocation of that size, not doubling's 4 KiB. */
+	static const struct { const char *name; size_t max, reserve, append, want_alloc; } rows[] = {
+		{ "an empty buffer reserved gets that size", 1000, 600, 600, 601 },
+		{ "held to the cap", 100, 600, 100, 101 },
+		{ "past the reservation, doubling goes on from it", 1u << 20, 600, 601, 1202 },
+		{ "nothing reserved: 4 KiB as before", 1u << 20, 0, 600, 4096 },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		buf_init(&b, rows[i].max);
+		if (rows[i].reserve)
+			buf_reserve(&b, rows[i].reserve);
+		ok(!rows[i].reserve || (b.data && b.data[0] == '\0' && b.len == 0),
+		   "%s: empty after the reservation", rows[i].name);
+		ok(buf_append(&b, chunk, rows[i].append) == 0 && b.alloc == rows[i].want_alloc &&
+		   b.len == rows[i].append && b.data[b.len] == '\0', "%s", rows[i].name);
+		buf_release(&b);
+	}
+	buf_init(&b, 100);
+	buf_append(&b, "abc", 3);
+	buf_reserve(&b, 50);
+	ok(b.alloc == 101 && !strcmp(b.data, "abc"), "a reservation below what is held changes nothing");
+	buf_release(&b);
+	buf_init(&b, 10000);
+	buf_append(&b, "abc", 3);
+	buf_reserve(&b, 5000);
+	ok(b.alloc == 5001 && !strcmp(b.data, "abc"), "a larger one keeps the bytes");
+	buf_release(&b);
 }
 
 static void test_strset(void)
