@@ -49,7 +49,7 @@ def test_a_long_hold_stays_readable(env):
     records = json.loads(d.read("done", "long-hold.json"))["imgspool"]
     assert len(records["attempts"]) == LISTED and records["elided"]["attempts"] == made - LISTED, records
     assert len(json.dumps(records, separators=(",", ":"))) <= RECORDS_MAX
-    assert f"attempt {made}: HTTP 200" in d.log(), "the log numbers every attempt made"
+    d.wait_logged(f"attempt {made}: HTTP 200", what="the log numbering every attempt made")
 
 
 def client_file_at(size, prompt):

@@ -109,8 +109,8 @@ def test_401_holds_jobs_until_the_key_works(env):
     for i in ids:
         assert d.wait_finished(i) == "done", i
     assert d.wait_finished("bad-probe") == "failed"
-    assert d.log().count("is on hold") == 1, "held once, logged once"
-    assert "works again" in d.log()
+    d.wait_logged("works again")
+    assert d.flushed_log().count("is on hold") == 1, "held once, logged once"
 
 
 def test_quota_exhausted_429_is_not_retried(env):
@@ -121,7 +121,7 @@ def test_quota_exhausted_429_is_not_retried(env):
     d.wait_rescans(2)
     assert len(calls_for(env, "no money")) == 1
     assert d.state("broke") == "new" and d.listdir("failed") == []
-    assert "quota" in d.log()
+    d.wait_logged("quota")
 
 
 def test_429_storm_pauses_the_provider(env):
