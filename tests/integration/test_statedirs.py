@@ -66,8 +66,8 @@ def test_a_remade_deferred_dir_takes_the_next_deferral(env):
     status = subprocess.run([IMGSPOOL, "-d", d.spool, "status", "later"], capture_output=True,
                             text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert status.stdout.startswith("deferred"), (status.stdout, status.stderr)
-    assert "cannot move to deferred/" not in d.log(), d.log()[-2000:]
-    assert d.log().count(said) == 1, d.log()[-2000:]
+    d.assert_not_logged("cannot move to deferred/")
+    assert d.flushed_log().count(said) == 1, d.log()[-2000:]
     assert d.stop() == 0
 
 
@@ -125,8 +125,8 @@ def test_a_running_dir_moved_aside_is_not_followed(env):
     assert env.fake.calls(prompt) == 1 and d.state("kept") != "done", "the rescan came too late"
     assert d.wait_finished("kept") == "done", d.log()[-2000:]
     assert d.result("kept")["status"] == "succeeded" and env.fake.calls(prompt) == 1
-    assert "lost the job" not in d.log(), d.log()[-2000:]
-    assert d.log().count(said) == 1, d.log()[-2000:]
+    d.assert_not_logged("lost the job")
+    assert d.flushed_log().count(said) == 1, d.log()[-2000:]
     assert d.stop() == 0
 
 
@@ -140,7 +140,7 @@ def test_a_bind_mount_over_done_is_refused_as_at_start_up(env):
         d.submit("kept", {"prompt": "published where the daemon opened done/"})
         wait_for(lambda: "kept done: 1 image(s) in done/" in d.log(), 20, f"kept's result:\n{d.log()[-2000:]}")
         d.wait_rescans(2)
-        assert os.listdir(elsewhere) == [] and d.log().count(why) == 1, d.log()[-2000:]
+        assert os.listdir(elsewhere) == [] and d.flushed_log().count(why) == 1, d.log()[-2000:]
         assert d.stop() == 0
     assert d.state("kept") == "done", d.log()[-2000:]
 
@@ -186,8 +186,8 @@ def test_a_removed_done_dir_keeps_the_publication_until_one_is_made(env):
     d.submit("kept", {"prompt": "its done/ is gone"})
     waiting = "kept error: cannot finish publishing into done/"
     wait_for(lambda: waiting in d.log(), 20, f"the publication to wait:\n{d.log()[-2000:]}")
-    assert "kept done:" not in d.log(), d.log()[-2000:]
-    assert "the directory this daemon opened is gone" in d.log(), d.log()[-2000:]
+    d.assert_not_logged("kept done:")
+    d.wait_logged("the directory this daemon opened is gone")
     os.mkdir(d.path("done"))
     replaced(d, "done")
     assert d.wait_finished("kept") == "done", d.log()[-2000:]
@@ -199,7 +199,7 @@ def test_a_removed_done_dir_keeps_the_publication_until_one_is_made(env):
     staged = [os.path.join(n, f) for n in os.listdir(d.path("running")) if n.startswith(".~")
               for f in os.listdir(d.path("running", n))]
     assert staged == [], staged
-    assert d.log().count("kept done:") == 1, d.log()[-2000:]
+    assert d.flushed_log().count("kept done:") == 1, d.log()[-2000:]
     assert d.stop() == 0
 
 
@@ -245,7 +245,8 @@ def test_a_deferral_under_way_ends_in_the_deferred_dir_it_pinned(env):
     wait_for(lambda: "later deferred" in d.log(), 20, f"the deferral to end:\n{d.log()[-2000:]}")
     assert os.listdir(d.path("deferred.old")) == ["later.json"], os.listdir(d.path("deferred.old"))
     assert os.listdir(d.path("deferred")) == []
-    assert "cannot move" not in d.log() and d.log().count(said) == 1, d.log()[-2000:]
+    d.assert_not_logged("cannot move")
+    assert d.flushed_log().count(said) == 1, d.log()[-2000:]
     assert d.stop() == 0
 
 
@@ -275,7 +276,7 @@ def test_a_gone_marker_written_while_control_is_replaced_lands_whole(env):
         [n for n in os.listdir(d.path("control.old")) if n.startswith("gone.")], \
         os.listdir(d.path("control.old"))
     assert os.listdir(d.path("control")) == [], os.listdir(d.path("control"))
-    assert "cannot write 'control/gone." not in d.log(), d.log()[-2000:]
+    d.assert_not_logged("cannot write 'control/gone.")
     wait_for(lambda: any(q["status"] == 204 for q in rx.requests()), 30, "the event delivered")
     assert d.wait_finished("gone") == "done"
     d.stop()   # the wrapper's status: strace gets the SIGTERM too
@@ -309,7 +310,8 @@ def test_an_outbox_dir_moved_aside_is_not_followed(env):
              f"the event delivered:\n{d.log()[-2000:]}")
     assert [q["event"]["data"]["task_id"] for q in rx.requests() if q["status"] == 204] == ["waits"]
     wait_for(lambda: os.listdir(d.path("outbox.old")) == [], 20, "the entry removed when done")
-    assert os.listdir(d.path("outbox")) == [] and d.log().count(said) == 1, d.log()[-2000:]
+    assert os.listdir(d.path("outbox")) == [] and d.flushed_log().count(said) == 1, \
+        d.log()[-2000:]
     assert d.stop() == 0
 
 
