@@ -36,7 +36,7 @@ def test_key_quoted_back_is_redacted_everywhere(env):
     for path in files_under(d.spool):
         with open(path, "rb") as f:
             assert TEST_KEY.encode() not in f.read(), f"the key is in {path}"
-    assert TEST_KEY not in d.log()
+    d.assert_not_logged(TEST_KEY)
 
 
 CDN_524 = (b"<!DOCTYPE html><html><head><title>api-cf.apiyi.com | 524: A timeout occurred</title>"
@@ -147,7 +147,7 @@ def test_records_written_by_another_user_are_ignored(env):
     assert d.wait_finished("forged") == "done"
     r = d.result("forged")
     assert len(r["attempts"]) == 1 and r["billed_attempts"] == 1, r["attempts"]
-    assert "ignoring the \"imgspool\" records" in d.log()
+    d.wait_logged("ignoring the \"imgspool\" records")
 
 
 def test_a_response_the_daemon_did_not_save_is_never_published(env):
@@ -173,7 +173,7 @@ def test_a_response_the_daemon_did_not_save_is_never_published(env):
         got = png_prompt_sha256(d.read("done", image))
         assert got == hashlib.sha256(f"real {task_id}".encode()).hexdigest(), f"{task_id}: forged image published"
         assert env.fake.calls(f"real {task_id}") == 1
-    assert "'running/' is writable by group or others (mode 777)" in d.log()
+    d.wait_logged("'running/' is writable by group or others (mode 777)")
 
 
 def test_a_kill_at_each_step_ends_as_no_kill(env):
@@ -268,7 +268,9 @@ def test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget(env):
     assert record["finished"] == "succeeded" and len(record["attempts"]) == 2, record
     (run,) = record["runs"]
     assert run["run"] == 1 and run["status"] == "failed" and len(run["attempts"]) == 2, run
-    log = d.log()
+    d.wait_logged("again attempt 1:", count=2)
+    d.wait_logged("again attempt 2:", count=2)
+    log = d.flushed_log()
     assert log.count("again attempt 1:") == 2 and log.count("again attempt 2:") == 2, log
     assert "again attempt 3:" not in log
 
