@@ -185,6 +185,46 @@ void attempt_bill(void **tasks, size_t n)
 	free(spends);
 }
 
+static void cut_bill_work(void *arg)
+{
+	void *one[1] = { arg };
+	attempt_bill(one, 1);
+}
+
+static void cut_bill_done(void *arg)
+{
+	struct task *t = arg;
+	t->in_pool = false;
+	attempt_settle(t, true, t->cur.cost_known, t->cur.cost);   /* the ledger holds it */
+	t->after_cut_bill(t);
+}
+
+/* At the cut, a call billed or maybe billed (a lost answer, a call cut in flight) is settled,
+ * then next(t) runs on the loop. Its cost goes into the ledger, under a budget, by a helper
+ * (attempt_bill) as every judged answer's does: the loop never makes that durable write itself,
+ * which a stalled disk would hold until exitwatch ended the process. A helper stuck there is
+ * left at the exit's bounded wait, its job as a crash leaves it: its restart counts the call
+ * (recovery.c), which this run never wrote. */
+void attempt_settle_at_cut(struct task *t, enum billed billed, bool known, double cost,
+			   void (*next)(struct task *t))
+{
+	bool ledger = billed != BILLED_NO && known && keyshare_micros(cost) > 0 && t->prov &&
+		      provider_state_budgeted(t->prov);
+	if (!ledger) {
+		attempt_settle(t, billed != BILLED_NO, known, cost);
+		next(t);
+		return;
+	}
+	t->outcome.billed = billed;
+	t->cur.cost = cost;
+	t->cur.cost_known = known;
+	t->cur.provider = provider_state_name(t->prov);
+	t->judge_budgeted = true;
+	keyshare_today(t->d->ks, &t->judge_day, &t->judge_month);
+	t->after_cut_bill = next;
+	task_pool_submit(t, cut_bill_work, cut_bill_done);
+}
+
 /* Back on the loop: unless dropped, the judged attempt counts in the routes' health, the spend
  * and the metrics; then the configuration is let go, and the attempt names the provider's
  * section as it is now. */

@@ -26,6 +26,8 @@ void attempt_judge_begin(struct task *t);
 void attempt_judge(struct task *t);
 void attempt_bill(void **tasks, size_t n);
 void attempt_judged(struct task *t, bool counted);
+void attempt_settle_at_cut(struct task *t, enum billed billed, bool known, double cost,
+			   void (*next)(struct task *t));
 size_t attempt_count(const struct task *t);
 
 #endif

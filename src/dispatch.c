@@ -319,6 +319,7 @@ void task_parse_work(void **args, size_t n)
 		else if (!t->save_err)
 			t->save_err = EIO;
 		if (fd >= 0 && t->res.transport == HTTP_DONE && !t->res.body_fd_failed) {
+			stop_point("save:partial");   /* a test holds the helper here: a stalled disk */
 			save[i] = syncset_data(&ss, fd, fd == t->body_fd) == 0;
 			if (!save[i])
 				t->save_err = errno;
@@ -431,6 +432,11 @@ static void call_done(void *arg, struct http_result *res)
 	if (res->transport == HTTP_DONE && res->status == 429) {
 		int64_t wait = retry_after_ms(res->retry_after, res->retry_after_ms, wall_ms(), 3600000);
 		provider_state_pause_everywhere(t->prov, wait > 0 ? wait : t->d->cfg->backoff_base_ms);
+	}
+	if (res->transport == HTTP_DONE) {   /* for the mark of an exit that cannot wait for it */
+		t->answer_attempt = attempt_count(t) + 1;
+		t->answer_status = res->status;
+		t->answer_len = res->body_len;
 	}
 	free(t->res.body);
 	t->res = *res;
@@ -732,6 +738,23 @@ void dispatch_recover(struct dispatch *d)
 	recovery_start(d);
 }
 
+/* After the cut's ledger write (attempt_settle_at_cut): a lost answer's job goes on. */
+static void answer_lost_settled(struct task *t)
+{
+	if (retry_billed_by_status(t->answer_status) != BILLED_YES) {
+		t->billed_retries += retry_billed_by_status(t->answer_status) == BILLED_UNKNOWN;
+		task_requeue(t, "shutdown: the grace period ended before its answer was saved");
+		return;
+	}
+	log_job(LOG_WARN, t->id, "its answer (HTTP %ld) arrived, but its write to running/ is stuck "
+		"and the grace period ended: failing it rather than paying for a second call",
+		t->answer_status);
+	finish_fail(t, "response_lost", NULL, "its answer (HTTP %ld, billed) arrived as the daemon was "
+		    "stopped, but could not be written to the spool before the exit (a stalled disk?); "
+		    "it is not called again, since that call would be paid again: imgspool retry runs "
+		    "it again", t->answer_status);
+}
+
 /* At the cut, a call whose whole answer arrived while libcurl's thread is stuck writing it into
  * the .partial (a stalled disk): it is lost with the process, but it was received, billed by its
  * status alone. A billed one is never called again (that call would be paid again): the job
@@ -751,21 +774,18 @@ static bool answer_lost(struct task *t, struct http_result *ans)
 	t->xfer = NULL;
 	if (t->calling)
 		slots_call_ended(t);
+	t->answer_attempt = attempt_count(t) + 1;
+	t->answer_status = ans->status;
+	t->answer_len = ans->body_len;
 	attempt_price(t, &a, billed, NULL, 0);
-	attempt_settle(t, billed != BILLED_NO, a.cost_known, a.cost);
 	attempt_record(t, &a);
-	if (billed != BILLED_YES) {
-		t->billed_retries += billed == BILLED_UNKNOWN;
-		task_requeue(t, "shutdown: the grace period ended before its answer was saved");
-		return true;
-	}
-	log_job(LOG_WARN, t->id, "its answer (HTTP %ld) arrived, but its write to running/ is stuck "
-		"and the grace period ended: failing it rather than paying for a second call", ans->status);
-	finish_fail(t, "response_lost", NULL, "its answer (HTTP %ld, billed) arrived as the daemon was "
-		    "stopped, but could not be written to the spool before the exit (a stalled disk?); "
-		    "it is not called again, since that call would be paid again: imgspool retry runs "
-		    "it again", ans->status);
+	attempt_settle_at_cut(t, billed, a.cost_known, a.cost, answer_lost_settled);
 	return true;
+}
+
+static void cut_call_settled(struct task *t)
+{
+	task_requeue(t, "shutdown: the grace period ended");
 }
 
 /* Wakes the loop, which then stops (dispatch_drained) whatever the helpers still do. */
@@ -802,7 +822,16 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
 			attempt_record(t, &a);
 			t->billed_retries++;
-			task_requeue(t, "shutdown: the grace period ended");
+			if (t->xfer)
+				http_cancel(d->http, t->xfer);
+			t->xfer = NULL;
+			if (t->calling)
+				slots_call_ended(t);
+			if (t->reserved)   /* settled now, not by task_free: off the loop */
+				attempt_settle_at_cut(t, BILLED_UNKNOWN, t->reserve_known, t->reserve,
+						      cut_call_settled);
+			else
+				cut_call_settled(t);
 		} else if (t->state == T_BACKOFF) {
 			deferral_leave(t, "shutdown: the grace period ended");
 		} else if (t->state == T_READY) {
@@ -993,6 +1022,8 @@ bool dispatch_free(struct dispatch *d)
 			task_requeue(t, "shutdown");
 		else if (t->state == T_PUBLISHING)
 			sidecar_mark_left(t);
+		if (t->in_pool)
+			sidecar_mark_answered(t);
 	}
 	if (!sidecar_write_left(d))
 		return false;   /* its thread, stuck, uses running/ */

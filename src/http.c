@@ -104,6 +104,7 @@ struct http_xfer {
 	atomic_bool cut;         /* cancelled: the transfer thread writes no more of its body */
 	atomic_bool answered;    /* a whole response arrived: res's status and headers are set
 				  * (http_answered), its body may still be being written */
+	size_t answered_len;     /* its body's length, set before answered and never after */
 	int cancelled_files;     /* what it adds to http->cancelled_files while in to_cancel */
 	struct curl_slist *headers;
 	curl_mime *mime;
@@ -828,6 +829,7 @@ static void finish(struct http *http, CURL *easy, CURLcode rc)
 	x->res.latency_ms = mono_ms() - x->started_mono;
 	/* Known to the caller's loop before the write: a shutdown that cannot wait for it still
 	 * knows the answer came (and what it cost), not a call in flight. */
+	x->answered_len = x->body.len;
 	if (x->res.transport == HTTP_DONE)
 		atomic_store_explicit(&x->answered, true, memory_order_release);
 	save_body(x);
@@ -853,6 +855,7 @@ bool http_answered(const struct http_xfer *x, struct http_result *out)
 	/* Only what finish() set before the flag: the rest (body, body_fd_failed) is the transfer
 	 * thread's still. */
 	*out = (struct http_result){ .transport = x->res.transport, .status = x->res.status,
+				     .body_len = x->answered_len,
 				     .started_wall_ms = x->res.started_wall_ms,
 				     .latency_ms = x->res.latency_ms, .body_fd = -1, .detail = "" };
 	memcpy(out->request_id, x->res.request_id, sizeof(out->request_id));

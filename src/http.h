@@ -102,8 +102,9 @@ void http_cancel(struct http *http, struct http_xfer *xfer);
  * under the lock the transfer thread hands it over under): then false, and it is left be. */
 bool http_cancel_unless_done(struct http *http, struct http_xfer *xfer);
 /* Whether a whole response to xfer has arrived, its callback perhaps not yet run: then out
- * gets its status, headers, start and latency (no body: it may still be being written to
- * body_fd, a write that may be stuck on a stalled disk). For a shutdown that cannot wait. */
+ * gets its status, headers, start, latency and body_len (no body: it may still be being
+ * written to body_fd, a write that may be stuck on a stalled disk). For a shutdown that cannot
+ * wait. */
 bool http_answered(const struct http_xfer *xfer, struct http_result *out);
 /* Runs the callbacks of the transfers finished by now, at once rather than at the loop's next
  * turn. */

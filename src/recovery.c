@@ -237,18 +237,34 @@ static void record_unaccounted(struct task *t, struct attempt *a, enum billed bi
 }
 
 /* The call of the next attempt that a death cut (its .partial): recorded as interrupted, maybe
- * billed. */
-static void record_cut_call(struct task *t, const struct strset *hidden, size_t accounted)
+ * billed. Unless its run marked its answer received (answered, sidecar_mark_answered) and its
+ * body was not whole: then recorded as the cut records a lost answer, billed by its status
+ * (answer_lost). True when that answer was billed: it is never called again. */
+static bool record_cut_call(struct task *t, const struct strset *hidden, size_t accounted,
+			    const struct sidecar_answered *answered)
 {
 	struct stat st;
+	bool billed_answer = false;
 	char *partial = sidecar_name(t, "partial");
 	if (strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == (long)accounted + 1) {
 		struct attempt a = { .started_wall_ms = t->created_wall_ms, .transport = "interrupted",
 				     .outcome = "interrupted", .billed = "unknown", .request_id = "" };
-		record_unaccounted(t, &a, BILLED_UNKNOWN, NULL);
-		t->billed_retries++;   /* as grace_over() does: the cut call may have been billed */
+		enum billed billed = BILLED_UNKNOWN;
+		if (answered->attempt == (long)accounted + 1) {
+			billed = retry_billed_by_status(answered->status);
+			a = (struct attempt){ .started_wall_ms = timespec_ms(&st.st_mtim),
+					      .transport = "done", .http_status = answered->status,
+					      .outcome = billed == BILLED_YES ? "failed" : "retry",
+					      .billed = billed_name(billed), .error_code = "response_lost",
+					      .request_id = "" };
+			billed_answer = billed == BILLED_YES;
+		}
+		record_unaccounted(t, &a, billed, NULL);
+		/* as grace_over() does: the cut call may have been billed */
+		t->billed_retries += billed == BILLED_UNKNOWN;
 	}
 	free(partial);
+	return billed_answer;
 }
 
 /* A job failed "crashed": every call its files account for is in its attempts, so no money is
@@ -257,7 +273,7 @@ static void record_cut_call(struct task *t, const struct strset *hidden, size_t 
  * (retry_billed_by_status), and it is priced as the job's call, by the usage it carries (only
  * that is read of it). Else a call cut in flight is recorded as interrupted. */
 static void record_before_crashed(struct task *t, const struct strset *hidden, const char *prefix,
-				  size_t accounted)
+				  size_t accounted, const struct sidecar_answered *answered)
 {
 	struct stat st;
 	struct buf body = { 0 };
@@ -282,7 +298,7 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
 		json_decref(root);
 		return;
 	}
-	record_cut_call(t, hidden, accounted);
+	record_cut_call(t, hidden, accounted, answered);
 }
 
 /* A job of ours found in running/ at start-up: the run that claimed it died (died; else a
@@ -294,7 +310,7 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
  * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
  * the daemon cannot loop. */
 static void adopt(struct dispatch *d, const char *id, const char *running_name,
-		  const struct strset *hidden, bool died)
+		  struct strset *hidden, bool died)
 {
 	struct stat st;
 	struct job_error jerr;
@@ -319,6 +335,12 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	task_restore_state(t, &st, &rec);
 	task_apply_record(t, &rec);
 	long left_mark = sidecar_take_left(t, hidden);
+	/* Its answer came whole before a stop its helper did not see through: saved now if its
+	 * body is whole (finished from it below), else recorded as lost (record_cut_call). */
+	struct sidecar_answered answered;
+	sidecar_find_answered(t, hidden, &answered);
+	if (answered.attempt)
+		sidecar_save_answered(t, hidden, &answered);
 	int64_t retry_at_ms = rec.retry_at_ms;
 	t->res.status = sidecar_saved_status(t, hidden);   /* what sidecar_drop removes */
 	/* Records that say "finished" with nothing staged (a staging directory lost): the job is
@@ -364,8 +386,9 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	bool from_response = response_since != INT64_MAX;
 	/* Left by a shutdown on purpose, to be finished from its saved response (below), never
 	 * called: no death either. */
-	bool left = left_mark && (size_t)left_mark == accounted + 1 &&
-		    saved_attempt(t, hidden) == left_mark;
+	bool left = (left_mark && (size_t)left_mark == accounted + 1 &&
+		     saved_attempt(t, hidden) == left_mark) ||
+		    (answered.attempt && (size_t)answered.attempt == accounted + 1);
 	if (called && !t->defer_floor && !left) {   /* a retry left by a shutdown: no death */
 		t->crashes++;
 		t->finish_crashes += from_response;
@@ -404,7 +427,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	int deaths = from_response ? t->finish_crashes : t->crashes;
 	if (deaths > d->cfg->max_crash_requeues) {
 		if (!restage)   /* restaged: its records hold every attempt already */
-			record_before_crashed(t, hidden, prefix, accounted);
+			record_before_crashed(t, hidden, prefix, accounted, &answered);
 		finish_fail(t, "crashed", NULL, from_response ?
 			    "the daemon stopped %d times while this job was finished from its saved "
 			    "response; it is not tried again" : "the daemon stopped %d times while this "
@@ -471,7 +494,13 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			  "is gone and no saved response is left to finish it from: not called again");
 		return;
 	}
-	record_cut_call(t, hidden, accounted);
+	if (record_cut_call(t, hidden, accounted, &answered)) {
+		finish_fail(t, "response_lost", NULL, "its answer (HTTP %ld, billed) arrived as the "
+			    "daemon was stopped, but was not saved whole before the exit; it is not "
+			    "called again, since that call would be paid again: imgspool retry runs "
+			    "it again", answered.status);
+		return;
+	}
 	task_requeue(t, "recovered from running/ after a restart");
 }
 

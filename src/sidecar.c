@@ -40,6 +40,7 @@ static const struct {
 	{ "target", false, SIDECAR_KIND_CALL },
 	{ "response.", true, SIDECAR_KIND_CALL },
 	{ "left.", true, SIDECAR_KIND_CALL },
+	{ "answered.", true, SIDECAR_KIND_CALL },
 	{ "done", false, SIDECAR_KIND_STAGING },
 	{ "failed", false, SIDECAR_KIND_STAGING },
 	{ "putback.", true, SIDECAR_KIND_PUTBACK },
@@ -182,6 +183,8 @@ void sidecar_unlink(const struct task *t)
 		unlinkat(fd, response, 0);
 		free(response);
 	}
+	if (t->answered_mark)
+		unlinkat(fd, t->answered_mark, 0);
 }
 
 /* Our sidecars start with a line naming the job and the attempt (1-based, in this run) whose
@@ -292,6 +295,103 @@ void sidecar_mark_left(struct task *t)
 	xsnprintf(suffix, sizeof(suffix), "left.%zu", attempt_count(t));
 	d->left_marks = xrealloc(d->left_marks, (d->n_left_marks + 1) * sizeof(*d->left_marks));
 	d->left_marks[d->n_left_marks++] = sidecar_name(t, suffix);
+}
+
+/* A job a helper still holds at the exit whose call's whole answer had arrived (being saved or
+ * judged, or, lost at the cut, being billed or failed): an empty
+ * running/.ID@HOST.answered.N.STATUS.BYTES tells the restart that the answer of attempt N came
+ * (billed by its status) and how long its body is, so its .partial is finished from when whole,
+ * else recorded as that answer, lost (recovery.c), never as a call cut in flight and paid
+ * again. Noted here, made with the .left marks off the loop: nothing on an ordinary job's path. */
+void sidecar_mark_answered(struct task *t)
+{
+	/* Saved under its final name (only the parse renames it: not while T_PARSING, which its
+	 * helper may be doing now): the restart finishes from that file. */
+	if (!t->answer_attempt || t->fenced ||
+	    (t->state != T_PARSING && (t->sidecars & SIDECAR_RESPONSE) && !t->save_err))
+		return;
+	struct dispatch *d = t->d;
+	char suffix[96];
+	xsnprintf(suffix, sizeof(suffix), "answered.%zu.%ld.%zu", t->answer_attempt, t->answer_status,
+		  t->answer_len);
+	d->left_marks = xrealloc(d->left_marks, (d->n_left_marks + 1) * sizeof(*d->left_marks));
+	d->left_marks[d->n_left_marks++] = sidecar_name(t, suffix);
+}
+
+/* The mark sidecar_mark_answered left for t (the highest attempt of the ours), kept in
+ * t->answered_mark till the job leaves running/; out->attempt 0 when there is none. */
+void sidecar_find_answered(struct task *t, const struct strset *hidden, struct sidecar_answered *out)
+{
+	int fd = t->d->spool->fd[SPOOL_RUNNING];
+	char *prefix = sidecar_name(t, "answered.");
+	size_t plen = strlen(prefix);
+	*out = (struct sidecar_answered){ 0 };
+	for (size_t i = 0; i < hidden->cap; i++) {
+		const char *name = hidden->slots[i];
+		char text[64], *status, *bytes;
+		long attempt, code, len;
+		struct stat st;
+		if (!name || strncmp(name, prefix, plen) || strlen(name + plen) >= sizeof(text))
+			continue;
+		xsnprintf(text, sizeof(text), "%s", name + plen);
+		status = strchr(text, '.');
+		bytes = status ? strchr(status + 1, '.') : NULL;
+		if (!bytes)
+			continue;
+		*status++ = '\0';
+		*bytes++ = '\0';
+		if (parse_long(text, 1, 1000000, &attempt) < 0 || parse_long(status, 100, 999, &code) < 0 ||
+		    parse_long(bytes, 0, LONG_MAX, &len) < 0 || attempt <= out->attempt)
+			continue;
+		if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !sidecar_is_ours(t->d, &st)) {
+			log_job(LOG_WARN, t->id, "ignoring 'running/%s': not a mark the daemon left for "
+				"this job", name);
+			continue;
+		}
+		*out = (struct sidecar_answered){ .attempt = attempt, .status = code, .len = (size_t)len };
+		free(t->answered_mark);
+		t->answered_mark = xstrdup(name);
+	}
+	free(prefix);
+}
+
+/* With t's answered mark m found: its .partial of that attempt, if its body is whole, is saved
+ * as the parse saves one (synced, renamed .response.STATUS, running/ synced; hidden follows),
+ * and the mark goes. True if so: the job is finished from that file, with no call. */
+bool sidecar_save_answered(struct task *t, struct strset *hidden, const struct sidecar_answered *m)
+{
+	int dirfd = t->d->spool->fd[SPOOL_RUNNING];
+	char *partial = sidecar_name(t, "partial");
+	struct stat st;
+	char header[JOB_ID_MAX + 64];
+	int hlen = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%ld\n", t->id,
+			    m->attempt);
+	bool whole = strset_has(hidden, partial) && sidecar_read(t, partial, NULL, &st) == m->attempt &&
+		     hlen > 0 && st.st_size == (off_t)((size_t)hlen + m->len);
+	bool saved = false;
+	if (whole) {
+		char suffix[32];
+		xsnprintf(suffix, sizeof(suffix), "response.%ld", m->status);
+		char *response = sidecar_name(t, suffix);
+		int fd = openat(dirfd, partial, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		saved = fd >= 0 && fsync(fd) == 0 && renameat(dirfd, partial, dirfd, response) == 0 &&
+			fsync(dirfd) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (saved) {
+			strset_del(hidden, partial);
+			strset_add(hidden, response);
+			unlinkat(dirfd, t->answered_mark, 0);
+			free(t->answered_mark);
+			t->answered_mark = NULL;
+		} else {
+			log_job(LOG_WARN, t->id, "cannot save 'running/%s' as its response: %s", partial,
+				strerror(errno));
+		}
+		free(response);
+	}
+	free(partial);
+	return saved;
 }
 
 struct left_marks {

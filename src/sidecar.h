@@ -46,6 +46,18 @@ long sidecar_read(struct task *t, const char *name, struct buf *body, struct sta
 /* A shutdown leaves t in running/ on purpose, its paid response saved: running/.ID@HOST.left.N
  * will say so to the restart (no death counted). Noted only: sidecar_write_left makes them. */
 void sidecar_mark_left(struct task *t);
+/* The answer of t's call came whole but a helper still holds it at the exit:
+ * running/.ID@HOST.answered.N.STATUS.BYTES will say so to the restart. Noted only, as .left. */
+void sidecar_mark_answered(struct task *t);
+struct sidecar_answered {
+	long attempt;            /* 0: no mark */
+	long status;
+	size_t len;              /* of the body */
+};
+void sidecar_find_answered(struct task *t, const struct strset *hidden,
+			   struct sidecar_answered *out);
+bool sidecar_save_answered(struct task *t, struct strset *hidden,
+			   const struct sidecar_answered *m);
 /* At the exit: makes the marks noted and syncs running/, on a thread of its own waited for
  * SIDECAR_LEFT_WAIT_MS at most. False when it did not end by then (a stalled disk): the marks
  * not made are skipped (their restart counts a death), and the thread may still use running/'s

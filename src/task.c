@@ -90,6 +90,7 @@ void task_free(struct task *t)
 	job_release(&t->job);
 	free(t->model);
 	free(t->running_name);
+	free(t->answered_mark);
 	free(t->result_json);
 	free(t->result_provider);
 	free(t->result_currency);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The exit path: what a shutdown leaves when a thread of the daemon is stuck on the spool's file
 system (a stalled NFS), and that an admin's restart never pays for a call again."""
+import errno
 import json
 import os
 import signal
@@ -168,6 +169,131 @@ def test_a_stderr_nobody_reads_stops_nothing(env):
         os.close(r)
 
 
+def ledger_spent(d):
+    """What the host's ledger file says it spent today (micro-units), 0 without one."""
+    try:
+        with open(d.path("ledger", "testhost.json")) as f:
+            return json.load(f)["providers"].get("apiyi", {}).get("day_micros", 0)
+    except FileNotFoundError:
+        return 0
+
+
+BUDGETED = {"prices__gpt-image-2": "0.04", "budget__daily": "100"}
+
+
+def start_with_ledger_held(d, points):
+    """Starts d held at points, ledger:writing among them on a FIFO of its own: the writes of
+    the ledger made before the daemon is ready (with nothing spent) are let through. Returns
+    the FIFO's path."""
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    os.mkfifo(f"{fifo}.ledger:writing")
+    d.start_held_at(points + ",ledger:writing", wait_ready=False)
+
+    def ready():
+        try:
+            os.close(os.open(f"{fifo}.ledger:writing", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        assert not d.exited(), d.log()[-2000:]
+        return "imgspoold: ready" in d.log()
+    wait_for(ready, 20, "the daemon to be ready")
+    return fifo
+
+
+def test_a_ledger_write_stuck_at_the_cut_holds_no_loop(env):
+    """Under a budget, the cost of an answer lost at the cut (its write into the .partial stuck,
+    http:body-write) went into the ledger by a write the loop made itself: with that write stuck
+    too (ledger:writing, a stalled disk), the loop read nothing more until exitwatch ended the
+    process 15 s after the cut with status 1, and the restart paid for the call again. Now a
+    helper makes that write: the loop keeps its bounded waits and exits 0 about 2 s after the
+    cut; the job, left as a crash leaves it, is marked answered, so the restart fails it
+    response_lost with no second call, and its cost is in the ledger once."""
+    env.fake.script("lost, ledger stuck", {"kind": "b64", "pieces": 1})
+    d = env.daemon(**BUDGETED)
+    fifo = start_with_ledger_held(d, "http:body-write")
+    d.submit("stuckbill", {"prompt": "lost, ledger stuck", "model": "gpt-image-2"})
+    rc = cut_while_held(d, fifo, "the ledger write of a lost answer was stuck",
+                        held_after_cut=f"{fifo}.ledger:writing", timeout=40)
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "the exit did not end" not in d.log(), d.log()[-2000:]
+    assert d.state("stuckbill") == "running"
+    assert [n for n in os.listdir(d.path("running")) if ".answered.1.200." in n], \
+        os.listdir(d.path("running"))
+    d.start()
+    assert d.wait_finished("stuckbill") == "failed", d.log()[-3000:]
+    assert d.result("stuckbill")["error"]["code"] == "response_lost"
+    [a] = d.result("stuckbill")["attempts"]
+    assert (a["http_status"], a["billed"], a["error_code"]) == (200, "yes", "response_lost"), a
+    assert d.stop() == 0
+    assert env.fake.calls("lost, ledger stuck") == 1
+    assert ledger_spent(d) == 40000, ledger_spent(d)
+
+
+def test_a_cut_calls_cost_is_written_off_the_loop(env):
+    """Under a budget, a call cut in flight is settled at its reservation, which went into the
+    ledger by a write the loop made (task_free): stuck (ledger:writing), it held the loop till
+    exitwatch's status 1. Now a helper writes it; the exit is 0 and bounded, and the restart
+    counts the cut call once (interrupted, billing unknown) and calls again."""
+    env.fake.script("cut, ledger stuck", [{"kind": "b64", "delay": 60}, {"kind": "b64"}])
+    d = env.daemon(provider__timeout=120, **BUDGETED)
+    fifo = start_with_ledger_held(d, "none")
+    d.submit("cutbill", {"prompt": "cut, ledger stuck", "model": "gpt-image-2"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
+    rc = cut_while_held(d, None, "the ledger write of a cut call was stuck",
+                        held_after_cut=f"{fifo}.ledger:writing", timeout=40)
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert "the exit did not end" not in d.log(), d.log()[-2000:]
+    assert ledger_spent(d) == 0, ledger_spent(d)
+    d.start()
+    assert d.wait_finished("cutbill", 30) == "done", d.log()[-3000:]
+    outcomes = [a["outcome"] for a in d.result("cutbill")["attempts"]]
+    assert outcomes == ["interrupted", "succeeded"], outcomes
+    assert d.stop() == 0
+    assert ledger_spent(d) == 80000, ledger_spent(d)   # the cut call once, and the second
+
+
+def test_costs_settled_at_the_cut_are_in_the_ledger_once(env):
+    """The same two costs with nothing stuck but the lost answer's write: written by a helper
+    now, each is in the ledger exactly once when the daemon has exited, and no ticket is left."""
+    env.fake.script("lost, budgeted", {"kind": "b64", "pieces": 1})
+    env.fake.script("cut, budgeted", {"kind": "b64", "delay": 60})
+    d = env.daemon(provider__timeout=120, **BUDGETED)
+    fifo = d.start_held_at("http:body-write")
+    d.submit("cutonce", {"prompt": "cut, budgeted", "model": "gpt-image-2"})
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the cut call")
+    d.submit("lostonce", {"prompt": "lost, budgeted", "model": "gpt-image-2"})
+    rc = cut_while_held(d, fifo, "an answer's write is stuck", jobs=2)
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert d.state("lostonce") == "failed" and d.state("cutonce") == "new", d.log()[-3000:]
+    assert ledger_spent(d) == 80000, ledger_spent(d)
+    assert os.listdir(d.path("providers", "apiyi", "calls")) == []
+
+
+def test_a_helper_stuck_saving_a_whole_answer_is_not_paid_again(env):
+    """A whole 200 handed to a helper that is stuck making it durable (save:partial: an fsync
+    on a stalled disk) when the grace period is cut: the exit left the job as a crash leaves
+    it, its .partial not renamed, and the restart recorded an interrupted call and paid again.
+    Now the exit marks it answered (.answered.1.200.BYTES, off the loop) and the restart,
+    finding the .partial whole, finishes the job from it: one call, no death counted."""
+    env.fake.script("saved late", {"kind": "b64"})
+    d = env.daemon()
+    fifo = d.start_held_at("save:partial")
+    d.submit("savelate", {"prompt": "saved late"})
+    rc = cut_while_held(d, fifo, "a helper is stuck saving a whole answer")
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert d.state("savelate") == "running"
+    marks = [n for n in os.listdir(d.path("running")) if n.startswith(".savelate@testhost.answered.1.200.")]
+    assert marks, os.listdir(d.path("running"))
+    d.start()
+    assert d.wait_finished("savelate") == "done", d.log()[-3000:]
+    assert d.stop() == 0
+    assert env.fake.calls("saved late") == 1
+    assert records_of(d, "savelate", "done").get("crashes", 0) == 0, records_of(d, "savelate", "done")
+    assert not [n for n in os.listdir(d.path("running")) if n.startswith(".savelate@")]
+
+
 def records_of(d, task_id, state):
     with open(d.path(state, f"{task_id}.json")) as f:
         return json.load(f)["imgspool"]
@@ -233,4 +359,8 @@ if __name__ == "__main__":
                test_exit_does_not_hang_on_the_host_lock,
                test_a_stderr_nobody_reads_stops_nothing,
                test_a_publication_stuck_at_the_cut_is_left_without_a_death,
+               test_a_ledger_write_stuck_at_the_cut_holds_no_loop,
+               test_a_cut_calls_cost_is_written_off_the_loop,
+               test_costs_settled_at_the_cut_are_in_the_ledger_once,
+               test_a_helper_stuck_saving_a_whole_answer_is_not_paid_again,
                test_marking_jobs_left_does_not_hang_the_exit])

@@ -94,18 +94,23 @@ def exit_within(d, timeout, what, since, after):
     return rc
 
 
-def cut_while_held(d, fifo, what):
-    """The drain, then the second SIGTERM while a thread waits at d's stop point; returns the
-    exit status, the FIFO let go of once the daemon is gone (or the test's deadline passed)."""
-    writer = held_at_stop(fifo, d)
+def cut_while_held(d, fifo, what, jobs=1, held_after_cut=None, timeout=20):
+    """The drain (of jobs in flight), then the second SIGTERM while a thread waits at d's stop
+    point (fifo; None: no thread held before), and, with held_after_cut (a FIFO), while the one
+    that reaches that point after the cut waits there too; returns the exit status, every FIFO
+    let go of once the daemon is gone (or the test's deadline passed)."""
+    writers = [held_at_stop(fifo, d)] if fifo else []
     try:
         d.send_signal(signal.SIGTERM)
-        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+        wait_for(lambda: f"waiting for {jobs} job(s)" in d.log(), 10, "the drain")
         cut_at = time.monotonic()
         d.send_signal(signal.SIGTERM)
-        rc = exit_within(d, 20, what, cut_at, "the second SIGTERM")
+        if held_after_cut:
+            writers.append(held_at_stop(held_after_cut, d))
+        rc = exit_within(d, timeout, what, cut_at, "the second SIGTERM")
     finally:
-        os.close(writer)
+        for w in writers:
+            os.close(w)
     d.logf.close()
     return rc
 
