@@ -33,6 +33,9 @@ def test_key_quoted_back_is_redacted_everywhere(env):
     assert r["error"]["code"] == "invalid_request", r["error"]
     message = r["error"]["upstream_message"]
     assert "[redacted]" in message and "unsupported size" in message, message
+    # Stopped first: a running daemon's temporary files (a ledger rewrite, a heartbeat) may
+    # vanish between the listing and the read; a stopped one's spool and log are complete.
+    assert d.stop() == 0
     for path in files_under(d.spool):
         with open(path, "rb") as f:
             assert TEST_KEY.encode() not in f.read(), f"the key is in {path}"
