@@ -696,10 +696,15 @@ def run_tests(tests):
         else:
             failed += 1
             print(f"not ok {n} - {test.__name__} ({took:.1f}s)")
-            for line in message.rstrip().splitlines():
-                print("#   " + line)
+            # Also on stderr: prove shows it without -v, so a CI log says why a test failed.
+            report = [f"{sys.argv[0]}: {test.__name__} failed:"]
+            report += ["#   " + line for line in message.rstrip().splitlines()]
             for d in env.daemons:
-                print(f"#   daemon dir kept: {keep_outside_tmp(d.dir, test.__name__)}")
+                tail = ["#   log: " + line for line in d.log().splitlines()[-15:]]
+                report.append(f"#   daemon dir kept: {keep_outside_tmp(d.dir, test.__name__)}")
+                report += tail
+            print("\n".join(report[1:]))
+            print("\n".join(report), file=sys.stderr)
             sys.stdout.flush()
     n += 1
     left = sorted(os.listdir(SCRATCH))
