@@ -1,6 +1,9 @@
-/* exitwatch.c - ends a process whose exit is stuck, after the cut (see exitwatch.h). */
+/* exitwatch.c - ends a process whose exit is stuck (see exitwatch.h). One thread, started at the
+ * first arm, sleeps until the nearest deadline armed so far; an arm that brings it closer wakes
+ * it. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -9,33 +12,56 @@
 #include "util.h"
 #include "banned.h"
 
-static int64_t watch_ms;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sooner;     /* on CLOCK_MONOTONIC, made by the first arm */
+static bool started;
+static int64_t deadline_ms;       /* mono_ms */
+static int64_t bound_ms;          /* of the arm that set deadline_ms, and what it counts from */
+static char after_what[160];
 
 static void *watch(void *arg)
 {
 	(void)arg;
-	struct timespec ts = { .tv_sec = watch_ms / 1000, .tv_nsec = watch_ms % 1000 * 1000000 };
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts))
-		;
-	log_msg(LOG_ERROR, "the exit did not end %lld s after the cut: a thread is stuck (a write "
-		"to a stalled spool?); ending now, the spool left as a crash leaves it (the restart "
-		"recovers it)", (long long)(watch_ms / 1000));
+	pthread_mutex_lock(&lock);
+	for (int64_t now; (now = mono_ms()) < deadline_ms;) {
+		struct timespec ts = { .tv_sec = deadline_ms / 1000,
+				       .tv_nsec = deadline_ms % 1000 * 1000000 };
+		pthread_cond_timedwait(&sooner, &lock, &ts);
+	}
+	char after[sizeof(after_what)];
+	xsnprintf(after, sizeof(after), "%s", after_what);
+	int64_t bound_s = bound_ms / 1000;
+	pthread_mutex_unlock(&lock);
+	log_msg(LOG_ERROR, "the exit did not end %lld s after %s: a thread is stuck (a file "
+		"operation on a stalled spool?); ending now, the spool left as a crash leaves it "
+		"(the restart recovers it)", (long long)bound_s, after);
 	log_flush_all();
 	_exit(1);
 }
 
-void exitwatch_arm(int64_t ms)
+void exitwatch_arm_after(int64_t ms, const char *after)
 {
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static bool armed;
+	int64_t at = mono_ms() + ms;
 	pthread_mutex_lock(&lock);
-	bool start = !armed;
-	armed = true;
-	pthread_mutex_unlock(&lock);
-	if (!start)
+	if (started && at >= deadline_ms) {
+		pthread_mutex_unlock(&lock);
 		return;
-	watch_ms = ms;
-	/* Its signals blocked: a SIGTERM must go to the loop's signalfd, never to this thread. */
+	}
+	deadline_ms = at;
+	bound_ms = ms;
+	xsnprintf(after_what, sizeof(after_what), "%s", after);
+	if (started) {
+		pthread_cond_signal(&sooner);
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	started = true;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&sooner, &attr);
+	pthread_condattr_destroy(&attr);
+	/* Its signals blocked: SIGTERM and SIGINT go to sigwatch's thread, never to this one. */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -45,4 +71,10 @@ void exitwatch_arm(int64_t ms)
 		pthread_detach(thread);
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_mutex_unlock(&lock);
+}
+
+void exitwatch_arm(int64_t ms)
+{
+	exitwatch_arm_after(ms, "the cut");
 }

@@ -1,7 +1,8 @@
-/* exitwatch.h - a bound on the exit after the cut, whatever thread is stuck.
- * The exit's own waits are bounded (2 s each), but the loop itself may be stuck in a write to
- * a spool whose file system stopped answering (a stalled NFS): then no signal is read, and only
- * SIGKILL ended the process. */
+/* exitwatch.h - a bound on the exit, whatever thread is stuck.
+ * The exit's own waits are bounded (2 s each), but the loop itself may be stuck in a file
+ * operation on a spool whose file system stopped answering (a stalled NFS), before the cut or
+ * after it: then only SIGKILL ended the process. sigwatch.c arms it when SIGTERM or SIGINT
+ * comes, the cut arms it again. */
 #ifndef EXITWATCH_H
 #define EXITWATCH_H
 
@@ -11,8 +12,11 @@
  * iopool_free, http_free, the marks of jobs left, the host lock, the log: 2 s each). */
 #define EXITWATCH_CUT_MS 15000
 
-/* From now on the process ends within ms: if it is still there then, it says so and ends with
- * _exit(1), leaving the spool as a crash would (the restart recovers it). Once only. */
+/* From now on the process ends within ms: if it is still there then, it logs "the exit did not
+ * end N s after AFTER" and ends with _exit(1), leaving the spool as a crash would (the restart
+ * recovers it). A later arm can only bring the end closer; after is copied. Thread-safe. */
+void exitwatch_arm_after(int64_t ms, const char *after);
+/* exitwatch_arm_after(ms, "the cut"). */
 void exitwatch_arm(int64_t ms);
 
 #endif

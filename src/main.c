@@ -4,8 +4,10 @@
  *   imgspoold -n -c FILE   check FILE and exit: 0 if good, 1 with "FILE:LINE: reason" if not
  *
  * Start-up failures are fatal (exit 1). After start-up nothing a job does ends the process;
- * SIGTERM/SIGINT drain and exit 0 (a second one cuts the calls left), SIGHUP reloads the whole
- * configuration (a file that does not load leaves the running one in place).
+ * SIGTERM/SIGINT drain and exit 0 (a second one cuts the calls left; from the first, the process
+ * ends within grace_period + 15 s, from the second within 15 s, whatever the loop is doing:
+ * sigwatch.c), SIGHUP reloads the whole configuration (a file that does not load leaves the
+ * running one in place).
  *
  * Under systemd (Type=notify) it says READY=1 once recovery and the first scan are done, keeps
  * STATUS= current, pings WATCHDOG=1 only from a full turn of the loop (so a wedged loop is
@@ -27,11 +29,13 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "exitwatch.h"
 #include "hook.h"
 #include "hostlock.h"
 #include "http.h"
 #include "log.h"
 #include "secret.h"
+#include "sigwatch.h"
 #include "slots.h"
 #include "loop.h"
 #include "metrics.h"
@@ -52,6 +56,7 @@ struct daemon {
 	struct notify *notify;
 	struct watch *control_watch;  /* control/: an operator's pause, hold and cancel */
 	int sigfd;
+	int stopfd;              /* SIGTERM and SIGINT taken (sigwatch.c); never closed */
 	bool tick_due;           /* the service timer fired: the next full turn reports */
 	char status[512];        /* last STATUS= sent */
 	int64_t waiting_logged;  /* mono_ms of the last "waiting for" line while draining */
@@ -93,6 +98,7 @@ static void reload(struct daemon *dm)
 		dispatch_reconfigure(dm->dispatch, next);
 		config_unref(dm->cfg);
 		dm->cfg = next;
+		sigwatch_set_grace_ms(next->grace_period * 1000);
 		log_info("reloaded '%s': %d provider(s), concurrency %ld, grace period %lds",
 			 dm->config_path, next->n_providers, next->concurrency, next->grace_period);
 	}
@@ -107,16 +113,6 @@ static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
 	struct signalfd_siginfo si;
 	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
-		case SIGTERM:
-		case SIGINT:
-			if (dispatch_drain_left_ms(dm->dispatch) > 0) {
-				dispatch_cut(dm->dispatch);
-				break;
-			}
-			dispatch_drain(dm->dispatch);
-			dm->waiting_logged = mono_ms();
-			dm->tick_due = true;   /* STOPPING=1 at the end of this turn */
-			break;
 		case SIGHUP:
 			reload(dm);
 			break;
@@ -126,6 +122,26 @@ static void on_signal(struct loop *loop, int fd, uint32_t events, void *arg)
 		}
 	}
 	(void)loop;
+}
+
+/* SIGTERM and SIGINT, counted by sigwatch's thread: the first drains, a second cuts. */
+static void on_stop_signal(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	struct daemon *dm = arg;
+	uint64_t taken;
+	if (read(fd, &taken, sizeof(taken)) != sizeof(taken))
+		return;
+	for (; taken; taken--) {
+		if (dispatch_drain_left_ms(dm->dispatch) > 0) {
+			dispatch_cut(dm->dispatch);
+			continue;
+		}
+		dispatch_drain(dm->dispatch);
+		dm->waiting_logged = mono_ms();
+		dm->tick_due = true;   /* STOPPING=1 at the end of this turn */
+	}
 }
 
 static void on_file(void *arg, const char *name);
@@ -362,11 +378,15 @@ int main(int argc, char **argv)
 	dm.notify = notify_new();
 	raise_open_files(dm.cfg->concurrency);
 
-	/* Signals are read from a signalfd on the loop, never handled asynchronously. */
+	/* Signals are never handled asynchronously. SIGTERM and SIGINT are taken by a thread of
+	 * their own, which bounds the exit from the signal even when the loop is stuck on a
+	 * stalled spool, and counted for the loop (sigwatch.c); the others are read from a
+	 * signalfd on the loop. */
+	dm.stopfd = sigwatch_start(dm.cfg->grace_period * 1000, exitwatch_arm_after);
+	if (dm.stopfd < 0)
+		fatal("cannot start the signal thread: %s", strerror(errno));
 	sigset_t mask;
 	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	/* A test hook (nothing else reads it): SIGUSR1 logs "log mark", and log.c writes lines in
 	 * the order they were made, so a test that sees the mark knows no line made before it is
@@ -400,7 +420,8 @@ int main(int argc, char **argv)
 		fatal("%s", lock_err);
 
 	dm.loop = loop_new();
-	if (loop_add_fd(dm.loop, dm.sigfd, EPOLLIN, on_signal, &dm) < 0)
+	if (loop_add_fd(dm.loop, dm.sigfd, EPOLLIN, on_signal, &dm) < 0 ||
+	    loop_add_fd(dm.loop, dm.stopfd, EPOLLIN, on_stop_signal, &dm) < 0)
 		fatal("cannot watch signals");
 	dm.dispatch = dispatch_new(dm.loop, dm.cfg, &dm.spool);
 	dispatch_recover(dm.dispatch);

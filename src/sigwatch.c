@@ -1,0 +1,90 @@
+/* sigwatch.c - SIGTERM and SIGINT taken by a thread of their own (see sigwatch.h). It only
+ * waits for them (sigwaitinfo), arms the exit's bound and counts them on an eventfd: it takes
+ * no lock of the loop's and touches no file, so a stalled spool never holds it. SIGHUP and the
+ * rest stay on the loop's signalfd. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "exitwatch.h"
+#include "sigwatch.h"
+#include "util.h"
+#include "banned.h"
+
+static int count_fd = -1;
+static _Atomic int64_t grace_now_ms;
+static sigwatch_arm_fn *arm_exit;
+
+int64_t sigwatch_exit_bound_ms(int nth, int64_t grace_ms)
+{
+	return nth <= 1 ? grace_ms + EXITWATCH_CUT_MS : EXITWATCH_CUT_MS;
+}
+
+static void stop_set(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+}
+
+static void *take_signals(void *arg)
+{
+	(void)arg;
+	sigset_t set;
+	stop_set(&set);
+	for (int nth = 1;; nth++) {
+		siginfo_t si;
+		int sig;
+		while ((sig = sigwaitinfo(&set, &si)) < 0)
+			;   /* EINTR: nothing else ends it */
+		const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+		int64_t grace = atomic_load(&grace_now_ms);
+		char after[160];
+		if (nth == 1)
+			xsnprintf(after, sizeof(after), "%s (the grace period, %lld s, then %d s)", name,
+				  (long long)(grace / 1000), EXITWATCH_CUT_MS / 1000);
+		else
+			xsnprintf(after, sizeof(after), "the cut (a second %s)", name);
+		arm_exit(sigwatch_exit_bound_ms(nth, grace), after);
+		uint64_t one = 1;
+		while (write(count_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+			;
+	}
+	return NULL;
+}
+
+void sigwatch_set_grace_ms(int64_t grace_ms)
+{
+	atomic_store(&grace_now_ms, grace_ms);
+}
+
+int sigwatch_start(int64_t grace_ms, sigwatch_arm_fn *arm)
+{
+	sigset_t set, others;
+	stop_set(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigwatch_set_grace_ms(grace_ms);
+	arm_exit = arm;
+	count_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (count_fd < 0)
+		return -1;
+	/* Every other signal blocked in it: SIGHUP goes to the loop's signalfd. */
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &others);
+	pthread_t thread;
+	int rc = pthread_create(&thread, NULL, take_signals, NULL);
+	pthread_sigmask(SIG_SETMASK, &others, NULL);
+	if (rc) {
+		close(count_fd);
+		count_fd = -1;
+		errno = rc;
+		return -1;
+	}
+	pthread_setname_np(thread, "imgspool-sig");
+	pthread_detach(thread);
+	return count_fd;
+}

@@ -1,0 +1,27 @@
+/* sigwatch.h - SIGTERM and SIGINT taken by a thread of their own, whatever the loop is doing.
+ * The loop read them from its signalfd: stuck in a file operation on a stalled spool (a
+ * rescan's openat, a heartbeat's utimensat on an NFS server that stopped answering), it read
+ * neither the first nor the second, and only SIGKILL ended the process. This thread bounds the
+ * exit from the signal itself (exitwatch) and hands each signal on to the loop. */
+#ifndef SIGWATCH_H
+#define SIGWATCH_H
+
+#include <stdint.h>
+
+/* Called for each signal taken, before the loop hears of it: from now on the process ends
+ * within ms (exitwatch_arm_after in the daemon; a test's recorder in the unit test). */
+typedef void sigwatch_arm_fn(int64_t ms, const char *after);
+
+/* Blocks SIGTERM and SIGINT in the calling thread (so in every thread made after it: call it
+ * before them) and starts the thread that alone takes them. Returns an eventfd (EFD_NONBLOCK)
+ * that counts the signals taken since the loop last read it, or -1 with errno. Once only; the
+ * eventfd stays open until the process ends (the thread may write it at any time). */
+int sigwatch_start(int64_t grace_ms, sigwatch_arm_fn *arm);
+/* The grace period a first signal counts on from now on (a reload changed it). */
+void sigwatch_set_grace_ms(int64_t grace_ms);
+/* How long after the nth signal (1, 2, ...) the process may still run: the grace period and
+ * the bound after the cut for the first, which starts the drain; the bound after the cut alone
+ * for a later one, which cuts. */
+int64_t sigwatch_exit_bound_ms(int nth, int64_t grace_ms);
+
+#endif
