@@ -330,9 +330,11 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 				w->dir = order[i];
 				return 0;
 			}
-			if (order[i] == SPOOL_NEW && present(c->sp.fd[SPOOL_NEW], id)) {
+			/* A client may name it ID in new/; a version moved back where ID.json was
+			 * taken is deferred/ID (spool-layout.md §5). */
+			if (order[i] != SPOOL_HOLD && present(c->sp.fd[order[i]], id)) {
 				xsnprintf(w->name, sizeof(w->name), "%s", id);
-				w->dir = SPOOL_NEW;
+				w->dir = order[i];
 				return 0;
 			}
 		}

@@ -328,7 +328,7 @@ static enum control_where locate(struct spool *sp, const char *id, struct strset
 				 bool *listed)
 {
 	if (in_dir(sp, SPOOL_NEW, id, ".json") || in_dir(sp, SPOOL_NEW, id, "") ||
-	    in_dir(sp, SPOOL_DEFERRED, id, ".json"))
+	    in_dir(sp, SPOOL_DEFERRED, id, ".json") || in_dir(sp, SPOOL_DEFERRED, id, ""))
 		return CONTROL_JOB_LIVE;
 	if (!*listed)
 		running_ids(sp, running);

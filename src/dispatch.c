@@ -603,8 +603,9 @@ void task_requeue(struct task *t, const char *why)
 	bool waits = t->state == T_BACKOFF && t->defer_due > 0;
 	int64_t mtime = waits ? t->defer_due : t->created_wall_ms;
 	char *text = attempt_count(t) ? task_job_text(t, 0, NULL) : NULL;
-	enum spool_dir went = dest;
-	int rc = text ? intake_return(t->d, t->running_name, &went, name, mtime, text) : -1;
+	struct intake_place went = { .dir = dest };
+	int rc = text ? intake_return(t->d, t->running_name, t->id, dest, name, &went, mtime, text)
+		      : -1;
 	int err = errno;
 	/* Without room for the records, the job itself must still not stay stuck in running/. At
 	 * shutdown, a job with attempts stays there instead, as a crash would leave it: moved
@@ -630,19 +631,17 @@ void task_requeue(struct task *t, const char *why)
 			task_free(t);
 			return;
 		}
-		went = dest;
-		rc = intake_return(t->d, t->running_name, &went, name, mtime, NULL);
+		rc = intake_return(t->d, t->running_name, t->id, dest, name, &went, mtime, NULL);
 		err = errno;
 	}
 	free(text);
 	if (rc == 0) {
 		sidecar_drop(t);
 		task_control_forget(t);
-		log_job(LOG_INFO, t->id, "back to %s/ (%s%s)", spool_dir_name(went), why,
-			intake_return_why(dest, went));
+		log_job(LOG_INFO, t->id, "back to %s/ (%s%s)", spool_dir_name(went.dir), why, went.why);
 	} else {
 		strandlog_say(&t->d->strandlog, LOG_ERROR, t->id, "cannot move 'running/%s' back to "
-			"%s/: %s; left in running/, %s", t->running_name, spool_dir_name(went), strerror(err), t->d->draining
+			"%s/: %s; left in running/, %s", t->running_name, spool_dir_name(went.dir), strerror(err), t->d->draining
 			? "for the restart" : "no claim of its id until the next rescan moves it");
 		strset_add(&t->d->stranded, t->id);
 	}

@@ -335,39 +335,58 @@ static enum start hold_pending(struct dispatch *d, struct pending *pe, const cha
 	return SKIPPED;
 }
 
-int intake_return(struct dispatch *d, const char *running_name, enum spool_dir *dir,
-		  const char *name, int64_t due_wall_ms, const char *records)
+bool intake_return_place(enum spool_dir asked, const char *asked_name, const char *id, int step,
+			 struct intake_place *place)
 {
-	for (;;) {
-		int rc = records ? spool_move_rewritten(d->spool, running_name, *dir, name, records,
-							strlen(records), due_wall_ms,
-							SPOOL_NEVER_REPLACE)
-				 : spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, *dir,
-							  name);
-		if (rc == 0)
-			break;
-		if (errno != EEXIST || *dir != SPOOL_NEW)
-			return -1;
-		*dir = SPOOL_DEFERRED;
+	size_t len = strlen(id);
+	/* The bare name of an id ending in ".json" would name another id. */
+	bool has_other_name = len < 5 || strcmp(id + len - 5, ".json");
+	int other_step = asked == SPOOL_NEW ? 2 : 1;
+	int last = asked == SPOOL_HOLD ? 0 : has_other_name ? other_step : other_step - 1;
+	if (step < 0 || step > last)
+		return false;
+	place->dir = step ? SPOOL_DEFERRED : asked;
+	if (step != other_step) {
+		xsnprintf(place->name, sizeof(place->name), "%s", asked_name);
+		xsnprintf(place->why, sizeof(place->why), "%s",
+			  step ? "; new/ holds a later version of it" : "");
+		return true;
 	}
-	if (*dir == SPOOL_DEFERRED) {   /* counted, and claimed when due, not at the next listing */
-		d->deferred_jobs++;
-		deferral_arm(d, due_wall_ms);
-	}
-	return 0;
+	xsnprintf(place->name, sizeof(place->name), strcmp(asked_name, id) ? "%s" : "%s.json", id);
+	xsnprintf(place->why, sizeof(place->why), "; %s another version of it: as deferred/%s",
+		  asked == SPOOL_NEW ? "new/ and deferred/ hold" : "deferred/ holds", place->name);
+	return true;
 }
 
-/* Why a job went to another directory than asked (intake_return), for the log. */
-const char *intake_return_why(enum spool_dir asked, enum spool_dir went)
+int intake_return(struct dispatch *d, const char *running_name, const char *id,
+		  enum spool_dir asked, const char *name, struct intake_place *went,
+		  int64_t due_wall_ms, const char *records)
 {
-	return asked == went ? "" : "; new/ holds a later version of it";
+	for (int step = 0; intake_return_place(asked, name, id, step, went); step++) {
+		int rc = records ? spool_move_rewritten(d->spool, running_name, went->dir, went->name,
+							records, strlen(records), due_wall_ms,
+							SPOOL_NEVER_REPLACE)
+				 : spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name,
+							  went->dir, went->name);
+		if (rc < 0 && errno == EEXIST)
+			continue;
+		if (rc < 0)
+			return -1;
+		if (went->dir == SPOOL_DEFERRED) {   /* counted, and claimed when due, not at the next listing */
+			d->deferred_jobs++;
+			deferral_arm(d, due_wall_ms);
+		}
+		return 0;
+	}
+	errno = EEXIST;
+	return -1;
 }
 
 /* The file claimed is not the one read: another host or a client replaced it between the read
  * and the claim. It goes back where it was, as they wrote it, with its own mtime (its due time in
  * deferred/, its place in line in new/), never rewritten with what was read before, and is
  * claimed afresh when its time comes: a hold or cancel of its id then applies to it as to any
- * waiting job. Never over a third version written meanwhile (intake_return: to deferred/
+ * waiting job. Never over another version written meanwhile (intake_return: to deferred/
  * then); should no place take it, it stays in running/, stranded: no claim of its id replaces
  * it, and the next rescan moves it. So that the rescan, or a restart, moves it as it is rather
  * than adopt it (a job put back by hand says its run finished: adopted, it would fail
@@ -378,9 +397,9 @@ static bool requeue_replaced(struct task *t, const struct pending *pe, const str
 			     uint64_t read_ino, bool putback_written)
 {
 	struct dispatch *d = t->d;
-	enum spool_dir dir = pe->dir;
-	bool back = intake_return(d, t->running_name, &dir, pe->name, timespec_ms(&claimed->st_mtim),
-				  NULL) == 0;
+	struct intake_place went;
+	bool back = intake_return(d, t->running_name, t->id, pe->dir, pe->name, &went,
+				  timespec_ms(&claimed->st_mtim), NULL) == 0;
 	if (!back) {
 		int err = errno;
 		char *mark = putback_written ? NULL : sidecar_putback_name(t, pe->dir, read_ino);
@@ -390,12 +409,11 @@ static bool requeue_replaced(struct task *t, const struct pending *pe, const str
 		free(mark);
 		strandlog_say(&d->strandlog, LOG_ERROR, t->id, "cannot move 'running/%s' back to "
 			"%s/%s: %s; left in running/, no claim of its id until the next rescan moves it",
-			t->running_name,
-			spool_dir_name(dir), pe->name, strerror(err));
+			t->running_name, spool_dir_name(went.dir), went.name, strerror(err));
 		strset_add(&d->stranded, t->id);
 	} else {
 		log_job(LOG_INFO, t->id, "back to %s/ (replaced while being claimed%s): claimed again "
-			"as it is now", spool_dir_name(dir), intake_return_why(pe->dir, dir));
+			"as it is now", spool_dir_name(went.dir), went.why);
 	}
 	task_free(t);
 	return back;

@@ -3,8 +3,10 @@
 #ifndef INTAKE_H
 #define INTAKE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "job.h"
 #include "spool.h"
 
 struct dispatch;
@@ -37,15 +39,28 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 void intake_sweep(struct dispatch *d, enum spool_dir dir);
 void intake_list_new(struct dispatch *d, int64_t budget_ms);
 void intake_pump(struct dispatch *d);
-/* A job of ours goes back from running/running_name to *dir/name (new/, deferred/ or hold/):
- * as it is (records NULL), or rewritten with records and due_wall_ms as its mtime. Never over
- * a file there: when new/ holds another version of the id (a client submitted it again
- * meanwhile), to deferred/ instead, due at due_wall_ms (its mtime; its place in line in new/
- * is a time past: due at once), so both run, one at a time. 0, or -1 with errno (EEXIST: that
- * place is taken too); *dir is the directory it went to, or the last one tried. */
-int intake_return(struct dispatch *d, const char *running_name, enum spool_dir *dir,
-		  const char *name, int64_t due_wall_ms, const char *records);
-/* "" when went is asked, else why not (for a log line). */
-const char *intake_return_why(enum spool_dir asked, enum spool_dir went);
+/* Where a job of ours goes back to: asked as dir/name, and where it went (intake_return). */
+struct intake_place {
+	enum spool_dir dir;
+	char name[JOB_ID_MAX + sizeof(".json")];
+	char why[JOB_ID_MAX + 96];   /* "" where asked, else why not, for a log line */
+};
+
+/* The places, in order, a job asked back to asked/asked_name (id's file) tries: that one; from
+ * new/, deferred/ under that name (new/ holds another version of the id: due at once, both
+ * run); then deferred/ under the id's other name (ID or ID.json; deferred/ holds another
+ * version too: no client writes there, nor does a deferral under that name). hold/ is only
+ * itself. Fills place with step number step (0 first); false past the last. Pure. */
+bool intake_return_place(enum spool_dir asked, const char *asked_name, const char *id, int step,
+			 struct intake_place *place);
+/* A job of ours (its id) goes back from running/running_name to asked/name (new/, deferred/ or
+ * hold/): as it is (records NULL), or rewritten with records and due_wall_ms as its mtime. Never
+ * over a file there: the next place (intake_return_place) instead, due at due_wall_ms (its
+ * mtime; its place in line in new/ is a time past: due at once), so every version runs, one
+ * at a time. 0, or -1 with errno (EEXIST: every place is taken); *went is where it went, or
+ * the last place tried. */
+int intake_return(struct dispatch *d, const char *running_name, const char *id,
+		  enum spool_dir asked, const char *name, struct intake_place *went,
+		  int64_t due_wall_ms, const char *records);
 
 #endif

@@ -577,16 +577,16 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 		break;
 	case RECOVERY_PUTBACK_RETURN: {
 		char *back = xasprintf("%s.json", id);
-		enum spool_dir went = from;
-		settled = intake_return(d, job, &went, back, timespec_ms(&st.st_mtim), NULL) == 0;
+		struct intake_place went;
+		settled = intake_return(d, job, id, from, back, &went, timespec_ms(&st.st_mtim),
+					NULL) == 0;
 		if (settled)
 			log_job(LOG_INFO, id, "back to %s/ (its claim took a file that replaced the one "
-				"read%s): claimed again as it is", spool_dir_name(went),
-				intake_return_why(from, went));
+				"read%s): claimed again as it is", spool_dir_name(went.dir), went.why);
 		else
 			strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot move 'running/%s' back "
 				"to %s/%s: %s; not recovered until it is (tried again at the next "
-				"rescan)", job, spool_dir_name(went), back, strerror(errno));
+				"rescan)", job, spool_dir_name(went.dir), went.name, strerror(errno));
 		free(back);
 		/* Kept till then: without it, the file left in running/ would be taken for a
 		 * job whose run finished, and failed publish_failed. */

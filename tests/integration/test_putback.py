@@ -196,7 +196,8 @@ def test_a_job_left_in_running_says_so_once_however_many_rescans_fail_to_move_it
 def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(env):
     """As above, from deferred/: a job put back there, replaced before its claim by a second
     retry, the daemon killed after the claim; at the restart the first move of the claimed file
-    back to deferred/ fails (EEXIST), the rescan's goes through. That move did not count the job
+    back to deferred/ fails (EIO: an EEXIST now tries the id's other name there), the rescan's
+    goes through. That move did not count the job
     nor wake the deferral timer, so the job, due already, waited for the next listing of
     deferred/ (a poll_interval later); it is now claimed at once, as after a claim's move back."""
     prompt, other = "put back to deferred/, replaced, moved back at a rescan", "its third retry"
@@ -216,7 +217,7 @@ def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(en
     wait_for(d.exited, 20, "the daemon to kill itself after its claim")
     assert d.proc.returncode == -9, d.log()[-2000:]
     trace = traced(d, "pv.json", "-e", "trace=renameat2",   # deferred/pv.json, the move back
-                   "-e", "inject=renameat2:error=EEXIST:when=1")
+                   "-e", "inject=renameat2:error=EIO:when=1")
     d.start()
     wait_for(lambda: "back to deferred/ (its claim took a file that replaced the one read)"
              in d.log(), 20, "the move back to deferred/")
@@ -434,11 +435,13 @@ def test_a_put_back_replaced_while_claimed_and_not_moved_back_runs_what_replaced
     assert d.stop() == 0
 
 
-def a_second_retry_claimed_and_a_third_written(env, d, task_id, prompt, second, third, trace_args=()):
+def a_second_retry_claimed_and_a_third_written(env, d, task_id, prompt, second, third, trace_args=(),
+                                               also=None):
     """task_id done and put back; d started and held (IMGSPOOLD_STOP_FIFO) at its read of the
     put-back, while new/ is replaced by a second retry of it (prompt second), then at its claim,
-    which took that second retry, while a third (prompt third) is written into new/. Then let
-    go: the second retry cannot go back to new/. Returns the stop FIFO."""
+    which took that second retry, while a third (prompt third) is written into new/ (and also()
+    called, if given). Then let go: the second retry cannot go back to new/. Returns the stop
+    FIFO."""
     first, replacement = a_done_job_and_a_second_retry(env, d, task_id, prompt, second)
     env.fake.script(third, ["b64"])
     later = dict(replacement, prompt=third)
@@ -454,6 +457,8 @@ def a_second_retry_claimed_and_a_third_written(env, d, task_id, prompt, second, 
     held = held_at_stop(fifo, d)
     assert json.loads(d.read("running", f"{task_id}@testhost.json"))["prompt"] == second
     replace_in_new(d, task_id, later)
+    if also:
+        also()
     os.close(held)
     return fifo
 
@@ -506,6 +511,36 @@ def test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_m
                   "rescan moves it")
     d.wait_logged("p4 back to deferred/ (its claim took a file that replaced the one read; new/ "
                   "holds a later version of it)")
+    assert d.stop() == 0
+
+
+def test_a_version_left_in_running_with_others_in_new_and_deferred_runs_after_them(env):
+    """As above, and deferred/ holds a version of the id too (another host's deferral, due):
+    the second retry can go neither to new/ nor to deferred/p5.json. It stayed in running/,
+    and kept every other version of its id from being claimed, rescan after rescan, until an
+    operator came. It now goes to deferred/p5 (the id's other name, which neither clients nor
+    deferrals write), and the three run one after the other, each once."""
+    prompt, second, third = "put back, twice again, one deferred", "its second retry", "its third"
+    deferred = "a version deferred by another host"
+    d = env.daemon()
+    env.fake.script(deferred, ["b64"])
+
+    def a_deferred_version():
+        with open(d.path("tmp", "p5.json"), "w") as f:
+            json.dump({"prompt": deferred}, f)
+        past = time.time() - 60   # due
+        os.utime(d.path("tmp", "p5.json"), (past, past))
+        os.rename(d.path("tmp", "p5.json"), d.path("deferred", "p5.json"))
+
+    fifo = a_second_retry_claimed_and_a_third_written(env, d, "p5", prompt, second, third,
+                                                      also=a_deferred_version)
+    wait_for(lambda: let_go(fifo) or env.fake.calls(deferred) == 1, 40,
+             f"the deferred version to run (log:\n{d.log()[-3000:]})")
+    assert_each_ran_once(env, d, fifo, "p5", prompt, second, third)
+    assert env.fake.calls(deferred) == 1, d.log()[-3000:]
+    assert ("p5 back to deferred/ (replaced while being claimed; new/ and deferred/ hold "
+            "another version of it: as deferred/p5)") in d.log(), d.log()[-3000:]
+    assert not os.listdir(d.path("deferred")) and not os.listdir(d.path("new"))
     assert d.stop() == 0
 
 
@@ -579,6 +614,30 @@ def alive_again(d, text):
     os.utime(lock)
 
 
+def stalled_after_writing_its_put_back(d, task_id):
+    """d started, to be killed at its claim of task_id (put back), and held after writing its
+    new run beside it, before that claim: its lock looks dead, the file an hour old. Returns the
+    file's path, the stop FIFO, its held write end and the lock's bytes (alive_again)."""
+    path = d.path("running", putback_name(d, task_id))
+    fifo = os.path.join(d.dir, "stop.fifo")
+    os.mkfifo(fifo)
+    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:putback-written",
+                                         "IMGSPOOLD_STOP_FIFO": fifo,
+                                         "IMGSPOOLD_CRASH_AT": "claim:claimed"})
+    held = held_at_stop(fifo, d)
+    lock_text = looking_dead(d)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    return path, fifo, held, lock_text
+
+
+def a_host_that_claims_nothing(env, d):
+    """Another host on d's spool, with a lease of 2 s, that claims nothing (min_free_mb above any
+    disk) but rescans running/ as ever."""
+    return env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__lease_timeout=2,
+                      spool__min_free_mb=1 << 20, verbose=True)
+
+
 def test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept(env):
     """A host stalls between writing a put-back's new run and its claim, longer than a lease:
     its lock looks dead. Another host removed its file (its job not in running/), then the
@@ -589,20 +648,8 @@ def test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept(env):
     prompt = "put back, its host stalled before the claim"
     d = env.daemon()
     first = a_done_job(env, d, "pt", prompt)
-    path = d.path("running", putback_name(d, "pt"))
-    fifo = os.path.join(d.dir, "stop.fifo")
-    os.mkfifo(fifo)
-    d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:putback-written",
-                                         "IMGSPOOLD_STOP_FIFO": fifo,
-                                         "IMGSPOOLD_CRASH_AT": "claim:claimed"})
-    held = held_at_stop(fifo, d)
-    lock_text = looking_dead(d)
-    old = time.time() - 3600
-    os.utime(path, (old, old))
-    # Claims nothing (min_free_mb above any disk), but rescans running/ as ever.
-    other = env.daemon(spool_dir=d.spool, spool__host_id="otherhost", spool__lease_timeout=2,
-                       spool__min_free_mb=1 << 20, verbose=True)
-    other.start()
+    path, fifo, held, lock_text = stalled_after_writing_its_put_back(d, "pt")
+    other = a_host_that_claims_nothing(env, d).start()
     other.wait_rescans(3)
     assert os.path.exists(path), other.log()[-2000:]
     assert other.stop() == 0
@@ -742,4 +789,5 @@ if __name__ == "__main__":
         test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept,
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
+        test_a_version_left_in_running_with_others_in_new_and_deferred_runs_after_them,
     ])

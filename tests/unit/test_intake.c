@@ -1,0 +1,65 @@
+/* test_intake.c - where a job of ours goes back to when its place is taken by another version of
+ * its id (intake_return_place, spool-layout.md §5): new/, then deferred/ under the same name,
+ * then deferred/ under the id's other name, so that a job left in running/ never waits for an
+ * operator while versions of its id fill new/ and deferred/. */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "intake.h"
+#include "tap.h"
+
+struct place_row {
+	const char *what;
+	enum spool_dir asked;
+	const char *name, *id;
+	int step;
+	bool there;
+	enum spool_dir dir;
+	const char *want_name, *want_why;
+};
+
+static const struct place_row places[] = {
+	{ "new/ first", SPOOL_NEW, "a.json", "a", 0, true, SPOOL_NEW, "a.json", "" },
+	{ "new/ taken: deferred/, due at once", SPOOL_NEW, "a.json", "a", 1, true, SPOOL_DEFERRED,
+	  "a.json", "; new/ holds a later version of it" },
+	{ "new/ and deferred/ taken: deferred/ under the bare id", SPOOL_NEW, "a.json", "a", 2,
+	  true, SPOOL_DEFERRED, "a", "; new/ and deferred/ hold another version of it: as "
+	  "deferred/a" },
+	{ "nothing after that", SPOOL_NEW, "a.json", "a", 3, false, 0, NULL, NULL },
+	{ "a bare name in new/: its other name is ID.json", SPOOL_NEW, "a", "a", 2, true,
+	  SPOOL_DEFERRED, "a.json", "; new/ and deferred/ hold another version of it: as "
+	  "deferred/a.json" },
+	{ "deferred/ first", SPOOL_DEFERRED, "a.json", "a", 0, true, SPOOL_DEFERRED, "a.json", "" },
+	{ "deferred/ taken: its other name there, never new/ (not due yet)", SPOOL_DEFERRED,
+	  "a.json", "a", 1, true, SPOOL_DEFERRED, "a", "; deferred/ holds another version of it: "
+	  "as deferred/a" },
+	{ "nothing after that from deferred/", SPOOL_DEFERRED, "a.json", "a", 2, false, 0, NULL,
+	  NULL },
+	{ "hold/ is only itself", SPOOL_HOLD, "a.json", "a", 0, true, SPOOL_HOLD, "a.json", "" },
+	{ "nothing after hold/", SPOOL_HOLD, "a.json", "a", 1, false, 0, NULL, NULL },
+	/* The bare name of an id ending in ".json" (file "x.json.json") names id "x". */
+	{ "an id ending in .json has no other name", SPOOL_NEW, "x.json.json", "x.json", 2, false,
+	  0, NULL, NULL },
+	{ "an id ending in .json still goes to deferred/", SPOOL_NEW, "x.json.json", "x.json", 1,
+	  true, SPOOL_DEFERRED, "x.json.json", "; new/ holds a later version of it" },
+	{ "an id ending in .json from deferred/: nowhere else", SPOOL_DEFERRED, "x.json.json",
+	  "x.json", 1, false, 0, NULL, NULL },
+};
+
+int main(void)
+{
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
+		const struct place_row *r = &places[i];
+		struct intake_place p = { .dir = SPOOL_RUNNING, .name = "untouched", .why = "" };
+		bool there = intake_return_place(r->asked, r->name, r->id, r->step, &p);
+		ok(there == r->there, "%s: %s", r->what, there ? "a place" : "none");
+		if (!r->there) {
+			is_str(p.name, "untouched", "%s: the last place tried is kept", r->what);
+			continue;
+		}
+		ok(p.dir == r->dir, "%s: the directory", r->what);
+		is_str(p.name, r->want_name, "%s: the name", r->what);
+		is_str(p.why, r->want_why, "%s: why", r->what);
+	}
+	return tap_done();
+}
