@@ -285,6 +285,15 @@ int outbox_release_held(struct outbox *o, const char *task_id, const char *end)
 	return n;
 }
 
+int outbox_drop_held(struct outbox *o, const char *task_id, const char *why)
+{
+	int n = outbox_holds(o, task_id) ? outbox_release_held(o, task_id, NULL) : 0;
+	if (n)
+		log_job(LOG_INFO, task_id, "dropped the %d end event(s) its dead host had queued: %s",
+			n, why);
+	return n;
+}
+
 void outbox_batch_release(struct outbox_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {

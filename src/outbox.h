@@ -71,6 +71,9 @@ bool outbox_holds(struct outbox *o, const char *task_id);
  * none), which become entries to send (when the dead host's staged publication is completed).
  * Loop thread, before the job leaves running/. Returns how many were removed. */
 int outbox_release_held(struct outbox *o, const char *task_id, const char *end);
+/* The job goes back to wait (or ends another way): the entries held for it are removed, and
+ * when there were any, a line says so and why. Loop thread. Returns how many. */
+int outbox_drop_held(struct outbox *o, const char *task_id, const char *why);
 void outbox_batch_release(struct outbox_batch *b);
 
 struct outbox_stats {

@@ -578,6 +578,9 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 	case RECOVERY_PUTBACK_RETURN: {
 		char *back = xasprintf("%s.json", id);
 		struct intake_place went;
+		/* Reclaimed with end events its dead host had queued (taken along, held): the
+		 * file goes back to wait, and its real end brings its own. */
+		outbox_drop_held(d->outbox, id, TASK_WAITS_AGAIN);
 		settled = intake_return(d, job, id, from, back, &went, timespec_ms(&st.st_mtim),
 					NULL) == 0;
 		if (settled)

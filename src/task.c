@@ -203,10 +203,7 @@ void task_drop_held_events(struct task *t, const char *why)
 	if (!t->events_held)
 		return;
 	t->events_held = false;
-	int n = outbox_release_held(t->d->outbox, t->id, NULL);
-	if (n)
-		log_job(LOG_INFO, t->id, "dropped the %d end event(s) its dead host had queued: %s",
-			n, why);
+	outbox_drop_held(t->d->outbox, t->id, why);
 }
 
 /* The job left our running/: its requests are fulfilled, or moot. */

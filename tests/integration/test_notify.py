@@ -516,6 +516,52 @@ def test_an_event_taken_along_is_not_sent_while_its_job_waits(env):
     assert got == ["job.deferred", "job.succeeded"], got
 
 
+def test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held(env):
+    """Host A ran a job whose job.succeeded the receiver (down) has not taken yet; the job is
+    put back, and A's claim of it takes a second retry that replaced it in new/, and A dies
+    there, before its check of the file claimed. Host B reclaims the job, taking A's entry
+    along (held), and sends the file back to new/ (not the one A read): it runs there as a new
+    job. The held entry stayed in outbox/ for ever, as nothing sends, takes over or removes
+    the held entry of a job that left its holder's running/ that way. It now goes with the
+    move back, and the receiver hears the end of the run that happened."""
+    from test_control import stopped
+    from test_publish import put_back
+    rx = env.peer(WebhookReceiver())   # down until host B runs
+    prompt, other = "its event waits, then it is put back", "the retry that replaced it"
+    a = notify_daemon(env, rx, spool__host_id="hostA").start()
+    a.submit("hb", {"prompt": prompt})
+    assert a.wait_finished("hb") == "done"
+    wait_for(lambda: "hb warning: webhook job.succeeded failed" in a.log(), 30, "a failed attempt")
+    assert a.stop() == 0
+    entry = f"{msg_id('hb', 'job.succeeded')}.webhook@hostA.json"
+    assert a.listdir("outbox") == [entry], a.listdir("outbox")
+    put_back(a, "hb")
+    replacement = dict(json.loads(a.read("new", "hb.json")), prompt=other)
+    a.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
+                                         "IMGSPOOLD_CRASH_AT": "claim:claimed"})
+    wait_for(lambda: stopped(a), 20, "host A to stop between its read and its claim")
+    with open(a.path("tmp", "hb.json"), "w") as f:
+        json.dump(replacement, f)
+    os.rename(a.path("tmp", "hb.json"), a.path("new", "hb.json"))
+    a.proc.send_signal(signal.SIGCONT)
+    wait_for(a.exited, 20, "host A to kill itself after its claim")
+    assert a.proc.returncode == -9, a.log()[-2000:]
+    old = time.time() - 3600
+    for n in os.listdir(a.path("running")):
+        os.utime(a.path("running", n), (old, old), follow_symlinks=False)
+    rx.start()
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5).start()
+    assert b.wait_finished("hb", 30) == "done", b.log()[-2000:]
+    assert "hb took along 1 end event(s) 'hostA' had queued" in b.log(), b.log()[-2000:]
+    wait_for(lambda: "hb" in delivered(rx) and not b.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {b.listdir('outbox')})")
+    assert b.stop() == 0
+    assert json.loads(b.read("done", "hb.json"))["prompt"] == other
+    assert [ev["type"] for _, ev in delivered(rx)["hb"]] == ["job.succeeded"], delivered(rx)["hb"]
+    assert env.fake.calls(prompt) == 1 and env.fake.calls(other) == 1
+
+
 def test_an_entry_is_not_taken_over_while_its_job_is_its_hosts(env):
     """A dead host's entry outlived its lease, but its job, in running/, has not been reclaimed
     yet (here: the only other daemon is draining, and reclaims nothing): nobody takes the entry
@@ -656,6 +702,7 @@ if __name__ == "__main__":
                test_one_event_for_a_job_another_host_ends_another_way,
                test_one_event_for_a_job_another_host_ends_another_way_after_its_restart,
                test_an_event_taken_along_is_not_sent_while_its_job_waits,
+               test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
