@@ -504,6 +504,11 @@ static bool putback_put_in_place(struct task *t, char *putback)
 	return false;
 }
 
+bool intake_claim_stalled(int64_t stalled_ms, int64_t lease_ms)
+{
+	return stalled_ms >= lease_ms / 2;
+}
+
 /* Reads, checks and claims one pending file. */
 static enum start claim_read(struct dispatch *d, struct pending *pe, const char *id, bool cancelled,
 			     int readfd, const struct stat *read_st)
@@ -578,6 +583,7 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	record_release(&rec);
 	/* Its new run is made durable beside it before the claim, so that no kill leaves the old
 	 * run's "finished" alone in running/ (spool-layout §4). Any other job: no system call. */
+	int64_t written_at = put_back ? mono_ms() : 0;
 	char *putback = put_back ? putback_written(t, pe, &st) : NULL;
 	if (put_back && !putback) {
 		known_del(d, pe->dir, pe->name);
@@ -588,6 +594,19 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	 * no other host ever sees our fresh claim as stale. The inode read, not the name: a file
 	 * put there since keeps its mtime (its due time or place in line). */
 	futimens(readfd, NULL);
+	/* Stalled since its new run was written (a paused VM, a slow disk): other hosts may have
+	 * taken it for a dead host's file and removed it, and a kill right after a claim would
+	 * leave the old run's "finished" alone in running/. Read again instead: no system call. */
+	int64_t stalled = putback ? mono_ms() - written_at : 0;
+	if (putback && intake_claim_stalled(stalled, d->cfg->lease_timeout * 1000)) {
+		log_job(LOG_WARN, id, "stalled %" PRId64 " ms between writing its new run in "
+			"'running/%s' and its claim, half a lease or more: not claimed, read again",
+			stalled, putback);
+		known_del(d, pe->dir, pe->name);
+		putback_drop(d, putback, true);
+		task_free(t);
+		return SKIPPED;
+	}
 	if (spool_rename_claim(d->spool, pe->dir, pe->name, t->running_name) < 0) {
 		if (errno == EEXIST) {   /* one of ours no task holds: settled first (stranded) */
 			strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot claim '%s/%s': 'running/%s' "

@@ -39,6 +39,11 @@ void intake_add(struct dispatch *d, enum spool_dir dir, const char *name,
 void intake_sweep(struct dispatch *d, enum spool_dir dir);
 void intake_list_new(struct dispatch *d, int64_t budget_ms);
 void intake_pump(struct dispatch *d);
+/* Whether a put-back's claim, stalled_ms after its new run was written beside it, is not made:
+ * half a lease or more. Other hosts remove a put-back file of a host gone by its lock once it is
+ * older than a lease and its job has left new/ or deferred/ (spool-layout.md §10); claimed by a
+ * host that stalled that long, a new file of the id there would be taken without one. Pure. */
+bool intake_claim_stalled(int64_t stalled_ms, int64_t lease_ms);
 /* Where a job of ours goes back to: asked as dir/name, and where it went (intake_return). */
 struct intake_place {
 	enum spool_dir dir;

@@ -663,6 +663,45 @@ def test_a_put_back_file_of_a_stalled_host_whose_job_waits_in_new_is_kept(env):
     assert "removed 'running/" not in other.log(), other.log()[-2000:]
 
 
+def test_a_put_back_claimed_after_a_stall_in_which_its_file_was_removed_runs_the_new_file(env):
+    """A host stalls for more than its lease between writing a put-back's new run beside the job
+    and its claim. Meanwhile the job leaves new/ (its client takes it back), another host
+    removes the stalled host's file (that host looks gone, and the job is not waiting), and the
+    client puts another finished file of the id into new/. The stalled host then claimed that
+    file, and a kill before the claim's check of it left its old run's "finished" alone in
+    running/: the restart failed it publish_failed, without a call. A put-back's claim is now
+    not made after a stall of half a lease: the new file is read again, claimed as a put-back
+    of its own, and, killed at that claim too, runs its new run after the restart."""
+    prompt, other = "put back, its host stalled, then taken back", "put back again meanwhile"
+    d = env.daemon(spool__lease_timeout=2)
+    first, replacement = a_done_job_and_a_second_retry(env, d, "ps", prompt, other)
+    path, fifo, held, lock_text = stalled_after_writing_its_put_back(d, "ps")
+    stalled_from = time.monotonic()
+    os.rename(d.path("new", "ps.json"), d.path("tmp", "ps.json"))   # its client takes it back
+    gone = a_host_that_claims_nothing(env, d).start()
+    wait_for(lambda: not os.path.exists(path), 20,
+             f"the stalled host's put-back file to be removed (log:\n{gone.log()[-2000:]})")
+    assert gone.stop() == 0
+    os.unlink(d.path("tmp", "ps.json"))
+    replace_in_new(d, "ps", replacement)
+    alive_again(d, lock_text)
+    # The stall is time on the stalled host's own clock: its lease (2 s), at least.
+    wait_for(lambda: time.monotonic() - stalled_from > 2.5, 10, "the stall to outlast its lease")
+    os.close(held)
+    wait_for(lambda: let_go(fifo) or d.exited(), 20, "the daemon to kill itself at claim:claimed")
+    assert d.proc.returncode == -9, (d.proc.returncode, d.log()[-2000:])
+    d.start()
+    assert d.wait_finished("ps", 30) == "done", d.log()[-3000:]
+    assert env.fake.calls(other) == 1 and env.fake.calls(prompt) == 1, d.log()[-3000:]
+    assert json.loads(d.read("done", "ps.json"))["prompt"] == other
+    r = d.result("ps")
+    assert [a["outcome"] for a in r["attempts"]] == ["succeeded"] and r != first, r
+    assert "publish_failed" not in d.log(), d.log()[-3000:]
+    assert putback_files(d) == [], putback_files(d)
+    assert "ps warning: stalled " in d.log(), d.log()[-3000:]
+    assert d.stop() == 0
+
+
 def assert_new_run_but_its_file(env, d, task_id, prompt, first):
     """assert_new_run, another host's put-back file of the job still there."""
     assert d.wait_finished(task_id, 30) == "done", d.log()[-3000:]
@@ -790,4 +829,5 @@ if __name__ == "__main__":
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
         test_a_version_left_in_running_with_others_in_new_and_deferred_runs_after_them,
+        test_a_put_back_claimed_after_a_stall_in_which_its_file_was_removed_runs_the_new_file,
     ])

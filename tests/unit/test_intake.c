@@ -1,7 +1,8 @@
 /* test_intake.c - where a job of ours goes back to when its place is taken by another version of
  * its id (intake_return_place, spool-layout.md §5): new/, then deferred/ under the same name,
  * then deferred/ under the id's other name, so that a job left in running/ never waits for an
- * operator while versions of its id fill new/ and deferred/. */
+ * operator while versions of its id fill new/ and deferred/; and when a put-back's claim has
+ * stalled too long to be made (intake_claim_stalled, §10). */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -46,6 +47,21 @@ static const struct place_row places[] = {
 	  "x.json", 1, false, 0, NULL, NULL },
 };
 
+struct stall_row {
+	const char *what;
+	int64_t stalled_ms, lease_ms;
+	bool want;
+};
+
+static const struct stall_row stalls[] = {
+	{ "no stall", 0, 60000, false },
+	{ "a slow write, well within the lease", 2000, 60000, false },
+	{ "just under half a lease", 29999, 60000, false },
+	{ "half a lease", 30000, 60000, true },
+	{ "a whole lease: its put-back file may be gone", 61000, 60000, true },
+	{ "a short lease", 1000, 2000, true },
+};
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
@@ -60,6 +76,10 @@ int main(void)
 		ok(p.dir == r->dir, "%s: the directory", r->what);
 		is_str(p.name, r->want_name, "%s: the name", r->what);
 		is_str(p.why, r->want_why, "%s: why", r->what);
+	}
+	for (size_t i = 0; i < sizeof(stalls) / sizeof(stalls[0]); i++) {
+		const struct stall_row *r = &stalls[i];
+		ok(intake_claim_stalled(r->stalled_ms, r->lease_ms) == r->want, "%s", r->what);
 	}
 	return tap_done();
 }
