@@ -48,7 +48,10 @@ function state(spool, id) {
   for (const dir of ['new', 'deferred', 'hold', 'failed', 'done']) {
     if (fs.existsSync(path.join(spool, dir, id + '.json'))) return { state: dir, host: null };
   }
-  if (fs.existsSync(path.join(spool, 'new', id))) return { state: 'new', host: null };
+  // ID in new/ is a client's name; in deferred/, a version moved back (spool-layout.md §5).
+  for (const dir of ['new', 'deferred']) {
+    if (fs.existsSync(path.join(spool, dir, id))) return { state: dir, host: null };
+  }
   let names = [];
   try { names = fs.readdirSync(path.join(spool, 'running')); } catch (_) { /* no running/ */ }
   for (const name of names) {

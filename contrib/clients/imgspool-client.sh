@@ -23,7 +23,10 @@ state() {
 	for dir in new deferred hold failed done; do
 		if [ -e "$1/$dir/$2.json" ]; then echo "$dir"; return 0; fi
 	done
-	if [ -e "$1/new/$2" ]; then echo new; return 0; fi
+	# ID in new/ is a client's name; in deferred/, a version moved back (spool-layout.md §5).
+	for dir in new deferred; do
+		if [ -e "$1/$dir/$2" ]; then echo "$dir"; return 0; fi
+	done
 	for f in "$1/running/$2"@*.json; do
 		[ -e "$f" ] || continue
 		host=${f##*/"$2"@}

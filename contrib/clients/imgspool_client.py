@@ -56,8 +56,9 @@ def state(spool, task_id):
     for name in ("new", "deferred", "hold", "failed", "done"):
         if os.path.exists(os.path.join(spool, name, task_id + ".json")):
             return name, None
-    if os.path.exists(os.path.join(spool, "new", task_id)):
-        return "new", None
+    for name in ("new", "deferred"):   # ID in new/ is a client's name; in deferred/, §5's
+        if os.path.exists(os.path.join(spool, name, task_id)):
+            return name, None
     try:
         for name in os.listdir(os.path.join(spool, "running")):
             if name.startswith(task_id + "@") and name.endswith(".json"):

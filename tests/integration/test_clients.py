@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
 
 CLIENTS = os.path.join(ROOT, "contrib", "clients")
 COMMANDS = {
@@ -64,6 +64,26 @@ def exercise(env, lang):
         assert d.listdir("tmp") == [], d.listdir("tmp")
     finally:
         os.unlink(job)
+
+
+def test_a_version_moved_back_under_its_bare_id_is_seen_deferred(env):
+    """A version of an id that the daemon moved back to deferred/ID (deferred/ID.json held
+    another version, spool-layout.md section 5) is deferred to every client and to imgspool;
+    they looked for deferred/ID.json only, and said the job was nowhere."""
+    d = env.daemon().start()
+    with open(d.path("tmp", "mb"), "w") as f:
+        json.dump({"prompt": "moved back"}, f)
+    later = os.stat(d.path("tmp", "mb")).st_mtime + 3600   # due in an hour: it waits there
+    os.utime(d.path("tmp", "mb"), (later, later))
+    os.rename(d.path("tmp", "mb"), d.path("deferred", "mb"))
+    for lang in COMMANDS:
+        st = run(lang, d.spool, "state", "mb")
+        assert st.stdout.strip() == "deferred", (lang, st)
+    st = subprocess.run([IMGSPOOL, "-d", d.spool, "status", "mb"], capture_output=True, text=True,
+                        timeout=60)
+    assert st.stdout.strip() == "deferred", st
+    assert d.stop() == 0
+    assert d.listdir("deferred") == ["mb"], d.listdir("deferred")
 
 
 def submit_with_digits_only(lang, spool, job_path):
@@ -123,4 +143,5 @@ def test_shell_client(env):
 
 
 if __name__ == "__main__":
-    run_tests([test_python_client, test_node_client, test_shell_client])
+    run_tests([test_python_client, test_node_client, test_shell_client,
+               test_a_version_moved_back_under_its_bare_id_is_seen_deferred])
