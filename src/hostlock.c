@@ -104,8 +104,9 @@ static void self_owner(struct hostlock_owner *o)
 
 static char *owner_json(const struct hostlock_owner *o)
 {
-	json_t *doc = json_pack("{s:I, s:I, s:s, s:s}", "pid", (json_int_t)o->pid, "start_time",
-				(json_int_t)o->start_time, "hostname", o->hostname, "boot_id", o->boot_id);
+	json_t *doc = json_pack("{s:I, s:I, s:s, s:s, s:s}", "pid", (json_int_t)o->pid, "start_time",
+				(json_int_t)o->start_time, "hostname", o->hostname, "boot_id", o->boot_id,
+				"run", o->run);
 	char *text = json_dumps(doc, JSON_COMPACT);
 	json_decref(doc);
 	return text;
@@ -123,6 +124,8 @@ static bool owner_parse(const char *text, size_t len, struct hostlock_owner *o)
 		o->start_time = (uint64_t)json_integer_value(json_object_get(doc, "start_time"));
 		xsnprintf(o->hostname, sizeof(o->hostname), "%s", json_string_value(host));
 		xsnprintf(o->boot_id, sizeof(o->boot_id), "%s", json_string_value(boot));
+		const char *run = json_string_value(json_object_get(doc, "run"));
+		xsnprintf(o->run, sizeof(o->run), "%s", run ? run : "");
 	}
 	json_decref(doc);
 	return good;
@@ -203,10 +206,10 @@ static void lock_read(int dirfd, const char *name, struct lock_seen *seen)
  * and written by the daemon's user. -1 with errno when it cannot be read (an I/O error): that
  * says nothing of its host. */
 static int lock_live(struct spool *sp, const char *name, const struct hostlock_owner *self,
-		     int64_t now, int64_t lease_ms)
+		     int64_t now, int64_t lease_ms, struct hostlock_owner *found_out)
 {
 	struct lock_seen seen;
-	struct hostlock_owner found;
+	struct hostlock_owner found = { 0 };
 	lock_read(sp->fd[SPOOL_RUNNING], name, &seen);
 	int rc = -1, err = errno;
 	if (seen.rr != SPOOL_READ_ERROR) {
@@ -216,18 +219,28 @@ static int lock_live(struct spool *sp, const char *name, const struct hostlock_o
 		rc = hostlock_live(readable ? &found : NULL, read && spool_written_by_daemon(sp, &seen.st),
 				   self, read ? now - timespec_ms(&seen.st.st_mtim) : 0, lease_ms, alive);
 	}
+	*found_out = found;
 	buf_release(&seen.text);
 	errno = err;
 	return rc;
 }
 
-long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts)
+static void free_names(char **names)
+{
+	for (size_t i = 0; names && names[i]; i++)
+		free(names[i]);
+	free(names);
+}
+
+long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts, char ***runs)
 {
 	struct spool_entry *l;
 	long n = spool_list_names(sp, SPOOL_RUNNING, true, &l), live = 0;
 	if (n < 0)
 		return -1;
 	*hosts = xcalloc((size_t)n + 1, sizeof(**hosts));
+	if (runs)
+		*runs = xcalloc((size_t)n + 1, sizeof(**runs));
 	struct hostlock_owner self;
 	self_owner(&self);
 	int64_t now = spool_server_now(sp);
@@ -235,7 +248,10 @@ long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts)
 		char host[NAME_MAX + 1];
 		if (!hostlock_name_host(l[i].name, host, sizeof(host)) || !strcmp(host, sp->host_id))
 			continue;
-		int rc = lock_live(sp, l[i].name, &self, now, lease_ms);
+		struct hostlock_owner found;
+		int rc = lock_live(sp, l[i].name, &self, now, lease_ms, &found);
+		if (rc > 0 && runs)
+			(*runs)[live] = xstrdup(found.run);
 		if (rc > 0)
 			(*hosts)[live++] = xstrdup(host);
 		else if (rc < 0)
@@ -244,10 +260,12 @@ long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts)
 	int err = errno;
 	spool_entries_free(l, n);
 	if (live < 0) {
-		for (size_t i = 0; (*hosts)[i]; i++)
-			free((*hosts)[i]);
-		free(*hosts);
+		free_names(*hosts);
 		*hosts = NULL;
+		if (runs) {
+			free_names(*runs);
+			*runs = NULL;
+		}
 		errno = err;
 	}
 	return live;
@@ -328,6 +346,7 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 	int dirfd = sp->fd[SPOOL_RUNNING], rc = -1;
 	struct lock_seen seen = { 0 };
 	self_owner(&self);
+	xsnprintf(self.run, sizeof(self.run), "%s", sp->run);
 	text = owner_json(&self);
 	if (write_temp(sp, text, tmp) < 0) {
 		xsnprintf(err, errsize, "cannot write the host lock in '%s/running': %s", sp->path,

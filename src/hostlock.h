@@ -1,6 +1,7 @@
 /* hostlock.h - one daemon per host id on a spool (spool-layout.md §10).
  *
- * running/.host.HOST holds who runs as HOST: pid, process start time, host name and boot id. It
+ * running/.host.HOST holds who runs as HOST: pid, process start time, host name, boot id and the
+ * daemon's run (new at every start: other hosts tell from it that a run has ended). It
  * is made with link(2) (atomic and NFS-safe) and heartbeated (its mtime) with the job leases. A
  * second daemon with the same host id refuses to start while the holder lives: on the same
  * machine (same host name and boot id) by looking at the process, so a restart after kill -9
@@ -19,6 +20,7 @@ struct hostlock_owner {
 	uint64_t start_time;     /* /proc/PID/stat field 22: tells a reused pid apart */
 	char hostname[256];
 	char boot_id[64];
+	char run[33];            /* the daemon's run (spool.h), "" in an earlier release's lock */
 };
 
 enum hostlock_verdict {
@@ -42,8 +44,9 @@ bool hostlock_live(const struct hostlock_owner *found, bool by_daemon,
  * names (".host.HOST.PID.RANDOM.tmp") are none. */
 bool hostlock_name_host(const char *name, char *host, size_t size);
 /* The ids of the other hosts live on sp (hostlock_live), in *hosts (each and the array freed
- * by the caller). -1 with errno if running/ or a lock in it cannot be read. */
-long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts);
+ * by the caller); and, if runs is not NULL, the run each lock names ("" for none) in *runs,
+ * alike. -1 with errno if running/ or a lock in it cannot be read. */
+long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts, char ***runs);
 
 /* Takes running/.host.HOST for sp's host id. Returns 0, or -1 with why in err (another daemon
  * holds it, or it cannot be written). */

@@ -35,9 +35,7 @@
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 #define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
-#define RUNS_HELD_MAX 32          /* earlier runs a ledger lists; past it the oldest go (their
-				     readings are then counted twice, never lost) */
-#define SIDE_INFIX ".carried-"    /* HOST.json.carried-READER.RUN: a reading of an earlier run */
+#define COPY_INFIX ".json.carried-"   /* HOST.RUN.json.carried-READER: a copy READER keeps */
 
 /* A reading (a directory's listing, a ledger) kept until what was read changes
  * (keyshare_listing_stands). */
@@ -60,23 +58,25 @@ struct pdir {
 					may shorten (may_hold_dead) */
 };
 
-/* Another host's ledger as last read, used again while its file stands (ledger_refresh). */
-struct kept_ledger {
-	char *name;
+/* A run of a host (other than this one): the largest figures read of it (figures_take), from
+ * any file that holds them, and kept when those files go. */
+struct run_seen {
+	char *host, *run;            /* owned */
+	json_t *figures;             /* owned: {"day", "providers": {NAME: {"day_micros",
+					"month_micros"}}} */
+	bool covered;                /* a file in the last listing holds all of it (runs_cover) */
+};
+
+/* A file of ledger/MONTH/ (or an earlier release's in ledger/) as last read. */
+struct kept_file {
+	char *name, *host, *run, *reader;   /* owned; reader: a copy's carrier */
+	bool copy;                   /* a copy carried back by another host, not the run's own file */
+	bool old;                    /* an earlier release's, in ledger/ itself (old_scan) */
 	json_t *doc;                 /* owned; NULL: it could not be read then */
 	struct memo memo;
-	bool unreadable;             /* its last read failed: budgets wait for it (ledger_sum) */
-	bool listed;                 /* in the last listing of ledger/ */
-	bool vanished;               /* read before, gone from ledger/ since: doc is still counted,
-					and carried back if its host has left (ledger_doubts) */
-	bool carried;                /* vanished, and carried back (or tried once) */
-	size_t host_len;             /* "HOST.json", its host's ledger's name, is name[0..host_len) */
-	bool side;                   /* a reading of an earlier run of HOST that another host left
-					beside HOST.json (side_leave); never waited for */
-	bool junk_said;              /* a side file no daemon wrote, said once */
-	json_t *earlier;             /* owned: the reading of its host's earlier run that its file
-					now lacks (it says "base_lost"); counted with it, and left
-					beside it until that host has taken it in */
+	bool listed;                 /* in the last listing */
+	bool unreadable;             /* a run's own file whose last read failed: budgets wait */
+	bool junk_said;              /* a copy no daemon wrote, said once */
 };
 
 struct spent {
@@ -101,7 +101,8 @@ struct keyshare {
 	/* Our own ledger is added to on the loop and by the helper threads that judge answers
 	 * (keyshare_spent_batch). spent_lock guards the figures (day, month, spent, spent_gen),
 	 * held only to read or change them; write_lock keeps one write of the ledger at a time,
-	 * and guards ledger_fd's changes (the loop only reads it without) and ledger_warned. Its
+	 * and guards ledger_fd's and write_fd's changes (the loop only reads ledger_fd without)
+	 * and ledger_warned. Its
 	 * holder lets it go only under spent_lock, once it found no figure left unwritten (or a
 	 * write failed): so the loop, which never waits for it, may add a spend and leave its
 	 * write to the holder when its trylock fails (ledger_write_try). */
@@ -115,26 +116,28 @@ struct keyshare {
 	bool ledger_warned;
 	struct unwritten *unwritten; /* on the loop: tickets kept till their cost is written */
 	size_t n_unwritten;
-	struct memo ledger_memo;     /* ledger/ when kept was last brought up to date */
-	struct kept_ledger *kept;
-	size_t n_kept;
-	/* ledger/ opened anew, this host's or a ledger read before gone from it: until it holds
-	 * the ledger of every live host, budgets wait (ledger_doubts). */
+	int month_fd;                /* ledger/MONTH/ of month_open, for the loop's reading */
+	long month_open;             /* 0: none yet */
+	int write_fd;                /* ledger/MONTH/ of write_month, the writer's (write_lock) */
+	long write_month;
+	struct memo month_memo;      /* ledger/MONTH/ when files was last brought up to date */
+	struct kept_file *files;
+	size_t n_files;
+	struct run_seen *runs;       /* every other run read this month */
+	size_t n_runs;
+	bool old_unread;             /* an earlier release's ledger could not be read: again */
+	/* ledger/ (or its month's directory) opened anew, or a run read before has lost its file
+	 * while live: until every live host's run has its file there, budgets wait (ledger_doubts). */
 	bool ledger_doubt;
+	bool uncovered;              /* a run read before has no file that holds it: carry it back */
 	bool doubt_said;
-	int ledger_errno;            /* why ledger/ could not be opened (ledger_fd < 0) */
+	int ledger_errno;            /* why ledger/ could not be opened (ledger_fd < 0; write_lock) */
+	int month_errno;             /* why ledger/MONTH/ could not be (month_fd < 0; the loop's) */
 	enum { UNUSABLE_UNSAID, UNUSABLE_WAITS, UNUSABLE_ALONE } unusable_said;
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
-	struct memo own_memo;        /* this host's own ledger file when last found whole */
-	/* This run took in its own file, or found none there (ENOENT): its figures hold all that
-	 * file could say (what this run wrote, or an older reading carried back), so one that
-	 * cannot be read is written over. Until then it is not (ledger_take_own). On the loop. */
-	bool own_known;
-	/* Its own file there but not read yet (why, as said): never written over (what earlier
-	 * runs spent may be in it only), budgets wait, and it is read again at each try
-	 * (ledger_sum). "": read, or none. Set on the loop under spent_lock. */
-	char own_unread[160];
+	struct memo own_memo;        /* this run's own file when last found whole */
+	bool own_seen;               /* this run's file was there in this month's directory */
 	int64_t checked_at;          /* mono ms providers/ and ledger/ were last found current */
 	int64_t beat_at;             /* mono ms of the last keyshare_beat; 0: none yet */
 	int64_t refreshed_at;        /* mono ms of the last rescan's ledger_refresh; 0: none */
@@ -142,18 +145,6 @@ struct keyshare {
 	struct memo providers_memo;  /* for a total budget: the names in providers/ then */
 	char **provider_names;
 	size_t n_provider_names;
-	/* Runs: a ledger says which run of its host wrote it ("run", new at every start), whether
-	 * that run started without its own file ("base_lost": what earlier runs spent is not in
-	 * it, but for "runs_held"), and the earlier runs its figures hold. Under spent_lock. */
-	char run[17];
-	bool base_lost;
-	json_t *runs_held;           /* owned: an array of run ids */
-	json_t *runs_taken;          /* owned: {run: what taking in a side file of that run added}
-					this run (side_take), so a later reading that holds it adds
-					only what it says beyond */
-	struct side_taken { char *name; unsigned long gen; } *sides_taken;  /* on the loop: side
-					files of this host taken in, removed once gen is written */
-	size_t n_sides_taken;
 };
 
 micros keyshare_micros(double amount)
@@ -286,9 +277,14 @@ static void pdir_recheck(struct pdir *p, int providers_fd)
 		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
 }
 
-/* This host's own file in ledger/: taken in, not there (ENOENT only), or there but unread. */
-enum own_file { OWN_TAKEN, OWN_NONE, OWN_UNREAD };
-static enum own_file ledger_take_own(struct keyshare *ks);
+/* "YYYY-MM": the directory in ledger/ of a month (as keyshare_month numbers it). */
+static void month_dir_name(long month, char *name, size_t size)
+{
+	xsnprintf(name, size, "%04ld-%02ld", month / 12, month % 12 + 1);
+}
+
+static bool month_current(struct keyshare *ks);
+static void old_scan(struct keyshare *ks);
 static void ledger_own_ensure(struct keyshare *ks);
 
 /* providers/ and ledger/ checked against their names (a provider's handles go with
@@ -310,18 +306,27 @@ static void top_dirs_recheck(struct keyshare *ks)
 		for (size_t i = 0; i < ks->n_dirs; i++)
 			pdir_close(ks->dirs[i]);
 	}
-	if (ks->ledger_fd < 0 || !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd)) {
+	char month[16];
+	month_dir_name(ks->month_open, month, sizeof(month));
+	bool top = ks->ledger_fd < 0 || !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd);
+	if (top || (ks->month_fd >= 0 && !dir_current(ks->ledger_fd, month, ks->month_fd))) {
 		/* A helper may be writing through it: the loop does not wait, it looks again next
 		 * time (the helper's write fails in the old directory, and is made again). */
 		if (pthread_mutex_trylock(&ks->write_lock) != 0) {
 			ks->checked_at = 0;
 			return;
 		}
-		close_dir(&ks->ledger_fd);
-		ledger_open(ks);
-		ledger_take_own(ks);
+		if (top) {
+			close_dir(&ks->ledger_fd);
+			ledger_open(ks);
+		}
+		close_dir(&ks->month_fd);
+		close_dir(&ks->write_fd);
 		pthread_mutex_unlock(&ks->write_lock);
-		ks->ledger_memo.listed_at = ks->own_memo.listed_at = 0;
+		if (top)
+			old_scan(ks);
+		month_current(ks);
+		ks->month_memo.listed_at = ks->own_memo.listed_at = 0;
 		ks->ledger_doubt = true;
 	}
 	ledger_own_ensure(ks);
@@ -495,7 +500,13 @@ static bool memo_stands(const struct memo *memo, const struct memo *look)
 	return look->listed_at && keyshare_listing_stands(&memo->seen, memo->listed_at, &look->seen);
 }
 
-/* ---- the ledger: what each host's calls cost ------------------------------------------------ */
+/* ---- the ledger: what each run of each host spent ------------------------------------------ */
+
+/* This run's own file in ledger/MONTH/: "HOST.RUN.json". */
+static void own_ledger_name(const struct keyshare *ks, char *name, size_t size)
+{
+	xsnprintf(name, size, "%s.%s.json", ks->sp->host_id, ks->sp->run);
+}
 
 static struct spent *own_spent(struct keyshare *ks, const char *provider)
 {
@@ -507,7 +518,7 @@ static struct spent *own_spent(struct keyshare *ks, const char *provider)
 	return &ks->spent[ks->n_spent++];
 }
 
-/* A new day or month starts at zero. */
+/* A new day or month starts at zero (this run's figures; a new month's file is another). */
 static void roll(struct keyshare *ks, long day, long month)
 {
 	for (size_t i = 0; i < ks->n_spent; i++) {
@@ -516,62 +527,75 @@ static void roll(struct keyshare *ks, long day, long month)
 		if (month != ks->month)
 			ks->spent[i].month = 0;
 	}
-	/* What earlier runs spent in an earlier month counts no more (month 0: nothing read yet). */
-	if (ks->month && month != ks->month) {
-		json_array_clear(ks->runs_held);
-		json_object_clear(ks->runs_taken);
-		ks->base_lost = false;
-	}
 	ks->day = day;
 	ks->month = month;
 }
 
-/* Adds one ledger document's figures for provider (NULL: every provider) to *day, *month. */
-static void ledger_add(json_t *doc, const char *provider, long day, long month, micros *d,
-		       micros *m)
+static json_int_t figure(json_t *provider, const char *key)
 {
-	json_t *provs = json_object_get(doc, "providers"), *v;
+	return json_integer_value(json_object_get(provider, key));
+}
+
+/* Takes the larger of each of doc's figures into *figures (made if NULL): a run's figures only
+ * grow, so the largest reading of it is its latest, whatever order the readings come in. The
+ * day's figures of a later day replace those of an earlier one. */
+static void figures_take(json_t **figures, json_t *doc)
+{
+	if (!*figures)
+		*figures = json_pack("{s:I, s:o}", "day", (json_int_t)0, "providers", json_object());
+	json_int_t day = json_integer_value(json_object_get(doc, "day"));
+	json_int_t had = json_integer_value(json_object_get(*figures, "day"));
+	json_t *to = json_object_get(*figures, "providers"), *v, *f;
 	const char *key;
-	bool same_day = json_integer_value(json_object_get(doc, "day")) == day;
-	bool same_month = json_integer_value(json_object_get(doc, "month")) == month;
-	json_object_foreach(provs, key, v) {
-		if (provider && strcmp(key, provider))
-			continue;
-		if (same_day)
-			*d += json_integer_value(json_object_get(v, "day_micros"));
-		if (same_month)
-			*m += json_integer_value(json_object_get(v, "month_micros"));
+	if (day > had) {
+		json_object_foreach(to, key, f)
+			json_object_set_new(f, "day_micros", json_integer(0));
+		json_object_set_new(*figures, "day", json_integer(day));
+		had = day;
+	}
+	json_object_foreach(json_object_get(doc, "providers"), key, v) {
+		f = json_object_get(to, key);
+		if (!f)
+			json_object_set_new(to, key, f = json_pack("{s:I, s:I}", "day_micros",
+								   (json_int_t)0, "month_micros",
+								   (json_int_t)0));
+		if (day == had && figure(v, "day_micros") > figure(f, "day_micros"))
+			json_object_set_new(f, "day_micros", json_integer(figure(v, "day_micros")));
+		if (figure(v, "month_micros") > figure(f, "month_micros"))
+			json_object_set_new(f, "month_micros", json_integer(figure(v, "month_micros")));
 	}
 }
 
-/* The run that wrote a ledger (or the reading of one), NULL if it does not say (an earlier
- * release's). */
-static const char *doc_run(json_t *doc)
+/* Whether doc says at least every figure of figures: nothing of them is missing from it. */
+static bool figures_held(json_t *doc, json_t *figures)
 {
-	return json_string_value(json_object_get(doc, "run"));
+	json_int_t day = json_integer_value(json_object_get(doc, "day"));
+	json_int_t want = json_integer_value(json_object_get(figures, "day"));
+	json_t *provs = json_object_get(doc, "providers"), *f;
+	const char *key;
+	json_object_foreach(json_object_get(figures, "providers"), key, f) {
+		json_t *v = json_object_get(provs, key);
+		if (figure(v, "month_micros") < figure(f, "month_micros") ||
+		    (day < want && figure(f, "day_micros") > 0) ||
+		    (day == want && figure(v, "day_micros") < figure(f, "day_micros")))
+			return false;
+	}
+	return true;
 }
 
-static bool doc_base_lost(json_t *doc)
+/* Adds a run's figures for provider (NULL: every provider) to *d (if of day) and *m. */
+static void figures_add(json_t *figures, const char *provider, long day, micros *d, micros *m)
 {
-	return json_is_true(json_object_get(doc, "base_lost"));
-}
-
-static bool runs_list(json_t *runs, const char *run)
-{
-	size_t i;
 	json_t *v;
-	json_array_foreach(runs, i, v)
-		if (!strcmp(json_string_value(v), run))
-			return true;
-	return false;
-}
-
-/* Whether doc's figures hold what run spent: its own run, or one it took in. A run not said
- * (an earlier release's reading) is held: nothing is added for it. */
-static bool doc_holds(json_t *doc, const char *run)
-{
-	const char *own = doc_run(doc);
-	return !run || !own || !strcmp(own, run) || runs_list(json_object_get(doc, "runs_held"), run);
+	const char *key;
+	bool same_day = json_integer_value(json_object_get(figures, "day")) == day;
+	json_object_foreach(json_object_get(figures, "providers"), key, v) {
+		if (provider && strcmp(key, provider))
+			continue;
+		if (same_day)
+			*d += figure(v, "day_micros");
+		*m += figure(v, "month_micros");
+	}
 }
 
 /* Whether doc has a ledger's shape (ledger_text): a figure that is not a number would be
@@ -579,18 +603,12 @@ static bool doc_holds(json_t *doc, const char *run)
 static bool ledger_shaped(json_t *doc)
 {
 	json_t *provs = json_object_get(doc, "providers"), *v;
-	json_t *run = json_object_get(doc, "run"), *lost = json_object_get(doc, "base_lost");
-	json_t *held = json_object_get(doc, "runs_held");
+	json_t *run = json_object_get(doc, "run");
 	const char *key;
-	size_t i;
 	if (!json_is_integer(json_object_get(doc, "day")) ||
 	    !json_is_integer(json_object_get(doc, "month")) || !json_is_object(provs) ||
-	    (run && !json_is_string(run)) || (lost && !json_is_boolean(lost)) ||
-	    (held && !json_is_array(held)))
+	    (run && !json_is_string(run)))
 		return false;
-	json_array_foreach(held, i, v)
-		if (!json_is_string(v))
-			return false;
 	json_object_foreach(provs, key, v)
 		if (!json_is_integer(json_object_get(v, "day_micros")) ||
 		    !json_is_integer(json_object_get(v, "month_micros")))
@@ -598,12 +616,13 @@ static bool ledger_shaped(json_t *doc)
 	return true;
 }
 
-/* A ledger file, or NULL and why not (*why, static); st: as it was read. */
-static json_t *read_ledger_st(int dirfd, const char *name, const char **why, struct stat *st)
+/* A ledger file, or NULL and why not (*why, static); st: as it was read (st_mode 0: gone). */
+static json_t *read_ledger(int dirfd, const char *name, const char **why, struct stat *st)
 {
 	struct buf b;
 	buf_init(&b, LEDGER_MAX_BYTES);
 	json_t *doc = NULL;
+	memset(st, 0, sizeof(*st));
 	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, st);
 	*why = spool_read_reason(r);
 	if (r == SPOOL_READ_OK) {
@@ -620,110 +639,6 @@ static json_t *read_ledger_st(int dirfd, const char *name, const char **why, str
 	return doc;
 }
 
-static json_t *read_ledger(int dirfd, const char *name, const char **why)
-{
-	struct stat st;
-	return read_ledger_st(dirfd, name, why, &st);
-}
-
-/* "HOST.json.carried-READER.RUN": where READER leaves its reading of run RUN of HOST. */
-static char *side_name(const char *host, const char *reader, const char *run)
-{
-	return xasprintf("%s.json" SIDE_INFIX "%s.%s", host, reader, run);
-}
-
-/* Whether name is want, or want with a random suffix ".XXXXXXXXXXXXXXXX" (16 hex digits): the
- * name side_leave takes when one planted under want is not a daemon's. */
-static bool side_named(const char *name, const char *want)
-{
-	size_t n = strlen(want);
-	if (strncmp(name, want, n))
-		return false;
-	if (!name[n])
-		return true;
-	return name[n] == '.' && strlen(name + n + 1) == 16 &&
-	       strspn(name + n + 1, "0123456789abcdef") == 16;
-}
-
-/* A side file (side_leave), or NULL: only one a daemon wrote (its user's, or root's, as a
- * host lock, §10), a ledger's shape, and the name its content gives. Anything else counts for
- * nothing (never waited for either: a host's own ledger says what it spent). */
-static json_t *read_side(struct keyshare *ks, const char *name, const char **why)
-{
-	struct stat st;
-	json_t *doc = read_ledger_st(ks->ledger_fd, name, why, &st);
-	const char *host = json_string_value(json_object_get(doc, "host"));
-	const char *reader = json_string_value(json_object_get(doc, "carried_by"));
-	const char *run = doc_run(doc);
-	char *want = host && reader && run ? side_name(host, reader, run) : NULL;
-	if (!doc && !st.st_mode)
-		*why = NULL;   /* gone: taken in by its host */
-	if (doc && (!spool_written_by_daemon(ks->sp, &st) || !want || !side_named(name, want))) {
-		*why = !spool_written_by_daemon(ks->sp, &st) ? "not written by this daemon's user"
-							     : "not a reading of a host's earlier run";
-		json_decref(doc);
-		doc = NULL;
-	}
-	free(want);
-	return doc;
-}
-
-static void runs_add(struct keyshare *ks, const char *run)
-{
-	if (runs_list(ks->runs_held, run))
-		return;
-	if (json_array_size(ks->runs_held) >= RUNS_HELD_MAX)
-		json_array_remove(ks->runs_held, 0);
-	json_array_append_new(ks->runs_held, json_string(run));
-}
-
-/* Takes in doc, this host's own file: each figure the larger of the file's and the one in
- * memory, on the later of their days (months): both say what this host spent. Returns whether
- * the file falls short of what this host knows it spent, or was put back by another host
- * ("carried_by": a reading, perhaps older than this host's last write): either way this host
- * must write it again. spent_lock held. */
-static bool own_take_in(struct keyshare *ks, json_t *doc)
-{
-	long day = (long)json_integer_value(json_object_get(doc, "day"));
-	long month = (long)json_integer_value(json_object_get(doc, "month"));
-	json_t *provs = json_object_get(doc, "providers"), *v;
-	const char *key, *run = doc_run(doc);
-	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
-	/* What an earlier run spent and these figures lack (this host restarted without its file):
-	 * added to what this run spent, and listed as held, with the runs that one held. */
-	bool earlier = month == ks->month && !doc_holds(doc, ks->run) && !runs_list(ks->runs_held, run);
-	json_object_foreach(provs, key, v) {
-		struct spent *s = own_spent(ks, key);
-		micros d = json_integer_value(json_object_get(v, "day_micros"));
-		micros m = json_integer_value(json_object_get(v, "month_micros"));
-		if (day == ks->day && (earlier || d > s->day))
-			s->day = earlier ? s->day + d : d;
-		if (month == ks->month && (earlier || m > s->month))
-			s->month = earlier ? s->month + m : m;
-	}
-	if (earlier) {
-		size_t i;
-		json_array_foreach(json_object_get(doc, "runs_held"), i, v)
-			runs_add(ks, json_string_value(v));
-		runs_add(ks, run);
-		ks->base_lost = ks->base_lost || doc_base_lost(doc);
-	}
-	bool shorter = earlier || json_object_get(doc, "carried_by") != NULL;
-	for (size_t i = 0; i < ks->n_spent && !shorter; i++) {
-		v = json_object_get(provs, ks->spent[i].provider);
-		micros d = day == ks->day ? json_integer_value(json_object_get(v, "day_micros")) : 0;
-		micros m = month == ks->month ? json_integer_value(json_object_get(v, "month_micros")) : 0;
-		shorter = d < ks->spent[i].day || m < ks->spent[i].month;
-	}
-	return shorter;
-}
-
-/* This host's own file's name in ledger/: "HOST.json". */
-static void own_ledger_name(const struct keyshare *ks, char *name, size_t size)
-{
-	xsnprintf(name, size, "%s.json", ks->sp->host_id);
-}
-
 /* A ledger's text. Fails only for want of memory: its strings are UTF-8 (a host id, provider
  * names, or what was read as JSON). */
 static char *ledger_dump(const json_t *doc)
@@ -734,83 +649,34 @@ static char *ledger_dump(const json_t *doc)
 	return text;
 }
 
-/* This host's own file is there but could not be read (why; err: errno of the read): it is
- * not written over, and budgets wait until it is read or gone. Said once per reason. */
-static void own_unreadable(struct keyshare *ks, const char *name, const char *why, int err)
-{
-	char said[sizeof(ks->own_unread)];
-	if (why == spool_read_reason(SPOOL_READ_ERROR) || why == spool_read_reason(SPOOL_READ_GONE))
-		xsnprintf(said, sizeof(said), "%s: %s", why, strerror(err));
-	else
-		xsnprintf(said, sizeof(said), "%s", why);
-	bool same = !strcmp(said, ks->own_unread);
-	pthread_mutex_lock(&ks->spent_lock);
-	memcpy(ks->own_unread, said, sizeof(said));
-	pthread_mutex_unlock(&ks->spent_lock);
-	ks->own_memo.listed_at = 0;
-	if (!same)
-		log_warn("cannot read this host's own ledger '%s/ledger/%s' (%s): it is not written "
-			 "over, and no call to a provider under a budget starts on this host until it "
-			 "can be read (tried again at each try); if it stays so, an operator moves it "
-			 "aside: this host then starts without it, and what its earlier runs spent is "
-			 "counted only from other hosts' readings", ks->sp->path, name, said);
-}
-
-/* Whether this host's own file is known to be readable or absent (it may be written). */
-static bool own_readable(struct keyshare *ks)
-{
-	return !ks->own_unread[0];
-}
-
-/* Takes in this host's own file in ledger/, if there is one: what an earlier run spent (at
- * start-up, or once ledger/ could be opened; own_take_in). The caller keeps writers out
- * (write_lock held, or no helper yet). Only a file that is not there (ENOENT) is none: one
- * that cannot be read is OWN_UNREAD (own_unreadable), never taken as none. */
-
-static enum own_file ledger_take_own(struct keyshare *ks)
-{
-	char name[NAME_MAX + 1];
-	own_ledger_name(ks, name, sizeof(name));
-	const char *why;
-	struct stat st;
-	if (ks->ledger_fd < 0)
-		return OWN_NONE;
-	json_t *doc = read_ledger_st(ks->ledger_fd, name, &why, &st);
-	int err = errno;
-	if (!doc) {
-		if (fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
-			ks->own_known = true;
-			return OWN_NONE;
-		}
-		if (!ks->own_known)
-			own_unreadable(ks, name, why, err);
-		return OWN_UNREAD;
-	}
-	ks->own_known = true;
-	pthread_mutex_lock(&ks->spent_lock);
-	own_take_in(ks, doc);
-	pthread_mutex_unlock(&ks->spent_lock);
-	json_decref(doc);
-	return OWN_TAKEN;
-}
-
-/* The figures as the ledger file says them (spent_lock held). */
-static char *ledger_text(struct keyshare *ks)
+/* This run's figures as its file says them (spent_lock held). Owned. */
+static json_t *ledger_doc(struct keyshare *ks)
 {
 	json_t *provs = json_object();
 	for (size_t i = 0; i < ks->n_spent; i++)
 		json_object_set_new(provs, ks->spent[i].provider,
 				    json_pack("{s:I, s:I}", "day_micros", (json_int_t)ks->spent[i].day,
 					      "month_micros", (json_int_t)ks->spent[i].month));
-	json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "run", ks->run,
-				"day", (int)ks->day, "month", (int)ks->month, "providers", provs);
-	if (ks->base_lost)
-		json_object_set_new(doc, "base_lost", json_true());
-	if (json_array_size(ks->runs_held))
-		json_object_set_new(doc, "runs_held", json_deep_copy(ks->runs_held));
-	char *text = ledger_dump(doc);
-	json_decref(doc);
-	return text;
+	return json_pack("{s:s, s:s, s:i, s:i, s:o}", "host", ks->sp->host_id, "run", ks->sp->run,
+			 "day", (int)ks->day, "month", (int)ks->month, "providers", provs);
+}
+
+/* ledger/MONTH/ for the writer (write_lock held): opened again when the month changes or a
+ * write failed (ledger/ or the month's directory removed, perhaps made again). */
+static int write_dir(struct keyshare *ks, long month)
+{
+	char name[16];
+	if (ks->write_fd >= 0 && ks->write_month == month)
+		return ks->write_fd;
+	close_dir(&ks->write_fd);
+	if (ks->ledger_fd < 0) {
+		errno = ks->ledger_errno;
+		return -1;
+	}
+	month_dir_name(month, name, sizeof(name));
+	ks->write_fd = open_dir(ks->ledger_fd, name);
+	ks->write_month = month;
+	return ks->write_fd;
 }
 
 /* Writes the figures until the file has the latest, or a write failed; write_lock held on
@@ -823,18 +689,23 @@ static void ledger_write_locked(struct keyshare *ks)
 	own_ledger_name(ks, name, sizeof(name));
 	bool ok = true;
 	pthread_mutex_lock(&ks->spent_lock);
-	while (ok && own_readable(ks) && ks->written_gen < ks->spent_gen) {
+	while (ok && ks->written_gen < ks->spent_gen) {
 		unsigned long gen = ks->spent_gen;
-		char *text = ledger_text(ks);
+		long month = ks->month;
+		json_t *doc = ledger_doc(ks);
+		char *text = ledger_dump(doc);
+		json_decref(doc);
 		/* Durable: a spend forgotten in a crash would let the budget be spent twice. One with
 		 * nothing spent (a start-up's) lost is only missing, and written again. */
 		bool durable = ks->n_spent > 0;
 		pthread_mutex_unlock(&ks->spent_lock);
 		stop_point("ledger:writing");
-		ok = ks->ledger_fd >= 0 &&
-		     spool_write_at(ks->sp, ks->ledger_fd, name, text, strlen(text), 0, durable) == 0;
-		int err = ks->ledger_fd >= 0 ? errno : ks->ledger_errno;
+		int fd = write_dir(ks, month);
+		ok = fd >= 0 && spool_write_at(ks->sp, fd, name, text, strlen(text), 0, durable) == 0;
+		int err = errno;
 		free(text);
+		if (!ok)
+			close_dir(&ks->write_fd);   /* by name next time: perhaps it was removed */
 		if (!ok && !ks->ledger_warned)
 			log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this "
 				 "one spends; the tickets of calls not in it stay until it is written",
@@ -855,8 +726,7 @@ static void ledger_write_locked(struct keyshare *ks)
 static void ledger_write_try(struct keyshare *ks)
 {
 	pthread_mutex_lock(&ks->spent_lock);
-	bool mine = own_readable(ks) && ks->written_gen < ks->spent_gen &&
-		    pthread_mutex_trylock(&ks->write_lock) == 0;
+	bool mine = ks->written_gen < ks->spent_gen && pthread_mutex_trylock(&ks->write_lock) == 0;
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (mine)
 		ledger_write_locked(ks);
@@ -869,102 +739,533 @@ void keyshare_today(struct keyshare *ks, long *day, long *month)
 	*month = keyshare_month(now);
 }
 
-static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms);
-
-/* ledger/ without this host's ledger, cleared perhaps: the ledgers read before that are gone
- * from it too are looked for by name (ledger_refresh finds them at a budget check, which this
- * host may not make for long), and those of hosts that left carried back (ledger_doubts). */
-static void ledger_vanished(struct keyshare *ks)
+static void file_free(struct kept_file *f)
 {
-	long day, month;
-	keyshare_today(ks, &day, &month);
-	for (size_t i = 0; i < ks->n_kept; i++) {
-		struct kept_ledger *k = &ks->kept[i];
-		struct stat st;
-		if (k->doc && !k->vanished && !k->side &&
-		    json_integer_value(json_object_get(k->doc, "month")) == month &&
-		    fstatat(ks->ledger_fd, k->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
-			k->vanished = true;
-			k->listed = false;
-			ks->ledger_doubt = true;
-		}
-	}
-	if (ks->lease_ms)
-		ledger_doubts(ks, ks->lease_ms);
+	free(f->name);
+	free(f->reader);
+	free(f->host);
+	free(f->run);
+	json_decref(f->doc);
 }
 
-/* Writes this host's ledger if ledger/ lacks it (at start-up, in a new ledger/, or removed
- * alone), even with nothing spent: the hosts that read ledger/ wait for the file of every live
- * host (ledger_doubts), and this one's being gone means others' may be too. The ledgers it
- * carries back go first: a host that finds this one's there finds them too. Written again,
- * too, if the file there falls short of what this host spent: another host judged this one
- * gone while it stalled (a paused VM, an NFS stall) and carried an older reading of it back
- * (ledger_carry), which every host would count, and wait for nothing more, until this host's
- * next billed call. The file is read only when it changed since it was last found whole. */
+/* What was read of another month goes (at a new month: its runs spent nothing in this one). */
+static void runs_forget(struct keyshare *ks)
+{
+	for (size_t i = 0; i < ks->n_files; i++)
+		file_free(&ks->files[i]);
+	ks->n_files = 0;
+	for (size_t i = 0; i < ks->n_runs; i++) {
+		free(ks->runs[i].host);
+		free(ks->runs[i].run);
+		json_decref(ks->runs[i].figures);
+	}
+	ks->n_runs = 0;
+}
+
+/* ledger/MONTH/ of this month, opened (made if need be) for the loop's reading; at a new month
+ * what was read of the last one goes. False if it cannot be opened (ledger_errno). */
+static bool month_current(struct keyshare *ks)
+{
+	long day, month;
+	char name[16];
+	keyshare_today(ks, &day, &month);
+	if (ks->month_fd >= 0 && ks->month_open == month)
+		return true;
+	if (ks->ledger_fd < 0)
+		return false;
+	close_dir(&ks->month_fd);
+	month_dir_name(month, name, sizeof(name));
+	ks->month_fd = open_dir(ks->ledger_fd, name);
+	if (ks->month_fd < 0) {
+		ks->month_errno = errno;
+		return false;
+	}
+	if (ks->month_open != month) {
+		runs_forget(ks);
+		ks->own_seen = false;
+	}
+	ks->month_open = month;
+	ks->month_memo.listed_at = ks->own_memo.listed_at = 0;
+	return true;
+}
+
+/* The run host, run as read so far (made if new and make). */
+static struct run_seen *run_of(struct keyshare *ks, const char *host, const char *run, bool make)
+{
+	for (size_t i = 0; i < ks->n_runs; i++)
+		if (!strcmp(ks->runs[i].host, host) && !strcmp(ks->runs[i].run, run))
+			return &ks->runs[i];
+	if (!make)
+		return NULL;
+	ks->runs = xrealloc(ks->runs, (ks->n_runs + 1) * sizeof(*ks->runs));
+	ks->runs[ks->n_runs] = (struct run_seen){ .host = xstrdup(host), .run = xstrdup(run) };
+	return &ks->runs[ks->n_runs++];
+}
+
+static struct kept_file *file_of(struct keyshare *ks, const char *name, bool old)
+{
+	for (size_t i = 0; i < ks->n_files; i++)
+		if (ks->files[i].old == old && !strcmp(ks->files[i].name, name))
+			return &ks->files[i];
+	ks->files = xrealloc(ks->files, (ks->n_files + 1) * sizeof(*ks->files));
+	ks->files[ks->n_files] = (struct kept_file){ .name = xstrdup(name), .old = old };
+	return &ks->files[ks->n_files++];
+}
+
+/* What a name in ledger/MONTH/ is: a run's own file "HOST.RUN.json", or the copy of one that
+ * host READER carried back "HOST.RUN.json.carried-READER" (RUN: letters and digits). host, run
+ * and reader of NAME_MAX + 1. */
+enum ledger_name { NAME_OTHER, NAME_RUN, NAME_COPY };
+
+static enum ledger_name ledger_name_parse(const char *name, char *host, char *run, char *reader)
+{
+	size_t len = strlen(name);
+	const char *copy = strstr(name, COPY_INFIX), *dot;
+	size_t base = copy ? (size_t)(copy - name) : len - 5;
+	if (len >= NAME_MAX + 1 || (!copy && (len <= 5 || strcmp(name + len - 5, ".json"))) ||
+	    (copy && !copy[strlen(COPY_INFIX)]))
+		return NAME_OTHER;
+	xsnprintf(host, NAME_MAX + 1, "%.*s", (int)base, name);
+	dot = strrchr(host, '.');
+	if (!dot || dot == host || !dot[1] || strspn(dot + 1, "0123456789abcdefghijklmnopqrstuvwxyz") !=
+						     strlen(dot + 1))
+		return NAME_OTHER;
+	xsnprintf(run, NAME_MAX + 1, "%s", dot + 1);
+	host[dot - host] = '\0';
+	xsnprintf(reader, NAME_MAX + 1, "%s", copy ? copy + strlen(COPY_INFIX) : "");
+	return copy ? NAME_COPY : NAME_RUN;
+}
+
+/* Why doc, read from f, is not what its name says (host, run, this month; for a copy, a daemon's
+ * and its carrier's), or NULL. */
+static const char *file_mismatch(struct keyshare *ks, const struct kept_file *f, json_t *doc,
+				 const struct stat *st)
+{
+	const char *host = json_string_value(json_object_get(doc, "host"));
+	const char *run = json_string_value(json_object_get(doc, "run"));
+	const char *by = json_string_value(json_object_get(doc, "carried_by"));
+	if (f->copy && !spool_written_by_daemon(ks->sp, st))
+		return "not written by this daemon's user";
+	if (!host || !run || strcmp(host, f->host) || strcmp(run, f->run) ||
+	    json_integer_value(json_object_get(doc, "month")) != ks->month_open ||
+	    (f->copy && (!by || strcmp(by, f->reader))))
+		return f->copy ? "not a copy of the run its name says" : "not the ledger its name says";
+	return NULL;
+}
+
+/* Reads a file of ledger/MONTH/ again; its figures go into its run's (figures_take). A run's own
+ * file that cannot be read makes budgets wait (ledger_sum); a copy that is not a daemon's counts
+ * for nothing. Each said once, as is the first read that works after. */
+static void file_reread(struct keyshare *ks, struct kept_file *f, const struct memo *now)
+{
+	const char *why;
+	struct stat st;
+	json_decref(f->doc);
+	f->doc = read_ledger(ks->month_fd, f->name, &why, &st);
+	const char *wrong = f->doc ? file_mismatch(ks, f, f->doc, &st) : NULL;
+	if (wrong) {
+		json_decref(f->doc);
+		f->doc = NULL;
+		why = wrong;
+	}
+	f->memo = *now;
+	char month[16];
+	month_dir_name(ks->month_open, month, sizeof(month));
+	if (f->copy) {
+		if (!f->doc && !st.st_mode)
+			f->memo.listed_at = 0;   /* gone since listed: looked at again */
+		else if (!f->doc && !f->junk_said)
+			log_warn("'%s/ledger/%s/%s' is %s: it counts for nothing", ks->sp->path, month,
+				 f->name, why);
+		f->junk_said = !f->doc && st.st_mode;
+	} else {
+		if (!f->doc) {
+			f->memo.listed_at = 0;
+			if (!f->unreadable)
+				log_warn("cannot read '%s/ledger/%s/%s' (%s): what that run of host '%s' "
+					 "spent is not known, so no call to a provider under a budget starts "
+					 "until it can be read%s", ks->sp->path, month, f->name, why, f->host,
+					 strcmp(f->host, ks->sp->host_id) ? "" :
+					 " (it is this host's, of an earlier run: never written over; if it "
+					 "stays so, an operator moves it aside, and what it says is lost)");
+		} else if (f->unreadable) {
+			log_info("'%s/ledger/%s/%s' can be read again: budgets count it", ks->sp->path,
+				 month, f->name);
+		}
+		f->unreadable = !f->doc;
+	}
+	if (f->doc)
+		figures_take(&run_of(ks, f->host, f->run, true)->figures, f->doc);
+}
+
+/* doc's string key, "" if none. */
+static const char *json_str(json_t *doc, const char *key)
+{
+	const char *s = json_string_value(json_object_get(doc, key));
+	return s ? s : "";
+}
+
+/* Whether doc (an earlier release's HOST.json) holds what run spent: its own, or one it took in. */
+static bool old_holds(json_t *doc, const char *run)
+{
+	size_t i;
+	json_t *v;
+	if (!strcmp(json_str(doc, "run"), run))
+		return true;
+	json_array_foreach(json_object_get(doc, "runs_held"), i, v)
+		if (json_is_string(v) && !strcmp(json_string_value(v), run))
+			return true;
+	return false;
+}
+
+/* The ledgers an earlier release left in ledger/ itself: HOST.json, and its readings of a host's
+ * earlier runs HOST.json.carried-READER.RUN (a daemon's, of that host, not held by HOST.json).
+ * Each is read as a run of its own (one without "run": "legacy"), counted once, like any other
+ * (and carried back if ledger/ is cleared), and never written again. Read when ledger/ is opened;
+ * again at each try while one cannot be read. */
+static void old_scan(struct keyshare *ks)
+{
+	struct spool_entry *l;
+	long day, month;
+	keyshare_today(ks, &day, &month);
+	ks->old_unread = false;
+	for (size_t i = 0; i < ks->n_files; i++)
+		if (ks->files[i].old)
+			ks->files[i].listed = false;
+	long n = ks->ledger_fd >= 0 ? spool_list_at(ks->ledger_fd, false, false, &l) : -1;
+	if (n < 0) {
+		ks->old_unread = ks->ledger_fd >= 0;
+		return;
+	}
+	for (int sides = 0; sides < 2; sides++) {
+		for (long i = 0; i < n; i++) {
+			size_t len = strlen(l[i].name);
+			const char *side = strstr(l[i].name, COPY_INFIX);
+			bool own = !side && len > 5 && !strcmp(l[i].name + len - 5, ".json");
+			if (sides ? !side : !own)
+				continue;
+			const char *why;
+			struct stat st;
+			json_t *doc = read_ledger(ks->ledger_fd, l[i].name, &why, &st);
+			char *host = xasprintf("%.*s", (int)(side ? (size_t)(side - l[i].name) : len - 5),
+					       l[i].name);
+			char *own_name = xasprintf("%s.json", host);
+			const char *run = json_string_value(json_object_get(doc, "run"));
+			struct kept_file *mine = NULL;
+			for (size_t j = 0; j < ks->n_files && side; j++)
+				if (ks->files[j].old && ks->files[j].listed && !ks->files[j].copy &&
+				    !strcmp(ks->files[j].name, own_name))
+					mine = &ks->files[j];
+			bool counts = doc && json_integer_value(json_object_get(doc, "month")) == month;
+			if (side)   /* a reading of an earlier run: one held by its host's file is in it */
+				counts = counts && run && spool_written_by_daemon(ks->sp, &st) &&
+					 !strcmp(json_str(doc, "host"), host) &&
+					 !(mine && mine->doc && old_holds(mine->doc, run));
+			if (counts || (!doc && !side && st.st_mode)) {
+				struct kept_file *f = file_of(ks, l[i].name, true);
+				free(f->host);
+				free(f->run);
+				f->host = xstrdup(host);
+				f->run = xstrdup(run ? run : "legacy");
+				f->copy = side != NULL;
+				f->listed = true;
+				json_decref(f->doc);
+				f->doc = json_incref(doc);
+				if (!doc && !f->unreadable)
+					log_warn("cannot read '%s/ledger/%s', an earlier release's ledger "
+						 "(%s): no call to a provider under a budget starts until it "
+						 "can be read, or is moved aside", ks->sp->path, l[i].name, why);
+				f->unreadable = !doc;
+				ks->old_unread = ks->old_unread || !doc;
+				if (doc)
+					figures_take(&run_of(ks, host, f->run, true)->figures, doc);
+			}
+			json_decref(doc);
+			free(own_name);
+			free(host);
+		}
+	}
+	spool_entries_free(l, n);
+}
+
+/* Whether each run read so far is still held by a file there: its own, an earlier release's, or
+ * a copy that says all this host read of it. One that is not must be carried back, or, if its
+ * run is live, written again by its host (ledger_doubts). */
+static void runs_cover(struct keyshare *ks)
+{
+	for (size_t i = 0; i < ks->n_runs; i++) {
+		struct run_seen *r = &ks->runs[i];
+		r->covered = false;
+		for (size_t j = 0; j < ks->n_files && !r->covered; j++) {
+			struct kept_file *f = &ks->files[j];
+			r->covered = f->listed && !strcmp(f->host, r->host) && !strcmp(f->run, r->run) &&
+				     ((!f->copy && !f->old) || (f->doc && figures_held(f->doc, r->figures)));
+		}
+		ks->uncovered = ks->uncovered || !r->covered;
+	}
+}
+
+/* Brings what was read of the other runs up to date: ledger/MONTH/ is listed again only when it
+ * changed, and a file read again only when it did (a file is only ever replaced, renamed into
+ * place). Both judged by keyshare_listing_stands on the file server's word, so what is used is
+ * what reading every file now would give (spool-layout.md §17). A file that could not be read
+ * is never kept: it, and the directory, are read again at the next refresh. What was read of a
+ * run stays counted when its files go. */
+static void ledger_refresh(struct keyshare *ks)
+{
+	if (!month_current(ks))
+		return;
+	if (ks->old_unread)
+		old_scan(ks);
+	struct memo next = top_look(ks, &ks->month_fd);
+	struct spool_entry *l;
+	if (!next.listed_at || memo_stands(&ks->month_memo, &next))
+		return;   /* unchanged; or not to be seen now, and what was kept is better than nothing */
+	long n = spool_list_at(ks->month_fd, false, false, &l);
+	if (n < 0) {
+		ks->month_memo.listed_at = 0;
+		return;
+	}
+	ks->month_memo = next;
+	for (size_t i = 0; i < ks->n_files; i++)
+		ks->files[i].listed = ks->files[i].listed && ks->files[i].old;
+	char host[NAME_MAX + 1], run[NAME_MAX + 1], reader[NAME_MAX + 1];
+	for (long i = 0; i < n; i++) {
+		enum ledger_name kind = ledger_name_parse(l[i].name, host, run, reader);
+		if (kind == NAME_OTHER ||
+		    (!strcmp(host, ks->sp->host_id) && !strcmp(run, ks->sp->run)))
+			continue;   /* this run's: it knows its figures */
+		struct kept_file *f = file_of(ks, l[i].name, false);
+		if (!f->host) {
+			f->host = xstrdup(host);
+			f->run = xstrdup(run);
+			f->reader = xstrdup(reader);
+			f->copy = kind == NAME_COPY;
+		}
+		f->listed = true;
+		struct memo now = memo_look(ks, ks->month_fd, f->name);
+		if (!memo_stands(&f->memo, &now))
+			file_reread(ks, f, &now);
+		if (f->unreadable)
+			ks->month_memo.listed_at = 0;   /* not kept as read: again next time */
+	}
+	spool_entries_free(l, n);
+	size_t kept = 0;
+	for (size_t i = 0; i < ks->n_files; i++) {
+		struct kept_file *f = &ks->files[i];
+		if (f->listed || f->old) {
+			ks->files[kept++] = *f;
+			continue;
+		}
+		if (f->unreadable)
+			log_info("'%s/ledger/.../%s' is gone: budgets no longer wait for it to be read",
+				 ks->sp->path, f->name);
+		file_free(f);
+	}
+	ks->n_files = kept;
+	runs_cover(ks);
+}
+
+static void free_hosts(char **hosts, long n)
+{
+	for (long i = 0; hosts && i < n; i++)
+		free(hosts[i]);
+	free(hosts);
+}
+
+/* While ledger/ cannot be opened (unreadable, a file in its place): what budgets wait for,
+ * or NULL. No ledger can be shared, so another live host's spend is unknown: budgeted calls
+ * wait while one is live. Alone, this host's own figures are every host's: it goes on. Looked
+ * at every try, as a host may start meanwhile; ledger/ is opened again every 10 s. */
+static const char *ledger_unusable(struct keyshare *ks, int64_t lease_ms)
+{
+	char **live = NULL;
+	long n = hostlock_live_hosts(ks->sp, lease_ms, &live, NULL);
+	int err = errno, why = ks->ledger_fd < 0 ? ks->ledger_errno : ks->month_errno;
+	xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s", n > 0 ? live[0] : "running");
+	free_hosts(live, n);
+	if (n == 0) {
+		if (ks->unusable_said != UNUSABLE_ALONE)
+			log_warn("cannot open '%s/ledger' (%s) and no other host is live: calls to a "
+				 "provider under a budget count what this host spent only, which is "
+				 "all that was spent while it runs alone", ks->sp->path,
+				 strerror(why));
+		ks->unusable_said = UNUSABLE_ALONE;
+		return NULL;
+	}
+	if (ks->unusable_said != UNUSABLE_WAITS) {
+		if (n < 0)
+			log_warn("cannot open '%s/ledger' (%s), nor read '%s/running' (%s) to know "
+				 "whether another host is live: no call to a provider under a budget "
+				 "starts until one of them can", ks->sp->path,
+				 strerror(why), ks->sp->path, strerror(err));
+		else
+			log_warn("cannot open '%s/ledger' (%s) and host '%s' is live: what it spent "
+				 "is unknown, so no call to a provider under a budget starts until "
+				 "'%s/ledger' can be opened or no other host is live", ks->sp->path,
+				 strerror(why), ks->doubt_about, ks->sp->path);
+	}
+	ks->unusable_said = UNUSABLE_WAITS;
+	return "ledger";
+}
+
+/* Puts what this host read of a run that has ended, whose files are gone, back into
+ * ledger/MONTH/ as HOST.RUN.json.carried-READER (READER: this host; no other writes that name),
+ * so that a host that never read that run counts it too. 0, or -1. */
+static int run_carry(struct keyshare *ks, struct run_seen *r)
+{
+	char month[16];
+	month_dir_name(ks->month_open, month, sizeof(month));
+	json_t *doc = json_deep_copy(r->figures);
+	json_object_set_new(doc, "host", json_string(r->host));
+	json_object_set_new(doc, "run", json_string(r->run));
+	json_object_set_new(doc, "month", json_integer(ks->month_open));
+	json_object_set_new(doc, "carried_by", json_string(ks->sp->host_id));
+	char *name = xasprintf("%s.%s" COPY_INFIX "%s", r->host, r->run, ks->sp->host_id);
+	char *text = ledger_dump(doc);
+	int rc = spool_write_at(ks->sp, ks->month_fd, name, text, strlen(text), 0, true);
+	if (rc == 0)
+		log_info("'%s/ledger/%s' has no file of run '%s' of host '%s', which has ended: what "
+			 "this host read of it is carried back, as '%s'", ks->sp->path, month, r->run,
+			 r->host, name);
+	else
+		log_warn("cannot carry run '%s' of host '%s' back into '%s/ledger/%s' (%s): what it "
+			 "spent counts on this host only", r->run, r->host, ks->sp->path, month,
+			 strerror(errno));
+	ks->month_memo.listed_at = 0;   /* to find it there */
+	r->covered = rc == 0;
+	free(text);
+	free(name);
+	json_decref(doc);
+	return rc;
+}
+
+/* Whether a run-file (not a copy) of host, of run if run is not "", was in the last listing
+ * and could be read: what its host wrote itself. */
+static bool run_file_there(struct keyshare *ks, const char *host, const char *run)
+{
+	for (size_t j = 0; j < ks->n_files; j++) {
+		struct kept_file *f = &ks->files[j];
+		if (f->listed && !f->copy && f->doc && !strcmp(f->host, host) &&
+		    (!*run || !strcmp(f->run, run)))
+			return true;
+	}
+	return false;
+}
+
+/* After ledger/ (or its month's directory) was opened anew, or a run read before has lost its
+ * files: what budgets wait for — a live host's run whose file is not (readably) there yet — or
+ * NULL once there is none. Runs read before whose files are gone are carried back once they have
+ * ended (run_carry); a live one is waited for: its host writes its file as soon as it finds it
+ * gone (within 10 s). A host that left (a lock older than a lease, or none) is never waited for. */
+static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
+{
+	if (ks->ledger_fd < 0 || ks->month_fd < 0)
+		return ledger_unusable(ks, lease_ms);
+	if (!ks->ledger_doubt && !ks->uncovered)
+		return NULL;
+	char **live = NULL, **runs = NULL;
+	long n = hostlock_live_hosts(ks->sp, lease_ms, &live, &runs);
+	int err = errno;
+	const char *missing = n < 0 ? "running" : NULL;
+	if (n >= 0)
+		ks->uncovered = false;
+	for (size_t j = 0; j < ks->n_runs && n >= 0; j++) {
+		struct run_seen *r = &ks->runs[j];
+		bool live_run = false;
+		for (long i = 0; i < n && !live_run; i++)
+			live_run = !strcmp(live[i], r->host) && !strcmp(runs[i], r->run);
+		if (r->covered)
+			continue;
+		if (live_run)
+			ks->ledger_doubt = true;   /* its host writes it again */
+		else if (run_carry(ks, r) < 0)
+			ks->uncovered = true;
+	}
+	for (long i = 0; i < n && !missing && ks->ledger_doubt; i++) {
+		if (!run_file_there(ks, live[i], runs[i])) {
+			xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), *runs[i] ? "%s.%s.json" : "%s%s.json",
+				  live[i], runs[i]);
+			missing = ks->doubt_about;
+		}
+	}
+	free_hosts(live, n);
+	free_hosts(runs, n);
+	if (!missing) {
+		if (ks->doubt_said)
+			log_info("'%s/ledger' holds the ledger of every live host: budgets count them "
+				 "again", ks->sp->path);
+		ks->ledger_doubt = ks->doubt_said = false;
+		return NULL;
+	}
+	if (!ks->doubt_said && n < 0)
+		log_warn("cannot read '%s/%s' (%s), so not every live host's ledger is known to be in "
+			 "'%s/ledger': no call to a provider under a budget starts until it can",
+			 ks->sp->path, missing, strerror(err), ks->sp->path);
+	else if (!ks->doubt_said)
+		log_warn("'%s/ledger' is new or was cleared, and '%s' of a live host is not in it yet: "
+			 "no call to a provider under a budget starts until it is (that host writes it "
+			 "within 10 s, or leaves)", ks->sp->path, missing);
+	ks->doubt_said = true;
+	return missing;
+}
+
+/* This run's file in ledger/MONTH/, written if it is not there (at start-up, in a new or
+ * cleared ledger/, at a new month), even with nothing spent: the hosts that read ledger/ wait
+ * for the file of every live host's run (ledger_doubts); its being gone means others' may be
+ * too. Written again, too, if the file there says less than this run spent (not its own write:
+ * junk, or an operator's). The file is read only when it changed since it was last found whole;
+ * the ended runs read before are carried back first, so a host that finds this one's file finds
+ * them too. */
 static void ledger_own_ensure(struct keyshare *ks)
 {
 	char name[NAME_MAX + 1];
 	own_ledger_name(ks, name, sizeof(name));
-	if (ks->ledger_fd < 0)
+	if (!month_current(ks))
 		return;
-	struct memo now = memo_look(ks, ks->ledger_fd, name);
+	struct memo now = memo_look(ks, ks->month_fd, name);
 	if (now.listed_at) {
 		if (memo_stands(&ks->own_memo, &now))
 			return;
 		const char *why;
 		struct stat st;
-		json_t *doc = read_ledger_st(ks->ledger_fd, name, &why, &st);
-		if (!doc && !ks->own_known) {
-			/* Not taken in yet: it may hold what earlier runs spent, so it is never
-			 * written over. Gone since listed (ENOENT): written at the next look. */
-			int err = errno;
-			if (fstatat(ks->ledger_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
-				own_unreadable(ks, name, why, err);
-			return;
-		}
-		if (doc && !own_readable(ks))
-			log_info("'%s/ledger/%s', this host's own ledger, can be read again: taken in, "
-				 "budgets count it", ks->sp->path, name);
-		bool said = !own_readable(ks);
+		json_t *doc = read_ledger(ks->month_fd, name, &why, &st);
 		pthread_mutex_lock(&ks->spent_lock);
-		ks->own_unread[0] = '\0';
-		ks->own_known = true;
+		json_t *mine = ledger_doc(ks);
 		bool due = ks->written_gen < ks->spent_gen;   /* a write of it all comes anyway */
-		bool shorter = !doc || own_take_in(ks, doc);
-		if (shorter && !due)
+		bool whole = doc && json_integer_value(json_object_get(doc, "month")) == ks->month &&
+			     figures_held(doc, mine);
+		if (!whole && !due)
 			ks->spent_gen++;
 		pthread_mutex_unlock(&ks->spent_lock);
-		bool carried = doc && json_object_get(doc, "carried_by");
-		if (carried)
-			log_warn("'%s/ledger/%s' was carried back by another host, which judged this one "
-				 "gone: written again with all this host spent", ks->sp->path, name);
-		else if (doc && shorter && !due && !said)
-			log_warn("'%s/ledger/%s' says less than this host spent: written again",
-				 ks->sp->path, name);
+		json_decref(mine);
 		json_decref(doc);
-		if (!shorter) {
+		ks->own_seen = true;
+		if (whole) {
 			ks->own_memo = now;
 			return;
 		}
+		if (!due)
+			log_warn("'%s/ledger/.../%s' says less than this run spent (%s): written again",
+				 ks->sp->path, name, why ? why : "smaller figures");
 	} else if (errno != ENOENT) {
 		return;
 	} else {
-		ledger_vanished(ks);
 		long day, month;
 		keyshare_today(ks, &day, &month);
-		if (!own_readable(ks))
-			log_info("'%s/ledger/%s', this host's own ledger that could not be read, is gone: "
-				 "this host goes on without it (what its earlier runs spent is counted "
-				 "only from other hosts' readings)", ks->sp->path, name);
+		if (ks->own_seen) {   /* removed: the other runs' files perhaps with it */
+			ks->ledger_doubt = true;
+			ks->month_memo.listed_at = 0;
+		}
+		ks->own_seen = true;
+		if (ks->counts_ledgers && ks->lease_ms) {
+			ledger_refresh(ks);
+			ledger_doubts(ks, ks->lease_ms);
+		}
 		pthread_mutex_lock(&ks->spent_lock);
-		/* Never taken in (moved aside unread): as a start without it. */
-		ks->base_lost = ks->base_lost || !ks->own_known;
-		ks->own_known = true;
-		ks->own_unread[0] = '\0';
 		roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
 		ks->spent_gen++;
 		pthread_mutex_unlock(&ks->spent_lock);
-		ks->ledger_doubt = true;
 	}
 	ks->own_memo.listed_at = 0;
 	ledger_write_try(ks);
@@ -1062,514 +1363,10 @@ void keyshare_retry_unwritten(struct keyshare *ks)
 		keyshare_heartbeat(ks, &ks->unwritten[i].ticket);
 }
 
-/* Puts doc into ledger/ as name, durably, by link(2): never over a file there. 0, or -1 and
- * errno (EEXIST: one is there). */
-static int ledger_link(struct keyshare *ks, const char *name, json_t *doc)
-{
-	char *text = ledger_dump(doc), tmp[NAME_MAX + 1];
-	int rc = spool_write_temp(ks->sp, ks->ledger_fd, name, text, strlen(text), tmp);
-	if (rc == 0) {
-		rc = linkat(ks->ledger_fd, tmp, ks->ledger_fd, name, 0);
-		int e = errno;
-		unlinkat(ks->ledger_fd, tmp, 0);
-		if (rc == 0)
-			fsync(ks->ledger_fd);
-		errno = e;
-	}
-	free(text);
-	return rc;
-}
-
-/* Leaves what this host read of an earlier run of k's host beside its ledger, which lacks it:
- * its host takes it in (side_take), and meanwhile every host counts it (ledger_sum), also one
- * that never read that run. */
-static void side_leave(struct keyshare *ks, const struct kept_ledger *k, json_t *earlier)
-{
-	json_t *doc = json_deep_copy(earlier);
-	char *host = xasprintf("%.*s", (int)(k->host_len - 5), k->name);
-	json_object_set_new(doc, "host", json_string(host));   /* as its name says */
-	json_object_set_new(doc, "carried_by", json_string(ks->sp->host_id));
-	char *name = side_name(host, ks->sp->host_id, doc_run(doc));
-	int rc = ledger_link(ks, name, doc), err = rc < 0 ? errno : 0;
-	const char *why = NULL;
-	json_t *there = err == EEXIST ? read_side(ks, name, &why) : NULL;
-	if (err == EEXIST && !there && why) {
-		/* Its name is known in advance: anyone who may write ledger/ can put a file there
-		 * first. One that is not a daemon's is left alone, and this one goes under a name no
-		 * one can guess. */
-		char *planted = name;
-		name = xasprintf("%s.%016" PRIx64, planted, random64());
-		log_warn("'%s/ledger/%s' is %s: what this host read of the earlier run of '%s' is "
-			 "left as '%s' instead", ks->sp->path, planted, why, host, name);
-		free(planted);
-		rc = ledger_link(ks, name, doc);
-		err = rc < 0 ? errno : 0;
-	}
-	json_decref(there);
-	if (rc == 0)
-		log_info("'%s/ledger/%s' is of a run of its host that started without it: what this "
-			 "host read of its earlier run is left beside it, as '%s'", ks->sp->path,
-			 k->name, name);
-	else if (err != EEXIST)
-		log_warn("cannot leave '%s/ledger/%s' (%s): what host '%s' spent in its earlier run "
-			 "counts on this host only", ks->sp->path, name, strerror(err), host);
-	ks->ledger_memo.listed_at = 0;   /* to find it there */
-	free(name);
-	free(host);
-	json_decref(doc);
-}
-
-/* A reading of run doc that also holds earlier, a reading of a run doc lacks (as own_take_in
- * takes one in): earlier's figures added to doc's (a day's only if of the same day), its run and
- * the runs it held listed in "runs_held". Owned. */
-static json_t *reading_merged(json_t *doc, json_t *earlier)
-{
-	json_t *out = json_deep_copy(doc);
-	long day = (long)json_integer_value(json_object_get(doc, "day"));
-	bool same_day = json_integer_value(json_object_get(earlier, "day")) == day;
-	json_t *provs = json_object_get(out, "providers"), *v, *held = json_array();
-	const char *key;
-	size_t i;
-	json_object_foreach(json_object_get(earlier, "providers"), key, v) {
-		json_t *to = json_object_get(provs, key);
-		if (!to)
-			json_object_set_new(provs, key, to = json_pack("{s:I, s:I}", "day_micros",
-								       (json_int_t)0, "month_micros",
-								       (json_int_t)0));
-		json_int_t d = json_integer_value(json_object_get(v, "day_micros"));
-		json_int_t m = json_integer_value(json_object_get(v, "month_micros"));
-		json_object_set_new(to, "day_micros", json_integer(
-			json_integer_value(json_object_get(to, "day_micros")) + (same_day ? d : 0)));
-		json_object_set_new(to, "month_micros", json_integer(
-			json_integer_value(json_object_get(to, "month_micros")) + m));
-	}
-	json_array_foreach(json_object_get(doc, "runs_held"), i, v)
-		json_array_append(held, v);
-	json_array_foreach(json_object_get(earlier, "runs_held"), i, v)
-		if (!runs_list(held, json_string_value(v)))
-			json_array_append(held, v);
-	if (!runs_list(held, doc_run(earlier)))
-		json_array_append_new(held, json_string(doc_run(earlier)));
-	while (json_array_size(held) > RUNS_HELD_MAX)
-		json_array_remove(held, 0);
-	json_object_set_new(out, "runs_held", held);
-	if (doc_base_lost(earlier))
-		json_object_set_new(out, "base_lost", json_true());
-	return out;
-}
-
-/* k's host wrote its ledger anew (next, just read; old: what was read before): if a run that
- * started without its file wrote it, and it lacks the run read before, that reading is kept
- * as k->earlier, counted with it and left beside it; one next holds is let go. One kept from
- * before that old lacks too is merged into it, not dropped (a host restarted twice without its
- * ledger: both earlier runs count). One kept from before that a newer run still lacks is left
- * again (a cleared ledger/ took its file). */
-static void earlier_keep(struct keyshare *ks, struct kept_ledger *k, json_t *old, json_t *next)
-{
-	long day, month;
-	keyshare_today(ks, &day, &month);
-	micros d = 0, m = 0;
-	if (old)
-		ledger_add(old, NULL, day, month, &d, &m);
-	bool new_run = old && !doc_holds(next, doc_run(old));
-	if (m && new_run && doc_base_lost(next)) {
-		json_t *kept = k->earlier && doc_run(k->earlier) && !doc_holds(old, doc_run(k->earlier)) &&
-					       json_integer_value(json_object_get(k->earlier, "month")) == month
-				       ? reading_merged(old, k->earlier)
-				       : json_incref(old);
-		json_decref(k->earlier);
-		k->earlier = kept;
-	}
-	if (k->earlier && (!doc_base_lost(next) || doc_holds(next, doc_run(k->earlier)) ||
-			   json_integer_value(json_object_get(k->earlier, "month")) != month)) {
-		json_decref(k->earlier);
-		k->earlier = NULL;
-	}
-	if (k->earlier && new_run)
-		side_leave(ks, k, k->earlier);
-}
-
-/* Reads another host's ledger (or a side file) again; a read that fails is said once, as is
- * the first that works after it. */
-static void ledger_reread(struct keyshare *ks, struct kept_ledger *k, const struct memo *now)
-{
-	const char *why;
-	json_t *old = k->doc;
-	if (k->side) {
-		k->doc = read_side(ks, k->name, &why);
-		k->memo = *now;
-		if (!k->doc && why && !k->junk_said)
-			log_warn("'%s/ledger/%s' is %s: it counts for nothing", ks->sp->path, k->name, why);
-		k->junk_said = !k->doc;
-		json_decref(old);
-		return;
-	}
-	k->doc = read_ledger(ks->ledger_fd, k->name, &why);
-	if (k->doc)
-		earlier_keep(ks, k, old, k->doc);
-	json_decref(old);
-	k->memo = *now;
-	if (!k->doc) {
-		k->memo.listed_at = 0;
-		if (!k->unreadable)
-			log_warn("cannot read '%s/ledger/%s' (%s): what that host spent is not known, so "
-				 "no call to a provider under a budget starts until it can be read",
-				 ks->sp->path, k->name, why);
-	} else if (k->unreadable) {
-		log_info("'%s/ledger/%s' can be read again: budgets count it", ks->sp->path, k->name);
-	}
-	k->unreadable = !k->doc;
-}
-
-/* Removes the side files taken in whose figures the ledger file has now. */
-static void sides_remove_written(struct keyshare *ks)
-{
-	size_t keep = 0;
-	for (size_t i = 0; i < ks->n_sides_taken; i++) {
-		struct side_taken *t = &ks->sides_taken[i];
-		if (keyshare_written(ks, t->gen) && ks->ledger_fd >= 0) {
-			unlinkat(ks->ledger_fd, t->name, 0);
-			free(t->name);
-		} else {
-			ks->sides_taken[keep++] = *t;
-		}
-	}
-	ks->n_sides_taken = keep;
-}
-
-/* doc (a reading of an earlier run) less what taking in readings of runs it holds added
- * already this run (taken: side_take's), each figure no less than 0: a reading of run R2 that
- * holds R1, taken in after a reading of R1, adds only what it says beyond it, so no run counts
- * twice, whatever order the side files are found in. A reading taken whose runs doc holds only
- * in part is not taken off (both counted whole: more, never less). Owned. */
-static json_t *reading_beyond(json_t *doc, json_t *taken)
-{
-	json_t *out = json_deep_copy(doc), *had, *v, *f;
-	long day = (long)json_integer_value(json_object_get(doc, "day"));
-	const char *run, *key;
-	size_t i;
-	json_object_foreach(taken, run, had) {
-		bool within = doc_holds(doc, run);
-		json_array_foreach(json_object_get(had, "runs_held"), i, v)
-			within = within && doc_holds(doc, json_string_value(v));
-		if (!within)
-			continue;
-		bool same_day = json_integer_value(json_object_get(had, "day")) == day;
-		json_object_foreach(json_object_get(had, "providers"), key, f) {
-			json_t *to = json_object_get(json_object_get(out, "providers"), key);
-			if (!to)
-				continue;
-			json_int_t d = json_integer_value(json_object_get(to, "day_micros"));
-			json_int_t m = json_integer_value(json_object_get(to, "month_micros"));
-			d -= same_day ? json_integer_value(json_object_get(f, "day_micros")) : 0;
-			m -= json_integer_value(json_object_get(f, "month_micros"));
-			json_object_set_new(to, "day_micros", json_integer(d > 0 ? d : 0));
-			json_object_set_new(to, "month_micros", json_integer(m > 0 ? m : 0));
-		}
-	}
-	return out;
-}
-
-/* A reading of an earlier run of this host that another host left beside its ledger
- * (side_leave): what that run spent, unless these figures hold it already, is added to them
- * (own_take_in), written, and then the file removed (sides_remove_written), so that nothing is
- * added twice, here or in a later run (the ledger lists the runs it holds). */
-static void side_take(struct keyshare *ks, const char *name)
-{
-	for (size_t i = 0; i < ks->n_sides_taken; i++)
-		if (!strcmp(ks->sides_taken[i].name, name))
-			return;   /* taken, not written yet */
-	const char *why;
-	json_t *doc = read_side(ks, name, &why);
-	if (!doc)
-		return;   /* not a daemon's: counts for nothing, left alone */
-	pthread_mutex_lock(&ks->spent_lock);
-	const char *run = doc_run(doc);
-	bool adds = ks->base_lost && !runs_list(ks->runs_held, run) && strcmp(run, ks->run) &&
-		    json_integer_value(json_object_get(doc, "month")) == ks->month;
-	if (adds) {
-		json_t *beyond = reading_beyond(doc, ks->runs_taken);
-		own_take_in(ks, beyond);
-		json_object_set_new(ks->runs_taken, run, beyond);
-	}
-	unsigned long gen = adds ? ++ks->spent_gen : ks->spent_gen;
-	pthread_mutex_unlock(&ks->spent_lock);
-	if (adds)
-		log_info("took in '%s/ledger/%s': what another host read of this host's run '%s', "
-			 "which its ledger lacked", ks->sp->path, name, run);
-	ks->sides_taken = xrealloc(ks->sides_taken, (ks->n_sides_taken + 1) * sizeof(*ks->sides_taken));
-	ks->sides_taken[ks->n_sides_taken++] = (struct side_taken){ .name = xstrdup(name), .gen = gen };
-	json_decref(doc);
-	ledger_write_try(ks);
-}
-
-/* Brings the other hosts' ledgers kept in memory up to date: ledger/ is listed again only when
- * it changed, and a ledger read again only when its file did (a ledger is only ever replaced,
- * renamed into ledger/). Both judged by keyshare_listing_stands on the file server's word, so
- * what is used is what reading every file now would give (spool-layout.md §17). A ledger that
- * could not be read is never kept: it, and ledger/, are read again at the next refresh. */
-static void ledger_refresh(struct keyshare *ks)
-{
-	struct memo next = top_look(ks, &ks->ledger_fd);
-	struct spool_entry *l;
-	if (!next.listed_at || memo_stands(&ks->ledger_memo, &next))
-		return;   /* unchanged; or not to be seen now, and what was kept is better than nothing */
-	long n = spool_list_at(ks->ledger_fd, false, false, &l);
-	if (n < 0) {
-		ks->ledger_memo.listed_at = 0;
-		return;   /* what was kept is better than nothing */
-	}
-	ks->ledger_memo = next;
-	char own[NAME_MAX + 1];
-	own_ledger_name(ks, own, sizeof(own));
-	for (size_t i = 0; i < ks->n_kept; i++)
-		ks->kept[i].listed = false;
-	for (long i = 0; i < n; i++) {
-		size_t len = strlen(l[i].name);
-		bool json = len > 5 && !strcmp(l[i].name + len - 5, ".json");
-		const char *side = json ? NULL : strstr(l[i].name, ".json" SIDE_INFIX);
-		size_t host_len = side ? (size_t)(side - l[i].name) + 5 : len;
-		if (!strcmp(l[i].name, own) || (!side && !json))
-			continue;
-		if (side && host_len == strlen(own) && !strncmp(l[i].name, own, host_len)) {
-			side_take(ks, l[i].name);
-			continue;
-		}
-		struct kept_ledger *k = NULL;
-		for (size_t j = 0; j < ks->n_kept && !k; j++)
-			if (!strcmp(ks->kept[j].name, l[i].name))
-				k = &ks->kept[j];
-		if (!k) {
-			ks->kept = xrealloc(ks->kept, (ks->n_kept + 1) * sizeof(*ks->kept));
-			k = &ks->kept[ks->n_kept++];
-			*k = (struct kept_ledger){ .name = xstrdup(l[i].name), .host_len = host_len,
-						   .side = side != NULL };
-		}
-		k->listed = true;
-		struct memo now = memo_look(ks, ks->ledger_fd, k->name);
-		if (!memo_stands(&k->memo, &now))
-			ledger_reread(ks, k, &now);
-	}
-	spool_entries_free(l, n);
-	size_t kept = 0;
-	long day, month;
-	keyshare_today(ks, &day, &month);
-	for (size_t i = 0; i < ks->n_kept; i++) {
-		struct kept_ledger *k = &ks->kept[i];
-		if (k->listed) {
-			if (k->unreadable)
-				ks->ledger_memo.listed_at = 0;   /* not kept as read: again next time */
-			k->vanished = k->carried = false;
-			ks->kept[kept++] = *k;
-			continue;
-		}
-		if (k->side) {   /* taken in by its host (or cleared): its host's file says it now */
-			json_decref(k->doc);
-			free(k->name);
-			continue;
-		}
-		/* Gone (with ledger/, or alone): its host's spend is not 0. What was read of it still
-		 * counts (if of this month), and budgets wait till its host, if live, has written it
-		 * again. */
-		ks->ledger_doubt = true;
-		if (k->doc && json_integer_value(json_object_get(k->doc, "month")) == month) {
-			k->vanished = true;
-			ks->kept[kept++] = *k;
-			continue;
-		}
-		json_decref(k->doc);
-		json_decref(k->earlier);
-		if (k->unreadable)
-			log_info("'%s/ledger/%s' is gone: budgets no longer wait for it to be read",
-				 ks->sp->path, k->name);
-		free(k->name);
-	}
-	ks->n_kept = kept;
-	sides_remove_written(ks);
-}
-
-/* Whether name in ledger/ is host's ledger, "HOST.json". */
-static bool ledger_of(const char *name, const char *host)
-{
-	size_t n = strlen(host);
-	return !strncmp(name, host, n) && !strcmp(name + n, ".json");
-}
-
-/* Puts what this host last read of a host that has left into ledger/ again (k vanished from
- * it): its file is gone and no one will write it again, so the hosts that never read it would
- * count it as 0. link(2): never over a file there (its host's own, come back, or another
- * host's carried one). */
-static void ledger_carry(struct keyshare *ks, struct kept_ledger *k)
-{
-	json_object_set_new(k->doc, "carried_by", json_string(ks->sp->host_id));
-	int rc = ledger_link(ks, k->name, k->doc);
-	if (rc == 0)
-		log_info("'%s/ledger/%s' was gone and its host has left: what this host last read of "
-			 "it is carried back", ks->sp->path, k->name);
-	else if (errno != EEXIST)
-		log_warn("cannot carry '%s/ledger/%s' back (%s): what its host spent counts on this "
-			 "host only", ks->sp->path, k->name, strerror(errno));
-	ks->ledger_memo.listed_at = 0;   /* to find it there */
-}
-
-static void free_hosts(char **hosts, long n)
-{
-	for (long i = 0; i < n; i++)
-		free(hosts[i]);
-	free(hosts);
-}
-
-/* While ledger/ cannot be opened (unreadable, a file in its place): what budgets wait for,
- * or NULL. No ledger can be shared, so another live host's spend is unknown: budgeted calls
- * wait while one is live. Alone, this host's own figures are every host's: it goes on. Looked
- * at every try, as a host may start meanwhile; ledger/ is opened again every 10 s. */
-static const char *ledger_unusable(struct keyshare *ks, int64_t lease_ms)
-{
-	char **live = NULL;
-	long n = hostlock_live_hosts(ks->sp, lease_ms, &live);
-	int err = errno;
-	xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s", n > 0 ? live[0] : "running");
-	free_hosts(live, n);
-	if (n == 0) {
-		if (ks->unusable_said != UNUSABLE_ALONE)
-			log_warn("cannot open '%s/ledger' (%s) and no other host is live: calls to a "
-				 "provider under a budget count what this host spent only, which is "
-				 "all that was spent while it runs alone", ks->sp->path,
-				 strerror(ks->ledger_errno));
-		ks->unusable_said = UNUSABLE_ALONE;
-		return NULL;
-	}
-	if (ks->unusable_said != UNUSABLE_WAITS) {
-		if (n < 0)
-			log_warn("cannot open '%s/ledger' (%s), nor read '%s/running' (%s) to know "
-				 "whether another host is live: no call to a provider under a budget "
-				 "starts until one of them can", ks->sp->path,
-				 strerror(ks->ledger_errno), ks->sp->path, strerror(err));
-		else
-			log_warn("cannot open '%s/ledger' (%s) and host '%s' is live: what it spent "
-				 "is unknown, so no call to a provider under a budget starts until "
-				 "'%s/ledger' can be opened or no other host is live", ks->sp->path,
-				 strerror(ks->ledger_errno), ks->doubt_about, ks->sp->path);
-	}
-	ks->unusable_said = UNUSABLE_WAITS;
-	return "ledger";
-}
-
-/* While ledger/ is in doubt (opened anew, or a ledger read before gone from it): what budgets
- * wait for — a live host's ledger not (readably) in it yet — or NULL once there is none; the
- * ledgers of hosts that have left are carried back meanwhile. A host writes its own ledger as
- * soon as it finds ledger/ without it (every 10 s at most), so a live host is waited for that
- * long; one that left (a lock older than a lease, or none) never. */
-static const char *ledger_unusable(struct keyshare *ks, int64_t lease_ms);
-
-static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
-{
-	if (ks->ledger_fd < 0)
-		return ledger_unusable(ks, lease_ms);
-	if (!ks->ledger_doubt)
-		return NULL;
-	char **live = NULL;
-	long n = hostlock_live_hosts(ks->sp, lease_ms, &live);
-	int err = errno;
-	const char *missing = n < 0 ? "running" : NULL;
-	for (long i = 0; i < n && !missing; i++) {
-		xsnprintf(ks->doubt_about, sizeof(ks->doubt_about), "%s.json", live[i]);
-		missing = ks->doubt_about;
-		/* Not one carried back (a reading, older perhaps): a live host writes its own over
-		 * it (ledger_own_ensure). */
-		for (size_t j = 0; j < ks->n_kept; j++)
-			if (ledger_of(ks->kept[j].name, live[i]) && ks->kept[j].listed &&
-			    ks->kept[j].doc && !json_object_get(ks->kept[j].doc, "carried_by"))
-				missing = NULL;
-	}
-	/* A vanished ledger still counts here as read (ledger_sum); for the other hosts, that of
-	 * a host that left is put back, once. */
-	for (size_t j = 0; j < ks->n_kept && n >= 0; j++) {
-		struct kept_ledger *k = &ks->kept[j];
-		bool left = k->vanished && !k->carried;
-		for (long i = 0; i < n && left; i++)
-			left = !ledger_of(k->name, live[i]);
-		if (left)
-			ledger_carry(ks, k);
-		k->carried = k->carried || left;
-	}
-	free_hosts(live, n);
-	if (!missing) {
-		if (ks->doubt_said)
-			log_info("'%s/ledger' holds the ledger of every live host: budgets count them "
-				 "again", ks->sp->path);
-		ks->ledger_doubt = ks->doubt_said = false;
-		return NULL;
-	}
-	if (!ks->doubt_said && n < 0)
-		log_warn("cannot read '%s/%s' (%s), so not every live host's ledger is known to be in "
-			 "'%s/ledger': no call to a provider under a budget starts until it can",
-			 ks->sp->path, missing, strerror(err), ks->sp->path);
-	else if (!ks->doubt_said)
-		log_warn("'%s/ledger' is new or was cleared, and '%s' of a live host is not in it yet: "
-			 "no call to a provider under a budget starts until it is (that host writes it "
-			 "within 10 s, or leaves)", ks->sp->path, missing);
-	ks->doubt_said = true;
-	return missing;
-}
-
-/* A reading of an earlier run (of the kept ledgers i, a side file's or its earlier one). */
-static json_t *earlier_of(const struct kept_ledger *k)
-{
-	return k->side ? k->doc : k->earlier;
-}
-
-static bool same_host(const struct kept_ledger *a, const struct kept_ledger *b)
-{
-	return a->host_len == b->host_len && !strncmp(a->name, b->name, a->host_len);
-}
-
-/* Adds what the earlier runs of hosts spent that their ledgers lack (they started without
- * them: "base_lost", and these runs are not in their "runs_held"), by the readings of them
- * kept here and left beside them by other hosts: for each run the largest reading, unless a
- * reading of a later run holds it. */
-static void earlier_sum(struct keyshare *ks, const char *provider, long day, long month,
-			micros *d, micros *m, micros *td, micros *tm)
-{
-	for (size_t i = 0; i < ks->n_kept; i++) {
-		json_t *doc = earlier_of(&ks->kept[i]);
-		const char *run = doc ? doc_run(doc) : NULL;
-		if (!run)
-			continue;
-		bool counted = false;
-		micros most[4] = { 0 };
-		for (size_t j = 0; j < ks->n_kept && !counted; j++) {
-			const struct kept_ledger *o = &ks->kept[j];
-			json_t *other = earlier_of(o);
-			if (!same_host(o, &ks->kept[i]))
-				continue;
-			if (!o->side && o->doc)   /* its host's own file */
-				counted = !doc_base_lost(o->doc) || doc_holds(o->doc, run);
-			if (!other || !doc_run(other))
-				continue;
-			if (strcmp(doc_run(other), run)) {
-				counted = counted || doc_holds(other, run);   /* a later run holds it */
-				continue;
-			}
-			counted = counted || j < i;   /* the same run: with the first of them */
-			micros r[4] = { 0 };
-			ledger_add(other, provider, day, month, &r[0], &r[1]);
-			ledger_add(other, NULL, day, month, &r[2], &r[3]);
-			for (int q = 0; q < 4; q++)
-				most[q] = r[q] > most[q] ? r[q] : most[q];
-		}
-		if (counted)
-			continue;
-		*d += most[0];
-		*m += most[1];
-		*td += most[2];
-		*tm += most[3];
-	}
-}
-
-/* What every host spent today and this month: on provider (d, m) and on all (td, tm).
- * Returns why a host's spend is unknown (*which: a ledger that cannot be read, or a live host's
- * not in a new ledger/ yet), or NULL. */
+/* What every run of every host spent today and this month: on provider (d, m) and on all (td,
+ * tm): this run's figures, and for each other run the largest reading of it (files, copies,
+ * and what was read of files gone since). Returns why a run's spend is unknown (*which: a
+ * ledger that cannot be read, or a live host's run not in a new ledger/ yet), or NULL. */
 static const char *ledger_sum(struct keyshare *ks, const char *provider, long day, long month,
 			      micros *d, micros *m, micros *td, micros *tm, const char **which)
 {
@@ -1577,14 +1374,6 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	ks->counts_ledgers = true;
 	pthread_mutex_lock(&ks->spent_lock);
 	roll(ks, day, month);
-	pthread_mutex_unlock(&ks->spent_lock);
-	/* First: it may take in what another host read of an earlier run of this one (side_take). */
-	if (ks->ledger_fd >= 0)
-		ledger_refresh(ks);
-	/* This host's own file unreadable: read again at each try, before its figures count. */
-	if (!own_readable(ks) && ks->ledger_fd >= 0)
-		ledger_own_ensure(ks);
-	pthread_mutex_lock(&ks->spent_lock);
 	for (size_t i = 0; i < ks->n_spent; i++) {
 		if (!strcmp(ks->spent[i].provider, provider)) {
 			*d += ks->spent[i].day;
@@ -1594,26 +1383,19 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 		*tm += ks->spent[i].month;
 	}
 	pthread_mutex_unlock(&ks->spent_lock);
-	const char *unreadable = NULL;
-	for (size_t i = 0; i < ks->n_kept; i++) {
-		if (ks->kept[i].unreadable && !unreadable)
-			unreadable = ks->kept[i].name;
-		if (!ks->kept[i].doc || ks->kept[i].side)
-			continue;
-		ledger_add(ks->kept[i].doc, provider, day, month, d, m);
-		ledger_add(ks->kept[i].doc, NULL, day, month, td, tm);
+	if (ks->ledger_fd >= 0)
+		ledger_refresh(ks);
+	for (size_t i = 0; i < ks->n_runs && ks->month_open == month; i++) {
+		figures_add(ks->runs[i].figures, provider, day, d, m);
+		figures_add(ks->runs[i].figures, NULL, day, td, tm);
 	}
-	if (ks->n_kept)
-		earlier_sum(ks, provider, day, month, d, m, td, tm);
 	*which = "an unreadable ledger";
-	if (unreadable)
-		return unreadable;
-	if (!own_readable(ks)) {
-		own_ledger_name(ks, ks->doubt_about, sizeof(ks->doubt_about));
-		return ks->doubt_about;
-	}
-	*which = ks->ledger_fd < 0 ? "a live host's spend, with no ledger/ to share it" :
-				      "a live host's ledger not in a new ledger/";
+	for (size_t i = 0; i < ks->n_files; i++)
+		if (ks->files[i].listed && ks->files[i].unreadable)
+			return ks->files[i].name;
+	*which = ks->ledger_fd < 0 || ks->month_fd < 0 ?
+		 "a live host's spend, with no ledger/ to share it" :
+		 "a live host's ledger not in a new ledger/";
 	return ledger_doubts(ks, ks->lease_ms);
 }
 
@@ -1985,9 +1767,9 @@ void keyshare_beat(struct keyshare *ks, int64_t lease_ms)
 	if (!late)
 		return;
 	/* Stalled (a paused VM, an NFS stall): its host lock too, so other hosts may have judged
-	 * it gone and carried an older reading of its ledger back, which they count, waiting for
-	 * nothing more, until this host writes its own over it (ledger_own_ensure): now, not at
-	 * its next look at ledger/ (within 10 s). */
+	 * its run ended and, its file gone, carried an older reading of it back, which they count,
+	 * waiting for nothing more, until this run writes its own file again (ledger_own_ensure):
+	 * now, not at its next look at ledger/ (within 10 s). */
 	ks->checked_at = 0;
 	ks->own_memo.listed_at = 0;
 	top_dirs_recheck(ks);
@@ -2001,14 +1783,16 @@ int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_vie
 	struct pdir *p = pdir_checked(ks, provider);
 	if (!p)
 		return -1;
-	/* A host that reads ledgers, idle or not, finds a restarted host's new run every 10 s too:
-	 * it leaves its reading of the earlier run there (earlier_keep), and takes in those of its
-	 * own (side_take), without waiting for a budget check. A stat of ledger/ when unchanged. */
+	/* A host that reads ledgers, idle or not, finds every 10 s too that the files of runs it
+	 * read are gone, and carries back those of runs that have ended (ledger_doubts), without
+	 * waiting for a budget check. A stat of ledger/MONTH/ when unchanged. */
 	int64_t now = mono_ms();
 	if (ks->counts_ledgers && ks->ledger_fd >= 0 &&
 	    (!ks->refreshed_at || now - ks->refreshed_at >= RECHECK_MS)) {
 		ks->refreshed_at = now;
 		ledger_refresh(ks);
+		if (ks->uncovered && ks->lease_ms)
+			ledger_doubts(ks, ks->lease_ms);
 	}
 	struct stat st;
 	if (fstatat(p->fd, "pause", &st, AT_SYMLINK_NOFOLLOW) == 0)
@@ -2123,13 +1907,9 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 "calls to a provider under a budget wait while another host is live, and "
 			 "count what this host spent only while none is (tried again every 10 s)",
 			 sp->path, strerror(ks->ledger_errno));
-	xsnprintf(ks->run, sizeof(ks->run), "%016" PRIx64, random64());
-	ks->runs_held = json_array();
-	ks->runs_taken = json_object();
-	/* Without its own file, what its earlier runs spent is not known to this run: other hosts'
-	 * readings of them are taken in (side_take). */
-	if (ledger_take_own(ks) == OWN_NONE)
-		ks->base_lost = true;
+	ks->month_fd = ks->write_fd = -1;
+	old_scan(ks);
+	month_current(ks);
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
 	ledger_own_ensure(ks);
 	return ks;
@@ -2197,17 +1977,11 @@ void keyshare_free(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_spent; i++)
 		free(ks->spent[i].provider);
 	free(ks->spent);
-	for (size_t i = 0; i < ks->n_kept; i++) {
-		free(ks->kept[i].name);
-		json_decref(ks->kept[i].doc);
-		json_decref(ks->kept[i].earlier);
-	}
-	free(ks->kept);
-	for (size_t i = 0; i < ks->n_sides_taken; i++)
-		free(ks->sides_taken[i].name);
-	free(ks->sides_taken);
-	json_decref(ks->runs_held);
-	json_decref(ks->runs_taken);
+	runs_forget(ks);
+	free(ks->files);
+	free(ks->runs);
+	close_dir(&ks->month_fd);
+	close_dir(&ks->write_fd);
 	if (ks->providers_fd >= 0)
 		close(ks->providers_fd);
 	if (ks->ledger_fd >= 0)

@@ -7,7 +7,9 @@
  *   providers/NAME/pause                        a 429 pause, until the file's mtime
  *   providers/NAME/hold                         the provider is held (the file says why)
  *   providers/NAME/probe                        the host probing the hold (lease: mtime)
- *   ledger/HOST.json                            what HOST's calls cost, today and this month
+ *   ledger/MONTH/HOST.RUN.json                  what run RUN of HOST spent, today and in MONTH
+ *   ledger/MONTH/HOST.RUN.json.carried-READER   READER's copy of it, once the run ended and its
+ *                                               file went (a cleared ledger/)
  *
  * The gate (keyshare_acquire) is optimistic and never trusts a lock: a host first writes its
  * ticket (and its start), then lists what is there, and withdraws if it counts more than the
@@ -19,15 +21,15 @@
  *
  * A total budget counts every provider's calls: another provider's calls/ is listed again only
  * when its directory changed (keyshare_listing_stands), so a quiet provider costs one stat.
- * Likewise ledger/ is listed again only when it changed, and a host's ledger read again only
+ * Likewise ledger/MONTH/ is listed again only when it changed, and a run's file read again only
  * when its file did. Those stats ask the file server (AT_STATX_FORCE_SYNC), never a cache.
- * A ledger/ opened anew, or one a ledger read before is gone from, is in doubt until it holds
- * the ledger of every live host (a host lock in running/ heartbeated within the lease); what
- * was read of a host that has left is carried back into it. Each host writes its own ledger
- * whenever ledger/ lacks it, even with nothing spent. A ledger names its run (new at every
- * start); a run that started without its file says "base_lost", and the hosts that read an
- * earlier run leave that reading beside it (HOST.json.carried-READER.RUN), counted by all
- * until that host has taken it in ("runs_held").
+ * Each run (new at every start, named in the host lock) writes only its own file, whose
+ * figures only grow; every host counts, per run, the largest figure it has read of it (files,
+ * copies, and what it read of files gone since), so nothing is counted twice, in any order. A
+ * ledger/ opened anew, or one a live run's file is gone from, is in doubt until it holds the
+ * file of every live host's run (a host lock in running/ heartbeated within the lease); what was
+ * read of a run that has ended is carried back into it. Each run writes its file whenever
+ * ledger/ lacks it, even with nothing spent.
  *
  * Failing file operations never stop calls: the host logs once and decides on its own (but
  * budgeted calls wait while a host's spend cannot be known). */
@@ -98,7 +100,7 @@ struct keyshare_verdict keyshare_acquire(struct keyshare *ks, const char *provid
 void keyshare_release(struct keyshare *ks, struct keyshare_ticket *t);
 /* At each heartbeat of the leases (every lease_ms/4): one late by half a lease or more means
  * the loop stalled, long enough perhaps for other hosts to judge this one gone and carry an
- * older reading of its ledger back; its own ledger is looked at, and written again, at once. */
+ * older reading of its run back; its run's file is looked at, and written again, at once. */
 void keyshare_beat(struct keyshare *ks, int64_t lease_ms);
 bool keyshare_beat_late(int64_t last_mono, int64_t now_mono, int64_t lease_ms);
 /* Refreshes the ticket's lease; and of the probes this host holds. */

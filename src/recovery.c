@@ -654,7 +654,7 @@ struct live_hosts {
 static bool host_gone(struct dispatch *d, struct live_hosts *lh, const char *host)
 {
 	if (!lh->read) {
-		lh->n = hostlock_live_hosts(d->spool, d->cfg->lease_timeout * 1000, &lh->hosts);
+		lh->n = hostlock_live_hosts(d->spool, d->cfg->lease_timeout * 1000, &lh->hosts, NULL);
 		lh->read = true;
 	}
 	for (long i = 0; i < lh->n; i++)

@@ -108,6 +108,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		sp->fd[i] = -1;
 	sp->path = xstrdup(path);
 	sp->host_id = xstrdup(host_id);
+	xsnprintf(sp->run, sizeof(sp->run), "%016" PRIx64, random64());
 	if (mkdir(path, 0777) < 0 && errno != EEXIST)
 		return error("cannot create spool '%s': %s", path, strerror(errno));
 	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -50,6 +50,9 @@ struct spool {
 	int root_fd;
 	int fd[SPOOL_NDIRS];
 	char *host_id;
+	/* This run of the daemon: random, new at every spool_open (a start). Named in the host lock
+	 * and in this run's ledger file, so other hosts tell when a run has ended (§17). */
+	char run[17];
 	int64_t clock_offset_ms;    /* the file server's clock minus ours, at the last probe */
 	int64_t clock_probed_mono;  /* mono_ms of that probe; 0: never */
 	bool clock_failing;         /* the last probe failed (logged once) */

@@ -1,6 +1,6 @@
 /* bench_gate.c - `make bench` (BENCH_ONLY=gate): the file system calls one keyshare_acquire()
  * and keyshare_release() make with a total budget ([budget] daily) on, against a spool where
- * PROVIDERS providers each have a call in flight of another host, whose ledger is there too. Run by bench_gate.py under
+ * PROVIDERS providers each have a call in flight of another host, whose run's ledger file is there too. Run by bench_gate.py under
  * strace -c, once with 0 cycles and once with CYCLES, so the difference is per cycle.
  *
  *   bench_gate DIR PROVIDERS CYCLES [busy|full|look]
@@ -67,20 +67,23 @@ int main(int argc, char **argv)
 		make_file(path);
 		free(path);
 	}
-	/* And what that host spent: its ledger, read by every acquire under a budget. */
-	char *ledger = xasprintf("%s/ledger/benchB.json", dir);
+	/* And what that host spent: its run's ledger file, read by every acquire under a budget. */
+	long month = keyshare_month(wall_ms());
+	char *months = xasprintf("%s/ledger/%04ld-%02ld", dir, month / 12, month % 12 + 1);
+	char *ledger = xasprintf("%s/benchB.0123456789abcdef.json", months);
+	mkdir(months, 0777);
 	FILE *f = fopen(ledger, "w");
-	if (!f || fputs("{\"host\": \"benchB\", \"day\": 0, \"month\": 0, \"providers\": {}}\n", f) < 0 ||
-	    fclose(f) != 0) {
+	if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"0123456789abcdef\", \"day\": 0, "
+			  "\"month\": %ld, \"providers\": {}}\n", month) < 0 || fclose(f) != 0) {
 		perror(ledger);
 		return 1;
 	}
-	free(ledger);
 	/* Nothing has changed there for a minute (a listing or a ledger kept may be trusted). */
 	struct timespec old[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
-	for (long i = -3; i < providers; i++) {
-		char *path = i == -3 ? xasprintf("%s/ledger", dir) :
-			     i == -2 ? xasprintf("%s/ledger/benchB.json", dir) :
+	for (long i = -4; i < providers; i++) {
+		char *path = i == -4 ? xasprintf("%s/ledger", dir) :
+			     i == -3 ? xstrdup(months) :
+			     i == -2 ? xstrdup(ledger) :
 			     i == -1 ? xasprintf("%s/providers", dir) :
 				       xasprintf("%s/providers/p%ld/calls", dir, i);
 		if (utimensat(AT_FDCWD, path, old, 0) < 0) {
@@ -89,6 +92,8 @@ int main(int argc, char **argv)
 		}
 		free(path);
 	}
+	free(ledger);
+	free(months);
 	struct keyshare_limits l = { .concurrency = full ? FULL_CALLS + 1 : 1000, .window_ms = 60000,
 				     .lease_ms = 60000, .total_daily = keyshare_micros(1e6) };
 	struct keyshare_ticket t;

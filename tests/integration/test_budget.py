@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import fill, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import fill, held_at_stop, ledger_files, ledger_spent, run_tests, wait_for  # noqa: E402
 
 PRICE = {"prices__gpt-image-2": "0.01"}
 
@@ -67,9 +67,8 @@ def test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works(env):
         assert len(own_tickets(d)) == 1, own_tickets(d)
         os.unlink(os.path.join(ledger, "filler"))
         wait_for(lambda: not own_tickets(d), 20, "a heartbeat to write the ledger and release")
-        with open(os.path.join(ledger, "testhost.json")) as f:
-            spent = json.load(f)["providers"]["apiyi"]["day_micros"]
-        assert spent == 10000, spent
+        spent = ledger_spent(d.path())
+        assert spent == {"testhost": 10000}, spent
         # Said by the helper before it takes the tickets; the log's writer thread may say it later.
         wait_for(lambda: "is written again" in d.log(), 10, f"the write to be said (log:\n{d.log()[-3000:]})")
         assert d.stop() == 0
@@ -97,9 +96,8 @@ def test_the_loop_never_waits_for_a_helpers_ledger_write(env):
     os.close(writer)
     assert d.wait_finished("fast") == "done", d.log()
     wait_for(lambda: not own_tickets(d), 20, "every ticket to go")
-    with open(d.path("ledger", "testhost.json")) as f:
-        spent = json.load(f)["providers"]["apiyi"]["day_micros"]
-    assert spent == 20000, spent
+    spent = ledger_spent(d.path())
+    assert spent == {"testhost": 20000}, spent
     assert d.stop() == 0
 
 
@@ -111,9 +109,9 @@ def clear_ledger(d):
 
 def test_a_cleared_ledger_never_counts_a_live_hosts_spend_as_0(env):
     """ledger/ removed and made again (spool-layout §17): host A, which spent the whole daily
-    budget, writes its ledger there only at its next use. Until it has, host B must not count
-    A's spend as 0: B's job waits, and is never called. Once A has left, what B read of A is
-    carried back into the next new ledger/, and B waits for no one."""
+    budget, writes its run's file there only at its next use. Until it has, host B must not
+    count A's spend as 0: B's job waits, and is never called. Once A has left, what B read of
+    A's run is carried back into the next new ledger/, and B waits for no one."""
     budget = dict(budget__daily="0.03", spool__concurrency=1, verbose=True, **PRICE)
     a = env.daemon(spool__host_id="hostA", **budget)
     b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", **budget)
@@ -125,10 +123,11 @@ def test_a_cleared_ledger_never_counts_a_live_hosts_spend_as_0(env):
     b.start()
     # A stopped before it can see the new ledger/: alive by its lock (lease_timeout 60 s).
     a.send_signal(signal.SIGSTOP)
+    a_run, = ledger_files(a.path(), "hostA")   # its run's file, 0.03
     clear_ledger(a)
     nxt = "a call the budget has no room for"
     b.submit("next", {"prompt": nxt})
-    waiting = "'hostA.json' of a live host is not in it yet"
+    waiting = f"'{os.path.basename(a_run)}' of a live host is not in it yet"
     wait_for(lambda: waiting in b.log() or env.fake.calls(nxt), 20,
              f"host B to wait for host A's ledger (log:\n{b.log()[-3000:]})")
     assert env.fake.calls(nxt) == 0, "host B called past the budget: it counted A's 0.03 as 0"
@@ -138,9 +137,9 @@ def test_a_cleared_ledger_never_counts_a_live_hosts_spend_as_0(env):
 
     assert a.stop() == 0
     clear_ledger(a)
-    carried = a.path("ledger", "hostA.json")
-    wait_for(lambda: os.path.exists(carried), 20, "host B to carry host A's ledger back")
-    with open(carried) as f:
+    wait_for(lambda: ledger_files(a.path(), "hostA", copies=True), 20,
+             "host B to carry host A's run back")
+    with open(a.path("ledger", ledger_files(a.path(), "hostA", copies=True)[0])) as f:
         doc = json.load(f)
     assert doc["carried_by"] == "hostB" and doc["providers"]["apiyi"]["day_micros"] == 30000, doc
     b.wait_rescans(3)

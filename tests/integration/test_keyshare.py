@@ -13,7 +13,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, ledger_files, ledger_runs, ledger_spent, run_tests, wait_for  # noqa: E402
 from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
 
 POLL = 1          # [spool] poll_interval of both daemons
@@ -82,19 +82,6 @@ def past_budget(h, prefix, jobs, within):
     wait_for(lambda: h.count("done", prefix) == within, 60, f"{within} jobs done")
     wait_for(lambda: "over its daily budget" in h.a.log() and "over its daily budget" in h.b.log(),
              20, "both hosts to say the provider is over budget")
-
-
-def ledger_spent(h):
-    """{host: what its ledger says it spent on apiyi today} (a host that spent nothing has a
-    ledger without it)."""
-    ledger = os.path.join(h.export, "ledger")
-    out = {}
-    for name in os.listdir(ledger):
-        if name.endswith(".json") and not name.startswith("."):
-            with open(os.path.join(ledger, name)) as f:
-                doc = json.load(f)
-            out[doc["host"]] = doc["providers"].get("apiyi", {}).get("day_micros", 0)
-    return out
 
 
 def cli(spool, *args):
@@ -280,7 +267,7 @@ def test_daily_budget_is_shared_and_a_reload_raises_it(env):
         # The stated bound: 0 over for per-image prices (every call reserves its price first).
         assert billed == 10, f"{billed} billed calls, the budget allows 10"
         assert h.count("new", "b") == 20 and h.count("failed") == 0
-        spent = ledger_spent(h)
+        spent = ledger_spent(h.export)
         assert sum(spent.values()) == 1000000, spent
 
         for d in (h.a, h.b):
@@ -317,22 +304,17 @@ def test_total_budget_is_shared_across_providers_and_hosts(env):
         billed = sum(1 for r in env.fake.snapshot() if r["billed"])
         assert billed == 10, f"{billed} billed calls, the total budget allows 10"
         assert h.count("new", "t") == 14 and h.count("failed") == 0
-        spent = {}
-        ledger = os.path.join(h.export, "ledger")
-        for name in os.listdir(ledger):
-            if name.endswith(".json") and not name.startswith("."):
-                with open(os.path.join(ledger, name)) as f:
-                    for prov, v in json.load(f)["providers"].items():
-                        spent[prov] = spent.get(prov, 0) + v["day_micros"]
-        assert sum(spent.values()) == 1000000 and len(spent) == 2, spent
+        spent = {prov: sum(ledger_runs(h.export, prov).values()) for prov in ("apiyi", "b")}
+        assert sum(spent.values()) == 1000000 and all(spent.values()), spent
     finally:
         h.close()
 
 
 def test_a_host_restarted_without_its_ledger_keeps_what_it_spent(env):
-    """A host restarted while ledger/ was cleared starts a new run without its ledger ("base_lost"):
-    the other host, which read its earlier run, leaves that reading beside its new ledger, and the
-    restarted host takes it in before its next call, so the shared daily budget still holds."""
+    """A host restarted while ledger/ was cleared starts a new run, with a file of its own: the
+    other host, which read its earlier run, carries that reading back (the run has ended: the
+    restarted host's lock names its new run), and every host, the restarted one too, counts it,
+    so the shared daily budget still holds."""
     env.fake.default = {"kind": "b64", "delay": 0.2}
     env.fake.prices = [("*", 0.10)]
     h = TwoHosts(env, provider__budget_daily="0.50", verbose=True,
@@ -340,7 +322,7 @@ def test_a_host_restarted_without_its_ledger_keeps_what_it_spent(env):
     try:
         past_budget(h, "l", 8, 5)
         ledger = os.path.join(h.export, "ledger")
-        before = ledger_spent(h)
+        before = ledger_spent(h.export)
         assert sum(before.values()) == 500000, before
         name = max(before, key=before.get)
         restarted, other = (h.a, h.b) if name == "hostA" else (h.b, h.a)
@@ -351,25 +333,19 @@ def test_a_host_restarted_without_its_ledger_keeps_what_it_spent(env):
         shutil.rmtree(ledger)
         os.mkdir(ledger)
         restarted.start()
-        with open(os.path.join(ledger, name + ".json")) as f:
-            fresh = json.load(f)
-        assert fresh.get("base_lost") is True and not fresh["providers"], fresh
-
-        def left():
-            return [n for n in os.listdir(ledger) if n.startswith(name + ".json.carried-")]
-        wait_for(left, 30, f"the other host to leave its reading of {name}'s earlier run beside its ledger")
+        fresh, = ledger_files(h.export, name)
+        with open(os.path.join(ledger, fresh)) as f:
+            assert not json.load(f)["providers"], fresh
+        wait_for(lambda: ledger_files(h.export, name, copies=True), 30,
+                 f"the other host to carry {name}'s earlier run back")
         assert cli(h.export, "resume", "apiyi").returncode == 0
-        wait_for(lambda: not left() and "took in" in restarted.log(), 30,
-                 f"{name} to take in the reading of its earlier run")
         restarted.wait_rescans(3)
         other.wait_rescans(3)
         billed = sum(1 for r in env.fake.snapshot() if r["billed"])
         assert billed == 5, f"{billed} billed calls, the budget allows 5"
         assert h.count("new", "l") == 3 and h.count("failed") == 0
-        after = ledger_spent(h)
+        after = ledger_spent(h.export)
         assert after == before, (before, after)
-        with open(os.path.join(ledger, name + ".json")) as f:
-            assert json.load(f).get("runs_held"), "the run taken in is not listed"
     finally:
         h.close()
 

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import cut_while_held, exit_within, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import ledger_spent as harness_ledger_spent  # noqa: E402
 
 
 def test_answer_stuck_in_its_write_is_not_paid_again(env):
@@ -246,12 +247,8 @@ def test_a_stderr_nobody_reads_stops_nothing(env):
 
 
 def ledger_spent(d):
-    """What the host's ledger file says it spent today (micro-units), 0 without one."""
-    try:
-        with open(d.path("ledger", "testhost.json")) as f:
-            return json.load(f)["providers"].get("apiyi", {}).get("day_micros", 0)
-    except FileNotFoundError:
-        return 0
+    """What the host's runs' ledger files say it spent today (micro-units), 0 without one."""
+    return harness_ledger_spent(d.path()).get("testhost", 0)
 
 
 BUDGETED = {"prices__gpt-image-2": "0.04", "budget__daily": "100"}

@@ -115,6 +115,47 @@ def cut_while_held(d, fifo, what, jobs=1, held_after_cut=None, timeout=20):
     return rc
 
 
+LEDGER_NAME = re.compile(r"(.+)\.([0-9a-f]{16}|legacy)\.json(\.carried-(.+))?")
+
+
+def ledger_runs(root, provider="apiyi"):
+    """What this month's ledger/ of the spool at root says each run of each host spent today on
+    provider (None: on all) (spool-layout §17): {(host, run): day_micros}, the largest of the
+    run's own file (ledger/MONTH/HOST.RUN.json) and the copies other hosts carried back."""
+    ledger = os.path.join(root, "ledger")
+    months = sorted(m for m in os.listdir(ledger) if re.fullmatch(r"\d{4}-\d\d", m)) \
+        if os.path.isdir(ledger) else []
+    out = {}
+    for name in os.listdir(os.path.join(ledger, months[-1])) if months else []:
+        m = LEDGER_NAME.fullmatch(name)
+        if m:
+            with open(os.path.join(ledger, months[-1], name)) as f:
+                provs = json.load(f)["providers"]
+            v = sum(p["day_micros"] for name, p in provs.items() if provider in (None, name))
+            out[(m.group(1), m.group(2))] = max(out.get((m.group(1), m.group(2)), 0), v)
+    return out
+
+
+def ledger_spent(root, provider="apiyi"):
+    """{host: what its runs spent today on provider} by ledger_runs (a host whose runs spent
+    nothing has 0)."""
+    out = {}
+    for (host, _), v in ledger_runs(root, provider).items():
+        out[host] = out.get(host, 0) + v
+    return out
+
+
+def ledger_files(root, host, copies=False):
+    """The names in this month's ledger/ of host's runs' own files (or, copies: of the copies
+    other hosts carried back of them)."""
+    ledger = os.path.join(root, "ledger")
+    months = sorted(m for m in os.listdir(ledger) if re.fullmatch(r"\d{4}-\d\d", m))
+    names = os.listdir(os.path.join(ledger, months[-1])) if months else []
+    return sorted(os.path.join(months[-1], n) for n in names
+                  if (m := LEDGER_NAME.fullmatch(n)) and m.group(1) == host and
+                  bool(m.group(3)) == copies)
+
+
 def fill(path):
     """Fills the file system at path with one file, path/filler (returned): every later write
     there fails (ENOSPC, root or not) until it is removed."""

@@ -93,14 +93,17 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
-/* A host lock at path as a daemon on another machine writes it, last heartbeated age_s ago. */
-static bool make_lock(const char *path, time_t age_s)
+/* A host lock at path as a daemon on another machine writes it, last heartbeated age_s ago,
+ * naming run (NULL: none, as an earlier release's). */
+static bool make_lock(const char *path, time_t age_s, const char *run)
 {
-	static const char owner[] = "{\"pid\":4242,\"start_time\":7,\"hostname\":\"elsewhere\","
-				    "\"boot_id\":\"other-boot\"}";
+	char owner[256];
+	snprintf(owner, sizeof(owner), "{\"pid\":4242,\"start_time\":7,\"hostname\":\"elsewhere\","
+		 "\"boot_id\":\"other-boot\"%s%s%s}", run ? ",\"run\":\"" : "", run ? run : "",
+		 run ? "\"" : "");
 	struct timespec beat[2] = { { .tv_sec = time(NULL) - age_s }, { .tv_sec = time(NULL) - age_s } };
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	bool written = fd >= 0 && write(fd, owner, sizeof(owner) - 1) == (ssize_t)sizeof(owner) - 1;
+	bool written = fd >= 0 && write(fd, owner, strlen(owner)) == (ssize_t)strlen(owner);
 	return fd >= 0 && close(fd) == 0 && written && utimensat(AT_FDCWD, path, beat, 0) == 0;
 }
 
@@ -189,18 +192,146 @@ static void removed_while_open(struct keyshare *a, struct keyshare *b, const cha
 	keyshare_release(b, &tb);
 }
 
+/* A daily budget of 1.00 alone, with a 60 s lease. */
+static const struct keyshare_limits daily_1 = { .budget_daily = 1000000, .window_ms = 60000,
+						.lease_ms = 60000 };
+
+/* The text of path (at most 4 KiB), "" if it cannot be read. */
+static const char *text_of(const char *path, char *text, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t got = fd >= 0 ? read(fd, text, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	text[got > 0 ? got : 0] = '\0';
+	return text;
+}
+
+/* A try of ks to call p for want under a daily 1.00: its verdict (the ticket given back). */
+static struct keyshare_verdict try_call(struct keyshare *ks, double want)
+{
+	struct keyshare_ticket t;
+	struct keyshare_verdict v = keyshare_acquire(ks, "p", &daily_1, keyshare_micros(want), &t);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(ks, &t);
+	return v;
+}
+
+/* ledger/MONTH/ of this month in the spool at dir (owned). */
+static char *month_dir(const char *dir)
+{
+	long month = keyshare_month(wall_ms());
+	return xasprintf("%s/ledger/%04ld-%02ld", dir, month / 12, month % 12 + 1);
+}
+
+/* The file of sp's run (a daemon's run) there (owned). */
+static char *run_file(const char *dir, const struct spool *sp)
+{
+	char *month = month_dir(dir), *path = xasprintf("%s/%s.%s.json", month, sp->host_id, sp->run);
+	free(month);
+	return path;
+}
+
+/* The copy of run (of host) that reader carried back there (owned). */
+static char *copy_file(const char *dir, const char *host, const char *run, const char *reader)
+{
+	char *month = month_dir(dir);
+	char *path = xasprintf("%s/%s.%s.json.carried-%s", month, host, run, reader);
+	free(month);
+	return path;
+}
+
+/* ---- hosts A and B on one scratch spool ---------------------------------------------------- */
+
+/* Two daemons' keyshares on one scratch spool (a third, C, when a test starts one), A live
+ * throughout by its lock, heartbeated now, naming its run (as a daemon on another machine
+ * writes it). */
+struct hosts {
+	char dir[PATH_MAX];
+	char *ledgers, *lock;        /* ledger/, and A's lock in running/ */
+	struct spool sa, sb, sc;
+	struct keyshare *a, *b, *c;
+	const char *tag;
+};
+
+static bool hosts_open(struct hosts *h, const char *tag)
+{
+	memset(h, 0, sizeof(*h));
+	h->tag = tag;
+	if (!scratch_mkdtemp(h->dir, sizeof(h->dir), tag))
+		return false;
+	h->ledgers = xasprintf("%s/ledger", h->dir);
+	h->lock = xasprintf("%s/running/.host.hostA", h->dir);
+	bool opened = spool_open(&h->sa, h->dir, "hostA") == 0 && spool_open(&h->sb, h->dir, "hostB") == 0;
+	ok(opened && make_lock(h->lock, 0, h->sa.run),
+	   "%s: hosts A and B on one spool, A's lock heartbeated now", tag);
+	h->a = keyshare_new(&h->sa);
+	h->b = keyshare_new(&h->sb);
+	return true;
+}
+
+/* Host C starts (as a daemon does: a spool of its own, a new run). */
+static struct keyshare *hosts_start_c(struct hosts *h)
+{
+	ok(spool_open(&h->sc, h->dir, "hostC") == 0, "%s: host C starts", h->tag);
+	return h->c = keyshare_new(&h->sc);
+}
+
+/* Host A stops. */
+static void hosts_stop_a(struct hosts *h)
+{
+	keyshare_free(h->a);
+	spool_close(&h->sa);
+	h->a = NULL;
+}
+
+/* Host A starts (again: a new run; its lock names it, heartbeated now). */
+static void hosts_start_a(struct hosts *h)
+{
+	spool_open(&h->sa, h->dir, "hostA");
+	make_lock(h->lock, 0, h->sa.run);
+	h->a = keyshare_new(&h->sa);
+}
+
+static void hosts_restart_a(struct hosts *h)
+{
+	hosts_stop_a(h);
+	hosts_start_a(h);
+}
+
+/* An operator removes ledger/ and makes it again. */
+static bool hosts_clear_ledger(struct hosts *h)
+{
+	return nftw(h->ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(h->ledgers, 0777) == 0;
+}
+
+static void hosts_close(struct hosts *h)
+{
+	if (h->a)
+		hosts_stop_a(h);
+	keyshare_free(h->b);
+	spool_close(&h->sb);
+	if (h->c) {
+		keyshare_free(h->c);
+		spool_close(&h->sc);
+	}
+	nftw(h->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(h->ledgers);
+	free(h->lock);
+}
+
 /* ledger/ removed and made again while host A, which spent 0.5 of a daily 1.00, is live (its
- * lock heartbeated) and has not written its ledger there yet: B never counts it as 0, it waits
- * for A's file. Once A has left, what B read of A is carried back into the next new ledger/,
- * for B and for a host that never read it; a lock older than a lease blocks nothing. */
-static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *dir,
+ * lock heartbeated) and has not written its run's file there yet: B never counts it as 0, it
+ * waits for A's file. Once A has left, what B read of A's run is carried back into the next new
+ * ledger/, for B and for a host that never read it; a lock older than a lease blocks nothing. */
+static void cleared_ledger(struct spool *sa, struct keyshare *a, struct keyshare *b, const char *dir,
 			   const struct keyshare_limits *money)
 {
 	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
+	char *a_ledger = run_file(dir, sa), *a_copy = copy_file(dir, "hostA", sa->run, "hostB");
+	char text[4096];
 	struct keyshare_ticket t;
-	int fd;
-	ok(make_lock(lock, 0), "host A's lock in running/, heartbeated now: A is live");
+	ok(make_lock(lock, 0, sa->run), "host A's lock in running/, heartbeated now: A is live");
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
 	   "an operator removes ledger/ and makes it again");
 	bool waits = true;
@@ -212,10 +343,10 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 		if (v.block == PROVIDER_FREE)
 			keyshare_release(b, &t);
 	}
-	ok(waits, "B's call of 0.6 waits for A's ledger, twice (A's 0.5 is not 0)");
+	ok(waits, "B's call of 0.6 waits for A's run's file, twice (A's 0.5 is not 0)");
 	struct keyshare_verdict v = keyshare_acquire(a, "p", money, keyshare_micros(0.6), &t);
 	ok(v.block == PROVIDER_OVER_BUDGET && access(a_ledger, F_OK) == 0,
-	   "A's next call writes A's ledger in the new ledger/");
+	   "A's next call writes its run's file in the new ledger/");
 	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "B reads it: 0.5 + 0.6 is over 1.00 (spent %lld)", v.spent);
@@ -226,16 +357,14 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
 	   "ledger/ removed and made again");
 	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
-	char text[4096] = "";
-	fd = open(a_ledger, O_RDONLY);
-	ssize_t got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && got > 0 &&
-	   close(fd) == 0 && strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
+	text_of(a_copy, text, sizeof(text));
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
 	   "B, not waiting for a host that left, still counts its 0.5, and carries it back (%s)", text);
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t);
 	struct spool sc;
-	ok(spool_open(&sc, dir, "hostC") == 0, "host C starts, never having read A's ledger");
+	ok(spool_open(&sc, dir, "hostC") == 0, "host C starts, never having read A's run");
 	struct keyshare *c = keyshare_new(&sc);
 	v = keyshare_acquire(c, "p", money, keyshare_micros(0.6), &t);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
@@ -244,11 +373,8 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 		keyshare_release(c, &t);
 	keyshare_free(c);
 	spool_close(&sc);
-	char *c_ledger = xasprintf("%s/hostC.json", ledgers);
-	unlink(c_ledger);
-	free(c_ledger);
 
-	ok(make_lock(lock, 120), "a lock of A's not heartbeated for two minutes (A died)");
+	ok(make_lock(lock, 120, sa->run), "a lock of A's not heartbeated for two minutes (A died)");
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
 	   "ledger/ removed and made again");
 	v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
@@ -263,102 +389,73 @@ static void cleared_ledger(struct keyshare *a, struct keyshare *b, const char *d
 	unlink(lock);
 
 	/* A host that makes no budget check (no job) carries it back at its next rescan, before it
-	 * writes its own: whoever finds B's ledger in the new ledger/ finds A's too. (providers/p
+	 * writes its own: whoever finds B's file in the new ledger/ finds A's run too. (providers/p
 	 * goes too, so that B's look checks every name now, not within 10 s.) */
-	char *pdir = xasprintf("%s/providers/p", dir), *b_ledger = xasprintf("%s/hostB.json", ledgers);
+	char *pdir = xasprintf("%s/providers/p", dir);
 	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0 &&
 	   nftw(pdir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "ledger/ (and providers/p) cleared");
 	struct keyshare_view view;
-	ok(keyshare_look(b, "p", &view) == 0 && access(a_ledger, F_OK) == 0 &&
-	   access(b_ledger, F_OK) == 0, "B's next rescan carries A's ledger back, and writes its own");
-	free(b_ledger);
+	ok(keyshare_look(b, "p", &view) == 0 && access(a_copy, F_OK) == 0,
+	   "B's next rescan carries A's run back");
 	free(pdir);
+	free(a_copy);
 	free(a_ledger);
 	free(lock);
 	free(ledgers);
 }
 
-/* Host B judges host A gone while A only stalled (its lock a lease old: a paused VM, an NFS
- * stall), and carries its older reading of A back into a cleared ledger/. When A comes back it
- * writes its whole figure over it at its next look at ledger/: no host counts the older one,
- * which would let B pass the budget (A spent 0.8, B read 0.5; 0.4 more is 1.2 of 1.00). */
+/* Host B judges host A's run ended while A only stalled (its lock a lease old: a paused VM, an
+ * NFS stall), and carries its older reading of it back into a cleared ledger/. When A comes back
+ * it writes its run's whole figure at its next look at ledger/: every host counts the larger,
+ * not the older one, which would let B pass the budget (A spent 0.8, B read 0.5; 0.4 more is
+ * 1.2 of 1.00). */
 static void stalled_host_carried(void)
 {
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-stall"))
+	struct hosts h;
+	if (!hosts_open(&h, "stall"))
 		return;
-	struct spool sa, sb;
-	struct keyshare_ticket t;
-	struct keyshare_limits money = { .budget_daily = keyshare_micros(1.0), .window_ms = 60000,
-					 .lease_ms = 60000 };
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "stall: A and B");
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
-	int fd;
-	ok(make_lock(lock, 0), "stall: A's lock, heartbeated now");
-	keyshare_spent(a, "p", keyshare_micros(0.5));
-	struct keyshare_verdict v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t);
+	char *a_ledger = run_file(h.dir, &h.sa), *a_copy = copy_file(h.dir, "hostA", h.sa.run, "hostB");
+	char text[4096];
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "stall: A spends 0.5, B reads it (spent %lld)", v.spent);
-	keyshare_spent(a, "p", keyshare_micros(0.3));
-	struct timespec old[2] = { { .tv_sec = time(NULL) - 120 }, { .tv_sec = time(NULL) - 120 } };
-	ok(utimensat(AT_FDCWD, lock, old, 0) == 0 &&
-	   nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
+	keyshare_spent(h.a, "p", keyshare_micros(0.3));
+	ok(make_lock(h.lock, 120, h.sa.run) && hosts_clear_ledger(&h),
 	   "stall: A spends 0.3 more (0.8), then stalls two minutes; ledger/ cleared meanwhile");
-	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.6), &t);
-	char text[4096] = "";
-	fd = open(a_ledger, O_RDONLY);
-	ssize_t got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
-	ok(v.block == PROVIDER_OVER_BUDGET && got > 0 && close(fd) == 0 &&
-	   strstr(text, "\"carried_by\":\"hostB\"") && strstr(text, "500000"),
-	   "stall: B judges A gone and carries its 0.5 back (%s)", text);
-	ok(utimensat(AT_FDCWD, lock, NULL, 0) == 0, "stall: A comes back (its lock heartbeated)");
-	struct spool sc;
-	ok(spool_open(&sc, dir, "hostC") == 0, "stall: host C starts meanwhile");
-	struct keyshare *c = keyshare_new(&sc);
-	v = keyshare_acquire(c, "p", &money, keyshare_micros(0.4), &t);
+	v = try_call(h.b, 0.6);
+	text_of(a_copy, text, sizeof(text));
+	ok(v.block == PROVIDER_OVER_BUDGET && strstr(text, "\"carried_by\":\"hostB\"") &&
+	   strstr(text, "500000"), "stall: B judges A's run ended and carries its 0.5 back (%s)", text);
+	ok(utimensat(AT_FDCWD, h.lock, NULL, 0) == 0, "stall: A comes back (its lock heartbeated)");
+	hosts_start_c(&h);
+	v = try_call(h.c, 0.4);
 	ok(v.block == PROVIDER_BUSY && v.which &&
 	   !strcmp(v.which, "a live host's ledger not in a new ledger/"),
-	   "stall: C's 0.4 waits: the ledger of A, live, is only a reading carried back (%s)",
+	   "stall: C's 0.4 waits: of A's run, live, there is only a copy carried back (%s)",
 	   v.which ? v.which : "free");
-	if (v.block == PROVIDER_FREE)
-		keyshare_release(c, &t);
 	struct keyshare_view view;
-	keyshare_look(a, "p", &view);
-	v = keyshare_acquire(a, "p", &money, keyshare_micros(0.3), &t);
+	keyshare_look(h.a, "p", &view);
+	v = try_call(h.a, 0.3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
 	   "stall: A looks and checks a budget: it counts its 0.8 (spent %lld)", v.spent);
-	memset(text, 0, sizeof(text));
-	fd = open(a_ledger, O_RDONLY);
-	got = fd >= 0 ? read(fd, text, sizeof(text) - 1) : -1;
-	ok(got > 0 && close(fd) == 0 && !strstr(text, "carried_by") && strstr(text, "800000"),
-	   "stall: and writes it over what B carried (%s)", text);
-	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.4), &t);
+	text_of(a_ledger, text, sizeof(text));
+	ok(!strstr(text, "carried_by") && strstr(text, "800000"),
+	   "stall: and writes its run's file again (%s)", text);
+	v = try_call(h.b, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
-	   "stall: B's 0.4 does not fit: 0.8 + 0.4 is over 1.00 (%s, spent %lld)",
+	   "stall: B's 0.4 does not fit: the larger, 0.8 + 0.4, is over 1.00 (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
-	if (v.block == PROVIDER_FREE)
-		keyshare_release(b, &t);
-	v = keyshare_acquire(c, "p", &money, keyshare_micros(0.4), &t);
+	v = try_call(h.c, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
 	   "stall: so does C's, once A wrote its own (%s, spent %lld)", v.which ? v.which : "free",
 	   v.spent);
-	if (v.block == PROVIDER_FREE)
-		keyshare_release(c, &t);
-	keyshare_free(c);
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sc);
-	spool_close(&sa);
-	spool_close(&sb);
+	free(a_copy);
 	free(a_ledger);
-	free(lock);
-	free(ledgers);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	hosts_close(&h);
 }
 
-/* How A's ledger is made unreadable for B. */
+/* How A's run's file is made unreadable for B. */
 struct unreadable_row {
 	const char *name;
 	const char *content;     /* renamed into place (as a ledger is); NULL: a directory */
@@ -370,17 +467,19 @@ static const struct unreadable_row unreadable_rows[] = {
 	{ "JSON but not a ledger", "[]", 0 },
 	{ "a figure that is not a number", "{\"day\":1,\"month\":1,\"providers\":{\"p\":"
 	  "{\"day_micros\":\"900000\",\"month_micros\":900000}}}", 0 },
+	{ "another run's figures", "{\"host\":\"hostA\",\"run\":\"0123456789abcdef\",\"day\":1,"
+	  "\"month\":1,\"providers\":{}}", 0 },
 	{ "over the size cap", "{}", 70000 },
 	{ "a directory", NULL, 0 },
 };
 
-/* Puts content (+ pad spaces; NULL: a directory) at path in ledger/ as a host would: written
- * under a dot-name and renamed into place; then path and ledger/ get quiet times, so that
- * what B read of them would be kept. */
-static bool ledger_replace(const char *ledgers, const char *path, const char *content, size_t pad)
+/* Puts content (+ pad spaces; NULL: a directory) at path in ledger/MONTH/ as a host would:
+ * written under a dot-name and renamed into place; then path and its directory get quiet
+ * times, so that what B read of them would be kept. */
+static bool ledger_replace(const char *month, const char *path, const char *content, size_t pad)
 {
 	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
-	char *tmp = xasprintf("%s/.hostA.json.tmp", ledgers);
+	char *tmp = xasprintf("%s/.hostA.json.tmp", month);
 	bool done;
 	if (!content) {
 		done = unlink(path) == 0 && mkdir(path, 0777) == 0;
@@ -398,25 +497,24 @@ static bool ledger_replace(const char *ledgers, const char *path, const char *co
 	}
 	free(tmp);
 	return done && utimensat(AT_FDCWD, path, quiet, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       utimensat(AT_FDCWD, ledgers, quiet, 0) == 0;
+	       utimensat(AT_FDCWD, month, quiet, 0) == 0;
 }
 
-/* A's ledger (0.5 spent of a daily 1.00) made unreadable in each way: B never counts it as 0,
- * nor keeps it as read; it says so once; the fixed file is read at once, and said. */
-static void unreadable_ledgers(struct keyshare *b, const char *dir, const struct keyshare_limits *money)
+/* A's run's file (0.5 spent of a daily 1.00) made unreadable in each way: B never counts it as
+ * 0, nor keeps it as read; it says so once; the fixed file is read at once, and said. */
+static void unreadable_ledgers(struct spool *sa, struct keyshare *b, const char *dir,
+			       const struct keyshare_limits *money)
 {
-	char *ledgers = xasprintf("%s/ledger", dir), *path = xasprintf("%s/hostA.json", ledgers);
+	char *month = month_dir(dir), *path = run_file(dir, sa);
 	char *log_path = xasprintf("%s/stderr-ledger", dir);
 	char good[4096] = "";
-	int fd = open(path, O_RDONLY);
-	ssize_t got = fd >= 0 ? read(fd, good, sizeof(good) - 1) : -1;
-	ok(got > 0 && close(fd) == 0, "A's ledger as written");
+	ok(*text_of(path, good, sizeof(good)), "A's run's file as written");
 	for (size_t i = 0; i < sizeof(unreadable_rows) / sizeof(unreadable_rows[0]); i++) {
 		const struct unreadable_row *r = &unreadable_rows[i];
 		struct said said;
 		struct keyshare_ticket t;
-		ok(said_start(&said, log_path) && ledger_replace(ledgers, path, r->content, r->pad),
-		   "A's ledger %s", r->name);
+		ok(said_start(&said, log_path) && ledger_replace(month, path, r->content, r->pad),
+		   "A's run's file %s", r->name);
 		bool waits = true;
 		for (int try = 0; try < 2; try++) {
 			struct keyshare_verdict v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
@@ -426,7 +524,7 @@ static void unreadable_ledgers(struct keyshare *b, const char *dir, const struct
 				keyshare_release(b, &t);
 		}
 		ok(waits, "%s: a call of 0.6 waits, twice (never counted as 0 spent)", r->name);
-		ok(ledger_replace(ledgers, path, good, 0), "%s: A's ledger fixed", r->name);
+		ok(ledger_replace(month, path, good, 0), "%s: A's run's file fixed", r->name);
 		struct keyshare_verdict v = keyshare_acquire(b, "p", money, keyshare_micros(0.6), &t);
 		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 		   "%s: read again at the next try: 0.5 + 0.6 is over 1.00 (spent %lld)", r->name, v.spent);
@@ -443,12 +541,8 @@ static void unreadable_ledgers(struct keyshare *b, const char *dir, const struct
 	}
 	free(log_path);
 	free(path);
-	free(ledgers);
+	free(month);
 }
-
-/* A daily budget of 1.00 alone, with a 60 s lease. */
-static const struct keyshare_limits daily_1 = { .budget_daily = 1000000, .window_ms = 60000,
-						.lease_ms = 60000 };
 
 /* ledger/ that cannot be opened (a file in its place): no ledger can be shared. While B is the
  * only live host its own figures are all that was spent: its calls go on under them (they used
@@ -481,7 +575,7 @@ static void unusable_ledger(void)
 	   v.spent, v.reserved);
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t);
-	ok(make_lock(lock, 0), "no ledger: host A starts (its lock heartbeated now)");
+	ok(make_lock(lock, 0, NULL), "no ledger: host A starts (its lock heartbeated now)");
 	bool waits = true;
 	for (int try = 0; try < 2; try++) {
 		v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.1), &t);
@@ -492,7 +586,7 @@ static void unusable_ledger(void)
 			keyshare_release(b, &t);
 	}
 	ok(waits, "no ledger: with A live, B's call of 0.1 waits, twice (A's spend is unknown)");
-	ok(make_lock(lock, 120), "no ledger: A's lock not heartbeated for two minutes (A died)");
+	ok(make_lock(lock, 120, NULL), "no ledger: A's lock not heartbeated for two minutes (A died)");
 	v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.1), &t);
 	ok(v.block == PROVIDER_FREE, "no ledger: alone again, B's 0.1 fits (%s)",
 	   v.which ? v.which : "free");
@@ -535,7 +629,7 @@ static void forged_lock(void)
 	   v.which ? v.which : "free");
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t);
-	ok(make_lock(lock, 0), "forged: a real lock of host F's, fresh");
+	ok(make_lock(lock, 0, NULL), "forged: a real lock of host F's, fresh");
 	keyshare_free(b);
 	b = keyshare_new(&sb);
 	v = keyshare_acquire(b, "p", &daily_1, keyshare_micros(0.6), &t);
@@ -550,180 +644,98 @@ static void forged_lock(void)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The text of path (at most 4 KiB), "" if it cannot be read. */
-static const char *text_of(const char *path, char *text, size_t size)
-{
-	int fd = open(path, O_RDONLY);
-	ssize_t got = fd >= 0 ? read(fd, text, size - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	text[got > 0 ? got : 0] = '\0';
-	return text;
-}
-
-/* The name of the file in dir that begins with prefix, or NULL (owned). */
-static char *named_like(const char *dir, const char *prefix)
-{
-	char *found = NULL;
-	struct dirent *e;
-	DIR *d = opendir(dir);
-	while (d && (e = readdir(d)))
-		if (!strncmp(e->d_name, prefix, strlen(prefix)) && !found)
-			found = xasprintf("%s/%s", dir, e->d_name);
-	if (d)
-		closedir(d);
-	return found;
-}
-
-/* A try of ks to call p for want under a daily 1.00: its verdict (the ticket given back). */
-static struct keyshare_verdict try_call(struct keyshare *ks, double want)
-{
-	struct keyshare_ticket t;
-	struct keyshare_verdict v = keyshare_acquire(ks, "p", &daily_1, keyshare_micros(want), &t);
-	if (v.block == PROVIDER_FREE)
-		keyshare_release(ks, &t);
-	return v;
-}
-
-/* Host A, live, spent 0.5 of a daily 1.00 (B read it), and restarts while its ledger is gone
- * (ledger/ cleared): it starts without it, so its new run's ledger says 0 and "base_lost". B
- * never counts A's earlier 0.5 as gone: it counts it with A's new figures, and leaves what it
- * read beside A's ledger, where a host that never read it (C) counts it too. A takes it in at its
- * next budget check, says it in its ledger (and the run it held), and removes it: nothing is
- * counted twice, by B, by C, or by A after it restarts again (a reading of that run left again
- * is not added). A side file of another user, or whose content is not its name's, counts for
- * nothing. */
+/* Host A, live, spent 0.5 of a daily 1.00 in its run 1 (B read it), and restarts after ledger/
+ * was cleared: run 2 starts with a file of its own, 0. B puts what it read of run 1 back, where
+ * a host that never read it (C) counts it too, and so does A. Nothing is counted twice: not by
+ * B, not by C, not by A after it restarts again. A copy no daemon wrote, or whose content is
+ * not its name's, counts for nothing. */
 static void restarted_without_ledger(void)
 {
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-restart"))
+	struct hosts h;
+	if (!hosts_open(&h, "restart"))
 		return;
-	struct spool sa, sb, sc;
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0 &&
-	   spool_open(&sc, dir, "hostC") == 0, "restart: A, B and C");
-	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
-	char text[4096], left[4096];
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	ok(make_lock(lock, 0), "restart: A's lock, heartbeated now: A is live throughout");
-	keyshare_spent(a, "p", keyshare_micros(0.5));
-	struct keyshare_verdict v = try_call(b, 0.6);
+	char text[4096], left[4096], run1[17];
+	memcpy(run1, h.sa.run, sizeof(run1));
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "restart: A spends 0.5, B reads it (spent %lld)", v.spent);
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "restart: A stops; ledger/ is cleared");
-	a = keyshare_new(&sa);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "restart: A stops; ledger/ is cleared");
+	hosts_start_a(&h);
+	char *a_ledger = run_file(h.dir, &h.sa), *copy = copy_file(h.dir, "hostA", run1, "hostB");
 	text_of(a_ledger, text, sizeof(text));
-	ok(strstr(text, "\"base_lost\":true") && !strstr(text, "500000"),
-	   "restart: A starts again without its ledger: its new one says so, and 0 (%s)", text);
-
-	struct keyshare_view view;
-	ok(keyshare_look(b, "p", &view) == 0, "restart: B, with no call to make, rescans");
-	char *prefix = xasprintf("hostA.json.carried-hostB.");
-	char *side = named_like(ledgers, prefix);
-	if (!side)
-		side = xasprintf("%s/%snone", ledgers, prefix);   /* to fail below, not crash */
-	ok(strstr(text_of(side, left, sizeof(left)), "500000") &&
+	ok(strstr(text, h.sa.run) && !strstr(text, "500000"),
+	   "restart: A starts run 2: its file says 0 (%s)", text);
+	v = try_call(h.b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   strstr(text_of(copy, left, sizeof(left)), "500000") &&
 	   strstr(left, "\"carried_by\":\"hostB\""),
-	   "restart: and leaves its reading of A's earlier run beside A's ledger (%s: %s)", side, left);
-	v = try_call(b, 0.6);
+	   "restart: B still counts run 1's 0.5, and puts it back (%s, spent %lld: %s)",
+	   v.which ? v.which : "free", v.spent, left);
+	hosts_start_c(&h);
+	v = try_call(h.c, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
-	   "restart: B still counts A's earlier 0.5: 0.6 more is over 1.00 (%s, spent %lld)",
-	   v.which ? v.which : "free", v.spent);
-	struct keyshare *c = keyshare_new(&sc);
-	v = try_call(c, 0.6);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
-	   "restart: C, which never read A's earlier run, counts it too (spent %lld)", v.spent);
-	/* Cleared again before A took it in, and A restarted again: B leaves it once more. */
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "restart: ledger/ cleared again, B's reading with it; A restarts again");
-	a = keyshare_new(&sa);
-	v = try_call(b, 0.6);
+	   "restart: C, which never read run 1, counts it too (spent %lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "restart: ledger/ cleared again, B's copy with it; A restarts again");
+	hosts_start_a(&h);
+	v = try_call(h.b, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   strstr(text_of(side, text, sizeof(text)), "500000"),
-	   "restart: B still counts A's first run, and leaves it again (%s, spent %lld)",
+	   strstr(text_of(copy, text, sizeof(text)), "500000"),
+	   "restart: B still counts run 1, and puts it back again (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
-
-	v = try_call(a, 0.6);
-	text_of(a_ledger, text, sizeof(text));
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   strstr(text, "500000") && strstr(text, "\"runs_held\":[") && access(side, F_OK) < 0,
-	   "restart: A's next budget check takes it in: its 0.5 in its ledger, the run listed, the "
-	   "file removed (spent %lld; %s)", v.spent, text);
-	v = try_call(b, 0.6);
-	struct keyshare_verdict fits = try_call(b, 0.4);
+	struct hosts_say { struct keyshare *ks; const char *who; } who[] = {
+		{ h.a, "A" }, { h.b, "B" }, { h.c, "C" } };
+	for (size_t i = 0; i < 3; i++) {
+		v = try_call(who[i].ks, 0.6);
+		struct keyshare_verdict fits = try_call(who[i].ks, 0.4);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+		   fits.block == PROVIDER_FREE,
+		   "restart: %s counts run 1's 0.5 once: 0.6 is over, 0.4 fits (spent %lld, %s)",
+		   who[i].who, v.spent, fits.which ? fits.which : "free");
+	}
+	hosts_restart_a(&h);
+	v = try_call(h.a, 0.6);
+	struct keyshare_verdict fits = try_call(h.a, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
 	   fits.block == PROVIDER_FREE,
-	   "restart: B counts A's 0.5 once: 0.6 is over, 0.4 fits (spent %lld, %s)", v.spent,
-	   fits.which ? fits.which : "free");
-	v = try_call(c, 0.6);
-	fits = try_call(c, 0.4);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   fits.block == PROVIDER_FREE, "restart: so does C (spent %lld)", v.spent);
-
-	/* A restarts again, its ledger there; the reading of its first run is left once more (a host
-	 * slow to look): it is not added again. */
-	keyshare_free(a);
-	a = keyshare_new(&sa);
-	int fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && close(fd) == 0,
-	   "restart: A restarts with its ledger there; B's reading of its first run is left again");
-	v = try_call(a, 0.6);
-	fits = try_call(a, 0.4);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   fits.block == PROVIDER_FREE && access(side, F_OK) < 0,
-	   "restart: A counts 0.5, not 1.0, and removes it (spent %lld, %s)", v.spent,
+	   "restart: A restarts with the files there: 0.5, not 1.0 (spent %lld, %s)", v.spent,
 	   fits.which ? fits.which : "free");
 
-	/* Side files no daemon wrote: another user's, and one whose content is not its name's. */
-	fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && fchown(fd, 65534, 65534) == 0 &&
-	   close(fd) == 0, "forged side: B's reading again, but of another user (nobody)");
-	char *misnamed = xasprintf("%s/hostA.json.carried-hostZ.0123456789abcdef", ledgers);
+	/* Copies no daemon wrote: another user's, and one whose content is not its name's. */
+	char *forged = copy_file(h.dir, "hostA", run1, "hostY");
+	char *misnamed = copy_file(h.dir, "hostA", run1, "hostZ");
+	char *big = xstrdup(left), *at = strstr(big, "500000");
+	if (at)
+		memcpy(at, "900000", 6);
+	char *of_y = big;
+	int fd = open(forged, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, of_y, strlen(of_y)) == (ssize_t)strlen(of_y) &&
+	   fchown(fd, 65534, 65534) == 0 && close(fd) == 0,
+	   "forged copy: 0.9 of run 1, of another user (nobody)");
 	fd = open(misnamed, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	ok(fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) && close(fd) == 0,
-	   "forged side: and under a name its content does not give");
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "forged side: ledger/ cleared again");
-	a = keyshare_new(&sa);
-	fd = open(side, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	bool planted = fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) &&
-		       fchown(fd, 65534, 65534) == 0 && close(fd) == 0;
-	fd = open(misnamed, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	planted = planted && fd >= 0 && write(fd, left, strlen(left)) == (ssize_t)strlen(left) &&
-		  close(fd) == 0;
-	ok(planted, "forged side: A restarts without its ledger; both planted beside its new one");
-	struct keyshare *d = NULL;
+	ok(fd >= 0 && write(fd, big, strlen(big)) == (ssize_t)strlen(big) && close(fd) == 0,
+	   "forged copy: and 0.9 under a name its content does not give");
 	struct spool sd;
-	ok(spool_open(&sd, dir, "hostD") == 0 && (d = keyshare_new(&sd)), "forged side: host D starts");
-	v = try_call(d, 0.9);
-	ok(v.block == PROVIDER_FREE, "forged side: D counts neither (%s, spent %lld)",
-	   v.which ? v.which : "free", v.spent);
-	v = try_call(a, 0.9);
-	ok(v.block == PROVIDER_FREE && access(side, F_OK) == 0 && access(misnamed, F_OK) == 0,
-	   "forged side: nor does A take them in (%s, spent %lld)", v.which ? v.which : "free",
-	   v.spent);
+	ok(spool_open(&sd, h.dir, "hostD") == 0, "forged copy: host D starts");
+	struct keyshare *d = keyshare_new(&sd);
+	v = try_call(d, 0.6);
+	fits = try_call(d, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "forged copy: D counts neither (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
 	keyshare_free(d);
 	spool_close(&sd);
-	keyshare_free(c);
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sc);
-	spool_close(&sb);
-	spool_close(&sa);
+	free(big);
 	free(misnamed);
-	free(side);
-	free(prefix);
+	free(forged);
+	free(copy);
 	free(a_ledger);
-	free(lock);
-	free(ledgers);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	hosts_close(&h);
 }
 
-/* How A's own ledger cannot be read when A starts again. */
+/* How a file of A's earlier run cannot be read when A starts again. */
 struct own_unread_row {
 	const char *name;
 	const char *junk;        /* written over it while A is stopped; NULL: a second link */
@@ -731,15 +743,15 @@ struct own_unread_row {
 };
 
 static const struct own_unread_row own_unread_rows[] = {
-	{ "a second link (another host's link(2) in flight)", NULL, "more than one hard link" },
+	{ "a second link", NULL, "more than one hard link" },
 	{ "junk (not JSON)", "not a ledger at all", "not JSON" },
 };
 
-/* Host A alone spent 0.5 of a daily 1.00 and restarts while its own ledger cannot be read: it
- * never takes that as no file. It does not write over it, its budgeted calls wait (never
- * counted as 0 spent), and it says so once, naming the file and why, and what an operator
- * does. Read again at the next try once readable: 0.5 is counted, the file keeps it. Junk moved
- * aside: A goes on without it, as a restarted host ("base_lost"). */
+/* Host A alone spent 0.5 of a daily 1.00 in its run 1 and restarts while that run's file cannot
+ * be read: it never takes that as no file. It does not write over it (run 2 writes only its
+ * own), its budgeted calls wait (never counted as 0 spent), and it says so once, naming the
+ * file and why, and what an operator does. Read again at the next try once readable: 0.5 is
+ * counted, the file keeps it. Junk moved aside: A goes on without it. */
 static void own_ledger_unreadable(void)
 {
 	for (size_t i = 0; i < sizeof(own_unread_rows) / sizeof(own_unread_rows[0]); i++) {
@@ -749,13 +761,14 @@ static void own_ledger_unreadable(void)
 			return;
 		struct spool sa;
 		ok(spool_open(&sa, dir, "hostA") == 0, "own %s: A", r->name);
-		char *a_ledger = xasprintf("%s/ledger/hostA.json", dir);
-		char *other = xasprintf("%s/ledger/.hostA.json.link", dir);
+		char *a_ledger = run_file(dir, &sa), *month = month_dir(dir);
+		char *other = xasprintf("%s/.hostA.json.link", month);
 		char *log_path = xasprintf("%s/stderr-own", dir);
 		char text[4096], before[4096];
 		struct keyshare *a = keyshare_new(&sa);
 		keyshare_spent(a, "p", keyshare_micros(0.5));
 		keyshare_free(a);
+		spool_close(&sa);
 		bool made;
 		if (!r->junk) {
 			made = link(a_ledger, other) == 0;
@@ -766,24 +779,25 @@ static void own_ledger_unreadable(void)
 		}
 		text_of(a_ledger, before, sizeof(before));
 		ok(made && (r->junk || strstr(before, "500000")),
-		   "own %s: A spent 0.5 and stopped; its ledger then has %s", r->name, r->name);
+		   "own %s: A's run 1 spent 0.5 and stopped; its file then has %s", r->name, r->name);
 		struct said said;
 		ok(said_start(&said, log_path), "own %s: the log kept", r->name);
+		spool_open(&sa, dir, "hostA");
 		a = keyshare_new(&sa);
 		struct keyshare_verdict v = try_call(a, 0.6);
 		bool waits = v.block == PROVIDER_BUSY && v.which && v.retry_at > 0;
 		v = try_call(a, 0.6);
 		waits = waits && v.block == PROVIDER_BUSY;
 		said_so_far(&said);
-		int told = count_of(said.text, "cannot read this host's own ledger");
-		bool named = strstr(said.text, "hostA.json") && strstr(said.text, r->said) &&
+		int told = count_of(said.text, "cannot read");
+		bool named = strstr(said.text, "hostA.") && strstr(said.text, r->said) &&
 			     strstr(said.text, "moves it aside");
 		said_end(&said);
 		unlink(log_path);
-		ok(waits, "own %s: A restarts; a call of 0.6 waits, twice (never counted as 0 spent)",
-		   r->name);
+		ok(waits, "own %s: A restarts (run 2); a call of 0.6 waits, twice (never counted as 0 "
+		   "spent)", r->name);
 		ok(!strcmp(text_of(a_ledger, text, sizeof(text)), before),
-		   "own %s: its ledger is not written over (%s)", r->name, text);
+		   "own %s: run 1's file is not written over (%s)", r->name, text);
 		ok(told == 1 && named, "own %s: said once, with the file, why, and what to do: %s",
 		   r->name, said.text);
 		if (!r->junk) {
@@ -794,249 +808,337 @@ static void own_ledger_unreadable(void)
 			   v.spent);
 			ok(try_call(a, 0.4).block == PROVIDER_FREE &&
 			   strstr(text_of(a_ledger, text, sizeof(text)), "500000"),
-			   "own %s: 0.4 fits, and its ledger still says 0.5 (%s)", r->name, text);
+			   "own %s: 0.4 fits, and run 1's file still says 0.5 (%s)", r->name, text);
 		} else {
 			ok(rename(a_ledger, other) == 0, "own %s: an operator moves it aside", r->name);
 			v = try_call(a, 0.6);
-			ok(v.block == PROVIDER_FREE &&
-			   strstr(text_of(a_ledger, text, sizeof(text)), "\"base_lost\":true"),
-			   "own %s: A goes on without it, as a restarted host (%s)", r->name, text);
+			ok(v.block == PROVIDER_FREE, "own %s: A goes on without it (%s)", r->name,
+			   v.which ? v.which : "free");
 		}
 		keyshare_free(a);
 		spool_close(&sa);
 		free(log_path);
 		free(other);
+		free(month);
 		free(a_ledger);
 		nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	}
 }
 
-/* Host A restarts twice without its ledger before it takes in B's reading of its first run:
- * run 1 spent 0.5 (B read it), run 2 spent 0.2 (B read it, with run 1 added: 0.7), run 3
- * starts. B's reading of run 2 lacks run 1, so B keeps both (merged, run 1 listed as held by
- * it): B counts 0.7, not 0.2, and so does A once it takes B's reading in, with no run twice. */
+/* Host A restarts twice after ledger/ was cleared: run 1 spent 0.5, run 2 0.2 (B read both),
+ * run 3 starts. Both earlier runs count, each once: 0.7, for B and for A. */
 static void restarted_twice(void)
 {
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-twice"))
+	struct hosts h;
+	if (!hosts_open(&h, "twice"))
 		return;
-	struct spool sa, sb;
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "twice: A and B");
-	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	ok(make_lock(lock, 0), "twice: A's lock, heartbeated now");
-	keyshare_spent(a, "p", keyshare_micros(0.5));
-	struct keyshare_verdict v = try_call(b, 0.6);
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
 	ok(v.spent == keyshare_micros(0.5), "twice: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "twice: ledger/ cleared; A restarts as run 2");
-	a = keyshare_new(&sa);
-	keyshare_spent(a, "p", keyshare_micros(0.2));
-	v = try_call(b, 0.4);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "twice: ledger/ cleared; A restarts as run 2");
+	hosts_start_a(&h);
+	keyshare_spent(h.a, "p", keyshare_micros(0.2));
+	v = try_call(h.b, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
 	   "twice: run 2 spends 0.2; B counts 0.7 (spent %lld)", v.spent);
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "twice: ledger/ cleared again; A restarts as run 3");
-	a = keyshare_new(&sa);
-	v = try_call(b, 0.4);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "twice: ledger/ cleared again; A restarts as run 3");
+	hosts_start_a(&h);
+	v = try_call(h.b, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
 	   "twice: B still counts runs 1 and 2: 0.4 more is over 1.00 (spent %lld)", v.spent);
-	v = try_call(a, 0.4);
-	struct keyshare_verdict fits = try_call(a, 0.3);
+	v = try_call(h.a, 0.4);
+	struct keyshare_verdict fits = try_call(h.a, 0.3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
 	   fits.block == PROVIDER_FREE,
-	   "twice: A takes B's reading in: 0.7, each run once (spent %lld, %s)", v.spent,
+	   "twice: A counts B's copies: 0.7, each run once (spent %lld, %s)", v.spent,
 	   fits.which ? fits.which : "free");
-	v = try_call(b, 0.4);
-	fits = try_call(b, 0.3);
+	v = try_call(h.b, 0.4);
+	fits = try_call(h.b, 0.3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
-	   fits.block == PROVIDER_FREE, "twice: and B counts A's ledger once (spent %lld)", v.spent);
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sb);
-	spool_close(&sa);
-	free(lock);
-	free(ledgers);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	   fits.block == PROVIDER_FREE, "twice: and B counts each run once (spent %lld)", v.spent);
+	hosts_close(&h);
 }
 
-/* A reading of a run that holds an earlier run, found after a reading of that earlier run was
- * taken in: A's run R1 spends 0.3 (B reads it); A restarts without its file as R2, takes in
- * B's reading of R1 and spends 0.2 (0.5, R1 held); it restarts without its file as R3, which
- * takes in a reading of R1 left again (R2 stopped before it removed it), and then B's reading
- * of R2 (0.5, holding R1): that adds only 0.2 beyond R1's 0.3, so A counts 0.5, not 0.8. */
-static void restarted_side_order(void)
+/* A copy's name is known in advance (host, run, reader): another user who may write ledger/
+ * puts a file there first. B's copy is put over it (rename), so B's reading is not lost. */
+static void planted_copy(void)
 {
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-sides"))
+	struct hosts h;
+	if (!hosts_open(&h, "planted"))
 		return;
-	struct spool sa, sb;
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "sides: A and B");
-	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
-	char r1[4096] = "", text[4096];
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	ok(make_lock(lock, 0), "sides: A's lock, heartbeated now");
-	keyshare_spent(a, "p", keyshare_micros(0.3));
-	struct keyshare_verdict v = try_call(b, 0.8);
-	ok(v.spent == keyshare_micros(0.3), "sides: A's R1 spends 0.3, B reads it (%lld)", v.spent);
-	keyshare_free(a);
-	ok(unlink(a_ledger) == 0, "sides: hostA.json removed; A restarts as R2");
-	a = keyshare_new(&sa);
-	struct keyshare_view view;
-	keyshare_look(b, "p", &view);
-	char *side = named_like(ledgers, "hostA.json.carried-hostB.");
-	ok(side && strstr(text_of(side, r1, sizeof(r1)), "300000"),
-	   "sides: B leaves its reading of R1 (%s)", r1);
-	try_call(a, 0.1);
-	keyshare_spent(a, "p", keyshare_micros(0.2));
-	v = try_call(b, 0.6);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   side && access(side, F_OK) < 0,
-	   "sides: R2 takes it in (removed) and spends 0.2: B counts 0.5 (spent %lld)", v.spent);
-	keyshare_free(a);
-	ok(unlink(a_ledger) == 0, "sides: hostA.json removed again; A restarts as R3");
-	a = keyshare_new(&sa);
-	int fd = side ? open(side, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
-	ok(fd >= 0 && write(fd, r1, strlen(r1)) == (ssize_t)strlen(r1) && close(fd) == 0,
-	   "sides: B's reading of R1 there again (R2 stopped before it removed it)");
-	v = try_call(a, 0.8);
-	ok(v.spent == keyshare_micros(0.3), "sides: R3 takes in R1's 0.3 (spent %lld)", v.spent);
-	try_call(b, 0.1);   /* B reads R3's ledger: it leaves its reading of R2 */
-	v = try_call(a, 0.6);
-	struct keyshare_verdict fits = try_call(a, 0.4);
-	text_of(a_ledger, text, sizeof(text));
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   fits.block == PROVIDER_FREE,
-	   "sides: then B's reading of R2, which holds R1: A counts 0.5, not 0.8 (%d %s spent %lld, %s; %s)", v.block, v.which ? v.which : "-",
-	   v.spent, fits.which ? fits.which : "free", text);
-	v = try_call(b, 0.6);
-	fits = try_call(b, 0.4);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   fits.block == PROVIDER_FREE, "sides: and so does B (spent %lld, %s)", v.spent,
-	   fits.which ? fits.which : "free");
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sb);
-	spool_close(&sa);
-	free(side);
-	free(a_ledger);
-	free(lock);
-	free(ledgers);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A side file's name is known in advance (host, reader, run): another user who may write
- * ledger/ puts a file there first. B's reading of A's earlier run is not lost for it: B says
- * so and leaves it under a name with a random suffix, which A takes in (and removes); the
- * planted file is left alone and counts for nothing. */
-static void planted_side(void)
-{
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-planted"))
-		return;
-	struct spool sa, sb;
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "planted: A and B");
-	char *ledgers = xasprintf("%s/ledger", dir), *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/hostA.json", ledgers);
-	char text[4096], run[17] = "";
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	ok(make_lock(lock, 0), "planted: A's lock, heartbeated now");
-	keyshare_spent(a, "p", keyshare_micros(0.5));
-	struct keyshare_verdict v = try_call(b, 0.6);
-	const char *at = strstr(text_of(a_ledger, text, sizeof(text)), "\"run\":\"");
-	if (at)
-		snprintf(run, sizeof(run), "%.16s", at + 7);
-	ok(v.spent == keyshare_micros(0.5) && strlen(run) == 16,
-	   "planted: A's run %s spends 0.5, B reads it (%lld)", run, v.spent);
-	keyshare_free(a);
-	ok(nftw(ledgers, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 && mkdir(ledgers, 0777) == 0,
-	   "planted: A stops; ledger/ is cleared");
-	char *planted = xasprintf("%s/hostA.json.carried-hostB.%s", ledgers, run);
-	int fd = open(planted, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	char text[4096], run1[17];
+	memcpy(run1, h.sa.run, sizeof(run1));
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "planted: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "planted: A stops; ledger/ is cleared");
+	char *month = month_dir(h.dir), *planted = copy_file(h.dir, "hostA", run1, "hostB");
+	int fd = mkdir(month, 0777) == 0 ? open(planted, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
 	ok(fd >= 0 && write(fd, "{}", 2) == 2 && fchown(fd, 65534, 65534) == 0 && close(fd) == 0,
-	   "planted: another user (nobody) makes B's side file's name first");
-	a = keyshare_new(&sa);
-	v = try_call(b, 0.6);
-	char *prefix = xasprintf("hostA.json.carried-hostB.%s.", run);
-	char *left = named_like(ledgers, prefix);
-	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && left &&
-	   strlen(strrchr(left, '.') + 1) == 16 && strstr(text_of(left, text, sizeof(text)), "500000"),
-	   "planted: B still counts A's 0.5, and leaves it under a random suffix (%s; spent %lld)",
-	   left ? left : "none", v.spent);
-	v = try_call(a, 0.6);
-	struct keyshare_verdict fits = try_call(a, 0.4);
+	   "planted: another user (nobody) makes B's copy's name first");
+	hosts_start_a(&h);
+	v = try_call(h.b, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
-	   fits.block == PROVIDER_FREE && left && access(left, F_OK) < 0 && access(planted, F_OK) == 0,
-	   "planted: A takes it in and removes it; the planted file is left alone (%s, spent %lld)",
+	   strstr(text_of(planted, text, sizeof(text)), "500000"),
+	   "planted: B still counts A's 0.5, and its copy replaces the planted file (%s; spent %lld)",
+	   text, v.spent);
+	v = try_call(h.a, 0.6);
+	struct keyshare_verdict fits = try_call(h.a, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "planted: A counts it (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sb);
-	spool_close(&sa);
-	free(left);
-	free(prefix);
 	free(planted);
-	free(a_ledger);
-	free(lock);
-	free(ledgers);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(month);
+	hosts_close(&h);
 }
 
 /* Host A stalls after spending 0.8 (B read 0.5 of it): its lock goes a lease without a beat,
- * its ledger is removed meanwhile, and B, judging A gone, carries its 0.5 back, which every
- * host counts, waiting for nothing more. When A comes back, its first heartbeat is late by the
- * stall: it writes its whole 0.8 over the carried copy at once, not at its next look at
- * ledger/ (10 s later, or its next billed call), so B's 0.4 no longer fits. */
+ * its run's file is removed meanwhile, and B, judging the run ended, carries its 0.5 back, which
+ * every host counts, waiting for nothing more. When A comes back, its first heartbeat is late by
+ * the stall: it writes its whole 0.8 again at once, not at its next look at ledger/ (10 s later,
+ * or its next billed call), so B's 0.4 no longer fits. */
 static void stalled_host_beats(void)
 {
-	char dir[PATH_MAX];
-	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-beat"))
+	struct hosts h;
+	if (!hosts_open(&h, "beat"))
 		return;
-	struct spool sa, sb;
-	ok(spool_open(&sa, dir, "hostA") == 0 && spool_open(&sb, dir, "hostB") == 0, "beat: A and B");
-	struct keyshare *a = keyshare_new(&sa), *b = keyshare_new(&sb);
-	char *lock = xasprintf("%s/running/.host.hostA", dir);
-	char *a_ledger = xasprintf("%s/ledger/hostA.json", dir);
+	char *a_ledger = run_file(h.dir, &h.sa), *a_copy = copy_file(h.dir, "hostA", h.sa.run, "hostB");
 	char text[4096];
 	const int64_t lease_ms = 2;   /* A's beats every 0.5 ms: one 1 ms late is a stall */
-	ok(make_lock(lock, 0), "beat: A's lock, heartbeated now");
-	keyshare_beat(a, lease_ms);
+	keyshare_beat(h.a, lease_ms);
 	int64_t beat = mono_ms();
-	keyshare_spent(a, "p", keyshare_micros(0.5));
-	struct keyshare_verdict v = try_call(b, 0.6);
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "beat: A spends 0.5, B reads it (spent %lld)", v.spent);
-	keyshare_spent(a, "p", keyshare_micros(0.3));
-	ok(make_lock(lock, 120) && unlink(a_ledger) == 0,
-	   "beat: A spends 0.3 more (0.8), then stalls two minutes; its ledger is removed meanwhile");
-	v = try_call(b, 0.6);
-	ok(v.block == PROVIDER_OVER_BUDGET && strstr(text_of(a_ledger, text, sizeof(text)),
+	keyshare_spent(h.a, "p", keyshare_micros(0.3));
+	ok(make_lock(h.lock, 120, h.sa.run) && unlink(a_ledger) == 0,
+	   "beat: A spends 0.3 more (0.8), then stalls two minutes; its file is removed meanwhile");
+	v = try_call(h.b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && strstr(text_of(a_copy, text, sizeof(text)),
 						     "\"carried_by\":\"hostB\"") &&
-	   strstr(text, "500000"), "beat: B judges A gone and carries its 0.5 back (%s)", text);
-	v = try_call(b, 0.4);
+	   strstr(text, "500000"), "beat: B judges A's run ended and carries its 0.5 back (%s)", text);
+	v = try_call(h.b, 0.4);
 	ok(v.block == PROVIDER_FREE, "beat: while A stalls, B's 0.4 fits: A's 0.3 after B's reading is "
 	   "not in any file (%s)", v.which ? v.which : "free");
-	ok(utimensat(AT_FDCWD, lock, NULL, 0) == 0, "beat: A comes back (its lock heartbeated)");
+	ok(utimensat(AT_FDCWD, h.lock, NULL, 0) == 0, "beat: A comes back (its lock heartbeated)");
 	while (mono_ms() < beat + lease_ms / 2)
 		;   /* a stall of half a lease, on the clock keyshare_beat reads */
-	keyshare_beat(a, lease_ms);
+	keyshare_beat(h.a, lease_ms);
 	text_of(a_ledger, text, sizeof(text));
 	ok(!strstr(text, "carried_by") && strstr(text, "800000"),
-	   "beat: A's first beat, late, writes its 0.8 over the carried copy (%s)", text);
-	v = try_call(b, 0.4);
+	   "beat: A's first beat, late, writes its 0.8 again (%s)", text);
+	v = try_call(h.b, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
 	   "beat: B's 0.4 no longer fits: 0.8 + 0.4 is over 1.00 (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
-	keyshare_free(a);
-	keyshare_free(b);
-	spool_close(&sa);
-	spool_close(&sb);
+	free(a_copy);
 	free(a_ledger);
-	free(lock);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	hosts_close(&h);
+}
+
+/* The copies of readings hosts left in ledger/ (names with ".carried-", at any depth), kept to
+ * be put back as they were: a host slow to look leaves one again. */
+struct carried { char *path[16], *text[16]; int n; };
+static struct carried *carried_now;
+
+static int carried_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)ftw;
+	if (flag == FTW_F && strstr(path + ftw->base, ".carried-") && carried_now->n < 16) {
+		char *text = xcalloc((size_t)st->st_size + 1, 1);
+		int fd = open(path, O_RDONLY);
+		if (fd >= 0 && read(fd, text, (size_t)st->st_size) == st->st_size) {
+			carried_now->path[carried_now->n] = xstrdup(path);
+			carried_now->text[carried_now->n++] = text;
+		} else {
+			free(text);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	return 0;
+}
+
+static void carried_keep(struct hosts *h, struct carried *c)
+{
+	memset(c, 0, sizeof(*c));
+	carried_now = c;
+	nftw(h->ledgers, carried_one, 16, FTW_PHYS);
+}
+
+/* Puts back those of c that are gone; how many. */
+static int carried_put_back(struct carried *c)
+{
+	int n = 0;
+	for (int i = 0; i < c->n; i++) {
+		char *dir = xstrdup(c->path[i]);
+		*strrchr(dir, '/') = '\0';
+		mkdir(dir, 0777);
+		int fd = open(c->path[i], O_WRONLY | O_CREAT | O_EXCL, 0644);
+		n += fd >= 0 && write(fd, c->text[i], strlen(c->text[i])) == (ssize_t)strlen(c->text[i]);
+		if (fd >= 0)
+			close(fd);
+		free(dir);
+	}
+	return n;
+}
+
+static void carried_free(struct carried *c)
+{
+	for (int i = 0; i < c->n; i++) {
+		free(c->path[i]);
+		free(c->text[i]);
+	}
+}
+
+/* A's run 1 spent 0.5 (B read it); A restarts after ledger/ is cleared, and B puts that reading
+ * back for the other hosts. ledger/ is cleared once more while A's run 2 is live: B must put it
+ * back again, else C, which never read run 1, counts 0 of it (and passes the budget by 0.5). */
+static void cleared_again(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "again"))
+		return;
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "again: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "again: A stops; ledger/ cleared");
+	hosts_start_a(&h);
+	v = try_call(h.b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "again: A starts run 2; B still counts run 1 (spent %lld)", v.spent);
+	ok(hosts_clear_ledger(&h), "again: ledger/ cleared again, while run 2 is live");
+	try_call(h.a, 0.1);   /* A writes its run's file again */
+	try_call(h.b, 0.1);   /* B finds the new ledger/ */
+	hosts_start_c(&h);
+	v = try_call(h.c, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "again: C, which never read run 1, counts its 0.5: 0.6 more is over 1.00 (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	hosts_close(&h);
+}
+
+/* Two hosts read one run of A at different times: B 0.3, C 0.5. After ledger/ is cleared and A
+ * restarts, both readings are put back, B's first: the run counts 0.5 (the larger), for A and
+ * for a host that read neither, whatever order they are found in. */
+static void two_readings(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "readings"))
+		return;
+	hosts_start_c(&h);
+	keyshare_spent(h.a, "p", keyshare_micros(0.3));
+	struct keyshare_verdict v = try_call(h.b, 0.8);
+	ok(v.spent == keyshare_micros(0.3), "readings: A's run 1 spends 0.3, B reads it (%lld)", v.spent);
+	keyshare_spent(h.a, "p", keyshare_micros(0.2));
+	v = try_call(h.c, 0.8);
+	ok(v.spent == keyshare_micros(0.5), "readings: 0.2 more, C reads 0.5 (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "readings: A stops; ledger/ cleared");
+	hosts_start_a(&h);
+	try_call(h.b, 0.1);   /* B puts its 0.3 back */
+	try_call(h.a, 0.1);   /* A finds it */
+	try_call(h.c, 0.1);   /* then C its 0.5 */
+	v = try_call(h.a, 0.6);
+	struct keyshare_verdict fits = try_call(h.a, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE,
+	   "readings: A counts the larger, 0.5: 0.6 more is over (%s, spent %lld), 0.4 fits (%s)",
+	   v.which ? v.which : "free", v.spent, fits.which ? fits.which : "free");
+	struct spool sd;
+	ok(spool_open(&sd, h.dir, "hostD") == 0, "readings: host D starts");
+	struct keyshare *d = keyshare_new(&sd);
+	v = try_call(d, 0.6);
+	fits = try_call(d, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "readings: so does D, which read neither (%s, spent %lld; %s)",
+	   v.which ? v.which : "free", v.spent, fits.which ? fits.which : "free");
+	keyshare_free(d);
+	spool_close(&sd);
+	hosts_close(&h);
+}
+
+/* What a restarted run took in is known after a later restart too: A's run 1 spends 0.3, run 2
+ * (ledger/ cleared before it) 0.2; ledger/ is cleared again, run 3 finds a reading of run 1 put
+ * back, and restarts (run 4) before it finds run 2's. Run 2's reading holds run 1: A counts 0.5,
+ * not 0.8 (a refusal of calls that fit). */
+static void restarted_after_taking(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "taken"))
+		return;
+	struct carried first;
+	keyshare_spent(h.a, "p", keyshare_micros(0.3));
+	try_call(h.b, 0.1);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "taken: A's run 1 spends 0.3 (B reads it) and stops; ledger/ cleared");
+	hosts_start_a(&h);
+	try_call(h.b, 0.1);   /* B puts run 1 back */
+	carried_keep(&h, &first);
+	ok(first.n > 0, "taken: B's reading of run 1 is there (%d)", first.n);
+	try_call(h.a, 0.1);
+	keyshare_spent(h.a, "p", keyshare_micros(0.2));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "taken: run 2 spends 0.2: B counts 0.5 (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "taken: A stops; ledger/ cleared again");
+	hosts_start_a(&h);
+	ok(carried_put_back(&first) == first.n, "taken: run 3; B's reading of run 1 there again");
+	try_call(h.a, 0.1);   /* run 3 finds it */
+	hosts_restart_a(&h);  /* run 4, with run 3's file there */
+	try_call(h.b, 0.1);   /* B finds run 4, leaves what it read of run 2 */
+	try_call(h.a, 0.1);
+	v = try_call(h.a, 0.6);
+	struct keyshare_verdict fits = try_call(h.a, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "taken: A's run 4 counts 0.5, each run once (spent %lld, %s)",
+	   v.spent, fits.which ? fits.which : "free");
+	v = try_call(h.b, 0.6);
+	fits = try_call(h.b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+	   fits.block == PROVIDER_FREE, "taken: so does B (spent %lld, %s)", v.spent,
+	   fits.which ? fits.which : "free");
+	carried_free(&first);
+	hosts_close(&h);
+}
+
+/* A restarts 33 times after its run 1 (0.3, read by B) lost its file, each run spending 0.01;
+ * then a host slow to look puts B's reading of run 1 back once more: it is the same run,
+ * counted once (0.63 in all, not 0.93). */
+static void many_restarts(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "many"))
+		return;
+	struct carried first;
+	keyshare_spent(h.a, "p", keyshare_micros(0.3));
+	try_call(h.b, 0.1);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "many: A's run 1 spends 0.3 (B reads it) and stops; ledger/ cleared");
+	hosts_start_a(&h);
+	try_call(h.b, 0.1);   /* B puts run 1 back */
+	carried_keep(&h, &first);
+	try_call(h.a, 0.1);
+	for (int i = 0; i < 33; i++) {
+		hosts_restart_a(&h);
+		keyshare_spent(h.a, "p", keyshare_micros(0.01));
+	}
+	int back = carried_put_back(&first);
+	try_call(h.a, 0.1);
+	struct keyshare_verdict v = try_call(h.a, 0.4);
+	struct keyshare_verdict fits = try_call(h.a, 0.3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.63) &&
+	   fits.block == PROVIDER_FREE,
+	   "many: after 33 restarts and run 1's reading put back (%d), A counts it once: 0.63 "
+	   "(spent %lld; 0.3 more: %s)",
+	   back, v.spent, fits.which ? fits.which : "free");
+	carried_free(&first);
+	hosts_close(&h);
 }
 
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
@@ -1146,16 +1248,21 @@ int main(void)
 	free(foreign);
 	struct keyshare_limits total_rpm = { .total_daily = keyshare_micros(100), .rpm = 1000,
 					     .window_ms = 60000, .lease_ms = 60000 };
-	struct keyshare *b2 = keyshare_new(&sb);
+	struct spool sb2;   /* another start of B's: a spool of its own, as a daemon's */
+	spool_open(&sb2, dir, "hostB");
+	struct keyshare *b2 = keyshare_new(&sb2);
 	ok(keyshare_acquire(b2, "p", &total_rpm, keyshare_micros(0.01), &t3).block == PROVIDER_FREE &&
 	   t3.start, "a call with a total budget and a rate, past a provider it never saw");
 	keyshare_release(b2, &t3);
 	keyshare_free(b2);
+	spool_close(&sb2);
 	/* A total budget keeps other providers' listings while they do not change; a call that
 	 * another host starts there is still counted by the next acquire. */
 	struct keyshare_limits tot = { .total_daily = keyshare_micros(100), .window_ms = 60000,
 				       .lease_ms = 60000 };
-	struct keyshare *a3 = keyshare_new(&sa);
+	struct spool sa3;
+	spool_open(&sa3, dir, "hostA");
+	struct keyshare *a3 = keyshare_new(&sa3);
 	char *rcalls = xasprintf("%s/providers/r/calls", dir);
 	struct keyshare_ticket tr;
 	ok(keyshare_acquire(b, "r", &tot, 0, &tr).block == PROVIDER_FREE, "provider r's directory exists");
@@ -1177,9 +1284,12 @@ int main(void)
 	free(ticket);
 	free(rcalls);
 	keyshare_free(a3);
+	spool_close(&sa3);
 	/* A dead host's call to a provider no live host calls still counts in a total budget only
 	 * until its lease runs out: a host over the total budget removes it, as its own provider's. */
-	struct keyshare *a4 = keyshare_new(&sa);
+	struct spool sa4;
+	spool_open(&sa4, dir, "hostA");
+	struct keyshare *a4 = keyshare_new(&sa4);
 	char *zcalls = xasprintf("%s/providers/z/calls", dir);
 	char *zdir = xasprintf("%s/providers/z", dir);
 	char *dead = xasprintf("%s/hostC~7-1~%lld", zcalls, (long long)keyshare_micros(99));
@@ -1220,13 +1330,17 @@ int main(void)
 	free(zcalls);
 	free(zdir);
 	keyshare_free(a4);
-	struct keyshare *a2 = keyshare_new(&sa);
+	spool_close(&sa4);
+	struct spool sa2;
+	spool_open(&sa2, dir, "hostA");
+	struct keyshare *a2 = keyshare_new(&sa2);
 	v = keyshare_acquire(a2, "p", &money, keyshare_micros(0.7), &t3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.4),
 	   "a restarted A remembers what it spent");
 	keyshare_free(a2);
+	spool_close(&sa2);
 	/* B keeps A's ledger as read while it stands; a new one is read, whatever its times say. */
-	char *ledgers = xasprintf("%s/ledger", dir), *aledger = xasprintf("%s/ledger/hostA.json", dir);
+	char *ledgers = month_dir(dir), *aledger = run_file(dir, &sa);
 	ok(utimensat(AT_FDCWD, aledger, quiet, 0) == 0 && utimensat(AT_FDCWD, ledgers, quiet, 0) == 0,
 	   "A's ledger and ledger/ quiet for a minute");
 	v = keyshare_acquire(b, "p", &money, keyshare_micros(0.7), &t3);
@@ -1320,7 +1434,7 @@ int main(void)
 
 	/* ledger/ removed and made again: a host never counts the removed one as empty, and one
 	 * that spent writes its ledger in the new one at once (A spent 0.5 today). */
-	char *ledger_dir = xasprintf("%s/ledger", dir), *a_ledger = xasprintf("%s/hostA.json", ledger_dir);
+	char *ledger_dir = xasprintf("%s/ledger", dir), *a_ledger = run_file(dir, &sa);
 	ok(nftw(ledger_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "an operator removes ledger/");
 	v = keyshare_acquire(a, "p", &money, keyshare_micros(0.6), &t3);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) && access(a_ledger, F_OK) == 0,
@@ -1330,18 +1444,21 @@ int main(void)
 	   "B reads it there, not the removed ledger/ (spent %lld)", v.spent);
 	if (v.block == PROVIDER_FREE)
 		keyshare_release(b, &t3);
-	unreadable_ledgers(b, dir, &money);
-	cleared_ledger(a, b, dir, &money);
+	unreadable_ledgers(&sa, b, dir, &money);
+	cleared_ledger(&sa, a, b, dir, &money);
 	stalled_host_carried();
 	unusable_ledger();
 	forged_lock();
 	restarted_without_ledger();
 	own_ledger_unreadable();
 	restarted_twice();
-	restarted_side_order();
-	planted_side();
+	planted_copy();
 	stalled_host_beats();
 	beat_rows();
+	cleared_again();
+	two_readings();
+	restarted_after_taking();
+	many_restarts();
 	free(a_ledger);
 	free(ledger_dir);
 
@@ -1426,7 +1543,7 @@ int main(void)
 	struct spool se;
 	ok(spool_open(&se, dir, "hostE") == 0, "host E");
 	struct keyshare *e = keyshare_new(&se);
-	char *e_ledger = xasprintf("%s/ledger/hostE.json", dir);
+	char *e_ledger = run_file(dir, &se);
 	ok(access(e_ledger, F_OK) == 0, "E writes its ledger as it starts, with nothing spent");
 	ok(unlink(e_ledger) == 0 && mkdir(e_ledger, 0777) == 0,
 	   "something in the way of E's ledger (a directory)");

@@ -80,10 +80,14 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
-/* day_micros of provider in the ledger file, -1 if it cannot be read. */
+static const char *run;   /* the run whose file is read (the spool's) */
+
+/* day_micros of provider in the run's ledger file (ledger/MONTH/hostA.RUN.json), -1 if it
+ * cannot be read. */
 static micros file_says(const char *dir, const char *provider)
 {
-	char *path = xasprintf("%s/ledger/hostA.json", dir);
+	char *path = xasprintf("%s/ledger/%04ld-%02ld/hostA.%s.json", dir, month / 12, month % 12 + 1,
+			       run);
 	json_t *doc = json_load_file(path, 0, NULL);
 	free(path);
 	json_t *v = json_object_get(json_object_get(json_object_get(doc, "providers"), provider),
@@ -177,6 +181,7 @@ int main(void)
 	struct spool sp;
 	if (spool_open(&sp, dir, "hostA") < 0)
 		return 1;
+	run = sp.run;
 	ks = keyshare_new(&sp);
 	keyshare_today(ks, &day, &month);
 
