@@ -6,8 +6,10 @@
  * given twice (which one would win is a guess) and a value with " #" in it (inih only strips
  * ";" comments, so "timeout = 60 # one minute" would be the value "60 # one minute").
  * inih as Debian builds it gives the handler no line number: the file is read through
- * ini_parse_stream with a reader that counts lines, and the line of every key is kept for
- * messages after parsing. */
+ * ini_parse_stream with a reader that hands it one whole line at a time and counts them, and the
+ * line of every key is kept for messages after parsing. The reader also refuses what inih would
+ * read otherwise than it looks (a line past its buffer, a NUL, an indented line it would join to
+ * the value before, a section name it would cut short). tests/fuzz/fuzz_config.c fuzzes it all. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,7 +34,8 @@
 #include "util.h"
 #include "banned.h"
 
-enum key_type { T_INT, T_BOOL, T_STR, T_PATH, T_MONEY };
+/* T_LIST: words separated by spaces; each line of a repeatable key adds its words. */
+enum key_type { T_INT, T_BOOL, T_STR, T_PATH, T_MONEY, T_LIST };
 
 struct key {
 	const char *section;     /* "provider" matches every [provider NAME] section */
@@ -102,7 +105,7 @@ static const struct key keys[] = {
 	{ "notify", "secret_env", T_STR, C(notify_secret_env), 0, 0, "" },
 	{ "notify", "secret_file", T_PATH, C(notify_secret_file), 0, 0, "" },
 	{ "notify", "allow_private", T_BOOL, C(notify_allow_private), 0, 1, "no" },
-	{ "notify", "job_url_prefixes", T_STR, C(notify_url_prefixes), 0, 0, "" },
+	{ "notify", "job_url_prefixes", T_LIST, C(notify_url_prefixes), 0, 0, "" },
 	{ "notify", "deferrals", T_BOOL, C(notify_deferrals), 0, 1, "no" },
 	{ "notify", "timeout", T_INT, C(notify_timeout), 1, 60, "15" },
 	{ "notify", "retry_base_ms", T_INT, C(notify_retry_base_ms), 10, 3600000, "5000" },
@@ -134,11 +137,10 @@ struct parse_state {
 	char *base_dir;
 	char *err;
 	size_t errsize;
-	char reason[300];
+	char reason[600];
 	int reason_line;         /* of the first error */
 	FILE *f;
 	int line;                /* of the text inih is handling */
-	int next_line;
 	struct strset sections;  /* headers seen, to refuse one given twice */
 	char scratch[300];       /* a reason written out, for the handler to report */
 };
@@ -195,6 +197,14 @@ static const char *store(const struct key *k, void *base, const char *value, con
 		return NULL;
 	}
 	char **slot = (char **)field;
+	if (k->type == T_LIST && *slot && *value) {
+		char *joined = xasprintf("%s %s", *slot, value);
+		free(*slot);
+		*slot = joined;
+		return NULL;
+	}
+	if (k->type == T_LIST && *slot)
+		return NULL;
 	free(*slot);
 	*slot = k->type == T_PATH ? resolve_path(base_dir, value) : (*value ? xstrdup(value) : NULL);
 	return NULL;
@@ -207,6 +217,18 @@ static void set_defaults(void *base, const char *section, const char *base_dir)
 		if (!strcmp(keys[i].section, section))
 			store(&keys[i], base, keys[i].def, base_dir, why, sizeof(why));
 	}
+}
+
+/* What inih (r55, as Debian builds it) reads of a line: ini.c's INI_MAX_LINE buffer (a longer
+ * line would be cut, its rest read as a line of its own) and MAX_SECTION (a longer section name
+ * would be cut short). */
+#define INI_LINE_MAX 199
+#define INI_SECTION_MAX 49
+
+/* The NAME of a [KIND NAME] section may be this long and still be read whole by inih. */
+static size_t section_name_max(const char *kind)
+{
+	return INI_SECTION_MAX - strlen(kind) - 1;
 }
 
 /* Whether section is a [KIND NAME] section (or a bare [KIND], whose NAME is then refused). */
@@ -226,6 +248,28 @@ static bool quotable(const char *s, size_t max)
 	return n <= max;
 }
 
+#define SHOWN_SIZE 160     /* a message's copy of a name or value of the file */
+#define PATH_SHOWN_SIZE 600
+
+/* s as a message may repeat it, into buf (size bytes): printable ASCII as it is, any other byte
+ * as \xNN (a control character would act on the terminal or the log reading it), "..." where
+ * it is cut short. */
+static const char *shown(const char *s, char *buf, size_t size)
+{
+	size_t at = 0;
+	for (; *s && at + 4 + 4 <= size; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			buf[at++] = (char)c;
+		else
+			at += (size_t)snprintf(buf + at, size - at, "\\x%02x", c);
+	}
+	if (*s)
+		at += (size_t)snprintf(buf + at, size - at, "...");
+	buf[at] = '\0';
+	return buf;
+}
+
 /* The NAME of such a section, or NULL with *why (in st's scratch) set when it is not a plain
  * name. */
 static const char *section_name(struct parse_state *st, const char *section, const char *kind,
@@ -233,12 +277,12 @@ static const char *section_name(struct parse_state *st, const char *section, con
 {
 	const char *name = section + strlen(kind);
 	name += strspn(name, " ");
-	if (name_is_plain(name, 64))
+	if (name_is_plain(name, section_name_max(kind)))
 		return name;
-	bool shown = quotable(section, 80);
-	xsnprintf(st->scratch, sizeof(st->scratch), "%s%s%sa [%s NAME] section's NAME is 1 to 64 "
+	bool shown = quotable(section, INI_SECTION_MAX);
+	xsnprintf(st->scratch, sizeof(st->scratch), "%s%s%sa [%s NAME] section's NAME is 1 to %zu "
 		  "letters, digits, '.', '-' and '_'", shown ? "section [" : "", shown ? section : "",
-		  shown ? "]: " : "", kind);
+		  shown ? "]: " : "", kind, section_name_max(kind));
 	*why = st->scratch;
 	return NULL;
 }
@@ -429,33 +473,89 @@ static void fail_line(struct parse_state *st, int line, const char *reason)
 	}
 }
 
-/* The reader inih calls for each line: counts lines and refuses a section given twice. */
+/* Looks at one whole line as inih will read it, before it does: refuses what inih would read
+ * otherwise than it looks (a NUL byte, a line too long, a line inih joins to the value before it,
+ * a section name cut short) and a section given twice. */
+static void look_at_line(struct parse_state *st, const char *text, size_t len, bool nul)
+{
+	char why[300];
+	const char *c = text;
+	if (st->line == 1 && !strncmp(c, "\xef\xbb\xbf", 3))
+		c += 3;   /* inih skips a UTF-8 byte order mark */
+	bool indented = isspace((unsigned char)*c);
+	while (isspace((unsigned char)*c))
+		c++;
+	if (nul) {
+		fail_line(st, st->line, "the line holds a NUL byte: a configuration is text");
+		return;
+	}
+	if (len > INI_LINE_MAX) {
+		xsnprintf(why, sizeof(why), "the line is %zu bytes long, more than the %d read as one "
+			  "line: split a comment over several lines; give job_url_prefixes on several lines",
+			  len, INI_LINE_MAX);
+		fail_line(st, st->line, why);
+		return;
+	}
+	if (!*c || *c == ';' || *c == '#')
+		return;
+	if (indented) {
+		/* inih reads an indented line after a key as more of its value. */
+		fail_line(st, st->line, "the line starts with white space, which would make it part of "
+			  "the value before it: remove the indentation");
+		return;
+	}
+	if (*c != '[')
+		return;
+	size_t n = strcspn(c + 1, "]");
+	if (!c[1 + n])
+		return;   /* no ']': inih's own error */
+	const char *after = c + 2 + n;
+	after += strspn(after, " \t\r\n");
+	char *name = xstrndup(c + 1, n);
+	if (*after && *after != ';' && *after != '#') {
+		fail_line(st, st->line, "text after a section's ']': put it on a line of its own");
+	} else if (n > INI_SECTION_MAX) {
+		bool provider = section_is(name, "provider"), route = section_is(name, "route");
+		if (provider || route)
+			xsnprintf(why, sizeof(why), "a [%s NAME] section's NAME is at most %zu bytes "
+				  "(a section's name, at most %d)", provider ? "provider" : "route",
+				  section_name_max(provider ? "provider" : "route"), INI_SECTION_MAX);
+		else
+			xsnprintf(why, sizeof(why), "a section's name is at most %d bytes", INI_SECTION_MAX);
+		fail_line(st, st->line, why);
+	} else if (!strset_add(&st->sections, name)) {
+		char name_shown[SHOWN_SIZE];
+		xsnprintf(why, sizeof(why), "section [%s] is given twice: merge the two",
+			  shown(name, name_shown, sizeof(name_shown)));
+		fail_line(st, st->line, why);
+	}
+	free(name);
+}
+
+/* The reader inih calls for each line: one whole line each call, however long (what does not
+ * fit in inih's buffer is dropped, and the line refused), so inih's count of lines is the
+ * file's. */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parse_state *st = stream;
-	bool at_start = st->next_line == st->line + 1 || !st->line;
-	char *got = fgets(str, num, st->f);
-	if (!got)
-		return NULL;
-	if (at_start)
-		st->line = st->next_line;
-	size_t len = strlen(got);
-	if (len && got[len - 1] == '\n')
-		st->next_line = st->line + 1;
-	const char *c = got;
-	while (isspace((unsigned char)*c))
-		c++;
-	const char *close = *c == '[' && at_start ? strchr(c, ']') : NULL;
-	if (close) {
-		char *name = xstrndup(c + 1, (size_t)(close - c - 1));
-		if (!strset_add(&st->sections, name)) {
-			char why[300];
-			xsnprintf(why, sizeof(why), "section [%s] is given twice: merge the two", name);
-			fail_line(st, st->line, why);
-		}
-		free(name);
+	size_t room = (size_t)num - 1, len = 0;
+	bool nul = false;
+	int c;
+	while ((c = getc(st->f)) != EOF) {
+		if (len < room)
+			str[len] = (char)c;
+		len++;
+		nul |= c == '\0';
+		if (c == '\n')
+			break;
 	}
-	return got;
+	if (!len)
+		return NULL;
+	str[len < room ? len : room] = '\0';
+	st->line++;
+	size_t text = len - (c == '\n');
+	look_at_line(st, str, text, nul);
+	return str;
 }
 
 static void remember_line(struct config *cfg, const char *section, const char *name, int line)
@@ -476,7 +576,8 @@ int config_line(const struct config *cfg, const char *section, const char *key)
 /* Keys that may be given on several lines, each adding one item in order (a list). Every other
  * key given twice is an error. A section with such a key lists it here, as "SECTION KEY" with
  * SECTION's first word ("route" for every [route NAME]). */
-static const char *const repeatable_keys[] = { "route target", "route fallback", NULL };
+static const char *const repeatable_keys[] = { "route target", "route fallback",
+					       "notify job_url_prefixes", NULL };
 
 static bool repeatable(const char *section, const char *name)
 {
@@ -493,15 +594,16 @@ static bool repeatable(const char *section, const char *name)
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_state *st = user;
-	char why[256];
+	char why[600];
 	const char *reason = NULL;
 	void *base = st->cfg;
 	const char *table_section = section;
 
+	char name_shown[SHOWN_SIZE], section_shown[SHOWN_SIZE];
 	int first = config_line(st->cfg, section, name);
 	if (first && !repeatable(section, name)) {
-		xsnprintf(why, sizeof(why), "\"%s\" is given twice in [%s] (first on line %d)", name,
-			  section, first);
+		xsnprintf(why, sizeof(why), "\"%s\" is given twice in [%s] (first on line %d)",
+			  shown(name, name_shown, sizeof(name_shown)), shown(section, section_shown, sizeof(section_shown)), first);
 		reason = why;
 		goto bad;
 	}
@@ -545,7 +647,8 @@ static int handler(void *user, const char *section, const char *name, const char
 			goto bad;
 		return 1;
 	}
-	xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s]", name, section);
+	xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s]", shown(name, name_shown, sizeof(name_shown)),
+		  shown(section, section_shown, sizeof(section_shown)));
 	reason = why;
 bad:
 	fail_line(st, st->line, reason);
@@ -720,7 +823,8 @@ static int check_host(const struct config *cfg, char *err, size_t errsize)
 {
 	if (cfg->notify_exec && access(cfg->notify_exec, X_OK) < 0)
 		return fail_at(cfg, "notify", "exec", err, errsize,
-			       "[notify] exec '%s' is not an executable file: %s", cfg->notify_exec,
+			       "[notify] exec '%s' is not an executable file: %s",
+			       shown(cfg->notify_exec, (char[PATH_SHOWN_SIZE]){ 0 }, PATH_SHOWN_SIZE),
 			       strerror(errno));
 	return 0;
 }
@@ -806,8 +910,8 @@ static int check(struct config *cfg, char *err, size_t errsize)
 			       "timeout_min is above timeout_max");
 	if (cfg->default_provider && !config_provider(cfg, cfg->default_provider))
 		return fail_at(cfg, "spool", "default_provider", err, errsize,
-			       "default_provider \"%s\" has no [provider %s] section",
-			       cfg->default_provider, cfg->default_provider);
+			       "default_provider \"%s\" has no [provider NAME] section of that NAME",
+			       shown(cfg->default_provider, (char[SHOWN_SIZE]){ 0 }, SHOWN_SIZE));
 	const char *prom = cfg->metrics_textfile;
 	if (prom && (strlen(prom) < 6 || strcmp(prom + strlen(prom) - 5, ".prom")))
 		return fail_at(cfg, "metrics", "textfile", err, errsize,
@@ -825,7 +929,7 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errsize)
 	cfg->path = xstrdup(path);
 	char *copy = xstrdup(path);
 	struct parse_state st = { .cfg = cfg, .base_dir = xstrdup(dirname(copy)), .err = err,
-				  .errsize = errsize, .next_line = 1 };
+				  .errsize = errsize };
 	free(copy);
 	strset_init(&st.sections);
 	set_defaults(cfg, "spool", st.base_dir);

@@ -27,20 +27,12 @@
 #include <jansson.h>
 
 #include "job.h"
+#include "fuzz.h"
 #include "banned.h"
 
 #define CANARY "SECRET"
 #define NAME_MAX_FUZZ 512       /* bytes of the input taken as a file name */
 #define PREFIX_CHECKS 8         /* prefixes of a valid job re-parsed per input */
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                         \
-	do {                                \
-		if (!(cond))                \
-			__builtin_trap();   \
-	} while (0)
 
 static const struct job zero_job;
 

@@ -26,6 +26,7 @@
 
 #include "jsontext.h"
 #include "upstream.h"
+#include "fuzz.h"
 #include "banned.h"
 
 #define TEXT_MAX 2000           /* upstream.c: bytes of joined Gemini text */
@@ -33,15 +34,6 @@
 #define TEXT_URLS_MAX 16        /* upstream.c: image links taken from Gemini text */
 #define BIG_BODY (64 * 1024)    /* upstream.c: bodies from this size take the skeleton path */
 #define BIG_STRING 1024         /* upstream.c: strings from this length are lifted out */
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                         \
-	do {                                \
-		if (!(cond))                \
-			__builtin_trap();   \
-	} while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

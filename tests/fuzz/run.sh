@@ -1,6 +1,7 @@
 #!/bin/sh
-# run.sh [SECONDS] - build the libFuzzer targets (job file, upstream response) and run each for
-# half of SECONDS (default 30 in all) on a copy of its seed corpus under build/fuzz/.
+# run.sh [SECONDS] - build the libFuzzer targets (job file, upstream response, configuration
+# file) and run each for a third of SECONDS (default 30 in all) on a copy of its seed corpus
+# under build/fuzz/, with tests/fuzz/NAME.dict as its dictionary when there is one.
 #
 # Needs clang with its libFuzzer runtime: on Debian 12, `apt-get install clang libclang-rt-14-dev`.
 # Installs nothing. Writes only under build/fuzz/ (never into tests/fuzz/corpus/). Prints one
@@ -19,7 +20,8 @@ case $total in
 	exit 2
 	;;
 esac
-per=$((total / 2))
+names="job upstream config"
+per=$((total / 3))
 [ "$per" -ge 1 ] || per=1
 
 cd "$(dirname "$0")/../.." || exit 2
@@ -33,6 +35,8 @@ out=build/fuzz
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE $san -fno-omit-frame-pointer -Wall -Wextra -Isrc"
 srcs="src/job.c src/upstream.c src/jsontext.c src/util.c src/log.c"
+# The configuration's reader and what it calls: inih, prices, sync modes, secrets.
+config_srcs="src/config.c src/price.c src/syncset.c src/secret.c src/crypto.c"
 hint="on Debian 12: apt-get install clang libclang-rt-14-dev"
 
 if ! command -v "$cc" >/dev/null 2>&1; then
@@ -57,17 +61,21 @@ if ! "$cc" $san -o "$out/probe" "$out/probe.c" >"$out/probe.log" 2>&1; then
 fi
 
 status=0
-for name in job upstream; do
-	# shellcheck disable=SC2086 # $cflags and $srcs are lists
-	if ! "$cc" $cflags -o "$out/fuzz_$name" "tests/fuzz/fuzz_$name.c" $srcs -ljansson; then
+for name in $names; do
+	extra=
+	[ "$name" = config ] && extra="$config_srcs -linih -lcrypto"
+	# shellcheck disable=SC2086 # $cflags, $srcs and $extra are lists
+	if ! "$cc" $cflags -o "$out/fuzz_$name" "tests/fuzz/fuzz_$name.c" $srcs $extra -ljansson; then
 		echo "fuzz_$name: BUILD FAILED" >&2
 		status=1
 	fi
 done
 [ "$status" -eq 0 ] || exit 1
 
-for name in job upstream; do
+for name in $names; do
 	corpus=$out/corpus/$name
+	dict=
+	[ -f "tests/fuzz/$name.dict" ] && dict="-dict=tests/fuzz/$name.dict"
 	log=$out/$name.log
 	rm -rf "$corpus"
 	mkdir -p "$corpus" "$out/artifacts" || exit 2
@@ -75,11 +83,11 @@ for name in job upstream; do
 	seeds=$(ls "$corpus" | wc -l)
 
 	start=$(date +%s)
-	# shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
+	# shellcheck disable=SC2086 # $dict may be empty; FUZZ_ARGS is a list of flags
 	UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
 		"$out/fuzz_$name" -max_total_time="$per" -timeout=10 -rss_limit_mb=2048 \
 		-max_len=262144 -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
-		${FUZZ_ARGS:-} "$corpus" >"$log" 2>&1
+		$dict ${FUZZ_ARGS:-} "$corpus" >"$log" 2>&1
 	rc=$?
 	secs=$(($(date +%s) - start))
 

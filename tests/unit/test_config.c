@@ -12,15 +12,79 @@
 
 static char dir[] = "/tmp/imgspool-config-XXXXXX";
 
-static int load(const char *text, struct config *cfg, char *err, size_t errsize)
+static int load_bytes(const char *text, size_t len, struct config *cfg, char *err, size_t errsize)
 {
 	char *path = xasprintf("%s/t.ini", dir);
 	FILE *f = fopen(path, "w");
-	fputs(text, f);
+	fwrite(text, 1, len, f);
 	fclose(f);
 	int rc = config_load(cfg, path, err, errsize);
 	free(path);
 	return rc;
+}
+
+static int load(const char *text, struct config *cfg, char *err, size_t errsize)
+{
+	return load_bytes(text, strlen(text), cfg, err, errsize);
+}
+
+/* What inih would read otherwise than the file says (found by tests/fuzz/fuzz_config.c): a
+ * section name it cuts short, a line it cuts in two, a NUL byte, an indented line it joins to
+ * the value before. Each is refused at its own line. */
+static void test_what_inih_would_misread(void)
+{
+	char err[1024];
+	struct config cfg;
+	char long_name[120], long_comment[400], long_value[400];
+	snprintf(long_name, sizeof(long_name), "[spool]\n[provider %045d]\nmodel = m\n", 7);
+	snprintf(long_comment, sizeof(long_comment), "[spool]\nconcurrency = 2\n; %0220d\nx\n", 7);
+	snprintf(long_value, sizeof(long_value), "[provider a]\nbase_url = https://h.example/%0190d"
+		 ";x\n", 7);
+	static const char with_nul[] = "[provider a]\nmodel = gpt\0-image-2\n";
+	struct { const char *text; size_t len; int line; const char *needle; } rows[] = {
+		{ long_name, strlen(long_name), 2,
+		  "a [provider NAME] section's NAME is at most 40 bytes (a section's name, at most 49)" },
+		{ "[route 01234567890123456789012345678901234567890123]\ntarget = apiyi\n", 0, 1,
+		  "a [route NAME] section's NAME is at most 43 bytes" },
+		{ "[limits01234567890123456789012345678901234567890123]\nx = 1\n", 0, 1,
+		  "a section's name is at most 49 bytes" },
+		{ long_comment, strlen(long_comment), 3,
+		  "the line is 222 bytes long, more than the 199 read as one line" },
+		{ long_value, strlen(long_value), 2, "the line is 221 bytes long" },
+		{ with_nul, sizeof(with_nul) - 1, 2, "the line holds a NUL byte" },
+		{ "[spool]\ndir = x\n\n  concurrency = 3\n", 0, 4,
+		  "the line starts with white space, which would make it part of the value before it" },
+		{ "[route r]\ntarget = apiyi/m1\n\tapiyi/m2\n", 0, 3, "starts with white space" },
+		{ "  [spool]\nconcurrency = 3\n", 0, 1, "starts with white space" },
+		{ "[spool] concurrency = 3\n", 0, 1, "text after a section's ']'" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		size_t len = rows[i].len ? rows[i].len : strlen(rows[i].text);
+		int rc = load_bytes(rows[i].text, len, &cfg, err, sizeof(err));
+		char *prefix = xasprintf("%s/t.ini:%d: ", dir, rows[i].line);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, rows[i].needle),
+		   "what inih would misread, row %zu, line %d: %s", i, rows[i].line, err);
+		free(prefix);
+		config_release(&cfg);
+	}
+	/* Still read: a line of 199 bytes, comments and blank lines indented, a comment after a
+	 * section, a byte order mark, CRLF line ends; a long list of job URL prefixes over several
+	 * lines. */
+	char longest[300];
+	snprintf(longest, sizeof(longest), "[spool]\n; %0196d\r\nconcurrency = 2\n", 7);
+	ok(load(longest, &cfg, err, sizeof(err)) == 0 && cfg.concurrency == 2,
+	   "a line of 199 bytes and CRLF: %s", err);
+	config_release(&cfg);
+	ok(load("\xef\xbb\xbf[spool] ; the spool\n  ; indented comment\n \t\nconcurrency = 3\n",
+		&cfg, err, sizeof(err)) == 0 && cfg.concurrency == 3,
+	   "a byte order mark, a comment after a section, indented comments and blanks: %s", err);
+	config_release(&cfg);
+	ok(load("[notify]\nsecret_env = S\njob_url_prefixes = https://a.example/x/ https://b.example/y/\n"
+		"; and\njob_url_prefixes = https://c.example/z/\n", &cfg, err, sizeof(err)) == 0 &&
+	   cfg.notify_url_prefixes && !strcmp(cfg.notify_url_prefixes,
+		"https://a.example/x/ https://b.example/y/ https://c.example/z/"),
+	   "job_url_prefixes on several lines add up: %s", cfg.notify_url_prefixes);
+	config_release(&cfg);
 }
 
 struct bad_row {
@@ -69,13 +133,23 @@ static const struct bad_row bad[] = {
 	{ "[route r]\ntargets = apiyi\n", 2, "target, fallback and strategy" },
 	/* The section's own kind is named, and the section as written. */
 	{ "[route a b]\ntarget = apiyi\n", 2, "section [route a b]: a [route NAME] section's NAME" },
-	{ "[route]\ntarget = apiyi\n", 2, "section [route]: a [route NAME] section's NAME is 1 to 64 " },
-	{ "[provider]\nmodel = x\n", 2, "section [provider]: a [provider NAME] section's NAME is 1 to 64" },
+	{ "[route]\ntarget = apiyi\n", 2, "section [route]: a [route NAME] section's NAME is 1 to 43 " },
+	{ "[provider]\nmodel = x\n", 2, "section [provider]: a [provider NAME] section's NAME is 1 to 40" },
 	{ "[provider a/b]\nmodel = x\n", 2, "section [provider a/b]: a [provider NAME] section's" },
 	{ "[provider a\x1b]\nmodel = x\n", 2, ": a [provider NAME] section's" },
 	{ "[provider a]\nbudget_daily = lots\n", 2, "\"budget_daily\" must be an amount" },
 	{ "[budget]\nmonthly = -3\n", 2, "\"monthly\" must be an amount" },
 	{ "[provider a]\nrate_window = 0\n", 2, "rate_window" },
+	/* The file's text in a message: control characters and bytes past ASCII escaped (found by
+	 * fuzz_config.c: a CR in a key rewrote the terminal's line), a long one cut short. */
+	{ "[spool]\nd#rp\rpp = x\n", 2, "unknown key \"d#rp\\x0dpp\" in section [spool]" },
+	{ "[sp\x1b[2Jool]\nx = 1\n", 2, "unknown key \"x\" in section [sp\\x1b[2Jool]" },
+	{ "[spool]\nh\xc3\xb4" "te = 1\n", 2, "unknown key \"h\\xc3\\xb4te\"" },
+	{ "[spool]\nkey\\x1b = 1\n", 2, "unknown key \"key\\x5cx1b\"" },
+	{ "[spool]\n0123456789012345678901234567890123456789012345678901234567890123456789012345678901234"
+	  "567890123456789012345678901234567890123456789012345678901234567890123456789 = 1\n", 2,
+	  "56789012...\" in section [spool]" },
+	{ "[spool]\ndefault_provider = n\x7f" "body\n", 2, "default_provider \"n\\x7fbody\" has no" },
 	/* The prefix that is not a URL with a path is named, and which one it is. */
 	{ "[notify]\njob_url_prefixes = https://h\nsecret_env = S\n", 2,
 	  "[notify] job_url_prefixes: prefix 1, \"https://h\", is not a URL with a path: each" },
@@ -91,6 +165,7 @@ int main(void)
 	struct config cfg;
 	if (!mkdtemp(dir))
 		return 1;
+	test_what_inih_would_misread();
 	ok(load("", &cfg, err, sizeof(err)) == 0, "an empty file is a working configuration");
 	ok(cfg.concurrency == 16 && cfg.poll_interval == 5 && cfg.max_retries == 2 &&
 	   cfg.max_billed_retries == 1, "defaults");
@@ -240,6 +315,12 @@ int main(void)
 		struct config *daemon_cfg = config_new(path, err, sizeof(err));
 		ok(!daemon_cfg && !strncmp(err, want, strlen(want)) && strstr(err, "not an executable file"),
 		   "config_new refuses it, with its line: %s", err);
+		config_unref(daemon_cfg);
+		load("[notify]\nexec = /nonexistent/\x1b]0;title\x07hook\n", &cfg, err, sizeof(err));
+		config_release(&cfg);
+		daemon_cfg = config_new(path, err, sizeof(err));
+		ok(!daemon_cfg && strstr(err, "exec '/nonexistent/\\x1b]0;title\\x07hook' is not"),
+		   "the hook's path is shown escaped: %s", err);
 		config_unref(daemon_cfg);
 		free(want);
 		free(path);
