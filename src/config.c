@@ -52,6 +52,7 @@ struct key {
 /* The table's bounds are plain numbers (tests and the man page read them from here); this one
  * is what the readers of job files (imgspool, a takeover) are sized by. */
 _Static_assert(64L << 20 == CONFIG_JOB_BYTES_CEILING, "max_job_bytes's bound in keys[]");
+_Static_assert(CONFIG_MAX_PROVIDERS == 8 && ROUTE_MAX_TARGETS == 32, "the messages' numbers");
 
 static const struct key keys[] = {
 	{ "spool", "dir", T_PATH, C(spool_dir), 0, 0, "spool" },
@@ -154,20 +155,45 @@ static char *resolve_path(const char *base_dir, const char *value)
 	return xasprintf("%s/%s", base_dir, value);
 }
 
-/* Stores value into the field of k; returns NULL or a reason. */
-static const char *store(const struct key *k, void *base, const char *value, const char *base_dir,
-			 char *why, size_t whysize)
+#define SHOWN_SIZE 160     /* a message's copy of a name or value of the file */
+#define PATH_SHOWN_SIZE 600
+
+/* s as a message may repeat it, into buf (size bytes): printable ASCII as it is, any other byte
+ * as \xNN (a control character would act on the terminal or the log reading it), "..." where
+ * it is cut short. */
+static const char *shown(const char *s, char *buf, size_t size)
 {
-	char *field = (char *)base + k->offset;
-	if (k->type == T_INT && !strcmp(k->def, "auto") && !strcmp(value, "auto")) {
+	size_t at = 0;
+	for (; *s && at + 4 + 4 <= size; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			buf[at++] = (char)c;
+		else
+			at += (size_t)snprintf(buf + at, size - at, "\\x%02x", c);
+	}
+	if (*s)
+		at += (size_t)snprintf(buf + at, size - at, "...");
+	buf[at] = '\0';
+	return buf;
+}
+
+/* Stores value into the field of k; returns NULL or a reason, which names section (as the file
+ * has it), the key, the value and what is allowed. */
+static const char *store(const struct key *k, const char *section, void *base, const char *value,
+			 const char *base_dir, char *why, size_t whysize)
+{
+	char *field = (char *)base + k->offset, value_shown[SHOWN_SIZE];
+	bool is_auto = !strcmp(k->def, "auto");
+	if (k->type == T_INT && is_auto && !strcmp(value, "auto")) {
 		*(long *)field = -1;   /* worked out after parsing */
 		return NULL;
 	}
 	if (k->type == T_INT) {
 		long v;
 		if (parse_long(value, k->min, k->max, &v) < 0) {
-			xsnprintf(why, whysize, "\"%s\" must be a whole number from %ld to %ld", k->name,
-				  k->min, k->max);
+			xsnprintf(why, whysize, "[%s] \"%s\" must be a whole number from %ld to %ld%s, not "
+				  "\"%s\"", section, k->name, k->min, k->max, is_auto ? " or auto" : "",
+				  shown(value, value_shown, sizeof(value_shown)));
 			return why;
 		}
 		*(long *)field = v;
@@ -178,8 +204,9 @@ static const char *store(const struct key *k, void *base, const char *value, con
 		errno = 0;
 		double amount = strtod(value, &end);
 		if (errno || end == value || *end || !(amount >= 0) || amount > 1e9) {
-			xsnprintf(why, whysize, "\"%s\" must be an amount from 0 to 1000000000 (0: no "
-				  "budget)", k->name);
+			xsnprintf(why, whysize, "[%s] \"%s\" must be an amount of the [prices] currency "
+				  "from 0 to 1000000000 (0: no budget), not \"%s\"", section, k->name,
+				  shown(value, value_shown, sizeof(value_shown)));
 			return why;
 		}
 		*(long *)field = (long)llround(amount * 1e6);
@@ -191,7 +218,8 @@ static const char *store(const struct key *k, void *base, const char *value, con
 		else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
 			*(long *)field = 0;
 		else {
-			xsnprintf(why, whysize, "\"%s\" must be yes or no", k->name);
+			xsnprintf(why, whysize, "[%s] \"%s\" must be yes or no, not \"%s\"", section,
+				  k->name, shown(value, value_shown, sizeof(value_shown)));
 			return why;
 		}
 		return NULL;
@@ -215,7 +243,7 @@ static void set_defaults(void *base, const char *section, const char *base_dir)
 	char why[8];
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		if (!strcmp(keys[i].section, section))
-			store(&keys[i], base, keys[i].def, base_dir, why, sizeof(why));
+			store(&keys[i], section, base, keys[i].def, base_dir, why, sizeof(why));
 	}
 }
 
@@ -248,28 +276,6 @@ static bool quotable(const char *s, size_t max)
 	return n <= max;
 }
 
-#define SHOWN_SIZE 160     /* a message's copy of a name or value of the file */
-#define PATH_SHOWN_SIZE 600
-
-/* s as a message may repeat it, into buf (size bytes): printable ASCII as it is, any other byte
- * as \xNN (a control character would act on the terminal or the log reading it), "..." where
- * it is cut short. */
-static const char *shown(const char *s, char *buf, size_t size)
-{
-	size_t at = 0;
-	for (; *s && at + 4 + 4 <= size; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 0x20 && c < 0x7f && c != '\\')
-			buf[at++] = (char)c;
-		else
-			at += (size_t)snprintf(buf + at, size - at, "\\x%02x", c);
-	}
-	if (*s)
-		at += (size_t)snprintf(buf + at, size - at, "...");
-	buf[at] = '\0';
-	return buf;
-}
-
 /* The NAME of such a section, or NULL with *why (in st's scratch) set when it is not a plain
  * name. */
 static const char *section_name(struct parse_state *st, const char *section, const char *kind,
@@ -298,7 +304,7 @@ static struct provider_config *provider_for_section(struct parse_state *st, cons
 		if (!strcmp(cfg->providers[i].name, name))
 			return &cfg->providers[i];
 	if (cfg->n_providers == CONFIG_MAX_PROVIDERS) {
-		*why = "too many provider sections";
+		*why = "there are at most 8 [provider NAME] sections";
 		return NULL;
 	}
 	struct provider_config *p = &cfg->providers[cfg->n_providers++];
@@ -338,7 +344,11 @@ static bool add_timeout(struct parse_state *st, const char *name, const char *va
 	size_t len = strlen(name);
 	bool only_4k = len > 3 && !strcmp(name + len - 3, "@4K");
 	if (parse_long(value, 1, 7200, &seconds) < 0) {
-		*reason = "a [timeouts] value must be whole seconds from 1 to 7200";
+		char name_shown[SHOWN_SIZE], value_shown[SHOWN_SIZE];
+		xsnprintf(st->scratch, sizeof(st->scratch), "[timeouts] \"%s\" must be whole seconds "
+			  "from 1 to 7200, not \"%s\"", shown(name, name_shown, sizeof(name_shown)),
+			  shown(value, value_shown, sizeof(value_shown)));
+		*reason = st->scratch;
 		return false;
 	}
 	char *pattern = xstrndup(name, only_4k ? len - 3 : len);
@@ -386,8 +396,10 @@ static const char *model_problem(char *buf, size_t size, const char *whose, cons
 	return buf;
 }
 
-/* One word of a target line after PROVIDER/MODEL: a weight, n=, refs=, sizes=. */
-static const char *target_option(struct route_target *tg, const char *word)
+/* One word of a target line after PROVIDER/MODEL: a weight, n=, refs=, sizes=. A reason may be
+ * written into why. */
+static const char *target_option(struct route_target *tg, const char *word, char *why,
+				 size_t whysize)
 {
 	if (!strncmp(word, "n=", 2))
 		return parse_long(word + 2, 1, 10, &tg->max_n) < 0 ? "n= is the most images per call, 1 to 10" : NULL;
@@ -403,9 +415,13 @@ static const char *target_option(struct route_target *tg, const char *word)
 	const char *number = !strncmp(word, "weight=", 7) ? word + 7 : word;
 	if (tg->fallback)
 		return "a fallback has no weight: fallbacks are tried in order";
-	if (parse_long(number, 1, 1000000, &tg->weight) < 0)
-		return "a target line is PROVIDER/MODEL [WEIGHT] [n=N] [refs=N] [sizes=WxH,...], "
-		       "WEIGHT a whole number from 1 to 1000000";
+	if (parse_long(number, 1, 1000000, &tg->weight) < 0) {
+		char word_shown[SHOWN_SIZE];
+		xsnprintf(why, whysize, "\"%s\" is not a weight: a target line is PROVIDER/MODEL "
+			  "[WEIGHT] [n=N] [refs=N] [sizes=WxH,...], WEIGHT a whole number from 1 to "
+			  "1000000", shown(word, word_shown, sizeof(word_shown)));
+		return why;
+	}
 	return NULL;
 }
 
@@ -419,11 +435,15 @@ static void route_target_release(struct route_target *tg)
 /* "target = PROVIDER[/MODEL] [WEIGHT] [n=N] [refs=N] [sizes=...]", "fallback = ...",
  * "strategy = weighted|cheapest". A reason may be written into why. */
 static const char *route_line(struct route_config *r, const char *key, const char *value,
-			      char *why, size_t whysize)
+			      int line, char *why, size_t whysize)
 {
 	if (!strcmp(key, "strategy")) {
-		if (strcmp(value, "weighted") && strcmp(value, "cheapest"))
-			return "strategy is weighted (the default) or cheapest";
+		if (strcmp(value, "weighted") && strcmp(value, "cheapest")) {
+			char value_shown[SHOWN_SIZE];
+			xsnprintf(why, whysize, "strategy is weighted (the default) or cheapest, not "
+				  "\"%s\"", shown(value, value_shown, sizeof(value_shown)));
+			return why;
+		}
 		r->cheapest = !strcmp(value, "cheapest");
 		return NULL;
 	}
@@ -431,8 +451,9 @@ static const char *route_line(struct route_config *r, const char *key, const cha
 	if (!fallback && strcmp(key, "target"))
 		return "a [route NAME] section has target, fallback and strategy lines";
 	if (r->n_targets == ROUTE_MAX_TARGETS)
-		return "a route has at most 32 targets";
-	struct route_target tg = { .weight = fallback ? 0 : 1, .fallback = fallback, .max_refs = -1 };
+		return "a route has at most 32 target and fallback lines";
+	struct route_target tg = { .weight = fallback ? 0 : 1, .fallback = fallback, .max_refs = -1,
+				   .line = line };
 	char *copy = xstrdup(value), *save = NULL;
 	const char *reason = NULL;
 	char *word = strtok_r(copy, " \t", &save);
@@ -452,7 +473,7 @@ static const char *route_line(struct route_config *r, const char *key, const cha
 		tg.model = slash ? xstrdup(slash + 1) : NULL;
 	}
 	while (!reason && (word = strtok_r(NULL, " \t", &save)))
-		reason = target_option(&tg, word);
+		reason = target_option(&tg, word, why, whysize);
 	free(copy);
 	if (reason) {
 		route_target_release(&tg);
@@ -471,6 +492,18 @@ static void fail_line(struct parse_state *st, int line, const char *reason)
 		xsnprintf(st->reason, sizeof(st->reason), "%s", reason);
 		st->reason_line = line;
 	}
+}
+
+/* inih's find_chars_or_comment: the first of chars in s, or of an inline comment (" ;"), or
+ * its end. */
+static const char *ini_find(const char *s, const char *chars)
+{
+	bool was_space = false;
+	while (*s && !strchr(chars, *s) && !(was_space && *s == ';')) {
+		was_space = isspace((unsigned char)*s);
+		s++;
+	}
+	return s;
 }
 
 /* Looks at one whole line as inih will read it, before it does: refuses what inih would read
@@ -504,12 +537,20 @@ static void look_at_line(struct parse_state *st, const char *text, size_t len, b
 			  "the value before it: remove the indentation");
 		return;
 	}
-	if (*c != '[')
+	if (*c != '[') {
+		const char *sep = ini_find(c, "=:");
+		if (*sep != '=' && *sep != ':')
+			fail_line(st, st->line, "the line is neither [section], key = value nor a comment "
+				  "(a line starting with ';')");
 		return;
-	size_t n = strcspn(c + 1, "]");
-	if (!c[1 + n])
-		return;   /* no ']': inih's own error */
-	const char *after = c + 2 + n;
+	}
+	const char *close = ini_find(c + 1, "]");
+	size_t n = (size_t)(close - c - 1);
+	if (*close != ']') {
+		fail_line(st, st->line, "the section line has no ']' (before a \" ;\" comment)");
+		return;
+	}
+	const char *after = close + 1;
 	after += strspn(after, " \t\r\n");
 	char *name = xstrndup(c + 1, n);
 	if (*after && *after != ';' && *after != '#') {
@@ -622,7 +663,7 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	if (section_is(section, "route")) {
 		struct route_config *r = route_for_section(st, section, &reason);
-		if (r && !(reason = route_line(r, name, value, why, sizeof(why))))
+		if (r && !(reason = route_line(r, name, value, st->line, why, sizeof(why))))
 			return 1;
 		goto bad;
 	}
@@ -642,35 +683,75 @@ static int handler(void *user, const char *section, const char *name, const char
 		const struct key *k = &keys[i];
 		if (strcmp(k->section, table_section) || strcmp(k->name, name))
 			continue;
-		reason = store(k, base, value, st->base_dir, why, sizeof(why));
+		reason = store(k, section, base, value, st->base_dir, why, sizeof(why));
 		if (reason)
 			goto bad;
 		return 1;
 	}
-	xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s]", shown(name, name_shown, sizeof(name_shown)),
-		  shown(section, section_shown, sizeof(section_shown)));
+	/* What the section takes, from the table: a typo's fix is in the message. */
+	char known[400] = "";
+	for (size_t i = 0, at = 0; i < ARRAY_SIZE(keys) && at < sizeof(known); i++)
+		if (!strcmp(keys[i].section, table_section))
+			at += (size_t)snprintf(known + at, sizeof(known) - at, "%s%s", at ? ", " : "",
+					       keys[i].name);
+	if (known[0])
+		xsnprintf(why, sizeof(why), "unknown key \"%s\" in section [%s] (its keys: %s)",
+			  shown(name, name_shown, sizeof(name_shown)),
+			  shown(section, section_shown, sizeof(section_shown)), known);
+	else
+		xsnprintf(why, sizeof(why), "unknown section [%s] (the sections: spool, limits, retry, "
+			  "budget, tls, store, notify, metrics, timeouts, prices, provider NAME and route "
+			  "NAME)", shown(section, section_shown, sizeof(section_shown)));
 	reason = why;
 bad:
 	fail_line(st, st->line, reason);
 	return 0;
 }
 
-/* "FILE:LINE: reason" when section/key is in the file, else "FILE: reason". Returns -1. */
-__attribute__((format(printf, 6, 7)))
-static int fail_at(const struct config *cfg, const char *section, const char *key, char *err,
-		   size_t errsize, const char *fmt, ...)
+/* "FILE:LINE: reason", or "FILE: reason" when line is 0. Returns -1. */
+__attribute__((format(printf, 5, 0)))
+static int vfail_on(const struct config *cfg, int line, char *err, size_t errsize,
+		    const char *fmt, va_list ap)
 {
-	char why[512];
-	va_list ap;
-	va_start(ap, fmt);
+	char why[700];
 	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	int line = section ? config_line(cfg, section, key) : 0;
 	if (line)
 		xsnprintf(err, errsize, "%s:%d: %s", cfg->path, line, why);
 	else
 		xsnprintf(err, errsize, "%s: %s", cfg->path, why);
 	return -1;
+}
+
+__attribute__((format(printf, 5, 6)))
+static int fail_on(const struct config *cfg, int line, char *err, size_t errsize,
+		   const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfail_on(cfg, line, err, errsize, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The same at the line section/key is on (no line when it is not in the file). */
+__attribute__((format(printf, 6, 7)))
+static int fail_at(const struct config *cfg, const char *section, const char *key, char *err,
+		   size_t errsize, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfail_on(cfg, section ? config_line(cfg, section, key) : 0, err, errsize, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The first line of section in the file, 0 if none. */
+static int section_line(const struct config *cfg, const char *section)
+{
+	for (size_t i = 0; i < cfg->n_lines; i++)
+		if (!strcmp(cfg->lines[i].section, section))
+			return cfg->lines[i].line;
+	return 0;
 }
 
 long config_longest_call(const struct config *cfg)
@@ -760,32 +841,43 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 			    "every upload's URL and, without a public_url, every result's urls", err,
 			    errsize) < 0)
 		return -1;
+	/* The store's values hold no secret by now (check_store_url): they may be shown. */
+	char shown_value[SHOWN_SIZE];
 	if (cfg->store_endpoint) {
 		const char *b = cfg->store_bucket;
 		size_t bl = b ? strlen(b) : 0;
 		if (!url_is_http(cfg->store_endpoint))
-			return xsnprintf(err, errsize, "%s: [store] endpoint must start with https:// or http://",
-					 cfg->path), -1;
+			return fail_at(cfg, "store", "endpoint", err, errsize, "[store] endpoint \"%s\" "
+				       "must start with https:// or http://",
+				       shown(cfg->store_endpoint, shown_value, sizeof(shown_value)));
 		if (bl < 3 || bl > 63 || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789.-") != bl)
-			return xsnprintf(err, errsize, "%s: [store] bucket must be 3-63 lower-case letters, "
-					 "digits, '.' or '-'", cfg->path), -1;
+			return fail_at(cfg, "store", b ? "bucket" : "endpoint", err, errsize,
+				       "[store] bucket%s%s%s must be 3 to 63 lower-case letters, digits, "
+				       "'.' or '-'%s", b ? " \"" : "",
+				       b ? shown(b, shown_value, sizeof(shown_value)) : "", b ? "\"" : "",
+				       b ? "" : " (it is not set, and endpoint is)");
 		const char *r = cfg->store_region;
 		if (!r || strspn(r, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(r))
-			return xsnprintf(err, errsize, "%s: [store] region must be lower-case letters, digits "
-					 "and '-', such as us-east-1", cfg->path), -1;
+			return fail_at(cfg, "store", "region", err, errsize, "[store] region \"%s\" must "
+				       "be lower-case letters, digits and '-', such as us-east-1",
+				       r ? shown(r, shown_value, sizeof(shown_value)) : "");
 		if (!valid_key_prefix(cfg->store_prefix))
-			return xsnprintf(err, errsize, "%s: [store] prefix may hold only A-Z a-z 0-9 . _ ~ / -, "
-					 "and no leading '/', empty, '.' or '..' segment", cfg->path), -1;
+			return fail_at(cfg, "store", "prefix", err, errsize, "[store] prefix \"%s\" may "
+				       "hold only A-Z a-z 0-9 . _ ~ / -, and no leading '/', empty, '.' or "
+				       "'..' segment",
+				       shown(cfg->store_prefix, shown_value, sizeof(shown_value)));
 		if (cfg->store_public_url && !url_is_http(cfg->store_public_url))
-			return xsnprintf(err, errsize, "%s: [store] public_url must start with https:// or "
-					 "http://", cfg->path), -1;
+			return fail_at(cfg, "store", "public_url", err, errsize, "[store] public_url "
+				       "\"%s\" must start with https:// or http://",
+				       shown(cfg->store_public_url, shown_value, sizeof(shown_value)));
 	}
+	/* A webhook URL may carry a token in its path: named by its line, never shown. */
 	const char *url = cfg->notify_url;
 	if (url && check_url_bytes(cfg, "notify", "url", url, 0, strlen(url), err, errsize) < 0)
 		return -1;
 	if (url && !url_is_http(url))
-		return xsnprintf(err, errsize, "%s: [notify] url must start with https:// or http://",
-				 cfg->path), -1;
+		return fail_at(cfg, "notify", "url", err, errsize,
+			       "[notify] url must start with https:// or http://");
 	/* Prefixes separated by spaces or tabs (webhook_job_url_allowed): each one a URL. */
 	const char *list = cfg->notify_url_prefixes;
 	for (size_t at = 0, n, nth = 1; list && list[at]; at += n, nth++) {
@@ -811,8 +903,10 @@ static int check_outputs(struct config *cfg, char *err, size_t errsize)
 		}
 	}
 	if (config_notify_enabled(cfg) && !cfg->notify_secret_env && !cfg->notify_secret_file)
-		return xsnprintf(err, errsize, "%s: [notify] webhooks need secret_env or secret_file "
-				 "(a whsec_ secret)", cfg->path), -1;
+		return fail_at(cfg, "notify", cfg->notify_url ? "url" : "job_url_prefixes", err, errsize,
+			       "[notify] %s turns webhooks on, which need secret_env or secret_file (a "
+			       "whsec_ secret to sign them with)",
+			       cfg->notify_url ? "url" : "job_url_prefixes");
 	return 0;
 }
 
@@ -852,20 +946,26 @@ static int check(struct config *cfg, char *err, size_t errsize)
 				*c = '_';
 		cfg->host_id = xstrdup(host);
 	}
+	char shown_value[SHOWN_SIZE];
 	if (!name_is_plain(cfg->host_id, 64))
-		return fail_at(cfg, "spool", "host_id", err, errsize,
-			       "host_id must be 1-64 letters, digits, '.', '-', '_'");
+		return fail_at(cfg, "spool", "host_id", err, errsize, "[spool] host_id \"%s\" must be "
+			       "1 to 64 letters, digits, '.', '-' and '_'",
+			       shown(cfg->host_id, shown_value, sizeof(shown_value)));
 	char *end;
 	long mask = cfg->umask_text ? strtol(cfg->umask_text, &end, 8) : -1;
 	if (!cfg->umask_text || *end || mask < 0 || mask > 0777)
-		return fail_at(cfg, "spool", "umask", err, errsize,
-			       "umask must be an octal number such as 022 or 002");
+		return fail_at(cfg, "spool", "umask", err, errsize, "[spool] umask \"%s\" must be an "
+			       "octal number from 0 to 777, such as 022 or 002",
+			       cfg->umask_text ? shown(cfg->umask_text, shown_value, sizeof(shown_value))
+			       : "");
 	cfg->umask = (unsigned)mask;
 	if (sync_mode_parse(cfg->sync_text, &cfg->sync_mode) < 0)
-		return fail_at(cfg, "spool", "sync", err, errsize,
-			       "sync must be auto, fsync or syncfs");
+		return fail_at(cfg, "spool", "sync", err, errsize, "[spool] sync \"%s\" must be auto, "
+			       "fsync or syncfs", cfg->sync_text ? shown(cfg->sync_text, shown_value,
+									sizeof(shown_value)) : "");
 	if (!cfg->spool_dir)
-		return fail_at(cfg, "spool", "dir", err, errsize, "[spool] dir must not be empty");
+		return fail_at(cfg, "spool", "dir", err, errsize, "[spool] dir must not be empty (the "
+			       "default is spool, beside this file)");
 	for (int i = 0; i < cfg->n_providers; i++) {
 		const char *url = cfg->providers[i].base_url;
 		char section[80];
@@ -894,28 +994,36 @@ static int check(struct config *cfg, char *err, size_t errsize)
 				if (!strcmp(cfg->providers[j].name, tg->provider))
 					p = &cfg->providers[j];
 			if (!p)
-				return xsnprintf(err, errsize, "%s: [route %s] names provider \"%s\", which has no "
-						 "[provider %s] section", cfg->path, r->name, tg->provider,
-						 tg->provider), -1;
+				return fail_on(cfg, tg->line, err, errsize, "[route %s] %s names provider "
+					       "\"%s\", which has no [provider %s] section", r->name,
+					       tg->fallback ? "fallback" : "target", tg->provider,
+					       tg->provider);
 			if (!tg->model)
 				tg->model = xstrdup(p->model);
 			weighted += !tg->fallback;
 		}
-		if (!weighted)
-			return xsnprintf(err, errsize, "%s: [route %s] needs at least one target line",
-					 cfg->path, r->name), -1;
+		if (!weighted) {
+			char section[80];
+			xsnprintf(section, sizeof(section), "route %s", r->name);
+			return fail_on(cfg, section_line(cfg, section), err, errsize, "[route %s] needs "
+				       "at least one target line (fallbacks are tried only when no target "
+				       "can take a job)", r->name);
+		}
 	}
 	if (cfg->timeout_min > cfg->timeout_max)
-		return fail_at(cfg, "limits", "timeout_min", err, errsize,
-			       "timeout_min is above timeout_max");
+		return fail_at(cfg, "limits", config_line(cfg, "limits", "timeout_min") ? "timeout_min"
+			       : "timeout_max", err, errsize, "[limits] timeout_min (%ld) is above "
+			       "timeout_max (%ld): the range a job's timeout is held to would be empty",
+			       cfg->timeout_min, cfg->timeout_max);
 	if (cfg->default_provider && !config_provider(cfg, cfg->default_provider))
 		return fail_at(cfg, "spool", "default_provider", err, errsize,
 			       "default_provider \"%s\" has no [provider NAME] section of that NAME",
 			       shown(cfg->default_provider, (char[SHOWN_SIZE]){ 0 }, SHOWN_SIZE));
 	const char *prom = cfg->metrics_textfile;
 	if (prom && (strlen(prom) < 6 || strcmp(prom + strlen(prom) - 5, ".prom")))
-		return fail_at(cfg, "metrics", "textfile", err, errsize,
-			       "textfile must end in .prom (node_exporter's collector reads only those)");
+		return fail_at(cfg, "metrics", "textfile", err, errsize, "[metrics] textfile \"%s\" "
+			       "must end in .prom (node_exporter's collector reads only those)",
+			       shown(prom, (char[PATH_SHOWN_SIZE]){ 0 }, PATH_SHOWN_SIZE));
 	cfg->grace_period_auto = cfg->grace_period < 0;
 	if (cfg->grace_period_auto)
 		cfg->grace_period = config_longest_call(cfg);

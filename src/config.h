@@ -74,6 +74,7 @@ struct route_target {
 	long max_n;              /* images per call, 0 = any */
 	long max_refs;           /* reference images, -1 = any */
 	char *sizes;             /* "WxH,WxH,...": the only sizes it makes; NULL = any */
+	int line;                /* of the file, for messages */
 };
 
 #define ROUTE_MAX_TARGETS 32

@@ -230,8 +230,8 @@ def test_submit_takes_a_daemons_larger_max_job_bytes(env):
             f.write("[limits]\nmax_job_bytes = 100\n")
         r = imgspool("-c", bad_config, "ls")
         assert r.returncode == 2 and r.stderr == "imgspool: ls: the configuration given with -c does " \
-            f"not load: {bad_config}:2: \"max_job_bytes\" must be a whole number from 1024 to " \
-            "67108864\n", r
+            f"not load: {bad_config}:2: [limits] \"max_job_bytes\" must be a whole number from " \
+            "1024 to 67108864, not \"100\"\n", r
         os.unlink(bad_config)
     finally:
         for path in paths.values():
@@ -291,8 +291,8 @@ def test_imgspool_config_names_the_daemons_configuration(env):
         assert r.returncode == 0 and r.stdout == "by-c\n", r
         r = imgspool("ls", environ={"IMGSPOOL_CONFIG": bad_config}, job={})
         assert r.returncode == 2 and r.stderr == "imgspool: ls: the configuration named by " \
-            f"$IMGSPOOL_CONFIG does not load: {bad_config}:2: \"max_n\" must be a whole number from 1 " \
-            "to 10\n", r
+            f"$IMGSPOOL_CONFIG does not load: {bad_config}:2: [limits] \"max_n\" must be a whole " \
+            "number from 1 to 10, not \"11\"\n", r
         # A spool that is not there says which of the places named it.
         with open(os.path.join(SCRATCH, "elsewhere.ini"), "w") as f:
             f.write("[spool]\ndir = /nonexistent\n")

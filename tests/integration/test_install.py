@@ -85,6 +85,37 @@ def test_every_config_key_is_in_the_manual(env):
     assert not missing, "\n".join(missing)
 
 
+def test_every_config_key_is_in_the_example_and_none_else(env):
+    """etc/imgspool.ini shows every key of the table in its section, set or commented out; the
+    manual and the example name no key the table lacks (but the lines of [route NAME] and
+    [prices] currency, which are not in the table)."""
+    keys = {(s, k) for s, k, _, _, _, _ in config_keys()}
+    extra = {("route", "target"), ("route", "fallback"), ("route", "strategy"),
+             ("prices", "currency")}
+    text = open(os.path.join(ROOT, "etc", "imgspool.ini")).read()
+    shown, section = set(), None
+    for line in text.splitlines():
+        m = re.match(r";?\[(\w+)", line)   # a header, or one commented out (";[route x]")
+        if m:
+            section = m.group(1)
+            continue
+        m = re.match(r";?(\w+) = ", line)
+        if m and (section not in ("timeouts", "prices") or m.group(1) == "currency"):
+            shown.add((section, m.group(1)))
+    missing = sorted(f"[{s}] {k}" for s, k in keys - shown)
+    assert not missing, "keys etc/imgspool.ini does not show: " + ", ".join(missing)
+    unknown = sorted(f"[{s}] {k}" for s, k in shown - keys - extra)
+    assert not unknown, "etc/imgspool.ini shows keys config.c does not take: " + ", ".join(unknown)
+    page = open(os.path.join(ROOT, "man", "imgspool.ini.5")).read()
+    documented = set()
+    for chunk in re.split(r"^\.Ss ", page, flags=re.M)[1:]:
+        title = re.match(r"\[(\w+)", chunk).group(1)
+        for key in re.findall(r"^\.It Cm (\w+) No =", chunk, flags=re.M):
+            documented.add((title, key))
+    unknown = sorted(f"[{s}] {k}" for s, k in documented - keys - extra)
+    assert not unknown, "imgspool.ini(5) documents keys config.c does not take: " + ", ".join(unknown)
+
+
 def test_example_config_says_what_differs_from_the_defaults(env):
     text = open(os.path.join(ROOT, "etc", "imgspool.ini")).read()
     header = text.split("\n[", 1)[0]
@@ -129,6 +160,7 @@ if __name__ == "__main__":
     run_tests([
         test_install_tree_and_man_pages,
         test_every_config_key_is_in_the_manual,
+        test_every_config_key_is_in_the_example_and_none_else,
         test_example_config_says_what_differs_from_the_defaults,
         test_unit_is_accepted_and_sandboxed,
     ])

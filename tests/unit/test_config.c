@@ -94,25 +94,40 @@ struct bad_row {
 };
 
 static const struct bad_row bad[] = {
-	{ "[spool]\nconcurrency = many\n", 2, "concurrency" },
-	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 65536" },
+	/* Each names the section, the key, the value and what is allowed. */
+	{ "[spool]\nconcurrency = many\n", 2,
+	  "[spool] \"concurrency\" must be a whole number from 1 to 65536, not \"many\"" },
+	{ "[spool]\nconcurrency = 0\n", 2, "from 1 to 65536, not \"0\"" },
 	{ "[spool]\nconcurrency = 65537\n", 2, "from 1 to 65536" },
-	{ "[provider a]\nconcurrency = 65537\n", 2, "from 0 to 65536" },
+	{ "[provider a]\nconcurrency = 65537\n", 2,
+	  "[provider a] \"concurrency\" must be a whole number from 0 to 65536, not \"65537\"" },
 	{ "; comment\n[spool]\nconcurency = 3\n", 3, "unknown key \"concurency\"" },
-	{ "[nonsense]\nx = 1\n", 2, "unknown key" },
+	{ "[nonsense]\nx = 1\n", 2, "unknown section [nonsense] (the sections: spool, limits," },
+	{ "[retry]\nretries = 1\n", 2, "unknown key \"retries\" in section [retry] (its keys: "
+	  "max_retries, max_billed_retries, backoff_base_ms," },
+	{ "[provider p]\nkey = 1\n", 2, "unknown key \"key\" in section [provider p] (its keys: "
+	  "base_url, api_key_env, api_key_file, model," },
 	{ "[provider a b]\nmodel = x\n", 2, "provider" },
 	{ "[limits]\nmax_n = 11\n", 2, "max_n" },
-	{ "[limits]\nallow_private_downloads = maybe\n", 2, "must be yes or no" },
-	{ "[spool]\ndir = x\nthis line is wrong\n", 3, "not a valid ini line" },
+	{ "[limits]\nallow_private_downloads = maybe\n", 2,
+	  "[limits] \"allow_private_downloads\" must be yes or no, not \"maybe\"" },
+	{ "[spool]\ndir = x\nthis line is wrong\n", 3,
+	  "the line is neither [section], key = value nor a comment (a line starting with ';')" },
+	{ "[spool]\ndir = x\n[limits ; x]\n", 3, "the section line has no ']'" },
+	{ "[spool]\nconcurrency ; = 3\n", 2, "neither [section], key = value" },
 	{ "[prices]\ncurrency = EUR\ngpt-image-1 = cheap\n", 3, "must be a number" },
 	{ "[prices]\ngpt-image-1@8K = 1\n", 2, "qualifier" },
 	{ "[spool]\ndir = x\n\n[limits]\nmax_n = 2\n[spool]\n", 6, "[spool] is given twice" },
 	{ "[spool]\ndir = x\n; c\ndir = y\n", 4, "given twice in [spool] (first on line 2)" },
 	{ "[provider a]\ntimeout = 60 # a minute\n", 2, "comment" },
-	{ "[limits]\ntimeout_min = 60\ntimeout_max = 30\n", 2, "timeout_min is above" },
+	{ "[limits]\ntimeout_min = 60\ntimeout_max = 30\n", 2,
+	  "[limits] timeout_min (60) is above timeout_max (30)" },
+	{ "[limits]\ntimeout_max = 5\n", 2, "[limits] timeout_min (10) is above timeout_max (5)" },
 	{ "[spool]\nconcurrency = 2\ndefault_provider = b\n[provider a]\n", 3, "default_provider" },
-	{ "[spool]\ngrace_period = soon\n", 2, "grace_period" },
-	{ "[route r]\ntarget = apiyi/gpt-image-2 heavy\n", 2, "WEIGHT" },
+	{ "[spool]\ngrace_period = soon\n", 2,
+	  "[spool] \"grace_period\" must be a whole number from 0 to 7200 or auto, not \"soon\"" },
+	{ "[route r]\ntarget = apiyi/gpt-image-2 heavy\n", 2, "\"heavy\" is not a weight: a target "
+	  "line is PROVIDER/MODEL [WEIGHT]" },
 	{ "[route r]\nfallback = apiyi/gpt-image-2 5\n", 2, "a fallback has no weight" },
 	{ "[route r]\ntarget = apiyi/bad/model\n", 2,
 	  "the target's model \"bad/model\" has '/' at byte offset 3: a model is 1 to 128" },
@@ -129,7 +144,8 @@ static const struct bad_row bad[] = {
 	  "the target's model \"gemini-3-pro-image:x\" is a Gemini model with ':' at byte offset 18" },
 	{ "[route r]\ntarget = apiyi n=0\n", 2, "n= is" },
 	{ "[route r]\ntarget = apiyi sizes=big\n", 2, "sizes=" },
-	{ "[route r]\nstrategy = random\n", 2, "weighted" },
+	{ "[route r]\nstrategy = random\n", 2, "strategy is weighted (the default) or cheapest, not "
+	  "\"random\"" },
 	{ "[route r]\ntargets = apiyi\n", 2, "target, fallback and strategy" },
 	/* The section's own kind is named, and the section as written. */
 	{ "[route a b]\ntarget = apiyi\n", 2, "section [route a b]: a [route NAME] section's NAME" },
@@ -137,13 +153,48 @@ static const struct bad_row bad[] = {
 	{ "[provider]\nmodel = x\n", 2, "section [provider]: a [provider NAME] section's NAME is 1 to 40" },
 	{ "[provider a/b]\nmodel = x\n", 2, "section [provider a/b]: a [provider NAME] section's" },
 	{ "[provider a\x1b]\nmodel = x\n", 2, ": a [provider NAME] section's" },
-	{ "[provider a]\nbudget_daily = lots\n", 2, "\"budget_daily\" must be an amount" },
-	{ "[budget]\nmonthly = -3\n", 2, "\"monthly\" must be an amount" },
+	{ "[provider a]\nbudget_daily = lots\n", 2, "[provider a] \"budget_daily\" must be an amount "
+	  "of the [prices] currency from 0 to 1000000000 (0: no budget), not \"lots\"" },
+	{ "[budget]\nmonthly = -3\n", 2, "[budget] \"monthly\" must be an amount" },
+	{ "[timeouts]\nflux-* = slow\n", 2,
+	  "[timeouts] \"flux-*\" must be whole seconds from 1 to 7200, not \"slow\"" },
+	{ "[spool]\nhost_id = a b\n", 2, "[spool] host_id \"a b\" must be 1 to 64 letters" },
+	{ "[spool]\numask = 0x22\n", 2, "[spool] umask \"0x22\" must be an octal number from 0 to 777" },
+	{ "[spool]\nsync = always\n", 2, "[spool] sync \"always\" must be auto, fsync or syncfs" },
+	{ "[metrics]\ntextfile = m.txt\n", 2, "[metrics] textfile \"" },
+	{ "[provider a]\nrpm = 1\n[provider b]\nrpm = 1\n[provider c]\nrpm = 1\n[provider d]\nrpm = 1\n"
+	  "[provider e]\nrpm = 1\n[provider f]\nrpm = 1\n[provider g]\nrpm = 1\n[provider h]\nrpm = 1\n"
+	  "[provider i]\nrpm = 1\n", 18,
+	  "there are at most 8 [provider NAME] sections" },
+	/* Checked after reading, still at their line. */
+	{ "[provider a]\nmodel = m\n[route r]\ntarget = a\nfallback = nowhere/m\n", 5,
+	  "[route r] fallback names provider \"nowhere\", which has no [provider nowhere] section" },
+	{ "[spool]\nconcurrency = 2\n[route r]\nstrategy = cheapest\nfallback = apiyi/m\n", 4,
+	  "[route r] needs at least one target line" },
+	{ "[store]\nendpoint = ftp://x\nbucket = abc\n", 2,
+	  "[store] endpoint \"ftp://x\" must start with https:// or http://" },
+	{ "[store]\nendpoint = http://x\nbucket = AB\n", 3, "[store] bucket \"AB\" must be 3 to 63" },
+	{ "[store]\nendpoint = http://x\n", 2, "[store] bucket must be 3 to 63 lower-case letters, "
+	  "digits, '.' or '-' (it is not set, and endpoint is)" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a/../b\n", 4,
+	  "[store] prefix \"a/../b\" may hold only" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = /a\n", 4, "prefix \"/a\"" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a?b=1\n", 4, "prefix \"a?b=1\"" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a//b\n", 4, "prefix \"a//b\"" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\nregion = US\n", 4, "[store] region \"US\" must" },
+	{ "[store]\nendpoint = http://x\nbucket = abc\npublic_url = cdn.example/x\n", 4,
+	  "[store] public_url \"cdn.example/x\" must start with" },
+	{ "[notify]\nsecret_env = S\nurl = h/token-Sekr1t\n", 3,
+	  "[notify] url must start with https:// or http://" },
+	{ "[notify]\ndeferrals = yes\nurl = http://h/x\n", 3, "[notify] url turns webhooks on, which need "
+	  "secret_env or secret_file" },
+	{ "[notify]\njob_url_prefixes = http://h/x/\n", 2, "[notify] job_url_prefixes turns webhooks on" },
+	{ "[notify]\nallow_private = maybe\n", 2, "yes or no, not \"maybe\"" },
 	{ "[provider a]\nrate_window = 0\n", 2, "rate_window" },
 	/* The file's text in a message: control characters and bytes past ASCII escaped (found by
 	 * fuzz_config.c: a CR in a key rewrote the terminal's line), a long one cut short. */
 	{ "[spool]\nd#rp\rpp = x\n", 2, "unknown key \"d#rp\\x0dpp\" in section [spool]" },
-	{ "[sp\x1b[2Jool]\nx = 1\n", 2, "unknown key \"x\" in section [sp\\x1b[2Jool]" },
+	{ "[sp\x1b[2Jool]\nx = 1\n", 2, "unknown section [sp\\x1b[2Jool]" },
 	{ "[spool]\nh\xc3\xb4" "te = 1\n", 2, "unknown key \"h\\xc3\\xb4te\"" },
 	{ "[spool]\nkey\\x1b = 1\n", 2, "unknown key \"key\\x5cx1b\"" },
 	{ "[spool]\n0123456789012345678901234567890123456789012345678901234567890123456789012345678901234"
@@ -272,37 +323,13 @@ int main(void)
 	ok(r && r->targets[2].fallback && !r->targets[2].weight && r->targets[2].max_n == 1 &&
 	   r->targets[2].max_refs == 0, "a fallback with n= and refs=");
 	config_release(&cfg);
-	ok(load("[route r]\ntarget = nowhere/m\n", &cfg, err, sizeof(err)) < 0 &&
-	   strstr(err, "provider \"nowhere\""), "a route naming no provider: %s", err);
-	config_release(&cfg);
-	ok(load("[route r]\nfallback = apiyi/m\n", &cfg, err, sizeof(err)) < 0 &&
-	   strstr(err, "at least one target"), "a route of fallbacks only: %s", err);
-	config_release(&cfg);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int rc = load(bad[i].text, &cfg, err, sizeof(err));
 		char *prefix = xasprintf("%s/t.ini:%d: ", dir, bad[i].line);
-		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, bad[i].needle),
-		   "bad config row %zu reports line %d: %s", i, bad[i].line, err);
+		ok(rc < 0 && !strncmp(err, prefix, strlen(prefix)) && strstr(err, bad[i].needle) &&
+		   !strstr(err, "Sekr1t"), "bad config row %zu reports line %d: %s", i, bad[i].line, err);
 		free(prefix);
-		config_release(&cfg);
-	}
-	/* [store] and [notify]: checked when loaded, whole-file errors carry no line. */
-	static const struct { const char *text, *needle; } bad_out[] = {
-		{ "[store]\nendpoint = ftp://x\nbucket = abc\n", "endpoint" },
-		{ "[store]\nendpoint = http://x\nbucket = AB\n", "bucket" },
-		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a/../b\n", "prefix" },
-		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = /a\n", "prefix" },
-		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a?b=1\n", "prefix" },
-		{ "[store]\nendpoint = http://x\nbucket = abc\nprefix = a//b\n", "prefix" },
-		{ "[store]\nendpoint = http://x\nbucket = abc\nregion = US\n", "region" },
-		{ "[notify]\nurl = http://h/x\n", "secret" },
-		{ "[notify]\nurl = h/x\nsecret_env = S\n", "url" },
-		{ "[notify]\nallow_private = maybe\n", "yes or no" },
-	};
-	for (size_t i = 0; i < sizeof(bad_out) / sizeof(bad_out[0]); i++) {
-		int rc = load(bad_out[i].text, &cfg, err, sizeof(err));
-		ok(rc < 0 && strstr(err, bad_out[i].needle), "bad outputs row %zu: %s", i, err);
 		config_release(&cfg);
 	}
 	/* A hook the daemon's host lacks: refused for the daemon (config_new), with its line; the file
