@@ -271,6 +271,19 @@ long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts, char
 	return live;
 }
 
+bool hostlock_names_run(struct spool *sp)
+{
+	struct lock_seen seen;
+	struct hostlock_owner found;
+	char *name = lock_name(sp);
+	lock_read(sp->fd[SPOOL_RUNNING], name, &seen);
+	bool ours = seen.rr == SPOOL_READ_OK && owner_parse(seen.text.data, seen.text.len, &found) &&
+		    !strcmp(found.run, sp->run);
+	buf_release(&seen.text);
+	free(name);
+	return ours;
+}
+
 static bool lock_same(const struct lock_seen *a, const struct lock_seen *b)
 {
 	return a->rr == SPOOL_READ_OK && b->rr == SPOOL_READ_OK && a->st.st_dev == b->st.st_dev &&

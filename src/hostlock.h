@@ -48,6 +48,10 @@ bool hostlock_name_host(const char *name, char *host, size_t size);
  * alike. -1 with errno if running/ or a lock in it cannot be read. */
 long hostlock_live_hosts(struct spool *sp, int64_t lease_ms, char ***hosts, char ***runs);
 
+/* Whether running/.host.HOST of sp's host id names sp's run (this daemon holds it): every
+ * other run of this host has ended. */
+bool hostlock_names_run(struct spool *sp);
+
 /* Takes running/.host.HOST for sp's host id. Returns 0, or -1 with why in err (another daemon
  * holds it, or it cannot be written). */
 int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsize);

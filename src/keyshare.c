@@ -71,7 +71,8 @@ struct run_seen {
 struct kept_file {
 	char *name, *host, *run, *reader;   /* owned; reader: a copy's carrier */
 	bool copy;                   /* a copy carried back by another host, not the run's own file */
-	bool old;                    /* an earlier release's, in ledger/ itself (old_scan) */
+	enum where { IN_MONTH, IN_ENDED, IN_OLD } where;   /* ledger/MONTH/, its ended/, or ledger/
+					itself (an earlier release's: old_scan) */
 	json_t *doc;                 /* owned; NULL: it could not be read then */
 	struct memo memo;
 	bool listed;                 /* in the last listing */
@@ -116,11 +117,13 @@ struct keyshare {
 	bool ledger_warned;
 	struct unwritten *unwritten; /* on the loop: tickets kept till their cost is written */
 	size_t n_unwritten;
-	int month_fd;                /* ledger/MONTH/ of month_open, for the loop's reading */
+	int month_fd, ended_fd;      /* ledger/MONTH/ of month_open and its ended/, the loop's */
 	long month_open;             /* 0: none yet */
 	int write_fd;                /* ledger/MONTH/ of write_month, the writer's (write_lock) */
 	long write_month;
-	struct memo month_memo;      /* ledger/MONTH/ when files was last brought up to date */
+	struct memo month_memo, ended_memo;   /* ledger/MONTH/, ended/, when last listed */
+	bool lock_ours;              /* running/.host.HOST names this run: every other run of this
+					host has ended (its files are moved into ended/) */
 	struct kept_file *files;
 	size_t n_files;
 	struct run_seen *runs;       /* every other run read this month */
@@ -309,7 +312,8 @@ static void top_dirs_recheck(struct keyshare *ks)
 	char month[16];
 	month_dir_name(ks->month_open, month, sizeof(month));
 	bool top = ks->ledger_fd < 0 || !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd);
-	if (top || (ks->month_fd >= 0 && !dir_current(ks->ledger_fd, month, ks->month_fd))) {
+	if (top || (ks->month_fd >= 0 && (!dir_current(ks->ledger_fd, month, ks->month_fd) ||
+					  !dir_current(ks->month_fd, "ended", ks->ended_fd)))) {
 		/* A helper may be writing through it: the loop does not wait, it looks again next
 		 * time (the helper's write fails in the old directory, and is made again). */
 		if (pthread_mutex_trylock(&ks->write_lock) != 0) {
@@ -321,12 +325,13 @@ static void top_dirs_recheck(struct keyshare *ks)
 			ledger_open(ks);
 		}
 		close_dir(&ks->month_fd);
+		close_dir(&ks->ended_fd);
 		close_dir(&ks->write_fd);
 		pthread_mutex_unlock(&ks->write_lock);
 		if (top)
 			old_scan(ks);
 		month_current(ks);
-		ks->month_memo.listed_at = ks->own_memo.listed_at = 0;
+		ks->month_memo.listed_at = ks->ended_memo.listed_at = ks->own_memo.listed_at = 0;
 		ks->ledger_doubt = true;
 	}
 	ledger_own_ensure(ks);
@@ -774,10 +779,13 @@ static bool month_current(struct keyshare *ks)
 	if (ks->ledger_fd < 0)
 		return false;
 	close_dir(&ks->month_fd);
+	close_dir(&ks->ended_fd);
 	month_dir_name(month, name, sizeof(name));
 	ks->month_fd = open_dir(ks->ledger_fd, name);
-	if (ks->month_fd < 0) {
+	ks->ended_fd = ks->month_fd >= 0 ? open_dir(ks->month_fd, "ended") : -1;
+	if (ks->ended_fd < 0) {
 		ks->month_errno = errno;
+		close_dir(&ks->month_fd);
 		return false;
 	}
 	if (ks->month_open != month) {
@@ -785,7 +793,7 @@ static bool month_current(struct keyshare *ks)
 		ks->own_seen = false;
 	}
 	ks->month_open = month;
-	ks->month_memo.listed_at = ks->own_memo.listed_at = 0;
+	ks->month_memo.listed_at = ks->ended_memo.listed_at = ks->own_memo.listed_at = 0;
 	return true;
 }
 
@@ -802,13 +810,13 @@ static struct run_seen *run_of(struct keyshare *ks, const char *host, const char
 	return &ks->runs[ks->n_runs++];
 }
 
-static struct kept_file *file_of(struct keyshare *ks, const char *name, bool old)
+static struct kept_file *file_of(struct keyshare *ks, const char *name, enum where where)
 {
 	for (size_t i = 0; i < ks->n_files; i++)
-		if (ks->files[i].old == old && !strcmp(ks->files[i].name, name))
+		if (ks->files[i].where == where && !strcmp(ks->files[i].name, name))
 			return &ks->files[i];
 	ks->files = xrealloc(ks->files, (ks->n_files + 1) * sizeof(*ks->files));
-	ks->files[ks->n_files] = (struct kept_file){ .name = xstrdup(name), .old = old };
+	ks->files[ks->n_files] = (struct kept_file){ .name = xstrdup(name), .where = where };
 	return &ks->files[ks->n_files++];
 }
 
@@ -861,7 +869,7 @@ static void file_reread(struct keyshare *ks, struct kept_file *f, const struct m
 	const char *why;
 	struct stat st;
 	json_decref(f->doc);
-	f->doc = read_ledger(ks->month_fd, f->name, &why, &st);
+	f->doc = read_ledger(f->where == IN_ENDED ? ks->ended_fd : ks->month_fd, f->name, &why, &st);
 	const char *wrong = f->doc ? file_mismatch(ks, f, f->doc, &st) : NULL;
 	if (wrong) {
 		json_decref(f->doc);
@@ -930,7 +938,7 @@ static void old_scan(struct keyshare *ks)
 	keyshare_today(ks, &day, &month);
 	ks->old_unread = false;
 	for (size_t i = 0; i < ks->n_files; i++)
-		if (ks->files[i].old)
+		if (ks->files[i].where == IN_OLD)
 			ks->files[i].listed = false;
 	long n = ks->ledger_fd >= 0 ? spool_list_at(ks->ledger_fd, false, false, &l) : -1;
 	if (n < 0) {
@@ -953,7 +961,7 @@ static void old_scan(struct keyshare *ks)
 			const char *run = json_string_value(json_object_get(doc, "run"));
 			struct kept_file *mine = NULL;
 			for (size_t j = 0; j < ks->n_files && side; j++)
-				if (ks->files[j].old && ks->files[j].listed && !ks->files[j].copy &&
+				if (ks->files[j].where == IN_OLD && ks->files[j].listed && !ks->files[j].copy &&
 				    !strcmp(ks->files[j].name, own_name))
 					mine = &ks->files[j];
 			bool counts = doc && json_integer_value(json_object_get(doc, "month")) == month;
@@ -962,7 +970,7 @@ static void old_scan(struct keyshare *ks)
 					 !strcmp(json_str(doc, "host"), host) &&
 					 !(mine && mine->doc && old_holds(mine->doc, run));
 			if (counts || (!doc && !side && st.st_mode)) {
-				struct kept_file *f = file_of(ks, l[i].name, true);
+				struct kept_file *f = file_of(ks, l[i].name, IN_OLD);
 				free(f->host);
 				free(f->run);
 				f->host = xstrdup(host);
@@ -999,43 +1007,47 @@ static void runs_cover(struct keyshare *ks)
 		for (size_t j = 0; j < ks->n_files && !r->covered; j++) {
 			struct kept_file *f = &ks->files[j];
 			r->covered = f->listed && !strcmp(f->host, r->host) && !strcmp(f->run, r->run) &&
-				     ((!f->copy && !f->old) || (f->doc && figures_held(f->doc, r->figures)));
+				     ((!f->copy && f->where != IN_OLD) ||
+				      (f->doc && figures_held(f->doc, r->figures)));
 		}
 		ks->uncovered = ks->uncovered || !r->covered;
 	}
 }
 
-/* Brings what was read of the other runs up to date: ledger/MONTH/ is listed again only when it
- * changed, and a file read again only when it did (a file is only ever replaced, renamed into
- * place). Both judged by keyshare_listing_stands on the file server's word, so what is used is
- * what reading every file now would give (spool-layout.md §17). A file that could not be read
- * is never kept: it, and the directory, are read again at the next refresh. What was read of a
- * run stays counted when its files go. */
-static void ledger_refresh(struct keyshare *ks)
+/* Lists ledger/MONTH/ (where IN_MONTH) or its ended/ again if it changed since last listed
+ * (memo), and reads again the files there that changed; true if it listed. A run's file is only
+ * ever replaced, renamed into place, so both judged by keyshare_listing_stands on the file
+ * server's word give what reading every file now would (spool-layout.md §17). A file that could
+ * not be read is never kept: it, and its directory, are read again at the next refresh. This
+ * host's earlier runs' files are moved into ended/ while its lock names this run. */
+static bool dir_refresh(struct keyshare *ks, enum where where)
 {
-	if (!month_current(ks))
-		return;
-	if (ks->old_unread)
-		old_scan(ks);
-	struct memo next = top_look(ks, &ks->month_fd);
+	int fd = where == IN_ENDED ? ks->ended_fd : ks->month_fd;
+	struct memo *memo = where == IN_ENDED ? &ks->ended_memo : &ks->month_memo;
+	struct memo next = where == IN_ENDED ? memo_look(ks, fd, "") : top_look(ks, &ks->month_fd);
 	struct spool_entry *l;
-	if (!next.listed_at || memo_stands(&ks->month_memo, &next))
-		return;   /* unchanged; or not to be seen now, and what was kept is better than nothing */
-	long n = spool_list_at(ks->month_fd, false, false, &l);
+	if (where == IN_MONTH)
+		fd = ks->month_fd;   /* top_look may have opened it anew */
+	if (!next.listed_at || memo_stands(memo, &next))
+		return false;   /* unchanged; or not to be seen now, and what was kept is better */
+	long n = spool_list_at(fd, false, false, &l);
 	if (n < 0) {
-		ks->month_memo.listed_at = 0;
-		return;
+		memo->listed_at = 0;
+		return false;
 	}
-	ks->month_memo = next;
+	*memo = next;
 	for (size_t i = 0; i < ks->n_files; i++)
-		ks->files[i].listed = ks->files[i].listed && ks->files[i].old;
+		ks->files[i].listed = ks->files[i].listed && ks->files[i].where != where;
 	char host[NAME_MAX + 1], run[NAME_MAX + 1], reader[NAME_MAX + 1];
 	for (long i = 0; i < n; i++) {
 		enum ledger_name kind = ledger_name_parse(l[i].name, host, run, reader);
-		if (kind == NAME_OTHER ||
-		    (!strcmp(host, ks->sp->host_id) && !strcmp(run, ks->sp->run)))
+		bool mine = !strcmp(host, ks->sp->host_id);
+		if (kind == NAME_OTHER || (mine && !strcmp(run, ks->sp->run)))
 			continue;   /* this run's: it knows its figures */
-		struct kept_file *f = file_of(ks, l[i].name, false);
+		if (mine && kind == NAME_RUN && where == IN_MONTH && ks->lock_ours &&
+		    renameat(fd, l[i].name, ks->ended_fd, l[i].name) == 0)
+			continue;   /* an earlier run of this host: ended, found in ended/ next */
+		struct kept_file *f = file_of(ks, l[i].name, where);
 		if (!f->host) {
 			f->host = xstrdup(host);
 			f->run = xstrdup(run);
@@ -1043,17 +1055,34 @@ static void ledger_refresh(struct keyshare *ks)
 			f->copy = kind == NAME_COPY;
 		}
 		f->listed = true;
-		struct memo now = memo_look(ks, ks->month_fd, f->name);
+		struct memo now = memo_look(ks, fd, f->name);
 		if (!memo_stands(&f->memo, &now))
 			file_reread(ks, f, &now);
 		if (f->unreadable)
-			ks->month_memo.listed_at = 0;   /* not kept as read: again next time */
+			memo->listed_at = 0;   /* not kept as read: again next time */
 	}
 	spool_entries_free(l, n);
+	return true;
+}
+
+/* Brings what was read of the other runs up to date: ledger/MONTH/, then its ended/ (a file
+ * moved between them is in one at every moment: in the second if not in the first). What was
+ * read of a run stays counted when its files go. */
+static void ledger_refresh(struct keyshare *ks)
+{
+	if (!month_current(ks))
+		return;
+	if (ks->old_unread)
+		old_scan(ks);
+	bool listed = dir_refresh(ks, IN_MONTH);
+	if (ks->ended_fd >= 0 && dir_refresh(ks, IN_ENDED))
+		listed = true;
+	if (!listed)
+		return;
 	size_t kept = 0;
 	for (size_t i = 0; i < ks->n_files; i++) {
 		struct kept_file *f = &ks->files[i];
-		if (f->listed || f->old) {
+		if (f->listed || f->where == IN_OLD) {
 			ks->files[kept++] = *f;
 			continue;
 		}
@@ -1123,16 +1152,16 @@ static int run_carry(struct keyshare *ks, struct run_seen *r)
 	json_object_set_new(doc, "carried_by", json_string(ks->sp->host_id));
 	char *name = xasprintf("%s.%s" COPY_INFIX "%s", r->host, r->run, ks->sp->host_id);
 	char *text = ledger_dump(doc);
-	int rc = spool_write_at(ks->sp, ks->month_fd, name, text, strlen(text), 0, true);
+	int rc = spool_write_at(ks->sp, ks->ended_fd, name, text, strlen(text), 0, true);
 	if (rc == 0)
 		log_info("'%s/ledger/%s' has no file of run '%s' of host '%s', which has ended: what "
-			 "this host read of it is carried back, as '%s'", ks->sp->path, month, r->run,
-			 r->host, name);
+			 "this host read of it is carried back, as 'ended/%s'", ks->sp->path, month,
+			 r->run, r->host, name);
 	else
 		log_warn("cannot carry run '%s' of host '%s' back into '%s/ledger/%s' (%s): what it "
 			 "spent counts on this host only", r->run, r->host, ks->sp->path, month,
 			 strerror(errno));
-	ks->month_memo.listed_at = 0;   /* to find it there */
+	ks->ended_memo.listed_at = 0;   /* to find it there */
 	r->covered = rc == 0;
 	free(text);
 	free(name);
@@ -1160,7 +1189,7 @@ static bool run_file_there(struct keyshare *ks, const char *host, const char *ru
  * gone (within 10 s). A host that left (a lock older than a lease, or none) is never waited for. */
 static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 {
-	if (ks->ledger_fd < 0 || ks->month_fd < 0)
+	if (ks->ledger_fd < 0 || ks->month_fd < 0 || ks->ended_fd < 0)
 		return ledger_unusable(ks, lease_ms);
 	if (!ks->ledger_doubt && !ks->uncovered)
 		return NULL;
@@ -1907,7 +1936,8 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 "calls to a provider under a budget wait while another host is live, and "
 			 "count what this host spent only while none is (tried again every 10 s)",
 			 sp->path, strerror(ks->ledger_errno));
-	ks->month_fd = ks->write_fd = -1;
+	ks->month_fd = ks->ended_fd = ks->write_fd = -1;
+	ks->lock_ours = hostlock_names_run(sp);
 	old_scan(ks);
 	month_current(ks);
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
@@ -1977,9 +2007,17 @@ void keyshare_free(struct keyshare *ks)
 	for (size_t i = 0; i < ks->n_spent; i++)
 		free(ks->spent[i].provider);
 	free(ks->spent);
+	/* This run ends: its file goes into ended/, out of the listing every budget check reads
+	 * when ledger/MONTH/ changed. Only while the host lock names this run: a run of this host
+	 * that still writes has none of its own. */
+	char own[NAME_MAX + 1];
+	own_ledger_name(ks, own, sizeof(own));
+	if (ks->lock_ours && ks->month_fd >= 0 && ks->ended_fd >= 0)
+		renameat(ks->month_fd, own, ks->ended_fd, own);
 	runs_forget(ks);
 	free(ks->files);
 	free(ks->runs);
+	close_dir(&ks->ended_fd);
 	close_dir(&ks->month_fd);
 	close_dir(&ks->write_fd);
 	if (ks->providers_fd >= 0)

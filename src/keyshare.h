@@ -8,8 +8,10 @@
  *   providers/NAME/hold                         the provider is held (the file says why)
  *   providers/NAME/probe                        the host probing the hold (lease: mtime)
  *   ledger/MONTH/HOST.RUN.json                  what run RUN of HOST spent, today and in MONTH
- *   ledger/MONTH/HOST.RUN.json.carried-READER   READER's copy of it, once the run ended and its
- *                                               file went (a cleared ledger/)
+ *   ledger/MONTH/ended/HOST.RUN.json            the same once the run has ended (moved by it at
+ *                                               its exit, or by the host's next run)
+ *   ledger/MONTH/ended/HOST.RUN.json.carried-READER   READER's copy of an ended run whose
+ *                                               files went (a cleared ledger/)
  *
  * The gate (keyshare_acquire) is optimistic and never trusts a lock: a host first writes its
  * ticket (and its start), then lists what is there, and withdraws if it counts more than the

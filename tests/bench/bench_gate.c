@@ -27,6 +27,8 @@
 
 #define FULL_CALLS 64
 
+#define ENDED_RUNS 64
+
 static void make_file(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -39,13 +41,18 @@ static void make_file(const char *path)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy|full|look]\n");
+		fprintf(stderr, "usage: bench_gate DIR PROVIDERS CYCLES [busy|full|look|ledger|ledger-flat]\n");
 		return 2;
 	}
 	const char *dir = argv[1];
 	long providers = strtol(argv[2], NULL, 10), cycles = strtol(argv[3], NULL, 10);
 	bool busy = argc > 4 && !strcmp(argv[4], "busy"), full = argc > 4 && !strcmp(argv[4], "full");
 	bool look = argc > 4 && !strcmp(argv[4], "look");
+	/* ledger: 64 ended runs of the other host, in ended/ (ledger-flat: in the month's directory,
+	 * as without ended/), and the month's directory changes before every acquire (as it does
+	 * whenever a host writes its run's file). */
+	bool flat = argc > 4 && !strcmp(argv[4], "ledger-flat");
+	bool ledger_busy = flat || (argc > 4 && !strcmp(argv[4], "ledger"));
 	struct spool sp;
 	if (spool_open(&sp, dir, "benchA") < 0)
 		return 1;
@@ -80,8 +87,9 @@ int main(int argc, char **argv)
 	}
 	/* Nothing has changed there for a minute (a listing or a ledger kept may be trusted). */
 	struct timespec old[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
-	for (long i = -4; i < providers; i++) {
-		char *path = i == -4 ? xasprintf("%s/ledger", dir) :
+	for (long i = -5; i < providers; i++) {
+		char *path = i == -5 ? xasprintf("%s/ended", months) :
+			     i == -4 ? xasprintf("%s/ledger", dir) :
 			     i == -3 ? xstrdup(months) :
 			     i == -2 ? xstrdup(ledger) :
 			     i == -1 ? xasprintf("%s/providers", dir) :
@@ -92,6 +100,31 @@ int main(int argc, char **argv)
 		}
 		free(path);
 	}
+	for (long r = 0; ledger_busy && r < ENDED_RUNS; r++) {
+		char *ended = xasprintf("%s/benchB.%016lx.json", months, r + 1);
+		char *moved = xasprintf("%s/ended/benchB.%016lx.json", months, r + 1);
+		f = fopen(ended, "w");
+		if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"%016lx\", \"day\": 0, "
+				  "\"month\": %ld, \"providers\": {}}\n", r + 1, month) < 0 || fclose(f) ||
+		    utimensat(AT_FDCWD, ended, (struct timespec[2]){ { .tv_sec = time(NULL) - 60 },
+							{ .tv_sec = time(NULL) - 60 } }, 0) < 0 ||
+		    (!flat && rename(ended, moved) < 0)) {
+			perror(ended);
+			return 1;
+		}
+		free(moved);
+		free(ended);
+	}
+	char *tick = xasprintf("%s/.tick", months), *tock = xasprintf("%s/.tock", months);
+	if (ledger_busy)
+		make_file(tick);
+	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
+	char *ended_dir = xasprintf("%s/ended", months);
+	if (utimensat(AT_FDCWD, months, quiet, 0) < 0 || utimensat(AT_FDCWD, ended_dir, quiet, 0) < 0) {
+		perror(months);
+		return 1;
+	}
+	free(ended_dir);
 	free(ledger);
 	free(months);
 	struct keyshare_limits l = { .concurrency = full ? FULL_CALLS + 1 : 1000, .window_ms = 60000,
@@ -123,6 +156,11 @@ int main(int argc, char **argv)
 			free(path);
 			free(gone);
 		}
+		if (ledger_busy && (c % 2 ? renameat(AT_FDCWD, tock, AT_FDCWD, tick) :
+					    renameat(AT_FDCWD, tick, AT_FDCWD, tock))) {
+			perror(tick);
+			return 1;
+		}
 		v = keyshare_acquire(ks, "p0", &l, 10000, &t);
 		if (full && v.block == PROVIDER_BUSY)
 			continue;
@@ -133,7 +171,10 @@ int main(int argc, char **argv)
 		keyshare_release(ks, &t);
 	}
 	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles,
-	       busy ? ", busy" : full ? ", full" : look ? ", look" : "");
+	       busy ? ", busy" : full ? ", full" : look ? ", look" : flat ? ", ledger-flat" :
+	       ledger_busy ? ", ledger" : "");
+	free(tick);
+	free(tock);
 	keyshare_free(ks);
 	spool_close(&sp);
 	return 0;

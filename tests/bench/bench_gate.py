@@ -4,8 +4,11 @@ total budget on (build/bench_gate under strace -c; deterministic), against a spo
 machine's /tmp where 1, 8 or 32 providers each have another host's call in flight; idle (nothing
 changes between acquires), busy (another host starts or ends a call on another provider
 before every acquire) and full (the provider called is full: every acquire is a try that says
-BUSY, as while a host waits for a place); and look: a rescan's keyshare_look() of every provider
-(no acquire). Prints figures; asserts nothing."""
+BUSY, as while a host waits for a place); look: a rescan's keyshare_look() of every provider
+(no acquire); and ledger: 64 ended runs of another host in ledger/MONTH/ended/ while the month's
+directory changes before every acquire (as whenever a host writes its run's file), against
+ledger-flat: the same runs' files in the month's directory (as without ended/). Prints figures;
+asserts nothing."""
 import os
 import re
 import shutil
@@ -43,8 +46,8 @@ def syscalls(providers, cycles, mode):
 def main():
     print(f"keyshare gate: system calls per acquire + release with a total budget, "
           f"{CYCLES} cycles (strace -c, deterministic)")
-    for mode in ("idle", "busy", "full", "look"):
-        for providers in (1, 8, 32):
+    for mode in ("idle", "busy", "full", "look", "ledger", "ledger-flat"):
+        for providers in (1, 8, 32) if not mode.startswith("ledger") else (1,):
             zero, many = syscalls(providers, 0, mode), syscalls(providers, CYCLES, mode)
             diff = {k: (many.get(k, 0) - zero.get(k, 0)) / CYCLES for k in many}
             shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(diff.items(), key=lambda kv: -kv[1])

@@ -424,7 +424,8 @@ def test_the_ledger_is_written_off_the_loop_before_anything_acts_on_the_answers(
     with open(log, errors="replace") as f:
         lines = f.read().splitlines()
     ledger = [line for line in lines
-              if re.search(r'rename\w*\(.*/ledger/\d{4}-\d\d>, "[^"]*", .*"testhost\.[0-9a-f]{16}\.json"', line)]
+              if re.search(r'rename\w*\(.*/ledger/\d{4}-\d\d>, "\.testhost\.[0-9a-f]{16}\.json\.[^"]*", '
+                           r'.*"testhost\.[0-9a-f]{16}\.json"', line)]
     assert len(ledger) > 1, "no write of the ledger seen"
     # The loop is the process's first thread: its tid is the pid in the temporary names. Its
     # one write is the run's file at start-up, with nothing spent, before any call.

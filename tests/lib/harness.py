@@ -118,21 +118,32 @@ def cut_while_held(d, fifo, what, jobs=1, held_after_cut=None, timeout=20):
 LEDGER_NAME = re.compile(r"(.+)\.([0-9a-f]{16}|legacy)\.json(\.carried-(.+))?")
 
 
-def ledger_runs(root, provider="apiyi"):
-    """What this month's ledger/ of the spool at root says each run of each host spent today on
-    provider (None: on all) (spool-layout §17): {(host, run): day_micros}, the largest of the
-    run's own file (ledger/MONTH/HOST.RUN.json) and the copies other hosts carried back."""
+def ledger_names(root):
+    """The names of this month's ledger files of the spool at root (spool-layout §17), as paths
+    under ledger/: MONTH/NAME and MONTH/ended/NAME, with LEDGER_NAME's match of NAME."""
     ledger = os.path.join(root, "ledger")
     months = sorted(m for m in os.listdir(ledger) if re.fullmatch(r"\d{4}-\d\d", m)) \
         if os.path.isdir(ledger) else []
+    out = []
+    for sub in ([months[-1], os.path.join(months[-1], "ended")] if months else []):
+        for name in os.listdir(os.path.join(ledger, sub)) if os.path.isdir(os.path.join(ledger, sub)) else []:
+            m = LEDGER_NAME.fullmatch(name)
+            if m:
+                out.append((os.path.join(sub, name), m))
+    return out
+
+
+def ledger_runs(root, provider="apiyi"):
+    """What this month's ledger/ of the spool at root says each run of each host spent today on
+    provider (None: on all) (spool-layout §17): {(host, run): day_micros}, the largest of the
+    run's own file (ledger/MONTH/HOST.RUN.json, or in its ended/) and the copies other hosts
+    carried back."""
     out = {}
-    for name in os.listdir(os.path.join(ledger, months[-1])) if months else []:
-        m = LEDGER_NAME.fullmatch(name)
-        if m:
-            with open(os.path.join(ledger, months[-1], name)) as f:
-                provs = json.load(f)["providers"]
-            v = sum(p["day_micros"] for name, p in provs.items() if provider in (None, name))
-            out[(m.group(1), m.group(2))] = max(out.get((m.group(1), m.group(2)), 0), v)
+    for path, m in ledger_names(root):
+        with open(os.path.join(root, "ledger", path)) as f:
+            provs = json.load(f)["providers"]
+        v = sum(p["day_micros"] for name, p in provs.items() if provider in (None, name))
+        out[(m.group(1), m.group(2))] = max(out.get((m.group(1), m.group(2)), 0), v)
     return out
 
 
@@ -146,14 +157,10 @@ def ledger_spent(root, provider="apiyi"):
 
 
 def ledger_files(root, host, copies=False):
-    """The names in this month's ledger/ of host's runs' own files (or, copies: of the copies
+    """The paths under ledger/ of this month's files of host's runs (or, copies: of the copies
     other hosts carried back of them)."""
-    ledger = os.path.join(root, "ledger")
-    months = sorted(m for m in os.listdir(ledger) if re.fullmatch(r"\d{4}-\d\d", m))
-    names = os.listdir(os.path.join(ledger, months[-1])) if months else []
-    return sorted(os.path.join(months[-1], n) for n in names
-                  if (m := LEDGER_NAME.fullmatch(n)) and m.group(1) == host and
-                  bool(m.group(3)) == copies)
+    return sorted(path for path, m in ledger_names(root)
+                  if m.group(1) == host and bool(m.group(3)) == copies)
 
 
 def fill(path):

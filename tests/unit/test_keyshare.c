@@ -232,11 +232,11 @@ static char *run_file(const char *dir, const struct spool *sp)
 	return path;
 }
 
-/* The copy of run (of host) that reader carried back there (owned). */
+/* The copy of run (of host) that reader carried back, in ended/ there (owned). */
 static char *copy_file(const char *dir, const char *host, const char *run, const char *reader)
 {
 	char *month = month_dir(dir);
-	char *path = xasprintf("%s/%s.%s.json.carried-%s", month, host, run, reader);
+	char *path = xasprintf("%s/ended/%s.%s.json.carried-%s", month, host, run, reader);
 	free(month);
 	return path;
 }
@@ -876,7 +876,10 @@ static void planted_copy(void)
 	hosts_stop_a(&h);
 	ok(hosts_clear_ledger(&h), "planted: A stops; ledger/ is cleared");
 	char *month = month_dir(h.dir), *planted = copy_file(h.dir, "hostA", run1, "hostB");
-	int fd = mkdir(month, 0777) == 0 ? open(planted, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+	char *ended = xasprintf("%s/ended", month);
+	int fd = mkdir(month, 0777) == 0 && mkdir(ended, 0777) == 0 ?
+		 open(planted, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+	free(ended);
 	ok(fd >= 0 && write(fd, "{}", 2) == 2 && fchown(fd, 65534, 65534) == 0 && close(fd) == 0,
 	   "planted: another user (nobody) makes B's copy's name first");
 	hosts_start_a(&h);
@@ -1138,6 +1141,51 @@ static void many_restarts(void)
 	   "(spent %lld; 0.3 more: %s)",
 	   back, v.spent, fits.which ? fits.which : "free");
 	carried_free(&first);
+	hosts_close(&h);
+}
+
+/* A run's file goes into ledger/MONTH/ended/ when the run ends (a clean exit), and a run that
+ * holds its host's lock moves its host's earlier runs' files there (one left by a crash): the
+ * month's directory keeps the live runs' files, and ended/ is counted as much. */
+static void ended_runs(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "ended"))
+		return;
+	char *month = month_dir(h.dir), *run1 = run_file(h.dir, &h.sa);
+	char *ended1 = xasprintf("%s/ended/%s", month, strrchr(run1, '/') + 1);
+	char text[4096];
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "ended: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(access(run1, F_OK) < 0 && strstr(text_of(ended1, text, sizeof(text)), "500000"),
+	   "ended: A stops: its run's file is in ended/ (%s)", text);
+	v = try_call(h.b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "ended: B counts it there (%s, spent %lld)", v.which ? v.which : "free", v.spent);
+	hosts_start_a(&h);
+	char *run2 = run_file(h.dir, &h.sa);
+	keyshare_spent(h.a, "p", keyshare_micros(0.2));
+	text_of(run2, text, sizeof(text));
+	hosts_stop_a(&h);
+	int fd = open(run2, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && close(fd) == 0,
+	   "ended: run 2 spends 0.2 and crashes: its file left in the month's directory");
+	hosts_start_a(&h);
+	v = try_call(h.a, 0.4);
+	struct keyshare_verdict fits = try_call(h.a, 0.3);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
+	   fits.block == PROVIDER_FREE && access(run2, F_OK) < 0,
+	   "ended: run 3 moves it into ended/, and counts 0.7, each run once (spent %lld, %s)",
+	   v.spent, fits.which ? fits.which : "free");
+	v = try_call(h.b, 0.4);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
+	   "ended: so does B (spent %lld)", v.spent);
+	free(run2);
+	free(ended1);
+	free(run1);
+	free(month);
 	hosts_close(&h);
 }
 
@@ -1453,6 +1501,7 @@ int main(void)
 	own_ledger_unreadable();
 	restarted_twice();
 	planted_copy();
+	ended_runs();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
