@@ -1008,13 +1008,12 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	return d;
 }
 
-bool dispatch_free(struct dispatch *d)
+struct left_marks *dispatch_leave(struct dispatch *d, size_t *n_marks, bool *helpers_idle)
 {
-	if (!d)
-		return true;
 	/* A job a helper still holds past the cut's wait (a write stuck) is its: left as a crash
-	 * leaves it, but its publication from a saved response counts no death at the restart. */
-	bool pool_busy = iopool_pending(d->pool) > 0;
+	 * leaves it, but its publication from a saved response counts no death at the restart,
+	 * and an answer it held is not taken for a call cut in flight. */
+	*helpers_idle = iopool_pending(d->pool) == 0;
 	for (struct task *t = d->tasks, *next; t; t = next) {
 		next = t->next;
 		if (!t->in_pool)
@@ -1024,12 +1023,24 @@ bool dispatch_free(struct dispatch *d)
 		if (t->in_pool)
 			sidecar_mark_answered(t);
 	}
-	if (!sidecar_write_left(d))
-		return false;   /* its thread, stuck, uses running/ */
-	if (pool_busy)
+	return sidecar_left_marks_take(d, n_marks);
+}
+
+void dispatch_make_marks(struct left_marks *m)
+{
+	sidecar_left_marks_make(m);
+}
+
+bool dispatch_free(struct dispatch *d)
+{
+	if (!d)
+		return true;
+	if (iopool_pending(d->pool) > 0) {
 		iopool_abandon(d->pool);
-	if (pool_busy || !iopool_free(d->pool))
 		return false;   /* a helper stuck in a write may use any of d */
+	}
+	if (!iopool_free(d->pool))
+		return false;
 	store_free(d->store);   /* after the pool: a cancelled upload's hashing ends there */
 	outbox_free(d->outbox); /* before http: it cancels its deliveries */
 	http_free(d->http);

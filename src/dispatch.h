@@ -14,9 +14,15 @@ struct dispatch;
 struct spend_view;
 
 struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spool *spool);
-/* False when a thread stuck in a write (an I/O helper, the marking of the jobs left) was left
- * with d: nothing it may use may be freed (the spool, the loop), and the process must end with
- * _exit. */
+/* At the exit, first: the jobs no helper holds go back to new/; those a helper holds are noted
+ * for their marks (sidecar.h), returned (*n_marks of them) to be made on another thread while
+ * d is freed; helpers_idle: no helper may still write the spool. */
+struct left_marks;
+struct left_marks *dispatch_leave(struct dispatch *d, size_t *n_marks, bool *helpers_idle);
+/* Makes them (and frees m), on any thread; blocks on a stalled disk. */
+void dispatch_make_marks(struct left_marks *m);
+/* False when a thread stuck in a write (an I/O helper) was left with d: nothing it may use may
+ * be freed (the spool, the loop), and the process must end with _exit. */
 bool dispatch_free(struct dispatch *d);
 
 /* Start-up: jobs this host left in running/ go back to new/. */

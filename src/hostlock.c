@@ -13,7 +13,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -509,46 +508,21 @@ out:
 	return rc;
 }
 
-struct release {
-	int dirfd;               /* running/'s, borrowed: the caller keeps it open if we are left */
-	char *name;              /* owned */
-};
-
-static void *release_main(void *arg)
+/* Removes the lock if it is still ours: a read and an unlink of running/. At the exit, on the
+ * thread the exit waits for by its deadline (main.c): on a stalled NFS that thread is left and
+ * the lock with it, as a crash leaves it; the restart replaces it once this process is gone. */
+void hostlock_release(struct spool *sp)
 {
-	struct release *r = arg;
+	if (!our_text)
+		return;
 	struct lock_seen seen;
+	char *name = lock_name(sp);
 	stop_point("hostlock:release");   /* a test holds the thread here: a stalled disk */
-	lock_read(r->dirfd, r->name, &seen);
+	lock_read(sp->fd[SPOOL_RUNNING], name, &seen);
 	if (is_ours(&seen))
-		unlinkat(r->dirfd, r->name, 0);
+		unlinkat(sp->fd[SPOOL_RUNNING], name, 0);
 	buf_release(&seen.text);
 	free(our_text);
 	our_text = NULL;
-	free(r->name);
-	free(r);
-	return NULL;
-}
-
-/* On a thread of its own, waited for HOSTLOCK_RELEASE_WAIT_MS at most: the read and unlink of a
- * lock on a stalled NFS must not hang the exit. A lock left so is a crash's: the restart
- * replaces it once this process is gone. */
-bool hostlock_release(struct spool *sp)
-{
-	if (!our_text)
-		return true;
-	struct release *r = xmalloc(sizeof(*r));
-	*r = (struct release){ .dirfd = sp->fd[SPOOL_RUNNING], .name = lock_name(sp) };
-	pthread_t thread;
-	int rc = pthread_create(&thread, NULL, release_main, r);
-	if (rc) {
-		release_main(r);   /* no thread (no memory): on this one, as it always was */
-		return true;
-	}
-	if (join_within(thread, HOSTLOCK_RELEASE_WAIT_MS))
-		return true;
-	log_warn("cannot remove the host lock 'running/%s%s' within %d ms (a stalled disk?): "
-		 "leaving it, as a crash would; the restart replaces it once this process is gone",
-		 LOCK_PREFIX, sp->host_id, HOSTLOCK_RELEASE_WAIT_MS);
-	return false;
+	free(name);
 }

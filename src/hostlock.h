@@ -58,11 +58,10 @@ int hostlock_acquire(struct spool *sp, int64_t lease_ms, char *err, size_t errsi
 /* Refreshes the lock's mtime (and makes it again if it was removed). -1 with why in err when
  * the lock is another daemon's now: two daemons share the host id, and this one must stop. */
 int hostlock_heartbeat(struct spool *sp, char *err, size_t errsize);
-/* Removes the lock if it is still ours (a clean exit). False when that did not end within
- * HOSTLOCK_RELEASE_WAIT_MS (a stalled disk): it is left to a thread that may still use sp's
- * running/ and the lock's memory, so sp must not be closed and the process must end with
+/* Removes the lock if it is still ours (a clean exit). Blocks on a stalled disk: the exit runs
+ * it on a thread of its own, waited for by its deadline (main.c); one left stuck may still use
+ * sp's running/ and the lock's memory, so sp must not be closed and the process must end with
  * _exit. */
-#define HOSTLOCK_RELEASE_WAIT_MS 2000
-bool hostlock_release(struct spool *sp);
+void hostlock_release(struct spool *sp);
 
 #endif

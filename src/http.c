@@ -474,10 +474,11 @@ void http_free(struct http *http)
 	http->stopping = true;
 	pthread_mutex_unlock(&http->lock);
 	loop_wake_send(http->to_io);
-	if (!join_within(http->thread, HTTP_FREE_WAIT_MS)) {
+	if (!join_within(http->thread, exit_wait_ms(HTTP_FREE_WAIT_MS))) {
 		left_running = http;
-		log_warn("libcurl's transfer thread has not ended %d ms after the stop (stuck in a "
-			 "write, a stalled disk?): exiting without it", HTTP_FREE_WAIT_MS);
+		log_warn("libcurl's transfer thread has not ended by the exit's deadline (%d ms at "
+			 "most; stuck in a write, a stalled disk?): exiting without it",
+			 HTTP_FREE_WAIT_MS);
 		return;
 	}
 	for (struct http_xfer *x = list_take(&http->done), *next; x; x = next) {

@@ -84,7 +84,8 @@ typedef void http_done_fn(void *arg, struct http_result *res);
 
 struct http *http_new(struct loop *loop, long max_connections);
 /* Ends the transfer thread and frees http; a thread still stuck in a write after
- * HTTP_FREE_WAIT_MS is left running instead, and http with it (http_left_running). */
+ * HTTP_FREE_WAIT_MS (or the exit's deadline, util.h exit_wait_ms) is left running instead,
+ * and http with it (http_left_running). */
 #define HTTP_FREE_WAIT_MS 2000
 void http_free(struct http *http);
 /* Whether http_free left a transfer thread running: then nothing it may use may be freed (the

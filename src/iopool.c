@@ -277,7 +277,7 @@ bool iopool_free(struct iopool *pool)
 	/* One deadline for all: a helper stuck in a write (an fsync on a stalled NFS) must not
 	 * keep the process from ending. What it was doing is crash-safe (a publication, a save):
 	 * the disk then holds what a kill -9 would leave, which a restart finishes. */
-	int64_t until = mono_ms() + IOPOOL_FREE_WAIT_MS;
+	int64_t until = mono_ms() + exit_wait_ms(IOPOOL_FREE_WAIT_MS);
 	int stuck = 0;
 	for (int i = 0; i < pool->n_threads; i++) {
 		int64_t left = until - mono_ms();

@@ -24,7 +24,8 @@
  * others only add their lines and wake it. A stderr that takes nothing (a full pipe nobody
  * reads) then stops no loop, whichever thread's line came first; the lines wait, and are
  * dropped and counted, as above. The last flush before the process ends waits for that
- * writer EXIT_WAIT_MS at most.
+ * writer EXIT_WAIT_MS at most, within the exit's deadline (util.h exit_wait_ms: the writer runs
+ * while the exit waits for its other threads) but TAIL_WAIT_MS at least, for the last lines.
  *
  * Where the line goes decides its form. When stderr is the journal (systemd sets JOURNAL_STREAM
  * to the device and inode of the stream it gave us), each line starts with its syslog priority
@@ -60,8 +61,10 @@ static int to_journal = -1;    /* -1 = not looked at yet */
 #define LOG_LINE_MAX 2048
 #define HELD_MAX (64 * 1024)
 #define HELD_CAP (1024 * 1024)
-/* How long the last flush before the process ends waits for another thread's write. */
+/* How long the last flush before the process ends waits for another thread's write: at most,
+ * and at least once the exit's deadline has passed. */
 #define EXIT_WAIT_MS 2000
+#define TAIL_WAIT_MS 250
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;  /* never held over a write */
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER; /* the writer's */
 static char bufs[2][HELD_CAP + LOG_LINE_MAX];   /* room for a line saying what was dropped */
@@ -237,13 +240,27 @@ void log_hold(bool on)
 	holding = on;
 }
 
+/* until: now by clock, plus what the exit leaves the log (exit_wait_ms), but at least
+ * TAIL_WAIT_MS: the lines saying what the exit's other waits came to come last. */
+static void flush_deadline(clockid_t clock, struct timespec *until)
+{
+	int64_t ms = exit_wait_ms(EXIT_WAIT_MS);
+	ms = ms < TAIL_WAIT_MS ? TAIL_WAIT_MS : ms;
+	clock_gettime(clock, until);
+	until->tv_sec += (time_t)(ms / 1000);
+	until->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until->tv_nsec >= 1000000000L) {
+		until->tv_sec++;
+		until->tv_nsec -= 1000000000L;
+	}
+}
+
 bool log_flush_all(void)
 {
 	struct timespec until;
 	if (writer_running) {
 		/* Every line made by now, written by the writer: waited for EXIT_WAIT_MS at most. */
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += EXIT_WAIT_MS / 1000;
+		flush_deadline(CLOCK_MONOTONIC, &until);
 		pthread_mutex_lock(&held_lock);
 		wanted = true;
 		pthread_cond_signal(&writer_wake);
@@ -254,8 +271,7 @@ bool log_flush_all(void)
 		pthread_mutex_unlock(&held_lock);
 		return !left;
 	}
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += EXIT_WAIT_MS / 1000;
+	flush_deadline(CLOCK_REALTIME, &until);
 	/* Another thread's write stuck for good must not keep the process from ending. */
 	if (pthread_mutex_timedlock(&write_lock, &until))
 		return false;

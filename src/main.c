@@ -17,7 +17,9 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +312,49 @@ static void raise_open_files(long concurrency)
 			 (unsigned long long)need, (unsigned long long)rl.rlim_cur);
 }
 
+/* running/ at the exit, on a thread of its own while the rest of the exit goes on: first the
+ * marks of the jobs left there (a restart may start as soon as the lock is gone), then the host
+ * lock's removal, unless a helper may still write the spool (the lock then stays, as a crash
+ * leaves it: no second daemon meets that write). */
+struct exit_running {
+	struct left_marks *marks;   /* owned till made */
+	size_t n_marks;
+	struct spool *spool;
+	bool remove_lock;
+	atomic_int done;            /* EXIT_MARKED, then EXIT_UNLOCKED */
+};
+enum { EXIT_MARKED = 1, EXIT_UNLOCKED = 2 };
+
+static void *exit_running_main(void *arg)
+{
+	struct exit_running *er = arg;
+	dispatch_make_marks(er->marks);
+	atomic_store(&er->done, EXIT_MARKED);
+	if (er->remove_lock) {
+		hostlock_release(er->spool);
+		atomic_store(&er->done, EXIT_UNLOCKED);
+	}
+	return NULL;
+}
+
+/* Whether running/'s part of the exit ended by the exit's deadline; says what did not (a
+ * thread left stuck may still use running/'s descriptor). */
+static bool exit_running_wait(struct exit_running *er, pthread_t thread, bool threaded)
+{
+	if (threaded)
+		join_within(thread, exit_wait_ms(EXITWATCH_WAITS_MS));
+	int done = atomic_load(&er->done);
+	if (done < EXIT_MARKED)
+		log_warn("cannot mark %zu job(s) left in running/ within %d ms (a stalled disk?): "
+			 "exiting without; their restart may count a death for them", er->n_marks,
+			 EXITWATCH_WAITS_MS);
+	else if (er->remove_lock && done < EXIT_UNLOCKED)
+		log_warn("cannot remove the host lock 'running/.host.%s' within %d ms (a stalled "
+			 "disk?): leaving it, as a crash would; the restart replaces it once this "
+			 "process is gone", er->spool->host_id, EXITWATCH_WAITS_MS);
+	return done >= (er->remove_lock ? EXIT_UNLOCKED : EXIT_MARKED);
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = NULL;
@@ -444,20 +489,25 @@ int main(int argc, char **argv)
 	write_metrics(&dm);   /* the last counts */
 	watch_free(dm.watch);
 	watch_free(dm.control_watch);
-	if (!dispatch_free(dm.dispatch)) {
-		/* An I/O helper, or the marking of the jobs left, is stuck in a write: it may use
-		 * anything of the daemon's, the spool's descriptors included. The spool is left as a
-		 * crash leaves it, its host lock too (replaced by the restart once this process is
-		 * gone), and the restart finishes what the helper was doing (a publication is
-		 * crash-safe). */
-		log_info("stopped, a thread left stuck in a write");
-		log_flush_all();
-		_exit(rc < 0 ? 1 : 0);
-	}
-	if (!hostlock_release(&dm.spool)) {
-		/* Its removal is stuck (a stalled disk) on a thread that uses running/'s descriptor:
-		 * the lock stays, as after a crash, and the restart replaces it. */
-		log_info("stopped, its host lock left");
+	struct exit_running er = { .spool = &dm.spool };
+	er.marks = dispatch_leave(dm.dispatch, &er.n_marks, &er.remove_lock);
+	/* From here the exit's waits share one deadline: running/'s part on a thread of its own,
+	 * the helpers and libcurl's thread (dispatch_free) meanwhile, then the log. */
+	exit_deadline_set(EXITWATCH_WAITS_MS);
+	pthread_t thread = { 0 };
+	bool threaded = pthread_create(&thread, NULL, exit_running_main, &er) == 0;
+	if (!threaded)
+		exit_running_main(&er);   /* no thread (no memory): on this one */
+	bool freed = dispatch_free(dm.dispatch);
+	bool running_done = exit_running_wait(&er, thread, threaded);
+	if (!freed || !running_done) {
+		/* An I/O helper, or running/'s part, is stuck in a write: it may use anything of the
+		 * daemon's, the spool's descriptors included. The spool is left as a crash leaves it,
+		 * its host lock too (replaced by the restart once this process is gone), and the
+		 * restart finishes what the helper was doing (a publication is crash-safe). */
+		log_info(!freed ? "stopped, a thread left stuck in a write"
+			 : er.done >= EXIT_MARKED ? "stopped, its host lock left"
+			 : "stopped, the marks of the jobs left in running/ not all made");
 		log_flush_all();
 		_exit(rc < 0 ? 1 : 0);
 	}

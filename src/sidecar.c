@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,7 +279,7 @@ long sidecar_read(struct task *t, const char *name, struct buf *body, struct sta
  * running/.ID@HOST.left.N, N the attempt of that response: its restart, or the host that
  * reclaims it, counts no death for it (recovery.c). Empty, so a full disk (a publication
  * waiting for room) still takes it. A response not saved gets no mark: the job is left as a
- * crash would leave it, and counted so. Only noted here: sidecar_write_left makes them at the
+ * crash would leave it, and counted so. Only noted here: sidecar_left_marks_make makes them at the
  * exit, off the loop (a stalled disk must not hold the loop, nor the exit, for good). */
 void sidecar_mark_left(struct task *t)
 {
@@ -400,10 +399,24 @@ struct left_marks {
 	size_t n;
 };
 
-static void *write_left_main(void *arg)
+struct left_marks *sidecar_left_marks_take(struct dispatch *d, size_t *n)
 {
-	struct left_marks *m = arg;
+	*n = d->n_left_marks;
+	if (!d->n_left_marks)
+		return NULL;
+	struct left_marks *m = xmalloc(sizeof(*m));
+	*m = (struct left_marks){ .dirfd = d->spool->fd[SPOOL_RUNNING], .names = d->left_marks,
+				  .n = d->n_left_marks };
+	d->left_marks = NULL;
+	d->n_left_marks = 0;
+	return m;
+}
+
+void sidecar_left_marks_make(struct left_marks *m)
+{
 	bool made = false;
+	if (!m)
+		return;
 	stop_point("sidecar:left");   /* a test holds the thread here: a stalled disk */
 	for (size_t i = 0; i < m->n; i++) {
 		int fd = openat(m->dirfd, m->names[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
@@ -423,29 +436,6 @@ static void *write_left_main(void *arg)
 			 "restart may count a death for them)", strerror(errno));
 	free(m->names);
 	free(m);
-	return NULL;
-}
-
-bool sidecar_write_left(struct dispatch *d)
-{
-	if (!d->n_left_marks)
-		return true;
-	struct left_marks *m = xmalloc(sizeof(*m));
-	*m = (struct left_marks){ .dirfd = d->spool->fd[SPOOL_RUNNING], .names = d->left_marks,
-				  .n = d->n_left_marks };
-	size_t n = d->n_left_marks;
-	d->left_marks = NULL;
-	d->n_left_marks = 0;
-	pthread_t thread;
-	if (pthread_create(&thread, NULL, write_left_main, m)) {
-		write_left_main(m);   /* no thread (no memory): on this one */
-		return true;
-	}
-	if (join_within(thread, SIDECAR_LEFT_WAIT_MS))
-		return true;
-	log_warn("cannot mark %zu job(s) left in running/ within %d ms (a stalled disk?): exiting "
-		 "without; their restart may count a death for them", n, SIDECAR_LEFT_WAIT_MS);
-	return false;
 }
 
 /* Every mark of t's is removed before anything is done with the job, so a death while it is

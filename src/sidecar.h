@@ -44,7 +44,7 @@ size_t sidecar_write_header(struct task *t, int fd);
 long sidecar_saved_status(const struct task *t, const struct strset *hidden);
 long sidecar_read(struct task *t, const char *name, struct buf *body, struct stat *st);
 /* A shutdown leaves t in running/ on purpose, its paid response saved: running/.ID@HOST.left.N
- * will say so to the restart (no death counted). Noted only: sidecar_write_left makes them. */
+ * will say so to the restart (no death counted). Noted only: sidecar_left_marks_make makes them. */
 void sidecar_mark_left(struct task *t);
 /* The answer of t's call came whole but a helper still holds it at the exit:
  * running/.ID@HOST.answered.N.STATUS.BYTES will say so to the restart. Noted only, as .left. */
@@ -58,12 +58,13 @@ void sidecar_find_answered(struct task *t, const struct strset *hidden,
 			   struct sidecar_answered *out);
 bool sidecar_save_answered(struct task *t, struct strset *hidden,
 			   const struct sidecar_answered *m);
-/* At the exit: makes the marks noted and syncs running/, on a thread of its own waited for
- * SIDECAR_LEFT_WAIT_MS at most. False when it did not end by then (a stalled disk): the marks
- * not made are skipped (their restart counts a death), and the thread may still use running/'s
- * descriptor: d must not be freed and the process must end with _exit. */
-#define SIDECAR_LEFT_WAIT_MS 2000
-bool sidecar_write_left(struct dispatch *d);
+/* At the exit: the marks noted, taken from d (NULL: none; *n of them), so d may be freed while
+ * sidecar_left_marks_make makes them and syncs running/ (and frees m), on a thread the exit
+ * waits for by its deadline (main.c): on a stalled disk the marks not made by then are skipped
+ * (their restart counts a death), and that thread may still use running/'s descriptor. */
+struct left_marks;
+struct left_marks *sidecar_left_marks_take(struct dispatch *d, size_t *n);
+void sidecar_left_marks_make(struct left_marks *m);
 /* At adoption: removes t's marks and returns the attempt the one ours names, 0 if none. */
 long sidecar_take_left(struct task *t, const struct strset *hidden);
 /* The new run of a job put back, made durable before its claim and put in place of the job

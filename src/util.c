@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -304,6 +305,23 @@ bool join_within(pthread_t thread, int64_t ms)
 		return false;
 	}
 	return true;
+}
+
+static _Atomic int64_t exit_deadline;   /* mono_ms, 0: not set */
+
+void exit_deadline_set(int64_t ms)
+{
+	int64_t none = 0;
+	atomic_compare_exchange_strong(&exit_deadline, &none, mono_ms() + ms);
+}
+
+int64_t exit_wait_ms(int64_t bound)
+{
+	int64_t until = atomic_load(&exit_deadline);
+	if (!until)
+		return bound;
+	int64_t left = until - mono_ms();
+	return left < 0 ? 0 : left < bound ? left : bound;
 }
 
 int64_t mono_ms(void)

@@ -49,6 +49,13 @@ int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
 /* Joins thread, waiting at most ms by CLOCK_MONOTONIC (a step of the wall clock neither
  * shortens nor stretches it). False if it has not ended by then: it is detached, left running. */
 bool join_within(pthread_t thread, int64_t ms);
+/* The exit's waits for other threads (their joins, the log's writer) share one deadline, set
+ * once as the exit begins: the threads it waits for run at once, so a stalled disk costs the
+ * exit the longest of those waits, not their sum. exit_wait_ms(bound) is what a wait of at
+ * most bound may take now: bound before the deadline is set, else what is left of it (0 past
+ * it). Any thread. */
+void exit_deadline_set(int64_t ms);
+int64_t exit_wait_ms(int64_t bound);
 /* A uniform 64-bit random value for jitter (getrandom; never blocks). */
 uint64_t random64(void);
 int64_t wall_ms(void);   /* CLOCK_REALTIME, milliseconds */

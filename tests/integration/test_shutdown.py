@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The exit path: what a shutdown leaves when a thread of the daemon is stuck on the spool's file
 system (a stalled NFS), and that an admin's restart never pays for a call again."""
+import datetime
 import errno
 import json
 import os
@@ -367,6 +368,39 @@ def test_a_helper_stuck_saving_a_whole_answer_is_not_paid_again(env):
     assert not [n for n in os.listdir(d.path("running")) if n.startswith(".savelate@")]
 
 
+def logged_at(d, text):
+    """The time (seconds, from the stamp of the log's line) of the first line holding text."""
+    for line in d.raw_log().splitlines():
+        if text in line:
+            stamp = line.split(" ", 1)[0]
+            return datetime.datetime.fromisoformat(stamp).timestamp()
+    raise AssertionError(f"no line with {text!r} in the log:\n{d.log()[-3000:]}")
+
+
+def test_the_exits_waits_run_at_once(env):
+    """Two threads stuck at the exit on a stalled disk: libcurl's, writing a cut call's body
+    (http:body-write), and the removal of the host lock (hostlock:release). The exit waited
+    for one 2 s, then started the other and waited 2 s more: its waits added up (about 10 s
+    with every one stuck). Now they run at once and share one deadline: both are given up at
+    the same moment, 2 s after the loop ended."""
+    env.fake.script("stuck at its write", [{"kind": "tail_stall", "stall": 60}, {"kind": "b64"}])
+    d = env.daemon()
+    fifo = d.start_held_at("http:body-write,hostlock:release")
+    os.mkfifo(f"{fifo}.hostlock:release")
+    d.submit("both", {"prompt": "stuck at its write"})
+    rc = cut_while_held(d, fifo, "libcurl's thread and the host lock's removal were stuck",
+                        held_after_cut=f"{fifo}.hostlock:release")
+    assert rc == 0, (rc, d.log()[-2000:])
+    http_given_up = logged_at(d, "libcurl's transfer thread has not ended")
+    lock_given_up = logged_at(d, "cannot remove the host lock")
+    print(f"# given up {lock_given_up - http_given_up:.3f} s apart")
+    assert abs(lock_given_up - http_given_up) < 1, (http_given_up, lock_given_up, d.log()[-2000:])
+    assert d.state("both") == "new"
+    d.start()
+    assert d.wait_finished("both", 30) == "done", d.log()[-2000:]
+    assert d.stop() == 0
+
+
 def records_of(d, task_id, state):
     with open(d.path(state, f"{task_id}.json")) as f:
         return json.load(f)["imgspool"]
@@ -437,4 +471,5 @@ if __name__ == "__main__":
                test_a_cut_calls_cost_is_written_off_the_loop,
                test_costs_settled_at_the_cut_are_in_the_ledger_once,
                test_a_helper_stuck_saving_a_whole_answer_is_not_paid_again,
+               test_the_exits_waits_run_at_once,
                test_marking_jobs_left_does_not_hang_the_exit])
