@@ -1,8 +1,8 @@
 /* exitwatch.h - a bound on the exit, whatever thread is stuck.
  * The exit's own waits are bounded (the helpers' work after the cut 2 s, then every other wait
- * together EXITWATCH_WAITS_MS), but the loop itself may be stuck in a file
- * operation on a spool whose file system stopped answering (a stalled NFS), before the cut or
- * after it: then only SIGKILL ended the process. sigwatch.c arms it when SIGTERM or SIGINT
+ * together EXITWATCH_WAITS_MS), but the loop itself may be stuck in a file operation on a spool
+ * whose file system stopped answering (a stalled NFS), before the cut or after it: then no
+ * signal was read and the process went on for ever. sigwatch.c arms it when SIGTERM or SIGINT
  * comes, the cut arms it again. */
 #ifndef EXITWATCH_H
 #define EXITWATCH_H
