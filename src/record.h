@@ -47,7 +47,8 @@ struct record_limits {
 struct record {
 	json_t *attempts;        /* owned array: this run's last attempts, never NULL */
 	struct record_tally elided; /* this run's earlier attempts, no longer listed */
-	json_t *runs;            /* owned array: earlier runs, oldest first, never NULL */
+	json_t *runs;            /* owned array: earlier runs, oldest first, never NULL (but for
+				  * record_text, which reads it only when runs_total is not 0) */
 	long runs_total;         /* earlier runs ever, kept ones included (runs are numbered) */
 	int retry_count;         /* calls after the first, this run */
 	int billed_retries;      /* of those, after an attempt that may have been billed */

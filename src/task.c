@@ -148,7 +148,8 @@ void task_apply_record(struct task *t, const struct record *rec)
 	t->attempts = json_incref(rec->attempts);
 	t->elided = rec->elided;
 	json_decref(t->runs);
-	t->runs = json_incref(rec->runs);
+	/* None: NULL, not an empty array held through the call. */
+	t->runs = json_array_size(rec->runs) || rec->runs_total ? json_incref(rec->runs) : NULL;
 	t->runs_total = rec->runs_total;
 	t->retry_count = rec->retry_count;
 	t->billed_retries = rec->billed_retries;
@@ -163,9 +164,11 @@ void task_apply_record(struct task *t, const struct record *rec)
  * "failed" when written for the publication, else NULL. */
 char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finished)
 {
+	/* record_json reads runs only when there were runs. */
+	json_t *none = t->runs || !t->runs_total ? NULL : json_array();
 	struct record r = {
 		.attempts = t->attempts, .elided = t->elided,
-		.runs = t->runs ? t->runs : json_array(),
+		.runs = t->runs ? t->runs : none,
 		.runs_total = t->runs_total, .retry_count = t->retry_count,
 		.billed_retries = t->billed_retries, .crashes = t->crashes,
 		.finish_crashes = t->finish_crashes,
@@ -176,8 +179,7 @@ char *task_job_text(const struct task *t, int64_t retry_at_ms, const char *finis
 		xsnprintf(r.error_code, sizeof(r.error_code), "%s", t->error_code ? t->error_code : "");
 	}
 	char *records = record_text(&r);
-	if (!t->runs)
-		json_decref(r.runs);
+	json_decref(none);
 	/* Spliced onto the client's bytes, never re-serialised: the file stays within the read cap. */
 	char *text = job_with_records(t->job_text, t->job_len, records, NULL);
 	free(records);
