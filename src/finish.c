@@ -295,6 +295,12 @@ void finish_task(struct task *t)
 	if (before_publish(t))
 		return;
 	const struct outcome *o = &t->outcome;
+	const char *upstream_message = NULL;   /* bounded, for the result */
+	if (o->upstream_message && o->upstream_message[0]) {
+		struct task_words *w = task_words(t);
+		xsnprintf(w->upstream_message, sizeof(w->upstream_message), "%s", o->upstream_message);
+		upstream_message = w->upstream_message;
+	}
 	free(t->result_provider);
 	free(t->result_currency);
 	const char *provider = t->prov ? provider_state_name(t->prov) : t->job.provider;
@@ -325,7 +331,7 @@ void finish_task(struct task *t)
 		.metadata_len = metadata_len,
 		.error_code = t->error_code,
 		.error_message = t->words ? t->words->error_message : NULL,
-		.error_upstream_message = o->upstream_message[0] ? o->upstream_message : NULL,
+		.error_upstream_message = upstream_message,
 		.error_field = t->words && t->words->error_field[0] ? t->words->error_field : NULL,
 		.trimmed = t->result_trimmed,
 		.headroom = result_headroom(),

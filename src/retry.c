@@ -79,7 +79,7 @@ static void copy_upstream(struct outcome *o, const struct response *r)
 	const char *m = r->error_message ? r->error_message
 		      : r->finish_message ? r->finish_message
 		      : r->text ? r->text : "";
-	xsnprintf(o->upstream_message, sizeof(o->upstream_message), "%s", m);
+	o->upstream_message = m;
 }
 
 void retry_classify(const struct classify_input *in, struct outcome *o)

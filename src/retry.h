@@ -26,7 +26,8 @@ struct outcome {
 	enum billed billed;
 	const char *code;        /* static, from the fixed set in spool-layout.md */
 	const char *message;     /* static, friendly, for an end user */
-	char upstream_message[512]; /* the upstream's own words, "" if none */
+	const char *upstream_message; /* the upstream's own words, "" or NULL if none: borrowed from
+				       * the response (a result keeps its first 511 bytes) */
 	int64_t retry_after_ms;  /* what the upstream asked us to wait, -1 if it did not say */
 };
 

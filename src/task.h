@@ -32,6 +32,7 @@ struct task_words {
 	char error_message[512];
 	char error_field[64];
 	char publish_err[512];
+	char upstream_message[512]; /* the outcome's, cut to fit: the response is not kept */
 };
 
 enum task_state { T_CALLING, T_PARSING, T_BACKOFF, T_DEFERRING, T_DOWNLOADING, T_UPLOADING,

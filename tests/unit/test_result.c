@@ -102,10 +102,9 @@ static void worst_case(void)
 	for (int i = 0; i < RECORD_ATTEMPTS_MAX; i++)
 		json_array_append_new(attempts, longest_attempt());
 	json_t *usage = largest_usage();
-	struct task *t = NULL;   /* the buffers the daemon's texts live in */
-	struct task_words *w = NULL;
+	struct task_words *w = NULL;   /* the buffers the daemon's texts live in */
 	char *message = repeat('\x01', sizeof(w->error_message) - 1);   /* each written \u0001 */
-	char *upstream = repeat('\x01', sizeof(t->outcome.upstream_message) - 1);
+	char *upstream = repeat('\x01', sizeof(w->upstream_message) - 1);
 	char *field = repeat('\x01', sizeof(w->error_field) - 1);
 	char *id = repeat('i', JOB_ID_MAX);
 	char *provider = repeat('"', 64);     /* each written \" */
