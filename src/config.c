@@ -13,7 +13,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <ini.h>
 #include <libgen.h>
 #include <math.h>
@@ -1404,7 +1403,7 @@ long config_call_timeout(const struct config *cfg, const struct provider_config 
 		for (size_t i = 0; i < cfg->n_timeouts; i++) {
 			const struct model_timeout *t = &cfg->timeouts[i];
 			if (t->only_4k == (pass == 0) && (pass == 1 || big) &&
-			    fnmatch(t->pattern, model, 0) == 0)
+			    pattern_match(t->pattern, model))
 				return t->seconds;
 		}
 	}

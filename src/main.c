@@ -444,6 +444,7 @@ int main(int argc, char **argv)
 	if (dm.sigfd < 0)
 		fatal("cannot create a signalfd: %s", strerror(errno));
 
+	stop_points_fix();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatal("cannot initialise libcurl");
 	json_object_seed(0);   /* seeds jansson's hash once, before any helper thread uses it */

@@ -3,7 +3,6 @@
  * Fails by refusing a line (with a reason for the config error) or by answering "no price":
  * a call whose model no row fits is never priced at zero. */
 #include <ctype.h>
-#include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +153,7 @@ static bool row_fits(const struct price_row *r, const struct price_call *c, cons
 {
 	return (!r->tier[0] || !strcmp(r->tier, tier)) &&
 	       (!r->quality[0] || !strcmp(r->quality, quality)) &&
-	       fnmatch(r->pattern, c->model, 0) == 0;
+	       pattern_match(r->pattern, c->model);
 }
 
 /* The token rates of the rows that share the first token row's pattern and qualifiers. */

@@ -195,8 +195,8 @@ void sidecar_unlink(const struct task *t)
 size_t sidecar_write_header(struct task *t, int fd)
 {
 	char header[JOB_ID_MAX + 64];
-	int n = snprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
-			 attempt_count(t) + 1);
+	int n = xsnprintf(header, sizeof(header), SIDECAR_MAGIC " id=%s attempt=%zu\n", t->id,
+			  attempt_count(t) + 1);
 	return n > 0 && (size_t)n < sizeof(header) && write_all(fd, header, (size_t)n) == 0 ? (size_t)n : 0;
 }
 

@@ -1,6 +1,7 @@
 /* util.c - allocation that aborts, the capped buffer, clocks, string set.
  * Allocation failure aborts: error paths in the rest of the code handle real-world failures only. */
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -641,9 +642,23 @@ static void stop_here(const char *name)
 	close(fd);
 }
 
-void stop_point(const char *name)
+/* Once stop_points_fix ran, IMGSPOOLD_STOP_AT as it was then: getenv scans the whole
+ * environment, and a job passes several stop points. */
+static bool stop_fixed;
+static char *stop_at;
+
+void stop_points_fix(void)
 {
 	const char *want = getenv("IMGSPOOLD_STOP_AT");
+	stop_at = want ? xstrdup(want) : NULL;
+	stop_fixed = true;
+}
+
+void stop_point(const char *name)
+{
+	const char *want = stop_fixed ? stop_at : getenv("IMGSPOOLD_STOP_AT");
+	if (!want)
+		return;
 	size_t len = strlen(name);
 	for (const char *p = want; p && *p; p += strcspn(p, ","), p += *p == ',') {
 		if (!strncmp(p, name, len) && (p[len] == ',' || !p[len])) {
@@ -651,6 +666,16 @@ void stop_point(const char *name)
 			return;
 		}
 	}
+}
+
+bool pattern_match(const char *pattern, const char *name)
+{
+	size_t special = strcspn(pattern, "*?[\\");
+	if (!pattern[special])
+		return !strcmp(pattern, name);
+	if (pattern[special] == '*' && !pattern[special + 1])
+		return !strncmp(pattern, name, special);
+	return fnmatch(pattern, name, 0) == 0;
 }
 
 bool name_is_plain(const char *s, size_t max)

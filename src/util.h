@@ -79,6 +79,9 @@ void crash_point(const char *name);
  * IMGSPOOLD_STOP_FIFO=PATH only the thread there waits, till the test opens PATH (or PATH.NAME,
  * if that exists: a point of its own) and closes it. */
 void stop_point(const char *name);
+/* Reads IMGSPOOLD_STOP_AT once for all: later stop points never read the environment again.
+ * Before any thread starts (the daemon's start-up); else every stop point reads it. */
+void stop_points_fix(void);
 
 /* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
 uint64_t str_hash(const char *s);
@@ -99,6 +102,10 @@ void strset_release(struct strset *s);
 
 /* 1..max characters of [A-Za-z0-9._-]: provider, route and host names, safe in a file name. */
 bool name_is_plain(const char *s, size_t max);
+/* fnmatch(pattern, name, 0) == 0, the same answer for every pattern; a plain name, or one whose
+ * only wildcard is a '*' at its end (the model patterns of [timeouts] and [prices]), is compared
+ * without fnmatch, which reads the environment at every call. */
+bool pattern_match(const char *pattern, const char *name);
 /* Whether s (NULL allowed) starts with "https://" or "http://": where a configuration or a job
  * may send things. */
 bool url_is_http(const char *s);

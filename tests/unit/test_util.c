@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <time.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -340,9 +341,46 @@ static void test_format(void)
 			  "0123456789012345678901234567890123456789", "0123456789");
 }
 
+/* pattern_match gives fnmatch's answer for every pattern, fast paths or not. */
+static void test_pattern_match(void)
+{
+	static const struct { const char *pattern, *name; bool want; } rows[] = {
+		{ "gpt-image-2*", "gpt-image-2", true },
+		{ "gpt-image-2*", "gpt-image-2-all", true },
+		{ "gpt-image-2*", "gpt-image-1", false },
+		{ "gpt-image-2*", "gpt-image-", false },
+		{ "gpt-image-2*", "", false },
+		{ "*", "", true },
+		{ "*", "anything/at all", true },
+		{ "flux-*", "flux-/x", true },          /* no FNM_PATHNAME: '*' takes '/' */
+		{ "flux-*", ".flux-", false },
+		{ "seedream", "seedream", true },       /* plain: the whole name */
+		{ "seedream", "seedream4", false },
+		{ "seedream", "seedrea", false },
+		{ "", "", true },
+		{ "", "x", false },
+		{ "a*b", "axxb", true },                /* a '*' not at the end: fnmatch */
+		{ "a*b", "axxc", false },
+		{ "**", "ab", true },
+		{ "gpt-?", "gpt-5", true },
+		{ "gpt-[12]*", "gpt-2x", true },
+		{ "gpt-[12]*", "gpt-3x", false },
+		{ "gpt\\*", "gpt*", true },             /* an escaped '*' is not a wildcard */
+		{ "gpt\\*", "gpt-x", false },
+		{ "gpt-\\", "gpt-\\", false },          /* a lone trailing backslash: fnmatch decides */
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		bool got = pattern_match(rows[i].pattern, rows[i].name);
+		bool libc = fnmatch(rows[i].pattern, rows[i].name, 0) == 0;
+		ok(got == rows[i].want && got == libc, "pattern_match(\"%s\", \"%s\") is %s, as fnmatch's",
+		   rows[i].pattern, rows[i].name, rows[i].want ? "a match" : "no match");
+	}
+}
+
 int main(void)
 {
 	test_buf();
+	test_pattern_match();
 	test_strset();
 	test_numbers_and_time();
 	test_format();
