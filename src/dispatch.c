@@ -178,10 +178,12 @@ const struct outbox_stats *dispatch_outbox_stats(const struct dispatch *d)
 	return outbox_stats(d->outbox);
 }
 
+/* Held here, or in running/ on another host at the last rescan (one that reclaimed it, or
+ * died reclaiming it): its end is not known yet. */
 static bool task_busy(void *arg, const char *task_id)
 {
 	struct dispatch *d = arg;
-	return strset_has(&d->held, task_id);
+	return strset_has(&d->held, task_id) || strset_has(&d->others_ids, task_id);
 }
 
 /* At shutdown, a job whose paid response is saved (running/.ID@HOST.response.200) stays in
@@ -987,6 +989,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
 	strset_init(&d->stranded);
+	strset_init(&d->others_ids);
 	strandlog_init(&d->strandlog);
 	spend_init(&d->spend);
 	control_init(&d->control);
@@ -1064,6 +1067,7 @@ bool dispatch_free(struct dispatch *d)
 	known_release(&d->known);
 	strset_release(&d->held);
 	strset_release(&d->stranded);
+	strset_release(&d->others_ids);
 	strandlog_release(&d->strandlog);
 	spend_release(&d->spend);
 	control_release(&d->control);

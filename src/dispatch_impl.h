@@ -72,6 +72,7 @@ struct dispatch {
 	struct task *tasks;      /* every job this daemon holds */
 	int n_tasks;
 	long others_running;     /* other hosts' jobs in running/ at the last rescan */
+	struct strset others_ids;   /* and their ids: their end is not known yet (outbox) */
 	long deferred_jobs;      /* jobs in deferred/ at its last listing, with our moves since */
 	struct slots *slots;     /* calls in flight, the ready line (slots.c) */
 	bool draining;

@@ -90,6 +90,9 @@ struct outbox {
 	int64_t next_gone_check; /* mono ms: when old control/gone.KEY markers are looked at */
 	struct strset held;      /* our MSGID.TARGET@HOST.held (outbox_take_along) */
 	bool held_listed;        /* held has what outbox/ had (held_listed) */
+	struct spool_entry *reclaim_list;   /* outbox/ as listed once per pass of reclaims */
+	long reclaim_n;                     /* -1: not listed in this pass */
+	bool reclaiming;                    /* between outbox_reclaims_begin and _end */
 	struct outbox_stats stats;
 };
 
@@ -219,6 +222,82 @@ static void held_listed(struct outbox *o)
 	o->held_listed = true;
 }
 
+/* Takes src (an entry of task_id's end) as mine (its .held name): one winner against a daemon
+ * taking it over; one held here by that name is the same event (its webhook-id). */
+static bool take_held(struct outbox *o, const char *src, const char *mine)
+{
+	struct spool *sp = o->spool;
+	int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, src, SPOOL_OUTBOX, mine);
+	if (rc < 0 && (errno == EEXIST || errno == EPERM))
+		rc = unlinkat(sp->fd[SPOOL_OUTBOX], src, 0);
+	if (rc == 0)
+		strset_add(&o->held, mine);
+	return rc == 0;
+}
+
+/* Entries of task_id's end of hosts but from_host whose job is not theirs in running/ (ours
+ * too: the job is ours now): left by a reclaimer that died between its rename of the job and
+ * those of the entries (the job was then that reclaimer's, from_host's now), or by this host
+ * before a death. Sent by nobody while the job is in running/ (take_over, the busy set). One
+ * listing of outbox/ per pass of reclaims (a dead host's thousand jobs list it once). */
+static int take_orphans(struct outbox *o, const char *task_id, const char *from_host)
+{
+	struct spool *sp = o->spool;
+	if (o->reclaim_n < 0)
+		o->reclaim_n = spool_list_names(sp, SPOOL_OUTBOX, false, &o->reclaim_list);
+	struct spool_entry *e = o->reclaim_list;
+	long n = o->reclaim_n;
+	char msg_ids[ARRAY_SIZE(end_types)][WEBHOOK_ID_LEN + 1];
+	for (size_t k = 0; k < ARRAY_SIZE(end_types); k++)
+		webhook_id(task_id, end_types[k], 0, msg_ids[k]);
+	int taken = 0;
+	for (long i = 0; i < n; i++) {
+		const char *name = e[i].name, *at = strrchr(name, '@'), *dot = strchr(name, '.');
+		size_t len = strlen(name);
+		bool held = len > 5 && !strcmp(name + len - 5, ".held");
+		if (!at || !dot || dot > at || (!held && (len < 5 || strcmp(name + len - 5, ".json"))))
+			continue;
+		bool ours = false;
+		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++)
+			ours |= (size_t)(dot - name) == WEBHOOK_ID_LEN && !strncmp(name, msg_ids[k],
+										   WEBHOOK_ID_LEN);
+		char host[NAME_MAX + 1];
+		xsnprintf(host, sizeof(host), "%.*s", (int)(len - 5 - (size_t)(at + 1 - name)), at + 1);
+		bool mine_already = !strcmp(host, sp->host_id);
+		if (!ours || !strcmp(host, from_host) || (mine_already && held))
+			continue;
+		char *job = xasprintf("%s@%s.json", task_id, host);
+		bool theirs = !mine_already && spool_exists(sp->fd[SPOOL_RUNNING], job);
+		free(job);
+		if (theirs)
+			continue;
+		char *mine = xasprintf("%.*s@%s.held", (int)(at - name), name, sp->host_id);
+		taken += take_held(o, name, mine);
+		free(mine);
+	}
+	if (!o->reclaiming)
+		outbox_reclaims_end(o);
+	if (taken)
+		log_job(LOG_INFO, task_id, "took along %d end event(s) of it left in outbox/ by other "
+			"hosts, or by this one before a restart: sent or taken back as the job ends",
+			taken);
+	return taken;
+}
+
+void outbox_reclaims_begin(struct outbox *o)
+{
+	o->reclaiming = true;
+}
+
+void outbox_reclaims_end(struct outbox *o)
+{
+	if (o->reclaim_n > 0)
+		spool_entries_free(o->reclaim_list, o->reclaim_n);
+	o->reclaim_list = NULL;
+	o->reclaim_n = -1;
+	o->reclaiming = false;
+}
+
 int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host)
 {
 	struct spool *sp = o->spool;
@@ -231,19 +310,12 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 			for (int held = 0; held < 2; held++) {
 				char *from = end_entry_name(task_id, end_types[k], event_targets[i],
 							    from_host, held ? ".held" : ".json");
-				/* One winner against a daemon taking the entry over (take_over); one
-				 * held here by that name is the same event (its webhook-id). */
-				int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, from, SPOOL_OUTBOX, mine);
-				if (rc < 0 && (errno == EEXIST || errno == EPERM))
-					rc = unlinkat(sp->fd[SPOOL_OUTBOX], from, 0);
-				if (rc == 0) {
-					strset_add(&o->held, mine);
-					n++;
-				}
+				n += take_held(o, from, mine);
 				free(from);
 			}
 			free(mine);
 		}
+	take_orphans(o, task_id, from_host);
 	return n;
 }
 
@@ -696,16 +768,18 @@ static void arm(struct outbox *o, int64_t due_wall_ms)
 }
 
 /* An entry MSG@OTHER.json of host OTHER whose due time passed lease_timeout ago: its daemon is
- * gone. Not while its job is still OTHER's in running/: the job's end is not known yet, and the
- * daemon that reclaims the job takes the entry along (outbox_take_along), to send it or take it
- * back as the job ends. */
+ * gone. Not while its job is still in running/, OTHER's or, at the last rescan, any host's (one
+ * that died reclaiming it before it took the entry along): the job's end is not known yet, and
+ * the daemon that reclaims the job takes the entry along (outbox_take_along), to send it or
+ * take it back as the job ends. */
 static void take_over(struct outbox *o, const char *name, const char *msg, const char *other)
 {
 	struct spool *sp = o->spool;
 	json_t *doc = entry_read(o, name, false);
 	const char *id = str(doc, "task_id");
 	char *job = xasprintf("%s@%s.json", id, other);
-	bool job_theirs = doc && *id && spool_exists(sp->fd[SPOOL_RUNNING], job);
+	bool job_theirs = doc && *id && (spool_exists(sp->fd[SPOOL_RUNNING], job) ||
+					 o->busy(o->busy_arg, id));
 	free(job);
 	json_decref(doc);
 	if (!doc || job_theirs)
@@ -835,6 +909,7 @@ struct outbox *outbox_new(struct loop *loop, struct http *http, struct iopool *p
 	strset_init(&o->parked_names);
 	strset_init(&o->woken);
 	strset_init(&o->held);
+	o->reclaim_n = -1;
 	return o;
 }
 
@@ -873,5 +948,6 @@ void outbox_free(struct outbox *o)
 	strset_release(&o->parked_names);
 	strset_release(&o->woken);
 	strset_release(&o->held);
+	outbox_reclaims_end(o);
 	free(o);
 }

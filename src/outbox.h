@@ -61,9 +61,15 @@ int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *typ
 			  int64_t since_ms);
 /* A job reclaimed from from_host: the entries of its end events (job.succeeded, job.failed)
  * that host queued, or held itself, are held by this host for the job's run here, renamed
- * MSGID.TARGET@HOST.held: never sent as they are, nor taken over. Loop thread. Returns how
- * many. */
+ * MSGID.TARGET@HOST.held: never sent as they are, nor taken over; so are those of any other
+ * host whose job file of the id is not in running/ (a reclaimer that died before taking them
+ * along), and this host's own (one listing of outbox/ per pass, logged). Loop thread.
+ * Returns how many of from_host's. */
 int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host);
+/* Around a pass of reclaims: outbox/ is listed once, at the first outbox_take_along, for all
+ * of them. Loop thread. */
+void outbox_reclaims_begin(struct outbox *o);
+void outbox_reclaims_end(struct outbox *o);
 /* Whether this host holds entries of task_id's end events (one listing of outbox/ the first
  * time). Loop thread. */
 bool outbox_holds(struct outbox *o, const char *task_id);
@@ -86,7 +92,8 @@ struct outbox_stats {
 	long parked;             /* our entries waiting for such an endpoint */
 };
 
-/* busy(arg, task_id): true while the daemon holds that job (it is not published yet). */
+/* busy(arg, task_id): true while the daemon holds that job (it is not published yet), or any
+ * host's file of it was in running/ at the last rescan: its end is not known yet. */
 typedef bool outbox_busy_fn(void *arg, const char *task_id);
 
 /* control (borrowed) is the daemon's view of control/, reread by its owner: the endpoints

@@ -115,6 +115,23 @@ static bool other_hosts_job(const struct dispatch *d, const char *name, char id[
 	       strcmp(owner, d->spool->host_id);
 }
 
+/* Other hosts' jobs in running/, from a listing of it: how many (for the metrics), and their
+ * ids, whose end is not known yet (task_busy: their end events wait, ours or a dead host's). */
+static void note_others(struct dispatch *d, const struct spool_entry *e, long n)
+{
+	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
+	if (n < 0)
+		return;
+	d->others_running = 0;
+	strset_release(&d->others_ids);
+	strset_init(&d->others_ids);
+	for (long i = 0; i < n; i++)
+		if (other_hosts_job(d, e[i].name, id, owner)) {
+			d->others_running++;
+			strset_add(&d->others_ids, id);
+		}
+}
+
 void recovery_reclaim_stale(struct dispatch *d)
 {
 	struct spool_entry *e;
@@ -123,11 +140,9 @@ void recovery_reclaim_stale(struct dispatch *d)
 	int64_t now = 0;
 	int64_t lease_ms = d->cfg->lease_timeout * 1000;
 	bool took = false;
-	if (n >= 0)
-		d->others_running = 0;
+	note_others(d, e, n);
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
-	for (long i = 0; i < n; i++)
-		d->others_running += other_hosts_job(d, e[i].name, id, owner);   /* for the metrics */
+	outbox_reclaims_begin(d->outbox);   /* outbox/ listed once for all the entries taken along */
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name;
 		if (!other_hosts_job(d, name, id, owner))
@@ -144,6 +159,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 			if (spool_rename_claim(d->spool, SPOOL_RUNNING, name, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
+				crash_point("reclaim:renamed");
 				take_sidecars(d, id, owner, mine);
 				int events = outbox_take_along(d->outbox, id, owner);
 				if (events)
@@ -158,6 +174,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 			free(mine);
 		}
 	}
+	outbox_reclaims_end(d->outbox);
 	spool_entries_free(e, n);
 	/* A put-back a restart or a claim could not settle, and jobs of ours a failed move left
 	 * here (stranded), are tried again here (adopt_all). */
@@ -632,6 +649,7 @@ static void adopt_all(struct dispatch *d)
 	spool_entries_free(h, nh);
 	d->putbacks_unsettled = held_putback;
 	long n = spool_list(d->spool, SPOOL_RUNNING, &e);
+	note_others(d, e, n);   /* before a job adopted ends, and its events are looked at */
 	for (long i = 0; i < n; i++) {
 		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
 		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id) &&

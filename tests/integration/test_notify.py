@@ -469,6 +469,36 @@ def test_one_event_for_a_job_another_host_ends_another_way_after_its_restart(env
     assert env.fake.calls(prompt) == 1
 
 
+def test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along(env):
+    """Host A dies while publishing (its job.succeeded queued, its entry a lease old); host B
+    reclaims the job and dies right after renaming it, before it takes A's entry along. Host C
+    reclaims the job from B and fails it (its call refused): the receiver hears job.failed only.
+    Before, A's entry stayed A's, an entry to send, while the job was no longer
+    running/ID@hostA.json: host C took it over and sent it, and the receiver heard both ends. It
+    now waits while its job is in running/ on any host, and the job's next reclaimer takes it
+    along."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies publishing it, host B reclaiming it"
+    env.fake.script(prompt, [{"kind": "b64"}, {"kind": "400_content_policy"}])
+    a = dead_while_publishing(env, rx, "rr", prompt)
+    entry = f"{msg_id('rr', 'job.succeeded')}.webhook@hostA.json"
+    old = time.time() - 3600
+    os.utime(a.path("outbox", entry), (old, old))
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    b.start_to_crash("reclaim:renamed")
+    assert "rr@hostB.json" in b.listdir("running") and entry in b.listdir("outbox"), \
+        (b.listdir("running"), b.listdir("outbox"))
+    c = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostC",
+                      spool__lease_timeout=5).start()
+    assert c.wait_finished("rr", 30) == "failed", c.log()[-2000:]
+    assert c.result("rr")["error"]["code"] == "content_refused", c.result("rr")
+    wait_for(lambda: "rr" in delivered(rx) and not c.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {c.listdir('outbox')})")
+    assert c.stop() == 0
+    assert [ev["type"] for _, ev in delivered(rx)["rr"]] == ["job.failed"], delivered(rx)["rr"]
+    assert "took over" not in c.log(), c.log()[-2000:]
+
+
 def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(env):
     """Host A dies before the commit of its publication, staged whole (its records say
     finished, its job.succeeded is queued): host B reclaims the job, takes the entry along,
@@ -703,6 +733,7 @@ if __name__ == "__main__":
                test_one_event_for_a_job_another_host_ends_another_way_after_its_restart,
                test_an_event_taken_along_is_not_sent_while_its_job_waits,
                test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held,
+               test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
