@@ -541,6 +541,10 @@ static void look_at_line(struct parse_state *st, const char *text, size_t len, b
 		if (*sep != '=' && *sep != ':')
 			fail_line(st, st->line, "the line is neither [section], key = value nor a comment "
 				  "(a line starting with ';')");
+		else if (*sep == ':' && *ini_find(sep, "="))
+			fail_line(st, st->line, "the key ends at its first ':' (KEY: VALUE is read as KEY = "
+				  "VALUE), so the text before '=' is not the key: a [prices] or [timeouts] "
+				  "pattern cannot hold ':'");
 		return;
 	}
 	const char *close = ini_find(c + 1, "]");
@@ -658,6 +662,11 @@ static int handler(void *user, const char *section, const char *name, const char
 		reason = price_table_add(&st->cfg->prices, name, value);
 		if (!reason)
 			return 1;
+		char value_shown[SHOWN_SIZE];
+		xsnprintf(why, sizeof(why), "[prices] \"%s\" = \"%s\": %s",
+			  shown(name, name_shown, sizeof(name_shown)),
+			  shown(value, value_shown, sizeof(value_shown)), reason);
+		reason = why;
 		goto bad;
 	}
 	if (section_is(section, "route")) {

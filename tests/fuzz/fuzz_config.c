@@ -11,8 +11,8 @@
  *     the bounds the man page gives, every provider's name plain and its model one a request
  *     can be built with, every route target naming a provider that exists and a model, the
  *     default provider found, every remembered key line within the file, the store's and the
- *     webhooks' URLs of printable ASCII, and the same bytes loaded again giving the same
- *     configuration;
+ *     webhooks' URLs of printable ASCII, every line whole to inih (at most 199 bytes, no NUL),
+ *     and the same bytes loaded again giving the same configuration;
  *   - config_new() takes what config_load() took, but for a [notify] exec this host lacks.
  * Nothing here reads a key file, the environment or the spool: that is config_verify() and
  * config_load_keys(), whose inputs are not the file's bytes. */
@@ -161,6 +161,13 @@ static void check_provider(const struct provider_config *p)
 static void check_accepted(const struct config *cfg, size_t lines)
 {
 	char why[128];
+	/* inih read every line whole: none is past its 199-byte buffer, none holds a NUL. */
+	CHECK(!memchr(input, '\0', input_size));
+	for (size_t at = 0, n; at < input_size; at += n + 1) {
+		const uint8_t *nl = memchr(input + at, '\n', input_size - at);
+		n = nl ? (size_t)(nl - input - at) : input_size - at;
+		CHECK(n <= 199);
+	}
 	for (size_t i = 0; i < sizeof(config_bounds) / sizeof(config_bounds[0]); i++) {
 		long v = *(const long *)((const char *)cfg + config_bounds[i].offset);
 		CHECK(v >= config_bounds[i].min && v <= config_bounds[i].max);

@@ -75,6 +75,9 @@ static void test_what_inih_would_misread(void)
 	ok(load(longest, &cfg, err, sizeof(err)) == 0 && cfg.concurrency == 2,
 	   "a line of 199 bytes and CRLF: %s", err);
 	config_release(&cfg);
+	ok(load("[spool]\nconcurrency: 4\n", &cfg, err, sizeof(err)) == 0 && cfg.concurrency == 4,
+	   "KEY: VALUE is still read as KEY = VALUE: %s", err);
+	config_release(&cfg);
 	ok(load("\xef\xbb\xbf[spool] ; the spool\n  ; indented comment\n \t\nconcurrency = 3\n",
 		&cfg, err, sizeof(err)) == 0 && cfg.concurrency == 3,
 	   "a byte order mark, a comment after a section, indented comments and blanks: %s", err);
@@ -115,7 +118,11 @@ static const struct bad_row bad[] = {
 	  "the line is neither [section], key = value nor a comment (a line starting with ';')" },
 	{ "[spool]\ndir = x\n[limits ; x]\n", 3, "the section line has no ']'" },
 	{ "[spool]\nconcurrency ; = 3\n", 2, "neither [section], key = value" },
-	{ "[prices]\ncurrency = EUR\ngpt-image-1 = cheap\n", 3, "must be a number" },
+	{ "[prices]\ncurrency = EUR\ngpt-image-1 = cheap\n", 3,
+	  "[prices] \"gpt-image-1\" = \"cheap\": a [prices] amount must be a number" },
+	{ "[prices]\ngemini-3:beta = 0.1\n", 2, "the key ends at its first ':' (KEY: VALUE is read as "
+	  "KEY = VALUE), so the text before '=' is not the key" },
+	{ "[timeouts]\nm:x = 60\n", 2, "the key ends at its first ':'" },
 	{ "[prices]\ngpt-image-1@8K = 1\n", 2, "qualifier" },
 	{ "[spool]\ndir = x\n\n[limits]\nmax_n = 2\n[spool]\n", 6, "[spool] is given twice" },
 	{ "[spool]\ndir = x\n; c\ndir = y\n", 4, "given twice in [spool] (first on line 2)" },
