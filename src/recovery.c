@@ -160,6 +160,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
 				crash_point("reclaim:renamed");
+				stop_point("reclaim:renamed");
 				take_sidecars(d, id, owner, mine);
 				int events = outbox_take_along(d->outbox, id, owner);
 				if (events)

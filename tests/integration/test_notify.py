@@ -19,7 +19,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, TEST_KEY, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, TEST_KEY, held_at_stop, run_tests, wait_for  # noqa: E402
 from peers import S3Server, WebhookReceiver  # noqa: E402
 
 
@@ -499,6 +499,34 @@ def test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along(
     assert "took over" not in c.log(), c.log()[-2000:]
 
 
+def test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer(env):
+    """Host A dies while publishing (its job.succeeded queued); host B reclaims the job and
+    stalls right after renaming it, before it takes A's entry along. A comes back: it sent its
+    entry at its first rescan, the job being no longer running/ID@hostA.json, though the job's
+    end was not known (here it then reclaimed the job from the stalled B and ran it again).
+    It now leaves its entry while the job is in running/ on any host, takes it along (held)
+    when it reclaims the job, and the receiver hears only the end the job reaches, once."""
+    rx = env.peer(WebhookReceiver()).start()
+    a = dead_while_publishing(env, rx, "rs", "its publication kills host A, B stalls")
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    fifo = b.start_held_at("reclaim:renamed", wait_ready=False)
+    held = held_at_stop(fifo, b)
+    assert "rs@hostB.json" in b.listdir("running"), b.listdir("running")
+    again = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostA",
+                          spool__lease_timeout=5)
+    again.start()
+    end = again.wait_finished("rs", 30)
+    wait_for(lambda: "rs" in delivered(rx) and not again.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {again.listdir('outbox')})")
+    log = again.log()
+    assert log.index("rs warning: reclaimed from 'hostB'") < log.index("rs webhook job."), log
+    assert log.index(f"rs {end}:") < log.index("rs webhook job."), log
+    os.close(held)   # B goes on: the job and the entries are gone from under it
+    assert again.stop() == 0 and b.stop() == 0
+    got = delivered(rx)["rs"]
+    assert [ev["type"] for _, ev in got] == ["job.succeeded" if end == "done" else "job.failed"], got
+
+
 def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(env):
     """Host A dies before the commit of its publication, staged whole (its records say
     finished, its job.succeeded is queued): host B reclaims the job, takes the entry along,
@@ -734,6 +762,7 @@ if __name__ == "__main__":
                test_an_event_taken_along_is_not_sent_while_its_job_waits,
                test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held,
                test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along,
+               test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
