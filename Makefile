@@ -163,7 +163,7 @@ demo: deps $(B)/imgspoold $(B)/imgspool
 
 # make install PREFIX=/usr/local DESTDIR=/tmp/stage: the binaries, the man pages (uncompressed),
 # the documented example config and the systemd unit, whose paths follow PREFIX. Man pages are
-# every man/*.SECTION: imgspoold(8), imgspool.ini(5), and the client's imgspool(1) when present.
+# every contrib/man/*.SECTION: imgspoold(8), imgspool.ini(5) and the client's imgspool(1).
 PREFIX  ?= /usr/local
 DESTDIR ?=
 I       := $(DESTDIR)$(PREFIX)
@@ -171,7 +171,7 @@ install: $(B)/imgspoold $(B)/imgspool
 	install -d $(I)/sbin $(I)/bin $(I)/share/doc/imgspool $(I)/lib/systemd/system
 	install -m 755 $(B)/imgspoold $(I)/sbin/imgspoold
 	install -m 755 $(B)/imgspool $(I)/bin/imgspool
-	for page in man/*.[1-8]; do \
+	for page in contrib/man/*.[1-8]; do \
 		section=$${page##*.}; \
 		install -d $(I)/share/man/man$$section && \
 		install -m 644 $$page $(I)/share/man/man$$section/ || exit 1; \

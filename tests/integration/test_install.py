@@ -46,7 +46,7 @@ def test_install_tree_and_man_pages(env):
             assert os.access(os.path.join(p, exe), os.X_OK), exe
         pages = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(p, "share", "man"))
                  for f in fs]
-        sources = [f for f in os.listdir(os.path.join(ROOT, "man"))]
+        sources = [f for f in os.listdir(os.path.join(ROOT, "contrib", "man"))]
         assert sorted(os.path.basename(x) for x in pages) == sorted(sources), (pages, sources)
         for page in pages:
             assert not page.endswith(".gz")
@@ -65,7 +65,7 @@ def test_install_tree_and_man_pages(env):
 
 
 def test_every_config_key_is_in_the_manual(env):
-    page = open(os.path.join(ROOT, "man", "imgspool.ini.5")).read()
+    page = open(os.path.join(ROOT, "contrib", "man", "imgspool.ini.5")).read()
     sections = {}
     for chunk in re.split(r"^\.Ss ", page, flags=re.M)[1:]:
         title = re.match(r"\[(\w+)", chunk).group(1)
@@ -106,7 +106,7 @@ def test_every_config_key_is_in_the_example_and_none_else(env):
     assert not missing, "keys etc/imgspool.ini does not show: " + ", ".join(missing)
     unknown = sorted(f"[{s}] {k}" for s, k in shown - keys - extra)
     assert not unknown, "etc/imgspool.ini shows keys config.c does not take: " + ", ".join(unknown)
-    page = open(os.path.join(ROOT, "man", "imgspool.ini.5")).read()
+    page = open(os.path.join(ROOT, "contrib", "man", "imgspool.ini.5")).read()
     documented = set()
     for chunk in re.split(r"^\.Ss ", page, flags=re.M)[1:]:
         title = re.match(r"\[(\w+)", chunk).group(1)
