@@ -290,11 +290,12 @@ static bool month_current(struct keyshare *ks);
 static void old_scan(struct keyshare *ks);
 static void ledger_own_ensure(struct keyshare *ks);
 
-/* providers/ and ledger/ checked against their names (a provider's handles go with
- * providers/), opened again by name (also when they could not be opened before); and the spool
- * root against its path, which the spool says (spool_root_recheck: never followed). A ledger/
- * without this host's ledger (new, or its file removed) gets it at once, even with nothing
- * spent: other hosts count what it spent from that file only, and wait for it. */
+/* providers/, ledger/ and ledger/MONTH/ (with its ended/) checked against their names (a
+ * provider's handles go with providers/), opened again by name (also when they could not be
+ * opened before); and the spool root against its path, which the spool says
+ * (spool_root_recheck: never followed). A ledger/ without this run's file (new, or its file
+ * removed) gets it at once, even with nothing spent: other hosts count what this run spent from
+ * that file only, and wait for it. */
 static void top_dirs_recheck(struct keyshare *ks)
 {
 	int64_t now = mono_ms();
