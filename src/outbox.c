@@ -209,7 +209,7 @@ static void held_listed(struct outbox *o)
 	struct spool_entry *e;
 	long n = spool_list_names(o->spool, SPOOL_OUTBOX, false, &e);
 	if (n < 0)
-		return;   /* asked again at the next job adopted */
+		return;   /* listed again at the next job adopted; its names looked at meanwhile */
 	char *mine = xasprintf("@%s.held", o->spool->host_id);
 	size_t ml = strlen(mine);
 	for (long i = 0; i < n; i++) {
@@ -228,7 +228,7 @@ static bool take_held(struct outbox *o, const char *src, const char *mine)
 {
 	struct spool *sp = o->spool;
 	int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, src, SPOOL_OUTBOX, mine);
-	if (rc < 0 && (errno == EEXIST || errno == EPERM))
+	if (rc < 0 && errno == EEXIST)
 		rc = unlinkat(sp->fd[SPOOL_OUTBOX], src, 0);
 	if (rc == 0)
 		strset_add(&o->held, mine);
@@ -322,12 +322,17 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 bool outbox_holds(struct outbox *o, const char *task_id)
 {
 	held_listed(o);
-	bool holds = false;
-	for (size_t i = 0; i < ARRAY_SIZE(event_targets) && o->held.count && !holds; i++)
+	/* Unlisted (outbox/ could not be read): each held name of the job is looked at, so a
+	 * held event is neither lost to a completed publication nor left for ever. */
+	bool listed = o->held_listed, holds = false;
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets) && (o->held.count || !listed) && !holds; i++)
 		for (size_t k = 0; k < ARRAY_SIZE(end_types) && !holds; k++) {
 			char *name = end_entry_name(task_id, end_types[k], event_targets[i],
 						    o->spool->host_id, ".held");
-			holds = strset_has(&o->held, name);
+			holds = listed ? strset_has(&o->held, name)
+				       : spool_exists(o->spool->fd[SPOOL_OUTBOX], name);
+			if (holds && !listed)
+				strset_add(&o->held, name);
 			free(name);
 		}
 	return holds;
@@ -345,7 +350,7 @@ int outbox_release_held(struct outbox *o, const char *task_id, const char *end)
 				/* Ours to send; one of ours by that name is the same event. */
 				char *send = end_entry_name(task_id, type, target, sp->host_id, ".json");
 				if (spool_rename_noreplace(sp, SPOOL_OUTBOX, held, SPOOL_OUTBOX, send) < 0 &&
-				    (errno == EEXIST || errno == EPERM))
+				    errno == EEXIST)
 					unlinkat(fd, held, 0);
 				free(send);
 			} else if (unlinkat(fd, held, 0) == 0) {

@@ -676,8 +676,21 @@ static int rename_noreplace(struct spool *sp, int fromfd, const char *from_name,
 	if (rc <= 0)
 		return rc;
 	/* No RENAME_NOREPLACE here: link(2) never replaces either. */
-	if (linkat(fromfd, from_name, tofd, to_name, 0) < 0)
-		return -1;
+	if (linkat(fromfd, from_name, tofd, to_name, 0) < 0) {
+		if (errno != EPERM)
+			return -1;
+		/* sshfs says EPERM where others say EEXIST; a file system without hard links says
+		 * it too: then a rename after a check that nothing has the name. */
+		if (spool_exists(tofd, to_name)) {
+			errno = EEXIST;
+			return -1;
+		}
+		if (!spool_exists(fromfd, from_name)) {
+			errno = ENOENT;
+			return -1;
+		}
+		return rename_between(fromfd, from_name, tofd, to_name);
+	}
 	if (unlinkat(fromfd, from_name, 0) < 0) {
 		int saved = errno;
 		unlinkat(tofd, to_name, 0);   /* one name, not two links to one job */

@@ -32,7 +32,8 @@ def notify_daemon(env, rx, **settings):
             "notify__allow_private": "yes", "notify__retry_base_ms": 300,
             "notify__retry_cap_ms": 1500}
     base.update(settings)
-    return env.daemon(extra_env={"T_WEBHOOK_SECRET": rx.secret}, **base)
+    extra_env = {"T_WEBHOOK_SECRET": rx.secret, **base.pop("extra_env", {})}
+    return env.daemon(extra_env=extra_env, **base)
 
 
 def delivered(rx):
@@ -544,6 +545,61 @@ def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(
     assert env.fake.calls(prompt) == 1
 
 
+def test_an_event_taken_along_on_a_file_system_without_hard_links_is_moved_not_lost(env):
+    """As above, on a file system with neither RENAME_NOREPLACE nor hard links (renameat2
+    says EINVAL and link(2) EPERM for the held entry): host B moves A's entry to its held name,
+    then to one to send, and the receiver hears job.succeeded once. Before, EPERM counted as
+    "the same event is already there": B removed A's entry and the event was lost."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies before its commit, B's spool has no hard links"
+    a = dead_while_publishing(env, rx, "nl", prompt, "publish:rewritten")
+    held = f"{msg_id('nl', 'job.succeeded')}.webhook@hostB.held"
+    trace = os.path.join(a.dir, "nl.strace")
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5,
+                      wrapper=["strace", "-f", "-qq", "-o", trace, "-P", held,
+                               "-e", "trace=renameat2,linkat", "-e", "inject=renameat2:error=EINVAL",
+                               "-e", "inject=linkat:error=EPERM"],
+                      extra_env={"ASAN_OPTIONS": "detect_leaks=0"}).start()
+    assert b.wait_finished("nl") == "done", b.log()[-2000:]
+    wait_for(lambda: "nl" in delivered(rx) and not b.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {b.listdir('outbox')})")
+    assert b.stop() == 0
+    with open(trace) as f:
+        injected = f.read()
+    assert "EPERM (Operation not permitted) (INJECTED)" in injected, injected
+    assert [ev["type"] for _, ev in delivered(rx)["nl"]] == ["job.succeeded"], delivered(rx)
+    assert env.fake.calls(prompt) == 1
+
+
+def test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_adoption(env):
+    """Host A dies while publishing (its job.succeeded queued); host B reclaims the job, takes
+    the entry along (held) and is killed; restarted, its first listing of outbox/ (at the job's
+    adoption) fails with EIO. B looks at the job's held names instead: it holds the entry, and
+    drops it as the job ends, its own publication queuing the event. Before, B did not know it
+    held it: the held entry stayed in outbox/ for ever (and a publication A had staged whole
+    would have been completed without its event)."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies publishing it, B cannot list outbox/ at its restart"
+    a = dead_while_publishing(env, rx, "ul", prompt)
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    b.start_to_crash("adopt:counted")
+    held = f"{msg_id('ul', 'job.succeeded')}.webhook@hostB.held"
+    assert held in b.listdir("outbox"), b.listdir("outbox")
+    trace = os.path.join(a.dir, "ul.strace")
+    # Its third getdents64 of outbox/: the first two list its temporary files at start-up.
+    b.wrapper = ["strace", "-f", "-qq", "-o", trace, "-P", os.path.realpath(b.path("outbox")),
+                 "-e", "trace=getdents64", "-e", "inject=getdents64:error=EIO:when=3"]
+    b.extra_env = {**b.extra_env, "ASAN_OPTIONS": "detect_leaks=0"}
+    b.start()
+    assert b.wait_finished("ul") == "done", b.log()[-2000:]
+    wait_for(lambda: "ul" in delivered(rx) and not b.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {b.listdir('outbox')})")
+    assert b.stop() == 0
+    b.wait_logged("/outbox': Input/output error")
+    assert [ev["type"] for _, ev in delivered(rx)["ul"]] == ["job.succeeded"], delivered(rx)
+    assert env.fake.calls(prompt) == 1
+
+
 def test_an_event_taken_along_is_not_sent_while_its_job_waits(env):
     """A job reclaimed with an end event its dead host had queued, that does not end on the
     reclaimer but goes back to wait (to new/, then deferred/ after a failed call): the event
@@ -761,6 +817,8 @@ if __name__ == "__main__":
                test_one_event_for_a_job_another_host_ends_another_way_after_its_restart,
                test_an_event_taken_along_is_not_sent_while_its_job_waits,
                test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held,
+               test_an_event_taken_along_on_a_file_system_without_hard_links_is_moved_not_lost,
+               test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_adoption,
                test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along,
                test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
