@@ -235,6 +235,17 @@ static bool take_held(struct outbox *o, const char *src, const char *mine)
 	return rc == 0;
 }
 
+/* The job we reclaimed is still running/ID@ME.json: a reclaimer stalled after its rename of
+ * the job (for seconds, on a slow file server) takes nothing along from a host that reclaimed
+ * and ended it meanwhile, whose end entries are to be sent. Looked at right before each take. */
+static bool still_ours(struct outbox *o, const char *task_id)
+{
+	char *job = spool_running_name(o->spool, task_id);
+	bool ours = spool_still_ours(o->spool, job);
+	free(job);
+	return ours;
+}
+
 /* Entries of task_id's end of hosts but from_host whose job is not theirs in running/ (ours
  * too: the job is ours now): left by a reclaimer that died between its rename of the job and
  * those of the entries (the job was then that reclaimer's, from_host's now), or by this host
@@ -271,6 +282,8 @@ static int take_orphans(struct outbox *o, const char *task_id, const char *from_
 		free(job);
 		if (theirs)
 			continue;
+		if (!still_ours(o, task_id))
+			break;
 		char *mine = xasprintf("%.*s@%s.held", (int)(at - name), name, sp->host_id);
 		taken += take_held(o, name, mine);
 		free(mine);
@@ -302,6 +315,11 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 {
 	struct spool *sp = o->spool;
 	int n = 0;
+	if (!still_ours(o, task_id)) {
+		log_job(LOG_WARN, task_id, "reclaimed from '%s' but no longer ours: another host "
+			"reclaimed it meanwhile; none of its end events taken along", from_host);
+		return 0;
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
 		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
 			char *mine = end_entry_name(task_id, end_types[k], event_targets[i],

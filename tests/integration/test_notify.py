@@ -500,6 +500,17 @@ def test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along(
     assert "took over" not in c.log(), c.log()[-2000:]
 
 
+def reclaimer_stalled_after_its_rename(env, rx, task_id, prompt):
+    """Host A dies while publishing task_id; host B reclaims the job and is held right after
+    its rename of it (reclaim:renamed). Returns A, B and the FIFO's end that lets B go on."""
+    a = dead_while_publishing(env, rx, task_id, prompt)
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    fifo = b.start_held_at("reclaim:renamed", wait_ready=False)
+    held = held_at_stop(fifo, b)
+    assert f"{task_id}@hostB.json" in b.listdir("running"), b.listdir("running")
+    return a, b, held
+
+
 def test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer(env):
     """Host A dies while publishing (its job.succeeded queued); host B reclaims the job and
     stalls right after renaming it, before it takes A's entry along. A comes back: it sent its
@@ -508,11 +519,7 @@ def test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalle
     It now leaves its entry while the job is in running/ on any host, takes it along (held)
     when it reclaims the job, and the receiver hears only the end the job reaches, once."""
     rx = env.peer(WebhookReceiver()).start()
-    a = dead_while_publishing(env, rx, "rs", "its publication kills host A, B stalls")
-    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
-    fifo = b.start_held_at("reclaim:renamed", wait_ready=False)
-    held = held_at_stop(fifo, b)
-    assert "rs@hostB.json" in b.listdir("running"), b.listdir("running")
+    a, b, held = reclaimer_stalled_after_its_rename(env, rx, "rs", "its publication kills host A, B stalls")
     again = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostA",
                           spool__lease_timeout=5)
     again.start()
@@ -526,6 +533,36 @@ def test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalle
     assert again.stop() == 0 and b.stop() == 0
     got = delivered(rx)["rs"]
     assert [ev["type"] for _, ev in got] == ["job.succeeded" if end == "done" else "job.failed"], got
+
+
+def test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_ended_the_job(env):
+    """Host A dies while publishing; host B reclaims the job and stalls right after renaming
+    it. Host C reclaims it from B, ends it and queues its job.succeeded, whose endpoint answers
+    410 (the event waits). B goes on: the job is no longer its own, and it takes nothing along.
+    Before, B took C's entry along as its own held entry (C's running/ID@hostC.json being gone),
+    and nobody ever sent it. The endpoint enabled again, the receiver hears the end, once."""
+    rx = env.peer(WebhookReceiver()).start()
+    a, b, held = reclaimer_stalled_after_its_rename(env, rx, "sr", "its publication kills host A, B stalls, C ends it")
+    rx.set_gone(True)
+    url = rx.url("/switch")
+    c = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostC", spool__lease_timeout=5,
+                      notify__url=url).start()
+    assert c.wait_finished("sr", 30) == "done", c.log()[-2000:]
+    marker = c.path("control", "gone." + endpoint_key(url))
+    wait_for(lambda: os.path.exists(marker), 20, "control/gone.KEY")
+    entry = f"{msg_id('sr', 'job.succeeded')}.webhook@hostC.json"
+    assert entry in c.listdir("outbox"), c.listdir("outbox")
+    os.close(held)   # B goes on
+    taken = f"{msg_id('sr', 'job.succeeded')}.webhook@hostB.held"
+    wait_for(lambda: "sr warning: reclaimed from 'hostA' but no longer ours" in b.log()
+             or taken in b.listdir("outbox"), 20, "B to go on")
+    assert b.listdir("outbox") == [entry], b.listdir("outbox")
+    rx.set_gone(False)
+    os.unlink(marker)
+    wait_for(lambda: "sr" in delivered(rx) and not c.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {c.listdir('outbox')})")
+    assert b.stop() == 0 and c.stop() == 0
+    assert [ev["type"] for _, ev in delivered(rx)["sr"]] == ["job.succeeded"], delivered(rx)
 
 
 def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(env):
@@ -821,6 +858,7 @@ if __name__ == "__main__":
                test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_adoption,
                test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along,
                test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer,
+               test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_ended_the_job,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
