@@ -280,7 +280,8 @@ char *metrics_render(void)
 	put(&b, "imgspool_webhook_deliveries_total{result=\"dropped\"} %lu\n", o->webhooks_dropped);
 	head(&b, "imgspool_hooks_run_total", "counter", "Completion hooks run.");
 	put(&b, "imgspool_hooks_run_total %lu\n", o->hooks_run);
-	head(&b, "imgspool_outbox_backlog", "gauge", "Events in outbox/ not yet delivered (all hosts).");
+	head(&b, "imgspool_outbox_backlog", "gauge",
+	     "Events in outbox/ to be delivered (all hosts; not the end events a reclaimer holds).");
 	put(&b, "imgspool_outbox_backlog %ld\n", o->outbox_backlog);
 	head(&b, "imgspool_webhook_endpoints_gone", "gauge",
 	     "Webhook endpoints that answered 410 Gone: sent nothing until enabled again (control/gone.*).");

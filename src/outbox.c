@@ -869,7 +869,6 @@ void outbox_scan(struct outbox *o)
 	long n = spool_list(o->spool, SPOOL_OUTBOX, &e);
 	if (n < 0)
 		return;
-	o->stats.backlog = n;
 	expire_gone(o, e, n);
 	wake_enabled(o);
 	o->stats.gone = (long)o->control->gone.count;
@@ -877,12 +876,15 @@ void outbox_scan(struct outbox *o)
 	int64_t now = wall_ms(), next = 0, server_now = 0;
 	int64_t lease_ms = (*o->cfgp)->lease_timeout * 1000;
 	char msg[NAME_MAX + 1], host[NAME_MAX + 1];
+	long backlog = 0;
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name;
 		int64_t due = e[i].mtime_ns / 1000000;
-		/* MSGID.TARGET@HOST.json: named as a job in running/ is. */
+		/* MSGID.TARGET@HOST.json: named as a job in running/ is. A held entry (.held) is
+		 * not one to send: not in the backlog. */
 		if (!spool_running_id(name, msg, sizeof(msg), host, sizeof(host)))
 			continue;
+		backlog++;
 		if (strcmp(host, o->spool->host_id)) {
 			if (!server_now)
 				server_now = spool_server_now(o->spool);
@@ -905,6 +907,7 @@ void outbox_scan(struct outbox *o)
 		start(o, name, due <= now);
 	}
 	spool_entries_free(e, n);
+	o->stats.backlog = backlog;
 	if (!o->capped && o->woken.count) {
 		/* Every woken entry listed was started: the rest are gone (taken over). */
 		strset_release(&o->woken);

@@ -8,6 +8,7 @@ environment and is killed at its time limit without stalling jobs."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -637,6 +638,33 @@ def test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_a
     assert env.fake.calls(prompt) == 1
 
 
+def test_held_entries_are_not_in_the_outbox_backlog(env):
+    """imgspool_outbox_backlog counts the events to be delivered, of every host: not an end
+    event a reclaimer holds (MSGID.TARGET@HOST.held), which is not one to send. Before, every
+    file in outbox/ counted. The metrics pass promtool's check."""
+    rx = env.peer(WebhookReceiver()).start()
+    prom = os.path.join(rx.dir, "imgspool.prom")
+    d = notify_daemon(env, rx, metrics__textfile=prom, metrics__interval=1)
+    os.makedirs(d.path("outbox"), exist_ok=True)
+    later = time.time() + 3600
+    for name in (f"{msg_id('hb', 'job.succeeded')}.webhook@otherhost.held",
+                 f"{msg_id('hc', 'job.failed')}.webhook@otherhost.json"):
+        with open(d.path("outbox", name), "w") as f:
+            json.dump({"target": "webhook", "task_id": name[4:6], "url": rx.url("/ok"),
+                       "body": "{}", "created_at_ms": int(time.time() * 1000), "attempts": 1}, f)
+        os.utime(d.path("outbox", name), (later, later))
+    d.start()
+    backlog = re.compile(r"^imgspool_outbox_backlog [1-9]", re.M)   # after a listing
+    wait_for(lambda: os.path.exists(prom) and backlog.search(read_text(prom)), 20,
+             "the metrics written after a listing of outbox/")
+    text = read_text(prom)
+    assert "\nimgspool_outbox_backlog 1\n" in text, text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert d.stop() == 0
+
+
 def test_an_event_taken_along_is_not_sent_while_its_job_waits(env):
     """A job reclaimed with an end event its dead host had queued, that does not end on the
     reclaimer but goes back to wait (to new/, then deferred/ after a failed call): the event
@@ -862,4 +890,5 @@ if __name__ == "__main__":
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
+               test_held_entries_are_not_in_the_outbox_backlog,
                test_torn_entry_set_aside_once])
