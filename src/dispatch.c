@@ -814,7 +814,14 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	for (; t; t = next) {
 		next = t->next;
 		struct http_result ans;
-		if (t->state == T_CALLING && http_answered(t->xfer, &ans)) {
+		enum http_cut cut = HTTP_CUT_CANCELLED;
+		if (t->state == T_CALLING) {
+			stop_point("dispatch:cut-call");   /* a test lets an answer end here */
+			cut = http_cut(d->http, t->xfer, &ans);
+		}
+		if (t->state == T_CALLING && cut == HTTP_CUT_DONE) {
+			handed_over_since = true;   /* ended since http_deliver: delivered, not cut */
+		} else if (t->state == T_CALLING && cut == HTTP_CUT_ANSWERED) {
 			handed_over_since |= !answer_lost(t, &ans);
 		} else if (t->state == T_CALLING) {
 			/* The call may finish upstream and be billed: keep it on record. */
@@ -823,9 +830,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 			attempt_price(t, &a, BILLED_UNKNOWN, NULL, 0);
 			attempt_record(t, &a);
 			t->billed_retries++;
-			if (t->xfer)
-				http_cancel(d->http, t->xfer);
-			t->xfer = NULL;
+			t->xfer = NULL;   /* cancelled by http_cut */
 			if (t->calling)
 				slots_call_ended(t);
 			if (t->reserved)   /* settled now, not by task_free: off the loop */

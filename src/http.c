@@ -400,16 +400,25 @@ static void xfer_free(struct http_xfer *x)
 }
 
 /* Never waits for the transfer thread (see the top of the file). */
-/* keep_done: a transfer already finished and waiting on done is left to its callback (false). */
-static bool cancel(struct http *http, struct http_xfer *x, bool keep_done)
+/* keep_done: a transfer already finished and waiting on done is left to its callback
+ * (HTTP_CUT_DONE); keep_answered: one whose whole answer came, its body perhaps still being
+ * written, too (HTTP_CUT_ANSWERED). Seen in the same hold of the lock as the cancel: an answer
+ * marked after it came after the cancel, as one the upstream ends after a cut does. */
+static enum http_cut cancel(struct http *http, struct http_xfer *x, bool keep_done,
+			    bool keep_answered)
 {
 	if (!x)
-		return true;
+		return HTTP_CUT_CANCELLED;
 	pthread_mutex_lock(&http->lock);
 	enum xfer_at at = x->at;
 	if (keep_done && at == X_DONE) {
 		pthread_mutex_unlock(&http->lock);
-		return false;
+		return HTTP_CUT_DONE;
+	}
+	if (keep_answered && at == X_RUNNING &&
+	    atomic_load_explicit(&x->answered, memory_order_acquire)) {
+		pthread_mutex_unlock(&http->lock);
+		return HTTP_CUT_ANSWERED;
 	}
 	x->fn = NULL;   /* read on the loop only */
 	if (at == X_QUEUED) {
@@ -434,17 +443,25 @@ static bool cancel(struct http *http, struct http_xfer *x, bool keep_done)
 		loop_wake_send_later(http->loop, http->to_io);
 	}
 	/* X_DELIVERING: from a callback of the same batch, which frees it */
-	return true;
+	return HTTP_CUT_CANCELLED;
 }
 
 void http_cancel(struct http *http, struct http_xfer *x)
 {
-	(void)cancel(http, x, false);
+	(void)cancel(http, x, false, false);
 }
 
 bool http_cancel_unless_done(struct http *http, struct http_xfer *x)
 {
-	return cancel(http, x, true);
+	return cancel(http, x, true, false) == HTTP_CUT_CANCELLED;
+}
+
+enum http_cut http_cut(struct http *http, struct http_xfer *x, struct http_result *out)
+{
+	enum http_cut cut = cancel(http, x, true, true);
+	if (cut == HTTP_CUT_ANSWERED)
+		(void)http_answered(x, out);   /* on the loop: x stays till it delivers or cancels */
+	return cut;
 }
 
 int http_cancelled_files(struct http *http)

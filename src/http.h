@@ -107,6 +107,12 @@ bool http_cancel_unless_done(struct http *http, struct http_xfer *xfer);
  * written to body_fd, a write that may be stuck on a stalled disk). For a shutdown that cannot
  * wait. */
 bool http_answered(const struct http_xfer *xfer, struct http_result *out);
+/* A shutdown's cut of a call: cancels xfer (HTTP_CUT_CANCELLED) unless its whole answer came,
+ * checked in the same hold of the lock as the cancel, so no answer that came before the cut is
+ * freed unseen. HTTP_CUT_DONE: handed over, left to http_deliver; HTTP_CUT_ANSWERED: not
+ * cancelled, out as by http_answered (its body may still be being written). */
+enum http_cut { HTTP_CUT_CANCELLED, HTTP_CUT_DONE, HTTP_CUT_ANSWERED };
+enum http_cut http_cut(struct http *http, struct http_xfer *xfer, struct http_result *out);
 /* Runs the callbacks of the transfers finished by now, at once rather than at the loop's next
  * turn. */
 void http_deliver(struct http *http);

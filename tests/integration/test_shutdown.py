@@ -10,9 +10,10 @@ import signal
 import subprocess
 import time
 import sys
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import cut_while_held, exit_within, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import TEST_KEY, cut_while_held, exit_within, held_at_stop, run_tests, wait_for  # noqa: E402
 from harness import ledger_spent as harness_ledger_spent  # noqa: E402
 
 
@@ -78,6 +79,88 @@ def test_answer_whose_write_ends_at_the_cut_is_delivered(env):
     [a] = d.result("late")["attempts"]
     assert (a["transport"], a["http_status"], a["billed"]) == ("done", 200, "yes"), a
     assert env.fake.calls("ends at the cut") == 1
+
+
+def open_gate(env):
+    """A generation request of the test's own to the fake: opens a step's after_requests gate."""
+    req = urllib.request.Request(
+        env.fake.base_url + "/v1/images/generations",
+        data=json.dumps({"model": "gpt-image-2", "prompt": "opens the gate"}).encode(),
+        headers={"Authorization": "Bearer " + TEST_KEY, "Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def cut_call_as_it_ends(env, d, prompt, job, answer_point, stuck):
+    """The cut walks the calls in flight with job's call not answered (held at dispatch:cut-call);
+    meanwhile the fake answers it and the transfer thread reaches answer_point; then the cut goes
+    on. The answer point's thread is let go of with it, or once the daemon exited if stuck.
+    Returns the exit status."""
+    fifo = d.start_held_at(f"dispatch:cut-call,{answer_point}")
+    for point in ("dispatch:cut-call", answer_point):
+        os.mkfifo(f"{fifo}.{point}")
+    d.submit(job, {"prompt": prompt, "model": "gpt-image-2"})
+    wait_for(lambda: env.fake.calls(prompt) == 1, 10, "the call to reach the fake")
+    writers = []
+    try:
+        d.send_signal(signal.SIGTERM)
+        wait_for(lambda: "waiting for 1 job(s)" in d.log(), 10, "the drain")
+        d.send_signal(signal.SIGTERM)
+        cut = held_at_stop(f"{fifo}.dispatch:cut-call", d)   # the loop: the call not answered
+        writers.append(cut)
+        open_gate(env)
+        writers.append(held_at_stop(f"{fifo}.{answer_point}", d))   # its answer came
+        for w in writers[:1 if stuck else 2]:   # the cut goes on
+            os.close(w)
+        writers = writers[1 if stuck else 2:]
+        rc = exit_within(d, 20, "the answer ended in the cut", time.monotonic(), "the cut")
+    finally:
+        for w in writers:
+            os.close(w)
+    d.logf.close()
+    return rc
+
+
+def test_answer_that_ends_as_the_cut_cancels_its_call_is_delivered(env):
+    """The cut found the call not answered, and the answer was handed over (whole, saved) before
+    the cut cancelled it: the plain cancel freed a paid answer, the call was recorded
+    interrupted and requeued, and the restart paid for it again. Now the cancel leaves a handed
+    over answer to its delivery: the job is done with that one call."""
+    gate = len(env.fake.snapshot()) + 2   # answered only once the test opens the gate
+    env.fake.script("ends in the cut", {"kind": "b64", "pieces": 1, "after_requests": gate})
+    d = env.daemon(**{"prices__gpt-image-2": "0.04"})
+    rc = cut_call_as_it_ends(env, d, "ends in the cut", "window", "http:answer-done", False)
+    assert rc == 0, (rc, d.log()[-2000:])
+    d.start()
+    wait_for(lambda: d.state("window") in ("done", "failed"), 20, "the job to end")
+    assert d.stop() == 0
+    assert env.fake.calls("ends in the cut") == 1
+    assert d.state("window") == "done", (d.state("window"), d.log()[-3000:])
+    result = d.result("window")
+    [a] = result["attempts"]
+    assert (a["transport"], a["http_status"], a["billed"]) == ("done", 200, "yes"), a
+    assert result["billed_attempts"] == 1 and result["cost"]["estimated"] is False, result
+
+
+def test_answer_that_arrives_as_the_cut_cancels_its_call_is_not_paid_again(env):
+    """The cut found the call not answered; the whole answer then arrived and its write into the
+    .partial stuck (http:body-write), before the cut cancelled it: recorded interrupted and
+    requeued, it was paid again at the restart. Now the cut sees it answered, as one that
+    arrived before the cut: billed, response_lost, never called again."""
+    gate = len(env.fake.snapshot()) + 2
+    env.fake.script("arrives in the cut", {"kind": "b64", "pieces": 1, "after_requests": gate})
+    d = env.daemon(**{"prices__gpt-image-2": "0.04"})
+    rc = cut_call_as_it_ends(env, d, "arrives in the cut", "stuck", "http:body-write", True)
+    assert rc == 0, (rc, d.log()[-2000:])
+    d.start()
+    assert d.stop() == 0
+    assert env.fake.calls("arrives in the cut") == 1
+    assert d.state("stuck") == "failed", (d.state("stuck"), d.log()[-3000:])
+    result = d.result("stuck")
+    assert result["error"]["code"] == "response_lost", result
+    [a] = result["attempts"]
+    assert (a["transport"], a["http_status"], a["billed"], a["error_code"]) == \
+        ("done", 200, "yes", "response_lost"), a
+    assert result["billed_attempts"] == 1, result
 
 
 def test_a_loop_stuck_after_the_cut_does_not_hang_the_exit(env):
@@ -462,6 +545,8 @@ def test_marking_jobs_left_does_not_hang_the_exit(env):
 if __name__ == "__main__":
     run_tests([test_answer_stuck_in_its_write_is_not_paid_again,
                test_answer_whose_write_ends_at_the_cut_is_delivered,
+               test_answer_that_ends_as_the_cut_cancels_its_call_is_delivered,
+               test_answer_that_arrives_as_the_cut_cancels_its_call_is_not_paid_again,
                test_a_loop_stuck_after_the_cut_does_not_hang_the_exit,
                test_a_loop_stuck_before_the_cut_does_not_hang_the_exit,
                test_exit_does_not_hang_on_the_host_lock,
