@@ -994,6 +994,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	scan_init(&d->new_scan, spool, &d->known, SPOOL_NEW, intake_known_dir(SPOOL_NEW));
 	strset_init(&d->held);
 	strset_init(&d->stranded);
+	strset_init(&d->unread_dead);
 	strset_init(&d->others_ids);
 	strandlog_init(&d->strandlog);
 	spend_init(&d->spend);
@@ -1072,6 +1073,7 @@ bool dispatch_free(struct dispatch *d)
 	known_release(&d->known);
 	strset_release(&d->held);
 	strset_release(&d->stranded);
+	strset_release(&d->unread_dead);
 	strset_release(&d->others_ids);
 	strandlog_release(&d->strandlog);
 	spend_release(&d->spend);

@@ -87,6 +87,8 @@ struct dispatch {
 				  * failed, a put-back not settled): no claim of the id replaces
 				  * one; each rescan settles them (recovery.c adopt_all) */
 	struct strandlog strandlog; /* what was said of them: each error once (strandlog.h) */
+	struct strset unread_dead;  /* of them, those a start-up could not read: their death
+				     * is counted once they are (recovery.c adopt) */
 	uint64_t wake_timer;     /* earliest paused provider */
 	int64_t wake_due;        /* when wake_timer fires (mono_ms) */
 	uint64_t deferred_timer; /* earliest job due in deferred/ */

@@ -336,11 +336,28 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 	struct task *t = task_new(d, id);
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	enum spool_read rr = spool_read_file(fd, running_name, dispatch_job_read_cap(d), &d->readbuf, &st);
-	if (rr != SPOOL_READ_OK) {
+	if (rr == SPOOL_READ_GONE) {   /* another host reclaimed it meanwhile */
+		strset_del(&d->unread_dead, id);
 		log_job(LOG_ERROR, id, "cannot read 'running/%s': %s", running_name, spool_read_reason(rr));
 		task_free(t);
 		return;
 	}
+	if (rr != SPOOL_READ_OK) {
+		/* Its run may have been paid for: stranded, so no claim of a later version of the id
+		 * renames over it (a plain rename where the file system lacks RENAME_NOREPLACE), and
+		 * each rescan reads it again. */
+		int err = errno;
+		strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot read 'running/%s': %s%s%s; left "
+			      "in running/, no claim of its id until a rescan reads it", running_name,
+			      spool_read_reason(rr), rr == SPOOL_READ_ERROR ? ": " : "",
+			      rr == SPOOL_READ_ERROR ? strerror(err) : "");
+		strset_add(&d->stranded, id);
+		if (died)
+			strset_add(&d->unread_dead, id);
+		task_free(t);
+		return;
+	}
+	died |= strset_del(&d->unread_dead, id);
 	enum job_parse_result pr = job_parse(&t->job, d->readbuf.data, d->readbuf.len, &d->limits, &jerr);
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;

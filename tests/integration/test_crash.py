@@ -294,6 +294,38 @@ def test_a_closed_partial_that_cannot_take_its_answer(env):
     assert d.stop() == 0
 
 
+def test_an_unreadable_job_of_ours_is_never_claimed_over(env):
+    """The daemon dies with its job's paid answer saved; a client submits a later version of
+    the id; the restart cannot read running/ur@testhost.json (strace makes its first open fail
+    with EIO) on a file system without RENAME_NOREPLACE, as NFS and sshfs may be (strace makes
+    every renameat2 naming it say EINVAL: the daemon then claims with a plain rename). Before,
+    the id was neither held nor stranded, the later version was claimed over the file, and the
+    first version's run, paid answer and records were lost (never published). Now the id is
+    stranded until a rescan reads the file: the first version is finished from its saved
+    answer and published, then the later one runs; each is called once."""
+    d = env.daemon()
+    first, later = "its first version, paid for before a kill", "its later version"
+    d.submit("ur", {"prompt": first})
+    d.start_to_crash("save:response")
+    running = os.listdir(d.path("running"))
+    assert "ur@testhost.json" in running and ".ur@testhost.response.200" in running, running
+    d.submit("ur", {"prompt": later})
+    trace = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-o", trace, "-P", "ur@testhost.json",
+                 "-e", "trace=openat,renameat2", "-e", "inject=openat:error=EIO:when=1",
+                 "-e", "inject=renameat2:error=EINVAL"]
+    d.start(extra_env={"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0"})
+    d.wait_logged("ur error: cannot read 'running/ur@testhost.json'")
+    d.wait_logged("ur recovered with its response (HTTP 200) saved before a restart")
+    d.wait_logged(re.compile(r"^ur done: "), count=2, what="both versions published")
+    assert env.fake.calls(first) == 1 and env.fake.calls(later) == 1
+    with open(trace) as f:
+        text = f.read()
+    assert "openat" in text and "EIO (Input/output error) (INJECTED)" in text, text[-2000:]
+    assert "EINVAL (Invalid argument) (INJECTED)" in text, text[-2000:]
+    d.stop()   # the wrapper's status: strace gets the SIGTERM too
+
+
 if __name__ == "__main__":
     run_tests([
         test_poison_job_fails_after_max_crash_requeues,
@@ -304,4 +336,5 @@ if __name__ == "__main__":
         test_kill_9_at_random_moments,
         test_kill_9_while_every_partial_is_closed,
         test_a_closed_partial_that_cannot_take_its_answer,
+        test_an_unreadable_job_of_ours_is_never_claimed_over,
     ])
