@@ -32,6 +32,8 @@
 #include "banned.h"
 
 #define LEDGER_MAX_BYTES (64u << 10)
+#define LEDGER_FIGURE_MAX 1000000000000000LL   /* 1e15 micros: a figure beyond is not a ledger's */
+#define MICROS_MAX LLONG_MAX
 #define START_GRACE_MS 10000      /* starts older than window + margin + this are removed */
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 #define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
@@ -329,9 +331,9 @@ static void top_dirs_recheck(struct keyshare *ks)
 		close_dir(&ks->ended_fd);
 		close_dir(&ks->write_fd);
 		pthread_mutex_unlock(&ks->write_lock);
+		month_current(ks);   /* first: a new month forgets what was read before */
 		if (top)
 			old_scan(ks);
-		month_current(ks);
 		ks->month_memo.listed_at = ks->ended_memo.listed_at = ks->own_memo.listed_at = 0;
 		ks->ledger_doubt = true;
 	}
@@ -537,6 +539,14 @@ static void roll(struct keyshare *ks, long day, long month)
 	ks->month = month;
 }
 
+/* a + b, at most MICROS_MAX (each is at least 0): a figure read from a file, or a ticket's
+ * reserve in its name, never wraps a sum negative. */
+static micros micros_add(micros a, micros b)
+{
+	micros sum;
+	return __builtin_add_overflow(a, b, &sum) || sum > MICROS_MAX ? MICROS_MAX : sum;
+}
+
 static json_int_t figure(json_t *provider, const char *key)
 {
 	return json_integer_value(json_object_get(provider, key));
@@ -599,13 +609,22 @@ static void figures_add(json_t *figures, const char *provider, long day, micros 
 		if (provider && strcmp(key, provider))
 			continue;
 		if (same_day)
-			*d += figure(v, "day_micros");
-		*m += figure(v, "month_micros");
+			*d = micros_add(*d, figure(v, "day_micros"));
+		*m = micros_add(*m, figure(v, "month_micros"));
 	}
 }
 
+/* Whether a figure read is one a ledger can hold: a sum of costs, at least 0 and at most
+ * LEDGER_FIGURE_MAX (a billion dollars, in micros), so that no sum of them overflows. */
+static bool figure_sane(json_t *v)
+{
+	return json_is_integer(v) && json_integer_value(v) >= 0 &&
+	       json_integer_value(v) <= LEDGER_FIGURE_MAX;
+}
+
 /* Whether doc has a ledger's shape (ledger_text): a figure that is not a number would be
- * counted as 0, a run that is not a string never told apart. */
+ * counted as 0, a run that is not a string never told apart, a figure out of bounds
+ * (figure_sane) would wrap a sum. */
 static bool ledger_shaped(json_t *doc)
 {
 	json_t *provs = json_object_get(doc, "providers"), *v;
@@ -616,8 +635,8 @@ static bool ledger_shaped(json_t *doc)
 	    (run && !json_is_string(run)))
 		return false;
 	json_object_foreach(provs, key, v)
-		if (!json_is_integer(json_object_get(v, "day_micros")) ||
-		    !json_is_integer(json_object_get(v, "month_micros")))
+		if (!figure_sane(json_object_get(v, "day_micros")) ||
+		    !figure_sane(json_object_get(v, "month_micros")))
 			return false;
 	return true;
 }
@@ -1042,8 +1061,10 @@ static bool dir_refresh(struct keyshare *ks, enum where where)
 	char host[NAME_MAX + 1], run[NAME_MAX + 1], reader[NAME_MAX + 1];
 	for (long i = 0; i < n; i++) {
 		enum ledger_name kind = ledger_name_parse(l[i].name, host, run, reader);
+		if (kind == NAME_OTHER)
+			continue;   /* host and run not set */
 		bool mine = !strcmp(host, ks->sp->host_id);
-		if (kind == NAME_OTHER || (mine && !strcmp(run, ks->sp->run)))
+		if (mine && !strcmp(run, ks->sp->run))
 			continue;   /* this run's: it knows its figures */
 		if (mine && kind == NAME_RUN && where == IN_MONTH && ks->lock_ours &&
 		    renameat(fd, l[i].name, ks->ended_fd, l[i].name) == 0)
@@ -1403,14 +1424,16 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 	*d = *m = *td = *tm = 0;
 	ks->counts_ledgers = true;
 	pthread_mutex_lock(&ks->spent_lock);
-	roll(ks, day, month);
+	/* Only forward: the server's clock as re-probed may step back a little (sshfs); a step back
+	 * over midnight would zero this run's day figures, and rewrite its file smaller. */
+	roll(ks, day > ks->day ? day : ks->day, month > ks->month ? month : ks->month);
 	for (size_t i = 0; i < ks->n_spent; i++) {
 		if (!strcmp(ks->spent[i].provider, provider)) {
-			*d += ks->spent[i].day;
-			*m += ks->spent[i].month;
+			*d = micros_add(*d, ks->spent[i].day);
+			*m = micros_add(*m, ks->spent[i].month);
 		}
-		*td += ks->spent[i].day;
-		*tm += ks->spent[i].month;
+		*td = micros_add(*td, ks->spent[i].day);
+		*tm = micros_add(*tm, ks->spent[i].month);
 	}
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (ks->ledger_fd >= 0)
@@ -1478,7 +1501,7 @@ static int count_calls(struct keyshare *ks, const struct pdir *p, const char *mi
 		if (l[i].mtime_ns / 1000000 < oldest)
 			oldest = l[i].mtime_ns / 1000000;
 		(*count)++;
-		*reserved += r;
+		*reserved = micros_add(*reserved, r);
 	}
 	spool_entries_free(l, n);
 	if (oldest_beat && with_stat)
@@ -1552,7 +1575,7 @@ static micros reserved_everywhere(struct keyshare *ks, const struct pdir *own, m
 		struct pdir *p = pdir(ks, ks->provider_names[i]);
 		micros r;
 		if (p && calls_reserved(ks, p, &r) == 0)
-			sum += r;
+			sum = micros_add(sum, r);
 	}
 	return sum;
 }
@@ -1645,8 +1668,13 @@ static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct
 		return true;
 	int64_t now = spool_server_now(ks->sp);
 	long day = spend_day(now), month = keyshare_month(now);
-	micros d, m, td, tm;
+	micros d, m, td, tm, all = reserved;
 	const char *which;
+	/* The other providers' calls in flight before the ledgers: a call that ends between the
+	 * two looks is then in one of them (its cost is written before its ticket goes), never in
+	 * neither (spool-layout.md §17). */
+	if (l->total_daily || l->total_monthly)
+		all = reserved_everywhere(ks, p, reserved);
 	if (ledger_sum(ks, p->name, day, month, &d, &m, &td, &tm, &which)) {
 		/* Its host's spend unknown: never counted as 0, nor as an older reading (a ledger
 		 * only grows within a day). Read again at the next try. */
@@ -1661,12 +1689,12 @@ static bool budget_check(struct keyshare *ks, const struct pdir *p, const struct
 		{ 0, 0, 0, "total monthly" },
 	};
 	if (l->total_daily || l->total_monthly) {
-		micros all = reserved_everywhere(ks, p, reserved);
 		checks[2] = (struct check){ l->total_daily, td, all, "total daily" };
 		checks[3] = (struct check){ l->total_monthly, tm, all, "total monthly" };
 	}
 	for (int i = 0; i < 4; i++) {
-		if (checks[i].budget && checks[i].spent + checks[i].reserved > checks[i].budget) {
+		if (checks[i].budget &&
+		    micros_add(checks[i].spent, checks[i].reserved) > checks[i].budget) {
 			*v = (struct keyshare_verdict){ .block = PROVIDER_OVER_BUDGET,
 							.spent = checks[i].spent,
 							.reserved = checks[i].reserved,
@@ -1939,8 +1967,8 @@ struct keyshare *keyshare_new(struct spool *sp)
 			 sp->path, strerror(ks->ledger_errno));
 	ks->month_fd = ks->ended_fd = ks->write_fd = -1;
 	ks->lock_ours = hostlock_names_run(sp);
+	month_current(ks);   /* first: a month's first opening forgets what was read before */
 	old_scan(ks);
-	month_current(ks);
 	ks->ledger_doubt = true;   /* a ledger/ never read: as a new one */
 	ledger_own_ensure(ks);
 	return ks;

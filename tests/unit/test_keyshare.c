@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "keyshare.h"
+#include "spend.h"
 #include "spool.h"
 #include "util.h"
 #include "scratch_spool.h"
@@ -1189,6 +1191,191 @@ static void ended_runs(void)
 	hosts_close(&h);
 }
 
+/* ---- the review's probes (review2): files planted, and a step of another host in between ---- */
+
+/* A hook on statx (keyshare.c's look at a file or directory just before it reads it): when armed,
+ * at the first statx of name in any directory, or of a directory itself ("") of inode ino, run(arg)
+ * runs once, before the look: another host's step between two of this host's. */
+static struct statx_hook {
+	void (*run)(void *arg);
+	void *arg;
+	const char *name;            /* NULL: a directory's own look, of inode ino */
+	ino_t ino;
+	int fired;
+} statx_hook;
+
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out)
+{
+	if (statx_hook.run) {
+		struct stat st;
+		bool hit = statx_hook.name ? !strcmp(path, statx_hook.name) :
+			   !*path && fstat(dirfd, &st) == 0 && st.st_ino == statx_hook.ino;
+		if (hit) {
+			void (*run)(void *) = statx_hook.run;
+			statx_hook.run = NULL;
+			statx_hook.fired++;
+			run(statx_hook.arg);
+		}
+	}
+	return (int)syscall(SYS_statx, dirfd, path, flags, mask, out);
+}
+
+/* A ledger's text for run of host: provider p's figures day_micros dm, month_micros mm. */
+static char *ledger_text(const char *host, const char *run, long day, long month, long long dm,
+			 long long mm)
+{
+	return xasprintf("{\"host\":\"%s\",\"run\":\"%s\",\"day\":%ld,\"month\":%ld,\"providers\":"
+			 "{\"p\":{\"day_micros\":%lld,\"month_micros\":%lld}}}", host, run, day, month,
+			 dm, mm);
+}
+
+/* path made with text, owned by uid (-1: this user), its mtime 10 s back (a quiet file). */
+static bool plant(const char *path, const char *text, uid_t uid)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 10 }, { .tv_sec = time(NULL) - 10 } };
+	bool made = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) &&
+		    (uid == (uid_t)-1 || fchownat(fd, "", uid, uid, AT_EMPTY_PATH) == 0);
+	return fd >= 0 && close(fd) == 0 && made && utimensat(AT_FDCWD, path, quiet, 0) == 0;
+}
+
+/* A total daily budget of 1.00 alone, with a 60 s lease. */
+static const struct keyshare_limits total_1 = { .total_daily = 1000000, .window_ms = 60000,
+						.lease_ms = 60000 };
+
+struct ended_call {
+	struct keyshare *ks;
+	struct keyshare_ticket *t;
+	double cost;
+};
+
+/* A's call to q ends: its cost written, then its ticket removed (as a daemon does). */
+static void call_ends(void *arg)
+{
+	struct ended_call *c = arg;
+	long day, month;
+	keyshare_today(c->ks, &day, &month);
+	struct keyshare_spend one = { .provider = "q", .amount = keyshare_micros(c->cost) };
+	unsigned long gen = keyshare_spent_batch(c->ks, &one, 1, day, month);
+	keyshare_release_spent(c->ks, c->t, gen);
+}
+
+/* F5: under a total budget, A's call to q (0.60) ends while B checks its call to p (0.50):
+ * between B's look at the ledgers and its look at q's calls/. B must see it in one of them. */
+static void ended_between_looks(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "between"))
+		return;
+	struct keyshare_ticket tq, tp;
+	struct keyshare_verdict v = keyshare_acquire(h.a, "q", &total_1, keyshare_micros(0.6), &tq);
+	ok(v.block == PROVIDER_FREE, "between: A calls q, reserving 0.60 of a total daily 1.00");
+	char *calls = xasprintf("%s/providers/q/calls", h.dir);
+	struct stat st;
+	struct ended_call c = { h.a, &tq, 0.6 };
+	statx_hook = (struct statx_hook){ .run = call_ends, .arg = &c,
+					   .ino = stat(calls, &st) == 0 ? st.st_ino : 0 };
+	v = keyshare_acquire(h.b, "p", &total_1, keyshare_micros(0.5), &tp);
+	ok(statx_hook.fired == 1, "between: A's call ends (written, then its ticket gone) as B looks "
+	   "at q's calls/");
+	statx_hook.run = NULL;
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent + v.reserved == keyshare_micros(1.1),
+	   "between: B counts it, spent or reserved: its 0.50 does not start (%s, spent %lld, "
+	   "reserved %lld)", v.which ? v.which : "free", v.spent, v.reserved);
+	if (v.block == PROVIDER_FREE)
+		keyshare_release(h.b, &tp);
+	free(calls);
+	hosts_close(&h);
+}
+
+/* F7: an earlier release's ledger/HOST.json, read at start-up, still counts after the month's
+ * directory is first opened. */
+static void legacy_at_start(void)
+{
+	char dir[PATH_MAX];
+	struct spool sb;
+	if (!scratch_mkdtemp(dir, sizeof(dir), "legacy"))
+		return;
+	char *ledgers = xasprintf("%s/ledger", dir), *old = xasprintf("%s/hostOld.json", ledgers);
+	long day = spend_day(wall_ms()), month = keyshare_month(wall_ms());
+	char *text = ledger_text("hostOld", "0123456789abcdef", day, month, 900000, 900000);
+	ok(mkdir(ledgers, 0777) == 0 && plant(old, text, (uid_t)-1),
+	   "legacy: an earlier release's ledger/hostOld.json says 0.90 today");
+	ok(spool_open(&sb, dir, "hostB") == 0, "legacy: host B starts on that spool");
+	struct keyshare *b = keyshare_new(&sb);
+	struct keyshare_verdict v = try_call(b, 0.2);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.9),
+	   "legacy: B counts it: its 0.20 does not start (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	keyshare_free(b);
+	spool_close(&sb);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(text);
+	free(old);
+	free(ledgers);
+}
+
+/* F13: a budget check whose clock reads a day earlier than a spend's (a re-probed server clock a
+ * little behind, across midnight) keeps this run's day figures. */
+static void clock_steps_back(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "back"))
+		return;
+	long day, month;
+	keyshare_today(h.a, &day, &month);
+	struct keyshare_spend one = { .provider = "p", .amount = keyshare_micros(0.5) };
+	keyshare_spent_batch(h.a, &one, 1, day + 1, month);
+	struct keyshare_verdict v = try_call(h.a, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "back: A spent 0.5 on a day its next check's clock has not reached: counted (%s, spent "
+	   "%lld)", v.which ? v.which : "free", v.spent);
+	char *own = run_file(h.dir, &h.sa), text[4096];
+	ok(strstr(text_of(own, text, sizeof(text)), "\"day_micros\":500000") != NULL,
+	   "back: and its file still says it (%s)", text);
+	free(own);
+	hosts_close(&h);
+}
+
+/* F3: figures no ledger holds (near the largest integer), and a ticket reserving that much:
+ * never a sum that wraps. */
+static void huge_figures(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "huge"))
+		return;
+	long day, month;
+	keyshare_today(h.b, &day, &month);
+	char *mdir = month_dir(h.dir);
+	char *path = xasprintf("%s/hostC.00000000000000c1.json", mdir);
+	char *text = ledger_text("hostC", "00000000000000c1", day, month, 9223372036854775000LL,
+				 9223372036854775000LL);
+	ok(plant(path, text, (uid_t)-1), "huge: host C's file says 9.2e18 micros spent");
+	struct keyshare_verdict v = try_call(h.b, 0.5);
+	ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "an unreadable ledger"),
+	   "huge: not a ledger: B waits for it to be read (%s)", v.which ? v.which : "free");
+	unlink(path);
+	free(text);
+	text = ledger_text("hostC", "00000000000000c1", day, month, 1000000000000001LL, 5);
+	ok(plant(path, text, (uid_t)-1), "huge: and one just over 1e15");
+	v = try_call(h.b, 0.5);
+	ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "an unreadable ledger"),
+	   "huge: not a ledger either (%s)", v.which ? v.which : "free");
+	unlink(path);
+	char *ticket = xasprintf("%s/providers/p/calls/hostC~5-1~9223372036854775807", h.dir);
+	ok(plant(ticket, "", (uid_t)-1), "huge: host C's ticket reserves the largest integer");
+	v = try_call(h.b, 0.5);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.reserved > keyshare_micros(1),
+	   "huge: B's 0.50 does not start: no sum wraps (%s, reserved %lld)",
+	   v.which ? v.which : "free", v.reserved);
+	unlink(ticket);
+	free(ticket);
+	free(text);
+	free(path);
+	free(mdir);
+	hosts_close(&h);
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -1502,6 +1689,10 @@ int main(void)
 	restarted_twice();
 	planted_copy();
 	ended_runs();
+	ended_between_looks();
+	legacy_at_start();
+	clock_steps_back();
+	huge_figures();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
