@@ -79,7 +79,9 @@ struct kept_file {
 	struct memo memo;
 	bool listed;                 /* in the last listing */
 	bool unreadable;             /* a run's own file whose last read failed: budgets wait */
-	bool junk_said;              /* a copy no daemon wrote, said once */
+	bool foreign;                /* not written by the daemon's user (file_foreign): it counts
+					for nothing and is never waited for */
+	bool junk_said;              /* a copy that counts for nothing, or a foreign file, said once */
 };
 
 struct spent {
@@ -650,6 +652,9 @@ static json_t *read_ledger(int dirfd, const char *name, const char **why, struct
 	memset(st, 0, sizeof(*st));
 	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, st);
 	*why = spool_read_reason(r);
+	if (r == SPOOL_READ_NOT_REGULAR && !st->st_mode &&
+	    fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+		memset(st, 0, sizeof(*st));   /* a symlink: its owner, for file_foreign */
 	if (r == SPOOL_READ_OK) {
 		doc = json_loadb(b.data, b.len, 0, NULL);
 		*why = doc ? "not a ledger" : "not JSON (torn, or not written by imgspoold)";
@@ -864,48 +869,85 @@ static enum ledger_name ledger_name_parse(const char *name, char *host, char *ru
 	return copy ? NAME_COPY : NAME_RUN;
 }
 
-/* Why doc, read from f, is not what its name says (host, run, this month; for a copy, a daemon's
- * and its carrier's), or NULL. */
-static const char *file_mismatch(struct keyshare *ks, const struct kept_file *f, json_t *doc,
-				 const struct stat *st)
+/* Whether a file there (st as read; st_mode 0: gone) was written by another user than the
+ * daemon's (spool_written_by_daemon): anyone who may write ledger/ may put any file at any name,
+ * so such a file counts for nothing, and is never waited for: neither an overspend nor a stall
+ * can be planted. */
+static bool file_foreign(struct keyshare *ks, const struct stat *st)
+{
+	return st->st_mode && !spool_written_by_daemon(ks->sp, st);
+}
+
+/* The month (keyshare_month's numbering) of day (spend_day's: days since 1970-01-01 of the
+ * local date): civil-from-days, Howard Hinnant. */
+static long day_month(long day)
+{
+	long z = day + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+	long doe = z - era * 146097;
+	long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	long m = mp < 10 ? mp + 3 : mp - 9, y = yoe + era * 400 + (m <= 2);
+	return y * 12 + m - 1;
+}
+
+/* Whether doc's day is one a ledger of month may say: of that month, and not after tomorrow
+ * (a host's clock a little ahead). A later day would zero every day's figure read of that run
+ * (figures_take). */
+static bool day_sane(struct keyshare *ks, json_t *doc, long month)
+{
+	long today, this_month;
+	keyshare_today(ks, &today, &this_month);
+	json_int_t day = json_integer_value(json_object_get(doc, "day"));
+	return day <= today + 1 && day_month((long)day) == month;
+}
+
+/* Why doc, read from f, is not what its name says (host, run, this month, a day of it; for a
+ * copy, its carrier's), or NULL. */
+static const char *file_mismatch(struct keyshare *ks, const struct kept_file *f, json_t *doc)
 {
 	const char *host = json_string_value(json_object_get(doc, "host"));
 	const char *run = json_string_value(json_object_get(doc, "run"));
 	const char *by = json_string_value(json_object_get(doc, "carried_by"));
-	if (f->copy && !spool_written_by_daemon(ks->sp, st))
-		return "not written by this daemon's user";
 	if (!host || !run || strcmp(host, f->host) || strcmp(run, f->run) ||
 	    json_integer_value(json_object_get(doc, "month")) != ks->month_open ||
 	    (f->copy && (!by || strcmp(by, f->reader))))
 		return f->copy ? "not a copy of the run its name says" : "not the ledger its name says";
+	if (!day_sane(ks, doc, ks->month_open))
+		return "of a day not of its month, or after tomorrow";
 	return NULL;
 }
 
 /* Reads a file of ledger/MONTH/ again; its figures go into its run's (figures_take). A run's own
- * file that cannot be read makes budgets wait (ledger_sum); a copy that is not a daemon's counts
- * for nothing. Each said once, as is the first read that works after. */
+ * file that cannot be read makes budgets wait (ledger_sum); a copy that is not a daemon's, or a
+ * file of another user (file_foreign), counts for nothing. Each said once, as is the first read
+ * that works after. */
 static void file_reread(struct keyshare *ks, struct kept_file *f, const struct memo *now)
 {
 	const char *why;
 	struct stat st;
 	json_decref(f->doc);
 	f->doc = read_ledger(f->where == IN_ENDED ? ks->ended_fd : ks->month_fd, f->name, &why, &st);
-	const char *wrong = f->doc ? file_mismatch(ks, f, f->doc, &st) : NULL;
+	f->foreign = file_foreign(ks, &st);
+	const char *wrong = f->foreign ? "not written by this daemon's user" :
+			    f->doc ? file_mismatch(ks, f, f->doc) : NULL;
 	if (wrong) {
 		json_decref(f->doc);
 		f->doc = NULL;
 		why = wrong;
 	}
 	f->memo = *now;
-	char month[16];
+	char month[24];
 	month_dir_name(ks->month_open, month, sizeof(month));
-	if (f->copy) {
+	if (f->where == IN_ENDED)
+		xsnprintf(month + strlen(month), sizeof(month) - strlen(month), "/ended");
+	if (f->copy || f->foreign) {
 		if (!f->doc && !st.st_mode)
 			f->memo.listed_at = 0;   /* gone since listed: looked at again */
 		else if (!f->doc && !f->junk_said)
 			log_warn("'%s/ledger/%s/%s' is %s: it counts for nothing", ks->sp->path, month,
 				 f->name, why);
 		f->junk_said = !f->doc && st.st_mode;
+		f->unreadable = false;
 	} else {
 		if (!f->doc) {
 			f->memo.listed_at = 0;
@@ -984,12 +1026,27 @@ static void old_scan(struct keyshare *ks)
 				if (ks->files[j].where == IN_OLD && ks->files[j].listed && !ks->files[j].copy &&
 				    !strcmp(ks->files[j].name, own_name))
 					mine = &ks->files[j];
-			bool counts = doc && json_integer_value(json_object_get(doc, "month")) == month;
+			bool foreign = file_foreign(ks, &st);
+			bool counts = doc && !foreign &&
+				      json_integer_value(json_object_get(doc, "month")) == month &&
+				      day_sane(ks, doc, month);
 			if (side)   /* a reading of an earlier run: one held by its host's file is in it */
 				counts = counts && run && spool_written_by_daemon(ks->sp, &st) &&
 					 !strcmp(json_str(doc, "host"), host) &&
 					 !(mine && mine->doc && old_holds(mine->doc, run));
-			if (counts || (!doc && !side && st.st_mode)) {
+			if (foreign && !side) {
+				struct kept_file *f = file_of(ks, l[i].name, IN_OLD);
+				if (!f->junk_said)
+					log_warn("'%s/ledger/%s' is not written by this daemon's user: it "
+						 "counts for nothing", ks->sp->path, l[i].name);
+				f->junk_said = true;
+				if (!f->host) {
+					f->host = xstrdup(host);
+					f->run = xstrdup("legacy");
+				}
+				f->foreign = true;
+				f->unreadable = false;
+			} else if (counts || (!doc && !side && st.st_mode)) {
 				struct kept_file *f = file_of(ks, l[i].name, IN_OLD);
 				free(f->host);
 				free(f->run);
@@ -1027,7 +1084,7 @@ static void runs_cover(struct keyshare *ks)
 		for (size_t j = 0; j < ks->n_files && !r->covered; j++) {
 			struct kept_file *f = &ks->files[j];
 			r->covered = f->listed && !strcmp(f->host, r->host) && !strcmp(f->run, r->run) &&
-				     ((!f->copy && f->where != IN_OLD) ||
+				     ((!f->copy && f->where != IN_OLD && !f->foreign) ||
 				      (f->doc && figures_held(f->doc, r->figures)));
 		}
 		ks->uncovered = ks->uncovered || !r->covered;
@@ -1284,7 +1341,8 @@ static void ledger_own_ensure(struct keyshare *ks)
 		pthread_mutex_lock(&ks->spent_lock);
 		json_t *mine = ledger_doc(ks);
 		bool due = ks->written_gen < ks->spent_gen;   /* a write of it all comes anyway */
-		bool whole = doc && json_integer_value(json_object_get(doc, "month")) == ks->month &&
+		bool whole = doc && !file_foreign(ks, &st) &&
+			     json_integer_value(json_object_get(doc, "month")) == ks->month &&
 			     figures_held(doc, mine);
 		if (!whole && !due)
 			ks->spent_gen++;

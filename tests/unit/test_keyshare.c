@@ -1376,6 +1376,134 @@ static void huge_figures(void)
 	hosts_close(&h);
 }
 
+/* F1, F2: files of another user (uid 12345) at run names count for nothing, are never waited
+ * for, and are said once; one at a live run's own name is written over by that run. */
+static void foreign_files(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "foreign"))
+		return;
+	long day, month;
+	keyshare_today(h.b, &day, &month);
+	char *mdir = month_dir(h.dir), *log_path = xasprintf("%s/stderr-foreign", h.dir);
+	char *evil1 = xasprintf("%s/evil.0000000000000001.json", mdir);
+	char *evil2 = xasprintf("%s/ended/evil.0000000000000002.json", mdir);
+	char *text = ledger_text("evil", "0000000000000001", day, month, 950000, 950000);
+	ok(plant(evil1, text, 12345), "foreign: another user's evil.RUN.json says 0.95 today");
+	ok(plant(evil2, "junk", 12345), "foreign: and junk at a run's name in ended/");
+	struct said said;
+	ok(said_start(&said, log_path), "foreign: the log kept");
+	struct keyshare_verdict v = try_call(h.b, 0.1), again = try_call(h.b, 0.1);
+	said_end(&said);
+	ok(v.block == PROVIDER_FREE && again.block == PROVIDER_FREE && v.spent == 0,
+	   "foreign: B counts neither, nor waits: 0.10 starts, twice (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	ok(count_of(said.text, "evil.0000000000000001.json' is not written by this daemon's user") == 1 &&
+	   count_of(said.text, "evil.0000000000000002.json' is not written by this daemon's user") == 1,
+	   "foreign: each said once: %s", said.text);
+	unlink(log_path);
+	unlink(evil1);
+	unlink(evil2);
+
+	/* After a cleared ledger/, host C (which never read A) waits for A's run's file: another
+	 * user's at its name is not it. A writes its own over it. */
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	ok(hosts_clear_ledger(&h), "foreign: A spent 0.5; ledger/ is cleared");
+	struct keyshare *c = hosts_start_c(&h);
+	char *a_file = run_file(h.dir, &h.sa);
+	free(text);
+	text = ledger_text("hostA", h.sa.run, day, month, 0, 0);
+	ok(plant(a_file, text, 12345), "foreign: another user puts zeros at A's run's name");
+	v = try_call(c, 0.6);
+	ok(v.block == PROVIDER_BUSY, "foreign: C still waits for A's own file (%s)",
+	   v.which ? v.which : "free");
+	keyshare_beat(h.a, 0);
+	keyshare_beat(h.a, 0);   /* late: A looks at its file now */
+	struct stat st;
+	ok(stat(a_file, &st) == 0 && st.st_uid == geteuid(),
+	   "foreign: A writes its own file over it (uid %d)", (int)st.st_uid);
+	v = try_call(c, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "foreign: C counts A's 0.5 (%s, spent %lld)", v.which ? v.which : "free", v.spent);
+	free(text);
+	text = ledger_text("hostA", h.sa.run, day, month, 500000, 500000);
+	ok(plant(a_file, text, 12345), "foreign: another user puts A's own figures at its name");
+	keyshare_beat(h.a, 0);
+	keyshare_beat(h.a, 0);
+	ok(stat(a_file, &st) == 0 && st.st_uid == geteuid(),
+	   "foreign: A writes its own over that too (uid %d)", (int)st.st_uid);
+	free(a_file);
+	free(text);
+	free(evil2);
+	free(evil1);
+	free(log_path);
+	free(mdir);
+	hosts_close(&h);
+}
+
+/* F2b: an earlier release's name ledger/HOST.json of another user: counts for nothing, never
+ * waited for, said once. */
+static void foreign_legacy(void)
+{
+	char dir[PATH_MAX];
+	struct spool sb;
+	if (!scratch_mkdtemp(dir, sizeof(dir), "foreign-legacy"))
+		return;
+	char *ledgers = xasprintf("%s/ledger", dir), *old = xasprintf("%s/evil.json", ledgers);
+	char *log_path = xasprintf("%s/stderr-legacy", dir);
+	ok(mkdir(ledgers, 0777) == 0 && plant(old, "junk", 12345),
+	   "foreign legacy: another user's junk ledger/evil.json");
+	struct said said;
+	ok(said_start(&said, log_path) && spool_open(&sb, dir, "hostB") == 0,
+	   "foreign legacy: host B starts on that spool");
+	struct keyshare *b = keyshare_new(&sb);
+	struct keyshare_verdict v = try_call(b, 0.2), again = try_call(b, 0.2);
+	said_end(&said);
+	ok(v.block == PROVIDER_FREE && again.block == PROVIDER_FREE,
+	   "foreign legacy: B does not wait for it (%s)", v.which ? v.which : "free");
+	ok(count_of(said.text, "evil.json' is not written by this daemon's user") == 1,
+	   "foreign legacy: said once: %s", said.text);
+	keyshare_free(b);
+	spool_close(&sb);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(log_path);
+	free(old);
+	free(ledgers);
+}
+
+/* F4: a run's file whose day is not of its month, or after tomorrow, is not a ledger: it would
+ * zero every day's figure read of that run. */
+static void days_out_of_month(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "days"))
+		return;
+	long day, month;
+	keyshare_today(h.b, &day, &month);
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "days: A spends 0.5 today, B reads it (%lld)", v.spent);
+	char *mdir = month_dir(h.dir);
+	char *ended = xasprintf("%s/ended/hostA.%s.json", mdir, h.sa.run);
+	const long days[] = { day + 100000, day - 40, day + 2 };
+	for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++) {
+		char *text = ledger_text("hostA", h.sa.run, days[i], month, 0, 0);
+		ok(plant(ended, text, (uid_t)-1), "days: A's run's file in ended/ says day %+ld",
+		   days[i] - day);
+		v = try_call(h.b, 0.6);
+		ok(v.block == PROVIDER_BUSY && v.which && !strcmp(v.which, "an unreadable ledger"),
+		   "days: not a ledger: B waits (%s, spent %lld)", v.which ? v.which : "free", v.spent);
+		unlink(ended);
+		v = try_call(h.b, 0.6);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+		   "days: once it goes, B still counts A's 0.5 today (spent %lld)", v.spent);
+		free(text);
+	}
+	free(ended);
+	free(mdir);
+	hosts_close(&h);
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -1693,6 +1821,9 @@ int main(void)
 	legacy_at_start();
 	clock_steps_back();
 	huge_figures();
+	foreign_files();
+	foreign_legacy();
+	days_out_of_month();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
