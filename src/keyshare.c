@@ -64,9 +64,12 @@ struct pdir {
  * any file that holds them, and kept when those files go. */
 struct run_seen {
 	char *host, *run;            /* owned */
-	json_t *figures;             /* owned: {"day", "providers": {NAME: {"day_micros",
-					"month_micros"}}} */
+	json_t *figures;             /* owned: {"day", "prev_day", "providers": {NAME:
+					{"day_micros", "month_micros", "prev_micros"}}}: prev, the
+					day before its latest, for a reader whose day has not rolled */
 	bool covered;                /* a file in the last listing holds all of it (runs_cover) */
+	bool carry_said;             /* a carry back that failed, said once */
+	int64_t carry_failed_at;     /* mono ms of the last carry back that failed; 0: none */
 };
 
 /* A file of ledger/MONTH/ (or an earlier release's in ledger/) as last read. */
@@ -554,33 +557,48 @@ static json_int_t figure(json_t *provider, const char *key)
 	return json_integer_value(json_object_get(provider, key));
 }
 
+/* Sets f's figure key to v if v is larger. */
+static void figure_raise(json_t *f, const char *key, json_int_t v)
+{
+	if (v > figure(f, key))
+		json_object_set_new(f, key, json_integer(v));
+}
+
 /* Takes the larger of each of doc's figures into *figures (made if NULL): a run's figures only
  * grow, so the largest reading of it is its latest, whatever order the readings come in. The
- * day's figures of a later day replace those of an earlier one. */
+ * day's figures of a later day replace those of an earlier one, which are kept as the previous
+ * day's: at midnight a reader whose day has not rolled yet still counts them (figures_add). */
 static void figures_take(json_t **figures, json_t *doc)
 {
 	if (!*figures)
-		*figures = json_pack("{s:I, s:o}", "day", (json_int_t)0, "providers", json_object());
+		*figures = json_pack("{s:I, s:I, s:o}", "day", (json_int_t)0, "prev_day",
+				     (json_int_t)0, "providers", json_object());
 	json_int_t day = json_integer_value(json_object_get(doc, "day"));
 	json_int_t had = json_integer_value(json_object_get(*figures, "day"));
 	json_t *to = json_object_get(*figures, "providers"), *v, *f;
 	const char *key;
 	if (day > had) {
-		json_object_foreach(to, key, f)
+		json_object_foreach(to, key, f) {
+			json_object_set_new(f, "prev_micros", json_integer(figure(f, "day_micros")));
 			json_object_set_new(f, "day_micros", json_integer(0));
+		}
+		json_object_set_new(*figures, "prev_day", json_integer(had));
 		json_object_set_new(*figures, "day", json_integer(day));
 		had = day;
 	}
+	json_int_t prev = json_integer_value(json_object_get(*figures, "prev_day"));
 	json_object_foreach(json_object_get(doc, "providers"), key, v) {
 		f = json_object_get(to, key);
 		if (!f)
-			json_object_set_new(to, key, f = json_pack("{s:I, s:I}", "day_micros",
+			json_object_set_new(to, key, f = json_pack("{s:I, s:I, s:I}", "day_micros",
 								   (json_int_t)0, "month_micros",
+								   (json_int_t)0, "prev_micros",
 								   (json_int_t)0));
-		if (day == had && figure(v, "day_micros") > figure(f, "day_micros"))
-			json_object_set_new(f, "day_micros", json_integer(figure(v, "day_micros")));
-		if (figure(v, "month_micros") > figure(f, "month_micros"))
-			json_object_set_new(f, "month_micros", json_integer(figure(v, "month_micros")));
+		if (day == had)
+			figure_raise(f, "day_micros", figure(v, "day_micros"));
+		else if (day == prev)
+			figure_raise(f, "prev_micros", figure(v, "day_micros"));
+		figure_raise(f, "month_micros", figure(v, "month_micros"));
 	}
 }
 
@@ -601,17 +619,21 @@ static bool figures_held(json_t *doc, json_t *figures)
 	return true;
 }
 
-/* Adds a run's figures for provider (NULL: every provider) to *d (if of day) and *m. */
+/* Adds a run's figures for provider (NULL: every provider) to *d (those of day: its latest
+ * day's, or the day's before) and *m. */
 static void figures_add(json_t *figures, const char *provider, long day, micros *d, micros *m)
 {
 	json_t *v;
 	const char *key;
 	bool same_day = json_integer_value(json_object_get(figures, "day")) == day;
+	bool prev_day = !same_day && json_integer_value(json_object_get(figures, "prev_day")) == day;
 	json_object_foreach(json_object_get(figures, "providers"), key, v) {
 		if (provider && strcmp(key, provider))
 			continue;
 		if (same_day)
 			*d = micros_add(*d, figure(v, "day_micros"));
+		else if (prev_day)
+			*d = micros_add(*d, figure(v, "prev_micros"));
 		*m = micros_add(*m, figure(v, "month_micros"));
 	}
 }
@@ -643,8 +665,10 @@ static bool ledger_shaped(json_t *doc)
 	return true;
 }
 
-/* A ledger file, or NULL and why not (*why, static); st: as it was read (st_mode 0: gone). */
-static json_t *read_ledger(int dirfd, const char *name, const char **why, struct stat *st)
+/* A ledger file, or NULL and why not (*why, static); st: as it was read (st_mode 0: not
+ * opened); gone (may be NULL): no file has that name now. */
+static json_t *read_ledger(int dirfd, const char *name, const char **why, struct stat *st,
+			   bool *gone)
 {
 	struct buf b;
 	buf_init(&b, LEDGER_MAX_BYTES);
@@ -652,6 +676,8 @@ static json_t *read_ledger(int dirfd, const char *name, const char **why, struct
 	memset(st, 0, sizeof(*st));
 	enum spool_read r = spool_read_file(dirfd, name, LEDGER_MAX_BYTES, &b, st);
 	*why = spool_read_reason(r);
+	if (gone)
+		*gone = r == SPOOL_READ_GONE;
 	if (r == SPOOL_READ_NOT_REGULAR && !st->st_mode &&
 	    fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
 		memset(st, 0, sizeof(*st));   /* a symlink: its owner, for file_foreign */
@@ -920,13 +946,21 @@ static const char *file_mismatch(struct keyshare *ks, const struct kept_file *f,
 /* Reads a file of ledger/MONTH/ again; its figures go into its run's (figures_take). A run's own
  * file that cannot be read makes budgets wait (ledger_sum); a copy that is not a daemon's, or a
  * file of another user (file_foreign), counts for nothing. Each said once, as is the first read
- * that works after. */
-static void file_reread(struct keyshare *ks, struct kept_file *f, const struct memo *now)
+ * that works after. True if the file is gone since listed (moved into ended/, or away): it is
+ * then as not listed, and its directory is to be listed again. */
+static bool file_reread(struct keyshare *ks, struct kept_file *f, const struct memo *now)
 {
 	const char *why;
 	struct stat st;
+	bool gone;
 	json_decref(f->doc);
-	f->doc = read_ledger(f->where == IN_ENDED ? ks->ended_fd : ks->month_fd, f->name, &why, &st);
+	f->doc = read_ledger(f->where == IN_ENDED ? ks->ended_fd : ks->month_fd, f->name, &why, &st,
+			     &gone);
+	if (gone) {
+		f->listed = false;
+		f->memo.listed_at = 0;
+		return true;
+	}
 	f->foreign = file_foreign(ks, &st);
 	const char *wrong = f->foreign ? "not written by this daemon's user" :
 			    f->doc ? file_mismatch(ks, f, f->doc) : NULL;
@@ -942,7 +976,7 @@ static void file_reread(struct keyshare *ks, struct kept_file *f, const struct m
 		xsnprintf(month + strlen(month), sizeof(month) - strlen(month), "/ended");
 	if (f->copy || f->foreign) {
 		if (!f->doc && !st.st_mode)
-			f->memo.listed_at = 0;   /* gone since listed: looked at again */
+			f->memo.listed_at = 0;   /* not opened: looked at again */
 		else if (!f->doc && !f->junk_said)
 			log_warn("'%s/ledger/%s/%s' is %s: it counts for nothing", ks->sp->path, month,
 				 f->name, why);
@@ -966,6 +1000,7 @@ static void file_reread(struct keyshare *ks, struct kept_file *f, const struct m
 	}
 	if (f->doc)
 		figures_take(&run_of(ks, f->host, f->run, true)->figures, f->doc);
+	return false;
 }
 
 /* doc's string key, "" if none. */
@@ -1016,7 +1051,7 @@ static void old_scan(struct keyshare *ks)
 				continue;
 			const char *why;
 			struct stat st;
-			json_t *doc = read_ledger(ks->ledger_fd, l[i].name, &why, &st);
+			json_t *doc = read_ledger(ks->ledger_fd, l[i].name, &why, &st, NULL);
 			char *host = xasprintf("%.*s", (int)(side ? (size_t)(side - l[i].name) : len - 5),
 					       l[i].name);
 			char *own_name = xasprintf("%s.json", host);
@@ -1097,6 +1132,9 @@ static void runs_cover(struct keyshare *ks)
  * server's word give what reading every file now would (spool-layout.md §17). A file that could
  * not be read is never kept: it, and its directory, are read again at the next refresh. This
  * host's earlier runs' files are moved into ended/ while its lock names this run. */
+static bool dir_read(struct keyshare *ks, enum where where, int fd, struct spool_entry *l,
+		     long n);
+
 static bool dir_refresh(struct keyshare *ks, enum where where)
 {
 	int fd = where == IN_ENDED ? ks->ended_fd : ks->month_fd;
@@ -1107,12 +1145,33 @@ static bool dir_refresh(struct keyshare *ks, enum where where)
 		fd = ks->month_fd;   /* top_look may have opened it anew */
 	if (!next.listed_at || memo_stands(memo, &next))
 		return false;   /* unchanged; or not to be seen now, and what was kept is better */
-	long n = spool_list_at(fd, false, false, &l);
-	if (n < 0) {
-		memo->listed_at = 0;
-		return false;
+	for (int pass = 0;; pass++) {
+		long n = spool_list_at(fd, false, false, &l);
+		if (n < 0) {
+			memo->listed_at = 0;
+			return pass > 0;
+		}
+		*memo = next;
+		bool vanished = dir_read(ks, where, fd, l, n);
+		spool_entries_free(l, n);
+		if (!vanished)
+			return true;
+		/* A file gone since the listing (moved into ended/ by its run at its exit, or
+		 * another's): not "unreadable", the listing is old; listed again at once, once. */
+		next = memo_look(ks, fd, "");
+		if (pass) {
+			memo->listed_at = 0;
+			return true;
+		}
 	}
-	*memo = next;
+}
+
+/* Reads the files of a listing l of ledger/MONTH/ or its ended/ (dir_refresh); true if one was
+ * gone since. */
+static bool dir_read(struct keyshare *ks, enum where where, int fd, struct spool_entry *l, long n)
+{
+	struct memo *memo = where == IN_ENDED ? &ks->ended_memo : &ks->month_memo;
+	bool vanished = false;
 	for (size_t i = 0; i < ks->n_files; i++)
 		ks->files[i].listed = ks->files[i].listed && ks->files[i].where != where;
 	char host[NAME_MAX + 1], run[NAME_MAX + 1], reader[NAME_MAX + 1];
@@ -1135,13 +1194,12 @@ static bool dir_refresh(struct keyshare *ks, enum where where)
 		}
 		f->listed = true;
 		struct memo now = memo_look(ks, fd, f->name);
-		if (!memo_stands(&f->memo, &now))
-			file_reread(ks, f, &now);
-		if (f->unreadable)
+		if (!memo_stands(&f->memo, &now) && file_reread(ks, f, &now))
+			vanished = true;
+		else if (f->unreadable)
 			memo->listed_at = 0;   /* not kept as read: again next time */
 	}
-	spool_entries_free(l, n);
-	return true;
+	return vanished;
 }
 
 /* Brings what was read of the other runs up to date: ledger/MONTH/, then its ended/ (a file
@@ -1236,10 +1294,12 @@ static int run_carry(struct keyshare *ks, struct run_seen *r)
 		log_info("'%s/ledger/%s' has no file of run '%s' of host '%s', which has ended: what "
 			 "this host read of it is carried back, as 'ended/%s'", ks->sp->path, month,
 			 r->run, r->host, name);
-	else
-		log_warn("cannot carry run '%s' of host '%s' back into '%s/ledger/%s' (%s): what it "
-			 "spent counts on this host only", r->run, r->host, ks->sp->path, month,
-			 strerror(errno));
+	else if (!r->carry_said)
+		log_warn("cannot carry run '%s' of host '%s' back into '%s/ledger/%s/ended' (%s): what "
+			 "it spent counts on this host only (tried again every 10 s)", r->run, r->host,
+			 ks->sp->path, month, strerror(errno));
+	r->carry_said = rc < 0;
+	r->carry_failed_at = rc < 0 ? mono_ms() : 0;
 	ks->ended_memo.listed_at = 0;   /* to find it there */
 	r->covered = rc == 0;
 	free(text);
@@ -1287,8 +1347,10 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 			continue;
 		if (live_run)
 			ks->ledger_doubt = true;   /* its host writes it again */
-		else if (run_carry(ks, r) < 0)
-			ks->uncovered = true;
+		else if ((r->carry_failed_at && mono_ms() - r->carry_failed_at < RECHECK_MS) ||
+			 run_carry(ks, r) < 0)
+			ks->uncovered = true;   /* a failed carry: again at a rescan 10 s on, not at
+						   every budget check */
 	}
 	for (long i = 0; i < n && !missing && ks->ledger_doubt; i++) {
 		if (!run_file_there(ks, live[i], runs[i])) {
@@ -1337,7 +1399,7 @@ static void ledger_own_ensure(struct keyshare *ks)
 			return;
 		const char *why;
 		struct stat st;
-		json_t *doc = read_ledger(ks->month_fd, name, &why, &st);
+		json_t *doc = read_ledger(ks->month_fd, name, &why, &st, NULL);
 		pthread_mutex_lock(&ks->spent_lock);
 		json_t *mine = ledger_doc(ks);
 		bool due = ks->written_gen < ks->spent_gen;   /* a write of it all comes anyway */

@@ -1504,6 +1504,141 @@ static void days_out_of_month(void)
 	hosts_close(&h);
 }
 
+struct moved {
+	const char *from, *to;
+};
+
+static void move_it(void *arg)
+{
+	struct moved *m = arg;
+	rename(m->from, m->to);
+}
+
+/* F11: A's run ends (its file moved into ended/) between B's listing of ledger/MONTH/ and its
+ * read of that file: gone since listed is not unreadable; B lists again at once and counts it. */
+static void ended_while_read(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "moved"))
+		return;
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "moved: A spends 0.5, B reads it (%lld)", v.spent);
+	keyshare_spent(h.a, "p", keyshare_micros(0.1));
+	char *mdir = month_dir(h.dir), *from = run_file(h.dir, &h.sa);
+	char *to = xasprintf("%s/ended/%s", mdir, strrchr(from, '/') + 1);
+	struct moved m = { from, to };
+	statx_hook = (struct statx_hook){ .run = move_it, .arg = &m, .name = strrchr(from, '/') + 1 };
+	v = try_call(h.b, 0.5);
+	ok(statx_hook.fired == 1 && access(to, F_OK) == 0,
+	   "moved: A spends 0.1 more, and its file goes into ended/ as B is about to read it");
+	statx_hook.run = NULL;
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.6),
+	   "moved: B finds it in ended/ at once: 0.6 + 0.5 is over (%s, spent %lld)",
+	   v.which ? v.which : "free", v.spent);
+	free(to);
+	free(from);
+	free(mdir);
+	hosts_close(&h);
+}
+
+/* F10: a carry back that fails (a directory at the copy's name) is said once, and not tried
+ * again at every budget check (every 10 s). */
+static void carry_fails(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "carry"))
+		return;
+	char run1[17];
+	memcpy(run1, h.sa.run, sizeof(run1));
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "carry: A's run 1 spends 0.5, B reads it (%lld)", v.spent);
+	hosts_stop_a(&h);
+	ok(hosts_clear_ledger(&h), "carry: A stops; ledger/ is cleared");
+	char *mdir = month_dir(h.dir), *ended = xasprintf("%s/ended", mdir);
+	char *copy = copy_file(h.dir, "hostA", run1, "hostB");
+	char *log_path = xasprintf("%s/stderr-carry", h.dir);
+	ok(mkdir(mdir, 0777) == 0 && mkdir(ended, 0777) == 0 && mkdir(copy, 0777) == 0,
+	   "carry: a directory at B's copy's name");
+	hosts_start_a(&h);
+	struct said said;
+	ok(said_start(&said, log_path), "carry: the log kept");
+	for (int i = 0; i < 3; i++)
+		v = try_call(h.b, 0.6);
+	ok(rmdir(copy) == 0, "carry: the directory goes");
+	v = try_call(h.b, 0.6);
+	said_end(&said);
+	ok(count_of(said.text, "cannot carry run") == 1, "carry: said once in 4 checks: %s",
+	   said.text);
+	ok(access(copy, F_OK) < 0 && v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "carry: not tried again at the next check (within 10 s); B still counts 0.5 (spent %lld)",
+	   v.spent);
+	unlink(log_path);
+	free(log_path);
+	free(copy);
+	free(ended);
+	free(mdir);
+	hosts_close(&h);
+}
+
+/* TZ set so that today and tomorrow are of one month (F12's test needs a tomorrow in the file's
+ * month); the date caches (spend_day's) emptied. Returns the TZ to put back (owned, or NULL). */
+static char *tz_mid_month(void)
+{
+	const char *was = getenv("TZ");
+	char *old = was ? xstrdup(was) : NULL;
+	const char *zones[] = { "UTC0", "WEST12", "EAST-14" };
+	for (size_t i = 0; i < sizeof(zones) / sizeof(zones[0]); i++) {
+		setenv("TZ", zones[i], 1);
+		tzset();
+		time_t now = time(NULL), later = now + 86400;
+		struct tm a, b;
+		localtime_r(&now, &a);
+		localtime_r(&later, &b);
+		if (a.tm_mon == b.tm_mon)
+			break;
+	}
+	spend_day(0);
+	return old;
+}
+
+static void tz_back(char *old)
+{
+	if (old)
+		setenv("TZ", old, 1);
+	else
+		unsetenv("TZ");
+	tzset();
+	spend_day(0);
+	free(old);
+}
+
+/* F12: at midnight, A's day rolls first (its next spend is of tomorrow): B, whose day has not
+ * rolled yet, still counts what A spent today. */
+static void midnight(void)
+{
+	char *tz = tz_mid_month();
+	struct hosts h;
+	if (!hosts_open(&h, "midnight")) {
+		tz_back(tz);
+		return;
+	}
+	long day, month;
+	keyshare_today(h.a, &day, &month);
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "midnight: A spends 0.5 today, B reads it (%lld)", v.spent);
+	struct keyshare_spend one = { .provider = "p", .amount = keyshare_micros(0.1) };
+	keyshare_spent_batch(h.a, &one, 1, day + 1, month);
+	v = try_call(h.b, 0.6);
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+	   "midnight: A spends 0.1 tomorrow (its day rolled first): B, still today, counts A's 0.5 "
+	   "of today (%s, spent %lld)", v.which ? v.which : "free", v.spent);
+	hosts_close(&h);
+	tz_back(tz);
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -1824,6 +1959,9 @@ int main(void)
 	foreign_files();
 	foreign_legacy();
 	days_out_of_month();
+	ended_while_read();
+	carry_fails();
+	midnight();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
