@@ -12,6 +12,9 @@
  * acquire finds it full and says BUSY (what a host waiting for a place pays per try).
  * look: no acquire; a cycle is a rescan's look at every provider (keyshare_look: its pause,
  * its hold, and its directory checked against its name).
+ * ended N: N ended runs of the other host in ended/, and before every acquire one more run ends
+ * (its file renamed into ended/); prints the first acquire's time and the mean of the others
+ * (review2 F6: thousands of ended runs, as a crash-looping daemon leaves).
  * Prints nothing but a line per run; asserts nothing. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,12 +25,20 @@
 #include <unistd.h>
 
 #include "keyshare.h"
+#include "spend.h"
 #include "spool.h"
 #include "util.h"
 
 #define FULL_CALLS 64
 
 #define ENDED_RUNS 64
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void make_file(const char *path)
 {
@@ -52,7 +63,9 @@ int main(int argc, char **argv)
 	 * as without ended/), and the month's directory changes before every acquire (as it does
 	 * whenever a host writes its run's file). */
 	bool flat = argc > 4 && !strcmp(argv[4], "ledger-flat");
-	bool ledger_busy = flat || (argc > 4 && !strcmp(argv[4], "ledger"));
+	bool ending = argc > 5 && !strcmp(argv[4], "ended");
+	long ended_runs = ending ? strtol(argv[5], NULL, 10) : ENDED_RUNS;
+	bool ledger_busy = flat || ending || (argc > 4 && !strcmp(argv[4], "ledger"));
 	struct spool sp;
 	if (spool_open(&sp, dir, "benchA") < 0)
 		return 1;
@@ -75,13 +88,13 @@ int main(int argc, char **argv)
 		free(path);
 	}
 	/* And what that host spent: its run's ledger file, read by every acquire under a budget. */
-	long month = keyshare_month(wall_ms());
+	long month = keyshare_month(wall_ms()), day = spend_day(wall_ms());
 	char *months = xasprintf("%s/ledger/%04ld-%02ld", dir, month / 12, month % 12 + 1);
 	char *ledger = xasprintf("%s/benchB.0123456789abcdef.json", months);
 	mkdir(months, 0777);
 	FILE *f = fopen(ledger, "w");
-	if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"0123456789abcdef\", \"day\": 0, "
-			  "\"month\": %ld, \"providers\": {}}\n", month) < 0 || fclose(f) != 0) {
+	if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"0123456789abcdef\", \"day\": %ld, "
+			  "\"month\": %ld, \"providers\": {}}\n", day, month) < 0 || fclose(f) != 0) {
 		perror(ledger);
 		return 1;
 	}
@@ -100,15 +113,15 @@ int main(int argc, char **argv)
 		}
 		free(path);
 	}
-	for (long r = 0; ledger_busy && r < ENDED_RUNS; r++) {
+	for (long r = 0; ledger_busy && r < ended_runs + (ending ? cycles : 0); r++) {
 		char *ended = xasprintf("%s/benchB.%016lx.json", months, r + 1);
 		char *moved = xasprintf("%s/ended/benchB.%016lx.json", months, r + 1);
 		f = fopen(ended, "w");
-		if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"%016lx\", \"day\": 0, "
-				  "\"month\": %ld, \"providers\": {}}\n", r + 1, month) < 0 || fclose(f) ||
+		if (!f || fprintf(f, "{\"host\": \"benchB\", \"run\": \"%016lx\", \"day\": %ld, "
+				  "\"month\": %ld, \"providers\": {}}\n", r + 1, day, month) < 0 || fclose(f) ||
 		    utimensat(AT_FDCWD, ended, (struct timespec[2]){ { .tv_sec = time(NULL) - 60 },
 							{ .tv_sec = time(NULL) - 60 } }, 0) < 0 ||
-		    (!flat && rename(ended, moved) < 0)) {
+		    (!flat && r < ended_runs && rename(ended, moved) < 0)) {
 			perror(ended);
 			return 1;
 		}
@@ -131,8 +144,11 @@ int main(int argc, char **argv)
 				     .lease_ms = 60000, .total_daily = keyshare_micros(1e6) };
 	struct keyshare_ticket t;
 	/* One cycle before the measured ones: directories opened, caches (if any) filled. */
+	int64_t t0 = mono_ns();
 	struct keyshare_verdict v = keyshare_acquire(ks, "p0", &l, 10000, &t);
+	int64_t first_ns = mono_ns() - t0, rest_ns = 0;
 	keyshare_release(ks, &t);
+	char *months_again = xasprintf("%s/ledger/%04ld-%02ld", dir, month / 12, month % 12 + 1);
 	for (long c = 0; c < cycles && look; c++) {
 		for (long i = 0; i < providers; i++) {
 			char name[32];
@@ -161,7 +177,20 @@ int main(int argc, char **argv)
 			perror(tick);
 			return 1;
 		}
+		if (ending) {   /* one more run ends */
+			char *from = xasprintf("%s/benchB.%016lx.json", months_again, ended_runs + c + 1);
+			char *to = xasprintf("%s/ended/benchB.%016lx.json", months_again,
+					     ended_runs + c + 1);
+			if (rename(from, to) < 0) {
+				perror(from);
+				return 1;
+			}
+			free(from);
+			free(to);
+		}
+		t0 = mono_ns();
 		v = keyshare_acquire(ks, "p0", &l, 10000, &t);
+		rest_ns += mono_ns() - t0;
 		if (full && v.block == PROVIDER_BUSY)
 			continue;
 		if (v.block != PROVIDER_FREE || full) {
@@ -170,6 +199,11 @@ int main(int argc, char **argv)
 		}
 		keyshare_release(ks, &t);
 	}
+	if (ending)
+		printf("bench_gate: %ld ended runs: first acquire %.1f ms; after a run ends, %.2f ms "
+		       "(mean of %ld)\n", ended_runs, first_ns / 1e6,
+		       cycles ? rest_ns / 1e6 / cycles : 0.0, cycles);
+	free(months_again);
 	printf("bench_gate: %ld providers, %ld cycles%s\n", providers, cycles,
 	       busy ? ", busy" : full ? ", full" : look ? ", look" : flat ? ", ledger-flat" :
 	       ledger_busy ? ", ledger" : "");
