@@ -54,14 +54,17 @@ cli, keyshare, gate, cancel, rescan and results, which are other programs):
   rss         BENCH_RSS_INFLIGHT jobs (10000) at once, concurrency as many; the fake holds every
               answer until all the calls are in flight (fastup --hold): the daemon's peak RSS
               (VmHWM), how long it took to have them all in flight, and the peak RSS of curlgen
-              holding as many calls the same way (what libcurl itself takes)
+              holding as many calls the same way (what libcurl itself takes); then, under
+              valgrind's dhat, BENCH_HEAP_INFLIGHT (2000) calls held the same way: the heap's
+              bytes and blocks per call in flight at its peak (deterministic, where RSS depends on
+              the load; the daemon's own 0.2 MB included)
 Knobs: BENCH_JOBS (2000), BENCH_RUNS (3), BENCH_INSTR_JOBS (500: valgrind is slow),
 BENCH_SYSCALL_JOBS (1000: the counts per job hardly move with it, strace is slow),
 BENCH_SYSCALLS_ALL=1 (every call, not the top ten),
 BENCH_SYSCALLS_TRACE=FILE (keep the trace there, to see what each call is for),
 BENCH_CALLGRIND_KEEP=DIR (keep callgrind's files there, one a thread, for callgrind_annotate),
 BENCH_EXT4_JOBS (500: fsync on a virtual disk is slow), BENCH_EXT4_ALONE_JOBS (30), BENCH_INFLIGHT (1000),
-BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_DISK_DIR (/var/tmp: where the ext4
+BENCH_INFLIGHT_WAVES (3), BENCH_RSS_INFLIGHT (10000), BENCH_HEAP_INFLIGHT (2000), BENCH_DISK_DIR (/var/tmp: where the ext4
 case makes its spool on the disk), BENCH_LOOP_DIR (/var/tmp: where it puts its loop file system's
 backing file),
 BENCH_ONLY (all). Example, one section fast:
@@ -70,6 +73,7 @@ BENCH_ONLY (all). Example, one section fast:
 or `make bench BENCH_ONLY=throughput,syscalls`.
 """
 import contextlib
+import json
 import os
 import re
 import resource
@@ -99,6 +103,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INFLIGHT = int(os.environ.get("BENCH_INFLIGHT", "1000"))
 INFLIGHT_WAVES = int(os.environ.get("BENCH_INFLIGHT_WAVES", "3"))
 RSS_INFLIGHT = int(os.environ.get("BENCH_RSS_INFLIGHT", "10000"))
+HEAP_INFLIGHT = int(os.environ.get("BENCH_HEAP_INFLIGHT", "2000"))
 WAKE_SECONDS = int(os.environ.get("BENCH_WAKE_SECONDS", "10"))
 SECTIONS = ("idle", "throughput", "instructions", "syscalls", "ext4", "inflight", "rss")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
@@ -952,6 +957,36 @@ def rss():
     row("all jobs done in", f"{res['seconds']:.2f}", "s")
     if res["failed"]:
         print(f"  NOTE: {res['failed']} jobs failed")
+    heap_per_call(min(HEAP_INFLIGHT, n))
+
+
+def heap_per_call(n):
+    """The heap per call in flight: n calls held at the fake under valgrind's dhat, whose count
+    at the heap's peak (t-gmax: the calls in flight, before many answers are in) is divided by
+    n. Deterministic to a few bytes, where the RSS above moves with the load."""
+    up = FastUpstream(KEY, hold=True)
+    try:
+        with Tmpfs() as fs:
+            out = os.path.join(fs.dir, "dhat.out")
+            wrapper = ["valgrind", "--tool=dhat", f"--dhat-out-file={out}", "-q"]
+            with Run(up, fs.spool("heap"), n, wrapper=wrapper) as r:
+                released = []
+
+                def release_when_all_in_flight():
+                    if not released and up.counters()["held_now"] >= n:
+                        released.append(True)
+                        up.release()
+                r.jobs(n, sample=release_when_all_in_flight, timeout=1800)
+            with open(out) as f:
+                pps = json.load(f)["pps"]
+    except AssertionError as e:
+        print(f"  heap per call NOT MEASURED: {str(e).strip().splitlines()[-1][:300]}")
+        return
+    finally:
+        up.close()
+    row(f"heap per call in flight ({n} under dhat)",
+        f"{sum(p.get('gb', 0) for p in pps) / n:,.0f}", "bytes")
+    row("… in blocks", f"{sum(p.get('gbk', 0) for p in pps) / n:.1f}", "")
 
 
 def main():
