@@ -87,6 +87,14 @@ struct kept_file {
 	bool junk_said;              /* a copy that counts for nothing, or a foreign file, said once */
 };
 
+/* An index of ks->files (by name and where) or ks->runs (by host and run): open addressing,
+ * a slot holds a position + 1 (0: empty), at most half full. With thousands of ended runs (a
+ * daemon that crash-loops leaves thousands a day) a lookup per file listed stays O(1). */
+struct index {
+	size_t *slot;
+	size_t cap;                  /* a power of 2, or 0 */
+};
+
 struct spent {
 	char *provider;
 	micros day, month;
@@ -135,6 +143,7 @@ struct keyshare {
 	size_t n_files;
 	struct run_seen *runs;       /* every other run read this month */
 	size_t n_runs;
+	struct index files_ix, runs_ix;
 	bool old_unread;             /* an earlier release's ledger could not be read: again */
 	/* ledger/ (or its month's directory) opened anew, or a run read before has lost its file
 	 * while live: until every live host's run has its file there, budgets wait (ledger_doubts). */
@@ -816,6 +825,9 @@ static void runs_forget(struct keyshare *ks)
 		json_decref(ks->runs[i].figures);
 	}
 	ks->n_runs = 0;
+	free(ks->files_ix.slot);
+	free(ks->runs_ix.slot);
+	ks->files_ix = ks->runs_ix = (struct index){ 0 };
 }
 
 /* ledger/MONTH/ of this month, opened (made if need be) for the loop's reading; at a new month
@@ -848,32 +860,111 @@ static bool month_current(struct keyshare *ks)
 	return true;
 }
 
+/* FNV-1a of s, on from h, and of a separator after it. */
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211u;
+	return (h ^ 0xff) * 1099511628211u;
+}
+
+static uint64_t file_hash(const char *name, enum where where)
+{
+	return hash_str(14695981039346656037u ^ (uint64_t)where, name);
+}
+
+static uint64_t run_hash(const char *host, const char *run)
+{
+	return hash_str(hash_str(14695981039346656037u, host), run);
+}
+
+static void index_put(struct index *ix, uint64_t h, size_t pos)
+{
+	size_t mask = ix->cap - 1, i = (size_t)h & mask;
+	while (ix->slot[i])
+		i = (i + 1) & mask;
+	ix->slot[i] = pos + 1;
+}
+
+/* ix emptied, with room for n and one more at most half full. */
+static void index_make(struct index *ix, size_t n)
+{
+	size_t cap = 16;
+	while (cap < 2 * (n + 1))
+		cap *= 2;
+	free(ix->slot);
+	*ix = (struct index){ .slot = xcalloc(cap, sizeof(size_t)), .cap = cap };
+}
+
+/* ks->files indexed again (after a compaction, or to grow). */
+static void files_reindex(struct keyshare *ks)
+{
+	index_make(&ks->files_ix, ks->n_files);
+	for (size_t i = 0; i < ks->n_files; i++)
+		index_put(&ks->files_ix, file_hash(ks->files[i].name, ks->files[i].where), i);
+}
+
+static void runs_reindex(struct keyshare *ks)
+{
+	index_make(&ks->runs_ix, ks->n_runs);
+	for (size_t i = 0; i < ks->n_runs; i++)
+		index_put(&ks->runs_ix, run_hash(ks->runs[i].host, ks->runs[i].run), i);
+}
+
 /* The run host, run as read so far (made if new and make). */
 static struct run_seen *run_of(struct keyshare *ks, const char *host, const char *run, bool make)
 {
-	for (size_t i = 0; i < ks->n_runs; i++)
-		if (!strcmp(ks->runs[i].host, host) && !strcmp(ks->runs[i].run, run))
-			return &ks->runs[i];
+	uint64_t h = run_hash(host, run);
+	for (size_t i = (size_t)h & (ks->runs_ix.cap - 1); ks->runs_ix.cap && ks->runs_ix.slot[i];
+	     i = (i + 1) & (ks->runs_ix.cap - 1)) {
+		struct run_seen *r = &ks->runs[ks->runs_ix.slot[i] - 1];
+		if (!strcmp(r->host, host) && !strcmp(r->run, run))
+			return r;
+	}
 	if (!make)
 		return NULL;
 	ks->runs = xrealloc(ks->runs, (ks->n_runs + 1) * sizeof(*ks->runs));
 	ks->runs[ks->n_runs] = (struct run_seen){ .host = xstrdup(host), .run = xstrdup(run) };
-	return &ks->runs[ks->n_runs++];
+	if (2 * (ks->n_runs + 1) > ks->runs_ix.cap) {
+		ks->n_runs++;
+		runs_reindex(ks);
+	} else {
+		index_put(&ks->runs_ix, h, ks->n_runs++);
+	}
+	return &ks->runs[ks->n_runs - 1];
 }
 
 static struct kept_file *file_of(struct keyshare *ks, const char *name, enum where where)
 {
-	for (size_t i = 0; i < ks->n_files; i++)
-		if (ks->files[i].where == where && !strcmp(ks->files[i].name, name))
-			return &ks->files[i];
+	uint64_t h = file_hash(name, where);
+	for (size_t i = (size_t)h & (ks->files_ix.cap - 1); ks->files_ix.cap && ks->files_ix.slot[i];
+	     i = (i + 1) & (ks->files_ix.cap - 1)) {
+		struct kept_file *f = &ks->files[ks->files_ix.slot[i] - 1];
+		if (f->where == where && !strcmp(f->name, name))
+			return f;
+	}
 	ks->files = xrealloc(ks->files, (ks->n_files + 1) * sizeof(*ks->files));
 	ks->files[ks->n_files] = (struct kept_file){ .name = xstrdup(name), .where = where };
-	return &ks->files[ks->n_files++];
+	if (2 * (ks->n_files + 1) > ks->files_ix.cap) {
+		ks->n_files++;
+		files_reindex(ks);
+	} else {
+		index_put(&ks->files_ix, h, ks->n_files++);
+	}
+	return &ks->files[ks->n_files - 1];
+}
+
+/* Whether run is a run id: 16 hex digits (spool.c's), or "legacy" (an earlier release's ledger
+ * without one, carried back). Any other name is none: a name made up by anyone is not read. */
+static bool run_id_ok(const char *run)
+{
+	return !strcmp(run, "legacy") ||
+	       (strlen(run) == 16 && strspn(run, "0123456789abcdef") == 16);
 }
 
 /* What a name in ledger/MONTH/ is: a run's own file "HOST.RUN.json", or the copy of one that
- * host READER carried back "HOST.RUN.json.carried-READER" (RUN: letters and digits). host, run
- * and reader of NAME_MAX + 1. */
+ * host READER carried back "HOST.RUN.json.carried-READER" (RUN: run_id_ok). host, run and
+ * reader of NAME_MAX + 1. */
 enum ledger_name { NAME_OTHER, NAME_RUN, NAME_COPY };
 
 static enum ledger_name ledger_name_parse(const char *name, char *host, char *run, char *reader)
@@ -886,8 +977,7 @@ static enum ledger_name ledger_name_parse(const char *name, char *host, char *ru
 		return NAME_OTHER;
 	xsnprintf(host, NAME_MAX + 1, "%.*s", (int)base, name);
 	dot = strrchr(host, '.');
-	if (!dot || dot == host || !dot[1] || strspn(dot + 1, "0123456789abcdefghijklmnopqrstuvwxyz") !=
-						     strlen(dot + 1))
+	if (!dot || dot == host || !run_id_ok(dot + 1))
 		return NAME_OTHER;
 	xsnprintf(run, NAME_MAX + 1, "%s", dot + 1);
 	host[dot - host] = '\0';
@@ -1113,17 +1203,17 @@ static void old_scan(struct keyshare *ks)
  * run is live, written again by its host (ledger_doubts). */
 static void runs_cover(struct keyshare *ks)
 {
-	for (size_t i = 0; i < ks->n_runs; i++) {
-		struct run_seen *r = &ks->runs[i];
-		r->covered = false;
-		for (size_t j = 0; j < ks->n_files && !r->covered; j++) {
-			struct kept_file *f = &ks->files[j];
-			r->covered = f->listed && !strcmp(f->host, r->host) && !strcmp(f->run, r->run) &&
-				     ((!f->copy && f->where != IN_OLD && !f->foreign) ||
-				      (f->doc && figures_held(f->doc, r->figures)));
-		}
-		ks->uncovered = ks->uncovered || !r->covered;
+	for (size_t i = 0; i < ks->n_runs; i++)
+		ks->runs[i].covered = false;
+	for (size_t j = 0; j < ks->n_files; j++) {
+		struct kept_file *f = &ks->files[j];
+		struct run_seen *r = f->listed ? run_of(ks, f->host, f->run, false) : NULL;
+		if (r && !r->covered)
+			r->covered = (!f->copy && f->where != IN_OLD && !f->foreign) ||
+				     (f->doc && figures_held(f->doc, r->figures));
 	}
+	for (size_t i = 0; i < ks->n_runs; i++)
+		ks->uncovered = ks->uncovered || !ks->runs[i].covered;
 }
 
 /* Lists ledger/MONTH/ (where IN_MONTH) or its ended/ again if it changed since last listed
@@ -1193,6 +1283,12 @@ static bool dir_read(struct keyshare *ks, enum where where, int fd, struct spool
 			f->copy = kind == NAME_COPY;
 		}
 		f->listed = true;
+		/* A run's file in ended/ is final: its run writes no more, and one moved there
+		 * again (over it) is another inode. Seen as read, with the same inode: kept, with
+		 * no look (thousands of ended runs, each a statx at every listing). */
+		if (where == IN_ENDED && kind == NAME_RUN && f->memo.listed_at &&
+		    (f->doc || f->foreign) && f->memo.seen.ino == l[i].id.ino)
+			continue;
 		struct memo now = memo_look(ks, fd, f->name);
 		if (!memo_stands(&f->memo, &now) && file_reread(ks, f, &now))
 			vanished = true;
@@ -1228,7 +1324,10 @@ static void ledger_refresh(struct keyshare *ks)
 				 ks->sp->path, f->name);
 		file_free(f);
 	}
-	ks->n_files = kept;
+	if (kept < ks->n_files) {
+		ks->n_files = kept;
+		files_reindex(ks);
+	}
 	runs_cover(ks);
 }
 
@@ -2163,7 +2262,7 @@ void keyshare_free(struct keyshare *ks)
 	own_ledger_name(ks, own, sizeof(own));
 	if (ks->lock_ours && ks->month_fd >= 0 && ks->ended_fd >= 0)
 		renameat(ks->month_fd, own, ks->ended_fd, own);
-	runs_forget(ks);
+	runs_forget(ks);   /* and the indexes */
 	free(ks->files);
 	free(ks->runs);
 	close_dir(&ks->ended_fd);

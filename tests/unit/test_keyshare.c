@@ -1202,10 +1202,12 @@ static struct statx_hook {
 	const char *name;            /* NULL: a directory's own look, of inode ino */
 	ino_t ino;
 	int fired;
+	long counted;                /* statx calls made (every one, armed or not) */
 } statx_hook;
 
 int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out)
 {
+	statx_hook.counted++;
 	if (statx_hook.run) {
 		struct stat st;
 		bool hit = statx_hook.name ? !strcmp(path, statx_hook.name) :
@@ -1639,6 +1641,53 @@ static void midnight(void)
 	tz_back(tz);
 }
 
+/* F6: thousands of ended runs (a crash-looping daemon leaves ~8600 a day). After one more run
+ * ends, a check looks at the new file only, not at every file in ended/ again; and a name whose
+ * run is no run id (16 hex digits) is nobody's ledger. */
+static void many_ended(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "thousands"))
+		return;
+	long day, month;
+	keyshare_today(h.b, &day, &month);
+	char *mdir = month_dir(h.dir);
+	bool made = true;
+	enum { RUNS = 300 };
+	for (int r = 0; r < RUNS + 1; r++) {
+		char run[17], *path;
+		snprintf(run, sizeof(run), "%016x", r + 1);
+		path = r < RUNS ? xasprintf("%s/ended/hostC.%s.json", mdir, run) :
+				  xasprintf("%s/hostC.%s.json", mdir, run);
+		char *text = ledger_text("hostC", run, day, month, 1000, 1000);
+		made = made && plant(path, text, (uid_t)-1);
+		free(text);
+		free(path);
+	}
+	struct keyshare_verdict v = try_call(h.b, 0.8);
+	ok(made && v.block == PROVIDER_OVER_BUDGET && v.spent == (RUNS + 1) * 1000,
+	   "thousands: %d ended runs of host C and one live, 0.001 each: B counts them (0.8 more is over) (spent %lld)",
+	   RUNS, v.spent);
+	char from[PATH_MAX], to[PATH_MAX];
+	snprintf(from, sizeof(from), "%s/hostC.%016x.json", mdir, RUNS + 1);
+	snprintf(to, sizeof(to), "%s/ended/hostC.%016x.json", mdir, RUNS + 1);
+	ok(rename(from, to) == 0, "thousands: the live run ends: its file into ended/");
+	long before = statx_hook.counted;
+	v = try_call(h.b, 0.8);
+	long looks = statx_hook.counted - before;
+	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == (RUNS + 1) * 1000 && looks < 20,
+	   "thousands: B's next check looks at what changed, not at all %d files again (%ld statx, "
+	   "spent %lld)", RUNS + 1, looks, v.spent);
+	char *junk = xasprintf("%s/hostC.zzzz.json", mdir);
+	ok(plant(junk, "junk", (uid_t)-1), "thousands: junk at a name whose run is no run id");
+	v = try_call(h.b, 0.1);
+	ok(v.block == PROVIDER_FREE, "thousands: not a run's file: B neither reads it nor waits (%s)",
+	   v.which ? v.which : "free");
+	free(junk);
+	free(mdir);
+	hosts_close(&h);
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -1962,6 +2011,7 @@ int main(void)
 	ended_while_read();
 	carry_fails();
 	midnight();
+	many_ended();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
