@@ -132,9 +132,99 @@ static void note_others(struct dispatch *d, const struct spool_entry *e, long n)
 		}
 }
 
+/* running/.ID@ME.reclaim.OWNER: made before the rename that reclaims running/ID@OWNER.json,
+ * removed once OWNER's files of the job are ours (caller frees). */
+static char *reclaim_mark_name(const struct dispatch *d, const char *id, const char *owner)
+{
+	return xasprintf(".%s@%s.reclaim.%s", id, d->spool->host_id, owner);
+}
+
+/* Whether name is a mark .ID@HOST.reclaim.OWNER; fills id and owner. Pure. */
+static bool reclaim_mark_parse(const char *name, const char *host, char id[JOB_ID_MAX + 1],
+			       char owner[NAME_MAX + 1])
+{
+	const char *at = strchr(name, '@');
+	size_t hlen = strlen(host);
+	if (name[0] != '.' || !at || (size_t)(at - name - 1) > JOB_ID_MAX || at == name + 1 ||
+	    strncmp(at + 1, host, hlen) || strncmp(at + 1 + hlen, ".reclaim.", 9) ||
+	    !at[1 + hlen + 9] || strlen(at + 1 + hlen + 9) > NAME_MAX)
+		return false;
+	xsnprintf(id, JOB_ID_MAX + 1, "%.*s", (int)(at - name - 1), name + 1);
+	xsnprintf(owner, NAME_MAX + 1, "%s", at + 1 + hlen + 9);
+	return true;
+}
+
+/* The job, reclaimed from owner as mine, takes along owner's files of it and its end events. */
+static void take_from(struct dispatch *d, const char *id, const char *owner, const char *mine)
+{
+	take_sidecars(d, id, owner, mine);
+	int events = outbox_take_along(d->outbox, id, owner);
+	if (events)
+		log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued in outbox/: sent "
+			"or taken back as the job ends", events, owner);
+}
+
+/* Reclaims a death or a stall cut between the rename of the job and those of its files: our
+ * marks .ID@ME.reclaim.OWNER beside a running/ID@ME.json (ours, or taken along from a reclaimer
+ * that died so, whose own marks came with them) say whose files are left to take. Those of an
+ * owner whose running/ID@OWNER.json is there again are its own job's, not taken. A mark with
+ * no job of ours is of a rename that never happened. Before the jobs are adopted, which then
+ * see every file. True when a file moved (running/ is to be listed again). */
+static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, long nh)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
+	bool moved = false;
+	for (long i = 0; i < nh; i++) {
+		if (!reclaim_mark_parse(h[i].name, d->spool->host_id, id, owner) ||
+		    strset_has(&d->held, id))
+			continue;
+		char *mine = spool_running_name(d->spool, id);
+		char *theirs = xasprintf("%s@%s.json", id, owner);
+		if (strcmp(owner, d->spool->host_id) && spool_exists(fd, mine) &&
+		    !spool_exists(fd, theirs)) {
+			log_job(LOG_WARN, id, "its reclaim from '%s' was cut before that host's files of "
+				"it were taken along: taken now", owner);
+			outbox_reclaims_begin(d->outbox);
+			take_from(d, id, owner, mine);
+			outbox_reclaims_end(d->outbox);
+			moved = true;
+		}
+		unlinkat(fd, h[i].name, 0);
+		free(theirs);
+		free(mine);
+	}
+	return moved;
+}
+
+/* Of a listing of running/'s hidden files, HOST's files of ID that a reclaim under way (a mark
+ * .ID@OTHER.reclaim.HOST beside running/ID@OTHER.json) is to take along: "ID@HOST" in keep. */
+static void note_reclaimed_files(const struct dispatch *d, const struct spool_entry *h, long nh,
+				 struct strset *keep)
+{
+	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
+	for (long i = 0; i < nh; i++) {
+		const char *at = strchr(h[i].name, '@'), *r = at ? strstr(at, ".reclaim.") : NULL;
+		if (!r || (size_t)(r - at - 1) > NAME_MAX)
+			continue;
+		char host[NAME_MAX + 1];
+		xsnprintf(host, sizeof(host), "%.*s", (int)(r - at - 1), at + 1);
+		if (!reclaim_mark_parse(h[i].name, host, id, owner))
+			continue;
+		char *job = xasprintf("%s@%s.json", id, host);
+		if (spool_exists(d->spool->fd[SPOOL_RUNNING], job)) {
+			char *key = xasprintf("%s@%s", id, owner);
+			strset_add(keep, key);
+			free(key);
+		}
+		free(job);
+	}
+}
+
 void recovery_reclaim_stale(struct dispatch *d)
 {
 	struct spool_entry *e;
+	int fd = d->spool->fd[SPOOL_RUNNING];
 	/* Names first: only other hosts' jobs are stat'ed for their lease, never our own. */
 	long n = spool_list_names(d->spool, SPOOL_RUNNING, false, &e);
 	int64_t now = 0;
@@ -156,22 +246,35 @@ void recovery_reclaim_stale(struct dispatch *d)
 		 * EEXIST is one of those, adopted below). */
 		if (!strset_has(&d->held, id) && !strset_has(&d->stranded, id)) {
 			char *mine = spool_running_name(d->spool, id);
+			/* The mark says, should we die or stall before the owner's files are ours,
+			 * whose they are (finish_reclaims); the touch keeps the job ours for a lease
+			 * (a rename keeps the dead host's old mtime: another host would take it at
+			 * once, in the middle of our renames). */
+			char *mark = reclaim_mark_name(d, id, owner);
+			int64_t began = mono_ms();
+			mknodat(fd, mark, S_IFREG | 0600, 0);
+			utimensat(fd, name, NULL, AT_SYMLINK_NOFOLLOW);
 			if (spool_rename_claim(d->spool, SPOOL_RUNNING, name, mine) == 0) {
 				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 					owner, (now - e[i].mtime_ns / 1000000) / 1000);
 				crash_point("reclaim:renamed");
 				stop_point("reclaim:renamed");
-				take_sidecars(d, id, owner, mine);
-				int events = outbox_take_along(d->outbox, id, owner);
-				if (events)
-					log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued "
-						"in outbox/: sent or taken back as the job ends", events,
-						owner);
+				/* Stalled half a lease or more: the job may be another host's by now,
+				 * with the owner's files (our mark tells it). No system call else. */
+				if (mono_ms() - began < lease_ms / 2 || spool_exists(fd, mine))
+					take_from(d, id, owner, mine);
+				else   /* says so, and takes nothing */
+					outbox_take_along(d->outbox, id, owner);
+				unlinkat(fd, mark, 0);
 				d->others_running--;   /* ours now */
 				took = true;
-			} else if (errno == EEXIST) {
-				strset_add(&d->stranded, id);
+			} else {
+				int err = errno;
+				unlinkat(fd, mark, 0);
+				if (err == EEXIST)
+					strset_add(&d->stranded, id);
 			}
+			free(mark);
 			free(mine);
 		}
 	}
@@ -653,6 +756,11 @@ static void adopt_all(struct dispatch *d)
 	strset_init(&hidden);
 	strset_init(&d->stranded);   /* what is not settled below is added again */
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	/* A reclaimer's marks can come along with the files they took: a few rounds at most. */
+	for (int round = 0; round < 8 && finish_reclaims(d, h, nh); round++) {
+		spool_entries_free(h, nh);
+		nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
+	}
 	for (long i = 0; i < nh; i++)
 		strset_add(&hidden, h[i].name);
 	bool held_putback = false;   /* one of a job a task holds: settled once the task is done */
@@ -754,6 +862,9 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	char *host_part = xasprintf("@%s.", host);
 	size_t hlen = strlen(host_part);
+	struct strset reclaimed;   /* a reclaim under way takes them: never dropped */
+	strset_init(&reclaimed);
+	note_reclaimed_files(d, h, nh, &reclaimed);
 	for (long i = 0; i < nh; i++) {
 		const char *name = h[i].name, *at = strstr(name, host_part);
 		char id[JOB_ID_MAX + 1];
@@ -775,11 +886,14 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 		if (!at || sidecar_suffix_kind(at + hlen) != SIDECAR_KIND_CALL)
 			continue;
 		char *job = xasprintf("%.*s@%s.json", (int)(at - name - 1), name + 1, host);
-		if (!spool_exists(d->spool->fd[SPOOL_RUNNING], job))
+		char *key = xasprintf("%.*s@%s", (int)(at - name - 1), name + 1, host);
+		if (!strset_has(&reclaimed, key) && !spool_exists(d->spool->fd[SPOOL_RUNNING], job))
 			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		free(key);
 		free(job);
 	}
 	spool_entries_free(h, nh);
+	strset_release(&reclaimed);
 	free(host_part);
 	live_hosts_release(&live);
 }

@@ -40,6 +40,7 @@ static const struct {
 	{ "response.", true, SIDECAR_KIND_CALL },
 	{ "left.", true, SIDECAR_KIND_CALL },
 	{ "answered.", true, SIDECAR_KIND_CALL },
+	{ "reclaim.", true, SIDECAR_KIND_CALL },
 	{ "done", false, SIDECAR_KIND_STAGING },
 	{ "failed", false, SIDECAR_KIND_STAGING },
 	{ "putback.", true, SIDECAR_KIND_PUTBACK },

@@ -24,7 +24,8 @@ char *sidecar_name(const struct task *t, const char *suffix);
 /* What a file beside a job is, by what follows ".ID@HOST." in its name. Pure. */
 enum sidecar_kind {
 	SIDECAR_KIND_NONE,      /* no file of a job's */
-	SIDECAR_KIND_CALL,      /* .partial .target .response.STATUS .left.N: its calls' files */
+	SIDECAR_KIND_CALL,      /* .partial .target .response.STATUS .left.N, .reclaim.HOST (a
+				 * reclaim under way, recovery.c): its calls' files */
 	SIDECAR_KIND_STAGING,   /* .done .failed: its publication's staging (publish.c) */
 	SIDECAR_KIND_PUTBACK,   /* .putback.D.INO (sidecar_putback_name) */
 };

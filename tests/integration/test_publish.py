@@ -12,7 +12,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, held_at_stop, run_tests, wait_for  # noqa: E402
 from test_groupcommit import Model, events  # noqa: E402
 
 
@@ -623,6 +623,68 @@ def make_old(root, keep=()):
             if n not in keep:
                 os.utime(os.path.join(top, n), (old, old), follow_symlinks=False)
 
+def answered_then_dead(env, task_id, prompt):
+    """Host A dies (IMGSPOOLD_CRASH_AT save:response) with the job's paid answer saved
+    (running/.ID@hostA.response.200), everything of it older than any lease."""
+    a = env.daemon(spool__host_id="hostA")
+    a.submit(task_id, {"prompt": prompt})
+    a.start_to_crash("save:response")
+    names = os.listdir(a.path("running"))
+    assert f"{task_id}@hostA.json" in names and f".{task_id}@hostA.response.200" in names, names
+    make_old(a.path("running"))
+    return a
+
+
+def test_a_reclaimer_killed_before_taking_the_saved_answer_along_pays_nothing_again(env):
+    """Host A dies with its job's paid answer saved; host B reclaims the job and is killed
+    right after the rename of its job file (reclaim:renamed), before A's files of it are
+    renamed along. Before, B's restart looked only for files under its own name: the job went
+    back to new/ and was called again, and A's saved answer was removed as an orphan. Now B's
+    mark (.pt@hostB.reclaim.hostA) says whose files are left to take: the restart takes them
+    and finishes the job from the saved answer, with no second call."""
+    prompt = "answered, then its reclaimer killed"
+    a = answered_then_dead(env, "pt", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    b.start_to_crash("reclaim:renamed")
+    names = os.listdir(b.path("running"))
+    assert "pt@hostB.json" in names and ".pt@hostA.response.200" in names, names
+    b.start()
+    assert b.wait_finished("pt", 30) == "done", b.log()[-3000:]
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again"
+    b.wait_logged("pt warning: its reclaim from 'hostA' was cut before")
+    assert [x["http_status"] for x in b.result("pt")["attempts"]] == [200]
+    wait_for(lambda: [n for n in os.listdir(b.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing of the job left in running/")
+    assert b.stop() == 0
+
+
+def test_a_stalled_reclaimer_leaves_the_saved_answer_to_the_job(env):
+    """As above, but host B stalls after its rename (IMGSPOOLD_STOP_AT reclaim:renamed), and
+    host A comes back meanwhile. Before, A's restart removed its saved answer as the file of a
+    job no longer running/pt@hostA.json, then reclaimed the job from the stalled B and called
+    again. Now A keeps it while B's mark says a reclaim will take it, reclaims the job once
+    B's lease ran out, finds its answer and calls nothing; B, going on, takes nothing."""
+    prompt = "answered, then its reclaimer stalled"
+    a = answered_then_dead(env, "ps", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    fifo = b.start_held_at("reclaim:renamed", wait_ready=False)
+    held = held_at_stop(fifo, b)
+    try:
+        names = os.listdir(b.path("running"))
+        assert "ps@hostB.json" in names and ".ps@hostA.response.200" in names, names
+        again = env.daemon(spool_dir=a.spool, spool__host_id="hostA",
+                           spool__lease_timeout=5).start()
+        assert again.wait_finished("ps", 30) == "done", again.log()[-3000:]
+        again.wait_logged("ps warning: reclaimed from 'hostB'")
+    finally:
+        os.close(held)
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again"
+    assert [x["http_status"] for x in again.result("ps")["attempts"]] == [200]
+    wait_for(lambda: [n for n in os.listdir(b.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing of the job left in running/")
+    assert again.stop() == 0 and b.stop() == 0
+
+
 
 def test_a_batch_taken_over_twice_keeps_whose_jobs_it_holds(env):
     """Host "deadhost" dies at its second commit; "bhost" takes its batch's directory over and
@@ -814,6 +876,8 @@ if __name__ == "__main__":
         test_the_heartbeat_touches_no_staging_directory_that_is_not_there,
         test_renameat2_flags_an_sshfs_refuses_are_asked_once,
         test_a_job_reclaimed_between_its_final_records_and_its_commit_is_published,
+        test_a_reclaimer_killed_before_taking_the_saved_answer_along_pays_nothing_again,
+        test_a_stalled_reclaimer_leaves_the_saved_answer_to_the_job,
         test_a_finished_job_whose_staging_is_gone_ends_from_its_saved_response,
         test_a_finished_job_with_nothing_staged_nor_saved_fails_with_a_reason,
         test_a_commit_made_by_a_restart_is_synced_in_its_staging_directory,
