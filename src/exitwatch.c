@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +56,6 @@ void exitwatch_arm_after(int64_t ms, const char *after)
 		pthread_mutex_unlock(&lock);
 		return;
 	}
-	started = true;
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -66,9 +66,15 @@ void exitwatch_arm_after(int64_t ms, const char *after)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_t thread;
-	if (pthread_create(&thread, NULL, watch, NULL) == 0) {
+	int err = pthread_create(&thread, NULL, watch, NULL);
+	if (err == 0) {
+		started = true;
 		pthread_setname_np(thread, "imgspool-exit");
 		pthread_detach(thread);
+	} else {
+		pthread_cond_destroy(&sooner);   /* the next arm makes it again and tries once more */
+		log_warn("cannot start the exit's watch thread: %s; the exit is not bounded",
+			 strerror(err));
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_mutex_unlock(&lock);
