@@ -139,9 +139,8 @@ static char *reclaim_mark_name(const struct dispatch *d, const char *id, const c
 	return xasprintf(".%s@%s.reclaim.%s", id, d->spool->host_id, owner);
 }
 
-/* Whether name is a mark .ID@HOST.reclaim.OWNER; fills id and owner. Pure. */
-static bool reclaim_mark_parse(const char *name, const char *host, char id[JOB_ID_MAX + 1],
-			       char owner[NAME_MAX + 1])
+bool recovery_reclaim_mark_parse(const char *name, const char *host, char id[JOB_ID_MAX + 1],
+				 char owner[NAME_MAX + 1])
 {
 	const char *at = strchr(name, '@');
 	size_t hlen = strlen(host);
@@ -176,7 +175,7 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
 	bool moved = false;
 	for (long i = 0; i < nh; i++) {
-		if (!reclaim_mark_parse(h[i].name, d->spool->host_id, id, owner) ||
+		if (!recovery_reclaim_mark_parse(h[i].name, d->spool->host_id, id, owner) ||
 		    strset_has(&d->held, id))
 			continue;
 		char *mine = spool_running_name(d->spool, id);
@@ -209,7 +208,7 @@ static void note_reclaimed_files(const struct dispatch *d, const struct spool_en
 			continue;
 		char host[NAME_MAX + 1];
 		xsnprintf(host, sizeof(host), "%.*s", (int)(r - at - 1), at + 1);
-		if (!reclaim_mark_parse(h[i].name, host, id, owner))
+		if (!recovery_reclaim_mark_parse(h[i].name, host, id, owner))
 			continue;
 		char *job = xasprintf("%s@%s.json", id, host);
 		if (spool_exists(d->spool->fd[SPOOL_RUNNING], job)) {

@@ -4,7 +4,10 @@
 #define RECOVERY_H
 
 #include <stdbool.h>
+#include <limits.h>
 #include <stdint.h>
+
+#include "job.h"
 
 struct dispatch;
 struct loop;
@@ -22,6 +25,11 @@ enum recovery_putback {
 };
 enum recovery_putback recovery_putback_decide(bool ours, bool job_there, bool same_file,
 					      bool job_has_files);
+/* Whether name is HOST's mark running/.ID@HOST.reclaim.OWNER (made before the rename that
+ * reclaims running/ID@OWNER.json, removed once OWNER's files of the job are HOST's); fills id
+ * (JOB_ID_MAX + 1 bytes) and owner (NAME_MAX + 1). Pure. */
+bool recovery_reclaim_mark_parse(const char *name, const char *host, char id[JOB_ID_MAX + 1],
+				 char owner[NAME_MAX + 1]);
 /* The heartbeat timer's callback (arg: the dispatch), and its interval. */
 int64_t recovery_heartbeat(struct loop *loop, void *arg);
 int64_t recovery_heartbeat_interval_ms(const struct dispatch *d);

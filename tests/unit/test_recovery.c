@@ -3,8 +3,11 @@
  * the very file its claim read; a claim never made leaves the job where it was; a claim that
  * took a file put there since sends that file back, unless it has files of its own beside it;
  * a file there that is not the daemon's is never put in place. */
+#include <limits.h>
 #include <stdbool.h>
+#include <string.h>
 
+#include "job.h"
 #include "recovery.h"
 #include "tap.h"
 
@@ -44,8 +47,32 @@ static const char *name(enum recovery_putback p)
 	       : p == RECOVERY_PUTBACK_RETURN ? "return" : "?";
 }
 
+/* The mark a reclaimer makes before its rename of a dead host's job (spool-layout §10). */
+static const struct {
+	const char *name, *host;
+	bool want;
+	const char *id, *owner;
+} marks[] = {
+	{ ".pt@hostB.reclaim.hostA", "hostB", true, "pt", "hostA" },
+	{ ".pt@hostB.reclaim.host.a.b", "hostB", true, "pt", "host.a.b" },
+	{ ".pt@hostB.reclaim.hostA", "hostC", false, NULL, NULL },   /* another host's */
+	{ ".pt@hostB.reclaim.", "hostB", false, NULL, NULL },        /* no owner */
+	{ ".pt@hostB.response.200", "hostB", false, NULL, NULL },
+	{ "pt@hostB.reclaim.hostA", "hostB", false, NULL, NULL },    /* not a dotfile */
+	{ ".@hostB.reclaim.hostA", "hostB", false, NULL, NULL },     /* no id */
+	{ ".pt@hostBB.reclaim.hostA", "hostB", false, NULL, NULL },
+};
+
 int main(void)
 {
+	for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		char id[JOB_ID_MAX + 1] = "", owner[NAME_MAX + 1] = "";
+		bool got = recovery_reclaim_mark_parse(marks[i].name, marks[i].host, id, owner);
+		ok(got == marks[i].want && (!got || (!strcmp(id, marks[i].id) &&
+						     !strcmp(owner, marks[i].owner))),
+		   "mark %s of %s: %s (id '%s', owner '%s')", marks[i].name, marks[i].host,
+		   got ? "parsed" : "not parsed", id, owner);
+	}
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct row *r = &rows[i];
 		is_str(name(recovery_putback_decide(r->ours, r->job_there, r->same_file,
