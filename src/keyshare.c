@@ -771,12 +771,14 @@ static void ledger_write_locked(struct keyshare *ks)
 		free(text);
 		if (!ok)
 			close_dir(&ks->write_fd);   /* by name next time: perhaps it was removed */
+		char dir[16];
+		month_dir_name(month, dir, sizeof(dir));
 		if (!ok && !ks->ledger_warned)
-			log_warn("cannot write '%s/ledger/%s' (%s): other hosts do not see what this "
-				 "one spends; the tickets of calls not in it stay until it is written",
-				 ks->sp->path, name, strerror(err));
+			log_warn("cannot write '%s/ledger/%s/%s' (%s): other hosts do not see what "
+				 "this one spends; the tickets of calls not in it stay until it is "
+				 "written", ks->sp->path, dir, name, strerror(err));
 		else if (ok && ks->ledger_warned)
-			log_info("'%s/ledger/%s' is written again", ks->sp->path, name);
+			log_info("'%s/ledger/%s/%s' is written again", ks->sp->path, dir, name);
 		ks->ledger_warned = !ok;
 		pthread_mutex_lock(&ks->spent_lock);
 		if (ok)

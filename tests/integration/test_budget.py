@@ -7,6 +7,7 @@ a point, IMGSPOOLD_STOP_AT with IMGSPOOLD_STOP_FIFO holds the one thread that re
 until the test has opened the FIFO and closed it again (the loop goes on meanwhile)."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,7 +63,8 @@ def test_a_failed_ledger_write_keeps_the_ticket_until_a_write_works(env):
         wait_for(lambda: kept in d.log() or (d.state("unwritten") == "done" and
                                              not own_tickets(d)), 20,
                  f"the call to end (log:\n{d.log()[-3000:]})")
-        d.wait_logged("cannot write")
+        # The operator is pointed at the file itself: ledger/MONTH/HOST.RUN.json.
+        d.wait_logged(re.compile(r"cannot write '[^']*/ledger/\d{4}-\d{2}/testhost\.[0-9a-f]{16}\.json'"))
         d.wait_logged(kept)
         assert d.wait_finished("unwritten") == "done"
         assert len(own_tickets(d)) == 1, own_tickets(d)
