@@ -56,27 +56,15 @@ void exitwatch_arm_after(int64_t ms, const char *after)
 		pthread_mutex_unlock(&lock);
 		return;
 	}
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&sooner, &attr);
-	pthread_condattr_destroy(&attr);
-	/* Its signals blocked: SIGTERM and SIGINT go to sigwatch's thread, never to this one. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t thread;
-	int err = pthread_create(&thread, NULL, watch, NULL);
+	cond_init_monotonic(&sooner);
+	int err = thread_start_detached("imgspool-exit", watch, NULL);
 	if (err == 0) {
 		started = true;
-		pthread_setname_np(thread, "imgspool-exit");
-		pthread_detach(thread);
 	} else {
 		pthread_cond_destroy(&sooner);   /* the next arm makes it again and tries once more */
 		log_warn("cannot start the exit's watch thread: %s; the exit is not bounded",
 			 strerror(err));
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_mutex_unlock(&lock);
 }
 

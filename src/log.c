@@ -131,28 +131,15 @@ static bool write_held(void)
 
 static void *writer_main(void *arg);
 
-/* Its signals blocked: a SIGTERM must go to the signalfd of the loop, never to this thread. */
 static void log_start_writer_once(void)
 {
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&written_wake, &attr);
-	pthread_condattr_destroy(&attr);
+	cond_init_monotonic(&written_wake);
 	/* What was taken before it was written by the thread that took it. */
 	pthread_mutex_lock(&held_lock);
 	held_written = held_writes;
 	pthread_mutex_unlock(&held_lock);
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t thread;
-	int rc = pthread_create(&thread, NULL, writer_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc)
+	if (thread_start_detached("imgspool-log", writer_main, NULL))
 		return;   /* each thread writes, as before */
-	pthread_setname_np(thread, "imgspool-log");
-	pthread_detach(thread);
 	writer_running = true;
 }
 

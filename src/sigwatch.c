@@ -63,7 +63,7 @@ void sigwatch_set_grace_ms(int64_t grace_ms)
 
 int sigwatch_start(int64_t grace_ms, sigwatch_arm_fn *arm)
 {
-	sigset_t set, others;
+	sigset_t set;
 	stop_set(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	sigwatch_set_grace_ms(grace_ms);
@@ -71,20 +71,14 @@ int sigwatch_start(int64_t grace_ms, sigwatch_arm_fn *arm)
 	count_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (count_fd < 0)
 		return -1;
-	/* Every other signal blocked in it: SIGHUP goes to the loop's signalfd. */
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &others);
-	pthread_t thread;
-	int rc = pthread_create(&thread, NULL, take_signals, NULL);
-	pthread_sigmask(SIG_SETMASK, &others, NULL);
+	/* Every other signal blocked in it: SIGHUP goes to the loop's signalfd; it waits for its
+	 * two with sigwaitinfo. */
+	int rc = thread_start_detached("imgspool-sig", take_signals, NULL);
 	if (rc) {
 		close(count_fd);
 		count_fd = -1;
 		errno = rc;
 		return -1;
 	}
-	pthread_setname_np(thread, "imgspool-sig");
-	pthread_detach(thread);
 	return count_fd;
 }

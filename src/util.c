@@ -308,6 +308,30 @@ bool join_within(pthread_t thread, int64_t ms)
 	return true;
 }
 
+int thread_start_detached(const char *name, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t thread;
+	int rc = pthread_create(&thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return rc;
+	pthread_setname_np(thread, name);
+	pthread_detach(thread);
+	return 0;
+}
+
+void cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
 static _Atomic int64_t exit_deadline;   /* mono_ms, 0: not set */
 
 void exit_deadline_set(int64_t ms)

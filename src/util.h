@@ -49,6 +49,11 @@ int64_t mono_ms(void);   /* CLOCK_MONOTONIC, milliseconds */
 /* Joins thread, waiting at most ms by CLOCK_MONOTONIC (a step of the wall clock neither
  * shortens nor stretches it). False if it has not ended by then: it is detached, left running. */
 bool join_within(pthread_t thread, int64_t ms);
+/* Starts fn(arg) on a detached thread named name with every signal blocked in it (SIGTERM and
+ * SIGINT belong to sigwatch's thread, SIGHUP to the loop's signalfd). 0, or an errno. */
+int thread_start_detached(const char *name, void *(*fn)(void *), void *arg);
+/* A condition whose timed waits count by CLOCK_MONOTONIC, as mono_ms does. */
+void cond_init_monotonic(pthread_cond_t *cond);
 /* The exit's waits for other threads (their joins, the log's writer) share one deadline, set
  * once as the exit begins: the threads it waits for run at once, so a stalled disk costs the
  * exit the longest of those waits, not their sum. exit_wait_ms(bound) is what a wait of at
