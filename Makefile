@@ -85,8 +85,12 @@ $(TSAN_UNIT): $(TS)/test_%: $(TS)/unit/test_%.o $(call tsobj,$(SRC) $(CLI_LIB))
 	$(CC) $(CFLAGS) -O1 $(TSAN) -o $@ $^ $(LIBS)
 .SECONDARY: $(patsubst $(TS)/%,$(TS)/unit/%.o,$(TSAN_UNIT))
 
+# prove runs each test through tests/unit/run.sh: a unit test gets a TMPDIR of its own under
+# build/tmp/, removed when it passes, kept under build/failed-tests/ when it fails.
+RUN_TEST := sh tests/unit/run.sh
+
 unit-tsan: deps $(TSAN_UNIT)
-	prove -e '' $(TSAN_UNIT)
+	prove -e '$(RUN_TEST)' $(TSAN_UNIT)
 
 $(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit $(TS)/obj $(TS)/unit:
 	mkdir -p $@
@@ -95,7 +99,7 @@ $(B) $(T) $(B)/obj $(B)/bench $(T)/obj $(T)/unit $(TS)/obj $(TS)/unit:
                     $(TS)/unit/*.d)
 
 unit: deps $(UNIT)
-	prove -e '' $(UNIT)
+	prove -e '$(RUN_TEST)' $(UNIT)
 
 # What an integration test may run: the test build, and the bench rig's fake upstream and
 # clients (test_fastup.py).
@@ -114,7 +118,7 @@ check-%: deps $(INTEG_BINS)
 # Python scripts printing TAP) under prove.
 test: deps $(UNIT) $(TSAN_UNIT) $(INTEG_BINS) $(B)/imgspoold $(B)/imgspool
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
-	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '' $(UNIT) $(TSAN_UNIT) $(INTEG)
+	IMGSPOOLD=$(CURDIR)/$(T)/imgspoold prove -e '$(RUN_TEST)' $(UNIT) $(TSAN_UNIT) $(INTEG)
 
 fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)

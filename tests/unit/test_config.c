@@ -8,9 +8,10 @@
 
 #include "config.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
-static char dir[] = "/tmp/imgspool-config-XXXXXX";
+static char dir[PATH_MAX];
 
 static int load_bytes(const char *text, size_t len, struct config *cfg, char *err, size_t errsize)
 {
@@ -221,7 +222,7 @@ int main(void)
 {
 	char err[1024];
 	struct config cfg;
-	if (!mkdtemp(dir))
+	if (!scratch_mkdtemp(dir, sizeof(dir), "config"))
 		return 1;
 	test_what_inih_would_misread();
 	ok(load("", &cfg, err, sizeof(err)) == 0, "an empty file is a working configuration");

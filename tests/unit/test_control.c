@@ -119,9 +119,9 @@ static void test_judge(void)
  * read names the job. */
 static void test_still_wants(void)
 {
-	char dir[] = "/tmp/imgspool-control-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "control") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	ok(control_request(&sp, CONTROL_CANCEL, "job-1") == 0 &&
 	   control_request(&sp, CONTROL_HOLD, "job-2") == 0, "two requests written");
 	struct control c;
@@ -143,9 +143,9 @@ static void test_still_wants(void)
  * and retries waiting for a provider), not at every read, nor for a hold or cancel. */
 static void test_pause_changes(void)
 {
-	char dir[] = "/tmp/imgspool-control-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "control") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	struct control c;
 	control_init(&c);
 	static const struct {

@@ -27,6 +27,7 @@
 #include "keyshare.h"
 #include "spool.h"
 #include "util.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 #define HELPERS 3
@@ -175,8 +176,8 @@ static void race(const char *dir, bool remove_ledger, micros *want_p, micros *wa
 
 int main(void)
 {
-	char dir[] = "/tmp/imgspool-keyshare-ledger-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "keyshare-ledger"))
 		return 1;
 	struct spool sp;
 	if (spool_open(&sp, dir, "hostA") < 0)

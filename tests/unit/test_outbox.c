@@ -17,9 +17,9 @@
 
 static void test_bytes_before_name(bool names_in_order)
 {
-	char dir[] = "/tmp/imgspool-outbox-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "outbox") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	struct outbox_entry *e = xcalloc(2, sizeof(*e));
 	e[0] = (struct outbox_entry){ xstrdup("m1.webhook@h1.json"), xstrdup("{\"target\":\"webhook\"}") };
 	e[1] = (struct outbox_entry){ xstrdup("m1.exec@h1.json"), xstrdup("{\"target\":\"exec\"}") };

@@ -72,9 +72,9 @@ static void put(int dirfd, const char *name, const char *text)
 
 static void test_staged_state(void)
 {
-	char dir[] = "/tmp/imgspool-publish-staged-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "publish-staged") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	int runfd = sp.fd[SPOOL_RUNNING];
 	char why[256];
 	for (size_t i = 0; i < sizeof(staged_rows) / sizeof(staged_rows[0]); i++) {

@@ -100,8 +100,8 @@ static void test_temp_unique(void)
 static void test_read_whole_files(void)
 {
 	static const size_t sizes[] = { 0, 1, 24, 65535, 65536, 65537, 131072, 200000 };
-	char dir[] = "/tmp/imgspool-read-XXXXXX";
-	ok(mkdtemp(dir) != NULL, "a scratch directory");
+	char dir[PATH_MAX];
+	ok(scratch_mkdtemp(dir, sizeof(dir), "read") != NULL, "a scratch directory");
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		char *data = xmalloc(sizes[i] + 1);
@@ -129,9 +129,9 @@ static void test_read_whole_files(void)
  * ledger, the host lock), and the listing of any directory of the spool. */
 static void test_write_at_and_list_at(void)
 {
-	char dir[] = "/tmp/imgspool-spool-write-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-write") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	int dirfd = sp.root_fd;
 	int64_t until = 4102444800000;   /* 2100-01-01: a pause's end, kept as the file's mtime */
 	ok(spool_write_at(&sp, dirfd, "pause", "p\n", 2, until, false) == 0, "a pause written");
@@ -204,9 +204,9 @@ static void test_write_at_and_list_at(void)
  * perhaps counted by the records) is replaced by another file, never rewritten where it is. */
 static void test_write_staged(void)
 {
-	char dir[] = "/tmp/imgspool-spool-staged-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-staged") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	int runfd = sp.fd[SPOOL_RUNNING];
 	mkdirat(runfd, ".~0@h1.batch-done", 0777);
 	int sfd = openat(runfd, ".~0@h1.batch-done", O_RDONLY | O_DIRECTORY);
@@ -241,9 +241,9 @@ static void test_write_staged(void)
  * a leftover at that name (a kill's) is replaced, never a reason not to go on. */
 static void test_write_aside(void)
 {
-	char dir[] = "/tmp/imgspool-spool-aside-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-aside") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	int runfd = sp.fd[SPOOL_RUNNING];
 	struct stat first, second;
 	ok(spool_write_aside(&sp, SPOOL_RUNNING, ".j@h1.putback.n.1", "abc", 3) == 0 &&
@@ -419,9 +419,9 @@ static int count_of(const char *text, const char *needle)
  * is said once and kept; the root is never followed. */
 static void test_recheck_dirs(void)
 {
-	char dir[] = "/tmp/imgspool-spool-recheck-XXXXXX", text[8192];
+	char dir[PATH_MAX], text[8192];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-recheck") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	char *log_path = xasprintf("%s.log", dir), *path = NULL, *aside = NULL;
 	said_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	stderr_fd = dup(STDERR_FILENO);

@@ -75,9 +75,9 @@ static void test_claim_over_ours(void)
 		  EEXIST, "ours", false },
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		char dir[] = "/tmp/imgspool-spool-claim-XXXXXX";
+		char dir[PATH_MAX];
 		struct spool sp;
-		ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+		ok(scratch_mkdtemp(dir, sizeof(dir), "spool-claim") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 		int fd = sp.fd[SPOOL_RUNNING];
 		put(fd, "j@h1.json", "ours");      /* a job of ours left in running/ */
 		put(fd, "j@dead.json", "dead's");  /* a dead host's, to reclaim */
@@ -105,9 +105,9 @@ static void test_claim_over_ours(void)
 /* Any other error of a rename that did happen is still a lost reply: a claim. */
 static void test_lost_reply(void)
 {
-	char dir[] = "/tmp/imgspool-spool-claim-XXXXXX";
+	char dir[PATH_MAX];
 	struct spool sp;
-	ok(mkdtemp(dir) != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-claim") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	int fd = sp.fd[SPOOL_NEW];
 	put(fd, "j.json", "job");
 	after = AFTER_REPLY_LOST;

@@ -26,8 +26,8 @@ static char *slurp(int dirfd, const char *name)
 
 int main(void)
 {
-	char dir[] = "/tmp/imgspool-rewrite-XXXXXX";
-	if (!mkdtemp(dir))
+	char dir[PATH_MAX];
+	if (!scratch_mkdtemp(dir, sizeof(dir), "rewrite"))
 		return 1;
 	char *root = xasprintf("%s/spool", dir);
 	struct spool sp;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "syncset.h"
+#include "scratch_spool.h"
 #include "tap.h"
 
 #define NFS 0x6969L
@@ -121,8 +122,8 @@ int main(void)
 	syncset_release(&s);
 
 	/* A file's bytes before a name change (a saved response before its rename). */
-	char path[] = "/tmp/test_syncset.XXXXXX";
-	int f = mkstemp(path);
+	char path[PATH_MAX];
+	int f = scratch_mkstemp(path, sizeof(path), "syncset");
 	ok(f >= 0 && write(f, "response", 8) == 8, "a file written");
 	unlink(path);
 	syncset_init(&s, a, true);
@@ -141,8 +142,8 @@ int main(void)
 	syncset_release(&s);
 	close(f);
 
-	char path2[] = "/tmp/test_syncset.XXXXXX";
-	f = mkstemp(path2);
+	char path2[PATH_MAX];
+	f = scratch_mkstemp(path2, sizeof(path2), "syncset");
 	unlink(path2);
 	syncset_init(&s, a, false);
 	s.names_in_order = true;
