@@ -1135,32 +1135,39 @@ static bool read_only(const char *path)
 	return true;
 }
 
-/* Whether dir exists and can be written, or could be made: its nearest existing parent can. */
+/* Whether dir exists and can be written, or could be made: its nearest existing parent can. The
+ * paths in why are shown(): a name holding a newline or an escape must not forge a log line. */
 static int can_write_dir(const char *dir, char *why, size_t whysize)
 {
-	char *path = xstrdup(dir);
+	char *path = xstrdup(dir), path_shown[PATH_SHOWN_SIZE], dir_shown[PATH_SHOWN_SIZE];
 	struct stat st;
 	int rc = -1;
+	shown(dir, dir_shown, sizeof(dir_shown));
 	for (;;) {
 		if (stat(path, &st) == 0) {
 			bool asked = !strcmp(path, dir);
+			shown(path, path_shown, sizeof(path_shown));
 			if (!S_ISDIR(st.st_mode))
-				xsnprintf(why, whysize, "'%s' is not a directory", path);
+				xsnprintf(why, whysize, "'%s' is not a directory", path_shown);
 			else if (access(path, W_OK | X_OK) < 0 || read_only(path))
 				xsnprintf(why, whysize, asked ? "'%s' cannot be written: %s" :
 					  "'%s' cannot be made: its parent '%s' cannot be written: %s",
-					  asked ? path : dir, asked ? strerror(errno) : path, strerror(errno));
+					  asked ? path_shown : dir_shown,
+					  asked ? strerror(errno) : path_shown, strerror(errno));
 			else
 				rc = 0;
 			break;
 		}
 		if (errno != ENOENT) {
-			xsnprintf(why, whysize, "'%s' cannot be looked at: %s", path, strerror(errno));
+			int failed = errno;
+			xsnprintf(why, whysize, "'%s' cannot be looked at: %s",
+				  shown(path, path_shown, sizeof(path_shown)), strerror(failed));
 			break;
 		}
 		char *slash = strrchr(path, '/');
 		if (!slash || slash == path) {
-			xsnprintf(why, whysize, "'%s' cannot be made: no parent directory exists", dir);
+			xsnprintf(why, whysize, "'%s' cannot be made: no parent directory exists",
+				  dir_shown);
 			break;
 		}
 		*slash = '\0';
@@ -1171,7 +1178,7 @@ static int can_write_dir(const char *dir, char *why, size_t whysize)
 
 int config_verify(const struct config *cfg, char *err, size_t errsize)
 {
-	char why[600];
+	char why[2 * PATH_SHOWN_SIZE + 100];
 	if (can_write_dir(cfg->spool_dir, why, sizeof(why)) < 0)
 		return fail_at(cfg, "spool", "dir", err, errsize, "spool directory %s", why);
 	if (cfg->metrics_textfile) {
@@ -1202,7 +1209,8 @@ void config_carry_fixed(struct config *next, const struct config *running)
 {
 	if (strcmp(next->spool_dir, running->spool_dir))
 		log_warn("%s: [spool] dir changed to '%s': a running daemon keeps '%s' (restart to move)",
-			 next->path, next->spool_dir, running->spool_dir);
+			 next->path, shown(next->spool_dir, (char[PATH_SHOWN_SIZE]){ 0 }, PATH_SHOWN_SIZE),
+			 shown(running->spool_dir, (char[PATH_SHOWN_SIZE]){ 0 }, PATH_SHOWN_SIZE));
 	if (strcmp(next->host_id, running->host_id))
 		log_warn("%s: [spool] host_id changed to '%s': a running daemon keeps '%s' (restart to "
 			 "change it)", next->path, next->host_id, running->host_id);
@@ -1224,36 +1232,39 @@ void config_carry_fixed(struct config *next, const struct config *running)
 
 /* Reads a key file (what: the config key naming it), warning when others can read it. Returns
  * NULL with problem set. Opened without blocking or following a symlink, and only read when it
- * is a small regular file: a FIFO or a device there must not hang start-up or SIGHUP. */
+ * is a small regular file: a FIFO or a device there must not hang start-up or SIGHUP. Its name is
+ * shown() in every message. */
 static char *read_key_file(const char *path, const char *what, char *problem, size_t psize)
 {
+	char path_shown[PATH_SHOWN_SIZE];
+	shown(path, path_shown, sizeof(path_shown));
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	struct stat st;
 	char buf[KEY_FILE_MAX + 1];
 	ssize_t n = -1;
 	if (fd < 0) {
-		xsnprintf(problem, psize, "cannot open %s '%s': %s", what, path,
+		xsnprintf(problem, psize, "cannot open %s '%s': %s", what, path_shown,
 			  errno == ELOOP ? "it is a symlink" : strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		xsnprintf(problem, psize, "%s '%s' is not a regular file", what, path);
+		xsnprintf(problem, psize, "%s '%s' is not a regular file", what, path_shown);
 		return NULL;
 	}
 	if (st.st_size > KEY_FILE_MAX) {
 		close(fd);
 		xsnprintf(problem, psize, "%s '%s' is larger than %d bytes: it should hold "
-			  "the key alone", what, path, KEY_FILE_MAX);
+			  "the key alone", what, path_shown, KEY_FILE_MAX);
 		return NULL;
 	}
 	if (st.st_mode & 0077)
 		log_warn("%s '%s' is readable by group or others (mode %03o): chmod 600 it",
-			 what, path, (unsigned)(st.st_mode & 0777));
+			 what, path_shown, (unsigned)(st.st_mode & 0777));
 	n = read(fd, buf, KEY_FILE_MAX);
 	close(fd);
 	if (n <= 0) {
-		xsnprintf(problem, psize, "%s '%s' is empty or unreadable", what, path);
+		xsnprintf(problem, psize, "%s '%s' is empty or unreadable", what, path_shown);
 		return NULL;
 	}
 	buf[n] = '\0';
@@ -1261,7 +1272,7 @@ static char *read_key_file(const char *path, const char *what, char *problem, si
 	char *key = *buf ? xstrdup(buf) : NULL;
 	explicit_bzero(buf, sizeof(buf));
 	if (!key)
-		xsnprintf(problem, psize, "%s '%s' has an empty first line", what, path);
+		xsnprintf(problem, psize, "%s '%s' has an empty first line", what, path_shown);
 	return key;
 }
 

@@ -1,5 +1,7 @@
 /* test_config.c - defaults, bounds, unknown keys with their line, relative paths, providers. */
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,72 @@ static const struct bad_row bad[] = {
 	  "prefix 2, \"http://x\", is not" },
 };
 
+/* Whether s holds a byte a terminal or a log reader would act on (a control character). */
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* A path in config_verify's and the key file's messages is escaped: a name with a newline or a
+ * terminal escape must not forge a log line of its own (log injection by a hostile name). */
+static void test_paths_escaped(void)
+{
+	char err[4096];
+	struct config cfg;
+	char *hostile = xasprintf("%s/x\x1b[2K\nimgspoold: forged", dir);
+	int fd = open(hostile, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ok(fd >= 0 && write(fd, "sk-1\n", 5) == 5, "a group-readable key file with a hostile name");
+	close(fd);
+
+	/* That file as the spool's directory: "is not a directory". */
+	ok(load("[spool]\ndir = x\n", &cfg, err, sizeof(err)) == 0, "a config: %s", err);
+	free(cfg.spool_dir);
+	cfg.spool_dir = xstrdup(hostile);
+	ok(config_verify(&cfg, err, sizeof(err)) < 0 && strstr(err, "is not a directory") &&
+	   strstr(err, "/x\\x1b[2K\\x0aimgspoold: forged'") && !has_control(err),
+	   "a spool dir below a hostile name: escaped in the error: %s", err);
+	config_release(&cfg);
+
+	/* A missing key file with such a name: "cannot open". */
+	char *text = xasprintf("[spool]\ndir = s\n[provider a]\napi_key_file = %s\n", dir);
+	ok(load(text, &cfg, err, sizeof(err)) == 0, "a config with a key file: %s", err);
+	free(cfg.providers[0].api_key_file);
+	cfg.providers[0].api_key_file = xasprintf("%s.missing", hostile);
+	ok(config_verify(&cfg, err, sizeof(err)) < 0 && strstr(err, "cannot open api_key_file") &&
+	   strstr(err, "\\x1b[2K\\x0aimgspoold: forged.missing'") && !has_control(err),
+	   "a missing key file's hostile name: escaped in the error: %s", err);
+
+	/* The key file there, readable by others: the warning is a log line of its own. */
+	free(cfg.providers[0].api_key_file);
+	cfg.providers[0].api_key_file = xstrdup(hostile);
+	char *log_path = xasprintf("%s/log", dir), said[4096] = "";
+	int log_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int stderr_fd = dup(STDERR_FILENO);
+	fflush(stderr);
+	ok(log_fd >= 0 && dup2(log_fd, STDERR_FILENO) >= 0, "the log kept");
+	config_load_keys(&cfg);
+	fflush(stderr);
+	dup2(stderr_fd, STDERR_FILENO);
+	close(stderr_fd);
+	ssize_t n = pread(log_fd, said, sizeof(said) - 1, 0);
+	said[n > 0 ? n : 0] = '\0';
+	close(log_fd);
+	ok(cfg.providers[0].api_key && !strcmp(cfg.providers[0].api_key, "sk-1"), "the key read");
+	char *nl = strchr(said, '\n');
+	ok(nl && !nl[1] && strstr(said, "readable by group or others") &&
+	   strstr(said, "\\x1b[2K\\x0aimgspoold: forged'") && !memchr(said, '\x1b', strlen(said)),
+	   "the mode warning: one line, the name escaped: %s", said);
+	config_release(&cfg);
+	unlink(log_path);
+	unlink(hostile);
+	free(log_path);
+	free(text);
+	free(hostile);
+}
+
 int main(void)
 {
 	char err[1024];
@@ -225,6 +293,7 @@ int main(void)
 	if (!scratch_mkdtemp(dir, sizeof(dir), "config"))
 		return 1;
 	test_what_inih_would_misread();
+	test_paths_escaped();
 	ok(load("", &cfg, err, sizeof(err)) == 0, "an empty file is a working configuration");
 	ok(cfg.concurrency == 16 && cfg.poll_interval == 5 && cfg.max_retries == 2 &&
 	   cfg.max_billed_retries == 1, "defaults");
