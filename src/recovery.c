@@ -154,13 +154,37 @@ bool recovery_reclaim_mark_parse(const char *name, const char *host, char id[JOB
 }
 
 /* The job, reclaimed from owner as mine, takes along owner's files of it and its end events. */
-static void take_from(struct dispatch *d, const char *id, const char *owner, const char *mine)
+static void take_from(struct dispatch *d, const char *id, const char *owner, const char *mine,
+		      bool *took_events)
 {
 	take_sidecars(d, id, owner, mine);
 	int events = outbox_take_along(d->outbox, id, owner);
+	*took_events |= events > 0;
 	if (events)
 		log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued in outbox/: sent "
 			"or taken back as the job ends", events, owner);
+}
+
+/* Whether running/'s name changes reach the disk in the order they were made with no sync
+ * between them (a journaled ext4 with sync = auto, syncset.h): then a mark needs no sync of its
+ * own before the renames it guards, nor the renames one before the mark goes. */
+static bool names_in_order(const struct spool *sp)
+{
+	return sync_names_in_order(sp->sync_mode, sp->fs_type,
+				   sp->journal_kind != SPOOL_JOURNAL_NONE);
+}
+
+/* running/ (and outbox/, when entries were taken along) synced: the marks made durable before
+ * the renames they guard, or the renames before the marks go, so that no power loss leaves a
+ * rename without the mark that says whose files are left to take (§10). One sync per pass,
+ * however many jobs it reclaims; none where the journal keeps names in order. */
+static void reclaim_barrier(struct dispatch *d, bool outbox_too, const char *what)
+{
+	if (names_in_order(d->spool))
+		return;
+	if (spool_sync_dir(d->spool, SPOOL_RUNNING) < 0 ||
+	    (outbox_too && spool_sync_dir(d->spool, SPOOL_OUTBOX) < 0))
+		log_warn("cannot sync running/ %s: %s", what, strerror(errno));
 }
 
 /* Reclaims a death or a stall cut between the rename of the job and those of its files: our
@@ -173,7 +197,9 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
-	bool moved = false;
+	bool moved = false, events = false;
+	struct strset done;   /* marks to remove once what they guard is durable */
+	strset_init(&done);
 	for (long i = 0; i < nh; i++) {
 		if (!recovery_reclaim_mark_parse(h[i].name, d->spool->host_id, id, owner) ||
 		    strset_has(&d->held, id))
@@ -185,14 +211,20 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 			log_job(LOG_WARN, id, "its reclaim from '%s' was cut before that host's files of "
 				"it were taken along: taken now", owner);
 			outbox_reclaims_begin(d->outbox);
-			take_from(d, id, owner, mine);
+			take_from(d, id, owner, mine, &events);
 			outbox_reclaims_end(d->outbox);
 			moved = true;
 		}
-		unlinkat(fd, h[i].name, 0);
+		strset_add(&done, h[i].name);
 		free(theirs);
 		free(mine);
 	}
+	if (moved)
+		reclaim_barrier(d, events, "after taking the files of a reclaim that was cut");
+	for (size_t i = 0; i < done.cap; i++)
+		if (done.slots[i])
+			unlinkat(fd, done.slots[i], 0);
+	strset_release(&done);
 	return moved;
 }
 
@@ -220,6 +252,12 @@ static void note_reclaimed_files(const struct dispatch *d, const struct spool_en
 	}
 }
 
+/* A job of another host's to reclaim in this pass: its name in running/, and our mark. */
+struct reclaim {
+	char *name, *mark, *mine, owner[NAME_MAX + 1], id[JOB_ID_MAX + 1];
+	int64_t idle_ms;
+};
+
 void recovery_reclaim_stale(struct dispatch *d)
 {
 	struct spool_entry *e;
@@ -228,10 +266,13 @@ void recovery_reclaim_stale(struct dispatch *d)
 	long n = spool_list_names(d->spool, SPOOL_RUNNING, false, &e);
 	int64_t now = 0;
 	int64_t lease_ms = d->cfg->lease_timeout * 1000;
-	bool took = false;
+	bool took = false, events = false;
 	note_others(d, e, n);
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
-	outbox_reclaims_begin(d->outbox);   /* outbox/ listed once for all the entries taken along */
+	struct reclaim *r = NULL;
+	size_t nr = 0;
+	int64_t began = mono_ms();   /* before the first touch */
+	/* First every mark, one sync, then the renames they guard (§10). */
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name;
 		if (!other_hosts_job(d, name, id, owner))
@@ -243,41 +284,60 @@ void recovery_reclaim_stale(struct dispatch *d)
 			continue;
 		/* Never over a job of ours of the same id: a task's, or one left here (stranded; an
 		 * EEXIST is one of those, adopted below). */
-		if (!strset_has(&d->held, id) && !strset_has(&d->stranded, id)) {
-			char *mine = spool_running_name(d->spool, id);
-			/* The mark says, should we die or stall before the owner's files are ours,
-			 * whose they are (finish_reclaims); the touch keeps the job ours for a lease
-			 * (a rename keeps the dead host's old mtime: another host would take it at
-			 * once, in the middle of our renames). */
-			char *mark = reclaim_mark_name(d, id, owner);
-			int64_t began = mono_ms();
-			mknodat(fd, mark, S_IFREG | 0600, 0);
-			utimensat(fd, name, NULL, AT_SYMLINK_NOFOLLOW);
-			if (spool_rename_claim(d->spool, SPOOL_RUNNING, name, mine) == 0) {
-				log_job(LOG_WARN, id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
-					owner, (now - e[i].mtime_ns / 1000000) / 1000);
-				crash_point("reclaim:renamed");
-				stop_point("reclaim:renamed");
-				/* Stalled half a lease or more: the job may be another host's by now,
-				 * with the owner's files (our mark tells it). No system call else. */
-				if (mono_ms() - began < lease_ms / 2 || spool_exists(fd, mine))
-					take_from(d, id, owner, mine);
-				else   /* says so, and takes nothing */
-					outbox_take_along(d->outbox, id, owner);
-				unlinkat(fd, mark, 0);
-				d->others_running--;   /* ours now */
-				took = true;
-			} else {
-				int err = errno;
-				unlinkat(fd, mark, 0);
-				if (err == EEXIST)
-					strset_add(&d->stranded, id);
-			}
-			free(mark);
-			free(mine);
+		if (strset_has(&d->held, id) || strset_has(&d->stranded, id))
+			continue;
+		r = xrealloc(r, (nr + 1) * sizeof(*r));
+		struct reclaim *one = &r[nr++];
+		one->name = e[i].name;
+		xsnprintf(one->id, sizeof(one->id), "%s", id);
+		xsnprintf(one->owner, sizeof(one->owner), "%s", owner);
+		one->mark = reclaim_mark_name(d, id, owner);
+		one->mine = spool_running_name(d->spool, id);
+		one->idle_ms = now - e[i].mtime_ns / 1000000;
+		/* The mark says, should we die or stall before the owner's files are ours, whose
+		 * they are (finish_reclaims); the touch keeps the job ours for a lease (a rename
+		 * keeps the dead host's old mtime: another host would take it at once, in the
+		 * middle of our renames). */
+		mknodat(fd, one->mark, S_IFREG | 0600, 0);
+		utimensat(fd, name, NULL, AT_SYMLINK_NOFOLLOW);
+	}
+	if (nr)
+		reclaim_barrier(d, false, "after marking the jobs it reclaims");
+	outbox_reclaims_begin(d->outbox);   /* outbox/ listed once for all the entries taken along */
+	for (size_t k = 0; k < nr; k++) {
+		struct reclaim *one = &r[k];
+		if (spool_rename_claim(d->spool, SPOOL_RUNNING, one->name, one->mine) == 0) {
+			log_job(LOG_WARN, one->id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
+				one->owner, one->idle_ms / 1000);
+			crash_point("reclaim:renamed");
+			stop_point("reclaim:renamed");
+			/* Stalled half a lease or more: the job may be another host's by now,
+			 * with the owner's files (our mark tells it). No system call else. */
+			if (mono_ms() - began < lease_ms / 2 || spool_exists(fd, one->mine))
+				take_from(d, one->id, one->owner, one->mine, &events);
+			else   /* says so, and takes nothing */
+				outbox_take_along(d->outbox, one->id, one->owner);
+			d->others_running--;   /* ours now */
+			took = true;
+		} else {
+			int err = errno;
+			unlinkat(fd, one->mark, 0);   /* guards nothing: no sync */
+			free(one->mark);
+			one->mark = NULL;
+			if (err == EEXIST)
+				strset_add(&d->stranded, one->id);
 		}
 	}
 	outbox_reclaims_end(d->outbox);
+	if (took)
+		reclaim_barrier(d, events, "after taking the files of the jobs it reclaimed");
+	for (size_t k = 0; k < nr; k++) {
+		if (r[k].mark)
+			unlinkat(fd, r[k].mark, 0);
+		free(r[k].mark);
+		free(r[k].mine);
+	}
+	free(r);
 	spool_entries_free(e, n);
 	/* A put-back a restart or a claim could not settle, and jobs of ours a failed move left
 	 * here (stranded), are tried again here (adopt_all). */

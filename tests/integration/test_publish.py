@@ -623,10 +623,10 @@ def make_old(root, keep=()):
             if n not in keep:
                 os.utime(os.path.join(top, n), (old, old), follow_symlinks=False)
 
-def answered_then_dead(env, task_id, prompt):
+def answered_then_dead(env, task_id, prompt, spool_dir=None):
     """Host A dies (IMGSPOOLD_CRASH_AT save:response) with the job's paid answer saved
     (running/.ID@hostA.response.200), everything of it older than any lease."""
-    a = env.daemon(spool__host_id="hostA")
+    a = env.daemon(spool__host_id="hostA", spool_dir=spool_dir)
     a.submit(task_id, {"prompt": prompt})
     a.start_to_crash("save:response")
     names = os.listdir(a.path("running"))

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Reclaiming a dead host's jobs (spool-layout.md §10): the mark that says whose files are left
+to take is durable before the renames it guards, and the renames before it goes.
+
+A kill -9 does not drop the page cache, so a crash test cannot see a missing fsync: the order is
+proved from the system calls, under strace -f -y (each fd with its path), as test_groupcommit
+does for publications."""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import LoopExt4, run_tests  # noqa: E402
+from test_publish import answered_then_dead, make_old  # noqa: E402
+
+CALL = re.compile(r"^\d+ +(\w+)\((.*)\) += (-?\d+)")
+TRACED = "trace=mknodat,mkdirat,fsync,fdatasync,syncfs,rename,renameat,renameat2,unlinkat,utimensat"
+
+
+def calls(path):
+    """(syscall, args) of every call that succeeded, in order (strace -f without -qq's
+    interleaving: each line whole, as the reclaim runs on the loop thread alone)."""
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = CALL.match(line.rstrip("\n"))
+            if m and int(m.group(3)) >= 0:
+                out.append((m.group(1), m.group(2)))
+    return out
+
+
+def stale_job(d, task_id, owner):
+    """A job of host `owner`, dead for an hour, with no file of its own beside it."""
+    with open(d.path("running", f"{task_id}@{owner}.json"), "w") as f:
+        f.write('{"prompt": "reclaimed %s"}' % task_id)
+    make_old(d.path("running"))
+
+
+def reclaim_under_strace(env, sync, spool_dir=None):
+    """Host A dies with the answer of "pt" saved; "px" and "py" of a dead host D wait beside it.
+    Host B reclaims all three in one pass under strace; returns B and the calls it made."""
+    a = answered_then_dead(env, "pt", "answered, then reclaimed", spool_dir)
+    for task_id in ("px", "py"):
+        stale_job(a, task_id, "hostD")
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5,
+                   spool__sync=sync)
+    log = os.path.join(b.dir, "strace.log")
+    b.wrapper = ["strace", "-f", "-qq", "-y", "-o", log, "-e", TRACED]
+    b.start()
+    for task_id in ("pt", "px", "py"):
+        assert b.wait_finished(task_id, 30) == "done", b.log()[-3000:]
+    assert env.fake.calls("answered, then reclaimed") == 1, "a saved answer was paid again"
+    b.stop()
+    return b, calls(log)
+
+
+def running_sync(c):
+    return c[0] in ("fsync", "fdatasync") and re.match(r"^\d+<[^>]*/running>$", c[1])
+
+
+def test_a_reclaim_mark_is_durable_before_the_renames_it_guards(env):
+    """Before, the mark running/.ID@ME.reclaim.DEAD was only created: after a power loss on a
+    file system that does not keep name changes in order (or NFS), the rename of the job could
+    be there without it, and the restart called the saved answer again. Now, with sync = fsync:
+    every mark, then one sync of running/, then the renames of the jobs; the renames of the
+    dead host's files, then one sync, then the marks go. One sync each for the three jobs."""
+    b, cs = reclaim_under_strace(env, "fsync")
+    marks = [i for i, c in enumerate(cs) if c[0] in ("mknodat", "mkdirat") and ".reclaim." in c[1]]
+    assert len(marks) == 3, [c for c in cs if ".reclaim." in c[1]]
+    claims = [i for i, c in enumerate(cs) if c[0].startswith("rename")
+              and re.search(r'"(pt@hostA|px@hostD|py@hostD)\.json", \d+<[^>]*>, "p[txy]@hostB\.json"', c[1])]
+    assert len(claims) == 3, [c for c in cs if c[0].startswith("rename")]
+    syncs_between = [i for i, c in enumerate(cs) if running_sync(c) and max(marks) < i < min(claims)]
+    assert syncs_between, "a job was renamed before its reclaim mark was synced:\n" + \
+        "\n".join(f"{c[0]}({c[1]})" for c in cs[min(marks):max(claims) + 1])
+    # A's saved answer came along, synced before the mark that guards it went.
+    taken = [i for i, c in enumerate(cs) if c[0].startswith("rename") and
+             '".pt@hostA.response.200"' in c[1]]
+    gone = [i for i, c in enumerate(cs) if c[0] == "unlinkat" and ".pt@hostB.reclaim.hostA" in c[1]]
+    assert taken and gone, (taken, gone)
+    assert any(running_sync(c) for c in cs[taken[0]:gone[0]]), \
+        "the mark went before the renames it guards were synced:\n" + \
+        "\n".join(f"{c[0]}({c[1]})" for c in cs[taken[0]:gone[0] + 1])
+    reclaim = cs[min(marks):max(gone) + 1]
+    print(f"# a pass reclaiming 3 jobs: {sum(1 for c in reclaim if running_sync(c))} syncs of "
+          f"running/ between its first mark and its last removal")
+    assert b.listdir("running") == [] or all(n.startswith(".host.") for n in
+                                             os.listdir(b.path("running")))
+
+
+def test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync(env):
+    """On an ext4 with a journal and sync = auto, the journal commits name changes in
+    the order they were made (spool-layout §5, group commit): the reclaim adds no sync."""
+    with env.mounted(LoopExt4()) as fs:
+        b, cs = reclaim_under_strace(env, "auto", os.path.join(fs.path, "spool"))
+        assert "the spool is on ext4 with a journal" in b.log(), b.log()[-2000:]
+    marks = [i for i, c in enumerate(cs) if c[0] in ("mknodat", "mkdirat") and ".reclaim." in c[1]]
+    gone = [i for i, c in enumerate(cs) if c[0] == "unlinkat" and ".reclaim." in c[1]]
+    assert marks and gone
+    assert not any(running_sync(c) for c in cs[min(marks):max(gone) + 1]), \
+        "a sync of running/ in a reclaim on a journaled ext4"
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_a_reclaim_mark_is_durable_before_the_renames_it_guards,
+        test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync,
+    ])
