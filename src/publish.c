@@ -124,29 +124,30 @@ static char *staged(const struct pub *p, const char *name)
 	return xasprintf("%s/%s", p->staging, name);
 }
 
-/* A batch's own descriptors of done/ and failed/, taken at its start: spool_recheck_dirs may
- * swap a new directory in under sp->fd's numbers (dup3) at any moment, and a job whose images
- * went into the old done/ and its job file into the new would be published without a result.
- * One fcntl and one close each per batch, not per job. 0, or -1 with errno. */
+/* A batch's own descriptors of done/ and failed/, held from its start to its end:
+ * spool_recheck_dirs may swap a new directory in under sp->fd's numbers (dup3) at any moment,
+ * and a job whose images went into the old done/ and its job file into the new would be
+ * published without a result. Pins (spool_pin): the thread keeps them from batch to batch, so
+ * a batch makes no system call for them unless a rescan swapped one in since. 0, or -1 with
+ * errno. */
 static int pin_dirs(struct spool *sp, int pins[2])
 {
 	pins[0] = spool_pin(sp, SPOOL_DONE);
 	pins[1] = pins[0] < 0 ? -1 : spool_pin(sp, SPOOL_FAILED);
 	if (pins[1] >= 0)
 		return 0;
-	int saved = errno;
 	if (pins[0] >= 0)
-		close(pins[0]);
+		spool_unpin(sp, SPOOL_DONE, pins[0]);
 	pins[0] = -1;
-	errno = saved;
 	return -1;
 }
 
-static void unpin_dirs(int pins[2])
+static void unpin_dirs(struct spool *sp, int pins[2])
 {
-	for (int i = 0; i < 2; i++)
-		if (pins[i] >= 0)
-			close(pins[i]);
+	if (pins[0] >= 0)
+		spool_unpin(sp, SPOOL_DONE, pins[0]);
+	if (pins[1] >= 0)
+		spool_unpin(sp, SPOOL_FAILED, pins[1]);
 }
 
 /* Its pinned descriptor of done/ or failed/. */
@@ -704,7 +705,7 @@ void publish_batch(struct spool *sp, struct publish_job *const *jobs, size_t n, 
 		item_release(&items[i]);
 	}
 	free(items);
-	unpin_dirs(pins);
+	unpin_dirs(sp, pins);
 	/* Removed once empty: what stays (a job not finished past its commit) keeps it. */
 	for (size_t d = 0; d < ARRAY_SIZE(bd); d++) {
 		if (bd[d].fd >= 0)
@@ -910,7 +911,7 @@ enum publish_rc publish_commit_staged(struct spool *sp, const char *id, const ch
 		syncset_release(&ss);
 	}
 	item_release(&it);
-	unpin_dirs(pins);
+	unpin_dirs(sp, pins);
 	free(staging);
 	return j.rc;
 }
@@ -980,7 +981,7 @@ static void finish_staged(struct spool *sp, const int *dirs, const char *staging
 	}
 	finish_committed(&it, 1, &ss);
 	syncset_release(&ss);
-	unpin_dirs(own);
+	unpin_dirs(sp, own);
 	if (j->rc == PUBLISH_OK && !it.alone && drop_old)
 		drop_all_aside(sp->fd[SPOOL_RUNNING], staging, j->id);
 	item_release(&it);

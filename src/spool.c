@@ -101,6 +101,14 @@ enum spool_dir_verdict spool_dir_judge(const struct spool_dir_id *opened, bool h
 	return placement(look, root_dev, root_mount);
 }
 
+/* Process-wide, so that no two spools (a test opens several) share one (spool.h, dir_gen). */
+static atomic_uint_fast64_t dir_gens;
+
+static uint64_t next_dir_gen(void)
+{
+	return (uint64_t)atomic_fetch_add(&dir_gens, 1) + 1;
+}
+
 int spool_open(struct spool *sp, const char *path, const char *host_id)
 {
 	memset(sp, 0, sizeof(*sp));
@@ -136,6 +144,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		if (v != SPOOL_DIR_REPLACED)
 			return error("'%s/%s' %s", path, dir_names[i], refused_why(v));
 		sp->opened[i] = look.id;
+		atomic_store(&sp->dir_gen[i], next_dir_gen());
 	}
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
@@ -154,8 +163,10 @@ int spool_attach(struct spool *sp, const char *path)
 	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->root_fd < 0)
 		return -1;
-	for (int i = 0; i < SPOOL_NDIRS; i++)
+	for (int i = 0; i < SPOOL_NDIRS; i++) {
 		sp->fd[i] = openat(sp->root_fd, dir_names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		atomic_store(&sp->dir_gen[i], next_dir_gen());
+	}
 	if (sp->fd[SPOOL_NEW] < 0) {
 		errno = EINVAL;
 		return -1;
@@ -163,8 +174,11 @@ int spool_attach(struct spool *sp, const char *path)
 	return 0;
 }
 
+static void unpin_spool(const struct spool *sp);
+
 void spool_close(struct spool *sp)
 {
+	unpin_spool(sp);
 	for (int i = 0; i < SPOOL_NDIRS; i++)
 		if (sp->fd[i] >= 0)
 			close(sp->fd[i]);
@@ -229,6 +243,8 @@ static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct 
 	close(fd);
 	if (v != SPOOL_DIR_REPLACED)
 		return v;
+	/* Before it is said: a pin taken after the log line is of the new one. */
+	atomic_store_explicit(&sp->dir_gen[d], next_dir_gen(), memory_order_release);
 	sp->opened[d] = look->id;
 	/* Files left in the old one stay there: an operator moved them away with it. */
 	if (old_path[0])
@@ -642,17 +658,82 @@ int spool_rename(struct spool *sp, enum spool_dir from, const char *from_name, e
 	return rename_between(sp->fd[from], from_name, sp->fd[to], to_name);
 }
 
-int spool_pin(struct spool *sp, enum spool_dir d)
+/* A thread's pinned descriptor of each directory, kept from pin to pin: which spool and which
+ * of its directories (dir_gen; 0: none), and how many pins of it are under way. */
+struct pin {
+	const struct spool *sp;
+	uint64_t gen;
+	int fd;
+	unsigned depth;
+};
+static _Thread_local struct pin pins[SPOOL_NDIRS];
+
+/* A thread that ends closes what it kept (a key's destructor runs at its exit). */
+static pthread_key_t pins_key;
+static pthread_once_t pins_key_once = PTHREAD_ONCE_INIT;
+
+static void pins_at_exit(void *unused)
 {
-	return fcntl(sp->fd[d], F_DUPFD_CLOEXEC, 0);
+	(void)unused;
+	unpin_spool(NULL);
 }
 
-static void unpin(int fd)
+static void pins_key_make(void)
 {
+	pthread_key_create(&pins_key, pins_at_exit);
+}
+
+static void pins_kept(void)
+{
+	pthread_once(&pins_key_once, pins_key_make);
+	pthread_setspecific(pins_key, pins);
+}
+
+int spool_pin(struct spool *sp, enum spool_dir d)
+{
+	struct pin *p = &pins[d];
+	if (p->depth && p->sp == sp)
+		return p->depth++, p->fd;
+	/* Read before the dup: a swap in between leaves a newer directory under an older number,
+	 * pinned again at the next pin, never an older directory under the newer number. */
+	uint64_t gen = atomic_load_explicit(&sp->dir_gen[d], memory_order_acquire);
+	if (!p->depth && p->gen && p->gen == gen)
+		return p->depth = 1, p->fd;
+	int fd = fcntl(sp->fd[d], F_DUPFD_CLOEXEC, 0);
+	if (fd < 0 || p->depth || !gen)
+		return fd;   /* another spool's pin is under way: this one is not kept */
+	if (p->gen)
+		close(p->fd);   /* the directory that was replaced, or another spool's */
+	else
+		pins_kept();
+	*p = (struct pin){ .sp = sp, .gen = gen, .fd = fd, .depth = 1 };
+	return fd;
+}
+
+void spool_unpin(struct spool *sp, enum spool_dir d, int fd)
+{
+	struct pin *p = &pins[d];
+	if (p->depth && p->sp == sp && p->fd == fd) {
+		p->depth--;
+		return;
+	}
 	int saved = errno;
 	close(fd);
 	errno = saved;
 }
+
+/* The calling thread's kept pins of sp, if no pin of them is under way. */
+static void unpin_spool(const struct spool *sp)
+{
+	for (int d = 0; d < SPOOL_NDIRS; d++) {
+		struct pin *p = &pins[d];
+		if (p->gen && !p->depth && (!sp || p->sp == sp)) {
+			close(p->fd);
+			*p = (struct pin){ 0 };
+		}
+	}
+}
+
 
 /* renameat2 with RENAME_NOREPLACE: 0, -1 with errno, or 1 where the file system lacks it (some
  * NFS and FUSE; remembered). */
@@ -966,7 +1047,7 @@ int spool_write_file(struct spool *sp, enum spool_dir d, const char *name, const
 		stop_point("write:pinned");   /* a test replaces the directory here */
 		rc = put_in_place(sp, dirfd, tmp, name, &(struct write_how){ .fsync_dir = true });
 	}
-	unpin(dirfd);
+	spool_unpin(sp, d, dirfd);
 	return rc;
 }
 
@@ -1253,7 +1334,7 @@ int spool_move_rewritten(struct spool *sp, const char *running_name, enum spool_
 		crash_point("move:moved");
 	if (rc == 0 && (fsync(destfd) < 0 || spool_sync_dir(sp, SPOOL_RUNNING) < 0))
 		rc = -1;
-	unpin(destfd);
+	spool_unpin(sp, dest, destfd);
 	return rc;
 }
 

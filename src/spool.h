@@ -62,6 +62,10 @@ struct spool {
 	/* renameat2's flags the file system refused (EINVAL on NFS, sshfs, other FUSE): not asked
 	 * again, the fallback goes straight on (any thread). */
 	atomic_bool no_exchange, no_noreplace;
+	/* Which directory fd[d] is: a number of the whole process, new at spool_open and at each
+	 * swap of a replaced directory (dup3), so that a thread's pin (spool_pin) knows whether it
+	 * still holds the directory d is now. */
+	_Atomic uint64_t dir_gen[SPOOL_NDIRS];
 	/* What the root and fd[] were opened on, and what spool_recheck_dirs said last of each
 	 * (enum spool_dir_verdict; said once, again when it changes). Loop thread only. */
 	struct spool_dir_id root_opened, opened[SPOOL_NDIRS], refused[SPOOL_NDIRS];
@@ -183,10 +187,16 @@ const char *spool_read_reason(enum spool_read r);
  * symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Same checks as spool_read_file. */
 enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out);
 
-/* A descriptor of its own (close it) of the directory that d is now: for a write of several
- * steps, which spool_recheck_dirs may swap a replaced directory in under sp->fd[d] (dup3)
- * between. -1 with errno. */
+/* A descriptor of the directory that d is now, which stays that directory until
+ * spool_unpin: for a write of several steps, which spool_recheck_dirs may swap a replaced
+ * directory in under sp->fd[d] (dup3) between. The calling thread keeps it from pin to pin
+ * (no system call) and takes a new one (fcntl, and the close of the one it held) only at its
+ * first pin after a swap; a pin inside a pin of the same directory gets the outer one. What a
+ * thread keeps is closed at its end, or with the spool (spool_close, on its thread). -1 with
+ * errno. */
 int spool_pin(struct spool *sp, enum spool_dir d);
+/* Ends a pin (errno kept). */
+void spool_unpin(struct spool *sp, enum spool_dir d, int fd);
 /* rename(2) between spool directories, fixed up for NFS lost replies (Postfix' sane_rename):
  * if rename fails but the source is gone and the target exists, it succeeded. Returns 0 or -1
  * with errno (ENOENT: the source was not there). */

@@ -1,10 +1,12 @@
 /* test_spool.c - the names the spool module makes (every one fits, for every valid id and host),
  * its writers (a staged file's too) and listings, and which journals a batch's renames may be
- * left to; what a state directory's name names later, and the directories followed. */
+ * left to; what a state directory's name names later, and the directories followed; pins kept
+ * from one to the next until a directory is swapped. */
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -493,8 +495,84 @@ static void test_recheck_dirs(void)
 	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
 }
 
+static bool is_open(int fd)
+{
+	return fcntl(fd, F_GETFD) >= 0;
+}
+
+static uint64_t ino_of(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static void *pin_on_a_thread(void *arg)
+{
+	struct spool *sp = arg;
+	int fd = spool_pin(sp, SPOOL_DONE);
+	spool_unpin(sp, SPOOL_DONE, fd);
+	return (void *)(intptr_t)fd;
+}
+
+/* A thread keeps its pin of a directory from one to the next (a batch's publication pins done/
+ * and failed/ with no system call), takes a new one at its first pin after a recheck swapped
+ * the directory, and closes the old one then; a pin under way across the swap keeps the old
+ * directory to its end, nested pins included. A thread's ending closes what it kept, and so
+ * does spool_close on its own thread. */
+static void test_pins_kept(void)
+{
+	char dir[128];
+	struct spool sp;
+	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-pins") && spool_open(&sp, dir, "h1") == 0,
+	   "a scratch spool");
+	int first = spool_pin(&sp, SPOOL_DONE);
+	spool_unpin(&sp, SPOOL_DONE, first);
+	ok(first >= 0 && is_open(first) && first != sp.fd[SPOOL_DONE], "a pin kept open once ended");
+	int again = spool_pin(&sp, SPOOL_DONE), nested = spool_pin(&sp, SPOOL_DONE);
+	ok(again == first && nested == first, "the next pin and one inside it: the same descriptor");
+	spool_unpin(&sp, SPOOL_DONE, nested);
+	spool_unpin(&sp, SPOOL_DONE, again);
+
+	char *path = xasprintf("%s/done", dir), *aside = xasprintf("%s/done.old", dir);
+	uint64_t old_ino = ino_of(first);
+	int outer = spool_pin(&sp, SPOOL_DONE);
+	ok(rename(path, aside) == 0 && mkdir(path, 0777) == 0, "done/ moved aside, a new one made");
+	ok(spool_pin(&sp, SPOOL_DONE) == outer, "before the recheck: still the one held");
+	spool_unpin(&sp, SPOOL_DONE, outer);
+	int stderr_saved = dup(STDERR_FILENO), devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	dup2(devnull, STDERR_FILENO);   /* the recheck says the swap: not this test's output */
+	ok(spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DONE), "the new done/ swapped in");
+	log_flush_all();
+	dup2(stderr_saved, STDERR_FILENO);
+	close(stderr_saved);
+	close(devnull);
+	int inner = spool_pin(&sp, SPOOL_DONE);
+	ok(inner == outer && ino_of(inner) == old_ino, "a pin under way keeps the old one to its end");
+	spool_unpin(&sp, SPOOL_DONE, inner);
+	spool_unpin(&sp, SPOOL_DONE, outer);
+	int swapped = spool_pin(&sp, SPOOL_DONE);
+	spool_unpin(&sp, SPOOL_DONE, swapped);
+	ok(swapped >= 0 && ino_of(swapped) == ino_of(sp.fd[SPOOL_DONE]) && ino_of(swapped) != old_ino,
+	   "the first pin after it: the new done/");
+	ok(!is_open(first) || ino_of(first) != old_ino, "the old one's descriptor closed then");
+	rmdir(aside);
+	free(aside);
+	free(path);
+
+	pthread_t thread;
+	void *got = NULL;
+	ok(pthread_create(&thread, NULL, pin_on_a_thread, &sp) == 0 && pthread_join(thread, &got) == 0,
+	   "a thread pins done/ and ends");
+	int on_thread = (int)(intptr_t)got;
+	ok(on_thread >= 0 && !is_open(on_thread), "its kept pin closed at its end");
+
+	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
+	ok(!is_open(swapped), "spool_close closes its thread's kept pins");
+}
+
 int main(void)
 {
+	test_pins_kept();
 	test_dir_judge();
 	test_recheck_dirs();
 	test_journal_decide();
