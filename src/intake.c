@@ -16,6 +16,7 @@
 
 #include "deferral.h"
 #include "dispatch_impl.h"
+#include "fileid.h"
 #include "finish.h"
 #include "intake.h"
 #include "log.h"
@@ -629,10 +630,13 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	crash_point("claim:claimed");
 	stop_point("claim:claimed");
 	t->sidecars = 0;   /* a job leaves running/ without them; a crash's are the restart's */
-	/* The file we claimed must be the one we read: a client may have replaced it in between. */
+	/* The file we claimed must be the one we read: a client may have replaced it in between
+	 * (where inode numbers follow names, sshfs, its bytes tell). */
 	struct stat claimed;
-	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    claimed.st_ino != st.st_ino || claimed.st_dev != st.st_dev) {
+	int running_fd = d->spool->fd[SPOOL_RUNNING];
+	if (fstatat(running_fd, t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !fileid_claimed_is_read(running_fd, t->running_name, &claimed, &st, t->job_text,
+				    t->job_len, d->spool->ino_by_name)) {
 		bool back = requeue_replaced(t, pe, &claimed, (uint64_t)st.st_ino, putback != NULL);
 		putback_drop(d, putback, back);
 		return SKIPPED;

@@ -13,7 +13,11 @@
  * (its size, mtime, ctime or link count may change in place) at most every KNOWN_RECHECK_MIN_MS
  * at first, backing off to KNOWN_RECHECK_MAX_MS while it stays the same; a change announced by
  * inotify (known_hint) is looked at at once, and if the file is the same after all, the
- * schedule of re-checks is left as it was. */
+ * schedule of re-checks is left as it was.
+ *
+ * sshfs lists every name with d_ino 0xffffffff (fileid.h): there only another type shows another
+ * file at a known name; an ignored one's re-checks see it by its size or mtime, and a queued
+ * one's claim by its bytes. */
 #ifndef KNOWN_H
 #define KNOWN_H
 

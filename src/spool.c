@@ -22,6 +22,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fileid.h"
 #include "log.h"
 #include "spool.h"
 #include "syncset.h"
@@ -150,6 +151,7 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
 	const int dirs[] = { sp->fd[SPOOL_RUNNING], sp->fd[SPOOL_DONE], sp->fd[SPOOL_FAILED] };
 	sp->journal_kind = spool_fs_journal(sp->root_fd, dirs, sizeof(dirs) / sizeof(dirs[0]));
+	sp->ino_by_name = fileid_numbers_by_name(sp->root_fd);
 	return 0;
 }
 

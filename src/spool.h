@@ -57,6 +57,7 @@ struct spool {
 	int64_t clock_probed_mono;  /* mono_ms of that probe; 0: never */
 	bool clock_failing;         /* the last probe failed (logged once) */
 	long fs_type;               /* statfs f_type of the spool's file system */
+	bool ino_by_name;           /* its inode numbers follow names, not files (sshfs): fileid.h */
 	enum spool_journal journal_kind;   /* spool_fs_journal's answer (NONE: no journal to lean on) */
 	enum sync_mode sync_mode;   /* [spool] sync: how a batch's writes are made durable */
 	/* renameat2's flags the file system refused (EINVAL on NFS, sshfs, other FUSE): not asked

@@ -4,6 +4,7 @@ called once, and a dead daemon's jobs are reclaimed after its lease, never publi
 import json
 import os
 import re
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -81,6 +82,48 @@ def test_two_hosts_share_one_spool(env):
             n.startswith(".") for n in os.listdir(os.path.join(export, "running")))
         assert b.stop() == 0
 
+def stopped(d):
+    """Whether the daemon stopped itself (IMGSPOOLD_STOP_AT)."""
+    assert not d.exited(), d.log()[-2000:]
+    with open(f"/proc/{d.proc.pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_job_replaced_from_another_host_while_claimed(env):
+    """Another host renamed a new version over new/ID.json between this daemon's read and its
+    claim. sshfs numbers inodes by name (getdents says d_ino 0xffffffff for every name, stat the
+    same number before and after the replacement): the claim's inode check saw the same file,
+    and the daemon called and published the version it had read, the client's new version lost.
+    It goes back to new/ as written, and the new version is the one called."""
+    with env.two_mounts() as mounts:
+        export = os.path.join(mounts.export, "spool")
+        for sub in ("tmp", "new"):
+            os.makedirs(os.path.join(export, sub), exist_ok=True)
+        submit_on_server(export, "rv", {"prompt": "the first version", "metadata": {"v": 1}})
+        a = env.daemon(spool_dir=os.path.join(mounts.mount_a, "spool"), spool__host_id="hostA",
+                       spool__poll_interval=1)
+        a.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
+        wait_for(lambda: stopped(a), 30, "the daemon to stop between its read and its claim")
+        # The client on host B: tmp/ then a rename over new/rv.json, through B's own mount.
+        spool_b = os.path.join(mounts.mount_b, "spool")
+        with open(os.path.join(spool_b, "tmp", "rv.json"), "w") as f:
+            json.dump({"prompt": "the second version", "metadata": {"v": 2}}, f)
+        os.rename(os.path.join(spool_b, "tmp", "rv.json"), os.path.join(spool_b, "new", "rv.json"))
+
+        def done():   # it stops again before each read: let it go on each time
+            if stopped(a):
+                a.send_signal(signal.SIGCONT)
+            return os.path.exists(os.path.join(export, "done", "rv.result.json"))
+        wait_for(done, 60, "rv done")
+        with open(os.path.join(export, "done", "rv.result.json")) as f:
+            r = json.load(f)
+        assert r["metadata"] == {"v": 2}, r
+        assert env.fake.calls("the second version") == 1, env.fake.requests
+        assert env.fake.calls("the first version") == 0, env.fake.requests
+        a.wait_logged("rv back to new/ (replaced while being claimed)")
+        assert a.stop() == 0
+
+
 
 if __name__ == "__main__":
-    run_tests([test_two_hosts_share_one_spool])
+    run_tests([test_two_hosts_share_one_spool, test_a_job_replaced_from_another_host_while_claimed])
