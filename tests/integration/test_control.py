@@ -142,12 +142,6 @@ def test_honoured_at_the_claim(env):
     d.wait_logged("hx held by an operator before its call: new/ to hold/")
     assert d.stop() == 0
 
-def stopped(d):
-    """Whether the daemon stopped itself (IMGSPOOLD_STOP_AT)."""
-    assert not d.exited(), d.log()[-2000:]
-    with open(f"/proc/{d.proc.pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
 
 def test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now(env):
     """A client replaced new/ID.json between the daemon's read and its claim, and ID had a
@@ -160,13 +154,13 @@ def test_a_job_replaced_while_claimed_is_cancelled_as_it_is_now(env):
         json.dump({"prompt": "the first", "metadata": {"version": 1}}, f)
     request(d, "cancel.rc", 0)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
-    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    wait_for(d.stopped, 20, "the daemon to stop between its read and its claim")
     with open(d.path("tmp", "rc.json"), "w") as f:
         json.dump({"prompt": "the second", "metadata": {"version": 2}}, f)
     os.rename(d.path("tmp", "rc.json"), d.path("new", "rc.json"))
 
     def failed():   # it stops again before each read: let it go on each time
-        if stopped(d):
+        if d.stopped():
             d.send_signal(signal.SIGCONT)
         return os.path.exists(d.path("failed", "rc.json"))
     wait_for(failed, 20, "rc in failed/")
@@ -187,13 +181,13 @@ def test_a_deferred_job_replaced_while_claimed_keeps_its_due_time(env):
     d = env.daemon()
     job_file(d.path("deferred", "rd.json"), "the first", mtime=time.time() - 5)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
-    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    wait_for(d.stopped, 20, "the daemon to stop between its read and its claim")
     due = int(time.time()) + 60
     job_file(d.path("tmp", "rd.json"), "the second", mtime=due)
     os.rename(d.path("tmp", "rd.json"), d.path("deferred", "rd.json"))
 
     def requeued():   # it stops again before each read: let it go on each time
-        if stopped(d):
+        if d.stopped():
             d.send_signal(signal.SIGCONT)
         return "rd back to " in d.log()
     wait_for(requeued, 20, "rd requeued after its replacement")

@@ -15,7 +15,7 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, process_stopped, run_tests, wait_for  # noqa: E402
 
 HOSTILE = ("<script>document.body.setAttribute('data-pwned','script')</script>"
            "<img src=x onerror=\"document.body.setAttribute('data-pwned','onerror')\">")
@@ -255,8 +255,7 @@ def wait_stopped_before_index(proc, who):
     """A run started with IMGSPOOLD_STOP_AT=gallery:pages-written stops there, the lock held."""
     def stopped():
         assert proc.poll() is None, f"{who} ended before its index"
-        with open(f"/proc/{proc.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        return process_stopped(proc.pid)
     wait_for(stopped, 20, f"{who} to stop before its index")
 
 

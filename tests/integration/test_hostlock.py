@@ -78,11 +78,7 @@ def start_stopped_at(d, point):
     """Starts d, which stops itself (SIGSTOP) at the named point of taking the host lock."""
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": point})
 
-    def stopped():
-        assert not d.exited(), f"exited before '{point}':\n{d.log()}"
-        with open(f"/proc/{d.proc.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-    wait_for(stopped, 10, f"the daemon to stop at '{point}'")
+    wait_for(d.stopped, 10, f"the daemon to stop at '{point}'")
 
 
 def lock_pid(d):

@@ -82,12 +82,6 @@ def test_two_hosts_share_one_spool(env):
             n.startswith(".") for n in os.listdir(os.path.join(export, "running")))
         assert b.stop() == 0
 
-def stopped(d):
-    """Whether the daemon stopped itself (IMGSPOOLD_STOP_AT)."""
-    assert not d.exited(), d.log()[-2000:]
-    with open(f"/proc/{d.proc.pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
 
 def test_a_job_replaced_from_another_host_while_claimed(env):
     """Another host renamed a new version over new/ID.json between this daemon's read and its
@@ -103,7 +97,7 @@ def test_a_job_replaced_from_another_host_while_claimed(env):
         a = env.daemon(spool_dir=os.path.join(mounts.mount_a, "spool"), spool__host_id="hostA",
                        spool__poll_interval=1)
         a.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read"})
-        wait_for(lambda: stopped(a), 30, "the daemon to stop between its read and its claim")
+        wait_for(a.stopped, 30, "the daemon to stop between its read and its claim")
         # The client on host B: tmp/ then a rename over new/rv.json, through B's own mount.
         spool_b = os.path.join(mounts.mount_b, "spool")
         with open(os.path.join(spool_b, "tmp", "rv.json"), "w") as f:
@@ -111,7 +105,7 @@ def test_a_job_replaced_from_another_host_while_claimed(env):
         os.rename(os.path.join(spool_b, "tmp", "rv.json"), os.path.join(spool_b, "new", "rv.json"))
 
         def done():   # it stops again before each read: let it go on each time
-            if stopped(a):
+            if a.stopped():
                 a.send_signal(signal.SIGCONT)
             return os.path.exists(os.path.join(export, "done", "rv.result.json"))
         wait_for(done, 60, "rv done")

@@ -64,6 +64,12 @@ def wait_for(pred, timeout=20.0, what="condition"):
         time.sleep(0.02)
 
 
+def process_stopped(pid):
+    """Whether process pid is stopped (state T: it stopped itself at IMGSPOOLD_STOP_AT)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def held_at_stop(fifo, d):
     """Waits for a thread of daemon d to wait at its stop point (IMGSPOOLD_STOP_AT with
     IMGSPOOLD_STOP_FIFO=fifo, util.c stop_point) and returns the FIFO's write end: the thread
@@ -301,6 +307,12 @@ class Daemon:
     def exited(self):
         return self.proc is not None and self.proc.poll() is not None
 
+    def stopped(self):
+        """Whether it stopped itself (IMGSPOOLD_STOP_AT); fails, with the log's tail, when it
+        has exited instead."""
+        assert not self.exited(), self.log()[-2000:]
+        return process_stopped(self.proc.pid)
+
     def send_signal(self, sig):
         if self.wrapper:    # the daemon too, not only the wrapper (strace detaches and exits)
             os.killpg(self.proc.pid, sig)
@@ -457,9 +469,8 @@ class Daemon:
         if not pid or not self._marks_blocked(pid):
             return
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                    return
+            if process_stopped(pid):
+                return
             self.log_barrier(timeout=2)
         except (OSError, AssertionError):
             pass
