@@ -214,13 +214,18 @@ int64_t retry_after_ms(const char *ra, const char *ra_ms, int64_t now_wall_ms, i
 	return ms;
 }
 
+/* min(cap_ms, base_ms * 2^doublings), doubling no further once at the cap (no overflow). */
+static int64_t doubled_capped(int64_t base_ms, int doublings, int64_t cap_ms)
+{
+	int64_t v = base_ms;
+	for (int i = 0; i < doublings && v < cap_ms; i++)
+		v *= 2;
+	return v > cap_ms ? cap_ms : v;
+}
+
 int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t random)
 {
-	int64_t ceiling = base_ms;
-	for (int i = 0; i < attempt && ceiling < cap_ms; i++)
-		ceiling *= 2;
-	if (ceiling > cap_ms)
-		ceiling = cap_ms;
+	int64_t ceiling = doubled_capped(base_ms, attempt, cap_ms);
 	if (ceiling <= 0)
 		return 0;
 	return (int64_t)(random % ((uint64_t)ceiling + 1));
@@ -228,11 +233,7 @@ int64_t retry_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t 
 
 int64_t retry_redelivery_ms(int failure, int64_t base_ms, int64_t cap_ms, uint64_t random)
 {
-	int64_t wait = base_ms;
-	for (int i = 1; i < failure && wait < cap_ms; i++)
-		wait *= 2;
-	if (wait > cap_ms)
-		wait = cap_ms;
+	int64_t wait = doubled_capped(base_ms, failure - 1, cap_ms);
 	if (wait <= 0)
 		return 0;
 	return wait - (int64_t)(random % ((uint64_t)wait / 4 + 1));
