@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "util.h"
+#include "said.h"
 #include "scratch_spool.h"
 #include "tap.h"
 
@@ -261,23 +262,17 @@ static void test_paths_escaped(void)
 	/* The key file there, readable by others: the warning is a log line of its own. */
 	free(cfg.providers[0].api_key_file);
 	cfg.providers[0].api_key_file = xstrdup(hostile);
-	char *log_path = xasprintf("%s/log", dir), said[4096] = "";
-	int log_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	int stderr_fd = dup(STDERR_FILENO);
-	fflush(stderr);
-	ok(log_fd >= 0 && dup2(log_fd, STDERR_FILENO) >= 0, "the log kept");
+	char *log_path = xasprintf("%s/log", dir);
+	struct said said;
+	ok(said_start(&said, log_path), "the log kept");
 	config_load_keys(&cfg);
-	fflush(stderr);
-	dup2(stderr_fd, STDERR_FILENO);
-	close(stderr_fd);
-	ssize_t n = pread(log_fd, said, sizeof(said) - 1, 0);
-	said[n > 0 ? n : 0] = '\0';
-	close(log_fd);
+	said_end(&said);
 	ok(cfg.providers[0].api_key && !strcmp(cfg.providers[0].api_key, "sk-1"), "the key read");
-	char *nl = strchr(said, '\n');
-	ok(nl && !nl[1] && strstr(said, "readable by group or others") &&
-	   strstr(said, "\\x1b[2K\\x0aimgspoold: forged'") && !memchr(said, '\x1b', strlen(said)),
-	   "the mode warning: one line, the name escaped: %s", said);
+	char *nl = strchr(said.text, '\n');
+	ok(nl && !nl[1] && strstr(said.text, "readable by group or others") &&
+	   strstr(said.text, "\\x1b[2K\\x0aimgspoold: forged'") &&
+	   !memchr(said.text, '\x1b', strlen(said.text)),
+	   "the mode warning: one line, the name escaped: %s", said.text);
 	config_release(&cfg);
 	unlink(log_path);
 	unlink(hostile);

@@ -19,6 +19,7 @@
 #include "spend.h"
 #include "spool.h"
 #include "util.h"
+#include "said.h"
 #include "scratch_spool.h"
 #include "tap.h"
 
@@ -135,45 +136,6 @@ static void shortened_lease(struct keyshare *ks, const char *dir, const char *pr
 		keyshare_release(ks, &t);
 	unlink(path);
 	free(path);
-}
-
-/* The log (stderr) kept in a file, to see what was said. */
-struct said {
-	int fd, stderr_fd;
-	char text[8192];
-};
-
-static bool said_start(struct said *s, const char *path)
-{
-	s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	s->stderr_fd = dup(STDERR_FILENO);
-	s->text[0] = '\0';
-	return s->fd >= 0 && s->stderr_fd >= 0 && dup2(s->fd, STDERR_FILENO) >= 0;
-}
-
-/* What was said so far, in s->text. */
-static const char *said_so_far(struct said *s)
-{
-	ssize_t got = pread(s->fd, s->text, sizeof(s->text) - 1, 0);
-	s->text[got > 0 ? got : 0] = '\0';
-	return s->text;
-}
-
-static void said_end(struct said *s)
-{
-	said_so_far(s);
-	dup2(s->stderr_fd, STDERR_FILENO);
-	close(s->stderr_fd);
-	close(s->fd);
-}
-
-/* How many times needle is in text. */
-static int count_of(const char *text, const char *needle)
-{
-	int n = 0;
-	for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
-		n++;
-	return n;
 }
 
 /* An operator removes path (a provider's directory, or all of providers/), that both hosts have
@@ -538,7 +500,7 @@ static void unreadable_ledgers(struct spool *sa, struct keyshare *b, const char 
 			keyshare_release(b, &t);
 		said_end(&said);
 		unlink(log_path);
-		ok(count_of(said.text, "cannot read") == 1 && count_of(said.text, "can be read again") == 1,
+		ok(said_count(said.text, "cannot read") == 1 && said_count(said.text, "can be read again") == 1,
 		   "%s: said once as it fails, once as it is read again", r->name);
 	}
 	free(log_path);
@@ -596,9 +558,9 @@ static void unusable_ledger(void)
 		keyshare_release(b, &t);
 	said_end(&said);
 	ok(strstr(said.text, "cannot open '") && strstr(said.text, "/ledger' (Not a directory)") &&
-	   count_of(said.text, "and no other host is live:") == 2 &&
-	   count_of(said.text, "host 'hostA' is live") == 1 &&
-	   count_of(said.text, "wait while another host is live") == 1,
+	   said_count(said.text, "and no other host is live:") == 2 &&
+	   said_count(said.text, "host 'hostA' is live") == 1 &&
+	   said_count(said.text, "wait while another host is live") == 1,
 	   "no ledger: said at start-up, then once per change, with why the open failed:\n%s",
 	   said.text);
 	keyshare_free(b);
@@ -791,7 +753,7 @@ static void own_ledger_unreadable(void)
 		v = try_call(a, 0.6);
 		waits = waits && v.block == PROVIDER_BUSY;
 		said_so_far(&said);
-		int told = count_of(said.text, "cannot read");
+		int told = said_count(said.text, "cannot read");
 		bool named = strstr(said.text, "hostA.") && strstr(said.text, r->said) &&
 			     strstr(said.text, "moves it aside");
 		said_end(&said);
@@ -1400,8 +1362,8 @@ static void foreign_files(void)
 	ok(v.block == PROVIDER_FREE && again.block == PROVIDER_FREE && v.spent == 0,
 	   "foreign: B counts neither, nor waits: 0.10 starts, twice (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
-	ok(count_of(said.text, "evil.0000000000000001.json' is not written by this daemon's user") == 1 &&
-	   count_of(said.text, "evil.0000000000000002.json' is not written by this daemon's user") == 1,
+	ok(said_count(said.text, "evil.0000000000000001.json' is not written by this daemon's user") == 1 &&
+	   said_count(said.text, "evil.0000000000000002.json' is not written by this daemon's user") == 1,
 	   "foreign: each said once: %s", said.text);
 	unlink(log_path);
 	unlink(evil1);
@@ -1463,7 +1425,7 @@ static void foreign_legacy(void)
 	said_end(&said);
 	ok(v.block == PROVIDER_FREE && again.block == PROVIDER_FREE,
 	   "foreign legacy: B does not wait for it (%s)", v.which ? v.which : "free");
-	ok(count_of(said.text, "evil.json' is not written by this daemon's user") == 1,
+	ok(said_count(said.text, "evil.json' is not written by this daemon's user") == 1,
 	   "foreign legacy: said once: %s", said.text);
 	keyshare_free(b);
 	spool_close(&sb);
@@ -1571,7 +1533,7 @@ static void carry_fails(void)
 	ok(rmdir(copy) == 0, "carry: the directory goes");
 	v = try_call(h.b, 0.6);
 	said_end(&said);
-	ok(count_of(said.text, "cannot carry run") == 1, "carry: said once in 4 checks: %s",
+	ok(said_count(said.text, "cannot carry run") == 1, "carry: said once in 4 checks: %s",
 	   said.text);
 	ok(access(copy, F_OK) < 0 && v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
 	   "carry: not tried again at the next check (within 10 s); B still counts 0.5 (spent %lld)",
@@ -2092,7 +2054,7 @@ int main(void)
 	ok(failing && works && failing_again,
 	   "providers/t a file: A's calls to it wait; removed: they go on; a file again: they wait");
 	const char *again = strstr(t_said.text, "its limits are kept with other hosts again");
-	ok(count_of(t_said.text, "warning: ") == 2 && again && count_of(again, "warning: ") == 1,
+	ok(said_count(t_said.text, "warning: ") == 2 && again && said_count(again, "warning: ") == 1,
 	   "said once as it fails, once as it works again, once as it fails again");
 	free(said_log);
 	free(tdir);

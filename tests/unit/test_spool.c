@@ -16,6 +16,7 @@
 #include "log.h"
 #include "spool.h"
 #include "util.h"
+#include "said.h"
 #include "scratch_spool.h"
 #include "tap.h"
 
@@ -395,40 +396,18 @@ static void test_dir_judge(void)
 				   rows[i].root_mount) == rows[i].want, "spool_dir_judge: %s", rows[i].name);
 }
 
-/* The log (stderr) kept in a file: what was said since the last look. */
-static int said_fd = -1, stderr_fd = -1;
-static off_t said_at;
-
-static const char *said_since(char *text, size_t size)
-{
-	log_flush_all();
-	ssize_t got = pread(said_fd, text, size - 1, said_at);
-	text[got > 0 ? got : 0] = '\0';
-	said_at += got > 0 ? got : 0;
-	return text;
-}
-
-static int count_of(const char *text, const char *needle)
-{
-	int n = 0;
-	for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
-		n++;
-	return n;
-}
-
 /* An operator replaces state directories under a spool opened: each is followed at the next
  * recheck, said once, under the same descriptor number; a missing one or a file in its place
  * is said once and kept; the root is never followed. */
 static void test_recheck_dirs(void)
 {
-	char dir[PATH_MAX], text[8192];
+	char dir[PATH_MAX];
 	struct spool sp;
 	ok(scratch_mkdtemp(dir, sizeof(dir), "spool-recheck") != NULL && spool_open(&sp, dir, "h1") == 0, "a scratch spool");
 	char *log_path = xasprintf("%s.log", dir), *path = NULL, *aside = NULL;
-	said_fd = open(log_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	stderr_fd = dup(STDERR_FILENO);
-	ok(said_fd >= 0 && dup2(said_fd, STDERR_FILENO) >= 0, "the log kept");
-	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(text, sizeof(text)), "nothing replaced, nothing said");
+	struct said said;
+	ok(said_start(&said, log_path), "the log kept");
+	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(&said), "nothing replaced, nothing said");
 
 	int fd = sp.fd[SPOOL_DEFERRED];
 	path = xasprintf("%s/deferred", dir);
@@ -436,14 +415,14 @@ static void test_recheck_dirs(void)
 	ok(rename(path, aside) == 0 && mkdir(path, 0777) == 0, "deferred/ moved aside, a new one made");
 	ok(spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DEFERRED) && sp.fd[SPOOL_DEFERRED] == fd,
 	   "deferred/ followed, under the same descriptor number");
-	ok(count_of(said_since(text, sizeof(text)), "deferred' was replaced") == 1, "said once");
+	ok(said_count(said_since(&said), "deferred' was replaced") == 1, "said once");
 	char *now_at = xasprintf("what is left in the old one, now '%s', stays there", aside);
-	ok(strstr(text, now_at) != NULL, "saying where the old one is, with what was left in it");
+	ok(strstr(said.text, now_at) != NULL, "saying where the old one is, with what was left in it");
 	free(now_at);
 	ok(spool_write_file(&sp, SPOOL_DEFERRED, "x.json", "{}", 2) == 0, "a file written in deferred/");
 	char *in_new = xasprintf("%s/x.json", path), *in_old = xasprintf("%s/x.json", aside);
 	ok(access(in_new, F_OK) == 0 && access(in_old, F_OK) < 0, "it is in the new deferred/");
-	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(text, sizeof(text)), "then nothing more");
+	ok(spool_recheck_dirs(&sp) == 0 && !*said_since(&said), "then nothing more");
 	unlink(in_new);
 	rmdir(aside);
 	free(in_new);
@@ -454,12 +433,12 @@ static void test_recheck_dirs(void)
 	path = xasprintf("%s/done", dir);
 	ok(rmdir(path) == 0 && spool_recheck_dirs(&sp) == 0 && spool_recheck_dirs(&sp) == 0,
 	   "done/ removed: nothing followed, nothing made");
-	ok(count_of(said_since(text, sizeof(text)), "done' is gone") == 1 && access(path, F_OK) < 0,
+	ok(said_count(said_since(&said), "done' is gone") == 1 && access(path, F_OK) < 0,
 	   "said once, done/ not made again");
 	ok(mkdir(path, 0777) == 0 && spool_recheck_dirs(&sp) == SPOOL_BIT(SPOOL_DONE) &&
-	   count_of(said_since(text, sizeof(text)), "done' was replaced") == 1,
+	   said_count(said_since(&said), "done' was replaced") == 1,
 	   "made again by the operator: followed, said");
-	ok(strstr(text, "(removed and made again)") && !strstr(text, "what is left"),
+	ok(strstr(said.text, "(removed and made again)") && !strstr(said.text, "what is left"),
 	   "a removed one had nothing left in it");
 	free(path);
 
@@ -469,10 +448,10 @@ static void test_recheck_dirs(void)
 	ok(rename(path, aside) == 0 && (file = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644)) >= 0 &&
 	   close(file) == 0, "a file in the place of failed/");
 	ok(spool_recheck_dirs(&sp) == 0 && spool_recheck_dirs(&sp) == 0 &&
-	   count_of(said_since(text, sizeof(text)), "failed' is no longer a directory") == 1,
+	   said_count(said_since(&said), "failed' is no longer a directory") == 1,
 	   "not followed, said once");
 	ok(unlink(path) == 0 && rename(aside, path) == 0 && spool_recheck_dirs(&sp) == 0 &&
-	   count_of(said_since(text, sizeof(text)), "failed' is again the directory") == 1,
+	   said_count(said_since(&said), "failed' is again the directory") == 1,
 	   "the old one back: kept, said");
 	free(path);
 	free(aside);
@@ -480,16 +459,14 @@ static void test_recheck_dirs(void)
 	aside = xasprintf("%s.moved", dir);
 	ok(rename(dir, aside) == 0 && mkdir(dir, 0777) == 0, "the spool moved aside, a new one made");
 	ok(!spool_root_recheck(&sp) && spool_recheck_dirs(&sp) == 0, "its directories not followed");
-	ok(count_of(said_since(text, sizeof(text)), "is no longer the directory this daemon opened") == 1,
+	ok(said_count(said_since(&said), "is no longer the directory this daemon opened") == 1,
 	   "said once");
 	ok(rmdir(dir) == 0 && rename(aside, dir) == 0 && spool_root_recheck(&sp) &&
-	   count_of(said_since(text, sizeof(text)), "is again the directory this daemon opened") == 1,
+	   said_count(said_since(&said), "is again the directory this daemon opened") == 1,
 	   "back: said");
 	free(aside);
 
-	dup2(stderr_fd, STDERR_FILENO);
-	close(stderr_fd);
-	close(said_fd);
+	said_end(&said);
 	unlink(log_path);
 	free(log_path);
 	ok(scratch_spool_remove(&sp, dir) == 0, "the scratch spool removed");
