@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "crypto.h"
 #include "job.h"
 #include "jsontext.h"
 #include "upstream.h"
@@ -113,8 +114,6 @@ static const char *ref_mime(const struct ref_image *ref)
 
 /* ---- base64 ---- */
 
-static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /* Value of each byte in the standard alphabet; 255 for everything else (CR, LF and '=' included). */
 static const unsigned char b64_value[256] = {
 	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
@@ -134,40 +133,6 @@ static const unsigned char b64_value[256] = {
 	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
 	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
 };
-
-/* Padded standard base64 of len bytes; *outlen gets the length of the (terminated) text. */
-static char *base64_encode(const unsigned char *data, size_t len, size_t *outlen)
-{
-	if (len > SIZE_MAX / 4 * 3 - 3)
-		abort();
-	size_t n = (len + 2) / 3 * 4;
-	char *out = xmalloc(n + 1), *o = out;
-	size_t i = 0;
-
-	for (; len - i >= 3; i += 3) {
-		uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = b64_alphabet[(v >> 6) & 63];
-		*o++ = b64_alphabet[v & 63];
-	}
-	if (len - i == 1) {
-		uint32_t v = (uint32_t)data[i] << 16;
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = '=';
-		*o++ = '=';
-	} else if (len - i == 2) {
-		uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
-		*o++ = b64_alphabet[v >> 18];
-		*o++ = b64_alphabet[(v >> 12) & 63];
-		*o++ = b64_alphabet[(v >> 6) & 63];
-		*o++ = '=';
-	}
-	*o = '\0';
-	*outlen = n;
-	return out;
-}
 
 unsigned char *base64_decode(const char *in, size_t inlen, size_t *outlen)
 {
@@ -545,11 +510,10 @@ static int build_gemini(const struct job *job, const char *model,
 	}
 	json_array_append_new(parts, json_pack("{s:o}", "text", text));
 	for (size_t i = 0; i < n_refs; i++) {
-		size_t b64len;
-		char *b64 = base64_encode(refs[i].data, refs[i].len, &b64len);
+		char *b64 = crypto_base64_encode(refs[i].data, refs[i].len);
 		json_array_append_new(parts, json_pack("{s:{s:s,s:o}}", "inlineData",
 						       "mimeType", ref_mime(&refs[i]),
-						       "data", json_stringn_nocheck(b64, b64len)));
+						       "data", json_stringn_nocheck(b64, strlen(b64))));
 		free(b64);
 	}
 
