@@ -4,6 +4,7 @@
  *
  * A response is never paid twice: a saved one finishes its job, and a call that was cut is
  * recorded as possibly billed before the job goes back to new/. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -74,34 +75,156 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
 	return recovery_heartbeat_interval_ms(d);
 }
 
+/* A reclaim's mark, running/.ID@ME.reclaim.OWNER, is a directory: OWNER's files of the job move
+ * into it (MARK/SUFFIX), then out of it to our names (.ID@ME.SUFFIX), each rename naming the
+ * mark by its path. A host that reclaims the job from us moves our marks along first of all our
+ * files (take_sidecars), so once it has, every later rename of ours fails (ENOENT): a reclaimer
+ * that stalled anywhere in its reclaim, however long, takes nothing it no longer holds, and what
+ * it took before is ours under our names, which that host takes along (§10). A mark an earlier
+ * release made (an empty file) is taken through the old way: straight to our names. */
+
+/* One file of the job, running/.ID@OWNER.SUFFIX, into our mark (or straight to .ID@ME.SUFFIX with
+ * no mark). -1 with errno ENOENT and *lost set when our mark is gone: another host holds the
+ * job, and the file is left where it is. */
+static int take_one(struct dispatch *d, const char *id, const char *from, const char *sfx,
+		    const char *mark, struct strset *taken, bool *lost)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *to = mark ? xasprintf("%s/%s", mark, sfx)
+			: xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
+	int rc = renameat(fd, from, fd, to);
+	if (rc == 0 && mark)
+		strset_add(taken, sfx);
+	if (rc < 0 && mark && errno == ENOENT && !spool_exists(fd, mark))
+		*lost = true;
+	free(to);
+	return rc;
+}
+
 /* Every sidecar of a reclaimed job comes along (.partial, each saved .response.STATUS, a
  * 524 as much as a 200, a shutdown's mark .left.N, and a put-back's new run), so a response
  * the dead host saved is used, never paid again, a job it left on purpose counts no death, and
  * a put-back whose claim it did not finish runs its new run; so does
  * its uncommitted staging directory (.ID@HOST.done/.failed), or its staged files in one of the
- * owner's batches' directories, which a job whose records say "finished" is published from. */
-static void take_sidecars(struct dispatch *d, const char *id, const char *owner,
-			  const char *running_name)
+ * owner's batches' directories, which a job whose records say "finished" is published from.
+ * Through mark (a directory of ours, else NULL: straight to our names). The owner's own marks
+ * go first: the owner may be a reclaimer that stalled, moving files out of its mark; once the
+ * mark is ours it cannot, and what it moved before is there to list (again). False when our
+ * mark went meanwhile (the job is another host's): nothing more is taken. The suffixes taken
+ * into the mark are added to taken. */
+static bool take_sidecars(struct dispatch *d, const char *id, const char *owner,
+			  const char *running_name, const char *mark, struct strset *taken)
 {
 	struct spool_entry *h;
-	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *prefix = xasprintf(".%s@%s.", id, owner);
 	size_t plen = strlen(prefix);
-	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
-	for (long i = 0; i < nh; i++) {
-		const char *sfx = h[i].name + plen;
-		if (publish_is_batch_name(h[i].name)) {
-			publish_take_staged(d->spool, h[i].name, id, owner, running_name);
-			continue;
+	bool lost = false, marks = false;
+	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
+	for (int pass = 0; pass < 2 && !lost; pass++) {
+		if (pass && marks) {
+			spool_entries_free(h, nh);
+			nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
 		}
-		if (strncmp(h[i].name, prefix, plen) || sidecar_suffix_kind(sfx) == SIDECAR_KIND_NONE)
-			continue;
-		char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-		renameat(fd, h[i].name, fd, to);
-		free(to);
+		for (long i = 0; i < nh && !lost; i++) {
+			const char *sfx = h[i].name + plen;
+			bool is_mark = !strncmp(h[i].name, prefix, plen) && !strncmp(sfx, "reclaim.", 8);
+			if (pass == 0) {
+				if (is_mark)
+					marks |= take_one(d, id, h[i].name, sfx, mark, taken,
+							  &lost) == 0;
+				continue;
+			}
+			if (publish_is_batch_name(h[i].name)) {
+				publish_take_staged(d->spool, h[i].name, id, owner, running_name);
+				continue;
+			}
+			if (strncmp(h[i].name, prefix, plen) ||
+			    sidecar_suffix_kind(sfx) == SIDECAR_KIND_NONE)
+				continue;
+			take_one(d, id, h[i].name, sfx, mark, taken, &lost);
+		}
 	}
 	spool_entries_free(h, nh);
 	free(prefix);
+	return !lost;
+}
+
+/* One file our mark holds, MARK/SUFFIX, out to our name .ID@ME.SUFFIX: a mark of a reclaimer we
+ * took the job from becomes one of ours (.ID@ME.reclaim.OTHER), finished by finish_reclaims. By
+ * the mark's path: fails once another host took it. */
+static bool move_out(struct dispatch *d, const char *id, const char *mark, const char *sfx)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	char *from = xasprintf("%s/%s", mark, sfx);
+	char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
+	bool moved = renameat(fd, from, fd, to) == 0;
+	free(to);
+	free(from);
+	return moved;
+}
+
+/* Everything our mark holds (a reclaim cut after it took files in) moves out. True when a file
+ * moved. */
+static bool empty_mark(struct dispatch *d, const char *id, const char *mark)
+{
+	int mfd = openat(d->spool->fd[SPOOL_RUNNING], mark,
+			 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = mfd >= 0 ? fdopendir(mfd) : NULL;
+	struct dirent *de;
+	bool moved = false;
+	if (!dir) {
+		if (mfd >= 0)
+			close(mfd);
+		return false;
+	}
+	while ((de = readdir(dir)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			moved |= move_out(d, id, mark, de->d_name);
+	closedir(dir);
+	return moved;
+}
+
+/* A mark of ours, made before a reclaim's rename: a directory; where one of an earlier release
+ * (a file) is in the way, it is replaced. 0, or -1 with errno. */
+static int make_mark(int fd, const char *mark)
+{
+	struct stat st;
+	if (mkdirat(fd, mark, 0700) == 0)
+		return 0;
+	if (errno != EEXIST || fstatat(fd, mark, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (S_ISDIR(st.st_mode))
+		return 0;
+	return unlinkat(fd, mark, 0) < 0 ? -1 : mkdirat(fd, mark, 0700);
+}
+
+/* dirfd/name and what it holds, down to depth directories (a reclaim's mark, whose job is gone
+ * from running/: what it holds was taken for that job, staging directories and marks
+ * included). */
+static void remove_tree(int dirfd, const char *name, int depth)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dir)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    unlinkat(fd, de->d_name, 0) < 0 && errno == EISDIR && depth > 1)
+			remove_tree(fd, de->d_name, depth - 1);
+	closedir(dir);
+	unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+/* Removes a mark once what it guards is durable: a directory (left when it still holds a file:
+ * finish_reclaims moves it out), or an earlier release's file. */
+static void remove_mark(int fd, const char *mark)
+{
+	if (unlinkat(fd, mark, AT_REMOVEDIR) < 0 && errno == ENOTDIR)
+		unlinkat(fd, mark, 0);
 }
 
 /* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
@@ -153,16 +276,31 @@ bool recovery_reclaim_mark_parse(const char *name, const char *host, char id[JOB
 	return true;
 }
 
-/* The job, reclaimed from owner as mine, takes along owner's files of it and its end events. */
-static void take_from(struct dispatch *d, const char *id, const char *owner, const char *mine,
-		      bool *took_events)
+/* The job, reclaimed from owner as mine, takes along owner's files of it (through our mark, a
+ * directory; NULL: straight) and its end events. False, said, when our mark went meanwhile:
+ * another host reclaimed the job from us, and takes what we took before. */
+static bool take_from(struct dispatch *d, const char *id, const char *owner, const char *mine,
+		      const char *mark, bool *took_events)
 {
-	take_sidecars(d, id, owner, mine);
-	int events = outbox_take_along(d->outbox, id, owner);
-	*took_events |= events > 0;
-	if (events)
-		log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued in outbox/: sent "
-			"or taken back as the job ends", events, owner);
+	struct strset taken;   /* into our mark, to move out */
+	strset_init(&taken);
+	bool ours = take_sidecars(d, id, owner, mine, mark, &taken);
+	if (!ours) {
+		log_job(LOG_WARN, id, "reclaimed from '%s' but no longer ours: another host "
+			"reclaimed it meanwhile; none of its files taken along", owner);
+	} else {
+		int events = outbox_take_along(d->outbox, id, owner);
+		*took_events |= events > 0;
+		if (events)
+			log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued in "
+				"outbox/: sent or taken back as the job ends", events, owner);
+	}
+	/* What went in before the mark was taken from us went with it: none of these then. */
+	for (size_t i = 0; ours && i < taken.cap; i++)
+		if (taken.slots[i])
+			move_out(d, id, mark, taken.slots[i]);
+	strset_release(&taken);
+	return ours;
 }
 
 /* Whether running/'s name changes reach the disk in the order they were made with no sync
@@ -191,8 +329,9 @@ static void reclaim_barrier(struct dispatch *d, bool outbox_too, const char *wha
  * marks .ID@ME.reclaim.OWNER beside a running/ID@ME.json (ours, or taken along from a reclaimer
  * that died so, whose own marks came with them) say whose files are left to take. Those of an
  * owner whose running/ID@OWNER.json is there again are its own job's, not taken. A mark with
- * no job of ours is of a rename that never happened. Before the jobs are adopted, which then
- * see every file. True when a file moved (running/ is to be listed again). */
+ * no job of ours is of a rename that never happened. What a mark holds (taken into it before
+ * the cut) moves out to our names. Before the jobs are adopted, which then see every file.
+ * True when a file moved (running/ is to be listed again). */
 static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, long nh)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
@@ -206,15 +345,18 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 			continue;
 		char *mine = spool_running_name(d->spool, id);
 		char *theirs = xasprintf("%s@%s.json", id, owner);
+		const char *mark = S_ISDIR(h[i].id.mode) ? h[i].name : NULL;
 		if (strcmp(owner, d->spool->host_id) && spool_exists(fd, mine) &&
 		    !spool_exists(fd, theirs)) {
 			log_job(LOG_WARN, id, "its reclaim from '%s' was cut before that host's files of "
 				"it were taken along: taken now", owner);
 			outbox_reclaims_begin(d->outbox);
-			take_from(d, id, owner, mine, &events);
+			take_from(d, id, owner, mine, mark, &events);
 			outbox_reclaims_end(d->outbox);
 			moved = true;
 		}
+		if (mark)   /* what was taken into it before the cut */
+			moved |= empty_mark(d, id, mark);
 		strset_add(&done, h[i].name);
 		free(theirs);
 		free(mine);
@@ -223,7 +365,7 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 		reclaim_barrier(d, events, "after taking the files of a reclaim that was cut");
 	for (size_t i = 0; i < done.cap; i++)
 		if (done.slots[i])
-			unlinkat(fd, done.slots[i], 0);
+			remove_mark(fd, done.slots[i]);
 	strset_release(&done);
 	return moved;
 }
@@ -298,7 +440,9 @@ void recovery_reclaim_stale(struct dispatch *d)
 		 * they are (finish_reclaims); the touch keeps the job ours for a lease (a rename
 		 * keeps the dead host's old mtime: another host would take it at once, in the
 		 * middle of our renames). */
-		mknodat(fd, one->mark, S_IFREG | 0600, 0);
+		if (make_mark(fd, one->mark) < 0)
+			log_job(LOG_WARN, id, "cannot make its reclaim mark 'running/%s': %s",
+				one->mark, strerror(errno));
 		utimensat(fd, name, NULL, AT_SYMLINK_NOFOLLOW);
 	}
 	if (nr)
@@ -312,16 +456,18 @@ void recovery_reclaim_stale(struct dispatch *d)
 			crash_point("reclaim:renamed");
 			stop_point("reclaim:renamed");
 			/* Stalled half a lease or more: the job may be another host's by now,
-			 * with the owner's files (our mark tells it). No system call else. */
+			 * with the owner's files (our mark tells it): not even tried. Else every
+			 * rename goes through our mark, so a stall at any point takes nothing of
+			 * a job another host holds by then. */
 			if (mono_ms() - began < lease_ms / 2 || spool_exists(fd, one->mine))
-				take_from(d, one->id, one->owner, one->mine, &events);
+				take_from(d, one->id, one->owner, one->mine, one->mark, &events);
 			else   /* says so, and takes nothing */
 				outbox_take_along(d->outbox, one->id, one->owner);
 			d->others_running--;   /* ours now */
 			took = true;
 		} else {
 			int err = errno;
-			unlinkat(fd, one->mark, 0);   /* guards nothing: no sync */
+			remove_mark(fd, one->mark);   /* guards nothing: no sync */
 			free(one->mark);
 			one->mark = NULL;
 			if (err == EEXIST)
@@ -333,7 +479,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 		reclaim_barrier(d, events, "after taking the files of the jobs it reclaimed");
 	for (size_t k = 0; k < nr; k++) {
 		if (r[k].mark)
-			unlinkat(fd, r[k].mark, 0);
+			remove_mark(fd, r[k].mark);
 		free(r[k].mark);
 		free(r[k].mine);
 	}
@@ -946,8 +1092,9 @@ static void drop_orphan_sidecars(struct dispatch *d, const char *host, int64_t n
 			continue;
 		char *job = xasprintf("%.*s@%s.json", (int)(at - name - 1), name + 1, host);
 		char *key = xasprintf("%.*s@%s", (int)(at - name - 1), name + 1, host);
-		if (!strset_has(&reclaimed, key) && !spool_exists(d->spool->fd[SPOOL_RUNNING], job))
-			unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0);
+		if (!strset_has(&reclaimed, key) && !spool_exists(d->spool->fd[SPOOL_RUNNING], job) &&
+		    unlinkat(d->spool->fd[SPOOL_RUNNING], name, 0) < 0 && errno == EISDIR)
+			remove_tree(d->spool->fd[SPOOL_RUNNING], name, 3);   /* a reclaim's mark */
 		free(key);
 		free(job);
 	}

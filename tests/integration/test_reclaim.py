@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reclaiming a dead host's jobs (spool-layout.md §10): the mark that says whose files are left
-to take is durable before the renames it guards, and the renames before it goes.
+to take is durable before the renames it guards, and the renames before it goes; a reclaimer
+that stalls in its reclaim takes nothing of a job another host reclaimed from it meanwhile.
 
 A kill -9 does not drop the page cache, so a crash test cannot see a missing fsync: the order is
 proved from the system calls, under strace -f -y (each fd with its path), as test_groupcommit
@@ -8,9 +9,10 @@ does for publications."""
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import LoopExt4, run_tests  # noqa: E402
+from harness import LoopExt4, Tmpfs, held_at_stop, run_tests, wait_for  # noqa: E402
 from test_publish import answered_then_dead, make_old  # noqa: E402
 
 CALL = re.compile(r"^\d+ +(\w+)\((.*)\) += (-?\d+)")
@@ -29,11 +31,12 @@ def calls(path):
     return out
 
 
-def stale_job(d, task_id, owner):
-    """A job of host `owner`, dead for an hour, with no file of its own beside it."""
-    with open(d.path("running", f"{task_id}@{owner}.json"), "w") as f:
+def stale_job(d, task_id, owner, age=3600):
+    """A job of host `owner`, not heartbeated for age seconds, with no file of its own."""
+    path = d.path("running", f"{task_id}@{owner}.json")
+    with open(path, "w") as f:
         f.write('{"prompt": "reclaimed %s"}' % task_id)
-    make_old(d.path("running"))
+    os.utime(path, (time.time() - age,) * 2)
 
 
 def reclaim_under_strace(env, sync, spool_dir=None):
@@ -101,8 +104,71 @@ def test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync(env):
         "a sync of running/ in a reclaim on a journaled ext4"
 
 
+def mine(d, host):
+    return sorted(n for n in os.listdir(d.path("running")) if n.endswith(f"@{host}.json"))
+
+
+def test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it(env):
+    """Host A dies with the answer of "ps" saved. Host B reclaims "ps" and stalls right after
+    its rename (reclaim:renamed), before it takes A's files along; its lease is long, so its
+    own clock says it stalled less than half a lease, and it does not look again: a stall
+    between that look and its renames. Host C (a short lease) reclaims "ps" from B with two
+    jobs of a dead host D, and is held at its next rename, after it took B's files (B's mark
+    among them), before it takes A's. B goes on. Before, B renamed A's saved answer to its own
+    name, a file of a job it no longer held that C never looked for: C sent the job back to
+    new/ and called it again. Now B's renames go through its mark, which C moved: they fail,
+    A's answer stays for C, and it is paid once."""
+    prompt = "answered, then two reclaimers"
+    with env.mounted(Tmpfs("64m")) as fs:
+        spool = os.path.join(fs.path, "spool")
+        a = answered_then_dead(env, "ps", prompt, spool)
+        # Listed in the order the names were made (tmpfs; either way, one of D's jobs comes
+        # after "ps" in C's pass): one of D's before B's rename of "ps", one after; both dead
+        # by C's lease, not by B's.
+        stale_job(a, "pd1", "hostD", 60)
+        b = env.daemon(spool_dir=spool, spool__host_id="hostB", spool__lease_timeout=600)
+        fifo_b = b.start_held_at("reclaim:renamed", wait_ready=False)
+        held_b = held_at_stop(fifo_b, b)
+        try:
+            assert mine(b, "hostB") == ["ps@hostB.json"], os.listdir(b.path("running"))
+            stale_job(a, "pd2", "hostD", 60)
+            # B stalled: its job is dead by C's lease (an mtime keeps its place in a listing).
+            os.utime(b.path("running", "ps@hostB.json"), (time.time() - 60,) * 2)
+            c = env.daemon(spool_dir=spool, spool__host_id="hostC", spool__lease_timeout=2)
+            fifo_c = c.start_held_at("reclaim:renamed", wait_ready=False)
+            held_c = None
+            for _ in range(3):
+                held_c = held_at_stop(fifo_c, c)
+                got = mine(c, "hostC")
+                if "ps@hostC.json" in got and len(got) > 1 and \
+                        os.path.exists(c.path("running", ".ps@hostC.reclaim.hostA")):
+                    break   # C holds "ps" and B's mark, not yet A's files
+                os.close(held_c)
+                held_c = None
+                wait_for(lambda: len(mine(c, "hostC")) > len(got), 20, "C's next rename")
+            assert held_c is not None, os.listdir(c.path("running"))
+            os.close(held_b)
+            held_b = None
+            b.wait_logged("ps warning: reclaimed from 'hostA' but no longer ours")
+            names = os.listdir(b.path("running"))
+            assert ".ps@hostB.response.200" not in names, \
+                f"B took A's answer of a job C holds: {sorted(names)}"
+            os.close(held_c)
+        finally:
+            if held_b is not None:
+                os.close(held_b)
+        for task_id in ("ps", "pd1", "pd2"):
+            assert c.wait_finished(task_id, 30) == "done", c.log()[-3000:]
+        assert env.fake.calls(prompt) == 1, "a saved answer was paid again"
+        assert [x["http_status"] for x in c.result("ps")["attempts"]] == [200]
+        wait_for(lambda: [n for n in os.listdir(c.path("running")) if not n.startswith(".host.")]
+                 == [], 10, "nothing of the jobs left in running/")
+        assert c.stop() == 0 and b.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_reclaim_mark_is_durable_before_the_renames_it_guards,
         test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync,
+        test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it,
     ])
