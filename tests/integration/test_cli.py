@@ -11,14 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, IMGSPOOLD, ROOT, SCRATCH, held_at_stop, run_tests, wait_for  # noqa: E402
-
-
-def cli(spool, *args, **kw):
-    kw.setdefault("timeout", 60)
-    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
-                          stdin=kw.pop("stdin", subprocess.DEVNULL) if "input" not in kw else None,
-                          **kw)
+from harness import IMGSPOOL, IMGSPOOLD, ROOT, SCRATCH, cli, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def states(d, task_id):

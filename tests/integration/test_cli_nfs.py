@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import harness  # noqa: E402
 from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
 
 STATES = ("new", "deferred", "hold", "done", "failed")
@@ -32,8 +33,7 @@ def test_every_verb_on_two_hosts(env):
         b = env.daemon(spool_dir=via_b, spool__host_id="hostB", verbose=True, **settings).start()
 
         def cli(spool, *args):
-            return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
-                                  timeout=120, stdin=subprocess.DEVNULL)
+            return harness.cli(spool, *args, timeout=120)
 
         def submit(task_id, prompt):
             r = subprocess.run([IMGSPOOL, "-d", via_a, "submit", "-i", task_id, "-"],

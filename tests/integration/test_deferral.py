@@ -13,17 +13,11 @@ be written at all, it stays in running/ with its saved response, for the restart
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, Tmpfs, fill, held_at_stop, run_tests, wait_for  # noqa: E402
-
-
-def cli(spool, *args):
-    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+from harness import Tmpfs, cli, fill, held_at_stop, run_tests, wait_for  # noqa: E402
 
 
 def looks(d, task_id, why, provider="apiyi"):

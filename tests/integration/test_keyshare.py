@@ -7,13 +7,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, ledger_files, ledger_runs, ledger_spent, run_tests, wait_for  # noqa: E402
+from harness import cli, ledger_files, ledger_runs, ledger_spent, run_tests, wait_for  # noqa: E402
 from sshfs import SshfsUnavailable, TwoMounts  # noqa: E402
 
 POLL = 1          # [spool] poll_interval of both daemons
@@ -82,11 +81,6 @@ def past_budget(h, prefix, jobs, within):
     wait_for(lambda: h.count("done", prefix) == within, 60, f"{within} jobs done")
     wait_for(lambda: "over its daily budget" in h.a.log() and "over its daily budget" in h.b.log(),
              20, "both hosts to say the provider is over budget")
-
-
-def cli(spool, *args):
-    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
 
 
 def nth_request(env, n):

@@ -4,11 +4,10 @@ the client's bytes, and every figure derived from them stays right (issue 8, ite
 import json
 import math
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
+from harness import cli, run_tests, wait_for  # noqa: E402
 
 LISTED = 16            # RECORD_ATTEMPTS_MAX
 RECORDS_MAX = 48 << 10  # RECORD_TEXT_MAX
@@ -109,11 +108,6 @@ def test_counters_stay_right_after_elision(env):
     assert math.isclose(r["cost"]["amount"], 0.12) and r["cost"]["estimated"] is True, r["cost"]
 
 
-def cli(d, *args):
-    return subprocess.run([IMGSPOOL, "-d", d.spool, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
-
-
 def test_imgspool_cancel_and_retry_keep_the_client_bytes(env):
     """imgspool reads the records as the daemon does and splices them as the daemon does: a job
     held after 40 probes, cancelled and retried, keeps its bytes and its count of attempts."""
@@ -127,11 +121,11 @@ def test_imgspool_cancel_and_retry_keep_the_client_bytes(env):
     held = original[:end] + b',"imgspool":' + json.dumps(records).encode() + original[end:]
     with open(d.path("hold", "again.json"), "wb") as f:   # as imgspool hold leaves a held job
         f.write(held)
-    r = cli(d, "cancel", "again")
+    r = cli(d.spool, "cancel", "again")
     assert r.returncode == 0, r
     cancelled = d.result("again")
     assert len(cancelled["attempts"]) == LISTED and cancelled["attempts_elided"] == 40 - LISTED, cancelled
-    r = cli(d, "retry", "again")
+    r = cli(d.spool, "retry", "again")
     assert r.returncode == 0, r
     assert d.wait_finished("again", 30) == "done", d.log()[-3000:]
     written = d.read("done", "again.json")

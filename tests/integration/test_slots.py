@@ -6,17 +6,11 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, run_tests, wait_for  # noqa: E402
-
-
-def cli(spool, *args):
-    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+from harness import cli, run_tests, wait_for  # noqa: E402
 
 
 def running_jobs(d):

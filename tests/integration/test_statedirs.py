@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, BindMount, held_at_stop, run_tests, wait_for  # noqa: E402
+from harness import IMGSPOOL, BindMount, cli, held_at_stop, run_tests, wait_for  # noqa: E402
 from peers import WebhookReceiver  # noqa: E402
 
 
@@ -203,16 +203,11 @@ def test_a_removed_done_dir_keeps_the_publication_until_one_is_made(env):
     assert d.stop() == 0
 
 
-def imgspool(d, *args):
-    return subprocess.run([IMGSPOOL, "-d", d.spool, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
-
-
 def test_jobs_left_in_a_new_dir_moved_aside_stay_there(env):
     """An operator moved new/ away with its waiting jobs (to stop them, or look at them): they
     are not followed into the new one, and the log says where they are."""
     d = env.daemon(verbose=True).start()
-    assert imgspool(d, "pause").returncode == 0
+    assert cli(d.spool, "pause").returncode == 0
     d.submit("left", {"prompt": "left behind in the old new/"})
     d.wait_rescans(1)
     os.rename(d.path("new"), d.path("new.old"))
@@ -220,7 +215,7 @@ def test_jobs_left_in_a_new_dir_moved_aside_stay_there(env):
     replaced(d, "new")
     assert f"what is left in the old one, now '{d.path('new.old')}', stays there" in d.log(), \
         d.log()[-2000:]
-    assert imgspool(d, "resume").returncode == 0
+    assert cli(d.spool, "resume").returncode == 0
     d.submit("fresh", {"prompt": "dropped into the new new/"})
     assert d.wait_finished("fresh") == "done", d.log()[-2000:]
     d.wait_rescans(2)

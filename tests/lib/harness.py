@@ -64,6 +64,15 @@ def wait_for(pred, timeout=20.0, what="condition"):
         time.sleep(0.02)
 
 
+def cli(spool, *args, **kw):
+    """Runs `imgspool -d spool ARGS...` and returns its CompletedProcess, output as text; no stdin
+    unless input= is given; kw goes to subprocess.run (timeout: 60 s unless given)."""
+    kw.setdefault("timeout", 60)
+    if "input" not in kw:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([IMGSPOOL, "-d", spool, *args], capture_output=True, text=True, **kw)
+
+
 def process_stopped(pid):
     """Whether process pid is stopped (state T: it stopped itself at IMGSPOOLD_STOP_AT)."""
     with open(f"/proc/{pid}/stat") as f:
