@@ -34,6 +34,24 @@
 
 /* A group commit: every task waiting to be published goes through one pass (publish_batch),
  * so their files and directories are synced together, a few barriers for the whole batch. */
+/* A published job's bulk (its images' bytes, the answer parsed, the texts written), freed on
+ * the helper that made or last used most of it: the loop then only logs the job and frees the
+ * task. Nothing on the loop reads these while the task is the pool's. */
+static void drop_published(struct task *t)
+{
+	for (size_t i = 0; i < t->n_images; i++) {
+		free(t->images[i].data);
+		t->images[i].data = NULL;
+	}
+	t->result.images = NULL;
+	t->result.usage = NULL;   /* the answer's */
+	response_release(&t->resp);
+	free(t->result_json);
+	t->result_json = NULL;
+	free(t->final_job_text);
+	t->final_job_text = NULL;
+}
+
 static void publish_work(void **args, size_t n)
 {
 	struct spool *sp = ((struct task *)args[0])->d->spool;
@@ -87,9 +105,10 @@ static void publish_work(void **args, size_t n)
 			t->publish_pass_committed = jobs[i].committed;
 			/* Past its rewrite a failed pass leaves records that say finished. */
 			t->records_final |= t->publish_rc != PUBLISH_OK;
-			if (t->publish_rc == PUBLISH_OK)
+			if (t->publish_rc == PUBLISH_OK) {
 				sidecar_unlink(t);   /* the job has left running/ with its records */
-			else
+				drop_published(t);
+			} else
 				memcpy(task_words(t)->publish_err, errs[i], sizeof(errs[i]));
 		}
 	}

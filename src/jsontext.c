@@ -72,12 +72,40 @@ static size_t utf8_length(const unsigned char *s, const unsigned char *end)
 	return n;
 }
 
+#define ROW16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+/* The bytes a string's text must look at: control characters, '"', '\\', and the first byte
+ * of each UTF-8 sequence (checked, as jansson does); every other byte is copied as it is. */
+static const unsigned char special[] = {
+	ROW16(1), ROW16(1),
+	0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,       /* '"' */
+	ROW16(0), ROW16(0),
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,       /* '\\' */
+	ROW16(0), ROW16(0),
+	ROW16(1), ROW16(1), ROW16(1), ROW16(1), ROW16(1), ROW16(1), ROW16(1), ROW16(1),
+};
+_Static_assert(sizeof(special) == 256, "a byte each");
+
 static void string(struct out *o, const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str, *end = s + len, *run = s;
+	while (s < end && !special[*s])
+		s++;
+	/* Most strings (keys, names, times) are plain ASCII: one copy, quotes and all. */
+	if (s == end && o->b.len + len + 2 < o->b.alloc) {
+		char *p = o->b.data + o->b.len;
+		p[0] = '"';
+		memcpy(p + 1, str, len);
+		p[len + 1] = '"';
+		o->b.len += len + 2;
+		return;
+	}
 	put(o, "\"", 1);
 	while (s < end) {
 		unsigned char c = *s;
+		if (!special[c]) {
+			s++;
+			continue;
+		}
 		if (c >= 0x80) {
 			size_t n = utf8_length(s, end);
 			if (!n) {
@@ -85,10 +113,6 @@ static void string(struct out *o, const char *str, size_t len)
 				return;
 			}
 			s += n;
-			continue;
-		}
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			s++;
 			continue;
 		}
 		put(o, (const char *)run, (size_t)(s - run));
