@@ -898,62 +898,115 @@ static void index_make(struct index *ix, size_t n)
 	*ix = (struct index){ .slot = xcalloc(cap, sizeof(size_t)), .cap = cap };
 }
 
-/* ks->files indexed again (after a compaction, or to grow). */
-static void files_reindex(struct keyshare *ks)
+/* What ks->files and ks->runs have in common: items kept in an array, found by key through an
+ * index (table_find). */
+struct table_kind {
+	size_t size;                                     /* of an item */
+	uint64_t (*hash)(const void *item);
+	bool (*is)(const void *item, const void *key);   /* whether item is key's */
+	void (*init)(void *item, const void *key);       /* a new (zeroed) item: key's, copied */
+};
+
+/* ix emptied and made again for the n items. */
+static void index_rebuild(struct index *ix, const void *items, size_t n, const struct table_kind *k)
 {
-	index_make(&ks->files_ix, ks->n_files);
-	for (size_t i = 0; i < ks->n_files; i++)
-		index_put(&ks->files_ix, file_hash(ks->files[i].name, ks->files[i].where), i);
+	index_make(ix, n);
+	for (size_t i = 0; i < n; i++)
+		index_put(ix, k->hash((const char *)items + i * k->size), i);
 }
 
-static void runs_reindex(struct keyshare *ks)
+/* The item of *items (*n of them, indexed by ix) that is key's (its hash h); if none, a new one
+ * appended when make (else NULL). */
+static void *table_find(struct index *ix, void **items, size_t *n, const struct table_kind *k,
+			const void *key, uint64_t h, bool make)
 {
-	index_make(&ks->runs_ix, ks->n_runs);
-	for (size_t i = 0; i < ks->n_runs; i++)
-		index_put(&ks->runs_ix, run_hash(ks->runs[i].host, ks->runs[i].run), i);
+	for (size_t i = (size_t)h & (ix->cap - 1); ix->cap && ix->slot[i]; i = (i + 1) & (ix->cap - 1)) {
+		void *item = (char *)*items + (ix->slot[i] - 1) * k->size;
+		if (k->is(item, key))
+			return item;
+	}
+	if (!make)
+		return NULL;
+	*items = xrealloc(*items, (*n + 1) * k->size);
+	void *item = (char *)*items + *n * k->size;
+	memset(item, 0, k->size);
+	k->init(item, key);
+	if (2 * (*n + 1) > ix->cap)
+		index_rebuild(ix, *items, ++*n, k);
+	else
+		index_put(ix, h, (*n)++);
+	return item;
+}
+
+struct run_key { const char *host, *run; };
+struct file_key { const char *name; enum where where; };
+
+static uint64_t run_item_hash(const void *item)
+{
+	const struct run_seen *r = item;
+	return run_hash(r->host, r->run);
+}
+
+static bool run_is(const void *item, const void *key)
+{
+	const struct run_seen *r = item;
+	const struct run_key *k = key;
+	return !strcmp(r->host, k->host) && !strcmp(r->run, k->run);
+}
+
+static void run_init(void *item, const void *key)
+{
+	struct run_seen *r = item;
+	const struct run_key *k = key;
+	r->host = xstrdup(k->host);
+	r->run = xstrdup(k->run);
+}
+
+static uint64_t file_item_hash(const void *item)
+{
+	const struct kept_file *f = item;
+	return file_hash(f->name, f->where);
+}
+
+static bool file_is(const void *item, const void *key)
+{
+	const struct kept_file *f = item;
+	const struct file_key *k = key;
+	return f->where == k->where && !strcmp(f->name, k->name);
+}
+
+static void file_init(void *item, const void *key)
+{
+	struct kept_file *f = item;
+	const struct file_key *k = key;
+	f->name = xstrdup(k->name);
+	f->where = k->where;
+}
+
+static const struct table_kind run_kind = { sizeof(struct run_seen), run_item_hash, run_is, run_init };
+static const struct table_kind file_kind = { sizeof(struct kept_file), file_item_hash, file_is,
+					     file_init };
+
+/* ks->files indexed again (after a compaction). */
+static void files_reindex(struct keyshare *ks)
+{
+	index_rebuild(&ks->files_ix, ks->files, ks->n_files, &file_kind);
 }
 
 /* The run host, run as read so far (made if new and make). */
 static struct run_seen *run_of(struct keyshare *ks, const char *host, const char *run, bool make)
 {
-	uint64_t h = run_hash(host, run);
-	for (size_t i = (size_t)h & (ks->runs_ix.cap - 1); ks->runs_ix.cap && ks->runs_ix.slot[i];
-	     i = (i + 1) & (ks->runs_ix.cap - 1)) {
-		struct run_seen *r = &ks->runs[ks->runs_ix.slot[i] - 1];
-		if (!strcmp(r->host, host) && !strcmp(r->run, run))
-			return r;
-	}
-	if (!make)
-		return NULL;
-	ks->runs = xrealloc(ks->runs, (ks->n_runs + 1) * sizeof(*ks->runs));
-	ks->runs[ks->n_runs] = (struct run_seen){ .host = xstrdup(host), .run = xstrdup(run) };
-	if (2 * (ks->n_runs + 1) > ks->runs_ix.cap) {
-		ks->n_runs++;
-		runs_reindex(ks);
-	} else {
-		index_put(&ks->runs_ix, h, ks->n_runs++);
-	}
-	return &ks->runs[ks->n_runs - 1];
+	struct run_key key = { host, run };
+	return table_find(&ks->runs_ix, (void **)&ks->runs, &ks->n_runs, &run_kind, &key,
+			  run_hash(host, run), make);
 }
 
+/* The file name of where as read so far (made if new). */
 static struct kept_file *file_of(struct keyshare *ks, const char *name, enum where where)
 {
-	uint64_t h = file_hash(name, where);
-	for (size_t i = (size_t)h & (ks->files_ix.cap - 1); ks->files_ix.cap && ks->files_ix.slot[i];
-	     i = (i + 1) & (ks->files_ix.cap - 1)) {
-		struct kept_file *f = &ks->files[ks->files_ix.slot[i] - 1];
-		if (f->where == where && !strcmp(f->name, name))
-			return f;
-	}
-	ks->files = xrealloc(ks->files, (ks->n_files + 1) * sizeof(*ks->files));
-	ks->files[ks->n_files] = (struct kept_file){ .name = xstrdup(name), .where = where };
-	if (2 * (ks->n_files + 1) > ks->files_ix.cap) {
-		ks->n_files++;
-		files_reindex(ks);
-	} else {
-		index_put(&ks->files_ix, h, ks->n_files++);
-	}
-	return &ks->files[ks->n_files - 1];
+	struct file_key key = { name, where };
+	return table_find(&ks->files_ix, (void **)&ks->files, &ks->n_files, &file_kind, &key,
+			  file_hash(name, where), true);
 }
 
 /* Whether run is a run id: 16 hex digits (spool.c's), or "legacy" (an earlier release's ledger
