@@ -12,6 +12,7 @@
 #include "attempt.h"
 #include "dispatch_impl.h"
 #include "http.h"
+#include "iopool.h"
 #include "log.h"
 #include "metrics.h"
 #include "price.h"
@@ -79,8 +80,8 @@ void attempt_settle(struct task *t, bool billed, bool known, double cost)
 	t->reserved = false;
 	spend_add(&t->d->spend, provider_state_name(t->prov), billed, known, cost, day);
 	if (billed && known && provider_state_budgeted(t->prov) && !t->cost_in_ledger)
-		t->ledger_gen = keyshare_spent(t->d->ks, provider_state_name(t->prov),
-					       keyshare_micros(cost));
+		t->ledger_gen = t->records_after_gen =
+			keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(cost));
 	t->cost_in_ledger = false;
 	/* In the ledger file before the ticket goes: never out of every host's sight. A failed
 	 * write keeps the ticket (its reservation) until a later one takes the cost. */
@@ -227,6 +228,61 @@ void attempt_settle_at_cut(struct task *t, enum billed billed, bool known, doubl
 	keyshare_today(t->d->ks, &t->judge_day, &t->judge_month);
 	t->after_cut_bill = next;
 	task_pool_submit(t, cut_bill_work, cut_bill_done);
+}
+
+static void ledger_then_work(void *arg)
+{
+	struct task *t = arg;
+	keyshare_write(t->d->ks);
+}
+
+static void ledger_then_done(void *arg)
+{
+	struct task *t = arg;
+	t->in_pool = false;
+	t->records_after_gen = 0;
+	keyshare_write_done(t->d->ks);
+	t->after_cut_bill(t);
+}
+
+/* next(t) on the loop once the ledger has what the loop counted of t's calls
+ * (records_after_gen): a helper writes it first, as at the cut, so that the job's records,
+ * which say the call is counted, never leave running/ before the ledger has it (a kill
+ * between would lose it), and the loop never waits for that write. A write that fails goes
+ * on too: the cost stays in this host's figures, written at a later try. */
+void attempt_after_ledger(struct task *t, void (*next)(struct task *t))
+{
+	if (!t->records_after_gen || keyshare_written(t->d->ks, t->records_after_gen)) {
+		next(t);
+		return;
+	}
+	t->state = T_PARSING;   /* no call of its is in flight for the cut: as a judgement's */
+	t->after_cut_bill = next;
+	task_pool_submit(t, ledger_then_work, ledger_then_done);
+}
+
+/* The daemon's writer of the ledger (keyshare_set_writer): a helper writes, the loop then
+ * releases the tickets kept for what it wrote. */
+static void ledger_work(void *arg)
+{
+	keyshare_write(arg);
+}
+
+static void ledger_done(void *arg)
+{
+	keyshare_write_done(arg);
+}
+
+static void ledger_wanted(void *arg)
+{
+	struct dispatch *d = arg;
+	iopool_submit(d->pool, ledger_work, ledger_done, d->ks);
+}
+
+/* Until the pool stops: then (the exit) the loop writes the ledger itself, once. */
+void attempt_ledger_writer(struct dispatch *d, bool on)
+{
+	keyshare_set_writer(d->ks, on ? ledger_wanted : NULL, d);
 }
 
 /* Back on the loop: unless dropped, the judged attempt counts in the routes' health, the spend

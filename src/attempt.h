@@ -28,6 +28,8 @@ void attempt_bill(void **tasks, size_t n);
 void attempt_judged(struct task *t, bool counted);
 void attempt_settle_at_cut(struct task *t, enum billed billed, bool known, double cost,
 			   void (*next)(struct task *t));
+void attempt_after_ledger(struct task *t, void (*next)(struct task *t));
+void attempt_ledger_writer(struct dispatch *d, bool on);
 size_t attempt_count(const struct task *t);
 
 #endif

@@ -1001,6 +1001,7 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	control_init(&d->control);
 	health_init(&d->health);
 	d->ks = keyshare_new(spool);
+	attempt_ledger_writer(d, true);   /* the loop never writes the ledger */
 	d->heartbeat_timer = loop_add_timer(loop, recovery_heartbeat_interval_ms(d), recovery_heartbeat,
 					    d);
 	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
@@ -1044,6 +1045,7 @@ bool dispatch_free(struct dispatch *d)
 {
 	if (!d)
 		return true;
+	attempt_ledger_writer(d, false);   /* the pool stops: no more work for it */
 	if (iopool_pending(d->pool) > 0) {
 		iopool_abandon(d->pool);
 		return false;   /* a helper stuck in a write may use any of d */

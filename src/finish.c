@@ -14,6 +14,7 @@
 #include "attempt.h"
 #include "config.h"
 #include "dispatch_impl.h"
+#include "keyshare.h"
 #include "finish.h"
 #include "job.h"
 #include "log.h"
@@ -65,6 +66,10 @@ static void publish_work(void **args, size_t n)
 	spool_syncset(sp, &ss, n);
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = args[i];
+		/* A cost the loop counted (a cancel's, a restart's): in the ledger before the
+		 * records that count it leave running/ (attempt_after_ledger). */
+		if (t->records_after_gen && !keyshare_written(t->d->ks, t->records_after_gen))
+			keyshare_write(t->d->ks);
 		if (!t->result_json) {   /* the task's data is the pool's until publish_done */
 			size_t own;
 			t->result_json = result_to_json(&t->result, &own);

@@ -130,6 +130,14 @@ struct keyshare {
 	unsigned long written_gen;   /* spent_gen of what the ledger file last took (both locks
 				      * to change it, either to read it) */
 	bool ledger_warned;
+	bool write_failed;           /* the last write failed (spent_lock): kept tickets wait for a
+					retry (keyshare_retry_unwritten) */
+	/* Set (keyshare_set_writer): the loop never writes the ledger; it asks write_wanted(arg)
+	 * for a helper's keyshare_write, once until a writer finds nothing left to write
+	 * (write_queued, spent_lock). */
+	void (*write_wanted)(void *arg);
+	void *write_arg;
+	bool write_queued;
 	struct unwritten *unwritten; /* on the loop: tickets kept till their cost is written */
 	size_t n_unwritten;
 	int month_fd, ended_fd;      /* ledger/MONTH/ of month_open and its ended/, the loop's */
@@ -783,7 +791,11 @@ static void ledger_write_locked(struct keyshare *ks)
 		pthread_mutex_lock(&ks->spent_lock);
 		if (ok)
 			ks->written_gen = gen;
+		ks->write_failed = !ok;
 	}
+	/* Nothing left, or a failure (tried again at a heartbeat): a spend from now on asks for a
+	 * write of its own. */
+	ks->write_queued = false;
 	pthread_mutex_unlock(&ks->write_lock);
 	pthread_mutex_unlock(&ks->spent_lock);
 }
@@ -797,6 +809,38 @@ static void ledger_write_try(struct keyshare *ks)
 	pthread_mutex_unlock(&ks->spent_lock);
 	if (mine)
 		ledger_write_locked(ks);
+}
+
+/* On the loop: the figures written soon, by a helper (keyshare_set_writer), unless one is
+ * asked for already: it writes these too (it looks again under spent_lock before it is
+ * through). Without a writer set (start-up, the exit), written here. */
+static void ledger_write_soon(struct keyshare *ks)
+{
+	if (!ks->write_wanted) {
+		ledger_write_try(ks);
+		return;
+	}
+	pthread_mutex_lock(&ks->spent_lock);
+	bool ask = ks->written_gen < ks->spent_gen && !ks->write_queued;
+	ks->write_queued = ks->write_queued || ask;
+	pthread_mutex_unlock(&ks->spent_lock);
+	if (ask)
+		ks->write_wanted(ks->write_arg);
+}
+
+void keyshare_set_writer(struct keyshare *ks, void (*wanted)(void *arg), void *arg)
+{
+	ks->write_wanted = wanted;
+	ks->write_arg = arg;
+	pthread_mutex_lock(&ks->spent_lock);
+	ks->write_queued = false;   /* a writer asked before is not waited for */
+	pthread_mutex_unlock(&ks->spent_lock);
+}
+
+void keyshare_write(struct keyshare *ks)
+{
+	pthread_mutex_lock(&ks->write_lock);
+	ledger_write_locked(ks);
 }
 
 void keyshare_today(struct keyshare *ks, long *day, long *month)
@@ -1593,7 +1637,7 @@ static void ledger_own_ensure(struct keyshare *ks)
 		pthread_mutex_unlock(&ks->spent_lock);
 	}
 	ks->own_memo.listed_at = 0;
-	ledger_write_try(ks);
+	ledger_write_soon(ks);
 }
 
 /* Adds the spends to the figures; returns their generation (0: nothing added). */
@@ -1636,7 +1680,7 @@ unsigned long keyshare_spent(struct keyshare *ks, const char *provider, micros a
 	keyshare_today(ks, &day, &month);
 	struct keyshare_spend one = { .provider = provider, .amount = amount };
 	unsigned long gen = spent_add(ks, &one, 1, day, month);
-	ledger_write_try(ks);
+	ledger_write_soon(ks);
 	return gen;
 }
 
@@ -1666,7 +1710,7 @@ static void release_written(struct keyshare *ks)
 bool keyshare_release_spent(struct keyshare *ks, struct keyshare_ticket *t, unsigned long gen)
 {
 	release_written(ks);
-	if (!keyshare_written(ks, gen))
+	if (!ks->write_wanted && !keyshare_written(ks, gen))
 		ledger_write_try(ks);
 	if (!t->provider || keyshare_written(ks, gen)) {
 		keyshare_release(ks, t);
@@ -1675,15 +1719,30 @@ bool keyshare_release_spent(struct keyshare *ks, struct keyshare_ticket *t, unsi
 	ks->unwritten = xrealloc(ks->unwritten, (ks->n_unwritten + 1) * sizeof(*ks->unwritten));
 	ks->unwritten[ks->n_unwritten++] = (struct unwritten){ .ticket = *t, .gen = gen };
 	*t = (struct keyshare_ticket){ 0 };   /* stolen */
-	return false;
+	/* Kept for a write under way (a helper's: released when it is through), or after a failed
+	 * one (retried at a heartbeat). */
+	pthread_mutex_lock(&ks->spent_lock);
+	bool failed = ks->write_failed;
+	pthread_mutex_unlock(&ks->spent_lock);
+	return !failed;
+}
+
+void keyshare_write_done(struct keyshare *ks)
+{
+	release_written(ks);
 }
 
 void keyshare_retry_unwritten(struct keyshare *ks)
 {
 	if (!ks->n_unwritten)
 		return;
-	ledger_write_try(ks);
 	release_written(ks);
+	if (ks->write_wanted) {
+		ledger_write_soon(ks);   /* its done releases them (keyshare_write_done) */
+	} else {
+		ledger_write_try(ks);
+		release_written(ks);
+	}
 	for (size_t i = 0; i < ks->n_unwritten; i++)
 		keyshare_heartbeat(ks, &ks->unwritten[i].ticket);
 }

@@ -108,17 +108,29 @@ bool keyshare_beat_late(int64_t last_mono, int64_t now_mono, int64_t lease_ms);
 /* Refreshes the ticket's lease; and of the probes this host holds. */
 void keyshare_heartbeat(struct keyshare *ks, const struct keyshare_ticket *t);
 void keyshare_heartbeat_probes(struct keyshare *ks);
+/* The daemon's loop never writes the ledger (a stalled file server would stall it): where
+ * it would, it calls wanted(arg) instead, on the loop, which has a helper thread run
+ * keyshare_write and then keyshare_write_done back on the loop. Asked once until a write is
+ * through. Without one (NULL: start-up, the exit, unit tests) the loop writes itself. */
+void keyshare_set_writer(struct keyshare *ks, void (*wanted)(void *arg), void *arg);
+/* On a helper thread: writes the figures not written yet (durable), waiting for a write under
+ * way. */
+void keyshare_write(struct keyshare *ks);
+/* On the loop, after keyshare_write: the tickets kept for costs now written go. */
+void keyshare_write_done(struct keyshare *ks);
 /* A billed (or maybe billed) call cost amount: added to this host's ledger, and written
- * (durable) unless a helper is writing it, which then writes this too. On the loop. Returns
- * the figures' generation that holds it, for keyshare_written. */
+ * (durable) by the writer (keyshare_set_writer), or by a helper writing it now, which then
+ * writes this too. On the loop. Returns the figures' generation that holds it, for
+ * keyshare_written. */
 unsigned long keyshare_spent(struct keyshare *ks, const char *provider, micros amount);
 /* Whether the ledger file has the figures of generation gen (0: nothing to write). */
 bool keyshare_written(struct keyshare *ks, unsigned long gen);
-/* After a call: its ticket goes if the ledger file has its cost (generation gen), after one
- * more try to write it; else it is kept (returns false), heartbeated and released by
- * keyshare_retry_unwritten once a write took it. On the loop. */
+/* After a call: its ticket goes if the ledger file has its cost (generation gen); else it is
+ * kept, heartbeated and released once a write took it (keyshare_write_done, or
+ * keyshare_retry_unwritten). False when it is kept because the last write failed. On the
+ * loop. */
 bool keyshare_release_spent(struct keyshare *ks, struct keyshare_ticket *t, unsigned long gen);
-/* At each heartbeat: writes the ledger again if tickets wait for it. */
+/* At each heartbeat: has the ledger written again if tickets wait for it. */
 void keyshare_retry_unwritten(struct keyshare *ks);
 /* Today and this month by the file server's clock, for keyshare_spent_batch. On the loop. */
 void keyshare_today(struct keyshare *ks, long *day, long *month);

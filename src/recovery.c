@@ -559,7 +559,13 @@ static void record_unaccounted(struct task *t, struct attempt *a, enum billed bi
 	attempt_price(t, a, billed, usage, 0);
 	attempt_record(t, a);
 	if (billed != BILLED_NO && a->cost_known && provider_state_budgeted(t->prov))
-		keyshare_spent(t->d->ks, provider_state_name(t->prov), keyshare_micros(a->cost));
+		t->records_after_gen = keyshare_spent(t->d->ks, provider_state_name(t->prov),
+						      keyshare_micros(a->cost));
+}
+
+static void requeue_recovered(struct task *t)
+{
+	task_requeue(t, "recovered from running/ after a restart");
 }
 
 /* The call of the next attempt that a death cut (its .partial): recorded as interrupted, maybe
@@ -844,7 +850,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			    "it again", answered.status);
 		return;
 	}
-	task_requeue(t, "recovered from running/ after a restart");
+	attempt_after_ledger(t, requeue_recovered);   /* its cut call in the ledger first */
 }
 
 enum recovery_putback recovery_putback_decide(bool ours, bool job_there, bool same_file,

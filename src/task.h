@@ -87,6 +87,9 @@ struct task {
 	long judge_day, judge_month; /* keyshare_today() as the judgement began */
 	bool cost_in_ledger;     /* the judgement put the call's cost in the ledger */
 	unsigned long ledger_gen; /* the ledger's figures that hold it (keyshare_written) */
+	unsigned long records_after_gen; /* figures counted on the loop (a cancel, a restart's
+					  * unaccounted call): durable in the ledger before the job's
+					  * records, which count the call, leave running/ */
 	/* The last call's whole answer arrived (call_done, or lost at the cut): its attempt (as in
 	 * its sidecar's header, 0: none), status and body length, for the mark an exit leaves
 	 * while a helper still holds the job (sidecar_mark_answered). */
@@ -95,7 +98,8 @@ struct task {
 	size_t answer_len;
 	char *answered_mark;     /* owned: such a mark of its last run, found at adoption, removed
 				  * with its sidecars */
-	void (*after_cut_bill)(struct task *t); /* on the loop once the cut's ledger write is done */
+	void (*after_cut_bill)(struct task *t); /* on the loop once the cut's ledger write is done
+						 * (or attempt_after_ledger's) */
 	bool recovered_parse;    /* a saved answer from before a restart, under a budget, being
 				  * judged: counted in d->recovered_unbilled till its judgement returns */
 	int retry_count;

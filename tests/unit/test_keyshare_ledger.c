@@ -7,7 +7,8 @@
  *
  * First one interleaving on purpose (a helper held by the stop point "ledger:writing", figures
  * in hand, while the loop spends), then threads racing freely, and racing while an operator
- * removes ledger/ (the loop opens the new one, under the helpers' writes). */
+ * removes ledger/ (the loop opens the new one, under the helpers' writes). With the daemon's
+ * writer set (keyshare_set_writer), the loop makes no write at all: a helper does. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
@@ -118,6 +119,71 @@ static bool release_until_done(const char *fifo, struct helper *h)
 	return atomic_load(&h->done);
 }
 
+/* The daemon's writer (keyshare_set_writer): asked on the loop, a helper then writes. */
+static atomic_int writes_asked;
+
+static void write_wanted(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&writes_asked, 1);
+}
+
+static void *writer_run(void *arg)
+{
+	keyshare_write(arg);
+	return NULL;
+}
+
+/* Tickets in providers/p/calls/ of the spool at dir, -1 if it cannot be listed. */
+static long tickets_in(const char *dir)
+{
+	char *calls_dir = xasprintf("%s/providers/p/calls", dir);
+	struct spool_entry *left;
+	int calls_fd = open(calls_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	long n = calls_fd >= 0 ? spool_list_at(calls_fd, false, false, &left) : -1;
+	if (n >= 0)
+		spool_entries_free(left, n);
+	if (calls_fd >= 0)
+		close(calls_fd);
+	free(calls_dir);
+	return n;
+}
+
+/* With a writer set, the loop (this thread) never writes the ledger: its spends ask for one
+ * write, once, and its ticket is kept until a helper's write is through (a stalled file server
+ * would stall the loop). *want_p gets what was spent. */
+static void loop_never_writes(const char *dir, micros *want_p)
+{
+	struct keyshare_limits l = { .budget_daily = keyshare_micros(1e6), .window_ms = 60000,
+				     .lease_ms = 60000 };
+	struct keyshare_ticket t;
+	keyshare_set_writer(ks, write_wanted, NULL);
+	ok(keyshare_acquire(ks, "p", &l, 100, &t).block == PROVIDER_FREE, "writer: a ticket");
+	micros before = file_says(dir, "p");
+	keyshare_spent(ks, "p", 30);
+	unsigned long gen = keyshare_spent(ks, "p", 20);
+	ok(atomic_load(&writes_asked) == 1 && !keyshare_written(ks, gen) &&
+	   file_says(dir, "p") == before,
+	   "writer: the loop's two spends ask for one write (%d), and write nothing themselves",
+	   atomic_load(&writes_asked));
+	ok(keyshare_release_spent(ks, &t, gen) && !t.provider && tickets_in(dir) == 1,
+	   "writer: the call's ticket is kept for that write (not said as a failed one)");
+	pthread_t helper;
+	pthread_create(&helper, NULL, writer_run, ks);
+	pthread_join(helper, NULL);
+	keyshare_write_done(ks);
+	*want_p += 50;
+	ok(keyshare_written(ks, gen) && file_says(dir, "p") == *want_p && tickets_in(dir) == 0,
+	   "writer: a helper writes both (p %lld, want %lld); then the ticket goes",
+	   file_says(dir, "p"), *want_p);
+	keyshare_spent(ks, "p", 10);
+	ok(atomic_load(&writes_asked) == 2, "writer: a spend after that write asks again");
+	pthread_create(&helper, NULL, writer_run, ks);
+	pthread_join(helper, NULL);
+	*want_p += 10;
+	keyshare_set_writer(ks, NULL, NULL);
+}
+
 /* Helpers write batches while the loop takes tickets under a budget (reading the figures),
  * spends, and releases them or keeps them till their cost is written, then spends a few times
  * alone. With remove_ledger an operator removes ledger/ once a third of the batches are in.
@@ -211,22 +277,16 @@ int main(void)
 	unsetenv("IMGSPOOLD_STOP_AT");   /* every thread joined */
 	unsetenv("IMGSPOOLD_STOP_FIFO");
 	atomic_store(&batches_written, 0);
+	loop_never_writes(dir, &want_p);
 
 	/* Then freely; and again with ledger/ removed meanwhile (another host, or this one, makes
 	 * it again: the ledger goes on there, every spend in it). */
 	race(dir, false, &want_p, &want_q);
 	race(dir, true, &want_p, &want_q);
 	keyshare_retry_unwritten(ks);   /* the daemon's heartbeat: releases the kept tickets */
-	char *calls_dir = xasprintf("%s/providers/p/calls", dir);
-	struct spool_entry *left;
-	int calls_fd = open(calls_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	long n = spool_list_at(calls_fd, false, false, &left);
+	long n = tickets_in(dir);
 	ok(n == 0, "no ticket is left in calls/ (%ld)", n);
-	if (n >= 0)
-		spool_entries_free(left, n);
-	close(calls_fd);
 
-	free(calls_dir);
 	free(fifo);
 	keyshare_free(ks);
 	spool_close(&sp);
