@@ -234,6 +234,7 @@ static void publish_done(void *arg)
 	}
 	metrics_finished(t->succeeded);   /* its sidecars went in publish_work */
 	task_control_forget(t);
+	task_drop_held_events(t, "its publication's events announce its end to their targets");
 	if (t->succeeded)
 		log_job(LOG_INFO, t->id, "done: %zu image(s) in done/ after %zu attempt(s)",
 			t->n_images, attempt_count(t));
@@ -259,15 +260,18 @@ void finish_event(struct task *t, const char *state, json_t *data)
 	struct dispatch *d = t->d;
 	outbox_batch_release(&t->events);
 	bool terminal = !strcmp(state, "succeeded") || !strcmp(state, "failed");
-	if (terminal)
-		task_drop_held_events(t, "its own end's event replaces them");
+	/* A dead host's end events held here: their targets hear the end reached here too. They
+	 * go once the publication, whose entries are for them, is out (publish_done). */
+	struct outbox_targets held = { 0 };
+	if (terminal && t->events_held)
+		outbox_held_targets(d->outbox, t->id, &held);
 	if (terminal && t->cut_events_since_ms != INT64_MAX) {
 		const char *other = t->succeeded ? "job.failed" : "job.succeeded";
-		if (outbox_withdraw_since(d->outbox, t->id, other, t->cut_events_since_ms) > 0)
+		if (outbox_withdraw_since(d->outbox, t->id, other, t->cut_events_since_ms, &held) > 0)
 			log_job(LOG_INFO, t->id, "took back the %s event queued by the publication a "
 				"restart cut: it %s", other, t->succeeded ? "succeeded" : "failed");
 	}
-	if (!events_wanted(d)) {
+	if (!events_wanted(d) && !held.n_urls && !held.exec) {
 		json_decref(data);
 		return;
 	}
@@ -278,8 +282,9 @@ void finish_event(struct task *t, const char *state, json_t *data)
 	struct outbox_event ev = { .task_id = t->id, .type = type, .state = state,
 				   .seq = strcmp(state, "deferred") ? 0 : t->retry_count,
 				   .job_url = t->job.webhook_url, .result_path = path,
-				   .now_ms = wall_ms() };
+				   .now_ms = wall_ms(), .held = &held };
 	outbox_event_entries(d->cfg, d->spool->host_id, &ev, data, &t->events);
+	outbox_targets_release(&held);
 	free(type);
 	free(path);
 }
@@ -364,7 +369,7 @@ void finish_task(struct task *t)
 	t->result_json = NULL;   /* built by publish_work, on the helper thread */
 	free(t->final_job_text);
 	t->final_job_text = NULL;   /* built by publish_work, on the helper thread */
-	if (events_wanted(d))   /* the result's own values, without writing it on the loop */
+	if (events_wanted(d) || t->events_held)   /* the result's values, not written on the loop */
 		finish_event(t, t->succeeded ? "succeeded" : "failed", result_event_data(&t->result));
 	t->state = T_PUBLISHING;
 	task_pool_submit_batched(t, publish_work, publish_done);

@@ -15,9 +15,11 @@
  * are taken over by another daemon with one rename, unless their job is still that host's in
  * running/: the daemon that reclaims the job takes its end events along, held under a name
  * that says so (MSGID.TARGET@HOST.held: no scan sends or takes it), so that a restart knows
- * them from the files alone; the job's end drops them (its publication queues its own) and a
- * publication the dead host staged whole releases its end's. An entry is rewritten only over
- * itself, so one taken back or over while it was being sent stays gone. */
+ * them from the files alone; the job's end reaches their targets too (its publication queues
+ * entries for the URLs, and the hook, that none of its own is for: MSGID.webhook.KEY@HOST.json)
+ * and drops them once it is out, and a publication the dead host staged whole releases its
+ * end's. An entry is rewritten only over itself, so one taken back or over while it was being
+ * sent stays gone; one is taken over only by a daemon that can deliver it, never over another. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -33,6 +35,7 @@
 #include "hook.h"
 #include "http.h"
 #include "iopool.h"
+#include "job.h"
 #include "jsontext.h"
 #include "log.h"
 #include "loop.h"
@@ -93,20 +96,67 @@ struct outbox {
 	struct spool_entry *reclaim_list;   /* outbox/ as listed once per pass of reclaims */
 	long reclaim_n;                     /* -1: not listed in this pass */
 	bool reclaiming;                    /* between outbox_reclaims_begin and _end */
+	bool swept;                         /* held entries left by a stop looked at (sweep_held) */
 	struct outbox_stats stats;
 };
 
+static const char *str(json_t *doc, const char *key);
+static json_t *entry_read(struct outbox *o, const char *name, bool mine);
+
 /* ---- building entries ------------------------------------------------------------------- */
 
+/* Whether an entry's name (MSGID.TARGET@HOST.EXT) is a webhook's: TARGET webhook, or
+ * webhook.KEY for a URL besides the daemon's own. */
+static bool webhook_name(const char *name)
+{
+	const char *dot = strchr(name, '.');
+	return dot && !strncmp(dot + 1, "webhook", 7) && (dot[8] == '@' || dot[8] == '.');
+}
+
+/* Whether this daemon can deliver the entry named so: a webhook needs a secret to sign it
+ * with, a hook a program. */
+static bool deliverable(const struct config *cfg, const char *name)
+{
+	return webhook_name(name) ? cfg->notify_secret != NULL : cfg->notify_exec != NULL;
+}
+
+/* MSGID.webhook.KEY@HOST.EXT of name (MSGID.TARGET@HOST.EXT) for url: the entry of that event
+ * for that URL, beside one of the same event for another. */
+static char *url_twin(const char *name, const char *url)
+{
+	char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+	webhook_endpoint_key(url, key);
+	const char *dot = strchr(name, '.'), *at = strrchr(name, '@');
+	return xasprintf("%.*s.webhook.%s%s", (int)(dot ? dot - name : 0), name, key, at ? at : "");
+}
+
+/* Adds the entry of doc (stolen) named MSGID.TARGET@HOST.json, unless the batch has it. */
 static void add_entry(struct outbox_batch *b, const char *msg_id, const char *target,
 		      const char *host_id, json_t *doc)
 {
+	char *name = xasprintf("%s.%s@%s.json", msg_id, target, host_id);
+	for (size_t i = 0; i < b->n; i++)
+		if (!strcmp(b->e[i].name, name)) {
+			free(name);
+			json_decref(doc);
+			return;
+		}
 	b->e = xrealloc(b->e, (b->n + 1) * sizeof(*b->e));
 	char *text = jsontext_dump(doc, JSON_COMPACT | JSON_PRESERVE_ORDER, SIZE_MAX, NULL);
 	if (!text)
 		out_of_memory("writing an outbox entry");   /* fails only so: its strings are UTF-8 */
-	b->e[b->n++] = (struct outbox_entry){
-		.name = xasprintf("%s.%s@%s.json", msg_id, target, host_id), .text = text };
+	json_decref(doc);
+	b->e[b->n++] = (struct outbox_entry){ .name = name, .text = text };
+}
+
+static void add_webhook(struct outbox_batch *b, const char *msg_id, const char *target,
+			const char *host_id, const struct outbox_event *ev, const char *url,
+			const char *body)
+{
+	add_entry(b, msg_id, target, host_id,
+		  json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "target", "webhook", "id",
+			    msg_id, "task_id", ev->task_id, "type", ev->type, "url", url, "body",
+			    body, "created_at_ms", (json_int_t)ev->now_ms, "attempts", 0));
 }
 
 void outbox_event_entries(const struct config *cfg, const char *host_id,
@@ -116,25 +166,31 @@ void outbox_event_entries(const struct config *cfg, const char *host_id,
 	out->n = 0;
 	char msg_id[WEBHOOK_ID_LEN + 1];
 	webhook_id(ev->task_id, ev->type, ev->seq, msg_id);
-	const char *url = ev->job_url ? ev->job_url : cfg->notify_url;
 	bool deferral = !strcmp(ev->state, "deferred");
-	if (url && (!deferral || cfg->notify_deferrals)) {
-		char *body = webhook_body(ev->type, ev->now_ms, json_incref(data));
-		json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "target", "webhook",
-					"id", msg_id, "task_id", ev->task_id, "type", ev->type,
-					"url", url, "body", body, "created_at_ms",
-					(json_int_t)ev->now_ms, "attempts", 0);
-		add_entry(out, msg_id, "webhook", host_id, doc);
-		json_decref(doc);
-		free(body);
+	const char *url = ev->job_url ? ev->job_url : cfg->notify_url;
+	if (deferral && !cfg->notify_deferrals)
+		url = NULL;
+	const struct outbox_targets *held = deferral ? NULL : ev->held;
+	char *body = url || (held && held->n_urls)
+		     ? webhook_body(ev->type, ev->now_ms, json_incref(data)) : NULL;
+	if (url)
+		add_webhook(out, msg_id, "webhook", host_id, ev, url, body);
+	/* A dead host's targets that are not ours hear the end we reached, by the same id. */
+	for (size_t i = 0; held && i < held->n_urls; i++) {
+		if (url && !strcmp(held->urls[i], url))
+			continue;
+		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
+		webhook_endpoint_key(held->urls[i], key);
+		char *target = xasprintf("webhook.%s", key);
+		add_webhook(out, msg_id, target, host_id, ev, held->urls[i], body);
+		free(target);
 	}
-	if (cfg->notify_exec && !deferral) {
-		json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "target", "exec", "id", msg_id,
-					"task_id", ev->task_id, "state", ev->state, "result_path",
-					ev->result_path, "created_at_ms", (json_int_t)ev->now_ms);
-		add_entry(out, msg_id, "exec", host_id, doc);
-		json_decref(doc);
-	}
+	if (!deferral && (cfg->notify_exec || (held && held->exec)))
+		add_entry(out, msg_id, "exec", host_id,
+			  json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "target", "exec", "id", msg_id,
+				    "task_id", ev->task_id, "state", ev->state, "result_path",
+				    ev->result_path, "created_at_ms", (json_int_t)ev->now_ms));
+	free(body);
 	json_decref(data);
 }
 
@@ -177,24 +233,36 @@ static char *end_entry_name(const char *task_id, const char *type, const char *t
 	return xasprintf("%s.%s@%s%s", msg_id, target, host, ext);
 }
 
+/* Removes outbox/name if this host wrote it at or after since_ms (its created_at_ms). */
+static bool withdraw_if_since(struct spool *sp, const char *name, int64_t since_ms)
+{
+	struct buf b;
+	struct stat st;
+	buf_init(&b, 256 << 10);
+	json_t *doc = spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st) ==
+		      SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, NULL) : NULL;
+	json_t *created = json_object_get(doc, "created_at_ms");
+	bool gone = json_is_integer(created) && json_integer_value(created) >= since_ms &&
+		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0;
+	json_decref(doc);
+	buf_release(&b);
+	return gone;
+}
+
 int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *type,
-			  int64_t since_ms)
+			  int64_t since_ms, const struct outbox_targets *held)
 {
 	struct spool *sp = o->spool;
 	int n = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++) {
 		char *name = end_entry_name(task_id, type, event_targets[i], sp->host_id, ".json");
-		struct buf b;
-		struct stat st;
-		buf_init(&b, 256 << 10);
-		json_t *doc = spool_read_file(sp->fd[SPOOL_OUTBOX], name, 256 << 10, &b, &st) ==
-			      SPOOL_READ_OK ? json_loadb(b.data, b.len, 0, NULL) : NULL;
-		json_t *created = json_object_get(doc, "created_at_ms");
-		if (json_is_integer(created) && json_integer_value(created) >= since_ms &&
-		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0)
-			n++;
-		json_decref(doc);
-		buf_release(&b);
+		n += withdraw_if_since(sp, name, since_ms);
+		/* The cut publication's entries for the held targets too (outbox_event_entries). */
+		for (size_t k = 0; !i && held && k < held->n_urls; k++) {
+			char *twin = url_twin(name, held->urls[k]);
+			n += withdraw_if_since(sp, twin, since_ms);
+			free(twin);
+		}
 		free(name);
 	}
 	return n;
@@ -222,17 +290,101 @@ static void held_listed(struct outbox *o)
 	o->held_listed = true;
 }
 
-/* Takes src (an entry of task_id's end) as mine (its .held name): one winner against a daemon
- * taking it over; one held here by that name is the same event (its webhook-id). */
-static bool take_held(struct outbox *o, const char *src, const char *mine)
+/* The names of the entries we hold for task_id's end events (owned; *names owned too): those
+ * listed (held_listed), of every target; unlisted (outbox/ could not be read), each plain name
+ * (MSGID.webhook, MSGID.exec) is looked at, so a held event is neither lost to a completed
+ * publication nor left for ever. */
+static size_t held_names(struct outbox *o, const char *task_id, char ***names)
+{
+	held_listed(o);
+	char msg_ids[ARRAY_SIZE(end_types)][WEBHOOK_ID_LEN + 1];
+	for (size_t k = 0; k < ARRAY_SIZE(end_types); k++)
+		webhook_id(task_id, end_types[k], 0, msg_ids[k]);
+	size_t n = 0;
+	*names = NULL;
+	if (o->held_listed) {
+		for (size_t i = 0; i < o->held.cap && o->held.count; i++) {
+			const char *name = o->held.slots[i];
+			if (!name || strlen(name) <= WEBHOOK_ID_LEN || name[WEBHOOK_ID_LEN] != '.')
+				continue;
+			for (size_t k = 0; k < ARRAY_SIZE(end_types); k++)
+				if (!strncmp(name, msg_ids[k], WEBHOOK_ID_LEN)) {
+					*names = xrealloc(*names, (n + 1) * sizeof(**names));
+					(*names)[n++] = xstrdup(name);
+				}
+		}
+		return n;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
+		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
+			char *name = xasprintf("%s.%s@%s.held", msg_ids[k], event_targets[i],
+					       o->spool->host_id);
+			if (spool_exists(o->spool->fd[SPOOL_OUTBOX], name)) {
+				strset_add(&o->held, name);
+				*names = xrealloc(*names, (n + 1) * sizeof(**names));
+				(*names)[n++] = name;
+			} else {
+				free(name);
+			}
+		}
+	return n;
+}
+
+static void names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Renames outbox/src to dst, never over another entry: one there by that name is the same
+ * event when it goes to the same place (its URL; a hook's is the hook), and src is removed;
+ * one for another URL keeps its name, and src goes under its URL's (url_twin). Returns the
+ * name the event has now (owned), or NULL (errno; ENOENT: src was gone). */
+static char *move_entry(struct outbox *o, const char *src, const char *dst)
 {
 	struct spool *sp = o->spool;
-	int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, src, SPOOL_OUTBOX, mine);
-	if (rc < 0 && errno == EEXIST)
-		rc = unlinkat(sp->fd[SPOOL_OUTBOX], src, 0);
-	if (rc == 0)
-		strset_add(&o->held, mine);
-	return rc == 0;
+	if (spool_rename_noreplace(sp, SPOOL_OUTBOX, src, SPOOL_OUTBOX, dst) == 0)
+		return xstrdup(dst);
+	if (errno != EEXIST)
+		return NULL;
+	json_t *from = entry_read(o, src, false), *there = entry_read(o, dst, false);
+	const char *url = str(from, "url");
+	char *now = xstrdup(dst);
+	if (url[0] && strcmp(url, str(there, "url"))) {
+		free(now);
+		now = url_twin(dst, url);
+		int rc = spool_rename_noreplace(sp, SPOOL_OUTBOX, src, SPOOL_OUTBOX, now);
+		if (rc == 0 || errno != EEXIST) {
+			json_decref(from);
+			json_decref(there);
+			if (rc < 0) {
+				free(now);
+				return NULL;
+			}
+			return now;
+		}
+	}
+	json_decref(from);
+	json_decref(there);
+	if (unlinkat(sp->fd[SPOOL_OUTBOX], src, 0) < 0) {
+		free(now);
+		return NULL;
+	}
+	return now;
+}
+
+/* Takes src (an entry of task_id's end) as mine (its .held name): one winner against a daemon
+ * taking it over; one held here by that name is the same event (its webhook-id), unless it
+ * goes to another URL (move_entry). */
+static bool take_held(struct outbox *o, const char *src, const char *mine)
+{
+	char *now = move_entry(o, src, mine);
+	bool taken = now != NULL;
+	if (taken)
+		strset_add(&o->held, now);
+	free(now);
+	return taken;
 }
 
 /* The job we reclaimed is still running/ID@ME.json: a reclaimer stalled after its rename of
@@ -249,8 +401,10 @@ static bool still_ours(struct outbox *o, const char *task_id)
 /* Entries of task_id's end of hosts but from_host whose job is not theirs in running/ (ours
  * too: the job is ours now): left by a reclaimer that died between its rename of the job and
  * those of the entries (the job was then that reclaimer's, from_host's now), or by this host
- * before a death. Sent by nobody while the job is in running/ (take_over, the busy set). One
- * listing of outbox/ per pass of reclaims (a dead host's thousand jobs list it once). */
+ * before a death; and from_host's that the plain names did not reach (MSGID.webhook.KEY, for a
+ * URL besides its own). Sent by nobody while the job is in running/ (take_over, the busy set).
+ * One listing of outbox/ per pass of reclaims (a dead host's thousand jobs list it once).
+ * Returns how many of from_host's. */
 static int take_orphans(struct outbox *o, const char *task_id, const char *from_host)
 {
 	struct spool *sp = o->spool;
@@ -261,7 +415,7 @@ static int take_orphans(struct outbox *o, const char *task_id, const char *from_
 	char msg_ids[ARRAY_SIZE(end_types)][WEBHOOK_ID_LEN + 1];
 	for (size_t k = 0; k < ARRAY_SIZE(end_types); k++)
 		webhook_id(task_id, end_types[k], 0, msg_ids[k]);
-	int taken = 0;
+	int taken = 0, taken_from = 0;
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name, *at = strrchr(name, '@'), *dot = strchr(name, '.');
 		size_t len = strlen(name);
@@ -274,18 +428,19 @@ static int take_orphans(struct outbox *o, const char *task_id, const char *from_
 										   WEBHOOK_ID_LEN);
 		char host[NAME_MAX + 1];
 		xsnprintf(host, sizeof(host), "%.*s", (int)(len - 5 - (size_t)(at + 1 - name)), at + 1);
-		bool mine_already = !strcmp(host, sp->host_id);
-		if (!ours || !strcmp(host, from_host) || (mine_already && held))
+		bool mine_already = !strcmp(host, sp->host_id), from = !strcmp(host, from_host);
+		if (!ours || (mine_already && held))
 			continue;
 		char *job = xasprintf("%s@%s.json", task_id, host);
-		bool theirs = !mine_already && spool_exists(sp->fd[SPOOL_RUNNING], job);
+		bool theirs = !mine_already && !from && spool_exists(sp->fd[SPOOL_RUNNING], job);
 		free(job);
 		if (theirs)
 			continue;
 		if (!still_ours(o, task_id))
 			break;
 		char *mine = xasprintf("%.*s@%s.held", (int)(at - name), name, sp->host_id);
-		taken += take_held(o, name, mine);
+		if (take_held(o, name, mine))
+			*(from ? &taken_from : &taken) += 1;
 		free(mine);
 	}
 	if (!o->reclaiming)
@@ -294,7 +449,7 @@ static int take_orphans(struct outbox *o, const char *task_id, const char *from_
 		log_job(LOG_INFO, task_id, "took along %d end event(s) of it left in outbox/ by other "
 			"hosts, or by this one before a restart: sent or taken back as the job ends",
 			taken);
-	return taken;
+	return taken_from;
 }
 
 void outbox_reclaims_begin(struct outbox *o)
@@ -333,56 +488,73 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 			}
 			free(mine);
 		}
-	take_orphans(o, task_id, from_host);
-	return n;
+	return n + take_orphans(o, task_id, from_host);
 }
 
 bool outbox_holds(struct outbox *o, const char *task_id)
 {
-	held_listed(o);
-	/* Unlisted (outbox/ could not be read): each held name of the job is looked at, so a
-	 * held event is neither lost to a completed publication nor left for ever. */
-	bool listed = o->held_listed, holds = false;
-	for (size_t i = 0; i < ARRAY_SIZE(event_targets) && (o->held.count || !listed) && !holds; i++)
-		for (size_t k = 0; k < ARRAY_SIZE(end_types) && !holds; k++) {
-			char *name = end_entry_name(task_id, end_types[k], event_targets[i],
-						    o->spool->host_id, ".held");
-			holds = listed ? strset_has(&o->held, name)
-				       : spool_exists(o->spool->fd[SPOOL_OUTBOX], name);
-			if (holds && !listed)
-				strset_add(&o->held, name);
-			free(name);
+	char **names;
+	size_t n = held_names(o, task_id, &names);
+	names_free(names, n);
+	return n > 0;
+}
+
+void outbox_held_targets(struct outbox *o, const char *task_id, struct outbox_targets *out)
+{
+	*out = (struct outbox_targets){ 0 };
+	char **names;
+	size_t n = held_names(o, task_id, &names);
+	for (size_t i = 0; i < n; i++) {
+		json_t *doc = entry_read(o, names[i], false);
+		const char *target = str(doc, "target"), *url = str(doc, "url");
+		if (!strcmp(target, "exec"))
+			out->exec = true;
+		bool known = !url[0] || strcmp(target, "webhook");
+		for (size_t k = 0; k < out->n_urls && !known; k++)
+			known = !strcmp(out->urls[k], url);
+		if (!known) {
+			out->urls = xrealloc(out->urls, (out->n_urls + 1) * sizeof(*out->urls));
+			out->urls[out->n_urls++] = xstrdup(url);
 		}
-	return holds;
+		json_decref(doc);
+	}
+	names_free(names, n);
+}
+
+void outbox_targets_release(struct outbox_targets *t)
+{
+	names_free(t->urls, t->n_urls);
+	*t = (struct outbox_targets){ 0 };
 }
 
 int outbox_release_held(struct outbox *o, const char *task_id, const char *end)
 {
 	struct spool *sp = o->spool;
-	int fd = sp->fd[SPOOL_OUTBOX], n = 0;
-	for (size_t i = 0; i < ARRAY_SIZE(event_targets); i++)
-		for (size_t k = 0; k < ARRAY_SIZE(end_types); k++) {
-			const char *type = end_types[k], *target = event_targets[i];
-			char *held = end_entry_name(task_id, type, target, sp->host_id, ".held");
-			if (end && !strcmp(end, type)) {
-				/* Ours to send; one of ours by that name is the same event. */
-				char *send = end_entry_name(task_id, type, target, sp->host_id, ".json");
-				if (spool_rename_noreplace(sp, SPOOL_OUTBOX, held, SPOOL_OUTBOX, send) < 0 &&
-				    errno == EEXIST)
-					unlinkat(fd, held, 0);
-				free(send);
-			} else if (unlinkat(fd, held, 0) == 0) {
-				n++;
-			}
-			strset_del(&o->held, held);
-			free(held);
+	char end_id[WEBHOOK_ID_LEN + 1] = "";
+	if (end)
+		webhook_id(task_id, end, 0, end_id);
+	char **names;
+	size_t n = held_names(o, task_id, &names);
+	int removed = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *held = names[i];
+		if (end && !strncmp(held, end_id, WEBHOOK_ID_LEN)) {
+			/* Ours to send; one of ours by that name is the same event (move_entry). */
+			char *send = xasprintf("%.*s.json", (int)(strlen(held) - 5), held);
+			free(move_entry(o, held, send));
+			free(send);
+		} else if (unlinkat(sp->fd[SPOOL_OUTBOX], held, 0) == 0) {
+			removed++;
 		}
-	return n;
+		strset_del(&o->held, held);
+	}
+	names_free(names, n);
+	return removed;
 }
 
 int outbox_drop_held(struct outbox *o, const char *task_id, const char *why)
 {
-	int n = outbox_holds(o, task_id) ? outbox_release_held(o, task_id, NULL) : 0;
+	int n = outbox_release_held(o, task_id, NULL);
 	if (n)
 		log_job(LOG_INFO, task_id, "dropped the %d end event(s) its dead host had queued: %s",
 			n, why);
@@ -623,17 +795,27 @@ static void scan_if_capped(struct outbox *o)
 	}
 }
 
+/* Whether this daemon can deliver its entry named so now (deliverable); a webhook that waits
+ * for a secret says so once. Its entries wait, and a daemon that can takes them over. */
+static bool deliverable_here(struct outbox *o, const char *name)
+{
+	const struct config *cfg = *o->cfgp;
+	bool webhook = webhook_name(name), can = deliverable(cfg, name);
+	if (webhook && !can && !o->secret_warned)
+		log_msg(LOG_ERROR, "webhooks wait in outbox/: %s; another daemon of the spool that has "
+			"one takes them over %lds after they are due", cfg->notify_secret_problem[0] ?
+			cfg->notify_secret_problem : "no [notify] secret is configured",
+			cfg->lease_timeout);
+	if (webhook)
+		o->secret_warned = !can;
+	return can;
+}
+
 static bool send_webhook(struct outbox *o, struct delivery *dl)
 {
 	const struct config *cfg = *o->cfgp;
-	if (!cfg->notify_secret) {
-		if (!o->secret_warned)
-			log_msg(LOG_ERROR, "webhooks wait in outbox/: %s", cfg->notify_secret_problem[0] ?
-				cfg->notify_secret_problem : "no [notify] secret is configured");
-		o->secret_warned = true;
+	if (!deliverable_here(o, dl->name))
 		return false;
-	}
-	o->secret_warned = false;
 	const char *id = str(dl->doc, "id"), *body = str(dl->doc, "body");
 	int64_t ts = wall_ms() / 1000;
 	char *sig = webhook_signature(cfg->notify_secret, cfg->notify_secret_len, id, ts, body,
@@ -791,13 +973,16 @@ static void arm(struct outbox *o, int64_t due_wall_ms)
 }
 
 /* An entry MSG@OTHER.json of host OTHER whose due time passed lease_timeout ago: its daemon is
- * gone. Not while its job is still in running/, OTHER's or, at the last rescan, any host's (one
- * that died reclaiming it before it took the entry along): the job's end is not known yet, and
- * the daemon that reclaims the job takes the entry along (outbox_take_along), to send it or
- * take it back as the job ends. */
+ * gone, or cannot deliver it (no secret, no hook): a daemon that can takes it over. Not while
+ * its job is still in running/, OTHER's or, at the last rescan, any host's (one that died
+ * reclaiming it before it took the entry along): the job's end is not known yet, and the
+ * daemon that reclaims the job takes the entry along (outbox_take_along), to send it or take
+ * it back as the job ends. Never over an entry of ours (move_entry). */
 static void take_over(struct outbox *o, const char *name, const char *msg, const char *other)
 {
 	struct spool *sp = o->spool;
+	if (!deliverable(*o->cfgp, name))
+		return;
 	json_t *doc = entry_read(o, name, false);
 	const char *id = str(doc, "task_id");
 	char *job = xasprintf("%s@%s.json", id, other);
@@ -808,8 +993,13 @@ static void take_over(struct outbox *o, const char *name, const char *msg, const
 	if (!doc || job_theirs)
 		return;
 	char *mine = xasprintf("%s@%s.json", msg, sp->host_id);
-	if (spool_rename(sp, SPOOL_OUTBOX, name, SPOOL_OUTBOX, mine) == 0)
+	char *now = move_entry(o, name, mine);
+	if (now && strcmp(now, mine))
+		log_info("took over 'outbox/%s' from a daemon that stopped delivering it, as "
+			 "'outbox/%s' (ours by its name is for another URL)", name, now);
+	else if (now)
 		log_info("took over 'outbox/%s' from a daemon that stopped delivering it", name);
+	free(now);
 	free(mine);
 }
 
@@ -840,7 +1030,7 @@ static void expire_gone(struct outbox *o, const struct spool_entry *e, long n)
 		free(name);
 	}
 	for (long i = 0; i < n && old.count; i++) {
-		json_t *doc = strstr(e[i].name, ".webhook@") ? entry_read(o, e[i].name, false) : NULL;
+		json_t *doc = webhook_name(e[i].name) ? entry_read(o, e[i].name, false) : NULL;
 		if (!doc)
 			continue;
 		char key[WEBHOOK_ENDPOINT_KEY_LEN + 1];
@@ -863,6 +1053,31 @@ static void expire_gone(struct outbox *o, const struct spool_entry *e, long n)
 	strset_release(&old);
 }
 
+/* A held entry of ours whose job was published here, with the entries that stand for it, by a
+ * run killed before it removed it: nothing would ever send or remove it. Looked at once per
+ * start; it goes when its job is in done/ or failed/ and in no running/, ours by a look of
+ * its own, or any host's by the last listing (a host reclaiming it takes it along). */
+static void sweep_held(struct outbox *o, const char *name)
+{
+	struct spool *sp = o->spool;
+	json_t *doc = entry_read(o, name, false);
+	char *file = xasprintf("%s.json", str(doc, "task_id"));
+	char id[JOB_ID_MAX + 1];
+	if (job_id_from_name(file, id, sizeof(id)) == 0) {
+		char *mine = spool_running_name(sp, id);
+		if (!spool_exists(sp->fd[SPOOL_RUNNING], mine) && !o->busy(o->busy_arg, id) &&
+		    (spool_exists(sp->fd[SPOOL_DONE], file) || spool_exists(sp->fd[SPOOL_FAILED], file)) &&
+		    unlinkat(sp->fd[SPOOL_OUTBOX], name, 0) == 0) {
+			strset_del(&o->held, name);
+			log_job(LOG_INFO, id, "removed 'outbox/%s', an end event held for it here: it was "
+				"published, with its events, before a stop", name);
+		}
+		free(mine);
+	}
+	free(file);
+	json_decref(doc);
+}
+
 void outbox_scan(struct outbox *o)
 {
 	struct spool_entry *e;
@@ -877,9 +1092,13 @@ void outbox_scan(struct outbox *o)
 	int64_t lease_ms = (*o->cfgp)->lease_timeout * 1000;
 	char msg[NAME_MAX + 1], host[NAME_MAX + 1];
 	long backlog = 0;
+	char *held_suffix = o->swept ? NULL : xasprintf("@%s.held", o->spool->host_id);
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name;
 		int64_t due = e[i].mtime_ns / 1000000;
+		size_t len = strlen(name), sl = held_suffix ? strlen(held_suffix) : 0;
+		if (held_suffix && len > sl && !strcmp(name + len - sl, held_suffix))
+			sweep_held(o, name);
 		/* MSGID.TARGET@HOST.json: named as a job in running/ is. A held entry (.held) is
 		 * not one to send: not in the backlog. */
 		if (!spool_running_id(name, msg, sizeof(msg), host, sizeof(host)))
@@ -892,7 +1111,7 @@ void outbox_scan(struct outbox *o)
 				take_over(o, name, msg, host);
 			continue;
 		}
-		if (strset_has(&o->in_flight, name))
+		if (strset_has(&o->in_flight, name) || !deliverable_here(o, name))
 			continue;
 		bool woken = o->woken.count && strset_has(&o->woken, name);
 		if (due > now && !woken) {
@@ -900,13 +1119,15 @@ void outbox_scan(struct outbox *o)
 				next = due;
 			continue;
 		}
-		if (o->webhooks >= WEBHOOKS_IN_FLIGHT && strstr(name, ".webhook@")) {
+		if (o->webhooks >= WEBHOOKS_IN_FLIGHT && webhook_name(name)) {
 			o->capped = true;
 			continue;
 		}
 		start(o, name, due <= now);
 	}
 	spool_entries_free(e, n);
+	free(held_suffix);
+	o->swept = true;
 	o->stats.backlog = backlog;
 	if (!o->capped && o->woken.count) {
 		/* Every woken entry listed was started: the rest are gone (taken over). */

@@ -35,6 +35,13 @@ struct outbox_batch {
 	struct outbox_entry *e;
 	size_t n;
 };
+/* Where the end events of a dead host's run, held here for the job (outbox_take_along), were
+ * to go: webhook URLs and the hook. The job's end goes there too. */
+struct outbox_targets {
+	char **urls;             /* owned, each once */
+	size_t n_urls;
+	bool exec;
+};
 struct outbox_event {
 	const char *task_id;
 	const char *type;        /* job.succeeded, job.failed, job.deferred */
@@ -43,7 +50,12 @@ struct outbox_event {
 	const char *job_url;     /* the job's webhook_url, NULL = [notify] url */
 	const char *result_path; /* absolute, for the hook */
 	int64_t now_ms;
+	const struct outbox_targets *held;   /* a terminal event's held targets, or NULL */
 };
+/* Besides this daemon's own targets, a terminal event goes to each held target that none of
+ * them is: a URL of its own as MSGID.webhook.KEY@HOST.json (KEY as control/gone.KEY's), the
+ * hook as MSGID.exec@HOST.json when no exec is configured here (a daemon that has one takes it
+ * over, outbox_scan). Each entry once. */
 void outbox_event_entries(const struct config *cfg, const char *host_id,
 			  const struct outbox_event *ev, json_t *data, struct outbox_batch *out);
 /* Writes the entries durably (temp, fsync, rename; then fsync of outbox/). Helper thread. */
@@ -58,7 +70,7 @@ void outbox_withdraw(struct spool *sp, const struct outbox_batch *b);
  * earlier run's, written before, stay). Loop thread, before the task leaves the busy set.
  * Returns how many. */
 int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *type,
-			  int64_t since_ms);
+			  int64_t since_ms, const struct outbox_targets *held);
 /* A job reclaimed from from_host: the entries of its end events (job.succeeded, job.failed)
  * that host queued, or held itself, are held by this host for the job's run here, renamed
  * MSGID.TARGET@HOST.held: never sent as they are, nor taken over; so are those of any other
@@ -73,9 +85,13 @@ void outbox_reclaims_end(struct outbox *o);
 /* Whether this host holds entries of task_id's end events (one listing of outbox/ the first
  * time). Loop thread. */
 bool outbox_holds(struct outbox *o, const char *task_id);
+/* The targets of the entries this host holds for task_id (each read once). Loop thread. */
+void outbox_held_targets(struct outbox *o, const char *task_id, struct outbox_targets *out);
+void outbox_targets_release(struct outbox_targets *t);
 /* The job's run here is over: its held entries go, but for those of end (a job.* type, NULL =
  * none), which become entries to send (when the dead host's staged publication is completed).
- * Loop thread, before the job leaves running/. Returns how many were removed. */
+ * Loop thread: before the job leaves running/, or once its publication, whose entries go to
+ * the held targets too, is out. Returns how many were removed. */
 int outbox_release_held(struct outbox *o, const char *task_id, const char *end);
 /* The job goes back to wait (or ends another way): the entries held for it are removed, and
  * when there were any, a line says so and why. Loop thread. Returns how many. */

@@ -401,11 +401,11 @@ def test_one_event_for_a_job_finished_by_a_restart(env):
     assert d.stop() == 0
 
 
-def dead_while_publishing(env, rx, task_id, prompt, point="publish:images"):
+def dead_while_publishing(env, rx, task_id, prompt, point="publish:images", **settings):
     """Host "hostA" dies while publishing task_id (its job.succeeded entry already in outbox/),
     at point, its files in running/ older than any lease, as a dead host leaves them. Returns
     it."""
-    a = notify_daemon(env, rx, spool__host_id="hostA")
+    a = notify_daemon(env, rx, spool__host_id="hostA", **settings)
     a.submit(task_id, {"prompt": prompt})
     a.start_to_crash(point)
     entry = [n for n in a.listdir("outbox") if n.startswith(msg_id(task_id, "job.succeeded"))]
@@ -472,19 +472,22 @@ def test_one_event_for_a_job_another_host_ends_another_way_after_its_restart(env
 
 
 def test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along(env):
-    """Host A dies while publishing (its job.succeeded queued, its entry a lease old); host B
-    reclaims the job and dies right after renaming it, before it takes A's entry along. Host C
-    reclaims the job from B and, told by B's mark (.rr@hostC.reclaim.hostA once taken along),
-    takes A's files and entry along too: it finishes the job from A's work, with no second call
-    (a second call would be refused), and the receiver hears job.succeeded, once. Before, A's
-    entry stayed A's, an entry to send, while the job was no longer running/ID@hostA.json: host
-    C took it over and sent it, and, its call refused, failed the job: the receiver heard both
-    ends. It now waits while its job is in running/ on any host, and the job's next reclaimer
-    takes it along."""
+    """Host A dies while publishing (its job.succeeded queued, its entry a lease old), its saved
+    answer lost with it (here removed: the end is not A's); host B reclaims the job and dies
+    right after renaming it, before it takes A's entry along. Host C reclaims the job from B
+    and, told by B's mark (.rr@hostC.reclaim.hostA once taken along), takes A's files and entry
+    along too; its call is refused, it fails the job, and takes A's job.succeeded back: the
+    receiver hears job.failed, once. Before, A's entry stayed A's, an entry to send, while the
+    job was no longer running/ID@hostA.json: host C took it over and sent it: the receiver
+    heard both ends. It now waits while its job is in running/ on any host, and the job's next
+    reclaimer takes it along."""
     rx = env.peer(WebhookReceiver()).start()
     prompt = "host A dies publishing it, host B reclaiming it"
     env.fake.script(prompt, [{"kind": "b64"}, {"kind": "400_content_policy"}])
     a = dead_while_publishing(env, rx, "rr", prompt)
+    for n in os.listdir(a.path("running")):   # its answer is lost: C calls again
+        if n.startswith(".rr@hostA.response."):
+            os.unlink(a.path("running", n))
     entry = f"{msg_id('rr', 'job.succeeded')}.webhook@hostA.json"
     old = time.time() - 3600
     os.utime(a.path("outbox", entry), (old, old))
@@ -494,13 +497,100 @@ def test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along(
         (b.listdir("running"), b.listdir("outbox"))
     c = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostC",
                       spool__lease_timeout=5).start()
-    assert c.wait_finished("rr", 30) == "done", c.log()[-2000:]
-    assert env.fake.calls(prompt) == 1
+    assert c.wait_finished("rr", 30) == "failed", c.log()[-2000:]
+    assert env.fake.calls(prompt) == 2
     wait_for(lambda: "rr" in delivered(rx) and not c.listdir("outbox"), 30,
              f"the outbox drained (outbox/: {c.listdir('outbox')})")
     assert c.stop() == 0
-    assert [ev["type"] for _, ev in delivered(rx)["rr"]] == ["job.succeeded"], delivered(rx)["rr"]
+    assert [(wid, ev["type"]) for wid, ev in delivered(rx)["rr"]] == \
+        [(msg_id("rr", "job.failed"), "job.failed")], delivered(rx)["rr"]
     assert "took over" not in c.log(), c.log()[-2000:]
+
+
+def delivered_to(rx, path, task_id):
+    """The verified events of task_id that the receiver took at path: [(webhook-id, type)]."""
+    return [(q["id"], q["event"]["type"]) for q in rx.requests()
+            if q["path"] == path and q["verified"] and 200 <= q["status"] < 300
+            and q["event"]["data"]["task_id"] == task_id]
+
+
+def test_a_reclaimer_with_other_notify_targets_announces_the_end_to_the_dead_hosts(env):
+    """Host A ([notify] url /hostA) is killed while publishing, its job.succeeded queued; host
+    B, whose [notify] url is /hostB, reclaims the job, takes A's entry along and ends it: the
+    end reaches /hostA too, once, with its webhook-id, and /hostB once. So when B fails the job
+    instead: /hostA hears job.failed, and never the job.succeeded that did not happen. Before,
+    B announced the end to its own url only: /hostA never heard the job ended."""
+    rx = env.peer(WebhookReceiver()).start()
+    for tid, crashed in (("ou", False), ("of", True)):
+        prompt = f"host A dies publishing it, host B ends it ({tid})"
+        a = dead_while_publishing(env, rx, tid, prompt, notify__url=rx.url("/hostA"))
+        b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                          spool__lease_timeout=5, notify__url=rx.url("/hostB"),
+                          retry__max_crash_requeues=0 if crashed else 3).start()
+        end = "job.failed" if crashed else "job.succeeded"
+        assert b.wait_finished(tid) == ("failed" if crashed else "done"), b.log()[-2000:]
+        wait_for(lambda: delivered_to(rx, "/hostA", tid) and delivered_to(rx, "/hostB", tid)
+                 and not os.listdir(b.path("outbox")), 30,
+                 f"the outbox drained (outbox/: {os.listdir(b.path('outbox'))})")
+        assert b.stop() == 0
+        for path in ("/hostA", "/hostB"):
+            assert delivered_to(rx, path, tid) == [(msg_id(tid, end), end)], \
+                (path, rx.requests())
+        assert env.fake.calls(prompt) == 1
+
+
+def test_a_held_event_left_by_a_kill_after_the_publication_goes_at_the_restart(env):
+    """Host A ([notify] url /hostA) is killed while publishing, its job.succeeded queued; host
+    B (/hostB) reclaims the job, holds A's entry, publishes the job with entries for both URLs
+    and is killed right after (publish:moved), before it removed the held entry. Restarted, B
+    removes it (the job is in done/ and in no running/), and each URL hears the end once.
+    Without that, the held entry stayed in outbox/ for ever, which nothing sends or removes."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies publishing it, host B dies after its publication"
+    a = dead_while_publishing(env, rx, "ok", prompt, notify__url=rx.url("/hostA"))
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB",
+                      spool__lease_timeout=5, notify__url=rx.url("/hostB"))
+    b.start_to_crash("publish:moved")
+    held = f"{msg_id('ok', 'job.succeeded')}.webhook@hostB.held"
+    assert b.state("ok") == "done" and held in b.listdir("outbox"), b.listdir("outbox")
+    b.start()
+    wait_for(lambda: delivered_to(rx, "/hostA", "ok") and delivered_to(rx, "/hostB", "ok")
+             and not os.listdir(b.path("outbox")), 30, "the outbox drained")
+    b.wait_logged(f"ok removed 'outbox/{held}', an end event held for it here")
+    assert b.stop() == 0
+    for path in ("/hostA", "/hostB"):
+        assert delivered_to(rx, path, "ok") == [(msg_id("ok", "job.succeeded"), "job.succeeded")], \
+            (path, rx.requests())
+    assert env.fake.calls(prompt) == 1
+
+
+def test_a_reclaimer_without_notify_leaves_the_dead_hosts_end_event_to_a_host_that_can_send_it(env):
+    """Host A ([notify] url /hostA) is killed while publishing, its job.succeeded queued; host
+    B, with no [notify] section (no url, no secret), reclaims the job and finishes it: A's
+    event becomes B's entry to send, with the end B reached, which B cannot sign; it waits in
+    outbox/ and B takes nothing over. A, back, takes it over once it is a lease old and sends
+    it: /hostA hears job.succeeded, once. Before, B left A's entry held (.held) for ever: the
+    event was lost."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies publishing it, host B has no [notify]"
+    a = dead_while_publishing(env, rx, "on", prompt, notify__url=rx.url("/hostA"),
+                              spool__lease_timeout=5)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5).start()
+    assert b.wait_finished("on") == "done", b.log()[-2000:]
+    # Named for its URL, which is not one of B's own (it has none).
+    entry = f"{msg_id('on', 'job.succeeded')}.webhook.{endpoint_key(rx.url('/hostA'))}@hostB.json"
+    wait_for(lambda: os.listdir(b.path("outbox")) == [entry], 20, "B's entry to send, alone")
+    with open(b.path("outbox", entry)) as f:
+        doc = json.load(f)
+    assert doc["url"] == rx.url("/hostA"), doc
+    assert json.loads(doc["body"])["data"]["status"] == "succeeded", doc
+    a.start()
+    wait_for(lambda: delivered_to(rx, "/hostA", "on") and not os.listdir(a.path("outbox")), 30,
+             f"A to take it over and send it (outbox/: {os.listdir(a.path('outbox'))})")
+    assert a.stop() == 0 and b.stop() == 0
+    assert delivered_to(rx, "/hostA", "on") == [(msg_id("on", "job.succeeded"), "job.succeeded")]
+    assert "took over 'outbox/" not in b.log(), b.log()[-2000:]
+    assert env.fake.calls(prompt) == 1
 
 
 def reclaimer_stalled_after_its_rename(env, rx, task_id, prompt):
@@ -543,7 +633,8 @@ def test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_
     it. Host C reclaims it from B, ends it and queues its job.succeeded, whose endpoint answers
     410 (the event waits). B goes on: the job is no longer its own, and it takes nothing along.
     Before, B took C's entry along as its own held entry (C's running/ID@hostC.json being gone),
-    and nobody ever sent it. The endpoint enabled again, the receiver hears the end, once."""
+    and nobody ever sent it. The endpoint enabled again, it hears the end, once; so does A's
+    (/ok), to which C announced it as A's entry it took along asked."""
     rx = env.peer(WebhookReceiver()).start()
     a, b, held = reclaimer_stalled_after_its_rename(env, rx, "sr", "its publication kills host A, B stalls, C ends it")
     rx.set_gone(True)
@@ -559,13 +650,16 @@ def test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_
     taken = f"{msg_id('sr', 'job.succeeded')}.webhook@hostB.held"
     wait_for(lambda: "sr warning: reclaimed from 'hostA' but no longer ours" in b.log()
              or taken in b.listdir("outbox"), 20, "B to go on")
-    assert b.listdir("outbox") == [entry], b.listdir("outbox")
+    assert entry in b.listdir("outbox") and not [n for n in b.listdir("outbox") if "@hostB" in n], \
+        b.listdir("outbox")
     rx.set_gone(False)
     os.unlink(marker)
     wait_for(lambda: "sr" in delivered(rx) and not c.listdir("outbox"), 30,
              f"the outbox drained (outbox/: {c.listdir('outbox')})")
     assert b.stop() == 0 and c.stop() == 0
-    assert [ev["type"] for _, ev in delivered(rx)["sr"]] == ["job.succeeded"], delivered(rx)
+    for path in ("/switch", "/ok"):
+        assert delivered_to(rx, path, "sr") == [(msg_id("sr", "job.succeeded"), "job.succeeded")], \
+            (path, delivered(rx))
 
 
 def test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed(env):
@@ -890,6 +984,9 @@ if __name__ == "__main__":
                test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer,
                test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_ended_the_job,
                test_an_event_taken_along_goes_out_when_its_staged_publication_is_completed,
+               test_a_reclaimer_with_other_notify_targets_announces_the_end_to_the_dead_hosts,
+               test_a_reclaimer_without_notify_leaves_the_dead_hosts_end_event_to_a_host_that_can_send_it,
+               test_a_held_event_left_by_a_kill_after_the_publication_goes_at_the_restart,
                test_an_entry_is_not_taken_over_while_its_job_is_its_hosts,
                test_an_entry_taken_back_while_it_is_sent_is_not_written_again,
                test_held_entries_are_not_in_the_outbox_backlog,
