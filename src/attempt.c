@@ -18,7 +18,6 @@
 #include "price.h"
 #include "provider_state.h"
 #include "routing.h"
-#include "secret.h"
 #include "task.h"
 #include "banned.h"
 
@@ -135,13 +134,6 @@ void attempt_judge(struct task *t)
 	if (t->recovered_parse)
 		stop_point("recovery:judge");
 	retry_classify(&in, &t->outcome);
-	/* The body was redacted, but a parsed string may have spelt a secret with JSON escapes
-	 * (the outcome's upstream_message is one of these). */
-	char *words[] = { t->resp.error_message, t->resp.finish_message, t->resp.text };
-	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
-		if (words[i])
-			secret_redact_str(words[i]);
-	secret_redact_json(t->resp.usage);
 	struct attempt *a = &t->cur;
 	a->outcome = decision_name(t->outcome.decision);
 	a->billed = billed_name(t->outcome.billed);

@@ -73,21 +73,59 @@ void secret_redact_str(char *s)
 		s[secret_redact(s, strlen(s))] = '\0';
 }
 
+/* Whether buf[0..len) holds a registered secret: most text holds none, and is not copied. */
+static bool holds_secret(const char *buf, size_t len)
+{
+	bool found = false;
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n_secrets && !found; i++)
+		found = memmem(buf, len, secrets[i], strlen(secrets[i])) != NULL;
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
+/* An object's member names are text from outside too ("usage":{"sk\u002d...":1}): a member
+ * whose name holds a secret is put back under the redacted name (replacing a member already
+ * there under that name, which loses a value, never a secret). */
+static void redact_names(json_t *obj)
+{
+	const char *key;
+	json_t *item;
+	size_t n = 0;
+	char **names = NULL;
+	json_object_foreach(obj, key, item) {
+		if (holds_secret(key, strlen(key))) {
+			names = xrealloc(names, (n + 1) * sizeof(*names));
+			names[n++] = xstrdup(key);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		item = json_incref(json_object_get(obj, names[i]));
+		json_object_del(obj, names[i]);
+		secret_redact_str(names[i]);
+		json_object_set_new(obj, names[i], item);
+		free(names[i]);
+	}
+	free(names);
+}
+
 void secret_redact_json(json_t *v)
 {
 	size_t i;
 	const char *key;
 	json_t *item;
 	if (json_is_string(v)) {
-		char *copy = xstrndup(json_string_value(v), json_string_length(v));
-		size_t len = secret_redact(copy, json_string_length(v));
-		if (len != json_string_length(v))
-			json_string_setn(v, copy, len);
+		size_t len = json_string_length(v);
+		if (!holds_secret(json_string_value(v), len))
+			return;
+		char *copy = xstrndup(json_string_value(v), len);
+		json_string_setn(v, copy, secret_redact(copy, len));
 		free(copy);
 	} else if (json_is_array(v)) {
 		json_array_foreach(v, i, item)
 			secret_redact_json(item);
 	} else if (json_is_object(v)) {
+		redact_names(v);
 		json_object_foreach(v, key, item)
 			secret_redact_json(item);
 	}

@@ -22,7 +22,8 @@ void secret_register(const char *value);
 size_t secret_redact(char *buf, size_t len);
 /* The same for a NUL-terminated string. */
 void secret_redact_str(char *s);
-/* The same for every string (values and keys' values) inside a JSON value. */
+/* The same for every string inside a JSON value: values, and objects' member names (a member
+ * whose name held a secret is moved to the redacted name). */
 void secret_redact_json(json_t *v);
 /* Forgets every secret (zeroing the copies); for tests and exit. */
 void secret_clear(void);

@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "result.h"
 #include "retry.h"
+#include "secret.h"
 #include "store.h"
 #include "upstream.h"
 #include "util.h"
@@ -146,6 +147,7 @@ static void failure_reason(const struct http_result *res, char *out, size_t size
 		xsnprintf(out, size, "HTTP %ld %.*s", res->status, (int)(end - code - 6), code + 6);
 	else
 		xsnprintf(out, size, "HTTP %ld", res->status);
+	secret_redact_str(out);   /* a store may quote the secret key back in its <Code> */
 }
 
 static void put_done(void *arg, struct http_result *res)

@@ -11,7 +11,8 @@
  * own message), and Gemini's refusal signals (finishReason, blockReason, candidatesTokenCount, text).
  * Decisions (retry, fail, bill) are not made here: see retry.c.
  *
- * Pure functions: no I/O, no logging. Cost is linear in the size of the body. */
+ * Pure functions: no I/O, no logging. Cost is linear in the size of the body. What a response
+ * gives (strings, member names, decoded images) holds no secret registered in secret.c. */
 #include <ctype.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -25,6 +26,7 @@
 #include "crypto.h"
 #include "job.h"
 #include "jsontext.h"
+#include "secret.h"
 #include "upstream.h"
 #include "util.h"
 #include "banned.h"
@@ -674,6 +676,8 @@ static void take_inline(struct response *out, const json_t *v)
 		return;
 	}
 	data = base64_decode(json_string_value(v), json_string_length(v), &len);
+	if (data)   /* the raw body's redaction never saw these bytes: base64 hid them */
+		len = secret_redact((char *)data, len);
 	ext = data ? image_ext_from_magic(data, len) : NULL;
 	if (!ext) {
 		free(data);
@@ -1157,6 +1161,11 @@ void upstream_parse_response(enum dialect d, const char *body, size_t len, struc
 		return;
 	}
 	out->is_json = true;
+	/* The raw body was redacted, but a string (or a member name) may spell a secret with
+	 * escapes ("sk\u002d..."): redacted once decoded, before anything is taken from it. A body
+	 * without a backslash spells every string as its bytes. */
+	if (memchr(body, '\\', len))
+		secret_redact_json(root);
 	parse_error(root, out);
 	if (d == DIALECT_GEMINI)
 		parse_gemini(root, out);

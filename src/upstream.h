@@ -97,7 +97,8 @@ struct response {
 };
 
 /* Reads a response body of either dialect. Never fails: what it cannot read is left empty,
- * and is_json says whether the body was a JSON object at all. */
+ * and is_json says whether the body was a JSON object at all. Every registered secret
+ * (secret.h) is redacted from what it keeps, however the body spelt it (JSON escapes, base64). */
 void upstream_parse_response(enum dialect d, const char *body, size_t len, struct response *out);
 void response_release(struct response *resp);
 /* Keeps at most n images, inline ones first, then URLs, in order; frees the others. Returns how

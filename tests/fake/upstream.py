@@ -356,6 +356,26 @@ def _masked(key: str) -> str:
     return key[:3] + "*" * max(0, len(key) - 7) + key[-4:] if len(key) > 7 else "sk-…"
 
 
+def _json_escaped(text: str) -> bytes:
+    """text with every '-' written as a \\u escape: the same string to a JSON parser, but not
+    text's bytes (a redaction of the raw body does not see it)."""
+    return text.replace("-", "\\u002d").encode()
+
+
+def _key_in_usage(ctx: _Ctx) -> Reply:
+    """A 200 with the image, whose usage has a member named by the caller's key, escaped."""
+    reply = _openai_b64(ctx)
+    reply.body = reply.body.replace(b'"usage":{', b'"usage":{"' + _json_escaped(ctx.bearer) +
+                                    b'":1,', 1)
+    return reply
+
+
+def _key_echo_escaped(ctx: _Ctx) -> Reply:
+    return Reply(400, b'{"error":{"message":"invalid request for token ' +
+                 _json_escaped(ctx.bearer) + b': unsupported size","type":"invalid_request_error",'
+                 b'"param":"size","code":"invalid_size"}}')
+
+
 _ERRORS: dict[str, Callable[[_Ctx], Reply]] = {
     "429_quota": lambda ctx: _error(429, {
         "message": _SATURATED, "type": "insufficient_quota", "code": "insufficient_user_quota"}),
@@ -415,6 +435,10 @@ _ERRORS: dict[str, Callable[[_Ctx], Reply]] = {
     "400_key_echo": lambda ctx: _error(400, {
         "message": ctx.suffix(f"invalid request for token {ctx.bearer}: unsupported size"),
         "type": "invalid_request_error", "param": "size", "code": "invalid_size"}),
+    # The same, the key spelt with JSON escapes: in the message, or as a member name of a 200's
+    # usage (which the result publishes as returned).
+    "400_key_echo_escaped": _key_echo_escaped,
+    "200_key_in_usage": _key_in_usage,
     "400_moderation": lambda ctx: _moderation(ctx, 400),
     "403_moderation": lambda ctx: _moderation(ctx, 403),
     "400_content_policy": lambda ctx: _error(400, {

@@ -34,9 +34,9 @@ cc=${FUZZ_CC:-clang}
 out=build/fuzz
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE $san -fno-omit-frame-pointer -Wall -Wextra -Isrc"
-srcs="src/job.c src/upstream.c src/jsontext.c src/util.c src/log.c src/crypto.c"
-# The configuration's reader and what it calls: inih, prices, sync modes, secrets.
-config_srcs="src/config.c src/price.c src/syncset.c src/secret.c"
+srcs="src/job.c src/upstream.c src/jsontext.c src/util.c src/log.c src/crypto.c src/secret.c"
+# The configuration's reader and what it calls: inih, prices, sync modes.
+config_srcs="src/config.c src/price.c src/syncset.c"
 hint="on Debian 12: apt-get install clang libclang-rt-14-dev"
 
 if ! command -v "$cc" >/dev/null 2>&1; then

@@ -9,14 +9,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import TEST_KEY, run_tests, wait_for  # noqa: E402
+from harness import TEST_KEY, files_holding, key_spellings, run_tests, wait_for  # noqa: E402
 from upstream import png_for, png_prompt_sha256  # noqa: E402
-
-
-def files_under(root):
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            yield os.path.join(dirpath, name)
 
 
 def without_lock(names):
@@ -26,19 +20,25 @@ def without_lock(names):
 
 def test_key_quoted_back_is_redacted_everywhere(env):
     env.fake.script("echo my key", ["400_key_echo"])
+    env.fake.script("echo it escaped", ["400_key_echo_escaped"])
+    env.fake.script("name usage by it", ["200_key_in_usage"])
     d = env.daemon().start()
     d.submit("echo", {"prompt": "echo my key"})
-    assert d.wait_finished("echo") == "failed"
-    r = d.result("echo")
-    assert r["error"]["code"] == "invalid_request", r["error"]
-    message = r["error"]["upstream_message"]
-    assert "[redacted]" in message and "unsupported size" in message, message
+    d.submit("escaped", {"prompt": "echo it escaped"})
+    d.submit("usage", {"prompt": "name usage by it"})
+    for task_id in ("echo", "escaped"):
+        assert d.wait_finished(task_id) == "failed"
+        r = d.result(task_id)
+        assert r["error"]["code"] == "invalid_request", r["error"]
+        message = r["error"]["upstream_message"]
+        assert "[redacted]" in message and "unsupported size" in message, message
+    assert d.wait_finished("usage") == "done"
+    usage = d.result("usage")["usage"]
+    assert usage["[redacted]"] == 1 and usage["total_tokens"] > 0, usage
     # Stopped first: a running daemon's temporary files (a ledger rewrite, a heartbeat) may
     # vanish between the listing and the read; a stopped one's spool and log are complete.
     assert d.stop() == 0
-    for path in files_under(d.spool):
-        with open(path, "rb") as f:
-            assert TEST_KEY.encode() not in f.read(), f"the key is in {path}"
+    assert not files_holding(d.spool, key_spellings(TEST_KEY)), "the key is in the spool"
     d.assert_not_logged(TEST_KEY)
 
 

@@ -2,7 +2,8 @@
 
 Each test is a plain function; run_tests() prints TAP so `prove` can run the file. Every wait is
 a condition polled against a deadline, never a fixed sleep. After each test the daemon's log is
-checked for sanitizer reports and for the API key, which must never appear.
+checked for sanitizer reports and for the API key, which must never appear, and so are the files
+it published (done/, failed/, outbox/), for the key however JSON may spell it.
 """
 import contextlib
 import atexit
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,40 @@ def _drop_empty_scratch():
 
 atexit.register(_drop_empty_scratch)
 TEST_KEY = "sk-test-9f2c7e1d5b3a4c6e8f0a1b2c3d4e5f60"
+
+
+def key_spellings(key):
+    """A bytes pattern for key however JSON may spell it: each character as itself or as a \\u
+    escape (any case of hex), '/' also as "\\/". An upstream may quote the key back spelt so."""
+    def one(c):
+        hexes = "".join(f"[{h.lower()}{h.upper()}]" if h.isalpha() else h for h in f"{ord(c):04x}")
+        alts = [re.escape(c), r"\\u" + hexes] + ([r"\\/"] if c == "/" else [])
+        return "(?:" + "|".join(alts) + ")"
+    return re.compile("".join(one(c) for c in key).encode())
+
+
+PUBLISHED = ("done", "failed", "outbox")   # what clients, webhooks and hooks get of the spool
+
+
+def files_holding(root, pattern, dirs=None):
+    """The regular files under root (or under root's dirs) whose bytes pattern matches."""
+    hits = []
+    for top in [os.path.join(root, d) for d in dirs] if dirs else [root]:
+        for dirpath, _, names in os.walk(top):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except OSError:
+                    continue
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        with os.fdopen(os.dup(fd), "rb") as f:
+                            if pattern.search(f.read()):
+                                hits.append(path)
+                finally:
+                    os.close(fd)
+    return hits
 
 
 def wait_for(pred, timeout=20.0, what="condition"):
@@ -556,6 +592,10 @@ class Daemon:
                 problems.append(f"sanitizer report in the daemon log ({marker})")
         if self.key and self.key in log:
             problems.append("the API key appears in the daemon log")
+        if self.key and self.spool:
+            leaked = files_holding(self.spool, key_spellings(self.key), PUBLISHED)
+            if leaked:
+                problems.append(f"the API key is in published files: {leaked[:5]}")
         if passed and not problems:
             shutil.rmtree(self.dir, ignore_errors=True)
         elif problems:

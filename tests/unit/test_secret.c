@@ -1,4 +1,5 @@
-/* test_secret.c - redaction of registered secrets: every occurrence, short secrets, JSON. */
+/* test_secret.c - redaction of registered secrets: every occurrence, short secrets, JSON (its
+ * strings and its member names). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +48,14 @@ int main(void)
 	char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
 	is_str(text, "{\"a\":\"x [redacted]\",\"b\":[\"abc\",4],\"c\":{\"d\":\"[redacted]\"}}",
 	       "every string inside JSON");
+	free(text);
+	json_decref(doc);
+	doc = json_pack("{s:{s:i, s:i, s:{s:s}}}", "usage", "total_tokens", 2,
+			"sk-test-0123456789abcdef", 1, "x whsec_abcdefghijkl", "k", "v");
+	secret_redact_json(doc);
+	text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	is_str(text, "{\"usage\":{\"[redacted]\":1,\"total_tokens\":2,\"x [redacted]\":{\"k\":\"v\"}}}",
+	       "member names inside JSON");
 	free(text);
 	json_decref(doc);
 	secret_clear();

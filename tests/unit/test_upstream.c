@@ -11,6 +11,7 @@
 #include "upstream.h"
 #include "util.h"
 #include "b64enc.h"
+#include "secret.h"
 #include "tap.h"
 #include "banned.h"
 
@@ -1148,6 +1149,57 @@ static void test_keep_first(void)
 	}
 }
 
+/* A secret an upstream quotes back however it spells it (F2): JSON escapes in a member name
+ * of "usage", in a message, in text cut at its cap; base64 in an inline image. */
+static void test_secrets_redacted(void)
+{
+	static const char key[] = "sk-test-0123456789abcdef";
+	static const char escaped[] = "sk\\u002dtest\\u002d0123456789abcdef";
+	struct response out;
+	secret_register(key);
+
+	char *body = xasprintf("{\"data\":[],\"usage\":{\"total_tokens\":2,\"%s\":1}}", escaped);
+	upstream_parse_response(DIALECT_OPENAI, body, strlen(body), &out);
+	char *usage = json_dumps(out.usage, JSON_COMPACT | JSON_SORT_KEYS);
+	is_str(usage, "{\"[redacted]\":1,\"total_tokens\":2}", "a usage member named by the key");
+	free(usage);
+	response_release(&out);
+	free(body);
+
+	body = xasprintf("{\"error\":{\"message\":\"bad token %s\",\"code\":\"x\"}}", escaped);
+	upstream_parse_response(DIALECT_OPENAI, body, strlen(body), &out);
+	is_str(out.error_message, "bad token [redacted]", "the key escaped in a message");
+	response_release(&out);
+	free(body);
+
+	/* the key escaped right where the text is cut: redacted before the cut, no prefix kept */
+	char pad[2000 - 8 + 1];   /* the text cap is 2000 bytes (test_text_cap) */
+	memset(pad, 'a', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	body = xasprintf("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"%s%s\"}]}}]}", pad,
+			 escaped);
+	upstream_parse_response(DIALECT_GEMINI, body, strlen(body), &out);
+	ok(out.text && !strstr(out.text, "sk-test"), "the key escaped at the text's cap");
+	response_release(&out);
+	free(body);
+
+	/* the key inside an image's bytes, which base64 hides from the raw body's redaction */
+	size_t raw_len = png_len + sizeof(key) - 1, b64_len;
+	unsigned char *raw = xmalloc(raw_len);
+	memcpy(raw, png_bytes, png_len);
+	memcpy(raw + png_len, key, sizeof(key) - 1);
+	char *b64 = test_b64(raw, raw_len, &b64_len);
+	body = xasprintf("{\"data\":[{\"b64_json\":\"%s\"}]}", b64);
+	upstream_parse_response(DIALECT_OPENAI, body, strlen(body), &out);
+	ok(out.n_images == 1 && !memmem(out.images[0].data, out.images[0].len, key, sizeof(key) - 1) &&
+	   out.images[0].len == png_len + strlen(SECRET_MARK), "the key in an inline image's bytes");
+	response_release(&out);
+	free(body);
+	free(b64);
+	free(raw);
+	secret_clear();
+}
+
 int main(void)
 {
 	png_bytes = base64_decode(PNG_B64, strlen(PNG_B64), &png_len);
@@ -1165,6 +1217,7 @@ int main(void)
 	test_base64();
 	test_magic();
 	test_keep_first();
+	test_secrets_redacted();
 
 	free(png_bytes);
 	return tap_done();
