@@ -17,7 +17,7 @@ SRC      := $(filter-out src/main.c src/imgspool.c $(CLI_LIB),$(wildcard src/*.c
 # configuration's reader, for imgspool -c (the spool and the job limits of a daemon).
 CLI_SRC  := $(CLI_LIB) src/job.c src/util.c src/log.c src/spool.c src/syncset.c src/control.c \
             src/result.c src/record.c src/upstream.c src/publish.c src/config.c src/price.c \
-            src/secret.c src/crypto.c src/jsontext.c src/fileid.c
+            src/secret.c src/crypto.c src/jsontext.c src/fileid.c src/dirtrust.c
 CLI_LIBS := -ljansson -linih -lcrypto -lm
 B        := build
 T        := build/test

@@ -966,7 +966,9 @@ static int check(struct config *cfg, char *err, size_t errsize)
 			       "octal number from 0 to 777, such as 022 or 002",
 			       cfg->umask_text ? shown(cfg->umask_text, shown_value, sizeof(shown_value))
 			       : "");
-	cfg->umask = (unsigned)mask;
+	/* Never group- or other-writable: what the daemon makes (running/, its results) is its
+	 * own, and a client of the spool's group must not change it (spool-layout.md §12). */
+	cfg->umask = (unsigned)mask | 022;
 	if (sync_mode_parse(cfg->sync_text, &cfg->sync_mode) < 0)
 		return fail_at(cfg, "spool", "sync", err, errsize, "[spool] sync \"%s\" must be auto, "
 			       "fsync or syncfs", cfg->sync_text ? shown(cfg->sync_text, shown_value,

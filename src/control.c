@@ -100,8 +100,12 @@ void control_release(struct control *c)
 
 int control_read(struct control *c, struct spool *sp)
 {
-	/* Opened afresh: control/ is made by the first request, after the daemon started. */
-	int fd = openat(sp->root_fd, spool_dir_name(SPOOL_CONTROL),
+	/* The directory held, not what the name names now: spool_recheck_dirs follows a replaced
+	 * control/ only when it is the daemon's user's (dirtrust.h), since whoever may write it is
+	 * an operator. A client's spool (spool_attach) may lack it: looked up by name then. */
+	int fd = sp->fd[SPOOL_CONTROL] >= 0 ?
+		 openat(sp->fd[SPOOL_CONTROL], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) :
+		 openat(sp->root_fd, spool_dir_name(SPOOL_CONTROL),
 			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno != ENOENT)
 		return -1;

@@ -1004,12 +1004,6 @@ struct dispatch *dispatch_new(struct loop *loop, struct config *cfg, struct spoo
 	attempt_ledger_writer(d, true);   /* the loop never writes the ledger */
 	d->heartbeat_timer = loop_add_timer(loop, recovery_heartbeat_interval_ms(d), recovery_heartbeat,
 					    d);
-	/* Only the daemon writes running/: where others can, only what its user wrote is trusted. */
-	struct stat running;
-	if (fstat(spool->fd[SPOOL_RUNNING], &running) == 0 && (running.st_mode & 022))
-		log_warn("'running/' is writable by group or others (mode %03o): clients could disturb "
-			 "running jobs; only files written by the daemon's user are trusted there",
-			 (unsigned)(running.st_mode & 0777));
 	buf_init(&d->readbuf, dispatch_job_read_cap(d));
 	job_limits_from_config(d);
 	config_ref(cfg);

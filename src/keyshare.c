@@ -246,10 +246,23 @@ static int open_dir(int at, const char *name)
 	return openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
+/* open_dir for ledger/ and providers/ in the root: refused (EPERM) when someone else than
+ * the daemon's user owns or may write it (a client made it after an operator removed it). */
+static int open_shared_dir(const struct spool *sp, const char *name)
+{
+	int fd = open_dir(sp->root_fd, name);
+	if (fd >= 0 && !spool_dir_trusted(sp, fd)) {
+		close(fd);
+		errno = EPERM;
+		return -1;
+	}
+	return fd;
+}
+
 /* Opens ledger/ (making it if need be) into ledger_fd; why it cannot goes to ledger_errno. */
 static int ledger_open(struct keyshare *ks)
 {
-	ks->ledger_fd = open_dir(ks->sp->root_fd, "ledger");
+	ks->ledger_fd = open_shared_dir(ks->sp, "ledger");
 	ks->ledger_errno = ks->ledger_fd < 0 ? errno : 0;
 	if (ks->ledger_fd >= 0 && ks->unusable_said != UNUSABLE_UNSAID) {
 		log_info("'%s/ledger' can be opened again: budgets are shared with other hosts",
@@ -329,7 +342,7 @@ static void top_dirs_recheck(struct keyshare *ks)
 	spool_root_recheck(ks->sp);
 	if (ks->providers_fd < 0 || !dir_current(ks->sp->root_fd, "providers", ks->providers_fd)) {
 		close_dir(&ks->providers_fd);
-		ks->providers_fd = open_dir(ks->sp->root_fd, "providers");
+		ks->providers_fd = open_shared_dir(ks->sp, "providers");
 		ks->providers_memo.listed_at = 0;
 		for (size_t i = 0; i < ks->n_dirs; i++)
 			pdir_close(ks->dirs[i]);
@@ -2289,7 +2302,7 @@ struct keyshare *keyshare_new(struct spool *sp)
 	ks->pid = (long)getpid();
 	pthread_mutex_init(&ks->spent_lock, NULL);
 	pthread_mutex_init(&ks->write_lock, NULL);
-	ks->providers_fd = open_dir(sp->root_fd, "providers");
+	ks->providers_fd = open_shared_dir(sp, "providers");
 	if (ks->providers_fd < 0)
 		log_warn("cannot open '%s/providers' (%s): limits, pauses and holds are not shared "
 			 "with other hosts", sp->path, strerror(errno));

@@ -22,6 +22,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "dirtrust.h"
 #include "fileid.h"
 #include "log.h"
 #include "spool.h"
@@ -48,11 +49,13 @@ static void look_at(int dirfd, const char *name, int flags, struct spool_dir_loo
 	struct statx stx;
 	*look = (struct spool_dir_look){ 0 };
 	if (statx(dirfd, name, flags | (*name ? 0 : AT_EMPTY_PATH),
-		  STATX_TYPE | STATX_INO | STATX_BTIME | STATX_MNT_ID, &stx) < 0) {
+		  STATX_TYPE | STATX_MODE | STATX_UID | STATX_INO | STATX_BTIME | STATX_MNT_ID,
+		  &stx) < 0) {
 		look->err = errno;
 		return;
 	}
 	look->mode = stx.stx_mode;
+	look->uid = stx.stx_uid;
 	look->id = (struct spool_dir_id){
 		.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor), .ino = stx.stx_ino,
 		.btime_ns = stx.stx_mask & STATX_BTIME ? (int64_t)stx.stx_btime.tv_sec * 1000000000 +
@@ -102,6 +105,85 @@ enum spool_dir_verdict spool_dir_judge(const struct spool_dir_id *opened, bool h
 	return placement(look, root_dev, root_mount);
 }
 
+/* What d is to whom it trusts (dirtrust.h). */
+static enum dirtrust_kind trust_kind(enum spool_dir d)
+{
+	switch (d) {
+	case SPOOL_TMP:
+	case SPOOL_NEW:
+		return DIRTRUST_CLIENTS;
+	case SPOOL_RUNNING:
+	case SPOOL_CONTROL:
+	case SPOOL_OUTBOX:
+		return DIRTRUST_TRUSTED;
+	default:
+		return DIRTRUST_DAEMON;
+	}
+}
+
+/* The owner this daemon's files get in running/ (the NFS server may map it: root squashed to
+ * nobody), from a file made and removed at once; our euid if none can be made. */
+static uint32_t own_uid_in(int dirfd, const char *host_id)
+{
+	char name[NAME_MAX + 1];
+	unsigned seq = 0;
+	long pid = spool_temp_unique(&seq);
+	struct stat st;
+	if (spool_temp_name(name, sizeof(name), "owner", host_id, pid, seq) < 0)
+		return (uint32_t)geteuid();
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return (uint32_t)geteuid();
+	uint32_t uid = fstat(fd, &st) == 0 ? (uint32_t)st.st_uid : (uint32_t)geteuid();
+	close(fd);
+	unlinkat(dirfd, name, 0);
+	return uid;
+}
+
+/* Refuses (-1, logged) a directory at path of kind found as look that others than the daemon's
+ * user could have made or may write where the daemon trusts what is in it; warns where it only
+ * might lose what it put there. */
+static int trust_at_start(const struct spool *sp, const char *path, const char *name,
+			  enum dirtrust_kind kind, const struct spool_dir_look *look)
+{
+	uint32_t euid = (uint32_t)geteuid();
+	enum dirtrust_verdict v = dirtrust_judge(kind, look->uid, look->mode, euid, sp->own_uid);
+	if (v == DIRTRUST_OK)
+		return 0;
+	char why[320];
+	dirtrust_explain(why, sizeof(why), v, look->uid, look->mode, euid);
+	if (v == DIRTRUST_WARN_WRITABLE) {
+		log_warn("'%s%s%s' %s", path, *name ? "/" : "", name, why);
+		return 0;
+	}
+	return error("refusing the spool: '%s%s%s' %s (spool-layout.md §12)", path, *name ? "/" : "",
+		     name, why);
+}
+
+/* The root, each state directory, and keyshare's ledger/ and providers/ where they are. */
+static int trust_spool(struct spool *sp, const char *path, const struct spool_dir_look *root)
+{
+	sp->own_uid = own_uid_in(sp->fd[SPOOL_RUNNING], sp->host_id);
+	if (trust_at_start(sp, path, "", DIRTRUST_ROOT, root) < 0)
+		return -1;
+	struct spool_dir_look look;
+	for (int i = 0; i < SPOOL_NDIRS; i++) {
+		look_at(sp->fd[i], "", 0, &look);
+		if (look.err)
+			return error("cannot stat '%s/%s': %s", path, dir_names[i], strerror(look.err));
+		if (trust_at_start(sp, path, dir_names[i], trust_kind((enum spool_dir)i), &look) < 0)
+			return -1;
+	}
+	static const char *const shared[] = { "ledger", "providers" };
+	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++) {
+		look_at(sp->root_fd, shared[i], AT_SYMLINK_NOFOLLOW, &look);
+		if (!look.err && S_ISDIR(look.mode) &&
+		    trust_at_start(sp, path, shared[i], DIRTRUST_TRUSTED, &look) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Process-wide, so that no two spools (a test opens several) share one (spool.h, dir_gen). */
 static atomic_uint_fast64_t dir_gens;
 
@@ -147,6 +229,8 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		sp->opened[i] = look.id;
 		atomic_store(&sp->dir_gen[i], next_dir_gen());
 	}
+	if (trust_spool(sp, path, &root) < 0)
+		return -1;
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
 	 * directory a batch renames in (running/, done/, failed/) is read, not the root alone. */
 	const int dirs[] = { sp->fd[SPOOL_RUNNING], sp->fd[SPOOL_DONE], sp->fd[SPOOL_FAILED] };
@@ -162,6 +246,7 @@ int spool_attach(struct spool *sp, const char *path)
 		sp->fd[i] = -1;
 	sp->path = xstrdup(path);
 	sp->host_id = xstrdup("client");
+	sp->own_uid = (uint32_t)geteuid();
 	sp->root_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->root_fd < 0)
 		return -1;
@@ -235,6 +320,11 @@ static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct 
 	look_at(fd, "", 0, look);
 	enum spool_dir_verdict v = look->err ? SPOOL_DIR_UNREADABLE :
 				   placement(look, sp->root_opened.dev, sp->root_mount);
+	/* A directory a client made (after the one opened was removed) is not hers to steer. */
+	enum dirtrust_verdict trust = dirtrust_judge(trust_kind(d), look->uid, look->mode,
+						     (uint32_t)geteuid(), sp->own_uid);
+	if (v == SPOOL_DIR_REPLACED && (trust == DIRTRUST_OWNER || trust == DIRTRUST_WRITABLE))
+		v = SPOOL_DIR_UNTRUSTED;
 	char old_path[PATH_MAX];
 	if (v == SPOOL_DIR_REPLACED)
 		held_path(sp->fd[d], old_path, sizeof(old_path));
@@ -265,7 +355,8 @@ static enum spool_dir_verdict reopen(struct spool *sp, enum spool_dir d, struct 
 static void say_dir(struct spool *sp, enum spool_dir d, enum spool_dir_verdict v,
 		    const struct spool_dir_look *look)
 {
-	bool refused = v == SPOOL_DIR_OTHER_FS || v == SPOOL_DIR_OTHER_MOUNT;
+	bool refused = v == SPOOL_DIR_OTHER_FS || v == SPOOL_DIR_OTHER_MOUNT ||
+		       v == SPOOL_DIR_UNTRUSTED;
 	if (v == sp->dir_said[d] && (!refused || same_dir(&sp->refused[d], &look->id)))
 		return;
 	sp->dir_said[d] = (uint8_t)v;
@@ -296,6 +387,16 @@ static void say_dir(struct spool *sp, enum spool_dir d, enum spool_dir_verdict v
 		log_warn("'%s/%s' %s; not followed, this daemon goes on with the directory it "
 			 "opened there", path, name, refused_why(v));
 		break;
+	case SPOOL_DIR_UNTRUSTED: {
+		char why[320];
+		uint32_t euid = (uint32_t)geteuid();
+		dirtrust_explain(why, sizeof(why), dirtrust_judge(trust_kind(d), look->uid, look->mode,
+								  euid, sp->own_uid),
+				 look->uid, look->mode, euid);
+		log_warn("'%s/%s' was replaced by a directory that %s; not followed, this daemon "
+			 "goes on with the directory it opened there", path, name, why);
+		break;
+	}
 	case SPOOL_DIR_OWN_REPLACED:
 		log_warn("'%s/%s' was replaced while this daemon ran: not followed, since it holds "
 			 "this daemon's own state (%s); it goes on with the one it opened until it is "
@@ -625,9 +726,15 @@ const char *spool_read_reason(enum spool_read r)
 
 bool spool_written_by_daemon(const struct spool *sp, const struct stat *st)
 {
-	struct stat running;
-	return st->st_uid == geteuid() || st->st_uid == 0 ||
-	       (fstat(sp->fd[SPOOL_RUNNING], &running) == 0 && st->st_uid == running.st_uid);
+	return dirtrust_owner_ok((uint32_t)st->st_uid, (uint32_t)geteuid(), sp->own_uid);
+}
+
+bool spool_dir_trusted(const struct spool *sp, int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 &&
+	       dirtrust_judge(DIRTRUST_TRUSTED, (uint32_t)st.st_uid, (uint32_t)st.st_mode,
+			      (uint32_t)geteuid(), sp->own_uid) == DIRTRUST_OK;
 }
 
 bool spool_exists(int dirfd, const char *name)

@@ -73,6 +73,7 @@ struct spool {
 	uint64_t root_mount;        /* statx's mount id of the root; 0: unknown */
 	uint8_t dir_said[SPOOL_NDIRS];
 	bool root_moved;            /* the spool's path names another directory (said once) */
+	uint32_t own_uid;           /* the owner the daemon's files get here (dirtrust_owner_ok) */
 };
 
 /* What tells one file at a name from another, or from itself changed. */
@@ -108,11 +109,12 @@ enum spool_dir_verdict {
 	SPOOL_DIR_OTHER_FS,      /* a directory of another file system: refused, as at start-up */
 	SPOOL_DIR_OTHER_MOUNT,   /* the spool's file system through another mount: refused */
 	SPOOL_DIR_OWN_REPLACED,  /* running/ or outbox/ replaced: the daemon's own state, not followed */
+	SPOOL_DIR_UNTRUSTED,     /* owned or writable by others than the daemon's user (dirtrust.h) */
 };
 /* What a look at a name found (statx): err is its errno, 0 if found. */
 struct spool_dir_look {
 	int err;
-	uint32_t mode;
+	uint32_t mode, uid;
 	struct spool_dir_id id;
 	uint64_t mount;          /* 0: unknown */
 };
@@ -316,10 +318,15 @@ int64_t spool_server_now(struct spool *sp);
 long spool_free_mb(struct spool *sp);
 /* Removes files in tmp/ not modified for max_age_s (clients that died mid-submission). */
 void spool_clean_tmp(struct spool *sp, int64_t max_age_s);
+/* Whether the directory open as fd may hold what the daemon believes: owned by its user (or
+ * root) and writable by no one else (dirtrust.h, DIRTRUST_TRUSTED). */
+bool spool_dir_trusted(const struct spool *sp, int fd);
 /* Whether dirfd/name is there (lstat: a dangling symlink is). */
 bool spool_exists(int dirfd, const char *name);
-/* Whether the daemon's user wrote a file: its owner is our user, the owner of running/ (the
- * same user, seen through an NFS uid mapping), or root (who can do anything the daemon can). */
+/* Whether the daemon's user wrote a file: its owner is our user, the owner a file this daemon
+ * made in running/ got at start (the same user, seen through an NFS uid mapping), or root (who
+ * can do anything the daemon can). Not whoever owns running/: spool_open refuses a running/ of
+ * anyone else. */
 bool spool_written_by_daemon(const struct spool *sp, const struct stat *st);
 /* Whether running/name is still there: a job reclaimed by another host is gone (fencing). */
 bool spool_still_ours(struct spool *sp, const char *running_name);
