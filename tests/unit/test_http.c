@@ -6,7 +6,8 @@
  * flight there, finished and waiting for the loop, or in the same batch of callbacks as the
  * call that cancels it (ASan sees any use of it after the cancel); and a cancel of one transfer
  * of a batch the transfer thread is taking in loses none of the others. The answer of a call
- * never waits behind the body write of another that stalls after it in the same turn. */
+ * never waits behind the body write of another that stalls after it in the same turn. A proxy
+ * named in the environment is used. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -909,9 +910,36 @@ static void test_answers_before_a_stalled_write(void)
 	pthread_mutex_destroy(&sv.lock);
 }
 
+/* A proxy named in the environment is still used (the daemon says "no proxy" to libcurl itself
+ * only when no proxy variable is set): the server, as the proxy, gets the request in absolute
+ * form; with none set, a call goes straight to its server (every other test). */
+static void test_proxy_from_the_environment(void)
+{
+	static struct server sv;
+	struct rig r = { 0 };
+	char proxy[64];
+	r.listen_fd = sv.listen_fd = listen_on_loopback(64, &r.port);
+	if (r.listen_fd < 0)
+		return;
+	pthread_create(&r.server, NULL, serve, &sv);
+	r.loop = loop_new();
+	xsnprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", r.port);
+	setenv("http_proxy", proxy, 1);   /* looked at when the http is made, and by libcurl */
+	r.http = http_new(r.loop, 64);
+	struct http_request get = get_of("http://proxied.invalid/through", 5);
+	struct call c;
+	run_call(r.loop, r.http, &get, &c);
+	unsetenv("http_proxy");
+	ok(c.status == 200, "a call through the proxy of http_proxy (%ld)", c.status);
+	ok(!strncmp(sv.requests[0], "GET http://proxied.invalid/through HTTP/1.1", 43),
+	   "the proxy got it in absolute form: '%.60s'", sv.requests[0]);
+	rig_stop(&r);
+}
+
 int main(void)
 {
 	test_calls_on_the_loop();
+	test_proxy_from_the_environment();
 	test_cancels();
 	test_cancel_in_a_batch();
 	test_cancel_while_the_thread_is_stuck();
