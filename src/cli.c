@@ -337,6 +337,14 @@ int cli_locate(struct cli *c, const char *id, struct cli_where *w)
 				w->dir = order[i];
 				return 0;
 			}
+			/* A version moved back while both were taken: deferred/ID.N.json. */
+			for (int n = 2; order[i] == SPOOL_DEFERRED && n <= JOB_NUMBERED_MAX; n++) {
+				job_numbered_name(id, n, w->name, sizeof(w->name));
+				if (present(c->sp.fd[order[i]], w->name)) {
+					w->dir = order[i];
+					return 0;
+				}
+			}
 		}
 		enum running_find r = find_running(c, id, w);
 		struct cli_where publishing = *w;
@@ -445,7 +453,7 @@ int cli_info_read(struct cli *c, enum spool_dir dir, const char *name, int64_t m
 	if (dir == SPOOL_RUNNING) {
 		if (!spool_running_id(name, info->id, sizeof(info->id), info->host, sizeof(info->host)))
 			return -1;
-	} else if (job_id_from_name(name, info->id, sizeof(info->id)) < 0) {
+	} else if (job_id_from_listed(name, dir == SPOOL_DEFERRED, info->id, sizeof(info->id)) < 0) {
 		return -1;
 	}
 	int dirfd = c->sp.fd[dir];

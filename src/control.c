@@ -339,6 +339,12 @@ static enum control_where locate(struct spool *sp, const char *id, struct strset
 	*listed = true;
 	if (strset_has(running, id))
 		return CONTROL_JOB_LIVE;
+	char name[JOB_ID_MAX + 8];   /* a version moved back as deferred/ID.N.json (job.h) */
+	for (int n = 2; sp->fd[SPOOL_DEFERRED] >= 0 && n <= JOB_NUMBERED_MAX; n++) {
+		job_numbered_name(id, n, name, sizeof(name));
+		if (spool_exists(sp->fd[SPOOL_DEFERRED], name))
+			return CONTROL_JOB_LIVE;
+	}
 	if (in_dir(sp, SPOOL_HOLD, id, ".json"))
 		return CONTROL_JOB_HELD;
 	if (in_dir(sp, SPOOL_DONE, id, ".json") || in_dir(sp, SPOOL_FAILED, id, ".json"))

@@ -343,10 +343,19 @@ bool intake_return_place(enum spool_dir asked, const char *asked_name, const cha
 	/* The bare name of an id ending in ".json" would name another id. */
 	bool has_other_name = len < 5 || strcmp(id + len - 5, ".json");
 	int other_step = asked == SPOOL_NEW ? 2 : 1;
-	int last = asked == SPOOL_HOLD ? 0 : has_other_name ? other_step : other_step - 1;
+	int numbered_step = has_other_name ? other_step + 1 : other_step;   /* ID.2.json */
+	int last = asked == SPOOL_HOLD ? 0 : numbered_step + JOB_NUMBERED_MAX - 2;
 	if (step < 0 || step > last)
 		return false;
 	place->dir = step ? SPOOL_DEFERRED : asked;
+	if (step >= numbered_step) {
+		int n = step - numbered_step + 2;
+		job_numbered_name(id, n, place->name, sizeof(place->name));
+		xsnprintf(place->why, sizeof(place->why), "; %s other versions of it: as "
+			  "deferred/%s", asked == SPOOL_NEW ? "new/ and deferred/ hold" :
+			  "deferred/ holds", place->name);
+		return true;
+	}
 	if (step != other_step) {
 		xsnprintf(place->name, sizeof(place->name), "%s", asked_name);
 		xsnprintf(place->why, sizeof(place->why), "%s",
@@ -697,7 +706,7 @@ static enum start try_start(struct dispatch *d, struct pending *pe)
 	struct stat st;
 	int dirfd = d->spool->fd[pe->dir];
 
-	if (job_id_from_name(pe->name, id, sizeof(id)) < 0) {
+	if (job_id_from_listed(pe->name, pe->dir == SPOOL_DEFERRED, id, sizeof(id)) < 0) {
 		refuse_bad_name(d, pe);
 		return SKIPPED;
 	}
@@ -787,7 +796,7 @@ static bool not_requested(struct dispatch *d, struct pending *pe, void *arg)
 {
 	(void)arg;
 	char id[JOB_ID_MAX + 1];
-	bool asked = job_id_from_name(pe->name, id, sizeof(id)) == 0 &&
+	bool asked = job_id_from_listed(pe->name, pe->dir == SPOOL_DEFERRED, id, sizeof(id)) == 0 &&
 		     (control_wants(&d->control, CONTROL_CANCEL, id) ||
 		      control_wants(&d->control, CONTROL_HOLD, id));
 	return !asked || try_start(d, pe) == WAIT;

@@ -47,14 +47,16 @@ bool intake_claim_stalled(int64_t stalled_ms, int64_t lease_ms);
 /* Where a job of ours goes back to: asked as dir/name, and where it went (intake_return). */
 struct intake_place {
 	enum spool_dir dir;
-	char name[JOB_ID_MAX + sizeof(".json")];
+	char name[JOB_ID_MAX + sizeof(".9.json")];   /* up to a numbered name (job.h) */
 	char why[JOB_ID_MAX + 96];   /* "" where asked, else why not, for a log line */
 };
 
 /* The places, in order, a job asked back to asked/asked_name (id's file) tries: that one; from
  * new/, deferred/ under that name (new/ holds another version of the id: due at once, both
  * run); then deferred/ under the id's other name (ID or ID.json; deferred/ holds another
- * version too: no client writes there, nor does a deferral under that name). hold/ is only
+ * version too: no client writes there, nor does a deferral under that name); then deferred/'s
+ * numbered names, ID.2.json to ID.9.json (job_numbered_name), so that a job left in running/
+ * does not wait for an operator while every other name of its id is taken. hold/ is only
  * itself. Fills place with step number step (0 first); false past the last. Pure. */
 bool intake_return_place(enum spool_dir asked, const char *asked_name, const char *id, int step,
 			 struct intake_place *place);

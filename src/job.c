@@ -913,6 +913,28 @@ int job_id_from_name(const char *name, char *id, size_t idsize)
 	return 0;
 }
 
+void job_numbered_name(const char *id, int n, char *name, size_t size)
+{
+	xsnprintf(name, size, "%s.%d.json", id, n);
+}
+
+int job_id_from_listed(const char *name, bool numbered, char *id, size_t idsize)
+{
+	if (job_id_from_name(name, id, idsize) == 0)
+		return 0;
+	size_t len = strlen(name);
+	/* ID.N.json: N one digit from 2, after an id (itself perhaps ending in ".json"). */
+	if (!numbered || len < 9 || strcmp(name + len - 5, ".json") || name[len - 7] != '.' ||
+	    name[len - 6] < '2' || name[len - 6] > '0' + JOB_NUMBERED_MAX)
+		return -1;
+	char bare[JOB_ID_MAX + sizeof(".json")];
+	if (len - 7 > JOB_ID_MAX)
+		return -1;
+	/* As the id's own file name, so an id that ends in ".json" keeps it. */
+	xsnprintf(bare, sizeof(bare), "%.*s.json", (int)(len - 7), name);
+	return job_id_from_name(bare, id, idsize);
+}
+
 /* ---- the daemon's records in the client's bytes ---- */
 
 /* A small scanner over a job file that jansson accepted (or any bytes: it never reads past len

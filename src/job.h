@@ -64,6 +64,14 @@ void job_release(struct job *job);
  * [A-Za-z0-9_.-], first one alphanumeric, at most JOB_ID_MAX, not ending in ".result" or
  * ".<digits>"). */
 int job_id_from_name(const char *name, char *id, size_t idsize);
+/* A version of ID that the daemon moved back to deferred/ while deferred/ID.json and deferred/ID
+ * held others (spool-layout.md §5) is deferred/ID.N.json, N from 2 to JOB_NUMBERED_MAX: a name
+ * no client writes (ID.N is no id). job_numbered_name writes it (size at least JOB_ID_MAX + 8);
+ * job_id_from_listed is job_id_from_name for a name listed in a state directory, which in
+ * deferred/ (numbered) takes those names too. Pure. */
+#define JOB_NUMBERED_MAX 9
+void job_numbered_name(const char *id, int n, char *name, size_t size);
+int job_id_from_listed(const char *name, bool numbered, char *id, size_t idsize);
 
 /* Whether a size string is "WxH" (both 1..16384); fills w and h. */
 bool job_size_dimensions(const char *size, int *w, int *h);

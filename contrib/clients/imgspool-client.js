@@ -52,6 +52,12 @@ function state(spool, id) {
   for (const dir of ['new', 'deferred']) {
     if (fs.existsSync(path.join(spool, dir, id))) return { state: dir, host: null };
   }
+  // deferred/ID.N.json (N 2..9): moved back while both names there were taken (§5).
+  for (let n = 2; n <= 9; n++) {
+    if (fs.existsSync(path.join(spool, 'deferred', `${id}.${n}.json`))) {
+      return { state: 'deferred', host: null };
+    }
+  }
   let names = [];
   try { names = fs.readdirSync(path.join(spool, 'running')); } catch (_) { /* no running/ */ }
   for (const name of names) {

@@ -27,6 +27,10 @@ state() {
 	for dir in new deferred; do
 		if [ -e "$1/$dir/$2" ]; then echo "$dir"; return 0; fi
 	done
+	# deferred/ID.N.json (N 2..9): moved back while both names there were taken (§5).
+	for n in 2 3 4 5 6 7 8 9; do
+		if [ -e "$1/deferred/$2.$n.json" ]; then echo deferred; return 0; fi
+	done
 	for f in "$1/running/$2"@*.json; do
 		[ -e "$f" ] || continue
 		host=${f##*/"$2"@}

@@ -59,6 +59,9 @@ def state(spool, task_id):
     for name in ("new", "deferred"):   # ID in new/ is a client's name; in deferred/, §5's
         if os.path.exists(os.path.join(spool, name, task_id)):
             return name, None
+    for n in range(2, 10):   # deferred/ID.N.json: moved back while both were taken (§5)
+        if os.path.exists(os.path.join(spool, "deferred", f"{task_id}.{n}.json")):
+            return "deferred", None
     try:
         for name in os.listdir(os.path.join(spool, "running")):
             if name.startswith(task_id + "@") and name.endswith(".json"):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import IMGSPOOL, ROOT, SCRATCH, run_tests, wait_for  # noqa: E402
+from harness import ROOT, SCRATCH, cli, run_tests, wait_for  # noqa: E402
 
 CLIENTS = os.path.join(ROOT, "contrib", "clients")
 COMMANDS = {
@@ -66,24 +66,35 @@ def exercise(env, lang):
         os.unlink(job)
 
 
+def seen_deferred(env, task_id, name):
+    """deferred/name (a version of task_id the daemon moved back, waiting an hour) is deferred
+    to every client and to imgspool."""
+    d = env.daemon().start()
+    with open(d.path("tmp", name), "w") as f:
+        json.dump({"prompt": "moved back"}, f)
+    later = os.stat(d.path("tmp", name)).st_mtime + 3600   # due in an hour: it waits there
+    os.utime(d.path("tmp", name), (later, later))
+    os.rename(d.path("tmp", name), d.path("deferred", name))
+    for lang in COMMANDS:
+        st = run(lang, d.spool, "state", task_id)
+        assert st.stdout.strip() == "deferred", (lang, st)
+    st = cli(d.spool, "status", task_id)
+    assert st.stdout.strip() == "deferred", st
+    assert d.stop() == 0
+    assert d.listdir("deferred") == [name], d.listdir("deferred")
+
+
 def test_a_version_moved_back_under_its_bare_id_is_seen_deferred(env):
     """A version of an id that the daemon moved back to deferred/ID (deferred/ID.json held
     another version, spool-layout.md section 5) is deferred to every client and to imgspool;
     they looked for deferred/ID.json only, and said the job was nowhere."""
-    d = env.daemon().start()
-    with open(d.path("tmp", "mb"), "w") as f:
-        json.dump({"prompt": "moved back"}, f)
-    later = os.stat(d.path("tmp", "mb")).st_mtime + 3600   # due in an hour: it waits there
-    os.utime(d.path("tmp", "mb"), (later, later))
-    os.rename(d.path("tmp", "mb"), d.path("deferred", "mb"))
-    for lang in COMMANDS:
-        st = run(lang, d.spool, "state", "mb")
-        assert st.stdout.strip() == "deferred", (lang, st)
-    st = subprocess.run([IMGSPOOL, "-d", d.spool, "status", "mb"], capture_output=True, text=True,
-                        timeout=60)
-    assert st.stdout.strip() == "deferred", st
-    assert d.stop() == 0
-    assert d.listdir("deferred") == ["mb"], d.listdir("deferred")
+    seen_deferred(env, "mb", "mb")
+
+
+def test_a_version_moved_back_under_a_numbered_name_is_seen_deferred(env):
+    """The same for deferred/ID.N.json, where a version goes when deferred/ID.json and
+    deferred/ID both hold others (section 5): the clients and imgspool said nowhere."""
+    seen_deferred(env, "mn", "mn.4.json")
 
 
 def submit_with_digits_only(lang, spool, job_path):
@@ -144,4 +155,5 @@ def test_shell_client(env):
 
 if __name__ == "__main__":
     run_tests([test_python_client, test_node_client, test_shell_client,
-               test_a_version_moved_back_under_its_bare_id_is_seen_deferred])
+               test_a_version_moved_back_under_its_bare_id_is_seen_deferred,
+               test_a_version_moved_back_under_a_numbered_name_is_seen_deferred])

@@ -13,8 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import held_at_stop, run_tests, wait_for  # noqa: E402
-from test_control import stopped  # noqa: E402
+from harness import cli, held_at_stop, run_tests, wait_for  # noqa: E402
 from test_publish import put_back  # noqa: E402
 
 
@@ -117,7 +116,7 @@ def killed_after_claiming_its_replacement(env, d, task_id, prompt, other):
     first, replacement = a_done_job_and_a_second_retry(env, d, task_id, prompt, other)
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
                                          "IMGSPOOLD_CRASH_AT": "claim:claimed"})
-    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    wait_for(d.stopped, 20, "the daemon to stop between its read and its claim")
     replace_in_new(d, task_id, replacement)
     d.proc.send_signal(signal.SIGCONT)
     wait_for(d.exited, 20, "the daemon to kill itself after its claim")
@@ -208,7 +207,7 @@ def test_a_replacement_moved_back_to_deferred_at_a_rescan_is_claimed_when_due(en
     os.utime(d.path("deferred", "pv.json"), (old, old))
     d.start(wait_ready=False, extra_env={"IMGSPOOLD_STOP_AT": "claim:read",
                                          "IMGSPOOLD_CRASH_AT": "claim:claimed"})
-    wait_for(lambda: stopped(d), 20, "the daemon to stop between its read and its claim")
+    wait_for(d.stopped, 20, "the daemon to stop between its read and its claim")
     with open(d.path("tmp", "pv.json"), "w") as f:
         json.dump(replacement, f)
     os.utime(d.path("tmp", "pv.json"), (old, old))
@@ -544,6 +543,60 @@ def test_a_version_left_in_running_with_others_in_new_and_deferred_runs_after_th
     assert d.stop() == 0
 
 
+def test_a_version_left_in_running_with_every_other_name_taken_runs_after_them(env):
+    """As above, and deferred/ holds a version under the id's other name too (deferred/p6, one
+    moved back before): new/p6.json, deferred/p6.json and deferred/p6 are all taken. The
+    second retry stayed in running/, stranded, and kept every version of its id from being
+    claimed on this host, rescan after rescan, until an operator came. It now goes to
+    deferred/p6.2.json (a numbered name, which only the daemon writes), and the four versions
+    run one after the other, each once."""
+    prompt, second, third = "put back, twice again, two deferred", "its second retry", "its third"
+    deferred, other = "deferred by another host", "moved back before"
+    d = env.daemon()
+    env.fake.script(deferred, ["b64"])
+    env.fake.script(other, ["b64"])
+
+    def two_deferred_versions():
+        for name, text in (("p6.json", deferred), ("p6", other)):
+            with open(d.path("tmp", name), "w") as f:
+                json.dump({"prompt": text}, f)
+            past = time.time() - 60   # due
+            os.utime(d.path("tmp", name), (past, past))
+            os.rename(d.path("tmp", name), d.path("deferred", name))
+
+    fifo = a_second_retry_claimed_and_a_third_written(env, d, "p6", prompt, second, third,
+                                                      also=two_deferred_versions)
+    wait_for(lambda: let_go(fifo) or "p6 back to deferred/" in d.log(), 30,
+             f"the second retry to go back (log:\n{d.log()[-3000:]})")
+    assert ("p6 back to deferred/ (replaced while being claimed; new/ and deferred/ hold "
+            "other versions of it: as deferred/p6.2.json)") in d.log(), d.log()[-3000:]
+    for text in (deferred, other):
+        wait_for(lambda: let_go(fifo) or env.fake.calls(text) == 1, 40,
+                 f"the version '{text}' to run (log:\n{d.log()[-3000:]})")
+    assert_each_ran_once(env, d, fifo, "p6", prompt, second, third)
+    assert env.fake.calls(deferred) == 1 and env.fake.calls(other) == 1, d.log()[-3000:]
+    assert not os.listdir(d.path("deferred")) and not os.listdir(d.path("new"))
+    assert d.stop() == 0
+
+
+def test_imgspool_finds_a_version_under_a_numbered_name(env):
+    """A version the daemon moved back as deferred/ID.N.json (above) is deferred for imgspool
+    status, ls and cancel, as deferred/ID.json is; in new/ such a name is no job."""
+    d = env.daemon().start()   # the spool made, and no daemon to claim it
+    assert d.stop() == 0
+    with open(d.path("deferred", "pn.3.json"), "w") as f:
+        json.dump({"prompt": "a numbered version"}, f)
+    status = cli(d.spool, "status", "pn")
+    assert status.stdout.strip() == "deferred", (status.returncode, status.stdout, status.stderr)
+    listed = cli(d.spool, "ls", "-j", "deferred")
+    assert [json.loads(x)["id"] for x in listed.stdout.splitlines()] == ["pn"], listed
+    assert cli(d.spool, "cancel", "pn").returncode == 0
+    assert os.listdir(d.path("deferred")) == [] and "pn.json" in os.listdir(d.path("failed"))
+    with open(d.path("new", "pm.2.json"), "w") as f:
+        json.dump({"prompt": "a client's name that is no id"}, f)
+    assert cli(d.spool, "status", "pm").returncode == 4
+
+
 def test_a_put_back_file_of_a_host_gone_whose_claim_never_happened_is_removed(env):
     """A host is killed after writing a put-back's new run beside the job, before its claim, and
     never comes back: the job is still in new/, and another host runs it. The dead host's file
@@ -829,5 +882,7 @@ if __name__ == "__main__":
         test_a_third_version_never_replaces_a_second_left_in_running,
         test_a_second_version_left_in_running_keeps_a_third_waiting_until_a_rescan_moves_it,
         test_a_version_left_in_running_with_others_in_new_and_deferred_runs_after_them,
+        test_a_version_left_in_running_with_every_other_name_taken_runs_after_them,
+        test_imgspool_finds_a_version_under_a_numbered_name,
         test_a_put_back_claimed_after_a_stall_in_which_its_file_was_removed_runs_the_new_file,
     ])

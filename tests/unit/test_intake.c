@@ -26,7 +26,14 @@ static const struct place_row places[] = {
 	{ "new/ and deferred/ taken: deferred/ under the bare id", SPOOL_NEW, "a.json", "a", 2,
 	  true, SPOOL_DEFERRED, "a", "; new/ and deferred/ hold another version of it: as "
 	  "deferred/a" },
-	{ "nothing after that", SPOOL_NEW, "a.json", "a", 3, false, 0, NULL, NULL },
+	{ "every name taken: deferred/ID.2.json", SPOOL_NEW, "a.json", "a", 3, true,
+	  SPOOL_DEFERRED, "a.2.json", "; new/ and deferred/ hold other versions of it: as "
+	  "deferred/a.2.json" },
+	{ "then ID.3.json", SPOOL_NEW, "a.json", "a", 4, true, SPOOL_DEFERRED, "a.3.json",
+	  "; new/ and deferred/ hold other versions of it: as deferred/a.3.json" },
+	{ "up to ID.9.json", SPOOL_NEW, "a.json", "a", 10, true, SPOOL_DEFERRED, "a.9.json",
+	  "; new/ and deferred/ hold other versions of it: as deferred/a.9.json" },
+	{ "nothing after that", SPOOL_NEW, "a.json", "a", 11, false, 0, NULL, NULL },
 	{ "a bare name in new/: its other name is ID.json", SPOOL_NEW, "a", "a", 2, true,
 	  SPOOL_DEFERRED, "a.json", "; new/ and deferred/ hold another version of it: as "
 	  "deferred/a.json" },
@@ -34,17 +41,25 @@ static const struct place_row places[] = {
 	{ "deferred/ taken: its other name there, never new/ (not due yet)", SPOOL_DEFERRED,
 	  "a.json", "a", 1, true, SPOOL_DEFERRED, "a", "; deferred/ holds another version of it: "
 	  "as deferred/a" },
-	{ "nothing after that from deferred/", SPOOL_DEFERRED, "a.json", "a", 2, false, 0, NULL,
-	  NULL },
+	{ "then numbered, from deferred/", SPOOL_DEFERRED, "a.json", "a", 2, true, SPOOL_DEFERRED,
+	  "a.2.json", "; deferred/ holds other versions of it: as deferred/a.2.json" },
+	{ "a numbered version taken again: the next", SPOOL_DEFERRED, "a.3.json", "a", 3, true,
+	  SPOOL_DEFERRED, "a.3.json", "; deferred/ holds other versions of it: as deferred/a.3.json" },
+	{ "nothing after ID.9.json from deferred/", SPOOL_DEFERRED, "a.json", "a", 10, false, 0,
+	  NULL, NULL },
 	{ "hold/ is only itself", SPOOL_HOLD, "a.json", "a", 0, true, SPOOL_HOLD, "a.json", "" },
 	{ "nothing after hold/", SPOOL_HOLD, "a.json", "a", 1, false, 0, NULL, NULL },
 	/* The bare name of an id ending in ".json" (file "x.json.json") names id "x". */
-	{ "an id ending in .json has no other name", SPOOL_NEW, "x.json.json", "x.json", 2, false,
+	{ "an id ending in .json has no other name: numbered next", SPOOL_NEW, "x.json.json",
+	  "x.json", 2, true, SPOOL_DEFERRED, "x.json.2.json", "; new/ and deferred/ hold other "
+	  "versions of it: as deferred/x.json.2.json" },
+	{ "an id ending in .json: up to ID.9.json", SPOOL_NEW, "x.json.json", "x.json", 10, false,
 	  0, NULL, NULL },
 	{ "an id ending in .json still goes to deferred/", SPOOL_NEW, "x.json.json", "x.json", 1,
 	  true, SPOOL_DEFERRED, "x.json.json", "; new/ holds a later version of it" },
-	{ "an id ending in .json from deferred/: nowhere else", SPOOL_DEFERRED, "x.json.json",
-	  "x.json", 1, false, 0, NULL, NULL },
+	{ "an id ending in .json from deferred/: numbered", SPOOL_DEFERRED, "x.json.json",
+	  "x.json", 1, true, SPOOL_DEFERRED, "x.json.2.json", "; deferred/ holds other versions "
+	  "of it: as deferred/x.json.2.json" },
 };
 
 struct stall_row {

@@ -629,6 +629,43 @@ static void check_ids(void)
 	ok(job_id_from_name("cats.json", id, 4) == -1, "id does not fit");
 }
 
+/* A version moved back to deferred/ as ID.N.json (N from 2 to 9) names ID there, and only there:
+ * in new/ such a name is no id. */
+static void check_ids_listed(void)
+{
+	static const struct {
+		const char *name;
+		bool numbered;
+		int want;
+		const char *want_id;
+	} rows[] = {
+		{ "cat.json", false, 0, "cat" },
+		{ "cat", true, 0, "cat" },
+		{ "cat.2.json", true, 0, "cat" },
+		{ "cat.9.json", true, 0, "cat" },
+		{ "cat.2.json", false, -1, NULL },
+		{ "cat.1.json", true, -1, NULL },
+		{ "cat.10.json", true, -1, NULL },
+		{ "cat.2", true, -1, NULL },
+		{ ".2.json", true, -1, NULL },
+		{ "x.json.2.json", true, 0, "x.json" },
+		{ "cat.result.2.json", true, -1, NULL },
+		{ "cat.3.2.json", true, -1, NULL },
+	};
+	char id[JOB_ID_MAX + 1], name[JOB_ID_MAX + 8];
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		int got = job_id_from_listed(rows[i].name, rows[i].numbered, id, sizeof(id));
+		ok(got == rows[i].want, "job_id_from_listed(\"%s\", %d) returns %d", rows[i].name,
+		   rows[i].numbered, rows[i].want);
+		if (got == 0)
+			is_str(id, rows[i].want_id, "job_id_from_listed(\"%s\"): id", rows[i].name);
+	}
+	job_numbered_name("x.json", 2, name, sizeof(name));
+	is_str(name, "x.json.2.json", "job_numbered_name of an id ending in .json");
+	ok(job_id_from_listed(name, true, id, sizeof(id)) == 0 && !strcmp(id, "x.json"),
+	   "and back");
+}
+
 /* The daemon's records go onto the client's bytes: every other byte as written (a 1e300 or a
  * "\u00e9" would change if re-serialised), one "imgspool" member, in place of the one there. */
 static const struct splice_row {
@@ -813,6 +850,7 @@ int main(void)
 	check_messages();
 	check_size_dimensions();
 	check_ids();
+	check_ids_listed();
 	check_splice();
 	return tap_done();
 }
