@@ -38,6 +38,7 @@
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 #define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
 #define COPY_INFIX ".json.carried-"   /* HOST.RUN.json.carried-READER: a copy READER keeps */
+#define OWN_SUFFIX_MAX 9999          /* HOST.RUN~N.json: a run's file past an obstacle at its name */
 
 /* A reading (a directory's listing, a ledger) kept until what was read changes
  * (keyshare_listing_stands). */
@@ -138,6 +139,11 @@ struct keyshare {
 	void (*write_wanted)(void *arg);
 	void *write_arg;
 	bool write_queued;
+	/* This run's file's name: HOST.RUN.json, or HOST.RUN~N.json once a directory of another
+	 * user's blocked the one before (own_blocked). Changed by a writer (write_lock) under
+	 * spent_lock; read under either. */
+	char own_name[NAME_MAX + 1];
+	int own_suffix;
 	struct unwritten *unwritten; /* on the loop: tickets kept till their cost is written */
 	size_t n_unwritten;
 	int month_fd, ended_fd;      /* ledger/MONTH/ of month_open and its ended/, the loop's */
@@ -545,10 +551,12 @@ static bool memo_stands(const struct memo *memo, const struct memo *look)
 
 /* ---- the ledger: what each run of each host spent ------------------------------------------ */
 
-/* This run's own file in ledger/MONTH/: "HOST.RUN.json". */
-static void own_ledger_name(const struct keyshare *ks, char *name, size_t size)
+/* This run's own file in ledger/MONTH/: "HOST.RUN.json" (or "HOST.RUN~N.json", own_blocked). */
+static void own_ledger_name(struct keyshare *ks, char *name, size_t size)
 {
-	xsnprintf(name, size, "%s.%s.json", ks->sp->host_id, ks->sp->run);
+	pthread_mutex_lock(&ks->spent_lock);
+	xsnprintf(name, size, "%s", ks->own_name);
+	pthread_mutex_unlock(&ks->spent_lock);
 }
 
 static struct spent *own_spent(struct keyshare *ks, const char *provider)
@@ -765,6 +773,47 @@ static int write_dir(struct keyshare *ks, long month)
 	return ks->write_fd;
 }
 
+/* A directory (a rename cannot replace one, unlike any other file) at this run's file's name
+ * name in dirfd (ledger/MONTH/, month), where anyone who may write ledger/ may put one: the
+ * run gets past it, and says so. One of the daemon's user (an operator's slip) is moved aside
+ * as NAME.moved-aside.MS; another user's is left, and the run's file is named HOST.RUN~N.json
+ * from now on (kept in name): the same run to every reader (ledger_name_parse), counted once
+ * whatever its file's name. True if the write may be tried again. Off the loop (write_lock). */
+static bool own_blocked(struct keyshare *ks, int dirfd, long month, char *name, size_t size)
+{
+	struct stat st;
+	char dir[16];
+	if (dirfd < 0 || fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		return false;
+	month_dir_name(month, dir, sizeof(dir));
+	if (spool_written_by_daemon(ks->sp, &st)) {
+		char aside[NAME_MAX + 1];
+		xsnprintf(aside, sizeof(aside), "%s.moved-aside.%" PRId64, name, wall_ms());
+		if (renameat(dirfd, name, dirfd, aside) == 0) {
+			log_warn("'%s/ledger/%s/%s' is a directory, not this run's ledger: moved aside as "
+				 "'%s', the ledger is written in its place", ks->sp->path, dir, name, aside);
+			return true;
+		}
+	}
+	pthread_mutex_lock(&ks->spent_lock);
+	bool next = ks->own_suffix < OWN_SUFFIX_MAX;
+	if (next) {
+		ks->own_suffix++;
+		xsnprintf(ks->own_name, sizeof(ks->own_name), "%s.%s~%d.json", ks->sp->host_id,
+			  ks->sp->run, ks->own_suffix);
+	}
+	pthread_mutex_unlock(&ks->spent_lock);
+	if (next)
+		log_warn("'%s/ledger/%s/%s' is a directory %s put there, not this run's ledger: the "
+			 "run's ledger is written as '%s.%s~%d.json' from now on (the same run: every "
+			 "host counts it once)", ks->sp->path, dir, name,
+			 spool_written_by_daemon(ks->sp, &st) ? "this daemon's user" : "another user",
+			 ks->sp->host_id, ks->sp->run, ks->own_suffix);
+	if (next)
+		own_ledger_name(ks, name, size);
+	return next;
+}
+
 /* Writes the figures until the file has the latest, or a write failed; write_lock held on
  * entry, let go here under spent_lock (see struct keyshare). Each writer takes the latest
  * figures, so the file never goes back to older ones, and spends added meanwhile (a helper's
@@ -774,6 +823,7 @@ static void ledger_write_locked(struct keyshare *ks)
 	char name[NAME_MAX + 1];
 	own_ledger_name(ks, name, sizeof(name));
 	bool ok = true;
+	int obstacles = 0;
 	pthread_mutex_lock(&ks->spent_lock);
 	while (ok && ks->written_gen < ks->spent_gen) {
 		unsigned long gen = ks->spent_gen;
@@ -790,6 +840,14 @@ static void ledger_write_locked(struct keyshare *ks)
 		ok = fd >= 0 && spool_write_at(ks->sp, fd, name, text, strlen(text), 0, durable) == 0;
 		int err = errno;
 		free(text);
+		/* A directory at its name (a rename cannot replace one): got past, and tried again
+		 * at once; a few times at most in one write. */
+		if (!ok && (err == EISDIR || err == ENOTEMPTY || err == EEXIST) && obstacles++ < 3 &&
+		    own_blocked(ks, fd, month, name, sizeof(name))) {
+			pthread_mutex_lock(&ks->spent_lock);
+			ok = true;
+			continue;
+		}
 		if (!ok)
 			close_dir(&ks->write_fd);   /* by name next time: perhaps it was removed */
 		char dir[16];
@@ -1089,6 +1147,13 @@ static enum ledger_name ledger_name_parse(const char *name, char *host, char *ru
 		return NAME_OTHER;
 	xsnprintf(host, NAME_MAX + 1, "%.*s", (int)base, name);
 	dot = strrchr(host, '.');
+	char *tilde = dot ? strchr(dot, '~') : NULL;
+	long suffix;
+	/* HOST.RUN~N.json: run RUN's file past an obstacle at its name (own_blocked). */
+	if (tilde && (copy || tilde[1] == '0' || parse_long(tilde + 1, 1, OWN_SUFFIX_MAX, &suffix) < 0))
+		return NAME_OTHER;
+	if (tilde)
+		*tilde = '\0';
 	if (!dot || dot == host || !run_id_ok(dot + 1))
 		return NAME_OTHER;
 	xsnprintf(run, NAME_MAX + 1, "%s", dot + 1);
@@ -1163,8 +1228,11 @@ static bool file_reread(struct keyshare *ks, struct kept_file *f, const struct m
 		f->memo.listed_at = 0;
 		return true;
 	}
-	f->foreign = file_foreign(ks, &st);
-	const char *wrong = f->foreign ? "not written by this daemon's user" :
+	/* A directory is no ledger (none is written so): nothing, never waited for. */
+	bool dir = S_ISDIR(st.st_mode);
+	f->foreign = dir || file_foreign(ks, &st);
+	const char *wrong = dir ? "a directory, not a ledger" :
+			    f->foreign ? "not written by this daemon's user" :
 			    f->doc ? file_mismatch(ks, f, f->doc) : NULL;
 	if (wrong) {
 		json_decref(f->doc);
@@ -1264,6 +1332,12 @@ static void old_scan(struct keyshare *ks)
 				    !strcmp(ks->files[j].name, own_name))
 					mine = &ks->files[j];
 			bool foreign = file_foreign(ks, &st);
+			if (S_ISDIR(st.st_mode)) {   /* no ledger (ledger/MONTH/ are directories) */
+				json_decref(doc);
+				free(own_name);
+				free(host);
+				continue;
+			}
 			bool counts = doc && !foreign &&
 				      json_integer_value(json_object_get(doc, "month")) == month &&
 				      day_sane(ks, doc, month);
@@ -2300,6 +2374,7 @@ struct keyshare *keyshare_new(struct spool *sp)
 	struct keyshare *ks = xcalloc(1, sizeof(*ks));
 	ks->sp = sp;
 	ks->pid = (long)getpid();
+	xsnprintf(ks->own_name, sizeof(ks->own_name), "%s.%s.json", sp->host_id, sp->run);
 	pthread_mutex_init(&ks->spent_lock, NULL);
 	pthread_mutex_init(&ks->write_lock, NULL);
 	ks->providers_fd = open_shared_dir(sp, "providers");

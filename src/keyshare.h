@@ -8,6 +8,7 @@
  *   providers/NAME/hold                         the provider is held (the file says why)
  *   providers/NAME/probe                        the host probing the hold (lease: mtime)
  *   ledger/MONTH/HOST.RUN.json                  what run RUN of HOST spent, today and in MONTH
+ *                                               (HOST.RUN~N.json past a directory at that name)
  *   ledger/MONTH/ended/HOST.RUN.json            the same once the run has ended (moved by it at
  *                                               its exit, or by the host's next run)
  *   ledger/MONTH/ended/HOST.RUN.json.carried-READER   READER's copy of an ended run whose

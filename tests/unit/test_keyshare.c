@@ -434,31 +434,23 @@ static const struct unreadable_row unreadable_rows[] = {
 	{ "another run's figures", "{\"host\":\"hostA\",\"run\":\"0123456789abcdef\",\"day\":1,"
 	  "\"month\":1,\"providers\":{}}", 0 },
 	{ "over the size cap", "{}", 70000 },
-	{ "a directory", NULL, 0 },
+	/* A directory is no ledger at all: planted_directory. */
 };
 
-/* Puts content (+ pad spaces; NULL: a directory) at path in ledger/MONTH/ as a host would:
+/* Puts content (+ pad spaces) at path in ledger/MONTH/ as a host would:
  * written under a dot-name and renamed into place; then path and its directory get quiet
  * times, so that what B read of them would be kept. */
 static bool ledger_replace(const char *month, const char *path, const char *content, size_t pad)
 {
 	struct timespec quiet[2] = { { .tv_sec = time(NULL) - 60 }, { .tv_sec = time(NULL) - 60 } };
 	char *tmp = xasprintf("%s/.hostA.json.tmp", month);
-	bool done;
-	if (!content) {
-		done = unlink(path) == 0 && mkdir(path, 0777) == 0;
-	} else {
-		char *text = xcalloc(strlen(content) + pad + 1, 1);
-		memcpy(text, content, strlen(content));
-		memset(text + strlen(content), ' ', pad);
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
-		struct stat st;
-		done = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && close(fd) == 0;
-		if (done && lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-			done = rmdir(path) == 0;
-		done = done && rename(tmp, path) == 0;
-		free(text);
-	}
+	char *text = xcalloc(strlen(content) + pad + 1, 1);
+	memcpy(text, content, strlen(content));
+	memset(text + strlen(content), ' ', pad);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	bool done = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) &&
+		    close(fd) == 0 && rename(tmp, path) == 0;
+	free(text);
 	free(tmp);
 	return done && utimensat(AT_FDCWD, path, quiet, AT_SYMLINK_NOFOLLOW) == 0 &&
 	       utimensat(AT_FDCWD, month, quiet, 0) == 0;
@@ -1650,6 +1642,64 @@ static void many_ended(void)
 	hosts_close(&h);
 }
 
+/* F9: a directory planted at a run's own file's name (a rename cannot replace one, unlike any
+ * other file) blocked that run's writes for good: its spend unseen by the other hosts, its
+ * tickets kept. The run gets past it and says so: one of the daemon's user is moved aside;
+ * another user's is left, and the run writes HOST.RUN~1.json from then on. Every host counts the
+ * run once (0.5 then 0.7 in all, never 1.2, nor 0.5 as on the old code), C too, which never read
+ * its first file, and none waits for the directory. */
+static const struct planted_row {
+	const char *owner;
+	uid_t uid;                   /* -1: the daemon's user (this one) */
+	const char *written;         /* the run's file's name after it: HOST.RUN + this + .json */
+} planted_rows[] = {
+	{ "the daemon's user's", (uid_t)-1, "" },
+	{ "another user's", 4242, "~1" },
+};
+
+static void planted_directory(void)
+{
+	for (size_t i = 0; i < sizeof(planted_rows) / sizeof(planted_rows[0]); i++) {
+		const struct planted_row *r = &planted_rows[i];
+		struct hosts h;
+		if (!hosts_open(&h, "planted-dir"))
+			return;
+		char *path = run_file(h.dir, &h.sa), *month = month_dir(h.dir);
+		char *written = xasprintf("%s/hostA.%s%s.json", month, h.sa.run, r->written);
+		char *log_path = xasprintf("%s/said", h.dir), text[4096];
+		keyshare_spent(h.a, "p", keyshare_micros(0.5));
+		struct keyshare_verdict v = try_call(h.b, 0.6);
+		ok(v.spent == keyshare_micros(0.5), "planted, %s: A spends 0.5, B reads it", r->owner);
+		struct said said;
+		ok(unlink(path) == 0 && mkdir(path, 0777) == 0 &&
+		   (r->uid == (uid_t)-1 || chown(path, r->uid, r->uid) == 0) &&
+		   said_start(&said, log_path),
+		   "planted, %s: a directory in place of A's run's file", r->owner);
+		keyshare_spent(h.a, "p", keyshare_micros(0.2));
+		said_end(&said);
+		unlink(log_path);
+		ok(strstr(text_of(written, text, sizeof(text)), "700000") &&
+		   said_count(said.text, "is a directory") == 1,
+		   "planted, %s: A's next write gets past it, into %s, and says so once (%s)", r->owner,
+		   strrchr(written, '/') + 1, said.text);
+		v = try_call(h.b, 0.31);
+		struct keyshare_verdict fits = try_call(h.b, 0.3);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7) &&
+		   fits.block == PROVIDER_FREE,
+		   "planted, %s: B counts A's run once: 0.7 (spent %lld, %s), 0.3 fits (%s)", r->owner,
+		   v.spent, v.which ? v.which : "free", fits.which ? fits.which : "free");
+		v = try_call(hosts_start_c(&h), 0.31);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.7),
+		   "planted, %s: so does C, which never read its first file (spent %lld, %s)", r->owner,
+		   v.spent, v.which ? v.which : "free");
+		free(log_path);
+		free(written);
+		free(month);
+		free(path);
+		hosts_close(&h);
+	}
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -1974,6 +2024,7 @@ int main(void)
 	carry_fails();
 	midnight();
 	many_ended();
+	planted_directory();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
@@ -2066,15 +2117,19 @@ int main(void)
 	struct keyshare *e = keyshare_new(&se);
 	char *e_ledger = run_file(dir, &se);
 	ok(access(e_ledger, F_OK) == 0, "E writes its ledger as it starts, with nothing spent");
-	ok(unlink(e_ledger) == 0 && mkdir(e_ledger, 0777) == 0,
-	   "something in the way of E's ledger (a directory)");
+	char *e_month = month_dir(dir);
+	fd = nftw(e_month, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 ?
+	     open(e_month, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+	ok(fd >= 0 && close(fd) == 0,
+	   "something in the way of E's ledger (a file in place of its month's directory)");
 	ok(keyshare_acquire(e, "p", &money, keyshare_micros(0.1), &t1).block == PROVIDER_FREE,
 	   "E calls p");
 	char *e_ticket = xasprintf("%s/providers/p/calls/%s", dir, t1.call);
 	unsigned long gen = keyshare_spent(e, "p", keyshare_micros(0.1));
 	ok(!keyshare_release_spent(e, &t1, gen) && access(e_ticket, F_OK) == 0,
 	   "its cost cannot be written: its ticket stays");
-	ok(rmdir(e_ledger) == 0, "the way cleared");
+	ok(unlink(e_month) == 0, "the way cleared");
+	free(e_month);
 	keyshare_free(e);
 	ok(access(e_ticket, F_OK) < 0 && access(e_ledger, F_OK) == 0,
 	   "E's exit writes the ledger and removes the ticket");
