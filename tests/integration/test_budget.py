@@ -55,7 +55,7 @@ def full_ledger(d):
     daemon is killed and the file system unmounted after."""
     ledger = d.path("ledger")
     os.makedirs(ledger)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", ledger], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", ledger], check=True)
     try:
         fill(ledger)
         yield ledger
