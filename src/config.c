@@ -1292,8 +1292,8 @@ static char *load_secret(const char *file, const char *file_key, const char *env
 {
 	if (file)
 		return read_key_file(file, file_key, problem, psize);
-	const char *v = env ? getenv(env) : NULL;
-	if (v && *v)
+	const char *v = secret_env(env);
+	if (v)
 		return xstrdup(v);
 	xsnprintf(problem, psize, "set the environment variable %s or %s in [%s]",
 		  env ? env : "(none)", file_key, section);
@@ -1378,8 +1378,8 @@ void config_load_keys(struct config *cfg)
 			secret_register(p->api_key);
 			continue;
 		}
-		const char *v = p->api_key_env ? getenv(p->api_key_env) : NULL;
-		if (v && *v) {
+		const char *v = secret_env(p->api_key_env);
+		if (v) {
 			p->api_key = xstrdup(v);
 			secret_register(p->api_key);
 		} else

@@ -417,6 +417,7 @@ int main(int argc, char **argv)
 		config_unref(dm.cfg);
 		return 0;
 	}
+	secret_keep_out_of_dumps();
 	/* From here no thread of the daemon's waits for a write to stderr: a full pipe stops no
 	 * loop (log.c). */
 	log_start_writer();
@@ -450,6 +451,7 @@ int main(int argc, char **argv)
 	json_object_seed(0);   /* seeds jansson's hash once, before any helper thread uses it */
 	umask(dm.cfg->umask);
 	config_load_keys(dm.cfg);
+	secret_env_scrub();   /* the keys are kept: a reload uses them (imgspool.ini(5)) */
 	if (spool_open(&dm.spool, dm.cfg->spool_dir, dm.cfg->host_id) < 0)
 		fatal("cannot open the spool '%s'", dm.cfg->spool_dir);
 	dm.spool.sync_mode = dm.cfg->sync_mode;

@@ -1,12 +1,18 @@
 /* secret.c - the registry of secrets and the redaction of text taken from outside.
  *
  * A short list guarded by a mutex: the loop thread registers (start-up, SIGHUP), helper threads
- * redact response bodies. Redaction shrinks in place, so it never allocates and never fails. */
+ * redact response bodies. Redaction shrinks in place, so it never allocates and never fails.
+ * Secrets taken from the environment are kept from their first read and removed from it, and the
+ * process is made not dumpable, so neither /proc/PID/environ nor a core file shows them. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "secret.h"
 #include "util.h"
 #include "banned.h"
@@ -16,6 +22,11 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char **secrets;
 static size_t n_secrets;
+/* Environment variables read for secrets, with their values as first read (NULL: unset). */
+static struct kept_env {
+	char *name, *value;
+} *kept;
+static size_t n_kept;
 
 void secret_register(const char *value)
 {
@@ -131,9 +142,66 @@ void secret_redact_json(json_t *v)
 	}
 }
 
+const char *secret_env(const char *name)
+{
+	if (!name)
+		return NULL;
+	pthread_mutex_lock(&lock);
+	size_t i = 0;
+	while (i < n_kept && strcmp(kept[i].name, name))
+		i++;
+	if (i == n_kept) {
+		const char *v = getenv(name);
+		kept = xrealloc(kept, (n_kept + 1) * sizeof(*kept));
+		kept[n_kept++] = (struct kept_env){ xstrdup(name), v && *v ? xstrdup(v) : NULL };
+	}
+	const char *value = kept[i].value;
+	pthread_mutex_unlock(&lock);
+	return value;
+}
+
+void secret_env_scrub(void)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n_kept; i++) {
+		/* /proc/PID/environ shows the bytes the process started with, whatever environ
+		 * points at: each NAME=VALUE is zeroed where it is, once unsetenv dropped it. */
+		size_t nlen = strlen(kept[i].name), n = 0;
+		char **entries = NULL;
+		for (char **e = environ; e && *e; e++) {
+			if (!strncmp(*e, kept[i].name, nlen) && (*e)[nlen] == '=') {
+				entries = xrealloc(entries, (n + 1) * sizeof(*entries));
+				entries[n++] = *e;
+			}
+		}
+		unsetenv(kept[i].name);
+		for (size_t j = 0; j < n; j++)
+			explicit_bzero(entries[j], strlen(entries[j]));
+		free(entries);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+void secret_keep_out_of_dumps(void)
+{
+	/* Not dumpable: no core file, and /proc/PID/environ, mem and the like are root's only. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_warn("cannot keep the keys out of core dumps (prctl PR_SET_DUMPABLE): %s",
+			 strerror(errno));
+}
+
 void secret_clear(void)
 {
 	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n_kept; i++) {
+		if (kept[i].value)
+			explicit_bzero(kept[i].value, strlen(kept[i].value));
+		free(kept[i].value);
+		free(kept[i].name);
+	}
+	free(kept);
+	kept = NULL;
+	n_kept = 0;
 	for (size_t i = 0; i < n_secrets; i++) {
 		explicit_bzero(secrets[i], strlen(secrets[i]));
 		free(secrets[i]);

@@ -25,7 +25,18 @@ void secret_redact_str(char *s);
 /* The same for every string inside a JSON value: values, and objects' member names (a member
  * whose name held a secret is moved to the redacted name). */
 void secret_redact_json(json_t *v);
-/* Forgets every secret (zeroing the copies); for tests and exit. */
+/* The value of the environment variable name (NULL when unset or empty), as it was the first
+ * time it was asked for: a reload gets the start-up value, after secret_env_scrub() removed the
+ * variable. The value is borrowed till secret_clear(). */
+const char *secret_env(const char *name);
+/* Removes every variable secret_env() read from the environment, zeroing its bytes (which
+ * /proc/PID/environ shows). Start-up only: unsetenv is not safe while other threads read the
+ * environment, so a variable first named by a reload stays there until a restart. */
+void secret_env_scrub(void);
+/* Makes the process not dumpable: no core file carries a key, and only root reads its
+ * /proc/PID/environ and mem. */
+void secret_keep_out_of_dumps(void);
+/* Forgets every secret (zeroing the copies) and every kept variable; for tests and exit. */
 void secret_clear(void);
 
 #endif

@@ -145,6 +145,7 @@ def test_unit_is_accepted_and_sandboxed(env):
         text = open(unit).read()
         assert f"ExecStart={prefix}/sbin/imgspoold " in text, "the unit's paths do not follow PREFIX"
         assert "Type=notify" in text and "WatchdogSec=" in text
+        assert "\nLimitCORE=0\n" in text, "a core file would hold the keys"
         env_ = dict(os.environ, MANPATH=os.path.join(prefix, "share", "man"))
         verify = subprocess.run(["systemd-analyze", "verify", unit], capture_output=True, text=True,
                                 env=env_)

@@ -5,11 +5,13 @@ import base64
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import TEST_KEY, files_holding, key_spellings, run_tests, wait_for  # noqa: E402
+from harness import SCRATCH, TEST_KEY, files_holding, key_spellings, run_tests, wait_for  # noqa: E402
 from upstream import png_for, png_prompt_sha256  # noqa: E402
 
 
@@ -40,6 +42,44 @@ def test_key_quoted_back_is_redacted_everywhere(env):
     assert d.stop() == 0
     assert not files_holding(d.spool, key_spellings(TEST_KEY)), "the key is in the spool"
     d.assert_not_logged(TEST_KEY)
+
+
+NOBODY = 65534
+
+
+def test_key_from_the_environment_is_kept_out_of_proc_and_cores(env):
+    """The key's variable leaves the daemon's environment, its bytes too (/proc/PID/environ
+    shows the start-up ones), yet a reload still calls with the key kept from the start; and the
+    daemon is not dumpable (no core file), so /proc/PID/environ is root's: a process of the
+    daemon's own user cannot read it. The daemon runs as nobody here, or root could read it all."""
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    d = env.daemon(wrapper=as_nobody)
+    os.chmod(SCRATCH, 0o711)   # nobody passes through to its own directory
+    try:
+        for dirpath, dirs, names in os.walk(d.dir):
+            for name in [dirpath] + [os.path.join(dirpath, n) for n in dirs + names]:
+                os.chown(name, NOBODY, NOBODY)
+        d.start()
+        pid = d.proc.pid
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+        assert TEST_KEY.encode() not in environ, "the key is in /proc/PID/environ"
+        assert b"IMGSPOOL_TEST_KEY" not in environ, "its variable is in /proc/PID/environ"
+        assert b"IMGSPOOLD_LOG_MARK=1" in environ, "the rest of the environment stays"
+        assert os.stat(f"/proc/{pid}/environ").st_uid == 0, "dumpable: /proc/PID is nobody's"
+        peek = subprocess.run(as_nobody + ["cat", f"/proc/{pid}/environ"], capture_output=True)
+        assert peek.returncode != 0 and b"Permission denied" in peek.stderr, peek
+        d.submit("before", {"prompt": "the key kept"})
+        assert d.wait_finished("before") == "done", d.log()[-2000:]
+        d.send_signal(signal.SIGHUP)
+        d.wait_logged("reloaded")
+        d.submit("after", {"prompt": "the key kept, reloaded"})
+        assert d.wait_finished("after") == "done", d.log()[-2000:]
+        assert all(r["headers"]["authorization"] == "Bearer " + TEST_KEY
+                   for r in env.fake.snapshot()), "a call went without the key"
+        assert d.stop() == 0, d.log()[-2000:]
+    finally:
+        os.chmod(SCRATCH, 0o700)
 
 
 CDN_524 = (b"<!DOCTYPE html><html><head><title>api-cf.apiyi.com | 524: A timeout occurred</title>"
@@ -279,6 +319,7 @@ def test_a_failed_job_resubmitted_by_hand_runs_again_with_a_fresh_budget(env):
 if __name__ == "__main__":
     run_tests([
         test_key_quoted_back_is_redacted_everywhere,
+        test_key_from_the_environment_is_kept_out_of_proc_and_cores,
         test_reclaim_carries_every_saved_response,
         test_more_images_than_asked_are_dropped,
         test_image_urls_on_private_addresses_are_refused,

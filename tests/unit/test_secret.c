@@ -58,6 +58,16 @@ int main(void)
 	       "member names inside JSON");
 	free(text);
 	json_decref(doc);
+
+	/* a variable's value is kept from its first read, through its removal (a reload's read) */
+	setenv("TEST_SECRET_KEY", "sk-env-0123456789", 1);
+	is_str(secret_env("TEST_SECRET_KEY"), "sk-env-0123456789", "a variable read");
+	ok(!secret_env("TEST_SECRET_UNSET") && !secret_env(NULL), "unset: NULL");
+	setenv("TEST_SECRET_UNSET", "later", 1);
+	ok(!secret_env("TEST_SECRET_UNSET"), "set later: still what the first read saw");
+	secret_env_scrub();
+	ok(!getenv("TEST_SECRET_KEY"), "scrubbed from the environment");
+	is_str(secret_env("TEST_SECRET_KEY"), "sk-env-0123456789", "kept after the scrub");
 	secret_clear();
 	char *s = xstrdup("sk-test-0123456789abcdef");
 	secret_redact_str(s);
