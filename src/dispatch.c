@@ -32,6 +32,7 @@
 #include "config.h"
 #include "control.h"
 #include "deferral.h"
+#include "dirtrust.h"
 #include "dispatch.h"
 #include "dispatch_impl.h"
 #include "exitwatch.h"
@@ -53,6 +54,7 @@
 #include "provider.h"
 #include "record.h"
 #include "recovery.h"
+#include "refs.h"
 #include "result.h"
 #include "retry.h"
 #include "route.h"
@@ -528,6 +530,11 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 		     struct buf *bufs)
 {
 	struct dispatch *d = t->d;
+	/* Read for the job's submitter: nothing she could not read herself (refs.h). */
+	const struct refs_owner owner = {
+		.uid = t->owner_uid, .gid = t->owner_gid,
+		.trusted = dirtrust_owner_ok(t->owner_uid, (uint32_t)geteuid(), d->spool->own_uid),
+	};
 	for (int i = 0; i <= t->job.n_refs; i++) {
 		bool is_mask = i == t->job.n_refs;
 		const char *path = is_mask ? t->job.mask : t->job.refs[i];
@@ -535,19 +542,25 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 			continue;
 		struct buf *b = &bufs[i];
 		buf_init(b, REF_IMAGE_MAX);
-		enum spool_read rc = spool_read_beneath(d->spool, path, REF_IMAGE_MAX, b);
-		char field[32];
+		char field[32], why[160];
 		if (is_mask)
 			xsnprintf(field, sizeof(field), "mask");
 		else
 			xsnprintf(field, sizeof(field), "images[%d]", i);
-		if (rc != SPOOL_READ_OK) {
+		struct stat st;
+		int fd = refs_open(d->spool->root_fd, path, &owner, REF_IMAGE_MAX, &st, why, sizeof(why));
+		if (fd >= 0 && refs_read(fd, (size_t)st.st_size, b) < 0)
+			xsnprintf(why, sizeof(why), "the file could not be read: %s", strerror(errno));
+		if (fd < 0 || b->len != (size_t)st.st_size) {
+			if (fd >= 0)
+				close(fd);
 			finish_fail(t, "invalid_request", field,
-				  "reference image \"%s\" cannot be used: %s (paths are relative to the spool "
-				  "root and may not leave it or pass through a symlink)", field,
-				  rc == SPOOL_READ_GONE ? "no such file" : spool_read_reason(rc));
+				  "reference image \"%s\" cannot be used: %s (a path relative to the spool "
+				  "root, outside its state directories, through no symlink, of a file its "
+				  "submitter may read)", field, why);
 			return -1;
 		}
+		close(fd);
 		const char *mime = image_mime_from_magic((unsigned char *)b->data, b->len);
 		if (!mime) {
 			finish_fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",

@@ -577,6 +577,8 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 	t->job = job;         /* and frees the job */
 	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
 	t->job_len = d->readbuf.len;
+	t->owner_uid = (uint32_t)st.st_uid;
+	t->owner_gid = (uint32_t)st.st_gid;
 	t->created_wall_ms = mtime_ms;
 	struct record rec;
 	task_restore_state(t, &st, &rec);

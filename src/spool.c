@@ -13,9 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/openat2.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -626,24 +624,6 @@ static enum spool_read read_named(int dirfd, const char *name, size_t max, size_
 		return SPOOL_READ_ERROR;
 	}
 	return read_checked(fd, max, head, max_links, out, st, keep_fd);
-}
-
-enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out)
-{
-	struct open_how how = {
-		.flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	struct stat st;
-	int fd = (int)syscall(SYS_openat2, sp->root_fd, path, &how, sizeof(how));
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return SPOOL_READ_GONE;
-		if (errno == ELOOP || errno == EXDEV)
-			return SPOOL_READ_NOT_REGULAR;
-		return SPOOL_READ_ERROR;
-	}
-	return read_checked(fd, max, SIZE_MAX, 1, out, &st, NULL);
 }
 
 /* Consumes fd, or hands it to *keep_fd when the read is OK and keep_fd is given. Reads the

@@ -186,10 +186,6 @@ enum spool_read spool_read_head(int dirfd, const char *name, size_t max, size_t 
 				struct buf *out, struct stat *st);
 const char *spool_read_reason(enum spool_read r);
 
-/* Reads path (relative to the spool root) without ever leaving the spool or following a
- * symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). Same checks as spool_read_file. */
-enum spool_read spool_read_beneath(struct spool *sp, const char *path, size_t max, struct buf *out);
-
 /* A descriptor of the directory that d is now, which stays that directory until
  * spool_unpin: for a write of several steps, which spool_recheck_dirs may swap a replaced
  * directory in under sp->fd[d] (dup3) between. The calling thread keeps it from pin to pin

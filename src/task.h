@@ -44,6 +44,8 @@ struct task {
 	enum task_state state;
 	char *job_text;          /* the job file as claimed, rewritten with our records on deferral */
 	size_t job_len;
+	uint32_t owner_uid, owner_gid; /* the job file's owner when claimed: for whom its reference
+					* images are read (refs.h) */
 	bool calling;            /* its call is counted in a slot and by its provider (slots.c) */
 	struct task *ready_prev, *ready_next; /* in the ready line while T_READY, or among the
 					       * retries waiting for a slot (slot_waits): slots.c */

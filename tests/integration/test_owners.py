@@ -7,7 +7,6 @@ a paid result; or she replaced control/ and cancelled another user's call. The d
 refuses such a root, refuses a state directory it trusts that someone else owns or may write,
 and does not follow a replacement someone else made."""
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -137,6 +136,80 @@ os.rename("tmp/job", "new/client.json")
     assert d.stop() == 0
 
 
+ALICE = 12345
+
+
+def submit_as_client(d, task_id, job):
+    as_client(f"""
+import os
+with open({d.path("tmp", task_id)!r}, "w") as f:
+    f.write({json.dumps(job)!r})
+os.rename({d.path("tmp", task_id)!r}, {d.path("new", task_id + ".json")!r})
+""")
+
+
+def alices_image(d, dir_mode, file_mode, name="private.png"):
+    """refs-alice/NAME, alice's (uid 12345), with these modes; its path from the root."""
+    os.makedirs(d.path("refs-alice"), exist_ok=True)
+    path = d.path("refs-alice", name)
+    with open(path, "wb") as f:
+        f.write(png_for("ALICE " + name))
+    for p, mode in ((path, file_mode), (d.path("refs-alice"), dir_mode)):
+        os.chown(p, ALICE, ALICE)
+        os.chmod(p, mode)
+    return f"refs-alice/{name}"
+
+
+def test_a_reference_its_submitter_may_not_read_is_not_uploaded(env):
+    # The daemon runs as root: it could read alice's private image; the client could not.
+    d = env.daemon()
+    group_spool(d, 0o3775)
+    d.start()
+    hidden = alices_image(d, 0o700, 0o644)
+    submit_as_client(d, "through", {"prompt": "through a 0700 directory", "images": [hidden]})
+    assert d.wait_finished("through") == "failed", d.log()[-2000:]
+    error = d.result("through")["error"]
+    assert error["code"] == "invalid_request" and error["field"] == "images[0]", error
+    assert f"its submitter (uid {CLIENT}) may not enter 'refs-alice'" in error["message"], error
+    os.chmod(d.path("refs-alice"), 0o755)
+    os.chmod(d.path(hidden), 0o600)
+    submit_as_client(d, "private", {"prompt": "a 0600 file", "images": [hidden]})
+    assert d.wait_finished("private") == "failed", d.log()[-2000:]
+    error = d.result("private")["error"]
+    assert f"may not read it (owner uid {ALICE}, mode 0600)" in error["message"], error
+    assert env.fake.calls("through a 0700 directory") == 0 and env.fake.calls("a 0600 file") == 0
+    # What she may read herself she may send: alice's 0644 file, and her own 0600 one.
+    os.chmod(d.path(hidden), 0o644)
+    as_client(f"""
+import os
+os.mkdir({d.path("refs-client")!r}, 0o700)
+with open({d.path("refs-client", "mine.png")!r}, "wb") as f:
+    f.write({png_for("MINE")!r})
+os.chmod({d.path("refs-client", "mine.png")!r}, 0o600)
+""")
+    submit_as_client(d, "readable", {"prompt": "readable ones", "images": [
+        hidden, "refs-client/mine.png"]})
+    assert d.wait_finished("readable") == "done", d.log()[-2000:]
+    assert env.fake.calls("readable ones") == 1
+    assert d.stop() == 0
+
+
+def test_a_reference_in_a_state_directory_is_refused(env):
+    d = env.daemon()
+    group_spool(d, 0o3775)
+    d.start()
+    d.submit("first", {"prompt": "a result"})
+    assert d.wait_finished("first") == "done"
+    (image,) = d.result("first")["images"]
+    for task_id, path in (("indone", f"done/{image}"), ("dotted", f"./done/{image}")):
+        submit_as_client(d, task_id, {"prompt": f"names {path}", "images": [path]})
+        assert d.wait_finished(task_id) == "failed", d.log()[-2000:]
+        error = d.result(task_id)["error"]
+        assert "it is in a state directory" in error["message"], error
+        assert env.fake.calls(f"names {path}") == 0
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_a_root_the_group_may_rename_in_is_refused,
@@ -144,4 +217,6 @@ if __name__ == "__main__":
         test_a_trusted_dir_the_group_may_write_is_refused,
         test_a_control_dir_a_client_made_is_not_followed,
         test_the_group_recipe_keeps_clients_out_of_the_state_dirs,
+        test_a_reference_its_submitter_may_not_read_is_not_uploaded,
+        test_a_reference_in_a_state_directory_is_refused,
     ])

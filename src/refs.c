@@ -1,0 +1,135 @@
+/* refs.c - a job's reference images, found as its submitter could find them (refs.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "refs.h"
+#include "spool.h"
+#include "util.h"
+#include "banned.h"
+
+bool refs_may(const struct refs_owner *owner, uint32_t uid, uint32_t gid, uint32_t mode,
+	      uint32_t want)
+{
+	if (owner->trusted)
+		return true;
+	/* The kernel looks at one class only: the owner's bits for the owner, even when the
+	 * group's or others' would allow more. */
+	if (owner->uid == uid)
+		return mode & (want << 6);
+	if (owner->gid == gid)
+		return mode & (want << 3);
+	return mode & want;
+}
+
+const char *refs_path_problem(const char *path)
+{
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	size_t len = strcspn(path, "/");
+	for (int d = 0; d < SPOOL_NDIRS; d++) {
+		const char *name = spool_dir_name((enum spool_dir)d);
+		if (strlen(name) == len && !memcmp(path, name, len))
+			return "it is in a state directory";
+	}
+	/* keyshare's: the daemon's own, like the state directories. */
+	if ((len == 6 && !memcmp(path, "ledger", 6)) || (len == 9 && !memcmp(path, "providers", 9)))
+		return "it is in a directory the daemon keeps for itself";
+	return NULL;
+}
+
+int refs_open(int root_fd, const char *path, const struct refs_owner *owner, size_t max,
+	      struct stat *st, char *why, size_t why_size)
+{
+	const char *problem = refs_path_problem(path);
+	if (problem) {
+		xsnprintf(why, why_size, "%s", problem);
+		return -1;
+	}
+	char part[NAME_MAX + 1];
+	int dirfd = root_fd, fd = -1;
+	for (const char *p = path;;) {
+		size_t len = strcspn(p, "/");
+		bool last = !p[len];
+		if (len > NAME_MAX) {
+			xsnprintf(why, why_size, "a part of it is longer than %d bytes", NAME_MAX);
+			break;
+		}
+		memcpy(part, p, len);
+		part[len] = '\0';
+		/* One part at a time, so that each directory is judged as she would pass it. */
+		fd = openat(dirfd, part, last ? O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC
+					      : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			xsnprintf(why, why_size, "%s", errno == ENOENT ? "no such file" :
+				  errno == ELOOP || errno == ENOTDIR ? "it passes through a symlink or a file" :
+				  strerror(errno));
+			break;
+		}
+		if (fstat(fd, st) < 0) {
+			xsnprintf(why, why_size, "%s", strerror(errno));
+			break;
+		}
+		if (!last) {
+			if (!S_ISDIR(st->st_mode)) {
+				xsnprintf(why, why_size, "it passes through a symlink or a file");
+				break;
+			}
+			if (!refs_may(owner, (uint32_t)st->st_uid, (uint32_t)st->st_gid,
+				      (uint32_t)st->st_mode, S_IXOTH)) {
+				xsnprintf(why, why_size, "its submitter (uid %u) may not enter '%.*s'",
+					  owner->uid, (int)(p + len - path), path);
+				break;
+			}
+			if (dirfd != root_fd)
+				close(dirfd);
+			dirfd = fd;
+			fd = -1;
+			p += len + 1;
+			continue;
+		}
+		if (!S_ISREG(st->st_mode))
+			xsnprintf(why, why_size, "not a regular file (a symlink, FIFO, socket, device or "
+				  "directory)");
+		else if (st->st_nlink != 1)
+			xsnprintf(why, why_size, "the file has more than one hard link");
+		else if ((uint64_t)st->st_size > max)
+			xsnprintf(why, why_size, "it is larger than %zu MiB", max >> 20);
+		else if (!refs_may(owner, (uint32_t)st->st_uid, (uint32_t)st->st_gid,
+				   (uint32_t)st->st_mode, S_IROTH))
+			xsnprintf(why, why_size, "its submitter (uid %u) may not read it (owner uid %u, "
+				  "mode %04o)", owner->uid, (unsigned)st->st_uid,
+				  (unsigned)(st->st_mode & 07777));
+		else {
+			if (dirfd != root_fd)
+				close(dirfd);
+			return fd;
+		}
+		break;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (dirfd != root_fd)
+		close(dirfd);
+	return -1;
+}
+
+int refs_read(int fd, size_t len, struct buf *out)
+{
+	buf_reset(out);
+	buf_reserve(out, len);
+	while (out->len < len) {
+		ssize_t n = pread(fd, out->data + out->len, len - out->len, (off_t)out->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		out->len += (size_t)n;
+	}
+	return 0;
+}

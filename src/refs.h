@@ -1,0 +1,43 @@
+/* refs.h - a job's reference images, found under the spool root as its submitter could find
+ * them (spool-layout.md §4).
+ *
+ * The daemon may run as root, or as a user that may read what clients may not: a job must not
+ * make it read, and upload, a file its submitter could not read herself (a confused deputy).
+ * So each directory on the way must be searchable, and the file readable, by the job file's
+ * owner, judged by the mode bits as the kernel would (owner, then group, then others; the job
+ * file's group stands for hers), and no state directory may be named. Fails with a reason. */
+#ifndef IMGSPOOL_REFS_H
+#define IMGSPOOL_REFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+/* Who submitted the job: the owner of its file. trusted: the daemon's user or root, who may
+ * read anything the daemon may. */
+struct refs_owner {
+	uint32_t uid, gid;
+	bool trusted;
+};
+
+/* Pure: whether owner may read (want S_IROTH) or search (S_IXOTH) a file of uid, gid, mode,
+ * by the class of bits the kernel would look at. */
+bool refs_may(const struct refs_owner *owner, uint32_t uid, uint32_t gid, uint32_t mode,
+	      uint32_t want);
+
+/* Pure: why path may not name a reference image (its first part is a state directory, or
+ * one the daemon keeps for itself), or NULL. */
+const char *refs_path_problem(const char *path);
+
+/* Opens path under root_fd as owner could, one part at a time (no symlink, no part that is
+ * not a directory on the way); the file must be regular, with one link, at most max bytes.
+ * Returns its descriptor (st filled) or -1 with why (a sentence's end, for the job's error). */
+int refs_open(int root_fd, const char *path, const struct refs_owner *owner, size_t max,
+	      struct stat *st, char *why, size_t why_size);
+
+/* Reads len bytes of fd from its start into out: 0, or -1 with errno (EIO: it is shorter). */
+struct buf;
+int refs_read(int fd, size_t len, struct buf *out);
+
+#endif
