@@ -71,7 +71,7 @@ $(UNIT): $(T)/test_%: $(T)/unit/test_%.o $(call tobj,$(SRC) $(CLI_LIB))
 # binary with ASan): a data race fails them (halt_on_error), though it did no harm this run.
 TS       := build/tsan
 TSAN     := -fsanitize=thread -fno-omit-frame-pointer
-TSAN_UNIT := $(TS)/test_http $(TS)/test_iopool $(TS)/test_keyshare_ledger $(TS)/test_log $(TS)/test_loop $(TS)/test_sigwatch $(TS)/test_exitwatch
+TSAN_UNIT := $(TS)/test_http $(TS)/test_iopool $(TS)/test_keyshare_ledger $(TS)/test_log $(TS)/test_loop $(TS)/test_sigwatch $(TS)/test_exitwatch $(TS)/test_notify
 export TSAN_OPTIONS := halt_on_error=1 exitcode=66 second_deadlock_stack=1
 tsobj    = $(patsubst src/%.c,$(TS)/obj/%.o,$(1))
 

@@ -816,7 +816,7 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	struct dispatch *d = arg;
 	d->grace_timer = 0;
 	d->grace_over = true;
-	exitwatch_arm(EXITWATCH_CUT_MS);   /* the loop itself may stick in a write to the spool */
+	exitwatch_arm_cut();   /* the cut's time from now: the loop may yet stick in a write */
 	/* A helper's work (a publication, a save) gets as long as the exit gives a stuck one. */
 	d->cut_pool_deadline = mono_ms() + IOPOOL_FREE_WAIT_MS;
 	d->grace_timer = loop_add_timer(d->loop, IOPOOL_FREE_WAIT_MS, pool_wait_over, d);
@@ -871,12 +871,13 @@ static int64_t grace_over(struct loop *loop, void *arg)
 	return LOOP_TIMER_DONE;
 }
 
-void dispatch_drain(struct dispatch *d)
+void dispatch_drain(struct dispatch *d, int64_t since_ms)
 {
 	if (d->draining)
 		return;
 	d->draining = true;
-	d->drain_deadline = mono_ms() + d->cfg->grace_period * 1000;
+	d->drain_deadline = since_ms + d->cfg->grace_period * 1000;
+	int64_t left = d->drain_deadline - mono_ms();
 	log_info("shutting down: claiming nothing more; %d job(s) in flight get up to %lds to finish%s",
 		 d->n_tasks, d->cfg->grace_period, d->cfg->grace_period_auto ?
 		 " (grace_period: the longest call allowed; a second SIGTERM or SIGINT cuts them)" : "");
@@ -889,7 +890,7 @@ void dispatch_drain(struct dispatch *d)
 			task_requeue(t, "shutdown");
 	}
 	dispatch_log_waiting(d);
-	d->grace_timer = loop_add_timer(d->loop, d->cfg->grace_period * 1000, grace_over, d);
+	d->grace_timer = loop_add_timer(d->loop, left > 0 ? left : 0, grace_over, d);
 }
 
 void dispatch_cut(struct dispatch *d)

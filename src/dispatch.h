@@ -40,8 +40,9 @@ void dispatch_pump(struct dispatch *d);
  * Calls in flight go on; a removed provider finishes its jobs on its old section; a lower
  * concurrency takes effect as calls end; held providers with a key are probed at once. */
 void dispatch_reconfigure(struct dispatch *d, struct config *cfg);
-/* SIGTERM: stop claiming, let calls finish within the grace period, requeue the rest. */
-void dispatch_drain(struct dispatch *d);
+/* SIGTERM: stop claiming, let calls finish within the grace period, counted from since_ms
+ * (mono_ms of the signal), requeue the rest. */
+void dispatch_drain(struct dispatch *d, int64_t since_ms);
 /* What calls in flight may cost, and what today's calls cost, for one provider (or all when
  * provider is NULL), in the [prices] currency. For budgets and metrics. */
 void dispatch_spend(const struct dispatch *d, const char *provider, struct spend_view *out);

@@ -5,13 +5,16 @@
  *
  * Start-up failures are fatal (exit 1). After start-up nothing a job does ends the process;
  * SIGTERM/SIGINT drain and exit 0 (a second one cuts the calls left; from the first, the process
- * ends within grace_period + 15 s, from the second within 15 s, whatever the loop is doing:
- * sigwatch.c), SIGHUP reloads the whole configuration (a file that does not load leaves the
- * running one in place).
+ * ends within grace_period + 6 s, from the second within 6 s, whatever the loop is doing, and a
+ * loop slow to reach the cut still gets the cut's 6 s from there: sigwatch.c, exitwatch.h),
+ * SIGHUP reloads the whole configuration (a file that does not load leaves the running one in
+ * place).
  *
  * Under systemd (Type=notify) it says READY=1 once recovery and the first scan are done, keeps
  * STATUS= current, pings WATCHDOG=1 only from a full turn of the loop (so a wedged loop is
- * restarted), and while stopping says STOPPING=1 and how long it still needs. */
+ * restarted), and from the first stop signal on says STOPPING=1 and how long it may still take
+ * (EXTEND_TIMEOUT_USEC), from the signal thread at once, so even a loop stuck on a stalled spool
+ * is never killed by systemd within its bound. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
@@ -66,7 +69,19 @@ struct daemon {
 };
 
 #define SERVICE_TICK_MS 2000   /* STATUS= and, while stopping, EXTEND_TIMEOUT_USEC */
-#define STOP_MARGIN_MS 30000   /* beyond the grace period: the last writes, the exit */
+/* systemd waits this much beyond exitwatch's deadline: the last log lines exitwatch flushes
+ * (2 s at most) and the service manager's own reaping. contrib/systemd's TimeoutStopSec is the
+ * default grace period's bound plus this. */
+#define STOP_NOTIFY_MARGIN_MS 5000
+
+/* Told at every move of the exit's deadline, from the thread that moved it (the signal thread
+ * while the loop may be stuck): kept until the process ends, never freed. */
+static struct notify *stop_notify;
+
+static void tell_stopping(int64_t left_ms)
+{
+	notify_stopping(stop_notify, left_ms + STOP_NOTIFY_MARGIN_MS);
+}
 
 static _Noreturn void usage(FILE *out, int code)
 {
@@ -86,6 +101,7 @@ static void reload(struct daemon *dm)
 	char err[1024];
 	notify_send(dm->notify, "RELOADING=1\nSTATUS=reloading %s", dm->config_path);
 	log_info("SIGHUP: reloading '%s'", dm->config_path);
+	stop_point("main:reload");   /* a test sends SIGTERM while a reload is under way */
 	struct config *next = config_new(dm->config_path, err, sizeof(err));
 	if (next && config_verify(next, err, sizeof(err)) < 0) {
 		config_unref(next);
@@ -136,13 +152,30 @@ static void on_stop_signal(struct loop *loop, int fd, uint32_t events, void *arg
 	if (read(fd, &taken, sizeof(taken)) != sizeof(taken))
 		return;
 	for (; taken; taken--) {
-		if (dispatch_drain_left_ms(dm->dispatch) > 0) {
+		if (dispatch_draining(dm->dispatch)) {
 			dispatch_cut(dm->dispatch);
 			continue;
 		}
-		dispatch_drain(dm->dispatch);
+		/* The grace period counts from the signal, as the bound the signal thread armed
+		 * does. A reload read just before this signal may have lengthened it after that
+		 * thread armed: the bound is put off to match the grace period applied. */
+		int64_t since, armed_grace_ms;
+		if (!sigwatch_first(&since, &armed_grace_ms))
+			since = mono_ms(), armed_grace_ms = 0;
+		dispatch_drain(dm->dispatch, since);
+		int64_t grace_ms = dm->cfg->grace_period * 1000;
+		if (grace_ms > armed_grace_ms) {
+			char after[160];
+			xsnprintf(after, sizeof(after), "the stop signal (the grace period, %ld s as "
+				  "reloaded, then %d s)", dm->cfg->grace_period, EXITWATCH_CUT_MS / 1000);
+			exitwatch_arm_at_least(since + grace_ms + EXITWATCH_CUT_MS - mono_ms(), after);
+		}
+		log_info("the process ends at most %lld s after the signal, %lld s if its loop is slow "
+			 "to reach the cut (imgspoold(8) EXIT STATUS)",
+			 (long long)(dm->cfg->grace_period + EXITWATCH_CUT_MS / 1000),
+			 (long long)(dm->cfg->grace_period + 2 * EXITWATCH_CUT_MS / 1000));
 		dm->waiting_logged = mono_ms();
-		dm->tick_due = true;   /* STOPPING=1 at the end of this turn */
+		dm->tick_due = true;   /* STATUS= at the end of this turn */
 	}
 }
 
@@ -250,12 +283,13 @@ static int64_t on_tick(struct loop *loop, void *arg)
 static void report(struct daemon *dm)
 {
 	char status[512];
-	int64_t left = dispatch_drain_left_ms(dm->dispatch);
+	int64_t left = exitwatch_left_ms();
 	dm->tick_due = false;
 	dispatch_status(dm->dispatch, status, sizeof(status));
 	if (dispatch_draining(dm->dispatch)) {
+		/* Till exitwatch's deadline, which the signal thread told systemd at once. */
 		notify_send(dm->notify, "STOPPING=1\nSTATUS=stopping: %s\nEXTEND_TIMEOUT_USEC=%" PRId64,
-			    status, (left + STOP_MARGIN_MS) * 1000);
+			    status, ((left > 0 ? left : 0) + STOP_NOTIFY_MARGIN_MS) * 1000);
 		if (mono_ms() - dm->waiting_logged >= 60000) {
 			dm->waiting_logged = mono_ms();
 			dispatch_log_waiting(dm->dispatch);
@@ -422,6 +456,10 @@ int main(int argc, char **argv)
 	 * loop (log.c). */
 	log_start_writer();
 	dm.notify = notify_new();
+	stop_notify = dm.notify;
+	/* From the first stop signal on, systemd hears STOPPING=1 and how long the exit may still
+	 * take at every move of its bound, whatever the loop is doing. */
+	exitwatch_on_arm(tell_stopping);
 	raise_open_files(dm.cfg->concurrency);
 
 	/* Signals are never handled asynchronously. SIGTERM and SIGINT are taken by a thread of
@@ -521,7 +559,6 @@ int main(int argc, char **argv)
 	spool_close(&dm.spool);
 	close(dm.sigfd);
 	config_unref(dm.cfg);
-	notify_free(dm.notify);
 	metrics_reset();
 	secret_clear();
 	if (left) {

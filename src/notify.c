@@ -8,6 +8,7 @@
  * Failures are logged once and otherwise ignored (systemd notices a silent service itself). */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,8 @@ struct notify {
 	struct sockaddr_un addr;
 	socklen_t addr_len;
 	int64_t watchdog_ms;
-	bool warned;
+	atomic_int failed_errno; /* of the first send that failed, said by the loop's next send */
+	atomic_bool warned;
 };
 
 struct notify *notify_new(void)
@@ -65,15 +67,6 @@ struct notify *notify_new(void)
 	return n;
 }
 
-void notify_free(struct notify *n)
-{
-	if (!n)
-		return;
-	if (n->fd >= 0)
-		close(n->fd);
-	free(n);
-}
-
 bool notify_enabled(const struct notify *n)
 {
 	return n->fd >= 0;
@@ -82,6 +75,19 @@ bool notify_enabled(const struct notify *n)
 int64_t notify_watchdog_ms(const struct notify *n)
 {
 	return n->watchdog_ms;
+}
+
+/* One datagram, whole or not at all: never blocks (SOCK_NONBLOCK and MSG_DONTWAIT), takes no
+ * lock, allocates nothing and touches no stdio, so any thread may send at any time (the signal
+ * thread while the loop is stuck). A failure is kept for the loop to say once. */
+static int send_datagram(struct notify *n, const char *msg, size_t len)
+{
+	if (sendto(n->fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&n->addr,
+		   n->addr_len) == (ssize_t)len)
+		return 0;
+	int none = 0;
+	atomic_compare_exchange_strong(&n->failed_errno, &none, errno ? errno : EIO);
+	return -1;
 }
 
 int notify_send(struct notify *n, const char *fmt, ...)
@@ -95,11 +101,28 @@ int notify_send(struct notify *n, const char *fmt, ...)
 	va_end(ap);
 	if (len < 0 || (size_t)len >= sizeof(msg))
 		len = (int)strlen(msg);
-	if (sendto(n->fd, msg, (size_t)len, MSG_NOSIGNAL, (struct sockaddr *)&n->addr,
-		   n->addr_len) == len)
+	int rc = send_datagram(n, msg, (size_t)len);
+	int err = atomic_load(&n->failed_errno);
+	if (err && !atomic_exchange(&n->warned, true))
+		log_warn("cannot notify systemd: %s", strerror(err));
+	return rc;
+}
+
+int notify_stopping(struct notify *n, int64_t extend_ms)
+{
+	if (n->fd < 0)
 		return 0;
-	if (!n->warned)
-		log_warn("cannot notify systemd: %s", strerror(errno));
-	n->warned = true;
-	return -1;
+	static const char head[] = "STOPPING=1\nEXTEND_TIMEOUT_USEC=";
+	char msg[sizeof(head) + 24];
+	memcpy(msg, head, sizeof(head) - 1);
+	size_t len = sizeof(head) - 1;
+	uint64_t usec = extend_ms > 0 ? (uint64_t)extend_ms * 1000 : 0;
+	char digits[24];
+	size_t nd = 0;
+	do
+		digits[nd++] = (char)('0' + usec % 10);
+	while ((usec /= 10) && nd < sizeof(digits));
+	while (nd)
+		msg[len++] = digits[--nd];
+	return send_datagram(n, msg, len);
 }

@@ -16,6 +16,8 @@
 
 static int count_fd = -1;
 static _Atomic int64_t grace_now_ms;
+static _Atomic int64_t first_at_ms;   /* mono_ms of the first signal, 0 before it */
+static _Atomic int64_t first_grace_ms;   /* the grace period its bound counted on */
 static sigwatch_arm_fn *arm_exit;
 
 int64_t sigwatch_exit_bound_ms(int nth, int64_t grace_ms)
@@ -42,6 +44,10 @@ static void *take_signals(void *arg)
 			;   /* EINTR: nothing else ends it */
 		const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
 		int64_t grace = atomic_load(&grace_now_ms);
+		if (nth == 1) {   /* before the loop can hear of it */
+			atomic_store(&first_grace_ms, grace);
+			atomic_store(&first_at_ms, mono_ms());
+		}
 		char after[160];
 		if (nth == 1)
 			xsnprintf(after, sizeof(after), "%s (the grace period, %lld s, then %d s)", name,
@@ -54,6 +60,13 @@ static void *take_signals(void *arg)
 			;
 	}
 	return NULL;
+}
+
+bool sigwatch_first(int64_t *at_ms, int64_t *grace_ms)
+{
+	*grace_ms = atomic_load(&first_grace_ms);
+	*at_ms = atomic_load(&first_at_ms);
+	return *at_ms != 0;
 }
 
 void sigwatch_set_grace_ms(int64_t grace_ms)

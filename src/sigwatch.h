@@ -6,6 +6,7 @@
 #ifndef SIGWATCH_H
 #define SIGWATCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Called for each signal taken, before the loop hears of it: from now on the process ends
@@ -17,8 +18,14 @@ typedef void sigwatch_arm_fn(int64_t ms, const char *after);
  * that counts the signals taken since the loop last read it, or -1 with errno. Once only; the
  * eventfd stays open until the process ends (the thread may write it at any time). */
 int sigwatch_start(int64_t grace_ms, sigwatch_arm_fn *arm);
-/* The grace period a first signal counts on from now on (a reload changed it). */
+/* The grace period a first signal counts on from now on: a reload publishes the one it applied.
+ * (A reload the loop applies after the signal thread armed the bound, a SIGHUP read just before
+ * the SIGTERM, is the drain's to count on: main.c arms the bound again for it.) */
 void sigwatch_set_grace_ms(int64_t grace_ms);
+/* When the first signal was taken (mono_ms) and the grace period its bound counted on; false
+ * before it. The drain's grace period counts from it, as the exit's bound does. Set before the
+ * loop hears of that signal. */
+bool sigwatch_first(int64_t *at_ms, int64_t *grace_ms);
 /* How long after the nth signal (1, 2, ...) the process may still run: the grace period and
  * the bound after the cut for the first, which starts the drain; the bound after the cut alone
  * for a later one, which cuts. */

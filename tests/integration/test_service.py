@@ -5,59 +5,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import IMGSPOOLD, SCRATCH, TEST_KEY, cut_while_held, run_tests, wait_for  # noqa: E402
-
-
-class NotifyListener:
-    """What systemd would hear: a datagram socket of our own named by NOTIFY_SOCKET."""
-
-    def __init__(self):
-        self.path = os.path.join(SCRATCH, f"notify-{os.getpid()}-{time.monotonic_ns()}.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages = []          # (monotonic time, {key: value})
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
-            with self.lock:
-                self.messages.append((time.monotonic(), fields))
-
-    def env(self, watchdog_usec=None):
-        env = {"NOTIFY_SOCKET": self.path}
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        return env
-
-    def seen(self, key, value=None):
-        with self.lock:
-            return [(t, m) for t, m in self.messages if key in m and (value is None or m[key] == value)]
-
-    def first(self, key, value=None):
-        got = self.seen(key, value)
-        return got[0][0] if got else None
-
-    def close(self):
-        self.done.set()
-        self.thread.join()
-        self.sock.close()
-        os.unlink(self.path)
+from sdnotify import NotifyListener  # noqa: E402
 
 
 def test_journal_lines_carry_their_priority(env):

@@ -59,6 +59,8 @@ static uint64_t taken(int fd)
 
 static void test_the_thread_arms_then_counts(void)
 {
+	int64_t none_at, none_grace;
+	ok(!sigwatch_first(&none_at, &none_grace), "no first signal before one is taken");
 	int fd = sigwatch_start(3000, record_arm);
 	ok(fd >= 0, "the thread starts (%s)", fd < 0 ? strerror(errno) : "ok");
 	if (fd < 0)
@@ -73,8 +75,11 @@ static void test_the_thread_arms_then_counts(void)
 	pthread_mutex_lock(&armed_lock);
 	ok(n_armed == 1 && armed_ms[0] == 3000 + EXITWATCH_CUT_MS,
 	   "the first armed the grace period and the cut's bound, before it was counted");
-	is_str(armed_after[0], "SIGTERM (the grace period, 3 s, then 15 s)", "and says after what");
+	is_str(armed_after[0], "SIGTERM (the grace period, 3 s, then 6 s)", "and says after what");
 	pthread_mutex_unlock(&armed_lock);
+	int64_t at_ms, grace_ms;
+	ok(sigwatch_first(&at_ms, &grace_ms) && at_ms > 0 && grace_ms == 3000,
+	   "the first signal's time and grace period are there for the loop's drain");
 
 	sigwatch_set_grace_ms(60000);   /* a reload: only a first signal counts on it */
 	kill(getpid(), SIGINT);
@@ -86,6 +91,9 @@ static void test_the_thread_arms_then_counts(void)
 
 	uint64_t none;
 	ok(read(fd, &none, sizeof(none)) < 0 && errno == EAGAIN, "nothing more is counted");
+	int64_t at2, grace2;
+	ok(sigwatch_first(&at2, &grace2) && at2 == at_ms && grace2 == 3000,
+	   "a later signal or reload changes neither");
 }
 
 int main(void)
