@@ -48,6 +48,7 @@ static void *watch(void *arg)
 	xsnprintf(after, sizeof(after), "%s", after_what);
 	int64_t bound_s = bound_ms / 1000;
 	pthread_mutex_unlock(&lock);
+	exit_deadline_set(EXITWATCH_LOG_MS);   /* the last lines within the bound's margin */
 	log_msg(LOG_ERROR, "the exit did not end %lld s after %s: a thread is stuck (a file "
 		"operation on a stalled spool?); ending now, the spool left as a crash leaves it "
 		"(the restart recovers it)", (long long)bound_s, after);

@@ -161,15 +161,12 @@ static void on_stop_signal(struct loop *loop, int fd, uint32_t events, void *arg
 		 * thread armed: the bound is put off to match the grace period applied. */
 		int64_t since, armed_grace_ms;
 		if (!sigwatch_first(&since, &armed_grace_ms))
-			since = mono_ms(), armed_grace_ms = 0;
+			since = mono_ms();
 		dispatch_drain(dm->dispatch, since);
-		int64_t grace_ms = dm->cfg->grace_period * 1000;
-		if (grace_ms > armed_grace_ms) {
-			char after[160];
-			xsnprintf(after, sizeof(after), "the stop signal (the grace period, %ld s as "
-				  "reloaded, then %d s)", dm->cfg->grace_period, EXITWATCH_CUT_MS / 1000);
-			exitwatch_arm_at_least(since + grace_ms + EXITWATCH_CUT_MS - mono_ms(), after);
-		}
+		char after[160];
+		xsnprintf(after, sizeof(after), "the stop signal (the grace period, %ld s as reloaded, "
+			  "then %d s)", dm->cfg->grace_period, EXITWATCH_CUT_MS / 1000);
+		sigwatch_lengthen(dm->cfg->grace_period * 1000, exitwatch_arm_at_least, after);
 		log_info("the process ends at most %lld s after the signal, %lld s if its loop is slow "
 			 "to reach the cut (imgspoold(8) EXIT STATUS)",
 			 (long long)(dm->cfg->grace_period + EXITWATCH_CUT_MS / 1000),

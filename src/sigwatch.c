@@ -15,6 +15,10 @@
 #include "banned.h"
 
 static int count_fd = -1;
+/* Held while a signal is counted and its bound armed, and while the drain lengthens the first
+ * one's: never across a file operation. */
+static pthread_mutex_t arming = PTHREAD_MUTEX_INITIALIZER;
+static int n_taken;
 static _Atomic int64_t grace_now_ms;
 static _Atomic int64_t first_at_ms;   /* mono_ms of the first signal, 0 before it */
 static _Atomic int64_t first_grace_ms;   /* the grace period its bound counted on */
@@ -43,6 +47,8 @@ static void *take_signals(void *arg)
 		while ((sig = sigwaitinfo(&set, &si)) < 0)
 			;   /* EINTR: nothing else ends it */
 		const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+		pthread_mutex_lock(&arming);
+		n_taken = nth;
 		int64_t grace = atomic_load(&grace_now_ms);
 		if (nth == 1) {   /* before the loop can hear of it */
 			atomic_store(&first_grace_ms, grace);
@@ -55,6 +61,7 @@ static void *take_signals(void *arg)
 		else
 			xsnprintf(after, sizeof(after), "the cut (a second %s)", name);
 		arm_exit(sigwatch_exit_bound_ms(nth, grace), after);
+		pthread_mutex_unlock(&arming);
 		uint64_t one = 1;
 		while (write(count_fd, &one, sizeof(one)) < 0 && errno == EINTR)
 			;
@@ -67,6 +74,17 @@ bool sigwatch_first(int64_t *at_ms, int64_t *grace_ms)
 	*grace_ms = atomic_load(&first_grace_ms);
 	*at_ms = atomic_load(&first_at_ms);
 	return *at_ms != 0;
+}
+
+bool sigwatch_lengthen(int64_t grace_ms, sigwatch_arm_fn *arm, const char *after)
+{
+	pthread_mutex_lock(&arming);
+	int64_t at = atomic_load(&first_at_ms);
+	bool longer = n_taken == 1 && grace_ms > atomic_load(&first_grace_ms);
+	if (longer)
+		arm(at + sigwatch_exit_bound_ms(1, grace_ms) - mono_ms(), after);
+	pthread_mutex_unlock(&arming);
+	return longer;
 }
 
 void sigwatch_set_grace_ms(int64_t grace_ms)

@@ -26,6 +26,12 @@ void sigwatch_set_grace_ms(int64_t grace_ms);
  * before it. The drain's grace period counts from it, as the exit's bound does. Set before the
  * loop hears of that signal. */
 bool sigwatch_first(int64_t *at_ms, int64_t *grace_ms);
+/* The drain applies grace_ms: when it is longer than the one the first signal's bound counted
+ * on (a reload applied in between) and no second signal came, arm(what is left of the first
+ * signal's bound on grace_ms, after), arm being one that may put the end off. Under the lock
+ * the signal thread counts and arms with, so a second signal's bound is never put off by it.
+ * Returns whether it armed. */
+bool sigwatch_lengthen(int64_t grace_ms, sigwatch_arm_fn *arm, const char *after);
 /* How long after the nth signal (1, 2, ...) the process may still run: the grace period and
  * the bound after the cut for the first, which starts the drain; the bound after the cut alone
  * for a later one, which cuts. */

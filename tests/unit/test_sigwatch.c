@@ -81,13 +81,27 @@ static void test_the_thread_arms_then_counts(void)
 	ok(sigwatch_first(&at_ms, &grace_ms) && at_ms > 0 && grace_ms == 3000,
 	   "the first signal's time and grace period are there for the loop's drain");
 
+	/* The drain applies its grace period: the same, or one a reload lengthened since. */
+	ok(!sigwatch_lengthen(3000, record_arm, "the same") && n_armed == 1,
+	   "the drain on the grace period the bound counted on arms nothing");
+	ok(!sigwatch_lengthen(1000, record_arm, "shorter") && n_armed == 1,
+	   "nor on a shorter one (the bound stays)");
+	ok(sigwatch_lengthen(60000, record_arm, "reloaded"), "a longer one arms again");
+	pthread_mutex_lock(&armed_lock);
+	ok(n_armed == 2 && armed_ms[1] <= 60000 + EXITWATCH_CUT_MS &&
+	   armed_ms[1] > 60000 + EXITWATCH_CUT_MS - 5000,
+	   "what is left of the first signal's bound on it (%lld ms)", (long long)armed_ms[1]);
+	pthread_mutex_unlock(&armed_lock);
+
 	sigwatch_set_grace_ms(60000);   /* a reload: only a first signal counts on it */
 	kill(getpid(), SIGINT);
 	ok(taken(fd) == 1, "a SIGINT is counted too");
 	pthread_mutex_lock(&armed_lock);
-	ok(n_armed == 2 && armed_ms[1] == EXITWATCH_CUT_MS, "the second armed the cut's bound alone");
-	is_str(armed_after[1], "the cut (a second SIGINT)", "and says it is the cut");
+	ok(n_armed == 3 && armed_ms[2] == EXITWATCH_CUT_MS, "the second armed the cut's bound alone");
+	is_str(armed_after[2], "the cut (a second SIGINT)", "and says it is the cut");
 	pthread_mutex_unlock(&armed_lock);
+	ok(!sigwatch_lengthen(120000, record_arm, "too late") && n_armed == 3,
+	   "after a second signal, no drain puts its bound off");
 
 	uint64_t none;
 	ok(read(fd, &none, sizeof(none)) < 0 && errno == EAGAIN, "nothing more is counted");
