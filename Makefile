@@ -125,7 +125,7 @@ fuzz: deps
 
 # Speed and memory figures of the optimized build; prints, asserts nothing (issue 14's targets
 # printed beside the figures). BENCH_ONLY=a,b runs only those sections: parse, cli, keyshare,
-# gate, cancel, rescan, results here, and the sections of tests/bench/bench.py (idle throughput
+# gate, cancel, rescan, results, hashflood here, and the sections of tests/bench/bench.py (idle throughput
 # instructions syscalls ext4 inflight rss; its docstring lists its other knobs). Long: run under
 # nice.
 BENCH_ONLY ?=
@@ -144,6 +144,8 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/b
 		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_backlog.py; fi
 	@if $(call bench_wants,results); then IMGSPOOLD=$(CURDIR)/$(B)/imgspoold \
 		IMGSPOOL=$(CURDIR)/$(B)/imgspool nice python3 tests/bench/bench_results.py; fi
+	@if $(call bench_wants,hashflood); then \
+		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_hashflood.py; fi
 
 $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<

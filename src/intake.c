@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "deferral.h"
 #include "dispatch_impl.h"
 #include "fileid.h"
@@ -295,11 +296,11 @@ static void refuse_bad_name(struct dispatch *d, struct pending *pe)
 		ignore_entry(d, pe, NULL, "not a valid task id, and not a plain file");
 		return;
 	}
-	uint64_t h = 14695981039346656037ULL;
-	for (const char *c = pe->name; *c; c++)
-		h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-	char id[32];
-	xsnprintf(id, sizeof(id), "badname-%016" PRIx64, h);
+	/* SHA-256, not FNV: a client could give a name of FNV's of another's bad name, and
+	 * replace its result. Stable, so any host or client finds it. */
+	char hex[2 * CRYPTO_SHA256_LEN + 1], id[32];
+	crypto_sha256_hex(pe->name, strlen(pe->name), hex);
+	xsnprintf(id, sizeof(id), "badname-%.16s", hex);
 	struct task *t = task_new(d, id);
 	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
 		known_del(d, pe->dir, pe->name);

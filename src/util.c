@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -446,12 +447,60 @@ int parse_long(const char *s, long min, long max, long *out)
 }
 
 /* FNV-1a: the keys are short file names, so a simple hash is plenty. */
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND do {							\
+		v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);	\
+		v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;			\
+		v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;			\
+		v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);	\
+	} while (0)
+
+/* SipHash-1-3 (Aumasson and Bernstein; the variant of CPython's and Rust's hash tables). */
+uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len)
+{
+	uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+	uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+	const unsigned char *p = data;
+	uint64_t last = (uint64_t)len << 56;
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t m = 0;
+		for (int i = 7; i >= 0; i--)
+			m = m << 8 | p[i];
+		v3 ^= m;
+		SIPROUND;
+		v0 ^= m;
+	}
+	for (size_t i = 0; i < len; i++)
+		last |= (uint64_t)p[i] << (8 * i);
+	v3 ^= last;
+	SIPROUND;
+	v0 ^= last;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+static uint64_t hash_key[2];
+
+static void hash_key_draw(void)
+{
+	if (getrandom(hash_key, sizeof(hash_key), 0) != (ssize_t)sizeof(hash_key)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		hash_key[0] = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) *
+			      6364136223846793005ULL;
+		hash_key[1] = ((uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)&ts) *
+			      1442695040888963407ULL;
+	}
+}
+
 uint64_t str_hash(const char *s)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
+	pthread_once(&hash_once, hash_key_draw);
+	return siphash13(hash_key[0], hash_key[1], s, strlen(s));
 }
 
 static char tombstone[1];

@@ -88,7 +88,11 @@ void stop_point(const char *name);
  * Before any thread starts (the daemon's start-up); else every stop point reads it. */
 void stop_points_fix(void);
 
-/* FNV-1a of a string: for hash tables and short, stable names; not cryptographic. */
+/* SipHash-1-3 of data[0..len) under the key (k0, k1). */
+uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len);
+/* A string's SipHash-1-3 under a key drawn from getrandom(2) at the first call: for hash tables
+ * of names a client chooses (one who knew the hash could put them all in one probe chain) and
+ * names of this process's own; never for a name another process or a restart must find again. */
 uint64_t str_hash(const char *s);
 
 /* A set of strings (open addressing). Keys are copied. */

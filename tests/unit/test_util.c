@@ -1,4 +1,4 @@
-/* test_util.c - the capped buffer, the string set, numbers and times, formatting. */
+/* test_util.c - the capped buffer, the string set, the keyed hash, numbers and times, formatting. */
 #include <inttypes.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -377,11 +377,130 @@ static void test_pattern_match(void)
 	}
 }
 
+/* SipHash-1-3 against CPython 3.11's hash of bytes with PYTHONHASHSEED=0, whose key is then zero:
+ * hash(b"a") & (2**64 - 1) and so on. */
+static void test_siphash(void)
+{
+	unsigned char seq[64];
+	for (size_t i = 0; i < sizeof(seq); i++)
+		seq[i] = (unsigned char)i;
+	static const struct {
+		const char *text;        /* NULL: the first len bytes of seq */
+		size_t len;
+		uint64_t want;
+	} rows[] = {
+		{ "a", 1, 0x407448d2b89b1813ULL },
+		{ "abcdefg", 7, 0x6db12aae9070f506ULL },
+		{ "abcdefgh", 8, 0x3f7b849c0b8e35eaULL },
+		{ "n/x0123456789.json", 18, 0x6e58e7c846d308d4ULL },
+		{ NULL, 15, 0xf30eb725bb91c9eaULL },
+		{ NULL, 64, 0x75e05fd5bbc870c6ULL },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const void *in = rows[i].text ? (const void *)rows[i].text : seq;
+		uint64_t got = siphash13(0, 0, in, rows[i].len);
+		ok(got == rows[i].want, "siphash13 of %zu bytes: %016" PRIx64, rows[i].len, got);
+	}
+	ok(siphash13(1, 2, "a", 1) != siphash13(0, 0, "a", 1), "the key changes the hash");
+	ok(str_hash("n/a") == str_hash("n/a") && str_hash("n/a") != str_hash("n/b"),
+	   "str_hash: one key for the process");
+}
+
+#define FLOOD_BLOCKS 12           /* 2^12 names */
+#define FLOOD_BITS 24
+
+static uint64_t fnv1a(const char *s, uint64_t h, uint64_t mask)
+{
+	for (; *s; s++)
+		h = ((h ^ (unsigned char)*s) * 1099511628211ULL) & mask;
+	return h;
+}
+
+struct candidate {
+	uint64_t state;
+	char block[5];
+};
+
+static int by_state(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+	return x->state < y->state ? -1 : x->state > y->state;
+}
+
+/* Names a client could pick against FNV-1a-64 (the tables' hash before): from each state, two
+ * 4-character blocks leading to one low-24-bit state (a birthday search over candidates from a
+ * fixed seed), chained, give 2^FLOOD_BLOCKS names of one low-24-bit hash: one probe chain in a
+ * table of up to 2^24 slots. The keyed hash spreads them as it spreads any names. */
+static void test_hash_flooding(void)
+{
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	const uint64_t mask = (1ULL << FLOOD_BITS) - 1;
+	enum { N = 16384 };
+	struct candidate *c = xcalloc(N, sizeof(*c));
+	char pairs[FLOOD_BLOCKS][2][5];
+	uint64_t h = fnv1a("n/x", 14695981039346656037ULL & mask, mask), rnd = 42;
+	for (int b = 0; b < FLOOD_BLOCKS; b++) {
+		bool found = false;
+		while (!found) {
+			for (size_t i = 0; i < N; i++) {
+				for (int j = 0; j < 4; j++) {
+					rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+					c[i].block[j] = alphabet[rnd % 36];
+				}
+				c[i].block[4] = '\0';
+				c[i].state = fnv1a(c[i].block, h, mask);
+			}
+			qsort(c, N, sizeof(*c), by_state);
+			for (size_t i = 1; i < N && !found; i++) {
+				if (c[i].state == c[i - 1].state && strcmp(c[i].block, c[i - 1].block)) {
+					memcpy(pairs[b][0], c[i - 1].block, 5);
+					memcpy(pairs[b][1], c[i].block, 5);
+					h = c[i].state;
+					found = true;
+				}
+			}
+		}
+	}
+	free(c);
+	size_t n = (size_t)1 << FLOOD_BLOCKS, cap = 4 * n;   /* known.c's table: 4 slots a name */
+	unsigned *fnv_load = xcalloc(cap, sizeof(*fnv_load)), *sip_load = xcalloc(cap, sizeof(*sip_load));
+	unsigned char *str_load = xcalloc(cap, 1);
+	size_t fnv_used = 0, sip_used = 0, sip_max = 0, str_used = 0;
+	char key[3 + 4 * FLOOD_BLOCKS + 6];
+	for (size_t i = 0; i < n; i++) {
+		char *k = key;
+		memcpy(k, "n/x", 3);
+		k += 3;
+		for (int b = 0; b < FLOOD_BLOCKS; b++, k += 4)
+			memcpy(k, pairs[b][(i >> b) & 1], 4);
+		memcpy(k, ".json", 6);
+		size_t f = fnv1a(key, 14695981039346656037ULL, UINT64_MAX) & (cap - 1);
+		size_t s2 = siphash13(0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL, key, strlen(key)) &
+			    (cap - 1);
+		fnv_used += !fnv_load[f]++;
+		str_used += !str_load[str_hash(key) & (cap - 1)]++;
+		sip_used += !sip_load[s2]++;
+		sip_max = sip_load[s2] > sip_max ? sip_load[s2] : sip_max;
+	}
+	ok(fnv_used == 1, "%zu names of one FNV-1a bucket in %zu (got %zu buckets)", n, cap, fnv_used);
+	/* n names over 4n buckets at random fill 4n(1 - e^-1/4) = 3 624 of them on average */
+	ok(sip_used > 3400 && sip_max <= 8, "siphash13 with a fixed key: %zu buckets, at most %zu a "
+	   "bucket", sip_used, sip_max);
+	/* the tables' own hash, under the process's random key: 7 standard deviations below the mean
+	 * would be needed to fail */
+	ok(str_used > 3400, "str_hash: %zu buckets", str_used);
+	free(fnv_load);
+	free(sip_load);
+	free(str_load);
+}
+
 int main(void)
 {
 	test_buf();
 	test_pattern_match();
 	test_strset();
+	test_siphash();
+	test_hash_flooding();
 	test_numbers_and_time();
 	test_format();
 	test_file_times();
