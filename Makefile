@@ -146,6 +146,8 @@ bench: deps $(B)/imgspoold $(B)/imgspool $(B)/bench_parse $(B)/bench_gate $(B)/b
 		IMGSPOOL=$(CURDIR)/$(B)/imgspool nice python3 tests/bench/bench_results.py; fi
 	@if $(call bench_wants,hashflood); then \
 		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_hashflood.py; fi
+	@if $(call bench_wants,refs); then \
+		IMGSPOOLD=$(CURDIR)/$(B)/imgspoold nice python3 tests/bench/bench_refs.py; fi
 
 $(B)/bench/%.o: tests/bench/%.c | $(B)/bench
 	$(CC) $(CFLAGS) $(DEPFLAGS) -Isrc -Itests/unit -c -o $@ $<

@@ -69,6 +69,7 @@ static const struct key keys[] = {
 	{ "spool", "default_provider", T_STR, C(default_provider), 0, 0, "" },
 	{ "limits", "max_job_bytes", T_INT, C(max_job_bytes), 1024, 64L << 20, "1048576" },
 	{ "limits", "max_response_mb", T_INT, C(max_response_mb), 1, 1024, "64" },
+	{ "limits", "max_refs_mb", T_INT, C(max_refs_mb), 1, 320, "50" },
 	{ "limits", "max_n", T_INT, C(max_n), 1, 10, "4" },
 	{ "limits", "max_depth", T_INT, C(max_depth), 2, 256, "32" },
 	{ "limits", "max_pixels_mp", T_INT, C(max_pixels_mp), 0, 1000, "0" },

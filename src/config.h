@@ -112,6 +112,7 @@ struct config {
 	/* [limits] */
 	long max_job_bytes;      /* at most CONFIG_JOB_BYTES_CEILING */
 	long max_response_mb;
+	long max_refs_mb;        /* a job's reference images together (each distinct file once) */
 	long max_n;
 	long max_depth;
 	long max_pixels_mp;

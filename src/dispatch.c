@@ -525,9 +525,9 @@ void task_send_attempt(struct task *t)
 
 /* ---- claiming --------------------------------------------------------------------------------- */
 
-/* Reads the reference images; on failure fails the task and returns -1. */
-static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *mask,
-		     struct buf *bufs)
+/* Opens (and, for a dialect that inlines them, reads) the reference images; on failure fails
+ * the task and returns -1. */
+static int load_refs(struct task *t, struct refs_loaded *loaded)
 {
 	struct dispatch *d = t->d;
 	/* Read for the job's submitter: nothing she could not read herself (refs.h). */
@@ -535,65 +535,47 @@ static int load_refs(struct task *t, struct ref_image *refs, struct ref_image *m
 		.uid = t->owner_uid, .gid = t->owner_gid,
 		.trusted = dirtrust_owner_ok(t->owner_uid, (uint32_t)geteuid(), d->spool->own_uid),
 	};
-	for (int i = 0; i <= t->job.n_refs; i++) {
-		bool is_mask = i == t->job.n_refs;
-		const char *path = is_mask ? t->job.mask : t->job.refs[i];
-		if (!path)
-			continue;
-		struct buf *b = &bufs[i];
-		buf_init(b, REF_IMAGE_MAX);
-		char field[32], why[160];
-		if (is_mask)
-			xsnprintf(field, sizeof(field), "mask");
-		else
-			xsnprintf(field, sizeof(field), "images[%d]", i);
-		struct stat st;
-		int fd = refs_open(d->spool->root_fd, path, &owner, REF_IMAGE_MAX, &st, why, sizeof(why));
-		if (fd >= 0 && refs_read(fd, (size_t)st.st_size, b) < 0)
-			xsnprintf(why, sizeof(why), "the file could not be read: %s", strerror(errno));
-		if (fd < 0 || b->len != (size_t)st.st_size) {
-			if (fd >= 0)
-				close(fd);
-			finish_fail(t, "invalid_request", field,
-				  "reference image \"%s\" cannot be used: %s (a path relative to the spool "
-				  "root, outside its state directories, through no symlink, of a file its "
-				  "submitter may read)", field, why);
-			return -1;
-		}
-		close(fd);
-		const char *mime = image_mime_from_magic((unsigned char *)b->data, b->len);
-		if (!mime) {
-			finish_fail(t, "invalid_request", field, "reference image \"%s\" is not a PNG, JPEG or WebP image",
-				  field);
-			return -1;
-		}
-		struct ref_image *r = is_mask ? mask : &refs[i];
-		*r = (struct ref_image){ .data = (unsigned char *)b->data, .len = b->len, .mime = mime,
-					 .name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path };
+	const char *paths[JOB_REFS_MAX + 1];
+	for (int i = 0; i < t->job.n_refs; i++)
+		paths[i] = t->job.refs[i];
+	paths[t->job.n_refs] = t->job.mask;
+	int bad = 0;
+	char why[160], field[32];
+	if (refs_load(loaded, d->spool->root_fd, paths, t->job.n_refs + 1, &owner, REF_IMAGE_MAX,
+		      (size_t)d->cfg->max_refs_mb << 20, upstream_dialect(t->model) == DIALECT_GEMINI,
+		      &bad, why, sizeof(why)) == 0)
+		return 0;
+	if (bad == REFS_BAD_TOTAL) {
+		finish_fail(t, "invalid_request", "images", "%s, [limits] max_refs_mb (each mention "
+			  "of a file counted: each is sent)", why);
+		return -1;
 	}
-	return 0;
+	if (bad == t->job.n_refs)
+		xsnprintf(field, sizeof(field), "mask");
+	else
+		xsnprintf(field, sizeof(field), "images[%d]", bad);
+	finish_fail(t, "invalid_request", field, "reference image \"%s\" cannot be used: %s (a path "
+		  "relative to the spool root, outside its state directories, through no symlink, of "
+		  "a file its submitter may read)", field, why);
+	return -1;
 }
 
 void task_prepare_and_send(struct task *t)
 {
-	struct ref_image refs[JOB_REFS_MAX], mask = { 0 };
-	struct buf bufs[JOB_REFS_MAX + 1];
-	int n_bufs = t->job.n_refs + 1;
+	struct refs_loaded loaded;
 	char err[512];
-	for (int i = 0; i < n_bufs; i++)
-		buf_init(&bufs[i], 0);
-	if (load_refs(t, refs, &mask, bufs) < 0)
+	if (load_refs(t, &loaded) < 0)
 		goto out;
-	if (upstream_build_request(&t->job, t->model, provider_state_config(t->prov)->base_url, refs,
-				   (size_t)t->job.n_refs, t->job.mask ? &mask : NULL, &t->req, err,
+	if (upstream_build_request(&t->job, t->model, provider_state_config(t->prov)->base_url,
+				   loaded.img, (size_t)t->job.n_refs,
+				   t->job.mask ? &loaded.img[t->job.n_refs] : NULL, &t->req, err,
 				   sizeof(err)) < 0) {
 		finish_fail(t, "invalid_request", NULL, "%s", err);
 		goto out;
 	}
 	task_send_attempt(t);
 out:
-	for (int i = 0; i < n_bufs; i++)
-		buf_release(&bufs[i]);
+	refs_loaded_release(&loaded);
 }
 
 /* running/ back to new/, for a job that did not finish here (hold, shutdown). */

@@ -37,6 +37,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -593,6 +594,48 @@ static size_t header_fn(char *line, size_t size, size_t nmemb, void *userp)
 	return len;
 }
 
+/* A file part read from its descriptor as the transfer sends it: a dup of its own, so that
+ * the transfer thread never reads a descriptor the loop closed (or that names another file
+ * since); freed with the mime, by whichever thread frees the transfer. */
+struct part_reader {
+	int fd;
+	curl_off_t len, pos;
+};
+
+static size_t part_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct part_reader *r = arg;
+	size_t want = size * nitems;
+	if ((curl_off_t)want > r->len - r->pos)
+		want = (size_t)(r->len - r->pos);
+	if (!want)
+		return 0;
+	ssize_t n;
+	do
+		n = pread(r->fd, buf, want, (off_t)r->pos);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)   /* the file shrank under the call, or cannot be read: no short part */
+		return CURL_READFUNC_ABORT;
+	r->pos += n;
+	return (size_t)n;
+}
+
+static int part_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct part_reader *r = arg;
+	if (origin != SEEK_SET || offset < 0 || offset > r->len)
+		return CURL_SEEKFUNC_FAIL;
+	r->pos = offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static void part_free(void *arg)
+{
+	struct part_reader *r = arg;
+	close(r->fd);
+	free(r);
+}
+
 static int build_mime(struct http_xfer *x, const struct http_request *req)
 {
 	x->mime = curl_mime_init(x->easy);
@@ -600,7 +643,18 @@ static int build_mime(struct http_xfer *x, const struct http_request *req)
 		const struct form_part *p = &req->parts[i];
 		curl_mimepart *part = curl_mime_addpart(x->mime);
 		curl_mime_name(part, p->name);
-		if (p->filename) {
+		if (p->filename && p->from_fd) {
+			struct part_reader *r = xmalloc(sizeof(*r));
+			*r = (struct part_reader){ .fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0),
+						   .len = (curl_off_t)p->len };
+			if (r->fd < 0) {
+				free(r);
+				return -1;
+			}
+			curl_mime_data_cb(part, r->len, part_read, part_seek, part_free, r);
+			curl_mime_filename(part, p->filename);
+			curl_mime_type(part, p->mime);
+		} else if (p->filename) {
 			curl_mime_data(part, (const char *)p->data, p->len);
 			curl_mime_filename(part, p->filename);
 			curl_mime_type(part, p->mime);

@@ -116,7 +116,8 @@ int refs_open(int root_fd, const char *path, const struct refs_owner *owner, siz
 	return -1;
 }
 
-int refs_read(int fd, size_t len, struct buf *out)
+/* Reads len bytes of fd from its start into out: 0, or -1 with errno (EIO: it is shorter). */
+static int read_whole(int fd, size_t len, struct buf *out)
 {
 	buf_reset(out);
 	buf_reserve(out, len);
@@ -132,4 +133,72 @@ int refs_read(int fd, size_t len, struct buf *out)
 		out->len += (size_t)n;
 	}
 	return 0;
+}
+
+int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, int n,
+	      const struct refs_owner *owner, size_t max_each, size_t max_total, bool read_bytes,
+	      int *bad, char *why, size_t why_size)
+{
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i <= JOB_REFS_MAX; i++)
+		buf_init(&out->bytes[i], max_each);
+	int slot_of[JOB_REFS_MAX + 1];
+	size_t len_of[JOB_REFS_MAX + 1];
+	const char *mime_of[JOB_REFS_MAX + 1];
+	for (int i = 0; i < n && i <= JOB_REFS_MAX; i++) {
+		if (!paths[i])
+			continue;
+		*bad = i;
+		/* The same path again (a job may name one image 16 times): the same file. */
+		int slot = -1;
+		for (int j = 0; j < i && slot < 0; j++)
+			if (paths[j] && !strcmp(paths[j], paths[i]))
+				slot = slot_of[j];
+		struct stat st;
+		if (slot < 0) {
+			int fd = refs_open(root_fd, paths[i], owner, max_each, &st, why, why_size);
+			if (fd < 0)
+				return -1;
+			slot = out->n_fd++;
+			out->fd[slot] = fd;
+			unsigned char head[16];
+			ssize_t got = pread(fd, head, sizeof(head), 0);
+			if (got < 0 || !image_mime_from_magic(head, (size_t)got)) {
+				xsnprintf(why, why_size, "%s", got < 0 ? strerror(errno) :
+					  "it is not a PNG, JPEG or WebP image");
+				return -1;
+			}
+			if (read_bytes && read_whole(fd, (size_t)st.st_size, &out->bytes[slot]) < 0) {
+				xsnprintf(why, why_size, "the file could not be read: %s", strerror(errno));
+				return -1;
+			}
+			len_of[slot] = (size_t)st.st_size;
+			mime_of[slot] = image_mime_from_magic(head, (size_t)got);
+		}
+		slot_of[i] = slot;
+		/* Every mention: each is sent (and, inlined, encoded) again. */
+		out->total += len_of[slot];
+		if (out->total > max_total) {
+			*bad = REFS_BAD_TOTAL;
+			xsnprintf(why, why_size, "the reference images add up to more than %zu MiB",
+				  max_total >> 20);
+			return -1;
+		}
+		const char *base = strrchr(paths[i], '/');
+		out->img[i] = (struct ref_image){
+			.data = read_bytes ? (const unsigned char *)out->bytes[slot].data : NULL,
+			.len = len_of[slot], .mime = mime_of[slot], .fd = out->fd[slot],
+			.name = base ? base + 1 : paths[i],
+		};
+	}
+	return 0;
+}
+
+void refs_loaded_release(struct refs_loaded *out)
+{
+	for (int i = 0; i < out->n_fd; i++)
+		close(out->fd[i]);
+	for (int i = 0; i <= JOB_REFS_MAX; i++)
+		buf_release(&out->bytes[i]);
+	out->n_fd = 0;
 }

@@ -36,8 +36,30 @@ const char *refs_path_problem(const char *path);
 int refs_open(int root_fd, const char *path, const struct refs_owner *owner, size_t max,
 	      struct stat *st, char *why, size_t why_size);
 
-/* Reads len bytes of fd from its start into out: 0, or -1 with errno (EIO: it is shorter). */
-struct buf;
-int refs_read(int fd, size_t len, struct buf *out);
+#include "job.h"
+#include "upstream.h"
+#include "util.h"
+
+/* A job's reference images as a request takes them (upstream.h): each distinct path opened
+ * once, checked, and kept open, so the file sent is the file checked. For a multipart call the
+ * transfer reads them (on its own thread, no copy); for a dialect that inlines them (Gemini's
+ * base64) their bytes are read here. */
+struct refs_loaded {
+	struct ref_image img[JOB_REFS_MAX + 1];  /* the job's "images", then its mask */
+	int fd[JOB_REFS_MAX + 1];                /* the distinct files, owned */
+	int n_fd;
+	struct buf bytes[JOB_REFS_MAX + 1];      /* each distinct file's bytes, when read */
+	size_t total;                            /* bytes sent: each mention of a file counts */
+};
+/* Which of the job's paths failed (refs_load). */
+enum { REFS_BAD_TOTAL = -2 };
+/* Opens paths[0..n) (NULL: none there, such as no mask) for owner: each file at most
+ * max_each bytes, all of them at most max_total together (a file named twice counts twice: it
+ * is sent twice), a PNG, JPEG or WebP by its bytes, read whole (once) only when read_bytes. 0, or -1 with *bad the index of the path refused
+ * (REFS_BAD_TOTAL: the total) and why. Release it either way. */
+int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, int n,
+	      const struct refs_owner *owner, size_t max_each, size_t max_total, bool read_bytes,
+	      int *bad, char *why, size_t why_size);
+void refs_loaded_release(struct refs_loaded *out);
 
 #endif

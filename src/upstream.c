@@ -14,12 +14,14 @@
  * Pure functions: no I/O, no logging. Cost is linear in the size of the body. What a response
  * gives (strings, member names, decoded images) holds no secret registered in secret.c. */
 #include <ctype.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -270,6 +272,8 @@ void request_release(struct request *req)
 		free(req->parts[i].value);
 		free(req->parts[i].filename);
 		free(req->parts[i].data);
+		if (req->parts[i].from_fd)
+			close(req->parts[i].fd);
 	}
 	free(req->parts);
 	memset(req, 0, sizeof(*req));
@@ -363,7 +367,7 @@ static void add_text_part(struct request *req, const char *name, const char *val
 	part->value = xstrdup(value);
 }
 
-static void add_file_part(struct request *req, const char *name, const struct ref_image *img)
+static int add_file_part(struct request *req, const char *name, const struct ref_image *img)
 {
 	struct form_part *part = &req->parts[req->n_parts++];
 	const char *ext = image_ext_from_magic(img->data, img->len);
@@ -372,10 +376,17 @@ static void add_file_part(struct request *req, const char *name, const struct re
 	part->filename = img->name && *img->name ? xstrdup(img->name)
 						 : xasprintf("image.%s", ext ? ext : "bin");
 	part->mime = ref_mime(img);
+	part->len = img->len;
+	if (!img->data) {
+		/* Read by the transfer: the bytes are never copied (review10 F3). */
+		part->fd = fcntl(img->fd, F_DUPFD_CLOEXEC, 0);
+		part->from_fd = part->fd >= 0;
+		return part->from_fd ? 0 : -1;
+	}
 	part->data = xmalloc(img->len);
 	if (img->len)
 		memcpy(part->data, img->data, img->len);
-	part->len = img->len;
+	return 0;
 }
 
 static int build_openai_edit(const struct job *job, const char *model,
@@ -393,10 +404,17 @@ static int build_openai_edit(const struct job *job, const char *model,
 	req->parts = xcalloc(2 + n_refs + 1 + json_object_size(opts), sizeof(*req->parts));
 	add_text_part(req, "model", model);
 	add_text_part(req, "prompt", job->prompt);
+	int rc = 0;
 	for (size_t i = 0; i < n_refs; i++)
-		add_file_part(req, "image[]", &refs[i]);
+		rc |= add_file_part(req, "image[]", &refs[i]);
 	if (mask)
-		add_file_part(req, "mask", mask);
+		rc |= add_file_part(req, "mask", mask);
+	if (rc < 0) {
+		set_err(err, errsize, "a reference image could not be held for the call (out of file "
+			"descriptors)");
+		json_decref(opts);
+		return -1;
+	}
 	json_object_foreach(opts, key, value) {
 		if (json_is_string(value)) {
 			add_text_part(req, key, json_string_value(value));

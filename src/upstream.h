@@ -36,8 +36,10 @@ struct form_part {
 	char *value;             /* owned; for a text part */
 	char *filename;          /* owned; non-NULL for a file part */
 	const char *mime;        /* static; for a file part */
-	unsigned char *data;     /* owned; file bytes */
+	unsigned char *data;     /* owned; file bytes (NULL with from_fd) */
 	size_t len;
+	bool from_fd;            /* the bytes are fd's first len, read by the transfer, not copied */
+	int fd;                  /* owned with from_fd (a dup of the caller's) */
 };
 
 struct request {
@@ -49,12 +51,14 @@ struct request {
 	size_t n_parts;
 };
 
-/* A reference image, already read and checked by the caller. Borrowed. */
+/* A reference image, already read (or opened) and checked by the caller. Borrowed. */
 struct ref_image {
-	const unsigned char *data;
+	const unsigned char *data; /* NULL: the first len bytes of fd, for a multipart part only */
 	size_t len;
 	const char *mime;        /* from magic bytes: image/png, image/jpeg, image/webp */
 	const char *name;        /* the multipart filename: pass a basename, never a spool path */
+	int fd;                  /* with data NULL: the file, opened and checked; the request
+				  * keeps a dup of it, so the caller may close it */
 };
 
 /* Builds the request for job with the resolved model. refs/mask may be NULL/0.

@@ -207,6 +207,33 @@ def test_reference_paths_cannot_leave_the_spool(env):
     assert env.fake.snapshot() == [], "nothing may be sent upstream"
 
 
+def test_reference_images_are_capped_in_total_each_file_once(env):
+    # A job naming one 20 MiB image 16 times read 320 MiB on the loop and held each part twice
+    # (review10 F3). Now each file is opened once, what is sent is held to [limits]
+    # max_refs_mb (a file named twice is sent twice), and a multipart call is sent from the file.
+    d = env.daemon(limits__max_refs_mb=1).start()
+    os.makedirs(d.path("refs"), exist_ok=True)
+    small = png_for("small") + bytes(50 * 1024)
+    big = png_for("big") + bytes(600 * 1024)
+    for name, data in (("small.png", small), ("big.png", big)):
+        with open(d.path("refs", name), "wb") as f:
+            f.write(data)
+    d.submit("again", {"prompt": "one file sixteen times", "images": ["refs/small.png"] * 16,
+                       "mask": "refs/small.png"})
+    assert d.wait_finished("again") == "done", d.result("again")
+    (req,) = calls_for(env, "one file sixteen times")
+    assert req["refs"] == [small] * 16 and req["mask"] == small
+    for task_id, model in (("over", None), ("gover", "gemini-3-pro-image-preview")):
+        job = {"prompt": f"{task_id}: twice over the cap", "images": ["refs/big.png"] * 2}
+        if model:
+            job["model"] = model
+        d.submit(task_id, job)
+        assert d.wait_finished(task_id) == "failed"
+        err = d.result(task_id)["error"]
+        assert err["code"] == "invalid_request" and err["field"] == "images", err
+        assert "more than 1 MiB, [limits] max_refs_mb" in err["message"], err
+        assert calls_for(env, f"{task_id}: twice over the cap") == []
+
 if __name__ == "__main__":
     run_tests([
         test_429_429_then_ok,
@@ -221,4 +248,5 @@ if __name__ == "__main__":
         test_provider_concurrency_caps_calls_in_flight,
         test_edit_with_two_references_and_a_mask,
         test_reference_paths_cannot_leave_the_spool,
+        test_reference_images_are_capped_in_total_each_file_once,
     ])

@@ -178,7 +178,7 @@ static void test_openai_generation(void)
 		  "a mask needs at least one reference image" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-		struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png" };
+		struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png", -1 };
 		job = job_default();
 		job.prompt = (char *)bad[i].prompt;
 		job.quality = (char *)bad[i].quality;
@@ -198,10 +198,10 @@ static void test_openai_generation(void)
 static void test_openai_edit(void)
 {
 	struct ref_image refs[2] = {
-		{ png_bytes, png_len, "image/png", "first.png" },
-		{ jpeg_bytes, sizeof(jpeg_bytes), "image/jpeg", "second.jpg" },
+		{ png_bytes, png_len, "image/png", "first.png", -1 },
+		{ jpeg_bytes, sizeof(jpeg_bytes), "image/jpeg", "second.jpg", -1 },
 	};
-	struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png" };
+	struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png", -1 };
 	static const struct {
 		const char *name, *value, *filename, *mime;
 	} want[] = {
@@ -265,7 +265,7 @@ static void test_openai_edit(void)
 	request_release(&req);
 
 	/* a reference without a name gets one from its bytes */
-	struct ref_image anon = { webp_bytes, sizeof(webp_bytes), "image/webp", NULL };
+	struct ref_image anon = { webp_bytes, sizeof(webp_bytes), "image/webp", NULL, -1 };
 	ok(upstream_build_request(&job, "gpt-image-2", "https://api.apiyi.com", &anon, 1, NULL, &req, err,
 				  sizeof(err)) == 0, "edit unnamed: built");
 	if (req.n_parts == 3) {
@@ -344,8 +344,8 @@ static void test_gemini_request(void)
 
 	/* the whole body, with two references; OpenAI-only fields ignored */
 	struct ref_image refs[2] = {
-		{ png_bytes, png_len, "image/png", "a.png" },
-		{ jpeg_bytes, sizeof(jpeg_bytes), "image/jpeg", "b.jpg" },
+		{ png_bytes, png_len, "image/png", "a.png", -1 },
+		{ jpeg_bytes, sizeof(jpeg_bytes), "image/jpeg", "b.jpg", -1 },
 	};
 	struct job job = job_default();
 	struct request req;
@@ -388,7 +388,7 @@ static void test_gemini_request(void)
 	for (size_t i = 0; i < sizeof(all); i++)
 		all[i] = (unsigned char)(i * 7 + 3);
 	for (size_t i = 0; i < ARRAY_SIZE(lens); i++) {
-		struct ref_image ref = { all, lens[i], "image/png", "x.png" };
+		struct ref_image ref = { all, lens[i], "image/png", "x.png", -1 };
 		size_t want_len, got_len = 0;
 		char *want_b64 = test_b64(all, lens[i], &want_len);
 		job = job_default();
@@ -429,7 +429,7 @@ static void test_gemini_request(void)
 		  "the model name has characters that cannot go in a URL path" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-		struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png" };
+		struct ref_image mask = { png_bytes, png_len, "image/png", "mask.png", -1 };
 		job = job_default();
 		job.n = bad[i].n;
 		job.size = (char *)bad[i].size;
