@@ -519,7 +519,11 @@ int main(void)
 	   cfg.store_key_problem);
 	ok(cfg.notify_secret && cfg.notify_secret_len == 24 && !cfg.notify_secret_problem[0],
 	   "the whsec_ secret is decoded to its bytes");
-	setenv("T_WH", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+	config_release(&cfg);
+	/* Another variable: secret_env keeps the value it read first of each (a reload gets it). */
+	ok(load("[notify]\nurl = http://h/x\nsecret_env = T_WH_BARE\n", &cfg, err, sizeof(err)) == 0,
+	   "notify with another secret variable: %s", err);
+	setenv("T_WH_BARE", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
 	config_load_keys(&cfg);
 	ok(!cfg.notify_secret && strstr(cfg.notify_secret_problem, "whsec_"),
 	   "a secret without whsec_ is refused");
