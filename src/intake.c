@@ -285,36 +285,6 @@ static void ignore_entry(struct dispatch *d, const struct pending *pe, const str
 	known_ignore(&d->known, intake_known_dir(pe->dir), pe->name, &file, mono_ms());
 }
 
-/* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
- * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. */
-static void refuse_bad_name(struct dispatch *d, struct pending *pe)
-{
-	struct stat st;
-	if (pe->dir != SPOOL_NEW ||
-	    fstatat(d->spool->fd[SPOOL_NEW], pe->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-		ignore_entry(d, pe, NULL, "not a valid task id, and not a plain file");
-		return;
-	}
-	/* SHA-256, not FNV: a client could give a name of FNV's of another's bad name, and
-	 * replace its result. Stable, so any host or client finds it. */
-	char hex[2 * CRYPTO_SHA256_LEN + 1], id[32];
-	crypto_sha256_hex(pe->name, strlen(pe->name), hex);
-	xsnprintf(id, sizeof(id), "badname-%.16s", hex);
-	struct task *t = task_new(d, id);
-	if (spool_rename(d->spool, SPOOL_NEW, pe->name, SPOOL_RUNNING, t->running_name) < 0) {
-		known_del(d, pe->dir, pe->name);
-		task_free(t);
-		return;
-	}
-	known_del(d, pe->dir, pe->name);
-	t->created_wall_ms = timespec_ms(&st.st_mtim);
-	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
-	finish_fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
-		  "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
-		  "(spool-layout.md §3); the file was renamed to %s.json", id);
-}
-
 enum start { STARTED, SKIPPED, WAIT };
 
 /* A pending job an operator asked to hold: to hold/ with one rename, as imgspool hold does, so
@@ -703,16 +673,88 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 }
 
 
+/* What a client put at a bad name between its check and its rename (a FIFO, a directory, a
+ * hard link), now in running/: back to new/ under its name, where it is ignored; if the name
+ * was taken again meanwhile, removed when it holds no data of its own (a FIFO, a socket, a
+ * device node, a symlink, one more link of a file, an empty directory), else left, said. */
+static void bad_name_put_back(struct task *t, const struct pending *pe, const struct stat *what)
+{
+	struct dispatch *d = t->d;
+	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, pe->name) == 0)
+		log_job(LOG_INFO, t->id, "back to new/ (replaced while being claimed): 'new/%s' is not a "
+			"plain file now, and is ignored", pe->name);
+	else if (unlinkat(d->spool->fd[SPOOL_RUNNING], t->running_name,
+			  S_ISDIR(what->st_mode) ? AT_REMOVEDIR : 0) == 0)
+		log_job(LOG_WARN, t->id, "removed what replaced 'new/%s' while it was being claimed, "
+			"not a plain file, which holds no data of its own: new/ had another file of that "
+			"name again", pe->name);
+	else
+		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' (not a plain file, put at 'new/%s' "
+			"while it was being claimed) back: %s; remove it", t->running_name, pe->name,
+			strerror(errno));
+	task_free(t);
+}
+
+/* A regular file in new/ whose name is not a valid task id goes to failed/ under a safe name
+ * ("badname-" and a hash of the name), with a result saying why; anything else is ignored. Only
+ * the file looked at is moved, as a claim does: opened and checked, renamed (never over one in
+ * running/), and if the rename took another (a FIFO or a directory put there meanwhile), that
+ * goes back to new/, where it is ignored. The same bad name again waits for the first. */
+static enum start refuse_bad_name(struct dispatch *d, struct pending *pe)
+{
+	/* SHA-256, not FNV: a client could give a name of FNV's of another's bad name, and
+	 * replace its result. Stable, so any host or client finds it. */
+	char hex[2 * CRYPTO_SHA256_LEN + 1], id[32];
+	crypto_sha256_hex(pe->name, strlen(pe->name), hex);
+	xsnprintf(id, sizeof(id), "badname-%.16s", hex);
+	if (pe->dir == SPOOL_NEW && (strset_has(&d->held, id) || strset_has(&d->stranded, id)))
+		return WAIT;
+	struct stat st;
+	enum spool_read rr = pe->dir != SPOOL_NEW ? SPOOL_READ_NOT_REGULAR :
+			     spool_read_file(d->spool->fd[SPOOL_NEW], pe->name,
+					     dispatch_job_read_cap(d), &d->readbuf, &st);
+	if (rr == SPOOL_READ_GONE || rr == SPOOL_READ_ERROR) {
+		known_del(d, pe->dir, pe->name);
+		return SKIPPED;
+	}
+	if (rr != SPOOL_READ_OK) {
+		ignore_entry(d, pe, NULL, rr == SPOOL_READ_TOO_BIG ? spool_read_reason(rr) :
+			     "not a valid task id, and not a plain file");
+		return SKIPPED;
+	}
+	stop_point("claim:badname");
+	struct task *t = task_new(d, id);
+	t->job_text = xstrndup(d->readbuf.data, d->readbuf.len);
+	t->job_len = d->readbuf.len;
+	t->created_wall_ms = timespec_ms(&st.st_mtim);
+	known_del(d, pe->dir, pe->name);
+	if (spool_rename_claim(d->spool, SPOOL_NEW, pe->name, t->running_name) < 0) {
+		task_free(t);
+		return SKIPPED;
+	}
+	/* What the rename took is judged, not what was read: another plain file put there is a
+	 * bad name all the same; anything else never leaves for failed/. */
+	struct stat claimed = { 0 };
+	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(claimed.st_mode) || claimed.st_nlink != 1) {
+		bad_name_put_back(t, pe, &claimed);
+		return SKIPPED;
+	}
+	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");
+	finish_fail(t, "invalid_job", "", "the file name is not a valid task id: use 1-128 letters, digits, "
+		  "'.', '_' or '-', starting with a letter or digit, optionally followed by \".json\" "
+		  "(spool-layout.md §3); the file was renamed to %s.json", id);
+	return STARTED;
+}
+
 static enum start try_start(struct dispatch *d, struct pending *pe)
 {
 	char id[JOB_ID_MAX + 1];
 	struct stat st;
 	int dirfd = d->spool->fd[pe->dir];
 
-	if (job_id_from_listed(pe->name, pe->dir == SPOOL_DEFERRED, id, sizeof(id)) < 0) {
-		refuse_bad_name(d, pe);
-		return SKIPPED;
-	}
+	if (job_id_from_listed(pe->name, pe->dir == SPOOL_DEFERRED, id, sizeof(id)) < 0)
+		return refuse_bad_name(d, pe);
 	/* The same id again (ID and ID.json, or resubmitted while running): one at a time; and
 	 * never over one of ours left in running/ (stranded), whose run may have been paid for. */
 	if (strset_has(&d->held, id) || strset_has(&d->stranded, id))

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -106,9 +107,54 @@ def test_reference_symlink_escape(env):
     assert env.fake.snapshot() == [], "a reference outside the spool was uploaded"
 
 
+def test_a_bad_name_swapped_while_claimed_is_never_published(env):
+    # review10 F4: the file checked (regular, one link) was then renamed by its name: a FIFO or
+    # a directory put there in between was moved to failed/badname-H.json, and a directory
+    # there made every later file of that name wait in running/. Now the daemon stops between
+    # its check and its rename (a stop point) while the test swaps the name.
+    name = "bad name!.json"
+    badname = "badname-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    d = env.daemon()
+    d.start(extra_env={"IMGSPOOLD_STOP_AT": "claim:badname"})
+    path = d.path("new", name)
+
+    def dropped(prompt):
+        with open(d.path("tmp", "x"), "w") as f:
+            json.dump({"prompt": prompt}, f)
+        os.rename(d.path("tmp", "x"), path)
+        wait_for(d.stopped, 20, "the daemon to stop between its check and its rename")
+
+    def swapped_back(kind, count):
+        d.send_signal(signal.SIGCONT)
+        d.wait_logged(f"{badname} back to new/ (replaced while being claimed)", count=count)
+        assert not os.path.isfile(path) and os.path.lexists(path), f"the {kind} is not back"
+        assert badname + ".json" not in d.listdir("failed"), d.listdir("failed")
+        assert not [n for n in d.listdir("running") if badname in n], d.listdir("running")
+
+    dropped("the first")
+    os.mkfifo(d.path("tmp", "fifo"))
+    os.rename(d.path("tmp", "fifo"), path)
+    swapped_back("FIFO", 1)
+    os.unlink(path)
+    dropped("the second")
+    os.unlink(path)
+    os.mkdir(d.path("tmp", "dir"))
+    os.rename(d.path("tmp", "dir"), path)
+    swapped_back("directory", 2)
+    os.rmdir(path)
+    # A later file of that name is refused as ever: nothing of the swaps stands in its way.
+    dropped("the third")
+    d.send_signal(signal.SIGCONT)
+    wait_for(lambda: badname + ".result.json" in d.listdir("failed"), 20, "the third refused")
+    with open(d.path("failed", badname + ".json")) as f:
+        assert json.load(f)["prompt"] == "the third"
+    assert d.stop() == 0
+
+
 if __name__ == "__main__":
     run_tests([
         test_hostile_entries_in_new,
         test_symlink_planted_in_done_is_not_followed,
         test_reference_symlink_escape,
+        test_a_bad_name_swapped_while_claimed_is_never_published,
     ])
