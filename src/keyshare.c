@@ -1665,6 +1665,59 @@ static const char *ledger_doubts(struct keyshare *ks, int64_t lease_ms)
 	return missing;
 }
 
+/* Whether run of host has ended by the host locks live (hostlock_live_hosts: hosts[0..n), the
+ * run each names): its host's lock is gone, or a lease old (a crash), or names another run (a
+ * restart). A lock that names none (an earlier release's) holds any run of its host. */
+static bool run_ended(const char *host, const char *run, char **hosts, char **runs, long n)
+{
+	for (long i = 0; i < n; i++)
+		if (!strcmp(hosts[i], host) && (!*runs[i] || !strcmp(runs[i], run)))
+			return false;
+	return true;
+}
+
+/* Every 10 s (keyshare_look): the files in ledger/MONTH/ of runs of other hosts that have
+ * ended, crashed ones whose host never came back among them (a run that ends cleanly moves its
+ * own, and a host's next run those of its earlier ones), go into ended/ by this host, so the
+ * month's directory, listed whenever any live run writes, keeps the live runs' files only.
+ * Only a file read whole (its figures counted here): the move is a rename, the same file
+ * and figures in ended/, read there by every host (a file gone from ledger/MONTH/ between a
+ * host's listing and its read is looked for again). Which hosts are live is hostlock's decision,
+ * the one recovery.c's reclaims take. A run judged ended that only stalled writes its file in
+ * ledger/MONTH/ again when it comes back; every host counts the larger. */
+static void ledger_sweep_ended(struct keyshare *ks)
+{
+	bool any = false;
+	for (size_t i = 0; i < ks->n_files && !any; i++) {
+		struct kept_file *f = &ks->files[i];
+		any = f->where == IN_MONTH && f->listed && !f->copy && f->doc && !f->foreign &&
+		      strcmp(f->host, ks->sp->host_id);
+	}
+	if (!any || !ks->lease_ms || ks->month_fd < 0 || ks->ended_fd < 0)
+		return;   /* nothing to move: no look at running/ */
+	char **hosts = NULL, **runs = NULL, month[16];
+	long n = hostlock_live_hosts(ks->sp, ks->lease_ms, &hosts, &runs);
+	int moved = 0;
+	month_dir_name(ks->month_open, month, sizeof(month));
+	for (size_t i = 0; i < ks->n_files && n >= 0; i++) {
+		struct kept_file *f = &ks->files[i];
+		if (f->where != IN_MONTH || !f->listed || f->copy || !f->doc || f->foreign ||
+		    !strcmp(f->host, ks->sp->host_id) || !run_ended(f->host, f->run, hosts, runs, n) ||
+		    renameat(ks->month_fd, f->name, ks->ended_fd, f->name) < 0)
+			continue;
+		log_info("'%s/ledger/%s/%s' is of run '%s' of host '%s', which has ended (its host lock "
+			 "gone, a lease old, or naming another run): moved into ended/, where it counts "
+			 "as before", ks->sp->path, month, f->name, f->run, f->host);
+		moved++;
+	}
+	free_hosts(hosts, n);
+	free_hosts(runs, n);
+	if (moved) {   /* read again where they are now */
+		ks->month_memo.listed_at = ks->ended_memo.listed_at = 0;
+		ledger_refresh(ks);
+	}
+}
+
 /* This run's file in ledger/MONTH/, written if it is not there (at start-up, in a new or
  * cleared ledger/, at a new month), even with nothing spent: the hosts that read ledger/ wait
  * for the file of every live host's run (ledger_doubts); its being gone means others' may be
@@ -2269,6 +2322,7 @@ int keyshare_look(struct keyshare *ks, const char *provider, struct keyshare_vie
 	    (!ks->refreshed_at || now - ks->refreshed_at >= RECHECK_MS)) {
 		ks->refreshed_at = now;
 		ledger_refresh(ks);
+		ledger_sweep_ended(ks);
 		if (ks->uncovered && ks->lease_ms)
 			ledger_doubts(ks, ks->lease_ms);
 	}

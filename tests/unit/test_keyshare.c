@@ -1700,6 +1700,65 @@ static void planted_directory(void)
 	}
 }
 
+/* A crashed host that never comes back left its run's file in ledger/MONTH/, listed (and its
+ * files stat'ed) whenever any live run writes, for the rest of the month. Any host moves it into
+ * ended/ at its next look (every 10 s) once the run has ended by its host lock, as recovery.c
+ * judges a host gone; and only then. It counts as before, once, for B and for C. */
+static const struct gone_row {
+	const char *lock;            /* A's host lock, as B finds it */
+	time_t age;                  /* s since its heartbeat */
+	const char *run;             /* the run it names: NULL A's, "" none (no lock at all) */
+	bool moved;
+} gone_rows[] = {
+	{ "heartbeated now, naming A's run", 0, NULL, false },
+	{ "a lease old (A crashed)", 120, NULL, true },
+	{ "naming another run (A restarted)", 0, "0123456789abcdef", true },
+	{ "gone", 0, "", true },
+};
+
+static void gone_hosts_files(void)
+{
+	for (size_t i = 0; i < sizeof(gone_rows) / sizeof(gone_rows[0]); i++) {
+		const struct gone_row *r = &gone_rows[i];
+		struct hosts h;
+		if (!hosts_open(&h, "gone"))
+			return;
+		char *path = run_file(h.dir, &h.sa), *month = month_dir(h.dir);
+		char *ended = xasprintf("%s/ended/%s", month, strrchr(path, '/') + 1);
+		keyshare_spent(h.a, "p", keyshare_micros(0.5));
+		struct keyshare_verdict v = try_call(h.b, 0.6);
+		ok(v.spent == keyshare_micros(0.5), "gone, a lock %s: B reads A's 0.5", r->lock);
+		long day, month_no;
+		keyshare_today(h.b, &day, &month_no);
+		char *next = r->run && *r->run ? xasprintf("%s/hostA.%s.json", month, r->run) : NULL;
+		char *nothing = next ? ledger_text("hostA", r->run, day, month_no, 0, 0) : NULL;
+		ok(r->run && !*r->run ? unlink(h.lock) == 0 :
+		   make_lock(h.lock, r->age, r->run ? r->run : h.sa.run) &&
+		   (!next || plant(next, nothing, (uid_t)-1)),
+		   "gone: A's lock %s%s", r->lock, next ? ", whose run's file is there" : "");
+		free(nothing);
+		free(next);
+		struct keyshare_view view;
+		ok(keyshare_look(h.b, "p", &view) == 0 &&
+		   (access(path, F_OK) < 0) == r->moved && (access(ended, F_OK) == 0) == r->moved,
+		   "gone, a lock %s: B's next look %s", r->lock,
+		   r->moved ? "moves A's run's file into ended/" : "leaves A's run's file where it is");
+		v = try_call(h.b, 0.6);
+		struct keyshare_verdict fits = try_call(h.b, 0.5);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5) &&
+		   fits.block == PROVIDER_FREE, "gone, a lock %s: B counts it once (spent %lld, %s)",
+		   r->lock, v.spent, fits.which ? fits.which : "free");
+		v = try_call(hosts_start_c(&h), 0.6);
+		ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.5),
+		   "gone, a lock %s: so does C (spent %lld, %s)", r->lock, v.spent,
+		   v.which ? v.which : "free");
+		free(ended);
+		free(month);
+		free(path);
+		hosts_close(&h);
+	}
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -2025,6 +2084,7 @@ int main(void)
 	midnight();
 	many_ended();
 	planted_directory();
+	gone_hosts_files();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
