@@ -1484,6 +1484,71 @@ static bool dir_read(struct keyshare *ks, enum where where, int fd, struct spool
 	return vanished;
 }
 
+/* A day's figure of provider prov of doc (a ledger, or a copy, which keeps the day before its
+ * latest too, prev_micros): what it says was spent on day. */
+static json_int_t day_figure(json_t *doc, json_t *prov, long day)
+{
+	if (json_integer_value(json_object_get(doc, "day")) == day)
+		return figure(prov, "day_micros");
+	if (json_integer_value(json_object_get(doc, "prev_day")) == day)
+		return figure(prov, "prev_micros");
+	return 0;
+}
+
+bool keyshare_copy_moot(json_t *copy, json_t *file, long today)
+{
+	json_t *provs = json_object_get(file, "providers"), *c;
+	const char *key;
+	if (!copy || !file)
+		return false;
+	json_object_foreach(json_object_get(copy, "providers"), key, c) {
+		json_t *f = json_object_get(provs, key);
+		if (figure(f, "month_micros") < figure(c, "month_micros"))
+			return false;
+		for (long day = today - 1; day <= today; day++)
+			if (day_figure(file, f, day) < day_figure(copy, c, day))
+				return false;
+	}
+	return true;
+}
+
+/* The file of ks->files named name in where, if there is one. */
+static struct kept_file *file_find(struct keyshare *ks, const char *name, enum where where)
+{
+	struct file_key key = { name, where };
+	return table_find(&ks->files_ix, (void **)&ks->files, &ks->n_files, &file_kind, &key,
+			  file_hash(name, where), false);
+}
+
+/* This host's copies in ended/ that can no longer matter (keyshare_copy_moot: the run's own
+ * file, as last listed and read whole, holds all they say that any reader may still count)
+ * are removed, so that copies do not pile up till their month ends. Only its own: it still
+ * holds its reading of the run, and carries it back again should the run's file go. */
+static void copies_drop(struct keyshare *ks)
+{
+	long today, month;
+	keyshare_today(ks, &today, &month);
+	for (size_t i = 0; i < ks->n_files; i++) {
+		struct kept_file *f = &ks->files[i], *own = NULL;
+		if (!f->copy || !f->listed || f->where != IN_ENDED || !f->doc ||
+		    strcmp(f->reader, ks->sp->host_id))
+			continue;
+		char *name = xasprintf("%s.%s.json", f->host, f->run);
+		for (int where = IN_MONTH; where <= IN_ENDED && !own; where++) {
+			own = file_find(ks, name, (enum where)where);
+			own = own && own->listed && own->doc && !own->foreign ? own : NULL;
+		}
+		free(name);
+		if (!own || !keyshare_copy_moot(f->doc, own->doc, today) ||
+		    unlinkat(ks->ended_fd, f->name, 0) < 0)
+			continue;
+		log_info("'%s/ledger/.../ended/%s' is removed: the run's own file, '%s', holds all it "
+			 "says", ks->sp->path, f->name, own->name);
+		f->listed = false;
+		ks->ended_memo.listed_at = 0;   /* changed: listed again next time */
+	}
+}
+
 /* Brings what was read of the other runs up to date: ledger/MONTH/, then its ended/ (a file
  * moved between them is in one at every moment: in the second if not in the first). What was
  * read of a run stays counted when its files go. */
@@ -1515,6 +1580,7 @@ static void ledger_refresh(struct keyshare *ks)
 		files_reindex(ks);
 	}
 	runs_cover(ks);
+	copies_drop(ks);
 }
 
 static void free_hosts(char **hosts, long n)

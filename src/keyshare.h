@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "provider.h"
 
 struct spool;
@@ -179,6 +181,11 @@ struct keyshare_seen {
  * clock estimate's error, could leave the mtime as it was. */
 bool keyshare_listing_stands(const struct keyshare_seen *before, int64_t listed_at_ms,
 			     const struct keyshare_seen *now);
+/* Whether a copy carried back (HOST.RUN.json.carried-READER, as read) can no longer matter to
+ * any reader beside file, its run's own ledger (as read): file says at least as much of every
+ * provider's month, and of the day figures a reader may still count on today (its today, and
+ * the day before, for a reader whose day has not rolled at midnight). */
+bool keyshare_copy_moot(json_t *copy, json_t *file, long today);
 /* "HOST~PID-SEQ~RESERVE": the host and the reserve; -1 if not a ticket's name. */
 int keyshare_parse_ticket(const char *name, char *host, size_t hostsize, micros *reserve);
 /* The local calendar month of a wall-clock time, as year * 12 + month - 1. */

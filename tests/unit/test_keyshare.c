@@ -410,6 +410,8 @@ static void stalled_host_carried(void)
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
 	   "stall: B's 0.4 does not fit: the larger, 0.8 + 0.4, is over 1.00 (%s, spent %lld)",
 	   v.which ? v.which : "free", v.spent);
+	ok(access(a_copy, F_OK) < 0,
+	   "stall: B removes its copy, which can no longer matter: A's own file holds all it says");
 	v = try_call(h.c, 0.4);
 	ok(v.block == PROVIDER_OVER_BUDGET && v.spent == keyshare_micros(0.8),
 	   "stall: so does C's, once A wrote its own (%s, spent %lld)", v.which ? v.which : "free",
@@ -1759,6 +1761,63 @@ static void gone_hosts_files(void)
 	}
 }
 
+/* When a copy carried back can no longer matter (keyshare_copy_moot): its run's own file says
+ * as much of every month figure and of the day figures a reader may count today (today, and the
+ * day before for a reader whose day has not rolled). Today is day 100. */
+static void copy_moot_rows(void)
+{
+	const struct { const char *what, *copy, *file; bool moot; } rows[] = {
+		{ "the file says as much, the same day",
+		  "{\"day\":100,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[5,9]}", true },
+		{ "the file says more",
+		  "{\"day\":100,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[7,12]}", true },
+		{ "the file's month says less",
+		  "{\"day\":100,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[5,8]}", false },
+		{ "the file's today says less",
+		  "{\"day\":100,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[4,9]}", false },
+		{ "the copy's day is yesterday, the file a day on (a reader not rolled yet counts it)",
+		  "{\"day\":99,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[1,10]}", false },
+		{ "the copy's day long past: its month is all that counts",
+		  "{\"day\":97,\"p\":[5,9,0]}", "{\"day\":100,\"p\":[0,9]}", true },
+		{ "the copy keeps yesterday's figure, the file does not",
+		  "{\"day\":100,\"prev_day\":99,\"p\":[2,9,3]}", "{\"day\":100,\"p\":[2,9]}", false },
+		{ "a provider the file lacks",
+		  "{\"day\":100,\"p\":[5,9,0],\"q\":[0,1,0]}", "{\"day\":100,\"p\":[5,9]}", false },
+		{ "a provider the file lacks, at 0",
+		  "{\"day\":100,\"p\":[5,9,0],\"q\":[0,0,0]}", "{\"day\":100,\"p\":[5,9]}", true },
+		{ "no file", "{\"day\":100,\"p\":[5,9,0]}", NULL, false },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		/* Short forms: PROVIDER: [day_micros, month_micros(, prev_micros)]. */
+		json_t *docs[2] = { NULL, NULL };
+		const char *texts[2] = { rows[i].copy, rows[i].file };
+		for (int d = 0; d < 2; d++) {
+			json_t *in = texts[d] ? json_loads(texts[d], 0, NULL) : NULL, *v;
+			const char *key;
+			if (!in)
+				continue;
+			docs[d] = json_pack("{s:O, s:O, s:o}", "day", json_object_get(in, "day"),
+					    "prev_day", json_object_get(in, "prev_day") ?
+					    json_object_get(in, "prev_day") : json_integer(0),
+					    "providers", json_object());
+			json_object_foreach(in, key, v) {
+				if (!json_is_array(v))
+					continue;
+				json_t *f = json_pack("{s:O, s:O}", "day_micros", json_array_get(v, 0),
+						      "month_micros", json_array_get(v, 1));
+				if (json_array_size(v) > 2)
+					json_object_set(f, "prev_micros", json_array_get(v, 2));
+				json_object_set_new(json_object_get(docs[d], "providers"), key, f);
+			}
+			json_decref(in);
+		}
+		ok(keyshare_copy_moot(docs[0], docs[1], 100) == rows[i].moot, "a copy beside its run's file: %s: %s",
+		   rows[i].what, rows[i].moot ? "moot" : "it may matter");
+		json_decref(docs[0]);
+		json_decref(docs[1]);
+	}
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -2085,6 +2144,7 @@ int main(void)
 	many_ended();
 	planted_directory();
 	gone_hosts_files();
+	copy_moot_rows();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
