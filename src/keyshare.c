@@ -38,6 +38,12 @@
 #define RECHECK_MS 10000          /* a provider's open directories checked against their names */
 #define PAUSE_CLOCK_GRAIN_MS 1000 /* spool_server_now's error, from a whole-second mtime */
 #define COPY_INFIX ".json.carried-"   /* HOST.RUN.json.carried-READER: a copy READER keeps */
+/* Names read at most from a listing of ledger/MONTH/ (the live runs' files: a few per host) and
+ * of its ended/ (a run's file per run that ended this month: thousands a day from a daemon that
+ * crash-loops). A runaway or hostile directory past them is not read (each check would cost
+ * O(names)): budgets wait instead, since what it holds is unknown (ledger_sum). */
+#define LEDGER_MONTH_NAMES_MAX 4096
+#define LEDGER_ENDED_NAMES_MAX 262144
 #define OWN_SUFFIX_MAX 9999          /* HOST.RUN~N.json: a run's file past an obstacle at its name */
 
 /* A reading (a directory's listing, a ledger) kept until what was read changes
@@ -163,6 +169,8 @@ struct keyshare {
 	 * while live: until every live host's run has its file there, budgets wait (ledger_doubts). */
 	bool ledger_doubt;
 	bool uncovered;              /* a run read before has no file that holds it: carry it back */
+	bool crowded[2];             /* ledger/MONTH/ (IN_MONTH), its ended/ (IN_ENDED): more names
+					than a listing reads, as of its last change: budgets wait */
 	bool doubt_said;
 	int ledger_errno;            /* why ledger/ could not be opened (ledger_fd < 0; write_lock) */
 	int month_errno;             /* why ledger/MONTH/ could not be (month_fd < 0; the loop's) */
@@ -974,6 +982,7 @@ static bool month_current(struct keyshare *ks)
 	}
 	ks->month_open = month;
 	ks->month_memo.listed_at = ks->ended_memo.listed_at = ks->own_memo.listed_at = 0;
+	ks->crowded[IN_MONTH] = ks->crowded[IN_ENDED] = false;   /* read anew */
 	return true;
 }
 
@@ -1411,6 +1420,24 @@ static void runs_cover(struct keyshare *ks)
 static bool dir_read(struct keyshare *ks, enum where where, int fd, struct spool_entry *l,
 		     long n);
 
+/* A directory of the ledger found crowded, or no more (dir_refresh): said as it changes. */
+static void crowded_say(struct keyshare *ks, enum where where, bool crowded, long most)
+{
+	char month[24];
+	month_dir_name(ks->month_open, month, sizeof(month));
+	if (where == IN_ENDED)
+		xsnprintf(month + strlen(month), sizeof(month) - strlen(month), "/ended");
+	if (crowded && !ks->crowded[where])
+		log_warn("'%s/ledger/%s' holds more than %ld names (a runaway or hostile directory?): "
+			 "they are not read, so what was spent is not known and no call to a provider "
+			 "under a budget starts until it holds fewer (it is read again when it changes)",
+			 ks->sp->path, month, most);
+	else if (!crowded && ks->crowded[where])
+		log_info("'%s/ledger/%s' holds no more than %ld names again: budgets count it again",
+			 ks->sp->path, month, most);
+	ks->crowded[where] = crowded;
+}
+
 static bool dir_refresh(struct keyshare *ks, enum where where)
 {
 	int fd = where == IN_ENDED ? ks->ended_fd : ks->month_fd;
@@ -1421,12 +1448,19 @@ static bool dir_refresh(struct keyshare *ks, enum where where)
 		fd = ks->month_fd;   /* top_look may have opened it anew */
 	if (!next.listed_at || memo_stands(memo, &next))
 		return false;   /* unchanged; or not to be seen now, and what was kept is better */
+	long most = where == IN_ENDED ? LEDGER_ENDED_NAMES_MAX : LEDGER_MONTH_NAMES_MAX;
 	for (int pass = 0;; pass++) {
-		long n = spool_list_at(fd, false, false, &l);
+		long n = spool_list_at_most(fd, false, false, most, &l);
+		if (n < 0 && errno == E2BIG) {
+			crowded_say(ks, where, true, most);
+			*memo = next;   /* read again once it changed */
+			return pass > 0;
+		}
 		if (n < 0) {
 			memo->listed_at = 0;
 			return pass > 0;
 		}
+		crowded_say(ks, where, false, most);
 		*memo = next;
 		bool vanished = dir_read(ks, where, fd, l, n);
 		spool_entries_free(l, n);
@@ -1981,6 +2015,9 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 		figures_add(ks->runs[i].figures, provider, day, d, m);
 		figures_add(ks->runs[i].figures, NULL, day, td, tm);
 	}
+	*which = "a ledger directory with too many names";
+	if (ks->crowded[IN_MONTH] || ks->crowded[IN_ENDED])
+		return ks->crowded[IN_MONTH] ? "ledger/MONTH" : "ledger/MONTH/ended";
 	*which = "an unreadable ledger";
 	for (size_t i = 0; i < ks->n_files; i++)
 		if (ks->files[i].listed && ks->files[i].unreadable)

@@ -82,7 +82,8 @@ struct keyshare_verdict {
 	micros budget;
 	const char *which;           /* "daily", "monthly", "total daily", "total monthly"; for BUSY
 				      * "concurrency", "rpm", "a file error", "an unreadable ledger",
-				      * "a live host's ledger not in a new ledger/" */
+				      * "a live host's ledger not in a new ledger/", "a ledger directory
+				      * with too many names" */
 };
 
 struct keyshare_view {

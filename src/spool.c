@@ -506,6 +506,11 @@ DIR *spool_opendir(struct spool *sp, enum spool_dir d)
 
 long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **out)
 {
+	return spool_list_at_most(dirfd, hidden, stat_each, LONG_MAX, out);
+}
+
+long spool_list_at_most(int dirfd, bool hidden, bool stat_each, long max, struct spool_entry **out)
+{
 	*out = NULL;
 	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -514,12 +519,16 @@ long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **
 	size_t n = 0, alloc = 0;
 	_Alignas(struct dirent64) char buf[LIST_BUF_BYTES];
 	ssize_t got;
-	while ((got = getdents64(fd, buf, sizeof(buf))) > 0) {
-		for (ssize_t off = 0; off < got;) {
+	long names = 0;
+	bool over = false;
+	while (!over && (got = getdents64(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off < got && !over;) {
 			const struct dirent64 *de = (const struct dirent64 *)(buf + off);
 			off += de->d_reclen;
-			if ((de->d_name[0] == '.') != hidden || !strcmp(de->d_name, ".") ||
-			    !strcmp(de->d_name, ".."))
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			over = ++names > max;
+			if (over || (de->d_name[0] == '.') != hidden)
 				continue;
 			if (n == alloc) {
 				alloc = alloc ? alloc * 2 : 64;
@@ -534,6 +543,10 @@ long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **
 			}
 			n++;
 		}
+	}
+	if (over) {
+		got = -1;
+		errno = E2BIG;
 	}
 	int saved = errno;
 	close(fd);

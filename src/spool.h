@@ -147,6 +147,9 @@ void spool_entries_free(struct spool_entry *e, long n);
 /* spool_list (stat_each) or spool_list_names for any directory of the spool (dirfd), such as
  * providers/NAME/calls: -1 with errno, not logged. */
 long spool_list_at(int dirfd, bool hidden, bool stat_each, struct spool_entry **out);
+/* The same, reading no more than max names from the directory (a runaway or hostile one may
+ * hold millions): -1 with errno E2BIG past them. */
+long spool_list_at_most(int dirfd, bool hidden, bool stat_each, long max, struct spool_entry **out);
 /* The names alone, unsorted, with what getdents says of each: id.ino (d_ino) and the type
  * bits of id.mode (0 where the file system does not say); mtime_ns is 0. hidden: the names
  * that start with '.' instead. The caller stats only what it needs (spool_entry_stat). */

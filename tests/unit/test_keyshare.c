@@ -1818,6 +1818,56 @@ static void copy_moot_rows(void)
 	}
 }
 
+/* A runaway or hostile ledger/MONTH/ with millions of names made every budget check cost
+ * O(names). A listing reads 4096 names at most: past them, what the directory holds is not
+ * known, so budgeted calls wait (counting too little would pass a budget), said once; once it
+ * holds no more, they count again, and that is said too. */
+static void crowded_month(void)
+{
+	struct hosts h;
+	if (!hosts_open(&h, "crowded"))
+		return;
+	char *month = month_dir(h.dir), *log_path = xasprintf("%s/said", h.dir);
+	enum { MOST = 4096 };   /* keyshare.c's LEDGER_MONTH_NAMES_MAX */
+	keyshare_spent(h.a, "p", keyshare_micros(0.5));
+	struct keyshare_verdict v = try_call(h.b, 0.6);
+	ok(v.spent == keyshare_micros(0.5), "crowded: A spends 0.5, B reads it");
+	bool made = true;
+	/* With A's and B's files and ended/: 2 names too many. */
+	for (int i = 0; i < MOST - 1 && made; i++) {
+		char *junk = xasprintf("%s/junk.%d", month, i);
+		int fd = open(junk, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		made = fd >= 0 && close(fd) == 0;
+		free(junk);
+	}
+	struct said said;
+	ok(made && said_start(&said, log_path), "crowded: %d names in ledger/MONTH/", MOST + 2);
+	bool waits = true;
+	for (int try = 0; try < 2; try++) {
+		v = try_call(h.b, 0.1);
+		waits = waits && v.block == PROVIDER_BUSY && v.which &&
+			!strcmp(v.which, "a ledger directory with too many names");
+	}
+	ok(waits, "crowded: B's call of 0.1 waits, twice (%s)", v.which ? v.which : "free");
+	char *junk0 = xasprintf("%s/junk.0", month), *junk1 = xasprintf("%s/junk.1", month);
+	ok(unlink(junk0) == 0 && unlink(junk1) == 0, "crowded: two names fewer: %d in all", MOST);
+	struct keyshare_verdict fits = try_call(h.b, 0.5);
+	v = try_call(h.b, 0.6);
+	said_end(&said);
+	unlink(log_path);
+	ok(fits.block == PROVIDER_FREE && v.block == PROVIDER_OVER_BUDGET &&
+	   v.spent == keyshare_micros(0.5), "crowded: B counts A's 0.5 again: 0.5 fits, 0.6 does not "
+	   "(%s, spent %lld)", fits.which ? fits.which : "free", v.spent);
+	ok(said_count(said.text, "holds more than 4096 names") == 1 &&
+	   said_count(said.text, "holds no more than 4096 names again") == 1,
+	   "crowded: said once as it waits, once as it counts again");
+	free(junk1);
+	free(junk0);
+	free(log_path);
+	free(month);
+	hosts_close(&h);
+}
+
 /* Whether a heartbeat is late enough to be a stall: half a lease since the last. */
 static void beat_rows(void)
 {
@@ -2145,6 +2195,7 @@ int main(void)
 	planted_directory();
 	gone_hosts_files();
 	copy_moot_rows();
+	crowded_month();
 	stalled_host_beats();
 	beat_rows();
 	cleared_again();
