@@ -1796,9 +1796,9 @@ static void copy_moot_rows(void)
 			const char *key;
 			if (!in)
 				continue;
-			docs[d] = json_pack("{s:O, s:O, s:o}", "day", json_object_get(in, "day"),
-					    "prev_day", json_object_get(in, "prev_day") ?
-					    json_object_get(in, "prev_day") : json_integer(0),
+			docs[d] = json_pack("{s:I, s:I, s:o}", "day",
+					    json_integer_value(json_object_get(in, "day")), "prev_day",
+					    json_integer_value(json_object_get(in, "prev_day")),
 					    "providers", json_object());
 			json_object_foreach(in, key, v) {
 				if (!json_is_array(v))
