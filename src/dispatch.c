@@ -66,12 +66,12 @@
 #include "spool.h"
 #include "store.h"
 #include "task.h"
+#include "tmpclean.h"
 #include "upstream.h"
 #include "util.h"
 #include "banned.h"
 
 #define REF_IMAGE_MAX (20u << 20)    /* bytes of one reference image */
-#define TMP_MAX_AGE_S (36 * 3600)    /* maildir's rule for abandoned files in tmp/ */
 
 static void job_limits_from_config(struct dispatch *d);
 
@@ -105,10 +105,7 @@ void dispatch_scan(struct dispatch *d)
 		recovery_resume_publications(d, true);   /* first: a reclaimed job may need its staging */
 		recovery_reclaim_stale(d);
 	}
-	if (!d->tmp_cleaned || mono_ms() - d->tmp_cleaned > 3600 * 1000) {
-		d->tmp_cleaned = mono_ms();
-		spool_clean_tmp(d->spool, TMP_MAX_AGE_S);
-	}
+	tmpclean_start(d);   /* on a helper: a tmp/ of 200 000 files never holds up the loop */
 }
 
 void dispatch_hint(struct dispatch *d, const char *name)

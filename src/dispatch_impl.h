@@ -58,6 +58,7 @@ struct dispatch {
 	bool disk_full;          /* free space under min_free_mb: claiming nothing */
 	int64_t disk_checked;    /* mono_ms of the last look */
 	int64_t tmp_cleaned;     /* mono_ms of the last clean-up of tmp/ */
+	struct tmpclean *tmp_clean; /* the pass under way on a helper (tmpclean.c), or NULL */
 	size_t n_sorted;         /* pending[0..n_sorted) is in order; what follows was added since */
 	size_t n_unplaced;       /* entries not stat'ed yet, all after n_sorted */
 	struct known known;      /* names in new/ and deferred/ that are pending or ignored */

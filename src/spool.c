@@ -1384,21 +1384,6 @@ long spool_free_mb(struct spool *sp)
 	return (long)((uint64_t)vfs.f_bavail * vfs.f_frsize >> 20);
 }
 
-void spool_clean_tmp(struct spool *sp, int64_t max_age_s)
-{
-	struct spool_entry *e;
-	int64_t limit_ns = (spool_server_now(sp) / 1000 - max_age_s) * 1000000000;
-	for (int hidden = 0; hidden < 2; hidden++) {
-		long n = list(sp, SPOOL_TMP, hidden, &e);
-		for (long i = 0; i < n; i++) {
-			if (e[i].mtime_ns < limit_ns && unlinkat(sp->fd[SPOOL_TMP], e[i].name, 0) == 0)
-				log_info("removed 'tmp/%s': left unfinished for more than %" PRId64 " hours",
-					 e[i].name, max_age_s / 3600);
-		}
-		spool_entries_free(e, n);
-	}
-}
-
 bool spool_still_ours(struct spool *sp, const char *running_name)
 {
 	return spool_exists(sp->fd[SPOOL_RUNNING], running_name);

@@ -315,8 +315,6 @@ int64_t spool_server_now(struct spool *sp);
 /* Free space for an unprivileged writer on the spool's file system, in MiB (-1 on error);
  * a file system with almost no free inodes counts as full. */
 long spool_free_mb(struct spool *sp);
-/* Removes files in tmp/ not modified for max_age_s (clients that died mid-submission). */
-void spool_clean_tmp(struct spool *sp, int64_t max_age_s);
 /* Whether the directory open as fd may hold what the daemon believes: owned by its user (or
  * root) and writable by no one else (dirtrust.h, DIRTRUST_TRUSTED). */
 bool spool_dir_trusted(const struct spool *sp, int fd);
