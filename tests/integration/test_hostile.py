@@ -145,7 +145,8 @@ def test_a_bad_name_swapped_while_claimed_is_never_published(env):
     # A later file of that name is refused as ever: nothing of the swaps stands in its way.
     dropped("the third")
     d.send_signal(signal.SIGCONT)
-    wait_for(lambda: badname + ".result.json" in d.listdir("failed"), 20, "the third refused")
+    # The job file moves last (spool-layout.md §5): its result is there before it.
+    wait_for(lambda: badname + ".json" in d.listdir("failed"), 20, "the third refused")
     with open(d.path("failed", badname + ".json")) as f:
         assert json.load(f)["prompt"] == "the third"
     assert d.stop() == 0
