@@ -376,13 +376,17 @@ static char *move_entry(struct outbox *o, const char *src, const char *dst)
 
 /* Takes src (an entry of task_id's end) as mine (its .held name): one winner against a daemon
  * taking it over; one held here by that name is the same event (its webhook-id), unless it
- * goes to another URL (move_entry). */
-static bool take_held(struct outbox *o, const char *src, const char *mine)
+ * goes to another URL (move_entry). A failure but ENOENT (src not there) is said in why (the
+ * first one; why may be NULL). */
+static bool take_held(struct outbox *o, const char *src, const char *mine, char *why,
+		      size_t why_len)
 {
 	char *now = move_entry(o, src, mine);
 	bool taken = now != NULL;
 	if (taken)
 		strset_add(&o->held, now);
+	else if (errno != ENOENT && why && !why[0])
+		xsnprintf(why, why_len, "cannot take 'outbox/%s' along: %s", src, strerror(errno));
 	free(now);
 	return taken;
 }
@@ -405,11 +409,14 @@ static bool still_ours(struct outbox *o, const char *task_id)
  * URL besides its own). Sent by nobody while the job is in running/ (take_over, the busy set).
  * One listing of outbox/ per pass of reclaims (a dead host's thousand jobs list it once).
  * Returns how many of from_host's. */
-static int take_orphans(struct outbox *o, const char *task_id, const char *from_host)
+static int take_orphans(struct outbox *o, const char *task_id, const char *from_host, char *why,
+			size_t why_len)
 {
 	struct spool *sp = o->spool;
 	if (o->reclaim_n < 0)
 		o->reclaim_n = spool_list_names(sp, SPOOL_OUTBOX, false, &o->reclaim_list);
+	if (o->reclaim_n < 0 && why && !why[0])
+		xsnprintf(why, why_len, "cannot list outbox/: %s", strerror(errno));
 	struct spool_entry *e = o->reclaim_list;
 	long n = o->reclaim_n;
 	char msg_ids[ARRAY_SIZE(end_types)][WEBHOOK_ID_LEN + 1];
@@ -439,7 +446,7 @@ static int take_orphans(struct outbox *o, const char *task_id, const char *from_
 		if (!still_ours(o, task_id))
 			break;
 		char *mine = xasprintf("%.*s@%s.held", (int)(at - name), name, sp->host_id);
-		if (take_held(o, name, mine))
+		if (take_held(o, name, mine, why, why_len))
 			*(from ? &taken_from : &taken) += 1;
 		free(mine);
 	}
@@ -466,7 +473,8 @@ void outbox_reclaims_end(struct outbox *o)
 	o->reclaiming = false;
 }
 
-int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host)
+int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host, char *why,
+		      size_t why_len)
 {
 	struct spool *sp = o->spool;
 	int n = 0;
@@ -483,12 +491,12 @@ int outbox_take_along(struct outbox *o, const char *task_id, const char *from_ho
 			for (int held = 0; held < 2; held++) {
 				char *from = end_entry_name(task_id, end_types[k], event_targets[i],
 							    from_host, held ? ".held" : ".json");
-				n += take_held(o, from, mine);
+				n += take_held(o, from, mine, why, why_len);
 				free(from);
 			}
 			free(mine);
 		}
-	return n + take_orphans(o, task_id, from_host);
+	return n + take_orphans(o, task_id, from_host, why, why_len);
 }
 
 bool outbox_holds(struct outbox *o, const char *task_id)

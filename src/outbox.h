@@ -76,8 +76,11 @@ int outbox_withdraw_since(struct outbox *o, const char *task_id, const char *typ
  * MSGID.TARGET@HOST.held: never sent as they are, nor taken over; so are those of any other
  * host whose job file of the id is not in running/ (a reclaimer that died before taking them
  * along), and this host's own (one listing of outbox/ per pass, logged). Loop thread.
- * Returns how many of from_host's. */
-int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host);
+ * Returns how many of from_host's. An entry that could not be taken (a failure but ENOENT, or
+ * outbox/ unlisted) is said in why (its first, with errno; "" when all were; why may be NULL):
+ * the reclaim is not done, and is tried again. */
+int outbox_take_along(struct outbox *o, const char *task_id, const char *from_host, char *why,
+		      size_t why_len);
 /* Around a pass of reclaims: outbox/ is listed once, at the first outbox_take_along, for all
  * of them. Loop thread. */
 void outbox_reclaims_begin(struct outbox *o);

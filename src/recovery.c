@@ -32,7 +32,7 @@
 /* ---- leases: heartbeats and reclaiming the jobs of dead daemons ------------------------------- */
 
 
-static void adopt_all(struct dispatch *d);
+static void adopt_all(struct dispatch *d, struct strset *reclaimed);
 
 /* How far ahead of the file server's clock a job's mtime in running/ must be to be a due time a
  * shutdown left (task_requeue), not a heartbeat seen through a clock measured a little off. */
@@ -83,22 +83,55 @@ int64_t recovery_heartbeat(struct loop *loop, void *arg)
  * it took before is ours under our names, which that host takes along (§10). A mark an earlier
  * release made (an empty file) is taken through the old way: straight to our names. */
 
+/* How taking a dead host's files of a job along went. Only TAKE_ALL lets its mark go: with a
+ * file left (TAKE_FAILED), the job waits in running/, not adopted, and the next rescan's
+ * finish_reclaims tries again; adopted without it, a saved answer would be paid again. */
+enum take {
+	TAKE_ALL,      /* every file listed is ours (or went before we got to it) */
+	TAKE_LOST,     /* our mark went meanwhile: another host holds the job */
+	TAKE_FAILED,   /* a listing or a rename failed (said): the mark stays */
+};
+
+/* A file of a job reclaimed from owner that could not be taken (once a line: strandlog). */
+static void say_not_taken(struct dispatch *d, const char *id, const char *what, const char *owner,
+			  int err)
+{
+	strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot take %s along from '%s': %s; its reclaim "
+		      "mark stays and the job waits in running/, not run, until it is taken (tried "
+		      "again at each rescan)", what, owner, strerror(err));
+}
+
 /* One file of the job, running/.ID@OWNER.SUFFIX, into our mark (or straight to .ID@ME.SUFFIX with
- * no mark). -1 with errno ENOENT and *lost set when our mark is gone: another host holds the
- * job, and the file is left where it is. */
-static int take_one(struct dispatch *d, const char *id, const char *from, const char *sfx,
-		    const char *mark, struct strset *taken, bool *lost)
+ * no mark). TAKE_LOST when our mark is gone (the file is left where it is); a rename that failed
+ * but for a file gone (ENOENT) is said, TAKE_FAILED. */
+static enum take take_one(struct dispatch *d, const char *id, const char *owner, const char *from,
+			  const char *sfx, const char *mark, struct strset *taken)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *to = mark ? xasprintf("%s/%s", mark, sfx)
 			: xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-	int rc = renameat(fd, from, fd, to);
-	if (rc == 0 && mark)
+	enum take how = TAKE_ALL;
+	int rc = renameat(fd, from, fd, to), err = errno;
+	if (rc < 0 && err == ENOENT && spool_exists(fd, to))
+		rc = 0;   /* a lost NFS reply: it moved (§10) */
+	if (rc == 0)
 		strset_add(taken, sfx);
-	if (rc < 0 && mark && errno == ENOENT && !spool_exists(fd, mark))
-		*lost = true;
+	if (rc < 0 && err == ENOENT && mark && !spool_exists(fd, mark))
+		how = TAKE_LOST;
+	if (rc < 0 && err != ENOENT) {
+		char *what = xasprintf("'running/%s'", from);
+		say_not_taken(d, id, what, owner, err);
+		free(what);
+		how = TAKE_FAILED;
+	}
 	free(to);
-	return rc;
+	return how;
+}
+
+/* The worse of two outcomes: lost over failed over all. */
+static enum take take_worse(enum take a, enum take b)
+{
+	return a == TAKE_LOST || b == TAKE_LOST ? TAKE_LOST : a == TAKE_FAILED ? a : b;
 }
 
 /* Every sidecar of a reclaimed job comes along (.partial, each saved .response.STATUS, a
@@ -109,29 +142,36 @@ static int take_one(struct dispatch *d, const char *id, const char *from, const 
  * owner's batches' directories, which a job whose records say "finished" is published from.
  * Through mark (a directory of ours, else NULL: straight to our names). The owner's own marks
  * go first: the owner may be a reclaimer that stalled, moving files out of its mark; once the
- * mark is ours it cannot, and what it moved before is there to list (again). False when our
- * mark went meanwhile (the job is another host's): nothing more is taken. The suffixes taken
- * into the mark are added to taken. */
-static bool take_sidecars(struct dispatch *d, const char *id, const char *owner,
-			  const char *running_name, const char *mark, struct strset *taken)
+ * mark is ours it cannot, and what it moved before is there to list (again). TAKE_LOST when our
+ * mark went meanwhile (the job is another host's): nothing more is taken. TAKE_FAILED (said)
+ * when running/ could not be listed or a file not renamed: the rest is taken all the same. The
+ * suffixes taken are added to taken. */
+static enum take take_sidecars(struct dispatch *d, const char *id, const char *owner,
+			       const char *running_name, const char *mark, struct strset *taken)
 {
 	struct spool_entry *h;
 	char *prefix = xasprintf(".%s@%s.", id, owner);
 	size_t plen = strlen(prefix);
-	bool lost = false, marks = false;
+	enum take how = TAKE_ALL;
+	size_t had = taken->count;
 	long nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
-	for (int pass = 0; pass < 2 && !lost; pass++) {
-		if (pass && marks) {
+	for (int pass = 0; pass < 2 && how != TAKE_LOST; pass++) {
+		if (pass && taken->count > had) {   /* a mark of the owner's came: list again */
 			spool_entries_free(h, nh);
 			nh = spool_list_names(d->spool, SPOOL_RUNNING, true, &h);
 		}
-		for (long i = 0; i < nh && !lost; i++) {
+		if (nh < 0) {
+			say_not_taken(d, id, "its files (running/ unlisted)", owner, errno);
+			how = TAKE_FAILED;
+			break;
+		}
+		for (long i = 0; i < nh && how != TAKE_LOST; i++) {
 			const char *sfx = h[i].name + plen;
 			bool is_mark = !strncmp(h[i].name, prefix, plen) && !strncmp(sfx, "reclaim.", 8);
 			if (pass == 0) {
 				if (is_mark)
-					marks |= take_one(d, id, h[i].name, sfx, mark, taken,
-							  &lost) == 0;
+					how = take_worse(how, take_one(d, id, owner, h[i].name, sfx,
+								       mark, taken));
 				continue;
 			}
 			if (publish_is_batch_name(h[i].name)) {
@@ -141,47 +181,75 @@ static bool take_sidecars(struct dispatch *d, const char *id, const char *owner,
 			if (strncmp(h[i].name, prefix, plen) ||
 			    sidecar_suffix_kind(sfx) == SIDECAR_KIND_NONE)
 				continue;
-			take_one(d, id, h[i].name, sfx, mark, taken, &lost);
+			how = take_worse(how, take_one(d, id, owner, h[i].name, sfx, mark, taken));
 		}
 	}
 	spool_entries_free(h, nh);
 	free(prefix);
-	return !lost;
+	return how;
 }
 
 /* One file our mark holds, MARK/SUFFIX, out to our name .ID@ME.SUFFIX: a mark of a reclaimer we
  * took the job from becomes one of ours (.ID@ME.reclaim.OTHER), finished by finish_reclaims. By
- * the mark's path: fails once another host took it. */
-static bool move_out(struct dispatch *d, const char *id, const char *mark, const char *sfx)
+ * the mark's path: fails once another host took it (TAKE_LOST). A failure but ENOENT is said
+ * (TAKE_FAILED: the file stays in the mark, and so does the mark). *moved set when it moved. */
+static enum take move_out(struct dispatch *d, const char *id, const char *owner, const char *mark,
+			  const char *sfx, bool *moved)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *from = xasprintf("%s/%s", mark, sfx);
 	char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-	bool moved = renameat(fd, from, fd, to) == 0;
+	enum take how = TAKE_ALL;
+	int rc = renameat(fd, from, fd, to), err = errno;
+	if (rc < 0 && err == ENOENT && spool_exists(fd, to))
+		rc = 0;   /* a lost NFS reply: it moved (§10) */
+	if (rc == 0)
+		*moved = true;
+	else if (err == ENOENT && !spool_exists(fd, mark))
+		how = TAKE_LOST;
+	else if (err != ENOENT) {
+		char *what = xasprintf("'running/%s'", from);
+		say_not_taken(d, id, what, owner, err);
+		free(what);
+		how = TAKE_FAILED;
+	}
 	free(to);
 	free(from);
-	return moved;
+	return how;
 }
 
-/* Everything our mark holds (a reclaim cut after it took files in) moves out. True when a file
- * moved. */
-static bool empty_mark(struct dispatch *d, const char *id, const char *mark)
+/* Everything our mark holds (a reclaim cut after it took files in) moves out: TAKE_FAILED (said)
+ * when something could not be read or moved. *moved set when a file moved. */
+static enum take empty_mark(struct dispatch *d, const char *id, const char *owner, const char *mark,
+			    bool *moved)
 {
 	int mfd = openat(d->spool->fd[SPOOL_RUNNING], mark,
 			 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	DIR *dir = mfd >= 0 ? fdopendir(mfd) : NULL;
 	struct dirent *de;
-	bool moved = false;
+	enum take how = TAKE_ALL;
 	if (!dir) {
+		int err = errno;
 		if (mfd >= 0)
 			close(mfd);
-		return false;
+		if (err == ENOENT)
+			return TAKE_LOST;
+		char *what = xasprintf("what its mark 'running/%s' holds", mark);
+		say_not_taken(d, id, what, owner, err);
+		free(what);
+		return TAKE_FAILED;
 	}
-	while ((de = readdir(dir)))
+	while ((errno = 0, de = readdir(dir)))
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			moved |= move_out(d, id, mark, de->d_name);
+			how = take_worse(how, move_out(d, id, owner, mark, de->d_name, moved));
+	if (errno) {
+		char *what = xasprintf("what its mark 'running/%s' holds", mark);
+		say_not_taken(d, id, what, owner, errno);
+		free(what);
+		how = take_worse(how, TAKE_FAILED);
+	}
 	closedir(dir);
-	return moved;
+	return how;
 }
 
 /* A mark of ours, made before a reclaim's rename: a directory; where one of an earlier release
@@ -220,11 +288,14 @@ static void remove_tree(int dirfd, const char *name, int depth)
 }
 
 /* Removes a mark once what it guards is durable: a directory (left when it still holds a file:
- * finish_reclaims moves it out), or an earlier release's file. */
-static void remove_mark(int fd, const char *mark)
+ * finish_reclaims moves it out), or an earlier release's file. 0, or -1 with errno when it is
+ * still there. */
+static int remove_mark(int fd, const char *mark)
 {
-	if (unlinkat(fd, mark, AT_REMOVEDIR) < 0 && errno == ENOTDIR)
-		unlinkat(fd, mark, 0);
+	int rc = unlinkat(fd, mark, AT_REMOVEDIR);
+	if (rc < 0 && errno == ENOTDIR)
+		rc = unlinkat(fd, mark, 0);
+	return rc < 0 && errno != ENOENT ? -1 : 0;
 }
 
 /* Jobs of other hosts whose lease ran out, judged by the file server's clock, are taken over
@@ -277,30 +348,39 @@ bool recovery_reclaim_mark_parse(const char *name, const char *host, char id[JOB
 }
 
 /* The job, reclaimed from owner as mine, takes along owner's files of it (through our mark, a
- * directory; NULL: straight) and its end events. False, said, when our mark went meanwhile:
- * another host reclaimed the job from us, and takes what we took before. */
-static bool take_from(struct dispatch *d, const char *id, const char *owner, const char *mine,
-		      const char *mark, bool *took_events)
+ * directory; NULL: straight) and its end events. TAKE_LOST, said, when our mark went meanwhile:
+ * another host reclaimed the job from us, and takes what we took before. TAKE_FAILED, said,
+ * when a file or an end event of owner's is left: the mark is to stay. */
+static enum take take_from(struct dispatch *d, const char *id, const char *owner, const char *mine,
+			   const char *mark, bool *took_events)
 {
 	struct strset taken;   /* into our mark, to move out */
 	strset_init(&taken);
-	bool ours = take_sidecars(d, id, owner, mine, mark, &taken);
-	if (!ours) {
+	enum take how = take_sidecars(d, id, owner, mine, mark, &taken);
+	if (how == TAKE_LOST) {
 		log_job(LOG_WARN, id, "reclaimed from '%s' but no longer ours: another host "
 			"reclaimed it meanwhile; none of its files taken along", owner);
 	} else {
-		int events = outbox_take_along(d->outbox, id, owner);
+		char why[NAME_MAX + 128] = "";
+		int events = outbox_take_along(d->outbox, id, owner, why, sizeof(why));
 		*took_events |= events > 0;
 		if (events)
 			log_job(LOG_INFO, id, "took along %d end event(s) '%s' had queued in "
 				"outbox/: sent or taken back as the job ends", events, owner);
+		if (why[0]) {
+			strandlog_say(&d->strandlog, LOG_ERROR, id, "%s (an end event '%s' had "
+				      "queued); its reclaim mark stays and the job waits in running/, not "
+				      "run, until it is taken (tried again at each rescan)", why, owner);
+			how = take_worse(how, TAKE_FAILED);
+		}
 	}
 	/* What went in before the mark was taken from us went with it: none of these then. */
-	for (size_t i = 0; ours && i < taken.cap; i++)
+	bool moved = false;
+	for (size_t i = 0; mark && how != TAKE_LOST && i < taken.cap; i++)
 		if (taken.slots[i])
-			move_out(d, id, mark, taken.slots[i]);
+			how = take_worse(how, move_out(d, id, owner, mark, taken.slots[i], &moved));
 	strset_release(&taken);
-	return ours;
+	return how;
 }
 
 /* Whether running/'s name changes reach the disk in the order they were made with no sync
@@ -331,8 +411,12 @@ static void reclaim_barrier(struct dispatch *d, bool outbox_too, const char *wha
  * owner whose running/ID@OWNER.json is there again are its own job's, not taken. A mark with
  * no job of ours is of a rename that never happened. What a mark holds (taken into it before
  * the cut) moves out to our names. Before the jobs are adopted, which then see every file.
- * True when a file moved (running/ is to be listed again). */
-static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, long nh)
+ * A mark whose files could not all be taken (a rename failed, said) stays, and its job is
+ * stranded: not adopted, nor sent back, till a rescan takes them (a pass that left one: in
+ * retry, said already, as are the ids this pass reclaimed). The ids whose files it took are
+ * added to reclaimed. True when a file moved (running/ is to be listed again). */
+static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, long nh,
+			    const struct strset *retry, struct strset *reclaimed)
 {
 	int fd = d->spool->fd[SPOOL_RUNNING];
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
@@ -346,26 +430,48 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 		char *mine = spool_running_name(d->spool, id);
 		char *theirs = xasprintf("%s@%s.json", id, owner);
 		const char *mark = S_ISDIR(h[i].id.mode) ? h[i].name : NULL;
-		if (strcmp(owner, d->spool->host_id) && spool_exists(fd, mine) &&
-		    !spool_exists(fd, theirs)) {
-			log_job(LOG_WARN, id, "its reclaim from '%s' was cut before that host's files of "
-				"it were taken along: taken now", owner);
+		bool ours = spool_exists(fd, mine);
+		enum take how = TAKE_ALL;
+		if (strcmp(owner, d->spool->host_id) && ours && !spool_exists(fd, theirs)) {
+			if (!strset_has(retry, id) && !strset_has(reclaimed, id) &&
+			    !strset_has(&d->stranded, id))
+				log_job(LOG_WARN, id, "its reclaim from '%s' was cut before that host's "
+					"files of it were taken along: taken now", owner);
 			outbox_reclaims_begin(d->outbox);
-			take_from(d, id, owner, mine, mark, &events);
+			how = take_from(d, id, owner, mine, mark, &events);
 			outbox_reclaims_end(d->outbox);
-			moved = true;
+			if (how != TAKE_FAILED) {
+				moved = true;
+				strset_add(reclaimed, id);
+			}
 		}
-		if (mark)   /* what was taken into it before the cut */
-			moved |= empty_mark(d, id, mark);
-		strset_add(&done, h[i].name);
+		if (mark && how != TAKE_LOST)   /* what was taken into it before the cut */
+			how = take_worse(how, empty_mark(d, id, owner, mark, &moved));
+		if (how == TAKE_FAILED && ours)
+			strset_add(&d->stranded, id);
+		else if (how != TAKE_FAILED)
+			strset_add(&done, h[i].name);
 		free(theirs);
 		free(mine);
 	}
 	if (moved)
 		reclaim_barrier(d, events, "after taking the files of a reclaim that was cut");
-	for (size_t i = 0; i < done.cap; i++)
-		if (done.slots[i])
-			remove_mark(fd, done.slots[i]);
+	for (size_t i = 0; i < done.cap; i++) {
+		if (!done.slots[i] || remove_mark(fd, done.slots[i]) == 0 ||
+		    !recovery_reclaim_mark_parse(done.slots[i], d->spool->host_id, id, owner))
+			continue;
+		int err = errno;
+		char *mine = spool_running_name(d->spool, id);
+		bool ours = spool_exists(fd, mine);
+		free(mine);
+		if (!ours)
+			continue;
+		/* Something came into it meanwhile (the next pass moves it out): the job waits. */
+		strandlog_say(&d->strandlog, LOG_ERROR, id, "cannot remove its reclaim mark "
+			      "'running/%s': %s; the job waits in running/, not run, until it is "
+			      "(tried again at each rescan)", done.slots[i], strerror(err));
+		strset_add(&d->stranded, id);
+	}
 	strset_release(&done);
 	return moved;
 }
@@ -398,6 +504,7 @@ static void note_reclaimed_files(const struct dispatch *d, const struct spool_en
 struct reclaim {
 	char *name, *mark, *mine, owner[NAME_MAX + 1], id[JOB_ID_MAX + 1];
 	int64_t idle_ms;
+	bool keep_mark;   /* a file of the owner's is left: finish_reclaims tries again */
 };
 
 void recovery_reclaim_stale(struct dispatch *d)
@@ -413,7 +520,9 @@ void recovery_reclaim_stale(struct dispatch *d)
 	char id[JOB_ID_MAX + 1], owner[NAME_MAX + 1];
 	struct reclaim *r = NULL;
 	size_t nr = 0;
-	int64_t began = mono_ms();   /* before the first touch */
+	struct strset reclaimed;   /* ids taken over in this pass */
+	strset_init(&reclaimed);
+	int64_t began = mono_ms();   /* before the first rename */
 	/* First every mark, one sync, then the renames they guard (§10). */
 	for (long i = 0; i < n; i++) {
 		const char *name = e[i].name;
@@ -436,14 +545,12 @@ void recovery_reclaim_stale(struct dispatch *d)
 		one->mark = reclaim_mark_name(d, id, owner);
 		one->mine = spool_running_name(d->spool, id);
 		one->idle_ms = now - e[i].mtime_ns / 1000000;
+		one->keep_mark = false;
 		/* The mark says, should we die or stall before the owner's files are ours, whose
-		 * they are (finish_reclaims); the touch keeps the job ours for a lease (a rename
-		 * keeps the dead host's old mtime: another host would take it at once, in the
-		 * middle of our renames). */
+		 * they are (finish_reclaims). */
 		if (make_mark(fd, one->mark) < 0)
 			log_job(LOG_WARN, id, "cannot make its reclaim mark 'running/%s': %s",
 				one->mark, strerror(errno));
-		utimensat(fd, name, NULL, AT_SYMLINK_NOFOLLOW);
 	}
 	if (nr)
 		reclaim_barrier(d, false, "after marking the jobs it reclaims");
@@ -451,6 +558,11 @@ void recovery_reclaim_stale(struct dispatch *d)
 	for (size_t k = 0; k < nr; k++) {
 		struct reclaim *one = &r[k];
 		if (spool_rename_claim(d->spool, SPOOL_RUNNING, one->name, one->mine) == 0) {
+			/* Ours for a lease from now: a rename keeps the dead host's old mtime. Only
+			 * now: touched before, a rename that failed would have given the dead host's
+			 * job a lease. A host that takes it in between from its old mtime takes our
+			 * mark first, and our renames below fail (§10). */
+			utimensat(fd, one->mine, NULL, AT_SYMLINK_NOFOLLOW);
 			log_job(LOG_WARN, one->id, "reclaimed from '%s' (no heartbeat for %" PRId64 " s)",
 				one->owner, one->idle_ms / 1000);
 			crash_point("reclaim:renamed");
@@ -460,9 +572,11 @@ void recovery_reclaim_stale(struct dispatch *d)
 			 * rename goes through our mark, so a stall at any point takes nothing of
 			 * a job another host holds by then. */
 			if (mono_ms() - began < lease_ms / 2 || spool_exists(fd, one->mine))
-				take_from(d, one->id, one->owner, one->mine, one->mark, &events);
+				one->keep_mark = take_from(d, one->id, one->owner, one->mine,
+							   one->mark, &events) == TAKE_FAILED;
 			else   /* says so, and takes nothing */
-				outbox_take_along(d->outbox, one->id, one->owner);
+				outbox_take_along(d->outbox, one->id, one->owner, NULL, 0);
+			strset_add(&reclaimed, one->id);
 			d->others_running--;   /* ours now */
 			took = true;
 		} else {
@@ -478,7 +592,7 @@ void recovery_reclaim_stale(struct dispatch *d)
 	if (took)
 		reclaim_barrier(d, events, "after taking the files of the jobs it reclaimed");
 	for (size_t k = 0; k < nr; k++) {
-		if (r[k].mark)
+		if (r[k].mark && !r[k].keep_mark)   /* one still holding a file stays */
 			remove_mark(fd, r[k].mark);
 		free(r[k].mark);
 		free(r[k].mine);
@@ -486,9 +600,10 @@ void recovery_reclaim_stale(struct dispatch *d)
 	free(r);
 	spool_entries_free(e, n);
 	/* A put-back a restart or a claim could not settle, and jobs of ours a failed move left
-	 * here (stranded), are tried again here (adopt_all). */
+	 * here (stranded), are tried again here (adopt_all); so is a reclaim whose mark stayed. */
 	if (took || d->putbacks_unsettled || d->stranded.count)
-		adopt_all(d);
+		adopt_all(d, &reclaimed);
+	strset_release(&reclaimed);
 }
 
 /* The records say the job was published (the result and images are durable in its staging
@@ -563,9 +678,17 @@ static void record_unaccounted(struct task *t, struct attempt *a, enum billed bi
 						      keyshare_micros(a->cost));
 }
 
+#define RECOVERED_WHY "recovered from running/ after a restart"
+#define RECLAIMED_WHY "reclaimed from a host whose lease ran out"
+
 static void requeue_recovered(struct task *t)
 {
-	task_requeue(t, "recovered from running/ after a restart");
+	task_requeue(t, RECOVERED_WHY);
+}
+
+static void requeue_reclaimed(struct task *t)
+{
+	task_requeue(t, RECLAIMED_WHY);
 }
 
 /* The call of the next attempt that a death cut (its .partial): recorded as interrupted, maybe
@@ -640,9 +763,10 @@ static void record_before_crashed(struct task *t, const struct strset *hidden, c
  * hold (the daemon died while moving the job on) is not applied twice: the move is done again.
  * An unaccounted call in flight is recorded as possibly billed and the job goes back to new/.
  * A job that was running through more than max_crash_requeues deaths fails, so a job that kills
- * the daemon cannot loop. */
+ * the daemon cannot loop. reclaimed: taken over from a dead host by this run (what the log says
+ * of it). */
 static void adopt(struct dispatch *d, const char *id, const char *running_name,
-		  struct strset *hidden, bool died)
+		  struct strset *hidden, bool died, bool reclaimed)
 {
 	struct stat st;
 	struct job_error jerr;
@@ -810,7 +934,7 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 				deferral_resume(t, retry_at_ms);
 				return;
 			}
-			task_requeue(t, "recovered from running/ after a restart");
+			task_requeue(t, reclaimed ? RECLAIMED_WHY : RECOVERED_WHY);
 			return;
 		}
 		if (attempt != (long)accounted + 1) {
@@ -850,7 +974,8 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 			    "it again", answered.status);
 		return;
 	}
-	attempt_after_ledger(t, requeue_recovered);   /* its cut call in the ledger first */
+	/* its cut call in the ledger first */
+	attempt_after_ledger(t, reclaimed ? requeue_reclaimed : requeue_recovered);
 }
 
 enum recovery_putback recovery_putback_decide(bool ours, bool job_there, bool same_file,
@@ -955,20 +1080,25 @@ static bool settle_putback(struct dispatch *d, const char *name, const char *id,
 }
 
 /* Adopts every job of ours in running/ that no task holds, but for one whose put-back could
- * not be settled (stranded again: the next rescan calls this again). The stranded ones this
- * run left count no death. */
-static void adopt_all(struct dispatch *d)
+ * not be settled, or whose reclaim mark stays (stranded again: the next rescan calls this
+ * again). The stranded ones this run left count no death; a job whose dead host's files were
+ * only taken now does. reclaimed: the ids this run has just taken over (NULL: none), to which
+ * finish_reclaims adds those whose files it took. */
+static void adopt_all(struct dispatch *d, struct strset *reclaimed)
 {
 	struct spool_entry *e, *h;
-	struct strset hidden, stranded = d->stranded;
+	struct strset hidden, stranded = d->stranded, none;
 	char id[JOB_ID_MAX + 1], host[NAME_MAX + 1];
 	enum spool_dir from;
 	uint64_t ino;
 	strset_init(&hidden);
+	strset_init(&none);
+	if (!reclaimed)
+		reclaimed = &none;
 	strset_init(&d->stranded);   /* what is not settled below is added again */
 	long nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	/* A reclaimer's marks can come along with the files they took: a few rounds at most. */
-	for (int round = 0; round < 8 && finish_reclaims(d, h, nh); round++) {
+	for (int round = 0; round < 8 && finish_reclaims(d, h, nh, &stranded, reclaimed); round++) {
 		spool_entries_free(h, nh);
 		nh = spool_list_hidden(d->spool, SPOOL_RUNNING, &h);
 	}
@@ -976,7 +1106,8 @@ static void adopt_all(struct dispatch *d)
 		strset_add(&hidden, h[i].name);
 	bool held_putback = false;   /* one of a job a task holds: settled once the task is done */
 	for (long i = 0; i < nh; i++) {
-		if (!sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino))
+		if (!sidecar_putback_parse(h[i].name, d->spool->host_id, id, &from, &ino) ||
+		    strset_has(&d->stranded, id))   /* its reclaim's mark stays: not sent back */
 			continue;
 		if (strset_has(&d->held, id))
 			held_putback = true;
@@ -991,11 +1122,14 @@ static void adopt_all(struct dispatch *d)
 		if (spool_running_id(e[i].name, id, sizeof(id), host, sizeof(host)) &&
 		    !strcmp(host, d->spool->host_id) && !strset_has(&d->held, id) &&
 		    !strset_has(&d->stranded, id))
-			adopt(d, id, e[i].name, &hidden, !strset_has(&stranded, id));
+			adopt(d, id, e[i].name, &hidden,
+			      !strset_has(&stranded, id) || strset_has(reclaimed, id),
+			      strset_has(reclaimed, id));
 	}
 	spool_entries_free(e, n);
 	strset_release(&stranded);
 	strset_release(&hidden);
+	strset_release(&none);
 	strandlog_settled(&d->strandlog, &d->stranded);
 }
 
@@ -1254,7 +1388,7 @@ void recovery_start(struct dispatch *d)
 		spool_entries_free(h, nh);
 	}
 	recovery_resume_publications(d, false);
-	adopt_all(d);
+	adopt_all(d, NULL);
 	/* Sidecars whose job has left running/ (a crash between the move and the clean-up). */
 	drop_orphan_sidecars(d, d->spool->host_id, 0);
 }

@@ -736,6 +736,44 @@ def test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_a
     assert env.fake.calls(prompt) == 1
 
 
+def test_an_end_event_that_cannot_be_taken_along_keeps_its_job_waiting(env):
+    """Host A dies while publishing "ee" (its job.succeeded queued); host B reclaims the job,
+    and every rename of A's entry fails (EIO). Before, the failure was ignored: B's reclaim
+    mark went and B ended the job (crashed, past max_crash_requeues) with A's job.succeeded
+    still A's, to be taken over and sent once A's lease ran out. Now it is said, the mark
+    stays and the job waits in running/, not ended; B's restart takes the entry along, and the
+    receiver hears job.failed only."""
+    rx = env.peer(WebhookReceiver()).start()
+    prompt = "host A dies publishing it, B cannot take its event along"
+    a = dead_while_publishing(env, rx, "ee", prompt)
+    entry = f"{msg_id('ee', 'job.succeeded')}.webhook@hostA.json"
+    trace = os.path.join(a.dir, "ee.strace")
+    b = notify_daemon(env, rx, spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5,
+                      retry__max_crash_requeues=0,
+                      wrapper=["strace", "-f", "-qq", "-o", trace, "-P", entry,
+                               "-e", "trace=renameat,renameat2",
+                               "-e", "inject=renameat,renameat2:error=EIO"],
+                      extra_env={"ASAN_OPTIONS": "detect_leaks=0"}).start()
+    wait_for(lambda: read_text(trace).count("(INJECTED)") >= 4, 30,
+             "renames of A's entry failing at two rescans")
+    running = os.listdir(b.path("running"))
+    assert "ee@hostB.json" in running and ".ee@hostB.reclaim.hostA" in running, running
+    assert b.logged("ee error: cannot take 'outbox/" + entry + "' along: Input/output error")
+    assert not os.path.exists(b.path("failed", "ee.result.json")), b.log()[-2000:]
+    assert "ee" not in delivered(rx)
+    assert b.stop() == 0
+    b.wrapper = []
+    b.extra_env = {k: v for k, v in b.extra_env.items() if k != "ASAN_OPTIONS"}
+    b.start()
+    assert b.wait_finished("ee") == "failed", b.log()[-2000:]
+    assert b.result("ee")["error"]["code"] == "crashed"
+    wait_for(lambda: "ee" in delivered(rx) and not b.listdir("outbox"), 30,
+             f"the outbox drained (outbox/: {b.listdir('outbox')})")
+    assert b.stop() == 0
+    assert [ev["type"] for _, ev in delivered(rx)["ee"]] == ["job.failed"], delivered(rx)
+    assert env.fake.calls(prompt) == 1
+
+
 def test_held_entries_are_not_in_the_outbox_backlog(env):
     """imgspool_outbox_backlog counts the events to be delivered, of every host: not an end
     event a reclaimer holds (MSGID.TARGET@HOST.held), which is not one to send. Before, every
@@ -981,6 +1019,7 @@ if __name__ == "__main__":
                test_an_event_taken_along_with_a_file_sent_back_to_new_is_not_left_held,
                test_an_event_taken_along_on_a_file_system_without_hard_links_is_moved_not_lost,
                test_an_event_taken_along_is_not_left_held_when_outbox_cannot_be_listed_at_adoption,
+               test_an_end_event_that_cannot_be_taken_along_keeps_its_job_waiting,
                test_one_event_for_a_job_whose_reclaimer_died_before_taking_its_entry_along,
                test_a_restarted_host_sends_no_event_of_its_own_while_its_job_is_on_a_stalled_reclaimer,
                test_a_stalled_reclaimer_takes_nothing_along_from_a_host_that_reclaimed_and_ended_the_job,

@@ -166,9 +166,105 @@ def test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it(env):
         assert c.stop() == 0 and b.stop() == 0
 
 
+def inject_eio(d, path, when):
+    """Runs d under strace, its renames of running/PATH (source or target) failing with EIO at
+    the when-th and, "N+", every later one; returns the trace's path. (LeakSanitizer does not
+    work under ptrace.)"""
+    log = os.path.join(d.dir, "strace.log")
+    d.wrapper = ["strace", "-f", "-qq", "-o", log, "-P", path, "-e", "trace=renameat,renameat2",
+                 "-e", f"inject=renameat,renameat2:error=EIO:when={when}"]
+    d.extra_env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+    return log
+
+
+def injected(log):
+    with open(log, errors="replace") as f:
+        return f.read().count("(INJECTED)")
+
+
+def test_a_failed_rename_of_a_saved_answer_keeps_the_mark_and_pays_nothing_again(env):
+    """Host A dies with the answer of "pt" saved; host B reclaims it, and its first rename of
+    A's answer fails (EIO, as an NFS server may). Before, take_sidecars ignored the failure,
+    the mark went, the job was adopted without its answer, sent back to new/ and called again,
+    with nothing logged. Now the failure is said with the file's name and errno, the mark
+    stays, the job is not adopted, and the retry takes the answer: paid once."""
+    prompt = "answered, then a rename failed"
+    a = answered_then_dead(env, "pt", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    trace = inject_eio(b, ".pt@hostA.response.200", "1")
+    b.start()
+    assert b.wait_finished("pt", 30) == "done", b.log()[-3000:]
+    assert injected(trace) == 1, open(trace).read()
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again:\n" + b.log()[-3000:]
+    assert [x["http_status"] for x in b.result("pt")["attempts"]] == [200]
+    b.wait_logged("pt error: cannot take 'running/.pt@hostA.response.200' along from 'hostA': "
+                  "Input/output error")
+    assert not b.logged("pt back to new/"), b.log()[-3000:]
+    assert b.stop() == 0
+
+
+def test_a_rename_failing_at_every_rescan_leaves_the_job_till_it_works(env):
+    """As above, but every rename of A's answer fails while B runs: the job stays in running/
+    with its mark, at every rescan; never adopted, never called, said once. B's restart (the
+    renames work again) takes the answer and finishes the job from it."""
+    prompt = "answered, then renames failed"
+    a = answered_then_dead(env, "pt", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    trace = inject_eio(b, ".pt@hostA.response.200", "1+")
+    b.start()
+    wait_for(lambda: injected(trace) >= 4, 30, "renames of A's answer failing at two rescans")
+    names = os.listdir(b.path("running"))
+    assert "pt@hostB.json" in names and ".pt@hostB.reclaim.hostA" in names, sorted(names)
+    assert ".pt@hostA.response.200" in names, sorted(names)
+    assert env.fake.calls(prompt) == 1, "called again while its saved answer was not taken"
+    assert len(b.logged("pt error: cannot take 'running/.pt@hostA.response.200'")) == 1, \
+        b.log()[-3000:]
+    assert b.stop() == 0
+    b.wrapper = []
+    b.extra_env.pop("ASAN_OPTIONS")
+    b.start()
+    assert b.wait_finished("pt", 30) == "done", b.log()[-3000:]
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again"
+    wait_for(lambda: [n for n in os.listdir(b.path("running")) if not n.startswith(".host.")]
+             == [], 10, "nothing of the job left in running/")
+    assert b.stop() == 0
+
+
+def test_a_reclaim_whose_rename_fails_leaves_the_lease_as_it_was(env):
+    """Host B reclaims "pn" of a dead host D, and the rename fails (EIO). Before, B touched
+    running/pn@hostD.json before the rename: D's job got a fresh lease, and every other host
+    waited one more lease. Now only the job renamed is touched."""
+    b = env.daemon(spool__host_id="hostB", spool__lease_timeout=5)
+    trace = inject_eio(b, "pn@hostD.json", "1+")
+    b.start()
+    stale_job(b, "pn", "hostD")
+    old = os.stat(b.path("running", "pn@hostD.json")).st_mtime
+    wait_for(lambda: injected(trace) >= 2, 30, "two rescans' reclaims of pn failing")
+    assert os.stat(b.path("running", "pn@hostD.json")).st_mtime == old, \
+        "the dead host's job got a fresh lease from a reclaim that failed"
+    assert not os.path.exists(b.path("running", ".pn@hostB.reclaim.hostD"))
+    assert b.stop() == 0
+
+
+def test_a_job_sent_back_after_a_reclaim_says_so(env):
+    """A job of a dead host D with no call of its under way is reclaimed by host B at run time
+    and sent back to new/. Before, the log said "recovered from running/ after a restart",
+    though B had not restarted. Now it says the job was reclaimed."""
+    b = env.daemon(spool__host_id="hostB", spool__lease_timeout=5)
+    b.start()
+    stale_job(b, "pq", "hostD")
+    assert b.wait_finished("pq", 30) == "done", b.log()[-3000:]
+    b.wait_logged("pq back to new/ (reclaimed from a host whose lease ran out)")
+    assert not b.logged("after a restart"), b.log()[-3000:]
+    assert b.stop() == 0
+
 if __name__ == "__main__":
     run_tests([
         test_a_reclaim_mark_is_durable_before_the_renames_it_guards,
         test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync,
         test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it,
+        test_a_failed_rename_of_a_saved_answer_keeps_the_mark_and_pays_nothing_again,
+        test_a_rename_failing_at_every_rescan_leaves_the_job_till_it_works,
+        test_a_reclaim_whose_rename_fails_leaves_the_lease_as_it_was,
+        test_a_job_sent_back_after_a_reclaim_says_so,
     ])
