@@ -1010,6 +1010,7 @@ struct left_marks *dispatch_leave(struct dispatch *d, size_t *n_marks, bool *hel
 	/* A job a helper still holds past the cut's wait (a write stuck) is its: left as a crash
 	 * leaves it, but its publication from a saved response counts no death at the restart,
 	 * and an answer it held is not taken for a call cut in flight. */
+	attempt_ledger_writer(d, false);   /* the loop is over: a write now is the exit's own */
 	*helpers_idle = iopool_pending(d->pool) == 0;
 	for (struct task *t = d->tasks, *next; t; t = next) {
 		next = t->next;
