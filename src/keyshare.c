@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "dirtrust.h"
 #include "hostlock.h"
 #include "keyshare.h"
 #include "log.h"
@@ -58,6 +59,7 @@ struct pdir {
 	int fd, calls, starts;       /* providers/NAME, its calls/ and starts/; -1 until made */
 	bool probe_ours;
 	bool warned;
+	bool untrusted_said;         /* one of its directories others may write, said */
 	int64_t checked_at;          /* mono ms the handles were last found current; 0: check */
 	struct memo calls_memo;      /* for a total budget: what its calls/ reserved then */
 	micros calls_reserved;
@@ -174,6 +176,7 @@ struct keyshare {
 	bool doubt_said;
 	int ledger_errno;            /* why ledger/ could not be opened (ledger_fd < 0; write_lock) */
 	int month_errno;             /* why ledger/MONTH/ could not be (month_fd < 0; the loop's) */
+	bool month_untrusted;        /* ledger/MONTH/ or its ended/ others may write: budgets wait */
 	enum { UNUSABLE_UNSAID, UNUSABLE_WAITS, UNUSABLE_ALONE } unusable_said;
 	char doubt_about[NAME_MAX + 1];    /* what budgets wait for, as said */
 	int64_t lease_ms;            /* the last acquire's: a host lock older than this is a left host's */
@@ -260,17 +263,52 @@ static int open_dir(int at, const char *name)
 	return openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-/* open_dir for ledger/ and providers/ in the root: refused (EPERM) when someone else than
- * the daemon's user owns or may write it (a client made it after an operator removed it). */
-static int open_shared_dir(const struct spool *sp, const char *name)
+/* fd, or -1 (EPERM, fd closed) when someone else than the daemon's user owns or may write the
+ * directory: what is in it is believed as the hosts' own (spool_dir_trusted). */
+static int trusted_or_refused(const struct spool *sp, int fd)
 {
-	int fd = open_dir(sp->root_fd, name);
 	if (fd >= 0 && !spool_dir_trusted(sp, fd)) {
 		close(fd);
 		errno = EPERM;
 		return -1;
 	}
 	return fd;
+}
+
+/* open_dir for ledger/ and providers/ in the root: refused (EPERM) when someone else than
+ * the daemon's user owns or may write it (a client made it after an operator removed it). */
+static int open_shared_dir(const struct spool *sp, const char *name)
+{
+	return trusted_or_refused(sp, open_dir(sp->root_fd, name));
+}
+
+/* open_dir for a directory below ledger/ or providers/ (shown: its path in the spool, for the
+ * log), refused (EPERM) as open_shared_dir's are. A spool of the old group recipe (umask 007)
+ * left ledger/MONTH/ and providers/NAME/ writable by the group: a client could crowd them,
+ * remove a host's spend or forge one. Said once while *said. */
+static int open_below_shared(const struct keyshare *ks, int at, const char *name,
+			     const char *shown, bool *said)
+{
+	int fd = open_dir(at, name);
+	struct stat st;
+	if (fd < 0 || spool_dir_trusted(ks->sp, fd))
+		return fd;
+	if (!*said && fstat(fd, &st) == 0) {
+		uint32_t euid = (uint32_t)geteuid();
+		char why[320];
+		dirtrust_explain(why, sizeof(why),
+				 dirtrust_judge(DIRTRUST_TRUSTED, (uint32_t)st.st_uid,
+						(uint32_t)st.st_mode, euid, ks->sp->own_uid),
+				 (uint32_t)st.st_uid, (uint32_t)st.st_mode, euid);
+		log_warn("'%s/%s' %s (chmod -R go-w '%s/ledger' '%s/providers'; spool-layout.md "
+			 "§12): what is there is not believed, so no call under a budget or a "
+			 "limit shared there starts until it is the daemon's alone", ks->sp->path,
+			 shown, why, ks->sp->path, ks->sp->path);
+	}
+	*said = true;
+	close(fd);
+	errno = EPERM;
+	return -1;
 }
 
 /* Opens ledger/ (making it if need be) into ledger_fd; why it cannot goes to ledger_errno. */
@@ -417,15 +455,24 @@ static bool pdir_open(struct keyshare *ks, struct pdir *p)
 	for (int tries = 0; tries < 2; tries++) {
 		top_dirs_recheck(ks);
 		pdir_recheck(p, ks->providers_fd);
+		char shown[NAME_MAX + 32];
+		xsnprintf(shown, sizeof(shown), "providers/%s", p->name);
 		if (p->fd < 0 && ks->providers_fd >= 0)
-			p->fd = open_dir(ks->providers_fd, p->name);
+			p->fd = open_below_shared(ks, ks->providers_fd, p->name, shown,
+						  &p->untrusted_said);
+		xsnprintf(shown, sizeof(shown), "providers/%s/calls", p->name);
 		if (p->fd >= 0 && p->calls < 0)
-			p->calls = open_dir(p->fd, "calls");
+			p->calls = open_below_shared(ks, p->fd, "calls", shown, &p->untrusted_said);
+		xsnprintf(shown, sizeof(shown), "providers/%s/starts", p->name);
 		if (p->fd >= 0 && p->starts < 0)
-			p->starts = open_dir(p->fd, "starts");
+			p->starts = open_below_shared(ks, p->fd, "starts", shown, &p->untrusted_said);
 		if (p->fd >= 0 && p->calls >= 0 && p->starts >= 0) {
 			if (!p->checked_at)
 				p->checked_at = mono_ms();
+			if (p->untrusted_said)
+				log_info("'%s/providers/%s' is the daemon's alone again: its limits "
+					 "are kept there again", ks->sp->path, p->name);
+			p->untrusted_said = false;
 			return true;
 		}
 		if (!tries)
@@ -776,7 +823,8 @@ static int write_dir(struct keyshare *ks, long month)
 		return -1;
 	}
 	month_dir_name(month, name, sizeof(name));
-	ks->write_fd = open_dir(ks->ledger_fd, name);
+	/* Not into one others may write (month_current says so): other hosts do not read it. */
+	ks->write_fd = trusted_or_refused(ks->sp, open_dir(ks->ledger_fd, name));
 	ks->write_month = month;
 	return ks->write_fd;
 }
@@ -969,13 +1017,23 @@ static bool month_current(struct keyshare *ks)
 	close_dir(&ks->month_fd);
 	close_dir(&ks->ended_fd);
 	month_dir_name(month, name, sizeof(name));
-	ks->month_fd = open_dir(ks->ledger_fd, name);
-	ks->ended_fd = ks->month_fd >= 0 ? open_dir(ks->month_fd, "ended") : -1;
+	char shown[32];
+	bool said = ks->month_untrusted;
+	xsnprintf(shown, sizeof(shown), "ledger/%s", name);
+	ks->month_fd = open_below_shared(ks, ks->ledger_fd, name, shown, &said);
+	xsnprintf(shown, sizeof(shown), "ledger/%s/ended", name);
+	ks->ended_fd = ks->month_fd >= 0 ?
+		       open_below_shared(ks, ks->month_fd, "ended", shown, &said) : -1;
 	if (ks->ended_fd < 0) {
 		ks->month_errno = errno;
+		ks->month_untrusted = errno == EPERM && said;
 		close_dir(&ks->month_fd);
 		return false;
 	}
+	if (ks->month_untrusted)
+		log_info("'%s/ledger/%s' is the daemon's alone again: budgets count it again",
+			 ks->sp->path, name);
+	ks->month_untrusted = false;
 	if (ks->month_open != month) {
 		runs_forget(ks);
 		ks->own_seen = false;
@@ -2015,6 +2073,9 @@ static const char *ledger_sum(struct keyshare *ks, const char *provider, long da
 		figures_add(ks->runs[i].figures, provider, day, d, m);
 		figures_add(ks->runs[i].figures, NULL, day, td, tm);
 	}
+	*which = "a ledger directory others may write";
+	if (ks->month_untrusted)
+		return "ledger/MONTH";
 	*which = "a ledger directory with too many names";
 	if (ks->crowded[IN_MONTH] || ks->crowded[IN_ENDED])
 		return ks->crowded[IN_MONTH] ? "ledger/MONTH" : "ledger/MONTH/ended";

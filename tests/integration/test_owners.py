@@ -209,6 +209,41 @@ def test_a_reference_in_a_state_directory_is_refused(env):
         assert env.fake.calls(f"names {path}") == 0
     assert d.stop() == 0
 
+def test_a_ledger_month_the_group_may_write_is_not_believed(env):
+    # A spool of the old recipe (umask 007) upgraded as contrib/README.md said before: ledger/
+    # and providers/ made 0755, but ledger/MONTH/, its ended/ and providers/NAME/ left 2770. A
+    # client there could crowd the month (every budgeted call on every host waited) or remove
+    # or forge a host's spend. The daemon believes none of it: budgeted calls wait, said.
+    d = env.daemon(verbose=True, spool__concurrency=1, budget__daily="100",
+                   **{"prices__gpt-image-2": "0.01"})
+    group_spool(d, 0o3775)
+    d.start()
+    d.submit("first", {"prompt": "first"})
+    assert d.wait_finished("first") == "done", d.log()[-2000:]
+    assert d.stop() == 0
+    (month,) = [m for m in os.listdir(d.path("ledger")) if m.startswith("20")]
+    for rel in (f"ledger/{month}", f"ledger/{month}/ended", "providers/apiyi",
+                "providers/apiyi/calls"):
+        os.chown(d.path(rel), 0, GROUP)
+        os.chmod(d.path(rel), 0o2770)
+    as_client(f"""
+open({d.path("ledger", month, "planted.json")!r}, "w").close()
+""")
+    d.start()
+    for rel in (f"ledger/{month}", "providers/apiyi"):
+        d.wait_logged(f"'{d.path(rel)}' is writable by its group or others (mode 2770)")
+    d.wait_logged(f"(chmod -R go-w '{d.spool}/ledger' '{d.spool}/providers'; spool-layout.md")
+    since = len(d.log())
+    d.submit("second", {"prompt": "second"})
+    d.wait_logged("provider 'apiyi': no room among every host's calls", count=3, since=since)
+    assert env.fake.calls("second") == 0 and d.state("second") == "new", d.log()[-2000:]
+    # The operator's fix, as contrib/README.md says it now: the calls go.
+    subprocess.run(["chmod", "-R", "go-w", d.path("ledger"), d.path("providers")], check=True)
+    assert d.wait_finished("second", 40) == "done", d.log()[-2000:]
+    d.wait_logged(f"'{d.path('ledger', month)}' is the daemon's alone again")
+    assert env.fake.calls("second") == 1
+    assert d.stop() == 0
+
 
 if __name__ == "__main__":
     run_tests([
@@ -219,4 +254,5 @@ if __name__ == "__main__":
         test_the_group_recipe_keeps_clients_out_of_the_state_dirs,
         test_a_reference_its_submitter_may_not_read_is_not_uploaded,
         test_a_reference_in_a_state_directory_is_refused,
+        test_a_ledger_month_the_group_may_write_is_not_believed,
     ])
