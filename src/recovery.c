@@ -101,29 +101,98 @@ static void say_not_taken(struct dispatch *d, const char *id, const char *what, 
 		      "again at each rescan)", what, owner, strerror(err));
 }
 
+/* A mark of ours, made before a reclaim's rename: a directory; where one of an earlier release
+ * (a file) is in the way, it is replaced. 0, or -1 with errno. */
+static int make_mark(int fd, const char *mark)
+{
+	struct stat st;
+	if (mkdirat(fd, mark, 0700) == 0)
+		return 0;
+	if (errno != EEXIST || fstatat(fd, mark, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (S_ISDIR(st.st_mode))
+		return 0;
+	return unlinkat(fd, mark, 0) < 0 ? -1 : mkdirat(fd, mark, 0700);
+}
+
+/* Our mark is gone (ENOENT). That is another host's reclaim of the job from us only when our job
+ * file went too: such a host renames the job first, then moves our marks (take_sidecars), so
+ * TAKE_LOST. A mark gone beside a job still ours (or one not known to be gone) is no such
+ * evidence: said, the mark made again so that finish_reclaims takes the rest, TAKE_FAILED. */
+static enum take mark_gone(struct dispatch *d, const char *id, const char *owner, const char *mark)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	struct stat st;
+	char *mine = spool_running_name(d->spool, id);
+	bool ours = fstatat(fd, mine, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+	int err = ENOENT;
+	free(mine);
+	if (!ours)
+		return TAKE_LOST;
+	if (make_mark(fd, mark) < 0)
+		err = errno;
+	char *what = xasprintf("its files (its reclaim mark 'running/%s' went, the job still ours; "
+			       "%s)", mark, err == ENOENT ? "made again" : "cannot make it again");
+	say_not_taken(d, id, what, owner, err);
+	free(what);
+	return TAKE_FAILED;
+}
+
+/* What a rename of ours, from -> to, that failed with ENOENT says: it moved (a lost NFS reply,
+ * §10: *moved set), the file went before we got to it (TAKE_ALL), our mark went (mark_gone).
+ * Else (the file is there: a spurious ENOENT) it is said, TAKE_FAILED. */
+static enum take after_enoent(struct dispatch *d, const char *id, const char *owner,
+			      const char *from, const char *to, const char *mark, bool *moved)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	struct stat st;
+	if (spool_exists(fd, to)) {
+		*moved = true;
+		return TAKE_ALL;
+	}
+	if (mark && fstatat(fd, mark, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return mark_gone(d, id, owner, mark);
+	} else if (fstatat(fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+		return TAKE_ALL;
+	}
+	char *what = xasprintf("'running/%s' (its rename said it was gone)", from);
+	say_not_taken(d, id, what, owner, ENOENT);
+	free(what);
+	return TAKE_FAILED;
+}
+
+/* Renames from -> to, a file of the job reclaimed from owner, through our mark (NULL: none):
+ * *moved set when it moved. A failure is judged (after_enoent) or said, TAKE_FAILED. */
+static enum take rename_taking(struct dispatch *d, const char *id, const char *owner,
+			       const char *from, const char *to, const char *mark, bool *moved)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	if (renameat(fd, from, fd, to) == 0) {
+		*moved = true;
+		return TAKE_ALL;
+	}
+	int err = errno;
+	if (err == ENOENT)
+		return after_enoent(d, id, owner, from, to, mark, moved);
+	char *what = xasprintf("'running/%s'", from);
+	say_not_taken(d, id, what, owner, err);
+	free(what);
+	return TAKE_FAILED;
+}
+
 /* One file of the job, running/.ID@OWNER.SUFFIX, into our mark (or straight to .ID@ME.SUFFIX with
- * no mark). TAKE_LOST when our mark is gone (the file is left where it is); a rename that failed
- * but for a file gone (ENOENT) is said, TAKE_FAILED. */
+ * no mark), its suffix added to taken once it moved. TAKE_LOST when our mark went with the job
+ * (the file is left where it is); any other failure is said, TAKE_FAILED. */
 static enum take take_one(struct dispatch *d, const char *id, const char *owner, const char *from,
 			  const char *sfx, const char *mark, struct strset *taken)
 {
-	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *to = mark ? xasprintf("%s/%s", mark, sfx)
 			: xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-	enum take how = TAKE_ALL;
-	int rc = renameat(fd, from, fd, to), err = errno;
-	if (rc < 0 && err == ENOENT && spool_exists(fd, to))
-		rc = 0;   /* a lost NFS reply: it moved (§10) */
-	if (rc == 0)
+	bool moved = false;
+	enum take how = rename_taking(d, id, owner, from, to, mark, &moved);
+	if (moved)
 		strset_add(taken, sfx);
-	if (rc < 0 && err == ENOENT && mark && !spool_exists(fd, mark))
-		how = TAKE_LOST;
-	if (rc < 0 && err != ENOENT) {
-		char *what = xasprintf("'running/%s'", from);
-		say_not_taken(d, id, what, owner, err);
-		free(what);
-		how = TAKE_FAILED;
-	}
 	free(to);
 	return how;
 }
@@ -191,28 +260,14 @@ static enum take take_sidecars(struct dispatch *d, const char *id, const char *o
 
 /* One file our mark holds, MARK/SUFFIX, out to our name .ID@ME.SUFFIX: a mark of a reclaimer we
  * took the job from becomes one of ours (.ID@ME.reclaim.OTHER), finished by finish_reclaims. By
- * the mark's path: fails once another host took it (TAKE_LOST). A failure but ENOENT is said
+ * the mark's path: fails once another host took it (TAKE_LOST). Any other failure is said
  * (TAKE_FAILED: the file stays in the mark, and so does the mark). *moved set when it moved. */
 static enum take move_out(struct dispatch *d, const char *id, const char *owner, const char *mark,
 			  const char *sfx, bool *moved)
 {
-	int fd = d->spool->fd[SPOOL_RUNNING];
 	char *from = xasprintf("%s/%s", mark, sfx);
 	char *to = xasprintf(".%s@%s.%s", id, d->spool->host_id, sfx);
-	enum take how = TAKE_ALL;
-	int rc = renameat(fd, from, fd, to), err = errno;
-	if (rc < 0 && err == ENOENT && spool_exists(fd, to))
-		rc = 0;   /* a lost NFS reply: it moved (§10) */
-	if (rc == 0)
-		*moved = true;
-	else if (err == ENOENT && !spool_exists(fd, mark))
-		how = TAKE_LOST;
-	else if (err != ENOENT) {
-		char *what = xasprintf("'running/%s'", from);
-		say_not_taken(d, id, what, owner, err);
-		free(what);
-		how = TAKE_FAILED;
-	}
+	enum take how = rename_taking(d, id, owner, from, to, mark, moved);
 	free(to);
 	free(from);
 	return how;
@@ -233,7 +288,7 @@ static enum take empty_mark(struct dispatch *d, const char *id, const char *owne
 		if (mfd >= 0)
 			close(mfd);
 		if (err == ENOENT)
-			return TAKE_LOST;
+			return mark_gone(d, id, owner, mark);
 		char *what = xasprintf("what its mark 'running/%s' holds", mark);
 		say_not_taken(d, id, what, owner, err);
 		free(what);
@@ -250,20 +305,6 @@ static enum take empty_mark(struct dispatch *d, const char *id, const char *owne
 	}
 	closedir(dir);
 	return how;
-}
-
-/* A mark of ours, made before a reclaim's rename: a directory; where one of an earlier release
- * (a file) is in the way, it is replaced. 0, or -1 with errno. */
-static int make_mark(int fd, const char *mark)
-{
-	struct stat st;
-	if (mkdirat(fd, mark, 0700) == 0)
-		return 0;
-	if (errno != EEXIST || fstatat(fd, mark, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -1;
-	if (S_ISDIR(st.st_mode))
-		return 0;
-	return unlinkat(fd, mark, 0) < 0 ? -1 : mkdirat(fd, mark, 0700);
 }
 
 /* dirfd/name and what it holds, down to depth directories (a reclaim's mark, whose job is gone
@@ -395,14 +436,18 @@ static bool names_in_order(const struct spool *sp)
 /* running/ (and outbox/, when entries were taken along) synced: the marks made durable before
  * the renames they guard, or the renames before the marks go, so that no power loss leaves a
  * rename without the mark that says whose files are left to take (§10). One sync per pass,
- * however many jobs it reclaims; none where the journal keeps names in order. */
-static void reclaim_barrier(struct dispatch *d, bool outbox_too, const char *what)
+ * however many jobs it reclaims; none where the journal keeps names in order. 0, or -1 (said,
+ * with what is done about it: then) when a sync failed. */
+static int reclaim_barrier(struct dispatch *d, bool outbox_too, const char *what, const char *then)
 {
 	if (names_in_order(d->spool))
-		return;
-	if (spool_sync_dir(d->spool, SPOOL_RUNNING) < 0 ||
-	    (outbox_too && spool_sync_dir(d->spool, SPOOL_OUTBOX) < 0))
-		log_warn("cannot sync running/ %s: %s", what, strerror(errno));
+		return 0;
+	if (spool_sync_dir(d->spool, SPOOL_RUNNING) == 0 &&
+	    (!outbox_too || spool_sync_dir(d->spool, SPOOL_OUTBOX) == 0))
+		return 0;
+	log_warn("cannot sync running/%s %s: %s; %s", outbox_too ? " and outbox/" : "", what,
+		 strerror(errno), then);
+	return -1;
 }
 
 /* Reclaims a death or a stall cut between the rename of the job and those of its files: our
@@ -454,8 +499,12 @@ static bool finish_reclaims(struct dispatch *d, const struct spool_entry *h, lon
 		free(theirs);
 		free(mine);
 	}
-	if (moved)
-		reclaim_barrier(d, events, "after taking the files of a reclaim that was cut");
+	/* Marks go only once the renames they guard are durable: else the next pass again. */
+	if (moved && reclaim_barrier(d, events, "after taking the files of a reclaim that was cut",
+				     "their reclaim marks stay till a rescan's sync works") < 0) {
+		strset_release(&done);
+		strset_init(&done);
+	}
 	for (size_t i = 0; i < done.cap; i++) {
 		if (!done.slots[i] || remove_mark(fd, done.slots[i]) == 0 ||
 		    !recovery_reclaim_mark_parse(done.slots[i], d->spool->host_id, id, owner))
@@ -547,13 +596,29 @@ void recovery_reclaim_stale(struct dispatch *d)
 		one->idle_ms = now - e[i].mtime_ns / 1000000;
 		one->keep_mark = false;
 		/* The mark says, should we die or stall before the owner's files are ours, whose
-		 * they are (finish_reclaims). */
-		if (make_mark(fd, one->mark) < 0)
-			log_job(LOG_WARN, id, "cannot make its reclaim mark 'running/%s': %s",
-				one->mark, strerror(errno));
+		 * they are (finish_reclaims), and every rename of them goes through it: with none,
+		 * no reclaim (each would fail, taken for another host's reclaim of it, and the
+		 * owner's saved answer be left behind and paid again). */
+		if (make_mark(fd, one->mark) < 0) {
+			log_job(LOG_WARN, id, "cannot make its reclaim mark 'running/%s': %s; not "
+				"reclaimed from '%s' in this pass (tried again at the next rescan)",
+				one->mark, strerror(errno), owner);
+			remove_mark(fd, one->mark);   /* in case it was made all the same */
+			free(one->mark);
+			free(one->mine);
+			nr--;
+		}
 	}
-	if (nr)
-		reclaim_barrier(d, false, "after marking the jobs it reclaims");
+	/* Nor with marks that may not reach the disk before the renames they guard. */
+	if (nr && reclaim_barrier(d, false, "after marking the jobs it reclaims", "none of them "
+				  "reclaimed in this pass (tried again at the next rescan)") < 0) {
+		for (size_t k = 0; k < nr; k++) {
+			remove_mark(fd, r[k].mark);
+			free(r[k].mark);
+			free(r[k].mine);
+		}
+		nr = 0;
+	}
 	outbox_reclaims_begin(d->outbox);   /* outbox/ listed once for all the entries taken along */
 	for (size_t k = 0; k < nr; k++) {
 		struct reclaim *one = &r[k];
@@ -589,10 +654,12 @@ void recovery_reclaim_stale(struct dispatch *d)
 		}
 	}
 	outbox_reclaims_end(d->outbox);
-	if (took)
-		reclaim_barrier(d, events, "after taking the files of the jobs it reclaimed");
+	/* The marks go once the renames they guard are durable: else finish_reclaims, later. */
+	bool durable = !took || reclaim_barrier(d, events, "after taking the files of the jobs it "
+						 "reclaimed", "their reclaim marks stay till a "
+						 "rescan's sync works") == 0;
 	for (size_t k = 0; k < nr; k++) {
-		if (r[k].mark && !r[k].keep_mark)   /* one still holding a file stays */
+		if (r[k].mark && !r[k].keep_mark && durable)   /* one still holding a file stays */
 			remove_mark(fd, r[k].mark);
 		free(r[k].mark);
 		free(r[k].mine);

@@ -166,13 +166,13 @@ def test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it(env):
         assert c.stop() == 0 and b.stop() == 0
 
 
-def inject_eio(d, path, when):
-    """Runs d under strace, its renames of running/PATH (source or target) failing with EIO at
-    the when-th and, "N+", every later one; returns the trace's path. (LeakSanitizer does not
-    work under ptrace.)"""
+def inject_eio(d, path, when, calls="renameat,renameat2", error="EIO"):
+    """Runs d under strace, its calls (renames by default) of running/PATH (source or target)
+    failing with error at the when-th and, "N+", every later one; returns the trace's path.
+    (LeakSanitizer does not work under ptrace.)"""
     log = os.path.join(d.dir, "strace.log")
-    d.wrapper = ["strace", "-f", "-qq", "-o", log, "-P", path, "-e", "trace=renameat,renameat2",
-                 "-e", f"inject=renameat,renameat2:error=EIO:when={when}"]
+    d.wrapper = ["strace", "-f", "-qq", "-o", log, "-P", path, "-e", f"trace={calls}",
+                 "-e", f"inject={calls}:error={error}:when={when}"]
     d.extra_env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
     return log
 
@@ -199,6 +199,49 @@ def test_a_failed_rename_of_a_saved_answer_keeps_the_mark_and_pays_nothing_again
     assert [x["http_status"] for x in b.result("pt")["attempts"]] == [200]
     b.wait_logged("pt error: cannot take 'running/.pt@hostA.response.200' along from 'hostA': "
                   "Input/output error")
+    assert not b.logged("pt back to new/"), b.log()[-3000:]
+    assert b.stop() == 0
+
+
+def test_a_reclaim_mark_that_cannot_be_made_reclaims_nothing_in_that_pass(env):
+    """Host A dies with the answer of "pt" saved; host B's making of its reclaim mark
+    (.pt@hostB.reclaim.hostA) fails once (EIO). Before, B renamed the job to its own all the
+    same; every rename of A's files into the missing mark failed, taken for another host's
+    reclaim ("no longer ours ... none of its files taken along"): A's answer was left behind,
+    the job sent back to new/ and called again. Now no mark, no reclaim in that pass: the next
+    rescan makes the mark, takes the answer along and finishes the job from it: paid once."""
+    prompt = "answered, then the mark failed"
+    a = answered_then_dead(env, "pt", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    trace = inject_eio(b, ".pt@hostB.reclaim.hostA", "1", calls="mkdirat")
+    b.start()
+    assert b.wait_finished("pt", 40) == "done", b.log()[-3000:]
+    assert injected(trace) == 1, open(trace).read()
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again:\n" + b.log()[-3000:]
+    assert [x["http_status"] for x in b.result("pt")["attempts"]] == [200]
+    b.wait_logged("pt warning: cannot make its reclaim mark 'running/.pt@hostB.reclaim.hostA': "
+                  "Input/output error; not reclaimed from 'hostA' in this pass")
+    assert not b.logged("no longer ours"), b.log()[-3000:]
+    assert not b.logged("pt back to new/"), b.log()[-3000:]
+    assert b.stop() == 0
+
+
+def test_a_rename_saying_enoent_of_a_file_still_there_takes_it_later(env):
+    """As above, but the first rename of A's answer into B's mark fails with ENOENT though the
+    answer is there (an NFS server may say so). Before, B took that for the file gone before it
+    got there: the mark went, the job was adopted without its answer and called again. Now a
+    file still there after an ENOENT is said and stays to take, as any failed rename: paid
+    once."""
+    prompt = "answered, then a rename said it was gone"
+    a = answered_then_dead(env, "pt", prompt)
+    b = env.daemon(spool_dir=a.spool, spool__host_id="hostB", spool__lease_timeout=5)
+    trace = inject_eio(b, ".pt@hostA.response.200", "1", error="ENOENT")
+    b.start()
+    assert b.wait_finished("pt", 40) == "done", b.log()[-3000:]
+    assert injected(trace) == 1, open(trace).read()
+    assert env.fake.calls(prompt) == 1, "a saved answer was paid again:\n" + b.log()[-3000:]
+    b.wait_logged("pt error: cannot take 'running/.pt@hostA.response.200' (its rename said it "
+                  "was gone) along from 'hostA'")
     assert not b.logged("pt back to new/"), b.log()[-3000:]
     assert b.stop() == 0
 
@@ -264,6 +307,8 @@ if __name__ == "__main__":
         test_a_journaled_ext4_keeps_the_marks_in_order_with_no_sync,
         test_a_stalled_reclaimer_takes_nothing_of_a_job_reclaimed_from_it,
         test_a_failed_rename_of_a_saved_answer_keeps_the_mark_and_pays_nothing_again,
+        test_a_reclaim_mark_that_cannot_be_made_reclaims_nothing_in_that_pass,
+        test_a_rename_saying_enoent_of_a_file_still_there_takes_it_later,
         test_a_rename_failing_at_every_rescan_leaves_the_job_till_it_works,
         test_a_reclaim_whose_rename_fails_leaves_the_lease_as_it_was,
         test_a_job_sent_back_after_a_reclaim_says_so,
