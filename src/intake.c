@@ -673,25 +673,52 @@ static enum start claim_read(struct dispatch *d, struct pending *pe, const char 
 }
 
 
+/* What is not a plain file at running/RUNNING_NAME, a bad name's (id "badname-HASH") claim's
+ * (a client's FIFO, directory or hard link), never stays there, where it would keep the bad
+ * name waiting for ever: removed when it holds no data of its own (a FIFO, a socket, a device
+ * node, a symlink, one more link of a file, an empty directory), else moved aside to
+ * new/.ID.put-aside.MS, a dotfile the daemon ignores, said. 0, or -1 (said) when it stays. */
+int intake_bad_name_aside(struct dispatch *d, const char *id, const char *running_name,
+			  const char *was)
+{
+	int fd = d->spool->fd[SPOOL_RUNNING];
+	struct stat st;
+	if (fstatat(fd, running_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (unlinkat(fd, running_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0) {
+		log_job(LOG_WARN, id, "removed 'running/%s' (%s, not a plain file), which holds no "
+			"data of its own", running_name, was);
+		return 0;
+	}
+	char aside[64];
+	xsnprintf(aside, sizeof(aside), ".%s.put-aside.%" PRId64, id, wall_ms());
+	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, running_name, SPOOL_NEW, aside) == 0) {
+		log_job(LOG_WARN, id, "moved 'running/%s' (%s, not a plain file, holding data) aside "
+			"to 'new/%s', a dotfile the daemon ignores: look at it, and remove it",
+			running_name, was, aside);
+		return 0;
+	}
+	log_job(LOG_ERROR, id, "cannot move 'running/%s' (%s, not a plain file) aside to 'new/%s': "
+		"%s; no file of that bad name is answered till it is removed", running_name, was,
+		aside, strerror(errno));
+	return -1;
+}
+
 /* What a client put at a bad name between its check and its rename (a FIFO, a directory, a
  * hard link), now in running/: back to new/ under its name, where it is ignored; if the name
- * was taken again meanwhile, removed when it holds no data of its own (a FIFO, a socket, a
- * device node, a symlink, one more link of a file, an empty directory), else left, said. */
-static void bad_name_put_back(struct task *t, const struct pending *pe, const struct stat *what)
+ * was taken again meanwhile, removed or moved aside (intake_bad_name_aside). */
+static void bad_name_put_back(struct task *t, const struct pending *pe)
 {
 	struct dispatch *d = t->d;
-	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, pe->name) == 0)
+	if (spool_rename_noreplace(d->spool, SPOOL_RUNNING, t->running_name, SPOOL_NEW, pe->name) == 0) {
 		log_job(LOG_INFO, t->id, "back to new/ (replaced while being claimed): 'new/%s' is not a "
 			"plain file now, and is ignored", pe->name);
-	else if (unlinkat(d->spool->fd[SPOOL_RUNNING], t->running_name,
-			  S_ISDIR(what->st_mode) ? AT_REMOVEDIR : 0) == 0)
-		log_job(LOG_WARN, t->id, "removed what replaced 'new/%s' while it was being claimed, "
-			"not a plain file, which holds no data of its own: new/ had another file of that "
-			"name again", pe->name);
-	else
-		log_job(LOG_ERROR, t->id, "cannot move 'running/%s' (not a plain file, put at 'new/%s' "
-			"while it was being claimed) back: %s; remove it", t->running_name, pe->name,
-			strerror(errno));
+	} else {
+		char *was = xasprintf("what replaced 'new/%s' while it was being claimed, new/ having "
+				      "another file of that name again", pe->name);
+		intake_bad_name_aside(d, t->id, t->running_name, was);
+		free(was);
+	}
 	task_free(t);
 }
 
@@ -737,7 +764,8 @@ static enum start refuse_bad_name(struct dispatch *d, struct pending *pe)
 	struct stat claimed = { 0 };
 	if (fstatat(d->spool->fd[SPOOL_RUNNING], t->running_name, &claimed, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !S_ISREG(claimed.st_mode) || claimed.st_nlink != 1) {
-		bad_name_put_back(t, pe, &claimed);
+		stop_point("claim:badname-taken");
+		bad_name_put_back(t, pe);
 		return SKIPPED;
 	}
 	log_job(LOG_INFO, id, "claimed: a file in new/ whose name is not a valid task id");

@@ -50,6 +50,11 @@ struct intake_place {
 	char name[JOB_ID_MAX + sizeof(".9.json")];   /* up to a numbered name (job.h) */
 	char why[JOB_ID_MAX + 96];   /* "" where asked, else why not, for a log line */
 };
+/* What is not a plain file at running/RUNNING_NAME of a bad name's id ("badname-HASH"; was: what
+ * it is, for the log): removed if it holds no data, else moved aside to a dotfile in new/. 0, or
+ * -1 (said) when it stays. */
+int intake_bad_name_aside(struct dispatch *d, const char *id, const char *running_name,
+			  const char *was);
 
 /* The places, in order, a job asked back to asked/asked_name (id's file) tries: that one; from
  * new/, deferred/ under that name (new/ holds another version of the id: due at once, both

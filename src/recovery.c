@@ -847,6 +847,14 @@ static void adopt(struct dispatch *d, const char *id, const char *running_name,
 		task_free(t);
 		return;
 	}
+	/* A bad name's claim left what is not a plain file (an earlier release did, or its move
+	 * failed): no run of it was ever paid for, and it must not block that bad name. */
+	if (rr == SPOOL_READ_NOT_REGULAR && !strncmp(id, "badname-", 8) &&
+	    intake_bad_name_aside(d, id, running_name, "left there by a bad name's claim") == 0) {
+		strset_del(&d->unread_dead, id);
+		task_free(t);
+		return;
+	}
 	if (rr != SPOOL_READ_OK) {
 		/* Its run may have been paid for: stranded, so no claim of a later version of the id
 		 * renames over it (a plain rename where the file system lacks RENAME_NOREPLACE), and

@@ -152,10 +152,78 @@ def test_a_bad_name_swapped_while_claimed_is_never_published(env):
     assert d.stop() == 0
 
 
+def test_a_bad_name_swapped_for_a_directory_with_data_never_blocks_that_name(env):
+    # review11 R8: a non-empty directory swapped in at a bad name while it was claimed, the
+    # name then taken again by a file, could not go back (EEXIST) nor be removed (not empty):
+    # it stayed at running/badname-H@HOST.json, and every later file of that name waited in
+    # new/ for ever. Now it is moved aside to new/.badname-H.put-aside.MS, a dotfile, whole.
+    name = "bad name!.json"
+    badname = "badname-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    d = env.daemon()
+    d.start(extra_env={"IMGSPOOLD_STOP_AT": "claim:badname,claim:badname-taken"})
+    path = d.path("new", name)
+
+    def dropped(prompt, at):
+        with open(d.path("tmp", "x"), "w") as f:
+            json.dump({"prompt": prompt}, f)
+        os.rename(d.path("tmp", "x"), at)
+
+    dropped("the first", path)
+    wait_for(d.stopped, 20, "the daemon to stop between its check and its rename")
+    os.unlink(path)
+    os.mkdir(d.path("tmp", "dir"))
+    with open(d.path("tmp", "dir", "payload"), "w") as f:
+        f.write("a client's data")
+    os.rename(d.path("tmp", "dir"), path)
+    d.send_signal(signal.SIGCONT)
+    wait_for(d.stopped, 20, "the daemon to stop once its rename took the directory")
+    dropped("the second", path)   # the name taken again: the directory cannot go back
+    d.send_signal(signal.SIGCONT)
+    d.wait_logged(f"{badname} warning: moved 'running/{badname}@testhost.json' (what replaced "
+                  f"'new/{name}' while it was being claimed")
+    aside = [n for n in os.listdir(d.path("new")) if n.startswith(f".{badname}.put-aside.")]
+    assert len(aside) == 1, os.listdir(d.path("new"))
+    with open(d.path("new", aside[0], "payload")) as f:
+        assert f.read() == "a client's data"
+    assert not [n for n in d.listdir("running") if badname in n], d.listdir("running")
+    wait_for(d.stopped, 20, "the daemon to stop at the second file's claim")
+    d.send_signal(signal.SIGCONT)
+    wait_for(lambda: badname + ".json" in d.listdir("failed"), 20, "the second refused")
+    with open(d.path("failed", badname + ".json")) as f:
+        assert json.load(f)["prompt"] == "the second"
+    assert d.stop() == 0
+
+
+def test_a_directory_left_at_a_bad_names_running_name_is_moved_aside(env):
+    # review11 R8, the end state: a non-empty directory at running/badname-H@HOST.json (left
+    # by an earlier release) was read at every rescan as "not a regular file", and every file
+    # of that bad name waited in new/ for ever, unanswered. Now it is moved aside at the start.
+    name = "-x.json"
+    badname = "badname-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    d = env.daemon()
+    for sub in ("new", "tmp", "running"):
+        os.makedirs(d.path(sub), exist_ok=True)
+    os.makedirs(d.path("running", f"{badname}@testhost.json"))
+    with open(d.path("running", f"{badname}@testhost.json", "payload"), "w") as f:
+        f.write("x")
+    d.start()
+    with open(d.path("tmp", "x"), "w") as f:
+        json.dump({"prompt": "x"}, f)
+    os.rename(d.path("tmp", "x"), d.path("new", name))
+    wait_for(lambda: badname + ".json" in d.listdir("failed"), 30, "the bad name refused")
+    aside = [n for n in os.listdir(d.path("new")) if n.startswith(f".{badname}.put-aside.")]
+    assert len(aside) == 1, os.listdir(d.path("new"))
+    assert os.path.isfile(d.path("new", aside[0], "payload"))
+    d.wait_logged(f"{badname} warning: moved 'running/{badname}@testhost.json' (left there by "
+                  "a bad name's claim, not a plain file, holding data) aside")
+    assert d.stop() == 0
+
 if __name__ == "__main__":
     run_tests([
         test_hostile_entries_in_new,
         test_symlink_planted_in_done_is_not_followed,
         test_reference_symlink_escape,
         test_a_bad_name_swapped_while_claimed_is_never_published,
+        test_a_bad_name_swapped_for_a_directory_with_data_never_blocks_that_name,
+        test_a_directory_left_at_a_bad_names_running_name_is_moved_aside,
     ])
