@@ -457,6 +457,38 @@ static void call_done(void *arg, struct http_result *res)
 	slots_start_ready(t->d);   /* the next call goes out before this one's job is looked at */
 }
 
+static struct refs_owner refs_owner_of(const struct task *t)
+{
+	const struct dispatch *d = t->d;
+	return (struct refs_owner){
+		.uid = t->owner_uid, .gid = t->owner_gid,
+		.trusted = dirtrust_owner_ok(t->owner_uid, (uint32_t)geteuid(), d->spool->own_uid),
+	};
+}
+
+/* The reference images checked at the claim, opened again for this call (review11 R1): -1 when
+ * the job was failed (a file replaced meanwhile) or sent back to wait (out of descriptors). */
+static int open_refs_again(struct task *t, int *fds)
+{
+	const struct refs_owner owner = refs_owner_of(t);
+	const char *paths[JOB_REFS_MAX + 1];
+	for (int i = 0; i < t->job.n_refs; i++)
+		paths[i] = t->job.refs[i];
+	paths[t->job.n_refs] = t->job.mask;
+	bool transient;
+	char why[320];
+	if (refs_reopen(t->d->spool->root_fd, paths, &owner, &t->refs, fds, &transient, why,
+			sizeof(why)) == 0)
+		return 0;
+	if (transient) {
+		log_job(LOG_WARN, t->id, "%s: back to new/", why);
+		task_requeue(t, "out of file descriptors for its reference images");
+	} else {
+		finish_fail(t, "invalid_request", "images", "%s", why);
+	}
+	return -1;
+}
+
 void task_send_attempt(struct task *t)
 {
 	struct dispatch *d = t->d;
@@ -468,6 +500,9 @@ void task_send_attempt(struct task *t)
 		task_requeue(t, "no API key");
 		return;
 	}
+	int ref_fds[JOB_REFS_MAX + 1];
+	if (t->ref_files_want && open_refs_again(t, ref_fds) < 0)
+		return;
 	long timeout = config_call_timeout(d->cfg, p, t->model, t->job.size);
 	if (t->job.timeout > 0)
 		timeout = t->job.timeout < d->cfg->timeout_min ? d->cfg->timeout_min
@@ -479,6 +514,8 @@ void task_send_attempt(struct task *t)
 		.body_len = t->req.body_len,
 		.parts = t->req.parts,
 		.n_parts = t->req.n_parts,
+		.files = ref_fds,
+		.n_files = t->ref_files_want,
 		.timeout_s = timeout,
 		.connect_timeout_s = p->connect_timeout,
 		.max_body = (size_t)d->cfg->max_response_mb << 20,
@@ -515,6 +552,7 @@ void task_send_attempt(struct task *t)
 		finish_fail(t, "internal", NULL, "the request could not be set up");
 		return;
 	}
+	t->ref_files_held = t->ref_files_want;   /* the transfer's, closed when it is let go of */
 	slots_call_started(t);
 	t->body_fd = -1;   /* the transfer's till call_done: http_cancel closes it (see http.h) */
 	attempt_reserve(t);
@@ -528,10 +566,7 @@ static int load_refs(struct task *t, struct refs_loaded *loaded)
 {
 	struct dispatch *d = t->d;
 	/* Read for the job's submitter: nothing she could not read herself (refs.h). */
-	const struct refs_owner owner = {
-		.uid = t->owner_uid, .gid = t->owner_gid,
-		.trusted = dirtrust_owner_ok(t->owner_uid, (uint32_t)geteuid(), d->spool->own_uid),
-	};
+	const struct refs_owner owner = refs_owner_of(t);
 	const char *paths[JOB_REFS_MAX + 1];
 	for (int i = 0; i < t->job.n_refs; i++)
 		paths[i] = t->job.refs[i];
@@ -542,6 +577,12 @@ static int load_refs(struct task *t, struct refs_loaded *loaded)
 		      (size_t)d->cfg->max_refs_mb << 20, upstream_dialect(t->model) == DIALECT_GEMINI,
 		      &bad, why, sizeof(why)) == 0)
 		return 0;
+	if (loaded->transient) {   /* other jobs' files, or the system's: this one waits (R1) */
+		log_job(LOG_WARN, t->id, "cannot open its reference images now (%s): back to new/",
+			why);
+		task_requeue(t, "out of file descriptors for its reference images");
+		return -1;
+	}
 	if (bad == REFS_BAD_TOTAL) {
 		finish_fail(t, "invalid_request", "images", "%s, [limits] max_refs_mb (each mention "
 			  "of a file counted: each is sent)", why);
@@ -569,6 +610,11 @@ void task_prepare_and_send(struct task *t)
 				   sizeof(err)) < 0) {
 		finish_fail(t, "invalid_request", NULL, "%s", err);
 		goto out;
+	}
+	/* Checked now; opened again by each call (task_send_attempt): none held meanwhile. */
+	if (upstream_dialect(t->model) != DIALECT_GEMINI) {
+		t->refs = loaded.checked;
+		t->ref_files_want = loaded.checked.n;
 	}
 	task_send_attempt(t);
 out:

@@ -114,6 +114,8 @@ struct http_xfer {
 	bool too_big;
 	struct http_result res;
 	int body_fd;             /* owned: closed by whoever holds the transfer last */
+	int *files;              /* owned: the reference images its parts read (http_request) */
+	int n_files;
 	void *body_lent;         /* owned: libcurl reads it till the transfer is let go of */
 	size_t body_saved;       /* bytes of body already written to body_fd */
 	struct http_xfer *next_unsaved; /* in http->unsaved while body_saved < body.len */
@@ -306,6 +308,9 @@ static void on_wake_io(struct loop *io, void *arg)
 			close(x->body_fd);
 		}
 		x->body_fd = -1;
+		for (int i = 0; i < x->n_files; i++)   /* out of libcurl: nothing reads them now */
+			close(x->files[i]);
+		x->n_files = 0;
 		atomic_fetch_sub(&http->cancelled_files, x->cancelled_files);
 		list_add(&back, x);
 	}
@@ -410,6 +415,9 @@ static void xfer_free(struct http_xfer *x)
 {
 	if (x->body_fd >= 0)
 		close(x->body_fd);
+	for (int i = 0; i < x->n_files; i++)
+		close(x->files[i]);
+	free(x->files);
 	free(x->body_lent);
 	curl_slist_free_all(x->headers);
 	curl_mime_free(x->mime);
@@ -451,7 +459,7 @@ static enum http_cut cancel(struct http *http, struct http_xfer *x, bool keep_do
 		http->to_cancel = x;
 		/* Its socket (if it got one) and body_fd stay open till the transfer thread takes
 		 * the cancel in, while the caller's budget of open files already let go of them. */
-		x->cancelled_files = 1 + (x->body_fd >= 0);
+		x->cancelled_files = 1 + (x->body_fd >= 0) + x->n_files;
 		atomic_fetch_add(&http->cancelled_files, x->cancelled_files);
 	}
 	pthread_mutex_unlock(&http->lock);
@@ -631,9 +639,7 @@ static int part_seek(void *arg, curl_off_t offset, int origin)
 
 static void part_free(void *arg)
 {
-	struct part_reader *r = arg;
-	close(r->fd);
-	free(r);
+	free(arg);   /* its fd is the transfer's (x->files), shared by the parts naming that file */
 }
 
 static int build_mime(struct http_xfer *x, const struct http_request *req)
@@ -645,12 +651,11 @@ static int build_mime(struct http_xfer *x, const struct http_request *req)
 		curl_mime_name(part, p->name);
 		if (p->filename && p->from_fd) {
 			struct part_reader *r = xmalloc(sizeof(*r));
-			*r = (struct part_reader){ .fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 0),
-						   .len = (curl_off_t)p->len };
-			if (r->fd < 0) {
+			if (p->file < 0 || p->file >= x->n_files) {
 				free(r);
 				return -1;
 			}
+			*r = (struct part_reader){ .fd = x->files[p->file], .len = (curl_off_t)p->len };
 			curl_mime_data_cb(part, r->len, part_read, part_seek, part_free, r);
 			curl_mime_filename(part, p->filename);
 			curl_mime_type(part, p->mime);
@@ -787,6 +792,11 @@ struct http_xfer *http_start(struct http *http, const struct http_request *req, 
 	x->body_fd = -1;   /* the caller's until the transfer is set up */
 	x->res.body_fd = -1;
 	x->res.detail = "";
+	if (req->n_files > 0) {   /* stolen now: xfer_free closes them, also if the set-up fails */
+		x->files = xmalloc((size_t)req->n_files * sizeof(*x->files));
+		memcpy(x->files, req->files, (size_t)req->n_files * sizeof(*x->files));
+		x->n_files = req->n_files;
+	}
 	buf_init(&x->body, req->max_body);
 	x->easy = easy_get(http);
 	CURL *e = x->easy;

@@ -33,6 +33,10 @@ struct http_request {
 	size_t body_len;         /* of body or body_lent */
 	const struct form_part *parts; /* multipart body instead of body */
 	size_t n_parts;
+	const int *files;        /* the files the parts with from_fd read (form_part.file): one
+				  * descriptor a distinct file, stolen by http_start (closed by it
+				  * if it fails) and closed once the transfer is let go of */
+	int n_files;
 	long timeout_s;          /* whole transfer */
 	long connect_timeout_s;
 	size_t max_body;

@@ -322,9 +322,9 @@ static void before_sleep(struct loop *loop, void *arg)
 		loop_stop(loop);
 }
 
-/* Every call in flight holds a socket: take the hard limit of open files (systemd's soft
- * default is 1024), and say so when even that leaves too few. The hooks get the limit as it
- * was. */
+/* Every call in flight holds a socket (and its reference images, slots.c): take the hard limit
+ * of open files (systemd's soft default is 1024), and say so when even that leaves too few. The
+ * hooks get the limit as it was. */
 static void raise_open_files(long concurrency)
 {
 	struct rlimit rl;
@@ -338,8 +338,9 @@ static void raise_open_files(long concurrency)
 	}
 	rlim_t need = (rlim_t)slots_open_files_needed(concurrency);
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
-		log_warn("concurrency %ld needs %llu open files (a socket a call and a reserve), more "
-			 "than the limit of %llu: raise it (LimitNOFILE= in the unit, ulimit -n)", concurrency,
+		log_warn("concurrency %ld needs %llu open files (a socket a call, one call's reference "
+			 "images and a reserve), more than the limit of %llu: raise it (LimitNOFILE= in the "
+			 "unit, ulimit -n)", concurrency,
 			 (unsigned long long)need, (unsigned long long)rl.rlim_cur);
 }
 

@@ -64,6 +64,7 @@ int refs_open(int root_fd, const char *path, const struct refs_owner *owner, siz
 					      : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			xsnprintf(why, why_size, "%s", errno == ENOENT ? "no such file" :
+				  refs_errno_transient(errno) ? "out of file descriptors" :
 				  errno == ELOOP || errno == ENOTDIR ? "it passes through a symlink or a file" :
 				  strerror(errno));
 			break;
@@ -157,8 +158,10 @@ int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, in
 		struct stat st;
 		if (slot < 0) {
 			int fd = refs_open(root_fd, paths[i], owner, max_each, &st, why, why_size);
-			if (fd < 0)
+			if (fd < 0) {
+				out->transient = refs_errno_transient(errno);
 				return -1;
+			}
 			slot = out->n_fd++;
 			out->fd[slot] = fd;
 			unsigned char head[16];
@@ -173,6 +176,13 @@ int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, in
 				return -1;
 			}
 			len_of[slot] = (size_t)st.st_size;
+			out->checked.n = out->n_fd;
+			out->checked.path[slot] = i;
+			out->checked.id[slot].dev = (uint64_t)st.st_dev;
+			out->checked.id[slot].ino = (uint64_t)st.st_ino;
+			out->checked.id[slot].size = (uint64_t)st.st_size;
+			out->checked.id[slot].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+							 st.st_mtim.tv_nsec;
 			mime_of[slot] = image_mime_from_magic(head, (size_t)got);
 		}
 		slot_of[i] = slot;
@@ -187,7 +197,7 @@ int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, in
 		const char *base = strrchr(paths[i], '/');
 		out->img[i] = (struct ref_image){
 			.data = read_bytes ? (const unsigned char *)out->bytes[slot].data : NULL,
-			.len = len_of[slot], .mime = mime_of[slot], .fd = out->fd[slot],
+			.len = len_of[slot], .mime = mime_of[slot], .file = slot,
 			.name = base ? base + 1 : paths[i],
 		};
 	}
@@ -201,4 +211,44 @@ void refs_loaded_release(struct refs_loaded *out)
 	for (int i = 0; i <= JOB_REFS_MAX; i++)
 		buf_release(&out->bytes[i]);
 	out->n_fd = 0;
+}
+
+bool refs_errno_transient(int err)
+{
+	return err == EMFILE || err == ENFILE;
+}
+
+int refs_reopen(int root_fd, const char *const *paths, const struct refs_owner *owner,
+		const struct refs_checked *checked, int *fds, bool *transient, char *why,
+		size_t why_size)
+{
+	*transient = false;
+	for (int i = 0; i < checked->n; i++) {
+		struct stat st;
+		const char *path = paths[checked->path[i]];
+		errno = 0;
+		fds[i] = refs_open(root_fd, path, owner, (size_t)checked->id[i].size, &st, why,
+				   why_size);
+		if (fds[i] >= 0 && ((uint64_t)st.st_dev != checked->id[i].dev ||
+				    (uint64_t)st.st_ino != checked->id[i].ino ||
+				    (uint64_t)st.st_size != checked->id[i].size ||
+				    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec !=
+				    checked->id[i].mtime_ns)) {
+			close(fds[i]);
+			fds[i] = -1;
+			xsnprintf(why, why_size, "reference image \"%s\" changed (replaced or written) "
+				  "since the job was claimed", path);
+		} else if (fds[i] < 0) {
+			*transient = refs_errno_transient(errno);
+			char was[160];
+			xsnprintf(was, sizeof(was), "%s", why);
+			xsnprintf(why, why_size, "reference image \"%s\" cannot be used: %s", path, was);
+		}
+		if (fds[i] < 0) {
+			while (i-- > 0)
+				close(fds[i]);
+			return -1;
+		}
+	}
+	return 0;
 }

@@ -40,16 +40,29 @@ int refs_open(int root_fd, const char *path, const struct refs_owner *owner, siz
 #include "upstream.h"
 #include "util.h"
 
+/* The distinct files refs_load checked, as refs_reopen finds them again for each call: no
+ * descriptor is held while a job waits for a slot or a retry (review11 R1). */
+struct refs_checked {
+	int n;                                   /* distinct files */
+	int path[JOB_REFS_MAX + 1];              /* the first of the job's paths naming each */
+	struct {
+		uint64_t dev, ino, size;
+		int64_t mtime_ns;
+	} id[JOB_REFS_MAX + 1];
+};
+
 /* A job's reference images as a request takes them (upstream.h): each distinct path opened
- * once, checked, and kept open, so the file sent is the file checked. For a multipart call the
- * transfer reads them (on its own thread, no copy); for a dialect that inlines them (Gemini's
- * base64) their bytes are read here. */
+ * once and checked. For a multipart call the transfer reads them (on its own thread, no copy)
+ * from the files refs_reopen opens again for it, which must be the files checked; for a dialect
+ * that inlines them (Gemini's base64) their bytes are read here. */
 struct refs_loaded {
 	struct ref_image img[JOB_REFS_MAX + 1];  /* the job's "images", then its mask */
 	int fd[JOB_REFS_MAX + 1];                /* the distinct files, owned */
 	int n_fd;
 	struct buf bytes[JOB_REFS_MAX + 1];      /* each distinct file's bytes, when read */
 	size_t total;                            /* bytes sent: each mention of a file counts */
+	struct refs_checked checked;
+	bool transient;          /* refs_load failed for want of descriptors: not the job's fault */
 };
 /* Which of the job's paths failed (refs_load). */
 enum { REFS_BAD_TOTAL = -2 };
@@ -61,5 +74,17 @@ int refs_load(struct refs_loaded *out, int root_fd, const char *const *paths, in
 	      const struct refs_owner *owner, size_t max_each, size_t max_total, bool read_bytes,
 	      int *bad, char *why, size_t why_size);
 void refs_loaded_release(struct refs_loaded *out);
+
+/* Whether errno, after a failed open, is the process's or the system's lack of descriptors:
+ * a passing condition, never the job's fault. */
+bool refs_errno_transient(int err);
+
+/* Opens again, for owner as refs_open does, each file of checked (named by paths as given to
+ * refs_load) into fds[0..checked->n): each must still be the file checked (device, inode, size
+ * and mtime). 0, or -1 (none left open) with *transient set when descriptors ran out (the call
+ * waits), else why the job cannot be sent. */
+int refs_reopen(int root_fd, const char *const *paths, const struct refs_owner *owner,
+		const struct refs_checked *checked, int *fds, bool *transient, char *why,
+		size_t why_size);
 
 #endif

@@ -69,6 +69,7 @@ struct slots {
 	bool ready_moved;        /* a job joined the line, a call ended or a wake came: walk it */
 	bool ready_rejudge;      /* slots_recheck: walk it all, slot or not */
 	int partials_held;       /* calls holding their .partial open */
+	long ref_files_held;     /* reference images the calls in flight hold open (task.h) */
 	long open_files_max;     /* RLIMIT_NOFILE as the daemon runs with it */
 };
 
@@ -193,12 +194,14 @@ static long files_reserve(const struct dispatch *d)
 	return FILES_KEPT + s->open_files_max / 16;
 }
 
-/* The smallest limit L that lets every call have its socket beside the reserve:
- * L - L/16 >= concurrency + FILES_KEPT. A .partial held open counts for nothing: it only uses
- * what is left above that. */
+/* The smallest limit L that lets every call have its socket, and one call the files of a job's
+ * reference images (its distinct files, at most JOB_REFS_MAX + 1), beside the reserve:
+ * L - L/16 >= concurrency + JOB_REFS_MAX + 1 + FILES_KEPT. Other calls' images and a .partial
+ * held open only use what is left above that: a call whose images do not fit waits for one to
+ * end (slots_take). */
 long slots_open_files_needed(long concurrency)
 {
-	long beside_sixteenth = concurrency + FILES_KEPT;
+	long beside_sixteenth = concurrency + JOB_REFS_MAX + 1 + FILES_KEPT;
 	return beside_sixteenth + (beside_sixteenth - 1) / 15;
 }
 
@@ -208,7 +211,17 @@ bool slots_partial_room(const struct dispatch *d)
 	/* A cancelled call's socket and .partial may stay open past its end (http_cancel). */
 	long cancelled = d->http ? http_cancelled_files(d->http) : 0;
 	return s->open_files_max <= 0 ||
-	       d->cfg->concurrency + s->partials_held + cancelled + 1 + files_reserve(d) <=
+	       d->cfg->concurrency + s->partials_held + s->ref_files_held + cancelled + 1 +
+	       files_reserve(d) <= s->open_files_max;
+}
+
+bool slots_ref_files_room(const struct dispatch *d, const struct task *t)
+{
+	const struct slots *s = d->slots;
+	/* With none held, the first always goes: the limit asked for makes room for one call's
+	 * (a lower limit was warned of at start; an open that fails then waits, task.h). */
+	return s->open_files_max <= 0 || !t->ref_files_want || !s->ref_files_held ||
+	       d->cfg->concurrency + s->ref_files_held + t->ref_files_want + files_reserve(d) <=
 	       s->open_files_max;
 }
 
@@ -223,6 +236,7 @@ void slots_call_started(struct task *t)
 	struct slots *s = t->d->slots;
 	t->calling = true;
 	s->n_calling++;
+	s->ref_files_held += t->ref_files_held;
 	if (t->body_fd >= 0) {
 		t->partial_held = true;
 		s->partials_held++;
@@ -257,6 +271,8 @@ void slots_call_ended(struct task *t)
 		s->ahead_stuck = false;
 	t->calling = false;
 	s->n_calling--;
+	s->ref_files_held -= t->ref_files_held;
+	t->ref_files_held = 0;
 	if (t->partial_held)
 		s->partials_held--;
 	t->partial_held = false;
@@ -266,7 +282,7 @@ void slots_call_ended(struct task *t)
 bool slots_take(struct task *t)
 {
 	int64_t until;
-	if (slots_available(t->d) &&
+	if (slots_available(t->d) && slots_ref_files_room(t->d, t) &&
 	    (t->is_probe || provider_state_block(t->prov, mono_ms(), &until) == PROVIDER_FREE))
 		return true;
 	ready_push(t);
@@ -390,8 +406,8 @@ void slots_start_ready(struct dispatch *d)
 				wake = until;
 			continue;
 		}
-		if (b == PROVIDER_FREE && !slots_available(d))
-			continue;   /* rejudged: it waits for a slot */
+		if (b == PROVIDER_FREE && (!slots_available(d) || !slots_ref_files_room(d, t)))
+			continue;   /* rejudged: it waits for a slot, or for room for its images */
 		slots_ready_remove(t);
 		if (b == PROVIDER_FREE)
 			task_send_attempt(t);

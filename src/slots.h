@@ -30,6 +30,10 @@ void slots_ready_remove(struct task *t);
  * before the ready line; slots_unwait takes it out. */
 void slots_wait(struct task *t);
 void slots_unwait(struct task *t);
+/* Whether t's call may open its reference images (t->ref_files_want) now beside the sockets
+ * of concurrency calls, the other calls' images and the reserve; else it waits in the ready
+ * line for a call to end. */
+bool slots_ref_files_room(const struct dispatch *d, const struct task *t);
 /* Whether a call may hold its .partial open (else it is closed after its header and the body
  * written when the call ends): a socket for each of concurrency calls comes first, and what
  * cancelled calls still hold open. */

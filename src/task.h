@@ -14,6 +14,7 @@
 #include "job.h"
 #include "keyshare.h"
 #include "outbox.h"
+#include "refs.h"
 #include "record.h"
 #include "result.h"
 #include "retry.h"
@@ -71,6 +72,10 @@ struct task {
 	bool routed;             /* its model names a route: the target was chosen for it */
 	enum dialect dialect;
 	struct request req;
+	struct refs_checked refs; /* its reference images a multipart call reads: opened again
+				   * for each call, none held between calls (dispatch.c) */
+	int ref_files_want;      /* descriptors a call needs for them (refs.n, 0 when inlined) */
+	int ref_files_held;      /* of them, what its call in flight holds (counted by slots.c) */
 	struct http_xfer *xfer;
 	uint64_t timer;
 	int64_t timer_due;       /* mono ms a waiting retry's timer fires at (deferral.c) */

@@ -272,8 +272,6 @@ void request_release(struct request *req)
 		free(req->parts[i].value);
 		free(req->parts[i].filename);
 		free(req->parts[i].data);
-		if (req->parts[i].from_fd)
-			close(req->parts[i].fd);
 	}
 	free(req->parts);
 	memset(req, 0, sizeof(*req));
@@ -367,7 +365,7 @@ static void add_text_part(struct request *req, const char *name, const char *val
 	part->value = xstrdup(value);
 }
 
-static int add_file_part(struct request *req, const char *name, const struct ref_image *img)
+static void add_file_part(struct request *req, const char *name, const struct ref_image *img)
 {
 	struct form_part *part = &req->parts[req->n_parts++];
 	const char *ext = image_ext_from_magic(img->data, img->len);
@@ -378,15 +376,15 @@ static int add_file_part(struct request *req, const char *name, const struct ref
 	part->mime = ref_mime(img);
 	part->len = img->len;
 	if (!img->data) {
-		/* Read by the transfer: the bytes are never copied (review10 F3). */
-		part->fd = fcntl(img->fd, F_DUPFD_CLOEXEC, 0);
-		part->from_fd = part->fd >= 0;
-		return part->from_fd ? 0 : -1;
+		/* Read by the transfer: the bytes are never copied (review10 F3), and no descriptor
+		 * is held between calls (review11 R1). */
+		part->file = img->file;
+		part->from_fd = true;
+		return;
 	}
 	part->data = xmalloc(img->len);
 	if (img->len)
 		memcpy(part->data, img->data, img->len);
-	return 0;
 }
 
 static int build_openai_edit(const struct job *job, const char *model,
@@ -404,17 +402,10 @@ static int build_openai_edit(const struct job *job, const char *model,
 	req->parts = xcalloc(2 + n_refs + 1 + json_object_size(opts), sizeof(*req->parts));
 	add_text_part(req, "model", model);
 	add_text_part(req, "prompt", job->prompt);
-	int rc = 0;
 	for (size_t i = 0; i < n_refs; i++)
-		rc |= add_file_part(req, "image[]", &refs[i]);
+		add_file_part(req, "image[]", &refs[i]);
 	if (mask)
-		rc |= add_file_part(req, "mask", mask);
-	if (rc < 0) {
-		set_err(err, errsize, "a reference image could not be held for the call (out of file "
-			"descriptors)");
-		json_decref(opts);
-		return -1;
-	}
+		add_file_part(req, "mask", mask);
 	json_object_foreach(opts, key, value) {
 		if (json_is_string(value)) {
 			add_text_part(req, key, json_string_value(value));

@@ -38,8 +38,9 @@ struct form_part {
 	const char *mime;        /* static; for a file part */
 	unsigned char *data;     /* owned; file bytes (NULL with from_fd) */
 	size_t len;
-	bool from_fd;            /* the bytes are fd's first len, read by the transfer, not copied */
-	int fd;                  /* owned with from_fd (a dup of the caller's) */
+	bool from_fd;            /* the bytes are the first len of a file the transfer reads, not
+				  * copied: http_request's files[file], opened only for the call */
+	int file;                /* with from_fd: the index of that file (ref_image.file) */
 };
 
 struct request {
@@ -57,8 +58,9 @@ struct ref_image {
 	size_t len;
 	const char *mime;        /* from magic bytes: image/png, image/jpeg, image/webp */
 	const char *name;        /* the multipart filename: pass a basename, never a spool path */
-	int fd;                  /* with data NULL: the file, opened and checked; the request
-				  * keeps a dup of it, so the caller may close it */
+	int file;                /* with data NULL: which of the job's distinct files it is; the
+				  * caller opens them for each call (http_request.files), the
+				  * request holds no descriptor */
 };
 
 /* Builds the request for job with the resolved model. refs/mask may be NULL/0.

@@ -137,15 +137,17 @@ def test_more_calls_at_once_than_half_the_limit_of_open_files(env):
 
 
 def test_the_open_files_warning_counts_a_socket_a_call_and_the_reserve(env):
-    # slots.c keeps a socket a call beside a reserve of 320 + limit/16, and a call's .partial
-    # open only above that: 500 calls fit in 1024 open files, 1000 need 1407.
-    for calls, warning in ((500, None), (1000, "concurrency 1000 needs 1407 open files")):
+    # slots.c keeps a socket a call beside one call's reference images (17) and a reserve of
+    # 320 + limit/16, and other calls' images and a call's .partial open only above that: 500
+    # calls fit in 1024 open files, 1000 need 1426.
+    for calls, warning in ((500, None), (1000, "concurrency 1000 needs 1426 open files")):
         d = env.daemon(spool__concurrency=calls, wrapper=["prlimit", "--nofile=1024:1024", "--"])
         d.start()
         log = d.log()
         assert d.stop() == 0
         if warning:
-            assert warning + " (a socket a call and a reserve), more than the limit of 1024" \
+            assert warning + " (a socket a call, one call's reference images and a reserve), " \
+                "more than the limit of 1024" \
                 in log, log[-3000:]
         else:
             assert "open files, more than the limit" not in log, log[-3000:]

@@ -234,6 +234,41 @@ def test_reference_images_are_capped_in_total_each_file_once(env):
         assert "more than 1 MiB, [limits] max_refs_mb" in err["message"], err
         assert calls_for(env, f"{task_id}: twice over the cap") == []
 
+
+def open_files_needed(concurrency):
+    # slots_open_files_needed (slots.c): a socket a call, one call's reference images (16 + a
+    # mask) and a reserve of 320, beside a sixteenth of the limit.
+    beside_sixteenth = concurrency + 17 + 320
+    return beside_sixteenth + (beside_sixteenth - 1) // 15
+
+
+def test_reference_images_count_in_the_open_files_budget(env):
+    # Each call held its images' descriptors twice over (the request's dups for the task's life,
+    # the transfer's), uncounted: at the limit the daemon said was enough, 7 of 16 valid jobs of
+    # 16 images each failed invalid_request "out of file descriptors" (review11 R1). Now a call
+    # opens each distinct file once, for the call only, and waits while they do not fit.
+    n = 16
+    limit = open_files_needed(n) + 10
+    d = env.daemon(spool__concurrency=n, wrapper=["prlimit", f"--nofile={limit}:{limit}", "--"])
+    env.fake.script("sixteen images", {"kind": "b64", "delay": 1})
+    d.start()
+    os.makedirs(d.path("refs"), exist_ok=True)
+    for j in range(n):
+        paths = []
+        for i in range(16):
+            with open(d.path("refs", f"j{j}-{i}.png"), "wb") as f:
+                f.write(png_for(f"j{j}-{i}"))
+            paths.append(f"refs/j{j}-{i}.png")
+        d.submit(f"j{j}", {"prompt": "sixteen images", "images": paths})
+    wait_for(lambda: all(d.state(f"j{j}") in ("done", "failed") for j in range(n)), 120,
+             "every job to end")
+    failed = {j: d.result(f"j{j}")["error"] for j in range(n) if d.state(f"j{j}") == "failed"}
+    assert not failed, failed
+    assert "open files" not in d.log(), "the limit is the one the daemon says is enough"
+    calls = calls_for(env, "sixteen images")
+    assert len(calls) == n and all(len(c["refs"]) == 16 for c in calls), len(calls)
+
+
 if __name__ == "__main__":
     run_tests([
         test_429_429_then_ok,
@@ -249,4 +284,5 @@ if __name__ == "__main__":
         test_edit_with_two_references_and_a_mask,
         test_reference_paths_cannot_leave_the_spool,
         test_reference_images_are_capped_in_total_each_file_once,
+        test_reference_images_count_in_the_open_files_budget,
     ])
