@@ -5,7 +5,8 @@
  * make it read, and upload, a file its submitter could not read herself (a confused deputy).
  * So each directory on the way must be searchable, and the file readable, by the job file's
  * owner, judged by the mode bits as the kernel would (owner, then group, then others; the job
- * file's group stands for hers), and no state directory may be named. Fails with a reason. */
+ * file's group stands for hers), and no state directory may be named. Fails with a reason.
+ * Its limits (spool-layout.md §4): her supplementary groups and POSIX ACLs are not seen. */
 #ifndef IMGSPOOL_REFS_H
 #define IMGSPOOL_REFS_H
 
