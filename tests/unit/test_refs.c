@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,6 +94,52 @@ static void test_open(const char *dir)
 	close(root);
 }
 
+/* review11 R1: the files checked at the claim are opened again for each call, and must still be
+ * the files checked; out of descriptors is a passing condition, not the job's fault. */
+static void test_reopen(const char *dir)
+{
+	int root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char sub[PATH_MAX], why[320];
+	xsnprintf(sub, sizeof(sub), "%s/refs", dir);
+	ok(mkdir(sub, 0755) == 0, "refs/");
+	put(sub, "b.png", "\x89PNG\r\n\x1a\n one");
+	static const struct refs_owner owner = { CLIENT, GROUP, false };
+	const char *paths[] = { "refs/b.png", "refs/b.png", NULL };
+	struct refs_loaded loaded;
+	int bad = -1, fds[JOB_REFS_MAX + 1];
+	bool transient = true;
+	ok(refs_load(&loaded, root, paths, 3, &owner, 100, 1000, false, &bad, why, sizeof(why)) == 0 &&
+	   loaded.checked.n == 1 && loaded.img[1].file == 0, "one distinct file of two mentions");
+	struct refs_checked checked = loaded.checked;
+	refs_loaded_release(&loaded);
+	ok(refs_reopen(root, paths, &owner, &checked, fds, &transient, why, sizeof(why)) == 0 &&
+	   fds[0] >= 0, "the same file, opened again");
+	if (fds[0] >= 0)
+		close(fds[0]);
+
+	/* No descriptor free: a passing condition. */
+	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	struct rlimit was, low;
+	ok(lowest >= 0 && getrlimit(RLIMIT_NOFILE, &was) == 0, "the limit read");
+	close(lowest);
+	low = (struct rlimit){ .rlim_cur = (rlim_t)lowest, .rlim_max = was.rlim_max };
+	int rc = setrlimit(RLIMIT_NOFILE, &low) == 0 ?
+		 refs_reopen(root, paths, &owner, &checked, fds, &transient, why, sizeof(why)) : 0;
+	ok(setrlimit(RLIMIT_NOFILE, &was) == 0, "the limit restored");
+	ok(rc < 0 && transient && strstr(why, "out of file descriptors"), "EMFILE waits: %s", why);
+
+	/* Another file put in its place (same size, another inode): refused for good. */
+	put(sub, "c.png", "\x89PNG\r\n\x1a\n two");
+	char from[PATH_MAX], to[PATH_MAX];
+	xsnprintf(from, sizeof(from), "%s/c.png", sub);
+	xsnprintf(to, sizeof(to), "%s/b.png", sub);
+	ok(rename(from, to) == 0, "b.png replaced");
+	ok(refs_reopen(root, paths, &owner, &checked, fds, &transient, why, sizeof(why)) < 0 &&
+	   !transient && strstr(why, "changed"), "a replaced file is refused: %s", why);
+	ok(unlink(to) == 0 && rmdir(sub) == 0, "cleaned up");
+	close(root);
+}
+
 int main(void)
 {
 	char dir[PATH_MAX];
@@ -100,6 +147,7 @@ int main(void)
 	test_path_problem();
 	ok(scratch_mkdtemp(dir, sizeof(dir), "refs") != NULL, "a scratch directory");
 	test_open(dir);
+	test_reopen(dir);
 	ok(rmdir(dir) == 0, "the scratch directory removed");
 	return tap_done();
 }
