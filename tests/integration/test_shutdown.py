@@ -189,8 +189,10 @@ def test_a_loop_stuck_after_the_cut_does_not_hang_the_exit(env):
     d.logf.close()
     assert rc == 1, (rc, d.log()[-2000:])
     # The cut's bound, 6 s (15 s before the exit's waits ran at once): what imgspoold(8) says.
+    # The daemon says which bound ended it, and how long it was: the judge, not the wall
+    # clock (a loaded machine only makes the exit later). took: the bound ran in full.
     assert "the exit did not end 6 s after the cut" in d.log(), d.log()[-2000:]
-    assert 5.5 < took < 9, took
+    assert took > 5.5, took
     d.start()
     assert d.wait_finished("stuck") == "done", d.log()[-3000:]
     assert d.stop() == 0

@@ -27,43 +27,40 @@ def fifo_points(d, points):
 
 
 def test_a_cut_reached_late_gets_its_time(env):
-    """The loop is slow to reach the cut (held in a reload as on a slow disk: the grace period
-    of 1 s is over long before it hears of the SIGTERM). The bound counted from the signal
-    alone, so the later the cut began, the less of its time it had, and a cut that needs it
-    all was ended midway. Now the cut arms its 6 s from where it starts: held for good after
-    it, the process ends 6 s after the cut began, later than the signal alone allowed."""
+    """The loop is slow to reach the cut (held in a reload as on a slow disk: with a grace period
+    of 0 s, the cut is due as the SIGTERM comes, long before the loop hears of it). The bound
+    counted from the signal alone, so the later the cut began, the less of its time it had, and
+    a cut that needs it all was ended midway. Now the cut arms its 6 s from where it starts:
+    held for good after it, the process ends 6 s after the cut began, later than the signal
+    alone allowed. The daemon's last line says which bound ended it: the judge, as no window of
+    wall-clock time is (the signal's bound is 6 s off, whatever the machine's load)."""
     env.fake.script("a cut reached late", [{"kind": "b64", "delay": 60}, {"kind": "b64"}])
-    env.fake.script("the pace of a slow disk", {"kind": "b64", "delay": 3})
-    d = env.daemon(spool__grace_period=1)
+    d = env.daemon(spool__grace_period=0)
     fifos = fifo_points(d, ["main:reload", "dispatch:grace-cut"])
     d.submit("late", {"prompt": "a cut reached late"})
-    d.submit("pacer", {"prompt": "the pace of a slow disk"})
-    wait_for(lambda: env.fake.inflight >= 2, 10, "the calls")
+    wait_for(lambda: env.fake.inflight >= 1, 10, "the call")
     writers = []
     try:
         d.send_signal(signal.SIGHUP)
         writers.append(held_at_stop(fifos["main:reload"], d))   # the loop, slow
-        signalled = time.monotonic()
-        d.send_signal(signal.SIGTERM)   # the signal thread arms 1 s + 6 s from now
-        wait_for(lambda: env.fake.inflight == 1, 20, "the pacer's answer (3 s)")
+        d.send_signal(signal.SIGTERM)   # the signal thread arms 0 s + 6 s from now
+        wait_for(lambda: not sigterm_pending(d.proc.pid), 10, "the signal thread to take it")
+        released = time.monotonic()   # after the signal's bound was armed
         os.close(writers.pop())   # the loop goes on, the grace period over: it cuts
         writers.append(held_at_stop(fifos["dispatch:grace-cut"], d))   # and sticks there
-        cut_at = time.monotonic()
-        rc = exit_within(d, 30, "its loop was stuck in a cut it reached late", cut_at, "the cut")
+        rc = exit_within(d, 30, "its loop was stuck in a cut it reached late", released,
+                         "the loop let go")
         ended = time.monotonic()
     finally:
         for w in writers:
             os.close(w)
     d.logf.close()
-    print(f"# the cut began {cut_at - signalled:.2f} s after SIGTERM; the process ended "
-          f"{ended - cut_at:.2f} s after it, {ended - signalled:.2f} s after SIGTERM")
     assert rc == 1, (rc, d.log()[-2000:])
+    # Armed from the stop signal alone, the line would name the signal, and end it earlier.
     assert f"the exit did not end {CUT_S} s after the cut" in d.log(), d.log()[-2000:]
-    assert ended - cut_at > CUT_S - 0.5, (ended - cut_at, d.log()[-2000:])
-    assert ended - signalled > 1 + CUT_S + 1, "the cut began too early to tell"
+    assert ended - released > CUT_S - 0.01, (ended - released, d.log()[-2000:])
     d.start()
-    for task_id in ("late", "pacer"):
-        assert d.wait_finished(task_id, 30) == "done", (task_id, d.log()[-3000:])
+    assert d.wait_finished("late", 30) == "done", d.log()[-3000:]
     assert d.stop() == 0
 
 
