@@ -275,11 +275,15 @@ static int trusted_or_refused(const struct spool *sp, int fd)
 	return fd;
 }
 
-/* open_dir for ledger/ and providers/ in the root: refused (EPERM) when someone else than
- * the daemon's user owns or may write it (a client made it after an operator removed it). */
-static int open_shared_dir(const struct spool *sp, const char *name)
+/* ledger/ or providers/ in the root, made if need be: one a client made after an operator
+ * removed it is moved aside (spool_shared_dir_make); refused (EPERM) when someone else than the
+ * daemon's user owns or may write it. */
+static int open_shared_dir(struct spool *sp, const char *name)
 {
-	return trusted_or_refused(sp, open_dir(sp->root_fd, name));
+	if (spool_shared_dir_make(sp, name) < 0)
+		return -1;
+	return trusted_or_refused(sp, openat(sp->root_fd, name,
+					     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 }
 
 /* open_dir for a directory below ledger/ or providers/ (shown: its path in the spool, for the

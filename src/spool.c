@@ -161,7 +161,6 @@ static int trust_at_start(const struct spool *sp, const char *path, const char *
 /* The root, each state directory, and keyshare's ledger/ and providers/ where they are. */
 static int trust_spool(struct spool *sp, const char *path, const struct spool_dir_look *root)
 {
-	sp->own_uid = own_uid_in(sp->fd[SPOOL_RUNNING], sp->host_id);
 	if (trust_at_start(sp, path, "", DIRTRUST_ROOT, root) < 0)
 		return -1;
 	struct spool_dir_look look;
@@ -227,6 +226,11 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		sp->opened[i] = look.id;
 		atomic_store(&sp->dir_gen[i], next_dir_gen());
 	}
+	sp->own_uid = own_uid_in(sp->fd[SPOOL_RUNNING], sp->host_id);
+	/* Made before they are judged: a client could take the names otherwise (keyshare). */
+	static const char *const shared[] = { "ledger", "providers" };
+	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
+		spool_shared_dir_make(sp, shared[i]);   /* what fails is judged and said below */
 	if (trust_spool(sp, path, &root) < 0)
 		return -1;
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
@@ -728,6 +732,41 @@ bool spool_dir_trusted(const struct spool *sp, int fd)
 	return fstat(fd, &st) == 0 &&
 	       dirtrust_judge(DIRTRUST_TRUSTED, (uint32_t)st.st_uid, (uint32_t)st.st_mode,
 			      (uint32_t)geteuid(), sp->own_uid) == DIRTRUST_OK;
+}
+
+int spool_shared_dir_make(struct spool *sp, const char *name)
+{
+	struct stat st;
+	for (int tries = 0; tries < 3; tries++) {
+		if (mkdirat(sp->root_fd, name, 0777) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -1;
+		if (fstatat(sp->root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;   /* gone meanwhile: made again */
+			return -1;
+		}
+		if (spool_written_by_daemon(sp, &st))
+			return 0;   /* the daemon's: judged by its mode where it is opened */
+		char aside[NAME_MAX + 1];
+		xsnprintf(aside, sizeof(aside), "%s.untrusted.%" PRId64 ".%04x", name, wall_ms(),
+			  (unsigned)(random64() & 0xffff));
+		if (renameat(sp->root_fd, name, sp->root_fd, aside) < 0) {
+			log_warn("'%s/%s' is owned by uid %u, not by the daemon's user (uid %u) or root, "
+				 "and cannot be moved aside (%s): it is not used; remove it",
+				 sp->path, name, (unsigned)st.st_uid, (unsigned)geteuid(),
+				 strerror(errno));
+			errno = EPERM;
+			return -1;
+		}
+		log_warn("'%s/%s' was owned by uid %u, not by the daemon's user (uid %u) or root (a "
+			 "client may make a name the spool's root lacks): moved aside as '%s' for an "
+			 "operator to look at, and made anew (spool-layout.md §12)", sp->path, name,
+			 (unsigned)st.st_uid, (unsigned)geteuid(), aside);
+	}
+	errno = EPERM;
+	return -1;
 }
 
 bool spool_exists(int dirfd, const char *name)

@@ -318,6 +318,11 @@ long spool_free_mb(struct spool *sp);
 /* Whether the directory open as fd may hold what the daemon believes: owned by its user (or
  * root) and writable by no one else (dirtrust.h, DIRTRUST_TRUSTED). */
 bool spool_dir_trusted(const struct spool *sp, int fd);
+/* Makes name (ledger/, providers/) in the root. The root lets clients make a name it lacks
+ * (sticky, not closed): an entry there that someone else than the daemon's user owns is moved
+ * aside as NAME.untrusted.MS.R (the root's owner may), said, and a new one made. 0, or -1
+ * (errno; EPERM: someone else's entry that could not be moved). */
+int spool_shared_dir_make(struct spool *sp, const char *name);
 /* Whether dirfd/name is there (lstat: a dangling symlink is). */
 bool spool_exists(int dirfd, const char *name);
 /* Whether the daemon's user wrote a file: its owner is our user, the owner a file this daemon

@@ -244,6 +244,38 @@ open({d.path("ledger", month, "planted.json")!r}, "w").close()
     assert env.fake.calls("second") == 1
     assert d.stop() == 0
 
+def test_a_ledger_a_client_made_is_moved_aside(env):
+    # The root is sticky but the group may write it: a client may take a name it lacks. She
+    # made ledger/ and providers/ before the first start (the start was refused), and again
+    # after an operator cleared ledger/ (spool-layout.md, "A cleared ledger": budgeted calls
+    # waited on every host). The daemon, the root's owner, moves hers aside and makes its own.
+    d = env.daemon(spool__concurrency=1, budget__daily="100", **{"prices__gpt-image-2": "0.01"})
+    group_spool(d, 0o3775)
+    as_client(f"""
+import os
+for name in ("ledger", "providers"):
+    os.mkdir(os.path.join({d.spool!r}, name), 0o700)
+""")
+    d.start()
+    for name in ("ledger", "providers"):
+        (line,) = d.wait_logged(f"'{d.path(name)}' was owned by uid {CLIENT}, not by the "
+                                "daemon's user (uid 0) or root")
+        aside = line.split("moved aside as '")[1].split("'")[0]
+        assert aside.startswith(f"{name}.untrusted."), line
+        assert os.stat(d.path(aside)).st_uid == CLIENT
+        assert os.stat(d.path(name)).st_uid == 0
+    d.submit("first", {"prompt": "first"})
+    assert d.wait_finished("first") == "done", d.log()[-2000:]
+    # Cleared while it runs; she is first to make it again.
+    since = len(d.log())
+    subprocess.run(["rm", "-rf", d.path("ledger")], check=True)
+    as_client(f"import os; os.mkdir({d.path('ledger')!r}, 0o700)")
+    d.submit("second", {"prompt": "second"})
+    d.wait_logged(f"'{d.path('ledger')}' was owned by uid {CLIENT}", since=since, timeout=30)
+    assert d.wait_finished("second", 30) == "done", d.log()[-2000:]
+    assert os.stat(d.path("ledger")).st_uid == 0
+    assert d.stop() == 0
+
 
 if __name__ == "__main__":
     run_tests([
@@ -255,4 +287,5 @@ if __name__ == "__main__":
         test_a_reference_its_submitter_may_not_read_is_not_uploaded,
         test_a_reference_in_a_state_directory_is_refused,
         test_a_ledger_month_the_group_may_write_is_not_believed,
+        test_a_ledger_a_client_made_is_moved_aside,
     ])
