@@ -227,10 +227,13 @@ int spool_open(struct spool *sp, const char *path, const char *host_id)
 		atomic_store(&sp->dir_gen[i], next_dir_gen());
 	}
 	sp->own_uid = own_uid_in(sp->fd[SPOOL_RUNNING], sp->host_id);
-	/* Made before they are judged: a client could take the names otherwise (keyshare). */
+	/* Someone else's at those names moved aside before they are judged (keyshare makes them). */
 	static const char *const shared[] = { "ledger", "providers" };
+	struct stat st;
 	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
-		spool_shared_dir_make(sp, shared[i]);   /* what fails is judged and said below */
+		if (fstatat(sp->root_fd, shared[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    !spool_written_by_daemon(sp, &st))
+			spool_shared_dir_make(sp, shared[i]);   /* a failure is judged below */
 	if (trust_spool(sp, path, &root) < 0)
 		return -1;
 	/* Whether a batch's name changes may be left to the journal to keep in order: every
