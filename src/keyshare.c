@@ -339,6 +339,13 @@ static bool dir_current(int at, const char *name, int fd)
 	       held.st_ino == named.st_ino;
 }
 
+/* dir_current, and still the daemon's alone (its mode or owner may change while it is held):
+ * for the directories below ledger/ and providers/, opened again (and judged) when not. */
+static bool dir_current_trusted(const struct spool *sp, int at, const char *name, int fd)
+{
+	return dir_current(at, name, fd) && spool_dir_trusted(sp, fd);
+}
+
 static void close_dir(int *fd)
 {
 	if (*fd >= 0)
@@ -357,17 +364,17 @@ static void pdir_close(struct pdir *p)
 
 /* Closes p's handles that no longer name its directories (checked every RECHECK_MS, or at once
  * after a failure: checked_at 0); pdir_open() opens them again. */
-static void pdir_recheck(struct pdir *p, int providers_fd)
+static void pdir_recheck(const struct spool *sp, struct pdir *p, int providers_fd)
 {
 	int64_t now = mono_ms();
 	if (p->fd < 0 || (p->checked_at && now - p->checked_at < RECHECK_MS))
 		return;
 	p->checked_at = now;
-	if (!dir_current(providers_fd, p->name, p->fd))
+	if (!dir_current_trusted(sp, providers_fd, p->name, p->fd))
 		pdir_close(p);
-	if (p->calls >= 0 && !dir_current(p->fd, "calls", p->calls))
+	if (p->calls >= 0 && !dir_current_trusted(sp, p->fd, "calls", p->calls))
 		close_dir(&p->calls);
-	if (p->starts >= 0 && !dir_current(p->fd, "starts", p->starts))
+	if (p->starts >= 0 && !dir_current_trusted(sp, p->fd, "starts", p->starts))
 		close_dir(&p->starts);
 	if (p->calls < 0)
 		p->calls_memo.listed_at = p->calls_oldest_beat = 0;
@@ -406,8 +413,9 @@ static void top_dirs_recheck(struct keyshare *ks)
 	char month[16];
 	month_dir_name(ks->month_open, month, sizeof(month));
 	bool top = ks->ledger_fd < 0 || !dir_current(ks->sp->root_fd, "ledger", ks->ledger_fd);
-	if (top || (ks->month_fd >= 0 && (!dir_current(ks->ledger_fd, month, ks->month_fd) ||
-					  !dir_current(ks->month_fd, "ended", ks->ended_fd)))) {
+	if (top || (ks->month_fd >= 0 &&
+		    (!dir_current_trusted(ks->sp, ks->ledger_fd, month, ks->month_fd) ||
+		     !dir_current_trusted(ks->sp, ks->month_fd, "ended", ks->ended_fd)))) {
 		/* A helper may be writing through it: the loop does not wait, it looks again next
 		 * time (the helper's write fails in the old directory, and is made again). */
 		if (pthread_mutex_trylock(&ks->write_lock) != 0) {
@@ -458,7 +466,7 @@ static bool pdir_open(struct keyshare *ks, struct pdir *p)
 {
 	for (int tries = 0; tries < 2; tries++) {
 		top_dirs_recheck(ks);
-		pdir_recheck(p, ks->providers_fd);
+		pdir_recheck(ks->sp, p, ks->providers_fd);
 		char shown[NAME_MAX + 32];
 		xsnprintf(shown, sizeof(shown), "providers/%s", p->name);
 		if (p->fd < 0 && ks->providers_fd >= 0)

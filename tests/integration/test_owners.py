@@ -242,6 +242,13 @@ open({d.path("ledger", month, "planted.json")!r}, "w").close()
     assert d.wait_finished("second", 40) == "done", d.log()[-2000:]
     d.wait_logged(f"'{d.path('ledger', month)}' is the daemon's alone again")
     assert env.fake.calls("second") == 1
+    # Made writable again while the daemon holds it open: judged again at its next look.
+    since = len(d.log())
+    os.chmod(d.path("ledger", month), 0o2770)
+    d.submit("third", {"prompt": "third"})
+    d.wait_logged(f"'{d.path('ledger', month)}' is writable by its group or others", since=since)
+    os.chmod(d.path("ledger", month), 0o2750)
+    assert d.wait_finished("third", 40) == "done", d.log()[-2000:]
     assert d.stop() == 0
 
 def test_a_ledger_a_client_made_is_moved_aside(env):
