@@ -241,6 +241,7 @@ class Daemon:
         self.key = key
         self.key_file = os.path.join(self.dir, "api.key") if key_file else None
         self.proc = None
+        self.faked_pids = []   # processes started under libfaketime (their /dev/shm files)
         self.log_elsewhere = False
         self.verbose = verbose
         self.fake = fake
@@ -299,6 +300,8 @@ class Daemon:
                                      stdout=stderr or self.logf, stderr=stderr or self.logf,
                                      env=env,
                                      start_new_session=bool(self.wrapper))
+        if "FAKETIME" in env:
+            self.faked_pids.append(self.proc.pid)
         if wait_ready:
             wait_for(lambda: "imgspoold: ready" in self.log()[self.log_offset:] or self.exited(),
                      10, "the daemon to be ready")
@@ -393,6 +396,17 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         self._reap_group()
+
+    def remove_faketime_files(self):
+        """libfaketime makes /dev/shm/faketime_shm_PID and sem.faketime_sem_PID for each process
+        started under it and removes them only at a clean exit: a killed daemon leaves them."""
+        for pid in self.faked_pids:
+            for name in (f"faketime_shm_{pid}", f"sem.faketime_sem_{pid}"):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                except FileNotFoundError:
+                    pass
+        self.faked_pids = []
 
     def log_size(self):
         try:
@@ -585,6 +599,7 @@ class Daemon:
 
     def cleanup(self, passed):
         self.kill()
+        self.remove_faketime_files()
         log = self.log()
         problems = []
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
